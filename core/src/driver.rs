@@ -1,0 +1,115 @@
+//! The one boundary between the core and a platform.
+//!
+//! A driver submits operations, reaps their completions, parks the executor's thread
+//! until a deadline (or, later, an unpark from another thread) and reads the clock.
+//! The simulated driver (`sim.rs`) is the first platform; keel-linux adds a sleeping
+//! driver with no ring and the io_uring driver.
+//!
+//! Tokens: each operation carries an [`IoToken`] the core chose. The driver gives it
+//! back with the result. Until then the driver keeps the operation (and whatever it
+//! owns) in a slot of its own, so the core can retarget a token when the status block
+//! it named goes away (`io_status.rs`, rule 4) and a completion can never reach memory
+//! that was handed back.
+
+use crate::clock::Instant;
+use crate::error::Errno;
+
+/// An operation's identity inside its driver (slot and generation, driver-defined).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct OpId(pub u64);
+
+/// The core's name for the receiver of a completion; opaque to drivers.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct IoToken(pub(crate) usize);
+
+/// The result of an operation: a byte count or value, or an errno.
+pub type IoResult = Result<u32, Errno>;
+
+/// What parking ended with.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Park {
+    /// Time passed, a completion arrived, or another thread unparked us: look again.
+    Woke,
+    /// Nothing is scheduled that could ever wake the executor (no deadline, no
+    /// operation in flight, no other thread able to unpark it).
+    Stalled,
+}
+
+/// A platform under an executor.
+pub trait Driver: 'static {
+    /// The operations this driver can perform.
+    type Op;
+
+    /// The current time on the driver's monotonic clock.
+    fn now(&self) -> Instant;
+
+    /// Starts `op`; its completion will carry `token`. On refusal the operation comes
+    /// back with the reason.
+    fn submit(&mut self, op: Self::Op, token: IoToken) -> Result<OpId, (Self::Op, Errno)>;
+
+    /// Asks for `id` to complete early (with `ECANCELED` if it had not finished). It
+    /// still completes exactly once.
+    fn cancel(&mut self, id: OpId);
+
+    /// From now on, `id`'s completion carries `token` instead.
+    fn retarget(&mut self, id: OpId, token: IoToken);
+
+    /// Hands at most `max` completions to `sink`, in completion order; returns how many.
+    fn reap(&mut self, max: usize, sink: &mut dyn FnMut(IoToken, IoResult)) -> usize;
+
+    /// Operations submitted and not yet reaped.
+    fn in_flight(&self) -> usize;
+
+    /// Blocks the thread until `deadline` (or a completion, or an unpark); `None` waits
+    /// with no deadline.
+    fn park(&mut self, deadline: Option<Instant>) -> Result<Park, Errno>;
+}
+
+/// A driver with no i/o, whose clock the caller advances by hand: for tests of the
+/// core that need no scripted operations.
+#[derive(Debug, Default)]
+pub struct NoIo;
+
+impl Driver for NoIo {
+    type Op = core::convert::Infallible;
+    fn now(&self) -> Instant {
+        Instant::ZERO
+    }
+    fn submit(&mut self, op: Self::Op, _: IoToken) -> Result<OpId, (Self::Op, Errno)> {
+        match op {}
+    }
+    fn cancel(&mut self, _: OpId) {}
+    fn retarget(&mut self, _: OpId, _: IoToken) {}
+    fn reap(&mut self, _: usize, _: &mut dyn FnMut(IoToken, IoResult)) -> usize {
+        0
+    }
+    fn in_flight(&self) -> usize {
+        0
+    }
+    fn park(&mut self, _: Option<Instant>) -> Result<Park, Errno> {
+        Ok(Park::Stalled)
+    }
+}
+
+/// Type-erased access to the driver for code that does not know its type (status
+/// blocks dropping, task-side primitives). Built once per driver type.
+pub(crate) struct DriverVt {
+    pub(crate) now: unsafe fn(*mut ()) -> Instant,
+    pub(crate) cancel: unsafe fn(*mut (), OpId),
+    pub(crate) retarget: unsafe fn(*mut (), OpId, IoToken),
+    pub(crate) type_id: fn() -> core::any::TypeId,
+}
+
+pub(crate) struct VtFor<D>(core::marker::PhantomData<D>);
+
+impl<D: Driver> VtFor<D> {
+    pub(crate) const VT: DriverVt = DriverVt {
+        // SAFETY (all three): the executor stores a pointer to its own `D` with this
+        // vtable and calls through it only on its thread, with no other borrow of the
+        // driver live (exec/sched.rs, rule 3).
+        now: |p| unsafe { (*(p as *const D)).now() },
+        cancel: |p, id| unsafe { (*(p as *mut D)).cancel(id) },
+        retarget: |p, id, t| unsafe { (*(p as *mut D)).retarget(id, t) },
+        type_id: core::any::TypeId::of::<D>,
+    };
+}

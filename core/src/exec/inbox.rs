@@ -1,0 +1,143 @@
+//! The executor's inbox: an intrusive multi-producer, single-consumer queue
+//! (Dmitry Vyukov's node-based MPSC design), through which other threads hand tasks
+//! (wakes now, attaches in the cross-thread issue) to the executor.
+//!
+//! Written by hand: the queue threads through nodes embedded in `'static` task
+//! headers and must run under loom through `crate::sync`; the maintained MPSC crates
+//! allocate their nodes or use their own atomics.
+//!
+//! Rules (cited as "inbox rule N"):
+//! 1. Producers (any thread) push with one `swap` of `head` and one store linking the
+//!    previous node to theirs: wait-free.
+//! 2. The single consumer is the owning executor's thread; `tail` is consumer-local.
+//! 3. Between a producer's swap and its link store the queue looks cut: `pop` returns
+//!    `Busy`, and the consumer tries again on its next pass (it never spins on it,
+//!    except when an executor is being dropped, which must wait for in-flight pushes).
+//! 4. A node is pushed only by the waker that set its task's `QUEUED` bit (wake rule 3),
+//!    so it is in the queue at most once.
+//! 5. The inbox lives inside a pinned executor; `init` runs once it is pinned, before
+//!    any task can name the executor (attach stores `exec` only after it).
+
+use crate::sync::{AtomicPtr, Ordering};
+use core::cell::Cell;
+use core::ptr::{self, NonNull};
+
+/// The link a task carries for inboxes.
+pub(crate) struct InboxNode {
+    next: AtomicPtr<InboxNode>,
+}
+
+impl InboxNode {
+    crate::sync::maybe_const_fn! {
+        pub(crate) fn new() -> Self {
+            InboxNode { next: AtomicPtr::new(ptr::null_mut()) }
+        }
+    }
+}
+
+/// What `pop` found.
+pub(crate) enum Pop {
+    Item(NonNull<InboxNode>),
+    Empty,
+    /// A producer is between its two steps (rule 3).
+    Busy,
+}
+
+/// The queue. Cache-padded: producers hammer `head`, the consumer reads `tail`.
+#[repr(C, align(64))]
+pub(crate) struct Inbox {
+    head: AtomicPtr<InboxNode>,
+    _pad: [u8; 56],
+    tail: Cell<*mut InboxNode>,
+    stub: InboxNode,
+}
+
+impl Inbox {
+    pub(crate) fn new() -> Self {
+        Inbox {
+            head: AtomicPtr::new(ptr::null_mut()),
+            _pad: [0; 56],
+            tail: Cell::new(ptr::null_mut()),
+            stub: InboxNode::new(),
+        }
+    }
+
+    fn stub(&self) -> *mut InboxNode {
+        &self.stub as *const InboxNode as *mut InboxNode
+    }
+
+    /// Points head and tail at the stub. Rule 5: called once the inbox is pinned.
+    pub(crate) fn init(&self) {
+        self.tail.set(self.stub());
+        // Relaxed: nothing can reach the inbox until `exec` is published with Release
+        // after this (rule 5).
+        self.head.store(self.stub(), Ordering::Relaxed);
+    }
+
+    /// Pushes `node` (rule 1). Any thread.
+    ///
+    /// # Safety
+    /// `node` is valid, `'static`, and not in any inbox (rule 4); `init` has run.
+    pub(crate) unsafe fn push(&self, node: NonNull<InboxNode>) {
+        let n = node.as_ptr();
+        // SAFETY: the caller owns the right to link `node` (rule 4).
+        // Relaxed: published by the Release swap below.
+        unsafe { (*n).next.store(ptr::null_mut(), Ordering::Relaxed) };
+        // AcqRel: Release publishes the node's cleared `next`; Acquire orders our later
+        // store into `prev` after the previous producer's initialisation of it.
+        let prev = self.head.swap(n, Ordering::AcqRel);
+        // SAFETY: `prev` is the stub or a node pushed earlier; nodes are `'static` and the
+        // stub lives as long as the pinned inbox, which outlives every push (wake rule 6).
+        // Release: pairs with the consumer's Acquire load of `next` in `pop`.
+        unsafe { (*prev).next.store(n, Ordering::Release) };
+    }
+
+    /// Cheap test used on every run-loop pass: true if nothing is visibly queued.
+    #[inline(always)]
+    pub(crate) fn looks_empty(&self) -> bool {
+        let tail = self.tail.get();
+        // SAFETY: `tail` is the stub or a popped-from node, valid (rule 2).
+        // Relaxed: a hint only; `pop` re-reads with Acquire.
+        tail == self.stub() && unsafe { (*tail).next.load(Ordering::Relaxed) }.is_null()
+    }
+
+    /// Takes the oldest node. Only the owning executor's thread (rule 2).
+    pub(crate) fn pop(&self) -> Pop {
+        let stub = self.stub();
+        let mut tail = self.tail.get();
+        // SAFETY (all derefs below): `tail`, `next` and `head` are the stub or pushed
+        // nodes, all valid for as long as the inbox (see `push`).
+        // Acquire: pairs with the Release link store in `push`, so the node is initialised.
+        let mut next = unsafe { (*tail).next.load(Ordering::Acquire) };
+        if tail == stub {
+            if next.is_null() {
+                return Pop::Empty;
+            }
+            self.tail.set(next);
+            tail = next;
+            // SAFETY: as above.
+            next = unsafe { (*next).next.load(Ordering::Acquire) };
+        }
+        if !next.is_null() {
+            self.tail.set(next);
+            // SAFETY: `tail` is non-null here.
+            return Pop::Item(unsafe { NonNull::new_unchecked(tail) });
+        }
+        // Acquire: pairs with the producers' swap, to compare with a head that is current.
+        let head = self.head.load(Ordering::Acquire);
+        if tail != head {
+            return Pop::Busy;
+        }
+        // `tail` is the last node: push the stub behind it so it can be taken.
+        // SAFETY: the stub is in the queue only as `tail` was not it (checked above).
+        unsafe { self.push(NonNull::new_unchecked(stub)) };
+        // SAFETY: as above.
+        next = unsafe { (*tail).next.load(Ordering::Acquire) };
+        if !next.is_null() {
+            self.tail.set(next);
+            // SAFETY: non-null.
+            return Pop::Item(unsafe { NonNull::new_unchecked(tail) });
+        }
+        Pop::Busy
+    }
+}

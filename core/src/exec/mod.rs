@@ -1,0 +1,416 @@
+//! The executor: a driver, the scheduler state, and the run loop.
+//!
+//! An executor is pinned before use (tasks and wakers hold its address), then used
+//! through `Pin<&Executor<D>>`, which is `Copy`:
+//!
+//! ```
+//! use core::pin::pin;
+//! use keel_core::{Executor, Config, TaskSlot, TaskAttrs, sim::SimDriver};
+//! static TASK: TaskSlot = TaskSlot::new();
+//! let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+//! let ex = ex.into_ref();
+//! let run = ex.attach(TASK.create(TaskAttrs::default()).unwrap(), async { 7u64 }).unwrap();
+//! assert_eq!(ex.run(10, None), Ok(1));
+//! assert_eq!(ex.result(run), Ok(Some(Ok(7))));
+//! ```
+//!
+//! Same-thread only: every method here. The executor is `!Send` and `!Sync`; what
+//! other threads may do is wake tasks through `TaskHandle::wake` and wakers.
+
+pub(crate) mod inbox;
+mod run;
+pub(crate) mod sched;
+
+use crate::clock::Instant;
+use crate::driver::{Driver, VtFor};
+use crate::error::{AttachError, CancelError, ConfigError, DestroyError, StaleHandle, TaskResult};
+use crate::sync::Ordering;
+use crate::task::body::{FutureBody, IntoTaskResult};
+use crate::task::header::{Header, flag};
+use crate::task::state::{SuspendReason, TaskEvent, TaskState};
+use crate::task::TaskHandle;
+use crate::sync::UnsafeCell as DriverCell;
+use core::future::Future;
+use core::marker::PhantomPinned;
+use core::pin::Pin;
+use core::ptr::NonNull;
+use sched::Sched;
+
+/// Bounds on the run loop's inner loops (sched rule 4). Each must be at least 1.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Wakes taken off the inbox per run-loop pass.
+    pub inbox_batch: usize,
+    /// Timers fired per pass.
+    pub timer_batch: usize,
+    /// Completions reaped per pass.
+    pub reap_batch: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { inbox_batch: 64, timer_batch: 64, reap_batch: 256 }
+    }
+}
+
+impl Config {
+    fn validate(self) -> Result<Self, ConfigError> {
+        for (name, v) in [("inbox_batch", self.inbox_batch), ("timer_batch", self.timer_batch), ("reap_batch", self.reap_batch)] {
+            if v == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        Ok(self)
+    }
+}
+
+/// What `cancel` did.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// It was queued (not started, or ready): removed, and it completed as cancelled.
+    Completed,
+    /// It was suspended: it resumes now and its suspension point returns `Cancelled`.
+    Resumes,
+    /// It was suspended on i/o: that i/o is being cancelled; it resumes once it completes.
+    CancellingIo,
+    /// It is running: its next suspension point returns `Cancelled`.
+    AtNextSuspension,
+    /// A cancel was already under way.
+    AlreadyCancelling,
+}
+
+/// A snapshot of an executor's counters.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecStats {
+    /// Task resumptions (items of work that ran a body).
+    pub resumed: u64,
+    /// Runs completed.
+    pub completed: u64,
+    /// Resumptions per CPU priority, high first.
+    pub per_priority: [u64; 3],
+    /// Timers that fired.
+    pub timers_fired: u64,
+    /// Wakes taken from other threads (or from wakers).
+    pub inbox_taken: u64,
+    /// Operations submitted to the driver.
+    pub io_submitted: u64,
+    /// Completions reaped.
+    pub io_completed: u64,
+    /// Times the executor parked.
+    pub parks: u64,
+    /// Tasks attached right now.
+    pub attached: usize,
+    /// Ready tasks per CPU priority right now.
+    pub ready: [usize; 3],
+    /// Timers armed right now.
+    pub timers_armed: usize,
+}
+
+/// A single-threaded executor over driver `D`.
+pub struct Executor<D: Driver> {
+    sched: Sched,
+    driver: DriverCell<D>,
+    _pinned: PhantomPinned,
+}
+
+impl<D: Driver> Executor<D> {
+    /// An executor over `driver`. Expensive calls end here; pin it, then attach and run.
+    pub fn new(driver: D, config: Config) -> Result<Self, ConfigError> {
+        Ok(Executor { sched: Sched::new(config.validate()?), driver: DriverCell::new(driver), _pinned: PhantomPinned })
+    }
+
+    #[inline(always)]
+    fn sched(self: Pin<&Self>) -> &Sched {
+        let s = &self.get_ref().sched;
+        s.ensure_init(self.driver_ptr() as *mut (), &VtFor::<D>::VT);
+        s
+    }
+
+    #[inline(always)]
+    fn driver_ptr(&self) -> *mut D {
+        self.driver.with_mut(|p| p)
+    }
+
+    /// The switcher kind of run `task`'s body, `None` if it has none now.
+    pub fn switcher(self: Pin<&Self>, task: TaskHandle) -> Result<Option<crate::task::SwitcherKind>, StaleHandle> {
+        let t = self.owned(task).map_err(|_| StaleHandle)?;
+        Ok(t.body.get().map(|vt| vt.kind))
+    }
+
+    /// Runs `f` on the driver (for scripting a simulated driver between runs).
+    pub fn with_driver<R>(self: Pin<&Self>, f: impl FnOnce(&mut D) -> R) -> R {
+        let _ = self.sched();
+        // SAFETY: sched rule 3: called from outside any task resume (this takes the
+        // executor, which task code cannot reach), so no other borrow is live.
+        f(unsafe { &mut *self.driver_ptr() })
+    }
+
+    /// Attaches a future as the next run of `task`. Same thread, no atomic
+    /// read-modify-write once the task belongs to this executor, no allocation.
+    pub fn attach<F>(self: Pin<&Self>, task: TaskHandle, body: F) -> Result<TaskHandle, AttachError<F>>
+    where
+        F: Future + 'static,
+        F::Output: IntoTaskResult,
+    {
+        self.sched().attach(task, body, &FutureBody::<F>::VTABLE)
+    }
+
+    /// The state of run `task`.
+    pub fn state(self: Pin<&Self>, task: TaskHandle) -> Result<TaskState, StaleHandle> {
+        let t = self.owned(task).map_err(|_| StaleHandle)?;
+        Ok(t.state.get())
+    }
+
+    /// The result of run `task`: `None` until it has completed.
+    pub fn result(self: Pin<&Self>, task: TaskHandle) -> Result<Option<TaskResult>, StaleHandle> {
+        let t = self.owned(task).map_err(|_| StaleHandle)?;
+        Ok(if t.state.get() == TaskState::Completed { t.trailer().result.get() } else { None })
+    }
+
+    /// The header of `task` if this executor owns it and the handle is current.
+    fn owned(self: Pin<&Self>, task: TaskHandle) -> Result<&'static Header, Owned> {
+        let s = self.sched();
+        // SAFETY: `'static` slot.
+        let t: &'static Header = unsafe { &*task.header().as_ptr() };
+        // Relaxed: comparing with our own address; if it is ours, we wrote it.
+        let owner = t.exec.load(Ordering::Relaxed);
+        if owner != s as *const Sched as *mut Sched {
+            return Err(if owner.is_null() { Owned::Unowned } else { Owned::Elsewhere });
+        }
+        // Relaxed: owner-written.
+        if t.generation.load(Ordering::Relaxed) != task.generation() {
+            return Err(Owned::Stale);
+        }
+        Ok(t)
+    }
+
+    /// Wakes `task` on this thread (wake rule 7: no atomics). Stale: a no-op.
+    pub fn wake(self: Pin<&Self>, task: TaskHandle) {
+        if self.owned(task).is_ok() {
+            self.sched().wake_local(task.header());
+        }
+    }
+
+    /// Cancels run `task`, whatever its state (see [`CancelOutcome`]).
+    pub fn cancel(self: Pin<&Self>, task: TaskHandle) -> Result<CancelOutcome, CancelError> {
+        let t = self.owned(task).map_err(|o| match o {
+            Owned::Elsewhere => CancelError::OwnedElsewhere,
+            Owned::Unowned => CancelError::NotAttached,
+            Owned::Stale => CancelError::Stale,
+        })?;
+        let s = self.sched();
+        let h = task.header();
+        use SuspendReason as R;
+        Ok(match t.state.get() {
+            TaskState::Idle => return Err(CancelError::NotAttached),
+            TaskState::Draining | TaskState::Completed => return Err(CancelError::TooLate),
+            TaskState::Attached | TaskState::Ready => {
+                // SAFETY: attached-not-started and ready tasks are in the run queue.
+                unsafe { s.ready.remove(h) };
+                s.drop_body(h);
+                s.finish_cancelled(h);
+                CancelOutcome::Completed
+            }
+            TaskState::Suspended(R::Timer | R::Wait | R::SqSlot) => {
+                t.set_flag(flag::CANCEL);
+                s.wake_cancelled(h, TaskEvent::CancelSuspended);
+                CancelOutcome::Resumes
+            }
+            TaskState::Suspended(R::Io) => {
+                t.set_flag(flag::CANCEL);
+                s.cancel_io(h);
+                CancelOutcome::CancellingIo
+            }
+            TaskState::Running => {
+                t.set_flag(flag::CANCEL);
+                CancelOutcome::AtNextSuspension
+            }
+            TaskState::Cancelling => CancelOutcome::AlreadyCancelling,
+        })
+    }
+
+    /// Destroys the task: every handle to it becomes stale and its slot can be created
+    /// again. Fails while it is attached. The slot must belong to this executor or to none.
+    pub fn destroy(self: Pin<&Self>, task: TaskHandle) -> Result<(), DestroyError> {
+        let s = self.sched();
+        let h = task.header();
+        let t = match self.owned(task) {
+            Ok(t) => t,
+            Err(Owned::Stale) => return Err(DestroyError::Stale),
+            Err(Owned::Elsewhere) => return Err(DestroyError::OwnedElsewhere),
+            Err(Owned::Unowned) => {
+                s.claim(task).map_err(|c| match c {
+                    sched::Claim::Stale => DestroyError::Stale,
+                    sched::Claim::Raced => DestroyError::OwnedElsewhere,
+                })?;
+                // SAFETY: `'static` slot.
+                unsafe { &*h.as_ptr() }
+            }
+        };
+        if t.state.get().is_attached() {
+            return Err(DestroyError::Attached);
+        }
+        // Relaxed: owner-written. Bump first so every handle is stale before the slot frees.
+        let g = t.generation.load(Ordering::Relaxed).wrapping_add(1);
+        // Release: pairs with wakers' Acquire generation check.
+        t.generation.store(g, Ordering::Release);
+        if !s.release(h) {
+            return Err(DestroyError::WakeInFlight);
+        }
+        // Release: pairs with `create`'s Acquire CAS, publishing the released slot.
+        t.trailer().live.store(0, Ordering::Release);
+        Ok(())
+    }
+
+    /// Gives up a task that is not attached, so another executor can attach it.
+    /// Returns the handle to attach it with.
+    pub fn release(self: Pin<&Self>, task: TaskHandle) -> Result<TaskHandle, DestroyError> {
+        let t = self.owned(task).map_err(|o| match o {
+            Owned::Stale => DestroyError::Stale,
+            Owned::Elsewhere | Owned::Unowned => DestroyError::OwnedElsewhere,
+        })?;
+        if t.state.get().is_attached() {
+            return Err(DestroyError::Attached);
+        }
+        if !self.sched().release(task.header()) {
+            return Err(DestroyError::WakeInFlight);
+        }
+        Ok(task)
+    }
+
+    /// The driver's clock.
+    pub fn now(self: Pin<&Self>) -> Instant {
+        self.sched().now()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(self: Pin<&Self>) -> ExecStats {
+        let s = self.sched();
+        let c = &s.stats;
+        ExecStats {
+            resumed: c.resumed.get(),
+            completed: c.completed.get(),
+            per_priority: [c.per_priority[0].get(), c.per_priority[1].get(), c.per_priority[2].get()],
+            timers_fired: c.timers_fired.get(),
+            inbox_taken: c.inbox_taken.get(),
+            io_submitted: c.io_submitted.get(),
+            io_completed: c.io_completed.get(),
+            parks: c.parks.get(),
+            attached: s.attached.get(),
+            ready: s.ready.lens(),
+            timers_armed: s.timers.len(),
+        }
+    }
+
+    /// Tasks attached right now.
+    pub fn attached(self: Pin<&Self>) -> usize {
+        self.sched().attached.get()
+    }
+}
+
+enum Owned {
+    Stale,
+    Elsewhere,
+    Unowned,
+}
+
+impl<D: Driver> Drop for Executor<D> {
+    /// Cancels every attached task (bodies dropped, i/o cancelled and drained), then
+    /// gives every task up, waiting for wakes in flight to this executor (wake rule 6).
+    fn drop(&mut self) {
+        // SAFETY: `Executor` is `!Unpin`, so once pinned it is dropped in place; if it was
+        // never pinned, nothing can name it and initialising it here is harmless.
+        let this = unsafe { Pin::new_unchecked(&*self) };
+        let s = this.sched();
+        let mut cur = s.owned.front();
+        while let Some(h) = cur {
+            // SAFETY: `h` is linked in `owned`.
+            cur = unsafe { s.owned.next_of(h) };
+            s.abandon(h);
+        }
+        this.drain_all_io();
+        while let Some(h) = s.owned.front() {
+            // Wake rule 6: a waker mid-push holds QUEUED; wait for its node to arrive.
+            let mut spins: u64 = 0;
+            while !s.release(h) {
+                spins += 1;
+                core::hint::spin_loop();
+                debug_assert!(spins < 1 << 40, "keel bug: a wake never arrived");
+            }
+        }
+    }
+}
+
+impl<D: Driver> Executor<D> {
+    /// Reaps until no operation is in flight (cancellations were requested already).
+    fn drain_all_io(self: Pin<&Self>) {
+        let s = self.sched();
+        loop {
+            // SAFETY: sched rule 3: no borrow of the driver is live here.
+            let d = unsafe { &mut *self.driver_ptr() };
+            if d.in_flight() == 0 {
+                return;
+            }
+            let n = d.reap(s.cfg.reap_batch, &mut |tok, res| s.complete_io(tok, res));
+            if n == 0 {
+                let deadline = s.now().saturating_add(core::time::Duration::from_millis(1));
+                // SAFETY: as above.
+                if let Ok(crate::driver::Park::Stalled) = unsafe { &mut *self.driver_ptr() }.park(Some(deadline)) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Sched {
+    /// Cancel edge 9: a suspended task resumes with `Cancelled`.
+    pub(crate) fn wake_cancelled(&self, h: NonNull<Header>, event: TaskEvent) {
+        // SAFETY: `'static` header.
+        let t = unsafe { h.as_ref() };
+        if t.trailer().timer.is_armed() {
+            // SAFETY: armed in our heap.
+            unsafe { self.timers.remove(t.timer()) };
+        }
+        t.state.set(t.state.get().on(event).unwrap_or_else(|e| panic!("keel bug: {e}")));
+        // SAFETY: a suspended task is in no run list.
+        unsafe { self.ready.push(h) };
+    }
+
+    /// Cancel edge 10: cancel the task's i/o; it resumes when a completion arrives.
+    pub(crate) fn cancel_io(&self, h: NonNull<Header>) {
+        // SAFETY: `'static` header.
+        let t = unsafe { h.as_ref() };
+        t.state.set(t.state.get().on(TaskEvent::CancelIo).unwrap_or_else(|e| panic!("keel bug: {e}")));
+        let mut s = t.trailer().initiated.front();
+        while let Some(st) = s {
+            // SAFETY: linked statuses are alive (io_status rule 2).
+            self.driver_cancel(unsafe { st.as_ref() }.op_id());
+            // SAFETY: `st` is linked in `initiated`.
+            s = unsafe { t.trailer().initiated.next_of(st) };
+        }
+        if t.io_in_flight() == 0 {
+            t.state.set(TaskState::Ready);
+            // SAFETY: a cancelling task is in no run list.
+            unsafe { self.ready.push(h) };
+        }
+    }
+
+    /// Executor drop: end the task's run without resuming it.
+    fn abandon(&self, h: NonNull<Header>) {
+        // SAFETY: `'static` header.
+        let t = unsafe { h.as_ref() };
+        match t.state.get() {
+            TaskState::Attached | TaskState::Ready => {
+                // SAFETY: queued states are in the run queue.
+                unsafe { self.ready.remove(h) };
+            }
+            TaskState::Suspended(_) | TaskState::Cancelling => {
+                t.state.set(TaskState::Ready);
+            }
+            _ => return,
+        }
+        self.drop_body(h);
+        self.finish_cancelled(h);
+    }
+}

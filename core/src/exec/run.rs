@@ -1,0 +1,71 @@
+//! The run loop.
+//!
+//! One pass: take wakes off the inbox (at most `inbox_batch`), reap completions if any
+//! operation is in flight (at most `reap_batch`), fire expired timers if any is armed
+//! (at most `timer_batch`), then resume the oldest task of the highest ready priority.
+//! A pass that finds nothing ready parks the driver until the next timer's deadline
+//! (or the run's timeout) — unless work was done already, in which case `run` returns.
+//!
+//! The clock is read only when a timer is armed or when the loop is about to park or
+//! time out: a yield-only workload never reads it.
+
+use super::Executor;
+use crate::driver::{Driver, Park};
+use crate::error::RunError;
+use core::pin::Pin;
+use core::time::Duration;
+
+impl<D: Driver> Executor<D> {
+    /// Does at most `max_items` items of work (a task resumed, or completed, is one),
+    /// highest CPU priority first, FIFO within a priority. Waits for work when there is
+    /// none, up to `timeout` (`None`: no limit). Returns how many items it did;
+    /// `Err(TimedOut)` if the timeout passed with none done, `Err(Stalled)` if nothing
+    /// could ever wake a task.
+    pub fn run(self: Pin<&Self>, max_items: usize, timeout: Option<Duration>) -> Result<usize, RunError> {
+        if max_items == 0 {
+            return Err(RunError::ZeroMaxItems);
+        }
+        let s = self.sched();
+        let cfg = s.cfg;
+        let mut deadline = None;
+        let mut done = 0usize;
+        loop {
+            s.drain_inbox(cfg.inbox_batch);
+            // SAFETY: sched rule 3: no borrow of the driver is live between resumes.
+            let driver = unsafe { &mut *self.driver_ptr() };
+            if driver.in_flight() > 0 {
+                driver.reap(cfg.reap_batch, &mut |tok, res| s.complete_io(tok, res));
+            }
+            if !s.timers.is_empty() {
+                s.fire_timers(s.now(), cfg.timer_batch);
+            }
+            if let Some(h) = s.ready.pop() {
+                s.resume(h);
+                done += 1;
+                if done == max_items {
+                    return Ok(done);
+                }
+                continue;
+            }
+            if done > 0 {
+                return Ok(done);
+            }
+            let now = s.now();
+            let until = *deadline.get_or_insert_with(|| timeout.map(|t| now.saturating_add(t)));
+            if until.is_some_and(|u| now >= u) {
+                return Err(RunError::TimedOut);
+            }
+            let wake_at = match (s.timers.next_deadline(), until) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            s.stats.parks.set(s.stats.parks.get() + 1);
+            // SAFETY: as above.
+            match unsafe { &mut *self.driver_ptr() }.park(wake_at) {
+                Ok(Park::Woke) => {}
+                Ok(Park::Stalled) => return Err(RunError::Stalled),
+                Err(e) => return Err(RunError::Driver(e)),
+            }
+        }
+    }
+}

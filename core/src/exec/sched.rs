@@ -1,0 +1,400 @@
+//! The executor's driver-independent state and the operations on it: attach, resume,
+//! wake, timers, i/o completion. `Executor<D>` wraps it with a driver; task-side
+//! primitives reach it through their task's header.
+//!
+//! Rules (cited as "sched rule N"):
+//! 1. A `Sched` lives inside a pinned `Executor` and never moves once a task names it.
+//! 2. Everything but `inbox` is touched only on the executor's thread, through `Cell`s;
+//!    there is never a `&mut Sched`.
+//! 3. The driver is reached through a raw pointer; no borrow of it is held across a
+//!    body resume or any other call into user code, so user code may call back into
+//!    the driver (a status block dropping, a primitive initiating i/o).
+//! 4. Every loop here is bounded by a configuration value or by a structure's size:
+//!    inbox drain by `inbox_batch`, timer firing by `timer_batch`, completion reaping
+//!    by `reap_batch`, run-queue pop by the three levels.
+
+use crate::driver::{DriverVt, IoResult, IoToken};
+use crate::error::{AttachError, TaskError, TaskResult};
+use crate::exec::inbox::{Inbox, Pop};
+use crate::exec::Config;
+use crate::clock::Instant;
+use crate::io_status::IoStatus;
+use crate::list::List;
+use crate::run_queue::RunQueue;
+use crate::sync::Ordering;
+use crate::task::body::{BodyVTable, Step, place};
+use crate::task::header::{Header, OwnedLink, flag};
+use crate::task::state::{TaskEvent as E, TaskState as S};
+use crate::task::TaskHandle;
+use crate::timer::TimerHeap;
+use core::cell::Cell;
+use core::ptr::NonNull;
+
+/// Executor counters (owner-local).
+#[derive(Default)]
+pub(crate) struct StatsCells {
+    pub(crate) resumed: Cell<u64>,
+    pub(crate) completed: Cell<u64>,
+    pub(crate) per_priority: [Cell<u64>; 3],
+    pub(crate) timers_fired: Cell<u64>,
+    pub(crate) inbox_taken: Cell<u64>,
+    pub(crate) io_submitted: Cell<u64>,
+    pub(crate) io_completed: Cell<u64>,
+    pub(crate) parks: Cell<u64>,
+}
+
+/// Why claiming an unowned task failed.
+pub(crate) enum Claim {
+    /// The handle is stale or the task destroyed.
+    Stale,
+    /// Another executor claimed it first.
+    Raced,
+}
+
+pub(crate) struct Sched {
+    /// First, cache-padded: the only field other threads touch.
+    pub(crate) inbox: Inbox,
+    pub(crate) ready: RunQueue,
+    pub(crate) timers: TimerHeap,
+    pub(crate) owned: List<Header, OwnedLink>,
+    pub(crate) current: Cell<Option<NonNull<Header>>>,
+    driver: Cell<*mut ()>,
+    driver_vt: Cell<Option<&'static DriverVt>>,
+    pub(crate) attached: Cell<usize>,
+    pub(crate) cfg: Config,
+    pub(crate) stats: StatsCells,
+    initialised: Cell<bool>,
+}
+
+#[inline(always)]
+fn hdr<'a>(h: NonNull<Header>) -> &'a Header {
+    // SAFETY: every header pointer the scheduler handles is into a `'static` TaskSlot.
+    unsafe { h.as_ref() }
+}
+
+#[inline(always)]
+fn step(h: &Header, event: E) {
+    match h.state.get().on(event) {
+        Ok(next) => h.state.set(next),
+        Err(e) => panic!("keel bug: {e}"),
+    }
+}
+
+impl Sched {
+    pub(crate) fn new(cfg: Config) -> Self {
+        Sched {
+            inbox: Inbox::new(),
+            ready: RunQueue::new(),
+            timers: TimerHeap::new(),
+            owned: List::new(),
+            current: Cell::new(None),
+            driver: Cell::new(core::ptr::null_mut()),
+            driver_vt: Cell::new(None),
+            attached: Cell::new(0),
+            cfg,
+            stats: StatsCells::default(),
+            initialised: Cell::new(false),
+        }
+    }
+
+    /// Sched rule 1: called on every entry through a pinned executor.
+    #[inline(always)]
+    pub(crate) fn ensure_init(&self, driver: *mut (), vt: &'static DriverVt) {
+        if !self.initialised.get() {
+            self.inbox.init();
+            self.driver.set(driver);
+            self.driver_vt.set(Some(vt));
+            self.initialised.set(true);
+        }
+    }
+
+    fn vt(&self) -> &'static DriverVt {
+        self.driver_vt.get().expect("keel bug: executor used before init")
+    }
+
+    /// The driver pointer if its type is `D`.
+    pub(crate) fn driver_as<D: 'static>(&self) -> Option<*mut D> {
+        ((self.vt().type_id)() == core::any::TypeId::of::<D>()).then(|| self.driver.get() as *mut D)
+    }
+
+    pub(crate) fn now(&self) -> Instant {
+        // SAFETY: sched rule 3: no borrow of the driver is live while sched code runs.
+        unsafe { (self.vt().now)(self.driver.get()) }
+    }
+
+    pub(crate) fn driver_cancel(&self, id: crate::driver::OpId) {
+        // SAFETY: as in `now`.
+        unsafe { (self.vt().cancel)(self.driver.get(), id) }
+    }
+
+    pub(crate) fn driver_retarget(&self, id: crate::driver::OpId, token: IoToken) {
+        // SAFETY: as in `now`.
+        unsafe { (self.vt().retarget)(self.driver.get(), id, token) }
+    }
+
+    fn me(&self) -> *mut Sched {
+        self as *const Sched as *mut Sched
+    }
+
+    /// Attaches run `handle` of a task with `body`, returning the new run's handle.
+    pub(crate) fn attach<B>(
+        &self,
+        handle: TaskHandle,
+        body: B,
+        vt: &'static BodyVTable,
+    ) -> Result<TaskHandle, AttachError<B>> {
+        let h = handle.header();
+        let t = hdr(h);
+        // Acquire: pairs with the Release that published a previous owner's release.
+        let owner = t.exec.load(Ordering::Acquire);
+        if owner.is_null() {
+            match self.claim(handle) {
+                Ok(()) => {}
+                Err(Claim::Stale) => return Err(AttachError::Stale(body)),
+                Err(Claim::Raced) => return Err(AttachError::OwnedElsewhere(body)),
+            }
+        } else if owner != self.me() {
+            return Err(AttachError::OwnedElsewhere(body));
+        }
+        // Relaxed: we are the owner, and the owner is the only writer (wake rule 2).
+        let generation = t.generation.load(Ordering::Relaxed);
+        if generation != handle.generation() {
+            return Err(AttachError::Stale(body));
+        }
+        if t.state.get().is_attached() {
+            return Err(AttachError::AlreadyAttached(body));
+        }
+        // SAFETY: we own the task and it is not attached, so its body bytes are free.
+        unsafe { place(h, body)? };
+        let next_gen = generation.wrapping_add(1);
+        // Release: pairs with the Acquire generation check in `wake_by_gen`.
+        t.generation.store(next_gen, Ordering::Release);
+        t.body.set(Some(vt));
+        t.flags.set(0);
+        t.trailer().result.set(None);
+        step(t, E::Attach);
+        self.attached.set(self.attached.get() + 1);
+        // SAFETY: an attached task that was Idle or Completed is in no run list.
+        unsafe { self.ready.push(h) };
+        Ok(TaskHandle::from_parts(h, next_gen))
+    }
+
+    /// Takes an unowned task for this executor (cold: one CAS). Fails if the handle is
+    /// stale or the task was destroyed.
+    pub(crate) fn claim(&self, handle: TaskHandle) -> Result<(), Claim> {
+        let h = handle.header();
+        let t = hdr(h);
+        // AcqRel: Release publishes this executor's initialised inbox to wakers that load
+        // `exec` with Acquire; Acquire sees the previous owner's last writes to the task.
+        if t.exec.compare_exchange(core::ptr::null_mut(), self.me(), Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return Err(Claim::Raced);
+        }
+        // Acquire: pairs with destroy's Release of `live`.
+        let live = t.trailer().live.load(Ordering::Acquire) != 0;
+        if !live || t.generation.load(Ordering::Relaxed) != handle.generation() {
+            // Release: hand it back exactly as we found it.
+            t.exec.store(core::ptr::null_mut(), Ordering::Release);
+            return Err(Claim::Stale);
+        }
+        t.notify.open();
+        // SAFETY: an unowned task is in no executor's owned list.
+        unsafe { self.owned.push_back(h) };
+        Ok(())
+    }
+
+    /// Gives up an owned, unattached task (wake rule 6). Returns false while a wake is in
+    /// flight to this executor.
+    pub(crate) fn release(&self, h: NonNull<Header>) -> bool {
+        let t = hdr(h);
+        debug_assert!(!t.state.get().is_attached());
+        for _ in 0..2 {
+            // Relaxed: owner-written.
+            if t.notify.close(t.generation.load(Ordering::Relaxed)) {
+                step(t, E::Release);
+                // SAFETY: owned tasks are in `owned`.
+                unsafe { self.owned.remove(h) };
+                // Release: pairs with the Acquire in a later claim.
+                t.exec.store(core::ptr::null_mut(), Ordering::Release);
+                return true;
+            }
+            self.drain_inbox(self.cfg.inbox_batch);
+        }
+        false
+    }
+
+    /// Wake rule 1, on the owner's thread: no atomics.
+    #[inline(always)]
+    pub(crate) fn wake_local(&self, h: NonNull<Header>) {
+        let t = hdr(h);
+        match t.state.get() {
+            S::Suspended(_) => {
+                self.disarm(t);
+                step(t, E::Wake);
+                // SAFETY: a suspended task is in no run list.
+                unsafe { self.ready.push(h) };
+            }
+            S::Running => t.set_flag(flag::NOTIFIED),
+            _ => {}
+        }
+    }
+
+    /// Resumes one ready task: one item of work.
+    #[inline(always)]
+    pub(crate) fn resume(&self, h: NonNull<Header>) {
+        let t = hdr(h);
+        step(t, if t.state.get() == S::Attached { E::Start } else { E::Resume });
+        t.reason.set(crate::task::state::SuspendReason::Wait);
+        let stats = &t.trailer().stats;
+        stats.resumptions.set(stats.resumptions.get() + 1);
+        let level = &self.stats.per_priority[t.prio.get().cpu.index()];
+        level.set(level.get() + 1);
+        self.stats.resumed.set(self.stats.resumed.get() + 1);
+        self.current.set(Some(h));
+        let vt = t.body.get().expect("keel bug: resuming a task with no body");
+        // SAFETY: the body bytes hold the body `vt` was made for (installed together at
+        // attach), and no borrow of scheduler or driver state is live (sched rule 3).
+        let outcome = unsafe { (vt.resume)(h) };
+        self.current.set(None);
+        match outcome {
+            Step::Pending => {
+                if t.has_flag(flag::NOTIFIED) {
+                    t.clear_flag(flag::NOTIFIED);
+                    step(t, E::Yield);
+                    // SAFETY: a running task is in no run list.
+                    unsafe { self.ready.push(h) };
+                } else {
+                    step(t, E::Suspend(t.reason.get()));
+                }
+            }
+            Step::Done(result) => {
+                t.body.set(None);
+                self.finish(h, E::Return, result);
+            }
+        }
+    }
+
+    /// The body is gone (returned or dropped): complete, or drain its i/o first.
+    fn finish(&self, h: NonNull<Header>, event: E, result: TaskResult) {
+        let t = hdr(h);
+        self.disarm(t);
+        t.trailer().result.set(Some(result));
+        if t.io_in_flight() > 0 {
+            let mut s = t.trailer().initiated.front();
+            while let Some(st) = s {
+                // SAFETY: linked statuses are valid (io_status rule 2).
+                let st_ref = unsafe { st.as_ref() };
+                self.driver_cancel(st_ref.op_id());
+                // SAFETY: `st` is linked in `initiated`.
+                s = unsafe { t.trailer().initiated.next_of(st) };
+            }
+            step(t, if event == E::Return { E::ReturnWithIo } else { E::CancelQueuedWithIo });
+        } else {
+            step(t, event);
+            self.completed(t);
+        }
+    }
+
+    fn completed(&self, t: &Header) {
+        while t.trailer().completed.pop_front().is_some() {}
+        self.attached.set(self.attached.get() - 1);
+        self.stats.completed.set(self.stats.completed.get() + 1);
+    }
+
+    /// Arms the task's timer for `deadline`, keeping an earlier deadline already armed.
+    pub(crate) fn arm(&self, h: NonNull<Header>, deadline: Instant) {
+        let t = hdr(h);
+        let node = t.timer();
+        let tn = &t.trailer().timer;
+        if tn.is_armed() {
+            if tn.deadline() <= deadline {
+                return;
+            }
+            // SAFETY: armed in our heap (timer rule 1).
+            unsafe { self.timers.remove(node) };
+        }
+        // SAFETY: the node is in a `'static` trailer and unarmed.
+        unsafe { self.timers.insert(node, deadline) };
+    }
+
+    fn disarm(&self, t: &Header) {
+        if t.trailer().timer.is_armed() {
+            // SAFETY: armed in our heap (timer rule 1).
+            unsafe { self.timers.remove(t.timer()) };
+        }
+    }
+
+    /// Fires expired timers, at most `max` (sched rule 4).
+    pub(crate) fn fire_timers(&self, now: Instant, max: usize) {
+        for _ in 0..max {
+            let Some(node) = self.timers.pop_expired(now) else { return };
+            self.stats.timers_fired.set(self.stats.timers_fired.get() + 1);
+            self.wake_local(Header::from_timer(node));
+        }
+    }
+
+    /// Takes at most `max` wakes off the inbox (wake rule 5, sched rule 4).
+    #[inline(always)]
+    pub(crate) fn drain_inbox(&self, max: usize) {
+        if self.inbox.looks_empty() {
+            return;
+        }
+        for _ in 0..max {
+            let Pop::Item(node) = self.inbox.pop() else { return };
+            let off = core::mem::offset_of!(Header, inbox);
+            // SAFETY: only task headers' inbox nodes are pushed (wake rule 3).
+            let h = unsafe { NonNull::new_unchecked((node.as_ptr() as *mut u8).sub(off) as *mut Header) };
+            let t = hdr(h);
+            self.stats.inbox_taken.set(self.stats.inbox_taken.get() + 1);
+            // Relaxed: owner-written generation.
+            if t.notify.take() == t.generation.load(Ordering::Relaxed) {
+                self.wake_local(h);
+            }
+        }
+    }
+
+    /// Routes one completion (io_status rules 3-4).
+    pub(crate) fn complete_io(&self, token: IoToken, result: IoResult) {
+        self.stats.io_completed.set(self.stats.io_completed.get() + 1);
+        let h = if token.0 & 1 == 1 {
+            // SAFETY: odd tokens are orphaned operations' task headers (io_status rule 4).
+            let h = unsafe { NonNull::new_unchecked((token.0 & !1) as *mut Header) };
+            let o = &hdr(h).trailer().orphans;
+            o.set(o.get() - 1);
+            h
+        } else {
+            // SAFETY: even tokens name status blocks that are linked and alive (io_status
+            // rule 4: a status that goes away retargets its token first).
+            let st = unsafe { &*(token.0 as *const IoStatus) };
+            st.complete(result)
+        };
+        let t = hdr(h);
+        let s = &t.trailer().stats.io_completed;
+        s.set(s.get() + 1);
+        match t.state.get() {
+            S::Suspended(_) => self.wake_local(h),
+            S::Cancelling => {
+                step(t, E::IoDone);
+                // SAFETY: a cancelling task is in no run list.
+                unsafe { self.ready.push(h) };
+            }
+            S::Draining if t.io_in_flight() == 0 => {
+                step(t, E::Drained);
+                self.completed(t);
+            }
+            _ => {}
+        }
+    }
+
+    /// Removes a queued or suspended body without resuming it (cancel, executor drop).
+    pub(crate) fn drop_body(&self, h: NonNull<Header>) {
+        let t = hdr(h);
+        if let Some(vt) = t.body.take() {
+            // SAFETY: the body bytes hold the body `vt` was made for; it is not running.
+            unsafe { (vt.drop)(h) };
+        }
+    }
+
+    pub(crate) fn finish_cancelled(&self, h: NonNull<Header>) {
+        self.finish(h, E::CancelQueued, Err(TaskError::Cancelled));
+    }
+}

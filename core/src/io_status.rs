@@ -1,0 +1,256 @@
+//! NT-style i/o status blocks (seed 000): the caller supplies a pinned `IoStatus` for
+//! each operation it initiates; initiating links it on the task's *initiated* list; its
+//! completion moves it to the task's *completed* list with `Result<u32, Errno>`; the
+//! task takes completed ones with `suspend_until_completed_io(max)`.
+//!
+//! Rules (cited as "io_status rule N"):
+//! 1. A status is Idle, InFlight (on `initiated`), Completed (on `completed`, result
+//!    set) or Reaped (result set, on no list). Only the owning executor's thread
+//!    touches it (plain `Cell`s).
+//! 2. A status on either list is pinned and alive: `Drop` unlinks it first.
+//! 3. The driver's token for an in-flight operation is the status block's address (an
+//!    even number: statuses are 8-aligned). `user_data` finds the status with no
+//!    lookup.
+//! 4. A status dropped while in flight is orphaned: its token is retargeted to its
+//!    task's header address with bit 0 set, the operation is cancelled, and the task
+//!    counts it in `orphans` until its completion is reaped. The task cannot complete
+//!    (it drains) and its storage is not reused until then, so no completion ever
+//!    reaches memory that was handed back.
+
+use crate::driver::{Driver, IoResult, IoToken, OpId};
+use crate::error::{Cancelled, InitiateError};
+use crate::exec::sched::Sched;
+use crate::list::{Link, Links};
+use crate::rt::current;
+use crate::task::header::{Header, flag};
+use crate::task::state::SuspendReason;
+use core::cell::Cell;
+use core::future::Future;
+use core::marker::PhantomPinned;
+use core::pin::Pin;
+use core::ptr::NonNull;
+use core::task::{Context, Poll};
+
+/// Marker for the status lists.
+pub(crate) struct IoLink;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum IoState {
+    Idle,
+    InFlight,
+    Completed,
+    Reaped,
+}
+
+/// The status of one i/o operation. Pin it (on the fiber's stack, or in the future's
+/// state) and pass it to `initiate`; read `result()` once it has completed.
+pub struct IoStatus {
+    links: Links<IoStatus>,
+    task: Cell<Option<NonNull<Header>>>,
+    op: Cell<OpId>,
+    state: Cell<IoState>,
+    result: Cell<Option<IoResult>>,
+    _pinned: PhantomPinned,
+}
+
+// SAFETY: a status block is only touched by the executor thread that owns the task it
+// belongs to (rule 1); moving a future that contains one to that thread before its
+// first initiation is fine, and once linked it is pinned and never crosses threads.
+unsafe impl Send for IoStatus {}
+
+impl Default for IoStatus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl core::fmt::Debug for IoStatus {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("IoStatus").field("state", &self.state.get()).field("result", &self.result.get()).finish()
+    }
+}
+
+// SAFETY: `links` is used only for the initiated/completed lists of the owning task.
+unsafe impl Link<IoLink> for IoStatus {
+    fn links(this: NonNull<Self>) -> NonNull<Links<Self>> {
+        // SAFETY: `this` is a valid status; the projection stays inside it.
+        unsafe { NonNull::new_unchecked(&raw mut (*this.as_ptr()).links) }
+    }
+}
+
+impl IoStatus {
+    /// A status block with nothing in flight.
+    pub const fn new() -> Self {
+        IoStatus {
+            links: Links::new(),
+            task: Cell::new(None),
+            op: Cell::new(OpId(0)),
+            state: Cell::new(IoState::Idle),
+            result: Cell::new(None),
+            _pinned: PhantomPinned,
+        }
+    }
+
+    /// The operation's result once it has completed.
+    pub fn result(&self) -> Option<IoResult> {
+        self.result.get()
+    }
+
+    /// Whether the operation is still in flight.
+    pub fn is_in_flight(&self) -> bool {
+        self.state.get() == IoState::InFlight
+    }
+
+    pub(crate) fn op_id(&self) -> OpId {
+        self.op.get()
+    }
+
+    fn token(&self) -> IoToken {
+        IoToken(self as *const IoStatus as usize)
+    }
+
+    /// Starts `op` on the driver of the task running this code, linking this status on
+    /// the task's initiated list.
+    pub(crate) fn initiate_in<D: Driver>(
+        self: Pin<&Self>,
+        sched: &Sched,
+        h: NonNull<Header>,
+        op: D::Op,
+    ) -> Result<(), InitiateError<D::Op>> {
+        // SAFETY: `'static` header of the running task.
+        let t = unsafe { h.as_ref() };
+        if t.has_flag(flag::CANCEL) {
+            return Err(InitiateError::Cancelled(op));
+        }
+        if matches!(self.state.get(), IoState::InFlight | IoState::Completed) {
+            return Err(InitiateError::StatusBusy(op));
+        }
+        let Some(driver) = sched.driver_as::<D>() else { return Err(InitiateError::WrongDriver(op)) };
+        // SAFETY: sched rule 3: no other borrow of the driver is live while task code runs.
+        let id = match unsafe { (*driver).submit(op, self.token()) } {
+            Ok(id) => id,
+            Err((op, e)) => return Err(InitiateError::Refused(op, e)),
+        };
+        self.op.set(id);
+        self.task.set(Some(h));
+        self.result.set(None);
+        self.state.set(IoState::InFlight);
+        // SAFETY: pinned (rule 2: unlinked in Drop before the memory goes), and Idle or
+        // Reaped means it is on no list.
+        unsafe { t.trailer().initiated.push_back(NonNull::from(self.get_ref())) };
+        let s = &t.trailer().stats.io_initiated;
+        s.set(s.get() + 1);
+        sched.stats.io_submitted.set(sched.stats.io_submitted.get() + 1);
+        Ok(())
+    }
+
+    /// Its completion arrived: move it to the completed list. Returns its task.
+    pub(crate) fn complete(&self, result: IoResult) -> NonNull<Header> {
+        let h = self.task.get().expect("keel bug: completion for a status with no task");
+        // SAFETY: `'static` header.
+        let tr = unsafe { h.as_ref() }.trailer();
+        let me = NonNull::from(self);
+        // SAFETY: an in-flight status is on its task's initiated list (rule 1); it is
+        // alive and pinned (rule 2).
+        unsafe {
+            tr.initiated.remove(me);
+            tr.completed.push_back(me);
+        }
+        self.result.set(Some(result));
+        self.state.set(IoState::Completed);
+        h
+    }
+}
+
+impl Drop for IoStatus {
+    fn drop(&mut self) {
+        let Some(h) = self.task.get() else { return };
+        // SAFETY: `'static` header.
+        let t = unsafe { h.as_ref() };
+        let me = NonNull::from(&*self);
+        match self.state.get() {
+            IoState::InFlight => {
+                // SAFETY: in flight means on `initiated` (rule 1).
+                unsafe { t.trailer().initiated.remove(me) };
+                t.trailer().orphans.set(t.trailer().orphans.get() + 1);
+                let sched = crate::task::wake::sched_of(h).expect("keel bug: in-flight i/o on an unowned task");
+                // SAFETY: the task is owned by `sched`, pinned and alive while it owns tasks.
+                let sched = unsafe { sched.as_ref() };
+                // Rule 4: from now on the completion names the task, not this memory.
+                sched.driver_retarget(self.op.get(), IoToken(h.as_ptr() as usize | 1));
+                sched.driver_cancel(self.op.get());
+            }
+            // SAFETY: completed means on `completed` (rule 1).
+            IoState::Completed => unsafe { t.trailer().completed.remove(me) },
+            IoState::Idle | IoState::Reaped => {}
+        }
+    }
+}
+
+/// Initiates `op` on the current task's executor, linking `status` (a future: await it).
+///
+/// `D` is the executor's driver type; a different one gives `WrongDriver`.
+pub fn initiate<D: Driver>(status: Pin<&IoStatus>, op: D::Op) -> Initiate<'_, D> {
+    Initiate { status, op: Some(op) }
+}
+
+/// The future `initiate` returns; ready on its first poll.
+pub struct Initiate<'a, D: Driver> {
+    status: Pin<&'a IoStatus>,
+    op: Option<D::Op>,
+}
+
+impl<D: Driver> Unpin for Initiate<'_, D> {}
+
+impl<D: Driver> Future for Initiate<'_, D> {
+    type Output = Result<(), InitiateError<D::Op>>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let op = self.op.take().expect("Initiate polled after it completed");
+        Poll::Ready(match current(cx) {
+            None => Err(InitiateError::NotInTask(op)),
+            Some((sched, h)) => self.status.initiate_in::<D>(sched, h, op),
+        })
+    }
+}
+
+/// Suspends the current task until at least one of its operations has completed, then
+/// takes up to `max` completed status blocks off its completed list (their `result()`
+/// is set) and returns how many it took. Returns `Ok(0)` at once when nothing is in
+/// flight and nothing is completed.
+pub fn suspend_until_completed_io(max: usize) -> CompletedIo {
+    CompletedIo { max }
+}
+
+/// The future `suspend_until_completed_io` returns.
+#[derive(Debug)]
+pub struct CompletedIo {
+    max: usize,
+}
+
+impl Future for CompletedIo {
+    type Output = Result<usize, Cancelled>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some((_, h)) = current(cx) else { return Poll::Ready(Ok(0)) };
+        // SAFETY: `'static` header of the running task.
+        let t = unsafe { h.as_ref() };
+        if t.has_flag(flag::CANCEL) {
+            return Poll::Ready(Err(Cancelled));
+        }
+        let tr = t.trailer();
+        if tr.completed.is_empty() {
+            if tr.initiated.is_empty() {
+                return Poll::Ready(Ok(0));
+            }
+            t.reason.set(SuspendReason::Io);
+            return Poll::Pending;
+        }
+        let mut taken = 0;
+        while taken < self.max {
+            let Some(st) = tr.completed.pop_front() else { break };
+            // SAFETY: linked statuses are alive (rule 2).
+            unsafe { st.as_ref() }.state.set(IoState::Reaped);
+            taken += 1;
+        }
+        Poll::Ready(Ok(taken))
+    }
+}

@@ -1,0 +1,58 @@
+#![doc = include_str!("../../README.md")]
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+//! # Crate map
+//!
+//! - [`task`]: task slots, handles, the lifecycle ([`task::state`]) and wake rules.
+//! - [`Executor`]: attach, run, cancel, destroy; the run loop.
+//! - [`rt`]: what a future task awaits: `yield_now`, `sleep`, `sleep_until`, `wait`.
+//! - [`io_status`]: NT-style status blocks.
+//! - [`Driver`] and [`sim::SimDriver`].
+//!
+//! # Hot path
+//!
+//! On the executor's own thread, attach (of a task this executor owns), run, wake,
+//! yield, timer firing and completion routing take no lock, no atomic
+//! read-modify-write and no allocation. Their loops and bounds:
+//!
+//! | loop | bound |
+//! |---|---|
+//! | `run` items | `max_items` |
+//! | inbox drain per pass | `Config::inbox_batch` |
+//! | completions reaped per pass | `Config::reap_batch` |
+//! | timers fired per pass | `Config::timer_batch` |
+//! | run-queue pop | the three priority levels |
+//! | timer-heap merge | the number of armed timers (pairing heap, O(log n) amortized) |
+//! | cancel of a task's i/o | the task's operations in flight |
+//!
+//! What is not on the hot path, and says so: claiming an unowned task (one CAS),
+//! releasing or destroying a task, a wake from another thread (a CAS loop, lock-free,
+//! then one swap), dropping an executor (waits for wakes in flight to it).
+
+pub mod clock;
+pub mod driver;
+pub mod error;
+pub mod exec;
+pub mod io_status;
+pub mod list;
+pub mod priority;
+pub mod rt;
+pub(crate) mod run_queue;
+pub mod sim;
+pub(crate) mod sync;
+pub mod task;
+pub mod timer;
+
+pub use clock::Instant;
+pub use driver::{Driver, IoResult, NoIo, OpId, Park};
+pub use error::{
+    AttachError, CancelError, Cancelled, ConfigError, DestroyError, Errno, InitiateError, RunError, StaleHandle,
+    TaskError, TaskResult,
+};
+pub use exec::{CancelOutcome, Config, ExecStats, Executor};
+pub use io_status::{IoStatus, initiate, suspend_until_completed_io};
+pub use priority::{Priorities, Priority};
+pub use task::state::{SuspendReason, TaskState};
+pub use task::{CreateError, TaskAttrs, TaskHandle, TaskPool, TaskSlot};

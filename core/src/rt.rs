@@ -1,0 +1,164 @@
+//! What a future task can call: suspension points and the current task.
+//!
+//! Every suspension point returns `Err(Cancelled)` once the task has been cancelled
+//! (and then without suspending), so a body that propagates it with `?` winds down.
+//! Called outside a keel task (the waker in the `Context` is not a keel waker, or its
+//! task is not the one its executor is resuming), they return at once: `yield_now`,
+//! `sleep` and `wait` with `Ok(())`, `now` with `None`.
+//!
+//! These are keel's own-thread paths (wake rule 7): no atomics, no allocation.
+//! They must be awaited inside the task whose waker the `Context` carries; the check
+//! that it is the task being resumed reads executor-local state, so polling them by
+//! hand on another thread with a keel waker is not supported.
+
+use crate::clock::Instant;
+use crate::error::Cancelled;
+use crate::exec::sched::Sched;
+use crate::task::TaskHandle;
+use crate::task::header::{Header, flag};
+use crate::task::state::SuspendReason;
+use crate::task::wake::{sched_of, task_of};
+use crate::sync::Ordering;
+use core::future::Future;
+use core::pin::Pin;
+use core::ptr::NonNull;
+use core::task::{Context, Poll};
+use core::time::Duration;
+
+/// The scheduler and header of the task being resumed, if `cx` belongs to it.
+pub(crate) fn current<'a>(cx: &Context<'_>) -> Option<(&'a Sched, NonNull<Header>)> {
+    let h = task_of(cx.waker())?;
+    let s = sched_of(h)?;
+    // SAFETY: a task's owner is a pinned executor that outlives its ownership.
+    let sched: &'a Sched = unsafe { s.as_ref() };
+    (sched.current.get() == Some(h)).then_some((sched, h))
+}
+
+fn cancelled(h: NonNull<Header>) -> bool {
+    // SAFETY: `'static` header of the running task.
+    unsafe { h.as_ref() }.has_flag(flag::CANCEL)
+}
+
+/// Yields: the task goes to the back of its priority's run queue.
+pub fn yield_now() -> YieldNow {
+    YieldNow { yielded: false }
+}
+
+/// The future `yield_now` returns.
+#[derive(Debug)]
+pub struct YieldNow {
+    yielded: bool,
+}
+
+impl Future for YieldNow {
+    type Output = Result<(), Cancelled>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some((_, h)) = current(cx) else { return Poll::Ready(Ok(())) };
+        if cancelled(h) {
+            return Poll::Ready(Err(Cancelled));
+        }
+        if self.yielded {
+            return Poll::Ready(Ok(()));
+        }
+        self.yielded = true;
+        // SAFETY: `'static` header of the running task, on its owner's thread.
+        unsafe { h.as_ref() }.set_flag(flag::NOTIFIED);
+        Poll::Pending
+    }
+}
+
+/// Suspends the task for `d` (`suspend_for`). Huge durations saturate to "never".
+pub fn sleep(d: Duration) -> Sleep {
+    Sleep { deadline: None, duration: d }
+}
+
+/// Suspends the task until `deadline` on its executor's clock (`suspend_until`).
+pub fn sleep_until(deadline: Instant) -> Sleep {
+    Sleep { deadline: Some(deadline), duration: Duration::ZERO }
+}
+
+/// The future `sleep` and `sleep_until` return.
+#[derive(Debug)]
+pub struct Sleep {
+    deadline: Option<Instant>,
+    duration: Duration,
+}
+
+impl Future for Sleep {
+    type Output = Result<(), Cancelled>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some((sched, h)) = current(cx) else { return Poll::Ready(Ok(())) };
+        if cancelled(h) {
+            return Poll::Ready(Err(Cancelled));
+        }
+        let now = sched.now();
+        let duration = self.duration;
+        let deadline = *self.deadline.get_or_insert_with(|| now.saturating_add(duration));
+        if now >= deadline {
+            return Poll::Ready(Ok(()));
+        }
+        sched.arm(h, deadline);
+        // SAFETY: `'static` header of the running task.
+        unsafe { h.as_ref() }.reason.set(SuspendReason::Timer);
+        Poll::Pending
+    }
+}
+
+/// Suspends the task until something wakes it (its waker, `TaskHandle::wake`, or
+/// `Executor::wake`). A wake that came while it was running counts: it returns at once.
+pub fn wait() -> Wait {
+    Wait { waited: false }
+}
+
+/// The future `wait` returns.
+#[derive(Debug)]
+pub struct Wait {
+    waited: bool,
+}
+
+impl Future for Wait {
+    type Output = Result<(), Cancelled>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some((_, h)) = current(cx) else { return Poll::Ready(Ok(())) };
+        if cancelled(h) {
+            return Poll::Ready(Err(Cancelled));
+        }
+        if self.waited {
+            return Poll::Ready(Ok(()));
+        }
+        self.waited = true;
+        // SAFETY: `'static` header of the running task.
+        unsafe { h.as_ref() }.reason.set(SuspendReason::Wait);
+        Poll::Pending
+    }
+}
+
+/// The current time on the task's executor clock, `None` outside a keel task.
+pub fn now(cx: &Context<'_>) -> Option<Instant> {
+    current(cx).map(|(s, _)| s.now())
+}
+
+/// A handle to the running task's current run, `None` outside a keel task.
+pub fn current_task(cx: &Context<'_>) -> Option<TaskHandle> {
+    current(cx).map(|(_, h)| {
+        // SAFETY: `'static` header. Relaxed: owner-written, read on the owner's thread.
+        let g = unsafe { h.as_ref() }.generation.load(Ordering::Relaxed);
+        TaskHandle::from_parts(h, g)
+    })
+}
+
+/// `now` as a future, for `async fn` bodies that have no `Context` at hand.
+pub fn clock() -> Clock {
+    Clock
+}
+
+/// The future `clock` returns: ready at once with the executor's time.
+#[derive(Debug)]
+pub struct Clock;
+
+impl Future for Clock {
+    type Output = Option<Instant>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(now(cx))
+    }
+}

@@ -1,0 +1,58 @@
+//! Ready tasks, by CPU priority: three intrusive FIFO lists. Push, pop-highest and
+//! remove are O(1); pop looks at three list heads at most.
+
+use crate::list::List;
+use crate::priority::Priority;
+use crate::task::header::{Header, RunLink};
+use core::ptr::NonNull;
+
+/// Three FIFO levels.
+#[derive(Default)]
+pub(crate) struct RunQueue {
+    levels: [List<Header, RunLink>; Priority::LEVELS],
+}
+
+impl RunQueue {
+    pub(crate) const fn new() -> Self {
+        RunQueue { levels: [List::new(), List::new(), List::new()] }
+    }
+
+    /// Queues `h` at the back of its CPU priority's level.
+    ///
+    /// # Safety
+    /// `h` is a `'static` task header owned by this executor and in no run list.
+    #[inline(always)]
+    pub(crate) unsafe fn push(&self, h: NonNull<Header>) {
+        // SAFETY: `'static` header (caller).
+        let level = unsafe { h.as_ref() }.prio.get().cpu.index();
+        // SAFETY: not in any run list (caller); headers never move.
+        unsafe { self.levels[level].push_back(h) };
+    }
+
+    /// The oldest task of the highest non-empty level.
+    #[inline(always)]
+    pub(crate) fn pop(&self) -> Option<NonNull<Header>> {
+        for level in &self.levels {
+            if let Some(h) = level.pop_front() {
+                return Some(h);
+            }
+        }
+        None
+    }
+
+    /// Removes `h` from its level.
+    ///
+    /// # Safety
+    /// `h` is queued here, and its CPU priority has not changed since it was pushed.
+    pub(crate) unsafe fn remove(&self, h: NonNull<Header>) {
+        // SAFETY: `'static` header (caller).
+        let level = unsafe { h.as_ref() }.prio.get().cpu.index();
+        // SAFETY: queued in this level (caller).
+        unsafe { self.levels[level].remove(h) };
+    }
+
+    /// Tasks queued at each level.
+    pub(crate) fn lens(&self) -> [usize; 3] {
+        [self.levels[0].len(), self.levels[1].len(), self.levels[2].len()]
+    }
+}

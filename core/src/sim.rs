@@ -1,0 +1,268 @@
+//! A deterministic simulated driver: a virtual clock and scripted operations, so task
+//! code (keel's tests and users' own) runs reproducibly.
+//!
+//! - The clock starts at zero and moves only when the executor parks, that is when
+//!   every task is blocked: it jumps to the earliest of the next timer deadline, the
+//!   next scripted completion, and the run's timeout.
+//! - Each [`SimOp`] says what it completes with and after how long, so a test injects
+//!   errors, delays and short transfers per operation; [`SimDriver::fail_next_submits`]
+//!   makes submissions themselves fail.
+//! - Completions are delivered in (due time, submission order). Nothing depends on the
+//!   host: two runs of one program give the same trace ([`SimDriver::trace`],
+//!   [`SimDriver::trace_hash`]).
+//!
+//! Capacities are const parameters: `OPS` operations in flight, the last `TRACE` events
+//! kept (the hash covers every event).
+
+use crate::clock::Instant;
+use crate::driver::{Driver, IoResult, IoToken, OpId, Park};
+use crate::error::Errno;
+use core::time::Duration;
+use heapless::{Deque, Vec};
+
+/// A scripted operation.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct SimOp {
+    /// A label for traces and for the test's own bookkeeping.
+    pub label: u32,
+    /// Time from submission to completion.
+    pub latency: Duration,
+    /// What it completes with.
+    pub result: IoResult,
+}
+
+impl SimOp {
+    /// An operation labelled `label` that completes at once with `Ok(0)`.
+    pub const fn new(label: u32) -> Self {
+        SimOp { label, latency: Duration::ZERO, result: Ok(0) }
+    }
+
+    /// Completes `latency` after submission.
+    pub const fn after(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// Completes with `result` (a byte count, possibly short, or an errno).
+    pub const fn with_result(mut self, result: IoResult) -> Self {
+        self.result = result;
+        self
+    }
+}
+
+/// One thing the simulated driver did.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SimEvent {
+    /// An operation was submitted.
+    Submit {
+        /// Its label.
+        label: u32,
+        /// Virtual time.
+        at: Instant,
+    },
+    /// A submission was refused (injected).
+    Refuse {
+        /// Its label.
+        label: u32,
+        /// The errno.
+        errno: Errno,
+    },
+    /// An operation was cancelled before it was due.
+    Cancel {
+        /// Its label.
+        label: u32,
+        /// Virtual time.
+        at: Instant,
+    },
+    /// A completion was reaped.
+    Complete {
+        /// Its label.
+        label: u32,
+        /// Virtual time.
+        at: Instant,
+        /// Its result.
+        result: IoResult,
+    },
+    /// The clock moved while parked.
+    Advance {
+        /// The new time.
+        to: Instant,
+    },
+}
+
+#[derive(Copy, Clone, Debug)]
+struct Pending {
+    id: OpId,
+    token: IoToken,
+    due: Instant,
+    seq: u64,
+    label: u32,
+    result: IoResult,
+}
+
+/// The simulated driver with default capacities (64 operations in flight, 256 events kept).
+pub type SimDriver = SimDriverN<64, 256>;
+
+/// The simulated driver with chosen capacities.
+pub struct SimDriverN<const OPS: usize, const TRACE: usize> {
+    now: Instant,
+    pending: Vec<Pending, OPS>,
+    next_seq: u64,
+    refuse: u32,
+    refuse_errno: Errno,
+    trace: Deque<SimEvent, TRACE>,
+    hash: u64,
+    events: u64,
+}
+
+impl<const OPS: usize, const TRACE: usize> Default for SimDriverN<OPS, TRACE> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const OPS: usize, const TRACE: usize> SimDriverN<OPS, TRACE> {
+    /// A driver at virtual time zero with nothing in flight.
+    pub const fn new() -> Self {
+        SimDriverN {
+            now: Instant::ZERO,
+            pending: Vec::new(),
+            next_seq: 0,
+            refuse: 0,
+            refuse_errno: Errno::EAGAIN,
+            trace: Deque::new(),
+            hash: 0xcbf2_9ce4_8422_2325,
+            events: 0,
+        }
+    }
+
+    /// The next `n` submissions are refused with `errno`.
+    pub fn fail_next_submits(&mut self, n: u32, errno: Errno) {
+        self.refuse = n;
+        self.refuse_errno = errno;
+    }
+
+    /// The last `TRACE` events, oldest first.
+    pub fn trace(&self) -> impl Iterator<Item = &SimEvent> {
+        self.trace.iter()
+    }
+
+    /// A hash of every event so far (FNV-1a): equal for equal traces.
+    pub fn trace_hash(&self) -> u64 {
+        self.hash
+    }
+
+    /// How many events happened.
+    pub fn trace_len(&self) -> u64 {
+        self.events
+    }
+
+    fn record(&mut self, e: SimEvent) {
+        let words: [u64; 3] = match e {
+            SimEvent::Submit { label, at } => [1, label as u64, at.as_nanos()],
+            SimEvent::Refuse { label, errno } => [2, label as u64, errno.0 as u64],
+            SimEvent::Cancel { label, at } => [3, label as u64, at.as_nanos()],
+            SimEvent::Complete { label, at, result } => {
+                [4, label as u64 ^ at.as_nanos().rotate_left(17), match result { Ok(v) => v as u64, Err(e) => 1 << 40 | e.0 as u64 }]
+            }
+            SimEvent::Advance { to } => [5, 0, to.as_nanos()],
+        };
+        for w in words {
+            for b in w.to_le_bytes() {
+                self.hash = (self.hash ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        self.events += 1;
+        if self.trace.is_full() {
+            self.trace.pop_front();
+        }
+        let _ = self.trace.push_back(e);
+    }
+
+    fn find(&self, id: OpId) -> Option<usize> {
+        self.pending.iter().position(|p| p.id == id)
+    }
+
+    fn next_due(&self) -> Option<usize> {
+        (0..self.pending.len()).min_by_key(|&i| (self.pending[i].due, self.pending[i].seq))
+    }
+}
+
+impl<const OPS: usize, const TRACE: usize> Driver for SimDriverN<OPS, TRACE> {
+    type Op = SimOp;
+
+    fn now(&self) -> Instant {
+        self.now
+    }
+
+    fn submit(&mut self, op: SimOp, token: IoToken) -> Result<OpId, (SimOp, Errno)> {
+        if self.refuse > 0 {
+            self.refuse -= 1;
+            self.record(SimEvent::Refuse { label: op.label, errno: self.refuse_errno });
+            return Err((op, self.refuse_errno));
+        }
+        let seq = self.next_seq;
+        let p = Pending { id: OpId(seq), token, due: self.now.saturating_add(op.latency), seq, label: op.label, result: op.result };
+        if self.pending.push(p).is_err() {
+            self.record(SimEvent::Refuse { label: op.label, errno: Errno::EBUSY });
+            return Err((op, Errno::EBUSY));
+        }
+        self.next_seq += 1;
+        self.record(SimEvent::Submit { label: op.label, at: self.now });
+        Ok(OpId(seq))
+    }
+
+    fn cancel(&mut self, id: OpId) {
+        let now = self.now;
+        if let Some(i) = self.find(id) {
+            let p = &mut self.pending[i];
+            if p.due > now {
+                p.due = now;
+                p.result = Err(Errno::ECANCELED);
+                let label = p.label;
+                self.record(SimEvent::Cancel { label, at: now });
+            }
+        }
+    }
+
+    fn retarget(&mut self, id: OpId, token: IoToken) {
+        if let Some(i) = self.find(id) {
+            self.pending[i].token = token;
+        }
+    }
+
+    fn reap(&mut self, max: usize, sink: &mut dyn FnMut(IoToken, IoResult)) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Some(i) = self.next_due() else { break };
+            if self.pending[i].due > self.now {
+                break;
+            }
+            let p = self.pending.swap_remove(i);
+            self.record(SimEvent::Complete { label: p.label, at: self.now, result: p.result });
+            sink(p.token, p.result);
+            n += 1;
+        }
+        n
+    }
+
+    fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn park(&mut self, deadline: Option<Instant>) -> Result<Park, Errno> {
+        let next = self.next_due().map(|i| self.pending[i].due);
+        let target = match (next, deadline) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => match a.or(b) {
+                Some(t) => t,
+                None => return Ok(Park::Stalled),
+            },
+        };
+        if target > self.now {
+            self.now = target;
+            self.record(SimEvent::Advance { to: target });
+        }
+        Ok(Park::Woke)
+    }
+}

@@ -1,0 +1,128 @@
+//! Task bodies and the switchers that resume them, chosen per task at run time.
+//!
+//! A body is stored in its slot's body bytes; the header names a `BodyVTable` made
+//! for the body's type. The vtable *is* the context switcher: `resume` runs the body
+//! until it next suspends or returns. This file has the stackless switcher (a body
+//! that is a `Future`, polled with an allocation-free waker); stackful switchers plug
+//! in the same way.
+
+use crate::error::{AttachError, TaskError, TaskResult};
+use crate::task::header::{BODY_ALIGN, Header};
+use crate::task::wake::waker_for;
+use crate::sync::Ordering;
+use core::future::Future;
+use core::pin::Pin;
+use core::ptr::NonNull;
+use core::task::{Context, Poll};
+
+/// Which kind of switcher resumes a task.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SwitcherKind {
+    /// A Rust `Future`, polled (no stack of its own).
+    Stackless,
+    /// A stackful fiber on keel's own context switch.
+    Fiber,
+    /// A stackful fiber on a switcher supplied from outside the core.
+    Custom,
+}
+
+/// What one resume of a body ended with.
+pub(crate) enum Step {
+    /// It suspended.
+    Pending,
+    /// It returned (its body has been dropped).
+    Done(TaskResult),
+}
+
+/// How the executor drives one body type.
+pub(crate) struct BodyVTable {
+    /// Runs the body until it suspends or returns.
+    pub(crate) resume: unsafe fn(NonNull<Header>) -> Step,
+    /// Drops a body that has not returned (cancellation, executor drop).
+    pub(crate) drop: unsafe fn(NonNull<Header>),
+    pub(crate) kind: SwitcherKind,
+}
+
+/// What a task body may return: `()`, a `u64`, or a `TaskResult`.
+pub trait IntoTaskResult {
+    /// The task's result.
+    fn into_task_result(self) -> TaskResult;
+}
+
+impl IntoTaskResult for () {
+    fn into_task_result(self) -> TaskResult {
+        Ok(0)
+    }
+}
+impl IntoTaskResult for u64 {
+    fn into_task_result(self) -> TaskResult {
+        Ok(self)
+    }
+}
+impl IntoTaskResult for TaskResult {
+    fn into_task_result(self) -> TaskResult {
+        self
+    }
+}
+impl IntoTaskResult for Result<(), TaskError> {
+    fn into_task_result(self) -> TaskResult {
+        self.map(|()| 0)
+    }
+}
+
+/// Checks that `body` fits the slot behind `h` and moves it in.
+///
+/// # Safety
+/// The caller owns `h` (header rule 2) and its body bytes hold no live body.
+pub(crate) unsafe fn place<B>(h: NonNull<Header>, body: B) -> Result<(), AttachError<B>> {
+    // SAFETY: `'static` header.
+    let hdr = unsafe { h.as_ref() };
+    let capacity = hdr.trailer().body_capacity.get();
+    if core::mem::size_of::<B>() > capacity {
+        return Err(AttachError::BodyTooLarge { body, needed: core::mem::size_of::<B>(), capacity });
+    }
+    if core::mem::align_of::<B>() > BODY_ALIGN {
+        return Err(AttachError::BodyOverAligned { body, align: core::mem::align_of::<B>() });
+    }
+    // SAFETY: the body storage is `capacity` bytes aligned to BODY_ALIGN, checked above
+    // to hold a `B`; it holds no live body (caller).
+    unsafe { (hdr.body_ptr() as *mut B).write(body) };
+    Ok(())
+}
+
+/// The stackless switcher for future type `F`.
+pub(crate) struct FutureBody<F>(core::marker::PhantomData<F>);
+
+impl<F> FutureBody<F>
+where
+    F: Future,
+    F::Output: IntoTaskResult,
+{
+    pub(crate) const VTABLE: BodyVTable =
+        BodyVTable { resume: Self::resume, drop: Self::drop_body, kind: SwitcherKind::Stackless };
+
+    unsafe fn resume(h: NonNull<Header>) -> Step {
+        // SAFETY: `'static` header.
+        let hdr = unsafe { h.as_ref() };
+        // Relaxed: the owner wrote the generation on this thread.
+        let waker = waker_for(h, hdr.generation.load(Ordering::Relaxed));
+        let mut cx = Context::from_waker(&waker);
+        // SAFETY: the body bytes hold a live `F` (this vtable was installed with it) that
+        // never moves until it is dropped in place (header rule 3): it is pinned.
+        let fut = unsafe { Pin::new_unchecked(&mut *(hdr.body_ptr() as *mut F)) };
+        match fut.poll(&mut cx) {
+            Poll::Pending => Step::Pending,
+            Poll::Ready(out) => {
+                // SAFETY: the future has returned; drop it where it lies, once.
+                unsafe { Self::drop_body(h) };
+                Step::Done(out.into_task_result())
+            }
+        }
+    }
+
+    unsafe fn drop_body(h: NonNull<Header>) {
+        // SAFETY: the body bytes hold a live `F` (caller of the vtable), dropped once.
+        unsafe { core::ptr::drop_in_place(h.as_ref().body_ptr() as *mut F) };
+    }
+}

@@ -1,0 +1,266 @@
+//! Task storage: the hot header, the cold trailer, and the body bytes.
+//!
+//! ```text
+//! TaskSlot<N>  (#[repr(C)], 'static, never freed)
+//! ┌──────────────────────────── TaskCore ─────────────────────────────┐
+//! │ Header (64 B, one cache line, align 64)  │ Trailer (cold)         │ body: N bytes, align 16
+//! │ notify gen exec inbox | state prio flags │ timer, i/o lists,      │ (the future or fiber
+//! │ run_links body_vt                        │ result, name, stats    │  closure of this run)
+//! └──────────────────────────────────────────┴────────────────────────┘
+//! ```
+//!
+//! `Header` must be the first field of `TaskCore`, and `TaskCore` the first of
+//! `TaskSlot`: a `NonNull<Header>` is cast to the core and offset to the body. The body
+//! starts at `size_of::<TaskCore>()` whatever `N` is (asserted below), which is how
+//! type-erased code finds it.
+//!
+//! Who touches what (header rules, cited as "header rule N"):
+//! 1. `notify`, `gen`, `exec` and `inbox` are atomics any thread may read; their
+//!    writers and orderings are the protocol in `task/wake.rs`.
+//! 2. Everything in `Cell`s (header and trailer) belongs to the executor that owns the
+//!    task (`exec`), and only that executor's thread touches it. A task with no owner
+//!    is touched only by the thread that claims it.
+//! 3. The body bytes are written at attach and dropped at completion or cancellation,
+//!    by the owner, never while a resume of the body is on the stack.
+
+use crate::exec::inbox::InboxNode;
+use crate::exec::sched::Sched;
+use crate::error::TaskResult;
+use crate::io_status::{IoLink, IoStatus};
+use crate::list::{Link, Links, List};
+use crate::priority::Priorities;
+use crate::sync::{AtomicPtr, AtomicU8, AtomicU32, maybe_const_fn};
+use crate::task::body::BodyVTable;
+use crate::task::state::{SuspendReason, TaskState};
+use crate::task::wake::AtomicNotify;
+use crate::timer::TimerNode;
+use core::cell::Cell;
+use core::mem::MaybeUninit;
+use core::ptr::NonNull;
+
+/// Marker for the run-queue links (also any other executor wait list a task sits in).
+pub(crate) struct RunLink;
+/// Marker for the links of the executor's list of tasks it owns.
+pub(crate) struct OwnedLink;
+
+/// `flags` bits (owner-local).
+pub(crate) mod flag {
+    /// Woken while running: requeue when it suspends (wake rule 1).
+    pub const NOTIFIED: u8 = 1 << 0;
+    /// Cancel requested: every suspension point returns `Cancelled`.
+    pub const CANCEL: u8 = 1 << 1;
+}
+
+/// The hot part of a task: fits one cache line in release builds.
+#[repr(C, align(64))]
+pub(crate) struct Header {
+    /// Notify bits and the newest woken generation (`task/wake.rs`).
+    pub(crate) notify: AtomicNotify,
+    /// The current run's generation; the owner writes, anyone reads.
+    pub(crate) generation: AtomicU32,
+    /// The executor that owns the task, null if none.
+    pub(crate) exec: AtomicPtr<Sched>,
+    /// The link in an executor's inbox.
+    pub(crate) inbox: InboxNode,
+    pub(crate) state: Cell<TaskState>,
+    pub(crate) prio: Cell<Priorities>,
+    pub(crate) flags: Cell<u8>,
+    /// Why it will be suspended if its body returns `Pending` now.
+    pub(crate) reason: Cell<SuspendReason>,
+    pub(crate) run_links: Links<Header>,
+    pub(crate) body: Cell<Option<&'static BodyVTable>>,
+}
+
+/// The cold part of a task.
+#[repr(C)]
+pub(crate) struct Trailer {
+    pub(crate) timer: TimerNode,
+    pub(crate) initiated: List<IoStatus, IoLink>,
+    pub(crate) completed: List<IoStatus, IoLink>,
+    /// Operations whose status block was dropped while they were in flight.
+    pub(crate) orphans: Cell<u32>,
+    pub(crate) result: Cell<Option<TaskResult>>,
+    pub(crate) owned_links: Links<Header>,
+    pub(crate) id: Cell<u32>,
+    pub(crate) name: Cell<&'static str>,
+    /// Whether the slot holds a created task (`task/mod.rs`).
+    pub(crate) live: AtomicU8,
+    pub(crate) body_capacity: Cell<usize>,
+    pub(crate) stats: TaskStatsCells,
+}
+
+/// Per-task counters (owner-local).
+#[derive(Default)]
+pub(crate) struct TaskStatsCells {
+    pub(crate) resumptions: Cell<u64>,
+    pub(crate) io_initiated: Cell<u64>,
+    pub(crate) io_completed: Cell<u64>,
+}
+
+#[repr(C)]
+pub(crate) struct TaskCore {
+    pub(crate) header: Header,
+    pub(crate) trailer: Trailer,
+}
+
+#[repr(C, align(16))]
+pub(crate) struct BodyStorage<const N: usize>(pub(crate) Cell<[MaybeUninit<u8>; N]>);
+
+/// Alignment every body gets.
+pub(crate) const BODY_ALIGN: usize = 16;
+
+/// Storage for one task, declared by the user as a `static` (or leaked): it outlives
+/// every handle and waker that can name it. `N` is the body capacity in bytes (the
+/// largest future or fiber closure this slot can run).
+#[repr(C)]
+pub struct TaskSlot<const N: usize = 256> {
+    pub(crate) core: TaskCore,
+    pub(crate) body: BodyStorage<N>,
+}
+
+// SAFETY: per header rules 1-3, the `Cell` fields are touched only by the owning
+// executor's thread (or the one claiming an unowned task), and every field other
+// threads touch is atomic.
+unsafe impl<const N: usize> Sync for TaskSlot<N> {}
+// SAFETY: as for `Sync`; a slot holds no thread-bound data of its own (a body that is
+// not `Send` is only ever attached, run and dropped on one executor's thread).
+unsafe impl<const N: usize> Send for TaskSlot<N> {}
+
+impl<const N: usize> TaskSlot<N> {
+    maybe_const_fn! {
+        /// An empty slot, not yet created.
+        pub fn new() -> Self {
+            TaskSlot {
+                core: TaskCore {
+                    header: Header {
+                        notify: AtomicNotify::new_unowned(),
+                        generation: AtomicU32::new(0),
+                        exec: AtomicPtr::new(core::ptr::null_mut()),
+                        inbox: InboxNode::new(),
+                        state: Cell::new(TaskState::Idle),
+                        prio: Cell::new(Priorities { cpu: crate::Priority::Normal, io: crate::Priority::Normal }),
+                        flags: Cell::new(0),
+                        reason: Cell::new(SuspendReason::Wait),
+                        run_links: Links::new(),
+                        body: Cell::new(None),
+                    },
+                    trailer: Trailer {
+                        timer: TimerNode::new(),
+                        initiated: List::new(),
+                        completed: List::new(),
+                        orphans: Cell::new(0),
+                        result: Cell::new(None),
+                        owned_links: Links::new(),
+                        id: Cell::new(0),
+                        name: Cell::new(""),
+                        live: AtomicU8::new(0),
+                        body_capacity: Cell::new(N),
+                        stats: TaskStatsCells {
+                            resumptions: Cell::new(0),
+                            io_initiated: Cell::new(0),
+                            io_completed: Cell::new(0),
+                        },
+                    },
+                },
+                body: BodyStorage(Cell::new([MaybeUninit::uninit(); N])),
+            }
+        }
+    }
+
+    pub(crate) fn header(&'static self) -> NonNull<Header> {
+        NonNull::from(&self.core.header)
+    }
+}
+
+impl<const N: usize> Default for TaskSlot<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Header {
+    /// The trailer of the task this header heads.
+    #[inline(always)]
+    pub(crate) fn trailer(&self) -> &Trailer {
+        // SAFETY: every `Header` is the first field of a `#[repr(C)]` `TaskCore`
+        // (`TaskSlot` is the only constructor), so the cast stays inside that core.
+        unsafe { &(*(self as *const Header as *const TaskCore)).trailer }
+    }
+
+    /// The first byte of the body storage.
+    #[inline(always)]
+    pub(crate) fn body_ptr(&self) -> *mut u8 {
+        // SAFETY: the body follows the core at `size_of::<TaskCore>()` in every
+        // `TaskSlot<N>` (asserted below); the pointer stays inside the slot.
+        unsafe { (self as *const Header as *mut u8).add(core::mem::size_of::<TaskCore>()) }
+    }
+
+    /// The header of the task whose timer node this is.
+    #[inline(always)]
+    pub(crate) fn from_timer(t: NonNull<TimerNode>) -> NonNull<Header> {
+        let off = core::mem::offset_of!(TaskCore, trailer) + core::mem::offset_of!(Trailer, timer);
+        // SAFETY: timer nodes handed to the executor's heap are always the `timer` of a
+        // task trailer, so stepping back by its offset lands on that task's header.
+        unsafe { NonNull::new_unchecked((t.as_ptr() as *mut u8).sub(off) as *mut Header) }
+    }
+
+    pub(crate) fn timer(&self) -> NonNull<TimerNode> {
+        NonNull::from(&self.trailer().timer)
+    }
+
+    #[inline(always)]
+    pub(crate) fn has_flag(&self, f: u8) -> bool {
+        self.flags.get() & f != 0
+    }
+
+    #[inline(always)]
+    pub(crate) fn set_flag(&self, f: u8) {
+        self.flags.set(self.flags.get() | f);
+    }
+
+    #[inline(always)]
+    pub(crate) fn clear_flag(&self, f: u8) {
+        self.flags.set(self.flags.get() & !f);
+    }
+
+    /// Operations in flight (linked and orphaned).
+    pub(crate) fn io_in_flight(&self) -> usize {
+        let t = self.trailer();
+        t.initiated.len() + t.orphans.get() as usize
+    }
+}
+
+// SAFETY: `run_links` is used only for run queues and executor wait lists (RunLink).
+unsafe impl Link<RunLink> for Header {
+    fn links(this: NonNull<Self>) -> NonNull<Links<Self>> {
+        // SAFETY: `this` is a valid header; the projection stays inside it.
+        unsafe { NonNull::new_unchecked(&raw mut (*this.as_ptr()).run_links) }
+    }
+}
+
+// SAFETY: `owned_links` (in the trailer) is used only for the owned-task list.
+unsafe impl Link<OwnedLink> for Header {
+    fn links(this: NonNull<Self>) -> NonNull<Links<Self>> {
+        // SAFETY: `this` is a valid header, so its trailer is valid (see `trailer`).
+        NonNull::from(&unsafe { this.as_ref() }.trailer().owned_links)
+    }
+}
+
+#[cfg(not(keel_loom))]
+mod layout {
+    use super::*;
+    use static_assertions::const_assert_eq;
+    use static_assertions::const_assert;
+
+    const_assert_eq!(core::mem::align_of::<Header>(), 64);
+    #[cfg(not(debug_assertions))]
+    const_assert_eq!(core::mem::size_of::<Header>(), 64);
+    const_assert!(core::mem::size_of::<Header>() <= 128);
+    const_assert_eq!(core::mem::offset_of!(TaskCore, header), 0);
+    const_assert_eq!(core::mem::offset_of!(TaskSlot<0>, core), 0);
+    const_assert_eq!(core::mem::offset_of!(TaskSlot<0>, body), core::mem::size_of::<TaskCore>());
+    const_assert_eq!(core::mem::offset_of!(TaskSlot<1>, body), core::mem::size_of::<TaskCore>());
+    const_assert_eq!(core::mem::offset_of!(TaskSlot<4000>, body), core::mem::size_of::<TaskCore>());
+    const_assert_eq!(core::mem::align_of::<BodyStorage<1>>(), BODY_ALIGN);
+    static_assertions::assert_impl_all!(TaskSlot<64>: Sync, Send);
+}

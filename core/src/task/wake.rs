@@ -1,0 +1,215 @@
+//! Waking a task from any thread: the notify word, the waker, and the protocol that
+//! keeps a task in at most one inbox and ignores stale wakes.
+//!
+//! The notify word (`AtomicU64`) = `woken_gen << 32 | QUEUED`.
+//!
+//! Rules (cited as "wake rule N"):
+//! 1. Wake semantics (the `Future` contract), applied by the owner in
+//!    `Sched::wake_local`: Suspended → Ready and queued; Running → `NOTIFIED`, queued
+//!    once when it suspends; Attached, Ready, Cancelling, Draining, Idle, Completed →
+//!    no-op. No task is ever queued twice.
+//! 2. A wake names a run: a waker or handle carries the generation of the run it was
+//!    made for. A wake whose generation is not the task's current one is a no-op
+//!    (checked first by the waker, and again by the owner when it takes the wake).
+//! 3. `QUEUED` set means the task's inbox node is in (or being pushed onto) its
+//!    owner's inbox, or the task has no owner. Only the waker that moves `QUEUED` from
+//!    clear to set pushes the node; so a node is in at most one inbox, once.
+//! 4. Wakers that find `QUEUED` set merge their generation into `woken_gen`, keeping
+//!    the newer, so a wake for the current run is never lost behind a stale one.
+//! 5. The owner takes the word with a swap to 0 after popping the node off its inbox,
+//!    then applies rule 1 if `woken_gen` is the current generation. (A swap, not a
+//!    plain store: rule 4 lets wakers write while `QUEUED` is set.)
+//! 6. An owner gives a task up (release, destroy, executor drop) only by a CAS from a
+//!    word without `QUEUED` to `QUEUED`: a task with a wake in flight to an executor
+//!    stays owned by it until that executor has drained the wake.
+//! 7. Same-thread wakes from the executor itself (timers, i/o completions, `yield_now`,
+//!    `Executor::wake`) bypass the word entirely: they are plain `Cell` updates.
+//!
+//! Progress: a foreign wake is lock-free (its CAS retries only when another waker or
+//! the owner changed the word) and pushes with one swap (wait-free). The owner's side
+//! is wait-free.
+
+use crate::exec::sched::Sched;
+use crate::sync::{AtomicU64Like, Ordering};
+use crate::task::header::Header;
+use core::ptr::NonNull;
+use core::task::{RawWaker, RawWakerVTable, Waker};
+
+pub(crate) const QUEUED: u64 = 1;
+
+#[inline(always)]
+const fn gen_of(word: u64) -> u32 {
+    (word >> 32) as u32
+}
+
+/// Whether generation `a` is newer than `b` (wrapping).
+#[inline(always)]
+const fn newer(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+/// The notify word.
+pub(crate) struct AtomicNotify(AtomicU64Like);
+
+impl AtomicNotify {
+    crate::sync::maybe_const_fn! {
+        /// A word for a task with no owner (`QUEUED` set: wakes go nowhere, rule 3).
+        pub(crate) fn new_unowned() -> Self {
+            AtomicNotify(AtomicU64Like::new(QUEUED))
+        }
+    }
+
+    /// Owner, after claiming an unowned task: open it to wakes (rule 6's inverse).
+    /// Wakes merged while it had no owner were for runs that are over.
+    pub(crate) fn open(&self) {
+        // Release: pairs with the Acquire load in `wake_by_gen`, which then sees the
+        // claim's `exec` store made before this.
+        self.0.store(0, Ordering::Release);
+    }
+
+    /// Owner, after popping the task off its inbox (rule 5). Returns the woken generation.
+    pub(crate) fn take(&self) -> u32 {
+        // Acquire: pairs with the waker's Release CAS, so whatever the waker wrote before
+        // waking is visible to the task when it runs.
+        gen_of(self.0.swap(0, Ordering::Acquire))
+    }
+
+    /// Owner: give the task up (rule 6). Fails if a wake is in flight to the owner.
+    pub(crate) fn close(&self, generation: u32) -> bool {
+        let closed = (generation as u64) << 32 | QUEUED;
+        // The word is 0 whenever QUEUED is clear (rules 4 and 5), so one CAS from 0 decides.
+        // AcqRel on success: the caller's following `exec` store must not be seen first.
+        // Relaxed on failure: the caller drains its inbox before trying again.
+        self.0.compare_exchange(0, closed, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn raw(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Wakes run `generation` of the task at `hdr` from any thread (rules 2-4).
+pub(crate) fn wake_by_gen(hdr: NonNull<Header>, generation: u32) {
+    // SAFETY: headers live in `'static` task slots, never freed.
+    let h = unsafe { hdr.as_ref() };
+    // Acquire: pairs with the owner's Release store of a new generation at attach.
+    if h.generation.load(Ordering::Acquire) != generation {
+        return; // rule 2: stale
+    }
+    let word = &h.notify.0;
+    let mut w = word.load(Ordering::Acquire);
+    loop {
+        let merged = if w & QUEUED != 0 && !newer(generation, gen_of(w)) { gen_of(w) } else { generation };
+        let new = (merged as u64) << 32 | QUEUED;
+        if new == w {
+            return; // rule 4: an equal or newer wake is already on its way
+        }
+        // Release: publishes what the waker wrote before waking (pairs with `take`).
+        // Acquire on failure: we re-read the word to decide again.
+        match word.compare_exchange_weak(w, new, Ordering::Release, Ordering::Acquire) {
+            Ok(_) if w & QUEUED != 0 => return, // rule 4: merged
+            Ok(_) => break,                     // rule 3: ours to push
+            Err(now) => w = now,
+        }
+    }
+    // Acquire: pairs with the claim's Release store of `exec`, so the owner's inbox is
+    // initialised. Non-null: a task with no owner has QUEUED set (rule 3), and it keeps
+    // its owner while we hold QUEUED (rule 6).
+    let sched = h.exec.load(Ordering::Acquire);
+    debug_assert!(!sched.is_null(), "keel bug: QUEUED clear on a task with no owner");
+    // SAFETY: the owner cannot be dropped while a wake holds QUEUED (rule 6: its drop
+    // drains the inbox until our node arrives), so `sched` is valid here.
+    unsafe { (*sched).inbox.push(NonNull::from(&h.inbox)) };
+}
+
+// ---- the `core::task::Waker` for future tasks ----
+//
+// The data pointer is the header's address (64-byte aligned, below 2^48 on the
+// targets keel builds for) with the generation's low 16 bits in bits 48..64 and its
+// next 5 bits in bits 1..6; bit 0 says the tag is present. A tag that cannot be
+// formed (an address at or above 2^48) is left out, and such a waker skips rule 2's
+// first check; the owner's check in rule 5 still applies. A stale waker held across
+// exactly a multiple of 2^21 re-uses of its task would pass the check: the wake then
+// lands on the newer run as a spurious wake, which futures must tolerate anyway.
+
+const TAG_BIT: usize = 1;
+const ADDR_MASK: usize = ((1usize << 48) - 1) & !63;
+
+fn encode(hdr: NonNull<Header>, generation: u32) -> *const () {
+    let addr = hdr.as_ptr() as usize;
+    if usize::BITS < 64 || addr & !ADDR_MASK != 0 {
+        return addr as *const ();
+    }
+    let low = (generation as usize & 0x1F) << 1;
+    let high = ((generation as usize >> 5) & 0xFFFF) << 48;
+    (addr | high | low | TAG_BIT) as *const ()
+}
+
+fn decode(data: *const ()) -> (NonNull<Header>, Option<u32>) {
+    let bits = data as usize;
+    let (addr, tag) = if bits & TAG_BIT != 0 {
+        let tag = ((bits >> 1) & 0x1F) | (((bits >> 48) & 0xFFFF) << 5);
+        (bits & ADDR_MASK, Some(tag as u32))
+    } else {
+        (bits, None)
+    };
+    // SAFETY: every waker with this vtable was made by `waker_for` from a non-null header.
+    (unsafe { NonNull::new_unchecked(addr as *mut Header) }, tag)
+}
+
+fn wake_data(data: *const ()) {
+    let (hdr, tag) = decode(data);
+    // SAFETY: headers live in `'static` slots.
+    let current = unsafe { hdr.as_ref() }.generation.load(Ordering::Acquire);
+    let matches = tag.is_none_or(|t| t == current & 0x1F_FFFF);
+    if matches {
+        wake_by_gen(hdr, current);
+    }
+}
+
+static VTABLE: RawWakerVTable = RawWakerVTable::new(
+    |data| RawWaker::new(data, &VTABLE),
+    wake_data,
+    wake_data,
+    |_| {},
+);
+
+/// A waker for run `generation` of the task at `hdr`. Allocation-free; cloning copies.
+pub(crate) fn waker_for(hdr: NonNull<Header>, generation: u32) -> Waker {
+    // SAFETY: the vtable's functions accept any data `encode` produces, and the header
+    // they name is `'static`, so the waker may outlive anything and cross threads.
+    unsafe { Waker::from_raw(RawWaker::new(encode(hdr, generation), &VTABLE)) }
+}
+
+/// The task a keel waker names, if `waker` is one; `None` for foreign wakers.
+pub(crate) fn task_of(waker: &Waker) -> Option<NonNull<Header>> {
+    if core::ptr::eq(waker.vtable(), &VTABLE) { Some(decode(waker.data()).0) } else { None }
+}
+
+/// The executor currently owning the task of a keel waker.
+///
+/// Only meaningful on that executor's thread, inside a resume of the task.
+pub(crate) fn sched_of(hdr: NonNull<Header>) -> Option<NonNull<Sched>> {
+    // SAFETY: `'static` header. Relaxed: on the owner's thread the owner wrote it.
+    NonNull::new(unsafe { hdr.as_ref() }.exec.load(Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_round_trip_and_newer_wraps() {
+        let fake = NonNull::new(0x7f00_1234_5640usize as *mut Header).unwrap();
+        for g in [0u32, 1, 31, 32, 0x1F_FFFF, 0x20_0000, u32::MAX] {
+            let (h, tag) = decode(encode(fake, g));
+            assert_eq!(h, fake);
+            assert_eq!(tag, Some(g & 0x1F_FFFF));
+        }
+        assert!(newer(1, 0));
+        assert!(newer(0, u32::MAX));
+        assert!(!newer(5, 5));
+        assert!(!newer(u32::MAX, 0));
+    }
+}
