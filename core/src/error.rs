@@ -228,6 +228,9 @@ pub enum RunError {
     Stalled,
     /// The driver failed while parking or reaping.
     Driver(Errno),
+    /// `run` was called from inside a task of the same executor: return from the task
+    /// (or yield) instead.
+    Reentrant,
 }
 
 impl fmt::Display for RunError {
@@ -237,6 +240,7 @@ impl fmt::Display for RunError {
             RunError::TimedOut => f.write_str("the timeout passed with no work done"),
             RunError::Stalled => f.write_str("every task is blocked and nothing can wake one: pass a timeout or attach work"),
             RunError::Driver(e) => write!(f, "the driver failed: {e}"),
+            RunError::Reentrant => f.write_str("run was called from inside one of its own tasks: yield or return instead"),
         }
     }
 }

@@ -330,6 +330,13 @@ impl<D: Driver> Drop for Executor<D> {
         }
         this.drain_all_io();
         while let Some(h) = s.owned.front() {
+            // SAFETY: `'static` header.
+            let t = unsafe { h.as_ref() };
+            if t.state.get().is_attached() {
+                // Only a driver that never completed a cancelled operation leaves one here.
+                t.state.set(TaskState::Completed);
+                s.attached.set(s.attached.get() - 1);
+            }
             // Wake rule 6: a waker mid-push holds QUEUED; wait for its node to arrive.
             let mut spins: u64 = 0;
             while !s.release(h) {

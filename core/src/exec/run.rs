@@ -26,6 +26,21 @@ impl<D: Driver> Executor<D> {
             return Err(RunError::ZeroMaxItems);
         }
         let s = self.sched();
+        if s.running.replace(true) {
+            return Err(RunError::Reentrant);
+        }
+        // Resets `running` even if a task body panics through `run`.
+        struct Running<'a>(&'a super::sched::Sched);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.running.set(false);
+            }
+        }
+        let _running = Running(s);
+        self.run_loop(s, max_items, timeout)
+    }
+
+    fn run_loop(self: Pin<&Self>, s: &super::sched::Sched, max_items: usize, timeout: Option<Duration>) -> Result<usize, RunError> {
         let cfg = s.cfg;
         let mut deadline = None;
         let mut done = 0usize;
@@ -34,7 +49,14 @@ impl<D: Driver> Executor<D> {
             // SAFETY: sched rule 3: no borrow of the driver is live between resumes.
             let driver = unsafe { &mut *self.driver_ptr() };
             if driver.in_flight() > 0 {
-                driver.reap(cfg.reap_batch, &mut |tok, res| s.complete_io(tok, res));
+                // A completion can complete a draining task (one item each): reap no more
+                // than the items left, so `done` never passes `max_items`.
+                let before = s.stats.completed.get();
+                driver.reap(cfg.reap_batch.min(max_items - done), &mut |tok, res| s.complete_io(tok, res));
+                done += (s.stats.completed.get() - before) as usize;
+                if done == max_items {
+                    return Ok(done);
+                }
             }
             if !s.timers.is_empty() {
                 s.fire_timers(s.now(), cfg.timer_batch);

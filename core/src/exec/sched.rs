@@ -64,6 +64,8 @@ pub(crate) struct Sched {
     pub(crate) cfg: Config,
     pub(crate) stats: StatsCells,
     initialised: Cell<bool>,
+    /// Inside `run` (a task calling `run` again is refused).
+    pub(crate) running: Cell<bool>,
 }
 
 #[inline(always)]
@@ -94,6 +96,7 @@ impl Sched {
             cfg,
             stats: StatsCells::default(),
             initialised: Cell::new(false),
+            running: Cell::new(false),
         }
     }
 
@@ -206,7 +209,9 @@ impl Sched {
     /// flight to this executor.
     pub(crate) fn release(&self, h: NonNull<Header>) -> bool {
         let t = hdr(h);
-        debug_assert!(!t.state.get().is_attached());
+        if t.state.get().is_attached() {
+            return false;
+        }
         for _ in 0..2 {
             // Relaxed: owner-written.
             if t.notify.close(t.generation.load(Ordering::Relaxed)) {
@@ -251,9 +256,11 @@ impl Sched {
         self.stats.resumed.set(self.stats.resumed.get() + 1);
         self.current.set(Some(h));
         let vt = t.body.get().expect("keel bug: resuming a task with no body");
+        let guard = PanicGuard { sched: self, h };
         // SAFETY: the body bytes hold the body `vt` was made for (installed together at
         // attach), and no borrow of scheduler or driver state is live (sched rule 3).
         let outcome = unsafe { (vt.resume)(h) };
+        core::mem::forget(guard);
         self.current.set(None);
         match outcome {
             Step::Pending => {
@@ -396,5 +403,23 @@ impl Sched {
 
     pub(crate) fn finish_cancelled(&self, h: NonNull<Header>) {
         self.finish(h, E::CancelQueued, Err(TaskError::Cancelled));
+    }
+}
+
+/// Ends a run whose body panicked out of `resume` (only with unwinding panics): the task
+/// completes as `Panicked` and its body is dropped, so the executor stays usable and its
+/// drop does not meet a task stuck in Running. Costs nothing unless a panic unwinds.
+struct PanicGuard<'a> {
+    sched: &'a Sched,
+    h: NonNull<Header>,
+}
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        let t = hdr(self.h);
+        self.sched.current.set(None);
+        self.sched.drop_body(self.h);
+        self.sched.finish(self.h, E::Return, Err(TaskError::Panicked("the task body panicked while being resumed")));
+        let _ = t;
     }
 }

@@ -44,7 +44,8 @@ pub(crate) struct BodyVTable {
     pub(crate) kind: SwitcherKind,
 }
 
-/// What a task body may return: `()`, a `u64`, or a `TaskResult`.
+/// What a task body may return: `()`, a `u64`, or `Result<u64 or (), TaskError>` (so
+/// `?` on a suspension point's `Cancelled` works).
 pub trait IntoTaskResult {
     /// The task's result.
     fn into_task_result(self) -> TaskResult;

@@ -1,0 +1,72 @@
+//! The case registry: one module per case group, one [`Case`] per case.
+//!
+//! To add a case, write a module whose `CASE` (or cases) lists its impls, and add it to
+//! [`ALL`]. Shared set-up for keel and tokio lives here.
+
+mod spawn;
+mod yield_;
+
+use crate::harness::Case;
+use core::pin::Pin;
+use keel_core::{Config, Executor, TaskAttrs, TaskHandle, TaskSlot};
+use keel_linux::SleepDriver;
+
+/// Every case, in the order a full run prints them.
+pub const ALL: &[Case] = &[spawn::CASE, yield_::CASE];
+
+/// The case called `name`.
+pub fn find(name: &str) -> Option<&'static Case> {
+    ALL.iter().find(|c| c.name == name)
+}
+
+/// Every impl name some case has, in first-seen order.
+pub fn impl_names() -> Vec<&'static str> {
+    let mut names = Vec::new();
+    for imp in ALL.iter().flat_map(|c| c.impls) {
+        if !names.contains(&imp.name) {
+            names.push(imp.name);
+        }
+    }
+    names
+}
+
+/// A keel executor on the real clock, as every keel impl uses it (pin it, then `into_ref`).
+fn keel_executor() -> Result<Executor<SleepDriver>, String> {
+    Executor::new(SleepDriver::new(), Config::default()).map_err(|e| e.to_string())
+}
+
+/// Creates a task in `slot` for one trial (destroy it with [`destroy_task`] at the end,
+/// so the next trial can create it again).
+fn create_task(slot: &'static TaskSlot, name: &'static str) -> Result<TaskHandle, String> {
+    slot.create(TaskAttrs { name, ..TaskAttrs::default() }).map_err(|e| format!("create: {e}"))
+}
+
+/// Destroys the task a trial created, given its latest run's handle.
+fn destroy_task(ex: Pin<&Executor<SleepDriver>>, h: TaskHandle) -> Result<(), String> {
+    ex.destroy(h).map_err(|e| format!("destroy: {e}"))
+}
+
+/// A current-thread tokio runtime with its timer enabled (keel's executor has a clock
+/// and timers too), as every tokio impl uses it.
+fn tokio_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_plain() {
+        for (i, c) in ALL.iter().enumerate() {
+            assert!(ALL[..i].iter().all(|d| d.name != c.name), "duplicate case {}", c.name);
+            assert!(!c.name.is_empty() && !c.name.contains(char::is_whitespace));
+            assert!(!c.impls.is_empty());
+            for (j, imp) in c.impls.iter().enumerate() {
+                assert!(c.impls[..j].iter().all(|o| o.name != imp.name), "duplicate impl {}", imp.name);
+                assert!(!imp.name.is_empty() && !imp.name.contains(char::is_whitespace));
+            }
+        }
+        assert_eq!(impl_names(), ["keel", "tokio"]);
+    }
+}

@@ -1,0 +1,67 @@
+//! `yield`: one task yields to its executor N times (ns per yield).
+//!
+//! - keel: a future task looping `rt::yield_now().await`; `run(usize::MAX, None)` until
+//!   it has completed.
+//! - tokio: one spawned task looping `tokio::task::yield_now().await` on a
+//!   current-thread runtime.
+//!
+//! Both times include starting and finishing the one task, which is noise at N yields.
+
+use crate::harness::{Case, Impl, Timed, Unit};
+use keel_core::{TaskError, TaskSlot, rt};
+use std::time::Instant;
+
+/// The case.
+pub const CASE: Case = Case {
+    name: "yield",
+    unit: Unit::NsPerOp,
+    impls: &[Impl { name: "keel", run: keel }, Impl { name: "tokio", run: tokio }],
+};
+
+std::thread_local! {
+    /// This thread's task slot for the case (created and destroyed by every trial).
+    static SLOT: &'static TaskSlot = Box::leak(Box::new(TaskSlot::new()));
+}
+
+fn keel(iters: u64) -> Timed {
+    let ex = core::pin::pin!(super::keel_executor()?);
+    let ex = ex.into_ref();
+    let h = super::create_task(SLOT.with(|s| *s), "yield")?;
+    let body = async move {
+        for _ in 0..iters {
+            rt::yield_now().await?;
+        }
+        Ok::<(), TaskError>(())
+    };
+    let h = ex.attach(h, body).map_err(|e| format!("attach: {e}"))?;
+    let start = Instant::now();
+    while ex.attached() > 0 {
+        ex.run(usize::MAX, None).map_err(|e| format!("run: {e}"))?;
+    }
+    let elapsed = start.elapsed();
+    // One resume per yield plus the last: anything else means yield_now did not yield.
+    let resumed = ex.stats().resumed;
+    if resumed != iters + 1 {
+        return Err(format!("{resumed} resumes for {iters} yields"));
+    }
+    match ex.result(h) {
+        Ok(Some(Ok(_))) => {}
+        other => return Err(format!("task ended with {other:?}")),
+    }
+    super::destroy_task(ex, h)?;
+    Ok(elapsed)
+}
+
+fn tokio(iters: u64) -> Timed {
+    let rt = super::tokio_runtime()?;
+    rt.block_on(async move {
+        let start = Instant::now();
+        let task = tokio::spawn(async move {
+            for _ in 0..iters {
+                tokio::task::yield_now().await;
+            }
+        });
+        task.await.map_err(|e| format!("join: {e}"))?;
+        Ok(start.elapsed())
+    })
+}
