@@ -94,7 +94,7 @@ fn a_body_too_large_or_over_aligned_is_refused_with_sizes() {
     struct Aligned(u8);
     let a = Aligned(3);
     let roomy = task(Priority::Normal, "roomy");
-    assert!(matches!(ex.attach(roomy, async move { a.0 as u64 }), Err(AttachError::BodyOverAligned { align: 64, .. })));
+    assert!(matches!(ex.attach(roomy, async move { let a = a; a.0 as u64 }), Err(AttachError::BodyOverAligned { align: 64, .. })));
     // Nothing was lost: the handle still works.
     let run = ex.attach(h, async { 5u64 }).unwrap();
     ex.run(1, None).unwrap();

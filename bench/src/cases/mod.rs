@@ -14,22 +14,6 @@ use keel_linux::SleepDriver;
 /// Every case, in the order a full run prints them.
 pub const ALL: &[Case] = &[spawn::CASE, yield_::CASE];
 
-/// The case called `name`.
-pub fn find(name: &str) -> Option<&'static Case> {
-    ALL.iter().find(|c| c.name == name)
-}
-
-/// Every impl name some case has, in first-seen order.
-pub fn impl_names() -> Vec<&'static str> {
-    let mut names = Vec::new();
-    for imp in ALL.iter().flat_map(|c| c.impls) {
-        if !names.contains(&imp.name) {
-            names.push(imp.name);
-        }
-    }
-    names
-}
-
 /// A keel executor on the real clock, as every keel impl uses it (pin it, then `into_ref`).
 fn keel_executor() -> Result<Executor<SleepDriver>, String> {
     Executor::new(SleepDriver::new(), Config::default()).map_err(|e| e.to_string())
@@ -67,6 +51,5 @@ mod tests {
                 assert!(!imp.name.is_empty() && !imp.name.contains(char::is_whitespace));
             }
         }
-        assert_eq!(impl_names(), ["keel", "tokio"]);
     }
 }
