@@ -103,13 +103,22 @@ pub(crate) struct DriverVt {
 pub(crate) struct VtFor<D>(core::marker::PhantomData<D>);
 
 impl<D: Driver> VtFor<D> {
+    // SAFETY (for the three functions below): the executor stores a pointer to its own
+    // `D` with this vtable and calls through it only on its thread, with no other borrow
+    // of the driver live (exec/sched.rs, rule 3).
     pub(crate) const VT: DriverVt = DriverVt {
-        // SAFETY (all three): the executor stores a pointer to its own `D` with this
-        // vtable and calls through it only on its thread, with no other borrow of the
-        // driver live (exec/sched.rs, rule 3).
-        now: |p| unsafe { (*(p as *const D)).now() },
-        cancel: |p, id| unsafe { (*(p as *mut D)).cancel(id) },
-        retarget: |p, id, t| unsafe { (*(p as *mut D)).retarget(id, t) },
+        now: |p| {
+            // SAFETY: see above.
+            unsafe { (*(p as *const D)).now() }
+        },
+        cancel: |p, id| {
+            // SAFETY: see above.
+            unsafe { (*(p as *mut D)).cancel(id) }
+        },
+        retarget: |p, id, t| {
+            // SAFETY: see above.
+            unsafe { (*(p as *mut D)).retarget(id, t) }
+        },
         type_id: core::any::TypeId::of::<D>,
     };
 }

@@ -237,8 +237,8 @@ mod tests {
 
     fn drain(list: &List<Node, Kind>) -> std::vec::Vec<u32> {
         let mut out = std::vec::Vec::new();
-        // SAFETY: nodes outlive the list operations in these tests.
         while let Some(n) = list.pop_front() {
+            // SAFETY: nodes outlive the list operations in these tests.
             out.push(unsafe { n.as_ref() }.value);
         }
         out

@@ -13,10 +13,11 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 type Ex<'a> = Pin<&'a Executor<SimDriver>>;
+type Seen = Rc<Cell<Option<Result<(), Cancelled>>>>;
 
 /// A body that records what its suspension point returned.
-fn body(kind: &'static str, seen: Rc<Cell<Option<Result<(), Cancelled>>>>) -> impl core::future::Future<Output = keel_core::TaskResult> {
-    async move {
+async fn body(kind: &'static str, seen: Seen) -> keel_core::TaskResult {
+    {
         let r = match kind {
             "timer" => rt::sleep(Duration::from_secs(10)).await,
             "wait" => rt::wait().await,
@@ -39,7 +40,7 @@ fn body(kind: &'static str, seen: Rc<Cell<Option<Result<(), Cancelled>>>>) -> im
     }
 }
 
-fn start(ex: Ex<'_>, kind: &'static str) -> (TaskHandle, Rc<Cell<Option<Result<(), Cancelled>>>>) {
+fn start(ex: Ex<'_>, kind: &'static str) -> (TaskHandle, Seen) {
     let seen = Rc::new(Cell::new(None));
     let t = ex.attach(task(Priority::Normal, "c"), body(kind, seen.clone())).unwrap();
     (t, seen)

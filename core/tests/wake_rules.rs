@@ -24,7 +24,8 @@ fn wake_by_ref_then_pending_requeues_once_tokio_yield_shape() {
             // Woken several times while running: still queued once.
             cx.waker().wake_by_ref();
             cx.waker().wake_by_ref();
-            cx.waker().clone().wake();
+            let owned = cx.waker().clone();
+            owned.wake();
             Poll::Pending
         }))
         .unwrap();

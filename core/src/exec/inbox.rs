@@ -105,9 +105,9 @@ impl Inbox {
     pub(crate) fn pop(&self) -> Pop {
         let stub = self.stub();
         let mut tail = self.tail.get();
-        // SAFETY (all derefs below): `tail`, `next` and `head` are the stub or pushed
-        // nodes, all valid for as long as the inbox (see `push`).
         // Acquire: pairs with the Release link store in `push`, so the node is initialised.
+        // SAFETY: `tail`, `next` and `head` (here and below) are the stub or
+        // pushed nodes, all valid for as long as the inbox (see `push`).
         let mut next = unsafe { (*tail).next.load(Ordering::Acquire) };
         if tail == stub {
             if next.is_null() {

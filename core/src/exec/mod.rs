@@ -29,7 +29,7 @@ use crate::task::body::{FutureBody, IntoTaskResult};
 use crate::task::header::{Header, flag};
 use crate::task::state::{SuspendReason, TaskEvent, TaskState};
 use crate::task::TaskHandle;
-use crate::sync::UnsafeCell as DriverCell;
+use crate::sync::UnsafeCell;
 use core::future::Future;
 use core::marker::PhantomPinned;
 use core::pin::Pin;
@@ -109,14 +109,14 @@ pub struct ExecStats {
 /// A single-threaded executor over driver `D`.
 pub struct Executor<D: Driver> {
     sched: Sched,
-    driver: DriverCell<D>,
+    driver: UnsafeCell<D>,
     _pinned: PhantomPinned,
 }
 
 impl<D: Driver> Executor<D> {
     /// An executor over `driver`. Expensive calls end here; pin it, then attach and run.
     pub fn new(driver: D, config: Config) -> Result<Self, ConfigError> {
-        Ok(Executor { sched: Sched::new(config.validate()?), driver: DriverCell::new(driver), _pinned: PhantomPinned })
+        Ok(Executor { sched: Sched::new(config.validate()?), driver: UnsafeCell::new(driver), _pinned: PhantomPinned })
     }
 
     #[inline(always)]
@@ -174,7 +174,7 @@ impl<D: Driver> Executor<D> {
         let t: &'static Header = unsafe { &*task.header().as_ptr() };
         // Relaxed: comparing with our own address; if it is ours, we wrote it.
         let owner = t.exec.load(Ordering::Relaxed);
-        if owner != s as *const Sched as *mut Sched {
+        if !core::ptr::eq(owner, s) {
             return Err(if owner.is_null() { Owned::Unowned } else { Owned::Elsewhere });
         }
         // Relaxed: owner-written.

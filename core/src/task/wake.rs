@@ -83,10 +83,6 @@ impl AtomicNotify {
         self.0.compare_exchange(0, closed, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 
-    #[cfg(test)]
-    pub(crate) fn raw(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
 }
 
 /// Wakes run `generation` of the task at `hdr` from any thread (rules 2-4).

@@ -1,0 +1,63 @@
+//! Runs the built keel-bench binary: a `--quick` pass prints exactly one well-formed line
+//! per (case, impl), and bad command lines exit with code 2. Timing is never asserted.
+
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_keel-bench");
+
+/// Every (case, impl) a full run measures, with its unit.
+const EXPECTED: &[(&str, &str, &str)] =
+    &[("spawn", "keel", "ns"), ("spawn", "tokio", "ns"), ("yield", "keel", "ns"), ("yield", "tokio", "ns")];
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("keel-bench runs")
+}
+
+/// The `(case, impl, unit)` of every stdout line, checking each is
+/// `bench <case> <impl> <value> <unit>` with a plain, finite, positive decimal value.
+fn lines(out: &Output) -> Vec<(String, String, String)> {
+    let stdout = String::from_utf8(out.stdout.clone()).expect("utf-8 output");
+    stdout
+        .lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split(' ').collect();
+            assert!(f.len() == 5 && f[0] == "bench", "malformed line {line:?}");
+            let v = f[3];
+            assert!(v.chars().all(|c| c.is_ascii_digit() || c == '.'), "not a plain decimal: {line:?}");
+            let x: f64 = v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+            assert!(x.is_finite() && x > 0.0, "value not finite and positive: {line:?}");
+            (f[1].to_owned(), f[2].to_owned(), f[4].to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn quick_prints_every_case_once() {
+    let out = run(&["--quick"]);
+    assert!(out.status.success(), "exit {:?}, stderr: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    let got = lines(&out);
+    for &(case, imp, unit) in EXPECTED {
+        let n = got.iter().filter(|(c, i, _)| c == case && i == imp).count();
+        assert_eq!(n, 1, "{case} {imp}: {n} lines in {got:?}");
+        assert!(got.iter().any(|(c, i, u)| c == case && i == imp && u == unit), "{case} {imp}: unit is not {unit}");
+    }
+    assert_eq!(got.len(), EXPECTED.len(), "unexpected lines in {got:?}");
+}
+
+#[test]
+fn quick_selects_cases_and_impls() {
+    let out = run(&["yield", "--quick", "--only", "keel", "--iters", "100"]);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(lines(&out), [("yield".to_owned(), "keel".to_owned(), "ns".to_owned())]);
+}
+
+#[test]
+fn bad_command_lines_exit_2() {
+    for args in [&["--bogus"][..], &["nosuchcase"], &["--only", "nosuchimpl"], &["--iters", "zero"], &["--iters"]] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with("keel-bench: ") && !err.contains("panicked"), "{args:?}: {err}");
+    }
+}
