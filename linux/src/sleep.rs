@@ -1,6 +1,6 @@
 //! A driver with no ring: it reads `CLOCK_MONOTONIC` and parks by sleeping until the
-//! deadline with `clock_nanosleep(TIMER_ABSTIME)`. It does no i/o: `submit` refuses with
-//! `EOPNOTSUPP`-style `EINVAL` and says why in the executor's error.
+//! deadline with `clock_nanosleep(TIMER_ABSTIME)`. It does no i/o: its operation type
+//! has no values, so initiating i/o on it does not compile.
 //!
 //! Parking with no deadline has nothing to wait for yet (waking from other threads
 //! arrives with the cross-thread work), so it reports `Stalled` instead of sleeping
@@ -9,7 +9,7 @@
 use crate::clock::monotonic_now;
 use keel_core::driver::IoToken;
 use keel_core::{Driver, Errno, Instant, IoResult, OpId, Park};
-use rustix::thread::{ClockId, NanosleepRelativeResult, clock_nanosleep_absolute};
+use rustix::thread::{ClockId, clock_nanosleep_absolute};
 use rustix::time::Timespec;
 
 /// The ring-less driver.
@@ -63,6 +63,3 @@ impl Driver for SleepDriver {
         }
     }
 }
-
-#[allow(dead_code)]
-type Unused = NanosleepRelativeResult;
