@@ -138,6 +138,20 @@ pub enum AttachError<B> {
         /// Alignment it needs.
         align: usize,
     },
+    /// The fiber's stack size is below the minimum.
+    StackTooSmall {
+        /// The body.
+        body: B,
+        /// The minimum, in bytes.
+        min: usize,
+    },
+    /// No stack could be had for the fiber (the provider is out, or there is none).
+    NoStack {
+        /// The body.
+        body: B,
+        /// The provider's reason.
+        errno: Errno,
+    },
 }
 
 impl<B> AttachError<B> {
@@ -148,7 +162,37 @@ impl<B> AttachError<B> {
             | AttachError::AlreadyAttached(b)
             | AttachError::OwnedElsewhere(b)
             | AttachError::BodyTooLarge { body: b, .. }
-            | AttachError::BodyOverAligned { body: b, .. } => b,
+            | AttachError::BodyOverAligned { body: b, .. }
+            | AttachError::StackTooSmall { body: b, .. }
+            | AttachError::NoStack { body: b, .. } => b,
+        }
+    }
+
+    /// The error without its body, and the body.
+    pub fn split(self) -> (AttachError<()>, B) {
+        match self {
+            AttachError::Stale(b) => (AttachError::Stale(()), b),
+            AttachError::AlreadyAttached(b) => (AttachError::AlreadyAttached(()), b),
+            AttachError::OwnedElsewhere(b) => (AttachError::OwnedElsewhere(()), b),
+            AttachError::BodyTooLarge { body, needed, capacity } => (AttachError::BodyTooLarge { body: (), needed, capacity }, body),
+            AttachError::BodyOverAligned { body, align } => (AttachError::BodyOverAligned { body: (), align }, body),
+            AttachError::StackTooSmall { body, min } => (AttachError::StackTooSmall { body: (), min }, body),
+            AttachError::NoStack { body, errno } => (AttachError::NoStack { body: (), errno }, body),
+        }
+    }
+}
+
+impl AttachError<()> {
+    /// The same error carrying `body`.
+    pub fn with_body<B>(self, body: B) -> AttachError<B> {
+        match self {
+            AttachError::Stale(()) => AttachError::Stale(body),
+            AttachError::AlreadyAttached(()) => AttachError::AlreadyAttached(body),
+            AttachError::OwnedElsewhere(()) => AttachError::OwnedElsewhere(body),
+            AttachError::BodyTooLarge { needed, capacity, .. } => AttachError::BodyTooLarge { body, needed, capacity },
+            AttachError::BodyOverAligned { align, .. } => AttachError::BodyOverAligned { body, align },
+            AttachError::StackTooSmall { min, .. } => AttachError::StackTooSmall { body, min },
+            AttachError::NoStack { errno, .. } => AttachError::NoStack { body, errno },
         }
     }
 }
@@ -161,6 +205,8 @@ impl<B> fmt::Display for AttachError<B> {
             AttachError::OwnedElsewhere(_) => f.write_str("the task belongs to another executor: release it there before attaching it here"),
             AttachError::BodyTooLarge { needed, capacity, .. } => write!(f, "the task body needs {needed} bytes but the slot holds {capacity}: declare the slot as TaskSlot<{needed}> or larger"),
             AttachError::BodyOverAligned { align, .. } => write!(f, "the task body needs {align}-byte alignment; task slots align bodies to 16 bytes: box or wrap the over-aligned part"),
+            AttachError::StackTooSmall { min, .. } => write!(f, "the fiber's stack size is below the minimum of {min} bytes: ask for more"),
+            AttachError::NoStack { errno, .. } => write!(f, "no stack for the fiber ({errno}): give the executor a stack provider, or free stacks"),
         }
     }
 }
@@ -297,6 +343,8 @@ impl<B> fmt::Debug for AttachError<B> {
             AttachError::OwnedElsewhere(_) => "OwnedElsewhere",
             AttachError::BodyTooLarge { .. } => "BodyTooLarge",
             AttachError::BodyOverAligned { .. } => "BodyOverAligned",
+            AttachError::StackTooSmall { .. } => "StackTooSmall",
+            AttachError::NoStack { .. } => "NoStack",
         };
         write!(f, "AttachError::{name}({self})")
     }

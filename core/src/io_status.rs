@@ -244,13 +244,18 @@ impl Future for CompletedIo {
             t.reason.set(SuspendReason::Io);
             return Poll::Pending;
         }
-        let mut taken = 0;
-        while taken < self.max {
-            let Some(st) = tr.completed.pop_front() else { break };
-            // SAFETY: linked statuses are alive (rule 2).
-            unsafe { st.as_ref() }.state.set(IoState::Reaped);
-            taken += 1;
-        }
-        Poll::Ready(Ok(taken))
+        Poll::Ready(Ok(take_completed(tr, self.max)))
     }
+}
+
+/// Takes up to `max` statuses off the completed list, marking them reaped.
+pub(crate) fn take_completed(tr: &crate::task::header::Trailer, max: usize) -> usize {
+    let mut taken = 0;
+    while taken < max {
+        let Some(st) = tr.completed.pop_front() else { break };
+        // SAFETY: linked statuses are alive (rule 2).
+        unsafe { st.as_ref() }.state.set(IoState::Reaped);
+        taken += 1;
+    }
+    taken
 }

@@ -31,6 +31,7 @@
 //! releasing or destroying a task, a wake from another thread (a CAS loop, lock-free,
 //! then one swap), dropping an executor (waits for wakes in flight to it).
 
+pub mod arch;
 pub mod clock;
 pub mod driver;
 pub mod error;
@@ -41,6 +42,8 @@ pub mod priority;
 pub mod rt;
 pub(crate) mod run_queue;
 pub mod sim;
+pub mod stack;
+pub mod switch;
 pub(crate) mod sync;
 pub mod task;
 pub mod timer;
@@ -55,4 +58,7 @@ pub use exec::{CancelOutcome, Config, ExecStats, Executor};
 pub use io_status::{IoStatus, initiate, suspend_until_completed_io};
 pub use priority::{Priorities, Priority};
 pub use task::state::{SuspendReason, TaskState};
-pub use task::{CreateError, TaskAttrs, TaskHandle, TaskPool, TaskSlot};
+pub use task::{CreateError, SwitcherKind, TaskAttrs, TaskHandle, TaskPool, TaskSlot};
+pub use arch::AsmSwitch;
+pub use stack::{NoStacks, RegionStacks, Stack, StackProvider, StackStats};
+pub use switch::{Fiber, FiberAttrs, FiberSwitch, PanicCatcher};

@@ -29,6 +29,8 @@ use crate::task::body::{FutureBody, IntoTaskResult};
 use crate::task::header::{Header, flag};
 use crate::task::state::{SuspendReason, TaskEvent, TaskState};
 use crate::task::TaskHandle;
+use crate::stack::{NoStacks, StackProvider, StackStats};
+use crate::switch::{Fiber, FiberAttrs, FiberSwitch};
 use crate::sync::UnsafeCell;
 use core::future::Future;
 use core::marker::PhantomPinned;
@@ -36,8 +38,9 @@ use core::pin::Pin;
 use core::ptr::NonNull;
 use sched::Sched;
 
-/// Bounds on the run loop's inner loops (sched rule 4). Each must be at least 1.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+/// Executor settings: bounds on the run loop's inner loops (sched rule 4, each at least
+/// 1), and the fiber stack pool.
+#[derive(Copy, Clone, Debug)]
 pub struct Config {
     /// Wakes taken off the inbox per run-loop pass.
     pub inbox_batch: usize,
@@ -45,11 +48,26 @@ pub struct Config {
     pub timer_batch: usize,
     /// Completions reaped per pass.
     pub reap_batch: usize,
+    /// Spare fiber stacks kept for reuse; more go back to the provider (0: keep none).
+    pub max_spare_stacks: usize,
+    /// Spares unused for this long are decommitted (`madvise`d away) when the executor
+    /// parks. `None`: never (and no clock read when a stack is pooled).
+    pub trim_spare_stacks_after: Option<core::time::Duration>,
+    /// Catches a panic in a fiber body at its first frame (keel-linux provides one).
+    /// `None`: a panic there aborts the process (it must not unwind across a switch).
+    pub fiber_panics: Option<crate::switch::PanicCatcher>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { inbox_batch: 64, timer_batch: 64, reap_batch: 256 }
+        Config {
+            inbox_batch: 64,
+            timer_batch: 64,
+            reap_batch: 256,
+            max_spare_stacks: 64,
+            trim_spare_stacks_after: None,
+            fiber_panics: None,
+        }
     }
 }
 
@@ -106,24 +124,77 @@ pub struct ExecStats {
     pub timers_armed: usize,
 }
 
-/// A single-threaded executor over driver `D`.
-pub struct Executor<D: Driver> {
+/// A single-threaded executor over driver `D`, with fiber stacks from `S`.
+pub struct Executor<D: Driver, S: StackProvider = NoStacks> {
     sched: Sched,
     driver: UnsafeCell<D>,
+    stacks: UnsafeCell<S>,
     _pinned: PhantomPinned,
 }
 
-impl<D: Driver> Executor<D> {
-    /// An executor over `driver`. Expensive calls end here; pin it, then attach and run.
+impl<D: Driver> Executor<D, NoStacks> {
+    /// An executor over `driver` that runs stackless tasks only. Expensive calls end
+    /// here; pin it, then attach and run.
     pub fn new(driver: D, config: Config) -> Result<Self, ConfigError> {
-        Ok(Executor { sched: Sched::new(config.validate()?), driver: UnsafeCell::new(driver), _pinned: PhantomPinned })
+        Self::with_stacks(driver, NoStacks, config)
+    }
+}
+
+impl<D: Driver, S: StackProvider> Executor<D, S> {
+    /// An executor over `driver` whose fibers take stacks from `stacks`.
+    pub fn with_stacks(driver: D, stacks: S, config: Config) -> Result<Self, ConfigError> {
+        Ok(Executor {
+            sched: Sched::new(config.validate()?),
+            driver: UnsafeCell::new(driver),
+            stacks: UnsafeCell::new(stacks),
+            _pinned: PhantomPinned,
+        })
     }
 
     #[inline(always)]
     fn sched(self: Pin<&Self>) -> &Sched {
         let s = &self.get_ref().sched;
-        s.ensure_init(self.driver_ptr() as *mut (), &VtFor::<D>::VT);
+        s.ensure_init(
+            self.driver_ptr() as *mut (),
+            &VtFor::<D>::VT,
+            self.stacks.with_mut(|p| p as *mut ()),
+            &crate::stack::pool::VtFor::<S>::VT,
+        );
         s
+    }
+
+    /// Attaches a fiber on keel's own switch: `body` runs on a stack from the pool and
+    /// may call the blocking-style operations of [`Fiber`].
+    pub fn attach_fiber<F, R>(self: Pin<&Self>, task: TaskHandle, attrs: FiberAttrs, body: F) -> Result<TaskHandle, AttachError<F>>
+    where
+        F: FnOnce(&mut Fiber) -> R + 'static,
+        R: IntoTaskResult,
+    {
+        self.sched().attach_fiber::<crate::arch::AsmSwitch, F, R>(task, attrs, body)
+    }
+
+    /// Attaches a fiber on switcher `Sw` (runtime-pluggable: each task names its own).
+    pub fn attach_fiber_with<Sw, F, R>(self: Pin<&Self>, task: TaskHandle, attrs: FiberAttrs, body: F) -> Result<TaskHandle, AttachError<F>>
+    where
+        Sw: FiberSwitch,
+        F: FnOnce(&mut Fiber) -> R + 'static,
+        R: IntoTaskResult,
+    {
+        self.sched().attach_fiber::<Sw, F, R>(task, attrs, body)
+    }
+
+    /// The stack pool's counters.
+    pub fn stack_stats(self: Pin<&Self>) -> StackStats {
+        self.sched().stacks.stats()
+    }
+
+    /// Decommits spare stacks pooled for longer than `age` (also done when parking, if
+    /// `Config::trim_spare_stacks_after` is set).
+    pub fn trim_stacks(self: Pin<&Self>, age: core::time::Duration) {
+        let s = self.sched();
+        let now = s.now().as_nanos();
+        let age = u64::try_from(age.as_nanos()).unwrap_or(u64::MAX);
+        s.stacks.trim(Instant::from_nanos(now.saturating_sub(age)));
     }
 
     #[inline(always)]
@@ -205,9 +276,14 @@ impl<D: Driver> Executor<D> {
             TaskState::Idle => return Err(CancelError::NotAttached),
             TaskState::Draining | TaskState::Completed => return Err(CancelError::TooLate),
             TaskState::Attached | TaskState::Ready => {
+                if !s.drop_body(h) {
+                    // A started fiber (fiber rule 2): it stays queued and resumes with
+                    // `Cancelled` from the suspension point it is in.
+                    t.set_flag(flag::CANCEL);
+                    return Ok(CancelOutcome::Resumes);
+                }
                 // SAFETY: attached-not-started and ready tasks are in the run queue.
                 unsafe { s.ready.remove(h) };
-                s.drop_body(h);
                 s.finish_cancelled(h);
                 CancelOutcome::Completed
             }
@@ -314,7 +390,7 @@ enum Owned {
     Unowned,
 }
 
-impl<D: Driver> Drop for Executor<D> {
+impl<D: Driver, S: StackProvider> Drop for Executor<D, S> {
     /// Cancels every attached task (bodies dropped, i/o cancelled and drained), then
     /// gives every task up, waiting for wakes in flight to this executor (wake rule 6).
     fn drop(&mut self) {
@@ -345,10 +421,11 @@ impl<D: Driver> Drop for Executor<D> {
                 debug_assert!(spins < 1 << 40, "keel bug: a wake never arrived");
             }
         }
+        s.stacks.release_all();
     }
 }
 
-impl<D: Driver> Executor<D> {
+impl<D: Driver, S: StackProvider> Executor<D, S> {
     /// Reaps until no operation is in flight (cancellations were requested already).
     fn drain_all_io(self: Pin<&Self>) {
         let s = self.sched();
@@ -417,7 +494,11 @@ impl Sched {
             }
             _ => return,
         }
-        self.drop_body(h);
+        if !self.drop_body(h) {
+            // Fiber rule 2: a started fiber's frames stay on its stack, which is leaked
+            // (never reused) so nothing can write into memory that was handed back.
+            t.body.set(None);
+        }
         self.finish_cancelled(h);
     }
 }

@@ -15,7 +15,7 @@ use crate::error::RunError;
 use core::pin::Pin;
 use core::time::Duration;
 
-impl<D: Driver> Executor<D> {
+impl<D: Driver, S: crate::stack::StackProvider> Executor<D, S> {
     /// Does at most `max_items` items of work (a task resumed, or completed, is one),
     /// highest CPU priority first, FIFO within a priority. Waits for work when there is
     /// none, up to `timeout` (`None`: no limit). Returns how many items it did;
@@ -81,6 +81,10 @@ impl<D: Driver> Executor<D> {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            if let Some(age) = cfg.trim_spare_stacks_after {
+                let age = u64::try_from(age.as_nanos()).unwrap_or(u64::MAX);
+                s.stacks.trim(crate::Instant::from_nanos(now.as_nanos().saturating_sub(age)));
+            }
             s.stats.parks.set(s.stats.parks.get() + 1);
             // SAFETY: as above.
             match unsafe { &mut *self.driver_ptr() }.park(wake_at) {

@@ -27,6 +27,7 @@ use crate::task::header::{Header, OwnedLink, flag};
 use crate::task::state::{TaskEvent as E, TaskState as S};
 use crate::task::TaskHandle;
 use crate::timer::TimerHeap;
+use crate::stack::pool::StackPool;
 use core::cell::Cell;
 use core::ptr::NonNull;
 
@@ -61,6 +62,7 @@ pub(crate) struct Sched {
     driver: Cell<*mut ()>,
     driver_vt: Cell<Option<&'static DriverVt>>,
     pub(crate) attached: Cell<usize>,
+    pub(crate) stacks: StackPool,
     pub(crate) cfg: Config,
     pub(crate) stats: StatsCells,
     initialised: Cell<bool>,
@@ -93,6 +95,7 @@ impl Sched {
             driver: Cell::new(core::ptr::null_mut()),
             driver_vt: Cell::new(None),
             attached: Cell::new(0),
+            stacks: StackPool::new(cfg.max_spare_stacks),
             cfg,
             stats: StatsCells::default(),
             initialised: Cell::new(false),
@@ -102,9 +105,16 @@ impl Sched {
 
     /// Sched rule 1: called on every entry through a pinned executor.
     #[inline(always)]
-    pub(crate) fn ensure_init(&self, driver: *mut (), vt: &'static DriverVt) {
+    pub(crate) fn ensure_init(
+        &self,
+        driver: *mut (),
+        vt: &'static DriverVt,
+        stacks: *mut (),
+        stacks_vt: &'static crate::stack::pool::ProviderVt,
+    ) {
         if !self.initialised.get() {
             self.inbox.init();
+            self.stacks.init(stacks, stacks_vt);
             self.driver.set(driver);
             self.driver_vt.set(Some(vt));
             self.initialised.set(true);
@@ -393,12 +403,22 @@ impl Sched {
     }
 
     /// Removes a queued or suspended body without resuming it (cancel, executor drop).
-    pub(crate) fn drop_body(&self, h: NonNull<Header>) {
+    /// Returns false, keeping the body, if it cannot be dropped (a started fiber).
+    pub(crate) fn drop_body(&self, h: NonNull<Header>) -> bool {
         let t = hdr(h);
-        if let Some(vt) = t.body.take() {
-            // SAFETY: the body bytes hold the body `vt` was made for; it is not running.
-            unsafe { (vt.drop)(h) };
+        let Some(vt) = t.body.get() else { return true };
+        // SAFETY: the body bytes hold the body `vt` was made for; it is not running.
+        let dropped = unsafe { (vt.drop)(h) };
+        if dropped {
+            t.body.set(None);
         }
+        dropped
+    }
+
+    /// The time for the stack pool's bookkeeping: read only if trimming is configured.
+    #[inline(always)]
+    pub(crate) fn now_if_trimming(&self) -> Instant {
+        if self.cfg.trim_spare_stacks_after.is_some() { self.now() } else { Instant::ZERO }
     }
 
     pub(crate) fn finish_cancelled(&self, h: NonNull<Header>) {
@@ -418,7 +438,8 @@ impl Drop for PanicGuard<'_> {
     fn drop(&mut self) {
         let t = hdr(self.h);
         self.sched.current.set(None);
-        self.sched.drop_body(self.h);
+        // A future can always be dropped; a fiber cannot panic out of its stack.
+        let _ = self.sched.drop_body(self.h);
         self.sched.finish(self.h, E::Return, Err(TaskError::Panicked("the task body panicked while being resumed")));
         let _ = t;
     }

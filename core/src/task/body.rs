@@ -39,8 +39,9 @@ pub(crate) enum Step {
 pub(crate) struct BodyVTable {
     /// Runs the body until it suspends or returns.
     pub(crate) resume: unsafe fn(NonNull<Header>) -> Step,
-    /// Drops a body that has not returned (cancellation, executor drop).
-    pub(crate) drop: unsafe fn(NonNull<Header>),
+    /// Drops a body that has not returned (cancellation, executor drop). Returns false if
+    /// it cannot be dropped (a fiber that has started: fiber rule 2).
+    pub(crate) drop: unsafe fn(NonNull<Header>) -> bool,
     pub(crate) kind: SwitcherKind,
 }
 
@@ -69,6 +70,11 @@ impl IntoTaskResult for TaskResult {
 impl IntoTaskResult for Result<(), TaskError> {
     fn into_task_result(self) -> TaskResult {
         self.map(|()| 0)
+    }
+}
+impl IntoTaskResult for Result<(), crate::error::Cancelled> {
+    fn into_task_result(self) -> TaskResult {
+        self.map(|()| 0).map_err(Into::into)
     }
 }
 
@@ -116,14 +122,15 @@ where
             Poll::Pending => Step::Pending,
             Poll::Ready(out) => {
                 // SAFETY: the future has returned; drop it where it lies, once.
-                unsafe { Self::drop_body(h) };
+                let _ = unsafe { Self::drop_body(h) };
                 Step::Done(out.into_task_result())
             }
         }
     }
 
-    unsafe fn drop_body(h: NonNull<Header>) {
+    unsafe fn drop_body(h: NonNull<Header>) -> bool {
         // SAFETY: the body bytes hold a live `F` (caller of the vtable), dropped once.
         unsafe { core::ptr::drop_in_place(h.as_ref().body_ptr() as *mut F) };
+        true
     }
 }

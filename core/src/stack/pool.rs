@@ -1,0 +1,239 @@
+//! The executor's pool of spare stacks, kthread style (seed 002): a finished fiber's
+//! stack goes back to the pool, and the next fiber takes it with no call to the
+//! provider (no syscall). The stack a fiber ran on is put back only after the switch
+//! away from it, by the executor on its own stack (deferred free).
+//!
+//! The pool is an intrusive LIFO threaded through the spares themselves: each spare
+//! keeps a `SpareNode` in the top bytes of its own (unused) memory, so the pool needs
+//! no storage and no capacity of its own. LIFO keeps the most recently used, cache-warm
+//! stack on top.
+//!
+//! Rules:
+//! 1. Executor-local (`Cell`s); the provider is reached through a raw pointer with no
+//!    other borrow live (as the driver is, sched rule 3).
+//! 2. At most `max_spares` spares are kept; a stack put back beyond that is released.
+//! 3. `take` looks at no more than `max_spares` spares for one large enough.
+//! 4. `trim` decommits spares older than a threshold, below their top page (where the
+//!    node lives), once each.
+
+use super::{Stack, StackProvider};
+use crate::clock::Instant;
+use crate::error::Errno;
+use core::cell::Cell;
+use core::ptr;
+
+#[repr(C, align(16))]
+struct SpareNode {
+    next: *mut SpareNode,
+    stack: Stack,
+    since: Instant,
+    decommitted: bool,
+}
+
+/// Bytes a spare reserves at its top for the node, rounded to a page so decommit can
+/// spare it.
+const NODE_KEEP: usize = 4096;
+
+/// Pool counters.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct StackStats {
+    /// Stacks taken from the provider.
+    pub created: u64,
+    /// Stacks taken from the pool instead.
+    pub reused: u64,
+    /// Stacks given back to the provider.
+    pub released: u64,
+    /// The most stacks in use at once.
+    pub high_water: u64,
+    /// Stacks in use now.
+    pub in_use: u64,
+    /// Spares in the pool now.
+    pub spares: u64,
+    /// Spares decommitted by `trim`.
+    pub decommitted: u64,
+}
+
+type AllocFn = unsafe fn(*mut (), usize) -> Result<Stack, Errno>;
+type StackFn = unsafe fn(*mut (), Stack);
+type DecommitFn = unsafe fn(*mut (), &Stack, *mut u8);
+type AssignFn = unsafe fn(*mut (), &Stack, u32);
+
+pub(crate) struct ProviderVt {
+    alloc: AllocFn,
+    release: StackFn,
+    decommit: DecommitFn,
+    assigned: AssignFn,
+}
+
+pub(crate) struct VtFor<S>(core::marker::PhantomData<S>);
+
+impl<S: StackProvider> VtFor<S> {
+    // SAFETY (for the functions below): the pool stores a pointer to its executor's own
+    // `S` with this vtable and calls through it only on the executor's thread, with no
+    // other borrow of the provider live (rule 1).
+    pub(crate) const VT: ProviderVt = ProviderVt {
+        alloc: |p, size| {
+            // SAFETY: see above.
+            unsafe { (*(p as *mut S)).allocate(size) }
+        },
+        release: |p, s| {
+            // SAFETY: see above; `s` came from this provider (the pool only holds those).
+            unsafe { (*(p as *mut S)).release(s) }
+        },
+        decommit: |p, s, keep| {
+            // SAFETY: see above.
+            unsafe { (*(p as *mut S)).decommit(s, keep) }
+        },
+        assigned: |p, s, id| {
+            // SAFETY: see above.
+            unsafe { (*(p as *mut S)).assigned(s, id) }
+        },
+    };
+}
+
+pub(crate) struct StackPool {
+    head: Cell<*mut SpareNode>,
+    provider: Cell<*mut ()>,
+    vt: Cell<Option<&'static ProviderVt>>,
+    pub(crate) max_spares: usize,
+    stats: Cell<StackStats>,
+}
+
+impl StackPool {
+    pub(crate) fn new(max_spares: usize) -> Self {
+        StackPool {
+            head: Cell::new(ptr::null_mut()),
+            provider: Cell::new(ptr::null_mut()),
+            vt: Cell::new(None),
+            max_spares,
+            stats: Cell::new(StackStats::default()),
+        }
+    }
+
+    pub(crate) fn init(&self, provider: *mut (), vt: &'static ProviderVt) {
+        self.provider.set(provider);
+        self.vt.set(Some(vt));
+    }
+
+    fn vt(&self) -> &'static ProviderVt {
+        self.vt.get().expect("keel bug: stack pool used before init")
+    }
+
+    pub(crate) fn stats(&self) -> StackStats {
+        self.stats.get()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut StackStats)) {
+        let mut s = self.stats.get();
+        f(&mut s);
+        self.stats.set(s);
+    }
+
+    /// A stack of at least `size` bytes for task `task_id`: a spare if one fits (rule 3),
+    /// else a new one.
+    pub(crate) fn take(&self, size: usize, task_id: u32) -> Result<Stack, Errno> {
+        let mut prev: *mut SpareNode = ptr::null_mut();
+        let mut cur = self.head.get();
+        let mut looked = 0;
+        while !cur.is_null() && looked < self.max_spares {
+            // SAFETY: spares' nodes are valid while pooled (they sit in the spares' own
+            // memory, which the pool owns).
+            let node = unsafe { &*cur };
+            if node.stack.size >= size {
+                let stack = node.stack;
+                let next = node.next;
+                if prev.is_null() {
+                    self.head.set(next);
+                } else {
+                    // SAFETY: `prev` is a pooled node, as above.
+                    unsafe { (*prev).next = next };
+                }
+                self.update(|s| {
+                    s.reused += 1;
+                    s.spares -= 1;
+                    s.in_use += 1;
+                    s.high_water = s.high_water.max(s.in_use);
+                });
+                self.assign(&stack, task_id);
+                return Ok(stack);
+            }
+            prev = cur;
+            cur = node.next;
+            looked += 1;
+        }
+        // SAFETY: rule 1.
+        let stack = unsafe { (self.vt().alloc)(self.provider.get(), size) }?;
+        self.update(|s| {
+            s.created += 1;
+            s.in_use += 1;
+            s.high_water = s.high_water.max(s.in_use);
+        });
+        self.assign(&stack, task_id);
+        Ok(stack)
+    }
+
+    fn assign(&self, stack: &Stack, task_id: u32) {
+        // SAFETY: rule 1.
+        unsafe { (self.vt().assigned)(self.provider.get(), stack, task_id) }
+    }
+
+    /// Takes back a stack no fiber runs on any more (rule 2).
+    ///
+    /// # Safety
+    /// `stack` came from `take` and nothing will touch its memory again.
+    pub(crate) unsafe fn put(&self, stack: Stack, now: Instant) {
+        let spares = self.stats.get().spares as usize;
+        if spares >= self.max_spares || stack.size < core::mem::size_of::<SpareNode>() {
+            // SAFETY: rule 1; the caller gives the stack up.
+            unsafe { (self.vt().release)(self.provider.get(), stack) };
+            self.update(|s| {
+                s.released += 1;
+                s.in_use -= 1;
+            });
+            return;
+        }
+        let node = (stack.top() as usize - core::mem::size_of::<SpareNode>()) as *mut SpareNode;
+        // SAFETY: the node fits at the top of the stack's usable memory, 16-aligned
+        // (top is 16-aligned and the node's size is a multiple of 16), and nothing
+        // else uses that memory now (caller).
+        unsafe { node.write(SpareNode { next: self.head.get(), stack, since: now, decommitted: false }) };
+        self.head.set(node);
+        self.update(|s| {
+            s.spares += 1;
+            s.in_use -= 1;
+        });
+    }
+
+    /// Decommits spares pooled since before `older_than` (rule 4). Bounded by the spares.
+    pub(crate) fn trim(&self, older_than: Instant) {
+        let mut cur = self.head.get();
+        while !cur.is_null() {
+            // SAFETY: pooled node, as in `take`.
+            let node = unsafe { &mut *cur };
+            if !node.decommitted && node.since < older_than && node.stack.size > NODE_KEEP {
+                let keep_from = (node.stack.top() as usize - NODE_KEEP) as *mut u8;
+                // SAFETY: rule 1.
+                unsafe { (self.vt().decommit)(self.provider.get(), &node.stack, keep_from) };
+                node.decommitted = true;
+                self.update(|s| s.decommitted += 1);
+            }
+            cur = node.next;
+        }
+    }
+
+    /// Gives every spare back to the provider (executor drop).
+    pub(crate) fn release_all(&self) {
+        while !self.head.get().is_null() {
+            // SAFETY: pooled node, as in `take`.
+            let node = unsafe { &*self.head.get() };
+            let stack = node.stack;
+            self.head.set(node.next);
+            // SAFETY: rule 1; pooled stacks are unused.
+            unsafe { (self.vt().release)(self.provider.get(), stack) };
+            self.update(|s| {
+                s.spares -= 1;
+                s.released += 1;
+            });
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! Fiber tasks: an ordinary function on its own stack that calls blocking-style
+//! operations, each of which suspends the fiber until the executor resumes it.
+//!
+//! Body storage of a fiber task (`#[repr(C)]`):
+//!
+//! ```text
+//! FiberBody<Sw, F> { core: FiberCore, regs: Sw::Regs, body: MaybeUninit<F> }
+//! ```
+//!
+//! Rules (cited as "fiber rule N"):
+//! 1. The stack is taken from the executor's pool at attach, and goes back to the pool
+//!    only after the fiber has exited and the executor is back on its own stack
+//!    (deferred free).
+//! 2. A fiber that has started cannot be dropped: its frames live on its stack. Cancel
+//!    resumes it with `Cancelled` from every suspension point, and it winds down. An
+//!    executor dropped with fibers still started leaks their stacks (never reused), so
+//!    nothing on them can be written into after being handed back.
+//! 3. A panic never unwinds across the switch: with a [`PanicCatcher`] (keel-linux
+//!    provides one) the entry catches it and the task completes with
+//!    `TaskError::Panicked`; without one the entry is `extern "C"` and the process
+//!    aborts.
+
+use super::FiberSwitch;
+use crate::clock::Instant;
+use crate::driver::Driver;
+use crate::error::{AttachError, Cancelled, InitiateError, TaskError, TaskResult};
+use crate::exec::sched::Sched;
+use crate::io_status::IoStatus;
+use crate::stack::Stack;
+use crate::sync::Ordering;
+use crate::task::TaskHandle;
+use crate::task::body::{BodyVTable, IntoTaskResult, Step};
+use crate::task::header::{Header, flag};
+use crate::task::state::SuspendReason;
+use core::cell::Cell;
+use core::mem::MaybeUninit;
+use core::pin::Pin;
+use core::ptr::NonNull;
+use core::time::Duration;
+
+/// Runs `body`, catching a panic; `Err` carries a description of the panic.
+pub type PanicCatcher = fn(body: &mut dyn FnMut()) -> Result<(), &'static str>;
+
+/// How a fiber is attached.
+#[derive(Copy, Clone, Debug)]
+pub struct FiberAttrs {
+    /// Usable stack bytes (rounded up by the provider). At least 4096.
+    pub stack_size: usize,
+}
+
+impl Default for FiberAttrs {
+    fn default() -> Self {
+        FiberAttrs { stack_size: 64 * 1024 }
+    }
+}
+
+/// Smallest stack the fiber layer accepts.
+pub const MIN_STACK: usize = 4096;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum FiberState {
+    Fresh,
+    Started,
+    Finished,
+}
+
+#[repr(C)]
+pub(crate) struct FiberCore {
+    header: NonNull<Header>,
+    stack: Stack,
+    state: Cell<FiberState>,
+    result: Cell<Option<TaskResult>>,
+    catcher: Option<PanicCatcher>,
+    suspend: unsafe fn(*mut FiberCore),
+}
+
+#[repr(C)]
+struct FiberBody<Sw: FiberSwitch, F> {
+    core: FiberCore,
+    regs: Sw::Regs,
+    body: MaybeUninit<F>,
+}
+
+/// What a fiber body gets: its blocking-style operations.
+pub struct Fiber {
+    core: NonNull<FiberCore>,
+}
+
+impl Fiber {
+    fn core(&self) -> &FiberCore {
+        // SAFETY: the core lives in the task's body storage for the whole run.
+        unsafe { self.core.as_ref() }
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: `'static` task header.
+        unsafe { self.core().header.as_ref() }
+    }
+
+    fn sched(&self) -> &Sched {
+        // Relaxed: the owner wrote it on this thread.
+        let s = self.header().exec.load(Ordering::Relaxed);
+        // SAFETY: a running task's owner is a live, pinned executor (sched rule 1).
+        unsafe { &*s }
+    }
+
+    fn cancelled(&self) -> Result<(), Cancelled> {
+        if self.header().has_flag(flag::CANCEL) { Err(Cancelled) } else { Ok(()) }
+    }
+
+    /// Switches to the executor; returns when resumed.
+    #[inline(always)]
+    fn switch_out(&mut self) {
+        let core = self.core.as_ptr();
+        // SAFETY: we are the running fiber of this core (fiber bodies only get a `Fiber`
+        // for their own core), on its stack.
+        unsafe { ((*core).suspend)(core) };
+    }
+
+    /// Goes to the back of its priority's run queue.
+    #[inline(always)]
+    pub fn yield_now(&mut self) -> Result<(), Cancelled> {
+        self.cancelled()?;
+        self.header().set_flag(flag::NOTIFIED);
+        self.switch_out();
+        self.cancelled()
+    }
+
+    /// Suspends for `d` (huge durations saturate).
+    pub fn sleep(&mut self, d: Duration) -> Result<(), Cancelled> {
+        let deadline = self.sched().now().saturating_add(d);
+        self.sleep_until(deadline)
+    }
+
+    /// Suspends until `deadline` on the executor's clock.
+    pub fn sleep_until(&mut self, deadline: Instant) -> Result<(), Cancelled> {
+        loop {
+            self.cancelled()?;
+            if self.sched().now() >= deadline {
+                return Ok(());
+            }
+            self.sched().arm(self.core().header, deadline);
+            self.header().reason.set(SuspendReason::Timer);
+            self.switch_out();
+        }
+    }
+
+    /// Suspends until woken (`TaskHandle::wake`, a waker, `Executor::wake`). A wake that
+    /// came while it ran counts: it returns after a pass through the run queue.
+    pub fn wait(&mut self) -> Result<(), Cancelled> {
+        self.cancelled()?;
+        self.header().reason.set(SuspendReason::Wait);
+        self.switch_out();
+        self.cancelled()
+    }
+
+    /// The executor's clock.
+    pub fn now(&self) -> Instant {
+        self.sched().now()
+    }
+
+    /// This run's handle.
+    pub fn task(&self) -> TaskHandle {
+        // Relaxed: owner-written, read on the owner's thread.
+        TaskHandle::from_parts(self.core().header, self.header().generation.load(Ordering::Relaxed))
+    }
+
+    /// Starts `op`, linking `status` (pinned on this fiber's stack) on the task's
+    /// initiated list.
+    pub fn initiate<D: Driver>(&mut self, status: Pin<&IoStatus>, op: D::Op) -> Result<(), InitiateError<D::Op>> {
+        status.initiate_in::<D>(self.sched(), self.core().header, op)
+    }
+
+    /// Suspends until one of its operations completes, then takes up to `max` completed
+    /// status blocks (their `result()` is set); `Ok(0)` at once if nothing is in flight.
+    pub fn suspend_until_completed_io(&mut self, max: usize) -> Result<usize, Cancelled> {
+        loop {
+            self.cancelled()?;
+            let tr = self.header().trailer();
+            if !tr.completed.is_empty() {
+                return Ok(crate::io_status::take_completed(tr, max));
+            }
+            if tr.initiated.is_empty() {
+                return Ok(0);
+            }
+            self.header().reason.set(SuspendReason::Io);
+            self.switch_out();
+        }
+    }
+}
+
+unsafe fn suspend_with<Sw: FiberSwitch, F>(core: *mut FiberCore) {
+    let fb = core as *mut FiberBody<Sw, F>;
+    // SAFETY: `core` is the first field of a `FiberBody<Sw, F>` (repr(C)), so the regs
+    // are at their offset in it; the caller is this fiber, on its stack.
+    unsafe { Sw::suspend(&raw mut (*fb).regs) }
+}
+
+/// The fiber's first frame (called by the switcher's first entry).
+unsafe extern "C" fn entry<Sw: FiberSwitch, F, R>(arg: *mut u8) -> !
+where
+    F: FnOnce(&mut Fiber) -> R,
+    R: IntoTaskResult,
+{
+    let fb = arg as *mut FiberBody<Sw, F>;
+    // SAFETY: `arg` is the fiber's body storage, initialised at attach; the body is
+    // read out exactly once, here.
+    let (core, body) = unsafe { (NonNull::new_unchecked(&raw mut (*fb).core), (*fb).body.assume_init_read()) };
+    let mut fiber = Fiber { core };
+    // SAFETY: the core lives for the whole run.
+    let c = unsafe { core.as_ref() };
+    let result = match c.catcher {
+        None => body(&mut fiber).into_task_result(),
+        Some(catch) => {
+            let mut body = Some(body);
+            let mut out = None;
+            let caught = catch(&mut || out = Some(body.take().map(|b| b(&mut fiber).into_task_result())));
+            match (caught, out.flatten()) {
+                (Ok(()), Some(r)) => r,
+                (Err(msg), _) => Err(TaskError::Panicked(msg)),
+                (Ok(()), None) => Err(TaskError::Panicked("the fiber body did not run")),
+            }
+        }
+    };
+    c.result.set(Some(result));
+    c.state.set(FiberState::Finished);
+    // SAFETY: we are this fiber, on its stack, for the last time (fiber rule 1: the
+    // executor frees the stack after this switch).
+    unsafe { Sw::exit(&raw mut (*fb).regs) }
+}
+
+pub(crate) struct FiberVt<Sw, F, R>(core::marker::PhantomData<(Sw, F, R)>);
+
+impl<Sw, F, R> FiberVt<Sw, F, R>
+where
+    Sw: FiberSwitch,
+    F: FnOnce(&mut Fiber) -> R + 'static,
+    R: IntoTaskResult,
+{
+    pub(crate) const VTABLE: BodyVTable = BodyVTable { resume: Self::resume, drop: Self::drop_body, kind: Sw::KIND };
+
+    unsafe fn resume(h: NonNull<Header>) -> Step {
+        // SAFETY: `'static` header; the body bytes hold a `FiberBody<Sw, F>` (installed
+        // with this vtable).
+        let fb = unsafe { h.as_ref() }.body_ptr() as *mut FiberBody<Sw, F>;
+        // SAFETY: as above; the fiber is not running (we are the executor).
+        let core = unsafe { &(*fb).core };
+        if core.state.get() == FiberState::Fresh {
+            core.state.set(FiberState::Started);
+            // SAFETY: fresh fiber with an unused stack from the pool (fiber rule 1).
+            unsafe { Sw::init(&raw mut (*fb).regs, &core.stack, entry::<Sw, F, R>, fb as *mut u8) };
+        }
+        // SAFETY: initialised or suspended, not running.
+        unsafe { Sw::resume(&raw mut (*fb).regs) };
+        if core.state.get() != FiberState::Finished {
+            return Step::Pending;
+        }
+        let result = core.result.take().unwrap_or(Err(TaskError::Panicked("fiber finished without a result")));
+        let sched = crate::task::wake::sched_of(h).expect("keel bug: fiber without an owner");
+        // SAFETY: owner executor, live; we are back on its stack, so the fiber's stack
+        // is unused from here on (fiber rule 1).
+        unsafe {
+            let s = sched.as_ref();
+            s.stacks.put(core.stack, s.now_if_trimming());
+        }
+        Step::Done(result)
+    }
+
+    /// Fiber rule 2: only a fiber that has not started can be dropped.
+    unsafe fn drop_body(h: NonNull<Header>) -> bool {
+        // SAFETY: as in `resume`.
+        let fb = unsafe { h.as_ref() }.body_ptr() as *mut FiberBody<Sw, F>;
+        // SAFETY: as in `resume`.
+        let core = unsafe { &(*fb).core };
+        match core.state.get() {
+            FiberState::Fresh => {
+                // SAFETY: a fresh fiber's body is initialised and was never read out.
+                unsafe { (*fb).body.assume_init_drop() };
+                let sched = crate::task::wake::sched_of(h).expect("keel bug: fiber without an owner");
+                // SAFETY: the stack was never run on.
+                unsafe {
+                    let s = sched.as_ref();
+                    s.stacks.put(core.stack, s.now_if_trimming());
+                }
+                true
+            }
+            FiberState::Started | FiberState::Finished => false,
+        }
+    }
+}
+
+impl Sched {
+    /// Attaches a fiber on switcher `Sw` (one stack from the pool).
+    pub(crate) fn attach_fiber<Sw, F, R>(
+        &self,
+        handle: TaskHandle,
+        attrs: FiberAttrs,
+        body: F,
+    ) -> Result<TaskHandle, AttachError<F>>
+    where
+        Sw: FiberSwitch,
+        F: FnOnce(&mut Fiber) -> R + 'static,
+        R: IntoTaskResult,
+    {
+        if attrs.stack_size < MIN_STACK {
+            return Err(AttachError::StackTooSmall { body, min: MIN_STACK });
+        }
+        let h = handle.header();
+        // SAFETY: `'static` header; reading its id is harmless whoever owns it.
+        let id = unsafe { h.as_ref() }.trailer().id.get();
+        let stack = match self.stacks.take(attrs.stack_size, id) {
+            Ok(s) => s,
+            Err(e) => return Err(AttachError::NoStack { body, errno: e }),
+        };
+        let fiber = FiberBody::<Sw, F> {
+            core: FiberCore {
+                header: h,
+                stack,
+                state: Cell::new(FiberState::Fresh),
+                result: Cell::new(None),
+                catcher: self.cfg.fiber_panics,
+                suspend: suspend_with::<Sw, F>,
+            },
+            regs: Sw::Regs::default(),
+            body: MaybeUninit::new(body),
+        };
+        match self.attach(handle, fiber, &FiberVt::<Sw, F, R>::VTABLE) {
+            Ok(run) => Ok(run),
+            Err(e) => {
+                let (err, fiber) = e.split();
+                // SAFETY: the stack was taken above and never run on.
+                unsafe { self.stacks.put(fiber.core.stack, self.now_if_trimming()) };
+                // SAFETY: the body was written above and not read.
+                Err(err.with_body(unsafe { fiber.body.assume_init() }))
+            }
+        }
+    }
+}
