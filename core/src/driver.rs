@@ -19,8 +19,30 @@ use crate::error::Errno;
 pub struct OpId(pub u64);
 
 /// The core's name for the receiver of a completion; opaque to drivers.
+///
+/// Three kinds (`io_status.rs`, rules 3-4): a status block's address; an orphaned
+/// operation's task (bit 0); a task run to wake (bit 1, with the run's generation), for
+/// operations whose state the driver keeps itself (owned-buffer operations of futures).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub struct IoToken(pub(crate) usize);
+pub struct IoToken {
+    pub(crate) addr: usize,
+    pub(crate) generation: u32,
+}
+
+impl IoToken {
+    pub(crate) const ORPHAN: usize = 1;
+    pub(crate) const WAKE: usize = 2;
+
+    pub(crate) fn status(addr: usize) -> Self {
+        IoToken { addr, generation: 0 }
+    }
+
+    /// A token whose completion wakes run `task` (if it is still that run) and counts as
+    /// its i/o; the driver keeps the operation's result for the task to take.
+    pub fn wake(task: crate::TaskHandle) -> Self {
+        IoToken { addr: task.header().as_ptr() as usize | Self::WAKE, generation: task.generation() }
+    }
+}
 
 /// The result of an operation: a byte count or value, or an errno.
 pub type IoResult = Result<u32, Errno>;
@@ -59,6 +81,13 @@ pub trait Driver: 'static {
 
     /// Operations submitted and not yet reaped.
     fn in_flight(&self) -> usize;
+
+    /// How many more operations `submit` would take now. A refusal with `EBUSY` means
+    /// "no room now": the executor queues the initiator (by I/O priority) until this
+    /// grows. The default is unbounded.
+    fn submit_capacity(&self) -> usize {
+        usize::MAX
+    }
 
     /// Blocks the thread until `deadline` (or a completion, or an unpark); `None` waits
     /// with no deadline.

@@ -106,7 +106,7 @@ impl IoStatus {
     }
 
     fn token(&self) -> IoToken {
-        IoToken(self as *const IoStatus as usize)
+        IoToken::status(self as *const IoStatus as usize)
     }
 
     /// Starts `op` on the driver of the task running this code, linking this status on
@@ -126,6 +126,15 @@ impl IoStatus {
             return Err(InitiateError::StatusBusy(op));
         }
         let Some(driver) = sched.driver_as::<D>() else { return Err(InitiateError::WrongDriver(op)) };
+        // Queue behind tasks already waiting for room (unless this task was just granted
+        // room), and respect the in-flight limit.
+        let granted = t.has_flag(flag::GRANTED);
+        t.clear_flag(flag::GRANTED);
+        // SAFETY: sched rule 3: no other borrow of the driver is live while task code runs.
+        let full = unsafe { (*driver).submit_capacity() } == 0;
+        if full || (!granted && sched.submit_queue_busy()) || sched.at_io_limit(driver) {
+            return Err(InitiateError::Refused(op, crate::Errno::EBUSY));
+        }
         // SAFETY: sched rule 3: no other borrow of the driver is live while task code runs.
         let id = match unsafe { (*driver).submit(op, self.token()) } {
             Ok(id) => id,
@@ -177,7 +186,7 @@ impl Drop for IoStatus {
                 // SAFETY: the task is owned by `sched`, pinned and alive while it owns tasks.
                 let sched = unsafe { sched.as_ref() };
                 // Rule 4: from now on the completion names the task, not this memory.
-                sched.driver_retarget(self.op.get(), IoToken(h.as_ptr() as usize | 1));
+                sched.driver_retarget(self.op.get(), IoToken { addr: h.as_ptr() as usize | IoToken::ORPHAN, generation: 0 });
                 sched.driver_cancel(self.op.get());
             }
             // SAFETY: completed means on `completed` (rule 1).
@@ -204,12 +213,19 @@ impl<D: Driver> Unpin for Initiate<'_, D> {}
 
 impl<D: Driver> Future for Initiate<'_, D> {
     type Output = Result<(), InitiateError<D::Op>>;
+    /// Ready once submitted or refused; while there is no room to submit (`EBUSY`), the
+    /// task waits in I/O-priority order and retries when the executor grants it room.
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let op = self.op.take().expect("Initiate polled after it completed");
-        Poll::Ready(match current(cx) {
-            None => Err(InitiateError::NotInTask(op)),
-            Some((sched, h)) => self.status.initiate_in::<D>(sched, h, op),
-        })
+        let Some((sched, h)) = current(cx) else { return Poll::Ready(Err(InitiateError::NotInTask(op))) };
+        match self.status.initiate_in::<D>(sched, h, op) {
+            Err(InitiateError::Refused(op, crate::Errno::EBUSY)) => {
+                self.op = Some(op);
+                sched.wait_for_submit(h);
+                Poll::Pending
+            }
+            other => Poll::Ready(other),
+        }
     }
 }
 

@@ -163,7 +163,7 @@ impl<const OPS: usize, const TRACE: usize> SimDriverN<OPS, TRACE> {
             SimEvent::Refuse { label, errno } => [2, label as u64, errno.0 as u64],
             SimEvent::Cancel { label, at } => [3, label as u64, at.as_nanos()],
             SimEvent::Complete { label, at, result } => {
-                [4, label as u64 ^ at.as_nanos().rotate_left(17), match result { Ok(v) => v as u64, Err(e) => 1 << 40 | e.0 as u64 }]
+                [4, label as u64 ^ at.as_nanos().rotate_left(17), match result { Ok(v) => v as u64, Err(e) => (1 << 40) | e.0 as u64 }]
             }
             SimEvent::Advance { to } => [5, 0, to.as_nanos()],
         };
@@ -248,6 +248,10 @@ impl<const OPS: usize, const TRACE: usize> Driver for SimDriverN<OPS, TRACE> {
 
     fn in_flight(&self) -> usize {
         self.pending.len()
+    }
+
+    fn submit_capacity(&self) -> usize {
+        OPS - self.pending.len()
     }
 
     fn park(&mut self, deadline: Option<Instant>) -> Result<Park, Errno> {

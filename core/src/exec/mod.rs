@@ -53,6 +53,9 @@ pub struct Config {
     /// Spares unused for this long are decommitted (`madvise`d away) when the executor
     /// parks. `None`: never (and no clock read when a stack is pooled).
     pub trim_spare_stacks_after: Option<core::time::Duration>,
+    /// At most this many operations in flight on the executor; initiators beyond it
+    /// wait, in I/O-priority order, for completions to make room. `None`: no limit.
+    pub max_io_in_flight: Option<usize>,
     /// Catches a panic in a fiber body at its first frame (keel-linux provides one).
     /// `None`: a panic there aborts the process (it must not unwind across a switch).
     pub fiber_panics: Option<crate::switch::PanicCatcher>,
@@ -66,6 +69,7 @@ impl Default for Config {
             reap_batch: 256,
             max_spare_stacks: 64,
             trim_spare_stacks_after: None,
+            max_io_in_flight: None,
             fiber_panics: None,
         }
     }
@@ -73,7 +77,8 @@ impl Default for Config {
 
 impl Config {
     fn validate(self) -> Result<Self, ConfigError> {
-        for (name, v) in [("inbox_batch", self.inbox_batch), ("timer_batch", self.timer_batch), ("reap_batch", self.reap_batch)] {
+        let limit = self.max_io_in_flight.unwrap_or(1);
+        for (name, v) in [("inbox_batch", self.inbox_batch), ("timer_batch", self.timer_batch), ("reap_batch", self.reap_batch), ("max_io_in_flight", limit)] {
             if v == 0 {
                 return Err(ConfigError::Zero(name));
             }
@@ -456,6 +461,9 @@ impl Sched {
             // SAFETY: armed in our heap.
             unsafe { self.timers.remove(t.timer()) };
         }
+        if t.state.get() == TaskState::Suspended(SuspendReason::SqSlot) {
+            self.leave_submit_queue(h);
+        }
         t.state.set(t.state.get().on(event).unwrap_or_else(|e| panic!("keel bug: {e}")));
         // SAFETY: a suspended task is in no run list.
         unsafe { self.ready.push(h) };
@@ -489,9 +497,17 @@ impl Sched {
                 // SAFETY: queued states are in the run queue.
                 unsafe { self.ready.remove(h) };
             }
-            TaskState::Suspended(_) | TaskState::Cancelling => {
+            TaskState::Suspended(reason) => {
+                if reason == SuspendReason::SqSlot {
+                    self.leave_submit_queue(h);
+                }
+                if t.trailer().timer.is_armed() {
+                    // SAFETY: armed in our heap.
+                    unsafe { self.timers.remove(t.timer()) };
+                }
                 t.state.set(TaskState::Ready);
             }
+            TaskState::Cancelling => t.state.set(TaskState::Ready),
             _ => return,
         }
         if !self.drop_body(h) {

@@ -58,6 +58,13 @@ impl<D: Driver, S: crate::stack::StackProvider> Executor<D, S> {
                     return Ok(done);
                 }
             }
+            if s.submit_queue_busy() {
+                let mut room = driver.submit_capacity();
+                if let Some(limit) = cfg.max_io_in_flight {
+                    room = room.min(limit.saturating_sub(driver.in_flight()));
+                }
+                s.grant_submit(room);
+            }
             if !s.timers.is_empty() {
                 s.fire_timers(s.now(), cfg.timer_batch);
             }

@@ -62,6 +62,8 @@ pub(crate) struct Sched {
     driver: Cell<*mut ()>,
     driver_vt: Cell<Option<&'static DriverVt>>,
     pub(crate) attached: Cell<usize>,
+    /// Tasks waiting for room to submit, by I/O priority (run links: they are not ready).
+    pub(crate) submit_waiters: [List<Header, crate::task::header::RunLink>; 3],
     pub(crate) stacks: StackPool,
     pub(crate) cfg: Config,
     pub(crate) stats: StatsCells,
@@ -95,6 +97,7 @@ impl Sched {
             driver: Cell::new(core::ptr::null_mut()),
             driver_vt: Cell::new(None),
             attached: Cell::new(0),
+            submit_waiters: [List::new(), List::new(), List::new()],
             stacks: StackPool::new(cfg.max_spare_stacks),
             cfg,
             stats: StatsCells::default(),
@@ -242,8 +245,11 @@ impl Sched {
     pub(crate) fn wake_local(&self, h: NonNull<Header>) {
         let t = hdr(h);
         match t.state.get() {
-            S::Suspended(_) => {
+            S::Suspended(reason) => {
                 self.disarm(t);
+                if reason == crate::task::state::SuspendReason::SqSlot {
+                    self.leave_submit_queue(h);
+                }
                 step(t, E::Wake);
                 // SAFETY: a suspended task is in no run list.
                 unsafe { self.ready.push(h) };
@@ -372,16 +378,24 @@ impl Sched {
     /// Routes one completion (io_status rules 3-4).
     pub(crate) fn complete_io(&self, token: IoToken, result: IoResult) {
         self.stats.io_completed.set(self.stats.io_completed.get() + 1);
-        let h = if token.0 & 1 == 1 {
-            // SAFETY: odd tokens are orphaned operations' task headers (io_status rule 4).
-            let h = unsafe { NonNull::new_unchecked((token.0 & !1) as *mut Header) };
+        let h = if token.addr & IoToken::ORPHAN != 0 {
+            // SAFETY: orphan tokens are task headers (io_status rule 4).
+            let h = unsafe { NonNull::new_unchecked((token.addr & !IoToken::ORPHAN) as *mut Header) };
             let o = &hdr(h).trailer().orphans;
             o.set(o.get() - 1);
             h
+        } else if token.addr & IoToken::WAKE != 0 {
+            // SAFETY: wake tokens are task headers (`IoToken::wake`), `'static`.
+            let h = unsafe { NonNull::new_unchecked((token.addr & !IoToken::WAKE) as *mut Header) };
+            // Relaxed: owner-written generation. A completion for an earlier run wakes nothing.
+            if hdr(h).generation.load(Ordering::Relaxed) != token.generation {
+                return;
+            }
+            h
         } else {
-            // SAFETY: even tokens name status blocks that are linked and alive (io_status
+            // SAFETY: status tokens name status blocks that are linked and alive (io_status
             // rule 4: a status that goes away retargets its token first).
-            let st = unsafe { &*(token.0 as *const IoStatus) };
+            let st = unsafe { &*(token.addr as *const IoStatus) };
             st.complete(result)
         };
         let t = hdr(h);
@@ -442,5 +456,53 @@ impl Drop for PanicGuard<'_> {
         let _ = self.sched.drop_body(self.h);
         self.sched.finish(self.h, E::Return, Err(TaskError::Panicked("the task body panicked while being resumed")));
         let _ = t;
+    }
+}
+
+impl Sched {
+    /// Whether the executor's `max_io_in_flight` is reached.
+    #[inline(always)]
+    pub(crate) fn at_io_limit<D: crate::Driver>(&self, driver: *mut D) -> bool {
+        // SAFETY: sched rule 3: the driver pointer is valid and unborrowed here.
+        self.cfg.max_io_in_flight.is_some_and(|l| unsafe { (*driver).in_flight() } >= l)
+    }
+
+    /// Whether tasks are queued for submission room (new initiators queue behind them).
+    #[inline(always)]
+    pub(crate) fn submit_queue_busy(&self) -> bool {
+        self.submit_waiters.iter().any(|l| !l.is_empty())
+    }
+
+    /// Queues the running task `h` for submission room; it suspends with `SqSlot`.
+    pub(crate) fn wait_for_submit(&self, h: NonNull<Header>) {
+        let t = hdr(h);
+        t.reason.set(crate::task::state::SuspendReason::SqSlot);
+        // SAFETY: a running task is in no run list; `'static` header.
+        unsafe { self.submit_waiters[t.prio.get().io.index()].push_back(h) };
+    }
+
+    pub(crate) fn leave_submit_queue(&self, h: NonNull<Header>) {
+        let t = hdr(h);
+        let list = &self.submit_waiters[t.prio.get().io.index()];
+        // SAFETY: a task suspended with SqSlot is in its I/O priority's waiter list.
+        unsafe {
+            if list.contains(h) {
+                list.remove(h);
+            }
+        }
+    }
+
+    /// Wakes up to `room` waiters, highest I/O priority first, FIFO within a level
+    /// (bounded by `room` and the waiters).
+    pub(crate) fn grant_submit(&self, room: usize) {
+        let mut room = room;
+        for list in &self.submit_waiters {
+            while room > 0 {
+                let Some(h) = list.front() else { break };
+                hdr(h).set_flag(flag::GRANTED);
+                self.wake_local(h); // unlinks it (SqSlot) and queues it
+                room -= 1;
+            }
+        }
     }
 }

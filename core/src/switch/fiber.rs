@@ -167,8 +167,24 @@ impl Fiber {
 
     /// Starts `op`, linking `status` (pinned on this fiber's stack) on the task's
     /// initiated list.
+    ///
+    /// While there is no room to submit, the fiber waits in I/O-priority order (FIFO
+    /// within a priority, so its own operations enter in the order it initiated them).
     pub fn initiate<D: Driver>(&mut self, status: Pin<&IoStatus>, op: D::Op) -> Result<(), InitiateError<D::Op>> {
-        status.initiate_in::<D>(self.sched(), self.core().header, op)
+        let mut op = op;
+        loop {
+            match status.initiate_in::<D>(self.sched(), self.core().header, op) {
+                Err(InitiateError::Refused(back, crate::Errno::EBUSY)) => {
+                    op = back;
+                    self.sched().wait_for_submit(self.core().header);
+                    self.switch_out();
+                    if self.cancelled().is_err() {
+                        return Err(InitiateError::Cancelled(op));
+                    }
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Suspends until one of its operations completes, then takes up to `max` completed

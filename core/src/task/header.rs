@@ -49,6 +49,8 @@ pub(crate) mod flag {
     pub const NOTIFIED: u8 = 1 << 0;
     /// Cancel requested: every suspension point returns `Cancelled`.
     pub const CANCEL: u8 = 1 << 1;
+    /// Granted room to submit ahead of the tasks still waiting (one submission).
+    pub const GRANTED: u8 = 1 << 2;
 }
 
 /// The hot part of a task: fits one cache line in release builds.

@@ -1,0 +1,122 @@
+//! When the driver has no room (a full SQ) or the in-flight limit is reached, initiators
+//! wait in I/O-priority order, FIFO within a level, and one task's operations are
+//! submitted in the order it initiated them.
+
+mod common;
+use common::*;
+use core::pin::pin;
+use core::time::Duration;
+use keel_core::sim::{SimDriverN, SimEvent, SimOp};
+use keel_core::{Config, Executor, Fiber, FiberAttrs, IoStatus, Priorities, Priority, RegionStacks, TaskAttrs, initiate, suspend_until_completed_io};
+
+type Sim4 = SimDriverN<4, 4096>;
+
+fn region(n: usize) -> RegionStacks {
+    RegionStacks::new(Vec::leak(vec![0u8; n * 20 * 1024 + 64]), 16 * 1024, 4096).unwrap()
+}
+
+fn io_task(io: Priority) -> keel_core::TaskHandle {
+    let slot: &'static keel_core::TaskSlot<1024> = Box::leak(Box::new(keel_core::TaskSlot::new()));
+    slot.create(TaskAttrs { priority: Priorities { cpu: Priority::Normal, io }, name: "io" }).unwrap()
+}
+
+#[test]
+fn a_hundred_operations_through_four_slots_in_initiation_order() {
+    let ex = pin!(Executor::with_stacks(Sim4::new(), region(4), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let mut runs = Vec::new();
+    for t in 0..4u32 {
+        // Two fibers and two futures, 25 operations each, each keeping 5 in flight.
+        let h = io_task(Priority::Normal);
+        let run = if t % 2 == 0 {
+            ex.attach_fiber(h, FiberAttrs { stack_size: 16 * 1024 }, move |f: &mut Fiber| -> keel_core::TaskResult {
+                let sts: [_; 5] = core::array::from_fn(|_| IoStatus::new());
+                let sts = pin!(sts);
+                let sts: &[IoStatus; 5] = &sts;
+                let mut done = 0;
+                for round in 0..5u32 {
+                    for (k, st) in sts.iter().enumerate() {
+                        // SAFETY: the array is pinned on this fiber's stack for the whole loop.
+                        let st = unsafe { core::pin::Pin::new_unchecked(st) };
+                        let label = t * 1000 + round * 5 + k as u32;
+                        f.initiate::<Sim4>(st, SimOp::new(label).after(Duration::from_micros(10))).unwrap();
+                    }
+                    let mut got = 0;
+                    while got < 5 {
+                        got += f.suspend_until_completed_io(5)?;
+                    }
+                    done += got;
+                }
+                Ok(done as u64)
+            })
+            .unwrap()
+        } else {
+            ex.attach(h, async move {
+                let mut done = 0;
+                for round in 0..5u32 {
+                    let sts = pin!([const { IoStatus::new() }; 5]);
+                    for (k, st) in sts.iter().enumerate() {
+                        // SAFETY: pinned array inside the pinned future.
+                        let st = unsafe { core::pin::Pin::new_unchecked(st) };
+                        let label = t * 1000 + round * 5 + k as u32;
+                        initiate::<Sim4>(st, SimOp::new(label).after(Duration::from_micros(10))).await.unwrap();
+                    }
+                    let mut got = 0;
+                    while got < 5 {
+                        got += suspend_until_completed_io(5).await?;
+                    }
+                    done += got;
+                }
+                Ok(done as u64)
+            })
+            .map_err(|e| e.split().0)
+            .unwrap()
+        };
+        runs.push(run);
+    }
+    run_all!(ex);
+    for r in runs {
+        assert_eq!(ex.result(r), Ok(Some(Ok(25))));
+    }
+    let submits: Vec<u32> = ex.with_driver(|d| d.trace().filter_map(|e| match e { SimEvent::Submit { label, .. } => Some(*label), _ => None }).collect());
+    assert_eq!(submits.len(), 100);
+    for t in 0..4u32 {
+        let mine: Vec<u32> = submits.iter().copied().filter(|l| l / 1000 == t).collect();
+        let mut sorted = mine.clone();
+        sorted.sort();
+        assert_eq!(mine, sorted, "task {t}'s operations left initiation order");
+        assert_eq!(mine.len(), 25);
+    }
+    let refused = ex.with_driver(|d| d.trace().filter(|e| matches!(e, SimEvent::Refuse { .. })).count());
+    assert_eq!(refused, 0, "the executor should queue, not let the driver refuse");
+}
+
+#[test]
+fn waiters_get_room_by_io_priority_then_fifo_and_the_in_flight_limit_holds() {
+    let cfg = Config { max_io_in_flight: Some(1), ..Config::default() };
+    let ex = pin!(Executor::new(Sim4::new(), cfg).unwrap());
+    let ex = ex.into_ref();
+    let order = Log::default();
+    // Attach in the order low, normal, high, high2; the first one takes the only slot.
+    for (io, name) in [(Priority::Low, "first"), (Priority::Low, "low"), (Priority::Normal, "normal"), (Priority::High, "high"), (Priority::High, "high2")] {
+        let order = order.clone();
+        ex.attach(io_task(io), async move {
+            let st = pin!(IoStatus::new());
+            initiate::<Sim4>(st.as_ref(), SimOp::new(0).after(Duration::from_millis(1))).await.unwrap();
+            order.push(name);
+            suspend_until_completed_io(1).await?;
+            Ok(0)
+        })
+        .unwrap();
+    }
+    run_all!(ex);
+    assert_eq!(order.take(), ["first", "high", "high2", "normal", "low"]);
+    // Never more than one in flight: five ops of 1 ms each, one after another.
+    assert_eq!(ex.now().as_nanos(), 5_000_000);
+}
+
+#[test]
+fn zero_in_flight_limit_is_refused() {
+    let cfg = Config { max_io_in_flight: Some(0), ..Config::default() };
+    assert!(Executor::new(Sim4::new(), cfg).is_err());
+}
