@@ -153,6 +153,14 @@ impl IoStatus {
         Ok(())
     }
 
+    /// Asks the driver to cancel this status's operation if it is in flight (it then
+    /// completes, usually with `ECANCELED`). Only from the task that initiated it.
+    pub(crate) fn cancel_in(&self, sched: &Sched) {
+        if self.state.get() == IoState::InFlight {
+            sched.driver_cancel(self.op.get());
+        }
+    }
+
     /// Its completion arrived: move it to the completed list. Returns its task.
     pub(crate) fn complete(&self, result: IoResult) -> NonNull<Header> {
         let h = self.task.get().expect("keel bug: completion for a status with no task");
@@ -274,4 +282,75 @@ pub(crate) fn take_completed(tr: &crate::task::header::Trailer, max: usize) -> u
         taken += 1;
     }
     taken
+}
+
+/// Why `try_submit` did not submit. The operation comes back either way.
+#[derive(Debug)]
+pub enum NotSubmitted<Op> {
+    /// No room now: the task is queued for room (by I/O priority) and will be woken; return
+    /// `Pending` and try again when polled.
+    Wait(Op),
+    /// The operation cannot be submitted (not in a task, wrong driver, cancelled, or the
+    /// driver refused it).
+    Failed(Op, crate::Errno),
+}
+
+/// Submits `op` for the running task with a wake token (the driver keeps the result for
+/// the caller to take), queueing for room as `initiate` does. Same-thread, no allocation.
+pub fn try_submit<D: Driver>(cx: &Context<'_>, op: D::Op) -> Result<OpId, NotSubmitted<D::Op>> {
+    let Some((sched, h)) = current(cx) else { return Err(NotSubmitted::Failed(op, crate::Errno::EPERM)) };
+    // SAFETY: `'static` header of the running task.
+    let t = unsafe { h.as_ref() };
+    if t.has_flag(flag::CANCEL) {
+        return Err(NotSubmitted::Failed(op, crate::Errno::ECANCELED));
+    }
+    let Some(driver) = sched.driver_as::<D>() else { return Err(NotSubmitted::Failed(op, crate::Errno::EINVAL)) };
+    let granted = t.has_flag(flag::GRANTED);
+    t.clear_flag(flag::GRANTED);
+    // SAFETY: sched rule 3: no other borrow of the driver is live while task code runs.
+    let full = unsafe { (*driver).submit_capacity() } == 0;
+    if full || (!granted && sched.submit_queue_busy()) || sched.at_io_limit(driver) {
+        sched.wait_for_submit(h);
+        return Err(NotSubmitted::Wait(op));
+    }
+    // Relaxed: owner-written generation.
+    let token = IoToken::wake(crate::TaskHandle::from_parts(h, t.generation.load(crate::sync::Ordering::Relaxed)));
+    // SAFETY: as above.
+    match unsafe { (*driver).submit(op, token) } {
+        Ok(id) => {
+            let s = &t.trailer().stats.io_initiated;
+            s.set(s.get() + 1);
+            sched.stats.io_submitted.set(sched.stats.io_submitted.get() + 1);
+            Ok(id)
+        }
+        Err((op, e)) => Err(NotSubmitted::Failed(op, e)),
+    }
+}
+
+/// Runs `f` on the running task's driver if it is a `D` (for operations whose state the
+/// driver keeps: taking a result, abandoning an operation). `None` outside a keel task or
+/// for another driver type.
+pub fn with_driver<D: Driver, R>(cx: &Context<'_>, f: impl FnOnce(&mut D) -> R) -> Option<R> {
+    let (sched, _) = current(cx)?;
+    let driver = sched.driver_as::<D>()?;
+    // SAFETY: sched rule 3: no other borrow of the driver is live while task code runs,
+    // and `f` cannot reach the executor to make one.
+    Some(f(unsafe { &mut *driver }))
+}
+
+/// The driver of the running task as a raw pointer, for code that must reach it later
+/// from `Drop` on the executor's thread (an owned-buffer future abandoning its operation).
+/// Valid while the executor lives; use it only on the executor's thread, never while
+/// another borrow of the driver is live.
+pub fn driver_ptr<D: Driver>(cx: &Context<'_>) -> Option<*mut D> {
+    current(cx).and_then(|(s, _)| s.driver_as::<D>())
+}
+
+/// Marks the running task as waiting for i/o (for its state and statistics) before it
+/// returns `Pending`.
+pub fn waiting_for_io(cx: &Context<'_>) {
+    if let Some((_, h)) = current(cx) {
+        // SAFETY: `'static` header of the running task.
+        unsafe { h.as_ref() }.reason.set(SuspendReason::Io);
+    }
 }

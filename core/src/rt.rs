@@ -147,6 +147,18 @@ pub fn current_task(cx: &Context<'_>) -> Option<TaskHandle> {
     })
 }
 
+/// Whether the running task has been cancelled (`false` outside a keel task). Futures
+/// that wait on something keel does not track use it to wind down.
+pub fn is_cancelled(cx: &Context<'_>) -> bool {
+    current(cx).is_some_and(|(_, h)| cancelled(h))
+}
+
+/// The running task's priorities, `None` outside a keel task.
+pub fn priorities(cx: &Context<'_>) -> Option<crate::Priorities> {
+    // SAFETY: `'static` header of the running task.
+    current(cx).map(|(_, h)| unsafe { h.as_ref() }.prio.get())
+}
+
 /// `now` as a future, for `async fn` bodies that have no `Context` at hand.
 pub fn clock() -> Clock {
     Clock

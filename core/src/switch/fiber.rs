@@ -187,6 +187,36 @@ impl Fiber {
         }
     }
 
+    /// Suspends until woken by a completion of one of its operations (or anything else),
+    /// ignoring cancellation: for waiting out an operation whose buffer lives on this
+    /// fiber's stack, which must complete before the frame is left.
+    pub fn wait_io(&mut self) {
+        self.header().reason.set(SuspendReason::Io);
+        self.switch_out();
+    }
+
+    /// Asks the driver to cancel `status`'s operation if it is in flight.
+    pub fn cancel_io(&mut self, status: Pin<&IoStatus>) {
+        status.cancel_in(self.sched());
+    }
+
+    /// The task's CPU and I/O priorities.
+    pub fn priorities(&self) -> crate::Priorities {
+        self.header().prio.get()
+    }
+
+    /// Whether the task has been cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled().is_err()
+    }
+
+    /// Runs `f` on the executor's driver if it is a `D`.
+    pub fn with_driver<D: Driver, R>(&mut self, f: impl FnOnce(&mut D) -> R) -> Option<R> {
+        let d = self.sched().driver_as::<D>()?;
+        // SAFETY: sched rule 3: no other borrow of the driver is live while task code runs.
+        Some(f(unsafe { &mut *d }))
+    }
+
     /// Suspends until one of its operations completes, then takes up to `max` completed
     /// status blocks (their `result()` is set); `Ok(0)` at once if nothing is in flight.
     pub fn suspend_until_completed_io(&mut self, max: usize) -> Result<usize, Cancelled> {
