@@ -6,8 +6,20 @@ use std::process::{Command, Output};
 const BIN: &str = env!("CARGO_BIN_EXE_keel-bench");
 
 /// Every (case, impl) a full run measures, with its unit.
-const EXPECTED: &[(&str, &str, &str)] =
-    &[("spawn", "keel", "ns"), ("spawn", "tokio", "ns"), ("yield", "keel", "ns"), ("yield", "tokio", "ns")];
+const EXPECTED: &[(&str, &str, &str)] = &[
+    ("spawn", "keel", "ns"),
+    ("spawn", "tokio", "ns"),
+    ("yield", "keel", "ns"),
+    ("yield", "tokio", "ns"),
+    ("switch", "keel", "ns"),
+    ("switch", "corosensei", "ns"),
+    ("fiber_yield", "keel", "ns"),
+    ("fiber_yield", "tokio", "ns"),
+    ("fiber_spawn", "keel", "ns"),
+    ("fiber_spawn", "corosensei", "ns"),
+    ("fiber_spawn", "corosensei-reused", "ns"),
+    ("switch_mixed", "keel", "ns"),
+];
 
 fn run(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("keel-bench runs")

@@ -3,20 +3,50 @@
 //! To add a case, write a module whose `CASE` (or cases) lists its impls, and add it to
 //! [`ALL`]. Shared set-up for keel and tokio lives here.
 
+mod fiber_spawn;
+mod fiber_yield;
 mod spawn;
+mod switch;
+mod switch_mixed;
 mod yield_;
 
 use crate::harness::Case;
 use core::pin::Pin;
-use keel_core::{Config, Executor, TaskAttrs, TaskHandle, TaskSlot};
+use keel_core::{Config, Executor, FiberAttrs, RegionStacks, StackProvider, TaskAttrs, TaskHandle, TaskSlot};
 use keel_linux::SleepDriver;
 
 /// Every case, in the order a full run prints them.
-pub const ALL: &[Case] = &[spawn::CASE, yield_::CASE];
+pub const ALL: &[Case] =
+    &[spawn::CASE, yield_::CASE, switch::CASE, fiber_yield::CASE, fiber_spawn::CASE, switch_mixed::CASE];
 
 /// A keel executor on the real clock, as every keel impl uses it (pin it, then `into_ref`).
 fn keel_executor() -> Result<Executor<SleepDriver>, String> {
     Executor::new(SleepDriver::new(), Config::default()).map_err(|e| e.to_string())
+}
+
+/// Usable bytes of every keel fiber stack in the bench.
+const FIBER_STACK: usize = 64 * 1024;
+
+/// How every keel fiber in the bench is attached.
+const FIBER_ATTRS: FiberAttrs = FiberAttrs { stack_size: FIBER_STACK };
+
+/// A keel executor on the real clock whose fibers take their stacks from a region of
+/// `stacks` stacks of [`FIBER_STACK`] bytes (no guard gap), as every keel fiber impl
+/// uses it. The region is leaked (`RegionStacks` wants `'static` memory): a few
+/// stacks per trial, a few MiB over a whole run.
+fn keel_fiber_executor(stacks: usize) -> Result<Executor<SleepDriver, RegionStacks>, String> {
+    Executor::with_stacks(SleepDriver::new(), region_stacks(stacks)?, Config::default()).map_err(|e| e.to_string())
+}
+
+/// `stacks` stacks of [`FIBER_STACK`] bytes carved out of a leaked region.
+fn region_stacks(stacks: usize) -> Result<RegionStacks, String> {
+    let mem: &'static mut [u8] = Vec::leak(vec![0u8; stacks * FIBER_STACK + 16]);
+    RegionStacks::new(mem, FIBER_STACK, 0).map_err(|e| format!("region stacks: {e}"))
+}
+
+/// One leaked stack of [`FIBER_STACK`] bytes, for the bare switcher (no executor).
+fn leaked_stack() -> Result<keel_core::Stack, String> {
+    region_stacks(1)?.allocate(FIBER_STACK).map_err(|e| format!("stack: {e}"))
 }
 
 /// Creates a task in `slot` for one trial (destroy it with [`destroy_task`] at the end,
@@ -26,7 +56,7 @@ fn create_task(slot: &'static TaskSlot, name: &'static str) -> Result<TaskHandle
 }
 
 /// Destroys the task a trial created, given its latest run's handle.
-fn destroy_task(ex: Pin<&Executor<SleepDriver>>, h: TaskHandle) -> Result<(), String> {
+fn destroy_task<S: StackProvider>(ex: Pin<&Executor<SleepDriver, S>>, h: TaskHandle) -> Result<(), String> {
     ex.destroy(h).map_err(|e| format!("destroy: {e}"))
 }
 

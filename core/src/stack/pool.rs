@@ -210,7 +210,7 @@ impl StackPool {
         while !cur.is_null() {
             // SAFETY: pooled node, as in `take`.
             let node = unsafe { &mut *cur };
-            if !node.decommitted && node.since < older_than && node.stack.size > NODE_KEEP {
+            if !node.decommitted && node.since <= older_than && node.stack.size > NODE_KEEP {
                 let keep_from = (node.stack.top() as usize - NODE_KEEP) as *mut u8;
                 // SAFETY: rule 1.
                 unsafe { (self.vt().decommit)(self.provider.get(), &node.stack, keep_from) };

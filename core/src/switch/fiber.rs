@@ -72,7 +72,13 @@ pub(crate) struct FiberCore {
     result: Cell<Option<TaskResult>>,
     catcher: Option<PanicCatcher>,
     suspend: unsafe fn(*mut FiberCore),
+    /// The fiber runs on `AsmSwitch`: `switch_out` inlines its suspend (see there).
+    on_asm: bool,
 }
+
+/// Where an `AsmSwitch` fiber's regs sit from its core: `FiberBody` is `repr(C)` and
+/// the body comes after the regs, so the offset does not depend on the body type.
+const ASM_REGS_OFFSET: usize = core::mem::offset_of!(FiberBody<crate::arch::AsmSwitch, ()>, regs);
 
 #[repr(C)]
 struct FiberBody<Sw: FiberSwitch, F> {
@@ -113,8 +119,16 @@ impl Fiber {
     fn switch_out(&mut self) {
         let core = self.core.as_ptr();
         // SAFETY: we are the running fiber of this core (fiber bodies only get a `Fiber`
-        // for their own core), on its stack.
-        unsafe { ((*core).suspend)(core) };
+        // for their own core), on its stack. On keel's own switch the suspend is inlined
+        // here, so no call frame straddles the switch and every `ret` stays paired
+        // with its `call` (an out-of-line suspend costs two return mispredicts).
+        unsafe {
+            if (*core).on_asm {
+                crate::arch::AsmSwitch::suspend((core as *mut u8).add(ASM_REGS_OFFSET).cast());
+            } else {
+                ((*core).suspend)(core)
+            }
+        };
     }
 
     /// Goes to the back of its priority's run queue.
@@ -127,12 +141,14 @@ impl Fiber {
     }
 
     /// Suspends for `d` (huge durations saturate).
+    #[inline(always)]
     pub fn sleep(&mut self, d: Duration) -> Result<(), Cancelled> {
         let deadline = self.sched().now().saturating_add(d);
         self.sleep_until(deadline)
     }
 
     /// Suspends until `deadline` on the executor's clock.
+    #[inline(always)]
     pub fn sleep_until(&mut self, deadline: Instant) -> Result<(), Cancelled> {
         loop {
             self.cancelled()?;
@@ -147,6 +163,7 @@ impl Fiber {
 
     /// Suspends until woken (`TaskHandle::wake`, a waker, `Executor::wake`). A wake that
     /// came while it ran counts: it returns after a pass through the run queue.
+    #[inline(always)]
     pub fn wait(&mut self) -> Result<(), Cancelled> {
         self.cancelled()?;
         self.header().reason.set(SuspendReason::Wait);
@@ -190,6 +207,7 @@ impl Fiber {
     /// Suspends until woken by a completion of one of its operations (or anything else),
     /// ignoring cancellation: for waiting out an operation whose buffer lives on this
     /// fiber's stack, which must complete before the frame is left.
+    #[inline(always)]
     pub fn wait_io(&mut self) {
         self.header().reason.set(SuspendReason::Io);
         self.switch_out();
@@ -219,6 +237,7 @@ impl Fiber {
 
     /// Suspends until one of its operations completes, then takes up to `max` completed
     /// status blocks (their `result()` is set); `Ok(0)` at once if nothing is in flight.
+    #[inline(always)]
     pub fn suspend_until_completed_io(&mut self, max: usize) -> Result<usize, Cancelled> {
         loop {
             self.cancelled()?;
@@ -366,6 +385,7 @@ impl Sched {
                 result: Cell::new(None),
                 catcher: self.cfg.fiber_panics,
                 suspend: suspend_with::<Sw, F>,
+                on_asm: core::any::TypeId::of::<Sw>() == core::any::TypeId::of::<crate::arch::AsmSwitch>(),
             },
             regs: Sw::Regs::default(),
             body: MaybeUninit::new(body),

@@ -1,0 +1,61 @@
+//! `fiber_yield`: a fiber task yields to its executor N times, through the whole path:
+//! queue, pick, switch (ns per yield).
+//!
+//! - keel: one fiber task on keel's asm switch (64 KiB stack from a region) looping
+//!   `Fiber::yield_now`; `run(usize::MAX, None)` until it has completed.
+//! - tokio: the `yield` case's tokio impl (one spawned task looping
+//!   `tokio::task::yield_now().await`), since tokio has no stackful tasks.
+//!
+//! Both times include starting and finishing the one task, which is noise at N yields.
+
+use crate::harness::{Case, Impl, Timed, Unit};
+use keel_core::{Fiber, TaskSlot};
+use std::time::Instant;
+
+/// The case.
+pub const CASE: Case = Case { name: "fiber_yield", unit: Unit::NsPerOp, impls: &[Impl { name: "keel", run: keel }, TOKIO] };
+
+/// The `yield` case's tokio impl, shared.
+const TOKIO: Impl = super::yield_::CASE.impls[1];
+
+std::thread_local! {
+    /// This thread's task slot for the case (created and destroyed by every trial).
+    static SLOT: &'static TaskSlot = Box::leak(Box::new(TaskSlot::new()));
+}
+
+fn keel(iters: u64) -> Timed {
+    let ex = core::pin::pin!(super::keel_fiber_executor(1)?);
+    let ex = ex.into_ref();
+    let h = super::create_task(SLOT.with(|s| *s), "fiber_yield")?;
+    let body = move |f: &mut Fiber| {
+        for _ in 0..iters {
+            f.yield_now()?;
+        }
+        Ok(iters)
+    };
+    let h = ex.attach_fiber(h, super::FIBER_ATTRS, body).map_err(|e| format!("attach: {e}"))?;
+    let start = Instant::now();
+    while ex.attached() > 0 {
+        ex.run(usize::MAX, None).map_err(|e| format!("run: {e}"))?;
+    }
+    let elapsed = start.elapsed();
+    // One resume per yield plus the first: anything else means yield_now did not yield.
+    let resumed = ex.stats().resumed;
+    if resumed != iters + 1 {
+        return Err(format!("{resumed} resumes for {iters} yields"));
+    }
+    match ex.result(h) {
+        Ok(Some(Ok(n))) if n == iters => {}
+        other => return Err(format!("task ended with {other:?}")),
+    }
+    super::destroy_task(ex, h)?;
+    Ok(elapsed)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shares_the_yield_tokio_impl() {
+        assert_eq!(super::TOKIO.name, "tokio");
+    }
+}

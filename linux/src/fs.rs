@@ -1,0 +1,485 @@
+//! File i/o on the ring, two ways:
+//!
+//! - **Fibers** ([`FiberFs`], implemented for `keel_core::Fiber`): blocking-style calls
+//!   with borrowed buffers. Each pins an `IoStatus` on the fiber's stack, initiates the
+//!   operation and suspends until *that* operation completes. If the task is cancelled
+//!   meanwhile, the operation is cancelled and still waited for, so the kernel never
+//!   writes into a stack frame that has been left.
+//! - **Futures** (the `async fn`s here): buffers passed by ownership and returned with
+//!   the result (as monoio and tokio-uring do). The operation and its buffer live in a
+//!   driver slot (`ring/slots.rs`), not in the future: a future dropped with its operation
+//!   in flight cancels it, and the slot keeps the buffer until the completion arrives; an
+//!   abandoned open closes the descriptor it gets. Nothing is allocated per operation.
+//!
+//! Each call's doc opens with its C form. Read and write carry the task's I/O priority in
+//! the SQE; nothing else does (`ring/op.rs`).
+#![allow(unsafe_code)] // building SQEs that point at buffers; each use says why the buffer outlives the op
+
+use crate::buf::RawBuf;
+use crate::ring::{RingDriver, RingOp};
+use io_uring::{opcode, types};
+use keel_core::io_status::NotSubmitted;
+use keel_core::{Errno, Fiber, InitiateError, IoResult, IoStatus, OpId, Priority};
+use std::ffi::CStr;
+use std::future::Future;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::RawFd;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
+
+/// An open file descriptor. Close it with `close` (through the ring); dropping it closes
+/// it with `close(2)` directly.
+#[derive(Debug)]
+pub struct File {
+    fd: RawFd,
+}
+
+impl File {
+    /// Wraps a descriptor this `File` will own.
+    pub fn from_raw_fd(fd: RawFd) -> Self {
+        File { fd }
+    }
+
+    /// The descriptor.
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// Gives the descriptor up without closing it.
+    pub fn into_raw_fd(self) -> RawFd {
+        let fd = self.fd;
+        core::mem::forget(self);
+        fd
+    }
+}
+
+impl Drop for File {
+    fn drop(&mut self) {
+        #[allow(unsafe_code)]
+        // SAFETY: we own the descriptor.
+        unsafe {
+            libc::close(self.fd);
+        }
+    }
+}
+
+/// Registered-buffer mistakes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BufferError {
+    /// The executor registered no buffers: set `RingConfig::registered_buffers`.
+    NoneRegistered,
+    /// Every buffer is claimed (from `try_claim_buffer`).
+    AllClaimed,
+    /// Too many tasks already wait for a buffer.
+    WaitQueueFull,
+    /// That buffer is not claimed: claim before use, release once.
+    NotClaimed(u16),
+    /// There is no buffer with that index.
+    NoSuchBuffer(u16),
+    /// The task's executor is not on the ring driver.
+    NotOnRing,
+}
+
+impl std::fmt::Display for BufferError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BufferError::NoneRegistered => f.write_str("no registered buffers: set RingConfig::registered_buffers"),
+            BufferError::AllClaimed => f.write_str("every registered buffer is claimed: release one or wait"),
+            BufferError::WaitQueueFull => f.write_str("too many tasks wait for a registered buffer"),
+            BufferError::NotClaimed(i) => write!(f, "registered buffer {i} is not claimed: claim it before use and release it once"),
+            BufferError::NoSuchBuffer(i) => write!(f, "there is no registered buffer {i}"),
+            BufferError::NotOnRing => f.write_str("the task's executor does not run the ring driver"),
+        }
+    }
+}
+
+fn fd(file: &File) -> types::Fd {
+    types::Fd(file.fd)
+}
+
+fn prio_op(op: RingOp, p: Priority, rt: bool) -> RingOp {
+    op.with_priority(p, rt).unwrap_or_else(|op| op)
+}
+
+/// `open_how` flags for `openat2`.
+pub fn open_how(flags: i32, mode: u32) -> types::OpenHow {
+    types::OpenHow::new().flags(flags as u64 | libc::O_CLOEXEC as u64).mode(mode as u64)
+}
+
+/// Blocking-style file operations for fiber tasks.
+pub trait FiberFs {
+    /// Runs one operation and waits for its completion (see the module doc).
+    fn run_op(&mut self, op: RingOp) -> IoResult;
+    /// `openat2(AT_FDCWD, path, &how, sizeof how)`, see openat2(2).
+    fn open(&mut self, path: &CStr, flags: i32, mode: u32) -> Result<File, Errno>;
+    /// `close(fd)`, see close(2).
+    fn close(&mut self, file: File) -> Result<(), Errno>;
+    /// `pread(fd, buf, len, offset)`, see pread(2).
+    fn read(&mut self, file: &File, buf: &mut [u8], offset: u64) -> Result<u32, Errno>;
+    /// `pwrite(fd, buf, len, offset)`, see pwrite(2).
+    fn write(&mut self, file: &File, buf: &[u8], offset: u64) -> Result<u32, Errno>;
+    /// `preadv(fd, iov, iovcnt, offset)`, see preadv(2).
+    fn readv(&mut self, file: &File, bufs: &mut [IoSliceMut<'_>], offset: u64) -> Result<u32, Errno>;
+    /// `pwritev(fd, iov, iovcnt, offset)`, see pwritev(2).
+    fn writev(&mut self, file: &File, bufs: &[IoSlice<'_>], offset: u64) -> Result<u32, Errno>;
+    /// `fsync(fd)`, see fsync(2): data and metadata durable.
+    fn fsync(&mut self, file: &File) -> Result<(), Errno>;
+    /// `fdatasync(fd)`, see fdatasync(2): the seed's "durable sync" of data.
+    fn fdatasync(&mut self, file: &File) -> Result<(), Errno>;
+    /// `sync_file_range(fd, offset, nbytes, flags)`, see sync_file_range(2).
+    fn sync_file_range(&mut self, file: &File, offset: u64, len: u32, flags: u32) -> Result<(), Errno>;
+    /// `fallocate(fd, mode, offset, len)`, see fallocate(2).
+    fn fallocate(&mut self, file: &File, mode: i32, offset: u64, len: u64) -> Result<(), Errno>;
+    /// Claims a registered buffer, waiting for one if all are claimed.
+    fn claim_buffer(&mut self) -> Result<u16, BufferError>;
+    /// Claims a registered buffer, or says none is free.
+    fn try_claim_buffer(&mut self) -> Result<u16, BufferError>;
+    /// Releases a claimed registered buffer.
+    fn release_buffer(&mut self, index: u16) -> Result<(), BufferError>;
+    /// Runs `f` on claimed registered buffer `index`.
+    fn with_buffer<R>(&mut self, index: u16, f: impl FnOnce(&mut [u8]) -> R) -> Result<R, BufferError>;
+    /// `READ_FIXED` of up to `len` bytes into claimed buffer `index`.
+    fn read_fixed(&mut self, file: &File, index: u16, len: u32, offset: u64) -> Result<u32, Errno>;
+    /// `WRITE_FIXED` of `len` bytes from claimed buffer `index`.
+    fn write_fixed(&mut self, file: &File, index: u16, len: u32, offset: u64) -> Result<u32, Errno>;
+}
+
+fn rt_allowed(f: &mut Fiber) -> bool {
+    f.with_driver::<RingDriver, _>(|d| d.realtime_ioprio()).unwrap_or(false)
+}
+
+fn fixed_ptr(f: &mut Fiber, index: u16, len: u32) -> Result<*mut u8, Errno> {
+    f.with_driver::<RingDriver, _>(|d| {
+        let reg = d.registered.as_mut()?;
+        let size = reg.size();
+        reg.slice(index).filter(|_| len as usize <= size).map(|s| s.as_mut_ptr())
+    })
+    .flatten()
+    .ok_or(Errno::EINVAL)
+}
+
+impl FiberFs for Fiber {
+    #[inline(always)] // the fiber's suspend must not straddle an out-of-line frame (arch doc)
+    fn run_op(&mut self, op: RingOp) -> IoResult {
+        let st = pin!(IoStatus::new());
+        match self.initiate::<RingDriver>(st.as_ref(), op) {
+            Ok(()) => {}
+            Err(InitiateError::Cancelled(_)) => return Err(Errno::ECANCELED),
+            Err(InitiateError::Refused(_, e)) => return Err(e),
+            Err(_) => return Err(Errno::EINVAL),
+        }
+        let mut cancel_sent = false;
+        while st.is_in_flight() {
+            if self.is_cancelled() && !cancel_sent {
+                self.cancel_io(st.as_ref());
+                cancel_sent = true;
+            }
+            self.wait_io();
+        }
+        st.result().unwrap_or(Err(Errno::EIO))
+    }
+
+    fn open(&mut self, path: &CStr, flags: i32, mode: u32) -> Result<File, Errno> {
+        let how = open_how(flags, mode);
+        let e = opcode::OpenAt2::new(types::Fd(libc::AT_FDCWD), path.as_ptr(), &how).build();
+        // SAFETY: `path` and `how` outlive `run_op`, which returns only after completion.
+        let fd = self.run_op(unsafe { RingOp::from_entry(e) })?;
+        Ok(File::from_raw_fd(fd as RawFd))
+    }
+
+    fn close(&mut self, file: File) -> Result<(), Errno> {
+        let e = opcode::Close::new(types::Fd(file.into_raw_fd())).build();
+        // SAFETY: no memory is referenced.
+        self.run_op(unsafe { RingOp::from_entry(e) }).map(drop)
+    }
+
+    #[inline(always)] // the fiber's suspend must not straddle an out-of-line frame (arch doc)
+    fn read(&mut self, file: &File, buf: &mut [u8], offset: u64) -> Result<u32, Errno> {
+        let len = buf.len().min(u32::MAX as usize) as u32;
+        let e = opcode::Read::new(fd(file), buf.as_mut_ptr(), len).offset(offset).build();
+        let (p, rt) = (self.priorities().io, rt_allowed(self));
+        // SAFETY: `buf` outlives `run_op`, which returns only after completion.
+        self.run_op(prio_op(unsafe { RingOp::from_entry(e) }, p, rt))
+    }
+
+    #[inline(always)] // the fiber's suspend must not straddle an out-of-line frame (arch doc)
+    fn write(&mut self, file: &File, buf: &[u8], offset: u64) -> Result<u32, Errno> {
+        let len = buf.len().min(u32::MAX as usize) as u32;
+        let e = opcode::Write::new(fd(file), buf.as_ptr(), len).offset(offset).build();
+        let (p, rt) = (self.priorities().io, rt_allowed(self));
+        // SAFETY: as in `read`.
+        self.run_op(prio_op(unsafe { RingOp::from_entry(e) }, p, rt))
+    }
+
+    fn readv(&mut self, file: &File, bufs: &mut [IoSliceMut<'_>], offset: u64) -> Result<u32, Errno> {
+        let e = opcode::Readv::new(fd(file), bufs.as_ptr().cast(), bufs.len() as u32).offset(offset).build();
+        let (p, rt) = (self.priorities().io, rt_allowed(self));
+        // SAFETY: `IoSliceMut` is ABI-compatible with iovec; the slices outlive `run_op`.
+        self.run_op(prio_op(unsafe { RingOp::from_entry(e) }, p, rt))
+    }
+
+    fn writev(&mut self, file: &File, bufs: &[IoSlice<'_>], offset: u64) -> Result<u32, Errno> {
+        let e = opcode::Writev::new(fd(file), bufs.as_ptr().cast(), bufs.len() as u32).offset(offset).build();
+        let (p, rt) = (self.priorities().io, rt_allowed(self));
+        // SAFETY: as in `readv`.
+        self.run_op(prio_op(unsafe { RingOp::from_entry(e) }, p, rt))
+    }
+
+    fn fsync(&mut self, file: &File) -> Result<(), Errno> {
+        let e = opcode::Fsync::new(fd(file)).build();
+        // SAFETY: no memory is referenced.
+        self.run_op(unsafe { RingOp::from_entry(e) }).map(drop)
+    }
+
+    fn fdatasync(&mut self, file: &File) -> Result<(), Errno> {
+        let e = opcode::Fsync::new(fd(file)).flags(types::FsyncFlags::DATASYNC).build();
+        // SAFETY: no memory is referenced.
+        self.run_op(unsafe { RingOp::from_entry(e) }).map(drop)
+    }
+
+    fn sync_file_range(&mut self, file: &File, offset: u64, len: u32, flags: u32) -> Result<(), Errno> {
+        let e = opcode::SyncFileRange::new(fd(file), len).offset(offset).flags(flags).build();
+        // SAFETY: no memory is referenced.
+        self.run_op(unsafe { RingOp::from_entry(e) }).map(drop)
+    }
+
+    fn fallocate(&mut self, file: &File, mode: i32, offset: u64, len: u64) -> Result<(), Errno> {
+        let e = opcode::Fallocate::new(fd(file), len).offset(offset).mode(mode).build();
+        // SAFETY: no memory is referenced.
+        self.run_op(unsafe { RingOp::from_entry(e) }).map(drop)
+    }
+
+    fn claim_buffer(&mut self) -> Result<u16, BufferError> {
+        loop {
+            match self.try_claim_buffer() {
+                Err(BufferError::AllClaimed) => {}
+                other => return other,
+            }
+            let me = self.task();
+            let queued = self.with_driver::<RingDriver, _>(|d| d.registered.as_mut().map(|r| r.wait(me)));
+            match queued {
+                Some(Some(true)) => {}
+                Some(Some(false)) => return Err(BufferError::WaitQueueFull),
+                Some(None) => return Err(BufferError::NoneRegistered),
+                None => return Err(BufferError::NotOnRing),
+            }
+            if self.wait().is_err() {
+                return Err(BufferError::AllClaimed);
+            }
+        }
+    }
+
+    fn try_claim_buffer(&mut self) -> Result<u16, BufferError> {
+        match self.with_driver::<RingDriver, _>(|d| d.registered.as_mut().map(|r| r.try_claim())) {
+            None => Err(BufferError::NotOnRing),
+            Some(None) => Err(BufferError::NoneRegistered),
+            Some(Some(None)) => Err(BufferError::AllClaimed),
+            Some(Some(Some(i))) => Ok(i),
+        }
+    }
+
+    fn release_buffer(&mut self, index: u16) -> Result<(), BufferError> {
+        match self.with_driver::<RingDriver, _>(|d| d.registered.as_mut().map(|r| r.release(index))) {
+            None => Err(BufferError::NotOnRing),
+            Some(None) => Err(BufferError::NoneRegistered),
+            Some(Some(r)) => r,
+        }
+    }
+
+    fn with_buffer<R>(&mut self, index: u16, f: impl FnOnce(&mut [u8]) -> R) -> Result<R, BufferError> {
+        match self.with_driver::<RingDriver, _>(|d| d.registered.as_mut().map(|r| r.slice(index).map(f))) {
+            None => Err(BufferError::NotOnRing),
+            Some(None) => Err(BufferError::NoneRegistered),
+            Some(Some(None)) => Err(BufferError::NotClaimed(index)),
+            Some(Some(Some(r))) => Ok(r),
+        }
+    }
+
+    #[inline(always)] // the fiber's suspend must not straddle an out-of-line frame (arch doc)
+    fn read_fixed(&mut self, file: &File, index: u16, len: u32, offset: u64) -> Result<u32, Errno> {
+        let ptr = fixed_ptr(self, index, len)?;
+        let e = opcode::ReadFixed::new(fd(file), ptr, len, index).offset(offset).build();
+        let (p, rt) = (self.priorities().io, rt_allowed(self));
+        // SAFETY: the registered buffer lives as long as the driver and stays claimed by
+        // this task while `run_op` waits for completion.
+        self.run_op(prio_op(unsafe { RingOp::from_entry(e) }, p, rt))
+    }
+
+    #[inline(always)] // the fiber's suspend must not straddle an out-of-line frame (arch doc)
+    fn write_fixed(&mut self, file: &File, index: u16, len: u32, offset: u64) -> Result<u32, Errno> {
+        let ptr = fixed_ptr(self, index, len)?;
+        let e = opcode::WriteFixed::new(fd(file), ptr, len, index).offset(offset).build();
+        let (p, rt) = (self.priorities().io, rt_allowed(self));
+        // SAFETY: as in `read_fixed`.
+        self.run_op(prio_op(unsafe { RingOp::from_entry(e) }, p, rt))
+    }
+}
+
+// ---- futures: owned buffers ----
+
+/// A future for one owned-buffer operation: submitted on first poll (queueing for room
+/// if needed), result and buffer taken from the driver slot on completion, cancelled and
+/// left to the slot if dropped in flight.
+pub struct OwnedOp {
+    op: Option<RingOp>,
+    id: Option<OpId>,
+    driver: *mut RingDriver,
+    failed: Option<(Errno, Option<RawBuf>)>,
+}
+
+impl OwnedOp {
+    /// An owned operation.
+    pub fn new(op: RingOp) -> Self {
+        OwnedOp { op: Some(op), id: None, driver: core::ptr::null_mut(), failed: None }
+    }
+}
+
+impl Unpin for OwnedOp {}
+
+impl Future for OwnedOp {
+    type Output = (IoResult, Option<RawBuf>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some((e, buf)) = self.failed.take() {
+            return Poll::Ready((Err(e), buf));
+        }
+        if let Some(id) = self.id {
+            if keel_core::rt::is_cancelled(cx) {
+                // The task was cancelled: give the operation to its slot (cancelled there;
+                // the buffer stays with the slot until the completion) and wind down.
+                let taken = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.take(id).or_else(|| {
+                    d.abandon(id);
+                    None
+                }));
+                self.id = None;
+                return Poll::Ready(taken.flatten().unwrap_or((Err(Errno::ECANCELED), None)));
+            }
+            return match keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.take(id)) {
+                Some(Some(done)) => {
+                    self.id = None;
+                    Poll::Ready(done)
+                }
+                Some(None) => {
+                    keel_core::io_status::waiting_for_io(cx);
+                    Poll::Pending
+                }
+                None => Poll::Ready((Err(Errno::EINVAL), None)),
+            };
+        }
+        let op = self.op.take().expect("OwnedOp polled after completion");
+        match keel_core::try_submit::<RingDriver>(cx, op) {
+            Ok(id) => {
+                self.id = Some(id);
+                self.driver = keel_core::io_status::driver_ptr::<RingDriver>(cx).unwrap_or(core::ptr::null_mut());
+                keel_core::io_status::waiting_for_io(cx);
+                Poll::Pending
+            }
+            Err(NotSubmitted::Wait(op)) => {
+                self.op = Some(op);
+                Poll::Pending
+            }
+            Err(NotSubmitted::Failed(op, e)) => Poll::Ready((Err(e), op.buf)),
+        }
+    }
+}
+
+impl Drop for OwnedOp {
+    fn drop(&mut self) {
+        if let (Some(id), false) = (self.id, self.driver.is_null()) {
+            #[allow(unsafe_code)]
+            // SAFETY: the driver outlives every task body on its executor, and a body is
+            // dropped on the executor's thread with no other borrow of the driver live
+            // (keel-core sched rule 3).
+            unsafe {
+                (*self.driver).abandon(id)
+            };
+        }
+    }
+}
+
+async fn io_priority() -> (Priority, bool) {
+    core::future::poll_fn(|cx| {
+        let p = keel_core::rt::priorities(cx).map(|p| p.io).unwrap_or_default();
+        let rt = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.realtime_ioprio()).unwrap_or(false);
+        Poll::Ready((p, rt))
+    })
+    .await
+}
+
+/// `openat2(AT_FDCWD, path, &how, sizeof how)`, see openat2(2). If the future is dropped
+/// before completion, a descriptor the kernel opens anyway is closed.
+pub async fn open(path: &str, flags: i32, mode: u32) -> Result<File, Errno> {
+    // One owned buffer holds the open_how and the NUL-terminated path.
+    let how_len = core::mem::size_of::<types::OpenHow>();
+    let mut bytes = Vec::with_capacity(how_len + path.len() + 1);
+    let how = open_how(flags, mode);
+    #[allow(unsafe_code)]
+    // SAFETY: `OpenHow` is plain old data (three u64s).
+    bytes.extend_from_slice(unsafe { core::slice::from_raw_parts(&how as *const _ as *const u8, how_len) });
+    if path.as_bytes().contains(&0) {
+        return Err(Errno::EINVAL);
+    }
+    bytes.extend_from_slice(path.as_bytes());
+    bytes.push(0);
+    let raw = RawBuf::from_vec(bytes);
+    let (how_ptr, path_ptr) = (raw.ptr() as *const types::OpenHow, raw.ptr().wrapping_add(how_len) as *const libc::c_char);
+    let e = opcode::OpenAt2::new(types::Fd(libc::AT_FDCWD), path_ptr, how_ptr).build();
+    // SAFETY: the SQE references only `raw`, which the slot keeps until completion.
+    let op = unsafe { RingOp::owned(e, Some(raw)) };
+    let (res, _buf) = OwnedOp::new(op).await;
+    res.map(|fd| File::from_raw_fd(fd as RawFd))
+}
+
+/// `close(fd)` through the ring, see close(2).
+pub async fn close(file: File) -> Result<(), Errno> {
+    let e = opcode::Close::new(types::Fd(file.into_raw_fd())).build();
+    // SAFETY: no memory is referenced.
+    OwnedOp::new(unsafe { RingOp::owned(e, None) }).await.0.map(drop)
+}
+
+/// `pread(fd, buf, capacity, offset)`, see pread(2): reads up to `buf.capacity()` bytes;
+/// the buffer comes back with its length set to what was read.
+pub async fn read(file: &File, buf: Vec<u8>, offset: u64) -> (Result<u32, Errno>, Vec<u8>) {
+    let (p, rt) = io_priority().await;
+    let raw = RawBuf::from_vec(buf);
+    let cap = raw.capacity().min(u32::MAX as usize) as u32;
+    let e = opcode::Read::new(fd(file), raw.ptr(), cap).offset(offset).build();
+    // SAFETY: the SQE references only `raw`, kept by the slot until completion.
+    let op = prio_op(unsafe { RingOp::owned(e, Some(raw)) }, p, rt);
+    let (res, raw) = OwnedOp::new(op).await;
+    let len = *res.as_ref().unwrap_or(&0) as usize;
+    (res, raw.map(|r| r.into_vec(len)).unwrap_or_default())
+}
+
+/// `pwrite(fd, buf, len, offset)`, see pwrite(2); the buffer comes back unchanged.
+pub async fn write(file: &File, buf: Vec<u8>, offset: u64) -> (Result<u32, Errno>, Vec<u8>) {
+    let (p, rt) = io_priority().await;
+    let raw = RawBuf::from_vec(buf);
+    let len = raw.len().min(u32::MAX as usize) as u32;
+    let e = opcode::Write::new(fd(file), raw.ptr(), len).offset(offset).build();
+    // SAFETY: as in `read`.
+    let op = prio_op(unsafe { RingOp::owned(e, Some(raw)) }, p, rt);
+    let (res, raw) = OwnedOp::new(op).await;
+    let n = raw.as_ref().map(|r| r.len()).unwrap_or(0);
+    (res, raw.map(|r| r.into_vec(n)).unwrap_or_default())
+}
+
+/// `fsync(fd)`, see fsync(2).
+pub async fn fsync(file: &File) -> Result<(), Errno> {
+    let e = opcode::Fsync::new(fd(file)).build();
+    // SAFETY: no memory is referenced.
+    OwnedOp::new(unsafe { RingOp::owned(e, None) }).await.0.map(drop)
+}
+
+/// `fdatasync(fd)`, see fdatasync(2): the durable sync of data.
+pub async fn fdatasync(file: &File) -> Result<(), Errno> {
+    let e = opcode::Fsync::new(fd(file)).flags(types::FsyncFlags::DATASYNC).build();
+    // SAFETY: no memory is referenced.
+    OwnedOp::new(unsafe { RingOp::owned(e, None) }).await.0.map(drop)
+}
+
+/// A no-op through the ring (`IORING_OP_NOP`), for measuring the path.
+pub async fn nop() -> IoResult {
+    OwnedOp::new(RingOp::nop_owned()).await.0
+}

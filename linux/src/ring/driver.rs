@@ -1,0 +1,353 @@
+//! `RingDriver`: the `Driver` implementation (see the module doc of `ring`).
+#![allow(unsafe_code)] // pushing SQEs and entering the ring are unsafe in the io-uring crate
+
+use super::op::RingOp;
+use super::setup::{self, RingFlags};
+use super::slots::{CANCEL_TAG, SlotState, Slots};
+use crate::buf::RawBuf;
+use crate::clock::monotonic_now;
+use io_uring::{EnterFlags, IoUring, cqueue, opcode, types};
+use keel_core::driver::IoToken;
+use keel_core::{Driver, Errno, Instant, IoResult, OpId, Park};
+use std::io;
+use std::marker::PhantomData;
+
+/// How the ring is made.
+#[derive(Copy, Clone, Debug)]
+pub struct RingConfig {
+    /// SQ entries (a power of two; the kernel rounds up).
+    pub entries: u32,
+    /// CQ entries (at least `entries`).
+    pub cq_entries: u32,
+    /// Operation slots: the most operations in flight at once.
+    pub slots: u32,
+    /// Registered buffers (0: none) and their size.
+    pub registered_buffers: u16,
+    /// Bytes per registered buffer.
+    pub registered_buffer_size: usize,
+    /// Keep the `off` field of the first this-many SQEs submitted (tests read the
+    /// submission order from it); 0: keep nothing.
+    pub record_submissions: usize,
+}
+
+impl Default for RingConfig {
+    fn default() -> Self {
+        RingConfig { entries: 256, cq_entries: 1024, slots: 1024, registered_buffers: 0, registered_buffer_size: 4096, record_submissions: 0 }
+    }
+}
+
+/// Ring counters.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct RingStats {
+    /// `io_uring_enter` calls.
+    pub enters: u64,
+    /// Enters that failed with EAGAIN, EBUSY or EINTR (their SQEs were kept and retried).
+    pub enter_retries: u64,
+    /// SQEs prepared.
+    pub submitted: u64,
+    /// CQEs reaped.
+    pub completed: u64,
+    /// CQEs for slots that had been reused or freed (dropped).
+    pub stale: u64,
+    /// Extra enters made to flush an overflowed CQ.
+    pub overflow_flushes: u64,
+}
+
+/// The io_uring driver. Not `Send`: with SINGLE_ISSUER and DEFER_TASKRUN only the
+/// creating thread may submit and reap.
+pub struct RingDriver {
+    ring: IoUring,
+    flags: RingFlags,
+    slots: Slots,
+    pending_cancels: Vec<u64>,
+    inject: Option<(u32, i32)>,
+    rt_allowed: bool,
+    pub(crate) registered: Option<crate::regbuf::Registered>,
+    stats: RingStats,
+    record: Vec<u64>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl RingDriver {
+    /// Creates the ring on this thread (expensive: syscalls and allocation, once).
+    pub fn new(cfg: RingConfig) -> io::Result<Self> {
+        if cfg.entries == 0 || cfg.slots == 0 || cfg.slots > 1 << 30 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "entries and slots must be at least 1 (and slots below 2^30); use SleepDriver for an executor with no ring"));
+        }
+        let (ring, flags) = setup::build(cfg.entries, cfg.cq_entries)?;
+        if !ring.params().is_feature_nodrop() {
+            eprintln!("keel: this kernel lacks IORING_FEAT_NODROP: a CQ overflow could lose completions");
+        }
+        let registered = crate::regbuf::Registered::new(&ring, cfg.registered_buffers, cfg.registered_buffer_size)?;
+        Ok(RingDriver {
+            ring,
+            flags,
+            slots: Slots::new(cfg.slots),
+            pending_cancels: Vec::with_capacity(cfg.slots as usize),
+            inject: None,
+            rt_allowed: setup::realtime_ioprio_allowed(),
+            registered,
+            stats: RingStats::default(),
+            record: Vec::with_capacity(cfg.record_submissions),
+            _not_send: PhantomData,
+        })
+    }
+
+    /// The set-up flags the kernel accepted.
+    pub fn flags(&self) -> RingFlags {
+        self.flags
+    }
+
+    /// Whether High I/O priority maps to the realtime class (CAP_SYS_NICE or
+    /// CAP_SYS_ADMIN); without it keel uses best-effort level 0.
+    pub fn realtime_ioprio(&self) -> bool {
+        self.rt_allowed
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> RingStats {
+        RingStats { stale: self.slots.stale, ..self.stats }
+    }
+
+    /// SQ entries.
+    pub fn sq_entries(&self) -> u32 {
+        self.ring.params().sq_entries()
+    }
+
+    /// The `off` fields of the SQEs submitted so far (up to `record_submissions`), in
+    /// submission order.
+    pub fn recorded_submissions(&self) -> &[u64] {
+        &self.record
+    }
+
+    /// Test hook: the next `n` enters fail with `errno` (EAGAIN, EBUSY or EINTR) without
+    /// reaching the kernel, as a loaded kernel would make them.
+    pub fn inject_enter_errors(&mut self, n: u32, errno: Errno) {
+        self.inject = Some((n, errno.0));
+    }
+
+    /// Takes the result (and buffer) of a kept operation once it has completed.
+    pub(crate) fn take(&mut self, id: OpId) -> Option<(IoResult, Option<RawBuf>)> {
+        let s = self.slots.get(id.0)?;
+        let SlotState::Done(res, _) = s.state else { return None };
+        let buf = self.slots.free(id.0);
+        Some((to_result(res), buf))
+    }
+
+    /// A kept operation's future went away: cancel it; its slot (and buffer) is freed when
+    /// the completion arrives (never before: the kernel may still use the buffer).
+    pub(crate) fn abandon(&mut self, id: OpId) {
+        let Some(s) = self.slots.get(id.0) else { return };
+        match s.state {
+            SlotState::InFlight => {
+                s.state = SlotState::Abandoned;
+                self.cancel(id);
+            }
+            SlotState::Done(res, _) => {
+                if s.yields_fd && res >= 0 {
+                    // The result is a descriptor nobody will take: close it.
+                    // SAFETY: the kernel opened it for this operation and nothing else knows it.
+                    unsafe { libc::close(res) };
+                }
+                drop(self.slots.free(id.0));
+            }
+            SlotState::Abandoned | SlotState::Free => {}
+        }
+    }
+
+    fn sq_free(&mut self) -> usize {
+        let sq = self.ring.submission();
+        sq.capacity() - sq.len()
+    }
+
+    /// Moves queued cancel requests into the SQ while there is room.
+    fn flush_cancels(&mut self) {
+        while let Some(&target) = self.pending_cancels.last() {
+            let e = opcode::AsyncCancel::new(target).build().user_data(CANCEL_TAG);
+            // SAFETY: a cancel SQE references no memory.
+            if unsafe { self.ring.submission().push(&e) }.is_err() {
+                return;
+            }
+            self.pending_cancels.pop();
+        }
+    }
+
+    /// One `io_uring_enter`: submit what is queued, reap (GETEVENTS), wait for
+    /// `min_complete` until `deadline` (absolute, CLOCK_MONOTONIC).
+    fn enter(&mut self, min_complete: u32, deadline: Option<Instant>) -> io::Result<()> {
+        self.flush_cancels();
+        if let Some((n, errno)) = self.inject {
+            self.inject = if n > 1 { Some((n - 1, errno)) } else { None };
+            self.stats.enter_retries += 1;
+            return Ok(()); // SQEs stay queued: the next enter submits them
+        }
+        self.stats.enters += 1;
+        let r = match deadline {
+            Some(d) if min_complete > 0 => {
+                let ns = d.as_nanos();
+                let ts = types::Timespec::new().sec(ns / 1_000_000_000).nsec((ns % 1_000_000_000) as u32);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args_and_flags(min_complete as usize, &args, EnterFlags::ABS_TIMER).map(drop)
+            }
+            _ => {
+                let to_submit = self.ring.submission().len() as u32;
+                // SAFETY: no extended argument; the flags are plain GETEVENTS.
+                unsafe { self.ring.submitter().enter::<libc::sigset_t>(to_submit, min_complete, EnterFlags::GETEVENTS.bits(), None) }.map(drop)
+            }
+        };
+        match r {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EBUSY | libc::EINTR | libc::ETIME)) => {
+                if e.raw_os_error() != Some(libc::ETIME) {
+                    self.stats.enter_retries += 1;
+                }
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Drains up to `max` CQEs.
+    fn drain(&mut self, max: usize, sink: &mut dyn FnMut(IoToken, IoResult)) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Some(cqe) = self.ring.completion().next() else { break };
+            self.stats.completed += 1;
+            n += 1;
+            self.complete(cqe, sink);
+        }
+        n
+    }
+
+    fn complete(&mut self, cqe: cqueue::Entry, sink: &mut dyn FnMut(IoToken, IoResult)) {
+        let ud = cqe.user_data();
+        let Some(slot) = self.slots.get(ud) else {
+            if ud & super::slots::INTERNAL == 0 {
+                self.slots.stale += 1;
+            }
+            return;
+        };
+        match slot.state {
+            SlotState::InFlight if slot.keep => {
+                let token = slot.token;
+                self.slots.mark_done(ud, cqe.result(), cqe.flags());
+                if let Some(t) = token {
+                    sink(t, to_result(cqe.result()));
+                }
+            }
+            SlotState::InFlight => {
+                let token = slot.token;
+                drop(self.slots.free(ud));
+                if let Some(t) = token {
+                    sink(t, to_result(cqe.result()));
+                }
+            }
+            SlotState::Abandoned => {
+                if slot.yields_fd && cqe.result() >= 0 {
+                    // Nobody will ever see this descriptor: close it (cold path, one syscall).
+                    // SAFETY: the kernel just opened it for us and nothing else knows it.
+                    unsafe { libc::close(cqe.result()) };
+                }
+                drop(self.slots.free(ud));
+            }
+            SlotState::Done(..) | SlotState::Free => self.slots.stale += 1,
+        }
+    }
+}
+
+fn to_result(res: i32) -> IoResult {
+    if res < 0 { Err(Errno(-res)) } else { Ok(res as u32) }
+}
+
+impl Driver for RingDriver {
+    type Op = RingOp;
+
+    fn now(&self) -> Instant {
+        monotonic_now()
+    }
+
+    fn submit(&mut self, op: RingOp, token: IoToken) -> Result<OpId, (RingOp, Errno)> {
+        if self.sq_free() == 0 || self.slots.free_count() == 0 {
+            return Err((op, Errno::EBUSY));
+        }
+        let RingOp { entry, buf, keep } = op;
+        let yields_fd = matches!(entry.get_opcode() as u8, opcode::OpenAt::CODE | opcode::OpenAt2::CODE | opcode::Accept::CODE);
+        let ud = self.slots.alloc(Some(token), keep, buf).expect("checked free above");
+        if let Some(s) = self.slots.get(ud) {
+            s.yields_fd = yields_fd;
+        }
+        let entry = entry.user_data(ud);
+        // SAFETY: the operation's memory stays valid until its completion is reaped: the
+        // `RingOp` constructors' contracts, and owned buffers sit in the slot until then.
+        if unsafe { self.ring.submission().push(&entry) }.is_err() {
+            let buf = self.slots.free(ud);
+            // SAFETY: the SQE was not queued, so the kernel never saw the buffer.
+            let op = unsafe { RingOp::owned(entry, buf) };
+            return Err((RingOp { keep, ..op }, Errno::EBUSY));
+        }
+        self.stats.submitted += 1;
+        if self.record.len() < self.record.capacity() {
+            // SAFETY: `Entry` is `#[repr(C)]` around `io_uring_sqe`, whose `off` is the u64
+            // at byte offset 8; we only read it.
+            self.record.push(unsafe { ((&entry as *const _ as *const u8).add(8) as *const u64).read_unaligned() });
+        }
+        Ok(OpId(ud))
+    }
+
+    fn cancel(&mut self, id: OpId) {
+        if self.pending_cancels.len() < self.pending_cancels.capacity() {
+            self.pending_cancels.push(id.0);
+        }
+        self.flush_cancels();
+    }
+
+    fn retarget(&mut self, id: OpId, token: IoToken) {
+        if let Some(s) = self.slots.get(id.0) {
+            s.token = Some(token);
+        }
+    }
+
+    fn reap(&mut self, max: usize, sink: &mut dyn FnMut(IoToken, IoResult)) -> usize {
+        let mut n = self.drain(max, sink);
+        if n < max {
+            if let Err(e) = self.enter(0, None) {
+                eprintln!("keel: io_uring_enter failed: {e}");
+            }
+            n += self.drain(max - n, sink);
+        }
+        // NODROP keeps overflowed CQEs in the kernel: flush them while the flag is set.
+        let mut flushes = 0;
+        while n < max && self.ring.submission().cq_overflow() && flushes < 64 {
+            self.stats.overflow_flushes += 1;
+            flushes += 1;
+            if self.enter(0, None).is_err() {
+                break;
+            }
+            n += self.drain(max - n, sink);
+        }
+        n
+    }
+
+    fn in_flight(&self) -> usize {
+        self.slots.in_flight
+    }
+
+    fn submit_capacity(&self) -> usize {
+        // `submission()` needs `&mut`; compute from the shared view instead.
+        // SAFETY: the driver is single-threaded and no `SubmissionQueue` view is alive.
+        let sq = unsafe { self.ring.submission_shared() };
+        (sq.capacity() - sq.len()).min(self.slots.free_count())
+    }
+
+    fn park(&mut self, deadline: Option<Instant>) -> Result<Park, Errno> {
+        if self.slots.in_flight == 0 && deadline.is_none() {
+            return Ok(Park::Stalled);
+        }
+        if !self.ring.completion().is_empty() {
+            return Ok(Park::Woke);
+        }
+        match self.enter(1, deadline) {
+            Ok(()) => Ok(Park::Woke),
+            Err(e) => Err(Errno(e.raw_os_error().unwrap_or(libc::EIO))),
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! What the ring driver submits: a prepared SQE plus whatever the operation owns.
+//!
+//! The SQE's `ioprio` field means an I/O priority only for read and write opcodes
+//! (Read, Write, Readv, Writev, ReadFixed, WriteFixed); for send, recv, accept and the
+//! rest the kernel reads it as op flags. So a priority is set only through the builders
+//! here that make those opcodes ([`RingOp::with_priority`] refuses any other opcode), and
+//! no other path writes the field (a bug in the C executor keel re-creates).
+#![allow(unsafe_code)] // constructors that trust the caller's buffers are `unsafe fn`s
+
+use crate::buf::RawBuf;
+use io_uring::{opcode, squeue};
+use keel_core::Priority;
+
+/// An operation for the ring driver.
+#[derive(Debug)]
+pub struct RingOp {
+    pub(crate) entry: squeue::Entry,
+    pub(crate) buf: Option<RawBuf>,
+    pub(crate) keep: bool,
+}
+
+/// ioprio class values (linux/ioprio.h).
+const IOPRIO_CLASS_RT: u16 = 1;
+const IOPRIO_CLASS_BE: u16 = 2;
+const IOPRIO_CLASS_SHIFT: u16 = 13;
+
+/// Opcodes whose `ioprio` field is an I/O priority.
+const PRIORITY_OPCODES: [u8; 6] = [
+    opcode::Read::CODE,
+    opcode::Write::CODE,
+    opcode::Readv::CODE,
+    opcode::Writev::CODE,
+    opcode::ReadFixed::CODE,
+    opcode::WriteFixed::CODE,
+];
+
+/// The ioprio value for a keel priority: High uses the realtime class when the process
+/// may (`rt_allowed`), else best-effort level 0; Normal best-effort 4; Low best-effort 7.
+pub fn ioprio_for(p: Priority, rt_allowed: bool) -> u16 {
+    match p {
+        Priority::High if rt_allowed => (IOPRIO_CLASS_RT << IOPRIO_CLASS_SHIFT) | 4,
+        Priority::High => IOPRIO_CLASS_BE << IOPRIO_CLASS_SHIFT,
+        Priority::Normal => (IOPRIO_CLASS_BE << IOPRIO_CLASS_SHIFT) | 4,
+        Priority::Low => (IOPRIO_CLASS_BE << IOPRIO_CLASS_SHIFT) | 7,
+    }
+}
+
+/// Whether `opcode`'s `ioprio` field carries an I/O priority.
+pub fn opcode_takes_priority(code: u8) -> bool {
+    PRIORITY_OPCODES.contains(&code)
+}
+
+impl RingOp {
+    /// A no-op.
+    pub fn nop() -> Self {
+        RingOp { entry: opcode::Nop::new().build(), buf: None, keep: false }
+    }
+
+    /// A no-op whose result the driver keeps for a future to take.
+    pub fn nop_owned() -> Self {
+        RingOp { entry: opcode::Nop::new().build(), buf: None, keep: true }
+    }
+
+    /// An operation from a prepared SQE whose memory the caller keeps valid.
+    ///
+    /// # Safety
+    /// Every pointer in `entry` stays valid (and, for buffers the kernel writes, unused
+    /// by anything else) until the operation's completion has been reaped.
+    pub unsafe fn from_entry(entry: squeue::Entry) -> Self {
+        RingOp { entry, buf: None, keep: false }
+    }
+
+    /// An operation from a prepared SQE that reads into or writes from `buf`, which the
+    /// driver keeps until the completion arrives; the result is kept for the submitter
+    /// to take (owned-buffer futures).
+    ///
+    /// # Safety
+    /// `entry`'s only memory reference is into `buf` (and any other pointer in it stays
+    /// valid until completion).
+    pub(crate) unsafe fn owned(entry: squeue::Entry, buf: Option<RawBuf>) -> Self {
+        RingOp { entry, buf, keep: true }
+    }
+
+    /// Links the next operation the same task submits after this one (`IOSQE_IO_LINK`):
+    /// it starts only when this one has completed successfully.
+    pub fn linked(mut self) -> Self {
+        self.entry = self.entry.flags(squeue::Flags::IO_LINK);
+        self
+    }
+
+    /// Sets the SQE's I/O priority. Only read/write opcodes take one (module doc); for
+    /// any other the operation is returned unchanged in `Err`.
+    pub fn with_priority(self, p: Priority, rt_allowed: bool) -> Result<Self, Self> {
+        if !opcode_takes_priority(self.entry.get_opcode() as u8) {
+            return Err(self);
+        }
+        Ok(self.with_ioprio_unchecked(ioprio_for(p, rt_allowed)))
+    }
+
+    fn with_ioprio_unchecked(mut self, ioprio: u16) -> Self {
+        // The crate exposes `ioprio` only on the builders; set it in the raw SQE. The
+        // layout of io_uring_sqe puts `ioprio` at byte offset 2 (u16).
+        #[allow(unsafe_code)]
+        // SAFETY: `squeue::Entry` is `#[repr(C)]` around `io_uring_sqe`, whose `ioprio`
+        // is the u16 at offset 2 (include/uapi/linux/io_uring.h); we write only that field.
+        unsafe {
+            let p = &mut self.entry as *mut squeue::Entry as *mut u8;
+            (p.add(2) as *mut u16).write_unaligned(ioprio);
+        }
+        self
+    }
+
+    /// The SQE's `ioprio` field (for tests that inspect prepared SQEs).
+    pub fn ioprio(&self) -> u16 {
+        #[allow(unsafe_code)]
+        // SAFETY: as in `with_ioprio_unchecked`, reading the same field.
+        unsafe {
+            ((&self.entry as *const squeue::Entry as *const u8).add(2) as *const u16).read_unaligned()
+        }
+    }
+
+    /// The SQE's opcode.
+    pub fn opcode(&self) -> u8 {
+        self.entry.get_opcode() as u8
+    }
+}

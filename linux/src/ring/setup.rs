@@ -1,0 +1,73 @@
+//! Ring set-up: the flags keel wants, probed at start, with a fallback and one log line
+//! on kernels that lack them.
+//!
+//! Wanted: `SINGLE_ISSUER` (one thread submits: the executor's), `DEFER_TASKRUN`
+//! (completions are posted only inside `io_uring_enter(GETEVENTS)` on that thread, so
+//! the kernel never interrupts the executor), `COOP_TASKRUN`, and `SUBMIT_ALL` (keep
+//! submitting a batch past a failing SQE). Fallbacks, in order: all four; without
+//! DEFER_TASKRUN; COOP_TASKRUN + SUBMIT_ALL; none.
+
+use io_uring::IoUring;
+use std::io;
+
+/// Which set-up flags the ring got.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub struct RingFlags {
+    /// `IORING_SETUP_SINGLE_ISSUER`.
+    pub single_issuer: bool,
+    /// `IORING_SETUP_DEFER_TASKRUN`.
+    pub defer_taskrun: bool,
+    /// `IORING_SETUP_COOP_TASKRUN`.
+    pub coop_taskrun: bool,
+    /// `IORING_SETUP_SUBMIT_ALL`.
+    pub submit_all: bool,
+}
+
+/// Builds a ring of `entries` SQEs and `cq_entries` CQEs with the best flags the kernel has.
+pub(crate) fn build(entries: u32, cq_entries: u32) -> io::Result<(IoUring, RingFlags)> {
+    let attempts = [
+        RingFlags { single_issuer: true, defer_taskrun: true, coop_taskrun: true, submit_all: true },
+        RingFlags { single_issuer: true, defer_taskrun: false, coop_taskrun: true, submit_all: true },
+        RingFlags { single_issuer: false, defer_taskrun: false, coop_taskrun: true, submit_all: true },
+        RingFlags::default(),
+    ];
+    let mut last = None;
+    for (i, f) in attempts.iter().enumerate() {
+        let mut b = IoUring::builder();
+        b.setup_cqsize(cq_entries.max(entries));
+        if f.single_issuer {
+            b.setup_single_issuer();
+        }
+        if f.defer_taskrun {
+            b.setup_defer_taskrun();
+        }
+        if f.coop_taskrun {
+            b.setup_coop_taskrun();
+        }
+        if f.submit_all {
+            b.setup_submit_all();
+        }
+        match b.build(entries) {
+            Ok(ring) => {
+                if i > 0 {
+                    eprintln!("keel: io_uring set-up fell back to {f:?} (this kernel refused the preferred flags: {last:?})");
+                }
+                return Ok((ring, *f));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL)))
+}
+
+/// Whether this process may use the realtime I/O class (CAP_SYS_NICE or CAP_SYS_ADMIN in
+/// its effective set), read once from /proc/self/status.
+pub(crate) fn realtime_ioprio_allowed() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return false };
+    let Some(line) = status.lines().find(|l| l.starts_with("CapEff:")) else { return false };
+    let Ok(caps) = u64::from_str_radix(line["CapEff:".len()..].trim(), 16) else { return false };
+    const CAP_SYS_ADMIN: u64 = 21;
+    const CAP_SYS_NICE: u64 = 23;
+    caps & (1 << CAP_SYS_NICE | 1 << CAP_SYS_ADMIN) != 0
+}

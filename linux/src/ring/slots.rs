@@ -1,0 +1,138 @@
+//! Operation slots: where the ring driver keeps each operation it has submitted until
+//! its completion is reaped, so the kernel never writes into memory that was handed
+//! back and a stale completion can never reach a reused slot.
+//!
+//! Rules (cited as "slot rule N"):
+//! 1. `user_data` = `generation << 32 | index`; index < 2^31. A slot's generation grows
+//!    every time it is freed, so a completion whose generation does not match its slot is
+//!    stale and is dropped (counted).
+//! 2. `user_data` values with bit 63 set are the driver's own (cancel requests); no slot
+//!    can produce one (rule 1 keeps generations below 2^31 by wrapping).
+//! 3. A slot holds the operation's owned buffer (if any) until its completion arrives;
+//!    then either the task's token is told (and the slot freed), or, for operations whose
+//!    result the future takes itself, the slot keeps result and buffer until `take`.
+//! 4. Slots are allocated at driver creation; the free list is a stack of indices, so
+//!    alloc and free are O(1) and allocate nothing.
+
+use crate::buf::RawBuf;
+use keel_core::driver::IoToken;
+
+/// Tag bit for the driver's own SQEs (rule 2).
+pub(crate) const INTERNAL: u64 = 1 << 63;
+/// `user_data` of cancel requests.
+pub(crate) const CANCEL_TAG: u64 = INTERNAL | 1;
+
+#[derive(Debug)]
+pub(crate) enum SlotState {
+    Free,
+    /// Submitted (or queued in the SQ); the completion goes to `token`.
+    InFlight,
+    /// Completed; the future has not taken the result yet (rule 3).
+    /// Result and CQE flags (flags: for multishot and buffer-select operations).
+    #[allow(dead_code)]
+    Done(i32, u32),
+    /// The future was dropped while in flight: free on completion (rule 3).
+    Abandoned,
+}
+
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) generation: u32,
+    pub(crate) state: SlotState,
+    pub(crate) token: Option<IoToken>,
+    /// Keep the result for `take` instead of telling the token and freeing (rule 3).
+    pub(crate) keep: bool,
+    pub(crate) buf: Option<RawBuf>,
+    /// The operation yields a descriptor: if abandoned, close what it opens.
+    pub(crate) yields_fd: bool,
+}
+
+pub(crate) struct Slots {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    pub(crate) in_flight: usize,
+    pub(crate) stale: u64,
+}
+
+impl Slots {
+    pub(crate) fn new(n: u32) -> Self {
+        let slots = (0..n).map(|_| Slot { generation: 0, state: SlotState::Free, token: None, keep: false, buf: None, yields_fd: false }).collect();
+        Slots { slots, free: (0..n).rev().collect(), in_flight: 0, stale: 0 }
+    }
+
+    pub(crate) fn free_count(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Takes a free slot; returns its `user_data` (rule 1).
+    pub(crate) fn alloc(&mut self, token: Option<IoToken>, keep: bool, buf: Option<RawBuf>) -> Option<u64> {
+        let i = self.free.pop()?;
+        let s = &mut self.slots[i as usize];
+        s.yields_fd = false;
+        s.state = SlotState::InFlight;
+        s.token = token;
+        s.keep = keep;
+        s.buf = buf;
+        self.in_flight += 1;
+        Some(((s.generation as u64) << 32) | i as u64)
+    }
+
+    /// The slot a `user_data` names, if it is current (rule 1).
+    pub(crate) fn get(&mut self, user_data: u64) -> Option<&mut Slot> {
+        if user_data & INTERNAL != 0 {
+            return None;
+        }
+        let (i, g) = ((user_data & 0xFFFF_FFFF) as usize, (user_data >> 32) as u32);
+        match self.slots.get_mut(i) {
+            Some(s) if s.generation == g && !matches!(s.state, SlotState::Free) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Frees the slot of `user_data`, returning its buffer.
+    pub(crate) fn free(&mut self, user_data: u64) -> Option<RawBuf> {
+        let i = (user_data & 0xFFFF_FFFF) as usize;
+        let s = &mut self.slots[i];
+        if matches!(s.state, SlotState::InFlight | SlotState::Abandoned) {
+            self.in_flight -= 1;
+        }
+        s.state = SlotState::Free;
+        s.token = None;
+        s.generation = (s.generation + 1) & 0x7FFF_FFFF;
+        self.free.push(i as u32);
+        s.buf.take()
+    }
+
+    /// A completion arrived for a current slot: mark it done (for `take`) without
+    /// freeing it (only if it was in flight).
+    pub(crate) fn mark_done(&mut self, user_data: u64, res: i32, flags: u32) {
+        if let Some(s) = self.get(user_data)
+            && matches!(s.state, SlotState::InFlight)
+        {
+            s.state = SlotState::Done(res, flags);
+            self.in_flight -= 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_user_data_never_reaches_a_reused_slot() {
+        let mut s = Slots::new(2);
+        let a = s.alloc(None, false, None).unwrap();
+        assert!(s.get(a).is_some());
+        s.free(a);
+        let b = s.alloc(None, false, None).unwrap();
+        assert_eq!(a & 0xFFFF_FFFF, b & 0xFFFF_FFFF, "LIFO reuse of the same index");
+        assert_ne!(a, b);
+        assert!(s.get(a).is_none(), "the old user_data must be stale");
+        assert!(s.get(b).is_some());
+        assert!(s.get(CANCEL_TAG).is_none());
+        let _c = s.alloc(None, false, None).unwrap();
+        assert!(s.alloc(None, false, None).is_none());
+        assert_eq!(s.in_flight, 2);
+    }
+}

@@ -1,0 +1,311 @@
+//! The ring driver under pressure: a tiny SQ, a tiny CQ, failing enters, busy tasks,
+//! registered buffers, dropped opens, and the same task code on the simulated driver.
+
+use core::pin::pin;
+use core::time::Duration;
+use keel_core::{Config, Driver, Errno, Executor, Fiber, FiberAttrs, IoStatus, Priorities, Priority, RegionStacks, TaskAttrs, TaskHandle, TaskSlot, rt};
+use keel_linux::fs::{self, BufferError, FiberFs};
+use keel_linux::{RingConfig, RingDriver, RingOp};
+
+fn task_with(io: Priority) -> TaskHandle {
+    let s: &'static TaskSlot<2048> = Box::leak(Box::new(TaskSlot::new()));
+    s.create(TaskAttrs { priority: Priorities { cpu: Priority::Normal, io }, name: "t" }).unwrap()
+}
+
+fn task() -> TaskHandle {
+    task_with(Priority::Normal)
+}
+
+fn stacks(n: usize) -> RegionStacks {
+    RegionStacks::new(Vec::leak(vec![0u8; n * 68 * 1024 + 64]), 64 * 1024, 4096).unwrap()
+}
+
+macro_rules! run_all {
+    ($ex:expr) => {{
+        let t0 = std::time::Instant::now();
+        while $ex.attached() > 0 {
+            $ex.run(1024, Some(Duration::from_secs(5))).expect("run");
+            assert!(t0.elapsed() < Duration::from_secs(60), "runaway");
+        }
+    }};
+}
+
+/// A zero-length read of /dev/zero whose SQE `off` field carries `label`.
+fn labelled(zero: i32, label: u64) -> RingOp {
+    static mut SINK: [u8; 1] = [0];
+    let e = io_uring::opcode::Read::new(io_uring::types::Fd(zero), (&raw mut SINK).cast(), 0).offset(label).build();
+    // SAFETY: zero-length reads never write; the pointer is a static.
+    unsafe { RingOp::from_entry(e) }
+}
+
+fn dev_zero() -> i32 {
+    // SAFETY: a NUL-terminated path.
+    let fd = unsafe { libc::open(c"/dev/zero".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    assert!(fd >= 0);
+    fd
+}
+
+#[test]
+fn a_hundred_operations_through_a_four_entry_sq_keep_each_tasks_order() {
+    let zero = dev_zero();
+    let cfg = RingConfig { entries: 4, cq_entries: 8, record_submissions: 256, ..RingConfig::default() };
+    let ex = pin!(Executor::with_stacks(RingDriver::new(cfg).unwrap(), stacks(4), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    assert_eq!(ex.with_driver(|d| d.sq_entries()), 4);
+    for t in 0..4u64 {
+        ex.attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| -> keel_core::TaskResult {
+            let sts = pin!([const { IoStatus::new() }; 25]);
+            for (k, st) in sts.iter().enumerate() {
+                // SAFETY: the array is pinned on this fiber's stack until every op completes.
+                let st = unsafe { core::pin::Pin::new_unchecked(st) };
+                f.initiate::<RingDriver>(st, labelled(zero, t * 1000 + k as u64)).unwrap();
+            }
+            let mut done = 0;
+            while done < 25 {
+                done += f.suspend_until_completed_io(25)?;
+            }
+            assert!(sts.iter().all(|s| s.result() == Some(Ok(0))));
+            Ok(done as u64)
+        })
+        .unwrap();
+    }
+    run_all!(ex);
+    let rec = ex.with_driver(|d| d.recorded_submissions().to_vec());
+    assert_eq!(rec.len(), 100);
+    for t in 0..4u64 {
+        let mine: Vec<u64> = rec.iter().copied().filter(|l| l / 1000 == t).collect();
+        let want: Vec<u64> = (0..25).map(|k| t * 1000 + k).collect();
+        assert_eq!(mine, want, "task {t}'s SQEs left initiation order");
+    }
+    assert!(ex.stats().io_completed >= 100);
+}
+
+#[test]
+fn a_thousand_completions_through_an_eight_entry_cq_lose_nothing() {
+    let cfg = RingConfig { entries: 8, cq_entries: 8, slots: 2048, ..RingConfig::default() };
+    let ex = pin!(Executor::new(RingDriver::new(cfg).unwrap(), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let done = std::rc::Rc::new(std::cell::Cell::new(0u32));
+    for _ in 0..10 {
+        let d = done.clone();
+        ex.attach(task(), async move {
+            for _ in 0..100 {
+                if fs::nop().await == Ok(0) {
+                    d.set(d.get() + 1);
+                }
+            }
+        })
+        .unwrap();
+    }
+    run_all!(ex);
+    assert_eq!(done.get(), 1000);
+    let st = ex.with_driver(|d| d.stats());
+    assert_eq!(st.completed, 1000, "{st:?}");
+    assert_eq!(st.stale, 0);
+}
+
+#[test]
+fn a_busy_task_does_not_starve_reads_on_its_executor() {
+    let mut fds = [0; 2];
+    // SAFETY: room for two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (rd, wr) = (fds[0], fds[1]);
+    let ex = pin!(Executor::with_stacks(RingDriver::new(RingConfig::default()).unwrap(), stacks(2), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let reads = std::rc::Rc::new(std::cell::Cell::new(0u32));
+    let r2 = reads.clone();
+    let spinner = ex
+        .attach(task(), async move {
+            let t0 = std::time::Instant::now();
+            let mut seen_during = 0;
+            while t0.elapsed() < Duration::from_millis(50) {
+                rt::yield_now().await?;
+                seen_during = r2.get();
+            }
+            Ok(seen_during as u64)
+        })
+        .unwrap();
+    let reads3 = reads.clone();
+    ex.attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| -> keel_core::TaskResult {
+        let file = keel_linux::File::from_raw_fd(rd);
+        for i in 0..10u8 {
+            // SAFETY: writing one byte from a local to our pipe (the write end).
+            assert_eq!(unsafe { libc::write(wr, [i].as_ptr().cast(), 1) }, 1);
+            let mut b = [0u8; 1];
+            assert_eq!(f.read(&file, &mut b, 0), Ok(1));
+            assert_eq!(b[0], i);
+            reads3.set(reads3.get() + 1);
+        }
+        Ok(0)
+    })
+    .unwrap();
+    run_all!(ex);
+    assert_eq!(ex.result(spinner), Ok(Some(Ok(10))), "the reads did not complete while the other task kept yielding");
+    // SAFETY: our descriptor.
+    unsafe { libc::close(wr) };
+}
+
+#[test]
+fn failing_enters_keep_the_operations_and_retry_them() {
+    let ex = pin!(Executor::new(RingDriver::new(RingConfig::default()).unwrap(), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    for errno in [Errno::EAGAIN, Errno::EBUSY, Errno::EINTR] {
+        let t = ex
+            .attach(task(), async {
+                let mut ok = 0;
+                for _ in 0..16 {
+                    ok += (fs::nop().await == Ok(0)) as u64;
+                }
+                Ok(ok)
+            })
+            .unwrap();
+        ex.run(1, None).unwrap(); // the first NOP is in the SQ
+        ex.with_driver(|d| d.inject_enter_errors(5, errno));
+        run_all!(ex);
+        assert_eq!(ex.result(t), Ok(Some(Ok(16))), "{errno:?}");
+    }
+    let st = ex.with_driver(|d| d.stats());
+    assert!(st.enter_retries >= 15, "{st:?}");
+    assert_eq!(st.stale, 0);
+}
+
+#[test]
+fn registered_buffers_round_trip_and_claims_wait_for_a_release() {
+    let path = std::env::temp_dir().join(format!("keel-{}-regbuf", std::process::id()));
+    let cpath = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let cfg = RingConfig { registered_buffers: 2, registered_buffer_size: 4096, ..RingConfig::default() };
+    let ex = pin!(Executor::with_stacks(RingDriver::new(cfg).unwrap(), stacks(3), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let order = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let o1 = order.clone();
+    ex.attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| -> keel_core::TaskResult {
+        let a = f.claim_buffer().unwrap();
+        let b = f.claim_buffer().unwrap();
+        // The open suspends this fiber: the waiter runs and finds no buffer free.
+        let file = f.open(&cpath, libc::O_CREAT | libc::O_RDWR | libc::O_TRUNC, 0o600).unwrap();
+        assert_eq!(f.try_claim_buffer(), Err(BufferError::AllClaimed));
+        f.with_buffer(a, |buf| buf[..5].copy_from_slice(b"fixed")).unwrap();
+        assert_eq!(f.write_fixed(&file, a, 5, 0), Ok(5));
+        f.with_buffer(b, |buf| buf.fill(0)).unwrap();
+        assert_eq!(f.read_fixed(&file, b, 4096, 0), Ok(5));
+        assert_eq!(f.with_buffer(b, |buf| buf[..5].to_vec()).unwrap(), b"fixed");
+        o1.borrow_mut().push("holder yields");
+        f.yield_now()?;
+        o1.borrow_mut().push("holder releases");
+        f.release_buffer(a).unwrap();
+        assert_eq!(f.release_buffer(a), Err(BufferError::NotClaimed(a)));
+        assert_eq!(f.release_buffer(77), Err(BufferError::NoSuchBuffer(77)));
+        f.release_buffer(b).unwrap();
+        f.close(file).unwrap();
+        Ok(0)
+    })
+    .unwrap();
+    let o2 = order.clone();
+    ex.attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| -> keel_core::TaskResult {
+        o2.borrow_mut().push("waiter claims");
+        let i = f.claim_buffer().unwrap();
+        o2.borrow_mut().push("waiter got one");
+        f.release_buffer(i).unwrap();
+        Ok(0)
+    })
+    .unwrap();
+    run_all!(ex);
+    assert_eq!(*order.borrow(), ["waiter claims", "holder yields", "holder releases", "waiter got one"]);
+    let _ = std::fs::remove_file(path);
+}
+
+/// Descriptors of this process open on `path` (other tests run in parallel, so only
+/// these count).
+fn open_fds_on(path: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target == path)
+        .count()
+}
+
+#[test]
+fn open_futures_dropped_after_their_first_poll_leak_no_descriptor() {
+    let path = std::env::temp_dir().join(format!("keel-{}-opens", std::process::id()));
+    std::fs::write(&path, b"x").unwrap();
+    let p: &'static str = Box::leak(path.to_str().unwrap().to_owned().into_boxed_str());
+    let ex = pin!(Executor::new(RingDriver::new(RingConfig::default()).unwrap(), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let before = open_fds_on(&path);
+    assert_eq!(before, 0);
+    let mut runs = Vec::new();
+    for _ in 0..128 {
+        runs.push(ex.attach(task(), async move { fs::open(p, libc::O_RDONLY, 0).await.map(|f| f.fd() as u64).map_err(|_| keel_core::TaskError::Failed(1)) }).unwrap());
+    }
+    // First poll of each: the opens are submitted...
+    ex.run(128, Some(Duration::ZERO)).unwrap();
+    // ...then every future is dropped (cancel of a suspended future drops nothing by
+    // itself: it resumes, sees the cancel and abandons its op).
+    for r in &runs {
+        let _ = ex.cancel(*r);
+    }
+    run_all!(ex);
+    for _ in 0..100 {
+        if ex.with_driver(|d| d.in_flight()) == 0 {
+            break;
+        }
+        let _ = ex.run(1, Some(Duration::from_millis(5)));
+    }
+    assert_eq!(ex.with_driver(|d| d.in_flight()), 0);
+    assert_eq!(open_fds_on(&path), 0, "an abandoned open leaked its descriptor");
+    let _ = std::fs::remove_file(path);
+}
+
+/// The same fiber body on the simulated driver and on the ring: its trace of results.
+fn same_body<D: Driver>(f: &mut Fiber, make: &dyn Fn(u32) -> D::Op, log: &std::cell::RefCell<Vec<String>>) -> keel_core::TaskResult {
+    for round in 0..3u32 {
+        let a = pin!(IoStatus::new());
+        let b = pin!(IoStatus::new());
+        f.initiate::<D>(a.as_ref(), make(round * 2 + 1)).unwrap();
+        f.initiate::<D>(b.as_ref(), make(round * 2 + 2)).unwrap();
+        let mut n = 0;
+        while n < 2 {
+            n += f.suspend_until_completed_io(2)?;
+        }
+        log.borrow_mut().push(format!("round {round}: {:?} {:?}", a.result(), b.result()));
+        f.yield_now()?;
+    }
+    Ok(0)
+}
+
+#[test]
+fn the_same_task_code_gives_the_same_trace_on_the_simulator_and_the_ring() {
+    let sim_log: &'static std::cell::RefCell<Vec<String>> = Box::leak(Box::default());
+    let ring_log: &'static std::cell::RefCell<Vec<String>> = Box::leak(Box::default());
+    {
+        use keel_core::sim::{SimDriver, SimOp};
+        let ex = pin!(Executor::with_stacks(SimDriver::new(), stacks(1), Config::default()).unwrap());
+        let ex = ex.into_ref();
+        ex.attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| {
+            same_body::<SimDriver>(f, &|n| SimOp::new(n).after(Duration::from_micros(n as u64)).with_result(Ok(n * 100)), sim_log)
+        })
+        .unwrap();
+        run_all!(ex);
+    }
+    {
+        let path = std::env::temp_dir().join(format!("keel-{}-same", std::process::id()));
+        let file = std::fs::File::create(&path).unwrap();
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(file);
+        let data: &'static [u8] = Box::leak(vec![7u8; 1000].into_boxed_slice());
+        let ex = pin!(Executor::with_stacks(RingDriver::new(RingConfig::default()).unwrap(), stacks(1), Config::default()).unwrap());
+        let ex = ex.into_ref();
+        ex.attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| {
+            let make = |n: u32| {
+                let e = io_uring::opcode::Write::new(io_uring::types::Fd(fd), data.as_ptr(), n * 100).offset(n as u64 * 1000).build();
+                // SAFETY: `data` is static and large enough.
+                unsafe { RingOp::from_entry(e) }
+            };
+            same_body::<RingDriver>(f, &make, ring_log)
+        })
+        .unwrap();
+        run_all!(ex);
+        let _ = std::fs::remove_file(path);
+    }
+    assert_eq!(sim_log.borrow().len(), 3);
+    assert_eq!(*sim_log.borrow(), *ring_log.borrow());
+}

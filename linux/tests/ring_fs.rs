@@ -1,0 +1,197 @@
+//! File i/o on a real ring, for fibers and futures.
+
+use core::pin::pin;
+use core::time::Duration;
+use keel_core::{Config, Errno, Executor, Fiber, FiberAttrs, Priorities, Priority, RegionStacks, TaskAttrs, TaskHandle, TaskSlot, TaskState};
+use keel_linux::fs::{self, FiberFs};
+use keel_linux::{RingConfig, RingDriver};
+use std::ffi::CString;
+use std::path::PathBuf;
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("keel-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn task() -> TaskHandle {
+    let s: &'static TaskSlot<1024> = Box::leak(Box::new(TaskSlot::new()));
+    s.create(TaskAttrs::default()).unwrap()
+}
+
+fn stacks(n: usize) -> RegionStacks {
+    RegionStacks::new(Vec::leak(vec![0u8; n * 68 * 1024 + 64]), 64 * 1024, 4096).unwrap()
+}
+
+fn ring(cfg: RingConfig) -> RingDriver {
+    RingDriver::new(cfg).expect("io_uring is available on this kernel")
+}
+
+macro_rules! run_all {
+    ($ex:expr) => {{
+        let t0 = std::time::Instant::now();
+        while $ex.attached() > 0 {
+            $ex.run(1024, Some(Duration::from_secs(5))).expect("run");
+            assert!(t0.elapsed() < Duration::from_secs(60), "runaway");
+        }
+    }};
+}
+
+#[test]
+fn a_fiber_writes_syncs_and_reads_back() {
+    let d = dir("fiber-rw");
+    let path = CString::new(d.join("f").to_str().unwrap()).unwrap();
+    let ex = pin!(Executor::with_stacks(ring(RingConfig::default()), stacks(2), keel_linux::panic::config()).unwrap());
+    let ex = ex.into_ref();
+    let t = ex
+        .attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| -> Result<u64, keel_core::TaskError> {
+            let file = f.open(&path, libc::O_CREAT | libc::O_RDWR, 0o644).expect("open");
+            let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+            assert_eq!(f.write(&file, &data, 0), Ok(10_000));
+            f.fsync(&file).expect("fsync");
+            f.fdatasync(&file).expect("fdatasync");
+            f.sync_file_range(&file, 0, 4096, 0).expect("sync_file_range");
+            f.fallocate(&file, 0, 0, 1 << 20).expect("fallocate");
+            let mut back = vec![0u8; 10_000];
+            assert_eq!(f.read(&file, &mut back, 0), Ok(10_000));
+            assert_eq!(back, data);
+            // A short read at the end of the file (fallocate made it 1 MiB).
+            let mut tail = vec![0u8; 100];
+            assert_eq!(f.read(&file, &mut tail, (1 << 20) - 30), Ok(30));
+            let (mut a, mut b) = (vec![0u8; 3], vec![0u8; 4]);
+            let n = f.readv(&file, &mut [std::io::IoSliceMut::new(&mut a), std::io::IoSliceMut::new(&mut b)], 0).unwrap();
+            assert_eq!((n, &a[..], &b[..]), (7, &data[..3], &data[3..7]));
+            f.close(file).expect("close");
+            Ok(1)
+        })
+        .unwrap();
+    run_all!(ex);
+    assert_eq!(ex.result(t), Ok(Some(Ok(1))));
+    assert_eq!(std::fs::metadata(d.join("f")).unwrap().len(), 1 << 20);
+}
+
+#[test]
+fn futures_pass_buffers_by_ownership() {
+    let d = dir("future-rw");
+    let p = d.join("g").to_str().unwrap().to_owned();
+    let ex = pin!(Executor::new(ring(RingConfig::default()), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let t = ex
+        .attach(task(), async move {
+            let file = fs::open(&p, libc::O_CREAT | libc::O_RDWR, 0o644).await.expect("open");
+            let (r, buf) = fs::write(&file, b"hello, ring".to_vec(), 0).await;
+            assert_eq!(r, Ok(11));
+            assert_eq!(buf, b"hello, ring");
+            fs::fdatasync(&file).await.expect("fdatasync");
+            let (r, back) = fs::read(&file, Vec::with_capacity(64), 0).await;
+            assert_eq!(r, Ok(11));
+            assert_eq!(back, b"hello, ring");
+            fs::close(file).await.expect("close");
+            assert_eq!(fs::open("/nonexistent/keel", libc::O_RDONLY, 0).await.err(), Some(Errno::ENOENT));
+            Ok(2)
+        })
+        .unwrap();
+    run_all!(ex);
+    assert_eq!(ex.result(t), Ok(Some(Ok(2))));
+}
+
+#[test]
+fn a_read_on_a_closed_fd_is_ebadf_and_a_missing_path_is_enoent() {
+    let ex = pin!(Executor::with_stacks(ring(RingConfig::default()), stacks(1), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let t = ex
+        .attach_fiber(task(), FiberAttrs::default(), |f: &mut Fiber| {
+            let bogus = keel_linux::File::from_raw_fd(99_999);
+            let mut b = [0u8; 8];
+            assert_eq!(f.read(&bogus, &mut b, 0), Err(Errno::EBADF));
+            let _ = bogus.into_raw_fd();
+            let missing = CString::new("/definitely/not/here").unwrap();
+            assert_eq!(f.open(&missing, libc::O_RDONLY, 0).err(), Some(Errno::ENOENT));
+            3u64
+        })
+        .unwrap();
+    run_all!(ex);
+    assert_eq!(ex.result(t), Ok(Some(Ok(3))));
+}
+
+#[test]
+fn a_pipe_read_cancelled_in_flight_and_the_task_drains() {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (rd, wr) = (fds[0], fds[1]);
+    let ex = pin!(Executor::with_stacks(ring(RingConfig::default()), stacks(1), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let t = ex
+        .attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| -> keel_core::TaskResult {
+            let file = keel_linux::File::from_raw_fd(rd);
+            let mut b = [0u8; 8];
+            let r = f.read(&file, &mut b, 0);
+            assert_eq!(r, Err(Errno::ECANCELED));
+            Err(keel_core::TaskError::Cancelled)
+        })
+        .unwrap();
+    ex.run(1, None).unwrap();
+    assert_eq!(ex.state(t), Ok(TaskState::Suspended(keel_core::SuspendReason::Io)));
+    assert_eq!(ex.cancel(t), Ok(keel_core::CancelOutcome::CancellingIo));
+    run_all!(ex);
+    assert_eq!(ex.result(t), Ok(Some(Err(keel_core::TaskError::Cancelled))));
+    // SAFETY: our descriptor.
+    unsafe { libc::close(wr) };
+}
+
+#[test]
+fn a_future_dropped_with_a_pipe_read_in_flight_gives_its_slot_back_safely() {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (rd, wr) = (fds[0], fds[1]);
+    let ex = pin!(Executor::new(ring(RingConfig { slots: 4, ..RingConfig::default() }), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let file: &'static keel_linux::File = Box::leak(Box::new(keel_linux::File::from_raw_fd(rd)));
+    let t = ex.attach(task(), async move { fs::read(file, vec![0u8; 4096], 0).await.0.map(u64::from).map_err(|_| keel_core::TaskError::Failed(1)) }).unwrap();
+    ex.run(1, None).unwrap();
+    assert_eq!(ex.state(t), Ok(TaskState::Suspended(keel_core::SuspendReason::Io)));
+    // Dropping the future (cancel) abandons the op: the slot keeps the buffer.
+    // The future's read is not on the task's status lists (its slot keeps it), so the
+    // task resumes at once, sees the cancel, and abandons the read to its slot.
+    assert!(ex.cancel(t).is_ok());
+    run_all!(ex);
+    assert!(matches!(ex.result(t), Ok(Some(Err(_)))));
+    // The kernel may already have answered the cancel; either way the slot still
+    // accounts for the read until its CQE is reaped (checked below).
+    // Write into the pipe: if the kernel still had the read, it must land in the slot's
+    // buffer, never in freed memory. Then run until every slot is free again.
+    // SAFETY: writing 5 bytes from a static buffer to our pipe.
+    unsafe { libc::write(wr, b"later".as_ptr().cast(), 5) };
+    for _ in 0..100 {
+        let _ = ex.run(8, Some(Duration::from_millis(10)));
+        if ex.with_driver(|d| keel_core::Driver::in_flight(d)) == 0 {
+            break;
+        }
+    }
+    assert_eq!(ex.with_driver(|d| keel_core::Driver::in_flight(d)), 0, "the abandoned read never completed");
+    assert_eq!(ex.with_driver(|d| keel_core::Driver::submit_capacity(d)), 4, "a slot was not given back");
+    // SAFETY: our descriptor.
+    unsafe { libc::close(wr) };
+}
+
+#[test]
+fn priorities_go_into_ioprio_only_for_read_and_write() {
+    use keel_linux::ring::op::{ioprio_for, opcode_takes_priority};
+    let read = keel_linux::RingOp::nop();
+    assert!(!opcode_takes_priority(read.opcode()));
+    assert!(read.with_priority(Priority::High, false).is_err(), "a NOP must never carry a priority");
+    let mut b = [0u8; 4];
+    let e = io_uring::opcode::Read::new(io_uring::types::Fd(0), b.as_mut_ptr(), 4).build();
+    // SAFETY: the op is only inspected, never submitted.
+    let op = unsafe { keel_linux::RingOp::from_entry(e) }.with_priority(Priority::Low, false).unwrap();
+    assert_eq!(op.ioprio(), ioprio_for(Priority::Low, false));
+    assert_eq!(op.ioprio() >> 13, 2, "best-effort class");
+    let e = io_uring::opcode::Send::new(io_uring::types::Fd(0), b.as_ptr(), 4).build();
+    // SAFETY: as above.
+    let send = unsafe { keel_linux::RingOp::from_entry(e) };
+    assert!(send.with_priority(Priority::High, true).is_err(), "send's ioprio carries op flags, never a priority");
+    let _ = Priorities::default();
+}
