@@ -309,3 +309,71 @@ fn the_same_task_code_gives_the_same_trace_on_the_simulator_and_the_ring() {
     assert_eq!(sim_log.borrow().len(), 3);
     assert_eq!(*sim_log.borrow(), *ring_log.borrow());
 }
+
+#[test]
+fn a_fiber_returning_with_a_pipe_read_in_flight_drains_before_its_stack_is_reused() {
+    let mut fds = [0; 2];
+    // SAFETY: room for two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (rd, wr) = (fds[0], fds[1]);
+    let ex = pin!(Executor::with_stacks(RingDriver::new(RingConfig::default()).unwrap(), stacks(2), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let t = ex
+        .attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| -> keel_core::TaskResult {
+            // A read into this fiber's own stack, left in flight when the body returns.
+            let mut on_stack = [0u8; 16];
+            let st = Box::pin(IoStatus::new());
+            let e = io_uring::opcode::Read::new(io_uring::types::Fd(rd), on_stack.as_mut_ptr(), 16).build();
+            // SAFETY: keel holds this fiber's stack until the read is reaped (fiber rule 4).
+            f.initiate::<RingDriver>(st.as_ref(), unsafe { RingOp::from_entry(e) }).unwrap();
+            core::hint::black_box(&mut on_stack);
+            Ok(9)
+        })
+        .unwrap();
+    ex.run(1, None).unwrap();
+    assert_eq!(ex.state(t), Ok(keel_core::TaskState::Draining));
+    let st = ex.stack_stats();
+    assert_eq!((st.in_use, st.spares), (1, 0), "the stack was pooled while the kernel could still write into it: {st:?}");
+    // Draining cancels the read (pump and dump) and reaps its completion; only then is
+    // the stack pooled.
+    run_all!(ex);
+    assert_eq!(ex.result(t), Ok(Some(Ok(9))));
+    let st = ex.stack_stats();
+    assert_eq!((st.in_use, st.spares), (0, 1), "{st:?}");
+    // The cancelled read took nothing from the pipe.
+    // SAFETY: our pipe's write end, a static buffer.
+    assert_eq!(unsafe { libc::write(wr, b"x".as_ptr().cast(), 1) }, 1);
+    let mut b = [0u8; 1];
+    // SAFETY: reading one byte into a local.
+    assert_eq!(unsafe { libc::read(rd, b.as_mut_ptr().cast(), 1) }, 1);
+    // SAFETY: our descriptors.
+    unsafe {
+        libc::close(rd);
+        libc::close(wr);
+    }
+}
+
+#[test]
+fn dropping_an_executor_with_tasks_suspended_on_io_cancels_and_drains_them() {
+    let mut fds = [0; 2];
+    // SAFETY: room for two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (rd, wr) = (fds[0], fds[1]);
+    let file: &'static keel_linux::File = Box::leak(Box::new(keel_linux::File::from_raw_fd(rd)));
+    let t0 = std::time::Instant::now();
+    {
+        let ex = pin!(Executor::with_stacks(RingDriver::new(RingConfig::default()).unwrap(), stacks(2), Config::default()).unwrap());
+        let ex = ex.into_ref();
+        ex.attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| {
+            let mut b = [0u8; 8];
+            f.read(file, &mut b, 0).map(u64::from).map_err(|_| keel_core::TaskError::Failed(1))
+        })
+        .unwrap();
+        ex.attach(task(), async move { fs::read(file, vec![0; 8], 0).await.0.map(u64::from).map_err(|_| keel_core::TaskError::Failed(1)) }).unwrap();
+        ex.run(2, None).unwrap();
+        assert_eq!(ex.with_driver(|d| d.in_flight()), 2);
+    } // dropped here: both reads are cancelled and reaped before the ring goes
+    assert!(t0.elapsed() < Duration::from_secs(5), "drop hung");
+    // SAFETY: our descriptor.
+    unsafe { libc::close(wr) };
+}

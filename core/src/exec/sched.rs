@@ -319,6 +319,11 @@ impl Sched {
 
     fn completed(&self, t: &Header) {
         while t.trailer().completed.pop_front().is_some() {}
+        if let Some(stack) = t.trailer().pending_stack.take() {
+            // SAFETY: fiber rule 4: the fiber has exited and its i/o has been reaped, so
+            // nothing uses the stack any more.
+            unsafe { self.stacks.put(stack, self.now_if_trimming()) };
+        }
         self.attached.set(self.attached.get() - 1);
         self.stats.completed.set(self.stats.completed.get() + 1);
     }

@@ -19,6 +19,8 @@
 //!    provides one) the entry catches it and the task completes with
 //!    `TaskError::Panicked`; without one the entry is `extern "C"` and the process
 //!    aborts.
+//! 4. A fiber that returns with i/o in flight keeps its stack until that i/o has been
+//!    reaped (the task drains first): buffers on the stack stay valid for the kernel.
 
 use super::FiberSwitch;
 use crate::clock::Instant;
@@ -322,11 +324,18 @@ where
         }
         let result = core.result.take().unwrap_or(Err(TaskError::Panicked("fiber finished without a result")));
         let sched = crate::task::wake::sched_of(h).expect("keel bug: fiber without an owner");
-        // SAFETY: owner executor, live; we are back on its stack, so the fiber's stack
-        // is unused from here on (fiber rule 1).
-        unsafe {
-            let s = sched.as_ref();
-            s.stacks.put(core.stack, s.now_if_trimming());
+        // SAFETY: owner executor, live.
+        let s = unsafe { sched.as_ref() };
+        // SAFETY: `'static` header.
+        let t = unsafe { h.as_ref() };
+        if t.io_in_flight() > 0 {
+            // Fiber rule 4: the fiber returned with i/o in flight whose buffers may be on
+            // its stack; the stack is held until the task has drained, then pooled.
+            t.trailer().pending_stack.set(Some(core.stack));
+        } else {
+            // SAFETY: we are back on the executor's stack, so the fiber's stack is unused
+            // from here on (fiber rule 1).
+            unsafe { s.stacks.put(core.stack, s.now_if_trimming()) };
         }
         Step::Done(result)
     }

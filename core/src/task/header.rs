@@ -89,6 +89,8 @@ pub(crate) struct Trailer {
     pub(crate) live: AtomicU8,
     pub(crate) body_capacity: Cell<usize>,
     pub(crate) stats: TaskStatsCells,
+    /// A finished fiber's stack, held while the task drains (fiber rule 4).
+    pub(crate) pending_stack: Cell<Option<crate::stack::Stack>>,
 }
 
 /// Per-task counters (owner-local).
@@ -162,6 +164,7 @@ impl<const N: usize> TaskSlot<N> {
                             io_initiated: Cell::new(0),
                             io_completed: Cell::new(0),
                         },
+                        pending_stack: Cell::new(None),
                     },
                 },
                 body: BodyStorage(Cell::new([MaybeUninit::uninit(); N])),
