@@ -1,8 +1,27 @@
-#![doc = include_str!("../../README.md")]
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+//! keel's `#![no_std]`, allocation-free core: executors with three CPU and three I/O
+//! priority levels, task slots reused across runs, wake rules that hold across threads,
+//! timers, NT-style i/o status blocks, stackless and stackful tasks, and a deterministic
+//! simulated driver. The project README (the crate doc of keel-linux) has the tour.
+//!
+//! ```
+//! use core::pin::pin;
+//! use keel_core::{Config, Executor, TaskAttrs, TaskSlot, rt, sim::SimDriver};
+//! static T: TaskSlot = TaskSlot::new();
+//! let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+//! let ex = ex.into_ref();
+//! let run = ex.attach(T.create(TaskAttrs::default()).unwrap(), async {
+//!     rt::sleep(core::time::Duration::from_secs(3)).await?; // virtual time
+//!     Ok(7)
+//! }).unwrap();
+//! while ex.attached() > 0 { ex.run(8, None).unwrap(); }
+//! assert_eq!(ex.result(run), Ok(Some(Ok(7))));
+//! assert_eq!(ex.now().as_nanos(), 3_000_000_000);
+//! ```
+//!
 //! # Crate map
 //!
 //! - [`task`]: task slots, handles, the lifecycle ([`task::state`]) and wake rules.

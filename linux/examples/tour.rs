@@ -1,4 +1,5 @@
-//! A walk through keel on a real clock: priorities, timers, cancellation, future tasks.
+//! A walk through keel on a real clock and a real io_uring: priorities, timers,
+//! cancellation, future tasks, fibers on three switchers, and file i/o.
 //!
 //! `cargo run --release --example tour`
 
@@ -7,10 +8,12 @@ use core::time::Duration;
 use keel_core::{
     CancelOutcome, Config, Executor, Priorities, Priority, TaskAttrs, TaskHandle, TaskSlot, TaskState, rt,
 };
-use keel_linux::SleepDriver;
+use keel_core::{Fiber, FiberAttrs, SwitcherKind};
+use keel_linux::fs::{self, FiberFs};
+use keel_linux::{MmapStacks, RingConfig, RingDriver, SleepDriver};
 use std::cell::RefCell;
 
-static SLOTS: [TaskSlot; 8] = [const { TaskSlot::new() }; 8];
+static SLOTS: [TaskSlot<1024>; 16] = [const { TaskSlot::new() }; 16];
 
 thread_local! {
     static LOG: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
@@ -92,4 +95,103 @@ fn main() {
     println!("5. executor stats: {} resumptions ({:?} by priority), {} completed, {} timers fired, {} parks", s.resumed, s.per_priority, s.completed, s.timers_fired, s.parks);
     let lines = LOG.with(|l| l.borrow().len());
     assert!(lines >= 10);
+    ring_tour();
+}
+
+/// Fibers and file i/o on the io_uring driver.
+fn ring_tour() {
+    let ring = RingDriver::new(RingConfig::default()).expect("io_uring");
+    println!("6. the io_uring driver: flags {:?}, realtime I/O class allowed: {}", ring.flags(), ring.realtime_ioprio());
+    let stacks = MmapStacks::new().expect("mmap stacks");
+    let ex = pin!(Executor::with_stacks(ring, stacks, keel_linux::panic::config()).expect("config"));
+    let ex = ex.into_ref();
+    let dir = std::env::temp_dir().join(format!("keel-tour-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = std::ffi::CString::new(dir.join("journal").to_str().unwrap()).unwrap();
+    let path2 = dir.join("journal").to_str().unwrap().to_owned();
+
+    println!("7. three switchers on one executor: a future, a fiber on keel's asm switch, a fiber on ucontext");
+    let fut = ex
+        .attach(create(8, Priority::Normal, "future"), async {
+            for i in 0..2 {
+                say(format!("future step {i}"));
+                rt::yield_now().await?;
+            }
+            Ok(1)
+        })
+        .unwrap();
+    let asm = ex
+        .attach_fiber(create(9, Priority::Normal, "asm fiber"), FiberAttrs::default(), |f: &mut Fiber| {
+            for i in 0..2 {
+                say(format!("asm fiber step {i}"));
+                f.yield_now()?;
+            }
+            Ok(2)
+        })
+        .unwrap();
+    let uc = ex
+        .attach_fiber_with::<keel_linux::ucontext::UcontextSwitch, _, _>(create(10, Priority::Normal, "ucontext fiber"), FiberAttrs::default(), |f: &mut Fiber| {
+            for i in 0..2 {
+                say(format!("ucontext fiber step {i}"));
+                f.yield_now()?;
+            }
+            Ok(3)
+        })
+        .unwrap();
+    for (h, k) in [(fut, SwitcherKind::Stackless), (asm, SwitcherKind::Fiber), (uc, SwitcherKind::Custom)] {
+        assert_eq!(ex.switcher(h), Ok(Some(k)));
+    }
+    while ex.attached() > 0 {
+        ex.run(64, Some(Duration::from_secs(1))).unwrap();
+    }
+
+    println!("8. file i/o: a high-I/O-priority fiber writes, syncs durably and reads back; a low-priority timer ticks beside it");
+    let writer = SLOTS[11]
+        .create(TaskAttrs { priority: Priorities { cpu: Priority::High, io: Priority::High }, name: "writer" })
+        .unwrap();
+    let w = ex
+        .attach_fiber(writer, FiberAttrs::default(), move |f: &mut Fiber| -> keel_core::TaskResult {
+            let file = f.open(&path, libc::O_CREAT | libc::O_RDWR | libc::O_TRUNC, 0o644).map_err(|e| keel_core::TaskError::Failed(e.0 as i64))?;
+            let line = b"keel was here\n";
+            let n = f.write(&file, line, 0).map_err(|e| keel_core::TaskError::Failed(e.0 as i64))?;
+            say(format!("fiber wrote {n} bytes"));
+            f.fdatasync(&file).map_err(|e| keel_core::TaskError::Failed(e.0 as i64))?;
+            say("fiber: fdatasync done (durable)".into());
+            let mut back = [0u8; 64];
+            let n = f.read(&file, &mut back, 0).map_err(|e| keel_core::TaskError::Failed(e.0 as i64))?;
+            say(format!("fiber read back {:?}", std::str::from_utf8(&back[..n as usize]).unwrap()));
+            f.close(file).map_err(|e| keel_core::TaskError::Failed(e.0 as i64))?;
+            Ok(n as u64)
+        })
+        .unwrap();
+    let ticker = ex
+        .attach(create(12, Priority::Low, "ticker"), async {
+            for i in 0..3 {
+                rt::sleep(Duration::from_millis(2)).await?;
+                say(format!("low-priority timer tick {i}"));
+            }
+            Ok(0)
+        })
+        .unwrap();
+    let reader = ex
+        .attach(create(13, Priority::Normal, "future reader"), async move {
+            rt::sleep(Duration::from_millis(10)).await?;
+            let file = fs::open(&path2, libc::O_RDONLY, 0).await.map_err(|e| keel_core::TaskError::Failed(e.0 as i64))?;
+            let (r, buf) = fs::read(&file, Vec::with_capacity(64), 0).await;
+            say(format!("future read {:?} bytes by ownership: {:?}", r, String::from_utf8_lossy(&buf)));
+            fs::close(file).await.map_err(|e| keel_core::TaskError::Failed(e.0 as i64))?;
+            Ok(buf.len() as u64)
+        })
+        .unwrap();
+    while ex.attached() > 0 {
+        ex.run(64, Some(Duration::from_secs(1))).unwrap();
+    }
+    assert_eq!(ex.result(w), Ok(Some(Ok(14))));
+    assert_eq!(ex.result(reader), Ok(Some(Ok(14))));
+    assert_eq!(ex.result(ticker), Ok(Some(Ok(0))));
+    let s = ex.stats();
+    let st = ex.stack_stats();
+    let rs = ex.with_driver(|d| d.stats());
+    println!("9. stats: {} i/o submitted, {} completed; stacks created {} reused {}; ring enters {}", s.io_submitted, s.io_completed, st.created, st.reused, rs.enters);
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,6 +1,12 @@
-//! keel's Linux layer. At this stage: the monotonic clock through rustix and
-//! [`SleepDriver`], a driver with no ring that parks by sleeping (the seed's
-//! pure-compute executor, `entries = 0`). The io_uring driver comes with file i/o.
+#![doc = include_str!("../../README.md")]
+//!
+//! # This crate
+//!
+//! keel's Linux layer: the monotonic clock (rustix), [`SleepDriver`] (no ring: parks by
+//! sleeping, the seed's pure-compute executor, `entries = 0`), [`RingDriver`] (io_uring) with
+//! file i/o ([`fs`]) and registered buffers, guarded mmap fiber stacks ([`MmapStacks`]) with
+//! an overflow reporter ([`overflow`]), the panic catcher for fibers ([`panic`]) and the
+//! `ucontext` switcher ([`ucontext`]).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
