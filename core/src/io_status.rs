@@ -298,6 +298,16 @@ pub enum NotSubmitted<Op> {
 /// Submits `op` for the running task with a wake token (the driver keeps the result for
 /// the caller to take), queueing for room as `initiate` does. Same-thread, no allocation.
 pub fn try_submit<D: Driver>(cx: &Context<'_>, op: D::Op) -> Result<OpId, NotSubmitted<D::Op>> {
+    submit_for_task::<D>(cx, op, true)
+}
+
+/// As [`try_submit`], but never waits: with no room now it fails with `EBUSY` (the task is
+/// not queued).
+pub fn try_submit_now<D: Driver>(cx: &Context<'_>, op: D::Op) -> Result<OpId, NotSubmitted<D::Op>> {
+    submit_for_task::<D>(cx, op, false)
+}
+
+fn submit_for_task<D: Driver>(cx: &Context<'_>, op: D::Op, wait: bool) -> Result<OpId, NotSubmitted<D::Op>> {
     let Some((sched, h)) = current(cx) else { return Err(NotSubmitted::Failed(op, crate::Errno::EPERM)) };
     // SAFETY: `'static` header of the running task.
     let t = unsafe { h.as_ref() };
@@ -310,6 +320,9 @@ pub fn try_submit<D: Driver>(cx: &Context<'_>, op: D::Op) -> Result<OpId, NotSub
     // SAFETY: sched rule 3: no other borrow of the driver is live while task code runs.
     let full = unsafe { (*driver).submit_capacity() } == 0;
     if full || (!granted && sched.submit_queue_busy()) || sched.at_io_limit(driver) {
+        if !wait {
+            return Err(NotSubmitted::Failed(op, crate::Errno::EBUSY));
+        }
         sched.wait_for_submit(h);
         return Err(NotSubmitted::Wait(op));
     }

@@ -120,3 +120,34 @@ fn zero_in_flight_limit_is_refused() {
     let cfg = Config { max_io_in_flight: Some(0), ..Config::default() };
     assert!(Executor::new(Sim4::new(), cfg).is_err());
 }
+
+#[test]
+fn a_task_waiting_for_room_can_be_cancelled() {
+    let cfg = Config { max_io_in_flight: Some(1), ..Config::default() };
+    let ex = pin!(Executor::new(Sim4::new(), cfg).unwrap());
+    let ex = ex.into_ref();
+    let holder = ex
+        .attach(io_task(Priority::Normal), async {
+            let st = pin!(IoStatus::new());
+            initiate::<Sim4>(st.as_ref(), SimOp::new(1).after(Duration::from_secs(1))).await.unwrap();
+            suspend_until_completed_io(1).await?;
+            Ok(1)
+        })
+        .unwrap();
+    let waiter = ex
+        .attach(io_task(Priority::High), async {
+            let st = pin!(IoStatus::new());
+            match initiate::<Sim4>(st.as_ref(), SimOp::new(2)).await {
+                Err(keel_core::InitiateError::Cancelled(op)) => assert_eq!(op.label, 2),
+                other => panic!("{other:?}"),
+            }
+            Err::<u64, _>(keel_core::TaskError::Cancelled)
+        })
+        .unwrap();
+    ex.run(2, None).unwrap();
+    assert_eq!(ex.state(waiter), Ok(keel_core::TaskState::Suspended(keel_core::SuspendReason::SqSlot)));
+    assert_eq!(ex.cancel(waiter), Ok(keel_core::CancelOutcome::Resumes));
+    run_all!(ex);
+    assert_eq!(ex.result(waiter), Ok(Some(Err(keel_core::TaskError::Cancelled))));
+    assert_eq!(ex.result(holder), Ok(Some(Ok(1))));
+}

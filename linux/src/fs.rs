@@ -107,8 +107,31 @@ pub fn open_how(flags: i32, mode: u32) -> types::OpenHow {
     types::OpenHow::new().flags(flags as u64 | libc::O_CLOEXEC as u64).mode(mode as u64)
 }
 
+/// A descriptor installed in the ring's fixed-file table (a direct descriptor). Close it
+/// with `FiberFs::close_direct`; one never closed stays in the table until the ring goes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FixedFile {
+    index: u32,
+}
+
+impl FixedFile {
+    /// Its index in the fixed-file table.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+}
+
 /// Blocking-style file operations for fiber tasks.
 pub trait FiberFs {
+    /// `openat2` straight into the ring's fixed-file table (`IORING_FILE_INDEX_ALLOC`); needs
+    /// `RingConfig::registered_files`.
+    fn open_direct(&mut self, path: &CStr, flags: i32, mode: u32) -> Result<FixedFile, Errno>;
+    /// `pread` on a direct descriptor.
+    fn read_direct(&mut self, file: &FixedFile, buf: &mut [u8], offset: u64) -> Result<u32, Errno>;
+    /// `pwrite` on a direct descriptor.
+    fn write_direct(&mut self, file: &FixedFile, buf: &[u8], offset: u64) -> Result<u32, Errno>;
+    /// Closes a direct descriptor through the ring.
+    fn close_direct(&mut self, file: FixedFile) -> Result<(), Errno>;
     /// Runs one operation and waits for its completion (see the module doc).
     fn run_op(&mut self, op: RingOp) -> IoResult;
     /// `openat2(AT_FDCWD, path, &how, sizeof how)`, see openat2(2).
@@ -160,6 +183,40 @@ fn fixed_ptr(f: &mut Fiber, index: u16, len: u32) -> Result<*mut u8, Errno> {
 }
 
 impl FiberFs for Fiber {
+    fn open_direct(&mut self, path: &CStr, flags: i32, mode: u32) -> Result<FixedFile, Errno> {
+        // No O_CLOEXEC: a direct descriptor is not in the process's table, and the kernel
+        // refuses the flag for it (EINVAL).
+        let how = types::OpenHow::new().flags((flags & !libc::O_CLOEXEC) as u64).mode(mode as u64);
+        let e = opcode::OpenAt2::new(types::Fd(libc::AT_FDCWD), path.as_ptr(), &how)
+            .file_index(Some(types::DestinationSlot::auto_target()))
+            .build();
+        // SAFETY: `path` and `how` outlive `run_op`, which returns only after completion.
+        let index = self.run_op(unsafe { RingOp::from_entry(e) })?;
+        Ok(FixedFile { index })
+    }
+
+    fn read_direct(&mut self, file: &FixedFile, buf: &mut [u8], offset: u64) -> Result<u32, Errno> {
+        let len = buf.len().min(u32::MAX as usize) as u32;
+        let e = opcode::Read::new(types::Fixed(file.index), buf.as_mut_ptr(), len).offset(offset).build();
+        let (p, rt) = (self.priorities().io, rt_allowed(self));
+        // SAFETY: `buf` outlives `run_op`, which returns only after completion.
+        self.run_op(prio_op(unsafe { RingOp::from_entry(e) }, p, rt))
+    }
+
+    fn write_direct(&mut self, file: &FixedFile, buf: &[u8], offset: u64) -> Result<u32, Errno> {
+        let len = buf.len().min(u32::MAX as usize) as u32;
+        let e = opcode::Write::new(types::Fixed(file.index), buf.as_ptr(), len).offset(offset).build();
+        let (p, rt) = (self.priorities().io, rt_allowed(self));
+        // SAFETY: as in `read_direct`.
+        self.run_op(prio_op(unsafe { RingOp::from_entry(e) }, p, rt))
+    }
+
+    fn close_direct(&mut self, file: FixedFile) -> Result<(), Errno> {
+        let e = opcode::Close::new(types::Fixed(file.index)).build();
+        // SAFETY: no memory is referenced.
+        self.run_op(unsafe { RingOp::from_entry(e) }).map(drop)
+    }
+
     #[inline(always)] // the fiber's suspend must not straddle an out-of-line frame (arch doc)
     fn run_op(&mut self, op: RingOp) -> IoResult {
         let st = pin!(IoStatus::new());
@@ -323,6 +380,7 @@ impl FiberFs for Fiber {
 /// left to the slot if dropped in flight.
 pub struct OwnedOp {
     op: Option<RingOp>,
+    wait: bool,
     id: Option<OpId>,
     driver: *mut RingDriver,
     failed: Option<(Errno, Option<RawBuf>)>,
@@ -331,7 +389,15 @@ pub struct OwnedOp {
 impl OwnedOp {
     /// An owned operation.
     pub fn new(op: RingOp) -> Self {
-        OwnedOp { op: Some(op), id: None, driver: core::ptr::null_mut(), failed: None }
+        OwnedOp { op: Some(op), wait: true, id: None, driver: core::ptr::null_mut(), failed: None }
+    }
+
+    /// An owned operation that fails with `EBUSY` instead of waiting when there is no room
+    /// (every slot taken, the SQ full, or the in-flight limit reached).
+    pub fn new_nowait(op: RingOp) -> Self {
+        let mut me = Self::new(op);
+        me.wait = false;
+        me
     }
 }
 
@@ -368,7 +434,9 @@ impl Future for OwnedOp {
             };
         }
         let op = self.op.take().expect("OwnedOp polled after completion");
-        match keel_core::try_submit::<RingDriver>(cx, op) {
+        let submitted =
+            if self.wait { keel_core::try_submit::<RingDriver>(cx, op) } else { keel_core::try_submit_now::<RingDriver>(cx, op) };
+        match submitted {
             Ok(id) => {
                 self.id = Some(id);
                 self.driver = keel_core::io_status::driver_ptr::<RingDriver>(cx).unwrap_or(core::ptr::null_mut());

@@ -195,3 +195,65 @@ fn priorities_go_into_ioprio_only_for_read_and_write() {
     assert!(send.with_priority(Priority::High, true).is_err(), "send's ioprio carries op flags, never a priority");
     let _ = Priorities::default();
 }
+
+#[test]
+fn direct_descriptors_write_read_and_close_through_the_ring() {
+    let d = dir("direct");
+    let path = CString::new(d.join("h").to_str().unwrap()).unwrap();
+    let ex = pin!(Executor::with_stacks(ring(RingConfig { registered_files: 8, ..RingConfig::default() }), stacks(1), keel_linux::panic::config()).unwrap());
+    let ex = ex.into_ref();
+    let t = ex
+        .attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| {
+            let file = f.open_direct(&path, libc::O_CREAT | libc::O_RDWR, 0o644).expect("open_direct");
+            assert!(file.index() < 8);
+            assert_eq!(f.write_direct(&file, b"direct", 0), Ok(6));
+            let mut b = [0u8; 6];
+            assert_eq!(f.read_direct(&file, &mut b, 0), Ok(6));
+            assert_eq!(&b, b"direct");
+            f.close_direct(file).expect("close_direct");
+            1u64
+        })
+        .unwrap();
+    run_all!(ex);
+    assert_eq!(ex.result(t), Ok(Some(Ok(1))));
+    assert_eq!(std::fs::read(d.join("h")).unwrap(), b"direct");
+}
+
+#[test]
+fn linked_operations_run_in_order_and_a_no_wait_submit_says_busy() {
+    let d = dir("linked");
+    let path = d.join("l").to_str().unwrap().to_owned();
+    let ex = pin!(Executor::new(ring(RingConfig { slots: 2, ..RingConfig::default() }), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let t = ex
+        .attach(task(), async move {
+            let file = fs::open(&path, libc::O_CREAT | libc::O_RDWR, 0o644).await.unwrap();
+            let raw = file.fd();
+            // A write linked to a read: the read starts only after the write completed.
+            let data: &'static [u8] = b"linked!";
+            let mut back: &'static mut [u8] = Box::leak(vec![0u8; 7].into_boxed_slice());
+            let w = io_uring::opcode::Write::new(io_uring::types::Fd(raw), data.as_ptr(), 7).offset(0).build();
+            let r = io_uring::opcode::Read::new(io_uring::types::Fd(raw), back.as_mut_ptr(), 7).offset(0).build();
+            // SAFETY: both buffers are leaked statics.
+            let (w, r) = unsafe { (keel_linux::RingOp::from_entry(w).linked(), keel_linux::RingOp::from_entry(r)) };
+            let (sw, sr) = (pin!(keel_core::IoStatus::new()), pin!(keel_core::IoStatus::new()));
+            keel_core::initiate::<RingDriver>(sw.as_ref(), w).await.unwrap();
+            keel_core::initiate::<RingDriver>(sr.as_ref(), r).await.unwrap();
+            // Both slots are taken: a no-wait owned op is refused with EBUSY at once.
+            let (busy, _) = fs::OwnedOp::new_nowait(keel_linux::RingOp::nop_owned()).await;
+            assert_eq!(busy, Err(Errno::EBUSY));
+            let mut n = 0;
+            while n < 2 {
+                n += keel_core::suspend_until_completed_io(2).await?;
+            }
+            assert_eq!((sw.result(), sr.result()), (Some(Ok(7)), Some(Ok(7))));
+            assert_eq!(&back[..], data);
+            back = &mut back[..0];
+            let _ = back;
+            fs::close(file).await.unwrap();
+            Ok(1)
+        })
+        .unwrap();
+    run_all!(ex);
+    assert_eq!(ex.result(t), Ok(Some(Ok(1))));
+}

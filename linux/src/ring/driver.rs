@@ -25,6 +25,9 @@ pub struct RingConfig {
     pub registered_buffers: u16,
     /// Bytes per registered buffer.
     pub registered_buffer_size: usize,
+    /// Slots in the ring's fixed-file table (0: none); `FiberFs::open_direct` installs
+    /// descriptors there.
+    pub registered_files: u32,
     /// Keep the `off` field of the first this-many SQEs submitted (tests read the
     /// submission order from it); 0: keep nothing.
     pub record_submissions: usize,
@@ -32,7 +35,7 @@ pub struct RingConfig {
 
 impl Default for RingConfig {
     fn default() -> Self {
-        RingConfig { entries: 256, cq_entries: 1024, slots: 1024, registered_buffers: 0, registered_buffer_size: 4096, record_submissions: 0 }
+        RingConfig { entries: 256, cq_entries: 1024, slots: 1024, registered_buffers: 0, registered_buffer_size: 4096, registered_files: 0, record_submissions: 0 }
     }
 }
 
@@ -79,13 +82,21 @@ impl RingDriver {
             eprintln!("keel: this kernel lacks IORING_FEAT_NODROP: a CQ overflow could lose completions");
         }
         let registered = crate::regbuf::Registered::new(&ring, cfg.registered_buffers, cfg.registered_buffer_size)?;
+        if cfg.registered_files > 0 {
+            ring.submitter().register_files_sparse(cfg.registered_files)?;
+        }
+        let rt_allowed = setup::realtime_ioprio_allowed();
+        static SAID: std::sync::Once = std::sync::Once::new();
+        if !rt_allowed {
+            SAID.call_once(|| eprintln!("keel: no CAP_SYS_NICE or CAP_SYS_ADMIN: High I/O priority uses the best-effort class, level 0, not the realtime class"));
+        }
         Ok(RingDriver {
             ring,
             flags,
             slots: Slots::new(cfg.slots),
             pending_cancels: Vec::with_capacity(cfg.slots as usize),
             inject: None,
-            rt_allowed: setup::realtime_ioprio_allowed(),
+            rt_allowed,
             registered,
             stats: RingStats::default(),
             record: Vec::with_capacity(cfg.record_submissions),
