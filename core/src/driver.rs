@@ -92,6 +92,16 @@ pub trait Driver: 'static {
     /// Blocks the thread until `deadline` (or a completion, or an unpark); `None` waits
     /// with no deadline.
     fn park(&mut self, deadline: Option<Instant>) -> Result<Park, Errno>;
+
+    /// How other threads make `park` return (`exec/park.rs`, rule 3). `park_word` is the
+    /// executor's park word (for a futex); it lives as long as the driver is used by that
+    /// executor. Called once, on the executor's thread, before any other thread can name
+    /// the executor. `None` (the default): this driver cannot be unparked, and a foreign
+    /// attach or wake waits for the executor's next pass.
+    fn unparker(&mut self, park_word: *const u32) -> Option<crate::exec::Unparker> {
+        let _ = park_word;
+        None
+    }
 }
 
 /// A driver with no i/o, whose clock the caller advances by hand: for tests of the
@@ -127,6 +137,7 @@ pub(crate) struct DriverVt {
     pub(crate) cancel: unsafe fn(*mut (), OpId),
     pub(crate) retarget: unsafe fn(*mut (), OpId, IoToken),
     pub(crate) type_id: fn() -> core::any::TypeId,
+    pub(crate) unparker: unsafe fn(*mut (), *const u32) -> Option<crate::exec::Unparker>,
 }
 
 pub(crate) struct VtFor<D>(core::marker::PhantomData<D>);
@@ -149,5 +160,9 @@ impl<D: Driver> VtFor<D> {
             unsafe { (*(p as *mut D)).retarget(id, t) }
         },
         type_id: core::any::TypeId::of::<D>,
+        unparker: |p, w| {
+            // SAFETY: see above.
+            unsafe { (*(p as *mut D)).unparker(w) }
+        },
     };
 }

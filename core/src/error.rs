@@ -145,6 +145,8 @@ pub enum AttachError<B> {
         /// The minimum, in bytes.
         min: usize,
     },
+    /// The executor a handle named is gone (dropped, or its slot re-bound).
+    ExecutorGone(B),
     /// No stack could be had for the fiber (the provider is out, or there is none).
     NoStack {
         /// The body.
@@ -164,6 +166,7 @@ impl<B> AttachError<B> {
             | AttachError::BodyTooLarge { body: b, .. }
             | AttachError::BodyOverAligned { body: b, .. }
             | AttachError::StackTooSmall { body: b, .. }
+            | AttachError::ExecutorGone(b)
             | AttachError::NoStack { body: b, .. } => b,
         }
     }
@@ -178,6 +181,7 @@ impl<B> AttachError<B> {
             AttachError::BodyOverAligned { body, align } => (AttachError::BodyOverAligned { body: (), align }, body),
             AttachError::StackTooSmall { body, min } => (AttachError::StackTooSmall { body: (), min }, body),
             AttachError::NoStack { body, errno } => (AttachError::NoStack { body: (), errno }, body),
+            AttachError::ExecutorGone(b) => (AttachError::ExecutorGone(()), b),
         }
     }
 }
@@ -193,6 +197,7 @@ impl AttachError<()> {
             AttachError::BodyOverAligned { align, .. } => AttachError::BodyOverAligned { body, align },
             AttachError::StackTooSmall { min, .. } => AttachError::StackTooSmall { body, min },
             AttachError::NoStack { errno, .. } => AttachError::NoStack { body, errno },
+            AttachError::ExecutorGone(()) => AttachError::ExecutorGone(body),
         }
     }
 }
@@ -207,6 +212,7 @@ impl<B> fmt::Display for AttachError<B> {
             AttachError::BodyOverAligned { align, .. } => write!(f, "the task body needs {align}-byte alignment; task slots align bodies to 16 bytes: box or wrap the over-aligned part"),
             AttachError::StackTooSmall { min, .. } => write!(f, "the fiber's stack size is below the minimum of {min} bytes: ask for more"),
             AttachError::NoStack { errno, .. } => write!(f, "no stack for the fiber ({errno}): give the executor a stack provider, or free stacks"),
+            AttachError::ExecutorGone(_) => f.write_str("the executor this handle names is gone: get a handle to a live executor"),
         }
     }
 }
@@ -345,6 +351,7 @@ impl<B> fmt::Debug for AttachError<B> {
             AttachError::BodyOverAligned { .. } => "BodyOverAligned",
             AttachError::StackTooSmall { .. } => "StackTooSmall",
             AttachError::NoStack { .. } => "NoStack",
+            AttachError::ExecutorGone(_) => "ExecutorGone",
         };
         write!(f, "AttachError::{name}({self})")
     }

@@ -73,7 +73,7 @@ pub use error::{
     AttachError, CancelError, Cancelled, ConfigError, DestroyError, Errno, InitiateError, RunError, StaleHandle,
     TaskError, TaskResult,
 };
-pub use exec::{CancelOutcome, Config, ExecStats, Executor};
+pub use exec::{CancelOutcome, Config, ExecStats, Executor, ExecutorHandle, HandleSlot, Unparker};
 pub use io_status::{IoStatus, NotSubmitted, initiate, suspend_until_completed_io, try_submit, try_submit_now};
 pub use priority::{Priorities, Priority};
 pub use task::state::{SuspendReason, TaskState};

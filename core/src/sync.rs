@@ -9,10 +9,10 @@
 //! written against it compiles unchanged under both.
 
 #[cfg(not(keel_loom))]
-pub(crate) use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, Ordering};
+pub(crate) use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, Ordering, fence};
 
 #[cfg(keel_loom)]
-pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, Ordering, fence};
 
 /// An `UnsafeCell` with loom's access shape: the pointer is only reachable
 /// inside a closure, so loom can track every access.

@@ -101,6 +101,13 @@ impl Inbox {
         tail == self.stub() && unsafe { (*tail).next.load(Ordering::Relaxed) }.is_null()
     }
 
+    /// Strict emptiness for the park re-check (park rule 2): also false while a producer
+    /// is between its two steps, so the executor does not park on a push in progress.
+    pub(crate) fn is_empty_for_park(&self) -> bool {
+        // Relaxed: ordered by the SeqCst fence the caller issued just before.
+        self.looks_empty() && self.head.load(Ordering::Relaxed) == self.stub()
+    }
+
     /// Takes the oldest node. Only the owning executor's thread (rule 2).
     pub(crate) fn pop(&self) -> Pop {
         let stub = self.stub();

@@ -18,8 +18,13 @@
 //! other threads may do is wake tasks through `TaskHandle::wake` and wakers.
 
 pub(crate) mod inbox;
+pub(crate) mod park;
+pub mod remote;
 mod run;
 pub(crate) mod sched;
+
+pub use park::Unparker;
+pub use remote::{ExecutorHandle, HandleSlot};
 
 use crate::clock::Instant;
 use crate::driver::{Driver, VtFor};
@@ -186,6 +191,18 @@ impl<D: Driver, S: StackProvider> Executor<D, S> {
         R: IntoTaskResult,
     {
         self.sched().attach_fiber::<Sw, F, R>(task, attrs, body)
+    }
+
+    /// A handle for attaching tasks from other threads, named through `slot` (which must
+    /// not be bound to another live executor: `None` then).
+    pub fn handle(self: Pin<&Self>, slot: &'static HandleSlot) -> Option<ExecutorHandle> {
+        let s = self.sched();
+        if s.handle_slot.get().is_some() {
+            return None;
+        }
+        let epoch = slot.bind(s)?;
+        s.handle_slot.set(Some(slot));
+        Some(ExecutorHandle::new(slot, epoch))
     }
 
     /// The stack pool's counters.
@@ -403,6 +420,15 @@ impl<D: Driver, S: StackProvider> Drop for Executor<D, S> {
         // never pinned, nothing can name it and initialising it here is harmless.
         let this = unsafe { Pin::new_unchecked(&*self) };
         let s = this.sched();
+        // Remote rule 1: no new attaches; wait for attachers inside.
+        if let Some(slot) = s.handle_slot.take() {
+            slot.unbind();
+        }
+        // Take in every attach and wake already pushed, so every task we own is listed.
+        while !s.inbox.looks_empty() || !s.inbox.is_empty_for_park() {
+            s.drain_inbox(usize::MAX);
+            core::hint::spin_loop();
+        }
         let mut cur = s.owned.front();
         while let Some(h) = cur {
             // SAFETY: `h` is linked in `owned`.
@@ -426,6 +452,8 @@ impl<D: Driver, S: StackProvider> Drop for Executor<D, S> {
                 debug_assert!(spins < 1 << 40, "keel bug: a wake never arrived");
             }
         }
+        // Park rule 4: wait for wakers still inside (unparking us).
+        s.remote.wait_quiet();
         s.stacks.release_all();
     }
 }

@@ -92,9 +92,17 @@ impl<D: Driver, S: crate::stack::StackProvider> Executor<D, S> {
                 let age = u64::try_from(age.as_nanos()).unwrap_or(u64::MAX);
                 s.stacks.trim(crate::Instant::from_nanos(now.as_nanos().saturating_sub(age)));
             }
+            // Park rule 2: announce, then re-check the inbox before sleeping.
+            s.remote.announce();
+            if !s.inbox.is_empty_for_park() {
+                s.remote.running();
+                continue;
+            }
             s.stats.parks.set(s.stats.parks.get() + 1);
             // SAFETY: as above.
-            match unsafe { &mut *self.driver_ptr() }.park(wake_at) {
+            let parked = unsafe { &mut *self.driver_ptr() }.park(wake_at);
+            s.remote.running();
+            match parked {
                 Ok(Park::Woke) => {}
                 Ok(Park::Stalled) => return Err(RunError::Stalled),
                 Err(e) => return Err(RunError::Driver(e)),

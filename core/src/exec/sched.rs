@@ -53,8 +53,11 @@ pub(crate) enum Claim {
 }
 
 pub(crate) struct Sched {
-    /// First, cache-padded: the only field other threads touch.
+    /// First, cache-padded: with `remote`, the only fields other threads touch.
     pub(crate) inbox: Inbox,
+    pub(crate) remote: crate::exec::park::Remote,
+    /// The handle slot bound to this executor, if any (cleared on drop).
+    pub(crate) handle_slot: Cell<Option<&'static crate::exec::remote::HandleSlot>>,
     pub(crate) ready: RunQueue,
     pub(crate) timers: TimerHeap,
     pub(crate) owned: List<Header, OwnedLink>,
@@ -90,6 +93,8 @@ impl Sched {
     pub(crate) fn new(cfg: Config) -> Self {
         Sched {
             inbox: Inbox::new(),
+            remote: crate::exec::park::Remote::new(),
+            handle_slot: Cell::new(None),
             ready: RunQueue::new(),
             timers: TimerHeap::new(),
             owned: List::new(),
@@ -120,6 +125,9 @@ impl Sched {
             self.stacks.init(stacks, stacks_vt);
             self.driver.set(driver);
             self.driver_vt.set(Some(vt));
+            let word = self.remote.park_word();
+            // SAFETY: sched rule 3; park rule 3: set once, before publication.
+            self.remote.set_unparker(unsafe { (vt.unparker)(driver, word) });
             self.initialised.set(true);
         }
     }
@@ -317,6 +325,34 @@ impl Sched {
         }
     }
 
+    /// Remote rule 2, the owner's half: the task a foreign thread claimed and placed a body
+    /// in is now ours: own it, attach it, queue it.
+    fn finish_remote_attach(&self, h: NonNull<Header>) {
+        let t = hdr(h);
+        // SAFETY: a claimed task was unowned, so it is in no executor's owned list.
+        unsafe { self.owned.push_back(h) };
+        step(t, E::Attach);
+        self.attached.set(self.attached.get() + 1);
+        // SAFETY: an attached, not-started task is in no run list.
+        unsafe { self.ready.push(h) };
+    }
+
+    /// Remote rule 4: give up a completed task attached from another thread.
+    fn release_completed(&self, h: NonNull<Header>) {
+        let t = hdr(h);
+        // Relaxed: owner-written.
+        if t.notify.close(t.generation.load(Ordering::Relaxed)) {
+            step(t, E::Release);
+            // SAFETY: owned tasks are in `owned`.
+            unsafe { self.owned.remove(h) };
+            // Release: the last access; pairs with the next claimer's Acquire.
+            t.exec.store(core::ptr::null_mut(), Ordering::Release);
+        } else {
+            // A wake is in flight to us: release when its node is taken (drain_inbox).
+            t.set_flag(flag::RELEASE_PENDING);
+        }
+    }
+
     fn completed(&self, t: &Header) {
         while t.trailer().completed.pop_front().is_some() {}
         if let Some(stack) = t.trailer().pending_stack.take() {
@@ -326,6 +362,10 @@ impl Sched {
         }
         self.attached.set(self.attached.get() - 1);
         self.stats.completed.set(self.stats.completed.get() + 1);
+        if t.has_flag(flag::RELEASE_ON_COMPLETE) {
+            // Last: after this the task may belong to another thread.
+            self.release_completed(NonNull::from(t));
+        }
     }
 
     /// Arms the task's timer for `deadline`, keeping an earlier deadline already armed.
@@ -373,9 +413,16 @@ impl Sched {
             let h = unsafe { NonNull::new_unchecked((node.as_ptr() as *mut u8).sub(off) as *mut Header) };
             let t = hdr(h);
             self.stats.inbox_taken.set(self.stats.inbox_taken.get() + 1);
-            // Relaxed: owner-written generation.
-            if t.notify.take() == t.generation.load(Ordering::Relaxed) {
+            let (woken, attach) = t.notify.take();
+            if attach {
+                self.finish_remote_attach(h);
+            } else if woken == t.generation.load(Ordering::Relaxed) {
+                // Relaxed above: owner-written generation.
                 self.wake_local(h);
+            }
+            if t.has_flag(flag::RELEASE_PENDING) && t.state.get() == S::Completed {
+                t.clear_flag(flag::RELEASE_PENDING);
+                self.release_completed(h);
             }
         }
     }

@@ -51,6 +51,10 @@ pub(crate) mod flag {
     pub const CANCEL: u8 = 1 << 1;
     /// Granted room to submit ahead of the tasks still waiting (one submission).
     pub const GRANTED: u8 = 1 << 2;
+    /// Attached from another thread: released by its executor once it completes.
+    pub const RELEASE_ON_COMPLETE: u8 = 1 << 3;
+    /// Completed, to be released once no wake is in flight to it.
+    pub const RELEASE_PENDING: u8 = 1 << 4;
 }
 
 /// The hot part of a task: fits one cache line in release builds.

@@ -36,6 +36,9 @@ use core::ptr::NonNull;
 use core::task::{RawWaker, RawWakerVTable, Waker};
 
 pub(crate) const QUEUED: u64 = 1;
+/// With QUEUED: the node was pushed by a foreign attach, not a wake (`exec/remote.rs`).
+pub(crate) const ATTACH: u64 = 2;
+const LOW: u64 = 0xFFFF_FFFF;
 
 #[inline(always)]
 const fn gen_of(word: u64) -> u32 {
@@ -67,11 +70,20 @@ impl AtomicNotify {
         self.0.store(0, Ordering::Release);
     }
 
-    /// Owner, after popping the task off its inbox (rule 5). Returns the woken generation.
-    pub(crate) fn take(&self) -> u32 {
-        // Acquire: pairs with the waker's Release CAS, so whatever the waker wrote before
-        // waking is visible to the task when it runs.
-        gen_of(self.0.swap(0, Ordering::Acquire))
+    /// Owner, after popping the task off its inbox (rule 5). Returns the woken generation
+    /// and whether the node came from a foreign attach.
+    pub(crate) fn take(&self) -> (u32, bool) {
+        // Acquire: pairs with the waker's (or attacher's) Release, so whatever it wrote
+        // before waking (or the body it placed) is visible to the owner and the task.
+        let w = self.0.swap(0, Ordering::Acquire);
+        (gen_of(w), w & ATTACH != 0)
+    }
+
+    /// A foreign attacher that claimed an unowned task (QUEUED set since its release):
+    /// mark the coming push as an attach, keeping whatever wakers merged (rule 4).
+    pub(crate) fn mark_attach(&self) {
+        // Release: publishes the placed body and local fields to the owner's `take`.
+        self.0.fetch_or(ATTACH, Ordering::Release);
     }
 
     /// Owner: give the task up (rule 6). Fails if a wake is in flight to the owner.
@@ -97,7 +109,7 @@ pub(crate) fn wake_by_gen(hdr: NonNull<Header>, generation: u32) {
     let mut w = word.load(Ordering::Acquire);
     loop {
         let merged = if w & QUEUED != 0 && !newer(generation, gen_of(w)) { gen_of(w) } else { generation };
-        let new = (merged as u64) << 32 | QUEUED;
+        let new = (merged as u64) << 32 | (w & LOW) | QUEUED;
         if new == w {
             return; // rule 4: an equal or newer wake is already on its way
         }
@@ -115,8 +127,15 @@ pub(crate) fn wake_by_gen(hdr: NonNull<Header>, generation: u32) {
     let sched = h.exec.load(Ordering::Acquire);
     debug_assert!(!sched.is_null(), "keel bug: QUEUED clear on a task with no owner");
     // SAFETY: the owner cannot be dropped while a wake holds QUEUED (rule 6: its drop
-    // drains the inbox until our node arrives), so `sched` is valid here.
-    unsafe { (*sched).inbox.push(NonNull::from(&h.inbox)) };
+    // drains the inbox until our node arrives, then waits for `active`: park rule 4), so
+    // `sched` is valid here and until `leave`.
+    unsafe {
+        let s = &*sched;
+        s.remote.enter();
+        s.inbox.push(NonNull::from(&h.inbox));
+        s.remote.after_push();
+        s.remote.leave();
+    }
 }
 
 // ---- the `core::task::Waker` for future tasks ----

@@ -3,7 +3,7 @@
 
 use super::op::RingOp;
 use super::setup::{self, RingFlags};
-use super::slots::{CANCEL_TAG, SlotState, Slots};
+use super::slots::{CANCEL_TAG, EVENTFD_TAG, SlotState, Slots};
 use crate::buf::RawBuf;
 use crate::clock::monotonic_now;
 use io_uring::{EnterFlags, IoUring, cqueue, opcode, types};
@@ -68,6 +68,11 @@ pub struct RingDriver {
     pub(crate) registered: Option<crate::regbuf::Registered>,
     stats: RingStats,
     record: Vec<u64>,
+    /// The unpark eventfd and the buffer its armed read fills (park rule 3).
+    eventfd: std::os::fd::OwnedFd,
+    eventfd_buf: Box<u64>,
+    eventfd_armed: bool,
+    eventfd_rearm: bool,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -100,6 +105,10 @@ impl RingDriver {
             registered,
             stats: RingStats::default(),
             record: Vec::with_capacity(cfg.record_submissions),
+            eventfd: rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)?,
+            eventfd_buf: Box::new(0),
+            eventfd_armed: false,
+            eventfd_rearm: false,
             _not_send: PhantomData,
         })
     }
@@ -171,8 +180,22 @@ impl RingDriver {
         sq.capacity() - sq.len()
     }
 
+    /// Keeps a read armed on the unpark eventfd (re-armed after each completion).
+    fn arm_eventfd(&mut self) {
+        use std::os::fd::AsRawFd;
+        let buf: *mut u64 = &mut *self.eventfd_buf;
+        let e = opcode::Read::new(types::Fd(self.eventfd.as_raw_fd()), buf.cast(), 8).build().user_data(EVENTFD_TAG);
+        // SAFETY: the buffer is boxed in the driver, which outlives the ring's use of it
+        // (the ring is dropped first: field order).
+        self.eventfd_rearm = unsafe { self.ring.submission().push(&e) }.is_err();
+        self.eventfd_armed = true;
+    }
+
     /// Moves queued cancel requests into the SQ while there is room.
     fn flush_cancels(&mut self) {
+        if self.eventfd_rearm {
+            self.arm_eventfd();
+        }
         while let Some(&target) = self.pending_cancels.last() {
             let e = opcode::AsyncCancel::new(target).build().user_data(CANCEL_TAG);
             // SAFETY: a cancel SQE references no memory.
@@ -231,6 +254,10 @@ impl RingDriver {
 
     fn complete(&mut self, cqe: cqueue::Entry, sink: &mut dyn FnMut(IoToken, IoResult)) {
         let ud = cqe.user_data();
+        if ud == EVENTFD_TAG {
+            self.arm_eventfd();
+            return;
+        }
         let Some(slot) = self.slots.get(ud) else {
             if ud & super::slots::INTERNAL == 0 {
                 self.slots.stale += 1;
@@ -263,6 +290,13 @@ impl RingDriver {
             SlotState::Done(..) | SlotState::Free => self.slots.stale += 1,
         }
     }
+}
+
+fn eventfd_unpark(fd: usize) {
+    // SAFETY: the driver's eventfd, open while any thread may unpark it (keel-core park
+    // rule 4: the executor waits for such threads before its driver is dropped).
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd as i32) };
+    let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
 }
 
 fn to_result(res: i32) -> IoResult {
@@ -349,8 +383,14 @@ impl Driver for RingDriver {
         (sq.capacity() - sq.len()).min(self.slots.free_count())
     }
 
+    fn unparker(&mut self, _park_word: *const u32) -> Option<keel_core::Unparker> {
+        use std::os::fd::AsRawFd;
+        self.arm_eventfd();
+        Some(keel_core::Unparker { ctx: self.eventfd.as_raw_fd() as usize, unpark: eventfd_unpark })
+    }
+
     fn park(&mut self, deadline: Option<Instant>) -> Result<Park, Errno> {
-        if self.slots.in_flight == 0 && deadline.is_none() {
+        if self.slots.in_flight == 0 && deadline.is_none() && !self.eventfd_armed {
             return Ok(Park::Stalled);
         }
         if !self.ring.completion().is_empty() {

@@ -21,6 +21,8 @@ use keel_core::driver::IoToken;
 pub(crate) const INTERNAL: u64 = 1 << 63;
 /// `user_data` of cancel requests.
 pub(crate) const CANCEL_TAG: u64 = INTERNAL | 1;
+/// `user_data` of the read kept armed on the unpark eventfd.
+pub(crate) const EVENTFD_TAG: u64 = INTERNAL | 2;
 
 #[derive(Debug)]
 pub(crate) enum SlotState {

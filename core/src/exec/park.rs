@@ -1,0 +1,127 @@
+//! Parking and unparking across threads: the executor's park word, the count of other
+//! threads working on it, and the driver's unparker.
+//!
+//! Rules (cited as "park rule N"):
+//! 1. The park word is RUNNING, PARKED or NOTIFIED. Only the executor's thread stores
+//!    RUNNING or PARKED; other threads only move PARKED to NOTIFIED (one CAS, and only the
+//!    winner calls the unparker, so a burst of wakes makes one syscall).
+//! 2. Before parking the executor *announces* (stores PARKED), issues a `SeqCst` fence,
+//!    and *re-checks* its inbox; if anything is there it stores RUNNING and does not park.
+//!    A thread that pushed onto the inbox issues a `SeqCst` fence and then loads the park
+//!    word. The two fences order the store-then-load on each side (the pattern
+//!    kthreads.txt's early bail-out solves): either the executor sees the push, or the
+//!    pusher sees PARKED and unparks it. No wake-up is lost.
+//! 3. The unparker makes a concurrent or later `Driver::park` return (an eventfd the ring
+//!    keeps a read armed on; a futex on the park word itself for ring-less drivers). It is
+//!    set once, before any other thread can name the executor, and never changes.
+//! 4. `active` counts other threads between finding the executor (through a task's owner
+//!    or an `ExecutorHandle`) and finishing their unpark. An executor being dropped first
+//!    makes itself unreachable, then waits for `active` to reach zero (blocking, cold).
+//!
+//! Progress: the executor's side is wait-free; a pusher's unpark check is one fence, one
+//! load and at most one CAS.
+
+use crate::sync::{AtomicU32, Ordering};
+use core::cell::Cell;
+
+pub(crate) const RUNNING: u32 = 0;
+pub(crate) const PARKED: u32 = 1;
+pub(crate) const NOTIFIED: u32 = 2;
+
+/// How another thread makes a parked executor return from `Driver::park` (park rule 3).
+#[derive(Copy, Clone, Debug)]
+pub struct Unparker {
+    /// The driver's context (a descriptor, an address).
+    pub ctx: usize,
+    /// Called with `ctx` from any thread; must be async-safe enough to run anywhere a
+    /// waker may be fired (a single syscall, no locks).
+    pub unpark: fn(usize),
+}
+
+/// The part of an executor that other threads touch. Cache-padded.
+#[repr(C, align(64))]
+pub(crate) struct Remote {
+    pub(crate) park: AtomicU32,
+    pub(crate) active: AtomicU32,
+    /// Written once at initialisation, before publication (park rule 3).
+    unparker: Cell<Option<Unparker>>,
+}
+
+impl Unparker {
+    /// The park word's value while the executor is parked: a futex-based driver waits
+    /// while the word still holds it.
+    pub const PARKED: u32 = PARKED;
+}
+
+impl Remote {
+    pub(crate) fn new() -> Self {
+        Remote { park: AtomicU32::new(RUNNING), active: AtomicU32::new(0), unparker: Cell::new(None) }
+    }
+
+    /// The park word's address (for a futex-based unparker).
+    pub(crate) fn park_word(&self) -> *const u32 {
+        &self.park as *const AtomicU32 as *const u32
+    }
+
+    pub(crate) fn set_unparker(&self, u: Option<Unparker>) {
+        self.unparker.set(u);
+    }
+
+    /// Park rule 2, the executor's half: announce. Returns after the fence.
+    #[inline]
+    pub(crate) fn announce(&self) {
+        // Relaxed: ordered by the fence below.
+        self.park.store(PARKED, Ordering::Relaxed);
+        // SeqCst fence: the announce (store) is ordered before the inbox re-check (load);
+        // pairs with the fence in `after_push`.
+        crate::sync::fence(Ordering::SeqCst);
+    }
+
+    /// The executor is running again (after parking, or after a re-check found work).
+    #[inline]
+    pub(crate) fn running(&self) {
+        // Relaxed: other threads only need to see PARKED promptly, which the fences do.
+        self.park.store(RUNNING, Ordering::Relaxed);
+    }
+
+    /// Park rule 2, a pusher's half: after pushing onto the inbox, unpark if parked.
+    #[inline]
+    pub(crate) fn after_push(&self) {
+        // SeqCst fence: the push (store) is ordered before the park-word load; pairs with
+        // the fence in `announce`.
+        crate::sync::fence(Ordering::SeqCst);
+        // Relaxed: ordered by the fence; the CAS decides who unparks (park rule 1).
+        if self.park.load(Ordering::Relaxed) == PARKED
+            && self.park.compare_exchange(PARKED, NOTIFIED, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            && let Some(u) = self.unparker.get()
+        {
+            (u.unpark)(u.ctx);
+        }
+    }
+
+    /// Park rule 4: a thread that found the executor. Pair with `leave`.
+    #[inline]
+    pub(crate) fn enter(&self) {
+        // Acquire: nothing to acquire really; SeqCst-free because the finder already
+        // holds something that keeps the executor alive until this increment is visible
+        // to the dropper (a QUEUED bit, or a handle slot it checked after incrementing).
+        self.active.fetch_add(1, Ordering::AcqRel);
+    }
+
+    #[inline]
+    pub(crate) fn leave(&self) {
+        // Release: the dropper's Acquire load of zero sees every access we made.
+        self.active.fetch_sub(1, Ordering::Release);
+    }
+
+    /// The dropper waits until no other thread is inside (park rule 4). Blocking, cold.
+    pub(crate) fn wait_quiet(&self) {
+        let mut spins: u64 = 0;
+        // Acquire: pairs with `leave`'s Release.
+        while self.active.load(Ordering::Acquire) != 0 {
+            spins += 1;
+            core::hint::spin_loop();
+            debug_assert!(spins < 1 << 40, "keel bug: a thread never left the executor");
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Attaching tasks from other threads: `ExecutorHandle`.
+//!
+//! A handle names an executor through a [`HandleSlot`], `'static` storage the user
+//! provides (as for tasks), so a handle can outlive its executor and say so: a handle
+//! whose executor is gone (or was re-bound) gives `AttachError::ExecutorGone`.
+//!
+//! Rules (cited as "remote rule N"):
+//! 1. Binding stores the executor's address in the slot (and bumps its epoch); dropping
+//!    the executor stores null, then waits until no attacher is inside (`active`), all
+//!    with `SeqCst`, so an attacher either sees null or is waited for.
+//! 2. An attacher claims an unowned task for the executor (CAS of `exec` from null), and
+//!    only then touches its local fields: the owner does not look at the task before it
+//!    takes it off its inbox, which publishes them (Release push, Acquire pop).
+//! 3. The task's notify word keeps QUEUED while it is unowned (wake rule 3), so no waker
+//!    pushes it; the attacher adds ATTACH and pushes the node itself, then unparks the
+//!    executor if it is parked (park rule 2).
+//! 4. A task attached from another thread is released by its executor when it completes
+//!    (or as soon after as no wake is in flight to it), so the attacher can attach it
+//!    again; until then a new attach says `OwnedElsewhere`.
+//!
+//! Progress: an attach is lock-free (one CAS to claim, one swap to push, at most one CAS
+//! to unpark) plus one syscall when the executor was parked.
+
+use crate::error::AttachError;
+use crate::exec::sched::Sched;
+use crate::sync::{AtomicPtr, AtomicU32, Ordering};
+use crate::task::TaskHandle;
+use crate::task::body::{BodyVTable, FutureBody, IntoTaskResult, place};
+use crate::task::header::flag;
+use core::future::Future;
+use core::ptr::{self, NonNull};
+
+/// `'static` storage an [`ExecutorHandle`] names its executor through.
+pub struct HandleSlot {
+    sched: AtomicPtr<Sched>,
+    active: AtomicU32,
+    epoch: AtomicU32,
+}
+
+impl HandleSlot {
+    crate::sync::maybe_const_fn! {
+        /// An unbound slot.
+        pub fn new() -> Self {
+            HandleSlot { sched: AtomicPtr::new(ptr::null_mut()), active: AtomicU32::new(0), epoch: AtomicU32::new(0) }
+        }
+    }
+
+    /// Binds to `sched`; fails if the slot is bound already. Returns the epoch.
+    pub(crate) fn bind(&'static self, sched: &Sched) -> Option<u32> {
+        let me = sched as *const Sched as *mut Sched;
+        // SeqCst: remote rule 1.
+        self.sched.compare_exchange(ptr::null_mut(), me, Ordering::SeqCst, Ordering::SeqCst).ok()?;
+        // SeqCst: remote rule 1 (the epoch is read by attachers after `sched`).
+        Some(self.epoch.fetch_add(1, Ordering::SeqCst).wrapping_add(1))
+    }
+
+    /// Unbinds and waits for attachers inside (remote rule 1). Blocking, cold.
+    pub(crate) fn unbind(&self) {
+        // SeqCst: remote rule 1.
+        self.sched.store(ptr::null_mut(), Ordering::SeqCst);
+        let mut spins: u64 = 0;
+        // SeqCst: remote rule 1.
+        while self.active.load(Ordering::SeqCst) != 0 {
+            spins += 1;
+            core::hint::spin_loop();
+            debug_assert!(spins < 1 << 40, "keel bug: an attacher never left");
+        }
+    }
+}
+
+impl Default for HandleSlot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A `Send + Sync + Clone` handle to an executor, for attaching tasks from any thread.
+#[derive(Copy, Clone, Debug)]
+pub struct ExecutorHandle {
+    slot: &'static HandleSlot,
+    epoch: u32,
+}
+
+impl core::fmt::Debug for HandleSlot {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("HandleSlot").finish_non_exhaustive()
+    }
+}
+
+impl ExecutorHandle {
+    pub(crate) fn new(slot: &'static HandleSlot, epoch: u32) -> Self {
+        ExecutorHandle { slot, epoch }
+    }
+
+    /// Attaches a future as the next run of `task` (an unowned task: newly created, or
+    /// released) from any thread. The executor runs it on its own thread; a parked
+    /// executor is unparked.
+    pub fn attach<F>(&self, task: TaskHandle, body: F) -> Result<TaskHandle, AttachError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: IntoTaskResult,
+    {
+        self.attach_body(task, body, &FutureBody::<F>::VTABLE)
+    }
+
+    fn attach_body<B>(&self, task: TaskHandle, body: B, vt: &'static BodyVTable) -> Result<TaskHandle, AttachError<B>> {
+        let slot = self.slot;
+        // SeqCst: remote rule 1 (the increment is ordered before reading `sched`).
+        slot.active.fetch_add(1, Ordering::SeqCst);
+        let result = (|| {
+            // SeqCst: remote rule 1.
+            let sched = slot.sched.load(Ordering::SeqCst);
+            // SeqCst: as above.
+            if sched.is_null() || slot.epoch.load(Ordering::SeqCst) != self.epoch {
+                return Err(AttachError::ExecutorGone(body));
+            }
+            // SAFETY: bound and not yet unbound: the executor is alive until we leave
+            // (remote rule 1).
+            let s = unsafe { &*sched };
+            attach_remote(s, task, body, vt)
+        })();
+        // Release: the unbinder's SeqCst load of zero sees everything we did.
+        slot.active.fetch_sub(1, Ordering::Release);
+        result
+    }
+}
+
+/// Remote rules 2-3.
+fn attach_remote<B>(s: &Sched, task: TaskHandle, body: B, vt: &'static BodyVTable) -> Result<TaskHandle, AttachError<B>> {
+    let h = task.header();
+    // SAFETY: `'static` slot.
+    let t = unsafe { h.as_ref() };
+    let me = s as *const Sched as *mut Sched;
+    // AcqRel: Acquire sees the previous owner's release (and its writes to the task);
+    // Release publishes the claim. Acquire on failure: reading who owns it.
+    if t.exec.compare_exchange(ptr::null_mut(), me, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        return Err(AttachError::OwnedElsewhere(body));
+    }
+    // Acquire: pairs with destroy's Release of `live`. Relaxed for the generation: the
+    // claim's Acquire ordered it.
+    let live = t.trailer().live.load(Ordering::Acquire) != 0;
+    let generation = t.generation.load(Ordering::Relaxed);
+    if !live || generation != task.generation() {
+        // Release: hand it back as we found it.
+        t.exec.store(ptr::null_mut(), Ordering::Release);
+        return Err(AttachError::Stale(body));
+    }
+    // SAFETY: claimed and unattached (an unowned task is Idle or Completed), so its body
+    // bytes are free and nobody else touches its local fields (remote rule 2).
+    if let Err(e) = unsafe { place(h, body) } {
+        // Release: as above.
+        t.exec.store(ptr::null_mut(), Ordering::Release);
+        return Err(e);
+    }
+    let next_gen = generation.wrapping_add(1);
+    // Release: pairs with wakers' Acquire generation check.
+    t.generation.store(next_gen, Ordering::Release);
+    t.body.set(Some(vt));
+    t.flags.set(flag::RELEASE_ON_COMPLETE);
+    t.trailer().result.set(None);
+    t.notify.mark_attach();
+    // SAFETY: remote rule 3: QUEUED is ours to push on; the node is in no inbox.
+    unsafe { s.inbox.push(NonNull::from(&t.inbox)) };
+    s.remote.after_push();
+    Ok(TaskHandle::from_parts(h, next_gen))
+}
