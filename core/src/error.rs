@@ -283,6 +283,8 @@ pub enum RunError {
     /// `run` was called from inside a task of the same executor: return from the task
     /// (or yield) instead.
     Reentrant,
+    /// This executor took one of its dispatcher's quit tokens: leave the worker loop.
+    Quit,
 }
 
 impl fmt::Display for RunError {
@@ -293,6 +295,7 @@ impl fmt::Display for RunError {
             RunError::Stalled => f.write_str("every task is blocked and nothing can wake one: pass a timeout or attach work"),
             RunError::Driver(e) => write!(f, "the driver failed: {e}"),
             RunError::Reentrant => f.write_str("run was called from inside one of its own tasks: yield or return instead"),
+            RunError::Quit => f.write_str("the dispatcher asked this executor to quit: leave the worker loop"),
         }
     }
 }

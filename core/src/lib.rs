@@ -52,6 +52,7 @@
 
 pub mod arch;
 pub mod clock;
+pub mod dispatch;
 pub mod driver;
 pub mod error;
 pub mod exec;
@@ -68,6 +69,7 @@ pub mod task;
 pub mod timer;
 
 pub use clock::Instant;
+pub use dispatch::Dispatcher;
 pub use driver::{Driver, IoResult, NoIo, OpId, Park};
 pub use error::{
     AttachError, CancelError, Cancelled, ConfigError, DestroyError, Errno, InitiateError, RunError, StaleHandle,

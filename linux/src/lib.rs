@@ -15,6 +15,7 @@ pub mod clock;
 pub mod fs;
 pub mod overflow;
 pub mod panic;
+pub mod pool;
 mod regbuf;
 pub mod ring;
 pub mod sleep;

@@ -35,6 +35,19 @@ impl InboxNode {
     }
 }
 
+impl InboxNode {
+    /// The link, for the dispatcher's stacks (dispatch rule 1). Relaxed: the stack's
+    /// head CAS orders it.
+    pub(crate) fn next_load(&self) -> *mut InboxNode {
+        self.next.load(Ordering::Relaxed)
+    }
+
+    /// As `next_load`.
+    pub(crate) fn next_store(&self, p: *mut InboxNode) {
+        self.next.store(p, Ordering::Relaxed);
+    }
+}
+
 /// What `pop` found.
 pub(crate) enum Pop {
     Item(NonNull<InboxNode>),

@@ -205,6 +205,24 @@ impl<D: Driver, S: StackProvider> Executor<D, S> {
         Some(ExecutorHandle::new(slot, epoch))
     }
 
+    /// Makes this executor a worker of `dispatcher`: whenever it has no work of its own it
+    /// takes the highest-priority dispatched task, and `Dispatcher::quit` makes its `run`
+    /// return `RunError::Quit`. `false` if it serves one already or all worker slots are
+    /// taken.
+    pub fn serve(self: Pin<&Self>, dispatcher: &'static crate::dispatch::Dispatcher) -> bool {
+        let s = self.sched();
+        if s.dispatcher.get().is_some() {
+            return false;
+        }
+        match dispatcher.register(&s.remote) {
+            Some(i) => {
+                s.dispatcher.set(Some((dispatcher, i)));
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The stack pool's counters.
     pub fn stack_stats(self: Pin<&Self>) -> StackStats {
         self.sched().stacks.stats()
@@ -420,9 +438,13 @@ impl<D: Driver, S: StackProvider> Drop for Executor<D, S> {
         // never pinned, nothing can name it and initialising it here is harmless.
         let this = unsafe { Pin::new_unchecked(&*self) };
         let s = this.sched();
-        // Remote rule 1: no new attaches; wait for attachers inside.
+        // Remote rule 1: no new attaches; wait for attachers inside. Dispatch rule 4: no
+        // submitter may unpark us any more.
         if let Some(slot) = s.handle_slot.take() {
             slot.unbind();
+        }
+        if let Some((d, i)) = s.dispatcher.get() {
+            d.unregister(i);
         }
         // Take in every attach and wake already pushed, so every task we own is listed.
         while !s.inbox.looks_empty() || !s.inbox.is_empty_for_park() {

@@ -76,8 +76,18 @@ impl<D: Driver, S: crate::stack::StackProvider> Executor<D, S> {
                 }
                 continue;
             }
+            // No work of our own: take the dispatcher's highest-priority waiting task.
+            if s.take_dispatched() {
+                continue;
+            }
             if done > 0 {
                 return Ok(done);
+            }
+            if let Some((d, _)) = s.dispatcher.get()
+                && s.attached.get() == 0
+                && d.take_quit()
+            {
+                return Err(RunError::Quit);
             }
             let now = s.now();
             let until = *deadline.get_or_insert_with(|| timeout.map(|t| now.saturating_add(t)));
@@ -94,7 +104,8 @@ impl<D: Driver, S: crate::stack::StackProvider> Executor<D, S> {
             }
             // Park rule 2: announce, then re-check the inbox before sleeping.
             s.remote.announce();
-            if !s.inbox.is_empty_for_park() {
+            let dispatched = s.dispatcher.get().is_some_and(|(d, _)| d.has_work() || d.quit_pending());
+            if !s.inbox.is_empty_for_park() || dispatched {
                 s.remote.running();
                 continue;
             }

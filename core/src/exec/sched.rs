@@ -56,6 +56,8 @@ pub(crate) struct Sched {
     /// First, cache-padded: with `remote`, the only fields other threads touch.
     pub(crate) inbox: Inbox,
     pub(crate) remote: crate::exec::park::Remote,
+    /// The dispatcher this executor serves and its worker slot (dispatch rule 4).
+    pub(crate) dispatcher: Cell<Option<(&'static crate::dispatch::Dispatcher, usize)>>,
     /// The handle slot bound to this executor, if any (cleared on drop).
     pub(crate) handle_slot: Cell<Option<&'static crate::exec::remote::HandleSlot>>,
     pub(crate) ready: RunQueue,
@@ -95,6 +97,7 @@ impl Sched {
             inbox: Inbox::new(),
             remote: crate::exec::park::Remote::new(),
             handle_slot: Cell::new(None),
+            dispatcher: Cell::new(None),
             ready: RunQueue::new(),
             timers: TimerHeap::new(),
             owned: List::new(),
@@ -325,6 +328,20 @@ impl Sched {
         }
     }
 
+    /// Dispatch rule 2: with no work of our own, take the highest-priority dispatched task.
+    pub(crate) fn take_dispatched(&self) -> bool {
+        let Some((d, _)) = self.dispatcher.get() else { return false };
+        let Some(h) = d.pop() else { return false };
+        if !d.claim(h, self) {
+            return false;
+        }
+        // The submitter's writes are visible (claim's Acquire); the notify word still holds
+        // QUEUED from the task's release: open it to wakes now that we own it.
+        hdr(h).notify.open();
+        self.finish_remote_attach(h);
+        true
+    }
+
     /// Remote rule 2, the owner's half: the task a foreign thread claimed and placed a body
     /// in is now ours: own it, attach it, queue it.
     fn finish_remote_attach(&self, h: NonNull<Header>) {
@@ -362,6 +379,11 @@ impl Sched {
         }
         self.attached.set(self.attached.get() - 1);
         self.stats.completed.set(self.stats.completed.get() + 1);
+        if t.has_flag(flag::DISPATCHED)
+            && let Some((d, _)) = self.dispatcher.get()
+        {
+            d.note_completed();
+        }
         if t.has_flag(flag::RELEASE_ON_COMPLETE) {
             // Last: after this the task may belong to another thread.
             self.release_completed(NonNull::from(t));

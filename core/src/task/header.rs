@@ -55,6 +55,8 @@ pub(crate) mod flag {
     pub const RELEASE_ON_COMPLETE: u8 = 1 << 3;
     /// Completed, to be released once no wake is in flight to it.
     pub const RELEASE_PENDING: u8 = 1 << 4;
+    /// Came from a dispatcher: count its completion there (dispatch rule 3).
+    pub const DISPATCHED: u8 = 1 << 5;
 }
 
 /// The hot part of a task: fits one cache line in release builds.

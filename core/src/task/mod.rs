@@ -90,11 +90,16 @@ pub struct TaskPool<const TASKS: usize, const BYTES: usize = 256> {
 }
 
 impl<const TASKS: usize, const BYTES: usize> TaskPool<TASKS, BYTES> {
-    crate::sync::maybe_const_fn! {
-        /// An empty pool.
-        pub fn new() -> Self {
-            TaskPool { slots: [const { TaskSlot::new() }; TASKS] }
-        }
+    /// An empty pool.
+    #[cfg(not(keel_loom))]
+    pub const fn new() -> Self {
+        TaskPool { slots: [const { TaskSlot::new() }; TASKS] }
+    }
+
+    /// An empty pool (loom's atomics have no const constructors).
+    #[cfg(keel_loom)]
+    pub fn new() -> Self {
+        TaskPool { slots: core::array::from_fn(|_| TaskSlot::new()) }
     }
 
     /// Creates a task in the first free slot (cold: a scan and a CAS).
