@@ -50,6 +50,7 @@
 //! releasing or destroying a task, a wake from another thread (a CAS loop, lock-free,
 //! then one swap), dropping an executor (waits for wakes in flight to it).
 
+pub mod acct;
 pub mod arch;
 pub mod clock;
 pub mod dispatch;
@@ -68,6 +69,7 @@ pub(crate) mod sync;
 pub mod task;
 pub mod timer;
 
+pub use acct::{Accounting, ExecTimesSnapshot, NoAccounting, TaskTimesSnapshot, TickScale, TscAccounting};
 pub use clock::Instant;
 pub use dispatch::Dispatcher;
 pub use driver::{Driver, IoResult, NoIo, OpId, Park};

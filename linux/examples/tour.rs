@@ -103,8 +103,14 @@ fn ring_tour() {
     let ring = RingDriver::new(RingConfig::default()).expect("io_uring");
     println!("6. the io_uring driver: flags {:?}, realtime I/O class allowed: {}", ring.flags(), ring.realtime_ioprio());
     let stacks = MmapStacks::new().expect("mmap stacks");
-    let ex = pin!(Executor::with_stacks(ring, stacks, keel_linux::panic::config()).expect("config"));
+    let ex = Executor::with_stacks(ring, stacks, keel_linux::panic::config()).expect("config");
+    // This executor accounts time from the TSC (the others in the tour do not: no clock
+    // reads on their hot path).
+    let ex = pin!(ex.with_accounting::<keel_core::TscAccounting>());
     let ex = ex.into_ref();
+    let cal = keel_linux::tsc::Calibration::new();
+    println!("   time accounting: {:?} at {} Hz", cal.source, cal.hz);
+    ex.set_tick_scale(cal.scale());
     let dir = std::env::temp_dir().join(format!("keel-tour-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = std::ffi::CString::new(dir.join("journal").to_str().unwrap()).unwrap();
@@ -193,5 +199,9 @@ fn ring_tour() {
     let st = ex.stack_stats();
     let rs = ex.with_driver(|d| d.stats());
     println!("9. stats: {} i/o submitted, {} completed; stacks created {} reused {}; ring enters {}", s.io_submitted, s.io_completed, st.created, st.reused, rs.enters);
+    let e = ex.exec_times();
+    println!("10. accounting: executor {} us in task code, {} us in its run loop, {} us parked; by priority {:?}", e.task_ns / 1000, e.loop_ns / 1000, e.parked_ns / 1000, e.per_priority);
+    let t = ex.task_times(w).unwrap();
+    println!("    the writer fiber: {} resumptions, ran {} us (longest {} us), suspended {} us, ready-waiting {} us, {} i/o initiated, {} completed", t.resumptions, t.running_ns / 1000, t.longest_run_ns / 1000, t.suspended_ns / 1000, t.ready_wait_ns / 1000, t.io_initiated, t.io_completed);
     let _ = std::fs::remove_dir_all(dir);
 }

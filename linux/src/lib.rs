@@ -20,6 +20,7 @@ mod regbuf;
 pub mod ring;
 pub mod sleep;
 pub mod stack;
+pub mod tsc;
 pub mod ucontext;
 
 pub use clock::monotonic_now;

@@ -35,6 +35,7 @@ use crate::task::header::{Header, flag};
 use crate::task::state::{SuspendReason, TaskEvent, TaskState};
 use crate::task::TaskHandle;
 use crate::stack::{NoStacks, StackProvider, StackStats};
+use crate::acct::{Accounting, NoAccounting};
 use crate::switch::{Fiber, FiberAttrs, FiberSwitch};
 use crate::sync::UnsafeCell;
 use core::future::Future;
@@ -134,12 +135,14 @@ pub struct ExecStats {
     pub timers_armed: usize,
 }
 
-/// A single-threaded executor over driver `D`, with fiber stacks from `S`.
-pub struct Executor<D: Driver, S: StackProvider = NoStacks> {
+/// A single-threaded executor over driver `D`, with fiber stacks from `S`, accounting
+/// time as `A` says (`NoAccounting`: no clock reads on the hot path; `TscAccounting`).
+pub struct Executor<D: Driver, S: StackProvider = NoStacks, A: Accounting = NoAccounting> {
     sched: Sched,
     driver: UnsafeCell<D>,
     stacks: UnsafeCell<S>,
     _pinned: PhantomPinned,
+    _acct: core::marker::PhantomData<A>,
 }
 
 impl<D: Driver> Executor<D, NoStacks> {
@@ -158,12 +161,69 @@ impl<D: Driver, S: StackProvider> Executor<D, S> {
             driver: UnsafeCell::new(driver),
             stacks: UnsafeCell::new(stacks),
             _pinned: PhantomPinned,
+            _acct: core::marker::PhantomData,
         })
+    }
+
+    /// The same executor, accounting time as `A2` (before it is pinned and used).
+    pub fn with_accounting<A2: Accounting>(self) -> Executor<D, S, A2> {
+        let me = core::mem::ManuallyDrop::new(self);
+        // SAFETY: the fields are moved out exactly once and `me` is never dropped; the
+        // executor has not been used (an executor is only usable once pinned, and this
+        // takes it by value), so nothing names its address yet.
+        unsafe {
+            Executor {
+                sched: core::ptr::read(&me.sched),
+                driver: core::ptr::read(&me.driver),
+                stacks: core::ptr::read(&me.stacks),
+                _pinned: PhantomPinned,
+                _acct: core::marker::PhantomData,
+            }
+        }
+    }
+}
+
+impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
+    /// Per-task accounting of run `task` (times zero without accounting).
+    pub fn task_times(self: Pin<&Self>, task: TaskHandle) -> Result<crate::acct::TaskTimesSnapshot, StaleHandle> {
+        let t = self.owned(task).map_err(|_| StaleHandle)?;
+        let scale = self.sched().times.scale.get().unwrap_or(crate::acct::TickScale::IDENTITY);
+        let (tt, st) = (&t.trailer().times, &t.trailer().stats);
+        Ok(crate::acct::TaskTimesSnapshot {
+            running_ns: scale.to_ns(tt.running.get()),
+            suspended_ns: scale.to_ns(tt.suspended.get()),
+            ready_wait_ns: scale.to_ns(tt.ready_wait.get()),
+            longest_run_ns: scale.to_ns(tt.longest_run.get()),
+            resumptions: st.resumptions.get(),
+            io_initiated: st.io_initiated.get(),
+            io_completed: st.io_completed.get(),
+        })
+    }
+
+    /// The executor's accounting (times zero without accounting).
+    pub fn exec_times(self: Pin<&Self>) -> crate::acct::ExecTimesSnapshot {
+        let s = self.sched();
+        let scale = s.times.scale.get().unwrap_or(crate::acct::TickScale::IDENTITY);
+        let (task, parked, in_run) = (s.times.task.get(), s.times.parked.get(), s.times.in_run.get());
+        crate::acct::ExecTimesSnapshot {
+            task_ns: scale.to_ns(task),
+            loop_ns: scale.to_ns(in_run.saturating_sub(task).saturating_sub(parked)),
+            parked_ns: scale.to_ns(parked),
+            per_priority: [s.stats.per_priority[0].get(), s.stats.per_priority[1].get(), s.stats.per_priority[2].get()],
+            submissions: s.stats.io_submitted.get(),
+            completions: s.stats.io_completed.get(),
+        }
+    }
+
+    /// How to turn clock ticks into nanoseconds (keel-linux's TSC calibration gives it).
+    pub fn set_tick_scale(self: Pin<&Self>, scale: crate::acct::TickScale) {
+        self.sched().times.scale.set(Some(scale));
     }
 
     #[inline(always)]
     fn sched(self: Pin<&Self>) -> &Sched {
         let s = &self.get_ref().sched;
+        s.times.on.set(A::ON);
         s.ensure_init(
             self.driver_ptr() as *mut (),
             &VtFor::<D>::VT,
@@ -430,7 +490,7 @@ enum Owned {
     Unowned,
 }
 
-impl<D: Driver, S: StackProvider> Drop for Executor<D, S> {
+impl<D: Driver, S: StackProvider, A: Accounting> Drop for Executor<D, S, A> {
     /// Cancels every attached task (bodies dropped, i/o cancelled and drained), then
     /// gives every task up, waiting for wakes in flight to this executor (wake rule 6).
     fn drop(&mut self) {
@@ -480,7 +540,7 @@ impl<D: Driver, S: StackProvider> Drop for Executor<D, S> {
     }
 }
 
-impl<D: Driver, S: StackProvider> Executor<D, S> {
+impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
     /// Reaps until no operation is in flight (cancellations were requested already).
     fn drain_all_io(self: Pin<&Self>) {
         let s = self.sched();

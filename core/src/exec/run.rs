@@ -15,7 +15,7 @@ use crate::error::RunError;
 use core::pin::Pin;
 use core::time::Duration;
 
-impl<D: Driver, S: crate::stack::StackProvider> Executor<D, S> {
+impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Executor<D, S, A> {
     /// Does at most `max_items` items of work (a task resumed, or completed, is one),
     /// highest CPU priority first, FIFO within a priority. Waits for work when there is
     /// none, up to `timeout` (`None`: no limit). Returns how many items it did;
@@ -37,7 +37,14 @@ impl<D: Driver, S: crate::stack::StackProvider> Executor<D, S> {
             }
         }
         let _running = Running(s);
-        self.run_loop(s, max_items, timeout)
+        if !A::ON {
+            return self.run_loop(s, max_items, timeout);
+        }
+        let entry = A::read();
+        s.times.last.set(entry);
+        let r = self.run_loop(s, max_items, timeout);
+        crate::acct::ExecTimes::add(&s.times.in_run, A::read().saturating_sub(entry));
+        r
     }
 
     fn run_loop(self: Pin<&Self>, s: &super::sched::Sched, max_items: usize, timeout: Option<Duration>) -> Result<usize, RunError> {
@@ -69,7 +76,7 @@ impl<D: Driver, S: crate::stack::StackProvider> Executor<D, S> {
                 s.fire_timers(s.now(), cfg.timer_batch);
             }
             if let Some(h) = s.ready.pop() {
-                s.resume(h);
+                s.resume::<A>(h);
                 done += 1;
                 if done == max_items {
                     return Ok(done);
@@ -110,9 +117,15 @@ impl<D: Driver, S: crate::stack::StackProvider> Executor<D, S> {
                 continue;
             }
             s.stats.parks.set(s.stats.parks.get() + 1);
+            let before = A::read();
             // SAFETY: as above.
             let parked = unsafe { &mut *self.driver_ptr() }.park(wake_at);
             s.remote.running();
+            if A::ON {
+                let after = A::read();
+                crate::acct::ExecTimes::add(&s.times.parked, after.saturating_sub(before));
+                s.times.last.set(after);
+            }
             match parked {
                 Ok(Park::Woke) => {}
                 Ok(Park::Stalled) => return Err(RunError::Stalled),

@@ -72,6 +72,7 @@ pub(crate) struct Sched {
     pub(crate) stacks: StackPool,
     pub(crate) cfg: Config,
     pub(crate) stats: StatsCells,
+    pub(crate) times: crate::acct::ExecTimes,
     initialised: Cell<bool>,
     /// Inside `run` (a task calling `run` again is refused).
     pub(crate) running: Cell<bool>,
@@ -109,6 +110,7 @@ impl Sched {
             stacks: StackPool::new(cfg.max_spare_stacks),
             cfg,
             stats: StatsCells::default(),
+            times: crate::acct::ExecTimes::default(),
             initialised: Cell::new(false),
             running: Cell::new(false),
         }
@@ -199,6 +201,9 @@ impl Sched {
         t.body.set(Some(vt));
         t.flags.set(0);
         t.trailer().result.set(None);
+        if self.times.on.get() {
+            self.reset_times(t);
+        }
         step(t, E::Attach);
         self.attached.set(self.attached.get() + 1);
         // SAFETY: an attached task that was Idle or Completed is in no run list.
@@ -257,6 +262,13 @@ impl Sched {
         let t = hdr(h);
         match t.state.get() {
             S::Suspended(reason) => {
+                if self.times.on.get() {
+                    // Stamped with the latest read (acct.rs): no clock read here.
+                    let tt = &t.trailer().times;
+                    let now = self.times.last.get();
+                    crate::acct::ExecTimes::add(&tt.suspended, now.saturating_sub(tt.since.get()));
+                    tt.since.set(now);
+                }
                 self.disarm(t);
                 if reason == crate::task::state::SuspendReason::SqSlot {
                     self.leave_submit_queue(h);
@@ -270,10 +282,16 @@ impl Sched {
         }
     }
 
-    /// Resumes one ready task: one item of work.
+    /// Resumes one ready task: one item of work. With accounting (`A::ON`), one clock read
+    /// at the end: it closes this run and starts the next (acct.rs).
     #[inline(always)]
-    pub(crate) fn resume(&self, h: NonNull<Header>) {
+    pub(crate) fn resume<A: crate::acct::Accounting>(&self, h: NonNull<Header>) {
         let t = hdr(h);
+        let start = self.times.last.get();
+        if A::ON {
+            let tt = &t.trailer().times;
+            crate::acct::ExecTimes::add(&tt.ready_wait, start.saturating_sub(tt.since.get()));
+        }
         step(t, if t.state.get() == S::Attached { E::Start } else { E::Resume });
         t.reason.set(crate::task::state::SuspendReason::Wait);
         let stats = &t.trailer().stats;
@@ -289,6 +307,18 @@ impl Sched {
         let outcome = unsafe { (vt.resume)(h) };
         core::mem::forget(guard);
         self.current.set(None);
+        if A::ON {
+            let end = A::read();
+            self.times.last.set(end);
+            let ran = end.saturating_sub(start);
+            let tt = &t.trailer().times;
+            crate::acct::ExecTimes::add(&tt.running, ran);
+            crate::acct::ExecTimes::add(&self.times.task, ran);
+            if ran > tt.longest_run.get() {
+                tt.longest_run.set(ran);
+            }
+            tt.since.set(end);
+        }
         match outcome {
             Step::Pending => {
                 if t.has_flag(flag::NOTIFIED) {
@@ -346,12 +376,28 @@ impl Sched {
     /// in is now ours: own it, attach it, queue it.
     fn finish_remote_attach(&self, h: NonNull<Header>) {
         let t = hdr(h);
+        if self.times.on.get() {
+            self.reset_times(t);
+        }
         // SAFETY: a claimed task was unowned, so it is in no executor's owned list.
         unsafe { self.owned.push_back(h) };
         step(t, E::Attach);
         self.attached.set(self.attached.get() + 1);
         // SAFETY: an attached, not-started task is in no run list.
         unsafe { self.ready.push(h) };
+    }
+
+    /// A new run starts its accounting from zero, ready since the latest clock read.
+    fn reset_times(&self, t: &Header) {
+        let tt = &t.trailer().times;
+        for c in [&tt.running, &tt.suspended, &tt.ready_wait, &tt.longest_run] {
+            c.set(0);
+        }
+        tt.since.set(self.times.last.get());
+        let st = &t.trailer().stats;
+        for c in [&st.resumptions, &st.io_initiated, &st.io_completed] {
+            c.set(0);
+        }
     }
 
     /// Remote rule 4: give up a completed task attached from another thread.

@@ -97,6 +97,7 @@ pub(crate) struct Trailer {
     pub(crate) stats: TaskStatsCells,
     /// A finished fiber's stack, held while the task drains (fiber rule 4).
     pub(crate) pending_stack: Cell<Option<crate::stack::Stack>>,
+    pub(crate) times: crate::acct::TaskTimes,
 }
 
 /// Per-task counters (owner-local).
@@ -171,6 +172,13 @@ impl<const N: usize> TaskSlot<N> {
                             io_completed: Cell::new(0),
                         },
                         pending_stack: Cell::new(None),
+                        times: crate::acct::TaskTimes {
+                            running: Cell::new(0),
+                            suspended: Cell::new(0),
+                            ready_wait: Cell::new(0),
+                            longest_run: Cell::new(0),
+                            since: Cell::new(0),
+                        },
                     },
                 },
                 body: BodyStorage(Cell::new([MaybeUninit::uninit(); N])),
