@@ -88,7 +88,21 @@ fn header_of(n: *mut InboxNode) -> NonNull<Header> {
 }
 
 impl Dispatcher {
-    /// A dispatcher with nothing submitted.
+    /// A dispatcher with nothing submitted (usable as a `static`).
+    #[cfg(not(keel_loom))]
+    pub const fn new() -> Self {
+        Dispatcher {
+            levels: [AtomicU64Like::new(0), AtomicU64Like::new(0), AtomicU64Like::new(0)],
+            submitted: AtomicU64Like::new(0),
+            completed: AtomicU64Like::new(0),
+            quit_tokens: AtomicU32::new(0),
+            quit_taken: AtomicU32::new(0),
+            workers: [const { WorkerSlot { remote: AtomicPtr::new(ptr::null_mut()), active: AtomicU32::new(0) } }; MAX_WORKERS],
+        }
+    }
+
+    /// A dispatcher with nothing submitted (loom's atomics have no const constructors).
+    #[cfg(keel_loom)]
     pub fn new() -> Self {
         Dispatcher {
             levels: [AtomicU64Like::new(0), AtomicU64Like::new(0), AtomicU64Like::new(0)],

@@ -45,10 +45,22 @@
 //! | run-queue pop | the three priority levels |
 //! | timer-heap merge | the number of armed timers (pairing heap, O(log n) amortized) |
 //! | cancel of a task's i/o | the task's operations in flight |
+//! | granting submission room | the room the driver reports, and the waiting tasks |
+//! | spare-stack search | `Config::max_spare_stacks` |
+//! | dispatcher take (pop) | three priority levels; each CAS retry means another thread's CAS succeeded (lock-free) |
+//! | unparking a dispatcher worker | `dispatch::MAX_WORKERS` |
+//! | accounting | one `rdtsc` per resumption with `TscAccounting`, none without |
 //!
 //! What is not on the hot path, and says so: claiming an unowned task (one CAS),
 //! releasing or destroying a task, a wake from another thread (a CAS loop, lock-free,
-//! then one swap), dropping an executor (waits for wakes in flight to it).
+//! then one swap, then one fence and at most one CAS and one syscall to unpark), a
+//! foreign attach (one CAS to claim, one swap to push, the same unpark), dropping an
+//! executor (waits for wakes and attaches in flight to it).
+//!
+//! # Thread safety
+//!
+//! Same-thread only: `Executor` (`!Send`) and everything a task calls. From any thread:
+//! `TaskHandle::wake`/`waker`, `ExecutorHandle::attach`, `Dispatcher::submit`/`quit`.
 
 pub mod acct;
 pub mod arch;
@@ -59,6 +71,9 @@ pub mod error;
 pub mod exec;
 pub mod io_status;
 pub mod list;
+#[cfg(keel_loom)]
+#[doc(hidden)]
+pub mod loom_api;
 pub mod priority;
 pub mod rt;
 pub(crate) mod run_queue;
