@@ -17,6 +17,8 @@ pub type Timed = Result<Duration, String>;
 pub enum Unit {
     /// Nanoseconds per operation (lower is better).
     NsPerOp,
+    /// Operations per second (higher is better).
+    OpsPerSec,
 }
 
 impl Unit {
@@ -24,6 +26,7 @@ impl Unit {
     pub fn label(self) -> &'static str {
         match self {
             Unit::NsPerOp => "ns",
+            Unit::OpsPerSec => "ops/s",
         }
     }
 
@@ -32,6 +35,8 @@ impl Unit {
         match self {
             // A trial below the clock's resolution counts as 1 ns, not as free.
             Unit::NsPerOp => elapsed.as_nanos().max(1) as f64 / iters.max(1) as f64,
+            // Likewise: never an infinite rate.
+            Unit::OpsPerSec => iters as f64 * 1e9 / elapsed.as_nanos().max(1) as f64,
         }
     }
 }
@@ -163,6 +168,13 @@ mod tests {
     fn ns_per_op_never_zero() {
         assert_eq!(Unit::NsPerOp.value(Duration::ZERO, 10), 0.1);
         assert_eq!(Unit::NsPerOp.value(Duration::from_nanos(500), 100), 5.0);
+    }
+
+    #[test]
+    fn ops_per_sec_never_infinite() {
+        assert_eq!(Unit::OpsPerSec.value(Duration::ZERO, 10), 1e10);
+        assert_eq!(Unit::OpsPerSec.value(Duration::from_millis(2), 1000), 500_000.0);
+        assert_eq!(Unit::OpsPerSec.label(), "ops/s");
     }
 
     fn fake(iters: u64) -> Timed {

@@ -204,4 +204,58 @@ fn ring_tour() {
     let t = ex.task_times(w).unwrap();
     println!("    the writer fiber: {} resumptions, ran {} us (longest {} us), suspended {} us, ready-waiting {} us, {} i/o initiated, {} completed", t.resumptions, t.running_ns / 1000, t.longest_run_ns / 1000, t.suspended_ns / 1000, t.ready_wait_ns / 1000, t.io_initiated, t.io_completed);
     let _ = std::fs::remove_dir_all(dir);
+    net_tour();
+}
+
+/// Step 11, a loopback exchange on the ring: a fiber server (socket, bind, listen, accept,
+/// recv, send) and a future client (socket, connect, send, shutdown(write), recv to the end).
+fn net_tour() {
+    use keel_linux::net::{self, FiberNet, SockAddr, Socket};
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let ex = pin!(Executor::with_stacks(RingDriver::new(RingConfig::default()).unwrap(), MmapStacks::new().unwrap(), keel_linux::panic::config()).unwrap());
+    let ex = ex.into_ref();
+    let slot = || Box::leak(Box::new(TaskSlot::<4096>::new())).create(TaskAttrs::default()).unwrap();
+    let addr = Rc::new(Cell::new(None));
+    let a = addr.clone();
+    let server = ex
+        .attach_fiber(slot(), FiberAttrs::default(), move |f: &mut Fiber| {
+            let l = f.socket(libc::AF_INET, libc::SOCK_STREAM, 0).unwrap();
+            f.bind(&l, &SockAddr::from("127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap())).unwrap();
+            f.listen(&l, 16).unwrap();
+            a.set(net::local_addr(&l).ok());
+            let c = f.accept(&l).unwrap();
+            let mut buf = [0u8; 64];
+            let mut got = 0;
+            while let Ok(n @ 1..) = f.recv(&c, &mut buf[got..]) {
+                got += n as usize;
+            }
+            f.send_all(&c, &buf[..got]).unwrap();
+            f.close_socket(c).unwrap();
+            f.close_socket(l).unwrap();
+            got as u64
+        })
+        .unwrap();
+    while addr.get().is_none() {
+        ex.run(16, Some(Duration::from_secs(1))).unwrap();
+    }
+    let to = addr.get().unwrap();
+    let client = ex
+        .attach(slot(), async move {
+            let s: Socket = net::future::socket(libc::AF_INET, libc::SOCK_STREAM, 0).await.unwrap();
+            net::future::connect(&s, &to).await.unwrap();
+            let (r, _) = net::future::send_all(&s, b"ping over loopback".to_vec()).await;
+            r.unwrap();
+            net::future::shutdown(&s, net::Shutdown::Write).await.unwrap();
+            let (r, buf) = net::future::recv(&s, Vec::with_capacity(64)).await;
+            say(format!("11. net: the future client got {:?} back from the fiber server ({r:?})", String::from_utf8_lossy(&buf)));
+            net::future::close_socket(s).await.unwrap();
+            buf.len() as u64
+        })
+        .unwrap();
+    while ex.attached() > 0 {
+        ex.run(64, Some(Duration::from_secs(1))).unwrap();
+    }
+    assert_eq!(ex.result(server), Ok(Some(Ok(18))));
+    assert_eq!(ex.result(client), Ok(Some(Ok(18))));
 }

@@ -13,8 +13,10 @@
 pub mod buf;
 pub mod clock;
 pub mod fs;
+pub mod net;
 pub mod overflow;
 pub mod panic;
+pub mod pbuf;
 pub mod pool;
 mod regbuf;
 pub mod ring;

@@ -5,9 +5,14 @@
 
 mod fiber_spawn;
 mod fiber_yield;
+mod nop;
+mod read1;
+mod read4k;
+mod read4k_peers;
 mod spawn;
 mod switch;
 mod switch_mixed;
+mod uring;
 mod yield_;
 
 use crate::harness::Case;
@@ -17,7 +22,7 @@ use keel_linux::SleepDriver;
 
 /// Every case, in the order a full run prints them.
 pub const ALL: &[Case] =
-    &[spawn::CASE, yield_::CASE, switch::CASE, fiber_yield::CASE, fiber_spawn::CASE, switch_mixed::CASE];
+    &[spawn::CASE, yield_::CASE, switch::CASE, fiber_yield::CASE, fiber_spawn::CASE, switch_mixed::CASE, nop::B1, nop::B8, nop::B32, read1::B1, read1::B8, read1::B32, read4k::CASE];
 
 /// A keel executor on the real clock, as every keel impl uses it (pin it, then `into_ref`).
 fn keel_executor() -> Result<Executor<SleepDriver>, String> {

@@ -3,7 +3,7 @@
 
 use super::op::RingOp;
 use super::setup::{self, RingFlags};
-use super::slots::{CANCEL_TAG, EVENTFD_TAG, SlotState, Slots};
+use super::slots::{CANCEL_TAG, CLOSE_TAG, EVENTFD_TAG, SlotState, Slots};
 use crate::buf::RawBuf;
 use crate::clock::monotonic_now;
 use io_uring::{EnterFlags, IoUring, cqueue, opcode, types};
@@ -54,7 +54,34 @@ pub struct RingStats {
     pub stale: u64,
     /// Extra enters made to flush an overflowed CQ.
     pub overflow_flushes: u64,
+    /// Multishot results that did not fit their slot's queue and went to the spill list
+    /// (driver rule 2).
+    pub multishot_spilled: u64,
+    /// Multishot operations the driver cancelled because their queue filled (rule 2).
+    pub multishot_throttled: u64,
+    /// Multishot results dropped because the spill list was full too (rule 2: a
+    /// descriptor is closed, a provided buffer goes back to the ring).
+    pub multishot_lost: u64,
+    /// SEND_ZC notifications (`IORING_CQE_F_NOTIF`) received (rule 4).
+    pub zc_notifs: u64,
 }
+
+/// What a multishot slot has for its task ([`RingDriver::take_multi`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum MultiNext {
+    /// One result and its CQE flags; without `IORING_CQE_F_MORE` it was the last (the
+    /// slot is freed).
+    Item(i32, u32),
+    /// Nothing yet.
+    Pending,
+    /// The slot is not (or no longer) this operation's.
+    Gone,
+}
+
+/// A flag keel sets (never the kernel: its CQE flags use bits 0-4 and the buffer id bits
+/// 16-31) on a multishot op's last result when the driver itself ended the op (driver
+/// rule 2): the task should re-arm it rather than treat the ECANCELED as its own.
+pub(crate) const KEEL_REARM: u32 = 1 << 15;
 
 /// The io_uring driver. Not `Send`: with SINGLE_ISSUER and DEFER_TASKRUN only the
 /// creating thread may submit and reap.
@@ -66,6 +93,11 @@ pub struct RingDriver {
     inject: Option<(u32, i32)>,
     rt_allowed: bool,
     pub(crate) registered: Option<crate::regbuf::Registered>,
+    /// The provided-buffer ring, if enabled (`enable_provided_buffers`); after `ring`, so
+    /// its memory outlives the kernel's use of it (field order).
+    pub(crate) pbuf: Option<crate::pbuf::PbufRing>,
+    /// Multishot results that did not fit their slot's queue, oldest first (rule 2).
+    spill: Vec<(u64, i32, u32)>,
     stats: RingStats,
     record: Vec<u64>,
     /// The unpark eventfd and the buffer its armed read fills (park rule 3).
@@ -103,6 +135,8 @@ impl RingDriver {
             inject: None,
             rt_allowed,
             registered,
+            pbuf: None,
+            spill: Vec::with_capacity(2 * cfg.cq_entries.max(cfg.entries) as usize),
             stats: RingStats::default(),
             record: Vec::with_capacity(cfg.record_submissions),
             eventfd: rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)?,
@@ -146,30 +180,130 @@ impl RingDriver {
         self.inject = Some((n, errno.0));
     }
 
+    /// Registers a provided-buffer ring (`IORING_REGISTER_PBUF_RING`, group 0) of `count`
+    /// buffers (a power of two, at most 32768) of `size` bytes each, for receives that
+    /// select a buffer (`net`). Once, before the executor runs; allocates.
+    pub fn enable_provided_buffers(&mut self, count: u16, size: u32) -> io::Result<()> {
+        if self.pbuf.is_some() {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "the provided-buffer ring is already registered"));
+        }
+        self.pbuf = Some(crate::pbuf::PbufRing::new(&self.ring, count, size, 0)?);
+        Ok(())
+    }
+
+    /// Provided-buffer statistics (`None` if not enabled).
+    pub fn provided_buffer_stats(&self) -> Option<crate::pbuf::PbufStats> {
+        self.pbuf.as_ref().map(|p| p.stats())
+    }
+
     /// Takes the result (and buffer) of a kept operation once it has completed.
     pub(crate) fn take(&mut self, id: OpId) -> Option<(IoResult, Option<RawBuf>)> {
+        self.take_full(id).map(|(res, _, buf)| (to_result(res), buf))
+    }
+
+    /// As `take`, with the raw result and the CQE flags (buffer id for buffer selection).
+    pub(crate) fn take_full(&mut self, id: OpId) -> Option<(i32, u32, Option<RawBuf>)> {
         let s = self.slots.get(id.0)?;
-        let SlotState::Done(res, _) = s.state else { return None };
+        let SlotState::Done(res, flags) = s.state else { return None };
         let buf = self.slots.free(id.0);
-        Some((to_result(res), buf))
+        Some((res, flags, buf))
+    }
+
+    /// The next result of a multishot operation, in CQE order (rule 1).
+    pub(crate) fn take_multi(&mut self, id: OpId) -> MultiNext {
+        let Some(s) = self.slots.get(id.0) else { return MultiNext::Gone };
+        if !s.multi {
+            return MultiNext::Gone;
+        }
+        let item = if let Some(it) = s.q.pop() {
+            Some(it)
+        } else if s.spilled > 0 {
+            s.spilled -= 1;
+            let i = self.spill.iter().position(|e| e.0 == id.0).expect("keel bug: spilled count without entries");
+            let (_, r, f) = self.spill.remove(i);
+            Some((r, f))
+        } else if s.ended {
+            // The final CQE was lost to a full spill list (rule 2): end it as throttled.
+            Some((-libc::ECANCELED, KEEL_REARM))
+        } else {
+            None
+        };
+        match item {
+            Some((r, f)) => {
+                if f & cqueue_more() == 0 {
+                    drop(self.slots.free(id.0));
+                }
+                MultiNext::Item(r, f)
+            }
+            None => MultiNext::Pending,
+        }
+    }
+
+    /// Gives back what a result nobody will take holds (rule 3): a descriptor is closed
+    /// (a fixed-file index through the ring), a provided buffer goes back to its ring.
+    fn dispose(&mut self, yields_fd: bool, yields_fixed: bool, res: i32, flags: u32) {
+        if yields_fd && res >= 0 {
+            if yields_fixed {
+                let e = opcode::Close::new(types::Fixed(res as u32)).build().user_data(CLOSE_TAG);
+                // SAFETY: a close SQE references no memory. If the SQ is full the index
+                // stays installed until the ring goes (cold, documented in rule 3).
+                let _ = unsafe { self.ring.submission().push(&e) };
+            } else {
+                // SAFETY: the kernel opened it for this operation and nothing else knows it.
+                unsafe { libc::close(res) };
+            }
+        }
+        if let (Some(bid), Some(p)) = (io_uring::cqueue::buffer_select(flags), self.pbuf.as_mut()) {
+            p.give_back(bid);
+        }
     }
 
     /// A kept operation's future went away: cancel it; its slot (and buffer) is freed when
     /// the completion arrives (never before: the kernel may still use the buffer).
     pub(crate) fn abandon(&mut self, id: OpId) {
         let Some(s) = self.slots.get(id.0) else { return };
+        let (yfd, yfx) = (s.yields_fd, s.yields_fixed);
+        if s.multi {
+            // Rule 3: queued results are given back now; the op is cancelled and its slot
+            // freed at its final CQE (or now, if that has arrived).
+            let ended = s.ended;
+            let mut queued = [(0i32, 0u32); super::slots::MULTI_Q];
+            let mut n = 0;
+            while let Some(it) = s.q.pop() {
+                queued[n] = it;
+                n += 1;
+            }
+            if s.spilled > 0 {
+                s.spilled = 0;
+                let mut i = 0;
+                while i < self.spill.len() {
+                    if self.spill[i].0 == id.0 {
+                        let (_, r, f) = self.spill.remove(i);
+                        self.dispose(yfd, yfx, r, f);
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            for &(r, f) in &queued[..n] {
+                self.dispose(yfd, yfx, r, f);
+            }
+            if ended {
+                drop(self.slots.free(id.0));
+            } else if let Some(s) = self.slots.get(id.0) {
+                s.state = SlotState::Abandoned;
+                self.cancel(id);
+            }
+            return;
+        }
         match s.state {
             SlotState::InFlight => {
                 s.state = SlotState::Abandoned;
                 self.cancel(id);
             }
-            SlotState::Done(res, _) => {
-                if s.yields_fd && res >= 0 {
-                    // The result is a descriptor nobody will take: close it.
-                    // SAFETY: the kernel opened it for this operation and nothing else knows it.
-                    unsafe { libc::close(res) };
-                }
+            SlotState::Done(res, flags) => {
                 drop(self.slots.free(id.0));
+                self.dispose(yfd, yfx, res, flags);
             }
             SlotState::Abandoned | SlotState::Free => {}
         }
@@ -258,36 +392,103 @@ impl RingDriver {
             self.arm_eventfd();
             return;
         }
+        let (mut res, mut flags) = (cqe.result(), cqe.flags());
+        if let (Some(_), Some(p)) = (cqueue::buffer_select(flags), self.pbuf.as_mut()) {
+            p.note_taken(); // rule 5: the kernel handed a buffer out
+        }
         let Some(slot) = self.slots.get(ud) else {
             if ud & super::slots::INTERNAL == 0 {
                 self.slots.stale += 1;
             }
+            self.dispose(false, false, res, flags);
             return;
         };
+        if slot.multi {
+            self.complete_multi(ud, res, flags, sink);
+            return;
+        }
+        if cqueue::notif(flags) {
+            // Rule 4: the notification ends a SEND_ZC; its result is the first CQE's.
+            self.stats.zc_notifs += 1;
+            (res, flags) = slot.first.take().unwrap_or((res, flags & !cqueue_more()));
+            flags &= !cqueue_more();
+        } else if cqueue::more(flags) {
+            // Rule 4: a first CQE with F_MORE (SEND_ZC): hold the result, keep the slot
+            // (and the buffer) until the notification.
+            slot.first = Some((res, flags));
+            return;
+        }
         match slot.state {
             SlotState::InFlight if slot.keep => {
                 let token = slot.token;
-                self.slots.mark_done(ud, cqe.result(), cqe.flags());
+                self.slots.mark_done(ud, res, flags);
                 if let Some(t) = token {
-                    sink(t, to_result(cqe.result()));
+                    sink(t, to_result(res));
                 }
             }
             SlotState::InFlight => {
                 let token = slot.token;
                 drop(self.slots.free(ud));
                 if let Some(t) = token {
-                    sink(t, to_result(cqe.result()));
+                    sink(t, to_result(res));
                 }
             }
             SlotState::Abandoned => {
-                if slot.yields_fd && cqe.result() >= 0 {
-                    // Nobody will ever see this descriptor: close it (cold path, one syscall).
-                    // SAFETY: the kernel just opened it for us and nothing else knows it.
-                    unsafe { libc::close(cqe.result()) };
-                }
+                // Nobody will ever see this result: give back what it holds (rule 3).
+                let (yfd, yfx) = (slot.yields_fd, slot.yields_fixed);
                 drop(self.slots.free(ud));
+                self.dispose(yfd, yfx, res, flags);
             }
             SlotState::Done(..) | SlotState::Free => self.slots.stale += 1,
+        }
+    }
+
+    /// One CQE of a multishot operation (rules 1-3).
+    fn complete_multi(&mut self, ud: u64, res: i32, flags: u32, sink: &mut dyn FnMut(IoToken, IoResult)) {
+        let more = cqueue::more(flags);
+        let Some(slot) = self.slots.get(ud) else { return };
+        let (yfd, yfx) = (slot.yields_fd, slot.yields_fixed);
+        if matches!(slot.state, SlotState::Abandoned) {
+            if !more {
+                drop(self.slots.free(ud));
+            }
+            self.dispose(yfd, yfx, res, flags);
+            return;
+        }
+        let mut flags = flags;
+        if !more {
+            if slot.throttled && res == -libc::ECANCELED {
+                flags |= KEEL_REARM;
+            }
+            slot.ended = true;
+        }
+        let pushed = slot.spilled == 0 && slot.q.push((res, flags));
+        let throttle = more && !slot.throttled && (!pushed || slot.q.is_full());
+        if throttle {
+            slot.throttled = true;
+        }
+        let token = slot.token;
+        if !pushed {
+            if self.spill.len() < self.spill.capacity() {
+                self.spill.push((ud, res, flags));
+                self.stats.multishot_spilled += 1;
+                if let Some(s) = self.slots.get(ud) {
+                    s.spilled += 1;
+                }
+            } else {
+                self.stats.multishot_lost += 1;
+                self.dispose(yfd, yfx, res, flags);
+            }
+        }
+        if !more {
+            self.slots.in_flight -= 1; // the kernel is done with it (slot rule 5)
+        }
+        if throttle {
+            self.stats.multishot_throttled += 1;
+            self.cancel(OpId(ud));
+        }
+        if let Some(t) = token {
+            sink(t, to_result(res));
         }
     }
 }
@@ -297,6 +498,11 @@ fn eventfd_unpark(fd: usize) {
     // rule 4: the executor waits for such threads before its driver is dropped).
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd as i32) };
     let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+}
+
+/// `IORING_CQE_F_MORE` (include/uapi/linux/io_uring.h; the crate keeps `sys` private).
+pub(crate) const fn cqueue_more() -> u32 {
+    1 << 1
 }
 
 fn to_result(res: i32) -> IoResult {
@@ -314,11 +520,20 @@ impl Driver for RingDriver {
         if self.sq_free() == 0 || self.slots.free_count() == 0 {
             return Err((op, Errno::EBUSY));
         }
-        let RingOp { entry, buf, keep } = op;
-        let yields_fd = matches!(entry.get_opcode() as u8, opcode::OpenAt::CODE | opcode::OpenAt2::CODE | opcode::Accept::CODE);
+        let RingOp { entry, buf, keep, multi } = op;
+        let yields_fd = matches!(
+            entry.get_opcode() as u8,
+            opcode::OpenAt::CODE | opcode::OpenAt2::CODE | opcode::Accept::CODE | opcode::Socket::CODE
+        );
+        // SAFETY: `Entry` is `#[repr(C)]` around `io_uring_sqe`, whose `file_index` (a u32
+        // union member) is at byte offset 44; we only read it. Non-zero: the result is a
+        // fixed-file index, not a descriptor.
+        let yields_fixed = unsafe { ((&entry as *const _ as *const u8).add(44) as *const u32).read_unaligned() } != 0;
         let ud = self.slots.alloc(Some(token), keep, buf).expect("checked free above");
         if let Some(s) = self.slots.get(ud) {
             s.yields_fd = yields_fd;
+            s.yields_fixed = yields_fd && yields_fixed;
+            s.multi = multi;
         }
         let entry = entry.user_data(ud);
         // SAFETY: the operation's memory stays valid until its completion is reaped: the
@@ -327,7 +542,7 @@ impl Driver for RingDriver {
             let buf = self.slots.free(ud);
             // SAFETY: the SQE was not queued, so the kernel never saw the buffer.
             let op = unsafe { RingOp::owned(entry, buf) };
-            return Err((RingOp { keep, ..op }, Errno::EBUSY));
+            return Err((RingOp { keep, multi, ..op }, Errno::EBUSY));
         }
         self.stats.submitted += 1;
         if self.record.len() < self.record.capacity() {

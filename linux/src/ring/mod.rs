@@ -17,6 +17,30 @@
 //! - Errors of `io_uring_enter` (EAGAIN, EBUSY, EINTR) leave the SQEs in the ring and the
 //!   operations in their slots: they are retried at the next enter and never freed while
 //!   the kernel may still run them.
+//!
+//! Operations that complete more than once (cited as "driver rule N"):
+//! 1. **Multishot** (`RingOp::multishot`: accept, recv): a CQE with `IORING_CQE_F_MORE`
+//!    does not free the slot. Each CQE's (result, flags) is queued in the slot's fixed
+//!    FIFO (`slots::MULTI_Q` entries) in CQE order and the task's wake token is told once
+//!    per CQE; the task takes results in order (`take_multi`). The CQE without F_MORE is
+//!    the last result: the op stops counting as in flight then, and the slot is freed when
+//!    the task takes that last result.
+//! 2. **Bounded queues**: when a slot's FIFO fills, the driver cancels the op (throttle);
+//!    CQEs the kernel had already posted go to one driver-wide spill list (capacity
+//!    2 x CQ entries, allocated at creation) and are taken after the FIFO, so order holds.
+//!    The op's final `ECANCELED` from a throttle carries `KEEL_REARM` in its flags and the
+//!    net layer re-arms instead of reporting it. If the spill list is full too, the result
+//!    is given back (rule 3) and counted in `RingStats::multishot_lost`.
+//! 3. **Results nobody takes** (an abandoned op's, queued results of a dropped multishot,
+//!    a stale CQE): a descriptor is closed (`close(2)`; a fixed-file index through an
+//!    internal `CLOSE` SQE), a provided buffer goes back to the buffer ring.
+//! 4. **SEND_ZC**: a non-multishot op whose CQE has F_MORE (and no F_NOTIF) keeps its
+//!    slot, and its owned buffer, and holds the result; the `IORING_CQE_F_NOTIF` CQE
+//!    completes the op with that held result. So the task hears of a zero-copy send only
+//!    once the kernel no longer reads its buffer.
+//! 5. **Provided buffers**: a CQE with `IORING_CQE_F_BUFFER` carries the buffer id in its
+//!    upper 16 flag bits; `take_full` and `take_multi` hand the flags to the net layer,
+//!    which turns them into a `net::ProvidedBuf` (pbuf rule 2).
 
 mod driver;
 pub mod op;
@@ -24,5 +48,6 @@ pub mod setup;
 pub(crate) mod slots;
 
 pub use driver::{RingConfig, RingDriver, RingStats};
+pub(crate) use driver::{KEEL_REARM, MultiNext, cqueue_more};
 pub use op::RingOp;
 pub use setup::RingFlags;

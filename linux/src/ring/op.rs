@@ -17,6 +17,8 @@ pub struct RingOp {
     pub(crate) entry: squeue::Entry,
     pub(crate) buf: Option<RawBuf>,
     pub(crate) keep: bool,
+    /// Multishot: completes more than once (driver rules 1-3 in `ring/mod.rs`).
+    pub(crate) multi: bool,
 }
 
 /// ioprio class values (linux/ioprio.h).
@@ -53,12 +55,12 @@ pub fn opcode_takes_priority(code: u8) -> bool {
 impl RingOp {
     /// A no-op.
     pub fn nop() -> Self {
-        RingOp { entry: opcode::Nop::new().build(), buf: None, keep: false }
+        RingOp { entry: opcode::Nop::new().build(), buf: None, keep: false, multi: false }
     }
 
     /// A no-op whose result the driver keeps for a future to take.
     pub fn nop_owned() -> Self {
-        RingOp { entry: opcode::Nop::new().build(), buf: None, keep: true }
+        RingOp { entry: opcode::Nop::new().build(), buf: None, keep: true, multi: false }
     }
 
     /// An operation from a prepared SQE whose memory the caller keeps valid.
@@ -67,7 +69,7 @@ impl RingOp {
     /// Every pointer in `entry` stays valid (and, for buffers the kernel writes, unused
     /// by anything else) until the operation's completion has been reaped.
     pub unsafe fn from_entry(entry: squeue::Entry) -> Self {
-        RingOp { entry, buf: None, keep: false }
+        RingOp { entry, buf: None, keep: false, multi: false }
     }
 
     /// An operation from a prepared SQE that reads into or writes from `buf`, which the
@@ -78,7 +80,18 @@ impl RingOp {
     /// `entry`'s only memory reference is into `buf` (and any other pointer in it stays
     /// valid until completion).
     pub(crate) unsafe fn owned(entry: squeue::Entry, buf: Option<RawBuf>) -> Self {
-        RingOp { entry, buf, keep: true }
+        RingOp { entry, buf, keep: true, multi: false }
+    }
+
+    /// A multishot operation (accept or recv with `IORING_*_MULTISHOT`): every CQE while
+    /// `IORING_CQE_F_MORE` is set is one result, queued in the slot in order for the task to
+    /// take (driver rule 1).
+    ///
+    /// # Safety
+    /// `entry` references no memory outside the driver (multishot recv selects provided
+    /// buffers; multishot accept passes no address).
+    pub(crate) unsafe fn multishot(entry: squeue::Entry) -> Self {
+        RingOp { entry, buf: None, keep: true, multi: true }
     }
 
     /// Links the next operation the same task submits after this one (`IOSQE_IO_LINK`):

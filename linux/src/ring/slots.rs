@@ -23,6 +23,42 @@ pub(crate) const INTERNAL: u64 = 1 << 63;
 pub(crate) const CANCEL_TAG: u64 = INTERNAL | 1;
 /// `user_data` of the read kept armed on the unpark eventfd.
 pub(crate) const EVENTFD_TAG: u64 = INTERNAL | 2;
+/// `user_data` of the close the driver submits for a direct descriptor nobody will take.
+pub(crate) const CLOSE_TAG: u64 = INTERNAL | 3;
+
+/// Results a multishot slot keeps in place before spilling (driver rule 2).
+pub(crate) const MULTI_Q: usize = 16;
+
+/// A fixed FIFO of (result, CQE flags) kept in a multishot slot (driver rule 1).
+#[derive(Debug, Default)]
+pub(crate) struct ResultQ {
+    items: [(i32, u32); MULTI_Q],
+    head: u8,
+    len: u8,
+}
+
+impl ResultQ {
+    pub(crate) fn is_full(&self) -> bool {
+        self.len as usize == MULTI_Q
+    }
+    pub(crate) fn push(&mut self, item: (i32, u32)) -> bool {
+        if self.is_full() {
+            return false;
+        }
+        self.items[(self.head as usize + self.len as usize) % MULTI_Q] = item;
+        self.len += 1;
+        true
+    }
+    pub(crate) fn pop(&mut self) -> Option<(i32, u32)> {
+        if self.len == 0 {
+            return None;
+        }
+        let it = self.items[self.head as usize];
+        self.head = ((self.head as usize + 1) % MULTI_Q) as u8;
+        self.len -= 1;
+        Some(it)
+    }
+}
 
 #[derive(Debug)]
 pub(crate) enum SlotState {
@@ -47,6 +83,20 @@ pub(crate) struct Slot {
     pub(crate) buf: Option<RawBuf>,
     /// The operation yields a descriptor: if abandoned, close what it opens.
     pub(crate) yields_fd: bool,
+    /// The descriptor it yields is a fixed-file index (closed through the ring).
+    pub(crate) yields_fixed: bool,
+    /// Multishot (driver rule 1): results queue in `q` (then the driver's spill).
+    pub(crate) multi: bool,
+    pub(crate) q: ResultQ,
+    /// Results of this slot waiting in the driver's spill list (driver rule 2).
+    pub(crate) spilled: u32,
+    /// The final CQE (no F_MORE) of a multishot op has arrived.
+    pub(crate) ended: bool,
+    /// The driver cancelled this multishot op because its queue filled (driver rule 2).
+    pub(crate) throttled: bool,
+    /// A non-multishot op's first CQE had F_MORE (SEND_ZC): its result, held until the
+    /// notification (driver rule 4).
+    pub(crate) first: Option<(i32, u32)>,
 }
 
 pub(crate) struct Slots {
@@ -58,7 +108,23 @@ pub(crate) struct Slots {
 
 impl Slots {
     pub(crate) fn new(n: u32) -> Self {
-        let slots = (0..n).map(|_| Slot { generation: 0, state: SlotState::Free, token: None, keep: false, buf: None, yields_fd: false }).collect();
+        let slots = (0..n)
+            .map(|_| Slot {
+                generation: 0,
+                state: SlotState::Free,
+                token: None,
+                keep: false,
+                buf: None,
+                yields_fd: false,
+                yields_fixed: false,
+                multi: false,
+                q: ResultQ::default(),
+                spilled: 0,
+                ended: false,
+                throttled: false,
+                first: None,
+            })
+            .collect();
         Slots { slots, free: (0..n).rev().collect(), in_flight: 0, stale: 0 }
     }
 
@@ -71,6 +137,13 @@ impl Slots {
         let i = self.free.pop()?;
         let s = &mut self.slots[i as usize];
         s.yields_fd = false;
+        s.yields_fixed = false;
+        s.multi = false;
+        s.q = ResultQ::default();
+        s.spilled = 0;
+        s.ended = false;
+        s.throttled = false;
+        s.first = None;
         s.state = SlotState::InFlight;
         s.token = token;
         s.keep = keep;
@@ -95,7 +168,7 @@ impl Slots {
     pub(crate) fn free(&mut self, user_data: u64) -> Option<RawBuf> {
         let i = (user_data & 0xFFFF_FFFF) as usize;
         let s = &mut self.slots[i];
-        if matches!(s.state, SlotState::InFlight | SlotState::Abandoned) {
+        if matches!(s.state, SlotState::InFlight | SlotState::Abandoned) && !(s.multi && s.ended) {
             self.in_flight -= 1;
         }
         s.state = SlotState::Free;

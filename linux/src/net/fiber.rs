@@ -1,0 +1,275 @@
+//! Blocking-style socket calls for fiber tasks (`FiberNet`), see the `net` module doc.
+#![allow(unsafe_code)] // SQEs point at the fiber's borrowed buffers and addresses
+
+use super::*;
+use crate::fs::FiberFs;
+use crate::ring::RingOp;
+use keel_core::driver::IoToken;
+use keel_core::{Driver, Fiber};
+
+/// Blocking-style socket operations for fiber tasks. Each doc opens with the C form.
+pub trait FiberNet {
+    /// `socket(domain, type | SOCK_CLOEXEC, protocol)` through `IORING_OP_SOCKET`.
+    fn socket(&mut self, domain: i32, ty: i32, protocol: i32) -> Result<Socket, Errno>;
+    /// `socket(...)` straight into the fixed-file table (a direct descriptor).
+    fn socket_direct(&mut self, domain: i32, ty: i32, protocol: i32) -> Result<FixedSocket, Errno>;
+    /// `setsockopt(fd, level, name, &value, 4)` (an int option) through the ring.
+    fn set_option(&mut self, s: &impl AsSock, level: i32, name: i32, value: i32) -> Result<(), Errno>;
+    /// `bind(fd, addr, len)` (`IORING_OP_BIND`).
+    fn bind(&mut self, s: &impl AsSock, addr: &SockAddr) -> Result<(), Errno>;
+    /// `listen(fd, backlog)` (`IORING_OP_LISTEN`).
+    fn listen(&mut self, s: &impl AsSock, backlog: i32) -> Result<(), Errno>;
+    /// `accept4(fd, NULL, NULL, SOCK_CLOEXEC)`.
+    fn accept(&mut self, s: &impl AsSock) -> Result<Socket, Errno>;
+    /// `accept` into the fixed-file table.
+    fn accept_direct(&mut self, s: &impl AsSock) -> Result<FixedSocket, Errno>;
+    /// Multishot accept (net rule 2); take connections with `next_accept`.
+    fn accept_multi(&mut self, s: &impl AsSock) -> Multishot;
+    /// Multishot accept into the fixed-file table; take them with `next_accept_direct`.
+    fn accept_multi_direct(&mut self, s: &impl AsSock) -> Multishot;
+    /// The next connection of a multishot accept.
+    fn next_accept(&mut self, m: &mut Multishot) -> Result<Socket, Errno>;
+    /// The next connection of a direct multishot accept.
+    fn next_accept_direct(&mut self, m: &mut Multishot) -> Result<FixedSocket, Errno>;
+    /// `connect(fd, addr, len)`.
+    fn connect(&mut self, s: &impl AsSock, addr: &SockAddr) -> Result<(), Errno>;
+    /// `send(fd, buf, len, MSG_NOSIGNAL)`: may send fewer bytes.
+    fn send(&mut self, s: &impl AsSock, buf: &[u8]) -> Result<u32, Errno>;
+    /// `send` until all of `buf` has gone.
+    fn send_all(&mut self, s: &impl AsSock, buf: &[u8]) -> Result<(), Errno>;
+    /// `IORING_OP_SEND_ZC` of `len` bytes from claimed registered buffer `index`; returns
+    /// after the kernel's notification, so the buffer may be reused at once (net rule 4).
+    fn send_zc_fixed(&mut self, s: &impl AsSock, index: u16, len: u32) -> Result<u32, Errno>;
+    /// `recv(fd, buf, len, 0)`: `Ok(0)` is end of stream.
+    fn recv(&mut self, s: &impl AsSock, buf: &mut [u8]) -> Result<u32, Errno>;
+    /// `recv` into a buffer the kernel picks from the provided-buffer ring (net rule 3);
+    /// `Ok(None)` is end of stream.
+    fn recv_provided(&mut self, s: &impl AsSock) -> Result<Option<ProvidedBuf>, Errno>;
+    /// Multishot receive into provided buffers; take data with `next_recv`.
+    fn recv_multi(&mut self, s: &impl AsSock) -> Result<Multishot, Errno>;
+    /// The next buffer of a multishot receive; `Ok(None)` is end of stream.
+    fn next_recv(&mut self, m: &mut Multishot) -> Result<Option<ProvidedBuf>, Errno>;
+    /// `shutdown(fd, how)`.
+    fn shutdown(&mut self, s: &impl AsSock, how: Shutdown) -> Result<(), Errno>;
+    /// Cancels the socket's operations in flight, then `close(fd)` (net rule 1).
+    fn close_socket(&mut self, s: Socket) -> Result<(), Errno>;
+    /// Cancels the direct socket's operations in flight, then closes it through the ring.
+    fn close_fixed_socket(&mut self, s: FixedSocket) -> Result<(), Errno>;
+}
+
+fn run(f: &mut Fiber, e: squeue::Entry) -> Result<u32, Errno> {
+    // SAFETY: every caller's SQE points only at memory that outlives `run_op`, which
+    // returns only after the completion has been reaped (fs module doc).
+    f.run_op(unsafe { RingOp::from_entry(e) })
+}
+
+/// Submits `op` with a wake token (net rule 6), yielding while there is no room.
+fn submit_wake(f: &mut Fiber, op: RingOp) -> Result<(OpId, *mut RingDriver), Errno> {
+    let token = IoToken::wake(f.task());
+    let mut op = op;
+    loop {
+        let r = f.with_driver::<RingDriver, _>(|d| d.submit(op, token).map(|id| (id, d as *mut RingDriver)));
+        match r {
+            None => return Err(Errno::EINVAL),
+            Some(Ok(x)) => return Ok(x),
+            Some(Err((back, Errno::EBUSY))) => {
+                op = back;
+                f.yield_now().map_err(|_| Errno::ECANCELED)?;
+            }
+            Some(Err((_, e))) => return Err(e),
+        }
+    }
+}
+
+/// Waits for a buffer to come back to the provided-buffer ring (pbuf rule 3).
+fn wait_buffer(f: &mut Fiber) -> Result<(), Errno> {
+    let me = f.task();
+    match f.with_driver::<RingDriver, _>(|d| d.pbuf.as_mut().map(|p| p.available() || !p.wait(me))) {
+        Some(Some(true)) => Ok(()),
+        Some(Some(false)) => f.wait().map_err(|_| Errno::ECANCELED),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// Runs a driver-kept op to completion (net rule 6): (result, CQE flags).
+fn run_kept(f: &mut Fiber, op: RingOp) -> Result<(i32, u32), Errno> {
+    let (id, driver) = submit_wake(f, op)?;
+    loop {
+        match f.with_driver::<RingDriver, _>(|d| d.take_full(id)) {
+            Some(Some((res, flags, _))) => return Ok((res, flags)),
+            Some(None) => {}
+            None => return Err(Errno::EINVAL),
+        }
+        if f.is_cancelled() {
+            // SAFETY: the driver is alive (we run on its executor) and not borrowed here.
+            unsafe { (*driver).abandon(id) };
+            return Err(Errno::ECANCELED);
+        }
+        f.wait_io();
+    }
+}
+
+/// The next step of a multishot op, re-arming and waiting as net rule 2 says.
+fn next_multi(f: &mut Fiber, m: &mut Multishot) -> Result<(i32, u32), Errno> {
+    loop {
+        let step = f.with_driver::<RingDriver, _>(|d| m.step(d)).ok_or(Errno::EINVAL)?;
+        match step {
+            MStep::Item(r, fl) => return Ok((r, fl)),
+            MStep::Done(e) => return Err(e),
+            MStep::Submit => {
+                let (id, d) = submit_wake(f, m.op())?;
+                m.armed(id, d);
+            }
+            MStep::WaitBuffer => wait_buffer(f)?,
+            MStep::Pending => {
+                if f.is_cancelled() {
+                    return Err(Errno::ECANCELED); // dropping `m` cancels the op
+                }
+                f.wait_io();
+            }
+        }
+    }
+}
+
+fn bgid(f: &mut Fiber) -> Result<u16, Errno> {
+    f.with_driver::<RingDriver, _>(|d| d.pbuf.as_ref().map(|p| p.bgid())).flatten().ok_or(Errno::ENOBUFS)
+}
+
+impl FiberNet for Fiber {
+    fn socket(&mut self, domain: i32, ty: i32, protocol: i32) -> Result<Socket, Errno> {
+        run(self, socket_sqe(domain, ty, protocol, false)).map(|fd| Socket::from_raw_fd(fd as RawFd))
+    }
+
+    fn socket_direct(&mut self, domain: i32, ty: i32, protocol: i32) -> Result<FixedSocket, Errno> {
+        run(self, socket_sqe(domain, ty, protocol, true)).map(|index| FixedSocket { index })
+    }
+
+    fn set_option(&mut self, s: &impl AsSock, level: i32, name: i32, value: i32) -> Result<(), Errno> {
+        run(self, setsockopt_sqe(s.sock(), level, name, &value)).map(drop)
+    }
+
+    fn bind(&mut self, s: &impl AsSock, addr: &SockAddr) -> Result<(), Errno> {
+        run(self, bind_sqe(s.sock(), addr)).map(drop)
+    }
+
+    fn listen(&mut self, s: &impl AsSock, backlog: i32) -> Result<(), Errno> {
+        run(self, listen_sqe(s.sock(), backlog)).map(drop)
+    }
+
+    fn accept(&mut self, s: &impl AsSock) -> Result<Socket, Errno> {
+        run(self, accept_sqe(s.sock(), false)).map(|fd| Socket::from_raw_fd(fd as RawFd))
+    }
+
+    fn accept_direct(&mut self, s: &impl AsSock) -> Result<FixedSocket, Errno> {
+        run(self, accept_sqe(s.sock(), true)).map(|index| FixedSocket { index })
+    }
+
+    fn accept_multi(&mut self, s: &impl AsSock) -> Multishot {
+        Multishot::new(accept_multi_sqe(s.sock(), false), MultiKind::Accept)
+    }
+
+    fn accept_multi_direct(&mut self, s: &impl AsSock) -> Multishot {
+        Multishot::new(accept_multi_sqe(s.sock(), true), MultiKind::AcceptDirect)
+    }
+
+    fn next_accept(&mut self, m: &mut Multishot) -> Result<Socket, Errno> {
+        if m.kind() != MultiKind::Accept {
+            return Err(Errno::EINVAL);
+        }
+        next_multi(self, m).map(|(fd, _)| Socket::from_raw_fd(fd))
+    }
+
+    fn next_accept_direct(&mut self, m: &mut Multishot) -> Result<FixedSocket, Errno> {
+        if m.kind() != MultiKind::AcceptDirect {
+            return Err(Errno::EINVAL);
+        }
+        next_multi(self, m).map(|(i, _)| FixedSocket { index: i as u32 })
+    }
+
+    fn connect(&mut self, s: &impl AsSock, addr: &SockAddr) -> Result<(), Errno> {
+        run(self, connect_sqe(s.sock(), addr)).map(drop)
+    }
+
+    #[inline(always)] // the fiber's suspend must not straddle an out-of-line frame (arch doc)
+    fn send(&mut self, s: &impl AsSock, buf: &[u8]) -> Result<u32, Errno> {
+        run(self, send_sqe(s.sock(), buf.as_ptr(), buf.len().min(u32::MAX as usize) as u32))
+    }
+
+    fn send_all(&mut self, s: &impl AsSock, buf: &[u8]) -> Result<(), Errno> {
+        let mut off = 0;
+        while off < buf.len() {
+            off += self.send(s, &buf[off..])? as usize;
+        }
+        Ok(())
+    }
+
+    fn send_zc_fixed(&mut self, s: &impl AsSock, index: u16, len: u32) -> Result<u32, Errno> {
+        let ptr = self
+            .with_driver::<RingDriver, _>(|d| {
+                let reg = d.registered.as_mut()?;
+                let size = reg.size();
+                reg.slice(index).filter(|_| len as usize <= size).map(|b| b.as_ptr())
+            })
+            .flatten()
+            .ok_or(Errno::EINVAL)?;
+        // The registered buffer stays claimed by this task while `run` waits, and the
+        // op completes only after its notification (driver rule 4).
+        run(self, send_zc_fixed_sqe(s.sock(), ptr, len, index))
+    }
+
+    #[inline(always)] // the fiber's suspend must not straddle an out-of-line frame (arch doc)
+    fn recv(&mut self, s: &impl AsSock, buf: &mut [u8]) -> Result<u32, Errno> {
+        run(self, recv_sqe(s.sock(), buf.as_mut_ptr(), buf.len().min(u32::MAX as usize) as u32))
+    }
+
+    fn recv_provided(&mut self, s: &impl AsSock) -> Result<Option<ProvidedBuf>, Errno> {
+        let g = bgid(self)?;
+        loop {
+            // SAFETY: a buffer-select receive references no memory of ours.
+            let op = unsafe { RingOp::owned(recv_select_sqe(s.sock(), g), None) };
+            let (res, flags) = run_kept(self, op)?;
+            if res == -libc::ENOBUFS {
+                self.with_driver::<RingDriver, _>(|d| d.pbuf.as_mut().map(|p| p.note_exhausted()));
+                wait_buffer(self)?;
+                continue;
+            }
+            if res < 0 {
+                return Err(Errno(-res));
+            }
+            return Ok(self.with_driver::<RingDriver, _>(|d| provided(d, res, flags)).flatten());
+        }
+    }
+
+    fn recv_multi(&mut self, s: &impl AsSock) -> Result<Multishot, Errno> {
+        let g = bgid(self)?;
+        Ok(Multishot::new(recv_multi_sqe(s.sock(), g), MultiKind::Recv))
+    }
+
+    fn next_recv(&mut self, m: &mut Multishot) -> Result<Option<ProvidedBuf>, Errno> {
+        if m.kind() != MultiKind::Recv {
+            return Err(Errno::EINVAL);
+        }
+        match next_multi(self, m) {
+            Ok((res, flags)) => Ok(self.with_driver::<RingDriver, _>(|d| provided(d, res, flags)).flatten()),
+            Err(Errno(0)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn shutdown(&mut self, s: &impl AsSock, how: Shutdown) -> Result<(), Errno> {
+        run(self, shutdown_sqe(s.sock(), how)).map(drop)
+    }
+
+    fn close_socket(&mut self, s: Socket) -> Result<(), Errno> {
+        let fd = s.into_raw_fd();
+        let cancelled = cancel_ok(run(self, cancel_fd_sqe(Sock::Fd(fd))));
+        let closed = run(self, close_sqe(Sock::Fd(fd))).map(drop);
+        cancelled.and(closed)
+    }
+
+    fn close_fixed_socket(&mut self, s: FixedSocket) -> Result<(), Errno> {
+        let cancelled = cancel_ok(run(self, cancel_fd_sqe(Sock::Fixed(s.index))));
+        let closed = run(self, close_sqe(Sock::Fixed(s.index))).map(drop);
+        cancelled.and(closed)
+    }
+}

@@ -1,0 +1,330 @@
+//! Socket calls for future tasks: buffers (and addresses) passed by ownership, kept by
+//! the driver slot until the kernel is done with them (see the `net` and `fs` module
+//! docs). Dropping a future mid-operation cancels it and leaves its memory with the slot.
+#![allow(unsafe_code)] // SQEs point into owned buffers the slot keeps
+
+use super::*;
+use crate::buf::RawBuf;
+use crate::fs::OwnedOp;
+use crate::ring::RingOp;
+use keel_core::io_status::NotSubmitted;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+async fn plain(e: squeue::Entry) -> Result<u32, Errno> {
+    // SAFETY: callers pass SQEs that reference no memory.
+    OwnedOp::new(unsafe { RingOp::owned(e, None) }).await.0
+}
+
+/// An address copied into an owned buffer, and the SQE pointing into it.
+async fn with_addr(addr: &SockAddr, make: impl FnOnce(&SockAddr) -> squeue::Entry) -> Result<u32, Errno> {
+    // SAFETY: `SockAddr` is plain old data.
+    let bytes = unsafe { core::slice::from_raw_parts(addr as *const SockAddr as *const u8, core::mem::size_of::<SockAddr>()) };
+    let mut v: Vec<u8> = Vec::with_capacity(bytes.len() + 8);
+    let pad = v.as_ptr().align_offset(core::mem::align_of::<SockAddr>());
+    v.resize(pad, 0);
+    v.extend_from_slice(bytes);
+    let raw = RawBuf::from_vec(v);
+    // SAFETY: aligned above; the bytes are a valid `SockAddr` copied from one.
+    let e = make(unsafe { &*(raw.ptr().add(pad) as *const SockAddr) });
+    // SAFETY: the SQE references only `raw`, which the slot keeps until completion.
+    OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }).await.0
+}
+
+/// `socket(domain, type | SOCK_CLOEXEC, protocol)` through `IORING_OP_SOCKET`.
+pub async fn socket(domain: i32, ty: i32, protocol: i32) -> Result<Socket, Errno> {
+    plain(socket_sqe(domain, ty, protocol, false)).await.map(|fd| Socket::from_raw_fd(fd as RawFd))
+}
+
+/// `socket(...)` straight into the fixed-file table.
+pub async fn socket_direct(domain: i32, ty: i32, protocol: i32) -> Result<FixedSocket, Errno> {
+    plain(socket_sqe(domain, ty, protocol, true)).await.map(|index| FixedSocket { index })
+}
+
+/// `setsockopt(fd, level, name, &value, 4)` for an int option.
+pub async fn set_option(s: &impl AsSock, level: i32, name: i32, value: i32) -> Result<(), Errno> {
+    let raw = RawBuf::from_vec(value.to_ne_bytes().to_vec());
+    let e = setsockopt_sqe(s.sock(), level, name, raw.ptr() as *const i32);
+    // SAFETY: the SQE references only `raw` (4 bytes; read unaligned-safe by the kernel's
+    // copy_from_user), kept by the slot until completion.
+    OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }).await.0.map(drop)
+}
+
+/// `bind(fd, addr, len)` (`IORING_OP_BIND`).
+pub async fn bind(s: &impl AsSock, addr: &SockAddr) -> Result<(), Errno> {
+    let t = s.sock();
+    with_addr(addr, |a| bind_sqe(t, a)).await.map(drop)
+}
+
+/// `listen(fd, backlog)` (`IORING_OP_LISTEN`).
+pub async fn listen(s: &impl AsSock, backlog: i32) -> Result<(), Errno> {
+    plain(listen_sqe(s.sock(), backlog)).await.map(drop)
+}
+
+/// `accept4(fd, NULL, NULL, SOCK_CLOEXEC)`. A descriptor accepted after the future was
+/// dropped is closed (driver rule 3).
+pub async fn accept(s: &impl AsSock) -> Result<Socket, Errno> {
+    plain(accept_sqe(s.sock(), false)).await.map(|fd| Socket::from_raw_fd(fd as RawFd))
+}
+
+/// `accept` into the fixed-file table.
+pub async fn accept_direct(s: &impl AsSock) -> Result<FixedSocket, Errno> {
+    plain(accept_sqe(s.sock(), true)).await.map(|index| FixedSocket { index })
+}
+
+/// Multishot accept (net rule 2); take connections with [`next_accept`].
+pub fn accept_multi(s: &impl AsSock) -> Multishot {
+    Multishot::new(accept_multi_sqe(s.sock(), false), MultiKind::Accept)
+}
+
+/// The next connection of a multishot accept.
+pub async fn next_accept(m: &mut Multishot) -> Result<Socket, Errno> {
+    if m.kind() != MultiKind::Accept {
+        return Err(Errno::EINVAL);
+    }
+    next_multi(m).await.map(|(fd, _)| Socket::from_raw_fd(fd))
+}
+
+/// `connect(fd, addr, len)`.
+pub async fn connect(s: &impl AsSock, addr: &SockAddr) -> Result<(), Errno> {
+    let t = s.sock();
+    with_addr(addr, |a| connect_sqe(t, a)).await.map(drop)
+}
+
+/// `send(fd, buf, len, MSG_NOSIGNAL)`; the buffer comes back unchanged.
+pub async fn send(s: &impl AsSock, buf: Vec<u8>) -> (Result<u32, Errno>, Vec<u8>) {
+    let raw = RawBuf::from_vec(buf);
+    let e = send_sqe(s.sock(), raw.ptr(), raw.len().min(u32::MAX as usize) as u32);
+    // SAFETY: the SQE references only `raw`, kept by the slot until completion.
+    let (res, raw) = OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }).await;
+    let n = raw.as_ref().map(|r| r.len()).unwrap_or(0);
+    (res, raw.map(|r| r.into_vec(n)).unwrap_or_default())
+}
+
+/// `send` until all of `buf` has gone; the buffer comes back.
+pub async fn send_all(s: &impl AsSock, buf: Vec<u8>) -> (Result<(), Errno>, Vec<u8>) {
+    let mut off = 0;
+    let mut buf = buf;
+    while off < buf.len() {
+        let raw = RawBuf::from_vec(buf);
+        // SAFETY: `off < len`, inside the buffer.
+        let p = unsafe { raw.ptr().add(off) };
+        let e = send_sqe(s.sock(), p, (raw.len() - off).min(u32::MAX as usize) as u32);
+        // SAFETY: the SQE references only `raw`, kept by the slot until completion.
+        let (res, raw) = OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }).await;
+        let n = raw.as_ref().map(|r| r.len()).unwrap_or(0);
+        buf = raw.map(|r| r.into_vec(n)).unwrap_or_default();
+        match res {
+            Ok(k) => off += k as usize,
+            Err(e) => return (Err(e), buf),
+        }
+    }
+    (Ok(()), buf)
+}
+
+/// `recv(fd, buf, capacity, 0)`: the buffer comes back with its length set to what was
+/// received; `Ok(0)` is end of stream.
+pub async fn recv(s: &impl AsSock, buf: Vec<u8>) -> (Result<u32, Errno>, Vec<u8>) {
+    let raw = RawBuf::from_vec(buf);
+    let e = recv_sqe(s.sock(), raw.ptr(), raw.capacity().min(u32::MAX as usize) as u32);
+    // SAFETY: the SQE references only `raw`, kept by the slot until completion.
+    let (res, raw) = OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }).await;
+    let len = *res.as_ref().unwrap_or(&0) as usize;
+    (res, raw.map(|r| r.into_vec(len)).unwrap_or_default())
+}
+
+/// A driver-kept op whose result comes with its CQE flags (buffer-select receives).
+struct KeptOp {
+    op: Option<RingOp>,
+    id: Option<OpId>,
+    driver: *mut RingDriver,
+}
+
+impl Unpin for KeptOp {}
+
+impl Future for KeptOp {
+    type Output = Result<(i32, u32), Errno>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(id) = self.id {
+            if keel_core::rt::is_cancelled(cx) {
+                return Poll::Ready(Err(Errno::ECANCELED)); // Drop abandons the slot
+            }
+            return match keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.take_full(id)) {
+                Some(Some((r, f, _))) => {
+                    self.id = None;
+                    Poll::Ready(Ok((r, f)))
+                }
+                Some(None) => {
+                    keel_core::io_status::waiting_for_io(cx);
+                    Poll::Pending
+                }
+                None => Poll::Ready(Err(Errno::EINVAL)),
+            };
+        }
+        let op = self.op.take().expect("KeptOp polled after completion");
+        match keel_core::try_submit::<RingDriver>(cx, op) {
+            Ok(id) => {
+                self.id = Some(id);
+                self.driver = keel_core::io_status::driver_ptr::<RingDriver>(cx).unwrap_or(core::ptr::null_mut());
+                keel_core::io_status::waiting_for_io(cx);
+                Poll::Pending
+            }
+            Err(NotSubmitted::Wait(op)) => {
+                self.op = Some(op);
+                Poll::Pending
+            }
+            Err(NotSubmitted::Failed(_, e)) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl Drop for KeptOp {
+    fn drop(&mut self) {
+        if let (Some(id), false) = (self.id, self.driver.is_null()) {
+            // SAFETY: the driver outlives every task body on its executor; this runs on
+            // its thread with no other borrow of it live (keel-core sched rule 3).
+            unsafe { (*self.driver).abandon(id) };
+        }
+    }
+}
+
+/// Waits for a buffer to come back to the provided-buffer ring (pbuf rule 3).
+async fn wait_buffer() -> Result<(), Errno> {
+    let mut queued = false;
+    core::future::poll_fn(|cx| {
+        if keel_core::rt::is_cancelled(cx) {
+            return Poll::Ready(Err(Errno::ECANCELED));
+        }
+        if queued {
+            return Poll::Ready(Ok(()));
+        }
+        let me = keel_core::rt::current_task(cx);
+        let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+            let p = d.pbuf.as_mut()?;
+            Some(p.available() || !me.is_some_and(|t| p.wait(t)))
+        });
+        match r.flatten() {
+            Some(true) => Poll::Ready(Ok(())),
+            Some(false) => {
+                queued = true;
+                Poll::Pending
+            }
+            None => Poll::Ready(Err(Errno::EINVAL)),
+        }
+    })
+    .await
+}
+
+async fn bgid() -> Result<u16, Errno> {
+    core::future::poll_fn(|cx| {
+        Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.pbuf.as_ref().map(|p| p.bgid())).flatten().ok_or(Errno::ENOBUFS))
+    })
+    .await
+}
+
+async fn with_ring<R>(f: impl FnOnce(&mut RingDriver) -> R) -> Option<R> {
+    let mut f = Some(f);
+    core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| (f.take().expect("polled once"))(d)))).await
+}
+
+/// `recv` into a buffer the kernel picks from the provided-buffer ring (net rule 3);
+/// `Ok(None)` is end of stream.
+pub async fn recv_provided(s: &impl AsSock) -> Result<Option<ProvidedBuf>, Errno> {
+    let g = bgid().await?;
+    loop {
+        // SAFETY: a buffer-select receive references no memory of ours.
+        let op = unsafe { RingOp::owned(recv_select_sqe(s.sock(), g), None) };
+        let (res, flags) = KeptOp { op: Some(op), id: None, driver: core::ptr::null_mut() }.await?;
+        if res == -libc::ENOBUFS {
+            with_ring(|d| d.pbuf.as_mut().map(|p| p.note_exhausted())).await;
+            wait_buffer().await?;
+            continue;
+        }
+        if res < 0 {
+            return Err(Errno(-res));
+        }
+        return Ok(with_ring(|d| provided(d, res, flags)).await.flatten());
+    }
+}
+
+/// Multishot receive into provided buffers; take data with [`next_recv`].
+pub async fn recv_multi(s: &impl AsSock) -> Result<Multishot, Errno> {
+    let g = bgid().await?;
+    Ok(Multishot::new(recv_multi_sqe(s.sock(), g), MultiKind::Recv))
+}
+
+/// The next buffer of a multishot receive; `Ok(None)` is end of stream.
+pub async fn next_recv(m: &mut Multishot) -> Result<Option<ProvidedBuf>, Errno> {
+    if m.kind() != MultiKind::Recv {
+        return Err(Errno::EINVAL);
+    }
+    match next_multi(m).await {
+        Ok((res, flags)) => Ok(with_ring(|d| provided(d, res, flags)).await.flatten()),
+        Err(Errno(0)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+async fn next_multi(m: &mut Multishot) -> Result<(i32, u32), Errno> {
+    loop {
+        let step = with_ring(|d| m.step(d)).await.ok_or(Errno::EINVAL)?;
+        match step {
+            MStep::Item(r, f) => return Ok((r, f)),
+            MStep::Done(e) => return Err(e),
+            MStep::Submit => submit_multi(m).await?,
+            MStep::WaitBuffer => wait_buffer().await?,
+            MStep::Pending => {
+                let mut first = true;
+                core::future::poll_fn(|cx| {
+                    if keel_core::rt::is_cancelled(cx) {
+                        return Poll::Ready(Err(Errno::ECANCELED));
+                    }
+                    if first {
+                        first = false;
+                        keel_core::io_status::waiting_for_io(cx);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Ok(()))
+                })
+                .await?;
+            }
+        }
+    }
+}
+
+async fn submit_multi(m: &mut Multishot) -> Result<(), Errno> {
+    let mut op = Some(m.op());
+    core::future::poll_fn(|cx| match keel_core::try_submit::<RingDriver>(cx, op.take().expect("submitted once")) {
+        Ok(id) => {
+            m.armed(id, keel_core::io_status::driver_ptr::<RingDriver>(cx).unwrap_or(core::ptr::null_mut()));
+            Poll::Ready(Ok(()))
+        }
+        Err(NotSubmitted::Wait(back)) => {
+            op = Some(back);
+            Poll::Pending
+        }
+        Err(NotSubmitted::Failed(_, e)) => Poll::Ready(Err(e)),
+    })
+    .await
+}
+
+/// `shutdown(fd, how)`.
+pub async fn shutdown(s: &impl AsSock, how: Shutdown) -> Result<(), Errno> {
+    plain(shutdown_sqe(s.sock(), how)).await.map(drop)
+}
+
+/// Cancels the socket's operations in flight, then `close(fd)` (net rule 1).
+pub async fn close_socket(s: Socket) -> Result<(), Errno> {
+    let fd = s.into_raw_fd();
+    let cancelled = cancel_ok(plain(cancel_fd_sqe(Sock::Fd(fd))).await);
+    let closed = plain(close_sqe(Sock::Fd(fd))).await.map(drop);
+    cancelled.and(closed)
+}
+
+/// Cancels the direct socket's operations in flight, then closes it through the ring.
+pub async fn close_fixed_socket(s: FixedSocket) -> Result<(), Errno> {
+    let cancelled = cancel_ok(plain(cancel_fd_sqe(Sock::Fixed(s.index))).await);
+    let closed = plain(close_sqe(Sock::Fixed(s.index))).await.map(drop);
+    cancelled.and(closed)
+}

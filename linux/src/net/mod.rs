@@ -1,0 +1,558 @@
+//! Socket i/o on the ring: the whole stream-socket lifecycle (socket, bind, listen,
+//! accept, connect, send, recv, shutdown, close) for IPv4, IPv6 and Unix-domain sockets,
+//! two ways, as in `fs`:
+//!
+//! - **Fibers** ([`FiberNet`], implemented for `keel_core::Fiber`): blocking-style calls
+//!   with borrowed buffers (`fs::FiberFs::run_op`: a pinned `IoStatus`, waited for even
+//!   when the task is cancelled).
+//! - **Futures** ([`future`]): owned buffers that the driver slot keeps until the kernel
+//!   is done (`fs::OwnedOp`).
+//!
+//! Every call is one io_uring opcode: `IORING_OP_SOCKET`, `BIND` and `LISTEN` (kernel
+//! 6.11+, io-uring crate 0.7.16 has both, so no direct syscall is needed and a direct
+//! descriptor can be bound and listened on by index), `ACCEPT` (one-shot and multishot),
+//! `CONNECT`, `SEND`, `SEND_ZC`, `RECV` (plain, buffer-select, multishot), `SHUTDOWN`,
+//! `ASYNC_CANCEL`, `CLOSE`, and `URING_CMD` setsockopt for `SO_REUSEADDR`/`SO_REUSEPORT`.
+//!
+//! Rules (cited as "net rule N"):
+//! 1. **Close cancels first.** `close(2)` does not cancel operations in flight on the ring,
+//!    so keel's close submits `ASYNC_CANCEL` with the descriptor and
+//!    `IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL` (they complete with `ECANCELED`),
+//!    waits for it, then closes. Dropping a [`Socket`] closes it with `close(2)` directly
+//!    (no cancel: only for sockets with nothing in flight).
+//! 2. **Multishot** ([`Multishot`]): accept and recv post one CQE per result while
+//!    `IORING_CQE_F_MORE` is set; the driver queues them in the slot in order (its rule 1)
+//!    and wakes the task on each. When the kernel ends the op without an error (or the
+//!    driver ended it to bound its queue, driver rule 2, or the buffer ring ran dry), the
+//!    next call re-arms it; an error ends it for good and is returned (then again on every
+//!    later call). A zero-length receive is end of stream.
+//! 3. **Provided buffers**: a buffer-selecting receive returns a [`ProvidedBuf`] (id and
+//!    length) that goes back to the ring when dropped. On `ENOBUFS` the task waits for a
+//!    buffer to come back (pbuf rule 3) and tries again; it never fails for it.
+//! 4. **Zero-copy send** from a registered buffer: the call returns the first CQE's result
+//!    only after the kernel's notification (driver rule 4), so the buffer may be reused as
+//!    soon as the call returns.
+//! 5. **Bounded memory**: nothing here queues data. A send to a peer that does not read
+//!    stays in flight (the task waits) once the socket's send buffer is full; a receive
+//!    uses the caller's buffer or one provided buffer; a connection flood waits in the
+//!    kernel's listen backlog until a task accepts.
+//! 6. Fiber ops whose result the driver keeps (multishot, buffer-select) submit with a
+//!    wake token straight to the driver (`Fiber` has no `try_submit`); they do not count in
+//!    the executor's `max_io_in_flight`, and own no memory of the fiber's, so a fiber may
+//!    return with one in flight (its slot is abandoned: cancelled, results given back).
+#![allow(unsafe_code)] // SQEs that point at addresses and buffers; each use says why they outlive the op
+
+mod fiber;
+pub mod future;
+
+pub use fiber::FiberNet;
+
+use crate::ring::RingDriver;
+use crate::ring::{KEEL_REARM, MultiNext, cqueue_more as more_flag};
+use io_uring::{opcode, squeue, types};
+use keel_core::{Errno, OpId};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::RawFd;
+
+/// What an operation names: a descriptor or a fixed-file index.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Sock {
+    /// A descriptor in the process's table.
+    Fd(RawFd),
+    /// A direct descriptor (an index in the ring's fixed-file table).
+    Fixed(u32),
+}
+
+/// Anything a socket operation can name.
+pub trait AsSock {
+    /// The descriptor or fixed index.
+    fn sock(&self) -> Sock;
+}
+
+/// A socket descriptor. Close it with `close_socket` (through the ring, cancelling its
+/// operations first: net rule 1); dropping it closes it with `close(2)`.
+#[derive(Debug)]
+pub struct Socket {
+    fd: RawFd,
+}
+
+impl Socket {
+    /// Wraps a descriptor this `Socket` will own.
+    pub fn from_raw_fd(fd: RawFd) -> Self {
+        Socket { fd }
+    }
+    /// The descriptor.
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+    /// Gives the descriptor up without closing it.
+    pub fn into_raw_fd(self) -> RawFd {
+        let fd = self.fd;
+        core::mem::forget(self);
+        fd
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        // SAFETY: we own the descriptor.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+impl AsSock for Socket {
+    fn sock(&self) -> Sock {
+        Sock::Fd(self.fd)
+    }
+}
+
+/// A socket installed in the ring's fixed-file table (needs `RingConfig::registered_files`).
+/// Close it through the ring (`close_fixed_socket`); one never closed stays in the table
+/// until the ring goes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FixedSocket {
+    index: u32,
+}
+
+impl FixedSocket {
+    /// Its index in the fixed-file table.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Names index `index` without owning anything there (for tests that probe a closed
+    /// index).
+    #[doc(hidden)]
+    pub fn from_index_for_tests(index: u32) -> Self {
+        FixedSocket { index }
+    }
+}
+
+impl AsSock for FixedSocket {
+    fn sock(&self) -> Sock {
+        Sock::Fixed(self.index)
+    }
+}
+
+/// Which half of a connection to shut (shutdown(2)'s `how`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    /// `SHUT_RD`.
+    Read,
+    /// `SHUT_WR`: the peer reads end of stream.
+    Write,
+    /// `SHUT_RDWR`.
+    Both,
+}
+
+impl Shutdown {
+    fn how(self) -> i32 {
+        match self {
+            Shutdown::Read => libc::SHUT_RD,
+            Shutdown::Write => libc::SHUT_WR,
+            Shutdown::Both => libc::SHUT_RDWR,
+        }
+    }
+}
+
+/// A socket address in the kernel's form (`sockaddr_storage` and its length): IPv4, IPv6
+/// or a Unix-domain path.
+#[derive(Copy, Clone)]
+pub struct SockAddr {
+    storage: libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+impl core::fmt::Debug for SockAddr {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.to_std() {
+            Some(a) => write!(f, "SockAddr({a})"),
+            None => write!(f, "SockAddr(family {}, {} bytes)", self.family(), self.len),
+        }
+    }
+}
+
+impl SockAddr {
+    fn zeroed() -> Self {
+        // SAFETY: `sockaddr_storage` is plain old data; all-zero is a valid value.
+        SockAddr { storage: unsafe { core::mem::zeroed() }, len: 0 }
+    }
+
+    /// A Unix-domain address for `path` (at most 107 bytes, no NUL).
+    pub fn unix(path: &str) -> Result<Self, Errno> {
+        let mut a = Self::zeroed();
+        let p = path.as_bytes();
+        // SAFETY: `sockaddr_un` fits in `sockaddr_storage` (that is what the storage is for).
+        let un = unsafe { &mut *(&mut a.storage as *mut _ as *mut libc::sockaddr_un) };
+        if p.len() >= un.sun_path.len() || p.contains(&0) {
+            return Err(Errno::EINVAL);
+        }
+        un.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (d, s) in un.sun_path.iter_mut().zip(p) {
+            *d = *s as libc::c_char;
+        }
+        a.len = (core::mem::offset_of!(libc::sockaddr_un, sun_path) + p.len() + 1) as libc::socklen_t;
+        Ok(a)
+    }
+
+    /// The address family (`AF_INET`, `AF_INET6`, `AF_UNIX`), for `socket`'s domain.
+    pub fn family(&self) -> i32 {
+        self.storage.ss_family as i32
+    }
+
+    /// Bytes of the address the kernel reads.
+    pub fn len(&self) -> libc::socklen_t {
+        self.len
+    }
+
+    /// Whether the address is empty (never for one made by keel).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub(crate) fn as_ptr(&self) -> *const libc::sockaddr {
+        &self.storage as *const _ as *const libc::sockaddr
+    }
+
+    /// Back to a std address (IPv4 and IPv6 only).
+    pub fn to_std(&self) -> Option<SocketAddr> {
+        match self.family() {
+            libc::AF_INET => {
+                // SAFETY: the family says the storage holds a `sockaddr_in`.
+                let a = unsafe { &*(self.as_ptr() as *const libc::sockaddr_in) };
+                Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)), u16::from_be(a.sin_port))))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: the family says the storage holds a `sockaddr_in6`.
+                let a = unsafe { &*(self.as_ptr() as *const libc::sockaddr_in6) };
+                Some(SocketAddr::V6(SocketAddrV6::new(
+                    Ipv6Addr::from(a.sin6_addr.s6_addr),
+                    u16::from_be(a.sin6_port),
+                    a.sin6_flowinfo,
+                    a.sin6_scope_id,
+                )))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl From<SocketAddr> for SockAddr {
+    fn from(addr: SocketAddr) -> Self {
+        let mut a = Self::zeroed();
+        match addr {
+            SocketAddr::V4(v4) => {
+                // SAFETY: `sockaddr_in` fits in `sockaddr_storage`.
+                let s = unsafe { &mut *(&mut a.storage as *mut _ as *mut libc::sockaddr_in) };
+                s.sin_family = libc::AF_INET as libc::sa_family_t;
+                s.sin_port = v4.port().to_be();
+                s.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+                a.len = core::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            }
+            SocketAddr::V6(v6) => {
+                // SAFETY: `sockaddr_in6` fits in `sockaddr_storage`.
+                let s = unsafe { &mut *(&mut a.storage as *mut _ as *mut libc::sockaddr_in6) };
+                s.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                s.sin6_port = v6.port().to_be();
+                s.sin6_addr.s6_addr = v6.ip().octets();
+                s.sin6_flowinfo = v6.flowinfo();
+                s.sin6_scope_id = v6.scope_id();
+                a.len = core::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+            }
+        }
+        a
+    }
+}
+
+/// The local address of a socket (getsockname(2), a direct syscall: cold, and io_uring
+/// has no opcode for it). For finding the port the kernel chose for port 0.
+pub fn local_addr(s: &Socket) -> Result<SockAddr, Errno> {
+    let mut a = SockAddr::zeroed();
+    a.len = core::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: the storage and its length are valid for the kernel to write.
+    let r = unsafe { libc::getsockname(s.fd, &mut a.storage as *mut _ as *mut libc::sockaddr, &mut a.len) };
+    if r < 0 { Err(Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))) } else { Ok(a) }
+}
+
+macro_rules! on_sock {
+    ($s:expr, |$t:ident| $e:expr) => {
+        match $s {
+            Sock::Fd(fd) => {
+                let $t = types::Fd(fd);
+                $e
+            }
+            Sock::Fixed(i) => {
+                let $t = types::Fixed(i);
+                $e
+            }
+        }
+    };
+}
+
+// ---- SQE builders (pointers: the caller keeps them valid until completion) ----
+
+pub(crate) fn socket_sqe(domain: i32, ty: i32, proto: i32, direct: bool) -> squeue::Entry {
+    let b = opcode::Socket::new(domain, ty | if direct { 0 } else { libc::SOCK_CLOEXEC }, proto);
+    if direct { b.file_index(Some(types::DestinationSlot::auto_target())).build() } else { b.build() }
+}
+
+pub(crate) fn setsockopt_sqe(s: Sock, level: i32, name: i32, val: *const i32) -> squeue::Entry {
+    on_sock!(s, |t| opcode::SetSockOpt::new(t, level as u32, name as u32, val.cast(), 4).build())
+}
+
+pub(crate) fn bind_sqe(s: Sock, addr: &SockAddr) -> squeue::Entry {
+    on_sock!(s, |t| opcode::Bind::new(t, addr.as_ptr(), addr.len()).build())
+}
+
+pub(crate) fn listen_sqe(s: Sock, backlog: i32) -> squeue::Entry {
+    on_sock!(s, |t| opcode::Listen::new(t, backlog).build())
+}
+
+pub(crate) fn accept_sqe(s: Sock, direct: bool) -> squeue::Entry {
+    let slot = direct.then(types::DestinationSlot::auto_target);
+    on_sock!(s, |t| opcode::Accept::new(t, core::ptr::null_mut(), core::ptr::null_mut())
+        .flags(if direct { 0 } else { libc::SOCK_CLOEXEC })
+        .file_index(slot)
+        .build())
+}
+
+pub(crate) fn accept_multi_sqe(s: Sock, direct: bool) -> squeue::Entry {
+    on_sock!(s, |t| opcode::AcceptMulti::new(t)
+        .flags(if direct { 0 } else { libc::SOCK_CLOEXEC })
+        .allocate_file_index(direct)
+        .build())
+}
+
+pub(crate) fn connect_sqe(s: Sock, addr: &SockAddr) -> squeue::Entry {
+    on_sock!(s, |t| opcode::Connect::new(t, addr.as_ptr(), addr.len()).build())
+}
+
+pub(crate) fn send_sqe(s: Sock, buf: *const u8, len: u32) -> squeue::Entry {
+    on_sock!(s, |t| opcode::Send::new(t, buf, len).flags(libc::MSG_NOSIGNAL).build())
+}
+
+pub(crate) fn send_zc_fixed_sqe(s: Sock, buf: *const u8, len: u32, index: u16) -> squeue::Entry {
+    on_sock!(s, |t| opcode::SendZc::new(t, buf, len).buf_index(Some(index)).flags(libc::MSG_NOSIGNAL).build())
+}
+
+pub(crate) fn recv_sqe(s: Sock, buf: *mut u8, len: u32) -> squeue::Entry {
+    on_sock!(s, |t| opcode::Recv::new(t, buf, len).build())
+}
+
+pub(crate) fn recv_select_sqe(s: Sock, bgid: u16) -> squeue::Entry {
+    on_sock!(s, |t| opcode::Recv::new(t, core::ptr::null_mut(), 0).buf_group(bgid).build().flags(squeue::Flags::BUFFER_SELECT))
+}
+
+pub(crate) fn recv_multi_sqe(s: Sock, bgid: u16) -> squeue::Entry {
+    on_sock!(s, |t| opcode::RecvMulti::new(t, bgid).build())
+}
+
+pub(crate) fn shutdown_sqe(s: Sock, how: Shutdown) -> squeue::Entry {
+    on_sock!(s, |t| opcode::Shutdown::new(t, how.how()).build())
+}
+
+/// Net rule 1: cancel every operation on the descriptor.
+pub(crate) fn cancel_fd_sqe(s: Sock) -> squeue::Entry {
+    on_sock!(s, |t| opcode::AsyncCancel2::new(types::CancelBuilder::fd(t).all()).build())
+}
+
+pub(crate) fn close_sqe(s: Sock) -> squeue::Entry {
+    on_sock!(s, |t| opcode::Close::new(t).build())
+}
+
+/// Treats "nothing to cancel" and a count of cancelled operations alike.
+pub(crate) fn cancel_ok(r: Result<u32, Errno>) -> Result<(), Errno> {
+    match r {
+        Ok(_) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+// ---- provided buffers ----
+
+/// A buffer the kernel picked from the provided-buffer ring for a receive: `len` bytes of
+/// data in buffer `id`. Dropping it gives it back to the ring (pbuf rule 2). Use it only
+/// on the executor's thread, while the executor lives (it is `!Send`).
+pub struct ProvidedBuf {
+    driver: *mut RingDriver,
+    ptr: *const u8,
+    id: u16,
+    len: u32,
+}
+
+impl core::fmt::Debug for ProvidedBuf {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ProvidedBuf").field("id", &self.id).field("len", &self.len).finish()
+    }
+}
+
+impl ProvidedBuf {
+    /// The buffer's id in the ring.
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+    /// Bytes received.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+    /// Whether nothing was received.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl core::ops::Deref for ProvidedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the kernel wrote `len` bytes at `ptr` (the buffer's start) and handed the
+        // buffer to us; it is not in the ring again until we give it back (pbuf rule 2).
+        unsafe { core::slice::from_raw_parts(self.ptr, self.len as usize) }
+    }
+}
+
+impl Drop for ProvidedBuf {
+    fn drop(&mut self) {
+        // SAFETY: the driver outlives every task body on its executor, and this runs on
+        // the executor's thread (`!Send`) with no other borrow of the driver live (keel-core
+        // sched rule 3).
+        if let Some(p) = unsafe { (*self.driver).pbuf.as_mut() } {
+            p.give_back(self.id);
+        }
+    }
+}
+
+/// Turns a buffer-selecting receive's result into a buffer (`None`: end of stream, or a
+/// result with no buffer).
+pub(crate) fn provided(d: &mut RingDriver, res: i32, flags: u32) -> Option<ProvidedBuf> {
+    let id = io_uring::cqueue::buffer_select(flags)?;
+    let driver: *mut RingDriver = d;
+    let p = d.pbuf.as_ref()?;
+    if res <= 0 {
+        // No data, but a buffer was picked: give it back (not expected from the kernel).
+        let _ = p;
+        if let Some(p) = d.pbuf.as_mut() {
+            p.give_back(id);
+        }
+        return None;
+    }
+    Some(ProvidedBuf { driver, ptr: p.ptr(id), id, len: res as u32 })
+}
+
+// ---- multishot ----
+
+/// What the multishot op is.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum MultiKind {
+    Accept,
+    AcceptDirect,
+    Recv,
+}
+
+/// A multishot accept or receive (net rule 2): made by `accept_multi`/`recv_multi`; each
+/// `next` returns one result in order. Dropping it cancels the operation; results nobody
+/// took are given back (descriptors closed, buffers returned).
+pub struct Multishot {
+    entry: squeue::Entry,
+    kind: MultiKind,
+    id: Option<OpId>,
+    driver: *mut RingDriver,
+    /// Ended for good: `Errno(0)` is end of stream.
+    done: Option<Errno>,
+}
+
+impl core::fmt::Debug for Multishot {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Multishot").field("kind", &self.kind).field("armed", &self.id.is_some()).field("done", &self.done).finish()
+    }
+}
+
+/// One step of a multishot op, for the fiber and future wrappers.
+pub(crate) enum MStep {
+    /// A result (a descriptor/index for accept; bytes, with a buffer, for recv).
+    Item(i32, u32),
+    /// Ended for good.
+    Done(Errno),
+    /// Nothing yet: wait for a completion.
+    Pending,
+    /// Not armed: submit `entry` (again).
+    Submit,
+    /// The buffer ring is empty: wait for a buffer to come back, then submit.
+    WaitBuffer,
+}
+
+impl Multishot {
+    pub(crate) fn new(entry: squeue::Entry, kind: MultiKind) -> Self {
+        Multishot { entry, kind, id: None, driver: core::ptr::null_mut(), done: None }
+    }
+
+    pub(crate) fn armed(&mut self, id: OpId, driver: *mut RingDriver) {
+        self.id = Some(id);
+        self.driver = driver;
+    }
+
+    pub(crate) fn op(&self) -> crate::ring::RingOp {
+        // SAFETY: multishot accept passes no address; multishot recv selects provided
+        // buffers: no memory of ours is referenced.
+        unsafe { crate::ring::RingOp::multishot(self.entry.clone()) }
+    }
+
+    pub(crate) fn kind(&self) -> MultiKind {
+        self.kind
+    }
+
+    /// Takes the next result from the driver (net rule 2).
+    pub(crate) fn step(&mut self, d: &mut RingDriver) -> MStep {
+        if let Some(e) = self.done {
+            return MStep::Done(e);
+        }
+        let Some(id) = self.id else { return MStep::Submit };
+        let (res, flags) = match d.take_multi(id) {
+            MultiNext::Pending => return MStep::Pending,
+            MultiNext::Gone => {
+                self.id = None;
+                self.done = Some(Errno::EIO);
+                return MStep::Done(Errno::EIO);
+            }
+            MultiNext::Item(r, f) => (r, f),
+        };
+        let ended = flags & more_flag() == 0;
+        if ended {
+            self.id = None;
+            if flags & KEEL_REARM != 0 {
+                return MStep::Submit;
+            }
+        }
+        if res == -libc::ENOBUFS {
+            let p = d.pbuf.as_mut().expect("ENOBUFS without a provided-buffer ring");
+            p.note_exhausted();
+            return if p.available() { MStep::Submit } else { MStep::WaitBuffer };
+        }
+        if res < 0 {
+            if ended {
+                self.done = Some(Errno(-res));
+            }
+            return MStep::Done(Errno(-res));
+        }
+        if self.kind == MultiKind::Recv && res == 0 {
+            self.done = Some(Errno(0));
+            if let Some(bid) = io_uring::cqueue::buffer_select(flags)
+                && let Some(p) = d.pbuf.as_mut()
+            {
+                p.give_back(bid);
+            }
+            return MStep::Done(Errno(0));
+        }
+        MStep::Item(res, flags)
+    }
+}
+
+impl Drop for Multishot {
+    fn drop(&mut self) {
+        if let (Some(id), false) = (self.id, self.driver.is_null()) {
+            // SAFETY: the driver outlives every task body on its executor, and this runs
+            // on the executor's thread with no other borrow of the driver live (keel-core
+            // sched rule 3).
+            unsafe { (*self.driver).abandon(id) };
+        }
+    }
+}

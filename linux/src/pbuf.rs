@@ -1,0 +1,176 @@
+//! The provided-buffer ring (`IORING_REGISTER_PBUF_RING`, see io_uring_register_buf_ring(3)):
+//! one per executor, registered with [`RingDriver::enable_provided_buffers`]. A receive
+//! that selects a buffer (`IOSQE_BUFFER_SELECT`, buffer group 0) lets the kernel pick one
+//! when data arrives, so an idle connection holds no buffer at all.
+//!
+//! Rules (cited as "pbuf rule N"):
+//! 1. Memory: `count` buffers of `size` bytes and a ring of `count` 16-byte
+//!    `io_uring_buf` entries (page-aligned), allocated once at registration and freed after
+//!    the ring (field order in `RingDriver`). `count` is a power of two, at most 32768.
+//! 2. Ownership of a buffer: in the ring (the kernel may pick it) -> picked (a CQE with
+//!    `IORING_CQE_F_BUFFER` names it; counted by `note_taken`) -> handed to a task as a
+//!    [`ProvidedBuf`](crate::net::ProvidedBuf) -> given back (`give_back`: written at the
+//!    tail, the tail published with a Release store the kernel's acquire load pairs with).
+//!    A result nobody takes (abandoned op, stale CQE) gives its buffer back at once (driver
+//!    rule 3). So `in_use` = picked and not yet given back.
+//! 3. Exhaustion: a receive that finds the ring empty completes with `ENOBUFS` (counted
+//!    in `exhausted`). The task then waits (bounded FIFO of waiting tasks, sized at
+//!    registration) and is woken when a buffer comes back; it never fails for it.
+//! 4. Single-threaded: only the executor's thread touches it (the driver is `!Send`).
+#![allow(unsafe_code)] // the ring is memory shared with the kernel; registering it is unsafe
+
+use io_uring::IoUring;
+use keel_core::TaskHandle;
+use std::alloc::Layout;
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+/// Provided-buffer counters.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct PbufStats {
+    /// Buffers in the ring set.
+    pub count: u16,
+    /// Bytes per buffer.
+    pub size: u32,
+    /// Buffers the kernel has picked and nobody has given back yet (pbuf rule 2).
+    pub in_use: u16,
+    /// Receives that found the ring empty (`ENOBUFS`, pbuf rule 3).
+    pub exhausted: u64,
+    /// Buffers given back.
+    pub returned: u64,
+}
+
+pub(crate) struct PbufRing {
+    ring: *mut u8,
+    layout: Layout,
+    bufs: Box<[u8]>,
+    size: u32,
+    count: u16,
+    tail: u16,
+    bgid: u16,
+    in_use: u16,
+    exhausted: u64,
+    returned: u64,
+    waiters: VecDeque<TaskHandle>,
+}
+
+impl PbufRing {
+    pub(crate) fn new(ring: &IoUring, count: u16, size: u32, bgid: u16) -> io::Result<Self> {
+        if !count.is_power_of_two() || count > 32768 || size == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "provided buffers: count must be a power of two up to 32768 and size at least 1"));
+        }
+        let layout = Layout::from_size_align(count as usize * 16, 4096).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: non-zero size (count >= 1).
+        let mem = unsafe { std::alloc::alloc_zeroed(layout) };
+        if mem.is_null() {
+            return Err(io::Error::from_raw_os_error(libc::ENOMEM));
+        }
+        let bufs = vec![0u8; count as usize * size as usize].into_boxed_slice();
+        let mut me = PbufRing {
+            ring: mem,
+            layout,
+            bufs,
+            size,
+            count,
+            tail: 0,
+            bgid,
+            in_use: 0,
+            exhausted: 0,
+            returned: 0,
+            waiters: VecDeque::with_capacity(4096),
+        };
+        // SAFETY: the ring memory is page-aligned, `count` entries long, and lives until
+        // `Drop`, after the io_uring is gone (pbuf rule 1).
+        unsafe { ring.submitter().register_buf_ring_with_flags(mem as u64, count, bgid, 0)? };
+        for bid in 0..count {
+            me.put(bid);
+        }
+        me.publish();
+        Ok(me)
+    }
+
+    /// Writes buffer `bid` at the tail (not yet published).
+    fn put(&mut self, bid: u16) {
+        let idx = (self.tail & (self.count - 1)) as usize;
+        let addr = self.bufs.as_ptr() as u64 + bid as u64 * self.size as u64;
+        // SAFETY: `idx < count`, so the 16-byte entry is inside the ring; the kernel reads
+        // entries only up to the published tail, and this one is past it (pbuf rule 2).
+        // `tail` shares entry 0's last two bytes (`resv`), which we never write here.
+        unsafe {
+            let e = self.ring.add(idx * 16);
+            (e as *mut u64).write(addr);
+            (e.add(8) as *mut u32).write(self.size);
+            (e.add(12) as *mut u16).write(bid);
+        }
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Publishes the tail (Release: pairs with the kernel's `smp_load_acquire` of it, so
+    /// the entries written before are visible).
+    fn publish(&mut self) {
+        // SAFETY: offset 14 is `io_uring_buf_ring.tail`, a u16 inside the ring memory,
+        // 2-aligned; the kernel only reads it.
+        let tail = unsafe { &*(self.ring.add(14) as *const AtomicU16) };
+        tail.store(self.tail, Ordering::Release);
+    }
+
+    /// A CQE named a buffer (pbuf rule 2).
+    pub(crate) fn note_taken(&mut self) {
+        self.in_use = self.in_use.saturating_add(1);
+    }
+
+    /// Puts `bid` back in the ring and wakes one waiting task (pbuf rules 2-3).
+    pub(crate) fn give_back(&mut self, bid: u16) {
+        if bid >= self.count {
+            return;
+        }
+        self.put(bid);
+        self.publish();
+        self.in_use = self.in_use.saturating_sub(1);
+        self.returned += 1;
+        if let Some(w) = self.waiters.pop_front() {
+            w.wake();
+        }
+    }
+
+    /// A receive got `ENOBUFS` (pbuf rule 3).
+    pub(crate) fn note_exhausted(&mut self) {
+        self.exhausted += 1;
+    }
+
+    /// Whether the ring holds at least one buffer.
+    pub(crate) fn available(&self) -> bool {
+        self.in_use < self.count
+    }
+
+    /// Queues `task` to be woken when a buffer comes back; false if the queue is full.
+    pub(crate) fn wait(&mut self, task: TaskHandle) -> bool {
+        if self.waiters.len() == self.waiters.capacity() {
+            return false;
+        }
+        self.waiters.push_back(task);
+        true
+    }
+
+    /// Buffer `bid`'s first byte.
+    pub(crate) fn ptr(&self, bid: u16) -> *const u8 {
+        self.bufs[bid as usize * self.size as usize..].as_ptr()
+    }
+
+    pub(crate) fn bgid(&self) -> u16 {
+        self.bgid
+    }
+
+    pub(crate) fn stats(&self) -> PbufStats {
+        PbufStats { count: self.count, size: self.size, in_use: self.in_use, exhausted: self.exhausted, returned: self.returned }
+    }
+}
+
+impl Drop for PbufRing {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout; the ring (and the kernel's use of
+        // this memory) is gone (pbuf rule 1).
+        unsafe { std::alloc::dealloc(self.ring, self.layout) };
+    }
+}

@@ -1,0 +1,158 @@
+//! Shared set-up for the net_* tests: executors on a real ring, a listener made through
+//! the ring, echo workers of both kinds, and std clients on threads.
+#![allow(dead_code)]
+
+use core::pin::Pin;
+use core::time::Duration;
+use keel_core::{Config, Executor, Fiber, FiberAttrs, TaskAttrs, TaskHandle, TaskSlot};
+use keel_linux::net::{self, FiberNet, SockAddr, Socket};
+use keel_linux::{MmapStacks, RingConfig, RingDriver};
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::cell::Cell;
+
+pub type Ex = Executor<RingDriver, MmapStacks>;
+
+pub fn task() -> TaskHandle {
+    let s: &'static TaskSlot<8192> = Box::leak(Box::new(TaskSlot::new()));
+    s.create(TaskAttrs::default()).unwrap()
+}
+
+pub fn ring(cfg: RingConfig) -> RingDriver {
+    RingDriver::new(cfg).expect("io_uring is available on this kernel")
+}
+
+pub fn executor(cfg: RingConfig) -> Pin<Box<Ex>> {
+    Box::pin(Executor::with_stacks(ring(cfg), MmapStacks::new().unwrap(), Config { fiber_panics: keel_linux::panic::config().fiber_panics, ..Config::default() }).unwrap())
+}
+
+pub fn executor_with(d: RingDriver) -> Pin<Box<Ex>> {
+    Box::pin(Executor::with_stacks(d, MmapStacks::new().unwrap(), keel_linux::panic::config()).unwrap())
+}
+
+/// Runs until no task is attached (60 s cap).
+pub fn run_all(ex: Pin<&Ex>) {
+    let t0 = std::time::Instant::now();
+    while ex.attached() > 0 {
+        let _ = ex.run(1024, Some(Duration::from_millis(50)));
+        assert!(t0.elapsed() < Duration::from_secs(60), "runaway");
+    }
+}
+
+/// Runs until `done()` (60 s cap).
+pub fn run_until(ex: Pin<&Ex>, mut done: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !done() {
+        let _ = ex.run(1024, Some(Duration::from_millis(20)));
+        assert!(t0.elapsed() < Duration::from_secs(60), "runaway");
+    }
+}
+
+pub fn fattrs() -> FiberAttrs {
+    FiberAttrs { stack_size: 128 * 1024 }
+}
+
+/// A listener made through the ring (socket, SO_REUSEADDR, bind, listen) on `addr`
+/// (port 0: any); returns its descriptor and the bound address.
+pub fn listen(ex: Pin<&Ex>, addr: SockAddr) -> (RawFd, SockAddr) {
+    let out = Rc::new(Cell::new(None));
+    let o = out.clone();
+    ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+        let s = f.socket(addr.family(), libc::SOCK_STREAM, 0).expect("socket");
+        if addr.family() != libc::AF_UNIX {
+            f.set_option(&s, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).expect("SO_REUSEADDR");
+        }
+        f.bind(&s, &addr).expect("bind");
+        f.listen(&s, 1024).expect("listen");
+        o.set(Some(s.into_raw_fd()));
+        0u64
+    })
+    .unwrap();
+    run_all(ex);
+    let fd = out.get().unwrap();
+    let bound = if addr.family() == libc::AF_UNIX { addr } else { net::local_addr(&std::mem::ManuallyDrop::new(Socket::from_raw_fd(fd))).unwrap() };
+    (fd, bound)
+}
+
+pub fn std_addr(a: &SockAddr) -> SocketAddr {
+    a.to_std().unwrap()
+}
+
+/// Echo worker, fiber: accept one connection at a time on `lfd`, echo until end of
+/// stream, close, again; ends when cancelled. Counts bytes echoed.
+pub fn fiber_worker(ex: Pin<&Ex>, lfd: RawFd, bytes: Rc<Cell<u64>>) -> TaskHandle {
+    ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+        let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
+        let mut buf = [0u8; 4096];
+        loop {
+            let c = match f.accept(&*l) {
+                Ok(c) => c,
+                Err(_) => return 0u64,
+            };
+            loop {
+                match f.recv(&c, &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if f.send_all(&c, &buf[..n as usize]).is_err() {
+                            break;
+                        }
+                        bytes.set(bytes.get() + n as u64);
+                    }
+                }
+            }
+            let _ = f.close_socket(c);
+        }
+    })
+    .unwrap()
+}
+
+/// Echo worker, future: as `fiber_worker` with owned buffers.
+pub fn future_worker(ex: Pin<&Ex>, lfd: RawFd, bytes: Rc<Cell<u64>>) -> TaskHandle {
+    ex.attach(task(), async move {
+        let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
+        let mut buf = Vec::with_capacity(4096);
+        loop {
+            let c = match net::future::accept(&*l).await {
+                Ok(c) => c,
+                Err(_) => return 0u64,
+            };
+            loop {
+                let (r, b) = net::future::recv(&c, buf).await;
+                buf = b;
+                match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let (r, b) = net::future::send_all(&c, buf).await;
+                        buf = b;
+                        buf.clear();
+                        if r.is_err() {
+                            break;
+                        }
+                        bytes.set(bytes.get() + n as u64);
+                    }
+                }
+            }
+            let _ = net::future::close_socket(c).await;
+        }
+    })
+    .unwrap()
+}
+
+/// One client: `msgs` messages of `size` bytes, each echoed and checked byte by byte.
+pub fn echo_client(addr: SocketAddr, id: u32, msgs: u32, size: usize) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut out = vec![0u8; size];
+    let mut back = vec![0u8; size];
+    for m in 0..msgs {
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = (id as usize * 31 + m as usize * 7 + i) as u8;
+        }
+        s.write_all(&out).unwrap();
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(back, out, "client {id} message {m}");
+    }
+}
