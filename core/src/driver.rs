@@ -69,6 +69,21 @@ pub trait Driver: 'static {
     /// back with the reason.
     fn submit(&mut self, op: Self::Op, token: IoToken) -> Result<OpId, (Self::Op, Errno)>;
 
+    /// `submit` from where the operation lies: taken (left `None`) when submitted, left
+    /// in place when refused. Drivers with large operations override it to copy the
+    /// operation once, straight into their queue (the default wraps `submit`).
+    #[inline]
+    fn submit_from(&mut self, op: &mut Option<Self::Op>, token: IoToken) -> Result<OpId, Errno> {
+        let Some(o) = op.take() else { return Err(Errno::EINVAL) };
+        match self.submit(o, token) {
+            Ok(id) => Ok(id),
+            Err((o, e)) => {
+                *op = Some(o);
+                Err(e)
+            }
+        }
+    }
+
     /// Asks for `id` to complete early (with `ECANCELED` if it had not finished). It
     /// still completes exactly once.
     fn cancel(&mut self, id: OpId);
@@ -136,7 +151,7 @@ pub(crate) struct DriverVt {
     pub(crate) now: unsafe fn(*mut ()) -> Instant,
     pub(crate) cancel: unsafe fn(*mut (), OpId),
     pub(crate) retarget: unsafe fn(*mut (), OpId, IoToken),
-    pub(crate) type_id: fn() -> core::any::TypeId,
+    pub(crate) type_id: core::any::TypeId,
     pub(crate) unparker: unsafe fn(*mut (), *const u32) -> Option<crate::exec::Unparker>,
 }
 
@@ -159,7 +174,7 @@ impl<D: Driver> VtFor<D> {
             // SAFETY: see above.
             unsafe { (*(p as *mut D)).retarget(id, t) }
         },
-        type_id: core::any::TypeId::of::<D>,
+        type_id: core::any::TypeId::of::<D>(),
         unparker: |p, w| {
             // SAFETY: see above.
             unsafe { (*(p as *mut D)).unparker(w) }

@@ -332,6 +332,19 @@ pub enum InitiateError<Op> {
     Cancelled(Op),
 }
 
+impl InitiateError<()> {
+    /// The same error carrying `op`.
+    pub(crate) fn with_op<Op>(self, op: Op) -> InitiateError<Op> {
+        match self {
+            InitiateError::NotInTask(()) => InitiateError::NotInTask(op),
+            InitiateError::WrongDriver(()) => InitiateError::WrongDriver(op),
+            InitiateError::StatusBusy(()) => InitiateError::StatusBusy(op),
+            InitiateError::Refused((), e) => InitiateError::Refused(op, e),
+            InitiateError::Cancelled(()) => InitiateError::Cancelled(op),
+        }
+    }
+}
+
 impl<Op> fmt::Display for InitiateError<Op> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -117,28 +117,42 @@ impl IoStatus {
         h: NonNull<Header>,
         op: D::Op,
     ) -> Result<(), InitiateError<D::Op>> {
+        let mut op = Some(op);
+        match self.initiate_from::<D>(sched, h, &mut op) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(e.with_op(op.take().expect("refused operations stay in place"))),
+        }
+    }
+
+    /// `initiate_in` from where the operation lies (taken when submitted).
+    #[inline(always)]
+    pub(crate) fn initiate_from<D: Driver>(
+        self: Pin<&Self>,
+        sched: &Sched,
+        h: NonNull<Header>,
+        op: &mut Option<D::Op>,
+    ) -> Result<(), InitiateError<()>> {
         // SAFETY: `'static` header of the running task.
         let t = unsafe { h.as_ref() };
         if t.has_flag(flag::CANCEL) {
-            return Err(InitiateError::Cancelled(op));
+            return Err(InitiateError::Cancelled(()));
         }
         if matches!(self.state.get(), IoState::InFlight | IoState::Completed) {
-            return Err(InitiateError::StatusBusy(op));
+            return Err(InitiateError::StatusBusy(()));
         }
-        let Some(driver) = sched.driver_as::<D>() else { return Err(InitiateError::WrongDriver(op)) };
+        let Some(driver) = sched.driver_as::<D>() else { return Err(InitiateError::WrongDriver(())) };
         // Queue behind tasks already waiting for room (unless this task was just granted
         // room), and respect the in-flight limit.
         let granted = t.has_flag(flag::GRANTED);
         t.clear_flag(flag::GRANTED);
         // SAFETY: sched rule 3: no other borrow of the driver is live while task code runs.
-        let full = unsafe { (*driver).submit_capacity() } == 0;
-        if full || (!granted && sched.submit_queue_busy()) || sched.at_io_limit(driver) {
-            return Err(InitiateError::Refused(op, crate::Errno::EBUSY));
+        if (!granted && sched.submit_queue_busy()) || sched.at_io_limit(driver) {
+            return Err(InitiateError::Refused((), crate::Errno::EBUSY));
         }
         // SAFETY: sched rule 3: no other borrow of the driver is live while task code runs.
-        let id = match unsafe { (*driver).submit(op, self.token()) } {
+        let id = match unsafe { (*driver).submit_from(op, self.token()) } {
             Ok(id) => id,
-            Err((op, e)) => return Err(InitiateError::Refused(op, e)),
+            Err(e) => return Err(InitiateError::Refused((), e)),
         };
         self.op.set(id);
         self.task.set(Some(h));

@@ -87,8 +87,10 @@ fn a_hundred_operations_through_four_slots_in_initiation_order() {
         assert_eq!(mine, sorted, "task {t}'s operations left initiation order");
         assert_eq!(mine.len(), 25);
     }
+    // A full driver refuses (EBUSY, cheaply) and the executor queues the initiator: every
+    // refused operation was submitted later, once, in order (checked above).
     let refused = ex.with_driver(|d| d.trace().filter(|e| matches!(e, SimEvent::Refuse { .. })).count());
-    assert_eq!(refused, 0, "the executor should queue, not let the driver refuse");
+    assert!(refused > 0, "four slots for twenty in flight must have been full at some point");
 }
 
 #[test]

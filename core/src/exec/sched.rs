@@ -143,7 +143,7 @@ impl Sched {
 
     /// The driver pointer if its type is `D`.
     pub(crate) fn driver_as<D: 'static>(&self) -> Option<*mut D> {
-        ((self.vt().type_id)() == core::any::TypeId::of::<D>()).then(|| self.driver.get() as *mut D)
+        (self.vt().type_id == core::any::TypeId::of::<D>()).then(|| self.driver.get() as *mut D)
     }
 
     pub(crate) fn now(&self) -> Instant {

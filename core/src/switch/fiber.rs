@@ -190,18 +190,18 @@ impl Fiber {
     /// While there is no room to submit, the fiber waits in I/O-priority order (FIFO
     /// within a priority, so its own operations enter in the order it initiated them).
     pub fn initiate<D: Driver>(&mut self, status: Pin<&IoStatus>, op: D::Op) -> Result<(), InitiateError<D::Op>> {
-        let mut op = op;
+        let mut op = Some(op);
         loop {
-            match status.initiate_in::<D>(self.sched(), self.core().header, op) {
-                Err(InitiateError::Refused(back, crate::Errno::EBUSY)) => {
-                    op = back;
+            match status.initiate_from::<D>(self.sched(), self.core().header, &mut op) {
+                Ok(()) => return Ok(()),
+                Err(InitiateError::Refused((), crate::Errno::EBUSY)) => {
                     self.sched().wait_for_submit(self.core().header);
                     self.switch_out();
                     if self.cancelled().is_err() {
-                        return Err(InitiateError::Cancelled(op));
+                        return Err(InitiateError::Cancelled(op.take().expect("refused operations stay in place")));
                     }
                 }
-                other => return other,
+                Err(e) => return Err(e.with_op(op.take().expect("refused operations stay in place"))),
             }
         }
     }
