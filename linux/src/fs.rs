@@ -58,7 +58,7 @@ impl Drop for File {
         #[allow(unsafe_code)]
         // SAFETY: we own the descriptor.
         unsafe {
-            libc::close(self.fd);
+            rustix::io::close(self.fd);
         }
     }
 }

@@ -96,7 +96,7 @@ impl Socket {
 impl Drop for Socket {
     fn drop(&mut self) {
         // SAFETY: we own the descriptor.
-        unsafe { libc::close(self.fd) };
+        unsafe { rustix::io::close(self.fd) };
     }
 }
 

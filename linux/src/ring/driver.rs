@@ -250,7 +250,7 @@ impl RingDriver {
                 let _ = unsafe { self.ring.submission().push(&e) };
             } else {
                 // SAFETY: the kernel opened it for this operation and nothing else knows it.
-                unsafe { libc::close(res) };
+                unsafe { rustix::io::close(res) };
             }
         }
         if let (Some(bid), Some(p)) = (io_uring::cqueue::buffer_select(flags), self.pbuf.as_mut()) {
