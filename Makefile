@@ -2,9 +2,9 @@
 # doctests (nextest does not run them), lints, the tour, and a smoke pass of the bench.
 CARGO ?= cargo
 
-.PHONY: test lint unit doc tour bench-smoke bench alloc-free nostd
+.PHONY: test lint unit doc tour bench-smoke bench alloc-free nostd loom
 
-test: lint unit doc tour bench-smoke alloc-free nostd
+test: lint unit doc tour bench-smoke alloc-free nostd loom
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -24,13 +24,21 @@ tour:
 alloc-free:
 	CARGO="$(CARGO)" alloc-free-tests/run.sh
 
+# The loom models (loom-tests/): keel-core's own source under --cfg keel_loom, release for
+# speed with debug assertions on, in a target dir of their own so the main build is kept.
+loom:
+	RUSTFLAGS="--cfg keel_loom -C debug-assertions=on" CARGO_TARGET_DIR=target/loom $(CARGO) test --release -p keel-loom-tests
+
 # keel-core as the dependency of a #![no_std] #![no_main] binary: it builds, links,
 # runs its checks, and the builds that would link alloc or std fail.
 nostd:
 	CARGO="$(CARGO)" nostd-consumer/check.sh
 
+# The echo case runs keel's echo example as its server: build it first.
 bench-smoke:
+	$(CARGO) build --release -p keel-linux --example echo
 	$(CARGO) run --release -p keel-bench -- --quick
 
 bench:
+	$(CARGO) build --release -p keel-linux --example echo
 	$(CARGO) run --release -p keel-bench

@@ -10,10 +10,12 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("spawn", "keel", "ns"),
     ("spawn", "tokio", "ns"),
     ("yield", "keel", "ns"),
+    ("yield", "keel-acct", "ns"),
     ("yield", "tokio", "ns"),
     ("switch", "keel", "ns"),
     ("switch", "corosensei", "ns"),
     ("fiber_yield", "keel", "ns"),
+    ("fiber_yield", "keel-acct", "ns"),
     ("fiber_yield", "tokio", "ns"),
     ("fiber_spawn", "keel", "ns"),
     ("fiber_spawn", "corosensei", "ns"),
@@ -26,6 +28,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("nop_b8", "io-uring", "ops/s"),
     ("nop_b8", "io-uring-tuned", "ops/s"),
     ("nop_b32", "keel", "ops/s"),
+    ("nop_b32", "keel-acct", "ops/s"),
     ("nop_b32", "io-uring", "ops/s"),
     ("nop_b32", "io-uring-tuned", "ops/s"),
     ("read1_b1", "keel", "ops/s"),
@@ -41,6 +44,32 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("read4k_qd32", "io-uring", "ops/s"),
     ("read4k_qd32", "io-uring-fixed", "ops/s"),
     ("read4k_qd32", "monoio", "ops/s"),
+    ("remote_attach_p50", "keel", "ns"),
+    ("remote_attach_p50", "tokio", "ns"),
+    ("remote_attach_p99", "keel", "ns"),
+    ("remote_attach_p99", "tokio", "ns"),
+    ("dispatch_w1", "keel", "ops/s"),
+    ("dispatch_w2", "keel", "ops/s"),
+    ("echo_msgs", "keel", "ops/s"),
+    ("echo_msgs", "keel-future", "ops/s"),
+    ("echo_msgs", "monoio", "ops/s"),
+    ("echo_msgs", "tokio", "ops/s"),
+    ("echo_msgs", "io-uring", "ops/s"),
+    ("echo_p50", "keel", "ns"),
+    ("echo_p50", "keel-future", "ns"),
+    ("echo_p50", "monoio", "ns"),
+    ("echo_p50", "tokio", "ns"),
+    ("echo_p50", "io-uring", "ns"),
+    ("echo_p99", "keel", "ns"),
+    ("echo_p99", "keel-future", "ns"),
+    ("echo_p99", "monoio", "ns"),
+    ("echo_p99", "tokio", "ns"),
+    ("echo_p99", "io-uring", "ns"),
+    ("echo_cpu", "keel", "ns"),
+    ("echo_cpu", "keel-future", "ns"),
+    ("echo_cpu", "monoio", "ns"),
+    ("echo_cpu", "tokio", "ns"),
+    ("echo_cpu", "io-uring", "ns"),
 ];
 
 fn run(args: &[&str]) -> Output {
@@ -65,8 +94,27 @@ fn lines(out: &Output) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// Builds keel's echo example beside the bench binary (its profile, its target
+/// directory): the `echo_*` cases run it as a child process.
+fn build_keel_echo() {
+    let dir = std::path::Path::new(BIN).parent().expect("the bench binary's directory");
+    let profile = match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(p) => p,
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "--profile", profile, "-p", "keel-linux", "--example", "echo"])
+        .env("CARGO_TARGET_DIR", dir.parent().expect("the target directory"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo runs");
+    assert!(out.status.success(), "building keel's echo example failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn quick_prints_every_case_once() {
+    build_keel_echo();
     let out = run(&["--quick"]);
     assert!(out.status.success(), "exit {:?}, stderr: {}", out.status, String::from_utf8_lossy(&out.stderr));
     let got = lines(&out);

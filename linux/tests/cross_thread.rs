@@ -199,3 +199,36 @@ fn a_waker_fired_from_four_threads_wakes_a_parked_executor() {
     }
     assert!(parks >= ROUNDS as u64, "the executor did not park between bursts ({parks})");
 }
+
+/// A ring executor with nothing in flight, woken from another thread again and again,
+/// parks once per wake: it does not spin (the eventfd read is re-armed every time).
+#[test]
+fn a_ring_executor_woken_repeatedly_parks_instead_of_spinning() {
+    const WAKES: u64 = 50;
+    let (tx, rx) = mpsc::channel();
+    let exec_thread = std::thread::spawn(move || {
+        let ex = pin!(Executor::new(RingDriver::new(RingConfig::default()).unwrap(), Config::default()).unwrap());
+        let ex = ex.into_ref();
+        let t = ex
+            .attach(slot().create(TaskAttrs::default()).unwrap(), async move {
+                for _ in 0..WAKES {
+                    rt::wait().await?;
+                }
+                Ok(0)
+            })
+            .unwrap();
+        ex.run(1, None).unwrap();
+        tx.send(t).unwrap();
+        while ex.attached() > 0 {
+            ex.run(usize::MAX, Some(Duration::from_secs(5))).unwrap();
+        }
+        ex.stats().parks
+    });
+    let t = rx.recv().unwrap();
+    for _ in 0..WAKES {
+        std::thread::sleep(Duration::from_millis(2));
+        t.wake();
+    }
+    let parks = exec_thread.join().unwrap();
+    assert!(parks <= 4 * WAKES, "{parks} parks for {WAKES} wakes: the executor spins");
+}

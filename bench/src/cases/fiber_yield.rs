@@ -3,28 +3,34 @@
 //!
 //! - keel: one fiber task on keel's asm switch (64 KiB stack from a region) looping
 //!   `Fiber::yield_now`; `run(usize::MAX, None)` until it has completed.
+//! - keel-acct: the same on an executor with time accounting
+//!   (`with_accounting::<TscAccounting>()`: one `rdtsc` per resumption).
 //! - tokio: the `yield` case's tokio impl (one spawned task looping
 //!   `tokio::task::yield_now().await`), since tokio has no stackful tasks.
 //!
 //! Both times include starting and finishing the one task, which is noise at N yields.
 
 use crate::harness::{Case, Impl, Timed, Unit};
-use keel_core::{Fiber, TaskSlot};
+use keel_core::{Accounting, Fiber, NoAccounting, TaskSlot, TscAccounting};
 use std::time::Instant;
 
 /// The case.
-pub const CASE: Case = Case { name: "fiber_yield", unit: Unit::NsPerOp, impls: &[Impl { name: "keel", run: keel }, TOKIO] };
+pub const CASE: Case = Case {
+    name: "fiber_yield",
+    unit: Unit::NsPerOp,
+    impls: &[Impl { name: "keel", run: keel::<NoAccounting> }, Impl { name: "keel-acct", run: keel::<TscAccounting> }, TOKIO],
+};
 
 /// The `yield` case's tokio impl, shared.
-const TOKIO: Impl = super::yield_::CASE.impls[1];
+const TOKIO: Impl = super::yield_::TOKIO;
 
 std::thread_local! {
     /// This thread's task slot for the case (created and destroyed by every trial).
     static SLOT: &'static TaskSlot = Box::leak(Box::new(TaskSlot::new()));
 }
 
-fn keel(iters: u64) -> Timed {
-    let ex = core::pin::pin!(super::keel_fiber_executor(1)?);
+fn keel<A: Accounting>(iters: u64) -> Timed {
+    let ex = core::pin::pin!(super::keel_fiber_executor(1)?.with_accounting::<A>());
     let ex = ex.into_ref();
     let h = super::create_task(SLOT.with(|s| *s), "fiber_yield")?;
     let body = move |f: &mut Fiber| {
@@ -48,7 +54,7 @@ fn keel(iters: u64) -> Timed {
         Ok(Some(Ok(n))) if n == iters => {}
         other => return Err(format!("task ended with {other:?}")),
     }
-    super::destroy_task(ex, h)?;
+    ex.destroy(h).map_err(|e| format!("destroy: {e}"))?;
     Ok(elapsed)
 }
 

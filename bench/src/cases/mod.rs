@@ -3,12 +3,15 @@
 //! To add a case, write a module whose `CASE` (or cases) lists its impls, and add it to
 //! [`ALL`]. Shared set-up for keel and tokio lives here.
 
+mod dispatch;
+mod echo;
 mod fiber_spawn;
 mod fiber_yield;
 mod nop;
 mod read1;
 mod read4k;
 mod read4k_peers;
+mod remote_attach;
 mod spawn;
 mod switch;
 mod switch_mixed;
@@ -22,7 +25,7 @@ use keel_linux::SleepDriver;
 
 /// Every case, in the order a full run prints them.
 pub const ALL: &[Case] =
-    &[spawn::CASE, yield_::CASE, switch::CASE, fiber_yield::CASE, fiber_spawn::CASE, switch_mixed::CASE, nop::B1, nop::B8, nop::B32, read1::B1, read1::B8, read1::B32, read4k::CASE];
+    &[spawn::CASE, yield_::CASE, switch::CASE, fiber_yield::CASE, fiber_spawn::CASE, switch_mixed::CASE, nop::B1, nop::B8, nop::B32, read1::B1, read1::B8, read1::B32, read4k::CASE, remote_attach::P50, remote_attach::P99, dispatch::W1, dispatch::W2, echo::ECHO_MSGS, echo::ECHO_P50, echo::ECHO_P99, echo::ECHO_CPU];
 
 /// A keel executor on the real clock, as every keel impl uses it (pin it, then `into_ref`).
 fn keel_executor() -> Result<Executor<SleepDriver>, String> {

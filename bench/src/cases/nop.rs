@@ -7,6 +7,8 @@
 //!   `suspend_until_completed_io` until all B are back. The whole executor path: the
 //!   run loop's one `io_uring_enter` per pass submits and reaps, completions wake the
 //!   task, the task is resumed. Every result must be `Ok(0)`, and the count is checked.
+//! - keel-acct (`nop_b32` only): the same on an executor with time accounting
+//!   (`with_accounting::<TscAccounting>()`).
 //! - io-uring: the raw crate loop on `IoUring::new(256)`: push B NOPs, one
 //!   `submit_and_wait(B)`, drain the CQ (each result checked).
 //! - io-uring-tuned: the same on a ring with SINGLE_ISSUER + DEFER_TASKRUN and its fd
@@ -17,6 +19,7 @@
 use super::uring;
 use crate::harness::{Case, Impl, Timed, Unit};
 use io_uring::opcode;
+use keel_core::{Accounting, NoAccounting, TscAccounting};
 use keel_linux::{RingConfig, RingOp};
 
 const fn case<const B: usize>(name: &'static str) -> Case {
@@ -24,7 +27,7 @@ const fn case<const B: usize>(name: &'static str) -> Case {
         name,
         unit: Unit::OpsPerSec,
         impls: &[
-            Impl { name: "keel", run: keel::<B> },
+            Impl { name: "keel", run: keel::<B, NoAccounting> },
             Impl { name: "io-uring", run: raw::<B, false> },
             Impl { name: "io-uring-tuned", run: raw::<B, true> },
         ],
@@ -35,12 +38,21 @@ const fn case<const B: usize>(name: &'static str) -> Case {
 pub const B1: Case = case::<1>("nop_b1");
 /// Batch 8.
 pub const B8: Case = case::<8>("nop_b8");
-/// Batch 32.
-pub const B32: Case = case::<32>("nop_b32");
+/// Batch 32, also with keel's time accounting on.
+pub const B32: Case = Case {
+    name: "nop_b32",
+    unit: Unit::OpsPerSec,
+    impls: &[
+        Impl { name: "keel", run: keel::<32, NoAccounting> },
+        Impl { name: "keel-acct", run: keel::<32, TscAccounting> },
+        Impl { name: "io-uring", run: raw::<32, false> },
+        Impl { name: "io-uring-tuned", run: raw::<32, true> },
+    ],
+};
 
-fn keel<const B: usize>(iters: u64) -> Timed {
+fn keel<const B: usize, A: Accounting>(iters: u64) -> Timed {
     let body = uring::keel_batches::<B>(iters, |_, _| RingOp::nop(), 0);
-    uring::keel_fiber(RingConfig::default(), iters, body)
+    uring::keel_fiber_acct::<A, _>(RingConfig::default(), iters, body)
 }
 
 fn raw<const B: usize, const TUNED: bool>(iters: u64) -> Timed {

@@ -10,7 +10,7 @@
 use crate::harness::Timed;
 use core::pin::{Pin, pin};
 use io_uring::{IoUring, squeue};
-use keel_core::{Config, Executor, Fiber, IoStatus, RegionStacks, TaskError, TaskResult, TaskSlot};
+use keel_core::{Accounting, Config, Executor, Fiber, IoStatus, NoAccounting, RegionStacks, TaskError, TaskResult, TaskSlot};
 use keel_linux::{RingConfig, RingDriver, RingOp};
 use std::time::Instant;
 
@@ -145,9 +145,19 @@ pub(super) fn keel_fiber<F>(cfg: RingConfig, iters: u64, body: F) -> Timed
 where
     F: FnOnce(&mut Fiber) -> TaskResult + 'static,
 {
+    keel_fiber_acct::<NoAccounting, F>(cfg, iters, body)
+}
+
+/// [`keel_fiber`] on an executor with accounting `A` (`TscAccounting`: the `keel-acct`
+/// impls).
+pub(super) fn keel_fiber_acct<A: Accounting, F>(cfg: RingConfig, iters: u64, body: F) -> Timed
+where
+    F: FnOnce(&mut Fiber) -> TaskResult + 'static,
+{
     let driver = RingDriver::new(cfg).map_err(|e| format!("ring driver: {e}"))?;
-    let ex: Executor<RingDriver, RegionStacks> =
-        Executor::with_stacks(driver, super::region_stacks(1)?, Config::default()).map_err(|e| e.to_string())?;
+    let ex: Executor<RingDriver, RegionStacks, A> = Executor::with_stacks(driver, super::region_stacks(1)?, Config::default())
+        .map_err(|e| e.to_string())?
+        .with_accounting::<A>();
     let ex = pin!(ex);
     let ex = ex.into_ref();
     let h = super::create_task(SLOT.with(|s| *s), "ring")?;

@@ -2,29 +2,34 @@
 //!
 //! - keel: a future task looping `rt::yield_now().await`; `run(usize::MAX, None)` until
 //!   it has completed.
+//! - keel-acct: the same on an executor with time accounting
+//!   (`with_accounting::<TscAccounting>()`: one `rdtsc` per resumption).
 //! - tokio: one spawned task looping `tokio::task::yield_now().await` on a
 //!   current-thread runtime.
 //!
 //! Both times include starting and finishing the one task, which is noise at N yields.
 
 use crate::harness::{Case, Impl, Timed, Unit};
-use keel_core::{TaskError, TaskSlot, rt};
+use keel_core::{Accounting, NoAccounting, TaskError, TaskSlot, TscAccounting, rt};
 use std::time::Instant;
 
 /// The case.
 pub const CASE: Case = Case {
     name: "yield",
     unit: Unit::NsPerOp,
-    impls: &[Impl { name: "keel", run: keel }, Impl { name: "tokio", run: tokio }],
+    impls: &[Impl { name: "keel", run: keel::<NoAccounting> }, Impl { name: "keel-acct", run: keel::<TscAccounting> }, TOKIO],
 };
+
+/// The tokio impl (shared with `fiber_yield`).
+pub(super) const TOKIO: Impl = Impl { name: "tokio", run: tokio };
 
 std::thread_local! {
     /// This thread's task slot for the case (created and destroyed by every trial).
     static SLOT: &'static TaskSlot = Box::leak(Box::new(TaskSlot::new()));
 }
 
-fn keel(iters: u64) -> Timed {
-    let ex = core::pin::pin!(super::keel_executor()?);
+fn keel<A: Accounting>(iters: u64) -> Timed {
+    let ex = core::pin::pin!(super::keel_executor()?.with_accounting::<A>());
     let ex = ex.into_ref();
     let h = super::create_task(SLOT.with(|s| *s), "yield")?;
     let body = async move {
@@ -48,7 +53,7 @@ fn keel(iters: u64) -> Timed {
         Ok(Some(Ok(_))) => {}
         other => return Err(format!("task ended with {other:?}")),
     }
-    super::destroy_task(ex, h)?;
+    ex.destroy(h).map_err(|e| format!("destroy: {e}"))?;
     Ok(elapsed)
 }
 

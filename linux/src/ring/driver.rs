@@ -645,7 +645,15 @@ impl Driver for RingDriver {
             return Ok(Park::Stalled);
         }
         if !self.ring.completion().is_empty() {
-            return Ok(Park::Woke);
+            if self.slots.in_flight > 0 {
+                return Ok(Park::Woke); // the run loop reaps them
+            }
+            // Nothing of the executor's is in flight, so the run loop does not reap: what
+            // sits in the CQ is the driver's own (the unpark eventfd's read, cancels) or
+            // stale. Take it here, which re-arms the eventfd read, or every later park would
+            // return at once and the executor would spin.
+            let mut nothing = |_: IoToken, _: IoResult| {};
+            self.drain(usize::MAX, &mut nothing);
         }
         match self.enter(1, deadline) {
             Ok(()) => Ok(Park::Woke),

@@ -1,0 +1,191 @@
+//! The load generator: `conns` blocking-connected loopback sockets driven by one io_uring
+//! (the same for every server), one `MSG`-byte message in flight per connection.
+//!
+//! Each connection sends a message (its number and sequence number, so every echoed byte
+//! is checked), waits for all of its echo, records the round trip and sends the next.
+//! Phases, by the clock: warm-up, the measured window (messages counted, round trips
+//! recorded into the caller's preallocated array, the server's CPU time read at both
+//! ends), then a drain in which every connection waits for its last echo and sends no
+//! more. Nothing allocates per message; every wait is bounded by a timeout, the whole
+//! run by a deadline.
+
+use super::{MSG, Params};
+use io_uring::{IoUring, Submitter, opcode, squeue, types};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+/// What a run measured.
+pub struct Load {
+    /// Messages echoed in the window.
+    pub msgs: u64,
+    /// The window's length.
+    pub elapsed: Duration,
+    /// The server's user CPU time in the window, ns.
+    pub cpu_ns: u64,
+}
+
+/// One connection's state; its buffers stay put while operations use them.
+struct Conn {
+    fd: i32,
+    tx: [u8; MSG],
+    rx: [u8; MSG],
+    sent: usize,
+    got: usize,
+    seq: u64,
+    t0: Instant,
+}
+
+impl Conn {
+    /// Writes message `seq` of connection `i` into `tx`.
+    fn next(&mut self, i: usize, now: Instant) {
+        self.seq += 1;
+        self.tx[..8].copy_from_slice(&self.seq.to_le_bytes());
+        self.tx[8..16].copy_from_slice(&(i as u64).to_le_bytes());
+        self.tx[16..].fill(self.seq as u8 ^ i as u8);
+        (self.sent, self.got, self.t0) = (0, 0, now);
+    }
+}
+
+const SEND: u64 = 1;
+/// How long the last echoes may take after the window.
+const DRAIN: Duration = Duration::from_secs(3);
+
+#[derive(PartialEq)]
+enum Phase {
+    Warm,
+    Window,
+    Drain,
+}
+
+/// Loads the server at `addr` as `p` says; `cpu` reads the server's user CPU time (ns);
+/// round trips (ns) go into `lat` (cleared first, never grown past its capacity).
+pub fn run(addr: SocketAddr, p: Params, cpu: &dyn Fn() -> Result<u64, String>, lat: &mut Vec<u32>) -> Result<Load, String> {
+    let streams = (0..p.conns)
+        .map(|i| {
+            let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("connect {i}: {e}"))?;
+            s.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+            Ok(s)
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let now = Instant::now();
+    let mut cs: Box<[Conn]> =
+        streams.iter().map(|s| Conn { fd: s.as_raw_fd(), tx: [0; MSG], rx: [0; MSG], sent: 0, got: 0, seq: 0, t0: now }).collect();
+    let entries = (4 * p.conns).next_power_of_two().max(64) as u32;
+    let mut ring = IoUring::new(entries).map_err(|e| format!("io_uring: {e}"))?;
+    let r = drive(&mut ring, &mut cs, p, cpu, lat);
+    drop(ring);
+    if r.is_err() {
+        // An operation may still be in flight into a buffer: keep them (a few KiB).
+        Box::leak(cs);
+    }
+    // The sockets go last: the server sees their end.
+    drop(streams);
+    r
+}
+
+/// The phases; returns with nothing in flight, or an error.
+fn drive(ring: &mut IoUring, cs: &mut [Conn], p: Params, cpu: &dyn Fn() -> Result<u64, String>, lat: &mut Vec<u32>) -> Result<Load, String> {
+    let now = Instant::now();
+    let (warm_end, end) = (now + p.warmup, now + p.warmup + p.window);
+    let deadline = end + DRAIN;
+    let (mut phase, mut outstanding, mut msgs, mut cpu0) = (Phase::Warm, cs.len(), 0u64, 0u64);
+    let (mut t_start, mut load) = (now, None);
+    lat.clear();
+    let (submitter, mut sq, mut cq) = ring.split();
+    for (i, c) in cs.iter_mut().enumerate() {
+        c.next(i, now);
+        push(&submitter, &mut sq, &send(c, i))?;
+        push(&submitter, &mut sq, &recv(c, i))?;
+    }
+    let wait = types::Timespec::new().nsec(50_000_000);
+    loop {
+        sq.sync();
+        match submitter.submit_with_args(1, &types::SubmitArgs::new().timespec(&wait)) {
+            Ok(_) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
+            Err(e) => return Err(format!("submit: {e}")),
+        }
+        let now = Instant::now();
+        cq.sync();
+        for cqe in &mut cq {
+            let (i, res) = ((cqe.user_data() >> 1) as usize, cqe.result());
+            let is_send = cqe.user_data() & 1 == SEND;
+            if res < 0 {
+                let op = if is_send { "send" } else { "recv" };
+                return Err(format!("connection {i}: {op}: {}", std::io::Error::from_raw_os_error(-res)));
+            }
+            let c = &mut cs[i];
+            if is_send {
+                c.sent += res as usize;
+                if c.sent < MSG {
+                    push(&submitter, &mut sq, &send(c, i))?;
+                }
+                continue;
+            }
+            if res == 0 {
+                return Err(format!("connection {i}: the server closed it"));
+            }
+            c.got += res as usize;
+            if c.got < MSG {
+                push(&submitter, &mut sq, &recv(c, i))?;
+                continue;
+            }
+            if c.rx != c.tx || c.sent != MSG {
+                return Err(format!("connection {i}: the echo of message {} is not what was sent", c.seq));
+            }
+            if phase == Phase::Window {
+                msgs += 1;
+                if lat.len() < lat.capacity() {
+                    lat.push(now.saturating_duration_since(c.t0).as_nanos().min(u32::MAX as u128) as u32);
+                }
+            }
+            if phase == Phase::Drain {
+                outstanding -= 1;
+                continue;
+            }
+            c.next(i, now);
+            push(&submitter, &mut sq, &send(c, i))?;
+            push(&submitter, &mut sq, &recv(c, i))?;
+        }
+        if phase == Phase::Warm && now >= warm_end {
+            cpu0 = cpu()?;
+            t_start = Instant::now();
+            phase = Phase::Window;
+        } else if phase == Phase::Window && now >= end {
+            let elapsed = t_start.elapsed();
+            let cpu_ns = cpu()?.saturating_sub(cpu0);
+            load = Some(Load { msgs, elapsed, cpu_ns });
+            phase = Phase::Drain;
+        }
+        if phase == Phase::Drain && outstanding == 0 {
+            return load.ok_or_else(|| "the window never ended".into());
+        }
+        if now >= deadline {
+            return Err(format!("{outstanding} echoes still missing {DRAIN:?} after the window"));
+        }
+    }
+}
+
+fn send(c: &Conn, i: usize) -> squeue::Entry {
+    opcode::Send::new(types::Fd(c.fd), c.tx[c.sent..].as_ptr(), (MSG - c.sent) as u32).build().user_data((i as u64) << 1 | SEND)
+}
+
+fn recv(c: &mut Conn, i: usize) -> squeue::Entry {
+    opcode::Recv::new(types::Fd(c.fd), c.rx[c.got..].as_mut_ptr(), (MSG - c.got) as u32).build().user_data((i as u64) << 1)
+}
+
+/// Queues `e`, submitting first if the queue is full.
+fn push(submitter: &Submitter<'_>, sq: &mut io_uring::SubmissionQueue<'_>, e: &squeue::Entry) -> Result<(), String> {
+    for _ in 0..2 {
+        // SAFETY: every buffer an entry points to lives in `cs`, a boxed slice that is
+        // not moved, and is dropped only after the ring with nothing in flight (else
+        // leaked); each buffer has at most one operation in flight.
+        if unsafe { sq.push(e) }.is_ok() {
+            return Ok(());
+        }
+        sq.sync();
+        submitter.submit().map_err(|e| format!("submit: {e}"))?;
+    }
+    Err("the submission queue stays full".into())
+}

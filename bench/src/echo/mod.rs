@@ -1,0 +1,286 @@
+//! The `echo` measurement: TCP echo servers on loopback under one load generator.
+//!
+//! Each trial starts one server with its serving thread pinned to the first CPU this
+//! process may use, runs the load generator ([`client`]) pinned to the second, and stops
+//! the server: `conns` connections, one `MSG`-byte message in flight on each, a warm-up,
+//! then a fixed window in which the generator counts echoed messages, records each
+//! message's round trip in a preallocated array, and reads the server's user-space CPU
+//! time (`utime` of `/proc/<pid>/stat` for a child process, of
+//! `/proc/self/task/<tid>/stat` for an in-process server thread) at both ends.
+//!
+//! That user time is the kernel's tick-sampled accounting (HZ=250 here, printed in
+//! 10 ms units), while a server spends only a few ms of user time in a window: per trial
+//! it is too coarse for a median, so `echo_cpu` is the pooled figure, all rounds' user
+//! time over all rounds' messages (a window with no tick counts half a tick).
+//!
+//! The servers, one per file:
+//! - `keel`, `keel-future`: keel's echo example (`--handler fiber` / `future`) as a
+//!   child process ([`keel_server`]), SIGINT at the end of the trial;
+//! - `monoio`, `tokio`, `io-uring`: in-process server threads ([`monoio_server`],
+//!   [`tokio_server`], [`uring_server`]) that stop by themselves once the bench raises
+//!   their stop flag and makes one last connection (their accept loop sees the flag,
+//!   closes the listener and waits for its connections to end).
+//!
+//! Rounds rotate the order of the servers; the caller gets each server's medians.
+
+mod client;
+mod keel_server;
+mod monoio_server;
+mod tokio_server;
+mod uring_server;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Bytes per message.
+pub const MSG: usize = 64;
+
+/// The servers, in the order the cases list them.
+pub const SERVERS: [&str; 5] = ["keel", "keel-future", "monoio", "tokio", "io-uring"];
+
+/// How long and how often to measure.
+#[derive(Copy, Clone, Debug)]
+pub struct Params {
+    /// Client connections.
+    pub conns: usize,
+    /// Load before the measured window.
+    pub warmup: Duration,
+    /// The measured window.
+    pub window: Duration,
+    /// Trials per server.
+    pub rounds: usize,
+}
+
+impl Params {
+    /// The full run: 64 connections, 2 s windows, 5 rounds.
+    pub const FULL: Params = Params { conns: 64, warmup: Duration::from_millis(300), window: Duration::from_secs(2), rounds: 5 };
+    /// The smoke run: 8 connections, 0.2 s, one round.
+    pub const QUICK: Params = Params { conns: 8, warmup: Duration::from_millis(50), window: Duration::from_millis(200), rounds: 1 };
+}
+
+/// One trial's figures, or a server's medians.
+#[derive(Copy, Clone, Debug, Default)]
+pub struct Figures {
+    /// Echoed messages per second.
+    pub msgs_per_sec: f64,
+    /// Median round trip, ns.
+    pub p50_ns: f64,
+    /// 99th-percentile round trip, ns.
+    pub p99_ns: f64,
+    /// Server user-space CPU time per message, ns.
+    pub cpu_ns: f64,
+}
+
+/// One trial: its figures, the server's user CPU time (ns) and the messages counted.
+#[derive(Copy, Clone, Debug)]
+struct Trial {
+    figures: Figures,
+    cpu_ns: u64,
+    msgs: u64,
+}
+
+/// Measures `servers` (names from [`SERVERS`]) in `p.rounds` rounds, each round in a
+/// rotated order; returns each server's medians, in the order given.
+pub fn measure(servers: &[&'static str], p: Params) -> Result<Vec<Figures>, String> {
+    let cpus = cpus()?;
+    // Room for 5 M messages/s, far above what loopback TCP does on one core.
+    let mut lat: Vec<u32> = Vec::with_capacity((p.window.as_secs_f64() * 5e6) as usize + 1024);
+    let mut samples = vec![Vec::with_capacity(p.rounds); servers.len()];
+    for round in 0..p.rounds {
+        for k in 0..servers.len() {
+            let i = (round + k) % servers.len();
+            let t = trial(servers[i], p, cpus, &mut lat).map_err(|e| format!("echo server {}: {e}", servers[i]))?;
+            let f = t.figures;
+            eprintln!(
+                "echo round {}/{}: {:<11} {:>9.0} msgs/s  p50 {:>7.1} us  p99 {:>7.1} us  user cpu {:>3} ms = {:>5.0} ns/msg",
+                round + 1,
+                p.rounds,
+                servers[i],
+                f.msgs_per_sec,
+                f.p50_ns / 1e3,
+                f.p99_ns / 1e3,
+                t.cpu_ns / 1_000_000,
+                f.cpu_ns
+            );
+            samples[i].push(t);
+        }
+    }
+    let medians: Vec<Figures> = samples.iter().map(|s| medians(s)).collect();
+    goals(servers, &medians);
+    Ok(medians)
+}
+
+/// The medians of a server's trials, and its pooled user CPU time per message.
+fn medians(s: &[Trial]) -> Figures {
+    let med = |get: fn(&Figures) -> f64| crate::harness::median(&mut s.iter().map(|t| get(&t.figures)).collect::<Vec<_>>());
+    let cpu = s.iter().map(|t| t.cpu_ns).sum::<u64>();
+    // Below one tick over every window: count half a tick.
+    let cpu = if cpu == 0 { 0.5e9 / clock_ticks() as f64 } else { cpu as f64 };
+    Figures {
+        msgs_per_sec: med(|f| f.msgs_per_sec),
+        p50_ns: med(|f| f.p50_ns),
+        p99_ns: med(|f| f.p99_ns),
+        cpu_ns: cpu / s.iter().map(|t| t.msgs).sum::<u64>() as f64,
+    }
+}
+
+/// Prints keel's ratios against the goals (stderr), when the peers were measured.
+fn goals(servers: &[&'static str], m: &[Figures]) {
+    let get = |name: &str| servers.iter().position(|s| *s == name).map(|i| m[i]);
+    let (Some(monoio), Some(uring)) = (get("monoio"), get("io-uring")) else { return };
+    for name in ["keel", "keel-future"] {
+        let Some(k) = get(name) else { continue };
+        let ok = |met: bool| if met { "met" } else { "NOT met" };
+        let (a, b) = (k.msgs_per_sec / monoio.msgs_per_sec, k.msgs_per_sec / uring.msgs_per_sec);
+        let (c, d) = (k.p99_ns / monoio.p99_ns, k.cpu_ns / monoio.cpu_ns);
+        eprintln!(
+            "echo goals, {name}: msgs/s {a:.2}x monoio (>= 1.0 {}), {b:.2}x io-uring (>= 0.95 {}); p99 {c:.2}x monoio (<= 1.0 {}); user cpu/msg {d:.2}x monoio (<= 0.8 {})",
+            ok(a >= 1.0),
+            ok(b >= 0.95),
+            ok(c <= 1.0),
+            ok(d <= 0.8)
+        );
+    }
+}
+
+/// One trial of `server`: start it, load it, stop it.
+fn trial(server: &str, p: Params, (server_cpu, load_cpu): (usize, usize), lat: &mut Vec<u32>) -> Result<Trial, String> {
+    let running = match server {
+        "keel" => keel_server::start(server_cpu, "fiber")?,
+        "keel-future" => keel_server::start(server_cpu, "future")?,
+        "monoio" => in_process(server_cpu, monoio_server::serve)?,
+        "tokio" => in_process(server_cpu, tokio_server::serve)?,
+        "io-uring" => in_process(server_cpu, uring_server::serve)?,
+        _ => return Err("no such server".into()),
+    };
+    let stat = running.stat.clone();
+    let load = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            pin(load_cpu)?;
+            client::run(running.addr, p, &|| utime_ns(&stat), lat)
+        });
+        h.join().unwrap_or_else(|_| Err("the load generator panicked".into()))
+    });
+    // Stop the server whatever the load did; report the load's error first.
+    let stopped = (running.stop)();
+    let r = load?;
+    stopped?;
+    if r.msgs == 0 {
+        return Err("no message was echoed in the measured window".into());
+    }
+    let n = lat.len();
+    let p50 = *lat.select_nth_unstable(n / 2).1 as f64;
+    let p99 = *lat.select_nth_unstable(n * 99 / 100).1 as f64;
+    let cpu_ns = r.cpu_ns as f64 / r.msgs as f64;
+    let figures = Figures { msgs_per_sec: r.msgs as f64 / r.elapsed.as_secs_f64(), p50_ns: p50, p99_ns: p99, cpu_ns };
+    Ok(Trial { figures, cpu_ns: r.cpu_ns, msgs: r.msgs })
+}
+
+/// A server that is up: where it listens, where its CPU time is read, how it stops.
+pub(super) struct Running {
+    /// Its listening address.
+    pub addr: SocketAddr,
+    /// The `/proc` stat file whose `utime` is the server's user CPU time.
+    pub stat: String,
+    /// Stops it and waits (bounded) until it has.
+    pub stop: Box<dyn FnOnce() -> Result<(), String>>,
+}
+
+/// An in-process server: `serve` runs on its own thread, pinned to `cpu`, with a
+/// listener on an ephemeral loopback port, until it sees its stop flag.
+type Serve = fn(TcpListener, &AtomicBool) -> Result<(), String>;
+
+fn in_process(cpu: usize, serve: Serve) -> Result<Running, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    let addr = l.local_addr().map_err(|e| format!("local_addr: {e}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready) = mpsc::channel::<Result<libc::pid_t, String>>();
+    let (done_tx, done) = mpsc::channel::<Result<(), String>>();
+    let flag = stop.clone();
+    let h = std::thread::Builder::new()
+        .name("echo-server".into())
+        .spawn(move || {
+            let r = pin(cpu).and_then(|()| {
+                // SAFETY: gettid has no preconditions.
+                let _ = ready_tx.send(Ok(unsafe { libc::gettid() }));
+                serve(l, &flag)
+            });
+            if let Err(e) = &r {
+                let _ = ready_tx.send(Err(e.clone()));
+            }
+            let _ = done_tx.send(r);
+        })
+        .map_err(|e| format!("spawn: {e}"))?;
+    let tid = ready.recv_timeout(Duration::from_secs(5)).map_err(|_| "the server thread did not start".to_string())??;
+    let stop = Box::new(move || {
+        // Release: pairs with the server's Acquire load after its accept returns.
+        stop.store(true, Ordering::Release);
+        // The last connection: wakes the accept loop, which sees the flag.
+        let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+        match done.recv_timeout(Duration::from_secs(5)) {
+            Ok(r) => {
+                let _ = h.join();
+                r
+            }
+            Err(_) => Err("the server thread did not stop within 5 s (left running)".into()),
+        }
+    });
+    Ok(Running { addr, stat: format!("/proc/self/task/{tid}/stat"), stop })
+}
+
+/// The CPUs this process may run on: the server's and the load generator's.
+fn cpus() -> Result<(usize, usize), String> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the kernel fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    if unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+        return Err(format!("sched_getaffinity: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: CPU_ISSET reads the set within its size (`i` < CPU_SETSIZE).
+    let mut allowed = (0..libc::CPU_SETSIZE as usize).filter(|&i| unsafe { libc::CPU_ISSET(i, &set) });
+    let first = allowed.next().ok_or("no CPU allowed")?;
+    match allowed.next() {
+        Some(second) => Ok((first, second)),
+        None => {
+            eprintln!("echo: only CPU {first} is allowed: server and load generator share it");
+            Ok((first, first))
+        }
+    }
+}
+
+/// Pins the calling thread to `cpu`.
+pub(super) fn pin(cpu: usize) -> Result<(), String> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` < CPU_SETSIZE (it came from `cpus`), so CPU_SET stays in the set.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; 0 is the calling thread.
+    if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(format!("sched_setaffinity(CPU {cpu}): {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Clock ticks per second (the unit of `utime` in `/proc`).
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as u64 } else { 100 }
+}
+
+/// The user CPU time in a `/proc/.../stat` file, in ns (clock-tick resolution).
+fn utime_ns(path: &str) -> Result<u64, String> {
+    let s = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    // Field 14 (utime); the fields after the command name's closing parenthesis
+    // start at field 3.
+    let after = s.rsplit_once(')').map(|(_, r)| r).ok_or_else(|| format!("{path}: no command name"))?;
+    let ticks: u64 = after
+        .split_whitespace()
+        .nth(14 - 3)
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| format!("{path}: no utime field"))?;
+    Ok(ticks * 1_000_000_000 / clock_ticks())
+}
