@@ -44,7 +44,12 @@ use core::future::Future;
 use core::ptr::{self, NonNull};
 
 /// Workers that can register with one dispatcher.
+#[cfg(not(keel_loom))]
 pub const MAX_WORKERS: usize = 64;
+/// Workers that can register with one dispatcher (shrunk under loom, so the models
+/// reach the edge and every submit's scan stays short).
+#[cfg(keel_loom)]
+pub const MAX_WORKERS: usize = 2;
 
 const PTR_MASK: u64 = (1 << 48) - 1;
 const TAG_ONE: u64 = 1 << 48;
@@ -254,7 +259,7 @@ impl Dispatcher {
         // SeqCst: dispatch rule 4.
         while w.active.load(Ordering::SeqCst) != 0 {
             spins += 1;
-            core::hint::spin_loop();
+            crate::sync::spin_loop();
             debug_assert!(spins < 1 << 40, "keel bug: a submitter never left");
         }
     }
@@ -295,9 +300,23 @@ impl Dispatcher {
 
     /// Makes `n` worker executors return `RunError::Quit` from `run` (dispatch rule 5).
     pub fn quit(&self, n: u32) {
+        #[cfg(keel_loom)]
+        self.quit_with::<crate::sync::Strong>(n);
+        #[cfg(not(keel_loom))]
+        self.quit_with(n);
+    }
+
+    /// `quit`, with the fence a loom model may leave out (`sync::Weaken::PUSH_FENCE`).
+    pub(crate) fn quit_with<#[cfg(keel_loom)] W: crate::sync::Weaken>(&self, n: u32) {
+        #[cfg(not(keel_loom))]
+        use crate::sync::Strong as W;
         // Release: pairs with the worker's Acquire token take.
         self.quit_tokens.fetch_add(n, Ordering::Release);
-        crate::sync::fence(Ordering::SeqCst);
+        // SeqCst fence: the tokens (store) are ordered before the park-word loads; pairs
+        // with the worker's announce fence (dispatch rule 4, park rule 2).
+        if W::PUSH_FENCE {
+            crate::sync::fence(Ordering::SeqCst);
+        }
         self.unpark_where(|_| true, MAX_WORKERS);
     }
 

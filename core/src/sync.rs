@@ -14,6 +14,13 @@ pub(crate) use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, Ordering, fe
 #[cfg(keel_loom)]
 pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, Ordering, fence};
 
+/// A busy-wait hint (`pause`). Under loom it yields to the other threads, so a model
+/// can run a loop that waits for another thread's next step.
+#[cfg(not(keel_loom))]
+pub(crate) use core::hint::spin_loop;
+#[cfg(keel_loom)]
+pub(crate) use loom::hint::spin_loop;
+
 /// An `UnsafeCell` with loom's access shape: the pointer is only reachable
 /// inside a closure, so loom can track every access.
 #[cfg(not(keel_loom))]
@@ -60,3 +67,49 @@ pub(crate) use maybe_const_fn;
 pub(crate) use core::sync::atomic::AtomicU64 as AtomicU64Like;
 #[cfg(keel_loom)]
 pub(crate) use loom::sync::atomic::AtomicU64 as AtomicU64Like;
+
+/// Production's orderings (and fences) for the protocol steps the loom models weaken.
+///
+/// Code that has such a step writes it as `W::NAME` with `use crate::sync::Strong as W`
+/// (outside loom), or takes `W: Weaken` (under `keel_loom` only): the source the models
+/// check is the production source, and outside loom it compiles to the same constants.
+pub struct Strong;
+
+impl Strong {
+    /// Inbox rule 1: a producer's store linking the previous node to its own. Release:
+    /// pairs with the consumer's Acquire load of `next` in `pop`.
+    pub const PUSH_LINK: Ordering = Ordering::Release;
+    /// Wake rules 3-5: a waker's CAS on the notify word, when it succeeds. Release
+    /// publishes the waker's writes to the owner's `take`; Acquire takes the owner's
+    /// writes to the node (from `take`) and its claim (from `open`).
+    pub const WAKE_CAS: Ordering = Ordering::AcqRel;
+    /// Wake rule 4: a waker that finds an equal wake already queued still merges with
+    /// its CAS (false), rather than returning on what its load saw (true).
+    pub const MERGE_BY_LOAD: bool = false;
+    /// Park rule 2: the executor's `SeqCst` fence between its announce and its re-check.
+    pub const ANNOUNCE_FENCE: bool = true;
+    /// Park rule 2: a pusher's `SeqCst` fence between its push and its park-word load
+    /// (also `Dispatcher::quit`'s, between its tokens and the workers' park words).
+    pub const PUSH_FENCE: bool = true;
+}
+
+/// The protocol steps a loom model may weaken, to show that it catches the bug
+/// (`loom-tests/`, each model's weakened twin). Every default is [`Strong`]'s value;
+/// a twin overrides one. Exists only under `keel_loom`, so no production path is
+/// generic over it.
+#[cfg(keel_loom)]
+pub trait Weaken: 'static {
+    /// See [`Strong::PUSH_LINK`].
+    const PUSH_LINK: Ordering = Strong::PUSH_LINK;
+    /// See [`Strong::WAKE_CAS`].
+    const WAKE_CAS: Ordering = Strong::WAKE_CAS;
+    /// See [`Strong::MERGE_BY_LOAD`].
+    const MERGE_BY_LOAD: bool = Strong::MERGE_BY_LOAD;
+    /// See [`Strong::ANNOUNCE_FENCE`].
+    const ANNOUNCE_FENCE: bool = Strong::ANNOUNCE_FENCE;
+    /// See [`Strong::PUSH_FENCE`].
+    const PUSH_FENCE: bool = Strong::PUSH_FENCE;
+}
+
+#[cfg(keel_loom)]
+impl Weaken for Strong {}

@@ -11,8 +11,12 @@
 //!    previous node to theirs: wait-free.
 //! 2. The single consumer is the owning executor's thread; `tail` is consumer-local.
 //! 3. Between a producer's swap and its link store the queue looks cut: `pop` returns
-//!    `Busy`, and the consumer tries again on its next pass (it never spins on it,
-//!    except when an executor is being dropped, which must wait for in-flight pushes).
+//!    `Busy`, and the consumer tries again on its next pass. A run loop with nothing
+//!    else to do makes that pass at once (the park re-check refuses to park on a push in
+//!    progress), so it busy-waits for the producer's second step, which a preemption of
+//!    the producer's thread can stretch to a scheduler quantum; `Busy` and the re-check
+//!    say so with a spin hint (`sync::spin_loop`: `pause`, and a yield under loom, whose
+//!    models of `run` found the wait). An executor being dropped waits the same way.
 //! 4. A node is pushed only by the waker that set its task's `QUEUED` bit (wake rule 3),
 //!    so it is in the queue at most once.
 //! 5. The inbox lives inside a pinned executor; `init` runs once it is pinned, before
@@ -91,7 +95,25 @@ impl Inbox {
     ///
     /// # Safety
     /// `node` is valid, `'static`, and not in any inbox (rule 4); `init` has run.
+    #[inline(always)]
     pub(crate) unsafe fn push(&self, node: NonNull<InboxNode>) {
+        // SAFETY: the caller's duties are `push_with`'s.
+        #[cfg(keel_loom)]
+        return unsafe { self.push_with::<crate::sync::Strong>(node) };
+        // SAFETY: as above.
+        #[cfg(not(keel_loom))]
+        unsafe {
+            self.push_with(node)
+        }
+    }
+
+    /// `push`, with the link store's ordering a loom model may weaken (`sync::Weaken`).
+    ///
+    /// # Safety
+    /// As for `push`.
+    pub(crate) unsafe fn push_with<#[cfg(keel_loom)] W: crate::sync::Weaken>(&self, node: NonNull<InboxNode>) {
+        #[cfg(not(keel_loom))]
+        use crate::sync::Strong as W;
         let n = node.as_ptr();
         // SAFETY: the caller owns the right to link `node` (rule 4).
         // Relaxed: published by the Release swap below.
@@ -101,8 +123,9 @@ impl Inbox {
         let prev = self.head.swap(n, Ordering::AcqRel);
         // SAFETY: `prev` is the stub or a node pushed earlier; nodes are `'static` and the
         // stub lives as long as the pinned inbox, which outlives every push (wake rule 6).
-        // Release: pairs with the consumer's Acquire load of `next` in `pop`.
-        unsafe { (*prev).next.store(n, Ordering::Release) };
+        // Release (W::PUSH_LINK): pairs with the consumer's Acquire load of `next` in
+        // `pop`, publishing the cleared `next` of a node being pushed again.
+        unsafe { (*prev).next.store(n, W::PUSH_LINK) };
     }
 
     /// Cheap test used on every run-loop pass: true if nothing is visibly queued.
@@ -117,8 +140,17 @@ impl Inbox {
     /// Strict emptiness for the park re-check (park rule 2): also false while a producer
     /// is between its two steps, so the executor does not park on a push in progress.
     pub(crate) fn is_empty_for_park(&self) -> bool {
+        if !self.looks_empty() {
+            return false;
+        }
         // Relaxed: ordered by the SeqCst fence the caller issued just before.
-        self.looks_empty() && self.head.load(Ordering::Relaxed) == self.stub()
+        if self.head.load(Ordering::Relaxed) == self.stub() {
+            return true;
+        }
+        // A producer is between its two steps (rule 3) and the caller will pass again at
+        // once: hint that this is a busy wait (under loom, let the producer run).
+        crate::sync::spin_loop();
+        false
     }
 
     /// Takes the oldest node. Only the owning executor's thread (rule 2).
@@ -146,6 +178,9 @@ impl Inbox {
         // Acquire: pairs with the producers' swap, to compare with a head that is current.
         let head = self.head.load(Ordering::Acquire);
         if tail != head {
+            // Rule 3: the caller comes back on its next pass, at once if it has nothing
+            // else to do: hint that this is a busy wait (under loom, let the producer run).
+            crate::sync::spin_loop();
             return Pop::Busy;
         }
         // `tail` is the last node: push the stub behind it so it can be taken.
@@ -158,6 +193,8 @@ impl Inbox {
             // SAFETY: non-null.
             return Pop::Item(unsafe { NonNull::new_unchecked(tail) });
         }
+        // Another producer came between: as above.
+        crate::sync::spin_loop();
         Pop::Busy
     }
 }

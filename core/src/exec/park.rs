@@ -70,11 +70,24 @@ impl Remote {
     /// Park rule 2, the executor's half: announce. Returns after the fence.
     #[inline]
     pub(crate) fn announce(&self) {
+        #[cfg(keel_loom)]
+        self.announce_with::<crate::sync::Strong>();
+        #[cfg(not(keel_loom))]
+        self.announce_with();
+    }
+
+    /// `announce`, with the fence a loom model may leave out (`sync::Weaken`).
+    #[inline(always)]
+    pub(crate) fn announce_with<#[cfg(keel_loom)] W: crate::sync::Weaken>(&self) {
+        #[cfg(not(keel_loom))]
+        use crate::sync::Strong as W;
         // Relaxed: ordered by the fence below.
         self.park.store(PARKED, Ordering::Relaxed);
         // SeqCst fence: the announce (store) is ordered before the inbox re-check (load);
         // pairs with the fence in `after_push`.
-        crate::sync::fence(Ordering::SeqCst);
+        if W::ANNOUNCE_FENCE {
+            crate::sync::fence(Ordering::SeqCst);
+        }
     }
 
     /// The executor is running again (after parking, or after a re-check found work).
@@ -87,9 +100,22 @@ impl Remote {
     /// Park rule 2, a pusher's half: after pushing onto the inbox, unpark if parked.
     #[inline]
     pub(crate) fn after_push(&self) {
+        #[cfg(keel_loom)]
+        self.after_push_with::<crate::sync::Strong>();
+        #[cfg(not(keel_loom))]
+        self.after_push_with();
+    }
+
+    /// `after_push`, with the fence a loom model may leave out (`sync::Weaken`).
+    #[inline(always)]
+    pub(crate) fn after_push_with<#[cfg(keel_loom)] W: crate::sync::Weaken>(&self) {
+        #[cfg(not(keel_loom))]
+        use crate::sync::Strong as W;
         // SeqCst fence: the push (store) is ordered before the park-word load; pairs with
         // the fence in `announce`.
-        crate::sync::fence(Ordering::SeqCst);
+        if W::PUSH_FENCE {
+            crate::sync::fence(Ordering::SeqCst);
+        }
         // Relaxed: ordered by the fence; the CAS decides who unparks (park rule 1).
         if self.park.load(Ordering::Relaxed) == PARKED
             && self.park.compare_exchange(PARKED, NOTIFIED, Ordering::Relaxed, Ordering::Relaxed).is_ok()
@@ -120,7 +146,7 @@ impl Remote {
         // Acquire: pairs with `leave`'s Release.
         while self.active.load(Ordering::Acquire) != 0 {
             spins += 1;
-            core::hint::spin_loop();
+            crate::sync::spin_loop();
             debug_assert!(spins < 1 << 40, "keel bug: a thread never left the executor");
         }
     }

@@ -15,10 +15,18 @@
 //!    owner's inbox, or the task has no owner. Only the waker that moves `QUEUED` from
 //!    clear to set pushes the node; so a node is in at most one inbox, once.
 //! 4. Wakers that find `QUEUED` set merge their generation into `woken_gen`, keeping
-//!    the newer, so a wake for the current run is never lost behind a stale one.
+//!    the newer, so a wake for the current run is never lost behind a stale one. They
+//!    merge with their CAS even when it changes nothing: a load that finds the wake
+//!    queued may be stale (the owner may have taken it, polled without seeing this
+//!    waker's writes and suspended), and only the CAS both finds out and orders the
+//!    waker's writes before the owner's next take (loom: `loom_wake`'s merge twin).
 //! 5. The owner takes the word with a swap to 0 after popping the node off its inbox,
 //!    then applies rule 1 if `woken_gen` is the current generation. (A swap, not a
-//!    plain store: rule 4 lets wakers write while `QUEUED` is set.)
+//!    plain store: rule 4 lets wakers write while `QUEUED` is set.) The swap and the
+//!    wakers' CAS are AcqRel both ways: a waker acquires what it publishes to, and the
+//!    next waker acquires the owner's last writes to the node (its pop links the stub
+//!    behind the node), so the node's next push cannot race its last pop.
+//!    Every write to the word is a read-modify-write (`open` swaps too).
 //! 6. An owner gives a task up (release, destroy, executor drop) only by a CAS from a
 //!    word without `QUEUED` to `QUEUED`: a task with a wake in flight to an executor
 //!    stays owned by it until that executor has drained the wake.
@@ -65,9 +73,13 @@ impl AtomicNotify {
     /// Owner, after claiming an unowned task: open it to wakes (rule 6's inverse).
     /// Wakes merged while it had no owner were for runs that are over.
     pub(crate) fn open(&self) {
-        // Release: pairs with the Acquire load in `wake_by_gen`, which then sees the
-        // claim's `exec` store made before this.
-        self.0.store(0, Ordering::Release);
+        // Release: pairs with the waker's Acquire (its load, or its CAS) in `wake_by_gen`,
+        // which then sees the claim's `exec` store made before this. A swap, not a store:
+        // every write to the word is a read-modify-write, so its modification order is
+        // the order in which they read it (rule 4's merges rely on it, and loom models RMW
+        // atomicity against RMWs only: tokio-rs/loom#254).
+        let was = self.0.swap(0, Ordering::Release);
+        debug_assert!(was & QUEUED != 0, "keel bug: opening a task that had an owner");
     }
 
     /// Owner, after popping the task off its inbox (rule 5). Returns the woken generation
@@ -75,7 +87,12 @@ impl AtomicNotify {
     pub(crate) fn take(&self) -> (u32, bool) {
         // Acquire: pairs with the waker's (or attacher's) Release, so whatever it wrote
         // before waking (or the body it placed) is visible to the owner and the task.
-        let w = self.0.swap(0, Ordering::Acquire);
+        // Release: pairs with the next waker's Acquire CAS (rule 5): this pop's writes to
+        // the node (the stub linked into its `next`) happen before that waker clears
+        // `next` to push it again. Without it the owner's link can land last and leave
+        // the node pointing at the stub that points at it: a cycle, the task taken
+        // forever (loom: `loom_wake`'s Release-CAS twins).
+        let w = self.0.swap(0, Ordering::AcqRel);
         (gen_of(w), w & ATTACH != 0)
     }
 
@@ -98,7 +115,18 @@ impl AtomicNotify {
 }
 
 /// Wakes run `generation` of the task at `hdr` from any thread (rules 2-4).
+#[inline(always)]
 pub(crate) fn wake_by_gen(hdr: NonNull<Header>, generation: u32) {
+    #[cfg(keel_loom)]
+    wake_by_gen_with::<crate::sync::Strong>(hdr, generation);
+    #[cfg(not(keel_loom))]
+    wake_by_gen_with(hdr, generation);
+}
+
+/// `wake_by_gen`, with the CAS ordering a loom model may weaken (`sync::Weaken`).
+pub(crate) fn wake_by_gen_with<#[cfg(keel_loom)] W: crate::sync::Weaken>(hdr: NonNull<Header>, generation: u32) {
+    #[cfg(not(keel_loom))]
+    use crate::sync::Strong as W;
     // SAFETY: headers live in `'static` task slots, never freed.
     let h = unsafe { hdr.as_ref() };
     // Acquire: pairs with the owner's Release store of a new generation at attach.
@@ -110,12 +138,17 @@ pub(crate) fn wake_by_gen(hdr: NonNull<Header>, generation: u32) {
     loop {
         let merged = if w & QUEUED != 0 && !newer(generation, gen_of(w)) { gen_of(w) } else { generation };
         let new = (merged as u64) << 32 | (w & LOW) | QUEUED;
-        if new == w {
-            return; // rule 4: an equal or newer wake is already on its way
+        if W::MERGE_BY_LOAD && new == w {
+            return; // a weakened twin's early return (`Strong` never takes it)
         }
-        // Release: publishes what the waker wrote before waking (pairs with `take`).
-        // Acquire on failure: we re-read the word to decide again.
-        match word.compare_exchange_weak(w, new, Ordering::Release, Ordering::Acquire) {
+        // AcqRel (W::WAKE_CAS; rules 4-5). Release: publishes what the waker wrote before
+        // waking (pairs with `take`'s Acquire; also when merging changes nothing).
+        // Acquire: pairs with `take`'s Release (the node's last trip through the inbox
+        // is over before we push it again) and with `open`'s Release (the `exec` loaded
+        // below is the owner that opened the word: a load alone may have seen an older
+        // zero, from before the task changed owner). Acquire on failure: we re-read the
+        // word to decide again.
+        match word.compare_exchange_weak(w, new, W::WAKE_CAS, Ordering::Acquire) {
             Ok(_) if w & QUEUED != 0 => return, // rule 4: merged
             Ok(_) => break,                     // rule 3: ours to push
             Err(now) => w = now,

@@ -1,0 +1,173 @@
+//! What the loom models in `loom-tests/` reach inside keel-core. Exists only under
+//! `--cfg keel_loom`; nothing here is API.
+//!
+//! The models run the production source: these are thin wrappers over the crate's own
+//! inbox, park word and wake protocol, plus the `_with::<W>` entry points that let a
+//! model's *weakened twin* replace one ordering or fence (see [`Weaken`]). Everything
+//! else the models need (executors, task slots, `ExecutorHandle`, `TaskHandle::wake`,
+//! the `Driver` trait whose `park` and unparker a model replaces) is public API.
+
+use crate::exec::inbox;
+use crate::exec::park;
+use core::ptr::NonNull;
+
+pub use crate::exec::Unparker;
+pub use crate::sync::{Strong, Weaken};
+
+/// An intrusive link, as a task header carries one (`exec/inbox.rs`).
+#[repr(transparent)]
+pub struct InboxNode(inbox::InboxNode);
+
+impl InboxNode {
+    /// A link in no inbox.
+    pub fn new() -> Self {
+        InboxNode(inbox::InboxNode::new())
+    }
+}
+
+impl Default for InboxNode {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What [`Inbox::pop`] found (inbox rule 3 for `Busy`).
+pub enum Pop {
+    /// The oldest node.
+    Item(NonNull<InboxNode>),
+    /// Nothing queued.
+    Empty,
+    /// A producer is between its swap and its link store.
+    Busy,
+}
+
+/// The executor's inbox (`exec/inbox.rs`): the production queue itself.
+pub struct Inbox(inbox::Inbox);
+
+// SAFETY: as for the executor that holds one: producers on any thread only `push`
+// (inbox rule 1); the model keeps `pop` and `init` on one thread (inbox rule 2).
+unsafe impl Sync for Inbox {}
+// SAFETY: as above; the inbox holds pointers to nodes the model keeps alive.
+unsafe impl Send for Inbox {}
+
+impl Inbox {
+    /// An inbox to place at its final address, then [`init`](Self::init).
+    pub fn new() -> Self {
+        Inbox(inbox::Inbox::new())
+    }
+
+    /// Inbox rule 5: once the inbox is at its final address, before any push.
+    pub fn init(&self) {
+        self.0.init()
+    }
+
+    /// Inbox rule 1, with `W`'s link ordering (`Strong` is production's).
+    ///
+    /// # Safety
+    /// `node` is valid while the inbox is used and is in no inbox (inbox rule 4); `init`
+    /// has run.
+    pub unsafe fn push<W: Weaken>(&self, node: NonNull<InboxNode>) {
+        // SAFETY: the caller's duties; `InboxNode` is a transparent wrapper.
+        unsafe { self.0.push_with::<W>(node.cast()) }
+    }
+
+    /// Takes the oldest node. The consumer's thread only (inbox rule 2).
+    pub fn pop(&self) -> Pop {
+        match self.0.pop() {
+            inbox::Pop::Item(n) => Pop::Item(n.cast()),
+            inbox::Pop::Empty => Pop::Empty,
+            inbox::Pop::Busy => Pop::Busy,
+        }
+    }
+
+    /// Park rule 2's re-check, after [`Remote::announce`]. The consumer's thread only.
+    pub fn is_empty_for_park(&self) -> bool {
+        self.0.is_empty_for_park()
+    }
+}
+
+impl Default for Inbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The executor's park word and unparker (`exec/park.rs`).
+pub struct Remote(park::Remote);
+
+// SAFETY: the unparker `Cell` is written once before the model shares it (park rule 3);
+// everything else is atomic.
+unsafe impl Sync for Remote {}
+// SAFETY: as above.
+unsafe impl Send for Remote {}
+
+impl Remote {
+    /// Running, no unparker.
+    pub fn new() -> Self {
+        Remote(park::Remote::new())
+    }
+
+    /// Park rule 3: set once, before any other thread can reach this.
+    pub fn set_unparker(&self, u: Option<Unparker>) {
+        self.0.set_unparker(u)
+    }
+
+    /// Park rule 2, the executor's announce (store PARKED, then `W`'s fence).
+    pub fn announce<W: Weaken>(&self) {
+        self.0.announce_with::<W>()
+    }
+
+    /// The executor is running again.
+    pub fn running(&self) {
+        self.0.running()
+    }
+
+    /// Park rule 2, a pusher's half (`W`'s fence, then unpark if PARKED).
+    pub fn after_push<W: Weaken>(&self) {
+        self.0.after_push_with::<W>()
+    }
+}
+
+impl Default for Remote {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `TaskHandle::wake` (wake rules 2-4) with `W`'s orderings (`Strong` is production's).
+pub fn wake_with<W: Weaken>(task: crate::TaskHandle) {
+    crate::task::wake::wake_by_gen_with::<W>(task.header(), task.generation())
+}
+
+/// `Dispatcher::quit` (dispatch rule 5) with `W`'s fence (`Strong` is production's).
+pub fn quit_with<W: Weaken>(d: &crate::dispatch::Dispatcher, n: u32) {
+    d.quit_with::<W>(n)
+}
+
+/// A stand-in for a worker executor of a dispatcher: the identity a worker claims a
+/// dispatched task with (`exec/sched.rs`'s scheduler state, never run).
+pub struct DispatchWorker(crate::exec::sched::Sched);
+
+impl DispatchWorker {
+    /// A worker that has not registered.
+    pub fn new() -> Self {
+        DispatchWorker(crate::exec::sched::Sched::new(crate::exec::Config::default()))
+    }
+}
+
+impl Default for DispatchWorker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Dispatch rules 1-2, a worker's take: pop the highest priority's newest task and claim
+/// it, as `Sched::take_dispatched` does (without attaching it). The task's id.
+pub fn take(d: &crate::dispatch::Dispatcher, worker: &DispatchWorker) -> Option<u32> {
+    let h = d.pop()?;
+    if !d.claim(h, &worker.0) {
+        return None;
+    }
+    // SAFETY: headers are in `'static` slots; the claim made the worker its owner.
+    Some(unsafe { h.as_ref() }.trailer().id.get())
+}
