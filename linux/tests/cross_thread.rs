@@ -205,6 +205,7 @@ fn a_waker_fired_from_four_threads_wakes_a_parked_executor() {
 #[test]
 fn a_ring_executor_woken_repeatedly_parks_instead_of_spinning() {
     const WAKES: u64 = 50;
+    static RESUMED: AtomicU64 = AtomicU64::new(0);
     let (tx, rx) = mpsc::channel();
     let exec_thread = std::thread::spawn(move || {
         let ex = pin!(Executor::new(RingDriver::new(RingConfig::default()).unwrap(), Config::default()).unwrap());
@@ -213,6 +214,7 @@ fn a_ring_executor_woken_repeatedly_parks_instead_of_spinning() {
             .attach(slot().create(TaskAttrs::default()).unwrap(), async move {
                 for _ in 0..WAKES {
                     rt::wait().await?;
+                    RESUMED.fetch_add(1, Ordering::SeqCst);
                 }
                 Ok(0)
             })
@@ -220,14 +222,23 @@ fn a_ring_executor_woken_repeatedly_parks_instead_of_spinning() {
         ex.run(1, None).unwrap();
         tx.send(t).unwrap();
         while ex.attached() > 0 {
-            ex.run(usize::MAX, Some(Duration::from_secs(5))).unwrap();
+            if let Err(e) = ex.run(usize::MAX, Some(Duration::from_secs(5))) {
+                panic!("{e}: {:?} state {:?}", ex.stats(), ex.state(t));
+            }
         }
         ex.stats().parks
     });
     let t = rx.recv().unwrap();
-    for _ in 0..WAKES {
-        std::thread::sleep(Duration::from_millis(2));
+    for k in 1..=WAKES {
+        std::thread::sleep(Duration::from_millis(1));
         t.wake();
+        // Wakes coalesce by design (a wake while one is pending does nothing more), so wait
+        // until this one has been taken before the next. Bounded: 5 s.
+        let t0 = Instant::now();
+        while RESUMED.load(Ordering::SeqCst) < k {
+            assert!(t0.elapsed() < Duration::from_secs(5), "wake {k} was lost");
+            std::thread::sleep(Duration::from_micros(50));
+        }
     }
     let parks = exec_thread.join().unwrap();
     assert!(parks <= 4 * WAKES, "{parks} parks for {WAKES} wakes: the executor spins");
