@@ -264,14 +264,14 @@ impl From<SocketAddr> for SockAddr {
     }
 }
 
-/// The local address of a socket (getsockname(2), a direct syscall: cold, and io_uring
-/// has no opcode for it). For finding the port the kernel chose for port 0.
+/// The local address of an IPv4 or IPv6 socket (getsockname(2) through rustix: cold, and
+/// io_uring has no opcode for it). For finding the port the kernel chose for port 0.
+/// Unix-domain sockets give `EAFNOSUPPORT`: their address is the path they were bound to.
 pub fn local_addr(s: &Socket) -> Result<SockAddr, Errno> {
-    let mut a = SockAddr::zeroed();
-    a.len = core::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: the storage and its length are valid for the kernel to write.
-    let r = unsafe { libc::getsockname(s.fd, &mut a.storage as *mut _ as *mut libc::sockaddr, &mut a.len) };
-    if r < 0 { Err(Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))) } else { Ok(a) }
+    // SAFETY: the socket's descriptor is open for as long as `s` is borrowed.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(s.fd) };
+    let any = rustix::net::getsockname(fd).map_err(|e| Errno(e.raw_os_error()))?;
+    SocketAddr::try_from(any).map(SockAddr::from).map_err(|_| Errno(libc::EAFNOSUPPORT))
 }
 
 macro_rules! on_sock {
