@@ -15,7 +15,9 @@
 //! where io_uring is unavailable.
 
 use core::pin::pin;
-use keel_alloc_free_tests::{CYCLES, WARM_UP, Window, assert_alloc_free, ring_or_skip, run_to_end, run_until, skip, task};
+use keel_alloc_free_tests::{
+    CYCLES, WARM_UP, Window, assert_alloc_free, ring_or_skip, run_to_end, run_until, skip, task,
+};
 use keel_core::{Executor, Fiber, FiberAttrs, IoStatus, RegionStacks, TaskError};
 use keel_linux::{RingConfig, RingDriver, RingOp};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,31 +37,44 @@ const N: u64 = WARM_UP + CYCLES;
 
 #[test]
 fn nop_submit_and_complete_through_the_ring_allocate_nothing() {
-    let what = ["ring nop (fiber, IoStatus)", "ring nop (future, IoStatus)", "ring nop (future, fs::nop)"];
+    let what = [
+        "ring nop (fiber, IoStatus)",
+        "ring nop (future, IoStatus)",
+        "ring nop (future, fs::nop)",
+    ];
     let Some(ring) = ring_or_skip(what[0], RingConfig::default()) else {
         for w in &what[1..] {
             skip(w, "io_uring is unavailable here");
         }
         return;
     };
-    let stacks = RegionStacks::new(Vec::leak(vec![0u8; 64 * 1024 + 16]), 64 * 1024, 0).expect("region stacks");
+    let stacks = RegionStacks::new(Vec::leak(vec![0u8; 64 * 1024 + 16]), 64 * 1024, 0)
+        .expect("region stacks");
     let ex = pin!(Executor::with_stacks(ring, stacks, keel_linux::panic::config()).unwrap());
     let ex = ex.into_ref();
 
     let fiber = ex
-        .attach_fiber(task::<1024>("nop-fiber"), FiberAttrs { stack_size: 64 * 1024 }, |f: &mut Fiber| {
-            let st = pin!(IoStatus::new());
-            for _ in 0..N {
-                if f.initiate::<RingDriver>(st.as_ref(), RingOp::nop()).is_err() {
-                    return Err(TaskError::Failed(1));
+        .attach_fiber(
+            task::<1024>("nop-fiber"),
+            FiberAttrs {
+                stack_size: 64 * 1024,
+            },
+            |f: &mut Fiber| {
+                let st = pin!(IoStatus::new());
+                for _ in 0..N {
+                    if f.initiate::<RingDriver>(st.as_ref(), RingOp::nop())
+                        .is_err()
+                    {
+                        return Err(TaskError::Failed(1));
+                    }
+                    if f.suspend_until_completed_io(1)? != 1 || st.result() != Some(Ok(0)) {
+                        return Err(TaskError::Failed(2));
+                    }
+                    one_done();
                 }
-                if f.suspend_until_completed_io(1)? != 1 || st.result() != Some(Ok(0)) {
-                    return Err(TaskError::Failed(2));
-                }
-                one_done();
-            }
-            Ok(1)
-        })
+                Ok(1)
+            },
+        )
         .unwrap_or_else(|e| panic!("attach_fiber: {e}"));
     measure(ex, what[0]);
     assert_eq!(ex.result(fiber), Ok(Some(Ok(1))));
@@ -68,10 +83,15 @@ fn nop_submit_and_complete_through_the_ring_allocate_nothing() {
         .attach(task::<1024>("nop-status"), async {
             let st = pin!(IoStatus::new());
             for _ in 0..N {
-                if keel_core::initiate::<RingDriver>(st.as_ref(), RingOp::nop()).await.is_err() {
+                if keel_core::initiate::<RingDriver>(st.as_ref(), RingOp::nop())
+                    .await
+                    .is_err()
+                {
                     return Err(TaskError::Failed(1));
                 }
-                if keel_core::suspend_until_completed_io(1).await? != 1 || st.result() != Some(Ok(0)) {
+                if keel_core::suspend_until_completed_io(1).await? != 1
+                    || st.result() != Some(Ok(0))
+                {
                     return Err(TaskError::Failed(2));
                 }
                 one_done();

@@ -7,10 +7,12 @@
 //! unavailable.
 
 use core::pin::pin;
-use keel_alloc_free_tests::{CYCLES, WARM_UP, Window, assert_alloc_free, ring_or_skip, run_to_end, run_until, task};
+use keel_alloc_free_tests::{
+    CYCLES, WARM_UP, Window, assert_alloc_free, ring_or_skip, run_to_end, run_until, task,
+};
 use keel_core::{Errno, Executor, Fiber, FiberAttrs, RegionStacks, TaskError};
-use keel_linux::fs::FiberFs;
 use keel_linux::RingConfig;
+use keel_linux::fs::FiberFs;
 use std::os::fd::IntoRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -33,34 +35,51 @@ const PATTERN: [u8; LEN] = {
 #[test]
 fn a_registered_buffer_read_allocates_nothing() {
     let what = "ring read_fixed 512 B";
-    let cfg = RingConfig { registered_buffers: 1, registered_buffer_size: 4096, ..RingConfig::default() };
-    let Some(ring) = ring_or_skip(what, cfg) else { return };
+    let cfg = RingConfig {
+        registered_buffers: 1,
+        registered_buffer_size: 4096,
+        ..RingConfig::default()
+    };
+    let Some(ring) = ring_or_skip(what, cfg) else {
+        return;
+    };
     let dir = std::env::temp_dir().join(format!("keel-alloc-free-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("read_fixed");
     std::fs::write(&path, PATTERN).unwrap();
     let file = keel_linux::File::from_raw_fd(std::fs::File::open(&path).unwrap().into_raw_fd());
 
-    let stacks = RegionStacks::new(Vec::leak(vec![0u8; 64 * 1024 + 16]), 64 * 1024, 0).expect("region stacks");
+    let stacks = RegionStacks::new(Vec::leak(vec![0u8; 64 * 1024 + 16]), 64 * 1024, 0)
+        .expect("region stacks");
     let ex = pin!(Executor::with_stacks(ring, stacks, keel_linux::panic::config()).unwrap());
     let ex = ex.into_ref();
     let n = WARM_UP + CYCLES;
     let h = ex
-        .attach_fiber(task::<1024>("read-fixed"), FiberAttrs { stack_size: 64 * 1024 }, move |f: &mut Fiber| {
-            let buf = f.try_claim_buffer().map_err(|_| TaskError::Failed(1))?;
-            for _ in 0..n {
-                f.with_buffer(buf, |b| b[..LEN].fill(0)).map_err(|_| TaskError::Failed(2))?;
-                if f.read_fixed(&file, buf, LEN as u32, 0) != Ok::<u32, Errno>(LEN as u32) {
-                    return Err(TaskError::Failed(3));
+        .attach_fiber(
+            task::<1024>("read-fixed"),
+            FiberAttrs {
+                stack_size: 64 * 1024,
+            },
+            move |f: &mut Fiber| {
+                let buf = f.try_claim_buffer().map_err(|_| TaskError::Failed(1))?;
+                for _ in 0..n {
+                    f.with_buffer(buf, |b| b[..LEN].fill(0))
+                        .map_err(|_| TaskError::Failed(2))?;
+                    if f.read_fixed(&file, buf, LEN as u32, 0) != Ok::<u32, Errno>(LEN as u32) {
+                        return Err(TaskError::Failed(3));
+                    }
+                    if !f
+                        .with_buffer(buf, |b| b[..LEN] == PATTERN)
+                        .map_err(|_| TaskError::Failed(4))?
+                    {
+                        return Err(TaskError::Failed(5));
+                    }
+                    DONE.fetch_add(1, Ordering::Relaxed);
                 }
-                if !f.with_buffer(buf, |b| b[..LEN] == PATTERN).map_err(|_| TaskError::Failed(4))? {
-                    return Err(TaskError::Failed(5));
-                }
-                DONE.fetch_add(1, Ordering::Relaxed);
-            }
-            f.release_buffer(buf).map_err(|_| TaskError::Failed(6))?;
-            Ok(4)
-        })
+                f.release_buffer(buf).map_err(|_| TaskError::Failed(6))?;
+                Ok(4)
+            },
+        )
         .unwrap_or_else(|e| panic!("attach_fiber: {e}"));
 
     run_until(ex, || DONE.load(Ordering::Relaxed) >= WARM_UP);

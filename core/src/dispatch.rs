@@ -38,7 +38,8 @@ use crate::exec::park::{PARKED, Remote};
 use crate::exec::sched::Sched;
 use crate::sync::{AtomicPtr, AtomicU32, AtomicU64Like, Ordering};
 use crate::task::TaskHandle;
-use crate::task::body::{BodyVTable, FutureBody, IntoTaskResult, place};
+use crate::exec::remote::claim_and_place;
+use crate::task::body::{BodyVTable, FutureBody, IntoTaskResult};
 use crate::task::header::{Header, flag};
 use core::future::Future;
 use core::ptr::{self, NonNull};
@@ -143,38 +144,16 @@ impl Dispatcher {
     }
 
     fn submit_body<B>(&'static self, task: TaskHandle, body: B, vt: &'static BodyVTable) -> Result<TaskHandle, AttachError<B>> {
-        let h = task.header();
-        // SAFETY: `'static` slot.
-        let t = unsafe { h.as_ref() };
-        // AcqRel: as a claim in remote.rs (remote rule 2).
-        if t.exec.compare_exchange(ptr::null_mut(), sentinel(self), Ordering::AcqRel, Ordering::Acquire).is_err() {
-            return Err(AttachError::OwnedElsewhere(body));
-        }
-        // Acquire: pairs with destroy's Release. Relaxed: ordered by the claim.
-        let live = t.trailer().live.load(Ordering::Acquire) != 0;
-        let generation = t.generation.load(Ordering::Relaxed);
-        if !live || generation != task.generation() {
-            // Release: hand it back.
-            t.exec.store(ptr::null_mut(), Ordering::Release);
-            return Err(AttachError::Stale(body));
-        }
-        // SAFETY: claimed and unattached; no one else touches it (dispatch rule 2).
-        if let Err(e) = unsafe { place(h, body) } {
-            // Release: hand it back.
-            t.exec.store(ptr::null_mut(), Ordering::Release);
-            return Err(e);
-        }
-        let next_gen = generation.wrapping_add(1);
-        // Release: pairs with wakers' Acquire generation check.
-        t.generation.store(next_gen, Ordering::Release);
-        t.body.set(Some(vt));
-        t.flags.set(flag::RELEASE_ON_COMPLETE | flag::DISPATCHED);
-        t.trailer().result.set(None);
+        // Dispatch rule 2: claimed for the dispatcher's sentinel, as an attach claims for
+        // an executor (remote rule 2).
+        let run = claim_and_place(sentinel(self), task, body, vt, flag::RELEASE_ON_COMPLETE | flag::DISPATCHED)?;
         // Relaxed: only the count matters; the push below publishes the task.
         self.submitted.fetch_add(1, Ordering::Relaxed);
-        self.push(t.prio.get().cpu, h);
+        // SAFETY: `'static` slot, claimed by us.
+        let prio = unsafe { run.header().as_ref() }.prio.get().cpu;
+        self.push(prio, run.header());
         self.unpark_one();
-        Ok(TaskHandle::from_parts(h, next_gen))
+        Ok(run)
     }
 
     /// Dispatch rule 1: push.

@@ -223,8 +223,8 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
     #[inline(always)]
     fn sched(self: Pin<&Self>) -> &Sched {
         let s = &self.get_ref().sched;
-        s.times.on.set(A::ON);
         s.ensure_init(
+            A::ON,
             self.driver_ptr() as *mut (),
             &VtFor::<D>::VT,
             self.stacks.with_mut(|p| p as *mut ()),

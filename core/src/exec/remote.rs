@@ -125,15 +125,22 @@ impl ExecutorHandle {
     }
 }
 
-/// Remote rules 2-3.
-fn attach_remote<B>(s: &Sched, task: TaskHandle, body: B, vt: &'static BodyVTable) -> Result<TaskHandle, AttachError<B>> {
+/// Claims an unowned task for `owner` (an executor, or the dispatcher's sentinel) and
+/// makes `body` its next run (remote rule 2): one CAS, then the local fields, which nobody
+/// else touches until the claim is published by a push. Hands the task back on failure.
+pub(crate) fn claim_and_place<B>(
+    owner: *mut Sched,
+    task: TaskHandle,
+    body: B,
+    vt: &'static BodyVTable,
+    flags: u8,
+) -> Result<TaskHandle, AttachError<B>> {
     let h = task.header();
     // SAFETY: `'static` slot.
     let t = unsafe { h.as_ref() };
-    let me = s as *const Sched as *mut Sched;
     // AcqRel: Acquire sees the previous owner's release (and its writes to the task);
     // Release publishes the claim. Acquire on failure: reading who owns it.
-    if t.exec.compare_exchange(ptr::null_mut(), me, Ordering::AcqRel, Ordering::Acquire).is_err() {
+    if t.exec.compare_exchange(ptr::null_mut(), owner, Ordering::AcqRel, Ordering::Acquire).is_err() {
         return Err(AttachError::OwnedElsewhere(body));
     }
     // Acquire: pairs with destroy's Release of `live`. Relaxed for the generation: the
@@ -156,11 +163,20 @@ fn attach_remote<B>(s: &Sched, task: TaskHandle, body: B, vt: &'static BodyVTabl
     // Release: pairs with wakers' Acquire generation check.
     t.generation.store(next_gen, Ordering::Release);
     t.body.set(Some(vt));
-    t.flags.set(flag::RELEASE_ON_COMPLETE);
+    t.flags.set(flags);
     t.trailer().result.set(None);
+    Ok(TaskHandle::from_parts(h, next_gen))
+}
+
+/// Remote rules 2-3.
+fn attach_remote<B>(s: &Sched, task: TaskHandle, body: B, vt: &'static BodyVTable) -> Result<TaskHandle, AttachError<B>> {
+    let me = s as *const Sched as *mut Sched;
+    let run = claim_and_place(me, task, body, vt, flag::RELEASE_ON_COMPLETE)?;
+    // SAFETY: `'static` slot.
+    let t = unsafe { run.header().as_ref() };
     t.notify.mark_attach();
     // SAFETY: remote rule 3: QUEUED is ours to push on; the node is in no inbox.
     unsafe { s.inbox.push(NonNull::from(&t.inbox)) };
     s.remote.after_push();
-    Ok(TaskHandle::from_parts(h, next_gen))
+    Ok(run)
 }

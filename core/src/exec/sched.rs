@@ -120,12 +120,14 @@ impl Sched {
     #[inline(always)]
     pub(crate) fn ensure_init(
         &self,
+        accounting: bool,
         driver: *mut (),
         vt: &'static DriverVt,
         stacks: *mut (),
         stacks_vt: &'static crate::stack::pool::ProviderVt,
     ) {
         if !self.initialised.get() {
+            self.times.on.set(accounting);
             self.inbox.init();
             self.stacks.init(stacks, stacks_vt);
             self.driver.set(driver);
