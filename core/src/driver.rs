@@ -37,6 +37,25 @@ impl IoToken {
         IoToken { addr, generation: 0 }
     }
 
+    /// The token in 48 bits, for drivers that carry it in the operation itself (an
+    /// io_uring `user_data`) instead of a table: `Some` for tokens with no generation
+    /// (status blocks and orphans, the hot ones) whose address fits in 48 bits.
+    #[inline(always)]
+    pub fn pack(self) -> Option<u64> {
+        let bits = self.addr as u64;
+        (self.generation == 0 && bits >> 48 == 0).then_some(bits)
+    }
+
+    /// The token [`pack`](Self::pack) gave `bits` for.
+    ///
+    /// # Safety
+    /// `bits` came from `pack` of a token this driver was given and that has not been
+    /// retargeted since: the core dereferences what a token names.
+    #[inline(always)]
+    pub unsafe fn unpack(bits: u64) -> Self {
+        IoToken { addr: bits as usize, generation: 0 }
+    }
+
     /// A token whose completion wakes run `task` (if it is still that run) and counts as
     /// its i/o; the driver keeps the operation's result for the task to take.
     pub fn wake(task: crate::TaskHandle) -> Self {
@@ -92,7 +111,7 @@ pub trait Driver: 'static {
     fn retarget(&mut self, id: OpId, token: IoToken);
 
     /// Hands at most `max` completions to `sink`, in completion order; returns how many.
-    fn reap(&mut self, max: usize, sink: &mut dyn FnMut(IoToken, IoResult)) -> usize;
+    fn reap<F: FnMut(IoToken, IoResult)>(&mut self, max: usize, sink: &mut F) -> usize;
 
     /// Operations submitted and not yet reaped.
     fn in_flight(&self) -> usize;
@@ -134,7 +153,7 @@ impl Driver for NoIo {
     }
     fn cancel(&mut self, _: OpId) {}
     fn retarget(&mut self, _: OpId, _: IoToken) {}
-    fn reap(&mut self, _: usize, _: &mut dyn FnMut(IoToken, IoResult)) -> usize {
+    fn reap<F: FnMut(IoToken, IoResult)>(&mut self, _: usize, _: &mut F) -> usize {
         0
     }
     fn in_flight(&self) -> usize {

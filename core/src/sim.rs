@@ -231,7 +231,7 @@ impl<const OPS: usize, const TRACE: usize> Driver for SimDriverN<OPS, TRACE> {
         }
     }
 
-    fn reap(&mut self, max: usize, sink: &mut dyn FnMut(IoToken, IoResult)) -> usize {
+    fn reap<F: FnMut(IoToken, IoResult)>(&mut self, max: usize, sink: &mut F) -> usize {
         let mut n = 0;
         while n < max {
             let Some(i) = self.next_due() else { break };

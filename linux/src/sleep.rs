@@ -65,7 +65,7 @@ impl Driver for SleepDriver {
 
     fn retarget(&mut self, _: OpId, _: IoToken) {}
 
-    fn reap(&mut self, _: usize, _: &mut dyn FnMut(IoToken, IoResult)) -> usize {
+    fn reap<F: FnMut(IoToken, IoResult)>(&mut self, _: usize, _: &mut F) -> usize {
         0
     }
 

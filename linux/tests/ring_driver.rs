@@ -378,3 +378,147 @@ fn dropping_an_executor_with_tasks_suspended_on_io_cancels_and_drains_them() {
     // SAFETY: our descriptor.
     unsafe { libc::close(wr) };
 }
+
+/// Status blocks dropped with their read in flight, one after another at the same stack
+/// address, on a driver allowed 4 operations in flight: each orphan's completion reaches
+/// its task (never the memory, nor the next status at that address), the in-flight limit
+/// holds for direct operations (the fifth initiate waits for room), and a last read at the
+/// same address gets its own result.
+#[test]
+fn orphaned_status_blocks_at_one_address_never_see_each_others_completions() {
+    static mut SINK: [u8; 1] = [0];
+    let mut fds = [0; 2];
+    // SAFETY: room for two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (rd, wr) = (fds[0], fds[1]);
+    let cfg = RingConfig {
+        slots: 4,
+        ..RingConfig::default()
+    };
+    let ex = pin!(
+        Executor::with_stacks(RingDriver::new(cfg).unwrap(), stacks(1), Config::default()).unwrap()
+    );
+    let ex = ex.into_ref();
+    let t = ex
+        .attach_fiber(
+            task(),
+            FiberAttrs::default(),
+            move |f: &mut Fiber| -> keel_core::TaskResult {
+                let mut most = 0;
+                let mut addrs = std::collections::HashSet::new();
+                for _ in 0..40 {
+                    let st = pin!(IoStatus::new());
+                    addrs.insert(&*st as *const IoStatus as usize);
+                    // A read of the empty pipe into a static: it stays in flight until cancelled.
+                    let e = io_uring::opcode::Read::new(
+                        io_uring::types::Fd(rd),
+                        (&raw mut SINK).cast(),
+                        1,
+                    )
+                    .build();
+                    // SAFETY: the buffer is a static; the read never outlives the process.
+                    f.initiate::<RingDriver>(st.as_ref(), unsafe { RingOp::from_entry(e) })
+                        .unwrap();
+                    most = most.max(f.with_driver(|d: &mut RingDriver| d.in_flight()).unwrap());
+                    // `st` goes away here with its read in flight: orphaned and cancelled.
+                }
+                assert!(
+                    most <= 4,
+                    "{most} operations in flight on a driver allowed 4"
+                );
+                assert_eq!(addrs.len(), 1, "the test wants every status at one address");
+                // Let the last orphans' cancels land before writing, or one of them reads it.
+                for _ in 0..10_000 {
+                    if f.with_driver(|d: &mut RingDriver| d.in_flight()) == Some(0) {
+                        break;
+                    }
+                    f.yield_now().unwrap();
+                }
+                assert_eq!(
+                    f.with_driver(|d: &mut RingDriver| d.in_flight()),
+                    Some(0),
+                    "orphans still in flight"
+                );
+                let mut b = [0u8; 1];
+                let st = pin!(IoStatus::new());
+                // SAFETY: our pipe's write end, a static byte.
+                assert_eq!(unsafe { libc::write(wr, b"k".as_ptr().cast(), 1) }, 1);
+                let e =
+                    io_uring::opcode::Read::new(io_uring::types::Fd(rd), b.as_mut_ptr(), 1).build();
+                // SAFETY: `b` outlives the read: the fiber waits for it below.
+                f.initiate::<RingDriver>(st.as_ref(), unsafe { RingOp::from_entry(e) })
+                    .unwrap();
+                assert_eq!(f.suspend_until_completed_io(1), Ok(1));
+                assert_eq!(st.result(), Some(Ok(1)));
+                assert_eq!(&b, b"k");
+                Ok(most as u64)
+            },
+        )
+        .unwrap();
+    run_all!(ex);
+    assert_eq!(
+        ex.result(t),
+        Ok(Some(Ok(4))),
+        "the limit of 4 was reached and held"
+    );
+    let st = ex.with_driver(|d| d.stats());
+    assert_eq!(st.stale, 0, "{st:?}");
+    assert_eq!(ex.with_driver(|d| d.in_flight()), 0);
+    // SAFETY: our descriptors.
+    unsafe {
+        libc::close(rd);
+        libc::close(wr);
+    }
+}
+
+/// Opens initiated with a status block that is dropped before the ring even sees them:
+/// the kernel opens the file anyway (the cancel comes after), and nobody will read the
+/// descriptor, so the driver closes it (driver rule 3 for orphans).
+#[test]
+fn opens_whose_status_block_is_dropped_in_flight_leak_no_descriptor() {
+    let path = std::env::temp_dir().join(format!("keel-{}-orphan-opens", std::process::id()));
+    std::fs::write(&path, b"x").unwrap();
+    let cpath: &'static std::ffi::CStr = Box::leak(
+        std::ffi::CString::new(path.to_str().unwrap())
+            .unwrap()
+            .into_boxed_c_str(),
+    );
+    let ex = pin!(
+        Executor::with_stacks(
+            RingDriver::new(RingConfig::default()).unwrap(),
+            stacks(1),
+            Config::default()
+        )
+        .unwrap()
+    );
+    let ex = ex.into_ref();
+    assert_eq!(open_fds_on(&path), 0);
+    ex.attach_fiber(
+        task(),
+        FiberAttrs::default(),
+        move |f: &mut Fiber| -> keel_core::TaskResult {
+            for _ in 0..64 {
+                let st = pin!(IoStatus::new());
+                let e = io_uring::opcode::OpenAt::new(
+                    io_uring::types::Fd(libc::AT_FDCWD),
+                    cpath.as_ptr(),
+                )
+                .flags(libc::O_RDONLY | libc::O_CLOEXEC)
+                .build();
+                // SAFETY: the path is leaked: valid for the process's life.
+                f.initiate::<RingDriver>(st.as_ref(), unsafe { RingOp::from_entry(e) })
+                    .unwrap();
+            }
+            Ok(0)
+        },
+    )
+    .unwrap();
+    run_all!(ex);
+    assert_eq!(ex.with_driver(|d| d.in_flight()), 0);
+    assert_eq!(
+        open_fds_on(&path),
+        0,
+        "an orphaned open leaked its descriptor"
+    );
+    let _ = std::fs::remove_file(path);
+}

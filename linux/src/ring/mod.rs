@@ -8,10 +8,13 @@
 //!   in flight, so a busy executor still reaps (with DEFER_TASKRUN completions are posted
 //!   only inside such an enter), and once more when it parks: `GETEVENTS | EXT_ARG` with
 //!   an absolute timeout at the next timer's deadline (no timerfd, no timeout SQE).
-//! - Room: `submit_capacity` is the smaller of free SQ entries and free operation slots;
+//! - Room: `submit_capacity` is the smaller of free SQ entries and the operations that
+//!   may still go in flight (`RingConfig::slots`, direct and slot operations together);
 //!   the core queues initiators by I/O priority when it is zero.
-//! - Completions: `user_data` names a slot and its generation (`slots.rs`); internal SQEs
-//!   carry a tag no slot can have; stale CQEs are counted and dropped.
+//! - Completions: a status block's plain operation carries its completion token in its
+//!   `user_data` (`direct.rs`: no table on the hot path); every other operation's
+//!   `user_data` names a slot and its generation (`slots.rs`); internal SQEs carry a tag
+//!   neither can have; stale slot CQEs are counted and dropped.
 //! - CQ overflow: with `IORING_FEAT_NODROP` the kernel keeps overflowed CQEs; `reap`
 //!   enters again with GETEVENTS to flush them while the overflow flag is set.
 //! - Errors of `io_uring_enter` (EAGAIN, EBUSY, EINTR) leave the SQEs in the ring and the
@@ -42,6 +45,7 @@
 //!    upper 16 flag bits; `take_full` and `take_multi` hand the flags to the net layer,
 //!    which turns them into a `net::ProvidedBuf` (pbuf rule 2).
 
+mod direct;
 mod driver;
 pub mod op;
 pub mod setup;

@@ -4,10 +4,11 @@
 //!
 //! Rules (cited as "slot rule N"):
 //! 1. `user_data` = `generation << 32 | index`; index < 2^31. A slot's generation grows
-//!    every time it is freed, so a completion whose generation does not match its slot is
-//!    stale and is dropped (counted).
-//! 2. `user_data` values with bit 63 set are the driver's own (cancel requests); no slot
-//!    can produce one (rule 1 keeps generations below 2^31 by wrapping).
+//!    every time it is freed (wrapping below 2^30), so a completion whose generation does
+//!    not match its slot is stale and is dropped (counted).
+//! 2. `user_data` values with bit 63 set are the driver's own (cancel requests), those
+//!    with bit 62 set are direct operations (`direct.rs`); no slot can produce either
+//!    (rule 1 keeps generations below 2^30).
 //! 3. A slot holds the operation's owned buffer (if any) until its completion arrives;
 //!    then either the task's token is told (and the slot freed), or, for operations whose
 //!    result the future takes itself, the slot keeps result and buffer until `take`.
@@ -90,6 +91,8 @@ pub(crate) struct Slot {
     pub(crate) q: ResultQ,
     /// Results of this slot waiting in the driver's spill list (driver rule 2).
     pub(crate) spilled: u32,
+    /// Its status block went away (io_status rule 4): give back what it yields.
+    pub(crate) orphaned: bool,
     /// The final CQE (no F_MORE) of a multishot op has arrived.
     pub(crate) ended: bool,
     /// The driver cancelled this multishot op because its queue filled (driver rule 2).
@@ -120,6 +123,7 @@ impl Slots {
                 multi: false,
                 q: ResultQ::default(),
                 spilled: 0,
+                orphaned: false,
                 ended: false,
                 throttled: false,
                 first: None,
@@ -142,6 +146,7 @@ impl Slots {
         s.q = ResultQ::default();
         s.spilled = 0;
         s.ended = false;
+        s.orphaned = false;
         s.throttled = false;
         s.first = None;
         s.state = SlotState::InFlight;
@@ -173,7 +178,7 @@ impl Slots {
         }
         s.state = SlotState::Free;
         s.token = None;
-        s.generation = (s.generation + 1) & 0x7FFF_FFFF;
+        s.generation = (s.generation + 1) & 0x3FFF_FFFF;
         self.free.push(i as u32);
         s.buf.take()
     }
