@@ -52,7 +52,7 @@ pub const B32: Case = Case {
 
 fn keel<const B: usize, A: Accounting>(iters: u64) -> Timed {
     let body = uring::keel_batches::<B>(iters, |_, _| RingOp::nop(), 0);
-    uring::keel_fiber_acct::<A, _>(RingConfig::default(), iters, body)
+    uring::keel_fiber_acct::<A, _>(RingConfig::default(), iters, 0, body)
 }
 
 fn raw<const B: usize, const TUNED: bool>(iters: u64) -> Timed {

@@ -12,7 +12,9 @@
 //!   (`RingConfig { registered_buffers: 32, registered_buffer_size: 4096, .. }`), claimed
 //!   with `FiberFs::claim_buffer`; 32 pinned `IoStatus` blocks, each re-initiated with
 //!   `RingOp::from_entry(opcode::ReadFixed)` as soon as `suspend_until_completed_io`
-//!   hands it back. keel has no registered-file API yet, so the fd is a plain one.
+//!   hands it back. The file is opened straight into the ring's fixed-file table
+//!   (`FiberFs::open_direct`, `RingConfig::registered_files: 1`), as io-uring-fixed
+//!   registers its file.
 //! - io-uring: the raw crate loop on `IoUring::new(256)`, plain buffers: keep 32 reads
 //!   queued, `submit_and_wait(1)`, drain the CQ, refill.
 //! - io-uring-fixed: the same loop on a tuned ring (SINGLE_ISSUER, DEFER_TASKRUN,
@@ -30,7 +32,6 @@ use keel_core::{IoStatus, TaskError};
 use keel_linux::fs::FiberFs;
 use keel_linux::{RingConfig, RingDriver, RingOp};
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -142,11 +143,12 @@ impl Offsets {
 
 fn keel(iters: u64) -> Timed {
     let df = data_file()?;
-    let file = std::fs::File::open(&df.path).map_err(|e| format!("open: {e}"))?;
-    let fd = file.as_raw_fd();
+    let path = std::ffi::CString::new(df.path.as_os_str().as_encoded_bytes()).map_err(|e| format!("path: {e}"))?;
     let blocks = df.blocks;
-    let cfg = RingConfig { registered_buffers: QD as u16, registered_buffer_size: BLOCK, ..RingConfig::default() };
+    let cfg = RingConfig { registered_buffers: QD as u16, registered_buffer_size: BLOCK, registered_files: 1, ..RingConfig::default() };
     let body = move |f: &mut keel_core::Fiber| -> keel_core::TaskResult {
+        let file = f.open_direct(&path, libc::O_RDONLY, 0).map_err(|e| TaskError::Failed(-(e.0 as i64)))?;
+        let fixed = types::Fixed(file.index());
         let mut idx = [0u16; QD];
         let mut ptrs = [core::ptr::null_mut::<u8>(); QD];
         for (i, p) in idx.iter_mut().zip(ptrs.iter_mut()) {
@@ -164,7 +166,7 @@ fn keel(iters: u64) -> Timed {
                 let i = $i;
                 let k = offs.next_block();
                 want[i] = k;
-                let e = opcode::ReadFixed::new(types::Fd(fd), ptrs[i], BLOCK as u32, idx[i]).offset(k * BLOCK as u64).build();
+                let e = opcode::ReadFixed::new(fixed, ptrs[i], BLOCK as u32, idx[i]).offset(k * BLOCK as u64).build();
                 // SAFETY: the array is pinned on this fiber's stack and every read is
                 // waited for before the body returns.
                 let st = unsafe { Pin::new_unchecked(&sts[i]) };
@@ -207,9 +209,8 @@ fn keel(iters: u64) -> Timed {
         for i in idx {
             f.release_buffer(i).map_err(|_| TaskError::Failed(-15))?;
         }
+        f.close_direct(file).map_err(|e| TaskError::Failed(-(e.0 as i64)))?;
         Ok(good)
     };
-    let t = uring::keel_fiber(cfg, iters, body);
-    drop(file);
-    t
+    uring::keel_fiber_setup(cfg, iters, 2, body)
 }

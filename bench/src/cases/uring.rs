@@ -145,12 +145,21 @@ pub(super) fn keel_fiber<F>(cfg: RingConfig, iters: u64, body: F) -> Timed
 where
     F: FnOnce(&mut Fiber) -> TaskResult + 'static,
 {
-    keel_fiber_acct::<NoAccounting, F>(cfg, iters, body)
+    keel_fiber_acct::<NoAccounting, F>(cfg, iters, 0, body)
+}
+
+/// [`keel_fiber`] for a body that also runs `setup_ops` operations of its own (an open
+/// and a close) besides the `iters` it counts.
+pub(super) fn keel_fiber_setup<F>(cfg: RingConfig, iters: u64, setup_ops: u64, body: F) -> Timed
+where
+    F: FnOnce(&mut Fiber) -> TaskResult + 'static,
+{
+    keel_fiber_acct::<NoAccounting, F>(cfg, iters, setup_ops, body)
 }
 
 /// [`keel_fiber`] on an executor with accounting `A` (`TscAccounting`: the `keel-acct`
 /// impls).
-pub(super) fn keel_fiber_acct<A: Accounting, F>(cfg: RingConfig, iters: u64, body: F) -> Timed
+pub(super) fn keel_fiber_acct<A: Accounting, F>(cfg: RingConfig, iters: u64, setup_ops: u64, body: F) -> Timed
 where
     F: FnOnce(&mut Fiber) -> TaskResult + 'static,
 {
@@ -172,8 +181,8 @@ where
         other => return Err(format!("task ended with {other:?} (expected Ok({iters}))")),
     }
     let st = ex.with_driver(|d| d.stats());
-    if st.completed != iters || st.stale != 0 {
-        return Err(format!("ring reaped {} CQEs ({} stale) for {iters} operations", st.completed, st.stale));
+    if st.completed != iters + setup_ops || st.stale != 0 {
+        return Err(format!("ring reaped {} CQEs ({} stale) for {} operations", st.completed, st.stale, iters + setup_ops));
     }
     ex.destroy(h).map_err(|e| format!("destroy: {e}"))?;
     Ok(elapsed)
