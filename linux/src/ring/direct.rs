@@ -5,8 +5,8 @@
 //! Rules (cited as "direct rule N"):
 //! 1. A *direct* operation is one with a packable token (`IoToken::pack`: a status block
 //!    or an orphan, 48 bits), no owned buffer, no kept result, not multishot, and an
-//!    opcode that completes exactly once with nothing to give back if nobody takes its
-//!    result ([`is_direct_opcode`]: no SEND_ZC, no multishot-capable opcode, nothing
+//!    SQE that completes exactly once with nothing to give back if nobody takes its
+//!    result ([`is_direct_sqe`]: no SEND_ZC, no multishot, no buffer selection, nothing
 //!    that yields a descriptor). Everything else takes a slot (`slots.rs`).
 //! 2. `user_data` = `DIRECT | generation << 48 | token bits`. Bit 63 stays clear (the
 //!    driver's internal tags), bit 62 is set (slot `user_data`s never have it: slot rule 1
@@ -35,10 +35,32 @@ const GENERATION_SHIFT: u32 = 48;
 const GENERATION_MASK: u64 = (1 << 14) - 1;
 const TOKEN_MASK: u64 = (1 << GENERATION_SHIFT) - 1;
 
-/// Whether opcode `code` may run as a direct operation (rule 1): single-shot, yields no
-/// descriptor, and owns nothing the driver would have to give back.
+/// `IOSQE_BUFFER_SELECT` (include/uapi/linux/io_uring.h).
+const IOSQE_BUFFER_SELECT: u8 = 1 << 5;
+/// `IORING_RECV_MULTISHOT`, in a RECV's `ioprio`.
+const IORING_RECV_MULTISHOT: u16 = 1 << 1;
+
+/// Whether `entry` may run as a direct operation (rule 1): single-shot, selects no
+/// provided buffer, yields no descriptor, owns nothing the driver would have to give back.
 #[inline(always)]
-pub(crate) fn is_direct_opcode(code: u8) -> bool {
+pub(crate) fn is_direct_sqe(entry: &io_uring::squeue::Entry) -> bool {
+    let p = entry as *const io_uring::squeue::Entry as *const u8;
+    // SAFETY: `Entry` is `#[repr(C)]` around `io_uring_sqe`: `opcode` is byte 0, `flags`
+    // byte 1, `ioprio` the u16 at byte 2; we only read them.
+    let (code, flags, ioprio) = unsafe { (p.read(), p.add(1).read(), (p.add(2) as *const u16).read_unaligned()) };
+    if flags & IOSQE_BUFFER_SELECT != 0 {
+        return false;
+    }
+    if code == io_uring::opcode::Recv::CODE {
+        return ioprio & IORING_RECV_MULTISHOT == 0;
+    }
+    is_direct_opcode(code)
+}
+
+/// Whether opcode `code` may run as a direct operation (rule 1) whatever its flags:
+/// single-shot, yields no descriptor, and owns nothing the driver would have to give back.
+#[inline(always)]
+fn is_direct_opcode(code: u8) -> bool {
     use io_uring::opcode as o;
     const fn bit(code: u8) -> u128 {
         1 << code
@@ -182,18 +204,16 @@ mod tests {
         use io_uring::opcode as o;
         assert!(is_direct_opcode(o::Nop::CODE));
         assert!(is_direct_opcode(o::ReadFixed::CODE));
-        for code in [
-            o::SendZc::CODE,
-            o::RecvMsg::CODE,
-            o::Recv::CODE,
-            o::Accept::CODE,
-            o::OpenAt::CODE,
-            o::OpenAt2::CODE,
-            o::Socket::CODE,
-            o::PollAdd::CODE,
-            200,
-        ] {
-            assert!(!is_direct_opcode(code), "opcode {code} must take a slot");
+        for code in [o::SendZc::CODE, o::RecvMsg::CODE, o::Recv::CODE, o::Accept::CODE, o::OpenAt::CODE, o::OpenAt2::CODE, o::Socket::CODE, o::PollAdd::CODE, 200] {
+            assert!(!is_direct_opcode(code), "opcode {code} must take a slot whatever its flags");
         }
+        let fd = io_uring::types::Fd(0);
+        let mut b = [0u8; 8];
+        assert!(is_direct_sqe(&o::Recv::new(fd, b.as_mut_ptr(), 8).build()), "a plain recv is single-shot");
+        assert!(!is_direct_sqe(&o::RecvMulti::new(fd, 0).build()), "a multishot recv takes a slot");
+        let select = io_uring::squeue::Flags::BUFFER_SELECT;
+        assert!(!is_direct_sqe(&o::Recv::new(fd, core::ptr::null_mut(), 8).buf_group(0).build().flags(select)), "a buffer-select recv takes a slot");
+        assert!(!is_direct_sqe(&o::Read::new(fd, core::ptr::null_mut(), 8).buf_group(0).build().flags(select)), "a buffer-select read takes a slot");
+        assert!(is_direct_sqe(&o::Read::new(fd, b.as_mut_ptr(), 8).build()));
     }
 }

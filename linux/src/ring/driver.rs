@@ -640,7 +640,7 @@ impl Driver for RingDriver {
             && r.buf.is_none()
             && !r.keep
             && !r.multi
-            && direct::is_direct_opcode(code)
+            && direct::is_direct_sqe(&r.entry)
         {
             let mut sq = self.ring.submission();
             if sq.is_full() {
