@@ -51,6 +51,12 @@ impl RunQueue {
         unsafe { self.levels[level].remove(h) };
     }
 
+    /// Tasks queued at all levels.
+    #[inline(always)]
+    pub(crate) fn len(&self) -> usize {
+        self.levels.iter().map(|l| l.len()).sum()
+    }
+
     /// Tasks queued at each level.
     pub(crate) fn lens(&self) -> [usize; 3] {
         [self.levels[0].len(), self.levels[1].len(), self.levels[2].len()]

@@ -1,8 +1,13 @@
 //! The run loop.
 //!
-//! One pass: take wakes off the inbox (at most `inbox_batch`), reap completions if any
-//! operation is in flight (at most `reap_batch`), fire expired timers if any is armed
-//! (at most `timer_batch`), then resume the oldest task of the highest ready priority.
+//! One pass: reap completions if any operation is in flight (at most `reap_batch`; for
+//! the ring this is the pass's one `io_uring_enter`, which also submits what the tasks
+//! queued), fire expired timers if any is armed (at most `timer_batch`), then resume as
+//! many tasks as were ready at that point, each time the oldest of the highest ready
+//! priority, taking wakes off the inbox (at most `inbox_batch`) before each. So tasks
+//! that stay busy (yielding) still let completions in once per pass, and a pass over
+//! many ready tasks batches all their submissions into one enter (one enter per resumed
+//! task cost the echo server two thirds of its throughput: 1.6 SQEs per enter).
 //! A pass that finds nothing ready parks the driver until the next timer's deadline
 //! (or the run's timeout) — unless work was done already, in which case `run` returns.
 //!
@@ -51,8 +56,22 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
         let cfg = s.cfg;
         let mut deadline = None;
         let mut done = 0usize;
+        // Tasks this pass still resumes before the next reap (bounded by the ready count
+        // at the pass's start).
+        let mut pass_left = 0usize;
         loop {
             s.drain_inbox(cfg.inbox_batch);
+            if pass_left > 0
+                && let Some(h) = s.ready.pop()
+            {
+                pass_left -= 1;
+                s.resume::<A>(h);
+                done += 1;
+                if done == max_items {
+                    return Ok(done);
+                }
+                continue;
+            }
             // SAFETY: sched rule 3: no borrow of the driver is live between resumes.
             let driver = unsafe { &mut *self.driver_ptr() };
             if driver.in_flight() > 0 {
@@ -76,6 +95,7 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
                 s.fire_timers(s.now(), cfg.timer_batch);
             }
             if let Some(h) = s.ready.pop() {
+                pass_left = s.ready.len();
                 s.resume::<A>(h);
                 done += 1;
                 if done == max_items {
