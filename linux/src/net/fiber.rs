@@ -57,6 +57,7 @@ pub trait FiberNet {
     fn close_fixed_socket(&mut self, s: FixedSocket) -> Result<(), Errno>;
 }
 
+#[inline(always)] // the SQE is built in place and the suspend stays in the fiber's frame (arch doc)
 fn run(f: &mut Fiber, e: squeue::Entry) -> Result<u32, Errno> {
     // SAFETY: every caller's SQE points only at memory that outlives `run_op`, which
     // returns only after the completion has been reaped (fs module doc).

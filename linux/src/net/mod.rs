@@ -327,6 +327,7 @@ pub(crate) fn connect_sqe(s: Sock, addr: &SockAddr) -> squeue::Entry {
     on_sock!(s, |t| opcode::Connect::new(t, addr.as_ptr(), addr.len()).build())
 }
 
+#[inline(always)]
 pub(crate) fn send_sqe(s: Sock, buf: *const u8, len: u32) -> squeue::Entry {
     on_sock!(s, |t| opcode::Send::new(t, buf, len).flags(libc::MSG_NOSIGNAL).build())
 }
@@ -335,6 +336,7 @@ pub(crate) fn send_zc_fixed_sqe(s: Sock, buf: *const u8, len: u32, index: u16) -
     on_sock!(s, |t| opcode::SendZc::new(t, buf, len).buf_index(Some(index)).flags(libc::MSG_NOSIGNAL).build())
 }
 
+#[inline(always)]
 pub(crate) fn recv_sqe(s: Sock, buf: *mut u8, len: u32) -> squeue::Entry {
     on_sock!(s, |t| opcode::Recv::new(t, buf, len).build())
 }
