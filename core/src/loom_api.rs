@@ -81,9 +81,25 @@ impl Inbox {
     }
 
     /// Park rule 2's re-check, after [`Remote::announce`]. The consumer's thread only.
-    pub fn is_empty_for_park(&self) -> bool {
-        self.0.is_empty_for_park()
+    pub fn recheck(&self) -> Recheck {
+        match self.0.recheck() {
+            inbox::Recheck::Empty => Recheck::Empty,
+            inbox::Recheck::Items => Recheck::Items,
+            inbox::Recheck::Busy => Recheck::Busy,
+        }
     }
+}
+
+/// What [`Inbox::recheck`] found (inbox rule 3, park rule 2).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Recheck {
+    /// Nothing queued, no push in progress.
+    Empty,
+    /// Something can be taken.
+    Items,
+    /// A producer is between its swap and its link store: the run loop parks on it after
+    /// `exec::INBOX_BUSY_SPINS` passes (zero under loom), and the producer unparks it.
+    Busy,
 }
 
 impl Default for Inbox {
