@@ -101,6 +101,8 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
             if done > 0 {
                 return Ok(done);
             }
+            // Dispatch rule 5: quit only when idle, and only if nothing waits in the
+            // dispatcher (`take_quit` looks again after loading the tokens).
             if let Some((d, _)) = s.dispatcher.get()
                 && s.attached.get() == 0
                 && d.take_quit()
@@ -122,7 +124,7 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
             }
             // Park rule 2: announce, then re-check the inbox before sleeping.
             s.remote.announce();
-            let dispatched = s.dispatcher.get().is_some_and(|(d, _)| d.has_work() || d.quit_pending());
+            let dispatched = s.dispatcher_recheck();
             match s.inbox.recheck() {
                 Recheck::Items => {
                     s.remote.running();
