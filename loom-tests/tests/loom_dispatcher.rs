@@ -101,7 +101,7 @@ mod models {
         const PUSH_FENCE: bool = false;
     }
 
-    // Preemption bound 3; 2,608 executions, 0.13 s (release, 2-core machine).
+    // Preemption bound 3; 2,748 executions, 0.12 s (release, 2-core machine).
     #[test]
     fn dispatcher_one_worker_one_task_quit_drains() {
         submit_take_quit::<Strong, 1, 1>();

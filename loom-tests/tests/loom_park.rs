@@ -144,7 +144,7 @@ mod models {
         busy_parks.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    // Preemption bound 3; 171 executions, under 0.01 s (release, 2-core machine).
+    // Preemption bound 3; 175 executions, under 0.01 s (release, 2-core machine).
     #[test]
     fn park_one_pusher_no_missed_unpark() {
         // The producer-mid-push state (inbox rule 3) is among the executions: the
@@ -152,7 +152,7 @@ mod models {
         assert!(park_protocol::<Strong, 1>(Recheck::Yes) > 0, "no execution parked on a push in progress");
     }
 
-    // Preemption bound 3; 39,376 executions, 2.0 s (release, 2-core machine).
+    // Preemption bound 3; 39,114 executions, 2.0 s (release, 2-core machine).
     #[test]
     fn park_two_pushers_no_missed_unpark_one_unpark_per_park() {
         park_protocol::<Strong, 2>(Recheck::Yes);
@@ -217,7 +217,7 @@ mod models {
         });
     }
 
-    // Preemption bound 3; 171 executions, under 0.01 s (release, 2-core machine).
+    // Preemption bound 3; 175 executions, under 0.01 s (release, 2-core machine).
     #[test]
     fn park_executor_run_woken_by_foreign_attach() {
         executor_parked_vs_foreign_attach();
