@@ -8,11 +8,14 @@
 //!
 //! Rules (cited as "dispatch rule N"):
 //! 1. One lock-free stack per CPU priority (Treiber), its head a tagged pointer: the low
-//!    48 bits the task header's inbox node, the high 16 a counter bumped by every push and
-//!    pop, so a node popped and pushed again between another thread's load and CAS (ABA)
-//!    fails that CAS (unless exactly 65,536 operations land in that window). Nodes are
-//!    `'static`, so reading a stale node's link is harmless; the CAS decides. Within a
-//!    priority, order is LIFO.
+//!    42 bits the task header's address shifted right by 6 (headers are 64-byte aligned
+//!    and below 2^48), the high 22 a counter bumped by every push and pop, so a node
+//!    popped and pushed again between another thread's load and CAS (ABA) fails that CAS
+//!    (unless exactly a multiple of 4,194,304 operations land in that window, as a pop
+//!    preempted for that long could see: then it may hand a task out twice, which the
+//!    claim of rule 2 catches; see `Sched::take_dispatched`). The links between nodes are
+//!    the headers' inbox nodes. Nodes are `'static`, so reading a stale node's link is
+//!    harmless; the CAS decides. Within a priority, order is LIFO.
 //! 2. A submitted task is claimed for the dispatcher (its owner pointer becomes the
 //!    dispatcher's sentinel, never dereferenced): while dispatched, no executor or waker
 //!    touches it (its notify word keeps QUEUED: wake rule 3). The worker that pops it
@@ -24,12 +27,27 @@
 //!    announces PARKED, fences, and re-checks the dispatcher before it parks (park rule
 //!    2 with the dispatcher as a second inbox). A worker's slot is emptied and waited
 //!    quiet (`active`) before its executor goes away.
-//! 5. `quit(n)` adds n quit tokens and unparks every worker; an idle worker that takes a
-//!    token returns `RunError::Quit` from `run`.
+//! 5. `quit(n)` adds n quit tokens and unparks every worker. A worker takes a token only
+//!    when it is idle: no task of its own attached, and — looked at *after* loading the
+//!    quit word, and again on every retry — no task waiting in the dispatcher; it then
+//!    returns `RunError::Quit` from `run`. The quit word packs the tokens ever added
+//!    (high 32 bits) and ever taken (low 32), so a take's CAS fails if any quit or take
+//!    landed since its load (both halves only grow; an ABA needs 2^32 of them in the
+//!    window). Every word operation is a read-modify-write, so the taker's Acquire load
+//!    synchronises with every `quit` counted in the word it read (a release sequence),
+//!    and the dispatcher check after it sees every task submitted before those quits
+//!    (or a later pop by some worker, which then runs it before it can quit itself).
+//!    So quit *drains*: a task submitted before `quit(n)` is called is never stranded by
+//!    it; it runs on a worker before the last quitting worker returns, or on one that
+//!    stays. A task submitted concurrently with or after the quit may find every worker
+//!    gone: it stays queued, `remaining()` (and so `wait`) counts it, and the next
+//!    executor to `serve` the dispatcher runs it. Tokens beyond the live workers wait
+//!    for the next worker that serves (it quits as soon as it is idle).
 //!
 //! Retry bounds: every CAS loop here (push, pop, token take) retries only when another
 //! thread's CAS on the same word succeeded in between: lock-free, and bounded by the
-//! number of concurrent operations on that word.
+//! number of concurrent operations on that word. A token take re-checks the three
+//! levels per retry (three loads).
 
 use crate::Priority;
 use crate::error::AttachError;
@@ -52,8 +70,18 @@ pub const MAX_WORKERS: usize = 64;
 #[cfg(keel_loom)]
 pub const MAX_WORKERS: usize = 2;
 
-const PTR_MASK: u64 = (1 << 48) - 1;
-const TAG_ONE: u64 = 1 << 48;
+/// Dispatch rule 1: a level's head packs a task header's address (64-byte aligned and
+/// below 2^48, so 42 significant bits) under a 22-bit tag.
+const ADDR_SHIFT: u32 = 6;
+const PTR_MASK: u64 = (1 << 42) - 1;
+const TAG_ONE: u64 = 1 << 42;
+/// Dispatch rule 5: one token added, in the quit word's high half.
+const QUIT_ADDED_ONE: u64 = 1 << 32;
+
+/// Tokens added and taken, from the quit word (dispatch rule 5).
+fn quit_halves(w: u64) -> (u32, u32) {
+    ((w >> 32) as u32, w as u32)
+}
 
 /// A worker's registration (dispatch rule 4).
 struct WorkerSlot {
@@ -66,8 +94,10 @@ pub struct Dispatcher {
     levels: [AtomicU64Like; 3],
     submitted: AtomicU64Like,
     completed: AtomicU64Like,
-    quit_tokens: AtomicU32,
-    quit_taken: AtomicU32,
+    /// Dispatch rule 5: tokens ever added (high 32 bits), ever taken (low 32).
+    quit: AtomicU64Like,
+    /// Pops whose claim failed: the task was handed out twice (see `double_takes`).
+    double_takes: AtomicU32,
     workers: [WorkerSlot; MAX_WORKERS],
 }
 
@@ -87,6 +117,16 @@ fn node_of(h: NonNull<Header>) -> *mut InboxNode {
     unsafe { &raw const (*h.as_ptr()).inbox as *mut InboxNode }
 }
 
+/// A level head's address bits for `h` (dispatch rule 1).
+fn pack(h: NonNull<Header>) -> u64 {
+    h.as_ptr() as u64 >> ADDR_SHIFT
+}
+
+/// The header a level head names, if any (dispatch rule 1).
+fn unpack(w: u64) -> Option<NonNull<Header>> {
+    NonNull::new(((w & PTR_MASK) << ADDR_SHIFT) as *mut Header)
+}
+
 fn header_of(n: *mut InboxNode) -> NonNull<Header> {
     let off = core::mem::offset_of!(Header, inbox);
     // SAFETY: only task headers' inbox nodes are pushed here.
@@ -101,8 +141,8 @@ impl Dispatcher {
             levels: [AtomicU64Like::new(0), AtomicU64Like::new(0), AtomicU64Like::new(0)],
             submitted: AtomicU64Like::new(0),
             completed: AtomicU64Like::new(0),
-            quit_tokens: AtomicU32::new(0),
-            quit_taken: AtomicU32::new(0),
+            quit: AtomicU64Like::new(0),
+            double_takes: AtomicU32::new(0),
             workers: [const { WorkerSlot { remote: AtomicPtr::new(ptr::null_mut()), active: AtomicU32::new(0) } }; MAX_WORKERS],
         }
     }
@@ -114,8 +154,8 @@ impl Dispatcher {
             levels: [AtomicU64Like::new(0), AtomicU64Like::new(0), AtomicU64Like::new(0)],
             submitted: AtomicU64Like::new(0),
             completed: AtomicU64Like::new(0),
-            quit_tokens: AtomicU32::new(0),
-            quit_taken: AtomicU32::new(0),
+            quit: AtomicU64Like::new(0),
+            double_takes: AtomicU32::new(0),
             workers: core::array::from_fn(|_| WorkerSlot { remote: AtomicPtr::new(ptr::null_mut()), active: AtomicU32::new(0) }),
         }
     }
@@ -127,10 +167,10 @@ impl Dispatcher {
         self.submitted.load(Ordering::Acquire).saturating_sub(c)
     }
 
-    /// Executors that have taken a quit token so far.
+    /// Executors that have taken a quit token so far (wraps at 2^32).
     pub fn quit_count(&self) -> u32 {
-        // Acquire: pairs with the worker's Release when it takes a token.
-        self.quit_taken.load(Ordering::Acquire)
+        // Acquire: pairs with the worker's AcqRel token take.
+        quit_halves(self.quit.load(Ordering::Acquire)).1
     }
 
     /// Submits a future as the next run of `task` (unowned: newly created or released),
@@ -159,15 +199,17 @@ impl Dispatcher {
     /// Dispatch rule 1: push.
     fn push(&self, p: Priority, h: NonNull<Header>) {
         let node = node_of(h);
-        debug_assert_eq!(node as u64 & !PTR_MASK, 0, "keel bug: task header above 2^48");
+        debug_assert!(h.as_ptr() as u64 >> 48 == 0, "keel bug: task header above 2^48");
+        debug_assert!((h.as_ptr() as u64).is_multiple_of(64), "keel bug: task header not 64-byte aligned");
         let head = &self.levels[p.index()];
         // Relaxed: the CAS below re-checks.
         let mut old = head.load(Ordering::Relaxed);
         loop {
+            let next = unpack(old).map_or(ptr::null_mut(), node_of);
             // SAFETY: `'static` node; we own the task (claimed), so its link is ours.
             // Relaxed: published by the Release CAS.
-            unsafe { (*node).next_store((old & PTR_MASK) as *mut InboxNode) };
-            let new = (old & !PTR_MASK).wrapping_add(TAG_ONE) | node as u64;
+            unsafe { (*node).next_store(next) };
+            let new = (old & !PTR_MASK).wrapping_add(TAG_ONE) | pack(h);
             // Release: publishes the task (body, fields, link) to the popper's Acquire.
             match head.compare_exchange_weak(old, new, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return,
@@ -181,17 +223,14 @@ impl Dispatcher {
         for head in &self.levels {
             // Acquire: pairs with the pusher's Release, so the node's link is visible.
             let mut old = head.load(Ordering::Acquire);
-            loop {
-                let p = (old & PTR_MASK) as *mut InboxNode;
-                if p.is_null() {
-                    break;
-                }
+            while let Some(h) = unpack(old) {
                 // SAFETY: `'static` node (a stale one's link is garbage the CAS rejects).
-                let next = unsafe { (*p).next_load() };
-                let new = (old & !PTR_MASK).wrapping_add(TAG_ONE) | next as u64;
+                let next = unsafe { (*node_of(h)).next_load() };
+                let next = if next.is_null() { 0 } else { pack(header_of(next)) };
+                let new = (old & !PTR_MASK).wrapping_add(TAG_ONE) | next;
                 // Acquire: the task's body and fields, published by the push.
                 match head.compare_exchange_weak(old, new, Ordering::Acquire, Ordering::Acquire) {
-                    Ok(_) => return Some(header_of(p)),
+                    Ok(_) => return Some(h),
                     Err(now) => old = now,
                 }
             }
@@ -199,10 +238,13 @@ impl Dispatcher {
         None
     }
 
-    /// Whether any task waits (the worker's park re-check, dispatch rule 4).
+    /// Whether any task waits (the worker's park re-check, dispatch rule 4; the token
+    /// take's drain check, dispatch rule 5).
     pub(crate) fn has_work(&self) -> bool {
-        // Relaxed: ordered by the SeqCst fence the caller issued.
-        self.levels.iter().any(|l| l.load(Ordering::Relaxed) & PTR_MASK != 0)
+        // Acquire: pairs with the pushes' Release CAS; for the token take it is what the
+        // quit word's Acquire made visible (rule 5); for the park re-check the caller's
+        // SeqCst fence orders it (rule 4).
+        self.levels.iter().any(|l| l.load(Ordering::Acquire) & PTR_MASK != 0)
     }
 
     /// A worker claims a popped task for itself (dispatch rule 2).
@@ -212,6 +254,23 @@ impl Dispatcher {
         let me = worker as *const Sched as *mut Sched;
         // AcqRel: Acquire sees the submitter's writes; Release publishes the claim.
         t.exec.compare_exchange(sentinel(self), me, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
+
+    /// Times a worker popped a task that was not the dispatcher's any more (its claim
+    /// failed): the stack handed it out twice, which takes an ABA past the 22-bit tag
+    /// (dispatch rule 1). Always 0 unless that bound was beaten; debug builds panic there
+    /// instead. The task itself is not lost (the first taker runs it) and is not pushed
+    /// back (it would run twice), but the same stale CAS may have dropped other tasks
+    /// from the stack: `remaining()` would then never reach 0. Reported, never silent.
+    pub fn double_takes(&self) -> u32 {
+        // Relaxed: a count; nothing is published with it.
+        self.double_takes.load(Ordering::Relaxed)
+    }
+
+    /// A worker's claim of a popped task failed (`double_takes`). Cold.
+    pub(crate) fn note_double_take(&self) {
+        // Relaxed: as in `double_takes`.
+        self.double_takes.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A dispatched task completed (dispatch rule 3).
@@ -277,7 +336,13 @@ impl Dispatcher {
         }
     }
 
-    /// Makes `n` worker executors return `RunError::Quit` from `run` (dispatch rule 5).
+    /// Makes `n` worker executors return `RunError::Quit` from `run` once they are idle
+    /// (dispatch rule 5): each quitting worker first finishes the tasks it owns and keeps
+    /// taking dispatched tasks while any wait, so no task submitted before this call is
+    /// left queued by it. Tasks submitted later may outlive every worker: they stay
+    /// queued, counted by `remaining()`, for the next executor that serves. Tokens beyond
+    /// the workers serving now wait for later workers. Returns at once; `quit_count`
+    /// (or keel-linux's `pool::quit`) tells when the workers have gone.
     pub fn quit(&self, n: u32) {
         #[cfg(keel_loom)]
         self.quit_with::<crate::sync::Strong>(n);
@@ -289,8 +354,10 @@ impl Dispatcher {
     pub(crate) fn quit_with<#[cfg(keel_loom)] W: crate::sync::Weaken>(&self, n: u32) {
         #[cfg(not(keel_loom))]
         use crate::sync::Strong as W;
-        // Release: pairs with the worker's Acquire token take.
-        self.quit_tokens.fetch_add(n, Ordering::Release);
+        // Release: pairs with the worker's Acquire load in `take_quit` (rule 5): the
+        // tasks submitted before this call are visible to its dispatcher check. The added
+        // half is the high one, so it wraps at 2^32 without touching the taken half.
+        self.quit.fetch_add(u64::from(n).wrapping_mul(QUIT_ADDED_ONE), Ordering::Release);
         // SeqCst fence: the tokens (store) are ordered before the park-word loads; pairs
         // with the worker's announce fence (dispatch rule 4, park rule 2).
         if W::PUSH_FENCE {
@@ -302,29 +369,105 @@ impl Dispatcher {
     /// Whether quit tokens wait to be taken (the worker's park re-check).
     pub(crate) fn quit_pending(&self) -> bool {
         // Relaxed: ordered by the SeqCst fence the caller issued.
-        self.quit_tokens.load(Ordering::Relaxed) > 0
+        let (added, taken) = quit_halves(self.quit.load(Ordering::Relaxed));
+        added != taken
     }
 
-    /// A worker with nothing to do takes a quit token if there is one.
+    /// An idle worker (no task of its own) takes a quit token if there is one and no
+    /// dispatched task waits (dispatch rule 5).
     pub(crate) fn take_quit(&self) -> bool {
-        // Acquire: pairs with `quit`'s Release.
-        let mut n = self.quit_tokens.load(Ordering::Acquire);
-        while n > 0 {
-            match self.quit_tokens.compare_exchange_weak(n, n - 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => {
-                    // Release: pairs with `quit_count`'s Acquire.
-                    self.quit_taken.fetch_add(1, Ordering::Release);
-                    return true;
-                }
-                Err(now) => n = now,
+        #[cfg(keel_loom)]
+        return self.take_quit_with::<crate::sync::Strong>();
+        #[cfg(not(keel_loom))]
+        self.take_quit_with()
+    }
+
+    /// `take_quit`, with the drain check a loom model may leave out
+    /// (`sync::Weaken::QUIT_DRAINS`).
+    pub(crate) fn take_quit_with<#[cfg(keel_loom)] W: crate::sync::Weaken>(&self) -> bool {
+        #[cfg(not(keel_loom))]
+        use crate::sync::Strong as W;
+        // Acquire: synchronises with every `quit` counted in `w` (all operations on the
+        // word are read-modify-writes: one release sequence), so the check below sees
+        // the tasks submitted before them (rule 5).
+        let mut w = self.quit.load(Ordering::Acquire);
+        loop {
+            let (added, taken) = quit_halves(w);
+            if added == taken {
+                return false;
+            }
+            // Rule 5: a task waits: take it instead (the caller's next pass does).
+            if W::QUIT_DRAINS && self.has_work() {
+                return false;
+            }
+            let new = (w & !(u32::MAX as u64)) | u64::from(taken.wrapping_add(1));
+            // AcqRel: Release pairs with `quit_count`'s Acquire; Acquire as for the load
+            // above, on success (nothing landed between: the check stands) and failure.
+            match self.quit.compare_exchange_weak(w, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return true,
+                Err(now) => w = now,
             }
         }
-        false
     }
 }
 
 impl Default for Dispatcher {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(all(test, not(keel_loom)))]
+mod tests {
+    use super::*;
+    use crate::{Config, TaskAttrs, TaskSlot};
+    extern crate std;
+
+    /// Rule 1: each level is LIFO, higher priorities first, and the packed addresses
+    /// round-trip.
+    #[test]
+    fn levels_pop_highest_first_newest_first() {
+        static T: [TaskSlot; 3] = [TaskSlot::new(), TaskSlot::new(), TaskSlot::new()];
+        let d: &'static Dispatcher = std::boxed::Box::leak(std::boxed::Box::new(Dispatcher::new()));
+        let h: std::vec::Vec<_> = T.iter().map(|t| t.create(TaskAttrs::default()).unwrap().header()).collect();
+        d.push(Priority::Low, h[0]);
+        d.push(Priority::Normal, h[1]);
+        d.push(Priority::Normal, h[2]);
+        assert!(d.has_work());
+        assert_eq!(d.pop(), Some(h[2]));
+        assert_eq!(d.pop(), Some(h[1]));
+        assert_eq!(d.pop(), Some(h[0]));
+        assert_eq!(d.pop(), None);
+        assert!(!d.has_work());
+    }
+
+    /// Rule 2 and `Sched::take_dispatched`: a popped task whose claim fails (the stack
+    /// handed it out twice; here forced by pushing a task the dispatcher never claimed)
+    /// is reported (`double_takes`; debug builds panic), not pushed back, not attached.
+    #[test]
+    fn a_failed_claim_after_a_pop_is_reported_not_requeued() {
+        static T: TaskSlot = TaskSlot::new();
+        let d: &'static Dispatcher = std::boxed::Box::leak(std::boxed::Box::new(Dispatcher::new()));
+        let worker = Sched::new(Config::default());
+        worker.dispatcher.set(Some((d, 0)));
+        let h = T.create(TaskAttrs::default()).unwrap().header();
+        // Owned by nobody, not by the sentinel: as if another worker had claimed it.
+        d.push(Priority::Normal, h);
+        let took = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| worker.take_dispatched()));
+        match took {
+            #[cfg(debug_assertions)]
+            Ok(_) => panic!("debug builds must panic on a double take"),
+            #[cfg(not(debug_assertions))]
+            Ok(t) => assert!(!t, "a task whose claim failed was taken"),
+            Err(e) => {
+                let msg = e.downcast_ref::<&str>().copied().unwrap_or("");
+                assert!(msg.contains("taken twice"), "unexpected panic: {msg}");
+            }
+        }
+        assert_eq!(d.double_takes(), 1, "the double take was not reported");
+        assert_eq!(d.pop(), None, "the task was pushed back: it would run twice");
+        assert_eq!(worker.attached.get(), 0);
+        // SAFETY: `'static` slot.
+        assert!(unsafe { h.as_ref() }.exec.load(Ordering::Relaxed).is_null(), "its owner changed");
     }
 }

@@ -40,6 +40,7 @@
 //! |---|---|
 //! | `run` items | `max_items` |
 //! | inbox drain per pass | `Config::inbox_batch` |
+//! | passes that find a foreign push half done (inbox rule 3) | `exec::INBOX_BUSY_SPINS` in a row, then the executor parks and the producer unparks it |
 //! | completions reaped per pass | `Config::reap_batch` |
 //! | timers fired per pass | `Config::timer_batch` |
 //! | run-queue pop | the three priority levels |

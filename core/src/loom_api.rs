@@ -81,9 +81,25 @@ impl Inbox {
     }
 
     /// Park rule 2's re-check, after [`Remote::announce`]. The consumer's thread only.
-    pub fn is_empty_for_park(&self) -> bool {
-        self.0.is_empty_for_park()
+    pub fn recheck(&self) -> Recheck {
+        match self.0.recheck() {
+            inbox::Recheck::Empty => Recheck::Empty,
+            inbox::Recheck::Items => Recheck::Items,
+            inbox::Recheck::Busy => Recheck::Busy,
+        }
     }
+}
+
+/// What [`Inbox::recheck`] found (inbox rule 3, park rule 2).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Recheck {
+    /// Nothing queued, no push in progress.
+    Empty,
+    /// Something can be taken.
+    Items,
+    /// A producer is between its swap and its link store: the run loop parks on it after
+    /// `exec::INBOX_BUSY_SPINS` passes (zero under loom), and the producer unparks it.
+    Busy,
 }
 
 impl Default for Inbox {
@@ -144,14 +160,61 @@ pub fn quit_with<W: Weaken>(d: &crate::dispatch::Dispatcher, n: u32) {
     d.quit_with::<W>(n)
 }
 
-/// A stand-in for a worker executor of a dispatcher: the identity a worker claims a
-/// dispatched task with (`exec/sched.rs`'s scheduler state, never run).
+/// `Dispatcher::take_quit` (dispatch rule 5) with `W`'s drain check (`Strong` is
+/// production's): an idle worker takes a quit token.
+pub fn take_quit_with<W: Weaken>(d: &crate::dispatch::Dispatcher) -> bool {
+    d.take_quit_with::<W>()
+}
+
+/// A stand-in for a worker executor of a dispatcher: the scheduler state a worker claims
+/// dispatched tasks with, parks through and re-checks with (`exec/sched.rs`), without the
+/// rest of the run loop, so that models of several workers stay small. A task it takes
+/// counts as run to completion at once (it is never attached).
 pub struct DispatchWorker(crate::exec::sched::Sched);
 
 impl DispatchWorker {
     /// A worker that has not registered.
     pub fn new() -> Self {
         DispatchWorker(crate::exec::sched::Sched::new(crate::exec::Config::default()))
+    }
+
+    /// Registers with `d` as `Executor::serve` does (dispatch rule 4), parking through
+    /// `unparker` (park rule 3). `false` if every worker slot is taken.
+    ///
+    /// # Safety
+    /// `self` stays at this address until it is dropped (the dispatcher holds its park
+    /// word's address; drop unregisters).
+    pub unsafe fn serve(&self, d: &'static crate::dispatch::Dispatcher, unparker: Unparker) -> bool {
+        self.0.remote.set_unparker(Some(unparker));
+        match d.register(&self.0.remote) {
+            Some(i) => {
+                self.0.dispatcher.set(Some((d, i)));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Park rule 2 with the dispatcher as the inbox (dispatch rule 4), as the run loop
+    /// does it: announce PARKED, fence, re-check. `true`: something is there (the caller
+    /// then calls [`running`](Self::running) and passes again); `false`: park.
+    pub fn announce_and_recheck(&self) -> bool {
+        self.0.remote.announce();
+        self.0.dispatcher_recheck()
+    }
+
+    /// The worker is running again (after a park, or a re-check that found work).
+    pub fn running(&self) {
+        self.0.remote.running();
+    }
+}
+
+impl Drop for DispatchWorker {
+    /// Unregisters, waiting for submitters looking at its slot (as an executor's drop).
+    fn drop(&mut self) {
+        if let Some((d, i)) = self.0.dispatcher.get() {
+            d.unregister(i);
+        }
     }
 }
 

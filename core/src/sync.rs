@@ -91,6 +91,10 @@ impl Strong {
     /// Park rule 2: a pusher's `SeqCst` fence between its push and its park-word load
     /// (also `Dispatcher::quit`'s, between its tokens and the workers' park words).
     pub const PUSH_FENCE: bool = true;
+    /// Dispatch rule 5: a worker takes a quit token only if no dispatched task waits,
+    /// checked after its Acquire load of the quit word (true), rather than on the token
+    /// alone (false), which can strand a task submitted before the quit.
+    pub const QUIT_DRAINS: bool = true;
 }
 
 /// The protocol steps a loom model may weaken, to show that it catches the bug
@@ -109,6 +113,8 @@ pub trait Weaken: 'static {
     const ANNOUNCE_FENCE: bool = Strong::ANNOUNCE_FENCE;
     /// See [`Strong::PUSH_FENCE`].
     const PUSH_FENCE: bool = Strong::PUSH_FENCE;
+    /// See [`Strong::QUIT_DRAINS`].
+    const QUIT_DRAINS: bool = Strong::QUIT_DRAINS;
 }
 
 #[cfg(keel_loom)]

@@ -48,7 +48,8 @@ impl ThreadPool {
     }
 
     /// Asks every worker to quit and joins them; returns each worker's completed-task
-    /// count, or the first error a worker met.
+    /// count, or the first error a worker met. Drains first (dispatch rule 5): every
+    /// task submitted before this call runs before the workers return.
     pub fn quit_and_join(self) -> Result<Vec<u64>, RunError> {
         self.dispatcher.quit(self.threads.len() as u32);
         self.threads.into_iter().map(|t| t.join().unwrap_or(Err(RunError::Stalled))).collect()
@@ -69,7 +70,12 @@ pub fn wait(d: &Dispatcher, max_remaining: u64, timeout: Duration) -> bool {
 }
 
 /// Asks `n` workers to quit and waits until they have (or the timeout passes); returns
-/// how many quit.
+/// how many quit. A worker quits once it is idle (dispatch rule 5): it finishes its own
+/// tasks and keeps taking dispatched ones while any wait, so no task submitted before
+/// this call is stranded; under a steady stream of new submissions the quit waits for a
+/// gap (and may time out). Tasks submitted after the last worker quit stay queued,
+/// counted by `Dispatcher::remaining` (and so by [`wait`]), for the next executor that
+/// serves the dispatcher.
 pub fn quit(d: &Dispatcher, n: u32, timeout: Duration) -> u32 {
     let before = d.quit_count();
     d.quit(n);

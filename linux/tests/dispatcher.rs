@@ -91,3 +91,26 @@ fn workers_take_work_submitted_while_they_are_parked_and_quit_on_request() {
     let rest = pool.quit_and_join().unwrap();
     assert_eq!(rest.len(), 2);
 }
+
+/// Dispatch rule 5: `quit` drains. Tasks submitted right before `quit_and_join` (no
+/// `wait`) all run before the workers return: none is stranded in the dispatcher.
+#[test]
+fn quit_right_after_submit_runs_every_task_first() {
+    const N: u64 = 2_000;
+    let d: &'static Dispatcher = Box::leak(Box::new(Dispatcher::new()));
+    let pool = ThreadPool::start(d, 2, false).unwrap();
+    let ran = Arc::new(AtomicU64::new(0));
+    for i in 0..N {
+        let ran = ran.clone();
+        d.submit(task(Priority::Normal), async move {
+            std::hint::black_box(spin_work(i));
+            ran.fetch_add(1, Ordering::Relaxed);
+        })
+        .unwrap();
+    }
+    let per_worker = pool.quit_and_join().unwrap();
+    assert_eq!(ran.load(Ordering::Relaxed), N, "a task submitted before quit was stranded");
+    assert_eq!(per_worker.iter().sum::<u64>(), N);
+    assert_eq!(d.remaining(), 0);
+    assert_eq!(d.double_takes(), 0);
+}

@@ -8,8 +8,8 @@ use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Explores every execution of `f` with at most `preemptions` preemptions per
-/// execution (the models pass 3: `LOOM_MAX_PREEMPTIONS=3`, set here rather than read
-/// from the environment so that `make loom` does not depend on it).
+/// execution (the models pass 3, `LOOM_MAX_PREEMPTIONS=3`, or say why less; set here
+/// rather than read from the environment so that `make loom` does not depend on it).
 pub fn check(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
     b.preemption_bound = Some(preemptions);

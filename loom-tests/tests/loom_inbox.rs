@@ -175,13 +175,13 @@ mod models {
         });
     }
 
-    // Preemption bound 3; 14,882 executions, 0.9 s (release, 2-core machine).
+    // Preemption bound 3; 11,460 executions, 0.7 s (release, 2-core machine).
     #[test]
     fn inbox_two_foreign_attaches_run_exactly_once() {
         foreign_attaches::<2>();
     }
 
-    // Preemption bound 3; 477,826 executions, 39 s (release, 2-core machine): 4 threads,
+    // Preemption bound 3; 254,000 executions, 21 s (release, 2-core machine): 4 threads,
     // the largest model of `make loom`.
     #[test]
     fn inbox_three_foreign_attaches_run_exactly_once() {

@@ -11,12 +11,17 @@
 //!    previous node to theirs: wait-free.
 //! 2. The single consumer is the owning executor's thread; `tail` is consumer-local.
 //! 3. Between a producer's swap and its link store the queue looks cut: `pop` returns
-//!    `Busy`, and the consumer tries again on its next pass. A run loop with nothing
-//!    else to do makes that pass at once (the park re-check refuses to park on a push in
-//!    progress), so it busy-waits for the producer's second step, which a preemption of
-//!    the producer's thread can stretch to a scheduler quantum; `Busy` and the re-check
-//!    say so with a spin hint (`sync::spin_loop`: `pause`, and a yield under loom, whose
-//!    models of `run` found the wait). An executor being dropped waits the same way.
+//!    `Busy`, and the consumer tries again on its next pass. The park re-check
+//!    ([`Inbox::recheck`]) tells that state apart (`Recheck::Busy`) from an empty inbox
+//!    and from one with items. The run loop re-checks a push in progress at most
+//!    `exec::INBOX_BUSY_SPINS` times in a row (each with a spin hint: `pause`, a yield
+//!    under loom), and then parks: bounded, and lossless by park rule 2, since the
+//!    producer mid-push fences *after* its link store and then loads the park word, so
+//!    either the executor's re-check (after its own fence) sees the link, or the
+//!    producer sees PARKED and unparks it (park rule 2, "a push in progress"). A
+//!    producer preempted between its two steps therefore costs the executor at most
+//!    that many passes and one park, not a busy wait of a scheduler quantum. An
+//!    executor being dropped waits for the producer (cold, blocking).
 //! 4. A node is pushed only by the waker that set its task's `QUEUED` bit (wake rule 3),
 //!    so it is in the queue at most once.
 //! 5. The inbox lives inside a pinned executor; `init` runs once it is pinned, before
@@ -57,6 +62,18 @@ pub(crate) enum Pop {
     Item(NonNull<InboxNode>),
     Empty,
     /// A producer is between its two steps (rule 3).
+    Busy,
+}
+
+/// What the park re-check found (rule 3, park rule 2).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Recheck {
+    /// Nothing queued and no push in progress.
+    Empty,
+    /// At least one node can be taken.
+    Items,
+    /// A producer is between its swap and its link store (rule 3): the node is not
+    /// takeable yet, and that producer will unpark a parked executor (park rule 2).
     Busy,
 }
 
@@ -112,15 +129,45 @@ impl Inbox {
     /// # Safety
     /// As for `push`.
     pub(crate) unsafe fn push_with<#[cfg(keel_loom)] W: crate::sync::Weaken>(&self, node: NonNull<InboxNode>) {
-        #[cfg(not(keel_loom))]
-        use crate::sync::Strong as W;
         let n = node.as_ptr();
-        // SAFETY: the caller owns the right to link `node` (rule 4).
+        // SAFETY: the caller's duties.
+        let prev = unsafe { self.push_swap(n) };
+        // SAFETY: `prev` came from our swap just above, `n` is the node it swapped in.
+        #[cfg(keel_loom)]
+        unsafe {
+            Self::push_link::<W>(prev, n)
+        };
+        // SAFETY: as above.
+        #[cfg(not(keel_loom))]
+        unsafe {
+            Self::push_link(prev, n)
+        };
+    }
+
+    /// A push's first step (rule 1): clear the node's link and swap it in as `head`.
+    /// Returns the previous head, which [`push_link`](Self::push_link) must link to it.
+    /// Between the two the inbox is cut (rule 3).
+    ///
+    /// # Safety
+    /// As for `push`; the caller then calls `push_link(prev, n)` exactly once.
+    #[inline(always)]
+    pub(crate) unsafe fn push_swap(&self, n: *mut InboxNode) -> *mut InboxNode {
+        // SAFETY: the caller owns the right to link `n` (rule 4).
         // Relaxed: published by the Release swap below.
         unsafe { (*n).next.store(ptr::null_mut(), Ordering::Relaxed) };
         // AcqRel: Release publishes the node's cleared `next`; Acquire orders our later
         // store into `prev` after the previous producer's initialisation of it.
-        let prev = self.head.swap(n, Ordering::AcqRel);
+        self.head.swap(n, Ordering::AcqRel)
+    }
+
+    /// A push's second step (rule 1): link `prev` (the head `push_swap` replaced) to `n`.
+    ///
+    /// # Safety
+    /// `prev` and `n` are what one `push_swap` took and swapped in, linked once.
+    #[inline(always)]
+    pub(crate) unsafe fn push_link<#[cfg(keel_loom)] W: crate::sync::Weaken>(prev: *mut InboxNode, n: *mut InboxNode) {
+        #[cfg(not(keel_loom))]
+        use crate::sync::Strong as W;
         // SAFETY: `prev` is the stub or a node pushed earlier; nodes are `'static` and the
         // stub lives as long as the pinned inbox, which outlives every push (wake rule 6).
         // Release (W::PUSH_LINK): pairs with the consumer's Acquire load of `next` in
@@ -137,20 +184,27 @@ impl Inbox {
         tail == self.stub() && unsafe { (*tail).next.load(Ordering::Relaxed) }.is_null()
     }
 
-    /// Strict emptiness for the park re-check (park rule 2): also false while a producer
-    /// is between its two steps, so the executor does not park on a push in progress.
-    pub(crate) fn is_empty_for_park(&self) -> bool {
-        if !self.looks_empty() {
-            return false;
+    /// The park re-check (park rule 2), after the caller's announce and `SeqCst` fence:
+    /// whether anything is queued, or a producer is between its two steps (rule 3).
+    /// Never spins: what to do about `Busy` is the caller's (a bounded number of passes,
+    /// then park: rule 3).
+    pub(crate) fn recheck(&self) -> Recheck {
+        let tail = self.tail.get();
+        // SAFETY: `tail` is the stub or a popped-from node, valid (rule 2).
+        // Relaxed: ordered by the SeqCst fence the caller issued just before (park rule
+        // 2): if a producer's link into `tail` is not seen here, that producer's own fence
+        // comes later and it will see PARKED.
+        if !unsafe { (*tail).next.load(Ordering::Relaxed) }.is_null() {
+            return Recheck::Items;
         }
-        // Relaxed: ordered by the SeqCst fence the caller issued just before.
-        if self.head.load(Ordering::Relaxed) == self.stub() {
-            return true;
+        // Relaxed: as above.
+        let head = self.head.load(Ordering::Relaxed);
+        if head == tail {
+            // `tail` is the last node: an item unless it is the stub.
+            return if tail == self.stub() { Recheck::Empty } else { Recheck::Items };
         }
-        // A producer is between its two steps (rule 3) and the caller will pass again at
-        // once: hint that this is a busy wait (under loom, let the producer run).
-        crate::sync::spin_loop();
-        false
+        // Some producer swapped `tail` out as head and has not linked it yet (rule 3).
+        Recheck::Busy
     }
 
     /// Takes the oldest node. Only the owning executor's thread (rule 2).
@@ -196,5 +250,52 @@ impl Inbox {
         // Another producer came between: as above.
         crate::sync::spin_loop();
         Pop::Busy
+    }
+}
+
+#[cfg(all(test, not(keel_loom)))]
+mod tests {
+    use super::*;
+
+    extern crate std;
+    use std::boxed::Box;
+
+    fn nodes<const N: usize>() -> &'static [InboxNode; N] {
+        Box::leak(Box::new(core::array::from_fn(|_| InboxNode::new())))
+    }
+
+    /// Rule 3: a producer between its swap and its link is `Busy` to the park re-check
+    /// (and to `pop` once the tail is a real node), and cuts off the nodes before it;
+    /// its link makes everything takeable, in order.
+    #[test]
+    fn a_push_in_progress_is_busy_until_linked() {
+        let q: &'static Inbox = Box::leak(Box::new(Inbox::new()));
+        q.init();
+        let [a, b] = nodes::<2>();
+        let (a, b) = (a as *const InboxNode as *mut InboxNode, b as *const InboxNode as *mut InboxNode);
+        assert_eq!(q.recheck(), Recheck::Empty);
+        // SAFETY: `a` is `'static` and in no inbox; linked right below.
+        let prev = unsafe { q.push_swap(a) };
+        assert_eq!(q.recheck(), Recheck::Busy, "a swap without its link is a push in progress");
+        // `pop` from the stub cannot tell (it reads no `head` then); the re-check can.
+        assert!(matches!(q.pop(), Pop::Empty));
+        assert_eq!(q.recheck(), Recheck::Busy);
+        // SAFETY: `prev`/`a` from the swap above.
+        unsafe { Inbox::push_link(prev, a) };
+        assert_eq!(q.recheck(), Recheck::Items);
+        // A complete push of `a`, then `b` half pushed: `a` is cut off behind `b`'s swap.
+        // SAFETY: `b` is `'static` and in no inbox.
+        let prev_b = unsafe { q.push_swap(b) };
+        assert_eq!(prev_b, a);
+        assert_eq!(q.recheck(), Recheck::Items, "the stub's link to `a` is visible");
+        assert!(matches!(q.pop(), Pop::Busy), "`a` is the tail and `b` is not linked to it");
+        assert_eq!(q.recheck(), Recheck::Busy);
+        // SAFETY: from the swap above.
+        unsafe { Inbox::push_link(prev_b, b) };
+        assert!(matches!(q.pop(), Pop::Item(n) if n.as_ptr() == a));
+        assert_eq!(q.recheck(), Recheck::Items, "`b` is the last node: an item, not the stub");
+        assert!(matches!(q.pop(), Pop::Item(n) if n.as_ptr() == b));
+        assert!(matches!(q.pop(), Pop::Empty));
+        assert_eq!(q.recheck(), Recheck::Empty);
     }
 }

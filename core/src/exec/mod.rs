@@ -44,6 +44,16 @@ use core::pin::Pin;
 use core::ptr::NonNull;
 use sched::Sched;
 
+/// How many run-loop passes in a row may find a foreign push half done (inbox rule 3)
+/// before the executor parks anyway; the producer's unpark check then ends the park (park
+/// rule 2). Each such pass costs a spin hint. Zero under loom, so the models park on
+/// every push in progress they reach.
+#[cfg(not(keel_loom))]
+pub const INBOX_BUSY_SPINS: u32 = 64;
+/// See the non-loom definition: zero under loom.
+#[cfg(keel_loom)]
+pub const INBOX_BUSY_SPINS: u32 = 0;
+
 /// Executor settings: bounds on the run loop's inner loops (sched rule 4, each at least
 /// 1), and the fiber stack pool.
 #[derive(Copy, Clone, Debug)]
@@ -507,7 +517,8 @@ impl<D: Driver, S: StackProvider, A: Accounting> Drop for Executor<D, S, A> {
             d.unregister(i);
         }
         // Take in every attach and wake already pushed, so every task we own is listed.
-        while !s.inbox.looks_empty() || !s.inbox.is_empty_for_park() {
+        // Inbox rule 3: a push in progress is waited for here (cold, blocking).
+        while s.inbox.recheck() != inbox::Recheck::Empty {
             s.drain_inbox(usize::MAX);
             core::hint::spin_loop();
         }

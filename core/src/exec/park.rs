@@ -10,7 +10,11 @@
 //!    A thread that pushed onto the inbox issues a `SeqCst` fence and then loads the park
 //!    word. The two fences order the store-then-load on each side (the pattern
 //!    kthreads.txt's early bail-out solves): either the executor sees the push, or the
-//!    pusher sees PARKED and unparks it. No wake-up is lost.
+//!    pusher sees PARKED and unparks it. No wake-up is lost. This holds for a push in
+//!    progress too (inbox rule 3): the pusher's fence follows its *link* store, so if
+//!    the re-check (after the executor's fence) does not see the link, the pusher's
+//!    fence is the later one and its park-word load sees PARKED. That is why the run
+//!    loop may park on `Recheck::Busy` after `INBOX_BUSY_SPINS` passes.
 //! 3. The unparker makes a concurrent or later `Driver::park` return (an eventfd the ring
 //!    keeps a read armed on; a futex on the park word itself for ring-less drivers). It is
 //!    set once, before any other thread can name the executor, and never changes.

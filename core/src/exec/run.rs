@@ -11,10 +11,19 @@
 //! A pass that finds nothing ready parks the driver until the next timer's deadline
 //! (or the run's timeout) — unless work was done already, in which case `run` returns.
 //!
+//! Before parking it announces and re-checks (park rule 2). A re-check that finds a
+//! foreign push half done (inbox rule 3) does not park at once: the producer is usually
+//! nanoseconds from its link store, so the loop passes again, with a spin hint, at most
+//! [`INBOX_BUSY_SPINS`](super::INBOX_BUSY_SPINS) times in a row; after that it parks,
+//! and the producer's own unpark check (park rule 2) ends the park. So no pass loop
+//! here is unbounded: each pass either does an item, parks, times out, or is one of at
+//! most `INBOX_BUSY_SPINS` busy re-checks between two parks.
+//!
 //! The clock is read only when a timer is armed or when the loop is about to park or
 //! time out: a yield-only workload never reads it.
 
 use super::Executor;
+use super::inbox::Recheck;
 use crate::driver::{Driver, Park};
 use crate::error::RunError;
 use core::pin::Pin;
@@ -59,6 +68,8 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
         // Tasks this pass still resumes before the next reap (bounded by the ready count
         // at the pass's start).
         let mut pass_left = 0usize;
+        // Consecutive re-checks that found a push in progress (inbox rule 3).
+        let mut busy = 0u32;
         loop {
             s.drain_inbox(cfg.inbox_batch);
             if pass_left > 0
@@ -110,6 +121,8 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
             if done > 0 {
                 return Ok(done);
             }
+            // Dispatch rule 5: quit only when idle, and only if nothing waits in the
+            // dispatcher (`take_quit` looks again after loading the tokens).
             if let Some((d, _)) = s.dispatcher.get()
                 && s.attached.get() == 0
                 && d.take_quit()
@@ -131,11 +144,27 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
             }
             // Park rule 2: announce, then re-check the inbox before sleeping.
             s.remote.announce();
-            let dispatched = s.dispatcher.get().is_some_and(|(d, _)| d.has_work() || d.quit_pending());
-            if !s.inbox.is_empty_for_park() || dispatched {
-                s.remote.running();
-                continue;
+            let dispatched = s.dispatcher_recheck();
+            match s.inbox.recheck() {
+                Recheck::Items => {
+                    s.remote.running();
+                    continue;
+                }
+                // Inbox rule 3: a producer is between its swap and its link. Pass again,
+                // a bounded number of times; then park, which that producer ends.
+                Recheck::Busy if busy < super::INBOX_BUSY_SPINS => {
+                    busy += 1;
+                    s.remote.running();
+                    crate::sync::spin_loop();
+                    continue;
+                }
+                Recheck::Busy | Recheck::Empty if dispatched => {
+                    s.remote.running();
+                    continue;
+                }
+                Recheck::Busy | Recheck::Empty => {}
             }
+            busy = 0;
             s.stats.parks.set(s.stats.parks.get() + 1);
             let before = A::read();
             // SAFETY: as above.
@@ -152,5 +181,112 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
                 Err(e) => return Err(RunError::Driver(e)),
             }
         }
+    }
+}
+
+#[cfg(all(test, not(keel_loom)))]
+mod tests {
+    use super::super::{Config, Executor, INBOX_BUSY_SPINS, Unparker};
+    use crate::driver::{Driver, IoResult, IoToken, OpId, Park};
+    use crate::exec::inbox::{Inbox, InboxNode};
+    use crate::exec::remote::claim_and_place;
+    use crate::exec::sched::Sched;
+    use crate::task::body::FutureBody;
+    use crate::task::header::flag;
+    use crate::{Errno, Instant, TaskAttrs, TaskSlot};
+    use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    /// The state of one half-done foreign push, and what the driver saw.
+    static SCHED: AtomicUsize = AtomicUsize::new(0);
+    static PREV: AtomicUsize = AtomicUsize::new(0);
+    static NODE: AtomicUsize = AtomicUsize::new(0);
+    static PASSES: AtomicUsize = AtomicUsize::new(0);
+    static PARKS: AtomicUsize = AtomicUsize::new(0);
+    static UNPARKED: AtomicBool = AtomicBool::new(false);
+    static RAN: AtomicBool = AtomicBool::new(false);
+
+    /// A driver whose `park` plays the producer finishing its push (its link, then its
+    /// unpark check), as a preempted producer's thread does once it runs again.
+    struct MidPush;
+
+    fn unpark(_: usize) {
+        UNPARKED.store(true, Ordering::Relaxed);
+    }
+
+    impl Driver for MidPush {
+        type Op = core::convert::Infallible;
+        fn now(&self) -> Instant {
+            // Read once per pass that found no work: counts the passes.
+            let n = PASSES.fetch_add(1, Ordering::Relaxed);
+            assert!(n < 10_000, "the run loop spun without bound on a push in progress");
+            Instant::ZERO
+        }
+        fn submit(&mut self, op: Self::Op, _: IoToken) -> Result<OpId, (Self::Op, Errno)> {
+            match op {}
+        }
+        fn cancel(&mut self, _: OpId) {}
+        fn retarget(&mut self, _: OpId, _: IoToken) {}
+        fn reap<F: FnMut(IoToken, IoResult)>(&mut self, _: usize, _: &mut F) -> usize {
+            0
+        }
+        fn in_flight(&self) -> usize {
+            0
+        }
+        fn park(&mut self, _: Option<Instant>) -> Result<Park, Errno> {
+            PARKS.fetch_add(1, Ordering::Relaxed);
+            let prev = PREV.swap(0, Ordering::Relaxed) as *mut InboxNode;
+            if !prev.is_null() {
+                // SAFETY: the executor outlives its run; `prev`/`node` are one swap's.
+                let s = unsafe { &*(SCHED.load(Ordering::Relaxed) as *const Sched) };
+                // SAFETY: as above.
+                unsafe { Inbox::push_link(prev, NODE.load(Ordering::Relaxed) as *mut InboxNode) };
+                s.remote.after_push();
+            }
+            // A real park returns only if unparked: the producer must have seen PARKED.
+            Ok(if UNPARKED.swap(false, Ordering::Relaxed) { Park::Woke } else { Park::Stalled })
+        }
+        fn unparker(&mut self, _: *const u32) -> Option<Unparker> {
+            Some(Unparker { ctx: 0, unpark })
+        }
+    }
+
+    /// Inbox rule 3 and park rule 2: an executor with nothing else to do, facing a
+    /// foreign attach stopped between its swap and its link, makes at most
+    /// `INBOX_BUSY_SPINS` extra passes, then parks; the producer's unpark check ends the
+    /// park and the task runs (nothing lost, no unbounded spin).
+    #[test]
+    fn a_push_in_progress_costs_bounded_passes_then_one_park() {
+        static T: TaskSlot = TaskSlot::new();
+        let ex = core::pin::pin!(Executor::new(MidPush, Config::default()).unwrap());
+        let ex = ex.into_ref();
+        let s = ex.sched();
+        SCHED.store(s as *const Sched as usize, Ordering::Relaxed);
+        // A foreign attach's steps (remote rules 2-3), stopped after the inbox swap.
+        let me = s as *const Sched as *mut Sched;
+        let body = async {
+            RAN.store(true, Ordering::Relaxed);
+        };
+        fn vt<F: core::future::Future>(_: &F) -> &'static crate::task::body::BodyVTable
+        where
+            F::Output: crate::task::body::IntoTaskResult,
+        {
+            &FutureBody::<F>::VTABLE
+        }
+        let vt = vt(&body);
+        let run = claim_and_place(me, T.create(TaskAttrs::default()).unwrap(), body, vt, flag::RELEASE_ON_COMPLETE)
+            .ok()
+            .unwrap();
+        // SAFETY: `'static` slot, claimed for `ex`.
+        let t = unsafe { run.header().as_ref() };
+        t.notify.mark_attach();
+        let node = &t.inbox as *const InboxNode as *mut InboxNode;
+        NODE.store(node as usize, Ordering::Relaxed);
+        // SAFETY: remote rule 3: the node is ours to push; the driver links it.
+        PREV.store(unsafe { s.inbox.push_swap(node) } as usize, Ordering::Relaxed);
+        assert_eq!(ex.run(1, None), Ok(1));
+        assert!(RAN.load(Ordering::Relaxed), "the task attached mid-push was lost");
+        assert_eq!(PARKS.load(Ordering::Relaxed), 1, "one park, ended by the producer's unpark");
+        let passes = PASSES.load(Ordering::Relaxed);
+        assert!(passes <= INBOX_BUSY_SPINS as usize + 1, "{passes} idle passes on one push in progress");
     }
 }

@@ -360,11 +360,28 @@ impl Sched {
         }
     }
 
+    /// Dispatch rule 4, the worker's re-check after its announce (park rule 2): whether
+    /// the dispatcher has something for us: a waiting task, or a quit token we could take
+    /// now (dispatch rule 5: only an idle worker takes one; a worker with tasks of its
+    /// own parks until they wake it, rather than passing again and again).
+    pub(crate) fn dispatcher_recheck(&self) -> bool {
+        let idle = self.attached.get() == 0;
+        self.dispatcher.get().is_some_and(|(d, _)| d.has_work() || (idle && d.quit_pending()))
+    }
+
     /// Dispatch rule 2: with no work of our own, take the highest-priority dispatched task.
     pub(crate) fn take_dispatched(&self) -> bool {
         let Some((d, _)) = self.dispatcher.get() else { return false };
         let Some(h) = d.pop() else { return false };
         if !d.claim(h, self) {
+            // Unreachable while dispatch rule 1's tag holds: a header is on a level stack
+            // only from its submit's push (owner = the sentinel, rule 2) to the one pop
+            // that takes it, and only that popper's claim changes the owner; pops are
+            // linearised by the tagged CAS. So a failed claim means the stack handed
+            // this task out twice (an ABA past the tag). The other taker owns it: pushing
+            // it back would run it twice, so report it (debug: panic) and take nothing.
+            d.note_double_take();
+            debug_assert!(false, "keel bug: a dispatched task was taken twice (ABA past the tag, dispatch rule 1)");
             return false;
         }
         // The submitter's writes are visible (claim's Acquire); the notify word still holds
