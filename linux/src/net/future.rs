@@ -68,7 +68,8 @@ pub async fn accept(s: &impl AsSock) -> Result<Socket, Errno> {
     plain(accept_sqe(s.sock(), false)).await.map(|fd| Socket::from_raw_fd(fd as RawFd))
 }
 
-/// `accept` into the fixed-file table.
+/// `accept` into the fixed-file table. An index installed after the future was dropped
+/// is closed through the ring (driver rule 3).
 pub async fn accept_direct(s: &impl AsSock) -> Result<FixedSocket, Errno> {
     plain(accept_sqe(s.sock(), true)).await.map(|index| FixedSocket { index })
 }
@@ -84,6 +85,21 @@ pub async fn next_accept(m: &mut Multishot) -> Result<Socket, Errno> {
         return Err(Errno::EINVAL);
     }
     next_multi(m).await.map(|(fd, _)| Socket::from_raw_fd(fd))
+}
+
+/// Multishot accept into the fixed-file table (net rule 2); take them with
+/// [`next_accept_direct`]. Indexes queued when it is dropped are closed through the ring
+/// (driver rule 3).
+pub fn accept_multi_direct(s: &impl AsSock) -> Multishot {
+    Multishot::new(accept_multi_sqe(s.sock(), true), MultiKind::AcceptDirect)
+}
+
+/// The next connection of a direct multishot accept.
+pub async fn next_accept_direct(m: &mut Multishot) -> Result<FixedSocket, Errno> {
+    if m.kind() != MultiKind::AcceptDirect {
+        return Err(Errno::EINVAL);
+    }
+    next_multi(m).await.map(|(i, _)| FixedSocket { index: i as u32 })
 }
 
 /// `connect(fd, addr, len)`.
