@@ -316,3 +316,46 @@ fn a_multishot_receive_past_its_queue_is_throttled_spilled_and_rearmed_with_ever
     let pb = ex.with_driver(|d| d.provided_buffer_stats()).unwrap();
     assert_eq!(pb.in_use, 0, "every provided buffer came back: {pb:?}");
 }
+
+#[test]
+fn a_fiber_multishot_waits_for_room_under_max_io_in_flight_instead_of_bypassing_it() {
+    use keel_core::{Config, Executor, SuspendReason, TaskState};
+    let cfg = Config { max_io_in_flight: Some(1), fiber_panics: keel_linux::panic::config().fiber_panics, ..Config::default() };
+    let ex = Box::pin(Executor::with_stacks(ring(RingConfig::default()), keel_linux::MmapStacks::new().unwrap(), cfg).unwrap());
+    let ex = ex.as_ref();
+    let (l1, a1) = listen(ex, v4());
+    let (l2, a2) = listen(ex, v4());
+    // A holds the executor's one in-flight op: a one-shot accept nobody connects to yet.
+    let a = ex
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+            let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(l1));
+            let c = f.accept(&*l).expect("accept");
+            f.close_socket(c).expect("close");
+            1u64
+        })
+        .unwrap();
+    // B arms a multishot accept: it must wait for room, not go around the limit.
+    let b = ex
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+            let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(l2));
+            let mut m = f.accept_multi(&*l);
+            let c = f.next_accept(&mut m).expect("accept after waiting for room");
+            drop(m);
+            f.close_socket(c).expect("close");
+            2u64
+        })
+        .unwrap();
+    // B's first suspension is at its arm: SqSlot (waiting for room), or Io had it bypassed the limit.
+    run_until(ex, || matches!(ex.state(b), Ok(TaskState::Suspended(_))) || ex.result(b).is_ok_and(|r| r.is_some()));
+    assert_eq!(ex.state(a), Ok(TaskState::Suspended(SuspendReason::Io)), "A's accept is in flight");
+    assert_eq!(ex.state(b), Ok(TaskState::Suspended(SuspendReason::SqSlot)), "B waits for submission room");
+    assert_eq!(ex.with_driver(|d| keel_core::Driver::in_flight(d)), 1, "the limit of one holds");
+    // A's accept completes; A's close then B's arm get the room in turn.
+    let c1 = std::net::TcpStream::connect(std_addr(&a1)).unwrap();
+    run_until(ex, || ex.state(b) != Ok(TaskState::Suspended(SuspendReason::SqSlot)));
+    let c2 = std::net::TcpStream::connect(std_addr(&a2)).unwrap();
+    run_all(ex);
+    assert_eq!(ex.result(a), Ok(Some(Ok(1))));
+    assert_eq!(ex.result(b), Ok(Some(Ok(2))));
+    drop((c1, c2, Socket::from_raw_fd(l1), Socket::from_raw_fd(l2)));
+}
