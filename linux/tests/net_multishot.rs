@@ -315,6 +315,7 @@ fn a_multishot_receive_past_its_queue_is_throttled_spilled_and_rearmed_with_ever
     assert!(*got.borrow() == want, "every byte in order");
     let pb = ex.with_driver(|d| d.provided_buffer_stats()).unwrap();
     assert_eq!(pb.in_use, 0, "every provided buffer came back: {pb:?}");
+    assert_eq!(pb.available, pb.count, "the kernel can hand every buffer out again: {pb:?}");
 }
 
 #[test]
@@ -358,4 +359,58 @@ fn a_fiber_multishot_waits_for_room_under_max_io_in_flight_instead_of_bypassing_
     assert_eq!(ex.result(a), Ok(Some(Ok(1))));
     assert_eq!(ex.result(b), Ok(Some(Ok(2))));
     drop((c1, c2, Socket::from_raw_fd(l1), Socket::from_raw_fd(l2)));
+}
+
+#[test]
+fn provided_buffers_available_is_what_the_kernel_can_still_hand_out() {
+    const SIZE: usize = 64;
+    let mut d = ring(RingConfig::default());
+    d.enable_provided_buffers(8, SIZE as u32).unwrap();
+    let ex = executor_with(d);
+    let ex = ex.as_ref();
+    let pb = ex.with_driver(|d| d.provided_buffer_stats()).unwrap();
+    assert_eq!((pb.count, pb.in_use, pb.available), (8, 0, 8), "{pb:?}");
+    let (lfd, addr) = listen(ex, v4());
+    let a = std_addr(&addr);
+    let sent = Arc::new(AtomicUsize::new(0));
+    let s2 = sent.clone();
+    let server = ex
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+            let pbs = |f: &mut Fiber| f.with_driver::<RingDriver, _>(|d| d.provided_buffer_stats()).flatten().expect("provided buffers");
+            let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
+            let c = f.accept(&*l).expect("accept");
+            wait_until(f, "the data", |_| s2.load(Ordering::Acquire) == 1);
+            // A one-shot receive takes one buffer.
+            let b1 = f.recv_provided(&c).expect("recv").expect("data");
+            assert_eq!(b1.len(), SIZE);
+            let st = pbs(f);
+            assert_eq!((st.in_use, st.available), (1, 7), "{st:?}");
+            // A multishot receive takes one buffer per 64 bytes waiting: two, one handed
+            // out and one queued in its slot; neither can be handed out by the kernel.
+            let mut m = f.recv_multi(&c).expect("recv_multi");
+            let b2 = f.next_recv(&mut m).expect("recv").expect("data");
+            let st = pbs(f);
+            assert_eq!((st.in_use, st.available), (3, 5), "a queued result holds its buffer too: {st:?}");
+            let b3 = f.next_recv(&mut m).expect("recv").expect("data");
+            assert_eq!(pbs(f).available, 5);
+            drop((b1, b2, b3));
+            let st = pbs(f);
+            assert_eq!((st.in_use, st.available), (0, 8), "given back: the kernel can hand them out again: {st:?}");
+            drop(m);
+            f.close_socket(c).expect("close");
+            1u64
+        })
+        .unwrap();
+    let client = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(a).expect("connect");
+        // On loopback, `write` returns once the bytes are queued at the receiver.
+        s.write_all(&[5u8; 3 * SIZE]).unwrap();
+        sent.store(1, Ordering::Release);
+        let mut b = [0u8; 1];
+        let _ = s.read(&mut b); // until the server closes
+    });
+    run_all(ex);
+    client.join().expect("client thread");
+    drop(Socket::from_raw_fd(lfd));
+    assert_eq!(ex.result(server), Ok(Some(Ok(1))));
 }

@@ -78,7 +78,7 @@ fn submit_wake(f: &mut Fiber, op: RingOp) -> Result<(OpId, *mut RingDriver), Err
 /// Waits for a buffer to come back to the provided-buffer ring (pbuf rule 3).
 fn wait_buffer(f: &mut Fiber) -> Result<(), Errno> {
     let me = f.task();
-    match f.with_driver::<RingDriver, _>(|d| d.pbuf.as_mut().map(|p| p.available() || !p.wait(me))) {
+    match f.with_driver::<RingDriver, _>(|d| d.pbuf.as_mut().map(|p| p.available() > 0 || !p.wait(me))) {
         Some(Some(true)) => Ok(()),
         Some(Some(false)) => f.wait().map_err(|_| Errno::ECANCELED),
         _ => Err(Errno::EINVAL),

@@ -218,7 +218,7 @@ async fn wait_buffer() -> Result<(), Errno> {
         let me = keel_core::rt::current_task(cx);
         let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
             let p = d.pbuf.as_mut()?;
-            Some(p.available() || !me.is_some_and(|t| p.wait(t)))
+            Some(p.available() > 0 || !me.is_some_and(|t| p.wait(t)))
         });
         match r.flatten() {
             Some(true) => Poll::Ready(Ok(())),

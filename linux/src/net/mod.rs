@@ -528,7 +528,7 @@ impl Multishot {
         if res == -libc::ENOBUFS {
             let p = d.pbuf.as_mut().expect("ENOBUFS without a provided-buffer ring");
             p.note_exhausted();
-            return if p.available() { MStep::Submit } else { MStep::WaitBuffer };
+            return if p.available() > 0 { MStep::Submit } else { MStep::WaitBuffer };
         }
         if res < 0 {
             if ended {

@@ -191,9 +191,10 @@ impl RingDriver {
         Ok(())
     }
 
-    /// Provided-buffer statistics (`None` if not enabled).
-    pub fn provided_buffer_stats(&self) -> Option<crate::pbuf::PbufStats> {
-        self.pbuf.as_ref().map(|p| p.stats())
+    /// Provided-buffer statistics (`None` if not enabled); `available` asks the kernel
+    /// (pbuf rule 5: one syscall).
+    pub fn provided_buffer_stats(&mut self) -> Option<crate::pbuf::PbufStats> {
+        self.pbuf.as_mut().map(|p| p.stats())
     }
 
     /// Takes the result (and buffer) of a kept operation once it has completed.
