@@ -6,7 +6,7 @@
 //!   with borrowed buffers (`fs::FiberFs::run_op`: a pinned `IoStatus`, waited for even
 //!   when the task is cancelled).
 //! - **Futures** ([`future`]): owned buffers that the driver slot keeps until the kernel
-//!   is done (`fs::OwnedOp`).
+//!   is done (`kept::Kept`).
 //!
 //! Every call is one io_uring opcode: `IORING_OP_SOCKET`, `BIND` and `LISTEN` (kernel
 //! 6.11+, io-uring crate 0.7.16 has both, so no direct syscall is needed and a direct
