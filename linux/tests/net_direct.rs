@@ -38,6 +38,24 @@ fn clients(a: std::net::SocketAddr, n: usize, connected: Arc<AtomicUsize>) -> st
     })
 }
 
+/// An executor with a fixed-file table of `files` slots, a listener, and `n` clients
+/// connecting to it (counted in the returned `connected`).
+#[allow(clippy::type_complexity)]
+fn setup(files: u32, n: usize) -> (core::pin::Pin<Box<Ex>>, std::os::fd::RawFd, Arc<AtomicUsize>, std::thread::JoinHandle<Vec<std::net::TcpStream>>) {
+    let ex = executor(RingConfig { registered_files: files, ..RingConfig::default() });
+    let (lfd, addr) = listen(ex.as_ref(), v4());
+    let connected = Arc::new(AtomicUsize::new(0));
+    let cl = clients(std_addr(&addr), n, connected.clone());
+    (ex, lfd, connected, cl)
+}
+
+/// Runs the test's task to its end, checks it returned 1, closes the listener.
+fn finish(ex: core::pin::Pin<&Ex>, t: keel_core::TaskHandle, lfd: std::os::fd::RawFd) {
+    run_all(ex);
+    assert_eq!(ex.result(t), Ok(Some(Ok(1))));
+    drop(Socket::from_raw_fd(lfd));
+}
+
 /// Each client must read end of stream: keel closed its accepted index unanswered.
 fn assert_closed_by_keel(conns: Vec<std::net::TcpStream>) {
     for (i, mut s) in conns.into_iter().enumerate() {
@@ -74,11 +92,8 @@ fn assert_answered(conns: Vec<std::net::TcpStream>) {
 
 #[test]
 fn fiber_accept_direct_one_shot_and_multishot_send_recv_and_close_by_index() {
-    let ex = executor(RingConfig { registered_files: 4, ..RingConfig::default() });
+    let (ex, lfd, _, cl) = setup(4, 5);
     let ex = ex.as_ref();
-    let (lfd, addr) = listen(ex, v4());
-    let connected = Arc::new(AtomicUsize::new(0));
-    let cl = clients(std_addr(&addr), 5, connected.clone());
     let t = ex
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
             let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
@@ -110,19 +125,14 @@ fn fiber_accept_direct_one_shot_and_multishot_send_recv_and_close_by_index() {
             1u64
         })
         .unwrap();
-    run_all(ex);
-    drop(Socket::from_raw_fd(lfd));
-    assert_eq!(ex.result(t), Ok(Some(Ok(1))));
+    finish(ex, t, lfd);
     assert_answered(cl.join().unwrap());
 }
 
 #[test]
 fn future_accept_direct_one_shot_and_multishot_send_recv_and_close_by_index() {
-    let ex = executor(RingConfig { registered_files: 2, ..RingConfig::default() });
+    let (ex, lfd, _, cl) = setup(2, 3);
     let ex = ex.as_ref();
-    let (lfd, addr) = listen(ex, v4());
-    let connected = Arc::new(AtomicUsize::new(0));
-    let cl = clients(std_addr(&addr), 3, connected.clone());
     async fn echo_once(c: &FixedSocket) {
         let mut got = Vec::new();
         while got.len() < 5 {
@@ -150,9 +160,7 @@ fn future_accept_direct_one_shot_and_multishot_send_recv_and_close_by_index() {
             1u64
         })
         .unwrap();
-    run_all(ex);
-    drop(Socket::from_raw_fd(lfd));
-    assert_eq!(ex.result(t), Ok(Some(Ok(1))));
+    finish(ex, t, lfd);
     assert_answered(cl.join().unwrap());
 }
 
@@ -174,11 +182,8 @@ async fn until_idle() {
 fn abandoned_direct_accepts_that_complete_anyway_close_their_index_through_the_ring() {
     // A table of one slot: each abandoned accept below takes it; only the driver's close
     // (driver rule 3) frees it for the next.
-    let ex = executor(RingConfig { registered_files: 1, ..RingConfig::default() });
+    let (ex, lfd, connected, cl) = setup(1, 2);
     let ex = ex.as_ref();
-    let (lfd, addr) = listen(ex, v4());
-    let connected = Arc::new(AtomicUsize::new(0));
-    let cl = clients(std_addr(&addr), 2, connected.clone());
     let t = ex
         .attach(task(), async move {
             let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
@@ -209,21 +214,16 @@ fn abandoned_direct_accepts_that_complete_anyway_close_their_index_through_the_r
             1u64
         })
         .unwrap();
-    run_all(ex);
-    assert_eq!(ex.result(t), Ok(Some(Ok(1))));
+    finish(ex, t, lfd);
     // Both connections were accepted (neither is left in the backlog) and closed by keel.
     assert_closed_by_keel(cl.join().unwrap());
-    drop(Socket::from_raw_fd(lfd));
 }
 
 #[test]
 fn a_dropped_direct_multishot_accept_closes_its_queued_indexes() {
     const N: usize = 4;
-    let ex = executor(RingConfig { registered_files: N as u32, ..RingConfig::default() });
+    let (ex, lfd, connected, cl) = setup(N as u32, N);
     let ex = ex.as_ref();
-    let (lfd, addr) = listen(ex, v4());
-    let connected = Arc::new(AtomicUsize::new(0));
-    let cl = clients(std_addr(&addr), N, connected.clone());
     let t = ex
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
             let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
@@ -245,8 +245,6 @@ fn a_dropped_direct_multishot_accept_closes_its_queued_indexes() {
             1u64
         })
         .unwrap();
-    run_all(ex);
-    assert_eq!(ex.result(t), Ok(Some(Ok(1))));
+    finish(ex, t, lfd);
     assert_closed_by_keel(cl.join().unwrap());
-    drop(Socket::from_raw_fd(lfd));
 }
