@@ -16,10 +16,10 @@
 #![allow(unsafe_code)] // building SQEs that point at buffers; each use says why the buffer outlives the op
 
 use crate::buf::RawBuf;
-use crate::ring::{RingDriver, RingOp};
+use crate::kept::Kept;
+use crate::ring::{RingDriver, RingOp, to_result};
 use io_uring::{opcode, types};
-use keel_core::io_status::NotSubmitted;
-use keel_core::{Errno, Fiber, InitiateError, IoResult, IoStatus, OpId, Priority};
+use keel_core::{Errno, Fiber, InitiateError, IoResult, IoStatus, Priority};
 use std::ffi::CStr;
 use std::future::Future;
 use std::io::{IoSlice, IoSliceMut};
@@ -377,92 +377,28 @@ impl FiberFs for Fiber {
 
 /// A future for one owned-buffer operation: submitted on first poll (queueing for room
 /// if needed), result and buffer taken from the driver slot on completion, cancelled and
-/// left to the slot if dropped in flight.
-pub struct OwnedOp {
-    op: Option<RingOp>,
-    wait: bool,
-    id: Option<OpId>,
-    driver: *mut RingDriver,
-    failed: Option<(Errno, Option<RawBuf>)>,
-}
+/// left to the slot if dropped in flight (`kept::Kept`, whose result it turns into an
+/// `IoResult`).
+pub struct OwnedOp(Kept);
 
 impl OwnedOp {
     /// An owned operation.
     pub fn new(op: RingOp) -> Self {
-        OwnedOp { op: Some(op), wait: true, id: None, driver: core::ptr::null_mut(), failed: None }
+        OwnedOp(Kept::new(op))
     }
 
     /// An owned operation that fails with `EBUSY` instead of waiting when there is no room
     /// (every slot taken, the SQ full, or the in-flight limit reached).
     pub fn new_nowait(op: RingOp) -> Self {
-        let mut me = Self::new(op);
-        me.wait = false;
-        me
+        OwnedOp(Kept::new_nowait(op))
     }
 }
-
-impl Unpin for OwnedOp {}
 
 impl Future for OwnedOp {
     type Output = (IoResult, Option<RawBuf>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Some((e, buf)) = self.failed.take() {
-            return Poll::Ready((Err(e), buf));
-        }
-        if let Some(id) = self.id {
-            if keel_core::rt::is_cancelled(cx) {
-                // The task was cancelled: give the operation to its slot (cancelled there;
-                // the buffer stays with the slot until the completion) and wind down.
-                let taken = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.take(id).or_else(|| {
-                    d.abandon(id);
-                    None
-                }));
-                self.id = None;
-                return Poll::Ready(taken.flatten().unwrap_or((Err(Errno::ECANCELED), None)));
-            }
-            return match keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.take(id)) {
-                Some(Some(done)) => {
-                    self.id = None;
-                    Poll::Ready(done)
-                }
-                Some(None) => {
-                    keel_core::io_status::waiting_for_io(cx);
-                    Poll::Pending
-                }
-                None => Poll::Ready((Err(Errno::EINVAL), None)),
-            };
-        }
-        let op = self.op.take().expect("OwnedOp polled after completion");
-        let submitted =
-            if self.wait { keel_core::try_submit::<RingDriver>(cx, op) } else { keel_core::try_submit_now::<RingDriver>(cx, op) };
-        match submitted {
-            Ok(id) => {
-                self.id = Some(id);
-                self.driver = keel_core::io_status::driver_ptr::<RingDriver>(cx).unwrap_or(core::ptr::null_mut());
-                keel_core::io_status::waiting_for_io(cx);
-                Poll::Pending
-            }
-            Err(NotSubmitted::Wait(op)) => {
-                self.op = Some(op);
-                Poll::Pending
-            }
-            Err(NotSubmitted::Failed(op, e)) => Poll::Ready((Err(e), op.buf)),
-        }
-    }
-}
-
-impl Drop for OwnedOp {
-    fn drop(&mut self) {
-        if let (Some(id), false) = (self.id, self.driver.is_null()) {
-            #[allow(unsafe_code)]
-            // SAFETY: the driver outlives every task body on its executor, and a body is
-            // dropped on the executor's thread with no other borrow of the driver live
-            // (keel-core sched rule 3).
-            unsafe {
-                (*self.driver).abandon(id)
-            };
-        }
+        Pin::new(&mut self.0).poll(cx).map(|(res, _, buf)| (to_result(res), buf))
     }
 }
 

@@ -13,6 +13,7 @@
 pub mod buf;
 pub mod clock;
 pub mod fs;
+mod kept;
 pub mod net;
 pub mod overflow;
 pub mod panic;

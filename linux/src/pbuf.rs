@@ -14,8 +14,15 @@
 //!    A result nobody takes (abandoned op, stale CQE) gives its buffer back at once (driver
 //!    rule 3). So `in_use` = picked and not yet given back.
 //! 3. Exhaustion: a receive that finds the ring empty completes with `ENOBUFS` (counted
-//!    in `exhausted`). The task then waits (bounded FIFO of waiting tasks, sized at
-//!    registration) and is woken when a buffer comes back; it never fails for it.
+//!    in `exhausted`). The task then asks how many buffers the kernel can still hand out
+//!    (`available`, below): none, and it waits (bounded FIFO of waiting tasks, sized at
+//!    registration) to be woken when a buffer comes back; some (given back since), and it
+//!    re-arms at once. It never fails for it.
+//! 5. `available` is the kernel's own count: the published tail minus the kernel's head,
+//!    read with `IORING_REGISTER_PBUF_STATUS` (Linux 6.8+; one syscall, only on the
+//!    exhaustion path and in statistics). `count - in_use` is not that: it also counts
+//!    buffers the kernel has picked for CQEs not reaped yet. Kernels without PBUF_STATUS
+//!    get `count - in_use` (an upper bound: a re-arm may meet `ENOBUFS` once more).
 //! 4. Single-threaded: only the executor's thread touches it (the driver is `!Send`).
 #![allow(unsafe_code)] // the ring is memory shared with the kernel; registering it is unsafe
 
@@ -39,6 +46,17 @@ pub struct PbufStats {
     pub exhausted: u64,
     /// Buffers given back.
     pub returned: u64,
+    /// Buffers in the ring that the kernel can still hand out (pbuf rule 5).
+    pub available: u16,
+}
+
+/// `struct io_uring_buf_status` (include/uapi/linux/io_uring.h), the argument of
+/// `IORING_REGISTER_PBUF_STATUS`: the kernel fills `head` for `buf_group`.
+#[repr(C)]
+struct BufStatus {
+    buf_group: u32,
+    head: u32,
+    resv: [u32; 8],
 }
 
 pub(crate) struct PbufRing {
@@ -53,6 +71,11 @@ pub(crate) struct PbufRing {
     exhausted: u64,
     returned: u64,
     waiters: VecDeque<TaskHandle>,
+    /// The io_uring's descriptor, for `IORING_REGISTER_PBUF_STATUS` (the ring outlives
+    /// this: it is dropped first, and nothing here uses the descriptor in `Drop`).
+    ring_fd: std::os::fd::RawFd,
+    /// Whether the kernel has `IORING_REGISTER_PBUF_STATUS` (pbuf rule 5).
+    has_status: bool,
 }
 
 impl PbufRing {
@@ -79,6 +102,8 @@ impl PbufRing {
             exhausted: 0,
             returned: 0,
             waiters: VecDeque::with_capacity(4096),
+            ring_fd: std::os::fd::AsRawFd::as_raw_fd(ring),
+            has_status: true,
         };
         // SAFETY: the ring memory is page-aligned, `count` entries long, and lives until
         // `Drop`, after the io_uring is gone (pbuf rule 1).
@@ -139,9 +164,29 @@ impl PbufRing {
         self.exhausted += 1;
     }
 
-    /// Whether the ring holds at least one buffer.
-    pub(crate) fn available(&self) -> bool {
-        self.in_use < self.count
+    /// Buffers the kernel can still hand out: the published tail minus the kernel's head
+    /// (pbuf rule 5), or `count - in_use` where the kernel cannot say.
+    pub(crate) fn available(&mut self) -> u16 {
+        if self.has_status {
+            match self.kernel_head() {
+                Ok(head) => return self.tail.wrapping_sub(head),
+                Err(_) => self.has_status = false, // EINVAL: a kernel before 6.8
+            }
+        }
+        self.count - self.in_use.min(self.count)
+    }
+
+    /// The kernel's head of this buffer ring (`IORING_REGISTER_PBUF_STATUS`).
+    fn kernel_head(&self) -> rustix::io::Result<u16> {
+        let mut st = BufStatus { buf_group: self.bgid as u32, head: 0, resv: [0; 8] };
+        // SAFETY: the descriptor is the live io_uring this ring is registered with (the
+        // driver owns both); the kernel writes only `head` of the status we pass, which
+        // lives across the call.
+        unsafe {
+            let fd = std::os::fd::BorrowedFd::borrow_raw(self.ring_fd);
+            rustix::io_uring::io_uring_register(fd, rustix::io_uring::IoringRegisterOp::RegisterPbufStatus, (&raw mut st).cast(), 1)?;
+        }
+        Ok(st.head as u16)
     }
 
     /// Queues `task` to be woken when a buffer comes back; false if the queue is full.
@@ -162,8 +207,9 @@ impl PbufRing {
         self.bgid
     }
 
-    pub(crate) fn stats(&self) -> PbufStats {
-        PbufStats { count: self.count, size: self.size, in_use: self.in_use, exhausted: self.exhausted, returned: self.returned }
+    pub(crate) fn stats(&mut self) -> PbufStats {
+        let available = self.available();
+        PbufStats { count: self.count, size: self.size, in_use: self.in_use, exhausted: self.exhausted, returned: self.returned, available }
     }
 }
 

@@ -271,6 +271,51 @@ impl Fiber {
             self.switch_out();
         }
     }
+
+    /// Submits `op` with a wake token, for an operation whose result the driver keeps for
+    /// the caller to take (multishot, buffer-select): the fiber counterpart of
+    /// [`crate::io_status::try_submit`]. Admission is `initiate`'s: while the driver has no
+    /// room, other tasks already queue for it, or the executor's `max_io_in_flight` is
+    /// reached, the fiber waits in I/O-priority order (FIFO within a priority) and tries
+    /// again when granted room. The operation is on no status block, so the caller owns
+    /// its id: it must take the result or abandon the operation through the driver.
+    ///
+    /// Errors hand the operation back: `Cancelled` (before submission, also while
+    /// waiting), `WrongDriver`, `Refused` (the driver refused it for a reason other than
+    /// room).
+    pub fn try_submit<D: Driver>(&mut self, op: D::Op) -> Result<crate::OpId, InitiateError<D::Op>> {
+        let mut op = op;
+        loop {
+            if self.cancelled().is_err() {
+                return Err(InitiateError::Cancelled(op));
+            }
+            let (sched, t, h) = (self.sched(), self.header(), self.core().header);
+            let Some(driver) = sched.driver_as::<D>() else { return Err(InitiateError::WrongDriver(op)) };
+            // Queue behind tasks already waiting for room unless this one was just
+            // granted room, as `IoStatus::initiate_from` does.
+            let granted = t.has_flag(flag::GRANTED);
+            t.clear_flag(flag::GRANTED);
+            // SAFETY: sched rule 3: no other borrow of the driver is live while task code runs.
+            let full = unsafe { (*driver).submit_capacity() } == 0;
+            if !full && (granted || !sched.submit_queue_busy()) && !sched.at_io_limit(driver) {
+                // Relaxed: owner-written generation, read on the owner's thread.
+                let token = crate::driver::IoToken::wake(TaskHandle::from_parts(h, t.generation.load(Ordering::Relaxed)));
+                // SAFETY: as above.
+                match unsafe { (*driver).submit(op, token) } {
+                    Ok(id) => {
+                        let st = &t.trailer().stats.io_initiated;
+                        st.set(st.get() + 1);
+                        sched.stats.io_submitted.set(sched.stats.io_submitted.get() + 1);
+                        return Ok(id);
+                    }
+                    Err((back, crate::Errno::EBUSY)) => op = back,
+                    Err((back, e)) => return Err(InitiateError::Refused(back, e)),
+                }
+            }
+            sched.wait_for_submit(h);
+            self.switch_out();
+        }
+    }
 }
 
 unsafe fn suspend_with<Sw: FiberSwitch, F>(core: *mut FiberCore) {

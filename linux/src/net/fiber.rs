@@ -4,8 +4,7 @@
 use super::*;
 use crate::fs::FiberFs;
 use crate::ring::RingOp;
-use keel_core::driver::IoToken;
-use keel_core::{Driver, Fiber};
+use keel_core::{Fiber, InitiateError};
 
 /// Blocking-style socket operations for fiber tasks. Each doc opens with the C form.
 pub trait FiberNet {
@@ -64,28 +63,23 @@ fn run(f: &mut Fiber, e: squeue::Entry) -> Result<u32, Errno> {
     f.run_op(unsafe { RingOp::from_entry(e) })
 }
 
-/// Submits `op` with a wake token (net rule 6), yielding while there is no room.
+/// Submits `op` with a wake token (net rule 6): through the executor's admission
+/// (`Fiber::try_submit`: the I/O-priority queue for room and `max_io_in_flight`), waiting
+/// while there is no room.
 fn submit_wake(f: &mut Fiber, op: RingOp) -> Result<(OpId, *mut RingDriver), Errno> {
-    let token = IoToken::wake(f.task());
-    let mut op = op;
-    loop {
-        let r = f.with_driver::<RingDriver, _>(|d| d.submit(op, token).map(|id| (id, d as *mut RingDriver)));
-        match r {
-            None => return Err(Errno::EINVAL),
-            Some(Ok(x)) => return Ok(x),
-            Some(Err((back, Errno::EBUSY))) => {
-                op = back;
-                f.yield_now().map_err(|_| Errno::ECANCELED)?;
-            }
-            Some(Err((_, e))) => return Err(e),
-        }
-    }
+    let id = f.try_submit::<RingDriver>(op).map_err(|e| match e {
+        InitiateError::Cancelled(_) => Errno::ECANCELED,
+        InitiateError::Refused(_, e) => e,
+        _ => Errno::EINVAL,
+    })?;
+    let driver = f.with_driver::<RingDriver, _>(|d| d as *mut RingDriver).ok_or(Errno::EINVAL)?;
+    Ok((id, driver))
 }
 
 /// Waits for a buffer to come back to the provided-buffer ring (pbuf rule 3).
 fn wait_buffer(f: &mut Fiber) -> Result<(), Errno> {
     let me = f.task();
-    match f.with_driver::<RingDriver, _>(|d| d.pbuf.as_mut().map(|p| p.available() || !p.wait(me))) {
+    match f.with_driver::<RingDriver, _>(|d| d.pbuf.as_mut().map(|p| p.available() > 0 || !p.wait(me))) {
         Some(Some(true)) => Ok(()),
         Some(Some(false)) => f.wait().map_err(|_| Errno::ECANCELED),
         _ => Err(Errno::EINVAL),

@@ -6,11 +6,10 @@
 use super::*;
 use crate::buf::RawBuf;
 use crate::fs::OwnedOp;
+use crate::kept::Kept;
 use crate::ring::RingOp;
 use keel_core::io_status::NotSubmitted;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::Poll;
 
 async fn plain(e: squeue::Entry) -> Result<u32, Errno> {
     // SAFETY: callers pass SQEs that reference no memory.
@@ -68,7 +67,8 @@ pub async fn accept(s: &impl AsSock) -> Result<Socket, Errno> {
     plain(accept_sqe(s.sock(), false)).await.map(|fd| Socket::from_raw_fd(fd as RawFd))
 }
 
-/// `accept` into the fixed-file table.
+/// `accept` into the fixed-file table. An index installed after the future was dropped
+/// is closed through the ring (driver rule 3).
 pub async fn accept_direct(s: &impl AsSock) -> Result<FixedSocket, Errno> {
     plain(accept_sqe(s.sock(), true)).await.map(|index| FixedSocket { index })
 }
@@ -84,6 +84,21 @@ pub async fn next_accept(m: &mut Multishot) -> Result<Socket, Errno> {
         return Err(Errno::EINVAL);
     }
     next_multi(m).await.map(|(fd, _)| Socket::from_raw_fd(fd))
+}
+
+/// Multishot accept into the fixed-file table (net rule 2); take them with
+/// [`next_accept_direct`]. Indexes queued when it is dropped are closed through the ring
+/// (driver rule 3).
+pub fn accept_multi_direct(s: &impl AsSock) -> Multishot {
+    Multishot::new(accept_multi_sqe(s.sock(), true), MultiKind::AcceptDirect)
+}
+
+/// The next connection of a direct multishot accept.
+pub async fn next_accept_direct(m: &mut Multishot) -> Result<FixedSocket, Errno> {
+    if m.kind() != MultiKind::AcceptDirect {
+        return Err(Errno::EINVAL);
+    }
+    next_multi(m).await.map(|(i, _)| FixedSocket { index: i as u32 })
 }
 
 /// `connect(fd, addr, len)`.
@@ -134,61 +149,6 @@ pub async fn recv(s: &impl AsSock, buf: Vec<u8>) -> (Result<u32, Errno>, Vec<u8>
     (res, raw.map(|r| r.into_vec(len)).unwrap_or_default())
 }
 
-/// A driver-kept op whose result comes with its CQE flags (buffer-select receives).
-struct KeptOp {
-    op: Option<RingOp>,
-    id: Option<OpId>,
-    driver: *mut RingDriver,
-}
-
-impl Unpin for KeptOp {}
-
-impl Future for KeptOp {
-    type Output = Result<(i32, u32), Errno>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Some(id) = self.id {
-            if keel_core::rt::is_cancelled(cx) {
-                return Poll::Ready(Err(Errno::ECANCELED)); // Drop abandons the slot
-            }
-            return match keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.take_full(id)) {
-                Some(Some((r, f, _))) => {
-                    self.id = None;
-                    Poll::Ready(Ok((r, f)))
-                }
-                Some(None) => {
-                    keel_core::io_status::waiting_for_io(cx);
-                    Poll::Pending
-                }
-                None => Poll::Ready(Err(Errno::EINVAL)),
-            };
-        }
-        let op = self.op.take().expect("KeptOp polled after completion");
-        match keel_core::try_submit::<RingDriver>(cx, op) {
-            Ok(id) => {
-                self.id = Some(id);
-                self.driver = keel_core::io_status::driver_ptr::<RingDriver>(cx).unwrap_or(core::ptr::null_mut());
-                keel_core::io_status::waiting_for_io(cx);
-                Poll::Pending
-            }
-            Err(NotSubmitted::Wait(op)) => {
-                self.op = Some(op);
-                Poll::Pending
-            }
-            Err(NotSubmitted::Failed(_, e)) => Poll::Ready(Err(e)),
-        }
-    }
-}
-
-impl Drop for KeptOp {
-    fn drop(&mut self) {
-        if let (Some(id), false) = (self.id, self.driver.is_null()) {
-            // SAFETY: the driver outlives every task body on its executor; this runs on
-            // its thread with no other borrow of it live (keel-core sched rule 3).
-            unsafe { (*self.driver).abandon(id) };
-        }
-    }
-}
-
 /// Waits for a buffer to come back to the provided-buffer ring (pbuf rule 3).
 async fn wait_buffer() -> Result<(), Errno> {
     let mut queued = false;
@@ -202,7 +162,7 @@ async fn wait_buffer() -> Result<(), Errno> {
         let me = keel_core::rt::current_task(cx);
         let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
             let p = d.pbuf.as_mut()?;
-            Some(p.available() || !me.is_some_and(|t| p.wait(t)))
+            Some(p.available() > 0 || !me.is_some_and(|t| p.wait(t)))
         });
         match r.flatten() {
             Some(true) => Poll::Ready(Ok(())),
@@ -235,7 +195,7 @@ pub async fn recv_provided(s: &impl AsSock) -> Result<Option<ProvidedBuf>, Errno
     loop {
         // SAFETY: a buffer-select receive references no memory of ours.
         let op = unsafe { RingOp::owned(recv_select_sqe(s.sock(), g), None) };
-        let (res, flags) = KeptOp { op: Some(op), id: None, driver: core::ptr::null_mut() }.await?;
+        let (res, flags, _) = Kept::new(op).await;
         if res == -libc::ENOBUFS {
             with_ring(|d| d.pbuf.as_mut().map(|p| p.note_exhausted())).await;
             wait_buffer().await?;

@@ -6,7 +6,7 @@
 //!   with borrowed buffers (`fs::FiberFs::run_op`: a pinned `IoStatus`, waited for even
 //!   when the task is cancelled).
 //! - **Futures** ([`future`]): owned buffers that the driver slot keeps until the kernel
-//!   is done (`fs::OwnedOp`).
+//!   is done (`kept::Kept`).
 //!
 //! Every call is one io_uring opcode: `IORING_OP_SOCKET`, `BIND` and `LISTEN` (kernel
 //! 6.11+, io-uring crate 0.7.16 has both, so no direct syscall is needed and a direct
@@ -36,10 +36,13 @@
 //!    stays in flight (the task waits) once the socket's send buffer is full; a receive
 //!    uses the caller's buffer or one provided buffer; a connection flood waits in the
 //!    kernel's listen backlog until a task accepts.
-//! 6. Fiber ops whose result the driver keeps (multishot, buffer-select) submit with a
-//!    wake token straight to the driver (`Fiber` has no `try_submit`); they do not count in
-//!    the executor's `max_io_in_flight`, and own no memory of the fiber's, so a fiber may
-//!    return with one in flight (its slot is abandoned: cancelled, results given back).
+//! 6. Ops whose result the driver keeps (multishot, buffer-select) submit with a wake
+//!    token through the executor's admission like every other op (`Fiber::try_submit`,
+//!    `keel_core::try_submit` for futures): they wait in I/O-priority order while the SQ
+//!    or the slots are full or `max_io_in_flight` is reached, and count in that limit (an
+//!    armed multishot counts until it ends). They own no memory of the task's, so a
+//!    fiber may return with one in flight (its slot is abandoned: cancelled, results given
+//!    back).
 #![allow(unsafe_code)] // SQEs that point at addresses and buffers; each use says why they outlive the op
 
 mod fiber;
@@ -527,7 +530,7 @@ impl Multishot {
         if res == -libc::ENOBUFS {
             let p = d.pbuf.as_mut().expect("ENOBUFS without a provided-buffer ring");
             p.note_exhausted();
-            return if p.available() { MStep::Submit } else { MStep::WaitBuffer };
+            return if p.available() > 0 { MStep::Submit } else { MStep::WaitBuffer };
         }
         if res < 0 {
             if ended {

@@ -195,17 +195,14 @@ impl RingDriver {
         Ok(())
     }
 
-    /// Provided-buffer statistics (`None` if not enabled).
-    pub fn provided_buffer_stats(&self) -> Option<crate::pbuf::PbufStats> {
-        self.pbuf.as_ref().map(|p| p.stats())
+    /// Provided-buffer statistics (`None` if not enabled); `available` asks the kernel
+    /// (pbuf rule 5: one syscall).
+    pub fn provided_buffer_stats(&mut self) -> Option<crate::pbuf::PbufStats> {
+        self.pbuf.as_mut().map(|p| p.stats())
     }
 
-    /// Takes the result (and buffer) of a kept operation once it has completed.
-    pub(crate) fn take(&mut self, id: OpId) -> Option<(IoResult, Option<RawBuf>)> {
-        self.take_full(id).map(|(res, _, buf)| (to_result(res), buf))
-    }
-
-    /// As `take`, with the raw result and the CQE flags (buffer id for buffer selection).
+    /// Takes the raw result, the CQE flags (buffer id for buffer selection) and the buffer
+    /// of a kept operation once it has completed (`kept::Kept`).
     pub(crate) fn take_full(&mut self, id: OpId) -> Option<(i32, u32, Option<RawBuf>)> {
         let s = self.slots.get(id.0)?;
         let SlotState::Done(res, flags) = s.state else { return None };
@@ -610,7 +607,7 @@ pub(crate) const fn cqueue_more() -> u32 {
     1 << 1
 }
 
-fn to_result(res: i32) -> IoResult {
+pub(crate) fn to_result(res: i32) -> IoResult {
     if res < 0 { Err(Errno(-res)) } else { Ok(res as u32) }
 }
 

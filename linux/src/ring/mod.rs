@@ -52,6 +52,6 @@ pub mod setup;
 pub(crate) mod slots;
 
 pub use driver::{RingConfig, RingDriver, RingStats};
-pub(crate) use driver::{KEEL_REARM, MultiNext, cqueue_more};
+pub(crate) use driver::{KEEL_REARM, MultiNext, cqueue_more, to_result};
 pub use op::RingOp;
 pub use setup::RingFlags;

@@ -1,0 +1,114 @@
+//! `Kept`: the one future for an operation whose result the driver slot keeps for the
+//! task that submitted it (slot rule 3 in `ring/slots.rs`). The owned-buffer file and
+//! socket calls (`fs::OwnedOp`, `net::future`) and the buffer-select receives all await
+//! it; they differ only in what they make of the raw result.
+//!
+//! - First poll: submits through keel-core's admission (`keel_core::try_submit`: queued
+//!   by I/O priority while there is no room, within `max_io_in_flight`), or fails at once
+//!   with `EBUSY` for [`Kept::new_nowait`].
+//! - Later polls: take the result, CQE flags and buffer from the slot once completed.
+//! - Cancelled task: a completed result is still returned (a descriptor or index the
+//!   kernel made is the caller's, not lost); otherwise the op is left to its slot
+//!   (`abandon`: cancelled there, its buffer kept until the completion, whatever it yields
+//!   given back, driver rule 3) and the future ends with `ECANCELED`.
+//! - Dropped in flight: abandoned the same way.
+#![allow(unsafe_code)] // Drop reaches the driver through the pointer the executor handed out
+
+use crate::buf::RawBuf;
+use crate::ring::{RingDriver, RingOp};
+use keel_core::io_status::NotSubmitted;
+use keel_core::{Errno, OpId};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// What a kept operation ended with: the raw CQE result (a negative errno on failure,
+/// including failures to submit), its CQE flags (0 if it never completed), and the
+/// operation's buffer back.
+pub(crate) type KeptResult = (i32, u32, Option<RawBuf>);
+
+/// A future for one driver-kept operation (see the module doc).
+pub(crate) struct Kept {
+    op: Option<RingOp>,
+    wait: bool,
+    id: Option<OpId>,
+    driver: *mut RingDriver,
+}
+
+impl Kept {
+    /// A kept operation that waits for room to submit.
+    pub(crate) fn new(op: RingOp) -> Self {
+        Kept { op: Some(op), wait: true, id: None, driver: core::ptr::null_mut() }
+    }
+
+    /// A kept operation that fails with `EBUSY` instead of waiting when there is no room
+    /// (every slot taken, the SQ full, or the in-flight limit reached).
+    pub(crate) fn new_nowait(op: RingOp) -> Self {
+        Kept { op: Some(op), wait: false, id: None, driver: core::ptr::null_mut() }
+    }
+
+    fn poll_taken(&mut self, cx: &mut Context<'_>, id: OpId) -> Poll<KeptResult> {
+        let cancelled = keel_core::rt::is_cancelled(cx);
+        let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+            let done = d.take_full(id);
+            if done.is_none() && cancelled {
+                d.abandon(id);
+            }
+            done
+        });
+        match r {
+            Some(Some(done)) => {
+                self.id = None;
+                Poll::Ready(done)
+            }
+            Some(None) if cancelled => {
+                self.id = None; // abandoned above: the slot owns it now
+                Poll::Ready((-Errno::ECANCELED.0, 0, None))
+            }
+            Some(None) => {
+                keel_core::io_status::waiting_for_io(cx);
+                Poll::Pending
+            }
+            None => Poll::Ready((-Errno::EINVAL.0, 0, None)),
+        }
+    }
+}
+
+impl Unpin for Kept {}
+
+impl Future for Kept {
+    type Output = KeptResult;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<KeptResult> {
+        if let Some(id) = self.id {
+            return self.poll_taken(cx, id);
+        }
+        let op = self.op.take().expect("Kept polled after completion");
+        let submitted =
+            if self.wait { keel_core::try_submit::<RingDriver>(cx, op) } else { keel_core::try_submit_now::<RingDriver>(cx, op) };
+        match submitted {
+            Ok(id) => {
+                self.id = Some(id);
+                self.driver = keel_core::io_status::driver_ptr::<RingDriver>(cx).unwrap_or(core::ptr::null_mut());
+                keel_core::io_status::waiting_for_io(cx);
+                Poll::Pending
+            }
+            Err(NotSubmitted::Wait(op)) => {
+                self.op = Some(op);
+                Poll::Pending
+            }
+            Err(NotSubmitted::Failed(op, e)) => Poll::Ready((-e.0, 0, op.buf)),
+        }
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        if let (Some(id), false) = (self.id, self.driver.is_null()) {
+            // SAFETY: the driver outlives every task body on its executor, and a body is
+            // dropped on the executor's thread with no other borrow of the driver live
+            // (keel-core sched rule 3).
+            unsafe { (*self.driver).abandon(id) };
+        }
+    }
+}
