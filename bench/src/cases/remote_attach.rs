@@ -261,7 +261,12 @@ fn keel_on<const P: usize, D: Driver + 'static>(iters: u64, make: fn() -> Result
     // parks too), and it must have stayed parked in between: a park that returns at once
     // (an executor spinning through its loop) would show here as far more parks.
     let n = n + WARMUP;
-    if parks < n as u64 {
+    // A `--quick` smoke pass (run beside other tests on a loaded machine) tolerates a
+    // tenth of the samples finding the executor not yet parked: it checks the case runs,
+    // not its figures.
+    let quick = std::env::args().any(|a| a == "--quick");
+    let need = if quick { n as u64 * 9 / 10 } else { n as u64 };
+    if parks < need {
         return Err(format!("the executor parked {parks} times for {n} samples: lengthen PAUSE"));
     }
     if parks > 2 * n as u64 + 16 {
