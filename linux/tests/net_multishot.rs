@@ -4,7 +4,8 @@
 //! not fit go to the spill list and come out after the queue, in order, and the op is
 //! re-armed after its final `ECANCELED`. With the spill list full too, accepted
 //! connections are closed (counted in `multishot_lost`) and the rest still arrive once,
-//! in order. Loopback only; every wait is bounded.
+//! in order; received data is never dropped, even then. Loopback only; every wait is
+//! bounded.
 
 #[path = "net_util/mod.rs"]
 mod util;
@@ -418,4 +419,101 @@ fn provided_buffers_available_is_what_the_kernel_can_still_hand_out() {
     client.join().expect("client thread");
     drop(Socket::from_raw_fd(lfd));
     assert_eq!(ex.result(server), Ok(Some(Ok(1))));
+}
+
+/// Accepted connections fill the part of the spill list results without a buffer may
+/// take (and some are lost, closed), then a multishot receive past its queue spills too:
+/// its results hold provided buffers and have room kept for them, so every received
+/// byte still arrives once, in order (driver rule 2).
+#[test]
+fn received_data_is_never_lost_even_when_accepts_have_filled_the_spill_list() {
+    const LISTENERS: u32 = 3;
+    const PER: u32 = 60;
+    const BURST: usize = 64 * 64;
+    let mut d = ring(RingConfig { entries: 64, cq_entries: 64, ..RingConfig::default() });
+    d.enable_provided_buffers(64, 64).unwrap();
+    let ex = executor_with(d);
+    let ex = ex.as_ref();
+    let (dfd, daddr) = listen(ex, v4());
+    let ls: Vec<_> = (0..LISTENERS).map(|_| listen(ex, v4())).collect();
+    let connected = Arc::new(AtomicUsize::new(0));
+    let filled = Rc::new(std::cell::Cell::new(false));
+    let before = ex.with_driver(|d| d.stats());
+    // Acceptors arm one at a time (see the test above) and never take their results.
+    let acceptors: Vec<_> = ls
+        .iter()
+        .enumerate()
+        .map(|(k, &(lfd, _))| {
+            let (c2, fl) = (connected.clone(), filled.clone());
+            ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+                let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
+                wait_until(f, "the clients", |_| c2.load(Ordering::Acquire) == (LISTENERS * PER) as usize);
+                wait_until(f, "the listener before", |f| stats(f).multishot_throttled >= before.multishot_throttled + k as u64);
+                let mut m = f.accept_multi(&*l);
+                let _first = f.next_accept(&mut m).expect("first accept");
+                if k as u32 == LISTENERS - 1 {
+                    wait_until(f, "accepts lost to a full spill list", |f| stats(f).multishot_lost > before.multishot_lost);
+                    fl.set(true);
+                }
+                // Hold the op (and its spilled results) until the test cancels this task.
+                while f.sleep(Duration::from_millis(5)).is_ok() {}
+                0u64
+            })
+            .unwrap()
+        })
+        .collect();
+    let got: Rc<RefCell<Vec<u8>>> = Rc::default();
+    let (g, fl) = (got.clone(), filled.clone());
+    let sent = Arc::new(AtomicUsize::new(0));
+    let s2 = sent.clone();
+    let reader = ex
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+            let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(dfd));
+            let c = f.accept(&*l).expect("accept the data connection");
+            wait_until(f, "the spill list to fill with accepts", |_| fl.get() && s2.load(Ordering::Acquire) == 1);
+            let lost_before = stats(f).multishot_lost;
+            let spilled_before = stats(f).multishot_spilled;
+            let mut m = f.recv_multi(&c).expect("recv_multi");
+            while g.borrow().len() < BURST {
+                let b = f.next_recv(&mut m).expect("a buffer").expect("data before end of stream");
+                g.borrow_mut().extend_from_slice(&b);
+                let st = stats(f);
+                assert_eq!(st.multishot_lost, lost_before, "a received buffer was dropped: {st:?}");
+            }
+            let st = stats(f);
+            assert!(st.multishot_spilled > spilled_before, "the receive's results had to spill: {st:?}");
+            assert_eq!(st.multishot_lost, lost_before, "a received buffer was dropped: {st:?}");
+            drop(m);
+            f.close_socket(c).expect("close");
+            1u64
+        })
+        .unwrap();
+    let addrs: Vec<_> = ls.iter().map(|(_, a)| std_addr(a)).collect();
+    let (c3, s3) = (connected.clone(), sent.clone());
+    let da = std_addr(&daddr);
+    let client = std::thread::spawn(move || {
+        let mut data_conn = std::net::TcpStream::connect(da).expect("connect the data connection");
+        let data: Vec<u8> = (0..BURST).map(|i| (i % 251) as u8).collect();
+        data_conn.write_all(&data).unwrap();
+        let mut conns = Vec::new();
+        for (k, a) in addrs.iter().enumerate() {
+            let k = k as u32;
+            conns.extend(connect_clients(*a, k * PER..(k + 1) * PER, &c3));
+        }
+        s3.store(1, Ordering::Release);
+        (data_conn, conns)
+    });
+    run_until(ex, || ex.result(reader).is_ok_and(|r| r.is_some()));
+    assert_eq!(ex.result(reader), Ok(Some(Ok(1))));
+    let expected: Vec<u8> = (0..BURST).map(|i| (i % 251) as u8).collect();
+    assert!(*got.borrow() == expected, "the received bytes differ from those sent");
+    for a in &acceptors {
+        let _ = ex.cancel(*a);
+    }
+    run_all(ex);
+    drop(client.join().expect("client thread"));
+    for (lfd, _) in ls {
+        drop(Socket::from_raw_fd(lfd));
+    }
+    drop(Socket::from_raw_fd(dfd));
 }

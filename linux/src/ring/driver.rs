@@ -101,6 +101,9 @@ pub struct RingDriver {
     pub(crate) pbuf: Option<crate::pbuf::PbufRing>,
     /// Multishot results that did not fit their slot's queue, oldest first (rule 2).
     spill: Vec<(u64, i32, u32)>,
+    /// Spill entries results without a provided buffer may take (rule 2); the rest of the
+    /// spill list's capacity is kept for results that hold one.
+    spill_plain_max: usize,
     stats: RingStats,
     record: Vec<u64>,
     /// The unpark eventfd and the buffer its armed read fills (park rule 3).
@@ -141,6 +144,7 @@ impl RingDriver {
             registered,
             pbuf: None,
             spill: Vec::with_capacity(2 * cfg.cq_entries.max(cfg.entries) as usize),
+            spill_plain_max: 2 * cfg.cq_entries.max(cfg.entries) as usize,
             stats: RingStats::default(),
             record: Vec::with_capacity(cfg.record_submissions),
             eventfd: rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)?,
@@ -192,6 +196,8 @@ impl RingDriver {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, "the provided-buffer ring is already registered"));
         }
         self.pbuf = Some(crate::pbuf::PbufRing::new(&self.ring, count, size, 0)?);
+        // Rule 2: a result holding a provided buffer always fits in the spill list.
+        self.spill.reserve_exact((self.spill_plain_max + count as usize).saturating_sub(self.spill.len()));
         Ok(())
     }
 
@@ -549,7 +555,10 @@ impl RingDriver {
         }
         let token = slot.token;
         if !pushed {
-            if self.spill.len() < self.spill.capacity() {
+            // Rule 2: results holding a provided buffer are at most the ring's count, and
+            // the spill list keeps that much room for them beyond what the others may take.
+            let limit = if cqueue::buffer_select(flags).is_some() { self.spill.capacity() } else { self.spill_plain_max };
+            if self.spill.len() < limit.min(self.spill.capacity()) {
                 self.spill.push((ud, res, flags));
                 self.stats.multishot_spilled += 1;
                 if let Some(s) = self.slots.get(ud) {

@@ -29,11 +29,15 @@
 //!    the last result: the op stops counting as in flight then, and the slot is freed when
 //!    the task takes that last result.
 //! 2. **Bounded queues**: when a slot's FIFO fills, the driver cancels the op (throttle);
-//!    CQEs the kernel had already posted go to one driver-wide spill list (capacity
-//!    2 x CQ entries, allocated at creation) and are taken after the FIFO, so order holds.
-//!    The op's final `ECANCELED` from a throttle carries `KEEL_REARM` in its flags and the
-//!    net layer re-arms instead of reporting it. If the spill list is full too, the result
-//!    is given back (rule 3) and counted in `RingStats::multishot_lost`.
+//!    CQEs the kernel had already posted go to one driver-wide spill list and are taken
+//!    after the FIFO, so order holds. The op's final `ECANCELED` from a throttle carries
+//!    `KEEL_REARM` in its flags and the net layer re-arms instead of reporting it. Results
+//!    without a provided buffer (accepted connections, errors) may fill 2 x CQ entries of
+//!    the spill list; beyond that such a result is given back (rule 3: the connection is
+//!    closed, its peer sees it) and counted in `RingStats::multishot_lost`. Results that
+//!    hold a provided buffer (received data) are never dropped: they are at most the
+//!    buffer ring's count, and the spill list keeps that much more room for them
+//!    (allocated when the ring is registered), so no received byte is ever lost.
 //! 3. **Results nobody takes** (an abandoned op's, queued results of a dropped multishot,
 //!    a stale CQE): a descriptor is closed (`close(2)`; a fixed-file index through an
 //!    internal `CLOSE` SQE), a provided buffer goes back to the buffer ring.
