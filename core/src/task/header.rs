@@ -80,11 +80,19 @@ pub(crate) struct Header {
 }
 
 /// The cold part of a task.
+///
+/// Field order is cache-line order (`repr(C)`; the trailer starts on a line, right after
+/// the 64-byte header): what every i/o operation touches (its two status lists and two
+/// counters) fills the first line, so an operation touches the header's line and this
+/// one; the resumption counter and the rest follow. (Before, an operation's fields were
+/// spread over four trailer lines: measurable when the kernel's socket work evicts them
+/// between every two messages of an echo server.)
 #[repr(C)]
 pub(crate) struct Trailer {
-    pub(crate) timer: TimerNode,
     pub(crate) initiated: List<IoStatus, IoLink>,
     pub(crate) completed: List<IoStatus, IoLink>,
+    pub(crate) stats: TaskStatsCells,
+    pub(crate) timer: TimerNode,
     /// Operations whose status block was dropped while they were in flight.
     pub(crate) orphans: Cell<u32>,
     pub(crate) result: Cell<Option<TaskResult>>,
@@ -94,18 +102,18 @@ pub(crate) struct Trailer {
     /// Whether the slot holds a created task (`task/mod.rs`).
     pub(crate) live: AtomicU8,
     pub(crate) body_capacity: Cell<usize>,
-    pub(crate) stats: TaskStatsCells,
     /// A finished fiber's stack, held while the task drains (fiber rule 4).
     pub(crate) pending_stack: Cell<Option<crate::stack::Stack>>,
     pub(crate) times: crate::acct::TaskTimes,
 }
 
-/// Per-task counters (owner-local).
+/// Per-task counters (owner-local); the i/o ones first (see `Trailer`).
 #[derive(Default)]
+#[repr(C)]
 pub(crate) struct TaskStatsCells {
-    pub(crate) resumptions: Cell<u64>,
     pub(crate) io_initiated: Cell<u64>,
     pub(crate) io_completed: Cell<u64>,
+    pub(crate) resumptions: Cell<u64>,
 }
 
 #[repr(C)]
@@ -282,4 +290,10 @@ mod layout {
     const_assert_eq!(core::mem::offset_of!(TaskSlot<4000>, body), core::mem::size_of::<TaskCore>());
     const_assert_eq!(core::mem::align_of::<BodyStorage<1>>(), BODY_ALIGN);
     static_assertions::assert_impl_all!(TaskSlot<64>: Sync, Send);
+    // An i/o operation's fields sit in the trailer's first line (see `Trailer`), right
+    // after the one-line header.
+    #[cfg(not(debug_assertions))]
+    const_assert_eq!(core::mem::offset_of!(TaskCore, trailer), 64);
+    const_assert!(core::mem::offset_of!(Trailer, completed) + core::mem::size_of::<List<IoStatus, IoLink>>() <= 64);
+    const_assert!(core::mem::offset_of!(Trailer, stats) + core::mem::offset_of!(TaskStatsCells, resumptions) <= 64);
 }
