@@ -15,6 +15,10 @@
 //!   `user_data` (`direct.rs`: no table on the hot path); every other operation's
 //!   `user_data` names a slot and its generation (`slots.rs`); internal SQEs carry a tag
 //!   neither can have; stale slot CQEs are counted and dropped.
+//! - Hot-path loops and their bounds: a drain copies CQEs out in batches of 32, at most
+//!   `reap_batch` per pass; a direct submission searches the orphan table only while it is
+//!   non-empty, at most `orphans + 1` times (`direct.rs` rule 4); a completion scans the
+//!   queued cancels only while some are queued (at most the operations in flight).
 //! - CQ overflow: with `IORING_FEAT_NODROP` the kernel keeps overflowed CQEs; `reap`
 //!   enters again with GETEVENTS to flush them while the overflow flag is set.
 //! - Errors of `io_uring_enter` (EAGAIN, EBUSY, EINTR) leave the SQEs in the ring and the
