@@ -1,5 +1,5 @@
 //! The provided-buffer ring (`IORING_REGISTER_PBUF_RING`, see io_uring_register_buf_ring(3)):
-//! one per executor, registered with [`RingDriver::enable_provided_buffers`]. A receive
+//! one per executor, registered with [`RingDriver::enable_provided_buffers`](crate::RingDriver::enable_provided_buffers). A receive
 //! that selects a buffer (`IOSQE_BUFFER_SELECT`, buffer group 0) lets the kernel pick one
 //! when data arrives, so an idle connection holds no buffer at all.
 //!
