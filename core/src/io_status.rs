@@ -322,35 +322,60 @@ pub fn try_submit_now<D: Driver>(cx: &Context<'_>, op: D::Op) -> Result<OpId, No
 }
 
 fn submit_for_task<D: Driver>(cx: &Context<'_>, op: D::Op, wait: bool) -> Result<OpId, NotSubmitted<D::Op>> {
-    let Some((sched, h)) = current(cx) else { return Err(NotSubmitted::Failed(op, crate::Errno::EPERM)) };
+    let mut op = Some(op);
+    let r = try_submit_from::<D>(cx, &mut op, wait);
+    let mut back = || op.take().expect("refused operations stay in place");
+    match r {
+        Ok(id) => Ok(id),
+        Err(SubmitRefused::Wait) => Err(NotSubmitted::Wait(back())),
+        Err(SubmitRefused::Failed(e)) => Err(NotSubmitted::Failed(back(), e)),
+    }
+}
+
+/// Why [`try_submit_from`] did not submit; the operation stays where it was.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum SubmitRefused {
+    /// No room now: the task is queued for room (by I/O priority) and will be woken.
+    Wait,
+    /// The operation cannot be submitted now (`EBUSY` with no room when not waiting), or
+    /// at all (not in a task, wrong driver, cancelled, or the driver refused it).
+    Failed(crate::Errno),
+}
+
+/// [`try_submit`] (`wait`) or [`try_submit_now`] from where the operation lies: taken
+/// (left `None`) when submitted, left in place when refused. The driver copies it once,
+/// straight into its queue (for an operation kept in a future's state, no move through
+/// the stack first).
+pub fn try_submit_from<D: Driver>(cx: &Context<'_>, op: &mut Option<D::Op>, wait: bool) -> Result<OpId, SubmitRefused> {
+    let Some((sched, h)) = current(cx) else { return Err(SubmitRefused::Failed(crate::Errno::EPERM)) };
     // SAFETY: `'static` header of the running task.
     let t = unsafe { h.as_ref() };
     if t.has_flag(flag::CANCEL) {
-        return Err(NotSubmitted::Failed(op, crate::Errno::ECANCELED));
+        return Err(SubmitRefused::Failed(crate::Errno::ECANCELED));
     }
-    let Some(driver) = sched.driver_as::<D>() else { return Err(NotSubmitted::Failed(op, crate::Errno::EINVAL)) };
+    let Some(driver) = sched.driver_as::<D>() else { return Err(SubmitRefused::Failed(crate::Errno::EINVAL)) };
     let granted = t.has_flag(flag::GRANTED);
     t.clear_flag(flag::GRANTED);
     // SAFETY: sched rule 3: no other borrow of the driver is live while task code runs.
     let full = unsafe { (*driver).submit_capacity() } == 0;
     if full || (!granted && sched.submit_queue_busy()) || sched.at_io_limit(driver) {
         if !wait {
-            return Err(NotSubmitted::Failed(op, crate::Errno::EBUSY));
+            return Err(SubmitRefused::Failed(crate::Errno::EBUSY));
         }
         sched.wait_for_submit(h);
-        return Err(NotSubmitted::Wait(op));
+        return Err(SubmitRefused::Wait);
     }
     // Relaxed: owner-written generation.
     let token = IoToken::wake(crate::TaskHandle::from_parts(h, t.generation.load(crate::sync::Ordering::Relaxed)));
     // SAFETY: as above.
-    match unsafe { (*driver).submit(op, token) } {
+    match unsafe { (*driver).submit_from(op, token) } {
         Ok(id) => {
             let s = &t.trailer().stats.io_initiated;
             s.set(s.get() + 1);
             sched.stats.io_submitted.set(sched.stats.io_submitted.get() + 1);
             Ok(id)
         }
-        Err((op, e)) => Err(NotSubmitted::Failed(op, e)),
+        Err(e) => Err(SubmitRefused::Failed(e)),
     }
 }
 

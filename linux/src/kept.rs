@@ -16,7 +16,7 @@
 
 use crate::buf::RawBuf;
 use crate::ring::{RingDriver, RingOp};
-use keel_core::io_status::NotSubmitted;
+use keel_core::SubmitRefused;
 use keel_core::{Errno, OpId};
 use std::future::Future;
 use std::pin::Pin;
@@ -83,21 +83,18 @@ impl Future for Kept {
         if let Some(id) = self.id {
             return self.poll_taken(cx, id);
         }
-        let op = self.op.take().expect("Kept polled after completion");
-        let submitted =
-            if self.wait { keel_core::try_submit::<RingDriver>(cx, op) } else { keel_core::try_submit_now::<RingDriver>(cx, op) };
-        match submitted {
+        assert!(self.op.is_some(), "Kept polled after completion");
+        // From the future's state straight into the SQ (one copy).
+        let wait = self.wait;
+        match keel_core::try_submit_from::<RingDriver>(cx, &mut self.op, wait) {
             Ok(id) => {
                 self.id = Some(id);
                 self.driver = keel_core::io_status::driver_ptr::<RingDriver>(cx).unwrap_or(core::ptr::null_mut());
                 keel_core::io_status::waiting_for_io(cx);
                 Poll::Pending
             }
-            Err(NotSubmitted::Wait(op)) => {
-                self.op = Some(op);
-                Poll::Pending
-            }
-            Err(NotSubmitted::Failed(op, e)) => Poll::Ready((-e.0, 0, op.buf)),
+            Err(SubmitRefused::Wait) => Poll::Pending,
+            Err(SubmitRefused::Failed(e)) => Poll::Ready((-e.0, 0, self.op.take().and_then(|op| op.buf))),
         }
     }
 }

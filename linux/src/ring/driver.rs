@@ -357,9 +357,10 @@ impl RingDriver {
         }
         let ud = self.slots.alloc(Some(token), r.keep, r.buf.take()).expect("room() counts free slots");
         r.entry.set_user_data(ud);
+        let entry = reload_by_words(&r.entry);
         // SAFETY: the operation's memory stays valid until its completion is reaped: the
         // `RingOp` constructors' contracts, and owned buffers sit in the slot until then.
-        unsafe { sq.push(&r.entry) }.expect("checked room above");
+        unsafe { sq.push(&entry) }.expect("checked room above");
         drop(sq);
         if let Some(s) = self.slots.get(ud) {
             s.yields_fd = yields_fd;
