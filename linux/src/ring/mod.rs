@@ -15,6 +15,9 @@
 //!   `user_data` (`direct.rs`: no table on the hot path); every other operation's
 //!   `user_data` names a slot and its generation (`slots.rs`); internal SQEs carry a tag
 //!   neither can have; stale slot CQEs are counted and dropped.
+//! - Unpark (keel-core park rule 3): another thread posts a CQE into the ring with
+//!   `IORING_REGISTER_SEND_MSG_RING` (kernel 6.13, probed once per process), or writes an
+//!   eventfd the ring keeps a read armed on (the fallback): `unpark.rs`.
 //! - CQ overflow: with `IORING_FEAT_NODROP` the kernel keeps overflowed CQEs; `reap`
 //!   enters again with GETEVENTS to flush them while the overflow flag is set.
 //! - Errors of `io_uring_enter` (EAGAIN, EBUSY, EINTR) leave the SQEs in the ring and the
@@ -54,8 +57,10 @@ mod driver;
 pub mod op;
 pub mod setup;
 pub(crate) mod slots;
+mod unpark;
 
 pub use driver::{RingConfig, RingDriver, RingStats};
 pub(crate) use driver::{KEEL_REARM, MultiNext, cqueue_more, to_result};
 pub use op::RingOp;
 pub use setup::RingFlags;
+pub use unpark::{UnparkKind, UnparkMode};
