@@ -182,6 +182,17 @@ fn spawn_executor(mode: UnparkMode, stop: Arc<AtomicBool>) -> (std::thread::Join
     (t, h, tid)
 }
 
+/// Makes the executor's loop end: sets `stop`, then attaches an empty task to end a park
+/// the loop may be in. The executor may also see `stop` first and go (then the attach
+/// finds it gone, or its task is never run): so the task count is N or N + 1.
+fn stop_executor(h: &ExecutorHandle, stop: &AtomicBool) {
+    stop.store(true, Ordering::SeqCst);
+    match h.attach(slot().create(TaskAttrs::default()).unwrap(), async {}) {
+        Ok(_) | Err(keel_core::AttachError::ExecutorGone(_)) => {}
+        Err(e) => panic!("attach: {e}"),
+    }
+}
+
 /// Attaches `body` to `tasks[k]` through `h`, retrying while the executor still owns it.
 fn attach(h: &ExecutorHandle, tasks: &mut [TaskHandle], k: usize, body: impl Future<Output = ()> + Send + 'static) {
     let t0 = Instant::now();
@@ -225,13 +236,12 @@ fn every_attach_unparks(mode: UnparkMode) {
             std::hint::spin_loop();
         }
     }
-    stop.store(true, Ordering::SeqCst);
-    attach(&h, &mut tasks, 0, async {}); // ends the last park so the loop sees `stop`
+    stop_executor(&h, &stop);
     let (parks, completed) = exec_thread.join().unwrap();
     for (i, n) in hits.iter().enumerate() {
         assert_eq!(n.load(Ordering::SeqCst), 1, "task {i}");
     }
-    assert_eq!(completed, N as u64 + 1);
+    assert!(completed == N as u64 || completed == N as u64 + 1, "{completed} tasks completed");
     assert!(parks >= N as u64, "{parks} parks for {N} attaches that each found the executor asleep");
     assert!(parks <= 2 * N as u64 + 16, "{parks} parks for {N} attaches: the executor spins");
     eprintln!("{mode:?}: {N} attaches, each unparking: {parks} parks");
@@ -286,14 +296,13 @@ fn attaches_racing_parks(mode: UnparkMode) {
         assert!(t0.elapsed() < STEP, "attaches were lost");
         std::thread::sleep(Duration::from_millis(1));
     }
-    stop.store(true, Ordering::SeqCst);
-    let mut tasks = vec![slot().create(TaskAttrs::default()).unwrap()];
-    attach(&h, &mut tasks, 0, async {});
+    stop_executor(&h, &stop);
     let (parks, completed) = exec_thread.join().unwrap();
     for (i, n) in hits.iter().enumerate() {
         assert_eq!(n.load(Ordering::SeqCst), 1, "task {i}");
     }
-    assert_eq!(completed, 2 * PER_THREAD as u64 + 1);
+    let n = 2 * PER_THREAD as u64;
+    assert!(completed == n || completed == n + 1, "{completed} tasks completed");
     assert!(parks <= 2 * (2 * PER_THREAD as u64) + 16, "{parks} parks for {} attaches: the executor spins", 2 * PER_THREAD);
     eprintln!("{mode:?}: {} racing attaches: {parks} parks", 2 * PER_THREAD);
 }
