@@ -28,7 +28,7 @@ pub mod ucontext;
 
 pub use clock::monotonic_now;
 pub use fs::{File, FiberFs};
-pub use ring::{RingConfig, RingDriver, RingOp};
+pub use ring::{RingConfig, RingDriver, RingOp, UnparkKind, UnparkMode};
 pub use sleep::SleepDriver;
 pub use overflow::set_alt_stack;
 pub use panic::catch_panics;

@@ -201,7 +201,8 @@ fn a_waker_fired_from_four_threads_wakes_a_parked_executor() {
 }
 
 /// A ring executor with nothing in flight, woken from another thread again and again,
-/// parks once per wake: it does not spin (the eventfd read is re-armed every time).
+/// parks once per wake: it does not spin (whichever unpark mechanism the probe chose: the
+/// eventfd read is re-armed every time, a MsgRing CQE is taken by the next park).
 #[test]
 fn a_ring_executor_woken_repeatedly_parks_instead_of_spinning() {
     const WAKES: u64 = 50;

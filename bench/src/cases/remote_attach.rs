@@ -6,6 +6,10 @@
 //!   its thread; the measuring thread attaches through an `ExecutorHandle`. It reuses a
 //!   pool of [`POOL`] tasks: a task is attached again once its executor has released it
 //!   (`AttachError::OwnedElsewhere` means not yet: retry).
+//! - keel-ring: the same on a `RingDriver` (parks in `io_uring_enter`), unparked through
+//!   `IORING_REGISTER_SEND_MSG_RING`. On a kernel without it (before 6.13) the driver
+//!   falls back to its eventfd; the trial still runs and says so on stderr, so the figure
+//!   is then the eventfd's.
 //! - tokio: a current-thread runtime (no driver: it parks on a condvar, as keel's
 //!   executor parks on a futex) sits in `block_on` on its thread; the measuring thread
 //!   calls `Handle::spawn` (and drops the `JoinHandle`).
@@ -51,14 +55,14 @@ use std::time::{Duration, Instant};
 pub const P50: Case = Case {
     name: "remote_attach_p50",
     unit: Unit::NsPerOp,
-    impls: &[Impl { name: "keel", run: keel::<50> }, Impl { name: "tokio", run: tokio::<50> }],
+    impls: &[Impl { name: "keel", run: keel::<50> }, Impl { name: "keel-ring", run: keel_ring::<50> }, Impl { name: "tokio", run: tokio::<50> }],
 };
 
 /// p99.
 pub const P99: Case = Case {
     name: "remote_attach_p99",
     unit: Unit::NsPerOp,
-    impls: &[Impl { name: "keel", run: keel::<99> }, Impl { name: "tokio", run: tokio::<99> }],
+    impls: &[Impl { name: "keel", run: keel::<99> }, Impl { name: "keel-ring", run: keel_ring::<99> }, Impl { name: "tokio", run: tokio::<99> }],
 };
 
 /// Fewest samples per trial (so that a quick run's p99 is not simply its maximum).
@@ -210,6 +214,17 @@ where
 
 fn keel<const P: usize>(iters: u64) -> Timed {
     keel_on::<P, _>(iters, || Ok(SleepDriver::new()))
+}
+
+fn keel_ring<const P: usize>(iters: u64) -> Timed {
+    keel_on::<P, _>(iters, || {
+        let d = keel_linux::RingDriver::new(keel_linux::RingConfig::default()).map_err(|e| format!("io_uring: {e}"))?;
+        static SAID: std::sync::Once = std::sync::Once::new();
+        if d.unpark_kind() != keel_linux::UnparkKind::MsgRing {
+            SAID.call_once(|| eprintln!("keel-bench: remote_attach keel-ring unparks through {:?}, not MsgRing (kernel 6.13+)", d.unpark_kind()));
+        }
+        Ok(d)
+    })
 }
 
 /// The keel impl on the driver `make` returns (made on the executor's thread), so that

@@ -15,8 +15,9 @@
 //!    the re-check (after the executor's fence) does not see the link, the pusher's
 //!    fence is the later one and its park-word load sees PARKED. That is why the run
 //!    loop may park on `Recheck::Busy` after `INBOX_BUSY_SPINS` passes.
-//! 3. The unparker makes a concurrent or later `Driver::park` return (an eventfd the ring
-//!    keeps a read armed on; a futex on the park word itself for ring-less drivers). It is
+//! 3. The unparker makes a concurrent or later `Driver::park` return (for the ring, a CQE
+//!    posted into it with `IORING_REGISTER_SEND_MSG_RING`, or a write to an eventfd the
+//!    ring keeps a read armed on; a futex on the park word itself for ring-less drivers). It is
 //!    set once, before any other thread can name the executor, and never changes.
 //! 4. `active` counts other threads between finding the executor (through a task's owner
 //!    or an `ExecutorHandle`) and finishing their unpark. An executor being dropped first

@@ -5,6 +5,7 @@ use super::direct::{self, DIRECT, Direct};
 use super::op::RingOp;
 use super::setup::{self, RingFlags};
 use super::slots::{CANCEL_TAG, CLOSE_TAG, EVENTFD_TAG, INTERNAL, SlotState, Slots};
+use super::unpark::{self, UNPARK_TAG, UnparkKind, UnparkMode};
 use crate::buf::RawBuf;
 use crate::clock::monotonic_now;
 use io_uring::{EnterFlags, IoUring, cqueue, opcode, types};
@@ -32,11 +33,14 @@ pub struct RingConfig {
     /// Keep the `off` field of the first this-many SQEs submitted (tests read the
     /// submission order from it); 0: keep nothing.
     pub record_submissions: usize,
+    /// How other threads unpark the executor (`Auto`: MsgRing where the kernel has it,
+    /// else the eventfd; see `ring/unpark.rs`).
+    pub unpark: UnparkMode,
 }
 
 impl Default for RingConfig {
     fn default() -> Self {
-        RingConfig { entries: 256, cq_entries: 1024, slots: 1024, registered_buffers: 0, registered_buffer_size: 4096, registered_files: 0, record_submissions: 0 }
+        RingConfig { entries: 256, cq_entries: 1024, slots: 1024, registered_buffers: 0, registered_buffer_size: 4096, registered_files: 0, record_submissions: 0, unpark: UnparkMode::Auto }
     }
 }
 
@@ -106,10 +110,14 @@ pub struct RingDriver {
     spill_plain_max: usize,
     stats: RingStats,
     record: Vec<u64>,
-    /// The unpark eventfd and the buffer its armed read fills (park rule 3).
-    eventfd: std::os::fd::OwnedFd,
+    /// How other threads unpark the executor (park rule 3, `unpark.rs`).
+    unpark_kind: UnparkKind,
+    /// An unparker was handed out: another thread may end a park, so a park with nothing
+    /// in flight and no deadline is not a stall.
+    unparker_given: bool,
+    /// The unpark eventfd (`UnparkKind::Eventfd` only) and the buffer its armed read fills.
+    eventfd: Option<std::os::fd::OwnedFd>,
     eventfd_buf: Box<u64>,
-    eventfd_armed: bool,
     eventfd_rearm: bool,
     _not_send: PhantomData<*const ()>,
 }
@@ -120,7 +128,16 @@ impl RingDriver {
         if cfg.entries == 0 || cfg.slots == 0 || cfg.slots > 1 << 30 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "entries and slots must be at least 1 (and slots below 2^30); use SleepDriver for an executor with no ring"));
         }
-        let (ring, flags) = setup::build(cfg.entries, cfg.cq_entries)?;
+        let (mut ring, flags) = setup::build(cfg.entries, cfg.cq_entries)?;
+        // Probed on this ring while it is fresh (nothing submitted, CQ empty): `unpark.rs`.
+        let unpark_kind = match cfg.unpark {
+            UnparkMode::Auto if unpark::msg_ring_works(&mut ring) => UnparkKind::MsgRing,
+            UnparkMode::Auto | UnparkMode::Eventfd => UnparkKind::Eventfd,
+        };
+        let eventfd = match unpark_kind {
+            UnparkKind::Eventfd => Some(rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)?),
+            UnparkKind::MsgRing => None,
+        };
         if !ring.params().is_feature_nodrop() {
             eprintln!("keel: this kernel lacks IORING_FEAT_NODROP: a CQ overflow could lose completions");
         }
@@ -147,9 +164,10 @@ impl RingDriver {
             spill_plain_max: 2 * cfg.cq_entries.max(cfg.entries) as usize,
             stats: RingStats::default(),
             record: Vec::with_capacity(cfg.record_submissions),
-            eventfd: rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)?,
+            unpark_kind,
+            unparker_given: false,
+            eventfd,
             eventfd_buf: Box::new(0),
-            eventfd_armed: false,
             eventfd_rearm: false,
             _not_send: PhantomData,
         })
@@ -158,6 +176,11 @@ impl RingDriver {
     /// The set-up flags the kernel accepted.
     pub fn flags(&self) -> RingFlags {
         self.flags
+    }
+
+    /// How other threads unpark this driver's executor (`RingConfig::unpark`, probed).
+    pub fn unpark_kind(&self) -> UnparkKind {
+        self.unpark_kind
     }
 
     /// Whether High I/O priority maps to the realtime class (CAP_SYS_NICE or
@@ -371,15 +394,16 @@ impl RingDriver {
         Ok(OpId(ud))
     }
 
-    /// Keeps a read armed on the unpark eventfd (re-armed after each completion).
+    /// Keeps a read armed on the unpark eventfd (re-armed after each completion), if
+    /// this driver unparks through one.
     fn arm_eventfd(&mut self) {
         use std::os::fd::AsRawFd;
+        let Some(fd) = &self.eventfd else { return };
         let buf: *mut u64 = &mut *self.eventfd_buf;
-        let e = opcode::Read::new(types::Fd(self.eventfd.as_raw_fd()), buf.cast(), 8).build().user_data(EVENTFD_TAG);
+        let e = opcode::Read::new(types::Fd(fd.as_raw_fd()), buf.cast(), 8).build().user_data(EVENTFD_TAG);
         // SAFETY: the buffer is boxed in the driver, which outlives the ring's use of it
         // (the ring is dropped first: field order).
         self.eventfd_rearm = unsafe { self.ring.submission().push(&e) }.is_err();
-        self.eventfd_armed = true;
     }
 
     /// Moves queued cancel requests into the SQ while there is room.
@@ -475,6 +499,9 @@ impl RingDriver {
         if ud == EVENTFD_TAG {
             self.arm_eventfd();
             return;
+        }
+        if ud == UNPARK_TAG {
+            return; // a MsgRing unpark: it has done its work by ending the wait
         }
         let (mut res, mut flags) = (cqe.result(), cqe.flags());
         if let (Some(_), Some(p)) = (cqueue::buffer_select(flags), self.pbuf.as_mut()) {
@@ -605,13 +632,6 @@ fn reload_by_words(entry: &io_uring::squeue::Entry) -> io_uring::squeue::Entry {
     unsafe { core::mem::transmute::<[u64; WORDS], io_uring::squeue::Entry>(w) }
 }
 
-fn eventfd_unpark(fd: usize) {
-    // SAFETY: the driver's eventfd, open while any thread may unpark it (keel-core park
-    // rule 4: the executor waits for such threads before its driver is dropped).
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd as i32) };
-    let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
-}
-
 /// `IORING_CQE_F_MORE` (include/uapi/linux/io_uring.h; the crate keeps `sys` private).
 pub(crate) const fn cqueue_more() -> u32 {
     1 << 1
@@ -717,12 +737,22 @@ impl Driver for RingDriver {
 
     fn unparker(&mut self, _park_word: *const u32) -> Option<keel_core::Unparker> {
         use std::os::fd::AsRawFd;
-        self.arm_eventfd();
-        Some(keel_core::Unparker { ctx: self.eventfd.as_raw_fd() as usize, unpark: eventfd_unpark })
+        self.unparker_given = true;
+        // The eventfd exists exactly when `unpark_kind` is `Eventfd` (`new`).
+        match &self.eventfd {
+            Some(fd) => {
+                let ctx = fd.as_raw_fd() as usize;
+                self.arm_eventfd();
+                Some(keel_core::Unparker { ctx, unpark: unpark::eventfd_unpark })
+            }
+            // The ring's descriptor stays open while any thread may unpark (park rule 4).
+            None => Some(keel_core::Unparker { ctx: self.ring.as_raw_fd() as usize, unpark: unpark::msg_ring_unpark }),
+        }
     }
 
     fn park(&mut self, deadline: Option<Instant>) -> Result<Park, Errno> {
-        if self.ops_in_flight() == 0 && deadline.is_none() && !self.eventfd_armed {
+        // Stalled only if no other thread can end the wait either (no unparker handed out).
+        if self.ops_in_flight() == 0 && deadline.is_none() && !self.unparker_given {
             return Ok(Park::Stalled);
         }
         if !self.ring.completion().is_empty() {
@@ -730,9 +760,9 @@ impl Driver for RingDriver {
                 return Ok(Park::Woke); // the run loop reaps them
             }
             // Nothing of the executor's is in flight, so the run loop does not reap: what
-            // sits in the CQ is the driver's own (the unpark eventfd's read, cancels) or
-            // stale. Take it here, which re-arms the eventfd read, or every later park would
-            // return at once and the executor would spin.
+            // sits in the CQ is the driver's own (an unpark: the eventfd read's CQE or a
+            // MsgRing CQE; cancels) or stale. Take it here (which re-arms the eventfd
+            // read), or every later park would return at once and the executor would spin.
             let mut nothing = |_: IoToken, _: IoResult| {};
             self.drain(usize::MAX, &mut nothing);
         }

@@ -19,6 +19,9 @@
 //!   `reap_batch` per pass; a direct submission searches the orphan table only while it is
 //!   non-empty, at most `orphans + 1` times (`direct.rs` rule 4); a completion scans the
 //!   queued cancels only while some are queued (at most the operations in flight).
+//! - Unpark (keel-core park rule 3): another thread posts a CQE into the ring with
+//!   `IORING_REGISTER_SEND_MSG_RING` (kernel 6.13, probed once per process), or writes an
+//!   eventfd the ring keeps a read armed on (the fallback): `unpark.rs`.
 //! - CQ overflow: with `IORING_FEAT_NODROP` the kernel keeps overflowed CQEs; `reap`
 //!   enters again with GETEVENTS to flush them while the overflow flag is set.
 //! - Errors of `io_uring_enter` (EAGAIN, EBUSY, EINTR) leave the SQEs in the ring and the
@@ -58,8 +61,10 @@ mod driver;
 pub mod op;
 pub mod setup;
 pub(crate) mod slots;
+mod unpark;
 
 pub use driver::{RingConfig, RingDriver, RingStats};
 pub(crate) use driver::{KEEL_REARM, MultiNext, cqueue_more, to_result};
 pub use op::RingOp;
 pub use setup::RingFlags;
+pub use unpark::{UnparkKind, UnparkMode};
