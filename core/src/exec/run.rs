@@ -85,7 +85,8 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
             }
             // SAFETY: sched rule 3: no borrow of the driver is live between resumes.
             let driver = unsafe { &mut *self.driver_ptr() };
-            if driver.in_flight() > 0 {
+            let io = driver.in_flight() > 0;
+            if io {
                 // A completion can complete a draining task (one item each): reap no more
                 // than the items left, so `done` never passes `max_items`.
                 let before = s.stats.completed.get();
@@ -106,7 +107,9 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
                 s.fire_timers(s.now(), cfg.timer_batch);
             }
             if let Some(h) = s.ready.pop() {
-                pass_left = s.ready.len();
+                // With nothing in flight there is nothing to batch: look at everything
+                // again after each task (what a yield- or spawn-only workload wants).
+                pass_left = if io { s.ready.len() } else { 0 };
                 s.resume::<A>(h);
                 done += 1;
                 if done == max_items {
