@@ -96,6 +96,14 @@ impl RingOp {
 
     /// Links the next operation the same task submits after this one (`IOSQE_IO_LINK`):
     /// it starts only when this one has completed successfully.
+    ///
+    /// The kernel links SQEs of one submission only, in SQ order. No other task's SQE can
+    /// come between the two: while a task waits for room, every later initiator waits
+    /// behind it. But if the second initiate has to wait for room, the ring is entered
+    /// before it goes in, and the kernel ends the chain at the first operation: the two then
+    /// run unordered. A task that needs the order checks for room for both first
+    /// (`Driver::submit_capacity() >= 2` through `Fiber::with_driver`) and initiates them
+    /// back to back.
     pub fn linked(mut self) -> Self {
         self.entry = self.entry.flags(squeue::Flags::IO_LINK);
         self
