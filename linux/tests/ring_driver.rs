@@ -522,3 +522,54 @@ fn opens_whose_status_block_is_dropped_in_flight_leak_no_descriptor() {
     );
     let _ = std::fs::remove_file(path);
 }
+
+/// A task leaves a linked read at the SQ's tail (its chain still open) and drops another
+/// status with its read in flight: the driver's cancel for that orphan must not join the
+/// open chain (it would wait for the linked read, forever here), so the orphan is
+/// cancelled and reaped while the linked read still waits.
+#[test]
+fn the_drivers_own_sqes_never_join_a_tasks_open_link_chain() {
+    let mut p1 = [0; 2];
+    let mut p2 = [0; 2];
+    // SAFETY: room for two descriptors each.
+    assert_eq!(unsafe { libc::pipe(p1.as_mut_ptr()) + libc::pipe(p2.as_mut_ptr()) }, 0);
+    let ex = pin!(Executor::with_stacks(RingDriver::new(RingConfig::default()).unwrap(), stacks(1), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let t = ex
+        .attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| -> keel_core::TaskResult {
+            static mut A: [u8; 1] = [0];
+            static mut B: [u8; 1] = [0];
+            let sl = pin!(IoStatus::new());
+            {
+                let sx = pin!(IoStatus::new());
+                let x = io_uring::opcode::Read::new(io_uring::types::Fd(p2[0]), (&raw mut B).cast(), 1).build();
+                let l = io_uring::opcode::Read::new(io_uring::types::Fd(p1[0]), (&raw mut A).cast(), 1).build();
+                // SAFETY: both buffers are statics.
+                f.initiate::<RingDriver>(sx.as_ref(), unsafe { RingOp::from_entry(x) }).unwrap();
+                // SAFETY: as above.
+                f.initiate::<RingDriver>(sl.as_ref(), unsafe { RingOp::from_entry(l) }.linked()).unwrap();
+                // `sx` goes away here, its read in flight: orphaned, its cancel queued.
+            }
+            for _ in 0..10_000 {
+                if f.with_driver(|d: &mut RingDriver| d.in_flight()) == Some(1) {
+                    break;
+                }
+                f.yield_now().unwrap();
+            }
+            assert_eq!(f.with_driver(|d: &mut RingDriver| d.in_flight()), Some(1), "the orphan's cancel joined the open chain and never ran");
+            // SAFETY: our pipe's write end, a static byte.
+            assert_eq!(unsafe { libc::write(p1[1], b"l".as_ptr().cast(), 1) }, 1);
+            assert_eq!(f.suspend_until_completed_io(1), Ok(1));
+            assert_eq!(sl.result(), Some(Ok(1)));
+            Ok(1)
+        })
+        .unwrap();
+    run_all!(ex);
+    assert_eq!(ex.result(t), Ok(Some(Ok(1))));
+    // SAFETY: our descriptors.
+    unsafe {
+        for fd in [p1[0], p1[1], p2[0], p2[1]] {
+            libc::close(fd);
+        }
+    }
+}

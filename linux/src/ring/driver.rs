@@ -97,6 +97,9 @@ pub struct RingDriver {
     /// Status-block operations with no slot (`direct.rs`).
     direct: Direct,
     pending_cancels: Vec<u64>,
+    /// The newest SQE in the SQ has `IOSQE_IO_LINK`: an SQE pushed now would join its
+    /// chain, so the driver's own SQEs wait until the SQ has been submitted.
+    tail_linked: bool,
     inject: Option<(u32, i32)>,
     rt_allowed: bool,
     pub(crate) registered: Option<crate::regbuf::Registered>,
@@ -156,6 +159,7 @@ impl RingDriver {
             slots: Slots::new(cfg.slots),
             direct: Direct::new(cfg.slots as usize),
             pending_cancels: Vec::with_capacity(cfg.slots as usize),
+            tail_linked: false,
             inject: None,
             rt_allowed,
             registered,
@@ -354,6 +358,10 @@ impl RingDriver {
     /// Bookkeeping after an SQE was queued: the submission record, the count; takes the op.
     #[inline(always)]
     fn submitted(&mut self, op: &mut Option<RingOp>) {
+        if let Some(r) = op.as_ref() {
+            // SAFETY: `Entry` is `#[repr(C)]` around `io_uring_sqe`, whose `flags` is byte 1.
+            self.tail_linked = unsafe { (&r.entry as *const _ as *const u8).add(1).read() } & IOSQE_IO_LINK != 0;
+        }
         if self.record.len() < self.record.capacity()
             && let Some(r) = op.as_ref()
         {
@@ -408,6 +416,9 @@ impl RingDriver {
 
     /// Moves queued cancel requests into the SQ while there is room.
     fn flush_cancels(&mut self) {
+        if self.tail_linked && (self.eventfd_rearm || !self.pending_cancels.is_empty()) && !self.submit_queued() {
+            return; // retried at the next enter, which submits the chain first
+        }
         if self.eventfd_rearm {
             self.arm_eventfd();
         }
@@ -419,6 +430,22 @@ impl RingDriver {
             }
             self.pending_cancels.pop();
         }
+    }
+
+    /// Submits the SQ without reaping (cold: only to end a task's open link chain before
+    /// the driver pushes its own SQEs). Whether the SQ is empty afterwards.
+    #[cold]
+    fn submit_queued(&mut self) -> bool {
+        let to_submit = self.ring.submission().len() as u32;
+        if self.inject.is_none() {
+            // SAFETY: no extended argument, no flags: a plain submission.
+            let _ = unsafe { self.ring.submitter().enter::<libc::sigset_t>(to_submit, 0, 0, None) };
+        }
+        let empty = self.ring.submission().is_empty();
+        if empty {
+            self.tail_linked = false;
+        }
+        empty
     }
 
     /// One `io_uring_enter`: submit what is queued, reap (GETEVENTS), wait for
@@ -444,6 +471,9 @@ impl RingDriver {
                 unsafe { self.ring.submitter().enter::<libc::sigset_t>(to_submit, min_complete, EnterFlags::GETEVENTS.bits(), None) }.map(drop)
             }
         };
+        if self.tail_linked && self.ring.submission().is_empty() {
+            self.tail_linked = false; // the kernel ended the chain with the submission
+        }
         match r {
             Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EBUSY | libc::EINTR | libc::ETIME)) => {
                 if e.raw_os_error() != Some(libc::ETIME) {
@@ -631,6 +661,9 @@ fn reload_by_words(entry: &io_uring::squeue::Entry) -> io_uring::squeue::Entry {
     // and the sizes match (asserted above).
     unsafe { core::mem::transmute::<[u64; WORDS], io_uring::squeue::Entry>(w) }
 }
+
+/// `IOSQE_IO_LINK` (include/uapi/linux/io_uring.h).
+const IOSQE_IO_LINK: u8 = 1 << 2;
 
 /// `IORING_CQE_F_MORE` (include/uapi/linux/io_uring.h; the crate keeps `sys` private).
 pub(crate) const fn cqueue_more() -> u32 {
