@@ -103,7 +103,9 @@ impl RingOp {
     /// before it goes in, and the kernel ends the chain at the first operation: the two then
     /// run unordered. A task that needs the order checks for room for both first
     /// (`Driver::submit_capacity() >= 2` through `Fiber::with_driver`) and initiates them
-    /// back to back.
+    /// back to back. The driver's own SQEs (cancels, the unpark read) never join an open
+    /// chain: it submits the chain first. A linked operation left without a successor
+    /// links whatever the executor's next initiator submits in the same pass.
     pub fn linked(mut self) -> Self {
         self.entry = self.entry.flags(squeue::Flags::IO_LINK);
         self
