@@ -101,6 +101,11 @@ impl IoStatus {
         self.state.get() == IoState::InFlight
     }
 
+    /// In flight or completed and not yet taken: it cannot start another operation.
+    pub(crate) fn is_busy(&self) -> bool {
+        matches!(self.state.get(), IoState::InFlight | IoState::Completed)
+    }
+
     pub(crate) fn op_id(&self) -> OpId {
         self.op.get()
     }

@@ -153,3 +153,38 @@ fn a_task_waiting_for_room_can_be_cancelled() {
     assert_eq!(ex.result(waiter), Ok(Some(Err(keel_core::TaskError::Cancelled))));
     assert_eq!(ex.result(holder), Ok(Some(Ok(1))));
 }
+
+/// `initiate_pair` puts both operations in or neither: with room for one only it hands
+/// both back (`Refused(EBUSY)`) without queueing the task; with room for two both go in,
+/// one after the other; the same status twice is refused.
+#[test]
+fn a_pair_goes_in_whole_or_not_at_all() {
+    let cfg = Config { max_io_in_flight: Some(2), ..Config::default() };
+    let ex = pin!(Executor::with_stacks(Sim4::new(), region(1), cfg).unwrap());
+    let ex = ex.into_ref();
+    let t = ex
+        .attach_fiber(io_task(Priority::Normal), FiberAttrs { stack_size: 16 * 1024 }, |f: &mut Fiber| -> keel_core::TaskResult {
+            let (a, b, c) = (pin!(IoStatus::new()), pin!(IoStatus::new()), pin!(IoStatus::new()));
+            f.initiate::<Sim4>(c.as_ref(), SimOp::new(9).after(Duration::from_millis(1))).unwrap();
+            // One more may go in flight, not two.
+            let r = f.initiate_pair::<Sim4>((a.as_ref(), SimOp::new(1)), (b.as_ref(), SimOp::new(2))).unwrap_err();
+            assert!(matches!(r.reason, keel_core::InitiateError::Refused((), keel_core::Errno::EBUSY)), "{:?}", r.reason);
+            assert_eq!((r.first.label, r.second.label), (1, 2));
+            assert!(!a.is_in_flight() && !b.is_in_flight());
+            assert_eq!(f.suspend_until_completed_io(1)?, 1);
+            // Room for two now.
+            let r = f.initiate_pair::<Sim4>((a.as_ref(), SimOp::new(3)), (a.as_ref(), SimOp::new(4))).unwrap_err();
+            assert!(matches!(r.reason, keel_core::InitiateError::StatusBusy(())), "the same status twice: {:?}", r.reason);
+            f.initiate_pair::<Sim4>((a.as_ref(), SimOp::new(5)), (b.as_ref(), SimOp::new(6))).map_err(|_| keel_core::TaskError::Failed(1))?;
+            let mut got = 0;
+            while got < 2 {
+                got += f.suspend_until_completed_io(2)?;
+            }
+            Ok(got as u64)
+        })
+        .unwrap();
+    run_all!(ex);
+    assert_eq!(ex.result(t), Ok(Some(Ok(2))));
+    let submitted: Vec<u64> = ex.with_driver(|d| d.trace().filter_map(|e| if let SimEvent::Submit { label, .. } = e { Some(*label as u64) } else { None }).collect());
+    assert_eq!(submitted, [9, 5, 6], "nothing of the refused pair was submitted, and the pair went in order");
+}

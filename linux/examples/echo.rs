@@ -37,18 +37,20 @@ fn task() -> TaskHandle {
     s.create(TaskAttrs::default()).unwrap()
 }
 
+/// A fiber handler: the first message with `recv`, then each echo linked to the next
+/// receive (`send_then_recv`: one suspension and one submission per message).
 fn fiber_handler(l: RawFd, c: Rc<Counts>) -> impl FnOnce(&mut Fiber) -> u64 + 'static {
     move |f: &mut Fiber| {
         let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(l));
         let mut buf = [0u8; 4096];
         while let Ok(s) = f.accept(&*l) {
             c.conns.set(c.conns.get() + 1);
-            while let Ok(n @ 1..) = f.recv(&s, &mut buf) {
-                if f.send_all(&s, &buf[..n as usize]).is_err() {
-                    break;
-                }
+            let mut n = f.recv(&s, &mut buf).unwrap_or(0);
+            while n > 0 {
+                let echoed = n;
+                n = f.send_then_recv(&s, &mut buf, n as usize).unwrap_or(0);
                 c.messages.set(c.messages.get() + 1);
-                c.bytes.set(c.bytes.get() + n as u64);
+                c.bytes.set(c.bytes.get() + echoed as u64);
             }
             let _ = f.close_socket(s);
         }

@@ -606,6 +606,14 @@ impl Sched {
         self.cfg.max_io_in_flight.is_some_and(|l| unsafe { (*driver).in_flight() } >= l)
     }
 
+    /// Whether `n` more operations may be submitted at once with no waiting: nobody is
+    /// queued for room, the driver has room for `n`, and `max_io_in_flight` allows `n` more.
+    pub(crate) fn room_for<D: crate::Driver>(&self, driver: *mut D, n: usize) -> bool {
+        // SAFETY: sched rule 3: the driver pointer is valid and unborrowed here.
+        let (cap, in_flight) = unsafe { ((*driver).submit_capacity(), (*driver).in_flight()) };
+        !self.submit_queue_busy() && cap >= n && self.cfg.max_io_in_flight.is_none_or(|l| in_flight + n <= l)
+    }
+
     /// Whether tasks are queued for submission room (new initiators queue behind them).
     #[inline(always)]
     pub(crate) fn submit_queue_busy(&self) -> bool {

@@ -223,6 +223,41 @@ impl Fiber {
         }
     }
 
+    /// Initiates `first` and `second` back to back, or neither: for a pair whose first
+    /// operation links the second (`IOSQE_IO_LINK`, which the kernel honours only within
+    /// one submission). Both go in only if there is room for both now and nobody waits for
+    /// room; otherwise neither is submitted and both come back with `Refused(EBUSY)` (the
+    /// task is not queued: the caller may fall back to doing them one after the other).
+    pub fn initiate_pair<D: Driver>(
+        &mut self,
+        first: (Pin<&IoStatus>, D::Op),
+        second: (Pin<&IoStatus>, D::Op),
+    ) -> Result<(), PairRefused<D::Op>> {
+        let ((s1, op1), (s2, op2)) = (first, second);
+        let sched = self.sched();
+        let refused = |reason: InitiateError<()>, first: D::Op, second: D::Op| Err(PairRefused { reason, first, second });
+        if self.cancelled().is_err() {
+            return refused(InitiateError::Cancelled(()), op1, op2);
+        }
+        if s1.is_busy() || s2.is_busy() || core::ptr::eq(s1.get_ref(), s2.get_ref()) {
+            return refused(InitiateError::StatusBusy(()), op1, op2);
+        }
+        let Some(driver) = sched.driver_as::<D>() else { return refused(InitiateError::WrongDriver(()), op1, op2) };
+        if !sched.room_for(driver, 2) {
+            return refused(InitiateError::Refused((), crate::Errno::EBUSY), op1, op2);
+        }
+        let h = self.core().header;
+        let (mut a, mut b) = (Some(op1), Some(op2));
+        if let Err(e) = s1.initiate_from::<D>(sched, h, &mut a) {
+            return refused(e, a.expect("refused operations stay in place"), b.expect("not yet submitted"));
+        }
+        // Cannot be refused: room for two was checked with nothing running in between.
+        match s2.initiate_from::<D>(sched, h, &mut b) {
+            Ok(()) => Ok(()),
+            Err(e) => unreachable!("keel bug: the second of a pair was refused ({e:?}) after room for both was checked"),
+        }
+    }
+
     /// Suspends until woken by a completion of one of its operations (or anything else),
     /// ignoring cancellation: for waiting out an operation whose buffer lives on this
     /// fiber's stack, which must complete before the frame is left.
@@ -316,6 +351,17 @@ impl Fiber {
             self.switch_out();
         }
     }
+}
+
+/// Why [`Fiber::initiate_pair`] submitted neither operation; both come back.
+#[derive(Debug)]
+pub struct PairRefused<Op> {
+    /// The reason (`Refused(EBUSY)`: no room for both now).
+    pub reason: InitiateError<()>,
+    /// The first operation.
+    pub first: Op,
+    /// The second operation.
+    pub second: Op,
 }
 
 unsafe fn suspend_with<Sw: FiberSwitch, F>(core: *mut FiberCore) {

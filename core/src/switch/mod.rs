@@ -8,7 +8,7 @@
 
 pub mod fiber;
 
-pub use fiber::{Fiber, FiberAttrs, PanicCatcher};
+pub use fiber::{Fiber, FiberAttrs, PairRefused, PanicCatcher};
 
 use crate::stack::Stack;
 use crate::task::SwitcherKind;

@@ -4,7 +4,8 @@
 use super::*;
 use crate::fs::FiberFs;
 use crate::ring::RingOp;
-use keel_core::{Fiber, InitiateError};
+use core::pin::pin;
+use keel_core::{Fiber, InitiateError, IoStatus};
 
 /// Blocking-style socket operations for fiber tasks. Each doc opens with the C form.
 pub trait FiberNet {
@@ -41,6 +42,12 @@ pub trait FiberNet {
     fn send_zc_fixed(&mut self, s: &impl AsSock, index: u16, len: u32) -> Result<u32, Errno>;
     /// `recv(fd, buf, len, 0)`: `Ok(0)` is end of stream.
     fn recv(&mut self, s: &impl AsSock, buf: &mut [u8]) -> Result<u32, Errno>;
+    /// Sends all of `buf[..len]`, then receives into `buf` (`Ok(0)`: end of stream): a
+    /// request/response exchange in one suspension. The send (`MSG_WAITALL`) links the
+    /// receive (`IOSQE_IO_LINK`), so both go to the kernel in one submission and the
+    /// receive, armed only once the send is done, cannot overwrite bytes still being
+    /// sent. With no room for both at once it does the two one after the other.
+    fn send_then_recv(&mut self, s: &impl AsSock, buf: &mut [u8], len: usize) -> Result<u32, Errno>;
     /// `recv` into a buffer the kernel picks from the provided-buffer ring (net rule 3);
     /// `Ok(None)` is end of stream.
     fn recv_provided(&mut self, s: &impl AsSock) -> Result<Option<ProvidedBuf>, Errno>;
@@ -196,6 +203,49 @@ impl FiberNet for Fiber {
             off += self.send(s, &buf[off..])? as usize;
         }
         Ok(())
+    }
+
+    #[inline(always)] // the suspend stays in the fiber's frame (arch doc)
+    fn send_then_recv(&mut self, s: &impl AsSock, buf: &mut [u8], len: usize) -> Result<u32, Errno> {
+        let len = len.min(buf.len()).min(u32::MAX as usize);
+        let cap = buf.len().min(u32::MAX as usize) as u32;
+        let p = buf.as_mut_ptr();
+        let send = send_all_sqe(s.sock(), p, len as u32);
+        let recv = recv_sqe(s.sock(), p, cap);
+        let (ss, sr) = (pin!(IoStatus::new()), pin!(IoStatus::new()));
+        // SAFETY: `buf` outlives both operations: this function waits for both below. The
+        // receive writes into `buf` only after the send has finished reading it (linked).
+        let pair = unsafe { ((ss.as_ref(), RingOp::from_entry(send).linked()), (sr.as_ref(), RingOp::from_entry(recv))) };
+        if let Err(refused) = self.initiate_pair::<RingDriver>(pair.0, pair.1) {
+            return match refused.reason {
+                InitiateError::Refused((), Errno::EBUSY) => {
+                    self.send_all(s, &buf[..len])?;
+                    self.recv(s, buf)
+                }
+                InitiateError::Cancelled(()) => Err(Errno::ECANCELED),
+                InitiateError::Refused((), e) => Err(e),
+                _ => Err(Errno::EINVAL),
+            };
+        }
+        let mut cancel_sent = false;
+        while ss.is_in_flight() || sr.is_in_flight() {
+            if self.is_cancelled() && !cancel_sent {
+                self.cancel_io(ss.as_ref());
+                self.cancel_io(sr.as_ref());
+                cancel_sent = true;
+            }
+            self.wait_io();
+        }
+        match (ss.result(), sr.result()) {
+            (Some(Ok(n)), r) if n as usize == len => r.unwrap_or(Err(Errno::EIO)),
+            // A failed or short send broke the chain: the receive was cancelled unrun.
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(n)), _) => {
+                self.send_all(s, &buf[n as usize..len])?;
+                self.recv(s, buf)
+            }
+            (None, _) => Err(Errno::EIO),
+        }
     }
 
     fn send_zc_fixed(&mut self, s: &impl AsSock, index: u16, len: u32) -> Result<u32, Errno> {

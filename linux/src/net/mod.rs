@@ -330,6 +330,13 @@ pub(crate) fn connect_sqe(s: Sock, addr: &SockAddr) -> squeue::Entry {
     on_sock!(s, |t| opcode::Connect::new(t, addr.as_ptr(), addr.len()).build())
 }
 
+/// A send of all `len` bytes (`MSG_WAITALL`: the kernel retries partial sends; fewer
+/// only on error).
+#[inline(always)]
+pub(crate) fn send_all_sqe(s: Sock, buf: *const u8, len: u32) -> squeue::Entry {
+    on_sock!(s, |t| opcode::Send::new(t, buf, len).flags(libc::MSG_NOSIGNAL | libc::MSG_WAITALL).build())
+}
+
 #[inline(always)]
 pub(crate) fn send_sqe(s: Sock, buf: *const u8, len: u32) -> squeue::Entry {
     on_sock!(s, |t| opcode::Send::new(t, buf, len).flags(libc::MSG_NOSIGNAL).build())
