@@ -62,10 +62,7 @@ fn exchange_worker(ex: std::pin::Pin<&Ex>, lfd: std::os::fd::RawFd, bytes: Rc<Ce
             let mut n = f.recv(&c, &mut buf).unwrap_or(0);
             while n > 0 {
                 let echoed = n;
-                n = match f.send_then_recv(&c, &mut buf, n as usize) {
-                    Ok(m) => m,
-                    Err(_) => 0,
-                };
+                n = f.send_then_recv(&c, &mut buf, n as usize).unwrap_or_default();
                 bytes.set(bytes.get() + echoed as u64);
             }
             let _ = f.close_socket(c);
