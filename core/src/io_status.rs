@@ -50,6 +50,8 @@ pub struct IoStatus {
     op: Cell<OpId>,
     state: Cell<IoState>,
     result: Cell<Option<IoResult>>,
+    /// Whether its completion wakes its task (see [`IoStatus::new_silent`]).
+    wakes: bool,
     _pinned: PhantomPinned,
 }
 
@@ -81,14 +83,33 @@ unsafe impl Link<IoLink> for IoStatus {
 impl IoStatus {
     /// A status block with nothing in flight.
     pub const fn new() -> Self {
+        Self::with_wakes(true)
+    }
+
+    /// A status block whose completion does not wake its task (the status still moves to
+    /// the completed list). For the first of a linked pair whose second operation always
+    /// completes after it (and wakes the task): the task then wakes once, not twice. A task
+    /// that waits on silent statuses alone never wakes.
+    pub const fn new_silent() -> Self {
+        Self::with_wakes(false)
+    }
+
+    const fn with_wakes(wakes: bool) -> Self {
         IoStatus {
             links: Links::new(),
             task: Cell::new(None),
             op: Cell::new(OpId(0)),
             state: Cell::new(IoState::Idle),
             result: Cell::new(None),
+            wakes,
             _pinned: PhantomPinned,
         }
+    }
+
+    /// Whether its completion wakes its task.
+    #[inline(always)]
+    pub(crate) fn wakes(&self) -> bool {
+        self.wakes
     }
 
     /// The operation's result once it has completed.

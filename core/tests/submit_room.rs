@@ -188,3 +188,29 @@ fn a_pair_goes_in_whole_or_not_at_all() {
     let submitted: Vec<u64> = ex.with_driver(|d| d.trace().filter_map(|e| if let SimEvent::Submit { label, .. } = e { Some(*label as u64) } else { None }).collect());
     assert_eq!(submitted, [9, 5, 6], "nothing of the refused pair was submitted, and the pair went in order");
 }
+
+/// A silent status's completion moves it to the completed list without waking its task:
+/// the fiber waiting on a silent and a normal operation is resumed once, when the normal
+/// one (which completes later) is done.
+#[test]
+fn a_silent_status_does_not_wake_its_task() {
+    let ex = pin!(Executor::with_stacks(Sim4::new(), region(1), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let t = ex
+        .attach_fiber(io_task(Priority::Normal), FiberAttrs { stack_size: 16 * 1024 }, |f: &mut Fiber| -> keel_core::TaskResult {
+            let (quiet, loud) = (pin!(IoStatus::new_silent()), pin!(IoStatus::new()));
+            f.initiate::<Sim4>(quiet.as_ref(), SimOp::new(1).after(Duration::from_millis(1))).unwrap();
+            f.initiate::<Sim4>(loud.as_ref(), SimOp::new(2).after(Duration::from_millis(5))).unwrap();
+            let mut wakes = 0;
+            while loud.is_in_flight() {
+                f.wait_io();
+                wakes += 1;
+            }
+            assert!(!quiet.is_in_flight(), "the silent operation completed first");
+            assert_eq!(f.suspend_until_completed_io(2)?, 2);
+            Ok(wakes)
+        })
+        .unwrap();
+    run_all!(ex);
+    assert_eq!(ex.result(t), Ok(Some(Ok(1))), "woken once: by the normal status only");
+}

@@ -517,6 +517,7 @@ impl Sched {
     /// Routes one completion (io_status rules 3-4).
     pub(crate) fn complete_io(&self, token: IoToken, result: IoResult) {
         self.stats.io_completed.set(self.stats.io_completed.get() + 1);
+        let mut wake = true;
         let h = if token.addr & IoToken::ORPHAN != 0 {
             // SAFETY: orphan tokens are task headers (io_status rule 4).
             let h = unsafe { NonNull::new_unchecked((token.addr & !IoToken::ORPHAN) as *mut Header) };
@@ -535,13 +536,14 @@ impl Sched {
             // SAFETY: status tokens name status blocks that are linked and alive (io_status
             // rule 4: a status that goes away retargets its token first).
             let st = unsafe { &*(token.addr as *const IoStatus) };
+            wake = st.wakes();
             st.complete(result)
         };
         let t = hdr(h);
         let s = &t.trailer().stats.io_completed;
         s.set(s.get() + 1);
         match t.state.get() {
-            S::Suspended(_) => self.wake_local(h),
+            S::Suspended(_) if wake => self.wake_local(h),
             S::Cancelling => {
                 step(t, E::IoDone);
                 // SAFETY: a cancelling task is in no run list.

@@ -212,7 +212,9 @@ impl FiberNet for Fiber {
         let p = buf.as_mut_ptr();
         let send = send_all_sqe(s.sock(), p, len as u32);
         let recv = recv_sqe(s.sock(), p, cap);
-        let (ss, sr) = (pin!(IoStatus::new()), pin!(IoStatus::new()));
+        // The receive always completes after the send (linked: on a failed send it is
+        // cancelled), so only its completion wakes this fiber.
+        let (ss, sr) = (pin!(IoStatus::new_silent()), pin!(IoStatus::new()));
         // SAFETY: `buf` outlives both operations: this function waits for both below. The
         // receive writes into `buf` only after the send has finished reading it (linked).
         let pair = unsafe { ((ss.as_ref(), RingOp::from_entry(send).linked()), (sr.as_ref(), RingOp::from_entry(recv))) };
