@@ -39,7 +39,7 @@
 //! | loop | bound |
 //! |---|---|
 //! | `run` items | `max_items` |
-//! | tasks resumed per pass (between two reaps) | the ready tasks at the pass's start |
+//! | tasks resumed per pass (between two reaps) | the ready tasks at the pass's start, at most `Config::resume_batch` |
 //! | inbox drain per pass | `Config::inbox_batch` |
 //! | passes that find a foreign push half done (inbox rule 3) | `exec::INBOX_BUSY_SPINS` in a row, then the executor parks and the producer unparks it |
 //! | completions reaped per pass | `Config::reap_batch` |

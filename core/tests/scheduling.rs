@@ -81,6 +81,7 @@ fn zero_capacity_configuration_is_refused() {
         Config { inbox_batch: 0, ..Config::default() },
         Config { timer_batch: 0, ..Config::default() },
         Config { reap_batch: 0, ..Config::default() },
+        Config { resume_batch: 0, ..Config::default() },
     ] {
         let err = Executor::new(SimDriver::new(), cfg).err().expect("zero must be refused");
         assert!(err.to_string().contains("must be at least 1"), "{err}");

@@ -64,6 +64,11 @@ pub struct Config {
     pub timer_batch: usize,
     /// Completions reaped per pass.
     pub reap_batch: usize,
+    /// Tasks resumed per pass while i/o is in flight: between two reaps (for the ring, two
+    /// `io_uring_enter`s). Larger batches more submissions into one enter; smaller lets
+    /// completions in sooner (16: an echo server's p99 improved over one pass per ready
+    /// set, its throughput did not move).
+    pub resume_batch: usize,
     /// Spare fiber stacks kept for reuse; more go back to the provider (0: keep none).
     pub max_spare_stacks: usize,
     /// Spares unused for this long are decommitted (`madvise`d away) when the executor
@@ -83,6 +88,7 @@ impl Default for Config {
             inbox_batch: 64,
             timer_batch: 64,
             reap_batch: 256,
+            resume_batch: 16,
             max_spare_stacks: 64,
             trim_spare_stacks_after: None,
             max_io_in_flight: None,
@@ -94,7 +100,7 @@ impl Default for Config {
 impl Config {
     fn validate(self) -> Result<Self, ConfigError> {
         let limit = self.max_io_in_flight.unwrap_or(1);
-        for (name, v) in [("inbox_batch", self.inbox_batch), ("timer_batch", self.timer_batch), ("reap_batch", self.reap_batch), ("max_io_in_flight", limit)] {
+        for (name, v) in [("inbox_batch", self.inbox_batch), ("timer_batch", self.timer_batch), ("reap_batch", self.reap_batch), ("resume_batch", self.resume_batch), ("max_io_in_flight", limit)] {
             if v == 0 {
                 return Err(ConfigError::Zero(name));
             }

@@ -3,8 +3,9 @@
 //! One pass: reap completions if any operation is in flight (at most `reap_batch`; for
 //! the ring this is the pass's one `io_uring_enter`, which also submits what the tasks
 //! queued), fire expired timers if any is armed (at most `timer_batch`), then resume as
-//! many tasks as were ready at that point, each time the oldest of the highest ready
-//! priority, taking wakes off the inbox (at most `inbox_batch`) before each. So tasks
+//! many tasks as were ready at that point (at most `resume_batch` while i/o is in
+//! flight; one with none, as there is nothing to batch), each time the oldest of the
+//! highest ready priority, taking wakes off the inbox (at most `inbox_batch`) before each. So tasks
 //! that stay busy (yielding) still let completions in once per pass, and a pass over
 //! many ready tasks batches all their submissions into one enter (one enter per resumed
 //! task cost the echo server two thirds of its throughput: 1.6 SQEs per enter).
@@ -109,7 +110,7 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
             if let Some(h) = s.ready.pop() {
                 // With nothing in flight there is nothing to batch: look at everything
                 // again after each task (what a yield- or spawn-only workload wants).
-                pass_left = if io { s.ready.len() } else { 0 };
+                pass_left = if io { s.ready.len().min(cfg.resume_batch - 1) } else { 0 };
                 s.resume::<A>(h);
                 done += 1;
                 if done == max_items {
