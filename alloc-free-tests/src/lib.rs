@@ -472,3 +472,22 @@ pub fn ring_or_skip(what: &str, cfg: keel_linux::RingConfig) -> Option<keel_linu
         Err(e) => panic!("{what}: RingDriver::new failed: {e}"),
     }
 }
+
+/// Attaches `body` as the next run of `*task` through `h` (a foreign thread's attach),
+/// spinning while the executor has not yet released the task's previous run.
+pub fn attach_when_released<F: core::future::Future<Output = ()> + Send + 'static>(h: &keel_core::ExecutorHandle, task: &mut TaskHandle, body: F) {
+    let mut body = body;
+    loop {
+        match h.attach(*task, body) {
+            Ok(run) => {
+                *task = run;
+                return;
+            }
+            Err(keel_core::AttachError::OwnedElsewhere(b)) => {
+                body = b;
+                std::hint::spin_loop();
+            }
+            Err(e) => panic!("attach: {e}"),
+        }
+    }
+}

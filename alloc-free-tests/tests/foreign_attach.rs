@@ -3,8 +3,8 @@
 //! (a pool of 64 tasks, each re-attached once its executor has released it). Every
 //! allocation in the process counts, on either thread.
 
-use keel_alloc_free_tests::{CYCLES, WARM_UP, Window, assert_alloc_free, task};
-use keel_core::{AttachError, Config, Executor, HandleSlot, RunError, TaskHandle};
+use keel_alloc_free_tests::{CYCLES, WARM_UP, Window, assert_alloc_free, attach_when_released, task};
+use keel_core::{Config, Executor, HandleSlot, RunError, TaskHandle};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 static RAN: AtomicU64 = AtomicU64::new(0);
@@ -31,18 +31,9 @@ fn a_foreign_thread_attach_allocates_nothing() {
     let mut tasks: Vec<TaskHandle> = (0..64).map(|_| task::<256>("foreign")).collect();
     let mut attach = |i: u64| {
         let k = (i % 64) as usize;
-        loop {
-            match h.attach(tasks[k], async {
-                RAN.fetch_add(1, Ordering::Relaxed);
-            }) {
-                Ok(run) => {
-                    tasks[k] = run;
-                    return;
-                }
-                Err(AttachError::OwnedElsewhere(_)) => std::hint::spin_loop(),
-                Err(e) => panic!("attach: {e}"),
-            }
-        }
+        attach_when_released(&h, &mut tasks[k], async {
+            RAN.fetch_add(1, Ordering::Relaxed);
+        });
     };
     for i in 0..WARM_UP {
         attach(i);

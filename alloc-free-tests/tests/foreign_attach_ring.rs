@@ -5,8 +5,8 @@
 //! runs dry and parks again and again inside the window. Every allocation in the process
 //! counts, on either thread.
 
-use keel_alloc_free_tests::{CYCLES, WARM_UP, Window, assert_alloc_free, ring_or_skip, task};
-use keel_core::{AttachError, Config, Executor, HandleSlot, RunError, TaskHandle};
+use keel_alloc_free_tests::{CYCLES, WARM_UP, Window, assert_alloc_free, attach_when_released, ring_or_skip, task};
+use keel_core::{Config, Executor, HandleSlot, RunError, TaskHandle};
 use keel_linux::RingConfig;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -42,18 +42,9 @@ fn a_foreign_thread_attach_to_a_ring_executor_allocates_nothing() {
     let mut tasks: Vec<TaskHandle> = (0..64).map(|_| task::<256>("foreign")).collect();
     let mut attach = |i: u64| {
         let k = (i % 64) as usize;
-        loop {
-            match h.attach(tasks[k], async {
-                RAN.fetch_add(1, Ordering::Relaxed);
-            }) {
-                Ok(run) => {
-                    tasks[k] = run;
-                    break;
-                }
-                Err(AttachError::OwnedElsewhere(_)) => std::hint::spin_loop(),
-                Err(e) => panic!("attach: {e}"),
-            }
-        }
+        attach_when_released(&h, &mut tasks[k], async {
+            RAN.fetch_add(1, Ordering::Relaxed);
+        });
         if k == 63 {
             // Let the executor run dry and park: the next attach unparks it.
             while RAN.load(Ordering::SeqCst) < i + 1 {
