@@ -51,7 +51,7 @@ pub struct IoStatus {
     state: Cell<IoState>,
     result: Cell<Option<IoResult>>,
     /// Whether its completion wakes its task (see [`IoStatus::new_silent`]).
-    wakes: bool,
+    wakes: Cell<bool>,
     _pinned: PhantomPinned,
 }
 
@@ -101,7 +101,7 @@ impl IoStatus {
             op: Cell::new(OpId(0)),
             state: Cell::new(IoState::Idle),
             result: Cell::new(None),
-            wakes,
+            wakes: Cell::new(wakes),
             _pinned: PhantomPinned,
         }
     }
@@ -109,7 +109,13 @@ impl IoStatus {
     /// Whether its completion wakes its task.
     #[inline(always)]
     pub(crate) fn wakes(&self) -> bool {
-        self.wakes
+        self.wakes.get()
+    }
+
+    /// From now on its completion wakes its task (for a silent status whose partner can
+    /// no longer be counted on to complete after it: both cancelled, say).
+    pub fn wake_on_completion(&self) {
+        self.wakes.set(true);
     }
 
     /// The operation's result once it has completed.

@@ -93,3 +93,44 @@ fn echo_100x1000_fiber_send_then_recv() {
 fn echo_send_then_recv_with_little_room_falls_back_and_loses_nothing() {
     echo_on(20, 300, 64, Handler::Exchange, 21);
 }
+
+/// A task cancelled inside `send_then_recv` while its send is blocked (the peer never
+/// reads 16 MiB) ends with ECANCELED: both operations are cancelled and reaped.
+#[test]
+fn a_cancelled_send_then_recv_ends_with_its_send_blocked() {
+    use keel_linux::net::{FiberNet, Socket};
+    let ex = executor(RingConfig::default());
+    let ex = ex.as_ref();
+    let (lfd, addr) = listen(ex, SockAddr::from("127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap()));
+    let a = std_addr(&addr);
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let client = std::thread::spawn(move || {
+        let s = std::net::TcpStream::connect(a).expect("connect");
+        // Never reads; holds the connection until the server task has ended.
+        let _ = done_rx.recv_timeout(std::time::Duration::from_secs(30));
+        drop(s);
+    });
+    let t = ex
+        .attach_fiber(task(), fattrs(), move |f: &mut keel_core::Fiber| {
+            let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
+            let c = f.accept(&*l).expect("accept");
+            let mut big = vec![7u8; 16 << 20];
+            let n = big.len();
+            let r = f.send_then_recv(&c, &mut big, n);
+            let _ = f.close_socket(c);
+            match r {
+                Err(e) => e.0 as u64,
+                Ok(_) => 0,
+            }
+        })
+        .unwrap();
+    let t0 = Instant::now();
+    run_until(ex, || t0.elapsed() > std::time::Duration::from_millis(200));
+    assert_eq!(ex.state(t), Ok(keel_core::TaskState::Suspended(keel_core::SuspendReason::Io)), "the send must be blocked on the peer");
+    ex.cancel(t).unwrap();
+    run_all(ex);
+    assert_eq!(ex.result(t), Ok(Some(Ok(libc::ECANCELED as u64))));
+    done_tx.send(()).unwrap();
+    client.join().unwrap();
+    drop(keel_linux::net::Socket::from_raw_fd(lfd));
+}

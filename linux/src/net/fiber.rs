@@ -232,6 +232,9 @@ impl FiberNet for Fiber {
         let mut cancel_sent = false;
         while ss.is_in_flight() || sr.is_in_flight() {
             if self.is_cancelled() && !cancel_sent {
+                // Cancelled: wake on the send's completion too, not only on the receive's
+                // (which the link orders after it; this does not rely on that).
+                ss.wake_on_completion();
                 self.cancel_io(ss.as_ref());
                 self.cancel_io(sr.as_ref());
                 cancel_sent = true;
