@@ -380,6 +380,12 @@ pub enum SubmitRefused {
 /// the stack first).
 pub fn try_submit_from<D: Driver>(cx: &Context<'_>, op: &mut Option<D::Op>, wait: bool) -> Result<OpId, SubmitRefused> {
     let Some((sched, h)) = current(cx) else { return Err(SubmitRefused::Failed(crate::Errno::EPERM)) };
+    submit_with_wake_token::<D>(sched, h, op, wait)
+}
+
+/// The admission and submission behind [`try_submit_from`] and `Fiber::try_submit`, for
+/// running task `h` of `sched`: with `wait`, a task with no room is queued for it.
+pub(crate) fn submit_with_wake_token<D: Driver>(sched: &Sched, h: NonNull<Header>, op: &mut Option<D::Op>, wait: bool) -> Result<OpId, SubmitRefused> {
     // SAFETY: `'static` header of the running task.
     let t = unsafe { h.as_ref() };
     if t.has_flag(flag::CANCEL) {

@@ -319,35 +319,25 @@ impl Fiber {
     /// waiting), `WrongDriver`, `Refused` (the driver refused it for a reason other than
     /// room).
     pub fn try_submit<D: Driver>(&mut self, op: D::Op) -> Result<crate::OpId, InitiateError<D::Op>> {
-        let mut op = op;
+        use crate::io_status::SubmitRefused;
+        if self.sched().driver_as::<D>().is_none() {
+            return Err(InitiateError::WrongDriver(op));
+        }
+        let mut op = Some(op);
+        let back = |op: &mut Option<D::Op>| op.take().expect("refused operations stay in place");
         loop {
             if self.cancelled().is_err() {
-                return Err(InitiateError::Cancelled(op));
+                return Err(InitiateError::Cancelled(back(&mut op)));
             }
-            let (sched, t, h) = (self.sched(), self.header(), self.core().header);
-            let Some(driver) = sched.driver_as::<D>() else { return Err(InitiateError::WrongDriver(op)) };
-            // Queue behind tasks already waiting for room unless this one was just
-            // granted room, as `IoStatus::initiate_from` does.
-            let granted = t.has_flag(flag::GRANTED);
-            t.clear_flag(flag::GRANTED);
-            // SAFETY: sched rule 3: no other borrow of the driver is live while task code runs.
-            let full = unsafe { (*driver).submit_capacity() } == 0;
-            if !full && (granted || !sched.submit_queue_busy()) && !sched.at_io_limit(driver) {
-                // Relaxed: owner-written generation, read on the owner's thread.
-                let token = crate::driver::IoToken::wake(TaskHandle::from_parts(h, t.generation.load(Ordering::Relaxed)));
-                // SAFETY: as above.
-                match unsafe { (*driver).submit(op, token) } {
-                    Ok(id) => {
-                        let st = &t.trailer().stats.io_initiated;
-                        st.set(st.get() + 1);
-                        sched.stats.io_submitted.set(sched.stats.io_submitted.get() + 1);
-                        return Ok(id);
-                    }
-                    Err((back, crate::Errno::EBUSY)) => op = back,
-                    Err((back, e)) => return Err(InitiateError::Refused(back, e)),
-                }
+            match crate::io_status::submit_with_wake_token::<D>(self.sched(), self.core().header, &mut op, true) {
+                Ok(id) => return Ok(id),
+                // Queued for room (by I/O priority); the grant wakes this fiber.
+                Err(SubmitRefused::Wait) => {}
+                // The driver had no room after all: queue as for any other lack of room.
+                Err(SubmitRefused::Failed(crate::Errno::EBUSY)) => self.sched().wait_for_submit(self.core().header),
+                Err(SubmitRefused::Failed(crate::Errno::ECANCELED)) => return Err(InitiateError::Cancelled(back(&mut op))),
+                Err(SubmitRefused::Failed(e)) => return Err(InitiateError::Refused(back(&mut op), e)),
             }
-            sched.wait_for_submit(h);
             self.switch_out();
         }
     }
