@@ -6,8 +6,12 @@
 //! kernel's listen backlog. SIGINT stops every thread cleanly and prints a summary.
 //!
 //! ```text
-//! cargo run --release -p keel-linux --example echo -- --addr 127.0.0.1:7000 [--threads N] [--handler fiber|future] [--conns N]
+//! cargo run --release -p keel-linux --example echo -- --addr 127.0.0.1:7000 [--threads N] [--handler fiber|future] [--conns N] [--resume-batch N]
 //! ```
+//!
+//! `--resume-batch` sets `Config::resume_batch` (default 16), the tasks resumed between
+//! two reaps: on 64 loopback connections 8 gave a tighter tail at about 8% less
+//! throughput, 32 a bimodal latency (half the messages wait a second pass).
 use keel_core::{Config, Executor, Fiber, FiberAttrs, TaskAttrs, TaskHandle, TaskSlot};
 use keel_linux::net::{self, FiberNet, SockAddr, Socket};
 use keel_linux::{MmapStacks, RingConfig, RingDriver};
@@ -83,9 +87,9 @@ async fn future_handler(l: RawFd, c: Rc<Counts>) -> u64 {
     0
 }
 
-fn serve(addr: SocketAddr, fiber: bool, conns: usize) -> (u64, u64, u64) {
+fn serve(addr: SocketAddr, fiber: bool, conns: usize, resume_batch: usize) -> (u64, u64, u64) {
     let ring = RingDriver::new(RingConfig { entries: 1024, cq_entries: 4096, slots: 4 * conns as u32 + 64, ..RingConfig::default() }).expect("io_uring");
-    let ex = std::pin::pin!(Executor::with_stacks(ring, MmapStacks::new().unwrap(), Config { max_spare_stacks: conns + 8, ..keel_linux::panic::config() }).unwrap());
+    let ex = std::pin::pin!(Executor::with_stacks(ring, MmapStacks::new().unwrap(), Config { max_spare_stacks: conns + 8, resume_batch, ..keel_linux::panic::config() }).unwrap());
     let ex = ex.into_ref();
     let fa = FiberAttrs { stack_size: 64 * 1024 };
     // The listener, through the ring: socket, SO_REUSEADDR, SO_REUSEPORT, bind, listen.
@@ -134,6 +138,7 @@ fn serve(addr: SocketAddr, fiber: bool, conns: usize) -> (u64, u64, u64) {
 fn main() {
     let mut addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
     let (mut threads, mut fiber, mut conns) = (1usize, true, 256usize);
+    let mut resume_batch = Config::default().resume_batch;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let v = args.next().unwrap_or_else(|| panic!("{a} needs a value"));
@@ -141,6 +146,7 @@ fn main() {
             "--addr" => addr = v.parse().expect("--addr HOST:PORT"),
             "--threads" => threads = v.parse().expect("--threads N"),
             "--conns" => conns = v.parse().expect("--conns N"),
+            "--resume-batch" => resume_batch = v.parse().expect("--resume-batch N"),
             "--handler" => {
                 fiber = match v.as_str() {
                     "fiber" => true,
@@ -148,7 +154,7 @@ fn main() {
                     _ => panic!("--handler fiber|future"),
                 }
             }
-            _ => panic!("unknown argument {a}; usage: echo --addr HOST:PORT [--threads N] [--handler fiber|future] [--conns N]"),
+            _ => panic!("unknown argument {a}; usage: echo --addr HOST:PORT [--threads N] [--handler fiber|future] [--conns N] [--resume-batch N]"),
         }
     }
     // SAFETY: installs a handler that only stores to an atomic (async-signal-safe).
@@ -160,7 +166,7 @@ fn main() {
         libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
     }
     eprintln!("echo: listening on {addr}, {threads} thread(s), {} handlers, {conns} per thread", if fiber { "fiber" } else { "future" });
-    let ts: Vec<_> = (0..threads).map(|_| std::thread::spawn(move || serve(addr, fiber, conns))).collect();
+    let ts: Vec<_> = (0..threads).map(|_| std::thread::spawn(move || serve(addr, fiber, conns, resume_batch))).collect();
     let (mut m, mut b, mut c) = (0, 0, 0);
     for t in ts {
         let (tm, tb, tc) = t.join().expect("server thread");

@@ -1,8 +1,8 @@
 //! `echo_msgs` (ops/s: echoed messages per second), `echo_p50`, `echo_p99` (ns: round
 //! trip of one 64-byte message) and `echo_cpu` (ns: the server's user-space CPU time
 //! per message): TCP echo servers on loopback, the server on one CPU and the load
-//! generator on another, 64 connections with one message in flight each, a 2 s window
-//! per trial (`--quick`: 8 connections, 0.2 s), 5 rounds (`--quick`: 1) with the
+//! generator on another, 64 connections with one message in flight each, a 1 s window
+//! per trial (`--quick`: 8 connections, 0.2 s), 9 rounds (`--quick`: 1) with the
 //! servers' order rotated each round, medians reported (`echo_cpu`: all rounds' user
 //! time over all rounds' messages, the kernel's accounting being too coarse for one
 //! trial). See `bench/src/echo/`.
