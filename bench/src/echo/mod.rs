@@ -148,10 +148,10 @@ fn goals(servers: &[&'static str], m: &[Figures], samples: &[Vec<Trial>]) {
     let get = |name: &str| servers.iter().position(|s| *s == name);
     let (Some(monoio), Some(uring)) = (get("monoio"), get("io-uring")) else { return };
     let ok = |met: bool| if met { "met" } else { "NOT met" };
+    let msgs = |f: &Figures| f.msgs_per_sec;
+    let p99 = |f: &Figures| f.p99_ns;
     for name in ["keel", "keel-future"] {
         let Some(k) = get(name) else { continue };
-        let msgs = |f: &Figures| f.msgs_per_sec;
-        let p99 = |f: &Figures| f.p99_ns;
         let (a, a_m) = (paired(samples, k, monoio, msgs), msgs(&m[k]) / msgs(&m[monoio]));
         let (b, b_m) = (paired(samples, k, uring, msgs), msgs(&m[k]) / msgs(&m[uring]));
         let (c, c_m) = (paired(samples, k, monoio, p99), p99(&m[k]) / p99(&m[monoio]));
@@ -317,7 +317,7 @@ fn utime_ns(path: &str) -> Result<u64, String> {
 mod tests {
     use super::*;
 
-    fn trial(msgs_per_sec: f64, p99_ns: f64) -> Trial {
+    fn made_trial(msgs_per_sec: f64, p99_ns: f64) -> Trial {
         Trial { figures: Figures { msgs_per_sec, p99_ns, ..Figures::default() }, p90_ns: 0.0, p999_ns: 0.0, cpu_ns: 0, msgs: 1 }
     }
 
@@ -325,8 +325,8 @@ mod tests {
     fn paired_ratios_follow_the_rounds_not_the_medians() {
         // Server 0 beats server 1 by 10% in every round, but its trials met the slow
         // level more often: the medians say it loses, the rounds say it wins.
-        let a = vec![trial(110.0, 900.0), trial(110.0, 900.0), trial(220.0, 450.0)];
-        let b = vec![trial(100.0, 1000.0), trial(200.0, 500.0), trial(200.0, 500.0)];
+        let a = vec![made_trial(110.0, 900.0), made_trial(110.0, 900.0), made_trial(220.0, 450.0)];
+        let b = vec![made_trial(100.0, 1000.0), made_trial(200.0, 500.0), made_trial(200.0, 500.0)];
         let s = [a, b];
         assert!((paired(&s, 0, 1, |f| f.msgs_per_sec) - 1.1).abs() < 1e-9);
         assert!((paired(&s, 0, 1, |f| f.p99_ns) - 0.9).abs() < 1e-9);
