@@ -1,4 +1,4 @@
-//! Command-line parsing: `keel-bench [CASE...] [--iters N] [--quick] [--only IMPL]`.
+//! Command-line parsing: `keel-bench [CASE...] [--iters N] [--quick] [--only IMPL[,IMPL...]]`.
 //!
 //! Parsing is checked against a case registry, so an unknown case or impl is a usage
 //! error (the binary prints it and exits with code 2) before anything is measured.
@@ -8,12 +8,12 @@ use std::fmt;
 
 /// The usage text.
 pub const USAGE: &str = "\
-usage: keel-bench [CASE...] [--iters N] [--quick] [--only IMPL]
+usage: keel-bench [CASE...] [--iters N] [--quick] [--only IMPL[,IMPL...]]
 
   CASE         cases to run (default: all)
   --iters N    iterations per trial for every case (default: calibrated)
   --quick      a brief smoke run
-  --only IMPL  run only this implementation (e.g. keel, tokio)
+  --only IMPL  run only this implementation (e.g. keel, tokio; or a list: keel,tokio)
   -h, --help   this text
 
 output: one line per measurement, `bench <case> <impl> <value> <unit>`";
@@ -117,14 +117,14 @@ where
                 known.push(imp.name);
             }
         }
-        if !known.contains(&i.as_str()) {
-            return Err(ArgError::UnknownImpl(i.clone(), known));
+        if let Some(unknown) = i.split(',').find(|i| !known.contains(i)) {
+            return Err(ArgError::UnknownImpl(unknown.to_owned(), known));
         }
     }
 
     let runs: Vec<(&'static Case, Vec<Impl>)> = cases
         .into_iter()
-        .map(|c| (c, c.impls.iter().filter(|imp| only.as_deref().is_none_or(|o| o == imp.name)).copied().collect()))
+        .map(|c| (c, c.impls.iter().filter(|imp| only.as_deref().is_none_or(|o| o.split(',').any(|o| o == imp.name))).copied().collect()))
         .filter(|(_, impls): &(_, Vec<Impl>)| !impls.is_empty())
         .collect();
     if runs.is_empty() {
@@ -186,6 +186,8 @@ mod tests {
         let (r, plan) = runs(&["--only=tokio", "--iters=7"]);
         assert_eq!(r, [("spawn", vec!["tokio"])]);
         assert_eq!(plan.iters, Some(7));
+        let (r, _) = runs(&["--only", "tokio,keel"]);
+        assert_eq!(r, [("spawn", vec!["keel", "tokio"]), ("switch", vec!["keel"])], "a list keeps every impl it names");
         assert!(matches!(p(&["spawn", "--help"]), Ok(Command::Help)));
     }
 
@@ -209,6 +211,7 @@ mod tests {
         assert_eq!(err(&["spwan"]), ArgError::UnknownCase("spwan".into(), vec!["spawn", "switch"]));
         assert_eq!(err(&["--only", "monoio"]), ArgError::UnknownImpl("monoio".into(), vec!["keel", "tokio"]));
         assert_eq!(err(&["switch", "--only", "tokio"]), ArgError::NothingToRun("tokio".into()));
+        assert_eq!(err(&["--only", "keel,monoio"]), ArgError::UnknownImpl("monoio".into(), vec!["keel", "tokio"]), "names the unknown one in a list");
     }
 
     #[test]

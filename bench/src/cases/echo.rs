@@ -15,7 +15,7 @@
 //!
 //! The four cases share one measurement, made when the first of them runs: each impl
 //! hands the harness its median as a time that the case's unit turns back into it, so
-//! `--iters` changes nothing here. `--only IMPL` measures only that server.
+//! `--iters` changes nothing here. `--only IMPL[,IMPL...]` measures only those servers.
 
 #[path = "../echo/mod.rs"]
 mod servers;
@@ -63,7 +63,7 @@ fn results() -> Result<&'static [Option<Figures>], String> {
             Some(v) => v.strip_prefix('=').map(str::to_owned),
             None => None,
         });
-        let chosen: Vec<&'static str> = SERVERS.iter().copied().filter(|s| only.as_deref().is_none_or(|o| o == *s)).collect();
+        let chosen: Vec<&'static str> = SERVERS.iter().copied().filter(|s| only.as_deref().is_none_or(|o| o.split(',').any(|o| o == *s))).collect();
         let figs = servers::measure(&chosen, if quick { Params::QUICK } else { Params::FULL })?;
         Ok(SERVERS.iter().map(|s| chosen.iter().position(|c| c == s).map(|i| figs[i])).collect())
     })
