@@ -24,17 +24,21 @@
 //! Rounds rotate the order of the servers; the caller gets each server's medians.
 //!
 //! This VM moves between throughput levels that last from seconds to minutes and hit
-//! every server alike (echo at about 135K or 200K msgs/s for all of them): a server
-//! whose trials happen to fall in the slow level loses by 30%, whatever its design. So
-//! the full run makes many short trials (9 rounds of 1 s windows rather than 5 of
-//! 2 s: the same minute, more chances for every server to meet both levels), and the
-//! goal lines compare keel with a peer round by round (the median over rounds of
-//! keel's figure over the peer's in the same round, measured seconds apart) as well as
-//! median against median. User CPU per message stays pooled (see above).
+//! every server alike (echo at about 135K or 200K msgs/s for all of them): the host
+//! places the two vCPUs near each other or far apart ([`placement`]), and a server whose
+//! trials happen to fall in the far placement loses by 30%, whatever its design. So the
+//! full run makes many short trials (9 rounds of 1 s windows rather than 5 of 2 s: the
+//! same minute, more chances for every server to meet both levels); each round line
+//! shows the cache-line round trip between the two CPUs measured just before and just
+//! after the trial (with no server up), so a reader can tell a slow trial from a slow
+//! placement; and the goal lines compare keel with a peer round by round (the median
+//! over rounds of keel's figure over the peer's in the same round, measured seconds
+//! apart) as well as median against median. User CPU per message stays pooled (above).
 
 mod client;
 mod keel_server;
 mod monoio_server;
+mod placement;
 mod tokio_server;
 mod uring_server;
 
@@ -92,6 +96,8 @@ struct Trial {
     p999_ns: f64,
     cpu_ns: u64,
     msgs: u64,
+    /// The placement probes just before and just after it, ns.
+    probes: [f64; 2],
 }
 
 /// Measures `servers` (names from [`SERVERS`]) in `p.rounds` rounds, each round in a
@@ -101,13 +107,18 @@ pub fn measure(servers: &[&'static str], p: Params) -> Result<Vec<Figures>, Stri
     // Room for 5 M messages/s, far above what loopback TCP does on one core.
     let mut lat: Vec<u32> = Vec::with_capacity((p.window.as_secs_f64() * 5e6) as usize + 1024);
     let mut samples = vec![Vec::with_capacity(p.rounds); servers.len()];
+    let probe = || placement::probe(cpus.0, cpus.1).map_err(|e| format!("echo: {e}"));
+    let mut before = probe()?;
     for round in 0..p.rounds {
         for k in 0..servers.len() {
             let i = (round + k) % servers.len();
-            let t = trial(servers[i], p, cpus, &mut lat).map_err(|e| format!("echo server {}: {e}", servers[i]))?;
+            let mut t = trial(servers[i], p, cpus, &mut lat).map_err(|e| format!("echo server {}: {e}", servers[i]))?;
+            let after = probe()?;
+            t.probes = [before, after];
+            before = after;
             let f = t.figures;
             eprintln!(
-                "echo round {}/{}: {:<11} {:>9.0} msgs/s  p50 {:>7.1} us  p90 {:>7.1}  p99 {:>7.1}  p99.9 {:>7.1}  user cpu {:>3} ms = {:>5.0} ns/msg",
+                "echo round {}/{}: {:<11} {:>9.0} msgs/s  p50 {:>7.1} us  p90 {:>7.1}  p99 {:>7.1}  p99.9 {:>7.1}  user cpu {:>3} ms = {:>5.0} ns/msg  cpus {:>3.0}/{:>3.0} ns apart",
                 round + 1,
                 p.rounds,
                 servers[i],
@@ -117,7 +128,9 @@ pub fn measure(servers: &[&'static str], p: Params) -> Result<Vec<Figures>, Stri
                 f.p99_ns / 1e3,
                 t.p999_ns / 1e3,
                 t.cpu_ns / 1_000_000,
-                f.cpu_ns
+                f.cpu_ns,
+                t.probes[0],
+                t.probes[1],
             );
             samples[i].push(t);
         }
@@ -204,7 +217,7 @@ fn trial(server: &str, p: Params, (server_cpu, load_cpu): (usize, usize), lat: &
     let p999 = *lat.select_nth_unstable(n * 999 / 1000).1 as f64;
     let cpu_ns = r.cpu_ns as f64 / r.msgs as f64;
     let figures = Figures { msgs_per_sec: r.msgs as f64 / r.elapsed.as_secs_f64(), p50_ns: p50, p99_ns: p99, cpu_ns };
-    Ok(Trial { figures, p90_ns: p90, p999_ns: p999, cpu_ns: r.cpu_ns, msgs: r.msgs })
+    Ok(Trial { figures, p90_ns: p90, p999_ns: p999, cpu_ns: r.cpu_ns, msgs: r.msgs, probes: [0.0; 2] })
 }
 
 /// A server that is up: where it listens, where its CPU time is read, how it stops.
@@ -318,7 +331,7 @@ mod tests {
     use super::*;
 
     fn made_trial(msgs_per_sec: f64, p99_ns: f64) -> Trial {
-        Trial { figures: Figures { msgs_per_sec, p99_ns, ..Figures::default() }, p90_ns: 0.0, p999_ns: 0.0, cpu_ns: 0, msgs: 1 }
+        Trial { figures: Figures { msgs_per_sec, p99_ns, ..Figures::default() }, p90_ns: 0.0, p999_ns: 0.0, cpu_ns: 0, msgs: 1, probes: [0.0; 2] }
     }
 
     #[test]
