@@ -1,11 +1,12 @@
 //! `echo_msgs` (ops/s: echoed messages per second), `echo_p50`, `echo_p99` (ns: round
 //! trip of one 64-byte message) and `echo_cpu` (ns: the server's user-space CPU time
-//! per message): TCP echo servers on loopback, the server on one CPU and the load
-//! generator on another, 64 connections with one message in flight each, a 1 s window
-//! per trial (`--quick`: 8 connections, 0.2 s), 9 rounds (`--quick`: 1) with the
-//! servers' order rotated each round, medians reported (`echo_cpu`: all rounds' user
-//! time over all rounds' messages, the kernel's accounting being too coarse for one
-//! trial). See `bench/src/echo/`.
+//! per message): TCP echo servers on loopback, the servers on one CPU (all up at once,
+//! loaded one at a time) and the load generator on another, 64 connections per server
+//! with one message in flight each, 25 rounds (`--quick`: 1) of one 0.25 s slice per
+//! server (`--quick`: 8 connections, 0.2 s) with the servers' order rotated each round,
+//! medians over the slices reported (`echo_cpu`: all slices' user time over all slices'
+//! messages, the kernel's accounting being too coarse for one slice). See
+//! `bench/src/echo/`.
 //!
 //! - keel: keel's echo example with fiber handlers, a child process: it must be built
 //!   first, in the bench's profile (`cargo build --release -p keel-linux --example echo`).

@@ -1,13 +1,14 @@
-//! The load generator: `conns` blocking-connected loopback sockets driven by one io_uring
-//! (the same for every server), one `MSG`-byte message in flight per connection.
+//! The load generator: `conns` blocking-connected loopback sockets to one server, driven
+//! by one io_uring (the same for every server), one `MSG`-byte message in flight per
+//! connection. A [`Load`] keeps its connections open across slices of load.
 //!
 //! Each connection sends a message (its number and sequence number, so every echoed byte
 //! is checked), waits for all of its echo, records the round trip and sends the next.
-//! Phases, by the clock: warm-up, the measured window (messages counted, round trips
-//! recorded into the caller's preallocated array, the server's CPU time read at both
-//! ends), then a drain in which every connection waits for its last echo and sends no
-//! more. Nothing allocates per message; every wait is bounded by a timeout, the whole
-//! run by a deadline.
+//! The phases of a slice, by the clock: warm-up, the measured window (messages counted,
+//! round trips appended to the caller's preallocated array, the server's CPU time read
+//! at both ends), then a drain in which every connection waits for its last echo and
+//! sends no more, so the next slice starts with nothing in flight. Nothing allocates per
+//! message; every wait is bounded by a timeout, every slice by a deadline.
 
 use super::{MSG, Params};
 use io_uring::{IoUring, Submitter, opcode, squeue, types};
@@ -15,8 +16,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-/// What a run measured.
-pub struct Load {
+/// What a slice measured.
+pub struct Window {
     /// Messages echoed in the window.
     pub msgs: u64,
     /// The window's length.
@@ -58,40 +59,67 @@ enum Phase {
     Drain,
 }
 
-/// Loads the server at `addr` as `p` says; `cpu` reads the server's user CPU time (ns);
-/// round trips (ns) go into `lat` (cleared first, never grown past its capacity).
-pub fn run(addr: SocketAddr, p: Params, cpu: &dyn Fn() -> Result<u64, String>, lat: &mut Vec<u32>) -> Result<Load, String> {
-    let streams = (0..p.conns)
-        .map(|i| {
-            let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("connect {i}: {e}"))?;
-            s.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
-            Ok(s)
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    let now = Instant::now();
-    let mut cs: Box<[Conn]> =
-        streams.iter().map(|s| Conn { fd: s.as_raw_fd(), tx: [0; MSG], rx: [0; MSG], sent: 0, got: 0, seq: 0, t0: now }).collect();
-    let entries = (4 * p.conns).next_power_of_two().max(64) as u32;
-    let mut ring = IoUring::new(entries).map_err(|e| format!("io_uring: {e}"))?;
-    let r = drive(&mut ring, &mut cs, p, cpu, lat);
-    drop(ring);
-    if r.is_err() {
-        // An operation may still be in flight into a buffer: keep them (a few KiB).
-        Box::leak(cs);
+/// Open connections to one server and the ring that drives them.
+pub struct Load {
+    /// `None` only while dropping: the ring goes before the buffers it may write.
+    ring: Option<IoUring>,
+    cs: Option<Box<[Conn]>>,
+    /// The sockets go last: the server sees their end.
+    _streams: Vec<TcpStream>,
+    /// A slice failed, so an operation may still be in flight into a buffer.
+    broken: bool,
+}
+
+impl Load {
+    /// Opens `conns` connections to `addr` (no load yet).
+    pub fn connect(addr: SocketAddr, conns: usize) -> Result<Load, String> {
+        let streams = (0..conns)
+            .map(|i| {
+                let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("connect {i}: {e}"))?;
+                s.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+                Ok(s)
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let now = Instant::now();
+        let cs: Box<[Conn]> =
+            streams.iter().map(|s| Conn { fd: s.as_raw_fd(), tx: [0; MSG], rx: [0; MSG], sent: 0, got: 0, seq: 0, t0: now }).collect();
+        let entries = (4 * conns).next_power_of_two().max(64) as u32;
+        let ring = IoUring::new(entries).map_err(|e| format!("io_uring: {e}"))?;
+        Ok(Load { ring: Some(ring), cs: Some(cs), _streams: streams, broken: false })
     }
-    // The sockets go last: the server sees their end.
-    drop(streams);
-    r
+
+    /// One slice of load as `p` says; `cpu` reads the server's user CPU time (ns); round
+    /// trips (ns) are appended to `lat`, never past its capacity.
+    pub fn slice(&mut self, p: Params, cpu: &dyn Fn() -> Result<u64, String>, lat: &mut Vec<u32>) -> Result<Window, String> {
+        if self.broken {
+            return Err("an earlier slice on these connections failed".into());
+        }
+        let (Some(ring), Some(cs)) = (self.ring.as_mut(), self.cs.as_mut()) else { return Err("the load is closed".into()) };
+        let r = drive(ring, cs, p, cpu, lat);
+        self.broken = r.is_err();
+        r
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        drop(self.ring.take());
+        if self.broken {
+            // An operation may still be in flight into a buffer: keep them (a few KiB).
+            if let Some(cs) = self.cs.take() {
+                Box::leak(cs);
+            }
+        }
+    }
 }
 
 /// The phases; returns with nothing in flight, or an error.
-fn drive(ring: &mut IoUring, cs: &mut [Conn], p: Params, cpu: &dyn Fn() -> Result<u64, String>, lat: &mut Vec<u32>) -> Result<Load, String> {
+fn drive(ring: &mut IoUring, cs: &mut [Conn], p: Params, cpu: &dyn Fn() -> Result<u64, String>, lat: &mut Vec<u32>) -> Result<Window, String> {
     let now = Instant::now();
     let (warm_end, end) = (now + p.warmup, now + p.warmup + p.window);
     let deadline = end + DRAIN;
     let (mut phase, mut outstanding, mut msgs, mut cpu0) = (Phase::Warm, cs.len(), 0u64, 0u64);
     let (mut t_start, mut load) = (now, None);
-    lat.clear();
     let (submitter, mut sq, mut cq) = ring.split();
     for (i, c) in cs.iter_mut().enumerate() {
         c.next(i, now);
@@ -155,7 +183,7 @@ fn drive(ring: &mut IoUring, cs: &mut [Conn], p: Params, cpu: &dyn Fn() -> Resul
         } else if phase == Phase::Window && now >= end {
             let elapsed = t_start.elapsed();
             let cpu_ns = cpu()?.saturating_sub(cpu0);
-            load = Some(Load { msgs, elapsed, cpu_ns });
+            load = Some(Window { msgs, elapsed, cpu_ns });
             phase = Phase::Drain;
         }
         if phase == Phase::Drain && outstanding == 0 {

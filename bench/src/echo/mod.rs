@@ -1,39 +1,38 @@
 //! The `echo` measurement: TCP echo servers on loopback under one load generator.
 //!
-//! Each trial starts one server with its serving thread pinned to the first CPU this
-//! process may use, runs the load generator ([`client`]) pinned to the second, and stops
-//! the server: `conns` connections, one `MSG`-byte message in flight on each, a warm-up,
-//! then a fixed window in which the generator counts echoed messages, records each
-//! message's round trip in a preallocated array, and reads the server's user-space CPU
-//! time (`utime` of `/proc/<pid>/stat` for a child process, of
-//! `/proc/self/task/<tid>/stat` for an in-process server thread) at both ends.
+//! Every server is started at once, with its serving thread pinned to the first CPU this
+//! process may use, and the load generator ([`client`]), pinned to the second, opens
+//! `conns` connections to each. Then it loads one server at a time in short slices: one
+//! `MSG`-byte message in flight on each of that server's connections, a warm-up, then a
+//! fixed window in which it counts echoed messages, records each message's round trip
+//! in a preallocated array, and reads the server's user-space CPU time (`utime` of
+//! `/proc/<pid>/stat` for a child process, of `/proc/self/task/<tid>/stat` for an
+//! in-process server thread) at both ends, then a drain. The servers not being loaded
+//! wait in their kernel calls and take no CPU. A round is one slice per server, in an
+//! order rotated each round; the caller gets each server's medians over its slices.
 //!
-//! That user time is the kernel's tick-sampled accounting (HZ=250 here, printed in
-//! 10 ms units), while a server spends only a few ms of user time in a window: per trial
-//! it is too coarse for a median, so `echo_cpu` is the pooled figure, all rounds' user
-//! time over all rounds' messages (a window with no tick counts half a tick).
+//! Why slices of all servers up at once rather than one long trial per server: this VM
+//! moves between throughput levels that last from seconds to minutes and hit every
+//! server alike (echo at about 135K or 200K msgs/s for all of them; the host places the
+//! two vCPUs near each other or far apart, [`placement`]). With 1 s trials a server
+//! whose trials happened to fall in the slow level lost by 30%, whatever its design;
+//! rounds of quarter-second slices take about two seconds, so every server meets the
+//! same levels, and the goal lines compare keel with a peer round by round (the median
+//! over rounds of keel's figure over the peer's in the same round) as well as median
+//! against median. Each round line shows the placement probe made just before it.
+//!
+//! The user time is the kernel's tick-sampled accounting (HZ=250 here, printed in 10 ms
+//! units), while a server spends only a few ms of user time in a slice: too coarse for a
+//! median, so `echo_cpu` is the pooled figure, all slices' user time over all slices'
+//! messages (no tick at all counts half a tick).
 //!
 //! The servers, one per file:
 //! - `keel`, `keel-future`: keel's echo example (`--handler fiber` / `future`) as a
-//!   child process ([`keel_server`]), SIGINT at the end of the trial;
+//!   child process ([`keel_server`]), SIGINT at the end;
 //! - `monoio`, `tokio`, `io-uring`: in-process server threads ([`monoio_server`],
 //!   [`tokio_server`], [`uring_server`]) that stop by themselves once the bench raises
 //!   their stop flag and makes one last connection (their accept loop sees the flag,
 //!   closes the listener and waits for its connections to end).
-//!
-//! Rounds rotate the order of the servers; the caller gets each server's medians.
-//!
-//! This VM moves between throughput levels that last from seconds to minutes and hit
-//! every server alike (echo at about 135K or 200K msgs/s for all of them): the host
-//! places the two vCPUs near each other or far apart ([`placement`]), and a server whose
-//! trials happen to fall in the far placement loses by 30%, whatever its design. So the
-//! full run makes many short trials (9 rounds of 1 s windows rather than 5 of 2 s: the
-//! same minute, more chances for every server to meet both levels); each round line
-//! shows the cache-line round trip between the two CPUs measured just before and just
-//! after the trial (with no server up), so a reader can tell a slow trial from a slow
-//! placement; and the goal lines compare keel with a peer round by round (the median
-//! over rounds of keel's figure over the peer's in the same round, measured seconds
-//! apart) as well as median against median. User CPU per message stays pooled (above).
 
 mod client;
 mod keel_server;
@@ -59,22 +58,22 @@ pub const SERVERS: [&str; 5] = ["keel", "keel-future", "monoio", "tokio", "io-ur
 pub struct Params {
     /// Client connections.
     pub conns: usize,
-    /// Load before the measured window.
+    /// Load before each measured window.
     pub warmup: Duration,
-    /// The measured window.
+    /// Each slice's measured window.
     pub window: Duration,
-    /// Trials per server.
+    /// Slices per server.
     pub rounds: usize,
 }
 
 impl Params {
-    /// The full run: 64 connections, 1 s windows, 9 rounds (odd: a true median).
-    pub const FULL: Params = Params { conns: 64, warmup: Duration::from_millis(300), window: Duration::from_secs(1), rounds: 9 };
+    /// The full run: 64 connections, 0.25 s windows, 25 rounds (odd: a true median).
+    pub const FULL: Params = Params { conns: 64, warmup: Duration::from_millis(100), window: Duration::from_millis(250), rounds: 25 };
     /// The smoke run: 8 connections, 0.2 s, one round.
     pub const QUICK: Params = Params { conns: 8, warmup: Duration::from_millis(50), window: Duration::from_millis(200), rounds: 1 };
 }
 
-/// One trial's figures, or a server's medians.
+/// One slice's figures, or a server's medians.
 #[derive(Copy, Clone, Debug, Default)]
 pub struct Figures {
     /// Echoed messages per second.
@@ -87,7 +86,8 @@ pub struct Figures {
     pub cpu_ns: f64,
 }
 
-/// One trial: its figures, the server's user CPU time (ns) and the messages counted.
+/// One slice of one server's load: its figures, the server's user CPU time (ns) and the
+/// messages counted.
 #[derive(Copy, Clone, Debug)]
 struct Trial {
     figures: Figures,
@@ -96,51 +96,100 @@ struct Trial {
     p999_ns: f64,
     cpu_ns: u64,
     msgs: u64,
-    /// The placement probes just before and just after it, ns.
-    probes: [f64; 2],
 }
 
-/// Measures `servers` (names from [`SERVERS`]) in `p.rounds` rounds, each round in a
-/// rotated order; returns each server's medians, in the order given.
+/// Measures `servers` (names from [`SERVERS`]), all up at once, in `p.rounds` rounds of
+/// one slice each, in an order rotated each round; returns each server's medians, in
+/// the order given.
 pub fn measure(servers: &[&'static str], p: Params) -> Result<Vec<Figures>, String> {
     let cpus = cpus()?;
-    // Room for 5 M messages/s, far above what loopback TCP does on one core.
-    let mut lat: Vec<u32> = Vec::with_capacity((p.window.as_secs_f64() * 5e6) as usize + 1024);
-    let mut samples = vec![Vec::with_capacity(p.rounds); servers.len()];
-    let probe = || placement::probe(cpus.0, cpus.1).map_err(|e| format!("echo: {e}"));
-    let mut before = probe()?;
-    for round in 0..p.rounds {
-        for k in 0..servers.len() {
-            let i = (round + k) % servers.len();
-            let mut t = trial(servers[i], p, cpus, &mut lat).map_err(|e| format!("echo server {}: {e}", servers[i]))?;
-            let after = probe()?;
-            t.probes = [before, after];
-            before = after;
-            let f = t.figures;
-            eprintln!(
-                "echo round {}/{}: {:<11} {:>9.0} msgs/s  p50 {:>7.1} us  p90 {:>7.1}  p99 {:>7.1}  p99.9 {:>7.1}  user cpu {:>3} ms = {:>5.0} ns/msg  cpus {:>3.0}/{:>3.0} ns apart",
-                round + 1,
-                p.rounds,
-                servers[i],
-                f.msgs_per_sec,
-                f.p50_ns / 1e3,
-                t.p90_ns / 1e3,
-                f.p99_ns / 1e3,
-                t.p999_ns / 1e3,
-                t.cpu_ns / 1_000_000,
-                f.cpu_ns,
-                t.probes[0],
-                t.probes[1],
-            );
-            samples[i].push(t);
+    let mut up: Vec<Running> = Vec::with_capacity(servers.len());
+    let mut started = Ok(());
+    for s in servers {
+        match start(s, cpus.0) {
+            Ok(r) => up.push(r),
+            Err(e) => {
+                started = Err(format!("echo server {s}: {e}"));
+                break;
+            }
         }
     }
+    let targets: Vec<(SocketAddr, &str)> = up.iter().map(|r| (r.addr, r.stat.as_str())).collect();
+    let loaded = started.and_then(|()| {
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                pin(cpus.1)?;
+                load(servers, &targets, p, cpus)
+            })
+            .join()
+            .unwrap_or_else(|_| Err("the load generator panicked".into()))
+        })
+    });
+    // Stop every server that started, whatever the load did (its connections are closed
+    // by now); report the load's error first.
+    let stopped = up.into_iter().zip(servers).map(|(r, s)| (r.stop)().map_err(|e| format!("echo server {s}: {e}"))).fold(Ok(()), Result::and);
+    let samples = loaded?;
+    stopped?;
     let medians: Vec<Figures> = samples.iter().map(|s| medians(s)).collect();
+    for ((name, m), s) in servers.iter().zip(&medians).zip(&samples) {
+        let med = |get: fn(&Trial) -> f64| crate::harness::median(&mut s.iter().map(get).collect::<Vec<_>>());
+        eprintln!(
+            "echo {name:<11} medians of {} slices: {:>7.0} msgs/s  p50 {:>6.1} us  p90 {:>6.1}  p99 {:>6.1}  p99.9 {:>6.1}  user cpu {:>4.0} ns/msg (pooled)",
+            s.len(),
+            m.msgs_per_sec,
+            m.p50_ns / 1e3,
+            med(|t| t.p90_ns) / 1e3,
+            m.p99_ns / 1e3,
+            med(|t| t.p999_ns) / 1e3,
+            m.cpu_ns
+        );
+    }
     goals(servers, &medians, &samples);
     Ok(medians)
 }
 
-/// The medians of a server's trials, and its pooled user CPU time per message.
+/// Connects to every server (its address and the stat file of its CPU time), then
+/// loads them one slice at a time, round after round (on the load generator's CPU).
+/// Each round line shows the placement probe made before it.
+fn load(servers: &[&'static str], targets: &[(SocketAddr, &str)], p: Params, cpus: (usize, usize)) -> Result<Vec<Vec<Trial>>, String> {
+    let mut loads = Vec::with_capacity(targets.len());
+    for ((addr, _), s) in targets.iter().zip(servers) {
+        loads.push(client::Load::connect(*addr, p.conns).map_err(|e| format!("echo server {s}: {e}"))?);
+    }
+    // Room for 5 M messages/s, far above what loopback TCP does on one core.
+    let mut lat: Vec<u32> = Vec::with_capacity((p.window.as_secs_f64() * 5e6) as usize + 1024);
+    let mut samples = vec![Vec::with_capacity(p.rounds); servers.len()];
+    for round in 0..p.rounds {
+        let apart = placement::probe(cpus.0, cpus.1).map_err(|e| format!("echo: {e}"))?;
+        let mut line = format!("echo round {}/{} (cpus {apart:.0} ns apart):", round + 1, p.rounds);
+        for k in 0..servers.len() {
+            let i = (round + k) % servers.len();
+            lat.clear();
+            let t = loads[i].slice(p, &|| utime_ns(targets[i].1), &mut lat).and_then(|w| trial(w, &mut lat));
+            let t = t.map_err(|e| format!("echo server {}: {e}", servers[i]))?;
+            let f = t.figures;
+            line += &format!("  {} {:.0}K p50 {:.0} p99 {:.0} us", servers[i], f.msgs_per_sec / 1e3, f.p50_ns / 1e3, f.p99_ns / 1e3);
+            samples[i].push(t);
+        }
+        eprintln!("{line}");
+    }
+    Ok(samples)
+}
+
+/// A slice's figures from what the load generator measured and the round trips.
+fn trial(w: client::Window, lat: &mut [u32]) -> Result<Trial, String> {
+    if w.msgs == 0 || lat.is_empty() {
+        return Err("no message was echoed in the measured window".into());
+    }
+    let n = lat.len();
+    let mut at = |q: usize| *lat.select_nth_unstable(n * q / 1000).1 as f64;
+    let (p50, p90, p99, p999) = (at(500), at(900), at(990), at(999));
+    let cpu_ns = w.cpu_ns as f64 / w.msgs as f64;
+    let figures = Figures { msgs_per_sec: w.msgs as f64 / w.elapsed.as_secs_f64(), p50_ns: p50, p99_ns: p99, cpu_ns };
+    Ok(Trial { figures, p90_ns: p90, p999_ns: p999, cpu_ns: w.cpu_ns, msgs: w.msgs })
+}
+
+/// The medians of a server's slices, and its pooled user CPU time per message.
 fn medians(s: &[Trial]) -> Figures {
     let med = |get: fn(&Figures) -> f64| crate::harness::median(&mut s.iter().map(|t| get(&t.figures)).collect::<Vec<_>>());
     let cpu = s.iter().map(|t| t.cpu_ns).sum::<u64>();
@@ -179,45 +228,22 @@ fn goals(servers: &[&'static str], m: &[Figures], samples: &[Vec<Trial>]) {
     }
 }
 
-/// The median over rounds of `get` of server `a`'s trial over `get` of server `b`'s.
+/// The median over rounds of `get` of server `a`'s slice over `get` of server `b`'s.
 fn paired(samples: &[Vec<Trial>], a: usize, b: usize, get: fn(&Figures) -> f64) -> f64 {
     let mut r: Vec<f64> = samples[a].iter().zip(&samples[b]).map(|(x, y)| get(&x.figures) / get(&y.figures)).collect();
     crate::harness::median(&mut r)
 }
 
-/// One trial of `server`: start it, load it, stop it.
-fn trial(server: &str, p: Params, (server_cpu, load_cpu): (usize, usize), lat: &mut Vec<u32>) -> Result<Trial, String> {
-    let running = match server {
-        "keel" => keel_server::start(server_cpu, "fiber")?,
-        "keel-future" => keel_server::start(server_cpu, "future")?,
-        "monoio" => in_process(server_cpu, monoio_server::serve)?,
-        "tokio" => in_process(server_cpu, tokio_server::serve)?,
-        "io-uring" => in_process(server_cpu, uring_server::serve)?,
-        _ => return Err("no such server".into()),
-    };
-    let stat = running.stat.clone();
-    let load = std::thread::scope(|s| {
-        let h = s.spawn(|| {
-            pin(load_cpu)?;
-            client::run(running.addr, p, &|| utime_ns(&stat), lat)
-        });
-        h.join().unwrap_or_else(|_| Err("the load generator panicked".into()))
-    });
-    // Stop the server whatever the load did; report the load's error first.
-    let stopped = (running.stop)();
-    let r = load?;
-    stopped?;
-    if r.msgs == 0 {
-        return Err("no message was echoed in the measured window".into());
+/// Starts `server` with its serving thread on `cpu`; returns once it listens.
+fn start(server: &str, cpu: usize) -> Result<Running, String> {
+    match server {
+        "keel" => keel_server::start(cpu, "fiber"),
+        "keel-future" => keel_server::start(cpu, "future"),
+        "monoio" => in_process(cpu, monoio_server::serve),
+        "tokio" => in_process(cpu, tokio_server::serve),
+        "io-uring" => in_process(cpu, uring_server::serve),
+        _ => Err("no such server".into()),
     }
-    let n = lat.len();
-    let p50 = *lat.select_nth_unstable(n / 2).1 as f64;
-    let p90 = *lat.select_nth_unstable(n * 9 / 10).1 as f64;
-    let p99 = *lat.select_nth_unstable(n * 99 / 100).1 as f64;
-    let p999 = *lat.select_nth_unstable(n * 999 / 1000).1 as f64;
-    let cpu_ns = r.cpu_ns as f64 / r.msgs as f64;
-    let figures = Figures { msgs_per_sec: r.msgs as f64 / r.elapsed.as_secs_f64(), p50_ns: p50, p99_ns: p99, cpu_ns };
-    Ok(Trial { figures, p90_ns: p90, p999_ns: p999, cpu_ns: r.cpu_ns, msgs: r.msgs, probes: [0.0; 2] })
 }
 
 /// A server that is up: where it listens, where its CPU time is read, how it stops.
@@ -331,12 +357,12 @@ mod tests {
     use super::*;
 
     fn made_trial(msgs_per_sec: f64, p99_ns: f64) -> Trial {
-        Trial { figures: Figures { msgs_per_sec, p99_ns, ..Figures::default() }, p90_ns: 0.0, p999_ns: 0.0, cpu_ns: 0, msgs: 1, probes: [0.0; 2] }
+        Trial { figures: Figures { msgs_per_sec, p99_ns, ..Figures::default() }, p90_ns: 0.0, p999_ns: 0.0, cpu_ns: 0, msgs: 1 }
     }
 
     #[test]
     fn paired_ratios_follow_the_rounds_not_the_medians() {
-        // Server 0 beats server 1 by 10% in every round, but its trials met the slow
+        // Server 0 beats server 1 by 10% in every round, but its slices met the slow
         // level more often: the medians say it loses, the rounds say it wins.
         let a = vec![made_trial(110.0, 900.0), made_trial(110.0, 900.0), made_trial(220.0, 450.0)];
         let b = vec![made_trial(100.0, 1000.0), made_trial(200.0, 500.0), made_trial(200.0, 500.0)];

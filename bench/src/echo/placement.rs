@@ -1,6 +1,6 @@
 //! The placement probe: how far apart the host has put this VM's two CPUs, measured as
-//! the round trip of one cache line between them, printed beside each trial so that a
-//! slow trial can be told from a slow placement.
+//! the round trip of one cache line between them, printed on each round line so that a
+//! slow round can be told from a slow placement.
 //!
 //! This VM moves between throughput levels for every server alike (echo at about 200K
 //! or 135K msgs/s, for seconds to minutes). The levels follow this round trip: about
@@ -8,11 +8,11 @@
 //! single-CPU code runs at the same speed in both. So the host places the two vCPUs
 //! near each other or far apart, and loopback TCP, which moves every message between
 //! the CPUs, pays for the distance. (Other phases show round trips spread over 70-250
-//! ns with throughput varying from trial to trial: the probe explains the two clear
-//! levels, not every slow trial.)
+//! ns with throughput varying from slice to slice: the probe explains the two clear
+//! levels, not every slow slice.)
 //!
-//! The probe runs while no server is up (before each trial, and once after the last),
-//! takes a few ms, and spins with a bound on every wait.
+//! The probe runs between slices, while no server is loaded (before each round), takes
+//! a few ms, and spins with a bound on every wait.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
