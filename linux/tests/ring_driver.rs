@@ -573,3 +573,64 @@ fn the_drivers_own_sqes_never_join_a_tasks_open_link_chain() {
         }
     }
 }
+
+/// A burst of 64 receives that become ready at once is reaped in one pass, so the task
+/// waiting on all of them is resumed once, with all 64. From kernel 6.13 one
+/// `io_uring_enter` on a DEFER_TASKRUN ring posts at most 20 such completions (without
+/// the reap's follow-up enters the task was resumed with 20); the reap enters again
+/// while the kernel flags work as pending (`IORING_SQ_TASKRUN`).
+#[test]
+fn a_burst_of_64_ready_receives_is_reaped_in_one_pass() {
+    const N: usize = 64;
+    let pairs: Vec<[i32; 2]> = (0..N)
+        .map(|_| {
+            let mut fds = [0i32; 2];
+            // SAFETY: `fds` has room for the two descriptors.
+            assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) }, 0);
+            fds
+        })
+        .collect();
+    let bufs: &'static mut [[u8; 8]; N] = Box::leak(Box::new([[0u8; 8]; N]));
+    let cfg = RingConfig { entries: 128, cq_entries: 256, slots: 256, ..RingConfig::default() };
+    let ex = pin!(Executor::with_stacks(RingDriver::new(cfg).unwrap(), stacks(1), Config { reap_batch: 256, ..Config::default() }).unwrap());
+    let ex = ex.into_ref();
+    let fds = pairs.clone();
+    let t = ex
+        .attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| -> keel_core::TaskResult {
+            let sts = pin!([const { IoStatus::new() }; N]);
+            for (i, (st, buf)) in sts.iter().zip(bufs.iter_mut()).enumerate() {
+                // SAFETY: the array is pinned on this fiber's stack until every op completes.
+                let st = unsafe { core::pin::Pin::new_unchecked(st) };
+                let e = io_uring::opcode::Recv::new(io_uring::types::Fd(fds[i][0]), buf.as_mut_ptr(), 8).build();
+                // SAFETY: `buf` is leaked, so it outlives the receive.
+                f.initiate::<RingDriver>(st, unsafe { RingOp::from_entry(e) }).unwrap();
+            }
+            // Two passes: the receives are submitted (nothing to read: they wait).
+            f.yield_now()?;
+            f.yield_now()?;
+            assert!(sts.iter().all(|s| s.is_in_flight()), "nothing was written yet");
+            for p in &fds {
+                // SAFETY: writes one byte from a live buffer to an open socket.
+                assert_eq!(unsafe { libc::write(p[1], b"x".as_ptr().cast(), 1) }, 1);
+            }
+            let first = f.suspend_until_completed_io(N)?;
+            let mut rest = 0;
+            while first + rest < N {
+                rest += f.suspend_until_completed_io(N)?;
+            }
+            assert!(sts.iter().all(|s| s.result() == Some(Ok(1))));
+            Ok(first as u64)
+        })
+        .unwrap();
+    run_all!(ex);
+    let (flags, stats) = ex.with_driver(|d| (d.flags(), d.stats()));
+    eprintln!("ring flags {flags:?}; reap follow-up enters: {}", stats.reap_follow_ups);
+    assert_eq!(ex.result(t), Ok(Some(Ok(N as u64))), "the task was resumed with all 64 completions at once");
+    for p in pairs {
+        // SAFETY: closing descriptors this test opened.
+        unsafe {
+            libc::close(p[0]);
+            libc::close(p[1]);
+        }
+    }
+}

@@ -59,6 +59,9 @@ pub struct RingStats {
     pub stale: u64,
     /// Extra enters made to flush an overflowed CQ.
     pub overflow_flushes: u64,
+    /// Extra enters a reap made because the kernel had left completion work pending
+    /// (`IORING_SQ_TASKRUN`; the `ring` module doc, Batching).
+    pub reap_follow_ups: u64,
     /// Multishot results that did not fit their slot's queue and went to the spill list
     /// (driver rule 2).
     pub multishot_spilled: u64,
@@ -87,6 +90,11 @@ pub(crate) enum MultiNext {
 /// 16-31) on a multishot op's last result when the driver itself ended the op (driver
 /// rule 2): the task should re-arm it rather than treat the ECANCELED as its own.
 pub(crate) const KEEL_REARM: u32 = 1 << 15;
+
+/// The most extra enters one reap makes to fetch completion work the kernel left
+/// pending: each runs up to 20 completions, so with the first enter this covers a burst
+/// of 260, the default `reap_batch` (256).
+const REAP_FOLLOW_UPS: u32 = 12;
 
 /// The io_uring driver. Not `Send`: with SINGLE_ISSUER and DEFER_TASKRUN only the
 /// creating thread may submit and reap.
@@ -743,6 +751,18 @@ impl Driver for RingDriver {
                 eprintln!("keel: io_uring_enter failed: {e}");
             }
             n += self.drain(max - n, sink);
+            // The kernel ran only part of the pending completion work (`ring` module doc,
+            // Batching): fetch the rest of the burst, a bounded number of times.
+            let mut follow_ups = 0;
+            while n < max && follow_ups < REAP_FOLLOW_UPS && self.ring.submission().taskrun() {
+                follow_ups += 1;
+                self.stats.reap_follow_ups += 1;
+                if let Err(e) = self.enter(0, None) {
+                    eprintln!("keel: io_uring_enter failed: {e}");
+                    break;
+                }
+                n += self.drain(max - n, sink);
+            }
         }
         // NODROP keeps overflowed CQEs in the kernel: flush them while the flag is set.
         let mut flushes = 0;

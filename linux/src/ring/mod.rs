@@ -3,11 +3,17 @@
 //! - Set-up (`setup.rs`): SINGLE_ISSUER, DEFER_TASKRUN, COOP_TASKRUN, SUBMIT_ALL where
 //!   the kernel has them, probed, with a fallback and one log line. The ring is created
 //!   on the thread that runs the executor, and `RingDriver` is `!Send`.
-//! - Batching: submitting only fills SQEs; the run loop enters the kernel at most once
-//!   per pass (`reap`): `io_uring_enter(to_submit, 0, GETEVENTS)` whenever anything is
+//! - Batching: submitting only fills SQEs; the run loop enters the kernel once per pass
+//!   (`reap`, plus the bounded follow-ups below): `io_uring_enter(to_submit, 0, GETEVENTS)` whenever anything is
 //!   in flight, so a busy executor still reaps (with DEFER_TASKRUN completions are posted
 //!   only inside such an enter), and once more when it parks: `GETEVENTS | EXT_ARG` with
 //!   an absolute timeout at the next timer's deadline (no timerfd, no timeout SQE).
+//!   From kernel 6.13 one such enter (min_complete 0) runs at most 20 deferred
+//!   completions (`IO_LOCAL_TW_DEFAULT_MAX`) and leaves the rest for the next enter: a
+//!   burst of 64 ready receives came back 20 at a time, so the run loop resumed part of a
+//!   burst and sent part of the replies. So while the kernel says work is still pending
+//!   (`IORING_SQ_TASKRUN`, from `TASKRUN_FLAG`) and the reap has room, `reap` enters
+//!   again, at most `REAP_FOLLOW_UPS` more times: the pass sees the whole burst.
 //! - Room: `submit_capacity` is the smaller of free SQ entries and the operations that
 //!   may still go in flight (`RingConfig::slots`, direct and slot operations together);
 //!   the core queues initiators by I/O priority when it is zero.

@@ -3,9 +3,11 @@
 //!
 //! Wanted: `SINGLE_ISSUER` (one thread submits: the executor's), `DEFER_TASKRUN`
 //! (completions are posted only inside `io_uring_enter(GETEVENTS)` on that thread, so
-//! the kernel never interrupts the executor), `COOP_TASKRUN`, and `SUBMIT_ALL` (keep
-//! submitting a batch past a failing SQE). Fallbacks, in order: all four; without
-//! DEFER_TASKRUN; COOP_TASKRUN + SUBMIT_ALL; none.
+//! the kernel never interrupts the executor), `COOP_TASKRUN` with `TASKRUN_FLAG` (the
+//! kernel sets `IORING_SQ_TASKRUN` while completion work is pending: the `ring` module
+//! doc, Batching), and
+//! `SUBMIT_ALL` (keep submitting a batch past a failing SQE). Fallbacks, in order: all
+//! of them; without DEFER_TASKRUN; COOP_TASKRUN + TASKRUN_FLAG + SUBMIT_ALL; none.
 
 use io_uring::IoUring;
 use std::io;
@@ -17,7 +19,7 @@ pub struct RingFlags {
     pub single_issuer: bool,
     /// `IORING_SETUP_DEFER_TASKRUN`.
     pub defer_taskrun: bool,
-    /// `IORING_SETUP_COOP_TASKRUN`.
+    /// `IORING_SETUP_COOP_TASKRUN`, with `IORING_SETUP_TASKRUN_FLAG`.
     pub coop_taskrun: bool,
     /// `IORING_SETUP_SUBMIT_ALL`.
     pub submit_all: bool,
@@ -43,6 +45,7 @@ pub(crate) fn build(entries: u32, cq_entries: u32) -> io::Result<(IoUring, RingF
         }
         if f.coop_taskrun {
             b.setup_coop_taskrun();
+            b.setup_taskrun_flag();
         }
         if f.submit_all {
             b.setup_submit_all();
