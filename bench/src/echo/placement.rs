@@ -43,6 +43,8 @@ pub fn probe(a: usize, b: usize) -> Result<f64, String> {
         }
         Ok(())
     };
+    // Both sides on threads of their own: pinning the caller would move it (the load
+    // generator calls this) onto `a` for good.
     std::thread::scope(|s| {
         let answer = s.spawn(|| {
             super::pin(b)?;
@@ -53,7 +55,8 @@ pub fn probe(a: usize, b: usize) -> Result<f64, String> {
             }
             Ok(())
         });
-        let ask = super::pin(a).and_then(|()| {
+        let ask = s.spawn(|| {
+            super::pin(a)?;
             let t = Instant::now();
             for i in 0..ROUND_TRIPS {
                 // Release: the other side's Acquire load in `wait_for` pairs with it.
@@ -62,8 +65,9 @@ pub fn probe(a: usize, b: usize) -> Result<f64, String> {
             }
             Ok(t.elapsed().as_nanos() as f64 / ROUND_TRIPS as f64)
         });
+        let asked = ask.join().unwrap_or_else(|_| Err("the placement probe panicked".into()));
         let answered = answer.join().unwrap_or_else(|_| Err("the placement probe panicked".into()));
-        answered.and(ask)
+        answered.and(asked)
     })
 }
 
@@ -80,5 +84,25 @@ mod tests {
         } else {
             assert!(p > 0.0 && p.is_finite(), "a round trip of {p} ns between CPUs {a} and {b}");
         }
+    }
+
+    /// The CPUs the calling thread may run on.
+    fn affinity() -> Vec<usize> {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set; the kernel fills it.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid cpu_set_t of the size passed; 0 is the calling thread.
+        assert_eq!(unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) }, 0);
+        // SAFETY: CPU_ISSET reads the set within its size.
+        (0..libc::CPU_SETSIZE as usize).filter(|&i| unsafe { libc::CPU_ISSET(i, &set) }).collect()
+    }
+
+    /// The load generator probes between slices: the probe must leave it where it was
+    /// (it once pinned its caller to the server's CPU, so client and server shared one).
+    #[test]
+    fn the_probe_leaves_its_callers_cpus_alone() {
+        let (a, b) = super::super::cpus().expect("the CPUs this process may use");
+        let before = affinity();
+        probe(a, b).expect("the probe completes");
+        assert_eq!(affinity(), before);
     }
 }
