@@ -21,12 +21,6 @@
 //! over rounds of keel's figure over the peer's in the same round) as well as median
 //! against median. Each round line shows the placement probe made just before it.
 //!
-//! Reading p99: under this closed loop the 64 connections move in lockstep. A dump of
-//! every round trip showed each client wake-up taking the echoes of all 64 connections
-//! at once and sending their next requests, so a slice's latencies are its cycle times,
-//! 64 messages each, and p99 is the tail of the cycle: how evenly the server turns a
-//! burst of requests into a burst of replies.
-//!
 //! The user time is the kernel's tick-sampled accounting (HZ=250 here, printed in 10 ms
 //! units), while a server spends only a few ms of user time in a slice: too coarse for a
 //! median, so `echo_cpu` is the pooled figure, all slices' user time over all slices'
