@@ -2,7 +2,7 @@
 //! trip of one 64-byte message) and `echo_cpu` (ns: the server's user-space CPU time
 //! per message): TCP echo servers on loopback, the servers on one CPU (all up at once,
 //! loaded one at a time) and the load generator on another, 64 connections per server
-//! with one message in flight each, 25 rounds (`--quick`: 1) of one 0.25 s slice per
+//! with one message in flight each, 25 rounds (`--quick`: 1) of one 0.4 s slice per
 //! server (`--quick`: 8 connections, 0.2 s) with the servers' order rotated each round,
 //! medians over the slices reported (`echo_cpu`: all slices' user time over all slices'
 //! messages, the kernel's accounting being too coarse for one slice). See

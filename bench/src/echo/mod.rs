@@ -16,7 +16,7 @@
 //! server alike (echo at about 135K or 200K msgs/s for all of them; the host places the
 //! two vCPUs near each other or far apart, [`placement`]). With 1 s trials a server
 //! whose trials happened to fall in the slow level lost by 30%, whatever its design;
-//! rounds of quarter-second slices take about two seconds, so every server meets the
+//! rounds of 0.4 s slices take about three seconds, so every server meets the
 //! same levels, and the goal lines compare keel with a peer round by round (the median
 //! over rounds of keel's figure over the peer's in the same round) as well as median
 //! against median. Each round line shows the placement probe made just before it.
@@ -67,8 +67,8 @@ pub struct Params {
 }
 
 impl Params {
-    /// The full run: 64 connections, 0.25 s windows, 25 rounds (odd: a true median).
-    pub const FULL: Params = Params { conns: 64, warmup: Duration::from_millis(100), window: Duration::from_millis(250), rounds: 25 };
+    /// The full run: 64 connections, 0.4 s windows (10 s of load per server, for the tick-sampled CPU time), 25 rounds (odd: a true median).
+    pub const FULL: Params = Params { conns: 64, warmup: Duration::from_millis(100), window: Duration::from_millis(400), rounds: 25 };
     /// The smoke run: 8 connections, 0.2 s, one round.
     pub const QUICK: Params = Params { conns: 8, warmup: Duration::from_millis(50), window: Duration::from_millis(200), rounds: 1 };
 }
