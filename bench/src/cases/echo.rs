@@ -4,9 +4,9 @@
 //! loaded one at a time) and the load generator on another, 64 connections per server
 //! with one message in flight each, 25 rounds (`--quick`: 1) of one 0.4 s slice per
 //! server (`--quick`: 8 connections, 0.2 s) with the servers' order rotated each round,
-//! medians over the slices reported (`echo_cpu`: all slices' user time over all slices'
-//! messages, the kernel's accounting being too coarse for one slice). See
-//! `bench/src/echo/`.
+//! medians over the slices reported (`echo_cpu`: the server's user time over the whole
+//! run over every message it echoed, the kernel's accounting being too coarse for one
+//! slice). See `bench/src/echo/`.
 //!
 //! - keel: keel's echo example with fiber handlers, a child process: it must be built
 //!   first, in the bench's profile (`cargo build --release -p keel-linux --example echo`).

@@ -24,6 +24,8 @@ pub struct Window {
     pub elapsed: Duration,
     /// The server's user CPU time in the window, ns.
     pub cpu_ns: u64,
+    /// Messages echoed in the whole slice: warm-up, window and drain.
+    pub echoed: u64,
 }
 
 /// One connection's state; its buffers stay put while operations use them.
@@ -118,7 +120,7 @@ fn drive(ring: &mut IoUring, cs: &mut [Conn], p: Params, cpu: &dyn Fn() -> Resul
     let now = Instant::now();
     let (warm_end, end) = (now + p.warmup, now + p.warmup + p.window);
     let deadline = end + DRAIN;
-    let (mut phase, mut outstanding, mut msgs, mut cpu0) = (Phase::Warm, cs.len(), 0u64, 0u64);
+    let (mut phase, mut outstanding, mut msgs, mut cpu0, mut echoed) = (Phase::Warm, cs.len(), 0u64, 0u64, 0u64);
     let (mut t_start, mut load) = (now, None);
     let (submitter, mut sq, mut cq) = ring.split();
     for (i, c) in cs.iter_mut().enumerate() {
@@ -162,6 +164,7 @@ fn drive(ring: &mut IoUring, cs: &mut [Conn], p: Params, cpu: &dyn Fn() -> Resul
             if c.rx != c.tx || c.sent != MSG {
                 return Err(format!("connection {i}: the echo of message {} is not what was sent", c.seq));
             }
+            echoed += 1;
             if phase == Phase::Window {
                 msgs += 1;
                 if lat.len() < lat.capacity() {
@@ -183,11 +186,11 @@ fn drive(ring: &mut IoUring, cs: &mut [Conn], p: Params, cpu: &dyn Fn() -> Resul
         } else if phase == Phase::Window && now >= end {
             let elapsed = t_start.elapsed();
             let cpu_ns = cpu()?.saturating_sub(cpu0);
-            load = Some(Window { msgs, elapsed, cpu_ns });
+            load = Some(Window { msgs, elapsed, cpu_ns, echoed: 0 });
             phase = Phase::Drain;
         }
         if phase == Phase::Drain && outstanding == 0 {
-            return load.ok_or_else(|| "the window never ended".into());
+            return load.map(|w| Window { echoed, ..w }).ok_or_else(|| "the window never ended".into());
         }
         if now >= deadline {
             return Err(format!("{outstanding} echoes still missing {DRAIN:?} after the window"));

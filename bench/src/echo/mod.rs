@@ -23,8 +23,12 @@
 //!
 //! The user time is the kernel's tick-sampled accounting (HZ=250 here, printed in 10 ms
 //! units), while a server spends only a few ms of user time in a slice: too coarse for a
-//! median, so `echo_cpu` is the pooled figure, all slices' user time over all slices'
-//! messages (no tick at all counts half a tick).
+//! median, so `echo_cpu` is pooled: each server's user time read once before the first
+//! round and once after the last (it is idle while the others are loaded), over every
+//! message it echoed in all its slices, warm-up and drain included (no tick at all
+//! counts half a tick). Reading it around each window instead added a 10 ms rounding per
+//! slice, and the keel/monoio ratio ranged 0.45-1.0x from run to run; the tick sampling
+//! itself still leaves about 10% on each server's figure.
 //!
 //! The servers, one per file:
 //! - `keel`, `keel-future`: keel's echo example (`--handler fiber` / `future`) as a
@@ -94,8 +98,8 @@ struct Trial {
     /// The 90th and 99.9th-percentile round trips, ns (printed, not reported).
     p90_ns: f64,
     p999_ns: f64,
-    cpu_ns: u64,
-    msgs: u64,
+    /// Messages echoed in the whole slice (warm-up and drain too).
+    echoed: u64,
 }
 
 /// Measures `servers` (names from [`SERVERS`]), all up at once, in `p.rounds` rounds of
@@ -128,9 +132,9 @@ pub fn measure(servers: &[&'static str], p: Params) -> Result<Vec<Figures>, Stri
     // Stop every server that started, whatever the load did (its connections are closed
     // by now); report the load's error first.
     let stopped = up.into_iter().zip(servers).map(|(r, s)| (r.stop)().map_err(|e| format!("echo server {s}: {e}"))).fold(Ok(()), Result::and);
-    let samples = loaded?;
+    let (samples, cpu) = loaded?;
     stopped?;
-    let medians: Vec<Figures> = samples.iter().map(|s| medians(s)).collect();
+    let medians: Vec<Figures> = samples.iter().zip(&cpu).map(|(s, &c)| medians(s, c)).collect();
     for ((name, m), s) in servers.iter().zip(&medians).zip(&samples) {
         let med = |get: fn(&Trial) -> f64| crate::harness::median(&mut s.iter().map(get).collect::<Vec<_>>());
         eprintln!(
@@ -150,8 +154,9 @@ pub fn measure(servers: &[&'static str], p: Params) -> Result<Vec<Figures>, Stri
 
 /// Connects to every server (its address and the stat file of its CPU time), then
 /// loads them one slice at a time, round after round (on the load generator's CPU).
-/// Each round line shows the placement probe made before it.
-fn load(servers: &[&'static str], targets: &[(SocketAddr, &str)], p: Params, cpus: (usize, usize)) -> Result<Vec<Vec<Trial>>, String> {
+/// Each round line shows the placement probe made before it. Returns each server's
+/// slices and its user CPU time over the whole run, ns.
+fn load(servers: &[&'static str], targets: &[(SocketAddr, &str)], p: Params, cpus: (usize, usize)) -> Result<(Vec<Vec<Trial>>, Vec<u64>), String> {
     let mut loads = Vec::with_capacity(targets.len());
     for ((addr, _), s) in targets.iter().zip(servers) {
         loads.push(client::Load::connect(*addr, p.conns).map_err(|e| format!("echo server {s}: {e}"))?);
@@ -159,6 +164,8 @@ fn load(servers: &[&'static str], targets: &[(SocketAddr, &str)], p: Params, cpu
     // Room for 5 M messages/s, far above what loopback TCP does on one core.
     let mut lat: Vec<u32> = Vec::with_capacity((p.window.as_secs_f64() * 5e6) as usize + 1024);
     let mut samples = vec![Vec::with_capacity(p.rounds); servers.len()];
+    let cpu_now = || targets.iter().map(|(_, stat)| utime_ns(stat)).collect::<Result<Vec<u64>, String>>();
+    let cpu0 = cpu_now()?;
     for round in 0..p.rounds {
         let apart = placement::probe(cpus.0, cpus.1).map_err(|e| format!("echo: {e}"))?;
         let mut line = format!("echo round {}/{} (cpus {apart:.0} ns apart):", round + 1, p.rounds);
@@ -173,7 +180,8 @@ fn load(servers: &[&'static str], targets: &[(SocketAddr, &str)], p: Params, cpu
         }
         eprintln!("{line}");
     }
-    Ok(samples)
+    let cpu = cpu_now()?.iter().zip(&cpu0).map(|(b, a)| b.saturating_sub(*a)).collect();
+    Ok((samples, cpu))
 }
 
 /// A slice's figures from what the load generator measured and the round trips.
@@ -186,20 +194,20 @@ fn trial(w: client::Window, lat: &mut [u32]) -> Result<Trial, String> {
     let (p50, p90, p99, p999) = (at(500), at(900), at(990), at(999));
     let cpu_ns = w.cpu_ns as f64 / w.msgs as f64;
     let figures = Figures { msgs_per_sec: w.msgs as f64 / w.elapsed.as_secs_f64(), p50_ns: p50, p99_ns: p99, cpu_ns };
-    Ok(Trial { figures, p90_ns: p90, p999_ns: p999, cpu_ns: w.cpu_ns, msgs: w.msgs })
+    Ok(Trial { figures, p90_ns: p90, p999_ns: p999, echoed: w.echoed })
 }
 
-/// The medians of a server's slices, and its pooled user CPU time per message.
-fn medians(s: &[Trial]) -> Figures {
+/// The medians of a server's slices, and its user CPU time per message: `cpu_ns`, its
+/// user time over the whole run, over every message it echoed.
+fn medians(s: &[Trial], cpu_ns: u64) -> Figures {
     let med = |get: fn(&Figures) -> f64| crate::harness::median(&mut s.iter().map(|t| get(&t.figures)).collect::<Vec<_>>());
-    let cpu = s.iter().map(|t| t.cpu_ns).sum::<u64>();
-    // Below one tick over every window: count half a tick.
-    let cpu = if cpu == 0 { 0.5e9 / clock_ticks() as f64 } else { cpu as f64 };
+    // Below one tick over the whole run: count half a tick.
+    let cpu = if cpu_ns == 0 { 0.5e9 / clock_ticks() as f64 } else { cpu_ns as f64 };
     Figures {
         msgs_per_sec: med(|f| f.msgs_per_sec),
         p50_ns: med(|f| f.p50_ns),
         p99_ns: med(|f| f.p99_ns),
-        cpu_ns: cpu / s.iter().map(|t| t.msgs).sum::<u64>() as f64,
+        cpu_ns: cpu / s.iter().map(|t| t.echoed).sum::<u64>().max(1) as f64,
     }
 }
 
@@ -357,7 +365,7 @@ mod tests {
     use super::*;
 
     fn made_trial(msgs_per_sec: f64, p99_ns: f64) -> Trial {
-        Trial { figures: Figures { msgs_per_sec, p99_ns, ..Figures::default() }, p90_ns: 0.0, p999_ns: 0.0, cpu_ns: 0, msgs: 1 }
+        Trial { figures: Figures { msgs_per_sec, p99_ns, ..Figures::default() }, p90_ns: 0.0, p999_ns: 0.0, echoed: 1 }
     }
 
     #[test]
@@ -369,7 +377,7 @@ mod tests {
         let s = [a, b];
         assert!((paired(&s, 0, 1, |f| f.msgs_per_sec) - 1.1).abs() < 1e-9);
         assert!((paired(&s, 0, 1, |f| f.p99_ns) - 0.9).abs() < 1e-9);
-        let (ma, mb) = (medians(&s[0]), medians(&s[1]));
+        let (ma, mb) = (medians(&s[0], 0), medians(&s[1], 0));
         assert!(ma.msgs_per_sec / mb.msgs_per_sec < 1.0, "the medians alone would call it a loss");
     }
 }
