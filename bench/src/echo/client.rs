@@ -5,8 +5,7 @@
 //! Each connection sends a message (its number and sequence number, so every echoed byte
 //! is checked), waits for all of its echo, records the round trip and sends the next.
 //! The phases of a slice, by the clock: warm-up, the measured window (messages counted,
-//! round trips appended to the caller's preallocated array, the server's CPU time read
-//! at both ends), then a drain in which every connection waits for its last echo and
+//! round trips appended to the caller's preallocated array), then a drain in which every connection waits for its last echo and
 //! sends no more, so the next slice starts with nothing in flight. Nothing allocates per
 //! message; every wait is bounded by a timeout, every slice by a deadline.
 
@@ -22,8 +21,6 @@ pub struct Window {
     pub msgs: u64,
     /// The window's length.
     pub elapsed: Duration,
-    /// The server's user CPU time in the window, ns.
-    pub cpu_ns: u64,
     /// Messages echoed in the whole slice: warm-up, window and drain.
     pub echoed: u64,
 }
@@ -63,10 +60,9 @@ enum Phase {
 
 /// Open connections to one server and the ring that drives them.
 pub struct Load {
-    /// `None` only while dropping: the ring goes before the buffers it may write.
-    ring: Option<IoUring>,
-    cs: Option<Box<[Conn]>>,
-    /// The sockets go last: the server sees their end.
+    ring: IoUring,
+    cs: Box<[Conn]>,
+    /// The sockets go last (field order): the server sees their end.
     _streams: Vec<TcpStream>,
     /// A slice failed, so an operation may still be in flight into a buffer.
     broken: bool,
@@ -87,17 +83,16 @@ impl Load {
             streams.iter().map(|s| Conn { fd: s.as_raw_fd(), tx: [0; MSG], rx: [0; MSG], sent: 0, got: 0, seq: 0, t0: now }).collect();
         let entries = (4 * conns).next_power_of_two().max(64) as u32;
         let ring = IoUring::new(entries).map_err(|e| format!("io_uring: {e}"))?;
-        Ok(Load { ring: Some(ring), cs: Some(cs), _streams: streams, broken: false })
+        Ok(Load { ring, cs, _streams: streams, broken: false })
     }
 
-    /// One slice of load as `p` says; `cpu` reads the server's user CPU time (ns); round
-    /// trips (ns) are appended to `lat`, never past its capacity.
-    pub fn slice(&mut self, p: Params, cpu: &dyn Fn() -> Result<u64, String>, lat: &mut Vec<u32>) -> Result<Window, String> {
+    /// One slice of load as `p` says; round trips (ns) are appended to `lat`, never past
+    /// its capacity.
+    pub fn slice(&mut self, p: Params, lat: &mut Vec<u32>) -> Result<Window, String> {
         if self.broken {
             return Err("an earlier slice on these connections failed".into());
         }
-        let (Some(ring), Some(cs)) = (self.ring.as_mut(), self.cs.as_mut()) else { return Err("the load is closed".into()) };
-        let r = drive(ring, cs, p, cpu, lat);
+        let r = drive(&mut self.ring, &mut self.cs, p, lat);
         self.broken = r.is_err();
         r
     }
@@ -105,23 +100,20 @@ impl Load {
 
 impl Drop for Load {
     fn drop(&mut self) {
-        drop(self.ring.take());
         if self.broken {
             // An operation may still be in flight into a buffer: keep them (a few KiB).
-            if let Some(cs) = self.cs.take() {
-                Box::leak(cs);
-            }
+            Box::leak(std::mem::take(&mut self.cs));
         }
     }
 }
 
 /// The phases; returns with nothing in flight, or an error.
-fn drive(ring: &mut IoUring, cs: &mut [Conn], p: Params, cpu: &dyn Fn() -> Result<u64, String>, lat: &mut Vec<u32>) -> Result<Window, String> {
+fn drive(ring: &mut IoUring, cs: &mut [Conn], p: Params, lat: &mut Vec<u32>) -> Result<Window, String> {
     let now = Instant::now();
     let (warm_end, end) = (now + p.warmup, now + p.warmup + p.window);
     let deadline = end + DRAIN;
-    let (mut phase, mut outstanding, mut msgs, mut cpu0, mut echoed) = (Phase::Warm, cs.len(), 0u64, 0u64, 0u64);
-    let (mut t_start, mut load) = (now, None);
+    let (mut phase, mut outstanding, mut msgs, mut echoed) = (Phase::Warm, cs.len(), 0u64, 0u64);
+    let (mut t_start, mut elapsed) = (now, None);
     let (submitter, mut sq, mut cq) = ring.split();
     for (i, c) in cs.iter_mut().enumerate() {
         c.next(i, now);
@@ -180,17 +172,14 @@ fn drive(ring: &mut IoUring, cs: &mut [Conn], p: Params, cpu: &dyn Fn() -> Resul
             push(&submitter, &mut sq, &recv(c, i))?;
         }
         if phase == Phase::Warm && now >= warm_end {
-            cpu0 = cpu()?;
             t_start = Instant::now();
             phase = Phase::Window;
         } else if phase == Phase::Window && now >= end {
-            let elapsed = t_start.elapsed();
-            let cpu_ns = cpu()?.saturating_sub(cpu0);
-            load = Some(Window { msgs, elapsed, cpu_ns, echoed: 0 });
+            elapsed = Some(t_start.elapsed());
             phase = Phase::Drain;
         }
         if phase == Phase::Drain && outstanding == 0 {
-            return load.map(|w| Window { echoed, ..w }).ok_or_else(|| "the window never ended".into());
+            return elapsed.map(|elapsed| Window { msgs, elapsed, echoed }).ok_or_else(|| "the window never ended".into());
         }
         if now >= deadline {
             return Err(format!("{outstanding} echoes still missing {DRAIN:?} after the window"));

@@ -4,10 +4,8 @@
 //! process may use, and the load generator ([`client`]), pinned to the second, opens
 //! `conns` connections to each. Then it loads one server at a time in short slices: one
 //! `MSG`-byte message in flight on each of that server's connections, a warm-up, then a
-//! fixed window in which it counts echoed messages, records each message's round trip
-//! in a preallocated array, and reads the server's user-space CPU time (`utime` of
-//! `/proc/<pid>/stat` for a child process, of `/proc/self/task/<tid>/stat` for an
-//! in-process server thread) at both ends, then a drain. The servers not being loaded
+//! fixed window in which it counts echoed messages and records each message's round
+//! trip in a preallocated array, then a drain. The servers not being loaded
 //! wait in their kernel calls and take no CPU. A round is one slice per server, in an
 //! order rotated each round; the caller gets each server's medians over its slices.
 //!
@@ -21,9 +19,10 @@
 //! over rounds of keel's figure over the peer's in the same round) as well as median
 //! against median. Each round line shows the placement probe made just before it.
 //!
-//! The user time is the kernel's tick-sampled accounting (HZ=250 here, printed in 10 ms
-//! units), while a server spends only a few ms of user time in a slice: too coarse for a
-//! median, so `echo_cpu` is pooled: each server's user time read once before the first
+//! The server's user-space CPU time (`utime` of `/proc/<pid>/stat` for a child process,
+//! of `/proc/self/task/<tid>/stat` for an in-process server thread) is the kernel's
+//! tick-sampled accounting (HZ=250 here, printed in 10 ms units), while a server spends
+//! only a few ms of user time in a slice: too coarse for a median, so `echo_cpu` is pooled: each server's user time read once before the first
 //! round and once after the last (it is idle while the others are loaded), over every
 //! message it echoed in all its slices, warm-up and drain included (no tick at all
 //! counts half a tick). Reading it around each window instead added a 10 ms rounding per
@@ -86,12 +85,13 @@ pub struct Figures {
     pub p50_ns: f64,
     /// 99th-percentile round trip, ns.
     pub p99_ns: f64,
-    /// Server user-space CPU time per message, ns.
+    /// Server user-space CPU time per message, ns (a server's medians only: 0 for one
+    /// slice, see the module doc).
     pub cpu_ns: f64,
 }
 
-/// One slice of one server's load: its figures, the server's user CPU time (ns) and the
-/// messages counted.
+/// One slice of one server's load: its figures (CPU time is per run, not per slice) and
+/// the messages it echoed.
 #[derive(Copy, Clone, Debug)]
 struct Trial {
     figures: Figures,
@@ -172,7 +172,7 @@ fn load(servers: &[&'static str], targets: &[(SocketAddr, &str)], p: Params, cpu
         for k in 0..servers.len() {
             let i = (round + k) % servers.len();
             lat.clear();
-            let t = loads[i].slice(p, &|| utime_ns(targets[i].1), &mut lat).and_then(|w| trial(w, &mut lat));
+            let t = loads[i].slice(p, &mut lat).and_then(|w| trial(w, &mut lat));
             let t = t.map_err(|e| format!("echo server {}: {e}", servers[i]))?;
             let f = t.figures;
             line += &format!("  {} {:.0}K p50 {:.0} p99 {:.0} us", servers[i], f.msgs_per_sec / 1e3, f.p50_ns / 1e3, f.p99_ns / 1e3);
@@ -192,8 +192,7 @@ fn trial(w: client::Window, lat: &mut [u32]) -> Result<Trial, String> {
     let n = lat.len();
     let mut at = |q: usize| *lat.select_nth_unstable(n * q / 1000).1 as f64;
     let (p50, p90, p99, p999) = (at(500), at(900), at(990), at(999));
-    let cpu_ns = w.cpu_ns as f64 / w.msgs as f64;
-    let figures = Figures { msgs_per_sec: w.msgs as f64 / w.elapsed.as_secs_f64(), p50_ns: p50, p99_ns: p99, cpu_ns };
+    let figures = Figures { msgs_per_sec: w.msgs as f64 / w.elapsed.as_secs_f64(), p50_ns: p50, p99_ns: p99, cpu_ns: 0.0 };
     Ok(Trial { figures, p90_ns: p90, p999_ns: p999, echoed: w.echoed })
 }
 
