@@ -44,6 +44,21 @@ enum IoState {
 
 /// The status of one i/o operation. Pin it (on the fiber's stack, or in the future's
 /// state) and pass it to `initiate`; read `result()` once it has completed.
+///
+/// Neither `Send` nor `Sync` (rule 1): once initiated it is linked in its task's lists,
+/// and its `Drop` unlinks it from them, which only the executor's thread may do. A boxed
+/// status sent to another thread could otherwise be dropped there, racing the executor:
+///
+/// ```compile_fail
+/// fn send<T: Send>(_: T) {}
+/// send(Box::pin(keel_core::IoStatus::new()));
+/// ```
+///
+/// A future that holds one across an `.await` is therefore not `Send` either, so it is
+/// attached with `Executor::attach` on the executor's own thread, not through
+/// `ExecutorHandle::attach`. A future attached from another thread does its i/o through
+/// operations that keep no status in the future (`try_submit` with a wake token, the
+/// keel-linux future operations).
 pub struct IoStatus {
     links: Links<IoStatus>,
     task: Cell<Option<NonNull<Header>>>,
@@ -55,10 +70,6 @@ pub struct IoStatus {
     _pinned: PhantomPinned,
 }
 
-// SAFETY: a status block is only touched by the executor thread that owns the task it
-// belongs to (rule 1); moving a future that contains one to that thread before its
-// first initiation is fine, and once linked it is pinned and never crosses threads.
-unsafe impl Send for IoStatus {}
 
 impl Default for IoStatus {
     fn default() -> Self {
@@ -330,6 +341,21 @@ pub(crate) fn take_completed(tr: &crate::task::header::Trailer, max: usize) -> u
     taken
 }
 
+/// Detaches every status still on the task's lists (executor teardown of a task whose
+/// body is leaked, teardown rule 3): each is marked reaped and left on no list, so the
+/// slot's next run starts with empty lists and a status that is dropped later touches
+/// neither. An in-flight one gets `ECANCELED` as its result; its operation's token still
+/// names it, and the leaked memory it lives in stays valid.
+pub(crate) fn detach_all(tr: &crate::task::header::Trailer) {
+    while let Some(st) = tr.initiated.pop_front() {
+        // SAFETY: linked statuses are alive (rule 2).
+        let st = unsafe { st.as_ref() };
+        st.result.set(Some(Err(crate::Errno::ECANCELED)));
+        st.state.set(IoState::Reaped);
+    }
+    take_completed(tr, usize::MAX);
+}
+
 /// Why `try_submit` did not submit. The operation comes back either way.
 #[derive(Debug)]
 pub enum NotSubmitted<Op> {
@@ -444,3 +470,7 @@ pub fn waiting_for_io(cx: &Context<'_>) {
         unsafe { h.as_ref() }.reason.set(SuspendReason::Io);
     }
 }
+
+// Rule 1: a status never crosses threads (see `IoStatus`).
+#[cfg(not(keel_loom))]
+static_assertions::assert_not_impl_any!(IoStatus: Send, Sync);

@@ -94,7 +94,7 @@ pub use error::{
     AttachError, CancelError, Cancelled, ConfigError, DestroyError, Errno, InitiateError, RunError, StaleHandle,
     TaskError, TaskResult,
 };
-pub use exec::{CancelOutcome, Config, ExecStats, Executor, ExecutorHandle, HandleSlot, Unparker};
+pub use exec::{CancelOutcome, Config, ExecStats, Executor, ExecutorHandle, HandleSlot, LEAK_IDS, LeakedFibers, Shutdown, TEARDOWN_ROUNDS, Unparker, leaked_fibers};
 pub use io_status::{IoStatus, NotSubmitted, SubmitRefused, initiate, suspend_until_completed_io, try_submit, try_submit_from, try_submit_now};
 pub use priority::{Priorities, Priority};
 pub use task::state::{SuspendReason, TaskState};

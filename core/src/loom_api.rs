@@ -232,5 +232,5 @@ pub fn take(d: &crate::dispatch::Dispatcher, worker: &DispatchWorker) -> Option<
         return None;
     }
     // SAFETY: headers are in `'static` slots; the claim made the worker its owner.
-    Some(unsafe { h.as_ref() }.trailer().id.get())
+    Some(unsafe { h.as_ref() }.trailer().id())
 }

@@ -16,6 +16,34 @@
 //!
 //! Same-thread only: every method here. The executor is `!Send` and `!Sync`; what
 //! other threads may do is wake tasks through `TaskHandle::wake` and wakers.
+//!
+//! A body's panic, in its poll or in its `Drop`, propagates out of the call that ran it
+//! (`run`, `cancel`, `shutdown`, the executor's drop) after the task has completed as
+//! `TaskError::Panicked` with its body dropped exactly once (body rule 1); the executor
+//! stays usable. A second panic while one unwinds aborts, as anywhere in Rust.
+//!
+//! Teardown (the executor's drop; `shutdown` does rules 1-3), cited as "teardown rule N":
+//! 1. No new work comes in (handle unbound, dispatcher left, inbox drained), then every
+//!    attached task is cancelled: a future's body, or a fiber's that has not started, is
+//!    dropped where it is (its in-flight statuses orphaned and their operations
+//!    cancelled, io_status rule 4); a started fiber gets the cancel flag and is woken, or
+//!    its i/o cancelled, so it resumes with `Cancelled` (fiber rules 2 and 5).
+//! 2. Then at most [`TEARDOWN_ROUNDS`] rounds: reap until no operation is in flight (or
+//!    the driver stalls), resume each ready fiber once, and cancel again what suspended
+//!    again. Fibers unwind: their destructors run (descriptors closed) and their stacks go
+//!    back to the pool. New i/o a fiber starts while cancelled is refused, and what is in
+//!    flight is drained again each round.
+//! 3. A task still attached after the rounds (a fiber that ignores `Cancelled`, or one
+//!    whose i/o the driver never completes) is leaked on purpose: never resumed again,
+//!    its stack and all its frames own never reused or freed, its statuses detached from
+//!    the slot. It completes as `Cancelled` and is counted by id ([`Shutdown`],
+//!    [`leaked_fibers`]).
+//! 4. Every owned task is then released (its owner cleared, its notify word closed:
+//!    wake rule 6), wakers still inside are waited for, and spare stacks go back.
+//! 5. A body `Drop` that panics during rules 1-3 completes its task as `Panicked` (body
+//!    rule 1); a guard then runs the teardown again during the unwind, from where it
+//!    stopped (each step skips what is done), so every task is still released and no
+//!    task names the freed executor; then the panic propagates out of the drop.
 
 pub(crate) mod inbox;
 pub(crate) mod park;
@@ -379,6 +407,12 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
     }
 
     /// Cancels run `task`, whatever its state (see [`CancelOutcome`]).
+    ///
+    /// # Panics
+    /// If a queued body's `Drop` panics, the task completes as
+    /// `TaskError::Panicked` (its body dropped once, its slot reusable), then the panic
+    /// propagates out of `cancel`, as a body's panic does out of `run`. The executor stays
+    /// usable.
     pub fn cancel(self: Pin<&Self>, task: TaskHandle) -> Result<CancelOutcome, CancelError> {
         let t = self.owned(task).map_err(|o| match o {
             Owned::Elsewhere => CancelError::OwnedElsewhere,
@@ -392,15 +426,16 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
             TaskState::Idle => return Err(CancelError::NotAttached),
             TaskState::Draining | TaskState::Completed => return Err(CancelError::TooLate),
             TaskState::Attached | TaskState::Ready => {
-                if !s.drop_body(h) {
-                    // A started fiber (fiber rule 2): it stays queued and resumes with
-                    // `Cancelled` from the suspension point it is in.
+                if Sched::is_started_fiber(t) {
+                    // Fiber rule 2: it stays queued and resumes with `Cancelled` from the
+                    // suspension point it is in.
                     t.set_flag(flag::CANCEL);
                     return Ok(CancelOutcome::Resumes);
                 }
-                // SAFETY: attached-not-started and ready tasks are in the run queue.
-                unsafe { s.ready.remove(h) };
-                s.finish_cancelled(h);
+                // Attached-not-started and ready tasks are in the run queue. A body `Drop`
+                // that panics completes the task as `Panicked`, and the panic goes on out
+                // of `cancel` (body rule 1).
+                s.cancel_queued(h, true);
                 CancelOutcome::Completed
             }
             TaskState::Suspended(R::Timer | R::Wait | R::SqSlot) => {
@@ -507,19 +542,120 @@ enum Owned {
 }
 
 impl<D: Driver, S: StackProvider, A: Accounting> Drop for Executor<D, S, A> {
-    /// Cancels every attached task (bodies dropped, i/o cancelled and drained), then
-    /// gives every task up, waiting for wakes in flight to this executor (wake rule 6).
+    /// Teardown rules 1-5: cancels every attached task (future bodies dropped, started
+    /// fibers unwound through `Cancelled`, i/o cancelled and drained, for a bounded number
+    /// of rounds; what is left leaked and counted in [`leaked_fibers`]), then gives every
+    /// task up, waiting for wakes in flight to this executor (wake rule 6).
+    ///
+    /// A body `Drop` that panics: the task completes as `Panicked`, the rest of the
+    /// teardown still runs (every task is released), then the panic propagates out of the
+    /// drop (teardown rule 5).
     fn drop(&mut self) {
         // SAFETY: `Executor` is `!Unpin`, so once pinned it is dropped in place; if it was
         // never pinned, nothing can name it and initialising it here is harmless.
         let this = unsafe { Pin::new_unchecked(&*self) };
-        let s = this.sched();
+        /// Teardown rule 5: finishes the teardown while a body's panic unwinds.
+        struct Finish<'a, D: Driver, S: StackProvider, A: Accounting>(Pin<&'a Executor<D, S, A>>);
+        impl<D: Driver, S: StackProvider, A: Accounting> Drop for Finish<'_, D, S, A> {
+            fn drop(&mut self) {
+                self.0.teardown();
+            }
+        }
+        let finish = Finish(this);
+        this.teardown();
+        core::mem::forget(finish);
+    }
+}
+
+/// Rounds of cancellation an executor's teardown gives started fibers before it leaks
+/// what is left (teardown rule 3).
+pub const TEARDOWN_ROUNDS: usize = 64;
+
+/// How many leaked task ids a [`Shutdown`] lists.
+pub const LEAK_IDS: usize = 8;
+
+/// What [`Executor::shutdown`] did (teardown rules 1-3).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Shutdown {
+    /// Tasks cancelled (bodies dropped, or fibers resumed with `Cancelled`).
+    pub cancelled: usize,
+    /// Started fibers still attached after [`TEARDOWN_ROUNDS`] rounds (they ignored
+    /// `Cancelled`): each stack, and whatever its frames own (descriptors, buffers), is
+    /// leaked on purpose, never resumed, reused or freed under them. Their tasks complete
+    /// as `Cancelled`.
+    pub leaked_fibers: usize,
+    /// The task ids of the first [`LEAK_IDS`] of them (0 past `leaked_fibers`).
+    pub leaked_ids: [u32; LEAK_IDS],
+}
+
+impl Shutdown {
+    fn note_leak(&mut self, id: u32) {
+        if let Some(slot) = self.leaked_ids.get_mut(self.leaked_fibers) {
+            *slot = id;
+        }
+        self.leaked_fibers += 1;
+    }
+}
+
+/// Fibers leaked by executor drops in this process (teardown rule 3), for code that has
+/// no executor left to ask: how many, and the task id of the latest.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LeakedFibers {
+    /// Fibers leaked so far.
+    pub count: usize,
+    /// The task id of the latest (0: none).
+    pub last_id: u32,
+}
+
+// Plain `core` atomics, also under loom: statistics, nothing is published through them.
+static LEAKED_COUNT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+static LEAKED_LAST: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// Fibers leaked by executor drops in this process so far (teardown rule 3).
+pub fn leaked_fibers() -> LeakedFibers {
+    // Relaxed: counters read for reporting; they order nothing.
+    LeakedFibers {
+        count: LEAKED_COUNT.load(core::sync::atomic::Ordering::Relaxed),
+        last_id: LEAKED_LAST.load(core::sync::atomic::Ordering::Relaxed),
+    }
+}
+
+impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
+    /// Cancels every attached task and winds it down, as the executor's drop does
+    /// (teardown rules 1-3), leaving the tasks owned and completed (their results
+    /// readable) and the executor usable. Returns what it did, leaked fibers included.
+    /// `Err(Reentrant)` from inside `run`.
+    ///
+    /// # Panics
+    /// As `cancel`: a body `Drop` that panics completes its task as `Panicked` and the
+    /// panic propagates (the tasks not yet reached stay attached).
+    pub fn shutdown(self: Pin<&Self>) -> Result<Shutdown, crate::error::RunError> {
+        let s = self.sched();
+        if s.running.replace(true) {
+            return Err(crate::error::RunError::Reentrant);
+        }
+        struct Running<'a>(&'a Sched);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.running.set(false);
+            }
+        }
+        let _running = Running(s);
+        Ok(self.wind_down())
+    }
+
+    /// The executor's drop; also run again by its guard while a body's panic unwinds, so
+    /// each step is idempotent (teardown rule 5).
+    fn teardown(self: Pin<&Self>) {
+        let s = self.sched();
         // Remote rule 1: no new attaches; wait for attachers inside. Dispatch rule 4: no
         // submitter may unpark us any more.
         if let Some(slot) = s.handle_slot.take() {
             slot.unbind();
         }
-        if let Some((d, i)) = s.dispatcher.get() {
+        if let Some((d, i)) = s.dispatcher.take() {
             d.unregister(i);
         }
         // Take in every attach and wake already pushed, so every task we own is listed.
@@ -528,21 +664,16 @@ impl<D: Driver, S: StackProvider, A: Accounting> Drop for Executor<D, S, A> {
             s.drain_inbox(usize::MAX);
             core::hint::spin_loop();
         }
-        let mut cur = s.owned.front();
-        while let Some(h) = cur {
-            // SAFETY: `h` is linked in `owned`.
-            cur = unsafe { s.owned.next_of(h) };
-            s.abandon(h);
+        let report = self.wind_down();
+        if report.leaked_fibers > 0 {
+            // Relaxed: statistics (see `leaked_fibers`).
+            LEAKED_COUNT.fetch_add(report.leaked_fibers, core::sync::atomic::Ordering::Relaxed);
+            let last = report.leaked_ids[report.leaked_fibers.min(LEAK_IDS) - 1];
+            LEAKED_LAST.store(last, core::sync::atomic::Ordering::Relaxed);
         }
-        this.drain_all_io();
         while let Some(h) = s.owned.front() {
-            // SAFETY: `'static` header.
-            let t = unsafe { h.as_ref() };
-            if t.state.get().is_attached() {
-                // Only a driver that never completed a cancelled operation leaves one here.
-                t.state.set(TaskState::Completed);
-                s.attached.set(s.attached.get() - 1);
-            }
+            // Teardown rule 4. Every task is completed or idle here (wind_down leaks what
+            // is left), so it can be given up.
             // Wake rule 6: a waker mid-push holds QUEUED; wait for its node to arrive.
             let mut spins: u64 = 0;
             while !s.release(h) {
@@ -555,10 +686,9 @@ impl<D: Driver, S: StackProvider, A: Accounting> Drop for Executor<D, S, A> {
         s.remote.wait_quiet();
         s.stacks.release_all();
     }
-}
 
-impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
-    /// Reaps until no operation is in flight (cancellations were requested already).
+    /// Reaps until no operation is in flight (cancellations were requested already), or
+    /// the driver says nothing more can complete.
     fn drain_all_io(self: Pin<&Self>) {
         let s = self.sched();
         loop {
@@ -577,8 +707,55 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
             }
         }
     }
-}
 
+    /// Teardown rules 1-3: cancel, unwind started fibers for at most `TEARDOWN_ROUNDS`
+    /// rounds, leak what is left.
+    fn wind_down(self: Pin<&Self>) -> Shutdown {
+        let s = self.sched();
+        let mut report = Shutdown::default();
+        for _ in 0..TEARDOWN_ROUNDS {
+            s.drain_inbox(s.cfg.inbox_batch);
+            // Teardown rule 1 (and again each round, for fibers that suspended again).
+            let mut cur = s.owned.front();
+            while let Some(h) = cur {
+                // SAFETY: `h` is linked in `owned`; the next is read before `h` may leave
+                // (it does not: abandoning keeps a task owned).
+                cur = unsafe { s.owned.next_of(h) };
+                if s.abandon(h) {
+                    report.cancelled += 1;
+                }
+            }
+            // Teardown rule 2: reap what the cancels (and orphaned statuses) left in
+            // flight, then resume each fiber that is ready once.
+            self.drain_all_io();
+            let ready = s.ready.len();
+            if ready == 0 {
+                // Nothing left to resume: every task is done, or waits for i/o the driver
+                // never completes (drain_all_io waited until it stalled).
+                break;
+            }
+            for _ in 0..ready {
+                let Some(h) = s.ready.pop() else { break };
+                s.resume::<A>(h);
+            }
+        }
+        self.drain_all_io();
+        // Teardown rule 3: what is still attached ignored `Cancelled` (or waits for i/o the
+        // driver never completes).
+        let mut cur = s.owned.front();
+        while let Some(h) = cur {
+            // SAFETY: as above.
+            cur = unsafe { s.owned.next_of(h) };
+            // SAFETY: `'static` header.
+            let t = unsafe { h.as_ref() };
+            if t.state.get().is_attached() {
+                s.leak(h);
+                report.note_leak(t.trailer().id());
+            }
+        }
+        report
+    }
+}
 impl Sched {
     /// Cancel edge 9: a suspended task resumes with `Cancelled`.
     pub(crate) fn wake_cancelled(&self, h: NonNull<Header>, event: TaskEvent) {
@@ -615,15 +792,32 @@ impl Sched {
         }
     }
 
-    /// Executor drop: end the task's run without resuming it.
-    fn abandon(&self, h: NonNull<Header>) {
+    /// Teardown rule 1, for one owned task: marks it cancelled; drops its body if it can
+    /// be dropped (a future, a fiber not started), completing it as cancelled; wakes a
+    /// started fiber suspended on anything but i/o (it resumes with `Cancelled`) and
+    /// cancels the i/o of one suspended on i/o. Returns whether it was attached and not
+    /// yet cancelled before.
+    fn abandon(&self, h: NonNull<Header>) -> bool {
         // SAFETY: `'static` header.
         let t = unsafe { h.as_ref() };
-        match t.state.get() {
-            TaskState::Attached | TaskState::Ready => {
-                // SAFETY: queued states are in the run queue.
-                unsafe { self.ready.remove(h) };
+        let state = t.state.get();
+        if !state.is_attached() || matches!(state, TaskState::Running | TaskState::Draining) {
+            return false;
+        }
+        let first = !t.has_flag(flag::CANCEL);
+        t.set_flag(flag::CANCEL);
+        if Sched::is_started_fiber(t) {
+            // Fiber rule 2: it resumes with `Cancelled` from the suspension point it is in.
+            match state {
+                TaskState::Suspended(SuspendReason::Io) => self.cancel_io(h),
+                TaskState::Suspended(_) => self.wake_cancelled(h, TaskEvent::CancelSuspended),
+                // Ready: queued; Cancelling: resumes once its i/o completes.
+                _ => {}
             }
+            return first;
+        }
+        let queued = match state {
+            TaskState::Attached | TaskState::Ready => true,
             TaskState::Suspended(reason) => {
                 if reason == SuspendReason::SqSlot {
                     self.leave_submit_queue(h);
@@ -633,15 +827,47 @@ impl Sched {
                     unsafe { self.timers.remove(t.timer()) };
                 }
                 t.state.set(TaskState::Ready);
+                false
             }
-            TaskState::Cancelling => t.state.set(TaskState::Ready),
-            _ => return,
+            // Cancelling: its body waits for i/o to be cancelled; drop it now.
+            _ => {
+                t.state.set(TaskState::Ready);
+                false
+            }
+        };
+        self.cancel_queued(h, queued);
+        first
+    }
+
+    /// Teardown rule 3: ends the run of attached task `h` without resuming or dropping its
+    /// body (a started fiber that ignored `Cancelled`, or a task whose i/o the driver never
+    /// completed). Its stack, and everything its frames own, is leaked: never resumed,
+    /// reused or freed. Its statuses are detached (marked reaped, on no list) so the
+    /// slot's next run starts with empty lists.
+    fn leak(&self, h: NonNull<Header>) {
+        // SAFETY: `'static` header.
+        let t = unsafe { h.as_ref() };
+        match t.state.get() {
+            TaskState::Attached | TaskState::Ready => {
+                // SAFETY: queued states are in the run queue.
+                unsafe { self.ready.remove(h) };
+            }
+            TaskState::Suspended(SuspendReason::SqSlot) => self.leave_submit_queue(h),
+            _ => {}
         }
-        if !self.drop_body(h) {
-            // Fiber rule 2: a started fiber's frames stay on its stack, which is leaked
-            // (never reused) so nothing can write into memory that was handed back.
-            t.body.set(None);
+        if t.trailer().timer.is_armed() {
+            // SAFETY: armed in our heap.
+            unsafe { self.timers.remove(t.timer()) };
         }
-        self.finish_cancelled(h);
+        // Fiber rule 2: the frames stay on the stack, which is never handed back. A
+        // finished fiber's stack held for draining (fiber rule 4) is leaked the same way.
+        t.body.set(None);
+        let _leaked = t.trailer().pending_stack.take();
+        crate::io_status::detach_all(t.trailer());
+        t.trailer().orphans.set(0);
+        t.trailer().result.set(Some(Err(crate::error::TaskError::Cancelled)));
+        t.state.set(TaskState::Completed);
+        self.attached.set(self.attached.get() - 1);
+        self.stats.completed.set(self.stats.completed.get() + 1);
     }
 }

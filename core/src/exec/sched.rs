@@ -436,7 +436,10 @@ impl Sched {
     }
 
     fn completed(&self, t: &Header) {
-        while t.trailer().completed.pop_front().is_some() {}
+        // Statuses completed but never taken are marked reaped as they leave the list
+        // (io_status rule 1): one that outlives the run (kept outside the body) must not
+        // unlink itself later from a list it is no longer in.
+        crate::io_status::take_completed(t.trailer(), usize::MAX);
         if let Some(stack) = t.trailer().pending_stack.take() {
             // SAFETY: fiber rule 4: the fiber has exited and its i/o has been reaped, so
             // nothing uses the stack any more.
@@ -557,17 +560,48 @@ impl Sched {
         }
     }
 
-    /// Removes a queued or suspended body without resuming it (cancel, executor drop).
-    /// Returns false, keeping the body, if it cannot be dropped (a started fiber).
+    /// Removes a queued or suspended body without resuming it (cancel, executor drop, a
+    /// panicking resume). Returns false, keeping the body, if it cannot be dropped (a
+    /// started fiber). The body is taken before its `Drop` runs (body rule 1): if that
+    /// `Drop` panics, no body is installed any more, and the caller's [`DropGuard`]
+    /// completes the task.
     pub(crate) fn drop_body(&self, h: NonNull<Header>) -> bool {
         let t = hdr(h);
         let Some(vt) = t.body.get() else { return true };
-        // SAFETY: the body bytes hold the body `vt` was made for; it is not running.
-        let dropped = unsafe { (vt.drop)(h) };
-        if dropped {
-            t.body.set(None);
+        t.body.set(None);
+        // SAFETY: the body bytes hold the body `vt` was made for; it is not running, and
+        // with its vtable cleared nothing else can drop or resume it.
+        if unsafe { (vt.drop)(h) } {
+            return true;
         }
-        dropped
+        // Not droppable (fiber rule 2): `drop` touched nothing; put the vtable back.
+        t.body.set(Some(vt));
+        false
+    }
+
+    /// Whether the task's body is a fiber that has started (fiber rule 2: it cannot be
+    /// dropped, only resumed with `Cancelled` until it returns). A fiber starts at its
+    /// first resume, which is also when its task leaves `Attached`.
+    pub(crate) fn is_started_fiber(t: &Header) -> bool {
+        t.state.get() != S::Attached
+            && t.body.get().is_some_and(|vt| vt.kind != crate::task::body::SwitcherKind::Stackless)
+    }
+
+    /// Drops the body of queued task `h` (`Attached` or `Ready`, not a started fiber) and
+    /// completes it as cancelled (edge 8, or 15 with i/o in flight). `queued`: it is in the
+    /// run queue. A body `Drop` that panics completes the task as `Panicked` instead, and
+    /// the panic goes on (body rule 1).
+    pub(crate) fn cancel_queued(&self, h: NonNull<Header>, queued: bool) {
+        if queued {
+            // SAFETY: the caller says it is in the run queue.
+            unsafe { self.ready.remove(h) };
+        }
+        let guard = DropGuard { sched: self, h };
+        if !self.drop_body(h) {
+            panic!("keel bug: a started fiber's body was dropped");
+        }
+        core::mem::forget(guard);
+        self.finish_cancelled(h);
     }
 
     /// The time for the stack pool's bookkeeping: read only if trimming is configured.
@@ -581,9 +615,11 @@ impl Sched {
     }
 }
 
-/// Ends a run whose body panicked out of `resume` (only with unwinding panics): the task
-/// completes as `Panicked` and its body is dropped, so the executor stays usable and its
-/// drop does not meet a task stuck in Running. Costs nothing unless a panic unwinds.
+/// Ends a run whose body panicked out of `resume` (only with unwinding panics), in its
+/// poll or in its `Drop` after it returned `Ready`: the task completes as `Panicked` and
+/// its body is dropped if it is still there (body rule 1: once), so the executor stays
+/// usable and its drop does not meet a task stuck in Running. The panic goes on out of
+/// `run`. Costs nothing unless a panic unwinds.
 struct PanicGuard<'a> {
     sched: &'a Sched,
     h: NonNull<Header>,
@@ -593,10 +629,33 @@ impl Drop for PanicGuard<'_> {
     fn drop(&mut self) {
         let t = hdr(self.h);
         self.sched.current.set(None);
-        // A future can always be dropped; a fiber cannot panic out of its stack.
-        let _ = self.sched.drop_body(self.h);
-        self.sched.finish(self.h, E::Return, Err(TaskError::Panicked("the task body panicked while being resumed")));
-        let _ = t;
+        let why = if t.body.get().is_some() {
+            // The poll panicked. A future can always be dropped; a fiber cannot panic out
+            // of its stack. A `Drop` that panics here, during the unwind, aborts (Rust's
+            // rule for a panic while panicking).
+            let _ = self.sched.drop_body(self.h);
+            "the task body panicked while being resumed"
+        } else {
+            // The body returned and its `Drop` panicked; it was taken first (body rule 1).
+            "the task body panicked while being dropped"
+        };
+        self.sched.finish(self.h, E::Return, Err(TaskError::Panicked(why)));
+    }
+}
+
+/// Completes a queued task whose body `Drop` panicked (body rule 1): armed around
+/// `drop_body` by cancel and executor drop, with the task out of every queue and in
+/// `Attached` or `Ready`. The task completes as `Panicked` (its slot reusable, its i/o
+/// drained first as for any cancel); the panic goes on. Costs nothing unless a panic
+/// unwinds.
+pub(crate) struct DropGuard<'a> {
+    pub(crate) sched: &'a Sched,
+    pub(crate) h: NonNull<Header>,
+}
+
+impl Drop for DropGuard<'_> {
+    fn drop(&mut self) {
+        self.sched.finish(self.h, E::CancelQueued, Err(TaskError::Panicked("the task body panicked while being dropped")));
     }
 }
 

@@ -13,14 +13,21 @@
 //!    (deferred free).
 //! 2. A fiber that has started cannot be dropped: its frames live on its stack. Cancel
 //!    resumes it with `Cancelled` from every suspension point, and it winds down. An
-//!    executor dropped with fibers still started leaks their stacks (never reused), so
-//!    nothing on them can be written into after being handed back.
+//!    executor's drop does the same for every started fiber, for a bounded number of
+//!    rounds (teardown rules 1-3): their destructors run and their stacks go back. A fiber
+//!    still running after the rounds keeps its stack, leaked (never reused or freed), so
+//!    nothing on it is written into after being handed back.
 //! 3. A panic never unwinds across the switch: with a [`PanicCatcher`] (keel-linux
 //!    provides one) the entry catches it and the task completes with
 //!    `TaskError::Panicked`; without one the entry is `extern "C"` and the process
 //!    aborts.
 //! 4. A fiber that returns with i/o in flight keeps its stack until that i/o has been
 //!    reaped (the task drains first): buffers on the stack stay valid for the kernel.
+//! 5. Every suspension point returns `Err(Cancelled)` once the task is cancelled, and
+//!    one that finds it cancelled on entry still switches out once (the task is requeued
+//!    behind its priority): a fiber that ignores `Cancelled` and calls suspension points
+//!    in a loop still hands control back to its executor each time, so `run` goes on
+//!    and the executor's teardown can count its rounds (teardown rule 3).
 
 use super::FiberSwitch;
 use crate::clock::Instant;
@@ -116,6 +123,24 @@ impl Fiber {
         if self.header().has_flag(flag::CANCEL) { Err(Cancelled) } else { Ok(()) }
     }
 
+    /// A suspension point's check on entry: `Err(Cancelled)` if the task is cancelled,
+    /// after one pass through the run queue (fiber rule 5).
+    #[inline(always)]
+    fn cancelled_on_entry(&mut self) -> Result<(), Cancelled> {
+        if self.header().has_flag(flag::CANCEL) { Err(self.cancelled_yield()) } else { Ok(()) }
+    }
+
+    /// Fiber rule 5: a suspension point that finds the task cancelled still switches out
+    /// once (requeued at the back of its priority), so a fiber that ignores `Cancelled`
+    /// and loops on suspension points hands control back between them.
+    #[cold]
+    #[inline(never)]
+    fn cancelled_yield(&mut self) -> Cancelled {
+        self.header().set_flag(flag::NOTIFIED);
+        self.switch_out();
+        Cancelled
+    }
+
     /// Switches to the executor; returns when resumed.
     #[inline(always)]
     fn switch_out(&mut self) {
@@ -136,7 +161,7 @@ impl Fiber {
     /// Goes to the back of its priority's run queue.
     #[inline(always)]
     pub fn yield_now(&mut self) -> Result<(), Cancelled> {
-        self.cancelled()?;
+        // Fiber rule 5: it switches out even when cancelled.
         self.header().set_flag(flag::NOTIFIED);
         self.switch_out();
         self.cancelled()
@@ -152,14 +177,15 @@ impl Fiber {
     /// Suspends until `deadline` on the executor's clock.
     #[inline(always)]
     pub fn sleep_until(&mut self, deadline: Instant) -> Result<(), Cancelled> {
+        self.cancelled_on_entry()?;
         loop {
-            self.cancelled()?;
             if self.sched().now() >= deadline {
                 return Ok(());
             }
             self.sched().arm(self.core().header, deadline);
             self.header().reason.set(SuspendReason::Timer);
             self.switch_out();
+            self.cancelled()?;
         }
     }
 
@@ -167,7 +193,7 @@ impl Fiber {
     /// came while it ran counts: it returns after a pass through the run queue.
     #[inline(always)]
     pub fn wait(&mut self) -> Result<(), Cancelled> {
-        self.cancelled()?;
+        self.cancelled_on_entry()?;
         self.header().reason.set(SuspendReason::Wait);
         self.switch_out();
         self.cancelled()
@@ -214,6 +240,11 @@ impl Fiber {
                         return Err(InitiateError::Cancelled(op.take().expect("refused operations stay in place")));
                     }
                 }
+                InitiateError::Cancelled(()) => {
+                    // Only on entry: after a switch the flag was checked just above.
+                    let Cancelled = self.cancelled_yield();
+                    return Err(InitiateError::Cancelled(op.take().expect("refused operations stay in place")));
+                }
                 e => return Err(e.with_op(op.take().expect("refused operations stay in place"))),
             }
             match status.initiate_from::<D>(self.sched(), self.core().header, &mut op) {
@@ -237,6 +268,7 @@ impl Fiber {
         let sched = self.sched();
         let refused = |reason: InitiateError<()>, first: D::Op, second: D::Op| Err(PairRefused { reason, first, second });
         if self.cancelled().is_err() {
+            let Cancelled = self.cancelled_yield();
             return refused(InitiateError::Cancelled(()), op1, op2);
         }
         if s1.is_busy() || s2.is_busy() || core::ptr::eq(s1.get_ref(), s2.get_ref()) {
@@ -293,8 +325,8 @@ impl Fiber {
     /// status blocks (their `result()` is set); `Ok(0)` at once if nothing is in flight.
     #[inline(always)]
     pub fn suspend_until_completed_io(&mut self, max: usize) -> Result<usize, Cancelled> {
+        self.cancelled_on_entry()?;
         loop {
-            self.cancelled()?;
             let tr = self.header().trailer();
             if !tr.completed.is_empty() {
                 return Ok(crate::io_status::take_completed(tr, max));
@@ -304,6 +336,7 @@ impl Fiber {
             }
             self.header().reason.set(SuspendReason::Io);
             self.switch_out();
+            self.cancelled()?;
         }
     }
 
@@ -325,10 +358,15 @@ impl Fiber {
         }
         let mut op = Some(op);
         let back = |op: &mut Option<D::Op>| op.take().expect("refused operations stay in place");
+        let mut entry = true;
         loop {
             if self.cancelled().is_err() {
+                if entry {
+                    let Cancelled = self.cancelled_yield();
+                }
                 return Err(InitiateError::Cancelled(back(&mut op)));
             }
+            entry = false;
             match crate::io_status::submit_with_wake_token::<D>(self.sched(), self.core().header, &mut op, true) {
                 Ok(id) => return Ok(id),
                 // Queued for room (by I/O priority); the grant wakes this fiber.
@@ -446,14 +484,17 @@ where
         let core = unsafe { &(*fb).core };
         match core.state.get() {
             FiberState::Fresh => {
-                // SAFETY: a fresh fiber's body is initialised and was never read out.
-                unsafe { (*fb).body.assume_init_drop() };
                 let sched = crate::task::wake::sched_of(h).expect("keel bug: fiber without an owner");
+                // The stack goes back first: the closure's `Drop` may panic (body rule 1).
                 // SAFETY: the stack was never run on.
                 unsafe {
                     let s = sched.as_ref();
                     s.stacks.put(core.stack, s.now_if_trimming());
                 }
+                core.state.set(FiberState::Finished);
+                // SAFETY: a fresh fiber's body is initialised and was never read out; its
+                // vtable is no longer installed (body rule 1), so this is the only drop.
+                unsafe { (*fb).body.assume_init_drop() };
                 true
             }
             FiberState::Started | FiberState::Finished => false,
@@ -479,7 +520,7 @@ impl Sched {
         }
         let h = handle.header();
         // SAFETY: `'static` header; reading its id is harmless whoever owns it.
-        let id = unsafe { h.as_ref() }.trailer().id.get();
+        let id = unsafe { h.as_ref() }.trailer().id();
         let stack = match self.stacks.take(attrs.stack_size, id) {
             Ok(s) => s,
             Err(e) => return Err(AttachError::NoStack { body, errno: e }),

@@ -5,6 +5,13 @@
 //! until it next suspends or returns. This file has the stackless switcher (a body
 //! that is a `Future`, polled with an allocation-free waker); stackful switchers plug
 //! in the same way.
+//!
+//! Rules (cited as "body rule N"):
+//! 1. A body is dropped at most once: whoever drops it clears the header's `body` (the
+//!    vtable) *before* the body's `Drop` runs. A `Drop` that panics therefore leaves no
+//!    body installed: nothing drops it again or resumes it, and whoever caught the unwind
+//!    (`PanicGuard`, the drop guard of `Sched::drop_body`'s callers) completes the task
+//!    as `TaskError::Panicked`.
 
 use crate::error::{AttachError, TaskError, TaskResult};
 use crate::task::header::{BODY_ALIGN, Header};
@@ -40,7 +47,8 @@ pub(crate) struct BodyVTable {
     /// Runs the body until it suspends or returns.
     pub(crate) resume: unsafe fn(NonNull<Header>) -> Step,
     /// Drops a body that has not returned (cancellation, executor drop). Returns false if
-    /// it cannot be dropped (a fiber that has started: fiber rule 2).
+    /// it cannot be dropped (a fiber that has started: fiber rule 2), having touched
+    /// nothing. Called with the header's `body` already cleared (body rule 1).
     pub(crate) drop: unsafe fn(NonNull<Header>) -> bool,
     pub(crate) kind: SwitcherKind,
 }
@@ -121,7 +129,11 @@ where
         match fut.poll(&mut cx) {
             Poll::Pending => Step::Pending,
             Poll::Ready(out) => {
-                // SAFETY: the future has returned; drop it where it lies, once.
+                // Body rule 1: taken before its `Drop` runs, so a `Drop` that panics leaves
+                // no body installed for the unwind (`PanicGuard`) to drop again.
+                hdr.body.set(None);
+                // SAFETY: the future has returned; drop it where it lies, once (its vtable
+                // is no longer installed, so nothing else drops it).
                 let _ = unsafe { Self::drop_body(h) };
                 Step::Done(out.into_task_result())
             }

@@ -22,6 +22,11 @@
 //!    is touched only by the thread that claims it.
 //! 3. The body bytes are written at attach and dropped at completion or cancellation,
 //!    by the owner, never while a resume of the body is on the stack.
+//! 4. The trailer's `id` is a label any thread may read (`TaskHandle::id`, also through
+//!    a stale handle while another thread creates the slot again): a plain `core` atomic,
+//!    written with `Relaxed` by `create` and read with `Relaxed`. Nothing is published
+//!    through it, so no ordering is needed; it only must not be a data race. (`core`,
+//!    not loom's: loom need not model a label.)
 
 use crate::exec::inbox::InboxNode;
 use crate::exec::sched::Sched;
@@ -97,7 +102,8 @@ pub(crate) struct Trailer {
     pub(crate) orphans: Cell<u32>,
     pub(crate) result: Cell<Option<TaskResult>>,
     pub(crate) owned_links: Links<Header>,
-    pub(crate) id: Cell<u32>,
+    /// The task's id: written by `create` (header rule 4), read from any thread.
+    id: core::sync::atomic::AtomicU32,
     pub(crate) name: Cell<&'static str>,
     /// Whether the slot holds a created task (`task/mod.rs`).
     pub(crate) live: AtomicU8,
@@ -170,7 +176,7 @@ impl<const N: usize> TaskSlot<N> {
                         orphans: Cell::new(0),
                         result: Cell::new(None),
                         owned_links: Links::new(),
-                        id: Cell::new(0),
+                        id: core::sync::atomic::AtomicU32::new(0),
                         name: Cell::new(""),
                         live: AtomicU8::new(0),
                         body_capacity: Cell::new(N),
@@ -202,6 +208,21 @@ impl<const N: usize> TaskSlot<N> {
 impl<const N: usize> Default for TaskSlot<N> {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl Trailer {
+    /// The task's id (header rule 4).
+    #[inline]
+    pub(crate) fn id(&self) -> u32 {
+        // Relaxed: header rule 4 (a label; it orders nothing).
+        self.id.load(core::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets the task's id (`create`, header rule 4).
+    pub(crate) fn set_id(&self, id: u32) {
+        // Relaxed: header rule 4.
+        self.id.store(id, core::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -77,7 +77,7 @@ impl<const N: usize> TaskSlot<N> {
         let h = &self.core.header;
         h.prio.set(attrs.priority);
         tr.name.set(attrs.name);
-        tr.id.set(NEXT_ID.next());
+        tr.set_id(NEXT_ID.next());
         // Relaxed: only owner-side code reads it, after claiming with AcqRel.
         let g = h.generation.load(Ordering::Relaxed);
         Ok(TaskHandle::from_parts(self.header(), g))
@@ -159,7 +159,7 @@ impl TaskHandle {
 
     /// The task's id (stable across runs; for messages and listings).
     pub fn id(self) -> u32 {
-        self.h().trailer().id.get()
+        self.h().trailer().id()
     }
 
     /// Whether this handle names the task's current run.
