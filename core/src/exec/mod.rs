@@ -865,7 +865,10 @@ impl Sched {
         let _leaked = t.trailer().pending_stack.take();
         crate::io_status::detach_all(t.trailer());
         t.trailer().orphans.set(0);
-        t.trailer().result.set(Some(Err(crate::error::TaskError::Cancelled)));
+        if t.trailer().result.get().is_none() {
+            // A body that never returned (a draining one keeps its result).
+            t.trailer().result.set(Some(Err(crate::error::TaskError::Cancelled)));
+        }
         t.state.set(TaskState::Completed);
         self.attached.set(self.attached.get() - 1);
         self.stats.completed.set(self.stats.completed.get() + 1);
