@@ -341,15 +341,20 @@ pub(crate) fn take_completed(tr: &crate::task::header::Trailer, max: usize) -> u
     taken
 }
 
-/// Detaches every status still on the task's lists (executor teardown of a task whose
-/// body is leaked, teardown rule 3): each is marked reaped and left on no list, so the
-/// slot's next run starts with empty lists and a status that is dropped later touches
-/// neither. An in-flight one gets `ECANCELED` as its result; its operation's token still
-/// names it, and the leaked memory it lives in stays valid.
-pub(crate) fn detach_all(tr: &crate::task::header::Trailer) {
+/// Detaches every status still on task `h`'s lists (executor teardown of a task whose
+/// body is leaked, teardown rule 3), so the slot's next run starts with empty lists and a
+/// status dropped later touches neither. Each is marked reaped; an in-flight one is
+/// orphaned as its `Drop` would do (rule 4: its completion now names the task and is
+/// counted in `orphans`, its operation cancelled) and gets `ECANCELED` as its result.
+pub(crate) fn orphan_all(sched: &Sched, h: NonNull<Header>) {
+    // SAFETY: `'static` header.
+    let tr = unsafe { h.as_ref() }.trailer();
     while let Some(st) = tr.initiated.pop_front() {
         // SAFETY: linked statuses are alive (rule 2).
         let st = unsafe { st.as_ref() };
+        tr.orphans.set(tr.orphans.get() + 1);
+        sched.driver_retarget(st.op.get(), IoToken { addr: h.as_ptr() as usize | IoToken::ORPHAN, generation: 0 });
+        sched.driver_cancel(st.op.get());
         st.result.set(Some(Err(crate::Errno::ECANCELED)));
         st.state.set(IoState::Reaped);
     }

@@ -673,7 +673,11 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
         }
         while let Some(h) = s.owned.front() {
             // Teardown rule 4. Every task is completed or idle here (wind_down leaks what
-            // is left), so it can be given up.
+            // is left), so it can be given up. Completions for its orphans can no longer
+            // arrive (the driver goes with the executor): its next run, on any executor,
+            // must not wait for them.
+            // SAFETY: `'static` header.
+            unsafe { h.as_ref() }.trailer().orphans.set(0);
             // Wake rule 6: a waker mid-push holds QUEUED; wait for its node to arrive.
             let mut spins: u64 = 0;
             while !s.release(h) {
@@ -718,8 +722,8 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
             // Teardown rule 1 (and again each round, for fibers that suspended again).
             let mut cur = s.owned.front();
             while let Some(h) = cur {
-                // SAFETY: `h` is linked in `owned`; the next is read before `h` may leave
-                // (it does not: abandoning keeps a task owned).
+                // SAFETY: `h` is linked in `owned`. The next is read first: completing
+                // `h` may release it (remote rule 4), which unlinks only `h`.
                 cur = unsafe { s.owned.next_of(h) };
                 if s.abandon(h) {
                     report.cancelled += 1;
@@ -842,8 +846,8 @@ impl Sched {
     /// Teardown rule 3: ends the run of attached task `h` without resuming or dropping its
     /// body (a started fiber that ignored `Cancelled`, or a task whose i/o the driver never
     /// completed). Its stack, and everything its frames own, is leaked: never resumed,
-    /// reused or freed. Its statuses are detached (marked reaped, on no list) so the
-    /// slot's next run starts with empty lists.
+    /// reused or freed. Its statuses are detached (marked reaped, on no list; in-flight
+    /// ones orphaned, io_status rule 4) so the slot's next run starts with empty lists.
     fn leak(&self, h: NonNull<Header>) {
         // SAFETY: `'static` header.
         let t = unsafe { h.as_ref() };
@@ -863,8 +867,7 @@ impl Sched {
         // finished fiber's stack held for draining (fiber rule 4) is leaked the same way.
         t.body.set(None);
         let _leaked = t.trailer().pending_stack.take();
-        crate::io_status::detach_all(t.trailer());
-        t.trailer().orphans.set(0);
+        crate::io_status::orphan_all(self, h);
         if t.trailer().result.get().is_none() {
             // A body that never returned (a draining one keeps its result).
             t.trailer().result.set(Some(Err(crate::error::TaskError::Cancelled)));
