@@ -245,6 +245,27 @@ impl Drop for Guard {
 }
 
 #[test]
+fn a_fresh_fiber_whose_closure_drop_panics_in_cancel_gives_its_stack_back() {
+    let ex = pin!(Executor::with_stacks(SimDriver::new(), region(2), sim()).unwrap());
+    let ex = ex.into_ref();
+    let c = Counts::new(true);
+    let bomb = Bomb::new(c);
+    let t = ex
+        .attach_fiber(task(Priority::Normal, "fresh"), ATTRS, move |_: &mut Fiber| {
+            let _keep = &bomb;
+            1u64
+        })
+        .unwrap();
+    assert_eq!(ex.stack_stats().in_use, 1);
+    let caught = catch_unwind(AssertUnwindSafe(|| ex.cancel(t)));
+    assert!(caught.is_err(), "the Drop's panic propagates out of cancel");
+    assert_eq!(c.drops(), 1);
+    assert_eq!(ex.result(t), Ok(Some(Err(TaskError::Panicked("the task body panicked while being dropped")))));
+    assert_eq!(ex.stack_stats().in_use, 0, "the never-used stack went back");
+    reusable(ex, t);
+}
+
+#[test]
 fn executor_drop_unwinds_started_fibers_and_leaks_one_that_ignores_cancelled() {
     static UNWOUND: AtomicUsize = AtomicUsize::new(0);
     static LOOPS: AtomicUsize = AtomicUsize::new(0);
