@@ -403,3 +403,21 @@ fn task_ids_are_read_from_other_threads_while_the_slot_is_created_again() {
     let max = reader.join().unwrap();
     assert!(max >= first_id && max <= h.id(), "an id read on another thread is one the slot had");
 }
+
+#[test]
+fn a_dispatched_task_cancelled_by_its_workers_drop_counts_as_completed_there() {
+    static WORK: keel_core::Dispatcher = keel_core::Dispatcher::new();
+    {
+        let ex = pin!(Executor::new(SimDriver::new(), sim()).unwrap());
+        let ex = ex.into_ref();
+        assert!(ex.serve(&WORK));
+        WORK.submit(task(Priority::Normal, "dispatched"), async {
+            rt::sleep(Duration::from_secs(9)).await?;
+            Ok(1)
+        })
+        .unwrap();
+        assert_eq!(ex.run(1, None), Ok(1));
+        assert_eq!(WORK.remaining(), 1);
+    }
+    assert_eq!(WORK.remaining(), 0, "its run ended with the worker");
+}

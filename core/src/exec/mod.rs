@@ -561,6 +561,7 @@ impl<D: Driver, S: StackProvider, A: Accounting> Drop for Executor<D, S, A> {
                 self.0.teardown();
             }
         }
+        this.close_doors();
         let finish = Finish(this);
         this.teardown();
         core::mem::forget(finish);
@@ -646,16 +647,17 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
         Ok(self.wind_down())
     }
 
-    /// The executor's drop; also run again by its guard while a body's panic unwinds, so
-    /// each step is idempotent (teardown rule 5).
-    fn teardown(self: Pin<&Self>) {
+    /// Teardown rule 1's first half: no new work comes in. Runs no task code (so it
+    /// cannot panic out half done) and runs once. The dispatcher stays named: tasks it
+    /// dispatched still count their completion there (dispatch rule 3).
+    fn close_doors(self: Pin<&Self>) {
         let s = self.sched();
         // Remote rule 1: no new attaches; wait for attachers inside. Dispatch rule 4: no
         // submitter may unpark us any more.
         if let Some(slot) = s.handle_slot.take() {
             slot.unbind();
         }
-        if let Some((d, i)) = s.dispatcher.take() {
+        if let Some((d, i)) = s.dispatcher.get() {
             d.unregister(i);
         }
         // Take in every attach and wake already pushed, so every task we own is listed.
@@ -664,6 +666,12 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
             s.drain_inbox(usize::MAX);
             core::hint::spin_loop();
         }
+    }
+
+    /// The rest of the executor's drop (teardown rules 1-4); also run again by its guard
+    /// while a body's panic unwinds, so each step skips what is done (teardown rule 5).
+    fn teardown(self: Pin<&Self>) {
+        let s = self.sched();
         let report = self.wind_down();
         if report.leaked_fibers > 0 {
             // Relaxed: statistics (see `leaked_fibers`).
@@ -875,5 +883,11 @@ impl Sched {
         t.state.set(TaskState::Completed);
         self.attached.set(self.attached.get() - 1);
         self.stats.completed.set(self.stats.completed.get() + 1);
+        if t.has_flag(flag::DISPATCHED)
+            && let Some((d, _)) = self.dispatcher.get()
+        {
+            // Dispatch rule 3: its run is over.
+            d.note_completed();
+        }
     }
 }
