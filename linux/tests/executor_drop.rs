@@ -98,3 +98,45 @@ fn dropping_an_executor_closes_the_sockets_its_blocked_fibers_own() {
         assert_eq!(r, -1, "fd {fd} still open");
     }
 }
+
+#[test]
+fn a_fiber_that_ignores_cancelled_is_leaked_with_what_it_holds_and_reported() {
+    let leaks_before = leaked_fibers();
+    let (mut peer, theirs) = UnixStream::pair().unwrap();
+    peer.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let fd = theirs.into_raw_fd();
+    let id;
+    {
+        let ex = executor(RingConfig::default());
+        let ex = ex.as_ref();
+        let t = ex
+            .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> u64 {
+                let s = Socket::from_raw_fd(fd);
+                let mut buf = [0u8; 8];
+                loop {
+                    // Ignores every error, Cancelled included.
+                    let _ = f.recv(&s, &mut buf);
+                    let _ = f.yield_now();
+                }
+            })
+            .unwrap();
+        id = t.id();
+        assert_eq!(ex.run(1, Some(Duration::from_millis(5))), Ok(1));
+    }
+    let after = leaked_fibers();
+    assert_eq!(after.count, leaks_before.count + 1, "the fiber is reported as leaked");
+    assert_eq!(after.last_id, id);
+    // What it holds is leaked on purpose, not freed under it: its socket is still open.
+    let mut b = [0u8; 8];
+    let mut tries = 0;
+    loop {
+        match peer.read(&mut b) {
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
+            // A signal (bounded retries; the read timeout bounds each).
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted && tries < 100 => tries += 1,
+            other => panic!("the leaked fiber's socket was closed under it: {other:?}"),
+        }
+    }
+    // SAFETY: `F_GETFD` only reads the descriptor's flags.
+    assert_ne!(unsafe { libc::fcntl(fd, libc::F_GETFD) }, -1, "fd {fd} was closed under the leaked fiber");
+}
