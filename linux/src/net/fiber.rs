@@ -254,14 +254,7 @@ impl FiberNet for Fiber {
     }
 
     fn send_zc_fixed(&mut self, s: &impl AsSock, index: u16, len: u32) -> Result<u32, Errno> {
-        let ptr = self
-            .with_driver::<RingDriver, _>(|d| {
-                let reg = d.registered.as_mut()?;
-                let size = reg.size();
-                reg.slice(index).filter(|_| len as usize <= size).map(|b| b.as_ptr())
-            })
-            .flatten()
-            .ok_or(Errno::EINVAL)?;
+        let ptr = crate::fs::fixed_ptr(self, index, len)?;
         // The registered buffer stays claimed by this task while `run` waits, and the
         // op completes only after its notification (driver rule 4).
         run(self, send_zc_fixed_sqe(s.sock(), ptr, len, index))
