@@ -92,8 +92,4 @@ impl WaitQueue {
             Err(_) => Left::HadTurn,
         }
     }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.q.is_empty()
-    }
 }

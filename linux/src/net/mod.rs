@@ -512,6 +512,14 @@ impl Multishot {
         self.kind
     }
 
+    /// Asks the driver to cancel the armed op; its results still arrive in order, the
+    /// last one ending it (for a task cancelled while it waits: nothing is lost).
+    pub(crate) fn cancel(&self, d: &mut RingDriver) {
+        if let Some(id) = self.id {
+            keel_core::Driver::cancel(d, id);
+        }
+    }
+
     /// Takes the next result from the driver (net rule 2).
     pub(crate) fn step(&mut self, d: &mut RingDriver) -> MStep {
         if let Some(e) = self.done {
