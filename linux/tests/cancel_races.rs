@@ -1,0 +1,365 @@
+//! Cancellation races on a real ring (issue 14 items 8-10): a cancelled or dropped waiter
+//! never swallows the wake meant for the next one (registered and provided buffers,
+//! fibers and futures, one-shot and multishot); a cancel that loses the race to a
+//! completion already in the CQ reports that completion (bytes, descriptors); a
+//! registered buffer is usable only by the task that claimed it; and more cancels than
+//! the driver's cancel queue holds all take effect.
+
+mod net_util;
+
+use core::pin::pin;
+use core::task::Poll;
+use core::time::Duration;
+use keel_core::{Config, Errno, Executor, Fiber, IoStatus, SuspendReason, TaskHandle, TaskState, rt};
+use keel_linux::fs::{self, BufferError, FiberFs, File};
+use keel_linux::net::{self, FiberNet, Socket};
+use keel_linux::{MmapStacks, RingConfig, RingOp};
+use net_util::{Ex, executor, executor_with, fattrs, ring, run_until, task};
+use std::cell::{Cell, RefCell};
+use std::io::Write;
+use std::os::fd::{IntoRawFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::pin::Pin;
+use std::rc::Rc;
+
+/// Runs until no task is attached or `limit` passed (a stranded task shows as `false`).
+fn run_for(ex: Pin<&Ex>, limit: Duration) -> bool {
+    let t0 = std::time::Instant::now();
+    while ex.attached() > 0 && t0.elapsed() < limit {
+        let _ = ex.run(1024, Some(Duration::from_millis(20)));
+    }
+    ex.attached() == 0
+}
+
+fn suspended(ex: Pin<&Ex>, t: TaskHandle) -> bool {
+    matches!(ex.state(t), Ok(TaskState::Suspended(_)))
+}
+
+/// A connected pair: the keel side and the std peer.
+fn pair() -> (Socket, UnixStream) {
+    let (a, b) = UnixStream::pair().unwrap();
+    (Socket::from_raw_fd(a.into_raw_fd()), b)
+}
+
+fn pipe() -> (RawFd, RawFd) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    (fds[0], fds[1])
+}
+
+/// Waits (yielding) until `flag` is set.
+async fn until(flag: Rc<Cell<bool>>) {
+    while !flag.get() {
+        let _ = rt::yield_now().await;
+    }
+}
+
+fn yield_until(f: &mut Fiber, flag: &Cell<bool>) {
+    while !flag.get() {
+        let _ = f.yield_now();
+    }
+}
+
+// ---- item 9: registered buffers ----
+
+#[test]
+fn a_cancelled_claim_waiter_passes_the_released_buffer_to_the_next_waiter() {
+    // Fails before the waiter queue had tickets: W1's stale entry took the release's wake
+    // and W2 stayed Suspended(Wait) with the buffer free.
+    let ex = executor(RingConfig { registered_buffers: 1, ..RingConfig::default() });
+    let ex = ex.as_ref();
+    let (release, got) = (Rc::new(Cell::new(false)), Rc::new(Cell::new(None)));
+    let (rel, g) = (release.clone(), got.clone());
+    ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+        let i = f.claim_buffer().unwrap();
+        yield_until(f, &rel);
+        f.release_buffer(i).unwrap();
+        Ok(0)
+    })
+    .unwrap();
+    let w1_out = Rc::new(Cell::new(None));
+    let w1o = w1_out.clone();
+    let w1 = ex
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+            let r = f.claim_buffer();
+            w1o.set(Some(r));
+            if let Ok(i) = r {
+                f.release_buffer(i).unwrap();
+            }
+            Ok(0)
+        })
+        .unwrap();
+    let w2 = ex
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+            let i = f.claim_buffer().unwrap();
+            g.set(Some(i));
+            f.release_buffer(i).unwrap();
+            Ok(0)
+        })
+        .unwrap();
+    let waiting = |t| ex.state(t) == Ok(TaskState::Suspended(SuspendReason::Wait));
+    run_until(ex, || waiting(w1) && waiting(w2));
+    ex.cancel(w1).unwrap();
+    release.set(true);
+    let done = run_for(ex, Duration::from_secs(3));
+    assert!(done && got.get() == Some(0), "W2 must get the released buffer (W2: {:?}, got {:?})", ex.state(w2), got.get());
+    assert!(w1_out.get().is_some_and(|r| r.is_err()), "the cancelled waiter claims nothing: {:?}", w1_out.get());
+}
+
+#[test]
+fn a_waiter_woken_with_a_buffer_and_cancelled_before_it_runs_hands_the_buffer_on() {
+    let ex = executor(RingConfig { registered_buffers: 1, ..RingConfig::default() });
+    let ex = ex.as_ref();
+    let exp: *const Ex = ex.get_ref();
+    let (release, got) = (Rc::new(Cell::new(false)), Rc::new(Cell::new(false)));
+    let (rel, g) = (release.clone(), got.clone());
+    let w1_out = Rc::new(Cell::new(None));
+    let (w1o, w1_ran) = (w1_out.clone(), w1_out.clone());
+    let w1_slot: Rc<Cell<Option<TaskHandle>>> = Rc::new(Cell::new(None));
+    let (w1s, seen) = (w1_slot.clone(), Rc::new(Cell::new(None)));
+    let seen_in = seen.clone();
+    // The holder releases (W1 is handed the buffer and woken: Ready, not yet run) and
+    // cancels W1 in the same resumption.
+    ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+        let i = f.claim_buffer().unwrap();
+        yield_until(f, &rel);
+        f.release_buffer(i).unwrap();
+        let w1 = w1s.get().unwrap();
+        // SAFETY: the executor outlives its tasks (it is dropped at the end of the test,
+        // after they completed) and is pinned; this runs on its thread.
+        let ex = unsafe { Pin::new_unchecked(&*exp) };
+        seen_in.set(Some((ex.state(w1), w1_ran.get())));
+        ex.cancel(w1).unwrap();
+        Ok(0)
+    })
+    .unwrap();
+    let w1 = ex
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+            let r = f.claim_buffer();
+            w1o.set(Some(r));
+            if let Ok(i) = r {
+                f.release_buffer(i).unwrap();
+            }
+            Ok(0)
+        })
+        .unwrap();
+    w1_slot.set(Some(w1));
+    let w2 = ex
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+            let i = f.claim_buffer().unwrap();
+            g.set(true);
+            f.release_buffer(i).unwrap();
+            Ok(0)
+        })
+        .unwrap();
+    let waiting = |t| ex.state(t) == Ok(TaskState::Suspended(SuspendReason::Wait));
+    run_until(ex, || waiting(w1) && waiting(w2));
+    release.set(true);
+    let done = run_for(ex, Duration::from_secs(3));
+    // The wake is in the executor's inbox (TaskHandle::wake): W1 has not run since.
+    assert_eq!(seen.get(), Some((Ok(TaskState::Suspended(SuspendReason::Wait)), None)), "W1 was handed the buffer and had not run at the cancel");
+    assert!(done && got.get(), "W2 must get the buffer W1 was handed (W2: {:?})", ex.state(w2));
+    assert_eq!(w1_out.get(), Some(Err(BufferError::Cancelled)), "W1 gave its turn up");
+}
+
+#[test]
+fn a_registered_buffer_is_usable_only_by_the_task_that_claimed_it() {
+    // Fails before claims recorded their owner: B read into A's buffer.
+    let path = std::env::temp_dir().join(format!("keel-{}-notyours", std::process::id()));
+    std::fs::write(&path, b"secret").unwrap();
+    let ex = executor(RingConfig { registered_buffers: 2, ..RingConfig::default() });
+    let ex = ex.as_ref();
+    let claimed = Rc::new(Cell::new(None));
+    let (c1, c2) = (claimed.clone(), claimed.clone());
+    let done = Rc::new(Cell::new(false));
+    let d1 = done.clone();
+    ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+        let i = f.claim_buffer().unwrap();
+        f.with_buffer(i, |b| b[..4].copy_from_slice(b"mine")).unwrap();
+        c1.set(Some(i));
+        yield_until(f, &d1);
+        assert_eq!(f.with_buffer(i, |b| b[..4].to_vec()).unwrap(), b"mine", "nobody else wrote into it");
+        f.release_buffer(i).unwrap();
+        Ok(0)
+    })
+    .unwrap();
+    let p = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let out = Rc::new(RefCell::new(Vec::new()));
+    let o = out.clone();
+    let d2 = done.clone();
+    ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+        while c2.get().is_none() {
+            f.yield_now()?;
+        }
+        let theirs = c2.get().unwrap();
+        let file = f.open(&p, libc::O_RDWR, 0).unwrap();
+        o.borrow_mut().push(format!("with_buffer {:?}", f.with_buffer(theirs, |b| b[0]).err()));
+        o.borrow_mut().push(format!("read_fixed {:?}", f.read_fixed(&file, theirs, 6, 0)));
+        o.borrow_mut().push(format!("write_fixed {:?}", f.write_fixed(&file, theirs, 4, 0)));
+        o.borrow_mut().push(format!("release {:?}", f.release_buffer(theirs)));
+        let mine = f.claim_buffer().unwrap();
+        assert_ne!(mine, theirs);
+        assert_eq!(f.read_fixed(&file, mine, 6, 0), Ok(6), "its own buffer works");
+        f.release_buffer(mine).unwrap();
+        f.close(file).unwrap();
+        d2.set(true);
+        Ok(0)
+    })
+    .unwrap();
+    assert!(run_for(ex, Duration::from_secs(10)));
+    let i = claimed.get().unwrap();
+    assert_eq!(
+        *out.borrow(),
+        [
+            format!("with_buffer {:?}", Some(BufferError::NotYours(i))),
+            format!("read_fixed {:?}", Err::<u32, _>(Errno(libc::EACCES))),
+            format!("write_fixed {:?}", Err::<u32, _>(Errno(libc::EACCES))),
+            format!("release {:?}", Err::<(), _>(BufferError::NotYours(i))),
+        ]
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), b"secret", "no write went out of another task's buffer");
+    let _ = std::fs::remove_file(path);
+}
+
+// ---- item 9: provided buffers ----
+
+#[derive(Copy, Clone, Debug, PartialEq)]
+enum Waiter {
+    FiberOnce,
+    FiberMulti,
+    FutureOnce,
+    FutureMulti,
+    /// A future whose receive is dropped while it waits for a buffer (its task lives on).
+    FutureDropped,
+}
+
+/// H holds the only provided buffer; W1 and W2 wait for one (ENOBUFS); W1 is cancelled
+/// (or drops its receive); H gives its buffer back: W2 must receive.
+fn provided_waiter_gone(kind: Waiter) {
+    let mut d = ring(RingConfig::default());
+    d.enable_provided_buffers(1, 64).unwrap();
+    let ex = executor_with(d);
+    let ex = ex.as_ref();
+    let (hs, mut hp) = pair();
+    hp.write_all(b"held").unwrap();
+    let (release, held) = (Rc::new(Cell::new(false)), Rc::new(Cell::new(false)));
+    let (rel, hd) = (release.clone(), held.clone());
+    ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+        let b = f.recv_provided(&hs).unwrap().unwrap();
+        hd.set(true);
+        yield_until(f, &rel);
+        drop(b);
+        Ok(0)
+    })
+    .unwrap();
+    run_until(ex, || held.get());
+    let (s1, mut p1) = pair();
+    let (s2, mut p2) = pair();
+    p1.write_all(b"one").unwrap();
+    p2.write_all(b"two").unwrap();
+    let got: Rc<RefCell<Option<Vec<u8>>>> = Rc::new(RefCell::new(None));
+    let (stop, end) = (Rc::new(Cell::new(false)), Rc::new(Cell::new(false)));
+    let attach = |s: Socket, out: Option<Rc<RefCell<Option<Vec<u8>>>>>, stop: Rc<Cell<bool>>, end: Rc<Cell<bool>>| -> TaskHandle {
+        let record = move |v: Option<Vec<u8>>| {
+            if let Some(o) = &out {
+                *o.borrow_mut() = v;
+            }
+        };
+        match kind {
+            Waiter::FiberOnce => ex
+                .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+                    record(f.recv_provided(&s).ok().flatten().map(|b| b.to_vec()));
+                    Ok(0)
+                })
+                .unwrap(),
+            Waiter::FiberMulti => ex
+                .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+                    let mut m = f.recv_multi(&s).unwrap();
+                    record(f.next_recv(&mut m).ok().flatten().map(|b| b.to_vec()));
+                    Ok(0)
+                })
+                .unwrap(),
+            Waiter::FutureOnce => ex
+                .attach(task(), async move {
+                    record(net::future::recv_provided(&s).await.ok().flatten().map(|b| b.to_vec()));
+                    0u64
+                })
+                .unwrap(),
+            Waiter::FutureMulti => ex
+                .attach(task(), async move {
+                    let mut m = net::future::recv_multi(&s).await.unwrap();
+                    record(net::future::next_recv(&mut m).await.ok().flatten().map(|b| b.to_vec()));
+                    0u64
+                })
+                .unwrap(),
+            Waiter::FutureDropped => ex
+                .attach(task(), async move {
+                    {
+                        let mut r = pin!(net::future::recv_provided(&s));
+                        core::future::poll_fn(|cx| {
+                            if stop.get() {
+                                return Poll::Ready(());
+                            }
+                            if let Poll::Ready(v) = r.as_mut().poll(cx) {
+                                record(v.ok().flatten().map(|b| b.to_vec()));
+                                return Poll::Ready(());
+                            }
+                            Poll::Pending
+                        })
+                        .await;
+                    }
+                    until(end).await; // alive, waiting for nothing of the buffer ring's
+                    0u64
+                })
+                .unwrap(),
+        }
+    };
+    let w1 = attach(s1, None, stop.clone(), end.clone());
+    let w2 = attach(s2, Some(got.clone()), Rc::new(Cell::new(false)), Rc::new(Cell::new(true)));
+    // Both wait for a buffer (the wait is a `Wait` suspension; the receive's is `Io`).
+    let waiting = |t| ex.state(t) == Ok(TaskState::Suspended(SuspendReason::Wait));
+    run_until(ex, || waiting(w1) && waiting(w2));
+    assert_eq!(ex.with_driver(|d| d.provided_buffer_stats().unwrap().exhausted), 2);
+    if kind == Waiter::FutureDropped {
+        stop.set(true);
+        ex.wake(w1); // it drops its receive and lives on, yielding
+        let _ = ex.run(16, Some(Duration::from_millis(20)));
+    } else {
+        ex.cancel(w1).unwrap();
+    }
+    release.set(true);
+    let t0 = std::time::Instant::now();
+    while got.borrow().is_none() && t0.elapsed() < Duration::from_secs(3) {
+        let _ = ex.run(1024, Some(Duration::from_millis(20)));
+    }
+    assert_eq!(got.borrow().as_deref(), Some(&b"two"[..]), "{kind:?}: W2 must receive once the buffer is back (W2: {:?})", ex.state(w2));
+    end.set(true);
+    assert!(run_for(ex, Duration::from_secs(3)));
+    drop((p1, p2, hp));
+}
+
+#[test]
+fn a_cancelled_fiber_waiting_for_a_provided_buffer_passes_the_wake_on() {
+    provided_waiter_gone(Waiter::FiberOnce);
+}
+
+#[test]
+fn a_cancelled_fiber_waiting_to_rearm_a_multishot_receive_passes_the_wake_on() {
+    provided_waiter_gone(Waiter::FiberMulti);
+}
+
+#[test]
+fn a_cancelled_future_waiting_for_a_provided_buffer_passes_the_wake_on() {
+    provided_waiter_gone(Waiter::FutureOnce);
+}
+
+#[test]
+fn a_cancelled_future_waiting_to_rearm_a_multishot_receive_passes_the_wake_on() {
+    provided_waiter_gone(Waiter::FutureMulti);
+}
+
+#[test]
+fn a_receive_future_dropped_while_waiting_for_a_provided_buffer_leaves_the_queue() {
+    provided_waiter_gone(Waiter::FutureDropped);
+}
