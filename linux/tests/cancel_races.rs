@@ -10,10 +10,10 @@ mod net_util;
 use core::pin::pin;
 use core::task::Poll;
 use core::time::Duration;
-use keel_core::{Config, Errno, Executor, Fiber, IoStatus, SuspendReason, TaskHandle, TaskState, rt};
+use keel_core::{Errno, Fiber, IoStatus, SuspendReason, TaskHandle, TaskState, rt};
 use keel_linux::fs::{self, BufferError, FiberFs, File};
 use keel_linux::net::{self, FiberNet, Socket};
-use keel_linux::{MmapStacks, RingConfig, RingOp};
+use keel_linux::{RingConfig, RingOp};
 use net_util::{Ex, executor, executor_with, fattrs, ring, run_until, task};
 use std::cell::{Cell, RefCell};
 use std::io::Write;
@@ -29,10 +29,6 @@ fn run_for(ex: Pin<&Ex>, limit: Duration) -> bool {
         let _ = ex.run(1024, Some(Duration::from_millis(20)));
     }
     ex.attached() == 0
-}
-
-fn suspended(ex: Pin<&Ex>, t: TaskHandle) -> bool {
-    matches!(ex.state(t), Ok(TaskState::Suspended(_)))
 }
 
 /// A connected pair: the keel side and the std peer.
@@ -362,4 +358,248 @@ fn a_cancelled_future_waiting_to_rearm_a_multishot_receive_passes_the_wake_on() 
 #[test]
 fn a_receive_future_dropped_while_waiting_for_a_provided_buffer_leaves_the_queue() {
     provided_waiter_gone(Waiter::FutureDropped);
+}
+
+// ---- item 10: a cancel that loses the race to a posted completion reports it ----
+
+#[derive(Copy, Clone, Debug, PartialEq)]
+enum Op {
+    FutureRead,
+    FiberRecvProvided,
+    FutureRecvProvided,
+    FiberNextRecv,
+    FutureNextRecv,
+    FutureAccept,
+    FiberNextAccept,
+    FutureNextAccept,
+}
+
+const BURST: usize = 4;
+
+/// What each task's operation reported: the bytes (a receive or read), or the
+/// descriptor's liveness (an accept), or the error.
+type Out = Rc<RefCell<Vec<Option<Result<Vec<u8>, Errno>>>>>;
+
+/// `BURST` tasks each wait in `op`; their completions are made ready at once; one pass
+/// with `reap_batch: 1` reaps one CQE and leaves the rest in the CQ; the other tasks are
+/// cancelled then. Every task must report its completion, not ECANCELED.
+fn burst_then_cancel(op: Op) {
+    let mut d = ring(RingConfig::default());
+    d.enable_provided_buffers(8, 64).unwrap();
+    let ex: Pin<Box<Ex>> = Box::pin(
+        keel_core::Executor::with_stacks(d, keel_linux::MmapStacks::new().unwrap(), keel_core::Config { reap_batch: 1, ..keel_linux::panic::config() }).unwrap(),
+    );
+    let ex = ex.as_ref();
+    let out: Out = Rc::new(RefCell::new(vec![None; BURST]));
+    let mut tasks = Vec::new();
+    let mut kick: Vec<Box<dyn FnOnce()>> = Vec::new();
+    let dir = std::env::temp_dir().join(format!("keel-{}-burst-{op:?}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..BURST {
+        let o = out.clone();
+        let put = move |v: Result<Vec<u8>, Errno>| o.borrow_mut()[i] = Some(v);
+        let msg = format!("burst {i}!").into_bytes();
+        let t = match op {
+            Op::FutureRead => {
+                let (r, w) = pipe();
+                let m = msg.clone();
+                kick.push(Box::new(move || {
+                    // SAFETY: `w` is the pipe's write end, open; `m` is valid for its length.
+                    assert_eq!(unsafe { libc::write(w, m.as_ptr().cast(), m.len()) }, m.len() as isize);
+                    // SAFETY: ours, closed once.
+                    unsafe { libc::close(w) };
+                }));
+                ex.attach(task(), async move {
+                    let file = File::from_raw_fd(r);
+                    let (res, buf) = fs::read(&file, Vec::with_capacity(64), 0).await;
+                    put(res.map(|n| buf[..n as usize].to_vec()));
+                    0u64
+                })
+                .unwrap()
+            }
+            Op::FiberRecvProvided | Op::FutureRecvProvided | Op::FiberNextRecv | Op::FutureNextRecv => {
+                let (s, mut peer) = pair();
+                let m = msg.clone();
+                kick.push(Box::new(move || peer.write_all(&m).unwrap()));
+                match op {
+                    Op::FiberRecvProvided => ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+                        put(f.recv_provided(&s).map(|b| b.map(|b| b.to_vec()).unwrap_or_default()));
+                        Ok(0)
+                    }).unwrap(),
+                    Op::FiberNextRecv => ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+                        let mut m = f.recv_multi(&s).unwrap();
+                        put(f.next_recv(&mut m).map(|b| b.map(|b| b.to_vec()).unwrap_or_default()));
+                        Ok(0)
+                    }).unwrap(),
+                    Op::FutureRecvProvided => ex
+                        .attach(task(), async move {
+                            put(net::future::recv_provided(&s).await.map(|b| b.map(|b| b.to_vec()).unwrap_or_default()));
+                            0u64
+                        })
+                        .unwrap(),
+                    _ => ex
+                        .attach(task(), async move {
+                            let mut m = net::future::recv_multi(&s).await.unwrap();
+                            put(net::future::next_recv(&mut m).await.map(|b| b.map(|b| b.to_vec()).unwrap_or_default()));
+                            0u64
+                        })
+                        .unwrap(),
+                }
+            }
+            Op::FutureAccept | Op::FiberNextAccept | Op::FutureNextAccept => {
+                let path = dir.join(format!("l{i}"));
+                let l = UnixListener::bind(&path).unwrap();
+                let ls = Socket::from_raw_fd(l.into_raw_fd());
+                let p = path.clone();
+                kick.push(Box::new(move || {
+                    let c = UnixStream::connect(&p).unwrap();
+                    std::mem::forget(c); // keep the peer open; the process exit closes it
+                }));
+                let got = move |r: Result<Socket, Errno>| r.map(|s| {
+                    // A live descriptor: fcntl succeeds on it.
+                    // SAFETY: querying flags of a descriptor we own.
+                    assert!(unsafe { libc::fcntl(s.fd(), libc::F_GETFD) } >= 0);
+                    b"fd".to_vec()
+                });
+                match op {
+                    Op::FutureAccept => ex
+                        .attach(task(), async move {
+                            put(got(net::future::accept(&ls).await));
+                            0u64
+                        })
+                        .unwrap(),
+                    Op::FutureNextAccept => ex
+                        .attach(task(), async move {
+                            let mut m = net::future::accept_multi(&ls);
+                            put(got(net::future::next_accept(&mut m).await));
+                            0u64
+                        })
+                        .unwrap(),
+                    _ => ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+                        let mut m = f.accept_multi(&ls);
+                        put(got(f.next_accept(&mut m)));
+                        Ok(0)
+                    }).unwrap(),
+                }
+            }
+        };
+        tasks.push(t);
+    }
+    // Every op in the kernel: all suspended on i/o, and a pass entered since.
+    let in_io = |t| ex.state(t) == Ok(TaskState::Suspended(SuspendReason::Io));
+    run_until(ex, || tasks.iter().all(|&t| in_io(t)));
+    let _ = ex.run(1024, Some(Duration::from_millis(20)));
+    assert!(tasks.iter().all(|&t| in_io(t)));
+    for k in kick {
+        k();
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    // One item: the pass's enter posts every completion, the reap takes one.
+    let _ = ex.run(1, Some(Duration::from_secs(2)));
+    let mut cancelled = 0;
+    for &t in &tasks {
+        if in_io(t) {
+            ex.cancel(t).unwrap();
+            cancelled += 1;
+        }
+    }
+    assert!(cancelled > 0, "{op:?}: some completions must be left unreaped for the test to mean anything");
+    assert!(run_for(ex, Duration::from_secs(5)), "{op:?}: tasks finish");
+    for i in 0..BURST {
+        let want = if matches!(op, Op::FutureAccept | Op::FiberNextAccept | Op::FutureNextAccept) { b"fd".to_vec() } else { format!("burst {i}!").into_bytes() };
+        assert_eq!(out.borrow()[i], Some(Ok(want)), "{op:?}: task {i} must report its completion ({cancelled} cancelled)");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_cancelled_read_future_reports_the_bytes_the_kernel_read() {
+    burst_then_cancel(Op::FutureRead);
+}
+
+#[test]
+fn a_cancelled_fiber_receive_into_a_provided_buffer_reports_the_bytes() {
+    burst_then_cancel(Op::FiberRecvProvided);
+}
+
+#[test]
+fn a_cancelled_future_receive_into_a_provided_buffer_reports_the_bytes() {
+    burst_then_cancel(Op::FutureRecvProvided);
+}
+
+#[test]
+fn a_cancelled_fiber_multishot_receive_reports_the_bytes() {
+    burst_then_cancel(Op::FiberNextRecv);
+}
+
+#[test]
+fn a_cancelled_future_multishot_receive_reports_the_bytes() {
+    burst_then_cancel(Op::FutureNextRecv);
+}
+
+#[test]
+fn a_cancelled_accept_future_returns_the_accepted_descriptor() {
+    burst_then_cancel(Op::FutureAccept);
+}
+
+#[test]
+fn a_cancelled_fiber_multishot_accept_returns_the_accepted_descriptor() {
+    burst_then_cancel(Op::FiberNextAccept);
+}
+
+#[test]
+fn a_cancelled_future_multishot_accept_returns_the_accepted_descriptor() {
+    burst_then_cancel(Op::FutureNextAccept);
+}
+
+// ---- item 8: the driver's cancel queue ----
+
+#[test]
+fn more_cancels_than_the_cancel_queue_holds_all_take_effect() {
+    // Fails before the queue kept one cancel per live op: with the SQ full, cancels past
+    // the queue's capacity were dropped, and the reads they named never ended.
+    const N: usize = 8;
+    let cfg = RingConfig { entries: 2, cq_entries: 64, slots: N as u32, ..RingConfig::default() };
+    let ex = executor(cfg);
+    let ex = ex.as_ref();
+    let pipes: Vec<(RawFd, RawFd)> = (0..N).map(|_| pipe()).collect();
+    let readers: Vec<RawFd> = pipes.iter().map(|p| p.0).collect();
+    let results = Rc::new(RefCell::new(Vec::new()));
+    let r = results.clone();
+    ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+        let sts: Vec<Pin<Box<IoStatus>>> = (0..N).map(|_| Box::pin(IoStatus::new())).collect();
+        let mut bufs = vec![[0u8; 8]; N];
+        for (i, st) in sts.iter().enumerate() {
+            let e = io_uring::opcode::Read::new(io_uring::types::Fd(readers[i]), bufs[i].as_mut_ptr(), 8).build();
+            // SAFETY: `bufs` outlives the reads: this fiber waits for every one below.
+            f.initiate::<keel_linux::RingDriver>(st.as_ref(), unsafe { RingOp::from_entry(e) }).map_err(|_| keel_core::TaskError::Failed(1))?;
+        }
+        // Let every read reach the kernel (the SQ holds two), then ask three times each.
+        f.sleep(Duration::from_millis(20))?;
+        for st in &sts {
+            for _ in 0..3 {
+                f.cancel_io(st.as_ref());
+            }
+        }
+        while sts.iter().any(|s| s.is_in_flight()) {
+            f.wait_io();
+        }
+        r.borrow_mut().extend(sts.iter().map(|s| s.result()));
+        Ok(0)
+    })
+    .unwrap();
+    let done = run_for(ex, Duration::from_secs(3));
+    // Unblock any read a lost cancel left behind, so the executor can drain and drop.
+    for p in &pipes {
+        // SAFETY: the write ends are ours, closed once.
+        unsafe { libc::close(p.1) };
+    }
+    let finished = run_for(ex, Duration::from_secs(3));
+    assert!(done, "every read must end by its cancel (results after unblocking: {:?}, finished {finished})", results.borrow());
+    assert_eq!(*results.borrow(), vec![Some(Err(Errno::ECANCELED)); N]);
+    for p in &pipes {
+        // SAFETY: the read ends are ours, closed once.
+        unsafe { libc::close(p.0) };
+    }
 }
