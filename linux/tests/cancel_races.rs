@@ -569,7 +569,7 @@ fn more_cancels_than_the_cancel_queue_holds_all_take_effect() {
     let r = results.clone();
     ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
         let sts: Vec<Pin<Box<IoStatus>>> = (0..N).map(|_| Box::pin(IoStatus::new())).collect();
-        let mut bufs = vec![[0u8; 8]; N];
+        let mut bufs = [[0u8; 8]; N];
         for (i, st) in sts.iter().enumerate() {
             let e = io_uring::opcode::Read::new(io_uring::types::Fd(readers[i]), bufs[i].as_mut_ptr(), 8).build();
             // SAFETY: `bufs` outlives the reads: this fiber waits for every one below.
