@@ -19,7 +19,11 @@
 //!    registration, `waitq.rs`) to be woken when a buffer comes back; some (given back
 //!    since), and it re-arms at once. It never fails for it (a full queue: it re-arms).
 //!    Each buffer given back hands the turn to the oldest waiter (waitq rule 2), which
-//!    re-arms its receive; the kernel, not keel, picks which receive gets the buffer.
+//!    re-arms its receive; the kernel, not keel, picks which receive gets the buffer. One
+//!    turn per buffer is enough: a task waits only after `ENOBUFS`, which the kernel
+//!    posts only when data was there to receive, so the woken waiter's receive takes the
+//!    buffer at once (or, if another receive took it first, the buffer was used and the
+//!    waiter, finding none, waits again).
 //!    A waiter cancelled or dropped leaves the queue, and one that had been handed the
 //!    turn but had not run yet passes it to the next waiter (waitq rule 3), so a buffer
 //!    coming back always reaches a live waiter.

@@ -93,3 +93,34 @@ impl WaitQueue {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_core::{TaskAttrs, TaskSlot};
+
+    fn handle() -> TaskHandle {
+        let s: &'static TaskSlot<64> = Box::leak(Box::new(TaskSlot::new()));
+        s.create(TaskAttrs::default()).unwrap()
+    }
+
+    #[test]
+    fn a_wait_leaves_or_passes_its_turn_and_the_queue_stays_fifo() {
+        let (a, b, c) = (handle(), handle(), handle());
+        let mut q = WaitQueue::with_capacity(3);
+        let (ta, tb, tc) = (q.push(a).unwrap(), q.push(b).unwrap(), q.push(c).unwrap());
+        assert_eq!(q.push(a), None, "bounded (rule 4)");
+        assert!(q.is_queued(tb));
+        assert_eq!(q.leave(tb), Left::Queued, "a queued wait is removed (rule 3)");
+        assert!(!q.is_queued(tb));
+        assert_eq!(q.pop(), Some((ta, a)), "oldest first (rule 2)");
+        assert!(!q.is_queued(ta), "popped: it has the turn");
+        assert_eq!(q.leave(ta), Left::HadTurn, "leaving after the turn passes it on (rule 3)");
+        assert!(q.is_queued(tc));
+        let td = q.push(b).unwrap();
+        assert!(td > tc, "tickets grow (rule 1)");
+        assert_eq!(q.pop(), Some((tc, c)));
+        assert_eq!(q.pop(), Some((td, b)));
+        assert_eq!(q.pop(), None);
+    }
+}
