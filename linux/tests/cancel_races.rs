@@ -231,21 +231,32 @@ enum Waiter {
 }
 
 /// H holds the only provided buffer; W1 and W2 wait for one (ENOBUFS); W1 is cancelled
-/// (or drops its receive); H gives its buffer back: W2 must receive.
-fn provided_waiter_gone(kind: Waiter) {
+/// (or drops its receive); H gives its buffer back: W2 must receive. With
+/// `cancel_after_release`, H cancels W1 right after giving the buffer back, when W1 has
+/// been handed the turn and not run yet.
+fn provided_waiter_gone(kind: Waiter, cancel_after_release: bool) {
     let mut d = ring(RingConfig::default());
     d.enable_provided_buffers(1, 64).unwrap();
     let ex = executor_with(d);
     let ex = ex.as_ref();
+    let exp: *const Ex = ex.get_ref();
     let (hs, mut hp) = pair();
     hp.write_all(b"held").unwrap();
     let (release, held) = (Rc::new(Cell::new(false)), Rc::new(Cell::new(false)));
     let (rel, hd) = (release.clone(), held.clone());
+    let w1_slot: Rc<Cell<Option<TaskHandle>>> = Rc::new(Cell::new(None));
+    let w1s = w1_slot.clone();
     ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
         let b = f.recv_provided(&hs).unwrap().unwrap();
         hd.set(true);
         yield_until(f, &rel);
         drop(b);
+        if cancel_after_release {
+            // SAFETY: the executor is pinned and outlives its tasks (dropped at the end
+            // of the test, after they completed); this runs on its thread.
+            let ex = unsafe { Pin::new_unchecked(&*exp) };
+            ex.cancel(w1s.get().unwrap()).unwrap();
+        }
         Ok(0)
     })
     .unwrap();
@@ -312,12 +323,15 @@ fn provided_waiter_gone(kind: Waiter) {
         }
     };
     let w1 = attach(s1, None, stop.clone(), end.clone());
+    w1_slot.set(Some(w1));
     let w2 = attach(s2, Some(got.clone()), Rc::new(Cell::new(false)), Rc::new(Cell::new(true)));
     // Both wait for a buffer (the wait is a `Wait` suspension; the receive's is `Io`).
     let waiting = |t| ex.state(t) == Ok(TaskState::Suspended(SuspendReason::Wait));
     run_until(ex, || waiting(w1) && waiting(w2));
     assert_eq!(ex.with_driver(|d| d.provided_buffer_stats().unwrap().exhausted), 2);
-    if kind == Waiter::FutureDropped {
+    if cancel_after_release {
+        // H cancels W1 after handing it the turn.
+    } else if kind == Waiter::FutureDropped {
         stop.set(true);
         ex.wake(w1); // it drops its receive and lives on, yielding
         let _ = ex.run(16, Some(Duration::from_millis(20)));
@@ -337,27 +351,37 @@ fn provided_waiter_gone(kind: Waiter) {
 
 #[test]
 fn a_cancelled_fiber_waiting_for_a_provided_buffer_passes_the_wake_on() {
-    provided_waiter_gone(Waiter::FiberOnce);
+    provided_waiter_gone(Waiter::FiberOnce, false);
 }
 
 #[test]
 fn a_cancelled_fiber_waiting_to_rearm_a_multishot_receive_passes_the_wake_on() {
-    provided_waiter_gone(Waiter::FiberMulti);
+    provided_waiter_gone(Waiter::FiberMulti, false);
 }
 
 #[test]
 fn a_cancelled_future_waiting_for_a_provided_buffer_passes_the_wake_on() {
-    provided_waiter_gone(Waiter::FutureOnce);
+    provided_waiter_gone(Waiter::FutureOnce, false);
 }
 
 #[test]
 fn a_cancelled_future_waiting_to_rearm_a_multishot_receive_passes_the_wake_on() {
-    provided_waiter_gone(Waiter::FutureMulti);
+    provided_waiter_gone(Waiter::FutureMulti, false);
+}
+
+#[test]
+fn a_fiber_handed_the_turn_and_cancelled_before_it_runs_passes_it_on() {
+    provided_waiter_gone(Waiter::FiberOnce, true);
+}
+
+#[test]
+fn a_future_handed_the_turn_and_cancelled_before_it_runs_passes_it_on() {
+    provided_waiter_gone(Waiter::FutureOnce, true);
 }
 
 #[test]
 fn a_receive_future_dropped_while_waiting_for_a_provided_buffer_leaves_the_queue() {
-    provided_waiter_gone(Waiter::FutureDropped);
+    provided_waiter_gone(Waiter::FutureDropped, false);
 }
 
 // ---- item 10: a cancel that loses the race to a posted completion reports it ----
