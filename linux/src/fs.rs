@@ -9,7 +9,9 @@
 //!   the result (as monoio and tokio-uring do). The operation and its buffer live in a
 //!   driver slot (`ring/slots.rs`), not in the future: a future dropped with its operation
 //!   in flight cancels it, and the slot keeps the buffer until the completion arrives; an
-//!   abandoned open closes the descriptor it gets. Nothing is allocated per operation.
+//!   abandoned open closes the descriptor it gets. A future whose task is cancelled
+//!   cancels its operation and still returns its completion (`kept.rs`): data the kernel
+//!   read before the cancel took is returned, not lost. Nothing is allocated per operation.
 //!
 //! Each call's doc opens with its C form. Read and write carry the task's I/O priority in
 //! the SQE; nothing else does (`ring/op.rs`).
