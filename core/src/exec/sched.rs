@@ -333,7 +333,8 @@ impl Sched {
                 }
             }
             Step::Done(result) => {
-                t.body.set(None);
+                // The switcher cleared the vtable (body rule 1).
+                debug_assert!(t.body.get().is_none(), "keel bug: a returned body is still installed");
                 self.finish(h, E::Return, result);
             }
         }
@@ -439,7 +440,9 @@ impl Sched {
         // Statuses completed but never taken are marked reaped as they leave the list
         // (io_status rule 1): one that outlives the run (kept outside the body) must not
         // unlink itself later from a list it is no longer in.
-        crate::io_status::take_completed(t.trailer(), usize::MAX);
+        if !t.trailer().completed.is_empty() {
+            crate::io_status::take_completed(t.trailer(), usize::MAX);
+        }
         if let Some(stack) = t.trailer().pending_stack.take() {
             // SAFETY: fiber rule 4: the fiber has exited and its i/o has been reaped, so
             // nothing uses the stack any more.

@@ -464,6 +464,8 @@ where
         let s = unsafe { sched.as_ref() };
         // SAFETY: `'static` header.
         let t = unsafe { h.as_ref() };
+        // Body rule 1: the closure was consumed by the fiber's entry; nothing is left to drop.
+        t.body.set(None);
         if t.io_in_flight() > 0 {
             // Fiber rule 4: the fiber returned with i/o in flight whose buffers may be on
             // its stack; the stack is held until the task has drained, then pooled.

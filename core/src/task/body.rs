@@ -38,7 +38,8 @@ pub enum SwitcherKind {
 pub(crate) enum Step {
     /// It suspended.
     Pending,
-    /// It returned (its body has been dropped).
+    /// It returned: its body has been dropped and the header's vtable cleared (body
+    /// rule 1).
     Done(TaskResult),
 }
 
