@@ -16,6 +16,8 @@
 #![allow(unsafe_code)] // building SQEs that point at buffers; each use says why the buffer outlives the op
 
 use crate::buf::RawBuf;
+use crate::fd::{Fd, SharedFd};
+use std::rc::Rc;
 use crate::kept::Kept;
 use crate::ring::{RingDriver, RingOp, to_result};
 use io_uring::{opcode, types};
@@ -27,39 +29,32 @@ use std::os::fd::RawFd;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 
-/// An open file descriptor. Close it with `close` (through the ring); dropping it closes
-/// it with `close(2)` directly.
+/// An open file descriptor, shared with the future operations that name it (fd rule 1 in
+/// `fd.rs`: it stays open until every one of them has completed, so its number is never
+/// reused under a queued SQE). Close it with `close` (through the ring, cancelling its
+/// operations first); dropping it closes it with `close(2)` once no operation holds it.
+/// `!Send`: it belongs to the executor's thread (as in tokio-uring and monoio).
 #[derive(Debug)]
 pub struct File {
-    fd: RawFd,
+    fd: SharedFd,
 }
 
 impl File {
-    /// Wraps a descriptor this `File` will own.
+    /// Wraps a descriptor this `File` will own (one allocation: the shared count).
     pub fn from_raw_fd(fd: RawFd) -> Self {
-        File { fd }
+        File { fd: Fd::new(fd) }
     }
 
     /// The descriptor.
     pub fn fd(&self) -> RawFd {
-        self.fd
+        self.fd.raw()
     }
 
-    /// Gives the descriptor up without closing it.
-    pub fn into_raw_fd(self) -> RawFd {
-        let fd = self.fd;
-        core::mem::forget(self);
-        fd
-    }
-}
-
-impl Drop for File {
-    fn drop(&mut self) {
-        #[allow(unsafe_code)]
-        // SAFETY: we own the descriptor.
-        unsafe {
-            rustix::io::close(self.fd);
-        }
+    /// Gives the descriptor up without closing it; the `File` comes back in `Err` while an
+    /// operation still holds it (a future dropped mid-operation whose completion has not
+    /// been reaped yet: run the executor, then try again; fd rule 4).
+    pub fn into_raw_fd(self) -> Result<RawFd, Self> {
+        Fd::try_into_raw(self.fd).map_err(|fd| File { fd })
     }
 }
 
@@ -95,7 +90,7 @@ impl std::fmt::Display for BufferError {
 }
 
 fn fd(file: &File) -> types::Fd {
-    types::Fd(file.fd)
+    types::Fd(file.fd.raw())
 }
 
 fn prio_op(op: RingOp, p: Priority, rt: bool) -> RingOp {
@@ -246,9 +241,7 @@ impl FiberFs for Fiber {
     }
 
     fn close(&mut self, file: File) -> Result<(), Errno> {
-        let e = opcode::Close::new(types::Fd(file.into_raw_fd())).build();
-        // SAFETY: no memory is referenced.
-        self.run_op(unsafe { RingOp::from_entry(e) }).map(drop)
+        close_fiber(self, file.fd)
     }
 
     #[inline(always)] // the fiber's suspend must not straddle an out-of-line frame (arch doc)
@@ -435,11 +428,80 @@ pub async fn open(path: &str, flags: i32, mode: u32) -> Result<File, Errno> {
     res.map(|fd| File::from_raw_fd(fd as RawFd))
 }
 
-/// `close(fd)` through the ring, see close(2).
+/// `close(fd)` through the ring, see close(2): first cancels every operation on the
+/// descriptor (`ASYNC_CANCEL` with `CANCEL_FD | CANCEL_ALL`, as `close_socket` does, net
+/// rule 1), then closes it through the ring if no operation holds it any more, else lets
+/// the last one's completion close it (fd rule 3). The descriptor is closed whatever this
+/// returns: a close that cannot go through the ring (the task was cancelled; polled outside
+/// a keel task: `EPERM`) cancels the descriptor's operations with a synchronous cancel
+/// where it can reach the driver and closes with `close(2)`.
 pub async fn close(file: File) -> Result<(), Errno> {
-    let e = opcode::Close::new(types::Fd(file.into_raw_fd())).build();
+    close_shared(file.fd).await
+}
+
+/// Whether a cancel's result says it did not run (so the descriptor's operations may
+/// still be in flight): refused before submission (cancelled task, no room) or itself
+/// cancelled.
+fn cancel_not_run(r: &Result<u32, Errno>) -> bool {
+    matches!(r, Err(e) if *e != Errno::ENOENT && *e != Errno(libc::EALREADY) && *e != Errno::EINVAL)
+}
+
+/// fd rule 3 for futures (`close`, `net::future::close_socket`).
+pub(crate) async fn close_shared(fd: SharedFd) -> Result<(), Errno> {
+    let raw = fd.raw();
+    // The cancel holds the descriptor too: its number is not reused under it.
+    // SAFETY: a cancel SQE references no memory.
+    let cancel = unsafe { RingOp::owned(crate::net::cancel_fd_sqe(crate::net::Sock::Fd(raw)), None) }.holding(&fd);
+    let cancelled = OwnedOp::new(cancel).await.0;
+    if cancel_not_run(&cancelled) {
+        core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.sync_cancel_fd(raw)))).await;
+    }
+    let cancelled = crate::net::cancel_ok(cancelled).or_else(|e| if cancel_not_run(&Err(e)) { Ok(()) } else { Err(e) });
+    // The close holds our reference: if it never runs (refused, cancelled) dropping it
+    // closes the descriptor with close(2); if it completes, the kernel closed it.
+    let e = opcode::Close::new(types::Fd(raw)).build();
+    let closed = if Rc::strong_count(&fd) == 1 {
+        // SAFETY: no memory is referenced.
+        OwnedOp::new(unsafe { RingOp::owned(e, None) }.holding(&fd)).await.0.map(drop)
+    } else {
+        Ok(()) // an operation still holds it: its completion closes it (fd rule 3)
+    };
+    drop(fd);
+    cancelled.and(closed)
+}
+
+/// fd rule 3 for fibers (`FiberFs::close`, `FiberNet::close_socket`): the cancel and the
+/// close are waited for even when the task is cancelled (`run_op`); a close that could not
+/// run (a cancelled task cannot start one) closes with `close(2)`.
+pub(crate) fn close_fiber(f: &mut Fiber, fd: SharedFd) -> Result<(), Errno> {
+    let raw = fd.raw();
+    // SAFETY: a cancel SQE references no memory; `fd` is held across `run_op`, which returns
+    // only after the completion.
+    let cancelled = f.run_op(unsafe { RingOp::from_entry(crate::net::cancel_fd_sqe(crate::net::Sock::Fd(raw))) });
+    if cancel_not_run(&cancelled) {
+        f.with_driver::<RingDriver, _>(|d| d.sync_cancel_fd(raw));
+    }
+    let cancelled = crate::net::cancel_ok(cancelled).or_else(|e| if cancel_not_run(&Err(e)) { Ok(()) } else { Err(e) });
+    let raw = match Fd::try_into_raw(fd) {
+        Ok(raw) => raw,
+        Err(shared) => {
+            drop(shared); // an operation still holds it: its completion closes it (fd rule 3)
+            return cancelled;
+        }
+    };
+    let e = opcode::Close::new(types::Fd(raw)).build();
     // SAFETY: no memory is referenced.
-    OwnedOp::new(unsafe { RingOp::owned(e, None) }).await.0.map(drop)
+    let closed = match f.run_op(unsafe { RingOp::from_entry(e) }) {
+        Ok(_) => Ok(()),
+        // Not run (refused, or cancelled before the kernel took it): close it here.
+        Err(Errno::ECANCELED) | Err(Errno::EBUSY) | Err(Errno::EPERM) => {
+            // SAFETY: we hold the only reference and no operation names the descriptor.
+            unsafe { rustix::io::close(raw) };
+            Ok(())
+        }
+        Err(e) => Err(e), // the kernel ran close(2): the descriptor is gone either way
+    };
+    cancelled.and(closed)
 }
 
 /// `pread(fd, buf, capacity, offset)`, see pread(2): reads up to `buf.capacity()` bytes;

@@ -11,11 +11,17 @@
 //!   kernel made is the caller's, not lost); otherwise the op is left to its slot
 //!   (`abandon`: cancelled there, its buffer kept until the completion, whatever it yields
 //!   given back, driver rule 3) and the future ends with `ECANCELED`.
-//! - Dropped in flight: abandoned the same way.
-#![allow(unsafe_code)] // Drop reaches the driver through the pointer the executor handed out
+//! - Dropped in flight: abandoned the same way, through the driver's shared state (shared
+//!   rule 2 in `ring/shared.rs`): the future holds an `Rc` of it, not a pointer to the
+//!   driver, so it may be moved out of its task and dropped anywhere on the thread, after
+//!   the executor too (then the driver has already cancelled and reaped the operation).
+//! - Polled in another executor's task than the one it was submitted in: `EXDEV` (the
+//!   operation stays with its own driver and is abandoned when the future goes).
 
 use crate::buf::RawBuf;
+use crate::ring::shared::Shared;
 use crate::ring::{RingDriver, RingOp};
+use std::rc::Rc;
 use keel_core::SubmitRefused;
 use keel_core::{Errno, OpId};
 use std::future::Future;
@@ -32,40 +38,48 @@ pub(crate) struct Kept {
     op: Option<RingOp>,
     wait: bool,
     id: Option<OpId>,
-    driver: *mut RingDriver,
+    /// The driver's shared state while the operation is submitted (shared rule 2).
+    shared: Option<Rc<Shared>>,
 }
 
 impl Kept {
     /// A kept operation that waits for room to submit.
     pub(crate) fn new(op: RingOp) -> Self {
-        Kept { op: Some(op), wait: true, id: None, driver: core::ptr::null_mut() }
+        Kept { op: Some(op), wait: true, id: None, shared: None }
     }
 
     /// A kept operation that fails with `EBUSY` instead of waiting when there is no room
     /// (every slot taken, the SQ full, or the in-flight limit reached).
     pub(crate) fn new_nowait(op: RingOp) -> Self {
-        Kept { op: Some(op), wait: false, id: None, driver: core::ptr::null_mut() }
+        Kept { op: Some(op), wait: false, id: None, shared: None }
     }
 
     fn poll_taken(&mut self, cx: &mut Context<'_>, id: OpId) -> Poll<KeptResult> {
         let cancelled = keel_core::rt::is_cancelled(cx);
+        let mine = self.shared.as_ref().map_or(core::ptr::null(), Rc::as_ptr);
         let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+            if !core::ptr::eq(Rc::as_ptr(&d.shared), mine) {
+                return Err(()); // another executor's driver: `id` means nothing there
+            }
             let done = d.take_full(id);
             if done.is_none() && cancelled {
                 d.abandon(id);
             }
-            done
+            Ok(done)
         });
         match r {
-            Some(Some(done)) => {
+            Some(Err(())) => Poll::Ready((-libc::EXDEV, 0, None)),
+            Some(Ok(Some(done))) => {
                 self.id = None;
+                self.shared = None;
                 Poll::Ready(done)
             }
-            Some(None) if cancelled => {
+            Some(Ok(None)) if cancelled => {
                 self.id = None; // abandoned above: the slot owns it now
+                self.shared = None;
                 Poll::Ready((-Errno::ECANCELED.0, 0, None))
             }
-            Some(None) => {
+            Some(Ok(None)) => {
                 keel_core::io_status::waiting_for_io(cx);
                 Poll::Pending
             }
@@ -89,7 +103,7 @@ impl Future for Kept {
         match keel_core::try_submit_from::<RingDriver>(cx, &mut self.op, wait) {
             Ok(id) => {
                 self.id = Some(id);
-                self.driver = keel_core::io_status::driver_ptr::<RingDriver>(cx).unwrap_or(core::ptr::null_mut());
+                self.shared = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.shared.clone());
                 keel_core::io_status::waiting_for_io(cx);
                 Poll::Pending
             }
@@ -101,11 +115,8 @@ impl Future for Kept {
 
 impl Drop for Kept {
     fn drop(&mut self) {
-        if let (Some(id), false) = (self.id, self.driver.is_null()) {
-            // SAFETY: the driver outlives every task body on its executor, and a body is
-            // dropped on the executor's thread with no other borrow of the driver live
-            // (keel-core sched rule 3).
-            unsafe { (*self.driver).abandon(id) };
+        if let (Some(id), Some(shared)) = (self.id, &self.shared) {
+            shared.abandon(id); // shared rule 2; a no-op once the driver is gone
         }
     }
 }

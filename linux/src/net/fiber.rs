@@ -73,20 +73,20 @@ fn run(f: &mut Fiber, e: squeue::Entry) -> Result<u32, Errno> {
 /// Submits `op` with a wake token (net rule 6): through the executor's admission
 /// (`Fiber::try_submit`: the I/O-priority queue for room and `max_io_in_flight`), waiting
 /// while there is no room.
-fn submit_wake(f: &mut Fiber, op: RingOp) -> Result<(OpId, *mut RingDriver), Errno> {
+fn submit_wake(f: &mut Fiber, op: RingOp) -> Result<(OpId, std::rc::Rc<crate::ring::shared::Shared>), Errno> {
     let id = f.try_submit::<RingDriver>(op).map_err(|e| match e {
         InitiateError::Cancelled(_) => Errno::ECANCELED,
         InitiateError::Refused(_, e) => e,
         _ => Errno::EINVAL,
     })?;
-    let driver = f.with_driver::<RingDriver, _>(|d| d as *mut RingDriver).ok_or(Errno::EINVAL)?;
-    Ok((id, driver))
+    let shared = f.with_driver::<RingDriver, _>(|d| d.shared.clone()).ok_or(Errno::EINVAL)?;
+    Ok((id, shared))
 }
 
 /// Waits for a buffer to come back to the provided-buffer ring (pbuf rule 3).
 fn wait_buffer(f: &mut Fiber) -> Result<(), Errno> {
     let me = f.task();
-    match f.with_driver::<RingDriver, _>(|d| d.pbuf.as_mut().map(|p| p.available() > 0 || !p.wait(me))) {
+    match f.with_driver::<RingDriver, _>(|d| d.pbuf().map(|mut p| p.available() > 0 || !p.wait(me))) {
         Some(Some(true)) => Ok(()),
         Some(Some(false)) => f.wait().map_err(|_| Errno::ECANCELED),
         _ => Err(Errno::EINVAL),
@@ -95,7 +95,7 @@ fn wait_buffer(f: &mut Fiber) -> Result<(), Errno> {
 
 /// Runs a driver-kept op to completion (net rule 6): (result, CQE flags).
 fn run_kept(f: &mut Fiber, op: RingOp) -> Result<(i32, u32), Errno> {
-    let (id, driver) = submit_wake(f, op)?;
+    let (id, _) = submit_wake(f, op)?;
     loop {
         match f.with_driver::<RingDriver, _>(|d| d.take_full(id)) {
             Some(Some((res, flags, _))) => return Ok((res, flags)),
@@ -103,8 +103,7 @@ fn run_kept(f: &mut Fiber, op: RingOp) -> Result<(i32, u32), Errno> {
             None => return Err(Errno::EINVAL),
         }
         if f.is_cancelled() {
-            // SAFETY: the driver is alive (we run on its executor) and not borrowed here.
-            unsafe { (*driver).abandon(id) };
+            f.with_driver::<RingDriver, _>(|d| d.abandon(id));
             return Err(Errno::ECANCELED);
         }
         f.wait_io();
@@ -119,8 +118,8 @@ fn next_multi(f: &mut Fiber, m: &mut Multishot) -> Result<(i32, u32), Errno> {
             MStep::Item(r, fl) => return Ok((r, fl)),
             MStep::Done(e) => return Err(e),
             MStep::Submit => {
-                let (id, d) = submit_wake(f, m.op())?;
-                m.armed(id, d);
+                let (id, shared) = submit_wake(f, m.op())?;
+                m.armed(id, Some(shared));
             }
             MStep::WaitBuffer => wait_buffer(f)?,
             MStep::Pending => {
@@ -134,7 +133,7 @@ fn next_multi(f: &mut Fiber, m: &mut Multishot) -> Result<(i32, u32), Errno> {
 }
 
 fn bgid(f: &mut Fiber) -> Result<u16, Errno> {
-    f.with_driver::<RingDriver, _>(|d| d.pbuf.as_ref().map(|p| p.bgid())).flatten().ok_or(Errno::ENOBUFS)
+    f.with_driver::<RingDriver, _>(|d| d.pbuf().map(|p| p.bgid())).flatten().ok_or(Errno::ENOBUFS)
 }
 
 impl FiberNet for Fiber {
@@ -167,11 +166,11 @@ impl FiberNet for Fiber {
     }
 
     fn accept_multi(&mut self, s: &impl AsSock) -> Multishot {
-        Multishot::new(accept_multi_sqe(s.sock(), false), MultiKind::Accept)
+        Multishot::new(s, accept_multi_sqe(s.sock(), false), MultiKind::Accept)
     }
 
     fn accept_multi_direct(&mut self, s: &impl AsSock) -> Multishot {
-        Multishot::new(accept_multi_sqe(s.sock(), true), MultiKind::AcceptDirect)
+        Multishot::new(s, accept_multi_sqe(s.sock(), true), MultiKind::AcceptDirect)
     }
 
     fn next_accept(&mut self, m: &mut Multishot) -> Result<Socket, Errno> {
@@ -276,10 +275,10 @@ impl FiberNet for Fiber {
         let g = bgid(self)?;
         loop {
             // SAFETY: a buffer-select receive references no memory of ours.
-            let op = unsafe { RingOp::owned(recv_select_sqe(s.sock(), g), None) };
+            let op = unsafe { RingOp::owned(recv_select_sqe(s.sock(), g), None) }.holding_opt(s.held());
             let (res, flags) = run_kept(self, op)?;
             if res == -libc::ENOBUFS {
-                self.with_driver::<RingDriver, _>(|d| d.pbuf.as_mut().map(|p| p.note_exhausted()));
+                self.with_driver::<RingDriver, _>(|d| d.pbuf().map(|mut p| p.note_exhausted()));
                 wait_buffer(self)?;
                 continue;
             }
@@ -292,7 +291,7 @@ impl FiberNet for Fiber {
 
     fn recv_multi(&mut self, s: &impl AsSock) -> Result<Multishot, Errno> {
         let g = bgid(self)?;
-        Ok(Multishot::new(recv_multi_sqe(s.sock(), g), MultiKind::Recv))
+        Ok(Multishot::new(s, recv_multi_sqe(s.sock(), g), MultiKind::Recv))
     }
 
     fn next_recv(&mut self, m: &mut Multishot) -> Result<Option<ProvidedBuf>, Errno> {
@@ -311,10 +310,7 @@ impl FiberNet for Fiber {
     }
 
     fn close_socket(&mut self, s: Socket) -> Result<(), Errno> {
-        let fd = s.into_raw_fd();
-        let cancelled = cancel_ok(run(self, cancel_fd_sqe(Sock::Fd(fd))));
-        let closed = run(self, close_sqe(Sock::Fd(fd))).map(drop);
-        cancelled.and(closed)
+        crate::fs::close_fiber(self, s.into_shared())
     }
 
     fn close_fixed_socket(&mut self, s: FixedSocket) -> Result<(), Errno> {

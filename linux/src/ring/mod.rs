@@ -66,6 +66,7 @@ mod direct;
 mod driver;
 pub mod op;
 pub mod setup;
+pub(crate) mod shared;
 pub(crate) mod slots;
 mod unpark;
 
