@@ -512,7 +512,7 @@ pub async fn read(file: &File, buf: Vec<u8>, offset: u64) -> (Result<u32, Errno>
     let cap = raw.capacity().min(u32::MAX as usize) as u32;
     let e = opcode::Read::new(fd(file), raw.ptr(), cap).offset(offset).build();
     // SAFETY: the SQE references only `raw`, kept by the slot until completion.
-    let op = prio_op(unsafe { RingOp::owned(e, Some(raw)) }, p, rt);
+    let op = prio_op(unsafe { RingOp::owned(e, Some(raw)) }.holding(&file.fd), p, rt);
     let (res, raw) = OwnedOp::new(op).await;
     let len = *res.as_ref().unwrap_or(&0) as usize;
     (res, raw.map(|r| r.into_vec(len)).unwrap_or_default())
@@ -525,7 +525,7 @@ pub async fn write(file: &File, buf: Vec<u8>, offset: u64) -> (Result<u32, Errno
     let len = raw.len().min(u32::MAX as usize) as u32;
     let e = opcode::Write::new(fd(file), raw.ptr(), len).offset(offset).build();
     // SAFETY: as in `read`.
-    let op = prio_op(unsafe { RingOp::owned(e, Some(raw)) }, p, rt);
+    let op = prio_op(unsafe { RingOp::owned(e, Some(raw)) }.holding(&file.fd), p, rt);
     let (res, raw) = OwnedOp::new(op).await;
     let n = raw.as_ref().map(|r| r.len()).unwrap_or(0);
     (res, raw.map(|r| r.into_vec(n)).unwrap_or_default())
@@ -535,14 +535,14 @@ pub async fn write(file: &File, buf: Vec<u8>, offset: u64) -> (Result<u32, Errno
 pub async fn fsync(file: &File) -> Result<(), Errno> {
     let e = opcode::Fsync::new(fd(file)).build();
     // SAFETY: no memory is referenced.
-    OwnedOp::new(unsafe { RingOp::owned(e, None) }).await.0.map(drop)
+    OwnedOp::new(unsafe { RingOp::owned(e, None) }.holding(&file.fd)).await.0.map(drop)
 }
 
 /// `fdatasync(fd)`, see fdatasync(2): the durable sync of data.
 pub async fn fdatasync(file: &File) -> Result<(), Errno> {
     let e = opcode::Fsync::new(fd(file)).flags(types::FsyncFlags::DATASYNC).build();
     // SAFETY: no memory is referenced.
-    OwnedOp::new(unsafe { RingOp::owned(e, None) }).await.0.map(drop)
+    OwnedOp::new(unsafe { RingOp::owned(e, None) }.holding(&file.fd)).await.0.map(drop)
 }
 
 /// A no-op through the ring (`IORING_OP_NOP`), for measuring the path.

@@ -415,6 +415,9 @@ impl RingDriver {
     /// Submits an operation that takes a slot (everything not direct).
     #[inline(never)]
     fn submit_slot(&mut self, op: &mut Option<RingOp>, token: IoToken, code: u8) -> Result<OpId, Errno> {
+        // Shared rule 2: what values let go of is given back before a new operation may
+        // need it (a fixed-file index, a slot).
+        self.take_abandoned();
         let Some(r) = op.as_mut() else { return Err(Errno::EINVAL) };
         let yields_fd = matches!(code, opcode::OpenAt::CODE | opcode::OpenAt2::CODE | opcode::Accept::CODE | opcode::Socket::CODE);
         // SAFETY: `Entry` is `#[repr(C)]` around `io_uring_sqe`, whose `file_index` (a u32
@@ -845,6 +848,23 @@ impl Driver for RingDriver {
             }
             // The ring's descriptor stays open while any thread may unpark (park rule 4).
             None => Some(keel_core::Unparker { ctx: self.ring.as_raw_fd() as usize, unpark: unpark::msg_ring_unpark }),
+        }
+    }
+
+    /// `IORING_ASYNC_CANCEL_ANY`: every operation in the ring (queued ones are submitted
+    /// first), for the executor's final drain.
+    fn cancel_all(&mut self) {
+        self.take_abandoned();
+        if self.ops_in_flight() == 0 {
+            return;
+        }
+        self.submit_queued();
+        let all = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(CANCEL_TAG);
+        // SAFETY: a cancel SQE references no memory.
+        if unsafe { self.ring.submission().push(&all) }.is_err() {
+            self.submit_queued();
+            // SAFETY: as above.
+            let _ = unsafe { self.ring.submission().push(&all) };
         }
     }
 

@@ -12,7 +12,7 @@
 //!    a reap), so it only touches this state.
 //! 2. **Abandoning is queued.** A value dropped with its operation in flight pushes the
 //!    operation's id on `abandoned`; the driver takes the queue at the start of every
-//!    `reap` and `park` (and in its `Drop`) and abandons each (cancelled, its slot and
+//!    `reap`, `park` and slot submission (and in its `Drop`) and abandons each (cancelled, its slot and
 //!    buffer kept until its completion, driver rule 3). Until then the operation stays
 //!    in flight as it was, so nothing is freed early. At most one entry per slot in use,
 //!    so the queue (capacity: the slot count) never grows on the hot path.
