@@ -11,6 +11,12 @@
 //!   in flight cancels it, and the slot keeps the buffer until the completion arrives; an
 //!   abandoned open closes the descriptor it gets. Nothing is allocated per operation.
 //!
+//! A [`File`] stays open while an operation naming it is queued or in flight (fd rules in
+//! `fd.rs`): a future's operation holds a reference until its completion is reaped, a
+//! fiber's call borrows the `File` until then. [`close`] and [`FiberFs::close`] cancel the
+//! descriptor's operations first (`ASYNC_CANCEL` with `CANCEL_FD | CANCEL_ALL`, as
+//! `close_socket` does) and the descriptor is closed whatever they return.
+//!
 //! Each call's doc opens with its C form. Read and write carry the task's I/O priority in
 //! the SQE; nothing else does (`ring/op.rs`).
 #![allow(unsafe_code)] // building SQEs that point at buffers; each use says why the buffer outlives the op
@@ -131,7 +137,11 @@ pub trait FiberFs {
     fn run_op(&mut self, op: RingOp) -> IoResult;
     /// `openat2(AT_FDCWD, path, &how, sizeof how)`, see openat2(2).
     fn open(&mut self, path: &CStr, flags: i32, mode: u32) -> Result<File, Errno>;
-    /// `close(fd)`, see close(2).
+    /// `close(fd)`, see close(2): cancels the descriptor's operations first, waits for that,
+    /// then closes it through the ring (or, if a future's operation still holds it, lets
+    /// that operation's completion close it). The descriptor is closed whatever this returns:
+    /// in a cancelled task (no ring operation can start) it cancels synchronously and closes
+    /// with close(2) (fd rule 3).
     fn close(&mut self, file: File) -> Result<(), Errno>;
     /// `pread(fd, buf, len, offset)`, see pread(2).
     fn read(&mut self, file: &File, buf: &mut [u8], offset: u64) -> Result<u32, Errno>;

@@ -18,8 +18,10 @@
 //! 1. **Close cancels first.** `close(2)` does not cancel operations in flight on the ring,
 //!    so keel's close submits `ASYNC_CANCEL` with the descriptor and
 //!    `IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL` (they complete with `ECANCELED`),
-//!    waits for it, then closes. Dropping a [`Socket`] closes it with `close(2)` directly
-//!    (no cancel: only for sockets with nothing in flight).
+//!    waits for it, then closes, and the descriptor is closed whatever close returns (fd
+//!    rule 3 in `fd.rs`: a cancelled task cancels synchronously and closes with `close(2)`).
+//!    Dropping a [`Socket`] closes it with `close(2)` once no operation holds it (no cancel:
+//!    operations still in flight keep it open until they complete, fd rule 1).
 //! 2. **Multishot** ([`Multishot`]): accept and recv post one CQE per result while
 //!    `IORING_CQE_F_MORE` is set; the driver queues them in the slot in order (its rule 1)
 //!    and wakes the task on each. When the kernel ends the op without an error (or the
