@@ -7,14 +7,17 @@
 //!   by I/O priority while there is no room, within `max_io_in_flight`), or fails at once
 //!   with `EBUSY` for [`Kept::new_nowait`].
 //! - Later polls: take the result, CQE flags and buffer from the slot once completed.
-//! - Cancelled task: a completed result is still returned (a descriptor or index the
-//!   kernel made is the caller's, not lost); otherwise the op is left to its slot
-//!   (`abandon`: cancelled there, its buffer kept until the completion, whatever it yields
-//!   given back, driver rule 3) and the future ends with `ECANCELED`.
-//! - Dropped in flight: abandoned the same way, through the driver's shared state (shared
-//!   rule 2 in `ring/shared.rs`): the future holds an `Rc` of it, not a pointer to the
-//!   driver, so it may be moved out of its task and dropped anywhere on the thread, after
-//!   the executor too (then the driver has already cancelled and reaped the operation).
+//! - Cancelled task: the future asks the driver to cancel the op (once) and keeps waiting
+//!   for the op's own completion, which it returns as it is: `ECANCELED` if the cancel
+//!   won, the real result (bytes read, a descriptor or index the kernel made, with the
+//!   buffer) if the kernel had completed it first, even with its CQE not reaped yet. A
+//!   cancel never loses a completion; the task decides what to do with it.
+//! - Dropped in flight: the op is left to its slot (`abandon`: cancelled there, its buffer
+//!   kept until the completion, whatever it yields given back, driver rule 3), through the
+//!   driver's shared state (shared rule 2 in `ring/shared.rs`): the future holds an `Rc` of
+//!   it, not a pointer to the driver, so it may be moved out of its task and dropped
+//!   anywhere on the thread, after the executor too (then the driver has already cancelled
+//!   and reaped the operation). Only a dropped future loses its result, by construction.
 //! - Polled in another executor's task than the one it was submitted in: `EXDEV` (the
 //!   operation stays with its own driver and is abandoned when the future goes).
 
@@ -38,6 +41,8 @@ pub(crate) struct Kept {
     op: Option<RingOp>,
     wait: bool,
     id: Option<OpId>,
+    /// The task was cancelled and the driver asked to cancel the op (module doc).
+    cancel_sent: bool,
     /// The driver's shared state while the operation is submitted (shared rule 2).
     shared: Option<Rc<Shared>>,
 }
@@ -45,25 +50,25 @@ pub(crate) struct Kept {
 impl Kept {
     /// A kept operation that waits for room to submit.
     pub(crate) fn new(op: RingOp) -> Self {
-        Kept { op: Some(op), wait: true, id: None, shared: None }
+        Kept { op: Some(op), wait: true, id: None, cancel_sent: false, shared: None }
     }
 
     /// A kept operation that fails with `EBUSY` instead of waiting when there is no room
     /// (every slot taken, the SQ full, or the in-flight limit reached).
     pub(crate) fn new_nowait(op: RingOp) -> Self {
-        Kept { op: Some(op), wait: false, id: None, shared: None }
+        Kept { op: Some(op), wait: false, id: None, cancel_sent: false, shared: None }
     }
 
     fn poll_taken(&mut self, cx: &mut Context<'_>, id: OpId) -> Poll<KeptResult> {
-        let cancelled = keel_core::rt::is_cancelled(cx);
+        let cancel = !self.cancel_sent && keel_core::rt::is_cancelled(cx);
         let mine = self.shared.as_ref().map_or(core::ptr::null(), Rc::as_ptr);
         let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
             if !core::ptr::eq(Rc::as_ptr(&d.shared), mine) {
                 return Err(()); // another executor's driver: `id` means nothing there
             }
             let done = d.take_full(id);
-            if done.is_none() && cancelled {
-                d.abandon(id);
+            if done.is_none() && cancel {
+                keel_core::Driver::cancel(d, id);
             }
             Ok(done)
         });
@@ -74,12 +79,9 @@ impl Kept {
                 self.shared = None;
                 Poll::Ready(done)
             }
-            Some(Ok(None)) if cancelled => {
-                self.id = None; // abandoned above: the slot owns it now
-                self.shared = None;
-                Poll::Ready((-Errno::ECANCELED.0, 0, None))
-            }
             Some(Ok(None)) => {
+                // Cancelled or not, the op's own completion ends the wait (module doc).
+                self.cancel_sent |= cancel;
                 keel_core::io_status::waiting_for_io(cx);
                 Poll::Pending
             }

@@ -88,6 +88,17 @@ impl Shared {
         *self.pbuf.borrow_mut() = Some(p);
     }
 
+    /// A dropped provided-buffer wait leaves the ring's queue (its turn, if handed to it,
+    /// goes on: waitq rule 3) while the driver lives; nothing after (rule 4).
+    pub(crate) fn leave_pbuf_queue(&self, t: crate::waitq::Ticket) {
+        if !self.alive.get() {
+            return;
+        }
+        if let Some(mut p) = self.pbuf() {
+            p.leave(t);
+        }
+    }
+
     /// A `ProvidedBuf` went: its buffer goes back to the ring while the driver lives
     /// (rule 3, pbuf rule 2).
     pub(crate) fn give_back(&self, bid: u16) {
