@@ -183,6 +183,48 @@ fn a_provided_buf_kept_past_the_executor_keeps_its_bytes() {
     drop(b);
 }
 
+/// A receive waiting for a provided buffer to come back (the ring is empty: the only
+/// buffer is held) moved out of its task with the buffer, both dropped after the
+/// executor: the wait leaves no queue entry behind in freed memory.
+#[test]
+fn a_provided_buffer_wait_moved_out_is_dropped_after_the_executor() {
+    let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let afd = a.into_raw_fd();
+    type Recv = Pin<Box<dyn Future<Output = Result<Option<ProvidedBuf>, Errno>>>>;
+    let parked: Rc<RefCell<(Vec<Recv>, Vec<ProvidedBuf>)>> = Rc::new(RefCell::new((Vec::new(), Vec::new())));
+    let ex = pbuf_executor(1, 64);
+    let p = parked.clone();
+    let t = ex
+        .as_ref()
+        .attach(task(), async move {
+            let s: &'static Socket = Box::leak(Box::new(Socket::from_raw_fd(afd)));
+            let first = net::future::recv_provided(s).await.expect("recv").expect("data");
+            let mut second: Recv = Box::pin(net::future::recv_provided(s));
+            for _ in 0..8 {
+                assert!(poll_once(&mut second).await, "the only buffer is held: the receive waits");
+                keel_core::rt::yield_now().await.unwrap();
+            }
+            let exhausted = core::future::poll_fn(|cx| {
+                Poll::Ready(keel_core::io_status::with_driver::<keel_linux::RingDriver, _>(cx, |d| d.provided_buffer_stats().unwrap().exhausted))
+            })
+            .await
+            .unwrap();
+            p.borrow_mut().0.push(second);
+            p.borrow_mut().1.push(first);
+            exhausted
+        })
+        .unwrap();
+    b.write_all(b"a").unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let _ = ex.as_ref().run(64, Some(Duration::from_millis(10)));
+    b.write_all(b"b").unwrap();
+    run_all(ex.as_ref());
+    assert!(matches!(ex.as_ref().result(t), Ok(Some(Ok(n))) if n >= 1), "the second receive met an empty ring: {:?}", ex.as_ref().result(t));
+    drop(ex);
+    drop(parked);
+    drop(b);
+}
+
 /// A multishot receive armed in its task and handed to `main`, dropped after the
 /// executor: the executor's drop ends (its drain cancels the op) and the drop is safe.
 /// Before the fix the drain waited for the multishot until the watchdog closed the peer.
