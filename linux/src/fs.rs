@@ -507,7 +507,15 @@ pub(crate) async fn close_shared(fd: SharedFd) -> Result<(), Errno> {
     let e = opcode::Close::new(types::Fd(raw)).build();
     let closed = if Rc::strong_count(&fd) == 1 {
         // SAFETY: no memory is referenced.
-        OwnedOp::new(unsafe { RingOp::owned(e, None) }.holding(&fd)).await.0.map(drop)
+        match OwnedOp::new(unsafe { RingOp::owned(e, None) }.holding(&fd)).await.0 {
+            Ok(_) => Ok(()),
+            // A cancelled task: refused, or cancelled before the kernel ran it; the drop of
+            // `fd` below closes it with close(2) (slot rule 4 left it unmarked).
+            Err(Errno::ECANCELED) => Ok(()),
+            // Outside a keel task (EPERM) or not on a ring (EINVAL): an error, and the drop
+            // of `fd` below closes it all the same; else the kernel ran close(2).
+            Err(e) => Err(e),
+        }
     } else {
         Ok(()) // an operation still holds it: its completion closes it (fd rule 3)
     };
@@ -515,18 +523,34 @@ pub(crate) async fn close_shared(fd: SharedFd) -> Result<(), Errno> {
     cancelled.and(closed)
 }
 
+/// Runs `op` to its completion without cancelling it (a cancel of the descriptor's
+/// operations, a close: both end promptly), even in a cancelled task; `None` if it could
+/// not start (the task is cancelled, the executor has no ring).
+#[inline(always)] // the fiber's suspend must not straddle an out-of-line frame (arch doc)
+fn run_to_end(f: &mut Fiber, op: RingOp) -> Option<IoResult> {
+    let st = pin!(IoStatus::new());
+    f.initiate::<RingDriver>(st.as_ref(), op).ok()?;
+    while st.is_in_flight() {
+        f.wait_io();
+    }
+    Some(st.result().unwrap_or(Err(Errno::EIO)))
+}
+
 /// fd rule 3 for fibers (`FiberFs::close`, `FiberNet::close_socket`): the cancel and the
-/// close are waited for even when the task is cancelled (`run_op`); a close that could not
-/// run (a cancelled task cannot start one) closes with `close(2)`.
+/// close run to their completions even in a cancelled task; what cannot start (a
+/// cancelled task starts no ring operation) is done without the ring: a synchronous
+/// cancel, then close(2).
 pub(crate) fn close_fiber(f: &mut Fiber, fd: SharedFd) -> Result<(), Errno> {
     let raw = fd.raw();
-    // SAFETY: a cancel SQE references no memory; `fd` is held across `run_op`, which returns
-    // only after the completion.
-    let cancelled = f.run_op(unsafe { RingOp::from_entry(crate::net::cancel_fd_sqe(crate::net::Sock::Fd(raw))) });
-    if cancel_not_run(&cancelled) {
-        f.with_driver::<RingDriver, _>(|d| d.sync_cancel_fd(raw));
-    }
-    let cancelled = crate::net::cancel_ok(cancelled).or_else(|e| if cancel_not_run(&Err(e)) { Ok(()) } else { Err(e) });
+    // SAFETY: a cancel SQE references no memory; `fd` is held until `run_to_end` returns,
+    // after the completion.
+    let cancelled = match run_to_end(f, unsafe { RingOp::from_entry(crate::net::cancel_fd_sqe(crate::net::Sock::Fd(raw))) }) {
+        Some(r) => crate::net::cancel_ok(r),
+        None => {
+            f.with_driver::<RingDriver, _>(|d| d.sync_cancel_fd(raw));
+            Ok(())
+        }
+    };
     let raw = match Fd::try_into_raw(fd) {
         Ok(raw) => raw,
         Err(shared) => {
@@ -536,15 +560,15 @@ pub(crate) fn close_fiber(f: &mut Fiber, fd: SharedFd) -> Result<(), Errno> {
     };
     let e = opcode::Close::new(types::Fd(raw)).build();
     // SAFETY: no memory is referenced.
-    let closed = match f.run_op(unsafe { RingOp::from_entry(e) }) {
-        Ok(_) => Ok(()),
-        // Not run (refused, or cancelled before the kernel took it): close it here.
-        Err(Errno::ECANCELED) | Err(Errno::EBUSY) | Err(Errno::EPERM) => {
-            // SAFETY: we hold the only reference and no operation names the descriptor.
+    let closed = match run_to_end(f, unsafe { RingOp::from_entry(e) }) {
+        Some(Ok(_)) => Ok(()),
+        // Not run (it could not start, or the executor's final cancel reached it first).
+        None | Some(Err(Errno::ECANCELED)) => {
+            // SAFETY: we held the only reference and no operation names the descriptor.
             unsafe { rustix::io::close(raw) };
             Ok(())
         }
-        Err(e) => Err(e), // the kernel ran close(2): the descriptor is gone either way
+        Some(Err(e)) => Err(e), // the kernel ran close(2): the descriptor is gone either way
     };
     cancelled.and(closed)
 }

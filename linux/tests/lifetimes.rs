@@ -526,7 +526,7 @@ fn a_cancelled_close_still_closes(fiber: bool) {
         ex.as_ref()
             .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
                 assert!(f.sleep(Duration::from_secs(30)).is_err(), "cancelled");
-                let _ = f.close(File::from_raw_fd(rfd));
+                assert_eq!(f.close(File::from_raw_fd(rfd)), Ok(()), "closed without the ring");
                 0u64
             })
             .unwrap()
@@ -534,7 +534,7 @@ fn a_cancelled_close_still_closes(fiber: bool) {
         ex.as_ref()
             .attach(task(), async move {
                 assert!(keel_core::rt::sleep(Duration::from_secs(30)).await.is_err(), "cancelled");
-                let _ = fs::close(File::from_raw_fd(rfd)).await;
+                assert_eq!(fs::close(File::from_raw_fd(rfd)).await, Ok(()), "closed without the ring");
                 0u64
             })
             .unwrap()

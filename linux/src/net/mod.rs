@@ -487,7 +487,10 @@ pub(crate) enum MultiKind {
 
 /// A multishot accept or receive (net rule 2): made by `accept_multi`/`recv_multi`; each
 /// `next` returns one result in order. Dropping it cancels the operation; results nobody
-/// took are given back (descriptors closed, buffers returned).
+/// took are given back (descriptors closed, buffers returned). It holds its socket open
+/// while it lives (fd rule 1): `close_socket` cancels it, and the descriptor closes when
+/// the `Multishot` goes. It may be dropped anywhere on its thread, after its executor too
+/// (shared rule 2).
 pub struct Multishot {
     entry: squeue::Entry,
     kind: MultiKind,
