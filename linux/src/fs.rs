@@ -140,7 +140,8 @@ pub trait FiberFs {
     fn read_direct(&mut self, file: &FixedFile, buf: &mut [u8], offset: u64) -> Result<u32, Errno>;
     /// `pwrite` on a direct descriptor.
     fn write_direct(&mut self, file: &FixedFile, buf: &[u8], offset: u64) -> Result<u32, Errno>;
-    /// Closes a direct descriptor through the ring.
+    /// Cancels the direct descriptor's operations, then closes it through the ring; it is
+    /// closed whatever this returns (a cancelled task: synchronously, fd rule 3).
     fn close_direct(&mut self, file: FixedFile) -> Result<(), Errno>;
     /// Runs one operation and waits for its completion (see the module doc).
     fn run_op(&mut self, op: RingOp) -> IoResult;
@@ -241,9 +242,7 @@ impl FiberFs for Fiber {
     }
 
     fn close_direct(&mut self, file: FixedFile) -> Result<(), Errno> {
-        let e = opcode::Close::new(types::Fixed(file.index)).build();
-        // SAFETY: no memory is referenced.
-        self.run_op(unsafe { RingOp::from_entry(e) }).map(drop)
+        close_fixed_fiber(self, file.index)
     }
 
     #[inline(always)] // the fiber's suspend must not straddle an out-of-line frame (arch doc)
@@ -489,6 +488,41 @@ pub async fn close(file: File) -> Result<(), Errno> {
 /// cancelled.
 fn cancel_not_run(r: &Result<u32, Errno>) -> bool {
     matches!(r, Err(e) if *e != Errno::ENOENT && *e != Errno(libc::EALREADY) && *e != Errno::EINVAL)
+}
+
+/// fd rule 3 for a direct descriptor, fibers (`FiberFs::close_direct`,
+/// `FiberNet::close_fixed_socket`): cancel its operations, then close it through the ring;
+/// what cannot start (a cancelled task) is done synchronously (`sync_close_fixed`).
+pub(crate) fn close_fixed_fiber(f: &mut Fiber, index: u32) -> Result<(), Errno> {
+    let s = crate::net::Sock::Fixed(index);
+    // SAFETY: cancel and close SQEs reference no memory.
+    let cancelled = run_to_end(f, unsafe { RingOp::from_entry(crate::net::cancel_fd_sqe(s)) });
+    // SAFETY: as above.
+    let closed = match cancelled.is_some().then(|| run_to_end(f, unsafe { RingOp::from_entry(crate::net::close_sqe(s)) })).flatten() {
+        Some(Err(Errno::ECANCELED)) | None => return f.with_driver::<RingDriver, _>(|d| d.sync_close_fixed(index)).unwrap_or(Err(Errno::EINVAL)),
+        Some(r) => r.map(drop),
+    };
+    cancelled.map_or(Ok(()), crate::net::cancel_ok).and(closed)
+}
+
+/// fd rule 3 for a direct descriptor, futures (`net::future::close_fixed_socket`).
+pub(crate) async fn close_fixed_shared(index: u32) -> Result<(), Errno> {
+    let s = crate::net::Sock::Fixed(index);
+    // SAFETY: a cancel SQE references no memory.
+    let cancelled = OwnedOp::new(unsafe { RingOp::owned(crate::net::cancel_fd_sqe(s), None) }).await.0;
+    let closed = if cancel_not_run(&cancelled) {
+        Err(Errno::ECANCELED)
+    } else {
+        // SAFETY: as above.
+        OwnedOp::new(unsafe { RingOp::owned(crate::net::close_sqe(s), None) }).await.0.map(drop)
+    };
+    match closed {
+        Err(Errno::ECANCELED) | Err(Errno::EPERM) => {
+            let r = core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.sync_close_fixed(index)))).await;
+            r.unwrap_or(Err(Errno::EPERM)) // outside a task there is no ring to reach
+        }
+        closed => crate::net::cancel_ok(cancelled).and(closed),
+    }
 }
 
 /// fd rule 3 for futures (`close`, `net::future::close_socket`).

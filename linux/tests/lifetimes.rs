@@ -560,6 +560,58 @@ fn a_cancelled_fiber_close_still_closes() {
     a_cancelled_close_still_closes(true);
 }
 
+/// A cancelled task's close of a direct descriptor (fiber `close_direct`, future
+/// `close_fixed_socket`) frees its index: with a table of one, the next direct open fits.
+/// Before the fix the close returned ECANCELED and the index stayed taken.
+#[test]
+fn a_cancelled_close_of_a_direct_descriptor_frees_its_index() {
+    let d = dir("fixed");
+    let path = std::ffi::CString::new(d.join("f").to_str().unwrap()).unwrap();
+    std::fs::write(d.join("f"), b"x").unwrap();
+    let ex = executor(RingConfig { registered_files: 1, ..RingConfig::default() });
+    let p2 = path.clone();
+    let fiber = ex
+        .as_ref()
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+            let file = f.open_direct(&p2, libc::O_RDONLY, 0).expect("open_direct");
+            assert!(f.sleep(Duration::from_secs(30)).is_err(), "cancelled");
+            assert_eq!(f.close_direct(file), Ok(()), "closed without the ring");
+            0u64
+        })
+        .unwrap();
+    for _ in 0..3 {
+        let _ = ex.as_ref().run(64, Some(Duration::from_millis(10)));
+    }
+    ex.as_ref().cancel(fiber).unwrap();
+    run_all(ex.as_ref());
+    let fut = ex
+        .as_ref()
+        .attach(task(), async move {
+            let s = net::future::socket_direct(libc::AF_INET, libc::SOCK_STREAM, 0).await.expect("the index was freed");
+            assert!(keel_core::rt::sleep(Duration::from_secs(30)).await.is_err(), "cancelled");
+            assert_eq!(net::future::close_fixed_socket(s).await, Ok(()), "closed without the ring");
+            0u64
+        })
+        .unwrap();
+    for _ in 0..3 {
+        let _ = ex.as_ref().run(64, Some(Duration::from_millis(10)));
+    }
+    ex.as_ref().cancel(fut).unwrap();
+    run_all(ex.as_ref());
+    let t = ex
+        .as_ref()
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+            let file = f.open_direct(&path, libc::O_RDONLY, 0).expect("the index was freed again");
+            f.close_direct(file).expect("close");
+            1u64
+        })
+        .unwrap();
+    run_all(ex.as_ref());
+    assert_eq!(ex.as_ref().result(t), Ok(Some(Ok(1))));
+    drop(ex);
+    std::fs::remove_dir_all(d).unwrap();
+}
+
 /// `fs::close` polled outside any keel task: an error (no ring to go through), and the
 /// descriptor is closed all the same.
 #[test]

@@ -59,7 +59,8 @@ pub trait FiberNet {
     fn shutdown(&mut self, s: &impl AsSock, how: Shutdown) -> Result<(), Errno>;
     /// Cancels the socket's operations in flight, then `close(fd)` (net rule 1).
     fn close_socket(&mut self, s: Socket) -> Result<(), Errno>;
-    /// Cancels the direct socket's operations in flight, then closes it through the ring.
+    /// Cancels the direct socket's operations in flight, then closes it through the ring;
+    /// in a cancelled task, synchronously (the index is removed from the table all the same).
     fn close_fixed_socket(&mut self, s: FixedSocket) -> Result<(), Errno>;
 }
 
@@ -337,8 +338,6 @@ impl FiberNet for Fiber {
     }
 
     fn close_fixed_socket(&mut self, s: FixedSocket) -> Result<(), Errno> {
-        let cancelled = cancel_ok(run(self, cancel_fd_sqe(Sock::Fixed(s.index))));
-        let closed = run(self, close_sqe(Sock::Fixed(s.index))).map(drop);
-        cancelled.and(closed)
+        crate::fs::close_fixed_fiber(self, s.index)
     }
 }

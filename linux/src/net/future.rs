@@ -323,9 +323,10 @@ pub async fn close_socket(s: Socket) -> Result<(), Errno> {
     crate::fs::close_shared(s.into_shared()).await
 }
 
-/// Cancels the direct socket's operations in flight, then closes it through the ring.
+/// Cancels the direct socket's operations in flight, then closes it through the ring; in a
+/// cancelled task, synchronously (`IORING_REGISTER_SYNC_CANCEL`, then the index is removed
+/// from the table). Only outside a keel task (`EPERM`: no ring to reach) does the index
+/// stay until the ring goes.
 pub async fn close_fixed_socket(s: FixedSocket) -> Result<(), Errno> {
-    let cancelled = cancel_ok(plain(None, cancel_fd_sqe(Sock::Fixed(s.index))).await);
-    let closed = plain(None, close_sqe(Sock::Fixed(s.index))).await.map(drop);
-    cancelled.and(closed)
+    crate::fs::close_fixed_shared(s.index).await
 }

@@ -265,6 +265,18 @@ impl RingDriver {
         let _ = self.ring.submitter().register_sync_cancel(Some(ts), types::CancelBuilder::fd(types::Fd(fd)).all());
     }
 
+    /// As `sync_cancel_fd` for a fixed-file index, then removes the index from the table
+    /// (`IORING_REGISTER_FILES_UPDATE` with -1): the close of a direct descriptor whose
+    /// task can no longer start ring operations. Cold.
+    pub(crate) fn sync_close_fixed(&mut self, index: u32) -> Result<(), Errno> {
+        let ts = types::Timespec::new().nsec(100_000_000);
+        let _ = self.ring.submitter().register_sync_cancel(Some(ts), types::CancelBuilder::fd(types::Fixed(index)).all());
+        match self.ring.submitter().register_files_update(index, &[-1]) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Errno(e.raw_os_error().unwrap_or(libc::EIO))),
+        }
+    }
+
     /// Abandons the operations values let go of since the last call (shared rule 2).
     #[inline(always)]
     fn take_abandoned(&mut self) {
