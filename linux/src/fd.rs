@@ -79,3 +79,51 @@ impl Drop for Fd {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipe() -> (RawFd, RawFd) {
+        let mut p = [0; 2];
+        // SAFETY: `p` has room for the two descriptors.
+        assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        (p[0], p[1])
+    }
+
+    fn is_open(fd: RawFd) -> bool {
+        // SAFETY: only asks for the flags of a number; nothing is closed or taken.
+        rustix::io::fcntl_getfd(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }).is_ok()
+    }
+
+    #[test]
+    fn the_last_holder_closes_and_only_the_sole_holder_gives_it_up() {
+        let (r, w) = pipe();
+        let a = Fd::new(r);
+        let b = a.clone(); // an operation's hold (rule 1)
+        let a = Fd::try_into_raw(a).expect_err("another holder: not ours to give up (rule 4)");
+        drop(a);
+        assert!(is_open(r), "a holder is left");
+        drop(b);
+        assert!(!is_open(r), "the last holder closed it");
+        let c = Fd::new(w);
+        assert_eq!(Fd::try_into_raw(c).ok(), Some(w));
+        assert!(is_open(w), "given up, not closed");
+        // SAFETY: ours again, closed once.
+        unsafe { rustix::io::close(w) };
+    }
+
+    #[test]
+    fn a_descriptor_the_kernel_closed_is_not_closed_again() {
+        let (r, w) = pipe();
+        let a = Fd::new(r);
+        a.mark_closed(); // as the driver does for a completed IORING_OP_CLOSE (rule 3)
+        drop(a);
+        assert!(is_open(r), "not closed a second time (the number may be someone else's by now)");
+        // SAFETY: our pipe, closed once each.
+        unsafe {
+            rustix::io::close(r);
+            rustix::io::close(w);
+        }
+    }
+}
