@@ -9,6 +9,12 @@
 //!   whatever `close` returns (fd rule 3), for fibers and futures, in a cancelled task and
 //!   outside any task.
 //!
+//! Every test here but `a_driver_dropped_with_an_operation_in_flight_waits_for_it` (a
+//! regression guard) and the two `fd` unit tests fails on the main of before this change:
+//! SIGSEGV/SIGABRT (moved-out future, multishot, provided buffer), a reused descriptor
+//! number, a close that leaves the read alive (the run hangs until the 60 s cap), or a
+//! descriptor left open.
+//!
 //! Memory evidence for the moved-out values: run one under valgrind
 //! (`valgrind --error-exitcode=1 target/debug/deps/lifetimes-<hash> <test name>`).
 
