@@ -6,11 +6,12 @@
 //!
 //! Rules (cited as "fd rule N"):
 //! 1. **Holders.** The `File`/`Socket` holds one reference. A future operation (an owned
-//!    op, a buffer-select receive, a multishot op) puts a clone in its `RingOp`; the
-//!    driver moves it into the operation's slot at submission and drops it when the
-//!    operation's last CQE is reaped (or when the slot is freed, whichever comes first).
-//!    A refused submission drops it with the `RingOp`. A clone is a non-atomic count
-//!    bump: no allocation, no lock on the op path. `Rc` makes `File` and `Socket` `!Send`
+//!    op, a buffer-select receive, a multishot op) keeps a clone until it is submitted and
+//!    hands it to the operation's slot in the same poll (`RingDriver::hold_fd`, before any
+//!    enter); the slot drops it when the operation's last CQE is reaped (or when the slot
+//!    is freed, whichever comes first). A refused submission drops it with the future. A
+//!    clone is a non-atomic count bump: no allocation, no lock, and nothing at all on the
+//!    SQE path of operations that name no descriptor (fibers' status-block operations). `Rc` makes `File` and `Socket` `!Send`
 //!    (as in tokio-uring and monoio): they belong to the executor's thread.
 //! 2. **Fiber operations** borrow the `File`/`Socket` for the whole call and return only
 //!    after the completion has been reaped, cancelled or not (`fs` module doc), so they

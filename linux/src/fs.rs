@@ -429,6 +429,11 @@ impl OwnedOp {
     pub fn new_nowait(op: RingOp) -> Self {
         OwnedOp(Kept::new_nowait(op))
     }
+
+    /// Holds `fd` (if any) open until the operation's last CQE is reaped (fd rule 1).
+    pub(crate) fn holding(self, fd: Option<&SharedFd>) -> Self {
+        OwnedOp(self.0.holding(fd))
+    }
 }
 
 impl Future for OwnedOp {
@@ -530,8 +535,8 @@ pub(crate) async fn close_shared(fd: SharedFd) -> Result<(), Errno> {
     let raw = fd.raw();
     // The cancel holds the descriptor too: its number is not reused under it.
     // SAFETY: a cancel SQE references no memory.
-    let cancel = unsafe { RingOp::owned(crate::net::cancel_fd_sqe(crate::net::Sock::Fd(raw)), None) }.holding(&fd);
-    let cancelled = OwnedOp::new(cancel).await.0;
+    let cancel = unsafe { RingOp::owned(crate::net::cancel_fd_sqe(crate::net::Sock::Fd(raw)), None) };
+    let cancelled = OwnedOp::new(cancel).holding(Some(&fd)).await.0;
     if cancel_not_run(&cancelled) {
         core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.sync_cancel_fd(raw)))).await;
     }
@@ -541,7 +546,7 @@ pub(crate) async fn close_shared(fd: SharedFd) -> Result<(), Errno> {
     let e = opcode::Close::new(types::Fd(raw)).build();
     let closed = if Rc::strong_count(&fd) == 1 {
         // SAFETY: no memory is referenced.
-        match OwnedOp::new(unsafe { RingOp::owned(e, None) }.holding(&fd)).await.0 {
+        match OwnedOp::new(unsafe { RingOp::owned(e, None) }).holding(Some(&fd)).await.0 {
             Ok(_) => Ok(()),
             // A cancelled task: refused, or cancelled before the kernel ran it; the drop of
             // `fd` below closes it with close(2) (slot rule 4 left it unmarked).
@@ -615,8 +620,8 @@ pub async fn read(file: &File, buf: Vec<u8>, offset: u64) -> (Result<u32, Errno>
     let cap = raw.capacity().min(u32::MAX as usize) as u32;
     let e = opcode::Read::new(fd(file), raw.ptr(), cap).offset(offset).build();
     // SAFETY: the SQE references only `raw`, kept by the slot until completion.
-    let op = prio_op(unsafe { RingOp::owned(e, Some(raw)) }.holding(&file.fd), p, rt);
-    let (res, raw) = OwnedOp::new(op).await;
+    let op = prio_op(unsafe { RingOp::owned(e, Some(raw)) }, p, rt);
+    let (res, raw) = OwnedOp::new(op).holding(Some(&file.fd)).await;
     let len = *res.as_ref().unwrap_or(&0) as usize;
     (res, raw.map(|r| r.into_vec(len)).unwrap_or_default())
 }
@@ -628,8 +633,8 @@ pub async fn write(file: &File, buf: Vec<u8>, offset: u64) -> (Result<u32, Errno
     let len = raw.len().min(u32::MAX as usize) as u32;
     let e = opcode::Write::new(fd(file), raw.ptr(), len).offset(offset).build();
     // SAFETY: as in `read`.
-    let op = prio_op(unsafe { RingOp::owned(e, Some(raw)) }.holding(&file.fd), p, rt);
-    let (res, raw) = OwnedOp::new(op).await;
+    let op = prio_op(unsafe { RingOp::owned(e, Some(raw)) }, p, rt);
+    let (res, raw) = OwnedOp::new(op).holding(Some(&file.fd)).await;
     let n = raw.as_ref().map(|r| r.len()).unwrap_or(0);
     (res, raw.map(|r| r.into_vec(n)).unwrap_or_default())
 }
@@ -638,14 +643,14 @@ pub async fn write(file: &File, buf: Vec<u8>, offset: u64) -> (Result<u32, Errno
 pub async fn fsync(file: &File) -> Result<(), Errno> {
     let e = opcode::Fsync::new(fd(file)).build();
     // SAFETY: no memory is referenced.
-    OwnedOp::new(unsafe { RingOp::owned(e, None) }.holding(&file.fd)).await.0.map(drop)
+    OwnedOp::new(unsafe { RingOp::owned(e, None) }).holding(Some(&file.fd)).await.0.map(drop)
 }
 
 /// `fdatasync(fd)`, see fdatasync(2): the durable sync of data.
 pub async fn fdatasync(file: &File) -> Result<(), Errno> {
     let e = opcode::Fsync::new(fd(file)).flags(types::FsyncFlags::DATASYNC).build();
     // SAFETY: no memory is referenced.
-    OwnedOp::new(unsafe { RingOp::owned(e, None) }.holding(&file.fd)).await.0.map(drop)
+    OwnedOp::new(unsafe { RingOp::owned(e, None) }).holding(Some(&file.fd)).await.0.map(drop)
 }
 
 /// A no-op through the ring (`IORING_OP_NOP`), for measuring the path.

@@ -24,6 +24,7 @@
 use crate::buf::RawBuf;
 use crate::ring::shared::Shared;
 use crate::ring::{RingDriver, RingOp};
+use crate::fd::SharedFd;
 use std::rc::Rc;
 use keel_core::SubmitRefused;
 use keel_core::{Errno, OpId};
@@ -45,18 +46,30 @@ pub(crate) struct Kept {
     cancel_sent: bool,
     /// The driver's shared state while the operation is submitted (shared rule 2).
     shared: Option<Rc<Shared>>,
+    /// The descriptor the operation names, handed to its slot at submission (fd rule 1).
+    fd: Option<SharedFd>,
+    /// The operation is the `IORING_OP_CLOSE` of `fd` (slot rule 4).
+    closes: bool,
 }
 
 impl Kept {
     /// A kept operation that waits for room to submit.
     pub(crate) fn new(op: RingOp) -> Self {
-        Kept { op: Some(op), wait: true, id: None, cancel_sent: false, shared: None }
+        Kept { op: Some(op), wait: true, id: None, cancel_sent: false, shared: None, fd: None, closes: false }
     }
 
     /// A kept operation that fails with `EBUSY` instead of waiting when there is no room
     /// (every slot taken, the SQ full, or the in-flight limit reached).
     pub(crate) fn new_nowait(op: RingOp) -> Self {
-        Kept { op: Some(op), wait: false, id: None, cancel_sent: false, shared: None }
+        Kept { op: Some(op), wait: false, id: None, cancel_sent: false, shared: None, fd: None, closes: false }
+    }
+
+    /// Holds `fd` (if any) open until the operation's last CQE is reaped (fd rule 1): the
+    /// future keeps it until submission, the slot from then on.
+    pub(crate) fn holding(mut self, fd: Option<&SharedFd>) -> Self {
+        self.closes = self.op.as_ref().is_some_and(|op| op.opcode() == io_uring::opcode::Close::CODE);
+        self.fd = fd.cloned();
+        self
     }
 
     fn poll_taken(&mut self, cx: &mut Context<'_>, id: OpId) -> Poll<KeptResult> {
@@ -105,7 +118,13 @@ impl Future for Kept {
         match keel_core::try_submit_from::<RingDriver>(cx, &mut self.op, wait) {
             Ok(id) => {
                 self.id = Some(id);
-                self.shared = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.shared.clone());
+                let (fd, closes) = (self.fd.take(), self.closes);
+                self.shared = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+                    if let Some(fd) = fd {
+                        d.hold_fd(id, fd, closes); // same poll as the submission: no enter between
+                    }
+                    d.shared.clone()
+                });
                 keel_core::io_status::waiting_for_io(cx);
                 Poll::Pending
             }

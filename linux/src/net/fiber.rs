@@ -74,13 +74,22 @@ fn run(f: &mut Fiber, e: squeue::Entry) -> Result<u32, Errno> {
 /// Submits `op` with a wake token (net rule 6): through the executor's admission
 /// (`Fiber::try_submit`: the I/O-priority queue for room and `max_io_in_flight`), waiting
 /// while there is no room.
-fn submit_wake(f: &mut Fiber, op: RingOp) -> Result<(OpId, std::rc::Rc<crate::ring::shared::Shared>), Errno> {
+/// The slot holds `fd` (if any) until the op's last CQE (fd rule 1).
+fn submit_wake(f: &mut Fiber, op: RingOp, fd: Option<&crate::fd::SharedFd>) -> Result<(OpId, std::rc::Rc<crate::ring::shared::Shared>), Errno> {
     let id = f.try_submit::<RingDriver>(op).map_err(|e| match e {
         InitiateError::Cancelled(_) => Errno::ECANCELED,
         InitiateError::Refused(_, e) => e,
         _ => Errno::EINVAL,
     })?;
-    let shared = f.with_driver::<RingDriver, _>(|d| d.shared.clone()).ok_or(Errno::EINVAL)?;
+    let fd = fd.cloned();
+    let shared = f
+        .with_driver::<RingDriver, _>(|d| {
+            if let Some(fd) = fd {
+                d.hold_fd(id, fd, false); // before the fiber suspends: no enter between
+            }
+            d.shared.clone()
+        })
+        .ok_or(Errno::EINVAL)?;
     Ok((id, shared))
 }
 
@@ -116,8 +125,8 @@ fn wait_buffer(f: &mut Fiber) -> Result<(), Errno> {
 /// Runs a driver-kept op to completion (net rule 6): (result, CQE flags). Cancelled,
 /// it cancels the op and still waits for its completion, which it returns: data the
 /// kernel had already received is reported, never lost (the `kept` module doc).
-fn run_kept(f: &mut Fiber, op: RingOp) -> Result<(i32, u32), Errno> {
-    let (id, _) = submit_wake(f, op)?;
+fn run_kept(f: &mut Fiber, op: RingOp, fd: Option<&crate::fd::SharedFd>) -> Result<(i32, u32), Errno> {
+    let (id, _) = submit_wake(f, op, fd)?;
     let mut cancel_sent = false;
     loop {
         let cancel = !cancel_sent && f.is_cancelled();
@@ -148,7 +157,7 @@ fn next_multi(f: &mut Fiber, m: &mut Multishot) -> Result<(i32, u32), Errno> {
             MStep::Item(r, fl) => return Ok((r, fl)),
             MStep::Done(e) => return Err(e),
             MStep::Submit => {
-                let (id, shared) = submit_wake(f, m.op())?;
+                let (id, shared) = submit_wake(f, m.op(), m.fd())?;
                 m.armed(id, Some(shared));
             }
             MStep::WaitBuffer => wait_buffer(f)?,
@@ -299,8 +308,8 @@ impl FiberNet for Fiber {
         let g = bgid(self)?;
         loop {
             // SAFETY: a buffer-select receive references no memory of ours.
-            let op = unsafe { RingOp::owned(recv_select_sqe(s.sock(), g), None) }.holding_opt(s.held());
-            let (res, flags) = run_kept(self, op)?;
+            let op = unsafe { RingOp::owned(recv_select_sqe(s.sock(), g), None) };
+            let (res, flags) = run_kept(self, op, s.held())?;
             if res == -libc::ENOBUFS {
                 self.with_driver::<RingDriver, _>(|d| d.pbuf().map(|mut p| p.note_exhausted()));
                 wait_buffer(self)?;

@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 /// An SQE that references no memory, holding `fd` (if any) until it completes (fd rule 1).
 async fn plain(fd: Option<&SharedFd>, e: squeue::Entry) -> Result<u32, Errno> {
     // SAFETY: callers pass SQEs that reference no memory.
-    OwnedOp::new(unsafe { RingOp::owned(e, None) }.holding_opt(fd)).await.0
+    OwnedOp::new(unsafe { RingOp::owned(e, None) }).holding(fd).await.0
 }
 
 /// An address copied into an owned buffer, and the SQE pointing into it.
@@ -32,7 +32,7 @@ async fn with_addr(fd: Option<&SharedFd>, addr: &SockAddr, make: impl FnOnce(&So
     // SAFETY: aligned above; the bytes are a valid `SockAddr` copied from one.
     let e = make(unsafe { &*(raw.ptr().add(pad) as *const SockAddr) });
     // SAFETY: the SQE references only `raw`, which the slot keeps until completion.
-    OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }.holding_opt(fd)).await.0
+    OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }).holding(fd).await.0
 }
 
 /// `socket(domain, type | SOCK_CLOEXEC, protocol)` through `IORING_OP_SOCKET`.
@@ -51,7 +51,7 @@ pub async fn set_option(s: &impl AsSock, level: i32, name: i32, value: i32) -> R
     let e = setsockopt_sqe(s.sock(), level, name, raw.ptr() as *const i32);
     // SAFETY: the SQE references only `raw` (4 bytes; read unaligned-safe by the kernel's
     // copy_from_user), kept by the slot until completion.
-    OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }.holding_opt(s.held())).await.0.map(drop)
+    OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }).holding(s.held()).await.0.map(drop)
 }
 
 /// `bind(fd, addr, len)` (`IORING_OP_BIND`).
@@ -116,7 +116,7 @@ pub async fn send(s: &impl AsSock, buf: Vec<u8>) -> (Result<u32, Errno>, Vec<u8>
     let raw = RawBuf::from_vec(buf);
     let e = send_sqe(s.sock(), raw.ptr(), raw.len().min(u32::MAX as usize) as u32);
     // SAFETY: the SQE references only `raw`, kept by the slot until completion.
-    let (res, raw) = OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }.holding_opt(s.held())).await;
+    let (res, raw) = OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }).holding(s.held()).await;
     let n = raw.as_ref().map(|r| r.len()).unwrap_or(0);
     (res, raw.map(|r| r.into_vec(n)).unwrap_or_default())
 }
@@ -131,7 +131,7 @@ pub async fn send_all(s: &impl AsSock, buf: Vec<u8>) -> (Result<(), Errno>, Vec<
         let p = unsafe { raw.ptr().add(off) };
         let e = send_sqe(s.sock(), p, (raw.len() - off).min(u32::MAX as usize) as u32);
         // SAFETY: the SQE references only `raw`, kept by the slot until completion.
-        let (res, raw) = OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }.holding_opt(s.held())).await;
+        let (res, raw) = OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }).holding(s.held()).await;
         let n = raw.as_ref().map(|r| r.len()).unwrap_or(0);
         buf = raw.map(|r| r.into_vec(n)).unwrap_or_default();
         match res {
@@ -148,7 +148,7 @@ pub async fn recv(s: &impl AsSock, buf: Vec<u8>) -> (Result<u32, Errno>, Vec<u8>
     let raw = RawBuf::from_vec(buf);
     let e = recv_sqe(s.sock(), raw.ptr(), raw.capacity().min(u32::MAX as usize) as u32);
     // SAFETY: the SQE references only `raw`, kept by the slot until completion.
-    let (res, raw) = OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }.holding_opt(s.held())).await;
+    let (res, raw) = OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }).holding(s.held()).await;
     let len = *res.as_ref().unwrap_or(&0) as usize;
     (res, raw.map(|r| r.into_vec(len)).unwrap_or_default())
 }
@@ -233,8 +233,8 @@ pub async fn recv_provided(s: &impl AsSock) -> Result<Option<ProvidedBuf>, Errno
     let g = bgid().await?;
     loop {
         // SAFETY: a buffer-select receive references no memory of ours.
-        let op = unsafe { RingOp::owned(recv_select_sqe(s.sock(), g), None) }.holding_opt(s.held());
-        let (res, flags, _) = Kept::new(op).await;
+        let op = unsafe { RingOp::owned(recv_select_sqe(s.sock(), g), None) };
+        let (res, flags, _) = Kept::new(op).holding(s.held()).await;
         if res == -libc::ENOBUFS {
             with_ring(|d| d.pbuf().map(|mut p| p.note_exhausted())).await;
             wait_buffer().await?;
@@ -300,7 +300,14 @@ async fn submit_multi(m: &mut Multishot) -> Result<(), Errno> {
     let mut op = Some(m.op());
     core::future::poll_fn(|cx| match keel_core::try_submit::<RingDriver>(cx, op.take().expect("submitted once")) {
         Ok(id) => {
-            m.armed(id, keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.shared.clone()));
+            let fd = m.fd().cloned();
+            let shared = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+                if let Some(fd) = fd {
+                    d.hold_fd(id, fd, false); // fd rule 1, in the poll that submitted it
+                }
+                d.shared.clone()
+            });
+            m.armed(id, shared);
             Poll::Ready(Ok(()))
         }
         Err(NotSubmitted::Wait(back)) => {

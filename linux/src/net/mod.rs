@@ -536,7 +536,12 @@ impl Multishot {
     pub(crate) fn op(&self) -> crate::ring::RingOp {
         // SAFETY: multishot accept passes no address; multishot recv selects provided
         // buffers: no memory of ours is referenced.
-        unsafe { crate::ring::RingOp::multishot(self.entry.clone()) }.holding_opt(self.fd.as_ref())
+        unsafe { crate::ring::RingOp::multishot(self.entry.clone()) }
+    }
+
+    /// The socket the op names, for its slot to hold at each arming (fd rule 1).
+    pub(crate) fn fd(&self) -> Option<&crate::fd::SharedFd> {
+        self.fd.as_ref()
     }
 
     pub(crate) fn kind(&self) -> MultiKind {

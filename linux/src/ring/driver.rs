@@ -277,6 +277,17 @@ impl RingDriver {
         }
     }
 
+    /// Slot rule 4: slot operation `id`, just submitted, holds `fd` until its last CQE
+    /// (`closes`: it is the `IORING_OP_CLOSE` of `fd`). Called by the submitter in the same
+    /// poll as the submission, before any enter, so the hold covers the SQE's whole life;
+    /// kept off the SQE path so that operations naming no descriptor pay nothing for it.
+    pub(crate) fn hold_fd(&mut self, id: OpId, fd: crate::fd::SharedFd, closes: bool) {
+        if let Some(s) = self.slots.get(id.0) {
+            s.closes = closes;
+            s.fd = Some(fd);
+        }
+    }
+
     /// Abandons the operations values let go of since the last call (shared rule 2).
     #[inline(always)]
     fn take_abandoned(&mut self) {
@@ -451,10 +462,6 @@ impl RingDriver {
             s.yields_fd = yields_fd;
             s.yields_fixed = yields_fixed;
             s.multi = r.multi;
-            if r.fd.is_some() {
-                s.closes = code == opcode::Close::CODE; // slot rule 4
-                s.fd = r.fd.take();
-            }
         }
         self.submitted(op);
         Ok(OpId(ud))

@@ -19,9 +19,6 @@ pub struct RingOp {
     pub(crate) keep: bool,
     /// Multishot: completes more than once (driver rules 1-3 in `ring/mod.rs`).
     pub(crate) multi: bool,
-    /// The descriptor the SQE names, held until the operation's last CQE is reaped (fd
-    /// rule 1); only slot operations (kept, multishot) carry one.
-    pub(crate) fd: Option<crate::fd::SharedFd>,
 }
 
 /// ioprio class values (linux/ioprio.h).
@@ -58,12 +55,12 @@ pub fn opcode_takes_priority(code: u8) -> bool {
 impl RingOp {
     /// A no-op.
     pub fn nop() -> Self {
-        RingOp { entry: opcode::Nop::new().build(), buf: None, keep: false, multi: false, fd: None }
+        RingOp { entry: opcode::Nop::new().build(), buf: None, keep: false, multi: false }
     }
 
     /// A no-op whose result the driver keeps for a future to take.
     pub fn nop_owned() -> Self {
-        RingOp { entry: opcode::Nop::new().build(), buf: None, keep: true, multi: false, fd: None }
+        RingOp { entry: opcode::Nop::new().build(), buf: None, keep: true, multi: false }
     }
 
     /// An operation from a prepared SQE whose memory the caller keeps valid.
@@ -72,7 +69,7 @@ impl RingOp {
     /// Every pointer in `entry` stays valid (and, for buffers the kernel writes, unused
     /// by anything else) until the operation's completion has been reaped.
     pub unsafe fn from_entry(entry: squeue::Entry) -> Self {
-        RingOp { entry, buf: None, keep: false, multi: false, fd: None }
+        RingOp { entry, buf: None, keep: false, multi: false }
     }
 
     /// An operation from a prepared SQE that reads into or writes from `buf`, which the
@@ -83,7 +80,7 @@ impl RingOp {
     /// `entry`'s only memory reference is into `buf` (and any other pointer in it stays
     /// valid until completion).
     pub(crate) unsafe fn owned(entry: squeue::Entry, buf: Option<RawBuf>) -> Self {
-        RingOp { entry, buf, keep: true, multi: false, fd: None }
+        RingOp { entry, buf, keep: true, multi: false }
     }
 
     /// A multishot operation (accept or recv with `IORING_*_MULTISHOT`): every CQE while
@@ -94,23 +91,7 @@ impl RingOp {
     /// `entry` references no memory outside the driver (multishot recv selects provided
     /// buffers; multishot accept passes no address).
     pub(crate) unsafe fn multishot(entry: squeue::Entry) -> Self {
-        RingOp { entry, buf: None, keep: true, multi: true, fd: None }
-    }
-
-    /// Holds `fd` open until the operation's last CQE is reaped (fd rule 1). Only for
-    /// operations that take a slot (owned, multishot), never direct ones.
-    pub(crate) fn holding(mut self, fd: &crate::fd::SharedFd) -> Self {
-        debug_assert!(self.keep, "keel bug: only slot operations hold a descriptor");
-        self.fd = Some(fd.clone());
-        self
-    }
-
-    /// Holds `fd` (if any) open until the operation's last CQE is reaped (fd rule 1).
-    pub(crate) fn holding_opt(self, fd: Option<&crate::fd::SharedFd>) -> Self {
-        match fd {
-            Some(fd) => self.holding(fd),
-            None => self,
-        }
+        RingOp { entry, buf: None, keep: true, multi: true }
     }
 
     /// Links the next operation the same task submits after this one (`IOSQE_IO_LINK`):

@@ -12,7 +12,7 @@
 //! 3. A slot holds the operation's owned buffer (if any) until its completion arrives;
 //!    then either the task's token is told (and the slot freed), or, for operations whose
 //!    result the future takes itself, the slot keeps result and buffer until `take`.
-//! 4. A slot holds the descriptor its operation names (`RingOp::holding`, fd rule 1 in
+//! 4. A slot holds the descriptor its operation names (`RingDriver::hold_fd`, fd rule 1 in
 //!    `fd.rs`) until the operation's last CQE is reaped or the slot is freed, whichever
 //!    comes first; a slot whose operation is an `IORING_OP_CLOSE` of that descriptor marks
 //!    it closed when its CQE says the kernel closed it (any result but `ECANCELED`).
