@@ -152,6 +152,47 @@ fn a_completed_read_future_moved_out_is_dropped_after_the_executor() {
     std::fs::remove_dir_all(d).unwrap();
 }
 
+/// A future submitted in executor A's task, then awaited in executor B's task (same
+/// thread): B's driver does not know its operation, so it ends with `EXDEV` and takes
+/// nothing of B's (before: it looked its id up in B's slots, where an operation of B's
+/// own with the same slot and generation would have been taken).
+#[test]
+fn a_future_awaited_on_another_executor_gets_exdev() {
+    let d = dir("exdev");
+    std::fs::write(d.join("f"), b"0123456789").unwrap();
+    let file: &'static File = Box::leak(Box::new(File::from_raw_fd(std::fs::File::open(d.join("f")).unwrap().into_raw_fd())));
+    let parked: Parked = Rc::new(RefCell::new(Vec::new()));
+    let a = executor(RingConfig::default());
+    let p = parked.clone();
+    a.as_ref()
+        .attach(task(), async move {
+            let mut fut: Pin<Box<dyn Future<Output = _>>> = Box::pin(fs::read(file, Vec::with_capacity(64), 0));
+            assert!(poll_once(&mut fut).await, "submitted");
+            p.borrow_mut().push(fut);
+            0u64
+        })
+        .unwrap();
+    let _ = a.as_ref().run(64, Some(Duration::from_millis(10)));
+    let b = executor(RingConfig::default());
+    let p = parked.clone();
+    let t = b
+        .as_ref()
+        .attach(task(), async move {
+            // B's own read takes B's first slot: the same id as A's read.
+            let (mine, buf) = fs::read(file, Vec::with_capacity(64), 0).await;
+            assert_eq!((mine, &buf[..]), (Ok(10), &b"0123456789"[..]));
+            let fut = p.borrow_mut().pop().unwrap();
+            let (r, _) = fut.await;
+            r.err().map(|e| e.0 as u64).unwrap_or(0)
+        })
+        .unwrap();
+    run_all(b.as_ref());
+    assert_eq!(b.as_ref().result(t), Ok(Some(Ok(libc::EXDEV as u64))));
+    drop(b);
+    drop(a);
+    std::fs::remove_dir_all(d).unwrap();
+}
+
 fn pbuf_executor(count: u16, size: u32) -> Pin<Box<Ex>> {
     let mut d = ring(RingConfig::default());
     d.enable_provided_buffers(count, size).unwrap();
