@@ -28,18 +28,20 @@
 //!    dropped where it is (its in-flight statuses orphaned and their operations
 //!    cancelled, io_status rule 4); a started fiber gets the cancel flag and is woken, or
 //!    its i/o cancelled, so it resumes with `Cancelled` (fiber rules 2 and 5).
-//! 2. Then at most [`TEARDOWN_ROUNDS`] rounds: reap until no operation is in flight (or
-//!    the driver stalls), resume each ready fiber once, and cancel again what suspended
-//!    again. Fibers unwind: their destructors run (descriptors closed) and their stacks go
-//!    back to the pool. New i/o a fiber starts while cancelled is refused, and what is in
-//!    flight is drained again each round.
+//! 2. Then at most [`TEARDOWN_ROUNDS`] rounds: have the driver cancel every operation
+//!    still in flight (`Driver::cancel_all`: also those whose owner was moved out of its
+//!    task) and reap until none is (or the driver stalls), resume each ready fiber once,
+//!    and cancel again what suspended again. Fibers unwind: their destructors run
+//!    (descriptors closed) and their stacks go back to the pool. New i/o a fiber starts
+//!    while cancelled is refused, and what is in flight is drained again each round.
 //! 3. A task still attached after the rounds (a fiber that ignores `Cancelled`, or one
 //!    whose i/o the driver never completes) is leaked on purpose: never resumed again,
 //!    its stack and all its frames own never reused or freed, its statuses detached from
 //!    the slot. It completes as `Cancelled` and is counted by id ([`Shutdown`],
 //!    [`leaked_fibers`]).
-//! 4. Every owned task is then released (its owner cleared, its notify word closed:
-//!    wake rule 6), wakers still inside are waited for, and spare stacks go back.
+//! 4. Once nothing is in flight (the rounds end with one more cancel-all and drain),
+//!    every owned task is released (its owner cleared, its notify word closed: wake
+//!    rule 6), wakers still inside are waited for, and spare stacks go back.
 //! 5. A body `Drop` that panics during rules 1-3 completes its task as `Panicked` (body
 //!    rule 1); a guard then runs the teardown again during the unwind, from where it
 //!    stopped (each step skips what is done), so every task is still released and no
@@ -626,7 +628,8 @@ pub fn leaked_fibers() -> LeakedFibers {
 impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
     /// Cancels every attached task and winds it down, as the executor's drop does
     /// (teardown rules 1-3), leaving the tasks owned and completed (their results
-    /// readable) and the executor usable. Returns what it did, leaked fibers included.
+    /// readable) and the executor usable. Every operation in flight is cancelled, also one
+    /// whose owner was moved out of its task (it completes, usually with `ECANCELED`). Returns what it did, leaked fibers included.
     /// `Err(Reentrant)` from inside `run`.
     ///
     /// # Panics
@@ -679,6 +682,8 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
             let last = report.leaked_ids[report.leaked_fibers.min(LEAK_IDS) - 1];
             LEAKED_LAST.store(last, core::sync::atomic::Ordering::Relaxed);
         }
+        // Nothing is in flight any more: wind_down ended with `cancel_and_drain`, which
+        // also cancels operations whose owner left its task (moved into `main`).
         while let Some(h) = s.owned.front() {
             // Teardown rule 4. Every task is completed or idle here (wind_down leaks what
             // is left), so it can be given up. Completions for its orphans can no longer
@@ -720,6 +725,13 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
         }
     }
 
+    /// Has the driver cancel every operation in flight, then reaps until none is.
+    fn cancel_and_drain(self: Pin<&Self>) {
+        // SAFETY: sched rule 3: no borrow of the driver is live here.
+        unsafe { &mut *self.driver_ptr() }.cancel_all();
+        self.drain_all_io();
+    }
+
     /// Teardown rules 1-3: cancel, unwind started fibers for at most `TEARDOWN_ROUNDS`
     /// rounds, leak what is left.
     fn wind_down(self: Pin<&Self>) -> Shutdown {
@@ -738,8 +750,10 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
                 }
             }
             // Teardown rule 2: reap what the cancels (and orphaned statuses) left in
-            // flight, then resume each fiber that is ready once.
-            self.drain_all_io();
+            // flight, then resume each fiber that is ready once. The driver cancels
+            // everything first: an operation whose owner was moved out of its task (into
+            // `main`) is no task's to cancel, and would hold the drain until it completes.
+            self.cancel_and_drain();
             let ready = s.ready.len();
             if ready == 0 {
                 // Nothing left to resume: every task is done, or waits for i/o the driver
@@ -751,7 +765,7 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
                 s.resume::<A>(h);
             }
         }
-        self.drain_all_io();
+        self.cancel_and_drain();
         // Teardown rule 3: what is still attached ignored `Cancelled` (or waits for i/o the
         // driver never completes).
         let mut cur = s.owned.front();
