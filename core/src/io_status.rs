@@ -413,6 +413,11 @@ pub(crate) fn submit_with_wake_token<D: Driver>(sched: &Sched, h: NonNull<Header
             sched.stats.io_submitted.set(sched.stats.io_submitted.get() + 1);
             Ok(id)
         }
+        // The driver had no room after all: wait for it as for any other lack of room.
+        Err(crate::Errno::EBUSY) if wait => {
+            sched.wait_for_submit(h);
+            Err(SubmitRefused::Wait)
+        }
         Err(e) => Err(SubmitRefused::Failed(e)),
     }
 }

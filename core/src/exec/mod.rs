@@ -588,9 +588,8 @@ impl Sched {
             // SAFETY: armed in our heap.
             unsafe { self.timers.remove(t.timer()) };
         }
-        if t.state.get() == TaskState::Suspended(SuspendReason::SqSlot) {
-            self.leave_submit_queue(h);
-        }
+        // Room rule 5.
+        self.leave_submit_queue(h);
         t.state.set(t.state.get().on(event).unwrap_or_else(|e| panic!("keel bug: {e}")));
         // SAFETY: a suspended task is in no run list.
         unsafe { self.ready.push(h) };
@@ -600,6 +599,8 @@ impl Sched {
     pub(crate) fn cancel_io(&self, h: NonNull<Header>) {
         // SAFETY: `'static` header.
         let t = unsafe { h.as_ref() };
+        // Room rule 5.
+        self.leave_submit_queue(h);
         t.state.set(t.state.get().on(TaskEvent::CancelIo).unwrap_or_else(|e| panic!("keel bug: {e}")));
         let mut s = t.trailer().initiated.front();
         while let Some(st) = s {
@@ -624,10 +625,9 @@ impl Sched {
                 // SAFETY: queued states are in the run queue.
                 unsafe { self.ready.remove(h) };
             }
-            TaskState::Suspended(reason) => {
-                if reason == SuspendReason::SqSlot {
-                    self.leave_submit_queue(h);
-                }
+            TaskState::Suspended(_) => {
+                // Room rule 5 (finish_cancelled below unlinks a ready task).
+                self.leave_submit_queue(h);
                 if t.trailer().timer.is_armed() {
                     // SAFETY: armed in our heap.
                     unsafe { self.timers.remove(t.timer()) };

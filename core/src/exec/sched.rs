@@ -12,6 +12,27 @@
 //! 4. Every loop here is bounded by a configuration value or by a structure's size:
 //!    inbox drain by `inbox_batch`, timer firing by `timer_batch`, completion reaping
 //!    by `reap_batch`, run-queue pop by the three levels.
+//!
+//! Waiting for room to submit (cited as "room rule N"). A body may poll any number of
+//! keel futures in one poll (join, select), so waiting for room is not a suspension
+//! reason of its own but a membership, kept apart from the task's state:
+//! 1. A task is in its I/O priority's `submit_waiters` list exactly when its
+//!    `QUEUED_FOR_ROOM` flag is set. The list has its own links (`submit_links`), so a
+//!    task may wait for room while it is also ready, running, or suspended for any
+//!    reason (a timer armed, i/o in flight); `reason` is only what its state reports.
+//! 2. `wait_for_submit` (a refused initiator, future or fiber, status or wake token)
+//!    sets `ASKED_ROOM` and links the task if it is not linked: asking twice in one poll
+//!    (two initiates joined) queues it once, and a task that asks again keeps its place.
+//! 3. When a poll returns `Pending`, a task still linked that did not ask in that poll
+//!    (the asking future was dropped: a select took the other branch) leaves the list;
+//!    one that asked stays, and `ASKED_ROOM` is cleared for the next poll. A grant not
+//!    used in the poll it was for lapses (`GRANTED` is cleared).
+//! 4. A grant unlinks the task before it wakes it (`wake_local` does nothing to a task
+//!    that is not suspended), so granting never meets the same task twice.
+//! 5. Every path that ends the run or cancels it unlinks it: `finish` (return, cancel of
+//!    a queued task, executor drop), `wake_cancelled`, `cancel_io`, `abandon`. A wake for
+//!    another reason leaves the task linked (its place kept): its next poll asks again or
+//!    leaves by rule 3.
 
 use crate::driver::{DriverVt, IoResult, IoToken};
 use crate::error::{AttachError, TaskError, TaskResult};
@@ -67,8 +88,8 @@ pub(crate) struct Sched {
     driver: Cell<*mut ()>,
     driver_vt: Cell<Option<&'static DriverVt>>,
     pub(crate) attached: Cell<usize>,
-    /// Tasks waiting for room to submit, by I/O priority (run links: they are not ready).
-    pub(crate) submit_waiters: [List<Header, crate::task::header::RunLink>; 3],
+    /// Tasks waiting for room to submit, by I/O priority (room rule 1).
+    pub(crate) submit_waiters: [List<Header, crate::task::header::SubmitLink>; 3],
     pub(crate) stacks: StackPool,
     pub(crate) cfg: Config,
     pub(crate) stats: StatsCells,
@@ -263,7 +284,7 @@ impl Sched {
     pub(crate) fn wake_local(&self, h: NonNull<Header>) {
         let t = hdr(h);
         match t.state.get() {
-            S::Suspended(reason) => {
+            S::Suspended(_) => {
                 if self.times.on.get() {
                     // Stamped with the latest read (acct.rs): no clock read here.
                     let tt = &t.trailer().times;
@@ -272,9 +293,7 @@ impl Sched {
                     tt.since.set(now);
                 }
                 self.disarm(t);
-                if reason == crate::task::state::SuspendReason::SqSlot {
-                    self.leave_submit_queue(h);
-                }
+                // Room rule 5: a task waiting for room stays linked (its place kept).
                 step(t, E::Wake);
                 // SAFETY: a suspended task is in no run list.
                 unsafe { self.ready.push(h) };
@@ -323,6 +342,9 @@ impl Sched {
         }
         match outcome {
             Step::Pending => {
+                if t.flags.get() & (flag::QUEUED_FOR_ROOM | flag::GRANTED) != 0 {
+                    self.after_poll_room(h);
+                }
                 if t.has_flag(flag::NOTIFIED) {
                     t.clear_flag(flag::NOTIFIED);
                     step(t, E::Yield);
@@ -343,6 +365,9 @@ impl Sched {
     fn finish(&self, h: NonNull<Header>, event: E, result: TaskResult) {
         let t = hdr(h);
         self.disarm(t);
+        // Room rule 5.
+        self.leave_submit_queue(h);
+        t.clear_flag(flag::GRANTED);
         t.trailer().result.set(Some(result));
         if t.io_in_flight() > 0 {
             let mut s = t.trailer().initiated.front();
@@ -622,34 +647,52 @@ impl Sched {
         self.submit_waiters.iter().any(|l| !l.is_empty())
     }
 
-    /// Queues the running task `h` for submission room; it suspends with `SqSlot`.
+    /// Queues the running task `h` for submission room (room rule 2: once, however many
+    /// of its suspension points ask); if it suspends now it reports `SqSlot`.
     pub(crate) fn wait_for_submit(&self, h: NonNull<Header>) {
         let t = hdr(h);
         t.reason.set(crate::task::state::SuspendReason::SqSlot);
-        // SAFETY: a running task is in no run list; `'static` header.
-        unsafe { self.submit_waiters[t.prio.get().io.index()].push_back(h) };
-    }
-
-    pub(crate) fn leave_submit_queue(&self, h: NonNull<Header>) {
-        let t = hdr(h);
-        let list = &self.submit_waiters[t.prio.get().io.index()];
-        // SAFETY: a task suspended with SqSlot is in its I/O priority's waiter list.
-        unsafe {
-            if list.contains(h) {
-                list.remove(h);
-            }
+        let f = t.flags.get();
+        t.flags.set(f | flag::ASKED_ROOM | flag::QUEUED_FOR_ROOM);
+        if f & flag::QUEUED_FOR_ROOM == 0 {
+            // SAFETY: room rule 1: not linked in any waiter list; `'static` header.
+            unsafe { self.submit_waiters[t.prio.get().io.index()].push_back(h) };
         }
     }
 
+    /// Unlinks `h` from the waiters for room if it is linked (room rule 1).
+    pub(crate) fn leave_submit_queue(&self, h: NonNull<Header>) {
+        let t = hdr(h);
+        if t.has_flag(flag::QUEUED_FOR_ROOM) {
+            t.clear_flag(flag::QUEUED_FOR_ROOM | flag::ASKED_ROOM);
+            // SAFETY: room rule 1: the flag says it is linked in its I/O priority's list
+            // (priorities do not change while a task is attached).
+            unsafe { self.submit_waiters[t.prio.get().io.index()].remove(h) };
+        }
+    }
+
+    /// Room rule 3, after a poll that returned `Pending` with the task queued or granted.
+    #[cold]
+    fn after_poll_room(&self, h: NonNull<Header>) {
+        let t = hdr(h);
+        let f = t.flags.get();
+        if f & flag::QUEUED_FOR_ROOM != 0 && f & flag::ASKED_ROOM == 0 {
+            self.leave_submit_queue(h);
+        }
+        t.clear_flag(flag::ASKED_ROOM | flag::GRANTED);
+    }
+
     /// Wakes up to `room` waiters, highest I/O priority first, FIFO within a level
-    /// (bounded by `room` and the waiters).
+    /// (bounded by `room` and the waiters). Room rule 4: each is unlinked first.
     pub(crate) fn grant_submit(&self, room: usize) {
         let mut room = room;
         for list in &self.submit_waiters {
             while room > 0 {
-                let Some(h) = list.front() else { break };
-                hdr(h).set_flag(flag::GRANTED);
-                self.wake_local(h); // unlinks it (SqSlot) and queues it
+                let Some(h) = list.pop_front() else { break };
+                let t = hdr(h);
+                t.clear_flag(flag::QUEUED_FOR_ROOM | flag::ASKED_ROOM);
+                t.set_flag(flag::GRANTED);
+                self.wake_local(h);
                 room -= 1;
             }
         }
