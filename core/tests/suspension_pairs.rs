@@ -325,3 +325,127 @@ fn every_pair_of_suspensions_joined_and_selected_while_waiting_for_room() {
     }
     assert_eq!(n, 2 * 2 * 36);
 }
+
+/// One suspension point of kind `k` that gives up quietly when the task is cancelled
+/// (`Err(())`); `Ok` with the label of the operation it submitted, if any.
+fn cancellable<'a>(k: Kind, st: Pin<&'a IoStatus>, label: u32) -> Pin<Box<dyn Future<Output = Result<Option<u32>, ()>> + 'a>> {
+    let op = SimOp::new(label).after(Duration::from_micros(200));
+    match k {
+        Kind::Initiate | Kind::Initiate2 => Box::pin(async move {
+            match initiate::<Sim>(st, op).await {
+                Ok(()) => Ok(Some(label)),
+                Err(keel_core::InitiateError::Cancelled(_)) => Err(()),
+                Err(e) => panic!("initiate {label}: {e:?}"),
+            }
+        }),
+        Kind::Sleep => Box::pin(async { sleep(Duration::from_millis(5)).await.map(|_| None).map_err(drop) }),
+        Kind::Yield => Box::pin(async { yield_now().await.map(|_| None).map_err(drop) }),
+        Kind::Wait => Box::pin(async { wait().await.map(|_| None).map_err(drop) }),
+        Kind::TrySubmit => {
+            let mut op = Some(op);
+            Box::pin(core::future::poll_fn(move |cx| match try_submit_from::<Sim>(cx, &mut op, true) {
+                Ok(_) => Poll::Ready(Ok(Some(label))),
+                Err(SubmitRefused::Wait) => Poll::Pending,
+                Err(SubmitRefused::Failed(keel_core::Errno::ECANCELED)) => Poll::Ready(Err(())),
+                Err(e) => panic!("try_submit {label}: {e:?}"),
+            }))
+        }
+    }
+}
+
+/// Cancel edge 9/10 and room rule 5: a task waiting for room inside a join (with every
+/// other kind of suspension) is cancelled; it winds down, leaves the waiters for room, and
+/// the holder and a second waiter still complete, with every submitted operation
+/// completed once.
+#[test]
+fn a_task_waiting_for_room_inside_a_join_can_be_cancelled() {
+    for full in [Full::InFlightLimit, Full::Sq] {
+        for k in KINDS {
+            let what = format!("initiate joined with {k:?} under a full {full:?}, cancelled");
+            let cfg = Config { max_io_in_flight: (full == Full::InFlightLimit).then_some(1), ..Config::default() };
+            let mut driver = Sim::new();
+            if full == Full::Sq {
+                driver.limit_capacity(1);
+            }
+            let ex = pin!(Executor::new(driver, cfg).unwrap());
+            let ex = ex.into_ref();
+            let submitted = Submitted::default();
+            let mut runs = Vec::new();
+            for (i, label) in [(0u32, 1u32), (2, 900)] {
+                let s = submitted.clone();
+                let r = ex
+                    .attach(task(), async move {
+                        let st = pin!(IoStatus::new());
+                        initiate::<Sim>(st.as_ref(), SimOp::new(label).after(Duration::from_millis(1))).await.unwrap();
+                        s.add(label);
+                        drain().await?;
+                        Ok::<u64, keel_core::TaskError>(i as u64)
+                    })
+                    .unwrap();
+                runs.push(r);
+                if i == 0 {
+                    let s = submitted.clone();
+                    let t = ex
+                        .attach(task(), async move {
+                            let (st1, st2) = (pin!(IoStatus::new()), pin!(IoStatus::new()));
+                            let (mut fa, mut fb) = (cancellable(Kind::Initiate, st1.as_ref(), 10), cancellable(k, st2.as_ref(), 20));
+                            let (mut ra, mut rb) = (None, None);
+                            core::future::poll_fn(|cx: &mut Context<'_>| {
+                                if ra.is_none()
+                                    && let Poll::Ready(v) = fa.as_mut().poll(cx)
+                                {
+                                    ra = Some(v);
+                                }
+                                if rb.is_none()
+                                    && let Poll::Ready(v) = fb.as_mut().poll(cx)
+                                {
+                                    rb = Some(v);
+                                }
+                                if ra.is_some() && rb.is_some() { Poll::Ready(()) } else { Poll::Pending }
+                            })
+                            .await;
+                            for l in [ra.unwrap(), rb.unwrap()].into_iter().flatten().flatten() {
+                                s.add(l);
+                            }
+                            // Cancelled: the statuses in flight are drained by the executor.
+                            Err::<u64, _>(keel_core::TaskError::Cancelled)
+                        })
+                        .unwrap();
+                    runs.push(t);
+                }
+            }
+            // Holder and tested task run; the tested one waits for room.
+            ex.run(2, None).unwrap();
+            let t = runs[1];
+            assert!(matches!(ex.state(t), Ok(keel_core::TaskState::Suspended(_) | keel_core::TaskState::Ready)), "{what}: {:?}", ex.state(t));
+            ex.cancel(t).unwrap();
+            let mut rounds = 0;
+            while ex.attached() > 0 {
+                rounds += 1;
+                assert!(rounds < 10_000, "{what}: stranded: {:?}", runs.iter().map(|r| ex.state(*r)).collect::<Vec<_>>());
+                ex.run(100_000, Some(Duration::from_secs(1))).unwrap_or_else(|e| panic!("{what}: {e:?}"));
+            }
+            assert_eq!(ex.result(runs[0]), Ok(Some(Ok(0))), "{what}");
+            assert_eq!(ex.result(t), Ok(Some(Err(keel_core::TaskError::Cancelled))), "{what}");
+            assert_eq!(ex.result(runs[2]), Ok(Some(Ok(2))), "{what}");
+            for _ in 0..100 {
+                if ex.with_driver(|d| keel_core::Driver::in_flight(&*d)) == 0 {
+                    break;
+                }
+                let _ = ex.run(10, Some(Duration::from_millis(1)));
+            }
+            let mut mine = submitted.0.borrow().clone();
+            mine.sort();
+            let (mut subs, mut comps): (Vec<u32>, Vec<u32>) = ex.with_driver(|d| {
+                (
+                    d.trace().filter_map(|e| if let SimEvent::Submit { label, .. } = *e { Some(label) } else { None }).collect(),
+                    d.trace().filter_map(|e| if let SimEvent::Complete { label, .. } = *e { Some(label) } else { None }).collect(),
+                )
+            });
+            subs.sort();
+            comps.sort();
+            assert_eq!(comps, subs, "{what}: every submitted operation completed once");
+            assert!(mine.iter().all(|l| subs.contains(l)), "{what}: {mine:?} vs {subs:?}");
+        }
+    }
+}
