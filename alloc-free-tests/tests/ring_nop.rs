@@ -116,7 +116,7 @@ fn nop_submit_and_complete_through_the_ring_allocate_nothing() {
     measure(ex, what[2]);
     assert_eq!(ex.result(owned), Ok(Some(Ok(3))));
 
-    let st = ex.with_driver(|d| d.stats());
+    let st = ex.with_driver(|d| d.stats()).unwrap();
     assert_eq!((st.completed, st.stale), (3 * N, 0), "{st:?}");
 }
 

@@ -17,8 +17,8 @@
 //!    (it drains) and its storage is not reused until then, so no completion ever
 //!    reaches memory that was handed back.
 
-use crate::driver::{Driver, IoResult, IoToken, OpId};
-use crate::error::{Cancelled, InitiateError};
+use crate::driver::{Driver, DriverMut, IoResult, IoToken, OpId};
+use crate::error::{Cancelled, DriverError, InitiateError};
 use crate::exec::sched::Sched;
 use crate::list::{Link, Links};
 use crate::rt::current;
@@ -173,6 +173,10 @@ impl IoStatus {
             return Err(InitiateError::StatusBusy(()));
         }
         let Some(driver) = sched.driver_as::<D>() else { return Err(InitiateError::WrongDriver(())) };
+        // Driver rule 1: inside a `with_driver` closure.
+        if sched.lent.get() {
+            return Err(InitiateError::DriverBusy(()));
+        }
         // Queue behind tasks already waiting for room (unless this task was just granted
         // room), and respect the in-flight limit.
         let granted = t.has_flag(flag::GRANTED);
@@ -392,6 +396,10 @@ pub(crate) fn submit_with_wake_token<D: Driver>(sched: &Sched, h: NonNull<Header
         return Err(SubmitRefused::Failed(crate::Errno::ECANCELED));
     }
     let Some(driver) = sched.driver_as::<D>() else { return Err(SubmitRefused::Failed(crate::Errno::EINVAL)) };
+    // Driver rule 1: inside a `with_driver` closure (waiting could not end there).
+    if sched.lent.get() {
+        return Err(SubmitRefused::Failed(crate::Errno::EDEADLK));
+    }
     let granted = t.has_flag(flag::GRANTED);
     t.clear_flag(flag::GRANTED);
     // SAFETY: sched rule 3: no other borrow of the driver is live while task code runs.
@@ -422,21 +430,29 @@ pub(crate) fn submit_with_wake_token<D: Driver>(sched: &Sched, h: NonNull<Header
     }
 }
 
-/// Runs `f` on the running task's driver if it is a `D` (for operations whose state the
-/// driver keeps: taking a result, abandoning an operation). `None` outside a keel task or
-/// for another driver type.
-pub fn with_driver<D: Driver, R>(cx: &Context<'_>, f: impl FnOnce(&mut D) -> R) -> Option<R> {
-    let (sched, _) = current(cx)?;
-    let driver = sched.driver_as::<D>()?;
-    // SAFETY: sched rule 3: no other borrow of the driver is live while task code runs,
-    // and `f` cannot reach the executor to make one.
-    Some(f(unsafe { &mut *driver }))
+/// Lends the running task's driver to `f` if it is a `D` (for operations whose state the
+/// driver keeps: taking a result, abandoning an operation), as a [`DriverMut`] (driver
+/// rules 1-2 in exec/mod.rs). `None` outside a keel task, for another driver type, or
+/// while the driver is lent already; [`try_with_driver`] says which.
+pub fn with_driver<D: Driver, R>(cx: &Context<'_>, f: impl FnOnce(&mut DriverMut<'_, D>) -> R) -> Option<R> {
+    try_with_driver(cx, f).ok()
+}
+
+/// [`with_driver`] with the reason it could not lend the driver.
+pub fn try_with_driver<D: Driver, R>(cx: &Context<'_>, f: impl FnOnce(&mut DriverMut<'_, D>) -> R) -> Result<R, DriverError> {
+    let (sched, _) = current(cx).ok_or(DriverError::NotInTask)?;
+    let driver = sched.driver_as::<D>().ok_or(DriverError::WrongDriver)?;
+    let _lent = sched.lend().map_err(|_| DriverError::Busy)?;
+    // SAFETY: driver rule 1: lent (the flag set) until `_lent` drops, after `f`.
+    let mut d = unsafe { DriverMut::lend(driver) };
+    Ok(f(&mut d))
 }
 
 /// The driver of the running task as a raw pointer, for code that must reach it later
 /// from `Drop` on the executor's thread (an owned-buffer future abandoning its operation).
-/// Valid while the executor lives; use it only on the executor's thread, never while
-/// another borrow of the driver is live.
+/// Valid while the executor lives; dereference it only on the executor's thread, for one
+/// call that runs no user code, and never while the driver is lent (driver rule 1: from
+/// a `Drop` that may run inside a `with_driver` closure, that is a second reference).
 pub fn driver_ptr<D: Driver>(cx: &Context<'_>) -> Option<*mut D> {
     current(cx).and_then(|(s, _)| s.driver_as::<D>())
 }

@@ -89,10 +89,10 @@ pub mod timer;
 pub use acct::{Accounting, ExecTimesSnapshot, NoAccounting, TaskTimesSnapshot, TickScale, TscAccounting};
 pub use clock::Instant;
 pub use dispatch::Dispatcher;
-pub use driver::{Driver, IoResult, NoIo, OpId, Park};
+pub use driver::{Driver, DriverMut, IoResult, NoIo, OpId, Park};
 pub use error::{
-    AttachError, CancelError, Cancelled, ConfigError, DestroyError, Errno, InitiateError, RunError, StaleHandle,
-    TaskError, TaskResult,
+    AttachError, CancelError, Cancelled, ConfigError, DestroyError, DriverBusy, DriverError, Errno, InitiateError, RunError,
+    StaleHandle, TaskError, TaskResult,
 };
 pub use exec::{CancelOutcome, Config, ExecStats, Executor, ExecutorHandle, HandleSlot, Unparker};
 pub use io_status::{IoStatus, NotSubmitted, SubmitRefused, initiate, suspend_until_completed_io, try_submit, try_submit_from, try_submit_now};

@@ -287,3 +287,19 @@ impl<const OPS: usize, const TRACE: usize> Driver for SimDriverN<OPS, TRACE> {
         Ok(Park::Woke)
     }
 }
+
+/// Scripting a simulated driver lent to a `with_driver` closure (driver rule 2 in
+/// exec/mod.rs: the closure cannot replace it, so what it may change is these).
+impl<const OPS: usize, const TRACE: usize> crate::driver::DriverMut<'_, SimDriverN<OPS, TRACE>> {
+    /// [`SimDriverN::fail_next_submits`].
+    pub fn fail_next_submits(&mut self, n: u32, errno: Errno) {
+        // SAFETY: sets two fields; no replacement, no Driver method, no user code.
+        unsafe { self.get_mut() }.fail_next_submits(n, errno);
+    }
+
+    /// [`SimDriverN::limit_capacity`].
+    pub fn limit_capacity(&mut self, n: usize) {
+        // SAFETY: sets one field; no replacement, no Driver method, no user code.
+        unsafe { self.get_mut() }.limit_capacity(n);
+    }
+}

@@ -78,7 +78,7 @@ fn a_hundred_operations_through_four_slots_in_initiation_order() {
     for r in runs {
         assert_eq!(ex.result(r), Ok(Some(Ok(25))));
     }
-    let submits: Vec<u32> = ex.with_driver(|d| d.trace().filter_map(|e| match e { SimEvent::Submit { label, .. } => Some(*label), _ => None }).collect());
+    let submits: Vec<u32> = ex.with_driver(|d| d.trace().filter_map(|e| match e { SimEvent::Submit { label, .. } => Some(*label), _ => None }).collect()).unwrap();
     assert_eq!(submits.len(), 100);
     for t in 0..4u32 {
         let mine: Vec<u32> = submits.iter().copied().filter(|l| l / 1000 == t).collect();
@@ -89,7 +89,7 @@ fn a_hundred_operations_through_four_slots_in_initiation_order() {
     }
     // A full driver refuses (EBUSY, cheaply) and the executor queues the initiator: every
     // refused operation was submitted later, once, in order (checked above).
-    let refused = ex.with_driver(|d| d.trace().filter(|e| matches!(e, SimEvent::Refuse { .. })).count());
+    let refused = ex.with_driver(|d| d.trace().filter(|e| matches!(e, SimEvent::Refuse { .. })).count()).unwrap();
     assert!(refused > 0, "four slots for twenty in flight must have been full at some point");
 }
 
@@ -185,7 +185,7 @@ fn a_pair_goes_in_whole_or_not_at_all() {
         .unwrap();
     run_all!(ex);
     assert_eq!(ex.result(t), Ok(Some(Ok(2))));
-    let submitted: Vec<u64> = ex.with_driver(|d| d.trace().filter_map(|e| if let SimEvent::Submit { label, .. } = e { Some(*label as u64) } else { None }).collect());
+    let submitted: Vec<u64> = ex.with_driver(|d| d.trace().filter_map(|e| if let SimEvent::Submit { label, .. } = e { Some(*label as u64) } else { None }).collect()).unwrap();
     assert_eq!(submitted, [9, 5, 6], "nothing of the refused pair was submitted, and the pair went in order");
 }
 

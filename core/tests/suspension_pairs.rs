@@ -266,7 +266,7 @@ fn scenario(a: Kind, b: Kind, how: Combine, full: Full, waiter: Waiter) {
     assert_eq!(ex.result(w), Ok(Some(Ok(2))), "{what}");
     // Wake-token operations are not the task's to drain: let them finish.
     for _ in 0..100 {
-        if ex.with_driver(|d| keel_core::Driver::in_flight(&*d)) == 0 {
+        if ex.with_driver(|d| keel_core::Driver::in_flight(&**d)).unwrap() == 0 {
             break;
         }
         let _ = ex.run(10, Some(Duration::from_millis(1)));
@@ -290,7 +290,8 @@ fn scenario(a: Kind, b: Kind, how: Combine, full: Full, waiter: Waiter) {
                 }
             }
             (s, c, at, r)
-        });
+        })
+        .unwrap();
     // The room really was full: the waiter got in only after the holder's operation
     // completed; with a full SQ, the driver refused the tested task's initiate.
     assert!(waiter_at.unwrap().as_nanos() >= 1_000_000, "{what}: the waiter never waited");
@@ -429,7 +430,7 @@ fn a_task_waiting_for_room_inside_a_join_can_be_cancelled() {
             assert_eq!(ex.result(t), Ok(Some(Err(keel_core::TaskError::Cancelled))), "{what}");
             assert_eq!(ex.result(runs[2]), Ok(Some(Ok(2))), "{what}");
             for _ in 0..100 {
-                if ex.with_driver(|d| keel_core::Driver::in_flight(&*d)) == 0 {
+                if ex.with_driver(|d| keel_core::Driver::in_flight(&**d)).unwrap() == 0 {
                     break;
                 }
                 let _ = ex.run(10, Some(Duration::from_millis(1)));
@@ -441,7 +442,7 @@ fn a_task_waiting_for_room_inside_a_join_can_be_cancelled() {
                     d.trace().filter_map(|e| if let SimEvent::Submit { label, .. } = *e { Some(label) } else { None }).collect(),
                     d.trace().filter_map(|e| if let SimEvent::Complete { label, .. } = *e { Some(label) } else { None }).collect(),
                 )
-            });
+            }).unwrap();
             subs.sort();
             comps.sort();
             assert_eq!(comps, subs, "{what}: every submitted operation completed once");

@@ -174,7 +174,9 @@ fn rt_allowed(f: &mut Fiber) -> bool {
 
 fn fixed_ptr(f: &mut Fiber, index: u16, len: u32) -> Result<*mut u8, Errno> {
     f.with_driver::<RingDriver, _>(|d| {
-        let reg = d.registered.as_mut()?;
+        // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver; it is not
+        // replaced, no Driver method is called, and no other code runs meanwhile.
+        let reg = unsafe { d.get_mut() }.registered.as_mut()?;
         let size = reg.size();
         reg.slice(index).filter(|_| len as usize <= size).map(|s| s.as_mut_ptr())
     })
@@ -314,7 +316,11 @@ impl FiberFs for Fiber {
                 other => return other,
             }
             let me = self.task();
-            let queued = self.with_driver::<RingDriver, _>(|d| d.registered.as_mut().map(|r| r.wait(me)));
+            let queued = self.with_driver::<RingDriver, _>(|d| {
+                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver; it is not
+                // replaced, no Driver method is called, and no other code runs meanwhile.
+                unsafe { d.get_mut() }.registered.as_mut().map(|r| r.wait(me))
+            });
             match queued {
                 Some(Some(true)) => {}
                 Some(Some(false)) => return Err(BufferError::WaitQueueFull),
@@ -328,7 +334,12 @@ impl FiberFs for Fiber {
     }
 
     fn try_claim_buffer(&mut self) -> Result<u16, BufferError> {
-        match self.with_driver::<RingDriver, _>(|d| d.registered.as_mut().map(|r| r.try_claim())) {
+        let claimed = self.with_driver::<RingDriver, _>(|d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver; it is not
+            // replaced, no Driver method is called, and no other code runs meanwhile.
+            unsafe { d.get_mut() }.registered.as_mut().map(|r| r.try_claim())
+        });
+        match claimed {
             None => Err(BufferError::NotOnRing),
             Some(None) => Err(BufferError::NoneRegistered),
             Some(Some(None)) => Err(BufferError::AllClaimed),
@@ -337,7 +348,12 @@ impl FiberFs for Fiber {
     }
 
     fn release_buffer(&mut self, index: u16) -> Result<(), BufferError> {
-        match self.with_driver::<RingDriver, _>(|d| d.registered.as_mut().map(|r| r.release(index))) {
+        let released = self.with_driver::<RingDriver, _>(|d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver; it is not
+            // replaced, no Driver method is called, and no other code runs meanwhile.
+            unsafe { d.get_mut() }.registered.as_mut().map(|r| r.release(index))
+        });
+        match released {
             None => Err(BufferError::NotOnRing),
             Some(None) => Err(BufferError::NoneRegistered),
             Some(Some(r)) => r,
@@ -345,11 +361,24 @@ impl FiberFs for Fiber {
     }
 
     fn with_buffer<R>(&mut self, index: u16, f: impl FnOnce(&mut [u8]) -> R) -> Result<R, BufferError> {
-        match self.with_driver::<RingDriver, _>(|d| d.registered.as_mut().map(|r| r.slice(index).map(f))) {
+        // The buffer's place is taken inside the lend and `f` (the caller's code) runs
+        // after it: with the driver lent, code that reaches the driver must not run.
+        let slice = self.with_driver::<RingDriver, _>(|d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver; it is not
+            // replaced, no Driver method is called, and no other code runs meanwhile.
+            unsafe { d.get_mut() }.registered.as_mut().map(|r| r.slice(index).map(|b| (b.as_mut_ptr(), b.len())))
+        });
+        match slice {
             None => Err(BufferError::NotOnRing),
             Some(None) => Err(BufferError::NoneRegistered),
             Some(Some(None)) => Err(BufferError::NotClaimed(index)),
-            Some(Some(Some(r))) => Ok(r),
+            Some(Some(Some((ptr, len)))) => {
+                // SAFETY: the registered buffer `index` is claimed by this task (checked by
+                // `slice`), lives in the registered set's own allocation (not in the
+                // driver's bytes) for as long as the driver, and nothing else touches it
+                // while claimed; the slice does not outlive this call.
+                Ok(f(unsafe { core::slice::from_raw_parts_mut(ptr, len) }))
+            }
         }
     }
 

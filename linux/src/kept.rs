@@ -50,6 +50,9 @@ impl Kept {
     fn poll_taken(&mut self, cx: &mut Context<'_>, id: OpId) -> Poll<KeptResult> {
         let cancelled = keel_core::rt::is_cancelled(cx);
         let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver; it is not
+            // replaced, no Driver method is called, and no other code runs meanwhile.
+            let d = unsafe { d.get_mut() };
             let done = d.take_full(id);
             if done.is_none() && cancelled {
                 d.abandon(id);

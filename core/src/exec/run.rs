@@ -52,6 +52,13 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
             }
         }
         let _running = Running(s);
+        // Driver rule 1: called from inside a `with_driver` closure (outside any task).
+        if s.lent.get() {
+            return Err(RunError::DriverBusy);
+        }
+        if s.poisoned.get() {
+            return Err(RunError::Poisoned);
+        }
         if !A::ON {
             return self.run_loop(s, max_items, timeout);
         }
@@ -84,23 +91,38 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
                 }
                 continue;
             }
-            // SAFETY: sched rule 3: no borrow of the driver is live between resumes.
-            let driver = unsafe { &mut *self.driver_ptr() };
-            let io = driver.in_flight() > 0;
+            // Sched rule 3: each driver call below forms its own short-lived reference,
+            // with the lend flag clear (a fiber suspended inside a `with_driver` closure
+            // leaves it set: then this pass keeps off the driver).
+            let dp = self.driver_ptr();
+            // Poisoned (driver rule 3): never reap again either.
+            let lent = s.lent.get() || s.poisoned.get();
+            // SAFETY: sched rule 3: not lent, so no other reference is live.
+            let io = !lent && unsafe { (*dp).in_flight() } > 0;
             if io {
+                if cfg.trim_spare_stacks_after.is_some() {
+                    // The stamp for stacks pooled inside the reap (sched rule 3).
+                    s.now();
+                }
                 // A completion can complete a draining task (one item each): reap no more
                 // than the items left, so `done` never passes `max_items`.
                 let before = s.stats.completed.get();
-                driver.reap(cfg.reap_batch.min(max_items - done), &mut |tok, res| s.complete_io(tok, res));
+                let reaping = s.lend().ok();
+                // SAFETY: sched rule 3: the flag is set for the reap, and the sink reaches
+                // no driver.
+                unsafe { &mut *dp }.reap(cfg.reap_batch.min(max_items - done), &mut |tok, res| s.complete_io(tok, res));
+                drop(reaping);
                 done += (s.stats.completed.get() - before) as usize;
                 if done == max_items {
                     return Ok(done);
                 }
             }
-            if s.submit_queue_busy() {
-                let mut room = driver.submit_capacity();
+            if !lent && s.submit_queue_busy() {
+                // SAFETY: sched rule 3, as above.
+                let (cap, in_flight) = unsafe { ((*dp).submit_capacity(), (*dp).in_flight()) };
+                let mut room = cap;
                 if let Some(limit) = cfg.max_io_in_flight {
-                    room = room.min(limit.saturating_sub(driver.in_flight()));
+                    room = room.min(limit.saturating_sub(in_flight));
                 }
                 s.grant_submit(room);
             }
@@ -124,6 +146,11 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
             }
             if done > 0 {
                 return Ok(done);
+            }
+            // A fiber suspended inside a `with_driver` closure holds the driver: nothing
+            // here may park it (driver rule 1).
+            if lent {
+                return Err(if s.poisoned.get() { RunError::Poisoned } else { RunError::DriverBusy });
             }
             // Dispatch rule 5: quit only when idle, and only if nothing waits in the
             // dispatcher (`take_quit` looks again after loading the tokens).
@@ -171,8 +198,8 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
             busy = 0;
             s.stats.parks.set(s.stats.parks.get() + 1);
             let before = A::read();
-            // SAFETY: as above.
-            let parked = unsafe { &mut *self.driver_ptr() }.park(wake_at);
+            // SAFETY: sched rule 3: not lent (checked above; nothing ran since).
+            let parked = unsafe { &mut *dp }.park(wake_at);
             s.remote.running();
             if A::ON {
                 let after = A::read();

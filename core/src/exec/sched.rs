@@ -6,9 +6,15 @@
 //! 1. A `Sched` lives inside a pinned `Executor` and never moves once a task names it.
 //! 2. Everything but `inbox` is touched only on the executor's thread, through `Cell`s;
 //!    there is never a `&mut Sched`.
-//! 3. The driver is reached through a raw pointer; no borrow of it is held across a
-//!    body resume or any other call into user code, so user code may call back into
-//!    the driver (a status block dropping, a primitive initiating i/o).
+//! 3. The driver is reached through a raw pointer, and a reference to it is formed only
+//!    while the lend flag (`lent`) is clear, for one driver call that runs no user code.
+//!    Whoever holds a reference across code that could reach the driver sets the flag
+//!    first: a `with_driver` closure (driver rule 1 in exec/mod.rs), and the run loop
+//!    around `reap`, whose sink (`complete_io`) reaches no driver (it stamps a pooled
+//!    stack with the clock read before the reap). While the flag is set every other path
+//!    keeps off the driver: `now` answers the last clock read, cancels and retargets are
+//!    held back and applied when the flag clears (driver rule 3), submission, `run` and
+//!    a nested `with_driver` are refused with typed errors.
 //! 4. Every loop here is bounded by a configuration value or by a structure's size:
 //!    inbox drain by `inbox_batch`, timer firing by `timer_batch`, completion reaping
 //!    by `reap_batch`, run-queue pop by the three levels.
@@ -87,6 +93,16 @@ pub(crate) struct Sched {
     pub(crate) current: Cell<Option<NonNull<Header>>>,
     driver: Cell<*mut ()>,
     driver_vt: Cell<Option<&'static DriverVt>>,
+    /// Sched rule 3: a reference to the driver is live (lent to a closure, or reaping).
+    pub(crate) lent: Cell<bool>,
+    /// The last clock read (what `now` answers while the driver is lent).
+    clock: Cell<Instant>,
+    /// Cancels and retargets held back while the driver was lent (driver rule 3).
+    deferred: [Cell<Option<Deferred>>; DEFERRED_DRIVER_OPS],
+    deferred_len: Cell<usize>,
+    /// More were held back than `deferred` holds: completions can no longer be routed,
+    /// so the executor never reaps again (driver rule 3).
+    pub(crate) poisoned: Cell<bool>,
     pub(crate) attached: Cell<usize>,
     /// Tasks waiting for room to submit, by I/O priority (room rule 1).
     pub(crate) submit_waiters: [List<Header, crate::task::header::SubmitLink>; 3],
@@ -126,6 +142,11 @@ impl Sched {
             current: Cell::new(None),
             driver: Cell::new(core::ptr::null_mut()),
             driver_vt: Cell::new(None),
+            lent: Cell::new(false),
+            clock: Cell::new(Instant::ZERO),
+            deferred: [const { Cell::new(None) }; DEFERRED_DRIVER_OPS],
+            deferred_len: Cell::new(0),
+            poisoned: Cell::new(false),
             attached: Cell::new(0),
             submit_waiters: [List::new(), List::new(), List::new()],
             stacks: StackPool::new(cfg.max_spare_stacks),
@@ -169,19 +190,70 @@ impl Sched {
         (self.vt().type_id == core::any::TypeId::of::<D>()).then(|| self.driver.get() as *mut D)
     }
 
+    /// The driver's clock; while the driver is lent, the last reading (sched rule 3).
+    #[inline(always)]
     pub(crate) fn now(&self) -> Instant {
-        // SAFETY: sched rule 3: no borrow of the driver is live while sched code runs.
-        unsafe { (self.vt().now)(self.driver.get()) }
+        if self.lent.get() {
+            return self.clock.get();
+        }
+        // SAFETY: sched rule 3: not lent, so no reference to the driver is live, and
+        // `now` runs no user code.
+        let t = unsafe { (self.vt().now)(self.driver.get()) };
+        self.clock.set(t);
+        t
     }
 
     pub(crate) fn driver_cancel(&self, id: crate::driver::OpId) {
+        if self.lent.get() {
+            return self.defer(Deferred::Cancel(id));
+        }
         // SAFETY: as in `now`.
         unsafe { (self.vt().cancel)(self.driver.get(), id) }
     }
 
     pub(crate) fn driver_retarget(&self, id: crate::driver::OpId, token: IoToken) {
+        if self.lent.get() {
+            return self.defer(Deferred::Retarget(id, token));
+        }
         // SAFETY: as in `now`.
         unsafe { (self.vt().retarget)(self.driver.get(), id, token) }
+    }
+
+    /// Driver rule 3: hold `op` back until the driver is no longer lent.
+    #[cold]
+    fn defer(&self, op: Deferred) {
+        let n = self.deferred_len.get();
+        match self.deferred.get(n) {
+            Some(slot) => {
+                slot.set(Some(op));
+                self.deferred_len.set(n + 1);
+            }
+            // A retarget that cannot be held back leaves a token naming memory that may
+            // be freed: never reap again (no completion is routed through it).
+            None => self.poisoned.set(true),
+        }
+    }
+
+    /// Sets the lend flag (sched rule 3) until the guard drops; `DriverBusy` if it is set.
+    #[inline(always)]
+    pub(crate) fn lend(&self) -> Result<Lent<'_>, crate::error::DriverBusy> {
+        if self.lent.replace(true) {
+            return Err(crate::error::DriverBusy);
+        }
+        Ok(Lent(self))
+    }
+
+    /// Applies what was held back while the driver was lent, in order (driver rule 3).
+    #[cold]
+    fn apply_deferred(&self) {
+        let n = self.deferred_len.replace(0);
+        for slot in &self.deferred[..n] {
+            match slot.take() {
+                Some(Deferred::Cancel(id)) => self.driver_cancel(id),
+                Some(Deferred::Retarget(id, token)) => self.driver_retarget(id, token),
+                None => {}
+            }
+        }
     }
 
     fn me(&self) -> *mut Sched {
@@ -596,6 +668,7 @@ impl Sched {
     }
 
     /// The time for the stack pool's bookkeeping: read only if trimming is configured.
+    /// Inside a reap it is the reading the run loop took before reaping (sched rule 3).
     #[inline(always)]
     pub(crate) fn now_if_trimming(&self) -> Instant {
         if self.cfg.trim_spare_stacks_after.is_some() { self.now() } else { Instant::ZERO }
@@ -603,6 +676,30 @@ impl Sched {
 
     pub(crate) fn finish_cancelled(&self, h: NonNull<Header>) {
         self.finish(h, E::CancelQueued, Err(TaskError::Cancelled));
+    }
+}
+
+/// Cancels and retargets an executor holds back while its driver is lent, at most
+/// (driver rule 3 in exec/mod.rs).
+pub const DEFERRED_DRIVER_OPS: usize = 16;
+
+/// A driver call held back while the driver was lent.
+#[derive(Copy, Clone)]
+enum Deferred {
+    Cancel(crate::driver::OpId),
+    Retarget(crate::driver::OpId, IoToken),
+}
+
+/// The lend flag, set (sched rule 3); clearing it applies what was held back.
+pub(crate) struct Lent<'a>(&'a Sched);
+
+impl Drop for Lent<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.0.lent.set(false);
+        if self.0.deferred_len.get() != 0 {
+            self.0.apply_deferred();
+        }
     }
 }
 

@@ -24,7 +24,7 @@
 
 use super::FiberSwitch;
 use crate::clock::Instant;
-use crate::driver::Driver;
+use crate::driver::{Driver, DriverMut};
 use crate::error::{AttachError, Cancelled, InitiateError, TaskError, TaskResult};
 use crate::exec::sched::Sched;
 use crate::io_status::IoStatus;
@@ -243,6 +243,10 @@ impl Fiber {
             return refused(InitiateError::StatusBusy(()), op1, op2);
         }
         let Some(driver) = sched.driver_as::<D>() else { return refused(InitiateError::WrongDriver(()), op1, op2) };
+        // Driver rule 1: inside a `with_driver` closure.
+        if sched.lent.get() {
+            return refused(InitiateError::DriverBusy(()), op1, op2);
+        }
         if !sched.room_for(driver, 2) {
             return refused(InitiateError::Refused((), crate::Errno::EBUSY), op1, op2);
         }
@@ -282,11 +286,21 @@ impl Fiber {
         self.cancelled().is_err()
     }
 
-    /// Runs `f` on the executor's driver if it is a `D`.
-    pub fn with_driver<D: Driver, R>(&mut self, f: impl FnOnce(&mut D) -> R) -> Option<R> {
-        let d = self.sched().driver_as::<D>()?;
-        // SAFETY: sched rule 3: no other borrow of the driver is live while task code runs.
-        Some(f(unsafe { &mut *d }))
+    /// Lends the executor's driver to `f` if it is a `D`, as a [`DriverMut`] (driver
+    /// rules 1-2 in exec/mod.rs). `None` for another driver type or while the driver is
+    /// lent already; [`Fiber::try_with_driver`] says which.
+    pub fn with_driver<D: Driver, R>(&mut self, f: impl FnOnce(&mut DriverMut<'_, D>) -> R) -> Option<R> {
+        self.try_with_driver(f).ok()
+    }
+
+    /// [`Fiber::with_driver`] with the reason it could not lend the driver.
+    pub fn try_with_driver<D: Driver, R>(&mut self, f: impl FnOnce(&mut DriverMut<'_, D>) -> R) -> Result<R, crate::DriverError> {
+        let sched = self.sched();
+        let d = sched.driver_as::<D>().ok_or(crate::DriverError::WrongDriver)?;
+        let _lent = sched.lend().map_err(|_| crate::DriverError::Busy)?;
+        // SAFETY: driver rule 1: lent (the flag set) until `_lent` drops, after `f`.
+        let mut d = unsafe { DriverMut::lend(d) };
+        Ok(f(&mut d))
     }
 
     /// Suspends until one of its operations completes, then takes up to `max` completed

@@ -79,14 +79,24 @@ fn submit_wake(f: &mut Fiber, op: RingOp) -> Result<(OpId, *mut RingDriver), Err
         InitiateError::Refused(_, e) => e,
         _ => Errno::EINVAL,
     })?;
-    let driver = f.with_driver::<RingDriver, _>(|d| d as *mut RingDriver).ok_or(Errno::EINVAL)?;
+    let driver = f
+        .with_driver::<RingDriver, _>(|d| {
+            // SAFETY: only the address is taken (no reference outlives this closure).
+            unsafe { d.get_mut() as *mut RingDriver }
+        })
+        .ok_or(Errno::EINVAL)?;
     Ok((id, driver))
 }
 
 /// Waits for a buffer to come back to the provided-buffer ring (pbuf rule 3).
 fn wait_buffer(f: &mut Fiber) -> Result<(), Errno> {
     let me = f.task();
-    match f.with_driver::<RingDriver, _>(|d| d.pbuf.as_mut().map(|p| p.available() > 0 || !p.wait(me))) {
+    let ready = f.with_driver::<RingDriver, _>(|d| {
+        // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver; it is not
+        // replaced, no Driver method is called, and no other code runs meanwhile.
+        unsafe { d.get_mut() }.pbuf.as_mut().map(|p| p.available() > 0 || !p.wait(me))
+    });
+    match ready {
         Some(Some(true)) => Ok(()),
         Some(Some(false)) => f.wait().map_err(|_| Errno::ECANCELED),
         _ => Err(Errno::EINVAL),
@@ -97,7 +107,12 @@ fn wait_buffer(f: &mut Fiber) -> Result<(), Errno> {
 fn run_kept(f: &mut Fiber, op: RingOp) -> Result<(i32, u32), Errno> {
     let (id, driver) = submit_wake(f, op)?;
     loop {
-        match f.with_driver::<RingDriver, _>(|d| d.take_full(id)) {
+        let taken = f.with_driver::<RingDriver, _>(|d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver; it is not
+            // replaced, no Driver method is called, and no other code runs meanwhile.
+            unsafe { d.get_mut() }.take_full(id)
+        });
+        match taken {
             Some(Some((res, flags, _))) => return Ok((res, flags)),
             Some(None) => {}
             None => return Err(Errno::EINVAL),
@@ -114,7 +129,13 @@ fn run_kept(f: &mut Fiber, op: RingOp) -> Result<(i32, u32), Errno> {
 /// The next step of a multishot op, re-arming and waiting as net rule 2 says.
 fn next_multi(f: &mut Fiber, m: &mut Multishot) -> Result<(i32, u32), Errno> {
     loop {
-        let step = f.with_driver::<RingDriver, _>(|d| m.step(d)).ok_or(Errno::EINVAL)?;
+        let step = f
+            .with_driver::<RingDriver, _>(|d| {
+                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver; it is not
+                // replaced, no Driver method is called, and no other code runs meanwhile.
+                m.step(unsafe { d.get_mut() })
+            })
+            .ok_or(Errno::EINVAL)?;
         match step {
             MStep::Item(r, fl) => return Ok((r, fl)),
             MStep::Done(e) => return Err(e),
@@ -256,7 +277,9 @@ impl FiberNet for Fiber {
     fn send_zc_fixed(&mut self, s: &impl AsSock, index: u16, len: u32) -> Result<u32, Errno> {
         let ptr = self
             .with_driver::<RingDriver, _>(|d| {
-                let reg = d.registered.as_mut()?;
+                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver; it is not
+                // replaced, no Driver method is called, and no other code runs meanwhile.
+                let reg = unsafe { d.get_mut() }.registered.as_mut()?;
                 let size = reg.size();
                 reg.slice(index).filter(|_| len as usize <= size).map(|b| b.as_ptr())
             })
@@ -279,14 +302,24 @@ impl FiberNet for Fiber {
             let op = unsafe { RingOp::owned(recv_select_sqe(s.sock(), g), None) };
             let (res, flags) = run_kept(self, op)?;
             if res == -libc::ENOBUFS {
-                self.with_driver::<RingDriver, _>(|d| d.pbuf.as_mut().map(|p| p.note_exhausted()));
+                self.with_driver::<RingDriver, _>(|d| {
+                    // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver; it is not
+                    // replaced, no Driver method is called, and no other code runs meanwhile.
+                    unsafe { d.get_mut() }.pbuf.as_mut().map(|p| p.note_exhausted())
+                });
                 wait_buffer(self)?;
                 continue;
             }
             if res < 0 {
                 return Err(Errno(-res));
             }
-            return Ok(self.with_driver::<RingDriver, _>(|d| provided(d, res, flags)).flatten());
+            return Ok(self
+                .with_driver::<RingDriver, _>(|d| {
+                    // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver; it is not
+                    // replaced, no Driver method is called, and no other code runs meanwhile.
+                    provided(unsafe { d.get_mut() }, res, flags)
+                })
+                .flatten());
         }
     }
 
@@ -300,7 +333,13 @@ impl FiberNet for Fiber {
             return Err(Errno::EINVAL);
         }
         match next_multi(self, m) {
-            Ok((res, flags)) => Ok(self.with_driver::<RingDriver, _>(|d| provided(d, res, flags)).flatten()),
+            Ok((res, flags)) => Ok(self
+                .with_driver::<RingDriver, _>(|d| {
+                    // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver; it is not
+                    // replaced, no Driver method is called, and no other code runs meanwhile.
+                    provided(unsafe { d.get_mut() }, res, flags)
+                })
+                .flatten()),
             Err(Errno(0)) => Ok(None),
             Err(e) => Err(e),
         }

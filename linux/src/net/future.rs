@@ -161,7 +161,9 @@ async fn wait_buffer() -> Result<(), Errno> {
         }
         let me = keel_core::rt::current_task(cx);
         let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
-            let p = d.pbuf.as_mut()?;
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver; it is not
+            // replaced, no Driver method is called, and no other code runs meanwhile.
+            let p = unsafe { d.get_mut() }.pbuf.as_mut()?;
             Some(p.available() > 0 || !me.is_some_and(|t| p.wait(t)))
         });
         match r.flatten() {
@@ -183,9 +185,18 @@ async fn bgid() -> Result<u16, Errno> {
     .await
 }
 
+/// Runs `f` (this crate's own closures: they keep `DriverMut::get_mut`'s contract) on
+/// the driver.
 async fn with_ring<R>(f: impl FnOnce(&mut RingDriver) -> R) -> Option<R> {
     let mut f = Some(f);
-    core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| (f.take().expect("polled once"))(d)))).await
+    core::future::poll_fn(|cx| {
+        Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver; it is not
+            // replaced, no Driver method is called, and no other code runs meanwhile.
+            (f.take().expect("polled once"))(unsafe { d.get_mut() })
+        }))
+    })
+    .await
 }
 
 /// `recv` into a buffer the kernel picks from the provided-buffer ring (net rule 3);
