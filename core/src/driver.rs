@@ -170,13 +170,15 @@ impl<D> DriverMut<'_, D> {
     ///
     /// # Safety
     /// Through the returned reference the caller must not replace the driver or move out
-    /// of it (assign, `mem::swap`/`replace`/`take`), nor call the [`Driver`] methods that
-    /// change what is in flight (`submit`, `submit_from`, `cancel`, `retarget`, `reap`,
-    /// `park`, `unparker`): the executor's bookkeeping and the kernel (for the ring) rely
-    /// on them. And while the reference lives the caller runs no code that could reach
-    /// this executor (drop a keel value, poll a keel future, wake or cancel a task):
-    /// those find the driver lent and refuse or hold back, but a reference formed from
-    /// `Deref` earlier must not be used across this one either.
+    /// of it (assign, `mem::swap`/`replace`/`take`), nor call the [`Driver`] methods the
+    /// executor alone calls (`submit`, `submit_from`, `reap`, `park`, `unparker`) or
+    /// `cancel`/`retarget` on an operation of a status block (the executor's
+    /// bookkeeping and, for the ring, the kernel rely on them); cancelling an operation
+    /// the driver crate keeps itself (a wake-token operation it owns) is its own
+    /// business. And while the reference lives the caller runs no code that could reach
+    /// the driver another way (user code, a drop of a value holding a driver pointer):
+    /// keel-core's own paths find the driver lent and keep off it, but a driver crate's
+    /// raw pointers do not.
     #[inline(always)]
     pub unsafe fn get_mut(&mut self) -> &mut D {
         // SAFETY: lent exclusively to this value (rule 1); the caller keeps the contract.

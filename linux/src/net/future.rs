@@ -9,7 +9,9 @@ use crate::fs::OwnedOp;
 use crate::kept::Kept;
 use crate::ring::RingOp;
 use keel_core::io_status::NotSubmitted;
-use std::task::Poll;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 async fn plain(e: squeue::Entry) -> Result<u32, Errno> {
     // SAFETY: callers pass SQEs that reference no memory.
@@ -150,32 +152,77 @@ pub async fn recv(s: &impl AsSock, buf: Vec<u8>) -> (Result<u32, Errno>, Vec<u8>
 }
 
 /// Waits for a buffer to come back to the provided-buffer ring (pbuf rule 3).
-async fn wait_buffer() -> Result<(), Errno> {
-    let mut queued = false;
-    core::future::poll_fn(|cx| {
-        if keel_core::rt::is_cancelled(cx) {
+fn wait_buffer() -> WaitBuffer {
+    WaitBuffer { ticket: None, driver: core::ptr::null_mut() }
+}
+
+/// The future of [`wait_buffer`]: its wait is a ticket in the buffer ring's queue; every
+/// way out of it (ready, cancelled, dropped) goes through the queue (waitq rule 3).
+struct WaitBuffer {
+    ticket: Option<crate::waitq::Ticket>,
+    driver: *mut RingDriver,
+}
+
+impl Future for WaitBuffer {
+    type Output = Result<(), Errno>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Errno>> {
+        let cancelled = keel_core::rt::is_cancelled(cx);
+        if let Some(t) = self.ticket {
+            let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                let d = unsafe { d.get_mut() };
+                let p = d.pbuf.as_mut()?;
+                if cancelled {
+                    p.leave(t); // a turn handed to it goes on
+                    return Some(Err(Errno::ECANCELED));
+                }
+                Some(Ok(p.has_turn(t)))
+            });
+            return match r.flatten() {
+                Some(Ok(false)) => Poll::Pending, // a spurious wake: keep the place (waitq rule 2)
+                Some(r) => {
+                    self.ticket = None;
+                    Poll::Ready(r.map(drop))
+                }
+                None => Poll::Ready(Err(Errno::EINVAL)), // Drop leaves the queue
+            };
+        }
+        if cancelled {
             return Poll::Ready(Err(Errno::ECANCELED));
         }
-        if queued {
-            return Poll::Ready(Ok(()));
-        }
-        let me = keel_core::rt::current_task(cx);
+        let Some(me) = keel_core::rt::current_task(cx) else { return Poll::Ready(Err(Errno::EPERM)) };
+        // `None`: a buffer is there (or the queue is full): re-arm at once.
         let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
-            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver; it is not
-            // replaced, no Driver method is called, and no other code runs meanwhile.
-            let p = unsafe { d.get_mut() }.pbuf.as_mut()?;
-            Some(p.available() > 0 || !me.is_some_and(|t| p.wait(t)))
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+            let d = unsafe { d.get_mut() };
+            d.pbuf.as_mut().map(|p| if p.available() > 0 { None } else { p.wait(me) })
         });
         match r.flatten() {
-            Some(true) => Poll::Ready(Ok(())),
-            Some(false) => {
-                queued = true;
+            Some(None) => Poll::Ready(Ok(())),
+            Some(Some(t)) => {
+                self.ticket = Some(t);
+                self.driver = keel_core::io_status::driver_ptr::<RingDriver>(cx).unwrap_or(core::ptr::null_mut());
                 Poll::Pending
             }
             None => Poll::Ready(Err(Errno::EINVAL)),
         }
-    })
-    .await
+    }
+}
+
+impl Drop for WaitBuffer {
+    fn drop(&mut self) {
+        if let (Some(t), false) = (self.ticket, self.driver.is_null()) {
+            // SAFETY: as for `Kept`'s drop: the driver outlives every task body on its
+            // executor, and a body is dropped on the executor's thread with no other
+            // borrow of the driver live (keel-core sched rule 3).
+            if let Some(p) = unsafe { (*self.driver).pbuf.as_mut() } {
+                p.leave(t);
+            }
+        }
+    }
 }
 
 async fn bgid() -> Result<u16, Errno> {
@@ -185,18 +232,14 @@ async fn bgid() -> Result<u16, Errno> {
     .await
 }
 
-/// Runs `f` (this crate's own closures: they keep `DriverMut::get_mut`'s contract) on
-/// the driver.
 async fn with_ring<R>(f: impl FnOnce(&mut RingDriver) -> R) -> Option<R> {
     let mut f = Some(f);
-    core::future::poll_fn(|cx| {
-        Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
-            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver; it is not
-            // replaced, no Driver method is called, and no other code runs meanwhile.
-            (f.take().expect("polled once"))(unsafe { d.get_mut() })
-        }))
-    })
-    .await
+    core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+        // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+        // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+        let d = unsafe { d.get_mut() };
+        (f.take().expect("polled once"))(d)
+    }))).await
 }
 
 /// `recv` into a buffer the kernel picks from the provided-buffer ring (net rule 3);
@@ -238,6 +281,7 @@ pub async fn next_recv(m: &mut Multishot) -> Result<Option<ProvidedBuf>, Errno> 
 }
 
 async fn next_multi(m: &mut Multishot) -> Result<(i32, u32), Errno> {
+    let mut cancel_sent = false;
     loop {
         let step = with_ring(|d| m.step(d)).await.ok_or(Errno::EINVAL)?;
         match step {
@@ -246,19 +290,27 @@ async fn next_multi(m: &mut Multishot) -> Result<(i32, u32), Errno> {
             MStep::Submit => submit_multi(m).await?,
             MStep::WaitBuffer => wait_buffer().await?,
             MStep::Pending => {
+                // Cancelled: cancel the op once and wait on for what the kernel posted
+                // first, then its end (as the fiber form does), so no result is lost.
                 let mut first = true;
                 core::future::poll_fn(|cx| {
-                    if keel_core::rt::is_cancelled(cx) {
-                        return Poll::Ready(Err(Errno::ECANCELED));
-                    }
                     if first {
                         first = false;
+                        if !cancel_sent && keel_core::rt::is_cancelled(cx) {
+                            keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+                                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                                let d = unsafe { d.get_mut() };
+                                m.cancel(d)
+                            });
+                            cancel_sent = true;
+                        }
                         keel_core::io_status::waiting_for_io(cx);
                         return Poll::Pending;
                     }
-                    Poll::Ready(Ok(()))
+                    Poll::Ready(())
                 })
-                .await?;
+                .await;
             }
         }
     }
