@@ -174,7 +174,7 @@ impl IoStatus {
         }
         let Some(driver) = sched.driver_as::<D>() else { return Err(InitiateError::WrongDriver(())) };
         // Driver rule 1: inside a `with_driver` closure.
-        if sched.lent.get() {
+        if sched.is_lent() {
             return Err(InitiateError::DriverBusy(()));
         }
         // Queue behind tasks already waiting for room (unless this task was just granted
@@ -397,7 +397,7 @@ pub(crate) fn submit_with_wake_token<D: Driver>(sched: &Sched, h: NonNull<Header
     }
     let Some(driver) = sched.driver_as::<D>() else { return Err(SubmitRefused::Failed(crate::Errno::EINVAL)) };
     // Driver rule 1: inside a `with_driver` closure (waiting could not end there).
-    if sched.lent.get() {
+    if sched.is_lent() {
         return Err(SubmitRefused::Failed(crate::Errno::EDEADLK));
     }
     let granted = t.has_flag(flag::GRANTED);

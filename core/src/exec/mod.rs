@@ -613,7 +613,7 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
         let dp = self.driver_ptr();
         loop {
             // Driver rule 3: a poisoned executor routes no completion any more.
-            if s.lent.get() || s.poisoned.get() {
+            if s.driver_state.get() != 0 {
                 return;
             }
             // SAFETY: sched rule 3: not lent, so no other reference to the driver is live.

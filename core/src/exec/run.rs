@@ -53,10 +53,10 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
         }
         let _running = Running(s);
         // Driver rule 1: called from inside a `with_driver` closure (outside any task).
-        if s.lent.get() {
+        if s.is_lent() {
             return Err(RunError::DriverBusy);
         }
-        if s.poisoned.get() {
+        if s.is_poisoned() {
             return Err(RunError::Poisoned);
         }
         if !A::ON {
@@ -96,7 +96,7 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
             // leaves it set: then this pass keeps off the driver).
             let dp = self.driver_ptr();
             // Poisoned (driver rule 3): never reap again either.
-            let lent = s.lent.get() || s.poisoned.get();
+            let lent = s.driver_state.get() != 0;
             // SAFETY: sched rule 3: not lent, so no other reference is live.
             let io = !lent && unsafe { (*dp).in_flight() } > 0;
             if io {
@@ -150,7 +150,7 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
             // A fiber suspended inside a `with_driver` closure holds the driver: nothing
             // here may park it (driver rule 1).
             if lent {
-                return Err(if s.poisoned.get() { RunError::Poisoned } else { RunError::DriverBusy });
+                return Err(if s.is_poisoned() { RunError::Poisoned } else { RunError::DriverBusy });
             }
             // Dispatch rule 5: quit only when idle, and only if nothing waits in the
             // dispatcher (`take_quit` looks again after loading the tokens).

@@ -7,7 +7,7 @@
 //! 2. Everything but `inbox` is touched only on the executor's thread, through `Cell`s;
 //!    there is never a `&mut Sched`.
 //! 3. The driver is reached through a raw pointer, and a reference to it is formed only
-//!    while the lend flag (`lent`) is clear, for one driver call that runs no user code.
+//!    while the lend flag (`LENT` in `driver_state`) is clear, for one driver call that runs no user code.
 //!    Whoever holds a reference across code that could reach the driver sets the flag
 //!    first: a `with_driver` closure (driver rule 1 in exec/mod.rs), and the run loop
 //!    around `reap`, whose sink (`complete_io`) reaches no driver (it stamps a pooled
@@ -93,16 +93,15 @@ pub(crate) struct Sched {
     pub(crate) current: Cell<Option<NonNull<Header>>>,
     driver: Cell<*mut ()>,
     driver_vt: Cell<Option<&'static DriverVt>>,
-    /// Sched rule 3: a reference to the driver is live (lent to a closure, or reaping).
-    pub(crate) lent: Cell<bool>,
+    /// Sched rule 3: `LENT` while a reference to the driver is live (lent to a closure,
+    /// or reaping); `POISONED` once the executor may never reap again (driver rule 3).
+    /// One byte, so the run loop's pass tests both with one load.
+    pub(crate) driver_state: Cell<u8>,
     /// The last clock read (what `now` answers while the driver is lent).
     clock: Cell<Instant>,
     /// Cancels and retargets held back while the driver was lent (driver rule 3).
     deferred: [Cell<Option<Deferred>>; DEFERRED_DRIVER_OPS],
     deferred_len: Cell<usize>,
-    /// More were held back than `deferred` holds: completions can no longer be routed,
-    /// so the executor never reaps again (driver rule 3).
-    pub(crate) poisoned: Cell<bool>,
     pub(crate) attached: Cell<usize>,
     /// Tasks waiting for room to submit, by I/O priority (room rule 1).
     pub(crate) submit_waiters: [List<Header, crate::task::header::SubmitLink>; 3],
@@ -142,11 +141,10 @@ impl Sched {
             current: Cell::new(None),
             driver: Cell::new(core::ptr::null_mut()),
             driver_vt: Cell::new(None),
-            lent: Cell::new(false),
+            driver_state: Cell::new(0),
             clock: Cell::new(Instant::ZERO),
             deferred: [const { Cell::new(None) }; DEFERRED_DRIVER_OPS],
             deferred_len: Cell::new(0),
-            poisoned: Cell::new(false),
             attached: Cell::new(0),
             submit_waiters: [List::new(), List::new(), List::new()],
             stacks: StackPool::new(cfg.max_spare_stacks),
@@ -193,7 +191,7 @@ impl Sched {
     /// The driver's clock; while the driver is lent, the last reading (sched rule 3).
     #[inline(always)]
     pub(crate) fn now(&self) -> Instant {
-        if self.lent.get() {
+        if self.is_lent() {
             return self.clock.get();
         }
         // SAFETY: sched rule 3: not lent, so no reference to the driver is live, and
@@ -204,7 +202,7 @@ impl Sched {
     }
 
     pub(crate) fn driver_cancel(&self, id: crate::driver::OpId) {
-        if self.lent.get() {
+        if self.is_lent() {
             return self.defer(Deferred::Cancel(id));
         }
         // SAFETY: as in `now`.
@@ -212,7 +210,7 @@ impl Sched {
     }
 
     pub(crate) fn driver_retarget(&self, id: crate::driver::OpId, token: IoToken) {
-        if self.lent.get() {
+        if self.is_lent() {
             return self.defer(Deferred::Retarget(id, token));
         }
         // SAFETY: as in `now`.
@@ -230,17 +228,31 @@ impl Sched {
             }
             // A retarget that cannot be held back leaves a token naming memory that may
             // be freed: never reap again (no completion is routed through it).
-            None => self.poisoned.set(true),
+            None => self.driver_state.set(self.driver_state.get() | POISONED),
         }
     }
 
     /// Sets the lend flag (sched rule 3) until the guard drops; `DriverBusy` if it is set.
     #[inline(always)]
     pub(crate) fn lend(&self) -> Result<Lent<'_>, crate::error::DriverBusy> {
-        if self.lent.replace(true) {
+        let st = self.driver_state.get();
+        if st & LENT != 0 {
             return Err(crate::error::DriverBusy);
         }
+        self.driver_state.set(st | LENT);
         Ok(Lent(self))
+    }
+
+    /// Whether the driver is lent (sched rule 3).
+    #[inline(always)]
+    pub(crate) fn is_lent(&self) -> bool {
+        self.driver_state.get() & LENT != 0
+    }
+
+    /// Whether too much was held back (driver rule 3): never reap again.
+    #[inline(always)]
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.driver_state.get() & POISONED != 0
     }
 
     /// Applies what was held back while the driver was lent, in order (driver rule 3).
@@ -437,9 +449,8 @@ impl Sched {
     fn finish(&self, h: NonNull<Header>, event: E, result: TaskResult) {
         let t = hdr(h);
         self.disarm(t);
-        // Room rule 5.
+        // Room rule 5 (a lingering `GRANTED` goes with the flags at the next attach).
         self.leave_submit_queue(h);
-        t.clear_flag(flag::GRANTED);
         t.trailer().result.set(Some(result));
         if t.io_in_flight() > 0 {
             let mut s = t.trailer().initiated.front();
@@ -683,6 +694,10 @@ impl Sched {
 /// (driver rule 3 in exec/mod.rs).
 pub const DEFERRED_DRIVER_OPS: usize = 16;
 
+/// `driver_state` bits.
+pub(crate) const LENT: u8 = 1;
+pub(crate) const POISONED: u8 = 2;
+
 /// A driver call held back while the driver was lent.
 #[derive(Copy, Clone)]
 enum Deferred {
@@ -696,7 +711,7 @@ pub(crate) struct Lent<'a>(&'a Sched);
 impl Drop for Lent<'_> {
     #[inline(always)]
     fn drop(&mut self) {
-        self.0.lent.set(false);
+        self.0.driver_state.set(self.0.driver_state.get() & !LENT);
         if self.0.deferred_len.get() != 0 {
             self.0.apply_deferred();
         }

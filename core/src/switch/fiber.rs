@@ -244,7 +244,7 @@ impl Fiber {
         }
         let Some(driver) = sched.driver_as::<D>() else { return refused(InitiateError::WrongDriver(()), op1, op2) };
         // Driver rule 1: inside a `with_driver` closure.
-        if sched.lent.get() {
+        if sched.is_lent() {
             return refused(InitiateError::DriverBusy(()), op1, op2);
         }
         if !sched.room_for(driver, 2) {
