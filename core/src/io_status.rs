@@ -452,9 +452,70 @@ pub fn try_with_driver<D: Driver, R>(cx: &Context<'_>, f: impl FnOnce(&mut Drive
 /// from `Drop` on the executor's thread (an owned-buffer future abandoning its operation).
 /// Valid while the executor lives; dereference it only on the executor's thread, for one
 /// call that runs no user code, and never while the driver is lent (driver rule 1: from
-/// a `Drop` that may run inside a `with_driver` closure, that is a second reference).
+/// a `Drop` that may run inside a `with_driver` closure, that is a second reference;
+/// [`driver_handle`] gives such a `Drop` a call that is held back instead).
 pub fn driver_ptr<D: Driver>(cx: &Context<'_>) -> Option<*mut D> {
     current(cx).and_then(|(s, _)| s.driver_as::<D>())
+}
+
+/// The running task's driver, for a value that must reach it later from `Drop` (a
+/// driver-kept operation abandoning itself): [`DriverPtr::call_or_defer`] runs the call
+/// now, or holds it back while the driver is lent to a `with_driver` closure (driver rule
+/// 3 in exec/mod.rs), so a drop inside such a closure never forms a second reference.
+/// `None` outside a keel task or for another driver type.
+pub fn driver_handle<D: Driver>(cx: &Context<'_>) -> Option<DriverPtr<D>> {
+    let (sched, _) = current(cx)?;
+    let driver = sched.driver_as::<D>()?;
+    Some(DriverPtr { sched: NonNull::from(sched), driver })
+}
+
+/// See [`driver_handle`].
+pub struct DriverPtr<D> {
+    sched: NonNull<Sched>,
+    driver: *mut D,
+}
+
+impl<D> Clone for DriverPtr<D> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<D> Copy for DriverPtr<D> {}
+
+impl<D> core::fmt::Debug for DriverPtr<D> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("DriverPtr")
+    }
+}
+
+impl<D: Driver> DriverPtr<D> {
+    /// The driver's address (for comparisons; dereferencing it is [`driver_ptr`]'s
+    /// contract).
+    pub fn as_ptr(self) -> *mut D {
+        self.driver
+    }
+
+    /// Runs `f(driver, id)` now, or, while the driver is lent, after the closure it is
+    /// lent to returns (before any completion is reaped); in order with the executor's
+    /// own held-back cancels. `f` keeps [`DriverMut::get_mut`]'s contract (a driver
+    /// crate's own state, or a cancel of an operation it keeps itself).
+    ///
+    /// # Safety
+    /// The executor this came from is alive and this runs on its thread.
+    pub unsafe fn call_or_defer(self, f: fn(&mut D, OpId), id: OpId) {
+        unsafe fn tramp<D>(d: *mut (), f: *const (), id: OpId) {
+            // SAFETY: `f` was a `fn(&mut D, OpId)` (`call_or_defer`), and `d` this
+            // executor's driver, unlent (sched rule 3).
+            unsafe {
+                let f: fn(&mut D, OpId) = core::mem::transmute::<*const (), fn(&mut D, OpId)>(f);
+                f(&mut *(d as *mut D), id)
+            }
+        }
+        // SAFETY: the caller keeps the executor alive; on its thread.
+        let sched = unsafe { self.sched.as_ref() };
+        sched.driver_call(tramp::<D>, f as *const (), id);
+    }
 }
 
 /// Marks the running task as waiting for i/o (for its state and statistics) before it

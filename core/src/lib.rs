@@ -95,7 +95,7 @@ pub use error::{
     StaleHandle, TaskError, TaskResult,
 };
 pub use exec::{CancelOutcome, Config, ExecStats, Executor, ExecutorHandle, HandleSlot, Unparker};
-pub use io_status::{IoStatus, NotSubmitted, SubmitRefused, initiate, suspend_until_completed_io, try_submit, try_submit_from, try_submit_now};
+pub use io_status::{DriverPtr, IoStatus, NotSubmitted, SubmitRefused, initiate, suspend_until_completed_io, try_submit, try_submit_from, try_submit_now};
 pub use priority::{Priorities, Priority};
 pub use task::state::{SuspendReason, TaskState};
 pub use task::{CreateError, SwitcherKind, TaskAttrs, TaskHandle, TaskPool, TaskSlot};

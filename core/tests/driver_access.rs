@@ -174,3 +174,46 @@ fn a_fiber_suspended_inside_with_driver_keeps_the_run_loop_off_the_driver() {
     assert_eq!(ex.result(t), Ok(Some(Ok(0))));
     assert_eq!(completed(ex, 5), 1);
 }
+
+/// A driver crate's value that reaches the driver from `Drop` (as keel-linux's kept
+/// operations do) through `DriverPtr::call_or_defer`: dropped inside `with_driver`, its
+/// call is held back until the closure returns (driver rule 3), never a second
+/// reference.
+#[test]
+fn a_driver_call_from_drop_inside_with_driver_is_held_back() {
+    struct Abandon(keel_core::DriverPtr<SimDriver>, keel_core::OpId);
+    impl Drop for Abandon {
+        fn drop(&mut self) {
+            // SAFETY: the executor outlives this value in this test; same thread.
+            unsafe { self.0.call_or_defer(|d, id| d.cancel(id), self.1) };
+        }
+    }
+    let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let held: Rc<std::cell::RefCell<Option<Abandon>>> = Rc::default();
+    let h = held.clone();
+    let t = ex
+        .attach(common::slot().create(Default::default()).unwrap(), async move {
+            let v = core::future::poll_fn(|cx| {
+                let mut op = Some(SimOp::new(4).after(Duration::from_secs(5)));
+                let id = keel_core::try_submit_from::<SimDriver>(cx, &mut op, true).unwrap();
+                Poll::Ready(Abandon(keel_core::io_status::driver_handle::<SimDriver>(cx).unwrap(), id))
+            })
+            .await;
+            *h.borrow_mut() = Some(v);
+            Ok::<u64, TaskError>(0)
+        })
+        .unwrap();
+    run_all!(ex);
+    assert_eq!(ex.result(t), Ok(Some(Ok(0))));
+    let cancels = |d: &SimDriver| d.trace().filter(|e| matches!(e, SimEvent::Cancel { label: 4, .. })).count();
+    ex.with_driver(|d| {
+        drop(held.borrow_mut().take());
+        assert_eq!(cancels(d), 0, "held back while lent");
+    })
+    .unwrap();
+    assert_eq!(ex.with_driver(|d| cancels(d)), Ok(1), "applied when the closure returned");
+    let _ = ex.run(10, Some(Duration::from_millis(1)));
+    assert_eq!(ex.with_driver(|d| d.in_flight()), Ok(0));
+    assert!(ex.now() < keel_core::Instant::from_nanos(5_000_000_000));
+}

@@ -35,7 +35,8 @@
 //!    A check after the closure would come too late (the old driver already dropped),
 //!    so replacement is ruled out by type instead.
 //! 3. A keel value dropped inside such a closure (an in-flight `IoStatus` orphaning its
-//!    operation, a cancel of a task) cannot wait: its cancel and retarget are held back,
+//!    operation, a cancel of a task, a driver crate's value calling through
+//!    `DriverPtr::call_or_defer`) cannot wait: its cancel, retarget or call is held back,
 //!    at most [`DEFERRED_DRIVER_OPS`] of them, and applied in order when the flag clears,
 //!    before any reap can deliver a completion. More than that in one closure poisons the
 //!    executor: a retarget it could not apply leaves a token naming freed memory, so it

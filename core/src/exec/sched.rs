@@ -232,6 +232,17 @@ impl Sched {
         }
     }
 
+    /// Runs a driver crate's `f(driver, id)` through `tramp` now, or holds it back while
+    /// the driver is lent (driver rule 3).
+    pub(crate) fn driver_call(&self, tramp: DriverCall, f: *const (), id: crate::driver::OpId) {
+        if self.is_lent() {
+            return self.defer(Deferred::Call(tramp, f, id));
+        }
+        // SAFETY: as in `now`; `tramp` was made for this driver's type with `f`
+        // (`DriverPtr::call_or_defer`).
+        unsafe { tramp(self.driver.get(), f, id) }
+    }
+
     /// Sets the lend flag (sched rule 3) until the guard drops; `DriverBusy` if it is set.
     #[inline(always)]
     pub(crate) fn lend(&self) -> Result<Lent<'_>, crate::error::DriverBusy> {
@@ -263,6 +274,7 @@ impl Sched {
             match slot.take() {
                 Some(Deferred::Cancel(id)) => self.driver_cancel(id),
                 Some(Deferred::Retarget(id, token)) => self.driver_retarget(id, token),
+                Some(Deferred::Call(tramp, f, id)) => self.driver_call(tramp, f, id),
                 None => {}
             }
         }
@@ -703,7 +715,12 @@ pub(crate) const POISONED: u8 = 2;
 enum Deferred {
     Cancel(crate::driver::OpId),
     Retarget(crate::driver::OpId, IoToken),
+    Call(DriverCall, *const (), crate::driver::OpId),
 }
+
+/// A driver crate's call on its driver, type-erased: `(driver, f, id)` runs `f` (a
+/// `fn(&mut D, OpId)` for the driver's type `D`) on the driver.
+pub(crate) type DriverCall = unsafe fn(*mut (), *const (), crate::driver::OpId);
 
 /// The lend flag, set (sched rule 3); clearing it applies what was held back.
 pub(crate) struct Lent<'a>(&'a Sched);
