@@ -209,20 +209,24 @@ impl<const OPS: usize, const TRACE: usize> Driver for SimDriverN<OPS, TRACE> {
     }
 
     fn submit(&mut self, op: SimOp, token: IoToken) -> Result<OpId, (SimOp, Errno)> {
-        if self.refuse > 0 {
+        // Injected refusals first, then no room (`capacity` is at most `OPS`, so a push
+        // past this check cannot fail).
+        let refused = if self.refuse > 0 {
             self.refuse -= 1;
-            self.record(SimEvent::Refuse { label: op.label, errno: self.refuse_errno });
-            return Err((op, self.refuse_errno));
-        }
-        if self.pending.len() >= self.capacity {
-            self.record(SimEvent::Refuse { label: op.label, errno: Errno::EBUSY });
-            return Err((op, Errno::EBUSY));
+            Some(self.refuse_errno)
+        } else if self.pending.len() >= self.capacity {
+            Some(Errno::EBUSY)
+        } else {
+            None
+        };
+        if let Some(errno) = refused {
+            self.record(SimEvent::Refuse { label: op.label, errno });
+            return Err((op, errno));
         }
         let seq = self.next_seq;
         let p = Pending { id: OpId(seq), token, due: self.now.saturating_add(op.latency), seq, label: op.label, result: op.result };
         if self.pending.push(p).is_err() {
-            self.record(SimEvent::Refuse { label: op.label, errno: Errno::EBUSY });
-            return Err((op, Errno::EBUSY));
+            unreachable!("keel bug: the simulated driver's capacity passed OPS");
         }
         self.next_seq += 1;
         self.record(SimEvent::Submit { label: op.label, at: self.now });

@@ -217,3 +217,29 @@ fn a_driver_call_from_drop_inside_with_driver_is_held_back() {
     assert_eq!(ex.with_driver(|d| d.in_flight()), Ok(0));
     assert!(ex.now() < keel_core::Instant::from_nanos(5_000_000_000));
 }
+
+/// Sched rule 3 inside a reap: a fiber that returned with i/o in flight completes in the
+/// reap's sink, and its stack goes back to the pool there, stamped with the clock read
+/// before the reap (with trimming on; debug builds assert the sink never reaches the
+/// driver), with the stack provider run as user code under the lend flag.
+#[test]
+fn a_drained_fiber_pools_its_stack_inside_the_reap_without_reaching_the_driver() {
+    let stacks = RegionStacks::new(Vec::leak(vec![0u8; 2 * 20 * 1024 + 64]), 16 * 1024, 4096).unwrap();
+    let cfg = Config { trim_spare_stacks_after: Some(Duration::from_secs(1)), ..Config::default() };
+    let ex = pin!(Executor::with_stacks(SimDriver::new(), stacks, cfg).unwrap());
+    let ex = ex.into_ref();
+    let t = ex
+        .attach_fiber(common::slot().create(Default::default()).unwrap(), FiberAttrs { stack_size: 16 * 1024 }, |f: &mut Fiber| -> TaskResult {
+            let st = Box::leak(Box::new(IoStatus::new()));
+            // SAFETY: leaked, so never moved or freed.
+            let st = unsafe { Pin::new_unchecked(&*st) };
+            f.initiate::<SimDriver>(st, SimOp::new(3).after(Duration::from_millis(2))).unwrap();
+            Ok(5) // returns with the operation in flight: it is cancelled and drained
+        })
+        .unwrap();
+    run_all!(ex);
+    assert_eq!(ex.result(t), Ok(Some(Ok(5))));
+    assert_eq!(completed(ex, 3), 1);
+    let s = ex.stack_stats();
+    assert_eq!((s.spares, s.in_use), (1, 0), "the drained fiber's stack went back to the pool: {s:?}");
+}

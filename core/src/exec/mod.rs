@@ -621,10 +621,14 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
             if unsafe { (*dp).in_flight() } == 0 {
                 return;
             }
-            let reaping = s.lend().ok();
-            // SAFETY: sched rule 3: lent for the reap; the sink reaches no driver.
+            #[cfg(debug_assertions)]
+            s.reaping.set(true);
+            // SAFETY: sched rule 3: not lent, so this is the only reference; the sink
+            // reaches no driver (user code in it runs with the flag set).
             let n = unsafe { &mut *dp }.reap(s.cfg.reap_batch, &mut |tok, res| s.complete_io(tok, res));
-            drop(reaping);
+            #[cfg(debug_assertions)]
+            s.reaping.set(false);
+            s.apply_held_back();
             if n == 0 {
                 let deadline = s.now().saturating_add(core::time::Duration::from_millis(1));
                 // SAFETY: as above (not lent: the reap's flag was cleared).

@@ -52,12 +52,10 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
             }
         }
         let _running = Running(s);
-        // Driver rule 1: called from inside a `with_driver` closure (outside any task).
-        if s.is_lent() {
-            return Err(RunError::DriverBusy);
-        }
-        if s.is_poisoned() {
-            return Err(RunError::Poisoned);
+        // Driver rule 1: called from inside a `with_driver` closure (outside any task);
+        // driver rule 3: poisoned.
+        if s.driver_state.get() != 0 {
+            return Err(if s.is_poisoned() { RunError::Poisoned } else { RunError::DriverBusy });
         }
         if !A::ON {
             return self.run_loop(s, max_items, timeout);
@@ -107,11 +105,14 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
                 // A completion can complete a draining task (one item each): reap no more
                 // than the items left, so `done` never passes `max_items`.
                 let before = s.stats.completed.get();
-                let reaping = s.lend().ok();
-                // SAFETY: sched rule 3: the flag is set for the reap, and the sink reaches
-                // no driver.
+                #[cfg(debug_assertions)]
+                s.reaping.set(true);
+                // SAFETY: sched rule 3: not lent, so this is the only reference; the sink
+                // reaches no driver (user code in it runs with the flag set).
                 unsafe { &mut *dp }.reap(cfg.reap_batch.min(max_items - done), &mut |tok, res| s.complete_io(tok, res));
-                drop(reaping);
+                #[cfg(debug_assertions)]
+                s.reaping.set(false);
+                s.apply_held_back();
                 done += (s.stats.completed.get() - before) as usize;
                 if done == max_items {
                     return Ok(done);

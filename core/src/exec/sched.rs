@@ -9,12 +9,15 @@
 //! 3. The driver is reached through a raw pointer, and a reference to it is formed only
 //!    while the lend flag (`LENT` in `driver_state`) is clear, for one driver call that runs no user code.
 //!    Whoever holds a reference across code that could reach the driver sets the flag
-//!    first: a `with_driver` closure (driver rule 1 in exec/mod.rs), and the run loop
-//!    around `reap`, whose sink (`complete_io`) reaches no driver (it stamps a pooled
-//!    stack with the clock read before the reap). While the flag is set every other path
-//!    keeps off the driver: `now` answers the last clock read, cancels and retargets are
-//!    held back and applied when the flag clears (driver rule 3), submission, `run` and
-//!    a nested `with_driver` are refused with typed errors.
+//!    first: a `with_driver` closure (driver rule 1 in exec/mod.rs). The run loop's
+//!    `reap` holds one across its sink, `complete_io`, which reaches no driver (debug
+//!    builds assert it): it stamps a pooled stack with the clock read before the reap,
+//!    and around the one piece of user code it runs (the stack provider taking a drained
+//!    fiber's stack back) it sets the flag; what that held back is applied after the
+//!    reap. While the flag is set every other path keeps off the driver: `now` answers
+//!    the last clock read, cancels and retargets are held back and applied when the flag
+//!    clears (driver rule 3), submission, `run` and a nested `with_driver` are refused
+//!    with typed errors.
 //! 4. Every loop here is bounded by a configuration value or by a structure's size:
 //!    inbox drain by `inbox_batch`, timer firing by `timer_batch`, completion reaping
 //!    by `reap_batch`, run-queue pop by the three levels.
@@ -102,6 +105,9 @@ pub(crate) struct Sched {
     /// Cancels and retargets held back while the driver was lent (driver rule 3).
     deferred: [Cell<Option<Deferred>>; DEFERRED_DRIVER_OPS],
     deferred_len: Cell<usize>,
+    /// Inside a reap's sink (debug builds check that it reaches no driver: sched rule 3).
+    #[cfg(debug_assertions)]
+    pub(crate) reaping: Cell<bool>,
     pub(crate) attached: Cell<usize>,
     /// Tasks waiting for room to submit, by I/O priority (room rule 1).
     pub(crate) submit_waiters: [List<Header, crate::task::header::SubmitLink>; 3],
@@ -145,6 +151,8 @@ impl Sched {
             clock: Cell::new(Instant::ZERO),
             deferred: [const { Cell::new(None) }; DEFERRED_DRIVER_OPS],
             deferred_len: Cell::new(0),
+            #[cfg(debug_assertions)]
+            reaping: Cell::new(false),
             attached: Cell::new(0),
             submit_waiters: [List::new(), List::new(), List::new()],
             stacks: StackPool::new(cfg.max_spare_stacks),
@@ -194,6 +202,7 @@ impl Sched {
         if self.is_lent() {
             return self.clock.get();
         }
+        self.debug_not_reaping();
         // SAFETY: sched rule 3: not lent, so no reference to the driver is live, and
         // `now` runs no user code.
         let t = unsafe { (self.vt().now)(self.driver.get()) };
@@ -205,6 +214,7 @@ impl Sched {
         if self.is_lent() {
             return self.defer(Deferred::Cancel(id));
         }
+        self.debug_not_reaping();
         // SAFETY: as in `now`.
         unsafe { (self.vt().cancel)(self.driver.get(), id) }
     }
@@ -213,6 +223,7 @@ impl Sched {
         if self.is_lent() {
             return self.defer(Deferred::Retarget(id, token));
         }
+        self.debug_not_reaping();
         // SAFETY: as in `now`.
         unsafe { (self.vt().retarget)(self.driver.get(), id, token) }
     }
@@ -238,6 +249,7 @@ impl Sched {
         if self.is_lent() {
             return self.defer(Deferred::Call(tramp, f, id));
         }
+        self.debug_not_reaping();
         // SAFETY: as in `now`; `tramp` was made for this driver's type with `f`
         // (`DriverPtr::call_or_defer`).
         unsafe { tramp(self.driver.get(), f, id) }
@@ -264,6 +276,22 @@ impl Sched {
     #[inline(always)]
     pub(crate) fn is_poisoned(&self) -> bool {
         self.driver_state.get() & POISONED != 0
+    }
+
+    /// Sched rule 3: a reap's sink reaches no driver (debug builds).
+    #[inline(always)]
+    fn debug_not_reaping(&self) {
+        #[cfg(debug_assertions)]
+        assert!(!self.reaping.get(), "keel bug: a reap's sink reached the driver (sched rule 3)");
+    }
+
+    /// Applies what was held back while the driver was lent, if anything (driver rule 3):
+    /// after a reap whose sink held something back.
+    #[inline(always)]
+    pub(crate) fn apply_held_back(&self) {
+        if self.deferred_len.get() != 0 && !self.is_lent() {
+            self.apply_deferred();
+        }
     }
 
     /// Applies what was held back while the driver was lent, in order (driver rule 3).
@@ -476,7 +504,7 @@ impl Sched {
             step(t, if event == E::Return { E::ReturnWithIo } else { E::CancelQueuedWithIo });
         } else {
             step(t, event);
-            self.completed(t);
+            self.completed(t, false);
         }
     }
 
@@ -555,12 +583,11 @@ impl Sched {
         }
     }
 
-    fn completed(&self, t: &Header) {
+    /// The run ended. `in_reap`: called from a reap's sink (sched rule 3).
+    fn completed(&self, t: &Header, in_reap: bool) {
         while t.trailer().completed.pop_front().is_some() {}
         if let Some(stack) = t.trailer().pending_stack.take() {
-            // SAFETY: fiber rule 4: the fiber has exited and its i/o has been reaped, so
-            // nothing uses the stack any more.
-            unsafe { self.stacks.put(stack, self.now_if_trimming()) };
+            self.pool_stack(stack, in_reap);
         }
         self.attached.set(self.attached.get() - 1);
         self.stats.completed.set(self.stats.completed.get() + 1);
@@ -572,6 +599,29 @@ impl Sched {
         if t.has_flag(flag::RELEASE_ON_COMPLETE) {
             // Last: after this the task may belong to another thread.
             self.release_completed(NonNull::from(t));
+        }
+    }
+
+    /// Gives a finished fiber's stack back to the pool (cold: a fiber that drained).
+    #[cold]
+    fn pool_stack(&self, stack: crate::stack::Stack, in_reap: bool) {
+        // Inside a reap the driver is borrowed: stamp with the reading taken before it.
+        let at = if in_reap && self.cfg.trim_spare_stacks_after.is_some() { self.clock.get() } else if in_reap { Instant::ZERO } else { self.now_if_trimming() };
+        // The provider is user code: while it runs the driver counts as lent (sched rule
+        // 3; inside a reap a reference to it is live). What it holds back is applied
+        // after the reap (`apply_held_back`), or here outside one.
+        let st = self.driver_state.get();
+        self.driver_state.set(st | LENT);
+        #[cfg(debug_assertions)]
+        let was = self.reaping.replace(false);
+        // SAFETY: fiber rule 4: the fiber has exited and its i/o has been reaped, so
+        // nothing uses the stack any more.
+        unsafe { self.stacks.put(stack, at) };
+        #[cfg(debug_assertions)]
+        self.reaping.set(was);
+        self.driver_state.set(self.driver_state.get() & !LENT | (st & LENT));
+        if !in_reap {
+            self.apply_held_back();
         }
     }
 
@@ -671,7 +721,7 @@ impl Sched {
             }
             S::Draining if t.io_in_flight() == 0 => {
                 step(t, E::Drained);
-                self.completed(t);
+                self.completed(t, true);
             }
             _ => {}
         }
