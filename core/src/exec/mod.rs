@@ -374,6 +374,18 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
     /// let mut other = SimDriver::new();
     /// ex.as_ref().with_driver(|d| core::mem::swap(&mut **d, &mut other)).unwrap();
     /// ```
+    ///
+    /// Nor can a `DriverMut` leave its closure (here: swapped with another executor's,
+    /// which would outlive that executor's lend):
+    ///
+    /// ```compile_fail
+    /// # use core::pin::pin;
+    /// # use keel_core::{Executor, Config, sim::SimDriver};
+    /// let a = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    /// let b = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    /// let (a, b) = (a.into_ref(), b.into_ref());
+    /// a.with_driver(|da| b.with_driver(|db| core::mem::swap(da, db)).unwrap()).unwrap();
+    /// ```
     pub fn with_driver<R>(self: Pin<&Self>, f: impl FnOnce(&mut DriverMut<'_, D>) -> R) -> Result<R, DriverBusy> {
         let s = self.sched();
         let _lent = s.lend()?;
