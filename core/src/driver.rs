@@ -136,6 +136,12 @@ pub trait Driver: 'static {
         let _ = park_word;
         None
     }
+
+    /// The executor is going and has given up every task: cancel every operation still in
+    /// flight, including those whose owner was moved out of its task (a future kept in
+    /// `main`), so the executor's final drain ends. Each still completes exactly once. The
+    /// default does nothing (the executor then waits for them to complete on their own).
+    fn cancel_all(&mut self) {}
 }
 
 /// An executor's driver as a `with_driver` closure gets it (driver rules 1-2 in
