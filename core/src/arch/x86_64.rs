@@ -82,12 +82,36 @@
 //!
 //! # Floating-point control state
 //!
-//! MXCSR and the x87 control word are *not* saved or restored. The System V ABI makes
-//! their control bits callee-saved, and they are per-thread state that keel's own code
-//! never changes; saving them would add `stmxcsr`/`ldmxcsr` and `fnstcw`/`fldcw` to every
-//! switch (a few ns, as much as the switch itself). A fiber body that changes rounding
-//! or exception masks must restore them before it suspends, as it would before
-//! returning from any function.
+//! The System V ABI makes the control bits of MXCSR (rounding, flush-to-zero,
+//! denormals-are-zero, exception masks: bits 6..16) and the whole x87 control word
+//! (precision, rounding, exception masks) callee-saved; the MXCSR status flags (bits
+//! 0..6) and the x87 status word are caller-saved. `resume`, `suspend` and `exit` above
+//! do *not* save or load them: they are per-thread state that the executor and every
+//! fiber on it share, and `stmxcsr`/`ldmxcsr` plus `fnstcw`/`fldcw` in the switch would
+//! cost about as much as the 22-instruction switch itself (and `ldmxcsr`/`fldcw` are
+//! slow instructions). The fiber layer (`switch/fiber.rs`, fiber rules 5 and 6) keeps
+//! the ABI's promise instead, with the primitives below:
+//!
+//! - it checks at every switch back to the executor whether the fiber left the control
+//!   bits changed and, if so, loads the executor's values again (so the executor and the
+//!   other fibers never run with a fiber's rounding mode) and reports the task
+//!   (`TaskError::FpControlChanged`);
+//! - a fiber attached with `FiberAttrs { save_fp_control: true, .. }` saves its own
+//!   control state at each suspension and gives the executor back its own, so it keeps
+//!   its rounding mode across suspensions like any callee-saved register.
+//!
+//! [`fp_control`] packs the two into one word, so one compare checks both:
+//!
+//! ```text
+//! FpControl (u64)
+//!   bits  0..32  MXCSR             (bits 0..6: status flags, not compared)
+//!   bits 32..48  x87 control word
+//!   bits 48..64  0
+//! ```
+//!
+//! Register contents: both primitives use one 8-byte stack slot they push and pop (so
+//! their asm is not `nostack`), and the one general register named as their operand;
+//! they leave rflags alone.
 
 use crate::switch::FiberSwitch;
 use crate::stack::Stack;
@@ -196,4 +220,61 @@ unsafe impl FiberSwitch for AsmSwitch {
         // SAFETY: as for `suspend`; this fiber is never resumed again.
         unsafe { asm!("mov rsp, [rdi + 8]", "ret", in("rdi") regs, options(noreturn)) }
     }
+}
+
+/// MXCSR and the x87 control word of this thread, packed (see the module doc).
+pub(crate) type FpControl = u64;
+
+/// MXCSR's status flags: caller-saved, so not part of what a fiber must restore.
+const MXCSR_STATUS: u64 = 0x3f;
+
+/// Reads this thread's MXCSR and x87 control word (`stmxcsr`, `fnstcw`).
+#[inline(always)]
+pub(crate) fn fp_control() -> FpControl {
+    let w: u64;
+    // SAFETY: `push 0` makes a zeroed 8-byte slot on the stack (the asm is not `nostack`,
+    // so the compiler keeps nothing of its own below rsp); the two stores fill its low
+    // six bytes; `pop` takes it back off. Nothing else is touched.
+    unsafe {
+        asm!(
+            "push 0",
+            "stmxcsr [rsp]",
+            "fnstcw [rsp + 4]",
+            "pop {w}",
+            w = out(reg) w,
+            options(preserves_flags),
+        )
+    };
+    w
+}
+
+/// Whether `a` and `b` differ in a callee-saved bit: MXCSR's control bits or the x87
+/// control word (MXCSR's status flags are ignored).
+#[inline(always)]
+pub(crate) const fn fp_control_differs(a: FpControl, b: FpControl) -> bool {
+    (a ^ b) & !MXCSR_STATUS != 0
+}
+
+/// Loads `w`'s control bits into MXCSR (`ldmxcsr`) and the x87 control word (`fldcw`),
+/// keeping MXCSR's current status flags.
+///
+/// # Safety
+/// `w` came from [`fp_control`] (reserved MXCSR bits set would fault), and the code
+/// that runs after it on this thread expects these control words (the executor's own,
+/// or the running fiber's).
+#[inline(always)]
+pub(crate) unsafe fn set_fp_control(w: FpControl) {
+    let w = (w & !MXCSR_STATUS) | (fp_control() & MXCSR_STATUS);
+    // SAFETY: as for `fp_control`, one pushed-and-popped stack slot; the loaded values
+    // are valid (caller), and whoever runs next expects them (caller).
+    unsafe {
+        asm!(
+            "push {w}",
+            "ldmxcsr [rsp]",
+            "fldcw [rsp + 4]",
+            "pop {w}",
+            w = inout(reg) w => _,
+            options(preserves_flags),
+        )
+    };
 }

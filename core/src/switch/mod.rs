@@ -8,7 +8,7 @@
 
 pub mod fiber;
 
-pub use fiber::{Fiber, FiberAttrs, PairRefused, PanicCatcher};
+pub use fiber::{FP_CONTROL_CHECKED, Fiber, FiberAttrs, PairRefused, PanicCatcher};
 
 use crate::stack::Stack;
 use crate::task::SwitcherKind;
