@@ -21,20 +21,24 @@
 //!    aborts.
 //! 4. A fiber that returns with i/o in flight keeps its stack until that i/o has been
 //!    reaped (the task drains first): buffers on the stack stay valid for the kernel.
-//! 5. The executor and the other fibers never run with a fiber's floating-point control
-//!    state (MXCSR's control bits, the x87 control word: callee-saved under the System V
-//!    ABI, and not saved by keel's switch, see `arch/x86_64.rs`). Where the check is
-//!    built (debug builds, or keel-core's `fp-check` feature in release), the executor
-//!    reads both before every resume and after the fiber switches back (`stmxcsr`,
-//!    `fnstcw`); if the fiber left them changed, at a suspension point or at its return,
+//! 5. A fiber's floating-point control state (MXCSR's control bits, the x87 control
+//!    word: callee-saved under the System V ABI) is not saved by keel's switch (see
+//!    `arch/x86_64.rs`). Where the check is built (debug builds, or keel-core's
+//!    `fp-check` feature in release), the executor and the other fibers never run with
+//!    a fiber's: the executor reads both before every resume and after the fiber
+//!    switches back (`stmxcsr`, `fnstcw`); if the fiber left a control bit changed (the
+//!    MXCSR status flags are caller-saved and ignored), at a suspension point or at its
+//!    return,
 //!    the executor loads its own values back, counts it in
 //!    `ExecStats::fp_control_restored`, and the task completes with
 //!    `TaskError::FpControlChanged` naming the task id and the values (its own result is
 //!    discarded). The fiber runs on from that suspension with the executor's values.
 //!    Without the check (release builds by default) nothing is read or restored: a
 //!    fiber that changes them must restore them before each suspension point, or opt in
-//!    to rule 6. The check costs about 10 instructions per resume (of about 150 for a
-//!    fiber's yield round trip); the opt-in costs nothing to fibers that do not use it.
+//!    to rule 6. The check costs 11 instructions per resume (a fiber's yield round trip
+//!    is 148: +7.4% by callgrind, over keel's +5% hot-path budget, hence not in release
+//!    by default); [`FP_CONTROL_CHECKED`] says whether this build has it. The opt-in
+//!    costs nothing to fibers that do not use it.
 //! 6. A fiber attached with `FiberAttrs { save_fp_control: true, .. }` keeps its own
 //!    control state across suspensions: at each suspension point it saves its MXCSR and
 //!    x87 control word and loads the executor's (read when it was last resumed, or at
