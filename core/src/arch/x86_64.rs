@@ -97,25 +97,30 @@
 //!   bits changed and, if so, loads the executor's values again (so the executor and the
 //!   other fibers never run with a fiber's rounding mode) and reports the task
 //!   (`TaskError::FpControlChanged`). Release builds leave the check out by default: it
-//!   is one `fp_control` before the resume and one after, and a compare, 11 instructions
-//!   on a fiber yield's 148 (+7.4%, callgrind), over keel's +5% budget for the hot path;
+//!   is one `fp_control` before the resume and one after, and two compares: 18
+//!   instructions on a fiber yield's 145 (+12%, callgrind; about 3 ns), over keel's +5%
+//!   budget for the hot path;
 //! - a fiber attached with `FiberAttrs { save_fp_control: true, .. }` saves its own
 //!   control state at each suspension and gives the executor back its own, so it keeps
 //!   its rounding mode across suspensions like any callee-saved register. Fibers that
-//!   do not ask for it pay nothing (their suspend stays the inlined one above).
+//!   do not ask for it pay nothing (their suspend stays the inlined one above); one that
+//!   does pays two `fp_control`s and compares per round trip (39 instructions, about
+//!   10 ns measured), plus the loads when its values differ from the executor's.
 //!
-//! `fp_control` packs the two into one word, so one compare checks both:
+//! `fp_control` reads both into one `FpControl`:
 //!
 //! ```text
-//! FpControl (u64)
-//!   bits  0..32  MXCSR             (bits 0..6: status flags, not compared)
-//!   bits 32..48  x87 control word
-//!   bits 48..64  0
+//! FpControl (#[repr(C)], 8 bytes)
+//!   +0  mxcsr   u32   stmxcsr / ldmxcsr  (bits 0..6: status flags, not compared)
+//!   +4  x87_cw  u16   fnstcw / fldcw
 //! ```
 //!
-//! Register contents: both primitives use one 8-byte stack slot they push and pop (so
-//! their asm is not `nostack`), and the one general register named as their operand;
-//! they leave rflags alone.
+//! The fields are compared one by one, never loaded as one 8-byte word: a load that
+//! spans the two stores just made cannot be forwarded from them and stalls (about a
+//! dozen cycles, twice per resume).
+//!
+//! Register contents: each primitive takes the `FpControl`'s address in one general
+//! register and touches only those six bytes (`nostack`); rflags are left alone.
 
 use crate::switch::FiberSwitch;
 use crate::stack::Stack;
@@ -226,37 +231,45 @@ unsafe impl FiberSwitch for AsmSwitch {
     }
 }
 
-/// MXCSR and the x87 control word of this thread, packed (see the module doc).
-pub(crate) type FpControl = u64;
+/// MXCSR and the x87 control word of this thread (see the module doc for the layout).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct FpControl {
+    /// MXCSR; bits 0..6 are status flags, not compared.
+    pub(crate) mxcsr: u32,
+    /// The x87 control word.
+    pub(crate) x87_cw: u16,
+}
+
+static_assertions::const_assert_eq!(core::mem::offset_of!(FpControl, mxcsr), 0);
+static_assertions::const_assert_eq!(core::mem::offset_of!(FpControl, x87_cw), 4);
 
 /// MXCSR's status flags: caller-saved, so not part of what a fiber must restore.
-const MXCSR_STATUS: u64 = 0x3f;
+const MXCSR_STATUS: u32 = 0x3f;
 
 /// Reads this thread's MXCSR and x87 control word (`stmxcsr`, `fnstcw`).
 #[inline(always)]
 pub(crate) fn fp_control() -> FpControl {
-    let w: u64;
-    // SAFETY: `push 0` makes a zeroed 8-byte slot on the stack (the asm is not `nostack`,
-    // so the compiler keeps nothing of its own below rsp); the two stores fill its low
-    // six bytes; `pop` takes it back off. Nothing else is touched.
+    let mut w = core::mem::MaybeUninit::<FpControl>::uninit();
+    // SAFETY: the two stores write `w`'s `mxcsr` (offset 0, 4 bytes) and `x87_cw`
+    // (offset 4, 2 bytes), asserted above; nothing else is touched.
     unsafe {
         asm!(
-            "push 0",
-            "stmxcsr [rsp]",
-            "fnstcw [rsp + 4]",
-            "pop {w}",
-            w = out(reg) w,
-            options(preserves_flags),
+            "stmxcsr [{p}]",
+            "fnstcw [{p} + 4]",
+            p = in(reg) w.as_mut_ptr(),
+            options(nostack, preserves_flags),
         )
     };
-    w
+    // SAFETY: both fields were written just above (the padding needs no value).
+    unsafe { w.assume_init() }
 }
 
 /// Whether `a` and `b` differ in a callee-saved bit: MXCSR's control bits or the x87
 /// control word (MXCSR's status flags are ignored).
 #[inline(always)]
 pub(crate) const fn fp_control_differs(a: FpControl, b: FpControl) -> bool {
-    (a ^ b) & !MXCSR_STATUS != 0
+    (a.mxcsr ^ b.mxcsr) & !MXCSR_STATUS != 0 || a.x87_cw != b.x87_cw
 }
 
 /// Loads `w`'s control bits into MXCSR (`ldmxcsr`) and the x87 control word (`fldcw`),
@@ -268,17 +281,15 @@ pub(crate) const fn fp_control_differs(a: FpControl, b: FpControl) -> bool {
 /// or the running fiber's).
 #[inline(always)]
 pub(crate) unsafe fn set_fp_control(w: FpControl) {
-    let w = (w & !MXCSR_STATUS) | (fp_control() & MXCSR_STATUS);
-    // SAFETY: as for `fp_control`, one pushed-and-popped stack slot; the loaded values
-    // are valid (caller), and whoever runs next expects them (caller).
+    let w = FpControl { mxcsr: (w.mxcsr & !MXCSR_STATUS) | (fp_control().mxcsr & MXCSR_STATUS), ..w };
+    // SAFETY: the two loads read `w`'s fields (offsets asserted above); the values are
+    // valid (caller), and whoever runs next expects them (caller).
     unsafe {
         asm!(
-            "push {w}",
-            "ldmxcsr [rsp]",
-            "fldcw [rsp + 4]",
-            "pop {w}",
-            w = inout(reg) w => _,
-            options(preserves_flags),
+            "ldmxcsr [{p}]",
+            "fldcw [{p} + 4]",
+            p = in(reg) &w,
+            options(nostack, preserves_flags, readonly),
         )
     };
 }

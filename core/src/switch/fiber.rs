@@ -35,9 +35,9 @@
 //!    discarded). The fiber runs on from that suspension with the executor's values.
 //!    Without the check (release builds by default) nothing is read or restored: a
 //!    fiber that changes them must restore them before each suspension point, or opt in
-//!    to rule 6. The check costs 11 instructions per resume (a fiber's yield round trip
-//!    is 148: +7.4% by callgrind, over keel's +5% hot-path budget, hence not in release
-//!    by default); [`FP_CONTROL_CHECKED`] says whether this build has it. The opt-in
+//!    to rule 6. The check costs 18 instructions per resume (a fiber's yield round trip
+//!    is 145 without it: +12% by callgrind, over keel's +5% hot-path budget, hence not
+//!    in release by default); [`FP_CONTROL_CHECKED`] says whether this build has it. The opt-in
 //!    costs nothing to fibers that do not use it.
 //! 6. A fiber attached with `FiberAttrs { save_fp_control: true, .. }` keeps its own
 //!    control state across suspensions: at each suspension point it saves its MXCSR and
@@ -217,7 +217,7 @@ impl Fiber {
             }
             mine
         } else {
-            0
+            crate::arch::FpControl::default()
         };
         // SAFETY: as in `switch_out` (caller).
         unsafe {
@@ -569,7 +569,7 @@ where
             // Fiber rule 5: the task is reported, whatever the body returned.
             // SAFETY: `'static` header.
             let task = unsafe { h.as_ref() }.trailer().id.get();
-            result = Err(TaskError::FpControlChanged { task, mxcsr: left as u32, x87_cw: (left >> 32) as u16 });
+            result = Err(TaskError::FpControlChanged { task, mxcsr: left.mxcsr, x87_cw: left.x87_cw });
         }
         let sched = crate::task::wake::sched_of(h).expect("keel bug: fiber without an owner");
         // SAFETY: owner executor, live.
@@ -649,7 +649,7 @@ impl Sched {
                     (true, true) => SaveFp::OnAsm,
                     (true, false) => SaveFp::OnOther,
                 },
-                exec_fp: Cell::new(0),
+                exec_fp: Cell::new(crate::arch::FpControl::default()),
                 fp_fault: Cell::new(None),
             },
             regs: Sw::Regs::default(),
