@@ -293,3 +293,44 @@ pub(crate) unsafe fn set_fp_control(w: FpControl) {
         )
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_flags_do_not_count_as_a_change_and_every_control_bit_does() {
+        let base = FpControl { mxcsr: 0x1f80, x87_cw: 0x037f };
+        for flag in 0..6 {
+            assert!(!fp_control_differs(base, FpControl { mxcsr: base.mxcsr | 1 << flag, ..base }), "status flag {flag}");
+        }
+        for bit in 6..16 {
+            assert!(fp_control_differs(base, FpControl { mxcsr: base.mxcsr ^ 1 << bit, ..base }), "MXCSR bit {bit}");
+        }
+        for bit in 0..16 {
+            assert!(fp_control_differs(base, FpControl { x87_cw: base.x87_cw ^ 1 << bit, ..base }), "x87 bit {bit}");
+        }
+    }
+
+    #[test]
+    fn set_then_read_gives_the_control_bits_back_and_keeps_the_status_flags() {
+        let start = fp_control();
+        // Raise the precision flag (1/10 is inexact), then load round toward zero and
+        // single precision.
+        let tenth = core::hint::black_box(1.0f64) / core::hint::black_box(10.0f64);
+        assert!(tenth > 0.0);
+        let flags = fp_control().mxcsr & MXCSR_STATUS;
+        assert_ne!(flags & 0x20, 0, "1/10 did not raise the precision flag");
+        let changed = FpControl { mxcsr: (start.mxcsr | 0b11 << 13) & !MXCSR_STATUS, x87_cw: (start.x87_cw & !0x0f00) | 0x0c00 };
+        // SAFETY: valid control words (read ones, with RC/PC fields changed); this test's
+        // thread runs nothing else until they are put back below.
+        unsafe { set_fp_control(changed) };
+        let now = fp_control();
+        assert_eq!(now.mxcsr & !MXCSR_STATUS, changed.mxcsr);
+        assert_eq!(now.mxcsr & MXCSR_STATUS, flags, "set_fp_control dropped the status flags");
+        assert_eq!(now.x87_cw, changed.x87_cw);
+        // SAFETY: the thread's own values, read above.
+        unsafe { set_fp_control(start) };
+        assert!(!fp_control_differs(fp_control(), start));
+    }
+}
