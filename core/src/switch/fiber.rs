@@ -28,8 +28,7 @@
 //!    a fiber's: the executor reads both before every resume and after the fiber
 //!    switches back (`stmxcsr`, `fnstcw`); if the fiber left a control bit changed (the
 //!    MXCSR status flags are caller-saved and ignored), at a suspension point or at its
-//!    return,
-//!    the executor loads its own values back, counts it in
+//!    return, the executor loads its own values back, counts it in
 //!    `ExecStats::fp_control_restored`, and the task completes with
 //!    `TaskError::FpControlChanged` naming the task id and the values (its own result is
 //!    discarded). The fiber runs on from that suspension with the executor's values.
@@ -37,8 +36,8 @@
 //!    fiber that changes them must restore them before each suspension point, or opt in
 //!    to rule 6. The check costs 18 instructions per resume (a fiber's yield round trip
 //!    is 145 without it: +12% by callgrind, over keel's +5% hot-path budget, hence not
-//!    in release by default); [`FP_CONTROL_CHECKED`] says whether this build has it. The opt-in
-//!    costs nothing to fibers that do not use it.
+//!    in release by default); [`FP_CONTROL_CHECKED`] says whether this build has it.
+//!    The opt-in costs nothing to fibers that do not use it.
 //! 6. A fiber attached with `FiberAttrs { save_fp_control: true, .. }` keeps its own
 //!    control state across suspensions: at each suspension point it saves its MXCSR and
 //!    x87 control word and loads the executor's (read when it was last resumed, or at
@@ -123,10 +122,11 @@ pub(crate) struct FiberCore {
     /// Whether and how the fiber saves its floating-point control state (fiber rule 6).
     save_fp: SaveFp,
     /// With `save_fp_control`: the executor's control state, read when the fiber was
-    /// last resumed (fiber rule 6).
-    exec_fp: Cell<crate::arch::FpControl>,
-    /// The control state the fiber first left changed at a switch back (fiber rule 5).
-    fp_fault: Cell<Option<crate::arch::FpControl>>,
+    /// last resumed (fiber rule 6). Without: once `fp_fault` is set, the control state
+    /// the fiber first left changed at a switch back (fiber rule 5).
+    fp: Cell<crate::arch::FpControl>,
+    /// The fiber left its control state changed at a switch back (fiber rule 5).
+    fp_fault: Cell<bool>,
 }
 
 /// Whether a fiber saves its floating-point control state (`FiberCore::save_fp`).
@@ -209,7 +209,7 @@ impl Fiber {
         let mine = if saving {
             let mine = fp_control();
             // SAFETY: live core (caller).
-            let exec = unsafe { (*core).exec_fp.get() };
+            let exec = unsafe { (*core).fp.get() };
             if fp_control_differs(mine, exec) {
                 // SAFETY: `exec` was read from this thread by `fp_control`; the executor
                 // runs next and expects its own values (fiber rule 6).
@@ -230,7 +230,7 @@ impl Fiber {
         if saving {
             let exec = fp_control();
             // SAFETY: live core (caller).
-            unsafe { (*core).exec_fp.set(exec) };
+            unsafe { (*core).fp.set(exec) };
             if fp_control_differs(mine, exec) {
                 // SAFETY: `mine` was read by `fp_control` before the suspension, and
                 // this fiber runs on with it (fiber rule 6).
@@ -483,7 +483,7 @@ where
     let saving = c.save_fp != SaveFp::No;
     if saving {
         // Fiber rule 6: the executor's control state, given back at each suspension.
-        c.exec_fp.set(crate::arch::fp_control());
+        c.fp.set(crate::arch::fp_control());
     }
     let result = match c.catcher {
         None => body(&mut fiber).into_task_result(),
@@ -500,10 +500,10 @@ where
     };
     c.result.set(Some(result));
     c.state.set(FiberState::Finished);
-    if saving && crate::arch::fp_control_differs(crate::arch::fp_control(), c.exec_fp.get()) {
+    if saving && crate::arch::fp_control_differs(crate::arch::fp_control(), c.fp.get()) {
         // SAFETY: read on this thread when the fiber was last resumed; the executor runs
         // next and expects it (fiber rule 6).
-        unsafe { crate::arch::set_fp_control(c.exec_fp.get()) };
+        unsafe { crate::arch::set_fp_control(c.fp.get()) };
     }
     // SAFETY: we are this fiber, on its stack, for the last time (fiber rule 1: the
     // executor frees the stack after this switch).
@@ -512,7 +512,8 @@ where
 
 /// Fiber rule 5: the fiber switched back with the control state `after`, the executor's
 /// being `before`: load the executor's back, count it, remember the first for the task's
-/// result.
+/// result. (A fiber with `save_fp_control` gives the executor its own back itself, rule
+/// 6, so it never gets here; its `fp` is not a fault record and is left alone.)
 #[cfg(any(debug_assertions, feature = "fp-check"))]
 #[cold]
 #[inline(never)]
@@ -520,8 +521,9 @@ fn fp_control_changed(h: NonNull<Header>, core: &FiberCore, before: crate::arch:
     // SAFETY: `before` was read on this thread just before the resume; the executor runs
     // on from here and expects it.
     unsafe { crate::arch::set_fp_control(before) };
-    if core.fp_fault.get().is_none() {
-        core.fp_fault.set(Some(after));
+    if core.save_fp == SaveFp::No && !core.fp_fault.get() {
+        core.fp.set(after);
+        core.fp_fault.set(true);
     }
     let sched = crate::task::wake::sched_of(h).expect("keel bug: fiber without an owner");
     // SAFETY: owner executor, live (we are its resume).
@@ -565,8 +567,9 @@ where
             return Step::Pending;
         }
         let mut result = core.result.take().unwrap_or(Err(TaskError::Panicked("fiber finished without a result")));
-        if let Some(left) = core.fp_fault.get() {
+        if core.fp_fault.get() {
             // Fiber rule 5: the task is reported, whatever the body returned.
+            let left = core.fp.get();
             // SAFETY: `'static` header.
             let task = unsafe { h.as_ref() }.trailer().id.get();
             result = Err(TaskError::FpControlChanged { task, mxcsr: left.mxcsr, x87_cw: left.x87_cw });
@@ -649,8 +652,8 @@ impl Sched {
                     (true, true) => SaveFp::OnAsm,
                     (true, false) => SaveFp::OnOther,
                 },
-                exec_fp: Cell::new(crate::arch::FpControl::default()),
-                fp_fault: Cell::new(None),
+                fp: Cell::new(crate::arch::FpControl::default()),
+                fp_fault: Cell::new(false),
             },
             regs: Sw::Regs::default(),
             body: MaybeUninit::new(body),
