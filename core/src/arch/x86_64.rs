@@ -289,7 +289,9 @@ pub(crate) unsafe fn set_fp_control(w: FpControl) {
             "ldmxcsr [{p}]",
             "fldcw [{p} + 4]",
             p = in(reg) &w,
-            options(nostack, preserves_flags, readonly),
+            // Not `readonly`: the compiler is to treat it like any call that may change
+            // state, and keep memory accesses on their side of it.
+            options(nostack, preserves_flags),
         )
     };
 }
