@@ -71,7 +71,7 @@ pub enum TaskError {
     /// A fiber left MXCSR's control bits or the x87 control word changed when it switched
     /// back to its executor (at a suspension, or at its return) without
     /// `FiberAttrs::save_fp_control`; the executor loaded its own values back, so the
-    /// fiber ran on with the executor's (fiber rule 5). The values are the fiber's at the
+    /// fiber ran on with the executor's (fiber rule 6). The values are the fiber's at the
     /// first such switch; the task's own result is discarded.
     FpControlChanged {
         /// The task's id (`TaskHandle::id`).

@@ -1,5 +1,5 @@
-//! Floating-point control state across fiber switches on keel's asm switch (fiber rules 5
-//! and 6): MXCSR's control bits and the x87 control word are callee-saved under the
+//! Floating-point control state across fiber switches on keel's asm switch (fiber rules 6
+//! and 7): MXCSR's control bits and the x87 control word are callee-saved under the
 //! System V ABI, and the switch itself saves neither.
 
 mod common;
@@ -86,7 +86,7 @@ fn a_fiber_leaving_round_toward_zero_across_a_yield_is_reported_and_the_next_fib
         .attach_fiber(task(Priority::Normal, "a"), ATTRS, move |f: &mut Fiber| {
             set_mxcsr(mxcsr() | MXCSR_RC);
             f.yield_now()?;
-            // Fiber rule 5: the executor took its own values back; the fiber runs on with them.
+            // Fiber rule 6: the executor took its own values back; the fiber runs on with them.
             aa.set(mxcsr());
             Ok(1)
         })
@@ -241,7 +241,7 @@ fn with_save_fp_control_a_fiber_keeps_its_modes_across_yields_and_the_others_kee
             set_x87_cw(changed_cw);
             for _ in 0..3 {
                 f.yield_now()?;
-                // Fiber rule 6: its own modes again after every resume.
+                // Fiber rule 7: its own modes again after every resume.
                 if mxcsr() & MXCSR_RC == MXCSR_RC && x87_cw() == changed_cw && one_tenth() < ONE_TENTH_NEAREST {
                     aa.set(aa.get() + 1);
                 }

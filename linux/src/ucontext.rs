@@ -90,8 +90,8 @@
 //!
 //! keel's asm switch saves neither (`keel_core::arch`'s module doc says why): there the
 //! core's fiber layer checks for a changed control word at every switch back where the
-//! check is built and reports the task (fiber rule 5), or saves it for fibers attached
-//! with `FiberAttrs::save_fp_control` (fiber rule 6). On this switcher the check never
+//! check is built and reports the task (fiber rule 6), or saves it for fibers attached
+//! with `FiberAttrs::save_fp_control` (fiber rule 7). On this switcher the check never
 //! fires (glibc has restored the executor's values before the core looks) and
 //! `save_fp_control` changes nothing a fiber sees; it only adds the core's own save
 //! beside glibc's. Code correct on the asm switch is correct here; code that relies on a

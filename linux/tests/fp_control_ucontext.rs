@@ -1,7 +1,7 @@
 //! Floating-point control state on the ucontext switcher (`keel_linux::ucontext`): glibc's
 //! `swapcontext`/`setcontext` save and load MXCSR and the x87 environment on every switch,
 //! so each ucontext fiber keeps its own rounding mode and the executor keeps its own,
-//! with no `save_fp_control` and nothing reported (fiber rules 5 and 6). This checks that
+//! with no `save_fp_control` and nothing reported (fiber rules 6 and 7). This checks that
 //! claim of the module doc against the glibc the tests run on.
 #![cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 

@@ -6,7 +6,7 @@
 //! - keel-acct: the same on an executor with time accounting
 //!   (`with_accounting::<TscAccounting>()`: one `rdtsc` per resumption).
 //! - keel-fp-save: the keel impl with `FiberAttrs::save_fp_control` (the fiber keeps
-//!   its own MXCSR and x87 control word across suspensions: fiber rule 6).
+//!   its own MXCSR and x87 control word across suspensions: fiber rule 7).
 //! - tokio: the `yield` case's tokio impl (one spawned task looping
 //!   `tokio::task::yield_now().await`), since tokio has no stackful tasks.
 //!

@@ -89,7 +89,7 @@
 //! do *not* save or load them: they are per-thread state that the executor and every
 //! fiber on it share, and `stmxcsr`/`ldmxcsr` plus `fnstcw`/`fldcw` in the switch would
 //! cost about as much as the 22-instruction switch itself (and `ldmxcsr`/`fldcw` are
-//! slow instructions). The fiber layer (`switch/fiber.rs`, fiber rules 5 and 6) keeps
+//! slow instructions). The fiber layer (`switch/fiber.rs`, fiber rules 6 and 7) keeps
 //! the ABI's promise instead, with the primitives below:
 //!
 //! - in debug builds, and in release builds with keel-core's `fp-check` feature, it

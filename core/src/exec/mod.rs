@@ -144,7 +144,7 @@ pub struct ExecStats {
     /// Times the executor parked.
     pub parks: u64,
     /// Times a fiber switched back to the executor with MXCSR or the x87 control word
-    /// changed and the executor loaded its own again (fiber rule 5; counted where the
+    /// changed and the executor loaded its own again (fiber rule 6; counted where the
     /// check is built: debug builds, or the `fp-check` feature).
     pub fp_control_restored: u64,
     /// Tasks attached right now.

@@ -21,7 +21,7 @@
 //!    aborts.
 //! 4. A fiber that returns with i/o in flight keeps its stack until that i/o has been
 //!    reaped (the task drains first): buffers on the stack stay valid for the kernel.
-//! 5. A fiber's floating-point control state (MXCSR's control bits, the x87 control
+//! 6. A fiber's floating-point control state (MXCSR's control bits, the x87 control
 //!    word: callee-saved under the System V ABI) is not saved by keel's switch (see
 //!    `arch/x86_64.rs`). Where the check is built (debug builds, or keel-core's
 //!    `fp-check` feature in release), the executor and the other fibers never run with
@@ -34,11 +34,11 @@
 //!    discarded). The fiber runs on from that suspension with the executor's values.
 //!    Without the check (release builds by default) nothing is read or restored: a
 //!    fiber that changes them must restore them before each suspension point, or opt in
-//!    to rule 6. The check costs 18 instructions per resume (a fiber's yield round trip
+//!    to rule 7. The check costs 18 instructions per resume (a fiber's yield round trip
 //!    is 145 without it: +12% by callgrind, over keel's +5% hot-path budget, hence not
 //!    in release by default); [`FP_CONTROL_CHECKED`] says whether this build has it.
 //!    The opt-in costs nothing to fibers that do not use it.
-//! 6. A fiber attached with `FiberAttrs { save_fp_control: true, .. }` keeps its own
+//! 7. A fiber attached with `FiberAttrs { save_fp_control: true, .. }` keeps its own
 //!    control state across suspensions: at each suspension point it saves its MXCSR and
 //!    x87 control word and loads the executor's (read when it was last resumed, or at
 //!    its first entry), and when resumed it reads the executor's again and loads its own
@@ -76,9 +76,9 @@ pub struct FiberAttrs {
     /// Usable stack bytes (rounded up by the provider). At least 4096.
     pub stack_size: usize,
     /// Keep the fiber's own MXCSR and x87 control word (rounding mode, exception
-    /// masks, flush-to-zero) across its suspensions (fiber rule 6). Off by default: a
+    /// masks, flush-to-zero) across its suspensions (fiber rule 7). Off by default: a
     /// fiber that changes them must then restore them before each suspension point and
-    /// before it returns (fiber rule 5).
+    /// before it returns (fiber rule 6).
     pub save_fp_control: bool,
 }
 
@@ -94,7 +94,7 @@ impl Default for FiberAttrs {
 }
 
 /// Whether this build of keel-core checks fibers' floating-point control state at every
-/// switch back to the executor (fiber rule 5): debug builds, or the `fp-check` feature.
+/// switch back to the executor (fiber rule 6): debug builds, or the `fp-check` feature.
 pub const FP_CONTROL_CHECKED: bool = cfg!(any(debug_assertions, feature = "fp-check"));
 
 /// Smallest stack the fiber layer accepts.
@@ -119,13 +119,13 @@ pub(crate) struct FiberCore {
     /// `switch_out` inlines its suspend (see there). A field of its own, tested alone,
     /// so the hot path stays one test and branch.
     on_asm: bool,
-    /// Whether and how the fiber saves its floating-point control state (fiber rule 6).
+    /// Whether and how the fiber saves its floating-point control state (fiber rule 7).
     save_fp: SaveFp,
     /// With `save_fp_control`: the executor's control state, read when the fiber was
-    /// last resumed (fiber rule 6). Without: once `fp_fault` is set, the control state
-    /// the fiber first left changed at a switch back (fiber rule 5).
+    /// last resumed (fiber rule 7). Without: once `fp_fault` is set, the control state
+    /// the fiber first left changed at a switch back (fiber rule 6).
     fp: Cell<crate::arch::FpControl>,
-    /// The fiber left its control state changed at a switch back (fiber rule 5).
+    /// The fiber left its control state changed at a switch back (fiber rule 6).
     fp_fault: Cell<bool>,
 }
 
@@ -196,7 +196,7 @@ impl Fiber {
     }
 
     /// `switch_out` off the hot path: another switcher, or saving the floating-point
-    /// control state (fiber rule 6). Inlined too, for the same `ret` pairing.
+    /// control state (fiber rule 7). Inlined too, for the same `ret` pairing.
     ///
     /// # Safety
     /// As in `switch_out`: `core` is the running fiber's own, and we are on its stack.
@@ -212,7 +212,7 @@ impl Fiber {
             let exec = unsafe { (*core).fp.get() };
             if fp_control_differs(mine, exec) {
                 // SAFETY: `exec` was read from this thread by `fp_control`; the executor
-                // runs next and expects its own values (fiber rule 6).
+                // runs next and expects its own values (fiber rule 7).
                 unsafe { set_fp_control(exec) };
             }
             mine
@@ -233,7 +233,7 @@ impl Fiber {
             unsafe { (*core).fp.set(exec) };
             if fp_control_differs(mine, exec) {
                 // SAFETY: `mine` was read by `fp_control` before the suspension, and
-                // this fiber runs on with it (fiber rule 6).
+                // this fiber runs on with it (fiber rule 7).
                 unsafe { set_fp_control(mine) };
             }
         }
@@ -482,7 +482,7 @@ where
     let c = unsafe { core.as_ref() };
     let saving = c.save_fp != SaveFp::No;
     if saving {
-        // Fiber rule 6: the executor's control state, given back at each suspension.
+        // Fiber rule 7: the executor's control state, given back at each suspension.
         c.fp.set(crate::arch::fp_control());
     }
     let result = match c.catcher {
@@ -502,7 +502,7 @@ where
     c.state.set(FiberState::Finished);
     if saving && crate::arch::fp_control_differs(crate::arch::fp_control(), c.fp.get()) {
         // SAFETY: read on this thread when the fiber was last resumed; the executor runs
-        // next and expects it (fiber rule 6).
+        // next and expects it (fiber rule 7).
         unsafe { crate::arch::set_fp_control(c.fp.get()) };
     }
     // SAFETY: we are this fiber, on its stack, for the last time (fiber rule 1: the
@@ -510,10 +510,10 @@ where
     unsafe { Sw::exit(&raw mut (*fb).regs) }
 }
 
-/// Fiber rule 5: the fiber switched back with the control state `after`, the executor's
+/// Fiber rule 6: the fiber switched back with the control state `after`, the executor's
 /// being `before`: load the executor's back, count it, remember the first for the task's
 /// result. (A fiber with `save_fp_control` gives the executor its own back itself, rule
-/// 6, so it never gets here; its `fp` is not a fault record and is left alone.)
+/// 7, so it never gets here; its `fp` is not a fault record and is left alone.)
 #[cfg(any(debug_assertions, feature = "fp-check"))]
 #[cold]
 #[inline(never)]
@@ -568,7 +568,7 @@ where
         }
         let mut result = core.result.take().unwrap_or(Err(TaskError::Panicked("fiber finished without a result")));
         if core.fp_fault.get() {
-            // Fiber rule 5: the task is reported, whatever the body returned.
+            // Fiber rule 6: the task is reported, whatever the body returned.
             let left = core.fp.get();
             // SAFETY: `'static` header.
             let task = unsafe { h.as_ref() }.trailer().id.get();

@@ -20,7 +20,7 @@ use crate::task::SwitcherKind;
 /// - `resume` runs the fiber until it calls `suspend` or `exit` with the same `regs`,
 ///   then returns on the resumer's stack with the resumer's callee-saved registers
 ///   intact. MXCSR's control bits and the x87 control word may be left as the fiber
-///   left them: the fiber layer checks and restores those (fiber rules 5 and 6), so a
+///   left them: the fiber layer checks and restores those (fiber rules 6 and 7), so a
 ///   switcher need not save them (keel's does not; glibc's `swapcontext` does).
 /// - `suspend` returns only when `resume` is called again with the same `regs`.
 /// - None of them unwinds.
