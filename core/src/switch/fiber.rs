@@ -127,6 +127,8 @@ pub(crate) struct FiberCore {
     fp: Cell<crate::arch::FpControl>,
     /// The fiber left its control state changed at a switch back (fiber rule 6).
     fp_fault: Cell<bool>,
+    /// The task's id, for `TaskError::FpControlChanged` (fiber rule 6).
+    task_id: u32,
 }
 
 /// Whether a fiber saves its floating-point control state (`FiberCore::save_fp`).
@@ -570,9 +572,7 @@ where
         if core.fp_fault.get() {
             // Fiber rule 6: the task is reported, whatever the body returned.
             let left = core.fp.get();
-            // SAFETY: `'static` header.
-            let task = unsafe { h.as_ref() }.trailer().id.get();
-            result = Err(TaskError::FpControlChanged { task, mxcsr: left.mxcsr, x87_cw: left.x87_cw });
+            result = Err(TaskError::FpControlChanged { task: core.task_id, mxcsr: left.mxcsr, x87_cw: left.x87_cw });
         }
         let sched = crate::task::wake::sched_of(h).expect("keel bug: fiber without an owner");
         // SAFETY: owner executor, live.
@@ -654,6 +654,7 @@ impl Sched {
                 },
                 fp: Cell::new(crate::arch::FpControl::default()),
                 fp_fault: Cell::new(false),
+                task_id: id,
             },
             regs: Sw::Regs::default(),
             body: MaybeUninit::new(body),
