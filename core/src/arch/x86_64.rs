@@ -98,15 +98,15 @@
 //!   other fibers never run with a fiber's rounding mode) and reports the task
 //!   (`TaskError::FpControlChanged`). Release builds leave the check out by default: it
 //!   is one `fp_control` before the resume and one after, and two compares: 18
-//!   instructions on a fiber yield's 145 (+12% by callgrind; 2.5-10 ns on an 18 ns
-//!   yield, measured on a busy AMD EPYC, where `stmxcsr` and `fnstcw` are slow), over
-//!   keel's +5% budget for the hot path;
+//!   instructions on a fiber yield's 145 (+12% by callgrind; 3-13 ns on a 12-18 ns
+//!   yield across runs on a busy AMD EPYC, where `stmxcsr` and `fnstcw` are slow),
+//!   over keel's +5% budget for the hot path;
 //! - a fiber attached with `FiberAttrs { save_fp_control: true, .. }` saves its own
 //!   control state at each suspension and gives the executor back its own, so it keeps
 //!   its rounding mode across suspensions like any callee-saved register. Fibers that
 //!   do not ask for it pay nothing (their suspend stays the inlined one above); one that
 //!   does pays two `fp_control`s and compares per round trip (39 instructions, 5-14 ns
-//!   measured), plus the loads when its values differ from the executor's.
+//!   measured there), plus the loads when its values differ from the executor's.
 //!
 //! `fp_control` reads both into one `FpControl`:
 //!
