@@ -136,6 +136,12 @@ pub trait Driver: 'static {
         let _ = park_word;
         None
     }
+
+    /// The executor is going and has given up every task: cancel every operation still in
+    /// flight, including those whose owner was moved out of its task (a future kept in
+    /// `main`), so the executor's final drain ends. Each still completes exactly once. The
+    /// default does nothing (the executor then waits for them to complete on their own).
+    fn cancel_all(&mut self) {}
 }
 
 /// A driver with no i/o, whose clock the caller advances by hand: for tests of the

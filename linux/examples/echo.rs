@@ -106,7 +106,7 @@ fn serve(addr: SocketAddr, fiber: bool, conns: usize, resume_batch: usize) -> (u
         f.set_option(&s, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1).expect("SO_REUSEPORT");
         f.bind(&s, &sa).unwrap_or_else(|e| panic!("bind {addr}: {e:?}"));
         f.listen(&s, 4096).expect("listen");
-        out.set(s.into_raw_fd());
+        out.set(s.into_raw_fd().expect("no operation holds the listener"));
         0u64
     })
     .unwrap();

@@ -539,6 +539,10 @@ impl<D: Driver, S: StackProvider, A: Accounting> Drop for Executor<D, S, A> {
             cur = unsafe { s.owned.next_of(h) };
             s.abandon(h);
         }
+        // Operations whose owner left its task (moved into `main`) were not cancelled with
+        // the tasks above: the driver cancels what is left.
+        // SAFETY: sched rule 3: no borrow of the driver is live here.
+        unsafe { &mut *this.driver_ptr() }.cancel_all();
         this.drain_all_io();
         while let Some(h) = s.owned.front() {
             // SAFETY: `'static` header.

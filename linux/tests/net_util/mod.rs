@@ -65,7 +65,7 @@ pub fn listen(ex: Pin<&Ex>, addr: SockAddr) -> (RawFd, SockAddr) {
         }
         f.bind(&s, &addr).expect("bind");
         f.listen(&s, 1024).expect("listen");
-        o.set(Some(s.into_raw_fd()));
+        o.set(Some(s.into_raw_fd().expect("no operation holds the listener")));
         0u64
     })
     .unwrap();
