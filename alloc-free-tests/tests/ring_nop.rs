@@ -58,6 +58,7 @@ fn nop_submit_and_complete_through_the_ring_allocate_nothing() {
             task::<1024>("nop-fiber"),
             FiberAttrs {
                 stack_size: 64 * 1024,
+                ..FiberAttrs::DEFAULT
             },
             |f: &mut Fiber| {
                 let st = pin!(IoStatus::new());

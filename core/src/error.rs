@@ -71,6 +71,19 @@ pub enum TaskError {
     Failed(i64),
     /// The task body panicked; the message names where (fiber tasks, keel-linux).
     Panicked(&'static str),
+    /// A fiber left MXCSR's control bits or the x87 control word changed when it switched
+    /// back to its executor (at a suspension, or at its return) without
+    /// `FiberAttrs::save_fp_control`; the executor loaded its own values back, so the
+    /// fiber ran on with the executor's (fiber rule 6). The values are the fiber's at the
+    /// first such switch; the task's own result is discarded.
+    FpControlChanged {
+        /// The task's id (`TaskHandle::id`).
+        task: u32,
+        /// The MXCSR the fiber left.
+        mxcsr: u32,
+        /// The x87 control word the fiber left.
+        x87_cw: u16,
+    },
 }
 
 impl fmt::Display for TaskError {
@@ -79,6 +92,12 @@ impl fmt::Display for TaskError {
             TaskError::Cancelled => f.write_str("the task was cancelled"),
             TaskError::Failed(code) => write!(f, "the task failed with code {code}"),
             TaskError::Panicked(msg) => write!(f, "the task panicked: {msg}"),
+            TaskError::FpControlChanged { task, mxcsr, x87_cw } => write!(
+                f,
+                "fiber task {task} switched out with MXCSR {mxcsr:#06x} / x87 control word {x87_cw:#06x} changed from the executor's (the executor restored its own): \
+                 restore the rounding mode and exception masks before each suspension point and before returning, \
+                 or attach the fiber with FiberAttrs {{ save_fp_control: true, .. }} to keep its own across suspensions"
+            ),
         }
     }
 }

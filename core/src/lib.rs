@@ -101,4 +101,4 @@ pub use task::state::{SuspendReason, TaskState};
 pub use task::{CreateError, SwitcherKind, TaskAttrs, TaskHandle, TaskPool, TaskSlot};
 pub use arch::AsmSwitch;
 pub use stack::{NoStacks, RegionStacks, Stack, StackProvider, StackStats};
-pub use switch::{Fiber, FiberAttrs, FiberSwitch, PairRefused, PanicCatcher};
+pub use switch::{FP_CONTROL_CHECKED, Fiber, FiberAttrs, FiberSwitch, PairRefused, PanicCatcher};

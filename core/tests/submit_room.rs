@@ -29,7 +29,7 @@ fn a_hundred_operations_through_four_slots_in_initiation_order() {
         // Two fibers and two futures, 25 operations each, each keeping 5 in flight.
         let h = io_task(Priority::Normal);
         let run = if t % 2 == 0 {
-            ex.attach_fiber(h, FiberAttrs { stack_size: 16 * 1024 }, move |f: &mut Fiber| -> keel_core::TaskResult {
+            ex.attach_fiber(h, FiberAttrs { stack_size: 16 * 1024, ..FiberAttrs::DEFAULT }, move |f: &mut Fiber| -> keel_core::TaskResult {
                 let sts: [_; 5] = core::array::from_fn(|_| IoStatus::new());
                 let sts = pin!(sts);
                 let sts: &[IoStatus; 5] = &sts;
@@ -163,7 +163,7 @@ fn a_pair_goes_in_whole_or_not_at_all() {
     let ex = pin!(Executor::with_stacks(Sim4::new(), region(1), cfg).unwrap());
     let ex = ex.into_ref();
     let t = ex
-        .attach_fiber(io_task(Priority::Normal), FiberAttrs { stack_size: 16 * 1024 }, |f: &mut Fiber| -> keel_core::TaskResult {
+        .attach_fiber(io_task(Priority::Normal), FiberAttrs { stack_size: 16 * 1024, ..FiberAttrs::DEFAULT }, |f: &mut Fiber| -> keel_core::TaskResult {
             let (a, b, c) = (pin!(IoStatus::new()), pin!(IoStatus::new()), pin!(IoStatus::new()));
             f.initiate::<Sim4>(c.as_ref(), SimOp::new(9).after(Duration::from_millis(1))).unwrap();
             // One more may go in flight, not two.
@@ -197,7 +197,7 @@ fn a_silent_status_does_not_wake_its_task() {
     let ex = pin!(Executor::with_stacks(Sim4::new(), region(1), Config::default()).unwrap());
     let ex = ex.into_ref();
     let t = ex
-        .attach_fiber(io_task(Priority::Normal), FiberAttrs { stack_size: 16 * 1024 }, |f: &mut Fiber| -> keel_core::TaskResult {
+        .attach_fiber(io_task(Priority::Normal), FiberAttrs { stack_size: 16 * 1024, ..FiberAttrs::DEFAULT }, |f: &mut Fiber| -> keel_core::TaskResult {
             let (quiet, loud) = (pin!(IoStatus::new_silent()), pin!(IoStatus::new()));
             f.initiate::<Sim4>(quiet.as_ref(), SimOp::new(1).after(Duration::from_millis(1))).unwrap();
             f.initiate::<Sim4>(loud.as_ref(), SimOp::new(2).after(Duration::from_millis(5))).unwrap();

@@ -173,6 +173,10 @@ pub struct ExecStats {
     pub io_completed: u64,
     /// Times the executor parked.
     pub parks: u64,
+    /// Times a fiber switched back to the executor with MXCSR or the x87 control word
+    /// changed and the executor loaded its own again (fiber rule 6; counted where the
+    /// check is built: debug builds, or the `fp-check` feature).
+    pub fp_control_restored: u64,
     /// Tasks attached right now.
     pub attached: usize,
     /// Ready tasks per CPU priority right now.
@@ -550,6 +554,7 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
             io_submitted: c.io_submitted.get(),
             io_completed: c.io_completed.get(),
             parks: c.parks.get(),
+            fp_control_restored: c.fp_control_restored.get(),
             attached: s.attached.get(),
             ready: s.ready.lens(),
             timers_armed: s.timers.len(),

@@ -72,6 +72,7 @@ pub(crate) struct StatsCells {
     pub(crate) io_submitted: Cell<u64>,
     pub(crate) io_completed: Cell<u64>,
     pub(crate) parks: Cell<u64>,
+    pub(crate) fp_control_restored: Cell<u64>,
 }
 
 /// Why claiming an unowned task failed.
