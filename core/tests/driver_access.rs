@@ -156,7 +156,7 @@ fn a_fiber_suspended_inside_with_driver_keeps_the_run_loop_off_the_driver() {
     let ex: &'static Ex = Box::leak(Box::new(Executor::with_stacks(SimDriver::new(), stacks, Config::default()).unwrap()));
     let ex = Pin::static_ref(ex);
     let t = ex
-        .attach_fiber(common::slot().create(Default::default()).unwrap(), FiberAttrs { stack_size: 16 * 1024 }, move |f: &mut Fiber| -> TaskResult {
+        .attach_fiber(common::slot().create(Default::default()).unwrap(), FiberAttrs { stack_size: 16 * 1024, ..FiberAttrs::default() }, move |f: &mut Fiber| -> TaskResult {
             let st = pin!(IoStatus::new());
             f.initiate::<SimDriver>(st.as_ref(), SimOp::new(5)).unwrap();
             let seen = ex
@@ -229,7 +229,7 @@ fn a_drained_fiber_pools_its_stack_inside_the_reap_without_reaching_the_driver()
     let ex = pin!(Executor::with_stacks(SimDriver::new(), stacks, cfg).unwrap());
     let ex = ex.into_ref();
     let t = ex
-        .attach_fiber(common::slot().create(Default::default()).unwrap(), FiberAttrs { stack_size: 16 * 1024 }, |f: &mut Fiber| -> TaskResult {
+        .attach_fiber(common::slot().create(Default::default()).unwrap(), FiberAttrs { stack_size: 16 * 1024, ..FiberAttrs::default() }, |f: &mut Fiber| -> TaskResult {
             let st = Box::leak(Box::new(IoStatus::new()));
             // SAFETY: leaked, so never moved or freed.
             let st = unsafe { Pin::new_unchecked(&*st) };

@@ -220,7 +220,7 @@ fn scenario(a: Kind, b: Kind, how: Combine, full: Full, waiter: Waiter) {
         }
         Waiter::FiberInitiate | Waiter::FiberTrySubmit => {
             let s = submitted.clone();
-            ex.attach_fiber(task(), FiberAttrs { stack_size: 16 * 1024 }, move |f: &mut Fiber| -> TaskResult {
+            ex.attach_fiber(task(), FiberAttrs { stack_size: 16 * 1024, ..FiberAttrs::default() }, move |f: &mut Fiber| -> TaskResult {
                 let st = pin!(IoStatus::new());
                 let op = SimOp::new(900).after(Duration::from_micros(100));
                 if waiter == Waiter::FiberInitiate {
