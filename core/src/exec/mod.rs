@@ -23,7 +23,7 @@
 //!    `io_status::with_driver`, `Fiber::with_driver`): a flag in the scheduler, set for
 //!    the closure's whole call, and a nested call gets `DriverBusy` (never a second
 //!    reference). While it is set, no keel path forms a reference to the driver (sched
-//!    rule 3): `now` answers the last clock read, initiating is refused
+//!    rule 3): `now` answers the run loop's last clock reading, initiating is refused
 //!    (`InitiateError::DriverBusy`), `run` is refused, and a run loop that meets it (a
 //!    fiber suspended inside a closure) keeps off the driver and does not park.
 //! 2. The closure gets a [`DriverMut`], never `&mut D`: it reads as `&D`, and mutation

@@ -100,7 +100,7 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
             if io {
                 if cfg.trim_spare_stacks_after.is_some() {
                     // The stamp for stacks pooled inside the reap (sched rule 3).
-                    s.now();
+                    s.read_clock();
                 }
                 // A completion can complete a draining task (one item each): reap no more
                 // than the items left, so `done` never passes `max_items`.
@@ -128,7 +128,7 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
                 s.grant_submit(room);
             }
             if !s.timers.is_empty() {
-                s.fire_timers(s.now(), cfg.timer_batch);
+                s.fire_timers(s.read_clock(), cfg.timer_batch);
             }
             if let Some(h) = s.ready.pop() {
                 // With nothing in flight there is nothing to batch: look at everything
@@ -161,7 +161,7 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
             {
                 return Err(RunError::Quit);
             }
-            let now = s.now();
+            let now = s.read_clock();
             let until = *deadline.get_or_insert_with(|| timeout.map(|t| now.saturating_add(t)));
             if until.is_some_and(|u| now >= u) {
                 return Err(RunError::TimedOut);

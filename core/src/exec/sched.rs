@@ -15,7 +15,7 @@
 //!    and around the one piece of user code it runs (the stack provider taking a drained
 //!    fiber's stack back) it sets the flag; what that held back is applied after the
 //!    reap. While the flag is set every other path keeps off the driver: `now` answers
-//!    the last clock read, cancels and retargets are held back and applied when the flag
+//!    the run loop's last clock reading, cancels and retargets are held back and applied when the flag
 //!    clears (driver rule 3), submission, `run` and a nested `with_driver` are refused
 //!    with typed errors.
 //! 4. Every loop here is bounded by a configuration value or by a structure's size:
@@ -101,8 +101,12 @@ pub(crate) struct Sched {
     /// or reaping); `POISONED` once the executor may never reap again (driver rule 3).
     /// One byte, so the run loop's pass tests both with one load.
     pub(crate) driver_state: Cell<u8>,
-    /// The last clock read (what `now` answers while the driver is lent).
+    /// The run loop's last clock reading (what `now` answers while the driver is lent).
     clock: Cell<Instant>,
+    /// What `now` calls, with what: the driver's clock, or while the driver is lent,
+    /// `clock` (switched by `lend`, so `now` itself tests nothing).
+    now_fn: Cell<unsafe fn(*mut ()) -> Instant>,
+    now_ctx: Cell<*mut ()>,
     /// Cancels and retargets held back while the driver was lent (driver rule 3).
     deferred: [Cell<Option<Deferred>>; DEFERRED_DRIVER_OPS],
     deferred_len: Cell<usize>,
@@ -150,6 +154,8 @@ impl Sched {
             driver_vt: Cell::new(None),
             driver_state: Cell::new(0),
             clock: Cell::new(Instant::ZERO),
+            now_fn: Cell::new(not_initialised),
+            now_ctx: Cell::new(core::ptr::null_mut()),
             deferred: [const { Cell::new(None) }; DEFERRED_DRIVER_OPS],
             deferred_len: Cell::new(0),
             #[cfg(debug_assertions)]
@@ -181,6 +187,8 @@ impl Sched {
             self.stacks.init(stacks, stacks_vt);
             self.driver.set(driver);
             self.driver_vt.set(Some(vt));
+            self.now_fn.set(vt.now);
+            self.now_ctx.set(driver);
             let word = self.remote.park_word();
             // SAFETY: sched rule 3; park rule 3: set once, before publication.
             self.remote.set_unparker(unsafe { (vt.unparker)(driver, word) });
@@ -197,16 +205,19 @@ impl Sched {
         (self.vt().type_id == core::any::TypeId::of::<D>()).then(|| self.driver.get() as *mut D)
     }
 
-    /// The driver's clock; while the driver is lent, the last reading (sched rule 3).
+    /// The driver's clock; while the driver is lent, the run loop's last reading (sched
+    /// rule 3).
     #[inline(always)]
     pub(crate) fn now(&self) -> Instant {
-        if self.is_lent() {
-            return self.clock.get();
-        }
-        self.debug_not_reaping();
-        // SAFETY: sched rule 3: not lent, so no reference to the driver is live, and
-        // `now` runs no user code.
-        let t = unsafe { (self.vt().now)(self.driver.get()) };
+        // SAFETY: sched rule 3: not lent, this is the driver's `now` (no reference to
+        // the driver is live, and it runs no user code); lent, it reads `clock`.
+        unsafe { (self.now_fn.get())(self.now_ctx.get()) }
+    }
+
+    /// `now`, remembered as what `now` answers while the driver is lent: the run loop's
+    /// own readings (timers, parking, before a reap that may pool a stack).
+    pub(crate) fn read_clock(&self) -> Instant {
+        let t = self.now();
         self.clock.set(t);
         t
     }
@@ -263,8 +274,21 @@ impl Sched {
         if st & LENT != 0 {
             return Err(crate::error::DriverBusy);
         }
-        self.driver_state.set(st | LENT);
+        self.set_lent(st | LENT);
         Ok(Lent(self))
+    }
+
+    /// Sets `driver_state` and points `now` at the driver or, lent, at `clock`.
+    #[inline(always)]
+    pub(crate) fn set_lent(&self, st: u8) {
+        self.driver_state.set(st);
+        if st & LENT != 0 {
+            self.now_fn.set(read_clock_cell);
+            self.now_ctx.set(&self.clock as *const Cell<Instant> as *mut ());
+        } else {
+            self.now_fn.set(self.vt().now);
+            self.now_ctx.set(self.driver.get());
+        }
     }
 
     /// Whether the driver is lent (sched rule 3).
@@ -612,7 +636,7 @@ impl Sched {
         // 3; inside a reap a reference to it is live). What it holds back is applied
         // after the reap (`apply_held_back`), or here outside one.
         let st = self.driver_state.get();
-        self.driver_state.set(st | LENT);
+        self.set_lent(st | LENT);
         #[cfg(debug_assertions)]
         let was = self.reaping.replace(false);
         // SAFETY: fiber rule 4: the fiber has exited and its i/o has been reaped, so
@@ -620,7 +644,7 @@ impl Sched {
         unsafe { self.stacks.put(stack, at) };
         #[cfg(debug_assertions)]
         self.reaping.set(was);
-        self.driver_state.set(self.driver_state.get() & !LENT | (st & LENT));
+        self.set_lent(self.driver_state.get() & !LENT | (st & LENT));
         if !in_reap {
             self.apply_held_back();
         }
@@ -757,6 +781,23 @@ impl Sched {
 /// (driver rule 3 in exec/mod.rs).
 pub const DEFERRED_DRIVER_OPS: usize = 16;
 
+/// `now` before initialisation (sched rule 1: never reached).
+///
+/// # Safety
+/// None; unsafe only to fit `now_fn`.
+unsafe fn not_initialised(_: *mut ()) -> Instant {
+    panic!("keel bug: executor used before init")
+}
+
+/// `now` while the driver is lent: the run loop's last reading, in the `Cell` at `p`.
+///
+/// # Safety
+/// `p` is a live `Cell<Instant>` of this thread.
+unsafe fn read_clock_cell(p: *mut ()) -> Instant {
+    // SAFETY: the caller's contract (`set_lent` passes the scheduler's `clock`).
+    unsafe { (*(p as *const Cell<Instant>)).get() }
+}
+
 /// `driver_state` bits.
 pub(crate) const LENT: u8 = 1;
 pub(crate) const POISONED: u8 = 2;
@@ -779,7 +820,7 @@ pub(crate) struct Lent<'a>(&'a Sched);
 impl Drop for Lent<'_> {
     #[inline(always)]
     fn drop(&mut self) {
-        self.0.driver_state.set(self.0.driver_state.get() & !LENT);
+        self.0.set_lent(self.0.driver_state.get() & !LENT);
         if self.0.deferred_len.get() != 0 {
             self.0.apply_deferred();
         }
