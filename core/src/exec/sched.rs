@@ -765,8 +765,8 @@ impl Sched {
         dropped
     }
 
-    /// The time for the stack pool's bookkeeping: read only if trimming is configured.
-    /// Inside a reap it is the reading the run loop took before reaping (sched rule 3).
+    /// The time for the stack pool's bookkeeping: read only if trimming is configured
+    /// (not inside a reap: `pool_stack`).
     #[inline(always)]
     pub(crate) fn now_if_trimming(&self) -> Instant {
         if self.cfg.trim_spare_stacks_after.is_some() { self.now() } else { Instant::ZERO }
