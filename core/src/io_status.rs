@@ -14,8 +14,8 @@
 //! 4. A status dropped while in flight is orphaned: its token is retargeted to its
 //!    task's header address with bit 0 set, the operation is cancelled (both held back
 //!    while the driver is lent, and applied before any reap: driver rule 3 in
-//!    exec/mod.rs), and the task
-//!    counts it in `orphans` until its completion is reaped. The task cannot complete
+//!    exec/mod.rs), and the task counts it in `orphans` until its completion is
+//!    reaped. The task cannot complete
 //!    (it drains) and its storage is not reused until then, so no completion ever
 //!    reaches memory that was handed back.
 
