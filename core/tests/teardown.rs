@@ -229,7 +229,7 @@ fn a_status_completed_but_never_taken_may_outlive_its_run() {
 }
 
 const STACK: usize = 32 * 1024;
-const ATTRS: FiberAttrs = FiberAttrs { stack_size: STACK };
+const ATTRS: FiberAttrs = FiberAttrs { stack_size: STACK, ..FiberAttrs::DEFAULT };
 
 fn region(stacks: usize) -> RegionStacks {
     let mem: &'static mut [u8] = Vec::leak(vec![0u8; stacks * (STACK + 4096) + 64]);

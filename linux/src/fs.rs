@@ -197,6 +197,9 @@ fn rt_allowed(f: &mut Fiber) -> bool {
 pub(crate) fn fixed_ptr(f: &mut Fiber, index: u16, len: u32) -> Result<*mut u8, Errno> {
     let me = f.task();
     let r = f.with_driver::<RingDriver, _>(|d| {
+        // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+        // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+        let d = unsafe { d.get_mut() };
         let reg = d.registered.as_mut().ok_or(BufferError::NoneRegistered)?;
         let size = reg.size();
         let s = reg.slice(index, me)?;
@@ -336,7 +339,12 @@ impl FiberFs for Fiber {
     fn claim_buffer(&mut self) -> Result<u16, BufferError> {
         use crate::regbuf::{Claim, Collect};
         let me = self.task();
-        let t = match self.with_driver::<RingDriver, _>(|d| d.registered.as_mut().map(|r| r.claim_or_wait(me))) {
+        let t = match self.with_driver::<RingDriver, _>(|d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+            let d = unsafe { d.get_mut() };
+            d.registered.as_mut().map(|r| r.claim_or_wait(me))
+        }) {
             None => return Err(BufferError::NotOnRing),
             Some(None) => return Err(BufferError::NoneRegistered),
             Some(Some(Err(e))) => return Err(e),
@@ -347,6 +355,9 @@ impl FiberFs for Fiber {
             let woke = self.wait();
             // Every way out of this wait goes through the queue (waitq rule 3).
             let r = self.with_driver::<RingDriver, _>(|d| {
+                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                let d = unsafe { d.get_mut() };
                 let reg = d.registered.as_mut().expect("keel bug: registered buffers went away");
                 if woke.is_err() {
                     reg.leave(t); // a buffer granted meanwhile goes on (regbuf rule 4)
@@ -364,7 +375,12 @@ impl FiberFs for Fiber {
 
     fn try_claim_buffer(&mut self) -> Result<u16, BufferError> {
         let me = self.task();
-        match self.with_driver::<RingDriver, _>(|d| d.registered.as_mut().map(|r| r.try_claim(me))) {
+        match self.with_driver::<RingDriver, _>(|d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+            let d = unsafe { d.get_mut() };
+            d.registered.as_mut().map(|r| r.try_claim(me))
+        }) {
             None => Err(BufferError::NotOnRing),
             Some(None) => Err(BufferError::NoneRegistered),
             Some(Some(None)) => Err(BufferError::AllClaimed),
@@ -374,7 +390,12 @@ impl FiberFs for Fiber {
 
     fn release_buffer(&mut self, index: u16) -> Result<(), BufferError> {
         let me = self.task();
-        match self.with_driver::<RingDriver, _>(|d| d.registered.as_mut().map(|r| r.release(index, me))) {
+        match self.with_driver::<RingDriver, _>(|d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+            let d = unsafe { d.get_mut() };
+            d.registered.as_mut().map(|r| r.release(index, me))
+        }) {
             None => Err(BufferError::NotOnRing),
             Some(None) => Err(BufferError::NoneRegistered),
             Some(Some(r)) => r,
@@ -383,10 +404,25 @@ impl FiberFs for Fiber {
 
     fn with_buffer<R>(&mut self, index: u16, f: impl FnOnce(&mut [u8]) -> R) -> Result<R, BufferError> {
         let me = self.task();
-        match self.with_driver::<RingDriver, _>(|d| d.registered.as_mut().map(|r| r.slice(index, me).map(f))) {
+        // The buffer's place is taken inside the lend and `f` (the caller's code) runs
+        // after it (driver rule 1 in keel-core: code that may reach the driver must not
+        // run while it is lent).
+        let slice = self.with_driver::<RingDriver, _>(|d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+            let d = unsafe { d.get_mut() };
+            d.registered.as_mut().map(|r| r.slice(index, me).map(|b| (b.as_mut_ptr(), b.len())))
+        });
+        match slice {
             None => Err(BufferError::NotOnRing),
             Some(None) => Err(BufferError::NoneRegistered),
-            Some(Some(r)) => r,
+            Some(Some(Err(e))) => Err(e),
+            Some(Some(Ok((ptr, len)))) => {
+                // SAFETY: buffer `index` is claimed by this task (checked by `slice`); it
+                // lives in the registered set's own allocation (not in the driver's bytes),
+                // which outlives this call, and nothing else uses it while it is claimed.
+                Ok(f(unsafe { core::slice::from_raw_parts_mut(ptr, len) }))
+            }
         }
     }
 
@@ -504,7 +540,12 @@ pub(crate) fn close_fixed_fiber(f: &mut Fiber, index: u32) -> Result<(), Errno> 
     let cancelled = run_to_end(f, unsafe { RingOp::from_entry(crate::net::cancel_fd_sqe(s)) });
     // SAFETY: as above.
     let closed = match cancelled.is_some().then(|| run_to_end(f, unsafe { RingOp::from_entry(crate::net::close_sqe(s)) })).flatten() {
-        Some(Err(Errno::ECANCELED)) | None => return f.with_driver::<RingDriver, _>(|d| d.sync_close_fixed(index)).unwrap_or(Err(Errno::EINVAL)),
+        Some(Err(Errno::ECANCELED)) | None => return f.with_driver::<RingDriver, _>(|d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+            let d = unsafe { d.get_mut() };
+            d.sync_close_fixed(index)
+        }).unwrap_or(Err(Errno::EINVAL)),
         Some(r) => r.map(drop),
     };
     cancelled.map_or(Ok(()), crate::net::cancel_ok).and(closed)
@@ -523,7 +564,12 @@ pub(crate) async fn close_fixed_shared(index: u32) -> Result<(), Errno> {
     };
     match closed {
         Err(Errno::ECANCELED) | Err(Errno::EPERM) => {
-            let r = core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.sync_close_fixed(index)))).await;
+            let r = core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                let d = unsafe { d.get_mut() };
+                d.sync_close_fixed(index)
+            }))).await;
             r.unwrap_or(Err(Errno::EPERM)) // outside a task there is no ring to reach
         }
         closed => crate::net::cancel_ok(cancelled).and(closed),
@@ -538,7 +584,12 @@ pub(crate) async fn close_shared(fd: SharedFd) -> Result<(), Errno> {
     let cancel = unsafe { RingOp::owned(crate::net::cancel_fd_sqe(crate::net::Sock::Fd(raw)), None) };
     let cancelled = OwnedOp::new(cancel).holding(Some(&fd)).await.0;
     if cancel_not_run(&cancelled) {
-        core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.sync_cancel_fd(raw)))).await;
+        core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+            let d = unsafe { d.get_mut() };
+            d.sync_cancel_fd(raw)
+        }))).await;
     }
     let cancelled = crate::net::cancel_ok(cancelled).or_else(|e| if cancel_not_run(&Err(e)) { Ok(()) } else { Err(e) });
     // The close holds our reference: if it never runs (refused, cancelled) dropping it
@@ -586,7 +637,12 @@ pub(crate) fn close_fiber(f: &mut Fiber, fd: SharedFd) -> Result<(), Errno> {
     let cancelled = match run_to_end(f, unsafe { RingOp::from_entry(crate::net::cancel_fd_sqe(crate::net::Sock::Fd(raw))) }) {
         Some(r) => crate::net::cancel_ok(r),
         None => {
-            f.with_driver::<RingDriver, _>(|d| d.sync_cancel_fd(raw));
+            f.with_driver::<RingDriver, _>(|d| {
+                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                let d = unsafe { d.get_mut() };
+                d.sync_cancel_fd(raw)
+            });
             Ok(())
         }
     };
