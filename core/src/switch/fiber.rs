@@ -24,10 +24,13 @@
 //! 4. A fiber that returns with i/o in flight keeps its stack until that i/o has been
 //!    reaped (the task drains first): buffers on the stack stay valid for the kernel.
 //! 5. Every suspension point returns `Err(Cancelled)` once the task is cancelled, and
-//!    one that finds it cancelled on entry still switches out once (the task is requeued
-//!    behind its priority): a fiber that ignores `Cancelled` and calls suspension points
-//!    in a loop still hands control back to its executor each time, so `run` goes on
-//!    and the executor's teardown can count its rounds (teardown rule 3).
+//!    one that finds the flag set before it would suspend (on entry; for `sleep` and
+//!    `suspend_until_completed_io` also after the wake that a cancel sent) still switches
+//!    out once (the task is requeued behind its priority): a fiber that ignores
+//!    `Cancelled` and calls suspension points in a loop still hands control back to its
+//!    executor each time, so `run` goes on and the executor's teardown can count its
+//!    rounds (teardown rule 3). The checks keep the frames of the suspension points as
+//!    small as before (a ucontext fiber at `MIN_STACK` runs them in debug builds).
 //! 6. A fiber's floating-point control state (MXCSR's control bits, the x87 control
 //!    word: callee-saved under the System V ABI) is not saved by keel's switch (see
 //!    `arch/x86_64.rs`). Where the check is built (debug builds, or keel-core's
@@ -187,13 +190,6 @@ impl Fiber {
         if self.header().has_flag(flag::CANCEL) { Err(Cancelled) } else { Ok(()) }
     }
 
-    /// A suspension point's check on entry: `Err(Cancelled)` if the task is cancelled,
-    /// after one pass through the run queue (fiber rule 5).
-    #[inline(always)]
-    fn cancelled_on_entry(&mut self) -> Result<(), Cancelled> {
-        if self.header().has_flag(flag::CANCEL) { Err(self.cancelled_yield()) } else { Ok(()) }
-    }
-
     /// Fiber rule 5: a suspension point that finds the task cancelled still switches out
     /// once (requeued at the back of its priority), so a fiber that ignores `Cancelled`
     /// and loops on suspension points hands control back between them.
@@ -285,15 +281,17 @@ impl Fiber {
     /// Suspends until `deadline` on the executor's clock.
     #[inline(always)]
     pub fn sleep_until(&mut self, deadline: Instant) -> Result<(), Cancelled> {
-        self.cancelled_on_entry()?;
         loop {
+            if self.header().has_flag(flag::CANCEL) {
+                // Fiber rule 5 (a cancel that woke it costs one more pass).
+                return Err(self.cancelled_yield());
+            }
             if self.sched().now() >= deadline {
                 return Ok(());
             }
             self.sched().arm(self.core().header, deadline);
             self.header().reason.set(SuspendReason::Timer);
             self.switch_out();
-            self.cancelled()?;
         }
     }
 
@@ -301,7 +299,9 @@ impl Fiber {
     /// came while it ran counts: it returns after a pass through the run queue.
     #[inline(always)]
     pub fn wait(&mut self) -> Result<(), Cancelled> {
-        self.cancelled_on_entry()?;
+        if self.header().has_flag(flag::CANCEL) {
+            return Err(self.cancelled_yield());
+        }
         self.header().reason.set(SuspendReason::Wait);
         self.switch_out();
         self.cancelled()
@@ -447,8 +447,11 @@ impl Fiber {
     /// status blocks (their `result()` is set); `Ok(0)` at once if nothing is in flight.
     #[inline(always)]
     pub fn suspend_until_completed_io(&mut self, max: usize) -> Result<usize, Cancelled> {
-        self.cancelled_on_entry()?;
         loop {
+            if self.header().has_flag(flag::CANCEL) {
+                // Fiber rule 5 (a cancel that woke it costs one more pass).
+                return Err(self.cancelled_yield());
+            }
             let tr = self.header().trailer();
             if !tr.completed.is_empty() {
                 return Ok(crate::io_status::take_completed(tr, max));
@@ -458,7 +461,6 @@ impl Fiber {
             }
             self.header().reason.set(SuspendReason::Io);
             self.switch_out();
-            self.cancelled()?;
         }
     }
 
