@@ -212,5 +212,5 @@ fn keel(iters: u64) -> Timed {
         f.close_direct(file).map_err(|e| TaskError::Failed(-(e.0 as i64)))?;
         Ok(good)
     };
-    uring::keel_fiber_setup(cfg, iters, 2, body)
+    uring::keel_fiber_setup(cfg, iters, 3, body) // open_direct; close_direct: cancel, close
 }
