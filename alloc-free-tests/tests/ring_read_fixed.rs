@@ -13,7 +13,6 @@ use keel_alloc_free_tests::{
 use keel_core::{Errno, Executor, Fiber, FiberAttrs, RegionStacks, TaskError};
 use keel_linux::RingConfig;
 use keel_linux::fs::FiberFs;
-use std::os::fd::IntoRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Reads done (Relaxed: read on the same thread).
@@ -49,7 +48,7 @@ fn a_registered_buffer_read_allocates_nothing() {
     std::fs::write(&path, PATTERN).unwrap();
     // Outlives the window: a `File` frees its shared count when dropped (fd rule 1), which
     // the fiber's last iteration would otherwise do inside the window.
-    let file: &'static keel_linux::File = Box::leak(Box::new(keel_linux::File::from_raw_fd(std::fs::File::open(&path).unwrap().into_raw_fd())));
+    let file: &'static keel_linux::File = Box::leak(Box::new(keel_linux::File::from(std::os::fd::OwnedFd::from(std::fs::File::open(&path).unwrap()))));
 
     let stacks = RegionStacks::new(Vec::leak(vec![0u8; 64 * 1024 + 16]), 64 * 1024, 0)
         .expect("region stacks");

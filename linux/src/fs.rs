@@ -48,8 +48,30 @@ pub struct File {
 }
 
 impl File {
-    /// Wraps a descriptor this `File` will own (one allocation: the shared count).
-    pub fn from_raw_fd(fd: RawFd) -> Self {
+    /// Wraps a descriptor this `File` will own (one allocation: the shared count). Safe
+    /// code converts an [`OwnedFd`](std::os::fd::OwnedFd) instead (`File::from(owned)`,
+    /// `owned.into()`), which proves the ownership.
+    ///
+    /// # Safety
+    ///
+    /// The caller owns `fd`: it is open, and nothing else closes it or wraps it as an
+    /// owner (no `OwnedFd`, `std::fs::File`, other `File` or `Socket`), now or later. The
+    /// `File` closes it when it and the last operation naming it are gone (fd rule 3), so a
+    /// descriptor someone else also closes would be closed under them, and its number,
+    /// reused by the next `open`, `socket` or `accept`, would receive their i/o (issue 14,
+    /// item 6). The same contract as `std::os::fd::FromRawFd`.
+    ///
+    /// ```compile_fail,E0133
+    /// // Rejected: wrapping a descriptor is unsafe (stdin is not ours to close).
+    /// let stdin = keel_linux::File::from_raw_fd(0);
+    /// ```
+    ///
+    /// ```
+    /// let owned: std::os::fd::OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+    /// let f = keel_linux::File::from(owned); // safe: the OwnedFd proves ownership
+    /// # drop(f);
+    /// ```
+    pub unsafe fn from_raw_fd(fd: RawFd) -> Self {
         File { fd: Fd::new(fd) }
     }
 
@@ -63,6 +85,33 @@ impl File {
     /// been reaped yet: run the executor, then try again; fd rule 4).
     pub fn into_raw_fd(self) -> Result<RawFd, Self> {
         Fd::try_into_raw(self.fd).map_err(|fd| File { fd })
+    }
+
+    /// [`into_raw_fd`](Self::into_raw_fd) as an [`OwnedFd`](std::os::fd::OwnedFd).
+    pub fn into_owned_fd(self) -> Result<std::os::fd::OwnedFd, Self> {
+        Fd::try_into_owned(self.fd).map_err(|fd| File { fd })
+    }
+}
+
+impl From<std::os::fd::OwnedFd> for File {
+    /// Takes the descriptor over (one allocation: the shared count).
+    fn from(fd: std::os::fd::OwnedFd) -> Self {
+        File { fd: Fd::from_owned(fd) }
+    }
+}
+
+impl std::os::fd::AsRawFd for File {
+    /// Lends the number; closing it is still the `File`'s (fd rule 3).
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.raw()
+    }
+}
+
+impl std::os::fd::AsFd for File {
+    /// Open for as long as the borrow: a live `File` holds the descriptor (fd rule 1), and
+    /// only `close`, which takes the `File`, closes it through the ring.
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.borrowed()
     }
 }
 
@@ -270,7 +319,7 @@ impl FiberFs for Fiber {
         let e = opcode::OpenAt2::new(types::Fd(libc::AT_FDCWD), path.as_ptr(), &how).build();
         // SAFETY: `path` and `how` outlive `run_op`, which returns only after completion.
         let fd = self.run_op(unsafe { RingOp::from_entry(e) })?;
-        Ok(File::from_raw_fd(fd as RawFd))
+        Ok(File { fd: Fd::new(fd as RawFd) }) // the kernel made it for us: ours
     }
 
     fn close(&mut self, file: File) -> Result<(), Errno> {
@@ -474,7 +523,7 @@ pub async fn open(path: &str, flags: i32, mode: u32) -> Result<File, Errno> {
     // SAFETY: the SQE references only `raw`, which the slot keeps until completion.
     let op = unsafe { RingOp::owned(e, Some(raw)) };
     let (res, _buf) = OwnedOp::new(op).await;
-    res.map(|fd| File::from_raw_fd(fd as RawFd))
+    res.map(|fd| File { fd: Fd::new(fd as RawFd) }) // the kernel made it for us: ours
 }
 
 /// `close(fd)` through the ring, see close(2): first cancels every operation on the

@@ -17,7 +17,7 @@ use keel_linux::{RingConfig, RingOp};
 use net_util::{Ex, executor, executor_with, fattrs, ring, run_until, task};
 use std::cell::{Cell, RefCell};
 use std::io::Write;
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -34,7 +34,7 @@ fn run_for(ex: Pin<&Ex>, limit: Duration) -> bool {
 /// A connected pair: the keel side and the std peer.
 fn pair() -> (Socket, UnixStream) {
     let (a, b) = UnixStream::pair().unwrap();
-    (Socket::from_raw_fd(a.into_raw_fd()), b)
+    (Socket::from(std::os::fd::OwnedFd::from(a)), b)
 }
 
 fn pipe() -> (RawFd, RawFd) {
@@ -435,7 +435,8 @@ fn burst_then_cancel(op: Op) {
                     unsafe { libc::close(w) };
                 }));
                 ex.attach(task(), async move {
-                    let file = File::from_raw_fd(r);
+                    // SAFETY: the pipe's read end is ours and wrapped once.
+                    let file = unsafe { File::from_raw_fd(r) };
                     let (res, buf) = fs::read(&file, Vec::with_capacity(64), 0).await;
                     put(res.map(|n| buf[..n as usize].to_vec()));
                     0u64
@@ -474,7 +475,7 @@ fn burst_then_cancel(op: Op) {
             Op::FutureAccept | Op::FiberNextAccept | Op::FutureNextAccept => {
                 let path = dir.join(format!("l{i}"));
                 let l = UnixListener::bind(&path).unwrap();
-                let ls = Socket::from_raw_fd(l.into_raw_fd());
+                let ls = Socket::from(std::os::fd::OwnedFd::from(l));
                 let p = path.clone();
                 kick.push(Box::new(move || {
                     let c = UnixStream::connect(&p).unwrap();

@@ -127,7 +127,8 @@ fn a_busy_task_does_not_starve_reads_on_its_executor() {
         .unwrap();
     let reads3 = reads.clone();
     ex.attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| -> keel_core::TaskResult {
-        let file = keel_linux::File::from_raw_fd(rd);
+        // SAFETY: the pipe's read end is ours and wrapped once.
+        let file = unsafe { keel_linux::File::from_raw_fd(rd) };
         for i in 0..10u8 {
             // SAFETY: writing one byte from a local to our pipe (the write end).
             assert_eq!(unsafe { libc::write(wr, [i].as_ptr().cast(), 1) }, 1);
@@ -361,7 +362,8 @@ fn dropping_an_executor_with_tasks_suspended_on_io_cancels_and_drains_them() {
     // SAFETY: room for two descriptors.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
     let (rd, wr) = (fds[0], fds[1]);
-    let file: &'static keel_linux::File = Box::leak(Box::new(keel_linux::File::from_raw_fd(rd)));
+    // SAFETY: the pipe's read end is ours and wrapped once.
+    let file: &'static keel_linux::File = Box::leak(Box::new(unsafe { keel_linux::File::from_raw_fd(rd) }));
     let t0 = std::time::Instant::now();
     {
         let ex = pin!(Executor::with_stacks(RingDriver::new(RingConfig::default()).unwrap(), stacks(2), Config::default()).unwrap());

@@ -178,7 +178,7 @@ fn bgid(f: &mut Fiber) -> Result<u16, Errno> {
 
 impl FiberNet for Fiber {
     fn socket(&mut self, domain: i32, ty: i32, protocol: i32) -> Result<Socket, Errno> {
-        run(self, socket_sqe(domain, ty, protocol, false)).map(|fd| Socket::from_raw_fd(fd as RawFd))
+        run(self, socket_sqe(domain, ty, protocol, false)).map(|fd| Socket::from_new(fd as RawFd))
     }
 
     fn socket_direct(&mut self, domain: i32, ty: i32, protocol: i32) -> Result<FixedSocket, Errno> {
@@ -198,7 +198,7 @@ impl FiberNet for Fiber {
     }
 
     fn accept(&mut self, s: &impl AsSock) -> Result<Socket, Errno> {
-        run(self, accept_sqe(s.sock(), false)).map(|fd| Socket::from_raw_fd(fd as RawFd))
+        run(self, accept_sqe(s.sock(), false)).map(|fd| Socket::from_new(fd as RawFd))
     }
 
     fn accept_direct(&mut self, s: &impl AsSock) -> Result<FixedSocket, Errno> {
@@ -217,7 +217,7 @@ impl FiberNet for Fiber {
         if m.kind() != MultiKind::Accept {
             return Err(Errno::EINVAL);
         }
-        next_multi(self, m).map(|(fd, _)| Socket::from_raw_fd(fd))
+        next_multi(self, m).map(|(fd, _)| Socket::from_new(fd))
     }
 
     fn next_accept_direct(&mut self, m: &mut Multishot) -> Result<FixedSocket, Errno> {
