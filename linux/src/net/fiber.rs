@@ -37,9 +37,10 @@ pub trait FiberNet {
     fn send(&mut self, s: &impl AsSock, buf: &[u8]) -> Result<u32, Errno>;
     /// `send` until all of `buf` has gone.
     fn send_all(&mut self, s: &impl AsSock, buf: &[u8]) -> Result<(), Errno>;
-    /// `IORING_OP_SEND_ZC` of `len` bytes from claimed registered buffer `index`; returns
-    /// after the kernel's notification, so the buffer may be reused at once (net rule 4).
-    fn send_zc_fixed(&mut self, s: &impl AsSock, index: u16, len: u32) -> Result<u32, Errno>;
+    /// `IORING_OP_SEND_ZC` of `len` bytes from registered buffer `buf`; returns after the
+    /// kernel's notification, so the buffer may be reused at once (net rule 4). Errors as
+    /// for `FiberFs::read_fixed` (`EXDEV`: another executor's buffer, regbuf rule 1).
+    fn send_zc_fixed(&mut self, s: &impl AsSock, buf: &crate::fs::FixedBuf, len: u32) -> Result<u32, Errno>;
     /// `recv(fd, buf, len, 0)`: `Ok(0)` is end of stream.
     fn recv(&mut self, s: &impl AsSock, buf: &mut [u8]) -> Result<u32, Errno>;
     /// Sends all of `buf[..len]`, then receives into `buf` (`Ok(0)`: end of stream): a
@@ -292,11 +293,11 @@ impl FiberNet for Fiber {
         }
     }
 
-    fn send_zc_fixed(&mut self, s: &impl AsSock, index: u16, len: u32) -> Result<u32, Errno> {
-        let ptr = crate::fs::fixed_ptr(self, index, len)?;
-        // The registered buffer stays claimed by this task while `run` waits, and the
-        // op completes only after its notification (driver rule 4).
-        run(self, send_zc_fixed_sqe(s.sock(), ptr, len, index))
+    fn send_zc_fixed(&mut self, s: &impl AsSock, buf: &crate::fs::FixedBuf, len: u32) -> Result<u32, Errno> {
+        crate::fs::fixed_check(self, buf, len)?;
+        // `buf` is this ring's registered buffer (checked) and stays borrowed while `run`
+        // waits, and the op completes only after its notification (driver rule 4).
+        run(self, send_zc_fixed_sqe(s.sock(), buf.as_ptr(), len, buf.index()))
     }
 
     #[inline(always)] // the fiber's suspend must not straddle an out-of-line frame (arch doc)

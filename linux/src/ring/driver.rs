@@ -112,9 +112,9 @@ pub struct RingDriver {
     tail_linked: bool,
     inject: Option<(u32, i32)>,
     rt_allowed: bool,
-    pub(crate) registered: Option<crate::regbuf::Registered>,
     /// What values outliving a poll hold instead of a pointer to the driver: the
-    /// abandoned-operation queue and the provided-buffer ring (`shared.rs`); after `ring`,
+    /// abandoned-operation queue, the provided-buffer ring and the registered buffers
+    /// (`shared.rs`); after `ring`,
     /// so the ring's memory outlives the kernel's use of it (field order).
     pub(crate) shared: Rc<Shared>,
     /// Multishot results that did not fit their slot's queue, oldest first (rule 2).
@@ -177,8 +177,11 @@ impl RingDriver {
             tail_linked: false,
             inject: None,
             rt_allowed,
-            registered,
-            shared: Rc::new(Shared::new(cfg.slots as usize)),
+            shared: {
+                let shared = Rc::new(Shared::new(cfg.slots as usize));
+                shared.set_regbuf(registered);
+                shared
+            },
             spill: Vec::with_capacity(2 * cfg.cq_entries.max(cfg.entries) as usize),
             spill_plain_max: 2 * cfg.cq_entries.max(cfg.entries) as usize,
             stats: RingStats::default(),
@@ -1008,7 +1011,6 @@ impl Drop for RingDriver {
                 DROP_WAIT
             );
             core::mem::forget(core::mem::replace(&mut self.slots, Slots::new(0)));
-            core::mem::forget(self.registered.take());
             core::mem::forget(Rc::clone(&self.shared));
             core::mem::forget(core::mem::replace(&mut self.eventfd_buf, Box::new(0)));
         }

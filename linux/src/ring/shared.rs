@@ -1,6 +1,7 @@
 //! What the ring driver shares with the values that outlive a poll of theirs: an
-//! abandoned-operation queue and the provided-buffer ring. Values that hold a driver's
-//! operation or buffer (`kept::Kept`, `net::Multishot`, `net::ProvidedBuf`) hold an
+//! abandoned-operation queue, the provided-buffer ring and the registered buffer set.
+//! Values that hold a driver's operation or buffer (`kept::Kept`, `net::Multishot`,
+//! `net::ProvidedBuf`, `fs::FixedBuf`) hold an
 //! `Rc<Shared>` instead of a pointer to the driver, so any of them may be dropped at any
 //! time (inside a task, in `main`, after the executor and its driver are gone) without
 //! touching freed memory.
@@ -23,8 +24,12 @@
 //!    their completions (bounded), then sets `alive` false: later drops do nothing. If the
 //!    kernel did not finish in time, the driver leaks this state (and its slots, with
 //!    their buffers and descriptors) rather than free memory the kernel may still write.
+//! 5. **Registered buffers** (`regbuf.rs`): the set lives here, so a `FixedBuf` keeps the
+//!    memory it points at alive; dropping one releases its buffer (to the oldest waiter,
+//!    regbuf rule 3) while the driver lives, and does nothing after.
 
 use crate::pbuf::PbufRing;
+use crate::regbuf::Registered;
 use keel_core::OpId;
 use std::cell::{Cell, RefCell, RefMut};
 
@@ -36,11 +41,13 @@ pub(crate) struct Shared {
     abandoned: RefCell<Vec<u64>>,
     /// The provided-buffer ring, once registered (rule 3).
     pbuf: RefCell<Option<PbufRing>>,
+    /// The registered buffer set, if any (rule 5).
+    regbuf: RefCell<Option<Registered>>,
 }
 
 impl Shared {
     pub(crate) fn new(slots: usize) -> Self {
-        Shared { alive: Cell::new(true), any_abandoned: Cell::new(false), abandoned: RefCell::new(Vec::with_capacity(slots)), pbuf: RefCell::new(None) }
+        Shared { alive: Cell::new(true), any_abandoned: Cell::new(false), abandoned: RefCell::new(Vec::with_capacity(slots)), pbuf: RefCell::new(None), regbuf: RefCell::new(None) }
     }
 
     /// A value let go of operation `id` while it may be in flight (rule 2).
@@ -96,6 +103,40 @@ impl Shared {
         }
         if let Some(mut p) = self.pbuf() {
             p.leave(t);
+        }
+    }
+
+    /// The registered buffer set, borrowed (rule 5). `None` if there is none, or if it is
+    /// borrowed already (a keel bug: no borrow is held across user code or a `FixedBuf`'s
+    /// drop).
+    #[inline(always)]
+    pub(crate) fn regbuf(&self) -> Option<RefMut<'_, Registered>> {
+        RefMut::filter_map(self.regbuf.try_borrow_mut().ok()?, |r| r.as_mut()).ok()
+    }
+
+    pub(crate) fn set_regbuf(&self, r: Option<Registered>) {
+        *self.regbuf.borrow_mut() = r;
+    }
+
+    /// A `FixedBuf` went: its buffer is released (regbuf rule 3) while the driver lives.
+    pub(crate) fn release_registered(&self, i: u16) {
+        if !self.alive.get() {
+            return; // rule 4: nobody is left to hand it to
+        }
+        match self.regbuf() {
+            Some(mut r) => r.release(i),
+            None => debug_assert!(false, "keel bug: a FixedBuf dropped while the registered set is borrowed"),
+        }
+    }
+
+    /// A dropped registered-buffer wait leaves the queue (a buffer granted to it goes on:
+    /// regbuf rule 4) while the driver lives; nothing after (rule 4).
+    pub(crate) fn leave_regbuf_queue(&self, t: crate::waitq::Ticket) {
+        if !self.alive.get() {
+            return;
+        }
+        if let Some(mut r) = self.regbuf() {
+            r.leave(t);
         }
     }
 
