@@ -685,6 +685,41 @@ pub async fn write(file: &File, buf: Vec<u8>, offset: u64) -> (Result<u32, Errno
     (res, raw.map(|r| r.into_vec(n)).unwrap_or_default())
 }
 
+/// `READ_FIXED` of up to `len` bytes into registered buffer `buf` at `offset` (the future
+/// form of [`FiberFs::read_fixed`]): the buffer goes with the operation and comes back
+/// with the result. `EINVAL` if `len` exceeds the buffer, `EXDEV` if `buf` belongs to
+/// another executor's ring (regbuf rule 1). Dropped in flight, the buffer stays with the
+/// operation's slot until the kernel is done with it, then is released (regbuf rule 5).
+pub async fn read_fixed(file: &File, mut buf: FixedBuf, len: u32, offset: u64) -> (Result<u32, Errno>, FixedBuf) {
+    if len as usize > buf.len() {
+        return (Err(Errno::EINVAL), buf);
+    }
+    let (p, rt) = io_priority().await;
+    let e = opcode::ReadFixed::new(fd(file), buf.as_mut_ptr(), len, buf.index()).offset(offset).build();
+    // SAFETY: the SQE references only `buf` (`len` bytes, checked), which the operation
+    // holds until its completion, and the slot if the future is dropped first (regbuf
+    // rule 5); it is submitted only on `buf`'s own ring (`Kept::holding_fixed`).
+    fixed_op(file, prio_op(unsafe { RingOp::owned(e, None) }, p, rt), buf).await
+}
+
+/// `WRITE_FIXED` of `len` bytes from registered buffer `buf` at `offset` (the future form
+/// of [`FiberFs::write_fixed`]); errors and lifetime as for [`read_fixed`].
+pub async fn write_fixed(file: &File, buf: FixedBuf, len: u32, offset: u64) -> (Result<u32, Errno>, FixedBuf) {
+    if len as usize > buf.len() {
+        return (Err(Errno::EINVAL), buf);
+    }
+    let (p, rt) = io_priority().await;
+    let e = opcode::WriteFixed::new(fd(file), buf.as_ptr().cast_mut(), len, buf.index()).offset(offset).build();
+    // SAFETY: as in `read_fixed`; the kernel only reads the buffer.
+    fixed_op(file, prio_op(unsafe { RingOp::owned(e, None) }, p, rt), buf).await
+}
+
+async fn fixed_op(file: &File, op: RingOp, buf: FixedBuf) -> (Result<u32, Errno>, FixedBuf) {
+    let mut k = Kept::new(op).holding(Some(&file.fd)).holding_fixed(buf);
+    let (res, _, _) = (&mut k).await;
+    (to_result(res), k.take_fixed().expect("keel bug: a fixed operation lost its buffer"))
+}
+
 /// `fsync(fd)`, see fsync(2).
 pub async fn fsync(file: &File) -> Result<(), Errno> {
     let e = opcode::Fsync::new(fd(file)).build();

@@ -2,7 +2,9 @@
 //! its holder ends (returns without releasing, is cancelled while holding, panics while
 //! holding), for fibers and futures, so a task waiting in `claim_buffer` always gets the
 //! buffer; a waiting `fs::claim_buffer()` future dropped or cancelled leaves the queue or
-//! passes its turn on; and a `FixedBuf` may outlive its executor.
+//! passes its turn on; a `FixedBuf` may outlive its executor; and the future
+//! `read_fixed`/`write_fixed` take the buffer by value, give it back with the result, and
+//! keep it from being released while the kernel may still write into it.
 //!
 //! Before `FixedBuf` a claim was a bare index: every case here left the buffer claimed
 //! forever and the waiter `Suspended(Wait)` (the release never came).
@@ -314,7 +316,8 @@ fn a_fixed_buf_and_a_waiting_claim_outlive_the_executor() {
 fn a_claim_future_polled_on_another_executor_is_refused() {
     let a = one_buffer();
     let b = one_buffer();
-    let parked: Rc<RefCell<Option<(Pin<Box<fs::ClaimBuffer>>, FixedBuf)>>> = Rc::new(RefCell::new(None));
+    type Parked = Rc<RefCell<Option<(Pin<Box<fs::ClaimBuffer>>, FixedBuf)>>>;
+    let parked: Parked = Rc::new(RefCell::new(None));
     let p = parked.clone();
     a.as_ref()
         .attach(task(), async move {
@@ -355,4 +358,117 @@ fn a_claim_future_polled_on_another_executor_is_refused() {
         .unwrap();
     assert!(run_for(a.as_ref(), Duration::from_secs(2)));
     assert!(got.get());
+}
+
+fn pipe() -> (std::os::fd::RawFd, std::os::fd::RawFd) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    (fds[0], fds[1])
+}
+
+/// Polls `f` once: `None` if it is pending.
+async fn poll_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    core::future::poll_fn(|cx| Poll::Ready(match Pin::new(&mut *f).poll(cx) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }))
+    .await
+}
+
+#[test]
+fn future_fixed_reads_and_writes_take_the_buffer_and_give_it_back() {
+    let path = std::env::temp_dir().join(format!("keel-{}-fixed-futures", std::process::id()));
+    let ex = executor(RingConfig { registered_buffers: 2, ..RingConfig::default() });
+    let other = one_buffer();
+    // A buffer of another executor's ring, carried out of its task.
+    let foreign: Rc<RefCell<Option<FixedBuf>>> = Rc::new(RefCell::new(None));
+    let fo = foreign.clone();
+    other
+        .as_ref()
+        .attach(task(), async move {
+            *fo.borrow_mut() = Some(fs::claim_buffer().await.expect("free"));
+            Ok(0)
+        })
+        .unwrap();
+    assert!(run_for(other.as_ref(), Duration::from_secs(2)));
+    let out = Rc::new(RefCell::new(Vec::new()));
+    let o = out.clone();
+    let p = path.to_str().unwrap().to_owned();
+    let t = ex
+        .as_ref()
+        .attach(task(), async move {
+            let file = fs::open(&p, libc::O_CREAT | libc::O_RDWR | libc::O_TRUNC, 0o600).await.expect("open");
+            let mut w = fs::claim_buffer().await.expect("free");
+            w[..5].copy_from_slice(b"fixed");
+            let (r, w) = fs::write_fixed(&file, w, 5, 0).await;
+            o.borrow_mut().push(format!("write {r:?}"));
+            let mut rb = fs::claim_buffer().await.expect("free");
+            rb.fill(0);
+            let (r, rb) = fs::read_fixed(&file, rb, 4096, 0).await;
+            o.borrow_mut().push(format!("read {r:?} {:?}", std::str::from_utf8(&rb[..5])));
+            let (r, rb) = fs::read_fixed(&file, rb, 4097, 0).await;
+            o.borrow_mut().push(format!("too long {r:?}"));
+            let fb = foreign.borrow_mut().take().unwrap();
+            let (r, fb) = fs::read_fixed(&file, fb, 5, 0).await;
+            o.borrow_mut().push(format!("foreign read {r:?}"));
+            let (r, fb) = fs::write_fixed(&file, fb, 5, 0).await;
+            o.borrow_mut().push(format!("foreign write {r:?}"));
+            drop((w, rb, fb));
+            fs::close(file).await.expect("close");
+            Ok(1)
+        })
+        .unwrap();
+    assert!(run_for(ex.as_ref(), Duration::from_secs(5)));
+    assert_eq!(ex.as_ref().result(t), Ok(Some(Ok(1))));
+    assert_eq!(
+        *out.borrow(),
+        [
+            "write Ok(5)".to_owned(),
+            format!("read Ok(5) {:?}", Ok::<&str, std::str::Utf8Error>("fixed")),
+            format!("too long {:?}", Err::<u32, _>(keel_core::Errno::EINVAL)),
+            format!("foreign read {:?}", Err::<u32, _>(keel_core::Errno(libc::EXDEV))),
+            format!("foreign write {:?}", Err::<u32, _>(keel_core::Errno(libc::EXDEV))),
+        ]
+    );
+    let _ = std::fs::remove_file(path);
+}
+
+/// A future `read_fixed` of a pipe polled once (the read is in the kernel) and dropped:
+/// the buffer is not released while the kernel may still write into it (a claim waits),
+/// and is released once the cancelled read's completion is reaped (the claim gets it).
+#[test]
+fn a_fixed_read_dropped_in_flight_releases_its_buffer_only_after_the_completion() {
+    let (rfd, wfd) = pipe();
+    let ex = one_buffer();
+    let out = Rc::new(RefCell::new(Vec::new()));
+    let o = out.clone();
+    let t = ex
+        .as_ref()
+        .attach(task(), async move {
+            // SAFETY: the pipe's read end is ours and wrapped once.
+            let file = unsafe { fs::File::from_raw_fd(rfd) };
+            let b = fs::claim_buffer().await.expect("free");
+            let mut r = Box::pin(fs::read_fixed(&file, b, 8, 0));
+            for _ in 0..4 {
+                let pending = poll_once(&mut r).await.is_none();
+                o.borrow_mut().push(format!("read pending {pending}"));
+                rt::yield_now().await?; // the read reaches the kernel
+            }
+            drop(r); // abandoned: cancelled, its slot keeps the buffer
+            let mut c = Box::pin(fs::claim_buffer());
+            let pending = poll_once(&mut c).await.is_none();
+            o.borrow_mut().push(format!("claim pending {pending}"));
+            let b = c.await.expect("released at the read's completion");
+            o.borrow_mut().push(format!("claimed {}", b.index()));
+            Ok(1)
+        })
+        .unwrap();
+    assert!(run_for(ex.as_ref(), Duration::from_secs(3)), "the claim must get the buffer once the read ended");
+    assert_eq!(ex.as_ref().result(t), Ok(Some(Ok(1))));
+    let mut want = vec!["read pending true".to_owned(); 4];
+    want.extend(["claim pending true".to_owned(), "claimed 0".to_owned()]);
+    assert_eq!(*out.borrow(), want);
+    // SAFETY: our pipe's write end, closed once.
+    unsafe { libc::close(wfd) };
 }

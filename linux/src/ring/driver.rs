@@ -291,10 +291,22 @@ impl RingDriver {
         }
     }
 
+    /// Slot operation `id`, abandoned, uses registered buffer `buf`: the slot keeps it
+    /// until it is freed (shared rule 2, regbuf rule 5). A slot that is gone completed
+    /// already: `buf` is released at once.
+    fn hold_fixed(&mut self, id: OpId, buf: crate::regbuf::FixedBuf) {
+        if let Some(s) = self.slots.get(id.0) {
+            s.fixed = Some(buf);
+        }
+    }
+
     /// Abandons the operations values let go of since the last call (shared rule 2).
     #[inline(always)]
     fn take_abandoned(&mut self) {
         while let Some(id) = self.shared.next_abandoned() {
+            if let Some(buf) = self.shared.take_abandoned_fixed(id) {
+                self.hold_fixed(id, buf);
+            }
             self.abandon(id);
         }
     }

@@ -16,7 +16,10 @@
 //!    `reap`, `park` and slot submission (and in its `Drop`) and abandons each (cancelled, its slot and
 //!    buffer kept until its completion, driver rule 3). Until then the operation stays
 //!    in flight as it was, so nothing is freed early. At most one entry per slot in use,
-//!    so the queue (capacity: the slot count) never grows on the hot path.
+//!    so the queue (capacity: the slot count) never grows on the hot path. An operation
+//!    that uses a registered buffer is abandoned with its `FixedBuf`, which the driver
+//!    puts in the slot: the buffer is released when the slot is freed, after the kernel
+//!    is done with it (regbuf rule 5).
 //! 3. **Provided buffers** (`pbuf.rs`): the ring and its memory live here, so a
 //!    `ProvidedBuf` keeps the memory it points at alive; dropping one gives its buffer
 //!    back at once while the driver lives (pbuf rule 2), and does nothing after.
@@ -39,6 +42,9 @@ pub(crate) struct Shared {
     /// Some operation waits in `abandoned` (rule 2): the driver's hot check.
     any_abandoned: Cell<bool>,
     abandoned: RefCell<Vec<u64>>,
+    /// Registered buffers of abandoned operations that use one, until the driver moves
+    /// them into the operations' slots (rule 2, regbuf rule 5).
+    abandoned_fixed: RefCell<Vec<(u64, crate::regbuf::FixedBuf)>>,
     /// The provided-buffer ring, once registered (rule 3).
     pbuf: RefCell<Option<PbufRing>>,
     /// The registered buffer set, if any (rule 5).
@@ -47,7 +53,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(slots: usize) -> Self {
-        Shared { alive: Cell::new(true), any_abandoned: Cell::new(false), abandoned: RefCell::new(Vec::with_capacity(slots)), pbuf: RefCell::new(None), regbuf: RefCell::new(None) }
+        Shared { alive: Cell::new(true), any_abandoned: Cell::new(false), abandoned: RefCell::new(Vec::with_capacity(slots)), abandoned_fixed: RefCell::new(Vec::with_capacity(slots)), pbuf: RefCell::new(None), regbuf: RefCell::new(None) }
     }
 
     /// A value let go of operation `id` while it may be in flight (rule 2).
@@ -62,6 +68,29 @@ impl Shared {
             q.push(id.0);
             self.any_abandoned.set(true);
         }
+    }
+
+    /// A value let go of operation `id`, which uses registered buffer `buf`, while it may
+    /// be in flight: as `abandon`, and the buffer goes to the operation's slot, released
+    /// only when the slot is freed at the completion (rule 2, regbuf rule 5).
+    pub(crate) fn abandon_holding(&self, id: OpId, buf: crate::regbuf::FixedBuf) {
+        if !self.alive.get() {
+            return; // rule 4: the driver completed the op; `buf`'s drop releases nothing
+        }
+        match self.abandoned_fixed.try_borrow_mut() {
+            Ok(mut q) => q.push((id.0, buf)), // within capacity: one entry per slot in use
+            // As in `abandon`: a keel bug; the kernel may still use the buffer, so it is
+            // never released (leaked) rather than handed to another holder.
+            Err(_) => core::mem::forget(buf),
+        }
+        self.abandon(id);
+    }
+
+    /// The registered buffer abandoned with operation `id`, if any (rule 2).
+    pub(crate) fn take_abandoned_fixed(&self, id: OpId) -> Option<crate::regbuf::FixedBuf> {
+        let mut q = self.abandoned_fixed.try_borrow_mut().ok()?;
+        let k = q.iter().position(|e| e.0 == id.0)?;
+        Some(q.swap_remove(k).1)
     }
 
     /// The next queued abandoned operation (rule 2).
