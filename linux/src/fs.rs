@@ -19,6 +19,10 @@
 //! descriptor's operations first (`ASYNC_CANCEL` with `CANCEL_FD | CANCEL_ALL`, as
 //! `close_socket` does) and the descriptor is closed whatever they return.
 //!
+//! Registered buffers (`RingConfig::registered_buffers`, `regbuf.rs`): a claim is a
+//! [`FixedBuf`], which the fixed operations take (fibers by reference, futures by value);
+//! dropping it releases the buffer to the oldest waiter, however its holder ends.
+//!
 //! Each call's doc opens with its C form. Read and write carry the task's I/O priority in
 //! the SQE; nothing else does (`ring/op.rs`).
 #![allow(unsafe_code)] // building SQEs that point at buffers; each use says why the buffer outlives the op

@@ -18,6 +18,10 @@
 //!   it, not a pointer to the driver, so it may be moved out of its task and dropped
 //!   anywhere on the thread, after the executor too (then the driver has already cancelled
 //!   and reaped the operation). Only a dropped future loses its result, by construction.
+//! - An operation on a registered buffer (`holding_fixed`) keeps its `FixedBuf` in the
+//!   future, submits only on the buffer's own ring (else `EXDEV`), and, dropped in flight,
+//!   abandons the op with the buffer, which the slot releases at the completion (shared
+//!   rule 2, regbuf rule 5).
 //! - Polled in another executor's task than the one it was submitted in: `EXDEV` (the
 //!   operation stays with its own driver and is abandoned when the future goes).
 
