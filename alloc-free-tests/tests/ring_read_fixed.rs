@@ -60,6 +60,7 @@ fn a_registered_buffer_read_allocates_nothing() {
             task::<1024>("read-fixed"),
             FiberAttrs {
                 stack_size: 64 * 1024,
+                ..FiberAttrs::DEFAULT
             },
             move |f: &mut Fiber| {
                 let mut buf = f.try_claim_buffer().map_err(|_| TaskError::Failed(1))?;

@@ -554,7 +554,12 @@ pub(crate) fn close_fixed_fiber(f: &mut Fiber, index: u32) -> Result<(), Errno> 
     let cancelled = run_to_end(f, unsafe { RingOp::from_entry(crate::net::cancel_fd_sqe(s)) });
     // SAFETY: as above.
     let closed = match cancelled.is_some().then(|| run_to_end(f, unsafe { RingOp::from_entry(crate::net::close_sqe(s)) })).flatten() {
-        Some(Err(Errno::ECANCELED)) | None => return f.with_driver::<RingDriver, _>(|d| d.sync_close_fixed(index)).unwrap_or(Err(Errno::EINVAL)),
+        Some(Err(Errno::ECANCELED)) | None => return f.with_driver::<RingDriver, _>(|d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+            let d = unsafe { d.get_mut() };
+            d.sync_close_fixed(index)
+        }).unwrap_or(Err(Errno::EINVAL)),
         Some(r) => r.map(drop),
     };
     cancelled.map_or(Ok(()), crate::net::cancel_ok).and(closed)
@@ -573,7 +578,12 @@ pub(crate) async fn close_fixed_shared(index: u32) -> Result<(), Errno> {
     };
     match closed {
         Err(Errno::ECANCELED) | Err(Errno::EPERM) => {
-            let r = core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.sync_close_fixed(index)))).await;
+            let r = core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                let d = unsafe { d.get_mut() };
+                d.sync_close_fixed(index)
+            }))).await;
             r.unwrap_or(Err(Errno::EPERM)) // outside a task there is no ring to reach
         }
         closed => crate::net::cancel_ok(cancelled).and(closed),
@@ -588,7 +598,12 @@ pub(crate) async fn close_shared(fd: SharedFd) -> Result<(), Errno> {
     let cancel = unsafe { RingOp::owned(crate::net::cancel_fd_sqe(crate::net::Sock::Fd(raw)), None) };
     let cancelled = OwnedOp::new(cancel).holding(Some(&fd)).await.0;
     if cancel_not_run(&cancelled) {
-        core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.sync_cancel_fd(raw)))).await;
+        core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+            let d = unsafe { d.get_mut() };
+            d.sync_cancel_fd(raw)
+        }))).await;
     }
     let cancelled = crate::net::cancel_ok(cancelled).or_else(|e| if cancel_not_run(&Err(e)) { Ok(()) } else { Err(e) });
     // The close holds our reference: if it never runs (refused, cancelled) dropping it
@@ -636,7 +651,12 @@ pub(crate) fn close_fiber(f: &mut Fiber, fd: SharedFd) -> Result<(), Errno> {
     let cancelled = match run_to_end(f, unsafe { RingOp::from_entry(crate::net::cancel_fd_sqe(crate::net::Sock::Fd(raw))) }) {
         Some(r) => crate::net::cancel_ok(r),
         None => {
-            f.with_driver::<RingDriver, _>(|d| d.sync_cancel_fd(raw));
+            f.with_driver::<RingDriver, _>(|d| {
+                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                let d = unsafe { d.get_mut() };
+                d.sync_cancel_fd(raw)
+            });
             Ok(())
         }
     };

@@ -96,6 +96,7 @@ impl Kept {
         let cancel = !self.cancel_sent && keel_core::rt::is_cancelled(cx);
         let mine = self.shared.as_ref().map_or(core::ptr::null(), Rc::as_ptr);
         let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+            let d = crate::ring::lent_mut(d);
             if !core::ptr::eq(Rc::as_ptr(&d.shared), mine) {
                 return Err(()); // another executor's driver: `id` means nothing there
             }
@@ -147,6 +148,7 @@ impl Future for Kept {
                 self.id = Some(id);
                 let (fd, closes) = (self.fd.take(), self.closes);
                 self.shared = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+                    let d = crate::ring::lent_mut(d);
                     if let Some(fd) = fd {
                         d.hold_fd(id, fd, closes); // same poll as the submission: no enter between
                     }

@@ -255,7 +255,11 @@ fn a_provided_buffer_wait_moved_out_is_dropped_after_the_executor() {
                 keel_core::rt::yield_now().await.unwrap();
             }
             let exhausted = core::future::poll_fn(|cx| {
-                Poll::Ready(keel_core::io_status::with_driver::<keel_linux::RingDriver, _>(cx, |d| d.provided_buffer_stats().unwrap().exhausted))
+                Poll::Ready(keel_core::io_status::with_driver::<keel_linux::RingDriver, _>(cx, |d| {
+                    // SAFETY: reads counters (it caches whether the kernel reports the
+                    // ring's head); no replacement, no Driver method, no other code runs.
+                    unsafe { d.get_mut() }.provided_buffer_stats().unwrap().exhausted
+                }))
             })
             .await
             .unwrap();

@@ -85,6 +85,9 @@ fn submit_wake(f: &mut Fiber, op: RingOp, fd: Option<&crate::fd::SharedFd>) -> R
     let fd = fd.cloned();
     let shared = f
         .with_driver::<RingDriver, _>(|d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+            let d = unsafe { d.get_mut() };
             if let Some(fd) = fd {
                 d.hold_fd(id, fd, false); // before the fiber suspends: no enter between
             }
@@ -132,6 +135,9 @@ fn run_kept(f: &mut Fiber, op: RingOp, fd: Option<&crate::fd::SharedFd>) -> Resu
     loop {
         let cancel = !cancel_sent && f.is_cancelled();
         match f.with_driver::<RingDriver, _>(|d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+            let d = unsafe { d.get_mut() };
             let done = d.take_full(id);
             if done.is_none() && cancel {
                 keel_core::Driver::cancel(d, id);
@@ -153,7 +159,12 @@ fn run_kept(f: &mut Fiber, op: RingOp, fd: Option<&crate::fd::SharedFd>) -> Resu
 fn next_multi(f: &mut Fiber, m: &mut Multishot) -> Result<(i32, u32), Errno> {
     let mut cancel_sent = false;
     loop {
-        let step = f.with_driver::<RingDriver, _>(|d| m.step(d)).ok_or(Errno::EINVAL)?;
+        let step = f.with_driver::<RingDriver, _>(|d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+            let d = unsafe { d.get_mut() };
+            m.step(d)
+        }).ok_or(Errno::EINVAL)?;
         match step {
             MStep::Item(r, fl) => return Ok((r, fl)),
             MStep::Done(e) => return Err(e),
@@ -164,7 +175,12 @@ fn next_multi(f: &mut Fiber, m: &mut Multishot) -> Result<(i32, u32), Errno> {
             MStep::WaitBuffer => wait_buffer(f)?,
             MStep::Pending => {
                 if !cancel_sent && f.is_cancelled() {
-                    f.with_driver::<RingDriver, _>(|d| m.cancel(d));
+                    f.with_driver::<RingDriver, _>(|d| {
+                        // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                        // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                        let d = unsafe { d.get_mut() };
+                        m.cancel(d)
+                    });
                     cancel_sent = true;
                 }
                 f.wait_io();
@@ -319,7 +335,12 @@ impl FiberNet for Fiber {
             if res < 0 {
                 return Err(Errno(-res));
             }
-            return Ok(self.with_driver::<RingDriver, _>(|d| provided(d, res, flags)).flatten());
+            return Ok(self.with_driver::<RingDriver, _>(|d| {
+                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                let d = unsafe { d.get_mut() };
+                provided(d, res, flags)
+            }).flatten());
         }
     }
 
@@ -333,7 +354,12 @@ impl FiberNet for Fiber {
             return Err(Errno::EINVAL);
         }
         match next_multi(self, m) {
-            Ok((res, flags)) => Ok(self.with_driver::<RingDriver, _>(|d| provided(d, res, flags)).flatten()),
+            Ok((res, flags)) => Ok(self.with_driver::<RingDriver, _>(|d| {
+                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                let d = unsafe { d.get_mut() };
+                provided(d, res, flags)
+            }).flatten()),
             Err(Errno(0)) => Ok(None),
             Err(e) => Err(e),
         }

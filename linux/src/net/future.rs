@@ -224,7 +224,12 @@ async fn bgid() -> Result<u16, Errno> {
 
 async fn with_ring<R>(f: impl FnOnce(&mut RingDriver) -> R) -> Option<R> {
     let mut f = Some(f);
-    core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| (f.take().expect("polled once"))(d)))).await
+    core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+        // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+        // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+        let d = unsafe { d.get_mut() };
+        (f.take().expect("polled once"))(d)
+    }))).await
 }
 
 /// `recv` into a buffer the kernel picks from the provided-buffer ring (net rule 3);
@@ -282,7 +287,12 @@ async fn next_multi(m: &mut Multishot) -> Result<(i32, u32), Errno> {
                     if first {
                         first = false;
                         if !cancel_sent && keel_core::rt::is_cancelled(cx) {
-                            keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| m.cancel(d));
+                            keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+                                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                                let d = unsafe { d.get_mut() };
+                                m.cancel(d)
+                            });
                             cancel_sent = true;
                         }
                         keel_core::io_status::waiting_for_io(cx);
@@ -302,6 +312,9 @@ async fn submit_multi(m: &mut Multishot) -> Result<(), Errno> {
         Ok(id) => {
             let fd = m.fd().cloned();
             let shared = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                let d = unsafe { d.get_mut() };
                 if let Some(fd) = fd {
                     d.hold_fd(id, fd, false); // fd rule 1, in the poll that submitted it
                 }

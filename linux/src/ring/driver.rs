@@ -1030,3 +1030,14 @@ impl Drop for RingDriver {
         self.shared.set_dead();
     }
 }
+
+/// The ring driver lent to a task's `with_driver` closure, mutably, for this crate's own
+/// state in it (result slots, buffer rings, registered buffers, descriptor holds) and
+/// cancels of the operations it keeps itself (keel-core driver rule 2). Every caller in
+/// this crate keeps `DriverMut::get_mut`'s contract: it does not replace the driver,
+/// calls none of the `Driver` methods the executor alone calls, and runs no other code
+/// while the reference lives.
+pub(crate) fn lent_mut<'a>(d: &'a mut keel_core::DriverMut<'_, RingDriver>) -> &'a mut RingDriver {
+    // SAFETY: the callers keep the contract above (it is this crate's, stated once here).
+    unsafe { d.get_mut() }
+}

@@ -97,7 +97,7 @@ pub(crate) mod slots;
 mod unpark;
 
 pub use driver::{DROP_WAIT, RingConfig, RingDriver, RingStats};
-pub(crate) use driver::{KEEL_REARM, MultiNext, cqueue_more, to_result};
+pub(crate) use driver::{KEEL_REARM, MultiNext, cqueue_more, lent_mut, to_result};
 pub use op::RingOp;
 pub use setup::RingFlags;
 pub use unpark::{UnparkKind, UnparkMode};

@@ -50,7 +50,7 @@ pub fn run_until(ex: Pin<&Ex>, mut done: impl FnMut() -> bool) {
 }
 
 pub fn fattrs() -> FiberAttrs {
-    FiberAttrs { stack_size: 128 * 1024 }
+    FiberAttrs { stack_size: 128 * 1024, ..FiberAttrs::DEFAULT }
 }
 
 /// A listener made through the ring (socket, SO_REUSEADDR, bind, listen) on `addr`
