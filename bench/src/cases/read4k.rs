@@ -149,14 +149,16 @@ fn keel(iters: u64) -> Timed {
     let body = move |f: &mut keel_core::Fiber| -> keel_core::TaskResult {
         let file = f.open_direct(&path, libc::O_RDONLY, 0).map_err(|e| TaskError::Failed(-(e.0 as i64)))?;
         let fixed = types::Fixed(file.index());
-        // The claims (`FixedBuf`s) live until the body returns, after every read has
-        // completed; each read is built from the buffer's index and pointer.
-        let mut bufs: [keel_linux::fs::FixedBuf; QD] = {
+        // The claims (`FixedBuf`s) are released at the end, after every read has
+        // completed; each read is built from the buffer's index and pointer. An error
+        // return keeps them (ManuallyDrop: never released under a read still in flight),
+        // and the loop carries no drop glue for them.
+        let mut bufs: core::mem::ManuallyDrop<[keel_linux::fs::FixedBuf; QD]> = {
             let mut v = Vec::with_capacity(QD);
             for _ in 0..QD {
                 v.push(f.claim_buffer().map_err(|_| TaskError::Failed(-10))?);
             }
-            v.try_into().map_err(|_| TaskError::Failed(-11))?
+            core::mem::ManuallyDrop::new(v.try_into().map_err(|_| TaskError::Failed(-11))?)
         };
         let mut idx = [0u16; QD];
         let mut ptrs = [core::ptr::null_mut::<u8>(); QD];
@@ -214,7 +216,7 @@ fn keel(iters: u64) -> Timed {
                 }
             }
         }
-        drop(bufs); // every read has completed: the claims go
+        drop(core::mem::ManuallyDrop::into_inner(bufs)); // every read has completed: the claims go
 
         f.close_direct(file).map_err(|e| TaskError::Failed(-(e.0 as i64)))?;
         Ok(good)

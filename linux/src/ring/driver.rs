@@ -300,14 +300,21 @@ impl RingDriver {
         }
     }
 
+    /// Abandons queued operation `id`, with the registered buffer it uses if any (shared
+    /// rule 2). Out of line: abandoning is off the hot path.
+    #[inline(never)]
+    fn abandon_queued(&mut self, id: OpId) {
+        if let Some(buf) = self.shared.take_abandoned_fixed(id) {
+            self.hold_fixed(id, buf);
+        }
+        self.abandon(id);
+    }
+
     /// Abandons the operations values let go of since the last call (shared rule 2).
     #[inline(always)]
     fn take_abandoned(&mut self) {
         while let Some(id) = self.shared.next_abandoned() {
-            if let Some(buf) = self.shared.take_abandoned_fixed(id) {
-                self.hold_fixed(id, buf);
-            }
-            self.abandon(id);
+            self.abandon_queued(id);
         }
     }
 
