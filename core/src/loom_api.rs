@@ -234,3 +234,25 @@ pub fn take(d: &crate::dispatch::Dispatcher, worker: &DispatchWorker) -> Option<
     // SAFETY: headers are in `'static` slots; the claim made the worker its owner.
     Some(unsafe { h.as_ref() }.trailer().id.get())
 }
+
+/// `Executor::handle` (remote rule 1) with `W`'s bind (`Strong` is production's).
+pub fn handle_with<W: Weaken>(
+    ex: core::pin::Pin<&crate::Executor<impl crate::Driver>>,
+    slot: &'static crate::HandleSlot,
+) -> Option<crate::ExecutorHandle> {
+    let s = ex.sched();
+    if s.handle_slot.get().is_some() {
+        return None;
+    }
+    let epoch = slot.bind_with::<W>(s)?;
+    s.handle_slot.set(Some(slot));
+    Some(crate::exec::remote::ExecutorHandle::new(slot, epoch))
+}
+
+/// The first step of an executor's drop (remote rule 1: unbind its handle slot and wait
+/// for attachers inside) with `W`'s unbind; the drop then finds the slot unbound.
+pub fn unbind_with<W: Weaken>(ex: core::pin::Pin<&crate::Executor<impl crate::Driver>>) {
+    if let Some(slot) = ex.sched().handle_slot.take() {
+        slot.unbind_with::<W>();
+    }
+}

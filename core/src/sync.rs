@@ -95,6 +95,10 @@ impl Strong {
     /// checked after its Acquire load of the quit word (true), rather than on the token
     /// alone (false), which can strand a task submitted before the quit.
     pub const QUIT_DRAINS: bool = true;
+    /// Remote rule 1: a handle slot's epoch is bumped by unbind, before the address is
+    /// cleared (true), rather than by bind after the address is published (false), which
+    /// lets a stale handle attach to the next executor bound to the slot.
+    pub const EPOCH_AT_UNBIND: bool = true;
 }
 
 /// The protocol steps a loom model may weaken, to show that it catches the bug
@@ -115,6 +119,8 @@ pub trait Weaken: 'static {
     const PUSH_FENCE: bool = Strong::PUSH_FENCE;
     /// See [`Strong::QUIT_DRAINS`].
     const QUIT_DRAINS: bool = Strong::QUIT_DRAINS;
+    /// See [`Strong::EPOCH_AT_UNBIND`].
+    const EPOCH_AT_UNBIND: bool = Strong::EPOCH_AT_UNBIND;
 }
 
 #[cfg(keel_loom)]

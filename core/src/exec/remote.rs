@@ -5,9 +5,18 @@
 //! whose executor is gone (or was re-bound) gives `AttachError::ExecutorGone`.
 //!
 //! Rules (cited as "remote rule N"):
-//! 1. Binding stores the executor's address in the slot (and bumps its epoch); dropping
-//!    the executor stores null, then waits until no attacher is inside (`active`), all
-//!    with `SeqCst`, so an attacher either sees null or is waited for.
+//! 1. The slot's epoch names one binding: binding stores the executor's address in the
+//!    slot (CAS from null) and hands out the epoch it then reads; unbinding (the
+//!    executor's drop) first bumps the epoch, then stores null, then waits until no
+//!    attacher is inside (`active`), all `SeqCst`. An attacher enters `active`, then
+//!    loads the address, then the epoch, and goes on only if the address is non-null
+//!    and the epoch is its handle's. So a handle works only while its own binding
+//!    lasts: an attacher that sees a later binding's address comes after that binding's
+//!    CAS, which read the null stored after the bump, so it sees the bumped epoch (the
+//!    bump is in unbind, before the null: a bump in bind after publishing the address
+//!    lets a stale handle reach the new executor; loom: `loom_remote`'s twin). The
+//!    epoch is 64 bits: no count of rebinds a program can reach wraps it. An attacher
+//!    that sees the old address is waited for (`active`) before that executor goes.
 //! 2. An attacher claims an unowned task for the executor (CAS of `exec` from null), and
 //!    only then touches its local fields: the owner does not look at the task before it
 //!    takes it off its inbox, which publishes them (Release push, Acquire pop).
@@ -23,7 +32,7 @@
 
 use crate::error::AttachError;
 use crate::exec::sched::Sched;
-use crate::sync::{AtomicPtr, AtomicU32, Ordering};
+use crate::sync::{AtomicPtr, AtomicU32, AtomicU64Like, Ordering};
 use crate::task::TaskHandle;
 use crate::task::body::{BodyVTable, FutureBody, IntoTaskResult, place};
 use crate::task::header::flag;
@@ -34,35 +43,67 @@ use core::ptr::{self, NonNull};
 pub struct HandleSlot {
     sched: AtomicPtr<Sched>,
     active: AtomicU32,
-    epoch: AtomicU32,
+    /// Remote rule 1: bumped by every unbind.
+    epoch: AtomicU64Like,
 }
 
 impl HandleSlot {
     crate::sync::maybe_const_fn! {
         /// An unbound slot.
         pub fn new() -> Self {
-            HandleSlot { sched: AtomicPtr::new(ptr::null_mut()), active: AtomicU32::new(0), epoch: AtomicU32::new(0) }
+            HandleSlot { sched: AtomicPtr::new(ptr::null_mut()), active: AtomicU32::new(0), epoch: AtomicU64Like::new(0) }
         }
     }
 
     /// Binds to `sched`; fails if the slot is bound already. Returns the epoch.
-    pub(crate) fn bind(&'static self, sched: &Sched) -> Option<u32> {
+    pub(crate) fn bind(&'static self, sched: &Sched) -> Option<u64> {
+        #[cfg(keel_loom)]
+        return self.bind_with::<crate::sync::Strong>(sched);
+        #[cfg(not(keel_loom))]
+        self.bind_with(sched)
+    }
+
+    /// `bind`, with the epoch step a loom model may move (`sync::Weaken::EPOCH_AT_UNBIND`).
+    pub(crate) fn bind_with<#[cfg(keel_loom)] W: crate::sync::Weaken>(&'static self, sched: &Sched) -> Option<u64> {
+        #[cfg(not(keel_loom))]
+        use crate::sync::Strong as W;
         let me = sched as *const Sched as *mut Sched;
-        // SeqCst: remote rule 1.
+        // SeqCst: remote rule 1 (reads the null the last unbind stored after its bump).
         self.sched.compare_exchange(ptr::null_mut(), me, Ordering::SeqCst, Ordering::SeqCst).ok()?;
-        // SeqCst: remote rule 1 (the epoch is read by attachers after `sched`).
-        Some(self.epoch.fetch_add(1, Ordering::SeqCst).wrapping_add(1))
+        if !W::EPOCH_AT_UNBIND {
+            // A weakened twin's bump, after publishing the address (never in `Strong`).
+            // SeqCst: as below.
+            return Some(self.epoch.fetch_add(1, Ordering::SeqCst).wrapping_add(1));
+        }
+        // SeqCst: remote rule 1. Only the bound executor's unbind writes the epoch, so
+        // this is the epoch of our binding.
+        Some(self.epoch.load(Ordering::SeqCst))
     }
 
     /// Unbinds and waits for attachers inside (remote rule 1). Blocking, cold.
     pub(crate) fn unbind(&self) {
+        #[cfg(keel_loom)]
+        self.unbind_with::<crate::sync::Strong>();
+        #[cfg(not(keel_loom))]
+        self.unbind_with();
+    }
+
+    /// `unbind`, with the epoch step a loom model may move (`sync::Weaken::EPOCH_AT_UNBIND`).
+    pub(crate) fn unbind_with<#[cfg(keel_loom)] W: crate::sync::Weaken>(&self) {
+        #[cfg(not(keel_loom))]
+        use crate::sync::Strong as W;
+        if W::EPOCH_AT_UNBIND {
+            // SeqCst: remote rule 1: before the null, so a binder that reads the null
+            // (and an attacher that then sees its address) sees the bump.
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+        }
         // SeqCst: remote rule 1.
         self.sched.store(ptr::null_mut(), Ordering::SeqCst);
         let mut spins: u64 = 0;
         // SeqCst: remote rule 1.
         while self.active.load(Ordering::SeqCst) != 0 {
             spins += 1;
-            core::hint::spin_loop();
+            crate::sync::spin_loop();
             debug_assert!(spins < 1 << 40, "keel bug: an attacher never left");
         }
     }
@@ -78,7 +119,7 @@ impl Default for HandleSlot {
 #[derive(Copy, Clone, Debug)]
 pub struct ExecutorHandle {
     slot: &'static HandleSlot,
-    epoch: u32,
+    epoch: u64,
 }
 
 impl core::fmt::Debug for HandleSlot {
@@ -88,7 +129,7 @@ impl core::fmt::Debug for HandleSlot {
 }
 
 impl ExecutorHandle {
-    pub(crate) fn new(slot: &'static HandleSlot, epoch: u32) -> Self {
+    pub(crate) fn new(slot: &'static HandleSlot, epoch: u64) -> Self {
         ExecutorHandle { slot, epoch }
     }
 
@@ -108,7 +149,7 @@ impl ExecutorHandle {
         // SeqCst: remote rule 1 (the increment is ordered before reading `sched`).
         slot.active.fetch_add(1, Ordering::SeqCst);
         let result = (|| {
-            // SeqCst: remote rule 1.
+            // SeqCst: remote rule 1 (the address, then the epoch).
             let sched = slot.sched.load(Ordering::SeqCst);
             // SeqCst: as above.
             if sched.is_null() || slot.epoch.load(Ordering::SeqCst) != self.epoch {
