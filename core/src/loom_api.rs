@@ -256,3 +256,21 @@ pub fn unbind_with<W: Weaken>(ex: core::pin::Pin<&crate::Executor<impl crate::Dr
         slot.unbind_with::<W>();
     }
 }
+
+std::thread_local! {
+    static ANY_RESUME_IS_CURRENT: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// Whether rt rule 1's check is the weakened twin's in this model: "a resume of the
+/// waker's task is in progress" on any thread (as the check first was, through the
+/// owner's `Sched::current`), rather than "this `Context` is that resume's". A switch per
+/// OS thread, which loom's threads share within one model and tests do not.
+pub(crate) fn any_resume_is_current() -> bool {
+    ANY_RESUME_IS_CURRENT.with(|c| c.get())
+}
+
+/// Makes rt rule 1's check the weakened twin's (`on`) or production's for the rest of
+/// the calling test; every keel future checks "inside my task" through it.
+pub fn weaken_current(on: bool) {
+    ANY_RESUME_IS_CURRENT.with(|c| c.set(on));
+}

@@ -63,7 +63,6 @@ pub(crate) struct Sched {
     pub(crate) ready: RunQueue,
     pub(crate) timers: TimerHeap,
     pub(crate) owned: List<Header, OwnedLink>,
-    pub(crate) current: Cell<Option<NonNull<Header>>>,
     driver: Cell<*mut ()>,
     driver_vt: Cell<Option<&'static DriverVt>>,
     pub(crate) attached: Cell<usize>,
@@ -102,7 +101,6 @@ impl Sched {
             ready: RunQueue::new(),
             timers: TimerHeap::new(),
             owned: List::new(),
-            current: Cell::new(None),
             driver: Cell::new(core::ptr::null_mut()),
             driver_vt: Cell::new(None),
             attached: Cell::new(0),
@@ -301,14 +299,12 @@ impl Sched {
         let level = &self.stats.per_priority[t.prio.get().cpu.index()];
         level.set(level.get() + 1);
         self.stats.resumed.set(self.stats.resumed.get() + 1);
-        self.current.set(Some(h));
         let vt = t.body.get().expect("keel bug: resuming a task with no body");
         let guard = PanicGuard { sched: self, h };
         // SAFETY: the body bytes hold the body `vt` was made for (installed together at
         // attach), and no borrow of scheduler or driver state is live (sched rule 3).
         let outcome = unsafe { (vt.resume)(h) };
         core::mem::forget(guard);
-        self.current.set(None);
         if A::ON {
             let end = A::read();
             self.times.last.set(end);
@@ -592,7 +588,8 @@ struct PanicGuard<'a> {
 impl Drop for PanicGuard<'_> {
     fn drop(&mut self) {
         let t = hdr(self.h);
-        self.sched.current.set(None);
+        // Rt rule 1: the unwound poll's `Context` is gone.
+        crate::task::wake::clear_resume(t);
         // A future can always be dropped; a fiber cannot panic out of its stack.
         let _ = self.sched.drop_body(self.h);
         self.sched.finish(self.h, E::Return, Err(TaskError::Panicked("the task body panicked while being resumed")));

@@ -112,13 +112,21 @@ where
     unsafe fn resume(h: NonNull<Header>) -> Step {
         // SAFETY: `'static` header.
         let hdr = unsafe { h.as_ref() };
-        // Relaxed: the owner wrote the generation on this thread.
-        let waker = waker_for(h, hdr.generation.load(Ordering::Relaxed));
+        // Relaxed: the owner wrote the generation on this thread. Never dropped: a keel
+        // waker's drop does nothing, and leaving it out keeps this frame free of an
+        // unwind cleanup (the `Context` below lives in memory, rt rule 1).
+        let waker = core::mem::ManuallyDrop::new(waker_for(h, hdr.generation.load(Ordering::Relaxed)));
         let mut cx = Context::from_waker(&waker);
         // SAFETY: the body bytes hold a live `F` (this vtable was installed with it) that
         // never moves until it is dropped in place (header rule 3): it is pinned.
         let fut = unsafe { Pin::new_unchecked(&mut *(hdr.body_ptr() as *mut F)) };
-        match fut.poll(&mut cx) {
+        // Rt rule 1: keel futures polled with this `cx` (and only this one) are inside
+        // the task until the mark is cleared: below when the poll returns, by the
+        // scheduler's panic guard when it unwinds (`Sched::resume`).
+        crate::task::wake::mark_resume(hdr, &cx);
+        let polled = fut.poll(&mut cx);
+        crate::task::wake::clear_resume(hdr);
+        match polled {
             Poll::Pending => Step::Pending,
             Poll::Ready(out) => {
                 // SAFETY: the future has returned; drop it where it lies, once.

@@ -92,6 +92,10 @@ pub(crate) struct Trailer {
     pub(crate) initiated: List<IoStatus, IoLink>,
     pub(crate) completed: List<IoStatus, IoLink>,
     pub(crate) stats: TaskStatsCells,
+    /// The address of the `Context` keel made for the resume of this task in progress,
+    /// null between resumes (rt rule 1). Any thread may load it to compare; nobody
+    /// dereferences it.
+    pub(crate) resume_cx: AtomicPtr<()>,
     pub(crate) timer: TimerNode,
     /// Operations whose status block was dropped while they were in flight.
     pub(crate) orphans: Cell<u32>,
@@ -167,6 +171,7 @@ impl<const N: usize> TaskSlot<N> {
                         timer: TimerNode::new(),
                         initiated: List::new(),
                         completed: List::new(),
+                        resume_cx: AtomicPtr::new(core::ptr::null_mut()),
                         orphans: Cell::new(0),
                         result: Cell::new(None),
                         owned_links: Links::new(),
@@ -296,4 +301,10 @@ mod layout {
     const_assert_eq!(core::mem::offset_of!(TaskCore, trailer), 64);
     const_assert!(core::mem::offset_of!(Trailer, completed) + core::mem::size_of::<List<IoStatus, IoLink>>() <= 64);
     const_assert!(core::mem::offset_of!(Trailer, stats) + core::mem::offset_of!(TaskStatsCells, resumptions) <= 64);
+    // A resume writes it next to `resumptions`: the same line.
+    #[cfg(not(debug_assertions))]
+    const_assert_eq!(
+        core::mem::offset_of!(Trailer, resume_cx) / 64,
+        (core::mem::offset_of!(Trailer, stats) + core::mem::offset_of!(TaskStatsCells, resumptions)) / 64
+    );
 }

@@ -41,7 +41,7 @@ use crate::exec::sched::Sched;
 use crate::sync::{AtomicU64Like, Ordering};
 use crate::task::header::Header;
 use core::ptr::NonNull;
-use core::task::{RawWaker, RawWakerVTable, Waker};
+use core::task::{Context, RawWaker, RawWakerVTable, Waker};
 
 pub(crate) const QUEUED: u64 = 1;
 /// With QUEUED: the node was pushed by a foreign attach, not a wake (`exec/remote.rs`).
@@ -233,6 +233,41 @@ pub(crate) fn waker_for(hdr: NonNull<Header>, generation: u32) -> Waker {
 /// The task a keel waker names, if `waker` is one; `None` for foreign wakers.
 pub(crate) fn task_of(waker: &Waker) -> Option<NonNull<Header>> {
     if core::ptr::eq(waker.vtable(), &VTABLE) { Some(decode(waker.data()).0) } else { None }
+}
+
+/// Owner, on its thread, right before polling the body of the task at `hdr` with `cx`:
+/// marks that resume in progress (rt rule 1) until `clear_resume`.
+#[inline(always)]
+pub(crate) fn mark_resume(hdr: &Header, cx: &Context<'_>) {
+    // Relaxed: rt rule 1: other threads only compare the address with their own
+    // `Context`'s; nothing is published through it.
+    hdr.trailer().resume_cx.store(cx as *const Context<'_> as *mut (), Ordering::Relaxed);
+}
+
+/// Owner: the resume marked by `mark_resume` is over (its poll returned, or unwound),
+/// before its `Context` goes away.
+#[inline(always)]
+pub(crate) fn clear_resume(hdr: &Header) {
+    // Relaxed: as in `mark_resume`.
+    hdr.trailer().resume_cx.store(core::ptr::null_mut(), Ordering::Relaxed);
+}
+
+/// Whether `cx` is the `Context` keel made for the resume of the task at `hdr` now in
+/// progress (rt rule 1). Any thread; reads no executor state.
+#[inline(always)]
+pub(crate) fn is_resume_cx(hdr: NonNull<Header>, cx: &Context<'_>) -> bool {
+    // SAFETY: headers live in `'static` slots.
+    let t = unsafe { hdr.as_ref() };
+    // Relaxed: rt rule 1: an address compare; equal only on the thread whose resume
+    // stored it, which wrote it itself.
+    let marked = t.trailer().resume_cx.load(Ordering::Relaxed);
+    #[cfg(keel_loom)]
+    if crate::loom_api::any_resume_is_current() {
+        // The weakened twin (`loom_api::weaken_current`): "a resume of the task is in
+        // progress", on whatever thread, as rt rule 1 first was (`Sched::current`).
+        return !marked.is_null();
+    }
+    core::ptr::eq(marked, cx as *const Context<'_> as *const ())
 }
 
 /// The executor currently owning the task of a keel waker.
