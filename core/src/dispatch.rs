@@ -186,7 +186,21 @@ impl Dispatcher {
     fn submit_body<B>(&'static self, task: TaskHandle, body: B, vt: &'static BodyVTable) -> Result<TaskHandle, AttachError<B>> {
         // Dispatch rule 2: claimed for the dispatcher's sentinel, as an attach claims for
         // an executor (remote rule 2).
+        #[cfg(keel_loom)]
+        let run = claim_and_place::<crate::sync::Strong, B>(
+            sentinel(self),
+            task,
+            body,
+            vt,
+            flag::RELEASE_ON_COMPLETE | flag::DISPATCHED,
+        )?;
+        #[cfg(not(keel_loom))]
         let run = claim_and_place(sentinel(self), task, body, vt, flag::RELEASE_ON_COMPLETE | flag::DISPATCHED)?;
+        // Remote rule 2: the task is whole; publish its owner, the sentinel. Release:
+        // pairs with the worker's claim (its Acquire CAS from the sentinel), with the
+        // level push's Release for the fields.
+        // SAFETY: `'static` slot.
+        unsafe { run.header().as_ref() }.exec.store(sentinel(self), Ordering::Release);
         // Relaxed: only the count matters; the push below publishes the task.
         self.submitted.fetch_add(1, Ordering::Relaxed);
         // SAFETY: `'static` slot, claimed by us.

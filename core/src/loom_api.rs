@@ -257,6 +257,19 @@ pub fn unbind_with<W: Weaken>(ex: core::pin::Pin<&crate::Executor<impl crate::Dr
     }
 }
 
+/// `ExecutorHandle::attach` (remote rules 2-3) with `W`'s claim (`Strong` is production's).
+pub fn attach_with<W: Weaken, F>(
+    handle: &crate::ExecutorHandle,
+    task: crate::TaskHandle,
+    body: F,
+) -> Result<crate::TaskHandle, crate::AttachError<F>>
+where
+    F: core::future::Future + Send + 'static,
+    F::Output: crate::task::body::IntoTaskResult,
+{
+    handle.attach_body_with::<W, F>(task, body, &crate::task::body::FutureBody::<F>::VTABLE)
+}
+
 std::thread_local! {
     static ANY_RESUME_IS_CURRENT: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
 }

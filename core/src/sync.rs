@@ -99,6 +99,10 @@ impl Strong {
     /// cleared (true), rather than by bind after the address is published (false), which
     /// lets a stale handle attach to the next executor bound to the slot.
     pub const EPOCH_AT_UNBIND: bool = true;
+    /// Remote rule 2: a foreign claim sets the owner to the `CLAIMING` sentinel and the
+    /// owner is published once the task is whole (true), rather than set at the claim
+    /// (false), which lets the owner's thread act on the task while the attacher writes it.
+    pub const CLAIM_SENTINEL: bool = true;
 }
 
 /// The protocol steps a loom model may weaken, to show that it catches the bug
@@ -121,6 +125,8 @@ pub trait Weaken: 'static {
     const QUIT_DRAINS: bool = Strong::QUIT_DRAINS;
     /// See [`Strong::EPOCH_AT_UNBIND`].
     const EPOCH_AT_UNBIND: bool = Strong::EPOCH_AT_UNBIND;
+    /// See [`Strong::CLAIM_SENTINEL`].
+    const CLAIM_SENTINEL: bool = Strong::CLAIM_SENTINEL;
 }
 
 #[cfg(keel_loom)]

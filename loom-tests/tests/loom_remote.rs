@@ -16,8 +16,10 @@ fn loom_models_run_with_make_loom() {
 
 #[cfg(keel_loom)]
 mod models {
-    use keel_core::loom_api::{Strong, Weaken, handle_with, unbind_with};
-    use keel_core::{AttachError, Config, HandleSlot, NoIo, TaskAttrs, TaskSlot};
+    use keel_core::loom_api::{Strong, Weaken, attach_with, handle_with, unbind_with};
+    use keel_core::{AttachError, Config, DestroyError, HandleSlot, NoIo, RunError, TaskAttrs, TaskSlot};
+    use loom::sync::Arc;
+    use loom::sync::atomic::{AtomicUsize, Ordering};
     use keel_loom_tests::{Leaked, ModelExecutor, check};
     use loom::thread;
 
@@ -79,5 +81,119 @@ mod models {
     #[should_panic(expected = "stale handle")]
     fn remote_stale_handle_vs_rebind_epoch_at_bind_reaches_the_new_executor() {
         stale_handle_vs_rebind::<EpochAtBind>();
+    }
+
+    /// A weakened twin: a foreign claim sets the owner at once, before the body and the
+    /// local fields are written (remote rule 2 as it first was).
+    struct OwnerAtClaim;
+    impl Weaken for OwnerAtClaim {
+        const CLAIM_SENTINEL: bool = false;
+    }
+
+    /// Thread B attaches an unowned task through E's handle while E's own thread attaches
+    /// the same task locally. Exactly one attach wins, the task runs that body once, and
+    /// the loser's body comes back; E's thread never acts on the task while B writes it.
+    fn foreign_attach_vs_owner_attach<W: Weaken>() {
+        check(3, || {
+            let hs = Leaked::new(HandleSlot::new());
+            let task = Leaked::new(TaskSlot::<64>::new());
+            let ran = Arc::new(AtomicUsize::new(0));
+            {
+                let ex = ModelExecutor::new(NoIo, Config::default());
+                let e = ex.get();
+                let h = handle_with::<Strong>(e, hs.get()).expect("bind");
+                let t = task.get().create(TaskAttrs::default()).unwrap();
+                let r = ran.clone();
+                let b = thread::spawn(move || {
+                    attach_with::<W, _>(&h, t, async move {
+                        // Relaxed: read after the executor ran, on its thread.
+                        r.fetch_add(1, Ordering::Relaxed);
+                    })
+                    .is_ok()
+                });
+                let r = ran.clone();
+                let local = e
+                    .attach(t, async move {
+                        // Relaxed: as above.
+                        r.fetch_add(10, Ordering::Relaxed);
+                    })
+                    .is_ok();
+                let foreign = b.join().unwrap();
+                assert!(!(local && foreign), "foreign attach raced the owner: both attaches of one task succeeded");
+                assert!(local || foreign, "neither attach succeeded");
+                for _ in 0..4 {
+                    if e.run(4, None) == Err(RunError::Stalled) {
+                        break;
+                    }
+                }
+                let want = if local { 10 } else { 1 };
+                assert_eq!(ran.load(Ordering::Relaxed), want, "the winning body did not run exactly once");
+            }
+            // SAFETY: joined, executor dropped.
+            unsafe {
+                task.free();
+                hs.free();
+            }
+        });
+    }
+
+    // Preemption bound 3; 10 executions, under 0.01 s (release, 2-core machine).
+    #[test]
+    fn remote_foreign_attach_vs_owner_attach_one_wins() {
+        foreign_attach_vs_owner_attach::<Strong>();
+    }
+
+    // Preemption bound 3; fails within 0.01 s (release, 2-core machine).
+    #[test]
+    #[should_panic(expected = "foreign attach raced the owner")]
+    fn remote_foreign_attach_vs_owner_attach_owner_at_claim_both_win() {
+        foreign_attach_vs_owner_attach::<OwnerAtClaim>();
+    }
+
+    /// Thread B attaches an unowned task through E's handle while E's own thread destroys
+    /// it. Either the destroy comes first (the attach then fails) or the destroy says the
+    /// task is owned elsewhere; never may E's thread bump or release a task B is writing.
+    fn foreign_attach_vs_owner_destroy<W: Weaken>() {
+        check(3, || {
+            let hs = Leaked::new(HandleSlot::new());
+            let task = Leaked::new(TaskSlot::<64>::new());
+            {
+                let ex = ModelExecutor::new(NoIo, Config::default());
+                let e = ex.get();
+                let h = handle_with::<Strong>(e, hs.get()).expect("bind");
+                let t = task.get().create(TaskAttrs::default()).unwrap();
+                let b = thread::spawn(move || attach_with::<W, _>(&h, t, async {}).is_ok());
+                let destroyed = e.destroy(t);
+                let foreign = b.join().unwrap();
+                assert!(
+                    matches!(destroyed, Ok(()) | Err(DestroyError::OwnedElsewhere)),
+                    "foreign attach raced the owner: destroy acted on a task being claimed ({destroyed:?})"
+                );
+                assert!(!(foreign && destroyed.is_ok()), "foreign attach raced the owner: attached and destroyed");
+                for _ in 0..4 {
+                    if e.run(4, None) == Err(RunError::Stalled) {
+                        break;
+                    }
+                }
+            }
+            // SAFETY: joined, executor dropped.
+            unsafe {
+                task.free();
+                hs.free();
+            }
+        });
+    }
+
+    // Preemption bound 3; 26 executions, under 0.01 s (release, 2-core machine).
+    #[test]
+    fn remote_foreign_attach_vs_owner_destroy_never_both() {
+        foreign_attach_vs_owner_destroy::<Strong>();
+    }
+
+    // Preemption bound 3; fails within 0.01 s (release, 2-core machine).
+    #[test]
+    #[should_panic(expected = "foreign attach raced the owner")]
+    fn remote_foreign_attach_vs_owner_destroy_owner_at_claim_acts_on_it() {
+        foreign_attach_vs_owner_destroy::<OwnerAtClaim>();
     }
 }

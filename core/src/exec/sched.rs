@@ -496,6 +496,13 @@ impl Sched {
             let h = unsafe { NonNull::new_unchecked((node.as_ptr() as *mut u8).sub(off) as *mut Header) };
             let t = hdr(h);
             self.stats.inbox_taken.set(self.stats.inbox_taken.get() + 1);
+            if t.notify.attach_pending() {
+                // Remote rule 2: a foreign attach, whole now (our pop acquired it): we are
+                // its owner from here, before `take` opens it to wakers (which load
+                // `exec` after their CAS on the word acquires `take`'s Release).
+                // Relaxed: ordered before wakers by `take`; our own thread reads it after.
+                t.exec.store(self.me(), Ordering::Relaxed);
+            }
             let (woken, attach) = t.notify.take();
             if attach {
                 self.finish_remote_attach(h);

@@ -103,6 +103,15 @@ impl AtomicNotify {
         self.0.fetch_or(ATTACH, Ordering::Release);
     }
 
+    /// Owner, after popping the task off its inbox: whether the node came from a foreign
+    /// attach (remote rule 2), before `take`.
+    #[inline(always)]
+    pub(crate) fn attach_pending(&self) -> bool {
+        // Relaxed: the attacher's `mark_attach` came before its push, which our pop
+        // acquired; wakers keep the bit (rule 4) and only `take` clears it.
+        self.0.load(Ordering::Relaxed) & ATTACH != 0
+    }
+
     /// Owner: give the task up (rule 6). Fails if a wake is in flight to the owner.
     pub(crate) fn close(&self, generation: u32) -> bool {
         let closed = (generation as u64) << 32 | QUEUED;
@@ -154,8 +163,9 @@ pub(crate) fn wake_by_gen_with<#[cfg(keel_loom)] W: crate::sync::Weaken>(hdr: No
             Err(now) => w = now,
         }
     }
-    // Acquire: pairs with the claim's Release store of `exec`, so the owner's inbox is
-    // initialised. Non-null: a task with no owner has QUEUED set (rule 3), and it keeps
+    // Acquire: pairs with the Release that published `exec`: a local claim's CAS, or the
+    // owner's `take`/`open` after it stored itself (remote rule 2, dispatch rule 2), so
+    // the owner's inbox is initialised. Non-null: a task with no owner has QUEUED set (rule 3), and it keeps
     // its owner while we hold QUEUED (rule 6).
     let sched = h.exec.load(Ordering::Acquire);
     debug_assert!(!sched.is_null(), "keel bug: QUEUED clear on a task with no owner");
