@@ -9,7 +9,9 @@
 //!   the result (as monoio and tokio-uring do). The operation and its buffer live in a
 //!   driver slot (`ring/slots.rs`), not in the future: a future dropped with its operation
 //!   in flight cancels it, and the slot keeps the buffer until the completion arrives; an
-//!   abandoned open closes the descriptor it gets. Nothing is allocated per operation.
+//!   abandoned open closes the descriptor it gets. A future whose task is cancelled
+//!   cancels its operation and still returns its completion (`kept.rs`): data the kernel
+//!   read before the cancel took is returned, not lost. Nothing is allocated per operation.
 //!
 //! Each call's doc opens with its C form. Read and write carry the task's I/O priority in
 //! the SQE; nothing else does (`ring/op.rs`).
@@ -79,6 +81,11 @@ pub enum BufferError {
     NoSuchBuffer(u16),
     /// The task's executor is not on the ring driver.
     NotOnRing,
+    /// That buffer is claimed by another task (or by an earlier run of this one): use
+    /// only buffers this task claimed (regbuf rule 1).
+    NotYours(u16),
+    /// The task was cancelled while it waited for a buffer; it holds none.
+    Cancelled,
 }
 
 impl std::fmt::Display for BufferError {
@@ -90,6 +97,8 @@ impl std::fmt::Display for BufferError {
             BufferError::NotClaimed(i) => write!(f, "registered buffer {i} is not claimed: claim it before use and release it once"),
             BufferError::NoSuchBuffer(i) => write!(f, "there is no registered buffer {i}"),
             BufferError::NotOnRing => f.write_str("the task's executor does not run the ring driver"),
+            BufferError::NotYours(i) => write!(f, "registered buffer {i} is claimed by another task: use only buffers this task claimed"),
+            BufferError::Cancelled => f.write_str("the task was cancelled while waiting for a registered buffer"),
         }
     }
 }
@@ -154,17 +163,22 @@ pub trait FiberFs {
     fn sync_file_range(&mut self, file: &File, offset: u64, len: u32, flags: u32) -> Result<(), Errno>;
     /// `fallocate(fd, mode, offset, len)`, see fallocate(2).
     fn fallocate(&mut self, file: &File, mode: i32, offset: u64, len: u64) -> Result<(), Errno>;
-    /// Claims a registered buffer, waiting for one if all are claimed.
+    /// Claims a registered buffer for this task, waiting (FIFO) for one if all are
+    /// claimed (regbuf rules 2-4). Cancelled while waiting: `BufferError::Cancelled`, and
+    /// a buffer handed to it meanwhile goes on to the next waiter.
     fn claim_buffer(&mut self) -> Result<u16, BufferError>;
-    /// Claims a registered buffer, or says none is free.
+    /// Claims a registered buffer for this task, or says none is free.
     fn try_claim_buffer(&mut self) -> Result<u16, BufferError>;
-    /// Releases a claimed registered buffer.
+    /// Releases a registered buffer this task claimed (`NotYours` for another task's).
     fn release_buffer(&mut self, index: u16) -> Result<(), BufferError>;
-    /// Runs `f` on claimed registered buffer `index`.
+    /// Runs `f` on registered buffer `index`, which this task claimed (regbuf rule 1).
     fn with_buffer<R>(&mut self, index: u16, f: impl FnOnce(&mut [u8]) -> R) -> Result<R, BufferError>;
-    /// `READ_FIXED` of up to `len` bytes into claimed buffer `index`.
+    /// `READ_FIXED` of up to `len` bytes into registered buffer `index`, which this task
+    /// claimed: `EINVAL` if it is not claimed or shorter than `len`, `EACCES` if another
+    /// task holds it (regbuf rule 1).
     fn read_fixed(&mut self, file: &File, index: u16, len: u32, offset: u64) -> Result<u32, Errno>;
-    /// `WRITE_FIXED` of `len` bytes from claimed buffer `index`.
+    /// `WRITE_FIXED` of `len` bytes from registered buffer `index`, which this task
+    /// claimed; errors as for `read_fixed`.
     fn write_fixed(&mut self, file: &File, index: u16, len: u32, offset: u64) -> Result<u32, Errno>;
 }
 
@@ -172,14 +186,24 @@ fn rt_allowed(f: &mut Fiber) -> bool {
     f.with_driver::<RingDriver, _>(|d| d.realtime_ioprio()).unwrap_or(false)
 }
 
-fn fixed_ptr(f: &mut Fiber, index: u16, len: u32) -> Result<*mut u8, Errno> {
-    f.with_driver::<RingDriver, _>(|d| {
-        let reg = d.registered.as_mut()?;
+/// Registered buffer `index` if this task holds it and it has room for `len` bytes
+/// (regbuf rule 1): `EACCES` for another task's buffer, `EINVAL` for the rest.
+pub(crate) fn fixed_ptr(f: &mut Fiber, index: u16, len: u32) -> Result<*mut u8, Errno> {
+    let me = f.task();
+    let r = f.with_driver::<RingDriver, _>(|d| {
+        let reg = d.registered.as_mut().ok_or(BufferError::NoneRegistered)?;
         let size = reg.size();
-        reg.slice(index).filter(|_| len as usize <= size).map(|s| s.as_mut_ptr())
-    })
-    .flatten()
-    .ok_or(Errno::EINVAL)
+        let s = reg.slice(index, me)?;
+        if len as usize > size {
+            return Err(BufferError::NoSuchBuffer(index));
+        }
+        Ok(s.as_mut_ptr())
+    });
+    match r {
+        Some(Ok(p)) => Ok(p),
+        Some(Err(BufferError::NotYours(_))) => Err(Errno(libc::EACCES)),
+        _ => Err(Errno::EINVAL),
+    }
 }
 
 impl FiberFs for Fiber {
@@ -308,27 +332,37 @@ impl FiberFs for Fiber {
     }
 
     fn claim_buffer(&mut self) -> Result<u16, BufferError> {
+        use crate::regbuf::{Claim, Collect};
+        let me = self.task();
+        let t = match self.with_driver::<RingDriver, _>(|d| d.registered.as_mut().map(|r| r.claim_or_wait(me))) {
+            None => return Err(BufferError::NotOnRing),
+            Some(None) => return Err(BufferError::NoneRegistered),
+            Some(Some(Err(e))) => return Err(e),
+            Some(Some(Ok(Claim::Got(i)))) => return Ok(i),
+            Some(Some(Ok(Claim::Queued(t)))) => t,
+        };
         loop {
-            match self.try_claim_buffer() {
-                Err(BufferError::AllClaimed) => {}
-                other => return other,
-            }
-            let me = self.task();
-            let queued = self.with_driver::<RingDriver, _>(|d| d.registered.as_mut().map(|r| r.wait(me)));
-            match queued {
-                Some(Some(true)) => {}
-                Some(Some(false)) => return Err(BufferError::WaitQueueFull),
-                Some(None) => return Err(BufferError::NoneRegistered),
-                None => return Err(BufferError::NotOnRing),
-            }
-            if self.wait().is_err() {
-                return Err(BufferError::AllClaimed);
+            let woke = self.wait();
+            // Every way out of this wait goes through the queue (waitq rule 3).
+            let r = self.with_driver::<RingDriver, _>(|d| {
+                let reg = d.registered.as_mut().expect("keel bug: registered buffers went away");
+                if woke.is_err() {
+                    reg.leave(t); // a buffer granted meanwhile goes on (regbuf rule 4)
+                    return Err(BufferError::Cancelled);
+                }
+                Ok(reg.collect(t))
+            });
+            match r.expect("keel bug: the driver changed under a waiting task") {
+                Ok(Collect::Got(i)) => return Ok(i),
+                Ok(Collect::Waiting) => {} // a spurious wake: keep the place (waitq rule 2)
+                Err(e) => return Err(e),
             }
         }
     }
 
     fn try_claim_buffer(&mut self) -> Result<u16, BufferError> {
-        match self.with_driver::<RingDriver, _>(|d| d.registered.as_mut().map(|r| r.try_claim())) {
+        let me = self.task();
+        match self.with_driver::<RingDriver, _>(|d| d.registered.as_mut().map(|r| r.try_claim(me))) {
             None => Err(BufferError::NotOnRing),
             Some(None) => Err(BufferError::NoneRegistered),
             Some(Some(None)) => Err(BufferError::AllClaimed),
@@ -337,7 +371,8 @@ impl FiberFs for Fiber {
     }
 
     fn release_buffer(&mut self, index: u16) -> Result<(), BufferError> {
-        match self.with_driver::<RingDriver, _>(|d| d.registered.as_mut().map(|r| r.release(index))) {
+        let me = self.task();
+        match self.with_driver::<RingDriver, _>(|d| d.registered.as_mut().map(|r| r.release(index, me))) {
             None => Err(BufferError::NotOnRing),
             Some(None) => Err(BufferError::NoneRegistered),
             Some(Some(r)) => r,
@@ -345,11 +380,11 @@ impl FiberFs for Fiber {
     }
 
     fn with_buffer<R>(&mut self, index: u16, f: impl FnOnce(&mut [u8]) -> R) -> Result<R, BufferError> {
-        match self.with_driver::<RingDriver, _>(|d| d.registered.as_mut().map(|r| r.slice(index).map(f))) {
+        let me = self.task();
+        match self.with_driver::<RingDriver, _>(|d| d.registered.as_mut().map(|r| r.slice(index, me).map(f))) {
             None => Err(BufferError::NotOnRing),
             Some(None) => Err(BufferError::NoneRegistered),
-            Some(Some(None)) => Err(BufferError::NotClaimed(index)),
-            Some(Some(Some(r))) => Ok(r),
+            Some(Some(r)) => r,
         }
     }
 

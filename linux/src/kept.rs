@@ -7,11 +7,14 @@
 //!   by I/O priority while there is no room, within `max_io_in_flight`), or fails at once
 //!   with `EBUSY` for [`Kept::new_nowait`].
 //! - Later polls: take the result, CQE flags and buffer from the slot once completed.
-//! - Cancelled task: a completed result is still returned (a descriptor or index the
-//!   kernel made is the caller's, not lost); otherwise the op is left to its slot
-//!   (`abandon`: cancelled there, its buffer kept until the completion, whatever it yields
-//!   given back, driver rule 3) and the future ends with `ECANCELED`.
-//! - Dropped in flight: abandoned the same way.
+//! - Cancelled task: the future asks the driver to cancel the op (once) and keeps waiting
+//!   for the op's own completion, which it returns as it is: `ECANCELED` if the cancel
+//!   won, the real result (bytes read, a descriptor or index the kernel made, with the
+//!   buffer) if the kernel had completed it first, even with its CQE not reaped yet. A
+//!   cancel never loses a completion; the task decides what to do with it.
+//! - Dropped in flight: the op is left to its slot (`abandon`: cancelled there, its buffer
+//!   kept until the completion, whatever it yields given back, driver rule 3). Only a
+//!   dropped future loses its result, by construction.
 #![allow(unsafe_code)] // Drop reaches the driver through the pointer the executor handed out
 
 use crate::buf::RawBuf;
@@ -32,27 +35,29 @@ pub(crate) struct Kept {
     op: Option<RingOp>,
     wait: bool,
     id: Option<OpId>,
+    /// The task was cancelled and the driver asked to cancel the op (module doc).
+    cancel_sent: bool,
     driver: *mut RingDriver,
 }
 
 impl Kept {
     /// A kept operation that waits for room to submit.
     pub(crate) fn new(op: RingOp) -> Self {
-        Kept { op: Some(op), wait: true, id: None, driver: core::ptr::null_mut() }
+        Kept { op: Some(op), wait: true, id: None, cancel_sent: false, driver: core::ptr::null_mut() }
     }
 
     /// A kept operation that fails with `EBUSY` instead of waiting when there is no room
     /// (every slot taken, the SQ full, or the in-flight limit reached).
     pub(crate) fn new_nowait(op: RingOp) -> Self {
-        Kept { op: Some(op), wait: false, id: None, driver: core::ptr::null_mut() }
+        Kept { op: Some(op), wait: false, id: None, cancel_sent: false, driver: core::ptr::null_mut() }
     }
 
     fn poll_taken(&mut self, cx: &mut Context<'_>, id: OpId) -> Poll<KeptResult> {
-        let cancelled = keel_core::rt::is_cancelled(cx);
+        let cancel = !self.cancel_sent && keel_core::rt::is_cancelled(cx);
         let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
             let done = d.take_full(id);
-            if done.is_none() && cancelled {
-                d.abandon(id);
+            if done.is_none() && cancel {
+                keel_core::Driver::cancel(d, id);
             }
             done
         });
@@ -61,11 +66,9 @@ impl Kept {
                 self.id = None;
                 Poll::Ready(done)
             }
-            Some(None) if cancelled => {
-                self.id = None; // abandoned above: the slot owns it now
-                Poll::Ready((-Errno::ECANCELED.0, 0, None))
-            }
             Some(None) => {
+                // Cancelled or not, the op's own completion ends the wait (module doc).
+                self.cancel_sent |= cancel;
                 keel_core::io_status::waiting_for_io(cx);
                 Poll::Pending
             }

@@ -20,6 +20,7 @@ pub mod panic;
 pub mod pbuf;
 pub mod pool;
 mod regbuf;
+mod waitq;
 pub mod ring;
 pub mod sleep;
 pub mod stack;

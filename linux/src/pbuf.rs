@@ -16,8 +16,17 @@
 //! 3. Exhaustion: a receive that finds the ring empty completes with `ENOBUFS` (counted
 //!    in `exhausted`). The task then asks how many buffers the kernel can still hand out
 //!    (`available`, below): none, and it waits (bounded FIFO of waiting tasks, sized at
-//!    registration) to be woken when a buffer comes back; some (given back since), and it
-//!    re-arms at once. It never fails for it.
+//!    registration, `waitq.rs`) to be woken when a buffer comes back; some (given back
+//!    since), and it re-arms at once. It never fails for it (a full queue: it re-arms).
+//!    Each buffer given back hands the turn to the oldest waiter (waitq rule 2), which
+//!    re-arms its receive; the kernel, not keel, picks which receive gets the buffer. One
+//!    turn per buffer is enough: a task waits only after `ENOBUFS`, which the kernel
+//!    posts only when data was there to receive, so the woken waiter's receive takes the
+//!    buffer at once (or, if another receive took it first, the buffer was used and the
+//!    waiter, finding none, waits again).
+//!    A waiter cancelled or dropped leaves the queue, and one that had been handed the
+//!    turn but had not run yet passes it to the next waiter (waitq rule 3), so a buffer
+//!    coming back always reaches a live waiter.
 //! 5. `available` is the kernel's own count: the published tail minus the kernel's head,
 //!    read with `IORING_REGISTER_PBUF_STATUS` (Linux 6.8+; one syscall, only on the
 //!    exhaustion path and in statistics). `count - in_use` is not that: it also counts
@@ -27,9 +36,9 @@
 #![allow(unsafe_code)] // the ring is memory shared with the kernel; registering it is unsafe
 
 use io_uring::IoUring;
+use crate::waitq::{Left, Ticket, WaitQueue};
 use keel_core::TaskHandle;
 use std::alloc::Layout;
-use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicU16, Ordering};
 
@@ -70,7 +79,7 @@ pub(crate) struct PbufRing {
     in_use: u16,
     exhausted: u64,
     returned: u64,
-    waiters: VecDeque<TaskHandle>,
+    waiters: WaitQueue,
     /// The io_uring's descriptor, for `IORING_REGISTER_PBUF_STATUS` (the ring outlives
     /// this: it is dropped first, and nothing here uses the descriptor in `Drop`).
     ring_fd: std::os::fd::RawFd,
@@ -101,7 +110,7 @@ impl PbufRing {
             in_use: 0,
             exhausted: 0,
             returned: 0,
-            waiters: VecDeque::with_capacity(4096),
+            waiters: WaitQueue::with_capacity(4096),
             ring_fd: std::os::fd::AsRawFd::as_raw_fd(ring),
             has_status: true,
         };
@@ -145,7 +154,7 @@ impl PbufRing {
         self.in_use = self.in_use.saturating_add(1);
     }
 
-    /// Puts `bid` back in the ring and wakes one waiting task (pbuf rules 2-3).
+    /// Puts `bid` back in the ring and hands the turn to the oldest waiter (pbuf rules 2-3).
     pub(crate) fn give_back(&mut self, bid: u16) {
         if bid >= self.count {
             return;
@@ -154,7 +163,12 @@ impl PbufRing {
         self.publish();
         self.in_use = self.in_use.saturating_sub(1);
         self.returned += 1;
-        if let Some(w) = self.waiters.pop_front() {
+        self.pass_turn();
+    }
+
+    /// Wakes the oldest waiter: it has the turn (waitq rule 2).
+    fn pass_turn(&mut self) {
+        if let Some((_, w)) = self.waiters.pop() {
             w.wake();
         }
     }
@@ -189,13 +203,24 @@ impl PbufRing {
         Ok(st.head as u16)
     }
 
-    /// Queues `task` to be woken when a buffer comes back; false if the queue is full.
-    pub(crate) fn wait(&mut self, task: TaskHandle) -> bool {
-        if self.waiters.len() == self.waiters.capacity() {
-            return false;
+    /// Queues a wait of `task` for a buffer to come back (pbuf rule 3); `None` if the
+    /// queue is full.
+    pub(crate) fn wait(&mut self, task: TaskHandle) -> Option<Ticket> {
+        self.waiters.push(task)
+    }
+
+    /// Whether wait `t` has been handed the turn (a woken waiter still queued was woken
+    /// spuriously: waitq rule 2).
+    pub(crate) fn has_turn(&self, t: Ticket) -> bool {
+        !self.waiters.is_queued(t)
+    }
+
+    /// Ends wait `t` without using its turn: cancelled or dropped (waitq rule 3). A turn
+    /// it had been handed goes to the next waiter.
+    pub(crate) fn leave(&mut self, t: Ticket) {
+        if self.waiters.leave(t) == Left::HadTurn {
+            self.pass_turn();
         }
-        self.waiters.push_back(task);
-        true
     }
 
     /// Buffer `bid`'s first byte.

@@ -194,7 +194,8 @@ fn registered_buffers_round_trip_and_claims_wait_for_a_release() {
         f.yield_now()?;
         o1.borrow_mut().push("holder releases");
         f.release_buffer(a).unwrap();
-        assert_eq!(f.release_buffer(a), Err(BufferError::NotClaimed(a)));
+        // Handed straight to the waiter (regbuf rule 3): it is the waiter's now.
+        assert_eq!(f.release_buffer(a), Err(BufferError::NotYours(a)));
         assert_eq!(f.release_buffer(77), Err(BufferError::NoSuchBuffer(77)));
         f.release_buffer(b).unwrap();
         f.close(file).unwrap();

@@ -83,36 +83,64 @@ fn submit_wake(f: &mut Fiber, op: RingOp) -> Result<(OpId, *mut RingDriver), Err
     Ok((id, driver))
 }
 
-/// Waits for a buffer to come back to the provided-buffer ring (pbuf rule 3).
+/// Waits for a buffer to come back to the provided-buffer ring (pbuf rule 3). Every way
+/// out of the wait goes through the queue (waitq rule 3).
 fn wait_buffer(f: &mut Fiber) -> Result<(), Errno> {
     let me = f.task();
-    match f.with_driver::<RingDriver, _>(|d| d.pbuf.as_mut().map(|p| p.available() > 0 || !p.wait(me))) {
-        Some(Some(true)) => Ok(()),
-        Some(Some(false)) => f.wait().map_err(|_| Errno::ECANCELED),
-        _ => Err(Errno::EINVAL),
+    // `None`: a buffer is there (or the queue is full): re-arm at once.
+    let t = match f.with_driver::<RingDriver, _>(|d| d.pbuf.as_mut().map(|p| if p.available() > 0 { None } else { p.wait(me) })) {
+        Some(Some(None)) => return Ok(()),
+        Some(Some(Some(t))) => t,
+        _ => return Err(Errno::EINVAL),
+    };
+    loop {
+        let woke = f.wait();
+        let r = f.with_driver::<RingDriver, _>(|d| {
+            let p = d.pbuf.as_mut()?;
+            if woke.is_err() {
+                p.leave(t); // a turn handed to it goes on
+                return Some(Err(Errno::ECANCELED));
+            }
+            Some(Ok(p.has_turn(t)))
+        });
+        match r.flatten() {
+            Some(Ok(true)) => return Ok(()),
+            Some(Ok(false)) => {} // a spurious wake: keep the place (waitq rule 2)
+            Some(Err(e)) => return Err(e),
+            None => return Err(Errno::EINVAL),
+        }
     }
 }
 
-/// Runs a driver-kept op to completion (net rule 6): (result, CQE flags).
+/// Runs a driver-kept op to completion (net rule 6): (result, CQE flags). Cancelled,
+/// it cancels the op and still waits for its completion, which it returns: data the
+/// kernel had already received is reported, never lost (the `kept` module doc).
 fn run_kept(f: &mut Fiber, op: RingOp) -> Result<(i32, u32), Errno> {
-    let (id, driver) = submit_wake(f, op)?;
+    let (id, _) = submit_wake(f, op)?;
+    let mut cancel_sent = false;
     loop {
-        match f.with_driver::<RingDriver, _>(|d| d.take_full(id)) {
+        let cancel = !cancel_sent && f.is_cancelled();
+        match f.with_driver::<RingDriver, _>(|d| {
+            let done = d.take_full(id);
+            if done.is_none() && cancel {
+                keel_core::Driver::cancel(d, id);
+            }
+            done
+        }) {
             Some(Some((res, flags, _))) => return Ok((res, flags)),
             Some(None) => {}
             None => return Err(Errno::EINVAL),
         }
-        if f.is_cancelled() {
-            // SAFETY: the driver is alive (we run on its executor) and not borrowed here.
-            unsafe { (*driver).abandon(id) };
-            return Err(Errno::ECANCELED);
-        }
+        cancel_sent |= cancel;
         f.wait_io();
     }
 }
 
-/// The next step of a multishot op, re-arming and waiting as net rule 2 says.
+/// The next step of a multishot op, re-arming and waiting as net rule 2 says. Cancelled
+/// with nothing queued, it cancels the op and waits on: results the kernel posted first
+/// are returned in order, then the op's end (`ECANCELED`), so none is lost.
 fn next_multi(f: &mut Fiber, m: &mut Multishot) -> Result<(i32, u32), Errno> {
+    let mut cancel_sent = false;
     loop {
         let step = f.with_driver::<RingDriver, _>(|d| m.step(d)).ok_or(Errno::EINVAL)?;
         match step {
@@ -124,8 +152,9 @@ fn next_multi(f: &mut Fiber, m: &mut Multishot) -> Result<(i32, u32), Errno> {
             }
             MStep::WaitBuffer => wait_buffer(f)?,
             MStep::Pending => {
-                if f.is_cancelled() {
-                    return Err(Errno::ECANCELED); // dropping `m` cancels the op
+                if !cancel_sent && f.is_cancelled() {
+                    f.with_driver::<RingDriver, _>(|d| m.cancel(d));
+                    cancel_sent = true;
                 }
                 f.wait_io();
             }
@@ -254,14 +283,7 @@ impl FiberNet for Fiber {
     }
 
     fn send_zc_fixed(&mut self, s: &impl AsSock, index: u16, len: u32) -> Result<u32, Errno> {
-        let ptr = self
-            .with_driver::<RingDriver, _>(|d| {
-                let reg = d.registered.as_mut()?;
-                let size = reg.size();
-                reg.slice(index).filter(|_| len as usize <= size).map(|b| b.as_ptr())
-            })
-            .flatten()
-            .ok_or(Errno::EINVAL)?;
+        let ptr = crate::fs::fixed_ptr(self, index, len)?;
         // The registered buffer stays claimed by this task while `run` waits, and the
         // op completes only after its notification (driver rule 4).
         run(self, send_zc_fixed_sqe(s.sock(), ptr, len, index))

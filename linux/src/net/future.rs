@@ -9,7 +9,9 @@ use crate::fs::OwnedOp;
 use crate::kept::Kept;
 use crate::ring::RingOp;
 use keel_core::io_status::NotSubmitted;
-use std::task::Poll;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 async fn plain(e: squeue::Entry) -> Result<u32, Errno> {
     // SAFETY: callers pass SQEs that reference no memory.
@@ -150,30 +152,69 @@ pub async fn recv(s: &impl AsSock, buf: Vec<u8>) -> (Result<u32, Errno>, Vec<u8>
 }
 
 /// Waits for a buffer to come back to the provided-buffer ring (pbuf rule 3).
-async fn wait_buffer() -> Result<(), Errno> {
-    let mut queued = false;
-    core::future::poll_fn(|cx| {
-        if keel_core::rt::is_cancelled(cx) {
+fn wait_buffer() -> WaitBuffer {
+    WaitBuffer { ticket: None, driver: core::ptr::null_mut() }
+}
+
+/// The future of [`wait_buffer`]: its wait is a ticket in the buffer ring's queue; every
+/// way out of it (ready, cancelled, dropped) goes through the queue (waitq rule 3).
+struct WaitBuffer {
+    ticket: Option<crate::waitq::Ticket>,
+    driver: *mut RingDriver,
+}
+
+impl Future for WaitBuffer {
+    type Output = Result<(), Errno>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Errno>> {
+        let cancelled = keel_core::rt::is_cancelled(cx);
+        if let Some(t) = self.ticket {
+            let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+                let p = d.pbuf.as_mut()?;
+                if cancelled {
+                    p.leave(t); // a turn handed to it goes on
+                    return Some(Err(Errno::ECANCELED));
+                }
+                Some(Ok(p.has_turn(t)))
+            });
+            return match r.flatten() {
+                Some(Ok(false)) => Poll::Pending, // a spurious wake: keep the place (waitq rule 2)
+                Some(r) => {
+                    self.ticket = None;
+                    Poll::Ready(r.map(drop))
+                }
+                None => Poll::Ready(Err(Errno::EINVAL)), // Drop leaves the queue
+            };
+        }
+        if cancelled {
             return Poll::Ready(Err(Errno::ECANCELED));
         }
-        if queued {
-            return Poll::Ready(Ok(()));
-        }
-        let me = keel_core::rt::current_task(cx);
-        let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
-            let p = d.pbuf.as_mut()?;
-            Some(p.available() > 0 || !me.is_some_and(|t| p.wait(t)))
-        });
+        let Some(me) = keel_core::rt::current_task(cx) else { return Poll::Ready(Err(Errno::EPERM)) };
+        // `None`: a buffer is there (or the queue is full): re-arm at once.
+        let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.pbuf.as_mut().map(|p| if p.available() > 0 { None } else { p.wait(me) }));
         match r.flatten() {
-            Some(true) => Poll::Ready(Ok(())),
-            Some(false) => {
-                queued = true;
+            Some(None) => Poll::Ready(Ok(())),
+            Some(Some(t)) => {
+                self.ticket = Some(t);
+                self.driver = keel_core::io_status::driver_ptr::<RingDriver>(cx).unwrap_or(core::ptr::null_mut());
                 Poll::Pending
             }
             None => Poll::Ready(Err(Errno::EINVAL)),
         }
-    })
-    .await
+    }
+}
+
+impl Drop for WaitBuffer {
+    fn drop(&mut self) {
+        if let (Some(t), false) = (self.ticket, self.driver.is_null()) {
+            // SAFETY: as for `Kept`'s drop: the driver outlives every task body on its
+            // executor, and a body is dropped on the executor's thread with no other
+            // borrow of the driver live (keel-core sched rule 3).
+            if let Some(p) = unsafe { (*self.driver).pbuf.as_mut() } {
+                p.leave(t);
+            }
+        }
+    }
 }
 
 async fn bgid() -> Result<u16, Errno> {
@@ -227,6 +268,7 @@ pub async fn next_recv(m: &mut Multishot) -> Result<Option<ProvidedBuf>, Errno> 
 }
 
 async fn next_multi(m: &mut Multishot) -> Result<(i32, u32), Errno> {
+    let mut cancel_sent = false;
     loop {
         let step = with_ring(|d| m.step(d)).await.ok_or(Errno::EINVAL)?;
         match step {
@@ -235,19 +277,22 @@ async fn next_multi(m: &mut Multishot) -> Result<(i32, u32), Errno> {
             MStep::Submit => submit_multi(m).await?,
             MStep::WaitBuffer => wait_buffer().await?,
             MStep::Pending => {
+                // Cancelled: cancel the op once and wait on for what the kernel posted
+                // first, then its end (as the fiber form does), so no result is lost.
                 let mut first = true;
                 core::future::poll_fn(|cx| {
-                    if keel_core::rt::is_cancelled(cx) {
-                        return Poll::Ready(Err(Errno::ECANCELED));
-                    }
                     if first {
                         first = false;
+                        if !cancel_sent && keel_core::rt::is_cancelled(cx) {
+                            keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| m.cancel(d));
+                            cancel_sent = true;
+                        }
                         keel_core::io_status::waiting_for_io(cx);
                         return Poll::Pending;
                     }
-                    Poll::Ready(Ok(()))
+                    Poll::Ready(())
                 })
-                .await?;
+                .await;
             }
         }
     }

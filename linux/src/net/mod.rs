@@ -25,10 +25,14 @@
 //!    and wakes the task on each. When the kernel ends the op without an error (or the
 //!    driver ended it to bound its queue, driver rule 2, or the buffer ring ran dry), the
 //!    next call re-arms it; an error ends it for good and is returned (then again on every
-//!    later call). A zero-length receive is end of stream.
+//!    later call). A zero-length receive is end of stream. A task cancelled while it
+//!    waits for the next result cancels the op and keeps waiting: results the kernel
+//!    posted before the cancel took are returned in order, then the op's end
+//!    (`ECANCELED`), so none is lost to the cancel.
 //! 3. **Provided buffers**: a buffer-selecting receive returns a [`ProvidedBuf`] (id and
 //!    length) that goes back to the ring when dropped. On `ENOBUFS` the task waits for a
-//!    buffer to come back (pbuf rule 3) and tries again; it never fails for it.
+//!    buffer to come back (pbuf rule 3, waitq rules) and tries again; it never fails for
+//!    it. A receive cancelled in flight returns what the kernel received first (`kept`).
 //! 4. **Zero-copy send** from a registered buffer: the call returns the first CQE's result
 //!    only after the kernel's notification (driver rule 4), so the buffer may be reused as
 //!    soon as the call returns.
@@ -510,6 +514,14 @@ impl Multishot {
 
     pub(crate) fn kind(&self) -> MultiKind {
         self.kind
+    }
+
+    /// Asks the driver to cancel the armed op; its results still arrive in order, the
+    /// last one ending it (for a task cancelled while it waits: nothing is lost).
+    pub(crate) fn cancel(&self, d: &mut RingDriver) {
+        if let Some(id) = self.id {
+            keel_core::Driver::cancel(d, id);
+        }
     }
 
     /// Takes the next result from the driver (net rule 2).

@@ -422,6 +422,30 @@ impl RingDriver {
         self.eventfd_rearm = unsafe { self.ring.submission().push(&e) }.is_err();
     }
 
+    /// Cancel rule 4: the queue is full (only with cancels for operations that are not
+    /// in flight: the kernel's `user_data`s the driver cannot check, or an SQ that would
+    /// not take them). Moves what it can into the SQ, submits the SQ to make room, drops
+    /// requests for slot operations that have ended; never drops a live request: as a last
+    /// resort the queue grows (cold, allocates).
+    #[cold]
+    fn make_cancel_room(&mut self) {
+        self.flush_cancels();
+        if self.pending_cancels.len() < self.pending_cancels.capacity() {
+            return;
+        }
+        if self.submit_queued() {
+            self.flush_cancels();
+        }
+        if self.pending_cancels.len() < self.pending_cancels.capacity() {
+            return;
+        }
+        let slots = &mut self.slots;
+        self.pending_cancels.retain(|&c| c & DIRECT != 0 || slots.get(c).is_some_and(|s| s.cancellable()));
+        if self.pending_cancels.len() == self.pending_cancels.capacity() {
+            self.pending_cancels.reserve(self.pending_cancels.len());
+        }
+    }
+
     /// Moves queued cancel requests into the SQ while there is room.
     fn flush_cancels(&mut self) {
         if self.tail_linked && (self.eventfd_rearm || !self.pending_cancels.is_empty()) && !self.submit_queued() {
@@ -542,6 +566,9 @@ impl RingDriver {
             return; // a MsgRing unpark: it has done its work by ending the wait
         }
         let (mut res, mut flags) = (cqe.result(), cqe.flags());
+        if !self.pending_cancels.is_empty() && !cqueue::more(flags) {
+            self.pending_cancels.retain(|&c| c != ud); // cancel rule 3: its op has ended
+        }
         if let (Some(_), Some(p)) = (cqueue::buffer_select(flags), self.pbuf.as_mut()) {
             p.note_taken(); // rule 5: the kernel handed a buffer out
         }
@@ -726,10 +753,19 @@ impl Driver for RingDriver {
         self.submit_slot(op, token, code)
     }
 
+    /// Queues an `ASYNC_CANCEL` for `id` (cancel rules in the `ring` module doc: never
+    /// lost, at most one queued per operation).
     fn cancel(&mut self, id: OpId) {
-        if self.pending_cancels.len() < self.pending_cancels.capacity() {
-            self.pending_cancels.push(id.0);
+        if id.0 & INTERNAL != 0 || self.pending_cancels.contains(&id.0) {
+            return; // cancel rule 2: one queued cancel per operation is enough
         }
+        if id.0 & DIRECT == 0 && !self.slots.get(id.0).is_some_and(|s| s.cancellable()) {
+            return; // cancel rule 3: it has ended; nothing to cancel
+        }
+        if self.pending_cancels.len() == self.pending_cancels.capacity() {
+            self.make_cancel_room();
+        }
+        self.pending_cancels.push(id.0);
         self.flush_cancels();
     }
 

@@ -61,6 +61,26 @@
 //! 5. **Provided buffers**: a CQE with `IORING_CQE_F_BUFFER` carries the buffer id in its
 //!    upper 16 flag bits; `take_full` and `take_multi` hand the flags to the net layer,
 //!    which turns them into a `net::ProvidedBuf` (pbuf rule 2).
+//!
+//! Cancel requests (`Driver::cancel`; cited as "cancel rule N"):
+//! 1. **Never lost.** A cancel for an operation that may still complete is queued until it
+//!    is in the SQ: at once if the SQ has room and no task's link chain is open, else at
+//!    the next enter (which moves queued cancels into the SQ before it submits). The queue
+//!    holds one entry per operation that may be in flight, allocated at creation with
+//!    `RingConfig::slots` entries.
+//! 2. **One per operation.** A cancel for an operation whose cancel is already queued adds
+//!    nothing (the caller may ask many times: a cancelled fiber, its executor's cancel,
+//!    a status block dropped, executor drop).
+//! 3. **Only for live operations.** A cancel for a slot operation that has ended (its
+//!    final CQE reaped) is not queued, and the queued cancel of an operation is dropped
+//!    when its final CQE is reaped (a direct operation's too, direct rule 5). With rule 2
+//!    the queue then never holds more entries than operations in flight, which are at
+//!    most `slots`: it cannot overflow.
+//! 4. Should it be full anyway (cancels naming `user_data`s the driver cannot check: a
+//!    direct operation's), the driver moves cancels into the SQ, submits the SQ to make
+//!    room, drops entries for ended slot operations, and only then grows the queue (cold,
+//!    allocates): a live cancel is never dropped, so executor drop never waits on an
+//!    operation nobody cancelled.
 
 mod direct;
 mod driver;

@@ -103,6 +103,17 @@ pub(crate) struct Slot {
     pub(crate) first: Option<(i32, u32)>,
 }
 
+impl Slot {
+    /// Whether the kernel may still post a completion for this slot's operation (an
+    /// `ASYNC_CANCEL` for it can still do something: the `ring` module's cancel rule 3).
+    pub(crate) fn cancellable(&self) -> bool {
+        match self.state {
+            SlotState::InFlight | SlotState::Abandoned => !(self.multi && self.ended),
+            SlotState::Done(..) | SlotState::Free => false,
+        }
+    }
+}
+
 pub(crate) struct Slots {
     slots: Vec<Slot>,
     free: Vec<u32>,
