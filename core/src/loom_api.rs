@@ -274,10 +274,10 @@ std::thread_local! {
     static ANY_RESUME_IS_CURRENT: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
 }
 
-/// Whether rt rule 1's check is the weakened twin's in this model: "a resume of the
-/// waker's task is in progress" on any thread (as the check first was, through the
-/// owner's `Sched::current`), rather than "this `Context` is that resume's". A switch per
-/// OS thread, which loom's threads share within one model and tests do not.
+/// Whether rt rule 1's check is the weakened twin's in this model: "the waker's task is
+/// running", on any thread (as the check first was, through the owner's record of the
+/// task it resumes), rather than "this `Context` is the task's own". A switch per OS
+/// thread, which loom's threads share within one model and tests do not.
 pub(crate) fn any_resume_is_current() -> bool {
     ANY_RESUME_IS_CURRENT.with(|c| c.get())
 }

@@ -4,18 +4,17 @@
 //! (and then without suspending), so a body that propagates it with `?` winds down.
 //!
 //! Rules (cited as "rt rule N"):
-//! 1. A keel future is inside its task only when polled with the very `Context` keel
-//!    made for the resume of that task now in progress: the executor stores that
-//!    `Context`'s address in the task's trailer (`resume_cx`) before it polls the body
-//!    and clears it when the poll returns or unwinds, and `current` compares the address
-//!    of the `Context` it was given with it. `Context` is neither `Send` nor `Sync`, so
-//!    only the executor's own thread, inside that resume, can hold a reference to it;
-//!    two live `Context`s never share an address, and memory another thread reuses
-//!    comes after the clear (its free and reuse synchronise), so a poll on any other
-//!    thread, or outside the resume, never compares equal. The check reads only the
-//!    task's `'static` trailer: it never reads (or writes) an executor's state, so a
-//!    poll on another thread is harmless whatever the executor is doing, dropped
-//!    included. One load and one compare per poll.
+//! 1. A keel future is inside its task only when polled with the task's own `Context`:
+//!    the one that lives in the task's `'static` trailer (`ResumeCx`), which the owner
+//!    rewrites (with a waker for the current run) and hands to the body for each poll,
+//!    and nowhere else. `current` compares the address of the `Context` it was given
+//!    with the trailer's. `Context` is neither `Send` nor `Sync`, and the body gets it
+//!    only for the length of one poll, so only the owner's thread, inside a resume of
+//!    that task, can hold a reference to it; any other `Context` (on another thread, or
+//!    made by hand from the task's waker) lives elsewhere and never compares equal. The
+//!    check reads no state at all, of an executor or of the task: a poll on another
+//!    thread is harmless whatever the executor is doing, dropped included. One address
+//!    compare per poll.
 //! 2. Outside its task (the waker in the `Context` is not a keel waker, or the
 //!    `Context` is not the one of rule 1: a keel future polled by hand on another
 //!    thread with `TaskHandle::waker()`, polled after being moved out of the task, or

@@ -27,10 +27,10 @@ mod models {
     /// The owner resumes a task (whose body reaches an atomic step mid-poll) while thread
     /// B polls `rt::sleep(5 s)` with the task's waker. B must get "not in a task" (ready
     /// at once, rt rule 2) at every point of the resume, and the task's result is its own.
-    /// With `weak` (the weakened twin: "a resume of the task is in progress", on any
-    /// thread, is taken for "inside the task", as rt rule 1 first was through the owner's
-    /// `Sched::current`) B finds the task current while the owner resumes it and arms a
-    /// timer on the owner's executor from B's thread.
+    /// With `weak` (the weakened twin: "the task is running", on any thread, is taken for
+    /// "inside the task", as rt rule 1 first was through the owner's record of the task
+    /// it resumes) B finds the task current while the owner resumes it and arms a timer on
+    /// the owner's executor from B's thread.
     fn foreign_sleep_vs_resume(weak: bool) {
         check(3, move || {
             weaken_current(weak);
@@ -47,7 +47,12 @@ mod models {
                     Poll::Ready(Ok::<u64, TaskError>(7))
                 });
                 let run = ex.attach(slot.get().create(TaskAttrs::default()).unwrap(), body).unwrap();
+                let s3 = step.clone();
                 let b = thread::spawn(move || {
+                    // A step on the body's atomic, so that loom runs B's poll before, inside
+                    // and after the resume (rt rule 1's check itself reads nothing shared).
+                    // Relaxed: nothing is published through it.
+                    let _ = s3.load(Ordering::Relaxed);
                     let waker = run.waker();
                     let mut cx = Context::from_waker(&waker);
                     let sleep = pin!(rt::sleep(Duration::from_secs(5)));
@@ -64,7 +69,7 @@ mod models {
         });
     }
 
-    // Preemption bound 3; 17 executions, under 0.01 s (release, 2-core machine).
+    // Preemption bound 3; 16 executions, under 0.01 s (release, 2-core machine).
     #[test]
     fn foreign_sleep_vs_resume_is_outside_the_task() {
         foreign_sleep_vs_resume(false);

@@ -595,8 +595,6 @@ struct PanicGuard<'a> {
 impl Drop for PanicGuard<'_> {
     fn drop(&mut self) {
         let t = hdr(self.h);
-        // Rt rule 1: the unwound poll's `Context` is gone.
-        crate::task::wake::clear_resume(t);
         // A future can always be dropped; a fiber cannot panic out of its stack.
         let _ = self.sched.drop_body(self.h);
         self.sched.finish(self.h, E::Return, Err(TaskError::Panicked("the task body panicked while being resumed")));

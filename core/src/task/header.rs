@@ -92,10 +92,9 @@ pub(crate) struct Trailer {
     pub(crate) initiated: List<IoStatus, IoLink>,
     pub(crate) completed: List<IoStatus, IoLink>,
     pub(crate) stats: TaskStatsCells,
-    /// The address of the `Context` keel made for the resume of this task in progress,
-    /// null between resumes (rt rule 1). Any thread may load it to compare; nobody
-    /// dereferences it.
-    pub(crate) resume_cx: AtomicPtr<()>,
+    /// The `Context` (and the waker it names) the owner polls the body with (rt rule 1),
+    /// right after `resumptions`, in the line a resume touches anyway.
+    pub(crate) resume: crate::task::wake::ResumeCx,
     pub(crate) timer: TimerNode,
     /// Operations whose status block was dropped while they were in flight.
     pub(crate) orphans: Cell<u32>,
@@ -171,7 +170,7 @@ impl<const N: usize> TaskSlot<N> {
                         timer: TimerNode::new(),
                         initiated: List::new(),
                         completed: List::new(),
-                        resume_cx: AtomicPtr::new(core::ptr::null_mut()),
+                        resume: crate::task::wake::ResumeCx::new(),
                         orphans: Cell::new(0),
                         result: Cell::new(None),
                         owned_links: Links::new(),
@@ -304,7 +303,7 @@ mod layout {
     // A resume writes it next to `resumptions`: the same line.
     #[cfg(not(debug_assertions))]
     const_assert_eq!(
-        core::mem::offset_of!(Trailer, resume_cx) / 64,
+        (core::mem::offset_of!(Trailer, resume) + core::mem::size_of::<crate::task::wake::ResumeCx>() - 1) / 64,
         (core::mem::offset_of!(Trailer, stats) + core::mem::offset_of!(TaskStatsCells, resumptions)) / 64
     );
 }

@@ -41,6 +41,8 @@ use crate::exec::sched::Sched;
 use crate::sync::{AtomicU64Like, Ordering};
 use crate::task::header::Header;
 use core::ptr::NonNull;
+use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
 use core::task::{Context, RawWaker, RawWakerVTable, Waker};
 
 pub(crate) const QUEUED: u64 = 1;
@@ -245,39 +247,59 @@ pub(crate) fn task_of(waker: &Waker) -> Option<NonNull<Header>> {
     if core::ptr::eq(waker.vtable(), &VTABLE) { Some(decode(waker.data()).0) } else { None }
 }
 
-/// Owner, on its thread, right before polling the body of the task at `hdr` with `cx`:
-/// marks that resume in progress (rt rule 1) until `clear_resume`.
-#[inline(always)]
-pub(crate) fn mark_resume(hdr: &Header, cx: &Context<'_>) {
-    // Relaxed: rt rule 1: other threads only compare the address with their own
-    // `Context`'s; nothing is published through it.
-    hdr.trailer().resume_cx.store(cx as *const Context<'_> as *mut (), Ordering::Relaxed);
+/// The `Context` a task's body is polled with, and the waker it names (rt rule 1): in
+/// the task's `'static` trailer, so its address is fixed and names the task. Touched
+/// only by the owner's thread (header rule 2), rewritten before every poll of the body.
+pub(crate) struct ResumeCx {
+    waker: UnsafeCell<MaybeUninit<Waker>>,
+    cx: UnsafeCell<MaybeUninit<Context<'static>>>,
 }
 
-/// Owner: the resume marked by `mark_resume` is over (its poll returned, or unwound),
-/// before its `Context` goes away.
-#[inline(always)]
-pub(crate) fn clear_resume(hdr: &Header) {
-    // Relaxed: as in `mark_resume`.
-    hdr.trailer().resume_cx.store(core::ptr::null_mut(), Ordering::Relaxed);
+impl ResumeCx {
+    pub(crate) const fn new() -> Self {
+        ResumeCx { waker: UnsafeCell::new(MaybeUninit::uninit()), cx: UnsafeCell::new(MaybeUninit::uninit()) }
+    }
 }
 
-/// Whether `cx` is the `Context` keel made for the resume of the task at `hdr` now in
-/// progress (rt rule 1). Any thread; reads no executor state.
+/// The task's resume `Context` (rt rule 1), made afresh for run `generation` of the task
+/// at `h`, for the body's poll.
+///
+/// # Safety
+/// The owner, on its thread, about to poll the body: no reference to this task's resume
+/// `Context` or waker is live (no poll of this task's body is on the stack), and the one
+/// returned is used only for that poll.
+#[inline(always)]
+pub(crate) unsafe fn resume_context<'a>(h: NonNull<Header>, generation: u32) -> &'a mut Context<'static> {
+    // SAFETY: headers live in `'static` slots.
+    let r: &'static ResumeCx = unsafe { &(*h.as_ptr()).trailer().resume };
+    let w = r.waker.get() as *mut Waker;
+    let c = r.cx.get() as *mut Context<'static>;
+    // SAFETY: the caller's duties: nothing else refers to these two now. The waker
+    // overwritten (if any) is not dropped: a keel waker's drop does nothing. Both stay in
+    // the `'static` trailer, so the `'static` borrows hold.
+    unsafe {
+        w.write(waker_for(h, generation));
+        c.write(Context::from_waker(&*w));
+        &mut *c
+    }
+}
+
+/// Whether `cx` is the task at `hdr`'s resume `Context` (rt rule 1), which only its
+/// owner's thread can hold, inside a poll of its body. Any thread; reads nothing.
 #[inline(always)]
 pub(crate) fn is_resume_cx(hdr: NonNull<Header>, cx: &Context<'_>) -> bool {
-    // SAFETY: headers live in `'static` slots.
-    let t = unsafe { hdr.as_ref() };
-    // Relaxed: rt rule 1: an address compare; equal only on the thread whose resume
-    // stored it, which wrote it itself.
-    let marked = t.trailer().resume_cx.load(Ordering::Relaxed);
+    // SAFETY: headers live in `'static` slots; only the field's address is taken.
+    let mine = unsafe { hdr.as_ref() }.trailer().resume.cx.get() as *const ();
     #[cfg(keel_loom)]
     if crate::loom_api::any_resume_is_current() {
-        // The weakened twin (`loom_api::weaken_current`): "a resume of the task is in
-        // progress", on whatever thread, as rt rule 1 first was (`Sched::current`).
-        return !marked.is_null();
+        // The weakened twin (`loom_api::weaken_current`): "the task is running", on
+        // whatever thread, taken for "inside the task" (as rt rule 1 first was, through
+        // the owner's record of the task it resumes): it reads the owner's Cell.
+        let _ = mine;
+        // SAFETY: none across threads: this is the bug the twin shows.
+        return unsafe { hdr.as_ref() }.state.get() == crate::task::state::TaskState::Running;
     }
-    core::ptr::eq(marked, cx as *const Context<'_> as *const ())
+    core::ptr::eq(cx as *const Context<'_> as *const (), mine)
 }
 
 /// The executor currently owning the task of a keel waker.
