@@ -131,3 +131,33 @@ fn a_context_rebuilt_from_the_waker_is_outside_the_task() {
     assert_eq!(ex.result(run), Ok(Some(Ok(7))));
     assert_eq!(ex.stats().timers_armed, 0);
 }
+
+/// Handles of one executor's task given to another executor (two executors on one thread)
+/// never act on the task: `wake` is a no-op, the rest say the task is not theirs. The
+/// owner still runs it to the result its body computed.
+#[test]
+fn another_executors_methods_never_act_on_a_task() {
+    let a = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let a = a.into_ref();
+    let b = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let b = b.into_ref();
+    let run = a
+        .attach(task(Priority::Normal, "a's"), async {
+            rt::wait().await?;
+            Ok(5)
+        })
+        .unwrap();
+    a.run(1, None).unwrap();
+    b.wake(run);
+    assert_eq!(b.stats().ready, [0, 0, 0], "b queued a's task");
+    assert_eq!(a.state(run), Ok(TaskState::Suspended(SuspendReason::Wait)), "b's wake reached a's task");
+    assert_eq!(b.state(run), Err(keel_core::StaleHandle));
+    assert_eq!(b.result(run), Err(keel_core::StaleHandle));
+    assert_eq!(b.cancel(run), Err(keel_core::CancelError::OwnedElsewhere));
+    assert_eq!(b.destroy(run), Err(keel_core::DestroyError::OwnedElsewhere));
+    assert_eq!(b.release(run).map(|_| ()), Err(keel_core::DestroyError::OwnedElsewhere));
+    assert!(matches!(b.attach(run, async { 0u64 }), Err(keel_core::AttachError::OwnedElsewhere(_))));
+    a.wake(run);
+    run_all!(a);
+    assert_eq!(a.result(run), Ok(Some(Ok(5))));
+}
