@@ -5,7 +5,7 @@ use core::pin::pin;
 use core::time::Duration;
 use keel_core::{AttachError, Config, Executor, ExecutorHandle, HandleSlot, NoIo, TaskAttrs, TaskSlot};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 /// The main thread binds executors to one slot and drops them, one after another; after
@@ -69,4 +69,72 @@ fn a_stale_handle_never_reaches_a_rebound_executor() {
     println!("{rebinds} rebinds, {} stale attaches, {:.2?}", attempts.load(Ordering::Relaxed), start.elapsed());
     assert_eq!(taken, 0, "a rebound executor took a task attached through a stale handle");
     assert!(rebinds >= 100, "only {rebinds} rebinds: the test did not exercise the race");
+}
+
+/// A foreign thread attaches one task through the executor's handle, again and again,
+/// while the executor's own thread attaches the same task locally between runs (remote
+/// rule 2); each side releases or lets go of the task once its run completes, so the two
+/// race for every run. Whichever attach wins, its body runs exactly once and the other
+/// is refused; the owner never takes the task for its own while the foreign attacher
+/// writes it (before, both could succeed and one body was lost, or the executor met a
+/// task attached twice). Bounded: 3 s or 1,000,000 foreign tries.
+#[test]
+fn a_foreign_attach_racing_the_owners_attach_runs_one_body() {
+    const FOREIGN: u64 = 1_000_000;
+    let slot: &'static HandleSlot = Box::leak(Box::new(HandleSlot::new()));
+    let t = Box::leak(Box::new(TaskSlot::<64>::new())).create(TaskAttrs::default()).unwrap();
+    // The handle of the task's latest run, whichever side attached it.
+    let latest = Arc::new(Mutex::new(t));
+    let ran = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (ran2, stop2, latest2) = (ran.clone(), stop.clone(), latest.clone());
+    let owner = std::thread::spawn(move || {
+        let ex = pin!(Executor::new(NoIo, Config::default()).unwrap());
+        let ex = ex.into_ref();
+        tx.send(ex.handle(slot).unwrap()).unwrap();
+        let mut local = 0u64;
+        while !stop2.load(Ordering::Relaxed) || ex.attached() > 0 {
+            let r = ran2.clone();
+            let cur = *latest2.lock().unwrap();
+            if let Ok(run) = ex.attach(cur, async move {
+                r.fetch_add(1 << 32, Ordering::Relaxed);
+            }) {
+                local += 1;
+                *latest2.lock().unwrap() = run;
+            }
+            let _ = ex.run(64, Some(Duration::ZERO));
+            // A completed local run stays ours: give the task back, so that the foreign
+            // side can attach it too (foreign runs are let go of on completion).
+            let cur = *latest2.lock().unwrap();
+            if matches!(ex.result(cur), Ok(Some(_))) {
+                let _ = ex.release(cur);
+            }
+        }
+        local
+    });
+    let h: ExecutorHandle = rx.recv().unwrap();
+    let start = Instant::now();
+    let (mut foreign, mut tries) = (0u64, 0u64);
+    while tries < FOREIGN && start.elapsed() < Duration::from_secs(3) {
+        tries += 1;
+        let r = ran.clone();
+        let cur = *latest.lock().unwrap();
+        match h.attach(cur, async move {
+            r.fetch_add(1, Ordering::Relaxed);
+        }) {
+            Ok(run) => {
+                foreign += 1;
+                *latest.lock().unwrap() = run;
+            }
+            Err(AttachError::OwnedElsewhere(_) | AttachError::Stale(_)) => {}
+            Err(e) => panic!("foreign attach: {e}"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let local = owner.join().unwrap();
+    let ran = ran.load(Ordering::Relaxed);
+    println!("{foreign} foreign and {local} local attaches in {tries} tries, {:.2?}", start.elapsed());
+    assert_eq!((ran & 0xFFFF_FFFF, ran >> 32), (foreign, local), "a body was lost or ran twice");
+    assert!(foreign > 0 && local > 0, "one side never won: the race was not exercised");
 }
