@@ -17,8 +17,9 @@
 //! Who touches what (header rules, cited as "header rule N"):
 //! 1. `notify`, `gen`, `exec` and `inbox` are atomics any thread may read; their
 //!    writers and orderings are the protocol in `task/wake.rs`.
-//! 2. Everything in `Cell`s (header and trailer) belongs to the executor that owns the
-//!    task (`exec`), and only that executor's thread touches it. A task with no owner
+//! 2. Everything in `Cell`s (header and trailer, and the resume `Context` of rt rule 1)
+//!    belongs to the executor that owns the task (`exec`), and only that executor's
+//!    thread touches it. A task with no owner
 //!    is touched only by the thread that claims it.
 //! 3. The body bytes are written at attach and dropped at completion or cancellation,
 //!    by the owner, never while a resume of the body is on the stack.

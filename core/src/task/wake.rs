@@ -267,7 +267,9 @@ impl ResumeCx {
 /// # Safety
 /// The owner, on its thread, about to poll the body: no reference to this task's resume
 /// `Context` or waker is live (no poll of this task's body is on the stack), and the one
-/// returned is used only for that poll.
+/// returned is used only for that poll. (The body cannot keep one past its poll either:
+/// `Future::poll` takes the `Context` at a lifetime of its own, so `cx.waker()` is
+/// borrowed for that poll, and a waker it keeps is a clone, a copy of the data.)
 #[inline(always)]
 pub(crate) unsafe fn resume_context<'a>(h: NonNull<Header>, generation: u32) -> &'a mut Context<'static> {
     // SAFETY: headers live in `'static` slots.
