@@ -23,6 +23,7 @@ fn a_fiber_spawned_from_the_spare_pool_allocates_nothing() {
                 h,
                 FiberAttrs {
                     stack_size: 64 * 1024,
+                    ..FiberAttrs::DEFAULT
                 },
                 move |_: &mut Fiber| i,
             )

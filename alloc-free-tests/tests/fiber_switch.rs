@@ -22,6 +22,7 @@ fn a_fiber_switch_allocates_nothing() {
             task::<1024>("fiber-yield"),
             FiberAttrs {
                 stack_size: 64 * 1024,
+                ..FiberAttrs::DEFAULT
             },
             |f: &mut Fiber| {
                 for _ in 0..WARM_UP + CYCLES {

@@ -47,7 +47,9 @@ fn a_registered_buffer_read_allocates_nothing() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("read_fixed");
     std::fs::write(&path, PATTERN).unwrap();
-    let file = keel_linux::File::from_raw_fd(std::fs::File::open(&path).unwrap().into_raw_fd());
+    // Outlives the window: a `File` frees its shared count when dropped (fd rule 1), which
+    // the fiber's last iteration would otherwise do inside the window.
+    let file: &'static keel_linux::File = Box::leak(Box::new(keel_linux::File::from_raw_fd(std::fs::File::open(&path).unwrap().into_raw_fd())));
 
     let stacks = RegionStacks::new(Vec::leak(vec![0u8; 64 * 1024 + 16]), 64 * 1024, 0)
         .expect("region stacks");
@@ -59,13 +61,14 @@ fn a_registered_buffer_read_allocates_nothing() {
             task::<1024>("read-fixed"),
             FiberAttrs {
                 stack_size: 64 * 1024,
+                ..FiberAttrs::DEFAULT
             },
             move |f: &mut Fiber| {
                 let buf = f.try_claim_buffer().map_err(|_| TaskError::Failed(1))?;
                 for _ in 0..n {
                     f.with_buffer(buf, |b| b[..LEN].fill(0))
                         .map_err(|_| TaskError::Failed(2))?;
-                    if f.read_fixed(&file, buf, LEN as u32, 0) != Ok::<u32, Errno>(LEN as u32) {
+                    if f.read_fixed(file, buf, LEN as u32, 0) != Ok::<u32, Errno>(LEN as u32) {
                         return Err(TaskError::Failed(3));
                     }
                     if !f

@@ -26,6 +26,7 @@ fn a_sleep_whose_timer_fires_allocates_nothing() {
                 task::<1024>("sleep-fiber"),
                 FiberAttrs {
                     stack_size: 64 * 1024,
+                    ..FiberAttrs::DEFAULT
                 },
                 move |f: &mut Fiber| {
                     for _ in 0..n {

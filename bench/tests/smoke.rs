@@ -16,6 +16,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("switch", "corosensei", "ns"),
     ("fiber_yield", "keel", "ns"),
     ("fiber_yield", "keel-acct", "ns"),
+    ("fiber_yield", "keel-fp-save", "ns"),
     ("fiber_yield", "tokio", "ns"),
     ("fiber_spawn", "keel", "ns"),
     ("fiber_spawn", "corosensei", "ns"),

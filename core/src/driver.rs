@@ -136,6 +136,77 @@ pub trait Driver: 'static {
         let _ = park_word;
         None
     }
+
+    /// The executor is going and has given up every task: cancel every operation still in
+    /// flight, including those whose owner was moved out of its task (a future kept in
+    /// `main`), so the executor's final drain ends. Each still completes exactly once. The
+    /// default does nothing (the executor then waits for them to complete on their own).
+    fn cancel_all(&mut self) {}
+}
+
+/// An executor's driver as a `with_driver` closure gets it (driver rules 1-2 in
+/// exec/mod.rs): it reads as `&D` (`Deref`), and it cannot be replaced, swapped, moved
+/// out of, nor used to submit, reap, cancel or park behind the executor's back, since no
+/// `&mut D` comes out of it in safe code. A driver offers mutation through methods of its
+/// own on `DriverMut<'_, ItsType>` (the simulated driver's scripting: `sim.rs`), or, in
+/// driver crates, through [`DriverMut::get_mut`] under its safety contract.
+///
+/// Its lifetime is invariant and it can be neither built nor cloned outside keel-core,
+/// so it cannot leave the closure it was lent to.
+pub struct DriverMut<'a, D> {
+    ptr: core::ptr::NonNull<D>,
+    _lent: core::marker::PhantomData<&'a mut D>,
+    _invariant: core::marker::PhantomData<fn(&'a ()) -> &'a ()>,
+}
+
+impl<D> DriverMut<'_, D> {
+    /// Lends `ptr`.
+    ///
+    /// # Safety
+    /// `ptr` is the executor's driver, the executor's lend flag is set for as long as the
+    /// value lives (driver rule 1), and nothing else forms a reference to the driver
+    /// meanwhile.
+    pub(crate) unsafe fn lend(ptr: *mut D) -> Self {
+        // SAFETY: the executor's driver field is never null.
+        DriverMut { ptr: unsafe { core::ptr::NonNull::new_unchecked(ptr) }, _lent: core::marker::PhantomData, _invariant: core::marker::PhantomData }
+    }
+
+    /// The driver, mutably: for a driver crate's own state (buffer rings, result slots,
+    /// fault injection).
+    ///
+    /// # Safety
+    /// Through the returned reference the caller must not replace the driver or move out
+    /// of it (assign, `mem::swap`/`replace`/`take`), nor call the [`Driver`] methods the
+    /// executor alone calls (`submit`, `submit_from`, `reap`, `park`, `unparker`) or
+    /// `cancel`/`retarget` on an operation of a status block (the executor's
+    /// bookkeeping and, for the ring, the kernel rely on them); cancelling an operation
+    /// the driver crate keeps itself (a wake-token operation it owns) is its own
+    /// business. And while the reference lives the caller runs no code that could reach
+    /// the driver another way (user code, a drop of a value holding a driver pointer):
+    /// keel-core's own paths find the driver lent and keep off it, but a driver crate's
+    /// raw pointers do not.
+    #[inline(always)]
+    pub unsafe fn get_mut(&mut self) -> &mut D {
+        // SAFETY: lent exclusively to this value (rule 1); the caller keeps the contract.
+        unsafe { self.ptr.as_mut() }
+    }
+}
+
+impl<D> core::ops::Deref for DriverMut<'_, D> {
+    type Target = D;
+    #[inline(always)]
+    fn deref(&self) -> &D {
+        // SAFETY: lent to this value (driver rule 1): while it lives the executor forms
+        // no reference to the driver, and a `&mut` comes out only through `get_mut`,
+        // which borrows this value mutably (so not while this `&D` lives).
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<D> core::fmt::Debug for DriverMut<'_, D> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("DriverMut")
+    }
 }
 
 /// A driver with no i/o, whose clock the caller advances by hand: for tests of the

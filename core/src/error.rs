@@ -29,6 +29,9 @@ impl Errno {
     pub const EBUSY: Errno = Errno(16);
     /// Invalid argument.
     pub const EINVAL: Errno = Errno(22);
+    /// Resource deadlock would occur (here: waiting for room inside a `with_driver`
+    /// closure, which holds what the wait needs).
+    pub const EDEADLK: Errno = Errno(35);
     /// Timer expired.
     pub const ETIME: Errno = Errno(62);
     /// No buffer space available.
@@ -68,6 +71,19 @@ pub enum TaskError {
     Failed(i64),
     /// The task body panicked; the message names where (fiber tasks, keel-linux).
     Panicked(&'static str),
+    /// A fiber left MXCSR's control bits or the x87 control word changed when it switched
+    /// back to its executor (at a suspension, or at its return) without
+    /// `FiberAttrs::save_fp_control`; the executor loaded its own values back, so the
+    /// fiber ran on with the executor's (fiber rule 6). The values are the fiber's at the
+    /// first such switch; the task's own result is discarded.
+    FpControlChanged {
+        /// The task's id (`TaskHandle::id`).
+        task: u32,
+        /// The MXCSR the fiber left.
+        mxcsr: u32,
+        /// The x87 control word the fiber left.
+        x87_cw: u16,
+    },
 }
 
 impl fmt::Display for TaskError {
@@ -76,6 +92,12 @@ impl fmt::Display for TaskError {
             TaskError::Cancelled => f.write_str("the task was cancelled"),
             TaskError::Failed(code) => write!(f, "the task failed with code {code}"),
             TaskError::Panicked(msg) => write!(f, "the task panicked: {msg}"),
+            TaskError::FpControlChanged { task, mxcsr, x87_cw } => write!(
+                f,
+                "fiber task {task} switched out with MXCSR {mxcsr:#06x} / x87 control word {x87_cw:#06x} changed from the executor's (the executor restored its own): \
+                 restore the rounding mode and exception masks before each suspension point and before returning, \
+                 or attach the fiber with FiberAttrs {{ save_fp_control: true, .. }} to keep its own across suspensions"
+            ),
         }
     }
 }
@@ -225,6 +247,39 @@ impl<B> fmt::Display for AttachError<B> {
     }
 }
 
+/// The driver is lent to a `with_driver` closure already (driver rule 1 in exec/mod.rs):
+/// a nested `with_driver` would hand out a second live reference to it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct DriverBusy;
+
+impl fmt::Display for DriverBusy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the driver is lent to a with_driver closure already: use the driver that closure was given, or call after it returns")
+    }
+}
+
+/// Why task code could not reach its executor's driver.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// Not called from inside a keel task (or not from the task being resumed).
+    NotInTask,
+    /// The task's executor runs a different driver type.
+    WrongDriver,
+    /// The driver is lent to a `with_driver` closure already (see [`DriverBusy`]).
+    Busy,
+}
+
+impl fmt::Display for DriverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DriverError::NotInTask => f.write_str("the driver can only be reached from inside a keel task"),
+            DriverError::WrongDriver => f.write_str("the task's executor runs a different driver type"),
+            DriverError::Busy => DriverBusy.fmt(f),
+        }
+    }
+}
+
 /// Why a cancel did nothing.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -293,6 +348,14 @@ pub enum RunError {
     Reentrant,
     /// This executor took one of its dispatcher's quit tokens: leave the worker loop.
     Quit,
+    /// The driver is lent to a `with_driver` closure (driver rule 1 in exec/mod.rs): run
+    /// from outside it, and do not suspend a fiber inside one.
+    DriverBusy,
+    /// More operations were cancelled or orphaned while the driver was lent than the
+    /// executor can hold back (`DEFERRED_DRIVER_OPS`): it cannot route their
+    /// completions any more and no longer reaps (driver rule 3). Drop fewer in-flight
+    /// status blocks inside one `with_driver` closure.
+    Poisoned,
 }
 
 impl fmt::Display for RunError {
@@ -304,6 +367,8 @@ impl fmt::Display for RunError {
             RunError::Driver(e) => write!(f, "the driver failed: {e}"),
             RunError::Reentrant => f.write_str("run was called from inside one of its own tasks: yield or return instead"),
             RunError::Quit => f.write_str("the dispatcher asked this executor to quit: leave the worker loop"),
+            RunError::DriverBusy => f.write_str("the driver is lent to a with_driver closure: run from outside it (and do not suspend a fiber inside one)"),
+            RunError::Poisoned => f.write_str("too many operations were cancelled or orphaned inside with_driver closures: this executor stopped reaping; drop fewer in-flight status blocks inside one closure"),
         }
     }
 }
@@ -338,6 +403,8 @@ pub enum InitiateError<Op> {
     Refused(Op, Errno),
     /// The task has been cancelled: initiate no more i/o, return.
     Cancelled(Op),
+    /// The driver is lent to a `with_driver` closure: initiate outside it.
+    DriverBusy(Op),
 }
 
 impl InitiateError<()> {
@@ -349,6 +416,7 @@ impl InitiateError<()> {
             InitiateError::StatusBusy(()) => InitiateError::StatusBusy(op),
             InitiateError::Refused((), e) => InitiateError::Refused(op, e),
             InitiateError::Cancelled(()) => InitiateError::Cancelled(op),
+            InitiateError::DriverBusy(()) => InitiateError::DriverBusy(op),
         }
     }
 }
@@ -361,6 +429,7 @@ impl<Op> fmt::Display for InitiateError<Op> {
             InitiateError::StatusBusy(_) => f.write_str("the status block is in use: reap its completion (or use another block) first"),
             InitiateError::Refused(_, e) => write!(f, "the driver refused the operation ({e})"),
             InitiateError::Cancelled(_) => Cancelled.fmt(f),
+            InitiateError::DriverBusy(_) => DriverBusy.fmt(f),
         }
     }
 }
@@ -390,6 +459,7 @@ impl<Op> fmt::Debug for InitiateError<Op> {
             InitiateError::StatusBusy(_) => "StatusBusy",
             InitiateError::Refused(..) => "Refused",
             InitiateError::Cancelled(_) => "Cancelled",
+            InitiateError::DriverBusy(_) => "DriverBusy",
         };
         write!(f, "InitiateError::{name}({self})")
     }

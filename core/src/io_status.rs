@@ -12,13 +12,15 @@
 //!    even number: statuses are 8-aligned). `user_data` finds the status with no
 //!    lookup.
 //! 4. A status dropped while in flight is orphaned: its token is retargeted to its
-//!    task's header address with bit 0 set, the operation is cancelled, and the task
-//!    counts it in `orphans` until its completion is reaped. The task cannot complete
+//!    task's header address with bit 0 set, the operation is cancelled (both held back
+//!    while the driver is lent, and applied before any reap: driver rule 3 in
+//!    exec/mod.rs), and the task counts it in `orphans` until its completion is
+//!    reaped. The task cannot complete
 //!    (it drains) and its storage is not reused until then, so no completion ever
 //!    reaches memory that was handed back.
 
-use crate::driver::{Driver, IoResult, IoToken, OpId};
-use crate::error::{Cancelled, InitiateError};
+use crate::driver::{Driver, DriverMut, IoResult, IoToken, OpId};
+use crate::error::{Cancelled, DriverError, InitiateError};
 use crate::exec::sched::Sched;
 use crate::list::{Link, Links};
 use crate::rt::current;
@@ -173,6 +175,10 @@ impl IoStatus {
             return Err(InitiateError::StatusBusy(()));
         }
         let Some(driver) = sched.driver_as::<D>() else { return Err(InitiateError::WrongDriver(())) };
+        // Driver rule 1: inside a `with_driver` closure.
+        if sched.is_lent() {
+            return Err(InitiateError::DriverBusy(()));
+        }
         // Queue behind tasks already waiting for room (unless this task was just granted
         // room), and respect the in-flight limit.
         let granted = t.has_flag(flag::GRANTED);
@@ -392,6 +398,10 @@ pub(crate) fn submit_with_wake_token<D: Driver>(sched: &Sched, h: NonNull<Header
         return Err(SubmitRefused::Failed(crate::Errno::ECANCELED));
     }
     let Some(driver) = sched.driver_as::<D>() else { return Err(SubmitRefused::Failed(crate::Errno::EINVAL)) };
+    // Driver rule 1: inside a `with_driver` closure (waiting could not end there).
+    if sched.is_lent() {
+        return Err(SubmitRefused::Failed(crate::Errno::EDEADLK));
+    }
     let granted = t.has_flag(flag::GRANTED);
     t.clear_flag(flag::GRANTED);
     // SAFETY: sched rule 3: no other borrow of the driver is live while task code runs.
@@ -413,27 +423,101 @@ pub(crate) fn submit_with_wake_token<D: Driver>(sched: &Sched, h: NonNull<Header
             sched.stats.io_submitted.set(sched.stats.io_submitted.get() + 1);
             Ok(id)
         }
+        // The driver had no room after all: wait for it as for any other lack of room.
+        Err(crate::Errno::EBUSY) if wait => {
+            sched.wait_for_submit(h);
+            Err(SubmitRefused::Wait)
+        }
         Err(e) => Err(SubmitRefused::Failed(e)),
     }
 }
 
-/// Runs `f` on the running task's driver if it is a `D` (for operations whose state the
-/// driver keeps: taking a result, abandoning an operation). `None` outside a keel task or
-/// for another driver type.
-pub fn with_driver<D: Driver, R>(cx: &Context<'_>, f: impl FnOnce(&mut D) -> R) -> Option<R> {
-    let (sched, _) = current(cx)?;
-    let driver = sched.driver_as::<D>()?;
-    // SAFETY: sched rule 3: no other borrow of the driver is live while task code runs,
-    // and `f` cannot reach the executor to make one.
-    Some(f(unsafe { &mut *driver }))
+/// Lends the running task's driver to `f` if it is a `D` (for operations whose state the
+/// driver keeps: taking a result, abandoning an operation), as a [`DriverMut`] (driver
+/// rules 1-2 in exec/mod.rs). `None` outside a keel task, for another driver type, or
+/// while the driver is lent already; [`try_with_driver`] says which.
+pub fn with_driver<D: Driver, R>(cx: &Context<'_>, f: impl FnOnce(&mut DriverMut<'_, D>) -> R) -> Option<R> {
+    try_with_driver(cx, f).ok()
+}
+
+/// [`with_driver`] with the reason it could not lend the driver.
+pub fn try_with_driver<D: Driver, R>(cx: &Context<'_>, f: impl FnOnce(&mut DriverMut<'_, D>) -> R) -> Result<R, DriverError> {
+    let (sched, _) = current(cx).ok_or(DriverError::NotInTask)?;
+    let driver = sched.driver_as::<D>().ok_or(DriverError::WrongDriver)?;
+    let _lent = sched.lend().map_err(|_| DriverError::Busy)?;
+    // SAFETY: driver rule 1: lent (the flag set) until `_lent` drops, after `f`.
+    let mut d = unsafe { DriverMut::lend(driver) };
+    Ok(f(&mut d))
 }
 
 /// The driver of the running task as a raw pointer, for code that must reach it later
 /// from `Drop` on the executor's thread (an owned-buffer future abandoning its operation).
-/// Valid while the executor lives; use it only on the executor's thread, never while
-/// another borrow of the driver is live.
+/// Valid while the executor lives; dereference it only on the executor's thread, for one
+/// call that runs no user code, and never while the driver is lent (driver rule 1: from
+/// a `Drop` that may run inside a `with_driver` closure, that is a second reference;
+/// [`driver_handle`] gives such a `Drop` a call that is held back instead).
 pub fn driver_ptr<D: Driver>(cx: &Context<'_>) -> Option<*mut D> {
     current(cx).and_then(|(s, _)| s.driver_as::<D>())
+}
+
+/// The running task's driver, for a value that must reach it later from `Drop` (a
+/// driver-kept operation abandoning itself): [`DriverPtr::call_or_defer`] runs the call
+/// now, or holds it back while the driver is lent to a `with_driver` closure (driver rule
+/// 3 in exec/mod.rs), so a drop inside such a closure never forms a second reference.
+/// `None` outside a keel task or for another driver type.
+pub fn driver_handle<D: Driver>(cx: &Context<'_>) -> Option<DriverPtr<D>> {
+    let (sched, _) = current(cx)?;
+    let driver = sched.driver_as::<D>()?;
+    Some(DriverPtr { sched: NonNull::from(sched), driver })
+}
+
+/// See [`driver_handle`].
+pub struct DriverPtr<D> {
+    sched: NonNull<Sched>,
+    driver: *mut D,
+}
+
+impl<D> Clone for DriverPtr<D> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<D> Copy for DriverPtr<D> {}
+
+impl<D> core::fmt::Debug for DriverPtr<D> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("DriverPtr")
+    }
+}
+
+impl<D: Driver> DriverPtr<D> {
+    /// The driver's address (for comparisons; dereferencing it is [`driver_ptr`]'s
+    /// contract).
+    pub fn as_ptr(self) -> *mut D {
+        self.driver
+    }
+
+    /// Runs `f(driver, id)` now, or, while the driver is lent, after the closure it is
+    /// lent to returns (before any completion is reaped); in order with the executor's
+    /// own held-back cancels. `f` keeps [`DriverMut::get_mut`]'s contract (a driver
+    /// crate's own state, or a cancel of an operation it keeps itself).
+    ///
+    /// # Safety
+    /// The executor this came from is alive and this runs on its thread.
+    pub unsafe fn call_or_defer(self, f: fn(&mut D, OpId), id: OpId) {
+        unsafe fn tramp<D>(d: *mut (), f: *const (), id: OpId) {
+            // SAFETY: `f` was a `fn(&mut D, OpId)` (`call_or_defer`), and `d` this
+            // executor's driver, unlent (sched rule 3).
+            unsafe {
+                let f: fn(&mut D, OpId) = core::mem::transmute::<*const (), fn(&mut D, OpId)>(f);
+                f(&mut *(d as *mut D), id)
+            }
+        }
+        // SAFETY: the caller keeps the executor alive; on its thread.
+        let sched = unsafe { self.sched.as_ref() };
+        sched.driver_call(tramp::<D>, f as *const (), id);
+    }
 }
 
 /// Marks the running task as waiting for i/o (for its state and statistics) before it

@@ -6,7 +6,9 @@
 //!   next scripted completion, and the run's timeout.
 //! - Each [`SimOp`] says what it completes with and after how long, so a test injects
 //!   errors, delays and short transfers per operation; [`SimDriver::fail_next_submits`]
-//!   makes submissions themselves fail.
+//!   makes submissions themselves fail, and [`SimDriverN::limit_capacity`] makes it
+//!   report no room (`submit_capacity` 0, `submit` refused with `EBUSY`, as a full SQ
+//!   does) while that many operations are in flight, so initiators wait for room.
 //! - Completions are delivered in (due time, submission order). Nothing depends on the
 //!   host: two runs of one program give the same trace ([`SimDriver::trace`],
 //!   [`SimDriver::trace_hash`]).
@@ -110,6 +112,8 @@ pub struct SimDriverN<const OPS: usize, const TRACE: usize> {
     next_seq: u64,
     refuse: u32,
     refuse_errno: Errno,
+    /// Operations it takes in flight at once (at most `OPS`).
+    capacity: usize,
     trace: Deque<SimEvent, TRACE>,
     hash: u64,
     events: u64,
@@ -130,6 +134,7 @@ impl<const OPS: usize, const TRACE: usize> SimDriverN<OPS, TRACE> {
             next_seq: 0,
             refuse: 0,
             refuse_errno: Errno::EAGAIN,
+            capacity: OPS,
             trace: Deque::new(),
             hash: 0xcbf2_9ce4_8422_2325,
             events: 0,
@@ -140,6 +145,14 @@ impl<const OPS: usize, const TRACE: usize> SimDriverN<OPS, TRACE> {
     pub fn fail_next_submits(&mut self, n: u32, errno: Errno) {
         self.refuse = n;
         self.refuse_errno = errno;
+    }
+
+    /// At most `n` operations in flight at once (and never more than `OPS`, the
+    /// default): with `n` in flight `submit_capacity` is 0 and `submit` refuses with
+    /// `EBUSY`, as a ring with a full SQ does, so initiators queue for room until a
+    /// completion is reaped.
+    pub fn limit_capacity(&mut self, n: usize) {
+        self.capacity = n.min(OPS);
     }
 
     /// The last `TRACE` events, oldest first.
@@ -196,16 +209,24 @@ impl<const OPS: usize, const TRACE: usize> Driver for SimDriverN<OPS, TRACE> {
     }
 
     fn submit(&mut self, op: SimOp, token: IoToken) -> Result<OpId, (SimOp, Errno)> {
-        if self.refuse > 0 {
+        // Injected refusals first, then no room (`capacity` is at most `OPS`, so a push
+        // past this check cannot fail).
+        let refused = if self.refuse > 0 {
             self.refuse -= 1;
-            self.record(SimEvent::Refuse { label: op.label, errno: self.refuse_errno });
-            return Err((op, self.refuse_errno));
+            Some(self.refuse_errno)
+        } else if self.pending.len() >= self.capacity {
+            Some(Errno::EBUSY)
+        } else {
+            None
+        };
+        if let Some(errno) = refused {
+            self.record(SimEvent::Refuse { label: op.label, errno });
+            return Err((op, errno));
         }
         let seq = self.next_seq;
         let p = Pending { id: OpId(seq), token, due: self.now.saturating_add(op.latency), seq, label: op.label, result: op.result };
         if self.pending.push(p).is_err() {
-            self.record(SimEvent::Refuse { label: op.label, errno: Errno::EBUSY });
-            return Err((op, Errno::EBUSY));
+            unreachable!("keel bug: the simulated driver's capacity passed OPS");
         }
         self.next_seq += 1;
         self.record(SimEvent::Submit { label: op.label, at: self.now });
@@ -251,7 +272,7 @@ impl<const OPS: usize, const TRACE: usize> Driver for SimDriverN<OPS, TRACE> {
     }
 
     fn submit_capacity(&self) -> usize {
-        OPS - self.pending.len()
+        self.capacity.saturating_sub(self.pending.len())
     }
 
     fn park(&mut self, deadline: Option<Instant>) -> Result<Park, Errno> {
@@ -268,5 +289,21 @@ impl<const OPS: usize, const TRACE: usize> Driver for SimDriverN<OPS, TRACE> {
             self.record(SimEvent::Advance { to: target });
         }
         Ok(Park::Woke)
+    }
+}
+
+/// Scripting a simulated driver lent to a `with_driver` closure (driver rule 2 in
+/// exec/mod.rs: the closure cannot replace it, so what it may change is these).
+impl<const OPS: usize, const TRACE: usize> crate::driver::DriverMut<'_, SimDriverN<OPS, TRACE>> {
+    /// [`SimDriverN::fail_next_submits`].
+    pub fn fail_next_submits(&mut self, n: u32, errno: Errno) {
+        // SAFETY: sets two fields; no replacement, no Driver method, no user code.
+        unsafe { self.get_mut() }.fail_next_submits(n, errno);
+    }
+
+    /// [`SimDriverN::limit_capacity`].
+    pub fn limit_capacity(&mut self, n: usize) {
+        // SAFETY: sets one field; no replacement, no Driver method, no user code.
+        unsafe { self.get_mut() }.limit_capacity(n);
     }
 }

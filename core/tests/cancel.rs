@@ -114,7 +114,7 @@ fn suspended_on_io_cancels_the_io_then_resumes_with_cancelled() {
     assert_eq!(seen.get(), Some(Err(Cancelled)));
     assert_eq!(ex.result(t), Ok(Some(Err(TaskError::Cancelled))));
     assert_eq!(ex.now().as_nanos(), 0, "the i/o ran its full latency instead of being cancelled");
-    let ecanceled = ex.with_driver(|d| d.trace().any(|e| matches!(e, keel_core::sim::SimEvent::Complete { result: Err(keel_core::Errno::ECANCELED), .. })));
+    let ecanceled = ex.with_driver(|d| d.trace().any(|e| matches!(e, keel_core::sim::SimEvent::Complete { result: Err(keel_core::Errno::ECANCELED), .. }))).unwrap();
     assert!(ecanceled);
 }
 

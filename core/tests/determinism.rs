@@ -30,7 +30,7 @@ fn program() -> (u64, Vec<String>, Vec<keel_core::sim::SimEvent>) {
         .unwrap();
     }
     run_all!(ex);
-    let (hash, events) = ex.with_driver(|d| (d.trace_hash(), d.trace().copied().collect()));
+    let (hash, events) = ex.with_driver(|d| (d.trace_hash(), d.trace().copied().collect())).unwrap();
     (hash, log.take(), events)
 }
 

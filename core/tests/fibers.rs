@@ -28,7 +28,7 @@ fn config() -> Config {
     Config { fiber_panics: Some(catch), ..Config::default() }
 }
 
-const ATTRS: FiberAttrs = FiberAttrs { stack_size: STACK };
+const ATTRS: FiberAttrs = FiberAttrs { stack_size: STACK, ..FiberAttrs::DEFAULT };
 
 #[test]
 fn a_fiber_yields_sleeps_and_returns_a_result() {
@@ -128,7 +128,7 @@ fn out_of_stacks_and_too_small_are_typed_errors_that_hand_the_body_back() {
     let err = ex.attach_fiber(b, ATTRS, |_: &mut Fiber| 7u64).unwrap_err();
     assert!(matches!(err, AttachError::NoStack { .. }), "{err:?}");
     let body = err.into_body();
-    assert!(matches!(ex.attach_fiber(b, FiberAttrs { stack_size: 100 }, body), Err(AttachError::StackTooSmall { min: 4096, .. })));
+    assert!(matches!(ex.attach_fiber(b, FiberAttrs { stack_size: 100, ..FiberAttrs::DEFAULT }, body), Err(AttachError::StackTooSmall { min: 4096, .. })));
     // A future-only executor has no stacks at all.
     let plain = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     assert!(matches!(plain.into_ref().attach_fiber(task(Priority::Normal, "c"), ATTRS, |_: &mut Fiber| 1u64), Err(AttachError::NoStack { .. })));

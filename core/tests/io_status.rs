@@ -54,7 +54,7 @@ fn completions_arrive_on_the_completed_list_in_completion_order() {
 fn refused_submissions_hand_the_operation_back() {
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let ex = ex.into_ref();
-    ex.with_driver(|d| d.fail_next_submits(1, Errno::EAGAIN));
+    ex.with_driver(|d| d.fail_next_submits(1, Errno::EAGAIN)).unwrap();
     let t = ex
         .attach(task(Priority::Normal, "refused"), async {
             let st = pin!(IoStatus::new());
@@ -115,7 +115,7 @@ fn a_status_dropped_in_flight_is_orphaned_and_its_completion_never_reaches_it() 
     assert_eq!(ex.result(t), Ok(Some(Ok(7))));
     let st = ex.stats();
     assert_eq!((st.io_submitted, st.io_completed), (50, 50));
-    let cancelled = ex.with_driver(|d| d.trace().filter(|e| matches!(e, keel_core::sim::SimEvent::Cancel { .. })).count());
+    let cancelled = ex.with_driver(|d| d.trace().filter(|e| matches!(e, keel_core::sim::SimEvent::Cancel { .. })).count()).unwrap();
     assert!(cancelled == 50, "orphans were not cancelled");
     assert_eq!(ex.now().as_nanos(), 1_000_000, "orphans ran their full latency");
 }

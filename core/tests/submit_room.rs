@@ -29,7 +29,7 @@ fn a_hundred_operations_through_four_slots_in_initiation_order() {
         // Two fibers and two futures, 25 operations each, each keeping 5 in flight.
         let h = io_task(Priority::Normal);
         let run = if t % 2 == 0 {
-            ex.attach_fiber(h, FiberAttrs { stack_size: 16 * 1024 }, move |f: &mut Fiber| -> keel_core::TaskResult {
+            ex.attach_fiber(h, FiberAttrs { stack_size: 16 * 1024, ..FiberAttrs::DEFAULT }, move |f: &mut Fiber| -> keel_core::TaskResult {
                 let sts: [_; 5] = core::array::from_fn(|_| IoStatus::new());
                 let sts = pin!(sts);
                 let sts: &[IoStatus; 5] = &sts;
@@ -78,7 +78,7 @@ fn a_hundred_operations_through_four_slots_in_initiation_order() {
     for r in runs {
         assert_eq!(ex.result(r), Ok(Some(Ok(25))));
     }
-    let submits: Vec<u32> = ex.with_driver(|d| d.trace().filter_map(|e| match e { SimEvent::Submit { label, .. } => Some(*label), _ => None }).collect());
+    let submits: Vec<u32> = ex.with_driver(|d| d.trace().filter_map(|e| match e { SimEvent::Submit { label, .. } => Some(*label), _ => None }).collect()).unwrap();
     assert_eq!(submits.len(), 100);
     for t in 0..4u32 {
         let mine: Vec<u32> = submits.iter().copied().filter(|l| l / 1000 == t).collect();
@@ -89,7 +89,7 @@ fn a_hundred_operations_through_four_slots_in_initiation_order() {
     }
     // A full driver refuses (EBUSY, cheaply) and the executor queues the initiator: every
     // refused operation was submitted later, once, in order (checked above).
-    let refused = ex.with_driver(|d| d.trace().filter(|e| matches!(e, SimEvent::Refuse { .. })).count());
+    let refused = ex.with_driver(|d| d.trace().filter(|e| matches!(e, SimEvent::Refuse { .. })).count()).unwrap();
     assert!(refused > 0, "four slots for twenty in flight must have been full at some point");
 }
 
@@ -163,7 +163,7 @@ fn a_pair_goes_in_whole_or_not_at_all() {
     let ex = pin!(Executor::with_stacks(Sim4::new(), region(1), cfg).unwrap());
     let ex = ex.into_ref();
     let t = ex
-        .attach_fiber(io_task(Priority::Normal), FiberAttrs { stack_size: 16 * 1024 }, |f: &mut Fiber| -> keel_core::TaskResult {
+        .attach_fiber(io_task(Priority::Normal), FiberAttrs { stack_size: 16 * 1024, ..FiberAttrs::DEFAULT }, |f: &mut Fiber| -> keel_core::TaskResult {
             let (a, b, c) = (pin!(IoStatus::new()), pin!(IoStatus::new()), pin!(IoStatus::new()));
             f.initiate::<Sim4>(c.as_ref(), SimOp::new(9).after(Duration::from_millis(1))).unwrap();
             // One more may go in flight, not two.
@@ -185,7 +185,7 @@ fn a_pair_goes_in_whole_or_not_at_all() {
         .unwrap();
     run_all!(ex);
     assert_eq!(ex.result(t), Ok(Some(Ok(2))));
-    let submitted: Vec<u64> = ex.with_driver(|d| d.trace().filter_map(|e| if let SimEvent::Submit { label, .. } = e { Some(*label as u64) } else { None }).collect());
+    let submitted: Vec<u64> = ex.with_driver(|d| d.trace().filter_map(|e| if let SimEvent::Submit { label, .. } = e { Some(*label as u64) } else { None }).collect()).unwrap();
     assert_eq!(submitted, [9, 5, 6], "nothing of the refused pair was submitted, and the pair went in order");
 }
 
@@ -197,7 +197,7 @@ fn a_silent_status_does_not_wake_its_task() {
     let ex = pin!(Executor::with_stacks(Sim4::new(), region(1), Config::default()).unwrap());
     let ex = ex.into_ref();
     let t = ex
-        .attach_fiber(io_task(Priority::Normal), FiberAttrs { stack_size: 16 * 1024 }, |f: &mut Fiber| -> keel_core::TaskResult {
+        .attach_fiber(io_task(Priority::Normal), FiberAttrs { stack_size: 16 * 1024, ..FiberAttrs::DEFAULT }, |f: &mut Fiber| -> keel_core::TaskResult {
             let (quiet, loud) = (pin!(IoStatus::new_silent()), pin!(IoStatus::new()));
             f.initiate::<Sim4>(quiet.as_ref(), SimOp::new(1).after(Duration::from_millis(1))).unwrap();
             f.initiate::<Sim4>(loud.as_ref(), SimOp::new(2).after(Duration::from_millis(5))).unwrap();

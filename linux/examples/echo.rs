@@ -95,7 +95,7 @@ fn serve(addr: SocketAddr, fiber: bool, conns: usize, resume_batch: usize) -> (u
     let ring = RingDriver::new(RingConfig { entries: 1024, cq_entries: 4096, slots: 4 * conns as u32 + 64, ..RingConfig::default() }).expect("io_uring");
     let ex = std::pin::pin!(Executor::with_stacks(ring, MmapStacks::new().unwrap(), Config { max_spare_stacks: conns + 8, resume_batch, ..keel_linux::panic::config() }).unwrap());
     let ex = ex.into_ref();
-    let fa = FiberAttrs { stack_size: 64 * 1024 };
+    let fa = FiberAttrs { stack_size: 64 * 1024, ..FiberAttrs::DEFAULT };
     // The listener, through the ring: socket, SO_REUSEADDR, SO_REUSEPORT, bind, listen.
     let lfd = Rc::new(Cell::new(-1));
     let out = lfd.clone();
@@ -106,7 +106,7 @@ fn serve(addr: SocketAddr, fiber: bool, conns: usize, resume_batch: usize) -> (u
         f.set_option(&s, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1).expect("SO_REUSEPORT");
         f.bind(&s, &sa).unwrap_or_else(|e| panic!("bind {addr}: {e:?}"));
         f.listen(&s, 4096).expect("listen");
-        out.set(s.into_raw_fd());
+        out.set(s.into_raw_fd().expect("no operation holds the listener"));
         0u64
     })
     .unwrap();

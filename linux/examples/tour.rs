@@ -197,7 +197,7 @@ fn ring_tour() {
     assert_eq!(ex.result(ticker), Ok(Some(Ok(0))));
     let s = ex.stats();
     let st = ex.stack_stats();
-    let rs = ex.with_driver(|d| d.stats());
+    let rs = ex.with_driver(|d| d.stats()).unwrap();
     println!("9. stats: {} i/o submitted, {} completed; stacks created {} reused {}; ring enters {}", s.io_submitted, s.io_completed, st.created, st.reused, rs.enters);
     let e = ex.exec_times();
     println!("10. accounting: executor {} us in task code, {} us in its run loop, {} us parked; by priority {:?}", e.task_ns / 1000, e.loop_ns / 1000, e.parked_ns / 1000, e.per_priority);

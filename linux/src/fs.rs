@@ -13,11 +13,19 @@
 //!   cancels its operation and still returns its completion (`kept.rs`): data the kernel
 //!   read before the cancel took is returned, not lost. Nothing is allocated per operation.
 //!
+//! A [`File`] stays open while an operation naming it is queued or in flight (fd rules in
+//! `fd.rs`): a future's operation holds a reference until its completion is reaped, a
+//! fiber's call borrows the `File` until then. [`close`] and [`FiberFs::close`] cancel the
+//! descriptor's operations first (`ASYNC_CANCEL` with `CANCEL_FD | CANCEL_ALL`, as
+//! `close_socket` does) and the descriptor is closed whatever they return.
+//!
 //! Each call's doc opens with its C form. Read and write carry the task's I/O priority in
 //! the SQE; nothing else does (`ring/op.rs`).
 #![allow(unsafe_code)] // building SQEs that point at buffers; each use says why the buffer outlives the op
 
 use crate::buf::RawBuf;
+use crate::fd::{Fd, SharedFd};
+use std::rc::Rc;
 use crate::kept::Kept;
 use crate::ring::{RingDriver, RingOp, to_result};
 use io_uring::{opcode, types};
@@ -29,39 +37,32 @@ use std::os::fd::RawFd;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 
-/// An open file descriptor. Close it with `close` (through the ring); dropping it closes
-/// it with `close(2)` directly.
+/// An open file descriptor, shared with the future operations that name it (fd rule 1 in
+/// `fd.rs`: it stays open until every one of them has completed, so its number is never
+/// reused under a queued SQE). Close it with `close` (through the ring, cancelling its
+/// operations first); dropping it closes it with `close(2)` once no operation holds it.
+/// `!Send`: it belongs to the executor's thread (as in tokio-uring and monoio).
 #[derive(Debug)]
 pub struct File {
-    fd: RawFd,
+    fd: SharedFd,
 }
 
 impl File {
-    /// Wraps a descriptor this `File` will own.
+    /// Wraps a descriptor this `File` will own (one allocation: the shared count).
     pub fn from_raw_fd(fd: RawFd) -> Self {
-        File { fd }
+        File { fd: Fd::new(fd) }
     }
 
     /// The descriptor.
     pub fn fd(&self) -> RawFd {
-        self.fd
+        self.fd.raw()
     }
 
-    /// Gives the descriptor up without closing it.
-    pub fn into_raw_fd(self) -> RawFd {
-        let fd = self.fd;
-        core::mem::forget(self);
-        fd
-    }
-}
-
-impl Drop for File {
-    fn drop(&mut self) {
-        #[allow(unsafe_code)]
-        // SAFETY: we own the descriptor.
-        unsafe {
-            rustix::io::close(self.fd);
-        }
+    /// Gives the descriptor up without closing it; the `File` comes back in `Err` while an
+    /// operation still holds it (a future dropped mid-operation whose completion has not
+    /// been reaped yet: run the executor, then try again; fd rule 4).
+    pub fn into_raw_fd(self) -> Result<RawFd, Self> {
+        Fd::try_into_raw(self.fd).map_err(|fd| File { fd })
     }
 }
 
@@ -104,7 +105,7 @@ impl std::fmt::Display for BufferError {
 }
 
 fn fd(file: &File) -> types::Fd {
-    types::Fd(file.fd)
+    types::Fd(file.fd.raw())
 }
 
 fn prio_op(op: RingOp, p: Priority, rt: bool) -> RingOp {
@@ -139,13 +140,18 @@ pub trait FiberFs {
     fn read_direct(&mut self, file: &FixedFile, buf: &mut [u8], offset: u64) -> Result<u32, Errno>;
     /// `pwrite` on a direct descriptor.
     fn write_direct(&mut self, file: &FixedFile, buf: &[u8], offset: u64) -> Result<u32, Errno>;
-    /// Closes a direct descriptor through the ring.
+    /// Cancels the direct descriptor's operations, then closes it through the ring; it is
+    /// closed whatever this returns (a cancelled task: synchronously, fd rule 3).
     fn close_direct(&mut self, file: FixedFile) -> Result<(), Errno>;
     /// Runs one operation and waits for its completion (see the module doc).
     fn run_op(&mut self, op: RingOp) -> IoResult;
     /// `openat2(AT_FDCWD, path, &how, sizeof how)`, see openat2(2).
     fn open(&mut self, path: &CStr, flags: i32, mode: u32) -> Result<File, Errno>;
-    /// `close(fd)`, see close(2).
+    /// `close(fd)`, see close(2): cancels the descriptor's operations first, waits for that,
+    /// then closes it through the ring (or, if a future's operation still holds it, lets
+    /// that operation's completion close it). The descriptor is closed whatever this returns:
+    /// in a cancelled task (no ring operation can start) it cancels synchronously and closes
+    /// with close(2) (fd rule 3).
     fn close(&mut self, file: File) -> Result<(), Errno>;
     /// `pread(fd, buf, len, offset)`, see pread(2).
     fn read(&mut self, file: &File, buf: &mut [u8], offset: u64) -> Result<u32, Errno>;
@@ -191,6 +197,9 @@ fn rt_allowed(f: &mut Fiber) -> bool {
 pub(crate) fn fixed_ptr(f: &mut Fiber, index: u16, len: u32) -> Result<*mut u8, Errno> {
     let me = f.task();
     let r = f.with_driver::<RingDriver, _>(|d| {
+        // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+        // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+        let d = unsafe { d.get_mut() };
         let reg = d.registered.as_mut().ok_or(BufferError::NoneRegistered)?;
         let size = reg.size();
         let s = reg.slice(index, me)?;
@@ -236,9 +245,7 @@ impl FiberFs for Fiber {
     }
 
     fn close_direct(&mut self, file: FixedFile) -> Result<(), Errno> {
-        let e = opcode::Close::new(types::Fixed(file.index)).build();
-        // SAFETY: no memory is referenced.
-        self.run_op(unsafe { RingOp::from_entry(e) }).map(drop)
+        close_fixed_fiber(self, file.index)
     }
 
     #[inline(always)] // the fiber's suspend must not straddle an out-of-line frame (arch doc)
@@ -270,9 +277,7 @@ impl FiberFs for Fiber {
     }
 
     fn close(&mut self, file: File) -> Result<(), Errno> {
-        let e = opcode::Close::new(types::Fd(file.into_raw_fd())).build();
-        // SAFETY: no memory is referenced.
-        self.run_op(unsafe { RingOp::from_entry(e) }).map(drop)
+        close_fiber(self, file.fd)
     }
 
     #[inline(always)] // the fiber's suspend must not straddle an out-of-line frame (arch doc)
@@ -334,7 +339,12 @@ impl FiberFs for Fiber {
     fn claim_buffer(&mut self) -> Result<u16, BufferError> {
         use crate::regbuf::{Claim, Collect};
         let me = self.task();
-        let t = match self.with_driver::<RingDriver, _>(|d| d.registered.as_mut().map(|r| r.claim_or_wait(me))) {
+        let t = match self.with_driver::<RingDriver, _>(|d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+            let d = unsafe { d.get_mut() };
+            d.registered.as_mut().map(|r| r.claim_or_wait(me))
+        }) {
             None => return Err(BufferError::NotOnRing),
             Some(None) => return Err(BufferError::NoneRegistered),
             Some(Some(Err(e))) => return Err(e),
@@ -345,6 +355,9 @@ impl FiberFs for Fiber {
             let woke = self.wait();
             // Every way out of this wait goes through the queue (waitq rule 3).
             let r = self.with_driver::<RingDriver, _>(|d| {
+                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                let d = unsafe { d.get_mut() };
                 let reg = d.registered.as_mut().expect("keel bug: registered buffers went away");
                 if woke.is_err() {
                     reg.leave(t); // a buffer granted meanwhile goes on (regbuf rule 4)
@@ -362,7 +375,12 @@ impl FiberFs for Fiber {
 
     fn try_claim_buffer(&mut self) -> Result<u16, BufferError> {
         let me = self.task();
-        match self.with_driver::<RingDriver, _>(|d| d.registered.as_mut().map(|r| r.try_claim(me))) {
+        match self.with_driver::<RingDriver, _>(|d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+            let d = unsafe { d.get_mut() };
+            d.registered.as_mut().map(|r| r.try_claim(me))
+        }) {
             None => Err(BufferError::NotOnRing),
             Some(None) => Err(BufferError::NoneRegistered),
             Some(Some(None)) => Err(BufferError::AllClaimed),
@@ -372,7 +390,12 @@ impl FiberFs for Fiber {
 
     fn release_buffer(&mut self, index: u16) -> Result<(), BufferError> {
         let me = self.task();
-        match self.with_driver::<RingDriver, _>(|d| d.registered.as_mut().map(|r| r.release(index, me))) {
+        match self.with_driver::<RingDriver, _>(|d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+            let d = unsafe { d.get_mut() };
+            d.registered.as_mut().map(|r| r.release(index, me))
+        }) {
             None => Err(BufferError::NotOnRing),
             Some(None) => Err(BufferError::NoneRegistered),
             Some(Some(r)) => r,
@@ -381,10 +404,25 @@ impl FiberFs for Fiber {
 
     fn with_buffer<R>(&mut self, index: u16, f: impl FnOnce(&mut [u8]) -> R) -> Result<R, BufferError> {
         let me = self.task();
-        match self.with_driver::<RingDriver, _>(|d| d.registered.as_mut().map(|r| r.slice(index, me).map(f))) {
+        // The buffer's place is taken inside the lend and `f` (the caller's code) runs
+        // after it (driver rule 1 in keel-core: code that may reach the driver must not
+        // run while it is lent).
+        let slice = self.with_driver::<RingDriver, _>(|d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+            let d = unsafe { d.get_mut() };
+            d.registered.as_mut().map(|r| r.slice(index, me).map(|b| (b.as_mut_ptr(), b.len())))
+        });
+        match slice {
             None => Err(BufferError::NotOnRing),
             Some(None) => Err(BufferError::NoneRegistered),
-            Some(Some(r)) => r,
+            Some(Some(Err(e))) => Err(e),
+            Some(Some(Ok((ptr, len)))) => {
+                // SAFETY: buffer `index` is claimed by this task (checked by `slice`); it
+                // lives in the registered set's own allocation (not in the driver's bytes),
+                // which outlives this call, and nothing else uses it while it is claimed.
+                Ok(f(unsafe { core::slice::from_raw_parts_mut(ptr, len) }))
+            }
         }
     }
 
@@ -426,6 +464,11 @@ impl OwnedOp {
     /// (every slot taken, the SQ full, or the in-flight limit reached).
     pub fn new_nowait(op: RingOp) -> Self {
         OwnedOp(Kept::new_nowait(op))
+    }
+
+    /// Holds `fd` (if any) open until the operation's last CQE is reaped (fd rule 1).
+    pub(crate) fn holding(self, fd: Option<&SharedFd>) -> Self {
+        OwnedOp(self.0.holding(fd))
     }
 }
 
@@ -470,11 +513,159 @@ pub async fn open(path: &str, flags: i32, mode: u32) -> Result<File, Errno> {
     res.map(|fd| File::from_raw_fd(fd as RawFd))
 }
 
-/// `close(fd)` through the ring, see close(2).
+/// `close(fd)` through the ring, see close(2): first cancels every operation on the
+/// descriptor (`ASYNC_CANCEL` with `CANCEL_FD | CANCEL_ALL`, as `close_socket` does, net
+/// rule 1), then closes it through the ring if no operation holds it any more, else lets
+/// the last one's completion close it (fd rule 3). The descriptor is closed whatever this
+/// returns: a close that cannot go through the ring (the task was cancelled; polled outside
+/// a keel task: `EPERM`) cancels the descriptor's operations with a synchronous cancel
+/// where it can reach the driver and closes with `close(2)`.
 pub async fn close(file: File) -> Result<(), Errno> {
-    let e = opcode::Close::new(types::Fd(file.into_raw_fd())).build();
+    close_shared(file.fd).await
+}
+
+/// Whether a cancel's result says it did not run (so the descriptor's operations may
+/// still be in flight): refused before submission (cancelled task, no room) or itself
+/// cancelled.
+fn cancel_not_run(r: &Result<u32, Errno>) -> bool {
+    matches!(r, Err(e) if *e != Errno::ENOENT && *e != Errno(libc::EALREADY) && *e != Errno::EINVAL)
+}
+
+/// fd rule 3 for a direct descriptor, fibers (`FiberFs::close_direct`,
+/// `FiberNet::close_fixed_socket`): cancel its operations, then close it through the ring;
+/// what cannot start (a cancelled task) is done synchronously (`sync_close_fixed`).
+pub(crate) fn close_fixed_fiber(f: &mut Fiber, index: u32) -> Result<(), Errno> {
+    let s = crate::net::Sock::Fixed(index);
+    // SAFETY: cancel and close SQEs reference no memory.
+    let cancelled = run_to_end(f, unsafe { RingOp::from_entry(crate::net::cancel_fd_sqe(s)) });
+    // SAFETY: as above.
+    let closed = match cancelled.is_some().then(|| run_to_end(f, unsafe { RingOp::from_entry(crate::net::close_sqe(s)) })).flatten() {
+        Some(Err(Errno::ECANCELED)) | None => return f.with_driver::<RingDriver, _>(|d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+            let d = unsafe { d.get_mut() };
+            d.sync_close_fixed(index)
+        }).unwrap_or(Err(Errno::EINVAL)),
+        Some(r) => r.map(drop),
+    };
+    cancelled.map_or(Ok(()), crate::net::cancel_ok).and(closed)
+}
+
+/// fd rule 3 for a direct descriptor, futures (`net::future::close_fixed_socket`).
+pub(crate) async fn close_fixed_shared(index: u32) -> Result<(), Errno> {
+    let s = crate::net::Sock::Fixed(index);
+    // SAFETY: a cancel SQE references no memory.
+    let cancelled = OwnedOp::new(unsafe { RingOp::owned(crate::net::cancel_fd_sqe(s), None) }).await.0;
+    let closed = if cancel_not_run(&cancelled) {
+        Err(Errno::ECANCELED)
+    } else {
+        // SAFETY: as above.
+        OwnedOp::new(unsafe { RingOp::owned(crate::net::close_sqe(s), None) }).await.0.map(drop)
+    };
+    match closed {
+        Err(Errno::ECANCELED) | Err(Errno::EPERM) => {
+            let r = core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                let d = unsafe { d.get_mut() };
+                d.sync_close_fixed(index)
+            }))).await;
+            r.unwrap_or(Err(Errno::EPERM)) // outside a task there is no ring to reach
+        }
+        closed => crate::net::cancel_ok(cancelled).and(closed),
+    }
+}
+
+/// fd rule 3 for futures (`close`, `net::future::close_socket`).
+pub(crate) async fn close_shared(fd: SharedFd) -> Result<(), Errno> {
+    let raw = fd.raw();
+    // The cancel holds the descriptor too: its number is not reused under it.
+    // SAFETY: a cancel SQE references no memory.
+    let cancel = unsafe { RingOp::owned(crate::net::cancel_fd_sqe(crate::net::Sock::Fd(raw)), None) };
+    let cancelled = OwnedOp::new(cancel).holding(Some(&fd)).await.0;
+    if cancel_not_run(&cancelled) {
+        core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+            let d = unsafe { d.get_mut() };
+            d.sync_cancel_fd(raw)
+        }))).await;
+    }
+    let cancelled = crate::net::cancel_ok(cancelled).or_else(|e| if cancel_not_run(&Err(e)) { Ok(()) } else { Err(e) });
+    // The close holds our reference: if it never runs (refused, cancelled) dropping it
+    // closes the descriptor with close(2); if it completes, the kernel closed it.
+    let e = opcode::Close::new(types::Fd(raw)).build();
+    let closed = if Rc::strong_count(&fd) == 1 {
+        // SAFETY: no memory is referenced.
+        match OwnedOp::new(unsafe { RingOp::owned(e, None) }).holding(Some(&fd)).await.0 {
+            Ok(_) => Ok(()),
+            // A cancelled task: refused, or cancelled before the kernel ran it; the drop of
+            // `fd` below closes it with close(2) (slot rule 4 left it unmarked).
+            Err(Errno::ECANCELED) => Ok(()),
+            // Outside a keel task (EPERM) or not on a ring (EINVAL): an error, and the drop
+            // of `fd` below closes it all the same; else the kernel ran close(2).
+            Err(e) => Err(e),
+        }
+    } else {
+        Ok(()) // an operation still holds it: its completion closes it (fd rule 3)
+    };
+    drop(fd);
+    cancelled.and(closed)
+}
+
+/// Runs `op` to its completion without cancelling it (a cancel of the descriptor's
+/// operations, a close: both end promptly), even in a cancelled task; `None` if it could
+/// not start (the task is cancelled, the executor has no ring).
+#[inline(always)] // the fiber's suspend must not straddle an out-of-line frame (arch doc)
+fn run_to_end(f: &mut Fiber, op: RingOp) -> Option<IoResult> {
+    let st = pin!(IoStatus::new());
+    f.initiate::<RingDriver>(st.as_ref(), op).ok()?;
+    while st.is_in_flight() {
+        f.wait_io();
+    }
+    Some(st.result().unwrap_or(Err(Errno::EIO)))
+}
+
+/// fd rule 3 for fibers (`FiberFs::close`, `FiberNet::close_socket`): the cancel and the
+/// close run to their completions even in a cancelled task; what cannot start (a
+/// cancelled task starts no ring operation) is done without the ring: a synchronous
+/// cancel, then close(2).
+pub(crate) fn close_fiber(f: &mut Fiber, fd: SharedFd) -> Result<(), Errno> {
+    let raw = fd.raw();
+    // SAFETY: a cancel SQE references no memory; `fd` is held until `run_to_end` returns,
+    // after the completion.
+    let cancelled = match run_to_end(f, unsafe { RingOp::from_entry(crate::net::cancel_fd_sqe(crate::net::Sock::Fd(raw))) }) {
+        Some(r) => crate::net::cancel_ok(r),
+        None => {
+            f.with_driver::<RingDriver, _>(|d| {
+                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                let d = unsafe { d.get_mut() };
+                d.sync_cancel_fd(raw)
+            });
+            Ok(())
+        }
+    };
+    let raw = match Fd::try_into_raw(fd) {
+        Ok(raw) => raw,
+        Err(shared) => {
+            drop(shared); // an operation still holds it: its completion closes it (fd rule 3)
+            return cancelled;
+        }
+    };
+    let e = opcode::Close::new(types::Fd(raw)).build();
     // SAFETY: no memory is referenced.
-    OwnedOp::new(unsafe { RingOp::owned(e, None) }).await.0.map(drop)
+    let closed = match run_to_end(f, unsafe { RingOp::from_entry(e) }) {
+        Some(Ok(_)) => Ok(()),
+        // Not run (it could not start, or the executor's final cancel reached it first).
+        None | Some(Err(Errno::ECANCELED)) => {
+            // SAFETY: we held the only reference and no operation names the descriptor.
+            unsafe { rustix::io::close(raw) };
+            Ok(())
+        }
+        Some(Err(e)) => Err(e), // the kernel ran close(2): the descriptor is gone either way
+    };
+    cancelled.and(closed)
 }
 
 /// `pread(fd, buf, capacity, offset)`, see pread(2): reads up to `buf.capacity()` bytes;
@@ -486,7 +677,7 @@ pub async fn read(file: &File, buf: Vec<u8>, offset: u64) -> (Result<u32, Errno>
     let e = opcode::Read::new(fd(file), raw.ptr(), cap).offset(offset).build();
     // SAFETY: the SQE references only `raw`, kept by the slot until completion.
     let op = prio_op(unsafe { RingOp::owned(e, Some(raw)) }, p, rt);
-    let (res, raw) = OwnedOp::new(op).await;
+    let (res, raw) = OwnedOp::new(op).holding(Some(&file.fd)).await;
     let len = *res.as_ref().unwrap_or(&0) as usize;
     (res, raw.map(|r| r.into_vec(len)).unwrap_or_default())
 }
@@ -499,7 +690,7 @@ pub async fn write(file: &File, buf: Vec<u8>, offset: u64) -> (Result<u32, Errno
     let e = opcode::Write::new(fd(file), raw.ptr(), len).offset(offset).build();
     // SAFETY: as in `read`.
     let op = prio_op(unsafe { RingOp::owned(e, Some(raw)) }, p, rt);
-    let (res, raw) = OwnedOp::new(op).await;
+    let (res, raw) = OwnedOp::new(op).holding(Some(&file.fd)).await;
     let n = raw.as_ref().map(|r| r.len()).unwrap_or(0);
     (res, raw.map(|r| r.into_vec(n)).unwrap_or_default())
 }
@@ -508,14 +699,14 @@ pub async fn write(file: &File, buf: Vec<u8>, offset: u64) -> (Result<u32, Errno
 pub async fn fsync(file: &File) -> Result<(), Errno> {
     let e = opcode::Fsync::new(fd(file)).build();
     // SAFETY: no memory is referenced.
-    OwnedOp::new(unsafe { RingOp::owned(e, None) }).await.0.map(drop)
+    OwnedOp::new(unsafe { RingOp::owned(e, None) }).holding(Some(&file.fd)).await.0.map(drop)
 }
 
 /// `fdatasync(fd)`, see fdatasync(2): the durable sync of data.
 pub async fn fdatasync(file: &File) -> Result<(), Errno> {
     let e = opcode::Fsync::new(fd(file)).flags(types::FsyncFlags::DATASYNC).build();
     // SAFETY: no memory is referenced.
-    OwnedOp::new(unsafe { RingOp::owned(e, None) }).await.0.map(drop)
+    OwnedOp::new(unsafe { RingOp::owned(e, None) }).holding(Some(&file.fd)).await.0.map(drop)
 }
 
 /// A no-op through the ring (`IORING_OP_NOP`), for measuring the path.

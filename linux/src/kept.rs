@@ -13,12 +13,19 @@
 //!   buffer) if the kernel had completed it first, even with its CQE not reaped yet. A
 //!   cancel never loses a completion; the task decides what to do with it.
 //! - Dropped in flight: the op is left to its slot (`abandon`: cancelled there, its buffer
-//!   kept until the completion, whatever it yields given back, driver rule 3). Only a
-//!   dropped future loses its result, by construction.
-#![allow(unsafe_code)] // Drop reaches the driver through the pointer the executor handed out
+//!   kept until the completion, whatever it yields given back, driver rule 3), through the
+//!   driver's shared state (shared rule 2 in `ring/shared.rs`): the future holds an `Rc` of
+//!   it, not a pointer to the driver, so it may be moved out of its task and dropped
+//!   anywhere on the thread, after the executor too (then the driver has already cancelled
+//!   and reaped the operation). Only a dropped future loses its result, by construction.
+//! - Polled in another executor's task than the one it was submitted in: `EXDEV` (the
+//!   operation stays with its own driver and is abandoned when the future goes).
 
 use crate::buf::RawBuf;
+use crate::ring::shared::Shared;
 use crate::ring::{RingDriver, RingOp};
+use crate::fd::SharedFd;
+use std::rc::Rc;
 use keel_core::SubmitRefused;
 use keel_core::{Errno, OpId};
 use std::future::Future;
@@ -37,36 +44,56 @@ pub(crate) struct Kept {
     id: Option<OpId>,
     /// The task was cancelled and the driver asked to cancel the op (module doc).
     cancel_sent: bool,
-    driver: *mut RingDriver,
+    /// The driver's shared state while the operation is submitted (shared rule 2).
+    shared: Option<Rc<Shared>>,
+    /// The descriptor the operation names, handed to its slot at submission (fd rule 1).
+    fd: Option<SharedFd>,
+    /// The operation is the `IORING_OP_CLOSE` of `fd` (slot rule 4).
+    closes: bool,
 }
 
 impl Kept {
     /// A kept operation that waits for room to submit.
     pub(crate) fn new(op: RingOp) -> Self {
-        Kept { op: Some(op), wait: true, id: None, cancel_sent: false, driver: core::ptr::null_mut() }
+        Kept { op: Some(op), wait: true, id: None, cancel_sent: false, shared: None, fd: None, closes: false }
     }
 
     /// A kept operation that fails with `EBUSY` instead of waiting when there is no room
     /// (every slot taken, the SQ full, or the in-flight limit reached).
     pub(crate) fn new_nowait(op: RingOp) -> Self {
-        Kept { op: Some(op), wait: false, id: None, cancel_sent: false, driver: core::ptr::null_mut() }
+        Kept { op: Some(op), wait: false, id: None, cancel_sent: false, shared: None, fd: None, closes: false }
+    }
+
+    /// Holds `fd` (if any) open until the operation's last CQE is reaped (fd rule 1): the
+    /// future keeps it until submission, the slot from then on.
+    pub(crate) fn holding(mut self, fd: Option<&SharedFd>) -> Self {
+        self.closes = self.op.as_ref().is_some_and(|op| op.opcode() == io_uring::opcode::Close::CODE);
+        self.fd = fd.cloned();
+        self
     }
 
     fn poll_taken(&mut self, cx: &mut Context<'_>, id: OpId) -> Poll<KeptResult> {
         let cancel = !self.cancel_sent && keel_core::rt::is_cancelled(cx);
+        let mine = self.shared.as_ref().map_or(core::ptr::null(), Rc::as_ptr);
         let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+            let d = crate::ring::lent_mut(d);
+            if !core::ptr::eq(Rc::as_ptr(&d.shared), mine) {
+                return Err(()); // another executor's driver: `id` means nothing there
+            }
             let done = d.take_full(id);
             if done.is_none() && cancel {
                 keel_core::Driver::cancel(d, id);
             }
-            done
+            Ok(done)
         });
         match r {
-            Some(Some(done)) => {
+            Some(Err(())) => Poll::Ready((-libc::EXDEV, 0, None)),
+            Some(Ok(Some(done))) => {
                 self.id = None;
+                self.shared = None;
                 Poll::Ready(done)
             }
-            Some(None) => {
+            Some(Ok(None)) => {
                 // Cancelled or not, the op's own completion ends the wait (module doc).
                 self.cancel_sent |= cancel;
                 keel_core::io_status::waiting_for_io(cx);
@@ -92,7 +119,14 @@ impl Future for Kept {
         match keel_core::try_submit_from::<RingDriver>(cx, &mut self.op, wait) {
             Ok(id) => {
                 self.id = Some(id);
-                self.driver = keel_core::io_status::driver_ptr::<RingDriver>(cx).unwrap_or(core::ptr::null_mut());
+                let (fd, closes) = (self.fd.take(), self.closes);
+                self.shared = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+                    let d = crate::ring::lent_mut(d);
+                    if let Some(fd) = fd {
+                        d.hold_fd(id, fd, closes); // same poll as the submission: no enter between
+                    }
+                    d.shared.clone()
+                });
                 keel_core::io_status::waiting_for_io(cx);
                 Poll::Pending
             }
@@ -104,11 +138,8 @@ impl Future for Kept {
 
 impl Drop for Kept {
     fn drop(&mut self) {
-        if let (Some(id), false) = (self.id, self.driver.is_null()) {
-            // SAFETY: the driver outlives every task body on its executor, and a body is
-            // dropped on the executor's thread with no other borrow of the driver live
-            // (keel-core sched rule 3).
-            unsafe { (*self.driver).abandon(id) };
+        if let (Some(id), Some(shared)) = (self.id, &self.shared) {
+            shared.abandon(id); // shared rule 2; a no-op once the driver is gone
         }
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod buf;
 pub mod clock;
+mod fd;
 pub mod fs;
 mod kept;
 pub mod net;

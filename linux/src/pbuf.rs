@@ -5,8 +5,11 @@
 //!
 //! Rules (cited as "pbuf rule N"):
 //! 1. Memory: `count` buffers of `size` bytes and a ring of `count` 16-byte
-//!    `io_uring_buf` entries (page-aligned), allocated once at registration and freed after
-//!    the ring (field order in `RingDriver`). `count` is a power of two, at most 32768.
+//!    `io_uring_buf` entries (page-aligned), allocated once at registration. The
+//!    `PbufRing` lives in the driver's shared state (shared rule 3 in `ring/shared.rs`):
+//!    freed after the ring and after the last `ProvidedBuf` pointing into it, or never if
+//!    the driver's `Drop` could not confirm the kernel was done (shared rule 4). `count` is
+//!    a power of two, at most 32768.
 //! 2. Ownership of a buffer: in the ring (the kernel may pick it) -> picked (a CQE with
 //!    `IORING_CQE_F_BUFFER` names it; counted by `note_taken`) -> handed to a task as a
 //!    [`ProvidedBuf`](crate::net::ProvidedBuf) -> given back (`give_back`: written at the
@@ -32,7 +35,8 @@
 //!    exhaustion path and in statistics). `count - in_use` is not that: it also counts
 //!    buffers the kernel has picked for CQEs not reaped yet. Kernels without PBUF_STATUS
 //!    get `count - in_use` (an upper bound: a re-arm may meet `ENOBUFS` once more).
-//! 4. Single-threaded: only the executor's thread touches it (the driver is `!Send`).
+//! 4. Single-threaded: only the executor's thread touches it (the driver and every
+//!    `ProvidedBuf` are `!Send`).
 #![allow(unsafe_code)] // the ring is memory shared with the kernel; registering it is unsafe
 
 use io_uring::IoUring;

@@ -81,13 +81,22 @@
 //! the context switched to (`fldenv`, `ldmxcsr`); the x87 and SSE data registers are not
 //! saved (they are caller-saved). So each fiber keeps its own rounding mode and exception
 //! masks (its `fenv`): a fiber that calls `fesetround` keeps that mode across
-//! suspensions, and the executor and other fibers do not see it. A new fiber starts with
-//! the environment of the thread at its first resume (when `init` runs `getcontext`).
-//! keel's asm switch saves neither: there MXCSR and the x87 control word are per-thread
-//! state shared by the executor and every fiber, and a body must restore them before it
-//! suspends (the System V ABI makes their control bits callee-saved). Code correct on the
-//! asm switch is correct here; code that relies on a per-fiber `fenv` is correct only
-//! here. The signal mask is per context in the same way (that is what the syscall is for).
+//! suspensions, and the executor and other fibers do not see it; `exit`'s `setcontext`
+//! gives the executor its own back when a fiber returns with a mode changed.
+//! `linux/tests/fp_control_ucontext.rs` checks this against the glibc the tests run on
+//! (round toward zero in MXCSR, single precision and round toward zero in the x87 control
+//! word, across yields to an asm fiber and at the return). A new fiber starts with the
+//! environment of the thread at its first resume (when `init` runs `getcontext`).
+//!
+//! keel's asm switch saves neither (`keel_core::arch`'s module doc says why): there the
+//! core's fiber layer checks for a changed control word at every switch back where the
+//! check is built and reports the task (fiber rule 6), or saves it for fibers attached
+//! with `FiberAttrs::save_fp_control` (fiber rule 7). On this switcher the check never
+//! fires (glibc has restored the executor's values before the core looks) and
+//! `save_fp_control` changes nothing a fiber sees; it only adds the core's own save
+//! beside glibc's. Code correct on the asm switch is correct here; code that relies on a
+//! per-fiber `fenv` needs this switcher or `save_fp_control`. The signal mask is per
+//! context in the same way (that is what the syscall is for).
 //!
 //! # Panics
 //!

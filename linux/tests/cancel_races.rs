@@ -328,7 +328,14 @@ fn provided_waiter_gone(kind: Waiter, cancel_after_release: bool) {
     // Both wait for a buffer (the wait is a `Wait` suspension; the receive's is `Io`).
     let waiting = |t| ex.state(t) == Ok(TaskState::Suspended(SuspendReason::Wait));
     run_until(ex, || waiting(w1) && waiting(w2));
-    assert_eq!(ex.with_driver(|d| d.provided_buffer_stats().unwrap().exhausted), 2);
+    let exhausted = ex
+        .with_driver(|d| {
+            // SAFETY: reads counters (it caches whether the kernel reports the ring's head);
+            // no replacement, no Driver method, no other code runs.
+            unsafe { d.get_mut() }.provided_buffer_stats().unwrap().exhausted
+        })
+        .unwrap();
+    assert_eq!(exhausted, 2);
     if cancel_after_release {
         // H cancels W1 after handing it the turn.
     } else if kind == Waiter::FutureDropped {

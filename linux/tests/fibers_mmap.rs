@@ -8,7 +8,7 @@ use keel_core::{Config, Errno, Executor, Fiber, FiberAttrs, Stack, StackProvider
 use keel_linux::{MmapStacks, SleepDriver, overflow};
 
 const STACK: usize = 16 * 1024;
-const ATTRS: FiberAttrs = FiberAttrs { stack_size: STACK };
+const ATTRS: FiberAttrs = FiberAttrs { stack_size: STACK, ..FiberAttrs::DEFAULT };
 
 fn task(name: &'static str) -> TaskHandle {
     let slot: &'static TaskSlot = Box::leak(Box::new(TaskSlot::new()));
@@ -218,7 +218,7 @@ fn spares_are_trimmed_while_parked_when_configured() {
 /// and the unwinder), so these fibers get the default 64 KiB.
 #[test]
 fn a_panic_in_a_fiber_completes_the_task_with_an_error_naming_it() {
-    const ATTRS: FiberAttrs = FiberAttrs { stack_size: 64 * 1024 };
+    const ATTRS: FiberAttrs = FiberAttrs { stack_size: 64 * 1024, ..FiberAttrs::DEFAULT };
     let ex = pin!(Executor::with_stacks(SleepDriver::new(), MmapStacks::new().unwrap(), keel_linux::panic::config()).unwrap());
     let ex = ex.into_ref();
     let n = black_box(7);

@@ -17,7 +17,7 @@ use std::rc::Rc;
 
 const STACK: usize = 32 * 1024;
 const GUARD: usize = 4096;
-const ATTRS: FiberAttrs = FiberAttrs { stack_size: STACK };
+const ATTRS: FiberAttrs = FiberAttrs { stack_size: STACK, ..FiberAttrs::DEFAULT };
 
 /// `stacks` stacks of `size` bytes with a `GUARD`-byte gap below each, carved from a
 /// leaked, zeroed region; also the region's address range.
@@ -299,7 +299,7 @@ fn a_ucontext_fiber_fits_the_smallest_stack_without_touching_the_gap_below() {
     let (stacks, range) = region_of(2, min);
     let ex = pin!(Executor::with_stacks(SimDriver::new(), stacks, config()).unwrap());
     let ex = ex.into_ref();
-    let attrs = FiberAttrs { stack_size: min };
+    let attrs = FiberAttrs { stack_size: min, ..FiberAttrs::DEFAULT };
     let t = ex
         .attach_fiber_with::<UcontextSwitch, _, _>(task("small"), attrs, |f: &mut Fiber| -> TaskResult {
             for _ in 0..3 {

@@ -167,7 +167,7 @@ fn future_accept_direct_one_shot_and_multishot_send_recv_and_close_by_index() {
 /// Yields until the driver has nothing in flight (bounded).
 async fn until_idle() {
     for _ in 0..100_000 {
-        let idle = core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| keel_core::Driver::in_flight(d) == 0)))
+        let idle = core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| keel_core::Driver::in_flight(&**d) == 0)))
             .await
             .expect("a ring executor");
         if idle {

@@ -34,7 +34,7 @@ fn stats(f: &mut Fiber) -> RingStats {
 fn wait_until(f: &mut Fiber, what: &str, mut cond: impl FnMut(&mut Fiber) -> bool) {
     let t0 = std::time::Instant::now();
     while !cond(f) {
-        assert!(t0.elapsed() < Duration::from_secs(20), "timed out waiting for {what}: {:?} in flight {:?}", stats(f), f.with_driver::<RingDriver, _>(|d| keel_core::Driver::in_flight(d)));
+        assert!(t0.elapsed() < Duration::from_secs(20), "timed out waiting for {what}: {:?} in flight {:?}", stats(f), f.with_driver::<RingDriver, _>(|d| keel_core::Driver::in_flight(&**d)));
         f.sleep(Duration::from_millis(1)).expect("not cancelled");
     }
 }
@@ -153,7 +153,7 @@ fn a_multishot_accept_past_its_queue_is_throttled_spilled_and_rearmed_in_order()
     for (id, back) in heard {
         assert_eq!(back, Some(id), "client {id} answered");
     }
-    let st = ex.with_driver(|d| d.stats());
+    let st = ex.with_driver(|d| d.stats()).unwrap();
     assert!(st.multishot_throttled >= 1 && st.multishot_spilled >= 1, "{st:?}");
 }
 
@@ -168,7 +168,7 @@ fn with_the_spill_list_full_too_accepted_connections_are_closed_and_counted_lost
     let ls: Vec<_> = (0..LISTENERS).map(|_| listen(ex, v4())).collect();
     let connected = Arc::new(AtomicUsize::new(0));
     let served: Rc<RefCell<Vec<Vec<u32>>>> = Rc::new(RefCell::new(vec![Vec::new(); LISTENERS as usize]));
-    let before = ex.with_driver(|d| d.stats());
+    let before = ex.with_driver(|d| d.stats()).unwrap();
     let acceptors: Vec<_> = ls
         .iter()
         .enumerate()
@@ -224,7 +224,7 @@ fn with_the_spill_list_full_too_accepted_connections_are_closed_and_counted_lost
     for a in acceptors {
         assert_eq!(ex.result(a), Ok(Some(Ok(libc::ECANCELED as u64))), "acceptor ended by the test's cancel");
     }
-    let st = ex.with_driver(|d| d.stats());
+    let st = ex.with_driver(|d| d.stats()).unwrap();
     eprintln!("lost: {st:?}");
     let served = served.borrow();
     let mut answered = Vec::new();
@@ -319,7 +319,14 @@ fn a_multishot_receive_past_its_queue_is_throttled_spilled_and_rearmed_with_ever
     let want: Vec<u8> = (0..2 * BURST).map(|i| (i % 251) as u8).collect();
     assert_eq!(got.borrow().len(), want.len(), "every byte arrived once");
     assert!(*got.borrow() == want, "every byte in order");
-    let pb = ex.with_driver(|d| d.provided_buffer_stats()).unwrap();
+    let pb = ex
+        .with_driver(|d| {
+            // SAFETY: reads counters (it caches whether the kernel reports the ring's head);
+            // no replacement, no Driver method, no other code runs.
+            unsafe { d.get_mut() }.provided_buffer_stats()
+        })
+        .unwrap()
+        .unwrap();
     assert_eq!(pb.in_use, 0, "every provided buffer came back: {pb:?}");
     assert_eq!(pb.available, pb.count, "the kernel can hand every buffer out again: {pb:?}");
 }
@@ -356,7 +363,7 @@ fn a_fiber_multishot_waits_for_room_under_max_io_in_flight_instead_of_bypassing_
     run_until(ex, || matches!(ex.state(b), Ok(TaskState::Suspended(_))) || ex.result(b).is_ok_and(|r| r.is_some()));
     assert_eq!(ex.state(a), Ok(TaskState::Suspended(SuspendReason::Io)), "A's accept is in flight");
     assert_eq!(ex.state(b), Ok(TaskState::Suspended(SuspendReason::SqSlot)), "B waits for submission room");
-    assert_eq!(ex.with_driver(|d| keel_core::Driver::in_flight(d)), 1, "the limit of one holds");
+    assert_eq!(ex.with_driver(|d| keel_core::Driver::in_flight(&**d)).unwrap(), 1, "the limit of one holds");
     // A's accept completes; A's close then B's arm get the room in turn.
     let c1 = std::net::TcpStream::connect(std_addr(&a1)).unwrap();
     run_until(ex, || ex.state(b) != Ok(TaskState::Suspended(SuspendReason::SqSlot)));
@@ -374,7 +381,14 @@ fn provided_buffers_available_is_what_the_kernel_can_still_hand_out() {
     d.enable_provided_buffers(8, SIZE as u32).unwrap();
     let ex = executor_with(d);
     let ex = ex.as_ref();
-    let pb = ex.with_driver(|d| d.provided_buffer_stats()).unwrap();
+    let pb = ex
+        .with_driver(|d| {
+            // SAFETY: reads counters (it caches whether the kernel reports the ring's head);
+            // no replacement, no Driver method, no other code runs.
+            unsafe { d.get_mut() }.provided_buffer_stats()
+        })
+        .unwrap()
+        .unwrap();
     assert_eq!((pb.count, pb.in_use, pb.available), (8, 0, 8), "{pb:?}");
     let (lfd, addr) = listen(ex, v4());
     let a = std_addr(&addr);
@@ -382,7 +396,14 @@ fn provided_buffers_available_is_what_the_kernel_can_still_hand_out() {
     let s2 = sent.clone();
     let server = ex
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-            let pbs = |f: &mut Fiber| f.with_driver::<RingDriver, _>(|d| d.provided_buffer_stats()).flatten().expect("provided buffers");
+            let pbs = |f: &mut Fiber| {
+                f.with_driver::<RingDriver, _>(|d| {
+                    // SAFETY: as above.
+                    unsafe { d.get_mut() }.provided_buffer_stats()
+                })
+                .flatten()
+                .expect("provided buffers")
+            };
             let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
             let c = f.accept(&*l).expect("accept");
             wait_until(f, "the data", |_| s2.load(Ordering::Acquire) == 1);
@@ -438,7 +459,7 @@ fn received_data_is_never_lost_even_when_accepts_have_filled_the_spill_list() {
     let ls: Vec<_> = (0..LISTENERS).map(|_| listen(ex, v4())).collect();
     let connected = Arc::new(AtomicUsize::new(0));
     let filled = Rc::new(std::cell::Cell::new(false));
-    let before = ex.with_driver(|d| d.stats());
+    let before = ex.with_driver(|d| d.stats()).unwrap();
     // Acceptors arm one at a time (see the test above) and never take their results.
     let acceptors: Vec<_> = ls
         .iter()

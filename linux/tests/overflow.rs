@@ -48,7 +48,7 @@ fn run_fiber(body: fn(&mut Fiber) -> TaskResult) {
     }
     let h = task("child");
     eprintln!("child: task {}", h.id());
-    ex.attach_fiber(h, FiberAttrs { stack_size: REQUESTED }, body).unwrap();
+    ex.attach_fiber(h, FiberAttrs { stack_size: REQUESTED, ..FiberAttrs::DEFAULT }, body).unwrap();
     while ex.attached() > 0 {
         ex.run(1000, Some(Duration::from_secs(10))).unwrap();
     }

@@ -51,7 +51,7 @@ fn a_hundred_operations_through_a_four_entry_sq_keep_each_tasks_order() {
     let cfg = RingConfig { entries: 4, cq_entries: 8, record_submissions: 256, ..RingConfig::default() };
     let ex = pin!(Executor::with_stacks(RingDriver::new(cfg).unwrap(), stacks(4), Config::default()).unwrap());
     let ex = ex.into_ref();
-    assert_eq!(ex.with_driver(|d| d.sq_entries()), 4);
+    assert_eq!(ex.with_driver(|d| d.sq_entries()).unwrap(), 4);
     for t in 0..4u64 {
         ex.attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| -> keel_core::TaskResult {
             let sts = pin!([const { IoStatus::new() }; 25]);
@@ -70,7 +70,7 @@ fn a_hundred_operations_through_a_four_entry_sq_keep_each_tasks_order() {
         .unwrap();
     }
     run_all!(ex);
-    let rec = ex.with_driver(|d| d.recorded_submissions().to_vec());
+    let rec = ex.with_driver(|d| d.recorded_submissions().to_vec()).unwrap();
     assert_eq!(rec.len(), 100);
     for t in 0..4u64 {
         let mine: Vec<u64> = rec.iter().copied().filter(|l| l / 1000 == t).collect();
@@ -99,7 +99,7 @@ fn a_thousand_completions_through_an_eight_entry_cq_lose_nothing() {
     }
     run_all!(ex);
     assert_eq!(done.get(), 1000);
-    let st = ex.with_driver(|d| d.stats());
+    let st = ex.with_driver(|d| d.stats()).unwrap();
     assert_eq!(st.completed, 1000, "{st:?}");
     assert_eq!(st.stale, 0);
 }
@@ -161,11 +161,16 @@ fn failing_enters_keep_the_operations_and_retry_them() {
             })
             .unwrap();
         ex.run(1, None).unwrap(); // the first NOP is in the SQ
-        ex.with_driver(|d| d.inject_enter_errors(5, errno));
+        ex.with_driver(|d| {
+            // SAFETY: sets the fault injection counters; no replacement, no Driver method,
+            // no other code runs.
+            unsafe { d.get_mut() }.inject_enter_errors(5, errno)
+        })
+        .unwrap();
         run_all!(ex);
         assert_eq!(ex.result(t), Ok(Some(Ok(16))), "{errno:?}");
     }
-    let st = ex.with_driver(|d| d.stats());
+    let st = ex.with_driver(|d| d.stats()).unwrap();
     assert!(st.enter_retries >= 15, "{st:?}");
     assert_eq!(st.stale, 0);
 }
@@ -248,12 +253,12 @@ fn open_futures_dropped_after_their_first_poll_leak_no_descriptor() {
     }
     run_all!(ex);
     for _ in 0..100 {
-        if ex.with_driver(|d| d.in_flight()) == 0 {
+        if ex.with_driver(|d| d.in_flight()).unwrap() == 0 {
             break;
         }
         let _ = ex.run(1, Some(Duration::from_millis(5)));
     }
-    assert_eq!(ex.with_driver(|d| d.in_flight()), 0);
+    assert_eq!(ex.with_driver(|d| d.in_flight()).unwrap(), 0);
     assert_eq!(open_fds_on(&path), 0, "an abandoned open leaked its descriptor");
     let _ = std::fs::remove_file(path);
 }
@@ -373,7 +378,7 @@ fn dropping_an_executor_with_tasks_suspended_on_io_cancels_and_drains_them() {
         .unwrap();
         ex.attach(task(), async move { fs::read(file, vec![0; 8], 0).await.0.map(u64::from).map_err(|_| keel_core::TaskError::Failed(1)) }).unwrap();
         ex.run(2, None).unwrap();
-        assert_eq!(ex.with_driver(|d| d.in_flight()), 2);
+        assert_eq!(ex.with_driver(|d| d.in_flight()).unwrap(), 2);
     } // dropped here: both reads are cancelled and reaped before the ring goes
     assert!(t0.elapsed() < Duration::from_secs(5), "drop hung");
     // SAFETY: our descriptor.
@@ -420,7 +425,7 @@ fn orphaned_status_blocks_at_one_address_never_see_each_others_completions() {
                     // SAFETY: the buffer is a static; the read never outlives the process.
                     f.initiate::<RingDriver>(st.as_ref(), unsafe { RingOp::from_entry(e) })
                         .unwrap();
-                    most = most.max(f.with_driver(|d: &mut RingDriver| d.in_flight()).unwrap());
+                    most = most.max(f.with_driver(|d: &mut keel_core::DriverMut<RingDriver>| d.in_flight()).unwrap());
                     // `st` goes away here with its read in flight: orphaned and cancelled.
                 }
                 assert!(
@@ -430,13 +435,13 @@ fn orphaned_status_blocks_at_one_address_never_see_each_others_completions() {
                 assert_eq!(addrs.len(), 1, "the test wants every status at one address");
                 // Let the last orphans' cancels land before writing, or one of them reads it.
                 for _ in 0..10_000 {
-                    if f.with_driver(|d: &mut RingDriver| d.in_flight()) == Some(0) {
+                    if f.with_driver(|d: &mut keel_core::DriverMut<RingDriver>| d.in_flight()) == Some(0) {
                         break;
                     }
                     f.yield_now().unwrap();
                 }
                 assert_eq!(
-                    f.with_driver(|d: &mut RingDriver| d.in_flight()),
+                    f.with_driver(|d: &mut keel_core::DriverMut<RingDriver>| d.in_flight()),
                     Some(0),
                     "orphans still in flight"
                 );
@@ -462,9 +467,9 @@ fn orphaned_status_blocks_at_one_address_never_see_each_others_completions() {
         Ok(Some(Ok(4))),
         "the limit of 4 was reached and held"
     );
-    let st = ex.with_driver(|d| d.stats());
+    let st = ex.with_driver(|d| d.stats()).unwrap();
     assert_eq!(st.stale, 0, "{st:?}");
-    assert_eq!(ex.with_driver(|d| d.in_flight()), 0);
+    assert_eq!(ex.with_driver(|d| d.in_flight()).unwrap(), 0);
     // SAFETY: our descriptors.
     unsafe {
         libc::close(rd);
@@ -515,7 +520,7 @@ fn opens_whose_status_block_is_dropped_in_flight_leak_no_descriptor() {
     )
     .unwrap();
     run_all!(ex);
-    assert_eq!(ex.with_driver(|d| d.in_flight()), 0);
+    assert_eq!(ex.with_driver(|d| d.in_flight()).unwrap(), 0);
     assert_eq!(
         open_fds_on(&path),
         0,
@@ -552,12 +557,12 @@ fn the_drivers_own_sqes_never_join_a_tasks_open_link_chain() {
                 // `sx` goes away here, its read in flight: orphaned, its cancel queued.
             }
             for _ in 0..10_000 {
-                if f.with_driver(|d: &mut RingDriver| d.in_flight()) == Some(1) {
+                if f.with_driver(|d: &mut keel_core::DriverMut<RingDriver>| d.in_flight()) == Some(1) {
                     break;
                 }
                 f.yield_now().unwrap();
             }
-            assert_eq!(f.with_driver(|d: &mut RingDriver| d.in_flight()), Some(1), "the orphan's cancel joined the open chain and never ran");
+            assert_eq!(f.with_driver(|d: &mut keel_core::DriverMut<RingDriver>| d.in_flight()), Some(1), "the orphan's cancel joined the open chain and never ran");
             // SAFETY: our pipe's write end, a static byte.
             assert_eq!(unsafe { libc::write(p1[1], b"l".as_ptr().cast(), 1) }, 1);
             assert_eq!(f.suspend_until_completed_io(1), Ok(1));
@@ -624,7 +629,7 @@ fn a_burst_of_64_ready_receives_is_reaped_in_one_pass() {
         })
         .unwrap();
     run_all!(ex);
-    let (flags, stats) = ex.with_driver(|d| (d.flags(), d.stats()));
+    let (flags, stats) = ex.with_driver(|d| (d.flags(), d.stats())).unwrap();
     eprintln!("ring flags {flags:?}; reap follow-up enters: {}", stats.reap_follow_ups);
     assert_eq!(ex.result(t), Ok(Some(Ok(N as u64))), "the task was resumed with all 64 completions at once");
     for p in pairs {

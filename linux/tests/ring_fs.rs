@@ -167,12 +167,12 @@ fn a_future_dropped_with_a_pipe_read_in_flight_gives_its_slot_back_safely() {
     unsafe { libc::write(wr, b"later".as_ptr().cast(), 5) };
     for _ in 0..100 {
         let _ = ex.run(8, Some(Duration::from_millis(10)));
-        if ex.with_driver(|d| keel_core::Driver::in_flight(d)) == 0 {
+        if ex.with_driver(|d| keel_core::Driver::in_flight(&**d)).unwrap() == 0 {
             break;
         }
     }
-    assert_eq!(ex.with_driver(|d| keel_core::Driver::in_flight(d)), 0, "the abandoned read never completed");
-    assert_eq!(ex.with_driver(|d| keel_core::Driver::submit_capacity(d)), 4, "a slot was not given back");
+    assert_eq!(ex.with_driver(|d| keel_core::Driver::in_flight(&**d)).unwrap(), 0, "the abandoned read never completed");
+    assert_eq!(ex.with_driver(|d| keel_core::Driver::submit_capacity(&**d)).unwrap(), 4, "a slot was not given back");
     // SAFETY: our descriptor.
     unsafe { libc::close(wr) };
 }

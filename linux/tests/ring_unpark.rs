@@ -116,7 +116,7 @@ fn parked_executor_woken_by_foreign_attach(mode: UnparkMode) {
     let exec_thread = std::thread::spawn(move || {
         let ex = pin!(Executor::new(RingDriver::new(config(mode)).unwrap(), Config::default()).unwrap());
         let ex = ex.into_ref();
-        let (kind, flags) = ex.with_driver(|d| (d.unpark_kind(), d.flags()));
+        let (kind, flags) = ex.with_driver(|d| (d.unpark_kind(), d.flags())).unwrap();
         assert_eq!(kind, want_kind(mode));
         if kind == UnparkKind::MsgRing {
             // What the MsgRing path must wake through (the kernels that have MsgRing have both).
@@ -127,7 +127,7 @@ fn parked_executor_woken_by_foreign_attach(mode: UnparkMode) {
         let n = ex.run(1, None).unwrap();
         assert_eq!(n, 1);
         assert!(ex.stats().parks >= 1, "it never parked");
-        ex.with_driver(|d| assert_eq!(d.stats().stale, 0, "{:?}", d.stats()));
+        ex.with_driver(|d| assert_eq!(d.stats().stale, 0, "{:?}", d.stats())).unwrap();
         d2.load(Ordering::SeqCst)
     });
     let (h, tid) = rx.recv().unwrap();
@@ -170,12 +170,12 @@ fn spawn_executor(mode: UnparkMode, stop: Arc<AtomicBool>) -> (std::thread::Join
     let t = std::thread::spawn(move || {
         let ex = pin!(Executor::new(RingDriver::new(config(mode)).unwrap(), Config::default()).unwrap());
         let ex = ex.into_ref();
-        assert_eq!(ex.with_driver(|d| d.unpark_kind()), want_kind(mode));
+        assert_eq!(ex.with_driver(|d| d.unpark_kind()).unwrap(), want_kind(mode));
         tx.send((ex.handle(handle_slot()).unwrap(), libc_gettid())).unwrap();
         while !stop.load(Ordering::SeqCst) || ex.attached() > 0 {
             ex.run(usize::MAX, None).unwrap();
         }
-        ex.with_driver(|d| assert_eq!(d.stats().stale, 0, "{:?}", d.stats()));
+        ex.with_driver(|d| assert_eq!(d.stats().stale, 0, "{:?}", d.stats())).unwrap();
         (ex.stats().parks, ex.stats().completed)
     });
     let (h, tid) = rx.recv().unwrap();

@@ -196,7 +196,7 @@ fn fiber(ex: Ex<'_>) -> Result<(), Failed> {
         LOG.push(b'F');
         Ok(42)
     };
-    let h = ex.attach_fiber(task(Priority::High, "fiber")?, FiberAttrs { stack_size: 16 * 1024 }, body);
+    let h = ex.attach_fiber(task(Priority::High, "fiber")?, FiberAttrs { stack_size: 16 * 1024, ..FiberAttrs::DEFAULT }, body);
     let h = h.map_err(|_| Failed(23, "attach"))?;
     run_all(ex)?;
     check(LOG.take_is(b"fF") && result_is(ex, h, 42), 15, "fiber: yield, sleep, result")?;

@@ -5,20 +5,27 @@
 //!   `Fiber::yield_now`; `run(usize::MAX, None)` until it has completed.
 //! - keel-acct: the same on an executor with time accounting
 //!   (`with_accounting::<TscAccounting>()`: one `rdtsc` per resumption).
+//! - keel-fp-save: the keel impl with `FiberAttrs::save_fp_control` (the fiber keeps
+//!   its own MXCSR and x87 control word across suspensions: fiber rule 7).
 //! - tokio: the `yield` case's tokio impl (one spawned task looping
 //!   `tokio::task::yield_now().await`), since tokio has no stackful tasks.
 //!
 //! Both times include starting and finishing the one task, which is noise at N yields.
 
 use crate::harness::{Case, Impl, Timed, Unit};
-use keel_core::{Accounting, Fiber, NoAccounting, TaskSlot, TscAccounting};
+use keel_core::{Accounting, Fiber, FiberAttrs, NoAccounting, TaskSlot, TscAccounting};
 use std::time::Instant;
 
 /// The case.
 pub const CASE: Case = Case {
     name: "fiber_yield",
     unit: Unit::NsPerOp,
-    impls: &[Impl { name: "keel", run: keel::<NoAccounting> }, Impl { name: "keel-acct", run: keel::<TscAccounting> }, TOKIO],
+    impls: &[
+        Impl { name: "keel", run: keel::<NoAccounting> },
+        Impl { name: "keel-acct", run: keel::<TscAccounting> },
+        Impl { name: "keel-fp-save", run: keel_fp_save },
+        TOKIO,
+    ],
 };
 
 /// The `yield` case's tokio impl, shared.
@@ -30,6 +37,14 @@ std::thread_local! {
 }
 
 fn keel<A: Accounting>(iters: u64) -> Timed {
+    run::<A>(iters, super::FIBER_ATTRS)
+}
+
+fn keel_fp_save(iters: u64) -> Timed {
+    run::<NoAccounting>(iters, FiberAttrs { save_fp_control: true, ..super::FIBER_ATTRS })
+}
+
+fn run<A: Accounting>(iters: u64, attrs: FiberAttrs) -> Timed {
     let ex = core::pin::pin!(super::keel_fiber_executor(1)?.with_accounting::<A>());
     let ex = ex.into_ref();
     let h = super::create_task(SLOT.with(|s| *s), "fiber_yield")?;
@@ -39,7 +54,7 @@ fn keel<A: Accounting>(iters: u64) -> Timed {
         }
         Ok(iters)
     };
-    let h = ex.attach_fiber(h, super::FIBER_ATTRS, body).map_err(|e| format!("attach: {e}"))?;
+    let h = ex.attach_fiber(h, attrs, body).map_err(|e| format!("attach: {e}"))?;
     let start = Instant::now();
     while ex.attached() > 0 {
         ex.run(usize::MAX, None).map_err(|e| format!("run: {e}"))?;

@@ -36,7 +36,7 @@ fn keel_executor() -> Result<Executor<SleepDriver>, String> {
 const FIBER_STACK: usize = 64 * 1024;
 
 /// How every keel fiber in the bench is attached.
-const FIBER_ATTRS: FiberAttrs = FiberAttrs { stack_size: FIBER_STACK };
+const FIBER_ATTRS: FiberAttrs = FiberAttrs { stack_size: FIBER_STACK, ..FiberAttrs::DEFAULT };
 
 /// A keel executor on the real clock whose fibers take their stacks from a region of
 /// `stacks` stacks of [`FIBER_STACK`] bytes (no guard gap), as every keel fiber impl

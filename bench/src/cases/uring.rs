@@ -180,7 +180,7 @@ where
         Ok(Some(Ok(n))) if n == iters => {}
         other => return Err(format!("task ended with {other:?} (expected Ok({iters}))")),
     }
-    let st = ex.with_driver(|d| d.stats());
+    let st = ex.with_driver(|d| d.stats()).unwrap();
     if st.completed != iters + setup_ops || st.stale != 0 {
         return Err(format!("ring reaped {} CQEs ({} stale) for {} operations", st.completed, st.stale, iters + setup_ops));
     }

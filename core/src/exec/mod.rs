@@ -16,6 +16,35 @@
 //!
 //! Same-thread only: every method here. The executor is `!Send` and `!Sync`; what
 //! other threads may do is wake tasks through `TaskHandle::wake` and wakers.
+//!
+//! # The driver (cited as "driver rule N")
+//!
+//! 1. The driver is *lent* to one closure at a time (`Executor::with_driver`,
+//!    `io_status::with_driver`, `Fiber::with_driver`): a flag in the scheduler, set for
+//!    the closure's whole call, and a nested call gets `DriverBusy` (never a second
+//!    reference). While it is set, no keel path forms a reference to the driver (sched
+//!    rule 3): `now` answers the run loop's last clock reading, initiating is refused
+//!    (`InitiateError::DriverBusy`), `run` is refused, and a run loop that meets it (a
+//!    fiber suspended inside a closure) keeps off the driver and does not park.
+//! 2. The closure gets a [`DriverMut`], never `&mut D`: it reads as `&D`, and mutation
+//!    is the driver's own methods on it (the simulated driver's scripting) or, for driver
+//!    crates, the `unsafe` [`DriverMut::get_mut`]. So safe code cannot replace the
+//!    driver, with or without operations in flight: not only would in-flight operations
+//!    name memory the old driver frees, but the unparker other threads call was taken
+//!    from this driver once (park rule 3) and values of driver crates point into it.
+//!    A check after the closure would come too late (the old driver already dropped),
+//!    so replacement is ruled out by type instead.
+//! 3. A keel value dropped inside such a closure (an in-flight `IoStatus` orphaning its
+//!    operation, a cancel of a task, a driver crate's value calling through
+//!    `DriverPtr::call_or_defer`) cannot wait: its cancel, retarget or call is held back,
+//!    at most [`DEFERRED_DRIVER_OPS`] of them, and applied in order when the flag clears,
+//!    before any reap can deliver a completion. More than that in one closure poisons the
+//!    executor: a retarget it could not apply leaves a token naming freed memory, so it
+//!    never reaps again (`RunError::Poisoned`; its drop does not drain), which is sound,
+//!    if unhelpful.
+//!
+//! Cost: one flag load on each path that reaches the driver (submit, `now`, cancel), a
+//! store on each side of a reap, nothing per completion.
 
 pub(crate) mod inbox;
 pub(crate) mod park;
@@ -25,10 +54,11 @@ pub(crate) mod sched;
 
 pub use park::Unparker;
 pub use remote::{ExecutorHandle, HandleSlot};
+pub use sched::DEFERRED_DRIVER_OPS;
 
 use crate::clock::Instant;
-use crate::driver::{Driver, VtFor};
-use crate::error::{AttachError, CancelError, ConfigError, DestroyError, StaleHandle, TaskResult};
+use crate::driver::{Driver, DriverMut, VtFor};
+use crate::error::{AttachError, CancelError, ConfigError, DestroyError, DriverBusy, StaleHandle, TaskResult};
 use crate::sync::Ordering;
 use crate::task::body::{FutureBody, IntoTaskResult};
 use crate::task::header::{Header, flag};
@@ -143,6 +173,10 @@ pub struct ExecStats {
     pub io_completed: u64,
     /// Times the executor parked.
     pub parks: u64,
+    /// Times a fiber switched back to the executor with MXCSR or the x87 control word
+    /// changed and the executor loaded its own again (fiber rule 6; counted where the
+    /// check is built: debug builds, or the `fp-check` feature).
+    pub fp_control_restored: u64,
     /// Tasks attached right now.
     pub attached: usize,
     /// Ready tasks per CPU priority right now.
@@ -324,12 +358,44 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
         Ok(t.body.get().map(|vt| vt.kind))
     }
 
-    /// Runs `f` on the driver (for scripting a simulated driver between runs).
-    pub fn with_driver<R>(self: Pin<&Self>, f: impl FnOnce(&mut D) -> R) -> R {
-        let _ = self.sched();
-        // SAFETY: sched rule 3: called from outside any task resume (this takes the
-        // executor, which task code cannot reach), so no other borrow is live.
-        f(unsafe { &mut *self.driver_ptr() })
+    /// Lends the driver to `f` (driver rules 1-2): to read its state, or script a
+    /// simulated driver between runs. `Err(DriverBusy)` if it is lent already (a nested
+    /// call, or from inside a task's own `with_driver`).
+    ///
+    /// `f` gets a [`DriverMut`], which reads as `&D` and cannot replace the driver:
+    ///
+    /// ```compile_fail
+    /// # use core::pin::pin;
+    /// # use keel_core::{Executor, Config, sim::SimDriver};
+    /// let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    /// ex.as_ref().with_driver(|d| **d = SimDriver::new()).unwrap();
+    /// ```
+    ///
+    /// ```compile_fail
+    /// # use core::pin::pin;
+    /// # use keel_core::{Executor, Config, sim::SimDriver};
+    /// let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    /// let mut other = SimDriver::new();
+    /// ex.as_ref().with_driver(|d| core::mem::swap(&mut **d, &mut other)).unwrap();
+    /// ```
+    ///
+    /// Nor can a `DriverMut` leave its closure (here: swapped with another executor's,
+    /// which would outlive that executor's lend):
+    ///
+    /// ```compile_fail
+    /// # use core::pin::pin;
+    /// # use keel_core::{Executor, Config, sim::SimDriver};
+    /// let a = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    /// let b = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    /// let (a, b) = (a.into_ref(), b.into_ref());
+    /// a.with_driver(|da| b.with_driver(|db| core::mem::swap(da, db)).unwrap()).unwrap();
+    /// ```
+    pub fn with_driver<R>(self: Pin<&Self>, f: impl FnOnce(&mut DriverMut<'_, D>) -> R) -> Result<R, DriverBusy> {
+        let s = self.sched();
+        let _lent = s.lend()?;
+        // SAFETY: driver rule 1: lent (the flag set) until `_lent` drops, after `f`.
+        let mut d = unsafe { DriverMut::lend(self.driver_ptr()) };
+        Ok(f(&mut d))
     }
 
     /// Attaches a future as the next run of `task`. Same thread, no atomic
@@ -488,6 +554,7 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
             io_submitted: c.io_submitted.get(),
             io_completed: c.io_completed.get(),
             parks: c.parks.get(),
+            fp_control_restored: c.fp_control_restored.get(),
             attached: s.attached.get(),
             ready: s.ready.lens(),
             timers_armed: s.timers.len(),
@@ -534,6 +601,10 @@ impl<D: Driver, S: StackProvider, A: Accounting> Drop for Executor<D, S, A> {
             cur = unsafe { s.owned.next_of(h) };
             s.abandon(h);
         }
+        // Operations whose owner left its task (moved into `main`) were not cancelled with
+        // the tasks above: the driver cancels what is left.
+        // SAFETY: sched rule 3: no borrow of the driver is live here.
+        unsafe { &mut *this.driver_ptr() }.cancel_all();
         this.drain_all_io();
         while let Some(h) = s.owned.front() {
             // SAFETY: `'static` header.
@@ -561,17 +632,28 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
     /// Reaps until no operation is in flight (cancellations were requested already).
     fn drain_all_io(self: Pin<&Self>) {
         let s = self.sched();
+        let dp = self.driver_ptr();
         loop {
-            // SAFETY: sched rule 3: no borrow of the driver is live here.
-            let d = unsafe { &mut *self.driver_ptr() };
-            if d.in_flight() == 0 {
+            // Driver rule 3: a poisoned executor routes no completion any more.
+            if s.driver_state.get() != 0 {
                 return;
             }
-            let n = d.reap(s.cfg.reap_batch, &mut |tok, res| s.complete_io(tok, res));
+            // SAFETY: sched rule 3: not lent, so no other reference to the driver is live.
+            if unsafe { (*dp).in_flight() } == 0 {
+                return;
+            }
+            #[cfg(debug_assertions)]
+            s.reaping.set(true);
+            // SAFETY: sched rule 3: not lent, so this is the only reference; the sink
+            // reaches no driver (user code in it runs with the flag set).
+            let n = unsafe { &mut *dp }.reap(s.cfg.reap_batch, &mut |tok, res| s.complete_io(tok, res));
+            #[cfg(debug_assertions)]
+            s.reaping.set(false);
+            s.apply_held_back();
             if n == 0 {
                 let deadline = s.now().saturating_add(core::time::Duration::from_millis(1));
-                // SAFETY: as above.
-                if let Ok(crate::driver::Park::Stalled) = unsafe { &mut *self.driver_ptr() }.park(Some(deadline)) {
+                // SAFETY: as above (not lent: the reap's flag was cleared).
+                if let Ok(crate::driver::Park::Stalled) = unsafe { &mut *dp }.park(Some(deadline)) {
                     return;
                 }
             }
@@ -588,9 +670,8 @@ impl Sched {
             // SAFETY: armed in our heap.
             unsafe { self.timers.remove(t.timer()) };
         }
-        if t.state.get() == TaskState::Suspended(SuspendReason::SqSlot) {
-            self.leave_submit_queue(h);
-        }
+        // Room rule 5.
+        self.leave_submit_queue(h);
         t.state.set(t.state.get().on(event).unwrap_or_else(|e| panic!("keel bug: {e}")));
         // SAFETY: a suspended task is in no run list.
         unsafe { self.ready.push(h) };
@@ -600,6 +681,8 @@ impl Sched {
     pub(crate) fn cancel_io(&self, h: NonNull<Header>) {
         // SAFETY: `'static` header.
         let t = unsafe { h.as_ref() };
+        // Room rule 5.
+        self.leave_submit_queue(h);
         t.state.set(t.state.get().on(TaskEvent::CancelIo).unwrap_or_else(|e| panic!("keel bug: {e}")));
         let mut s = t.trailer().initiated.front();
         while let Some(st) = s {
@@ -624,10 +707,9 @@ impl Sched {
                 // SAFETY: queued states are in the run queue.
                 unsafe { self.ready.remove(h) };
             }
-            TaskState::Suspended(reason) => {
-                if reason == SuspendReason::SqSlot {
-                    self.leave_submit_queue(h);
-                }
+            TaskState::Suspended(_) => {
+                // Room rule 5 (finish_cancelled below unlinks a ready task).
+                self.leave_submit_queue(h);
                 if t.trailer().timer.is_armed() {
                     // SAFETY: armed in our heap.
                     unsafe { self.timers.remove(t.timer()) };

@@ -52,6 +52,11 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
             }
         }
         let _running = Running(s);
+        // Driver rule 1: called from inside a `with_driver` closure (outside any task);
+        // driver rule 3: poisoned.
+        if s.driver_state.get() != 0 {
+            return Err(if s.is_poisoned() { RunError::Poisoned } else { RunError::DriverBusy });
+        }
         if !A::ON {
             return self.run_loop(s, max_items, timeout);
         }
@@ -84,28 +89,46 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
                 }
                 continue;
             }
-            // SAFETY: sched rule 3: no borrow of the driver is live between resumes.
-            let driver = unsafe { &mut *self.driver_ptr() };
-            let io = driver.in_flight() > 0;
+            // Sched rule 3: each driver call below forms its own short-lived reference,
+            // with the lend flag clear (a fiber suspended inside a `with_driver` closure
+            // leaves it set: then this pass keeps off the driver).
+            let dp = self.driver_ptr();
+            // Poisoned (driver rule 3): never reap again either.
+            let lent = s.driver_state.get() != 0;
+            // SAFETY: sched rule 3: not lent, so no other reference is live.
+            let io = !lent && unsafe { (*dp).in_flight() } > 0;
             if io {
+                if cfg.trim_spare_stacks_after.is_some() {
+                    // The stamp for stacks pooled inside the reap (sched rule 3).
+                    s.read_clock();
+                }
                 // A completion can complete a draining task (one item each): reap no more
                 // than the items left, so `done` never passes `max_items`.
                 let before = s.stats.completed.get();
-                driver.reap(cfg.reap_batch.min(max_items - done), &mut |tok, res| s.complete_io(tok, res));
+                #[cfg(debug_assertions)]
+                s.reaping.set(true);
+                // SAFETY: sched rule 3: not lent, so this is the only reference; the sink
+                // reaches no driver (user code in it runs with the flag set).
+                unsafe { &mut *dp }.reap(cfg.reap_batch.min(max_items - done), &mut |tok, res| s.complete_io(tok, res));
+                #[cfg(debug_assertions)]
+                s.reaping.set(false);
+                s.apply_held_back();
                 done += (s.stats.completed.get() - before) as usize;
                 if done == max_items {
                     return Ok(done);
                 }
             }
-            if s.submit_queue_busy() {
-                let mut room = driver.submit_capacity();
+            if !lent && s.submit_queue_busy() {
+                // SAFETY: sched rule 3, as above.
+                let (cap, in_flight) = unsafe { ((*dp).submit_capacity(), (*dp).in_flight()) };
+                let mut room = cap;
                 if let Some(limit) = cfg.max_io_in_flight {
-                    room = room.min(limit.saturating_sub(driver.in_flight()));
+                    room = room.min(limit.saturating_sub(in_flight));
                 }
                 s.grant_submit(room);
             }
             if !s.timers.is_empty() {
-                s.fire_timers(s.now(), cfg.timer_batch);
+                s.fire_timers(s.read_clock(), cfg.timer_batch);
             }
             if let Some(h) = s.ready.pop() {
                 // With nothing in flight there is nothing to batch: look at everything
@@ -125,6 +148,11 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
             if done > 0 {
                 return Ok(done);
             }
+            // A fiber suspended inside a `with_driver` closure holds the driver: nothing
+            // here may park it (driver rule 1).
+            if lent {
+                return Err(if s.is_poisoned() { RunError::Poisoned } else { RunError::DriverBusy });
+            }
             // Dispatch rule 5: quit only when idle, and only if nothing waits in the
             // dispatcher (`take_quit` looks again after loading the tokens).
             if let Some((d, _)) = s.dispatcher.get()
@@ -133,7 +161,7 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
             {
                 return Err(RunError::Quit);
             }
-            let now = s.now();
+            let now = s.read_clock();
             let until = *deadline.get_or_insert_with(|| timeout.map(|t| now.saturating_add(t)));
             if until.is_some_and(|u| now >= u) {
                 return Err(RunError::TimedOut);
@@ -171,8 +199,8 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
             busy = 0;
             s.stats.parks.set(s.stats.parks.get() + 1);
             let before = A::read();
-            // SAFETY: as above.
-            let parked = unsafe { &mut *self.driver_ptr() }.park(wake_at);
+            // SAFETY: sched rule 3: not lent (checked above; nothing ran since).
+            let parked = unsafe { &mut *dp }.park(wake_at);
             s.remote.running();
             if A::ON {
                 let after = A::read();

@@ -6,12 +6,42 @@
 //! 1. A `Sched` lives inside a pinned `Executor` and never moves once a task names it.
 //! 2. Everything but `inbox` is touched only on the executor's thread, through `Cell`s;
 //!    there is never a `&mut Sched`.
-//! 3. The driver is reached through a raw pointer; no borrow of it is held across a
-//!    body resume or any other call into user code, so user code may call back into
-//!    the driver (a status block dropping, a primitive initiating i/o).
+//! 3. The driver is reached through a raw pointer, and a reference to it is formed only
+//!    while the lend flag (`LENT` in `driver_state`) is clear, for one driver call that runs no user code.
+//!    Whoever holds a reference across code that could reach the driver sets the flag
+//!    first: a `with_driver` closure (driver rule 1 in exec/mod.rs). The run loop's
+//!    `reap` holds one across its sink, `complete_io`, which reaches no driver (debug
+//!    builds assert it): it stamps a pooled stack with the clock read before the reap,
+//!    and around the one piece of user code it runs (the stack provider taking a drained
+//!    fiber's stack back) it sets the flag; what that held back is applied after the
+//!    reap. While the flag is set every other path keeps off the driver: `now` answers
+//!    the run loop's last clock reading, cancels and retargets are held back and applied when the flag
+//!    clears (driver rule 3), submission, `run` and a nested `with_driver` are refused
+//!    with typed errors.
 //! 4. Every loop here is bounded by a configuration value or by a structure's size:
 //!    inbox drain by `inbox_batch`, timer firing by `timer_batch`, completion reaping
 //!    by `reap_batch`, run-queue pop by the three levels.
+//!
+//! Waiting for room to submit (cited as "room rule N"). A body may poll any number of
+//! keel futures in one poll (join, select), so waiting for room is not a suspension
+//! reason of its own but a membership, kept apart from the task's state:
+//! 1. A task is in its I/O priority's `submit_waiters` list exactly when its
+//!    `QUEUED_FOR_ROOM` flag is set. The list has its own links (`submit_links`), so a
+//!    task may wait for room while it is also ready, running, or suspended for any
+//!    reason (a timer armed, i/o in flight); `reason` is only what its state reports.
+//! 2. `wait_for_submit` (a refused initiator, future or fiber, status or wake token)
+//!    sets `ASKED_ROOM` and links the task if it is not linked: asking twice in one poll
+//!    (two initiates joined) queues it once, and a task that asks again keeps its place.
+//! 3. When a poll returns `Pending`, a task still linked that did not ask in that poll
+//!    (the asking future was dropped: a select took the other branch) leaves the list;
+//!    one that asked stays, and `ASKED_ROOM` is cleared for the next poll. A grant not
+//!    used in the poll it was for lapses (`GRANTED` is cleared).
+//! 4. A grant unlinks the task before it wakes it (`wake_local` does nothing to a task
+//!    that is not suspended), so granting never meets the same task twice.
+//! 5. Every path that ends the run or cancels it unlinks it: `finish` (return, cancel of
+//!    a queued task, executor drop), `wake_cancelled`, `cancel_io`, `abandon`. A wake for
+//!    another reason leaves the task linked (its place kept): its next poll asks again or
+//!    leaves by rule 3.
 
 use crate::driver::{DriverVt, IoResult, IoToken};
 use crate::error::{AttachError, TaskError, TaskResult};
@@ -42,6 +72,7 @@ pub(crate) struct StatsCells {
     pub(crate) io_submitted: Cell<u64>,
     pub(crate) io_completed: Cell<u64>,
     pub(crate) parks: Cell<u64>,
+    pub(crate) fp_control_restored: Cell<u64>,
 }
 
 /// Why claiming an unowned task failed.
@@ -65,9 +96,25 @@ pub(crate) struct Sched {
     pub(crate) owned: List<Header, OwnedLink>,
     driver: Cell<*mut ()>,
     driver_vt: Cell<Option<&'static DriverVt>>,
+    /// Sched rule 3: `LENT` while a reference to the driver is live (lent to a closure,
+    /// or reaping); `POISONED` once the executor may never reap again (driver rule 3).
+    /// One byte, so the run loop's pass tests both with one load.
+    pub(crate) driver_state: Cell<u8>,
+    /// The run loop's last clock reading (what `now` answers while the driver is lent).
+    clock: Cell<Instant>,
+    /// What `now` calls, with what: the driver's clock, or while the driver is lent,
+    /// `clock` (switched by `lend`, so `now` itself tests nothing).
+    now_fn: Cell<unsafe fn(*mut ()) -> Instant>,
+    now_ctx: Cell<*mut ()>,
+    /// Cancels and retargets held back while the driver was lent (driver rule 3).
+    deferred: [Cell<Option<Deferred>>; DEFERRED_DRIVER_OPS],
+    deferred_len: Cell<usize>,
+    /// Inside a reap's sink (debug builds check that it reaches no driver: sched rule 3).
+    #[cfg(debug_assertions)]
+    pub(crate) reaping: Cell<bool>,
     pub(crate) attached: Cell<usize>,
-    /// Tasks waiting for room to submit, by I/O priority (run links: they are not ready).
-    pub(crate) submit_waiters: [List<Header, crate::task::header::RunLink>; 3],
+    /// Tasks waiting for room to submit, by I/O priority (room rule 1).
+    pub(crate) submit_waiters: [List<Header, crate::task::header::SubmitLink>; 3],
     pub(crate) stacks: StackPool,
     pub(crate) cfg: Config,
     pub(crate) stats: StatsCells,
@@ -103,6 +150,14 @@ impl Sched {
             owned: List::new(),
             driver: Cell::new(core::ptr::null_mut()),
             driver_vt: Cell::new(None),
+            driver_state: Cell::new(0),
+            clock: Cell::new(Instant::ZERO),
+            now_fn: Cell::new(not_initialised),
+            now_ctx: Cell::new(core::ptr::null_mut()),
+            deferred: [const { Cell::new(None) }; DEFERRED_DRIVER_OPS],
+            deferred_len: Cell::new(0),
+            #[cfg(debug_assertions)]
+            reaping: Cell::new(false),
             attached: Cell::new(0),
             submit_waiters: [List::new(), List::new(), List::new()],
             stacks: StackPool::new(cfg.max_spare_stacks),
@@ -130,6 +185,8 @@ impl Sched {
             self.stacks.init(stacks, stacks_vt);
             self.driver.set(driver);
             self.driver_vt.set(Some(vt));
+            self.now_fn.set(vt.now);
+            self.now_ctx.set(driver);
             let word = self.remote.park_word();
             // SAFETY: sched rule 3; park rule 3: set once, before publication.
             self.remote.set_unparker(unsafe { (vt.unparker)(driver, word) });
@@ -146,19 +203,132 @@ impl Sched {
         (self.vt().type_id == core::any::TypeId::of::<D>()).then(|| self.driver.get() as *mut D)
     }
 
+    /// The driver's clock; while the driver is lent, the run loop's last reading (sched
+    /// rule 3).
+    #[inline(always)]
     pub(crate) fn now(&self) -> Instant {
-        // SAFETY: sched rule 3: no borrow of the driver is live while sched code runs.
-        unsafe { (self.vt().now)(self.driver.get()) }
+        // SAFETY: sched rule 3: not lent, this is the driver's `now` (no reference to
+        // the driver is live, and it runs no user code); lent, it reads `clock`.
+        unsafe { (self.now_fn.get())(self.now_ctx.get()) }
+    }
+
+    /// `now`, remembered as what `now` answers while the driver is lent: the run loop's
+    /// own readings (timers, parking, before a reap that may pool a stack).
+    pub(crate) fn read_clock(&self) -> Instant {
+        let t = self.now();
+        self.clock.set(t);
+        t
     }
 
     pub(crate) fn driver_cancel(&self, id: crate::driver::OpId) {
+        if self.is_lent() {
+            return self.defer(Deferred::Cancel(id));
+        }
+        self.debug_not_reaping();
         // SAFETY: as in `now`.
         unsafe { (self.vt().cancel)(self.driver.get(), id) }
     }
 
     pub(crate) fn driver_retarget(&self, id: crate::driver::OpId, token: IoToken) {
+        if self.is_lent() {
+            return self.defer(Deferred::Retarget(id, token));
+        }
+        self.debug_not_reaping();
         // SAFETY: as in `now`.
         unsafe { (self.vt().retarget)(self.driver.get(), id, token) }
+    }
+
+    /// Driver rule 3: hold `op` back until the driver is no longer lent.
+    #[cold]
+    fn defer(&self, op: Deferred) {
+        let n = self.deferred_len.get();
+        match self.deferred.get(n) {
+            Some(slot) => {
+                slot.set(Some(op));
+                self.deferred_len.set(n + 1);
+            }
+            // A retarget that cannot be held back leaves a token naming memory that may
+            // be freed: never reap again (no completion is routed through it).
+            None => self.driver_state.set(self.driver_state.get() | POISONED),
+        }
+    }
+
+    /// Runs a driver crate's `f(driver, id)` through `tramp` now, or holds it back while
+    /// the driver is lent (driver rule 3).
+    pub(crate) fn driver_call(&self, tramp: DriverCall, f: *const (), id: crate::driver::OpId) {
+        if self.is_lent() {
+            return self.defer(Deferred::Call(tramp, f, id));
+        }
+        self.debug_not_reaping();
+        // SAFETY: as in `now`; `tramp` was made for this driver's type with `f`
+        // (`DriverPtr::call_or_defer`).
+        unsafe { tramp(self.driver.get(), f, id) }
+    }
+
+    /// Sets the lend flag (sched rule 3) until the guard drops; `DriverBusy` if it is set.
+    #[inline(always)]
+    pub(crate) fn lend(&self) -> Result<Lent<'_>, crate::error::DriverBusy> {
+        let st = self.driver_state.get();
+        if st & LENT != 0 {
+            return Err(crate::error::DriverBusy);
+        }
+        self.set_lent(st | LENT);
+        Ok(Lent(self))
+    }
+
+    /// Sets `driver_state` and points `now` at the driver or, lent, at `clock`.
+    #[inline(always)]
+    pub(crate) fn set_lent(&self, st: u8) {
+        self.driver_state.set(st);
+        if st & LENT != 0 {
+            self.now_fn.set(read_clock_cell);
+            self.now_ctx.set(&self.clock as *const Cell<Instant> as *mut ());
+        } else {
+            self.now_fn.set(self.vt().now);
+            self.now_ctx.set(self.driver.get());
+        }
+    }
+
+    /// Whether the driver is lent (sched rule 3).
+    #[inline(always)]
+    pub(crate) fn is_lent(&self) -> bool {
+        self.driver_state.get() & LENT != 0
+    }
+
+    /// Whether too much was held back (driver rule 3): never reap again.
+    #[inline(always)]
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.driver_state.get() & POISONED != 0
+    }
+
+    /// Sched rule 3: a reap's sink reaches no driver (debug builds).
+    #[inline(always)]
+    fn debug_not_reaping(&self) {
+        #[cfg(debug_assertions)]
+        assert!(!self.reaping.get(), "keel bug: a reap's sink reached the driver (sched rule 3)");
+    }
+
+    /// Applies what was held back while the driver was lent, if anything (driver rule 3):
+    /// after a reap whose sink held something back.
+    #[inline(always)]
+    pub(crate) fn apply_held_back(&self) {
+        if self.deferred_len.get() != 0 && !self.is_lent() {
+            self.apply_deferred();
+        }
+    }
+
+    /// Applies what was held back while the driver was lent, in order (driver rule 3).
+    #[cold]
+    fn apply_deferred(&self) {
+        let n = self.deferred_len.replace(0);
+        for slot in &self.deferred[..n] {
+            match slot.take() {
+                Some(Deferred::Cancel(id)) => self.driver_cancel(id),
+                Some(Deferred::Retarget(id, token)) => self.driver_retarget(id, token),
+                Some(Deferred::Call(tramp, f, id)) => self.driver_call(tramp, f, id),
+                None => {}
+            }
+        }
     }
 
     fn me(&self) -> *mut Sched {
@@ -261,7 +431,7 @@ impl Sched {
     pub(crate) fn wake_local(&self, h: NonNull<Header>) {
         let t = hdr(h);
         match t.state.get() {
-            S::Suspended(reason) => {
+            S::Suspended(_) => {
                 if self.times.on.get() {
                     // Stamped with the latest read (acct.rs): no clock read here.
                     let tt = &t.trailer().times;
@@ -270,9 +440,7 @@ impl Sched {
                     tt.since.set(now);
                 }
                 self.disarm(t);
-                if reason == crate::task::state::SuspendReason::SqSlot {
-                    self.leave_submit_queue(h);
-                }
+                // Room rule 5: a task waiting for room stays linked (its place kept).
                 step(t, E::Wake);
                 // SAFETY: a suspended task is in no run list.
                 unsafe { self.ready.push(h) };
@@ -319,6 +487,9 @@ impl Sched {
         }
         match outcome {
             Step::Pending => {
+                if t.flags.get() & (flag::QUEUED_FOR_ROOM | flag::GRANTED) != 0 {
+                    self.after_poll_room(h);
+                }
                 if t.has_flag(flag::NOTIFIED) {
                     t.clear_flag(flag::NOTIFIED);
                     step(t, E::Yield);
@@ -339,6 +510,8 @@ impl Sched {
     fn finish(&self, h: NonNull<Header>, event: E, result: TaskResult) {
         let t = hdr(h);
         self.disarm(t);
+        // Room rule 5 (a lingering `GRANTED` goes with the flags at the next attach).
+        self.leave_submit_queue(h);
         t.trailer().result.set(Some(result));
         if t.io_in_flight() > 0 {
             let mut s = t.trailer().initiated.front();
@@ -352,7 +525,7 @@ impl Sched {
             step(t, if event == E::Return { E::ReturnWithIo } else { E::CancelQueuedWithIo });
         } else {
             step(t, event);
-            self.completed(t);
+            self.completed(t, false);
         }
     }
 
@@ -431,12 +604,11 @@ impl Sched {
         }
     }
 
-    fn completed(&self, t: &Header) {
+    /// The run ended. `in_reap`: called from a reap's sink (sched rule 3).
+    fn completed(&self, t: &Header, in_reap: bool) {
         while t.trailer().completed.pop_front().is_some() {}
         if let Some(stack) = t.trailer().pending_stack.take() {
-            // SAFETY: fiber rule 4: the fiber has exited and its i/o has been reaped, so
-            // nothing uses the stack any more.
-            unsafe { self.stacks.put(stack, self.now_if_trimming()) };
+            self.pool_stack(stack, in_reap);
         }
         self.attached.set(self.attached.get() - 1);
         self.stats.completed.set(self.stats.completed.get() + 1);
@@ -448,6 +620,29 @@ impl Sched {
         if t.has_flag(flag::RELEASE_ON_COMPLETE) {
             // Last: after this the task may belong to another thread.
             self.release_completed(NonNull::from(t));
+        }
+    }
+
+    /// Gives a finished fiber's stack back to the pool (cold: a fiber that drained).
+    #[cold]
+    fn pool_stack(&self, stack: crate::stack::Stack, in_reap: bool) {
+        // Inside a reap the driver is borrowed: stamp with the reading taken before it.
+        let at = if in_reap && self.cfg.trim_spare_stacks_after.is_some() { self.clock.get() } else if in_reap { Instant::ZERO } else { self.now_if_trimming() };
+        // The provider is user code: while it runs the driver counts as lent (sched rule
+        // 3; inside a reap a reference to it is live). What it holds back is applied
+        // after the reap (`apply_held_back`), or here outside one.
+        let st = self.driver_state.get();
+        self.set_lent(st | LENT);
+        #[cfg(debug_assertions)]
+        let was = self.reaping.replace(false);
+        // SAFETY: fiber rule 4: the fiber has exited and its i/o has been reaped, so
+        // nothing uses the stack any more.
+        unsafe { self.stacks.put(stack, at) };
+        #[cfg(debug_assertions)]
+        self.reaping.set(was);
+        self.set_lent(self.driver_state.get() & !LENT | (st & LENT));
+        if !in_reap {
+            self.apply_held_back();
         }
     }
 
@@ -554,7 +749,7 @@ impl Sched {
             }
             S::Draining if t.io_in_flight() == 0 => {
                 step(t, E::Drained);
-                self.completed(t);
+                self.completed(t, true);
             }
             _ => {}
         }
@@ -573,7 +768,8 @@ impl Sched {
         dropped
     }
 
-    /// The time for the stack pool's bookkeeping: read only if trimming is configured.
+    /// The time for the stack pool's bookkeeping: read only if trimming is configured
+    /// (not inside a reap: `pool_stack`).
     #[inline(always)]
     pub(crate) fn now_if_trimming(&self) -> Instant {
         if self.cfg.trim_spare_stacks_after.is_some() { self.now() } else { Instant::ZERO }
@@ -581,6 +777,56 @@ impl Sched {
 
     pub(crate) fn finish_cancelled(&self, h: NonNull<Header>) {
         self.finish(h, E::CancelQueued, Err(TaskError::Cancelled));
+    }
+}
+
+/// Cancels and retargets an executor holds back while its driver is lent, at most
+/// (driver rule 3 in exec/mod.rs).
+pub const DEFERRED_DRIVER_OPS: usize = 16;
+
+/// `now` before initialisation (sched rule 1: never reached).
+///
+/// # Safety
+/// None; unsafe only to fit `now_fn`.
+unsafe fn not_initialised(_: *mut ()) -> Instant {
+    panic!("keel bug: executor used before init")
+}
+
+/// `now` while the driver is lent: the run loop's last reading, in the `Cell` at `p`.
+///
+/// # Safety
+/// `p` is a live `Cell<Instant>` of this thread.
+unsafe fn read_clock_cell(p: *mut ()) -> Instant {
+    // SAFETY: the caller's contract (`set_lent` passes the scheduler's `clock`).
+    unsafe { (*(p as *const Cell<Instant>)).get() }
+}
+
+/// `driver_state` bits.
+pub(crate) const LENT: u8 = 1;
+pub(crate) const POISONED: u8 = 2;
+
+/// A driver call held back while the driver was lent.
+#[derive(Copy, Clone)]
+enum Deferred {
+    Cancel(crate::driver::OpId),
+    Retarget(crate::driver::OpId, IoToken),
+    Call(DriverCall, *const (), crate::driver::OpId),
+}
+
+/// A driver crate's call on its driver, type-erased: `(driver, f, id)` runs `f` (a
+/// `fn(&mut D, OpId)` for the driver's type `D`) on the driver.
+pub(crate) type DriverCall = unsafe fn(*mut (), *const (), crate::driver::OpId);
+
+/// The lend flag, set (sched rule 3); clearing it applies what was held back.
+pub(crate) struct Lent<'a>(&'a Sched);
+
+impl Drop for Lent<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.0.set_lent(self.0.driver_state.get() & !LENT);
+        if self.0.deferred_len.get() != 0 {
+            self.0.apply_deferred();
+        }
     }
 }
 
@@ -624,34 +870,52 @@ impl Sched {
         self.submit_waiters.iter().any(|l| !l.is_empty())
     }
 
-    /// Queues the running task `h` for submission room; it suspends with `SqSlot`.
+    /// Queues the running task `h` for submission room (room rule 2: once, however many
+    /// of its suspension points ask); if it suspends now it reports `SqSlot`.
     pub(crate) fn wait_for_submit(&self, h: NonNull<Header>) {
         let t = hdr(h);
         t.reason.set(crate::task::state::SuspendReason::SqSlot);
-        // SAFETY: a running task is in no run list; `'static` header.
-        unsafe { self.submit_waiters[t.prio.get().io.index()].push_back(h) };
-    }
-
-    pub(crate) fn leave_submit_queue(&self, h: NonNull<Header>) {
-        let t = hdr(h);
-        let list = &self.submit_waiters[t.prio.get().io.index()];
-        // SAFETY: a task suspended with SqSlot is in its I/O priority's waiter list.
-        unsafe {
-            if list.contains(h) {
-                list.remove(h);
-            }
+        let f = t.flags.get();
+        t.flags.set(f | flag::ASKED_ROOM | flag::QUEUED_FOR_ROOM);
+        if f & flag::QUEUED_FOR_ROOM == 0 {
+            // SAFETY: room rule 1: not linked in any waiter list; `'static` header.
+            unsafe { self.submit_waiters[t.prio.get().io.index()].push_back(h) };
         }
     }
 
+    /// Unlinks `h` from the waiters for room if it is linked (room rule 1).
+    pub(crate) fn leave_submit_queue(&self, h: NonNull<Header>) {
+        let t = hdr(h);
+        if t.has_flag(flag::QUEUED_FOR_ROOM) {
+            t.clear_flag(flag::QUEUED_FOR_ROOM | flag::ASKED_ROOM);
+            // SAFETY: room rule 1: the flag says it is linked in its I/O priority's list
+            // (priorities do not change while a task is attached).
+            unsafe { self.submit_waiters[t.prio.get().io.index()].remove(h) };
+        }
+    }
+
+    /// Room rule 3, after a poll that returned `Pending` with the task queued or granted.
+    #[cold]
+    fn after_poll_room(&self, h: NonNull<Header>) {
+        let t = hdr(h);
+        let f = t.flags.get();
+        if f & flag::QUEUED_FOR_ROOM != 0 && f & flag::ASKED_ROOM == 0 {
+            self.leave_submit_queue(h);
+        }
+        t.clear_flag(flag::ASKED_ROOM | flag::GRANTED);
+    }
+
     /// Wakes up to `room` waiters, highest I/O priority first, FIFO within a level
-    /// (bounded by `room` and the waiters).
+    /// (bounded by `room` and the waiters). Room rule 4: each is unlinked first.
     pub(crate) fn grant_submit(&self, room: usize) {
         let mut room = room;
         for list in &self.submit_waiters {
             while room > 0 {
-                let Some(h) = list.front() else { break };
-                hdr(h).set_flag(flag::GRANTED);
-                self.wake_local(h); // unlinks it (SqSlot) and queues it
+                let Some(h) = list.pop_front() else { break };
+                let t = hdr(h);
+                t.clear_flag(flag::QUEUED_FOR_ROOM | flag::ASKED_ROOM);
+                t.set_flag(flag::GRANTED);
+                self.wake_local(h);
                 room -= 1;
             }
         }

@@ -21,10 +21,34 @@
 //!    aborts.
 //! 4. A fiber that returns with i/o in flight keeps its stack until that i/o has been
 //!    reaped (the task drains first): buffers on the stack stay valid for the kernel.
+//! 6. A fiber's floating-point control state (MXCSR's control bits, the x87 control
+//!    word: callee-saved under the System V ABI) is not saved by keel's switch (see
+//!    `arch/x86_64.rs`). Where the check is built (debug builds, or keel-core's
+//!    `fp-check` feature in release), the executor and the other fibers never run with
+//!    a fiber's: the executor reads both before every resume and after the fiber
+//!    switches back (`stmxcsr`, `fnstcw`); if the fiber left a control bit changed (the
+//!    MXCSR status flags are caller-saved and ignored), at a suspension point or at its
+//!    return, the executor loads its own values back, counts it in
+//!    `ExecStats::fp_control_restored`, and the task completes with
+//!    `TaskError::FpControlChanged` naming the task id and the values (its own result is
+//!    discarded). The fiber runs on from that suspension with the executor's values.
+//!    Without the check (release builds by default) nothing is read or restored: a
+//!    fiber that changes them must restore them before each suspension point, or opt in
+//!    to rule 7. The check costs 18 instructions per resume (a fiber's yield round trip
+//!    is 145 without it: +12% by callgrind, over keel's +5% hot-path budget, hence not
+//!    in release by default); [`FP_CONTROL_CHECKED`] says whether this build has it.
+//!    The opt-in costs nothing to fibers that do not use it.
+//! 7. A fiber attached with `FiberAttrs { save_fp_control: true, .. }` keeps its own
+//!    control state across suspensions: at each suspension point it saves its MXCSR and
+//!    x87 control word and loads the executor's (read when it was last resumed, or at
+//!    its first entry), and when resumed it reads the executor's again and loads its own
+//!    back; it gives the executor its values back at its return too. So it may set a
+//!    rounding mode once and keep it, as on the ucontext switcher (where glibc's
+//!    `swapcontext` saves and loads both on every switch anyway).
 
 use super::FiberSwitch;
 use crate::clock::Instant;
-use crate::driver::Driver;
+use crate::driver::{Driver, DriverMut};
 use crate::error::{AttachError, Cancelled, InitiateError, TaskError, TaskResult};
 use crate::exec::sched::Sched;
 use crate::io_status::IoStatus;
@@ -44,17 +68,34 @@ use core::time::Duration;
 pub type PanicCatcher = fn(body: &mut dyn FnMut()) -> Result<(), &'static str>;
 
 /// How a fiber is attached.
+///
+/// Write a literal with the defaults for the rest:
+/// `FiberAttrs { stack_size: 16 * 1024, ..FiberAttrs::DEFAULT }`.
 #[derive(Copy, Clone, Debug)]
 pub struct FiberAttrs {
     /// Usable stack bytes (rounded up by the provider). At least 4096.
     pub stack_size: usize,
+    /// Keep the fiber's own MXCSR and x87 control word (rounding mode, exception
+    /// masks, flush-to-zero) across its suspensions (fiber rule 7). Off by default: a
+    /// fiber that changes them must then restore them before each suspension point and
+    /// before it returns (fiber rule 6).
+    pub save_fp_control: bool,
+}
+
+impl FiberAttrs {
+    /// A 64 KiB stack, no floating-point control save.
+    pub const DEFAULT: FiberAttrs = FiberAttrs { stack_size: 64 * 1024, save_fp_control: false };
 }
 
 impl Default for FiberAttrs {
     fn default() -> Self {
-        FiberAttrs { stack_size: 64 * 1024 }
+        FiberAttrs::DEFAULT
     }
 }
+
+/// Whether this build of keel-core checks fibers' floating-point control state at every
+/// switch back to the executor (fiber rule 6): debug builds, or the `fp-check` feature.
+pub const FP_CONTROL_CHECKED: bool = cfg!(any(debug_assertions, feature = "fp-check"));
 
 /// Smallest stack the fiber layer accepts.
 pub const MIN_STACK: usize = 4096;
@@ -74,8 +115,31 @@ pub(crate) struct FiberCore {
     result: Cell<Option<TaskResult>>,
     catcher: Option<PanicCatcher>,
     suspend: unsafe fn(*mut FiberCore),
-    /// The fiber runs on `AsmSwitch`: `switch_out` inlines its suspend (see there).
+    /// The fiber runs on `AsmSwitch` and saves no floating-point control state:
+    /// `switch_out` inlines its suspend (see there). A field of its own, tested alone,
+    /// so the hot path stays one test and branch.
     on_asm: bool,
+    /// Whether and how the fiber saves its floating-point control state (fiber rule 7).
+    save_fp: SaveFp,
+    /// With `save_fp_control`: the executor's control state, read when the fiber was
+    /// last resumed (fiber rule 7). Without: once `fp_fault` is set, the control state
+    /// the fiber first left changed at a switch back (fiber rule 6).
+    fp: Cell<crate::arch::FpControl>,
+    /// The fiber left its control state changed at a switch back (fiber rule 6).
+    fp_fault: Cell<bool>,
+    /// The task's id, for `TaskError::FpControlChanged` (fiber rule 6).
+    task_id: u32,
+}
+
+/// Whether a fiber saves its floating-point control state (`FiberCore::save_fp`).
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum SaveFp {
+    /// No (`FiberAttrs::save_fp_control` off).
+    No,
+    /// Yes, on `AsmSwitch` (whose suspend `switch_out_other` then inlines).
+    OnAsm,
+    /// Yes, on another switcher.
+    OnOther,
 }
 
 /// Where an `AsmSwitch` fiber's regs sit from its core: `FiberBody` is `repr(C)` and
@@ -128,9 +192,53 @@ impl Fiber {
             if (*core).on_asm {
                 crate::arch::AsmSwitch::suspend((core as *mut u8).add(ASM_REGS_OFFSET).cast());
             } else {
-                ((*core).suspend)(core)
+                Self::switch_out_other(core)
             }
         };
+    }
+
+    /// `switch_out` off the hot path: another switcher, or saving the floating-point
+    /// control state (fiber rule 7). Inlined too, for the same `ret` pairing.
+    ///
+    /// # Safety
+    /// As in `switch_out`: `core` is the running fiber's own, and we are on its stack.
+    #[inline(always)]
+    unsafe fn switch_out_other(core: *mut FiberCore) {
+        use crate::arch::{fp_control, fp_control_differs, set_fp_control};
+        // SAFETY: as in `switch_out` (caller): the core is live and ours.
+        let save_fp = unsafe { (*core).save_fp };
+        let saving = save_fp != SaveFp::No;
+        let mine = if saving {
+            let mine = fp_control();
+            // SAFETY: live core (caller).
+            let exec = unsafe { (*core).fp.get() };
+            if fp_control_differs(mine, exec) {
+                // SAFETY: `exec` was read from this thread by `fp_control`; the executor
+                // runs next and expects its own values (fiber rule 7).
+                unsafe { set_fp_control(exec) };
+            }
+            mine
+        } else {
+            crate::arch::FpControl::default()
+        };
+        // SAFETY: as in `switch_out` (caller).
+        unsafe {
+            if save_fp == SaveFp::OnAsm {
+                crate::arch::AsmSwitch::suspend((core as *mut u8).add(ASM_REGS_OFFSET).cast());
+            } else {
+                ((*core).suspend)(core)
+            }
+        }
+        if saving {
+            let exec = fp_control();
+            // SAFETY: live core (caller).
+            unsafe { (*core).fp.set(exec) };
+            if fp_control_differs(mine, exec) {
+                // SAFETY: `mine` was read by `fp_control` before the suspension, and
+                // this fiber runs on with it (fiber rule 7).
+                unsafe { set_fp_control(mine) };
+            }
+        }
     }
 
     /// Goes to the back of its priority's run queue.
@@ -243,6 +351,10 @@ impl Fiber {
             return refused(InitiateError::StatusBusy(()), op1, op2);
         }
         let Some(driver) = sched.driver_as::<D>() else { return refused(InitiateError::WrongDriver(()), op1, op2) };
+        // Driver rule 1: inside a `with_driver` closure.
+        if sched.is_lent() {
+            return refused(InitiateError::DriverBusy(()), op1, op2);
+        }
         if !sched.room_for(driver, 2) {
             return refused(InitiateError::Refused((), crate::Errno::EBUSY), op1, op2);
         }
@@ -282,11 +394,21 @@ impl Fiber {
         self.cancelled().is_err()
     }
 
-    /// Runs `f` on the executor's driver if it is a `D`.
-    pub fn with_driver<D: Driver, R>(&mut self, f: impl FnOnce(&mut D) -> R) -> Option<R> {
-        let d = self.sched().driver_as::<D>()?;
-        // SAFETY: sched rule 3: no other borrow of the driver is live while task code runs.
-        Some(f(unsafe { &mut *d }))
+    /// Lends the executor's driver to `f` if it is a `D`, as a [`DriverMut`] (driver
+    /// rules 1-2 in exec/mod.rs). `None` for another driver type or while the driver is
+    /// lent already; [`Fiber::try_with_driver`] says which.
+    pub fn with_driver<D: Driver, R>(&mut self, f: impl FnOnce(&mut DriverMut<'_, D>) -> R) -> Option<R> {
+        self.try_with_driver(f).ok()
+    }
+
+    /// [`Fiber::with_driver`] with the reason it could not lend the driver.
+    pub fn try_with_driver<D: Driver, R>(&mut self, f: impl FnOnce(&mut DriverMut<'_, D>) -> R) -> Result<R, crate::DriverError> {
+        let sched = self.sched();
+        let d = sched.driver_as::<D>().ok_or(crate::DriverError::WrongDriver)?;
+        let _lent = sched.lend().map_err(|_| crate::DriverError::Busy)?;
+        // SAFETY: driver rule 1: lent (the flag set) until `_lent` drops, after `f`.
+        let mut d = unsafe { DriverMut::lend(d) };
+        Ok(f(&mut d))
     }
 
     /// Suspends until one of its operations completes, then takes up to `max` completed
@@ -374,6 +496,11 @@ where
     let mut fiber = Fiber { core };
     // SAFETY: the core lives for the whole run.
     let c = unsafe { core.as_ref() };
+    let saving = c.save_fp != SaveFp::No;
+    if saving {
+        // Fiber rule 7: the executor's control state, given back at each suspension.
+        c.fp.set(crate::arch::fp_control());
+    }
     let result = match c.catcher {
         None => body(&mut fiber).into_task_result(),
         Some(catch) => {
@@ -389,9 +516,35 @@ where
     };
     c.result.set(Some(result));
     c.state.set(FiberState::Finished);
+    if saving && crate::arch::fp_control_differs(crate::arch::fp_control(), c.fp.get()) {
+        // SAFETY: read on this thread when the fiber was last resumed; the executor runs
+        // next and expects it (fiber rule 7).
+        unsafe { crate::arch::set_fp_control(c.fp.get()) };
+    }
     // SAFETY: we are this fiber, on its stack, for the last time (fiber rule 1: the
     // executor frees the stack after this switch).
     unsafe { Sw::exit(&raw mut (*fb).regs) }
+}
+
+/// Fiber rule 6: the fiber switched back with the control state `after`, the executor's
+/// being `before`: load the executor's back, count it, remember the first for the task's
+/// result. (A fiber with `save_fp_control` gives the executor its own back itself, rule
+/// 7, so it never gets here; its `fp` is not a fault record and is left alone.)
+#[cfg(any(debug_assertions, feature = "fp-check"))]
+#[cold]
+#[inline(never)]
+fn fp_control_changed(h: NonNull<Header>, core: &FiberCore, before: crate::arch::FpControl, after: crate::arch::FpControl) {
+    // SAFETY: `before` was read on this thread just before the resume; the executor runs
+    // on from here and expects it.
+    unsafe { crate::arch::set_fp_control(before) };
+    if core.save_fp == SaveFp::No && !core.fp_fault.get() {
+        core.fp.set(after);
+        core.fp_fault.set(true);
+    }
+    let sched = crate::task::wake::sched_of(h).expect("keel bug: fiber without an owner");
+    // SAFETY: owner executor, live (we are its resume).
+    let stats = unsafe { &sched.as_ref().stats };
+    stats.fp_control_restored.set(stats.fp_control_restored.get() + 1);
 }
 
 pub(crate) struct FiberVt<Sw, F, R>(core::marker::PhantomData<(Sw, F, R)>);
@@ -415,12 +568,26 @@ where
             // SAFETY: fresh fiber with an unused stack from the pool (fiber rule 1).
             unsafe { Sw::init(&raw mut (*fb).regs, &core.stack, entry::<Sw, F, R>, fb as *mut u8) };
         }
+        #[cfg(any(debug_assertions, feature = "fp-check"))]
+        let before = crate::arch::fp_control();
         // SAFETY: initialised or suspended, not running.
         unsafe { Sw::resume(&raw mut (*fb).regs) };
+        #[cfg(any(debug_assertions, feature = "fp-check"))]
+        {
+            let after = crate::arch::fp_control();
+            if crate::arch::fp_control_differs(before, after) {
+                fp_control_changed(h, core, before, after);
+            }
+        }
         if core.state.get() != FiberState::Finished {
             return Step::Pending;
         }
-        let result = core.result.take().unwrap_or(Err(TaskError::Panicked("fiber finished without a result")));
+        let mut result = core.result.take().unwrap_or(Err(TaskError::Panicked("fiber finished without a result")));
+        if core.fp_fault.get() {
+            // Fiber rule 6: the task is reported, whatever the body returned.
+            let left = core.fp.get();
+            result = Err(TaskError::FpControlChanged { task: core.task_id, mxcsr: left.mxcsr, x87_cw: left.x87_cw });
+        }
         let sched = crate::task::wake::sched_of(h).expect("keel bug: fiber without an owner");
         // SAFETY: owner executor, live.
         let s = unsafe { sched.as_ref() };
@@ -484,6 +651,7 @@ impl Sched {
             Ok(s) => s,
             Err(e) => return Err(AttachError::NoStack { body, errno: e }),
         };
+        let on_asm = core::any::TypeId::of::<Sw>() == core::any::TypeId::of::<crate::arch::AsmSwitch>();
         let fiber = FiberBody::<Sw, F> {
             core: FiberCore {
                 header: h,
@@ -492,7 +660,15 @@ impl Sched {
                 result: Cell::new(None),
                 catcher: self.cfg.fiber_panics,
                 suspend: suspend_with::<Sw, F>,
-                on_asm: core::any::TypeId::of::<Sw>() == core::any::TypeId::of::<crate::arch::AsmSwitch>(),
+                on_asm: on_asm && !attrs.save_fp_control,
+                save_fp: match (attrs.save_fp_control, on_asm) {
+                    (false, _) => SaveFp::No,
+                    (true, true) => SaveFp::OnAsm,
+                    (true, false) => SaveFp::OnOther,
+                },
+                fp: Cell::new(crate::arch::FpControl::default()),
+                fp_fault: Cell::new(false),
+                task_id: id,
             },
             regs: Sw::Regs::default(),
             body: MaybeUninit::new(body),

@@ -8,7 +8,7 @@
 
 pub mod fiber;
 
-pub use fiber::{Fiber, FiberAttrs, PairRefused, PanicCatcher};
+pub use fiber::{FP_CONTROL_CHECKED, Fiber, FiberAttrs, PairRefused, PanicCatcher};
 
 use crate::stack::Stack;
 use crate::task::SwitcherKind;
@@ -18,7 +18,10 @@ use crate::task::SwitcherKind;
 /// # Safety
 /// - `init` prepares `regs` so that the first `resume` runs `entry(arg)` on `stack`.
 /// - `resume` runs the fiber until it calls `suspend` or `exit` with the same `regs`,
-///   then returns on the resumer's stack with the resumer's callee-saved state intact.
+///   then returns on the resumer's stack with the resumer's callee-saved registers
+///   intact. MXCSR's control bits and the x87 control word may be left as the fiber
+///   left them: the fiber layer checks and restores those (fiber rules 6 and 7), so a
+///   switcher need not save them (keel's does not; glibc's `swapcontext` does).
 /// - `suspend` returns only when `resume` is called again with the same `regs`.
 /// - None of them unwinds.
 pub unsafe trait FiberSwitch: 'static {

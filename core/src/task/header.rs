@@ -39,8 +39,11 @@ use core::cell::Cell;
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 
-/// Marker for the run-queue links (also any other executor wait list a task sits in).
+/// Marker for the run-queue links.
 pub(crate) struct RunLink;
+/// Marker for the links of the executor's lists of tasks waiting for room to submit
+/// (their own links: a task may wait for room while it is ready, exec/sched.rs room rule 1).
+pub(crate) struct SubmitLink;
 /// Marker for the links of the executor's list of tasks it owns.
 pub(crate) struct OwnedLink;
 
@@ -58,6 +61,10 @@ pub(crate) mod flag {
     pub const RELEASE_PENDING: u8 = 1 << 4;
     /// Came from a dispatcher: count its completion there (dispatch rule 3).
     pub const DISPATCHED: u8 = 1 << 5;
+    /// Linked in its I/O priority's list of tasks waiting for room (room rule 1).
+    pub const QUEUED_FOR_ROOM: u8 = 1 << 6;
+    /// A suspension point of the current poll asked for room (room rule 2).
+    pub const ASKED_ROOM: u8 = 1 << 7;
 }
 
 /// The hot part of a task: fits one cache line in release builds.
@@ -101,6 +108,8 @@ pub(crate) struct Trailer {
     pub(crate) orphans: Cell<u32>,
     pub(crate) result: Cell<Option<TaskResult>>,
     pub(crate) owned_links: Links<Header>,
+    /// Links in a list of tasks waiting for room to submit (`flag::QUEUED_FOR_ROOM`).
+    pub(crate) submit_links: Links<Header>,
     pub(crate) id: Cell<u32>,
     pub(crate) name: Cell<&'static str>,
     /// Whether the slot holds a created task (`task/mod.rs`).
@@ -175,6 +184,7 @@ impl<const N: usize> TaskSlot<N> {
                         orphans: Cell::new(0),
                         result: Cell::new(None),
                         owned_links: Links::new(),
+                        submit_links: Links::new(),
                         id: Cell::new(0),
                         name: Cell::new(""),
                         live: AtomicU8::new(0),
@@ -262,11 +272,20 @@ impl Header {
     }
 }
 
-// SAFETY: `run_links` is used only for run queues and executor wait lists (RunLink).
+// SAFETY: `run_links` is used only for the run queues (RunLink).
 unsafe impl Link<RunLink> for Header {
     fn links(this: NonNull<Self>) -> NonNull<Links<Self>> {
         // SAFETY: `this` is a valid header; the projection stays inside it.
         unsafe { NonNull::new_unchecked(&raw mut (*this.as_ptr()).run_links) }
+    }
+}
+
+// SAFETY: `submit_links` (in the trailer) is used only for the lists of tasks waiting
+// for room to submit.
+unsafe impl Link<SubmitLink> for Header {
+    fn links(this: NonNull<Self>) -> NonNull<Links<Self>> {
+        // SAFETY: `this` is a valid header, so its trailer is valid (see `trailer`).
+        NonNull::from(&unsafe { this.as_ref() }.trailer().submit_links)
     }
 }
 

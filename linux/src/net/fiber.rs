@@ -59,7 +59,8 @@ pub trait FiberNet {
     fn shutdown(&mut self, s: &impl AsSock, how: Shutdown) -> Result<(), Errno>;
     /// Cancels the socket's operations in flight, then `close(fd)` (net rule 1).
     fn close_socket(&mut self, s: Socket) -> Result<(), Errno>;
-    /// Cancels the direct socket's operations in flight, then closes it through the ring.
+    /// Cancels the direct socket's operations in flight, then closes it through the ring;
+    /// in a cancelled task, synchronously (the index is removed from the table all the same).
     fn close_fixed_socket(&mut self, s: FixedSocket) -> Result<(), Errno>;
 }
 
@@ -73,14 +74,26 @@ fn run(f: &mut Fiber, e: squeue::Entry) -> Result<u32, Errno> {
 /// Submits `op` with a wake token (net rule 6): through the executor's admission
 /// (`Fiber::try_submit`: the I/O-priority queue for room and `max_io_in_flight`), waiting
 /// while there is no room.
-fn submit_wake(f: &mut Fiber, op: RingOp) -> Result<(OpId, *mut RingDriver), Errno> {
+/// The slot holds `fd` (if any) until the op's last CQE (fd rule 1).
+fn submit_wake(f: &mut Fiber, op: RingOp, fd: Option<&crate::fd::SharedFd>) -> Result<(OpId, std::rc::Rc<crate::ring::shared::Shared>), Errno> {
     let id = f.try_submit::<RingDriver>(op).map_err(|e| match e {
         InitiateError::Cancelled(_) => Errno::ECANCELED,
         InitiateError::Refused(_, e) => e,
         _ => Errno::EINVAL,
     })?;
-    let driver = f.with_driver::<RingDriver, _>(|d| d as *mut RingDriver).ok_or(Errno::EINVAL)?;
-    Ok((id, driver))
+    let fd = fd.cloned();
+    let shared = f
+        .with_driver::<RingDriver, _>(|d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+            let d = unsafe { d.get_mut() };
+            if let Some(fd) = fd {
+                d.hold_fd(id, fd, false); // before the fiber suspends: no enter between
+            }
+            d.shared.clone()
+        })
+        .ok_or(Errno::EINVAL)?;
+    Ok((id, shared))
 }
 
 /// Waits for a buffer to come back to the provided-buffer ring (pbuf rule 3). Every way
@@ -88,7 +101,7 @@ fn submit_wake(f: &mut Fiber, op: RingOp) -> Result<(OpId, *mut RingDriver), Err
 fn wait_buffer(f: &mut Fiber) -> Result<(), Errno> {
     let me = f.task();
     // `None`: a buffer is there (or the queue is full): re-arm at once.
-    let t = match f.with_driver::<RingDriver, _>(|d| d.pbuf.as_mut().map(|p| if p.available() > 0 { None } else { p.wait(me) })) {
+    let t = match f.with_driver::<RingDriver, _>(|d| d.pbuf().map(|mut p| if p.available() > 0 { None } else { p.wait(me) })) {
         Some(Some(None)) => return Ok(()),
         Some(Some(Some(t))) => t,
         _ => return Err(Errno::EINVAL),
@@ -96,7 +109,7 @@ fn wait_buffer(f: &mut Fiber) -> Result<(), Errno> {
     loop {
         let woke = f.wait();
         let r = f.with_driver::<RingDriver, _>(|d| {
-            let p = d.pbuf.as_mut()?;
+            let mut p = d.pbuf()?;
             if woke.is_err() {
                 p.leave(t); // a turn handed to it goes on
                 return Some(Err(Errno::ECANCELED));
@@ -115,12 +128,15 @@ fn wait_buffer(f: &mut Fiber) -> Result<(), Errno> {
 /// Runs a driver-kept op to completion (net rule 6): (result, CQE flags). Cancelled,
 /// it cancels the op and still waits for its completion, which it returns: data the
 /// kernel had already received is reported, never lost (the `kept` module doc).
-fn run_kept(f: &mut Fiber, op: RingOp) -> Result<(i32, u32), Errno> {
-    let (id, _) = submit_wake(f, op)?;
+fn run_kept(f: &mut Fiber, op: RingOp, fd: Option<&crate::fd::SharedFd>) -> Result<(i32, u32), Errno> {
+    let (id, _) = submit_wake(f, op, fd)?;
     let mut cancel_sent = false;
     loop {
         let cancel = !cancel_sent && f.is_cancelled();
         match f.with_driver::<RingDriver, _>(|d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+            let d = unsafe { d.get_mut() };
             let done = d.take_full(id);
             if done.is_none() && cancel {
                 keel_core::Driver::cancel(d, id);
@@ -142,18 +158,28 @@ fn run_kept(f: &mut Fiber, op: RingOp) -> Result<(i32, u32), Errno> {
 fn next_multi(f: &mut Fiber, m: &mut Multishot) -> Result<(i32, u32), Errno> {
     let mut cancel_sent = false;
     loop {
-        let step = f.with_driver::<RingDriver, _>(|d| m.step(d)).ok_or(Errno::EINVAL)?;
+        let step = f.with_driver::<RingDriver, _>(|d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+            let d = unsafe { d.get_mut() };
+            m.step(d)
+        }).ok_or(Errno::EINVAL)?;
         match step {
             MStep::Item(r, fl) => return Ok((r, fl)),
             MStep::Done(e) => return Err(e),
             MStep::Submit => {
-                let (id, d) = submit_wake(f, m.op())?;
-                m.armed(id, d);
+                let (id, shared) = submit_wake(f, m.op(), m.fd())?;
+                m.armed(id, Some(shared));
             }
             MStep::WaitBuffer => wait_buffer(f)?,
             MStep::Pending => {
                 if !cancel_sent && f.is_cancelled() {
-                    f.with_driver::<RingDriver, _>(|d| m.cancel(d));
+                    f.with_driver::<RingDriver, _>(|d| {
+                        // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                        // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                        let d = unsafe { d.get_mut() };
+                        m.cancel(d)
+                    });
                     cancel_sent = true;
                 }
                 f.wait_io();
@@ -163,7 +189,7 @@ fn next_multi(f: &mut Fiber, m: &mut Multishot) -> Result<(i32, u32), Errno> {
 }
 
 fn bgid(f: &mut Fiber) -> Result<u16, Errno> {
-    f.with_driver::<RingDriver, _>(|d| d.pbuf.as_ref().map(|p| p.bgid())).flatten().ok_or(Errno::ENOBUFS)
+    f.with_driver::<RingDriver, _>(|d| d.pbuf().map(|p| p.bgid())).flatten().ok_or(Errno::ENOBUFS)
 }
 
 impl FiberNet for Fiber {
@@ -196,11 +222,11 @@ impl FiberNet for Fiber {
     }
 
     fn accept_multi(&mut self, s: &impl AsSock) -> Multishot {
-        Multishot::new(accept_multi_sqe(s.sock(), false), MultiKind::Accept)
+        Multishot::new(s, accept_multi_sqe(s.sock(), false), MultiKind::Accept)
     }
 
     fn accept_multi_direct(&mut self, s: &impl AsSock) -> Multishot {
-        Multishot::new(accept_multi_sqe(s.sock(), true), MultiKind::AcceptDirect)
+        Multishot::new(s, accept_multi_sqe(s.sock(), true), MultiKind::AcceptDirect)
     }
 
     fn next_accept(&mut self, m: &mut Multishot) -> Result<Socket, Errno> {
@@ -299,22 +325,27 @@ impl FiberNet for Fiber {
         loop {
             // SAFETY: a buffer-select receive references no memory of ours.
             let op = unsafe { RingOp::owned(recv_select_sqe(s.sock(), g), None) };
-            let (res, flags) = run_kept(self, op)?;
+            let (res, flags) = run_kept(self, op, s.held())?;
             if res == -libc::ENOBUFS {
-                self.with_driver::<RingDriver, _>(|d| d.pbuf.as_mut().map(|p| p.note_exhausted()));
+                self.with_driver::<RingDriver, _>(|d| d.pbuf().map(|mut p| p.note_exhausted()));
                 wait_buffer(self)?;
                 continue;
             }
             if res < 0 {
                 return Err(Errno(-res));
             }
-            return Ok(self.with_driver::<RingDriver, _>(|d| provided(d, res, flags)).flatten());
+            return Ok(self.with_driver::<RingDriver, _>(|d| {
+                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                let d = unsafe { d.get_mut() };
+                provided(d, res, flags)
+            }).flatten());
         }
     }
 
     fn recv_multi(&mut self, s: &impl AsSock) -> Result<Multishot, Errno> {
         let g = bgid(self)?;
-        Ok(Multishot::new(recv_multi_sqe(s.sock(), g), MultiKind::Recv))
+        Ok(Multishot::new(s, recv_multi_sqe(s.sock(), g), MultiKind::Recv))
     }
 
     fn next_recv(&mut self, m: &mut Multishot) -> Result<Option<ProvidedBuf>, Errno> {
@@ -322,7 +353,12 @@ impl FiberNet for Fiber {
             return Err(Errno::EINVAL);
         }
         match next_multi(self, m) {
-            Ok((res, flags)) => Ok(self.with_driver::<RingDriver, _>(|d| provided(d, res, flags)).flatten()),
+            Ok((res, flags)) => Ok(self.with_driver::<RingDriver, _>(|d| {
+                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                let d = unsafe { d.get_mut() };
+                provided(d, res, flags)
+            }).flatten()),
             Err(Errno(0)) => Ok(None),
             Err(e) => Err(e),
         }
@@ -333,15 +369,10 @@ impl FiberNet for Fiber {
     }
 
     fn close_socket(&mut self, s: Socket) -> Result<(), Errno> {
-        let fd = s.into_raw_fd();
-        let cancelled = cancel_ok(run(self, cancel_fd_sqe(Sock::Fd(fd))));
-        let closed = run(self, close_sqe(Sock::Fd(fd))).map(drop);
-        cancelled.and(closed)
+        crate::fs::close_fiber(self, s.into_shared())
     }
 
     fn close_fixed_socket(&mut self, s: FixedSocket) -> Result<(), Errno> {
-        let cancelled = cancel_ok(run(self, cancel_fd_sqe(Sock::Fixed(s.index))));
-        let closed = run(self, close_sqe(Sock::Fixed(s.index))).map(drop);
-        cancelled.and(closed)
+        crate::fs::close_fixed_fiber(self, s.index)
     }
 }

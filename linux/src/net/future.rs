@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::buf::RawBuf;
+use crate::fd::SharedFd;
 use crate::fs::OwnedOp;
 use crate::kept::Kept;
 use crate::ring::RingOp;
@@ -13,13 +14,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-async fn plain(e: squeue::Entry) -> Result<u32, Errno> {
+/// An SQE that references no memory, holding `fd` (if any) until it completes (fd rule 1).
+async fn plain(fd: Option<&SharedFd>, e: squeue::Entry) -> Result<u32, Errno> {
     // SAFETY: callers pass SQEs that reference no memory.
-    OwnedOp::new(unsafe { RingOp::owned(e, None) }).await.0
+    OwnedOp::new(unsafe { RingOp::owned(e, None) }).holding(fd).await.0
 }
 
 /// An address copied into an owned buffer, and the SQE pointing into it.
-async fn with_addr(addr: &SockAddr, make: impl FnOnce(&SockAddr) -> squeue::Entry) -> Result<u32, Errno> {
+async fn with_addr(fd: Option<&SharedFd>, addr: &SockAddr, make: impl FnOnce(&SockAddr) -> squeue::Entry) -> Result<u32, Errno> {
     // SAFETY: `SockAddr` is plain old data.
     let bytes = unsafe { core::slice::from_raw_parts(addr as *const SockAddr as *const u8, core::mem::size_of::<SockAddr>()) };
     let mut v: Vec<u8> = Vec::with_capacity(bytes.len() + 8);
@@ -30,17 +32,17 @@ async fn with_addr(addr: &SockAddr, make: impl FnOnce(&SockAddr) -> squeue::Entr
     // SAFETY: aligned above; the bytes are a valid `SockAddr` copied from one.
     let e = make(unsafe { &*(raw.ptr().add(pad) as *const SockAddr) });
     // SAFETY: the SQE references only `raw`, which the slot keeps until completion.
-    OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }).await.0
+    OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }).holding(fd).await.0
 }
 
 /// `socket(domain, type | SOCK_CLOEXEC, protocol)` through `IORING_OP_SOCKET`.
 pub async fn socket(domain: i32, ty: i32, protocol: i32) -> Result<Socket, Errno> {
-    plain(socket_sqe(domain, ty, protocol, false)).await.map(|fd| Socket::from_raw_fd(fd as RawFd))
+    plain(None, socket_sqe(domain, ty, protocol, false)).await.map(|fd| Socket::from_raw_fd(fd as RawFd))
 }
 
 /// `socket(...)` straight into the fixed-file table.
 pub async fn socket_direct(domain: i32, ty: i32, protocol: i32) -> Result<FixedSocket, Errno> {
-    plain(socket_sqe(domain, ty, protocol, true)).await.map(|index| FixedSocket { index })
+    plain(None, socket_sqe(domain, ty, protocol, true)).await.map(|index| FixedSocket { index })
 }
 
 /// `setsockopt(fd, level, name, &value, 4)` for an int option.
@@ -49,35 +51,35 @@ pub async fn set_option(s: &impl AsSock, level: i32, name: i32, value: i32) -> R
     let e = setsockopt_sqe(s.sock(), level, name, raw.ptr() as *const i32);
     // SAFETY: the SQE references only `raw` (4 bytes; read unaligned-safe by the kernel's
     // copy_from_user), kept by the slot until completion.
-    OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }).await.0.map(drop)
+    OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }).holding(s.held()).await.0.map(drop)
 }
 
 /// `bind(fd, addr, len)` (`IORING_OP_BIND`).
 pub async fn bind(s: &impl AsSock, addr: &SockAddr) -> Result<(), Errno> {
     let t = s.sock();
-    with_addr(addr, |a| bind_sqe(t, a)).await.map(drop)
+    with_addr(s.held(), addr, |a| bind_sqe(t, a)).await.map(drop)
 }
 
 /// `listen(fd, backlog)` (`IORING_OP_LISTEN`).
 pub async fn listen(s: &impl AsSock, backlog: i32) -> Result<(), Errno> {
-    plain(listen_sqe(s.sock(), backlog)).await.map(drop)
+    plain(s.held(), listen_sqe(s.sock(), backlog)).await.map(drop)
 }
 
 /// `accept4(fd, NULL, NULL, SOCK_CLOEXEC)`. A descriptor accepted after the future was
 /// dropped is closed (driver rule 3).
 pub async fn accept(s: &impl AsSock) -> Result<Socket, Errno> {
-    plain(accept_sqe(s.sock(), false)).await.map(|fd| Socket::from_raw_fd(fd as RawFd))
+    plain(s.held(), accept_sqe(s.sock(), false)).await.map(|fd| Socket::from_raw_fd(fd as RawFd))
 }
 
 /// `accept` into the fixed-file table. An index installed after the future was dropped
 /// is closed through the ring (driver rule 3).
 pub async fn accept_direct(s: &impl AsSock) -> Result<FixedSocket, Errno> {
-    plain(accept_sqe(s.sock(), true)).await.map(|index| FixedSocket { index })
+    plain(s.held(), accept_sqe(s.sock(), true)).await.map(|index| FixedSocket { index })
 }
 
 /// Multishot accept (net rule 2); take connections with [`next_accept`].
 pub fn accept_multi(s: &impl AsSock) -> Multishot {
-    Multishot::new(accept_multi_sqe(s.sock(), false), MultiKind::Accept)
+    Multishot::new(s, accept_multi_sqe(s.sock(), false), MultiKind::Accept)
 }
 
 /// The next connection of a multishot accept.
@@ -92,7 +94,7 @@ pub async fn next_accept(m: &mut Multishot) -> Result<Socket, Errno> {
 /// [`next_accept_direct`]. Indexes queued when it is dropped are closed through the ring
 /// (driver rule 3).
 pub fn accept_multi_direct(s: &impl AsSock) -> Multishot {
-    Multishot::new(accept_multi_sqe(s.sock(), true), MultiKind::AcceptDirect)
+    Multishot::new(s, accept_multi_sqe(s.sock(), true), MultiKind::AcceptDirect)
 }
 
 /// The next connection of a direct multishot accept.
@@ -106,7 +108,7 @@ pub async fn next_accept_direct(m: &mut Multishot) -> Result<FixedSocket, Errno>
 /// `connect(fd, addr, len)`.
 pub async fn connect(s: &impl AsSock, addr: &SockAddr) -> Result<(), Errno> {
     let t = s.sock();
-    with_addr(addr, |a| connect_sqe(t, a)).await.map(drop)
+    with_addr(s.held(), addr, |a| connect_sqe(t, a)).await.map(drop)
 }
 
 /// `send(fd, buf, len, MSG_NOSIGNAL)`; the buffer comes back unchanged.
@@ -114,7 +116,7 @@ pub async fn send(s: &impl AsSock, buf: Vec<u8>) -> (Result<u32, Errno>, Vec<u8>
     let raw = RawBuf::from_vec(buf);
     let e = send_sqe(s.sock(), raw.ptr(), raw.len().min(u32::MAX as usize) as u32);
     // SAFETY: the SQE references only `raw`, kept by the slot until completion.
-    let (res, raw) = OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }).await;
+    let (res, raw) = OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }).holding(s.held()).await;
     let n = raw.as_ref().map(|r| r.len()).unwrap_or(0);
     (res, raw.map(|r| r.into_vec(n)).unwrap_or_default())
 }
@@ -129,7 +131,7 @@ pub async fn send_all(s: &impl AsSock, buf: Vec<u8>) -> (Result<(), Errno>, Vec<
         let p = unsafe { raw.ptr().add(off) };
         let e = send_sqe(s.sock(), p, (raw.len() - off).min(u32::MAX as usize) as u32);
         // SAFETY: the SQE references only `raw`, kept by the slot until completion.
-        let (res, raw) = OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }).await;
+        let (res, raw) = OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }).holding(s.held()).await;
         let n = raw.as_ref().map(|r| r.len()).unwrap_or(0);
         buf = raw.map(|r| r.into_vec(n)).unwrap_or_default();
         match res {
@@ -146,21 +148,22 @@ pub async fn recv(s: &impl AsSock, buf: Vec<u8>) -> (Result<u32, Errno>, Vec<u8>
     let raw = RawBuf::from_vec(buf);
     let e = recv_sqe(s.sock(), raw.ptr(), raw.capacity().min(u32::MAX as usize) as u32);
     // SAFETY: the SQE references only `raw`, kept by the slot until completion.
-    let (res, raw) = OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }).await;
+    let (res, raw) = OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }).holding(s.held()).await;
     let len = *res.as_ref().unwrap_or(&0) as usize;
     (res, raw.map(|r| r.into_vec(len)).unwrap_or_default())
 }
 
 /// Waits for a buffer to come back to the provided-buffer ring (pbuf rule 3).
 fn wait_buffer() -> WaitBuffer {
-    WaitBuffer { ticket: None, driver: core::ptr::null_mut() }
+    WaitBuffer { ticket: None, shared: None }
 }
 
 /// The future of [`wait_buffer`]: its wait is a ticket in the buffer ring's queue; every
 /// way out of it (ready, cancelled, dropped) goes through the queue (waitq rule 3).
 struct WaitBuffer {
     ticket: Option<crate::waitq::Ticket>,
-    driver: *mut RingDriver,
+    /// The driver's shared state while queued (shared rule 3: the ring lives there).
+    shared: Option<std::rc::Rc<crate::ring::shared::Shared>>,
 }
 
 impl Future for WaitBuffer {
@@ -170,7 +173,7 @@ impl Future for WaitBuffer {
         let cancelled = keel_core::rt::is_cancelled(cx);
         if let Some(t) = self.ticket {
             let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
-                let p = d.pbuf.as_mut()?;
+                let mut p = d.pbuf()?;
                 if cancelled {
                     p.leave(t); // a turn handed to it goes on
                     return Some(Err(Errno::ECANCELED));
@@ -191,12 +194,12 @@ impl Future for WaitBuffer {
         }
         let Some(me) = keel_core::rt::current_task(cx) else { return Poll::Ready(Err(Errno::EPERM)) };
         // `None`: a buffer is there (or the queue is full): re-arm at once.
-        let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.pbuf.as_mut().map(|p| if p.available() > 0 { None } else { p.wait(me) }));
+        let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.pbuf().map(|mut p| if p.available() > 0 { None } else { p.wait(me) }));
         match r.flatten() {
             Some(None) => Poll::Ready(Ok(())),
             Some(Some(t)) => {
                 self.ticket = Some(t);
-                self.driver = keel_core::io_status::driver_ptr::<RingDriver>(cx).unwrap_or(core::ptr::null_mut());
+                self.shared = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.shared.clone());
                 Poll::Pending
             }
             None => Poll::Ready(Err(Errno::EINVAL)),
@@ -206,27 +209,27 @@ impl Future for WaitBuffer {
 
 impl Drop for WaitBuffer {
     fn drop(&mut self) {
-        if let (Some(t), false) = (self.ticket, self.driver.is_null()) {
-            // SAFETY: as for `Kept`'s drop: the driver outlives every task body on its
-            // executor, and a body is dropped on the executor's thread with no other
-            // borrow of the driver live (keel-core sched rule 3).
-            if let Some(p) = unsafe { (*self.driver).pbuf.as_mut() } {
-                p.leave(t);
-            }
+        if let (Some(t), Some(shared)) = (self.ticket, &self.shared) {
+            shared.leave_pbuf_queue(t); // shared rule 3; a no-op once the driver is gone
         }
     }
 }
 
 async fn bgid() -> Result<u16, Errno> {
     core::future::poll_fn(|cx| {
-        Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.pbuf.as_ref().map(|p| p.bgid())).flatten().ok_or(Errno::ENOBUFS))
+        Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.pbuf().map(|p| p.bgid())).flatten().ok_or(Errno::ENOBUFS))
     })
     .await
 }
 
 async fn with_ring<R>(f: impl FnOnce(&mut RingDriver) -> R) -> Option<R> {
     let mut f = Some(f);
-    core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| (f.take().expect("polled once"))(d)))).await
+    core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+        // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+        // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+        let d = unsafe { d.get_mut() };
+        (f.take().expect("polled once"))(d)
+    }))).await
 }
 
 /// `recv` into a buffer the kernel picks from the provided-buffer ring (net rule 3);
@@ -236,9 +239,9 @@ pub async fn recv_provided(s: &impl AsSock) -> Result<Option<ProvidedBuf>, Errno
     loop {
         // SAFETY: a buffer-select receive references no memory of ours.
         let op = unsafe { RingOp::owned(recv_select_sqe(s.sock(), g), None) };
-        let (res, flags, _) = Kept::new(op).await;
+        let (res, flags, _) = Kept::new(op).holding(s.held()).await;
         if res == -libc::ENOBUFS {
-            with_ring(|d| d.pbuf.as_mut().map(|p| p.note_exhausted())).await;
+            with_ring(|d| d.pbuf().map(|mut p| p.note_exhausted())).await;
             wait_buffer().await?;
             continue;
         }
@@ -252,7 +255,7 @@ pub async fn recv_provided(s: &impl AsSock) -> Result<Option<ProvidedBuf>, Errno
 /// Multishot receive into provided buffers; take data with [`next_recv`].
 pub async fn recv_multi(s: &impl AsSock) -> Result<Multishot, Errno> {
     let g = bgid().await?;
-    Ok(Multishot::new(recv_multi_sqe(s.sock(), g), MultiKind::Recv))
+    Ok(Multishot::new(s, recv_multi_sqe(s.sock(), g), MultiKind::Recv))
 }
 
 /// The next buffer of a multishot receive; `Ok(None)` is end of stream.
@@ -284,7 +287,12 @@ async fn next_multi(m: &mut Multishot) -> Result<(i32, u32), Errno> {
                     if first {
                         first = false;
                         if !cancel_sent && keel_core::rt::is_cancelled(cx) {
-                            keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| m.cancel(d));
+                            keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+                                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                                let d = unsafe { d.get_mut() };
+                                m.cancel(d)
+                            });
                             cancel_sent = true;
                         }
                         keel_core::io_status::waiting_for_io(cx);
@@ -302,7 +310,17 @@ async fn submit_multi(m: &mut Multishot) -> Result<(), Errno> {
     let mut op = Some(m.op());
     core::future::poll_fn(|cx| match keel_core::try_submit::<RingDriver>(cx, op.take().expect("submitted once")) {
         Ok(id) => {
-            m.armed(id, keel_core::io_status::driver_ptr::<RingDriver>(cx).unwrap_or(core::ptr::null_mut()));
+            let fd = m.fd().cloned();
+            let shared = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                let d = unsafe { d.get_mut() };
+                if let Some(fd) = fd {
+                    d.hold_fd(id, fd, false); // fd rule 1, in the poll that submitted it
+                }
+                d.shared.clone()
+            });
+            m.armed(id, shared);
             Poll::Ready(Ok(()))
         }
         Err(NotSubmitted::Wait(back)) => {
@@ -316,20 +334,19 @@ async fn submit_multi(m: &mut Multishot) -> Result<(), Errno> {
 
 /// `shutdown(fd, how)`.
 pub async fn shutdown(s: &impl AsSock, how: Shutdown) -> Result<(), Errno> {
-    plain(shutdown_sqe(s.sock(), how)).await.map(drop)
+    plain(s.held(), shutdown_sqe(s.sock(), how)).await.map(drop)
 }
 
-/// Cancels the socket's operations in flight, then `close(fd)` (net rule 1).
+/// Cancels the socket's operations in flight, then `close(fd)` (net rule 1, fd rule 3):
+/// the descriptor is closed whatever this returns (see `fs::close`).
 pub async fn close_socket(s: Socket) -> Result<(), Errno> {
-    let fd = s.into_raw_fd();
-    let cancelled = cancel_ok(plain(cancel_fd_sqe(Sock::Fd(fd))).await);
-    let closed = plain(close_sqe(Sock::Fd(fd))).await.map(drop);
-    cancelled.and(closed)
+    crate::fs::close_shared(s.into_shared()).await
 }
 
-/// Cancels the direct socket's operations in flight, then closes it through the ring.
+/// Cancels the direct socket's operations in flight, then closes it through the ring; in a
+/// cancelled task, synchronously (`IORING_REGISTER_SYNC_CANCEL`, then the index is removed
+/// from the table). Only outside a keel task (`EPERM`: no ring to reach) does the index
+/// stay until the ring goes.
 pub async fn close_fixed_socket(s: FixedSocket) -> Result<(), Errno> {
-    let cancelled = cancel_ok(plain(cancel_fd_sqe(Sock::Fixed(s.index))).await);
-    let closed = plain(close_sqe(Sock::Fixed(s.index))).await.map(drop);
-    cancelled.and(closed)
+    crate::fs::close_fixed_shared(s.index).await
 }

@@ -18,8 +18,10 @@
 //! 1. **Close cancels first.** `close(2)` does not cancel operations in flight on the ring,
 //!    so keel's close submits `ASYNC_CANCEL` with the descriptor and
 //!    `IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL` (they complete with `ECANCELED`),
-//!    waits for it, then closes. Dropping a [`Socket`] closes it with `close(2)` directly
-//!    (no cancel: only for sockets with nothing in flight).
+//!    waits for it, then closes, and the descriptor is closed whatever close returns (fd
+//!    rule 3 in `fd.rs`: a cancelled task cancels synchronously and closes with `close(2)`).
+//!    Dropping a [`Socket`] closes it with `close(2)` once no operation holds it (no cancel:
+//!    operations still in flight keep it open until they complete, fd rule 1).
 //! 2. **Multishot** ([`Multishot`]): accept and recv post one CQE per result while
 //!    `IORING_CQE_F_MORE` is set; the driver queues them in the slot in order (its rule 1)
 //!    and wakes the task on each. When the kernel ends the op without an error (or the
@@ -55,6 +57,8 @@ pub mod future;
 pub use fiber::FiberNet;
 
 use crate::ring::RingDriver;
+use crate::ring::shared::Shared;
+use std::rc::Rc;
 use crate::ring::{KEEL_REARM, MultiNext, cqueue_more as more_flag};
 use io_uring::{opcode, squeue, types};
 use keel_core::{Errno, OpId};
@@ -70,46 +74,62 @@ pub enum Sock {
     Fixed(u32),
 }
 
-/// Anything a socket operation can name.
-pub trait AsSock {
+mod sealed {
+    /// Keeps [`AsSock`](super::AsSock) to keel's own socket types, whose operations hold
+    /// the descriptor open (fd rule 1).
+    pub trait Sealed {
+        /// The shared descriptor a future operation holds until its completion (`None`
+        /// for a fixed-file index, which only the ring closes, in order).
+        fn held(&self) -> Option<&crate::fd::SharedFd>;
+    }
+}
+
+/// Anything a socket operation can name: [`Socket`] and [`FixedSocket`] (sealed, so that
+/// every descriptor an operation names is held open until it completes: fd rule 1).
+pub trait AsSock: sealed::Sealed {
     /// The descriptor or fixed index.
     fn sock(&self) -> Sock;
 }
 
-/// A socket descriptor. Close it with `close_socket` (through the ring, cancelling its
-/// operations first: net rule 1); dropping it closes it with `close(2)`.
+/// A socket descriptor, shared with the future operations that name it (fd rule 1 in
+/// `fd.rs`: it stays open until every one of them has completed). Close it with
+/// `close_socket` (through the ring, cancelling its operations first: net rule 1);
+/// dropping it closes it with `close(2)` once no operation holds it. `!Send`: it belongs
+/// to the executor's thread.
 #[derive(Debug)]
 pub struct Socket {
-    fd: RawFd,
+    fd: crate::fd::SharedFd,
 }
 
 impl Socket {
-    /// Wraps a descriptor this `Socket` will own.
+    /// Wraps a descriptor this `Socket` will own (one allocation: the shared count).
     pub fn from_raw_fd(fd: RawFd) -> Self {
-        Socket { fd }
+        Socket { fd: crate::fd::Fd::new(fd) }
     }
     /// The descriptor.
     pub fn fd(&self) -> RawFd {
-        self.fd
+        self.fd.raw()
     }
-    /// Gives the descriptor up without closing it.
-    pub fn into_raw_fd(self) -> RawFd {
-        let fd = self.fd;
-        core::mem::forget(self);
-        fd
+    /// Gives the descriptor up without closing it; the `Socket` comes back in `Err` while
+    /// an operation still holds it (a future dropped mid-operation whose completion has
+    /// not been reaped yet: run the executor, then try again; fd rule 4).
+    pub fn into_raw_fd(self) -> Result<RawFd, Self> {
+        crate::fd::Fd::try_into_raw(self.fd).map_err(|fd| Socket { fd })
+    }
+    pub(crate) fn into_shared(self) -> crate::fd::SharedFd {
+        self.fd
     }
 }
 
-impl Drop for Socket {
-    fn drop(&mut self) {
-        // SAFETY: we own the descriptor.
-        unsafe { rustix::io::close(self.fd) };
+impl sealed::Sealed for Socket {
+    fn held(&self) -> Option<&crate::fd::SharedFd> {
+        Some(&self.fd)
     }
 }
 
 impl AsSock for Socket {
     fn sock(&self) -> Sock {
-        Sock::Fd(self.fd)
+        Sock::Fd(self.fd.raw())
     }
 }
 
@@ -132,6 +152,12 @@ impl FixedSocket {
     #[doc(hidden)]
     pub fn from_index_for_tests(index: u32) -> Self {
         FixedSocket { index }
+    }
+}
+
+impl sealed::Sealed for FixedSocket {
+    fn held(&self) -> Option<&crate::fd::SharedFd> {
+        None
     }
 }
 
@@ -276,7 +302,7 @@ impl From<SocketAddr> for SockAddr {
 /// Unix-domain sockets give `EAFNOSUPPORT`: their address is the path they were bound to.
 pub fn local_addr(s: &Socket) -> Result<SockAddr, Errno> {
     // SAFETY: the socket's descriptor is open for as long as `s` is borrowed.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(s.fd) };
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(s.fd()) };
     let any = rustix::net::getsockname(fd).map_err(|e| Errno(e.raw_os_error()))?;
     SocketAddr::try_from(any).map(SockAddr::from).map_err(|_| Errno(libc::EAFNOSUPPORT))
 }
@@ -387,10 +413,11 @@ pub(crate) fn cancel_ok(r: Result<u32, Errno>) -> Result<(), Errno> {
 // ---- provided buffers ----
 
 /// A buffer the kernel picked from the provided-buffer ring for a receive: `len` bytes of
-/// data in buffer `id`. Dropping it gives it back to the ring (pbuf rule 2). Use it only
-/// on the executor's thread, while the executor lives (it is `!Send`).
+/// data in buffer `id`. Dropping it gives it back to the ring (pbuf rule 2). It may be
+/// kept and dropped at any time, after its executor and driver too (shared rule 3: it
+/// holds the ring's memory, and its bytes never change while it lives); `!Send`.
 pub struct ProvidedBuf {
-    driver: *mut RingDriver,
+    shared: Rc<Shared>,
     ptr: *const u8,
     id: u16,
     len: u32,
@@ -421,19 +448,15 @@ impl core::ops::Deref for ProvidedBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         // SAFETY: the kernel wrote `len` bytes at `ptr` (the buffer's start) and handed the
-        // buffer to us; it is not in the ring again until we give it back (pbuf rule 2).
+        // buffer to us; it is not in the ring again until we give it back (pbuf rule 2),
+        // and `shared` keeps the memory alive (shared rule 3).
         unsafe { core::slice::from_raw_parts(self.ptr, self.len as usize) }
     }
 }
 
 impl Drop for ProvidedBuf {
     fn drop(&mut self) {
-        // SAFETY: the driver outlives every task body on its executor, and this runs on
-        // the executor's thread (`!Send`) with no other borrow of the driver live (keel-core
-        // sched rule 3).
-        if let Some(p) = unsafe { (*self.driver).pbuf.as_mut() } {
-            p.give_back(self.id);
-        }
+        self.shared.give_back(self.id); // shared rule 3
     }
 }
 
@@ -441,17 +464,15 @@ impl Drop for ProvidedBuf {
 /// result with no buffer).
 pub(crate) fn provided(d: &mut RingDriver, res: i32, flags: u32) -> Option<ProvidedBuf> {
     let id = io_uring::cqueue::buffer_select(flags)?;
-    let driver: *mut RingDriver = d;
-    let p = d.pbuf.as_ref()?;
+    let mut p = d.pbuf()?;
     if res <= 0 {
         // No data, but a buffer was picked: give it back (not expected from the kernel).
-        let _ = p;
-        if let Some(p) = d.pbuf.as_mut() {
-            p.give_back(id);
-        }
+        p.give_back(id);
         return None;
     }
-    Some(ProvidedBuf { driver, ptr: p.ptr(id), id, len: res as u32 })
+    let ptr = p.ptr(id);
+    drop(p);
+    Some(ProvidedBuf { shared: d.shared.clone(), ptr, id, len: res as u32 })
 }
 
 // ---- multishot ----
@@ -466,12 +487,18 @@ pub(crate) enum MultiKind {
 
 /// A multishot accept or receive (net rule 2): made by `accept_multi`/`recv_multi`; each
 /// `next` returns one result in order. Dropping it cancels the operation; results nobody
-/// took are given back (descriptors closed, buffers returned).
+/// took are given back (descriptors closed, buffers returned). It holds its socket open
+/// while it lives (fd rule 1): `close_socket` cancels it, and the descriptor closes when
+/// the `Multishot` goes. It may be dropped anywhere on its thread, after its executor too
+/// (shared rule 2).
 pub struct Multishot {
     entry: squeue::Entry,
     kind: MultiKind,
     id: Option<OpId>,
-    driver: *mut RingDriver,
+    /// The driver's shared state while armed (shared rule 2).
+    shared: Option<Rc<Shared>>,
+    /// The socket, held open while this lives (fd rule 1).
+    fd: Option<crate::fd::SharedFd>,
     /// Ended for good: `Errno(0)` is end of stream.
     done: Option<Errno>,
 }
@@ -497,19 +524,24 @@ pub(crate) enum MStep {
 }
 
 impl Multishot {
-    pub(crate) fn new(entry: squeue::Entry, kind: MultiKind) -> Self {
-        Multishot { entry, kind, id: None, driver: core::ptr::null_mut(), done: None }
+    pub(crate) fn new(s: &impl AsSock, entry: squeue::Entry, kind: MultiKind) -> Self {
+        Multishot { entry, kind, id: None, shared: None, fd: s.held().cloned(), done: None }
     }
 
-    pub(crate) fn armed(&mut self, id: OpId, driver: *mut RingDriver) {
+    pub(crate) fn armed(&mut self, id: OpId, shared: Option<Rc<Shared>>) {
         self.id = Some(id);
-        self.driver = driver;
+        self.shared = shared;
     }
 
     pub(crate) fn op(&self) -> crate::ring::RingOp {
         // SAFETY: multishot accept passes no address; multishot recv selects provided
         // buffers: no memory of ours is referenced.
         unsafe { crate::ring::RingOp::multishot(self.entry.clone()) }
+    }
+
+    /// The socket the op names, for its slot to hold at each arming (fd rule 1).
+    pub(crate) fn fd(&self) -> Option<&crate::fd::SharedFd> {
+        self.fd.as_ref()
     }
 
     pub(crate) fn kind(&self) -> MultiKind {
@@ -530,6 +562,9 @@ impl Multishot {
             return MStep::Done(e);
         }
         let Some(id) = self.id else { return MStep::Submit };
+        if !self.shared.as_ref().is_some_and(|s| Rc::ptr_eq(s, &d.shared)) {
+            return MStep::Done(Errno(libc::EXDEV)); // armed on another executor's driver
+        }
         let (res, flags) = match d.take_multi(id) {
             MultiNext::Pending => return MStep::Pending,
             MultiNext::Gone => {
@@ -547,7 +582,7 @@ impl Multishot {
             }
         }
         if res == -libc::ENOBUFS {
-            let p = d.pbuf.as_mut().expect("ENOBUFS without a provided-buffer ring");
+            let mut p = d.pbuf().expect("ENOBUFS without a provided-buffer ring");
             p.note_exhausted();
             return if p.available() > 0 { MStep::Submit } else { MStep::WaitBuffer };
         }
@@ -560,7 +595,7 @@ impl Multishot {
         if self.kind == MultiKind::Recv && res == 0 {
             self.done = Some(Errno(0));
             if let Some(bid) = io_uring::cqueue::buffer_select(flags)
-                && let Some(p) = d.pbuf.as_mut()
+                && let Some(mut p) = d.pbuf()
             {
                 p.give_back(bid);
             }
@@ -572,11 +607,8 @@ impl Multishot {
 
 impl Drop for Multishot {
     fn drop(&mut self) {
-        if let (Some(id), false) = (self.id, self.driver.is_null()) {
-            // SAFETY: the driver outlives every task body on its executor, and this runs
-            // on the executor's thread with no other borrow of the driver live (keel-core
-            // sched rule 3).
-            unsafe { (*self.driver).abandon(id) };
+        if let (Some(id), Some(shared)) = (self.id, &self.shared) {
+            shared.abandon(id); // shared rule 2; a no-op once the driver is gone
         }
     }
 }

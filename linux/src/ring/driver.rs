@@ -12,7 +12,9 @@ use io_uring::{EnterFlags, IoUring, cqueue, opcode, types};
 use keel_core::driver::IoToken;
 use keel_core::{Driver, Errno, Instant, IoResult, OpId, Park};
 use std::io;
+use super::shared::Shared;
 use std::marker::PhantomData;
+use std::rc::Rc;
 
 /// How the ring is made.
 #[derive(Copy, Clone, Debug)]
@@ -111,9 +113,10 @@ pub struct RingDriver {
     inject: Option<(u32, i32)>,
     rt_allowed: bool,
     pub(crate) registered: Option<crate::regbuf::Registered>,
-    /// The provided-buffer ring, if enabled (`enable_provided_buffers`); after `ring`, so
-    /// its memory outlives the kernel's use of it (field order).
-    pub(crate) pbuf: Option<crate::pbuf::PbufRing>,
+    /// What values outliving a poll hold instead of a pointer to the driver: the
+    /// abandoned-operation queue and the provided-buffer ring (`shared.rs`); after `ring`,
+    /// so the ring's memory outlives the kernel's use of it (field order).
+    pub(crate) shared: Rc<Shared>,
     /// Multishot results that did not fit their slot's queue, oldest first (rule 2).
     spill: Vec<(u64, i32, u32)>,
     /// Spill entries results without a provided buffer may take (rule 2); the rest of the
@@ -130,6 +133,10 @@ pub struct RingDriver {
     eventfd: Option<std::os::fd::OwnedFd>,
     eventfd_buf: Box<u64>,
     eventfd_rearm: bool,
+    /// The read on the unpark eventfd is in the ring (its CQE not reaped yet).
+    eventfd_armed: bool,
+    /// The driver is being dropped: the eventfd read is not re-armed.
+    closing: bool,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -171,7 +178,7 @@ impl RingDriver {
             inject: None,
             rt_allowed,
             registered,
-            pbuf: None,
+            shared: Rc::new(Shared::new(cfg.slots as usize)),
             spill: Vec::with_capacity(2 * cfg.cq_entries.max(cfg.entries) as usize),
             spill_plain_max: 2 * cfg.cq_entries.max(cfg.entries) as usize,
             stats: RingStats::default(),
@@ -181,6 +188,8 @@ impl RingDriver {
             eventfd,
             eventfd_buf: Box::new(0),
             eventfd_rearm: false,
+            eventfd_armed: false,
+            closing: false,
             _not_send: PhantomData,
         })
     }
@@ -227,10 +236,10 @@ impl RingDriver {
     /// buffers (a power of two, at most 32768) of `size` bytes each, for receives that
     /// select a buffer (`net`). Once, before the executor runs; allocates.
     pub fn enable_provided_buffers(&mut self, count: u16, size: u32) -> io::Result<()> {
-        if self.pbuf.is_some() {
+        if self.shared.has_pbuf() {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, "the provided-buffer ring is already registered"));
         }
-        self.pbuf = Some(crate::pbuf::PbufRing::new(&self.ring, count, size, 0)?);
+        self.shared.set_pbuf(crate::pbuf::PbufRing::new(&self.ring, count, size, 0)?);
         // Rule 2: a result holding a provided buffer always fits in the spill list.
         self.spill.reserve_exact((self.spill_plain_max + count as usize).saturating_sub(self.spill.len()));
         Ok(())
@@ -239,7 +248,52 @@ impl RingDriver {
     /// Provided-buffer statistics (`None` if not enabled); `available` asks the kernel
     /// (pbuf rule 5: one syscall).
     pub fn provided_buffer_stats(&mut self) -> Option<crate::pbuf::PbufStats> {
-        self.pbuf.as_mut().map(|p| p.stats())
+        self.pbuf().map(|mut p| p.stats())
+    }
+
+    /// The provided-buffer ring, if registered (shared rule 3).
+    #[inline(always)]
+    pub(crate) fn pbuf(&self) -> Option<std::cell::RefMut<'_, crate::pbuf::PbufRing>> {
+        self.shared.pbuf()
+    }
+
+    /// Cancels every operation on descriptor `fd` with `IORING_REGISTER_SYNC_CANCEL` (one
+    /// syscall, waiting at most 100 ms for them): for a close whose task can no longer
+    /// start ring operations (cancelled). Cold.
+    pub(crate) fn sync_cancel_fd(&mut self, fd: std::os::fd::RawFd) {
+        let ts = types::Timespec::new().nsec(100_000_000);
+        let _ = self.ring.submitter().register_sync_cancel(Some(ts), types::CancelBuilder::fd(types::Fd(fd)).all());
+    }
+
+    /// As `sync_cancel_fd` for a fixed-file index, then removes the index from the table
+    /// (`IORING_REGISTER_FILES_UPDATE` with -1): the close of a direct descriptor whose
+    /// task can no longer start ring operations. Cold.
+    pub(crate) fn sync_close_fixed(&mut self, index: u32) -> Result<(), Errno> {
+        let ts = types::Timespec::new().nsec(100_000_000);
+        let _ = self.ring.submitter().register_sync_cancel(Some(ts), types::CancelBuilder::fd(types::Fixed(index)).all());
+        match self.ring.submitter().register_files_update(index, &[-1]) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Errno(e.raw_os_error().unwrap_or(libc::EIO))),
+        }
+    }
+
+    /// Slot rule 4: slot operation `id`, just submitted, holds `fd` until its last CQE
+    /// (`closes`: it is the `IORING_OP_CLOSE` of `fd`). Called by the submitter in the same
+    /// poll as the submission, before any enter, so the hold covers the SQE's whole life;
+    /// kept off the SQE path so that operations naming no descriptor pay nothing for it.
+    pub(crate) fn hold_fd(&mut self, id: OpId, fd: crate::fd::SharedFd, closes: bool) {
+        if let Some(s) = self.slots.get(id.0) {
+            s.closes = closes;
+            s.fd = Some(fd);
+        }
+    }
+
+    /// Abandons the operations values let go of since the last call (shared rule 2).
+    #[inline(always)]
+    fn take_abandoned(&mut self) {
+        while let Some(id) = self.shared.next_abandoned() {
+            self.abandon(id);
+        }
     }
 
     /// Takes the raw result, the CQE flags (buffer id for buffer selection) and the buffer
@@ -295,7 +349,7 @@ impl RingDriver {
                 unsafe { rustix::io::close(res) };
             }
         }
-        if let (Some(bid), Some(p)) = (io_uring::cqueue::buffer_select(flags), self.pbuf.as_mut()) {
+        if let (Some(bid), Some(mut p)) = (io_uring::cqueue::buffer_select(flags), self.pbuf()) {
             p.give_back(bid);
         }
     }
@@ -384,6 +438,9 @@ impl RingDriver {
     /// Submits an operation that takes a slot (everything not direct).
     #[inline(never)]
     fn submit_slot(&mut self, op: &mut Option<RingOp>, token: IoToken, code: u8) -> Result<OpId, Errno> {
+        // Shared rule 2: what values let go of is given back before a new operation may
+        // need it (a fixed-file index, a slot).
+        self.take_abandoned();
         let Some(r) = op.as_mut() else { return Err(Errno::EINVAL) };
         let yields_fd = matches!(code, opcode::OpenAt::CODE | opcode::OpenAt2::CODE | opcode::Accept::CODE | opcode::Socket::CODE);
         // SAFETY: `Entry` is `#[repr(C)]` around `io_uring_sqe`, whose `file_index` (a u32
@@ -415,11 +472,15 @@ impl RingDriver {
     fn arm_eventfd(&mut self) {
         use std::os::fd::AsRawFd;
         let Some(fd) = &self.eventfd else { return };
+        if self.closing {
+            return; // the driver is going (`Drop`): the read stays unarmed
+        }
         let buf: *mut u64 = &mut *self.eventfd_buf;
         let e = opcode::Read::new(types::Fd(fd.as_raw_fd()), buf.cast(), 8).build().user_data(EVENTFD_TAG);
         // SAFETY: the buffer is boxed in the driver, which outlives the ring's use of it
         // (the ring is dropped first: field order).
         self.eventfd_rearm = unsafe { self.ring.submission().push(&e) }.is_err();
+        self.eventfd_armed |= !self.eventfd_rearm;
     }
 
     /// Cancel rule 4: the queue is full (only with cancels for operations that are not
@@ -559,6 +620,7 @@ impl RingDriver {
     fn complete_slot<F: FnMut(IoToken, IoResult)>(&mut self, cqe: cqueue::Entry, sink: &mut F) {
         let ud = cqe.user_data();
         if ud == EVENTFD_TAG {
+            self.eventfd_armed = false;
             self.arm_eventfd();
             return;
         }
@@ -569,7 +631,7 @@ impl RingDriver {
         if !self.pending_cancels.is_empty() && !cqueue::more(flags) {
             self.pending_cancels.retain(|&c| c != ud); // cancel rule 3: its op has ended
         }
-        if let (Some(_), Some(p)) = (cqueue::buffer_select(flags), self.pbuf.as_mut()) {
+        if let (Some(_), Some(mut p)) = (cqueue::buffer_select(flags), self.pbuf()) {
             p.note_taken(); // rule 5: the kernel handed a buffer out
         }
         let Some(slot) = self.slots.get(ud) else {
@@ -594,6 +656,7 @@ impl RingDriver {
             slot.first = Some((res, flags));
             return;
         }
+        slot.release_fd(res); // slot rule 4: the kernel is done with the descriptor
         match slot.state {
             SlotState::InFlight if slot.keep => {
                 let token = slot.token;
@@ -664,6 +727,9 @@ impl RingDriver {
         }
         if !more {
             self.slots.in_flight -= 1; // the kernel is done with it (slot rule 5)
+            if let Some(s) = self.slots.get(ud) {
+                s.release_fd(res); // slot rule 4
+            }
         }
         if throttle {
             self.stats.multishot_throttled += 1;
@@ -781,6 +847,7 @@ impl Driver for RingDriver {
     }
 
     fn reap<F: FnMut(IoToken, IoResult)>(&mut self, max: usize, sink: &mut F) -> usize {
+        self.take_abandoned();
         let mut n = self.drain(max, sink);
         if n < max {
             if let Err(e) = self.enter(0, None) {
@@ -839,7 +906,25 @@ impl Driver for RingDriver {
         }
     }
 
+    /// `IORING_ASYNC_CANCEL_ANY`: every operation in the ring (queued ones are submitted
+    /// first), for the executor's final drain.
+    fn cancel_all(&mut self) {
+        self.take_abandoned();
+        if self.ops_in_flight() == 0 {
+            return;
+        }
+        self.submit_queued();
+        let all = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(CANCEL_TAG);
+        // SAFETY: a cancel SQE references no memory.
+        if unsafe { self.ring.submission().push(&all) }.is_err() {
+            self.submit_queued();
+            // SAFETY: as above.
+            let _ = unsafe { self.ring.submission().push(&all) };
+        }
+    }
+
     fn park(&mut self, deadline: Option<Instant>) -> Result<Park, Errno> {
+        self.take_abandoned();
         // Stalled only if no other thread can end the wait either (no unparker handed out).
         if self.ops_in_flight() == 0 && deadline.is_none() && !self.unparker_given {
             return Ok(Park::Stalled);
@@ -860,4 +945,85 @@ impl Driver for RingDriver {
             Err(e) => Err(Errno(e.raw_os_error().unwrap_or(libc::EIO))),
         }
     }
+}
+
+/// How long a dropped driver waits for the kernel to finish the operations it cancels
+/// (`Drop`); what has not completed by then is leaked, never freed.
+pub const DROP_WAIT: core::time::Duration = core::time::Duration::from_secs(2);
+
+impl RingDriver {
+    /// Cancels every operation in flight (`IORING_ASYNC_CANCEL_ANY`) and reaps until none
+    /// is left or `DROP_WAIT` has passed; whether none is left. Completions go nowhere
+    /// (the executor is gone or going); what they yield is given back (driver rule 3).
+    fn quiesce(&mut self) -> bool {
+        self.closing = true;
+        self.inject = None;
+        let mut nothing = |_: IoToken, _: IoResult| {};
+        self.take_abandoned();
+        let pending = |d: &Self| d.ops_in_flight() + d.eventfd_armed as usize;
+        if pending(self) == 0 && self.ring.submission().is_empty() {
+            return true;
+        }
+        // Queued SQEs go in first (and end an open link chain), then the cancel of all.
+        self.submit_queued();
+        let all = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(CANCEL_TAG);
+        // SAFETY: a cancel SQE references no memory.
+        let _ = unsafe { self.ring.submission().push(&all) };
+        let deadline = monotonic_now().saturating_add(DROP_WAIT);
+        loop {
+            self.drain(usize::MAX, &mut nothing);
+            if pending(self) == 0 {
+                return true;
+            }
+            if monotonic_now() >= deadline {
+                return false;
+            }
+            let _ = self.enter(1, Some(deadline));
+        }
+    }
+}
+
+impl Drop for RingDriver {
+    /// Never frees memory the kernel may still write (shared rule 4): cancels every
+    /// operation still in flight (values moved out of their tasks, a driver dropped with no
+    /// executor, a fiber stack the executor leaked) and waits for their completions, at most
+    /// `DROP_WAIT`; gives back what results nobody took hold (descriptors closed, buffers
+    /// returned and freed); then the ring, its buffers and the provided-buffer ring go.
+    /// If the kernel has not finished in time, the slots (with their buffers and held
+    /// descriptors), the registered and provided buffers and the eventfd buffer are
+    /// leaked, and one line says how many operations were left.
+    fn drop(&mut self) {
+        let quiet = self.quiesce();
+        if quiet {
+            // Results nobody took (a kept op's future moved out of its task, a multishot's
+            // queue): give back what they hold (driver rule 3).
+            for ud in self.slots.in_use() {
+                self.abandon(OpId(ud));
+            }
+            self.spill.clear();
+        } else {
+            eprintln!(
+                "keel: the ring driver was dropped with {} operations the kernel did not finish within {:?}: their memory is leaked",
+                self.ops_in_flight(),
+                DROP_WAIT
+            );
+            core::mem::forget(core::mem::replace(&mut self.slots, Slots::new(0)));
+            core::mem::forget(self.registered.take());
+            core::mem::forget(Rc::clone(&self.shared));
+            core::mem::forget(core::mem::replace(&mut self.eventfd_buf, Box::new(0)));
+        }
+        // Shared rule 4: later drops of values do nothing.
+        self.shared.set_dead();
+    }
+}
+
+/// The ring driver lent to a task's `with_driver` closure, mutably, for this crate's own
+/// state in it (result slots, buffer rings, registered buffers, descriptor holds) and
+/// cancels of the operations it keeps itself (keel-core driver rule 2). Every caller in
+/// this crate keeps `DriverMut::get_mut`'s contract: it does not replace the driver,
+/// calls none of the `Driver` methods the executor alone calls, and runs no other code
+/// while the reference lives.
+pub(crate) fn lent_mut<'a>(d: &'a mut keel_core::DriverMut<'_, RingDriver>) -> &'a mut RingDriver {
+    // SAFETY: the callers keep the contract above (it is this crate's, stated once here).
+    unsafe { d.get_mut() }
 }

@@ -33,6 +33,12 @@
 //! - Errors of `io_uring_enter` (EAGAIN, EBUSY, EINTR) leave the SQEs in the ring and the
 //!   operations in their slots: they are retried at the next enter and never freed while
 //!   the kernel may still run them.
+//! - Lifetimes (`shared.rs`): values that outlive a poll (a kept op's future, a multishot,
+//!   a provided buffer) hold an `Rc` of the driver's shared state, never a pointer to the
+//!   driver, and may be dropped after it. The executor's drop asks the driver to cancel
+//!   everything left (`Driver::cancel_all`: `IORING_ASYNC_CANCEL_ANY`); the driver's own
+//!   `Drop` cancels and waits again (at most [`DROP_WAIT`]) and leaks, never frees, what
+//!   the kernel has not finished.
 //!
 //! Operations that complete more than once (cited as "driver rule N"):
 //! 1. **Multishot** (`RingOp::multishot`: accept, recv): a CQE with `IORING_CQE_F_MORE`
@@ -86,11 +92,12 @@ mod direct;
 mod driver;
 pub mod op;
 pub mod setup;
+pub(crate) mod shared;
 pub(crate) mod slots;
 mod unpark;
 
-pub use driver::{RingConfig, RingDriver, RingStats};
-pub(crate) use driver::{KEEL_REARM, MultiNext, cqueue_more, to_result};
+pub use driver::{DROP_WAIT, RingConfig, RingDriver, RingStats};
+pub(crate) use driver::{KEEL_REARM, MultiNext, cqueue_more, lent_mut, to_result};
 pub use op::RingOp;
 pub use setup::RingFlags;
 pub use unpark::{UnparkKind, UnparkMode};

@@ -12,7 +12,11 @@
 //! 3. A slot holds the operation's owned buffer (if any) until its completion arrives;
 //!    then either the task's token is told (and the slot freed), or, for operations whose
 //!    result the future takes itself, the slot keeps result and buffer until `take`.
-//! 4. Slots are allocated at driver creation; the free list is a stack of indices, so
+//! 4. A slot holds the descriptor its operation names (`RingDriver::hold_fd`, fd rule 1 in
+//!    `fd.rs`) until the operation's last CQE is reaped or the slot is freed, whichever
+//!    comes first; a slot whose operation is an `IORING_OP_CLOSE` of that descriptor marks
+//!    it closed when its CQE says the kernel closed it (any result but `ECANCELED`).
+//! 5. Slots are allocated at driver creation; the free list is a stack of indices, so
 //!    alloc and free are O(1) and allocate nothing.
 
 use crate::buf::RawBuf;
@@ -101,6 +105,24 @@ pub(crate) struct Slot {
     /// A non-multishot op's first CQE had F_MORE (SEND_ZC): its result, held until the
     /// notification (driver rule 4).
     pub(crate) first: Option<(i32, u32)>,
+    /// The descriptor the operation names, held until its last CQE (rule 4).
+    pub(crate) fd: Option<crate::fd::SharedFd>,
+    /// The operation closes `fd` (`IORING_OP_CLOSE`, rule 4).
+    pub(crate) closes: bool,
+}
+
+impl Slot {
+    /// The operation's last CQE, with result `res`, was reaped: let go of its descriptor
+    /// (rule 4), marking it closed if this was a close the kernel carried out.
+    #[inline(always)]
+    pub(crate) fn release_fd(&mut self, res: i32) {
+        if let Some(fd) = self.fd.take() {
+            if self.closes && res != -libc::ECANCELED {
+                fd.mark_closed();
+            }
+            drop(fd);
+        }
+    }
 }
 
 impl Slot {
@@ -139,6 +161,8 @@ impl Slots {
                 ended: false,
                 throttled: false,
                 first: None,
+                fd: None,
+                closes: false,
             })
             .collect();
         Slots { slots, free: (0..n).rev().collect(), in_flight: 0, stale: 0 }
@@ -146,6 +170,12 @@ impl Slots {
 
     pub(crate) fn free_count(&self) -> usize {
         self.free.len()
+    }
+
+    /// The `user_data` of every slot in use (for the driver's `Drop`).
+    pub(crate) fn in_use(&self) -> Vec<u64> {
+        let live = |s: &&Slot| !matches!(s.state, SlotState::Free);
+        self.slots.iter().enumerate().filter(|(_, s)| live(s)).map(|(i, s)| ((s.generation as u64) << 32) | i as u64).collect()
     }
 
     /// Takes a free slot; returns its `user_data` (rule 1).
@@ -161,6 +191,7 @@ impl Slots {
         s.orphaned = false;
         s.throttled = false;
         s.first = None;
+        s.closes = false;
         s.state = SlotState::InFlight;
         s.token = token;
         s.keep = keep;
@@ -190,6 +221,9 @@ impl Slots {
         }
         s.state = SlotState::Free;
         s.token = None;
+        // Rule 4: an operation whose slot is freed before its last CQE was reaped (the
+        // driver is going, or a multishot's results were taken) lets go here.
+        drop(s.fd.take());
         s.generation = (s.generation + 1) & 0x3FFF_FFFF;
         self.free.push(i as u32);
         s.buf.take()

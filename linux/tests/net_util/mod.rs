@@ -50,7 +50,7 @@ pub fn run_until(ex: Pin<&Ex>, mut done: impl FnMut() -> bool) {
 }
 
 pub fn fattrs() -> FiberAttrs {
-    FiberAttrs { stack_size: 128 * 1024 }
+    FiberAttrs { stack_size: 128 * 1024, ..FiberAttrs::DEFAULT }
 }
 
 /// A listener made through the ring (socket, SO_REUSEADDR, bind, listen) on `addr`
@@ -65,7 +65,7 @@ pub fn listen(ex: Pin<&Ex>, addr: SockAddr) -> (RawFd, SockAddr) {
         }
         f.bind(&s, &addr).expect("bind");
         f.listen(&s, 1024).expect("listen");
-        o.set(Some(s.into_raw_fd()));
+        o.set(Some(s.into_raw_fd().expect("no operation holds the listener")));
         0u64
     })
     .unwrap();

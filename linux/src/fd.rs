@@ -1,0 +1,130 @@
+//! Descriptors shared with the operations that name them: a [`File`](crate::File) or
+//! [`Socket`](crate::net::Socket) and every future operation on it hold one `Rc<Fd>`, so
+//! the descriptor number cannot be closed (and reused by the next `open`, `socket` or
+//! `accept`) while an SQE naming it is queued or in flight (the shape tokio-uring and
+//! monoio use).
+//!
+//! Rules (cited as "fd rule N"):
+//! 1. **Holders.** The `File`/`Socket` holds one reference. A future operation (an owned
+//!    op, a buffer-select receive, a multishot op) keeps a clone until it is submitted and
+//!    hands it to the operation's slot in the same poll (`RingDriver::hold_fd`, before any
+//!    enter); the slot drops it when the operation's last CQE is reaped (or when the slot
+//!    is freed, whichever comes first). A refused submission drops it with the future. A
+//!    clone is a non-atomic count bump: no allocation, no lock, and nothing at all on the
+//!    SQE path of operations that name no descriptor (fibers' status-block operations). `Rc` makes `File` and `Socket` `!Send`
+//!    (as in tokio-uring and monoio): they belong to the executor's thread.
+//! 2. **Fiber operations** borrow the `File`/`Socket` for the whole call and return only
+//!    after the completion has been reaped, cancelled or not (`fs` module doc), so they
+//!    take no clone: the borrow keeps the owner alive.
+//! 3. **Closing.** The last holder to go closes the descriptor with `close(2)`, unless an
+//!    `IORING_OP_CLOSE` holding it completed with anything but `ECANCELED` (the kernel
+//!    closed it then: `mark_closed`, set by the driver when it reaps that CQE). keel's
+//!    `close`/`close_socket` first cancel every operation on the descriptor
+//!    (`ASYNC_CANCEL` with `CANCEL_FD | CANCEL_ALL`, net rule 1), then close it through the
+//!    ring if they hold the only reference, else drop theirs: the descriptor closes when
+//!    the last operation's completion is reaped. So the descriptor is closed whatever
+//!    `close` returns.
+//! 4. **Giving it up.** `into_raw_fd` succeeds only when no operation holds the
+//!    descriptor; otherwise the owner comes back in `Err` (run the executor until the
+//!    operations it started have completed, then try again).
+#![allow(unsafe_code)] // closing a descriptor through rustix is `unsafe`
+
+use std::cell::Cell;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+
+/// One open descriptor and whether the kernel closed it already (fd rule 3). `pub` in a
+/// private module: nameable only inside the crate.
+#[derive(Debug)]
+pub struct Fd {
+    raw: RawFd,
+    /// The descriptor is no longer ours to close (closed through the ring, or given up).
+    closed: Cell<bool>,
+}
+
+/// A shared descriptor (fd rule 1).
+pub(crate) type SharedFd = Rc<Fd>;
+
+impl Fd {
+    /// Takes ownership of `raw`.
+    pub(crate) fn new(raw: RawFd) -> SharedFd {
+        Rc::new(Fd { raw, closed: Cell::new(false) })
+    }
+
+    /// The descriptor number.
+    #[inline(always)]
+    pub(crate) fn raw(&self) -> RawFd {
+        self.raw
+    }
+
+    /// The kernel closed it (an `IORING_OP_CLOSE` holding it completed): dropping the last
+    /// holder must not close the number again (fd rule 3).
+    pub(crate) fn mark_closed(&self) {
+        self.closed.set(true);
+    }
+
+    /// Gives the descriptor up if `fd` is its only holder (fd rule 4).
+    pub(crate) fn try_into_raw(fd: SharedFd) -> Result<RawFd, SharedFd> {
+        let inner = Rc::try_unwrap(fd)?;
+        inner.closed.set(true);
+        Ok(inner.raw)
+    }
+}
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        if !self.closed.get() {
+            // SAFETY: fd rule 1: the descriptor is ours, and the last holder is going, so
+            // no operation names it any more.
+            unsafe { rustix::io::close(self.raw) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipe() -> (RawFd, RawFd) {
+        let mut p = [0; 2];
+        // SAFETY: `p` has room for the two descriptors.
+        assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        (p[0], p[1])
+    }
+
+    fn is_open(fd: RawFd) -> bool {
+        // SAFETY: only asks for the flags of a number; nothing is closed or taken.
+        rustix::io::fcntl_getfd(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }).is_ok()
+    }
+
+    #[test]
+    fn the_last_holder_closes_and_only_the_sole_holder_gives_it_up() {
+        let (r, w) = pipe();
+        let a = Fd::new(r);
+        let b = a.clone(); // an operation's hold (rule 1)
+        let a = Fd::try_into_raw(a).expect_err("another holder: not ours to give up (rule 4)");
+        drop(a);
+        assert!(is_open(r), "a holder is left");
+        drop(b);
+        assert!(!is_open(r), "the last holder closed it");
+        let c = Fd::new(w);
+        assert_eq!(Fd::try_into_raw(c).ok(), Some(w));
+        assert!(is_open(w), "given up, not closed");
+        // SAFETY: ours again, closed once.
+        unsafe { rustix::io::close(w) };
+    }
+
+    #[test]
+    fn a_descriptor_the_kernel_closed_is_not_closed_again() {
+        let (r, w) = pipe();
+        let a = Fd::new(r);
+        a.mark_closed(); // as the driver does for a completed IORING_OP_CLOSE (rule 3)
+        drop(a);
+        assert!(is_open(r), "not closed a second time (the number may be someone else's by now)");
+        // SAFETY: our pipe, closed once each.
+        unsafe {
+            rustix::io::close(r);
+            rustix::io::close(w);
+        }
+    }
+}
