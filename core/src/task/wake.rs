@@ -185,32 +185,37 @@ pub(crate) fn wake_by_gen_with<#[cfg(keel_loom)] W: crate::sync::Weaken>(hdr: No
 
 // ---- the `core::task::Waker` for future tasks ----
 //
-// The data pointer is the header's address (64-byte aligned, below 2^48 on the
-// targets keel builds for) with the generation's low 16 bits in bits 48..64 and its
-// next 5 bits in bits 1..6; bit 0 says the tag is present. A tag that cannot be
-// formed (an address at or above 2^48) is left out, and such a waker skips rule 2's
-// first check; the owner's check in rule 5 still applies. A stale waker held across
-// exactly a multiple of 2^21 re-uses of its task would pass the check: the wake then
-// lands on the newer run as a spurious wake, which futures must tolerate anyway.
+// The data pointer packs the header's address (64-byte aligned, below 2^48 on the
+// targets keel builds for: 42 significant bits) shifted right by 5 into bits 1..43, and
+// the generation's low 21 bits into bits 43..64; bit 0 says the tag is present (one
+// shift and two ors to make, as every resume makes one). A tag that cannot be formed
+// (an address at or above 2^48) is left out: the data is then the plain address, and
+// such a waker skips rule 2's first check; the owner's check in rule 5 still applies.
+// A stale waker held across exactly a multiple of 2^21 re-uses of its task would pass
+// the check: the wake then lands on the newer run as a spurious wake, which futures
+// must tolerate anyway.
 
 const TAG_BIT: usize = 1;
 const ADDR_MASK: usize = ((1usize << 48) - 1) & !63;
+/// Bits 1..43 of tagged data: the address shifted right by 5.
+const PACKED_ADDR: usize = ((1usize << 43) - 1) & !TAG_BIT;
+const TAG_SHIFT: u32 = 43;
 
+#[inline(always)]
 fn encode(hdr: NonNull<Header>, generation: u32) -> *const () {
     let addr = hdr.as_ptr() as usize;
     if usize::BITS < 64 || addr & !ADDR_MASK != 0 {
         return addr as *const ();
     }
-    let low = (generation as usize & 0x1F) << 1;
-    let high = ((generation as usize >> 5) & 0xFFFF) << 48;
-    (addr | high | low | TAG_BIT) as *const ()
+    // Bit 0 of `addr >> 5` is the address's bit 5: clear (64-byte aligned).
+    ((addr >> 5) | TAG_BIT | (generation as usize) << TAG_SHIFT) as *const ()
 }
 
+#[inline(always)]
 fn decode(data: *const ()) -> (NonNull<Header>, Option<u32>) {
     let bits = data as usize;
     let (addr, tag) = if bits & TAG_BIT != 0 {
-        let tag = ((bits >> 1) & 0x1F) | (((bits >> 48) & 0xFFFF) << 5);
-        (bits & ADDR_MASK, Some(tag as u32))
+        ((bits & PACKED_ADDR) << 5, Some((bits >> TAG_SHIFT) as u32))
     } else {
         (bits, None)
     };
