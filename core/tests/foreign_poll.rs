@@ -9,7 +9,7 @@ use core::task::{Context, Poll, Waker};
 use core::time::Duration;
 use keel_core::io_status::{self, SubmitRefused};
 use keel_core::sim::{SimDriver, SimOp};
-use keel_core::{Config, Errno, Executor, Priority, SuspendReason, TaskHandle, TaskState, rt};
+use keel_core::{Config, Errno, Executor, IoStatus, Priority, SuspendReason, TaskHandle, TaskState, rt};
 use std::sync::mpsc;
 
 /// Every keel future and function, polled with `waker` in a `Context` of our own: each
@@ -42,6 +42,13 @@ fn poll_everything_outside(waker: &Waker) -> Vec<&'static str> {
         "try_submit_from",
     );
     check(op.is_some(), "try_submit_from took the operation");
+    let st = pin!(IoStatus::new());
+    let init = pin!(keel_core::initiate::<SimDriver>(st.as_ref(), SimOp::new(2)));
+    check(matches!(init.poll(&mut cx), Poll::Ready(Err(keel_core::InitiateError::NotInTask(_)))), "initiate");
+    check(!st.is_in_flight(), "initiate put the status in flight");
+    let done = pin!(keel_core::suspend_until_completed_io(1));
+    check(matches!(done.poll(&mut cx), Poll::Ready(Ok(0))), "suspend_until_completed_io");
+    io_status::waiting_for_io(&cx);
     failed
 }
 
