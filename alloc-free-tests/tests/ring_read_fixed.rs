@@ -13,7 +13,6 @@ use keel_alloc_free_tests::{
 use keel_core::{Errno, Executor, Fiber, FiberAttrs, RegionStacks, TaskError};
 use keel_linux::RingConfig;
 use keel_linux::fs::FiberFs;
-use std::os::fd::IntoRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Reads done (Relaxed: read on the same thread).
@@ -49,7 +48,7 @@ fn a_registered_buffer_read_allocates_nothing() {
     std::fs::write(&path, PATTERN).unwrap();
     // Outlives the window: a `File` frees its shared count when dropped (fd rule 1), which
     // the fiber's last iteration would otherwise do inside the window.
-    let file: &'static keel_linux::File = Box::leak(Box::new(keel_linux::File::from_raw_fd(std::fs::File::open(&path).unwrap().into_raw_fd())));
+    let file: &'static keel_linux::File = Box::leak(Box::new(keel_linux::File::from(std::os::fd::OwnedFd::from(std::fs::File::open(&path).unwrap()))));
 
     let stacks = RegionStacks::new(Vec::leak(vec![0u8; 64 * 1024 + 16]), 64 * 1024, 0)
         .expect("region stacks");
@@ -64,22 +63,18 @@ fn a_registered_buffer_read_allocates_nothing() {
                 ..FiberAttrs::DEFAULT
             },
             move |f: &mut Fiber| {
-                let buf = f.try_claim_buffer().map_err(|_| TaskError::Failed(1))?;
+                let mut buf = f.try_claim_buffer().map_err(|_| TaskError::Failed(1))?;
                 for _ in 0..n {
-                    f.with_buffer(buf, |b| b[..LEN].fill(0))
-                        .map_err(|_| TaskError::Failed(2))?;
-                    if f.read_fixed(file, buf, LEN as u32, 0) != Ok::<u32, Errno>(LEN as u32) {
+                    buf[..LEN].fill(0);
+                    if f.read_fixed(file, &mut buf, LEN as u32, 0) != Ok::<u32, Errno>(LEN as u32) {
                         return Err(TaskError::Failed(3));
                     }
-                    if !f
-                        .with_buffer(buf, |b| b[..LEN] == PATTERN)
-                        .map_err(|_| TaskError::Failed(4))?
-                    {
+                    if buf[..LEN] != PATTERN {
                         return Err(TaskError::Failed(5));
                     }
                     DONE.fetch_add(1, Ordering::Relaxed);
                 }
-                f.release_buffer(buf).map_err(|_| TaskError::Failed(6))?;
+                f.release_buffer(buf); // an Rc count drop: the driver keeps the set
                 Ok(4)
             },
         )

@@ -7,15 +7,22 @@
 //! re-create spins), and must run under loom through `crate::sync`.
 //!
 //! Rules (cited as "dispatch rule N"):
-//! 1. One lock-free stack per CPU priority (Treiber), its head a tagged pointer: the low
-//!    42 bits the task header's address shifted right by 6 (headers are 64-byte aligned
-//!    and below 2^48), the high 22 a counter bumped by every push and pop, so a node
-//!    popped and pushed again between another thread's load and CAS (ABA) fails that CAS
-//!    (unless exactly a multiple of 4,194,304 operations land in that window, as a pop
-//!    preempted for that long could see: then it may hand a task out twice, which the
-//!    claim of rule 2 catches; see `Sched::take_dispatched`). The links between nodes are
-//!    the headers' inbox nodes. Nodes are `'static`, so reading a stale node's link is
-//!    harmless; the CAS decides. Within a priority, order is LIFO.
+//! 1. One lock-free stack per CPU priority (Treiber). Its head is a (top task, tag) pair
+//!    changed only by one double-word compare-and-swap (`lock cmpxchg16b`), the tag a
+//!    64-bit count bumped by every push and pop, so a node popped and pushed again between
+//!    another thread's load and CAS (ABA) fails that CAS: that takes 2^64 operations on
+//!    one level inside one pop's window (at a billion a second, 584 years), so no program
+//!    can make the tag wrap; a task is never handed out twice and a pop never installs a
+//!    link it read from a node that has moved on (the inbox link it reuses may by then
+//!    point into an executor's inbox). The links between nodes are the headers' inbox
+//!    nodes; nodes are `'static`, so reading a stale node's link is harmless; the CAS
+//!    decides. Within a priority, order is LIFO. A CPU without `cmpxchg16b` (only the
+//!    first x86_64 generation) cannot use the dispatcher: `submit` says
+//!    `AttachError::Unsupported` and `serve` refuses. Under loom (which has no 128-bit
+//!    atomics) the pair is packed in one 64-bit word, the task's address shifted right
+//!    by 6 in the low 42 bits under a 22-bit tag: the same algorithm, with a tag no loom
+//!    execution comes near wrapping (`a_stale_pop_fails_at_every_narrow_tag_wrap` shows
+//!    the 64-bit tag tells apart the views a 22- or 32-bit one would confuse).
 //! 2. A submitted task is claimed for the dispatcher (its owner pointer becomes the
 //!    dispatcher's sentinel, never dereferenced): while dispatched, no executor or waker
 //!    touches it (its notify word keeps QUEUED: wake rule 3). The worker that pops it
@@ -70,11 +77,165 @@ pub const MAX_WORKERS: usize = 64;
 #[cfg(keel_loom)]
 pub const MAX_WORKERS: usize = 2;
 
-/// Dispatch rule 1: a level's head packs a task header's address (64-byte aligned and
-/// below 2^48, so 42 significant bits) under a 22-bit tag.
-const ADDR_SHIFT: u32 = 6;
-const PTR_MASK: u64 = (1 << 42) - 1;
-const TAG_ONE: u64 = 1 << 42;
+/// Dispatch rule 1: a level's top task and its tag, as loaded or to be stored.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct Top {
+    task: Option<NonNull<Header>>,
+    tag: u64,
+}
+
+#[cfg(not(keel_loom))]
+use wide::Head;
+#[cfg(keel_loom)]
+use narrow::Head;
+
+/// Dispatch rule 1's head as one 16-byte pair: `[top address, tag]`.
+#[cfg(not(keel_loom))]
+mod wide {
+    use super::{Header, NonNull, Top};
+    use crate::sync::{AtomicU8, AtomicU64Like, Ordering};
+
+    /// The pair. The halves are read with 8-byte atomic loads (aligned 8-byte loads
+    /// are atomic on x86_64, and a torn pair is harmless: see `load`) and written only
+    /// by `lock cmpxchg16b` on the whole 16 bytes.
+    #[repr(C, align(16))]
+    pub(super) struct Head([AtomicU64Like; 2]);
+
+    /// Whether the CPU has `cmpxchg16b`: 0 not looked yet, 1 yes, 2 no.
+    static CX16: AtomicU8 = AtomicU8::new(0);
+
+    /// Whether this CPU can run dispatch rule 1 (`cmpxchg16b`, CPUID.1:ECX bit 13).
+    pub(super) fn supported() -> bool {
+        // Relaxed: a cached fact about the CPU; any thread may compute it again.
+        match CX16.load(Ordering::Relaxed) {
+            1 => true,
+            2 => false,
+            _ => {
+                let yes = core::arch::x86_64::__cpuid(1).ecx & (1 << 13) != 0;
+                // Relaxed: as above.
+                CX16.store(if yes { 1 } else { 2 }, Ordering::Relaxed);
+                yes
+            }
+        }
+    }
+
+    impl Head {
+        pub(super) const fn new() -> Self {
+            Head([AtomicU64Like::new(0), AtomicU64Like::new(0)])
+        }
+
+        /// An empty head whose tag starts at `tag` (tests of the tag's edges).
+        #[cfg(test)]
+        pub(super) const fn with_tag(tag: u64) -> Self {
+            Head([AtomicU64Like::new(0), AtomicU64Like::new(tag)])
+        }
+
+        /// The pair, read tag first. A pair torn by a CAS in between names a top and a
+        /// tag the head never held together; every tag is held once (it only grows), so
+        /// a CAS expecting that pair fails and returns the real one.
+        #[inline(always)]
+        pub(super) fn load(&self) -> Top {
+            // Acquire (both): pair with the CAS that wrote them (a `lock`ed instruction,
+            // which orders everything before it), so the top's link and the task's body
+            // and fields (the push) are visible.
+            let tag = self.0[1].load(Ordering::Acquire);
+            let addr = self.0[0].load(Ordering::Acquire);
+            Top { task: NonNull::new(addr as *mut Header), tag }
+        }
+
+        /// Whether a task is on top.
+        #[inline(always)]
+        pub(super) fn has_task(&self) -> bool {
+            // Acquire: as in `load`.
+            self.0[0].load(Ordering::Acquire) != 0
+        }
+
+        /// Replaces `old` with `new` if the head holds `old`; the head's pair if not.
+        /// Sequentially consistent (a `lock`ed read-modify-write): it publishes what the
+        /// caller wrote before (a push's link and task) and acquires what the last
+        /// writer published (a pop's task).
+        #[inline(always)]
+        pub(super) fn cas(&self, old: Top, new: Top) -> Result<(), Top> {
+            debug_assert!(supported(), "keel bug: dispatch rule 1 used without cmpxchg16b");
+            let addr = |t: Top| t.task.map_or(0, |h| h.as_ptr() as u64);
+            let (mut lo, mut hi) = (addr(old), old.tag);
+            let ok: u8;
+            // SAFETY: `self.0` is 16 bytes, 16-aligned (`repr(align(16))`), valid for the
+            // `'static` dispatcher; `cmpxchg16b` exists (`supported`, checked before any
+            // task reaches a level: `submit` and `serve`). rbx, which cmpxchg16b takes
+            // the new low half in, is reserved by LLVM: it is swapped with a scratch
+            // register around the instruction and restored before the block ends.
+            unsafe {
+                core::arch::asm!(
+                    "xchg {new_lo}, rbx",
+                    "lock cmpxchg16b xmmword ptr [{dst}]",
+                    "sete {ok}",
+                    "mov rbx, {new_lo}",
+                    dst = in(reg) self.0.as_ptr(),
+                    new_lo = inout(reg) addr(new) => _,
+                    ok = out(reg_byte) ok,
+                    in("rcx") new.tag,
+                    inout("rax") lo,
+                    inout("rdx") hi,
+                    options(nostack),
+                );
+            }
+            if ok != 0 { Ok(()) } else { Err(Top { task: NonNull::new(lo as *mut Header), tag: hi }) }
+        }
+    }
+}
+
+/// Dispatch rule 1's head packed in one word (loom has no 128-bit atomics): the task
+/// header's address shifted right by 6 (64-byte aligned, below 2^48: 42 bits) under a
+/// `TAG_BITS`-bit tag that wraps.
+#[cfg(keel_loom)]
+mod narrow {
+    use super::{Header, NonNull, Top};
+    use crate::sync::{AtomicU64Like, Ordering};
+
+    const ADDR_SHIFT: u32 = 6;
+    const PTR_MASK: u64 = (1 << 42) - 1;
+    /// Bits of tag above the address.
+    pub(super) const TAG_BITS: u32 = 22;
+
+    pub(super) fn supported() -> bool {
+        true
+    }
+
+    pub(super) struct Head(AtomicU64Like);
+
+    fn pack(t: Top) -> u64 {
+        let addr = t.task.map_or(0, |h| h.as_ptr() as u64 >> ADDR_SHIFT);
+        (t.tag & ((1 << TAG_BITS) - 1)) << 42 | addr
+    }
+
+    fn unpack(w: u64) -> Top {
+        Top { task: NonNull::new(((w & PTR_MASK) << ADDR_SHIFT) as *mut Header), tag: w >> 42 }
+    }
+
+    impl Head {
+        pub(super) fn new() -> Self {
+            Head(AtomicU64Like::new(0))
+        }
+
+        pub(super) fn load(&self) -> Top {
+            // Acquire: pairs with the CAS that wrote it.
+            unpack(self.0.load(Ordering::Acquire))
+        }
+
+        pub(super) fn has_task(&self) -> bool {
+            // Acquire: as in `load`.
+            self.0.load(Ordering::Acquire) & PTR_MASK != 0
+        }
+
+        pub(super) fn cas(&self, old: Top, new: Top) -> Result<(), Top> {
+            // AcqRel: as the wide head's `lock cmpxchg16b` (publishes and acquires);
+            // Acquire on failure: the caller decides again on what it returns.
+            self.0.compare_exchange_weak(pack(old), pack(new), Ordering::AcqRel, Ordering::Acquire).map(|_| ()).map_err(unpack)
+        }
+    }
+}
+
 /// Dispatch rule 5: one token added, in the quit word's high half.
 const QUIT_ADDED_ONE: u64 = 1 << 32;
 
@@ -91,7 +252,7 @@ struct WorkerSlot {
 
 /// The dispatcher. `'static` (a `static`, or leaked), shared by submitters and workers.
 pub struct Dispatcher {
-    levels: [AtomicU64Like; 3],
+    levels: [Head; 3],
     submitted: AtomicU64Like,
     completed: AtomicU64Like,
     /// Dispatch rule 5: tokens ever added (high 32 bits), ever taken (low 32).
@@ -117,16 +278,6 @@ fn node_of(h: NonNull<Header>) -> *mut InboxNode {
     unsafe { &raw const (*h.as_ptr()).inbox as *mut InboxNode }
 }
 
-/// A level head's address bits for `h` (dispatch rule 1).
-fn pack(h: NonNull<Header>) -> u64 {
-    h.as_ptr() as u64 >> ADDR_SHIFT
-}
-
-/// The header a level head names, if any (dispatch rule 1).
-fn unpack(w: u64) -> Option<NonNull<Header>> {
-    NonNull::new(((w & PTR_MASK) << ADDR_SHIFT) as *mut Header)
-}
-
 fn header_of(n: *mut InboxNode) -> NonNull<Header> {
     let off = core::mem::offset_of!(Header, inbox);
     // SAFETY: only task headers' inbox nodes are pushed here.
@@ -138,7 +289,7 @@ impl Dispatcher {
     #[cfg(not(keel_loom))]
     pub const fn new() -> Self {
         Dispatcher {
-            levels: [AtomicU64Like::new(0), AtomicU64Like::new(0), AtomicU64Like::new(0)],
+            levels: [Head::new(), Head::new(), Head::new()],
             submitted: AtomicU64Like::new(0),
             completed: AtomicU64Like::new(0),
             quit: AtomicU64Like::new(0),
@@ -151,7 +302,7 @@ impl Dispatcher {
     #[cfg(keel_loom)]
     pub fn new() -> Self {
         Dispatcher {
-            levels: [AtomicU64Like::new(0), AtomicU64Like::new(0), AtomicU64Like::new(0)],
+            levels: [Head::new(), Head::new(), Head::new()],
             submitted: AtomicU64Like::new(0),
             completed: AtomicU64Like::new(0),
             quit: AtomicU64Like::new(0),
@@ -184,9 +335,26 @@ impl Dispatcher {
     }
 
     fn submit_body<B>(&'static self, task: TaskHandle, body: B, vt: &'static BodyVTable) -> Result<TaskHandle, AttachError<B>> {
+        if !Self::supported() {
+            return Err(AttachError::Unsupported(body));
+        }
         // Dispatch rule 2: claimed for the dispatcher's sentinel, as an attach claims for
         // an executor (remote rule 2).
+        #[cfg(keel_loom)]
+        let run = claim_and_place::<crate::sync::Strong, B>(
+            sentinel(self),
+            task,
+            body,
+            vt,
+            flag::RELEASE_ON_COMPLETE | flag::DISPATCHED,
+        )?;
+        #[cfg(not(keel_loom))]
         let run = claim_and_place(sentinel(self), task, body, vt, flag::RELEASE_ON_COMPLETE | flag::DISPATCHED)?;
+        // Remote rule 2: the task is whole; publish its owner, the sentinel. Release:
+        // pairs with the worker's claim (its Acquire CAS from the sentinel), with the
+        // level push's Release for the fields.
+        // SAFETY: `'static` slot.
+        unsafe { run.header().as_ref() }.exec.store(sentinel(self), Ordering::Release);
         // Relaxed: only the count matters; the push below publishes the task.
         self.submitted.fetch_add(1, Ordering::Relaxed);
         // SAFETY: `'static` slot, claimed by us.
@@ -202,17 +370,15 @@ impl Dispatcher {
         debug_assert!(h.as_ptr() as u64 >> 48 == 0, "keel bug: task header above 2^48");
         debug_assert!((h.as_ptr() as u64).is_multiple_of(64), "keel bug: task header not 64-byte aligned");
         let head = &self.levels[p.index()];
-        // Relaxed: the CAS below re-checks.
-        let mut old = head.load(Ordering::Relaxed);
+        let mut old = head.load();
         loop {
-            let next = unpack(old).map_or(ptr::null_mut(), node_of);
+            let next = old.task.map_or(ptr::null_mut(), node_of);
             // SAFETY: `'static` node; we own the task (claimed), so its link is ours.
-            // Relaxed: published by the Release CAS.
+            // Relaxed: published by the CAS.
             unsafe { (*node).next_store(next) };
-            let new = (old & !PTR_MASK).wrapping_add(TAG_ONE) | pack(h);
-            // Release: publishes the task (body, fields, link) to the popper's Acquire.
-            match head.compare_exchange_weak(old, new, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return,
+            // The CAS publishes the task (body, fields, link) to the popper.
+            match head.cas(old, Top { task: Some(h), tag: old.tag.wrapping_add(1) }) {
+                Ok(()) => return,
                 Err(now) => old = now,
             }
         }
@@ -221,16 +387,15 @@ impl Dispatcher {
     /// Dispatch rule 1: pop the highest priority's newest task.
     pub(crate) fn pop(&self) -> Option<NonNull<Header>> {
         for head in &self.levels {
-            // Acquire: pairs with the pusher's Release, so the node's link is visible.
-            let mut old = head.load(Ordering::Acquire);
-            while let Some(h) = unpack(old) {
+            // The load acquires the pusher's link.
+            let mut old = head.load();
+            while let Some(h) = old.task {
                 // SAFETY: `'static` node (a stale one's link is garbage the CAS rejects).
                 let next = unsafe { (*node_of(h)).next_load() };
-                let next = if next.is_null() { 0 } else { pack(header_of(next)) };
-                let new = (old & !PTR_MASK).wrapping_add(TAG_ONE) | next;
-                // Acquire: the task's body and fields, published by the push.
-                match head.compare_exchange_weak(old, new, Ordering::Acquire, Ordering::Acquire) {
-                    Ok(_) => return Some(h),
+                let next = (!next.is_null()).then(|| header_of(next));
+                // The CAS acquires the task's body and fields, published by the push.
+                match head.cas(old, Top { task: next, tag: old.tag.wrapping_add(1) }) {
+                    Ok(()) => return Some(h),
                     Err(now) => old = now,
                 }
             }
@@ -244,7 +409,7 @@ impl Dispatcher {
         // Acquire: pairs with the pushes' Release CAS; for the token take it is what the
         // quit word's Acquire made visible (rule 5); for the park re-check the caller's
         // SeqCst fence orders it (rule 4).
-        self.levels.iter().any(|l| l.load(Ordering::Acquire) & PTR_MASK != 0)
+        self.levels.iter().any(Head::has_task)
     }
 
     /// A worker claims a popped task for itself (dispatch rule 2).
@@ -257,11 +422,10 @@ impl Dispatcher {
     }
 
     /// Times a worker popped a task that was not the dispatcher's any more (its claim
-    /// failed): the stack handed it out twice, which takes an ABA past the 22-bit tag
-    /// (dispatch rule 1). Always 0 unless that bound was beaten; debug builds panic there
-    /// instead. The task itself is not lost (the first taker runs it) and is not pushed
-    /// back (it would run twice), but the same stale CAS may have dropped other tasks
-    /// from the stack: `remaining()` would then never reach 0. Reported, never silent.
+    /// failed): the stack handed it out twice, which takes an ABA past the 64-bit tag
+    /// (dispatch rule 1: 2^64 operations inside one pop), so it stays 0: a check on keel
+    /// itself. Debug builds panic there instead. The task itself would not be lost (the
+    /// first taker runs it) and is not pushed back (it would run twice).
     pub fn double_takes(&self) -> u32 {
         // Relaxed: a count; nothing is published with it.
         self.double_takes.load(Ordering::Relaxed)
@@ -279,8 +443,20 @@ impl Dispatcher {
         self.completed.fetch_add(1, Ordering::Release);
     }
 
-    /// Registers a worker (dispatch rule 4). `None` if all slots are taken.
+    /// Whether this CPU can run the dispatcher (dispatch rule 1: `cmpxchg16b`).
+    pub fn supported() -> bool {
+        #[cfg(not(keel_loom))]
+        return wide::supported();
+        #[cfg(keel_loom)]
+        narrow::supported()
+    }
+
+    /// Registers a worker (dispatch rule 4). `None` if all slots are taken, or the CPU
+    /// cannot run the dispatcher (`supported`).
     pub(crate) fn register(&self, remote: &Remote) -> Option<usize> {
+        if !Self::supported() {
+            return None;
+        }
         let r = remote as *const Remote as *mut Remote;
         self.workers
             .iter()
@@ -477,5 +653,43 @@ mod tests {
         assert_eq!(worker.attached.get(), 0);
         // SAFETY: `'static` slot.
         assert!(unsafe { h.as_ref() }.exec.load(Ordering::Relaxed).is_null(), "its owner changed");
+    }
+
+    /// Rule 1: a popper's view of a level (top, tag) goes stale as soon as the level has
+    /// moved on, however far: a view exactly 2^22 or 2^32 operations old with the same
+    /// task on top again (where a 22-bit tag, as before, or a 32-bit one would wrap and
+    /// let the stale CAS install the link it read long ago) fails its CAS; and the
+    /// 64-bit tag wraps at 2^64 without harm.
+    #[test]
+    fn a_stale_pop_fails_at_every_narrow_tag_wrap() {
+        if !Dispatcher::supported() {
+            std::println!("SKIPPED: this CPU lacks cmpxchg16b (dispatch rule 1)");
+            return;
+        }
+        static T: [TaskSlot; 2] = [TaskSlot::new(), TaskSlot::new()];
+        let h = T[0].create(TaskAttrs::default()).unwrap().header();
+        let other = T[1].create(TaskAttrs::default()).unwrap().header();
+        for edge in [1u64 << 22, 1 << 32, 3 << 40] {
+            let head = Head::with_tag(5);
+            head.cas(head.load(), Top { task: Some(h), tag: 6 }).unwrap();
+            // A popper loads the view, reads the top's link (`other`, say), and stalls.
+            let stale = head.load();
+            assert_eq!(stale, Top { task: Some(h), tag: 6 });
+            // `edge` operations later the same task is on top again.
+            head.cas(stale, Top { task: Some(h), tag: 6 + edge }).unwrap();
+            let now = head.load();
+            assert_eq!(
+                head.cas(stale, Top { task: Some(other), tag: 7 }),
+                Err(now),
+                "a view {edge} operations old passed the CAS"
+            );
+            assert_eq!(head.load(), now);
+        }
+        // The tag wraps at 2^64 (unreachable in practice: every push and pop adds one).
+        let head = Head::with_tag(u64::MAX);
+        let top = head.load();
+        head.cas(top, Top { task: Some(h), tag: top.tag.wrapping_add(1) }).unwrap();
+        assert_eq!(head.load(), Top { task: Some(h), tag: 0 });
+        assert!(head.has_task());
     }
 }

@@ -176,6 +176,8 @@ pub enum AttachError<B> {
         /// The provider's reason.
         errno: Errno,
     },
+    /// This CPU lacks `cmpxchg16b`, which the work dispatcher needs (dispatch rule 1).
+    Unsupported(B),
 }
 
 impl<B> AttachError<B> {
@@ -189,6 +191,7 @@ impl<B> AttachError<B> {
             | AttachError::BodyOverAligned { body: b, .. }
             | AttachError::StackTooSmall { body: b, .. }
             | AttachError::ExecutorGone(b)
+            | AttachError::Unsupported(b)
             | AttachError::NoStack { body: b, .. } => b,
         }
     }
@@ -204,6 +207,7 @@ impl<B> AttachError<B> {
             AttachError::StackTooSmall { body, min } => (AttachError::StackTooSmall { body: (), min }, body),
             AttachError::NoStack { body, errno } => (AttachError::NoStack { body: (), errno }, body),
             AttachError::ExecutorGone(b) => (AttachError::ExecutorGone(()), b),
+            AttachError::Unsupported(b) => (AttachError::Unsupported(()), b),
         }
     }
 }
@@ -220,6 +224,7 @@ impl AttachError<()> {
             AttachError::StackTooSmall { min, .. } => AttachError::StackTooSmall { body, min },
             AttachError::NoStack { errno, .. } => AttachError::NoStack { body, errno },
             AttachError::ExecutorGone(()) => AttachError::ExecutorGone(body),
+            AttachError::Unsupported(()) => AttachError::Unsupported(body),
         }
     }
 }
@@ -235,6 +240,9 @@ impl<B> fmt::Display for AttachError<B> {
             AttachError::StackTooSmall { min, .. } => write!(f, "the fiber's stack size is below the minimum of {min} bytes: ask for more"),
             AttachError::NoStack { errno, .. } => write!(f, "no stack for the fiber ({errno}): give the executor a stack provider, or free stacks"),
             AttachError::ExecutorGone(_) => f.write_str("the executor this handle names is gone: get a handle to a live executor"),
+            AttachError::Unsupported(_) => f.write_str(
+                "this CPU lacks cmpxchg16b, which the work dispatcher needs: attach through an ExecutorHandle instead, or run on a CPU that has it (every x86_64 CPU since about 2006)",
+            ),
         }
     }
 }
@@ -437,6 +445,7 @@ impl<B> fmt::Debug for AttachError<B> {
             AttachError::StackTooSmall { .. } => "StackTooSmall",
             AttachError::NoStack { .. } => "NoStack",
             AttachError::ExecutorGone(_) => "ExecutorGone",
+            AttachError::Unsupported(_) => "Unsupported",
         };
         write!(f, "AttachError::{name}({self})")
     }

@@ -64,6 +64,10 @@
 //! Same-thread only: `Executor` (`!Send`) and everything a task calls. From any thread:
 //! `TaskHandle::wake`/`waker`, `ExecutorHandle::attach`, `Dispatcher::submit`/`quit`.
 
+// loom brings std; the models' per-thread switches use its thread locals.
+#[cfg(keel_loom)]
+extern crate std;
+
 pub mod acct;
 pub mod arch;
 pub mod clock;

@@ -234,3 +234,56 @@ pub fn take(d: &crate::dispatch::Dispatcher, worker: &DispatchWorker) -> Option<
     // SAFETY: headers are in `'static` slots; the claim made the worker its owner.
     Some(unsafe { h.as_ref() }.trailer().id())
 }
+
+/// `Executor::handle` (remote rule 1) with `W`'s bind (`Strong` is production's).
+pub fn handle_with<W: Weaken>(
+    ex: core::pin::Pin<&crate::Executor<impl crate::Driver>>,
+    slot: &'static crate::HandleSlot,
+) -> Option<crate::ExecutorHandle> {
+    let s = ex.sched();
+    if s.handle_slot.get().is_some() {
+        return None;
+    }
+    let epoch = slot.bind_with::<W>(s)?;
+    s.handle_slot.set(Some(slot));
+    Some(crate::exec::remote::ExecutorHandle::new(slot, epoch))
+}
+
+/// The first step of an executor's drop (remote rule 1: unbind its handle slot and wait
+/// for attachers inside) with `W`'s unbind; the drop then finds the slot unbound.
+pub fn unbind_with<W: Weaken>(ex: core::pin::Pin<&crate::Executor<impl crate::Driver>>) {
+    if let Some(slot) = ex.sched().handle_slot.take() {
+        slot.unbind_with::<W>();
+    }
+}
+
+/// `ExecutorHandle::attach` (remote rules 2-3) with `W`'s claim (`Strong` is production's).
+pub fn attach_with<W: Weaken, F>(
+    handle: &crate::ExecutorHandle,
+    task: crate::TaskHandle,
+    body: F,
+) -> Result<crate::TaskHandle, crate::AttachError<F>>
+where
+    F: core::future::Future + Send + 'static,
+    F::Output: crate::task::body::IntoTaskResult,
+{
+    handle.attach_body_with::<W, F>(task, body, &crate::task::body::FutureBody::<F>::VTABLE)
+}
+
+std::thread_local! {
+    static ANY_RESUME_IS_CURRENT: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// Whether rt rule 1's check is the weakened twin's in this model: "the waker's task is
+/// running", on any thread (as the check first was, through the owner's record of the
+/// task it resumes), rather than "this `Context` is the task's own". A switch per OS
+/// thread, which loom's threads share within one model and tests do not.
+pub(crate) fn any_resume_is_current() -> bool {
+    ANY_RESUME_IS_CURRENT.with(|c| c.get())
+}
+
+/// Makes rt rule 1's check the weakened twin's (`on`) or production's for the rest of
+/// the calling test; every keel future checks "inside my task" through it.
+pub fn weaken_current(on: bool) {
+    ANY_RESUME_IS_CURRENT.with(|c| c.set(on));
+}

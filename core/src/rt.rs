@@ -2,14 +2,31 @@
 //!
 //! Every suspension point returns `Err(Cancelled)` once the task has been cancelled
 //! (and then without suspending), so a body that propagates it with `?` winds down.
-//! Called outside a keel task (the waker in the `Context` is not a keel waker, or its
-//! task is not the one its executor is resuming), they return at once: `yield_now`,
-//! `sleep` and `wait` with `Ok(())`, `now` with `None`.
 //!
-//! These are keel's own-thread paths (wake rule 7): no atomics, no allocation.
-//! They must be awaited inside the task whose waker the `Context` carries; the check
-//! that it is the task being resumed reads executor-local state, so polling them by
-//! hand on another thread with a keel waker is not supported.
+//! Rules (cited as "rt rule N"):
+//! 1. A keel future is inside its task only when polled with the task's own `Context`:
+//!    the one that lives in the task's `'static` trailer (`ResumeCx`), which the owner
+//!    rewrites (with a waker for the current run) and hands to the body for each poll,
+//!    and nowhere else. `current` compares the address of the `Context` it was given
+//!    with the trailer's. `Context` is neither `Send` nor `Sync`, and the body gets it
+//!    only for the length of one poll, so only the owner's thread, inside a resume of
+//!    that task, can hold a reference to it; any other `Context` (on another thread, or
+//!    made by hand from the task's waker) lives elsewhere and never compares equal. The
+//!    check reads no state at all, of an executor or of the task: a poll on another
+//!    thread is harmless whatever the executor is doing, dropped included. One address
+//!    compare per poll.
+//! 2. Outside its task (the waker in the `Context` is not a keel waker, or the
+//!    `Context` is not the one of rule 1: a keel future polled by hand on another
+//!    thread with `TaskHandle::waker()`, polled after being moved out of the task, or
+//!    polled with a `Context` rebuilt from the task's waker) every keel future and
+//!    function behaves as "not in a task", the same on every thread: `yield_now`,
+//!    `sleep` and `wait` return `Ok(())` at once, `now`, `current_task` and
+//!    `priorities` return `None`, `is_cancelled` `false`; i/o futures return their
+//!    typed "not in a task" error (`InitiateError::NotInTask`, `EPERM` where the result
+//!    is an errno). None of them touches the executor.
+//!
+//! These are keel's own-thread paths (wake rule 7): no atomic read-modify-write, no
+//! allocation.
 
 use crate::clock::Instant;
 use crate::error::Cancelled;
@@ -17,7 +34,7 @@ use crate::exec::sched::Sched;
 use crate::task::TaskHandle;
 use crate::task::header::{Header, flag};
 use crate::task::state::SuspendReason;
-use crate::task::wake::{sched_of, task_of};
+use crate::task::wake::{is_resume_cx, sched_of, task_of};
 use crate::sync::Ordering;
 use core::future::Future;
 use core::pin::Pin;
@@ -25,13 +42,23 @@ use core::ptr::NonNull;
 use core::task::{Context, Poll};
 use core::time::Duration;
 
-/// The scheduler and header of the task being resumed, if `cx` belongs to it.
-pub(crate) fn current<'a>(cx: &Context<'_>) -> Option<(&'a Sched, NonNull<Header>)> {
+/// The header of the task being resumed, if `cx` is the `Context` keel made for that
+/// resume (rt rule 1); `None` otherwise (rt rule 2). For what needs only the task.
+#[inline(always)]
+pub(crate) fn current_header(cx: &Context<'_>) -> Option<NonNull<Header>> {
     let h = task_of(cx.waker())?;
+    is_resume_cx(h, cx).then_some(h)
+}
+
+/// The scheduler and header of the task being resumed, if `cx` is the `Context` keel
+/// made for that resume (rt rule 1); `None` otherwise (rt rule 2).
+#[inline(always)]
+pub(crate) fn current<'a>(cx: &Context<'_>) -> Option<(&'a Sched, NonNull<Header>)> {
+    let h = current_header(cx)?;
     let s = sched_of(h)?;
-    // SAFETY: a task's owner is a pinned executor that outlives its ownership.
-    let sched: &'a Sched = unsafe { s.as_ref() };
-    (sched.current.get() == Some(h)).then_some((sched, h))
+    // SAFETY: rt rule 1: we are on the owner's thread, inside its resume of `h`; a
+    // task's owner is a pinned executor that outlives its ownership (sched rule 1).
+    Some((unsafe { s.as_ref() }, h))
 }
 
 fn cancelled(h: NonNull<Header>) -> bool {
@@ -53,7 +80,7 @@ pub struct YieldNow {
 impl Future for YieldNow {
     type Output = Result<(), Cancelled>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Some((_, h)) = current(cx) else { return Poll::Ready(Ok(())) };
+        let Some(h) = current_header(cx) else { return Poll::Ready(Ok(())) };
         if cancelled(h) {
             return Poll::Ready(Err(Cancelled));
         }
@@ -119,7 +146,7 @@ pub struct Wait {
 impl Future for Wait {
     type Output = Result<(), Cancelled>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Some((_, h)) = current(cx) else { return Poll::Ready(Ok(())) };
+        let Some(h) = current_header(cx) else { return Poll::Ready(Ok(())) };
         if cancelled(h) {
             return Poll::Ready(Err(Cancelled));
         }
@@ -140,7 +167,7 @@ pub fn now(cx: &Context<'_>) -> Option<Instant> {
 
 /// A handle to the running task's current run, `None` outside a keel task.
 pub fn current_task(cx: &Context<'_>) -> Option<TaskHandle> {
-    current(cx).map(|(_, h)| {
+    current_header(cx).map(|h| {
         // SAFETY: `'static` header. Relaxed: owner-written, read on the owner's thread.
         let g = unsafe { h.as_ref() }.generation.load(Ordering::Relaxed);
         TaskHandle::from_parts(h, g)
@@ -150,13 +177,13 @@ pub fn current_task(cx: &Context<'_>) -> Option<TaskHandle> {
 /// Whether the running task has been cancelled (`false` outside a keel task). Futures
 /// that wait on something keel does not track use it to wind down.
 pub fn is_cancelled(cx: &Context<'_>) -> bool {
-    current(cx).is_some_and(|(_, h)| cancelled(h))
+    current_header(cx).is_some_and(cancelled)
 }
 
 /// The running task's priorities, `None` outside a keel task.
 pub fn priorities(cx: &Context<'_>) -> Option<crate::Priorities> {
     // SAFETY: `'static` header of the running task.
-    current(cx).map(|(_, h)| unsafe { h.as_ref() }.prio.get())
+    current_header(cx).map(|h| unsafe { h.as_ref() }.prio.get())
 }
 
 /// `now` as a future, for `async fn` bodies that have no `Context` at hand.

@@ -95,6 +95,14 @@ impl Strong {
     /// checked after its Acquire load of the quit word (true), rather than on the token
     /// alone (false), which can strand a task submitted before the quit.
     pub const QUIT_DRAINS: bool = true;
+    /// Remote rule 1: a handle slot's epoch is bumped by unbind, before the address is
+    /// cleared (true), rather than by bind after the address is published (false), which
+    /// lets a stale handle attach to the next executor bound to the slot.
+    pub const EPOCH_AT_UNBIND: bool = true;
+    /// Remote rule 2: a foreign claim sets the owner to the `CLAIMING` sentinel and the
+    /// owner is published once the task is whole (true), rather than set at the claim
+    /// (false), which lets the owner's thread act on the task while the attacher writes it.
+    pub const CLAIM_SENTINEL: bool = true;
 }
 
 /// The protocol steps a loom model may weaken, to show that it catches the bug
@@ -115,6 +123,10 @@ pub trait Weaken: 'static {
     const PUSH_FENCE: bool = Strong::PUSH_FENCE;
     /// See [`Strong::QUIT_DRAINS`].
     const QUIT_DRAINS: bool = Strong::QUIT_DRAINS;
+    /// See [`Strong::EPOCH_AT_UNBIND`].
+    const EPOCH_AT_UNBIND: bool = Strong::EPOCH_AT_UNBIND;
+    /// See [`Strong::CLAIM_SENTINEL`].
+    const CLAIM_SENTINEL: bool = Strong::CLAIM_SENTINEL;
 }
 
 #[cfg(keel_loom)]

@@ -44,17 +44,21 @@ fn nested_with_driver_is_a_typed_error() {
             let st = pin!(IoStatus::new());
             let r = core::future::poll_fn(|cx: &mut Context<'_>| {
                 let waker = cx.waker().clone();
-                let got = with_driver::<SimDriver, _>(cx, |_| {
-                    // The task's own context, as code inside the closure may hold it.
+                let own: &Context<'_> = cx;
+                let got = with_driver::<SimDriver, _>(own, |_| {
+                    // The task's own context, shared: all that code inside the closure can
+                    // hold of it while the driver is lent.
+                    let nested = try_with_driver::<SimDriver, _>(own, |d| d.trace_len()).map(|_| ());
+                    let mut op = Some(SimOp::new(8));
+                    let sub = keel_core::try_submit_from::<SimDriver>(own, &mut op, true);
+                    // Polling a future takes `&mut Context`: one rebuilt from the waker is
+                    // outside the task (rt rule 2), so the initiate touches nothing.
                     let cx = &mut Context::from_waker(&waker);
-                    let nested = try_with_driver::<SimDriver, _>(cx, |d| d.trace_len()).map(|_| ());
                     let mut fut = pin!(initiate::<SimDriver>(st.as_ref(), SimOp::new(7)));
                     let init = match fut.as_mut().poll(cx) {
-                        Poll::Ready(Err(InitiateError::DriverBusy(op))) => op.label,
+                        Poll::Ready(Err(InitiateError::NotInTask(op))) => op.label,
                         other => panic!("initiate inside a lend: {other:?}"),
                     };
-                    let mut op = Some(SimOp::new(8));
-                    let sub = keel_core::try_submit_from::<SimDriver>(cx, &mut op, true);
                     (nested, init, sub, op.is_some())
                 });
                 Poll::Ready(got)

@@ -49,7 +49,8 @@ fn task() -> TaskHandle {
 /// receive (`send_then_recv`: one suspension and one submission per message).
 fn fiber_handler(l: RawFd, c: Rc<Counts>) -> impl FnOnce(&mut Fiber) -> u64 + 'static {
     move |f: &mut Fiber| {
-        let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(l));
+        // SAFETY: a view of the example's listener that never closes it (ManuallyDrop); `serve` closes it once, after every task using it is done.
+        let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(l) });
         let mut buf = [0u8; 4096];
         while let Ok(s) = f.accept(&*l) {
             c.conns.set(c.conns.get() + 1);
@@ -67,7 +68,8 @@ fn fiber_handler(l: RawFd, c: Rc<Counts>) -> impl FnOnce(&mut Fiber) -> u64 + 's
 }
 
 async fn future_handler(l: RawFd, c: Rc<Counts>) -> u64 {
-    let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(l));
+    // SAFETY: a view of the example's listener that never closes it (ManuallyDrop); `serve` closes it once, after every task using it is done.
+    let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(l) });
     let mut buf = Vec::with_capacity(4096);
     while let Ok(s) = net::future::accept(&*l).await {
         c.conns.set(c.conns.get() + 1);
@@ -135,7 +137,8 @@ fn serve(addr: SocketAddr, fiber: bool, conns: usize, resume_batch: usize) -> (u
     while ex.attached() > 0 {
         let _ = ex.run(1024, Some(Duration::from_millis(50)));
     }
-    drop(Socket::from_raw_fd(l));
+    // SAFETY: the example's own listener, which no task uses any more: closed once, here.
+    drop(unsafe { Socket::from_raw_fd(l) });
     (counts.messages.get(), counts.bytes.get(), counts.conns.get())
 }
 

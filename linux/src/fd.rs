@@ -27,6 +27,13 @@
 //! 4. **Giving it up.** `into_raw_fd` succeeds only when no operation holds the
 //!    descriptor; otherwise the owner comes back in `Err` (run the executor until the
 //!    operations it started have completed, then try again).
+//! 5. **Taking ownership.** A holder closes its descriptor (rule 3), so only a descriptor
+//!    the caller owns may become a `File`/`Socket`: safe code converts an `OwnedFd`
+//!    (`From<OwnedFd>`); `from_raw_fd` is `unsafe` (the caller promises that nothing else
+//!    closes the number, as with `std::os::fd::FromRawFd`), else safe code could wrap
+//!    stdin or another `File`'s descriptor and close it under its owner, whose next
+//!    operation would then name a reused number. Descriptors the kernel returns to keel
+//!    (`open`, `socket`, `accept`) are keel's own. `AsRawFd`/`AsFd` only lend the number.
 #![allow(unsafe_code)] // closing a descriptor through rustix is `unsafe`
 
 use std::cell::Cell;
@@ -51,6 +58,21 @@ impl Fd {
         Rc::new(Fd { raw, closed: Cell::new(false) })
     }
 
+    /// Takes `fd` over.
+    pub(crate) fn from_owned(fd: std::os::fd::OwnedFd) -> SharedFd {
+        use std::os::fd::IntoRawFd;
+        Fd::new(fd.into_raw_fd())
+    }
+
+    /// The descriptor, borrowed for as long as `self`: open while any holder lives (rules
+    /// 1 and 3; `mark_closed` is set only once the last user-facing owner has gone into a
+    /// close operation).
+    pub(crate) fn borrowed(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the descriptor stays open while this `Fd` lives (it closes it in `Drop`),
+        // and the borrow does not outlive `self`.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.raw) }
+    }
+
     /// The descriptor number.
     #[inline(always)]
     pub(crate) fn raw(&self) -> RawFd {
@@ -61,6 +83,13 @@ impl Fd {
     /// holder must not close the number again (fd rule 3).
     pub(crate) fn mark_closed(&self) {
         self.closed.set(true);
+    }
+
+    /// [`try_into_raw`](Self::try_into_raw) as an `OwnedFd`.
+    pub(crate) fn try_into_owned(fd: SharedFd) -> Result<std::os::fd::OwnedFd, SharedFd> {
+        let raw = Fd::try_into_raw(fd)?;
+        // SAFETY: rule 4: the sole holder gave it up without closing it, so it is ours.
+        Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
     }
 
     /// Gives the descriptor up if `fd` is its only holder (fd rule 4).

@@ -19,6 +19,10 @@
 //! descriptor's operations first (`ASYNC_CANCEL` with `CANCEL_FD | CANCEL_ALL`, as
 //! `close_socket` does) and the descriptor is closed whatever they return.
 //!
+//! Registered buffers (`RingConfig::registered_buffers`, `regbuf.rs`): a claim is a
+//! [`FixedBuf`], which the fixed operations take (fibers by reference, futures by value);
+//! dropping it releases the buffer to the oldest waiter, however its holder ends.
+//!
 //! Each call's doc opens with its C form. Read and write carry the task's I/O priority in
 //! the SQE; nothing else does (`ring/op.rs`).
 #![allow(unsafe_code)] // building SQEs that point at buffers; each use says why the buffer outlives the op
@@ -27,6 +31,7 @@ use crate::buf::RawBuf;
 use crate::fd::{Fd, SharedFd};
 use std::rc::Rc;
 use crate::kept::Kept;
+pub use crate::regbuf::FixedBuf;
 use crate::ring::{RingDriver, RingOp, to_result};
 use io_uring::{opcode, types};
 use keel_core::{Errno, Fiber, InitiateError, IoResult, IoStatus, Priority};
@@ -48,8 +53,30 @@ pub struct File {
 }
 
 impl File {
-    /// Wraps a descriptor this `File` will own (one allocation: the shared count).
-    pub fn from_raw_fd(fd: RawFd) -> Self {
+    /// Wraps a descriptor this `File` will own (one allocation: the shared count). Safe
+    /// code converts an [`OwnedFd`](std::os::fd::OwnedFd) instead (`File::from(owned)`,
+    /// `owned.into()`), which proves the ownership.
+    ///
+    /// # Safety
+    ///
+    /// The caller owns `fd`: it is open, and nothing else closes it or wraps it as an
+    /// owner (no `OwnedFd`, `std::fs::File`, other `File` or `Socket`), now or later. The
+    /// `File` closes it when it and the last operation naming it are gone (fd rule 3), so a
+    /// descriptor someone else also closes would be closed under them, and its number,
+    /// reused by the next `open`, `socket` or `accept`, would receive their i/o (issue 14,
+    /// item 6). The same contract as `std::os::fd::FromRawFd`.
+    ///
+    /// ```compile_fail,E0133
+    /// // Rejected: wrapping a descriptor is unsafe (stdin is not ours to close).
+    /// let stdin = keel_linux::File::from_raw_fd(0);
+    /// ```
+    ///
+    /// ```
+    /// let owned: std::os::fd::OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+    /// let f = keel_linux::File::from(owned); // safe: the OwnedFd proves ownership
+    /// # drop(f);
+    /// ```
+    pub unsafe fn from_raw_fd(fd: RawFd) -> Self {
         File { fd: Fd::new(fd) }
     }
 
@@ -64,6 +91,33 @@ impl File {
     pub fn into_raw_fd(self) -> Result<RawFd, Self> {
         Fd::try_into_raw(self.fd).map_err(|fd| File { fd })
     }
+
+    /// [`into_raw_fd`](Self::into_raw_fd) as an [`OwnedFd`](std::os::fd::OwnedFd).
+    pub fn into_owned_fd(self) -> Result<std::os::fd::OwnedFd, Self> {
+        Fd::try_into_owned(self.fd).map_err(|fd| File { fd })
+    }
+}
+
+impl From<std::os::fd::OwnedFd> for File {
+    /// Takes the descriptor over (one allocation: the shared count).
+    fn from(fd: std::os::fd::OwnedFd) -> Self {
+        File { fd: Fd::from_owned(fd) }
+    }
+}
+
+impl std::os::fd::AsRawFd for File {
+    /// Lends the number; closing it is still the `File`'s (fd rule 3).
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.raw()
+    }
+}
+
+impl std::os::fd::AsFd for File {
+    /// Open for as long as the borrow: a live `File` holds the descriptor (fd rule 1), and
+    /// only `close`, which takes the `File`, closes it through the ring.
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.borrowed()
+    }
 }
 
 /// Registered-buffer mistakes.
@@ -76,17 +130,14 @@ pub enum BufferError {
     AllClaimed,
     /// Too many tasks already wait for a buffer.
     WaitQueueFull,
-    /// That buffer is not claimed: claim before use, release once.
-    NotClaimed(u16),
-    /// There is no buffer with that index.
-    NoSuchBuffer(u16),
-    /// The task's executor is not on the ring driver.
+    /// The task's executor is not on the ring driver (or the future is polled outside a
+    /// keel task).
     NotOnRing,
-    /// That buffer is claimed by another task (or by an earlier run of this one): use
-    /// only buffers this task claimed (regbuf rule 1).
-    NotYours(u16),
     /// The task was cancelled while it waited for a buffer; it holds none.
     Cancelled,
+    /// A [`ClaimBuffer`] future was polled in another executor's task than the one it
+    /// queued in: await it where it started (its wait stays there until it is dropped).
+    OtherExecutor,
 }
 
 impl std::fmt::Display for BufferError {
@@ -95,11 +146,9 @@ impl std::fmt::Display for BufferError {
             BufferError::NoneRegistered => f.write_str("no registered buffers: set RingConfig::registered_buffers"),
             BufferError::AllClaimed => f.write_str("every registered buffer is claimed: release one or wait"),
             BufferError::WaitQueueFull => f.write_str("too many tasks wait for a registered buffer"),
-            BufferError::NotClaimed(i) => write!(f, "registered buffer {i} is not claimed: claim it before use and release it once"),
-            BufferError::NoSuchBuffer(i) => write!(f, "there is no registered buffer {i}"),
             BufferError::NotOnRing => f.write_str("the task's executor does not run the ring driver"),
-            BufferError::NotYours(i) => write!(f, "registered buffer {i} is claimed by another task: use only buffers this task claimed"),
             BufferError::Cancelled => f.write_str("the task was cancelled while waiting for a registered buffer"),
+            BufferError::OtherExecutor => f.write_str("a registered-buffer claim was polled on another executor than the one it waits on: await it in the task that started it"),
         }
     }
 }
@@ -169,50 +218,71 @@ pub trait FiberFs {
     fn sync_file_range(&mut self, file: &File, offset: u64, len: u32, flags: u32) -> Result<(), Errno>;
     /// `fallocate(fd, mode, offset, len)`, see fallocate(2).
     fn fallocate(&mut self, file: &File, mode: i32, offset: u64, len: u64) -> Result<(), Errno>;
-    /// Claims a registered buffer for this task, waiting (FIFO) for one if all are
-    /// claimed (regbuf rules 2-4). Cancelled while waiting: `BufferError::Cancelled`, and
-    /// a buffer handed to it meanwhile goes on to the next waiter.
-    fn claim_buffer(&mut self) -> Result<u16, BufferError>;
-    /// Claims a registered buffer for this task, or says none is free.
-    fn try_claim_buffer(&mut self) -> Result<u16, BufferError>;
-    /// Releases a registered buffer this task claimed (`NotYours` for another task's).
-    fn release_buffer(&mut self, index: u16) -> Result<(), BufferError>;
-    /// Runs `f` on registered buffer `index`, which this task claimed (regbuf rule 1).
-    fn with_buffer<R>(&mut self, index: u16, f: impl FnOnce(&mut [u8]) -> R) -> Result<R, BufferError>;
-    /// `READ_FIXED` of up to `len` bytes into registered buffer `index`, which this task
-    /// claimed: `EINVAL` if it is not claimed or shorter than `len`, `EACCES` if another
-    /// task holds it (regbuf rule 1).
-    fn read_fixed(&mut self, file: &File, index: u16, len: u32, offset: u64) -> Result<u32, Errno>;
-    /// `WRITE_FIXED` of `len` bytes from registered buffer `index`, which this task
-    /// claimed; errors as for `read_fixed`.
-    fn write_fixed(&mut self, file: &File, index: u16, len: u32, offset: u64) -> Result<u32, Errno>;
+    /// Claims a registered buffer, waiting (FIFO) for one if all are claimed (regbuf
+    /// rules 2-4). The [`FixedBuf`] is the claim: dropping it releases the buffer, to the
+    /// oldest waiter if any (regbuf rule 3), however the holder ends. Cancelled while
+    /// waiting: `BufferError::Cancelled`, and a buffer handed to it meanwhile goes on to
+    /// the next waiter.
+    fn claim_buffer(&mut self) -> Result<FixedBuf, BufferError>;
+    /// Claims a registered buffer, or says none is free (`AllClaimed`).
+    fn try_claim_buffer(&mut self) -> Result<FixedBuf, BufferError>;
+    /// Releases a registered buffer now (the same as dropping it: regbuf rule 3).
+    fn release_buffer(&mut self, buf: FixedBuf);
+    /// `READ_FIXED` of up to `len` bytes into `buf`: `EINVAL` if `len` exceeds the
+    /// buffer, `EXDEV` if `buf` belongs to another executor's ring (regbuf rule 1).
+    fn read_fixed(&mut self, file: &File, buf: &mut FixedBuf, len: u32, offset: u64) -> Result<u32, Errno>;
+    /// `WRITE_FIXED` of `len` bytes from `buf`; errors as for `read_fixed`.
+    fn write_fixed(&mut self, file: &File, buf: &FixedBuf, len: u32, offset: u64) -> Result<u32, Errno>;
 }
 
 fn rt_allowed(f: &mut Fiber) -> bool {
     f.with_driver::<RingDriver, _>(|d| d.realtime_ioprio()).unwrap_or(false)
 }
 
-/// Registered buffer `index` if this task holds it and it has room for `len` bytes
-/// (regbuf rule 1): `EACCES` for another task's buffer, `EINVAL` for the rest.
-pub(crate) fn fixed_ptr(f: &mut Fiber, index: u16, len: u32) -> Result<*mut u8, Errno> {
-    let me = f.task();
-    let r = f.with_driver::<RingDriver, _>(|d| {
-        // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-        // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
-        let d = unsafe { d.get_mut() };
-        let reg = d.registered.as_mut().ok_or(BufferError::NoneRegistered)?;
-        let size = reg.size();
-        let s = reg.slice(index, me)?;
-        if len as usize > size {
-            return Err(BufferError::NoSuchBuffer(index));
-        }
-        Ok(s.as_mut_ptr())
-    });
-    match r {
-        Some(Ok(p)) => Ok(p),
-        Some(Err(BufferError::NotYours(_))) => Err(Errno(libc::EACCES)),
-        _ => Err(Errno::EINVAL),
+/// Whether `buf` may carry a fixed operation of `len` bytes on this fiber's ring (regbuf
+/// rule 1): `EINVAL` if `len` exceeds it (or the executor has no ring), `EXDEV` if it is
+/// another ring's. On success, whether High I/O priority may use the realtime class.
+#[inline(always)]
+pub(crate) fn fixed_check(f: &mut Fiber, buf: &FixedBuf, len: u32) -> Result<bool, Errno> {
+    if len as usize > buf.len() {
+        return Err(Errno::EINVAL);
     }
+    match f.with_driver::<RingDriver, _>(|d| buf.is_of(&d.shared).then(|| d.realtime_ioprio())) {
+        Some(Some(rt)) => Ok(rt),
+        Some(None) => Err(Errno(libc::EXDEV)),
+        None => Err(Errno::EINVAL),
+    }
+}
+
+/// A claim on ring `d`'s registered set (regbuf rule 2): the buffer, or (if task
+/// `waiter` is given) the ticket of its queued wait.
+pub(crate) fn claim_on(d: &RingDriver, waiter: Option<keel_core::TaskHandle>) -> Result<Result<FixedBuf, crate::waitq::Ticket>, BufferError> {
+    use crate::regbuf::Claim;
+    let mut reg = d.shared.regbuf().ok_or(BufferError::NoneRegistered)?;
+    let claim = match waiter {
+        Some(me) => reg.claim_or_wait(me)?,
+        None => Claim::Got(reg.try_claim().ok_or(BufferError::AllClaimed)?),
+    };
+    Ok(match claim {
+        Claim::Got(i) => Ok(FixedBuf::new(&d.shared, &reg, i)),
+        Claim::Queued(t) => Err(t),
+    })
+}
+
+/// A woken registered-buffer waiter's next step on ring `d` (regbuf rules 3-4):
+/// cancelled: leave (a buffer granted meanwhile goes on); else its buffer, or `None` for
+/// a spurious wake.
+pub(crate) fn collect_on(d: &RingDriver, t: crate::waitq::Ticket, cancelled: bool) -> Result<Option<FixedBuf>, BufferError> {
+    use crate::regbuf::Collect;
+    let mut reg = d.shared.regbuf().expect("keel bug: the registered buffers went away under a waiter");
+    if cancelled {
+        reg.leave(t);
+        return Err(BufferError::Cancelled);
+    }
+    Ok(match reg.collect(t) {
+        Collect::Got(i) => Some(FixedBuf::new(&d.shared, &reg, i)),
+        Collect::Waiting => None, // a spurious wake: keep the place (waitq rule 2)
+    })
 }
 
 impl FiberFs for Fiber {
@@ -273,7 +343,7 @@ impl FiberFs for Fiber {
         let e = opcode::OpenAt2::new(types::Fd(libc::AT_FDCWD), path.as_ptr(), &how).build();
         // SAFETY: `path` and `how` outlive `run_op`, which returns only after completion.
         let fd = self.run_op(unsafe { RingOp::from_entry(e) })?;
-        Ok(File::from_raw_fd(fd as RawFd))
+        Ok(File { fd: Fd::new(fd as RawFd) }) // the kernel made it for us: ours
     }
 
     fn close(&mut self, file: File) -> Result<(), Errno> {
@@ -336,112 +406,56 @@ impl FiberFs for Fiber {
         self.run_op(unsafe { RingOp::from_entry(e) }).map(drop)
     }
 
-    fn claim_buffer(&mut self) -> Result<u16, BufferError> {
-        use crate::regbuf::{Claim, Collect};
+    fn claim_buffer(&mut self) -> Result<FixedBuf, BufferError> {
         let me = self.task();
-        let t = match self.with_driver::<RingDriver, _>(|d| {
-            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
-            let d = unsafe { d.get_mut() };
-            d.registered.as_mut().map(|r| r.claim_or_wait(me))
-        }) {
+        let t = match self.with_driver::<RingDriver, _>(|d| claim_on(d, Some(me))) {
             None => return Err(BufferError::NotOnRing),
-            Some(None) => return Err(BufferError::NoneRegistered),
-            Some(Some(Err(e))) => return Err(e),
-            Some(Some(Ok(Claim::Got(i)))) => return Ok(i),
-            Some(Some(Ok(Claim::Queued(t)))) => t,
+            Some(Err(e)) => return Err(e),
+            Some(Ok(Ok(b))) => return Ok(b),
+            Some(Ok(Err(t))) => t,
         };
         loop {
             let woke = self.wait();
             // Every way out of this wait goes through the queue (waitq rule 3).
-            let r = self.with_driver::<RingDriver, _>(|d| {
-                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
-                let d = unsafe { d.get_mut() };
-                let reg = d.registered.as_mut().expect("keel bug: registered buffers went away");
-                if woke.is_err() {
-                    reg.leave(t); // a buffer granted meanwhile goes on (regbuf rule 4)
-                    return Err(BufferError::Cancelled);
-                }
-                Ok(reg.collect(t))
-            });
-            match r.expect("keel bug: the driver changed under a waiting task") {
-                Ok(Collect::Got(i)) => return Ok(i),
-                Ok(Collect::Waiting) => {} // a spurious wake: keep the place (waitq rule 2)
+            match self.with_driver::<RingDriver, _>(|d| collect_on(d, t, woke.is_err())).expect("keel bug: the driver changed under a waiting task") {
+                Ok(Some(b)) => return Ok(b),
+                Ok(None) => {}
                 Err(e) => return Err(e),
             }
         }
     }
 
-    fn try_claim_buffer(&mut self) -> Result<u16, BufferError> {
-        let me = self.task();
-        match self.with_driver::<RingDriver, _>(|d| {
-            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
-            let d = unsafe { d.get_mut() };
-            d.registered.as_mut().map(|r| r.try_claim(me))
-        }) {
+    fn try_claim_buffer(&mut self) -> Result<FixedBuf, BufferError> {
+        match self.with_driver::<RingDriver, _>(|d| claim_on(d, None)) {
             None => Err(BufferError::NotOnRing),
-            Some(None) => Err(BufferError::NoneRegistered),
-            Some(Some(None)) => Err(BufferError::AllClaimed),
-            Some(Some(Some(i))) => Ok(i),
+            Some(Err(e)) => Err(e),
+            Some(Ok(Ok(b))) => Ok(b),
+            Some(Ok(Err(_))) => unreachable!("keel bug: a claim that may not wait queued"),
         }
     }
 
-    fn release_buffer(&mut self, index: u16) -> Result<(), BufferError> {
-        let me = self.task();
-        match self.with_driver::<RingDriver, _>(|d| {
-            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
-            let d = unsafe { d.get_mut() };
-            d.registered.as_mut().map(|r| r.release(index, me))
-        }) {
-            None => Err(BufferError::NotOnRing),
-            Some(None) => Err(BufferError::NoneRegistered),
-            Some(Some(r)) => r,
-        }
-    }
-
-    fn with_buffer<R>(&mut self, index: u16, f: impl FnOnce(&mut [u8]) -> R) -> Result<R, BufferError> {
-        let me = self.task();
-        // The buffer's place is taken inside the lend and `f` (the caller's code) runs
-        // after it (driver rule 1 in keel-core: code that may reach the driver must not
-        // run while it is lent).
-        let slice = self.with_driver::<RingDriver, _>(|d| {
-            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
-            let d = unsafe { d.get_mut() };
-            d.registered.as_mut().map(|r| r.slice(index, me).map(|b| (b.as_mut_ptr(), b.len())))
-        });
-        match slice {
-            None => Err(BufferError::NotOnRing),
-            Some(None) => Err(BufferError::NoneRegistered),
-            Some(Some(Err(e))) => Err(e),
-            Some(Some(Ok((ptr, len)))) => {
-                // SAFETY: buffer `index` is claimed by this task (checked by `slice`); it
-                // lives in the registered set's own allocation (not in the driver's bytes),
-                // which outlives this call, and nothing else uses it while it is claimed.
-                Ok(f(unsafe { core::slice::from_raw_parts_mut(ptr, len) }))
-            }
-        }
+    fn release_buffer(&mut self, buf: FixedBuf) {
+        drop(buf); // regbuf rule 3
     }
 
     #[inline(always)] // the fiber's suspend must not straddle an out-of-line frame (arch doc)
-    fn read_fixed(&mut self, file: &File, index: u16, len: u32, offset: u64) -> Result<u32, Errno> {
-        let ptr = fixed_ptr(self, index, len)?;
-        let e = opcode::ReadFixed::new(fd(file), ptr, len, index).offset(offset).build();
-        let (p, rt) = (self.priorities().io, rt_allowed(self));
-        // SAFETY: the registered buffer lives as long as the driver and stays claimed by
-        // this task while `run_op` waits for completion.
+    fn read_fixed(&mut self, file: &File, buf: &mut FixedBuf, len: u32, offset: u64) -> Result<u32, Errno> {
+        let rt = fixed_check(self, buf, len)?;
+        let e = opcode::ReadFixed::new(fd(file), buf.as_mut_ptr(), len, buf.index()).offset(offset).build();
+        let p = self.priorities().io;
+        // SAFETY: `buf` is this ring's registered buffer, at least `len` bytes (checked),
+        // and borrowed exclusively until `run_op` returns, after the completion (regbuf
+        // rules 1 and 5).
         self.run_op(prio_op(unsafe { RingOp::from_entry(e) }, p, rt))
     }
 
     #[inline(always)] // the fiber's suspend must not straddle an out-of-line frame (arch doc)
-    fn write_fixed(&mut self, file: &File, index: u16, len: u32, offset: u64) -> Result<u32, Errno> {
-        let ptr = fixed_ptr(self, index, len)?;
-        let e = opcode::WriteFixed::new(fd(file), ptr, len, index).offset(offset).build();
-        let (p, rt) = (self.priorities().io, rt_allowed(self));
-        // SAFETY: as in `read_fixed`.
+    fn write_fixed(&mut self, file: &File, buf: &FixedBuf, len: u32, offset: u64) -> Result<u32, Errno> {
+        let rt = fixed_check(self, buf, len)?;
+        let e = opcode::WriteFixed::new(fd(file), buf.as_ptr().cast_mut(), len, buf.index()).offset(offset).build();
+        let p = self.priorities().io;
+        // SAFETY: as in `read_fixed`; the kernel only reads the buffer, which stays
+        // borrowed until the completion.
         self.run_op(prio_op(unsafe { RingOp::from_entry(e) }, p, rt))
     }
 }
@@ -510,7 +524,7 @@ pub async fn open(path: &str, flags: i32, mode: u32) -> Result<File, Errno> {
     // SAFETY: the SQE references only `raw`, which the slot keeps until completion.
     let op = unsafe { RingOp::owned(e, Some(raw)) };
     let (res, _buf) = OwnedOp::new(op).await;
-    res.map(|fd| File::from_raw_fd(fd as RawFd))
+    res.map(|fd| File { fd: Fd::new(fd as RawFd) }) // the kernel made it for us: ours
 }
 
 /// `close(fd)` through the ring, see close(2): first cancels every operation on the
@@ -695,6 +709,41 @@ pub async fn write(file: &File, buf: Vec<u8>, offset: u64) -> (Result<u32, Errno
     (res, raw.map(|r| r.into_vec(n)).unwrap_or_default())
 }
 
+/// `READ_FIXED` of up to `len` bytes into registered buffer `buf` at `offset` (the future
+/// form of [`FiberFs::read_fixed`]): the buffer goes with the operation and comes back
+/// with the result. `EINVAL` if `len` exceeds the buffer, `EXDEV` if `buf` belongs to
+/// another executor's ring (regbuf rule 1). Dropped in flight, the buffer stays with the
+/// operation's slot until the kernel is done with it, then is released (regbuf rule 5).
+pub async fn read_fixed(file: &File, mut buf: FixedBuf, len: u32, offset: u64) -> (Result<u32, Errno>, FixedBuf) {
+    if len as usize > buf.len() {
+        return (Err(Errno::EINVAL), buf);
+    }
+    let (p, rt) = io_priority().await;
+    let e = opcode::ReadFixed::new(fd(file), buf.as_mut_ptr(), len, buf.index()).offset(offset).build();
+    // SAFETY: the SQE references only `buf` (`len` bytes, checked), which the operation
+    // holds until its completion, and the slot if the future is dropped first (regbuf
+    // rule 5); it is submitted only on `buf`'s own ring (`Kept::holding_fixed`).
+    fixed_op(file, prio_op(unsafe { RingOp::owned(e, None) }, p, rt), buf).await
+}
+
+/// `WRITE_FIXED` of `len` bytes from registered buffer `buf` at `offset` (the future form
+/// of [`FiberFs::write_fixed`]); errors and lifetime as for [`read_fixed`].
+pub async fn write_fixed(file: &File, buf: FixedBuf, len: u32, offset: u64) -> (Result<u32, Errno>, FixedBuf) {
+    if len as usize > buf.len() {
+        return (Err(Errno::EINVAL), buf);
+    }
+    let (p, rt) = io_priority().await;
+    let e = opcode::WriteFixed::new(fd(file), buf.as_ptr().cast_mut(), len, buf.index()).offset(offset).build();
+    // SAFETY: as in `read_fixed`; the kernel only reads the buffer.
+    fixed_op(file, prio_op(unsafe { RingOp::owned(e, None) }, p, rt), buf).await
+}
+
+async fn fixed_op(file: &File, op: RingOp, buf: FixedBuf) -> (Result<u32, Errno>, FixedBuf) {
+    let mut k = Kept::new(op).holding(Some(&file.fd)).holding_fixed(buf);
+    let (res, _, _) = (&mut k).await;
+    (to_result(res), k.take_fixed().expect("keel bug: a fixed operation lost its buffer"))
+}
+
 /// `fsync(fd)`, see fsync(2).
 pub async fn fsync(file: &File) -> Result<(), Errno> {
     let e = opcode::Fsync::new(fd(file)).build();
@@ -707,6 +756,76 @@ pub async fn fdatasync(file: &File) -> Result<(), Errno> {
     let e = opcode::Fsync::new(fd(file)).flags(types::FsyncFlags::DATASYNC).build();
     // SAFETY: no memory is referenced.
     OwnedOp::new(unsafe { RingOp::owned(e, None) }).holding(Some(&file.fd)).await.0.map(drop)
+}
+
+/// Claims a registered buffer, waiting (FIFO, with fibers' `claim_buffer` in the same
+/// queue) for one if all are claimed (regbuf rules 2-4): the future form of
+/// [`FiberFs::claim_buffer`]. Dropped or cancelled while it waits, it leaves the queue,
+/// and a buffer handed to it meanwhile goes on to the next waiter (waitq rule 3).
+pub fn claim_buffer() -> ClaimBuffer {
+    ClaimBuffer { ticket: None, shared: None }
+}
+
+/// The future of [`claim_buffer`].
+#[must_use = "a claim does nothing unless awaited"]
+pub struct ClaimBuffer {
+    /// The queued wait, once there is one (waitq rule 1).
+    ticket: Option<crate::waitq::Ticket>,
+    /// The ring's shared state while queued (shared rule 5): `Drop` leaves the queue
+    /// through it, also after the task or the executor.
+    shared: Option<Rc<crate::ring::shared::Shared>>,
+}
+
+impl Future for ClaimBuffer {
+    type Output = Result<FixedBuf, BufferError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let cancelled = keel_core::rt::is_cancelled(cx);
+        if let (Some(t), Some(shared)) = (self.ticket, self.shared.clone()) {
+            let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+                if !Rc::ptr_eq(&d.shared, &shared) {
+                    return Err(BufferError::OtherExecutor); // `Drop` leaves its own queue
+                }
+                collect_on(d, t, cancelled)
+            });
+            return match r {
+                Some(Ok(None)) => Poll::Pending, // a spurious wake: keep the place (waitq rule 2)
+                Some(Ok(Some(b))) => {
+                    self.ticket = None; // collected: nothing to leave
+                    Poll::Ready(Ok(b))
+                }
+                Some(Err(BufferError::Cancelled)) => {
+                    self.ticket = None; // `collect_on` left the queue
+                    Poll::Ready(Err(BufferError::Cancelled))
+                }
+                Some(Err(e)) => Poll::Ready(Err(e)),
+                None => Poll::Ready(Err(BufferError::NotOnRing)), // `Drop` leaves the queue
+            };
+        }
+        if cancelled {
+            return Poll::Ready(Err(BufferError::Cancelled));
+        }
+        let Some(me) = keel_core::rt::current_task(cx) else { return Poll::Ready(Err(BufferError::NotOnRing)) };
+        let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| claim_on(d, Some(me)).map(|c| c.map_err(|t| (t, d.shared.clone()))));
+        match r {
+            None => Poll::Ready(Err(BufferError::NotOnRing)),
+            Some(Err(e)) => Poll::Ready(Err(e)),
+            Some(Ok(Ok(b))) => Poll::Ready(Ok(b)),
+            Some(Ok(Err((t, shared)))) => {
+                self.ticket = Some(t);
+                self.shared = Some(shared);
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for ClaimBuffer {
+    fn drop(&mut self) {
+        if let (Some(t), Some(shared)) = (self.ticket, &self.shared) {
+            shared.leave_regbuf_queue(t); // waitq rule 3; a no-op once the driver is gone
+        }
+    }
 }
 
 /// A no-op through the ring (`IORING_OP_NOP`), for measuring the path.

@@ -18,6 +18,10 @@
 //!   it, not a pointer to the driver, so it may be moved out of its task and dropped
 //!   anywhere on the thread, after the executor too (then the driver has already cancelled
 //!   and reaped the operation). Only a dropped future loses its result, by construction.
+//! - An operation on a registered buffer (`holding_fixed`) keeps its `FixedBuf` in the
+//!   future, submits only on the buffer's own ring (else `EXDEV`), and, dropped in flight,
+//!   abandons the op with the buffer, which the slot releases at the completion (shared
+//!   rule 2, regbuf rule 5).
 //! - Polled in another executor's task than the one it was submitted in: `EXDEV` (the
 //!   operation stays with its own driver and is abandoned when the future goes).
 
@@ -50,18 +54,21 @@ pub(crate) struct Kept {
     fd: Option<SharedFd>,
     /// The operation is the `IORING_OP_CLOSE` of `fd` (slot rule 4).
     closes: bool,
+    /// The registered buffer the operation uses: kept here, given to the slot if the
+    /// future is dropped in flight (shared rule 2), taken back by the caller at the end.
+    fixed: Option<crate::regbuf::FixedBuf>,
 }
 
 impl Kept {
     /// A kept operation that waits for room to submit.
     pub(crate) fn new(op: RingOp) -> Self {
-        Kept { op: Some(op), wait: true, id: None, cancel_sent: false, shared: None, fd: None, closes: false }
+        Kept { op: Some(op), wait: true, id: None, cancel_sent: false, shared: None, fd: None, closes: false, fixed: None }
     }
 
     /// A kept operation that fails with `EBUSY` instead of waiting when there is no room
     /// (every slot taken, the SQ full, or the in-flight limit reached).
     pub(crate) fn new_nowait(op: RingOp) -> Self {
-        Kept { op: Some(op), wait: false, id: None, cancel_sent: false, shared: None, fd: None, closes: false }
+        Kept { op: Some(op), wait: false, id: None, cancel_sent: false, shared: None, fd: None, closes: false, fixed: None }
     }
 
     /// Holds `fd` (if any) open until the operation's last CQE is reaped (fd rule 1): the
@@ -70,6 +77,19 @@ impl Kept {
         self.closes = self.op.as_ref().is_some_and(|op| op.opcode() == io_uring::opcode::Close::CODE);
         self.fd = fd.cloned();
         self
+    }
+
+    /// The operation uses registered buffer `buf` (regbuf rule 5): submitted only on the
+    /// buffer's own ring (else `EXDEV`), and never released while the kernel may use it.
+    pub(crate) fn holding_fixed(mut self, buf: crate::regbuf::FixedBuf) -> Self {
+        self.fixed = Some(buf);
+        self
+    }
+
+    /// The registered buffer back, once the future has returned.
+    pub(crate) fn take_fixed(&mut self) -> Option<crate::regbuf::FixedBuf> {
+        debug_assert!(self.id.is_none(), "keel bug: a fixed buffer taken back while its op is in flight");
+        self.fixed.take()
     }
 
     fn poll_taken(&mut self, cx: &mut Context<'_>, id: OpId) -> Poll<KeptResult> {
@@ -114,6 +134,13 @@ impl Future for Kept {
             return self.poll_taken(cx, id);
         }
         assert!(self.op.is_some(), "Kept polled after completion");
+        if let Some(buf) = &self.fixed {
+            // Regbuf rule 1: its index means another buffer on another ring.
+            let mine = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| buf.is_of(&d.shared));
+            if mine == Some(false) {
+                return Poll::Ready((-libc::EXDEV, 0, None));
+            }
+        }
         // From the future's state straight into the SQ (one copy).
         let wait = self.wait;
         match keel_core::try_submit_from::<RingDriver>(cx, &mut self.op, wait) {
@@ -139,7 +166,10 @@ impl Future for Kept {
 impl Drop for Kept {
     fn drop(&mut self) {
         if let (Some(id), Some(shared)) = (self.id, &self.shared) {
-            shared.abandon(id); // shared rule 2; a no-op once the driver is gone
+            match self.fixed.take() {
+                Some(buf) => shared.abandon_holding(id, buf), // released at the completion
+                None => shared.abandon(id),                    // shared rule 2; a no-op once the driver is gone
+            }
         }
     }
 }

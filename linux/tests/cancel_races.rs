@@ -2,7 +2,8 @@
 //! never swallows the wake meant for the next one (registered and provided buffers,
 //! fibers and futures, one-shot and multishot); a cancel that loses the race to a
 //! completion already in the CQ reports that completion (bytes, descriptors); a
-//! registered buffer is usable only by the task that claimed it; and more cancels than
+//! registered buffer is usable only by the holder of its claim (another ring's is
+//! refused); and more cancels than
 //! the driver's cancel queue holds all take effect.
 
 mod net_util;
@@ -17,7 +18,7 @@ use keel_linux::{RingConfig, RingOp};
 use net_util::{Ex, executor, executor_with, fattrs, ring, run_until, task};
 use std::cell::{Cell, RefCell};
 use std::io::Write;
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -34,7 +35,7 @@ fn run_for(ex: Pin<&Ex>, limit: Duration) -> bool {
 /// A connected pair: the keel side and the std peer.
 fn pair() -> (Socket, UnixStream) {
     let (a, b) = UnixStream::pair().unwrap();
-    (Socket::from_raw_fd(a.into_raw_fd()), b)
+    (Socket::from(std::os::fd::OwnedFd::from(a)), b)
 }
 
 fn pipe() -> (RawFd, RawFd) {
@@ -68,9 +69,9 @@ fn a_cancelled_claim_waiter_passes_the_released_buffer_to_the_next_waiter() {
     let (release, got) = (Rc::new(Cell::new(false)), Rc::new(Cell::new(None)));
     let (rel, g) = (release.clone(), got.clone());
     ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
-        let i = f.claim_buffer().unwrap();
+        let b = f.claim_buffer().unwrap();
         yield_until(f, &rel);
-        f.release_buffer(i).unwrap();
+        f.release_buffer(b);
         Ok(0)
     })
     .unwrap();
@@ -79,18 +80,14 @@ fn a_cancelled_claim_waiter_passes_the_released_buffer_to_the_next_waiter() {
     let w1 = ex
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
             let r = f.claim_buffer();
-            w1o.set(Some(r));
-            if let Ok(i) = r {
-                f.release_buffer(i).unwrap();
-            }
+            w1o.set(Some(r.map(|b| b.index())));
             Ok(0)
         })
         .unwrap();
     let w2 = ex
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
-            let i = f.claim_buffer().unwrap();
-            g.set(Some(i));
-            f.release_buffer(i).unwrap();
+            let b = f.claim_buffer().unwrap();
+            g.set(Some(b.index()));
             Ok(0)
         })
         .unwrap();
@@ -118,9 +115,9 @@ fn a_waiter_woken_with_a_buffer_and_cancelled_before_it_runs_hands_the_buffer_on
     // The holder releases (W1 is handed the buffer and woken: Ready, not yet run) and
     // cancels W1 in the same resumption.
     ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
-        let i = f.claim_buffer().unwrap();
+        let b = f.claim_buffer().unwrap();
         yield_until(f, &rel);
-        f.release_buffer(i).unwrap();
+        f.release_buffer(b);
         let w1 = w1s.get().unwrap();
         // SAFETY: the executor outlives its tasks (it is dropped at the end of the test,
         // after they completed) and is pinned; this runs on its thread.
@@ -133,19 +130,15 @@ fn a_waiter_woken_with_a_buffer_and_cancelled_before_it_runs_hands_the_buffer_on
     let w1 = ex
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
             let r = f.claim_buffer();
-            w1o.set(Some(r));
-            if let Ok(i) = r {
-                f.release_buffer(i).unwrap();
-            }
+            w1o.set(Some(r.map(|b| b.index())));
             Ok(0)
         })
         .unwrap();
     w1_slot.set(Some(w1));
     let w2 = ex
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
-            let i = f.claim_buffer().unwrap();
+            let _b = f.claim_buffer().unwrap();
             g.set(true);
-            f.release_buffer(i).unwrap();
             Ok(0)
         })
         .unwrap();
@@ -160,61 +153,86 @@ fn a_waiter_woken_with_a_buffer_and_cancelled_before_it_runs_hands_the_buffer_on
 }
 
 #[test]
-fn a_registered_buffer_is_usable_only_by_the_task_that_claimed_it() {
-    // Fails before claims recorded their owner: B read into A's buffer.
-    let path = std::env::temp_dir().join(format!("keel-{}-notyours", std::process::id()));
+fn a_registered_buffer_moves_with_its_claim_and_another_rings_is_refused() {
+    // Before FixedBuf a claim was an index: any task could name any index (h5 checked the
+    // owner at run time). Now the buffer is the holder's: a FixedBuf moved to another
+    // task works there, and one of another executor's ring is refused (EXDEV) before any
+    // SQE names its index here.
+    let path = std::env::temp_dir().join(format!("keel-{}-fixedbuf-moves", std::process::id()));
     std::fs::write(&path, b"secret").unwrap();
     let ex = executor(RingConfig { registered_buffers: 2, ..RingConfig::default() });
     let ex = ex.as_ref();
-    let claimed = Rc::new(Cell::new(None));
-    let (c1, c2) = (claimed.clone(), claimed.clone());
-    let done = Rc::new(Cell::new(false));
-    let d1 = done.clone();
+    let other = executor(RingConfig { registered_buffers: 2, ..RingConfig::default() });
+    let other = other.as_ref();
+    // A buffer of the other executor's ring, claimed there and carried out of its task.
+    let foreign: Rc<RefCell<Option<fs::FixedBuf>>> = Rc::new(RefCell::new(None));
+    let fo = foreign.clone();
+    other
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+            let mut b = f.claim_buffer().unwrap();
+            b[..7].copy_from_slice(b"foreign");
+            *fo.borrow_mut() = Some(b);
+            Ok(0)
+        })
+        .unwrap();
+    assert!(run_for(other, Duration::from_secs(5)));
+    let handed: Rc<RefCell<Option<fs::FixedBuf>>> = Rc::new(RefCell::new(None));
+    let h = handed.clone();
     ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
-        let i = f.claim_buffer().unwrap();
-        f.with_buffer(i, |b| b[..4].copy_from_slice(b"mine")).unwrap();
-        c1.set(Some(i));
-        yield_until(f, &d1);
-        assert_eq!(f.with_buffer(i, |b| b[..4].to_vec()).unwrap(), b"mine", "nobody else wrote into it");
-        f.release_buffer(i).unwrap();
+        let mut b = f.claim_buffer().unwrap();
+        b[..4].copy_from_slice(b"mine");
+        *h.borrow_mut() = Some(b); // moved to another task
         Ok(0)
     })
     .unwrap();
     let p = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
     let out = Rc::new(RefCell::new(Vec::new()));
     let o = out.clone();
-    let d2 = done.clone();
+    let h = handed.clone();
     ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
-        while c2.get().is_none() {
+        let mut theirs = loop {
+            if let Some(b) = h.borrow_mut().take() {
+                break b;
+            }
             f.yield_now()?;
-        }
-        let theirs = c2.get().unwrap();
+        };
+        assert_eq!(&theirs[..4], b"mine", "the holder sees what the claimer wrote");
         let file = f.open(&p, libc::O_RDWR, 0).unwrap();
-        o.borrow_mut().push(format!("with_buffer {:?}", f.with_buffer(theirs, |b| b[0]).err()));
-        o.borrow_mut().push(format!("read_fixed {:?}", f.read_fixed(&file, theirs, 6, 0)));
-        o.borrow_mut().push(format!("write_fixed {:?}", f.write_fixed(&file, theirs, 4, 0)));
-        o.borrow_mut().push(format!("release {:?}", f.release_buffer(theirs)));
-        let mine = f.claim_buffer().unwrap();
-        assert_ne!(mine, theirs);
-        assert_eq!(f.read_fixed(&file, mine, 6, 0), Ok(6), "its own buffer works");
-        f.release_buffer(mine).unwrap();
+        let mut fb = foreign.borrow_mut().take().unwrap();
+        o.borrow_mut().push(format!("foreign read_fixed {:?}", f.read_fixed(&file, &mut fb, 6, 0)));
+        o.borrow_mut().push(format!("foreign write_fixed {:?}", f.write_fixed(&file, &fb, 4, 0)));
+        o.borrow_mut().push(format!("too long {:?}", f.read_fixed(&file, &mut theirs, 4097, 0)));
+        assert_eq!(&fb[..7], b"foreign", "nothing read into the foreign buffer");
+        o.borrow_mut().push(format!("moved read_fixed {:?}", f.read_fixed(&file, &mut theirs, 6, 0)));
+        assert_eq!(&theirs[..6], b"secret", "the moved buffer works for its new holder");
+        drop(fb); // released on its own ring, not here
+        let a = f.try_claim_buffer().unwrap();
+        assert_eq!(f.try_claim_buffer().err(), Some(BufferError::AllClaimed), "this ring's two are held: the foreign drop freed none here");
+        drop((a, theirs));
         f.close(file).unwrap();
-        d2.set(true);
         Ok(0)
     })
     .unwrap();
     assert!(run_for(ex, Duration::from_secs(10)));
-    let i = claimed.get().unwrap();
     assert_eq!(
         *out.borrow(),
         [
-            format!("with_buffer {:?}", Some(BufferError::NotYours(i))),
-            format!("read_fixed {:?}", Err::<u32, _>(Errno(libc::EACCES))),
-            format!("write_fixed {:?}", Err::<u32, _>(Errno(libc::EACCES))),
-            format!("release {:?}", Err::<(), _>(BufferError::NotYours(i))),
+            format!("foreign read_fixed {:?}", Err::<u32, _>(Errno(libc::EXDEV))),
+            format!("foreign write_fixed {:?}", Err::<u32, _>(Errno(libc::EXDEV))),
+            format!("too long {:?}", Err::<u32, _>(Errno::EINVAL)),
+            format!("moved read_fixed {:?}", Ok::<u32, Errno>(6)),
         ]
     );
-    assert_eq!(std::fs::read(&path).unwrap(), b"secret", "no write went out of another task's buffer");
+    assert_eq!(std::fs::read(&path).unwrap(), b"secret", "no write went out of a foreign buffer");
+    // The foreign one went back to its own ring: both of the other ring's buffers are free.
+    let t = other.attach_fiber(task(), fattrs(), |f: &mut Fiber| -> keel_core::TaskResult {
+        let _a = f.try_claim_buffer().unwrap();
+        let _b = f.try_claim_buffer().unwrap();
+        Ok(2)
+    });
+    let t = t.unwrap();
+    assert!(run_for(other, Duration::from_secs(5)));
+    assert_eq!(other.result(t), Ok(Some(Ok(2))));
     let _ = std::fs::remove_file(path);
 }
 
@@ -442,7 +460,8 @@ fn burst_then_cancel(op: Op) {
                     unsafe { libc::close(w) };
                 }));
                 ex.attach(task(), async move {
-                    let file = File::from_raw_fd(r);
+                    // SAFETY: the pipe's read end is ours and wrapped once.
+                    let file = unsafe { File::from_raw_fd(r) };
                     let (res, buf) = fs::read(&file, Vec::with_capacity(64), 0).await;
                     put(res.map(|n| buf[..n as usize].to_vec()));
                     0u64
@@ -481,7 +500,7 @@ fn burst_then_cancel(op: Op) {
             Op::FutureAccept | Op::FiberNextAccept | Op::FutureNextAccept => {
                 let path = dir.join(format!("l{i}"));
                 let l = UnixListener::bind(&path).unwrap();
-                let ls = Socket::from_raw_fd(l.into_raw_fd());
+                let ls = Socket::from(std::os::fd::OwnedFd::from(l));
                 let p = path.clone();
                 kick.push(Box::new(move || {
                     let c = UnixStream::connect(&p).unwrap();

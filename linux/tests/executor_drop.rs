@@ -21,7 +21,8 @@ fn open_fds() -> usize {
 /// A fiber that owns `fd` and receives on it until end of stream or an error.
 fn receiver(fd: RawFd) -> impl FnOnce(&mut Fiber) -> Result<u64, TaskError> + 'static {
     move |f: &mut Fiber| {
-        let s = Socket::from_raw_fd(fd);
+        // SAFETY: the test handed this fiber the descriptor; nothing else closes it.
+        let s = unsafe { Socket::from_raw_fd(fd) };
         let mut buf = [0u8; 64];
         let mut got = 0u64;
         loop {
@@ -111,7 +112,8 @@ fn a_fiber_that_ignores_cancelled_is_leaked_with_what_it_holds_and_reported() {
         let ex = ex.as_ref();
         let t = ex
             .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> u64 {
-                let s = Socket::from_raw_fd(fd);
+                // SAFETY: the test handed this fiber the descriptor; nothing else closes it.
+                let s = unsafe { Socket::from_raw_fd(fd) };
                 let mut buf = [0u8; 8];
                 loop {
                     // Ignores every error, Cancelled included.

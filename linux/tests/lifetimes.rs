@@ -90,7 +90,8 @@ type Parked = Rc<RefCell<Vec<Pin<Box<dyn Future<Output = (Result<u32, Errno>, Ve
 #[test]
 fn a_polled_read_future_moved_out_is_dropped_after_the_executor() {
     let (rfd, wfd) = pipe();
-    let file: &'static File = Box::leak(Box::new(File::from_raw_fd(rfd)));
+    // SAFETY: the pipe's read end is ours and wrapped once.
+    let file: &'static File = Box::leak(Box::new(unsafe { File::from_raw_fd(rfd) }));
     let parked: Parked = Rc::new(RefCell::new(Vec::new()));
     let ex = executor(RingConfig::default());
     let p = parked.clone();
@@ -127,7 +128,7 @@ fn a_polled_read_future_moved_out_is_dropped_after_the_executor() {
 fn a_completed_read_future_moved_out_is_dropped_after_the_executor() {
     let d = dir("kept-done");
     std::fs::write(d.join("f"), b"0123456789").unwrap();
-    let file: &'static File = Box::leak(Box::new(File::from_raw_fd(std::fs::File::open(d.join("f")).unwrap().into_raw_fd())));
+    let file: &'static File = Box::leak(Box::new(File::from(std::os::fd::OwnedFd::from(std::fs::File::open(d.join("f")).unwrap()))));
     let parked: Parked = Rc::new(RefCell::new(Vec::new()));
     let ex = executor(RingConfig::default());
     let p = parked.clone();
@@ -160,7 +161,7 @@ fn a_completed_read_future_moved_out_is_dropped_after_the_executor() {
 fn a_future_awaited_on_another_executor_gets_exdev() {
     let d = dir("exdev");
     std::fs::write(d.join("f"), b"0123456789").unwrap();
-    let file: &'static File = Box::leak(Box::new(File::from_raw_fd(std::fs::File::open(d.join("f")).unwrap().into_raw_fd())));
+    let file: &'static File = Box::leak(Box::new(File::from(std::os::fd::OwnedFd::from(std::fs::File::open(d.join("f")).unwrap()))));
     let parked: Parked = Rc::new(RefCell::new(Vec::new()));
     let a = executor(RingConfig::default());
     let p = parked.clone();
@@ -213,7 +214,8 @@ fn a_provided_buf_kept_past_the_executor_keeps_its_bytes() {
     let k = kept.clone();
     ex.as_ref()
         .attach(task(), async move {
-            let s = Socket::from_raw_fd(afd);
+            // SAFETY: `afd` came from `into_raw_fd`: ours, wrapped once.
+            let s = unsafe { Socket::from_raw_fd(afd) };
             let buf = net::future::recv_provided(&s).await.expect("recv").expect("data");
             k.borrow_mut().push(buf);
             0u64
@@ -244,7 +246,8 @@ fn a_provided_buffer_wait_moved_out_is_dropped_after_the_executor() {
     let t = ex
         .as_ref()
         .attach(task(), async move {
-            let s: &'static Socket = Box::leak(Box::new(Socket::from_raw_fd(afd)));
+            // SAFETY: `afd` came from `into_raw_fd`: ours, wrapped once.
+            let s: &'static Socket = Box::leak(Box::new(unsafe { Socket::from_raw_fd(afd) }));
             let first = net::future::recv_provided(s).await.expect("recv").expect("data");
             let mut second: Recv = Box::pin(net::future::recv_provided(s));
             for _ in 0..8 {
@@ -288,7 +291,8 @@ fn a_multishot_moved_out_is_dropped_after_the_executor() {
     let p = parked.clone();
     ex.as_ref()
         .attach(task(), async move {
-            let s = std::mem::ManuallyDrop::new(Socket::from_raw_fd(afd));
+            // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+            let s = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(afd) });
             let mut m = net::future::recv_multi(&*s).await.expect("recv_multi");
             let first = net::future::next_recv(&mut m).await.expect("next_recv").expect("data");
             assert_eq!(&*first, b"one");
@@ -361,7 +365,7 @@ fn a_write_left_behind_keeps_its_file_open(leave: Leave) {
     let t = ex
         .as_ref()
         .attach(task(), async move {
-            let file = File::from_raw_fd(std::fs::File::create(&pa2).unwrap().into_raw_fd());
+            let file = File::from(std::os::fd::OwnedFd::from(std::fs::File::create(&pa2).unwrap()));
             let old = file.fd();
             let mut w = Box::pin(fs::write(&file, b"meant for a".to_vec(), 0));
             assert!(poll_once(&mut w).await, "queued");
@@ -409,7 +413,8 @@ fn a_send_left_behind_keeps_its_socket_open(leave: Leave) {
     let t = ex
         .as_ref()
         .attach(task(), async move {
-            let s = Socket::from_raw_fd(afd);
+            // SAFETY: `afd` came from `into_raw_fd`: ours, wrapped once.
+            let s = unsafe { Socket::from_raw_fd(afd) };
             let mut w = Box::pin(net::future::send(&s, b"meant for the peer".to_vec()));
             assert!(poll_once(&mut w).await, "queued");
             match leave {
@@ -455,7 +460,8 @@ fn into_raw_fd_refuses_while_an_operation_holds_the_descriptor() {
     let t = ex
         .as_ref()
         .attach(task(), async move {
-            let file = File::from_raw_fd(rfd);
+            // SAFETY: the pipe's read end is ours and wrapped once.
+            let file = unsafe { File::from_raw_fd(rfd) };
             let mut r = Box::pin(fs::read(&file, Vec::with_capacity(8), 0));
             assert!(poll_once(&mut r).await);
             drop(r); // abandoned: cancelled, its slot holds the descriptor until the CQE
@@ -493,7 +499,9 @@ fn a_future_close_cancels_a_read_in_flight_on_the_descriptor() {
     let r = ex
         .as_ref()
         .attach(task(), async move {
-            let f = std::mem::ManuallyDrop::new(File::from_raw_fd(rfd));
+            // SAFETY: a view of the test's pipe that never closes it (ManuallyDrop); the other
+            // task's close is its one close.
+            let f = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(rfd) });
             let (res, _) = fs::read(&f, Vec::with_capacity(8), 0).await;
             *g.borrow_mut() = Some(res);
             0u64
@@ -505,7 +513,9 @@ fn a_future_close_cancels_a_read_in_flight_on_the_descriptor() {
             for _ in 0..4 {
                 keel_core::rt::yield_now().await.unwrap(); // R's read reaches the kernel
             }
-            fs::close(File::from_raw_fd(rfd)).await.expect("close");
+            // SAFETY: the pipe's read end is ours; the reader's view never closes it, so
+            // this is its one close.
+            fs::close(unsafe { File::from_raw_fd(rfd) }).await.expect("close");
             0u64
         })
         .unwrap();
@@ -536,7 +546,9 @@ fn a_fiber_close_cancels_a_read_in_flight_on_the_descriptor() {
     let g = got.clone();
     ex.as_ref()
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-            let file = std::mem::ManuallyDrop::new(File::from_raw_fd(rfd));
+            // SAFETY: a view of the test's pipe that never closes it (ManuallyDrop); the other
+            // task's close is its one close.
+            let file = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(rfd) });
             let mut buf = [0u8; 8];
             *g.borrow_mut() = Some(f.read(&file, &mut buf, u64::MAX));
             0u64
@@ -547,7 +559,9 @@ fn a_fiber_close_cancels_a_read_in_flight_on_the_descriptor() {
             for _ in 0..4 {
                 f.yield_now().unwrap();
             }
-            f.close(File::from_raw_fd(rfd)).expect("close");
+            // SAFETY: the pipe's read end is ours; the reader's view never closes it, so
+            // this is its one close.
+            f.close(unsafe { File::from_raw_fd(rfd) }).expect("close");
             0u64
         })
         .unwrap();
@@ -567,7 +581,9 @@ fn a_cancelled_close_still_closes(fiber: bool) {
     let g = got.clone();
     ex.as_ref()
         .attach(task(), async move {
-            let f = std::mem::ManuallyDrop::new(File::from_raw_fd(rfd));
+            // SAFETY: a view of the test's pipe that never closes it (ManuallyDrop); the other
+            // task's close is its one close.
+            let f = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(rfd) });
             let (res, _) = fs::read(&f, Vec::with_capacity(8), 0).await;
             *g.borrow_mut() = Some(res);
             0u64
@@ -577,7 +593,8 @@ fn a_cancelled_close_still_closes(fiber: bool) {
         ex.as_ref()
             .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
                 assert!(f.sleep(Duration::from_secs(30)).is_err(), "cancelled");
-                assert_eq!(f.close(File::from_raw_fd(rfd)), Ok(()), "closed without the ring");
+                // SAFETY: the pipe's read end is ours; the reader's view never closes it.
+                assert_eq!(f.close(unsafe { File::from_raw_fd(rfd) }), Ok(()), "closed without the ring");
                 0u64
             })
             .unwrap()
@@ -585,7 +602,8 @@ fn a_cancelled_close_still_closes(fiber: bool) {
         ex.as_ref()
             .attach(task(), async move {
                 assert!(keel_core::rt::sleep(Duration::from_secs(30)).await.is_err(), "cancelled");
-                assert_eq!(fs::close(File::from_raw_fd(rfd)).await, Ok(()), "closed without the ring");
+                // SAFETY: the pipe's read end is ours; the reader's view never closes it.
+                assert_eq!(fs::close(unsafe { File::from_raw_fd(rfd) }).await, Ok(()), "closed without the ring");
                 0u64
             })
             .unwrap()
@@ -668,7 +686,8 @@ fn a_cancelled_close_of_a_direct_descriptor_frees_its_index() {
 #[test]
 fn a_close_polled_outside_a_task_still_closes() {
     let (rfd, wfd) = pipe();
-    let mut close = Box::pin(fs::close(File::from_raw_fd(rfd)));
+    // SAFETY: the pipe's read end is ours and wrapped once.
+    let mut close = Box::pin(fs::close(unsafe { File::from_raw_fd(rfd) }));
     let waker = std::task::Waker::noop();
     let r = loop {
         if let Poll::Ready(r) = close.as_mut().poll(&mut Context::from_waker(waker)) {
@@ -677,7 +696,8 @@ fn a_close_polled_outside_a_task_still_closes() {
     };
     assert!(r.is_err(), "no ring outside a task: {r:?}");
     assert!(!is_open(rfd), "the descriptor is closed whatever close returns");
-    let s = Socket::from_raw_fd(wfd);
+    // SAFETY: the pipe's write end is ours and wrapped once.
+    let s = unsafe { Socket::from_raw_fd(wfd) };
     let mut close = Box::pin(net::future::close_socket(s));
     let r = loop {
         if let Poll::Ready(r) = close.as_mut().poll(&mut Context::from_waker(waker)) {

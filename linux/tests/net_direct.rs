@@ -53,7 +53,8 @@ fn setup(files: u32, n: usize) -> (core::pin::Pin<Box<Ex>>, std::os::fd::RawFd, 
 fn finish(ex: core::pin::Pin<&Ex>, t: keel_core::TaskHandle, lfd: std::os::fd::RawFd) {
     run_all(ex);
     assert_eq!(ex.result(t), Ok(Some(Ok(1))));
-    drop(Socket::from_raw_fd(lfd));
+    // SAFETY: the test's own listener, which no task uses any more: closed once, here.
+    drop(unsafe { Socket::from_raw_fd(lfd) });
 }
 
 /// Each client must read end of stream: keel closed its accepted index unanswered.
@@ -96,7 +97,8 @@ fn fiber_accept_direct_one_shot_and_multishot_send_recv_and_close_by_index() {
     let ex = ex.as_ref();
     let t = ex
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-            let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
+            // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+            let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(lfd) });
             // One-shot, twice: a closed index is reused.
             let mut seen = Vec::new();
             for _ in 0..2 {
@@ -145,7 +147,8 @@ fn future_accept_direct_one_shot_and_multishot_send_recv_and_close_by_index() {
     }
     let t = ex
         .attach(task(), async move {
-            let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
+            // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+            let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(lfd) });
             let c = net::future::accept_direct(&*l).await.expect("accept_direct");
             echo_once(&c).await;
             net::future::close_fixed_socket(c).await.expect("close by index");
@@ -186,7 +189,8 @@ fn abandoned_direct_accepts_that_complete_anyway_close_their_index_through_the_r
     let ex = ex.as_ref();
     let t = ex
         .attach(task(), async move {
-            let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
+            // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+            let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(lfd) });
             while connected.load(Ordering::Acquire) < 2 {
                 keel_core::rt::sleep(Duration::from_millis(1)).await.expect("not cancelled");
             }
@@ -226,7 +230,8 @@ fn a_dropped_direct_multishot_accept_closes_its_queued_indexes() {
     let ex = ex.as_ref();
     let t = ex
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-            let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
+            // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+            let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(lfd) });
             let t0 = std::time::Instant::now();
             while connected.load(Ordering::Acquire) < N {
                 assert!(t0.elapsed() < Duration::from_secs(20), "clients never connected");

@@ -46,7 +46,8 @@ fn echo_on(conns: u32, msgs: u32, size: usize, kind: Handler, slots: u32) {
     }
     run_all(ex);
     // SAFETY-free: the listener's descriptor is ours.
-    drop(keel_linux::net::Socket::from_raw_fd(lfd));
+    // SAFETY: the test's own listener, which no task uses any more: closed once, here.
+    drop(unsafe { keel_linux::net::Socket::from_raw_fd(lfd) });
     assert_eq!(bytes.get(), conns as u64 * msgs as u64 * size as u64, "every byte echoed once");
     eprintln!("echo {conns} conns x {msgs} msgs ({kind:?}, {slots} slots): {:?}", t0.elapsed());
 }
@@ -56,7 +57,8 @@ fn echo_on(conns: u32, msgs: u32, size: usize, kind: Handler, slots: u32) {
 fn exchange_worker(ex: std::pin::Pin<&Ex>, lfd: std::os::fd::RawFd, bytes: Rc<Cell<u64>>) -> keel_core::TaskHandle {
     use keel_linux::net::{FiberNet, Socket};
     ex.attach_fiber(task(), fattrs(), move |f: &mut keel_core::Fiber| {
-        let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
+        // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+        let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(lfd) });
         let mut buf = [0u8; 4096];
         while let Ok(c) = f.accept(&*l) {
             let mut n = f.recv(&c, &mut buf).unwrap_or(0);
@@ -112,7 +114,8 @@ fn a_cancelled_send_then_recv_ends_with_its_send_blocked() {
     });
     let t = ex
         .attach_fiber(task(), fattrs(), move |f: &mut keel_core::Fiber| {
-            let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
+            // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+            let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(lfd) });
             let c = f.accept(&*l).expect("accept");
             let mut big = vec![7u8; 16 << 20];
             let n = big.len();
@@ -132,5 +135,6 @@ fn a_cancelled_send_then_recv_ends_with_its_send_blocked() {
     assert_eq!(ex.result(t), Ok(Some(Ok(libc::ECANCELED as u64))));
     done_tx.send(()).unwrap();
     client.join().unwrap();
-    drop(keel_linux::net::Socket::from_raw_fd(lfd));
+    // SAFETY: the test's own listener, which no task uses any more: closed once, here.
+    drop(unsafe { keel_linux::net::Socket::from_raw_fd(lfd) });
 }

@@ -21,7 +21,8 @@ fn v4() -> SockAddr {
 
 fn listener(ex: core::pin::Pin<&Ex>) -> (std::mem::ManuallyDrop<Socket>, std::net::SocketAddr) {
     let (fd, a) = listen(ex, v4());
-    (std::mem::ManuallyDrop::new(Socket::from_raw_fd(fd)), std_addr(&a))
+    // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+    (std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(fd) }), std_addr(&a))
 }
 
 #[test]
@@ -32,7 +33,8 @@ fn a_peer_closing_mid_read_is_a_clean_end_of_stream() {
     let lfd = l.fd();
     let t = ex
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-            let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
+            // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+            let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(lfd) });
             let c = f.accept(&*l).unwrap();
             let mut buf = [0u8; 64];
             let mut got = Vec::new();
@@ -69,7 +71,8 @@ fn a_reset_is_econnreset_and_a_refusal_is_econnrefused() {
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
             let s = f.socket(libc::AF_INET, libc::SOCK_STREAM, 0).unwrap();
             assert_eq!(f.connect(&s, &SockAddr::from(dead)), Err(Errno::ECONNREFUSED));
-            let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
+            // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+            let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(lfd) });
             let c = f.accept(&*l).unwrap();
             let mut buf = [0u8; 64];
             assert_eq!(f.recv(&c, &mut buf), Ok(2));
@@ -102,7 +105,8 @@ fn a_multishot_accept_ends_with_ecanceled_when_another_task_closes_the_listener(
     let acc = accepted.clone();
     let acceptor = ex
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-            let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
+            // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+            let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(lfd) });
             let mut m = f.accept_multi(&*l);
             let mut conns = Vec::new();
             loop {
@@ -125,7 +129,9 @@ fn a_multishot_accept_ends_with_ecanceled_when_another_task_closes_the_listener(
             while acc2.get() < 3 {
                 f.sleep(Duration::from_millis(5)).unwrap();
             }
-            f.close_socket(Socket::from_raw_fd(lfd)).unwrap();
+            // SAFETY: the test's listener; the acceptor's view never closes it, so this is
+            // its one close.
+            f.close_socket(unsafe { Socket::from_raw_fd(lfd) }).unwrap();
             0u64
         })
         .unwrap();
@@ -152,7 +158,8 @@ fn provided_buffer_exhaustion_with_slow_consumers_loses_and_duplicates_nothing()
     for i in 0..CONNS {
         let r = results.clone();
         hs.push(ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-            let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
+            // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+            let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(lfd) });
             let c = f.accept(&*l).unwrap();
             // Slow consumers: every few buffers, keep the buffer while sleeping a little,
             // then give it back before asking for the next one. (A consumer that hoards
@@ -229,7 +236,8 @@ fn a_peer_that_never_reads_makes_the_sender_wait() {
     let s2 = sent.clone();
     let server = ex
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-            let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
+            // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+            let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(lfd) });
             let c = f.accept(&*l).unwrap();
             let chunk = [7u8; 16384];
             loop {
@@ -268,7 +276,8 @@ fn half_close_then_read_the_reply() {
     let (l, a) = listener(ex);
     let lfd = l.fd();
     ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-        let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
+        // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+        let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(lfd) });
         let c = f.accept(&*l).unwrap();
         let mut total = 0u64;
         let mut buf = [0u8; 1000];
@@ -349,15 +358,15 @@ fn a_zero_copy_send_releases_its_buffer_only_after_the_notification() {
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
             let s = f.socket(libc::AF_INET, libc::SOCK_STREAM, 0).unwrap();
             f.connect(&s, &SockAddr::from(a)).unwrap();
-            let b = f.claim_buffer().unwrap();
+            let mut b = f.claim_buffer().unwrap();
             for (round, byte) in [b'A', b'B', b'C'].into_iter().enumerate() {
-                f.with_buffer(b, |m| m.fill(byte)).unwrap();
+                b.fill(byte);
                 let before = f.with_driver::<keel_linux::RingDriver, _>(|d| d.stats().zc_notifs).unwrap();
-                assert_eq!(f.send_zc_fixed(&s, b, 8192), Ok(8192));
+                assert_eq!(f.send_zc_fixed(&s, &b, 8192), Ok(8192));
                 let after = f.with_driver::<keel_linux::RingDriver, _>(|d| d.stats().zc_notifs).unwrap();
                 assert_eq!(after, before + 1, "round {round}: returned only after the notification");
             }
-            f.release_buffer(b).unwrap();
+            f.release_buffer(b);
             f.close_socket(s).unwrap();
             1u64
         })
@@ -397,7 +406,8 @@ fn round_trip(addr: SockAddr) {
     ex.cancel(w).unwrap();
     run_all(ex);
     assert_eq!(ex.result(c), Ok(Some(Ok(1))));
-    drop(Socket::from_raw_fd(lfd));
+    // SAFETY: the test's own listener, which no task uses any more: closed once, here.
+    drop(unsafe { Socket::from_raw_fd(lfd) });
 }
 
 #[test]
@@ -427,7 +437,8 @@ fn futures_multishot_accept_and_receive() {
     let lfd = l.fd();
     let t = ex
         .attach(task(), async move {
-            let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
+            // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+            let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(lfd) });
             let mut m = net::future::accept_multi(&*l);
             let mut total = 0u64;
             for _ in 0..2 {

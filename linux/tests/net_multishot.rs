@@ -101,7 +101,8 @@ fn a_multishot_accept_past_its_queue_is_throttled_spilled_and_rearmed_in_order()
     let (c2, p2, sv) = (connected.clone(), phase2.clone(), served.clone());
     let server = ex
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-            let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
+            // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+            let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(lfd) });
             wait_until(f, "the first clients", |_| c2.load(Ordering::Acquire) == FIRST as usize);
             let before = stats(f);
             let mut m = f.accept_multi(&*l);
@@ -146,7 +147,8 @@ fn a_multishot_accept_past_its_queue_is_throttled_spilled_and_rearmed_in_order()
     });
     run_all(ex);
     let heard = client.join().expect("client thread");
-    drop(Socket::from_raw_fd(lfd));
+    // SAFETY: the test's own listener, which no task uses any more: closed once, here.
+    drop(unsafe { Socket::from_raw_fd(lfd) });
     assert_eq!(ex.result(server), Ok(Some(Ok(1))));
     let want: Vec<u32> = (0..FIRST + MORE).collect();
     assert_eq!(*served.borrow(), want, "every connection accepted exactly once, in backlog order");
@@ -175,7 +177,8 @@ fn with_the_spill_list_full_too_accepted_connections_are_closed_and_counted_lost
         .map(|(k, &(lfd, _))| {
             let (c2, sv) = (connected.clone(), served.clone());
             ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-                let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
+                // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+                let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(lfd) });
                 wait_until(f, "the clients", |_| c2.load(Ordering::Acquire) == (LISTENERS * PER) as usize);
                 // Arm one listener at a time, each once the one before has been throttled:
                 // armed together, their 240 backlog results would overflow the 64-entry CQ,
@@ -219,7 +222,8 @@ fn with_the_spill_list_full_too_accepted_connections_are_closed_and_counted_lost
     }
     run_all(ex);
     for (lfd, _) in ls {
-        drop(Socket::from_raw_fd(lfd));
+        // SAFETY: the test's own listener, which no task uses any more: closed once, here.
+        drop(unsafe { Socket::from_raw_fd(lfd) });
     }
     for a in acceptors {
         assert_eq!(ex.result(a), Ok(Some(Ok(libc::ECANCELED as u64))), "acceptor ended by the test's cancel");
@@ -269,7 +273,8 @@ fn a_multishot_receive_past_its_queue_is_throttled_spilled_and_rearmed_with_ever
     let (s2, p2, g) = (sent.clone(), phase2.clone(), got.clone());
     let server = ex
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-            let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
+            // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+            let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(lfd) });
             let c = f.accept(&*l).expect("accept");
             wait_until(f, "the first burst", |_| s2.load(Ordering::Acquire) == 1);
             let before = stats(f);
@@ -314,7 +319,8 @@ fn a_multishot_receive_past_its_queue_is_throttled_spilled_and_rearmed_with_ever
     });
     run_all(ex);
     client.join().expect("client thread");
-    drop(Socket::from_raw_fd(lfd));
+    // SAFETY: the test's own listener, which no task uses any more: closed once, here.
+    drop(unsafe { Socket::from_raw_fd(lfd) });
     assert_eq!(ex.result(server), Ok(Some(Ok(1))));
     let want: Vec<u8> = (0..2 * BURST).map(|i| (i % 251) as u8).collect();
     assert_eq!(got.borrow().len(), want.len(), "every byte arrived once");
@@ -342,7 +348,8 @@ fn a_fiber_multishot_waits_for_room_under_max_io_in_flight_instead_of_bypassing_
     // A holds the executor's one in-flight op: a one-shot accept nobody connects to yet.
     let a = ex
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-            let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(l1));
+            // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+            let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(l1) });
             let c = f.accept(&*l).expect("accept");
             f.close_socket(c).expect("close");
             1u64
@@ -351,7 +358,8 @@ fn a_fiber_multishot_waits_for_room_under_max_io_in_flight_instead_of_bypassing_
     // B arms a multishot accept: it must wait for room, not go around the limit.
     let b = ex
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-            let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(l2));
+            // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+            let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(l2) });
             let mut m = f.accept_multi(&*l);
             let c = f.next_accept(&mut m).expect("accept after waiting for room");
             drop(m);
@@ -371,7 +379,8 @@ fn a_fiber_multishot_waits_for_room_under_max_io_in_flight_instead_of_bypassing_
     run_all(ex);
     assert_eq!(ex.result(a), Ok(Some(Ok(1))));
     assert_eq!(ex.result(b), Ok(Some(Ok(2))));
-    drop((c1, c2, Socket::from_raw_fd(l1), Socket::from_raw_fd(l2)));
+    // SAFETY: the test's own listeners, which no task uses any more: closed once, here.
+    drop((c1, c2, unsafe { Socket::from_raw_fd(l1) }, unsafe { Socket::from_raw_fd(l2) }));
 }
 
 #[test]
@@ -404,7 +413,8 @@ fn provided_buffers_available_is_what_the_kernel_can_still_hand_out() {
                 .flatten()
                 .expect("provided buffers")
             };
-            let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
+            // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+            let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(lfd) });
             let c = f.accept(&*l).expect("accept");
             wait_until(f, "the data", |_| s2.load(Ordering::Acquire) == 1);
             // A one-shot receive takes one buffer.
@@ -438,7 +448,8 @@ fn provided_buffers_available_is_what_the_kernel_can_still_hand_out() {
     });
     run_all(ex);
     client.join().expect("client thread");
-    drop(Socket::from_raw_fd(lfd));
+    // SAFETY: the test's own listener, which no task uses any more: closed once, here.
+    drop(unsafe { Socket::from_raw_fd(lfd) });
     assert_eq!(ex.result(server), Ok(Some(Ok(1))));
 }
 
@@ -467,7 +478,8 @@ fn received_data_is_never_lost_even_when_accepts_have_filled_the_spill_list() {
         .map(|(k, &(lfd, _))| {
             let (c2, fl) = (connected.clone(), filled.clone());
             ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-                let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
+                // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+                let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(lfd) });
                 wait_until(f, "the clients", |_| c2.load(Ordering::Acquire) == (LISTENERS * PER) as usize);
                 wait_until(f, "the listener before", |f| stats(f).multishot_throttled >= before.multishot_throttled + k as u64);
                 let mut m = f.accept_multi(&*l);
@@ -489,7 +501,8 @@ fn received_data_is_never_lost_even_when_accepts_have_filled_the_spill_list() {
     let s2 = sent.clone();
     let reader = ex
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-            let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(dfd));
+            // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+            let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(dfd) });
             let c = f.accept(&*l).expect("accept the data connection");
             wait_until(f, "the spill list to fill with accepts", |_| fl.get() && s2.load(Ordering::Acquire) == 1);
             let lost_before = stats(f).multishot_lost;
@@ -534,7 +547,9 @@ fn received_data_is_never_lost_even_when_accepts_have_filled_the_spill_list() {
     run_all(ex);
     drop(client.join().expect("client thread"));
     for (lfd, _) in ls {
-        drop(Socket::from_raw_fd(lfd));
+        // SAFETY: the test's own listener, which no task uses any more: closed once, here.
+        drop(unsafe { Socket::from_raw_fd(lfd) });
     }
-    drop(Socket::from_raw_fd(dfd));
+    // SAFETY: the test's own listener, which no task uses any more: closed once, here.
+    drop(unsafe { Socket::from_raw_fd(dfd) });
 }

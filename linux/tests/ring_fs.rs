@@ -102,7 +102,9 @@ fn a_read_on_a_closed_fd_is_ebadf_and_a_missing_path_is_enoent() {
     let ex = ex.into_ref();
     let t = ex
         .attach_fiber(task(), FiberAttrs::default(), |f: &mut Fiber| {
-            let bogus = keel_linux::File::from_raw_fd(99_999);
+            // SAFETY: 99 999 is not open in the test process (nobody else's to close), and
+            // the `File` gives it up below without closing it.
+            let bogus = unsafe { keel_linux::File::from_raw_fd(99_999) };
             let mut b = [0u8; 8];
             assert_eq!(f.read(&bogus, &mut b, 0), Err(Errno::EBADF));
             let _ = bogus.into_raw_fd();
@@ -125,7 +127,8 @@ fn a_pipe_read_cancelled_in_flight_and_the_task_drains() {
     let ex = ex.into_ref();
     let t = ex
         .attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| -> keel_core::TaskResult {
-            let file = keel_linux::File::from_raw_fd(rd);
+            // SAFETY: the pipe's read end is ours and wrapped once.
+            let file = unsafe { keel_linux::File::from_raw_fd(rd) };
             let mut b = [0u8; 8];
             let r = f.read(&file, &mut b, 0);
             assert_eq!(r, Err(Errno::ECANCELED));
@@ -149,7 +152,8 @@ fn a_future_dropped_with_a_pipe_read_in_flight_gives_its_slot_back_safely() {
     let (rd, wr) = (fds[0], fds[1]);
     let ex = pin!(Executor::new(ring(RingConfig { slots: 4, ..RingConfig::default() }), Config::default()).unwrap());
     let ex = ex.into_ref();
-    let file: &'static keel_linux::File = Box::leak(Box::new(keel_linux::File::from_raw_fd(rd)));
+    // SAFETY: the pipe's read end is ours and wrapped once.
+    let file: &'static keel_linux::File = Box::leak(Box::new(unsafe { keel_linux::File::from_raw_fd(rd) }));
     let t = ex.attach(task(), async move { fs::read(file, vec![0u8; 4096], 0).await.0.map(u64::from).map_err(|_| keel_core::TaskError::Failed(1)) }).unwrap();
     ex.run(1, None).unwrap();
     assert_eq!(ex.state(t), Ok(TaskState::Suspended(keel_core::SuspendReason::Io)));
@@ -256,4 +260,27 @@ fn linked_operations_run_in_order_and_a_no_wait_submit_says_busy() {
         .unwrap();
     run_all!(ex);
     assert_eq!(ex.result(t), Ok(Some(Ok(1))));
+}
+
+/// fd rule 5: safe code takes a descriptor over only from an `OwnedFd`, lends it with
+/// `AsFd`/`AsRawFd`, and gets it back as an `OwnedFd` (still open) when no operation
+/// holds it.
+#[test]
+fn a_file_and_a_socket_convert_from_and_into_owned_fds() {
+    use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+    let std_file = std::fs::File::open("/dev/null").unwrap();
+    let raw = std_file.as_raw_fd();
+    let file = keel_linux::File::from(OwnedFd::from(std_file));
+    assert_eq!((file.fd(), file.as_raw_fd(), file.as_fd().as_raw_fd()), (raw, raw, raw));
+    let owned = file.into_owned_fd().expect("no operation holds it");
+    assert_eq!(owned.as_raw_fd(), raw, "given back open, the same number");
+    assert!(rustix::io::fcntl_getfd(&owned).is_ok(), "still open");
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let sraw = a.as_raw_fd();
+    let s: keel_linux::net::Socket = OwnedFd::from(a).into();
+    assert_eq!(s.as_fd().as_raw_fd(), sraw);
+    let back = s.into_owned_fd().expect("no operation holds it");
+    assert_eq!(back.as_raw_fd(), sraw);
+    drop(back);
+    assert!(rustix::io::fcntl_getfd(&owned).is_ok(), "the file's descriptor is untouched");
 }

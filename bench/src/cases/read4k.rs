@@ -149,11 +149,21 @@ fn keel(iters: u64) -> Timed {
     let body = move |f: &mut keel_core::Fiber| -> keel_core::TaskResult {
         let file = f.open_direct(&path, libc::O_RDONLY, 0).map_err(|e| TaskError::Failed(-(e.0 as i64)))?;
         let fixed = types::Fixed(file.index());
+        // The claims (`FixedBuf`s) are released at the end, after every read has
+        // completed; each read is built from the buffer's index and pointer. An error
+        // return keeps them (ManuallyDrop: never released under a read still in flight),
+        // and the loop carries no drop glue for them.
+        let mut bufs: core::mem::ManuallyDrop<[keel_linux::fs::FixedBuf; QD]> = {
+            let mut v = Vec::with_capacity(QD);
+            for _ in 0..QD {
+                v.push(f.claim_buffer().map_err(|_| TaskError::Failed(-10))?);
+            }
+            core::mem::ManuallyDrop::new(v.try_into().map_err(|_| TaskError::Failed(-11))?)
+        };
         let mut idx = [0u16; QD];
         let mut ptrs = [core::ptr::null_mut::<u8>(); QD];
-        for (i, p) in idx.iter_mut().zip(ptrs.iter_mut()) {
-            *i = f.claim_buffer().map_err(|_| TaskError::Failed(-10))?;
-            *p = f.with_buffer(*i, |b| b.as_mut_ptr()).map_err(|_| TaskError::Failed(-11))?;
+        for ((i, p), b) in idx.iter_mut().zip(ptrs.iter_mut()).zip(bufs.iter_mut()) {
+            (*i, *p) = (b.index(), b.as_mut_ptr());
         }
         let sts = pin!([const { IoStatus::new() }; QD]);
         let mut want = [0u64; QD];
@@ -170,8 +180,8 @@ fn keel(iters: u64) -> Timed {
                 // SAFETY: the array is pinned on this fiber's stack and every read is
                 // waited for before the body returns.
                 let st = unsafe { Pin::new_unchecked(&sts[i]) };
-                // SAFETY: buffer i is registered, claimed by this task for the whole
-                // body and 4096 bytes long; the fd stays open for the trial.
+                // SAFETY: buffer i is registered, claimed by `bufs[i]`, which lives for the
+                // whole body, and 4096 bytes long; the fd stays open for the trial.
                 if f.initiate::<RingDriver>(st, unsafe { RingOp::from_entry(e) }).is_err() {
                     return Err(TaskError::Failed(-12));
                 }
@@ -206,9 +216,8 @@ fn keel(iters: u64) -> Timed {
                 }
             }
         }
-        for i in idx {
-            f.release_buffer(i).map_err(|_| TaskError::Failed(-15))?;
-        }
+        drop(core::mem::ManuallyDrop::into_inner(bufs)); // every read has completed: the claims go
+
         f.close_direct(file).map_err(|e| TaskError::Failed(-(e.0 as i64)))?;
         Ok(good)
     };

@@ -301,7 +301,7 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
     }
 
     #[inline(always)]
-    fn sched(self: Pin<&Self>) -> &Sched {
+    pub(crate) fn sched(self: Pin<&Self>) -> &Sched {
         let s = &self.get_ref().sched;
         s.ensure_init(
             A::ON,

@@ -94,7 +94,6 @@ pub(crate) struct Sched {
     pub(crate) ready: RunQueue,
     pub(crate) timers: TimerHeap,
     pub(crate) owned: List<Header, OwnedLink>,
-    pub(crate) current: Cell<Option<NonNull<Header>>>,
     driver: Cell<*mut ()>,
     driver_vt: Cell<Option<&'static DriverVt>>,
     /// Sched rule 3: `LENT` while a reference to the driver is live (lent to a closure,
@@ -149,7 +148,6 @@ impl Sched {
             ready: RunQueue::new(),
             timers: TimerHeap::new(),
             owned: List::new(),
-            current: Cell::new(None),
             driver: Cell::new(core::ptr::null_mut()),
             driver_vt: Cell::new(None),
             driver_state: Cell::new(0),
@@ -469,14 +467,12 @@ impl Sched {
         let level = &self.stats.per_priority[t.prio.get().cpu.index()];
         level.set(level.get() + 1);
         self.stats.resumed.set(self.stats.resumed.get() + 1);
-        self.current.set(Some(h));
         let vt = t.body.get().expect("keel bug: resuming a task with no body");
         let guard = PanicGuard { sched: self, h };
         // SAFETY: the body bytes hold the body `vt` was made for (installed together at
         // attach), and no borrow of scheduler or driver state is live (sched rule 3).
         let outcome = unsafe { (vt.resume)(h) };
         core::mem::forget(guard);
-        self.current.set(None);
         if A::ON {
             let end = A::read();
             self.times.last.set(end);
@@ -701,6 +697,13 @@ impl Sched {
             let h = unsafe { NonNull::new_unchecked((node.as_ptr() as *mut u8).sub(off) as *mut Header) };
             let t = hdr(h);
             self.stats.inbox_taken.set(self.stats.inbox_taken.get() + 1);
+            if t.notify.attach_pending() {
+                // Remote rule 2: a foreign attach, whole now (our pop acquired it): we are
+                // its owner from here, before `take` opens it to wakers (which load
+                // `exec` after their CAS on the word acquires `take`'s Release).
+                // Relaxed: ordered before wakers by `take`; our own thread reads it after.
+                t.exec.store(self.me(), Ordering::Relaxed);
+            }
             let (woken, attach) = t.notify.take();
             if attach {
                 self.finish_remote_attach(h);
@@ -877,7 +880,6 @@ struct PanicGuard<'a> {
 impl Drop for PanicGuard<'_> {
     fn drop(&mut self) {
         let t = hdr(self.h);
-        self.sched.current.set(None);
         let why = if t.body.get().is_some() {
             // The poll panicked. A future can always be dropped; a fiber cannot panic out
             // of its stack. A `Drop` that panics here, during the unwind, aborts (Rust's

@@ -15,12 +15,11 @@
 
 use crate::error::{AttachError, TaskError, TaskResult};
 use crate::task::header::{BODY_ALIGN, Header};
-use crate::task::wake::waker_for;
 use crate::sync::Ordering;
 use core::future::Future;
 use core::pin::Pin;
 use core::ptr::NonNull;
-use core::task::{Context, Poll};
+use core::task::Poll;
 
 /// Which kind of switcher resumes a task.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -122,12 +121,16 @@ where
         // SAFETY: `'static` header.
         let hdr = unsafe { h.as_ref() };
         // Relaxed: the owner wrote the generation on this thread.
-        let waker = waker_for(h, hdr.generation.load(Ordering::Relaxed));
-        let mut cx = Context::from_waker(&waker);
+        let generation = hdr.generation.load(Ordering::Relaxed);
         // SAFETY: the body bytes hold a live `F` (this vtable was installed with it) that
         // never moves until it is dropped in place (header rule 3): it is pinned.
         let fut = unsafe { Pin::new_unchecked(&mut *(hdr.body_ptr() as *mut F)) };
-        match fut.poll(&mut cx) {
+        // Rt rule 1: the task's own `Context`, which keel futures recognise by address.
+        // SAFETY: we are the owner resuming the task; no poll of its body is on the stack
+        // (header rule 3), and the `Context` is used for this poll only.
+        let cx = unsafe { crate::task::wake::resume_context(h, generation) };
+        let polled = fut.poll(cx);
+        match polled {
             Poll::Pending => Step::Pending,
             Poll::Ready(out) => {
                 // Body rule 1: taken before its `Drop` runs, so a `Drop` that panics leaves

@@ -17,8 +17,9 @@
 //! Who touches what (header rules, cited as "header rule N"):
 //! 1. `notify`, `gen`, `exec` and `inbox` are atomics any thread may read; their
 //!    writers and orderings are the protocol in `task/wake.rs`.
-//! 2. Everything in `Cell`s (header and trailer) belongs to the executor that owns the
-//!    task (`exec`), and only that executor's thread touches it. A task with no owner
+//! 2. Everything in `Cell`s (header and trailer, and the resume `Context` of rt rule 1)
+//!    belongs to the executor that owns the task (`exec`), and only that executor's
+//!    thread touches it. A task with no owner
 //!    is touched only by the thread that claims it.
 //! 3. The body bytes are written at attach and dropped at completion or cancellation,
 //!    by the owner, never while a resume of the body is on the stack.
@@ -104,6 +105,9 @@ pub(crate) struct Trailer {
     pub(crate) initiated: List<IoStatus, IoLink>,
     pub(crate) completed: List<IoStatus, IoLink>,
     pub(crate) stats: TaskStatsCells,
+    /// The `Context` (and the waker it names) the owner polls the body with (rt rule 1),
+    /// right after `resumptions`, in the line a resume touches anyway.
+    pub(crate) resume: crate::task::wake::ResumeCx,
     pub(crate) timer: TimerNode,
     /// Operations whose status block was dropped while they were in flight.
     pub(crate) orphans: Cell<u32>,
@@ -182,6 +186,7 @@ impl<const N: usize> TaskSlot<N> {
                         timer: TimerNode::new(),
                         initiated: List::new(),
                         completed: List::new(),
+                        resume: crate::task::wake::ResumeCx::new(),
                         orphans: Cell::new(0),
                         result: Cell::new(None),
                         owned_links: Links::new(),
@@ -336,4 +341,10 @@ mod layout {
     const_assert_eq!(core::mem::offset_of!(TaskCore, trailer), 64);
     const_assert!(core::mem::offset_of!(Trailer, completed) + core::mem::size_of::<List<IoStatus, IoLink>>() <= 64);
     const_assert!(core::mem::offset_of!(Trailer, stats) + core::mem::offset_of!(TaskStatsCells, resumptions) <= 64);
+    // A resume writes it next to `resumptions`: the same line.
+    #[cfg(not(debug_assertions))]
+    const_assert_eq!(
+        (core::mem::offset_of!(Trailer, resume) + core::mem::size_of::<crate::task::wake::ResumeCx>() - 1) / 64,
+        (core::mem::offset_of!(Trailer, stats) + core::mem::offset_of!(TaskStatsCells, resumptions)) / 64
+    );
 }

@@ -173,7 +173,9 @@ impl TaskHandle {
         wake::wake_by_gen(self.hdr, self.generation);
     }
 
-    /// A `Waker` for this run, usable from any thread. Allocation-free.
+    /// A `Waker` for this run, usable from any thread. Allocation-free. Waking is all it
+    /// does: keel futures polled with it in a `Context` of their own are outside the task
+    /// (rt rule 2), on every thread.
     pub fn waker(self) -> Waker {
         wake::waker_for(self.hdr, self.generation)
     }

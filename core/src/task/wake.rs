@@ -41,7 +41,9 @@ use crate::exec::sched::Sched;
 use crate::sync::{AtomicU64Like, Ordering};
 use crate::task::header::Header;
 use core::ptr::NonNull;
-use core::task::{RawWaker, RawWakerVTable, Waker};
+use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
+use core::task::{Context, RawWaker, RawWakerVTable, Waker};
 
 pub(crate) const QUEUED: u64 = 1;
 /// With QUEUED: the node was pushed by a foreign attach, not a wake (`exec/remote.rs`).
@@ -103,6 +105,15 @@ impl AtomicNotify {
         self.0.fetch_or(ATTACH, Ordering::Release);
     }
 
+    /// Owner, after popping the task off its inbox: whether the node came from a foreign
+    /// attach (remote rule 2), before `take`.
+    #[inline(always)]
+    pub(crate) fn attach_pending(&self) -> bool {
+        // Relaxed: the attacher's `mark_attach` came before its push, which our pop
+        // acquired; wakers keep the bit (rule 4) and only `take` clears it.
+        self.0.load(Ordering::Relaxed) & ATTACH != 0
+    }
+
     /// Owner: give the task up (rule 6). Fails if a wake is in flight to the owner.
     pub(crate) fn close(&self, generation: u32) -> bool {
         let closed = (generation as u64) << 32 | QUEUED;
@@ -154,8 +165,9 @@ pub(crate) fn wake_by_gen_with<#[cfg(keel_loom)] W: crate::sync::Weaken>(hdr: No
             Err(now) => w = now,
         }
     }
-    // Acquire: pairs with the claim's Release store of `exec`, so the owner's inbox is
-    // initialised. Non-null: a task with no owner has QUEUED set (rule 3), and it keeps
+    // Acquire: pairs with the Release that published `exec`: a local claim's CAS, or the
+    // owner's `take`/`open` after it stored itself (remote rule 2, dispatch rule 2), so
+    // the owner's inbox is initialised. Non-null: a task with no owner has QUEUED set (rule 3), and it keeps
     // its owner while we hold QUEUED (rule 6).
     let sched = h.exec.load(Ordering::Acquire);
     debug_assert!(!sched.is_null(), "keel bug: QUEUED clear on a task with no owner");
@@ -173,32 +185,37 @@ pub(crate) fn wake_by_gen_with<#[cfg(keel_loom)] W: crate::sync::Weaken>(hdr: No
 
 // ---- the `core::task::Waker` for future tasks ----
 //
-// The data pointer is the header's address (64-byte aligned, below 2^48 on the
-// targets keel builds for) with the generation's low 16 bits in bits 48..64 and its
-// next 5 bits in bits 1..6; bit 0 says the tag is present. A tag that cannot be
-// formed (an address at or above 2^48) is left out, and such a waker skips rule 2's
-// first check; the owner's check in rule 5 still applies. A stale waker held across
-// exactly a multiple of 2^21 re-uses of its task would pass the check: the wake then
-// lands on the newer run as a spurious wake, which futures must tolerate anyway.
+// The data pointer packs the header's address (64-byte aligned, below 2^48 on the
+// targets keel builds for: 42 significant bits) shifted right by 5 into bits 1..43, and
+// the generation's low 21 bits into bits 43..64; bit 0 says the tag is present (one
+// shift and two ors to make, as every resume makes one). A tag that cannot be formed
+// (an address at or above 2^48) is left out: the data is then the plain address, and
+// such a waker skips rule 2's first check; the owner's check in rule 5 still applies.
+// A stale waker held across exactly a multiple of 2^21 re-uses of its task would pass
+// the check: the wake then lands on the newer run as a spurious wake, which futures
+// must tolerate anyway.
 
 const TAG_BIT: usize = 1;
 const ADDR_MASK: usize = ((1usize << 48) - 1) & !63;
+/// Bits 1..43 of tagged data: the address shifted right by 5.
+const PACKED_ADDR: usize = ((1usize << 43) - 1) & !TAG_BIT;
+const TAG_SHIFT: u32 = 43;
 
+#[inline(always)]
 fn encode(hdr: NonNull<Header>, generation: u32) -> *const () {
     let addr = hdr.as_ptr() as usize;
     if usize::BITS < 64 || addr & !ADDR_MASK != 0 {
         return addr as *const ();
     }
-    let low = (generation as usize & 0x1F) << 1;
-    let high = ((generation as usize >> 5) & 0xFFFF) << 48;
-    (addr | high | low | TAG_BIT) as *const ()
+    // Bit 0 of `addr >> 5` is the address's bit 5: clear (64-byte aligned).
+    ((addr >> 5) | TAG_BIT | (generation as usize) << TAG_SHIFT) as *const ()
 }
 
+#[inline(always)]
 fn decode(data: *const ()) -> (NonNull<Header>, Option<u32>) {
     let bits = data as usize;
     let (addr, tag) = if bits & TAG_BIT != 0 {
-        let tag = ((bits >> 1) & 0x1F) | (((bits >> 48) & 0xFFFF) << 5);
-        (bits & ADDR_MASK, Some(tag as u32))
+        ((bits & PACKED_ADDR) << 5, Some((bits >> TAG_SHIFT) as u32))
     } else {
         (bits, None)
     };
@@ -233,6 +250,63 @@ pub(crate) fn waker_for(hdr: NonNull<Header>, generation: u32) -> Waker {
 /// The task a keel waker names, if `waker` is one; `None` for foreign wakers.
 pub(crate) fn task_of(waker: &Waker) -> Option<NonNull<Header>> {
     if core::ptr::eq(waker.vtable(), &VTABLE) { Some(decode(waker.data()).0) } else { None }
+}
+
+/// The `Context` a task's body is polled with, and the waker it names (rt rule 1): in
+/// the task's `'static` trailer, so its address is fixed and names the task. Touched
+/// only by the owner's thread (header rule 2), rewritten before every poll of the body.
+pub(crate) struct ResumeCx {
+    waker: UnsafeCell<MaybeUninit<Waker>>,
+    cx: UnsafeCell<MaybeUninit<Context<'static>>>,
+}
+
+impl ResumeCx {
+    pub(crate) const fn new() -> Self {
+        ResumeCx { waker: UnsafeCell::new(MaybeUninit::uninit()), cx: UnsafeCell::new(MaybeUninit::uninit()) }
+    }
+}
+
+/// The task's resume `Context` (rt rule 1), made afresh for run `generation` of the task
+/// at `h`, for the body's poll.
+///
+/// # Safety
+/// The owner, on its thread, about to poll the body: no reference to this task's resume
+/// `Context` or waker is live (no poll of this task's body is on the stack), and the one
+/// returned is used only for that poll. (The body cannot keep one past its poll either:
+/// `Future::poll` takes the `Context` at a lifetime of its own, so `cx.waker()` is
+/// borrowed for that poll, and a waker it keeps is a clone, a copy of the data.)
+#[inline(always)]
+pub(crate) unsafe fn resume_context<'a>(h: NonNull<Header>, generation: u32) -> &'a mut Context<'static> {
+    // SAFETY: headers live in `'static` slots.
+    let r: &'static ResumeCx = unsafe { &(*h.as_ptr()).trailer().resume };
+    let w = r.waker.get() as *mut Waker;
+    let c = r.cx.get() as *mut Context<'static>;
+    // SAFETY: the caller's duties: nothing else refers to these two now. The waker
+    // overwritten (if any) is not dropped: a keel waker's drop does nothing. Both stay in
+    // the `'static` trailer, so the `'static` borrows hold.
+    unsafe {
+        w.write(waker_for(h, generation));
+        c.write(Context::from_waker(&*w));
+        &mut *c
+    }
+}
+
+/// Whether `cx` is the task at `hdr`'s resume `Context` (rt rule 1), which only its
+/// owner's thread can hold, inside a poll of its body. Any thread; reads nothing.
+#[inline(always)]
+pub(crate) fn is_resume_cx(hdr: NonNull<Header>, cx: &Context<'_>) -> bool {
+    // SAFETY: headers live in `'static` slots; only the field's address is taken.
+    let mine = unsafe { hdr.as_ref() }.trailer().resume.cx.get() as *const ();
+    #[cfg(keel_loom)]
+    if crate::loom_api::any_resume_is_current() {
+        // The weakened twin (`loom_api::weaken_current`): "the task is running", on
+        // whatever thread, taken for "inside the task" (as rt rule 1 first was, through
+        // the owner's record of the task it resumes): it reads the owner's Cell.
+        let _ = mine;
+        // SAFETY: none across threads: this is the bug the twin shows.
+        return unsafe { hdr.as_ref() }.state.get() == crate::task::state::TaskState::Running;
+    }
+    core::ptr::eq(cx as *const Context<'_> as *const (), mine)
 }
 
 /// The executor currently owning the task of a keel waker.

@@ -37,9 +37,10 @@ pub trait FiberNet {
     fn send(&mut self, s: &impl AsSock, buf: &[u8]) -> Result<u32, Errno>;
     /// `send` until all of `buf` has gone.
     fn send_all(&mut self, s: &impl AsSock, buf: &[u8]) -> Result<(), Errno>;
-    /// `IORING_OP_SEND_ZC` of `len` bytes from claimed registered buffer `index`; returns
-    /// after the kernel's notification, so the buffer may be reused at once (net rule 4).
-    fn send_zc_fixed(&mut self, s: &impl AsSock, index: u16, len: u32) -> Result<u32, Errno>;
+    /// `IORING_OP_SEND_ZC` of `len` bytes from registered buffer `buf`; returns after the
+    /// kernel's notification, so the buffer may be reused at once (net rule 4). Errors as
+    /// for `FiberFs::read_fixed` (`EXDEV`: another executor's buffer, regbuf rule 1).
+    fn send_zc_fixed(&mut self, s: &impl AsSock, buf: &crate::fs::FixedBuf, len: u32) -> Result<u32, Errno>;
     /// `recv(fd, buf, len, 0)`: `Ok(0)` is end of stream.
     fn recv(&mut self, s: &impl AsSock, buf: &mut [u8]) -> Result<u32, Errno>;
     /// Sends all of `buf[..len]`, then receives into `buf` (`Ok(0)`: end of stream): a
@@ -194,7 +195,7 @@ fn bgid(f: &mut Fiber) -> Result<u16, Errno> {
 
 impl FiberNet for Fiber {
     fn socket(&mut self, domain: i32, ty: i32, protocol: i32) -> Result<Socket, Errno> {
-        run(self, socket_sqe(domain, ty, protocol, false)).map(|fd| Socket::from_raw_fd(fd as RawFd))
+        run(self, socket_sqe(domain, ty, protocol, false)).map(|fd| Socket::from_new(fd as RawFd))
     }
 
     fn socket_direct(&mut self, domain: i32, ty: i32, protocol: i32) -> Result<FixedSocket, Errno> {
@@ -214,7 +215,7 @@ impl FiberNet for Fiber {
     }
 
     fn accept(&mut self, s: &impl AsSock) -> Result<Socket, Errno> {
-        run(self, accept_sqe(s.sock(), false)).map(|fd| Socket::from_raw_fd(fd as RawFd))
+        run(self, accept_sqe(s.sock(), false)).map(|fd| Socket::from_new(fd as RawFd))
     }
 
     fn accept_direct(&mut self, s: &impl AsSock) -> Result<FixedSocket, Errno> {
@@ -233,7 +234,7 @@ impl FiberNet for Fiber {
         if m.kind() != MultiKind::Accept {
             return Err(Errno::EINVAL);
         }
-        next_multi(self, m).map(|(fd, _)| Socket::from_raw_fd(fd))
+        next_multi(self, m).map(|(fd, _)| Socket::from_new(fd))
     }
 
     fn next_accept_direct(&mut self, m: &mut Multishot) -> Result<FixedSocket, Errno> {
@@ -308,11 +309,11 @@ impl FiberNet for Fiber {
         }
     }
 
-    fn send_zc_fixed(&mut self, s: &impl AsSock, index: u16, len: u32) -> Result<u32, Errno> {
-        let ptr = crate::fs::fixed_ptr(self, index, len)?;
-        // The registered buffer stays claimed by this task while `run` waits, and the
-        // op completes only after its notification (driver rule 4).
-        run(self, send_zc_fixed_sqe(s.sock(), ptr, len, index))
+    fn send_zc_fixed(&mut self, s: &impl AsSock, buf: &crate::fs::FixedBuf, len: u32) -> Result<u32, Errno> {
+        crate::fs::fixed_check(self, buf, len)?;
+        // `buf` is this ring's registered buffer (checked) and stays borrowed while `run`
+        // waits, and the op completes only after its notification (driver rule 4).
+        run(self, send_zc_fixed_sqe(s.sock(), buf.as_ptr(), len, buf.index()))
     }
 
     #[inline(always)] // the fiber's suspend must not straddle an out-of-line frame (arch doc)

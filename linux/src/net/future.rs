@@ -37,7 +37,7 @@ async fn with_addr(fd: Option<&SharedFd>, addr: &SockAddr, make: impl FnOnce(&So
 
 /// `socket(domain, type | SOCK_CLOEXEC, protocol)` through `IORING_OP_SOCKET`.
 pub async fn socket(domain: i32, ty: i32, protocol: i32) -> Result<Socket, Errno> {
-    plain(None, socket_sqe(domain, ty, protocol, false)).await.map(|fd| Socket::from_raw_fd(fd as RawFd))
+    plain(None, socket_sqe(domain, ty, protocol, false)).await.map(|fd| Socket::from_new(fd as RawFd))
 }
 
 /// `socket(...)` straight into the fixed-file table.
@@ -68,7 +68,7 @@ pub async fn listen(s: &impl AsSock, backlog: i32) -> Result<(), Errno> {
 /// `accept4(fd, NULL, NULL, SOCK_CLOEXEC)`. A descriptor accepted after the future was
 /// dropped is closed (driver rule 3).
 pub async fn accept(s: &impl AsSock) -> Result<Socket, Errno> {
-    plain(s.held(), accept_sqe(s.sock(), false)).await.map(|fd| Socket::from_raw_fd(fd as RawFd))
+    plain(s.held(), accept_sqe(s.sock(), false)).await.map(|fd| Socket::from_new(fd as RawFd))
 }
 
 /// `accept` into the fixed-file table. An index installed after the future was dropped
@@ -87,7 +87,7 @@ pub async fn next_accept(m: &mut Multishot) -> Result<Socket, Errno> {
     if m.kind() != MultiKind::Accept {
         return Err(Errno::EINVAL);
     }
-    next_multi(m).await.map(|(fd, _)| Socket::from_raw_fd(fd))
+    next_multi(m).await.map(|(fd, _)| Socket::from_new(fd))
 }
 
 /// Multishot accept into the fixed-file table (net rule 2); take them with

@@ -102,8 +102,25 @@ pub struct Socket {
 }
 
 impl Socket {
-    /// Wraps a descriptor this `Socket` will own (one allocation: the shared count).
-    pub fn from_raw_fd(fd: RawFd) -> Self {
+    /// Wraps a descriptor this `Socket` will own (one allocation: the shared count). Safe
+    /// code converts an [`OwnedFd`](std::os::fd::OwnedFd) instead (`Socket::from(owned)`,
+    /// for example from a `std::net::TcpListener`), which proves the ownership.
+    ///
+    /// # Safety
+    ///
+    /// As for [`File::from_raw_fd`](crate::File::from_raw_fd): the caller owns `fd` (open,
+    /// and nothing else closes it or wraps it as an owner, now or later); the `Socket`
+    /// closes it when it and the last operation naming it are gone (fd rule 3).
+    ///
+    /// ```compile_fail,E0133
+    /// // Rejected: wrapping a descriptor is unsafe (stdout is not ours to close).
+    /// let s = keel_linux::net::Socket::from_raw_fd(1);
+    /// ```
+    pub unsafe fn from_raw_fd(fd: RawFd) -> Self {
+        Socket { fd: crate::fd::Fd::new(fd) }
+    }
+    /// A descriptor the kernel just made for this crate (a socket or accept result).
+    pub(crate) fn from_new(fd: RawFd) -> Self {
         Socket { fd: crate::fd::Fd::new(fd) }
     }
     /// The descriptor.
@@ -116,8 +133,34 @@ impl Socket {
     pub fn into_raw_fd(self) -> Result<RawFd, Self> {
         crate::fd::Fd::try_into_raw(self.fd).map_err(|fd| Socket { fd })
     }
+    /// [`into_raw_fd`](Self::into_raw_fd) as an [`OwnedFd`](std::os::fd::OwnedFd).
+    pub fn into_owned_fd(self) -> Result<std::os::fd::OwnedFd, Self> {
+        crate::fd::Fd::try_into_owned(self.fd).map_err(|fd| Socket { fd })
+    }
     pub(crate) fn into_shared(self) -> crate::fd::SharedFd {
         self.fd
+    }
+}
+
+impl From<std::os::fd::OwnedFd> for Socket {
+    /// Takes the descriptor over (one allocation: the shared count).
+    fn from(fd: std::os::fd::OwnedFd) -> Self {
+        Socket { fd: crate::fd::Fd::from_owned(fd) }
+    }
+}
+
+impl std::os::fd::AsRawFd for Socket {
+    /// Lends the number; closing it is still the `Socket`'s (fd rule 3).
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.raw()
+    }
+}
+
+impl std::os::fd::AsFd for Socket {
+    /// Open for as long as the borrow: a live `Socket` holds the descriptor (fd rule 1),
+    /// and only `close_socket`, which takes the `Socket`, closes it through the ring.
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.borrowed()
     }
 }
 

@@ -112,9 +112,9 @@ pub struct RingDriver {
     tail_linked: bool,
     inject: Option<(u32, i32)>,
     rt_allowed: bool,
-    pub(crate) registered: Option<crate::regbuf::Registered>,
     /// What values outliving a poll hold instead of a pointer to the driver: the
-    /// abandoned-operation queue and the provided-buffer ring (`shared.rs`); after `ring`,
+    /// abandoned-operation queue, the provided-buffer ring and the registered buffers
+    /// (`shared.rs`); after `ring`,
     /// so the ring's memory outlives the kernel's use of it (field order).
     pub(crate) shared: Rc<Shared>,
     /// Multishot results that did not fit their slot's queue, oldest first (rule 2).
@@ -177,8 +177,11 @@ impl RingDriver {
             tail_linked: false,
             inject: None,
             rt_allowed,
-            registered,
-            shared: Rc::new(Shared::new(cfg.slots as usize)),
+            shared: {
+                let shared = Rc::new(Shared::new(cfg.slots as usize));
+                shared.set_regbuf(registered);
+                shared
+            },
             spill: Vec::with_capacity(2 * cfg.cq_entries.max(cfg.entries) as usize),
             spill_plain_max: 2 * cfg.cq_entries.max(cfg.entries) as usize,
             stats: RingStats::default(),
@@ -288,11 +291,30 @@ impl RingDriver {
         }
     }
 
+    /// Slot operation `id`, abandoned, uses registered buffer `buf`: the slot keeps it
+    /// until it is freed (shared rule 2, regbuf rule 5). A slot that is gone completed
+    /// already: `buf` is released at once.
+    fn hold_fixed(&mut self, id: OpId, buf: crate::regbuf::FixedBuf) {
+        if let Some(s) = self.slots.get(id.0) {
+            s.fixed = Some(buf);
+        }
+    }
+
+    /// Abandons queued operation `id`, with the registered buffer it uses if any (shared
+    /// rule 2). Out of line: abandoning is off the hot path.
+    #[inline(never)]
+    fn abandon_queued(&mut self, id: OpId) {
+        if let Some(buf) = self.shared.take_abandoned_fixed(id) {
+            self.hold_fixed(id, buf);
+        }
+        self.abandon(id);
+    }
+
     /// Abandons the operations values let go of since the last call (shared rule 2).
     #[inline(always)]
     fn take_abandoned(&mut self) {
         while let Some(id) = self.shared.next_abandoned() {
-            self.abandon(id);
+            self.abandon_queued(id);
         }
     }
 
@@ -1008,7 +1030,6 @@ impl Drop for RingDriver {
                 DROP_WAIT
             );
             core::mem::forget(core::mem::replace(&mut self.slots, Slots::new(0)));
-            core::mem::forget(self.registered.take());
             core::mem::forget(Rc::clone(&self.shared));
             core::mem::forget(core::mem::replace(&mut self.eventfd_buf, Box::new(0)));
         }

@@ -1,6 +1,7 @@
 //! What the ring driver shares with the values that outlive a poll of theirs: an
-//! abandoned-operation queue and the provided-buffer ring. Values that hold a driver's
-//! operation or buffer (`kept::Kept`, `net::Multishot`, `net::ProvidedBuf`) hold an
+//! abandoned-operation queue, the provided-buffer ring and the registered buffer set.
+//! Values that hold a driver's operation or buffer (`kept::Kept`, `net::Multishot`,
+//! `net::ProvidedBuf`, `fs::FixedBuf`) hold an
 //! `Rc<Shared>` instead of a pointer to the driver, so any of them may be dropped at any
 //! time (inside a task, in `main`, after the executor and its driver are gone) without
 //! touching freed memory.
@@ -15,7 +16,10 @@
 //!    `reap`, `park` and slot submission (and in its `Drop`) and abandons each (cancelled, its slot and
 //!    buffer kept until its completion, driver rule 3). Until then the operation stays
 //!    in flight as it was, so nothing is freed early. At most one entry per slot in use,
-//!    so the queue (capacity: the slot count) never grows on the hot path.
+//!    so the queue (capacity: the slot count) never grows on the hot path. An operation
+//!    that uses a registered buffer is abandoned with its `FixedBuf`, which the driver
+//!    puts in the slot: the buffer is released when the slot is freed, after the kernel
+//!    is done with it (regbuf rule 5).
 //! 3. **Provided buffers** (`pbuf.rs`): the ring and its memory live here, so a
 //!    `ProvidedBuf` keeps the memory it points at alive; dropping one gives its buffer
 //!    back at once while the driver lives (pbuf rule 2), and does nothing after.
@@ -23,8 +27,12 @@
 //!    their completions (bounded), then sets `alive` false: later drops do nothing. If the
 //!    kernel did not finish in time, the driver leaks this state (and its slots, with
 //!    their buffers and descriptors) rather than free memory the kernel may still write.
+//! 5. **Registered buffers** (`regbuf.rs`): the set lives here, so a `FixedBuf` keeps the
+//!    memory it points at alive; dropping one releases its buffer (to the oldest waiter,
+//!    regbuf rule 3) while the driver lives, and does nothing after.
 
 use crate::pbuf::PbufRing;
+use crate::regbuf::Registered;
 use keel_core::OpId;
 use std::cell::{Cell, RefCell, RefMut};
 
@@ -34,13 +42,18 @@ pub(crate) struct Shared {
     /// Some operation waits in `abandoned` (rule 2): the driver's hot check.
     any_abandoned: Cell<bool>,
     abandoned: RefCell<Vec<u64>>,
+    /// Registered buffers of abandoned operations that use one, until the driver moves
+    /// them into the operations' slots (rule 2, regbuf rule 5).
+    abandoned_fixed: RefCell<Vec<(u64, crate::regbuf::FixedBuf)>>,
     /// The provided-buffer ring, once registered (rule 3).
     pbuf: RefCell<Option<PbufRing>>,
+    /// The registered buffer set, if any (rule 5).
+    regbuf: RefCell<Option<Registered>>,
 }
 
 impl Shared {
     pub(crate) fn new(slots: usize) -> Self {
-        Shared { alive: Cell::new(true), any_abandoned: Cell::new(false), abandoned: RefCell::new(Vec::with_capacity(slots)), pbuf: RefCell::new(None) }
+        Shared { alive: Cell::new(true), any_abandoned: Cell::new(false), abandoned: RefCell::new(Vec::with_capacity(slots)), abandoned_fixed: RefCell::new(Vec::with_capacity(slots)), pbuf: RefCell::new(None), regbuf: RefCell::new(None) }
     }
 
     /// A value let go of operation `id` while it may be in flight (rule 2).
@@ -55,6 +68,29 @@ impl Shared {
             q.push(id.0);
             self.any_abandoned.set(true);
         }
+    }
+
+    /// A value let go of operation `id`, which uses registered buffer `buf`, while it may
+    /// be in flight: as `abandon`, and the buffer goes to the operation's slot, released
+    /// only when the slot is freed at the completion (rule 2, regbuf rule 5).
+    pub(crate) fn abandon_holding(&self, id: OpId, buf: crate::regbuf::FixedBuf) {
+        if !self.alive.get() {
+            return; // rule 4: the driver completed the op; `buf`'s drop releases nothing
+        }
+        match self.abandoned_fixed.try_borrow_mut() {
+            Ok(mut q) => q.push((id.0, buf)), // within capacity: one entry per slot in use
+            // As in `abandon`: a keel bug; the kernel may still use the buffer, so it is
+            // never released (leaked) rather than handed to another holder.
+            Err(_) => core::mem::forget(buf),
+        }
+        self.abandon(id);
+    }
+
+    /// The registered buffer abandoned with operation `id`, if any (rule 2).
+    pub(crate) fn take_abandoned_fixed(&self, id: OpId) -> Option<crate::regbuf::FixedBuf> {
+        let mut q = self.abandoned_fixed.try_borrow_mut().ok()?;
+        let k = q.iter().position(|e| e.0 == id.0)?;
+        Some(q.swap_remove(k).1)
     }
 
     /// The next queued abandoned operation (rule 2).
@@ -96,6 +132,40 @@ impl Shared {
         }
         if let Some(mut p) = self.pbuf() {
             p.leave(t);
+        }
+    }
+
+    /// The registered buffer set, borrowed (rule 5). `None` if there is none, or if it is
+    /// borrowed already (a keel bug: no borrow is held across user code or a `FixedBuf`'s
+    /// drop).
+    #[inline(always)]
+    pub(crate) fn regbuf(&self) -> Option<RefMut<'_, Registered>> {
+        RefMut::filter_map(self.regbuf.try_borrow_mut().ok()?, |r| r.as_mut()).ok()
+    }
+
+    pub(crate) fn set_regbuf(&self, r: Option<Registered>) {
+        *self.regbuf.borrow_mut() = r;
+    }
+
+    /// A `FixedBuf` went: its buffer is released (regbuf rule 3) while the driver lives.
+    pub(crate) fn release_registered(&self, i: u16) {
+        if !self.alive.get() {
+            return; // rule 4: nobody is left to hand it to
+        }
+        match self.regbuf() {
+            Some(mut r) => r.release(i),
+            None => debug_assert!(false, "keel bug: a FixedBuf dropped while the registered set is borrowed"),
+        }
+    }
+
+    /// A dropped registered-buffer wait leaves the queue (a buffer granted to it goes on:
+    /// regbuf rule 4) while the driver lives; nothing after (rule 4).
+    pub(crate) fn leave_regbuf_queue(&self, t: crate::waitq::Ticket) {
+        if !self.alive.get() {
+            return;
+        }
+        if let Some(mut r) = self.regbuf() {
+            r.leave(t);
         }
     }
 

@@ -109,6 +109,9 @@ pub(crate) struct Slot {
     pub(crate) fd: Option<crate::fd::SharedFd>,
     /// The operation closes `fd` (`IORING_OP_CLOSE`, rule 4).
     pub(crate) closes: bool,
+    /// The registered buffer of an abandoned fixed operation, released when the slot is
+    /// freed (shared rule 2, regbuf rule 5).
+    pub(crate) fixed: Option<crate::regbuf::FixedBuf>,
 }
 
 impl Slot {
@@ -163,6 +166,7 @@ impl Slots {
                 first: None,
                 fd: None,
                 closes: false,
+                fixed: None,
             })
             .collect();
         Slots { slots, free: (0..n).rev().collect(), in_flight: 0, stale: 0 }
@@ -224,6 +228,7 @@ impl Slots {
         // Rule 4: an operation whose slot is freed before its last CQE was reaped (the
         // driver is going, or a multishot's results were taken) lets go here.
         drop(s.fd.take());
+        drop(s.fixed.take()); // the kernel is done with it: released (regbuf rule 3)
         s.generation = (s.generation + 1) & 0x3FFF_FFFF;
         self.free.push(i as u32);
         s.buf.take()

@@ -71,7 +71,8 @@ pub fn listen(ex: Pin<&Ex>, addr: SockAddr) -> (RawFd, SockAddr) {
     .unwrap();
     run_all(ex);
     let fd = out.get().unwrap();
-    let bound = if addr.family() == libc::AF_UNIX { addr } else { net::local_addr(&std::mem::ManuallyDrop::new(Socket::from_raw_fd(fd))).unwrap() };
+    // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+    let bound = if addr.family() == libc::AF_UNIX { addr } else { net::local_addr(&std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(fd) })).unwrap() };
     (fd, bound)
 }
 
@@ -83,7 +84,8 @@ pub fn std_addr(a: &SockAddr) -> SocketAddr {
 /// stream, close, again; ends when cancelled. Counts bytes echoed.
 pub fn fiber_worker(ex: Pin<&Ex>, lfd: RawFd, bytes: Rc<Cell<u64>>) -> TaskHandle {
     ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-        let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
+        // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+        let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(lfd) });
         let mut buf = [0u8; 4096];
         loop {
             let c = match f.accept(&*l) {
@@ -110,7 +112,8 @@ pub fn fiber_worker(ex: Pin<&Ex>, lfd: RawFd, bytes: Rc<Cell<u64>>) -> TaskHandl
 /// Echo worker, future: as `fiber_worker` with owned buffers.
 pub fn future_worker(ex: Pin<&Ex>, lfd: RawFd, bytes: Rc<Cell<u64>>) -> TaskHandle {
     ex.attach(task(), async move {
-        let l = std::mem::ManuallyDrop::new(Socket::from_raw_fd(lfd));
+        // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+        let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(lfd) });
         let mut buf = Vec::with_capacity(4096);
         loop {
             let c = match net::future::accept(&*l).await {
