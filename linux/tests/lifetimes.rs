@@ -8,7 +8,8 @@
 //! - an owned-buffer future or a multishot moved out of its task never holds that task's
 //!   run, and whoever polls it later (another task, the slot's next run) is the one its
 //!   completion wakes; polled outside any task it gets `EPERM` (wake-token rules in
-//!   `ring`);
+//!   `ring`); a waiting buffer claim or provided-buffer receive moved to another task is
+//!   woken there when its turn comes (waitq rule 6);
 //! - `close` cancels the descriptor's operations first and the descriptor is closed
 //!   whatever `close` returns (fd rule 3), for fibers and futures, in a cancelled task and
 //!   outside any task.
@@ -514,6 +515,113 @@ fn a_multishot_moved_to_another_task_wakes_that_task() {
         let _ = ex.run(64, Some(Duration::from_millis(10)));
     }
     assert_eq!(ex.result(second), Ok(Some(Ok(2))), "the task stepping the moved multishot is stranded ({:?})", ex.state(second));
+}
+
+/// A `claim_buffer` future waiting for the only registered buffer (held by another task)
+/// is moved out of its task, which returns, and awaited in another task: the release's
+/// turn wakes that task (waitq rule 6), which gets the buffer. Before, the turn woke the
+/// finished task, and the new awaiter (and every later claim) waited forever.
+#[test]
+fn a_buffer_claim_moved_to_another_task_gets_the_released_buffer() {
+    type Claim = Pin<Box<keel_linux::fs::ClaimBuffer>>;
+    let exb = executor(RingConfig { registered_buffers: 1, ..RingConfig::default() });
+    let ex = exb.as_ref();
+    let release = Rc::new(std::cell::Cell::new(false));
+    let parked: Rc<RefCell<Option<Claim>>> = Rc::new(RefCell::new(None));
+    let r = release.clone();
+    let holder = ex
+        .attach(task(), async move {
+            let b = fs::claim_buffer().await.expect("the only buffer is free");
+            while !r.get() {
+                keel_core::rt::yield_now().await.unwrap();
+            }
+            drop(b);
+            0u64
+        })
+        .unwrap();
+    let _ = ex.run(1, None);
+    let p = parked.clone();
+    let mover = ex
+        .attach(task(), async move {
+            let mut c: Claim = Box::pin(fs::claim_buffer());
+            assert!(poll_once(&mut c).await, "the buffer is held: the claim waits");
+            *p.borrow_mut() = Some(c);
+            1u64
+        })
+        .unwrap();
+    let _ = ex.run(4, None);
+    assert_eq!(ex.result(mover), Ok(Some(Ok(1))), "the task that moved its claim out completes");
+    let p = parked.clone();
+    let awaiter = ex
+        .attach(task(), async move {
+            let c = p.borrow_mut().take().expect("parked");
+            let b = c.await.expect("the released buffer");
+            u64::from(b.index()) + 10
+        })
+        .unwrap();
+    let _ = ex.run(4, None);
+    release.set(true);
+    let t0 = Instant::now();
+    while ex.attached() > 0 && t0.elapsed() < Duration::from_secs(3) {
+        let _ = ex.run(64, Some(Duration::from_millis(10)));
+    }
+    assert_eq!(ex.result(holder), Ok(Some(Ok(0))));
+    assert_eq!(ex.result(awaiter), Ok(Some(Ok(10))), "the task awaiting the moved claim is stranded ({:?})", ex.state(awaiter));
+}
+
+/// A provided-buffer receive waiting for a buffer to come back (the ring's only buffer is
+/// held) is moved out of its task and awaited in another: the buffer's return wakes that
+/// task (waitq rule 6), which receives the data.
+#[test]
+fn a_provided_buffer_wait_moved_to_another_task_is_woken_there() {
+    type Recv = Pin<Box<dyn Future<Output = Result<Option<ProvidedBuf>, Errno>>>>;
+    let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let afd = a.into_raw_fd();
+    // SAFETY: `afd` came from `into_raw_fd`: ours, wrapped once (leaked with the socket).
+    let s: &'static Socket = Box::leak(Box::new(unsafe { Socket::from_raw_fd(afd) }));
+    let exb = pbuf_executor(1, 64);
+    let ex = exb.as_ref();
+    let held: Rc<RefCell<Option<ProvidedBuf>>> = Rc::new(RefCell::new(None));
+    let parked: Rc<RefCell<Option<Recv>>> = Rc::new(RefCell::new(None));
+    let (h, p) = (held.clone(), parked.clone());
+    let mover = ex
+        .attach(task(), async move {
+            let first = net::future::recv_provided(s).await.expect("recv").expect("data");
+            *h.borrow_mut() = Some(first); // the ring's only buffer, held in main
+            let mut second: Recv = Box::pin(net::future::recv_provided(s));
+            for _ in 0..8 {
+                assert!(poll_once(&mut second).await, "the only buffer is held: the receive waits");
+                keel_core::rt::yield_now().await.unwrap();
+            }
+            *p.borrow_mut() = Some(second);
+            1u64
+        })
+        .unwrap();
+    b.write_all(b"a").unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let t0 = Instant::now();
+    while ex.attached() > 0 && t0.elapsed() < Duration::from_secs(3) {
+        let _ = ex.run(64, Some(Duration::from_millis(10)));
+    }
+    assert_eq!(ex.result(mover), Ok(Some(Ok(1))));
+    let p = parked.clone();
+    let awaiter = ex
+        .attach(task(), async move {
+            let r = p.borrow_mut().take().expect("parked");
+            let buf = r.await.expect("recv").expect("data");
+            assert_eq!(&*buf, b"b");
+            2u64
+        })
+        .unwrap();
+    let _ = ex.run(64, Some(Duration::from_millis(10)));
+    b.write_all(b"b").unwrap();
+    let _ = ex.run(64, Some(Duration::from_millis(10)));
+    drop(held.borrow_mut().take()); // the buffer comes back: the waiting receive's turn
+    let t0 = Instant::now();
+    while ex.attached() > 0 && t0.elapsed() < Duration::from_secs(3) {
+        let _ = ex.run(64, Some(Duration::from_millis(10)));
+    }
+    assert_eq!(ex.result(awaiter), Ok(Some(Ok(2))), "the task awaiting the moved receive is stranded ({:?})", ex.state(awaiter));
 }
 
 // ---- item 6: a descriptor is not reused under a queued SQE ----

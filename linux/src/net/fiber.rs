@@ -115,7 +115,7 @@ fn wait_buffer(f: &mut Fiber) -> Result<(), Errno> {
                 p.leave(t); // a turn handed to it goes on
                 return Some(Err(Errno::ECANCELED));
             }
-            Some(Ok(p.has_turn(t)))
+            Some(Ok(p.has_turn(t, None)))
         });
         match r.flatten() {
             Some(Ok(true)) => return Ok(()),

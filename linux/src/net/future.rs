@@ -178,7 +178,7 @@ impl Future for WaitBuffer {
                     p.leave(t); // a turn handed to it goes on
                     return Some(Err(Errno::ECANCELED));
                 }
-                Some(Ok(p.has_turn(t)))
+                Some(Ok(p.has_turn(t, keel_core::rt::current_task(cx))))
             });
             return match r.flatten() {
                 Some(Ok(false)) => Poll::Pending, // a spurious wake: keep the place (waitq rule 2)
