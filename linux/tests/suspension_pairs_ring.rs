@@ -1,0 +1,449 @@
+//! A task body may poll any number of keel futures at once (issue 14 item 2), on the real
+//! ring driver: every ordered pair drawn from {an owned-buffer op future (`fs::nop`),
+//! `rt::sleep`, `rt::yield_now`, `rt::wait` (woken by another task), a provided-buffer
+//! receive that waits for a buffer (pbuf rule 3), a `fs::claim_buffer()` that waits for
+//! a registered buffer (regbuf rules 2-4)}, joined (both polled until both are done) and
+//! selected (the first ready wins, the other is dropped at once), while there is no room
+//! to submit: (a) `Config::max_io_in_flight` is reached by another task's reads that
+//! complete later, or (b) the ring's SQ (2 entries) is full of that task's reads, queued
+//! in the same pass before the tested task runs (the pass's enter has not happened yet:
+//! the tested task checks that `submit_capacity()` is 0 when it starts). A second task
+//! waits for the same resources at the same time (room, the registered buffer, a
+//! provided buffer).
+//!
+//! Every case asserts: every task completes with its expected result; the buffers the
+//! holder kept are released and the waiters get them; nothing is in flight afterwards;
+//! the provided-buffer ring has all its buffers back; the process's descriptors are back
+//! at the baseline; and nothing hangs (every run is bounded; a stranded task fails the
+//! case by name with every task's state).
+
+#[path = "net_util/mod.rs"]
+mod util;
+
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+use core::time::Duration;
+use keel_core::{Config, Driver, Executor, SuspendReason, TaskHandle, TaskState, rt};
+use keel_linux::fs::{self, File};
+use keel_linux::net::{self, Socket};
+use keel_linux::{MmapStacks, RingConfig, RingDriver};
+use std::cell::{Cell, RefCell};
+use std::io::Write;
+use std::os::fd::{IntoRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
+use std::time::Instant;
+use util::{Ex, task};
+
+/// The descriptor count is process-wide: the tests of this file run one at a time (also
+/// under `cargo test`'s threads).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Kind {
+    /// `fs::nop()`: needs room to submit.
+    Op,
+    Sleep,
+    Yield,
+    /// `rt::wait()`, woken by the holder once it released everything.
+    Wait,
+    /// `net::future::recv_provided` with the ring's only buffer held: submits (needs
+    /// room), meets ENOBUFS and waits for the buffer.
+    Pbuf,
+    /// `fs::claim_buffer()` with the only registered buffer held.
+    Claim,
+}
+
+const KINDS: [Kind; 6] = [Kind::Op, Kind::Sleep, Kind::Yield, Kind::Wait, Kind::Pbuf, Kind::Claim];
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Combine {
+    Join,
+    Select,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Full {
+    /// `max_io_in_flight` is 1 and the holder's read holds it.
+    InFlightLimit,
+    /// The SQ has 2 entries and the holder queued 2 reads in the same pass.
+    Sq,
+}
+
+/// What a branch ended with (checked against its kind).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Out {
+    Op,
+    Sleep,
+    Yield,
+    Wait,
+    /// The received byte.
+    Pbuf(u8),
+    /// The claimed buffer's index and its first byte.
+    Claim(u16, u8),
+}
+
+type Branch<'a> = Pin<Box<dyn Future<Output = Out> + 'a>>;
+
+/// The byte the provided-buffer receive of branch `i` finds on its socket.
+fn pbuf_byte(i: usize) -> u8 {
+    b'p' + i as u8
+}
+
+/// The byte the holder writes into the registered buffer before it releases it.
+const CLAIM_BYTE: u8 = 0x5a;
+
+fn expected(k: Kind, i: usize) -> Out {
+    match k {
+        Kind::Op => Out::Op,
+        Kind::Sleep => Out::Sleep,
+        Kind::Yield => Out::Yield,
+        Kind::Wait => Out::Wait,
+        Kind::Pbuf => Out::Pbuf(pbuf_byte(i)),
+        Kind::Claim => Out::Claim(0, CLAIM_BYTE),
+    }
+}
+
+/// Branch `i` of kind `k`; `sock` is its own socket (data already written).
+fn branch(k: Kind, sock: &'static Socket) -> Branch<'static> {
+    match k {
+        Kind::Op => Box::pin(async {
+            fs::nop().await.unwrap_or_else(|e| panic!("nop: {e:?}"));
+            Out::Op
+        }),
+        Kind::Sleep => Box::pin(async {
+            rt::sleep(Duration::from_millis(1)).await.unwrap();
+            Out::Sleep
+        }),
+        Kind::Yield => Box::pin(async {
+            rt::yield_now().await.unwrap();
+            Out::Yield
+        }),
+        Kind::Wait => Box::pin(async {
+            rt::wait().await.unwrap();
+            Out::Wait
+        }),
+        Kind::Pbuf => Box::pin(async move {
+            let b = net::future::recv_provided(sock).await.unwrap_or_else(|e| panic!("recv_provided: {e:?}")).expect("data, not end of stream");
+            assert_eq!(b.len(), 1, "one byte was written");
+            Out::Pbuf(b[0]) // the buffer goes back here (pbuf rule 2)
+        }),
+        Kind::Claim => Box::pin(async {
+            let b = fs::claim_buffer().await.unwrap_or_else(|e| panic!("claim_buffer: {e}"));
+            Out::Claim(b.index(), b[0]) // released here (regbuf rule 3)
+        }),
+    }
+}
+
+/// Both polled on every poll until both are ready.
+async fn join2(mut a: Branch<'_>, mut b: Branch<'_>) -> [Option<Out>; 2] {
+    let (mut ra, mut rb) = (None, None);
+    core::future::poll_fn(|cx: &mut Context<'_>| {
+        if ra.is_none()
+            && let Poll::Ready(v) = a.as_mut().poll(cx)
+        {
+            ra = Some(v);
+        }
+        if rb.is_none()
+            && let Poll::Ready(v) = b.as_mut().poll(cx)
+        {
+            rb = Some(v);
+        }
+        if ra.is_some() && rb.is_some() { Poll::Ready(()) } else { Poll::Pending }
+    })
+    .await;
+    [ra, rb]
+}
+
+/// The first ready wins; the other is dropped at once.
+async fn select2(a: Branch<'_>, b: Branch<'_>) -> [Option<Out>; 2] {
+    let (mut a, mut b) = (Some(a), Some(b));
+    let r = core::future::poll_fn(|cx: &mut Context<'_>| {
+        if let Poll::Ready(v) = a.as_mut().unwrap().as_mut().poll(cx) {
+            return Poll::Ready([Some(v), None]);
+        }
+        if let Poll::Ready(v) = b.as_mut().unwrap().as_mut().poll(cx) {
+            return Poll::Ready([None, Some(v)]);
+        }
+        Poll::Pending
+    })
+    .await;
+    drop((a, b));
+    r
+}
+
+/// Polls `f` once with the task's context (its SQE is queued until the pass's enter).
+async fn poll_once<F: Future + Unpin>(f: &mut F) -> bool {
+    core::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *f).poll(cx).is_pending())).await
+}
+
+/// (submit capacity, ops in flight) as the running task sees them.
+async fn room() -> (usize, usize) {
+    core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| (d.submit_capacity(), d.in_flight()))))
+        .await
+        .expect("on the ring")
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn pipe() -> (RawFd, RawFd) {
+    let mut p = [0; 2];
+    // SAFETY: `p` has room for the two descriptors.
+    assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    (p[0], p[1])
+}
+
+/// A socket whose peer has already written `byte` (the peer is returned to keep the
+/// stream open); the socket is leaked as `&'static` and closed by the caller through
+/// the returned descriptor once the executor is gone.
+fn socket_with(byte: u8) -> (&'static Socket, RawFd, UnixStream) {
+    let (a, mut b) = UnixStream::pair().unwrap();
+    b.write_all(&[byte]).unwrap();
+    let fd = a.into_raw_fd();
+    // SAFETY: `fd` came from `into_raw_fd`: ours, wrapped once; the test closes it once
+    // after every task using it is done (ManuallyDrop: the wrapper never closes it).
+    let s: &'static Socket = Box::leak(Box::new(std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(fd) })));
+    (s, fd, b)
+}
+
+fn executor(full: Full) -> (Pin<Box<Ex>>, usize) {
+    let (entries, limit) = match full {
+        Full::InFlightLimit => (8, Some(1)),
+        Full::Sq => (2, None),
+    };
+    let mut d = RingDriver::new(RingConfig { entries, cq_entries: 64, registered_buffers: 1, registered_buffer_size: 64, ..RingConfig::default() })
+        .expect("io_uring is available on this kernel");
+    d.enable_provided_buffers(1, 64).unwrap();
+    let cfg = Config { max_io_in_flight: limit, fiber_panics: keel_linux::panic::config().fiber_panics, ..Config::default() };
+    let ex = Box::pin(Executor::with_stacks(d, MmapStacks::new().unwrap(), cfg).unwrap());
+    // The hog reads: the anchor (in flight before the tested task starts: all the limit
+    // allows in (a)), and in (b) as many more as the SQ has entries, queued in the
+    // tested task's pass.
+    let hogs = match full {
+        Full::InFlightLimit => 1,
+        Full::Sq => 1 + entries as usize,
+    };
+    (ex, hogs)
+}
+
+fn state(ex: Pin<&Ex>, t: TaskHandle) -> String {
+    format!("{:?} / {:?}", ex.state(t), ex.result(t))
+}
+
+fn case(a: Kind, b: Kind, combine: Combine, full: Full) {
+    let name = format!("{a:?}+{b:?} {combine:?} under full {full:?}");
+    let fds0 = open_fds();
+    let (exb, hogs) = executor(full);
+    let ex = exb.as_ref();
+
+    // The holder's socket (its provided buffer), the tested branches' and the second
+    // waiter's sockets, each with one byte waiting.
+    let (hs, hfd, hpeer) = socket_with(b'h');
+    let (s0, fd0, peer0) = socket_with(pbuf_byte(0));
+    let (s1, fd1, peer1) = socket_with(pbuf_byte(1));
+    let (s2, fd2, peer2) = socket_with(b'w');
+    let mut pipes = Vec::new();
+    for _ in 0..hogs {
+        pipes.push(pipe());
+    }
+
+    // The holder: takes the only registered buffer and the only provided buffer, puts
+    // its anchor read (of a pipe nobody wrote yet) in flight, waits for `start`, then in
+    // one poll fills the SQ with more such reads (b), and awaits them all; once they complete it releases the provided buffer, yields,
+    // releases the registered buffer (with CLAIM_BYTE in it), and wakes the tested task.
+    let start = Rc::new(Cell::new(false));
+    let release = Rc::new(Cell::new(false));
+    let tested: Rc<Cell<Option<TaskHandle>>> = Rc::new(Cell::new(None));
+    let hog_fds: Vec<RawFd> = pipes.iter().map(|p| p.0).collect();
+    let (st, rl, tt) = (start.clone(), release.clone(), tested.clone());
+    let holder = ex
+        .attach(task(), async move {
+            let mut reg = fs::claim_buffer().await.expect("the only registered buffer is free");
+            reg[0] = CLAIM_BYTE;
+            let pb = net::future::recv_provided(hs).await.expect("recv").expect("data");
+            assert_eq!(&*pb, b"h");
+            // SAFETY: the pipes' read ends are the test's; wrapped once, closed by `File`'s
+            // drop when the holder ends (after its reads completed).
+            let files: Vec<File> = hog_fds.iter().map(|&fd| unsafe { File::from_raw_fd(fd) }).collect();
+            let mut reads: Vec<_> = files.iter().map(|f| Box::pin(fs::read(f, Vec::with_capacity(8), 0))).collect();
+            // The anchor read goes in flight now: with i/o in flight a pass resumes every
+            // task that was ready at its start before it enters (the `run` module doc), so
+            // the reads queued after `start` stay in the SQ while the tested task runs.
+            assert!(poll_once(&mut reads[0]).await, "a read of an empty pipe waits");
+            while !st.get() {
+                rt::yield_now().await?;
+            }
+            for r in reads[1..].iter_mut() {
+                assert!(poll_once(r).await, "a read of an empty pipe waits");
+            }
+            for r in reads {
+                let (res, buf) = r.await;
+                assert_eq!((res, &buf[..]), (Ok(1), &b"x"[..]), "hog read");
+            }
+            drop(files);
+            // The test lets go once the second waiter waits for the buffers.
+            while !rl.get() {
+                rt::yield_now().await?;
+            }
+            drop(pb); // the provided buffer goes back: the first receive waiting for it gets it
+            rt::yield_now().await?;
+            drop(reg); // the registered buffer goes back: the first claim gets it
+            rt::yield_now().await?;
+            tt.get().expect("the tested task is attached").wake();
+            Ok(7)
+        })
+        .unwrap();
+    let t0 = Instant::now();
+    let deadline = |what: &str, ex: Pin<&Ex>, ts: &[TaskHandle]| {
+        let states: Vec<String> = ts.iter().map(|&t| state(ex, t)).collect();
+        assert!(t0.elapsed() < Duration::from_secs(5), "{name}: {what}: tasks stranded: {states:?}");
+    };
+    // The holder has both buffers and its anchor read in flight, and yields for `start`.
+    while ex.with_driver(|d| pstats(d).in_use).unwrap() == 0 || ex.with_driver(|d| d.in_flight()).unwrap() != 1 {
+        deadline("holder set-up", ex, &[holder]);
+        let _ = ex.run(16, Some(Duration::from_millis(5)));
+    }
+
+    // The tested task: starts right after the holder's hog poll (same pass), checks that
+    // there is no room, then polls the pair.
+    let no_room = Rc::new(Cell::new(None));
+    let outs: Rc<RefCell<Option<[Option<Out>; 2]>>> = Rc::new(RefCell::new(None));
+    let (nr, o) = (no_room.clone(), outs.clone());
+    let t = ex
+        .attach(task(), async move {
+            nr.set(Some(room().await));
+            let (x, y) = (branch(a, s0), branch(b, s1));
+            let r = match combine {
+                Combine::Join => join2(x, y).await,
+                Combine::Select => select2(x, y).await,
+            };
+            *o.borrow_mut() = Some(r);
+            Ok(1)
+        })
+        .unwrap();
+    tested.set(Some(t));
+
+    // The second task waits for the same resources: room, the registered buffer and a
+    // provided buffer, all at once.
+    let w = ex
+        .attach(task(), async move {
+            let mut op: Branch<'static> = branch(Kind::Op, s2);
+            let mut cl: Branch<'static> = branch(Kind::Claim, s2);
+            let mut rv: Branch<'static> = branch(Kind::Pbuf, s2);
+            let mut r: [Option<Out>; 3] = [None; 3];
+            core::future::poll_fn(|cx: &mut Context<'_>| {
+                for (slot, f) in r.iter_mut().zip([&mut op, &mut cl, &mut rv]) {
+                    if slot.is_none()
+                        && let Poll::Ready(v) = f.as_mut().poll(cx)
+                    {
+                        *slot = Some(v);
+                    }
+                }
+                if r.iter().all(Option::is_some) { Poll::Ready(()) } else { Poll::Pending }
+            })
+            .await;
+            assert_eq!(r, [Some(Out::Op), Some(Out::Claim(0, CLAIM_BYTE)), Some(Out::Pbuf(b'w'))], "the second waiter's results");
+            Ok(2)
+        })
+        .unwrap();
+
+    start.set(true);
+    let all = [holder, t, w];
+    // A few passes with no room: everyone that needs room or a buffer waits.
+    for _ in 0..4 {
+        deadline("before the release", ex, &all);
+        let _ = ex.run(64, Some(Duration::from_millis(1)));
+    }
+    let nr = no_room.get().unwrap_or_else(|| panic!("{name}: the tested task did not start ({})", state(ex, t)));
+    match full {
+        Full::Sq => assert_eq!(nr.0, 0, "{name}: the SQ must be full when the tested task starts (capacity, in flight) = {nr:?}"),
+        Full::InFlightLimit => assert!(nr.1 >= 1, "{name}: the in-flight limit must be reached when the tested task starts (capacity, in flight) = {nr:?}"),
+    }
+    assert_eq!(ex.result(w), Ok(None), "{name}: the second waiter cannot be done before the release: {}", state(ex, w));
+    // The hog reads complete.
+    for p in &pipes {
+        // SAFETY: writes one byte from a live local to the pipe's write end.
+        assert_eq!(unsafe { libc::write(p.1, b"x".as_ptr().cast(), 1) }, 1);
+    }
+    // Room comes back; the second waiter (and a tested receive or claim) now waits for
+    // the buffers the holder still has.
+    while ex.state(w) != Ok(TaskState::Suspended(SuspendReason::Wait)) {
+        deadline("waiting for the buffers", ex, &all);
+        let _ = ex.run(64, Some(Duration::from_millis(1)));
+    }
+    for _ in 0..4 {
+        let _ = ex.run(64, Some(Duration::from_millis(1)));
+    }
+    let buffer_waits = |k: Kind| matches!(k, Kind::Pbuf | Kind::Claim);
+    if (combine == Combine::Join && (buffer_waits(a) || buffer_waits(b))) || (buffer_waits(a) && buffer_waits(b)) {
+        assert_eq!(ex.result(t), Ok(None), "{name}: a branch waits for a buffer the holder has: {}", state(ex, t));
+    }
+    let exhausted = ex.with_driver(|d| pstats(d).exhausted).unwrap();
+    let pbufs = [a, b].iter().filter(|&&k| k == Kind::Pbuf).count() as u64;
+    match combine {
+        // Each receive met the empty ring (pbuf rule 3) and waits for the buffer.
+        Combine::Join => assert_eq!(exhausted, 1 + pbufs, "{name}: receives that met the empty ring"),
+        Combine::Select => assert!((1..=1 + pbufs).contains(&exhausted), "{name}: receives that met the empty ring: {exhausted}"),
+    }
+    release.set(true);
+    while ex.attached() > 0 {
+        deadline("after the release", ex, &all);
+        let _ = ex.run(64, Some(Duration::from_millis(5)));
+    }
+
+    assert_eq!(ex.result(holder), Ok(Some(Ok(7))), "{name}: holder");
+    assert_eq!(ex.result(t), Ok(Some(Ok(1))), "{name}: tested");
+    assert_eq!(ex.result(w), Ok(Some(Ok(2))), "{name}: second waiter");
+    let r = outs.borrow_mut().take().expect("the tested task stored its results");
+    match combine {
+        Combine::Join => assert_eq!(r, [Some(expected(a, 0)), Some(expected(b, 1))], "{name}: both branches' results"),
+        Combine::Select => assert!(
+            r == [Some(expected(a, 0)), None] || r == [None, Some(expected(b, 1))],
+            "{name}: exactly one branch wins, with its result: {r:?}"
+        ),
+    }
+    assert_eq!(ex.with_driver(|d| d.in_flight()).unwrap(), 0, "{name}: operations left in flight");
+    let ps = ex.with_driver(|d| pstats(d)).unwrap();
+    assert_eq!((ps.in_use, ps.available), (0, ps.count), "{name}: provided buffers not all back: {ps:?}");
+    drop(exb);
+    for p in pipes {
+        // SAFETY: the write ends are the test's (the read ends were closed by the holder).
+        unsafe { libc::close(p.1) };
+    }
+    for fd in [hfd, fd0, fd1, fd2] {
+        // SAFETY: the sockets' descriptors are the test's, closed once, after the executor.
+        unsafe { libc::close(fd) };
+    }
+    drop((hpeer, peer0, peer1, peer2));
+    assert_eq!(open_fds(), fds0, "{name}: descriptors left open");
+}
+
+fn pstats(d: &mut keel_core::DriverMut<'_, RingDriver>) -> keel_linux::pbuf::PbufStats {
+    // SAFETY: reads counters (it caches whether the kernel reports the ring's head); no
+    // replacement, no Driver method, no other code runs.
+    unsafe { d.get_mut() }.provided_buffer_stats().expect("enabled")
+}
+
+fn table(full: Full) {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for a in KINDS {
+        for b in KINDS {
+            for combine in [Combine::Join, Combine::Select] {
+                case(a, b, combine, full);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_pair_joined_and_selected_under_a_full_in_flight_limit() {
+    table(Full::InFlightLimit);
+}
+
+#[test]
+fn every_pair_joined_and_selected_under_a_full_sq() {
+    table(Full::Sq);
+}
