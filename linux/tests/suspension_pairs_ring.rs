@@ -1,21 +1,25 @@
 //! A task body may poll any number of keel futures at once (issue 14 item 2), on the real
 //! ring driver: every ordered pair drawn from {an owned-buffer op future (`fs::nop`),
 //! `rt::sleep`, `rt::yield_now`, `rt::wait` (woken by another task), a provided-buffer
-//! receive that waits for a buffer (pbuf rule 3), a `fs::claim_buffer()` that waits for
-//! a registered buffer (regbuf rules 2-4)}, joined (both polled until both are done) and
-//! selected (the first ready wins, the other is dropped at once), while there is no room
-//! to submit: (a) `Config::max_io_in_flight` is reached by another task's reads that
-//! complete later, or (b) the ring's SQ (2 entries) is full of that task's reads, queued
-//! in the same pass before the tested task runs (the pass's enter has not happened yet:
-//! the tested task checks that `submit_capacity()` is 0 when it starts). A second task
-//! waits for the same resources at the same time (room, the registered buffer, a
-//! provided buffer).
+//! receive that waits for a buffer (`recv_provided`, pbuf rule 3), a multishot
+//! `next_recv` that waits for one, a `fs::claim_buffer()` that waits for a registered
+//! buffer (regbuf rules 2-4)}, joined (both polled until both are done) and selected (the
+//! first ready wins, the other is dropped at once), while there is no room to submit:
+//! (a) `Config::max_io_in_flight` (1) is reached by another task's read that completes
+//! later, or (b) the ring's SQ (2 entries) is full of that task's reads, queued in the
+//! same pass before the tested task runs (with i/o in flight a pass resumes every task
+//! that was ready at its start before its enter; the tested task checks that
+//! `submit_capacity()` is 0 when it starts). A second task, a future or a fiber, waits
+//! for the same resources at the same time (room, the registered buffer, the provided
+//! buffer), and the only buffer of each kind is held until everyone waits for it.
 //!
-//! Every case asserts: every task completes with its expected result; the buffers the
-//! holder kept are released and the waiters get them; nothing is in flight afterwards;
-//! the provided-buffer ring has all its buffers back; the process's descriptors are back
-//! at the baseline; and nothing hangs (every run is bounded; a stranded task fails the
-//! case by name with every task's state).
+//! Every case asserts: every task completes with its expected result (each branch's, the
+//! select's winner's); every receive still wanted met the empty ring once and got the
+//! buffer when it came back, every claim got the registered buffer with the holder's
+//! byte; nothing is in flight afterwards; the provided-buffer ring has all its buffers
+//! back; the process's descriptors are back at the baseline; and nothing hangs (every
+//! run is bounded, 5 s a case; a stranded task fails the case by name with every task's
+//! state).
 
 #[path = "net_util/mod.rs"]
 mod util;
@@ -24,9 +28,9 @@ use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 use core::time::Duration;
-use keel_core::{Config, Driver, Executor, SuspendReason, TaskHandle, TaskState, rt};
-use keel_linux::fs::{self, File};
-use keel_linux::net::{self, Socket};
+use keel_core::{Config, Driver, Executor, Fiber, SuspendReason, TaskHandle, TaskState, rt};
+use keel_linux::fs::{self, FiberFs, File};
+use keel_linux::net::{self, FiberNet, Socket};
 use keel_linux::{MmapStacks, RingConfig, RingDriver};
 use std::cell::{Cell, RefCell};
 use std::io::Write;
@@ -34,7 +38,7 @@ use std::os::fd::{IntoRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::time::Instant;
-use util::{Ex, task};
+use util::{Ex, fattrs, task};
 
 /// The descriptor count is process-wide: the tests of this file run one at a time (also
 /// under `cargo test`'s threads).
@@ -53,9 +57,13 @@ enum Kind {
     Pbuf,
     /// `fs::claim_buffer()` with the only registered buffer held.
     Claim,
+    /// `net::future::next_recv` of a multishot receive with the ring's only buffer held:
+    /// arms (needs room), ends with ENOBUFS, waits for the buffer, re-arms; the
+    /// `Multishot` is dropped after the first buffer (its op cancelled).
+    Multi,
 }
 
-const KINDS: [Kind; 6] = [Kind::Op, Kind::Sleep, Kind::Yield, Kind::Wait, Kind::Pbuf, Kind::Claim];
+const KINDS: [Kind; 7] = [Kind::Op, Kind::Sleep, Kind::Yield, Kind::Wait, Kind::Pbuf, Kind::Claim, Kind::Multi];
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum Combine {
@@ -69,6 +77,15 @@ enum Full {
     InFlightLimit,
     /// The SQ has 2 entries and the holder queued 2 reads in the same pass.
     Sq,
+}
+
+/// What the second task waiting for room and the buffers is.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Waiter {
+    /// Joins `fs::nop`, `claim_buffer` and a provided-buffer receive.
+    Future,
+    /// A provided-buffer receive, then `claim_buffer`, each blocking.
+    Fiber,
 }
 
 /// What a branch ended with (checked against its kind).
@@ -100,7 +117,7 @@ fn expected(k: Kind, i: usize) -> Out {
         Kind::Sleep => Out::Sleep,
         Kind::Yield => Out::Yield,
         Kind::Wait => Out::Wait,
-        Kind::Pbuf => Out::Pbuf(pbuf_byte(i)),
+        Kind::Pbuf | Kind::Multi => Out::Pbuf(pbuf_byte(i)),
         Kind::Claim => Out::Claim(0, CLAIM_BYTE),
     }
 }
@@ -128,6 +145,12 @@ fn branch(k: Kind, sock: &'static Socket) -> Branch<'static> {
             let b = net::future::recv_provided(sock).await.unwrap_or_else(|e| panic!("recv_provided: {e:?}")).expect("data, not end of stream");
             assert_eq!(b.len(), 1, "one byte was written");
             Out::Pbuf(b[0]) // the buffer goes back here (pbuf rule 2)
+        }),
+        Kind::Multi => Box::pin(async move {
+            let mut m = net::future::recv_multi(sock).await.unwrap_or_else(|e| panic!("recv_multi: {e:?}"));
+            let b = net::future::next_recv(&mut m).await.unwrap_or_else(|e| panic!("next_recv: {e:?}")).expect("data, not end of stream");
+            assert_eq!(b.len(), 1, "one byte was written");
+            Out::Pbuf(b[0]) // the buffer goes back here, and the multishot is cancelled
         }),
         Kind::Claim => Box::pin(async {
             let b = fs::claim_buffer().await.unwrap_or_else(|e| panic!("claim_buffer: {e}"));
@@ -233,8 +256,8 @@ fn state(ex: Pin<&Ex>, t: TaskHandle) -> String {
     format!("{:?} / {:?}", ex.state(t), ex.result(t))
 }
 
-fn case(a: Kind, b: Kind, combine: Combine, full: Full) {
-    let name = format!("{a:?}+{b:?} {combine:?} under full {full:?}");
+fn case(a: Kind, b: Kind, combine: Combine, full: Full, waiter: Waiter) {
+    let name = format!("{a:?}+{b:?} {combine:?} under full {full:?}, second waiter a {waiter:?}");
     let fds0 = open_fds();
     let (exb, hogs) = executor(full);
     let ex = exb.as_ref();
@@ -252,8 +275,9 @@ fn case(a: Kind, b: Kind, combine: Combine, full: Full) {
 
     // The holder: takes the only registered buffer and the only provided buffer, puts
     // its anchor read (of a pipe nobody wrote yet) in flight, waits for `start`, then in
-    // one poll fills the SQ with more such reads (b), and awaits them all; once they complete it releases the provided buffer, yields,
-    // releases the registered buffer (with CLAIM_BYTE in it), and wakes the tested task.
+    // one poll fills the SQ with more such reads (b), and awaits them all; once they
+    // complete and the test says `release`, it gives back the provided buffer, yields,
+    // gives back the registered buffer (with CLAIM_BYTE in it), and wakes the tested task.
     let start = Rc::new(Cell::new(false));
     let release = Rc::new(Cell::new(false));
     let tested: Rc<Cell<Option<TaskHandle>>> = Rc::new(Cell::new(None));
@@ -307,8 +331,8 @@ fn case(a: Kind, b: Kind, combine: Combine, full: Full) {
         let _ = ex.run(16, Some(Duration::from_millis(5)));
     }
 
-    // The tested task: starts right after the holder's hog poll (same pass), checks that
-    // there is no room, then polls the pair.
+    // The tested task: runs right after the holder's poll that filled the SQ (same pass),
+    // records the room it sees, then polls the pair.
     let no_room = Rc::new(Cell::new(None));
     let outs: Rc<RefCell<Option<[Option<Out>; 2]>>> = Rc::new(RefCell::new(None));
     let (nr, o) = (no_room.clone(), outs.clone());
@@ -328,27 +352,41 @@ fn case(a: Kind, b: Kind, combine: Combine, full: Full) {
 
     // The second task waits for the same resources: room, the registered buffer and a
     // provided buffer, all at once.
-    let w = ex
-        .attach(task(), async move {
-            let mut op: Branch<'static> = branch(Kind::Op, s2);
-            let mut cl: Branch<'static> = branch(Kind::Claim, s2);
-            let mut rv: Branch<'static> = branch(Kind::Pbuf, s2);
-            let mut r: [Option<Out>; 3] = [None; 3];
-            core::future::poll_fn(|cx: &mut Context<'_>| {
-                for (slot, f) in r.iter_mut().zip([&mut op, &mut cl, &mut rv]) {
-                    if slot.is_none()
-                        && let Poll::Ready(v) = f.as_mut().poll(cx)
-                    {
-                        *slot = Some(v);
+    let w = match waiter {
+        Waiter::Future => ex
+            .attach(task(), async move {
+                let mut op: Branch<'static> = branch(Kind::Op, s2);
+                let mut cl: Branch<'static> = branch(Kind::Claim, s2);
+                let mut rv: Branch<'static> = branch(Kind::Pbuf, s2);
+                let mut r: [Option<Out>; 3] = [None; 3];
+                core::future::poll_fn(|cx: &mut Context<'_>| {
+                    for (slot, f) in r.iter_mut().zip([&mut op, &mut cl, &mut rv]) {
+                        if slot.is_none()
+                            && let Poll::Ready(v) = f.as_mut().poll(cx)
+                        {
+                            *slot = Some(v);
+                        }
                     }
-                }
-                if r.iter().all(Option::is_some) { Poll::Ready(()) } else { Poll::Pending }
+                    if r.iter().all(Option::is_some) { Poll::Ready(()) } else { Poll::Pending }
+                })
+                .await;
+                assert_eq!(r, [Some(Out::Op), Some(Out::Claim(0, CLAIM_BYTE)), Some(Out::Pbuf(b'w'))], "the second waiter's results");
+                Ok(2)
             })
-            .await;
-            assert_eq!(r, [Some(Out::Op), Some(Out::Claim(0, CLAIM_BYTE)), Some(Out::Pbuf(b'w'))], "the second waiter's results");
-            Ok(2)
-        })
-        .unwrap();
+            .unwrap(),
+        // A fiber shares the same queues: its receive waits for room, then for the
+        // provided buffer; then it claims the registered buffer.
+        Waiter::Fiber => ex
+            .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+                let b = f.recv_provided(s2).unwrap_or_else(|e| panic!("fiber recv_provided: {e:?}")).expect("data, not end of stream");
+                assert_eq!(&*b, b"w");
+                drop(b);
+                let c = f.claim_buffer().unwrap_or_else(|e| panic!("fiber claim_buffer: {e}"));
+                assert_eq!((c.index(), c[0]), (0, CLAIM_BYTE));
+                Ok(2)
+            })
+            .unwrap(),
+    };
 
     start.set(true);
     let all = [holder, t, w];
@@ -368,25 +406,22 @@ fn case(a: Kind, b: Kind, combine: Combine, full: Full) {
         // SAFETY: writes one byte from a live local to the pipe's write end.
         assert_eq!(unsafe { libc::write(p.1, b"x".as_ptr().cast(), 1) }, 1);
     }
-    // Room comes back; the second waiter (and a tested receive or claim) now waits for
-    // the buffers the holder still has.
-    while ex.state(w) != Ok(TaskState::Suspended(SuspendReason::Wait)) {
-        deadline("waiting for the buffers", ex, &all);
+    // Room comes back; every receive that is still wanted meets the empty ring (pbuf
+    // rule 3) and waits for the buffer, as do the claims: the second waiter's always,
+    // the tested task's in a join (a select may end first, with a branch that needs
+    // no buffer).
+    let pbufs = [a, b].iter().filter(|&&k| matches!(k, Kind::Pbuf | Kind::Multi)).count() as u64;
+    let exhausted = || ex.with_driver(|d| pstats(d).exhausted).unwrap();
+    while ex.state(w) != Ok(TaskState::Suspended(SuspendReason::Wait))
+        || !(exhausted() == 1 + pbufs || (combine == Combine::Select && ex.result(t) != Ok(None)))
+    {
+        deadline(&format!("every receive meets the empty ring ({} of {})", exhausted(), 1 + pbufs), ex, &all);
         let _ = ex.run(64, Some(Duration::from_millis(1)));
     }
-    for _ in 0..4 {
-        let _ = ex.run(64, Some(Duration::from_millis(1)));
-    }
-    let buffer_waits = |k: Kind| matches!(k, Kind::Pbuf | Kind::Claim);
+    assert!(exhausted() <= 1 + pbufs, "{name}: a receive met the empty ring twice: {}", exhausted());
+    let buffer_waits = |k: Kind| matches!(k, Kind::Pbuf | Kind::Claim | Kind::Multi);
     if (combine == Combine::Join && (buffer_waits(a) || buffer_waits(b))) || (buffer_waits(a) && buffer_waits(b)) {
         assert_eq!(ex.result(t), Ok(None), "{name}: a branch waits for a buffer the holder has: {}", state(ex, t));
-    }
-    let exhausted = ex.with_driver(|d| pstats(d).exhausted).unwrap();
-    let pbufs = [a, b].iter().filter(|&&k| k == Kind::Pbuf).count() as u64;
-    match combine {
-        // Each receive met the empty ring (pbuf rule 3) and waits for the buffer.
-        Combine::Join => assert_eq!(exhausted, 1 + pbufs, "{name}: receives that met the empty ring"),
-        Combine::Select => assert!((1..=1 + pbufs).contains(&exhausted), "{name}: receives that met the empty ring: {exhausted}"),
     }
     release.set(true);
     while ex.attached() > 0 {
@@ -405,8 +440,12 @@ fn case(a: Kind, b: Kind, combine: Combine, full: Full) {
             "{name}: exactly one branch wins, with its result: {r:?}"
         ),
     }
-    assert_eq!(ex.with_driver(|d| d.in_flight()).unwrap(), 0, "{name}: operations left in flight");
-    let ps = ex.with_driver(|d| pstats(d)).unwrap();
+    // A dropped multishot's cancel may still be in flight: it resolves without any task.
+    while ex.with_driver(|d| d.in_flight()).unwrap() > 0 {
+        deadline("operations left in flight", ex, &all);
+        let _ = ex.run(64, Some(Duration::from_millis(5)));
+    }
+    let ps = ex.with_driver(pstats).unwrap();
     assert_eq!((ps.in_use, ps.available), (0, ps.count), "{name}: provided buffers not all back: {ps:?}");
     drop(exb);
     for p in pipes {
@@ -432,7 +471,9 @@ fn table(full: Full) {
     for a in KINDS {
         for b in KINDS {
             for combine in [Combine::Join, Combine::Select] {
-                case(a, b, combine, full);
+                for waiter in [Waiter::Future, Waiter::Fiber] {
+                    case(a, b, combine, full, waiter);
+                }
             }
         }
     }
