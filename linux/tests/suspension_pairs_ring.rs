@@ -75,7 +75,7 @@ enum Combine {
 enum Full {
     /// `max_io_in_flight` is 1 and the holder's read holds it.
     InFlightLimit,
-    /// The SQ has 2 entries and the holder queued 2 reads in the same pass.
+    /// The SQ has 2 entries; the holder queued 2 reads in the tested task's pass (its anchor read is in flight).
     Sq,
 }
 
