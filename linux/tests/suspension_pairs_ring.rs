@@ -11,10 +11,12 @@
 //! that was ready at its start before its enter; the tested task checks that
 //! `submit_capacity()` is 0 when it starts). A second task, a future or a fiber, waits
 //! for the same resources at the same time (room, the registered buffer, the provided
-//! buffer), and the only buffer of each kind is held until everyone waits for it.
+//! buffer), and the only buffer of each kind is held until everyone waits for it. Each
+//! case runs twice: the tested task's branches complete, or the task is cancelled while
+//! they wait (before the buffers come back), so what it waited for must pass on.
 //!
 //! Every case asserts: every task completes with its expected result (each branch's, the
-//! select's winner's); every receive still wanted met the empty ring once and got the
+//! select's winner's; a cancelled branch's error); every receive still wanted met the empty ring once and got the
 //! buffer when it came back, every claim got the registered buffer with the holder's
 //! byte; nothing is in flight afterwards; the provided-buffer ring has all its buffers
 //! back; the process's descriptors are back at the baseline; and nothing hangs (every
@@ -28,8 +30,8 @@ use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 use core::time::Duration;
-use keel_core::{Config, Driver, Executor, Fiber, SuspendReason, TaskHandle, TaskState, rt};
-use keel_linux::fs::{self, FiberFs, File};
+use keel_core::{Config, Driver, Executor, Fiber, SuspendReason, TaskError, TaskHandle, TaskState, rt};
+use keel_linux::fs::{self, BufferError, FiberFs, File};
 use keel_linux::net::{self, FiberNet, Socket};
 use keel_linux::{MmapStacks, RingConfig, RingDriver};
 use std::cell::{Cell, RefCell};
@@ -99,6 +101,27 @@ enum Out {
     Pbuf(u8),
     /// The claimed buffer's index and its first byte.
     Claim(u16, u8),
+    /// The branch's future returned an error: what it was and the errno (-1: keel's
+    /// `Cancelled`, or `BufferError::Cancelled`).
+    Failed(&'static str, i32),
+}
+
+impl Out {
+    /// A cancelled task's branch may end like this.
+    fn is_cancelled(self) -> bool {
+        matches!(self, Out::Failed(_, c) if c == -1 || c == libc::ECANCELED)
+    }
+}
+
+/// How the tested task ends.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum End {
+    /// Its branches complete after the release.
+    Completes,
+    /// It is cancelled while its branches wait (for room, a buffer, a wake), before the
+    /// release: whatever it waits for is passed on to the second waiter (waitq rule 3,
+    /// room rule 5).
+    Cancelled,
 }
 
 type Branch<'a> = Pin<Box<dyn Future<Output = Out> + 'a>>;
@@ -126,35 +149,59 @@ fn expected(k: Kind, i: usize) -> Out {
 fn branch(k: Kind, sock: &'static Socket) -> Branch<'static> {
     match k {
         Kind::Op => Box::pin(async {
-            fs::nop().await.unwrap_or_else(|e| panic!("nop: {e:?}"));
-            Out::Op
+            match fs::nop().await {
+                Ok(_) => Out::Op,
+                Err(e) => Out::Failed("nop", e.0),
+            }
         }),
         Kind::Sleep => Box::pin(async {
-            rt::sleep(Duration::from_millis(1)).await.unwrap();
-            Out::Sleep
+            match rt::sleep(Duration::from_millis(1)).await {
+                Ok(()) => Out::Sleep,
+                Err(_) => Out::Failed("sleep", -1),
+            }
         }),
         Kind::Yield => Box::pin(async {
-            rt::yield_now().await.unwrap();
-            Out::Yield
+            match rt::yield_now().await {
+                Ok(()) => Out::Yield,
+                Err(_) => Out::Failed("yield_now", -1),
+            }
         }),
         Kind::Wait => Box::pin(async {
-            rt::wait().await.unwrap();
-            Out::Wait
+            match rt::wait().await {
+                Ok(()) => Out::Wait,
+                Err(_) => Out::Failed("wait", -1),
+            }
         }),
         Kind::Pbuf => Box::pin(async move {
-            let b = net::future::recv_provided(sock).await.unwrap_or_else(|e| panic!("recv_provided: {e:?}")).expect("data, not end of stream");
-            assert_eq!(b.len(), 1, "one byte was written");
-            Out::Pbuf(b[0]) // the buffer goes back here (pbuf rule 2)
+            match net::future::recv_provided(sock).await {
+                Ok(b) => {
+                    let b = b.expect("data, not end of stream");
+                    assert_eq!(b.len(), 1, "one byte was written");
+                    Out::Pbuf(b[0]) // the buffer goes back here (pbuf rule 2)
+                }
+                Err(e) => Out::Failed("recv_provided", e.0),
+            }
         }),
         Kind::Multi => Box::pin(async move {
-            let mut m = net::future::recv_multi(sock).await.unwrap_or_else(|e| panic!("recv_multi: {e:?}"));
-            let b = net::future::next_recv(&mut m).await.unwrap_or_else(|e| panic!("next_recv: {e:?}")).expect("data, not end of stream");
-            assert_eq!(b.len(), 1, "one byte was written");
-            Out::Pbuf(b[0]) // the buffer goes back here, and the multishot is cancelled
+            let mut m = match net::future::recv_multi(sock).await {
+                Ok(m) => m,
+                Err(e) => return Out::Failed("recv_multi", e.0),
+            };
+            match net::future::next_recv(&mut m).await {
+                Ok(b) => {
+                    let b = b.expect("data, not end of stream");
+                    assert_eq!(b.len(), 1, "one byte was written");
+                    Out::Pbuf(b[0]) // the buffer goes back here, and the multishot is cancelled
+                }
+                Err(e) => Out::Failed("next_recv", e.0),
+            }
         }),
         Kind::Claim => Box::pin(async {
-            let b = fs::claim_buffer().await.unwrap_or_else(|e| panic!("claim_buffer: {e}"));
-            Out::Claim(b.index(), b[0]) // released here (regbuf rule 3)
+            match fs::claim_buffer().await {
+                Ok(b) => Out::Claim(b.index(), b[0]), // released here (regbuf rule 3)
+                Err(BufferError::Cancelled) => Out::Failed("claim_buffer", -1),
+                Err(e) => panic!("claim_buffer: {e}"),
+            }
         }),
     }
 }
@@ -256,8 +303,8 @@ fn state(ex: Pin<&Ex>, t: TaskHandle) -> String {
     format!("{:?} / {:?}", ex.state(t), ex.result(t))
 }
 
-fn case(a: Kind, b: Kind, combine: Combine, full: Full, waiter: Waiter) {
-    let name = format!("{a:?}+{b:?} {combine:?} under full {full:?}, second waiter a {waiter:?}");
+fn case(a: Kind, b: Kind, combine: Combine, full: Full, waiter: Waiter, end: End) {
+    let name = format!("{a:?}+{b:?} {combine:?} under full {full:?}, second waiter a {waiter:?}, tested task {end:?}");
     let fds0 = open_fds();
     let (exb, hogs) = executor(full);
     let ex = exb.as_ref();
@@ -345,6 +392,9 @@ fn case(a: Kind, b: Kind, combine: Combine, full: Full, waiter: Waiter) {
                 Combine::Select => select2(x, y).await,
             };
             *o.borrow_mut() = Some(r);
+            if r.iter().flatten().any(|o| matches!(o, Out::Failed(..))) {
+                return Err(TaskError::Cancelled);
+            }
             Ok(1)
         })
         .unwrap();
@@ -423,6 +473,10 @@ fn case(a: Kind, b: Kind, combine: Combine, full: Full, waiter: Waiter) {
     if (combine == Combine::Join && (buffer_waits(a) || buffer_waits(b))) || (buffer_waits(a) && buffer_waits(b)) {
         assert_eq!(ex.result(t), Ok(None), "{name}: a branch waits for a buffer the holder has: {}", state(ex, t));
     }
+    let done_before_cancel = ex.result(t) != Ok(None);
+    if end == End::Cancelled && !done_before_cancel {
+        ex.cancel(t).unwrap_or_else(|e| panic!("{name}: cancel: {e:?}"));
+    }
     release.set(true);
     while ex.attached() > 0 {
         deadline("after the release", ex, &all);
@@ -430,15 +484,29 @@ fn case(a: Kind, b: Kind, combine: Combine, full: Full, waiter: Waiter) {
     }
 
     assert_eq!(ex.result(holder), Ok(Some(Ok(7))), "{name}: holder");
-    assert_eq!(ex.result(t), Ok(Some(Ok(1))), "{name}: tested");
     assert_eq!(ex.result(w), Ok(Some(Ok(2))), "{name}: second waiter");
     let r = outs.borrow_mut().take().expect("the tested task stored its results");
-    match combine {
-        Combine::Join => assert_eq!(r, [Some(expected(a, 0)), Some(expected(b, 1))], "{name}: both branches' results"),
-        Combine::Select => assert!(
-            r == [Some(expected(a, 0)), None] || r == [None, Some(expected(b, 1))],
-            "{name}: exactly one branch wins, with its result: {r:?}"
-        ),
+    if end == End::Completes || done_before_cancel {
+        assert_eq!(ex.result(t), Ok(Some(Ok(1))), "{name}: tested");
+        match combine {
+            Combine::Join => assert_eq!(r, [Some(expected(a, 0)), Some(expected(b, 1))], "{name}: both branches' results"),
+            Combine::Select => assert!(
+                r == [Some(expected(a, 0)), None] || r == [None, Some(expected(b, 1))],
+                "{name}: exactly one branch wins, with its result: {r:?}"
+            ),
+        }
+    } else {
+        // Each branch that was still waiting ends with the cancel; one that had finished
+        // keeps its result; the select's first ready branch is the cancelled one.
+        assert_eq!(ex.result(t), Ok(Some(Err(TaskError::Cancelled))), "{name}: tested: {r:?}");
+        let ok = |o: Option<Out>, k: Kind, i: usize| o.is_some_and(|o| o == expected(k, i) || o.is_cancelled());
+        match combine {
+            Combine::Join => assert!(ok(r[0], a, 0) && ok(r[1], b, 1), "{name}: both branches end: {r:?}"),
+            Combine::Select => assert!(
+                (ok(r[0], a, 0) && r[1].is_none()) || (r[0].is_none() && ok(r[1], b, 1)),
+                "{name}: exactly one branch ends the select: {r:?}"
+            ),
+        }
     }
     // A dropped multishot's cancel may still be in flight: it resolves without any task.
     while ex.with_driver(|d| d.in_flight()).unwrap() > 0 {
@@ -472,7 +540,9 @@ fn table(full: Full) {
         for b in KINDS {
             for combine in [Combine::Join, Combine::Select] {
                 for waiter in [Waiter::Future, Waiter::Fiber] {
-                    case(a, b, combine, full, waiter);
+                    for end in [End::Completes, End::Cancelled] {
+                        case(a, b, combine, full, waiter, end);
+                    }
                 }
             }
         }
