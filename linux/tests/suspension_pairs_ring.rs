@@ -13,7 +13,8 @@
 //! for the same resources at the same time (room, the registered buffer, the provided
 //! buffer), and the only buffer of each kind is held until everyone waits for it. Each
 //! case runs twice: the tested task's branches complete, or the task is cancelled while
-//! they wait (before the buffers come back), so what it waited for must pass on.
+//! they wait (before the buffers come back), so what it waited for must pass on, or the
+//! executor is dropped while the tasks wait for room or for the buffers.
 //!
 //! Every case asserts: every task completes with its expected result (each branch's, the
 //! select's winner's; a cancelled branch's error); every receive still wanted met the empty ring once and got the
@@ -39,6 +40,8 @@ use std::io::Write;
 use std::os::fd::{IntoRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use util::{Ex, fattrs, task};
 
@@ -122,6 +125,12 @@ enum End {
     /// release: whatever it waits for is passed on to the second waiter (waitq rule 3,
     /// room rule 5).
     Cancelled,
+    /// The executor is dropped while the tasks wait for room (the holder's reads in
+    /// flight, never completed): the drop ends, and every descriptor the tasks held is
+    /// closed.
+    DroppedWaitingForRoom,
+    /// The executor is dropped while the tasks wait for the buffers the holder has.
+    DroppedWaitingForBuffers,
 }
 
 type Branch<'a> = Pin<Box<dyn Future<Output = Out> + 'a>>;
@@ -440,8 +449,8 @@ fn case(a: Kind, b: Kind, combine: Combine, full: Full, waiter: Waiter, end: End
 
     start.set(true);
     let all = [holder, t, w];
-    // A few passes with no room: everyone that needs room or a buffer waits.
-    for _ in 0..4 {
+    // Until the tested task has started and the second waiter waits (for room first).
+    while no_room.get().is_none() || !matches!(ex.state(w), Ok(TaskState::Suspended(_))) {
         deadline("before the release", ex, &all);
         let _ = ex.run(64, Some(Duration::from_millis(1)));
     }
@@ -451,6 +460,10 @@ fn case(a: Kind, b: Kind, combine: Combine, full: Full, waiter: Waiter, end: End
         Full::InFlightLimit => assert!(nr.1 >= 1, "{name}: the in-flight limit must be reached when the tested task starts (capacity, in flight) = {nr:?}"),
     }
     assert_eq!(ex.result(w), Ok(None), "{name}: the second waiter cannot be done before the release: {}", state(ex, w));
+    if end == End::DroppedWaitingForRoom {
+        drop_executor(&name, exb, pipes, [hfd, fd0, fd1, fd2], (hpeer, peer0, peer1, peer2), fds0);
+        return;
+    }
     // The hog reads complete.
     for p in &pipes {
         // SAFETY: writes one byte from a live local to the pipe's write end.
@@ -472,6 +485,10 @@ fn case(a: Kind, b: Kind, combine: Combine, full: Full, waiter: Waiter, end: End
     let buffer_waits = |k: Kind| matches!(k, Kind::Pbuf | Kind::Claim | Kind::Multi);
     if (combine == Combine::Join && (buffer_waits(a) || buffer_waits(b))) || (buffer_waits(a) && buffer_waits(b)) {
         assert_eq!(ex.result(t), Ok(None), "{name}: a branch waits for a buffer the holder has: {}", state(ex, t));
+    }
+    if end == End::DroppedWaitingForBuffers {
+        drop_executor(&name, exb, pipes, [hfd, fd0, fd1, fd2], (hpeer, peer0, peer1, peer2), fds0);
+        return;
     }
     let done_before_cancel = ex.result(t) != Ok(None);
     if end == End::Cancelled && !done_before_cancel {
@@ -516,16 +533,52 @@ fn case(a: Kind, b: Kind, combine: Combine, full: Full, waiter: Waiter, end: End
     let ps = ex.with_driver(pstats).unwrap();
     assert_eq!((ps.in_use, ps.available), (0, ps.count), "{name}: provided buffers not all back: {ps:?}");
     drop(exb);
+    close_all(pipes, [hfd, fd0, fd1, fd2], (hpeer, peer0, peer1, peer2));
+    assert_eq!(open_fds(), fds0, "{name}: descriptors left open");
+}
+
+/// Drops the executor while its tasks wait, then checks that every descriptor they held
+/// is closed. A watchdog completes the holder's reads after 5 s, so a drop that waits for
+/// them ends (and fails) instead of hanging.
+fn drop_executor(name: &str, exb: Pin<Box<Ex>>, pipes: Vec<(RawFd, RawFd)>, socks: [RawFd; 4], peers: (UnixStream, UnixStream, UnixStream, UnixStream), fds0: usize) {
+    let done = Arc::new(AtomicBool::new(false));
+    let (d, wfds): (_, Vec<RawFd>) = (done.clone(), pipes.iter().map(|p| p.1).collect());
+    let wd = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        // Acquire: pairs with the Release store after the drop returned.
+        while !d.load(Ordering::Acquire) && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if !d.load(Ordering::Acquire) {
+            for fd in wfds {
+                // SAFETY: writes one byte from a static to a pipe write end the test closes
+                // only after this thread was joined.
+                unsafe { libc::write(fd, b"x".as_ptr().cast(), 1) };
+            }
+        }
+    });
+    let t1 = Instant::now();
+    drop(exb);
+    let took = t1.elapsed();
+    // Release: pairs with the watchdog's Acquire loads.
+    done.store(true, Ordering::Release);
+    wd.join().unwrap();
+    assert!(took < Duration::from_secs(4), "{name}: the executor's drop waited {took:?} for the holder's reads");
+    close_all(pipes, socks, peers);
+    assert_eq!(open_fds(), fds0, "{name}: descriptors left open after the executor's drop");
+}
+
+/// Closes the test's own descriptors, after the executor is gone.
+fn close_all(pipes: Vec<(RawFd, RawFd)>, socks: [RawFd; 4], peers: (UnixStream, UnixStream, UnixStream, UnixStream)) {
     for p in pipes {
-        // SAFETY: the write ends are the test's (the read ends were closed by the holder).
+        // SAFETY: the write ends are the test's (the read ends were the holder's `File`s).
         unsafe { libc::close(p.1) };
     }
-    for fd in [hfd, fd0, fd1, fd2] {
+    for fd in socks {
         // SAFETY: the sockets' descriptors are the test's, closed once, after the executor.
         unsafe { libc::close(fd) };
     }
-    drop((hpeer, peer0, peer1, peer2));
-    assert_eq!(open_fds(), fds0, "{name}: descriptors left open");
+    drop(peers);
 }
 
 fn pstats(d: &mut keel_core::DriverMut<'_, RingDriver>) -> keel_linux::pbuf::PbufStats {
@@ -540,7 +593,7 @@ fn table(full: Full) {
         for b in KINDS {
             for combine in [Combine::Join, Combine::Select] {
                 for waiter in [Waiter::Future, Waiter::Fiber] {
-                    for end in [End::Completes, End::Cancelled] {
+                    for end in [End::Completes, End::Cancelled, End::DroppedWaitingForRoom, End::DroppedWaitingForBuffers] {
                         case(a, b, combine, full, waiter, end);
                     }
                 }
