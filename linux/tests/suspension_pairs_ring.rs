@@ -411,6 +411,8 @@ fn case(a: Kind, b: Kind, combine: Combine, full: Full, waiter: Waiter, end: End
 
     // The second task waits for the same resources: room, the registered buffer and a
     // provided buffer, all at once.
+    let fiber_end: Rc<Cell<Option<i32>>> = Rc::new(Cell::new(None));
+    let fe = fiber_end.clone();
     let w = match waiter {
         Waiter::Future => ex
             .attach(task(), async move {
@@ -437,10 +439,23 @@ fn case(a: Kind, b: Kind, combine: Combine, full: Full, waiter: Waiter, end: End
         // provided buffer; then it claims the registered buffer.
         Waiter::Fiber => ex
             .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
-                let b = f.recv_provided(s2).unwrap_or_else(|e| panic!("fiber recv_provided: {e:?}")).expect("data, not end of stream");
+                let b = match f.recv_provided(s2) {
+                    Ok(b) => b.expect("data, not end of stream"),
+                    Err(e) => {
+                        fe.set(Some(e.0)); // the executor's drop resumes it with ECANCELED
+                        return Err(TaskError::Failed(3));
+                    }
+                };
                 assert_eq!(&*b, b"w");
                 drop(b);
-                let c = f.claim_buffer().unwrap_or_else(|e| panic!("fiber claim_buffer: {e}"));
+                let c = match f.claim_buffer() {
+                    Ok(c) => c,
+                    Err(BufferError::Cancelled) => {
+                        fe.set(Some(-1));
+                        return Err(TaskError::Failed(4));
+                    }
+                    Err(e) => panic!("fiber claim_buffer: {e}"),
+                };
                 assert_eq!((c.index(), c[0]), (0, CLAIM_BYTE));
                 Ok(2)
             })
@@ -462,6 +477,9 @@ fn case(a: Kind, b: Kind, combine: Combine, full: Full, waiter: Waiter, end: End
     assert_eq!(ex.result(w), Ok(None), "{name}: the second waiter cannot be done before the release: {}", state(ex, w));
     if end == End::DroppedWaitingForRoom {
         drop_executor(&name, exb, pipes, [hfd, fd0, fd1, fd2], (hpeer, peer0, peer1, peer2), fds0);
+        // A started fiber is resumed with `Cancelled` and unwinds (its receive waited for
+        // room).
+        assert_eq!(fiber_end.get(), (waiter == Waiter::Fiber).then_some(libc::ECANCELED), "{name}: the fiber's end");
         return;
     }
     // The hog reads complete.
@@ -488,6 +506,8 @@ fn case(a: Kind, b: Kind, combine: Combine, full: Full, waiter: Waiter, end: End
     }
     if end == End::DroppedWaitingForBuffers {
         drop_executor(&name, exb, pipes, [hfd, fd0, fd1, fd2], (hpeer, peer0, peer1, peer2), fds0);
+        // Its receive waited for the provided buffer.
+        assert_eq!(fiber_end.get(), (waiter == Waiter::Fiber).then_some(libc::ECANCELED), "{name}: the fiber's end");
         return;
     }
     let done_before_cancel = ex.result(t) != Ok(None);
