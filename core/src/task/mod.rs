@@ -19,7 +19,7 @@ use crate::priority::Priorities;
 use crate::sync::Ordering;
 use core::ptr::NonNull;
 use core::task::Waker;
-use header::Header;
+use header::{Header, SlotPtr};
 
 /// How a task is created.
 #[derive(Copy, Clone, Debug, Default)]
@@ -159,7 +159,7 @@ impl TaskHandle {
 
     /// The task's id (stable across runs; for messages and listings).
     pub fn id(self) -> u32 {
-        self.h().trailer().id()
+        self.hdr.trailer().id()
     }
 
     /// Whether this handle names the task's current run.
