@@ -23,8 +23,9 @@
 //!    (header, trailer and body). It is only ever copied, or cast to an integer and back
 //!    (rule 5), never re-made from a reference.
 //! 2. The trailer, the body bytes, the timer node and the inbox node are reached only
-//!    through [`SlotPtr`] on such a pointer, by raw place projection
-//!    (`&raw const (*core).trailer`) or byte offset (`byte_add`), never from a `&Header`.
+//!    through [`SlotPtr`] on such a pointer, by a place projection of the raw pointer
+//!    (`&(*core).trailer`, `&raw mut (*core).trailer.timer`: no `&Header` or `&TaskCore`
+//!    is made on the way) or a byte offset (`byte_add`), never from a `&Header`.
 //!    A `&Header` (`SlotPtr::hdr`, `as_ref`) is made only to read and write the header's
 //!    own fields; a `&Trailer` only for the trailer's own fields.
 //! 3. The container-of steps (timer node to header: [`Header::from_timer`]; inbox node
@@ -310,7 +311,7 @@ impl SlotPtr for NonNull<Header> {
         // SAFETY: provenance rules 1-2: `self` points at the `TaskCore` that starts every
         // `#[repr(C)]` `TaskSlot` (asserted below) with the whole slot's provenance, so
         // the projection stays inside what it may reach; the slot is `'static`.
-        unsafe { &*(&raw const (*self.as_ptr().cast::<TaskCore>()).trailer) }
+        unsafe { &(*self.as_ptr().cast::<TaskCore>()).trailer }
     }
 
     #[inline(always)]
