@@ -727,13 +727,16 @@ impl Sched {
         self.stats.io_completed.set(self.stats.io_completed.get() + 1);
         let mut wake = true;
         let h = if token.addr & IoToken::ORPHAN != 0 {
-            // SAFETY: orphan tokens are task headers (io_status rule 4).
+            // SAFETY: orphan tokens are task headers (io_status rule 4), with the whole
+            // slot's provenance exposed when the token was made (header provenance rule 5).
             let h = unsafe { NonNull::new_unchecked((token.addr & !IoToken::ORPHAN) as *mut Header) };
             let o = &h.trailer().orphans;
             o.set(o.get() - 1);
             h
         } else if token.addr & IoToken::WAKE != 0 {
-            // SAFETY: wake tokens are task headers (`IoToken::wake`), `'static`.
+            // SAFETY: wake tokens are task headers (`IoToken::wake`), `'static`, with the
+            // whole slot's provenance exposed when the token was made (header provenance
+            // rule 5).
             let h = unsafe { NonNull::new_unchecked((token.addr & !IoToken::WAKE) as *mut Header) };
             // Relaxed: owner-written generation. A completion for an earlier run wakes nothing.
             if hdr(h).generation.load(Ordering::Relaxed) != token.generation {

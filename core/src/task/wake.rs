@@ -221,7 +221,8 @@ fn decode(data: *const ()) -> (NonNull<Header>, Option<u32>) {
     } else {
         (bits, None)
     };
-    // SAFETY: every waker with this vtable was made by `waker_for` from a non-null header.
+    // SAFETY: every waker with this vtable was made by `waker_for` from a non-null header
+    // pointer, whose whole-slot provenance `encode` exposed (header provenance rule 5).
     (unsafe { NonNull::new_unchecked(addr as *mut Header) }, tag)
 }
 
