@@ -77,7 +77,48 @@ pub enum Park {
 }
 
 /// A platform under an executor.
-pub trait Driver: 'static {
+///
+/// # Safety
+///
+/// The core dereferences what a completion's token names (a status block, a task header),
+/// and frees or reuses memory once the driver says nothing names it any more, so an
+/// implementation must keep this contract (a safe trait could not: a safe `impl` handing
+/// one token back twice would let safe code corrupt a task's lists):
+/// 1. Every token given to `submit`/`submit_from` for an operation that was accepted
+///    (`Ok`) is handed to a `reap` sink exactly once, with that operation's result; after
+///    `retarget(id, t)` the operation's completion carries `t` instead. No other token is
+///    ever handed to a sink (a refused operation's token is dropped, never reported).
+/// 2. `in_flight` counts the operations accepted and not yet reaped: the executor frees
+///    task storage and fiber stacks once it reads 0 after cancelling.
+/// 3. An operation's memory (what its `Op` points at) is the driver's to keep until its
+///    completion is reaped, or until the driver itself is dropped; a driver dropped with
+///    operations in flight must not let them write into memory it hands back.
+/// 4. `cancel`, `retarget` and `cancel_all` accept any id, including one already reaped
+///    (they do nothing then); an id names one operation for its whole life.
+/// 5. The [`Unparker`](crate::exec::Unparker) returned by `unparker` may be called from any
+///    thread for as long as the driver lives; its `ctx` stays valid that long.
+///
+/// A driver written without `unsafe` does not compile:
+///
+/// ```compile_fail,E0200
+/// use keel_core::driver::{Driver, IoResult, IoToken, OpId, Park};
+/// use keel_core::{Errno, Instant};
+/// struct Twice(Option<IoToken>);
+/// impl Driver for Twice {
+///     type Op = ();
+///     fn now(&self) -> Instant { Instant::ZERO }
+///     fn submit(&mut self, _: (), t: IoToken) -> Result<OpId, ((), Errno)> { self.0 = Some(t); Ok(OpId(1)) }
+///     fn cancel(&mut self, _: OpId) {}
+///     fn retarget(&mut self, _: OpId, _: IoToken) {}
+///     // Would hand the same status block back on every reap.
+///     fn reap<F: FnMut(IoToken, IoResult)>(&mut self, _: usize, sink: &mut F) -> usize {
+///         self.0.map(|t| sink(t, Ok(0))).map_or(0, |_| 1)
+///     }
+///     fn in_flight(&self) -> usize { 0 }
+///     fn park(&mut self, _: Option<Instant>) -> Result<Park, Errno> { Ok(Park::Stalled) }
+/// }
+/// ```
+pub unsafe trait Driver: 'static {
     /// The operations this driver can perform.
     type Op;
 
@@ -214,7 +255,8 @@ impl<D> core::fmt::Debug for DriverMut<'_, D> {
 #[derive(Debug, Default)]
 pub struct NoIo;
 
-impl Driver for NoIo {
+// SAFETY: it accepts no operation (its `Op` is uninhabited): nothing to report.
+unsafe impl Driver for NoIo {
     type Op = core::convert::Infallible;
     fn now(&self) -> Instant {
         Instant::ZERO

@@ -201,7 +201,10 @@ impl<const OPS: usize, const TRACE: usize> SimDriverN<OPS, TRACE> {
     }
 }
 
-impl<const OPS: usize, const TRACE: usize> Driver for SimDriverN<OPS, TRACE> {
+// SAFETY: driver rules 1-5 hold: each accepted operation sits in `pending` with its token until
+// `reap` hands it out once and removes it; `in_flight` is `pending`'s length; operations own
+// no memory; ids are looked up, so a stale one does nothing; no unparker.
+unsafe impl<const OPS: usize, const TRACE: usize> Driver for SimDriverN<OPS, TRACE> {
     type Op = SimOp;
 
     fn now(&self) -> Instant {

@@ -50,7 +50,9 @@ fn futex_unpark(addr: usize) {
     let _ = futex::wake(word, futex::Flags::PRIVATE, 1);
 }
 
-impl Driver for SleepDriver {
+// SAFETY: driver rules 1-5 hold: it accepts no operation (its `Op` is uninhabited), and its
+// unparker is a futex wake on the executor's park word, which outlives the driver's use.
+unsafe impl Driver for SleepDriver {
     type Op = NoOp;
 
     fn now(&self) -> Instant {

@@ -186,7 +186,9 @@ impl ModelDriver {
     }
 }
 
-impl Driver for ModelDriver {
+// SAFETY: it accepts no operation (its `Op` is uninhabited), and its unparker is the
+// model's parker, which the executor keeps alive.
+unsafe impl Driver for ModelDriver {
     type Op = Infallible;
 
     fn now(&self) -> Instant {

@@ -245,7 +245,9 @@ mod tests {
         UNPARKED.store(true, Ordering::Relaxed);
     }
 
-    impl Driver for MidPush {
+    // SAFETY: it accepts no operation (its `Op` is uninhabited); its unparker only stores
+    // to a static.
+    unsafe impl Driver for MidPush {
         type Op = core::convert::Infallible;
         fn now(&self) -> Instant {
             // Read once per pass that found no work: counts the passes.

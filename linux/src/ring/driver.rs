@@ -797,7 +797,14 @@ pub(crate) fn to_result(res: i32) -> IoResult {
     if res < 0 { Err(Errno(-res)) } else { Ok(res as u32) }
 }
 
-impl Driver for RingDriver {
+// SAFETY: driver rules 1-5 hold: an accepted operation holds a slot (slot rules) whose token
+// goes out once, with the slot's final CQE, and `retarget` rewrites it in place; user_data
+// carries the slot index and generation, so a stale id or CQE does nothing; the slot keeps
+// the operation's buffers until that CQE, and the driver's drop cancels and waits for every
+// operation in flight before anything is freed (leaking what the kernel never finishes);
+// the unparker (MSG_RING or an eventfd write) names the ring's or the eventfd's descriptor,
+// which stay open while the driver lives.
+unsafe impl Driver for RingDriver {
     type Op = RingOp;
 
     fn now(&self) -> Instant {
