@@ -322,7 +322,6 @@ impl SlotPtr for NonNull<Header> {
         unsafe { self.as_ptr().cast::<u8>().byte_add(core::mem::size_of::<TaskCore>()) }
     }
 
-    #[inline(always)]
     fn timer(self) -> NonNull<TimerNode> {
         // SAFETY: as for `trailer`: a raw projection inside the slot, non-null.
         unsafe { NonNull::new_unchecked(&raw mut (*self.as_ptr().cast::<TaskCore>()).trailer.timer) }
