@@ -22,8 +22,8 @@
 //!    `NonNull::from(&'static TaskSlot<N>)`: its provenance covers the whole slot
 //!    (header, trailer and body). It is only ever copied, or cast to an integer and back
 //!    (rule 5), never re-made from a reference.
-//! 2. The trailer, the body bytes, the timer node and the inbox node are reached only
-//!    through [`SlotPtr`] on such a pointer, by a place projection of the raw pointer
+//! 2. From a task pointer, the trailer, the body bytes, the timer node and the inbox
+//!    node are reached only through [`SlotPtr`], by a place projection of the raw pointer
 //!    (`&(*core).trailer`, `&raw mut (*core).trailer.timer`: no `&Header` or `&TaskCore`
 //!    is made on the way) or a byte offset (`byte_add`), never from a `&Header`.
 //!    A `&Header` (`SlotPtr::hdr`, `as_ref`) is made only to read and write the header's
@@ -37,10 +37,10 @@
 //!    (rule 1), never compute them from a link's address.
 //! 5. Where the address travels as an integer (an [`IoToken`](crate::driver::IoToken)
 //!    through the driver, the tagged data of a keel waker, a dispatcher level's tagged
-//!    top), the whole-slot pointer's
-//!    provenance is exposed when the integer is made (`as usize` of a rule 1 pointer)
-//!    and the pointer made back from it (`as *mut Header`) takes that exposed provenance:
-//!    no pointer with a narrower provenance to a slot's address is ever exposed.
+//!    top), the integer is made from a rule 1 pointer (`as usize`), which exposes the
+//!    whole slot's provenance, and the pointer made back from it (`as *mut Header`, an
+//!    exposed-provenance cast) may take that provenance: the accesses of rules 2-3
+//!    through it are those a rule 1 pointer may make.
 //! 6. Every byte a shared slot pointer writes is inside an `UnsafeCell` (`Cell`s,
 //!    atomics, the body's `Cell<[MaybeUninit<u8>; N]>`), so writes through a pointer
 //!    made from `&'static TaskSlot` are allowed.
