@@ -18,6 +18,15 @@
 //!    reaped. The task cannot complete
 //!    (it drains) and its storage is not reused until then, so no completion ever
 //!    reaches memory that was handed back.
+//! 5. An operation submitted with a wake token (`try_submit`, `Fiber::try_submit`) is the
+//!    driver's, not the run's: it is on no list and not counted in the task's i/o in
+//!    flight, so it never holds a run in Draining (a body that returns, or is dropped,
+//!    while the value that owns such an operation lives on elsewhere completes at once).
+//!    The driver keeps what the operation names until its completion; the token carries
+//!    the run's generation and a completion for a run that has ended wakes nothing
+//!    (`complete_io`), the task's next run included. A driver crate's value polled in
+//!    another task (or a later run) re-points the token at the polling task itself
+//!    (keel-linux: wake-token rule 3 in its `ring` module).
 
 use crate::driver::{Driver, DriverMut, IoResult, IoToken, OpId};
 use crate::error::{Cancelled, DriverError, InitiateError};

@@ -59,17 +59,118 @@ fn attached_not_started_completes_as_cancelled_without_running() {
     assert_eq!(ex.attached(), 0);
 }
 
+/// A started task that is ready (here: yielding) is not dropped: it stays queued and
+/// its suspension point returns `Cancelled` when it runs (before: its body was dropped
+/// where it stood).
 #[test]
-fn ready_is_removed_from_its_queue_and_completes_as_cancelled() {
+fn ready_stays_queued_and_resumes_with_cancelled() {
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let ex = ex.into_ref();
     let (t, seen) = start(ex, "yield");
     ex.run(1, None).unwrap();
     assert_eq!(ex.state(t), Ok(TaskState::Ready));
-    assert_eq!(ex.cancel(t), Ok(CancelOutcome::Completed));
+    assert_eq!(ex.cancel(t), Ok(CancelOutcome::Resumes));
+    assert_eq!(ex.state(t), Ok(TaskState::Ready));
+    assert_eq!(ex.stats().ready, [0, 1, 0]);
+    run_all!(ex);
+    assert_eq!(seen.get(), Some(Err(Cancelled)));
     assert_eq!(ex.result(t), Ok(Some(Err(TaskError::Cancelled))));
-    assert_eq!(ex.stats().ready, [0, 0, 0]);
-    assert_eq!(seen.get(), None);
+}
+
+/// What a target task saw after it was woken by its completion and cancelled before it
+/// ran again.
+#[derive(Default)]
+struct AfterWake {
+    /// The suspension it was woken from returned (`Err(Cancelled)`, or the wake).
+    woke: Cell<Option<Result<(), Cancelled>>>,
+    /// The completion's result, as the task reads it.
+    result: Cell<Option<keel_core::IoResult>>,
+    /// Its next suspension point.
+    next: Cell<Option<Result<(), Cancelled>>>,
+}
+
+/// Runs `target` (CPU priority Normal) until it is suspended on its operation, lets the
+/// operation complete in a pass whose only resumption is a higher-priority task (so the
+/// target is `Ready`, woken, not yet polled), cancels it there, and runs it to the end.
+fn cancel_woken_before_it_runs(target: impl core::future::Future<Output = keel_core::TaskResult> + 'static) -> (Pin<Box<Executor<SimDriver>>>, TaskHandle) {
+    let ex = Box::pin(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let stop = Rc::new(Cell::new(false));
+    let s = stop.clone();
+    // Waits until woken, then yields until stopped: with it ready, `run(1)` reaps and
+    // resumes it, not the target.
+    let busy = ex
+        .as_ref()
+        .attach(task(Priority::High, "busy"), async move {
+            rt::wait().await.unwrap();
+            while !s.get() {
+                rt::yield_now().await.unwrap();
+            }
+            Ok(0)
+        })
+        .unwrap();
+    let t = ex.as_ref().attach(task(Priority::Normal, "target"), target).unwrap();
+    assert_eq!(ex.as_ref().run(2, None), Ok(2));
+    assert_eq!(ex.as_ref().state(t), Ok(TaskState::Suspended(SuspendReason::Io)));
+    ex.as_ref().wake(busy);
+    assert_eq!(ex.as_ref().run(1, None), Ok(1));
+    assert_eq!(ex.as_ref().state(t), Ok(TaskState::Ready), "the completion was reaped and woke the target");
+    assert_eq!(ex.as_ref().cancel(t), Ok(CancelOutcome::Resumes));
+    stop.set(true);
+    run_all!(ex.as_ref());
+    (ex, t)
+}
+
+/// A future task woken by its status's completion and cancelled before it runs again is
+/// not dropped: its suspension point returns `Cancelled`, the status holds the result,
+/// and its next suspension point returns `Cancelled` too. Fails before this change: the
+/// cancel dropped the body (`Completed`) and the result was never seen.
+#[test]
+fn a_task_woken_by_its_status_and_cancelled_before_it_runs_sees_the_result() {
+    let seen: Rc<AfterWake> = Rc::default();
+    let s = seen.clone();
+    let (ex, t) = cancel_woken_before_it_runs(async move {
+        let st = pin!(IoStatus::new());
+        initiate::<SimDriver>(st.as_ref(), SimOp::new(1).with_result(Ok(42))).await.unwrap();
+        s.woke.set(Some(suspend_until_completed_io(1).await.map(drop)));
+        s.result.set(st.result());
+        s.next.set(Some(rt::yield_now().await));
+        Ok(7)
+    });
+    assert_eq!(seen.woke.get(), Some(Err(Cancelled)));
+    assert_eq!(seen.result.get(), Some(Ok(42)), "the completion was lost");
+    assert_eq!(seen.next.get(), Some(Err(Cancelled)));
+    assert_eq!(ex.as_ref().result(t), Ok(Some(Ok(7))), "the body decides its result");
+}
+
+/// The same for an operation submitted with a wake token (`try_submit`): the body is
+/// polled again (it sees the wake), then its next suspension point returns `Cancelled`.
+/// Fails before this change: the body was dropped, the wake never seen.
+#[test]
+fn a_task_woken_by_a_wake_token_op_and_cancelled_before_it_runs_sees_the_wake() {
+    let seen: Rc<AfterWake> = Rc::default();
+    let s = seen.clone();
+    let (ex, t) = cancel_woken_before_it_runs(async move {
+        let mut op = Some(SimOp::new(2).with_result(Ok(9)));
+        let mut submitted = false;
+        core::future::poll_fn(|cx| {
+            if submitted {
+                return core::task::Poll::Ready(());
+            }
+            keel_core::try_submit_from::<SimDriver>(cx, &mut op, true).unwrap();
+            keel_core::io_status::waiting_for_io(cx);
+            submitted = true;
+            core::task::Poll::Pending
+        })
+        .await;
+        s.woke.set(Some(Ok(())));
+        s.next.set(Some(rt::yield_now().await));
+        Ok(7)
+    });
+    assert_eq!(seen.woke.get(), Some(Ok(())), "the body was not polled after its wake");
+    assert_eq!(seen.next.get(), Some(Err(Cancelled)));
+    assert_eq!(ex.as_ref().result(t), Ok(Some(Ok(7))));
+    let done = ex.as_ref().with_driver(|d| d.trace().any(|e| matches!(e, keel_core::sim::SimEvent::Complete { label: 2, result: Ok(9), .. }))).unwrap();
+    assert!(done, "the operation completed with its own result");
 }
 
 #[test]

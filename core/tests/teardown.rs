@@ -111,31 +111,52 @@ fn a_body_whose_drop_panics_after_ready_is_dropped_once_and_completes_as_panicke
 
 #[test]
 fn a_queued_body_whose_drop_panics_in_cancel_is_dropped_once_and_never_polled() {
-    for started in [false, true] {
-        let ex = pin!(Executor::new(SimDriver::new(), sim()).unwrap());
-        let ex = ex.into_ref();
-        let c = Counts::new(true);
-        let t = ex.attach(task(Priority::Normal, "bomb"), Bomb::with(c, 5, false)).unwrap();
-        if started {
-            // One poll (it wakes itself through its waker), then woken here: Ready in the
-            // run queue.
-            assert_eq!(ex.run(1, None), Ok(1));
-            ex.wake(t);
-            assert_eq!(ex.state(t), Ok(TaskState::Ready));
+    let ex = pin!(Executor::new(SimDriver::new(), sim()).unwrap());
+    let ex = ex.into_ref();
+    let c = Counts::new(true);
+    let t = ex.attach(task(Priority::Normal, "bomb"), Bomb::with(c, 5, false)).unwrap();
+    let polls = c.polls();
+    let caught = catch_unwind(AssertUnwindSafe(|| ex.cancel(t)));
+    assert!(caught.is_err(), "the Drop's panic propagates out of cancel");
+    assert_eq!(c.drops(), 1, "the body is dropped exactly once");
+    assert_eq!(ex.state(t), Ok(TaskState::Completed));
+    assert_eq!(ex.result(t), Ok(Some(Err(TaskError::Panicked("the task body panicked while being dropped")))));
+    assert_eq!(ex.attached(), 0);
+    // Nothing is queued: the dropped body is never polled.
+    assert!(ex.run(10, Some(Duration::from_millis(1))).is_err());
+    assert_eq!(c.polls(), polls, "a dropped body was polled");
+    reusable(ex, t);
+    assert_eq!(c.drops(), 1);
+}
+
+/// A started body that is ready (woken) when cancelled is not dropped by `cancel` (its
+/// body may hold a completion it has not seen yet): it is polled again, and its `Drop`
+/// runs once, when it returns; a panic there propagates out of `run` as usual.
+#[test]
+fn a_ready_started_body_is_not_dropped_by_cancel_and_its_drop_panics_once_when_it_returns() {
+    let ex = pin!(Executor::new(SimDriver::new(), sim()).unwrap());
+    let ex = ex.into_ref();
+    let c = Counts::new(true);
+    let t = ex.attach(task(Priority::Normal, "bomb"), Bomb::with(c, 5, false)).unwrap();
+    // One poll (it wakes itself through its waker): Ready in the run queue.
+    assert_eq!(ex.run(1, None), Ok(1));
+    ex.wake(t);
+    assert_eq!(ex.state(t), Ok(TaskState::Ready));
+    let polls = c.polls();
+    assert_eq!(ex.cancel(t), Ok(CancelOutcome::Resumes));
+    assert_eq!(c.drops(), 0, "cancel dropped a started body");
+    assert_eq!(ex.state(t), Ok(TaskState::Ready));
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        while ex.attached() > 0 {
+            ex.run(100, None).unwrap();
         }
-        let polls = c.polls();
-        let caught = catch_unwind(AssertUnwindSafe(|| ex.cancel(t)));
-        assert!(caught.is_err(), "the Drop's panic propagates out of cancel");
-        assert_eq!(c.drops(), 1, "the body is dropped exactly once (started: {started})");
-        assert_eq!(ex.state(t), Ok(TaskState::Completed));
-        assert_eq!(ex.result(t), Ok(Some(Err(TaskError::Panicked("the task body panicked while being dropped")))));
-        assert_eq!(ex.attached(), 0);
-        // Nothing is queued: the dropped body is never polled.
-        assert!(ex.run(10, Some(Duration::from_millis(1))).is_err());
-        assert_eq!(c.polls(), polls, "a dropped body was polled");
-        reusable(ex, t);
-        assert_eq!(c.drops(), 1);
-    }
+    }));
+    assert!(caught.is_err(), "the Drop's panic propagates out of run");
+    assert!(c.polls() > polls, "the cancelled body was not polled again");
+    assert_eq!(c.drops(), 1, "the body is dropped exactly once");
+    assert_eq!(ex.result(t), Ok(Some(Err(TaskError::Panicked("the task body panicked while being dropped")))));
+    reusable(ex, t);
+    assert_eq!(c.drops(), 1);
 }
 
 #[test]

@@ -272,14 +272,14 @@ pub(crate) fn claim_on(d: &RingDriver, waiter: Option<keel_core::TaskHandle>) ->
 /// A woken registered-buffer waiter's next step on ring `d` (regbuf rules 3-4):
 /// cancelled: leave (a buffer granted meanwhile goes on); else its buffer, or `None` for
 /// a spurious wake.
-pub(crate) fn collect_on(d: &RingDriver, t: crate::waitq::Ticket, cancelled: bool) -> Result<Option<FixedBuf>, BufferError> {
+pub(crate) fn collect_on(d: &RingDriver, t: crate::waitq::Ticket, cancelled: bool, me: Option<keel_core::TaskHandle>) -> Result<Option<FixedBuf>, BufferError> {
     use crate::regbuf::Collect;
     let mut reg = d.shared.regbuf().expect("keel bug: the registered buffers went away under a waiter");
     if cancelled {
         reg.leave(t);
         return Err(BufferError::Cancelled);
     }
-    Ok(match reg.collect(t) {
+    Ok(match reg.collect(t, me) {
         Collect::Got(i) => Some(FixedBuf::new(&d.shared, &reg, i)),
         Collect::Waiting => None, // a spurious wake: keep the place (waitq rule 2)
     })
@@ -417,7 +417,7 @@ impl FiberFs for Fiber {
         loop {
             let woke = self.wait();
             // Every way out of this wait goes through the queue (waitq rule 3).
-            match self.with_driver::<RingDriver, _>(|d| collect_on(d, t, woke.is_err())).expect("keel bug: the driver changed under a waiting task") {
+            match self.with_driver::<RingDriver, _>(|d| collect_on(d, t, woke.is_err(), None)).expect("keel bug: the driver changed under a waiting task") {
                 Ok(Some(b)) => return Ok(b),
                 Ok(None) => {}
                 Err(e) => return Err(e),
@@ -786,7 +786,7 @@ impl Future for ClaimBuffer {
                 if !Rc::ptr_eq(&d.shared, &shared) {
                     return Err(BufferError::OtherExecutor); // `Drop` leaves its own queue
                 }
-                collect_on(d, t, cancelled)
+                collect_on(d, t, cancelled, keel_core::rt::current_task(cx))
             });
             return match r {
                 Some(Ok(None)) => Poll::Pending, // a spurious wake: keep the place (waitq rule 2)

@@ -24,6 +24,12 @@
 //!   rule 2, regbuf rule 5).
 //! - Polled in another executor's task than the one it was submitted in: `EXDEV` (the
 //!   operation stays with its own driver and is abandoned when the future goes).
+//! - Moved to another task of the same executor (or kept for a later run of its own
+//!   task) and polled there: each poll that finds the op not done points its wake token
+//!   at the polling task (wake-token rule 3 in the `ring` module doc), so its completion
+//!   wakes whoever waits for it now. The task that submitted it was never held by it: a
+//!   body that returns while its future lives elsewhere completes at once (io_status
+//!   rule 5 in keel-core).
 
 use crate::buf::RawBuf;
 use crate::ring::shared::Shared;
@@ -101,8 +107,15 @@ impl Kept {
                 return Err(()); // another executor's driver: `id` means nothing there
             }
             let done = d.take_full(id);
-            if done.is_none() && cancel {
-                keel_core::Driver::cancel(d, id);
+            if done.is_none() {
+                if cancel {
+                    keel_core::Driver::cancel(d, id);
+                }
+                // Wake-token rule 3: the task polling it now is the one to wake (it may
+                // have been moved out of the task that submitted it).
+                if let Some(me) = keel_core::rt::current_task(cx) {
+                    d.rewake(id, me);
+                }
             }
             Ok(done)
         });
@@ -119,6 +132,8 @@ impl Kept {
                 keel_core::io_status::waiting_for_io(cx);
                 Poll::Pending
             }
+            // Outside any task (rt rule 2 in keel-core: `EPERM`), or the driver is lent.
+            None if keel_core::rt::current_task(cx).is_none() => Poll::Ready((-Errno::EPERM.0, 0, None)),
             None => Poll::Ready((-Errno::EINVAL.0, 0, None)),
         }
     }

@@ -214,9 +214,9 @@ impl PbufRing {
     }
 
     /// Whether wait `t` has been handed the turn (a woken waiter still queued was woken
-    /// spuriously: waitq rule 2).
-    pub(crate) fn has_turn(&self, t: Ticket) -> bool {
-        !self.waiters.is_queued(t)
+    /// spuriously: waitq rule 2); still queued, its wake goes to `me` (waitq rule 6).
+    pub(crate) fn has_turn(&mut self, t: Ticket, me: Option<TaskHandle>) -> bool {
+        !self.waiters.is_queued_for(t, me)
     }
 
     /// Ends wait `t` without using its turn: cancelled or dropped (waitq rule 3). A turn

@@ -134,12 +134,13 @@ impl Registered {
         self.waiters.push(me).map(Claim::Queued).ok_or(BufferError::WaitQueueFull)
     }
 
-    /// A woken waiter's buffer, if it has been granted one (rule 3).
-    pub(crate) fn collect(&mut self, t: Ticket) -> Collect {
+    /// A woken waiter's buffer, if it has been granted one (rule 3); still waiting, its
+    /// wake goes to `me` (waitq rule 6).
+    pub(crate) fn collect(&mut self, t: Ticket, me: Option<TaskHandle>) -> Collect {
         if let Some(k) = self.grants.iter().position(|g| g.0 == t) {
             return Collect::Got(self.grants.swap_remove(k).1);
         }
-        if self.waiters.is_queued(t) {
+        if self.waiters.is_queued_for(t, me) {
             return Collect::Waiting;
         }
         unreachable!("keel bug: a registered-buffer wait neither queued nor granted")

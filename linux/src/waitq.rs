@@ -24,6 +24,11 @@
 //!    error); push, pop and leave allocate nothing. Waiting is not a hot path: `leave` and
 //!    the turn check are a binary search plus, for a removal, a shift of the queue.
 //! 5. Single-threaded: only the executor's thread touches it (the driver is `!Send`).
+//! 6. **A wait moves with its future.** A waiter polled and still queued names the task
+//!    polling it now ([`WaitQueue::is_queued_for`]): a waiting future moved to another
+//!    task, or kept for a later run of its own, is the one its turn's wake reaches (the
+//!    task it was queued by may be done: a wake for an ended run is a no-op, and the turn
+//!    would sit with a waiter nobody polls).
 //!
 //! The alternative, waking every waiter on each release and letting them race, needs no
 //! tickets but wakes N tasks per release (a thundering herd on exactly the exhausted
@@ -77,9 +82,18 @@ impl WaitQueue {
     }
 
     /// Whether `t` is still queued: a woken waiter whose ticket is queued was woken
-    /// spuriously and keeps its place (rule 2).
-    pub(crate) fn is_queued(&self, t: Ticket) -> bool {
-        self.find(t).is_ok()
+    /// spuriously and keeps its place (rule 2). If it is, its wake goes to `task` from now
+    /// on (rule 6).
+    pub(crate) fn is_queued_for(&mut self, t: Ticket, task: Option<TaskHandle>) -> bool {
+        match self.find(t) {
+            Ok(i) => {
+                if let Some(task) = task {
+                    self.q[i].1 = task;
+                }
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Ends wait `t` without taking its turn (rule 3).
@@ -110,16 +124,18 @@ mod tests {
         let mut q = WaitQueue::with_capacity(3);
         let (ta, tb, tc) = (q.push(a).unwrap(), q.push(b).unwrap(), q.push(c).unwrap());
         assert_eq!(q.push(a), None, "bounded (rule 4)");
-        assert!(q.is_queued(tb));
+        assert!(q.is_queued_for(tb, None));
         assert_eq!(q.leave(tb), Left::Queued, "a queued wait is removed (rule 3)");
-        assert!(!q.is_queued(tb));
+        assert!(!q.is_queued_for(tb, None));
         assert_eq!(q.pop(), Some((ta, a)), "oldest first (rule 2)");
-        assert!(!q.is_queued(ta), "popped: it has the turn");
+        assert!(!q.is_queued_for(ta, None), "popped: it has the turn");
         assert_eq!(q.leave(ta), Left::HadTurn, "leaving after the turn passes it on (rule 3)");
-        assert!(q.is_queued(tc));
+        assert!(q.is_queued_for(tc, None));
         let td = q.push(b).unwrap();
         assert!(td > tc, "tickets grow (rule 1)");
-        assert_eq!(q.pop(), Some((tc, c)));
+        assert!(q.is_queued_for(tc, Some(a)), "still queued");
+        assert_eq!(q.pop(), Some((tc, a)), "its wake goes to the task polling it now (rule 6)");
+        assert!(!q.is_queued_for(tc, Some(b)));
         assert_eq!(q.pop(), Some((td, b)));
         assert_eq!(q.pop(), None);
     }

@@ -1,7 +1,8 @@
 //! Cancellation races on a real ring (issue 14 items 8-10): a cancelled or dropped waiter
 //! never swallows the wake meant for the next one (registered and provided buffers,
 //! fibers and futures, one-shot and multishot); a cancel that loses the race to a
-//! completion already in the CQ reports that completion (bytes, descriptors); a
+//! completion already in the CQ, or that reaches a task woken by its completion and not yet
+//! run again, reports that completion (bytes, descriptors); a
 //! registered buffer is usable only by the holder of its claim (another ring's is
 //! refused); and more cancels than
 //! the driver's cancel queue holds all take effect.
@@ -433,12 +434,40 @@ type Out = Rc<RefCell<Vec<Option<Result<Vec<u8>, Errno>>>>>;
 /// with `reap_batch: 1` reaps one CQE and leaves the rest in the CQ; the other tasks are
 /// cancelled then. Every task must report its completion, not ECANCELED.
 fn burst_then_cancel(op: Op) {
+    burst_then(op, false)
+}
+
+/// As `burst_then_cancel`, but the pass reaps every completion (each task woken: `Ready`)
+/// and resumes only a higher-priority task, and the woken tasks are cancelled before
+/// they run. A started task is not dropped by the cancel (its body holds the completion),
+/// so every task must still report its completion.
+fn woken_then_cancel(op: Op) {
+    burst_then(op, true)
+}
+
+fn burst_then(op: Op, woken: bool) {
     let mut d = ring(RingConfig::default());
     d.enable_provided_buffers(8, 64).unwrap();
+    let reap_batch = if woken { 256 } else { 1 };
     let ex: Pin<Box<Ex>> = Box::pin(
-        keel_core::Executor::with_stacks(d, keel_linux::MmapStacks::new().unwrap(), keel_core::Config { reap_batch: 1, ..keel_linux::panic::config() }).unwrap(),
+        keel_core::Executor::with_stacks(d, keel_linux::MmapStacks::new().unwrap(), keel_core::Config { reap_batch, ..keel_linux::panic::config() }).unwrap(),
     );
     let ex = ex.as_ref();
+    // Woken mode: a task above the others' priority, ready from the burst's pass on, so
+    // that pass's one resumption is its and the woken tasks stay `Ready`.
+    let stop = Rc::new(Cell::new(false));
+    let busy = woken.then(|| {
+        let slot: &'static keel_core::TaskSlot<8192> = Box::leak(Box::new(keel_core::TaskSlot::new()));
+        let prio = keel_core::Priorities { cpu: keel_core::Priority::High, io: keel_core::Priority::Normal };
+        let h = slot.create(keel_core::TaskAttrs { priority: prio, name: "busy" }).unwrap();
+        let s = stop.clone();
+        ex.attach(h, async move {
+            rt::wait().await.unwrap();
+            until(s).await;
+            0u64
+        })
+        .unwrap()
+    });
     let out: Out = Rc::new(RefCell::new(vec![None; BURST]));
     let mut tasks = Vec::new();
     let mut kick: Vec<Box<dyn FnOnce()>> = Vec::new();
@@ -545,16 +574,31 @@ fn burst_then_cancel(op: Op) {
         k();
     }
     std::thread::sleep(Duration::from_millis(20));
-    // One item: the pass's enter posts every completion, the reap takes one.
-    let _ = ex.run(1, Some(Duration::from_secs(2)));
     let mut cancelled = 0;
-    for &t in &tasks {
-        if in_io(t) {
-            ex.cancel(t).unwrap();
-            cancelled += 1;
+    if let Some(busy) = busy {
+        // One item: the pass's enter posts every completion, the reap takes them all (the
+        // tasks are woken), and the busy task is the one resumed.
+        ex.wake(busy);
+        let _ = ex.run(1, Some(Duration::from_secs(2)));
+        for &t in &tasks {
+            if ex.state(t) == Ok(TaskState::Ready) {
+                assert_eq!(ex.cancel(t), Ok(keel_core::CancelOutcome::Resumes), "{op:?}: a started task is not dropped");
+                cancelled += 1;
+            }
         }
+        stop.set(true);
+        assert!(cancelled > 0, "{op:?}: some tasks must be woken and not yet run for the test to mean anything");
+    } else {
+        // One item: the pass's enter posts every completion, the reap takes one.
+        let _ = ex.run(1, Some(Duration::from_secs(2)));
+        for &t in &tasks {
+            if in_io(t) {
+                ex.cancel(t).unwrap();
+                cancelled += 1;
+            }
+        }
+        assert!(cancelled > 0, "{op:?}: some completions must be left unreaped for the test to mean anything");
     }
-    assert!(cancelled > 0, "{op:?}: some completions must be left unreaped for the test to mean anything");
     assert!(run_for(ex, Duration::from_secs(5)), "{op:?}: tasks finish");
     for i in 0..BURST {
         let want = if matches!(op, Op::FutureAccept | Op::FiberNextAccept | Op::FutureNextAccept) { b"fd".to_vec() } else { format!("burst {i}!").into_bytes() };
@@ -601,6 +645,45 @@ fn a_cancelled_fiber_multishot_accept_returns_the_accepted_descriptor() {
 #[test]
 fn a_cancelled_future_multishot_accept_returns_the_accepted_descriptor() {
     burst_then_cancel(Op::FutureNextAccept);
+}
+
+// Woken by the completion, cancelled before the task runs again (a future's body was
+// dropped there before the cancel kept started tasks: every future case below failed,
+// its completion lost; fibers were never dropped).
+
+#[test]
+fn a_read_future_woken_and_cancelled_before_it_runs_reports_the_bytes() {
+    woken_then_cancel(Op::FutureRead);
+}
+
+#[test]
+fn a_receive_future_woken_and_cancelled_before_it_runs_reports_the_bytes() {
+    woken_then_cancel(Op::FutureRecvProvided);
+}
+
+#[test]
+fn a_multishot_receive_future_woken_and_cancelled_before_it_runs_reports_the_bytes() {
+    woken_then_cancel(Op::FutureNextRecv);
+}
+
+#[test]
+fn an_accept_future_woken_and_cancelled_before_it_runs_returns_the_descriptor() {
+    woken_then_cancel(Op::FutureAccept);
+}
+
+#[test]
+fn a_multishot_accept_future_woken_and_cancelled_before_it_runs_returns_the_descriptor() {
+    woken_then_cancel(Op::FutureNextAccept);
+}
+
+#[test]
+fn a_fiber_receive_woken_and_cancelled_before_it_runs_reports_the_bytes() {
+    woken_then_cancel(Op::FiberRecvProvided);
+}
+
+#[test]
+fn a_fiber_multishot_accept_woken_and_cancelled_before_it_runs_returns_the_descriptor() {
+    woken_then_cancel(Op::FiberNextAccept);
 }
 
 // ---- item 8: the driver's cancel queue ----

@@ -5,8 +5,9 @@
 //! claim of the module doc against the glibc the tests run on.
 #![cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 
-use core::arch::asm;
-use core::hint::black_box;
+#[path = "../../core/tests/fp/mod.rs"]
+mod fp;
+use fp::*;
 use core::pin::pin;
 use keel_core::sim::SimDriver;
 use keel_core::{
@@ -19,46 +20,6 @@ use std::rc::Rc;
 const STACK: usize = 32 * 1024;
 const ATTRS: FiberAttrs = FiberAttrs { stack_size: STACK, ..FiberAttrs::DEFAULT };
 
-/// MXCSR's rounding-control bits (13-14); `11` is round toward zero.
-const MXCSR_RC: u32 = 0b11 << 13;
-/// MXCSR's status flags (0-5), caller-saved.
-const MXCSR_STATUS: u32 = 0x3f;
-/// The x87 control word's precision (8-9) and rounding (10-11) fields.
-const X87_PC_RC: u16 = 0b1111 << 8;
-/// Single precision (`00`), round toward zero (`11`).
-const X87_SINGLE_TOWARD_ZERO: u16 = 0b1100 << 8;
-
-fn mxcsr() -> u32 {
-    let mut v = 0u32;
-    // SAFETY: stores MXCSR into `v`.
-    unsafe { asm!("stmxcsr [{}]", in(reg) &mut v, options(nostack)) };
-    v
-}
-
-fn set_mxcsr(v: u32) {
-    // SAFETY: `v` is a valid MXCSR (a read one with control bits changed).
-    unsafe { asm!("ldmxcsr [{}]", in(reg) &v, options(nostack)) };
-}
-
-fn x87_cw() -> u16 {
-    let mut v = 0u16;
-    // SAFETY: stores the x87 control word into `v`.
-    unsafe { asm!("fnstcw [{}]", in(reg) &mut v, options(nostack)) };
-    v
-}
-
-fn set_x87_cw(v: u16) {
-    // SAFETY: loads a control word read from this thread with its PC/RC fields changed.
-    unsafe { asm!("fldcw [{}]", in(reg) &v, options(nostack)) };
-}
-
-/// 1/10 in the current SSE rounding mode (not folded at compile time): to nearest it
-/// rounds up, toward zero down, so the two differ.
-fn one_tenth() -> f64 {
-    black_box(1.0f64) / black_box(10.0f64)
-}
-
-const ONE_TENTH_NEAREST: f64 = 1.0 / 10.0;
 
 fn region(stacks: usize) -> RegionStacks {
     let mem: &'static mut [u8] = Vec::leak(vec![0u8; stacks * (STACK + 4096) + 64]);

@@ -5,6 +5,11 @@
 //!   (shared rules in `ring/shared.rs`);
 //! - a descriptor stays open while an operation naming it is queued or in flight, so its
 //!   number is never reused under an SQE (fd rules in `fd.rs`);
+//! - an owned-buffer future or a multishot moved out of its task never holds that task's
+//!   run, and whoever polls it later (another task, the slot's next run) is the one its
+//!   completion wakes; polled outside any task it gets `EPERM` (wake-token rules in
+//!   `ring`); a waiting buffer claim or provided-buffer receive moved to another task is
+//!   woken there when its turn comes (waitq rule 6);
 //! - `close` cancels the descriptor's operations first and the descriptor is closed
 //!   whatever `close` returns (fd rule 3), for fibers and futures, in a cancelled task and
 //!   outside any task.
@@ -247,7 +252,8 @@ fn a_provided_buffer_wait_moved_out_is_dropped_after_the_executor() {
         .as_ref()
         .attach(task(), async move {
             // SAFETY: `afd` came from `into_raw_fd`: ours, wrapped once.
-            let s: &'static Socket = Box::leak(Box::new(unsafe { Socket::from_raw_fd(afd) }));
+            // SAFETY: `afd` came from `into_raw_fd`: ours, wrapped once (leaked with the socket).
+    let s: &'static Socket = Box::leak(Box::new(unsafe { Socket::from_raw_fd(afd) }));
             let first = net::future::recv_provided(s).await.expect("recv").expect("data");
             let mut second: Recv = Box::pin(net::future::recv_provided(s));
             for _ in 0..8 {
@@ -342,6 +348,280 @@ fn a_driver_dropped_with_an_operation_in_flight_waits_for_it() {
         libc::close(rfd);
         libc::close(wfd);
     }
+}
+
+// ---- wake-token operations moved out of their task (wake-token rules in `ring`) ----
+
+type ReadFut = Pin<Box<dyn Future<Output = (Result<u32, Errno>, Vec<u8>)>>>;
+
+/// Where a moved-out read is awaited: another task, or the next run of the task that
+/// submitted it (same slot, a new generation).
+#[derive(Copy, Clone, Debug)]
+enum Then {
+    AnotherTask,
+    NextRun,
+}
+
+/// A task polls a pipe read once (its SQE in the kernel), moves the future out into
+/// `main`'s `Rc` and returns: its run completes at once (the read is the slot's, not the
+/// run's: io_status rule 5), though nobody writes the pipe. Then the future is awaited in
+/// another task, or in the next run of the same slot, which gets the bytes written after
+/// that: the op's wake token follows whoever polls it (wake-token rule 3). Descriptors are
+/// back at their count from before. Before the token followed the poller, the second
+/// awaiter waited forever (the completion woke the first run, whose generation was gone:
+/// `stranded`).
+fn a_moved_out_read_is_awaited_later(then: Then) {
+    let baseline = open_fds();
+    let (rfd, wfd) = pipe();
+    // SAFETY: the pipe's read end is ours and wrapped once; freed at the end, after every
+    // future that borrows it.
+    let file: &'static File = Box::leak(Box::new(unsafe { File::from_raw_fd(rfd) }));
+    let parked: Rc<RefCell<Option<ReadFut>>> = Rc::new(RefCell::new(None));
+    let exb = executor(RingConfig::default());
+    let ex = exb.as_ref();
+    let p = parked.clone();
+    let first = ex
+        .attach(task(), async move {
+            let mut fut: ReadFut = Box::pin(fs::read(file, Vec::with_capacity(64), 0));
+            assert!(poll_once(&mut fut).await, "an empty pipe's read waits");
+            *p.borrow_mut() = Some(fut);
+            1u64
+        })
+        .unwrap();
+    let t0 = Instant::now();
+    while ex.attached() > 0 && t0.elapsed() < Duration::from_secs(2) {
+        let _ = ex.run(64, Some(Duration::from_millis(10)));
+    }
+    assert_eq!(ex.result(first), Ok(Some(Ok(1))), "the run that moved its read out must complete at once, not drain it");
+    assert!(t0.elapsed() < Duration::from_secs(1), "it took {:?}", t0.elapsed());
+    let p = parked.clone();
+    let body = async move {
+        let fut = p.borrow_mut().take().expect("parked");
+        let (r, buf) = fut.await;
+        assert_eq!((r, &buf[..]), (Ok(5), &b"later"[..]));
+        2u64
+    };
+    let second = match then {
+        Then::AnotherTask => ex.attach(task(), body).unwrap(),
+        Then::NextRun => ex.attach(first, body).unwrap(),
+    };
+    let _ = ex.run(64, Some(Duration::from_millis(10)));
+    assert_eq!(ex.state(second), Ok(keel_core::TaskState::Suspended(keel_core::SuspendReason::Io)));
+    // SAFETY: writes 5 bytes from a static to our pipe's write end.
+    assert_eq!(unsafe { libc::write(wfd, b"later".as_ptr().cast(), 5) }, 5);
+    let t0 = Instant::now();
+    while ex.attached() > 0 && t0.elapsed() < Duration::from_secs(3) {
+        let _ = ex.run(64, Some(Duration::from_millis(10)));
+    }
+    assert_eq!(ex.result(second), Ok(Some(Ok(2))), "{then:?}: the task awaiting the moved-out read is stranded ({:?})", ex.state(second));
+    drop(exb);
+    // SAFETY: our pipe's write end, closed once.
+    unsafe { libc::close(wfd) };
+    // SAFETY: `file` came from `Box::leak` above; no future borrows it any more.
+    drop(unsafe { Box::from_raw(file as *const File as *mut File) });
+    assert_eq!(open_fds(), baseline, "descriptors left open");
+}
+
+#[test]
+fn a_read_moved_out_of_its_task_is_awaited_in_another_task() {
+    a_moved_out_read_is_awaited_later(Then::AnotherTask);
+}
+
+#[test]
+fn a_read_moved_out_of_its_task_is_awaited_in_the_slots_next_run() {
+    a_moved_out_read_is_awaited_later(Then::NextRun);
+}
+
+/// A moved-out read polled in `main` (outside any task) while its executor lives: a typed
+/// error (`EPERM`, rt rule 2), no wait; dropped then, its op is abandoned to its slot and
+/// the executor still winds down with nothing left open.
+#[test]
+fn a_moved_out_read_polled_outside_any_task_gets_eperm() {
+    let baseline = open_fds();
+    let (rfd, wfd) = pipe();
+    // SAFETY: as above.
+    let file: &'static File = Box::leak(Box::new(unsafe { File::from_raw_fd(rfd) }));
+    let parked: Rc<RefCell<Option<ReadFut>>> = Rc::new(RefCell::new(None));
+    let ex = executor(RingConfig::default());
+    let p = parked.clone();
+    ex.as_ref()
+        .attach(task(), async move {
+            let mut fut: ReadFut = Box::pin(fs::read(file, Vec::with_capacity(64), 0));
+            assert!(poll_once(&mut fut).await);
+            *p.borrow_mut() = Some(fut);
+            0u64
+        })
+        .unwrap();
+    run_all(ex.as_ref());
+    let mut fut = parked.borrow_mut().take().unwrap();
+    match fut.as_mut().poll(&mut Context::from_waker(std::task::Waker::noop())) {
+        Poll::Ready((r, _)) => assert_eq!(r, Err(Errno::EPERM)),
+        Poll::Pending => panic!("a future polled outside any task must not wait"),
+    }
+    drop(fut);
+    // The abandoned read is cancelled: nothing stays in flight.
+    let t0 = Instant::now();
+    while ex.as_ref().with_driver(|d| keel_core::Driver::in_flight(&**d)).unwrap() > 0 && t0.elapsed() < Duration::from_secs(2) {
+        let _ = ex.as_ref().run(64, Some(Duration::from_millis(10)));
+    }
+    assert_eq!(ex.as_ref().with_driver(|d| keel_core::Driver::in_flight(&**d)).unwrap(), 0, "the abandoned read was not cancelled");
+    drop(ex);
+    // SAFETY: our pipe's write end, closed once.
+    unsafe { libc::close(wfd) };
+    // SAFETY: `file` came from `Box::leak` above; no future borrows it any more.
+    drop(unsafe { Box::from_raw(file as *const File as *mut File) });
+    assert_eq!(open_fds(), baseline, "descriptors left open");
+}
+
+/// A multishot receive armed in one task (one result taken), moved out, and stepped in
+/// another task: the next bytes wake the new task (wake-token rule 3). Before, the CQE
+/// woke the finished first run and the second task waited forever.
+#[test]
+fn a_multishot_moved_to_another_task_wakes_that_task() {
+    let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let afd = a.into_raw_fd();
+    let parked: Rc<RefCell<Option<Multishot>>> = Rc::new(RefCell::new(None));
+    let ex = pbuf_executor(8, 256);
+    let ex = ex.as_ref();
+    // SAFETY: `afd` came from `into_raw_fd`: ours, wrapped once (leaked with the socket).
+    let s: &'static Socket = Box::leak(Box::new(unsafe { Socket::from_raw_fd(afd) }));
+    let p = parked.clone();
+    let first = ex
+        .attach(task(), async move {
+            let mut m = net::future::recv_multi(s).await.expect("recv_multi");
+            let one = net::future::next_recv(&mut m).await.expect("next_recv").expect("data");
+            assert_eq!(&*one, b"one");
+            *p.borrow_mut() = Some(m); // armed, out of the task
+            1u64
+        })
+        .unwrap();
+    b.write_all(b"one").unwrap();
+    run_all(ex);
+    assert_eq!(ex.result(first), Ok(Some(Ok(1))));
+    let p = parked.clone();
+    let second = ex
+        .attach(task(), async move {
+            let mut m = p.borrow_mut().take().expect("parked");
+            let two = net::future::next_recv(&mut m).await.expect("next_recv").expect("data");
+            assert_eq!(&*two, b"two");
+            2u64
+        })
+        .unwrap();
+    let _ = ex.run(64, Some(Duration::from_millis(10)));
+    assert!(ex.state(second).is_ok_and(|s| s.is_attached()), "the second task waits for data");
+    b.write_all(b"two").unwrap();
+    let t0 = Instant::now();
+    while ex.attached() > 0 && t0.elapsed() < Duration::from_secs(3) {
+        let _ = ex.run(64, Some(Duration::from_millis(10)));
+    }
+    assert_eq!(ex.result(second), Ok(Some(Ok(2))), "the task stepping the moved multishot is stranded ({:?})", ex.state(second));
+}
+
+/// A `claim_buffer` future waiting for the only registered buffer (held by another task)
+/// is moved out of its task, which returns, and awaited in another task: the release's
+/// turn wakes that task (waitq rule 6), which gets the buffer. Before, the turn woke the
+/// finished task, and the new awaiter (and every later claim) waited forever.
+#[test]
+fn a_buffer_claim_moved_to_another_task_gets_the_released_buffer() {
+    type Claim = Pin<Box<keel_linux::fs::ClaimBuffer>>;
+    let exb = executor(RingConfig { registered_buffers: 1, ..RingConfig::default() });
+    let ex = exb.as_ref();
+    let release = Rc::new(std::cell::Cell::new(false));
+    let parked: Rc<RefCell<Option<Claim>>> = Rc::new(RefCell::new(None));
+    let r = release.clone();
+    let holder = ex
+        .attach(task(), async move {
+            let b = fs::claim_buffer().await.expect("the only buffer is free");
+            while !r.get() {
+                keel_core::rt::yield_now().await.unwrap();
+            }
+            drop(b);
+            0u64
+        })
+        .unwrap();
+    let _ = ex.run(1, None);
+    let p = parked.clone();
+    let mover = ex
+        .attach(task(), async move {
+            let mut c: Claim = Box::pin(fs::claim_buffer());
+            assert!(poll_once(&mut c).await, "the buffer is held: the claim waits");
+            *p.borrow_mut() = Some(c);
+            1u64
+        })
+        .unwrap();
+    let _ = ex.run(4, None);
+    assert_eq!(ex.result(mover), Ok(Some(Ok(1))), "the task that moved its claim out completes");
+    let p = parked.clone();
+    let awaiter = ex
+        .attach(task(), async move {
+            let c = p.borrow_mut().take().expect("parked");
+            let b = c.await.expect("the released buffer");
+            u64::from(b.index()) + 10
+        })
+        .unwrap();
+    let _ = ex.run(4, None);
+    release.set(true);
+    let t0 = Instant::now();
+    while ex.attached() > 0 && t0.elapsed() < Duration::from_secs(3) {
+        let _ = ex.run(64, Some(Duration::from_millis(10)));
+    }
+    assert_eq!(ex.result(holder), Ok(Some(Ok(0))));
+    assert_eq!(ex.result(awaiter), Ok(Some(Ok(10))), "the task awaiting the moved claim is stranded ({:?})", ex.state(awaiter));
+}
+
+/// A provided-buffer receive waiting for a buffer to come back (the ring's only buffer is
+/// held) is moved out of its task and awaited in another: the buffer's return wakes that
+/// task (waitq rule 6), which receives the data.
+#[test]
+fn a_provided_buffer_wait_moved_to_another_task_is_woken_there() {
+    type Recv = Pin<Box<dyn Future<Output = Result<Option<ProvidedBuf>, Errno>>>>;
+    let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let afd = a.into_raw_fd();
+    // SAFETY: `afd` came from `into_raw_fd`: ours, wrapped once (leaked with the socket).
+    let s: &'static Socket = Box::leak(Box::new(unsafe { Socket::from_raw_fd(afd) }));
+    let exb = pbuf_executor(1, 64);
+    let ex = exb.as_ref();
+    let held: Rc<RefCell<Option<ProvidedBuf>>> = Rc::new(RefCell::new(None));
+    let parked: Rc<RefCell<Option<Recv>>> = Rc::new(RefCell::new(None));
+    let (h, p) = (held.clone(), parked.clone());
+    let mover = ex
+        .attach(task(), async move {
+            let first = net::future::recv_provided(s).await.expect("recv").expect("data");
+            *h.borrow_mut() = Some(first); // the ring's only buffer, held in main
+            let mut second: Recv = Box::pin(net::future::recv_provided(s));
+            for _ in 0..8 {
+                assert!(poll_once(&mut second).await, "the only buffer is held: the receive waits");
+                keel_core::rt::yield_now().await.unwrap();
+            }
+            *p.borrow_mut() = Some(second);
+            1u64
+        })
+        .unwrap();
+    b.write_all(b"a").unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let t0 = Instant::now();
+    while ex.attached() > 0 && t0.elapsed() < Duration::from_secs(3) {
+        let _ = ex.run(64, Some(Duration::from_millis(10)));
+    }
+    assert_eq!(ex.result(mover), Ok(Some(Ok(1))));
+    let p = parked.clone();
+    let awaiter = ex
+        .attach(task(), async move {
+            let r = p.borrow_mut().take().expect("parked");
+            let buf = r.await.expect("recv").expect("data");
+            assert_eq!(&*buf, b"b");
+            2u64
+        })
+        .unwrap();
+    let _ = ex.run(64, Some(Duration::from_millis(10)));
+    b.write_all(b"b").unwrap();
+    let _ = ex.run(64, Some(Duration::from_millis(10)));
+    drop(held.borrow_mut().take()); // the buffer comes back: the waiting receive's turn
+    let t0 = Instant::now();
+    while ex.attached() > 0 && t0.elapsed() < Duration::from_secs(3) {
+        let _ = ex.run(64, Some(Duration::from_millis(10)));
+    }
+    assert_eq!(ex.result(awaiter), Ok(Some(Ok(2))), "the task awaiting the moved receive is stranded ({:?})", ex.state(awaiter));
 }
 
 // ---- item 6: a descriptor is not reused under a queued SQE ----

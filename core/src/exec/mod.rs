@@ -170,11 +170,19 @@ impl Config {
 }
 
 /// What `cancel` did.
+///
+/// A task whose body has been polled (or a fiber that has run) is never dropped by
+/// `cancel`: it is resumed, and every keel suspension point it reaches returns
+/// `Cancelled`, while an operation that completed before the cancel reached it still
+/// reports its completion (the bytes read, the descriptor accepted): the task decides
+/// what to do with it. Only a task that never ran is removed at once.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum CancelOutcome {
-    /// It was queued (not started, or ready): removed, and it completed as cancelled.
+    /// It was attached and had not started: removed, and it completed as cancelled
+    /// without its body ever running.
     Completed,
-    /// It was suspended: it resumes now and its suspension point returns `Cancelled`.
+    /// It was ready (woken, or yielding) or suspended: it resumes (ready: where it is in
+    /// the run queue; suspended: now) and its suspension points return `Cancelled`.
     Resumes,
     /// It was suspended on i/o: that i/o is being cancelled; it resumes once it completes.
     CancellingIo,
@@ -494,16 +502,20 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
         Ok(match t.state.get() {
             TaskState::Idle => return Err(CancelError::NotAttached),
             TaskState::Draining | TaskState::Completed => return Err(CancelError::TooLate),
-            TaskState::Attached | TaskState::Ready => {
-                if Sched::is_started_fiber(t) {
-                    // Fiber rule 2: it stays queued and resumes with `Cancelled` from the
-                    // suspension point it is in.
-                    t.set_flag(flag::CANCEL);
-                    return Ok(CancelOutcome::Resumes);
-                }
-                // Attached-not-started and ready tasks are in the run queue. A body `Drop`
-                // that panics completes the task as `Panicked`, and the panic goes on out
-                // of `cancel` (body rule 1).
+            TaskState::Ready => {
+                // Started (a task leaves `Attached` only by running): a future or a fiber.
+                // Its body may hold what a completion already delivered (a woken owned-
+                // buffer operation, an accepted descriptor), which a drop would lose
+                // (issue 14 item 10). It stays queued and its next poll sees `Cancelled`
+                // at keel's suspension points (fiber rule 2 for fibers, the same for
+                // futures), while its operations report their own completions.
+                t.set_flag(flag::CANCEL);
+                CancelOutcome::Resumes
+            }
+            TaskState::Attached => {
+                // Never polled: nothing of its body has run, so nothing can be lost; it
+                // is in the run queue. A body `Drop` that panics completes the task as
+                // `Panicked`, and the panic goes on out of `cancel` (body rule 1).
                 s.cancel_queued(h, true);
                 CancelOutcome::Completed
             }

@@ -29,19 +29,24 @@
 //! 5. `Yield`: Running → Ready (also: woken while running, requeued as it suspends).
 //! 6. `Wake`: Suspended(any) → Ready.
 //! 7. `ReturnWithIo`: Running → Draining (the body returned with i/o in flight: pump and dump).
-//! 8. `CancelQueued`: Attached or Ready → Completed (removed from its queue, result Cancelled).
+//! 8. `CancelQueued`: Attached or Ready → Completed (removed from its queue, result
+//!    Cancelled). `Executor::cancel` takes it from Attached only (a body that never
+//!    ran); from Ready only the executor's teardown does (teardown rule 1), and a body
+//!    whose `Drop` panicked (body rule 1).
 //! 9. `CancelSuspended`: Suspended(Timer | Wait | SqSlot) → Ready (resumes with `Cancelled`).
 //! 10. `CancelIo`: Suspended(Io) → Cancelling (its i/o is cancelled; it resumes once that completes).
 //! 11. `IoDone`: Cancelling → Ready.
 //! 12. `Return`: Running → Completed.
 //! 13. `Drained`: Draining → Completed (the last in-flight operation was reaped).
 //! 14. `Release`: Completed or Idle → Idle (the executor gives the task up; also destroy).
-//! 15. `CancelQueuedWithIo`: Ready → Draining (a started body dropped by cancellation left
-//!     i/o in flight: it completes once that i/o is reaped).
+//! 15. `CancelQueuedWithIo`: Ready → Draining (a started body dropped by the executor's
+//!     teardown left i/o in flight: it completes once that i/o is reaped).
 //!
-//! Cancelling a Running task sets a flag instead of changing state: the next suspension
-//! point returns `Cancelled`. Cancelling Draining or Completed is "too late", Idle "not
-//! attached" (`exec/cancel.rs`).
+//! Cancelling a Running or Ready task (a started one: woken, or yielding) sets a flag
+//! instead of changing state: its next suspension point returns `Cancelled`, and what
+//! its operations completed with before the cancel reaches it stays its to take (issue
+//! 14 item 10: no lost completion). Cancelling Draining or Completed is "too late", Idle
+//! "not attached" (`Executor::cancel` in `exec/mod.rs`).
 
 /// Why a task is suspended.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]

@@ -115,7 +115,7 @@ fn wait_buffer(f: &mut Fiber) -> Result<(), Errno> {
                 p.leave(t); // a turn handed to it goes on
                 return Some(Err(Errno::ECANCELED));
             }
-            Some(Ok(p.has_turn(t)))
+            Some(Ok(p.has_turn(t, None)))
         });
         match r.flatten() {
             Some(Ok(true)) => return Ok(()),
@@ -158,12 +158,13 @@ fn run_kept(f: &mut Fiber, op: RingOp, fd: Option<&crate::fd::SharedFd>) -> Resu
 /// are returned in order, then the op's end (`ECANCELED`), so none is lost.
 fn next_multi(f: &mut Fiber, m: &mut Multishot) -> Result<(i32, u32), Errno> {
     let mut cancel_sent = false;
+    let me = Some(f.task());
     loop {
         let step = f.with_driver::<RingDriver, _>(|d| {
             // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
             // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
             let d = unsafe { d.get_mut() };
-            m.step(d)
+            m.step(d, me)
         }).ok_or(Errno::EINVAL)?;
         match step {
             MStep::Item(r, fl) => return Ok((r, fl)),

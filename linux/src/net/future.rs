@@ -178,7 +178,7 @@ impl Future for WaitBuffer {
                     p.leave(t); // a turn handed to it goes on
                     return Some(Err(Errno::ECANCELED));
                 }
-                Some(Ok(p.has_turn(t)))
+                Some(Ok(p.has_turn(t, keel_core::rt::current_task(cx))))
             });
             return match r.flatten() {
                 Some(Ok(false)) => Poll::Pending, // a spurious wake: keep the place (waitq rule 2)
@@ -273,7 +273,16 @@ pub async fn next_recv(m: &mut Multishot) -> Result<Option<ProvidedBuf>, Errno> 
 async fn next_multi(m: &mut Multishot) -> Result<(i32, u32), Errno> {
     let mut cancel_sent = false;
     loop {
-        let step = with_ring(|d| m.step(d)).await.ok_or(Errno::EINVAL)?;
+        let step = core::future::poll_fn(|cx| {
+            let me = keel_core::rt::current_task(cx);
+            Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                m.step(unsafe { d.get_mut() }, me)
+            }))
+        })
+        .await
+        .ok_or(Errno::EINVAL)?;
         match step {
             MStep::Item(r, f) => return Ok((r, f)),
             MStep::Done(e) => return Err(e),

@@ -599,8 +599,10 @@ impl Multishot {
         }
     }
 
-    /// Takes the next result from the driver (net rule 2).
-    pub(crate) fn step(&mut self, d: &mut RingDriver) -> MStep {
+    /// Takes the next result from the driver (net rule 2). `me`: the task taking it, whose
+    /// wake the op's next CQE is for (wake-token rule 3 in the `ring` module doc: the
+    /// `Multishot` may have moved to another task, or a later run).
+    pub(crate) fn step(&mut self, d: &mut RingDriver, me: Option<keel_core::TaskHandle>) -> MStep {
         if let Some(e) = self.done {
             return MStep::Done(e);
         }
@@ -609,7 +611,12 @@ impl Multishot {
             return MStep::Done(Errno(libc::EXDEV)); // armed on another executor's driver
         }
         let (res, flags) = match d.take_multi(id) {
-            MultiNext::Pending => return MStep::Pending,
+            MultiNext::Pending => {
+                if let Some(me) = me {
+                    d.rewake(id, me);
+                }
+                return MStep::Pending;
+            }
             MultiNext::Gone => {
                 self.id = None;
                 self.done = Some(Errno::EIO);

@@ -318,6 +318,20 @@ impl RingDriver {
         }
     }
 
+    /// Points the wake token of slot operation `id` at `task` (wake-token rule 3 in the
+    /// `ring` module doc): its value is waited on in `task` now (moved to another task,
+    /// or to a later run of its own). Nothing for an operation that ended, was abandoned or
+    /// orphaned. A store: called by a value each time it finds its operation not done.
+    #[inline(always)]
+    pub(crate) fn rewake(&mut self, id: OpId, task: keel_core::TaskHandle) {
+        if let Some(s) = self.slots.get(id.0)
+            && matches!(s.state, SlotState::InFlight)
+            && !s.orphaned
+        {
+            s.token = Some(IoToken::wake(task));
+        }
+    }
+
     /// Takes the raw result, the CQE flags (buffer id for buffer selection) and the buffer
     /// of a kept operation once it has completed (`kept::Kept`).
     pub(crate) fn take_full(&mut self, id: OpId) -> Option<(i32, u32, Option<RawBuf>)> {

@@ -68,6 +68,24 @@
 //!    upper 16 flag bits; `take_full` and `take_multi` hand the flags to the net layer,
 //!    which turns them into a `net::ProvidedBuf` (pbuf rule 2).
 //!
+//! Operations submitted with a wake token (`keel_core::try_submit`: kept operations,
+//! multishots; cited as "wake-token rule N"):
+//! 1. The slot, not the task, holds what the operation names (buffer, descriptor, the
+//!    registered buffer of an abandoned op) until its last CQE; the value that submitted
+//!    it (`kept::Kept`, `net::Multishot`) takes the result, or abandons the op (shared
+//!    rule 2). So the operation never holds its task's run: a body that returns, or is
+//!    dropped, while such a value lives on elsewhere (moved into `main`, another task)
+//!    completes at once (io_status rule 5 in keel-core), and whatever the kernel writes
+//!    later lands in memory the slot still owns.
+//! 2. The token names a task run (address and generation): a CQE for a run that has
+//!    ended wakes nothing, also when the slot's task runs again (keel-core drops a wake
+//!    whose generation is not the task's current one), so no later run gets a stale wake.
+//! 3. Whoever polls the value and finds its operation not done points the token at its
+//!    own task run (`RingDriver::rewake`, one store), so a value moved to another task
+//!    of the same executor, or kept for a later run, wakes the task that waits on it now.
+//!    On another executor it gets `EXDEV`; outside any task `EPERM` (the op stays with its
+//!    driver and is abandoned when the value goes).
+//!
 //! Cancel requests (`Driver::cancel`; cited as "cancel rule N"):
 //! 1. **Never lost.** A cancel for an operation that may still complete is queued until it
 //!    is in the SQ: at once if the SQ has room and no task's link chain is open, else at
