@@ -274,14 +274,14 @@ fn sentinel(d: &Dispatcher) -> *mut Sched {
 }
 
 fn node_of(h: NonNull<Header>) -> *mut InboxNode {
-    // SAFETY: `'static` header.
-    unsafe { &raw const (*h.as_ptr()).inbox as *mut InboxNode }
+    // Provenance rule 3: the node keeps the whole slot's provenance for `header_of`.
+    crate::task::header::SlotPtr::inbox_node(h).as_ptr()
 }
 
 fn header_of(n: *mut InboxNode) -> NonNull<Header> {
-    let off = core::mem::offset_of!(Header, inbox);
-    // SAFETY: only task headers' inbox nodes are pushed here.
-    unsafe { NonNull::new_unchecked((n as *mut u8).sub(off) as *mut Header) }
+    // SAFETY: only task headers' inbox nodes, made by `node_of`, are pushed here
+    // (non-null: `header_of` is called on a non-null node).
+    unsafe { Header::from_inbox(NonNull::new_unchecked(n)) }
 }
 
 impl Dispatcher {

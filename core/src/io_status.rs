@@ -33,7 +33,7 @@ use crate::error::{Cancelled, DriverError, InitiateError};
 use crate::exec::sched::Sched;
 use crate::list::{Link, Links};
 use crate::rt::current;
-use crate::task::header::{Header, flag};
+use crate::task::header::{Header, SlotPtr, flag};
 use crate::task::state::SuspendReason;
 use core::cell::Cell;
 use core::future::Future;
@@ -218,8 +218,8 @@ impl IoStatus {
         self.state.set(IoState::InFlight);
         // SAFETY: pinned (rule 2: unlinked in Drop before the memory goes), and Idle or
         // Reaped means it is on no list.
-        unsafe { t.trailer().initiated.push_back(NonNull::from(self.get_ref())) };
-        let s = &t.trailer().stats.io_initiated;
+        unsafe { h.trailer().initiated.push_back(NonNull::from(self.get_ref())) };
+        let s = &h.trailer().stats.io_initiated;
         s.set(s.get() + 1);
         sched.stats.io_submitted.set(sched.stats.io_submitted.get() + 1);
         Ok(())
@@ -237,7 +237,7 @@ impl IoStatus {
     pub(crate) fn complete(&self, result: IoResult) -> NonNull<Header> {
         let h = self.task.get().expect("keel bug: completion for a status with no task");
         // SAFETY: `'static` header.
-        let tr = unsafe { h.as_ref() }.trailer();
+        let tr = h.trailer();
         let me = NonNull::from(self);
         // SAFETY: an in-flight status is on its task's initiated list (rule 1); it is
         // alive and pinned (rule 2).
@@ -254,14 +254,12 @@ impl IoStatus {
 impl Drop for IoStatus {
     fn drop(&mut self) {
         let Some(h) = self.task.get() else { return };
-        // SAFETY: `'static` header.
-        let t = unsafe { h.as_ref() };
         let me = NonNull::from(&*self);
         match self.state.get() {
             IoState::InFlight => {
                 // SAFETY: in flight means on `initiated` (rule 1).
-                unsafe { t.trailer().initiated.remove(me) };
-                t.trailer().orphans.set(t.trailer().orphans.get() + 1);
+                unsafe { h.trailer().initiated.remove(me) };
+                h.trailer().orphans.set(h.trailer().orphans.get() + 1);
                 let sched = crate::task::wake::sched_of(h).expect("keel bug: in-flight i/o on an unowned task");
                 // SAFETY: the task is owned by `sched`, pinned and alive while it owns tasks.
                 let sched = unsafe { sched.as_ref() };
@@ -270,7 +268,7 @@ impl Drop for IoStatus {
                 sched.driver_cancel(self.op.get());
             }
             // SAFETY: completed means on `completed` (rule 1).
-            IoState::Completed => unsafe { t.trailer().completed.remove(me) },
+            IoState::Completed => unsafe { h.trailer().completed.remove(me) },
             IoState::Idle | IoState::Reaped => {}
         }
     }
@@ -332,7 +330,7 @@ impl Future for CompletedIo {
         if t.has_flag(flag::CANCEL) {
             return Poll::Ready(Err(Cancelled));
         }
-        let tr = t.trailer();
+        let tr = h.trailer();
         if tr.completed.is_empty() {
             if tr.initiated.is_empty() {
                 return Poll::Ready(Ok(0));
@@ -363,7 +361,7 @@ pub(crate) fn take_completed(tr: &crate::task::header::Trailer, max: usize) -> u
 /// counted in `orphans`, its operation cancelled) and gets `ECANCELED` as its result.
 pub(crate) fn orphan_all(sched: &Sched, h: NonNull<Header>) {
     // SAFETY: `'static` header.
-    let tr = unsafe { h.as_ref() }.trailer();
+    let tr = h.trailer();
     while let Some(st) = tr.initiated.pop_front() {
         // SAFETY: linked statuses are alive (rule 2).
         let st = unsafe { st.as_ref() };
@@ -458,7 +456,7 @@ pub(crate) fn submit_with_wake_token<D: Driver>(sched: &Sched, h: NonNull<Header
     // SAFETY: as above.
     match unsafe { (*driver).submit_from(op, token) } {
         Ok(id) => {
-            let s = &t.trailer().stats.io_initiated;
+            let s = &h.trailer().stats.io_initiated;
             s.set(s.get() + 1);
             sched.stats.io_submitted.set(sched.stats.io_submitted.get() + 1);
             Ok(id)

@@ -231,8 +231,8 @@ pub fn take(d: &crate::dispatch::Dispatcher, worker: &DispatchWorker) -> Option<
     if !d.claim(h, &worker.0) {
         return None;
     }
-    // SAFETY: headers are in `'static` slots; the claim made the worker its owner.
-    Some(unsafe { h.as_ref() }.trailer().id())
+    // Headers are in `'static` slots; the claim made the worker its owner.
+    Some(crate::task::header::SlotPtr::trailer(h).id())
 }
 
 /// `Executor::handle` (remote rule 1) with `W`'s bind (`Strong` is production's).

@@ -87,14 +87,30 @@ fn a_foreign_attach_racing_the_owners_attach_runs_one_body() {
     let latest = Arc::new(Mutex::new(t));
     let ran = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    // The foreign attaches that succeeded, published before `stop`: an attach pushed onto
+    // the inbox counts in `attached()` only once the owner takes it, so the owner runs on
+    // until each of them has run (or a deadline says one was lost).
+    let foreign_won = Arc::new(AtomicU64::new(0));
     let (tx, rx) = std::sync::mpsc::channel();
-    let (ran2, stop2, latest2) = (ran.clone(), stop.clone(), latest.clone());
+    let (ran2, stop2, latest2, won2) = (ran.clone(), stop.clone(), latest.clone(), foreign_won.clone());
     let owner = std::thread::spawn(move || {
         let ex = pin!(Executor::new(NoIo, Config::default()).unwrap());
         let ex = ex.into_ref();
         tx.send(ex.handle(slot).unwrap()).unwrap();
         let mut local = 0u64;
-        while !stop2.load(Ordering::Relaxed) || ex.attached() > 0 {
+        let mut stopped_at = None;
+        loop {
+            // SeqCst: pairs with the stores of `foreign_won` then `stop` below.
+            if stop2.load(Ordering::SeqCst) {
+                let since = *stopped_at.get_or_insert_with(Instant::now);
+                let foreign_ran = ran2.load(Ordering::Relaxed) & 0xFFFF_FFFF;
+                if ex.attached() == 0 && foreign_ran >= won2.load(Ordering::SeqCst) {
+                    break;
+                }
+                if since.elapsed() > Duration::from_secs(10) {
+                    break; // the assertion below names what was lost
+                }
+            }
             let r = ran2.clone();
             let cur = *latest2.lock().unwrap();
             if let Ok(run) = ex.attach(cur, async move {
@@ -131,7 +147,9 @@ fn a_foreign_attach_racing_the_owners_attach_runs_one_body() {
             Err(e) => panic!("foreign attach: {e}"),
         }
     }
-    stop.store(true, Ordering::Relaxed);
+    // SeqCst: the owner reads `stop`, then `foreign_won`.
+    foreign_won.store(foreign, Ordering::SeqCst);
+    stop.store(true, Ordering::SeqCst);
     let local = owner.join().unwrap();
     let ran = ran.load(Ordering::Relaxed);
     println!("{foreign} foreign and {local} local attaches in {tries} tries, {:.2?}", start.elapsed());

@@ -91,7 +91,7 @@ use crate::driver::{Driver, DriverMut, VtFor};
 use crate::error::{AttachError, CancelError, ConfigError, DestroyError, DriverBusy, StaleHandle, TaskResult};
 use crate::sync::Ordering;
 use crate::task::body::{FutureBody, IntoTaskResult};
-use crate::task::header::{Header, flag};
+use crate::task::header::{Header, SlotPtr, flag};
 use crate::task::state::{SuspendReason, TaskEvent, TaskState};
 use crate::task::TaskHandle;
 use crate::stack::{NoStacks, StackProvider, StackStats};
@@ -274,9 +274,10 @@ impl<D: Driver, S: StackProvider> Executor<D, S> {
 impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
     /// Per-task accounting of run `task` (times zero without accounting).
     pub fn task_times(self: Pin<&Self>, task: TaskHandle) -> Result<crate::acct::TaskTimesSnapshot, StaleHandle> {
-        let t = self.owned(task).map_err(|_| StaleHandle)?;
+        self.owned(task).map_err(|_| StaleHandle)?;
         let scale = self.sched().times.scale.get().unwrap_or(crate::acct::TickScale::IDENTITY);
-        let (tt, st) = (&t.trailer().times, &t.trailer().stats);
+        let tr = task.header().trailer();
+        let (tt, st) = (&tr.times, &tr.stats);
         Ok(crate::acct::TaskTimesSnapshot {
             running_ns: scale.to_ns(tt.running.get()),
             suspended_ns: scale.to_ns(tt.suspended.get()),
@@ -455,7 +456,7 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
     /// The result of run `task`: `None` until it has completed.
     pub fn result(self: Pin<&Self>, task: TaskHandle) -> Result<Option<TaskResult>, StaleHandle> {
         let t = self.owned(task).map_err(|_| StaleHandle)?;
-        Ok(if t.state.get() == TaskState::Completed { t.trailer().result.get() } else { None })
+        Ok(if t.state.get() == TaskState::Completed { task.header().trailer().result.get() } else { None })
     }
 
     /// The header of `task` if this executor owns it and the handle is current.
@@ -565,7 +566,7 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
             return Err(DestroyError::WakeInFlight);
         }
         // Release: pairs with `create`'s Acquire CAS, publishing the released slot.
-        t.trailer().live.store(0, Ordering::Release);
+        h.trailer().live.store(0, Ordering::Release);
         Ok(())
     }
 
@@ -769,7 +770,7 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
             // arrive (the driver goes with the executor): its next run, on any executor,
             // must not wait for them.
             // SAFETY: `'static` header.
-            unsafe { h.as_ref() }.trailer().orphans.set(0);
+            h.trailer().orphans.set(0);
             // Wake rule 6: a waker mid-push holds QUEUED; wait for its node to arrive.
             let mut spins: u64 = 0;
             while !s.release(h) {
@@ -870,7 +871,7 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
             let t = unsafe { h.as_ref() };
             if t.state.get().is_attached() {
                 s.leak(h);
-                report.note_leak(t.trailer().id());
+                report.note_leak(h.trailer().id());
             }
         }
         report
@@ -881,9 +882,9 @@ impl Sched {
     pub(crate) fn wake_cancelled(&self, h: NonNull<Header>, event: TaskEvent) {
         // SAFETY: `'static` header.
         let t = unsafe { h.as_ref() };
-        if t.trailer().timer.is_armed() {
+        if h.trailer().timer.is_armed() {
             // SAFETY: armed in our heap.
-            unsafe { self.timers.remove(t.timer()) };
+            unsafe { self.timers.remove(h.timer()) };
         }
         // Room rule 5.
         self.leave_submit_queue(h);
@@ -899,14 +900,14 @@ impl Sched {
         // Room rule 5.
         self.leave_submit_queue(h);
         t.state.set(t.state.get().on(TaskEvent::CancelIo).unwrap_or_else(|e| panic!("keel bug: {e}")));
-        let mut s = t.trailer().initiated.front();
+        let mut s = h.trailer().initiated.front();
         while let Some(st) = s {
             // SAFETY: linked statuses are alive (io_status rule 2).
             self.driver_cancel(unsafe { st.as_ref() }.op_id());
             // SAFETY: `st` is linked in `initiated`.
-            s = unsafe { t.trailer().initiated.next_of(st) };
+            s = unsafe { h.trailer().initiated.next_of(st) };
         }
-        if t.io_in_flight() == 0 {
+        if h.io_in_flight() == 0 {
             t.state.set(TaskState::Ready);
             // SAFETY: a cancelling task is in no run list.
             unsafe { self.ready.push(h) };
@@ -942,9 +943,9 @@ impl Sched {
             TaskState::Suspended(_) => {
                 // Room rule 5 (cancel_queued's finish unlinks a ready task).
                 self.leave_submit_queue(h);
-                if t.trailer().timer.is_armed() {
+                if h.trailer().timer.is_armed() {
                     // SAFETY: armed in our heap.
-                    unsafe { self.timers.remove(t.timer()) };
+                    unsafe { self.timers.remove(h.timer()) };
                 }
                 t.state.set(TaskState::Ready);
                 false
@@ -976,18 +977,18 @@ impl Sched {
         }
         // Room rule 5.
         self.leave_submit_queue(h);
-        if t.trailer().timer.is_armed() {
+        if h.trailer().timer.is_armed() {
             // SAFETY: armed in our heap.
-            unsafe { self.timers.remove(t.timer()) };
+            unsafe { self.timers.remove(h.timer()) };
         }
         // Fiber rule 2: the frames stay on the stack, which is never handed back. A
         // finished fiber's stack held for draining (fiber rule 4) is leaked the same way.
         t.body.set(None);
-        let _leaked = t.trailer().pending_stack.take();
+        let _leaked = h.trailer().pending_stack.take();
         crate::io_status::orphan_all(self, h);
-        if t.trailer().result.get().is_none() {
+        if h.trailer().result.get().is_none() {
             // A body that never returned (a draining one keeps its result).
-            t.trailer().result.set(Some(Err(crate::error::TaskError::Cancelled)));
+            h.trailer().result.set(Some(Err(crate::error::TaskError::Cancelled)));
         }
         t.state.set(TaskState::Completed);
         self.attached.set(self.attached.get() - 1);

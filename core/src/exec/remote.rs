@@ -44,9 +44,9 @@ use crate::exec::sched::Sched;
 use crate::sync::{AtomicPtr, AtomicU32, AtomicU64Like, Ordering};
 use crate::task::TaskHandle;
 use crate::task::body::{BodyVTable, FutureBody, IntoTaskResult, place};
-use crate::task::header::flag;
+use crate::task::header::{SlotPtr, flag};
 use core::future::Future;
-use core::ptr::{self, NonNull};
+use core::ptr;
 
 /// `'static` storage an [`ExecutorHandle`] names its executor through.
 pub struct HandleSlot {
@@ -223,7 +223,7 @@ pub(crate) fn claim_and_place<#[cfg(keel_loom)] W: crate::sync::Weaken, B>(
     }
     // Acquire: pairs with destroy's Release of `live`. Relaxed for the generation: the
     // claim's Acquire ordered it.
-    let live = t.trailer().live.load(Ordering::Acquire) != 0;
+    let live = h.trailer().live.load(Ordering::Acquire) != 0;
     let generation = t.generation.load(Ordering::Relaxed);
     if !live || generation != task.generation() {
         // Release: hand it back as we found it.
@@ -242,7 +242,7 @@ pub(crate) fn claim_and_place<#[cfg(keel_loom)] W: crate::sync::Weaken, B>(
     t.generation.store(next_gen, Ordering::Release);
     t.body.set(Some(vt));
     t.flags.set(flags);
-    t.trailer().result.set(None);
+    h.trailer().result.set(None);
     Ok(TaskHandle::from_parts(h, next_gen))
 }
 
@@ -262,8 +262,9 @@ fn attach_remote<#[cfg(keel_loom)] W: crate::sync::Weaken, B>(
     let t = unsafe { run.header().as_ref() };
     // Remote rule 2: the owner stores itself in `exec` when it takes the node.
     t.notify.mark_attach();
-    // SAFETY: remote rule 3: QUEUED is ours to push on; the node is in no inbox.
-    unsafe { s.inbox.push(NonNull::from(&t.inbox)) };
+    // SAFETY: remote rule 3: QUEUED is ours to push on; the node is in no inbox. Made
+    // from the whole-slot pointer (provenance rule 3: the owner steps back to the header).
+    unsafe { s.inbox.push(run.header().inbox_node()) };
     s.remote.after_push();
     Ok(run)
 }

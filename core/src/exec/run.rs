@@ -313,7 +313,8 @@ mod tests {
         // SAFETY: `'static` slot, claimed for `ex`.
         let t = unsafe { run.header().as_ref() };
         t.notify.mark_attach();
-        let node = &t.inbox as *const InboxNode as *mut InboxNode;
+        // Provenance rule 3: the whole slot's (the owner steps back to the header).
+        let node = crate::task::header::SlotPtr::inbox_node(run.header()).as_ptr();
         NODE.store(node as usize, Ordering::Relaxed);
         // SAFETY: remote rule 3: the node is ours to push; the driver links it.
         PREV.store(unsafe { s.inbox.push_swap(node) } as usize, Ordering::Relaxed);

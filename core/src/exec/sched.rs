@@ -53,7 +53,7 @@ use crate::list::List;
 use crate::run_queue::RunQueue;
 use crate::sync::Ordering;
 use crate::task::body::{BodyVTable, Step, place};
-use crate::task::header::{Header, OwnedLink, flag};
+use crate::task::header::{Header, OwnedLink, SlotPtr, flag};
 use crate::task::state::{TaskEvent as E, TaskState as S};
 use crate::task::TaskHandle;
 use crate::timer::TimerHeap;
@@ -125,9 +125,10 @@ pub(crate) struct Sched {
 }
 
 #[inline(always)]
-fn hdr<'a>(h: NonNull<Header>) -> &'a Header {
-    // SAFETY: every header pointer the scheduler handles is into a `'static` TaskSlot.
-    unsafe { h.as_ref() }
+fn hdr(h: NonNull<Header>) -> &'static Header {
+    // Every header pointer the scheduler handles is into a `'static` TaskSlot; the
+    // reference is for the header's own fields (provenance rule 2).
+    h.hdr()
 }
 
 #[inline(always)]
@@ -370,9 +371,9 @@ impl Sched {
         t.generation.store(next_gen, Ordering::Release);
         t.body.set(Some(vt));
         t.flags.set(0);
-        t.trailer().result.set(None);
+        h.trailer().result.set(None);
         if self.times.on.get() {
-            self.reset_times(t);
+            self.reset_times(h);
         }
         step(t, E::Attach);
         self.attached.set(self.attached.get() + 1);
@@ -392,7 +393,7 @@ impl Sched {
             return Err(Claim::Raced);
         }
         // Acquire: pairs with destroy's Release of `live`.
-        let live = t.trailer().live.load(Ordering::Acquire) != 0;
+        let live = h.trailer().live.load(Ordering::Acquire) != 0;
         if !live || t.generation.load(Ordering::Relaxed) != handle.generation() {
             // Release: hand it back exactly as we found it.
             t.exec.store(core::ptr::null_mut(), Ordering::Release);
@@ -434,12 +435,12 @@ impl Sched {
             S::Suspended(_) => {
                 if self.times.on.get() {
                     // Stamped with the latest read (acct.rs): no clock read here.
-                    let tt = &t.trailer().times;
+                    let tt = &h.trailer().times;
                     let now = self.times.last.get();
                     crate::acct::ExecTimes::add(&tt.suspended, now.saturating_sub(tt.since.get()));
                     tt.since.set(now);
                 }
-                self.disarm(t);
+                self.disarm(h);
                 // Room rule 5: a task waiting for room stays linked (its place kept).
                 step(t, E::Wake);
                 // SAFETY: a suspended task is in no run list.
@@ -457,12 +458,12 @@ impl Sched {
         let t = hdr(h);
         let start = self.times.last.get();
         if A::ON {
-            let tt = &t.trailer().times;
+            let tt = &h.trailer().times;
             crate::acct::ExecTimes::add(&tt.ready_wait, start.saturating_sub(tt.since.get()));
         }
         step(t, if t.state.get() == S::Attached { E::Start } else { E::Resume });
         t.reason.set(crate::task::state::SuspendReason::Wait);
-        let stats = &t.trailer().stats;
+        let stats = &h.trailer().stats;
         stats.resumptions.set(stats.resumptions.get() + 1);
         let level = &self.stats.per_priority[t.prio.get().cpu.index()];
         level.set(level.get() + 1);
@@ -477,7 +478,7 @@ impl Sched {
             let end = A::read();
             self.times.last.set(end);
             let ran = end.saturating_sub(start);
-            let tt = &t.trailer().times;
+            let tt = &h.trailer().times;
             crate::acct::ExecTimes::add(&tt.running, ran);
             crate::acct::ExecTimes::add(&self.times.task, ran);
             if ran > tt.longest_run.get() {
@@ -510,23 +511,23 @@ impl Sched {
     /// The body is gone (returned or dropped): complete, or drain its i/o first.
     fn finish(&self, h: NonNull<Header>, event: E, result: TaskResult) {
         let t = hdr(h);
-        self.disarm(t);
+        self.disarm(h);
         // Room rule 5 (a lingering `GRANTED` goes with the flags at the next attach).
         self.leave_submit_queue(h);
-        t.trailer().result.set(Some(result));
-        if t.io_in_flight() > 0 {
-            let mut s = t.trailer().initiated.front();
+        h.trailer().result.set(Some(result));
+        if h.io_in_flight() > 0 {
+            let mut s = h.trailer().initiated.front();
             while let Some(st) = s {
                 // SAFETY: linked statuses are valid (io_status rule 2).
                 let st_ref = unsafe { st.as_ref() };
                 self.driver_cancel(st_ref.op_id());
                 // SAFETY: `st` is linked in `initiated`.
-                s = unsafe { t.trailer().initiated.next_of(st) };
+                s = unsafe { h.trailer().initiated.next_of(st) };
             }
             step(t, if event == E::Return { E::ReturnWithIo } else { E::CancelQueuedWithIo });
         } else {
             step(t, event);
-            self.completed(t, false);
+            self.completed(h, false);
         }
     }
 
@@ -566,7 +567,7 @@ impl Sched {
     fn finish_remote_attach(&self, h: NonNull<Header>) {
         let t = hdr(h);
         if self.times.on.get() {
-            self.reset_times(t);
+            self.reset_times(h);
         }
         // SAFETY: a claimed task was unowned, so it is in no executor's owned list.
         unsafe { self.owned.push_back(h) };
@@ -577,13 +578,16 @@ impl Sched {
     }
 
     /// A new run starts its accounting from zero, ready since the latest clock read.
-    fn reset_times(&self, t: &Header) {
-        let tt = &t.trailer().times;
+    fn reset_times(&self, h: NonNull<Header>) {
+        // SAFETY: a header is 64-byte aligned (it is `#[repr(align(64))]`). The hint gives
+        // the optimiser what a `&Header` argument did (these stores merge aligned).
+        unsafe { core::hint::assert_unchecked(h.as_ptr().is_aligned()) };
+        let tt = &h.trailer().times;
         for c in [&tt.running, &tt.suspended, &tt.ready_wait, &tt.longest_run] {
             c.set(0);
         }
         tt.since.set(self.times.last.get());
-        let st = &t.trailer().stats;
+        let st = &h.trailer().stats;
         for c in [&st.resumptions, &st.io_initiated, &st.io_completed] {
             c.set(0);
         }
@@ -606,14 +610,15 @@ impl Sched {
     }
 
     /// The run ended. `in_reap`: called from a reap's sink (sched rule 3).
-    fn completed(&self, t: &Header, in_reap: bool) {
+    fn completed(&self, h: NonNull<Header>, in_reap: bool) {
+        let t = hdr(h);
         // Statuses completed but never taken are marked reaped as they leave the list
         // (io_status rule 1): one that outlives the run (kept outside the body) must not
         // unlink itself later from a list it is no longer in.
-        if !t.trailer().completed.is_empty() {
-            crate::io_status::take_completed(t.trailer(), usize::MAX);
+        if !h.trailer().completed.is_empty() {
+            crate::io_status::take_completed(h.trailer(), usize::MAX);
         }
-        if let Some(stack) = t.trailer().pending_stack.take() {
+        if let Some(stack) = h.trailer().pending_stack.take() {
             self.pool_stack(stack, in_reap);
         }
         self.attached.set(self.attached.get() - 1);
@@ -625,7 +630,7 @@ impl Sched {
         }
         if t.has_flag(flag::RELEASE_ON_COMPLETE) {
             // Last: after this the task may belong to another thread.
-            self.release_completed(NonNull::from(t));
+            self.release_completed(h);
         }
     }
 
@@ -654,9 +659,8 @@ impl Sched {
 
     /// Arms the task's timer for `deadline`, keeping an earlier deadline already armed.
     pub(crate) fn arm(&self, h: NonNull<Header>, deadline: Instant) {
-        let t = hdr(h);
-        let node = t.timer();
-        let tn = &t.trailer().timer;
+        let node = h.timer();
+        let tn = &h.trailer().timer;
         if tn.is_armed() {
             if tn.deadline() <= deadline {
                 return;
@@ -668,10 +672,10 @@ impl Sched {
         unsafe { self.timers.insert(node, deadline) };
     }
 
-    fn disarm(&self, t: &Header) {
-        if t.trailer().timer.is_armed() {
+    fn disarm(&self, h: NonNull<Header>) {
+        if h.trailer().timer.is_armed() {
             // SAFETY: armed in our heap (timer rule 1).
-            unsafe { self.timers.remove(t.timer()) };
+            unsafe { self.timers.remove(h.timer()) };
         }
     }
 
@@ -692,9 +696,9 @@ impl Sched {
         }
         for _ in 0..max {
             let Pop::Item(node) = self.inbox.pop() else { return };
-            let off = core::mem::offset_of!(Header, inbox);
-            // SAFETY: only task headers' inbox nodes are pushed (wake rule 3).
-            let h = unsafe { NonNull::new_unchecked((node.as_ptr() as *mut u8).sub(off) as *mut Header) };
+            // SAFETY: only task headers' inbox nodes are pushed (wake rule 3), each made by
+            // `SlotPtr::inbox_node` (provenance rule 3).
+            let h = unsafe { Header::from_inbox(node) };
             let t = hdr(h);
             self.stats.inbox_taken.set(self.stats.inbox_taken.get() + 1);
             if t.notify.attach_pending() {
@@ -723,13 +727,16 @@ impl Sched {
         self.stats.io_completed.set(self.stats.io_completed.get() + 1);
         let mut wake = true;
         let h = if token.addr & IoToken::ORPHAN != 0 {
-            // SAFETY: orphan tokens are task headers (io_status rule 4).
+            // SAFETY: orphan tokens are task headers (io_status rule 4), with the whole
+            // slot's provenance exposed when the token was made (header provenance rule 5).
             let h = unsafe { NonNull::new_unchecked((token.addr & !IoToken::ORPHAN) as *mut Header) };
-            let o = &hdr(h).trailer().orphans;
+            let o = &h.trailer().orphans;
             o.set(o.get() - 1);
             h
         } else if token.addr & IoToken::WAKE != 0 {
-            // SAFETY: wake tokens are task headers (`IoToken::wake`), `'static`.
+            // SAFETY: wake tokens are task headers (`IoToken::wake`), `'static`, with the
+            // whole slot's provenance exposed when the token was made (header provenance
+            // rule 5).
             let h = unsafe { NonNull::new_unchecked((token.addr & !IoToken::WAKE) as *mut Header) };
             // Relaxed: owner-written generation. A completion for an earlier run wakes nothing.
             if hdr(h).generation.load(Ordering::Relaxed) != token.generation {
@@ -744,7 +751,7 @@ impl Sched {
             st.complete(result)
         };
         let t = hdr(h);
-        let s = &t.trailer().stats.io_completed;
+        let s = &h.trailer().stats.io_completed;
         s.set(s.get() + 1);
         match t.state.get() {
             S::Suspended(_) if wake => self.wake_local(h),
@@ -753,9 +760,9 @@ impl Sched {
                 // SAFETY: a cancelling task is in no run list.
                 unsafe { self.ready.push(h) };
             }
-            S::Draining if t.io_in_flight() == 0 => {
+            S::Draining if h.io_in_flight() == 0 => {
                 step(t, E::Drained);
-                self.completed(t, true);
+                self.completed(h, true);
             }
             _ => {}
         }

@@ -66,7 +66,7 @@ use crate::stack::Stack;
 use crate::sync::Ordering;
 use crate::task::TaskHandle;
 use crate::task::body::{BodyVTable, IntoTaskResult, Step};
-use crate::task::header::{Header, flag};
+use crate::task::header::{Header, SlotPtr, flag};
 use crate::task::state::SuspendReason;
 use core::cell::Cell;
 use core::mem::MaybeUninit;
@@ -452,7 +452,7 @@ impl Fiber {
                 // Fiber rule 5 (a cancel that woke it costs one more pass).
                 return Err(self.cancelled_yield());
             }
-            let tr = self.header().trailer();
+            let tr = self.core().header.trailer();
             if !tr.completed.is_empty() {
                 return Ok(crate::io_status::take_completed(tr, max));
             }
@@ -598,9 +598,8 @@ where
     pub(crate) const VTABLE: BodyVTable = BodyVTable { resume: Self::resume, drop: Self::drop_body, kind: Sw::KIND };
 
     unsafe fn resume(h: NonNull<Header>) -> Step {
-        // SAFETY: `'static` header; the body bytes hold a `FiberBody<Sw, F>` (installed
-        // with this vtable).
-        let fb = unsafe { h.as_ref() }.body_ptr() as *mut FiberBody<Sw, F>;
+        // The body bytes hold a `FiberBody<Sw, F>` (installed with this vtable).
+        let fb = h.body_ptr() as *mut FiberBody<Sw, F>;
         // SAFETY: as above; the fiber is not running (we are the executor).
         let core = unsafe { &(*fb).core };
         if core.state.get() == FiberState::Fresh {
@@ -635,10 +634,10 @@ where
         let t = unsafe { h.as_ref() };
         // Body rule 1: the closure was consumed by the fiber's entry; nothing is left to drop.
         t.body.set(None);
-        if t.io_in_flight() > 0 {
+        if h.io_in_flight() > 0 {
             // Fiber rule 4: the fiber returned with i/o in flight whose buffers may be on
             // its stack; the stack is held until the task has drained, then pooled.
-            t.trailer().pending_stack.set(Some(core.stack));
+            h.trailer().pending_stack.set(Some(core.stack));
         } else {
             // SAFETY: we are back on the executor's stack, so the fiber's stack is unused
             // from here on (fiber rule 1).
@@ -649,8 +648,8 @@ where
 
     /// Fiber rule 2: only a fiber that has not started can be dropped.
     unsafe fn drop_body(h: NonNull<Header>) -> bool {
-        // SAFETY: as in `resume`.
-        let fb = unsafe { h.as_ref() }.body_ptr() as *mut FiberBody<Sw, F>;
+        // As in `resume`.
+        let fb = h.body_ptr() as *mut FiberBody<Sw, F>;
         // SAFETY: as in `resume`.
         let core = unsafe { &(*fb).core };
         match core.state.get() {
@@ -690,8 +689,8 @@ impl Sched {
             return Err(AttachError::StackTooSmall { body, min: MIN_STACK });
         }
         let h = handle.header();
-        // SAFETY: `'static` header; reading its id is harmless whoever owns it.
-        let id = unsafe { h.as_ref() }.trailer().id();
+        // Reading the id is harmless whoever owns the task (header rule 4).
+        let id = h.trailer().id();
         let stack = match self.stacks.take(attrs.stack_size, id) {
             Ok(s) => s,
             Err(e) => return Err(AttachError::NoStack { body, errno: e }),

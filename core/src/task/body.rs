@@ -14,7 +14,7 @@
 //!    as `TaskError::Panicked`.
 
 use crate::error::{AttachError, TaskError, TaskResult};
-use crate::task::header::{BODY_ALIGN, Header};
+use crate::task::header::{BODY_ALIGN, Header, SlotPtr};
 use crate::sync::Ordering;
 use core::future::Future;
 use core::pin::Pin;
@@ -91,9 +91,7 @@ impl IntoTaskResult for Result<(), crate::error::Cancelled> {
 /// # Safety
 /// The caller owns `h` (header rule 2) and its body bytes hold no live body.
 pub(crate) unsafe fn place<B>(h: NonNull<Header>, body: B) -> Result<(), AttachError<B>> {
-    // SAFETY: `'static` header.
-    let hdr = unsafe { h.as_ref() };
-    let capacity = hdr.trailer().body_capacity.get();
+    let capacity = h.trailer().body_capacity.get();
     if core::mem::size_of::<B>() > capacity {
         return Err(AttachError::BodyTooLarge { body, needed: core::mem::size_of::<B>(), capacity });
     }
@@ -102,7 +100,7 @@ pub(crate) unsafe fn place<B>(h: NonNull<Header>, body: B) -> Result<(), AttachE
     }
     // SAFETY: the body storage is `capacity` bytes aligned to BODY_ALIGN, checked above
     // to hold a `B`; it holds no live body (caller).
-    unsafe { (hdr.body_ptr() as *mut B).write(body) };
+    unsafe { (h.body_ptr() as *mut B).write(body) };
     Ok(())
 }
 
@@ -124,7 +122,7 @@ where
         let generation = hdr.generation.load(Ordering::Relaxed);
         // SAFETY: the body bytes hold a live `F` (this vtable was installed with it) that
         // never moves until it is dropped in place (header rule 3): it is pinned.
-        let fut = unsafe { Pin::new_unchecked(&mut *(hdr.body_ptr() as *mut F)) };
+        let fut = unsafe { Pin::new_unchecked(&mut *(h.body_ptr() as *mut F)) };
         // Rt rule 1: the task's own `Context`, which keel futures recognise by address.
         // SAFETY: we are the owner resuming the task; no poll of its body is on the stack
         // (header rule 3), and the `Context` is used for this poll only.
@@ -146,7 +144,7 @@ where
 
     unsafe fn drop_body(h: NonNull<Header>) -> bool {
         // SAFETY: the body bytes hold a live `F` (caller of the vtable), dropped once.
-        unsafe { core::ptr::drop_in_place(h.as_ref().body_ptr() as *mut F) };
+        unsafe { core::ptr::drop_in_place(h.body_ptr() as *mut F) };
         true
     }
 }

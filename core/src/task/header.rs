@@ -14,6 +14,40 @@
 //! starts at `size_of::<TaskCore>()` whatever `N` is (asserted below), which is how
 //! type-erased code finds it.
 //!
+//! Where a task pointer may reach (provenance rules, cited as "provenance rule N"). A
+//! reference's provenance covers only the bytes of its pointee, so a pointer made from a
+//! `&Header` may not step out to the trailer or the body (undefined behaviour under
+//! Stacked Borrows; Tree Borrows too for writes). So, as embassy's `TaskRef` does:
+//! 1. Every `NonNull<Header>` in keel is made by [`TaskSlot::header`], a cast of
+//!    `NonNull::from(&'static TaskSlot<N>)`: its provenance covers the whole slot
+//!    (header, trailer and body). It is only ever copied, or cast to an integer and back
+//!    (rule 5), never re-made from a reference.
+//! 2. From a task pointer, the trailer, the body bytes, the timer node and the inbox
+//!    node are reached only through [`SlotPtr`], by a place projection of the raw pointer
+//!    (`&(*core).trailer`, `&raw mut (*core).trailer.timer`: no `&Header` or `&TaskCore`
+//!    is made on the way) or a byte offset (`byte_add`), never from a `&Header`.
+//!    A `&Header` (`SlotPtr::hdr`, `as_ref`) is made only to read and write the header's
+//!    own fields; a `&Trailer` only for the trailer's own fields.
+//! 3. The container-of steps (timer node to header: [`Header::from_timer`]; inbox node
+//!    to header: [`Header::from_inbox`]) start from node pointers made by rule 2 from a
+//!    whole-slot pointer (`SlotPtr::timer`, `SlotPtr::inbox_node`), so they keep the
+//!    whole slot's provenance and stepping back stays inside it.
+//! 4. The list links in the trailer (`owned_links`, `submit_links`) are projected from
+//!    the whole-slot pointer as well; the lists store the header pointers they are given
+//!    (rule 1), never compute them from a link's address.
+//! 5. Where the address travels as an integer (an [`IoToken`](crate::driver::IoToken)
+//!    through the driver, the tagged data of a keel waker, a dispatcher level's tagged
+//!    top), the integer is made from a rule 1 pointer (`as usize`), which exposes the
+//!    whole slot's provenance, and the pointer made back from it (`as *mut Header`, an
+//!    exposed-provenance cast) may take that provenance: the accesses of rules 2-3
+//!    through it are those a rule 1 pointer may make.
+//! 6. Every byte a shared slot pointer writes is inside an `UnsafeCell` (`Cell`s,
+//!    atomics, the body's `Cell<[MaybeUninit<u8>; N]>`), so writes through a pointer
+//!    made from `&'static TaskSlot` are allowed.
+//!
+//! The unit test `provenance::pointers_agree` checks, for every accessor, that the
+//! pointers made from a handle equal those a `&TaskSlot` names directly (the numbers
+//! agree; the rules above are what make the provenance right).
 //! Who touches what (header rules, cited as "header rule N"):
 //! 1. `notify`, `gen`, `exec` and `inbox` are atomics any thread may read; their
 //!    writers and orderings are the protocol in `task/wake.rs`.
@@ -215,8 +249,11 @@ impl<const N: usize> TaskSlot<N> {
         }
     }
 
+    /// The task pointer every handle, waker, token and list holds: the whole slot's
+    /// address and provenance, typed as its header (provenance rule 1).
+    #[inline(always)]
     pub(crate) fn header(&'static self) -> NonNull<Header> {
-        NonNull::from(&self.core.header)
+        NonNull::from(self).cast::<Header>()
     }
 }
 
@@ -241,34 +278,90 @@ impl Trailer {
     }
 }
 
-impl Header {
-    /// The trailer of the task this header heads.
-    #[inline(always)]
-    pub(crate) fn trailer(&self) -> &Trailer {
-        // SAFETY: every `Header` is the first field of a `#[repr(C)]` `TaskCore`
-        // (`TaskSlot` is the only constructor), so the cast stays inside that core.
-        unsafe { &(*(self as *const Header as *const TaskCore)).trailer }
-    }
-
+/// Access to a task through a pointer with whole-slot provenance (provenance rules 1-3).
+///
+/// Implemented for the `NonNull<Header>` that [`TaskSlot::header`] makes (every one in
+/// keel is such a copy): the trailer, body, timer node and inbox node are projected from
+/// the raw pointer, never from a `&Header`.
+pub(crate) trait SlotPtr: Copy {
+    /// The header's own fields.
+    fn hdr(self) -> &'static Header;
+    /// The trailer of the task this pointer names.
+    fn trailer(self) -> &'static Trailer;
     /// The first byte of the body storage.
+    fn body_ptr(self) -> *mut u8;
+    /// The trailer's timer node, with whole-slot provenance (for `Header::from_timer`).
+    fn timer(self) -> NonNull<TimerNode>;
+    /// The header's inbox node, with whole-slot provenance (for `Header::from_inbox`).
+    fn inbox_node(self) -> NonNull<InboxNode>;
+    /// Operations in flight (linked and orphaned).
+    fn io_in_flight(self) -> usize;
+}
+
+impl SlotPtr for NonNull<Header> {
     #[inline(always)]
-    pub(crate) fn body_ptr(&self) -> *mut u8 {
-        // SAFETY: the body follows the core at `size_of::<TaskCore>()` in every
-        // `TaskSlot<N>` (asserted below); the pointer stays inside the slot.
-        unsafe { (self as *const Header as *mut u8).add(core::mem::size_of::<TaskCore>()) }
+    fn hdr(self) -> &'static Header {
+        // SAFETY: provenance rule 1: a header in a `'static` slot; the reference covers
+        // only the header's bytes (rule 2).
+        unsafe { &*self.as_ptr() }
     }
 
-    /// The header of the task whose timer node this is.
+    #[inline(always)]
+    fn trailer(self) -> &'static Trailer {
+        // SAFETY: provenance rules 1-2: `self` points at the `TaskCore` that starts every
+        // `#[repr(C)]` `TaskSlot` (asserted below) with the whole slot's provenance, so
+        // the projection stays inside what it may reach; the slot is `'static`.
+        unsafe { &(*self.as_ptr().cast::<TaskCore>()).trailer }
+    }
+
+    #[inline(always)]
+    fn body_ptr(self) -> *mut u8 {
+        // SAFETY: provenance rules 1-2: the body follows the core at
+        // `size_of::<TaskCore>()` in every `TaskSlot<N>` (asserted below), inside the
+        // slot `self` may reach.
+        unsafe { self.as_ptr().cast::<u8>().byte_add(core::mem::size_of::<TaskCore>()) }
+    }
+
+    fn timer(self) -> NonNull<TimerNode> {
+        // SAFETY: as for `trailer`: a raw projection inside the slot, non-null.
+        unsafe { NonNull::new_unchecked(&raw mut (*self.as_ptr().cast::<TaskCore>()).trailer.timer) }
+    }
+
+    #[inline(always)]
+    fn inbox_node(self) -> NonNull<InboxNode> {
+        // SAFETY: a raw projection of the header's own field, non-null (provenance rule 2).
+        unsafe { NonNull::new_unchecked(&raw mut (*self.as_ptr()).inbox) }
+    }
+
+    fn io_in_flight(self) -> usize {
+        let t = self.trailer();
+        t.initiated.len() + t.orphans.get() as usize
+    }
+}
+
+impl Header {
+    /// The header of the task whose timer node this is (provenance rule 3).
     #[inline(always)]
     pub(crate) fn from_timer(t: NonNull<TimerNode>) -> NonNull<Header> {
         let off = core::mem::offset_of!(TaskCore, trailer) + core::mem::offset_of!(Trailer, timer);
         // SAFETY: timer nodes handed to the executor's heap are always the `timer` of a
-        // task trailer, so stepping back by its offset lands on that task's header.
-        unsafe { NonNull::new_unchecked((t.as_ptr() as *mut u8).sub(off) as *mut Header) }
+        // task trailer, made by `SlotPtr::timer` with the whole slot's provenance
+        // (provenance rule 3), so stepping back by its offset lands on that task's header
+        // inside what the pointer may reach.
+        unsafe { NonNull::new_unchecked(t.as_ptr().byte_sub(off).cast::<Header>()) }
     }
 
-    pub(crate) fn timer(&self) -> NonNull<TimerNode> {
-        NonNull::from(&self.trailer().timer)
+    /// The header of the task whose inbox node this is (provenance rule 3).
+    ///
+    /// # Safety
+    /// `n` was made by `SlotPtr::inbox_node` (only task headers' inbox nodes are pushed
+    /// to an executor's inbox or a dispatcher: wake rule 3).
+    #[inline(always)]
+    pub(crate) unsafe fn from_inbox(n: NonNull<InboxNode>) -> NonNull<Header> {
+        let off = core::mem::offset_of!(Header, inbox);
+        // SAFETY: the caller's duty: `n` is a header's `inbox` with whole-slot
+        // provenance, so stepping back stays inside the slot.
+        unsafe { NonNull::new_unchecked(n.as_ptr().byte_sub(off).cast::<Header>()) }
     }
 
     #[inline(always)]
@@ -285,12 +378,6 @@ impl Header {
     pub(crate) fn clear_flag(&self, f: u8) {
         self.flags.set(self.flags.get() & !f);
     }
-
-    /// Operations in flight (linked and orphaned).
-    pub(crate) fn io_in_flight(&self) -> usize {
-        let t = self.trailer();
-        t.initiated.len() + t.orphans.get() as usize
-    }
 }
 
 // SAFETY: `run_links` is used only for the run queues (RunLink).
@@ -305,16 +392,16 @@ unsafe impl Link<RunLink> for Header {
 // for room to submit.
 unsafe impl Link<SubmitLink> for Header {
     fn links(this: NonNull<Self>) -> NonNull<Links<Self>> {
-        // SAFETY: `this` is a valid header, so its trailer is valid (see `trailer`).
-        NonNull::from(&unsafe { this.as_ref() }.trailer().submit_links)
+        // SAFETY: provenance rule 4: a raw projection from the whole-slot pointer.
+        unsafe { NonNull::new_unchecked(&raw mut (*this.as_ptr().cast::<TaskCore>()).trailer.submit_links) }
     }
 }
 
 // SAFETY: `owned_links` (in the trailer) is used only for the owned-task list.
 unsafe impl Link<OwnedLink> for Header {
     fn links(this: NonNull<Self>) -> NonNull<Links<Self>> {
-        // SAFETY: `this` is a valid header, so its trailer is valid (see `trailer`).
-        NonNull::from(&unsafe { this.as_ref() }.trailer().owned_links)
+        // SAFETY: provenance rule 4: a raw projection from the whole-slot pointer.
+        unsafe { NonNull::new_unchecked(&raw mut (*this.as_ptr().cast::<TaskCore>()).trailer.owned_links) }
     }
 }
 
@@ -347,4 +434,57 @@ mod layout {
         (core::mem::offset_of!(Trailer, resume) + core::mem::size_of::<crate::task::wake::ResumeCx>() - 1) / 64,
         (core::mem::offset_of!(Trailer, stats) + core::mem::offset_of!(TaskStatsCells, resumptions)) / 64
     );
+}
+
+#[cfg(all(test, not(keel_loom)))]
+mod provenance {
+    extern crate std;
+    use super::*;
+    use crate::task::TaskAttrs;
+    use std::boxed::Box;
+
+    const N: usize = 96;
+
+    fn addr<T: ?Sized>(p: *const T) -> usize {
+        p.cast::<u8>() as usize
+    }
+
+    /// Provenance rules 1-4: every accessor, from a handle's pointer, names the same bytes
+    /// as the slot's own fields; the body is reachable to its last byte, the timer and
+    /// inbox nodes step back to the same pointer.
+    #[test]
+    fn pointers_agree() {
+        let slot: &'static TaskSlot<N> = Box::leak(Box::new(TaskSlot::new()));
+        let handle = slot.create(TaskAttrs::default()).unwrap();
+        let h = handle.header();
+        assert_eq!(h, slot.header());
+        assert_eq!(addr(h.as_ptr()), addr(slot as *const TaskSlot<N>));
+        assert_eq!(addr(h.hdr()), addr(&slot.core.header));
+        assert_eq!(addr(h.trailer()), addr(&slot.core.trailer));
+        assert_eq!(addr(h.body_ptr()), addr(slot.body.0.as_ptr()));
+        assert_eq!(addr(h.timer().as_ptr()), addr(&slot.core.trailer.timer));
+        assert_eq!(addr(h.inbox_node().as_ptr()), addr(&slot.core.header.inbox));
+        assert_eq!(Header::from_timer(h.timer()), h);
+        // SAFETY: made by `inbox_node`.
+        assert_eq!(unsafe { Header::from_inbox(h.inbox_node()) }, h);
+        assert_eq!(addr(<Header as Link<RunLink>>::links(h).as_ptr()), addr(&slot.core.header.run_links));
+        assert_eq!(addr(<Header as Link<SubmitLink>>::links(h).as_ptr()), addr(&slot.core.trailer.submit_links));
+        assert_eq!(addr(<Header as Link<OwnedLink>>::links(h).as_ptr()), addr(&slot.core.trailer.owned_links));
+        // Reads and writes through them land in the slot's fields.
+        assert_eq!(handle.id(), slot.core.trailer.id());
+        assert_eq!(h.trailer().body_capacity.get(), N);
+        h.trailer().orphans.set(2);
+        assert_eq!(h.io_in_flight(), 2);
+        h.trailer().orphans.set(0);
+        assert_eq!(h.io_in_flight(), 0);
+        assert!(!Header::from_timer(h.timer()).trailer().timer.is_armed());
+        for i in [0, N / 2, N - 1] {
+            // SAFETY: inside the body storage; nothing else uses it (no task attached).
+            unsafe { h.body_ptr().add(i).write(i as u8 + 1) };
+            // SAFETY: written just above.
+            assert_eq!(unsafe { (*slot.body.0.as_ptr())[i].assume_init() }, i as u8 + 1);
+        }
+        // SAFETY: a node in the `'static` slot.
+        assert!(unsafe { h.inbox_node().as_ref() }.next_load().is_null());
+    }
 }

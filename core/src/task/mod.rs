@@ -19,7 +19,7 @@ use crate::priority::Priorities;
 use crate::sync::Ordering;
 use core::ptr::NonNull;
 use core::task::Waker;
-use header::Header;
+use header::{Header, SlotPtr};
 
 /// How a task is created.
 #[derive(Copy, Clone, Debug, Default)]
@@ -122,6 +122,7 @@ impl<const TASKS: usize, const BYTES: usize> Default for TaskPool<TASKS, BYTES> 
 /// Names one run of a task: its slot and that run's generation. `Copy`, `Send`, `Sync`.
 #[derive(Copy, Clone, PartialEq, Eq, Hash)]
 pub struct TaskHandle {
+    /// The whole slot, typed as its header (header provenance rule 1).
     hdr: NonNull<Header>,
     generation: u32,
 }
@@ -159,7 +160,7 @@ impl TaskHandle {
 
     /// The task's id (stable across runs; for messages and listings).
     pub fn id(self) -> u32 {
-        self.h().trailer().id()
+        self.hdr.trailer().id()
     }
 
     /// Whether this handle names the task's current run.

@@ -39,7 +39,7 @@
 
 use crate::exec::sched::Sched;
 use crate::sync::{AtomicU64Like, Ordering};
-use crate::task::header::Header;
+use crate::task::header::{Header, SlotPtr};
 use core::ptr::NonNull;
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
@@ -177,7 +177,9 @@ pub(crate) fn wake_by_gen_with<#[cfg(keel_loom)] W: crate::sync::Weaken>(hdr: No
     unsafe {
         let s = &*sched;
         s.remote.enter();
-        s.inbox.push(NonNull::from(&h.inbox));
+        // Provenance rule 3: the node carries the whole slot's provenance, for the
+        // owner's step back to the header.
+        s.inbox.push(hdr.inbox_node());
         s.remote.after_push();
         s.remote.leave();
     }
@@ -219,7 +221,8 @@ fn decode(data: *const ()) -> (NonNull<Header>, Option<u32>) {
     } else {
         (bits, None)
     };
-    // SAFETY: every waker with this vtable was made by `waker_for` from a non-null header.
+    // SAFETY: every waker with this vtable was made by `waker_for` from a non-null header
+    // pointer, whose whole-slot provenance `encode` exposed (header provenance rule 5).
     (unsafe { NonNull::new_unchecked(addr as *mut Header) }, tag)
 }
 
@@ -277,8 +280,8 @@ impl ResumeCx {
 /// borrowed for that poll, and a waker it keeps is a clone, a copy of the data.)
 #[inline(always)]
 pub(crate) unsafe fn resume_context<'a>(h: NonNull<Header>, generation: u32) -> &'a mut Context<'static> {
-    // SAFETY: headers live in `'static` slots.
-    let r: &'static ResumeCx = unsafe { &(*h.as_ptr()).trailer().resume };
+    // Provenance rule 2: through the whole-slot pointer.
+    let r: &'static ResumeCx = &h.trailer().resume;
     let w = r.waker.get() as *mut Waker;
     let c = r.cx.get() as *mut Context<'static>;
     // SAFETY: the caller's duties: nothing else refers to these two now. The waker
@@ -295,8 +298,8 @@ pub(crate) unsafe fn resume_context<'a>(h: NonNull<Header>, generation: u32) -> 
 /// owner's thread can hold, inside a poll of its body. Any thread; reads nothing.
 #[inline(always)]
 pub(crate) fn is_resume_cx(hdr: NonNull<Header>, cx: &Context<'_>) -> bool {
-    // SAFETY: headers live in `'static` slots; only the field's address is taken.
-    let mine = unsafe { hdr.as_ref() }.trailer().resume.cx.get() as *const ();
+    // Only the field's address is taken (provenance rule 2).
+    let mine = hdr.trailer().resume.cx.get() as *const ();
     #[cfg(keel_loom)]
     if crate::loom_api::any_resume_is_current() {
         // The weakened twin (`loom_api::weaken_current`): "the task is running", on
