@@ -107,9 +107,7 @@ fn in_hook() -> bool {
 /// A number unique to the calling thread among live threads (the address of its
 /// `IN_HOOK`), found without allocating; 0 once its thread-locals are gone.
 fn thread_mark() -> usize {
-    IN_HOOK
-        .try_with(|h| h as *const Cell<bool> as usize)
-        .unwrap_or(0)
+    IN_HOOK.try_with(|h| h as *const Cell<bool> as usize).unwrap_or(0)
 }
 
 /// Counts one allocator call (unless the backtrace hook made it), and records it if it
@@ -132,10 +130,7 @@ fn note(kind: Kind, size: usize, align: usize) {
     if thread_mark() != WINDOW_THREAD.load(Ordering::Relaxed) {
         ELSEWHERE.fetch_add(1, Ordering::Relaxed);
     }
-    if FIRST_KIND
-        .compare_exchange(0, kind.code(), Ordering::Relaxed, Ordering::Relaxed)
-        .is_ok()
-    {
+    if FIRST_KIND.compare_exchange(0, kind.code(), Ordering::Relaxed, Ordering::Relaxed).is_ok() {
         FIRST_SIZE.store(size, Ordering::Relaxed);
         FIRST_ALIGN.store(align, Ordering::Relaxed);
     }
@@ -151,10 +146,8 @@ fn note(kind: Kind, size: usize, align: usize) {
 fn backtrace(kind: Kind, size: usize, align: usize) {
     let _ = IN_HOOK.try_with(|h| h.set(true));
     let bt = std::backtrace::Backtrace::force_capture();
-    let _ = writeln!(
-        std::io::stderr(),
-        "alloc-free: {kind:?} of {size} bytes (align {align}) inside a window, at:\n{bt}"
-    );
+    let _ =
+        writeln!(std::io::stderr(), "alloc-free: {kind:?} of {size} bytes (align {align}) inside a window, at:\n{bt}");
     let _ = IN_HOOK.try_with(|h| h.set(false));
 }
 
@@ -235,11 +228,7 @@ impl Counts {
 
 impl fmt::Display for Counts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} allocs, {} deallocs, {} reallocs",
-            self.allocs, self.deallocs, self.reallocs
-        )
+        write!(f, "{} allocs, {} deallocs, {} reallocs", self.allocs, self.deallocs, self.reallocs)
     }
 }
 
@@ -264,28 +253,19 @@ impl Window {
     /// first N allocator calls in the window (`1` if it is not a number).
     pub fn open() -> Window {
         // Read before the window opens: `var` allocates.
-        let traces = std::env::var("KEEL_ALLOC_BACKTRACE")
-            .ok()
-            .map(|v| v.parse::<u32>().unwrap_or(1))
-            .unwrap_or(0);
+        let traces = std::env::var("KEEL_ALLOC_BACKTRACE").ok().map(|v| v.parse::<u32>().unwrap_or(1)).unwrap_or(0);
         if !settle(Duration::from_secs(2)) {
             say(
                 "alloc-free: note: the process's other threads did not settle before this window; an allocation on one of them would count (the failure says how many)",
             );
         }
-        assert!(
-            !OPEN.swap(true, Ordering::Relaxed),
-            "alloc-free: a window is open already (one at a time)"
-        );
+        assert!(!OPEN.swap(true, Ordering::Relaxed), "alloc-free: a window is open already (one at a time)");
         FIRST_KIND.store(0, Ordering::Relaxed);
         ELSEWHERE.store(0, Ordering::Relaxed);
         WINDOW_THREAD.store(thread_mark(), Ordering::Relaxed);
         BACKTRACES.store(traces, Ordering::Relaxed);
         let started = Instant::now();
-        Window {
-            start: Raw::now(),
-            started,
-        }
+        Window { start: Raw::now(), started }
     }
 
     /// Closes the window and returns what it saw.
@@ -366,10 +346,7 @@ fn others_parked(me: i32) -> Option<bool> {
             continue;
         }
         let syscall = std::fs::read_to_string(path.join("syscall")).ok()?;
-        let nr = syscall
-            .split_whitespace()
-            .next()
-            .and_then(|n| n.parse::<i64>().ok());
+        let nr = syscall.split_whitespace().next().and_then(|n| n.parse::<i64>().ok());
         if nr != Some(libc::SYS_futex) {
             return Some(false);
         }
@@ -392,15 +369,10 @@ pub fn say(line: &str) {
 pub fn assert_alloc_free(what: &str, cycles: u64, counts: &Counts) {
     let ms = counts.elapsed.as_secs_f64() * 1e3;
     let per = counts.elapsed.as_nanos() as f64 / cycles.max(1) as f64;
-    say(&format!(
-        "alloc-free: {what}: {cycles} cycles, {counts} ({ms:.1} ms, {per:.1} ns/cycle)"
-    ));
+    say(&format!("alloc-free: {what}: {cycles} cycles, {counts} ({ms:.1} ms, {per:.1} ns/cycle)"));
     if !counts.is_zero() {
         let first = match counts.first {
-            Some(e) => format!(
-                "the first: {:?} of {} bytes (align {})",
-                e.kind, e.size, e.align
-            ),
+            Some(e) => format!("the first: {:?} of {} bytes (align {})", e.kind, e.size, e.align),
             None => "the first was not recorded".to_string(),
         };
         panic!(
@@ -420,11 +392,7 @@ pub fn skip(what: &str, why: &str) {
 /// design; a leaked one is set-up, outside any window).
 pub fn task<const N: usize>(name: &'static str) -> TaskHandle {
     let slot: &'static TaskSlot<N> = Box::leak(Box::new(TaskSlot::new()));
-    slot.create(TaskAttrs {
-        name,
-        ..TaskAttrs::default()
-    })
-    .expect("a fresh slot")
+    slot.create(TaskAttrs { name, ..TaskAttrs::default() }).expect("a fresh slot")
 }
 
 /// Runs exactly `n` items of work (resumptions or completions).
@@ -439,22 +407,15 @@ pub fn run_items<D: Driver, S: StackProvider>(ex: Pin<&Executor<D, S>>, n: u64) 
 /// Runs until nothing is attached.
 pub fn run_to_end<D: Driver, S: StackProvider>(ex: Pin<&Executor<D, S>>) {
     while ex.attached() > 0 {
-        ex.run(usize::MAX, None)
-            .unwrap_or_else(|e| panic!("run: {e}"));
+        ex.run(usize::MAX, None).unwrap_or_else(|e| panic!("run: {e}"));
     }
 }
 
 /// Runs one item at a time until `done()` holds (a task whose i/o completes at once
 /// stays ready, so a longer `run` could go far past the point asked for).
-pub fn run_until<D: Driver, S: StackProvider>(
-    ex: Pin<&Executor<D, S>>,
-    mut done: impl FnMut() -> bool,
-) {
+pub fn run_until<D: Driver, S: StackProvider>(ex: Pin<&Executor<D, S>>, mut done: impl FnMut() -> bool) {
     while !done() {
-        assert!(
-            ex.attached() > 0,
-            "every task completed before the condition held"
-        );
+        assert!(ex.attached() > 0, "every task completed before the condition held");
         ex.run(1, None).unwrap_or_else(|e| panic!("run: {e}"));
     }
 }
@@ -475,7 +436,11 @@ pub fn ring_or_skip(what: &str, cfg: keel_linux::RingConfig) -> Option<keel_linu
 
 /// Attaches `body` as the next run of `*task` through `h` (a foreign thread's attach),
 /// spinning while the executor has not yet released the task's previous run.
-pub fn attach_when_released<F: core::future::Future<Output = ()> + Send + 'static>(h: &keel_core::ExecutorHandle, task: &mut TaskHandle, body: F) {
+pub fn attach_when_released<F: core::future::Future<Output = ()> + Send + 'static>(
+    h: &keel_core::ExecutorHandle,
+    task: &mut TaskHandle,
+    body: F,
+) {
     let mut body = body;
     loop {
         match h.attach(*task, body) {

@@ -12,9 +12,7 @@ fn attach_run_and_complete_allocate_nothing() {
     let ex = ex.into_ref();
     let mut h = task::<256>("attach");
     let mut cycle = |i: u64| {
-        h = ex
-            .attach(h, async move { i })
-            .unwrap_or_else(|e| panic!("attach: {e}"));
+        h = ex.attach(h, async move { i }).unwrap_or_else(|e| panic!("attach: {e}"));
         assert_eq!(ex.run(usize::MAX, None), Ok(1));
         assert_eq!(ex.result(h), Ok(Some(Ok(i))));
     };

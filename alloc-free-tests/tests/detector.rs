@@ -16,18 +16,13 @@ fn a_window_sees_every_allocator_call_and_the_assertion_fails_on_them() {
     drop(std::hint::black_box(v));
     drop(b);
     let c = w.close();
-    say(&format!(
-        "alloc-free: detector: a window with Box::new, Vec growth and two drops counted {c}"
-    ));
+    say(&format!("alloc-free: detector: a window with Box::new, Vec growth and two drops counted {c}"));
     assert_eq!((c.allocs, c.deallocs, c.reallocs), (2, 2, 1), "{c:?}");
     assert_eq!(c.first.map(|e| (e.kind, e.size)), Some((Kind::Alloc, 24)));
 
     let failed = std::panic::catch_unwind(|| assert_alloc_free("detector (must fail)", 1, &c));
     let msg = failed.expect_err("assert_alloc_free passed a window that allocated");
     let msg = msg.downcast_ref::<String>().expect("a formatted message");
-    assert!(
-        msg.contains("2 allocs, 2 deallocs, 1 reallocs"),
-        "the failure must name the counts: {msg}"
-    );
+    assert!(msg.contains("2 allocs, 2 deallocs, 1 reallocs"), "the failure must name the counts: {msg}");
     say("alloc-free: detector: assert_alloc_free failed on it, naming the counts, as it must");
 }

@@ -12,21 +12,12 @@ use keel_linux::{MmapStacks, SleepDriver};
 #[test]
 fn a_fiber_spawned_from_the_spare_pool_allocates_nothing() {
     let stacks = MmapStacks::new().expect("mmap stacks");
-    let ex = pin!(
-        Executor::with_stacks(SleepDriver::new(), stacks, keel_linux::panic::config()).unwrap()
-    );
+    let ex = pin!(Executor::with_stacks(SleepDriver::new(), stacks, keel_linux::panic::config()).unwrap());
     let ex = ex.into_ref();
     let mut h = task::<1024>("fiber-spawn");
     let mut cycle = |i: u64| {
         h = ex
-            .attach_fiber(
-                h,
-                FiberAttrs {
-                    stack_size: 64 * 1024,
-                    ..FiberAttrs::DEFAULT
-                },
-                move |_: &mut Fiber| i,
-            )
+            .attach_fiber(h, FiberAttrs { stack_size: 64 * 1024, ..FiberAttrs::DEFAULT }, move |_: &mut Fiber| i)
             .unwrap_or_else(|e| panic!("attach_fiber: {e}"));
         assert_eq!(ex.run(usize::MAX, None), Ok(1));
         assert_eq!(ex.result(h), Ok(Some(Ok(i))));
@@ -40,10 +31,6 @@ fn a_fiber_spawned_from_the_spare_pool_allocates_nothing() {
     }
     let counts = w.close();
     let st = ex.stack_stats();
-    assert_eq!(
-        (st.created, st.reused, st.in_use, st.spares),
-        (1, WARM_UP + CYCLES - 1, 0, 1),
-        "{st:?}"
-    );
+    assert_eq!((st.created, st.reused, st.in_use, st.spares), (1, WARM_UP + CYCLES - 1, 0, 1), "{st:?}");
     assert_alloc_free("fiber spawn from the spare pool", CYCLES, &counts);
 }

@@ -15,9 +15,7 @@ static SLOT: HandleSlot = HandleSlot::new();
 fn a_foreign_thread_attach_allocates_nothing() {
     let (tx, rx) = std::sync::mpsc::channel();
     let exec = std::thread::spawn(move || {
-        let ex = core::pin::pin!(
-            Executor::new(keel_linux::SleepDriver::new(), Config::default()).unwrap()
-        );
+        let ex = core::pin::pin!(Executor::new(keel_linux::SleepDriver::new(), Config::default()).unwrap());
         let ex = ex.into_ref();
         tx.send(ex.handle(&SLOT).unwrap()).unwrap();
         while !STOP.load(Ordering::SeqCst) || ex.attached() > 0 {

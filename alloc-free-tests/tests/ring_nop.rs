@@ -37,35 +37,25 @@ const N: u64 = WARM_UP + CYCLES;
 
 #[test]
 fn nop_submit_and_complete_through_the_ring_allocate_nothing() {
-    let what = [
-        "ring nop (fiber, IoStatus)",
-        "ring nop (future, IoStatus)",
-        "ring nop (future, fs::nop)",
-    ];
+    let what = ["ring nop (fiber, IoStatus)", "ring nop (future, IoStatus)", "ring nop (future, fs::nop)"];
     let Some(ring) = ring_or_skip(what[0], RingConfig::default()) else {
         for w in &what[1..] {
             skip(w, "io_uring is unavailable here");
         }
         return;
     };
-    let stacks = RegionStacks::new(Vec::leak(vec![0u8; 64 * 1024 + 16]), 64 * 1024, 0)
-        .expect("region stacks");
+    let stacks = RegionStacks::new(Vec::leak(vec![0u8; 64 * 1024 + 16]), 64 * 1024, 0).expect("region stacks");
     let ex = pin!(Executor::with_stacks(ring, stacks, keel_linux::panic::config()).unwrap());
     let ex = ex.into_ref();
 
     let fiber = ex
         .attach_fiber(
             task::<1024>("nop-fiber"),
-            FiberAttrs {
-                stack_size: 64 * 1024,
-                ..FiberAttrs::DEFAULT
-            },
+            FiberAttrs { stack_size: 64 * 1024, ..FiberAttrs::DEFAULT },
             |f: &mut Fiber| {
                 let st = pin!(IoStatus::new());
                 for _ in 0..N {
-                    if f.initiate::<RingDriver>(st.as_ref(), RingOp::nop())
-                        .is_err()
-                    {
+                    if f.initiate::<RingDriver>(st.as_ref(), RingOp::nop()).is_err() {
                         return Err(TaskError::Failed(1));
                     }
                     if f.suspend_until_completed_io(1)? != 1 || st.result() != Some(Ok(0)) {
@@ -84,15 +74,10 @@ fn nop_submit_and_complete_through_the_ring_allocate_nothing() {
         .attach(task::<1024>("nop-status"), async {
             let st = pin!(IoStatus::new());
             for _ in 0..N {
-                if keel_core::initiate::<RingDriver>(st.as_ref(), RingOp::nop())
-                    .await
-                    .is_err()
-                {
+                if keel_core::initiate::<RingDriver>(st.as_ref(), RingOp::nop()).await.is_err() {
                     return Err(TaskError::Failed(1));
                 }
-                if keel_core::suspend_until_completed_io(1).await? != 1
-                    || st.result() != Some(Ok(0))
-                {
+                if keel_core::suspend_until_completed_io(1).await? != 1 || st.result() != Some(Ok(0)) {
                     return Err(TaskError::Failed(2));
                 }
                 one_done();

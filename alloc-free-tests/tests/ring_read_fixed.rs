@@ -7,9 +7,7 @@
 //! unavailable.
 
 use core::pin::pin;
-use keel_alloc_free_tests::{
-    CYCLES, WARM_UP, Window, assert_alloc_free, ring_or_skip, run_to_end, run_until, task,
-};
+use keel_alloc_free_tests::{CYCLES, WARM_UP, Window, assert_alloc_free, ring_or_skip, run_to_end, run_until, task};
 use keel_core::{Errno, Executor, Fiber, FiberAttrs, RegionStacks, TaskError};
 use keel_linux::RingConfig;
 use keel_linux::fs::FiberFs;
@@ -34,11 +32,7 @@ const PATTERN: [u8; LEN] = {
 #[test]
 fn a_registered_buffer_read_allocates_nothing() {
     let what = "ring read_fixed 512 B";
-    let cfg = RingConfig {
-        registered_buffers: 1,
-        registered_buffer_size: 4096,
-        ..RingConfig::default()
-    };
+    let cfg = RingConfig { registered_buffers: 1, registered_buffer_size: 4096, ..RingConfig::default() };
     let Some(ring) = ring_or_skip(what, cfg) else {
         return;
     };
@@ -48,20 +42,17 @@ fn a_registered_buffer_read_allocates_nothing() {
     std::fs::write(&path, PATTERN).unwrap();
     // Outlives the window: a `File` frees its shared count when dropped (fd rule 1), which
     // the fiber's last iteration would otherwise do inside the window.
-    let file: &'static keel_linux::File = Box::leak(Box::new(keel_linux::File::from(std::os::fd::OwnedFd::from(std::fs::File::open(&path).unwrap()))));
+    let file: &'static keel_linux::File =
+        Box::leak(Box::new(keel_linux::File::from(std::os::fd::OwnedFd::from(std::fs::File::open(&path).unwrap()))));
 
-    let stacks = RegionStacks::new(Vec::leak(vec![0u8; 64 * 1024 + 16]), 64 * 1024, 0)
-        .expect("region stacks");
+    let stacks = RegionStacks::new(Vec::leak(vec![0u8; 64 * 1024 + 16]), 64 * 1024, 0).expect("region stacks");
     let ex = pin!(Executor::with_stacks(ring, stacks, keel_linux::panic::config()).unwrap());
     let ex = ex.into_ref();
     let n = WARM_UP + CYCLES;
     let h = ex
         .attach_fiber(
             task::<1024>("read-fixed"),
-            FiberAttrs {
-                stack_size: 64 * 1024,
-                ..FiberAttrs::DEFAULT
-            },
+            FiberAttrs { stack_size: 64 * 1024, ..FiberAttrs::DEFAULT },
             move |f: &mut Fiber| {
                 let mut buf = f.try_claim_buffer().map_err(|_| TaskError::Failed(1))?;
                 for _ in 0..n {

@@ -6,17 +6,14 @@
 
 use core::pin::pin;
 use core::time::Duration;
-use keel_alloc_free_tests::{
-    CYCLES, WARM_UP, Window, assert_alloc_free, run_items, run_to_end, task,
-};
+use keel_alloc_free_tests::{CYCLES, WARM_UP, Window, assert_alloc_free, run_items, run_to_end, task};
 use keel_core::{Config, Executor, Fiber, FiberAttrs, RegionStacks, TaskError, rt, sim::SimDriver};
 
 const SLEEP: Duration = Duration::from_micros(1);
 
 #[test]
 fn a_sleep_whose_timer_fires_allocates_nothing() {
-    let stacks = RegionStacks::new(Vec::leak(vec![0u8; 64 * 1024 + 16]), 64 * 1024, 0)
-        .expect("region stacks");
+    let stacks = RegionStacks::new(Vec::leak(vec![0u8; 64 * 1024 + 16]), 64 * 1024, 0).expect("region stacks");
     let ex = pin!(Executor::with_stacks(SimDriver::new(), stacks, Config::default()).unwrap());
     let ex = ex.into_ref();
     let n = WARM_UP + CYCLES;
@@ -24,10 +21,7 @@ fn a_sleep_whose_timer_fires_allocates_nothing() {
         let h = if fiber {
             ex.attach_fiber(
                 task::<1024>("sleep-fiber"),
-                FiberAttrs {
-                    stack_size: 64 * 1024,
-                    ..FiberAttrs::DEFAULT
-                },
+                FiberAttrs { stack_size: 64 * 1024, ..FiberAttrs::DEFAULT },
                 move |f: &mut Fiber| {
                     for _ in 0..n {
                         f.sleep(SLEEP)?;
@@ -54,17 +48,9 @@ fn a_sleep_whose_timer_fires_allocates_nothing() {
         run_to_end(ex);
         let counts = w.close();
         assert_eq!(ex.stats().timers_fired - fired, n);
-        assert_eq!(
-            ex.now().as_nanos() - t0,
-            n * 1_000,
-            "virtual time: one µs per sleep"
-        );
+        assert_eq!(ex.now().as_nanos() - t0, n * 1_000, "virtual time: one µs per sleep");
         assert_eq!(ex.result(h), Ok(Some(Ok(if fiber { 2 } else { 1 }))));
-        let what = if fiber {
-            "sleep 1us, timer fires (fiber)"
-        } else {
-            "sleep 1us, timer fires (future)"
-        };
+        let what = if fiber { "sleep 1us, timer fires (fiber)" } else { "sleep 1us, timer fires (future)" };
         assert_alloc_free(what, CYCLES, &counts);
     }
 }

@@ -15,9 +15,7 @@ use core::future::poll_fn;
 use core::pin::pin;
 use core::task::{Poll, Waker};
 use keel_alloc_free_tests::{CYCLES, WARM_UP, Window, assert_alloc_free, run_to_end, task};
-use keel_core::{
-    Config, Executor, SuspendReason, TaskError, TaskHandle, TaskState, rt, sim::SimDriver,
-};
+use keel_core::{Config, Executor, SuspendReason, TaskError, TaskHandle, TaskState, rt, sim::SimDriver};
 use std::cell::{Cell, RefCell};
 
 std::thread_local! {
@@ -61,9 +59,7 @@ fn wakes_by_waker_by_handle_and_by_executor_allocate_nothing() {
     assert_eq!(ex.run(usize::MAX, None), Ok(1));
     let cycle = || {
         FIRED.with(|f| f.set(true));
-        let w = WAKER
-            .with(|w| w.borrow_mut().take())
-            .expect("the task left its waker");
+        let w = WAKER.with(|w| w.borrow_mut().take()).expect("the task left its waker");
         w.wake();
         assert_eq!(ex.run(usize::MAX, None), Ok(1));
     };
@@ -78,11 +74,7 @@ fn wakes_by_waker_by_handle_and_by_executor_allocate_nothing() {
     }
     let counts = w.close();
     assert_eq!(ex.result(h), Ok(Some(Ok(1))));
-    assert_eq!(
-        ex.stats().inbox_taken - taken,
-        CYCLES,
-        "each wake went through the inbox"
-    );
+    assert_eq!(ex.stats().inbox_taken - taken, CYCLES, "each wake went through the inbox");
     assert_alloc_free("wake by the Context's waker", CYCLES, &counts);
 
     // 2 and 3: `rt::wait`, woken by handle, then by the executor.
@@ -116,11 +108,8 @@ fn wakes_by_waker_by_handle_and_by_executor_allocate_nothing() {
         let counts = w.close();
         run_to_end(ex);
         assert_eq!(ex.result(h), Ok(Some(Ok(2))));
-        let (what, through_inbox) = if by_handle {
-            ("wake by TaskHandle::wake", CYCLES)
-        } else {
-            ("wake by Executor::wake", 0)
-        };
+        let (what, through_inbox) =
+            if by_handle { ("wake by TaskHandle::wake", CYCLES) } else { ("wake by Executor::wake", 0) };
         assert_eq!(ex.stats().inbox_taken - taken, through_inbox);
         assert_alloc_free(what, CYCLES, &counts);
     }

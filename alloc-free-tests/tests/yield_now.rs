@@ -3,9 +3,7 @@
 //! yields in the window.
 
 use core::pin::pin;
-use keel_alloc_free_tests::{
-    CYCLES, WARM_UP, Window, assert_alloc_free, run_items, run_to_end, task,
-};
+use keel_alloc_free_tests::{CYCLES, WARM_UP, Window, assert_alloc_free, run_items, run_to_end, task};
 use keel_core::{Config, Executor, TaskError, rt};
 use keel_linux::SleepDriver;
 
@@ -19,9 +17,7 @@ fn yield_allocates_nothing() {
         }
         Ok::<u64, TaskError>(7)
     };
-    let h = ex
-        .attach(task::<256>("yield"), body)
-        .unwrap_or_else(|e| panic!("attach: {e}"));
+    let h = ex.attach(task::<256>("yield"), body).unwrap_or_else(|e| panic!("attach: {e}"));
     run_items(ex, WARM_UP);
     let before = ex.stats().resumed;
     let w = Window::open();

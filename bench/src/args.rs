@@ -124,7 +124,16 @@ where
 
     let runs: Vec<(&'static Case, Vec<Impl>)> = cases
         .into_iter()
-        .map(|c| (c, c.impls.iter().filter(|imp| only.as_deref().is_none_or(|o| o.split(',').any(|o| o == imp.name))).copied().collect()))
+        .map(|c| {
+            (
+                c,
+                c.impls
+                    .iter()
+                    .filter(|imp| only.as_deref().is_none_or(|o| o.split(',').any(|o| o == imp.name)))
+                    .copied()
+                    .collect(),
+            )
+        })
         .filter(|(_, impls): &(_, Vec<Impl>)| !impls.is_empty())
         .collect();
     if runs.is_empty() {
@@ -211,7 +220,11 @@ mod tests {
         assert_eq!(err(&["spwan"]), ArgError::UnknownCase("spwan".into(), vec!["spawn", "switch"]));
         assert_eq!(err(&["--only", "monoio"]), ArgError::UnknownImpl("monoio".into(), vec!["keel", "tokio"]));
         assert_eq!(err(&["switch", "--only", "tokio"]), ArgError::NothingToRun("tokio".into()));
-        assert_eq!(err(&["--only", "keel,monoio"]), ArgError::UnknownImpl("monoio".into(), vec!["keel", "tokio"]), "names the unknown one in a list");
+        assert_eq!(
+            err(&["--only", "keel,monoio"]),
+            ArgError::UnknownImpl("monoio".into(), vec!["keel", "tokio"]),
+            "names the unknown one in a list"
+        );
     }
 
     #[test]

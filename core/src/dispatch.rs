@@ -60,10 +60,10 @@ use crate::Priority;
 use crate::error::AttachError;
 use crate::exec::inbox::InboxNode;
 use crate::exec::park::{PARKED, Remote};
+use crate::exec::remote::claim_and_place;
 use crate::exec::sched::Sched;
 use crate::sync::{AtomicPtr, AtomicU32, AtomicU64Like, Ordering};
 use crate::task::TaskHandle;
-use crate::exec::remote::claim_and_place;
 use crate::task::body::{BodyVTable, FutureBody, IntoTaskResult};
 use crate::task::header::{Header, flag};
 use core::future::Future;
@@ -84,10 +84,10 @@ struct Top {
     tag: u64,
 }
 
-#[cfg(not(keel_loom))]
-use wide::Head;
 #[cfg(keel_loom)]
 use narrow::Head;
+#[cfg(not(keel_loom))]
+use wide::Head;
 
 /// Dispatch rule 1's head as one 16-byte pair: `[top address, tag]`.
 #[cfg(not(keel_loom))]
@@ -231,7 +231,10 @@ mod narrow {
         pub(super) fn cas(&self, old: Top, new: Top) -> Result<(), Top> {
             // AcqRel: as the wide head's `lock cmpxchg16b` (publishes and acquires);
             // Acquire on failure: the caller decides again on what it returns.
-            self.0.compare_exchange_weak(pack(old), pack(new), Ordering::AcqRel, Ordering::Acquire).map(|_| ()).map_err(unpack)
+            self.0
+                .compare_exchange_weak(pack(old), pack(new), Ordering::AcqRel, Ordering::Acquire)
+                .map(|_| ())
+                .map_err(unpack)
         }
     }
 }
@@ -294,7 +297,8 @@ impl Dispatcher {
             completed: AtomicU64Like::new(0),
             quit: AtomicU64Like::new(0),
             double_takes: AtomicU32::new(0),
-            workers: [const { WorkerSlot { remote: AtomicPtr::new(ptr::null_mut()), active: AtomicU32::new(0) } }; MAX_WORKERS],
+            workers: [const { WorkerSlot { remote: AtomicPtr::new(ptr::null_mut()), active: AtomicU32::new(0) } };
+                MAX_WORKERS],
         }
     }
 
@@ -307,7 +311,10 @@ impl Dispatcher {
             completed: AtomicU64Like::new(0),
             quit: AtomicU64Like::new(0),
             double_takes: AtomicU32::new(0),
-            workers: core::array::from_fn(|_| WorkerSlot { remote: AtomicPtr::new(ptr::null_mut()), active: AtomicU32::new(0) }),
+            workers: core::array::from_fn(|_| WorkerSlot {
+                remote: AtomicPtr::new(ptr::null_mut()),
+                active: AtomicU32::new(0),
+            }),
         }
     }
 
@@ -334,7 +341,12 @@ impl Dispatcher {
         self.submit_body(task, body, &FutureBody::<F>::VTABLE)
     }
 
-    fn submit_body<B>(&'static self, task: TaskHandle, body: B, vt: &'static BodyVTable) -> Result<TaskHandle, AttachError<B>> {
+    fn submit_body<B>(
+        &'static self,
+        task: TaskHandle,
+        body: B,
+        vt: &'static BodyVTable,
+    ) -> Result<TaskHandle, AttachError<B>> {
         if !Self::supported() {
             return Err(AttachError::Unsupported(body));
         }

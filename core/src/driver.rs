@@ -208,8 +208,12 @@ impl<D> DriverMut<'_, D> {
     /// value lives (driver rule 1), and nothing else forms a reference to the driver
     /// meanwhile.
     pub(crate) unsafe fn lend(ptr: *mut D) -> Self {
-        // SAFETY: the executor's driver field is never null.
-        DriverMut { ptr: unsafe { core::ptr::NonNull::new_unchecked(ptr) }, _lent: core::marker::PhantomData, _invariant: core::marker::PhantomData }
+        DriverMut {
+            // SAFETY: the executor's driver field is never null.
+            ptr: unsafe { core::ptr::NonNull::new_unchecked(ptr) },
+            _lent: core::marker::PhantomData,
+            _invariant: core::marker::PhantomData,
+        }
     }
 
     /// The driver, mutably: for a driver crate's own state (buffer rings, result slots,

@@ -130,7 +130,9 @@ pub struct StaleHandle;
 
 impl fmt::Display for StaleHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("stale task handle: the task was re-attached or destroyed since; use the handle the latest attach returned")
+        f.write_str(
+            "stale task handle: the task was re-attached or destroyed since; use the handle the latest attach returned",
+        )
     }
 }
 
@@ -202,7 +204,9 @@ impl<B> AttachError<B> {
             AttachError::Stale(b) => (AttachError::Stale(()), b),
             AttachError::AlreadyAttached(b) => (AttachError::AlreadyAttached(()), b),
             AttachError::OwnedElsewhere(b) => (AttachError::OwnedElsewhere(()), b),
-            AttachError::BodyTooLarge { body, needed, capacity } => (AttachError::BodyTooLarge { body: (), needed, capacity }, body),
+            AttachError::BodyTooLarge { body, needed, capacity } => {
+                (AttachError::BodyTooLarge { body: (), needed, capacity }, body)
+            }
             AttachError::BodyOverAligned { body, align } => (AttachError::BodyOverAligned { body: (), align }, body),
             AttachError::StackTooSmall { body, min } => (AttachError::StackTooSmall { body: (), min }, body),
             AttachError::NoStack { body, errno } => (AttachError::NoStack { body: (), errno }, body),
@@ -299,8 +303,12 @@ impl fmt::Display for CancelError {
         match self {
             CancelError::Stale => StaleHandle.fmt(f),
             CancelError::NotAttached => f.write_str("the task is not attached: there is nothing to cancel"),
-            CancelError::TooLate => f.write_str("the task body has returned already: too late to cancel; read its result instead"),
-            CancelError::OwnedElsewhere => f.write_str("the task belongs to another executor: cancel it through that executor"),
+            CancelError::TooLate => {
+                f.write_str("the task body has returned already: too late to cancel; read its result instead")
+            }
+            CancelError::OwnedElsewhere => {
+                f.write_str("the task belongs to another executor: cancel it through that executor")
+            }
         }
     }
 }
@@ -324,8 +332,12 @@ impl fmt::Display for DestroyError {
         match self {
             DestroyError::Stale => StaleHandle.fmt(f),
             DestroyError::Attached => f.write_str("the task is attached: wait for it to complete or cancel it first"),
-            DestroyError::OwnedElsewhere => f.write_str("the task belongs to another executor: destroy or release it through that executor"),
-            DestroyError::WakeInFlight => f.write_str("a wake from another thread is still on its way: run the executor once and retry"),
+            DestroyError::OwnedElsewhere => {
+                f.write_str("the task belongs to another executor: destroy or release it through that executor")
+            }
+            DestroyError::WakeInFlight => {
+                f.write_str("a wake from another thread is still on its way: run the executor once and retry")
+            }
         }
     }
 }
@@ -384,7 +396,9 @@ pub enum ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConfigError::Zero(name) => write!(f, "configuration `{name}` is 0: it bounds a loop or a capacity and must be at least 1"),
+            ConfigError::Zero(name) => {
+                write!(f, "configuration `{name}` is 0: it bounds a loop or a capacity and must be at least 1")
+            }
         }
     }
 }
@@ -425,8 +439,12 @@ impl<Op> fmt::Display for InitiateError<Op> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             InitiateError::NotInTask(_) => f.write_str("i/o can only be initiated from inside a keel task"),
-            InitiateError::WrongDriver(_) => f.write_str("this operation belongs to a different driver than the task's executor runs"),
-            InitiateError::StatusBusy(_) => f.write_str("the status block is in use: reap its completion (or use another block) first"),
+            InitiateError::WrongDriver(_) => {
+                f.write_str("this operation belongs to a different driver than the task's executor runs")
+            }
+            InitiateError::StatusBusy(_) => {
+                f.write_str("the status block is in use: reap its completion (or use another block) first")
+            }
             InitiateError::Refused(_, e) => write!(f, "the driver refused the operation ({e})"),
             InitiateError::Cancelled(_) => Cancelled.fmt(f),
             InitiateError::DriverBusy(_) => DriverBusy.fmt(f),

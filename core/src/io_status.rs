@@ -81,7 +81,6 @@ pub struct IoStatus {
     _pinned: PhantomPinned,
 }
 
-
 impl Default for IoStatus {
     fn default() -> Self {
         Self::new()
@@ -264,7 +263,10 @@ impl Drop for IoStatus {
                 // SAFETY: the task is owned by `sched`, pinned and alive while it owns tasks.
                 let sched = unsafe { sched.as_ref() };
                 // Rule 4: from now on the completion names the task, not this memory.
-                sched.driver_retarget(self.op.get(), IoToken { addr: h.as_ptr() as usize | IoToken::ORPHAN, generation: 0 });
+                sched.driver_retarget(
+                    self.op.get(),
+                    IoToken { addr: h.as_ptr() as usize | IoToken::ORPHAN, generation: 0 },
+                );
                 sched.driver_cancel(self.op.get());
             }
             // SAFETY: completed means on `completed` (rule 1).
@@ -429,7 +431,12 @@ pub fn try_submit_from<D: Driver>(cx: &Context<'_>, op: &mut Option<D::Op>, wait
 
 /// The admission and submission behind [`try_submit_from`] and `Fiber::try_submit`, for
 /// running task `h` of `sched`: with `wait`, a task with no room is queued for it.
-pub(crate) fn submit_with_wake_token<D: Driver>(sched: &Sched, h: NonNull<Header>, op: &mut Option<D::Op>, wait: bool) -> Result<OpId, SubmitRefused> {
+pub(crate) fn submit_with_wake_token<D: Driver>(
+    sched: &Sched,
+    h: NonNull<Header>,
+    op: &mut Option<D::Op>,
+    wait: bool,
+) -> Result<OpId, SubmitRefused> {
     // SAFETY: `'static` header of the running task.
     let t = unsafe { h.as_ref() };
     if t.has_flag(flag::CANCEL) {
@@ -479,7 +486,10 @@ pub fn with_driver<D: Driver, R>(cx: &Context<'_>, f: impl FnOnce(&mut DriverMut
 }
 
 /// [`with_driver`] with the reason it could not lend the driver.
-pub fn try_with_driver<D: Driver, R>(cx: &Context<'_>, f: impl FnOnce(&mut DriverMut<'_, D>) -> R) -> Result<R, DriverError> {
+pub fn try_with_driver<D: Driver, R>(
+    cx: &Context<'_>,
+    f: impl FnOnce(&mut DriverMut<'_, D>) -> R,
+) -> Result<R, DriverError> {
     let (sched, _) = current(cx).ok_or(DriverError::NotInTask)?;
     let driver = sched.driver_as::<D>().ok_or(DriverError::WrongDriver)?;
     let _lent = sched.lend().map_err(|_| DriverError::Busy)?;

@@ -91,18 +91,24 @@ pub mod task;
 pub mod timer;
 
 pub use acct::{Accounting, ExecTimesSnapshot, NoAccounting, TaskTimesSnapshot, TickScale, TscAccounting};
+pub use arch::AsmSwitch;
 pub use clock::Instant;
 pub use dispatch::Dispatcher;
 pub use driver::{Driver, DriverMut, IoResult, NoIo, OpId, Park};
 pub use error::{
-    AttachError, CancelError, Cancelled, ConfigError, DestroyError, DriverBusy, DriverError, Errno, InitiateError, RunError,
-    StaleHandle, TaskError, TaskResult,
+    AttachError, CancelError, Cancelled, ConfigError, DestroyError, DriverBusy, DriverError, Errno, InitiateError,
+    RunError, StaleHandle, TaskError, TaskResult,
 };
-pub use exec::{CancelOutcome, Config, ExecStats, Executor, ExecutorHandle, HandleSlot, LEAK_IDS, LeakedFibers, Shutdown, TEARDOWN_ROUNDS, Unparker, leaked_fibers};
-pub use io_status::{DriverPtr, IoStatus, NotSubmitted, SubmitRefused, initiate, suspend_until_completed_io, try_submit, try_submit_from, try_submit_now};
+pub use exec::{
+    CancelOutcome, Config, ExecStats, Executor, ExecutorHandle, HandleSlot, LEAK_IDS, LeakedFibers, Shutdown,
+    TEARDOWN_ROUNDS, Unparker, leaked_fibers,
+};
+pub use io_status::{
+    DriverPtr, IoStatus, NotSubmitted, SubmitRefused, initiate, suspend_until_completed_io, try_submit,
+    try_submit_from, try_submit_now,
+};
 pub use priority::{Priorities, Priority};
-pub use task::state::{SuspendReason, TaskState};
-pub use task::{CreateError, SwitcherKind, TaskAttrs, TaskHandle, TaskPool, TaskSlot};
-pub use arch::AsmSwitch;
 pub use stack::{NoStacks, RegionStacks, Stack, StackProvider, StackStats};
 pub use switch::{FP_CONTROL_CHECKED, Fiber, FiberAttrs, FiberSwitch, PairRefused, PanicCatcher};
+pub use task::state::{SuspendReason, TaskState};
+pub use task::{CreateError, SwitcherKind, TaskAttrs, TaskHandle, TaskPool, TaskSlot};

@@ -178,7 +178,11 @@ impl<T: Link<L>, L> List<T, L> {
         let l = links(node);
         #[cfg(debug_assertions)]
         {
-            assert_eq!(l.owner.get(), self as *const Self as *const (), "keel bug: node removed from a list it is not in");
+            assert_eq!(
+                l.owner.get(),
+                self as *const Self as *const (),
+                "keel bug: node removed from a list it is not in"
+            );
             l.owner.set(core::ptr::null());
         }
         let (prev, next) = (l.prev.get(), l.next.get());

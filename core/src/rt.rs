@@ -31,11 +31,11 @@
 use crate::clock::Instant;
 use crate::error::Cancelled;
 use crate::exec::sched::Sched;
+use crate::sync::Ordering;
 use crate::task::TaskHandle;
 use crate::task::header::{Header, flag};
 use crate::task::state::SuspendReason;
 use crate::task::wake::{is_resume_cx, sched_of, task_of};
-use crate::sync::Ordering;
 use core::future::Future;
 use core::pin::Pin;
 use core::ptr::NonNull;

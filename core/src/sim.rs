@@ -175,9 +175,14 @@ impl<const OPS: usize, const TRACE: usize> SimDriverN<OPS, TRACE> {
             SimEvent::Submit { label, at } => [1, label as u64, at.as_nanos()],
             SimEvent::Refuse { label, errno } => [2, label as u64, errno.0 as u64],
             SimEvent::Cancel { label, at } => [3, label as u64, at.as_nanos()],
-            SimEvent::Complete { label, at, result } => {
-                [4, label as u64 ^ at.as_nanos().rotate_left(17), match result { Ok(v) => v as u64, Err(e) => (1 << 40) | e.0 as u64 }]
-            }
+            SimEvent::Complete { label, at, result } => [
+                4,
+                label as u64 ^ at.as_nanos().rotate_left(17),
+                match result {
+                    Ok(v) => v as u64,
+                    Err(e) => (1 << 40) | e.0 as u64,
+                },
+            ],
             SimEvent::Advance { to } => [5, 0, to.as_nanos()],
         };
         for w in words {
@@ -227,7 +232,14 @@ unsafe impl<const OPS: usize, const TRACE: usize> Driver for SimDriverN<OPS, TRA
             return Err((op, errno));
         }
         let seq = self.next_seq;
-        let p = Pending { id: OpId(seq), token, due: self.now.saturating_add(op.latency), seq, label: op.label, result: op.result };
+        let p = Pending {
+            id: OpId(seq),
+            token,
+            due: self.now.saturating_add(op.latency),
+            seq,
+            label: op.label,
+            result: op.result,
+        };
         if self.pending.push(p).is_err() {
             unreachable!("keel bug: the simulated driver's capacity passed OPS");
         }

@@ -34,11 +34,21 @@ fn attaching_an_attached_task_hands_the_body_back() {
 fn stale_handles_are_caught_by_cancel_state_result_and_destroy() {
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let ex = ex.into_ref();
-    let first = ex.attach(task(Priority::Normal, "s"), async { rt::wait().await?; Ok(0) }).unwrap();
+    let first = ex
+        .attach(task(Priority::Normal, "s"), async {
+            rt::wait().await?;
+            Ok(0)
+        })
+        .unwrap();
     ex.run(1, None).unwrap();
     ex.cancel(first).unwrap();
     ex.run(1, None).unwrap();
-    let second = ex.attach(first, async { rt::wait().await?; Ok(0) }).unwrap();
+    let second = ex
+        .attach(first, async {
+            rt::wait().await?;
+            Ok(0)
+        })
+        .unwrap();
     assert_eq!(ex.cancel(first), Err(CancelError::Stale));
     assert_eq!(ex.state(first), Err(StaleHandle));
     assert_eq!(ex.result(first), Err(StaleHandle));
@@ -55,7 +65,12 @@ fn destroying_an_attached_task_fails_and_after_destroy_every_handle_is_stale() {
     static SLOT: TaskSlot = TaskSlot::new();
     let h = SLOT.create(TaskAttrs::default()).unwrap();
     assert_eq!(SLOT.create(TaskAttrs::default()), Err(CreateError::SlotInUse));
-    let run = ex.attach(h, async { rt::wait().await?; Ok(1) }).unwrap();
+    let run = ex
+        .attach(h, async {
+            rt::wait().await?;
+            Ok(1)
+        })
+        .unwrap();
     assert_eq!(ex.destroy(run), Err(DestroyError::Attached));
     ex.run(1, None).unwrap();
     assert_eq!(ex.destroy(run), Err(DestroyError::Attached));
@@ -94,7 +109,13 @@ fn a_body_too_large_or_over_aligned_is_refused_with_sizes() {
     struct Aligned(u8);
     let a = Aligned(3);
     let roomy = task(Priority::Normal, "roomy");
-    assert!(matches!(ex.attach(roomy, async move { let a = a; a.0 as u64 }), Err(AttachError::BodyOverAligned { align: 64, .. })));
+    assert!(matches!(
+        ex.attach(roomy, async move {
+            let a = a;
+            a.0 as u64
+        }),
+        Err(AttachError::BodyOverAligned { align: 64, .. })
+    ));
     // Nothing was lost: the handle still works.
     let run = ex.attach(h, async { 5u64 }).unwrap();
     ex.run(1, None).unwrap();
@@ -160,7 +181,12 @@ fn dropping_an_executor_with_suspended_tasks_cancels_them_and_frees_the_tasks() 
     {
         let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
         let ex = ex.into_ref();
-        h = ex.attach(task(Priority::Normal, "left"), async { rt::sleep(core::time::Duration::from_secs(9)).await?; Ok(1) }).unwrap();
+        h = ex
+            .attach(task(Priority::Normal, "left"), async {
+                rt::sleep(core::time::Duration::from_secs(9)).await?;
+                Ok(1)
+            })
+            .unwrap();
         ex.run(1, None).unwrap();
     }
     // The task is unowned now: another executor can take it.

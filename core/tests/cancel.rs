@@ -92,7 +92,9 @@ struct AfterWake {
 /// Runs `target` (CPU priority Normal) until it is suspended on its operation, lets the
 /// operation complete in a pass whose only resumption is a higher-priority task (so the
 /// target is `Ready`, woken, not yet polled), cancels it there, and runs it to the end.
-fn cancel_woken_before_it_runs(target: impl core::future::Future<Output = keel_core::TaskResult> + 'static) -> (Pin<Box<Executor<SimDriver>>>, TaskHandle) {
+fn cancel_woken_before_it_runs(
+    target: impl core::future::Future<Output = keel_core::TaskResult> + 'static,
+) -> (Pin<Box<Executor<SimDriver>>>, TaskHandle) {
     let ex = Box::pin(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let stop = Rc::new(Cell::new(false));
     let s = stop.clone();
@@ -169,7 +171,12 @@ fn a_task_woken_by_a_wake_token_op_and_cancelled_before_it_runs_sees_the_wake() 
     assert_eq!(seen.woke.get(), Some(Ok(())), "the body was not polled after its wake");
     assert_eq!(seen.next.get(), Some(Err(Cancelled)));
     assert_eq!(ex.as_ref().result(t), Ok(Some(Ok(7))));
-    let done = ex.as_ref().with_driver(|d| d.trace().any(|e| matches!(e, keel_core::sim::SimEvent::Complete { label: 2, result: Ok(9), .. }))).unwrap();
+    let done = ex
+        .as_ref()
+        .with_driver(|d| {
+            d.trace().any(|e| matches!(e, keel_core::sim::SimEvent::Complete { label: 2, result: Ok(9), .. }))
+        })
+        .unwrap();
     assert!(done, "the operation completed with its own result");
 }
 
@@ -215,7 +222,13 @@ fn suspended_on_io_cancels_the_io_then_resumes_with_cancelled() {
     assert_eq!(seen.get(), Some(Err(Cancelled)));
     assert_eq!(ex.result(t), Ok(Some(Err(TaskError::Cancelled))));
     assert_eq!(ex.now().as_nanos(), 0, "the i/o ran its full latency instead of being cancelled");
-    let ecanceled = ex.with_driver(|d| d.trace().any(|e| matches!(e, keel_core::sim::SimEvent::Complete { result: Err(keel_core::Errno::ECANCELED), .. }))).unwrap();
+    let ecanceled = ex
+        .with_driver(|d| {
+            d.trace().any(|e| {
+                matches!(e, keel_core::sim::SimEvent::Complete { result: Err(keel_core::Errno::ECANCELED), .. })
+            })
+        })
+        .unwrap();
     assert!(ecanceled);
 }
 

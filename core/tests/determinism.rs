@@ -19,7 +19,9 @@ fn program() -> (u64, Vec<String>, Vec<keel_core::sim::SimEvent>) {
                 let st = pin!(IoStatus::new());
                 let latency = Duration::from_micros(((i * 7 + k * 13) % 11) as u64 * 100);
                 let result = if (i + k) % 5 == 0 { Err(Errno::EIO) } else { Ok(i * 10 + k) };
-                initiate::<SimDriver>(st.as_ref(), SimOp::new(i * 100 + k).after(latency).with_result(result)).await.unwrap();
+                initiate::<SimDriver>(st.as_ref(), SimOp::new(i * 100 + k).after(latency).with_result(result))
+                    .await
+                    .unwrap();
                 suspend_until_completed_io(1).await?;
                 rt::sleep(Duration::from_micros((i % 4) as u64 * 50)).await?;
                 rt::yield_now().await?;

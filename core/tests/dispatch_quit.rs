@@ -15,10 +15,12 @@ fn dispatcher() -> &'static Dispatcher {
 
 fn submit_counting(d: &'static Dispatcher, cpu: Priority, ran: &Arc<AtomicU32>) {
     let ran = ran.clone();
-    assert!(d.submit(task(cpu, "q"), async move {
-        ran.fetch_add(1, Ordering::Relaxed);
-    })
-    .is_ok());
+    assert!(
+        d.submit(task(cpu, "q"), async move {
+            ran.fetch_add(1, Ordering::Relaxed);
+        })
+        .is_ok()
+    );
 }
 
 /// Runs `ex` until `run` says anything but `Ok` (at most 16 runs).
@@ -110,14 +112,17 @@ fn a_worker_with_a_task_of_its_own_quits_only_once_it_completes() {
     let w = waker.clone();
     let mut polled = false;
     let t = ex
-        .attach(task(Priority::Normal, "own"), core::future::poll_fn(move |cx| {
-            if polled {
-                return core::task::Poll::Ready(());
-            }
-            polled = true;
-            *w.lock().unwrap() = Some(cx.waker().clone());
-            core::task::Poll::Pending
-        }))
+        .attach(
+            task(Priority::Normal, "own"),
+            core::future::poll_fn(move |cx| {
+                if polled {
+                    return core::task::Poll::Ready(());
+                }
+                polled = true;
+                *w.lock().unwrap() = Some(cx.waker().clone());
+                core::task::Poll::Pending
+            }),
+        )
         .unwrap();
     d.quit(1);
     assert_eq!(ex.run(64, None), Ok(1));

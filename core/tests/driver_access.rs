@@ -10,13 +10,14 @@ use core::time::Duration;
 use keel_core::io_status::{try_with_driver, with_driver};
 use keel_core::sim::{SimDriver, SimEvent, SimOp};
 use keel_core::{
-    Config, Driver, DriverBusy, DriverError, Executor, Fiber, FiberAttrs, InitiateError, IoStatus, RegionStacks, RunError, TaskError,
-    TaskResult, initiate, suspend_until_completed_io,
+    Config, Driver, DriverBusy, DriverError, Executor, Fiber, FiberAttrs, InitiateError, IoStatus, RegionStacks,
+    RunError, TaskError, TaskResult, initiate, suspend_until_completed_io,
 };
 use std::rc::Rc;
 
 fn completed(ex: Pin<&Executor<SimDriver, impl keel_core::StackProvider>>, label: u32) -> usize {
-    ex.with_driver(|d| d.trace().filter(|e| matches!(e, SimEvent::Complete { label: l, .. } if *l == label)).count()).unwrap()
+    ex.with_driver(|d| d.trace().filter(|e| matches!(e, SimEvent::Complete { label: l, .. } if *l == label)).count())
+        .unwrap()
 }
 
 /// A nested `with_driver` gets `DriverBusy` (never a second live reference), from the
@@ -64,10 +65,21 @@ fn nested_with_driver_is_a_typed_error() {
                 Poll::Ready(got)
             })
             .await;
-            assert_eq!(r, Some((Err(DriverError::Busy), 7, Err(keel_core::SubmitRefused::Failed(keel_core::Errno::EDEADLK)), true)));
+            assert_eq!(
+                r,
+                Some((
+                    Err(DriverError::Busy),
+                    7,
+                    Err(keel_core::SubmitRefused::Failed(keel_core::Errno::EDEADLK)),
+                    true
+                ))
+            );
             // Outside the lend both work (the first submit meets the injected EAGAIN).
             let st2 = pin!(IoStatus::new());
-            assert!(matches!(initiate::<SimDriver>(st2.as_ref(), SimOp::new(9)).await, Err(InitiateError::Refused(_, keel_core::Errno::EAGAIN))));
+            assert!(matches!(
+                initiate::<SimDriver>(st2.as_ref(), SimOp::new(9)).await,
+                Err(InitiateError::Refused(_, keel_core::Errno::EAGAIN))
+            ));
             initiate::<SimDriver>(st2.as_ref(), SimOp::new(9)).await.unwrap();
             assert_eq!(suspend_until_completed_io(1).await?, 1);
             Ok::<u64, TaskError>(3)
@@ -147,7 +159,11 @@ fn too_many_drops_inside_one_closure_poison_the_executor() {
     assert_eq!(ex.run(1, None), Ok(1));
     ex.with_driver(|_| drop(sts)).unwrap();
     assert_eq!(ex.run(10, Some(Duration::from_millis(10))), Err(RunError::Poisoned));
-    assert_eq!(ex.with_driver(|d| d.trace().filter(|e| matches!(e, SimEvent::Complete { .. })).count()), Ok(0), "nothing reaped");
+    assert_eq!(
+        ex.with_driver(|d| d.trace().filter(|e| matches!(e, SimEvent::Complete { .. })).count()),
+        Ok(0),
+        "nothing reaped"
+    );
 }
 
 /// A fiber that suspends inside `Executor::with_driver` (reached through a `'static`
@@ -157,22 +173,27 @@ fn too_many_drops_inside_one_closure_poison_the_executor() {
 fn a_fiber_suspended_inside_with_driver_keeps_the_run_loop_off_the_driver() {
     type Ex = Executor<SimDriver, RegionStacks>;
     let stacks = RegionStacks::new(Vec::leak(vec![0u8; 2 * 20 * 1024 + 64]), 16 * 1024, 4096).unwrap();
-    let ex: &'static Ex = Box::leak(Box::new(Executor::with_stacks(SimDriver::new(), stacks, Config::default()).unwrap()));
+    let ex: &'static Ex =
+        Box::leak(Box::new(Executor::with_stacks(SimDriver::new(), stacks, Config::default()).unwrap()));
     let ex = Pin::static_ref(ex);
     let t = ex
-        .attach_fiber(common::slot().create(Default::default()).unwrap(), FiberAttrs { stack_size: 16 * 1024, ..FiberAttrs::default() }, move |f: &mut Fiber| -> TaskResult {
-            let st = pin!(IoStatus::new());
-            f.initiate::<SimDriver>(st.as_ref(), SimOp::new(5)).unwrap();
-            let seen = ex
-                .with_driver(|d| {
-                    f.yield_now().unwrap();
-                    // Not reaped while lent, though it was due at once.
-                    d.trace().filter(|e| matches!(e, SimEvent::Complete { .. })).count()
-                })
-                .unwrap();
-            while f.suspend_until_completed_io(1)? == 0 {}
-            Ok(seen as u64)
-        })
+        .attach_fiber(
+            common::slot().create(Default::default()).unwrap(),
+            FiberAttrs { stack_size: 16 * 1024, ..FiberAttrs::default() },
+            move |f: &mut Fiber| -> TaskResult {
+                let st = pin!(IoStatus::new());
+                f.initiate::<SimDriver>(st.as_ref(), SimOp::new(5)).unwrap();
+                let seen = ex
+                    .with_driver(|d| {
+                        f.yield_now().unwrap();
+                        // Not reaped while lent, though it was due at once.
+                        d.trace().filter(|e| matches!(e, SimEvent::Complete { .. })).count()
+                    })
+                    .unwrap();
+                while f.suspend_until_completed_io(1)? == 0 {}
+                Ok(seen as u64)
+            },
+        )
         .unwrap();
     run_all!(ex);
     assert_eq!(ex.result(t), Ok(Some(Ok(0))));
@@ -233,13 +254,17 @@ fn a_drained_fiber_pools_its_stack_inside_the_reap_without_reaching_the_driver()
     let ex = pin!(Executor::with_stacks(SimDriver::new(), stacks, cfg).unwrap());
     let ex = ex.into_ref();
     let t = ex
-        .attach_fiber(common::slot().create(Default::default()).unwrap(), FiberAttrs { stack_size: 16 * 1024, ..FiberAttrs::default() }, |f: &mut Fiber| -> TaskResult {
-            let st = Box::leak(Box::new(IoStatus::new()));
-            // SAFETY: leaked, so never moved or freed.
-            let st = unsafe { Pin::new_unchecked(&*st) };
-            f.initiate::<SimDriver>(st, SimOp::new(3).after(Duration::from_millis(2))).unwrap();
-            Ok(5) // returns with the operation in flight: it is cancelled and drained
-        })
+        .attach_fiber(
+            common::slot().create(Default::default()).unwrap(),
+            FiberAttrs { stack_size: 16 * 1024, ..FiberAttrs::default() },
+            |f: &mut Fiber| -> TaskResult {
+                let st = Box::leak(Box::new(IoStatus::new()));
+                // SAFETY: leaked, so never moved or freed.
+                let st = unsafe { Pin::new_unchecked(&*st) };
+                f.initiate::<SimDriver>(st, SimOp::new(3).after(Duration::from_millis(2))).unwrap();
+                Ok(5) // returns with the operation in flight: it is cancelled and drained
+            },
+        )
         .unwrap();
     run_all!(ex);
     assert_eq!(ex.result(t), Ok(Some(Ok(5))));

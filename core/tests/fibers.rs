@@ -96,7 +96,12 @@ fn a_stack_is_reused_from_the_pool() {
     let ex = ex.into_ref();
     let mut h = task(Priority::Normal, "reuse");
     for i in 0..1000u64 {
-        h = ex.attach_fiber(h, ATTRS, move |f: &mut Fiber| { f.yield_now()?; Ok(i) }).unwrap();
+        h = ex
+            .attach_fiber(h, ATTRS, move |f: &mut Fiber| {
+                f.yield_now()?;
+                Ok(i)
+            })
+            .unwrap();
         run_all!(ex);
         assert_eq!(ex.result(h), Ok(Some(Ok(i))));
     }
@@ -128,10 +133,16 @@ fn out_of_stacks_and_too_small_are_typed_errors_that_hand_the_body_back() {
     let err = ex.attach_fiber(b, ATTRS, |_: &mut Fiber| 7u64).unwrap_err();
     assert!(matches!(err, AttachError::NoStack { .. }), "{err:?}");
     let body = err.into_body();
-    assert!(matches!(ex.attach_fiber(b, FiberAttrs { stack_size: 100, ..FiberAttrs::DEFAULT }, body), Err(AttachError::StackTooSmall { min: 4096, .. })));
+    assert!(matches!(
+        ex.attach_fiber(b, FiberAttrs { stack_size: 100, ..FiberAttrs::DEFAULT }, body),
+        Err(AttachError::StackTooSmall { min: 4096, .. })
+    ));
     // A future-only executor has no stacks at all.
     let plain = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
-    assert!(matches!(plain.into_ref().attach_fiber(task(Priority::Normal, "c"), ATTRS, |_: &mut Fiber| 1u64), Err(AttachError::NoStack { .. })));
+    assert!(matches!(
+        plain.into_ref().attach_fiber(task(Priority::Normal, "c"), ATTRS, |_: &mut Fiber| 1u64),
+        Err(AttachError::NoStack { .. })
+    ));
     ex.run(1, None).unwrap();
     ex.wake(a);
     run_all!(ex);
@@ -237,8 +248,10 @@ fn fiber_io_status_blocks_on_its_own_stack() {
         .attach_fiber(task(Priority::Normal, "io"), ATTRS, |f: &mut Fiber| -> keel_core::TaskResult {
             let a = pin!(IoStatus::new());
             let b = pin!(IoStatus::new());
-            f.initiate::<SimDriver>(a.as_ref(), SimOp::new(1).after(Duration::from_millis(2)).with_result(Ok(10))).unwrap();
-            f.initiate::<SimDriver>(b.as_ref(), SimOp::new(2).after(Duration::from_millis(1)).with_result(Ok(20))).unwrap();
+            f.initiate::<SimDriver>(a.as_ref(), SimOp::new(1).after(Duration::from_millis(2)).with_result(Ok(10)))
+                .unwrap();
+            f.initiate::<SimDriver>(b.as_ref(), SimOp::new(2).after(Duration::from_millis(1)).with_result(Ok(20)))
+                .unwrap();
             let mut n = 0;
             while n < 2 {
                 n += f.suspend_until_completed_io(4)?;

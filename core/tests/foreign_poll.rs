@@ -130,7 +130,9 @@ fn a_context_rebuilt_from_the_waker_is_outside_the_task() {
                 let mut sleep = rt::sleep(Duration::from_secs(1));
                 let mut rebuilt = Context::from_waker(cx.waker());
                 let ready = matches!(Pin::new(&mut sleep).poll(&mut rebuilt), Poll::Ready(Ok(())));
-                Poll::Ready(Ok::<u64, keel_core::TaskError>(u64::from(inside) + 2 * u64::from(outside) + 4 * u64::from(ready)))
+                Poll::Ready(Ok::<u64, keel_core::TaskError>(
+                    u64::from(inside) + 2 * u64::from(outside) + 4 * u64::from(ready),
+                ))
             }),
         )
         .unwrap();

@@ -5,8 +5,8 @@
 mod common;
 mod fp;
 use common::*;
-use fp::*;
 use core::pin::pin;
+use fp::*;
 use keel_core::sim::SimDriver;
 use keel_core::{Config, Executor, FP_CONTROL_CHECKED, Fiber, FiberAttrs, Priority, RegionStacks, TaskError};
 use std::cell::Cell;
@@ -15,7 +15,6 @@ use std::rc::Rc;
 const STACK: usize = 32 * 1024;
 const ATTRS: FiberAttrs = FiberAttrs { stack_size: STACK, ..FiberAttrs::DEFAULT };
 const SAVING: FiberAttrs = FiberAttrs { stack_size: STACK, save_fp_control: true };
-
 
 fn region(stacks: usize) -> RegionStacks {
     let mem: &'static mut [u8] = Vec::leak(vec![0u8; stacks * (STACK + 4096) + 64]);

@@ -6,7 +6,8 @@ use core::pin::pin;
 use core::time::Duration;
 use keel_core::sim::{SimDriver, SimOp};
 use keel_core::{
-    Config, Errno, Executor, InitiateError, IoStatus, NoIo, Priority, TaskState, initiate, rt, suspend_until_completed_io,
+    Config, Errno, Executor, InitiateError, IoStatus, NoIo, Priority, TaskState, initiate, rt,
+    suspend_until_completed_io,
 };
 
 #[test]
@@ -19,9 +20,18 @@ fn completions_arrive_on_the_completed_list_in_completion_order() {
         .attach(task(Priority::Normal, "io"), async move {
             let (a, b, c) = (pin!(IoStatus::new()), pin!(IoStatus::new()), pin!(IoStatus::new()));
             // A slow full read, a fast short read, an error.
-            initiate::<SimDriver>(a.as_ref(), SimOp::new(1).after(Duration::from_millis(30)).with_result(Ok(4096))).await.unwrap();
-            initiate::<SimDriver>(b.as_ref(), SimOp::new(2).after(Duration::from_millis(10)).with_result(Ok(100))).await.unwrap();
-            initiate::<SimDriver>(c.as_ref(), SimOp::new(3).after(Duration::from_millis(20)).with_result(Err(Errno::EIO))).await.unwrap();
+            initiate::<SimDriver>(a.as_ref(), SimOp::new(1).after(Duration::from_millis(30)).with_result(Ok(4096)))
+                .await
+                .unwrap();
+            initiate::<SimDriver>(b.as_ref(), SimOp::new(2).after(Duration::from_millis(10)).with_result(Ok(100)))
+                .await
+                .unwrap();
+            initiate::<SimDriver>(
+                c.as_ref(),
+                SimOp::new(3).after(Duration::from_millis(20)).with_result(Err(Errno::EIO)),
+            )
+            .await
+            .unwrap();
             assert!(a.is_in_flight() && b.is_in_flight() && c.is_in_flight());
             let mut total = 0;
             loop {
@@ -65,7 +75,10 @@ fn refused_submissions_hand_the_operation_back() {
             // The status is still free: retry succeeds.
             initiate::<SimDriver>(st.as_ref(), SimOp::new(78).with_result(Ok(1))).await.unwrap();
             // Busy while in flight.
-            assert!(matches!(initiate::<SimDriver>(st.as_ref(), SimOp::new(79)).await, Err(InitiateError::StatusBusy(_))));
+            assert!(matches!(
+                initiate::<SimDriver>(st.as_ref(), SimOp::new(79)).await,
+                Err(InitiateError::StatusBusy(_))
+            ));
             assert_eq!(suspend_until_completed_io(1).await, Ok(1));
             Ok(st.result().unwrap().unwrap() as u64)
         })
@@ -81,7 +94,10 @@ fn wrong_driver_and_outside_a_task_are_typed_errors() {
     let t = ex
         .attach(task(Priority::Normal, "wrong"), async {
             let st = pin!(IoStatus::new());
-            assert!(matches!(initiate::<SimDriver>(st.as_ref(), SimOp::new(1)).await, Err(InitiateError::WrongDriver(_))));
+            assert!(matches!(
+                initiate::<SimDriver>(st.as_ref(), SimOp::new(1)).await,
+                Err(InitiateError::WrongDriver(_))
+            ));
             Ok(1)
         })
         .unwrap();
@@ -115,7 +131,8 @@ fn a_status_dropped_in_flight_is_orphaned_and_its_completion_never_reaches_it() 
     assert_eq!(ex.result(t), Ok(Some(Ok(7))));
     let st = ex.stats();
     assert_eq!((st.io_submitted, st.io_completed), (50, 50));
-    let cancelled = ex.with_driver(|d| d.trace().filter(|e| matches!(e, keel_core::sim::SimEvent::Cancel { .. })).count()).unwrap();
+    let cancelled =
+        ex.with_driver(|d| d.trace().filter(|e| matches!(e, keel_core::sim::SimEvent::Cancel { .. })).count()).unwrap();
     assert!(cancelled == 50, "orphans were not cancelled");
     assert_eq!(ex.now().as_nanos(), 1_000_000, "orphans ran their full latency");
 }

@@ -11,7 +11,14 @@ fn highest_cpu_priority_first_and_fifo_within_a_level() {
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let ex = ex.into_ref();
     let log = Log::default();
-    let specs = [(Priority::Low, "l1"), (Priority::Normal, "n1"), (Priority::High, "h1"), (Priority::Low, "l2"), (Priority::High, "h2"), (Priority::Normal, "n2")];
+    let specs = [
+        (Priority::Low, "l1"),
+        (Priority::Normal, "n1"),
+        (Priority::High, "h1"),
+        (Priority::Low, "l2"),
+        (Priority::High, "h2"),
+        (Priority::Normal, "n2"),
+    ];
     for (p, name) in specs {
         let log = log.clone();
         ex.attach(task(p, name), async move {
@@ -66,7 +73,12 @@ fn no_timeout_and_nothing_able_to_wake_is_stalled() {
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let ex = ex.into_ref();
     assert_eq!(ex.run(1, None), Err(RunError::Stalled));
-    let t = ex.attach(task(Priority::Normal, "w"), async { rt::wait().await?; Ok(0) }).unwrap();
+    let t = ex
+        .attach(task(Priority::Normal, "w"), async {
+            rt::wait().await?;
+            Ok(0)
+        })
+        .unwrap();
     assert_eq!(ex.run(10, None), Ok(1));
     assert_eq!(ex.state(t), Ok(TaskState::Suspended(keel_core::SuspendReason::Wait)));
     assert_eq!(ex.run(10, None), Err(RunError::Stalled));

@@ -7,7 +7,10 @@ use common::*;
 use core::pin::pin;
 use core::time::Duration;
 use keel_core::sim::{SimDriverN, SimEvent, SimOp};
-use keel_core::{Config, Executor, Fiber, FiberAttrs, IoStatus, Priorities, Priority, RegionStacks, TaskAttrs, initiate, suspend_until_completed_io};
+use keel_core::{
+    Config, Executor, Fiber, FiberAttrs, IoStatus, Priorities, Priority, RegionStacks, TaskAttrs, initiate,
+    suspend_until_completed_io,
+};
 
 type Sim4 = SimDriverN<4, 4096>;
 
@@ -29,26 +32,30 @@ fn a_hundred_operations_through_four_slots_in_initiation_order() {
         // Two fibers and two futures, 25 operations each, each keeping 5 in flight.
         let h = io_task(Priority::Normal);
         let run = if t % 2 == 0 {
-            ex.attach_fiber(h, FiberAttrs { stack_size: 16 * 1024, ..FiberAttrs::DEFAULT }, move |f: &mut Fiber| -> keel_core::TaskResult {
-                let sts: [_; 5] = core::array::from_fn(|_| IoStatus::new());
-                let sts = pin!(sts);
-                let sts: &[IoStatus; 5] = &sts;
-                let mut done = 0;
-                for round in 0..5u32 {
-                    for (k, st) in sts.iter().enumerate() {
-                        // SAFETY: the array is pinned on this fiber's stack for the whole loop.
-                        let st = unsafe { core::pin::Pin::new_unchecked(st) };
-                        let label = t * 1000 + round * 5 + k as u32;
-                        f.initiate::<Sim4>(st, SimOp::new(label).after(Duration::from_micros(10))).unwrap();
+            ex.attach_fiber(
+                h,
+                FiberAttrs { stack_size: 16 * 1024, ..FiberAttrs::DEFAULT },
+                move |f: &mut Fiber| -> keel_core::TaskResult {
+                    let sts: [_; 5] = core::array::from_fn(|_| IoStatus::new());
+                    let sts = pin!(sts);
+                    let sts: &[IoStatus; 5] = &sts;
+                    let mut done = 0;
+                    for round in 0..5u32 {
+                        for (k, st) in sts.iter().enumerate() {
+                            // SAFETY: the array is pinned on this fiber's stack for the whole loop.
+                            let st = unsafe { core::pin::Pin::new_unchecked(st) };
+                            let label = t * 1000 + round * 5 + k as u32;
+                            f.initiate::<Sim4>(st, SimOp::new(label).after(Duration::from_micros(10))).unwrap();
+                        }
+                        let mut got = 0;
+                        while got < 5 {
+                            got += f.suspend_until_completed_io(5)?;
+                        }
+                        done += got;
                     }
-                    let mut got = 0;
-                    while got < 5 {
-                        got += f.suspend_until_completed_io(5)?;
-                    }
-                    done += got;
-                }
-                Ok(done as u64)
-            })
+                    Ok(done as u64)
+                },
+            )
             .unwrap()
         } else {
             ex.attach(h, async move {
@@ -78,7 +85,16 @@ fn a_hundred_operations_through_four_slots_in_initiation_order() {
     for r in runs {
         assert_eq!(ex.result(r), Ok(Some(Ok(25))));
     }
-    let submits: Vec<u32> = ex.with_driver(|d| d.trace().filter_map(|e| match e { SimEvent::Submit { label, .. } => Some(*label), _ => None }).collect()).unwrap();
+    let submits: Vec<u32> = ex
+        .with_driver(|d| {
+            d.trace()
+                .filter_map(|e| match e {
+                    SimEvent::Submit { label, .. } => Some(*label),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap();
     assert_eq!(submits.len(), 100);
     for t in 0..4u32 {
         let mine: Vec<u32> = submits.iter().copied().filter(|l| l / 1000 == t).collect();
@@ -100,7 +116,13 @@ fn waiters_get_room_by_io_priority_then_fifo_and_the_in_flight_limit_holds() {
     let ex = ex.into_ref();
     let order = Log::default();
     // Attach in the order low, normal, high, high2; the first one takes the only slot.
-    for (io, name) in [(Priority::Low, "first"), (Priority::Low, "low"), (Priority::Normal, "normal"), (Priority::High, "high"), (Priority::High, "high2")] {
+    for (io, name) in [
+        (Priority::Low, "first"),
+        (Priority::Low, "low"),
+        (Priority::Normal, "normal"),
+        (Priority::High, "high"),
+        (Priority::High, "high2"),
+    ] {
         let order = order.clone();
         ex.attach(io_task(io), async move {
             let st = pin!(IoStatus::new());
@@ -163,29 +185,48 @@ fn a_pair_goes_in_whole_or_not_at_all() {
     let ex = pin!(Executor::with_stacks(Sim4::new(), region(1), cfg).unwrap());
     let ex = ex.into_ref();
     let t = ex
-        .attach_fiber(io_task(Priority::Normal), FiberAttrs { stack_size: 16 * 1024, ..FiberAttrs::DEFAULT }, |f: &mut Fiber| -> keel_core::TaskResult {
-            let (a, b, c) = (pin!(IoStatus::new()), pin!(IoStatus::new()), pin!(IoStatus::new()));
-            f.initiate::<Sim4>(c.as_ref(), SimOp::new(9).after(Duration::from_millis(1))).unwrap();
-            // One more may go in flight, not two.
-            let r = f.initiate_pair::<Sim4>((a.as_ref(), SimOp::new(1)), (b.as_ref(), SimOp::new(2))).unwrap_err();
-            assert!(matches!(r.reason, keel_core::InitiateError::Refused((), keel_core::Errno::EBUSY)), "{:?}", r.reason);
-            assert_eq!((r.first.label, r.second.label), (1, 2));
-            assert!(!a.is_in_flight() && !b.is_in_flight());
-            assert_eq!(f.suspend_until_completed_io(1)?, 1);
-            // Room for two now.
-            let r = f.initiate_pair::<Sim4>((a.as_ref(), SimOp::new(3)), (a.as_ref(), SimOp::new(4))).unwrap_err();
-            assert!(matches!(r.reason, keel_core::InitiateError::StatusBusy(())), "the same status twice: {:?}", r.reason);
-            f.initiate_pair::<Sim4>((a.as_ref(), SimOp::new(5)), (b.as_ref(), SimOp::new(6))).map_err(|_| keel_core::TaskError::Failed(1))?;
-            let mut got = 0;
-            while got < 2 {
-                got += f.suspend_until_completed_io(2)?;
-            }
-            Ok(got as u64)
-        })
+        .attach_fiber(
+            io_task(Priority::Normal),
+            FiberAttrs { stack_size: 16 * 1024, ..FiberAttrs::DEFAULT },
+            |f: &mut Fiber| -> keel_core::TaskResult {
+                let (a, b, c) = (pin!(IoStatus::new()), pin!(IoStatus::new()), pin!(IoStatus::new()));
+                f.initiate::<Sim4>(c.as_ref(), SimOp::new(9).after(Duration::from_millis(1))).unwrap();
+                // One more may go in flight, not two.
+                let r = f.initiate_pair::<Sim4>((a.as_ref(), SimOp::new(1)), (b.as_ref(), SimOp::new(2))).unwrap_err();
+                assert!(
+                    matches!(r.reason, keel_core::InitiateError::Refused((), keel_core::Errno::EBUSY)),
+                    "{:?}",
+                    r.reason
+                );
+                assert_eq!((r.first.label, r.second.label), (1, 2));
+                assert!(!a.is_in_flight() && !b.is_in_flight());
+                assert_eq!(f.suspend_until_completed_io(1)?, 1);
+                // Room for two now.
+                let r = f.initiate_pair::<Sim4>((a.as_ref(), SimOp::new(3)), (a.as_ref(), SimOp::new(4))).unwrap_err();
+                assert!(
+                    matches!(r.reason, keel_core::InitiateError::StatusBusy(())),
+                    "the same status twice: {:?}",
+                    r.reason
+                );
+                f.initiate_pair::<Sim4>((a.as_ref(), SimOp::new(5)), (b.as_ref(), SimOp::new(6)))
+                    .map_err(|_| keel_core::TaskError::Failed(1))?;
+                let mut got = 0;
+                while got < 2 {
+                    got += f.suspend_until_completed_io(2)?;
+                }
+                Ok(got as u64)
+            },
+        )
         .unwrap();
     run_all!(ex);
     assert_eq!(ex.result(t), Ok(Some(Ok(2))));
-    let submitted: Vec<u64> = ex.with_driver(|d| d.trace().filter_map(|e| if let SimEvent::Submit { label, .. } = e { Some(*label as u64) } else { None }).collect()).unwrap();
+    let submitted: Vec<u64> = ex
+        .with_driver(|d| {
+            d.trace()
+                .filter_map(|e| if let SimEvent::Submit { label, .. } = e { Some(*label as u64) } else { None })
+                .collect()
+        })
+        .unwrap();
     assert_eq!(submitted, [9, 5, 6], "nothing of the refused pair was submitted, and the pair went in order");
 }
 
@@ -197,19 +238,23 @@ fn a_silent_status_does_not_wake_its_task() {
     let ex = pin!(Executor::with_stacks(Sim4::new(), region(1), Config::default()).unwrap());
     let ex = ex.into_ref();
     let t = ex
-        .attach_fiber(io_task(Priority::Normal), FiberAttrs { stack_size: 16 * 1024, ..FiberAttrs::DEFAULT }, |f: &mut Fiber| -> keel_core::TaskResult {
-            let (quiet, loud) = (pin!(IoStatus::new_silent()), pin!(IoStatus::new()));
-            f.initiate::<Sim4>(quiet.as_ref(), SimOp::new(1).after(Duration::from_millis(1))).unwrap();
-            f.initiate::<Sim4>(loud.as_ref(), SimOp::new(2).after(Duration::from_millis(5))).unwrap();
-            let mut wakes = 0;
-            while loud.is_in_flight() {
-                f.wait_io();
-                wakes += 1;
-            }
-            assert!(!quiet.is_in_flight(), "the silent operation completed first");
-            assert_eq!(f.suspend_until_completed_io(2)?, 2);
-            Ok(wakes)
-        })
+        .attach_fiber(
+            io_task(Priority::Normal),
+            FiberAttrs { stack_size: 16 * 1024, ..FiberAttrs::DEFAULT },
+            |f: &mut Fiber| -> keel_core::TaskResult {
+                let (quiet, loud) = (pin!(IoStatus::new_silent()), pin!(IoStatus::new()));
+                f.initiate::<Sim4>(quiet.as_ref(), SimOp::new(1).after(Duration::from_millis(1))).unwrap();
+                f.initiate::<Sim4>(loud.as_ref(), SimOp::new(2).after(Duration::from_millis(5))).unwrap();
+                let mut wakes = 0;
+                while loud.is_in_flight() {
+                    f.wait_io();
+                    wakes += 1;
+                }
+                assert!(!quiet.is_in_flight(), "the silent operation completed first");
+                assert_eq!(f.suspend_until_completed_io(2)?, 2);
+                Ok(wakes)
+            },
+        )
         .unwrap();
     run_all!(ex);
     assert_eq!(ex.result(t), Ok(Some(Ok(1))), "woken once: by the normal status only");

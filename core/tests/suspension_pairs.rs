@@ -15,8 +15,8 @@ use core::time::Duration;
 use keel_core::rt::{sleep, wait, yield_now};
 use keel_core::sim::{SimDriverN, SimEvent, SimOp};
 use keel_core::{
-    Config, Executor, Fiber, FiberAttrs, IoStatus, Priorities, Priority, RegionStacks, SubmitRefused, TaskAttrs, TaskHandle, TaskResult,
-    initiate, suspend_until_completed_io, try_submit_from,
+    Config, Executor, Fiber, FiberAttrs, IoStatus, Priorities, Priority, RegionStacks, SubmitRefused, TaskAttrs,
+    TaskHandle, TaskResult, initiate, suspend_until_completed_io, try_submit_from,
 };
 use std::rc::Rc;
 
@@ -142,7 +142,8 @@ async fn drain() -> Result<(), keel_core::Cancelled> {
 
 fn task() -> TaskHandle {
     let slot: &'static keel_core::TaskSlot<2048> = Box::leak(Box::new(keel_core::TaskSlot::new()));
-    slot.create(TaskAttrs { priority: Priorities { cpu: Priority::Normal, io: Priority::Normal }, name: "pair" }).unwrap()
+    slot.create(TaskAttrs { priority: Priorities { cpu: Priority::Normal, io: Priority::Normal }, name: "pair" })
+        .unwrap()
 }
 
 fn region() -> RegionStacks {
@@ -220,19 +221,23 @@ fn scenario(a: Kind, b: Kind, how: Combine, full: Full, waiter: Waiter) {
         }
         Waiter::FiberInitiate | Waiter::FiberTrySubmit => {
             let s = submitted.clone();
-            ex.attach_fiber(task(), FiberAttrs { stack_size: 16 * 1024, ..FiberAttrs::default() }, move |f: &mut Fiber| -> TaskResult {
-                let st = pin!(IoStatus::new());
-                let op = SimOp::new(900).after(Duration::from_micros(100));
-                if waiter == Waiter::FiberInitiate {
-                    f.initiate::<Sim>(st.as_ref(), op).unwrap();
-                    s.add(900);
-                    while f.suspend_until_completed_io(1)? == 0 {}
-                } else {
-                    f.try_submit::<Sim>(op).unwrap();
-                    s.add(900);
-                }
-                Ok(2)
-            })
+            ex.attach_fiber(
+                task(),
+                FiberAttrs { stack_size: 16 * 1024, ..FiberAttrs::default() },
+                move |f: &mut Fiber| -> TaskResult {
+                    let st = pin!(IoStatus::new());
+                    let op = SimOp::new(900).after(Duration::from_micros(100));
+                    if waiter == Waiter::FiberInitiate {
+                        f.initiate::<Sim>(st.as_ref(), op).unwrap();
+                        s.add(900);
+                        while f.suspend_until_completed_io(1)? == 0 {}
+                    } else {
+                        f.try_submit::<Sim>(op).unwrap();
+                        s.add(900);
+                    }
+                    Ok(2)
+                },
+            )
             .map_err(|e| e.split().0)
             .unwrap()
         }
@@ -255,10 +260,21 @@ fn scenario(a: Kind, b: Kind, how: Combine, full: Full, waiter: Waiter) {
     let mut rounds = 0;
     while ex.attached() > 0 {
         rounds += 1;
-        assert!(rounds < 10_000, "{what}: tasks stranded: holder {:?}, tested {:?}, waiter {:?}", ex.state(holder), ex.state(t), ex.state(w));
+        assert!(
+            rounds < 10_000,
+            "{what}: tasks stranded: holder {:?}, tested {:?}, waiter {:?}",
+            ex.state(holder),
+            ex.state(t),
+            ex.state(w)
+        );
         match ex.run(100_000, Some(Duration::from_secs(1))) {
             Ok(_) => {}
-            Err(e) => panic!("{what}: run: {e:?}; holder {:?}, tested {:?}, waiter {:?}", ex.state(holder), ex.state(t), ex.state(w)),
+            Err(e) => panic!(
+                "{what}: run: {e:?}; holder {:?}, tested {:?}, waiter {:?}",
+                ex.state(holder),
+                ex.state(t),
+                ex.state(w)
+            ),
         }
     }
     assert_eq!(ex.result(holder), Ok(Some(Ok(0))), "{what}");
@@ -329,7 +345,11 @@ fn every_pair_of_suspensions_joined_and_selected_while_waiting_for_room() {
 
 /// One suspension point of kind `k` that gives up quietly when the task is cancelled
 /// (`Err(())`); `Ok` with the label of the operation it submitted, if any.
-fn cancellable<'a>(k: Kind, st: Pin<&'a IoStatus>, label: u32) -> Pin<Box<dyn Future<Output = Result<Option<u32>, ()>> + 'a>> {
+fn cancellable<'a>(
+    k: Kind,
+    st: Pin<&'a IoStatus>,
+    label: u32,
+) -> Pin<Box<dyn Future<Output = Result<Option<u32>, ()>> + 'a>> {
     let op = SimOp::new(label).after(Duration::from_micros(200));
     match k {
         Kind::Initiate | Kind::Initiate2 => Box::pin(async move {
@@ -389,7 +409,8 @@ fn a_task_waiting_for_room_inside_a_join_can_be_cancelled() {
                     let t = ex
                         .attach(task(), async move {
                             let (st1, st2) = (pin!(IoStatus::new()), pin!(IoStatus::new()));
-                            let (mut fa, mut fb) = (cancellable(Kind::Initiate, st1.as_ref(), 10), cancellable(k, st2.as_ref(), 20));
+                            let (mut fa, mut fb) =
+                                (cancellable(Kind::Initiate, st1.as_ref(), 10), cancellable(k, st2.as_ref(), 20));
                             let (mut ra, mut rb) = (None, None);
                             core::future::poll_fn(|cx: &mut Context<'_>| {
                                 if ra.is_none()
@@ -418,12 +439,20 @@ fn a_task_waiting_for_room_inside_a_join_can_be_cancelled() {
             // Holder and tested task run; the tested one waits for room.
             ex.run(2, None).unwrap();
             let t = runs[1];
-            assert!(matches!(ex.state(t), Ok(keel_core::TaskState::Suspended(_) | keel_core::TaskState::Ready)), "{what}: {:?}", ex.state(t));
+            assert!(
+                matches!(ex.state(t), Ok(keel_core::TaskState::Suspended(_) | keel_core::TaskState::Ready)),
+                "{what}: {:?}",
+                ex.state(t)
+            );
             ex.cancel(t).unwrap();
             let mut rounds = 0;
             while ex.attached() > 0 {
                 rounds += 1;
-                assert!(rounds < 10_000, "{what}: stranded: {:?}", runs.iter().map(|r| ex.state(*r)).collect::<Vec<_>>());
+                assert!(
+                    rounds < 10_000,
+                    "{what}: stranded: {:?}",
+                    runs.iter().map(|r| ex.state(*r)).collect::<Vec<_>>()
+                );
                 ex.run(100_000, Some(Duration::from_secs(1))).unwrap_or_else(|e| panic!("{what}: {e:?}"));
             }
             assert_eq!(ex.result(runs[0]), Ok(Some(Ok(0))), "{what}");
@@ -437,12 +466,18 @@ fn a_task_waiting_for_room_inside_a_join_can_be_cancelled() {
             }
             let mut mine = submitted.0.borrow().clone();
             mine.sort();
-            let (mut subs, mut comps): (Vec<u32>, Vec<u32>) = ex.with_driver(|d| {
-                (
-                    d.trace().filter_map(|e| if let SimEvent::Submit { label, .. } = *e { Some(label) } else { None }).collect(),
-                    d.trace().filter_map(|e| if let SimEvent::Complete { label, .. } = *e { Some(label) } else { None }).collect(),
-                )
-            }).unwrap();
+            let (mut subs, mut comps): (Vec<u32>, Vec<u32>) = ex
+                .with_driver(|d| {
+                    (
+                        d.trace()
+                            .filter_map(|e| if let SimEvent::Submit { label, .. } = *e { Some(label) } else { None })
+                            .collect(),
+                        d.trace()
+                            .filter_map(|e| if let SimEvent::Complete { label, .. } = *e { Some(label) } else { None })
+                            .collect(),
+                    )
+                })
+                .unwrap();
             subs.sort();
             comps.sort();
             assert_eq!(comps, subs, "{what}: every submitted operation completed once");

@@ -10,8 +10,8 @@ use core::task::{Context, Poll};
 use core::time::Duration;
 use keel_core::sim::{SimDriver, SimOp};
 use keel_core::{
-    CancelOutcome, Cancelled, Config, Executor, Fiber, FiberAttrs, IoStatus, Priority, RegionStacks, TaskError, TaskHandle, TaskState,
-    initiate, leaked_fibers, rt, suspend_until_completed_io,
+    CancelOutcome, Cancelled, Config, Executor, Fiber, FiberAttrs, IoStatus, Priority, RegionStacks, TaskError,
+    TaskHandle, TaskState, initiate, leaked_fibers, rt, suspend_until_completed_io,
 };
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;

@@ -16,18 +16,21 @@ fn wake_by_ref_then_pending_requeues_once_tokio_yield_shape() {
     let polls = Rc::new(Cell::new(0));
     let p = polls.clone();
     let t = ex
-        .attach(task(Priority::Normal, "y"), poll_fn(move |cx| {
-            p.set(p.get() + 1);
-            if p.get() == 3 {
-                return Poll::Ready(());
-            }
-            // Woken several times while running: still queued once.
-            cx.waker().wake_by_ref();
-            cx.waker().wake_by_ref();
-            let owned = cx.waker().clone();
-            owned.wake();
-            Poll::Pending
-        }))
+        .attach(
+            task(Priority::Normal, "y"),
+            poll_fn(move |cx| {
+                p.set(p.get() + 1);
+                if p.get() == 3 {
+                    return Poll::Ready(());
+                }
+                // Woken several times while running: still queued once.
+                cx.waker().wake_by_ref();
+                cx.waker().wake_by_ref();
+                let owned = cx.waker().clone();
+                owned.wake();
+                Poll::Pending
+            }),
+        )
         .unwrap();
     assert_eq!(ex.run(1, None), Ok(1));
     assert_eq!(ex.state(t), Ok(TaskState::Suspended(SuspendReason::Wait)));
@@ -74,19 +77,33 @@ fn local_wake_while_running_is_queued_when_it_suspends() {
 fn stale_wakers_and_handles_are_no_ops_on_the_next_run() {
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let ex = ex.into_ref();
-    let first = ex.attach(task(Priority::Normal, "a"), async { rt::wait().await?; Ok(1) }).unwrap();
+    let first = ex
+        .attach(task(Priority::Normal, "a"), async {
+            rt::wait().await?;
+            Ok(1)
+        })
+        .unwrap();
     ex.run(1, None).unwrap();
     let stale_waker = first.waker();
     ex.wake(first);
     ex.run(1, None).unwrap();
     assert_eq!(ex.result(first), Ok(Some(Ok(1))));
-    let second = ex.attach(first, async { rt::wait().await?; Ok(2) }).unwrap();
+    let second = ex
+        .attach(first, async {
+            rt::wait().await?;
+            Ok(2)
+        })
+        .unwrap();
     ex.run(1, None).unwrap();
     assert_eq!(ex.state(second), Ok(TaskState::Suspended(SuspendReason::Wait)));
     stale_waker.wake_by_ref();
     first.wake();
     ex.wake(first);
-    assert_eq!(ex.run(1, Some(core::time::Duration::ZERO)), Err(RunError::TimedOut), "a stale wake resumed the new run");
+    assert_eq!(
+        ex.run(1, Some(core::time::Duration::ZERO)),
+        Err(RunError::TimedOut),
+        "a stale wake resumed the new run"
+    );
     assert_eq!(ex.state(second), Ok(TaskState::Suspended(SuspendReason::Wait)));
     second.waker().wake();
     assert_eq!(ex.run(1, None), Ok(1));
@@ -135,7 +152,12 @@ fn a_wake_from_another_thread_racing_completion_is_harmless() {
     let ex = ex.into_ref();
     let mut h = task(Priority::Normal, "race");
     for i in 0..2000u64 {
-        let run = ex.attach(h, async move { rt::yield_now().await?; Ok(i) }).unwrap();
+        let run = ex
+            .attach(h, async move {
+                rt::yield_now().await?;
+                Ok(i)
+            })
+            .unwrap();
         let waker = run.waker();
         std::thread::scope(|s| {
             s.spawn(move || waker.wake());

@@ -94,8 +94,21 @@ async fn future_handler(l: RawFd, c: Rc<Counts>) -> u64 {
 }
 
 fn serve(addr: SocketAddr, fiber: bool, conns: usize, resume_batch: usize) -> (u64, u64, u64) {
-    let ring = RingDriver::new(RingConfig { entries: 1024, cq_entries: 4096, slots: 4 * conns as u32 + 64, ..RingConfig::default() }).expect("io_uring");
-    let ex = std::pin::pin!(Executor::with_stacks(ring, MmapStacks::new().unwrap(), Config { max_spare_stacks: conns + 8, resume_batch, ..keel_linux::panic::config() }).unwrap());
+    let ring = RingDriver::new(RingConfig {
+        entries: 1024,
+        cq_entries: 4096,
+        slots: 4 * conns as u32 + 64,
+        ..RingConfig::default()
+    })
+    .expect("io_uring");
+    let ex = std::pin::pin!(
+        Executor::with_stacks(
+            ring,
+            MmapStacks::new().unwrap(),
+            Config { max_spare_stacks: conns + 8, resume_batch, ..keel_linux::panic::config() }
+        )
+        .unwrap()
+    );
     let ex = ex.into_ref();
     let fa = FiberAttrs { stack_size: 64 * 1024, ..FiberAttrs::DEFAULT };
     // The listener, through the ring: socket, SO_REUSEADDR, SO_REUSEPORT, bind, listen.
@@ -161,7 +174,9 @@ fn main() {
                     _ => panic!("--handler fiber|future"),
                 }
             }
-            _ => panic!("unknown argument {a}; usage: echo --addr HOST:PORT [--threads N] [--handler fiber|future] [--conns N] [--resume-batch N]"),
+            _ => panic!(
+                "unknown argument {a}; usage: echo --addr HOST:PORT [--threads N] [--handler fiber|future] [--conns N] [--resume-batch N]"
+            ),
         }
     }
     // SAFETY: installs a handler that only stores to an atomic (async-signal-safe).
@@ -172,8 +187,12 @@ fn main() {
         libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
         libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
     }
-    eprintln!("echo: listening on {addr}, {threads} thread(s), {} handlers, {conns} per thread", if fiber { "fiber" } else { "future" });
-    let ts: Vec<_> = (0..threads).map(|_| std::thread::spawn(move || serve(addr, fiber, conns, resume_batch))).collect();
+    eprintln!(
+        "echo: listening on {addr}, {threads} thread(s), {} handlers, {conns} per thread",
+        if fiber { "fiber" } else { "future" }
+    );
+    let ts: Vec<_> =
+        (0..threads).map(|_| std::thread::spawn(move || serve(addr, fiber, conns, resume_batch))).collect();
     let (mut m, mut b, mut c) = (0, 0, 0);
     for t in ts {
         let (tm, tb, tc) = t.join().expect("server thread");

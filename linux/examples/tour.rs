@@ -35,7 +35,9 @@ fn main() {
     let ms = move |ex: core::pin::Pin<&Executor<SleepDriver>>| ex.now().saturating_since(start).as_millis();
 
     println!("1. priorities: attached low, normal, high; the run loop takes high first, FIFO within a level");
-    for (i, (p, name)) in [(Priority::Low, "low"), (Priority::Normal, "normal"), (Priority::High, "high")].into_iter().enumerate() {
+    for (i, (p, name)) in
+        [(Priority::Low, "low"), (Priority::Normal, "normal"), (Priority::High, "high")].into_iter().enumerate()
+    {
         ex.attach(create(i, p, name), async move {
             say(format!("{name} runs"));
             rt::yield_now().await?;
@@ -63,7 +65,11 @@ fn main() {
     while ex.attached() > 0 {
         ex.run(64, Some(Duration::from_secs(1))).unwrap();
     }
-    println!("  all woke by {} ms; results {:?}", ms(ex), sleepers.iter().map(|&h| ex.result(h).unwrap()).collect::<Vec<_>>());
+    println!(
+        "  all woke by {} ms; results {:?}",
+        ms(ex),
+        sleepers.iter().map(|&h| ex.result(h).unwrap()).collect::<Vec<_>>()
+    );
 
     println!("3. cancellation: a task sleeping for an hour is cancelled; its sleep returns Cancelled");
     let long = ex
@@ -92,7 +98,10 @@ fn main() {
     }
     println!("  sum of results {sum}");
     let s = ex.stats();
-    println!("5. executor stats: {} resumptions ({:?} by priority), {} completed, {} timers fired, {} parks", s.resumed, s.per_priority, s.completed, s.timers_fired, s.parks);
+    println!(
+        "5. executor stats: {} resumptions ({:?} by priority), {} completed, {} timers fired, {} parks",
+        s.resumed, s.per_priority, s.completed, s.timers_fired, s.parks
+    );
     let lines = LOG.with(|l| l.borrow().len());
     assert!(lines >= 10);
     ring_tour();
@@ -101,7 +110,11 @@ fn main() {
 /// Fibers and file i/o on the io_uring driver.
 fn ring_tour() {
     let ring = RingDriver::new(RingConfig::default()).expect("io_uring");
-    println!("6. the io_uring driver: flags {:?}, realtime I/O class allowed: {}", ring.flags(), ring.realtime_ioprio());
+    println!(
+        "6. the io_uring driver: flags {:?}, realtime I/O class allowed: {}",
+        ring.flags(),
+        ring.realtime_ioprio()
+    );
     let stacks = MmapStacks::new().expect("mmap stacks");
     let ex = Executor::with_stacks(ring, stacks, keel_linux::panic::config()).expect("config");
     // This executor accounts time from the TSC (the others in the tour do not: no clock
@@ -136,13 +149,17 @@ fn ring_tour() {
         })
         .unwrap();
     let uc = ex
-        .attach_fiber_with::<keel_linux::ucontext::UcontextSwitch, _, _>(create(10, Priority::Normal, "ucontext fiber"), FiberAttrs::default(), |f: &mut Fiber| {
-            for i in 0..2 {
-                say(format!("ucontext fiber step {i}"));
-                f.yield_now()?;
-            }
-            Ok(3)
-        })
+        .attach_fiber_with::<keel_linux::ucontext::UcontextSwitch, _, _>(
+            create(10, Priority::Normal, "ucontext fiber"),
+            FiberAttrs::default(),
+            |f: &mut Fiber| {
+                for i in 0..2 {
+                    say(format!("ucontext fiber step {i}"));
+                    f.yield_now()?;
+                }
+                Ok(3)
+            },
+        )
         .unwrap();
     for (h, k) in [(fut, SwitcherKind::Stackless), (asm, SwitcherKind::Fiber), (uc, SwitcherKind::Custom)] {
         assert_eq!(ex.switcher(h), Ok(Some(k)));
@@ -151,13 +168,17 @@ fn ring_tour() {
         ex.run(64, Some(Duration::from_secs(1))).unwrap();
     }
 
-    println!("8. file i/o: a high-I/O-priority fiber writes, syncs durably and reads back; a low-priority timer ticks beside it");
+    println!(
+        "8. file i/o: a high-I/O-priority fiber writes, syncs durably and reads back; a low-priority timer ticks beside it"
+    );
     let writer = SLOTS[11]
         .create(TaskAttrs { priority: Priorities { cpu: Priority::High, io: Priority::High }, name: "writer" })
         .unwrap();
     let w = ex
         .attach_fiber(writer, FiberAttrs::default(), move |f: &mut Fiber| -> keel_core::TaskResult {
-            let file = f.open(&path, libc::O_CREAT | libc::O_RDWR | libc::O_TRUNC, 0o644).map_err(|e| keel_core::TaskError::Failed(e.0 as i64))?;
+            let file = f
+                .open(&path, libc::O_CREAT | libc::O_RDWR | libc::O_TRUNC, 0o644)
+                .map_err(|e| keel_core::TaskError::Failed(e.0 as i64))?;
             let line = b"keel was here\n";
             let n = f.write(&file, line, 0).map_err(|e| keel_core::TaskError::Failed(e.0 as i64))?;
             say(format!("fiber wrote {n} bytes"));
@@ -182,7 +203,8 @@ fn ring_tour() {
     let reader = ex
         .attach(create(13, Priority::Normal, "future reader"), async move {
             rt::sleep(Duration::from_millis(10)).await?;
-            let file = fs::open(&path2, libc::O_RDONLY, 0).await.map_err(|e| keel_core::TaskError::Failed(e.0 as i64))?;
+            let file =
+                fs::open(&path2, libc::O_RDONLY, 0).await.map_err(|e| keel_core::TaskError::Failed(e.0 as i64))?;
             let (r, buf) = fs::read(&file, Vec::with_capacity(64), 0).await;
             say(format!("future read {:?} bytes by ownership: {:?}", r, String::from_utf8_lossy(&buf)));
             fs::close(file).await.map_err(|e| keel_core::TaskError::Failed(e.0 as i64))?;
@@ -198,11 +220,29 @@ fn ring_tour() {
     let s = ex.stats();
     let st = ex.stack_stats();
     let rs = ex.with_driver(|d| d.stats()).unwrap();
-    println!("9. stats: {} i/o submitted, {} completed; stacks created {} reused {}; ring enters {}", s.io_submitted, s.io_completed, st.created, st.reused, rs.enters);
+    println!(
+        "9. stats: {} i/o submitted, {} completed; stacks created {} reused {}; ring enters {}",
+        s.io_submitted, s.io_completed, st.created, st.reused, rs.enters
+    );
     let e = ex.exec_times();
-    println!("10. accounting: executor {} us in task code, {} us in its run loop, {} us parked; by priority {:?}", e.task_ns / 1000, e.loop_ns / 1000, e.parked_ns / 1000, e.per_priority);
+    println!(
+        "10. accounting: executor {} us in task code, {} us in its run loop, {} us parked; by priority {:?}",
+        e.task_ns / 1000,
+        e.loop_ns / 1000,
+        e.parked_ns / 1000,
+        e.per_priority
+    );
     let t = ex.task_times(w).unwrap();
-    println!("    the writer fiber: {} resumptions, ran {} us (longest {} us), suspended {} us, ready-waiting {} us, {} i/o initiated, {} completed", t.resumptions, t.running_ns / 1000, t.longest_run_ns / 1000, t.suspended_ns / 1000, t.ready_wait_ns / 1000, t.io_initiated, t.io_completed);
+    println!(
+        "    the writer fiber: {} resumptions, ran {} us (longest {} us), suspended {} us, ready-waiting {} us, {} i/o initiated, {} completed",
+        t.resumptions,
+        t.running_ns / 1000,
+        t.longest_run_ns / 1000,
+        t.suspended_ns / 1000,
+        t.ready_wait_ns / 1000,
+        t.io_initiated,
+        t.io_completed
+    );
     let _ = std::fs::remove_dir_all(dir);
     net_tour();
 }
@@ -213,7 +253,14 @@ fn net_tour() {
     use keel_linux::net::{self, FiberNet, SockAddr, Socket};
     use std::cell::Cell;
     use std::rc::Rc;
-    let ex = pin!(Executor::with_stacks(RingDriver::new(RingConfig::default()).unwrap(), MmapStacks::new().unwrap(), keel_linux::panic::config()).unwrap());
+    let ex = pin!(
+        Executor::with_stacks(
+            RingDriver::new(RingConfig::default()).unwrap(),
+            MmapStacks::new().unwrap(),
+            keel_linux::panic::config()
+        )
+        .unwrap()
+    );
     let ex = ex.into_ref();
     let slot = || Box::leak(Box::new(TaskSlot::<4096>::new())).create(TaskAttrs::default()).unwrap();
     let addr = Rc::new(Cell::new(None));
@@ -248,7 +295,10 @@ fn net_tour() {
             r.unwrap();
             net::future::shutdown(&s, net::Shutdown::Write).await.unwrap();
             let (r, buf) = net::future::recv(&s, Vec::with_capacity(64)).await;
-            say(format!("11. net: the future client got {:?} back from the fiber server ({r:?})", String::from_utf8_lossy(&buf)));
+            say(format!(
+                "11. net: the future client got {:?} back from the fiber server ({r:?})",
+                String::from_utf8_lossy(&buf)
+            ));
             net::future::close_socket(s).await.unwrap();
             buf.len() as u64
         })

@@ -29,7 +29,6 @@
 
 use crate::buf::RawBuf;
 use crate::fd::{Fd, SharedFd};
-use std::rc::Rc;
 use crate::kept::Kept;
 pub use crate::regbuf::FixedBuf;
 use crate::ring::{RingDriver, RingOp, to_result};
@@ -40,6 +39,7 @@ use std::future::Future;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::RawFd;
 use std::pin::{Pin, pin};
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 /// An open file descriptor, shared with the future operations that name it (fd rule 1 in
@@ -256,7 +256,10 @@ pub(crate) fn fixed_check(f: &mut Fiber, buf: &FixedBuf, len: u32) -> Result<boo
 
 /// A claim on ring `d`'s registered set (regbuf rule 2): the buffer, or (if task
 /// `waiter` is given) the ticket of its queued wait.
-pub(crate) fn claim_on(d: &RingDriver, waiter: Option<keel_core::TaskHandle>) -> Result<Result<FixedBuf, crate::waitq::Ticket>, BufferError> {
+pub(crate) fn claim_on(
+    d: &RingDriver,
+    waiter: Option<keel_core::TaskHandle>,
+) -> Result<Result<FixedBuf, crate::waitq::Ticket>, BufferError> {
     use crate::regbuf::Claim;
     let mut reg = d.shared.regbuf().ok_or(BufferError::NoneRegistered)?;
     let claim = match waiter {
@@ -272,7 +275,12 @@ pub(crate) fn claim_on(d: &RingDriver, waiter: Option<keel_core::TaskHandle>) ->
 /// A woken registered-buffer waiter's next step on ring `d` (regbuf rules 3-4):
 /// cancelled: leave (a buffer granted meanwhile goes on); else its buffer, or `None` for
 /// a spurious wake.
-pub(crate) fn collect_on(d: &RingDriver, t: crate::waitq::Ticket, cancelled: bool, me: Option<keel_core::TaskHandle>) -> Result<Option<FixedBuf>, BufferError> {
+pub(crate) fn collect_on(
+    d: &RingDriver,
+    t: crate::waitq::Ticket,
+    cancelled: bool,
+    me: Option<keel_core::TaskHandle>,
+) -> Result<Option<FixedBuf>, BufferError> {
     use crate::regbuf::Collect;
     let mut reg = d.shared.regbuf().expect("keel bug: the registered buffers went away under a waiter");
     if cancelled {
@@ -417,7 +425,10 @@ impl FiberFs for Fiber {
         loop {
             let woke = self.wait();
             // Every way out of this wait goes through the queue (waitq rule 3).
-            match self.with_driver::<RingDriver, _>(|d| collect_on(d, t, woke.is_err(), None)).expect("keel bug: the driver changed under a waiting task") {
+            match self
+                .with_driver::<RingDriver, _>(|d| collect_on(d, t, woke.is_err(), None))
+                .expect("keel bug: the driver changed under a waiting task")
+            {
                 Ok(Some(b)) => return Ok(b),
                 Ok(None) => {}
                 Err(e) => return Err(e),
@@ -519,7 +530,8 @@ pub async fn open(path: &str, flags: i32, mode: u32) -> Result<File, Errno> {
     bytes.extend_from_slice(path.as_bytes());
     bytes.push(0);
     let raw = RawBuf::from_vec(bytes);
-    let (how_ptr, path_ptr) = (raw.ptr() as *const types::OpenHow, raw.ptr().wrapping_add(how_len) as *const libc::c_char);
+    let (how_ptr, path_ptr) =
+        (raw.ptr() as *const types::OpenHow, raw.ptr().wrapping_add(how_len) as *const libc::c_char);
     let e = opcode::OpenAt2::new(types::Fd(libc::AT_FDCWD), path_ptr, how_ptr).build();
     // SAFETY: the SQE references only `raw`, which the slot keeps until completion.
     let op = unsafe { RingOp::owned(e, Some(raw)) };
@@ -553,13 +565,21 @@ pub(crate) fn close_fixed_fiber(f: &mut Fiber, index: u32) -> Result<(), Errno> 
     // SAFETY: cancel and close SQEs reference no memory.
     let cancelled = run_to_end(f, unsafe { RingOp::from_entry(crate::net::cancel_fd_sqe(s)) });
     // SAFETY: as above.
-    let closed = match cancelled.is_some().then(|| run_to_end(f, unsafe { RingOp::from_entry(crate::net::close_sqe(s)) })).flatten() {
-        Some(Err(Errno::ECANCELED)) | None => return f.with_driver::<RingDriver, _>(|d| {
-            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
-            let d = unsafe { d.get_mut() };
-            d.sync_close_fixed(index)
-        }).unwrap_or(Err(Errno::EINVAL)),
+    let closed = match cancelled
+        .is_some()
+        .then(|| run_to_end(f, unsafe { RingOp::from_entry(crate::net::close_sqe(s)) }))
+        .flatten()
+    {
+        Some(Err(Errno::ECANCELED)) | None => {
+            return f
+                .with_driver::<RingDriver, _>(|d| {
+                    // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                    // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                    let d = unsafe { d.get_mut() };
+                    d.sync_close_fixed(index)
+                })
+                .unwrap_or(Err(Errno::EINVAL));
+        }
         Some(r) => r.map(drop),
     };
     cancelled.map_or(Ok(()), crate::net::cancel_ok).and(closed)
@@ -578,12 +598,15 @@ pub(crate) async fn close_fixed_shared(index: u32) -> Result<(), Errno> {
     };
     match closed {
         Err(Errno::ECANCELED) | Err(Errno::EPERM) => {
-            let r = core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
-                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
-                let d = unsafe { d.get_mut() };
-                d.sync_close_fixed(index)
-            }))).await;
+            let r = core::future::poll_fn(|cx| {
+                Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+                    // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                    // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                    let d = unsafe { d.get_mut() };
+                    d.sync_close_fixed(index)
+                }))
+            })
+            .await;
             r.unwrap_or(Err(Errno::EPERM)) // outside a task there is no ring to reach
         }
         closed => crate::net::cancel_ok(cancelled).and(closed),
@@ -598,12 +621,15 @@ pub(crate) async fn close_shared(fd: SharedFd) -> Result<(), Errno> {
     let cancel = unsafe { RingOp::owned(crate::net::cancel_fd_sqe(crate::net::Sock::Fd(raw)), None) };
     let cancelled = OwnedOp::new(cancel).holding(Some(&fd)).await.0;
     if cancel_not_run(&cancelled) {
-        core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
-            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
-            let d = unsafe { d.get_mut() };
-            d.sync_cancel_fd(raw)
-        }))).await;
+        core::future::poll_fn(|cx| {
+            Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                let d = unsafe { d.get_mut() };
+                d.sync_cancel_fd(raw)
+            }))
+        })
+        .await;
     }
     let cancelled = crate::net::cancel_ok(cancelled).or_else(|e| if cancel_not_run(&Err(e)) { Ok(()) } else { Err(e) });
     // The close holds our reference: if it never runs (refused, cancelled) dropping it
@@ -648,18 +674,19 @@ pub(crate) fn close_fiber(f: &mut Fiber, fd: SharedFd) -> Result<(), Errno> {
     let raw = fd.raw();
     // SAFETY: a cancel SQE references no memory; `fd` is held until `run_to_end` returns,
     // after the completion.
-    let cancelled = match run_to_end(f, unsafe { RingOp::from_entry(crate::net::cancel_fd_sqe(crate::net::Sock::Fd(raw))) }) {
-        Some(r) => crate::net::cancel_ok(r),
-        None => {
-            f.with_driver::<RingDriver, _>(|d| {
-                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
-                let d = unsafe { d.get_mut() };
-                d.sync_cancel_fd(raw)
-            });
-            Ok(())
-        }
-    };
+    let cancelled =
+        match run_to_end(f, unsafe { RingOp::from_entry(crate::net::cancel_fd_sqe(crate::net::Sock::Fd(raw))) }) {
+            Some(r) => crate::net::cancel_ok(r),
+            None => {
+                f.with_driver::<RingDriver, _>(|d| {
+                    // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                    // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                    let d = unsafe { d.get_mut() };
+                    d.sync_cancel_fd(raw)
+                });
+                Ok(())
+            }
+        };
     let raw = match Fd::try_into_raw(fd) {
         Ok(raw) => raw,
         Err(shared) => {
@@ -806,7 +833,9 @@ impl Future for ClaimBuffer {
             return Poll::Ready(Err(BufferError::Cancelled));
         }
         let Some(me) = keel_core::rt::current_task(cx) else { return Poll::Ready(Err(BufferError::NotOnRing)) };
-        let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| claim_on(d, Some(me)).map(|c| c.map_err(|t| (t, d.shared.clone()))));
+        let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+            claim_on(d, Some(me)).map(|c| c.map_err(|t| (t, d.shared.clone())))
+        });
         match r {
             None => Poll::Ready(Err(BufferError::NotOnRing)),
             Some(Err(e)) => Poll::Ready(Err(e)),

@@ -32,14 +32,14 @@
 //!   rule 5 in keel-core).
 
 use crate::buf::RawBuf;
+use crate::fd::SharedFd;
 use crate::ring::shared::Shared;
 use crate::ring::{RingDriver, RingOp};
-use crate::fd::SharedFd;
-use std::rc::Rc;
 use keel_core::SubmitRefused;
 use keel_core::{Errno, OpId};
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 /// What a kept operation ended with: the raw CQE result (a negative errno on failure,
@@ -68,13 +68,31 @@ pub(crate) struct Kept {
 impl Kept {
     /// A kept operation that waits for room to submit.
     pub(crate) fn new(op: RingOp) -> Self {
-        Kept { op: Some(op), wait: true, id: None, cancel_sent: false, shared: None, fd: None, closes: false, fixed: None }
+        Kept {
+            op: Some(op),
+            wait: true,
+            id: None,
+            cancel_sent: false,
+            shared: None,
+            fd: None,
+            closes: false,
+            fixed: None,
+        }
     }
 
     /// A kept operation that fails with `EBUSY` instead of waiting when there is no room
     /// (every slot taken, the SQ full, or the in-flight limit reached).
     pub(crate) fn new_nowait(op: RingOp) -> Self {
-        Kept { op: Some(op), wait: false, id: None, cancel_sent: false, shared: None, fd: None, closes: false, fixed: None }
+        Kept {
+            op: Some(op),
+            wait: false,
+            id: None,
+            cancel_sent: false,
+            shared: None,
+            fd: None,
+            closes: false,
+            fixed: None,
+        }
     }
 
     /// Holds `fd` (if any) open until the operation's last CQE is reaped (fd rule 1): the
@@ -183,7 +201,7 @@ impl Drop for Kept {
         if let (Some(id), Some(shared)) = (self.id, &self.shared) {
             match self.fixed.take() {
                 Some(buf) => shared.abandon_holding(id, buf), // released at the completion
-                None => shared.abandon(id),                    // shared rule 2; a no-op once the driver is gone
+                None => shared.abandon(id),                   // shared rule 2; a no-op once the driver is gone
             }
         }
     }

@@ -440,7 +440,12 @@ pub fn set_alt_stack() -> Result<(), Errno> {
         use rustix::mm::{MapFlags, MprotectFlags, ProtFlags, mmap_anonymous, mprotect, munmap};
         // SAFETY: a fresh anonymous mapping at an address of the kernel's choosing.
         let map = unsafe {
-            mmap_anonymous(ptr::null_mut(), len, ProtFlags::READ | ProtFlags::WRITE, MapFlags::PRIVATE | MapFlags::STACK)
+            mmap_anonymous(
+                ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE | MapFlags::STACK,
+            )
         }
         .map_err(|e| Errno(e.raw_os_error()))?;
         // SAFETY: the first page of the mapping made above, used by nothing.
@@ -448,7 +453,8 @@ pub fn set_alt_stack() -> Result<(), Errno> {
         let st = libc::stack_t { ss_sp: sp, ss_flags: 0, ss_size: len - page };
         // SAFETY: the guard page is ours; `st` describes the rest of our mapping, which
         // stays mapped until this thread's `AltStack` is dropped.
-        let rc = unsafe { mprotect(map, page, MprotectFlags::empty()).map(|()| libc::sigaltstack(&st, ptr::null_mut())) };
+        let rc =
+            unsafe { mprotect(map, page, MprotectFlags::empty()).map(|()| libc::sigaltstack(&st, ptr::null_mut())) };
         if rc != Ok(0) {
             let e = rc.map_or_else(|e| Errno(e.raw_os_error()), |_| last_errno());
             // SAFETY: our mapping, never handed out.

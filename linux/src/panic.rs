@@ -39,7 +39,9 @@ pub fn catch_panics(body: &mut dyn FnMut()) -> Result<(), &'static str> {
     };
     let msg = match payload.downcast::<String>() {
         // Relaxed: a counter bounding a leak, nothing published with it.
-        Ok(s) if LEAKED.fetch_add(1, Ordering::Relaxed) < LEAKED_MESSAGES_MAX => return Err(Box::leak(s.into_boxed_str())),
+        Ok(s) if LEAKED.fetch_add(1, Ordering::Relaxed) < LEAKED_MESSAGES_MAX => {
+            return Err(Box::leak(s.into_boxed_str()));
+        }
         Ok(_) => MESSAGE_DROPPED,
         Err(other) => {
             // Dropping an arbitrary payload may itself panic: contain it.

@@ -39,8 +39,8 @@
 //!    `ProvidedBuf` are `!Send`).
 #![allow(unsafe_code)] // the ring is memory shared with the kernel; registering it is unsafe
 
-use io_uring::IoUring;
 use crate::waitq::{Left, Ticket, WaitQueue};
+use io_uring::IoUring;
 use keel_core::TaskHandle;
 use std::alloc::Layout;
 use std::io;
@@ -94,9 +94,13 @@ pub(crate) struct PbufRing {
 impl PbufRing {
     pub(crate) fn new(ring: &IoUring, count: u16, size: u32, bgid: u16) -> io::Result<Self> {
         if !count.is_power_of_two() || count > 32768 || size == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "provided buffers: count must be a power of two up to 32768 and size at least 1"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "provided buffers: count must be a power of two up to 32768 and size at least 1",
+            ));
         }
-        let layout = Layout::from_size_align(count as usize * 16, 4096).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let layout = Layout::from_size_align(count as usize * 16, 4096)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         // SAFETY: non-zero size (count >= 1).
         let mem = unsafe { std::alloc::alloc_zeroed(layout) };
         if mem.is_null() {
@@ -202,7 +206,12 @@ impl PbufRing {
         // lives across the call.
         unsafe {
             let fd = std::os::fd::BorrowedFd::borrow_raw(self.ring_fd);
-            rustix::io_uring::io_uring_register(fd, rustix::io_uring::IoringRegisterOp::RegisterPbufStatus, (&raw mut st).cast(), 1)?;
+            rustix::io_uring::io_uring_register(
+                fd,
+                rustix::io_uring::IoringRegisterOp::RegisterPbufStatus,
+                (&raw mut st).cast(),
+                1,
+            )?;
         }
         Ok(st.head as u16)
     }
@@ -238,7 +247,14 @@ impl PbufRing {
 
     pub(crate) fn stats(&mut self) -> PbufStats {
         let available = self.available();
-        PbufStats { count: self.count, size: self.size, in_use: self.in_use, exhausted: self.exhausted, returned: self.returned, available }
+        PbufStats {
+            count: self.count,
+            size: self.size,
+            in_use: self.in_use,
+            exhausted: self.exhausted,
+            returned: self.returned,
+            available,
+        }
     }
 }
 

@@ -83,7 +83,10 @@ unsafe impl Driver for SleepDriver {
     fn park(&mut self, deadline: Option<Instant>) -> Result<Park, Errno> {
         if self.word.is_null() {
             let Some(deadline) = deadline else { return Ok(Park::Stalled) };
-            return match rustix::thread::clock_nanosleep_absolute(rustix::thread::ClockId::Monotonic, &timespec(deadline)) {
+            return match rustix::thread::clock_nanosleep_absolute(
+                rustix::thread::ClockId::Monotonic,
+                &timespec(deadline),
+            ) {
                 Ok(()) | Err(rustix::io::Errno::INTR) => Ok(Park::Woke),
                 Err(e) => Err(Errno(e.raw_os_error())),
             };
@@ -95,7 +98,9 @@ unsafe impl Driver for SleepDriver {
         // if the word is no longer PARKED (an unpark came first: park rule 2).
         let all = NonZeroU32::new(u32::MAX).expect("non-zero");
         match futex::wait_bitset(word, futex::Flags::PRIVATE, Unparker::PARKED, ts.as_ref(), all) {
-            Ok(()) | Err(rustix::io::Errno::AGAIN | rustix::io::Errno::TIMEDOUT | rustix::io::Errno::INTR) => Ok(Park::Woke),
+            Ok(()) | Err(rustix::io::Errno::AGAIN | rustix::io::Errno::TIMEDOUT | rustix::io::Errno::INTR) => {
+                Ok(Park::Woke)
+            }
             Err(e) => Err(Errno(e.raw_os_error())),
         }
     }

@@ -92,7 +92,8 @@ unsafe impl StackProvider for MmapStacks {
         let total = size.checked_add(self.guard).ok_or(Errno::ENOMEM)?;
         let flags = MapFlags::PRIVATE | MapFlags::NORESERVE | MapFlags::STACK;
         // SAFETY: a fresh anonymous mapping at an address of the kernel's choosing.
-        let map = unsafe { mmap_anonymous(ptr::null_mut(), total, ProtFlags::READ | ProtFlags::WRITE, flags) }.map_err(errno)?;
+        let map = unsafe { mmap_anonymous(ptr::null_mut(), total, ProtFlags::READ | ProtFlags::WRITE, flags) }
+            .map_err(errno)?;
         if self.guard > 0 {
             // SAFETY: the low `guard` bytes of the mapping just made, used by nothing.
             if let Err(e) = unsafe { mprotect(map, self.guard, MprotectFlags::empty()) } {

@@ -206,8 +206,16 @@ mod glibc {
         type Regs = UcontextRegs;
         const KIND: SwitcherKind = SwitcherKind::Custom;
 
-        unsafe fn init(regs: *mut UcontextRegs, stack: &Stack, entry: unsafe extern "C" fn(*mut u8) -> !, arg: *mut u8) {
-            debug_assert!(stack.size >= 2 * CTX_RESERVE, "keel bug: a fiber stack smaller than the fiber layer's minimum");
+        unsafe fn init(
+            regs: *mut UcontextRegs,
+            stack: &Stack,
+            entry: unsafe extern "C" fn(*mut u8) -> !,
+            arg: *mut u8,
+        ) {
+            debug_assert!(
+                stack.size >= 2 * CTX_RESERVE,
+                "keel bug: a fiber stack smaller than the fiber layer's minimum"
+            );
             // SAFETY: the stack's top is 16-aligned and has at least CTX_RESERVE bytes
             // below it (asserted against MIN_STACK), unused (caller): the context goes
             // there (ucontext rule 1), aligned (asserted above).
@@ -225,7 +233,9 @@ mod glibc {
             // argument count says 4); the cast only erases the parameter list, as the C
             // prototype `void (*)(void)` does.
             let func = unsafe {
-                core::mem::transmute::<unsafe extern "C" fn(c_int, c_int, c_int, c_int) -> !, extern "C" fn()>(trampoline)
+                core::mem::transmute::<unsafe extern "C" fn(c_int, c_int, c_int, c_int) -> !, extern "C" fn()>(
+                    trampoline,
+                )
             };
             // SAFETY: `ctx` was filled by getcontext above; `uc_stack` is the stack's
             // usable bytes below the context (ucontext rule 3), all unused (caller).

@@ -97,7 +97,12 @@ fn a_cancelled_claim_waiter_passes_the_released_buffer_to_the_next_waiter() {
     ex.cancel(w1).unwrap();
     release.set(true);
     let done = run_for(ex, Duration::from_secs(3));
-    assert!(done && got.get() == Some(0), "W2 must get the released buffer (W2: {:?}, got {:?})", ex.state(w2), got.get());
+    assert!(
+        done && got.get() == Some(0),
+        "W2 must get the released buffer (W2: {:?}, got {:?})",
+        ex.state(w2),
+        got.get()
+    );
     assert!(w1_out.get().is_some_and(|r| r.is_err()), "the cancelled waiter claims nothing: {:?}", w1_out.get());
 }
 
@@ -148,7 +153,11 @@ fn a_waiter_woken_with_a_buffer_and_cancelled_before_it_runs_hands_the_buffer_on
     release.set(true);
     let done = run_for(ex, Duration::from_secs(3));
     // The wake is in the executor's inbox (TaskHandle::wake): W1 has not run since.
-    assert_eq!(seen.get(), Some((Ok(TaskState::Suspended(SuspendReason::Wait)), None)), "W1 was handed the buffer and had not run at the cancel");
+    assert_eq!(
+        seen.get(),
+        Some((Ok(TaskState::Suspended(SuspendReason::Wait)), None)),
+        "W1 was handed the buffer and had not run at the cancel"
+    );
     assert!(done && got.get(), "W2 must get the buffer W1 was handed (W2: {:?})", ex.state(w2));
     assert_eq!(w1_out.get(), Some(Err(BufferError::Cancelled)), "W1 gave its turn up");
 }
@@ -208,7 +217,11 @@ fn a_registered_buffer_moves_with_its_claim_and_another_rings_is_refused() {
         assert_eq!(&theirs[..6], b"secret", "the moved buffer works for its new holder");
         drop(fb); // released on its own ring, not here
         let a = f.try_claim_buffer().unwrap();
-        assert_eq!(f.try_claim_buffer().err(), Some(BufferError::AllClaimed), "this ring's two are held: the foreign drop freed none here");
+        assert_eq!(
+            f.try_claim_buffer().err(),
+            Some(BufferError::AllClaimed),
+            "this ring's two are held: the foreign drop freed none here"
+        );
         drop((a, theirs));
         f.close(file).unwrap();
         Ok(0)
@@ -286,7 +299,11 @@ fn provided_waiter_gone(kind: Waiter, cancel_after_release: bool) {
     p2.write_all(b"two").unwrap();
     let got: Rc<RefCell<Option<Vec<u8>>>> = Rc::new(RefCell::new(None));
     let (stop, end) = (Rc::new(Cell::new(false)), Rc::new(Cell::new(false)));
-    let attach = |s: Socket, out: Option<Rc<RefCell<Option<Vec<u8>>>>>, stop: Rc<Cell<bool>>, end: Rc<Cell<bool>>| -> TaskHandle {
+    let attach = |s: Socket,
+                  out: Option<Rc<RefCell<Option<Vec<u8>>>>>,
+                  stop: Rc<Cell<bool>>,
+                  end: Rc<Cell<bool>>|
+     -> TaskHandle {
         let record = move |v: Option<Vec<u8>>| {
             if let Some(o) = &out {
                 *o.borrow_mut() = v;
@@ -369,7 +386,12 @@ fn provided_waiter_gone(kind: Waiter, cancel_after_release: bool) {
     while got.borrow().is_none() && t0.elapsed() < Duration::from_secs(3) {
         let _ = ex.run(1024, Some(Duration::from_millis(20)));
     }
-    assert_eq!(got.borrow().as_deref(), Some(&b"two"[..]), "{kind:?}: W2 must receive once the buffer is back (W2: {:?})", ex.state(w2));
+    assert_eq!(
+        got.borrow().as_deref(),
+        Some(&b"two"[..]),
+        "{kind:?}: W2 must receive once the buffer is back (W2: {:?})",
+        ex.state(w2)
+    );
     end.set(true);
     assert!(run_for(ex, Duration::from_secs(3)));
     drop((p1, p2, hp));
@@ -450,7 +472,12 @@ fn burst_then(op: Op, woken: bool) {
     d.enable_provided_buffers(8, 64).unwrap();
     let reap_batch = if woken { 256 } else { 1 };
     let ex: Pin<Box<Ex>> = Box::pin(
-        keel_core::Executor::with_stacks(d, keel_linux::MmapStacks::new().unwrap(), keel_core::Config { reap_batch, ..keel_linux::panic::config() }).unwrap(),
+        keel_core::Executor::with_stacks(
+            d,
+            keel_linux::MmapStacks::new().unwrap(),
+            keel_core::Config { reap_batch, ..keel_linux::panic::config() },
+        )
+        .unwrap(),
     );
     let ex = ex.as_ref();
     // Woken mode: a task above the others' priority, ready from the burst's pass on, so
@@ -502,25 +529,33 @@ fn burst_then(op: Op, woken: bool) {
                 let m = msg.clone();
                 kick.push(Box::new(move || peer.write_all(&m).unwrap()));
                 match op {
-                    Op::FiberRecvProvided => ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
-                        put(f.recv_provided(&s).map(|b| b.map(|b| b.to_vec()).unwrap_or_default()));
-                        Ok(0)
-                    }).unwrap(),
-                    Op::FiberNextRecv => ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
-                        let mut m = f.recv_multi(&s).unwrap();
-                        put(f.next_recv(&mut m).map(|b| b.map(|b| b.to_vec()).unwrap_or_default()));
-                        Ok(0)
-                    }).unwrap(),
+                    Op::FiberRecvProvided => ex
+                        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+                            put(f.recv_provided(&s).map(|b| b.map(|b| b.to_vec()).unwrap_or_default()));
+                            Ok(0)
+                        })
+                        .unwrap(),
+                    Op::FiberNextRecv => ex
+                        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+                            let mut m = f.recv_multi(&s).unwrap();
+                            put(f.next_recv(&mut m).map(|b| b.map(|b| b.to_vec()).unwrap_or_default()));
+                            Ok(0)
+                        })
+                        .unwrap(),
                     Op::FutureRecvProvided => ex
                         .attach(task(), async move {
-                            put(net::future::recv_provided(&s).await.map(|b| b.map(|b| b.to_vec()).unwrap_or_default()));
+                            put(net::future::recv_provided(&s)
+                                .await
+                                .map(|b| b.map(|b| b.to_vec()).unwrap_or_default()));
                             0u64
                         })
                         .unwrap(),
                     _ => ex
                         .attach(task(), async move {
                             let mut m = net::future::recv_multi(&s).await.unwrap();
-                            put(net::future::next_recv(&mut m).await.map(|b| b.map(|b| b.to_vec()).unwrap_or_default()));
+                            put(net::future::next_recv(&mut m)
+                                .await
+                                .map(|b| b.map(|b| b.to_vec()).unwrap_or_default()));
                             0u64
                         })
                         .unwrap(),
@@ -535,12 +570,14 @@ fn burst_then(op: Op, woken: bool) {
                     let c = UnixStream::connect(&p).unwrap();
                     std::mem::forget(c); // keep the peer open; the process exit closes it
                 }));
-                let got = move |r: Result<Socket, Errno>| r.map(|s| {
-                    // A live descriptor: fcntl succeeds on it.
-                    // SAFETY: querying flags of a descriptor we own.
-                    assert!(unsafe { libc::fcntl(s.fd(), libc::F_GETFD) } >= 0);
-                    b"fd".to_vec()
-                });
+                let got = move |r: Result<Socket, Errno>| {
+                    r.map(|s| {
+                        // A live descriptor: fcntl succeeds on it.
+                        // SAFETY: querying flags of a descriptor we own.
+                        assert!(unsafe { libc::fcntl(s.fd(), libc::F_GETFD) } >= 0);
+                        b"fd".to_vec()
+                    })
+                };
                 match op {
                     Op::FutureAccept => ex
                         .attach(task(), async move {
@@ -555,11 +592,13 @@ fn burst_then(op: Op, woken: bool) {
                             0u64
                         })
                         .unwrap(),
-                    _ => ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
-                        let mut m = f.accept_multi(&ls);
-                        put(got(f.next_accept(&mut m)));
-                        Ok(0)
-                    }).unwrap(),
+                    _ => ex
+                        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+                            let mut m = f.accept_multi(&ls);
+                            put(got(f.next_accept(&mut m)));
+                            Ok(0)
+                        })
+                        .unwrap(),
                 }
             }
         };
@@ -582,7 +621,11 @@ fn burst_then(op: Op, woken: bool) {
         let _ = ex.run(1, Some(Duration::from_secs(2)));
         for &t in &tasks {
             if ex.state(t) == Ok(TaskState::Ready) {
-                assert_eq!(ex.cancel(t), Ok(keel_core::CancelOutcome::Resumes), "{op:?}: a started task is not dropped");
+                assert_eq!(
+                    ex.cancel(t),
+                    Ok(keel_core::CancelOutcome::Resumes),
+                    "{op:?}: a started task is not dropped"
+                );
                 cancelled += 1;
             }
         }
@@ -601,8 +644,16 @@ fn burst_then(op: Op, woken: bool) {
     }
     assert!(run_for(ex, Duration::from_secs(5)), "{op:?}: tasks finish");
     for i in 0..BURST {
-        let want = if matches!(op, Op::FutureAccept | Op::FiberNextAccept | Op::FutureNextAccept) { b"fd".to_vec() } else { format!("burst {i}!").into_bytes() };
-        assert_eq!(out.borrow()[i], Some(Ok(want)), "{op:?}: task {i} must report its completion ({cancelled} cancelled)");
+        let want = if matches!(op, Op::FutureAccept | Op::FiberNextAccept | Op::FutureNextAccept) {
+            b"fd".to_vec()
+        } else {
+            format!("burst {i}!").into_bytes()
+        };
+        assert_eq!(
+            out.borrow()[i],
+            Some(Ok(want)),
+            "{op:?}: task {i} must report its completion ({cancelled} cancelled)"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -706,7 +757,8 @@ fn more_cancels_than_the_cancel_queue_holds_all_take_effect() {
         for (i, st) in sts.iter().enumerate() {
             let e = io_uring::opcode::Read::new(io_uring::types::Fd(readers[i]), bufs[i].as_mut_ptr(), 8).build();
             // SAFETY: `bufs` outlives the reads: this fiber waits for every one below.
-            f.initiate::<keel_linux::RingDriver>(st.as_ref(), unsafe { RingOp::from_entry(e) }).map_err(|_| keel_core::TaskError::Failed(1))?;
+            f.initiate::<keel_linux::RingDriver>(st.as_ref(), unsafe { RingOp::from_entry(e) })
+                .map_err(|_| keel_core::TaskError::Failed(1))?;
         }
         // Let every read reach the kernel (the SQ holds two), then ask three times each.
         f.sleep(Duration::from_millis(20))?;
@@ -729,7 +781,11 @@ fn more_cancels_than_the_cancel_queue_holds_all_take_effect() {
         unsafe { libc::close(p.1) };
     }
     let finished = run_for(ex, Duration::from_secs(3));
-    assert!(done, "every read must end by its cancel (results after unblocking: {:?}, finished {finished})", results.borrow());
+    assert!(
+        done,
+        "every read must end by its cancel (results after unblocking: {:?}, finished {finished})",
+        results.borrow()
+    );
     assert_eq!(*results.borrow(), vec![Some(Err(Errno::ECANCELED)); N]);
     for p in &pipes {
         // SAFETY: the read ends are ours, closed once.

@@ -82,7 +82,8 @@ fn two_threads_attach_a_million_tasks_each() {
         .map(|who| {
             let ran = ran2_clone(&ran);
             std::thread::spawn(move || {
-                let mut tasks: Vec<TaskHandle> = (0..POOL).map(|_| slot().create(TaskAttrs::default()).unwrap()).collect();
+                let mut tasks: Vec<TaskHandle> =
+                    (0..POOL).map(|_| slot().create(TaskAttrs::default()).unwrap()).collect();
                 let mut sum = 0u64;
                 let mut i = 0u64;
                 let mut retries = 0u64;

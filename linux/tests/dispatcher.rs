@@ -67,9 +67,12 @@ fn workers_take_work_submitted_while_they_are_parked_and_quit_on_request() {
     let mut handles = Vec::new();
     for i in 0..100u64 {
         let s = sum.clone();
-        handles.push(d.submit(task(Priority::Normal), async move {
-            s.fetch_add(i, Ordering::SeqCst);
-        }).unwrap());
+        handles.push(
+            d.submit(task(Priority::Normal), async move {
+                s.fetch_add(i, Ordering::SeqCst);
+            })
+            .unwrap(),
+        );
     }
     assert!(pool::wait(d, 0, Duration::from_secs(10)), "parked workers were not woken");
     assert_eq!(sum.load(Ordering::SeqCst), 4950);

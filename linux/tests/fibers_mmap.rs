@@ -4,7 +4,10 @@ use core::cell::Cell;
 use core::hint::black_box;
 use core::pin::{Pin, pin};
 use core::time::Duration;
-use keel_core::{Config, Errno, Executor, Fiber, FiberAttrs, Stack, StackProvider, TaskAttrs, TaskError, TaskHandle, TaskResult, TaskSlot};
+use keel_core::{
+    Config, Errno, Executor, Fiber, FiberAttrs, Stack, StackProvider, TaskAttrs, TaskError, TaskHandle, TaskResult,
+    TaskSlot,
+};
 use keel_linux::{MmapStacks, SleepDriver, overflow};
 
 const STACK: usize = 16 * 1024;
@@ -55,7 +58,9 @@ fn value(i: u64) -> u64 {
 #[test]
 fn ten_thousand_fibers_interleave_yields_and_sleeps_with_results_checked() {
     const N: u64 = 10_000;
-    let ex = pin!(Executor::with_stacks(SleepDriver::new(), MmapStacks::new().unwrap(), keel_linux::panic::config()).unwrap());
+    let ex = pin!(
+        Executor::with_stacks(SleepDriver::new(), MmapStacks::new().unwrap(), keel_linux::panic::config()).unwrap()
+    );
     let ex = ex.into_ref();
     let mut runs = Vec::with_capacity(N as usize);
     for i in 0..N {
@@ -139,7 +144,9 @@ fn recursion_to_within_a_page_of_the_limit_survives() {
 
 #[test]
 fn a_stack_is_reused_from_the_pool() {
-    let ex = pin!(Executor::with_stacks(SleepDriver::new(), MmapStacks::new().unwrap(), keel_linux::panic::config()).unwrap());
+    let ex = pin!(
+        Executor::with_stacks(SleepDriver::new(), MmapStacks::new().unwrap(), keel_linux::panic::config()).unwrap()
+    );
     let ex = ex.into_ref();
     let mut h = task("reuse");
     for i in 0..500u64 {
@@ -167,7 +174,10 @@ fn nonzero_below_the_top_page(base: usize, size: usize) -> usize {
 
 #[test]
 fn trimmed_spares_are_decommitted_and_work_when_reused() {
-    let ex = pin!(Executor::with_stacks(SleepDriver::new(), Recording(MmapStacks::new().unwrap()), keel_linux::panic::config()).unwrap());
+    let ex = pin!(
+        Executor::with_stacks(SleepDriver::new(), Recording(MmapStacks::new().unwrap()), keel_linux::panic::config())
+            .unwrap()
+    );
     let ex = ex.into_ref();
     let h = ex.attach_fiber(task("dirty"), ATTRS, near_the_limit(0xA5)).unwrap();
     let (base, size) = LAST.get();
@@ -196,7 +206,12 @@ fn spares_are_trimmed_while_parked_when_configured() {
     let cfg = Config { trim_spare_stacks_after: Some(Duration::ZERO), ..keel_linux::panic::config() };
     let ex = pin!(Executor::with_stacks(SleepDriver::new(), MmapStacks::new().unwrap(), cfg).unwrap());
     let ex = ex.into_ref();
-    let quick = ex.attach_fiber(task("quick"), ATTRS, |f: &mut Fiber| -> TaskResult { f.yield_now()?; Ok(1u64) }).unwrap();
+    let quick = ex
+        .attach_fiber(task("quick"), ATTRS, |f: &mut Fiber| -> TaskResult {
+            f.yield_now()?;
+            Ok(1u64)
+        })
+        .unwrap();
     let slow = ex
         .attach_fiber(task("slow"), ATTRS, |f: &mut Fiber| -> TaskResult {
             f.sleep(Duration::from_millis(5))?;
@@ -209,7 +224,12 @@ fn spares_are_trimmed_while_parked_when_configured() {
     assert!(ex.stats().parks >= 1);
     assert!(st.decommitted >= 1, "the quick fiber's spare was trimmed while the slow one slept: {st:?}");
     // And it still works.
-    let again = ex.attach_fiber(quick, ATTRS, |f: &mut Fiber| -> TaskResult { f.yield_now()?; Ok(3u64) }).unwrap();
+    let again = ex
+        .attach_fiber(quick, ATTRS, |f: &mut Fiber| -> TaskResult {
+            f.yield_now()?;
+            Ok(3u64)
+        })
+        .unwrap();
     run_all(ex);
     assert_eq!(ex.result(again), Ok(Some(Ok(3))));
 }
@@ -219,7 +239,9 @@ fn spares_are_trimmed_while_parked_when_configured() {
 #[test]
 fn a_panic_in_a_fiber_completes_the_task_with_an_error_naming_it() {
     const ATTRS: FiberAttrs = FiberAttrs { stack_size: 64 * 1024, ..FiberAttrs::DEFAULT };
-    let ex = pin!(Executor::with_stacks(SleepDriver::new(), MmapStacks::new().unwrap(), keel_linux::panic::config()).unwrap());
+    let ex = pin!(
+        Executor::with_stacks(SleepDriver::new(), MmapStacks::new().unwrap(), keel_linux::panic::config()).unwrap()
+    );
     let ex = ex.into_ref();
     let n = black_box(7);
     let formatted = ex
@@ -240,7 +262,12 @@ fn a_panic_in_a_fiber_completes_the_task_with_an_error_naming_it() {
             Ok(0)
         })
         .unwrap();
-    let fine = ex.attach_fiber(task("fine"), ATTRS, |f: &mut Fiber| -> TaskResult { f.yield_now()?; Ok(9u64) }).unwrap();
+    let fine = ex
+        .attach_fiber(task("fine"), ATTRS, |f: &mut Fiber| -> TaskResult {
+            f.yield_now()?;
+            Ok(9u64)
+        })
+        .unwrap();
     run_all(ex);
     assert_eq!(ex.result(formatted), Ok(Some(Err(TaskError::Panicked("fiber boom 7")))));
     assert_eq!(ex.result(literal), Ok(Some(Err(TaskError::Panicked("literal boom")))));

@@ -28,7 +28,8 @@ use std::task::Poll;
 fn run_for(ex: Pin<&Ex>, limit: Duration) -> bool {
     let t0 = std::time::Instant::now();
     while ex.attached() > 0 && t0.elapsed() < limit {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ex.run(1024, Some(Duration::from_millis(20)))));
+        let _ =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ex.run(1024, Some(Duration::from_millis(20)))));
     }
     ex.attached() == 0
 }
@@ -143,7 +144,12 @@ fn holder_ends_and_the_waiter_gets_the_buffer(end: End, fiber_holder: bool, fibe
         End::Returns | End::Panics => go.set(true),
     }
     let done = run_for(ex, Duration::from_secs(3));
-    assert!(done, "{end:?}: the waiter must get the buffer (waiter: {:?}, holder: {:?})", ex.state(waiter), ex.state(holder));
+    assert!(
+        done,
+        "{end:?}: the waiter must get the buffer (waiter: {:?}, holder: {:?})",
+        ex.state(waiter),
+        ex.state(holder)
+    );
     assert_eq!(got.get(), Some((0, 7)), "{end:?}: the waiter has buffer 0, with the holder's byte");
     let want = match end {
         End::Returns => Ok(Some(Ok(1))),
@@ -296,7 +302,10 @@ fn a_fixed_buf_and_a_waiting_claim_outlive_the_executor() {
             b[..4].copy_from_slice(b"kept");
             k.borrow_mut().push(b);
             let mut c = Box::pin(fs::claim_buffer());
-            assert!(core::future::poll_fn(|cx| Poll::Ready(c.as_mut().poll(cx).is_pending())).await, "none free: it waits");
+            assert!(
+                core::future::poll_fn(|cx| Poll::Ready(c.as_mut().poll(cx).is_pending())).await,
+                "none free: it waits"
+            );
             w.borrow_mut().push(c);
             Ok(0)
         })
@@ -334,11 +343,15 @@ fn a_claim_future_polled_on_another_executor_is_refused() {
     b.as_ref()
         .attach(task(), async move {
             let (mut c, held) = p.borrow_mut().take().unwrap();
-            o.set(Some(core::future::poll_fn(|cx| Poll::Ready(match c.as_mut().poll(cx) {
-                Poll::Ready(r) => Some(r.map(|b| b.index())),
-                Poll::Pending => None,
-            }))
-            .await));
+            o.set(Some(
+                core::future::poll_fn(|cx| {
+                    Poll::Ready(match c.as_mut().poll(cx) {
+                        Poll::Ready(r) => Some(r.map(|b| b.index())),
+                        Poll::Pending => None,
+                    })
+                })
+                .await,
+            ));
             let mine = fs::claim_buffer().await.expect("this executor's buffer is free");
             drop((mine, held, c));
             Ok(0)
@@ -369,10 +382,12 @@ fn pipe() -> (std::os::fd::RawFd, std::os::fd::RawFd) {
 
 /// Polls `f` once: `None` if it is pending.
 async fn poll_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
-    core::future::poll_fn(|cx| Poll::Ready(match Pin::new(&mut *f).poll(cx) {
-        Poll::Ready(v) => Some(v),
-        Poll::Pending => None,
-    }))
+    core::future::poll_fn(|cx| {
+        Poll::Ready(match Pin::new(&mut *f).poll(cx) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        })
+    })
     .await
 }
 

@@ -7,8 +7,8 @@
 
 #[path = "../../core/tests/fp/mod.rs"]
 mod fp;
-use fp::*;
 use core::pin::pin;
+use fp::*;
 use keel_core::sim::SimDriver;
 use keel_core::{
     Config, Executor, Fiber, FiberAttrs, Priorities, Priority, RegionStacks, TaskAttrs, TaskHandle, TaskSlot,
@@ -19,7 +19,6 @@ use std::rc::Rc;
 
 const STACK: usize = 32 * 1024;
 const ATTRS: FiberAttrs = FiberAttrs { stack_size: STACK, ..FiberAttrs::DEFAULT };
-
 
 fn region(stacks: usize) -> RegionStacks {
     let mem: &'static mut [u8] = Vec::leak(vec![0u8; stacks * (STACK + 4096) + 64]);
@@ -87,7 +86,11 @@ fn ucontext_fiber_keeps_its_modes(a_attrs: FiberAttrs) {
     }
     assert_eq!(a_kept.get(), 3, "glibc did not give the ucontext fiber its own MXCSR and x87 control word back");
     assert_eq!(b_clean.get(), 3, "the asm fiber ran with the ucontext fiber's modes");
-    assert_eq!(ex.result(a), Ok(Some(Ok(1))), "a ucontext fiber is never reported: glibc gives the executor its own back");
+    assert_eq!(
+        ex.result(a),
+        Ok(Some(Ok(1))),
+        "a ucontext fiber is never reported: glibc gives the executor its own back"
+    );
     assert_eq!(ex.result(b), Ok(Some(Ok(2))));
     assert_eq!(ex.stats().fp_control_restored, 0);
     assert_eq!(mxcsr() & !MXCSR_STATUS, exec_mxcsr & !MXCSR_STATUS, "the executor's thread kept the fiber's MXCSR");

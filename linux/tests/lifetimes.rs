@@ -31,8 +31,8 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 use core::time::Duration;
 use keel_core::{Errno, Fiber, TaskHandle};
-use keel_linux::fs::{self, FiberFs, File};
 use keel_linux::RingConfig;
+use keel_linux::fs::{self, FiberFs, File};
 use keel_linux::net::{self, Multishot, ProvidedBuf, Socket};
 use std::cell::RefCell;
 use std::io::{Read, Write};
@@ -124,7 +124,10 @@ fn a_polled_read_future_moved_out_is_dropped_after_the_executor() {
     watchdog.join().unwrap();
     // SAFETY: our pipe's write end, closed once (the read end is the leaked `File`'s).
     unsafe { libc::close(wfd) };
-    assert!(took < Duration::from_secs(3), "the executor's drop waited {took:?} for an operation whose future left its task");
+    assert!(
+        took < Duration::from_secs(3),
+        "the executor's drop waited {took:?} for an operation whose future left its task"
+    );
 }
 
 /// The same with a read of a regular file, which completes during the executor's drain:
@@ -133,7 +136,8 @@ fn a_polled_read_future_moved_out_is_dropped_after_the_executor() {
 fn a_completed_read_future_moved_out_is_dropped_after_the_executor() {
     let d = dir("kept-done");
     std::fs::write(d.join("f"), b"0123456789").unwrap();
-    let file: &'static File = Box::leak(Box::new(File::from(std::os::fd::OwnedFd::from(std::fs::File::open(d.join("f")).unwrap()))));
+    let file: &'static File =
+        Box::leak(Box::new(File::from(std::os::fd::OwnedFd::from(std::fs::File::open(d.join("f")).unwrap()))));
     let parked: Parked = Rc::new(RefCell::new(Vec::new()));
     let ex = executor(RingConfig::default());
     let p = parked.clone();
@@ -166,7 +170,8 @@ fn a_completed_read_future_moved_out_is_dropped_after_the_executor() {
 fn a_future_awaited_on_another_executor_gets_exdev() {
     let d = dir("exdev");
     std::fs::write(d.join("f"), b"0123456789").unwrap();
-    let file: &'static File = Box::leak(Box::new(File::from(std::os::fd::OwnedFd::from(std::fs::File::open(d.join("f")).unwrap()))));
+    let file: &'static File =
+        Box::leak(Box::new(File::from(std::os::fd::OwnedFd::from(std::fs::File::open(d.join("f")).unwrap()))));
     let parked: Parked = Rc::new(RefCell::new(Vec::new()));
     let a = executor(RingConfig::default());
     let p = parked.clone();
@@ -253,7 +258,7 @@ fn a_provided_buffer_wait_moved_out_is_dropped_after_the_executor() {
         .attach(task(), async move {
             // SAFETY: `afd` came from `into_raw_fd`: ours, wrapped once.
             // SAFETY: `afd` came from `into_raw_fd`: ours, wrapped once (leaked with the socket).
-    let s: &'static Socket = Box::leak(Box::new(unsafe { Socket::from_raw_fd(afd) }));
+            let s: &'static Socket = Box::leak(Box::new(unsafe { Socket::from_raw_fd(afd) }));
             let first = net::future::recv_provided(s).await.expect("recv").expect("data");
             let mut second: Recv = Box::pin(net::future::recv_provided(s));
             for _ in 0..8 {
@@ -279,7 +284,11 @@ fn a_provided_buffer_wait_moved_out_is_dropped_after_the_executor() {
     let _ = ex.as_ref().run(64, Some(Duration::from_millis(10)));
     b.write_all(b"b").unwrap();
     run_all(ex.as_ref());
-    assert!(matches!(ex.as_ref().result(t), Ok(Some(Ok(n))) if n >= 1), "the second receive met an empty ring: {:?}", ex.as_ref().result(t));
+    assert!(
+        matches!(ex.as_ref().result(t), Ok(Some(Ok(n))) if n >= 1),
+        "the second receive met an empty ring: {:?}",
+        ex.as_ref().result(t)
+    );
     drop(ex);
     drop(parked);
     drop(b);
@@ -392,7 +401,11 @@ fn a_moved_out_read_is_awaited_later(then: Then) {
     while ex.attached() > 0 && t0.elapsed() < Duration::from_secs(2) {
         let _ = ex.run(64, Some(Duration::from_millis(10)));
     }
-    assert_eq!(ex.result(first), Ok(Some(Ok(1))), "the run that moved its read out must complete at once, not drain it");
+    assert_eq!(
+        ex.result(first),
+        Ok(Some(Ok(1))),
+        "the run that moved its read out must complete at once, not drain it"
+    );
     assert!(t0.elapsed() < Duration::from_secs(1), "it took {:?}", t0.elapsed());
     let p = parked.clone();
     let body = async move {
@@ -413,7 +426,12 @@ fn a_moved_out_read_is_awaited_later(then: Then) {
     while ex.attached() > 0 && t0.elapsed() < Duration::from_secs(3) {
         let _ = ex.run(64, Some(Duration::from_millis(10)));
     }
-    assert_eq!(ex.result(second), Ok(Some(Ok(2))), "{then:?}: the task awaiting the moved-out read is stranded ({:?})", ex.state(second));
+    assert_eq!(
+        ex.result(second),
+        Ok(Some(Ok(2))),
+        "{then:?}: the task awaiting the moved-out read is stranded ({:?})",
+        ex.state(second)
+    );
     drop(exb);
     // SAFETY: our pipe's write end, closed once.
     unsafe { libc::close(wfd) };
@@ -461,10 +479,16 @@ fn a_moved_out_read_polled_outside_any_task_gets_eperm() {
     drop(fut);
     // The abandoned read is cancelled: nothing stays in flight.
     let t0 = Instant::now();
-    while ex.as_ref().with_driver(|d| keel_core::Driver::in_flight(&**d)).unwrap() > 0 && t0.elapsed() < Duration::from_secs(2) {
+    while ex.as_ref().with_driver(|d| keel_core::Driver::in_flight(&**d)).unwrap() > 0
+        && t0.elapsed() < Duration::from_secs(2)
+    {
         let _ = ex.as_ref().run(64, Some(Duration::from_millis(10)));
     }
-    assert_eq!(ex.as_ref().with_driver(|d| keel_core::Driver::in_flight(&**d)).unwrap(), 0, "the abandoned read was not cancelled");
+    assert_eq!(
+        ex.as_ref().with_driver(|d| keel_core::Driver::in_flight(&**d)).unwrap(),
+        0,
+        "the abandoned read was not cancelled"
+    );
     drop(ex);
     // SAFETY: our pipe's write end, closed once.
     unsafe { libc::close(wfd) };
@@ -514,7 +538,12 @@ fn a_multishot_moved_to_another_task_wakes_that_task() {
     while ex.attached() > 0 && t0.elapsed() < Duration::from_secs(3) {
         let _ = ex.run(64, Some(Duration::from_millis(10)));
     }
-    assert_eq!(ex.result(second), Ok(Some(Ok(2))), "the task stepping the moved multishot is stranded ({:?})", ex.state(second));
+    assert_eq!(
+        ex.result(second),
+        Ok(Some(Ok(2))),
+        "the task stepping the moved multishot is stranded ({:?})",
+        ex.state(second)
+    );
 }
 
 /// A `claim_buffer` future waiting for the only registered buffer (held by another task)
@@ -566,7 +595,12 @@ fn a_buffer_claim_moved_to_another_task_gets_the_released_buffer() {
         let _ = ex.run(64, Some(Duration::from_millis(10)));
     }
     assert_eq!(ex.result(holder), Ok(Some(Ok(0))));
-    assert_eq!(ex.result(awaiter), Ok(Some(Ok(10))), "the task awaiting the moved claim is stranded ({:?})", ex.state(awaiter));
+    assert_eq!(
+        ex.result(awaiter),
+        Ok(Some(Ok(10))),
+        "the task awaiting the moved claim is stranded ({:?})",
+        ex.state(awaiter)
+    );
 }
 
 /// A provided-buffer receive waiting for a buffer to come back (the ring's only buffer is
@@ -621,7 +655,12 @@ fn a_provided_buffer_wait_moved_to_another_task_is_woken_there() {
     while ex.attached() > 0 && t0.elapsed() < Duration::from_secs(3) {
         let _ = ex.run(64, Some(Duration::from_millis(10)));
     }
-    assert_eq!(ex.result(awaiter), Ok(Some(Ok(2))), "the task awaiting the moved receive is stranded ({:?})", ex.state(awaiter));
+    assert_eq!(
+        ex.result(awaiter),
+        Ok(Some(Ok(2))),
+        "the task awaiting the moved receive is stranded ({:?})",
+        ex.state(awaiter)
+    );
 }
 
 // ---- item 6: a descriptor is not reused under a queued SQE ----

@@ -191,7 +191,8 @@ fn a_ucontext_fiber_cancelled_while_suspended_resumes_with_cancelled() {
             Ok(1)
         }
     };
-    let attach = |name, how| ex.attach_fiber_with::<UcontextSwitch, _, _>(task(name), ATTRS, body(seen.clone(), how)).attached();
+    let attach =
+        |name, how| ex.attach_fiber_with::<UcontextSwitch, _, _>(task(name), ATTRS, body(seen.clone(), how)).attached();
     let ready = attach("ready", 0);
     let timer = attach("timer", 1);
     let wait = attach("wait", 2);
@@ -241,8 +242,14 @@ fn a_panicking_ucontext_fiber_completes_with_panicked_and_its_neighbours_carry_o
             panic!("ucontext boom {n}");
         })
         .attached();
-    let asm = ex.attach_fiber(task("asm"), ATTRS, |f: &mut Fiber| -> TaskResult { f.yield_now()?; Ok(8) }).attached();
-    let fut = ex.attach(task("fut"), async { rt::yield_now().await.map(|()| 9u64).map_err(TaskError::from) }).attached();
+    let asm = ex
+        .attach_fiber(task("asm"), ATTRS, |f: &mut Fiber| -> TaskResult {
+            f.yield_now()?;
+            Ok(8)
+        })
+        .attached();
+    let fut =
+        ex.attach(task("fut"), async { rt::yield_now().await.map(|()| 9u64).map_err(TaskError::from) }).attached();
     run_all!(ex);
     assert_eq!(ex.result(p), Ok(Some(Err(TaskError::Panicked("ucontext boom")))));
     assert_eq!(ex.result(formatted), Ok(Some(Err(TaskError::Panicked("ucontext boom 2")))));

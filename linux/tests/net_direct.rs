@@ -24,7 +24,11 @@ fn v4() -> SockAddr {
 }
 
 /// Connects `n` clients, each sending `hello`; bumps `connected` after each.
-fn clients(a: std::net::SocketAddr, n: usize, connected: Arc<AtomicUsize>) -> std::thread::JoinHandle<Vec<std::net::TcpStream>> {
+fn clients(
+    a: std::net::SocketAddr,
+    n: usize,
+    connected: Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<Vec<std::net::TcpStream>> {
     std::thread::spawn(move || {
         (0..n)
             .map(|_| {
@@ -41,7 +45,11 @@ fn clients(a: std::net::SocketAddr, n: usize, connected: Arc<AtomicUsize>) -> st
 /// An executor with a fixed-file table of `files` slots, a listener, and `n` clients
 /// connecting to it (counted in the returned `connected`).
 #[allow(clippy::type_complexity)]
-fn setup(files: u32, n: usize) -> (core::pin::Pin<Box<Ex>>, std::os::fd::RawFd, Arc<AtomicUsize>, std::thread::JoinHandle<Vec<std::net::TcpStream>>) {
+fn setup(
+    files: u32,
+    n: usize,
+) -> (core::pin::Pin<Box<Ex>>, std::os::fd::RawFd, Arc<AtomicUsize>, std::thread::JoinHandle<Vec<std::net::TcpStream>>)
+{
     let ex = executor(RingConfig { registered_files: files, ..RingConfig::default() });
     let (lfd, addr) = listen(ex.as_ref(), v4());
     let connected = Arc::new(AtomicUsize::new(0));
@@ -112,7 +120,8 @@ fn fiber_accept_direct_one_shot_and_multishot_send_recv_and_close_by_index() {
             assert_eq!(seen[0], seen[1], "the closed index was free for the next accept");
             // Multishot into the table: three connections at once, all four slots usable.
             let mut m = f.accept_multi_direct(&*l);
-            let cs: Vec<FixedSocket> = (0..3).map(|_| f.next_accept_direct(&mut m).expect("next_accept_direct")).collect();
+            let cs: Vec<FixedSocket> =
+                (0..3).map(|_| f.next_accept_direct(&mut m).expect("next_accept_direct")).collect();
             let mut idx: Vec<u32> = cs.iter().map(|c| c.index()).collect();
             idx.sort_unstable();
             idx.dedup();
@@ -122,7 +131,11 @@ fn fiber_accept_direct_one_shot_and_multishot_send_recv_and_close_by_index() {
                 fiber_echo_once(f, &c);
                 f.close_fixed_socket(c).expect("close by index");
             }
-            assert_eq!(f.next_accept(&mut m).err(), Some(Errno::EINVAL), "a direct multishot yields indexes, not descriptors");
+            assert_eq!(
+                f.next_accept(&mut m).err(),
+                Some(Errno::EINVAL),
+                "a direct multishot yields indexes, not descriptors"
+            );
             drop(m);
             1u64
         })
@@ -170,9 +183,13 @@ fn future_accept_direct_one_shot_and_multishot_send_recv_and_close_by_index() {
 /// Yields until the driver has nothing in flight (bounded).
 async fn until_idle() {
     for _ in 0..100_000 {
-        let idle = core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| keel_core::Driver::in_flight(&**d) == 0)))
-            .await
-            .expect("a ring executor");
+        let idle = core::future::poll_fn(|cx| {
+            Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+                keel_core::Driver::in_flight(&**d) == 0
+            }))
+        })
+        .await
+        .expect("a ring executor");
         if idle {
             return;
         }
@@ -213,7 +230,9 @@ fn abandoned_direct_accepts_that_complete_anyway_close_their_index_through_the_r
             }
             until_idle().await;
             // The single slot is free again: a direct socket fits.
-            let s = net::future::socket_direct(libc::AF_INET, libc::SOCK_STREAM, 0).await.expect("the abandoned indexes were closed");
+            let s = net::future::socket_direct(libc::AF_INET, libc::SOCK_STREAM, 0)
+                .await
+                .expect("the abandoned indexes were closed");
             net::future::close_fixed_socket(s).await.expect("close");
             1u64
         })
@@ -243,7 +262,11 @@ fn a_dropped_direct_multishot_accept_closes_its_queued_indexes() {
             drop(m); // N - 1 indexes queued and untaken: closed through the ring
             f.close_fixed_socket(first).expect("close");
             // Every slot is free again.
-            let all: Vec<FixedSocket> = (0..N).map(|i| f.socket_direct(libc::AF_INET, libc::SOCK_STREAM, 0).unwrap_or_else(|e| panic!("slot {i}: {e:?}"))).collect();
+            let all: Vec<FixedSocket> = (0..N)
+                .map(|i| {
+                    f.socket_direct(libc::AF_INET, libc::SOCK_STREAM, 0).unwrap_or_else(|e| panic!("slot {i}: {e:?}"))
+                })
+                .collect();
             for s in all {
                 f.close_fixed_socket(s).expect("close");
             }

@@ -129,7 +129,11 @@ fn a_cancelled_send_then_recv_ends_with_its_send_blocked() {
         .unwrap();
     let t0 = Instant::now();
     run_until(ex, || t0.elapsed() > std::time::Duration::from_millis(200));
-    assert_eq!(ex.state(t), Ok(keel_core::TaskState::Suspended(keel_core::SuspendReason::Io)), "the send must be blocked on the peer");
+    assert_eq!(
+        ex.state(t),
+        Ok(keel_core::TaskState::Suspended(keel_core::SuspendReason::Io)),
+        "the send must be blocked on the peer"
+    );
     ex.cancel(t).unwrap();
     run_all(ex);
     assert_eq!(ex.result(t), Ok(Some(Ok(libc::ECANCELED as u64))));

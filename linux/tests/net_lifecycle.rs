@@ -7,9 +7,9 @@ mod util;
 
 use core::time::Duration;
 use keel_core::{Errno, Fiber};
-use keel_linux::fs::FiberFs;
-use keel_linux::net::{self, FiberNet, SockAddr, Socket, Shutdown};
 use keel_linux::RingConfig;
+use keel_linux::fs::FiberFs;
+use keel_linux::net::{self, FiberNet, Shutdown, SockAddr, Socket};
 use std::cell::Cell;
 use std::io::{Read, Write};
 use std::rc::Rc;
@@ -87,7 +87,15 @@ fn a_reset_is_econnreset_and_a_refusal_is_econnrefused() {
         std::thread::sleep(Duration::from_millis(100));
         let lg = libc::linger { l_onoff: 1, l_linger: 0 };
         // SAFETY: a valid socket and a linger struct of the right size.
-        unsafe { libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, &lg as *const _ as *const libc::c_void, size_of::<libc::linger>() as u32) };
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                &lg as *const _ as *const libc::c_void,
+                size_of::<libc::linger>() as u32,
+            )
+        };
         drop(s); // RST
     });
     run_all(ex);
@@ -157,40 +165,42 @@ fn provided_buffer_exhaustion_with_slow_consumers_loses_and_duplicates_nothing()
     let mut hs = Vec::new();
     for i in 0..CONNS {
         let r = results.clone();
-        hs.push(ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-            // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
-            let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(lfd) });
-            let c = f.accept(&*l).unwrap();
-            // Slow consumers: every few buffers, keep the buffer while sleeping a little,
-            // then give it back before asking for the next one. (A consumer that hoards
-            // buffers while it waits for another deadlocks by design once every buffer is
-            // hoarded: the ring is bounded on purpose.)
-            let mut got = Vec::new();
-            let mut n = 0u32;
-            if i % 2 == 0 {
-                let mut m = f.recv_multi(&c).unwrap();
-                while let Some(b) = f.next_recv(&mut m).unwrap() {
-                    got.extend_from_slice(&b);
-                    n += 1;
-                    if n.is_multiple_of(3) {
-                        f.sleep(Duration::from_millis(1)).unwrap();
+        hs.push(
+            ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+                // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+                let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(lfd) });
+                let c = f.accept(&*l).unwrap();
+                // Slow consumers: every few buffers, keep the buffer while sleeping a little,
+                // then give it back before asking for the next one. (A consumer that hoards
+                // buffers while it waits for another deadlocks by design once every buffer is
+                // hoarded: the ring is bounded on purpose.)
+                let mut got = Vec::new();
+                let mut n = 0u32;
+                if i % 2 == 0 {
+                    let mut m = f.recv_multi(&c).unwrap();
+                    while let Some(b) = f.next_recv(&mut m).unwrap() {
+                        got.extend_from_slice(&b);
+                        n += 1;
+                        if n.is_multiple_of(3) {
+                            f.sleep(Duration::from_millis(1)).unwrap();
+                        }
+                        drop(b);
                     }
-                    drop(b);
-                }
-            } else {
-                while let Some(b) = f.recv_provided(&c).unwrap() {
-                    got.extend_from_slice(&b);
-                    n += 1;
-                    if n.is_multiple_of(2) {
-                        f.sleep(Duration::from_millis(1)).unwrap();
+                } else {
+                    while let Some(b) = f.recv_provided(&c).unwrap() {
+                        got.extend_from_slice(&b);
+                        n += 1;
+                        if n.is_multiple_of(2) {
+                            f.sleep(Duration::from_millis(1)).unwrap();
+                        }
+                        drop(b);
                     }
-                    drop(b);
                 }
-            }
-            r.borrow_mut().push(got);
-            0u64
-        })
-        .unwrap());
+                r.borrow_mut().push(got);
+                0u64
+            })
+            .unwrap(),
+        );
     }
     let cl: Vec<_> = (0..CONNS)
         .map(|_| {
@@ -210,7 +220,12 @@ fn provided_buffer_exhaustion_with_slow_consumers_loses_and_duplicates_nothing()
             for h in &hs {
                 eprintln!("DBG task {:?} state {:?} times {:?}", h, ex.state(*h), ex.task_times(*h));
             }
-            eprintln!("DBG pbuf {:?} ring {:?} exec {:?}", ex.with_driver(pbuf_stats).unwrap(), ex.with_driver(|d| d.stats()).unwrap(), ex.stats());
+            eprintln!(
+                "DBG pbuf {:?} ring {:?} exec {:?}",
+                ex.with_driver(pbuf_stats).unwrap(),
+                ex.with_driver(|d| d.stats()).unwrap(),
+                ex.stats()
+            );
             panic!("stuck: see the DBG lines above");
         }
     }
@@ -375,7 +390,11 @@ fn a_zero_copy_send_releases_its_buffer_only_after_the_notification() {
     let all = rx.join().unwrap();
     assert_eq!(ex.result(t), Ok(Some(Ok(1))));
     assert_eq!(all.len(), 3 * 8192);
-    assert!(all[..8192].iter().all(|&x| x == b'A') && all[8192..16384].iter().all(|&x| x == b'B') && all[16384..].iter().all(|&x| x == b'C'));
+    assert!(
+        all[..8192].iter().all(|&x| x == b'A')
+            && all[8192..16384].iter().all(|&x| x == b'B')
+            && all[16384..].iter().all(|&x| x == b'C')
+    );
 }
 
 fn round_trip(addr: SockAddr) {

@@ -34,7 +34,12 @@ fn stats(f: &mut Fiber) -> RingStats {
 fn wait_until(f: &mut Fiber, what: &str, mut cond: impl FnMut(&mut Fiber) -> bool) {
     let t0 = std::time::Instant::now();
     while !cond(f) {
-        assert!(t0.elapsed() < Duration::from_secs(20), "timed out waiting for {what}: {:?} in flight {:?}", stats(f), f.with_driver::<RingDriver, _>(|d| keel_core::Driver::in_flight(&**d)));
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}: {:?} in flight {:?}",
+            stats(f),
+            f.with_driver::<RingDriver, _>(|d| keel_core::Driver::in_flight(&**d))
+        );
         f.sleep(Duration::from_millis(1)).expect("not cancelled");
     }
 }
@@ -56,7 +61,11 @@ fn serve_id(f: &mut Fiber, c: Socket) -> u32 {
 
 /// Connects `n` clients one after another (each connect completes before the next, so
 /// the listen backlog holds them in id order), each sending its id; bumps `connected`.
-fn connect_clients(a: std::net::SocketAddr, ids: std::ops::Range<u32>, connected: &AtomicUsize) -> Vec<(u32, std::net::TcpStream)> {
+fn connect_clients(
+    a: std::net::SocketAddr,
+    ids: std::ops::Range<u32>,
+    connected: &AtomicUsize,
+) -> Vec<(u32, std::net::TcpStream)> {
     ids.map(|id| {
         let mut s = std::net::TcpStream::connect(a).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -129,7 +138,10 @@ fn a_multishot_accept_past_its_queue_is_throttled_spilled_and_rearmed_in_order()
             }
             let after = stats(f);
             eprintln!("accept: before {before:?}\n  mid {mid:?}\n  after {after:?}");
-            assert!(mid.multishot_spilled > before.multishot_spilled, "more than 16 results at once must spill: {mid:?}");
+            assert!(
+                mid.multishot_spilled > before.multishot_spilled,
+                "more than 16 results at once must spill: {mid:?}"
+            );
             assert_eq!(after.multishot_lost, before.multishot_lost, "the spill list had room: nothing lost");
             1u64
         })
@@ -184,10 +196,14 @@ fn with_the_spill_list_full_too_accepted_connections_are_closed_and_counted_lost
                 // armed together, their 240 backlog results would overflow the 64-entry CQ,
                 // and the kernel ends a multishot whose CQE it cannot post (a final result
                 // without F_MORE) instead of letting keel throttle it.
-                wait_until(f, "the listener before", |f| stats(f).multishot_throttled >= before.multishot_throttled + k as u64);
+                wait_until(f, "the listener before", |f| {
+                    stats(f).multishot_throttled >= before.multishot_throttled + k as u64
+                });
                 let mut m = f.accept_multi(&*l);
                 let first = f.next_accept(&mut m).expect("first accept");
-                wait_until(f, "every op throttled", |f| stats(f).multishot_throttled >= before.multishot_throttled + LISTENERS as u64);
+                wait_until(f, "every op throttled", |f| {
+                    stats(f).multishot_throttled >= before.multishot_throttled + LISTENERS as u64
+                });
                 let mut next = Some(first);
                 loop {
                     let c = match next.take() {
@@ -295,7 +311,10 @@ fn a_multishot_receive_past_its_queue_is_throttled_spilled_and_rearmed_with_ever
             }
             let after = stats(f);
             eprintln!("recv: before {before:?}\n  mid {mid:?}\n  after {after:?}");
-            assert!(mid.multishot_spilled > before.multishot_spilled, "more than 16 results at once must spill: {mid:?}");
+            assert!(
+                mid.multishot_spilled > before.multishot_spilled,
+                "more than 16 results at once must spill: {mid:?}"
+            );
             assert_eq!(after.multishot_lost, before.multishot_lost, "the spill list had room: nothing lost");
             drop(m);
             f.close_socket(c).expect("close");
@@ -340,8 +359,14 @@ fn a_multishot_receive_past_its_queue_is_throttled_spilled_and_rearmed_with_ever
 #[test]
 fn a_fiber_multishot_waits_for_room_under_max_io_in_flight_instead_of_bypassing_it() {
     use keel_core::{Config, Executor, SuspendReason, TaskState};
-    let cfg = Config { max_io_in_flight: Some(1), fiber_panics: keel_linux::panic::config().fiber_panics, ..Config::default() };
-    let ex = Box::pin(Executor::with_stacks(ring(RingConfig::default()), keel_linux::MmapStacks::new().unwrap(), cfg).unwrap());
+    let cfg = Config {
+        max_io_in_flight: Some(1),
+        fiber_panics: keel_linux::panic::config().fiber_panics,
+        ..Config::default()
+    };
+    let ex = Box::pin(
+        Executor::with_stacks(ring(RingConfig::default()), keel_linux::MmapStacks::new().unwrap(), cfg).unwrap(),
+    );
     let ex = ex.as_ref();
     let (l1, a1) = listen(ex, v4());
     let (l2, a2) = listen(ex, v4());
@@ -481,11 +506,15 @@ fn received_data_is_never_lost_even_when_accepts_have_filled_the_spill_list() {
                 // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
                 let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(lfd) });
                 wait_until(f, "the clients", |_| c2.load(Ordering::Acquire) == (LISTENERS * PER) as usize);
-                wait_until(f, "the listener before", |f| stats(f).multishot_throttled >= before.multishot_throttled + k as u64);
+                wait_until(f, "the listener before", |f| {
+                    stats(f).multishot_throttled >= before.multishot_throttled + k as u64
+                });
                 let mut m = f.accept_multi(&*l);
                 let _first = f.next_accept(&mut m).expect("first accept");
                 if k as u32 == LISTENERS - 1 {
-                    wait_until(f, "accepts lost to a full spill list", |f| stats(f).multishot_lost > before.multishot_lost);
+                    wait_until(f, "accepts lost to a full spill list", |f| {
+                        stats(f).multishot_lost > before.multishot_lost
+                    });
                     fl.set(true);
                 }
                 // Hold the op (and its spilled results) until the test cancels this task.

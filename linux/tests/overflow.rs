@@ -85,7 +85,11 @@ fn set_default_segv() {
 fn child() {
     let Ok(case) = std::env::var(CHILD_ENV) else { return };
     // No core dumps from the deaths that follow.
-    rustix::process::setrlimit(rustix::process::Resource::Core, rustix::process::Rlimit { current: Some(0), maximum: None }).ok();
+    rustix::process::setrlimit(
+        rustix::process::Resource::Core,
+        rustix::process::Rlimit { current: Some(0), maximum: None },
+    )
+    .ok();
     match case.as_str() {
         "overflow" => run_fiber(overflowing_fiber),
         "overflow-in-second-thread" => {
@@ -134,7 +138,10 @@ fn run_child(case: &str) -> (ExitStatus, String) {
 
 /// The id the child printed.
 fn child_task_id(stderr: &str) -> u32 {
-    let line = stderr.lines().find_map(|l| l.strip_prefix("child: task ")).unwrap_or_else(|| panic!("no task id in:\n{stderr}"));
+    let line = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("child: task "))
+        .unwrap_or_else(|| panic!("no task id in:\n{stderr}"));
     line.trim().parse().unwrap()
 }
 

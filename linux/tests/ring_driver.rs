@@ -3,7 +3,10 @@
 
 use core::pin::pin;
 use core::time::Duration;
-use keel_core::{Config, Driver, Errno, Executor, Fiber, FiberAttrs, IoStatus, Priorities, Priority, RegionStacks, TaskAttrs, TaskHandle, TaskSlot, rt};
+use keel_core::{
+    Config, Driver, Errno, Executor, Fiber, FiberAttrs, IoStatus, Priorities, Priority, RegionStacks, TaskAttrs,
+    TaskHandle, TaskSlot, rt,
+};
 use keel_linux::fs::{self, BufferError, FiberFs};
 use keel_linux::{RingConfig, RingDriver, RingOp};
 
@@ -110,7 +113,9 @@ fn a_busy_task_does_not_starve_reads_on_its_executor() {
     // SAFETY: room for two descriptors.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
     let (rd, wr) = (fds[0], fds[1]);
-    let ex = pin!(Executor::with_stacks(RingDriver::new(RingConfig::default()).unwrap(), stacks(2), Config::default()).unwrap());
+    let ex = pin!(
+        Executor::with_stacks(RingDriver::new(RingConfig::default()).unwrap(), stacks(2), Config::default()).unwrap()
+    );
     let ex = ex.into_ref();
     let reads = std::rc::Rc::new(std::cell::Cell::new(0u32));
     let r2 = reads.clone();
@@ -242,7 +247,12 @@ fn open_futures_dropped_after_their_first_poll_leak_no_descriptor() {
     assert_eq!(before, 0);
     let mut runs = Vec::new();
     for _ in 0..128 {
-        runs.push(ex.attach(task(), async move { fs::open(p, libc::O_RDONLY, 0).await.map(|f| f.fd() as u64).map_err(|_| keel_core::TaskError::Failed(1)) }).unwrap());
+        runs.push(
+            ex.attach(task(), async move {
+                fs::open(p, libc::O_RDONLY, 0).await.map(|f| f.fd() as u64).map_err(|_| keel_core::TaskError::Failed(1))
+            })
+            .unwrap(),
+        );
     }
     // First poll of each: the opens are submitted...
     ex.run(128, Some(Duration::ZERO)).unwrap();
@@ -264,7 +274,11 @@ fn open_futures_dropped_after_their_first_poll_leak_no_descriptor() {
 }
 
 /// The same fiber body on the simulated driver and on the ring: its trace of results.
-fn same_body<D: Driver>(f: &mut Fiber, make: &dyn Fn(u32) -> D::Op, log: &std::cell::RefCell<Vec<String>>) -> keel_core::TaskResult {
+fn same_body<D: Driver>(
+    f: &mut Fiber,
+    make: &dyn Fn(u32) -> D::Op,
+    log: &std::cell::RefCell<Vec<String>>,
+) -> keel_core::TaskResult {
     for round in 0..3u32 {
         let a = pin!(IoStatus::new());
         let b = pin!(IoStatus::new());
@@ -289,7 +303,11 @@ fn the_same_task_code_gives_the_same_trace_on_the_simulator_and_the_ring() {
         let ex = pin!(Executor::with_stacks(SimDriver::new(), stacks(1), Config::default()).unwrap());
         let ex = ex.into_ref();
         ex.attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| {
-            same_body::<SimDriver>(f, &|n| SimOp::new(n).after(Duration::from_micros(n as u64)).with_result(Ok(n * 100)), sim_log)
+            same_body::<SimDriver>(
+                f,
+                &|n| SimOp::new(n).after(Duration::from_micros(n as u64)).with_result(Ok(n * 100)),
+                sim_log,
+            )
         })
         .unwrap();
         run_all!(ex);
@@ -299,11 +317,16 @@ fn the_same_task_code_gives_the_same_trace_on_the_simulator_and_the_ring() {
         let file = std::fs::File::create(&path).unwrap();
         let fd = std::os::fd::IntoRawFd::into_raw_fd(file);
         let data: &'static [u8] = Box::leak(vec![7u8; 1000].into_boxed_slice());
-        let ex = pin!(Executor::with_stacks(RingDriver::new(RingConfig::default()).unwrap(), stacks(1), Config::default()).unwrap());
+        let ex = pin!(
+            Executor::with_stacks(RingDriver::new(RingConfig::default()).unwrap(), stacks(1), Config::default())
+                .unwrap()
+        );
         let ex = ex.into_ref();
         ex.attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| {
             let make = |n: u32| {
-                let e = io_uring::opcode::Write::new(io_uring::types::Fd(fd), data.as_ptr(), n * 100).offset(n as u64 * 1000).build();
+                let e = io_uring::opcode::Write::new(io_uring::types::Fd(fd), data.as_ptr(), n * 100)
+                    .offset(n as u64 * 1000)
+                    .build();
                 // SAFETY: `data` is static and large enough.
                 unsafe { RingOp::from_entry(e) }
             };
@@ -323,7 +346,9 @@ fn a_fiber_returning_with_a_pipe_read_in_flight_drains_before_its_stack_is_reuse
     // SAFETY: room for two descriptors.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
     let (rd, wr) = (fds[0], fds[1]);
-    let ex = pin!(Executor::with_stacks(RingDriver::new(RingConfig::default()).unwrap(), stacks(2), Config::default()).unwrap());
+    let ex = pin!(
+        Executor::with_stacks(RingDriver::new(RingConfig::default()).unwrap(), stacks(2), Config::default()).unwrap()
+    );
     let ex = ex.into_ref();
     let t = ex
         .attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| -> keel_core::TaskResult {
@@ -340,7 +365,11 @@ fn a_fiber_returning_with_a_pipe_read_in_flight_drains_before_its_stack_is_reuse
     ex.run(1, None).unwrap();
     assert_eq!(ex.state(t), Ok(keel_core::TaskState::Draining));
     let st = ex.stack_stats();
-    assert_eq!((st.in_use, st.spares), (1, 0), "the stack was pooled while the kernel could still write into it: {st:?}");
+    assert_eq!(
+        (st.in_use, st.spares),
+        (1, 0),
+        "the stack was pooled while the kernel could still write into it: {st:?}"
+    );
     // Draining cancels the read (pump and dump) and reaps its completion; only then is
     // the stack pooled.
     run_all!(ex);
@@ -370,14 +399,20 @@ fn dropping_an_executor_with_tasks_suspended_on_io_cancels_and_drains_them() {
     let file: &'static keel_linux::File = Box::leak(Box::new(unsafe { keel_linux::File::from_raw_fd(rd) }));
     let t0 = std::time::Instant::now();
     {
-        let ex = pin!(Executor::with_stacks(RingDriver::new(RingConfig::default()).unwrap(), stacks(2), Config::default()).unwrap());
+        let ex = pin!(
+            Executor::with_stacks(RingDriver::new(RingConfig::default()).unwrap(), stacks(2), Config::default())
+                .unwrap()
+        );
         let ex = ex.into_ref();
         ex.attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| {
             let mut b = [0u8; 8];
             f.read(file, &mut b, 0).map(u64::from).map_err(|_| keel_core::TaskError::Failed(1))
         })
         .unwrap();
-        ex.attach(task(), async move { fs::read(file, vec![0; 8], 0).await.0.map(u64::from).map_err(|_| keel_core::TaskError::Failed(1)) }).unwrap();
+        ex.attach(task(), async move {
+            fs::read(file, vec![0; 8], 0).await.0.map(u64::from).map_err(|_| keel_core::TaskError::Failed(1))
+        })
+        .unwrap();
         ex.run(2, None).unwrap();
         assert_eq!(ex.with_driver(|d| d.in_flight()).unwrap(), 2);
     } // dropped here: both reads are cancelled and reaped before the ring goes
@@ -398,76 +433,52 @@ fn orphaned_status_blocks_at_one_address_never_see_each_others_completions() {
     // SAFETY: room for two descriptors.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
     let (rd, wr) = (fds[0], fds[1]);
-    let cfg = RingConfig {
-        slots: 4,
-        ..RingConfig::default()
-    };
-    let ex = pin!(
-        Executor::with_stacks(RingDriver::new(cfg).unwrap(), stacks(1), Config::default()).unwrap()
-    );
+    let cfg = RingConfig { slots: 4, ..RingConfig::default() };
+    let ex = pin!(Executor::with_stacks(RingDriver::new(cfg).unwrap(), stacks(1), Config::default()).unwrap());
     let ex = ex.into_ref();
     let t = ex
-        .attach_fiber(
-            task(),
-            FiberAttrs::default(),
-            move |f: &mut Fiber| -> keel_core::TaskResult {
-                let mut most = 0;
-                let mut addrs = std::collections::HashSet::new();
-                for _ in 0..40 {
-                    let st = pin!(IoStatus::new());
-                    addrs.insert(&*st as *const IoStatus as usize);
-                    // A read of the empty pipe into a static: it stays in flight until cancelled.
-                    let e = io_uring::opcode::Read::new(
-                        io_uring::types::Fd(rd),
-                        (&raw mut SINK).cast(),
-                        1,
-                    )
-                    .build();
-                    // SAFETY: the buffer is a static; the read never outlives the process.
-                    f.initiate::<RingDriver>(st.as_ref(), unsafe { RingOp::from_entry(e) })
-                        .unwrap();
-                    most = most.max(f.with_driver(|d: &mut keel_core::DriverMut<RingDriver>| d.in_flight()).unwrap());
-                    // `st` goes away here with its read in flight: orphaned and cancelled.
-                }
-                assert!(
-                    most <= 4,
-                    "{most} operations in flight on a driver allowed 4"
-                );
-                assert_eq!(addrs.len(), 1, "the test wants every status at one address");
-                // Let the last orphans' cancels land before writing, or one of them reads it.
-                for _ in 0..10_000 {
-                    if f.with_driver(|d: &mut keel_core::DriverMut<RingDriver>| d.in_flight()) == Some(0) {
-                        break;
-                    }
-                    f.yield_now().unwrap();
-                }
-                assert_eq!(
-                    f.with_driver(|d: &mut keel_core::DriverMut<RingDriver>| d.in_flight()),
-                    Some(0),
-                    "orphans still in flight"
-                );
-                let mut b = [0u8; 1];
+        .attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| -> keel_core::TaskResult {
+            let mut most = 0;
+            let mut addrs = std::collections::HashSet::new();
+            for _ in 0..40 {
                 let st = pin!(IoStatus::new());
-                // SAFETY: our pipe's write end, a static byte.
-                assert_eq!(unsafe { libc::write(wr, b"k".as_ptr().cast(), 1) }, 1);
-                let e =
-                    io_uring::opcode::Read::new(io_uring::types::Fd(rd), b.as_mut_ptr(), 1).build();
-                // SAFETY: `b` outlives the read: the fiber waits for it below.
-                f.initiate::<RingDriver>(st.as_ref(), unsafe { RingOp::from_entry(e) })
-                    .unwrap();
-                assert_eq!(f.suspend_until_completed_io(1), Ok(1));
-                assert_eq!(st.result(), Some(Ok(1)));
-                assert_eq!(&b, b"k");
-                Ok(most as u64)
-            },
-        )
+                addrs.insert(&*st as *const IoStatus as usize);
+                // A read of the empty pipe into a static: it stays in flight until cancelled.
+                let e = io_uring::opcode::Read::new(io_uring::types::Fd(rd), (&raw mut SINK).cast(), 1).build();
+                // SAFETY: the buffer is a static; the read never outlives the process.
+                f.initiate::<RingDriver>(st.as_ref(), unsafe { RingOp::from_entry(e) }).unwrap();
+                most = most.max(f.with_driver(|d: &mut keel_core::DriverMut<RingDriver>| d.in_flight()).unwrap());
+                // `st` goes away here with its read in flight: orphaned and cancelled.
+            }
+            assert!(most <= 4, "{most} operations in flight on a driver allowed 4");
+            assert_eq!(addrs.len(), 1, "the test wants every status at one address");
+            // Let the last orphans' cancels land before writing, or one of them reads it.
+            for _ in 0..10_000 {
+                if f.with_driver(|d: &mut keel_core::DriverMut<RingDriver>| d.in_flight()) == Some(0) {
+                    break;
+                }
+                f.yield_now().unwrap();
+            }
+            assert_eq!(
+                f.with_driver(|d: &mut keel_core::DriverMut<RingDriver>| d.in_flight()),
+                Some(0),
+                "orphans still in flight"
+            );
+            let mut b = [0u8; 1];
+            let st = pin!(IoStatus::new());
+            // SAFETY: our pipe's write end, a static byte.
+            assert_eq!(unsafe { libc::write(wr, b"k".as_ptr().cast(), 1) }, 1);
+            let e = io_uring::opcode::Read::new(io_uring::types::Fd(rd), b.as_mut_ptr(), 1).build();
+            // SAFETY: `b` outlives the read: the fiber waits for it below.
+            f.initiate::<RingDriver>(st.as_ref(), unsafe { RingOp::from_entry(e) }).unwrap();
+            assert_eq!(f.suspend_until_completed_io(1), Ok(1));
+            assert_eq!(st.result(), Some(Ok(1)));
+            assert_eq!(&b, b"k");
+            Ok(most as u64)
+        })
         .unwrap();
     run_all!(ex);
-    assert_eq!(
-        ex.result(t),
-        Ok(Some(Ok(4))),
-        "the limit of 4 was reached and held"
-    );
+    assert_eq!(ex.result(t), Ok(Some(Ok(4))), "the limit of 4 was reached and held");
     let st = ex.with_driver(|d| d.stats()).unwrap();
     assert_eq!(st.stale, 0, "{st:?}");
     assert_eq!(ex.with_driver(|d| d.in_flight()).unwrap(), 0);
@@ -485,48 +496,28 @@ fn orphaned_status_blocks_at_one_address_never_see_each_others_completions() {
 fn opens_whose_status_block_is_dropped_in_flight_leak_no_descriptor() {
     let path = std::env::temp_dir().join(format!("keel-{}-orphan-opens", std::process::id()));
     std::fs::write(&path, b"x").unwrap();
-    let cpath: &'static std::ffi::CStr = Box::leak(
-        std::ffi::CString::new(path.to_str().unwrap())
-            .unwrap()
-            .into_boxed_c_str(),
-    );
+    let cpath: &'static std::ffi::CStr =
+        Box::leak(std::ffi::CString::new(path.to_str().unwrap()).unwrap().into_boxed_c_str());
     let ex = pin!(
-        Executor::with_stacks(
-            RingDriver::new(RingConfig::default()).unwrap(),
-            stacks(1),
-            Config::default()
-        )
-        .unwrap()
+        Executor::with_stacks(RingDriver::new(RingConfig::default()).unwrap(), stacks(1), Config::default()).unwrap()
     );
     let ex = ex.into_ref();
     assert_eq!(open_fds_on(&path), 0);
-    ex.attach_fiber(
-        task(),
-        FiberAttrs::default(),
-        move |f: &mut Fiber| -> keel_core::TaskResult {
-            for _ in 0..64 {
-                let st = pin!(IoStatus::new());
-                let e = io_uring::opcode::OpenAt::new(
-                    io_uring::types::Fd(libc::AT_FDCWD),
-                    cpath.as_ptr(),
-                )
+    ex.attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| -> keel_core::TaskResult {
+        for _ in 0..64 {
+            let st = pin!(IoStatus::new());
+            let e = io_uring::opcode::OpenAt::new(io_uring::types::Fd(libc::AT_FDCWD), cpath.as_ptr())
                 .flags(libc::O_RDONLY | libc::O_CLOEXEC)
                 .build();
-                // SAFETY: the path is leaked: valid for the process's life.
-                f.initiate::<RingDriver>(st.as_ref(), unsafe { RingOp::from_entry(e) })
-                    .unwrap();
-            }
-            Ok(0)
-        },
-    )
+            // SAFETY: the path is leaked: valid for the process's life.
+            f.initiate::<RingDriver>(st.as_ref(), unsafe { RingOp::from_entry(e) }).unwrap();
+        }
+        Ok(0)
+    })
     .unwrap();
     run_all!(ex);
     assert_eq!(ex.with_driver(|d| d.in_flight()).unwrap(), 0);
-    assert_eq!(
-        open_fds_on(&path),
-        0,
-        "an orphaned open leaked its descriptor"
-    );
+    assert_eq!(open_fds_on(&path), 0, "an orphaned open leaked its descriptor");
     let _ = std::fs::remove_file(path);
 }
 
@@ -540,7 +531,9 @@ fn the_drivers_own_sqes_never_join_a_tasks_open_link_chain() {
     let mut p2 = [0; 2];
     // SAFETY: room for two descriptors each.
     assert_eq!(unsafe { libc::pipe(p1.as_mut_ptr()) + libc::pipe(p2.as_mut_ptr()) }, 0);
-    let ex = pin!(Executor::with_stacks(RingDriver::new(RingConfig::default()).unwrap(), stacks(1), Config::default()).unwrap());
+    let ex = pin!(
+        Executor::with_stacks(RingDriver::new(RingConfig::default()).unwrap(), stacks(1), Config::default()).unwrap()
+    );
     let ex = ex.into_ref();
     let t = ex
         .attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| -> keel_core::TaskResult {
@@ -563,7 +556,11 @@ fn the_drivers_own_sqes_never_join_a_tasks_open_link_chain() {
                 }
                 f.yield_now().unwrap();
             }
-            assert_eq!(f.with_driver(|d: &mut keel_core::DriverMut<RingDriver>| d.in_flight()), Some(1), "the orphan's cancel joined the open chain and never ran");
+            assert_eq!(
+                f.with_driver(|d: &mut keel_core::DriverMut<RingDriver>| d.in_flight()),
+                Some(1),
+                "the orphan's cancel joined the open chain and never ran"
+            );
             // SAFETY: our pipe's write end, a static byte.
             assert_eq!(unsafe { libc::write(p1[1], b"l".as_ptr().cast(), 1) }, 1);
             assert_eq!(f.suspend_until_completed_io(1), Ok(1));
@@ -593,13 +590,22 @@ fn a_burst_of_64_ready_receives_is_reaped_in_one_pass() {
         .map(|_| {
             let mut fds = [0i32; 2];
             // SAFETY: `fds` has room for the two descriptors.
-            assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) }, 0);
+            let r =
+                unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
+            assert_eq!(r, 0);
             fds
         })
         .collect();
     let bufs: &'static mut [[u8; 8]; N] = Box::leak(Box::new([[0u8; 8]; N]));
     let cfg = RingConfig { entries: 128, cq_entries: 256, slots: 256, ..RingConfig::default() };
-    let ex = pin!(Executor::with_stacks(RingDriver::new(cfg).unwrap(), stacks(1), Config { reap_batch: 256, ..Config::default() }).unwrap());
+    let ex = pin!(
+        Executor::with_stacks(
+            RingDriver::new(cfg).unwrap(),
+            stacks(1),
+            Config { reap_batch: 256, ..Config::default() }
+        )
+        .unwrap()
+    );
     let ex = ex.into_ref();
     let fds = pairs.clone();
     let t = ex

@@ -2,7 +2,10 @@
 
 use core::pin::pin;
 use core::time::Duration;
-use keel_core::{Config, Errno, Executor, Fiber, FiberAttrs, Priorities, Priority, RegionStacks, TaskAttrs, TaskHandle, TaskSlot, TaskState};
+use keel_core::{
+    Config, Errno, Executor, Fiber, FiberAttrs, Priorities, Priority, RegionStacks, TaskAttrs, TaskHandle, TaskSlot,
+    TaskState,
+};
 use keel_linux::fs::{self, FiberFs};
 use keel_linux::{RingConfig, RingDriver};
 use std::ffi::CString;
@@ -60,7 +63,8 @@ fn a_fiber_writes_syncs_and_reads_back() {
             let mut tail = vec![0u8; 100];
             assert_eq!(f.read(&file, &mut tail, (1 << 20) - 30), Ok(30));
             let (mut a, mut b) = (vec![0u8; 3], vec![0u8; 4]);
-            let n = f.readv(&file, &mut [std::io::IoSliceMut::new(&mut a), std::io::IoSliceMut::new(&mut b)], 0).unwrap();
+            let n =
+                f.readv(&file, &mut [std::io::IoSliceMut::new(&mut a), std::io::IoSliceMut::new(&mut b)], 0).unwrap();
             assert_eq!((n, &a[..], &b[..]), (7, &data[..3], &data[3..7]));
             f.close(file).expect("close");
             Ok(1)
@@ -154,7 +158,11 @@ fn a_future_dropped_with_a_pipe_read_in_flight_gives_its_slot_back_safely() {
     let ex = ex.into_ref();
     // SAFETY: the pipe's read end is ours and wrapped once.
     let file: &'static keel_linux::File = Box::leak(Box::new(unsafe { keel_linux::File::from_raw_fd(rd) }));
-    let t = ex.attach(task(), async move { fs::read(file, vec![0u8; 4096], 0).await.0.map(u64::from).map_err(|_| keel_core::TaskError::Failed(1)) }).unwrap();
+    let t = ex
+        .attach(task(), async move {
+            fs::read(file, vec![0u8; 4096], 0).await.0.map(u64::from).map_err(|_| keel_core::TaskError::Failed(1))
+        })
+        .unwrap();
     ex.run(1, None).unwrap();
     assert_eq!(ex.state(t), Ok(TaskState::Suspended(keel_core::SuspendReason::Io)));
     // Dropping the future (cancel) abandons the op: the slot keeps the buffer.
@@ -175,7 +183,11 @@ fn a_future_dropped_with_a_pipe_read_in_flight_gives_its_slot_back_safely() {
             break;
         }
     }
-    assert_eq!(ex.with_driver(|d| keel_core::Driver::in_flight(&**d)).unwrap(), 0, "the abandoned read never completed");
+    assert_eq!(
+        ex.with_driver(|d| keel_core::Driver::in_flight(&**d)).unwrap(),
+        0,
+        "the abandoned read never completed"
+    );
     assert_eq!(ex.with_driver(|d| keel_core::Driver::submit_capacity(&**d)).unwrap(), 4, "a slot was not given back");
     // SAFETY: our descriptor.
     unsafe { libc::close(wr) };
@@ -204,7 +216,14 @@ fn priorities_go_into_ioprio_only_for_read_and_write() {
 fn direct_descriptors_write_read_and_close_through_the_ring() {
     let d = dir("direct");
     let path = CString::new(d.join("h").to_str().unwrap()).unwrap();
-    let ex = pin!(Executor::with_stacks(ring(RingConfig { registered_files: 8, ..RingConfig::default() }), stacks(1), keel_linux::panic::config()).unwrap());
+    let ex = pin!(
+        Executor::with_stacks(
+            ring(RingConfig { registered_files: 8, ..RingConfig::default() }),
+            stacks(1),
+            keel_linux::panic::config()
+        )
+        .unwrap()
+    );
     let ex = ex.into_ref();
     let t = ex
         .attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| {

@@ -32,8 +32,13 @@ fn msg_ring_or_skip(test: &str) -> bool {
     if kind == UnparkKind::MsgRing {
         return true;
     }
-    assert!(std::env::var_os("KEEL_REQUIRE_MSG_RING").is_none(), "{test}: KEEL_REQUIRE_MSG_RING is set but ring drivers unpark through {kind:?}");
-    eprintln!("SKIPPED {test}: this kernel cannot unpark a ring through IORING_REGISTER_SEND_MSG_RING (the probe's reason is above); the eventfd tests cover the fallback");
+    assert!(
+        std::env::var_os("KEEL_REQUIRE_MSG_RING").is_none(),
+        "{test}: KEEL_REQUIRE_MSG_RING is set but ring drivers unpark through {kind:?}"
+    );
+    eprintln!(
+        "SKIPPED {test}: this kernel cannot unpark a ring through IORING_REGISTER_SEND_MSG_RING (the probe's reason is above); the eventfd tests cover the fallback"
+    );
     false
 }
 
@@ -165,7 +170,10 @@ fn a_parked_executor_is_woken_by_a_foreign_attach_through_the_eventfd() {
 
 /// The executor's thread: runs until `stop`, parking (no timer) whenever it has nothing
 /// to do; returns (parks, tasks completed).
-fn spawn_executor(mode: UnparkMode, stop: Arc<AtomicBool>) -> (std::thread::JoinHandle<(u64, u64)>, ExecutorHandle, i32) {
+fn spawn_executor(
+    mode: UnparkMode,
+    stop: Arc<AtomicBool>,
+) -> (std::thread::JoinHandle<(u64, u64)>, ExecutorHandle, i32) {
     let (tx, rx) = mpsc::channel();
     let t = std::thread::spawn(move || {
         let ex = pin!(Executor::new(RingDriver::new(config(mode)).unwrap(), Config::default()).unwrap());
@@ -272,7 +280,8 @@ fn attaches_racing_parks(mode: UnparkMode) {
         for who in 0..2 {
             let hits = hits.clone();
             s.spawn(move || {
-                let mut tasks: Vec<TaskHandle> = (0..POOL).map(|_| slot().create(TaskAttrs::default()).unwrap()).collect();
+                let mut tasks: Vec<TaskHandle> =
+                    (0..POOL).map(|_| slot().create(TaskAttrs::default()).unwrap()).collect();
                 for j in 0..PER_THREAD {
                     let i = who * PER_THREAD + j;
                     let hits2 = hits.clone();
@@ -303,7 +312,11 @@ fn attaches_racing_parks(mode: UnparkMode) {
     }
     let n = 2 * PER_THREAD as u64;
     assert!(completed == n || completed == n + 1, "{completed} tasks completed");
-    assert!(parks <= 2 * (2 * PER_THREAD as u64) + 16, "{parks} parks for {} attaches: the executor spins", 2 * PER_THREAD);
+    assert!(
+        parks <= 2 * (2 * PER_THREAD as u64) + 16,
+        "{parks} parks for {} attaches: the executor spins",
+        2 * PER_THREAD
+    );
     eprintln!("{mode:?}: {} racing attaches: {parks} parks", 2 * PER_THREAD);
 }
 

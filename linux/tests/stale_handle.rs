@@ -23,7 +23,8 @@ fn a_stale_handle_never_reaches_a_rebound_executor() {
     let attempts = Arc::new(AtomicU64::new(0));
     let attackers: Vec<_> = (0..2)
         .map(|_| {
-            let (stop, attempts, handles, published) = (stop.clone(), attempts.clone(), handles.clone(), published.clone());
+            let (stop, attempts, handles, published) =
+                (stop.clone(), attempts.clone(), handles.clone(), published.clone());
             std::thread::spawn(move || {
                 let t = Box::leak(Box::new(TaskSlot::<64>::new())).create(TaskAttrs::default()).unwrap();
                 while !stop.load(Ordering::Relaxed) {

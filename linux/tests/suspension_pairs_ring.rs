@@ -259,9 +259,11 @@ async fn poll_once<F: Future + Unpin>(f: &mut F) -> bool {
 
 /// (submit capacity, ops in flight) as the running task sees them.
 async fn room() -> (usize, usize) {
-    core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| (d.submit_capacity(), d.in_flight()))))
-        .await
-        .expect("on the ring")
+    core::future::poll_fn(|cx| {
+        Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| (d.submit_capacity(), d.in_flight())))
+    })
+    .await
+    .expect("on the ring")
 }
 
 fn open_fds() -> usize {
@@ -293,10 +295,17 @@ fn executor(full: Full) -> (Pin<Box<Ex>>, usize) {
         Full::InFlightLimit => (8, Some(1)),
         Full::Sq => (2, None),
     };
-    let mut d = RingDriver::new(RingConfig { entries, cq_entries: 64, registered_buffers: 1, registered_buffer_size: 64, ..RingConfig::default() })
-        .expect("io_uring is available on this kernel");
+    let mut d = RingDriver::new(RingConfig {
+        entries,
+        cq_entries: 64,
+        registered_buffers: 1,
+        registered_buffer_size: 64,
+        ..RingConfig::default()
+    })
+    .expect("io_uring is available on this kernel");
     d.enable_provided_buffers(1, 64).unwrap();
-    let cfg = Config { max_io_in_flight: limit, fiber_panics: keel_linux::panic::config().fiber_panics, ..Config::default() };
+    let cfg =
+        Config { max_io_in_flight: limit, fiber_panics: keel_linux::panic::config().fiber_panics, ..Config::default() };
     let ex = Box::pin(Executor::with_stacks(d, MmapStacks::new().unwrap(), cfg).unwrap());
     // The hog reads: the anchor (in flight before the tested task starts: all the limit
     // allows in (a)), and in (b) as many more as the SQ has entries, queued in the
@@ -431,7 +440,11 @@ fn case(a: Kind, b: Kind, combine: Combine, full: Full, waiter: Waiter, end: End
                     if r.iter().all(Option::is_some) { Poll::Ready(()) } else { Poll::Pending }
                 })
                 .await;
-                assert_eq!(r, [Some(Out::Op), Some(Out::Claim(0, CLAIM_BYTE)), Some(Out::Pbuf(b'w'))], "the second waiter's results");
+                assert_eq!(
+                    r,
+                    [Some(Out::Op), Some(Out::Claim(0, CLAIM_BYTE)), Some(Out::Pbuf(b'w'))],
+                    "the second waiter's results"
+                );
                 Ok(2)
             })
             .unwrap(),
@@ -471,8 +484,14 @@ fn case(a: Kind, b: Kind, combine: Combine, full: Full, waiter: Waiter, end: End
     }
     let nr = no_room.get().unwrap_or_else(|| panic!("{name}: the tested task did not start ({})", state(ex, t)));
     match full {
-        Full::Sq => assert_eq!(nr.0, 0, "{name}: the SQ must be full when the tested task starts (capacity, in flight) = {nr:?}"),
-        Full::InFlightLimit => assert!(nr.1 >= 1, "{name}: the in-flight limit must be reached when the tested task starts (capacity, in flight) = {nr:?}"),
+        Full::Sq => assert_eq!(
+            nr.0, 0,
+            "{name}: the SQ must be full when the tested task starts (capacity, in flight) = {nr:?}"
+        ),
+        Full::InFlightLimit => assert!(
+            nr.1 >= 1,
+            "{name}: the in-flight limit must be reached when the tested task starts (capacity, in flight) = {nr:?}"
+        ),
     }
     assert_eq!(ex.result(w), Ok(None), "{name}: the second waiter cannot be done before the release: {}", state(ex, w));
     if end == End::DroppedWaitingForRoom {
@@ -526,7 +545,9 @@ fn case(a: Kind, b: Kind, combine: Combine, full: Full, waiter: Waiter, end: End
     if end == End::Completes || done_before_cancel {
         assert_eq!(ex.result(t), Ok(Some(Ok(1))), "{name}: tested");
         match combine {
-            Combine::Join => assert_eq!(r, [Some(expected(a, 0)), Some(expected(b, 1))], "{name}: both branches' results"),
+            Combine::Join => {
+                assert_eq!(r, [Some(expected(a, 0)), Some(expected(b, 1))], "{name}: both branches' results")
+            }
             Combine::Select => assert!(
                 r == [Some(expected(a, 0)), None] || r == [None, Some(expected(b, 1))],
                 "{name}: exactly one branch wins, with its result: {r:?}"
@@ -560,7 +581,14 @@ fn case(a: Kind, b: Kind, combine: Combine, full: Full, waiter: Waiter, end: End
 /// Drops the executor while its tasks wait, then checks that every descriptor they held
 /// is closed. A watchdog completes the holder's reads after 5 s, so a drop that waits for
 /// them ends (and fails) instead of hanging.
-fn drop_executor(name: &str, exb: Pin<Box<Ex>>, pipes: Vec<(RawFd, RawFd)>, socks: [RawFd; 4], peers: (UnixStream, UnixStream, UnixStream, UnixStream), fds0: usize) {
+fn drop_executor(
+    name: &str,
+    exb: Pin<Box<Ex>>,
+    pipes: Vec<(RawFd, RawFd)>,
+    socks: [RawFd; 4],
+    peers: (UnixStream, UnixStream, UnixStream, UnixStream),
+    fds0: usize,
+) {
     let done = Arc::new(AtomicBool::new(false));
     let (d, wfds): (_, Vec<RawFd>) = (done.clone(), pipes.iter().map(|p| p.1).collect());
     let wd = std::thread::spawn(move || {
@@ -613,7 +641,9 @@ fn table(full: Full) {
         for b in KINDS {
             for combine in [Combine::Join, Combine::Select] {
                 for waiter in [Waiter::Future, Waiter::Fiber] {
-                    for end in [End::Completes, End::Cancelled, End::DroppedWaitingForRoom, End::DroppedWaitingForBuffers] {
+                    for end in
+                        [End::Completes, End::Cancelled, End::DroppedWaitingForRoom, End::DroppedWaitingForBuffers]
+                    {
                         case(a, b, combine, full, waiter, end);
                     }
                 }

@@ -110,7 +110,12 @@ impl Parker {
 
     /// A parker for the calling thread, quiet when `quiet` is.
     pub fn sharing(quiet: Arc<Quiet>) -> Arc<Self> {
-        Arc::new(Parker { thread: loom::thread::current(), token: AtomicBool::new(false), quiet, unparks: AtomicUsize::new(0) })
+        Arc::new(Parker {
+            thread: loom::thread::current(),
+            token: AtomicBool::new(false),
+            quiet,
+            unparks: AtomicUsize::new(0),
+        })
     }
 
     /// The unparker to hand to keel. `self` must outlive every call of it.

@@ -130,7 +130,8 @@ mod models {
         check(3, || {
             let slots: Vec<Leaked<TaskSlot<64>>> = (0..ATTACHERS).map(|_| Leaked::new(TaskSlot::new())).collect();
             let hslot = Leaked::new(HandleSlot::new());
-            let runs: Vec<std::sync::Arc<std::sync::atomic::AtomicUsize>> = (0..ATTACHERS).map(|_| Default::default()).collect();
+            let runs: Vec<std::sync::Arc<std::sync::atomic::AtomicUsize>> =
+                (0..ATTACHERS).map(|_| Default::default()).collect();
             {
                 let ex = pin!(Executor::new(NoIo, Config::default()).unwrap());
                 let ex = ex.into_ref();

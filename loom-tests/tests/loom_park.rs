@@ -72,7 +72,11 @@ mod models {
         let counted = busy_parks.clone();
         check(3, move || {
             let parker = Parker::new(PUSHERS);
-            let shared = Arc::new(Shared { inbox: Inbox::new(), remote: Remote::new(), nodes: [InboxNode::new(), InboxNode::new()] });
+            let shared = Arc::new(Shared {
+                inbox: Inbox::new(),
+                remote: Remote::new(),
+                nodes: [InboxNode::new(), InboxNode::new()],
+            });
             shared.inbox.init();
             shared.remote.set_unparker(Some(parker.unparker()));
             let pushers: Vec<_> = (0..PUSHERS)
@@ -139,7 +143,11 @@ mod models {
                 p.join().unwrap();
             }
             assert_eq!(taken, PUSHERS, "unpark missed: the executor stopped with tasks untaken");
-            assert!(parker.unparks() <= announces, "{} unparks for {announces} announces (park rule 1)", parker.unparks());
+            assert!(
+                parker.unparks() <= announces,
+                "{} unparks for {announces} announces (park rule 1)",
+                parker.unparks()
+            );
         });
         busy_parks.load(std::sync::atomic::Ordering::Relaxed)
     }

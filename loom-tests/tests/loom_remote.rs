@@ -18,9 +18,9 @@ fn loom_models_run_with_make_loom() {
 mod models {
     use keel_core::loom_api::{Strong, Weaken, attach_with, handle_with, unbind_with};
     use keel_core::{AttachError, Config, DestroyError, HandleSlot, NoIo, RunError, TaskAttrs, TaskSlot};
+    use keel_loom_tests::{Leaked, ModelExecutor, check};
     use loom::sync::Arc;
     use loom::sync::atomic::{AtomicUsize, Ordering};
-    use keel_loom_tests::{Leaked, ModelExecutor, check};
     use loom::thread;
 
     /// A weakened twin: bind bumps the slot's epoch after it publishes the executor's

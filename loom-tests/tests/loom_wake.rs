@@ -130,7 +130,6 @@ mod models {
         two_wakers_vs_suspend::<RelaxedWakeCas>();
     }
 
-
     // Preemption bound 3; fails within 0.1 s (release, 2-core machine).
     #[test]
     #[should_panic(expected = "wake lost")]

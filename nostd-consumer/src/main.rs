@@ -113,7 +113,9 @@ fn check(ok: bool, status: i32, what: &'static str) -> Result<(), Failed> {
 type Ex<'a> = Pin<&'a Executor<SimDriver, RegionStacks>>;
 
 fn task(cpu: Priority, name: &'static str) -> Result<TaskHandle, Failed> {
-    TASKS.create(TaskAttrs { priority: Priorities { cpu, io: Priority::Normal }, name }).map_err(|_| Failed(20, "create a task"))
+    TASKS
+        .create(TaskAttrs { priority: Priorities { cpu, io: Priority::Normal }, name })
+        .map_err(|_| Failed(20, "create a task"))
 }
 
 fn run_all(ex: Ex<'_>) -> Result<usize, Failed> {
@@ -132,7 +134,9 @@ fn result_is(ex: Ex<'_>, h: TaskHandle, v: u64) -> bool {
 /// Each CPU priority runs before the one below it, whatever the attach order.
 fn priorities(ex: Ex<'_>) -> Result<(), Failed> {
     let mut runs = [None; 3];
-    for (i, (p, tag)) in [(Priority::Low, b'L'), (Priority::Normal, b'N'), (Priority::High, b'H')].into_iter().enumerate() {
+    for (i, (p, tag)) in
+        [(Priority::Low, b'L'), (Priority::Normal, b'N'), (Priority::High, b'H')].into_iter().enumerate()
+    {
         let h = task(p, "prio")?;
         let body = async move {
             LOG.push(tag);
@@ -196,7 +200,11 @@ fn fiber(ex: Ex<'_>) -> Result<(), Failed> {
         LOG.push(b'F');
         Ok(42)
     };
-    let h = ex.attach_fiber(task(Priority::High, "fiber")?, FiberAttrs { stack_size: 16 * 1024, ..FiberAttrs::DEFAULT }, body);
+    let h = ex.attach_fiber(
+        task(Priority::High, "fiber")?,
+        FiberAttrs { stack_size: 16 * 1024, ..FiberAttrs::DEFAULT },
+        body,
+    );
     let h = h.map_err(|_| Failed(23, "attach"))?;
     run_all(ex)?;
     check(LOG.take_is(b"fF") && result_is(ex, h, 42), 15, "fiber: yield, sleep, result")?;
@@ -252,7 +260,8 @@ fn run_checks() -> Result<usize, Failed> {
     // once, from `main`).
     let memory: &'static mut [u8] = unsafe { &mut *STACK_MEMORY.0.get() };
     let stacks = RegionStacks::new(memory, 32 * 1024, 0).map_err(|_| Failed(24, "region stacks"))?;
-    let ex = pin!(Executor::with_stacks(SimDriver::new(), stacks, Config::default()).map_err(|_| Failed(25, "executor"))?);
+    let ex =
+        pin!(Executor::with_stacks(SimDriver::new(), stacks, Config::default()).map_err(|_| Failed(25, "executor"))?);
     let ex = ex.into_ref();
     let checks: [fn(Ex<'_>) -> Result<(), Failed>; 7] = [priorities, yields, timers, fiber, io, cancel, reuse];
     for c in checks {

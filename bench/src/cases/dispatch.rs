@@ -27,9 +27,11 @@ use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 /// One worker.
-pub const W1: Case = Case { name: "dispatch_w1", unit: Unit::OpsPerSec, impls: &[Impl { name: "keel", run: keel::<1> }] };
+pub const W1: Case =
+    Case { name: "dispatch_w1", unit: Unit::OpsPerSec, impls: &[Impl { name: "keel", run: keel::<1> }] };
 /// Two workers.
-pub const W2: Case = Case { name: "dispatch_w2", unit: Unit::OpsPerSec, impls: &[Impl { name: "keel", run: keel::<2> }] };
+pub const W2: Case =
+    Case { name: "dispatch_w2", unit: Unit::OpsPerSec, impls: &[Impl { name: "keel", run: keel::<2> }] };
 
 /// Xorshift rounds per task: about 2.0 µs here (1.22 µs per 750 rounds, measured alone).
 const WORK_ROUNDS: u32 = 1250;
@@ -84,7 +86,9 @@ fn grow(tasks: &mut Vec<TaskHandle>, n: usize) -> Result<(), String> {
     let more = n - tasks.len();
     let slots: &'static [TaskSlot<BODY>] = Box::leak((0..more).map(|_| TaskSlot::new()).collect());
     for s in slots {
-        tasks.push(s.create(TaskAttrs { name: "dispatch", ..TaskAttrs::default() }).map_err(|e| format!("create: {e}"))?);
+        tasks.push(
+            s.create(TaskAttrs { name: "dispatch", ..TaskAttrs::default() }).map_err(|e| format!("create: {e}"))?,
+        );
     }
     Ok(())
 }

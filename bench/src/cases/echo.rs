@@ -64,7 +64,8 @@ fn results() -> Result<&'static [Option<Figures>], String> {
             Some(v) => v.strip_prefix('=').map(str::to_owned),
             None => None,
         });
-        let chosen: Vec<&'static str> = SERVERS.iter().copied().filter(|s| only.as_deref().is_none_or(|o| o.split(',').any(|o| o == *s))).collect();
+        let chosen: Vec<&'static str> =
+            SERVERS.iter().copied().filter(|s| only.as_deref().is_none_or(|o| o.split(',').any(|o| o == *s))).collect();
         let figs = servers::measure(&chosen, if quick { Params::QUICK } else { Params::FULL })?;
         Ok(SERVERS.iter().map(|s| chosen.iter().position(|c| c == s).map(|i| figs[i])).collect())
     })

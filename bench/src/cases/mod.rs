@@ -24,8 +24,29 @@ use keel_core::{Config, Executor, FiberAttrs, RegionStacks, StackProvider, TaskA
 use keel_linux::SleepDriver;
 
 /// Every case, in the order a full run prints them.
-pub const ALL: &[Case] =
-    &[spawn::CASE, yield_::CASE, switch::CASE, fiber_yield::CASE, fiber_spawn::CASE, switch_mixed::CASE, nop::B1, nop::B8, nop::B32, read1::B1, read1::B8, read1::B32, read4k::CASE, remote_attach::P50, remote_attach::P99, dispatch::W1, dispatch::W2, echo::ECHO_MSGS, echo::ECHO_P50, echo::ECHO_P99, echo::ECHO_CPU];
+pub const ALL: &[Case] = &[
+    spawn::CASE,
+    yield_::CASE,
+    switch::CASE,
+    fiber_yield::CASE,
+    fiber_spawn::CASE,
+    switch_mixed::CASE,
+    nop::B1,
+    nop::B8,
+    nop::B32,
+    read1::B1,
+    read1::B8,
+    read1::B32,
+    read4k::CASE,
+    remote_attach::P50,
+    remote_attach::P99,
+    dispatch::W1,
+    dispatch::W2,
+    echo::ECHO_MSGS,
+    echo::ECHO_P50,
+    echo::ECHO_P99,
+    echo::ECHO_CPU,
+];
 
 /// A keel executor on the real clock, as every keel impl uses it (pin it, then `into_ref`).
 fn keel_executor() -> Result<Executor<SleepDriver>, String> {

@@ -106,9 +106,8 @@ pub(super) async fn join_batch<F: Future, const B: usize>(
 }
 
 fn monoio<const B: usize>(iters: u64) -> Timed {
-    let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-        .build()
-        .map_err(|e| format!("monoio runtime: {e}"))?;
+    let mut rt =
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().build().map_err(|e| format!("monoio runtime: {e}"))?;
     rt.block_on(async move {
         let file = monoio::fs::File::open(ZERO).await.map_err(|e| format!("open {ZERO}: {e}"))?;
         let mut bufs: [Option<Box<[u8; 1]>>; B] = core::array::from_fn(|_| Some(Box::new([0xff])));

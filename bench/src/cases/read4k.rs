@@ -145,7 +145,12 @@ fn keel(iters: u64) -> Timed {
     let df = data_file()?;
     let path = std::ffi::CString::new(df.path.as_os_str().as_encoded_bytes()).map_err(|e| format!("path: {e}"))?;
     let blocks = df.blocks;
-    let cfg = RingConfig { registered_buffers: QD as u16, registered_buffer_size: BLOCK, registered_files: 1, ..RingConfig::default() };
+    let cfg = RingConfig {
+        registered_buffers: QD as u16,
+        registered_buffer_size: BLOCK,
+        registered_files: 1,
+        ..RingConfig::default()
+    };
     let body = move |f: &mut keel_core::Fiber| -> keel_core::TaskResult {
         let file = f.open_direct(&path, libc::O_RDONLY, 0).map_err(|e| TaskError::Failed(-(e.0 as i64)))?;
         let fixed = types::Fixed(file.index());
@@ -204,12 +209,16 @@ fn keel(iters: u64) -> Timed {
                 live[i] = false;
                 match sts[i].result() {
                     // SAFETY: buffer i is ours and its read has completed.
-                    Some(Ok(4096)) if header(unsafe { core::slice::from_raw_parts(ptrs[i], 8) }) == want[i] => good += 1,
-                    other => return Err(TaskError::Failed(match other {
-                        Some(Ok(n)) => n as i64,
-                        Some(Err(e)) => -(e.0 as i64),
-                        None => -14,
-                    })),
+                    Some(Ok(4096)) if header(unsafe { core::slice::from_raw_parts(ptrs[i], 8) }) == want[i] => {
+                        good += 1
+                    }
+                    other => {
+                        return Err(TaskError::Failed(match other {
+                            Some(Ok(n)) => n as i64,
+                            Some(Err(e)) => -(e.0 as i64),
+                            None => -14,
+                        }));
+                    }
                 }
                 if issued < iters {
                     issue!(i);

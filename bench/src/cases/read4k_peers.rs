@@ -45,7 +45,9 @@ pub(super) fn raw_plain(iters: u64) -> Timed {
         QD,
         |i| {
             want[i].set(offs.next_block());
-            opcode::Read::new(fd, base.wrapping_add(i * BLOCK), BLOCK as u32).offset(want[i].get() * BLOCK as u64).build()
+            opcode::Read::new(fd, base.wrapping_add(i * BLOCK), BLOCK as u32)
+                .offset(want[i].get() * BLOCK as u64)
+                .build()
         },
         |i, res| verified(base, &want, i, res),
     );
@@ -91,9 +93,8 @@ pub(super) fn raw_fixed(iters: u64) -> Timed {
 /// next read at once (and polled, which queues its SQE), so 32 stay in flight.
 pub(super) fn monoio(iters: u64) -> Timed {
     let df = data_file()?;
-    let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-        .build()
-        .map_err(|e| format!("monoio runtime: {e}"))?;
+    let mut rt =
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().build().map_err(|e| format!("monoio runtime: {e}"))?;
     rt.block_on(async move {
         let file = monoio::fs::File::open(&df.path).await.map_err(|e| format!("open {}: {e}", df.path.display()))?;
         let read = |buf: Box<[u8; BLOCK]>, k: u64| file.read_at(buf, k * BLOCK as u64);

@@ -61,14 +61,22 @@ use std::time::{Duration, Instant};
 pub const P50: Case = Case {
     name: "remote_attach_p50",
     unit: Unit::NsPerOp,
-    impls: &[Impl { name: "keel", run: keel::<50> }, Impl { name: "keel-ring", run: keel_ring::<50> }, Impl { name: "tokio", run: tokio::<50> }],
+    impls: &[
+        Impl { name: "keel", run: keel::<50> },
+        Impl { name: "keel-ring", run: keel_ring::<50> },
+        Impl { name: "tokio", run: tokio::<50> },
+    ],
 };
 
 /// p99.
 pub const P99: Case = Case {
     name: "remote_attach_p99",
     unit: Unit::NsPerOp,
-    impls: &[Impl { name: "keel", run: keel::<99> }, Impl { name: "keel-ring", run: keel_ring::<99> }, Impl { name: "tokio", run: tokio::<99> }],
+    impls: &[
+        Impl { name: "keel", run: keel::<99> },
+        Impl { name: "keel-ring", run: keel_ring::<99> },
+        Impl { name: "tokio", run: tokio::<99> },
+    ],
 };
 
 /// Fewest samples per trial (so that a quick run's p99 is not simply its maximum).
@@ -170,7 +178,10 @@ impl AwakeCpus {
     fn hold() -> Self {
         use std::io::Write;
         static SAID: std::sync::Once = std::sync::Once::new();
-        let f = std::fs::OpenOptions::new().write(true).open("/dev/cpu_dma_latency").and_then(|mut f| f.write_all(&0i32.to_ne_bytes()).map(|()| f));
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/cpu_dma_latency")
+            .and_then(|mut f| f.write_all(&0i32.to_ne_bytes()).map(|()| f));
         match f {
             Ok(f) => AwakeCpus(Some(f)),
             Err(e) => {
@@ -181,7 +192,11 @@ impl AwakeCpus {
     }
 }
 
-fn sample(n: usize, shared: &Shared, mut attach: impl FnMut(Instant) -> Result<(), String>) -> Result<Vec<u64>, String> {
+fn sample(
+    n: usize,
+    shared: &Shared,
+    mut attach: impl FnMut(Instant) -> Result<(), String>,
+) -> Result<Vec<u64>, String> {
     let _awake = AwakeCpus::hold();
     let base = Instant::now();
     let mut out = Vec::with_capacity(n + WARMUP);
@@ -247,7 +262,12 @@ fn keel_ring<const P: usize>(iters: u64) -> Timed {
         let d = keel_linux::RingDriver::new(keel_linux::RingConfig::default()).map_err(|e| format!("io_uring: {e}"))?;
         static SAID: std::sync::Once = std::sync::Once::new();
         if d.unpark_kind() != keel_linux::UnparkKind::MsgRing {
-            SAID.call_once(|| eprintln!("keel-bench: remote_attach keel-ring unparks through {:?}, not MsgRing (kernel 6.13+)", d.unpark_kind()));
+            SAID.call_once(|| {
+                eprintln!(
+                    "keel-bench: remote_attach keel-ring unparks through {:?}, not MsgRing (kernel 6.13+)",
+                    d.unpark_kind()
+                )
+            });
         }
         Ok(d)
     })

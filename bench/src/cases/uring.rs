@@ -10,7 +10,9 @@
 use crate::harness::Timed;
 use core::pin::{Pin, pin};
 use io_uring::{IoUring, squeue};
-use keel_core::{Accounting, Config, Executor, Fiber, IoStatus, NoAccounting, RegionStacks, TaskError, TaskResult, TaskSlot};
+use keel_core::{
+    Accounting, Config, Executor, Fiber, IoStatus, NoAccounting, RegionStacks, TaskError, TaskResult, TaskSlot,
+};
 use keel_linux::{RingConfig, RingDriver, RingOp};
 use std::time::Instant;
 
@@ -128,7 +130,12 @@ pub(super) fn raw_depth(
     Ok(elapsed)
 }
 
-fn finish_raw(registered: bool, sub: &mut io_uring::Submitter<'_>, bad: Option<i32>, expect: i32) -> Result<(), String> {
+fn finish_raw(
+    registered: bool,
+    sub: &mut io_uring::Submitter<'_>,
+    bad: Option<i32>,
+    expect: i32,
+) -> Result<(), String> {
     if registered {
         sub.unregister_ring_fd().map_err(|e| format!("unregister_ring_fd: {e}"))?;
     }
@@ -164,9 +171,10 @@ where
     F: FnOnce(&mut Fiber) -> TaskResult + 'static,
 {
     let driver = RingDriver::new(cfg).map_err(|e| format!("ring driver: {e}"))?;
-    let ex: Executor<RingDriver, RegionStacks, A> = Executor::with_stacks(driver, super::region_stacks(1)?, Config::default())
-        .map_err(|e| e.to_string())?
-        .with_accounting::<A>();
+    let ex: Executor<RingDriver, RegionStacks, A> =
+        Executor::with_stacks(driver, super::region_stacks(1)?, Config::default())
+            .map_err(|e| e.to_string())?
+            .with_accounting::<A>();
     let ex = pin!(ex);
     let ex = ex.into_ref();
     let h = super::create_task(SLOT.with(|s| *s), "ring")?;
@@ -182,7 +190,12 @@ where
     }
     let st = ex.with_driver(|d| d.stats()).unwrap();
     if st.completed != iters + setup_ops || st.stale != 0 {
-        return Err(format!("ring reaped {} CQEs ({} stale) for {} operations", st.completed, st.stale, iters + setup_ops));
+        return Err(format!(
+            "ring reaped {} CQEs ({} stale) for {} operations",
+            st.completed,
+            st.stale,
+            iters + setup_ops
+        ));
     }
     ex.destroy(h).map_err(|e| format!("destroy: {e}"))?;
     Ok(elapsed)

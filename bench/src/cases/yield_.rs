@@ -17,7 +17,11 @@ use std::time::Instant;
 pub const CASE: Case = Case {
     name: "yield",
     unit: Unit::NsPerOp,
-    impls: &[Impl { name: "keel", run: keel::<NoAccounting> }, Impl { name: "keel-acct", run: keel::<TscAccounting> }, TOKIO],
+    impls: &[
+        Impl { name: "keel", run: keel::<NoAccounting> },
+        Impl { name: "keel-acct", run: keel::<TscAccounting> },
+        TOKIO,
+    ],
 };
 
 /// The tokio impl (shared with `fiber_yield`).

@@ -73,14 +73,17 @@ impl Load {
     pub fn connect(addr: SocketAddr, conns: usize) -> Result<Load, String> {
         let streams = (0..conns)
             .map(|i| {
-                let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("connect {i}: {e}"))?;
+                let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                    .map_err(|e| format!("connect {i}: {e}"))?;
                 s.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
                 Ok(s)
             })
             .collect::<Result<Vec<_>, String>>()?;
         let now = Instant::now();
-        let cs: Box<[Conn]> =
-            streams.iter().map(|s| Conn { fd: s.as_raw_fd(), tx: [0; MSG], rx: [0; MSG], sent: 0, got: 0, seq: 0, t0: now }).collect();
+        let cs: Box<[Conn]> = streams
+            .iter()
+            .map(|s| Conn { fd: s.as_raw_fd(), tx: [0; MSG], rx: [0; MSG], sent: 0, got: 0, seq: 0, t0: now })
+            .collect();
         let entries = (4 * conns).next_power_of_two().max(64) as u32;
         let ring = IoUring::new(entries).map_err(|e| format!("io_uring: {e}"))?;
         Ok(Load { ring, cs, _streams: streams, broken: false })
@@ -179,7 +182,9 @@ fn drive(ring: &mut IoUring, cs: &mut [Conn], p: Params, lat: &mut Vec<u32>) -> 
             phase = Phase::Drain;
         }
         if phase == Phase::Drain && outstanding == 0 {
-            return elapsed.map(|elapsed| Window { msgs, elapsed, echoed }).ok_or_else(|| "the window never ended".into());
+            return elapsed
+                .map(|elapsed| Window { msgs, elapsed, echoed })
+                .ok_or_else(|| "the window never ended".into());
         }
         if now >= deadline {
             return Err(format!("{outstanding} echoes still missing {DRAIN:?} after the window"));
@@ -188,11 +193,15 @@ fn drive(ring: &mut IoUring, cs: &mut [Conn], p: Params, lat: &mut Vec<u32>) -> 
 }
 
 fn send(c: &Conn, i: usize) -> squeue::Entry {
-    opcode::Send::new(types::Fd(c.fd), c.tx[c.sent..].as_ptr(), (MSG - c.sent) as u32).build().user_data((i as u64) << 1 | SEND)
+    opcode::Send::new(types::Fd(c.fd), c.tx[c.sent..].as_ptr(), (MSG - c.sent) as u32)
+        .build()
+        .user_data((i as u64) << 1 | SEND)
 }
 
 fn recv(c: &mut Conn, i: usize) -> squeue::Entry {
-    opcode::Recv::new(types::Fd(c.fd), c.rx[c.got..].as_mut_ptr(), (MSG - c.got) as u32).build().user_data((i as u64) << 1)
+    opcode::Recv::new(types::Fd(c.fd), c.rx[c.got..].as_mut_ptr(), (MSG - c.got) as u32)
+        .build()
+        .user_data((i as u64) << 1)
 }
 
 /// Queues `e`, submitting first if the queue is full.

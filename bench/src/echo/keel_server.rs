@@ -35,7 +35,10 @@ pub fn start(cpu: usize, handler: &str) -> Result<Running, String> {
     // A free port: the kernel's pick, released for the child to bind.
     let addr = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| format!("port: {e}"))?;
     let mut cmd = Command::new(&bin);
-    cmd.args(["--addr", &addr.to_string(), "--handler", handler]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(["--addr", &addr.to_string(), "--handler", handler])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     // Spawned from a thread pinned to `cpu`: the child inherits the affinity.
     let child = std::thread::scope(|s| {
         s.spawn(|| {
@@ -89,7 +92,11 @@ fn stop(mut child: Child) -> Result<(), String> {
     }
     let out = child.wait_with_output().map_err(|e| format!("wait: {e}"))?;
     if killed || !out.status.success() {
-        let how = if killed { "did not stop within 10 s of SIGINT".to_string() } else { format!("exited with {}", out.status) };
+        let how = if killed {
+            "did not stop within 10 s of SIGINT".to_string()
+        } else {
+            format!("exited with {}", out.status)
+        };
         return Err(format!("{how}; stderr: {}", String::from_utf8_lossy(&out.stderr).trim()));
     }
     Ok(())

@@ -71,9 +71,11 @@ pub struct Params {
 
 impl Params {
     /// The full run: 64 connections, 0.4 s windows (10 s of load per server, for the tick-sampled CPU time), 25 rounds (odd: a true median).
-    pub const FULL: Params = Params { conns: 64, warmup: Duration::from_millis(100), window: Duration::from_millis(400), rounds: 25 };
+    pub const FULL: Params =
+        Params { conns: 64, warmup: Duration::from_millis(100), window: Duration::from_millis(400), rounds: 25 };
     /// The smoke run: 8 connections, 0.2 s, one round.
-    pub const QUICK: Params = Params { conns: 8, warmup: Duration::from_millis(50), window: Duration::from_millis(200), rounds: 1 };
+    pub const QUICK: Params =
+        Params { conns: 8, warmup: Duration::from_millis(50), window: Duration::from_millis(200), rounds: 1 };
 }
 
 /// One slice's figures, or a server's medians.
@@ -131,7 +133,11 @@ pub fn measure(servers: &[&'static str], p: Params) -> Result<Vec<Figures>, Stri
     });
     // Stop every server that started, whatever the load did (its connections are closed
     // by now); report the load's error first.
-    let stopped = up.into_iter().zip(servers).map(|(r, s)| (r.stop)().map_err(|e| format!("echo server {s}: {e}"))).fold(Ok(()), Result::and);
+    let stopped = up
+        .into_iter()
+        .zip(servers)
+        .map(|(r, s)| (r.stop)().map_err(|e| format!("echo server {s}: {e}")))
+        .fold(Ok(()), Result::and);
     let (samples, cpu) = loaded?;
     stopped?;
     let medians: Vec<Figures> = samples.iter().zip(&cpu).map(|(s, &c)| medians(s, c)).collect();
@@ -156,7 +162,12 @@ pub fn measure(servers: &[&'static str], p: Params) -> Result<Vec<Figures>, Stri
 /// loads them one slice at a time, round after round (on the load generator's CPU).
 /// Each round line shows the placement probe made before it. Returns each server's
 /// slices and its user CPU time over the whole run, ns.
-fn load(servers: &[&'static str], targets: &[(SocketAddr, &str)], p: Params, cpus: (usize, usize)) -> Result<(Vec<Vec<Trial>>, Vec<u64>), String> {
+fn load(
+    servers: &[&'static str],
+    targets: &[(SocketAddr, &str)],
+    p: Params,
+    cpus: (usize, usize),
+) -> Result<(Vec<Vec<Trial>>, Vec<u64>), String> {
     let mut loads = Vec::with_capacity(targets.len());
     for ((addr, _), s) in targets.iter().zip(servers) {
         loads.push(client::Load::connect(*addr, p.conns).map_err(|e| format!("echo server {s}: {e}"))?);
@@ -175,7 +186,13 @@ fn load(servers: &[&'static str], targets: &[(SocketAddr, &str)], p: Params, cpu
             let t = loads[i].slice(p, &mut lat).and_then(|w| trial(w, &mut lat));
             let t = t.map_err(|e| format!("echo server {}: {e}", servers[i]))?;
             let f = t.figures;
-            line += &format!("  {} {:.0}K p50 {:.0} p99 {:.0} us", servers[i], f.msgs_per_sec / 1e3, f.p50_ns / 1e3, f.p99_ns / 1e3);
+            line += &format!(
+                "  {} {:.0}K p50 {:.0} p99 {:.0} us",
+                servers[i],
+                f.msgs_per_sec / 1e3,
+                f.p50_ns / 1e3,
+                f.p99_ns / 1e3
+            );
             samples[i].push(t);
         }
         eprintln!("{line}");
@@ -192,14 +209,16 @@ fn trial(w: client::Window, lat: &mut [u32]) -> Result<Trial, String> {
     let n = lat.len();
     let mut at = |q: usize| *lat.select_nth_unstable(n * q / 1000).1 as f64;
     let (p50, p90, p99, p999) = (at(500), at(900), at(990), at(999));
-    let figures = Figures { msgs_per_sec: w.msgs as f64 / w.elapsed.as_secs_f64(), p50_ns: p50, p99_ns: p99, cpu_ns: 0.0 };
+    let figures =
+        Figures { msgs_per_sec: w.msgs as f64 / w.elapsed.as_secs_f64(), p50_ns: p50, p99_ns: p99, cpu_ns: 0.0 };
     Ok(Trial { figures, p90_ns: p90, p999_ns: p999, echoed: w.echoed })
 }
 
 /// The medians of a server's slices, and its user CPU time per message: `cpu_ns`, its
 /// user time over the whole run, over every message it echoed.
 fn medians(s: &[Trial], cpu_ns: u64) -> Figures {
-    let med = |get: fn(&Figures) -> f64| crate::harness::median(&mut s.iter().map(|t| get(&t.figures)).collect::<Vec<_>>());
+    let med =
+        |get: fn(&Figures) -> f64| crate::harness::median(&mut s.iter().map(|t| get(&t.figures)).collect::<Vec<_>>());
     // Below one tick over the whole run: count half a tick.
     let cpu = if cpu_ns == 0 { 0.5e9 / clock_ticks() as f64 } else { cpu_ns as f64 };
     Figures {
@@ -288,7 +307,8 @@ fn in_process(cpu: usize, serve: Serve) -> Result<Running, String> {
             let _ = done_tx.send(r);
         })
         .map_err(|e| format!("spawn: {e}"))?;
-    let tid = ready.recv_timeout(Duration::from_secs(5)).map_err(|_| "the server thread did not start".to_string())??;
+    let tid =
+        ready.recv_timeout(Duration::from_secs(5)).map_err(|_| "the server thread did not start".to_string())??;
     let stop = Box::new(move || {
         // Release: pairs with the server's Acquire load after its accept returns.
         stop.store(true, Ordering::Release);

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Serves `l` until the stop flag, then until its connections end.
 pub fn serve(l: TcpListener, stop: &AtomicBool) -> Result<(), String> {
-    let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().build().map_err(|e| format!("monoio runtime: {e}"))?;
+    let mut rt =
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().build().map_err(|e| format!("monoio runtime: {e}"))?;
     rt.block_on(async {
         let l = monoio::net::TcpListener::from_std(l).map_err(|e| format!("listener: {e}"))?;
         let mut conns = Vec::new();

@@ -12,7 +12,8 @@ use tokio::net::TcpStream;
 /// Serves `l` until the stop flag, then until its connections end.
 pub fn serve(l: TcpListener, stop: &AtomicBool) -> Result<(), String> {
     l.set_nonblocking(true).map_err(|e| format!("nonblocking: {e}"))?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().map_err(|e| format!("tokio runtime: {e}"))?;
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_io().build().map_err(|e| format!("tokio runtime: {e}"))?;
     rt.block_on(async {
         let l = tokio::net::TcpListener::from_std(l).map_err(|e| format!("listener: {e}"))?;
         let mut conns = Vec::new();

@@ -115,7 +115,9 @@ fn recv(s: &mut Slot, i: usize) -> squeue::Entry {
 }
 
 fn send(s: &Slot, i: usize) -> squeue::Entry {
-    opcode::Send::new(raw(s), s.buf[s.sent..s.len].as_ptr(), (s.len - s.sent) as u32).build().user_data((i as u64) << 1 | SEND)
+    opcode::Send::new(raw(s), s.buf[s.sent..s.len].as_ptr(), (s.len - s.sent) as u32)
+        .build()
+        .user_data((i as u64) << 1 | SEND)
 }
 
 /// Queues `e`, submitting first if the queue is full.

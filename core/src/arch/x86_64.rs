@@ -123,8 +123,8 @@
 //! Register contents: each primitive takes the `FpControl`'s address in one general
 //! register and touches only those six bytes (`nostack`); rflags are left alone.
 
-use crate::switch::FiberSwitch;
 use crate::stack::Stack;
+use crate::switch::FiberSwitch;
 use core::arch::{asm, naked_asm};
 
 /// Saved context of a fiber on keel's own switch.
@@ -151,15 +151,7 @@ pub struct AsmSwitch;
 
 #[unsafe(naked)]
 unsafe extern "C" fn trampoline() {
-    naked_asm!(
-        "mov [rdi + 8], rsp",
-        "lea rsp, [rsi + 8]",
-        "pop rax",
-        "pop rdi",
-        "xor ebp, ebp",
-        "push 0",
-        "jmp rax",
-    )
+    naked_asm!("mov [rdi + 8], rsp", "lea rsp, [rsi + 8]", "pop rax", "pop rdi", "xor ebp, ebp", "push 0", "jmp rax",)
 }
 
 // SAFETY: implements the protocol in the module doc; `resume` and `suspend` are each
@@ -305,7 +297,10 @@ mod tests {
     fn status_flags_do_not_count_as_a_change_and_every_control_bit_does() {
         let base = FpControl { mxcsr: 0x1f80, x87_cw: 0x037f };
         for flag in 0..6 {
-            assert!(!fp_control_differs(base, FpControl { mxcsr: base.mxcsr | 1 << flag, ..base }), "status flag {flag}");
+            assert!(
+                !fp_control_differs(base, FpControl { mxcsr: base.mxcsr | 1 << flag, ..base }),
+                "status flag {flag}"
+            );
         }
         for bit in 6..16 {
             assert!(fp_control_differs(base, FpControl { mxcsr: base.mxcsr ^ 1 << bit, ..base }), "MXCSR bit {bit}");
@@ -324,7 +319,8 @@ mod tests {
         assert!(tenth > 0.0);
         let flags = fp_control().mxcsr & MXCSR_STATUS;
         assert_ne!(flags & 0x20, 0, "1/10 did not raise the precision flag");
-        let changed = FpControl { mxcsr: (start.mxcsr | 0b11 << 13) & !MXCSR_STATUS, x87_cw: (start.x87_cw & !0x0f00) | 0x0c00 };
+        let changed =
+            FpControl { mxcsr: (start.mxcsr | 0b11 << 13) & !MXCSR_STATUS, x87_cw: (start.x87_cw & !0x0f00) | 0x0c00 };
         // SAFETY: valid control words (read ones, with RC/PC fields changed); this test's
         // thread runs nothing else until they are put back below.
         unsafe { set_fp_control(changed) };

@@ -86,18 +86,18 @@ pub use park::Unparker;
 pub use remote::{ExecutorHandle, HandleSlot};
 pub use sched::DEFERRED_DRIVER_OPS;
 
+use crate::acct::{Accounting, NoAccounting};
 use crate::clock::Instant;
 use crate::driver::{Driver, DriverMut, VtFor};
 use crate::error::{AttachError, CancelError, ConfigError, DestroyError, DriverBusy, StaleHandle, TaskResult};
+use crate::stack::{NoStacks, StackProvider, StackStats};
+use crate::switch::{Fiber, FiberAttrs, FiberSwitch};
 use crate::sync::Ordering;
+use crate::sync::UnsafeCell;
+use crate::task::TaskHandle;
 use crate::task::body::{FutureBody, IntoTaskResult};
 use crate::task::header::{Header, SlotPtr, flag};
 use crate::task::state::{SuspendReason, TaskEvent, TaskState};
-use crate::task::TaskHandle;
-use crate::stack::{NoStacks, StackProvider, StackStats};
-use crate::acct::{Accounting, NoAccounting};
-use crate::switch::{Fiber, FiberAttrs, FiberSwitch};
-use crate::sync::UnsafeCell;
 use core::future::Future;
 use core::marker::PhantomPinned;
 use core::pin::Pin;
@@ -160,7 +160,13 @@ impl Default for Config {
 impl Config {
     fn validate(self) -> Result<Self, ConfigError> {
         let limit = self.max_io_in_flight.unwrap_or(1);
-        for (name, v) in [("inbox_batch", self.inbox_batch), ("timer_batch", self.timer_batch), ("reap_batch", self.reap_batch), ("resume_batch", self.resume_batch), ("max_io_in_flight", limit)] {
+        for (name, v) in [
+            ("inbox_batch", self.inbox_batch),
+            ("timer_batch", self.timer_batch),
+            ("reap_batch", self.reap_batch),
+            ("resume_batch", self.resume_batch),
+            ("max_io_in_flight", limit),
+        ] {
             if v == 0 {
                 return Err(ConfigError::Zero(name));
             }
@@ -324,7 +330,12 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
 
     /// Attaches a fiber on keel's own switch: `body` runs on a stack from the pool and
     /// may call the blocking-style operations of [`Fiber`].
-    pub fn attach_fiber<F, R>(self: Pin<&Self>, task: TaskHandle, attrs: FiberAttrs, body: F) -> Result<TaskHandle, AttachError<F>>
+    pub fn attach_fiber<F, R>(
+        self: Pin<&Self>,
+        task: TaskHandle,
+        attrs: FiberAttrs,
+        body: F,
+    ) -> Result<TaskHandle, AttachError<F>>
     where
         F: FnOnce(&mut Fiber) -> R + 'static,
         R: IntoTaskResult,
@@ -333,7 +344,12 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
     }
 
     /// Attaches a fiber on switcher `Sw` (runtime-pluggable: each task names its own).
-    pub fn attach_fiber_with<Sw, F, R>(self: Pin<&Self>, task: TaskHandle, attrs: FiberAttrs, body: F) -> Result<TaskHandle, AttachError<F>>
+    pub fn attach_fiber_with<Sw, F, R>(
+        self: Pin<&Self>,
+        task: TaskHandle,
+        attrs: FiberAttrs,
+        body: F,
+    ) -> Result<TaskHandle, AttachError<F>>
     where
         Sw: FiberSwitch,
         F: FnOnce(&mut Fiber) -> R + 'static,

@@ -67,7 +67,12 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
         r
     }
 
-    fn run_loop(self: Pin<&Self>, s: &super::sched::Sched, max_items: usize, timeout: Option<Duration>) -> Result<usize, RunError> {
+    fn run_loop(
+        self: Pin<&Self>,
+        s: &super::sched::Sched,
+        max_items: usize,
+        timeout: Option<Duration>,
+    ) -> Result<usize, RunError> {
         let cfg = s.cfg;
         let mut deadline = None;
         let mut done = 0usize;

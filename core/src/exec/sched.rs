@@ -43,21 +43,21 @@
 //!    another reason leaves the task linked (its place kept): its next poll asks again or
 //!    leaves by rule 3.
 
+use crate::clock::Instant;
 use crate::driver::{DriverVt, IoResult, IoToken};
 use crate::error::{AttachError, TaskError, TaskResult};
-use crate::exec::inbox::{Inbox, Pop};
 use crate::exec::Config;
-use crate::clock::Instant;
+use crate::exec::inbox::{Inbox, Pop};
 use crate::io_status::IoStatus;
 use crate::list::List;
 use crate::run_queue::RunQueue;
+use crate::stack::pool::StackPool;
 use crate::sync::Ordering;
+use crate::task::TaskHandle;
 use crate::task::body::{BodyVTable, Step, place};
 use crate::task::header::{Header, OwnedLink, SlotPtr, flag};
 use crate::task::state::{TaskEvent as E, TaskState as S};
-use crate::task::TaskHandle;
 use crate::timer::TimerHeap;
-use crate::stack::pool::StackPool;
 use core::cell::Cell;
 use core::ptr::NonNull;
 
@@ -638,7 +638,13 @@ impl Sched {
     #[cold]
     fn pool_stack(&self, stack: crate::stack::Stack, in_reap: bool) {
         // Inside a reap the driver is borrowed: stamp with the reading taken before it.
-        let at = if in_reap && self.cfg.trim_spare_stacks_after.is_some() { self.clock.get() } else if in_reap { Instant::ZERO } else { self.now_if_trimming() };
+        let at = if in_reap && self.cfg.trim_spare_stacks_after.is_some() {
+            self.clock.get()
+        } else if in_reap {
+            Instant::ZERO
+        } else {
+            self.now_if_trimming()
+        };
         // The provider is user code: while it runs the driver counts as lent (sched rule
         // 3; inside a reap a reference to it is live). What it holds back is applied
         // after the reap (`apply_held_back`), or here outside one.
@@ -913,7 +919,11 @@ pub(crate) struct DropGuard<'a> {
 
 impl Drop for DropGuard<'_> {
     fn drop(&mut self) {
-        self.sched.finish(self.h, E::CancelQueued, Err(TaskError::Panicked("the task body panicked while being dropped")));
+        self.sched.finish(
+            self.h,
+            E::CancelQueued,
+            Err(TaskError::Panicked("the task body panicked while being dropped")),
+        );
     }
 }
 

@@ -338,7 +338,12 @@ impl Fiber {
 
     /// `initiate` after a refusal: wait for room while it is `EBUSY`, else fail.
     #[inline(never)]
-    fn initiate_refused<D: Driver>(&mut self, status: Pin<&IoStatus>, mut op: Option<D::Op>, mut refusal: InitiateError<()>) -> Result<(), InitiateError<D::Op>> {
+    fn initiate_refused<D: Driver>(
+        &mut self,
+        status: Pin<&IoStatus>,
+        mut op: Option<D::Op>,
+        mut refusal: InitiateError<()>,
+    ) -> Result<(), InitiateError<D::Op>> {
         loop {
             match refusal {
                 InitiateError::Refused((), crate::Errno::EBUSY) => {
@@ -374,7 +379,8 @@ impl Fiber {
     ) -> Result<(), PairRefused<D::Op>> {
         let ((s1, op1), (s2, op2)) = (first, second);
         let sched = self.sched();
-        let refused = |reason: InitiateError<()>, first: D::Op, second: D::Op| Err(PairRefused { reason, first, second });
+        let refused =
+            |reason: InitiateError<()>, first: D::Op, second: D::Op| Err(PairRefused { reason, first, second });
         if self.cancelled().is_err() {
             let Cancelled = self.cancelled_yield();
             return refused(InitiateError::Cancelled(()), op1, op2);
@@ -398,7 +404,9 @@ impl Fiber {
         // Cannot be refused: room for two was checked with nothing running in between.
         match s2.initiate_from::<D>(sched, h, &mut b) {
             Ok(()) => Ok(()),
-            Err(e) => unreachable!("keel bug: the second of a pair was refused ({e:?}) after room for both was checked"),
+            Err(e) => {
+                unreachable!("keel bug: the second of a pair was refused ({e:?}) after room for both was checked")
+            }
         }
     }
 
@@ -434,7 +442,10 @@ impl Fiber {
     }
 
     /// [`Fiber::with_driver`] with the reason it could not lend the driver.
-    pub fn try_with_driver<D: Driver, R>(&mut self, f: impl FnOnce(&mut DriverMut<'_, D>) -> R) -> Result<R, crate::DriverError> {
+    pub fn try_with_driver<D: Driver, R>(
+        &mut self,
+        f: impl FnOnce(&mut DriverMut<'_, D>) -> R,
+    ) -> Result<R, crate::DriverError> {
         let sched = self.sched();
         let d = sched.driver_as::<D>().ok_or(crate::DriverError::WrongDriver)?;
         let _lent = sched.lend().map_err(|_| crate::DriverError::Busy)?;
@@ -497,7 +508,9 @@ impl Fiber {
                 Err(SubmitRefused::Wait) => {}
                 // The driver had no room after all: queue as for any other lack of room.
                 Err(SubmitRefused::Failed(crate::Errno::EBUSY)) => self.sched().wait_for_submit(self.core().header),
-                Err(SubmitRefused::Failed(crate::Errno::ECANCELED)) => return Err(InitiateError::Cancelled(back(&mut op))),
+                Err(SubmitRefused::Failed(crate::Errno::ECANCELED)) => {
+                    return Err(InitiateError::Cancelled(back(&mut op)));
+                }
                 Err(SubmitRefused::Failed(e)) => return Err(InitiateError::Refused(back(&mut op), e)),
             }
             self.switch_out();
@@ -573,7 +586,12 @@ where
 #[cfg(any(debug_assertions, feature = "fp-check"))]
 #[cold]
 #[inline(never)]
-fn fp_control_changed(h: NonNull<Header>, core: &FiberCore, before: crate::arch::FpControl, after: crate::arch::FpControl) {
+fn fp_control_changed(
+    h: NonNull<Header>,
+    core: &FiberCore,
+    before: crate::arch::FpControl,
+    after: crate::arch::FpControl,
+) {
     // SAFETY: `before` was read on this thread just before the resume; the executor runs
     // on from here and expects it.
     unsafe { crate::arch::set_fp_control(before) };

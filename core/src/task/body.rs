@@ -14,8 +14,8 @@
 //!    as `TaskError::Panicked`.
 
 use crate::error::{AttachError, TaskError, TaskResult};
-use crate::task::header::{BODY_ALIGN, Header, SlotPtr};
 use crate::sync::Ordering;
+use crate::task::header::{BODY_ALIGN, Header, SlotPtr};
 use core::future::Future;
 use core::pin::Pin;
 use core::ptr::NonNull;

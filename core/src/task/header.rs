@@ -63,9 +63,9 @@
 //!    through it, so no ordering is needed; it only must not be a data race. (`core`,
 //!    not loom's: loom need not model a label.)
 
+use crate::error::TaskResult;
 use crate::exec::inbox::InboxNode;
 use crate::exec::sched::Sched;
-use crate::error::TaskResult;
 use crate::io_status::{IoLink, IoStatus};
 use crate::list::{Link, Links, List};
 use crate::priority::Priorities;
@@ -408,8 +408,8 @@ unsafe impl Link<OwnedLink> for Header {
 #[cfg(not(keel_loom))]
 mod layout {
     use super::*;
-    use static_assertions::const_assert_eq;
     use static_assertions::const_assert;
+    use static_assertions::const_assert_eq;
 
     const_assert_eq!(core::mem::align_of::<Header>(), 64);
     #[cfg(not(debug_assertions))]

@@ -43,8 +43,12 @@ pub enum CreateError {
 impl core::fmt::Display for CreateError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            CreateError::SlotInUse => f.write_str("the slot already holds a task: destroy it first or use another slot"),
-            CreateError::PoolFull => f.write_str("every slot of the pool holds a task: destroy one or declare a larger pool"),
+            CreateError::SlotInUse => {
+                f.write_str("the slot already holds a task: destroy it first or use another slot")
+            }
+            CreateError::PoolFull => {
+                f.write_str("every slot of the pool holds a task: destroy one or declare a larger pool")
+            }
         }
     }
 }
@@ -181,4 +185,3 @@ impl TaskHandle {
         wake::waker_for(self.hdr, self.generation)
     }
 }
-

@@ -184,8 +184,19 @@ mod tests {
 
     fn all_events() -> impl Iterator<Item = E> {
         [
-            E::Attach, E::Start, E::Resume, E::Yield, E::Wake, E::ReturnWithIo, E::CancelQueued,
-            E::CancelSuspended, E::CancelIo, E::IoDone, E::Return, E::Drained, E::Release,
+            E::Attach,
+            E::Start,
+            E::Resume,
+            E::Yield,
+            E::Wake,
+            E::ReturnWithIo,
+            E::CancelQueued,
+            E::CancelSuspended,
+            E::CancelIo,
+            E::IoDone,
+            E::Return,
+            E::Drained,
+            E::Release,
             E::CancelQueuedWithIo,
         ]
         .into_iter()

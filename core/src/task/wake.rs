@@ -40,9 +40,9 @@
 use crate::exec::sched::Sched;
 use crate::sync::{AtomicU64Like, Ordering};
 use crate::task::header::{Header, SlotPtr};
-use core::ptr::NonNull;
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
+use core::ptr::NonNull;
 use core::task::{Context, RawWaker, RawWakerVTable, Waker};
 
 pub(crate) const QUEUED: u64 = 1;
@@ -122,7 +122,6 @@ impl AtomicNotify {
         // Relaxed on failure: the caller drains its inbox before trying again.
         self.0.compare_exchange(0, closed, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
-
 }
 
 /// Wakes run `generation` of the task at `hdr` from any thread (rules 2-4).
@@ -216,11 +215,8 @@ fn encode(hdr: NonNull<Header>, generation: u32) -> *const () {
 #[inline(always)]
 fn decode(data: *const ()) -> (NonNull<Header>, Option<u32>) {
     let bits = data as usize;
-    let (addr, tag) = if bits & TAG_BIT != 0 {
-        ((bits & PACKED_ADDR) << 5, Some((bits >> TAG_SHIFT) as u32))
-    } else {
-        (bits, None)
-    };
+    let (addr, tag) =
+        if bits & TAG_BIT != 0 { ((bits & PACKED_ADDR) << 5, Some((bits >> TAG_SHIFT) as u32)) } else { (bits, None) };
     // SAFETY: every waker with this vtable was made by `waker_for` from a non-null header
     // pointer, whose whole-slot provenance `encode` exposed (header provenance rule 5).
     (unsafe { NonNull::new_unchecked(addr as *mut Header) }, tag)
@@ -236,12 +232,7 @@ fn wake_data(data: *const ()) {
     }
 }
 
-static VTABLE: RawWakerVTable = RawWakerVTable::new(
-    |data| RawWaker::new(data, &VTABLE),
-    wake_data,
-    wake_data,
-    |_| {},
-);
+static VTABLE: RawWakerVTable = RawWakerVTable::new(|data| RawWaker::new(data, &VTABLE), wake_data, wake_data, |_| {});
 
 /// A waker for run `generation` of the task at `hdr`. Allocation-free; cloning copies.
 pub(crate) fn waker_for(hdr: NonNull<Header>, generation: u32) -> Waker {

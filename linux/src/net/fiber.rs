@@ -76,7 +76,11 @@ fn run(f: &mut Fiber, e: squeue::Entry) -> Result<u32, Errno> {
 /// (`Fiber::try_submit`: the I/O-priority queue for room and `max_io_in_flight`), waiting
 /// while there is no room.
 /// The slot holds `fd` (if any) until the op's last CQE (fd rule 1).
-fn submit_wake(f: &mut Fiber, op: RingOp, fd: Option<&crate::fd::SharedFd>) -> Result<(OpId, std::rc::Rc<crate::ring::shared::Shared>), Errno> {
+fn submit_wake(
+    f: &mut Fiber,
+    op: RingOp,
+    fd: Option<&crate::fd::SharedFd>,
+) -> Result<(OpId, std::rc::Rc<crate::ring::shared::Shared>), Errno> {
     let id = f.try_submit::<RingDriver>(op).map_err(|e| match e {
         InitiateError::Cancelled(_) => Errno::ECANCELED,
         InitiateError::Refused(_, e) => e,
@@ -102,7 +106,9 @@ fn submit_wake(f: &mut Fiber, op: RingOp, fd: Option<&crate::fd::SharedFd>) -> R
 fn wait_buffer(f: &mut Fiber) -> Result<(), Errno> {
     let me = f.task();
     // `None`: a buffer is there (or the queue is full): re-arm at once.
-    let t = match f.with_driver::<RingDriver, _>(|d| d.pbuf().map(|mut p| if p.available() > 0 { None } else { p.wait(me) })) {
+    let t = match f
+        .with_driver::<RingDriver, _>(|d| d.pbuf().map(|mut p| if p.available() > 0 { None } else { p.wait(me) }))
+    {
         Some(Some(None)) => return Ok(()),
         Some(Some(Some(t))) => t,
         _ => return Err(Errno::EINVAL),
@@ -160,12 +166,14 @@ fn next_multi(f: &mut Fiber, m: &mut Multishot) -> Result<(i32, u32), Errno> {
     let mut cancel_sent = false;
     let me = Some(f.task());
     loop {
-        let step = f.with_driver::<RingDriver, _>(|d| {
-            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
-            let d = unsafe { d.get_mut() };
-            m.step(d, me)
-        }).ok_or(Errno::EINVAL)?;
+        let step = f
+            .with_driver::<RingDriver, _>(|d| {
+                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                let d = unsafe { d.get_mut() };
+                m.step(d, me)
+            })
+            .ok_or(Errno::EINVAL)?;
         match step {
             MStep::Item(r, fl) => return Ok((r, fl)),
             MStep::Done(e) => return Err(e),
@@ -274,7 +282,8 @@ impl FiberNet for Fiber {
         let (ss, sr) = (pin!(IoStatus::new_silent()), pin!(IoStatus::new()));
         // SAFETY: `buf` outlives both operations: this function waits for both below. The
         // receive writes into `buf` only after the send has finished reading it (linked).
-        let pair = unsafe { ((ss.as_ref(), RingOp::from_entry(send).linked()), (sr.as_ref(), RingOp::from_entry(recv))) };
+        let pair =
+            unsafe { ((ss.as_ref(), RingOp::from_entry(send).linked()), (sr.as_ref(), RingOp::from_entry(recv))) };
         if let Err(refused) = self.initiate_pair::<RingDriver>(pair.0, pair.1) {
             return match refused.reason {
                 InitiateError::Refused((), Errno::EBUSY) => {
@@ -336,12 +345,14 @@ impl FiberNet for Fiber {
             if res < 0 {
                 return Err(Errno(-res));
             }
-            return Ok(self.with_driver::<RingDriver, _>(|d| {
-                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
-                let d = unsafe { d.get_mut() };
-                provided(d, res, flags)
-            }).flatten());
+            return Ok(self
+                .with_driver::<RingDriver, _>(|d| {
+                    // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                    // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                    let d = unsafe { d.get_mut() };
+                    provided(d, res, flags)
+                })
+                .flatten());
         }
     }
 
@@ -355,12 +366,14 @@ impl FiberNet for Fiber {
             return Err(Errno::EINVAL);
         }
         match next_multi(self, m) {
-            Ok((res, flags)) => Ok(self.with_driver::<RingDriver, _>(|d| {
-                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
-                let d = unsafe { d.get_mut() };
-                provided(d, res, flags)
-            }).flatten()),
+            Ok((res, flags)) => Ok(self
+                .with_driver::<RingDriver, _>(|d| {
+                    // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+                    // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                    let d = unsafe { d.get_mut() };
+                    provided(d, res, flags)
+                })
+                .flatten()),
             Err(Errno(0)) => Ok(None),
             Err(e) => Err(e),
         }

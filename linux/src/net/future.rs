@@ -21,9 +21,14 @@ async fn plain(fd: Option<&SharedFd>, e: squeue::Entry) -> Result<u32, Errno> {
 }
 
 /// An address copied into an owned buffer, and the SQE pointing into it.
-async fn with_addr(fd: Option<&SharedFd>, addr: &SockAddr, make: impl FnOnce(&SockAddr) -> squeue::Entry) -> Result<u32, Errno> {
+async fn with_addr(
+    fd: Option<&SharedFd>,
+    addr: &SockAddr,
+    make: impl FnOnce(&SockAddr) -> squeue::Entry,
+) -> Result<u32, Errno> {
     // SAFETY: `SockAddr` is plain old data.
-    let bytes = unsafe { core::slice::from_raw_parts(addr as *const SockAddr as *const u8, core::mem::size_of::<SockAddr>()) };
+    let bytes =
+        unsafe { core::slice::from_raw_parts(addr as *const SockAddr as *const u8, core::mem::size_of::<SockAddr>()) };
     let mut v: Vec<u8> = Vec::with_capacity(bytes.len() + 8);
     let pad = v.as_ptr().align_offset(core::mem::align_of::<SockAddr>());
     v.resize(pad, 0);
@@ -194,7 +199,9 @@ impl Future for WaitBuffer {
         }
         let Some(me) = keel_core::rt::current_task(cx) else { return Poll::Ready(Err(Errno::EPERM)) };
         // `None`: a buffer is there (or the queue is full): re-arm at once.
-        let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.pbuf().map(|mut p| if p.available() > 0 { None } else { p.wait(me) }));
+        let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+            d.pbuf().map(|mut p| if p.available() > 0 { None } else { p.wait(me) })
+        });
         match r.flatten() {
             Some(None) => Poll::Ready(Ok(())),
             Some(Some(t)) => {
@@ -217,19 +224,26 @@ impl Drop for WaitBuffer {
 
 async fn bgid() -> Result<u16, Errno> {
     core::future::poll_fn(|cx| {
-        Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.pbuf().map(|p| p.bgid())).flatten().ok_or(Errno::ENOBUFS))
+        Poll::Ready(
+            keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.pbuf().map(|p| p.bgid()))
+                .flatten()
+                .ok_or(Errno::ENOBUFS),
+        )
     })
     .await
 }
 
 async fn with_ring<R>(f: impl FnOnce(&mut RingDriver) -> R) -> Option<R> {
     let mut f = Some(f);
-    core::future::poll_fn(|cx| Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
-        // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-        // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
-        let d = unsafe { d.get_mut() };
-        (f.take().expect("polled once"))(d)
-    }))).await
+    core::future::poll_fn(|cx| {
+        Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+            let d = unsafe { d.get_mut() };
+            (f.take().expect("polled once"))(d)
+        }))
+    })
+    .await
 }
 
 /// `recv` into a buffer the kernel picks from the provided-buffer ring (net rule 3);

@@ -58,12 +58,12 @@ pub use fiber::FiberNet;
 
 use crate::ring::RingDriver;
 use crate::ring::shared::Shared;
-use std::rc::Rc;
 use crate::ring::{KEEL_REARM, MultiNext, cqueue_more as more_flag};
 use io_uring::{opcode, squeue, types};
 use keel_core::{Errno, OpId};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
+use std::rc::Rc;
 
 /// What an operation names: a descriptor or a fixed-file index.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -296,7 +296,10 @@ impl SockAddr {
             libc::AF_INET => {
                 // SAFETY: the family says the storage holds a `sockaddr_in`.
                 let a = unsafe { &*(self.as_ptr() as *const libc::sockaddr_in) };
-                Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)), u16::from_be(a.sin_port))))
+                Some(SocketAddr::V4(SocketAddrV4::new(
+                    Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                    u16::from_be(a.sin_port),
+                )))
             }
             libc::AF_INET6 => {
                 // SAFETY: the family says the storage holds a `sockaddr_in6`.
@@ -425,7 +428,10 @@ pub(crate) fn recv_sqe(s: Sock, buf: *mut u8, len: u32) -> squeue::Entry {
 }
 
 pub(crate) fn recv_select_sqe(s: Sock, bgid: u16) -> squeue::Entry {
-    on_sock!(s, |t| opcode::Recv::new(t, core::ptr::null_mut(), 0).buf_group(bgid).build().flags(squeue::Flags::BUFFER_SELECT))
+    on_sock!(s, |t| opcode::Recv::new(t, core::ptr::null_mut(), 0)
+        .buf_group(bgid)
+        .build()
+        .flags(squeue::Flags::BUFFER_SELECT))
 }
 
 pub(crate) fn recv_multi_sqe(s: Sock, bgid: u16) -> squeue::Entry {
@@ -548,7 +554,11 @@ pub struct Multishot {
 
 impl core::fmt::Debug for Multishot {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Multishot").field("kind", &self.kind).field("armed", &self.id.is_some()).field("done", &self.done).finish()
+        f.debug_struct("Multishot")
+            .field("kind", &self.kind)
+            .field("armed", &self.id.is_some())
+            .field("done", &self.done)
+            .finish()
     }
 }
 

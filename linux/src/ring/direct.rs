@@ -98,11 +98,7 @@ pub(crate) struct Direct {
 impl Direct {
     /// `limit`: the most operations in flight (rule 3); allocates the orphan table.
     pub(crate) fn new(limit: usize) -> Self {
-        Direct {
-            in_flight: 0,
-            generation: 0,
-            orphans: Vec::with_capacity(limit),
-        }
+        Direct { in_flight: 0, generation: 0, orphans: Vec::with_capacity(limit) }
     }
 
     /// The `user_data` for a new direct operation with packed token `bits` (rule 2),
@@ -136,10 +132,7 @@ impl Direct {
         match self.orphans.iter_mut().find(|o| o.0 == ud) {
             Some(o) => o.1 = token,
             None => {
-                debug_assert!(
-                    self.orphans.len() < self.orphans.capacity(),
-                    "more orphans than operations in flight"
-                );
+                debug_assert!(self.orphans.len() < self.orphans.capacity(), "more orphans than operations in flight");
                 self.orphans.push((ud, token));
             }
         }
@@ -191,11 +184,7 @@ mod tests {
             assert_ne!(c, b, "a new operation may not share an orphan's user_data");
             assert_eq!(d.complete(c), token(0x7f00_2000));
         }
-        assert_eq!(
-            d.complete(b),
-            token(0x5000 | 1),
-            "the orphan's completion goes to its task"
-        );
+        assert_eq!(d.complete(b), token(0x5000 | 1), "the orphan's completion goes to its task");
         assert_eq!(d.in_flight, 0);
     }
 
@@ -204,7 +193,17 @@ mod tests {
         use io_uring::opcode as o;
         assert!(is_direct_opcode(o::Nop::CODE));
         assert!(is_direct_opcode(o::ReadFixed::CODE));
-        for code in [o::SendZc::CODE, o::RecvMsg::CODE, o::Recv::CODE, o::Accept::CODE, o::OpenAt::CODE, o::OpenAt2::CODE, o::Socket::CODE, o::PollAdd::CODE, 200] {
+        for code in [
+            o::SendZc::CODE,
+            o::RecvMsg::CODE,
+            o::Recv::CODE,
+            o::Accept::CODE,
+            o::OpenAt::CODE,
+            o::OpenAt2::CODE,
+            o::Socket::CODE,
+            o::PollAdd::CODE,
+            200,
+        ] {
             assert!(!is_direct_opcode(code), "opcode {code} must take a slot whatever its flags");
         }
         let fd = io_uring::types::Fd(0);
@@ -212,8 +211,14 @@ mod tests {
         assert!(is_direct_sqe(&o::Recv::new(fd, b.as_mut_ptr(), 8).build()), "a plain recv is single-shot");
         assert!(!is_direct_sqe(&o::RecvMulti::new(fd, 0).build()), "a multishot recv takes a slot");
         let select = io_uring::squeue::Flags::BUFFER_SELECT;
-        assert!(!is_direct_sqe(&o::Recv::new(fd, core::ptr::null_mut(), 8).buf_group(0).build().flags(select)), "a buffer-select recv takes a slot");
-        assert!(!is_direct_sqe(&o::Read::new(fd, core::ptr::null_mut(), 8).buf_group(0).build().flags(select)), "a buffer-select read takes a slot");
+        assert!(
+            !is_direct_sqe(&o::Recv::new(fd, core::ptr::null_mut(), 8).buf_group(0).build().flags(select)),
+            "a buffer-select recv takes a slot"
+        );
+        assert!(
+            !is_direct_sqe(&o::Read::new(fd, core::ptr::null_mut(), 8).buf_group(0).build().flags(select)),
+            "a buffer-select read takes a slot"
+        );
         assert!(is_direct_sqe(&o::Read::new(fd, b.as_mut_ptr(), 8).build()));
     }
 }

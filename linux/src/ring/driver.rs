@@ -4,6 +4,7 @@
 use super::direct::{self, DIRECT, Direct};
 use super::op::RingOp;
 use super::setup::{self, RingFlags};
+use super::shared::Shared;
 use super::slots::{CANCEL_TAG, CLOSE_TAG, EVENTFD_TAG, INTERNAL, SlotState, Slots};
 use super::unpark::{self, UNPARK_TAG, UnparkKind, UnparkMode};
 use crate::buf::RawBuf;
@@ -12,7 +13,6 @@ use io_uring::{EnterFlags, IoUring, cqueue, opcode, types};
 use keel_core::driver::IoToken;
 use keel_core::{Driver, Errno, Instant, IoResult, OpId, Park};
 use std::io;
-use super::shared::Shared;
 use std::marker::PhantomData;
 use std::rc::Rc;
 
@@ -42,7 +42,16 @@ pub struct RingConfig {
 
 impl Default for RingConfig {
     fn default() -> Self {
-        RingConfig { entries: 256, cq_entries: 1024, slots: 1024, registered_buffers: 0, registered_buffer_size: 4096, registered_files: 0, record_submissions: 0, unpark: UnparkMode::Auto }
+        RingConfig {
+            entries: 256,
+            cq_entries: 1024,
+            slots: 1024,
+            registered_buffers: 0,
+            registered_buffer_size: 4096,
+            registered_files: 0,
+            record_submissions: 0,
+            unpark: UnparkMode::Auto,
+        }
     }
 }
 
@@ -144,7 +153,10 @@ impl RingDriver {
     /// Creates the ring on this thread (expensive: syscalls and allocation, once).
     pub fn new(cfg: RingConfig) -> io::Result<Self> {
         if cfg.entries == 0 || cfg.slots == 0 || cfg.slots > 1 << 30 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "entries and slots must be at least 1 (and slots below 2^30); use SleepDriver for an executor with no ring"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "entries and slots must be at least 1 (and slots below 2^30); use SleepDriver for an executor with no ring",
+            ));
         }
         let (mut ring, flags) = setup::build(cfg.entries, cfg.cq_entries)?;
         // Probed on this ring while it is fresh (nothing submitted, CQ empty): `unpark.rs`.
@@ -153,7 +165,10 @@ impl RingDriver {
             UnparkMode::Auto | UnparkMode::Eventfd => UnparkKind::Eventfd,
         };
         let eventfd = match unpark_kind {
-            UnparkKind::Eventfd => Some(rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)?),
+            UnparkKind::Eventfd => Some(rustix::event::eventfd(
+                0,
+                rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+            )?),
             UnparkKind::MsgRing => None,
         };
         if !ring.params().is_feature_nodrop() {
@@ -273,7 +288,8 @@ impl RingDriver {
     /// task can no longer start ring operations. Cold.
     pub(crate) fn sync_close_fixed(&mut self, index: u32) -> Result<(), Errno> {
         let ts = types::Timespec::new().nsec(100_000_000);
-        let _ = self.ring.submitter().register_sync_cancel(Some(ts), types::CancelBuilder::fd(types::Fixed(index)).all());
+        let _ =
+            self.ring.submitter().register_sync_cancel(Some(ts), types::CancelBuilder::fd(types::Fixed(index)).all());
         match self.ring.submitter().register_files_update(index, &[-1]) {
             Ok(_) => Ok(()),
             Err(e) => Err(Errno(e.raw_os_error().unwrap_or(libc::EIO))),
@@ -478,11 +494,13 @@ impl RingDriver {
         // need it (a fixed-file index, a slot).
         self.take_abandoned();
         let Some(r) = op.as_mut() else { return Err(Errno::EINVAL) };
-        let yields_fd = matches!(code, opcode::OpenAt::CODE | opcode::OpenAt2::CODE | opcode::Accept::CODE | opcode::Socket::CODE);
+        let yields_fd =
+            matches!(code, opcode::OpenAt::CODE | opcode::OpenAt2::CODE | opcode::Accept::CODE | opcode::Socket::CODE);
         // SAFETY: `Entry` is `#[repr(C)]` around `io_uring_sqe`, whose `file_index` (a u32
         // union member) is at byte offset 44; we only read it. Non-zero: the result is a
         // fixed-file index, not a descriptor.
-        let yields_fixed = yields_fd && unsafe { ((&r.entry as *const _ as *const u8).add(44) as *const u32).read_unaligned() } != 0;
+        let yields_fixed =
+            yields_fd && unsafe { ((&r.entry as *const _ as *const u8).add(44) as *const u32).read_unaligned() } != 0;
         let mut sq = self.ring.submission();
         if sq.is_full() {
             return Err(Errno::EBUSY);
@@ -592,12 +610,23 @@ impl RingDriver {
                 let ns = d.as_nanos();
                 let ts = types::Timespec::new().sec(ns / 1_000_000_000).nsec((ns % 1_000_000_000) as u32);
                 let args = types::SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args_and_flags(min_complete as usize, &args, EnterFlags::ABS_TIMER).map(drop)
+                self.ring
+                    .submitter()
+                    .submit_with_args_and_flags(min_complete as usize, &args, EnterFlags::ABS_TIMER)
+                    .map(drop)
             }
             _ => {
                 let to_submit = self.ring.submission().len() as u32;
                 // SAFETY: no extended argument; the flags are plain GETEVENTS.
-                unsafe { self.ring.submitter().enter::<libc::sigset_t>(to_submit, min_complete, EnterFlags::GETEVENTS.bits(), None) }.map(drop)
+                unsafe {
+                    self.ring.submitter().enter::<libc::sigset_t>(
+                        to_submit,
+                        min_complete,
+                        EnterFlags::GETEVENTS.bits(),
+                        None,
+                    )
+                }
+                .map(drop)
             }
         };
         if self.tail_linked && self.ring.submission().is_empty() {
@@ -749,7 +778,8 @@ impl RingDriver {
         if !pushed {
             // Rule 2: results holding a provided buffer are at most the ring's count, and
             // the spill list keeps that much room for them beyond what the others may take.
-            let limit = if cqueue::buffer_select(flags).is_some() { self.spill.capacity() } else { self.spill_plain_max };
+            let limit =
+                if cqueue::buffer_select(flags).is_some() { self.spill.capacity() } else { self.spill_plain_max };
             if self.spill.len() < limit.min(self.spill.capacity()) {
                 self.spill.push((ud, res, flags));
                 self.stats.multishot_spilled += 1;

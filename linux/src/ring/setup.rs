@@ -53,7 +53,9 @@ pub(crate) fn build(entries: u32, cq_entries: u32) -> io::Result<(IoUring, RingF
         match b.build(entries) {
             Ok(ring) => {
                 if i > 0 {
-                    eprintln!("keel: io_uring set-up fell back to {f:?} (this kernel refused the preferred flags: {last:?})");
+                    eprintln!(
+                        "keel: io_uring set-up fell back to {f:?} (this kernel refused the preferred flags: {last:?})"
+                    );
                 }
                 return Ok((ring, *f));
             }

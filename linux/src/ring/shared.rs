@@ -53,7 +53,14 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(slots: usize) -> Self {
-        Shared { alive: Cell::new(true), any_abandoned: Cell::new(false), abandoned: RefCell::new(Vec::with_capacity(slots)), abandoned_fixed: RefCell::new(Vec::with_capacity(slots)), pbuf: RefCell::new(None), regbuf: RefCell::new(None) }
+        Shared {
+            alive: Cell::new(true),
+            any_abandoned: Cell::new(false),
+            abandoned: RefCell::new(Vec::with_capacity(slots)),
+            abandoned_fixed: RefCell::new(Vec::with_capacity(slots)),
+            pbuf: RefCell::new(None),
+            regbuf: RefCell::new(None),
+        }
     }
 
     /// A value let go of operation `id` while it may be in flight (rule 2).

@@ -179,7 +179,12 @@ impl Slots {
     /// The `user_data` of every slot in use (for the driver's `Drop`).
     pub(crate) fn in_use(&self) -> Vec<u64> {
         let live = |s: &&Slot| !matches!(s.state, SlotState::Free);
-        self.slots.iter().enumerate().filter(|(_, s)| live(s)).map(|(i, s)| ((s.generation as u64) << 32) | i as u64).collect()
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| live(s))
+            .map(|(i, s)| ((s.generation as u64) << 32) | i as u64)
+            .collect()
     }
 
     /// Takes a free slot; returns its `user_data` (rule 1).

@@ -104,7 +104,11 @@ fn probe(ring: &mut IoUring) -> Result<(), String> {
     }
     let cqe = ring.completion().next().ok_or("no CQE arrived")?;
     if cqe.user_data() != UNPARK_TAG || cqe.result() != PROBE_RESULT {
-        return Err(format!("a CQE arrived with user_data {:#x} and result {}, not what was sent", cqe.user_data(), cqe.result()));
+        return Err(format!(
+            "a CQE arrived with user_data {:#x} and result {}, not what was sent",
+            cqe.user_data(),
+            cqe.result()
+        ));
     }
     Ok(())
 }
@@ -121,7 +125,15 @@ fn send(ring_fd: i32, result: i32) -> io::Result<()> {
         // 64-byte `io_uring_sqe` the kernel copies in (nr_args = 1 SQE); it lives on this
         // stack across the call, and the kernel only reads it. fd -1 is the "no ring"
         // form of the register call; the descriptor it acts on is in the SQE.
-        let r = unsafe { libc::syscall(libc::SYS_io_uring_register, -1 as libc::c_int, IORING_REGISTER_SEND_MSG_RING, &sqe as *const io_uring::squeue::Entry, 1 as libc::c_uint) };
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_register,
+                -1 as libc::c_int,
+                IORING_REGISTER_SEND_MSG_RING,
+                &sqe as *const io_uring::squeue::Entry,
+                1 as libc::c_uint,
+            )
+        };
         if r >= 0 {
             return Ok(());
         }

@@ -7,10 +7,10 @@ use core::time::Duration;
 use keel_core::{Config, Executor, Fiber, FiberAttrs, TaskAttrs, TaskHandle, TaskSlot};
 use keel_linux::net::{self, FiberNet, SockAddr, Socket};
 use keel_linux::{MmapStacks, RingConfig, RingDriver};
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::rc::Rc;
-use std::cell::Cell;
 
 pub type Ex = Executor<RingDriver, MmapStacks>;
 
@@ -24,7 +24,14 @@ pub fn ring(cfg: RingConfig) -> RingDriver {
 }
 
 pub fn executor(cfg: RingConfig) -> Pin<Box<Ex>> {
-    Box::pin(Executor::with_stacks(ring(cfg), MmapStacks::new().unwrap(), Config { fiber_panics: keel_linux::panic::config().fiber_panics, ..Config::default() }).unwrap())
+    Box::pin(
+        Executor::with_stacks(
+            ring(cfg),
+            MmapStacks::new().unwrap(),
+            Config { fiber_panics: keel_linux::panic::config().fiber_panics, ..Config::default() },
+        )
+        .unwrap(),
+    )
 }
 
 pub fn executor_with(d: RingDriver) -> Pin<Box<Ex>> {
@@ -71,8 +78,14 @@ pub fn listen(ex: Pin<&Ex>, addr: SockAddr) -> (RawFd, SockAddr) {
     .unwrap();
     run_all(ex);
     let fd = out.get().unwrap();
-    // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
-    let bound = if addr.family() == libc::AF_UNIX { addr } else { net::local_addr(&std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(fd) })).unwrap() };
+    let bound = if addr.family() == libc::AF_UNIX {
+        addr
+    } else {
+        // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the
+        // test closes it once, after every task using it is done.
+        let view = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(fd) });
+        net::local_addr(&view).unwrap()
+    };
     (fd, bound)
 }
 
