@@ -7,6 +7,8 @@ CARGO ?= cargo
 test: lint unit doc tour bench-smoke alloc-free nostd loom
 
 lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) fmt --manifest-path nostd-consumer/Cargo.toml --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	CARGO_TARGET_DIR=nostd-consumer/target $(CARGO) clippy --manifest-path nostd-consumer/Cargo.toml --all-targets -- -D warnings
 
