@@ -63,8 +63,8 @@ impl File {
     /// owner (no `OwnedFd`, `std::fs::File`, other `File` or `Socket`), now or later. The
     /// `File` closes it when it and the last operation naming it are gone (fd rule 3), so a
     /// descriptor someone else also closes would be closed under them, and its number,
-    /// reused by the next `open`, `socket` or `accept`, would receive their i/o (issue 14,
-    /// item 6). The same contract as `std::os::fd::FromRawFd`.
+    /// reused by the next `open`, `socket` or `accept`, would receive their i/o. The same
+    /// contract as `std::os::fd::FromRawFd`.
     ///
     /// ```compile_fail,E0133
     /// // Rejected: wrapping a descriptor is unsafe (stdin is not ours to close).

@@ -521,8 +521,8 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
             TaskState::Ready => {
                 // Started (a task leaves `Attached` only by running): a future or a fiber.
                 // Its body may hold what a completion already delivered (a woken owned-
-                // buffer operation, an accepted descriptor), which a drop would lose
-                // (issue 14 item 10). It stays queued and its next poll sees `Cancelled`
+                // buffer operation, an accepted descriptor), which a drop would lose: a
+                // cancel reports a completion it lost the race to. It stays queued and its next poll sees `Cancelled`
                 // at keel's suspension points (fiber rule 2 for fibers, the same for
                 // futures), while its operations report their own completions.
                 t.set_flag(flag::CANCEL);
