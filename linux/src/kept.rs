@@ -68,31 +68,17 @@ pub(crate) struct Kept {
 impl Kept {
     /// A kept operation that waits for room to submit.
     pub(crate) fn new(op: RingOp) -> Self {
-        Kept {
-            op: Some(op),
-            wait: true,
-            id: None,
-            cancel_sent: false,
-            shared: None,
-            fd: None,
-            closes: false,
-            fixed: None,
-        }
+        Self::with_wait(op, true)
     }
 
     /// A kept operation that fails with `EBUSY` instead of waiting when there is no room
     /// (every slot taken, the SQ full, or the in-flight limit reached).
     pub(crate) fn new_nowait(op: RingOp) -> Self {
-        Kept {
-            op: Some(op),
-            wait: false,
-            id: None,
-            cancel_sent: false,
-            shared: None,
-            fd: None,
-            closes: false,
-            fixed: None,
-        }
+        Self::with_wait(op, false)
+    }
+
+    fn with_wait(op: RingOp, wait: bool) -> Self {
+        Kept { op: Some(op), wait, id: None, cancel_sent: false, shared: None, fd: None, closes: false, fixed: None }
     }
 
     /// Holds `fd` (if any) open until the operation's last CQE is reaped (fd rule 1): the

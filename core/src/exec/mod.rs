@@ -898,10 +898,7 @@ impl Sched {
     pub(crate) fn wake_cancelled(&self, h: NonNull<Header>, event: TaskEvent) {
         // SAFETY: `'static` header.
         let t = unsafe { h.as_ref() };
-        if h.trailer().timer.is_armed() {
-            // SAFETY: armed in our heap.
-            unsafe { self.timers.remove(h.timer()) };
-        }
+        self.disarm(h);
         // Room rule 5.
         self.leave_submit_queue(h);
         t.state.set(t.state.get().on(event).unwrap_or_else(|e| panic!("keel bug: {e}")));
@@ -959,10 +956,7 @@ impl Sched {
             TaskState::Suspended(_) => {
                 // Room rule 5 (cancel_queued's finish unlinks a ready task).
                 self.leave_submit_queue(h);
-                if h.trailer().timer.is_armed() {
-                    // SAFETY: armed in our heap.
-                    unsafe { self.timers.remove(h.timer()) };
-                }
+                self.disarm(h);
                 t.state.set(TaskState::Ready);
                 false
             }
@@ -993,10 +987,7 @@ impl Sched {
         }
         // Room rule 5.
         self.leave_submit_queue(h);
-        if h.trailer().timer.is_armed() {
-            // SAFETY: armed in our heap.
-            unsafe { self.timers.remove(h.timer()) };
-        }
+        self.disarm(h);
         // Fiber rule 2: the frames stay on the stack, which is never handed back. A
         // finished fiber's stack held for draining (fiber rule 4) is leaked the same way.
         t.body.set(None);

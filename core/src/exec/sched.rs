@@ -678,7 +678,7 @@ impl Sched {
         unsafe { self.timers.insert(node, deadline) };
     }
 
-    fn disarm(&self, h: NonNull<Header>) {
+    pub(crate) fn disarm(&self, h: NonNull<Header>) {
         if h.trailer().timer.is_armed() {
             // SAFETY: armed in our heap (timer rule 1).
             unsafe { self.timers.remove(h.timer()) };
