@@ -829,8 +829,7 @@ impl Sched {
     /// dropped, only resumed with `Cancelled` until it returns). A fiber starts at its
     /// first resume, which is also when its task leaves `Attached`.
     pub(crate) fn is_started_fiber(t: &Header) -> bool {
-        t.state.get() != S::Attached
-            && t.body.get().is_some_and(|vt| vt.kind != crate::task::body::SwitcherKind::Stackless)
+        t.state.get() != S::Attached && t.body.get().is_some_and(|vt| vt.kind != crate::switch::SwitcherKind::Stackless)
     }
 
     /// Drops the body of queued task `h` (`Attached` or `Ready`, not a started fiber) and

@@ -13,7 +13,8 @@ pub(crate) mod header;
 pub mod state;
 pub(crate) mod wake;
 
-pub use body::{IntoTaskResult, SwitcherKind};
+pub use crate::switch::SwitcherKind;
+pub use body::IntoTaskResult;
 pub use header::TaskSlot;
 
 use crate::priority::Priorities;
