@@ -80,6 +80,7 @@ mod attach;
 pub mod remote;
 mod run;
 pub(crate) mod sched;
+mod submit;
 
 pub use crate::mailbox::{HandleSlot, Unparker};
 pub use remote::ExecutorHandle;
@@ -993,7 +994,7 @@ impl Sched {
         // finished fiber's stack held for draining (fiber rule 4) is leaked the same way.
         t.body.set(None);
         let _leaked = h.trailer().pending_stack.take();
-        crate::io_status::orphan_all(self, h);
+        self.orphan_all(h);
         if h.trailer().result.get().is_none() {
             // A body that never returned (a draining one keeps its result).
             h.trailer().result.set(Some(Err(crate::error::TaskError::Cancelled)));

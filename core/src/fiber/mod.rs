@@ -64,7 +64,7 @@ use crate::clock::Instant;
 use crate::driver::{Driver, DriverMut};
 use crate::error::{Cancelled, InitiateError};
 use crate::exec::sched::Sched;
-use crate::io_status::IoStatus;
+use crate::io_status::block::IoStatus;
 use crate::switch::FiberSwitch;
 use crate::sync::Ordering;
 use crate::task::TaskHandle;
@@ -278,7 +278,7 @@ impl Fiber {
     #[inline(always)]
     pub fn initiate<D: Driver>(&mut self, status: Pin<&IoStatus>, op: D::Op) -> Result<(), InitiateError<D::Op>> {
         let mut op = Some(op);
-        match status.initiate_from::<D>(self.sched(), self.core().header, &mut op) {
+        match self.sched().initiate_from::<D>(status, self.core().header, &mut op) {
             Ok(()) => Ok(()),
             Err(e) => self.initiate_refused::<D>(status, op, e),
         }
@@ -308,7 +308,7 @@ impl Fiber {
                 }
                 e => return Err(e.with_op(op.take().expect("refused operations stay in place"))),
             }
-            match status.initiate_from::<D>(self.sched(), self.core().header, &mut op) {
+            match self.sched().initiate_from::<D>(status, self.core().header, &mut op) {
                 Ok(()) => return Ok(()),
                 Err(e) => refusal = e,
             }
@@ -346,11 +346,11 @@ impl Fiber {
         }
         let h = self.core().header;
         let (mut a, mut b) = (Some(op1), Some(op2));
-        if let Err(e) = s1.initiate_from::<D>(sched, h, &mut a) {
+        if let Err(e) = sched.initiate_from::<D>(s1, h, &mut a) {
             return refused(e, a.expect("refused operations stay in place"), b.expect("not yet submitted"));
         }
         // Cannot be refused: room for two was checked with nothing running in between.
-        match s2.initiate_from::<D>(sched, h, &mut b) {
+        match sched.initiate_from::<D>(s2, h, &mut b) {
             Ok(()) => Ok(()),
             Err(e) => {
                 unreachable!("keel bug: the second of a pair was refused ({e:?}) after room for both was checked")
@@ -369,7 +369,7 @@ impl Fiber {
 
     /// Asks the driver to cancel `status`'s operation if it is in flight.
     pub fn cancel_io(&mut self, status: Pin<&IoStatus>) {
-        status.cancel_in(self.sched());
+        self.sched().cancel_status(&status);
     }
 
     /// The task's CPU and I/O priorities.
@@ -413,7 +413,7 @@ impl Fiber {
             }
             let tr = self.core().header.trailer();
             if !tr.completed.is_empty() {
-                return Ok(crate::io_status::take_completed(tr, max));
+                return Ok(crate::io_status::block::take_completed(tr, max));
             }
             if tr.initiated.is_empty() {
                 return Ok(0);
@@ -435,7 +435,7 @@ impl Fiber {
     /// waiting), `WrongDriver`, `Refused` (the driver refused it for a reason other than
     /// room).
     pub fn try_submit<D: Driver>(&mut self, op: D::Op) -> Result<crate::OpId, InitiateError<D::Op>> {
-        use crate::io_status::SubmitRefused;
+        use crate::error::SubmitRefused;
         if self.sched().driver_as::<D>().is_none() {
             return Err(InitiateError::WrongDriver(op));
         }
@@ -450,7 +450,7 @@ impl Fiber {
                 return Err(InitiateError::Cancelled(back(&mut op)));
             }
             entry = false;
-            match crate::io_status::submit_with_wake_token::<D>(self.sched(), self.core().header, &mut op, true) {
+            match self.sched().submit_with_wake_token::<D>(self.core().header, &mut op, true) {
                 Ok(id) => return Ok(id),
                 // Queued for room (by I/O priority); the grant wakes this fiber.
                 Err(SubmitRefused::Wait) => {}
