@@ -20,6 +20,10 @@
 //! root; re-exports below the root (`crate::exec::Unparker` resolves to `exec`, not `exec::park`);
 //! names a `use` brought in (the `use` itself is checked); `pub(in path)` (skipped). A test `cfg`
 //! on a struct field or a generic parameter hides the rest of that item.
+//!
+//! The file runs past the house ~400 lines: the check is one test binary of its own (tokenizer,
+//! resolver, the real-tree test), and its self-test sits next to it so that a change to the
+//! checker meets the planted violations it must still find.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -36,7 +40,6 @@ enum Tok {
     Ident(String),
     PathSep,
     Punct(char),
-    Literal,
 }
 
 struct Token {
@@ -73,6 +76,8 @@ fn skip_quote(c: &[char], i: usize) -> usize {
     }
 }
 
+/// Identifiers (raw ones without their `r#`), `::` and single punctuation, each with its line;
+/// comments, literals and lifetimes leave no token.
 fn tokenize(src: &str) -> Vec<Token> {
     let c: Vec<char> = src.chars().collect();
     let at = |k: usize| c.get(k).copied().unwrap_or('\0');
@@ -81,12 +86,7 @@ fn tokenize(src: &str) -> Vec<Token> {
     while i < c.len() {
         let (ch, start_line) = (c[i], line);
         let mut push = |tok| out.push(Token { tok, line: start_line });
-        if ch == '\n' {
-            line += 1;
-            i += 1;
-        } else if ch.is_whitespace() {
-            i += 1;
-        } else if ch == '/' && at(i + 1) == '/' {
+        if ch == '/' && at(i + 1) == '/' {
             i = (i..c.len()).find(|&k| c[k] == '\n').unwrap_or(c.len());
         } else if ch == '/' && at(i + 1) == '*' {
             let mut nest = 0;
@@ -102,40 +102,40 @@ fn tokenize(src: &str) -> Vec<Token> {
             }
         } else if ch == '"' {
             i = skip_string(&c, i, None, &mut line);
-            push(Tok::Literal);
         } else if ch == '\'' {
             i = skip_quote(&c, i);
         } else if ch.is_ascii_digit() {
-            i = (i..c.len())
-                .find(|&k| !(c[k].is_alphanumeric() || c[k] == '_' || (c[k] == '.' && at(k + 1).is_ascii_digit())))
-                .unwrap_or(c.len());
-            push(Tok::Literal);
+            let in_number =
+                |k: usize| c[k].is_alphanumeric() || c[k] == '_' || (c[k] == '.' && at(k + 1).is_ascii_digit());
+            i = (i..c.len()).find(|&k| !in_number(k)).unwrap_or(c.len());
         } else if ch.is_alphabetic() || ch == '_' {
             let end = word_end(i);
-            let word: String = c[i..end].iter().collect();
             let hashes = (end..c.len()).take_while(|&k| c[k] == '#').count();
-            if matches!(word.as_str(), "r" | "br" | "cr") && at(end + hashes) == '"' {
-                i = skip_string(&c, end + hashes, Some(hashes), &mut line);
-                push(Tok::Literal);
-            } else if word == "r" && hashes == 1 {
-                i = word_end(end + 1);
-                push(Tok::Ident(c[end + 1..i].iter().collect()));
-            } else if matches!(word.as_str(), "b" | "c") && at(end) == '"' {
-                i = skip_string(&c, end, None, &mut line);
-                push(Tok::Literal);
-            } else if word == "b" && at(end) == '\'' {
-                i = skip_quote(&c, end);
-                push(Tok::Literal);
-            } else {
-                i = end;
-                push(Tok::Ident(word));
-            }
+            let word: String = c[i..end].iter().collect();
+            i = match (word.as_str(), at(end)) {
+                ("r" | "br" | "cr", _) if at(end + hashes) == '"' => {
+                    skip_string(&c, end + hashes, Some(hashes), &mut line)
+                }
+                ("b" | "c", '"') => skip_string(&c, end, None, &mut line),
+                ("b", '\'') => skip_quote(&c, end),
+                ("r", '#') => {
+                    push(Tok::Ident(c[end + 1..word_end(end + 1)].iter().collect()));
+                    word_end(end + 1)
+                }
+                _ => {
+                    push(Tok::Ident(word.clone()));
+                    end
+                }
+            };
         } else if ch == ':' && at(i + 1) == ':' {
             i += 2;
             push(Tok::PathSep);
         } else {
+            line += usize::from(ch == '\n');
             i += 1;
-            push(Tok::Punct(ch));
+            if !ch.is_whitespace() {
+                push(Tok::Punct(ch));
+            }
         }
     }
     out
@@ -177,6 +177,14 @@ fn end_of_item(t: &[Token], mut i: usize) -> usize {
             Tok::Punct(')' | ']' | '}') => return i,
             _ => i += 1,
         }
+    }
+    i
+}
+
+/// The index of the closer of the scope that `i` is in; `t.len()` at the top level.
+fn end_of_scope(t: &[Token], mut i: usize) -> usize {
+    while i < t.len() && !matches!(t[i].tok, Tok::Punct(')' | ']' | '}')) {
+        i = if matches!(t[i].tok, Tok::Punct('(' | '[' | '{')) { closing(t, i) + 1 } else { i + 1 };
     }
     i
 }
@@ -284,7 +292,7 @@ fn scan(module: &[String], t: &[Token], inline_mods: &mut Vec<ModPath>, paths: &
             Tok::Punct('#') => {
                 if let Some((end, inner)) = test_attribute(t, i) {
                     // An inner test attribute makes the rest of the scope test code.
-                    i = if inner { end_of_item(t, closing(t, end)) } else { end_of_item(t, end) };
+                    i = if inner { end_of_scope(t, end) } else { end_of_item(t, end) };
                     continue;
                 }
             }
@@ -294,7 +302,7 @@ fn scan(module: &[String], t: &[Token], inline_mods: &mut Vec<ModPath>, paths: &
                 if scopes.len() > 1 && scopes.last().is_some_and(|s| s.1 == depth) {
                     scopes.pop();
                 }
-                depth -= 1;
+                depth = depth.saturating_sub(1);
             }
             Tok::Ident(w) if w == "use" => in_use = true,
             Tok::Ident(w) if w == "pub" && is(t, i + 1, '(') => {
@@ -513,14 +521,26 @@ fn keel_core_imports_point_down_the_layers() {
     assert!(report.problems.is_empty(), "layers: {} problems (listed above)", report.problems.len());
 }
 
-// The self-test: a two-layer tree in which `high::base` and `low` sit in layer 1, `high` and
-// `low::top` in layer 2. lib.rs re-exports `high::HighType` and `low::LowType as Renamed`.
+// The self-test: a tree in which `low` and `high::base` sit in layer 1, `high` and `low::top` in
+// layer 2. lib.rs re-exports `high::HighType` and `low::LowType as Renamed`.
 
+const TREE_LIB: &str = r#"//! # Layers
+//!
+//! ```text
+//! 2 high high low::top
+//!
+//! 1 low low high::base
+//! ```
+mod high;
+mod low;
+pub use high::HighType;
+pub use low::{LowType as Renamed};
+"#;
+
+/// Checks the tree with some files' sources replaced (or added).
 fn tree(replace: &[(&str, &str)]) -> Report {
-    let lib = "//! # Layers\n//!\n//! ```text\n//! 2 high high low::top\n//!\n//! 1 low low high::base\n//! ```\n\
-               mod high;\nmod low;\npub use high::HighType;\npub use low::{LowType as Renamed};\n";
     let mut files: BTreeMap<&str, &str> = BTreeMap::from([
-        ("lib.rs", lib),
+        ("lib.rs", TREE_LIB),
         ("high/mod.rs", "pub mod base;\npub struct HighType;\n"),
         ("high/base.rs", "pub struct BaseType;\n"),
         ("low.rs", "pub mod top;\npub struct LowType;\n"),
@@ -531,7 +551,7 @@ fn tree(replace: &[(&str, &str)]) -> Report {
     check(&files).expect("the tree's lib.rs has a # Layers block")
 }
 
-fn upward(report: &Report) -> Vec<&str> {
+fn problems(report: &Report) -> Vec<&str> {
     report.problems.iter().map(String::as_str).collect()
 }
 
@@ -540,37 +560,38 @@ fn a_planted_upward_use_fails() {
     let report = tree(&[("low.rs", "pub struct LowType;\nuse crate::high::HighType;\n")]);
     let expected =
         "core/src/low.rs:2: low (layer 1 low) imports crate::high::HighType from high (layer 2 high), a higher layer";
-    assert_eq!(upward(&report), [expected]);
+    assert_eq!(problems(&report), [expected]);
 }
 
 #[test]
 fn inline_upward_paths_fail_in_expressions_types_attributes_and_macros() {
-    let low = "pub fn f(x: <crate::high::HighType as Tr>::Out) {\n    crate::high::make!(x);\n    \
-               let _ = crate::high::HighType::new();\n}\n#[crate::high::attr]\npub struct LowType;\n";
+    let low = r#"pub fn f(x: <crate::high::HighType as Tr>::Out) {
+    crate::high::make!(x);
+    let _ = crate::high::HighType::new();
+}
+#[crate::high::attr]
+pub struct LowType;
+"#;
     let report = tree(&[("low.rs", low)]);
     let lines: Vec<&str> = report.problems.iter().map(|p| &p[..p.find(": ").unwrap()]).collect();
-    let at = |n: u8| format!("core/src/low.rs:{n}");
-    assert_eq!(lines, [at(1), at(2), at(3), at(5)]);
+    assert_eq!(lines, ["core/src/low.rs:1", "core/src/low.rs:2", "core/src/low.rs:3", "core/src/low.rs:5"]);
 }
 
 #[test]
 fn an_upward_path_in_a_grouped_use_fails() {
-    let report =
-        tree(&[("low.rs", "use crate::{low::LowType, high::{base::BaseType, HighType}};\npub struct LowType;\n")]);
+    let low = "use crate::{low::LowType, high::{base::BaseType, HighType}};\npub struct LowType;\n";
+    let report = tree(&[("low.rs", low)]);
     assert_eq!(report.paths, 3);
-    assert_eq!(report.problems.len(), 1);
-    assert!(
-        report.problems[0].contains("imports crate::high::HighType from high (layer 2 high)"),
-        "{}",
-        report.problems[0]
-    );
+    let expected =
+        "core/src/low.rs:1: low (layer 1 low) imports crate::high::HighType from high (layer 2 high), a higher layer";
+    assert_eq!(problems(&report), [expected]);
 }
 
 #[test]
-fn an_upward_super_or_child_path_fails() {
+fn an_upward_super_or_child_module_path_fails() {
     let report = tree(&[("high/base.rs", "use super::HighType;\n"), ("low.rs", "pub mod top;\nuse top::Top;\n")]);
     assert_eq!(
-        upward(&report),
+        problems(&report),
         [
             "core/src/high/base.rs:1: high::base (layer 1 low) imports super::HighType from high (layer 2 high), a higher layer",
             "core/src/low.rs:2: low (layer 1 low) imports top::Top from low::top (layer 2 high), a higher layer",
@@ -581,51 +602,83 @@ fn an_upward_super_or_child_path_fails() {
 #[test]
 fn a_root_reexport_does_not_hide_an_upward_import() {
     let report = tree(&[("low.rs", "pub struct LowType;\nfn f() -> crate::HighType { todo!() }\n")]);
-    assert_eq!(
-        upward(&report),
-        ["core/src/low.rs:2: low (layer 1 low) imports crate::HighType from high (layer 2 high), a higher layer",]
-    );
+    let expected =
+        "core/src/low.rs:2: low (layer 1 low) imports crate::HighType from high (layer 2 high), a higher layer";
+    assert_eq!(problems(&report), [expected]);
+}
+
+#[test]
+fn an_inline_module_is_a_module_of_its_own() {
+    let lib = TREE_LIB.replace("low::top", "low::top low::wire");
+    let low = r#"pub struct LowType;
+pub mod wire {
+    use crate::high::HighType;
+    fn f() { super::LowType::new(); }
+}
+fn g() { wire::f(); }
+"#;
+    let report = tree(&[("lib.rs", &lib), ("low.rs", low)]);
+    let expected = "core/src/low.rs:6: low (layer 1 low) imports wire::f from low::wire (layer 2 high), a higher layer";
+    assert_eq!(problems(&report), [expected]);
 }
 
 #[test]
 fn paths_down_or_within_a_layer_pass() {
-    let high = "pub mod base;\nuse crate::low::LowType;\nuse self::base::BaseType;\nuse crate::{Renamed, low::top::Top};\n\
-                mod inner {\n    use super::super::low::LowType as L;\n    fn f() { super::HighType::new(); }\n}\n";
+    let high = r#"pub mod base;
+use crate::low::LowType;
+use self::base::BaseType;
+use crate::{Renamed, low::top::Top};
+mod inner {
+    use super::super::low::LowType as L;
+    fn f() { super::HighType::new(); }
+}
+"#;
     let base = "use crate::low::LowType;\nuse super::super::low::{self, LowType as L};\n";
     let low =
         "pub mod top;\nuse crate::high::base::BaseType;\nfn f() { self::LowType::new(); crate::Renamed::new(); }\n";
-    let report = tree(&[
-        ("high/mod.rs", high),
-        ("high/base.rs", base),
-        ("low.rs", low),
-        ("low/top.rs", "use super::LowType;\n"),
-    ]);
-    assert_eq!(upward(&report), Vec::<&str>::new());
-    assert_eq!(report.paths, 13);
+    let top = "use super::LowType;\n";
+    let report = tree(&[("high/mod.rs", high), ("high/base.rs", base), ("low.rs", low), ("low/top.rs", top)]);
+    assert_eq!(problems(&report), Vec::<&str>::new());
+    assert_eq!(report.paths, 13, "every path above is read");
 }
 
 #[test]
 fn test_code_comments_and_literals_pass() {
-    let low = "// use crate::high::HighType;\n/// crate::high::HighType\n/* crate::high::HighType /* nested \
-               */ crate::high::HighType */\nconst S: &str = \"crate::high::HighType \\\" crate::high::X\";\n\
-               const R: &str = r#\"crate::high::HighType \"quoted\" \"#;\nconst C: char = '\"';\n\
-               fn lifetime<'a>(x: &'a u8) -> &'a u8 { x }\n#[cfg(keel_loom)]\nuse crate::high::base::BaseType;\n\
-               #[cfg(test)]\nmod tests {\n    use crate::high::HighType;\n}\n\
-               #[cfg(all(test, not(keel_loom)))]\nfn helper() { crate::high::HighType::new(); }\n\
-               #[test]\nfn t() { crate::high::HighType::new(); }\npub struct LowType;\n";
+    let low = r##"// use crate::high::HighType;
+/// crate::high::HighType
+/* crate::high::HighType /* nested */ crate::high::HighType */
+const S: &str = "crate::high::HighType \" crate::high::X";
+const R: &str = r#"crate::high::HighType "quoted" "#;
+const C: char = '"';
+fn lifetime<'a>(x: &'a u8) -> &'a u8 { x }
+#[cfg(keel_loom)]
+use crate::high::base::BaseType;
+#[cfg(test)]
+mod tests {
+    use crate::high::HighType;
+}
+mod inner {
+    #![cfg(test)]
+    fn f() { crate::high::HighType::new(); }
+}
+#[cfg(all(test, not(keel_loom)))]
+fn helper() { crate::high::HighType::new(); }
+#[test]
+fn t() { crate::high::HighType::new(); }
+pub struct LowType;
+"##;
     let report = tree(&[("low.rs", low)]);
-    assert_eq!((upward(&report), report.paths), (Vec::<&str>::new(), 1));
-    // The same tests under `cfg(keel_loom)` are real code: both fail the check.
-    let loom = low.replace("#[cfg(test)]", "#[cfg(keel_loom)]").replace("all(test, not(keel_loom))", "keel_loom");
-    assert_eq!(tree(&[("low.rs", &loom)]).problems.len(), 2);
+    assert_eq!(problems(&report), Vec::<&str>::new());
+    assert_eq!(report.paths, 1, "the path under cfg(keel_loom) is read");
+    // The same code under `cfg(keel_loom)` is real code: the three fail the check.
+    let loom = low.replace("cfg(test)", "cfg(keel_loom)").replace("all(test, not(keel_loom))", "keel_loom");
+    assert_eq!(tree(&[("low.rs", &loom)]).problems.len(), 3);
 }
 
 #[test]
 fn an_unplaced_module_fails() {
-    let lib = "//! # Layers\n//! ```text\n//! 1 low low\n//! ```\nmod low;\nmod extra;\n";
-    let files = [("lib.rs", lib), ("low.rs", ""), ("extra/mod.rs", "")].map(|(f, s)| (f.to_string(), s.to_string()));
-    let report = check(&files).expect("the block is there");
-    assert_eq!(upward(&report), ["core/src/extra/mod.rs: place extra in a layer in lib.rs's # Layers block"]);
+    let report = tree(&[("extra/mod.rs", "")]);
+    assert_eq!(problems(&report), ["core/src/extra/mod.rs: place extra in a layer in lib.rs's # Layers block"]);
 }
 
 #[test]
@@ -633,9 +686,6 @@ fn a_missing_block_skips_and_a_stale_block_fails() {
     let files = [("lib.rs", "//! keel\nmod low;\n"), ("low.rs", "")].map(|(f, s)| (f.to_string(), s.to_string()));
     assert!(check(&files).is_none());
     let stale = tree(&[("lib.rs", "//! # Layers\n//! ```text\n//! 1 low low gone\n//! 2 high high\n//! ```\n")]);
-    assert!(
-        stale.problems.iter().any(|p| p.contains("# Layers lists gone, not a module (layer 1 low)")),
-        "{:?}",
-        stale.problems
-    );
+    let expected = "core/src/lib.rs: # Layers lists gone, not a module (layer 1 low)";
+    assert!(stale.problems.iter().any(|p| p == expected), "{:?}", stale.problems);
 }
