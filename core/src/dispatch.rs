@@ -57,17 +57,22 @@
 //! levels per retry (three loads).
 
 use crate::Priority;
+use crate::acct::Accounting;
+use crate::driver::Driver;
 use crate::error::AttachError;
-use crate::exec::sched::Sched;
+use crate::exec::Executor;
+use crate::exec::work_source::WorkSource;
 use crate::mailbox::Mailbox;
 use crate::mailbox::inbox::InboxNode;
 use crate::mailbox::park::{PARKED, ParkWord};
+use crate::stack::StackProvider;
 use crate::sync::{AtomicPtr, AtomicU32, AtomicU64Like, Ordering};
 use crate::task::TaskHandle;
 use crate::task::body::{BodyVTable, FutureBody, IntoTaskResult};
 use crate::task::claim::claim_and_place;
 use crate::task::header::{Header, flag};
 use core::future::Future;
+use core::pin::Pin;
 use core::ptr::{self, NonNull};
 
 /// Workers that can register with one dispatcher.
@@ -426,11 +431,11 @@ impl Dispatcher {
     }
 
     /// A worker claims a popped task for itself (dispatch rule 2).
-    pub(crate) fn claim(&self, h: NonNull<Header>, worker: &Sched) -> bool {
+    pub(crate) fn claim(&self, h: NonNull<Header>, owner: *mut Mailbox) -> bool {
         // SAFETY: `'static` header.
         let t = unsafe { h.as_ref() };
         // AcqRel: Acquire sees the submitter's writes; Release publishes the claim.
-        t.owner.compare_exchange(sentinel(self), worker.owner_id(), Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        t.owner.compare_exchange(sentinel(self), owner, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 
     /// Times a worker popped a task that was not the dispatcher's any more (its claim
@@ -616,6 +621,7 @@ impl Default for Dispatcher {
 #[cfg(all(test, not(keel_loom)))]
 mod tests {
     use super::*;
+    use crate::exec::sched::Sched;
     use crate::{Config, TaskAttrs, TaskSlot};
     extern crate std;
 
@@ -703,5 +709,52 @@ mod tests {
         head.cas(top, Top { task: Some(h), tag: top.tag.wrapping_add(1) }).unwrap();
         assert_eq!(head.load(), Top { task: Some(h), tag: 0 });
         assert!(head.has_task());
+    }
+}
+
+impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
+    /// Makes this executor a worker of `dispatcher`: whenever it has no work of its own it
+    /// takes the highest-priority dispatched task, and `Dispatcher::quit` makes its `run`
+    /// return `RunError::Quit`. `false` if it serves one already or all worker slots are
+    /// taken.
+    pub fn serve(self: Pin<&Self>, dispatcher: &'static Dispatcher) -> bool {
+        let s = self.sched();
+        if s.dispatcher.get().is_some() {
+            return false;
+        }
+        match dispatcher.register(&s.mailbox.park) {
+            Some(i) => {
+                s.dispatcher.set(Some((dispatcher, i)));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl WorkSource for Dispatcher {
+    fn unregister(&self, slot: usize) {
+        Dispatcher::unregister(self, slot)
+    }
+    fn has_work(&self) -> bool {
+        Dispatcher::has_work(self)
+    }
+    fn quit_pending(&self) -> bool {
+        Dispatcher::quit_pending(self)
+    }
+    fn take_quit(&self) -> bool {
+        Dispatcher::take_quit(self)
+    }
+    fn pop(&self) -> Option<NonNull<Header>> {
+        Dispatcher::pop(self)
+    }
+    fn claim(&self, task: NonNull<Header>, owner: *mut Mailbox) -> bool {
+        Dispatcher::claim(self, task, owner)
+    }
+    fn note_double_take(&self) {
+        Dispatcher::note_double_take(self)
+    }
+    fn note_completed(&self) {
+        Dispatcher::note_completed(self)
     }
 }

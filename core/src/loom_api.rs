@@ -228,7 +228,7 @@ impl Default for DispatchWorker {
 /// it, as `Sched::take_dispatched` does (without attaching it). The task's id.
 pub fn take(d: &crate::dispatch::Dispatcher, worker: &DispatchWorker) -> Option<u32> {
     let h = d.pop()?;
-    if !d.claim(h, &worker.0) {
+    if !d.claim(h, worker.0.owner_id()) {
         return None;
     }
     // Headers are in `'static` slots; the claim made the worker its owner.
@@ -270,20 +270,8 @@ where
     handle.attach_body_with::<W, F>(task, body, &crate::task::body::FutureBody::<F>::VTABLE)
 }
 
-std::thread_local! {
-    static ANY_RESUME_IS_CURRENT: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
-}
-
-/// Whether rt rule 1's check is the weakened twin's in this model: "the waker's task is
-/// running", on any thread (as the check first was, through the owner's record of the
-/// task it resumes), rather than "this `Context` is the task's own". A switch per OS
-/// thread, which loom's threads share within one model and tests do not.
-pub(crate) fn any_resume_is_current() -> bool {
-    ANY_RESUME_IS_CURRENT.with(|c| c.get())
-}
-
 /// Makes rt rule 1's check the weakened twin's (`on`) or production's for the rest of
 /// the calling test; every keel future checks "inside my task" through it.
 pub fn weaken_current(on: bool) {
-    ANY_RESUME_IS_CURRENT.with(|c| c.set(on));
+    crate::sync::set_any_resume_is_current(on);
 }

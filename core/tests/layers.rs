@@ -30,7 +30,7 @@ use std::path::Path;
 
 /// Whether a lib.rs without a `# Layers` block fails the real-tree test. Once lib.rs has the
 /// block, change this line to `const BLOCK_REQUIRED: bool = true;`.
-const BLOCK_REQUIRED: bool = false;
+const BLOCK_REQUIRED: bool = true;
 
 /// A module path from the crate root; empty for the root.
 type ModPath = Vec<String>;

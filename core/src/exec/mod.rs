@@ -79,8 +79,10 @@
 mod attach;
 pub mod remote;
 mod run;
+pub(crate) mod run_queue;
 pub(crate) mod sched;
 mod submit;
+pub(crate) mod work_source;
 
 pub use crate::mailbox::{HandleSlot, Unparker};
 pub use remote::ExecutorHandle;
@@ -370,24 +372,6 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
         let epoch = slot.bind(s.owner_id())?;
         s.handle_slot.set(Some(slot));
         Some(ExecutorHandle::new(slot, epoch))
-    }
-
-    /// Makes this executor a worker of `dispatcher`: whenever it has no work of its own it
-    /// takes the highest-priority dispatched task, and `Dispatcher::quit` makes its `run`
-    /// return `RunError::Quit`. `false` if it serves one already or all worker slots are
-    /// taken.
-    pub fn serve(self: Pin<&Self>, dispatcher: &'static crate::dispatch::Dispatcher) -> bool {
-        let s = self.sched();
-        if s.dispatcher.get().is_some() {
-            return false;
-        }
-        match dispatcher.register(&s.mailbox.park) {
-            Some(i) => {
-                s.dispatcher.set(Some((dispatcher, i)));
-                true
-            }
-            None => false,
-        }
     }
 
     /// The stack pool's counters.

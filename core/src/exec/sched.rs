@@ -47,11 +47,12 @@ use crate::clock::Instant;
 use crate::driver::{DriverVt, IoResult, IoToken};
 use crate::error::{AttachError, TaskError, TaskResult};
 use crate::exec::Config;
+use crate::exec::run_queue::RunQueue;
+use crate::exec::work_source::WorkSource;
 use crate::io_status::block::IoStatus;
 use crate::list::List;
 use crate::mailbox::Mailbox;
 use crate::mailbox::inbox::Pop;
-use crate::run_queue::RunQueue;
 use crate::stack::pool::StackPool;
 use crate::sync::Ordering;
 use crate::task::TaskHandle;
@@ -90,7 +91,7 @@ pub(crate) struct Sched {
     /// identity as a task's owner (`Sched::owner_id`).
     pub(crate) mailbox: Mailbox,
     /// The dispatcher this executor serves and its worker slot (dispatch rule 4).
-    pub(crate) dispatcher: Cell<Option<(&'static crate::dispatch::Dispatcher, usize)>>,
+    pub(crate) dispatcher: Cell<Option<(&'static dyn WorkSource, usize)>>,
     /// The handle slot bound to this executor, if any (cleared on drop).
     pub(crate) handle_slot: Cell<Option<&'static crate::mailbox::HandleSlot>>,
     pub(crate) ready: RunQueue,
@@ -576,7 +577,7 @@ impl Sched {
     pub(crate) fn take_dispatched(&self) -> bool {
         let Some((d, _)) = self.dispatcher.get() else { return false };
         let Some(h) = d.pop() else { return false };
-        if !d.claim(h, self) {
+        if !d.claim(h, self.owner_id()) {
             // Unreachable while dispatch rule 1's tag holds: a header is on a level stack
             // only from its submit's push (owner = the sentinel, rule 2) to the one pop
             // that takes it, and only that popper's claim changes the owner; pops are

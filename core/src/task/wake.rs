@@ -140,7 +140,7 @@ pub(crate) fn is_resume_cx(hdr: NonNull<Header>, cx: &Context<'_>) -> bool {
     // Only the field's address is taken (provenance rule 2).
     let mine = hdr.trailer().resume.cx.get() as *const ();
     #[cfg(keel_loom)]
-    if crate::loom_api::any_resume_is_current() {
+    if crate::sync::any_resume_is_current() {
         // The weakened twin (`loom_api::weaken_current`): "the task is running", on
         // whatever thread, taken for "inside the task" (as rt rule 1 first was, through
         // the owner's record of the task it resumes): it reads the owner's Cell.
