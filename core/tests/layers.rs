@@ -28,8 +28,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// Whether a lib.rs without a `# Layers` block fails the real-tree test. Once lib.rs has the
-/// block, change this line to `const BLOCK_REQUIRED: bool = true;`.
+/// Whether a lib.rs without a `# Layers` block fails the real-tree test (it has one: a block
+/// removed by mistake must fail the check, not skip it).
 const BLOCK_REQUIRED: bool = true;
 
 /// A module path from the crate root; empty for the root.
