@@ -58,13 +58,14 @@
 
 use crate::Priority;
 use crate::error::AttachError;
-use crate::exec::inbox::InboxNode;
-use crate::exec::park::{PARKED, Remote};
-use crate::exec::remote::claim_and_place;
 use crate::exec::sched::Sched;
+use crate::mailbox::Mailbox;
+use crate::mailbox::inbox::InboxNode;
+use crate::mailbox::park::{PARKED, ParkWord};
 use crate::sync::{AtomicPtr, AtomicU32, AtomicU64Like, Ordering};
 use crate::task::TaskHandle;
 use crate::task::body::{BodyVTable, FutureBody, IntoTaskResult};
+use crate::task::claim::claim_and_place;
 use crate::task::header::{Header, flag};
 use core::future::Future;
 use core::ptr::{self, NonNull};
@@ -249,7 +250,7 @@ fn quit_halves(w: u64) -> (u32, u32) {
 
 /// A worker's registration (dispatch rule 4).
 struct WorkerSlot {
-    remote: AtomicPtr<Remote>,
+    remote: AtomicPtr<ParkWord>,
     active: AtomicU32,
 }
 
@@ -272,8 +273,8 @@ impl core::fmt::Debug for Dispatcher {
 }
 
 /// The owner pointer of a dispatched task (dispatch rule 2): never dereferenced.
-fn sentinel(d: &Dispatcher) -> *mut Sched {
-    d as *const Dispatcher as *mut Sched
+fn sentinel(d: &Dispatcher) -> *mut Mailbox {
+    d as *const Dispatcher as *mut Mailbox
 }
 
 fn node_of(h: NonNull<Header>) -> *mut InboxNode {
@@ -366,7 +367,7 @@ impl Dispatcher {
         // pairs with the worker's claim (its Acquire CAS from the sentinel), with the
         // level push's Release for the fields.
         // SAFETY: `'static` slot.
-        unsafe { run.header().as_ref() }.exec.store(sentinel(self), Ordering::Release);
+        unsafe { run.header().as_ref() }.owner.store(sentinel(self), Ordering::Release);
         // Relaxed: only the count matters; the push below publishes the task.
         self.submitted.fetch_add(1, Ordering::Relaxed);
         // SAFETY: `'static` slot, claimed by us.
@@ -428,9 +429,8 @@ impl Dispatcher {
     pub(crate) fn claim(&self, h: NonNull<Header>, worker: &Sched) -> bool {
         // SAFETY: `'static` header.
         let t = unsafe { h.as_ref() };
-        let me = worker as *const Sched as *mut Sched;
         // AcqRel: Acquire sees the submitter's writes; Release publishes the claim.
-        t.exec.compare_exchange(sentinel(self), me, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        t.owner.compare_exchange(sentinel(self), worker.owner_id(), Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 
     /// Times a worker popped a task that was not the dispatcher's any more (its claim
@@ -465,11 +465,11 @@ impl Dispatcher {
 
     /// Registers a worker (dispatch rule 4). `None` if all slots are taken, or the CPU
     /// cannot run the dispatcher (`supported`).
-    pub(crate) fn register(&self, remote: &Remote) -> Option<usize> {
+    pub(crate) fn register(&self, remote: &ParkWord) -> Option<usize> {
         if !Self::supported() {
             return None;
         }
-        let r = remote as *const Remote as *mut Remote;
+        let r = remote as *const ParkWord as *mut ParkWord;
         self.workers
             .iter()
             // SeqCst: dispatch rule 4 (as remote rule 1).
@@ -664,7 +664,7 @@ mod tests {
         assert_eq!(d.pop(), None, "the task was pushed back: it would run twice");
         assert_eq!(worker.attached.get(), 0);
         // SAFETY: `'static` slot.
-        assert!(unsafe { h.as_ref() }.exec.load(Ordering::Relaxed).is_null(), "its owner changed");
+        assert!(unsafe { h.as_ref() }.owner.load(Ordering::Relaxed).is_null(), "its owner changed");
     }
 
     /// Rule 1: a popper's view of a level (top, tag) goes stale as soon as the level has

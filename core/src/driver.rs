@@ -168,7 +168,7 @@ pub unsafe trait Driver: 'static {
     /// with no deadline.
     fn park(&mut self, deadline: Option<Instant>) -> Result<Park, Errno>;
 
-    /// How other threads make `park` return (`exec/park.rs`, rule 3). `park_word` is the
+    /// How other threads make `park` return (park rule 3, in the mailbox module). `park_word` is the
     /// executor's park word (for a futex); it lives as long as the driver is used by that
     /// executor. Called once, on the executor's thread, before any other thread can name
     /// the executor. `None` (the default): this driver cannot be unparked, and a foreign

@@ -259,9 +259,7 @@ impl Drop for IoStatus {
                 // SAFETY: in flight means on `initiated` (rule 1).
                 unsafe { h.trailer().initiated.remove(me) };
                 h.trailer().orphans.set(h.trailer().orphans.get() + 1);
-                let sched = crate::task::wake::sched_of(h).expect("keel bug: in-flight i/o on an unowned task");
-                // SAFETY: the task is owned by `sched`, pinned and alive while it owns tasks.
-                let sched = unsafe { sched.as_ref() };
+                let sched = Sched::of_task(h).expect("keel bug: in-flight i/o on an unowned task");
                 // Rule 4: from now on the completion names the task, not this memory.
                 sched.driver_retarget(
                     self.op.get(),

@@ -80,6 +80,7 @@ pub mod list;
 #[cfg(keel_loom)]
 #[doc(hidden)]
 pub mod loom_api;
+pub(crate) mod mailbox;
 pub mod priority;
 pub mod rt;
 pub(crate) mod run_queue;

@@ -76,20 +76,19 @@
 //! Cost: one flag load on each path that reaches the driver (submit, `now`, cancel), a
 //! store on each side of a reap, nothing per completion.
 
-pub(crate) mod inbox;
-pub(crate) mod park;
 pub mod remote;
 mod run;
 pub(crate) mod sched;
 
-pub use park::Unparker;
-pub use remote::{ExecutorHandle, HandleSlot};
+pub use crate::mailbox::{HandleSlot, Unparker};
+pub use remote::ExecutorHandle;
 pub use sched::DEFERRED_DRIVER_OPS;
 
 use crate::acct::{Accounting, NoAccounting};
 use crate::clock::Instant;
 use crate::driver::{Driver, DriverMut, VtFor};
 use crate::error::{AttachError, CancelError, ConfigError, DestroyError, DriverBusy, StaleHandle, TaskResult};
+use crate::mailbox::inbox::Recheck;
 use crate::stack::{NoStacks, StackProvider, StackStats};
 use crate::switch::{Fiber, FiberAttrs, FiberSwitch};
 use crate::sync::Ordering;
@@ -365,7 +364,7 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
         if s.handle_slot.get().is_some() {
             return None;
         }
-        let epoch = slot.bind(s)?;
+        let epoch = slot.bind(s.owner_id())?;
         s.handle_slot.set(Some(slot));
         Some(ExecutorHandle::new(slot, epoch))
     }
@@ -379,7 +378,7 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
         if s.dispatcher.get().is_some() {
             return false;
         }
-        match dispatcher.register(&s.remote) {
+        match dispatcher.register(&s.mailbox.park) {
             Some(i) => {
                 s.dispatcher.set(Some((dispatcher, i)));
                 true
@@ -481,8 +480,8 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
         // SAFETY: `'static` slot.
         let t: &'static Header = unsafe { &*task.header().as_ptr() };
         // Relaxed: comparing with our own address; if it is ours, we wrote it.
-        let owner = t.exec.load(Ordering::Relaxed);
-        if !core::ptr::eq(owner, s) {
+        let owner = t.owner.load(Ordering::Relaxed);
+        if owner != s.owner_id() {
             return Err(if owner.is_null() { Owned::Unowned } else { Owned::Elsewhere });
         }
         // Relaxed: owner-written.
@@ -761,7 +760,7 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
         }
         // Take in every attach and wake already pushed, so every task we own is listed.
         // Inbox rule 3: a push in progress is waited for here (cold, blocking).
-        while s.inbox.recheck() != inbox::Recheck::Empty {
+        while s.mailbox.inbox.recheck() != Recheck::Empty {
             s.drain_inbox(usize::MAX);
             core::hint::spin_loop();
         }
@@ -796,7 +795,7 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
             }
         }
         // Park rule 4: wait for wakers still inside (unparking us).
-        s.remote.wait_quiet();
+        s.mailbox.park.wait_quiet();
         s.stacks.release_all();
     }
 

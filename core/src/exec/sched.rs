@@ -47,9 +47,10 @@ use crate::clock::Instant;
 use crate::driver::{DriverVt, IoResult, IoToken};
 use crate::error::{AttachError, TaskError, TaskResult};
 use crate::exec::Config;
-use crate::exec::inbox::{Inbox, Pop};
 use crate::io_status::IoStatus;
 use crate::list::List;
+use crate::mailbox::Mailbox;
+use crate::mailbox::inbox::Pop;
 use crate::run_queue::RunQueue;
 use crate::stack::pool::StackPool;
 use crate::sync::Ordering;
@@ -83,14 +84,15 @@ pub(crate) enum Claim {
     Raced,
 }
 
+#[repr(C)]
 pub(crate) struct Sched {
-    /// First, cache-padded: with `remote`, the only fields other threads touch.
-    pub(crate) inbox: Inbox,
-    pub(crate) remote: crate::exec::park::Remote,
+    /// First (`#[repr(C)]`): the only fields other threads touch, and the executor's
+    /// identity as a task's owner (`Sched::owner_id`).
+    pub(crate) mailbox: Mailbox,
     /// The dispatcher this executor serves and its worker slot (dispatch rule 4).
     pub(crate) dispatcher: Cell<Option<(&'static crate::dispatch::Dispatcher, usize)>>,
     /// The handle slot bound to this executor, if any (cleared on drop).
-    pub(crate) handle_slot: Cell<Option<&'static crate::exec::remote::HandleSlot>>,
+    pub(crate) handle_slot: Cell<Option<&'static crate::mailbox::HandleSlot>>,
     pub(crate) ready: RunQueue,
     pub(crate) timers: TimerHeap,
     pub(crate) owned: List<Header, OwnedLink>,
@@ -142,8 +144,7 @@ fn step(h: &Header, event: E) {
 impl Sched {
     pub(crate) fn new(cfg: Config) -> Self {
         Sched {
-            inbox: Inbox::new(),
-            remote: crate::exec::park::Remote::new(),
+            mailbox: Mailbox::new(),
             handle_slot: Cell::new(None),
             dispatcher: Cell::new(None),
             ready: RunQueue::new(),
@@ -182,15 +183,15 @@ impl Sched {
     ) {
         if !self.initialised.get() {
             self.times.on.set(accounting);
-            self.inbox.init();
+            self.mailbox.inbox.init();
             self.stacks.init(stacks, stacks_vt);
             self.driver.set(driver);
             self.driver_vt.set(Some(vt));
             self.now_fn.set(vt.now);
             self.now_ctx.set(driver);
-            let word = self.remote.park_word();
+            let word = self.mailbox.park.park_word();
             // SAFETY: sched rule 3; park rule 3: set once, before publication.
-            self.remote.set_unparker(unsafe { (vt.unparker)(driver, word) });
+            self.mailbox.park.set_unparker(unsafe { (vt.unparker)(driver, word) });
             self.initialised.set(true);
         }
     }
@@ -332,8 +333,36 @@ impl Sched {
         }
     }
 
-    fn me(&self) -> *mut Sched {
-        self as *const Sched as *mut Sched
+    /// This executor's identity as a task's owner: its mailbox's address, cast from the
+    /// whole scheduler's (the first field of a `#[repr(C)]` struct), so the pointer keeps
+    /// the provenance `Sched::of_owner` steps back with.
+    #[inline(always)]
+    pub(crate) fn owner_id(&self) -> *mut Mailbox {
+        (self as *const Sched).cast_mut().cast::<Mailbox>()
+    }
+
+    /// The executor owning a task, from the task's `owner` (read on that executor's
+    /// thread, inside a resume of the task or in the executor's own code).
+    ///
+    /// # Safety
+    /// `owner` is a task's owner that an executor published (not null, `CLAIMING` or a
+    /// dispatcher's sentinel), and that executor is alive for `'a`.
+    #[inline(always)]
+    pub(crate) unsafe fn of_owner<'a>(owner: *mut Mailbox) -> &'a Sched {
+        // SAFETY: the caller's duty: an executor's `owner_id`, which points at the start
+        // of a live `Sched` with its whole provenance.
+        unsafe { &*owner.cast::<Sched>() }
+    }
+
+    /// The executor that owns the task at `h`, read on that executor's thread inside a
+    /// resume of the task; `None` for a task with no owner.
+    #[inline(always)]
+    pub(crate) fn of_task<'a>(h: NonNull<Header>) -> Option<&'a Sched> {
+        // Relaxed: on the owner's thread the owner wrote it.
+        let owner = h.hdr().owner.load(Ordering::Relaxed);
+        // SAFETY: a task being resumed is owned by the executor resuming it, which is
+        // alive while it runs the task (header rule 2).
+        (!owner.is_null()).then(|| unsafe { Sched::of_owner(owner) })
     }
 
     /// Attaches run `handle` of a task with `body`, returning the new run's handle.
@@ -346,14 +375,14 @@ impl Sched {
         let h = handle.header();
         let t = hdr(h);
         // Acquire: pairs with the Release that published a previous owner's release.
-        let owner = t.exec.load(Ordering::Acquire);
+        let owner = t.owner.load(Ordering::Acquire);
         if owner.is_null() {
             match self.claim(handle) {
                 Ok(()) => {}
                 Err(Claim::Stale) => return Err(AttachError::Stale(body)),
                 Err(Claim::Raced) => return Err(AttachError::OwnedElsewhere(body)),
             }
-        } else if owner != self.me() {
+        } else if owner != self.owner_id() {
             return Err(AttachError::OwnedElsewhere(body));
         }
         // Relaxed: we are the owner, and the owner is the only writer (wake rule 2).
@@ -388,15 +417,18 @@ impl Sched {
         let h = handle.header();
         let t = hdr(h);
         // AcqRel: Release publishes this executor's initialised inbox to wakers that load
-        // `exec` with Acquire; Acquire sees the previous owner's last writes to the task.
-        if t.exec.compare_exchange(core::ptr::null_mut(), self.me(), Ordering::AcqRel, Ordering::Acquire).is_err() {
+        // `owner` with Acquire; Acquire sees the previous owner's last writes to the task.
+        if t.owner
+            .compare_exchange(core::ptr::null_mut(), self.owner_id(), Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
             return Err(Claim::Raced);
         }
         // Acquire: pairs with destroy's Release of `live`.
         let live = h.trailer().live.load(Ordering::Acquire) != 0;
         if !live || t.generation.load(Ordering::Relaxed) != handle.generation() {
             // Release: hand it back exactly as we found it.
-            t.exec.store(core::ptr::null_mut(), Ordering::Release);
+            t.owner.store(core::ptr::null_mut(), Ordering::Release);
             return Err(Claim::Stale);
         }
         t.notify.open();
@@ -419,7 +451,7 @@ impl Sched {
                 // SAFETY: owned tasks are in `owned`.
                 unsafe { self.owned.remove(h) };
                 // Release: pairs with the Acquire in a later claim.
-                t.exec.store(core::ptr::null_mut(), Ordering::Release);
+                t.owner.store(core::ptr::null_mut(), Ordering::Release);
                 return true;
             }
             self.drain_inbox(self.cfg.inbox_batch);
@@ -446,7 +478,7 @@ impl Sched {
                 // SAFETY: a suspended task is in no run list.
                 unsafe { self.ready.push(h) };
             }
-            S::Running => t.set_flag(flag::NOTIFIED),
+            S::Running => t.set_flag(flag::WOKEN_WHILE_RUNNING),
             _ => {}
         }
     }
@@ -491,8 +523,8 @@ impl Sched {
                 if t.flags.get() & (flag::QUEUED_FOR_ROOM | flag::GRANTED) != 0 {
                     self.after_poll_room(h);
                 }
-                if t.has_flag(flag::NOTIFIED) {
-                    t.clear_flag(flag::NOTIFIED);
+                if t.has_flag(flag::WOKEN_WHILE_RUNNING) {
+                    t.clear_flag(flag::WOKEN_WHILE_RUNNING);
                     step(t, E::Yield);
                     // SAFETY: a running task is in no run list.
                     unsafe { self.ready.push(h) };
@@ -602,7 +634,7 @@ impl Sched {
             // SAFETY: owned tasks are in `owned`.
             unsafe { self.owned.remove(h) };
             // Release: the last access; pairs with the next claimer's Acquire.
-            t.exec.store(core::ptr::null_mut(), Ordering::Release);
+            t.owner.store(core::ptr::null_mut(), Ordering::Release);
         } else {
             // A wake is in flight to us: release when its node is taken (drain_inbox).
             t.set_flag(flag::RELEASE_PENDING);
@@ -697,11 +729,11 @@ impl Sched {
     /// Takes at most `max` wakes off the inbox (wake rule 5, sched rule 4).
     #[inline(always)]
     pub(crate) fn drain_inbox(&self, max: usize) {
-        if self.inbox.looks_empty() {
+        if self.mailbox.inbox.looks_empty() {
             return;
         }
         for _ in 0..max {
-            let Pop::Item(node) = self.inbox.pop() else { return };
+            let Pop::Item(node) = self.mailbox.inbox.pop() else { return };
             // SAFETY: only task headers' inbox nodes are pushed (wake rule 3), each made by
             // `SlotPtr::inbox_node` (provenance rule 3).
             let h = unsafe { Header::from_inbox(node) };
@@ -710,9 +742,9 @@ impl Sched {
             if t.notify.attach_pending() {
                 // Remote rule 2: a foreign attach, whole now (our pop acquired it): we are
                 // its owner from here, before `take` opens it to wakers (which load
-                // `exec` after their CAS on the word acquires `take`'s Release).
+                // `owner` after their CAS on the word acquires `take`'s Release).
                 // Relaxed: ordered before wakers by `take`; our own thread reads it after.
-                t.exec.store(self.me(), Ordering::Relaxed);
+                t.owner.store(self.owner_id(), Ordering::Relaxed);
             }
             let (woken, attach) = t.notify.take();
             if attach {

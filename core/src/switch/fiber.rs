@@ -181,9 +181,9 @@ impl Fiber {
 
     fn sched(&self) -> &Sched {
         // Relaxed: the owner wrote it on this thread.
-        let s = self.header().exec.load(Ordering::Relaxed);
+        let s = self.header().owner.load(Ordering::Relaxed);
         // SAFETY: a running task's owner is a live, pinned executor (sched rule 1).
-        unsafe { &*s }
+        unsafe { Sched::of_owner(s) }
     }
 
     fn cancelled(&self) -> Result<(), Cancelled> {
@@ -196,7 +196,7 @@ impl Fiber {
     #[cold]
     #[inline(never)]
     fn cancelled_yield(&mut self) -> Cancelled {
-        self.header().set_flag(flag::NOTIFIED);
+        self.header().set_flag(flag::WOKEN_WHILE_RUNNING);
         self.switch_out();
         Cancelled
     }
@@ -266,7 +266,7 @@ impl Fiber {
     #[inline(always)]
     pub fn yield_now(&mut self) -> Result<(), Cancelled> {
         // Fiber rule 5: it switches out even when cancelled.
-        self.header().set_flag(flag::NOTIFIED);
+        self.header().set_flag(flag::WOKEN_WHILE_RUNNING);
         self.switch_out();
         self.cancelled()
     }
@@ -599,9 +599,8 @@ fn fp_control_changed(
         core.fp.set(after);
         core.fp_fault.set(true);
     }
-    let sched = crate::task::wake::sched_of(h).expect("keel bug: fiber without an owner");
-    // SAFETY: owner executor, live (we are its resume).
-    let stats = unsafe { &sched.as_ref().stats };
+    let sched = Sched::of_task(h).expect("keel bug: fiber without an owner");
+    let stats = &sched.stats;
     stats.fp_control_restored.set(stats.fp_control_restored.get() + 1);
 }
 
@@ -645,9 +644,7 @@ where
             let left = core.fp.get();
             result = Err(TaskError::FpControlChanged { task: core.task_id, mxcsr: left.mxcsr, x87_cw: left.x87_cw });
         }
-        let sched = crate::task::wake::sched_of(h).expect("keel bug: fiber without an owner");
-        // SAFETY: owner executor, live.
-        let s = unsafe { sched.as_ref() };
+        let s = Sched::of_task(h).expect("keel bug: fiber without an owner");
         // SAFETY: `'static` header.
         let t = unsafe { h.as_ref() };
         // Body rule 1: the closure was consumed by the fiber's entry; nothing is left to drop.
@@ -672,11 +669,11 @@ where
         let core = unsafe { &(*fb).core };
         match core.state.get() {
             FiberState::Fresh => {
-                let sched = crate::task::wake::sched_of(h).expect("keel bug: fiber without an owner");
+                let sched = Sched::of_task(h).expect("keel bug: fiber without an owner");
                 // The stack goes back first: the closure's `Drop` may panic (body rule 1).
                 // SAFETY: the stack was never run on.
                 unsafe {
-                    let s = sched.as_ref();
+                    let s = sched;
                     s.stacks.put(core.stack, s.now_if_trimming());
                 }
                 core.state.set(FiberState::Finished);

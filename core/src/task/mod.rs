@@ -8,6 +8,7 @@
 //! cancel or destroy is a typed error).
 
 pub(crate) mod body;
+pub(crate) mod claim;
 pub(crate) mod header;
 pub mod state;
 pub(crate) mod wake;
