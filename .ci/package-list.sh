@@ -5,8 +5,9 @@
 # README and both licence texts. `--list` does not check that a path dependency has a
 # version (publish needs one): an awk pass over the manifest does, outside
 # [dev-dependencies] (cargo drops path-only dev-dependencies from a package). Every file
-# that src/ includes by path (include_str!, include_bytes!, include!, #[path]) must be in
-# the package, or the published library does not build. Uncommitted changes are allowed (--allow-dirty): the list
+# that src/, tests/ or examples/ includes by path (include_str!, include_bytes!, include!,
+# #[path]) must be in the package, or the published library, tests or examples do not
+# build from it. Uncommitted changes are allowed (--allow-dirty): the list
 # is of the working tree.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +38,7 @@ for dir in core linux; do
             path=$(sed -E 's/.*"([^"]+)".*/\1/' <<<"$hit")
             rel=$(realpath -m -s --relative-to="$dir" "$(dirname "$src")/$path")
             grep -qx "$rel" "$tmp/list" || bad="${bad}$hit names $rel, which is not in the package; "
-        done < <(grep -rnoE '(include_str!|include_bytes!|include!)\("[^"]+"\)|#\[path = "[^"]+"\]' "$dir/src")
+        done < <(grep -rnoE '(include_str!|include_bytes!|include!)\("[^"]+"\)|#\[path = "[^"]+"\]' "$dir/src" "$dir/tests" "$dir/examples" 2>/dev/null)
     fi
     if [ -n "$bad" ]; then
         echo "FAIL: $crate: $bad" >&2
