@@ -76,6 +76,7 @@ done
 bad tour '"extra"' extra
 
 bad echo "--threads" --threads abc
+bad echo "--addr" --addr $'two\nlines'
 bad echo "--threads" --threads 0
 bad echo "--threads" --threads=-1
 bad echo "--addr" --addr nonsense

@@ -197,7 +197,7 @@ fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Option<Ar
             Long("addr") => {
                 let v = text(&mut p, "--addr")?;
                 a.addr = v.parse().map_err(|_| {
-                    format!("--addr takes HOST:PORT, an IP address and a port such as 127.0.0.1:7000, not `{v}`")
+                    format!("--addr takes HOST:PORT, an IP address and a port such as 127.0.0.1:7000, not {v:?}")
                 })?;
             }
             Long("threads") => a.threads = number(&mut p, "--threads", 1, 1024)?,
@@ -207,7 +207,7 @@ fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Option<Ar
                 a.fiber = match text(&mut p, "--handler")?.as_str() {
                     "fiber" => true,
                     "future" => false,
-                    v => return Err(format!("--handler takes `fiber` or `future`, not `{v}`")),
+                    v => return Err(format!("--handler takes `fiber` or `future`, not {v:?}")),
                 }
             }
             _ => return Err(arg.unexpected().to_string()),
@@ -227,8 +227,8 @@ fn number(p: &mut lexopt::Parser, flag: &str, min: usize, max: usize) -> Result<
     let v = text(p, flag)?;
     match v.parse::<usize>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ if max == usize::MAX => Err(format!("{flag} takes a whole number, at least {min}, not `{v}`")),
-        _ => Err(format!("{flag} takes a whole number from {min} to {max}, not `{v}`")),
+        _ if max == usize::MAX => Err(format!("{flag} takes a whole number, at least {min}, not {v:?}")),
+        _ => Err(format!("{flag} takes a whole number from {min} to {max}, not {v:?}")),
     }
 }
 
