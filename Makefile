@@ -20,9 +20,11 @@ doc:
 	$(CARGO) test --workspace --doc
 
 # The API docs of the published crates build without a rustdoc warning (a broken or
-# ambiguous intra-doc link, an unclosed HTML tag, a bad code block).
+# ambiguous intra-doc link, an unclosed HTML tag, a bad code block), with the default
+# features (what docs.rs shows) and with every feature.
 rustdoc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps -p keel-core -p keel-linux
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps -p keel-core -p keel-linux --all-features
 
 # What `cargo publish` would upload for keel-core and keel-linux, listed without building:
 # each packages, with a versioned keel-core dependency, the README and both licences.
