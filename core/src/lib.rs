@@ -75,6 +75,7 @@ pub mod dispatch;
 pub mod driver;
 pub mod error;
 pub mod exec;
+pub mod fiber;
 pub mod io_status;
 pub mod list;
 #[cfg(keel_loom)]
@@ -104,12 +105,13 @@ pub use exec::{
     CancelOutcome, Config, ExecStats, Executor, ExecutorHandle, HandleSlot, LEAK_IDS, LeakedFibers, Shutdown,
     TEARDOWN_ROUNDS, Unparker, leaked_fibers,
 };
+pub use fiber::{FP_CONTROL_CHECKED, Fiber, FiberAttrs, PairRefused, PanicCatcher};
 pub use io_status::{
     DriverPtr, IoStatus, NotSubmitted, SubmitRefused, initiate, suspend_until_completed_io, try_submit,
     try_submit_from, try_submit_now,
 };
 pub use priority::{Priorities, Priority};
 pub use stack::{NoStacks, RegionStacks, Stack, StackProvider, StackStats};
-pub use switch::{FP_CONTROL_CHECKED, Fiber, FiberAttrs, FiberSwitch, PairRefused, PanicCatcher};
+pub use switch::FiberSwitch;
 pub use task::state::{SuspendReason, TaskState};
 pub use task::{CreateError, SwitcherKind, TaskAttrs, TaskHandle, TaskPool, TaskSlot};

@@ -76,9 +76,11 @@
 //! Cost: one flag load on each path that reaches the driver (submit, `now`, cancel), a
 //! store on each side of a reap, nothing per completion.
 
+mod attach;
 pub mod remote;
 mod run;
 pub(crate) mod sched;
+mod submit;
 
 pub use crate::mailbox::{HandleSlot, Unparker};
 pub use remote::ExecutorHandle;
@@ -88,9 +90,10 @@ use crate::acct::{Accounting, NoAccounting};
 use crate::clock::Instant;
 use crate::driver::{Driver, DriverMut, VtFor};
 use crate::error::{AttachError, CancelError, ConfigError, DestroyError, DriverBusy, StaleHandle, TaskResult};
+use crate::fiber::{Fiber, FiberAttrs};
 use crate::mailbox::inbox::Recheck;
 use crate::stack::{NoStacks, StackProvider, StackStats};
-use crate::switch::{Fiber, FiberAttrs, FiberSwitch};
+use crate::switch::FiberSwitch;
 use crate::sync::Ordering;
 use crate::sync::UnsafeCell;
 use crate::task::TaskHandle;
@@ -138,7 +141,7 @@ pub struct Config {
     pub max_io_in_flight: Option<usize>,
     /// Catches a panic in a fiber body at its first frame (keel-linux provides one).
     /// `None`: a panic there aborts the process (it must not unwind across a switch).
-    pub fiber_panics: Option<crate::switch::PanicCatcher>,
+    pub fiber_panics: Option<crate::fiber::PanicCatcher>,
 }
 
 impl Default for Config {
@@ -991,7 +994,7 @@ impl Sched {
         // finished fiber's stack held for draining (fiber rule 4) is leaked the same way.
         t.body.set(None);
         let _leaked = h.trailer().pending_stack.take();
-        crate::io_status::orphan_all(self, h);
+        self.orphan_all(h);
         if h.trailer().result.get().is_none() {
             // A body that never returned (a draining one keeps its result).
             h.trailer().result.set(Some(Err(crate::error::TaskError::Cancelled)));

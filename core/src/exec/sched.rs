@@ -47,7 +47,7 @@ use crate::clock::Instant;
 use crate::driver::{DriverVt, IoResult, IoToken};
 use crate::error::{AttachError, TaskError, TaskResult};
 use crate::exec::Config;
-use crate::io_status::IoStatus;
+use crate::io_status::block::IoStatus;
 use crate::list::List;
 use crate::mailbox::Mailbox;
 use crate::mailbox::inbox::Pop;
@@ -648,7 +648,7 @@ impl Sched {
         // (io_status rule 1): one that outlives the run (kept outside the body) must not
         // unlink itself later from a list it is no longer in.
         if !h.trailer().completed.is_empty() {
-            crate::io_status::take_completed(h.trailer(), usize::MAX);
+            crate::io_status::block::take_completed(h.trailer(), usize::MAX);
         }
         if let Some(stack) = h.trailer().pending_stack.take() {
             self.pool_stack(stack, in_reap);
@@ -829,8 +829,7 @@ impl Sched {
     /// dropped, only resumed with `Cancelled` until it returns). A fiber starts at its
     /// first resume, which is also when its task leaves `Attached`.
     pub(crate) fn is_started_fiber(t: &Header) -> bool {
-        t.state.get() != S::Attached
-            && t.body.get().is_some_and(|vt| vt.kind != crate::task::body::SwitcherKind::Stackless)
+        t.state.get() != S::Attached && t.body.get().is_some_and(|vt| vt.kind != crate::switch::SwitcherKind::Stackless)
     }
 
     /// Drops the body of queued task `h` (`Attached` or `Ready`, not a started fiber) and

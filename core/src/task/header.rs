@@ -64,7 +64,7 @@
 //!    not loom's: loom need not model a label.)
 
 use crate::error::TaskResult;
-use crate::io_status::{IoLink, IoStatus};
+use crate::io_status::block::{IoLink, IoStatus};
 use crate::list::{Link, Links, List};
 use crate::mailbox::Mailbox;
 use crate::mailbox::inbox::InboxNode;

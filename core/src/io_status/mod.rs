@@ -28,227 +28,23 @@
 //!    another task (or a later run) re-points the token at the polling task itself
 //!    (keel-linux: wake-token rule 3 in its `ring` module).
 
-use crate::driver::{Driver, DriverMut, IoResult, IoToken, OpId};
+pub(crate) mod block;
+
+pub use crate::error::SubmitRefused;
+use block::IoState;
+pub use block::IoStatus;
+pub(crate) use block::take_completed;
+
+use crate::driver::{Driver, DriverMut, IoToken, OpId};
 use crate::error::{Cancelled, DriverError, InitiateError};
 use crate::exec::sched::Sched;
-use crate::list::{Link, Links};
 use crate::rt::current;
-use crate::task::header::{Header, SlotPtr, flag};
+use crate::task::header::{SlotPtr, flag};
 use crate::task::state::SuspendReason;
-use core::cell::Cell;
 use core::future::Future;
-use core::marker::PhantomPinned;
 use core::pin::Pin;
 use core::ptr::NonNull;
 use core::task::{Context, Poll};
-
-/// Marker for the status lists.
-pub(crate) struct IoLink;
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum IoState {
-    Idle,
-    InFlight,
-    Completed,
-    Reaped,
-}
-
-/// The status of one i/o operation. Pin it (on the fiber's stack, or in the future's
-/// state) and pass it to `initiate`; read `result()` once it has completed.
-///
-/// Neither `Send` nor `Sync` (rule 1): once initiated it is linked in its task's lists,
-/// and its `Drop` unlinks it from them, which only the executor's thread may do. A boxed
-/// status sent to another thread could otherwise be dropped there, racing the executor:
-///
-/// ```compile_fail
-/// fn send<T: Send>(_: T) {}
-/// send(Box::pin(keel_core::IoStatus::new()));
-/// ```
-///
-/// A future that holds one across an `.await` is therefore not `Send` either, so it is
-/// attached with `Executor::attach` on the executor's own thread, not through
-/// `ExecutorHandle::attach`. A future attached from another thread does its i/o through
-/// operations that keep no status in the future (`try_submit` with a wake token, the
-/// keel-linux future operations).
-pub struct IoStatus {
-    links: Links<IoStatus>,
-    task: Cell<Option<NonNull<Header>>>,
-    op: Cell<OpId>,
-    state: Cell<IoState>,
-    result: Cell<Option<IoResult>>,
-    /// Whether its completion wakes its task (see [`IoStatus::new_silent`]).
-    wakes: Cell<bool>,
-    _pinned: PhantomPinned,
-}
-
-impl Default for IoStatus {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl core::fmt::Debug for IoStatus {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("IoStatus").field("state", &self.state.get()).field("result", &self.result.get()).finish()
-    }
-}
-
-// SAFETY: `links` is used only for the initiated/completed lists of the owning task.
-unsafe impl Link<IoLink> for IoStatus {
-    fn links(this: NonNull<Self>) -> NonNull<Links<Self>> {
-        // SAFETY: `this` is a valid status; the projection stays inside it.
-        unsafe { NonNull::new_unchecked(&raw mut (*this.as_ptr()).links) }
-    }
-}
-
-impl IoStatus {
-    /// A status block with nothing in flight.
-    pub const fn new() -> Self {
-        Self::with_wakes(true)
-    }
-
-    /// A status block whose completion does not wake its task (the status still moves to
-    /// the completed list). For the first of a linked pair whose second operation always
-    /// completes after it (and wakes the task): the task then wakes once, not twice. A task
-    /// that waits on silent statuses alone never wakes.
-    pub const fn new_silent() -> Self {
-        Self::with_wakes(false)
-    }
-
-    const fn with_wakes(wakes: bool) -> Self {
-        IoStatus {
-            links: Links::new(),
-            task: Cell::new(None),
-            op: Cell::new(OpId(0)),
-            state: Cell::new(IoState::Idle),
-            result: Cell::new(None),
-            wakes: Cell::new(wakes),
-            _pinned: PhantomPinned,
-        }
-    }
-
-    /// Whether its completion wakes its task.
-    #[inline(always)]
-    pub(crate) fn wakes(&self) -> bool {
-        self.wakes.get()
-    }
-
-    /// From now on its completion wakes its task (for a silent status whose partner can
-    /// no longer be counted on to complete after it: both cancelled, say).
-    pub fn wake_on_completion(&self) {
-        self.wakes.set(true);
-    }
-
-    /// The operation's result once it has completed.
-    pub fn result(&self) -> Option<IoResult> {
-        self.result.get()
-    }
-
-    /// Whether the operation is still in flight.
-    pub fn is_in_flight(&self) -> bool {
-        self.state.get() == IoState::InFlight
-    }
-
-    /// In flight or completed and not yet taken: it cannot start another operation.
-    pub(crate) fn is_busy(&self) -> bool {
-        matches!(self.state.get(), IoState::InFlight | IoState::Completed)
-    }
-
-    pub(crate) fn op_id(&self) -> OpId {
-        self.op.get()
-    }
-
-    fn token(&self) -> IoToken {
-        IoToken::status(self as *const IoStatus as usize)
-    }
-
-    /// Starts `op` on the driver of the task running this code, linking this status on
-    /// the task's initiated list.
-    pub(crate) fn initiate_in<D: Driver>(
-        self: Pin<&Self>,
-        sched: &Sched,
-        h: NonNull<Header>,
-        op: D::Op,
-    ) -> Result<(), InitiateError<D::Op>> {
-        let mut op = Some(op);
-        match self.initiate_from::<D>(sched, h, &mut op) {
-            Ok(()) => Ok(()),
-            Err(e) => Err(e.with_op(op.take().expect("refused operations stay in place"))),
-        }
-    }
-
-    /// `initiate_in` from where the operation lies (taken when submitted).
-    #[inline(always)]
-    pub(crate) fn initiate_from<D: Driver>(
-        self: Pin<&Self>,
-        sched: &Sched,
-        h: NonNull<Header>,
-        op: &mut Option<D::Op>,
-    ) -> Result<(), InitiateError<()>> {
-        // SAFETY: `'static` header of the running task.
-        let t = unsafe { h.as_ref() };
-        if t.has_flag(flag::CANCEL) {
-            return Err(InitiateError::Cancelled(()));
-        }
-        if matches!(self.state.get(), IoState::InFlight | IoState::Completed) {
-            return Err(InitiateError::StatusBusy(()));
-        }
-        let Some(driver) = sched.driver_as::<D>() else { return Err(InitiateError::WrongDriver(())) };
-        // Driver rule 1: inside a `with_driver` closure.
-        if sched.is_lent() {
-            return Err(InitiateError::DriverBusy(()));
-        }
-        // Queue behind tasks already waiting for room (unless this task was just granted
-        // room), and respect the in-flight limit.
-        let granted = t.has_flag(flag::GRANTED);
-        t.clear_flag(flag::GRANTED);
-        // SAFETY: sched rule 3: no other borrow of the driver is live while task code runs.
-        if (!granted && sched.submit_queue_busy()) || sched.at_io_limit(driver) {
-            return Err(InitiateError::Refused((), crate::Errno::EBUSY));
-        }
-        // SAFETY: sched rule 3: no other borrow of the driver is live while task code runs.
-        let id = match unsafe { (*driver).submit_from(op, self.token()) } {
-            Ok(id) => id,
-            Err(e) => return Err(InitiateError::Refused((), e)),
-        };
-        self.op.set(id);
-        self.task.set(Some(h));
-        self.result.set(None);
-        self.state.set(IoState::InFlight);
-        // SAFETY: pinned (rule 2: unlinked in Drop before the memory goes), and Idle or
-        // Reaped means it is on no list.
-        unsafe { h.trailer().initiated.push_back(NonNull::from(self.get_ref())) };
-        let s = &h.trailer().stats.io_initiated;
-        s.set(s.get() + 1);
-        sched.stats.io_submitted.set(sched.stats.io_submitted.get() + 1);
-        Ok(())
-    }
-
-    /// Asks the driver to cancel this status's operation if it is in flight (it then
-    /// completes, usually with `ECANCELED`). Only from the task that initiated it.
-    pub(crate) fn cancel_in(&self, sched: &Sched) {
-        if self.state.get() == IoState::InFlight {
-            sched.driver_cancel(self.op.get());
-        }
-    }
-
-    /// Its completion arrived: move it to the completed list. Returns its task.
-    pub(crate) fn complete(&self, result: IoResult) -> NonNull<Header> {
-        let h = self.task.get().expect("keel bug: completion for a status with no task");
-        // SAFETY: `'static` header.
-        let tr = h.trailer();
-        let me = NonNull::from(self);
-        // SAFETY: an in-flight status is on its task's initiated list (rule 1); it is
-        // alive and pinned (rule 2).
-        unsafe {
-            tr.initiated.remove(me);
-            tr.completed.push_back(me);
-        }
-        self.result.set(Some(result));
-        self.state.set(IoState::Completed);
-        h
-    }
-}
 
 impl Drop for IoStatus {
     fn drop(&mut self) {
@@ -296,7 +92,7 @@ impl<D: Driver> Future for Initiate<'_, D> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let op = self.op.take().expect("Initiate polled after it completed");
         let Some((sched, h)) = current(cx) else { return Poll::Ready(Err(InitiateError::NotInTask(op))) };
-        match self.status.initiate_in::<D>(sched, h, op) {
+        match sched.initiate::<D>(self.status, h, op) {
             Err(InitiateError::Refused(op, crate::Errno::EBUSY)) => {
                 self.op = Some(op);
                 sched.wait_for_submit(h);
@@ -342,38 +138,6 @@ impl Future for CompletedIo {
     }
 }
 
-/// Takes up to `max` statuses off the completed list, marking them reaped.
-pub(crate) fn take_completed(tr: &crate::task::header::Trailer, max: usize) -> usize {
-    let mut taken = 0;
-    while taken < max {
-        let Some(st) = tr.completed.pop_front() else { break };
-        // SAFETY: linked statuses are alive (rule 2).
-        unsafe { st.as_ref() }.state.set(IoState::Reaped);
-        taken += 1;
-    }
-    taken
-}
-
-/// Detaches every status still on task `h`'s lists (executor teardown of a task whose
-/// body is leaked, teardown rule 3), so the slot's next run starts with empty lists and a
-/// status dropped later touches neither. Each is marked reaped; an in-flight one is
-/// orphaned as its `Drop` would do (rule 4: its completion now names the task and is
-/// counted in `orphans`, its operation cancelled) and gets `ECANCELED` as its result.
-pub(crate) fn orphan_all(sched: &Sched, h: NonNull<Header>) {
-    // SAFETY: `'static` header.
-    let tr = h.trailer();
-    while let Some(st) = tr.initiated.pop_front() {
-        // SAFETY: linked statuses are alive (rule 2).
-        let st = unsafe { st.as_ref() };
-        tr.orphans.set(tr.orphans.get() + 1);
-        sched.driver_retarget(st.op.get(), IoToken { addr: h.as_ptr() as usize | IoToken::ORPHAN, generation: 0 });
-        sched.driver_cancel(st.op.get());
-        st.result.set(Some(Err(crate::Errno::ECANCELED)));
-        st.state.set(IoState::Reaped);
-    }
-    take_completed(tr, usize::MAX);
-}
-
 /// Why `try_submit` did not submit. The operation comes back either way.
 #[derive(Debug)]
 pub enum NotSubmitted<Op> {
@@ -408,71 +172,13 @@ fn submit_for_task<D: Driver>(cx: &Context<'_>, op: D::Op, wait: bool) -> Result
     }
 }
 
-/// Why [`try_submit_from`] did not submit; the operation stays where it was.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum SubmitRefused {
-    /// No room now: the task is queued for room (by I/O priority) and will be woken.
-    Wait,
-    /// The operation cannot be submitted now (`EBUSY` with no room when not waiting), or
-    /// at all (not in a task, wrong driver, cancelled, or the driver refused it).
-    Failed(crate::Errno),
-}
-
 /// [`try_submit`] (`wait`) or [`try_submit_now`] from where the operation lies: taken
 /// (left `None`) when submitted, left in place when refused. The driver copies it once,
 /// straight into its queue (for an operation kept in a future's state, no move through
 /// the stack first).
 pub fn try_submit_from<D: Driver>(cx: &Context<'_>, op: &mut Option<D::Op>, wait: bool) -> Result<OpId, SubmitRefused> {
     let Some((sched, h)) = current(cx) else { return Err(SubmitRefused::Failed(crate::Errno::EPERM)) };
-    submit_with_wake_token::<D>(sched, h, op, wait)
-}
-
-/// The admission and submission behind [`try_submit_from`] and `Fiber::try_submit`, for
-/// running task `h` of `sched`: with `wait`, a task with no room is queued for it.
-pub(crate) fn submit_with_wake_token<D: Driver>(
-    sched: &Sched,
-    h: NonNull<Header>,
-    op: &mut Option<D::Op>,
-    wait: bool,
-) -> Result<OpId, SubmitRefused> {
-    // SAFETY: `'static` header of the running task.
-    let t = unsafe { h.as_ref() };
-    if t.has_flag(flag::CANCEL) {
-        return Err(SubmitRefused::Failed(crate::Errno::ECANCELED));
-    }
-    let Some(driver) = sched.driver_as::<D>() else { return Err(SubmitRefused::Failed(crate::Errno::EINVAL)) };
-    // Driver rule 1: inside a `with_driver` closure (waiting could not end there).
-    if sched.is_lent() {
-        return Err(SubmitRefused::Failed(crate::Errno::EDEADLK));
-    }
-    let granted = t.has_flag(flag::GRANTED);
-    t.clear_flag(flag::GRANTED);
-    // SAFETY: sched rule 3: no other borrow of the driver is live while task code runs.
-    let full = unsafe { (*driver).submit_capacity() } == 0;
-    if full || (!granted && sched.submit_queue_busy()) || sched.at_io_limit(driver) {
-        if !wait {
-            return Err(SubmitRefused::Failed(crate::Errno::EBUSY));
-        }
-        sched.wait_for_submit(h);
-        return Err(SubmitRefused::Wait);
-    }
-    // Relaxed: owner-written generation.
-    let token = IoToken::wake(crate::TaskHandle::from_parts(h, t.generation.load(crate::sync::Ordering::Relaxed)));
-    // SAFETY: as above.
-    match unsafe { (*driver).submit_from(op, token) } {
-        Ok(id) => {
-            let s = &h.trailer().stats.io_initiated;
-            s.set(s.get() + 1);
-            sched.stats.io_submitted.set(sched.stats.io_submitted.get() + 1);
-            Ok(id)
-        }
-        // The driver had no room after all: wait for it as for any other lack of room.
-        Err(crate::Errno::EBUSY) if wait => {
-            sched.wait_for_submit(h);
-            Err(SubmitRefused::Wait)
-        }
-        Err(e) => Err(SubmitRefused::Failed(e)),
-    }
+    sched.submit_with_wake_token::<D>(h, op, wait)
 }
 
 /// Lends the running task's driver to `f` if it is a `D` (for operations whose state the
