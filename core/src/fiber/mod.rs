@@ -383,7 +383,7 @@ impl Fiber {
     }
 
     /// Lends the executor's driver to `f` if it is a `D`, as a [`DriverMut`] (driver
-    /// rules 1-2 in exec/mod.rs). `None` for another driver type or while the driver is
+    /// rules 1-2, exec/lend.rs). `None` for another driver type or while the driver is
     /// lent already; [`Fiber::try_with_driver`] says which.
     pub fn with_driver<D: Driver, R>(&mut self, f: impl FnOnce(&mut DriverMut<'_, D>) -> R) -> Option<R> {
         self.try_with_driver(f).ok()

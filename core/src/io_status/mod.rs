@@ -13,8 +13,8 @@
 //!    lookup.
 //! 4. A status dropped while in flight is orphaned: its token is retargeted to its
 //!    task's header address with bit 0 set, the operation is cancelled (both held back
-//!    while the driver is lent, and applied before any reap: driver rule 3 in
-//!    exec/mod.rs), and the task counts it in `orphans` until its completion is
+//!    while the driver is lent, and applied before any reap: driver rule 3,
+//!    exec/lend.rs), and the task counts it in `orphans` until its completion is
 //!    reaped. The task cannot complete
 //!    (it drains) and its storage is not reused until then, so no completion ever
 //!    reaches memory that was handed back.
@@ -183,7 +183,7 @@ pub fn try_submit_from<D: Driver>(cx: &Context<'_>, op: &mut Option<D::Op>, wait
 
 /// Lends the running task's driver to `f` if it is a `D` (for operations whose state the
 /// driver keeps: taking a result, abandoning an operation), as a [`DriverMut`] (driver
-/// rules 1-2 in exec/mod.rs). `None` outside a keel task, for another driver type, or
+/// rules 1-2, exec/lend.rs). `None` outside a keel task, for another driver type, or
 /// while the driver is lent already; [`try_with_driver`] says which.
 pub fn with_driver<D: Driver, R>(cx: &Context<'_>, f: impl FnOnce(&mut DriverMut<'_, D>) -> R) -> Option<R> {
     try_with_driver(cx, f).ok()

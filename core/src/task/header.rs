@@ -81,7 +81,7 @@ use core::ptr::NonNull;
 /// Marker for the run-queue links.
 pub(crate) struct RunLink;
 /// Marker for the links of the executor's lists of tasks waiting for room to submit
-/// (their own links: a task may wait for room while it is ready, exec/sched.rs room rule 1).
+/// (their own links: a task may wait for room while it is ready, room rule 1, exec/submit.rs).
 pub(crate) struct SubmitLink;
 /// Marker for the links of the executor's list of tasks it owns.
 pub(crate) struct OwnedLink;
