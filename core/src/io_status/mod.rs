@@ -215,7 +215,7 @@ pub fn driver_ptr<D: Driver>(cx: &Context<'_>) -> Option<*mut D> {
 /// The running task's driver, for a value that must reach it later from `Drop` (a
 /// driver-kept operation abandoning itself): [`DriverPtr::call_or_defer`] runs the call
 /// now, or holds it back while the driver is lent to a `with_driver` closure (driver rule
-/// 3 in exec/mod.rs), so a drop inside such a closure never forms a second reference.
+/// 3, exec/lend.rs), so a drop inside such a closure never forms a second reference.
 /// `None` outside a keel task or for another driver type.
 pub fn driver_handle<D: Driver>(cx: &Context<'_>) -> Option<DriverPtr<D>> {
     let (sched, _) = current(cx)?;
