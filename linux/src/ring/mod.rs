@@ -106,16 +106,26 @@
 //!    allocates): a live cancel is never dropped, so executor drop never waits on an
 //!    operation nobody cancelled.
 
+mod abandon;
+mod cancel;
+mod complete;
+mod config;
 mod direct;
 mod driver;
+mod enter;
 pub mod op;
 pub mod setup;
 pub(crate) mod shared;
 pub(crate) mod slots;
+mod submit;
+mod teardown;
 mod unpark;
 
-pub use driver::{DROP_WAIT, RingConfig, RingDriver, RingStats};
-pub(crate) use driver::{KEEL_REARM, MultiNext, cqueue_more, lent_mut, to_result};
+pub(crate) use complete::{KEEL_REARM, MultiNext, cqueue_more, to_result};
+pub use config::{RingConfig, RingStats};
+pub use driver::RingDriver;
+pub(crate) use driver::lent_mut;
 pub use op::RingOp;
 pub use setup::RingFlags;
+pub use teardown::DROP_WAIT;
 pub use unpark::{UnparkKind, UnparkMode};
