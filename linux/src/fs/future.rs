@@ -1,6 +1,6 @@
 //! File operations as futures: buffers passed by ownership and returned with the
 //! result. The operation and its buffer live in a driver slot (`ring/slots.rs`), not in
-//! the future (`kept.rs`): a future dropped in flight cancels its operation and the slot
+//! the future (`slot_op.rs`): a future dropped in flight cancels its operation and the slot
 //! keeps the buffer until the completion; a cancelled task's future still returns its
 //! completion. Nothing is allocated per operation.
 #![allow(unsafe_code)] // building SQEs that point at owned buffers; each use says why the buffer outlives the op
@@ -8,9 +8,9 @@
 use super::{BufferError, File, claim_on, close_shared, collect_on, fd, open_how, prio_op};
 use crate::buf::RawBuf;
 use crate::fd::{Fd, SharedFd};
-use crate::kept::Kept;
 use crate::regbuf::FixedBuf;
 use crate::ring::{RingDriver, RingOp, to_result};
+use crate::slot_op::SlotOp;
 use io_uring::{opcode, types};
 use keel_core::{Errno, IoResult, Priority};
 use std::future::Future;
@@ -21,20 +21,20 @@ use std::task::{Context, Poll};
 
 /// A future for one owned-buffer operation: submitted on first poll (queueing for room
 /// if needed), result and buffer taken from the driver slot on completion, cancelled and
-/// left to the slot if dropped in flight (`kept::Kept`, whose result it turns into an
+/// left to the slot if dropped in flight (`slot_op::SlotOp`, whose result it turns into an
 /// `IoResult`).
-pub struct OwnedOp(Kept);
+pub struct OwnedOp(SlotOp);
 
 impl OwnedOp {
     /// An owned operation.
     pub fn new(op: RingOp) -> Self {
-        OwnedOp(Kept::new(op))
+        OwnedOp(SlotOp::new(op))
     }
 
     /// An owned operation that fails with `EBUSY` instead of waiting when there is no room
     /// (every slot taken, the SQ full, or the in-flight limit reached).
     pub fn new_nowait(op: RingOp) -> Self {
-        OwnedOp(Kept::new_nowait(op))
+        OwnedOp(SlotOp::new_nowait(op))
     }
 
     /// Holds `fd` (if any) open until the operation's last CQE is reaped (fd rule 1).
@@ -136,7 +136,7 @@ pub async fn read_fixed(file: &File, mut buf: FixedBuf, len: u32, offset: u64) -
     let e = opcode::ReadFixed::new(fd(file), buf.as_mut_ptr(), len, buf.index()).offset(offset).build();
     // SAFETY: the SQE references only `buf` (`len` bytes, checked), which the operation
     // holds until its completion, and the slot if the future is dropped first (regbuf
-    // rule 5); it is submitted only on `buf`'s own ring (`Kept::holding_fixed`).
+    // rule 5); it is submitted only on `buf`'s own ring (`SlotOp::holding_fixed`).
     fixed_op(file, prio_op(unsafe { RingOp::owned(e, None) }, p, rt), buf).await
 }
 
@@ -153,9 +153,9 @@ pub async fn write_fixed(file: &File, buf: FixedBuf, len: u32, offset: u64) -> (
 }
 
 async fn fixed_op(file: &File, op: RingOp, buf: FixedBuf) -> (Result<u32, Errno>, FixedBuf) {
-    let mut k = Kept::new(op).holding(Some(&file.fd)).holding_fixed(buf);
-    let (res, _, _) = (&mut k).await;
-    (to_result(res), k.take_fixed().expect("keel bug: a fixed operation lost its buffer"))
+    let mut slot_op = SlotOp::new(op).holding(Some(&file.fd)).holding_fixed(buf);
+    let (res, _, _) = (&mut slot_op).await;
+    (to_result(res), slot_op.take_fixed().expect("keel bug: a fixed operation lost its buffer"))
 }
 
 /// `fsync(fd)`, see fsync(2).

@@ -10,7 +10,7 @@
 //!   driver slot (`ring/slots.rs`), not in the future: a future dropped with its operation
 //!   in flight cancels it, and the slot keeps the buffer until the completion arrives; an
 //!   abandoned open closes the descriptor it gets. A future whose task is cancelled
-//!   cancels its operation and still returns its completion (`kept.rs`): data the kernel
+//!   cancels its operation and still returns its completion (`slot_op.rs`): data the kernel
 //!   read before the cancel took is returned, not lost. Nothing is allocated per operation.
 //!
 //! A [`File`] stays open while an operation naming it is queued or in flight (fd rules in

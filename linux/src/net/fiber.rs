@@ -134,7 +134,7 @@ fn wait_buffer(f: &mut Fiber) -> Result<(), Errno> {
 
 /// Runs a driver-kept op to completion (net rule 6): (result, CQE flags). Cancelled,
 /// it cancels the op and still waits for its completion, which it returns: data the
-/// kernel had already received is reported, never lost (the `kept` module doc).
+/// kernel had already received is reported, never lost (the `slot_op` module doc).
 fn run_kept(f: &mut Fiber, op: RingOp, fd: Option<&crate::fd::SharedFd>) -> Result<(i32, u32), Errno> {
     let (id, _) = submit_wake(f, op, fd)?;
     let mut cancel_sent = false;

@@ -7,8 +7,8 @@ use super::*;
 use crate::buf::RawBuf;
 use crate::fd::SharedFd;
 use crate::fs::OwnedOp;
-use crate::kept::Kept;
 use crate::ring::RingOp;
+use crate::slot_op::SlotOp;
 use keel_core::io_status::NotSubmitted;
 use std::future::Future;
 use std::pin::Pin;
@@ -253,7 +253,7 @@ pub async fn recv_provided(s: &impl AsSock) -> Result<Option<ProvidedBuf>, Errno
     loop {
         // SAFETY: a buffer-select receive references no memory of ours.
         let op = unsafe { RingOp::owned(recv_select_sqe(s.sock(), g), None) };
-        let (res, flags, _) = Kept::new(op).holding(s.held()).await;
+        let (res, flags, _) = SlotOp::new(op).holding(s.held()).await;
         if res == -libc::ENOBUFS {
             with_ring(|d| d.pbuf().map(|mut p| p.note_exhausted())).await;
             wait_buffer().await?;

@@ -6,7 +6,7 @@
 //!   with borrowed buffers (`fs::FiberFs::run_op`: a pinned `IoStatus`, waited for even
 //!   when the task is cancelled).
 //! - **Futures** ([`future`]): owned buffers that the driver slot keeps until the kernel
-//!   is done (`kept::Kept`).
+//!   is done (`slot_op::SlotOp`).
 //!
 //! Every call is one io_uring opcode: `IORING_OP_SOCKET`, `BIND` and `LISTEN` (kernel
 //! 6.11+, io-uring crate 0.7.16 has both, so no direct syscall is needed and a direct
@@ -34,7 +34,7 @@
 //! 3. **Provided buffers**: a buffer-selecting receive returns a [`ProvidedBuf`] (id and
 //!    length) that goes back to the ring when dropped. On `ENOBUFS` the task waits for a
 //!    buffer to come back (pbuf rule 3, waitq rules) and tries again; it never fails for
-//!    it. A receive cancelled in flight returns what the kernel received first (`kept`).
+//!    it. A receive cancelled in flight returns what the kernel received first (`slot_op.rs`).
 //! 4. **Zero-copy send** from a registered buffer: the call returns the first CQE's result
 //!    only after the kernel's notification (driver rule 4), so the buffer may be reused as
 //!    soon as the call returns.

@@ -53,7 +53,7 @@ impl RingDriver {
     }
 
     /// Takes the raw result, the CQE flags (buffer id for buffer selection) and the buffer
-    /// of a kept operation once it has completed (`kept::Kept`).
+    /// of a kept operation once it has completed (`slot_op::SlotOp`).
     pub(crate) fn take_full(&mut self, id: OpId) -> Option<(i32, u32, Option<RawBuf>)> {
         let s = self.slots.get(id.0)?;
         let SlotState::Done(res, flags) = s.state else { return None };

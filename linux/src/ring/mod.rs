@@ -72,7 +72,7 @@
 //! multishots; cited as "wake-token rule N"):
 //! 1. The slot, not the task, holds what the operation names (buffer, descriptor, the
 //!    registered buffer of an abandoned op) until its last CQE; the value that submitted
-//!    it (`kept::Kept`, `net::Multishot`) takes the result, or abandons the op (shared
+//!    it (`slot_op::SlotOp`, `net::Multishot`) takes the result, or abandons the op (shared
 //!    rule 2). So the operation never holds its task's run: a body that returns, or is
 //!    dropped, while such a value lives on elsewhere (moved into `main`, another task)
 //!    completes at once (io_status rule 5 in keel-core), and whatever the kernel writes

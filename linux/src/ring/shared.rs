@@ -1,6 +1,6 @@
 //! What the ring driver shares with the values that outlive a poll of theirs: an
 //! abandoned-operation queue, the provided-buffer ring and the registered buffer set.
-//! Values that hold a driver's operation or buffer (`kept::Kept`, `net::Multishot`,
+//! Values that hold a driver's operation or buffer (`slot_op::SlotOp`, `net::Multishot`,
 //! `net::ProvidedBuf`, `fs::FixedBuf`) hold an
 //! `Rc<Shared>` instead of a pointer to the driver, so any of them may be dropped at any
 //! time (inside a task, in `main`, after the executor and its driver are gone) without
