@@ -3,7 +3,7 @@
 //! # This crate
 //!
 //! keel's Linux layer: the monotonic clock (rustix), [`SleepDriver`] (no ring: parks by
-//! sleeping, the seed's pure-compute executor, `entries = 0`), [`RingDriver`] (io_uring) with
+//! sleeping, for a pure-compute executor), [`RingDriver`] (io_uring) with
 //! file i/o ([`fs`]) and registered buffers, guarded mmap fiber stacks ([`MmapStacks`]) with
 //! an overflow reporter ([`overflow`]), the panic catcher for fibers ([`panic`](mod@panic)) and the
 //! `ucontext` switcher ([`ucontext`]).

@@ -13,7 +13,7 @@
 //!   buffer) if the kernel had completed it first, even with its CQE not reaped yet. A
 //!   cancel never loses a completion; the task decides what to do with it.
 //! - Dropped in flight: the op is left to its slot (`abandon`: cancelled there, its buffer
-//!   kept until the completion, whatever it yields given back, driver rule 3), through the
+//!   kept until the completion, whatever it yields given back, completion rule 3), through the
 //!   driver's shared state (shared rule 2 in `ring/shared.rs`): the future holds an `Rc` of
 //!   it, not a pointer to the driver, so it may be moved out of its task and dropped
 //!   anywhere on the thread, after the executor too (then the driver has already cancelled
@@ -89,7 +89,7 @@ impl SlotOp {
         self
     }
 
-    /// The operation uses registered buffer `buf` (regbuf rule 5): submitted only on the
+    /// The operation uses registered buffer `buf` (regbuf rules 1 and 5): submitted only on the
     /// buffer's own ring (else `EXDEV`), and never released while the kernel may use it.
     pub(crate) fn holding_fixed(mut self, buf: crate::regbuf::FixedBuf) -> Self {
         self.fixed = Some(buf);

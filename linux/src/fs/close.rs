@@ -36,8 +36,9 @@ pub(crate) fn close_fixed_fiber(f: &mut Fiber, index: u32) -> Result<(), Errno> 
         Some(Err(Errno::ECANCELED)) | None => {
             return f
                 .with_driver::<RingDriver, _>(|d| {
-                    // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-                    // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                    // SAFETY: keel-core driver rule 2: this crate's own state in the driver
+                    // (and at most a cancel of an op it keeps itself); not replaced, no
+                    // other code runs meanwhile.
                     let d = unsafe { d.get_mut() };
                     d.sync_close_fixed(index)
                 })
@@ -63,8 +64,9 @@ pub(crate) async fn close_fixed_shared(index: u32) -> Result<(), Errno> {
         Err(Errno::ECANCELED) | Err(Errno::EPERM) => {
             let r = core::future::poll_fn(|cx| {
                 Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
-                    // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-                    // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                    // SAFETY: keel-core driver rule 2: this crate's own state in the driver
+                    // (and at most a cancel of an op it keeps itself); not replaced, no
+                    // other code runs meanwhile.
                     let d = unsafe { d.get_mut() };
                     d.sync_close_fixed(index)
                 }))
@@ -86,8 +88,9 @@ pub(crate) async fn close_shared(fd: SharedFd) -> Result<(), Errno> {
     if cancel_not_run(&cancelled) {
         core::future::poll_fn(|cx| {
             Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
-                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                // SAFETY: keel-core driver rule 2: this crate's own state in the driver
+                // (and at most a cancel of an op it keeps itself); not replaced, no other
+                // code runs meanwhile.
                 let d = unsafe { d.get_mut() };
                 d.sync_cancel_fd(raw)
             }))
@@ -142,8 +145,9 @@ pub(crate) fn close_fiber(f: &mut Fiber, fd: SharedFd) -> Result<(), Errno> {
             Some(r) => crate::net::cancel_ok(r),
             None => {
                 f.with_driver::<RingDriver, _>(|d| {
-                    // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-                    // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                    // SAFETY: keel-core driver rule 2: this crate's own state in the driver
+                    // (and at most a cancel of an op it keeps itself); not replaced, no
+                    // other code runs meanwhile.
                     let d = unsafe { d.get_mut() };
                     d.sync_cancel_fd(raw)
                 });

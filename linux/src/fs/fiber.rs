@@ -49,7 +49,7 @@ pub trait FiberFs {
     fn writev(&mut self, file: &File, bufs: &[IoSlice<'_>], offset: u64) -> Result<u32, Errno>;
     /// `fsync(fd)`, see fsync(2): data and metadata durable.
     fn fsync(&mut self, file: &File) -> Result<(), Errno>;
-    /// `fdatasync(fd)`, see fdatasync(2): the seed's "durable sync" of data.
+    /// `fdatasync(fd)`, see fdatasync(2): the durable sync of data.
     fn fdatasync(&mut self, file: &File) -> Result<(), Errno>;
     /// `sync_file_range(fd, offset, nbytes, flags)`, see sync_file_range(2).
     fn sync_file_range(&mut self, file: &File, offset: u64, len: u32, flags: u32) -> Result<(), Errno>;

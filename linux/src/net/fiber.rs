@@ -89,7 +89,7 @@ fn submit_wake(
     let fd = fd.cloned();
     let shared = f
         .with_driver::<RingDriver, _>(|d| {
-            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // SAFETY: keel-core driver rule 2: this crate's own state in the driver (and at most
             // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
             let d = unsafe { d.get_mut() };
             if let Some(fd) = fd {
@@ -141,7 +141,7 @@ fn run_kept(f: &mut Fiber, op: RingOp, fd: Option<&crate::fd::SharedFd>) -> Resu
     loop {
         let cancel = !cancel_sent && f.is_cancelled();
         match f.with_driver::<RingDriver, _>(|d| {
-            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // SAFETY: keel-core driver rule 2: this crate's own state in the driver (and at most
             // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
             let d = unsafe { d.get_mut() };
             let done = d.take_full(id);
@@ -168,8 +168,9 @@ fn next_multi(f: &mut Fiber, m: &mut Multishot) -> Result<(i32, u32), Errno> {
     loop {
         let step = f
             .with_driver::<RingDriver, _>(|d| {
-                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                // SAFETY: keel-core driver rule 2: this crate's own state in the driver
+                // (and at most a cancel of an op it keeps itself); not replaced, no other
+                // code runs meanwhile.
                 let d = unsafe { d.get_mut() };
                 m.step(d, me)
             })
@@ -185,8 +186,9 @@ fn next_multi(f: &mut Fiber, m: &mut Multishot) -> Result<(i32, u32), Errno> {
             MStep::Pending => {
                 if !cancel_sent && f.is_cancelled() {
                     f.with_driver::<RingDriver, _>(|d| {
-                        // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-                        // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                        // SAFETY: keel-core driver rule 2: this crate's own state in the
+                        // driver (and at most a cancel of an op it keeps itself); not
+                        // replaced, no other code runs meanwhile.
                         let d = unsafe { d.get_mut() };
                         m.cancel(d)
                     });
@@ -322,7 +324,7 @@ impl FiberNet for Fiber {
     fn send_zc_fixed(&mut self, s: &impl AsSock, buf: &crate::fs::FixedBuf, len: u32) -> Result<u32, Errno> {
         crate::fs::fixed_check(self, buf, len)?;
         // `buf` is this ring's registered buffer (checked) and stays borrowed while `run`
-        // waits, and the op completes only after its notification (driver rule 4).
+        // waits, and the op completes only after its notification (completion rule 4).
         run(self, send_zc_fixed_sqe(s.sock(), buf.as_ptr(), len, buf.index()))
     }
 
@@ -347,8 +349,9 @@ impl FiberNet for Fiber {
             }
             return Ok(self
                 .with_driver::<RingDriver, _>(|d| {
-                    // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-                    // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                    // SAFETY: keel-core driver rule 2: this crate's own state in the driver
+                    // (and at most a cancel of an op it keeps itself); not replaced, no
+                    // other code runs meanwhile.
                     let d = unsafe { d.get_mut() };
                     provided(d, res, flags)
                 })
@@ -368,8 +371,9 @@ impl FiberNet for Fiber {
         match next_multi(self, m) {
             Ok((res, flags)) => Ok(self
                 .with_driver::<RingDriver, _>(|d| {
-                    // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-                    // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                    // SAFETY: keel-core driver rule 2: this crate's own state in the driver
+                    // (and at most a cancel of an op it keeps itself); not replaced, no
+                    // other code runs meanwhile.
                     let d = unsafe { d.get_mut() };
                     provided(d, res, flags)
                 })

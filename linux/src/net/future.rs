@@ -71,13 +71,13 @@ pub async fn listen(s: &impl AsSock, backlog: i32) -> Result<(), Errno> {
 }
 
 /// `accept4(fd, NULL, NULL, SOCK_CLOEXEC)`. A descriptor accepted after the future was
-/// dropped is closed (driver rule 3).
+/// dropped is closed (completion rule 3).
 pub async fn accept(s: &impl AsSock) -> Result<Socket, Errno> {
     plain(s.held(), accept_sqe(s.sock(), false)).await.map(|fd| Socket::from_new(fd as RawFd))
 }
 
 /// `accept` into the fixed-file table. An index installed after the future was dropped
-/// is closed through the ring (driver rule 3).
+/// is closed through the ring (completion rule 3).
 pub async fn accept_direct(s: &impl AsSock) -> Result<FixedSocket, Errno> {
     plain(s.held(), accept_sqe(s.sock(), true)).await.map(|index| FixedSocket { index })
 }
@@ -97,7 +97,7 @@ pub async fn next_accept(m: &mut Multishot) -> Result<Socket, Errno> {
 
 /// Multishot accept into the fixed-file table (net rule 2); take them with
 /// [`next_accept_direct`]. Indexes queued when it is dropped are closed through the ring
-/// (driver rule 3).
+/// (completion rule 3).
 pub fn accept_multi_direct(s: &impl AsSock) -> Multishot {
     Multishot::new(s, accept_multi_sqe(s.sock(), true), MultiKind::AcceptDirect)
 }
@@ -237,7 +237,7 @@ async fn with_ring<R>(f: impl FnOnce(&mut RingDriver) -> R) -> Option<R> {
     let mut f = Some(f);
     core::future::poll_fn(|cx| {
         Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
-            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // SAFETY: keel-core driver rule 2: this crate's own state in the driver (and at most
             // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
             let d = unsafe { d.get_mut() };
             (f.take().expect("polled once"))(d)
@@ -290,8 +290,9 @@ async fn next_multi(m: &mut Multishot) -> Result<(i32, u32), Errno> {
         let step = core::future::poll_fn(|cx| {
             let me = keel_core::rt::current_task(cx);
             Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
-                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                // SAFETY: keel-core driver rule 2: this crate's own state in the driver
+                // (and at most a cancel of an op it keeps itself); not replaced, no other
+                // code runs meanwhile.
                 m.step(unsafe { d.get_mut() }, me)
             }))
         })
@@ -311,8 +312,9 @@ async fn next_multi(m: &mut Multishot) -> Result<(i32, u32), Errno> {
                         first = false;
                         if !cancel_sent && keel_core::rt::is_cancelled(cx) {
                             keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
-                                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-                                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                                // SAFETY: keel-core driver rule 2: this crate's own state
+                                // in the driver (and at most a cancel of an op it keeps
+                                // itself); not replaced, no other code runs meanwhile.
                                 let d = unsafe { d.get_mut() };
                                 m.cancel(d)
                             });
@@ -335,8 +337,9 @@ async fn submit_multi(m: &mut Multishot) -> Result<(), Errno> {
         Ok(id) => {
             let fd = m.fd().cloned();
             let shared = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
-                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                // SAFETY: keel-core driver rule 2: this crate's own state in the driver
+                // (and at most a cancel of an op it keeps itself); not replaced, no other
+                // code runs meanwhile.
                 let d = unsafe { d.get_mut() };
                 if let Some(fd) = fd {
                     d.hold_fd(id, fd, false); // fd rule 1, in the poll that submitted it

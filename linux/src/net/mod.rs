@@ -23,9 +23,9 @@
 //!    Dropping a [`Socket`] closes it with `close(2)` once no operation holds it (no cancel:
 //!    operations still in flight keep it open until they complete, fd rule 1).
 //! 2. **Multishot** ([`Multishot`]): accept and recv post one CQE per result while
-//!    `IORING_CQE_F_MORE` is set; the driver queues them in the slot in order (its rule 1)
+//!    `IORING_CQE_F_MORE` is set; the driver queues them in the slot in order (completion rule 1)
 //!    and wakes the task on each. When the kernel ends the op without an error (or the
-//!    driver ended it to bound its queue, driver rule 2, or the buffer ring ran dry), the
+//!    driver ended it to bound its queue, completion rule 2, or the buffer ring ran dry), the
 //!    next call re-arms it; an error ends it for good and is returned (then again on every
 //!    later call). A zero-length receive is end of stream. A task cancelled while it
 //!    waits for the next result cancels the op and keeps waiting: results the kernel
@@ -36,7 +36,7 @@
 //!    buffer to come back (pbuf rule 3, waitq rules) and tries again; it never fails for
 //!    it. A receive cancelled in flight returns what the kernel received first (`slot_op.rs`).
 //! 4. **Zero-copy send** from a registered buffer: the call returns the first CQE's result
-//!    only after the kernel's notification (driver rule 4), so the buffer may be reused as
+//!    only after the kernel's notification (completion rule 4), so the buffer may be reused as
 //!    soon as the call returns.
 //! 5. **Bounded memory**: nothing here queues data. A send to a peer that does not read
 //!    stays in flight (the task waits) once the socket's send buffer is full; a receive

@@ -1,4 +1,4 @@
-//! Multishot accept and receive ([`Multishot`], net rule 2; driver rules 1-3): one
+//! Multishot accept and receive ([`Multishot`], net rule 2; completion rules 1-3): one
 //! operation, many results, taken in CQE order; re-armed when the kernel or the driver
 //! ended it without an error; results nobody takes given back when it is dropped.
 #![allow(unsafe_code)] // building the SQE the op re-arms with

@@ -6,7 +6,7 @@
 //!   needs the driver.
 //! - An abandoned operation in flight is cancelled and keeps its slot, its buffers and
 //!   its registered buffer until its final CQE: nothing the kernel may write is freed.
-//! - A result nobody will take is given back (driver rule 3, `dispose`): a descriptor is
+//! - A result nobody will take is given back (completion rule 3, `dispose`): a descriptor is
 //!   closed, a fixed-file index closed through the ring, a provided buffer returned.
 #![allow(unsafe_code)] // closing a descriptor the kernel opened; pushing a CLOSE SQE
 
@@ -43,7 +43,7 @@ impl RingDriver {
         }
     }
 
-    /// Gives back what a result nobody will take holds (rule 3): a descriptor is closed
+    /// Gives back what a result nobody will take holds (completion rule 3): a descriptor is closed
     /// (a fixed-file index through the ring), a provided buffer goes back to its ring.
     pub(super) fn dispose(&mut self, yields_fd: bool, yields_fixed: bool, res: i32, flags: u32) {
         if yields_fd && res >= 0 {
@@ -68,8 +68,8 @@ impl RingDriver {
         let Some(s) = self.slots.get(id.0) else { return };
         let (yfd, yfx) = (s.yields_fd, s.yields_fixed);
         if s.multi {
-            // Rule 3: queued results are given back now; the op is cancelled and its slot
-            // freed at its final CQE (or now, if that has arrived).
+            // Completion rule 3: queued results are given back now; the op is cancelled and
+            // its slot freed at its final CQE (or now, if that has arrived).
             let ended = s.ended;
             let mut queued = [(0i32, 0u32); super::slots::MULTI_Q];
             let mut n = 0;

@@ -1,10 +1,10 @@
 //! The cancel queue (cancel rules 1-4 in the `ring` module doc) and the cancel of every
 //! operation (`Driver::cancel_all`). Invariants:
 //! - A cancel for an operation that may still complete is never dropped: it waits in
-//!   `pending_cancels` until it is in the SQ (rule 1), at once or at the next enter.
-//! - At most one entry per operation (rule 2), and only for live ones (rule 3), so the
-//!   queue stays within the capacity it was given at creation; growing it (rule 4) is
-//!   cold and only for cancels the driver cannot check.
+//!   `pending_cancels` until it is in the SQ (cancel rule 1), at once or at the next enter.
+//! - At most one entry per operation (cancel rule 2), and only for live ones (cancel rule
+//!   3), so the queue stays within the capacity it was given at creation; growing it
+//!   (cancel rule 4) is cold and only for cancels the driver cannot check.
 //! - No cancel SQE goes in while a task's link chain is open (`tail_linked`): the SQ is
 //!   submitted first, or the cancel waits for the next enter.
 #![allow(unsafe_code)] // pushing SQEs is unsafe in the io-uring crate

@@ -4,11 +4,11 @@
 //! - A direct `user_data` (bit 62, not bit 63) carries its token: no table lookup
 //!   (direct rules 2 and 4); its queued cancel, if any, is dropped (direct rule 5).
 //! - A slot `user_data` whose generation is not the slot's is stale: counted and what
-//!   it yields given back (slot rule 1, driver rule 3).
-//! - A token is told once per CQE of a multishot (driver rule 1), once at the end of any
+//!   it yields given back (slot rule 1, completion rule 3).
+//! - A token is told once per CQE of a multishot (completion rule 1), once at the end of any
 //!   other operation; a kept result waits in its slot for `take_full` (slot rule 3).
 //! - Multishot results are taken in CQE order: the slot's queue, then its spill entries
-//!   (driver rules 1-2); received data is never dropped.
+//!   (completion rules 1-2); received data is never dropped.
 //! - CQEs are copied out in batches of 32, at most `max` per drain: bounded.
 
 use super::direct::DIRECT;
@@ -33,8 +33,8 @@ pub(crate) enum MultiNext {
 }
 
 /// A flag keel sets (never the kernel: its CQE flags use bits 0-4 and the buffer id bits
-/// 16-31) on a multishot op's last result when the driver itself ended the op (driver
-/// rule 2): the task should re-arm it rather than treat the ECANCELED as its own.
+/// 16-31) on a multishot op's last result when the driver itself ended the op (completion
+/// completion rule 2): the task should re-arm it rather than treat the ECANCELED as its own.
 pub(crate) const KEEL_REARM: u32 = 1 << 15;
 
 impl RingDriver {
@@ -61,7 +61,7 @@ impl RingDriver {
         Some((res, flags, buf))
     }
 
-    /// The next result of a multishot operation, in CQE order (rule 1).
+    /// The next result of a multishot operation, in CQE order (completion rule 1).
     pub(crate) fn take_multi(&mut self, id: OpId) -> MultiNext {
         let Some(s) = self.slots.get(id.0) else { return MultiNext::Gone };
         if !s.multi {
@@ -75,7 +75,7 @@ impl RingDriver {
             let (_, r, f) = self.spill.remove(i);
             Some((r, f))
         } else if s.ended {
-            // The final CQE was lost to a full spill list (rule 2): end it as throttled.
+            // The final CQE was lost to a full spill list (completion rule 2): end it as throttled.
             Some((-libc::ECANCELED, KEEL_REARM))
         } else {
             None
@@ -145,7 +145,7 @@ impl RingDriver {
             self.pending_cancels.retain(|&c| c != ud); // cancel rule 3: its op has ended
         }
         if let (Some(_), Some(mut p)) = (cqueue::buffer_select(flags), self.pbuf()) {
-            p.note_taken(); // rule 5: the kernel handed a buffer out
+            p.note_taken(); // completion rule 5: the kernel handed a buffer out
         }
         let Some(slot) = self.slots.get(ud) else {
             if ud & super::slots::INTERNAL == 0 {
@@ -159,12 +159,12 @@ impl RingDriver {
             return;
         }
         if cqueue::notif(flags) {
-            // Rule 4: the notification ends a SEND_ZC; its result is the first CQE's.
+            // Completion rule 4: the notification ends a SEND_ZC; its result is the first CQE's.
             self.stats.zc_notifs += 1;
             (res, flags) = slot.first.take().unwrap_or((res, flags & !cqueue_more()));
             flags &= !cqueue_more();
         } else if cqueue::more(flags) {
-            // Rule 4: a first CQE with F_MORE (SEND_ZC): hold the result, keep the slot
+            // Completion rule 4: a first CQE with F_MORE (SEND_ZC): hold the result, keep the slot
             // (and the buffer) until the notification.
             slot.first = Some((res, flags));
             return;
@@ -189,7 +189,7 @@ impl RingDriver {
                 }
             }
             SlotState::Abandoned => {
-                // Nobody will ever see this result: give back what it holds (rule 3).
+                // Nobody will ever see this result: give back what it holds (completion rule 3).
                 let (yfd, yfx) = (slot.yields_fd, slot.yields_fixed);
                 drop(self.slots.free(ud));
                 self.dispose(yfd, yfx, res, flags);
@@ -198,7 +198,7 @@ impl RingDriver {
         }
     }
 
-    /// One CQE of a multishot operation (rules 1-3).
+    /// One CQE of a multishot operation (completion rules 1-3).
     fn complete_multi(&mut self, ud: u64, res: i32, flags: u32, sink: &mut dyn FnMut(IoToken, IoResult)) {
         let more = cqueue::more(flags);
         let Some(slot) = self.slots.get(ud) else { return };
@@ -224,8 +224,9 @@ impl RingDriver {
         }
         let token = slot.token;
         if !pushed {
-            // Rule 2: results holding a provided buffer are at most the ring's count, and
-            // the spill list keeps that much room for them beyond what the others may take.
+            // Completion rule 2: results holding a provided buffer are at most the ring's
+            // count, and the spill list keeps that much room for them beyond what the
+            // others may take.
             let limit =
                 if cqueue::buffer_select(flags).is_some() { self.spill.capacity() } else { self.spill_plain_max };
             if self.spill.len() < limit.min(self.spill.capacity()) {
@@ -240,7 +241,7 @@ impl RingDriver {
             }
         }
         if !more {
-            self.slots.in_flight -= 1; // the kernel is done with it (slot rule 5)
+            self.slots.in_flight -= 1; // the kernel is done with it (completion rule 1)
             if let Some(s) = self.slots.get(ud) {
                 s.release_fd(res); // slot rule 4
             }

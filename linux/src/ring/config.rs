@@ -74,14 +74,14 @@ pub struct RingStats {
     /// (`IORING_SQ_TASKRUN`; the `ring` module doc, Batching).
     pub reap_follow_ups: u64,
     /// Multishot results that did not fit their slot's queue and went to the spill list
-    /// (driver rule 2).
+    /// (completion rule 2).
     pub multishot_spilled: u64,
-    /// Multishot operations the driver cancelled because their queue filled (rule 2).
+    /// Multishot operations the driver cancelled because their queue filled (completion rule 2).
     pub multishot_throttled: u64,
-    /// Multishot results dropped because the spill list was full too (rule 2: a
+    /// Multishot results dropped because the spill list was full too (completion rule 2: a
     /// descriptor is closed, a provided buffer goes back to the ring).
     pub multishot_lost: u64,
-    /// SEND_ZC notifications (`IORING_CQE_F_NOTIF`) received (rule 4).
+    /// SEND_ZC notifications (`IORING_CQE_F_NOTIF`) received (completion rule 4).
     pub zc_notifs: u64,
 }
 

@@ -6,9 +6,9 @@
 //! - `submit.rs`: SQEs in (direct or slot operations), the room left, descriptor holds;
 //! - `cancel.rs`: the cancel queue (cancel rules 1-4) and the cancel of everything;
 //! - `abandon.rs`: values that let go of their operations (shared rule 2) and results
-//!   nobody takes (driver rule 3);
+//!   nobody takes (completion rule 3);
 //! - `enter.rs`: `io_uring_enter` (reap, park) and the unpark eventfd's armed read;
-//! - `complete.rs`: routing each CQE to its token, slot or queue (driver rules 1-5);
+//! - `complete.rs`: routing each CQE to its token, slot or queue (completion rules 1-5);
 //! - `teardown.rs`: the driver's `Drop` (shared rule 4).
 //!
 //! Invariants of the state below:
@@ -20,7 +20,7 @@
 //!   then pushes none of its own SQEs (they would join the task's chain).
 //! - `pending_cancels` holds at most one entry per operation that may be in flight
 //!   (cancel rules 2-3), so it stays within its capacity (`RingConfig::slots`).
-//! - Each `spill` entry names a multishot slot whose `spilled` counts it (driver rule 2).
+//! - Each `spill` entry names a multishot slot whose `spilled` counts it (completion rule 2).
 #![allow(unsafe_code)] // the `Driver` impl is an unsafe trait; `submit_capacity` reads the SQ's shared view
 
 use super::direct::{DIRECT, Direct};
@@ -58,10 +58,10 @@ pub struct RingDriver {
     /// (`shared.rs`); after `ring`,
     /// so the ring's memory outlives the kernel's use of it (field order).
     pub(crate) shared: Rc<Shared>,
-    /// Multishot results that did not fit their slot's queue, oldest first (rule 2).
+    /// Multishot results that did not fit their slot's queue, oldest first (completion rule 2).
     pub(super) spill: Vec<(u64, i32, u32)>,
-    /// Spill entries results without a provided buffer may take (rule 2); the rest of the
-    /// spill list's capacity is kept for results that hold one.
+    /// Spill entries results without a provided buffer may take (completion rule 2); the
+    /// rest of the spill list's capacity is kept for results that hold one.
     pub(super) spill_plain_max: usize,
     pub(super) stats: RingStats,
     pub(super) record: Vec<u64>,
@@ -128,13 +128,13 @@ impl RingDriver {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, "the provided-buffer ring is already registered"));
         }
         self.shared.set_pbuf(crate::pbuf::PbufRing::new(&self.ring, count, size, 0)?);
-        // Rule 2: a result holding a provided buffer always fits in the spill list.
+        // Completion rule 2: a result holding a provided buffer always fits in the spill list.
         self.spill.reserve_exact((self.spill_plain_max + count as usize).saturating_sub(self.spill.len()));
         Ok(())
     }
 
     /// Provided-buffer statistics (`None` if not enabled); `available` asks the kernel
-    /// (pbuf rule 5: one syscall).
+    /// (pbuf rule 4: one syscall).
     pub fn provided_buffer_stats(&mut self) -> Option<crate::pbuf::PbufStats> {
         self.pbuf().map(|mut p| p.stats())
     }
@@ -167,13 +167,14 @@ impl RingDriver {
     }
 }
 
-// SAFETY: driver rules 1-5 hold: an accepted operation holds a slot (slot rules) whose token
-// goes out once, with the slot's final CQE, and `retarget` rewrites it in place; user_data
-// carries the slot index and generation, so a stale id or CQE does nothing; the slot keeps
-// the operation's buffers until that CQE, and the driver's drop cancels and waits for every
-// operation in flight before anything is freed (leaking what the kernel never finishes);
-// the unparker (MSG_RING or an eventfd write) names the ring's or the eventfd's descriptor,
-// which stay open while the driver lives.
+// SAFETY: the `Driver` contract (items 1-5 of its `# Safety`) holds: an accepted operation
+// holds a slot (slot rules) whose token goes out once, with the slot's final CQE, and
+// `retarget` rewrites it in place; user_data carries the slot index and generation, so a
+// stale id or CQE does nothing; the slot keeps the operation's buffers until that CQE, and
+// the driver's drop cancels and waits for every operation in flight before anything is
+// freed (leaking what the kernel never finishes); the unparker (MSG_RING or an eventfd
+// write) names the ring's or the eventfd's descriptor, which stay open while the driver
+// lives.
 unsafe impl Driver for RingDriver {
     type Op = RingOp;
 
@@ -203,7 +204,7 @@ unsafe impl Driver for RingDriver {
             self.direct.retarget(id.0, token);
         } else if let Some(s) = self.slots.get(id.0) {
             // Only a status block that went away retargets (io_status rule 4): nobody
-            // will read the result, so what it yields is given back (rule 3).
+            // will read the result, so what it yields is given back (completion rule 3).
             s.token = Some(token);
             s.orphaned = true;
         }

@@ -2,7 +2,7 @@
 //! Invariants:
 //! - Every operation still in flight is cancelled (`IORING_ASYNC_CANCEL_ANY`) and reaped,
 //!   waiting at most [`DROP_WAIT`]; completions go nowhere, what they yield is given
-//!   back (driver rule 3).
+//!   back (completion rule 3).
 //! - If the kernel has not finished in time, the slots, the shared state and the eventfd
 //!   buffer are leaked, never freed.
 //! - The shared state is marked dead last: later drops of values do nothing.
@@ -23,7 +23,7 @@ pub const DROP_WAIT: core::time::Duration = core::time::Duration::from_secs(2);
 impl RingDriver {
     /// Cancels every operation in flight (`IORING_ASYNC_CANCEL_ANY`) and reaps until none
     /// is left or `DROP_WAIT` has passed; whether none is left. Completions go nowhere
-    /// (the executor is gone or going); what they yield is given back (driver rule 3).
+    /// (the executor is gone or going); what they yield is given back (completion rule 3).
     fn quiesce(&mut self) -> bool {
         self.closing = true;
         self.inject = None;
@@ -65,7 +65,7 @@ impl Drop for RingDriver {
         let quiet = self.quiesce();
         if quiet {
             // Results nobody took (a kept op's future moved out of its task, a multishot's
-            // queue): give back what they hold (driver rule 3).
+            // queue): give back what they hold (completion rule 3).
             for ud in self.slots.in_use() {
                 self.abandon(OpId(ud));
             }
