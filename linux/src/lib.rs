@@ -8,7 +8,7 @@
 //! an overflow reporter ([`overflow`]), the panic catcher for fibers ([`panic`](mod@panic)) and the
 //! `ucontext` switcher ([`ucontext`]).
 #![deny(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod buf;
 pub mod clock;

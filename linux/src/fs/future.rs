@@ -124,10 +124,11 @@ pub async fn write(file: &File, buf: Vec<u8>, offset: u64) -> (Result<u32, Errno
 }
 
 /// `READ_FIXED` of up to `len` bytes into registered buffer `buf` at `offset` (the future
-/// form of [`FiberFs::read_fixed`]): the buffer goes with the operation and comes back
-/// with the result. `EINVAL` if `len` exceeds the buffer, `EXDEV` if `buf` belongs to
-/// another executor's ring (regbuf rule 1). Dropped in flight, the buffer stays with the
-/// operation's slot until the kernel is done with it, then is released (regbuf rule 5).
+/// form of [`FiberFs::read_fixed`](super::FiberFs::read_fixed)): the buffer goes with the
+/// operation and comes back with the result. `EINVAL` if `len` exceeds the buffer, `EXDEV`
+/// if `buf` belongs to another executor's ring (regbuf rule 1). Dropped in flight, the
+/// buffer stays with the operation's slot until the kernel is done with it, then is
+/// released (regbuf rule 5).
 pub async fn read_fixed(file: &File, mut buf: FixedBuf, len: u32, offset: u64) -> (Result<u32, Errno>, FixedBuf) {
     if len as usize > buf.len() {
         return (Err(Errno::EINVAL), buf);
@@ -141,7 +142,8 @@ pub async fn read_fixed(file: &File, mut buf: FixedBuf, len: u32, offset: u64) -
 }
 
 /// `WRITE_FIXED` of `len` bytes from registered buffer `buf` at `offset` (the future form
-/// of [`FiberFs::write_fixed`]); errors and lifetime as for [`read_fixed`].
+/// of [`FiberFs::write_fixed`](super::FiberFs::write_fixed)); errors and lifetime as for
+/// [`read_fixed`].
 pub async fn write_fixed(file: &File, buf: FixedBuf, len: u32, offset: u64) -> (Result<u32, Errno>, FixedBuf) {
     if len as usize > buf.len() {
         return (Err(Errno::EINVAL), buf);
@@ -174,8 +176,9 @@ pub async fn fdatasync(file: &File) -> Result<(), Errno> {
 
 /// Claims a registered buffer, waiting (FIFO, with fibers' `claim_buffer` in the same
 /// queue) for one if all are claimed (regbuf rules 2-4): the future form of
-/// [`FiberFs::claim_buffer`]. Dropped or cancelled while it waits, it leaves the queue,
-/// and a buffer handed to it meanwhile goes on to the next waiter (waitq rule 3).
+/// [`FiberFs::claim_buffer`](super::FiberFs::claim_buffer). Dropped or cancelled while it
+/// waits, it leaves the queue, and a buffer handed to it meanwhile goes on to the next
+/// waiter (waitq rule 3).
 pub fn claim_buffer() -> ClaimBuffer {
     ClaimBuffer { ticket: None, shared: None }
 }
