@@ -12,6 +12,7 @@ use super::setup;
 use super::shared::Shared;
 use super::slots::Slots;
 use super::unpark::{self, UnparkKind, UnparkMode};
+use crate::notice::notice;
 use std::io;
 use std::marker::PhantomData;
 use std::rc::Rc;
@@ -108,7 +109,7 @@ impl RingDriver {
             UnparkKind::MsgRing => None,
         };
         if !ring.params().is_feature_nodrop() {
-            eprintln!("keel: this kernel lacks IORING_FEAT_NODROP: a CQ overflow could lose completions");
+            notice!(warn, "this kernel lacks IORING_FEAT_NODROP: a CQ overflow could lose completions");
         }
         let registered = crate::regbuf::Registered::new(&ring, cfg.registered_buffers, cfg.registered_buffer_size)?;
         if cfg.registered_files > 0 {
@@ -117,7 +118,7 @@ impl RingDriver {
         let rt_allowed = setup::realtime_ioprio_allowed();
         static SAID: std::sync::Once = std::sync::Once::new();
         if !rt_allowed {
-            SAID.call_once(|| eprintln!("keel: no CAP_SYS_NICE or CAP_SYS_ADMIN: High I/O priority uses the best-effort class, level 0, not the realtime class"));
+            SAID.call_once(|| notice!(info, "no CAP_SYS_NICE or CAP_SYS_ADMIN: High I/O priority uses the best-effort class, level 0, not the realtime class"));
         }
         Ok(RingDriver {
             ring,

@@ -92,6 +92,12 @@ impl RingDriver {
         self.unpark_kind
     }
 
+    /// Whether the kernel keeps CQEs that overflow the CQ (`IORING_FEAT_NODROP`) rather
+    /// than dropping them; without it a CQ overflow could lose completions.
+    pub fn cq_nodrop(&self) -> bool {
+        self.ring.params().is_feature_nodrop()
+    }
+
     /// Whether High I/O priority maps to the realtime class (CAP_SYS_NICE or
     /// CAP_SYS_ADMIN); without it keel uses best-effort level 0.
     pub fn realtime_ioprio(&self) -> bool {

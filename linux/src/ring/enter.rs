@@ -14,6 +14,7 @@
 
 use super::driver::RingDriver;
 use super::slots::EVENTFD_TAG;
+use crate::notice::notice;
 use io_uring::{EnterFlags, opcode, types};
 use keel_core::driver::IoToken;
 use keel_core::{Errno, Instant, IoResult, Park};
@@ -30,7 +31,7 @@ impl RingDriver {
         let mut n = self.drain(max, sink);
         if n < max {
             if let Err(e) = self.enter(0, None) {
-                eprintln!("keel: io_uring_enter failed: {e}");
+                notice!(warn, "io_uring_enter failed: {e}");
             }
             n += self.drain(max - n, sink);
             // The kernel ran only part of the pending completion work (`ring` module doc,
@@ -40,7 +41,7 @@ impl RingDriver {
                 follow_ups += 1;
                 self.stats.reap_follow_ups += 1;
                 if let Err(e) = self.enter(0, None) {
-                    eprintln!("keel: io_uring_enter failed: {e}");
+                    notice!(warn, "io_uring_enter failed: {e}");
                     break;
                 }
                 n += self.drain(max - n, sink);

@@ -1,7 +1,7 @@
 //! The io_uring driver: keel-core's `Driver` on a real ring.
 //!
 //! - Set-up (`setup.rs`): SINGLE_ISSUER, DEFER_TASKRUN, COOP_TASKRUN, SUBMIT_ALL where the
-//!   kernel has them, probed, with a fallback and one log line. The ring is created on the
+//!   kernel has them, probed, with a fallback and one notice (`notice.rs`). The ring is created on the
 //!   thread that runs the executor, and `RingDriver` is `!Send`.
 //! - Batching: submitting only fills SQEs; the run loop enters the kernel once per pass
 //!   (`reap`, plus the bounded follow-ups below): `io_uring_enter(to_submit, 0, GETEVENTS)`

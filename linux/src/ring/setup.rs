@@ -1,5 +1,5 @@
-//! Ring set-up: the flags keel wants, probed at start, with a fallback and one log line
-//! on kernels that lack them.
+//! Ring set-up: the flags keel wants, probed at start, with a fallback and one notice
+//! (`notice.rs`) on kernels that lack them.
 //!
 //! Wanted: `SINGLE_ISSUER` (one thread submits: the executor's), `DEFER_TASKRUN`
 //! (completions are posted only inside `io_uring_enter(GETEVENTS)` on that thread, so
@@ -53,8 +53,9 @@ pub(crate) fn build(entries: u32, cq_entries: u32) -> io::Result<(IoUring, RingF
         match b.build(entries) {
             Ok(ring) => {
                 if i > 0 {
-                    eprintln!(
-                        "keel: io_uring set-up fell back to {f:?} (this kernel refused the preferred flags: {last:?})"
+                    crate::notice::notice!(
+                        info,
+                        "io_uring set-up fell back to {f:?} (this kernel refused the preferred flags: {last:?})"
                     );
                 }
                 return Ok((ring, *f));

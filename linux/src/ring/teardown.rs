@@ -11,6 +11,7 @@
 use super::driver::RingDriver;
 use super::slots::{CANCEL_TAG, Slots};
 use crate::clock::monotonic_now;
+use crate::notice::notice;
 use io_uring::{opcode, types};
 use keel_core::driver::IoToken;
 use keel_core::{IoResult, OpId};
@@ -71,8 +72,9 @@ impl Drop for RingDriver {
             }
             self.spill.clear();
         } else {
-            eprintln!(
-                "keel: the ring driver was dropped with {} operations the kernel did not finish within {:?}: their memory is leaked",
+            notice!(
+                warn,
+                "the ring driver was dropped with {} operations the kernel did not finish within {:?}: their memory is leaked",
                 self.ops_in_flight(),
                 DROP_WAIT
             );
