@@ -20,8 +20,8 @@ impl RingDriver {
     /// until it is freed (shared rule 2, regbuf rule 5). A slot that is gone completed
     /// already: `buf` is released at once.
     pub(super) fn hold_fixed(&mut self, id: OpId, buf: crate::regbuf::FixedBuf) {
-        if let Some(s) = self.slots.get(id.0) {
-            s.fixed = Some(buf);
+        if let Some(slot) = self.slots.get(id.0) {
+            slot.fixed = Some(buf);
         }
     }
 
@@ -65,49 +65,49 @@ impl RingDriver {
     /// A kept operation's future went away: cancel it; its slot (and buffer) is freed when
     /// the completion arrives (never before: the kernel may still use the buffer).
     pub(crate) fn abandon(&mut self, id: OpId) {
-        let Some(s) = self.slots.get(id.0) else { return };
-        let (yfd, yfx) = (s.yields_fd, s.yields_fixed);
-        if s.multi {
+        let Some(slot) = self.slots.get(id.0) else { return };
+        let (yields_fd, yields_fixed) = (slot.yields_fd, slot.yields_fixed);
+        if slot.multi {
             // Completion rule 3: queued results are given back now; the op is cancelled and
             // its slot freed at its final CQE (or now, if that has arrived).
-            let ended = s.ended;
+            let ended = slot.ended;
             let mut queued = [(0i32, 0u32); super::slots::MULTI_Q];
-            let mut n = 0;
-            while let Some(it) = s.q.pop() {
-                queued[n] = it;
-                n += 1;
+            let mut count = 0;
+            while let Some(result) = slot.q.pop() {
+                queued[count] = result;
+                count += 1;
             }
-            if s.spilled > 0 {
-                s.spilled = 0;
-                let mut i = 0;
-                while i < self.spill.len() {
-                    if self.spill[i].0 == id.0 {
-                        let (_, r, f) = self.spill.remove(i);
-                        self.dispose(yfd, yfx, r, f);
+            if slot.spilled > 0 {
+                slot.spilled = 0;
+                let mut at = 0;
+                while at < self.spill.len() {
+                    if self.spill[at].0 == id.0 {
+                        let (_, res, flags) = self.spill.remove(at);
+                        self.dispose(yields_fd, yields_fixed, res, flags);
                     } else {
-                        i += 1;
+                        at += 1;
                     }
                 }
             }
-            for &(r, f) in &queued[..n] {
-                self.dispose(yfd, yfx, r, f);
+            for &(res, flags) in &queued[..count] {
+                self.dispose(yields_fd, yields_fixed, res, flags);
             }
             if ended {
                 drop(self.slots.free(id.0));
-            } else if let Some(s) = self.slots.get(id.0) {
-                s.state = SlotState::Abandoned;
+            } else if let Some(slot) = self.slots.get(id.0) {
+                slot.state = SlotState::Abandoned;
                 self.queue_cancel(id);
             }
             return;
         }
-        match s.state {
+        match slot.state {
             SlotState::InFlight => {
-                s.state = SlotState::Abandoned;
+                slot.state = SlotState::Abandoned;
                 self.queue_cancel(id);
             }
             SlotState::Done(res, flags) => {
                 drop(self.slots.free(id.0));
-                self.dispose(yfd, yfx, res, flags);
+                self.dispose(yields_fd, yields_fixed, res, flags);
             }
             SlotState::Abandoned | SlotState::Free => {}
         }

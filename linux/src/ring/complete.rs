@@ -44,48 +44,48 @@ impl RingDriver {
     /// orphaned. A store: called by a value each time it finds its operation not done.
     #[inline(always)]
     pub(crate) fn rewake(&mut self, id: OpId, task: keel_core::TaskHandle) {
-        if let Some(s) = self.slots.get(id.0)
-            && matches!(s.state, SlotState::InFlight)
-            && !s.orphaned
+        if let Some(slot) = self.slots.get(id.0)
+            && matches!(slot.state, SlotState::InFlight)
+            && !slot.orphaned
         {
-            s.token = Some(IoToken::wake(task));
+            slot.token = Some(IoToken::wake(task));
         }
     }
 
     /// Takes the raw result, the CQE flags (buffer id for buffer selection) and the buffer
     /// of a kept operation once it has completed (`slot_op::SlotOp`).
     pub(crate) fn take_full(&mut self, id: OpId) -> Option<(i32, u32, Option<RawBuf>)> {
-        let s = self.slots.get(id.0)?;
-        let SlotState::Done(res, flags) = s.state else { return None };
+        let slot = self.slots.get(id.0)?;
+        let SlotState::Done(res, flags) = slot.state else { return None };
         let buf = self.slots.free(id.0);
         Some((res, flags, buf))
     }
 
     /// The next result of a multishot operation, in CQE order (completion rule 1).
     pub(crate) fn take_multi(&mut self, id: OpId) -> MultiNext {
-        let Some(s) = self.slots.get(id.0) else { return MultiNext::Gone };
-        if !s.multi {
+        let Some(slot) = self.slots.get(id.0) else { return MultiNext::Gone };
+        if !slot.multi {
             return MultiNext::Gone;
         }
-        let item = if let Some(it) = s.q.pop() {
-            Some(it)
-        } else if s.spilled > 0 {
-            s.spilled -= 1;
-            let i = self.spill.iter().position(|e| e.0 == id.0).expect("keel bug: spilled count without entries");
-            let (_, r, f) = self.spill.remove(i);
-            Some((r, f))
-        } else if s.ended {
+        let item = if let Some(queued) = slot.q.pop() {
+            Some(queued)
+        } else if slot.spilled > 0 {
+            slot.spilled -= 1;
+            let at = self.spill.iter().position(|e| e.0 == id.0).expect("keel bug: spilled count without entries");
+            let (_, res, flags) = self.spill.remove(at);
+            Some((res, flags))
+        } else if slot.ended {
             // The final CQE was lost to a full spill list (completion rule 2): end it as throttled.
             Some((-libc::ECANCELED, KEEL_REARM))
         } else {
             None
         };
         match item {
-            Some((r, f)) => {
-                if f & cqueue_more() == 0 {
+            Some((res, flags)) => {
+                if flags & cqueue_more() == 0 {
                     drop(self.slots.free(id.0));
                 }
-                MultiNext::Item(r, f)
+                MultiNext::Item(res, flags)
             }
             None => MultiNext::Pending,
         }
@@ -95,16 +95,16 @@ impl RingDriver {
     /// (and the tail read) once per batch rather than once per CQE.
     pub(super) fn drain<F: FnMut(IoToken, IoResult)>(&mut self, max: usize, sink: &mut F) -> usize {
         const BATCH: usize = 32;
-        let mut n = 0;
-        while n < max {
+        let mut drained = 0;
+        while drained < max {
             let mut buf = [const { core::mem::MaybeUninit::<cqueue::Entry>::uninit() }; BATCH];
-            let want = (max - n).min(BATCH);
+            let want = (max - drained).min(BATCH);
             let mut cq = self.ring.completion();
             let cqes = cq.fill(&mut buf[..want]);
             drop(cq);
             let got = cqes.len();
             self.stats.completed += got as u64;
-            n += got;
+            drained += got;
             for cqe in cqes.iter() {
                 self.complete(cqe.clone(), sink);
             }
@@ -112,7 +112,7 @@ impl RingDriver {
                 break;
             }
         }
-        n
+        drained
     }
 
     #[inline(always)]
@@ -179,20 +179,21 @@ impl RingDriver {
                 }
             }
             SlotState::InFlight => {
-                let (token, orphaned, yfd, yfx) = (slot.token, slot.orphaned, slot.yields_fd, slot.yields_fixed);
+                let (token, orphaned, yields_fd, yields_fixed) =
+                    (slot.token, slot.orphaned, slot.yields_fd, slot.yields_fixed);
                 drop(self.slots.free(ud));
                 if let Some(t) = token {
                     sink(t, to_result(res));
                 }
                 if orphaned {
-                    self.dispose(yfd, yfx, res, flags);
+                    self.dispose(yields_fd, yields_fixed, res, flags);
                 }
             }
             SlotState::Abandoned => {
                 // Nobody will ever see this result: give back what it holds (completion rule 3).
-                let (yfd, yfx) = (slot.yields_fd, slot.yields_fixed);
+                let (yields_fd, yields_fixed) = (slot.yields_fd, slot.yields_fixed);
                 drop(self.slots.free(ud));
-                self.dispose(yfd, yfx, res, flags);
+                self.dispose(yields_fd, yields_fixed, res, flags);
             }
             SlotState::Done(..) | SlotState::Free => self.slots.stale += 1,
         }
@@ -202,12 +203,12 @@ impl RingDriver {
     fn complete_multi(&mut self, ud: u64, res: i32, flags: u32, sink: &mut dyn FnMut(IoToken, IoResult)) {
         let more = cqueue::more(flags);
         let Some(slot) = self.slots.get(ud) else { return };
-        let (yfd, yfx) = (slot.yields_fd, slot.yields_fixed);
+        let (yields_fd, yields_fixed) = (slot.yields_fd, slot.yields_fixed);
         if matches!(slot.state, SlotState::Abandoned) {
             if !more {
                 drop(self.slots.free(ud));
             }
-            self.dispose(yfd, yfx, res, flags);
+            self.dispose(yields_fd, yields_fixed, res, flags);
             return;
         }
         let mut flags = flags;
@@ -232,18 +233,18 @@ impl RingDriver {
             if self.spill.len() < limit.min(self.spill.capacity()) {
                 self.spill.push((ud, res, flags));
                 self.stats.multishot_spilled += 1;
-                if let Some(s) = self.slots.get(ud) {
-                    s.spilled += 1;
+                if let Some(slot) = self.slots.get(ud) {
+                    slot.spilled += 1;
                 }
             } else {
                 self.stats.multishot_lost += 1;
-                self.dispose(yfd, yfx, res, flags);
+                self.dispose(yields_fd, yields_fixed, res, flags);
             }
         }
         if !more {
             self.slots.in_flight -= 1; // the kernel is done with it (completion rule 1)
-            if let Some(s) = self.slots.get(ud) {
-                s.release_fd(res); // slot rule 4
+            if let Some(slot) = self.slots.get(ud) {
+                slot.release_fd(res); // slot rule 4
             }
         }
         if throttle {

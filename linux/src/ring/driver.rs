@@ -208,11 +208,11 @@ unsafe impl Driver for RingDriver {
     fn retarget(&mut self, id: OpId, token: IoToken) {
         if id.0 & DIRECT != 0 && id.0 & INTERNAL == 0 {
             self.direct.retarget(id.0, token);
-        } else if let Some(s) = self.slots.get(id.0) {
+        } else if let Some(slot) = self.slots.get(id.0) {
             // Only a status block that went away retargets (io_status rule 4): nobody
             // will read the result, so what it yields is given back (completion rule 3).
-            s.token = Some(token);
-            s.orphaned = true;
+            slot.token = Some(token);
+            slot.orphaned = true;
         }
     }
 

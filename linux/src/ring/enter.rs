@@ -109,7 +109,7 @@ impl RingDriver {
             return Ok(()); // SQEs stay queued: the next enter submits them
         }
         self.stats.enters += 1;
-        let r = match deadline {
+        let entered = match deadline {
             Some(d) if min_complete > 0 => {
                 let ns = d.as_nanos();
                 let ts = types::Timespec::new().sec(ns / 1_000_000_000).nsec((ns % 1_000_000_000) as u32);
@@ -136,7 +136,7 @@ impl RingDriver {
         if self.tail_linked && self.ring.submission().is_empty() {
             self.tail_linked = false; // the kernel ended the chain with the submission
         }
-        match r {
+        match entered {
             Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EBUSY | libc::EINTR | libc::ETIME)) => {
                 if e.raw_os_error() != Some(libc::ETIME) {
                     self.stats.enter_retries += 1;

@@ -23,23 +23,23 @@ impl RingDriver {
     /// from where it was just built.
     #[inline(always)]
     pub(super) fn submit_op(&mut self, op: &mut Option<RingOp>, token: IoToken) -> Result<OpId, Errno> {
-        let Some(r) = op.as_mut() else { return Err(Errno::EINVAL) };
+        let Some(ring_op) = op.as_mut() else { return Err(Errno::EINVAL) };
         if self.room() == 0 {
             return Err(Errno::EBUSY);
         }
-        let code = r.entry.get_opcode() as u8;
+        let code = ring_op.entry.get_opcode() as u8;
         if let Some(bits) = token.pack()
-            && r.buf.is_none()
-            && !r.keep
-            && !r.multi
-            && direct::is_direct_sqe(&r.entry)
+            && ring_op.buf.is_none()
+            && !ring_op.keep
+            && !ring_op.multi
+            && direct::is_direct_sqe(&ring_op.entry)
         {
             let mut sq = self.ring.submission();
             if sq.is_full() {
                 return Err(Errno::EBUSY);
             }
             let ud = self.direct.start(bits);
-            let entry = reload_by_words(&r.entry).user_data(ud);
+            let entry = reload_by_words(&ring_op.entry).user_data(ud);
             // SAFETY: the operation's memory stays valid until its completion is reaped
             // (the `RingOp` constructors' contracts; a direct op owns no buffer).
             unsafe { sq.push(&entry) }.expect("checked room above");
@@ -65,16 +65,17 @@ impl RingDriver {
     /// Bookkeeping after an SQE was queued: the submission record, the count; takes the op.
     #[inline(always)]
     fn submitted(&mut self, op: &mut Option<RingOp>) {
-        if let Some(r) = op.as_ref() {
+        if let Some(ring_op) = op.as_ref() {
             // SAFETY: `Entry` is `#[repr(C)]` around `io_uring_sqe`, whose `flags` is byte 1.
-            self.tail_linked = unsafe { (&r.entry as *const _ as *const u8).add(1).read() } & IOSQE_IO_LINK != 0;
+            self.tail_linked = unsafe { (&ring_op.entry as *const _ as *const u8).add(1).read() } & IOSQE_IO_LINK != 0;
         }
         if self.record.len() < self.record.capacity()
-            && let Some(r) = op.as_ref()
+            && let Some(ring_op) = op.as_ref()
         {
             // SAFETY: `Entry` is `#[repr(C)]` around `io_uring_sqe`, whose `off` is the u64
             // at byte offset 8; we only read it.
-            self.record.push(unsafe { ((&r.entry as *const _ as *const u8).add(8) as *const u64).read_unaligned() });
+            self.record
+                .push(unsafe { ((&ring_op.entry as *const _ as *const u8).add(8) as *const u64).read_unaligned() });
         }
         *op = None;
         self.stats.submitted += 1;
@@ -86,29 +87,29 @@ impl RingDriver {
         // Shared rule 2: what values let go of is given back before a new operation may
         // need it (a fixed-file index, a slot).
         self.take_abandoned();
-        let Some(r) = op.as_mut() else { return Err(Errno::EINVAL) };
+        let Some(ring_op) = op.as_mut() else { return Err(Errno::EINVAL) };
         let yields_fd =
             matches!(code, opcode::OpenAt::CODE | opcode::OpenAt2::CODE | opcode::Accept::CODE | opcode::Socket::CODE);
         // SAFETY: `Entry` is `#[repr(C)]` around `io_uring_sqe`, whose `file_index` (a u32
         // union member) is at byte offset 44; we only read it. Non-zero: the result is a
         // fixed-file index, not a descriptor.
-        let yields_fixed =
-            yields_fd && unsafe { ((&r.entry as *const _ as *const u8).add(44) as *const u32).read_unaligned() } != 0;
+        let yields_fixed = yields_fd
+            && unsafe { ((&ring_op.entry as *const _ as *const u8).add(44) as *const u32).read_unaligned() } != 0;
         let mut sq = self.ring.submission();
         if sq.is_full() {
             return Err(Errno::EBUSY);
         }
-        let ud = self.slots.alloc(Some(token), r.keep, r.buf.take()).expect("room() counts free slots");
-        r.entry.set_user_data(ud);
-        let entry = reload_by_words(&r.entry);
+        let ud = self.slots.alloc(Some(token), ring_op.keep, ring_op.buf.take()).expect("room() counts free slots");
+        ring_op.entry.set_user_data(ud);
+        let entry = reload_by_words(&ring_op.entry);
         // SAFETY: the operation's memory stays valid until its completion is reaped: the
         // `RingOp` constructors' contracts, and owned buffers sit in the slot until then.
         unsafe { sq.push(&entry) }.expect("checked room above");
         drop(sq);
-        if let Some(s) = self.slots.get(ud) {
-            s.yields_fd = yields_fd;
-            s.yields_fixed = yields_fixed;
-            s.multi = r.multi;
+        if let Some(slot) = self.slots.get(ud) {
+            slot.yields_fd = yields_fd;
+            slot.yields_fixed = yields_fixed;
+            slot.multi = ring_op.multi;
         }
         self.submitted(op);
         Ok(OpId(ud))
@@ -119,9 +120,9 @@ impl RingDriver {
     /// poll as the submission, before any enter, so the hold covers the SQE's whole life;
     /// kept off the SQE path so that operations naming no descriptor pay nothing for it.
     pub(crate) fn hold_fd(&mut self, id: OpId, fd: crate::fd::SharedFd, closes: bool) {
-        if let Some(s) = self.slots.get(id.0) {
-            s.closes = closes;
-            s.fd = Some(fd);
+        if let Some(slot) = self.slots.get(id.0) {
+            slot.closes = closes;
+            slot.fd = Some(fd);
         }
     }
 }
