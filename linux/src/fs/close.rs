@@ -24,13 +24,13 @@ fn cancel_not_run(r: &Result<u32, Errno>) -> bool {
 /// `FiberNet::close_fixed_socket`): cancel its operations, then close it through the ring;
 /// what cannot start (a cancelled task) is done synchronously (`sync_close_fixed`).
 pub(crate) fn close_fixed_fiber(f: &mut Fiber, index: u32) -> Result<(), Errno> {
-    let s = crate::net::Sock::Fixed(index);
+    let sock = crate::net::Sock::Fixed(index);
     // SAFETY: cancel and close SQEs reference no memory.
-    let cancelled = run_to_end(f, unsafe { RingOp::from_entry(crate::net::cancel_fd_sqe(s)) });
+    let cancelled = run_to_end(f, unsafe { RingOp::from_entry(crate::net::cancel_fd_sqe(sock)) });
     // SAFETY: as above.
     let closed = match cancelled
         .is_some()
-        .then(|| run_to_end(f, unsafe { RingOp::from_entry(crate::net::close_sqe(s)) }))
+        .then(|| run_to_end(f, unsafe { RingOp::from_entry(crate::net::close_sqe(sock)) }))
         .flatten()
     {
         Some(Err(Errno::ECANCELED)) | None => {
@@ -51,14 +51,14 @@ pub(crate) fn close_fixed_fiber(f: &mut Fiber, index: u32) -> Result<(), Errno> 
 
 /// fd rule 3 for a direct descriptor, futures (`net::future::close_fixed_socket`).
 pub(crate) async fn close_fixed_shared(index: u32) -> Result<(), Errno> {
-    let s = crate::net::Sock::Fixed(index);
+    let sock = crate::net::Sock::Fixed(index);
     // SAFETY: a cancel SQE references no memory.
-    let cancelled = OwnedOp::new(unsafe { RingOp::owned(crate::net::cancel_fd_sqe(s), None) }).await.0;
+    let cancelled = OwnedOp::new(unsafe { RingOp::owned(crate::net::cancel_fd_sqe(sock), None) }).await.0;
     let closed = if cancel_not_run(&cancelled) {
         Err(Errno::ECANCELED)
     } else {
         // SAFETY: as above.
-        OwnedOp::new(unsafe { RingOp::owned(crate::net::close_sqe(s), None) }).await.0.map(drop)
+        OwnedOp::new(unsafe { RingOp::owned(crate::net::close_sqe(sock), None) }).await.0.map(drop)
     };
     match closed {
         Err(Errno::ECANCELED) | Err(Errno::EPERM) => {

@@ -119,8 +119,8 @@ pub async fn write(file: &File, buf: Vec<u8>, offset: u64) -> (Result<u32, Errno
     // SAFETY: as in `read`.
     let op = prio_op(unsafe { RingOp::owned(e, Some(raw)) }, p, rt);
     let (res, raw) = OwnedOp::new(op).holding(Some(&file.fd)).await;
-    let n = raw.as_ref().map(|r| r.len()).unwrap_or(0);
-    (res, raw.map(|r| r.into_vec(n)).unwrap_or_default())
+    let len = raw.as_ref().map(|r| r.len()).unwrap_or(0);
+    (res, raw.map(|r| r.into_vec(len)).unwrap_or_default())
 }
 
 /// `READ_FIXED` of up to `len` bytes into registered buffer `buf` at `offset` (the future

@@ -334,10 +334,10 @@ impl FiberNet for Fiber {
     }
 
     fn recv_provided(&mut self, s: &impl AsSock) -> Result<Option<ProvidedBuf>, Errno> {
-        let g = bgid(self)?;
+        let group = bgid(self)?;
         loop {
             // SAFETY: a buffer-select receive references no memory of ours.
-            let op = unsafe { RingOp::owned(recv_select_sqe(s.sock(), g), None) };
+            let op = unsafe { RingOp::owned(recv_select_sqe(s.sock(), group), None) };
             let (res, flags) = run_kept(self, op, s.held())?;
             if res == -libc::ENOBUFS {
                 self.with_driver::<RingDriver, _>(|d| d.pbuf().map(|mut p| p.note_exhausted()));
@@ -360,8 +360,8 @@ impl FiberNet for Fiber {
     }
 
     fn recv_multi(&mut self, s: &impl AsSock) -> Result<Multishot, Errno> {
-        let g = bgid(self)?;
-        Ok(Multishot::new(s, recv_multi_sqe(s.sock(), g), MultiKind::Recv))
+        let group = bgid(self)?;
+        Ok(Multishot::new(s, recv_multi_sqe(s.sock(), group), MultiKind::Recv))
     }
 
     fn next_recv(&mut self, m: &mut Multishot) -> Result<Option<ProvidedBuf>, Errno> {

@@ -61,8 +61,8 @@ pub async fn set_option(s: &impl AsSock, level: i32, name: i32, value: i32) -> R
 
 /// `bind(fd, addr, len)` (`IORING_OP_BIND`).
 pub async fn bind(s: &impl AsSock, addr: &SockAddr) -> Result<(), Errno> {
-    let t = s.sock();
-    with_addr(s.held(), addr, |a| bind_sqe(t, a)).await.map(drop)
+    let sock = s.sock();
+    with_addr(s.held(), addr, |a| bind_sqe(sock, a)).await.map(drop)
 }
 
 /// `listen(fd, backlog)` (`IORING_OP_LISTEN`).
@@ -112,8 +112,8 @@ pub async fn next_accept_direct(m: &mut Multishot) -> Result<FixedSocket, Errno>
 
 /// `connect(fd, addr, len)`.
 pub async fn connect(s: &impl AsSock, addr: &SockAddr) -> Result<(), Errno> {
-    let t = s.sock();
-    with_addr(s.held(), addr, |a| connect_sqe(t, a)).await.map(drop)
+    let sock = s.sock();
+    with_addr(s.held(), addr, |a| connect_sqe(sock, a)).await.map(drop)
 }
 
 /// `send(fd, buf, len, MSG_NOSIGNAL)`; the buffer comes back unchanged.
@@ -122,8 +122,8 @@ pub async fn send(s: &impl AsSock, buf: Vec<u8>) -> (Result<u32, Errno>, Vec<u8>
     let e = send_sqe(s.sock(), raw.ptr(), raw.len().min(u32::MAX as usize) as u32);
     // SAFETY: the SQE references only `raw`, kept by the slot until completion.
     let (res, raw) = OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }).holding(s.held()).await;
-    let n = raw.as_ref().map(|r| r.len()).unwrap_or(0);
-    (res, raw.map(|r| r.into_vec(n)).unwrap_or_default())
+    let len = raw.as_ref().map(|r| r.len()).unwrap_or(0);
+    (res, raw.map(|r| r.into_vec(len)).unwrap_or_default())
 }
 
 /// `send` until all of `buf` has gone; the buffer comes back.
@@ -137,8 +137,8 @@ pub async fn send_all(s: &impl AsSock, buf: Vec<u8>) -> (Result<(), Errno>, Vec<
         let e = send_sqe(s.sock(), p, (raw.len() - off).min(u32::MAX as usize) as u32);
         // SAFETY: the SQE references only `raw`, kept by the slot until completion.
         let (res, raw) = OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }).holding(s.held()).await;
-        let n = raw.as_ref().map(|r| r.len()).unwrap_or(0);
-        buf = raw.map(|r| r.into_vec(n)).unwrap_or_default();
+        let len = raw.as_ref().map(|r| r.len()).unwrap_or(0);
+        buf = raw.map(|r| r.into_vec(len)).unwrap_or_default();
         match res {
             Ok(k) => off += k as usize,
             Err(e) => return (Err(e), buf),
@@ -249,10 +249,10 @@ async fn with_ring<R>(f: impl FnOnce(&mut RingDriver) -> R) -> Option<R> {
 /// `recv` into a buffer the kernel picks from the provided-buffer ring (net rule 3);
 /// `Ok(None)` is end of stream.
 pub async fn recv_provided(s: &impl AsSock) -> Result<Option<ProvidedBuf>, Errno> {
-    let g = bgid().await?;
+    let group = bgid().await?;
     loop {
         // SAFETY: a buffer-select receive references no memory of ours.
-        let op = unsafe { RingOp::owned(recv_select_sqe(s.sock(), g), None) };
+        let op = unsafe { RingOp::owned(recv_select_sqe(s.sock(), group), None) };
         let (res, flags, _) = SlotOp::new(op).holding(s.held()).await;
         if res == -libc::ENOBUFS {
             with_ring(|d| d.pbuf().map(|mut p| p.note_exhausted())).await;
@@ -268,8 +268,8 @@ pub async fn recv_provided(s: &impl AsSock) -> Result<Option<ProvidedBuf>, Errno
 
 /// Multishot receive into provided buffers; take data with [`next_recv`].
 pub async fn recv_multi(s: &impl AsSock) -> Result<Multishot, Errno> {
-    let g = bgid().await?;
-    Ok(Multishot::new(s, recv_multi_sqe(s.sock(), g), MultiKind::Recv))
+    let group = bgid().await?;
+    Ok(Multishot::new(s, recv_multi_sqe(s.sock(), group), MultiKind::Recv))
 }
 
 /// The next buffer of a multishot receive; `Ok(None)` is end of stream.
