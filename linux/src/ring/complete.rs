@@ -3,8 +3,8 @@
 //! Invariants:
 //! - A direct `user_data` (bit 62, not bit 63) carries its token: no table lookup
 //!   (direct rules 2 and 4); its queued cancel, if any, is dropped (direct rule 5).
-//! - A slot `user_data` whose generation is not the slot's is stale: counted and what
-//!   it yields given back (slot rule 1, completion rule 3).
+//! - A slot `user_data` whose generation is not the slot's is stale: counted, and the
+//!   provided buffer it names, if any, given back (slot rule 1, completion rule 3).
 //! - A token is told once per CQE of a multishot (completion rule 1), once at the end of any
 //!   other operation; a kept result waits in its slot for `take_full` (slot rule 3).
 //! - Multishot results are taken in CQE order: the slot's queue, then its spill entries

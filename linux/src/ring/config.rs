@@ -1,8 +1,8 @@
 //! The driver's configuration ([`RingConfig`]), its counters ([`RingStats`]) and
-//! `RingDriver::new`: every allocation the driver makes on its hot path happens here, at
-//! creation (slots, orphan table, cancel queue, spill list, submission record), so
-//! submitting and reaping allocate nothing (the `ring` module doc, cancel rule 4 the one
-//! cold exception). Creation probes what the kernel offers (set-up flags, MSG_RING, the
+//! `RingDriver::new`. The driver allocates here, at creation (slots, orphan table, cancel
+//! queue, spill list, submission record), and when provided buffers are registered, so
+//! submitting and reaping allocate nothing (cancel rule 4 in the `ring` module doc is the
+//! one cold exception). Creation probes what the kernel offers (set-up flags, MSG_RING, the
 //! realtime I/O class) and keeps the answers for the accessors (`RingDriver::flags`,
 //! `unpark_kind`, `realtime_ioprio`).
 
