@@ -1,5 +1,8 @@
 //! Small typed errors. Each `Display` says what the caller should change; a
 //! capacity failure hands the rejected item back.
+//!
+//! One file over the house ~400 lines on purpose: every error type of the crate side by
+//! side, each small, so their wording and their `Display` stay consistent.
 
 use core::fmt;
 

@@ -1,6 +1,6 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 //! keel's `#![no_std]`, allocation-free core: executors with three CPU and three I/O
 //! priority levels, task slots reused across runs, wake rules that hold across threads,

@@ -1,10 +1,9 @@
-//! The work dispatcher (seed 000): tasks submitted from any thread, with CPU priorities;
+//! The work dispatcher: tasks submitted from any thread, with CPU priorities;
 //! executors serving the dispatcher take the highest-priority waiting task whenever they
 //! have no work of their own.
 //!
 //! Written by hand: the queues thread through the tasks' own `'static` inbox links (no
-//! allocation, no capacity), must be lock-free (no mutex, no spinlock: the C executor we
-//! re-create spins), and must run under loom through `crate::sync`.
+//! allocation, no capacity), must be lock-free (no mutex, no spinlock), and must run under loom through `crate::sync`.
 //!
 //! Rules (cited as "dispatch rule N"):
 //! 1. One lock-free stack per CPU priority (Treiber). Its head is a (top task, tag) pair

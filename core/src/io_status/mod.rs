@@ -1,4 +1,4 @@
-//! NT-style i/o status blocks (seed 000): the caller supplies a pinned `IoStatus` for
+//! NT-style i/o status blocks: the caller supplies a pinned `IoStatus` for
 //! each operation it initiates; initiating links it on the task's *initiated* list; its
 //! completion moves it to the task's *completed* list with `Result<u32, Errno>`; the
 //! task takes completed ones with `suspend_until_completed_io(max)`.
