@@ -128,12 +128,12 @@ pub unsafe trait Driver: 'static {
     /// operation once, straight into their queue (the default wraps `submit`).
     #[inline]
     fn submit_from(&mut self, op: &mut Option<Self::Op>, token: IoToken) -> Result<OpId, Errno> {
-        let Some(o) = op.take() else { return Err(Errno::EINVAL) };
-        match self.submit(o, token) {
+        let Some(taken) = op.take() else { return Err(Errno::EINVAL) };
+        match self.submit(taken, token) {
             Ok(id) => Ok(id),
-            Err((o, e)) => {
-                *op = Some(o);
-                Err(e)
+            Err((refused, errno)) => {
+                *op = Some(refused);
+                Err(errno)
             }
         }
     }
@@ -288,26 +288,26 @@ pub(crate) struct DriverVt {
 pub(crate) struct VtFor<D>(core::marker::PhantomData<D>);
 
 impl<D: Driver> VtFor<D> {
-    // SAFETY (for the three functions below): the executor stores a pointer to its own
+    // SAFETY (for the four functions below): the executor stores a pointer to its own
     // `D` with this vtable and calls through it only on its thread, with no other borrow
     // of the driver live (sched rule 3).
     pub(crate) const VT: DriverVt = DriverVt {
-        now: |p| {
+        now: |driver| {
             // SAFETY: see above.
-            unsafe { (*(p as *const D)).now() }
+            unsafe { (*(driver as *const D)).now() }
         },
-        cancel: |p, id| {
+        cancel: |driver, id| {
             // SAFETY: see above.
-            unsafe { (*(p as *mut D)).cancel(id) }
+            unsafe { (*(driver as *mut D)).cancel(id) }
         },
-        retarget: |p, id, t| {
+        retarget: |driver, id, token| {
             // SAFETY: see above.
-            unsafe { (*(p as *mut D)).retarget(id, t) }
+            unsafe { (*(driver as *mut D)).retarget(id, token) }
         },
         type_id: core::any::TypeId::of::<D>(),
-        unparker: |p, w| {
+        unparker: |driver, park_word| {
             // SAFETY: see above.
-            unsafe { (*(p as *mut D)).unparker(w) }
+            unsafe { (*(driver as *mut D)).unparker(park_word) }
         },
     };
 }

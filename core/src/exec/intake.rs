@@ -50,8 +50,8 @@ impl Sched {
         let Some(task) = dispatcher.pop() else { return false };
         if !dispatcher.claim(task, self.owner_id()) {
             // Unreachable while dispatch rule 1's tag holds: a header is on a level stack
-            // only from its submit's push (owner = the sentinel, dispatch rule 2) to the one pop
-            // that takes it, and only that popper's claim changes the owner; pops are
+            // only from its submit's push (owner = the sentinel, dispatch rule 2) to the one
+            // pop that takes it, and only that popper's claim changes the owner; pops are
             // linearised by the tagged CAS. So a failed claim means the stack handed
             // this task out twice (an ABA past the tag). The other taker owns it: pushing
             // it back would run it twice, so report it (debug: panic) and take nothing.

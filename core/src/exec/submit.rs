@@ -149,8 +149,9 @@ impl Sched {
     /// Detaches every status still on `task`'s lists (executor teardown of a task whose
     /// body is leaked, teardown rule 3), so the slot's next run starts with empty lists and a
     /// status dropped later touches neither. Each is marked reaped; an in-flight one is
-    /// orphaned as its `Drop` would do (io_status rule 4: its completion now names the task and is
-    /// counted in `orphans`, its operation cancelled) and gets `ECANCELED` as its result.
+    /// orphaned as its `Drop` would do (io_status rule 4: its completion now names the task
+    /// and is counted in `orphans`, its operation cancelled) and gets `ECANCELED` as its
+    /// result.
     pub(crate) fn orphan_all(&self, task: NonNull<Header>) {
         // SAFETY: `'static` header.
         let trailer = task.trailer();
@@ -178,7 +179,8 @@ impl Sched {
     }
 
     /// Whether `count` more operations may be submitted at once with no waiting: nobody is
-    /// queued for room, the driver has room for `count`, and `max_io_in_flight` allows `count` more.
+    /// queued for room, the driver has room for `count`, and `max_io_in_flight` allows
+    /// `count` more.
     pub(crate) fn room_for<D: crate::Driver>(&self, driver: *mut D, count: usize) -> bool {
         // SAFETY: sched rule 3: the driver pointer is valid and unborrowed here.
         let (cap, in_flight) = unsafe { ((*driver).submit_capacity(), (*driver).in_flight()) };

@@ -39,10 +39,10 @@ fn wake_target(hdr: NonNull<Header>) -> WakeTarget<'static> {
 // the generation's low 21 bits into bits 43..64; bit 0 says the tag is present (one
 // shift and two ors to make, as every resume makes one). A tag that cannot be formed
 // (an address at or above 2^48) is left out: the data is then the plain address, and
-// such a waker skips wake rule 2's first check; the owner's check in wake rule 5 still applies.
-// A stale waker held across exactly a multiple of 2^21 re-uses of its task would pass
-// the check: the wake then lands on the newer run as a spurious wake, which futures
-// must tolerate anyway.
+// such a waker skips wake rule 2's first check; the owner's check in wake rule 5 still
+// applies. A stale waker held across exactly a multiple of 2^21 re-uses of its task
+// would pass the check: the wake then lands on the newer run as a spurious wake, which
+// futures must tolerate anyway.
 
 const TAG_BIT: usize = 1;
 const ADDR_MASK: usize = ((1usize << 48) - 1) & !63;
