@@ -80,8 +80,9 @@ pub enum Park {
 /// one token back twice would let safe code corrupt a task's lists):
 /// 1. Every token given to `submit`/`submit_from` for an operation that was accepted
 ///    (`Ok`) is handed to a `reap` sink exactly once, with that operation's result; after
-///    `retarget(id, t)` the operation's completion carries `t` instead. No other token is
-///    ever handed to a sink (a refused operation's token is dropped, never reported).
+///    `retarget(id, token)` the operation's completion carries `token` instead. No other
+///    token is ever handed to a sink (a refused operation's token is dropped, never
+///    reported).
 /// 2. `in_flight` counts the operations accepted and not yet reaped: the executor frees
 ///    task storage and fiber stacks once it reads 0 after cancelling.
 /// 3. An operation's memory (what its `Op` points at) is the driver's to keep until its

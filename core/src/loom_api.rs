@@ -212,8 +212,8 @@ impl DispatchWorker {
 impl Drop for DispatchWorker {
     /// Unregisters, waiting for submitters looking at its slot (as an executor's drop).
     fn drop(&mut self) {
-        if let Some((d, i)) = self.0.dispatcher.get() {
-            d.unregister(i);
+        if let Some((dispatcher, slot)) = self.0.dispatcher.get() {
+            dispatcher.unregister(slot);
         }
     }
 }

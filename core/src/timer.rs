@@ -259,20 +259,20 @@ mod tests {
         let nodes = leak(N);
         let heap = TimerHeap::new();
         let mut model = BTreeSet::new();
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        for (i, n) in nodes.iter().enumerate() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let deadline = x % 1_000_000;
+        let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
+        for (i, timer) in nodes.iter().enumerate() {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let deadline = rng % 1_000_000;
             // SAFETY: leaked nodes; each armed once.
-            unsafe { heap.insert(NonNull::from(n), Instant::from_nanos(deadline)) };
+            unsafe { heap.insert(NonNull::from(timer), Instant::from_nanos(deadline)) };
             model.insert((deadline, i));
         }
-        for (i, n) in nodes.iter().enumerate().step_by(3) {
+        for (i, timer) in nodes.iter().enumerate().step_by(3) {
             // SAFETY: every third node is armed in `heap`.
-            unsafe { heap.remove(NonNull::from(n)) };
-            model.remove(&(n.deadline().as_nanos(), i));
+            unsafe { heap.remove(NonNull::from(timer)) };
+            model.remove(&(timer.deadline().as_nanos(), i));
         }
         assert_eq!(heap.len(), model.len());
         let mut fired = Vec::with_capacity(model.len());
@@ -293,11 +293,11 @@ mod tests {
             let mut seq = 0u64;
             let mut now = 0u64;
             for (op, i, delay) in ops {
-                let n = NonNull::from(&nodes[i]);
+                let timer = NonNull::from(&nodes[i]);
                 match op {
                     0 if !nodes[i].is_armed() => {
                         // SAFETY: unarmed leaked node.
-                        unsafe { heap.insert(n, Instant::from_nanos(now + delay)) };
+                        unsafe { heap.insert(timer, Instant::from_nanos(now + delay)) };
                         model.insert((now + delay, seq, i));
                         seq += 1;
                     }
@@ -305,7 +305,7 @@ mod tests {
                         let key = *model.iter().find(|k| k.2 == i).unwrap();
                         model.remove(&key);
                         // SAFETY: armed in this heap.
-                        unsafe { heap.remove(n) };
+                        unsafe { heap.remove(timer) };
                     }
                     _ => {
                         now += delay;

@@ -178,7 +178,7 @@ impl Dispatcher {
         &'static self,
         task: TaskHandle,
         body: B,
-        vt: &'static BodyVTable,
+        vtable: &'static BodyVTable,
     ) -> Result<TaskHandle, AttachError<B>> {
         if !Self::supported() {
             return Err(AttachError::Unsupported(body));
@@ -190,11 +190,11 @@ impl Dispatcher {
             sentinel(self),
             task,
             body,
-            vt,
+            vtable,
             flag::RELEASE_ON_COMPLETE | flag::DISPATCHED,
         )?;
         #[cfg(not(keel_loom))]
-        let run = claim_and_place(sentinel(self), task, body, vt, flag::RELEASE_ON_COMPLETE | flag::DISPATCHED)?;
+        let run = claim_and_place(sentinel(self), task, body, vtable, flag::RELEASE_ON_COMPLETE | flag::DISPATCHED)?;
         // Remote rule 2: the task is whole; publish its owner, the sentinel. Release:
         // pairs with the worker's claim (its Acquire CAS from the sentinel), with the
         // level push's Release for the fields.

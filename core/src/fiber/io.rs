@@ -37,7 +37,7 @@ impl Fiber {
         let mut op = Some(op);
         match self.sched().initiate_from::<D>(status, self.core().header, &mut op) {
             Ok(()) => Ok(()),
-            Err(e) => self.initiate_refused::<D>(status, op, e),
+            Err(refusal) => self.initiate_refused::<D>(status, op, refusal),
         }
     }
 
@@ -63,11 +63,11 @@ impl Fiber {
                     let Cancelled = self.cancelled_yield();
                     return Err(InitiateError::Cancelled(op.take().expect("refused operations stay in place")));
                 }
-                e => return Err(e.with_op(op.take().expect("refused operations stay in place"))),
+                other => return Err(other.with_op(op.take().expect("refused operations stay in place"))),
             }
             match self.sched().initiate_from::<D>(status, self.core().header, &mut op) {
                 Ok(()) => return Ok(()),
-                Err(e) => refusal = e,
+                Err(next) => refusal = next,
             }
         }
     }
@@ -206,7 +206,7 @@ impl Fiber {
                 Err(SubmitRefused::Failed(crate::Errno::ECANCELED)) => {
                     return Err(InitiateError::Cancelled(back(&mut op)));
                 }
-                Err(SubmitRefused::Failed(e)) => return Err(InitiateError::Refused(back(&mut op), e)),
+                Err(SubmitRefused::Failed(errno)) => return Err(InitiateError::Refused(back(&mut op), errno)),
             }
             self.switch_out();
         }

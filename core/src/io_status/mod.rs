@@ -92,11 +92,11 @@ impl<D: Driver> Future for Initiate<'_, D> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let op = self.op.take().expect("Initiate polled after it completed");
         let Some(tcx) = TaskCx::of(cx) else { return Poll::Ready(Err(InitiateError::NotInTask(op))) };
-        let (sched, h) = (tcx.sched(), tcx.header());
-        match sched.initiate::<D>(self.status, h, op) {
+        let (sched, task) = (tcx.sched(), tcx.header());
+        match sched.initiate::<D>(self.status, task, op) {
             Err(InitiateError::Refused(op, crate::Errno::EBUSY)) => {
                 self.op = Some(op);
-                sched.wait_for_submit(h);
+                sched.wait_for_submit(task);
                 Poll::Pending
             }
             other => Poll::Ready(other),
@@ -253,12 +253,12 @@ impl<D: Driver> DriverPtr<D> {
     /// # Safety
     /// The executor this came from is alive and this runs on its thread.
     pub unsafe fn call_or_defer(self, f: fn(&mut D, OpId), id: OpId) {
-        unsafe fn tramp<D>(d: *mut (), f: *const (), id: OpId) {
-            // SAFETY: `f` was a `fn(&mut D, OpId)` (`call_or_defer`), and `d` this
+        unsafe fn tramp<D>(driver: *mut (), f: *const (), id: OpId) {
+            // SAFETY: `f` was a `fn(&mut D, OpId)` (`call_or_defer`), and `driver` this
             // executor's driver, unlent (sched rule 3).
             unsafe {
                 let f: fn(&mut D, OpId) = core::mem::transmute::<*const (), fn(&mut D, OpId)>(f);
-                f(&mut *(d as *mut D), id)
+                f(&mut *(driver as *mut D), id)
             }
         }
         // SAFETY: the caller keeps the executor alive; on its thread.

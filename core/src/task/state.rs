@@ -144,7 +144,7 @@ impl TaskState {
             (S::Idle | S::Completed, E::Attach) => S::Attached,
             (S::Attached, E::Start) => S::Running,
             (S::Ready, E::Resume) => S::Running,
-            (S::Running, E::Suspend(r)) => S::Suspended(r),
+            (S::Running, E::Suspend(reason)) => S::Suspended(reason),
             (S::Running, E::Yield) => S::Ready,
             (S::Suspended(_), E::Wake) => S::Ready,
             (S::Running, E::ReturnWithIo) => S::Draining,

@@ -109,7 +109,7 @@ impl ResumeCx {
 }
 
 /// The task's resume `Context` (rt rule 1), made afresh for run `generation` of the task
-/// at `h`, for the body's poll.
+/// at `hdr`, for the body's poll.
 ///
 /// # Safety
 /// The owner, on its thread, about to poll the body: no reference to this task's resume
