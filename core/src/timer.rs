@@ -8,7 +8,7 @@
 //! Written by hand: no maintained crate offers an intrusive, allocation-free,
 //! removable heap.
 //!
-//! Rules:
+//! Rules (cited elsewhere as "timer rule N"):
 //! 1. A node is in the heap iff `armed` is true; only the owning executor's thread
 //!    touches nodes or the heap (plain `Cell`s).
 //! 2. Key order is `(deadline, seq)`; `seq` is taken from a per-heap counter at arm
