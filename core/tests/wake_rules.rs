@@ -10,7 +10,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 #[test]
-fn wake_by_ref_then_pending_requeues_once_tokio_yield_shape() {
+fn wake_rule_1_woken_by_its_waker_while_running_it_is_queued_once() {
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let ex = ex.into_ref();
     let polls = Rc::new(Cell::new(0));
@@ -44,7 +44,7 @@ fn wake_by_ref_then_pending_requeues_once_tokio_yield_shape() {
 }
 
 #[test]
-fn local_wake_while_running_is_queued_when_it_suspends() {
+fn wake_rule_1_a_wake_readies_a_suspended_task_and_is_a_no_op_when_queued_or_done() {
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let ex = ex.into_ref();
     let polls = Rc::new(Cell::new(0));
@@ -74,7 +74,7 @@ fn local_wake_while_running_is_queued_when_it_suspends() {
 }
 
 #[test]
-fn stale_wakers_and_handles_are_no_ops_on_the_next_run() {
+fn wake_rule_2_a_stale_generation_wake_is_a_no_op_on_the_next_run() {
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let ex = ex.into_ref();
     let first = ex
@@ -111,7 +111,7 @@ fn stale_wakers_and_handles_are_no_ops_on_the_next_run() {
 }
 
 #[test]
-fn a_waker_fired_from_other_threads_wakes_once() {
+fn wake_rule_3_wakers_on_four_threads_queue_the_task_once() {
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let ex = ex.into_ref();
     let polls = Rc::new(Cell::new(0u32));
@@ -147,7 +147,7 @@ fn a_waker_fired_from_other_threads_wakes_once() {
 }
 
 #[test]
-fn a_wake_from_another_thread_racing_completion_is_harmless() {
+fn wake_rule_5_the_owner_takes_a_foreign_wake_racing_completion_and_drops_it() {
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let ex = ex.into_ref();
     let mut h = task(Priority::Normal, "race");
