@@ -110,7 +110,7 @@ fn a_hundred_operations_through_four_slots_in_initiation_order() {
 }
 
 #[test]
-fn waiters_get_room_by_io_priority_then_fifo_and_the_in_flight_limit_holds() {
+fn room_rule_4_waiters_get_room_once_each_by_io_priority_then_fifo_within_the_in_flight_limit() {
     let cfg = Config { max_io_in_flight: Some(1), ..Config::default() };
     let ex = pin!(Executor::new(Sim4::new(), cfg).unwrap());
     let ex = ex.into_ref();
@@ -146,7 +146,7 @@ fn zero_in_flight_limit_is_refused() {
 }
 
 #[test]
-fn a_task_waiting_for_room_can_be_cancelled() {
+fn room_rule_5_a_task_waiting_for_room_can_be_cancelled() {
     let cfg = Config { max_io_in_flight: Some(1), ..Config::default() };
     let ex = pin!(Executor::new(Sim4::new(), cfg).unwrap());
     let ex = ex.into_ref();

@@ -172,3 +172,38 @@ fn wake_rule_5_the_owner_takes_a_foreign_wake_racing_completion_and_drops_it() {
     let _ = ex.run(4, Some(core::time::Duration::ZERO));
     assert_eq!(ex.stats().ready, [0, 0, 0]);
 }
+
+/// Same-thread wakes from the executor itself (`Executor::wake`, a timer firing,
+/// `yield_now`) are plain updates of the task's local state: `Executor::wake` readies a
+/// suspended task at once (no inbox pass between), and none of them goes through the
+/// inbox.
+#[test]
+fn wake_rule_7_the_executors_own_wakes_skip_the_notify_word_and_the_inbox() {
+    let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let t = ex
+        .attach(task(Priority::Normal, "local"), async {
+            for _ in 0..3 {
+                rt::wait().await?;
+                rt::yield_now().await?;
+                rt::sleep(core::time::Duration::from_millis(1)).await?;
+            }
+            Ok(3)
+        })
+        .unwrap();
+    for _ in 0..3 {
+        while ex.state(t) != Ok(TaskState::Suspended(SuspendReason::Wait)) {
+            ex.run(1, None).unwrap();
+        }
+        assert_eq!(ex.stats().ready, [0, 0, 0]);
+        ex.wake(t);
+        assert_eq!(ex.stats().ready, [0, 1, 0], "the executor's own wake did not ready the task at once");
+        assert_eq!(ex.state(t), Ok(TaskState::Ready));
+    }
+    while ex.attached() > 0 {
+        ex.run(8, None).unwrap();
+    }
+    assert_eq!(ex.result(t), Ok(Some(Ok(3))));
+    assert_eq!(ex.stats().timers_fired, 3);
+    assert_eq!(ex.stats().inbox_taken, 0, "a same-thread wake went through the inbox");
+}
