@@ -54,8 +54,8 @@ fn poll_everything_outside(waker: &Waker) -> Vec<&'static str> {
 
 /// On thread B, every keel future polled with the waker of a task that A has parked
 /// (suspended in `wait`) behaves as outside a task: A's timers stay unarmed, nothing is
-/// submitted, and the task's result is what its body computed. Before rt rule 1, B's
-/// `sleep` armed a 5 s timer on A (and A then woke the task after 5 s).
+/// submitted, and the task's result is what its body computed. Without rt rule 1's
+/// check, B's `sleep` would arm a 5 s timer on A (and A would wake the task after 5 s).
 #[test]
 fn rt_rule_2_keel_futures_polled_on_another_thread_with_a_parked_tasks_waker_touch_nothing() {
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
@@ -81,8 +81,8 @@ fn rt_rule_2_keel_futures_polled_on_another_thread_with_a_parked_tasks_waker_tou
 }
 
 /// The same while A is inside its resume of the task: the body hands its handle to thread
-/// B and blocks until B has polled everything with the task's waker. Before rt rule 1,
-/// B found the task "current" on A and armed a timer on A from B's thread.
+/// B and blocks until B has polled everything with the task's waker. Without rt rule 1's
+/// check, B would find the task "current" on A and arm a timer on A from B's thread.
 #[test]
 fn rt_rule_2_keel_futures_polled_on_another_thread_while_the_task_runs_touch_nothing() {
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());

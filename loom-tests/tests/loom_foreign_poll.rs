@@ -28,8 +28,8 @@ mod models {
     /// B polls `rt::sleep(5 s)` with the task's waker. B must get "not in a task" (ready
     /// at once, rt rule 2) at every point of the resume, and the task's result is its own.
     /// With `weak` (the weakened twin: "the task is running", on any thread, is taken for
-    /// "inside the task", as rt rule 1 first was through the owner's record of the task
-    /// it resumes) B finds the task current while the owner resumes it and arms a timer on
+    /// "inside the task", read from the owner's record of the task it resumes instead of
+    /// rt rule 1's address compare) B finds the task current while the owner resumes it and arms a timer on
     /// the owner's executor from B's thread.
     fn foreign_sleep_vs_resume(weak: bool) {
         check(3, move || {

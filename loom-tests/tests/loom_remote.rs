@@ -24,7 +24,7 @@ mod models {
     use loom::thread;
 
     /// A weakened twin: bind bumps the slot's epoch after it publishes the executor's
-    /// address, and unbind does not bump it (remote rule 1 as it first was).
+    /// address, and unbind does not bump it (the bump in the wrong place: remote rule 1 says unbind).
     struct EpochAtBind;
     impl Weaken for EpochAtBind {
         const EPOCH_AT_UNBIND: bool = false;
@@ -84,7 +84,7 @@ mod models {
     }
 
     /// A weakened twin: a foreign claim sets the owner at once, before the body and the
-    /// local fields are written (remote rule 2 as it first was).
+    /// local fields are written (remote rule 2 says the owner is published only once the task is whole).
     struct OwnerAtClaim;
     impl Weaken for OwnerAtClaim {
         const CLAIM_SENTINEL: bool = false;

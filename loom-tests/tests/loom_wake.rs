@@ -1,4 +1,5 @@
-//! loom models of the wake protocol (`core/src/task/wake.rs`, wake rules 1-7): wakers on
+//! loom models of the wake protocol (`core/src/task/wake.rs`, wake rules 1-6; rule 7, the
+//! executor's own same-thread wakes, is `core/tests/wake_rules.rs`'s): wakers on
 //! other threads fire while the owner runs, suspends, completes, re-attaches, releases
 //! the task; the wake lands before, during and after each step. Never lost (a wake for
 //! the current run of a suspended task gets it polled again, and that poll sees what
@@ -37,15 +38,15 @@ mod models {
         const WAKE_CAS: Ordering = Ordering::Relaxed;
     }
 
-    /// A weakened twin: the waker's CAS publishes but does not acquire (Release, as
-    /// the protocol first had it).
+    /// A weakened twin: the waker's CAS publishes but does not acquire (Release;
+    /// wake rule 5 says AcqRel).
     struct ReleaseWakeCas;
     impl Weaken for ReleaseWakeCas {
         const WAKE_CAS: Ordering = Ordering::Release;
     }
 
     /// A weakened twin: a waker whose load finds an equal wake queued returns without
-    /// its CAS (as the protocol first had it).
+    /// its CAS (wake rule 4 says merge with the CAS).
     struct MergeByLoad;
     impl Weaken for MergeByLoad {
         const MERGE_BY_LOAD: bool = true;
