@@ -129,3 +129,25 @@ fn dispatch_rule_3_a_dispatched_task_is_released_and_counted_when_it_completes()
     assert_eq!(other.run(1, None), Ok(1));
     assert_eq!(other.result(again), Ok(Some(Ok(6))));
 }
+
+/// The inbox is ready once the executor is pinned, before any task can name it: on a
+/// fresh executor, a foreign attach through its handle and a foreign wake of a task
+/// attached to it, both before its first `run`, reach its inbox, and the first `run`
+/// takes them.
+#[test]
+fn inbox_rule_5_a_fresh_executors_inbox_takes_foreign_pushes_before_its_first_run() {
+    let ex = pin!(Executor::new(NoIo, Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let out = Arc::new(AtomicU64::new(0));
+    let local = ex.attach(task(Priority::Normal, "local"), async { 1u64 }).unwrap();
+    let handle = ex.handle(handle_slot()).unwrap();
+    let remote = task(Priority::Normal, "remote");
+    std::thread::scope(|s| {
+        s.spawn(|| handle.attach(remote, adds(&out, 7)).map_err(|_| "refused").unwrap()).join().unwrap();
+        s.spawn(|| local.waker().wake()).join().unwrap();
+    });
+    assert_eq!(ex.run(4, None), Ok(2), "the first run missed a foreign push");
+    assert_eq!(out.load(Ordering::Relaxed), 7);
+    assert_eq!(ex.result(local), Ok(Some(Ok(1))));
+    assert_eq!(ex.stats().inbox_taken, 2);
+}

@@ -110,8 +110,9 @@ fn wake_rule_2_a_stale_generation_wake_is_a_no_op_on_the_next_run() {
     assert_eq!(ex.result(second), Ok(Some(Ok(2))));
 }
 
-#[test]
-fn wake_rule_3_wakers_on_four_threads_queue_the_task_once() {
+/// Four threads fire one task's waker 100 times each, in 50 rounds, while the owner
+/// runs the task between rounds: each round polls the task exactly once more.
+fn wakers_on_four_threads() {
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let ex = ex.into_ref();
     let polls = Rc::new(Cell::new(0u32));
@@ -206,4 +207,18 @@ fn wake_rule_7_the_executors_own_wakes_skip_the_notify_word_and_the_inbox() {
     assert_eq!(ex.result(t), Ok(Some(Ok(3))));
     assert_eq!(ex.stats().timers_fired, 3);
     assert_eq!(ex.stats().inbox_taken, 0, "a same-thread wake went through the inbox");
+}
+
+#[test]
+fn wake_rule_3_wakers_on_four_threads_queue_the_task_once() {
+    wakers_on_four_threads();
+}
+
+/// Other threads read the header's atomics (`notify`, `generation`, `exec`) and push its
+/// inbox node while the owner runs the task and writes its `Cell`s: the same four-thread
+/// test (a data race there would be a failure under a race detector; here it shows as a
+/// lost or doubled wake).
+#[test]
+fn header_rule_1_other_threads_touch_only_the_headers_atomics_while_the_owner_runs() {
+    wakers_on_four_threads();
 }
