@@ -55,12 +55,6 @@ impl IoToken {
     pub unsafe fn unpack(bits: u64) -> Self {
         IoToken { addr: bits as usize, generation: 0 }
     }
-
-    /// A token whose completion wakes run `task` (if it is still that run) and counts as
-    /// its i/o; the driver keeps the operation's result for the task to take.
-    pub fn wake(task: crate::TaskHandle) -> Self {
-        IoToken { addr: task.header().as_ptr() as usize | Self::WAKE, generation: task.generation() }
-    }
 }
 
 /// The result of an operation: a byte count or value, or an errno.
@@ -95,7 +89,7 @@ pub enum Park {
 ///    operations in flight must not let them write into memory it hands back.
 /// 4. `cancel`, `retarget` and `cancel_all` accept any id, including one already reaped
 ///    (they do nothing then); an id names one operation for its whole life.
-/// 5. The [`Unparker`](crate::exec::Unparker) returned by `unparker` may be called from any
+/// 5. The [`Unparker`](crate::mailbox::Unparker) returned by `unparker` may be called from any
 ///    thread for as long as the driver lives; its `ctx` stays valid that long.
 ///
 /// A driver written without `unsafe` does not compile:
@@ -168,12 +162,12 @@ pub unsafe trait Driver: 'static {
     /// with no deadline.
     fn park(&mut self, deadline: Option<Instant>) -> Result<Park, Errno>;
 
-    /// How other threads make `park` return (`exec/park.rs`, rule 3). `park_word` is the
+    /// How other threads make `park` return (park rule 3, in the mailbox module). `park_word` is the
     /// executor's park word (for a futex); it lives as long as the driver is used by that
     /// executor. Called once, on the executor's thread, before any other thread can name
     /// the executor. `None` (the default): this driver cannot be unparked, and a foreign
     /// attach or wake waits for the executor's next pass.
-    fn unparker(&mut self, park_word: *const u32) -> Option<crate::exec::Unparker> {
+    fn unparker(&mut self, park_word: *const u32) -> Option<crate::mailbox::Unparker> {
         let _ = park_word;
         None
     }
@@ -288,7 +282,7 @@ pub(crate) struct DriverVt {
     pub(crate) cancel: unsafe fn(*mut (), OpId),
     pub(crate) retarget: unsafe fn(*mut (), OpId, IoToken),
     pub(crate) type_id: core::any::TypeId,
-    pub(crate) unparker: unsafe fn(*mut (), *const u32) -> Option<crate::exec::Unparker>,
+    pub(crate) unparker: unsafe fn(*mut (), *const u32) -> Option<crate::mailbox::Unparker>,
 }
 
 pub(crate) struct VtFor<D>(core::marker::PhantomData<D>);

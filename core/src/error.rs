@@ -482,3 +482,13 @@ impl<Op> fmt::Debug for InitiateError<Op> {
         write!(f, "InitiateError::{name}({self})")
     }
 }
+
+/// Why [`try_submit_from`](crate::io_status::try_submit_from) did not submit; the operation stays where it was.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum SubmitRefused {
+    /// No room now: the task is queued for room (by I/O priority) and will be woken.
+    Wait,
+    /// The operation cannot be submitted now (`EBUSY` with no room when not waiting), or
+    /// at all (not in a task, wrong driver, cancelled, or the driver refused it).
+    Failed(crate::Errno),
+}

@@ -158,7 +158,7 @@ unsafe extern "C" fn trampoline() {
 // other's partners, `init` lays out the first-entry frame the trampoline expects.
 unsafe impl FiberSwitch for AsmSwitch {
     type Regs = AsmRegs;
-    const KIND: crate::task::SwitcherKind = crate::task::SwitcherKind::Fiber;
+    const KIND: crate::switch::SwitcherKind = crate::switch::SwitcherKind::Fiber;
 
     unsafe fn init(regs: *mut AsmRegs, stack: &Stack, entry: unsafe extern "C" fn(*mut u8) -> !, arg: *mut u8) {
         let top = stack.top() as *mut usize;

@@ -76,22 +76,26 @@
 //! Cost: one flag load on each path that reaches the driver (submit, `now`, cancel), a
 //! store on each side of a reap, nothing per completion.
 
-pub(crate) mod inbox;
-pub(crate) mod park;
+mod attach;
 pub mod remote;
 mod run;
+pub(crate) mod run_queue;
 pub(crate) mod sched;
+mod submit;
+pub(crate) mod work_source;
 
-pub use park::Unparker;
-pub use remote::{ExecutorHandle, HandleSlot};
+pub use crate::mailbox::{HandleSlot, Unparker};
+pub use remote::ExecutorHandle;
 pub use sched::DEFERRED_DRIVER_OPS;
 
 use crate::acct::{Accounting, NoAccounting};
 use crate::clock::Instant;
 use crate::driver::{Driver, DriverMut, VtFor};
 use crate::error::{AttachError, CancelError, ConfigError, DestroyError, DriverBusy, StaleHandle, TaskResult};
+use crate::fiber::{Fiber, FiberAttrs};
+use crate::mailbox::inbox::Recheck;
 use crate::stack::{NoStacks, StackProvider, StackStats};
-use crate::switch::{Fiber, FiberAttrs, FiberSwitch};
+use crate::switch::FiberSwitch;
 use crate::sync::Ordering;
 use crate::sync::UnsafeCell;
 use crate::task::TaskHandle;
@@ -139,7 +143,7 @@ pub struct Config {
     pub max_io_in_flight: Option<usize>,
     /// Catches a panic in a fiber body at its first frame (keel-linux provides one).
     /// `None`: a panic there aborts the process (it must not unwind across a switch).
-    pub fiber_panics: Option<crate::switch::PanicCatcher>,
+    pub fiber_panics: Option<crate::fiber::PanicCatcher>,
 }
 
 impl Default for Config {
@@ -365,27 +369,9 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
         if s.handle_slot.get().is_some() {
             return None;
         }
-        let epoch = slot.bind(s)?;
+        let epoch = slot.bind(s.owner_id())?;
         s.handle_slot.set(Some(slot));
         Some(ExecutorHandle::new(slot, epoch))
-    }
-
-    /// Makes this executor a worker of `dispatcher`: whenever it has no work of its own it
-    /// takes the highest-priority dispatched task, and `Dispatcher::quit` makes its `run`
-    /// return `RunError::Quit`. `false` if it serves one already or all worker slots are
-    /// taken.
-    pub fn serve(self: Pin<&Self>, dispatcher: &'static crate::dispatch::Dispatcher) -> bool {
-        let s = self.sched();
-        if s.dispatcher.get().is_some() {
-            return false;
-        }
-        match dispatcher.register(&s.remote) {
-            Some(i) => {
-                s.dispatcher.set(Some((dispatcher, i)));
-                true
-            }
-            None => false,
-        }
     }
 
     /// The stack pool's counters.
@@ -481,8 +467,8 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
         // SAFETY: `'static` slot.
         let t: &'static Header = unsafe { &*task.header().as_ptr() };
         // Relaxed: comparing with our own address; if it is ours, we wrote it.
-        let owner = t.exec.load(Ordering::Relaxed);
-        if !core::ptr::eq(owner, s) {
+        let owner = t.owner.load(Ordering::Relaxed);
+        if owner != s.owner_id() {
             return Err(if owner.is_null() { Owned::Unowned } else { Owned::Elsewhere });
         }
         // Relaxed: owner-written.
@@ -761,7 +747,7 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
         }
         // Take in every attach and wake already pushed, so every task we own is listed.
         // Inbox rule 3: a push in progress is waited for here (cold, blocking).
-        while s.inbox.recheck() != inbox::Recheck::Empty {
+        while s.mailbox.inbox.recheck() != Recheck::Empty {
             s.drain_inbox(usize::MAX);
             core::hint::spin_loop();
         }
@@ -796,7 +782,7 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
             }
         }
         // Park rule 4: wait for wakers still inside (unparking us).
-        s.remote.wait_quiet();
+        s.mailbox.park.wait_quiet();
         s.stacks.release_all();
     }
 
@@ -992,7 +978,7 @@ impl Sched {
         // finished fiber's stack held for draining (fiber rule 4) is leaked the same way.
         t.body.set(None);
         let _leaked = h.trailer().pending_stack.take();
-        crate::io_status::orphan_all(self, h);
+        self.orphan_all(h);
         if h.trailer().result.get().is_none() {
             // A body that never returned (a draining one keeps its result).
             h.trailer().result.set(Some(Err(crate::error::TaskError::Cancelled)));

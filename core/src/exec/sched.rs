@@ -47,10 +47,12 @@ use crate::clock::Instant;
 use crate::driver::{DriverVt, IoResult, IoToken};
 use crate::error::{AttachError, TaskError, TaskResult};
 use crate::exec::Config;
-use crate::exec::inbox::{Inbox, Pop};
-use crate::io_status::IoStatus;
+use crate::exec::run_queue::RunQueue;
+use crate::exec::work_source::WorkSource;
+use crate::io_status::block::IoStatus;
 use crate::list::List;
-use crate::run_queue::RunQueue;
+use crate::mailbox::Mailbox;
+use crate::mailbox::inbox::Pop;
 use crate::stack::pool::StackPool;
 use crate::sync::Ordering;
 use crate::task::TaskHandle;
@@ -83,14 +85,15 @@ pub(crate) enum Claim {
     Raced,
 }
 
+#[repr(C)]
 pub(crate) struct Sched {
-    /// First, cache-padded: with `remote`, the only fields other threads touch.
-    pub(crate) inbox: Inbox,
-    pub(crate) remote: crate::exec::park::Remote,
+    /// First (`#[repr(C)]`): the only fields other threads touch, and the executor's
+    /// identity as a task's owner (`Sched::owner_id`).
+    pub(crate) mailbox: Mailbox,
     /// The dispatcher this executor serves and its worker slot (dispatch rule 4).
-    pub(crate) dispatcher: Cell<Option<(&'static crate::dispatch::Dispatcher, usize)>>,
+    pub(crate) dispatcher: Cell<Option<(&'static dyn WorkSource, usize)>>,
     /// The handle slot bound to this executor, if any (cleared on drop).
-    pub(crate) handle_slot: Cell<Option<&'static crate::exec::remote::HandleSlot>>,
+    pub(crate) handle_slot: Cell<Option<&'static crate::mailbox::HandleSlot>>,
     pub(crate) ready: RunQueue,
     pub(crate) timers: TimerHeap,
     pub(crate) owned: List<Header, OwnedLink>,
@@ -142,8 +145,7 @@ fn step(h: &Header, event: E) {
 impl Sched {
     pub(crate) fn new(cfg: Config) -> Self {
         Sched {
-            inbox: Inbox::new(),
-            remote: crate::exec::park::Remote::new(),
+            mailbox: Mailbox::new(),
             handle_slot: Cell::new(None),
             dispatcher: Cell::new(None),
             ready: RunQueue::new(),
@@ -182,15 +184,15 @@ impl Sched {
     ) {
         if !self.initialised.get() {
             self.times.on.set(accounting);
-            self.inbox.init();
+            self.mailbox.inbox.init();
             self.stacks.init(stacks, stacks_vt);
             self.driver.set(driver);
             self.driver_vt.set(Some(vt));
             self.now_fn.set(vt.now);
             self.now_ctx.set(driver);
-            let word = self.remote.park_word();
+            let word = self.mailbox.park.park_word();
             // SAFETY: sched rule 3; park rule 3: set once, before publication.
-            self.remote.set_unparker(unsafe { (vt.unparker)(driver, word) });
+            self.mailbox.park.set_unparker(unsafe { (vt.unparker)(driver, word) });
             self.initialised.set(true);
         }
     }
@@ -332,8 +334,36 @@ impl Sched {
         }
     }
 
-    fn me(&self) -> *mut Sched {
-        self as *const Sched as *mut Sched
+    /// This executor's identity as a task's owner: its mailbox's address, cast from the
+    /// whole scheduler's (the first field of a `#[repr(C)]` struct), so the pointer keeps
+    /// the provenance `Sched::of_owner` steps back with.
+    #[inline(always)]
+    pub(crate) fn owner_id(&self) -> *mut Mailbox {
+        (self as *const Sched).cast_mut().cast::<Mailbox>()
+    }
+
+    /// The executor owning a task, from the task's `owner` (read on that executor's
+    /// thread, inside a resume of the task or in the executor's own code).
+    ///
+    /// # Safety
+    /// `owner` is a task's owner that an executor published (not null, `CLAIMING` or a
+    /// dispatcher's sentinel), and that executor is alive for `'a`.
+    #[inline(always)]
+    pub(crate) unsafe fn of_owner<'a>(owner: *mut Mailbox) -> &'a Sched {
+        // SAFETY: the caller's duty: an executor's `owner_id`, which points at the start
+        // of a live `Sched` with its whole provenance.
+        unsafe { &*owner.cast::<Sched>() }
+    }
+
+    /// The executor that owns the task at `h`, read on that executor's thread inside a
+    /// resume of the task; `None` for a task with no owner.
+    #[inline(always)]
+    pub(crate) fn of_task<'a>(h: NonNull<Header>) -> Option<&'a Sched> {
+        // Relaxed: on the owner's thread the owner wrote it.
+        let owner = h.hdr().owner.load(Ordering::Relaxed);
+        // SAFETY: a task being resumed is owned by the executor resuming it, which is
+        // alive while it runs the task (header rule 2).
+        (!owner.is_null()).then(|| unsafe { Sched::of_owner(owner) })
     }
 
     /// Attaches run `handle` of a task with `body`, returning the new run's handle.
@@ -346,14 +376,14 @@ impl Sched {
         let h = handle.header();
         let t = hdr(h);
         // Acquire: pairs with the Release that published a previous owner's release.
-        let owner = t.exec.load(Ordering::Acquire);
+        let owner = t.owner.load(Ordering::Acquire);
         if owner.is_null() {
             match self.claim(handle) {
                 Ok(()) => {}
                 Err(Claim::Stale) => return Err(AttachError::Stale(body)),
                 Err(Claim::Raced) => return Err(AttachError::OwnedElsewhere(body)),
             }
-        } else if owner != self.me() {
+        } else if owner != self.owner_id() {
             return Err(AttachError::OwnedElsewhere(body));
         }
         // Relaxed: we are the owner, and the owner is the only writer (wake rule 2).
@@ -388,15 +418,18 @@ impl Sched {
         let h = handle.header();
         let t = hdr(h);
         // AcqRel: Release publishes this executor's initialised inbox to wakers that load
-        // `exec` with Acquire; Acquire sees the previous owner's last writes to the task.
-        if t.exec.compare_exchange(core::ptr::null_mut(), self.me(), Ordering::AcqRel, Ordering::Acquire).is_err() {
+        // `owner` with Acquire; Acquire sees the previous owner's last writes to the task.
+        if t.owner
+            .compare_exchange(core::ptr::null_mut(), self.owner_id(), Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
             return Err(Claim::Raced);
         }
         // Acquire: pairs with destroy's Release of `live`.
         let live = h.trailer().live.load(Ordering::Acquire) != 0;
         if !live || t.generation.load(Ordering::Relaxed) != handle.generation() {
             // Release: hand it back exactly as we found it.
-            t.exec.store(core::ptr::null_mut(), Ordering::Release);
+            t.owner.store(core::ptr::null_mut(), Ordering::Release);
             return Err(Claim::Stale);
         }
         t.notify.open();
@@ -419,7 +452,7 @@ impl Sched {
                 // SAFETY: owned tasks are in `owned`.
                 unsafe { self.owned.remove(h) };
                 // Release: pairs with the Acquire in a later claim.
-                t.exec.store(core::ptr::null_mut(), Ordering::Release);
+                t.owner.store(core::ptr::null_mut(), Ordering::Release);
                 return true;
             }
             self.drain_inbox(self.cfg.inbox_batch);
@@ -446,7 +479,7 @@ impl Sched {
                 // SAFETY: a suspended task is in no run list.
                 unsafe { self.ready.push(h) };
             }
-            S::Running => t.set_flag(flag::NOTIFIED),
+            S::Running => t.set_flag(flag::WOKEN_WHILE_RUNNING),
             _ => {}
         }
     }
@@ -491,8 +524,8 @@ impl Sched {
                 if t.flags.get() & (flag::QUEUED_FOR_ROOM | flag::GRANTED) != 0 {
                     self.after_poll_room(h);
                 }
-                if t.has_flag(flag::NOTIFIED) {
-                    t.clear_flag(flag::NOTIFIED);
+                if t.has_flag(flag::WOKEN_WHILE_RUNNING) {
+                    t.clear_flag(flag::WOKEN_WHILE_RUNNING);
                     step(t, E::Yield);
                     // SAFETY: a running task is in no run list.
                     unsafe { self.ready.push(h) };
@@ -544,7 +577,7 @@ impl Sched {
     pub(crate) fn take_dispatched(&self) -> bool {
         let Some((d, _)) = self.dispatcher.get() else { return false };
         let Some(h) = d.pop() else { return false };
-        if !d.claim(h, self) {
+        if !d.claim(h, self.owner_id()) {
             // Unreachable while dispatch rule 1's tag holds: a header is on a level stack
             // only from its submit's push (owner = the sentinel, rule 2) to the one pop
             // that takes it, and only that popper's claim changes the owner; pops are
@@ -602,7 +635,7 @@ impl Sched {
             // SAFETY: owned tasks are in `owned`.
             unsafe { self.owned.remove(h) };
             // Release: the last access; pairs with the next claimer's Acquire.
-            t.exec.store(core::ptr::null_mut(), Ordering::Release);
+            t.owner.store(core::ptr::null_mut(), Ordering::Release);
         } else {
             // A wake is in flight to us: release when its node is taken (drain_inbox).
             t.set_flag(flag::RELEASE_PENDING);
@@ -616,7 +649,7 @@ impl Sched {
         // (io_status rule 1): one that outlives the run (kept outside the body) must not
         // unlink itself later from a list it is no longer in.
         if !h.trailer().completed.is_empty() {
-            crate::io_status::take_completed(h.trailer(), usize::MAX);
+            crate::io_status::block::take_completed(h.trailer(), usize::MAX);
         }
         if let Some(stack) = h.trailer().pending_stack.take() {
             self.pool_stack(stack, in_reap);
@@ -697,11 +730,11 @@ impl Sched {
     /// Takes at most `max` wakes off the inbox (wake rule 5, sched rule 4).
     #[inline(always)]
     pub(crate) fn drain_inbox(&self, max: usize) {
-        if self.inbox.looks_empty() {
+        if self.mailbox.inbox.looks_empty() {
             return;
         }
         for _ in 0..max {
-            let Pop::Item(node) = self.inbox.pop() else { return };
+            let Pop::Item(node) = self.mailbox.inbox.pop() else { return };
             // SAFETY: only task headers' inbox nodes are pushed (wake rule 3), each made by
             // `SlotPtr::inbox_node` (provenance rule 3).
             let h = unsafe { Header::from_inbox(node) };
@@ -710,9 +743,9 @@ impl Sched {
             if t.notify.attach_pending() {
                 // Remote rule 2: a foreign attach, whole now (our pop acquired it): we are
                 // its owner from here, before `take` opens it to wakers (which load
-                // `exec` after their CAS on the word acquires `take`'s Release).
+                // `owner` after their CAS on the word acquires `take`'s Release).
                 // Relaxed: ordered before wakers by `take`; our own thread reads it after.
-                t.exec.store(self.me(), Ordering::Relaxed);
+                t.owner.store(self.owner_id(), Ordering::Relaxed);
             }
             let (woken, attach) = t.notify.take();
             if attach {
@@ -797,8 +830,7 @@ impl Sched {
     /// dropped, only resumed with `Cancelled` until it returns). A fiber starts at its
     /// first resume, which is also when its task leaves `Attached`.
     pub(crate) fn is_started_fiber(t: &Header) -> bool {
-        t.state.get() != S::Attached
-            && t.body.get().is_some_and(|vt| vt.kind != crate::task::body::SwitcherKind::Stackless)
+        t.state.get() != S::Attached && t.body.get().is_some_and(|vt| vt.kind != crate::switch::SwitcherKind::Stackless)
     }
 
     /// Drops the body of queued task `h` (`Attached` or `Ready`, not a started fiber) and

@@ -1,6 +1,6 @@
 //! The task lifecycle: one enum of states, one enum of events, one pure transition
 //! function. Executor-local plain data: only the executor that owns the task reads or
-//! writes it (what other threads touch is the notify word, `task/wake.rs`).
+//! writes it (what other threads touch is the notify word, `mailbox::notify`).
 //!
 //! ```text
 //!                 (1) Attach                (2) Start

@@ -1,5 +1,5 @@
 //! Unparking a ring executor from another thread (keel-core park rule 3): how the thread
-//! that won the PARKED -> NOTIFIED race makes the executor's `io_uring_enter` wait return.
+//! that won the PARKED -> UNPARKING race (park rule 1) makes the executor's `io_uring_enter` wait return.
 //!
 //! Two mechanisms, chosen per driver at creation (`RingConfig::unpark`):
 //! - **MsgRing** (kernel 6.13+): the unparker posts a CQE straight into the executor's
