@@ -1,4 +1,4 @@
-//! Attaching from other threads (`exec/remote.rs`, remote rules) and the dispatcher's
+//! Attaching from other threads (`mailbox/mod.rs`, remote rules; inbox rule 5) and the dispatcher's
 //! claim and release (`dispatch.rs`, dispatch rules 2-3), on real threads. The races are
 //! loom's (`loom-tests/tests/loom_remote.rs`, `loom_dispatcher.rs`).
 
