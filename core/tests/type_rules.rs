@@ -64,3 +64,10 @@ fn list_rule_4_lists_and_links_are_neither_send_nor_sync() {
     assert_not_impl_any!(List<Node, Kind>: Send, Sync);
     assert_not_impl_any!(Links<Node>: Send, Sync);
 }
+
+/// The stack pool is executor-local (`Cell`s, no atomics): it lives in the executor,
+/// which is neither `Send` nor `Sync`, so only the executor's thread reaches it.
+#[test]
+fn pool_rule_1_the_stack_pool_lives_in_an_executor_no_other_thread_reaches() {
+    assert_not_impl_any!(Executor<NoIo, keel_core::RegionStacks>: Send, Sync);
+}
