@@ -8,7 +8,7 @@
 //! Tokens: each operation carries an [`IoToken`] the core chose. The driver gives it
 //! back with the result. Until then the driver keeps the operation (and whatever it
 //! owns) in a slot of its own, so the core can retarget a token when the status block
-//! it named goes away (`io_status.rs`, rule 4) and a completion can never reach memory
+//! it named goes away (io_status rule 4) and a completion can never reach memory
 //! that was handed back.
 
 use crate::clock::Instant;
@@ -20,7 +20,7 @@ pub struct OpId(pub u64);
 
 /// The core's name for the receiver of a completion; opaque to drivers.
 ///
-/// Three kinds (`io_status.rs`, rules 3-4): a status block's address; an orphaned
+/// Three kinds (io_status rules 3-4): a status block's address; an orphaned
 /// operation's task (bit 0); a task run to wake (bit 1, with the run's generation), for
 /// operations whose state the driver keeps itself (owned-buffer operations of futures).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -179,8 +179,8 @@ pub unsafe trait Driver: 'static {
     fn cancel_all(&mut self) {}
 }
 
-/// An executor's driver as a `with_driver` closure gets it (driver rules 1-2 in
-/// exec/mod.rs): it reads as `&D` (`Deref`), and it cannot be replaced, swapped, moved
+/// An executor's driver as a `with_driver` closure gets it (driver rules 1-2,
+/// exec/lend.rs): it reads as `&D` (`Deref`), and it cannot be replaced, swapped, moved
 /// out of, nor used to submit, reap, cancel or park behind the executor's back, since no
 /// `&mut D` comes out of it in safe code. A driver offers mutation through methods of its
 /// own on `DriverMut<'_, ItsType>` (the simulated driver's scripting: `sim.rs`), or, in
@@ -290,7 +290,7 @@ pub(crate) struct VtFor<D>(core::marker::PhantomData<D>);
 impl<D: Driver> VtFor<D> {
     // SAFETY (for the three functions below): the executor stores a pointer to its own
     // `D` with this vtable and calls through it only on its thread, with no other borrow
-    // of the driver live (exec/sched.rs, rule 3).
+    // of the driver live (sched rule 3).
     pub(crate) const VT: DriverVt = DriverVt {
         now: |p| {
             // SAFETY: see above.

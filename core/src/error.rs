@@ -1,5 +1,8 @@
 //! Small typed errors. Each `Display` says what the caller should change; a
 //! capacity failure hands the rejected item back.
+//!
+//! One file over the house ~400 lines on purpose: every error type of the crate side by
+//! side, each small, so their wording and their `Display` stay consistent.
 
 use core::fmt;
 
@@ -251,7 +254,7 @@ impl<B> fmt::Display for AttachError<B> {
     }
 }
 
-/// The driver is lent to a `with_driver` closure already (driver rule 1 in exec/mod.rs):
+/// The driver is lent to a `with_driver` closure already (driver rule 1, exec/lend.rs):
 /// a nested `with_driver` would hand out a second live reference to it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct DriverBusy;
@@ -360,7 +363,7 @@ pub enum RunError {
     Reentrant,
     /// This executor took one of its dispatcher's quit tokens: leave the worker loop.
     Quit,
-    /// The driver is lent to a `with_driver` closure (driver rule 1 in exec/mod.rs): run
+    /// The driver is lent to a `with_driver` closure (driver rule 1, exec/lend.rs): run
     /// from outside it, and do not suspend a fiber inside one.
     DriverBusy,
     /// More operations were cancelled or orphaned while the driver was lent than the

@@ -167,7 +167,7 @@ pub fn take_quit_with<W: Weaken>(d: &crate::dispatch::Dispatcher) -> bool {
 }
 
 /// A stand-in for a worker executor of a dispatcher: the scheduler state a worker claims
-/// dispatched tasks with, parks through and re-checks with (`exec/sched.rs`), without the
+/// dispatched tasks with, parks through and re-checks with (`exec/intake.rs`), without the
 /// rest of the run loop, so that models of several workers stay small. A task it takes
 /// counts as run to completion at once (it is never attached).
 pub struct DispatchWorker(crate::exec::sched::Sched);

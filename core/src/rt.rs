@@ -29,35 +29,17 @@
 //! allocation.
 
 use crate::clock::Instant;
+use crate::cx::{TaskCx, current_header};
 use crate::error::Cancelled;
-use crate::exec::sched::Sched;
 use crate::sync::Ordering;
 use crate::task::TaskHandle;
 use crate::task::header::{Header, flag};
 use crate::task::state::SuspendReason;
-use crate::task::wake::{is_resume_cx, task_of};
 use core::future::Future;
 use core::pin::Pin;
 use core::ptr::NonNull;
 use core::task::{Context, Poll};
 use core::time::Duration;
-
-/// The header of the task being resumed, if `cx` is the `Context` keel made for that
-/// resume (rt rule 1); `None` otherwise (rt rule 2). For what needs only the task.
-#[inline(always)]
-pub(crate) fn current_header(cx: &Context<'_>) -> Option<NonNull<Header>> {
-    let h = task_of(cx.waker())?;
-    is_resume_cx(h, cx).then_some(h)
-}
-
-/// The scheduler and header of the task being resumed, if `cx` is the `Context` keel
-/// made for that resume (rt rule 1); `None` otherwise (rt rule 2).
-#[inline(always)]
-pub(crate) fn current<'a>(cx: &Context<'_>) -> Option<(&'a Sched, NonNull<Header>)> {
-    let h = current_header(cx)?;
-    // Rt rule 1: we are on the owner's thread, inside its resume of `h`.
-    Some((Sched::of_task(h)?, h))
-}
 
 fn cancelled(h: NonNull<Header>) -> bool {
     // SAFETY: `'static` header of the running task.
@@ -112,7 +94,8 @@ pub struct Sleep {
 impl Future for Sleep {
     type Output = Result<(), Cancelled>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Some((sched, h)) = current(cx) else { return Poll::Ready(Ok(())) };
+        let Some(tcx) = TaskCx::of(cx) else { return Poll::Ready(Ok(())) };
+        let (sched, h) = (tcx.sched(), tcx.header());
         if cancelled(h) {
             return Poll::Ready(Err(Cancelled));
         }
@@ -160,7 +143,7 @@ impl Future for Wait {
 
 /// The current time on the task's executor clock, `None` outside a keel task.
 pub fn now(cx: &Context<'_>) -> Option<Instant> {
-    current(cx).map(|(s, _)| s.now())
+    TaskCx::of(cx).map(TaskCx::now)
 }
 
 /// A handle to the running task's current run, `None` outside a keel task.

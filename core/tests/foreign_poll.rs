@@ -30,6 +30,7 @@ fn poll_everything_outside(waker: &Waker) -> Vec<&'static str> {
     check(matches!(y.poll(&mut cx), Poll::Ready(Ok(()))), "yield_now");
     let w = pin!(rt::wait());
     check(matches!(w.poll(&mut cx), Poll::Ready(Ok(()))), "wait");
+    check(keel_core::TaskCx::of(&cx).is_none(), "TaskCx::of");
     check(rt::now(&cx).is_none(), "now");
     check(rt::current_task(&cx).is_none(), "current_task");
     check(!rt::is_cancelled(&cx), "is_cancelled");

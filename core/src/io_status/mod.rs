@@ -1,4 +1,4 @@
-//! NT-style i/o status blocks (seed 000): the caller supplies a pinned `IoStatus` for
+//! NT-style i/o status blocks: the caller supplies a pinned `IoStatus` for
 //! each operation it initiates; initiating links it on the task's *initiated* list; its
 //! completion moves it to the task's *completed* list with `Result<u32, Errno>`; the
 //! task takes completed ones with `suspend_until_completed_io(max)`.
@@ -13,8 +13,8 @@
 //!    lookup.
 //! 4. A status dropped while in flight is orphaned: its token is retargeted to its
 //!    task's header address with bit 0 set, the operation is cancelled (both held back
-//!    while the driver is lent, and applied before any reap: driver rule 3 in
-//!    exec/mod.rs), and the task counts it in `orphans` until its completion is
+//!    while the driver is lent, and applied before any reap: driver rule 3,
+//!    exec/lend.rs), and the task counts it in `orphans` until its completion is
 //!    reaped. The task cannot complete
 //!    (it drains) and its storage is not reused until then, so no completion ever
 //!    reaches memory that was handed back.
@@ -35,10 +35,10 @@ use block::IoState;
 pub use block::IoStatus;
 pub(crate) use block::take_completed;
 
+use crate::cx::{TaskCx, current_header};
 use crate::driver::{Driver, DriverMut, IoToken, OpId};
 use crate::error::{Cancelled, DriverError, InitiateError};
 use crate::exec::sched::Sched;
-use crate::rt::current;
 use crate::task::header::{SlotPtr, flag};
 use crate::task::state::SuspendReason;
 use core::future::Future;
@@ -91,7 +91,8 @@ impl<D: Driver> Future for Initiate<'_, D> {
     /// task waits in I/O-priority order and retries when the executor grants it room.
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let op = self.op.take().expect("Initiate polled after it completed");
-        let Some((sched, h)) = current(cx) else { return Poll::Ready(Err(InitiateError::NotInTask(op))) };
+        let Some(tcx) = TaskCx::of(cx) else { return Poll::Ready(Err(InitiateError::NotInTask(op))) };
+        let (sched, h) = (tcx.sched(), tcx.header());
         match sched.initiate::<D>(self.status, h, op) {
             Err(InitiateError::Refused(op, crate::Errno::EBUSY)) => {
                 self.op = Some(op);
@@ -120,7 +121,7 @@ pub struct CompletedIo {
 impl Future for CompletedIo {
     type Output = Result<usize, Cancelled>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Some((_, h)) = current(cx) else { return Poll::Ready(Ok(0)) };
+        let Some(h) = current_header(cx) else { return Poll::Ready(Ok(0)) };
         // SAFETY: `'static` header of the running task.
         let t = unsafe { h.as_ref() };
         if t.has_flag(flag::CANCEL) {
@@ -152,23 +153,18 @@ pub enum NotSubmitted<Op> {
 /// Submits `op` for the running task with a wake token (the driver keeps the result for
 /// the caller to take), queueing for room as `initiate` does. Same-thread, no allocation.
 pub fn try_submit<D: Driver>(cx: &Context<'_>, op: D::Op) -> Result<OpId, NotSubmitted<D::Op>> {
-    submit_for_task::<D>(cx, op, true)
+    match TaskCx::of(cx) {
+        Some(tcx) => tcx.try_submit::<D>(op, true),
+        None => Err(NotSubmitted::Failed(op, crate::Errno::EPERM)),
+    }
 }
 
 /// As [`try_submit`], but never waits: with no room now it fails with `EBUSY` (the task is
 /// not queued).
 pub fn try_submit_now<D: Driver>(cx: &Context<'_>, op: D::Op) -> Result<OpId, NotSubmitted<D::Op>> {
-    submit_for_task::<D>(cx, op, false)
-}
-
-fn submit_for_task<D: Driver>(cx: &Context<'_>, op: D::Op, wait: bool) -> Result<OpId, NotSubmitted<D::Op>> {
-    let mut op = Some(op);
-    let r = try_submit_from::<D>(cx, &mut op, wait);
-    let mut back = || op.take().expect("refused operations stay in place");
-    match r {
-        Ok(id) => Ok(id),
-        Err(SubmitRefused::Wait) => Err(NotSubmitted::Wait(back())),
-        Err(SubmitRefused::Failed(e)) => Err(NotSubmitted::Failed(back(), e)),
+    match TaskCx::of(cx) {
+        Some(tcx) => tcx.try_submit::<D>(op, false),
+        None => Err(NotSubmitted::Failed(op, crate::Errno::EPERM)),
     }
 }
 
@@ -177,13 +173,13 @@ fn submit_for_task<D: Driver>(cx: &Context<'_>, op: D::Op, wait: bool) -> Result
 /// straight into its queue (for an operation kept in a future's state, no move through
 /// the stack first).
 pub fn try_submit_from<D: Driver>(cx: &Context<'_>, op: &mut Option<D::Op>, wait: bool) -> Result<OpId, SubmitRefused> {
-    let Some((sched, h)) = current(cx) else { return Err(SubmitRefused::Failed(crate::Errno::EPERM)) };
-    sched.submit_with_wake_token::<D>(h, op, wait)
+    let Some(tcx) = TaskCx::of(cx) else { return Err(SubmitRefused::Failed(crate::Errno::EPERM)) };
+    tcx.try_submit_from::<D>(op, wait)
 }
 
 /// Lends the running task's driver to `f` if it is a `D` (for operations whose state the
 /// driver keeps: taking a result, abandoning an operation), as a [`DriverMut`] (driver
-/// rules 1-2 in exec/mod.rs). `None` outside a keel task, for another driver type, or
+/// rules 1-2, exec/lend.rs). `None` outside a keel task, for another driver type, or
 /// while the driver is lent already; [`try_with_driver`] says which.
 pub fn with_driver<D: Driver, R>(cx: &Context<'_>, f: impl FnOnce(&mut DriverMut<'_, D>) -> R) -> Option<R> {
     try_with_driver(cx, f).ok()
@@ -194,12 +190,7 @@ pub fn try_with_driver<D: Driver, R>(
     cx: &Context<'_>,
     f: impl FnOnce(&mut DriverMut<'_, D>) -> R,
 ) -> Result<R, DriverError> {
-    let (sched, _) = current(cx).ok_or(DriverError::NotInTask)?;
-    let driver = sched.driver_as::<D>().ok_or(DriverError::WrongDriver)?;
-    let _lent = sched.lend().map_err(|_| DriverError::Busy)?;
-    // SAFETY: driver rule 1: lent (the flag set) until `_lent` drops, after `f`.
-    let mut d = unsafe { DriverMut::lend(driver) };
-    Ok(f(&mut d))
+    TaskCx::of(cx).ok_or(DriverError::NotInTask)?.try_with_driver(f)
 }
 
 /// The driver of the running task as a raw pointer, for code that must reach it later
@@ -209,24 +200,28 @@ pub fn try_with_driver<D: Driver, R>(
 /// a `Drop` that may run inside a `with_driver` closure, that is a second reference;
 /// [`driver_handle`] gives such a `Drop` a call that is held back instead).
 pub fn driver_ptr<D: Driver>(cx: &Context<'_>) -> Option<*mut D> {
-    current(cx).and_then(|(s, _)| s.driver_as::<D>())
+    TaskCx::of(cx)?.driver_ptr::<D>()
 }
 
 /// The running task's driver, for a value that must reach it later from `Drop` (a
 /// driver-kept operation abandoning itself): [`DriverPtr::call_or_defer`] runs the call
 /// now, or holds it back while the driver is lent to a `with_driver` closure (driver rule
-/// 3 in exec/mod.rs), so a drop inside such a closure never forms a second reference.
+/// 3, exec/lend.rs), so a drop inside such a closure never forms a second reference.
 /// `None` outside a keel task or for another driver type.
 pub fn driver_handle<D: Driver>(cx: &Context<'_>) -> Option<DriverPtr<D>> {
-    let (sched, _) = current(cx)?;
-    let driver = sched.driver_as::<D>()?;
-    Some(DriverPtr { sched: NonNull::from(sched), driver })
+    TaskCx::of(cx)?.driver_handle::<D>()
 }
 
 /// See [`driver_handle`].
 pub struct DriverPtr<D> {
     sched: NonNull<Sched>,
     driver: *mut D,
+}
+
+impl<D> DriverPtr<D> {
+    pub(crate) fn new(sched: &Sched, driver: *mut D) -> Self {
+        DriverPtr { sched: NonNull::from(sched), driver }
+    }
 }
 
 impl<D> Clone for DriverPtr<D> {
@@ -275,7 +270,7 @@ impl<D: Driver> DriverPtr<D> {
 /// Marks the running task as waiting for i/o (for its state and statistics) before it
 /// returns `Pending`.
 pub fn waiting_for_io(cx: &Context<'_>) {
-    if let Some((_, h)) = current(cx) {
+    if let Some(h) = current_header(cx) {
         // SAFETY: `'static` header of the running task.
         unsafe { h.as_ref() }.reason.set(SuspendReason::Io);
     }

@@ -1,4 +1,4 @@
-//! The executor's pool of spare stacks, kthread style (seed 002): a finished fiber's
+//! The executor's pool of spare stacks, kthread style: a finished fiber's
 //! stack goes back to the pool, and the next fiber takes it with no call to the
 //! provider (no syscall). The stack a fiber ran on is put back only after the switch
 //! away from it, by the executor on its own stack (deferred free).

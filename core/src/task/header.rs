@@ -62,6 +62,10 @@
 //!    written with `Relaxed` by `create` and read with `Relaxed`. Nothing is published
 //!    through it, so no ordering is needed; it only must not be a data race. (`core`,
 //!    not loom's: loom need not model a label.)
+//!
+//! Over the house ~400 lines on purpose: the layout, the provenance rules and the
+//! accessors that enforce them (`SlotPtr`) must be read together, and their tests (layout
+//! and provenance assertions) sit beside them.
 
 use crate::error::TaskResult;
 use crate::io_status::block::{IoLink, IoStatus};
@@ -81,7 +85,7 @@ use core::ptr::NonNull;
 /// Marker for the run-queue links.
 pub(crate) struct RunLink;
 /// Marker for the links of the executor's lists of tasks waiting for room to submit
-/// (their own links: a task may wait for room while it is ready, exec/sched.rs room rule 1).
+/// (their own links: a task may wait for room while it is ready, room rule 1, exec/submit.rs).
 pub(crate) struct SubmitLink;
 /// Marker for the links of the executor's list of tasks it owns.
 pub(crate) struct OwnedLink;
@@ -132,9 +136,9 @@ pub(crate) struct Header {
 /// Field order is cache-line order (`repr(C)`; the trailer starts on a line, right after
 /// the 64-byte header): what every i/o operation touches (its two status lists and two
 /// counters) fills the first line, so an operation touches the header's line and this
-/// one; the resumption counter and the rest follow. (Before, an operation's fields were
-/// spread over four trailer lines: measurable when the kernel's socket work evicts them
-/// between every two messages of an echo server.)
+/// one; the resumption counter and the rest follow. Spread over more lines,
+/// an operation would miss in cache more often when the kernel's socket work evicts them
+/// between every two messages of an echo server.
 #[repr(C)]
 pub(crate) struct Trailer {
     pub(crate) initiated: List<IoStatus, IoLink>,
