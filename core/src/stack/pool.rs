@@ -8,7 +8,7 @@
 //! no storage and no capacity of its own. LIFO keeps the most recently used, cache-warm
 //! stack on top.
 //!
-//! Rules:
+//! Rules (cited elsewhere as "pool rule N"):
 //! 1. Executor-local (`Cell`s); the provider is reached through a raw pointer with no
 //!    other borrow live (as the driver is, sched rule 3).
 //! 2. At most `max_spares` spares are kept; a stack put back beyond that is released.
