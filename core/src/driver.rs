@@ -227,7 +227,7 @@ impl<D> DriverMut<'_, D> {
     /// raw pointers do not.
     #[inline(always)]
     pub unsafe fn get_mut(&mut self) -> &mut D {
-        // SAFETY: lent exclusively to this value (rule 1); the caller keeps the contract.
+        // SAFETY: lent exclusively to this value (driver rule 1); the caller keeps the contract.
         unsafe { self.ptr.as_mut() }
     }
 }

@@ -42,7 +42,7 @@ impl Sched {
         } else if owner != self.owner_id() {
             return Err(AttachError::OwnedElsewhere(body));
         }
-        // Relaxed: we are the owner, and the owner is the only writer (wake rule 2).
+        // Relaxed: we are the owner, and the owner is the only writer (header rule 2).
         let generation = header.generation.load(Ordering::Relaxed);
         if generation != handle.generation() {
             return Err(AttachError::Stale(body));

@@ -48,7 +48,7 @@ impl Sched {
         let mut wake = true;
         let task = if token.addr & IoToken::ORPHAN != 0 {
             // SAFETY: orphan tokens are task headers (io_status rule 4), with the whole
-            // slot's provenance exposed when the token was made (header provenance rule 5).
+            // slot's provenance exposed when the token was made (provenance rule 5).
             let task = unsafe { NonNull::new_unchecked((token.addr & !IoToken::ORPHAN) as *mut Header) };
             let orphans = &task.trailer().orphans;
             orphans.set(orphans.get() - 1);

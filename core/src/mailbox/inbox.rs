@@ -153,7 +153,7 @@ impl Inbox {
         #[cfg(not(keel_loom))]
         use crate::sync::Strong as W;
         // SAFETY: `prev` is the stub or a node pushed earlier; nodes are `'static` and the
-        // stub lives as long as the pinned inbox, which outlives every push (wake rule 6).
+        // stub lives as long as the pinned inbox, which outlives every push (wake rule 6, park rule 4).
         // Release (W::PUSH_LINK): pairs with the consumer's Acquire load of `next` in
         // `pop`, publishing the cleared `next` of a node being pushed again.
         unsafe { (*prev).next.store(node, W::PUSH_LINK) };

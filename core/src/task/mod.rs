@@ -128,7 +128,7 @@ impl<const TASKS: usize, const BYTES: usize> Default for TaskPool<TASKS, BYTES> 
 /// Names one run of a task: its slot and that run's generation. `Copy`, `Send`, `Sync`.
 #[derive(Copy, Clone, PartialEq, Eq, Hash)]
 pub struct TaskHandle {
-    /// The whole slot, typed as its header (header provenance rule 1).
+    /// The whole slot, typed as its header (provenance rule 1).
     hdr: NonNull<Header>,
     generation: u32,
 }

@@ -66,7 +66,7 @@ fn decode(data: *const ()) -> (NonNull<Header>, Option<u32>) {
     let (addr, tag) =
         if bits & TAG_BIT != 0 { ((bits & PACKED_ADDR) << 5, Some((bits >> TAG_SHIFT) as u32)) } else { (bits, None) };
     // SAFETY: every waker with this vtable was made by `waker_for` from a non-null header
-    // pointer, whose whole-slot provenance `encode` exposed (header provenance rule 5).
+    // pointer, whose whole-slot provenance `encode` exposed (provenance rule 5).
     (unsafe { NonNull::new_unchecked(addr as *mut Header) }, tag)
 }
 
