@@ -272,7 +272,7 @@ mod tests {
     #[test]
     #[cfg(debug_assertions)]
     #[should_panic(expected = "node pushed while linked")]
-    fn debug_builds_catch_a_node_in_two_lists() {
+    fn list_rule_1_debug_builds_catch_a_node_in_two_lists() {
         let pool = nodes(1);
         let first = List::<Node, Kind>::new();
         let second = List::<Node, Kind>::new();

@@ -240,7 +240,7 @@ mod tests {
     }
 
     #[test]
-    fn equal_deadlines_fire_in_arming_order() {
+    fn timer_rule_2_equal_deadlines_fire_in_arming_order() {
         let nodes = leak(4);
         let heap = TimerHeap::new();
         for i in [2, 0, 3, 1] {
@@ -286,7 +286,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn matches_a_sorted_model(ops in proptest::collection::vec((0u8..3, 0usize..32, 0u64..50), 1..200)) {
+        fn timer_rule_3_matches_a_sorted_model(ops in proptest::collection::vec((0u8..3, 0usize..32, 0u64..50), 1..200)) {
             let nodes = leak(32);
             let heap = TimerHeap::new();
             let mut model: BTreeSet<(u64, u64, usize)> = BTreeSet::new();

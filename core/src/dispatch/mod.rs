@@ -20,7 +20,7 @@
 //!    `AttachError::Unsupported` and `serve` refuses. Under loom (which has no 128-bit
 //!    atomics) the pair is packed in one 64-bit word, the task's address shifted right
 //!    by 6 in the low 42 bits under a 22-bit tag: the same algorithm, with a tag no loom
-//!    execution comes near wrapping (`a_stale_pop_fails_at_every_narrow_tag_wrap` shows
+//!    execution comes near wrapping (`dispatch_rule_1_a_stale_pop_fails_at_every_narrow_tag_wrap` shows
 //!    the 64-bit tag tells apart the views a 22- or 32-bit one would confuse).
 //! 2. A submitted task is claimed for the dispatcher (its owner pointer becomes the
 //!    dispatcher's sentinel, never dereferenced): while dispatched, no executor or waker

@@ -11,7 +11,7 @@ extern crate std;
 /// Rule 1: each level is LIFO, higher priorities first, and the packed addresses
 /// round-trip.
 #[test]
-fn levels_pop_highest_first_newest_first() {
+fn dispatch_rule_1_levels_pop_highest_first_newest_first() {
     static T: [TaskSlot; 3] = [TaskSlot::new(), TaskSlot::new(), TaskSlot::new()];
     let dispatcher: &'static Dispatcher = std::boxed::Box::leak(std::boxed::Box::new(Dispatcher::new()));
     let tasks: std::vec::Vec<_> = T.iter().map(|t| t.create(TaskAttrs::default()).unwrap().header()).collect();
@@ -30,7 +30,7 @@ fn levels_pop_highest_first_newest_first() {
 /// handed it out twice; here forced by pushing a task the dispatcher never claimed)
 /// is reported (`double_takes`; debug builds panic), not pushed back, not attached.
 #[test]
-fn a_failed_claim_after_a_pop_is_reported_not_requeued() {
+fn dispatch_rule_2_a_failed_claim_after_a_pop_is_reported_not_requeued() {
     static T: TaskSlot = TaskSlot::new();
     let dispatcher: &'static Dispatcher = std::boxed::Box::leak(std::boxed::Box::new(Dispatcher::new()));
     let worker = Sched::new(Config::default());
@@ -62,7 +62,7 @@ fn a_failed_claim_after_a_pop_is_reported_not_requeued() {
 /// 32-bit one would wrap and let the stale CAS install the link it read long ago) fails
 /// its CAS; and the 64-bit tag wraps at 2^64 without harm.
 #[test]
-fn a_stale_pop_fails_at_every_narrow_tag_wrap() {
+fn dispatch_rule_1_a_stale_pop_fails_at_every_narrow_tag_wrap() {
     if !Dispatcher::supported() {
         std::println!("SKIPPED: this CPU lacks cmpxchg16b (dispatch rule 1)");
         return;

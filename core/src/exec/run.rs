@@ -295,7 +295,7 @@ mod tests {
     /// `INBOX_BUSY_SPINS` extra passes, then parks; the producer's unpark check ends the
     /// park and the task runs (nothing lost, no unbounded spin).
     #[test]
-    fn a_push_in_progress_costs_bounded_passes_then_one_park() {
+    fn inbox_rule_3_a_push_in_progress_costs_bounded_passes_then_one_park() {
         static T: TaskSlot = TaskSlot::new();
         let ex = core::pin::pin!(Executor::new(MidPush, Config::default()).unwrap());
         let ex = ex.into_ref();

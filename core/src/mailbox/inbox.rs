@@ -252,7 +252,7 @@ mod tests {
     /// (and to `pop` once the tail is a real node), and cuts off the nodes before it;
     /// its link makes everything takeable, in order.
     #[test]
-    fn a_push_in_progress_is_busy_until_linked() {
+    fn inbox_rule_3_a_push_in_progress_is_busy_until_linked() {
         let inbox: &'static Inbox = Box::leak(Box::new(Inbox::new()));
         inbox.init();
         let [a, b] = nodes::<2>();

@@ -94,7 +94,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn newer_wraps() {
+    fn wake_rule_4_newer_wraps() {
         assert!(newer(1, 0));
         assert!(newer(0, u32::MAX));
         assert!(!newer(5, 5));

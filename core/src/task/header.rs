@@ -45,7 +45,7 @@
 //!    atomics, the body's `Cell<[MaybeUninit<u8>; N]>`), so writes through a pointer
 //!    made from `&'static TaskSlot` are allowed.
 //!
-//! The unit test `provenance::pointers_agree` checks, for every accessor, that the
+//! The unit test `provenance::provenance_rule_2_pointers_agree` checks, for every accessor, that the
 //! pointers made from a handle equal those a `&TaskSlot` names directly (the numbers
 //! agree; the rules above are what make the provenance right).
 //! Who touches what (header rules, cited as "header rule N"):
@@ -458,7 +458,7 @@ mod provenance {
     /// as the slot's own fields; the body is reachable to its last byte, the timer and
     /// inbox nodes step back to the same pointer.
     #[test]
-    fn pointers_agree() {
+    fn provenance_rule_2_pointers_agree() {
         let slot: &'static TaskSlot<N> = Box::leak(Box::new(TaskSlot::new()));
         let handle = slot.create(TaskAttrs::default()).unwrap();
         let task = handle.header();

@@ -156,7 +156,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tags_round_trip() {
+    fn wake_rule_2_tags_round_trip() {
         let fake = NonNull::new(0x7f00_1234_5640usize as *mut Header).unwrap();
         for generation in [0u32, 1, 31, 32, 0x1F_FFFF, 0x20_0000, u32::MAX] {
             let (decoded, tag) = decode(encode(fake, generation));
