@@ -1,0 +1,563 @@
+//! Rule guards with no other home: one test per rule of keel-linux's rule sets (waitq,
+//! regbuf, pbuf, shared, stack, fd, driver, cancel, slot, direct in `linux/src`) that no
+//! scenario test elsewhere checks on its own. Each test is named `<set>_rule_<n>_<what>`
+//! and fails when that rule's code is removed. Real io_uring; sockets are Unix pairs.
+
+mod net_util;
+
+use core::time::Duration;
+use keel_core::{Driver, Errno, Fiber, SuspendReason, TaskError, TaskState, rt};
+use keel_linux::fs::{self, BufferError, FiberFs, FixedBuf};
+use keel_linux::net::{self, FiberNet, ProvidedBuf, Socket};
+use keel_linux::{File, MmapStacks, RingConfig, RingDriver};
+use net_util::{Ex, executor, executor_with, fattrs, ring, task};
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io::Write;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
+
+/// Runs until no task is attached or 5 s passed; whether all finished.
+fn run_for(ex: Pin<&Ex>) -> bool {
+    let t0 = std::time::Instant::now();
+    while ex.attached() > 0 && t0.elapsed() < Duration::from_secs(5) {
+        let _ = ex.run(1024, Some(Duration::from_millis(20)));
+    }
+    ex.attached() == 0
+}
+
+/// Runs until `cond` (5 s cap).
+fn run_until(ex: Pin<&Ex>, cond: impl Fn() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < Duration::from_secs(5), "timed out");
+        let _ = ex.run(16, Some(Duration::from_millis(5)));
+    }
+}
+
+fn waiting(ex: Pin<&Ex>, t: keel_core::TaskHandle) -> bool {
+    matches!(ex.state(t), Ok(TaskState::Suspended(SuspendReason::Wait)))
+}
+
+/// Polls `f` once: `None` if it is pending.
+async fn poll_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    core::future::poll_fn(|cx| {
+        Poll::Ready(match Pin::new(&mut *f).poll(cx) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        })
+    })
+    .await
+}
+
+fn one_buffer() -> Pin<Box<Ex>> {
+    executor(RingConfig { registered_buffers: 1, ..RingConfig::default() })
+}
+
+/// A fiber holding the only registered buffer until `go` is set.
+fn holder(ex: Pin<&Ex>, go: &Rc<Cell<bool>>) -> keel_core::TaskHandle {
+    let go = go.clone();
+    let h = ex
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+            let _b = f.claim_buffer().expect("the only buffer is free");
+            while !go.get() {
+                f.yield_now()?;
+            }
+            Ok(0)
+        })
+        .unwrap();
+    run_until(ex, || matches!(ex.state(h), Ok(TaskState::Ready | TaskState::Suspended(_))));
+    let _ = ex.run(1, Some(Duration::ZERO));
+    h
+}
+
+// ---- waitq rules (`waitq.rs`) -------------------------------------------------------
+
+/// A waiting claim polled again and again (each poll a spurious wake) keeps the one place
+/// it took: the queue (1024 places) never fills with its polls, it gets the buffer on
+/// the release, and the waiter queued after it gets the next release.
+#[test]
+fn waitq_rule_1_a_wait_polled_again_and_again_keeps_one_place_in_the_queue() {
+    let ex = one_buffer();
+    let ex = ex.as_ref();
+    let go = Rc::new(Cell::new(false));
+    holder(ex, &go);
+    let order = Rc::new(RefCell::new(Vec::new()));
+    let (o, g) = (order.clone(), go.clone());
+    let w1 = ex
+        .attach(task(), async move {
+            let mut c = Box::pin(fs::claim_buffer());
+            for i in 0..2000 {
+                if let Some(r) = poll_once(&mut c).await {
+                    panic!("poll {i}: the wait ended early: {:?}", r.map(|b| b.index()));
+                }
+                rt::yield_now().await?;
+            }
+            g.set(true); // the holder releases now
+            let b = c.await.map_err(|_| TaskError::Failed(1))?;
+            o.borrow_mut().push(1);
+            drop(b);
+            Ok(1)
+        })
+        .unwrap();
+    let _ = ex.run(1, Some(Duration::ZERO));
+    let o = order.clone();
+    let w2 = ex
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+            let _b = f.claim_buffer().map_err(|_| TaskError::Failed(2))?;
+            o.borrow_mut().push(2);
+            Ok(2)
+        })
+        .unwrap();
+    assert!(run_for(ex), "stranded: w1 {:?}, w2 {:?}", ex.state(w1), ex.state(w2));
+    assert_eq!(ex.result(w1), Ok(Some(Ok(1))));
+    assert_eq!(ex.result(w2), Ok(Some(Ok(2))));
+    assert_eq!(*order.borrow(), [1, 2]);
+}
+
+/// Three waiters queued one after another get the buffer in the order they queued.
+#[test]
+fn waitq_rule_2_a_release_hands_the_turn_to_the_oldest_waiter() {
+    let ex = one_buffer();
+    let ex = ex.as_ref();
+    let go = Rc::new(Cell::new(false));
+    holder(ex, &go);
+    let order = Rc::new(RefCell::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for n in 1..=3u64 {
+        let o = order.clone();
+        let w = ex
+            .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+                let _b = f.claim_buffer().map_err(|_| TaskError::Failed(n as _))?;
+                o.borrow_mut().push(n);
+                f.yield_now()?;
+                Ok(n)
+            })
+            .unwrap();
+        run_until(ex, || waiting(ex, w));
+        waiters.push(w);
+    }
+    go.set(true);
+    assert!(run_for(ex));
+    assert_eq!(*order.borrow(), [1, 2, 3], "the oldest waiter gets each release");
+}
+
+/// The claim queue is bounded (1024 waits): the wait past it is refused with a typed
+/// error, and nothing else changes (the queued waits still get the buffer in turn).
+#[test]
+fn waitq_rule_4_a_full_wait_queue_is_a_typed_error() {
+    let ex = one_buffer();
+    let ex = ex.as_ref();
+    let go = Rc::new(Cell::new(false));
+    holder(ex, &go);
+    let out = Rc::new(RefCell::new(None));
+    let (o, g) = (out.clone(), go.clone());
+    let t = ex
+        .attach(task(), async move {
+            let mut claims: Vec<Pin<Box<fs::ClaimBuffer>>> = Vec::new();
+            let mut refused = None;
+            for i in 0..1100 {
+                let mut c = Box::pin(fs::claim_buffer());
+                match poll_once(&mut c).await {
+                    None => claims.push(c),
+                    Some(r) => {
+                        refused = Some((i, r.map(|b| b.index())));
+                        break;
+                    }
+                }
+            }
+            *o.borrow_mut() = refused;
+            g.set(true);
+            let first = claims.remove(0).await.map_err(|_| TaskError::Failed(1))?;
+            Ok(u64::from(first.index()) + 10)
+        })
+        .unwrap();
+    assert!(run_for(ex));
+    assert_eq!(*out.borrow(), Some((1024, Err(BufferError::WaitQueueFull))));
+    assert_eq!(ex.result(t), Ok(Some(Ok(10))), "the oldest queued wait got the buffer");
+}
+
+/// `!Send` (compile-time): only `T: !Send` makes `<T as AmbiguousIfSend<_>>` resolve to
+/// one impl; for a `Send` type the two impls make the call ambiguous and the test binary
+/// does not build.
+trait AmbiguousIfSend<A> {
+    fn check() {}
+}
+impl<T: ?Sized> AmbiguousIfSend<()> for T {}
+struct IsSend;
+impl<T: ?Sized + Send> AmbiguousIfSend<IsSend> for T {}
+
+/// The waiting queues belong to the driver's thread: the driver and every value that
+/// waits in or releases into a queue are `!Send`.
+#[test]
+fn waitq_rule_5_the_driver_and_the_values_that_wait_are_not_send() {
+    <RingDriver as AmbiguousIfSend<_>>::check();
+    <FixedBuf as AmbiguousIfSend<_>>::check();
+    <fs::ClaimBuffer as AmbiguousIfSend<_>>::check();
+    <ProvidedBuf as AmbiguousIfSend<_>>::check();
+}
+
+// ---- pbuf rules (`pbuf.rs`) -----------------------------------------------------------
+
+/// The ring's size: a power of two up to 32768 buffers, and buffers of at least a byte;
+/// anything else is refused at registration with a typed error.
+#[test]
+fn pbuf_rule_1_the_buffer_count_is_a_power_of_two_up_to_32768() {
+    for (count, size) in [(3u16, 64u32), (0, 64), (40000, 64), (4, 0)] {
+        let mut d = ring(RingConfig::default());
+        let e = d.enable_provided_buffers(count, size).expect_err("refused");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "count {count}, size {size}");
+    }
+    let mut d = ring(RingConfig::default());
+    d.enable_provided_buffers(4, 64).expect("4 x 64 is fine");
+    assert_eq!(d.provided_buffer_stats().map(|s| (s.count, s.size, s.in_use)), Some((4, 64, 0)));
+}
+
+/// A buffer is in use from the CQE that picks it until its `ProvidedBuf` goes; dropping it
+/// gives it back (counted), and the kernel can hand it out again.
+#[test]
+fn pbuf_rule_2_in_use_counts_buffers_picked_and_not_yet_given_back() {
+    let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let afd = a.into_raw_fd();
+    let mut d = ring(RingConfig::default());
+    d.enable_provided_buffers(2, 64).unwrap();
+    let ex = executor_with(d);
+    let ex = ex.as_ref();
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s2 = seen.clone();
+    let stats = |f: &mut Fiber| {
+        f.with_driver::<RingDriver, _>(|d| {
+            // SAFETY: reads counters; no replacement, no other code runs meanwhile.
+            let s = unsafe { d.get_mut() }.provided_buffer_stats().unwrap();
+            (s.in_use, s.returned)
+        })
+        .unwrap()
+    };
+    let t = ex
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+            // SAFETY: `afd` came from `into_raw_fd`: ours, wrapped once.
+            let s = Socket::from(unsafe { OwnedFd::from_raw_fd(afd) });
+            s2.borrow_mut().push(stats(f));
+            let one = f.recv_provided(&s).map_err(|_| TaskError::Failed(1))?.expect("data");
+            s2.borrow_mut().push(stats(f));
+            drop(one);
+            s2.borrow_mut().push(stats(f));
+            for _ in 0..4 {
+                let again = f.recv_provided(&s).map_err(|_| TaskError::Failed(2))?.expect("data");
+                assert_eq!(&*again, b"x");
+            }
+            s2.borrow_mut().push(stats(f));
+            Ok(0)
+        })
+        .unwrap();
+    b.write_all(b"x").unwrap();
+    run_until(ex, || seen.borrow().len() >= 3);
+    for _ in 0..4 {
+        b.write_all(b"x").unwrap();
+        let n = seen.borrow().len();
+        let t0 = std::time::Instant::now();
+        while ex.attached() > 0 && seen.borrow().len() == n && t0.elapsed() < Duration::from_millis(200) {
+            let _ = ex.run(16, Some(Duration::from_millis(5)));
+        }
+    }
+    assert!(run_for(ex), "{:?}", ex.state(t));
+    assert_eq!(ex.result(t), Ok(Some(Ok(0))), "with two buffers, five receives need every drop to give back");
+    assert_eq!(*seen.borrow(), [(0, 0), (1, 0), (0, 1), (0, 5)]);
+}
+
+/// The provided-buffer ring belongs to the driver's thread: the driver and `ProvidedBuf`
+/// are `!Send` (and so is `Multishot`, which holds results with buffers).
+#[test]
+fn pbuf_rule_5_the_ring_and_its_buffers_are_not_send() {
+    <RingDriver as AmbiguousIfSend<_>>::check();
+    <ProvidedBuf as AmbiguousIfSend<_>>::check();
+    <net::Multishot as AmbiguousIfSend<_>>::check();
+}
+
+// ---- driver rule 5 (`ring/mod.rs`, operations that complete more than once) ------------
+
+/// Each receive's `ProvidedBuf` is the buffer the CQE names: two receives on two sockets
+/// get two buffers, each holding its own socket's bytes.
+#[test]
+fn driver_rule_5_a_provided_buf_is_the_buffer_its_cqe_names() {
+    let (a1, mut b1) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (a2, mut b2) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (f1, f2) = (a1.into_raw_fd(), a2.into_raw_fd());
+    let mut d = ring(RingConfig::default());
+    d.enable_provided_buffers(4, 64).unwrap();
+    let ex = executor_with(d);
+    let out = Rc::new(RefCell::new(Vec::new()));
+    let o = out.clone();
+    ex.as_ref()
+        .attach(task(), async move {
+            // SAFETY: both came from `into_raw_fd`: ours, wrapped once.
+            let (s1, s2) = unsafe { (Socket::from_raw_fd(f1), Socket::from_raw_fd(f2)) };
+            let x = net::future::recv_provided(&s1).await.expect("recv").expect("data");
+            let y = net::future::recv_provided(&s2).await.expect("recv").expect("data");
+            o.borrow_mut().push((x.id(), x.to_vec()));
+            o.borrow_mut().push((y.id(), y.to_vec()));
+            Ok(0)
+        })
+        .unwrap();
+    b1.write_all(b"first socket").unwrap();
+    b2.write_all(b"second").unwrap();
+    assert!(run_for(ex.as_ref()));
+    let out = out.borrow();
+    assert_ne!(out[0].0, out[1].0, "two buffers held at once");
+    assert_eq!(out[0].1, b"first socket");
+    assert_eq!(out[1].1, b"second");
+}
+
+// ---- shared rule 1 (`ring/shared.rs`) -------------------------------------------------
+
+/// Everything that holds the driver's shared state is on the driver's thread: the driver
+/// and every holder (`FixedBuf`, `ProvidedBuf`, `Multishot`, the kept op futures) are
+/// `!Send`, and so are `File` and `Socket` (fd rule 1), whose operations it holds.
+#[test]
+fn shared_rule_1_the_driver_and_every_holder_of_its_shared_state_are_not_send() {
+    <RingDriver as AmbiguousIfSend<_>>::check();
+    <FixedBuf as AmbiguousIfSend<_>>::check();
+    <ProvidedBuf as AmbiguousIfSend<_>>::check();
+    <net::Multishot as AmbiguousIfSend<_>>::check();
+    <File as AmbiguousIfSend<_>>::check();
+    <Socket as AmbiguousIfSend<_>>::check();
+}
+
+/// A value dropped while the driver is lent out (inside `Executor::with_driver`) only
+/// queues its abandon: the operation ends at the next reap, not inside the closure.
+#[test]
+fn shared_rule_2_a_future_dropped_while_the_driver_is_lent_is_abandoned_at_the_next_reap() {
+    let (rfd, wfd) = pipe();
+    let ex = executor(RingConfig::default());
+    let ex = ex.as_ref();
+    type Read = Pin<Box<dyn Future<Output = (Result<u32, Errno>, Vec<u8>)>>>;
+    let parked: Rc<RefCell<Option<Read>>> = Rc::new(RefCell::new(None));
+    let p = parked.clone();
+    ex.attach(task(), async move {
+        // SAFETY: the pipe's read end is ours and wrapped once (leaked with the file).
+        let file: &'static File = Box::leak(Box::new(unsafe { File::from_raw_fd(rfd) }));
+        let mut r: Read = Box::pin(fs::read(file, vec![0u8; 8], 0));
+        assert!(poll_once(&mut r).await.is_none());
+        *p.borrow_mut() = Some(r);
+        Ok(0)
+    })
+    .unwrap();
+    assert!(run_for(ex));
+    let _ = ex.run(1, Some(Duration::ZERO));
+    let before = ex.with_driver(|d| d.in_flight()).unwrap();
+    assert_eq!(before, 1, "the read is in flight");
+    let inside = ex
+        .with_driver(|d| {
+            drop(parked.borrow_mut().take()); // abandoned while the driver is lent
+            d.in_flight()
+        })
+        .unwrap();
+    assert_eq!(inside, 1, "nothing ends inside the closure");
+    let t0 = std::time::Instant::now();
+    while ex.with_driver(|d| d.in_flight()).unwrap() > 0 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "the abandoned read never ended");
+        let _ = ex.run(16, Some(Duration::from_millis(5)));
+    }
+    // SAFETY: our pipe's write end, closed once.
+    unsafe { libc::close(wfd) };
+}
+
+// ---- stack rule 4 (`stack.rs`) --------------------------------------------------------
+
+/// `MmapStacks` is `!Send`: it stays on the thread whose alternate signal stack it set.
+#[test]
+fn stack_rule_4_mmap_stacks_are_not_send() {
+    <MmapStacks as AmbiguousIfSend<_>>::check();
+    let s = MmapStacks::new().expect("MmapStacks");
+    assert_eq!(s.guard(), s.page_size(), "one guard page by default");
+}
+
+// ---- regbuf rule 2 (`regbuf.rs`) ------------------------------------------------------
+
+/// While a task waits for a buffer, none is free: a release hands its buffer to the
+/// waiter, so a `try_claim_buffer` right after the release (before the waiter runs) finds
+/// none, and the waiter gets it.
+#[test]
+fn regbuf_rule_2_a_waiter_is_never_overtaken_by_try_claim() {
+    let ex = one_buffer();
+    let ex = ex.as_ref();
+    let go = Rc::new(Cell::new(false));
+    let after_release = Rc::new(Cell::new(None));
+    let (g, a) = (go.clone(), after_release.clone());
+    let h = ex
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+            let b = f.try_claim_buffer().expect("free");
+            assert_eq!(f.try_claim_buffer().err(), Some(BufferError::AllClaimed));
+            while !g.get() {
+                f.yield_now()?;
+            }
+            f.release_buffer(b);
+            a.set(Some(f.try_claim_buffer().map(|b| b.index())));
+            Ok(0)
+        })
+        .unwrap();
+    let _ = ex.run(1, Some(Duration::ZERO));
+    let got = Rc::new(Cell::new(None));
+    let gt = got.clone();
+    let w = ex
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+            let b = f.claim_buffer().map_err(|_| TaskError::Failed(2))?;
+            gt.set(Some(b.index()));
+            Ok(2)
+        })
+        .unwrap();
+    run_until(ex, || waiting(ex, w));
+    go.set(true);
+    assert!(run_for(ex));
+    assert_eq!(ex.result(h), Ok(Some(Ok(0))));
+    assert_eq!(after_release.get(), Some(Err(BufferError::AllClaimed)), "the release went to the waiter");
+    assert_eq!(got.get(), Some(0));
+}
+
+// ---- fd rule 2 (`fd.rs`) -------------------------------------------------------------
+
+fn pipe() -> (i32, i32) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    (fds[0], fds[1])
+}
+
+/// A fiber's read, cancelled in flight, returns only once its completion is reaped: when
+/// the call returns nothing is in flight, so the borrow of the `File` covered the whole
+/// operation.
+#[test]
+fn fd_rule_2_a_fiber_call_returns_only_after_its_completion_is_reaped() {
+    let (rfd, wfd) = pipe();
+    let ex = executor(RingConfig::default());
+    let ex = ex.as_ref();
+    let seen = Rc::new(Cell::new(None));
+    let s = seen.clone();
+    let t = ex
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+            // SAFETY: the pipe's read end is ours and wrapped once.
+            let file = unsafe { File::from_raw_fd(rfd) };
+            let mut b = [0u8; 8];
+            let r = f.read(&file, &mut b, 0);
+            let in_flight = f.with_driver::<RingDriver, _>(|d| d.in_flight()).unwrap();
+            s.set(Some((r, in_flight)));
+            let fd = file.into_raw_fd().expect("no operation holds it");
+            // SAFETY: ours, closed once.
+            unsafe { libc::close(fd) };
+            Ok(0)
+        })
+        .unwrap();
+    run_until(ex, || matches!(ex.state(t), Ok(TaskState::Suspended(SuspendReason::Io))));
+    ex.cancel(t).unwrap();
+    assert!(run_for(ex));
+    assert_eq!(seen.get(), Some((Err(Errno::ECANCELED), 0)));
+    // SAFETY: our pipe's write end, closed once.
+    unsafe { libc::close(wfd) };
+}
+
+// ---- cancel rules 2 and 3 (`ring/mod.rs`) ----------------------------------------------
+
+/// The SQ tail of this process's io_uring, from `/proc/self/fdinfo` (each test runs in its
+/// own process under nextest; with several rings the newest, highest descriptor, is
+/// taken): how many SQEs the driver has put in the SQ, its own cancels included. `None`
+/// if the kernel does not show it.
+fn sq_tail() -> Option<u32> {
+    let mut best: Option<(i32, u32)> = None;
+    for e in std::fs::read_dir("/proc/self/fdinfo").ok()?.flatten() {
+        let Ok(fd) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(text) = std::fs::read_to_string(e.path()) else { continue };
+        let Some(tail) = text.lines().find_map(|l| l.strip_prefix("SqTail:")) else { continue };
+        let tail = tail.trim().parse().ok()?;
+        if best.is_none_or(|(b, _)| fd > b) {
+            best = Some((fd, tail));
+        }
+    }
+    best.map(|(_, t)| t)
+}
+
+/// Cancels `OpId(0)` (the first slot operation of a fresh driver: slot 0, generation 0,
+/// slot rule 1) `n` times through the driver, from inside a task.
+async fn cancel_first_op(n: usize) {
+    core::future::poll_fn(|cx| {
+        keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+            for _ in 0..n {
+                // SAFETY: the driver's own method; nothing replaced, no other code runs.
+                unsafe { d.get_mut() }.cancel(keel_core::OpId(0));
+            }
+        })
+        .expect("on the ring");
+        Poll::Ready(())
+    })
+    .await
+}
+
+/// The SQ is full (four reads just submitted into a four-entry SQ, not entered yet), so a
+/// cancel waits in the driver's queue; 50 cancels of one operation queue one, and one
+/// `ASYNC_CANCEL` reaches the SQ.
+#[test]
+fn cancel_rule_2_many_cancels_of_one_operation_queue_one() {
+    if sq_tail().is_none() && std::fs::metadata("/proc/self/fdinfo").is_err() {
+        println!("skipped: no /proc/self/fdinfo to count SQEs with");
+        return;
+    }
+    let (rfd, wfd) = pipe();
+    let ex = executor(RingConfig { entries: 4, ..RingConfig::default() });
+    let ex = ex.as_ref();
+    let out = Rc::new(RefCell::new(None));
+    let o = out.clone();
+    let t = ex
+        .attach(task(), async move {
+            // SAFETY: the pipe's read end is ours and wrapped once (leaked with the file).
+            let file: &'static File = Box::leak(Box::new(unsafe { File::from_raw_fd(rfd) }));
+            type Read = Pin<Box<dyn Future<Output = (Result<u32, Errno>, Vec<u8>)>>>;
+            let mut reads: Vec<Read> = (0..4).map(|_| Box::pin(fs::read(file, vec![0u8; 8], 0)) as Read).collect();
+            for r in &mut reads {
+                assert!(poll_once(r).await.is_none(), "a pipe with nothing written");
+            }
+            let before = sq_tail().expect("the ring's fdinfo");
+            cancel_first_op(50).await;
+            let (r, _) = reads.remove(0).await;
+            let after = sq_tail().expect("the ring's fdinfo");
+            *o.borrow_mut() = Some((r, after.wrapping_sub(before)));
+            Ok(0)
+        })
+        .unwrap();
+    assert!(run_for(ex), "{:?}", ex.state(t));
+    assert_eq!(*out.borrow(), Some((Err(Errno::ECANCELED), 1)), "one ASYNC_CANCEL for 50 requests");
+    // SAFETY: our pipe's write end, closed once.
+    unsafe { libc::close(wfd) };
+}
+
+/// A cancel of an operation whose final CQE has been reaped puts nothing in the SQ.
+#[test]
+fn cancel_rule_3_a_cancel_of_an_ended_operation_queues_nothing() {
+    if std::fs::metadata("/proc/self/fdinfo").is_err() {
+        println!("skipped: no /proc/self/fdinfo to count SQEs with");
+        return;
+    }
+    let (rfd, wfd) = pipe();
+    let ex = executor(RingConfig::default());
+    let ex = ex.as_ref();
+    let out = Rc::new(RefCell::new(None));
+    let o = out.clone();
+    // SAFETY: our pipe's write end.
+    assert_eq!(unsafe { libc::write(wfd, b"x".as_ptr().cast(), 1) }, 1);
+    ex.attach(task(), async move {
+        // SAFETY: the pipe's read end is ours and wrapped once (leaked with the file).
+        let file: &'static File = Box::leak(Box::new(unsafe { File::from_raw_fd(rfd) }));
+        let (r, _) = fs::read(file, vec![0u8; 8], 0).await;
+        let before = sq_tail().expect("the ring's fdinfo");
+        cancel_first_op(3).await;
+        rt::yield_now().await?;
+        let after = sq_tail().expect("the ring's fdinfo");
+        *o.borrow_mut() = Some((r, after.wrapping_sub(before)));
+        Ok(0)
+    })
+    .unwrap();
+    assert!(run_for(ex));
+    assert_eq!(*out.borrow(), Some((Ok(1), 0)), "the read ended: nothing to cancel");
+    // SAFETY: our pipe's write end, closed once.
+    unsafe { libc::close(wfd) };
+}
