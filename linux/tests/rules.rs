@@ -574,3 +574,278 @@ fn cancel_rule_3_a_cancel_of_an_ended_operation_queues_nothing() {
     // SAFETY: our pipe's write end, closed once.
     unsafe { libc::close(wfd) };
 }
+
+// ---- slot rules (`ring/slots.rs`) -----------------------------------------------------
+
+/// Direct operations (a fiber's status-block reads), slot operations (a future's owned
+/// reads) and the driver's own cancels (futures dropped in flight) share one ring: each
+/// completion reaches the operation it belongs to, never one of the other kind.
+#[test]
+fn slot_rule_2_direct_slot_and_internal_completions_never_mix() {
+    const ROUNDS: u8 = 50;
+    let (ra, wa) = pipe();
+    let (rb, wb) = pipe();
+    let (rc, wc) = pipe();
+    let ex = executor(RingConfig::default());
+    let ex = ex.as_ref();
+    let got_a = Rc::new(RefCell::new(Vec::new()));
+    let got_b = Rc::new(RefCell::new(Vec::new()));
+    let ga = got_a.clone();
+    let fa = ex
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+            for _ in 0..ROUNDS {
+                let st = core::pin::pin!(keel_core::IoStatus::new());
+                let mut b = [0u8; 1];
+                let e = io_uring::opcode::Read::new(io_uring::types::Fd(ra), b.as_mut_ptr(), 1).build();
+                // SAFETY: `b` outlives the read: the loop below waits for its completion.
+                f.initiate::<RingDriver>(st.as_ref(), unsafe { keel_linux::RingOp::from_entry(e) }).unwrap();
+                while st.is_in_flight() {
+                    f.wait_io();
+                }
+                assert_eq!(st.result(), Some(Ok(1)));
+                ga.borrow_mut().push(b[0]);
+            }
+            Ok(0)
+        })
+        .unwrap();
+    let gb = got_b.clone();
+    let fb = ex
+        .attach(task(), async move {
+            // SAFETY: the pipes' read ends are ours and wrapped once (leaked with the files).
+            let (file_b, file_c): (&'static File, &'static File) =
+                unsafe { (Box::leak(Box::new(File::from_raw_fd(rb))), Box::leak(Box::new(File::from_raw_fd(rc)))) };
+            for _ in 0..ROUNDS {
+                // A read that never completes, dropped in flight: the driver cancels it.
+                let mut stray = Box::pin(fs::read(file_c, vec![0u8; 1], 0));
+                assert!(poll_once(&mut stray).await.is_none());
+                rt::yield_now().await?;
+                drop(stray);
+                let (r, buf) = fs::read(file_b, vec![0u8; 1], 0).await;
+                assert_eq!(r, Ok(1));
+                gb.borrow_mut().push(buf[0]);
+            }
+            Ok(0)
+        })
+        .unwrap();
+    for i in 0..ROUNDS {
+        // SAFETY: our pipes' write ends, one byte each.
+        unsafe {
+            assert_eq!(libc::write(wa, [i].as_ptr().cast(), 1), 1);
+            assert_eq!(libc::write(wb, [100 + i].as_ptr().cast(), 1), 1);
+        }
+        let (na, nb) = (got_a.borrow().len(), got_b.borrow().len());
+        run_until(ex, || got_a.borrow().len() > na && got_b.borrow().len() > nb);
+    }
+    assert!(run_for(ex));
+    assert_eq!(ex.result(fa), Ok(Some(Ok(0))));
+    assert_eq!(ex.result(fb), Ok(Some(Ok(0))));
+    assert_eq!(*got_a.borrow(), (0..ROUNDS).collect::<Vec<_>>());
+    assert_eq!(*got_b.borrow(), (0..ROUNDS).map(|i| 100 + i).collect::<Vec<_>>());
+    for fd in [wa, wb, wc] {
+        // SAFETY: our pipes' write ends, closed once.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// `fs::close` hands the only reference to its `IORING_OP_CLOSE`'s slot, and the kernel's
+/// close marks it closed: the number, reused at once by an open submitted in the same
+/// batch, is not closed a second time when the close's completion drops the reference.
+#[test]
+fn slot_rule_4_a_descriptor_the_ring_closed_is_not_closed_again_when_reused() {
+    let path = std::env::temp_dir().join(format!("keel-{}-slot-rule-4", std::process::id()));
+    std::fs::write(&path, b"reused").unwrap();
+    let p = path.to_str().unwrap().to_owned();
+    let ex = executor(RingConfig::default());
+    let out = Rc::new(RefCell::new(None));
+    let o = out.clone();
+    ex.as_ref()
+        .attach(task(), async move {
+            let file = fs::open(&p, libc::O_RDONLY, 0).await.expect("open");
+            let old = file.fd();
+            let mut close = Box::pin(fs::close(file));
+            assert!(poll_once(&mut close).await.is_none(), "the cancel of its operations is in flight");
+            rt::yield_now().await?; // the cancel completes
+            assert!(poll_once(&mut close).await.is_none(), "the IORING_OP_CLOSE is in the SQ");
+            let mut open = Box::pin(fs::open(&p, libc::O_RDONLY, 0));
+            let opened = poll_once(&mut open).await;
+            assert!(opened.is_none(), "the open goes in the same batch");
+            close.await.expect("closed through the ring");
+            let again = open.await.expect("open");
+            for _ in 0..4 {
+                rt::yield_now().await?; // every completion reaped, every slot freed
+            }
+            // SAFETY: F_GETFD on a number: no memory involved.
+            let still_open = unsafe { libc::fcntl(again.fd(), libc::F_GETFD) } != -1;
+            let (r, buf) = fs::read(&again, vec![0u8; 6], 0).await;
+            *o.borrow_mut() = Some((old == again.fd(), still_open, r, buf));
+            drop(again);
+            Ok(0)
+        })
+        .unwrap();
+    assert!(run_for(ex.as_ref()));
+    let (reused, still_open, r, buf) = out.borrow_mut().take().unwrap();
+    if !reused {
+        println!("skipped the reuse check: the kernel gave the second open another number");
+    }
+    assert!(still_open, "the reused number was closed under its new owner");
+    assert_eq!((r, &buf[..]), (Ok(6), &b"reused"[..]));
+    let _ = std::fs::remove_file(path);
+}
+
+// ---- direct rule 3 (`ring/direct.rs`) -------------------------------------------------
+
+/// Direct operations count against `RingConfig::slots` like slot operations: with four
+/// status-block reads in flight on a four-slot ring there is no room left, and a future's
+/// read waits for room until one of them completes.
+#[test]
+fn direct_rule_3_direct_operations_count_against_the_in_flight_limit() {
+    let pipes: Vec<(i32, i32)> = (0..5).map(|_| pipe()).collect();
+    let reads: Vec<i32> = pipes.iter().map(|p| p.0).collect();
+    let ex = executor(RingConfig { slots: 4, ..RingConfig::default() });
+    let ex = ex.as_ref();
+    let room = Rc::new(Cell::new(None));
+    let r2 = room.clone();
+    let r4 = reads.clone();
+    let fa = ex
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+            let sts = core::pin::pin!([const { keel_core::IoStatus::new() }; 4]);
+            let mut bufs = [[0u8; 1]; 4];
+            for (i, (st, b)) in sts.as_ref().get_ref().iter().zip(bufs.iter_mut()).enumerate() {
+                let e = io_uring::opcode::Read::new(io_uring::types::Fd(r4[i]), b.as_mut_ptr(), 1).build();
+                // SAFETY: `bufs` outlives the reads: the loop below waits for all of them.
+                let st = unsafe { Pin::new_unchecked(st) };
+                f.initiate::<RingDriver>(st, unsafe { keel_linux::RingOp::from_entry(e) }).unwrap();
+            }
+            f.yield_now()?; // they reach the kernel
+            r2.set(f.with_driver::<RingDriver, _>(|d| (d.in_flight(), d.submit_capacity())));
+            while sts.iter().any(|s| s.is_in_flight()) {
+                f.wait_io();
+            }
+            Ok(0)
+        })
+        .unwrap();
+    let fifth = Rc::new(Cell::new(None));
+    let f5 = fifth.clone();
+    let r5 = reads[4];
+    run_until(ex, || room.get().is_some());
+    let fb = ex
+        .attach(task(), async move {
+            // SAFETY: the pipe's read end is ours and wrapped once (leaked with the file).
+            let file: &'static File = Box::leak(Box::new(unsafe { File::from_raw_fd(r5) }));
+            let (r, _) = fs::read(file, vec![0u8; 1], 0).await;
+            f5.set(Some(r));
+            Ok(0)
+        })
+        .unwrap();
+    for _ in 0..4 {
+        let _ = ex.run(16, Some(Duration::from_millis(5)));
+    }
+    let waiting_for_room = ex.state(fb);
+    // SAFETY: our pipes' write ends, one byte each.
+    for p in &pipes {
+        assert_eq!(unsafe { libc::write(p.1, b"x".as_ptr().cast(), 1) }, 1);
+    }
+    assert!(run_for(ex));
+    assert_eq!(room.get(), Some((4, 0)), "four direct reads fill a four-slot ring");
+    assert!(
+        matches!(waiting_for_room, Ok(TaskState::Suspended(_))),
+        "the fifth read waits for room: {waiting_for_room:?}"
+    );
+    assert_eq!(ex.result(fa), Ok(Some(Ok(0))));
+    assert_eq!(fifth.get(), Some(Ok(1)));
+    for p in pipes {
+        // SAFETY: our pipes' write ends, closed once (the read ends were wrapped or are ours).
+        unsafe {
+            libc::close(p.1);
+        }
+    }
+    for &r in &reads[..4] {
+        // SAFETY: the fiber's read ends, never wrapped.
+        unsafe { libc::close(r) };
+    }
+}
+
+// ---- driver rule 4 (`ring/mod.rs`) ----------------------------------------------------
+
+/// A `SEND_ZC`'s first CQE (the byte count, F_MORE) does not complete it: the slot keeps
+/// the result until the notification CQE, which completes the send with that count.
+#[test]
+fn driver_rule_4_a_zero_copy_send_completes_at_its_notification_with_the_first_result() {
+    let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let afd = a.into_raw_fd();
+    let ex = executor(RingConfig { registered_buffers: 1, ..RingConfig::default() });
+    let out = Rc::new(Cell::new(None));
+    let o = out.clone();
+    let t = ex
+        .as_ref()
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+            // SAFETY: `afd` came from `into_raw_fd`: ours, wrapped once.
+            let s = Socket::from(unsafe { OwnedFd::from_raw_fd(afd) });
+            let mut buf = f.claim_buffer().map_err(|_| TaskError::Failed(1))?;
+            buf[..5].copy_from_slice(b"zcopy");
+            let notifs = |f: &mut Fiber| f.with_driver::<RingDriver, _>(|d| d.stats().zc_notifs).unwrap();
+            let before = notifs(f);
+            let r = f.send_zc_fixed(&s, &buf, 5);
+            o.set(Some((r, notifs(f) - before)));
+            Ok(0)
+        })
+        .unwrap();
+    assert!(run_for(ex.as_ref()));
+    assert_eq!(ex.as_ref().result(t), Ok(Some(Ok(0))));
+    match out.get() {
+        Some((Err(e), _)) if e == Errno::EINVAL || e == Errno(libc::EOPNOTSUPP) => {
+            println!("skipped: SEND_ZC on a Unix socket is not supported here ({e:?})");
+        }
+        other => {
+            assert_eq!(other, Some((Ok(5), 1)), "the first CQE's count, after the notification");
+            let mut got = [0u8; 5];
+            std::io::Read::read_exact(&mut b, &mut got).unwrap();
+            assert_eq!(&got, b"zcopy");
+        }
+    }
+}
+
+// ---- wake-token rule 1 (`ring/mod.rs`) ------------------------------------------------
+
+/// A read submitted with a wake token is the slot's, not the task's: the task polls it
+/// once, hands the future to `main` and returns, and its run completes at once though the
+/// read is still in flight; the read completes later into memory its slot owns.
+#[test]
+fn wake_token_rule_1_a_task_returning_while_its_read_lives_elsewhere_completes_at_once() {
+    let (rfd, wfd) = pipe();
+    let ex = executor(RingConfig::default());
+    let ex = ex.as_ref();
+    type Read = Pin<Box<dyn Future<Output = (Result<u32, Errno>, Vec<u8>)>>>;
+    let parked: Rc<RefCell<Option<Read>>> = Rc::new(RefCell::new(None));
+    let p = parked.clone();
+    let t = ex
+        .attach(task(), async move {
+            // SAFETY: the pipe's read end is ours and wrapped once (leaked with the file).
+            let file: &'static File = Box::leak(Box::new(unsafe { File::from_raw_fd(rfd) }));
+            let mut r: Read = Box::pin(fs::read(file, vec![0u8; 8], 0));
+            assert!(poll_once(&mut r).await.is_none());
+            *p.borrow_mut() = Some(r);
+            Ok(7)
+        })
+        .unwrap();
+    for _ in 0..4 {
+        let _ = ex.run(16, Some(Duration::from_millis(5)));
+    }
+    assert_eq!(ex.result(t), Ok(Some(Ok(7))), "the run completed with its read in flight");
+    assert_eq!(ex.with_driver(|d| d.in_flight()).unwrap(), 1, "the read is still the slot's");
+    // SAFETY: our pipe's write end.
+    assert_eq!(unsafe { libc::write(wfd, b"later".as_ptr().cast(), 5) }, 5);
+    let r = parked.borrow_mut().take().unwrap();
+    let out = Rc::new(RefCell::new(None));
+    let o = out.clone();
+    ex.attach(task(), async move {
+        *o.borrow_mut() = Some(r.await);
+        Ok(0)
+    })
+    .unwrap();
+    assert!(run_for(ex));
+    let (r, buf) = out.borrow_mut().take().unwrap();
+    assert_eq!((r, &buf[..5]), (Ok(5), &b"later"[..]));
+    // SAFETY: our pipe's write end, closed once.
+    unsafe { libc::close(wfd) };
+}
