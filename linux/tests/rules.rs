@@ -771,7 +771,11 @@ fn direct_rule_3_direct_operations_count_against_the_in_flight_limit() {
 /// the result until the notification CQE, which completes the send with that count.
 #[test]
 fn driver_rule_4_a_zero_copy_send_completes_at_its_notification_with_the_first_result() {
-    let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    // SEND_ZC needs an inet socket: a TCP pair on 127.0.0.1.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (mut b, _) = l.accept().unwrap();
+    b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let afd = a.into_raw_fd();
     let ex = executor(RingConfig { registered_buffers: 1, ..RingConfig::default() });
     let out = Rc::new(Cell::new(None));
