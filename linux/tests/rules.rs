@@ -745,12 +745,13 @@ fn direct_rule_3_direct_operations_count_against_the_in_flight_limit() {
     for p in &pipes {
         assert_eq!(unsafe { libc::write(p.1, b"x".as_ptr().cast(), 1) }, 1);
     }
-    assert!(run_for(ex));
+    let done = run_for(ex);
     assert_eq!(room.get(), Some((4, 0)), "four direct reads fill a four-slot ring");
     assert!(
         matches!(waiting_for_room, Ok(TaskState::Suspended(_))),
         "the fifth read waits for room: {waiting_for_room:?}"
     );
+    assert!(done);
     assert_eq!(ex.result(fa), Ok(Some(Ok(0))));
     assert_eq!(fifth.get(), Some(Ok(1)));
     for p in pipes {
