@@ -1,4 +1,4 @@
-//! Cancellation races on a real ring (issue 14 items 8-10): a cancelled or dropped waiter
+//! Cancellation races on a real ring: a cancelled or dropped waiter
 //! never swallows the wake meant for the next one (registered and provided buffers,
 //! fibers and futures, one-shot and multishot); a cancel that loses the race to a
 //! completion already in the CQ, or that reaches a task woken by its completion and not yet
@@ -59,7 +59,7 @@ fn yield_until(f: &mut Fiber, flag: &Cell<bool>) {
     }
 }
 
-// ---- item 9: registered buffers ----
+// ---- registered buffers (regbuf rules 3-4, waitq rule 3) ----
 
 #[test]
 fn regbuf_rule_4_a_cancelled_claim_waiter_passes_the_released_buffer_to_the_next_waiter() {
@@ -250,7 +250,7 @@ fn regbuf_rule_1_a_registered_buffer_moves_with_its_claim_and_another_rings_is_r
     let _ = std::fs::remove_file(path);
 }
 
-// ---- item 9: provided buffers ----
+// ---- provided buffers (pbuf rule 3, waitq rule 3) ----
 
 #[derive(Copy, Clone, Debug, PartialEq)]
 enum Waiter {
@@ -432,7 +432,7 @@ fn waitq_rule_3_a_receive_future_dropped_while_waiting_for_a_provided_buffer_lea
     provided_waiter_gone(Waiter::FutureDropped, false);
 }
 
-// ---- item 10: a cancel that loses the race to a posted completion reports it ----
+// ---- a cancel that loses the race to a posted completion reports it ----
 
 #[derive(Copy, Clone, Debug, PartialEq)]
 enum Op {
@@ -737,7 +737,7 @@ fn a_fiber_multishot_accept_woken_and_cancelled_before_it_runs_returns_the_descr
     woken_then_cancel(Op::FiberNextAccept);
 }
 
-// ---- item 8: the driver's cancel queue ----
+// ---- the driver's cancel queue (cancel rules) ----
 
 #[test]
 fn cancel_rule_4_more_cancels_than_the_cancel_queue_holds_all_take_effect() {

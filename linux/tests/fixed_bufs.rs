@@ -5,9 +5,6 @@
 //! passes its turn on; a `FixedBuf` may outlive its executor; and the future
 //! `read_fixed`/`write_fixed` take the buffer by value, give it back with the result, and
 //! keep it from being released while the kernel may still write into it.
-//!
-//! Before `FixedBuf` a claim was a bare index: every case here left the buffer claimed
-//! forever and the waiter `Suspended(Wait)` (the release never came).
 
 mod net_util;
 

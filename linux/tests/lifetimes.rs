@@ -1,4 +1,4 @@
-//! Lifetimes of what keel hands out (issue 14 items 5, 6 and 12), on a real ring:
+//! Lifetimes of what keel hands out, on a real ring:
 //!
 //! - values that hold a driver's operation or buffer (a polled owned-buffer future, a
 //!   `ProvidedBuf`, a `Multishot`) moved out of their task and dropped after the executor
@@ -85,13 +85,13 @@ fn watchdog(done: Arc<AtomicBool>, unblock: impl FnOnce() + Send + 'static) -> s
 
 type Parked = Rc<RefCell<Vec<Pin<Box<dyn Future<Output = (Result<u32, Errno>, Vec<u8>)>>>>>>;
 
-// ---- item 5: values that hold a driver's state, dropped after the executor ----
+// ---- values that hold a driver's state, dropped after the executor (shared rules) ----
 
 /// A pipe read that never completes by itself, polled once in its task and handed to
 /// `main`; the executor is dropped (its final drain cancels the read: it must not wait
-/// for the future's owner), then the future. Before the fix the drain waited for the read
-/// forever (the watchdog's write ended it after 5 s) and the future's drop reached the
-/// freed driver (valgrind: invalid read in `Slots::get` from `RingDriver::abandon`).
+/// for the future's owner), then the future, whose drop touches only the shared state
+/// (under valgrind, a drop that reached the freed driver shows as an invalid read). The
+/// watchdog's write ends a drain that waits for the read after 5 s.
 #[test]
 fn shared_rule_4_a_polled_read_future_moved_out_is_dropped_after_the_executor() {
     let (rfd, wfd) = pipe();
@@ -164,8 +164,7 @@ fn shared_rule_4_a_completed_read_future_moved_out_is_dropped_after_the_executor
 
 /// A future submitted in executor A's task, then awaited in executor B's task (same
 /// thread): B's driver does not know its operation, so it ends with `EXDEV` and takes
-/// nothing of B's (before: it looked its id up in B's slots, where an operation of B's
-/// own with the same slot and generation would have been taken).
+/// nothing of B's (not even an operation of B's own with the same slot and generation).
 #[test]
 fn wake_token_rule_3_a_future_awaited_on_another_executor_gets_exdev() {
     let d = dir("exdev");
@@ -211,9 +210,9 @@ fn pbuf_executor(count: u16, size: u32) -> Pin<Box<Ex>> {
 }
 
 /// A `ProvidedBuf` kept in `main` past its executor: its bytes stay what was received
-/// (the memory is not freed and reused under it), and its drop is safe. Before the fix
-/// the buffer memory was freed with the driver (the churn below overwrote it) and the drop
-/// wrote into the freed ring (valgrind: invalid write in `PbufRing::put`).
+/// (the memory is not freed and reused under it: the churn below would overwrite freed
+/// memory), and its drop, which would give the buffer back, writes into nothing freed
+/// (under valgrind: no invalid write).
 #[test]
 fn shared_rule_3_a_provided_buf_kept_past_the_executor_keeps_its_bytes() {
     const MSG: &[u8] = b"kept past the executor";
@@ -295,8 +294,8 @@ fn shared_rule_3_a_provided_buffer_wait_moved_out_is_dropped_after_the_executor(
 }
 
 /// A multishot receive armed in its task and handed to `main`, dropped after the
-/// executor: the executor's drop ends (its drain cancels the op) and the drop is safe.
-/// Before the fix the drain waited for the multishot until the watchdog closed the peer.
+/// executor: the executor's drop ends (its drain cancels the op, without waiting for the
+/// watchdog to close the peer) and the drop is safe.
 #[test]
 fn shared_rule_4_a_multishot_moved_out_is_dropped_after_the_executor() {
     let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
@@ -498,8 +497,8 @@ fn wake_token_rule_3_a_moved_out_read_polled_outside_any_task_gets_eperm() {
 }
 
 /// A multishot receive armed in one task (one result taken), moved out, and stepped in
-/// another task: the next bytes wake the new task (wake-token rule 3). Before, the CQE
-/// woke the finished first run and the second task waited forever.
+/// another task: the next bytes wake the new task (wake-token rule 3), not the finished
+/// first run.
 #[test]
 fn wake_token_rule_3_a_multishot_moved_to_another_task_wakes_that_task() {
     let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
@@ -548,8 +547,8 @@ fn wake_token_rule_3_a_multishot_moved_to_another_task_wakes_that_task() {
 
 /// A `claim_buffer` future waiting for the only registered buffer (held by another task)
 /// is moved out of its task, which returns, and awaited in another task: the release's
-/// turn wakes that task (waitq rule 6), which gets the buffer. Before, the turn woke the
-/// finished task, and the new awaiter (and every later claim) waited forever.
+/// turn wakes that task (waitq rule 6), which gets the buffer; a turn that woke the
+/// finished task would strand the new awaiter and every later claim.
 #[test]
 fn waitq_rule_6_a_buffer_claim_moved_to_another_task_gets_the_released_buffer() {
     type Claim = Pin<Box<keel_linux::fs::ClaimBuffer>>;
@@ -663,7 +662,7 @@ fn waitq_rule_6_a_provided_buffer_wait_moved_to_another_task_is_woken_there() {
     );
 }
 
-// ---- item 6: a descriptor is not reused under a queued SQE ----
+// ---- a descriptor is not reused under a queued SQE (fd rule 1) ----
 
 #[derive(Copy, Clone, Debug)]
 enum Leave {
@@ -673,8 +672,7 @@ enum Leave {
 
 /// A write future polled once (its SQE queued), then dropped or forgotten, then its
 /// `File` dropped; a new regular file opened next must not get the old number while the
-/// write may still run, and must receive nothing. Before the fix the new file got the
-/// number and the data.
+/// write may still run, and must receive nothing.
 fn a_write_left_behind_keeps_its_file_open(leave: Leave) {
     let d = dir(&format!("reuse-file-{leave:?}"));
     let (pa, pb) = (d.join("a"), d.join("b"));
@@ -803,12 +801,11 @@ fn fd_rule_4_into_raw_fd_refuses_while_an_operation_holds_the_descriptor() {
     }
 }
 
-// ---- item 12: close cancels first, and always closes ----
+// ---- close cancels first, and always closes (fd rule 3, net rule 1) ----
 
 /// Task R reads a pipe (in flight); task C closes the same descriptor. R's read must end
 /// cancelled (not consume data written after the close), and the descriptor is closed:
-/// a write to the pipe then fails with EPIPE. Before the fix R's read lived on and took
-/// the bytes.
+/// a write to the pipe then fails with EPIPE.
 #[test]
 fn fd_rule_3_a_future_close_cancels_a_read_in_flight_on_the_descriptor() {
     let (rfd, wfd) = pipe();
@@ -950,7 +947,6 @@ fn fd_rule_3_a_cancelled_fiber_close_still_closes() {
 
 /// A cancelled task's close of a direct descriptor (fiber `close_direct`, future
 /// `close_fixed_socket`) frees its index: with a table of one, the next direct open fits.
-/// Before the fix the close returned ECANCELED and the index stayed taken.
 #[test]
 fn fd_rule_3_a_cancelled_close_of_a_direct_descriptor_frees_its_index() {
     let d = dir("fixed");

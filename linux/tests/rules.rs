@@ -712,9 +712,11 @@ fn direct_rule_3_direct_operations_count_against_the_in_flight_limit() {
             let mut bufs = [[0u8; 1]; 4];
             for (i, (st, b)) in sts.as_ref().get_ref().iter().zip(bufs.iter_mut()).enumerate() {
                 let e = io_uring::opcode::Read::new(io_uring::types::Fd(r4[i]), b.as_mut_ptr(), 1).build();
-                // SAFETY: `bufs` outlives the reads: the loop below waits for all of them.
+                // SAFETY: an element of the pinned array `sts`, which never moves.
                 let st = unsafe { Pin::new_unchecked(st) };
-                f.initiate::<RingDriver>(st, unsafe { keel_linux::RingOp::from_entry(e) }).unwrap();
+                // SAFETY: `bufs` outlives the reads: the loop below waits for all of them.
+                let op = unsafe { keel_linux::RingOp::from_entry(e) };
+                f.initiate::<RingDriver>(st, op).unwrap();
             }
             f.yield_now()?; // they reach the kernel
             r2.set(f.with_driver::<RingDriver, _>(|d| (d.in_flight(), d.submit_capacity())));
@@ -741,8 +743,8 @@ fn direct_rule_3_direct_operations_count_against_the_in_flight_limit() {
         let _ = ex.run(16, Some(Duration::from_millis(5)));
     }
     let waiting_for_room = ex.state(fb);
-    // SAFETY: our pipes' write ends, one byte each.
     for p in &pipes {
+        // SAFETY: our pipe's write end, one byte.
         assert_eq!(unsafe { libc::write(p.1, b"x".as_ptr().cast(), 1) }, 1);
     }
     let done = run_for(ex);
