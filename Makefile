@@ -1,10 +1,11 @@
 # `make test` runs every test in the workspace: unit, simulated-driver, real-clock,
-# doctests (nextest does not run them), lints, the tour, and a smoke pass of the bench.
+# doctests (nextest does not run them), lints, the API docs and package lists of the two
+# published crates, the tour, the examples' command lines, and a smoke pass of the bench.
 CARGO ?= cargo
 
-.PHONY: test lint unit doc tour bench-smoke bench alloc-free nostd loom
+.PHONY: test lint unit doc rustdoc package tour example-args bench-smoke bench alloc-free nostd loom
 
-test: lint unit doc tour bench-smoke alloc-free nostd loom
+test: lint unit doc rustdoc package tour example-args bench-smoke alloc-free nostd loom
 
 lint:
 	$(CARGO) fmt --all --check
@@ -18,8 +19,25 @@ unit:
 doc:
 	$(CARGO) test --workspace --doc
 
+# The API docs of the published crates build without a rustdoc warning (a broken or
+# ambiguous intra-doc link, an unclosed HTML tag, a bad code block), with the default
+# features (what docs.rs shows) and with every feature.
+rustdoc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps -p keel-core -p keel-linux
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps -p keel-core -p keel-linux --all-features
+
+# What `cargo publish` would upload for keel-core and keel-linux, listed without building:
+# each packages, with a versioned keel-core dependency, the README and both licences.
+package:
+	CARGO="$(CARGO)" .ci/package-list.sh
+
 tour:
 	$(CARGO) run --release --example tour
+
+# echo and tour on good and bad command lines: --help exits 0; bad input exits 2 with one
+# line on stderr and no panic; echo serves a message on loopback and stops on SIGINT.
+example-args:
+	CARGO="$(CARGO)" .ci/example-args.sh
 
 # Every hot path, 1,000,000 cycles each with zero allocations: release build, one test
 # per process and one at a time; prints each window's counts and a summary line.

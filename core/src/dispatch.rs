@@ -57,16 +57,22 @@
 //! levels per retry (three loads).
 
 use crate::Priority;
+use crate::acct::Accounting;
+use crate::driver::Driver;
 use crate::error::AttachError;
-use crate::exec::inbox::InboxNode;
-use crate::exec::park::{PARKED, Remote};
-use crate::exec::remote::claim_and_place;
-use crate::exec::sched::Sched;
+use crate::exec::Executor;
+use crate::exec::work_source::WorkSource;
+use crate::mailbox::Mailbox;
+use crate::mailbox::inbox::InboxNode;
+use crate::mailbox::park::{PARKED, ParkWord};
+use crate::stack::StackProvider;
 use crate::sync::{AtomicPtr, AtomicU32, AtomicU64Like, Ordering};
 use crate::task::TaskHandle;
 use crate::task::body::{BodyVTable, FutureBody, IntoTaskResult};
+use crate::task::claim::claim_and_place;
 use crate::task::header::{Header, flag};
 use core::future::Future;
+use core::pin::Pin;
 use core::ptr::{self, NonNull};
 
 /// Workers that can register with one dispatcher.
@@ -249,7 +255,7 @@ fn quit_halves(w: u64) -> (u32, u32) {
 
 /// A worker's registration (dispatch rule 4).
 struct WorkerSlot {
-    remote: AtomicPtr<Remote>,
+    remote: AtomicPtr<ParkWord>,
     active: AtomicU32,
 }
 
@@ -272,8 +278,8 @@ impl core::fmt::Debug for Dispatcher {
 }
 
 /// The owner pointer of a dispatched task (dispatch rule 2): never dereferenced.
-fn sentinel(d: &Dispatcher) -> *mut Sched {
-    d as *const Dispatcher as *mut Sched
+fn sentinel(d: &Dispatcher) -> *mut Mailbox {
+    d as *const Dispatcher as *mut Mailbox
 }
 
 fn node_of(h: NonNull<Header>) -> *mut InboxNode {
@@ -366,7 +372,7 @@ impl Dispatcher {
         // pairs with the worker's claim (its Acquire CAS from the sentinel), with the
         // level push's Release for the fields.
         // SAFETY: `'static` slot.
-        unsafe { run.header().as_ref() }.exec.store(sentinel(self), Ordering::Release);
+        unsafe { run.header().as_ref() }.owner.store(sentinel(self), Ordering::Release);
         // Relaxed: only the count matters; the push below publishes the task.
         self.submitted.fetch_add(1, Ordering::Relaxed);
         // SAFETY: `'static` slot, claimed by us.
@@ -425,12 +431,11 @@ impl Dispatcher {
     }
 
     /// A worker claims a popped task for itself (dispatch rule 2).
-    pub(crate) fn claim(&self, h: NonNull<Header>, worker: &Sched) -> bool {
+    pub(crate) fn claim(&self, h: NonNull<Header>, owner: *mut Mailbox) -> bool {
         // SAFETY: `'static` header.
         let t = unsafe { h.as_ref() };
-        let me = worker as *const Sched as *mut Sched;
         // AcqRel: Acquire sees the submitter's writes; Release publishes the claim.
-        t.exec.compare_exchange(sentinel(self), me, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        t.owner.compare_exchange(sentinel(self), owner, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 
     /// Times a worker popped a task that was not the dispatcher's any more (its claim
@@ -465,11 +470,11 @@ impl Dispatcher {
 
     /// Registers a worker (dispatch rule 4). `None` if all slots are taken, or the CPU
     /// cannot run the dispatcher (`supported`).
-    pub(crate) fn register(&self, remote: &Remote) -> Option<usize> {
+    pub(crate) fn register(&self, remote: &ParkWord) -> Option<usize> {
         if !Self::supported() {
             return None;
         }
-        let r = remote as *const Remote as *mut Remote;
+        let r = remote as *const ParkWord as *mut ParkWord;
         self.workers
             .iter()
             // SeqCst: dispatch rule 4 (as remote rule 1).
@@ -616,6 +621,7 @@ impl Default for Dispatcher {
 #[cfg(all(test, not(keel_loom)))]
 mod tests {
     use super::*;
+    use crate::exec::sched::Sched;
     use crate::{Config, TaskAttrs, TaskSlot};
     extern crate std;
 
@@ -664,7 +670,7 @@ mod tests {
         assert_eq!(d.pop(), None, "the task was pushed back: it would run twice");
         assert_eq!(worker.attached.get(), 0);
         // SAFETY: `'static` slot.
-        assert!(unsafe { h.as_ref() }.exec.load(Ordering::Relaxed).is_null(), "its owner changed");
+        assert!(unsafe { h.as_ref() }.owner.load(Ordering::Relaxed).is_null(), "its owner changed");
     }
 
     /// Rule 1: a popper's view of a level (top, tag) goes stale as soon as the level has
@@ -703,5 +709,52 @@ mod tests {
         head.cas(top, Top { task: Some(h), tag: top.tag.wrapping_add(1) }).unwrap();
         assert_eq!(head.load(), Top { task: Some(h), tag: 0 });
         assert!(head.has_task());
+    }
+}
+
+impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
+    /// Makes this executor a worker of `dispatcher`: whenever it has no work of its own it
+    /// takes the highest-priority dispatched task, and `Dispatcher::quit` makes its `run`
+    /// return `RunError::Quit`. `false` if it serves one already or all worker slots are
+    /// taken.
+    pub fn serve(self: Pin<&Self>, dispatcher: &'static Dispatcher) -> bool {
+        let s = self.sched();
+        if s.dispatcher.get().is_some() {
+            return false;
+        }
+        match dispatcher.register(&s.mailbox.park) {
+            Some(i) => {
+                s.dispatcher.set(Some((dispatcher, i)));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl WorkSource for Dispatcher {
+    fn unregister(&self, slot: usize) {
+        Dispatcher::unregister(self, slot)
+    }
+    fn has_work(&self) -> bool {
+        Dispatcher::has_work(self)
+    }
+    fn quit_pending(&self) -> bool {
+        Dispatcher::quit_pending(self)
+    }
+    fn take_quit(&self) -> bool {
+        Dispatcher::take_quit(self)
+    }
+    fn pop(&self) -> Option<NonNull<Header>> {
+        Dispatcher::pop(self)
+    }
+    fn claim(&self, task: NonNull<Header>, owner: *mut Mailbox) -> bool {
+        Dispatcher::claim(self, task, owner)
+    }
+    fn note_double_take(&self) {
+        Dispatcher::note_double_take(self)
+    }
+    fn note_completed(&self) {
+        Dispatcher::note_completed(self)
     }
 }

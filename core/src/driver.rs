@@ -8,7 +8,7 @@
 //! Tokens: each operation carries an [`IoToken`] the core chose. The driver gives it
 //! back with the result. Until then the driver keeps the operation (and whatever it
 //! owns) in a slot of its own, so the core can retarget a token when the status block
-//! it named goes away (`io_status.rs`, rule 4) and a completion can never reach memory
+//! it named goes away (io_status rule 4) and a completion can never reach memory
 //! that was handed back.
 
 use crate::clock::Instant;
@@ -20,7 +20,7 @@ pub struct OpId(pub u64);
 
 /// The core's name for the receiver of a completion; opaque to drivers.
 ///
-/// Three kinds (`io_status.rs`, rules 3-4): a status block's address; an orphaned
+/// Three kinds (io_status rules 3-4): a status block's address; an orphaned
 /// operation's task (bit 0); a task run to wake (bit 1, with the run's generation), for
 /// operations whose state the driver keeps itself (owned-buffer operations of futures).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -54,12 +54,6 @@ impl IoToken {
     #[inline(always)]
     pub unsafe fn unpack(bits: u64) -> Self {
         IoToken { addr: bits as usize, generation: 0 }
-    }
-
-    /// A token whose completion wakes run `task` (if it is still that run) and counts as
-    /// its i/o; the driver keeps the operation's result for the task to take.
-    pub fn wake(task: crate::TaskHandle) -> Self {
-        IoToken { addr: task.header().as_ptr() as usize | Self::WAKE, generation: task.generation() }
     }
 }
 
@@ -95,7 +89,7 @@ pub enum Park {
 ///    operations in flight must not let them write into memory it hands back.
 /// 4. `cancel`, `retarget` and `cancel_all` accept any id, including one already reaped
 ///    (they do nothing then); an id names one operation for its whole life.
-/// 5. The [`Unparker`](crate::exec::Unparker) returned by `unparker` may be called from any
+/// 5. The [`Unparker`](crate::mailbox::Unparker) returned by `unparker` may be called from any
 ///    thread for as long as the driver lives; its `ctx` stays valid that long.
 ///
 /// A driver written without `unsafe` does not compile:
@@ -168,12 +162,12 @@ pub unsafe trait Driver: 'static {
     /// with no deadline.
     fn park(&mut self, deadline: Option<Instant>) -> Result<Park, Errno>;
 
-    /// How other threads make `park` return (`exec/park.rs`, rule 3). `park_word` is the
+    /// How other threads make `park` return (park rule 3, in the mailbox module). `park_word` is the
     /// executor's park word (for a futex); it lives as long as the driver is used by that
     /// executor. Called once, on the executor's thread, before any other thread can name
     /// the executor. `None` (the default): this driver cannot be unparked, and a foreign
     /// attach or wake waits for the executor's next pass.
-    fn unparker(&mut self, park_word: *const u32) -> Option<crate::exec::Unparker> {
+    fn unparker(&mut self, park_word: *const u32) -> Option<crate::mailbox::Unparker> {
         let _ = park_word;
         None
     }
@@ -185,8 +179,8 @@ pub unsafe trait Driver: 'static {
     fn cancel_all(&mut self) {}
 }
 
-/// An executor's driver as a `with_driver` closure gets it (driver rules 1-2 in
-/// exec/mod.rs): it reads as `&D` (`Deref`), and it cannot be replaced, swapped, moved
+/// An executor's driver as a `with_driver` closure gets it (driver rules 1-2,
+/// exec/lend.rs): it reads as `&D` (`Deref`), and it cannot be replaced, swapped, moved
 /// out of, nor used to submit, reap, cancel or park behind the executor's back, since no
 /// `&mut D` comes out of it in safe code. A driver offers mutation through methods of its
 /// own on `DriverMut<'_, ItsType>` (the simulated driver's scripting: `sim.rs`), or, in
@@ -288,7 +282,7 @@ pub(crate) struct DriverVt {
     pub(crate) cancel: unsafe fn(*mut (), OpId),
     pub(crate) retarget: unsafe fn(*mut (), OpId, IoToken),
     pub(crate) type_id: core::any::TypeId,
-    pub(crate) unparker: unsafe fn(*mut (), *const u32) -> Option<crate::exec::Unparker>,
+    pub(crate) unparker: unsafe fn(*mut (), *const u32) -> Option<crate::mailbox::Unparker>,
 }
 
 pub(crate) struct VtFor<D>(core::marker::PhantomData<D>);
@@ -296,7 +290,7 @@ pub(crate) struct VtFor<D>(core::marker::PhantomData<D>);
 impl<D: Driver> VtFor<D> {
     // SAFETY (for the three functions below): the executor stores a pointer to its own
     // `D` with this vtable and calls through it only on its thread, with no other borrow
-    // of the driver live (exec/sched.rs, rule 3).
+    // of the driver live (sched rule 3).
     pub(crate) const VT: DriverVt = DriverVt {
         now: |p| {
             // SAFETY: see above.

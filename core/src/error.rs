@@ -251,7 +251,7 @@ impl<B> fmt::Display for AttachError<B> {
     }
 }
 
-/// The driver is lent to a `with_driver` closure already (driver rule 1 in exec/mod.rs):
+/// The driver is lent to a `with_driver` closure already (driver rule 1, exec/lend.rs):
 /// a nested `with_driver` would hand out a second live reference to it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct DriverBusy;
@@ -360,7 +360,7 @@ pub enum RunError {
     Reentrant,
     /// This executor took one of its dispatcher's quit tokens: leave the worker loop.
     Quit,
-    /// The driver is lent to a `with_driver` closure (driver rule 1 in exec/mod.rs): run
+    /// The driver is lent to a `with_driver` closure (driver rule 1, exec/lend.rs): run
     /// from outside it, and do not suspend a fiber inside one.
     DriverBusy,
     /// More operations were cancelled or orphaned while the driver was lent than the
@@ -481,4 +481,14 @@ impl<Op> fmt::Debug for InitiateError<Op> {
         };
         write!(f, "InitiateError::{name}({self})")
     }
+}
+
+/// Why [`try_submit_from`](crate::io_status::try_submit_from) did not submit; the operation stays where it was.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum SubmitRefused {
+    /// No room now: the task is queued for room (by I/O priority) and will be woken.
+    Wait,
+    /// The operation cannot be submitted now (`EBUSY` with no room when not waiting), or
+    /// at all (not in a task, wrong driver, cancelled, or the driver refused it).
+    Failed(crate::Errno),
 }

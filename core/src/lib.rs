@@ -30,6 +30,40 @@
 //! - [`io_status`]: NT-style status blocks.
 //! - [`Driver`] and [`sim::SimDriver`].
 //!
+//! # Layers
+//!
+//! Each module imports only from its own layer and the layers below it; `core/tests/layers.rs`
+//! (run by `make test`) reads every `crate::`, `super::` and `self::` path in non-test code
+//! and fails on one that points up. Bottom to top:
+//!
+//! ```text
+//! 7 api       rt io_status dispatch loom_api
+//! 6 exec      exec fiber
+//! 5 task      task io_status::block
+//! 4 driver    driver sim
+//! 3 switching switch arch
+//! 2 mailbox   mailbox
+//! 1 base      sync list clock error priority acct stack timer
+//! ```
+//!
+//! - **base**: intrusive lists, the loom-switchable atomics, time, errors, priorities,
+//!   accounting, stack providers and their pool, the timer heap. Nothing here knows a task.
+//! - **mailbox**: everything another thread touches of an executor (inbox, park word,
+//!   unparker, handle slot) and the cross-thread protocol, stated once: wake, inbox, park
+//!   and remote rules.
+//! - **switching**: the `FiberSwitch` trait and keel's own assembly switch.
+//! - **driver**: the `Driver` trait, i/o tokens and results, and the simulated driver.
+//! - **task**: task slots (header, trailer, body), the lifecycle, the waker, claiming an
+//!   unowned task, and the i/o status block a header links (`io_status::block`). A task
+//!   names its owner by the owner's mailbox, never by the scheduler.
+//! - **exec**: the scheduler (`Sched`: run queue, attach, resume, timers, completion
+//!   routing, admission, cancel, teardown), the `Executor` around it, and fibers, which
+//!   the scheduler attaches and resumes and which give their stacks back to its pool (so
+//!   the two are one layer). The scheduler reaches the driver through a vtable and a
+//!   dispatcher through the `WorkSource` interface, never the types above it.
+//! - **api**: what task code calls (`rt`, `io_status`), and the dispatcher, which feeds
+//!   executors through `WorkSource`.
+//!
 //! # Hot path
 //!
 //! On the executor's own thread, attach (of a task this executor owns), run, wake,
@@ -75,14 +109,15 @@ pub mod dispatch;
 pub mod driver;
 pub mod error;
 pub mod exec;
+pub mod fiber;
 pub mod io_status;
 pub mod list;
 #[cfg(keel_loom)]
 #[doc(hidden)]
 pub mod loom_api;
+pub(crate) mod mailbox;
 pub mod priority;
 pub mod rt;
-pub(crate) mod run_queue;
 pub mod sim;
 pub mod stack;
 pub mod switch;
@@ -103,12 +138,13 @@ pub use exec::{
     CancelOutcome, Config, ExecStats, Executor, ExecutorHandle, HandleSlot, LEAK_IDS, LeakedFibers, Shutdown,
     TEARDOWN_ROUNDS, Unparker, leaked_fibers,
 };
+pub use fiber::{FP_CONTROL_CHECKED, Fiber, FiberAttrs, PairRefused, PanicCatcher};
 pub use io_status::{
     DriverPtr, IoStatus, NotSubmitted, SubmitRefused, initiate, suspend_until_completed_io, try_submit,
     try_submit_from, try_submit_now,
 };
 pub use priority::{Priorities, Priority};
 pub use stack::{NoStacks, RegionStacks, Stack, StackProvider, StackStats};
-pub use switch::{FP_CONTROL_CHECKED, Fiber, FiberAttrs, FiberSwitch, PairRefused, PanicCatcher};
+pub use switch::FiberSwitch;
 pub use task::state::{SuspendReason, TaskState};
 pub use task::{CreateError, SwitcherKind, TaskAttrs, TaskHandle, TaskPool, TaskSlot};

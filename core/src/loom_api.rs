@@ -7,14 +7,14 @@
 //! else the models need (executors, task slots, `ExecutorHandle`, `TaskHandle::wake`,
 //! the `Driver` trait whose `park` and unparker a model replaces) is public API.
 
-use crate::exec::inbox;
-use crate::exec::park;
+use crate::mailbox::inbox;
+use crate::mailbox::park;
 use core::ptr::NonNull;
 
 pub use crate::exec::Unparker;
 pub use crate::sync::{Strong, Weaken};
 
-/// An intrusive link, as a task header carries one (`exec/inbox.rs`).
+/// An intrusive link, as a task header carries one (`mailbox/inbox.rs`).
 #[repr(transparent)]
 pub struct InboxNode(inbox::InboxNode);
 
@@ -41,7 +41,7 @@ pub enum Pop {
     Busy,
 }
 
-/// The executor's inbox (`exec/inbox.rs`): the production queue itself.
+/// The executor's inbox (`mailbox/inbox.rs`): the production queue itself.
 pub struct Inbox(inbox::Inbox);
 
 // SAFETY: as for the executor that holds one: producers on any thread only `push`
@@ -108,8 +108,8 @@ impl Default for Inbox {
     }
 }
 
-/// The executor's park word and unparker (`exec/park.rs`).
-pub struct Remote(park::Remote);
+/// The executor's park word and unparker (`mailbox/park.rs`).
+pub struct Remote(park::ParkWord);
 
 // SAFETY: the unparker `Cell` is written once before the model shares it (park rule 3);
 // everything else is atomic.
@@ -120,7 +120,7 @@ unsafe impl Send for Remote {}
 impl Remote {
     /// Running, no unparker.
     pub fn new() -> Self {
-        Remote(park::Remote::new())
+        Remote(park::ParkWord::new())
     }
 
     /// Park rule 3: set once, before any other thread can reach this.
@@ -167,7 +167,7 @@ pub fn take_quit_with<W: Weaken>(d: &crate::dispatch::Dispatcher) -> bool {
 }
 
 /// A stand-in for a worker executor of a dispatcher: the scheduler state a worker claims
-/// dispatched tasks with, parks through and re-checks with (`exec/sched.rs`), without the
+/// dispatched tasks with, parks through and re-checks with (`exec/intake.rs`), without the
 /// rest of the run loop, so that models of several workers stay small. A task it takes
 /// counts as run to completion at once (it is never attached).
 pub struct DispatchWorker(crate::exec::sched::Sched);
@@ -185,8 +185,8 @@ impl DispatchWorker {
     /// `self` stays at this address until it is dropped (the dispatcher holds its park
     /// word's address; drop unregisters).
     pub unsafe fn serve(&self, d: &'static crate::dispatch::Dispatcher, unparker: Unparker) -> bool {
-        self.0.remote.set_unparker(Some(unparker));
-        match d.register(&self.0.remote) {
+        self.0.mailbox.park.set_unparker(Some(unparker));
+        match d.register(&self.0.mailbox.park) {
             Some(i) => {
                 self.0.dispatcher.set(Some((d, i)));
                 true
@@ -199,13 +199,13 @@ impl DispatchWorker {
     /// does it: announce PARKED, fence, re-check. `true`: something is there (the caller
     /// then calls [`running`](Self::running) and passes again); `false`: park.
     pub fn announce_and_recheck(&self) -> bool {
-        self.0.remote.announce();
+        self.0.mailbox.park.announce();
         self.0.dispatcher_recheck()
     }
 
     /// The worker is running again (after a park, or a re-check that found work).
     pub fn running(&self) {
-        self.0.remote.running();
+        self.0.mailbox.park.running();
     }
 }
 
@@ -228,7 +228,7 @@ impl Default for DispatchWorker {
 /// it, as `Sched::take_dispatched` does (without attaching it). The task's id.
 pub fn take(d: &crate::dispatch::Dispatcher, worker: &DispatchWorker) -> Option<u32> {
     let h = d.pop()?;
-    if !d.claim(h, &worker.0) {
+    if !d.claim(h, worker.0.owner_id()) {
         return None;
     }
     // Headers are in `'static` slots; the claim made the worker its owner.
@@ -244,7 +244,7 @@ pub fn handle_with<W: Weaken>(
     if s.handle_slot.get().is_some() {
         return None;
     }
-    let epoch = slot.bind_with::<W>(s)?;
+    let epoch = slot.bind_with::<W>(s.owner_id())?;
     s.handle_slot.set(Some(slot));
     Some(crate::exec::remote::ExecutorHandle::new(slot, epoch))
 }
@@ -270,20 +270,8 @@ where
     handle.attach_body_with::<W, F>(task, body, &crate::task::body::FutureBody::<F>::VTABLE)
 }
 
-std::thread_local! {
-    static ANY_RESUME_IS_CURRENT: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
-}
-
-/// Whether rt rule 1's check is the weakened twin's in this model: "the waker's task is
-/// running", on any thread (as the check first was, through the owner's record of the
-/// task it resumes), rather than "this `Context` is the task's own". A switch per OS
-/// thread, which loom's threads share within one model and tests do not.
-pub(crate) fn any_resume_is_current() -> bool {
-    ANY_RESUME_IS_CURRENT.with(|c| c.get())
-}
-
 /// Makes rt rule 1's check the weakened twin's (`on`) or production's for the rest of
 /// the calling test; every keel future checks "inside my task" through it.
 pub fn weaken_current(on: bool) {
-    ANY_RESUME_IS_CURRENT.with(|c| c.set(on));
+    crate::sync::set_any_resume_is_current(on);
 }

@@ -35,7 +35,7 @@ use crate::sync::Ordering;
 use crate::task::TaskHandle;
 use crate::task::header::{Header, flag};
 use crate::task::state::SuspendReason;
-use crate::task::wake::{is_resume_cx, sched_of, task_of};
+use crate::task::wake::{is_resume_cx, task_of};
 use core::future::Future;
 use core::pin::Pin;
 use core::ptr::NonNull;
@@ -55,10 +55,8 @@ pub(crate) fn current_header(cx: &Context<'_>) -> Option<NonNull<Header>> {
 #[inline(always)]
 pub(crate) fn current<'a>(cx: &Context<'_>) -> Option<(&'a Sched, NonNull<Header>)> {
     let h = current_header(cx)?;
-    let s = sched_of(h)?;
-    // SAFETY: rt rule 1: we are on the owner's thread, inside its resume of `h`; a
-    // task's owner is a pinned executor that outlives its ownership (sched rule 1).
-    Some((unsafe { s.as_ref() }, h))
+    // Rt rule 1: we are on the owner's thread, inside its resume of `h`.
+    Some((Sched::of_task(h)?, h))
 }
 
 fn cancelled(h: NonNull<Header>) -> bool {
@@ -89,7 +87,7 @@ impl Future for YieldNow {
         }
         self.yielded = true;
         // SAFETY: `'static` header of the running task, on its owner's thread.
-        unsafe { h.as_ref() }.set_flag(flag::NOTIFIED);
+        unsafe { h.as_ref() }.set_flag(flag::WOKEN_WHILE_RUNNING);
         Poll::Pending
     }
 }

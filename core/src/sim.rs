@@ -307,8 +307,8 @@ unsafe impl<const OPS: usize, const TRACE: usize> Driver for SimDriverN<OPS, TRA
     }
 }
 
-/// Scripting a simulated driver lent to a `with_driver` closure (driver rule 2 in
-/// exec/mod.rs: the closure cannot replace it, so what it may change is these).
+/// Scripting a simulated driver lent to a `with_driver` closure (driver rule 2,
+/// exec/lend.rs: the closure cannot replace it, so what it may change is these).
 impl<const OPS: usize, const TRACE: usize> crate::driver::DriverMut<'_, SimDriverN<OPS, TRACE>> {
     /// [`SimDriverN::fail_next_submits`].
     pub fn fail_next_submits(&mut self, n: u32, errno: Errno) {

@@ -131,3 +131,23 @@ pub trait Weaken: 'static {
 
 #[cfg(keel_loom)]
 impl Weaken for Strong {}
+
+#[cfg(keel_loom)]
+std::thread_local! {
+    static ANY_RESUME_IS_CURRENT: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// Whether rt rule 1's check is the weakened twin's in this model: "the waker's task is
+/// running", on any thread (as the check first was, through the owner's record of the
+/// task it resumes), rather than "this `Context` is the task's own". A switch per OS
+/// thread, which loom's threads share within one model and tests do not.
+#[cfg(keel_loom)]
+pub(crate) fn any_resume_is_current() -> bool {
+    ANY_RESUME_IS_CURRENT.with(|c| c.get())
+}
+
+/// Sets the switch `any_resume_is_current` reads (`loom_api::weaken_current`).
+#[cfg(keel_loom)]
+pub(crate) fn set_any_resume_is_current(on: bool) {
+    ANY_RESUME_IS_CURRENT.with(|c| c.set(on));
+}

@@ -1,4 +1,4 @@
-//! Driver rules 1-3 (exec/mod.rs): the driver is lent to one closure at a time, as a
+//! Driver rules 1-3 (exec/lend.rs): the driver is lent to one closure at a time, as a
 //! `DriverMut` that cannot replace it; whatever a closure does that would reach the
 //! driver again gets a typed error or is held back until the closure returns.
 

@@ -1,4 +1,4 @@
-//! The wake rules (task/wake.rs): running, ready, suspended, stale, and other threads.
+//! The wake rules (mailbox module): running, ready, suspended, stale, and other threads.
 
 mod common;
 use common::*;

@@ -6,7 +6,7 @@
 //! kernel's listen backlog. SIGINT stops every thread cleanly and prints a summary.
 //!
 //! ```text
-//! cargo run --release -p keel-linux --example echo -- --addr 127.0.0.1:7000 [--threads N] [--handler fiber|future] [--conns N] [--resume-batch N]
+//! cargo run --release -p keel-linux --example echo -- [--addr HOST:PORT] [--threads N] [--handler fiber|future] [--conns N] [--resume-batch N]
 //! ```
 //!
 //! `--resume-batch` sets `Config::resume_batch`, the tasks resumed between two reaps:
@@ -19,9 +19,11 @@
 use keel_core::{Config, Executor, Fiber, FiberAttrs, TaskAttrs, TaskHandle, TaskSlot};
 use keel_linux::net::{self, FiberNet, SockAddr, Socket};
 use keel_linux::{MmapStacks, RingConfig, RingDriver};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
+use std::process::ExitCode;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -93,43 +95,46 @@ async fn future_handler(l: RawFd, c: Rc<Counts>) -> u64 {
     0
 }
 
-fn serve(addr: SocketAddr, fiber: bool, conns: usize, resume_batch: usize) -> (u64, u64, u64) {
+/// The listener, through the ring: socket, SO_REUSEADDR, SO_REUSEPORT, bind, listen.
+/// A failed step closes the socket (its drop) and says which step failed.
+fn listen(f: &mut Fiber, addr: SocketAddr) -> Result<RawFd, String> {
+    let sa = SockAddr::from(addr);
+    let os = std::io::Error::from_raw_os_error;
+    let s = f.socket(sa.family(), libc::SOCK_STREAM, 0).map_err(|e| format!("socket: {}", os(e.0)))?;
+    f.set_option(&s, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).map_err(|e| format!("SO_REUSEADDR: {}", os(e.0)))?;
+    f.set_option(&s, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1).map_err(|e| format!("SO_REUSEPORT: {}", os(e.0)))?;
+    f.bind(&s, &sa).map_err(|e| format!("cannot listen on {addr}: bind: {}", os(e.0)))?;
+    f.listen(&s, 4096).map_err(|e| format!("cannot listen on {addr}: listen: {}", os(e.0)))?;
+    s.into_raw_fd().map_err(|_| "keel bug: an operation still holds the new listener".to_string())
+}
+
+/// One server thread: its executor, listener and handlers until SIGINT. An error (no
+/// io_uring, the address not bindable) is one line for `main` to print.
+fn serve(args: Args) -> Result<(u64, u64, u64), String> {
+    let Args { addr, fiber, conns, resume_batch, .. } = args;
     let ring = RingDriver::new(RingConfig {
         entries: 1024,
         cq_entries: 4096,
         slots: 4 * conns as u32 + 64,
         ..RingConfig::default()
     })
-    .expect("io_uring");
-    let ex = std::pin::pin!(
-        Executor::with_stacks(
-            ring,
-            MmapStacks::new().unwrap(),
-            Config { max_spare_stacks: conns + 8, resume_batch, ..keel_linux::panic::config() }
-        )
-        .unwrap()
-    );
+    .map_err(|e| format!("io_uring: {e}"))?;
+    let stacks = MmapStacks::new().map_err(|e| format!("fiber stacks: {e}"))?;
+    let config = Config { max_spare_stacks: conns + 8, resume_batch, ..keel_linux::panic::config() };
+    let ex = std::pin::pin!(Executor::with_stacks(ring, stacks, config).map_err(|e| format!("executor: {e:?}"))?);
     let ex = ex.into_ref();
     let fa = FiberAttrs { stack_size: 64 * 1024, ..FiberAttrs::DEFAULT };
-    // The listener, through the ring: socket, SO_REUSEADDR, SO_REUSEPORT, bind, listen.
-    let lfd = Rc::new(Cell::new(-1));
-    let out = lfd.clone();
-    let sa = SockAddr::from(addr);
+    let made = Rc::new(RefCell::new(None));
+    let out = made.clone();
     ex.attach_fiber(task(), fa, move |f: &mut Fiber| {
-        let s = f.socket(sa.family(), libc::SOCK_STREAM, 0).expect("socket");
-        f.set_option(&s, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).expect("SO_REUSEADDR");
-        f.set_option(&s, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1).expect("SO_REUSEPORT");
-        f.bind(&s, &sa).unwrap_or_else(|e| panic!("bind {addr}: {e:?}"));
-        f.listen(&s, 4096).expect("listen");
-        out.set(s.into_raw_fd().expect("no operation holds the listener"));
+        *out.borrow_mut() = Some(listen(f, addr));
         0u64
     })
-    .unwrap();
+    .map_err(|e| format!("attach: {e:?}"))?;
     while ex.attached() > 0 {
         let _ = ex.run(64, Some(Duration::from_millis(100)));
     }
-    let l = lfd.get();
-    assert!(l >= 0, "the listener could not be made");
+    let l = made.take().unwrap_or_else(|| Err("keel bug: the listener fiber did not run".into()))?;
     let counts = Rc::new(Counts::default());
     let handlers: Vec<_> = (0..conns)
         .map(|_| {
@@ -152,33 +157,94 @@ fn serve(addr: SocketAddr, fiber: bool, conns: usize, resume_batch: usize) -> (u
     }
     // SAFETY: the example's own listener, which no task uses any more: closed once, here.
     drop(unsafe { Socket::from_raw_fd(l) });
-    (counts.messages.get(), counts.bytes.get(), counts.conns.get())
+    Ok((counts.messages.get(), counts.bytes.get(), counts.conns.get()))
 }
 
-fn main() {
-    let mut addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
-    let (mut threads, mut fiber, mut conns) = (1usize, true, 256usize);
-    let mut resume_batch = 64;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let v = args.next().unwrap_or_else(|| panic!("{a} needs a value"));
-        match a.as_str() {
-            "--addr" => addr = v.parse().expect("--addr HOST:PORT"),
-            "--threads" => threads = v.parse().expect("--threads N"),
-            "--conns" => conns = v.parse().expect("--conns N"),
-            "--resume-batch" => resume_batch = v.parse().expect("--resume-batch N"),
-            "--handler" => {
-                fiber = match v.as_str() {
+const USAGE: &str = "\
+usage: echo [--addr HOST:PORT] [--threads N] [--handler fiber|future] [--conns N] [--resume-batch N]
+
+A TCP echo server: one executor per thread, each with its own SO_REUSEPORT listener.
+SIGINT or SIGTERM stops it and prints a summary.
+
+  --addr HOST:PORT    the address to listen on (default 127.0.0.1:7000)
+  --threads N         server threads, 1 to 1024 (default 1)
+  --handler KIND      `fiber` (default) or `future` handler tasks
+  --conns N           handler tasks per thread, 1 to 65536 (default 256)
+  --resume-batch N    tasks resumed between two reaps, at least 1 (default 64)
+  -h, --help          this text";
+
+/// The command line, checked.
+#[derive(Clone, Copy, Debug)]
+struct Args {
+    addr: SocketAddr,
+    threads: usize,
+    fiber: bool,
+    conns: usize,
+    resume_batch: usize,
+}
+
+/// Parses the arguments (without the program name): `Ok(None)` for `--help`; an error is
+/// one line that names the flag and what it takes.
+fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Option<Args>, String> {
+    use lexopt::prelude::*;
+    let mut a =
+        Args { addr: SocketAddr::from(([127, 0, 0, 1], 7000)), threads: 1, fiber: true, conns: 256, resume_batch: 64 };
+    let mut p = lexopt::Parser::from_args(args);
+    let mut help = false;
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('h') | Long("help") => help = true,
+            Long("addr") => {
+                let v = text(&mut p, "--addr")?;
+                a.addr = v.parse().map_err(|_| {
+                    format!("--addr takes HOST:PORT, an IP address and a port such as 127.0.0.1:7000, not {v:?}")
+                })?;
+            }
+            Long("threads") => a.threads = number(&mut p, "--threads", 1, 1024)?,
+            Long("conns") => a.conns = number(&mut p, "--conns", 1, 65536)?,
+            Long("resume-batch") => a.resume_batch = number(&mut p, "--resume-batch", 1, usize::MAX)?,
+            Long("handler") => {
+                a.fiber = match text(&mut p, "--handler")?.as_str() {
                     "fiber" => true,
                     "future" => false,
-                    _ => panic!("--handler fiber|future"),
+                    v => return Err(format!("--handler takes `fiber` or `future`, not {v:?}")),
                 }
             }
-            _ => panic!(
-                "unknown argument {a}; usage: echo --addr HOST:PORT [--threads N] [--handler fiber|future] [--conns N] [--resume-batch N]"
-            ),
+            _ => return Err(arg.unexpected().to_string()),
         }
     }
+    Ok((!help).then_some(a))
+}
+
+/// The flag's value as UTF-8 text.
+fn text(p: &mut lexopt::Parser, flag: &str) -> Result<String, String> {
+    let v = p.value().map_err(|e| e.to_string())?;
+    v.into_string().map_err(|v| format!("{flag} takes UTF-8 text, not {v:?}"))
+}
+
+/// The flag's value as a whole number from `min` to `max`.
+fn number(p: &mut lexopt::Parser, flag: &str, min: usize, max: usize) -> Result<usize, String> {
+    let v = text(p, flag)?;
+    match v.parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ if max == usize::MAX => Err(format!("{flag} takes a whole number, at least {min}, not {v:?}")),
+        _ => Err(format!("{flag} takes a whole number from {min} to {max}, not {v:?}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse(std::env::args_os().skip(1)) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            // A closed stdout (`| head -1`) is not an error of the command line.
+            let _ = writeln!(std::io::stdout(), "{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("echo: {e} (see `echo --help`)");
+            return ExitCode::from(2);
+        }
+    };
     // SAFETY: installs a handler that only stores to an atomic (async-signal-safe).
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
@@ -188,17 +254,44 @@ fn main() {
         libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
     }
     eprintln!(
-        "echo: listening on {addr}, {threads} thread(s), {} handlers, {conns} per thread",
-        if fiber { "fiber" } else { "future" }
+        "echo: starting on {}, {} thread(s), {} handlers, {} per thread",
+        args.addr,
+        args.threads,
+        if args.fiber { "fiber" } else { "future" },
+        args.conns
     );
-    let ts: Vec<_> =
-        (0..threads).map(|_| std::thread::spawn(move || serve(addr, fiber, conns, resume_batch))).collect();
+    // A thread that fails (or panics) stops the others, so that every join returns.
+    let ts: Vec<_> = (0..args.threads)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let r = std::panic::catch_unwind(|| serve(args))
+                    .unwrap_or_else(|_| Err("keel bug: a server thread panicked".into()));
+                if r.is_err() {
+                    // Relaxed: see `on_sigint`.
+                    STOP.store(true, Ordering::Relaxed);
+                }
+                r
+            })
+        })
+        .collect();
     let (mut m, mut b, mut c) = (0, 0, 0);
+    let mut failed = None;
     for t in ts {
-        let (tm, tb, tc) = t.join().expect("server thread");
-        m += tm;
-        b += tb;
-        c += tc;
+        match t.join().unwrap_or_else(|_| Err("keel bug: a server thread panicked".into())) {
+            Ok((tm, tb, tc)) => {
+                m += tm;
+                b += tb;
+                c += tc;
+            }
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = failed {
+        eprintln!("echo: {e}");
+        return ExitCode::FAILURE;
     }
     println!("echo: {m} messages, {b} bytes, {c} connections");
+    ExitCode::SUCCESS
 }

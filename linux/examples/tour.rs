@@ -1,7 +1,7 @@
 //! A walk through keel on a real clock and a real io_uring: priorities, timers,
-//! cancellation, future tasks, fibers on three switchers, and file i/o.
+//! cancellation, future tasks, fibers on three switchers, and file and socket i/o.
 //!
-//! `cargo run --release --example tour`
+//! `cargo run --release --example tour` (it takes no arguments but `--help`)
 
 use core::pin::pin;
 use core::time::Duration;
@@ -12,6 +12,7 @@ use keel_core::{Fiber, FiberAttrs, SwitcherKind};
 use keel_linux::fs::{self, FiberFs};
 use keel_linux::{MmapStacks, RingConfig, RingDriver, SleepDriver};
 use std::cell::RefCell;
+use std::io::Write as _;
 
 static SLOTS: [TaskSlot<1024>; 16] = [const { TaskSlot::new() }; 16];
 
@@ -28,7 +29,38 @@ fn create(i: usize, cpu: Priority, name: &'static str) -> TaskHandle {
     SLOTS[i].create(TaskAttrs { priority: Priorities { cpu, io: Priority::Normal }, name }).expect("fresh slot")
 }
 
+const USAGE: &str = "\
+usage: tour [-h | --help]
+
+A walk through keel on a real clock and a real io_uring: priorities, timers, cancellation,
+future tasks, fibers on three switchers, file and socket i/o. Each step prints what it saw
+and checks it. It takes no arguments.";
+
+/// Handles the command line: `--help` prints the usage and exits 0; anything else exits 2
+/// with one line on stderr.
+fn command_line(args: impl IntoIterator<Item = std::ffi::OsString>) {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_args(args);
+    let mut help = false;
+    let e = loop {
+        match p.next() {
+            Ok(None) if help => {
+                // A closed stdout (`| head -1`) is not an error of the command line.
+                let _ = writeln!(std::io::stdout(), "{USAGE}");
+                std::process::exit(0);
+            }
+            Ok(None) => return,
+            Ok(Some(Short('h') | Long("help"))) => help = true,
+            Ok(Some(arg)) => break arg.unexpected(),
+            Err(e) => break e,
+        }
+    };
+    eprintln!("tour: {e}; the tour takes no arguments but --help (see `tour --help`)");
+    std::process::exit(2);
+}
+
 fn main() {
+    command_line(std::env::args_os().skip(1));
     let ex = pin!(Executor::new(SleepDriver::new(), Config::default()).expect("default config is valid"));
     let ex = ex.into_ref();
     let start = ex.now();

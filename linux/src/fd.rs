@@ -11,29 +11,30 @@
 //!    enter); the slot drops it when the operation's last CQE is reaped (or when the slot
 //!    is freed, whichever comes first). A refused submission drops it with the future. A
 //!    clone is a non-atomic count bump: no allocation, no lock, and nothing at all on the
-//!    SQE path of operations that name no descriptor (fibers' status-block operations). `Rc` makes `File` and `Socket` `!Send`
-//!    (as in tokio-uring and monoio): they belong to the executor's thread.
+//!    SQE path of operations that name no descriptor (fibers' status-block operations).
+//!    `Rc` makes `File` and `Socket` `!Send` (as in tokio-uring and monoio): they belong to
+//!    the executor's thread.
 //! 2. **Fiber operations** borrow the `File`/`Socket` for the whole call and return only
 //!    after the completion has been reaped, cancelled or not (`fs` module doc), so they
 //!    take no clone: the borrow keeps the owner alive.
 //! 3. **Closing.** The last holder to go closes the descriptor with `close(2)`, unless an
 //!    `IORING_OP_CLOSE` holding it completed with anything but `ECANCELED` (the kernel
 //!    closed it then: `mark_closed`, set by the driver when it reaps that CQE). keel's
-//!    `close`/`close_socket` first cancel every operation on the descriptor
-//!    (`ASYNC_CANCEL` with `CANCEL_FD | CANCEL_ALL`, net rule 1), then close it through the
-//!    ring if they hold the only reference, else drop theirs: the descriptor closes when
-//!    the last operation's completion is reaped. So the descriptor is closed whatever
-//!    `close` returns.
-//! 4. **Giving it up.** `into_raw_fd` succeeds only when no operation holds the
-//!    descriptor; otherwise the owner comes back in `Err` (run the executor until the
-//!    operations it started have completed, then try again).
+//!    `close`/`close_socket` first cancel every operation on the descriptor (`ASYNC_CANCEL`
+//!    with `CANCEL_FD | CANCEL_ALL`, net rule 1), then close it through the ring if they
+//!    hold the only reference, else drop theirs: the descriptor closes when the last
+//!    operation's completion is reaped. So the descriptor is closed whatever `close`
+//!    returns.
+//! 4. **Giving it up.** `into_raw_fd` succeeds only when no operation holds the descriptor;
+//!    otherwise the owner comes back in `Err` (run the executor until the operations it
+//!    started have completed, then try again).
 //! 5. **Taking ownership.** A holder closes its descriptor (rule 3), so only a descriptor
 //!    the caller owns may become a `File`/`Socket`: safe code converts an `OwnedFd`
 //!    (`From<OwnedFd>`); `from_raw_fd` is `unsafe` (the caller promises that nothing else
-//!    closes the number, as with `std::os::fd::FromRawFd`), else safe code could wrap
-//!    stdin or another `File`'s descriptor and close it under its owner, whose next
-//!    operation would then name a reused number. Descriptors the kernel returns to keel
-//!    (`open`, `socket`, `accept`) are keel's own. `AsRawFd`/`AsFd` only lend the number.
+//!    closes the number, as with `std::os::fd::FromRawFd`), else safe code could wrap stdin
+//!    or another `File`'s descriptor and close it under its owner, whose next operation
+//!    would then name a reused number. Descriptors the kernel returns to keel (`open`,
+//!    `socket`, `accept`) are keel's own. `AsRawFd`/`AsFd` only lend the number.
 #![allow(unsafe_code)] // closing a descriptor through rustix is `unsafe`
 
 use std::cell::Cell;

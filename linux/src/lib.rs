@@ -1,21 +1,32 @@
-#![doc = include_str!("../../README.md")]
+#![doc = include_str!("../README.md")]
 //!
 //! # This crate
 //!
 //! keel's Linux layer: the monotonic clock (rustix), [`SleepDriver`] (no ring: parks by
-//! sleeping, the seed's pure-compute executor, `entries = 0`), [`RingDriver`] (io_uring) with
+//! sleeping, for a pure-compute executor), [`RingDriver`] (io_uring) with
 //! file i/o ([`fs`]) and registered buffers, guarded mmap fiber stacks ([`MmapStacks`]) with
 //! an overflow reporter ([`overflow`]), the panic catcher for fibers ([`panic`](mod@panic)) and the
 //! `ucontext` switcher ([`ucontext`]).
+//!
+//! # Features
+//!
+//! - `log` (off by default): keel-linux's one-line notices (the ring set-up flags it fell
+//!   back to, the unpark mechanism, the I/O priority class, the clock source, an enter
+//!   that failed, operations a dropped driver leaked) go through the [`log`](https://docs.rs/log)
+//!   crate, target `keel`. Without it they are not written anywhere: the library never
+//!   writes to stderr, except the stack-overflow report and a failed `ucontext` call, each
+//!   right before the process aborts. What a program may act on is queryable either way:
+//!   [`RingDriver::flags`], [`RingDriver::unpark_kind`], [`RingDriver::realtime_ioprio`],
+//!   [`RingDriver::cq_nodrop`], [`tsc::Calibration::source`].
 #![deny(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod buf;
 pub mod clock;
 mod fd;
 pub mod fs;
-mod kept;
 pub mod net;
+mod notice;
 pub mod overflow;
 pub mod panic;
 pub mod pbuf;
@@ -23,6 +34,7 @@ pub mod pool;
 mod regbuf;
 pub mod ring;
 pub mod sleep;
+mod slot_op;
 pub mod stack;
 pub mod tsc;
 pub mod ucontext;

@@ -1,41 +1,41 @@
-//! The provided-buffer ring (`IORING_REGISTER_PBUF_RING`, see io_uring_register_buf_ring(3)):
-//! one per executor, registered with [`RingDriver::enable_provided_buffers`](crate::RingDriver::enable_provided_buffers). A receive
-//! that selects a buffer (`IOSQE_BUFFER_SELECT`, buffer group 0) lets the kernel pick one
-//! when data arrives, so an idle connection holds no buffer at all.
+//! The provided-buffer ring (`IORING_REGISTER_PBUF_RING`, see
+//! io_uring_register_buf_ring(3)): one per executor, registered with
+//! [`RingDriver::enable_provided_buffers`](crate::RingDriver::enable_provided_buffers). A
+//! receive that selects a buffer (`IOSQE_BUFFER_SELECT`, buffer group 0) lets the kernel
+//! pick one when data arrives, so an idle connection holds no buffer at all.
 //!
 //! Rules (cited as "pbuf rule N"):
-//! 1. Memory: `count` buffers of `size` bytes and a ring of `count` 16-byte
-//!    `io_uring_buf` entries (page-aligned), allocated once at registration. The
-//!    `PbufRing` lives in the driver's shared state (shared rule 3 in `ring/shared.rs`):
-//!    freed after the ring and after the last `ProvidedBuf` pointing into it, or never if
-//!    the driver's `Drop` could not confirm the kernel was done (shared rule 4). `count` is
-//!    a power of two, at most 32768.
+//! 1. Memory: `count` buffers of `size` bytes and a ring of `count` 16-byte `io_uring_buf`
+//!    entries (page-aligned), allocated once at registration. The `PbufRing` lives in the
+//!    driver's shared state (shared rule 3 in `ring/shared.rs`): freed after the ring and
+//!    after the last `ProvidedBuf` pointing into it, or never if the driver's `Drop` could
+//!    not confirm the kernel was done (shared rule 4). `count` is a power of two, at most
+//!    32768.
 //! 2. Ownership of a buffer: in the ring (the kernel may pick it) -> picked (a CQE with
 //!    `IORING_CQE_F_BUFFER` names it; counted by `note_taken`) -> handed to a task as a
 //!    [`ProvidedBuf`](crate::net::ProvidedBuf) -> given back (`give_back`: written at the
 //!    tail, the tail published with a Release store the kernel's acquire load pairs with).
-//!    A result nobody takes (abandoned op, stale CQE) gives its buffer back at once (driver
-//!    rule 3). So `in_use` = picked and not yet given back.
-//! 3. Exhaustion: a receive that finds the ring empty completes with `ENOBUFS` (counted
-//!    in `exhausted`). The task then asks how many buffers the kernel can still hand out
+//!    A result nobody takes (abandoned op, stale CQE) gives its buffer back at once
+//!    (completion rule 3). So `in_use` = picked and not yet given back.
+//! 3. Exhaustion: a receive that finds the ring empty completes with `ENOBUFS` (counted in
+//!    `exhausted`). The task then asks how many buffers the kernel can still hand out
 //!    (`available`, below): none, and it waits (bounded FIFO of waiting tasks, sized at
 //!    registration, `waitq.rs`) to be woken when a buffer comes back; some (given back
 //!    since), and it re-arms at once. It never fails for it (a full queue: it re-arms).
 //!    Each buffer given back hands the turn to the oldest waiter (waitq rule 2), which
 //!    re-arms its receive; the kernel, not keel, picks which receive gets the buffer. One
-//!    turn per buffer is enough: a task waits only after `ENOBUFS`, which the kernel
-//!    posts only when data was there to receive, so the woken waiter's receive takes the
-//!    buffer at once (or, if another receive took it first, the buffer was used and the
-//!    waiter, finding none, waits again).
-//!    A waiter cancelled or dropped leaves the queue, and one that had been handed the
-//!    turn but had not run yet passes it to the next waiter (waitq rule 3), so a buffer
-//!    coming back always reaches a live waiter.
-//! 5. `available` is the kernel's own count: the published tail minus the kernel's head,
+//!    turn per buffer is enough: a task waits only after `ENOBUFS`, which the kernel posts
+//!    only when data was there to receive, so the woken waiter's receive takes the buffer
+//!    at once (or, if another receive took it first, the buffer was used and the waiter,
+//!    finding none, waits again). A waiter cancelled or dropped leaves the queue, and one
+//!    that had been handed the turn but had not run yet passes it to the next waiter (waitq
+//!    rule 3), so a buffer coming back always reaches a live waiter.
+//! 4. `available` is the kernel's own count: the published tail minus the kernel's head,
 //!    read with `IORING_REGISTER_PBUF_STATUS` (Linux 6.8+; one syscall, only on the
 //!    exhaustion path and in statistics). `count - in_use` is not that: it also counts
 //!    buffers the kernel has picked for CQEs not reaped yet. Kernels without PBUF_STATUS
 //!    get `count - in_use` (an upper bound: a re-arm may meet `ENOBUFS` once more).
-//! 4. Single-threaded: only the executor's thread touches it (the driver and every
+//! 5. Single-threaded: only the executor's thread touches it (the driver and every
 //!    `ProvidedBuf` are `!Send`).
 #![allow(unsafe_code)] // the ring is memory shared with the kernel; registering it is unsafe
 
@@ -59,7 +59,7 @@ pub struct PbufStats {
     pub exhausted: u64,
     /// Buffers given back.
     pub returned: u64,
-    /// Buffers in the ring that the kernel can still hand out (pbuf rule 5).
+    /// Buffers in the ring that the kernel can still hand out (pbuf rule 4).
     pub available: u16,
 }
 
@@ -87,7 +87,7 @@ pub(crate) struct PbufRing {
     /// The io_uring's descriptor, for `IORING_REGISTER_PBUF_STATUS` (the ring outlives
     /// this: it is dropped first, and nothing here uses the descriptor in `Drop`).
     ring_fd: std::os::fd::RawFd,
-    /// Whether the kernel has `IORING_REGISTER_PBUF_STATUS` (pbuf rule 5).
+    /// Whether the kernel has `IORING_REGISTER_PBUF_STATUS` (pbuf rule 4).
     has_status: bool,
 }
 
@@ -187,7 +187,7 @@ impl PbufRing {
     }
 
     /// Buffers the kernel can still hand out: the published tail minus the kernel's head
-    /// (pbuf rule 5), or `count - in_use` where the kernel cannot say.
+    /// (pbuf rule 4), or `count - in_use` where the kernel cannot say.
     pub(crate) fn available(&mut self) -> u16 {
         if self.has_status {
             match self.kernel_head() {

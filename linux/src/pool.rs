@@ -1,5 +1,5 @@
-//! A thread pool of worker executors serving a `keel_core::Dispatcher` (seed 000's work
-//! dispatching): N threads, optionally pinned one per CPU, each running a ring-less
+//! A thread pool of worker executors serving a `keel_core::Dispatcher` (work dispatching):
+//! N threads, optionally pinned one per CPU, each running a ring-less
 //! executor (pure compute) that takes the highest-priority dispatched task whenever it has
 //! none of its own, until the dispatcher's `quit` reaches it.
 //!

@@ -50,8 +50,9 @@ fn futex_unpark(addr: usize) {
     let _ = futex::wake(word, futex::Flags::PRIVATE, 1);
 }
 
-// SAFETY: driver rules 1-5 hold: it accepts no operation (its `Op` is uninhabited), and its
-// unparker is a futex wake on the executor's park word, which outlives the driver's use.
+// SAFETY: the `Driver` contract (items 1-5 of its `# Safety`) holds: it accepts no
+// operation (its `Op` is uninhabited), and its unparker is a futex wake on the executor's
+// park word, which outlives the driver's use.
 unsafe impl Driver for SleepDriver {
     type Op = NoOp;
 

@@ -91,7 +91,7 @@ impl Calibration {
     pub fn new() -> Self {
         let (t0, n0) = pair();
         if !tsc_invariant() {
-            eprintln!("keel: the TSC is not invariant here: time accounting uses CLOCK_MONOTONIC");
+            crate::notice::notice!(info, "the TSC is not invariant here: time accounting uses CLOCK_MONOTONIC");
             return Calibration { source: ClockSource::Monotonic, hz: 1_000_000_000, base_tsc: t0, base_ns: n0 };
         }
         if let Some(hz) = cpuid_hz() {

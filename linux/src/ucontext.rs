@@ -132,7 +132,7 @@ mod glibc {
     // The context sits at the 16-aligned stack top minus CTX_RESERVE: aligned enough.
     const _: () = assert!(core::mem::align_of::<ucontext_t>() <= 16);
     // ucontext rule 3: the fiber layer's smallest stack keeps most of its room.
-    const _: () = assert!(CTX_RESERVE <= keel_core::switch::fiber::MIN_STACK / 4);
+    const _: () = assert!(CTX_RESERVE <= keel_core::fiber::MIN_STACK / 4);
 
     /// The saved context of a ucontext fiber, stored in the task's body storage: where
     /// the two `ucontext_t`s are (see the module doc for why they are not here).

@@ -5,7 +5,7 @@
 //! claim of the module doc against the glibc the tests run on.
 #![cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 
-#[path = "../../core/tests/fp/mod.rs"]
+#[path = "fp/mod.rs"]
 mod fp;
 use core::pin::pin;
 use fp::*;

@@ -302,7 +302,7 @@ fn ucontext_rule_4_a_thousand_ucontext_fibers_run_to_completion_on_reused_stacks
 
 #[test]
 fn ucontext_rule_3_a_ucontext_fiber_fits_the_smallest_stack_without_touching_the_gap_below() {
-    let min = keel_core::switch::fiber::MIN_STACK;
+    let min = keel_core::fiber::MIN_STACK;
     let (stacks, range) = region_of(2, min);
     let ex = pin!(Executor::with_stacks(SimDriver::new(), stacks, config()).unwrap());
     let ex = ex.into_ref();

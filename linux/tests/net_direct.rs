@@ -1,7 +1,7 @@
 //! Direct (fixed-file) descriptors from accept: one-shot and multishot accept straight into
 //! the ring's fixed-file table, used by index for send, recv and close, for fibers and
 //! futures; and indexes nobody takes (an abandoned accept that completed anyway, results
-//! queued in a dropped multishot) closed through the ring (driver rule 3), so the table
+//! queued in a dropped multishot) closed through the ring (completion rule 3), so the table
 //! slot is free again. Loopback only; every wait is bounded.
 
 #[path = "net_util/mod.rs"]
@@ -201,7 +201,7 @@ async fn until_idle() {
 #[test]
 fn driver_rule_3_abandoned_direct_accepts_that_complete_anyway_close_their_index_through_the_ring() {
     // A table of one slot: each abandoned accept below takes it; only the driver's close
-    // (driver rule 3) frees it for the next.
+    // (completion rule 3) frees it for the next.
     let (ex, lfd, connected, cl) = setup(1, 2);
     let ex = ex.as_ref();
     let t = ex

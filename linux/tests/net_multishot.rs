@@ -1,4 +1,4 @@
-//! Multishot operations past their slot's queue (driver rule 2 in `ring/mod.rs`): a
+//! Multishot operations past their slot's queue (completion rule 2 in `ring/mod.rs`): a
 //! multishot accept or receive whose task does not take its results while more than
 //! `MULTI_Q` (16) of them arrive is throttled (the driver cancels it), the results that do
 //! not fit go to the spill list and come out after the queue, in order, and the op is
@@ -481,7 +481,7 @@ fn pbuf_rule_4_provided_buffers_available_is_what_the_kernel_can_still_hand_out(
 /// Accepted connections fill the part of the spill list results without a buffer may
 /// take (and some are lost, closed), then a multishot receive past its queue spills too:
 /// its results hold provided buffers and have room kept for them, so every received
-/// byte still arrives once, in order (driver rule 2).
+/// byte still arrives once, in order (completion rule 2).
 #[test]
 fn driver_rule_2_received_data_is_never_lost_even_when_accepts_have_filled_the_spill_list() {
     const LISTENERS: u32 = 3;

@@ -491,7 +491,7 @@ fn direct_rule_4_orphaned_status_blocks_at_one_address_never_see_each_others_com
 
 /// Opens initiated with a status block that is dropped before the ring even sees them:
 /// the kernel opens the file anyway (the cancel comes after), and nobody will read the
-/// descriptor, so the driver closes it (driver rule 3 for orphans).
+/// descriptor, so the driver closes it (completion rule 3 for orphans).
 #[test]
 fn direct_rule_1_opens_whose_status_block_is_dropped_in_flight_leak_no_descriptor() {
     let path = std::env::temp_dir().join(format!("keel-{}-orphan-opens", std::process::id()));

@@ -1,4 +1,4 @@
-//! loom models of the executor's inbox (`core/src/exec/inbox.rs`): producers on other
+//! loom models of the executor's inbox (`core/src/mailbox/inbox.rs`): producers on other
 //! threads push while the executor's thread drains; every task is taken exactly once.
 //!
 //! Bound: `preemption_bound = Some(3)` in every model (`LOOM_MAX_PREEMPTIONS=3`), at

@@ -1,4 +1,4 @@
-//! loom models of parking (`core/src/exec/park.rs`, park rules 1-3): the executor
+//! loom models of parking (`core/src/mailbox/mod.rs`, park rules 1-3): the executor
 //! announces PARKED, fences, re-checks its inbox and parks; other threads push, fence,
 //! and unpark it if they see PARKED. No unpark is missed: the executor always ends up
 //! seeing every item. The eventfd, futex and ring that park a real executor cannot run

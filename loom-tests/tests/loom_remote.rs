@@ -1,4 +1,4 @@
-//! loom models of attaching from other threads (`core/src/exec/remote.rs`, remote rules
+//! loom models of attaching from other threads (`core/src/mailbox/mod.rs`, remote rules
 //! 1-3): a handle of a dropped executor never reaches the next executor bound to the same
 //! `HandleSlot`; a foreign attach and the owner's calls on the same task never touch the
 //! task's local fields at the same time (the claim publishes the owner only once the task

@@ -1,4 +1,4 @@
-//! loom models of the wake protocol (`core/src/task/wake.rs`, wake rules 1-7): wakers on
+//! loom models of the wake protocol (`core/src/mailbox/mod.rs`, wake rules 1-7): wakers on
 //! other threads fire while the owner runs, suspends, completes, re-attaches, releases
 //! the task; the wake lands before, during and after each step. Never lost (a wake for
 //! the current run of a suspended task gets it polled again, and that poll sees what
@@ -79,7 +79,7 @@ mod models {
     }
 
     /// Two wakers of the same run fire while the owner runs the task for the first
-    /// time: the wakes land before the poll (Attached), during it (Running: NOTIFIED),
+    /// time: the wakes land before the poll (Attached), during it (Running: WOKEN_WHILE_RUNNING),
     /// or after it suspended (Suspended: queued). The task completes once it has seen
     /// both wakers' flags. It must complete (never lost), with at most one inbox entry
     /// per waker (never doubled).

@@ -78,7 +78,7 @@
 //! The suspend must be inlined into the fiber code that calls it: an out-of-line suspend
 //! leaves a call frame straddling the switch, so its `ret`s pair with the wrong `call`s
 //! (two mispredicts per round trip: 16.4 ns against 2.2 ns measured). keel's fiber layer
-//! inlines it for `AsmSwitch` (`switch/fiber.rs`).
+//! inlines it for `AsmSwitch` (`fiber/mod.rs`).
 //!
 //! # Floating-point control state
 //!
@@ -89,7 +89,7 @@
 //! do *not* save or load them: they are per-thread state that the executor and every
 //! fiber on it share, and `stmxcsr`/`ldmxcsr` plus `fnstcw`/`fldcw` in the switch would
 //! cost about as much as the 22-instruction switch itself (and `ldmxcsr`/`fldcw` are
-//! slow instructions). The fiber layer (`switch/fiber.rs`, fiber rules 6 and 7) keeps
+//! slow instructions). The fiber layer (`fiber`, fiber rules 6 and 7) keeps
 //! the ABI's promise instead, with the primitives below:
 //!
 //! - in debug builds, and in release builds with keel-core's `fp-check` feature, it
@@ -158,7 +158,7 @@ unsafe extern "C" fn trampoline() {
 // other's partners, `init` lays out the first-entry frame the trampoline expects.
 unsafe impl FiberSwitch for AsmSwitch {
     type Regs = AsmRegs;
-    const KIND: crate::task::SwitcherKind = crate::task::SwitcherKind::Fiber;
+    const KIND: crate::switch::SwitcherKind = crate::switch::SwitcherKind::Fiber;
 
     unsafe fn init(regs: *mut AsmRegs, stack: &Stack, entry: unsafe extern "C" fn(*mut u8) -> !, arg: *mut u8) {
         let top = stack.top() as *mut usize;

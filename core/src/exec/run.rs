@@ -24,9 +24,9 @@
 //! time out: a yield-only workload never reads it.
 
 use super::Executor;
-use super::inbox::Recheck;
 use crate::driver::{Driver, Park};
 use crate::error::RunError;
+use crate::mailbox::inbox::Recheck;
 use core::pin::Pin;
 use core::time::Duration;
 
@@ -180,23 +180,23 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
                 s.stacks.trim(crate::Instant::from_nanos(now.as_nanos().saturating_sub(age)));
             }
             // Park rule 2: announce, then re-check the inbox before sleeping.
-            s.remote.announce();
+            s.mailbox.park.announce();
             let dispatched = s.dispatcher_recheck();
-            match s.inbox.recheck() {
+            match s.mailbox.inbox.recheck() {
                 Recheck::Items => {
-                    s.remote.running();
+                    s.mailbox.park.running();
                     continue;
                 }
                 // Inbox rule 3: a producer is between its swap and its link. Pass again,
                 // a bounded number of times; then park, which that producer ends.
                 Recheck::Busy if busy < super::INBOX_BUSY_SPINS => {
                     busy += 1;
-                    s.remote.running();
+                    s.mailbox.park.running();
                     crate::sync::spin_loop();
                     continue;
                 }
                 Recheck::Busy | Recheck::Empty if dispatched => {
-                    s.remote.running();
+                    s.mailbox.park.running();
                     continue;
                 }
                 Recheck::Busy | Recheck::Empty => {}
@@ -206,7 +206,7 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
             let before = A::read();
             // SAFETY: sched rule 3: not lent (checked above; nothing ran since).
             let parked = unsafe { &mut *dp }.park(wake_at);
-            s.remote.running();
+            s.mailbox.park.running();
             if A::ON {
                 let after = A::read();
                 crate::acct::ExecTimes::add(&s.times.parked, after.saturating_sub(before));
@@ -225,10 +225,10 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
 mod tests {
     use super::super::{Config, Executor, INBOX_BUSY_SPINS, Unparker};
     use crate::driver::{Driver, IoResult, IoToken, OpId, Park};
-    use crate::exec::inbox::{Inbox, InboxNode};
-    use crate::exec::remote::claim_and_place;
     use crate::exec::sched::Sched;
+    use crate::mailbox::inbox::{Inbox, InboxNode};
     use crate::task::body::FutureBody;
+    use crate::task::claim::claim_and_place;
     use crate::task::header::flag;
     use crate::{Errno, Instant, TaskAttrs, TaskSlot};
     use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -279,7 +279,7 @@ mod tests {
                 let s = unsafe { &*(SCHED.load(Ordering::Relaxed) as *const Sched) };
                 // SAFETY: as above.
                 unsafe { Inbox::push_link(prev, NODE.load(Ordering::Relaxed) as *mut InboxNode) };
-                s.remote.after_push();
+                s.mailbox.park.after_push();
             }
             // A real park returns only if unparked: the producer must have seen PARKED.
             Ok(if UNPARKED.swap(false, Ordering::Relaxed) { Park::Woke } else { Park::Stalled })
@@ -301,7 +301,7 @@ mod tests {
         let s = ex.sched();
         SCHED.store(s as *const Sched as usize, Ordering::Relaxed);
         // A foreign attach's steps (remote rules 2-3), stopped after the inbox swap.
-        let me = s as *const Sched as *mut Sched;
+        let me = s.owner_id();
         let body = async {
             RAN.store(true, Ordering::Relaxed);
         };
@@ -322,7 +322,7 @@ mod tests {
         let node = crate::task::header::SlotPtr::inbox_node(run.header()).as_ptr();
         NODE.store(node as usize, Ordering::Relaxed);
         // SAFETY: remote rule 3: the node is ours to push; the driver links it.
-        PREV.store(unsafe { s.inbox.push_swap(node) } as usize, Ordering::Relaxed);
+        PREV.store(unsafe { s.mailbox.inbox.push_swap(node) } as usize, Ordering::Relaxed);
         assert_eq!(ex.run(1, None), Ok(1));
         assert!(RAN.load(Ordering::Relaxed), "the task attached mid-push was lost");
         assert_eq!(PARKS.load(Ordering::Relaxed), 1, "one park, ended by the producer's unpark");

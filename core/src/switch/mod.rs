@@ -4,14 +4,22 @@
 //! the task's body vtable (`task/body.rs`) is made for it, so one executor runs tasks on
 //! different switchers side by side: [`AsmSwitch`](crate::arch::AsmSwitch) (keel's own),
 //! the stackless switcher (futures), and any switcher from outside the core (keel-linux's
-//! `ucontext` one).
-
-pub mod fiber;
-
-pub use fiber::{FP_CONTROL_CHECKED, Fiber, FiberAttrs, PairRefused, PanicCatcher};
+//! `ucontext` one). The fibers themselves (`Fiber`, their bodies) are the [`fiber`](crate::fiber)
+//! module, above the scheduler; this module and `arch` are below it.
 
 use crate::stack::Stack;
-use crate::task::SwitcherKind;
+
+/// Which kind of switcher resumes a task.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SwitcherKind {
+    /// A Rust `Future`, polled (no stack of its own).
+    Stackless,
+    /// A stackful fiber on keel's own context switch.
+    Fiber,
+    /// A stackful fiber on a switcher supplied from outside the core.
+    Custom,
+}
 
 /// A way to switch between an executor and a fiber running on its own stack.
 ///

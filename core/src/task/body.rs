@@ -14,24 +14,13 @@
 //!    as `TaskError::Panicked`.
 
 use crate::error::{AttachError, TaskError, TaskResult};
+use crate::switch::SwitcherKind;
 use crate::sync::Ordering;
 use crate::task::header::{BODY_ALIGN, Header, SlotPtr};
 use core::future::Future;
 use core::pin::Pin;
 use core::ptr::NonNull;
 use core::task::Poll;
-
-/// Which kind of switcher resumes a task.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum SwitcherKind {
-    /// A Rust `Future`, polled (no stack of its own).
-    Stackless,
-    /// A stackful fiber on keel's own context switch.
-    Fiber,
-    /// A stackful fiber on a switcher supplied from outside the core.
-    Custom,
-}
 
 /// What one resume of a body ended with.
 pub(crate) enum Step {

@@ -4,7 +4,7 @@
 //! TaskSlot<N>  (#[repr(C)], 'static, never freed)
 //! ┌──────────────────────────── TaskCore ─────────────────────────────┐
 //! │ Header (64 B, one cache line, align 64)  │ Trailer (cold)         │ body: N bytes, align 16
-//! │ notify gen exec inbox | state prio flags │ timer, i/o lists,      │ (the future or fiber
+//! │ notify gen owner inbox | state prio flags │ timer, i/o lists,      │ (the future or fiber
 //! │ run_links body_vt                        │ result, name, stats    │  closure of this run)
 //! └──────────────────────────────────────────┴────────────────────────┘
 //! ```
@@ -49,10 +49,10 @@
 //! pointers made from a handle equal those a `&TaskSlot` names directly (the numbers
 //! agree; the rules above are what make the provenance right).
 //! Who touches what (header rules, cited as "header rule N"):
-//! 1. `notify`, `gen`, `exec` and `inbox` are atomics any thread may read; their
-//!    writers and orderings are the protocol in `task/wake.rs`.
+//! 1. `notify`, `gen`, `owner` and `inbox` are atomics any thread may read; their
+//!    writers and orderings are the wake protocol of the mailbox module.
 //! 2. Everything in `Cell`s (header and trailer, and the resume `Context` of rt rule 1)
-//!    belongs to the executor that owns the task (`exec`), and only that executor's
+//!    belongs to the executor that owns the task (`owner`), and only that executor's
 //!    thread touches it. A task with no owner
 //!    is touched only by the thread that claims it.
 //! 3. The body bytes are written at attach and dropped at completion or cancellation,
@@ -64,15 +64,15 @@
 //!    not loom's: loom need not model a label.)
 
 use crate::error::TaskResult;
-use crate::exec::inbox::InboxNode;
-use crate::exec::sched::Sched;
-use crate::io_status::{IoLink, IoStatus};
+use crate::io_status::block::{IoLink, IoStatus};
 use crate::list::{Link, Links, List};
+use crate::mailbox::Mailbox;
+use crate::mailbox::inbox::InboxNode;
+use crate::mailbox::notify::AtomicNotify;
 use crate::priority::Priorities;
 use crate::sync::{AtomicPtr, AtomicU8, AtomicU32, maybe_const_fn};
 use crate::task::body::BodyVTable;
 use crate::task::state::{SuspendReason, TaskState};
-use crate::task::wake::AtomicNotify;
 use crate::timer::TimerNode;
 use core::cell::Cell;
 use core::mem::MaybeUninit;
@@ -81,7 +81,7 @@ use core::ptr::NonNull;
 /// Marker for the run-queue links.
 pub(crate) struct RunLink;
 /// Marker for the links of the executor's lists of tasks waiting for room to submit
-/// (their own links: a task may wait for room while it is ready, exec/sched.rs room rule 1).
+/// (their own links: a task may wait for room while it is ready, room rule 1, exec/submit.rs).
 pub(crate) struct SubmitLink;
 /// Marker for the links of the executor's list of tasks it owns.
 pub(crate) struct OwnedLink;
@@ -89,7 +89,7 @@ pub(crate) struct OwnedLink;
 /// `flags` bits (owner-local).
 pub(crate) mod flag {
     /// Woken while running: requeue when it suspends (wake rule 1).
-    pub const NOTIFIED: u8 = 1 << 0;
+    pub const WOKEN_WHILE_RUNNING: u8 = 1 << 0;
     /// Cancel requested: every suspension point returns `Cancelled`.
     pub const CANCEL: u8 = 1 << 1;
     /// Granted room to submit ahead of the tasks still waiting (one submission).
@@ -109,12 +109,13 @@ pub(crate) mod flag {
 /// The hot part of a task: fits one cache line in release builds.
 #[repr(C, align(64))]
 pub(crate) struct Header {
-    /// Notify bits and the newest woken generation (`task/wake.rs`).
+    /// Notify bits and the newest woken generation (wake rules, `mailbox::notify`).
     pub(crate) notify: AtomicNotify,
     /// The current run's generation; the owner writes, anyone reads.
     pub(crate) generation: AtomicU32,
-    /// The executor that owns the task, null if none.
-    pub(crate) exec: AtomicPtr<Sched>,
+    /// The mailbox of the executor that owns the task (its identity), null if none; a
+    /// sentinel while an attacher claims it or a dispatcher holds it (remote rule 2).
+    pub(crate) owner: AtomicPtr<Mailbox>,
     /// The link in an executor's inbox.
     pub(crate) inbox: InboxNode,
     pub(crate) state: Cell<TaskState>,
@@ -207,7 +208,7 @@ impl<const N: usize> TaskSlot<N> {
                     header: Header {
                         notify: AtomicNotify::new_unowned(),
                         generation: AtomicU32::new(0),
-                        exec: AtomicPtr::new(core::ptr::null_mut()),
+                        owner: AtomicPtr::new(core::ptr::null_mut()),
                         inbox: InboxNode::new(),
                         state: Cell::new(TaskState::Idle),
                         prio: Cell::new(Priorities { cpu: crate::Priority::Normal, io: crate::Priority::Normal }),

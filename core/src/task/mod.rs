@@ -8,11 +8,13 @@
 //! cancel or destroy is a typed error).
 
 pub(crate) mod body;
+pub(crate) mod claim;
 pub(crate) mod header;
 pub mod state;
 pub(crate) mod wake;
 
-pub use body::{IntoTaskResult, SwitcherKind};
+pub use crate::switch::SwitcherKind;
+pub use body::IntoTaskResult;
 pub use header::TaskSlot;
 
 use crate::priority::Priorities;
@@ -183,5 +185,15 @@ impl TaskHandle {
     /// (rt rule 2), on every thread.
     pub fn waker(self) -> Waker {
         wake::waker_for(self.hdr, self.generation)
+    }
+}
+
+// Named by a driver's `IoToken`, defined here because a token names a task: the driver
+// layer sits below the tasks it carries tokens for.
+impl crate::driver::IoToken {
+    /// A token whose completion wakes run `task` (if it is still that run) and counts as
+    /// its i/o; the driver keeps the operation's result for the task to take.
+    pub fn wake(task: TaskHandle) -> Self {
+        crate::driver::IoToken { addr: task.header().as_ptr() as usize | Self::WAKE, generation: task.generation() }
     }
 }

@@ -1,6 +1,6 @@
 //! The task lifecycle: one enum of states, one enum of events, one pure transition
 //! function. Executor-local plain data: only the executor that owns the task reads or
-//! writes it (what other threads touch is the notify word, `task/wake.rs`).
+//! writes it (what other threads touch is the notify word, `mailbox::notify`).
 //!
 //! ```text
 //!                 (1) Attach                (2) Start
@@ -46,7 +46,7 @@
 //! instead of changing state: its next suspension point returns `Cancelled`, and what
 //! its operations completed with before the cancel reaches it stays its to take (issue
 //! 14 item 10: no lost completion). Cancelling Draining or Completed is "too late", Idle
-//! "not attached" (`Executor::cancel` in `exec/mod.rs`).
+//! "not attached" (`Executor::cancel`, `exec/cancel.rs`).
 
 /// Why a task is suspended.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]

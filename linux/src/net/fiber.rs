@@ -89,7 +89,7 @@ fn submit_wake(
     let fd = fd.cloned();
     let shared = f
         .with_driver::<RingDriver, _>(|d| {
-            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // SAFETY: keel-core driver rule 2: this crate's own state in the driver (and at most
             // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
             let d = unsafe { d.get_mut() };
             if let Some(fd) = fd {
@@ -134,14 +134,14 @@ fn wait_buffer(f: &mut Fiber) -> Result<(), Errno> {
 
 /// Runs a driver-kept op to completion (net rule 6): (result, CQE flags). Cancelled,
 /// it cancels the op and still waits for its completion, which it returns: data the
-/// kernel had already received is reported, never lost (the `kept` module doc).
+/// kernel had already received is reported, never lost (the `slot_op` module doc).
 fn run_kept(f: &mut Fiber, op: RingOp, fd: Option<&crate::fd::SharedFd>) -> Result<(i32, u32), Errno> {
     let (id, _) = submit_wake(f, op, fd)?;
     let mut cancel_sent = false;
     loop {
         let cancel = !cancel_sent && f.is_cancelled();
         match f.with_driver::<RingDriver, _>(|d| {
-            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // SAFETY: keel-core driver rule 2: this crate's own state in the driver (and at most
             // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
             let d = unsafe { d.get_mut() };
             let done = d.take_full(id);
@@ -168,8 +168,9 @@ fn next_multi(f: &mut Fiber, m: &mut Multishot) -> Result<(i32, u32), Errno> {
     loop {
         let step = f
             .with_driver::<RingDriver, _>(|d| {
-                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                // SAFETY: keel-core driver rule 2: this crate's own state in the driver
+                // (and at most a cancel of an op it keeps itself); not replaced, no other
+                // code runs meanwhile.
                 let d = unsafe { d.get_mut() };
                 m.step(d, me)
             })
@@ -185,8 +186,9 @@ fn next_multi(f: &mut Fiber, m: &mut Multishot) -> Result<(i32, u32), Errno> {
             MStep::Pending => {
                 if !cancel_sent && f.is_cancelled() {
                     f.with_driver::<RingDriver, _>(|d| {
-                        // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-                        // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                        // SAFETY: keel-core driver rule 2: this crate's own state in the
+                        // driver (and at most a cancel of an op it keeps itself); not
+                        // replaced, no other code runs meanwhile.
                         let d = unsafe { d.get_mut() };
                         m.cancel(d)
                     });
@@ -322,7 +324,7 @@ impl FiberNet for Fiber {
     fn send_zc_fixed(&mut self, s: &impl AsSock, buf: &crate::fs::FixedBuf, len: u32) -> Result<u32, Errno> {
         crate::fs::fixed_check(self, buf, len)?;
         // `buf` is this ring's registered buffer (checked) and stays borrowed while `run`
-        // waits, and the op completes only after its notification (driver rule 4).
+        // waits, and the op completes only after its notification (completion rule 4).
         run(self, send_zc_fixed_sqe(s.sock(), buf.as_ptr(), len, buf.index()))
     }
 
@@ -332,10 +334,10 @@ impl FiberNet for Fiber {
     }
 
     fn recv_provided(&mut self, s: &impl AsSock) -> Result<Option<ProvidedBuf>, Errno> {
-        let g = bgid(self)?;
+        let group = bgid(self)?;
         loop {
             // SAFETY: a buffer-select receive references no memory of ours.
-            let op = unsafe { RingOp::owned(recv_select_sqe(s.sock(), g), None) };
+            let op = unsafe { RingOp::owned(recv_select_sqe(s.sock(), group), None) };
             let (res, flags) = run_kept(self, op, s.held())?;
             if res == -libc::ENOBUFS {
                 self.with_driver::<RingDriver, _>(|d| d.pbuf().map(|mut p| p.note_exhausted()));
@@ -347,8 +349,9 @@ impl FiberNet for Fiber {
             }
             return Ok(self
                 .with_driver::<RingDriver, _>(|d| {
-                    // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-                    // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                    // SAFETY: keel-core driver rule 2: this crate's own state in the driver
+                    // (and at most a cancel of an op it keeps itself); not replaced, no
+                    // other code runs meanwhile.
                     let d = unsafe { d.get_mut() };
                     provided(d, res, flags)
                 })
@@ -357,8 +360,8 @@ impl FiberNet for Fiber {
     }
 
     fn recv_multi(&mut self, s: &impl AsSock) -> Result<Multishot, Errno> {
-        let g = bgid(self)?;
-        Ok(Multishot::new(s, recv_multi_sqe(s.sock(), g), MultiKind::Recv))
+        let group = bgid(self)?;
+        Ok(Multishot::new(s, recv_multi_sqe(s.sock(), group), MultiKind::Recv))
     }
 
     fn next_recv(&mut self, m: &mut Multishot) -> Result<Option<ProvidedBuf>, Errno> {
@@ -368,8 +371,9 @@ impl FiberNet for Fiber {
         match next_multi(self, m) {
             Ok((res, flags)) => Ok(self
                 .with_driver::<RingDriver, _>(|d| {
-                    // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-                    // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                    // SAFETY: keel-core driver rule 2: this crate's own state in the driver
+                    // (and at most a cancel of an op it keeps itself); not replaced, no
+                    // other code runs meanwhile.
                     let d = unsafe { d.get_mut() };
                     provided(d, res, flags)
                 })

@@ -7,8 +7,8 @@ use super::*;
 use crate::buf::RawBuf;
 use crate::fd::SharedFd;
 use crate::fs::OwnedOp;
-use crate::kept::Kept;
 use crate::ring::RingOp;
+use crate::slot_op::SlotOp;
 use keel_core::io_status::NotSubmitted;
 use std::future::Future;
 use std::pin::Pin;
@@ -61,8 +61,8 @@ pub async fn set_option(s: &impl AsSock, level: i32, name: i32, value: i32) -> R
 
 /// `bind(fd, addr, len)` (`IORING_OP_BIND`).
 pub async fn bind(s: &impl AsSock, addr: &SockAddr) -> Result<(), Errno> {
-    let t = s.sock();
-    with_addr(s.held(), addr, |a| bind_sqe(t, a)).await.map(drop)
+    let sock = s.sock();
+    with_addr(s.held(), addr, |a| bind_sqe(sock, a)).await.map(drop)
 }
 
 /// `listen(fd, backlog)` (`IORING_OP_LISTEN`).
@@ -71,13 +71,13 @@ pub async fn listen(s: &impl AsSock, backlog: i32) -> Result<(), Errno> {
 }
 
 /// `accept4(fd, NULL, NULL, SOCK_CLOEXEC)`. A descriptor accepted after the future was
-/// dropped is closed (driver rule 3).
+/// dropped is closed (completion rule 3).
 pub async fn accept(s: &impl AsSock) -> Result<Socket, Errno> {
     plain(s.held(), accept_sqe(s.sock(), false)).await.map(|fd| Socket::from_new(fd as RawFd))
 }
 
 /// `accept` into the fixed-file table. An index installed after the future was dropped
-/// is closed through the ring (driver rule 3).
+/// is closed through the ring (completion rule 3).
 pub async fn accept_direct(s: &impl AsSock) -> Result<FixedSocket, Errno> {
     plain(s.held(), accept_sqe(s.sock(), true)).await.map(|index| FixedSocket { index })
 }
@@ -97,7 +97,7 @@ pub async fn next_accept(m: &mut Multishot) -> Result<Socket, Errno> {
 
 /// Multishot accept into the fixed-file table (net rule 2); take them with
 /// [`next_accept_direct`]. Indexes queued when it is dropped are closed through the ring
-/// (driver rule 3).
+/// (completion rule 3).
 pub fn accept_multi_direct(s: &impl AsSock) -> Multishot {
     Multishot::new(s, accept_multi_sqe(s.sock(), true), MultiKind::AcceptDirect)
 }
@@ -112,8 +112,8 @@ pub async fn next_accept_direct(m: &mut Multishot) -> Result<FixedSocket, Errno>
 
 /// `connect(fd, addr, len)`.
 pub async fn connect(s: &impl AsSock, addr: &SockAddr) -> Result<(), Errno> {
-    let t = s.sock();
-    with_addr(s.held(), addr, |a| connect_sqe(t, a)).await.map(drop)
+    let sock = s.sock();
+    with_addr(s.held(), addr, |a| connect_sqe(sock, a)).await.map(drop)
 }
 
 /// `send(fd, buf, len, MSG_NOSIGNAL)`; the buffer comes back unchanged.
@@ -122,8 +122,8 @@ pub async fn send(s: &impl AsSock, buf: Vec<u8>) -> (Result<u32, Errno>, Vec<u8>
     let e = send_sqe(s.sock(), raw.ptr(), raw.len().min(u32::MAX as usize) as u32);
     // SAFETY: the SQE references only `raw`, kept by the slot until completion.
     let (res, raw) = OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }).holding(s.held()).await;
-    let n = raw.as_ref().map(|r| r.len()).unwrap_or(0);
-    (res, raw.map(|r| r.into_vec(n)).unwrap_or_default())
+    let len = raw.as_ref().map(|r| r.len()).unwrap_or(0);
+    (res, raw.map(|r| r.into_vec(len)).unwrap_or_default())
 }
 
 /// `send` until all of `buf` has gone; the buffer comes back.
@@ -137,8 +137,8 @@ pub async fn send_all(s: &impl AsSock, buf: Vec<u8>) -> (Result<(), Errno>, Vec<
         let e = send_sqe(s.sock(), p, (raw.len() - off).min(u32::MAX as usize) as u32);
         // SAFETY: the SQE references only `raw`, kept by the slot until completion.
         let (res, raw) = OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }).holding(s.held()).await;
-        let n = raw.as_ref().map(|r| r.len()).unwrap_or(0);
-        buf = raw.map(|r| r.into_vec(n)).unwrap_or_default();
+        let len = raw.as_ref().map(|r| r.len()).unwrap_or(0);
+        buf = raw.map(|r| r.into_vec(len)).unwrap_or_default();
         match res {
             Ok(k) => off += k as usize,
             Err(e) => return (Err(e), buf),
@@ -237,7 +237,7 @@ async fn with_ring<R>(f: impl FnOnce(&mut RingDriver) -> R) -> Option<R> {
     let mut f = Some(f);
     core::future::poll_fn(|cx| {
         Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
-            // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
+            // SAFETY: keel-core driver rule 2: this crate's own state in the driver (and at most
             // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
             let d = unsafe { d.get_mut() };
             (f.take().expect("polled once"))(d)
@@ -249,11 +249,11 @@ async fn with_ring<R>(f: impl FnOnce(&mut RingDriver) -> R) -> Option<R> {
 /// `recv` into a buffer the kernel picks from the provided-buffer ring (net rule 3);
 /// `Ok(None)` is end of stream.
 pub async fn recv_provided(s: &impl AsSock) -> Result<Option<ProvidedBuf>, Errno> {
-    let g = bgid().await?;
+    let group = bgid().await?;
     loop {
         // SAFETY: a buffer-select receive references no memory of ours.
-        let op = unsafe { RingOp::owned(recv_select_sqe(s.sock(), g), None) };
-        let (res, flags, _) = Kept::new(op).holding(s.held()).await;
+        let op = unsafe { RingOp::owned(recv_select_sqe(s.sock(), group), None) };
+        let (res, flags, _) = SlotOp::new(op).holding(s.held()).await;
         if res == -libc::ENOBUFS {
             with_ring(|d| d.pbuf().map(|mut p| p.note_exhausted())).await;
             wait_buffer().await?;
@@ -268,8 +268,8 @@ pub async fn recv_provided(s: &impl AsSock) -> Result<Option<ProvidedBuf>, Errno
 
 /// Multishot receive into provided buffers; take data with [`next_recv`].
 pub async fn recv_multi(s: &impl AsSock) -> Result<Multishot, Errno> {
-    let g = bgid().await?;
-    Ok(Multishot::new(s, recv_multi_sqe(s.sock(), g), MultiKind::Recv))
+    let group = bgid().await?;
+    Ok(Multishot::new(s, recv_multi_sqe(s.sock(), group), MultiKind::Recv))
 }
 
 /// The next buffer of a multishot receive; `Ok(None)` is end of stream.
@@ -290,8 +290,9 @@ async fn next_multi(m: &mut Multishot) -> Result<(i32, u32), Errno> {
         let step = core::future::poll_fn(|cx| {
             let me = keel_core::rt::current_task(cx);
             Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
-                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                // SAFETY: keel-core driver rule 2: this crate's own state in the driver
+                // (and at most a cancel of an op it keeps itself); not replaced, no other
+                // code runs meanwhile.
                 m.step(unsafe { d.get_mut() }, me)
             }))
         })
@@ -311,8 +312,9 @@ async fn next_multi(m: &mut Multishot) -> Result<(i32, u32), Errno> {
                         first = false;
                         if !cancel_sent && keel_core::rt::is_cancelled(cx) {
                             keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
-                                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-                                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                                // SAFETY: keel-core driver rule 2: this crate's own state
+                                // in the driver (and at most a cancel of an op it keeps
+                                // itself); not replaced, no other code runs meanwhile.
                                 let d = unsafe { d.get_mut() };
                                 m.cancel(d)
                             });
@@ -335,8 +337,9 @@ async fn submit_multi(m: &mut Multishot) -> Result<(), Errno> {
         Ok(id) => {
             let fd = m.fd().cloned();
             let shared = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
-                // SAFETY: driver rule 2 (keel-core): this crate's own state in the driver (and at most
-                // a cancel of an op it keeps itself); not replaced, no other code runs meanwhile.
+                // SAFETY: keel-core driver rule 2: this crate's own state in the driver
+                // (and at most a cancel of an op it keeps itself); not replaced, no other
+                // code runs meanwhile.
                 let d = unsafe { d.get_mut() };
                 if let Some(fd) = fd {
                     d.hold_fd(id, fd, false); // fd rule 1, in the poll that submitted it

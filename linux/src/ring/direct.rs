@@ -1,6 +1,6 @@
 //! Status-block operations with no slot: their `user_data` carries the completion token
-//! itself, so submitting and completing one touches no table (issue 5: "`user_data` finds
-//! the status block without a lookup table in the hot path").
+//! itself, so submitting and completing one touches no table: `user_data` finds the status
+//! block without a lookup on the hot path.
 //!
 //! Rules (cited as "direct rule N"):
 //! 1. A *direct* operation is one with a packable token (`IoToken::pack`: a status block

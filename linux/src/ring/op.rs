@@ -17,7 +17,7 @@ pub struct RingOp {
     pub(crate) entry: squeue::Entry,
     pub(crate) buf: Option<RawBuf>,
     pub(crate) keep: bool,
-    /// Multishot: completes more than once (driver rules 1-3 in `ring/mod.rs`).
+    /// Multishot: completes more than once (completion rules 1-3 in `ring/mod.rs`).
     pub(crate) multi: bool,
 }
 
@@ -85,7 +85,7 @@ impl RingOp {
 
     /// A multishot operation (accept or recv with `IORING_*_MULTISHOT`): every CQE while
     /// `IORING_CQE_F_MORE` is set is one result, queued in the slot in order for the task to
-    /// take (driver rule 1).
+    /// take (completion rule 1).
     ///
     /// # Safety
     /// `entry` references no memory outside the driver (multishot recv selects provided

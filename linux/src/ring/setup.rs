@@ -1,5 +1,5 @@
-//! Ring set-up: the flags keel wants, probed at start, with a fallback and one log line
-//! on kernels that lack them.
+//! Ring set-up: the flags keel wants, probed at start, with a fallback and one notice
+//! (`notice.rs`) on kernels that lack them.
 //!
 //! Wanted: `SINGLE_ISSUER` (one thread submits: the executor's), `DEFER_TASKRUN`
 //! (completions are posted only inside `io_uring_enter(GETEVENTS)` on that thread, so
@@ -34,30 +34,31 @@ pub(crate) fn build(entries: u32, cq_entries: u32) -> io::Result<(IoUring, RingF
         RingFlags::default(),
     ];
     let mut last = None;
-    for (i, f) in attempts.iter().enumerate() {
-        let mut b = IoUring::builder();
-        b.setup_cqsize(cq_entries.max(entries));
-        if f.single_issuer {
-            b.setup_single_issuer();
+    for (attempt, flags) in attempts.iter().enumerate() {
+        let mut builder = IoUring::builder();
+        builder.setup_cqsize(cq_entries.max(entries));
+        if flags.single_issuer {
+            builder.setup_single_issuer();
         }
-        if f.defer_taskrun {
-            b.setup_defer_taskrun();
+        if flags.defer_taskrun {
+            builder.setup_defer_taskrun();
         }
-        if f.coop_taskrun {
-            b.setup_coop_taskrun();
-            b.setup_taskrun_flag();
+        if flags.coop_taskrun {
+            builder.setup_coop_taskrun();
+            builder.setup_taskrun_flag();
         }
-        if f.submit_all {
-            b.setup_submit_all();
+        if flags.submit_all {
+            builder.setup_submit_all();
         }
-        match b.build(entries) {
+        match builder.build(entries) {
             Ok(ring) => {
-                if i > 0 {
-                    eprintln!(
-                        "keel: io_uring set-up fell back to {f:?} (this kernel refused the preferred flags: {last:?})"
+                if attempt > 0 {
+                    crate::notice::notice!(
+                        info,
+                        "io_uring set-up fell back to {flags:?} (this kernel refused the preferred flags: {last:?})"
                     );
                 }
-                return Ok((ring, *f));
+                return Ok((ring, *flags));
             }
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
             Err(e) => return Err(e),

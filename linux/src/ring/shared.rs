@@ -1,32 +1,31 @@
 //! What the ring driver shares with the values that outlive a poll of theirs: an
 //! abandoned-operation queue, the provided-buffer ring and the registered buffer set.
-//! Values that hold a driver's operation or buffer (`kept::Kept`, `net::Multishot`,
-//! `net::ProvidedBuf`, `fs::FixedBuf`) hold an
-//! `Rc<Shared>` instead of a pointer to the driver, so any of them may be dropped at any
-//! time (inside a task, in `main`, after the executor and its driver are gone) without
-//! touching freed memory.
+//! Values that hold a driver's operation or buffer (`slot_op::SlotOp`, `net::Multishot`,
+//! `net::ProvidedBuf`, `fs::FixedBuf`) hold an `Rc<Shared>` instead of a pointer to the
+//! driver, so any of them may be dropped at any time (inside a task, in `main`, after the
+//! executor and its driver are gone) without touching freed memory.
 //!
 //! Rules (cited as "shared rule N"):
 //! 1. **One thread.** The driver is `!Send`, and so is every holder (`Rc`): all access is
 //!    on the driver's thread. Nothing here ever hands out a `&mut RingDriver`: a value's
-//!    `Drop` may run while the driver is borrowed (inside `Executor::with_driver`, inside
-//!    a reap), so it only touches this state.
+//!    `Drop` may run while the driver is borrowed (inside `Executor::with_driver`, inside a
+//!    reap), so it only touches this state.
 //! 2. **Abandoning is queued.** A value dropped with its operation in flight pushes the
 //!    operation's id on `abandoned`; the driver takes the queue at the start of every
-//!    `reap`, `park` and slot submission (and in its `Drop`) and abandons each (cancelled, its slot and
-//!    buffer kept until its completion, driver rule 3). Until then the operation stays
-//!    in flight as it was, so nothing is freed early. At most one entry per slot in use,
-//!    so the queue (capacity: the slot count) never grows on the hot path. An operation
-//!    that uses a registered buffer is abandoned with its `FixedBuf`, which the driver
-//!    puts in the slot: the buffer is released when the slot is freed, after the kernel
-//!    is done with it (regbuf rule 5).
+//!    `reap`, `park` and slot submission (and in its `Drop`) and abandons each (cancelled,
+//!    its slot and buffer kept until its completion, completion rule 3). Until then the
+//!    operation stays in flight as it was, so nothing is freed early. At most one entry per
+//!    slot in use, so the queue (capacity: the slot count) never grows on the hot path. An
+//!    operation that uses a registered buffer is abandoned with its `FixedBuf`, which the
+//!    driver puts in the slot: the buffer is released when the slot is freed, after the
+//!    kernel is done with it (regbuf rule 5).
 //! 3. **Provided buffers** (`pbuf.rs`): the ring and its memory live here, so a
-//!    `ProvidedBuf` keeps the memory it points at alive; dropping one gives its buffer
-//!    back at once while the driver lives (pbuf rule 2), and does nothing after.
-//! 4. **After the driver.** The driver's `Drop` cancels every operation and waits for
-//!    their completions (bounded), then sets `alive` false: later drops do nothing. If the
-//!    kernel did not finish in time, the driver leaks this state (and its slots, with
-//!    their buffers and descriptors) rather than free memory the kernel may still write.
+//!    `ProvidedBuf` keeps the memory it points at alive; dropping one gives its buffer back
+//!    at once while the driver lives (pbuf rule 2), and does nothing after.
+//! 4. **After the driver.** The driver's `Drop` cancels every operation and waits for their
+//!    completions (bounded), then sets `alive` false: later drops do nothing. If the kernel
+//!    did not finish in time, the driver leaks this state (and its slots, with their
+//!    buffers and descriptors) rather than free memory the kernel may still write.
 //! 5. **Registered buffers** (`regbuf.rs`): the set lives here, so a `FixedBuf` keeps the
 //!    memory it points at alive; dropping one releases its buffer (to the oldest waiter,
 //!    regbuf rule 3) while the driver lives, and does nothing after.

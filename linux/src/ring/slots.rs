@@ -32,10 +32,10 @@ pub(crate) const EVENTFD_TAG: u64 = INTERNAL | 2;
 pub(crate) const CLOSE_TAG: u64 = INTERNAL | 3;
 // `INTERNAL | 4`: `unpark::UNPARK_TAG`, the CQEs other threads post to unpark.
 
-/// Results a multishot slot keeps in place before spilling (driver rule 2).
+/// Results a multishot slot keeps in place before spilling (completion rule 2).
 pub(crate) const MULTI_Q: usize = 16;
 
-/// A fixed FIFO of (result, CQE flags) kept in a multishot slot (driver rule 1).
+/// A fixed FIFO of (result, CQE flags) kept in a multishot slot (completion rule 1).
 #[derive(Debug, Default)]
 pub(crate) struct ResultQ {
     items: [(i32, u32); MULTI_Q],
@@ -91,19 +91,19 @@ pub(crate) struct Slot {
     pub(crate) yields_fd: bool,
     /// The descriptor it yields is a fixed-file index (closed through the ring).
     pub(crate) yields_fixed: bool,
-    /// Multishot (driver rule 1): results queue in `q` (then the driver's spill).
+    /// Multishot (completion rule 1): results queue in `q` (then the driver's spill).
     pub(crate) multi: bool,
     pub(crate) q: ResultQ,
-    /// Results of this slot waiting in the driver's spill list (driver rule 2).
+    /// Results of this slot waiting in the driver's spill list (completion rule 2).
     pub(crate) spilled: u32,
     /// Its status block went away (io_status rule 4): give back what it yields.
     pub(crate) orphaned: bool,
     /// The final CQE (no F_MORE) of a multishot op has arrived.
     pub(crate) ended: bool,
-    /// The driver cancelled this multishot op because its queue filled (driver rule 2).
+    /// The driver cancelled this multishot op because its queue filled (completion rule 2).
     pub(crate) throttled: bool,
     /// A non-multishot op's first CQE had F_MORE (SEND_ZC): its result, held until the
-    /// notification (driver rule 4).
+    /// notification (completion rule 4).
     pub(crate) first: Option<(i32, u32)>,
     /// The descriptor the operation names, held until its last CQE (rule 4).
     pub(crate) fd: Option<crate::fd::SharedFd>,

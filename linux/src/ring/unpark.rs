@@ -1,5 +1,5 @@
 //! Unparking a ring executor from another thread (keel-core park rule 3): how the thread
-//! that won the PARKED -> NOTIFIED race makes the executor's `io_uring_enter` wait return.
+//! that won the PARKED -> UNPARKING race (park rule 1) makes the executor's `io_uring_enter` wait return.
 //!
 //! Two mechanisms, chosen per driver at creation (`RingConfig::unpark`):
 //! - **MsgRing** (kernel 6.13+): the unparker posts a CQE straight into the executor's
@@ -19,7 +19,7 @@
 //! `Auto` sends one message to its own ring (just created, nothing in flight) and waits
 //! (bounded) for the CQE to come back with the tag and value sent. Any failure (EINVAL or
 //! EBADF on kernels before 6.13, a seccomp filter, the CQE not arriving) selects the
-//! eventfd for every driver of the process, said once on stderr.
+//! eventfd for every driver of the process, said once in a notice (`notice.rs`).
 //!
 //! Why the register path for every waker, even one that is itself a keel executor with a
 //! ring: an `IORING_OP_MSG_RING` SQE pushed into the *waker's* ring would only reach the
@@ -36,6 +36,7 @@
 #![allow(unsafe_code)] // the raw io_uring_register syscall
 
 use super::slots::INTERNAL;
+use crate::notice::notice;
 use io_uring::{EnterFlags, IoUring, opcode, types};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -74,13 +75,13 @@ pub enum UnparkKind {
 
 /// Whether MsgRing unparking works in this process: the first call probes on `ring` (a
 /// ring just created on this thread, with nothing submitted and its CQ empty); later
-/// calls return the first answer. On failure, says why once on stderr.
+/// calls return the first answer. On failure, says why once (a notice: `notice.rs`).
 pub(crate) fn msg_ring_works(ring: &mut IoUring) -> bool {
     static WORKS: OnceLock<bool> = OnceLock::new();
     *WORKS.get_or_init(|| match probe(ring) {
         Ok(()) => true,
         Err(why) => {
-            eprintln!("keel: ring executors unpark through an eventfd: IORING_REGISTER_SEND_MSG_RING (kernel 6.13) is unusable here: {why}");
+            notice!(info, "ring executors unpark through an eventfd: IORING_REGISTER_SEND_MSG_RING (kernel 6.13) is unusable here: {why}");
             false
         }
     })

@@ -56,20 +56,21 @@
 //!    rounding mode once and keep it, as on the ucontext switcher (where glibc's
 //!    `swapcontext` saves and loads both on every switch anyway).
 
-use super::FiberSwitch;
+mod body;
+
+pub(crate) use body::{FiberBody, FiberVt};
+
 use crate::clock::Instant;
 use crate::driver::{Driver, DriverMut};
-use crate::error::{AttachError, Cancelled, InitiateError, TaskError, TaskResult};
+use crate::error::{Cancelled, InitiateError};
 use crate::exec::sched::Sched;
-use crate::io_status::IoStatus;
-use crate::stack::Stack;
+use crate::io_status::block::IoStatus;
+use crate::switch::FiberSwitch;
 use crate::sync::Ordering;
 use crate::task::TaskHandle;
-use crate::task::body::{BodyVTable, IntoTaskResult, Step};
 use crate::task::header::{Header, SlotPtr, flag};
 use crate::task::state::SuspendReason;
-use core::cell::Cell;
-use core::mem::MaybeUninit;
+use body::{ASM_REGS_OFFSET, FiberCore, SaveFp};
 use core::pin::Pin;
 use core::ptr::NonNull;
 use core::time::Duration;
@@ -110,59 +111,6 @@ pub const FP_CONTROL_CHECKED: bool = cfg!(any(debug_assertions, feature = "fp-ch
 /// Smallest stack the fiber layer accepts.
 pub const MIN_STACK: usize = 4096;
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum FiberState {
-    Fresh,
-    Started,
-    Finished,
-}
-
-#[repr(C)]
-pub(crate) struct FiberCore {
-    header: NonNull<Header>,
-    stack: Stack,
-    state: Cell<FiberState>,
-    result: Cell<Option<TaskResult>>,
-    catcher: Option<PanicCatcher>,
-    suspend: unsafe fn(*mut FiberCore),
-    /// The fiber runs on `AsmSwitch` and saves no floating-point control state:
-    /// `switch_out` inlines its suspend (see there). A field of its own, tested alone,
-    /// so the hot path stays one test and branch.
-    on_asm: bool,
-    /// Whether and how the fiber saves its floating-point control state (fiber rule 7).
-    save_fp: SaveFp,
-    /// With `save_fp_control`: the executor's control state, read when the fiber was
-    /// last resumed (fiber rule 7). Without: once `fp_fault` is set, the control state
-    /// the fiber first left changed at a switch back (fiber rule 6).
-    fp: Cell<crate::arch::FpControl>,
-    /// The fiber left its control state changed at a switch back (fiber rule 6).
-    fp_fault: Cell<bool>,
-    /// The task's id, for `TaskError::FpControlChanged` (fiber rule 6).
-    task_id: u32,
-}
-
-/// Whether a fiber saves its floating-point control state (`FiberCore::save_fp`).
-#[derive(Copy, Clone, PartialEq, Eq)]
-enum SaveFp {
-    /// No (`FiberAttrs::save_fp_control` off).
-    No,
-    /// Yes, on `AsmSwitch` (whose suspend `switch_out_other` then inlines).
-    OnAsm,
-    /// Yes, on another switcher.
-    OnOther,
-}
-
-/// Where an `AsmSwitch` fiber's regs sit from its core: `FiberBody` is `repr(C)` and
-/// the body comes after the regs, so the offset does not depend on the body type.
-const ASM_REGS_OFFSET: usize = core::mem::offset_of!(FiberBody<crate::arch::AsmSwitch, ()>, regs);
-
-#[repr(C)]
-struct FiberBody<Sw: FiberSwitch, F> {
-    core: FiberCore,
-    regs: Sw::Regs,
-    body: MaybeUninit<F>,
-}
-
 /// What a fiber body gets: its blocking-style operations.
 pub struct Fiber {
     core: NonNull<FiberCore>,
@@ -181,9 +129,9 @@ impl Fiber {
 
     fn sched(&self) -> &Sched {
         // Relaxed: the owner wrote it on this thread.
-        let s = self.header().exec.load(Ordering::Relaxed);
+        let s = self.header().owner.load(Ordering::Relaxed);
         // SAFETY: a running task's owner is a live, pinned executor (sched rule 1).
-        unsafe { &*s }
+        unsafe { Sched::of_owner(s) }
     }
 
     fn cancelled(&self) -> Result<(), Cancelled> {
@@ -196,7 +144,7 @@ impl Fiber {
     #[cold]
     #[inline(never)]
     fn cancelled_yield(&mut self) -> Cancelled {
-        self.header().set_flag(flag::NOTIFIED);
+        self.header().set_flag(flag::WOKEN_WHILE_RUNNING);
         self.switch_out();
         Cancelled
     }
@@ -266,7 +214,7 @@ impl Fiber {
     #[inline(always)]
     pub fn yield_now(&mut self) -> Result<(), Cancelled> {
         // Fiber rule 5: it switches out even when cancelled.
-        self.header().set_flag(flag::NOTIFIED);
+        self.header().set_flag(flag::WOKEN_WHILE_RUNNING);
         self.switch_out();
         self.cancelled()
     }
@@ -330,7 +278,7 @@ impl Fiber {
     #[inline(always)]
     pub fn initiate<D: Driver>(&mut self, status: Pin<&IoStatus>, op: D::Op) -> Result<(), InitiateError<D::Op>> {
         let mut op = Some(op);
-        match status.initiate_from::<D>(self.sched(), self.core().header, &mut op) {
+        match self.sched().initiate_from::<D>(status, self.core().header, &mut op) {
             Ok(()) => Ok(()),
             Err(e) => self.initiate_refused::<D>(status, op, e),
         }
@@ -360,7 +308,7 @@ impl Fiber {
                 }
                 e => return Err(e.with_op(op.take().expect("refused operations stay in place"))),
             }
-            match status.initiate_from::<D>(self.sched(), self.core().header, &mut op) {
+            match self.sched().initiate_from::<D>(status, self.core().header, &mut op) {
                 Ok(()) => return Ok(()),
                 Err(e) => refusal = e,
             }
@@ -398,11 +346,11 @@ impl Fiber {
         }
         let h = self.core().header;
         let (mut a, mut b) = (Some(op1), Some(op2));
-        if let Err(e) = s1.initiate_from::<D>(sched, h, &mut a) {
+        if let Err(e) = sched.initiate_from::<D>(s1, h, &mut a) {
             return refused(e, a.expect("refused operations stay in place"), b.expect("not yet submitted"));
         }
         // Cannot be refused: room for two was checked with nothing running in between.
-        match s2.initiate_from::<D>(sched, h, &mut b) {
+        match sched.initiate_from::<D>(s2, h, &mut b) {
             Ok(()) => Ok(()),
             Err(e) => {
                 unreachable!("keel bug: the second of a pair was refused ({e:?}) after room for both was checked")
@@ -421,7 +369,7 @@ impl Fiber {
 
     /// Asks the driver to cancel `status`'s operation if it is in flight.
     pub fn cancel_io(&mut self, status: Pin<&IoStatus>) {
-        status.cancel_in(self.sched());
+        self.sched().cancel_status(&status);
     }
 
     /// The task's CPU and I/O priorities.
@@ -435,7 +383,7 @@ impl Fiber {
     }
 
     /// Lends the executor's driver to `f` if it is a `D`, as a [`DriverMut`] (driver
-    /// rules 1-2 in exec/mod.rs). `None` for another driver type or while the driver is
+    /// rules 1-2, exec/lend.rs). `None` for another driver type or while the driver is
     /// lent already; [`Fiber::try_with_driver`] says which.
     pub fn with_driver<D: Driver, R>(&mut self, f: impl FnOnce(&mut DriverMut<'_, D>) -> R) -> Option<R> {
         self.try_with_driver(f).ok()
@@ -465,7 +413,7 @@ impl Fiber {
             }
             let tr = self.core().header.trailer();
             if !tr.completed.is_empty() {
-                return Ok(crate::io_status::take_completed(tr, max));
+                return Ok(crate::io_status::block::take_completed(tr, max));
             }
             if tr.initiated.is_empty() {
                 return Ok(0);
@@ -487,7 +435,7 @@ impl Fiber {
     /// waiting), `WrongDriver`, `Refused` (the driver refused it for a reason other than
     /// room).
     pub fn try_submit<D: Driver>(&mut self, op: D::Op) -> Result<crate::OpId, InitiateError<D::Op>> {
-        use crate::io_status::SubmitRefused;
+        use crate::error::SubmitRefused;
         if self.sched().driver_as::<D>().is_none() {
             return Err(InitiateError::WrongDriver(op));
         }
@@ -502,7 +450,7 @@ impl Fiber {
                 return Err(InitiateError::Cancelled(back(&mut op)));
             }
             entry = false;
-            match crate::io_status::submit_with_wake_token::<D>(self.sched(), self.core().header, &mut op, true) {
+            match self.sched().submit_with_wake_token::<D>(self.core().header, &mut op, true) {
                 Ok(id) => return Ok(id),
                 // Queued for room (by I/O priority); the grant wakes this fiber.
                 Err(SubmitRefused::Wait) => {}
@@ -527,223 +475,4 @@ pub struct PairRefused<Op> {
     pub first: Op,
     /// The second operation.
     pub second: Op,
-}
-
-unsafe fn suspend_with<Sw: FiberSwitch, F>(core: *mut FiberCore) {
-    let fb = core as *mut FiberBody<Sw, F>;
-    // SAFETY: `core` is the first field of a `FiberBody<Sw, F>` (repr(C)), so the regs
-    // are at their offset in it; the caller is this fiber, on its stack.
-    unsafe { Sw::suspend(&raw mut (*fb).regs) }
-}
-
-/// The fiber's first frame (called by the switcher's first entry).
-unsafe extern "C" fn entry<Sw: FiberSwitch, F, R>(arg: *mut u8) -> !
-where
-    F: FnOnce(&mut Fiber) -> R,
-    R: IntoTaskResult,
-{
-    let fb = arg as *mut FiberBody<Sw, F>;
-    // SAFETY: `arg` is the fiber's body storage, initialised at attach; the body is
-    // read out exactly once, here.
-    let (core, body) = unsafe { (NonNull::new_unchecked(&raw mut (*fb).core), (*fb).body.assume_init_read()) };
-    let mut fiber = Fiber { core };
-    // SAFETY: the core lives for the whole run.
-    let c = unsafe { core.as_ref() };
-    let saving = c.save_fp != SaveFp::No;
-    if saving {
-        // Fiber rule 7: the executor's control state, given back at each suspension.
-        c.fp.set(crate::arch::fp_control());
-    }
-    let result = match c.catcher {
-        None => body(&mut fiber).into_task_result(),
-        Some(catch) => {
-            let mut body = Some(body);
-            let mut out = None;
-            let caught = catch(&mut || out = Some(body.take().map(|b| b(&mut fiber).into_task_result())));
-            match (caught, out.flatten()) {
-                (Ok(()), Some(r)) => r,
-                (Err(msg), _) => Err(TaskError::Panicked(msg)),
-                (Ok(()), None) => Err(TaskError::Panicked("the fiber body did not run")),
-            }
-        }
-    };
-    c.result.set(Some(result));
-    c.state.set(FiberState::Finished);
-    if saving && crate::arch::fp_control_differs(crate::arch::fp_control(), c.fp.get()) {
-        // SAFETY: read on this thread when the fiber was last resumed; the executor runs
-        // next and expects it (fiber rule 7).
-        unsafe { crate::arch::set_fp_control(c.fp.get()) };
-    }
-    // SAFETY: we are this fiber, on its stack, for the last time (fiber rule 1: the
-    // executor frees the stack after this switch).
-    unsafe { Sw::exit(&raw mut (*fb).regs) }
-}
-
-/// Fiber rule 6: the fiber switched back with the control state `after`, the executor's
-/// being `before`: load the executor's back, count it, remember the first for the task's
-/// result. (A fiber with `save_fp_control` gives the executor its own back itself, rule
-/// 7, so it never gets here; its `fp` is not a fault record and is left alone.)
-#[cfg(any(debug_assertions, feature = "fp-check"))]
-#[cold]
-#[inline(never)]
-fn fp_control_changed(
-    h: NonNull<Header>,
-    core: &FiberCore,
-    before: crate::arch::FpControl,
-    after: crate::arch::FpControl,
-) {
-    // SAFETY: `before` was read on this thread just before the resume; the executor runs
-    // on from here and expects it.
-    unsafe { crate::arch::set_fp_control(before) };
-    if core.save_fp == SaveFp::No && !core.fp_fault.get() {
-        core.fp.set(after);
-        core.fp_fault.set(true);
-    }
-    let sched = crate::task::wake::sched_of(h).expect("keel bug: fiber without an owner");
-    // SAFETY: owner executor, live (we are its resume).
-    let stats = unsafe { &sched.as_ref().stats };
-    stats.fp_control_restored.set(stats.fp_control_restored.get() + 1);
-}
-
-pub(crate) struct FiberVt<Sw, F, R>(core::marker::PhantomData<(Sw, F, R)>);
-
-impl<Sw, F, R> FiberVt<Sw, F, R>
-where
-    Sw: FiberSwitch,
-    F: FnOnce(&mut Fiber) -> R + 'static,
-    R: IntoTaskResult,
-{
-    pub(crate) const VTABLE: BodyVTable = BodyVTable { resume: Self::resume, drop: Self::drop_body, kind: Sw::KIND };
-
-    unsafe fn resume(h: NonNull<Header>) -> Step {
-        // The body bytes hold a `FiberBody<Sw, F>` (installed with this vtable).
-        let fb = h.body_ptr() as *mut FiberBody<Sw, F>;
-        // SAFETY: as above; the fiber is not running (we are the executor).
-        let core = unsafe { &(*fb).core };
-        if core.state.get() == FiberState::Fresh {
-            core.state.set(FiberState::Started);
-            // SAFETY: fresh fiber with an unused stack from the pool (fiber rule 1).
-            unsafe { Sw::init(&raw mut (*fb).regs, &core.stack, entry::<Sw, F, R>, fb as *mut u8) };
-        }
-        #[cfg(any(debug_assertions, feature = "fp-check"))]
-        let before = crate::arch::fp_control();
-        // SAFETY: initialised or suspended, not running.
-        unsafe { Sw::resume(&raw mut (*fb).regs) };
-        #[cfg(any(debug_assertions, feature = "fp-check"))]
-        {
-            let after = crate::arch::fp_control();
-            if crate::arch::fp_control_differs(before, after) {
-                fp_control_changed(h, core, before, after);
-            }
-        }
-        if core.state.get() != FiberState::Finished {
-            return Step::Pending;
-        }
-        let mut result = core.result.take().unwrap_or(Err(TaskError::Panicked("fiber finished without a result")));
-        if core.fp_fault.get() {
-            // Fiber rule 6: the task is reported, whatever the body returned.
-            let left = core.fp.get();
-            result = Err(TaskError::FpControlChanged { task: core.task_id, mxcsr: left.mxcsr, x87_cw: left.x87_cw });
-        }
-        let sched = crate::task::wake::sched_of(h).expect("keel bug: fiber without an owner");
-        // SAFETY: owner executor, live.
-        let s = unsafe { sched.as_ref() };
-        // SAFETY: `'static` header.
-        let t = unsafe { h.as_ref() };
-        // Body rule 1: the closure was consumed by the fiber's entry; nothing is left to drop.
-        t.body.set(None);
-        if h.io_in_flight() > 0 {
-            // Fiber rule 4: the fiber returned with i/o in flight whose buffers may be on
-            // its stack; the stack is held until the task has drained, then pooled.
-            h.trailer().pending_stack.set(Some(core.stack));
-        } else {
-            // SAFETY: we are back on the executor's stack, so the fiber's stack is unused
-            // from here on (fiber rule 1).
-            unsafe { s.stacks.put(core.stack, s.now_if_trimming()) };
-        }
-        Step::Done(result)
-    }
-
-    /// Fiber rule 2: only a fiber that has not started can be dropped.
-    unsafe fn drop_body(h: NonNull<Header>) -> bool {
-        // As in `resume`.
-        let fb = h.body_ptr() as *mut FiberBody<Sw, F>;
-        // SAFETY: as in `resume`.
-        let core = unsafe { &(*fb).core };
-        match core.state.get() {
-            FiberState::Fresh => {
-                let sched = crate::task::wake::sched_of(h).expect("keel bug: fiber without an owner");
-                // The stack goes back first: the closure's `Drop` may panic (body rule 1).
-                // SAFETY: the stack was never run on.
-                unsafe {
-                    let s = sched.as_ref();
-                    s.stacks.put(core.stack, s.now_if_trimming());
-                }
-                core.state.set(FiberState::Finished);
-                // SAFETY: a fresh fiber's body is initialised and was never read out; its
-                // vtable is no longer installed (body rule 1), so this is the only drop.
-                unsafe { (*fb).body.assume_init_drop() };
-                true
-            }
-            FiberState::Started | FiberState::Finished => false,
-        }
-    }
-}
-
-impl Sched {
-    /// Attaches a fiber on switcher `Sw` (one stack from the pool).
-    pub(crate) fn attach_fiber<Sw, F, R>(
-        &self,
-        handle: TaskHandle,
-        attrs: FiberAttrs,
-        body: F,
-    ) -> Result<TaskHandle, AttachError<F>>
-    where
-        Sw: FiberSwitch,
-        F: FnOnce(&mut Fiber) -> R + 'static,
-        R: IntoTaskResult,
-    {
-        if attrs.stack_size < MIN_STACK {
-            return Err(AttachError::StackTooSmall { body, min: MIN_STACK });
-        }
-        let h = handle.header();
-        // Reading the id is harmless whoever owns the task (header rule 4).
-        let id = h.trailer().id();
-        let stack = match self.stacks.take(attrs.stack_size, id) {
-            Ok(s) => s,
-            Err(e) => return Err(AttachError::NoStack { body, errno: e }),
-        };
-        let on_asm = core::any::TypeId::of::<Sw>() == core::any::TypeId::of::<crate::arch::AsmSwitch>();
-        let fiber = FiberBody::<Sw, F> {
-            core: FiberCore {
-                header: h,
-                stack,
-                state: Cell::new(FiberState::Fresh),
-                result: Cell::new(None),
-                catcher: self.cfg.fiber_panics,
-                suspend: suspend_with::<Sw, F>,
-                on_asm: on_asm && !attrs.save_fp_control,
-                save_fp: match (attrs.save_fp_control, on_asm) {
-                    (false, _) => SaveFp::No,
-                    (true, true) => SaveFp::OnAsm,
-                    (true, false) => SaveFp::OnOther,
-                },
-                fp: Cell::new(crate::arch::FpControl::default()),
-                fp_fault: Cell::new(false),
-                task_id: id,
-            },
-            regs: Sw::Regs::default(),
-            body: MaybeUninit::new(body),
-        };
-        match self.attach(handle, fiber, &FiberVt::<Sw, F, R>::VTABLE) {
-            Ok(run) => Ok(run),
-            Err(e) => {
-                let (err, fiber) = e.split();
-                // SAFETY: the stack was taken above and never run on.
-                unsafe { self.stacks.put(fiber.core.stack, self.now_if_trimming()) };
-                // SAFETY: the body was written above and not read.
-                Err(err.with_body(unsafe { fiber.body.assume_init() }))
-            }
-        }
-    }
 }

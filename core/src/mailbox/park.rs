@@ -1,37 +1,13 @@
-//! Parking and unparking across threads: the executor's park word, the count of other
-//! threads working on it, and the driver's unparker.
-//!
-//! Rules (cited as "park rule N"):
-//! 1. The park word is RUNNING, PARKED or NOTIFIED. Only the executor's thread stores
-//!    RUNNING or PARKED; other threads only move PARKED to NOTIFIED (one CAS, and only the
-//!    winner calls the unparker, so a burst of wakes makes one syscall).
-//! 2. Before parking the executor *announces* (stores PARKED), issues a `SeqCst` fence,
-//!    and *re-checks* its inbox; if anything is there it stores RUNNING and does not park.
-//!    A thread that pushed onto the inbox issues a `SeqCst` fence and then loads the park
-//!    word. The two fences order the store-then-load on each side (the pattern
-//!    kthreads.txt's early bail-out solves): either the executor sees the push, or the
-//!    pusher sees PARKED and unparks it. No wake-up is lost. This holds for a push in
-//!    progress too (inbox rule 3): the pusher's fence follows its *link* store, so if
-//!    the re-check (after the executor's fence) does not see the link, the pusher's
-//!    fence is the later one and its park-word load sees PARKED. That is why the run
-//!    loop may park on `Recheck::Busy` after `INBOX_BUSY_SPINS` passes.
-//! 3. The unparker makes a concurrent or later `Driver::park` return (for the ring, a CQE
-//!    posted into it with `IORING_REGISTER_SEND_MSG_RING`, or a write to an eventfd the
-//!    ring keeps a read armed on; a futex on the park word itself for ring-less drivers). It is
-//!    set once, before any other thread can name the executor, and never changes.
-//! 4. `active` counts other threads between finding the executor (through a task's owner
-//!    or an `ExecutorHandle`) and finishing their unpark. An executor being dropped first
-//!    makes itself unreachable, then waits for `active` to reach zero (blocking, cold).
-//!
-//! Progress: the executor's side is wait-free; a pusher's unpark check is one fence, one
-//! load and at most one CAS.
+//! The park word and the driver's unparker: how another thread makes a parked executor
+//! run again (park rules, in the mailbox module), and the count of other threads working
+//! on the executor that its drop waits for (park rule 4).
 
 use crate::sync::{AtomicU32, Ordering};
 use core::cell::Cell;
 
 pub(crate) const RUNNING: u32 = 0;
 pub(crate) const PARKED: u32 = 1;
-pub(crate) const NOTIFIED: u32 = 2;
+pub(crate) const UNPARKING: u32 = 2;
 
 /// How another thread makes a parked executor return from `Driver::park` (park rule 3).
 #[derive(Copy, Clone, Debug)]
@@ -43,9 +19,9 @@ pub struct Unparker {
     pub unpark: fn(usize),
 }
 
-/// The part of an executor that other threads touch. Cache-padded.
+/// The park word, the count of threads inside, and the unparker. Cache-padded.
 #[repr(C, align(64))]
-pub(crate) struct Remote {
+pub(crate) struct ParkWord {
     pub(crate) park: AtomicU32,
     pub(crate) active: AtomicU32,
     /// Written once at initialisation, before publication (park rule 3).
@@ -58,9 +34,9 @@ impl Unparker {
     pub const PARKED: u32 = PARKED;
 }
 
-impl Remote {
+impl ParkWord {
     pub(crate) fn new() -> Self {
-        Remote { park: AtomicU32::new(RUNNING), active: AtomicU32::new(0), unparker: Cell::new(None) }
+        ParkWord { park: AtomicU32::new(RUNNING), active: AtomicU32::new(0), unparker: Cell::new(None) }
     }
 
     /// The park word's address (for a futex-based unparker).
@@ -123,7 +99,7 @@ impl Remote {
         }
         // Relaxed: ordered by the fence; the CAS decides who unparks (park rule 1).
         if self.park.load(Ordering::Relaxed) == PARKED
-            && self.park.compare_exchange(PARKED, NOTIFIED, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            && self.park.compare_exchange(PARKED, UNPARKING, Ordering::Relaxed, Ordering::Relaxed).is_ok()
             && let Some(u) = self.unparker.get()
         {
             (u.unpark)(u.ctx);

@@ -1,11 +1,11 @@
-//! `Kept`: the one future for an operation whose result the driver slot keeps for the
+//! `SlotOp`: the one future for an operation whose result the driver slot keeps for the
 //! task that submitted it (slot rule 3 in `ring/slots.rs`). The owned-buffer file and
 //! socket calls (`fs::OwnedOp`, `net::future`) and the buffer-select receives all await
 //! it; they differ only in what they make of the raw result.
 //!
 //! - First poll: submits through keel-core's admission (`keel_core::try_submit`: queued
 //!   by I/O priority while there is no room, within `max_io_in_flight`), or fails at once
-//!   with `EBUSY` for [`Kept::new_nowait`].
+//!   with `EBUSY` for [`SlotOp::new_nowait`].
 //! - Later polls: take the result, CQE flags and buffer from the slot once completed.
 //! - Cancelled task: the future asks the driver to cancel the op (once) and keeps waiting
 //!   for the op's own completion, which it returns as it is: `ECANCELED` if the cancel
@@ -13,7 +13,7 @@
 //!   buffer) if the kernel had completed it first, even with its CQE not reaped yet. A
 //!   cancel never loses a completion; the task decides what to do with it.
 //! - Dropped in flight: the op is left to its slot (`abandon`: cancelled there, its buffer
-//!   kept until the completion, whatever it yields given back, driver rule 3), through the
+//!   kept until the completion, whatever it yields given back, completion rule 3), through the
 //!   driver's shared state (shared rule 2 in `ring/shared.rs`): the future holds an `Rc` of
 //!   it, not a pointer to the driver, so it may be moved out of its task and dropped
 //!   anywhere on the thread, after the executor too (then the driver has already cancelled
@@ -45,10 +45,10 @@ use std::task::{Context, Poll};
 /// What a kept operation ended with: the raw CQE result (a negative errno on failure,
 /// including failures to submit), its CQE flags (0 if it never completed), and the
 /// operation's buffer back.
-pub(crate) type KeptResult = (i32, u32, Option<RawBuf>);
+pub(crate) type SlotOpResult = (i32, u32, Option<RawBuf>);
 
-/// A future for one driver-kept operation (see the module doc).
-pub(crate) struct Kept {
+/// The future of one operation whose result its driver slot keeps (see the module doc).
+pub(crate) struct SlotOp {
     op: Option<RingOp>,
     wait: bool,
     id: Option<OpId>,
@@ -65,7 +65,7 @@ pub(crate) struct Kept {
     fixed: Option<crate::regbuf::FixedBuf>,
 }
 
-impl Kept {
+impl SlotOp {
     /// A kept operation that waits for room to submit.
     pub(crate) fn new(op: RingOp) -> Self {
         Self::with_wait(op, true)
@@ -78,7 +78,7 @@ impl Kept {
     }
 
     fn with_wait(op: RingOp, wait: bool) -> Self {
-        Kept { op: Some(op), wait, id: None, cancel_sent: false, shared: None, fd: None, closes: false, fixed: None }
+        SlotOp { op: Some(op), wait, id: None, cancel_sent: false, shared: None, fd: None, closes: false, fixed: None }
     }
 
     /// Holds `fd` (if any) open until the operation's last CQE is reaped (fd rule 1): the
@@ -89,7 +89,7 @@ impl Kept {
         self
     }
 
-    /// The operation uses registered buffer `buf` (regbuf rule 5): submitted only on the
+    /// The operation uses registered buffer `buf` (regbuf rules 1 and 5): submitted only on the
     /// buffer's own ring (else `EXDEV`), and never released while the kernel may use it.
     pub(crate) fn holding_fixed(mut self, buf: crate::regbuf::FixedBuf) -> Self {
         self.fixed = Some(buf);
@@ -102,7 +102,7 @@ impl Kept {
         self.fixed.take()
     }
 
-    fn poll_taken(&mut self, cx: &mut Context<'_>, id: OpId) -> Poll<KeptResult> {
+    fn poll_taken(&mut self, cx: &mut Context<'_>, id: OpId) -> Poll<SlotOpResult> {
         let cancel = !self.cancel_sent && keel_core::rt::is_cancelled(cx);
         let mine = self.shared.as_ref().map_or(core::ptr::null(), Rc::as_ptr);
         let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
@@ -143,16 +143,16 @@ impl Kept {
     }
 }
 
-impl Unpin for Kept {}
+impl Unpin for SlotOp {}
 
-impl Future for Kept {
-    type Output = KeptResult;
+impl Future for SlotOp {
+    type Output = SlotOpResult;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<KeptResult> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SlotOpResult> {
         if let Some(id) = self.id {
             return self.poll_taken(cx, id);
         }
-        assert!(self.op.is_some(), "Kept polled after completion");
+        assert!(self.op.is_some(), "SlotOp polled after completion");
         if let Some(buf) = &self.fixed {
             // Regbuf rule 1: its index means another buffer on another ring.
             let mine = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| buf.is_of(&d.shared));
@@ -182,7 +182,7 @@ impl Future for Kept {
     }
 }
 
-impl Drop for Kept {
+impl Drop for SlotOp {
     fn drop(&mut self) {
         if let (Some(id), Some(shared)) = (self.id, &self.shared) {
             match self.fixed.take() {

@@ -71,13 +71,21 @@
 // reads the kernel's raw `siginfo_t` and calls the previous handler through a pointer.
 #![allow(unsafe_code)]
 
-use core::cell::{Cell, UnsafeCell};
+use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering, fence};
+use core::sync::atomic::{AtomicBool, Ordering};
 use keel_core::Errno;
 use libc::{c_int, c_void, siginfo_t};
 use std::sync::OnceLock;
+
+mod altstack;
+mod registry;
+
+pub use altstack::set_alt_stack;
+use registry::lookup;
+pub use registry::registered_stacks;
+pub(crate) use registry::{register, set_task, unregister};
 
 /// Guard regions the overflow handler can recognise at once (overflow rule 3).
 pub const REGISTRY_CAPACITY: usize = 4096;
@@ -85,131 +93,6 @@ pub const REGISTRY_CAPACITY: usize = 4096;
 /// The smallest alternate signal stack keel accepts on a thread (overflow rule 2):
 /// four times `SIGSTKSZ`, and at least 64 KiB.
 pub const ALT_STACK_MIN: usize = if libc::SIGSTKSZ * 4 > 64 * 1024 { libc::SIGSTKSZ * 4 } else { 64 * 1024 };
-
-// ---------------------------------------------------------------------------------------
-// The registry (overflow rules 3 and 4).
-
-struct Entry {
-    claimed: AtomicBool,
-    seq: AtomicU32,
-    guard_lo: AtomicUsize,
-    guard_hi: AtomicUsize,
-    size: AtomicUsize,
-    task: AtomicU32,
-}
-
-impl Entry {
-    const fn new() -> Self {
-        Entry {
-            claimed: AtomicBool::new(false),
-            seq: AtomicU32::new(0),
-            guard_lo: AtomicUsize::new(0),
-            guard_hi: AtomicUsize::new(0),
-            size: AtomicUsize::new(0),
-            task: AtomicU32::new(0),
-        }
-    }
-
-    /// Writes the range under the sequence lock; only the claimer calls it.
-    fn write(&self, lo: usize, hi: usize, size: usize) {
-        // Relaxed: only the claimer writes `seq` (its CAS on `claimed` ordered it).
-        let s = self.seq.load(Ordering::Relaxed);
-        self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
-        // Release fence: the odd `seq` is ordered before the field stores below, so a
-        // reader that sees any of them and then re-reads `seq` (after its Acquire fence)
-        // sees it changed.
-        fence(Ordering::Release);
-        self.guard_lo.store(lo, Ordering::Relaxed);
-        self.guard_hi.store(hi, Ordering::Relaxed);
-        self.size.store(size, Ordering::Relaxed);
-        self.task.store(0, Ordering::Relaxed);
-        // Release: publishes the fields to a reader whose Acquire load of `seq` sees it.
-        self.seq.store(s.wrapping_add(2), Ordering::Release);
-    }
-
-    /// A consistent `(lo, hi, size, task)`, or `None` if it changed while being read.
-    fn read(&self) -> Option<(usize, usize, usize, u32)> {
-        // Acquire: pairs with the Release store ending `write`.
-        let s1 = self.seq.load(Ordering::Acquire);
-        if s1 & 1 != 0 {
-            return None;
-        }
-        // Relaxed: validated by the second `seq` load below.
-        let v = (
-            self.guard_lo.load(Ordering::Relaxed),
-            self.guard_hi.load(Ordering::Relaxed),
-            self.size.load(Ordering::Relaxed),
-            self.task.load(Ordering::Relaxed),
-        );
-        // Acquire fence: the field loads above are ordered before the re-read of `seq`
-        // (pairs with the Release fence in `write`).
-        fence(Ordering::Acquire);
-        (self.seq.load(Ordering::Relaxed) == s1).then_some(v)
-    }
-}
-
-static REGISTRY: [Entry; REGISTRY_CAPACITY] = [const { Entry::new() }; REGISTRY_CAPACITY];
-/// Entries reserved or claimed (at most `REGISTRY_CAPACITY`).
-static USED: AtomicUsize = AtomicUsize::new(0);
-/// Where the next claim starts looking (a hint; any value works).
-static HINT: AtomicUsize = AtomicUsize::new(0);
-
-/// Registers the guard region `[lo, hi)` of a stack with `size` usable bytes; the index
-/// of its entry, or `None` if the registry is full (overflow rule 3).
-pub(crate) fn register(lo: usize, hi: usize, size: usize) -> Option<usize> {
-    // Relaxed: `USED` only bounds the number of claimers; the entries are synchronised
-    // by their own `claimed` CAS.
-    USED.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < REGISTRY_CAPACITY).then_some(n + 1)).ok()?;
-    // Relaxed: a hint.
-    let start = HINT.load(Ordering::Relaxed);
-    for k in 0..REGISTRY_CAPACITY {
-        let i = (start + k) % REGISTRY_CAPACITY;
-        let e = &REGISTRY[i];
-        // Acquire: sees the previous claimer's clearing of the fields (its Release in
-        // `unregister`). Relaxed on failure: nothing is read.
-        if e.claimed.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-            e.write(lo, hi, size);
-            HINT.store(i + 1, Ordering::Relaxed);
-            return Some(i);
-        }
-    }
-    // Every entry was taken while we looked (releases and claims raced with the scan).
-    USED.fetch_sub(1, Ordering::Relaxed);
-    None
-}
-
-/// Records that the stack of entry `index` now runs task `id` (overflow rule 4).
-pub(crate) fn set_task(index: usize, id: u32) {
-    if let Some(e) = REGISTRY.get(index) {
-        // Relaxed: read only by the handler on this same thread (overflow rule 4).
-        e.task.store(id, Ordering::Relaxed);
-    }
-}
-
-/// Gives entry `index` up; called before its stack is unmapped, so no stale range ever
-/// matches memory mapped again at the same address.
-pub(crate) fn unregister(index: usize) {
-    let Some(e) = REGISTRY.get(index) else { return };
-    e.write(0, 0, 0);
-    // Release: pairs with the next claimer's Acquire CAS.
-    e.claimed.store(false, Ordering::Release);
-    USED.fetch_sub(1, Ordering::Relaxed);
-}
-
-/// Guard regions registered right now, out of [`REGISTRY_CAPACITY`] (a snapshot).
-pub fn registered_stacks() -> usize {
-    // Relaxed: a statistic.
-    USED.load(Ordering::Relaxed)
-}
-
-/// `(task id, stack size)` of the registered guard region holding `addr`. One pass over
-/// the registry, no writes (async-signal-safe).
-fn lookup(addr: usize) -> Option<(u32, usize)> {
-    REGISTRY.iter().find_map(|e| match e.read() {
-        Some((lo, hi, size, task)) if lo <= addr && addr < hi => Some((task, size)),
-        _ => None,
-    })
-}
 
 // ---------------------------------------------------------------------------------------
 // Installing the handler (overflow rule 1).
@@ -374,101 +257,6 @@ fn write_all(fd: c_int, mut bytes: &[u8]) {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Alternate signal stacks (overflow rule 2).
-
-/// The alternate stack keel mapped for this thread, unmapped when the thread exits.
-struct AltStack {
-    /// The mapping: a guard page, then the stack.
-    map: Cell<*mut c_void>,
-    map_len: Cell<usize>,
-    /// The stack itself (what `sigaltstack` was given).
-    sp: Cell<*mut c_void>,
-}
-
-impl Drop for AltStack {
-    fn drop(&mut self) {
-        if self.map.get().is_null() {
-            return;
-        }
-        let mut cur = MaybeUninit::<libc::stack_t>::zeroed();
-        // SAFETY: a query (null new stack) into a valid out-pointer.
-        let rc = unsafe { libc::sigaltstack(ptr::null(), cur.as_mut_ptr()) };
-        // SAFETY: zero-initialised, and filled by the kernel if rc == 0.
-        let cur = unsafe { cur.assume_init() };
-        if rc == 0 && cur.ss_flags & libc::SS_DISABLE == 0 && cur.ss_sp == self.sp.get() {
-            if cur.ss_flags & libc::SS_ONSTACK != 0 {
-                return; // running on it (cannot happen in a destructor): leak it
-            }
-            let off = libc::stack_t { ss_sp: ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
-            // SAFETY: disabling this thread's alternate stack, which is ours.
-            unsafe { libc::sigaltstack(&off, ptr::null_mut()) };
-        }
-        // SAFETY: our own mapping, no longer this thread's alternate stack (disabled
-        // above, or replaced by someone else), and the thread is exiting.
-        let _ = unsafe { rustix::mm::munmap(self.map.get(), self.map_len.get()) };
-    }
-}
-
-thread_local! {
-    static ALT: AltStack = const {
-        AltStack { map: Cell::new(ptr::null_mut()), map_len: Cell::new(0), sp: Cell::new(ptr::null_mut()) }
-    };
-}
-
-/// Gives the current thread an alternate signal stack of at least [`ALT_STACK_MIN`]
-/// bytes unless it has one (overflow rule 2), so the overflow handler can run when a
-/// fiber on this thread exhausts its stack. `MmapStacks::new` calls it; call it yourself
-/// on any other thread that will run fibers on `MmapStacks`' stacks.
-pub fn set_alt_stack() -> Result<(), Errno> {
-    let mut cur = MaybeUninit::<libc::stack_t>::zeroed();
-    // SAFETY: a query (null new stack) into a valid out-pointer.
-    if unsafe { libc::sigaltstack(ptr::null(), cur.as_mut_ptr()) } != 0 {
-        return Err(last_errno());
-    }
-    // SAFETY: filled by the kernel (rc == 0 above).
-    let cur = unsafe { cur.assume_init() };
-    if cur.ss_flags & libc::SS_ONSTACK != 0 || (cur.ss_flags & libc::SS_DISABLE == 0 && cur.ss_size >= ALT_STACK_MIN) {
-        return Ok(());
-    }
-    ALT.try_with(|alt| {
-        if !alt.map.get().is_null() {
-            return Ok(()); // ours, replaced since by a smaller one: leave the caller's choice
-        }
-        let page = rustix::param::page_size();
-        let len = ALT_STACK_MIN.next_multiple_of(page) + page;
-        use rustix::mm::{MapFlags, MprotectFlags, ProtFlags, mmap_anonymous, mprotect, munmap};
-        // SAFETY: a fresh anonymous mapping at an address of the kernel's choosing.
-        let map = unsafe {
-            mmap_anonymous(
-                ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::PRIVATE | MapFlags::STACK,
-            )
-        }
-        .map_err(|e| Errno(e.raw_os_error()))?;
-        // SAFETY: the first page of the mapping made above, used by nothing.
-        let sp = unsafe { map.cast::<u8>().add(page) }.cast::<c_void>();
-        let st = libc::stack_t { ss_sp: sp, ss_flags: 0, ss_size: len - page };
-        // SAFETY: the guard page is ours; `st` describes the rest of our mapping, which
-        // stays mapped until this thread's `AltStack` is dropped.
-        let rc =
-            unsafe { mprotect(map, page, MprotectFlags::empty()).map(|()| libc::sigaltstack(&st, ptr::null_mut())) };
-        if rc != Ok(0) {
-            let e = rc.map_or_else(|e| Errno(e.raw_os_error()), |_| last_errno());
-            // SAFETY: our mapping, never handed out.
-            let _ = unsafe { munmap(map, len) };
-            return Err(e);
-        }
-        alt.map.set(map);
-        alt.map_len.set(len);
-        alt.sp.set(sp);
-        Ok(())
-    })
-    .unwrap_or(Err(Errno::EINVAL))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,62 +267,5 @@ mod tests {
         assert_eq!(decimal(0, &mut d), b"0");
         assert_eq!(decimal(40960, &mut d), b"40960");
         assert_eq!(decimal(u64::MAX, &mut d), b"18446744073709551615");
-    }
-
-    /// One test for the whole registry: unit tests run in parallel and share it.
-    #[test]
-    fn registered_ranges_are_found_until_unregistered_and_a_full_registry_says_none() {
-        let i = register(0x1000_0000, 0x1000_1000, 65536).expect("registry full");
-        assert_eq!(lookup(0x1000_0000), Some((0, 65536)), "no task yet");
-        set_task(i, 42);
-        assert_eq!(lookup(0x1000_0000), Some((42, 65536)));
-        assert_eq!(lookup(0x1000_0fff), Some((42, 65536)));
-        assert_eq!(lookup(0x0fff_ffff), None);
-        assert_eq!(lookup(0x1000_1000), None);
-        unregister(i);
-        assert_eq!(lookup(0x1000_0000), None);
-
-        let page = 0x1000;
-        let all: Vec<usize> = (0..REGISTRY_CAPACITY)
-            .map(|k| register(0x2000_0000 + 2 * k * page, 0x2000_0000 + (2 * k + 1) * page, k).expect("room"))
-            .collect();
-        assert_eq!(registered_stacks(), REGISTRY_CAPACITY);
-        assert_eq!(register(0x1000, 0x2000, 1), None, "full");
-        for (k, &i) in all.iter().enumerate() {
-            set_task(i, k as u32 + 1);
-        }
-        for k in [0, 1, REGISTRY_CAPACITY / 2, REGISTRY_CAPACITY - 1] {
-            assert_eq!(lookup(0x2000_0000 + 2 * k * page + 8), Some((k as u32 + 1, k)));
-            assert_eq!(lookup(0x2000_0000 + (2 * k + 1) * page + 8), None, "between guards");
-        }
-        unregister(all[7]);
-        let again = register(0x1000, 0x2000, 1).expect("a freed entry is reused");
-        assert_eq!(again, all[7]);
-        unregister(again);
-        for (k, &i) in all.iter().enumerate() {
-            if k != 7 {
-                unregister(i);
-            }
-        }
-        assert_eq!(registered_stacks(), 0);
-        assert_eq!(lookup(0x2000_0000 + 8), None);
-    }
-
-    #[test]
-    fn a_thread_gets_an_alternate_stack_of_at_least_the_minimum() {
-        std::thread::spawn(|| {
-            set_alt_stack().unwrap();
-            set_alt_stack().unwrap(); // idempotent
-            let mut cur = MaybeUninit::<libc::stack_t>::zeroed();
-            // SAFETY: a query into a valid out-pointer.
-            assert_eq!(unsafe { libc::sigaltstack(ptr::null(), cur.as_mut_ptr()) }, 0);
-            // SAFETY: filled by the kernel.
-            let cur = unsafe { cur.assume_init() };
-            assert_eq!(cur.ss_flags & libc::SS_DISABLE, 0);
-            assert!(cur.ss_size >= ALT_STACK_MIN, "{}", cur.ss_size);
-            ALT.with(|a| assert_eq!(a.sp.get(), cur.ss_sp, "keel's own: std's is smaller"));
-        })
-        .join()
-        .unwrap();
     }
 }

@@ -1,31 +1,12 @@
 //! The executor's inbox: an intrusive multi-producer, single-consumer queue
 //! (Dmitry Vyukov's node-based MPSC design), through which other threads hand tasks
-//! (wakes now, attaches in the cross-thread issue) to the executor.
+//! (wakes and attaches) to the executor.
 //!
 //! Written by hand: the queue threads through nodes embedded in `'static` task
 //! headers and must run under loom through `crate::sync`; the maintained MPSC crates
 //! allocate their nodes or use their own atomics.
 //!
-//! Rules (cited as "inbox rule N"):
-//! 1. Producers (any thread) push with one `swap` of `head` and one store linking the
-//!    previous node to theirs: wait-free.
-//! 2. The single consumer is the owning executor's thread; `tail` is consumer-local.
-//! 3. Between a producer's swap and its link store the queue looks cut: `pop` returns
-//!    `Busy`, and the consumer tries again on its next pass. The park re-check
-//!    ([`Inbox::recheck`]) tells that state apart (`Recheck::Busy`) from an empty inbox
-//!    and from one with items. The run loop re-checks a push in progress at most
-//!    `exec::INBOX_BUSY_SPINS` times in a row (each with a spin hint: `pause`, a yield
-//!    under loom), and then parks: bounded, and lossless by park rule 2, since the
-//!    producer mid-push fences *after* its link store and then loads the park word, so
-//!    either the executor's re-check (after its own fence) sees the link, or the
-//!    producer sees PARKED and unparks it (park rule 2, "a push in progress"). A
-//!    producer preempted between its two steps therefore costs the executor at most
-//!    that many passes and one park, not a busy wait of a scheduler quantum. An
-//!    executor being dropped waits for the producer (cold, blocking).
-//! 4. A node is pushed only by the waker that set its task's `QUEUED` bit (wake rule 3),
-//!    so it is in the queue at most once.
-//! 5. The inbox lives inside a pinned executor; `init` runs once it is pinned, before
-//!    any task can name the executor (attach stores `exec` only after it).
+//! Its rules are the inbox rules of the mailbox module (cited as "inbox rule N").
 
 use crate::sync::{AtomicPtr, Ordering};
 use core::cell::Cell;
@@ -103,7 +84,7 @@ impl Inbox {
     /// Points head and tail at the stub. Rule 5: called once the inbox is pinned.
     pub(crate) fn init(&self) {
         self.tail.set(self.stub());
-        // Relaxed: nothing can reach the inbox until `exec` is published with Release
+        // Relaxed: nothing can reach the inbox until `owner` is published with Release
         // after this (rule 5).
         self.head.store(self.stub(), Ordering::Relaxed);
     }

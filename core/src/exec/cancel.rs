@@ -1,0 +1,328 @@
+//! Cancelling: `Executor::cancel`, `destroy` and `release`, and the scheduler's side:
+//! waking a cancelled task, cancelling its i/o, dropping a body that has not returned,
+//! leaking one that cannot be dropped (teardown rule 3).
+
+use crate::acct::Accounting;
+use crate::driver::Driver;
+use crate::error::{CancelError, DestroyError, TaskError};
+use crate::exec::Executor;
+use crate::exec::executor::NotOwned;
+use crate::exec::sched::{Sched, hdr};
+use crate::stack::StackProvider;
+use crate::sync::Ordering;
+use crate::task::TaskHandle;
+use crate::task::header::{Header, SlotPtr, flag};
+use crate::task::state::{SuspendReason, TaskEvent, TaskEvent as E, TaskState, TaskState as S};
+use core::pin::Pin;
+use core::ptr::NonNull;
+
+/// What `cancel` did.
+///
+/// A task whose body has been polled (or a fiber that has run) is never dropped by
+/// `cancel`: it is resumed, and every keel suspension point it reaches returns
+/// `Cancelled`, while an operation that completed before the cancel reached it still
+/// reports its completion (the bytes read, the descriptor accepted): the task decides
+/// what to do with it. Only a task that never ran is removed at once.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// It was attached and had not started: removed, and it completed as cancelled
+    /// without its body ever running.
+    Completed,
+    /// It was ready (woken, or yielding) or suspended: it resumes (ready: where it is in
+    /// the run queue; suspended: now) and its suspension points return `Cancelled`.
+    Resumes,
+    /// It was suspended on i/o: that i/o is being cancelled; it resumes once it completes.
+    CancellingIo,
+    /// It is running: its next suspension point returns `Cancelled`.
+    AtNextSuspension,
+    /// A cancel was already under way.
+    AlreadyCancelling,
+}
+
+impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
+    /// Cancels run `task`, whatever its state (see [`CancelOutcome`]).
+    ///
+    /// # Panics
+    /// If a queued body's `Drop` panics, the task completes as
+    /// `TaskError::Panicked` (its body dropped once, its slot reusable), then the panic
+    /// propagates out of `cancel`, as a body's panic does out of `run`. The executor stays
+    /// usable.
+    pub fn cancel(self: Pin<&Self>, task: TaskHandle) -> Result<CancelOutcome, CancelError> {
+        let t = self.owned_header(task).map_err(|o| match o {
+            NotOwned::Elsewhere => CancelError::OwnedElsewhere,
+            NotOwned::Unowned => CancelError::NotAttached,
+            NotOwned::Stale => CancelError::Stale,
+        })?;
+        let s = self.sched();
+        let h = task.header();
+        use SuspendReason as R;
+        Ok(match t.state.get() {
+            TaskState::Idle => return Err(CancelError::NotAttached),
+            TaskState::Draining | TaskState::Completed => return Err(CancelError::TooLate),
+            TaskState::Ready => {
+                // Started (a task leaves `Attached` only by running): a future or a fiber.
+                // Its body may hold what a completion already delivered (a woken owned-
+                // buffer operation, an accepted descriptor), which a drop would lose: a
+                // cancel reports a completion it lost the race to. It stays queued and its next poll sees `Cancelled`
+                // at keel's suspension points (fiber rule 2 for fibers, the same for
+                // futures), while its operations report their own completions.
+                t.set_flag(flag::CANCEL);
+                CancelOutcome::Resumes
+            }
+            TaskState::Attached => {
+                // Never polled: nothing of its body has run, so nothing can be lost; it
+                // is in the run queue. A body `Drop` that panics completes the task as
+                // `Panicked`, and the panic goes on out of `cancel` (body rule 1).
+                s.cancel_queued(h, true);
+                CancelOutcome::Completed
+            }
+            TaskState::Suspended(R::Timer | R::Wait | R::SqSlot) => {
+                t.set_flag(flag::CANCEL);
+                s.wake_cancelled(h, TaskEvent::CancelSuspended);
+                CancelOutcome::Resumes
+            }
+            TaskState::Suspended(R::Io) => {
+                t.set_flag(flag::CANCEL);
+                s.cancel_io(h);
+                CancelOutcome::CancellingIo
+            }
+            TaskState::Running => {
+                t.set_flag(flag::CANCEL);
+                CancelOutcome::AtNextSuspension
+            }
+            TaskState::Cancelling => CancelOutcome::AlreadyCancelling,
+        })
+    }
+
+    /// Destroys the task: every handle to it becomes stale and its slot can be created
+    /// again. Fails while it is attached. The slot must belong to this executor or to none.
+    pub fn destroy(self: Pin<&Self>, task: TaskHandle) -> Result<(), DestroyError> {
+        let s = self.sched();
+        let h = task.header();
+        let t = match self.owned_header(task) {
+            Ok(t) => t,
+            Err(NotOwned::Stale) => return Err(DestroyError::Stale),
+            Err(NotOwned::Elsewhere) => return Err(DestroyError::OwnedElsewhere),
+            Err(NotOwned::Unowned) => {
+                s.claim(task).map_err(|c| match c {
+                    crate::exec::attach::Claim::Stale => DestroyError::Stale,
+                    crate::exec::attach::Claim::Raced => DestroyError::OwnedElsewhere,
+                })?;
+                // SAFETY: `'static` slot.
+                unsafe { &*h.as_ptr() }
+            }
+        };
+        if t.state.get().is_attached() {
+            return Err(DestroyError::Attached);
+        }
+        // Relaxed: owner-written. Bump first so every handle is stale before the slot frees.
+        let g = t.generation.load(Ordering::Relaxed).wrapping_add(1);
+        // Release: pairs with wakers' Acquire generation check.
+        t.generation.store(g, Ordering::Release);
+        if !s.release(h) {
+            return Err(DestroyError::WakeInFlight);
+        }
+        // Release: pairs with `create`'s Acquire CAS, publishing the released slot.
+        h.trailer().live.store(0, Ordering::Release);
+        Ok(())
+    }
+
+    /// Gives up a task that is not attached, so another executor can attach it.
+    /// Returns the handle to attach it with.
+    pub fn release(self: Pin<&Self>, task: TaskHandle) -> Result<TaskHandle, DestroyError> {
+        let t = self.owned_header(task).map_err(|o| match o {
+            NotOwned::Stale => DestroyError::Stale,
+            NotOwned::Elsewhere | NotOwned::Unowned => DestroyError::OwnedElsewhere,
+        })?;
+        if t.state.get().is_attached() {
+            return Err(DestroyError::Attached);
+        }
+        if !self.sched().release(task.header()) {
+            return Err(DestroyError::WakeInFlight);
+        }
+        Ok(task)
+    }
+}
+
+impl Sched {
+    /// Cancel edge 9: a suspended task resumes with `Cancelled`.
+    pub(crate) fn wake_cancelled(&self, h: NonNull<Header>, event: TaskEvent) {
+        // SAFETY: `'static` header.
+        let t = unsafe { h.as_ref() };
+        self.disarm(h);
+        // Room rule 5.
+        self.leave_submit_queue(h);
+        t.state.set(t.state.get().on(event).unwrap_or_else(|e| panic!("keel bug: {e}")));
+        // SAFETY: a suspended task is in no run list.
+        unsafe { self.ready.push(h) };
+    }
+
+    /// Cancel edge 10: cancel the task's i/o; it resumes when a completion arrives.
+    pub(crate) fn cancel_io(&self, h: NonNull<Header>) {
+        // SAFETY: `'static` header.
+        let t = unsafe { h.as_ref() };
+        // Room rule 5.
+        self.leave_submit_queue(h);
+        t.state.set(t.state.get().on(TaskEvent::CancelIo).unwrap_or_else(|e| panic!("keel bug: {e}")));
+        let mut s = h.trailer().initiated.front();
+        while let Some(st) = s {
+            // SAFETY: linked statuses are alive (io_status rule 2).
+            self.driver_cancel(unsafe { st.as_ref() }.op_id());
+            // SAFETY: `st` is linked in `initiated`.
+            s = unsafe { h.trailer().initiated.next_of(st) };
+        }
+        if h.io_in_flight() == 0 {
+            t.state.set(TaskState::Ready);
+            // SAFETY: a cancelling task is in no run list.
+            unsafe { self.ready.push(h) };
+        }
+    }
+
+    /// Teardown rule 1, for one owned task: marks it cancelled; drops its body if it can
+    /// be dropped (a future, a fiber not started), completing it as cancelled; wakes a
+    /// started fiber suspended on anything but i/o (it resumes with `Cancelled`) and
+    /// cancels the i/o of one suspended on i/o. Returns whether it was attached and not
+    /// yet cancelled before.
+    pub(super) fn abandon(&self, h: NonNull<Header>) -> bool {
+        // SAFETY: `'static` header.
+        let t = unsafe { h.as_ref() };
+        let state = t.state.get();
+        if !state.is_attached() || matches!(state, TaskState::Running | TaskState::Draining) {
+            return false;
+        }
+        let first = !t.has_flag(flag::CANCEL);
+        t.set_flag(flag::CANCEL);
+        if Sched::is_started_fiber(t) {
+            // Fiber rule 2: it resumes with `Cancelled` from the suspension point it is in.
+            match state {
+                TaskState::Suspended(SuspendReason::Io) => self.cancel_io(h),
+                TaskState::Suspended(_) => self.wake_cancelled(h, TaskEvent::CancelSuspended),
+                // Ready: queued; Cancelling: resumes once its i/o completes.
+                _ => {}
+            }
+            return first;
+        }
+        let queued = match state {
+            TaskState::Attached | TaskState::Ready => true,
+            TaskState::Suspended(_) => {
+                // Room rule 5 (cancel_queued's finish unlinks a ready task).
+                self.leave_submit_queue(h);
+                self.disarm(h);
+                t.state.set(TaskState::Ready);
+                false
+            }
+            // Cancelling: its body waits for i/o to be cancelled; drop it now.
+            _ => {
+                t.state.set(TaskState::Ready);
+                false
+            }
+        };
+        self.cancel_queued(h, queued);
+        first
+    }
+
+    /// Teardown rule 3: ends the run of attached task `h` without resuming or dropping its
+    /// body (a started fiber that ignored `Cancelled`, or a task whose i/o the driver never
+    /// completed). Its stack, and everything its frames own, is leaked: never resumed,
+    /// reused or freed. Its statuses are detached (marked reaped, on no list; in-flight
+    /// ones orphaned, io_status rule 4) so the slot's next run starts with empty lists.
+    pub(super) fn leak(&self, h: NonNull<Header>) {
+        // SAFETY: `'static` header.
+        let t = unsafe { h.as_ref() };
+        match t.state.get() {
+            TaskState::Attached | TaskState::Ready => {
+                // SAFETY: queued states are in the run queue.
+                unsafe { self.ready.remove(h) };
+            }
+            _ => {}
+        }
+        // Room rule 5.
+        self.leave_submit_queue(h);
+        self.disarm(h);
+        // Fiber rule 2: the frames stay on the stack, which is never handed back. A
+        // finished fiber's stack held for draining (fiber rule 4) is leaked the same way.
+        t.body.set(None);
+        let _leaked = h.trailer().pending_stack.take();
+        self.orphan_all(h);
+        if h.trailer().result.get().is_none() {
+            // A body that never returned (a draining one keeps its result).
+            h.trailer().result.set(Some(Err(crate::error::TaskError::Cancelled)));
+        }
+        t.state.set(TaskState::Completed);
+        self.attached.set(self.attached.get() - 1);
+        self.stats.completed.set(self.stats.completed.get() + 1);
+        if t.has_flag(flag::DISPATCHED)
+            && let Some((d, _)) = self.dispatcher.get()
+        {
+            // Dispatch rule 3: its run is over.
+            d.note_completed();
+        }
+    }
+
+    /// Removes a queued or suspended body without resuming it (cancel, executor drop, a
+    /// panicking resume). Returns false, keeping the body, if it cannot be dropped (a
+    /// started fiber). The body is taken before its `Drop` runs (body rule 1): if that
+    /// `Drop` panics, no body is installed any more, and the caller's [`DropGuard`]
+    /// completes the task.
+    pub(crate) fn drop_body(&self, h: NonNull<Header>) -> bool {
+        let t = hdr(h);
+        let Some(vt) = t.body.get() else { return true };
+        t.body.set(None);
+        // SAFETY: the body bytes hold the body `vt` was made for; it is not running, and
+        // with its vtable cleared nothing else can drop or resume it.
+        if unsafe { (vt.drop)(h) } {
+            return true;
+        }
+        // Not droppable (fiber rule 2): `drop` touched nothing; put the vtable back.
+        t.body.set(Some(vt));
+        false
+    }
+
+    /// Whether the task's body is a fiber that has started (fiber rule 2: it cannot be
+    /// dropped, only resumed with `Cancelled` until it returns). A fiber starts at its
+    /// first resume, which is also when its task leaves `Attached`.
+    pub(crate) fn is_started_fiber(t: &Header) -> bool {
+        t.state.get() != S::Attached && t.body.get().is_some_and(|vt| vt.kind != crate::switch::SwitcherKind::Stackless)
+    }
+
+    /// Drops the body of queued task `h` (`Attached` or `Ready`, not a started fiber) and
+    /// completes it as cancelled (edge 8, or 15 with i/o in flight). `queued`: it is in the
+    /// run queue. A body `Drop` that panics completes the task as `Panicked` instead, and
+    /// the panic goes on (body rule 1).
+    pub(crate) fn cancel_queued(&self, h: NonNull<Header>, queued: bool) {
+        if queued {
+            // SAFETY: the caller says it is in the run queue.
+            unsafe { self.ready.remove(h) };
+        }
+        let guard = DropGuard { sched: self, h };
+        if !self.drop_body(h) {
+            panic!("keel bug: a started fiber's body was dropped");
+        }
+        core::mem::forget(guard);
+        self.finish_cancelled(h);
+    }
+
+    pub(crate) fn finish_cancelled(&self, h: NonNull<Header>) {
+        self.finish(h, E::CancelQueued, Err(TaskError::Cancelled));
+    }
+}
+
+/// Completes a queued task whose body `Drop` panicked (body rule 1): armed around
+/// `drop_body` by cancel and executor drop, with the task out of every queue and in
+/// `Attached` or `Ready`. The task completes as `Panicked` (its slot reusable, its i/o
+/// drained first as for any cancel); the panic goes on. Costs nothing unless a panic
+/// unwinds.
+pub(crate) struct DropGuard<'a> {
+    pub(crate) sched: &'a Sched,
+    pub(crate) h: NonNull<Header>,
+}
+
+impl Drop for DropGuard<'_> {
+    fn drop(&mut self) {
+        self.sched.finish(
+            self.h,
+            E::CancelQueued,
+            Err(TaskError::Panicked("the task body panicked while being dropped")),
+        );
+    }
+}

@@ -1,0 +1,108 @@
+//! What other threads hand the executor, taken on its own thread: wakes and attaches
+//! from the inbox (wake rule 5, remote rules 2 and 4), and tasks from a dispatcher it
+//! serves (dispatch rules 2 and 4).
+
+use crate::exec::sched::{Sched, hdr, step};
+use crate::mailbox::inbox::Pop;
+use crate::sync::Ordering;
+use crate::task::header::{Header, flag};
+use crate::task::state::{TaskEvent as E, TaskState as S};
+use core::ptr::NonNull;
+
+impl Sched {
+    /// Takes at most `max` wakes off the inbox (wake rule 5, sched rule 4).
+    #[inline(always)]
+    pub(crate) fn drain_inbox(&self, max: usize) {
+        if self.mailbox.inbox.looks_empty() {
+            return;
+        }
+        for _ in 0..max {
+            let Pop::Item(node) = self.mailbox.inbox.pop() else { return };
+            // SAFETY: only task headers' inbox nodes are pushed (wake rule 3), each made by
+            // `SlotPtr::inbox_node` (provenance rule 3).
+            let h = unsafe { Header::from_inbox(node) };
+            let t = hdr(h);
+            self.stats.inbox_taken.set(self.stats.inbox_taken.get() + 1);
+            if t.notify.attach_pending() {
+                // Remote rule 2: a foreign attach, whole now (our pop acquired it): we are
+                // its owner from here, before `take` opens it to wakers (which load
+                // `owner` after their CAS on the word acquires `take`'s Release).
+                // Relaxed: ordered before wakers by `take`; our own thread reads it after.
+                t.owner.store(self.owner_id(), Ordering::Relaxed);
+            }
+            let (woken, attach) = t.notify.take();
+            if attach {
+                self.finish_remote_attach(h);
+            } else if woken == t.generation.load(Ordering::Relaxed) {
+                // Relaxed above: owner-written generation.
+                self.wake_local(h);
+            }
+            if t.has_flag(flag::RELEASE_PENDING) && t.state.get() == S::Completed {
+                t.clear_flag(flag::RELEASE_PENDING);
+                self.release_completed(h);
+            }
+        }
+    }
+
+    /// Dispatch rule 2: with no work of our own, take the highest-priority dispatched task.
+    pub(crate) fn take_dispatched(&self) -> bool {
+        let Some((d, _)) = self.dispatcher.get() else { return false };
+        let Some(h) = d.pop() else { return false };
+        if !d.claim(h, self.owner_id()) {
+            // Unreachable while dispatch rule 1's tag holds: a header is on a level stack
+            // only from its submit's push (owner = the sentinel, rule 2) to the one pop
+            // that takes it, and only that popper's claim changes the owner; pops are
+            // linearised by the tagged CAS. So a failed claim means the stack handed
+            // this task out twice (an ABA past the tag). The other taker owns it: pushing
+            // it back would run it twice, so report it (debug: panic) and take nothing.
+            d.note_double_take();
+            debug_assert!(false, "keel bug: a dispatched task was taken twice (ABA past the tag, dispatch rule 1)");
+            return false;
+        }
+        // The submitter's writes are visible (claim's Acquire); the notify word still holds
+        // QUEUED from the task's release: open it to wakes now that we own it.
+        hdr(h).notify.open();
+        self.finish_remote_attach(h);
+        true
+    }
+
+    /// Dispatch rule 4, the worker's re-check after its announce (park rule 2): whether
+    /// the dispatcher has something for us: a waiting task, or a quit token we could take
+    /// now (dispatch rule 5: only an idle worker takes one; a worker with tasks of its
+    /// own parks until they wake it, rather than passing again and again).
+    pub(crate) fn dispatcher_recheck(&self) -> bool {
+        let idle = self.attached.get() == 0;
+        self.dispatcher.get().is_some_and(|(d, _)| d.has_work() || (idle && d.quit_pending()))
+    }
+
+    /// Remote rule 2, the owner's half: the task a foreign thread claimed and placed a body
+    /// in is now ours: own it, attach it, queue it.
+    pub(super) fn finish_remote_attach(&self, h: NonNull<Header>) {
+        let t = hdr(h);
+        if self.times.on.get() {
+            self.reset_times(h);
+        }
+        // SAFETY: a claimed task was unowned, so it is in no executor's owned list.
+        unsafe { self.owned.push_back(h) };
+        step(t, E::Attach);
+        self.attached.set(self.attached.get() + 1);
+        // SAFETY: an attached, not-started task is in no run list.
+        unsafe { self.ready.push(h) };
+    }
+
+    /// Remote rule 4: give up a completed task attached from another thread.
+    pub(super) fn release_completed(&self, h: NonNull<Header>) {
+        let t = hdr(h);
+        // Relaxed: owner-written.
+        if t.notify.close(t.generation.load(Ordering::Relaxed)) {
+            step(t, E::Release);
+            // SAFETY: owned tasks are in `owned`.
+            unsafe { self.owned.remove(h) };
+            // Release: the last access; pairs with the next claimer's Acquire.
+            t.owner.store(core::ptr::null_mut(), Ordering::Release);
+        } else {
+            // A wake is in flight to us: release when its node is taken (drain_inbox).
+            t.set_flag(flag::RELEASE_PENDING);
+        }
+    }
+}

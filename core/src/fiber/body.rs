@@ -1,0 +1,266 @@
+//! A fiber task's body: its storage (`FiberBody`: core, saved registers, closure), its
+//! first frame, and the body vtable the scheduler resumes and drops it through (fiber
+//! rules 1, 2, 4, 6 and 7 in the `fiber` module).
+
+use super::{Fiber, FiberAttrs, PanicCatcher};
+use crate::error::{TaskError, TaskResult};
+use crate::exec::sched::Sched;
+use crate::stack::Stack;
+use crate::switch::FiberSwitch;
+use crate::task::body::{BodyVTable, IntoTaskResult, Step};
+use crate::task::header::{Header, SlotPtr};
+use core::cell::Cell;
+use core::mem::MaybeUninit;
+use core::ptr::NonNull;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(super) enum FiberState {
+    Fresh,
+    Started,
+    Finished,
+}
+
+#[repr(C)]
+pub(crate) struct FiberCore {
+    pub(super) header: NonNull<Header>,
+    pub(super) stack: Stack,
+    pub(super) state: Cell<FiberState>,
+    pub(super) result: Cell<Option<TaskResult>>,
+    pub(super) catcher: Option<PanicCatcher>,
+    pub(super) suspend: unsafe fn(*mut FiberCore),
+    /// The fiber runs on `AsmSwitch` and saves no floating-point control state:
+    /// `switch_out` inlines its suspend (see there). A field of its own, tested alone,
+    /// so the hot path stays one test and branch.
+    pub(super) on_asm: bool,
+    /// Whether and how the fiber saves its floating-point control state (fiber rule 7).
+    pub(super) save_fp: SaveFp,
+    /// With `save_fp_control`: the executor's control state, read when the fiber was
+    /// last resumed (fiber rule 7). Without: once `fp_fault` is set, the control state
+    /// the fiber first left changed at a switch back (fiber rule 6).
+    pub(super) fp: Cell<crate::arch::FpControl>,
+    /// The fiber left its control state changed at a switch back (fiber rule 6).
+    pub(super) fp_fault: Cell<bool>,
+    /// The task's id, for `TaskError::FpControlChanged` (fiber rule 6).
+    pub(super) task_id: u32,
+}
+
+/// Whether a fiber saves its floating-point control state (`FiberCore::save_fp`).
+#[derive(Copy, Clone, PartialEq, Eq)]
+pub(super) enum SaveFp {
+    /// No (`FiberAttrs::save_fp_control` off).
+    No,
+    /// Yes, on `AsmSwitch` (whose suspend `switch_out_other` then inlines).
+    OnAsm,
+    /// Yes, on another switcher.
+    OnOther,
+}
+
+/// Where an `AsmSwitch` fiber's regs sit from its core: `FiberBody` is `repr(C)` and
+/// the body comes after the regs, so the offset does not depend on the body type.
+pub(super) const ASM_REGS_OFFSET: usize = core::mem::offset_of!(FiberBody<crate::arch::AsmSwitch, ()>, regs);
+
+#[repr(C)]
+pub(crate) struct FiberBody<Sw: FiberSwitch, F> {
+    pub(super) core: FiberCore,
+    pub(super) regs: Sw::Regs,
+    pub(super) body: MaybeUninit<F>,
+}
+
+impl<Sw: FiberSwitch, F> FiberBody<Sw, F> {
+    /// The body of a fiber task at `header` about to be attached: fresh, on `stack`.
+    pub(crate) fn new(
+        header: NonNull<Header>,
+        task_id: u32,
+        stack: Stack,
+        attrs: FiberAttrs,
+        catcher: Option<PanicCatcher>,
+        body: F,
+    ) -> Self {
+        let on_asm = core::any::TypeId::of::<Sw>() == core::any::TypeId::of::<crate::arch::AsmSwitch>();
+        FiberBody {
+            core: FiberCore {
+                header,
+                stack,
+                state: Cell::new(FiberState::Fresh),
+                result: Cell::new(None),
+                catcher,
+                suspend: suspend_with::<Sw, F>,
+                on_asm: on_asm && !attrs.save_fp_control,
+                save_fp: match (attrs.save_fp_control, on_asm) {
+                    (false, _) => SaveFp::No,
+                    (true, true) => SaveFp::OnAsm,
+                    (true, false) => SaveFp::OnOther,
+                },
+                fp: Cell::new(crate::arch::FpControl::default()),
+                fp_fault: Cell::new(false),
+                task_id,
+            },
+            regs: Sw::Regs::default(),
+            body: MaybeUninit::new(body),
+        }
+    }
+
+    /// A body that was never attached, taken apart: its stack (never run on) and closure.
+    pub(crate) fn into_parts(self) -> (Stack, F) {
+        // SAFETY: `new` wrote the closure and nothing read it (the body never ran).
+        (self.core.stack, unsafe { self.body.assume_init() })
+    }
+}
+
+pub(super) unsafe fn suspend_with<Sw: FiberSwitch, F>(core: *mut FiberCore) {
+    let fb = core as *mut FiberBody<Sw, F>;
+    // SAFETY: `core` is the first field of a `FiberBody<Sw, F>` (repr(C)), so the regs
+    // are at their offset in it; the caller is this fiber, on its stack.
+    unsafe { Sw::suspend(&raw mut (*fb).regs) }
+}
+
+/// The fiber's first frame (called by the switcher's first entry).
+unsafe extern "C" fn entry<Sw: FiberSwitch, F, R>(arg: *mut u8) -> !
+where
+    F: FnOnce(&mut Fiber) -> R,
+    R: IntoTaskResult,
+{
+    let fb = arg as *mut FiberBody<Sw, F>;
+    // SAFETY: `arg` is the fiber's body storage, initialised at attach; the body is
+    // read out exactly once, here.
+    let (core, body) = unsafe { (NonNull::new_unchecked(&raw mut (*fb).core), (*fb).body.assume_init_read()) };
+    let mut fiber = Fiber { core };
+    // SAFETY: the core lives for the whole run.
+    let c = unsafe { core.as_ref() };
+    let saving = c.save_fp != SaveFp::No;
+    if saving {
+        // Fiber rule 7: the executor's control state, given back at each suspension.
+        c.fp.set(crate::arch::fp_control());
+    }
+    let result = match c.catcher {
+        None => body(&mut fiber).into_task_result(),
+        Some(catch) => {
+            let mut body = Some(body);
+            let mut out = None;
+            let caught = catch(&mut || out = Some(body.take().map(|b| b(&mut fiber).into_task_result())));
+            match (caught, out.flatten()) {
+                (Ok(()), Some(r)) => r,
+                (Err(msg), _) => Err(TaskError::Panicked(msg)),
+                (Ok(()), None) => Err(TaskError::Panicked("the fiber body did not run")),
+            }
+        }
+    };
+    c.result.set(Some(result));
+    c.state.set(FiberState::Finished);
+    if saving && crate::arch::fp_control_differs(crate::arch::fp_control(), c.fp.get()) {
+        // SAFETY: read on this thread when the fiber was last resumed; the executor runs
+        // next and expects it (fiber rule 7).
+        unsafe { crate::arch::set_fp_control(c.fp.get()) };
+    }
+    // SAFETY: we are this fiber, on its stack, for the last time (fiber rule 1: the
+    // executor frees the stack after this switch).
+    unsafe { Sw::exit(&raw mut (*fb).regs) }
+}
+
+/// Fiber rule 6: the fiber switched back with the control state `after`, the executor's
+/// being `before`: load the executor's back, count it, remember the first for the task's
+/// result. (A fiber with `save_fp_control` gives the executor its own back itself, rule
+/// 7, so it never gets here; its `fp` is not a fault record and is left alone.)
+#[cfg(any(debug_assertions, feature = "fp-check"))]
+#[cold]
+#[inline(never)]
+fn fp_control_changed(
+    h: NonNull<Header>,
+    core: &FiberCore,
+    before: crate::arch::FpControl,
+    after: crate::arch::FpControl,
+) {
+    // SAFETY: `before` was read on this thread just before the resume; the executor runs
+    // on from here and expects it.
+    unsafe { crate::arch::set_fp_control(before) };
+    if core.save_fp == SaveFp::No && !core.fp_fault.get() {
+        core.fp.set(after);
+        core.fp_fault.set(true);
+    }
+    let sched = Sched::of_task(h).expect("keel bug: fiber without an owner");
+    let stats = &sched.stats;
+    stats.fp_control_restored.set(stats.fp_control_restored.get() + 1);
+}
+
+pub(crate) struct FiberVt<Sw, F, R>(core::marker::PhantomData<(Sw, F, R)>);
+
+impl<Sw, F, R> FiberVt<Sw, F, R>
+where
+    Sw: FiberSwitch,
+    F: FnOnce(&mut Fiber) -> R + 'static,
+    R: IntoTaskResult,
+{
+    pub(crate) const VTABLE: BodyVTable = BodyVTable { resume: Self::resume, drop: Self::drop_body, kind: Sw::KIND };
+
+    unsafe fn resume(h: NonNull<Header>) -> Step {
+        // The body bytes hold a `FiberBody<Sw, F>` (installed with this vtable).
+        let fb = h.body_ptr() as *mut FiberBody<Sw, F>;
+        // SAFETY: as above; the fiber is not running (we are the executor).
+        let core = unsafe { &(*fb).core };
+        if core.state.get() == FiberState::Fresh {
+            core.state.set(FiberState::Started);
+            // SAFETY: fresh fiber with an unused stack from the pool (fiber rule 1).
+            unsafe { Sw::init(&raw mut (*fb).regs, &core.stack, entry::<Sw, F, R>, fb as *mut u8) };
+        }
+        #[cfg(any(debug_assertions, feature = "fp-check"))]
+        let before = crate::arch::fp_control();
+        // SAFETY: initialised or suspended, not running.
+        unsafe { Sw::resume(&raw mut (*fb).regs) };
+        #[cfg(any(debug_assertions, feature = "fp-check"))]
+        {
+            let after = crate::arch::fp_control();
+            if crate::arch::fp_control_differs(before, after) {
+                fp_control_changed(h, core, before, after);
+            }
+        }
+        if core.state.get() != FiberState::Finished {
+            return Step::Pending;
+        }
+        let mut result = core.result.take().unwrap_or(Err(TaskError::Panicked("fiber finished without a result")));
+        if core.fp_fault.get() {
+            // Fiber rule 6: the task is reported, whatever the body returned.
+            let left = core.fp.get();
+            result = Err(TaskError::FpControlChanged { task: core.task_id, mxcsr: left.mxcsr, x87_cw: left.x87_cw });
+        }
+        let s = Sched::of_task(h).expect("keel bug: fiber without an owner");
+        // SAFETY: `'static` header.
+        let t = unsafe { h.as_ref() };
+        // Body rule 1: the closure was consumed by the fiber's entry; nothing is left to drop.
+        t.body.set(None);
+        if h.io_in_flight() > 0 {
+            // Fiber rule 4: the fiber returned with i/o in flight whose buffers may be on
+            // its stack; the stack is held until the task has drained, then pooled.
+            h.trailer().pending_stack.set(Some(core.stack));
+        } else {
+            // SAFETY: we are back on the executor's stack, so the fiber's stack is unused
+            // from here on (fiber rule 1).
+            unsafe { s.stacks.put(core.stack, s.now_if_trimming()) };
+        }
+        Step::Done(result)
+    }
+
+    /// Fiber rule 2: only a fiber that has not started can be dropped.
+    unsafe fn drop_body(h: NonNull<Header>) -> bool {
+        // As in `resume`.
+        let fb = h.body_ptr() as *mut FiberBody<Sw, F>;
+        // SAFETY: as in `resume`.
+        let core = unsafe { &(*fb).core };
+        match core.state.get() {
+            FiberState::Fresh => {
+                let sched = Sched::of_task(h).expect("keel bug: fiber without an owner");
+                // The stack goes back first: the closure's `Drop` may panic (body rule 1).
+                // SAFETY: the stack was never run on.
+                unsafe {
+                    let s = sched;
+                    s.stacks.put(core.stack, s.now_if_trimming());
+                }
+                core.state.set(FiberState::Finished);
+                // SAFETY: a fresh fiber's body is initialised and was never read out; its
+                // vtable is no longer installed (body rule 1), so this is the only drop.
+                unsafe { (*fb).body.assume_init_drop() };
+                true
+            }
+            FiberState::Started | FiberState::Finished => false,
+        }
+    }
+}

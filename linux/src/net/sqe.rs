@@ -1,0 +1,112 @@
+//! SQE builders for every socket opcode, over a descriptor or a fixed-file index
+//! ([`Sock`](super::Sock)). Builders that take pointers leave them to the caller, who keeps
+//! them valid until the operation's completion is reaped (the `RingOp` constructors'
+//! contracts).
+
+use super::{Shutdown, Sock, SockAddr};
+use io_uring::{opcode, squeue, types};
+use keel_core::Errno;
+
+macro_rules! on_sock {
+    ($s:expr, |$t:ident| $e:expr) => {
+        match $s {
+            Sock::Fd(fd) => {
+                let $t = types::Fd(fd);
+                $e
+            }
+            Sock::Fixed(i) => {
+                let $t = types::Fixed(i);
+                $e
+            }
+        }
+    };
+}
+
+pub(crate) fn socket_sqe(domain: i32, ty: i32, proto: i32, direct: bool) -> squeue::Entry {
+    let b = opcode::Socket::new(domain, ty | if direct { 0 } else { libc::SOCK_CLOEXEC }, proto);
+    if direct { b.file_index(Some(types::DestinationSlot::auto_target())).build() } else { b.build() }
+}
+
+pub(crate) fn setsockopt_sqe(s: Sock, level: i32, name: i32, val: *const i32) -> squeue::Entry {
+    on_sock!(s, |t| opcode::SetSockOpt::new(t, level as u32, name as u32, val.cast(), 4).build())
+}
+
+pub(crate) fn bind_sqe(s: Sock, addr: &SockAddr) -> squeue::Entry {
+    on_sock!(s, |t| opcode::Bind::new(t, addr.as_ptr(), addr.len()).build())
+}
+
+pub(crate) fn listen_sqe(s: Sock, backlog: i32) -> squeue::Entry {
+    on_sock!(s, |t| opcode::Listen::new(t, backlog).build())
+}
+
+pub(crate) fn accept_sqe(s: Sock, direct: bool) -> squeue::Entry {
+    let slot = direct.then(types::DestinationSlot::auto_target);
+    on_sock!(s, |t| opcode::Accept::new(t, core::ptr::null_mut(), core::ptr::null_mut())
+        .flags(if direct { 0 } else { libc::SOCK_CLOEXEC })
+        .file_index(slot)
+        .build())
+}
+
+pub(crate) fn accept_multi_sqe(s: Sock, direct: bool) -> squeue::Entry {
+    on_sock!(s, |t| opcode::AcceptMulti::new(t)
+        .flags(if direct { 0 } else { libc::SOCK_CLOEXEC })
+        .allocate_file_index(direct)
+        .build())
+}
+
+pub(crate) fn connect_sqe(s: Sock, addr: &SockAddr) -> squeue::Entry {
+    on_sock!(s, |t| opcode::Connect::new(t, addr.as_ptr(), addr.len()).build())
+}
+
+/// A send of all `len` bytes (`MSG_WAITALL`: the kernel retries partial sends; fewer
+/// only on error).
+#[inline(always)]
+pub(crate) fn send_all_sqe(s: Sock, buf: *const u8, len: u32) -> squeue::Entry {
+    on_sock!(s, |t| opcode::Send::new(t, buf, len).flags(libc::MSG_NOSIGNAL | libc::MSG_WAITALL).build())
+}
+
+#[inline(always)]
+pub(crate) fn send_sqe(s: Sock, buf: *const u8, len: u32) -> squeue::Entry {
+    on_sock!(s, |t| opcode::Send::new(t, buf, len).flags(libc::MSG_NOSIGNAL).build())
+}
+
+pub(crate) fn send_zc_fixed_sqe(s: Sock, buf: *const u8, len: u32, index: u16) -> squeue::Entry {
+    on_sock!(s, |t| opcode::SendZc::new(t, buf, len).buf_index(Some(index)).flags(libc::MSG_NOSIGNAL).build())
+}
+
+#[inline(always)]
+pub(crate) fn recv_sqe(s: Sock, buf: *mut u8, len: u32) -> squeue::Entry {
+    on_sock!(s, |t| opcode::Recv::new(t, buf, len).build())
+}
+
+pub(crate) fn recv_select_sqe(s: Sock, bgid: u16) -> squeue::Entry {
+    on_sock!(s, |t| opcode::Recv::new(t, core::ptr::null_mut(), 0)
+        .buf_group(bgid)
+        .build()
+        .flags(squeue::Flags::BUFFER_SELECT))
+}
+
+pub(crate) fn recv_multi_sqe(s: Sock, bgid: u16) -> squeue::Entry {
+    on_sock!(s, |t| opcode::RecvMulti::new(t, bgid).build())
+}
+
+pub(crate) fn shutdown_sqe(s: Sock, how: Shutdown) -> squeue::Entry {
+    on_sock!(s, |t| opcode::Shutdown::new(t, how.how()).build())
+}
+
+/// Net rule 1: cancel every operation on the descriptor.
+pub(crate) fn cancel_fd_sqe(s: Sock) -> squeue::Entry {
+    on_sock!(s, |t| opcode::AsyncCancel2::new(types::CancelBuilder::fd(t).all()).build())
+}
+
+pub(crate) fn close_sqe(s: Sock) -> squeue::Entry {
+    on_sock!(s, |t| opcode::Close::new(t).build())
+}
+
+/// Treats "nothing to cancel" and a count of cancelled operations alike.
+pub(crate) fn cancel_ok(r: Result<u32, Errno>) -> Result<(), Errno> {
+    match r {
+        Ok(_) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,151 @@
+//! The driver's configuration ([`RingConfig`]), its counters ([`RingStats`]) and
+//! `RingDriver::new`. The driver allocates here, at creation (slots, orphan table, cancel
+//! queue, spill list, submission record), and when provided buffers are registered, so
+//! submitting and reaping allocate nothing (cancel rule 4 in the `ring` module doc is the
+//! one cold exception). Creation probes what the kernel offers (set-up flags, MSG_RING, the
+//! realtime I/O class) and keeps the answers for the accessors (`RingDriver::flags`,
+//! `unpark_kind`, `realtime_ioprio`).
+
+use super::direct::Direct;
+use super::driver::RingDriver;
+use super::setup;
+use super::shared::Shared;
+use super::slots::Slots;
+use super::unpark::{self, UnparkKind, UnparkMode};
+use crate::notice::notice;
+use std::io;
+use std::marker::PhantomData;
+use std::rc::Rc;
+
+/// How the ring is made.
+#[derive(Copy, Clone, Debug)]
+pub struct RingConfig {
+    /// SQ entries (a power of two; the kernel rounds up).
+    pub entries: u32,
+    /// CQ entries (at least `entries`).
+    pub cq_entries: u32,
+    /// Operation slots: the most operations in flight at once.
+    pub slots: u32,
+    /// Registered buffers (0: none) and their size.
+    pub registered_buffers: u16,
+    /// Bytes per registered buffer.
+    pub registered_buffer_size: usize,
+    /// Slots in the ring's fixed-file table (0: none); `FiberFs::open_direct` installs
+    /// descriptors there.
+    pub registered_files: u32,
+    /// Keep the `off` field of the first this-many SQEs submitted (tests read the
+    /// submission order from it); 0: keep nothing.
+    pub record_submissions: usize,
+    /// How other threads unpark the executor (`Auto`: MsgRing where the kernel has it,
+    /// else the eventfd; see `ring/unpark.rs`).
+    pub unpark: UnparkMode,
+}
+
+impl Default for RingConfig {
+    fn default() -> Self {
+        RingConfig {
+            entries: 256,
+            cq_entries: 1024,
+            slots: 1024,
+            registered_buffers: 0,
+            registered_buffer_size: 4096,
+            registered_files: 0,
+            record_submissions: 0,
+            unpark: UnparkMode::Auto,
+        }
+    }
+}
+
+/// Ring counters.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct RingStats {
+    /// `io_uring_enter` calls.
+    pub enters: u64,
+    /// Enters that failed with EAGAIN, EBUSY or EINTR (their SQEs were kept and retried).
+    pub enter_retries: u64,
+    /// SQEs prepared.
+    pub submitted: u64,
+    /// CQEs reaped.
+    pub completed: u64,
+    /// CQEs for slots that had been reused or freed (dropped).
+    pub stale: u64,
+    /// Extra enters made to flush an overflowed CQ.
+    pub overflow_flushes: u64,
+    /// Extra enters a reap made because the kernel had left completion work pending
+    /// (`IORING_SQ_TASKRUN`; the `ring` module doc, Batching).
+    pub reap_follow_ups: u64,
+    /// Multishot results that did not fit their slot's queue and went to the spill list
+    /// (completion rule 2).
+    pub multishot_spilled: u64,
+    /// Multishot operations the driver cancelled because their queue filled (completion rule 2).
+    pub multishot_throttled: u64,
+    /// Multishot results dropped because the spill list was full too (completion rule 2: a
+    /// descriptor is closed, a provided buffer goes back to the ring).
+    pub multishot_lost: u64,
+    /// SEND_ZC notifications (`IORING_CQE_F_NOTIF`) received (completion rule 4).
+    pub zc_notifs: u64,
+}
+
+impl RingDriver {
+    /// Creates the ring on this thread (expensive: syscalls and allocation, once).
+    pub fn new(cfg: RingConfig) -> io::Result<Self> {
+        if cfg.entries == 0 || cfg.slots == 0 || cfg.slots > 1 << 30 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "entries and slots must be at least 1 (and slots below 2^30); use SleepDriver for an executor with no ring",
+            ));
+        }
+        let (mut ring, flags) = setup::build(cfg.entries, cfg.cq_entries)?;
+        // Probed on this ring while it is fresh (nothing submitted, CQ empty): `unpark.rs`.
+        let unpark_kind = match cfg.unpark {
+            UnparkMode::Auto if unpark::msg_ring_works(&mut ring) => UnparkKind::MsgRing,
+            UnparkMode::Auto | UnparkMode::Eventfd => UnparkKind::Eventfd,
+        };
+        let eventfd = match unpark_kind {
+            UnparkKind::Eventfd => Some(rustix::event::eventfd(
+                0,
+                rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+            )?),
+            UnparkKind::MsgRing => None,
+        };
+        if !ring.params().is_feature_nodrop() {
+            notice!(warn, "this kernel lacks IORING_FEAT_NODROP: a CQ overflow could lose completions");
+        }
+        let registered = crate::regbuf::Registered::new(&ring, cfg.registered_buffers, cfg.registered_buffer_size)?;
+        if cfg.registered_files > 0 {
+            ring.submitter().register_files_sparse(cfg.registered_files)?;
+        }
+        let rt_allowed = setup::realtime_ioprio_allowed();
+        static SAID: std::sync::Once = std::sync::Once::new();
+        if !rt_allowed {
+            SAID.call_once(|| notice!(info, "no CAP_SYS_NICE or CAP_SYS_ADMIN: High I/O priority uses the best-effort class, level 0, not the realtime class"));
+        }
+        Ok(RingDriver {
+            ring,
+            flags,
+            slots: Slots::new(cfg.slots),
+            direct: Direct::new(cfg.slots as usize),
+            pending_cancels: Vec::with_capacity(cfg.slots as usize),
+            tail_linked: false,
+            inject: None,
+            rt_allowed,
+            shared: {
+                let shared = Rc::new(Shared::new(cfg.slots as usize));
+                shared.set_regbuf(registered);
+                shared
+            },
+            spill: Vec::with_capacity(2 * cfg.cq_entries.max(cfg.entries) as usize),
+            spill_plain_max: 2 * cfg.cq_entries.max(cfg.entries) as usize,
+            stats: RingStats::default(),
+            record: Vec::with_capacity(cfg.record_submissions),
+            unpark_kind,
+            unparker_given: false,
+            eventfd,
+            eventfd_buf: Box::new(0),
+            eventfd_rearm: false,
+            eventfd_armed: false,
+            closing: false,
+            _not_send: PhantomData,
+        })
+    }
+}
