@@ -447,7 +447,7 @@ fn a_unix_socket_round_trip() {
 }
 
 #[test]
-fn driver_rule_1_futures_multishot_accept_and_receive() {
+fn completion_rule_1_futures_multishot_accept_and_receive() {
     let mut d = ring(RingConfig::default());
     d.enable_provided_buffers(8, 256).unwrap();
     let ex = executor_with(d);

@@ -97,7 +97,7 @@ fn answers(conns: Vec<(u32, std::net::TcpStream)>) -> Vec<(u32, Option<u32>)> {
 }
 
 #[test]
-fn driver_rule_2_a_multishot_accept_past_its_queue_is_throttled_spilled_and_rearmed_in_order() {
+fn completion_rule_2_a_multishot_accept_past_its_queue_is_throttled_spilled_and_rearmed_in_order() {
     const FIRST: u32 = 40; // in the backlog before the op is armed: > 16 results at once
     const MORE: u32 = 10; // after the throttle: the re-armed op takes them
     let ex = executor(RingConfig::default());
@@ -172,7 +172,7 @@ fn driver_rule_2_a_multishot_accept_past_its_queue_is_throttled_spilled_and_rear
 }
 
 #[test]
-fn driver_rule_2_with_the_spill_list_full_too_accepted_connections_are_closed_and_counted_lost() {
+fn completion_rule_2_with_the_spill_list_full_too_accepted_connections_are_closed_and_counted_lost() {
     // CQ of 64: the spill list holds 2 x 64 results. Four listeners with 60 connections
     // each, armed and not taken: 4 x (60 - 16) results cannot all spill.
     const LISTENERS: u32 = 4;
@@ -273,7 +273,7 @@ fn driver_rule_2_with_the_spill_list_full_too_accepted_connections_are_closed_an
 }
 
 #[test]
-fn driver_rule_2_a_multishot_receive_past_its_queue_is_throttled_spilled_and_rearmed_with_every_byte_once() {
+fn completion_rule_2_a_multishot_receive_past_its_queue_is_throttled_spilled_and_rearmed_with_every_byte_once() {
     // 64-byte provided buffers: 8000 bytes waiting when the receive is armed make far more
     // than 16 results at once.
     const BURST: usize = 8000;
@@ -483,7 +483,7 @@ fn pbuf_rule_4_provided_buffers_available_is_what_the_kernel_can_still_hand_out(
 /// its results hold provided buffers and have room kept for them, so every received
 /// byte still arrives once, in order (completion rule 2).
 #[test]
-fn driver_rule_2_received_data_is_never_lost_even_when_accepts_have_filled_the_spill_list() {
+fn completion_rule_2_received_data_is_never_lost_even_when_accepts_have_filled_the_spill_list() {
     const LISTENERS: u32 = 3;
     const PER: u32 = 60;
     const BURST: usize = 64 * 64;

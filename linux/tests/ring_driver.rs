@@ -237,7 +237,7 @@ fn open_fds_on(path: &std::path::Path) -> usize {
 }
 
 #[test]
-fn driver_rule_3_open_futures_dropped_after_their_first_poll_leak_no_descriptor() {
+fn completion_rule_3_open_futures_dropped_after_their_first_poll_leak_no_descriptor() {
     let path = std::env::temp_dir().join(format!("keel-{}-opens", std::process::id()));
     std::fs::write(&path, b"x").unwrap();
     let p: &'static str = Box::leak(path.to_str().unwrap().to_owned().into_boxed_str());

@@ -1,5 +1,5 @@
 //! Rule guards with no other home: one test per rule of keel-linux's rule sets (waitq,
-//! regbuf, pbuf, shared, stack, fd, driver, cancel, slot, direct in `linux/src`) that no
+//! regbuf, pbuf, shared, stack, fd, completion, cancel, slot, direct, wake-token in `linux/src`) that no
 //! scenario test elsewhere checks on its own. Each test is named `<set>_rule_<n>_<what>`
 //! and fails when that rule's code is removed. Real io_uring; sockets are Unix pairs.
 
@@ -276,12 +276,12 @@ fn pbuf_rule_5_the_ring_and_its_buffers_are_not_send() {
     <net::Multishot as AmbiguousIfSend<_>>::check();
 }
 
-// ---- driver rule 5 (`ring/mod.rs`, operations that complete more than once) ------------
+// ---- completion rule 5 (`ring/mod.rs`, operations that complete more than once) --------
 
 /// Each receive's `ProvidedBuf` is the buffer the CQE names: two receives on two sockets
 /// get two buffers, each holding its own socket's bytes.
 #[test]
-fn driver_rule_5_a_provided_buf_is_the_buffer_its_cqe_names() {
+fn completion_rule_5_a_provided_buf_is_the_buffer_its_cqe_names() {
     let (a1, mut b1) = std::os::unix::net::UnixStream::pair().unwrap();
     let (a2, mut b2) = std::os::unix::net::UnixStream::pair().unwrap();
     let (f1, f2) = (a1.into_raw_fd(), a2.into_raw_fd());
@@ -768,12 +768,12 @@ fn direct_rule_3_direct_operations_count_against_the_in_flight_limit() {
     }
 }
 
-// ---- driver rule 4 (`ring/mod.rs`) ----------------------------------------------------
+// ---- completion rule 4 (`ring/mod.rs`) ------------------------------------------------
 
 /// A `SEND_ZC`'s first CQE (the byte count, F_MORE) does not complete it: the slot keeps
 /// the result until the notification CQE, which completes the send with that count.
 #[test]
-fn driver_rule_4_a_zero_copy_send_completes_at_its_notification_with_the_first_result() {
+fn completion_rule_4_a_zero_copy_send_completes_at_its_notification_with_the_first_result() {
     // SEND_ZC needs an inet socket: a TCP pair on 127.0.0.1.
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
