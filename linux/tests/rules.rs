@@ -1,7 +1,8 @@
 //! Rule guards with no other home: one test per rule of keel-linux's rule sets (waitq,
-//! regbuf, pbuf, shared, stack, fd, completion, cancel, slot, direct, wake-token in `linux/src`) that no
-//! scenario test elsewhere checks on its own. Each test is named `<set>_rule_<n>_<what>`
-//! and fails when that rule's code is removed. Real io_uring; sockets are Unix pairs.
+//! regbuf, pbuf, shared, stack, fd, completion, cancel, slot, direct and wake-token rules
+//! in `linux/src`) that no scenario test elsewhere checks on its own. Each test is named
+//! `<set>_rule_<n>_<what>` and fails when that rule's code is removed. Real io_uring;
+//! sockets are Unix pairs, or a TCP pair on 127.0.0.1 where the kernel needs inet.
 
 mod net_util;
 
