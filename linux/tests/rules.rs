@@ -857,3 +857,166 @@ fn wake_token_rule_1_a_task_returning_while_its_read_lives_elsewhere_completes_a
     // SAFETY: our pipe's write end, closed once.
     unsafe { libc::close(wfd) };
 }
+
+// ---- direct rule 5 and cancel rule 3 (a queued cancel dropped at its op's last CQE) ----
+
+/// A four-entry SQ and one CQE reaped per pass: two reads of pipes that already hold a
+/// byte complete in the same enter, and the second one's CQE waits in the CQ for the next
+/// pass while the task runs.
+fn one_cqe_per_pass() -> Pin<Box<Ex>> {
+    let cfg = keel_core::Config { reap_batch: 1, ..keel_linux::panic::config() };
+    Box::pin(
+        keel_core::Executor::with_stacks(
+            ring(RingConfig { entries: 4, ..RingConfig::default() }),
+            MmapStacks::new().unwrap(),
+            cfg,
+        )
+        .unwrap(),
+    )
+}
+
+/// A cancel requested while the SQ is full waits in the driver's queue; when its
+/// operation's final CQE (already posted) is reaped first, the queued cancel is dropped:
+/// only the four reads that filled the SQ reach it, no `ASYNC_CANCEL`. Direct operations
+/// here (status blocks of a fiber).
+#[test]
+fn direct_rule_5_a_queued_cancel_of_a_direct_operation_is_dropped_when_it_completes() {
+    if std::fs::metadata("/proc/self/fdinfo").is_err() {
+        println!("skipped: no /proc/self/fdinfo to count SQEs with");
+        return;
+    }
+    let (r1, w1) = pipe();
+    let (r2, w2) = pipe();
+    let (r3, w3) = pipe();
+    for w in [w1, w2] {
+        // SAFETY: our pipe's write end, one byte.
+        assert_eq!(unsafe { libc::write(w, b"x".as_ptr().cast(), 1) }, 1);
+    }
+    let ex = one_cqe_per_pass();
+    let ex = ex.as_ref();
+    let out = Rc::new(RefCell::new(None));
+    let o = out.clone();
+    let t = ex
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| -> keel_core::TaskResult {
+            let read = |fd: i32, b: &mut [u8; 1]| {
+                let e = io_uring::opcode::Read::new(io_uring::types::Fd(fd), b.as_mut_ptr(), 1).build();
+                // SAFETY: every buffer outlives its read: the fiber waits for all of them.
+                unsafe { keel_linux::RingOp::from_entry(e) }
+            };
+            let (mut b1, mut b2) = ([0u8; 1], [0u8; 1]);
+            let mut fill = [[0u8; 1]; 4];
+            let s1 = core::pin::pin!(keel_core::IoStatus::new());
+            let s2 = core::pin::pin!(keel_core::IoStatus::new());
+            let fillers = core::pin::pin!([const { keel_core::IoStatus::new() }; 4]);
+            f.initiate::<RingDriver>(s1.as_ref(), read(r1, &mut b1)).unwrap();
+            f.initiate::<RingDriver>(s2.as_ref(), read(r2, &mut b2)).unwrap();
+            while s1.is_in_flight() {
+                f.wait_io();
+            }
+            let second_waits = s2.is_in_flight(); // its CQE is in the CQ, not reaped yet
+            let before = sq_tail().expect("the ring's fdinfo");
+            for (st, b) in fillers.as_ref().get_ref().iter().zip(fill.iter_mut()) {
+                // SAFETY: an element of the pinned array `fillers`, which never moves.
+                let st = unsafe { Pin::new_unchecked(st) };
+                f.initiate::<RingDriver>(st, read(r3, b)).unwrap();
+            }
+            f.cancel_io(s2.as_ref()); // the SQ is full: queued
+            while s2.is_in_flight() {
+                f.wait_io();
+            }
+            for _ in 0..4 {
+                f.yield_now()?; // enters: the SQ is submitted, queued cancels moved in
+            }
+            let after = sq_tail().expect("the ring's fdinfo");
+            *o.borrow_mut() = Some((second_waits, s2.result(), after.wrapping_sub(before)));
+            for st in fillers.as_ref().get_ref() {
+                // SAFETY: as above.
+                f.cancel_io(unsafe { Pin::new_unchecked(st) });
+            }
+            while fillers.iter().any(|s| s.is_in_flight()) {
+                f.wait_io();
+            }
+            Ok(0)
+        })
+        .unwrap();
+    assert!(run_for(ex), "{:?}", ex.state(t));
+    let (second_waits, r, sqes) = out.borrow_mut().take().unwrap();
+    if !second_waits {
+        println!("skipped: both completions were reaped in one pass here");
+    } else {
+        assert_eq!((r, sqes), (Some(Ok(1)), 4), "the four fillers and no cancel for the completed read");
+    }
+    for fd in [r1, w1, r2, w2, r3, w3] {
+        // SAFETY: our pipes' descriptors (the fiber wrapped none), closed once.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// As the direct rule 5 test, with slot operations (futures' owned reads): the queued
+/// cancel of an operation whose final CQE is reaped before the cancel reaches the SQ is
+/// dropped then.
+#[test]
+fn cancel_rule_3_a_queued_cancel_is_dropped_when_its_operation_ends() {
+    if std::fs::metadata("/proc/self/fdinfo").is_err() {
+        println!("skipped: no /proc/self/fdinfo to count SQEs with");
+        return;
+    }
+    let (r1, w1) = pipe();
+    let (r2, w2) = pipe();
+    let (r3, w3) = pipe();
+    for w in [w1, w2] {
+        // SAFETY: our pipe's write end, one byte.
+        assert_eq!(unsafe { libc::write(w, b"x".as_ptr().cast(), 1) }, 1);
+    }
+    let ex = one_cqe_per_pass();
+    let ex = ex.as_ref();
+    let out = Rc::new(RefCell::new(None));
+    let o = out.clone();
+    let t = ex
+        .attach(task(), async move {
+            // SAFETY: the pipes' read ends are ours and wrapped once (leaked with the files).
+            let [f1, f2, f3]: [&'static File; 3] =
+                [r1, r2, r3].map(|fd| &*Box::leak(Box::new(unsafe { File::from_raw_fd(fd) })));
+            type Read = Pin<Box<dyn Future<Output = (Result<u32, Errno>, Vec<u8>)>>>;
+            let mut first: Read = Box::pin(fs::read(f1, vec![0u8; 1], 0)); // slot 0
+            let mut second: Read = Box::pin(fs::read(f2, vec![0u8; 1], 0)); // slot 1
+            assert!(poll_once(&mut first).await.is_none());
+            assert!(poll_once(&mut second).await.is_none());
+            first.await.0.expect("a byte");
+            let second_waits = poll_once(&mut second).await.is_none(); // its CQE waits in the CQ
+            let before = sq_tail().expect("the ring's fdinfo");
+            let mut fillers: Vec<Read> = (0..4).map(|_| Box::pin(fs::read(f3, vec![0u8; 1], 0)) as Read).collect();
+            for r in &mut fillers {
+                assert!(poll_once(r).await.is_none());
+            }
+            // The second read's id: slot 1, generation 0 (slot rule 1). The SQ is full.
+            core::future::poll_fn(|cx| {
+                keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+                    // SAFETY: the driver's own method; nothing replaced, no other code runs.
+                    unsafe { d.get_mut() }.cancel(keel_core::OpId(1));
+                });
+                Poll::Ready(())
+            })
+            .await;
+            let (r, _) = second.await;
+            for _ in 0..4 {
+                rt::yield_now().await?; // enters: the SQ is submitted, queued cancels moved in
+            }
+            let after = sq_tail().expect("the ring's fdinfo");
+            *o.borrow_mut() = Some((second_waits, r, after.wrapping_sub(before)));
+            drop(fillers); // abandoned: cancelled by the driver
+            Ok(0)
+        })
+        .unwrap();
+    assert!(run_for(ex), "{:?}", ex.state(t));
+    let (second_waits, r, sqes) = out.borrow_mut().take().unwrap();
+    if !second_waits {
+        println!("skipped: both completions were reaped in one pass here");
+    } else {
+        assert_eq!((r, sqes), (Ok(1), 4), "the four fillers and no cancel for the ended read");
+    }
+    for fd in [w1, w2, w3] {
+        // SAFETY: our pipes' write ends, closed once.
+        unsafe { libc::close(fd) };
+    }
+}
