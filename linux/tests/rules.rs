@@ -583,6 +583,17 @@ fn cancel_rule_3_a_cancel_of_an_ended_operation_queues_nothing() {
 /// completion reaches the operation it belongs to, never one of the other kind.
 #[test]
 fn slot_rule_2_direct_slot_and_internal_completions_never_mix() {
+    direct_slot_and_internal_completions_never_mix();
+}
+
+/// The same scenario from the direct side: a direct `user_data` (bit 62 set, bit 63
+/// clear) reaches its status block and never a slot or the driver's own handling.
+#[test]
+fn direct_rule_2_direct_user_data_never_reaches_a_slot_or_the_drivers_tags() {
+    direct_slot_and_internal_completions_never_mix();
+}
+
+fn direct_slot_and_internal_completions_never_mix() {
     const ROUNDS: u8 = 50;
     let (ra, wa) = pipe();
     let (rb, wb) = pipe();
@@ -1016,6 +1027,105 @@ fn cancel_rule_3_a_queued_cancel_is_dropped_when_its_operation_ends() {
         assert_eq!((r, sqes), (Ok(1), 4), "the four fillers and no cancel for the ended read");
     }
     for fd in [w1, w2, w3] {
+        // SAFETY: our pipes' write ends, closed once.
+        unsafe { libc::close(fd) };
+    }
+}
+
+// ---- slot rule 1 (`ring/slots.rs`) -----------------------------------------------------
+
+/// This process's io_uring descriptor (the newest, as `sq_tail` picks it).
+fn ring_fd() -> Option<i32> {
+    let mut best = None;
+    for e in std::fs::read_dir("/proc/self/fdinfo").ok()?.flatten() {
+        let Ok(fd) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(text) = std::fs::read_to_string(e.path()) else { continue };
+        if text.lines().any(|l| l.starts_with("SqTail:")) && best.is_none_or(|b| fd > b) {
+            best = Some(fd);
+        }
+    }
+    best
+}
+
+/// A CQE naming a freed slot's old `user_data` (forged here with `IORING_OP_MSG_RING` to
+/// the ring itself) is stale: counted and dropped, and the operation now in that slot (a
+/// later generation) is not completed by it.
+#[test]
+fn slot_rule_1_a_cqe_for_a_freed_slots_old_user_data_is_stale() {
+    if std::fs::metadata("/proc/self/fdinfo").is_err() {
+        println!("skipped: no /proc/self/fdinfo to find the ring with");
+        return;
+    }
+    let (ra, wa) = pipe();
+    let (rb, wb) = pipe();
+    // SAFETY: our pipe's write end, one byte.
+    assert_eq!(unsafe { libc::write(wa, b"a".as_ptr().cast(), 1) }, 1);
+    let ex = executor(RingConfig::default());
+    let ex = ex.as_ref();
+    let out = Rc::new(RefCell::new(None));
+    let o = out.clone();
+    let stale = |cx: &std::task::Context<'_>| {
+        keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.stats().stale).expect("on the ring")
+    };
+    let t = ex
+        .attach(task(), async move {
+            // SAFETY: the pipes' read ends are ours and wrapped once (leaked with the files).
+            let [fa, fb]: [&'static File; 2] =
+                [ra, rb].map(|fd| &*Box::leak(Box::new(unsafe { File::from_raw_fd(fd) })));
+            // Slot 0, generation 0 (`user_data` 0): completes, and the slot is freed.
+            assert_eq!(fs::read(fa, vec![0u8; 1], 0).await.0, Ok(1));
+            // Slot 0 again, a later generation: in flight on an empty pipe.
+            type Read = Pin<Box<dyn Future<Output = (Result<u32, Errno>, Vec<u8>)>>>;
+            let mut second: Read = Box::pin(fs::read(fb, vec![0u8; 4], 0));
+            assert!(poll_once(&mut second).await.is_none());
+            let before = core::future::poll_fn(|cx| Poll::Ready(stale(cx))).await;
+            let ring = ring_fd().expect("the ring's fdinfo");
+            let forged = io_uring::opcode::MsgRingData::new(io_uring::types::Fd(ring), 1234, 0, None).build();
+            let st = core::pin::pin!(keel_core::IoStatus::new());
+            // SAFETY: the SQE references no memory.
+            let op = unsafe { keel_linux::RingOp::from_entry(forged) };
+            let sent = match keel_core::initiate::<RingDriver>(st.as_ref(), op).await {
+                Ok(()) => {
+                    while st.is_in_flight() {
+                        keel_core::suspend_until_completed_io(1).await?;
+                    }
+                    st.result().unwrap_or(Err(Errno::EIO))
+                }
+                Err(_) => Err(Errno::EINVAL),
+            };
+            for _ in 0..4 {
+                rt::yield_now().await?; // the forged CQE is reaped
+            }
+            let after = core::future::poll_fn(|cx| Poll::Ready(stale(cx))).await;
+            let early = poll_once(&mut second).await.map(|(r, _)| r);
+            *o.borrow_mut() = Some((sent, after - before, early));
+            if early.is_some() {
+                return Ok(1); // completed by the forged CQE: reported below
+            }
+            let (r, buf) = second.await;
+            assert_eq!((r, &buf[..1]), (Ok(1), &b"b"[..]), "the read got its own completion");
+            Ok(0)
+        })
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while out.borrow().is_none() && ex.attached() > 0 && t0.elapsed() < Duration::from_secs(5) {
+        let _ = ex.run(16, Some(Duration::from_millis(5)));
+    }
+    // SAFETY: our pipe's write end, one byte.
+    assert_eq!(unsafe { libc::write(wb, b"b".as_ptr().cast(), 1) }, 1);
+    let done = run_for(ex);
+    let got = out.borrow_mut().take();
+    match got {
+        Some((Err(e), _, _)) if e == Errno::EINVAL || e == Errno(libc::EOPNOTSUPP) || e == Errno::EBADF => {
+            println!("skipped: IORING_OP_MSG_RING to the ring itself is refused here ({e:?})");
+        }
+        other => {
+            assert_eq!(other, Some((Ok(0), 1, None)), "one stale CQE, and the read in the slot still waits");
+            assert!(done, "{:?}", ex.state(t));
+            assert_eq!(ex.result(t), Ok(Some(Ok(0))));
+        }
+    }
+    for fd in [wa, wb] {
         // SAFETY: our pipes' write ends, closed once.
         unsafe { libc::close(fd) };
     }
