@@ -1,5 +1,8 @@
 //! Small typed errors. Each `Display` says what the caller should change; a
 //! capacity failure hands the rejected item back.
+//!
+//! One file over the house ~400 lines on purpose: every error type of the crate side by
+//! side, each small, so their wording and their `Display` stay consistent.
 
 use core::fmt;
 
@@ -428,7 +431,7 @@ impl InitiateError<()> {
             InitiateError::NotInTask(()) => InitiateError::NotInTask(op),
             InitiateError::WrongDriver(()) => InitiateError::WrongDriver(op),
             InitiateError::StatusBusy(()) => InitiateError::StatusBusy(op),
-            InitiateError::Refused((), e) => InitiateError::Refused(op, e),
+            InitiateError::Refused((), errno) => InitiateError::Refused(op, errno),
             InitiateError::Cancelled(()) => InitiateError::Cancelled(op),
             InitiateError::DriverBusy(()) => InitiateError::DriverBusy(op),
         }

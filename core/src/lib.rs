@@ -1,6 +1,6 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 //! keel's `#![no_std]`, allocation-free core: executors with three CPU and three I/O
 //! priority levels, task slots reused across runs, wake rules that hold across threads,
@@ -37,7 +37,7 @@
 //! and fails on one that points up. Bottom to top:
 //!
 //! ```text
-//! 7 api       rt io_status dispatch loom_api
+//! 7 api       rt cx io_status dispatch loom_api
 //! 6 exec      exec fiber
 //! 5 task      task io_status::block
 //! 4 driver    driver sim
@@ -105,6 +105,7 @@ extern crate std;
 pub mod acct;
 pub mod arch;
 pub mod clock;
+pub mod cx;
 pub mod dispatch;
 pub mod driver;
 pub mod error;
@@ -128,6 +129,7 @@ pub mod timer;
 pub use acct::{Accounting, ExecTimesSnapshot, NoAccounting, TaskTimesSnapshot, TickScale, TscAccounting};
 pub use arch::AsmSwitch;
 pub use clock::Instant;
+pub use cx::TaskCx;
 pub use dispatch::Dispatcher;
 pub use driver::{Driver, DriverMut, IoResult, NoIo, OpId, Park};
 pub use error::{

@@ -1,4 +1,4 @@
-//! Three levels of priority, used separately for CPU and for I/O (seed 000, feature 2).
+//! Three levels of priority, used separately for CPU and for I/O.
 
 /// A priority level. `High` runs (or is submitted) before `Normal`, `Normal` before `Low`;
 /// within one level order is FIFO.

@@ -29,39 +29,21 @@
 //! allocation.
 
 use crate::clock::Instant;
+use crate::cx::{TaskCx, current_header};
 use crate::error::Cancelled;
-use crate::exec::sched::Sched;
 use crate::sync::Ordering;
 use crate::task::TaskHandle;
 use crate::task::header::{Header, flag};
 use crate::task::state::SuspendReason;
-use crate::task::wake::{is_resume_cx, task_of};
 use core::future::Future;
 use core::pin::Pin;
 use core::ptr::NonNull;
 use core::task::{Context, Poll};
 use core::time::Duration;
 
-/// The header of the task being resumed, if `cx` is the `Context` keel made for that
-/// resume (rt rule 1); `None` otherwise (rt rule 2). For what needs only the task.
-#[inline(always)]
-pub(crate) fn current_header(cx: &Context<'_>) -> Option<NonNull<Header>> {
-    let h = task_of(cx.waker())?;
-    is_resume_cx(h, cx).then_some(h)
-}
-
-/// The scheduler and header of the task being resumed, if `cx` is the `Context` keel
-/// made for that resume (rt rule 1); `None` otherwise (rt rule 2).
-#[inline(always)]
-pub(crate) fn current<'a>(cx: &Context<'_>) -> Option<(&'a Sched, NonNull<Header>)> {
-    let h = current_header(cx)?;
-    // Rt rule 1: we are on the owner's thread, inside its resume of `h`.
-    Some((Sched::of_task(h)?, h))
-}
-
-fn cancelled(h: NonNull<Header>) -> bool {
+fn cancelled(task: NonNull<Header>) -> bool {
     // SAFETY: `'static` header of the running task.
-    unsafe { h.as_ref() }.has_flag(flag::CANCEL)
+    unsafe { task.as_ref() }.has_flag(flag::CANCEL)
 }
 
 /// Yields: the task goes to the back of its priority's run queue.
@@ -78,8 +60,8 @@ pub struct YieldNow {
 impl Future for YieldNow {
     type Output = Result<(), Cancelled>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Some(h) = current_header(cx) else { return Poll::Ready(Ok(())) };
-        if cancelled(h) {
+        let Some(task) = current_header(cx) else { return Poll::Ready(Ok(())) };
+        if cancelled(task) {
             return Poll::Ready(Err(Cancelled));
         }
         if self.yielded {
@@ -87,14 +69,14 @@ impl Future for YieldNow {
         }
         self.yielded = true;
         // SAFETY: `'static` header of the running task, on its owner's thread.
-        unsafe { h.as_ref() }.set_flag(flag::WOKEN_WHILE_RUNNING);
+        unsafe { task.as_ref() }.set_flag(flag::WOKEN_WHILE_RUNNING);
         Poll::Pending
     }
 }
 
-/// Suspends the task for `d` (`suspend_for`). Huge durations saturate to "never".
-pub fn sleep(d: Duration) -> Sleep {
-    Sleep { deadline: None, duration: d }
+/// Suspends the task for `duration` (`suspend_for`). Huge durations saturate to "never".
+pub fn sleep(duration: Duration) -> Sleep {
+    Sleep { deadline: None, duration }
 }
 
 /// Suspends the task until `deadline` on its executor's clock (`suspend_until`).
@@ -112,8 +94,9 @@ pub struct Sleep {
 impl Future for Sleep {
     type Output = Result<(), Cancelled>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Some((sched, h)) = current(cx) else { return Poll::Ready(Ok(())) };
-        if cancelled(h) {
+        let Some(tcx) = TaskCx::of(cx) else { return Poll::Ready(Ok(())) };
+        let (sched, task) = (tcx.sched(), tcx.header());
+        if cancelled(task) {
             return Poll::Ready(Err(Cancelled));
         }
         let now = sched.now();
@@ -122,9 +105,9 @@ impl Future for Sleep {
         if now >= deadline {
             return Poll::Ready(Ok(()));
         }
-        sched.arm(h, deadline);
+        sched.arm(task, deadline);
         // SAFETY: `'static` header of the running task.
-        unsafe { h.as_ref() }.reason.set(SuspendReason::Timer);
+        unsafe { task.as_ref() }.reason.set(SuspendReason::Timer);
         Poll::Pending
     }
 }
@@ -144,8 +127,8 @@ pub struct Wait {
 impl Future for Wait {
     type Output = Result<(), Cancelled>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Some(h) = current_header(cx) else { return Poll::Ready(Ok(())) };
-        if cancelled(h) {
+        let Some(task) = current_header(cx) else { return Poll::Ready(Ok(())) };
+        if cancelled(task) {
             return Poll::Ready(Err(Cancelled));
         }
         if self.waited {
@@ -153,22 +136,22 @@ impl Future for Wait {
         }
         self.waited = true;
         // SAFETY: `'static` header of the running task.
-        unsafe { h.as_ref() }.reason.set(SuspendReason::Wait);
+        unsafe { task.as_ref() }.reason.set(SuspendReason::Wait);
         Poll::Pending
     }
 }
 
 /// The current time on the task's executor clock, `None` outside a keel task.
 pub fn now(cx: &Context<'_>) -> Option<Instant> {
-    current(cx).map(|(s, _)| s.now())
+    TaskCx::of(cx).map(TaskCx::now)
 }
 
 /// A handle to the running task's current run, `None` outside a keel task.
 pub fn current_task(cx: &Context<'_>) -> Option<TaskHandle> {
-    current_header(cx).map(|h| {
+    current_header(cx).map(|task| {
         // SAFETY: `'static` header. Relaxed: owner-written, read on the owner's thread.
-        let g = unsafe { h.as_ref() }.generation.load(Ordering::Relaxed);
-        TaskHandle::from_parts(h, g)
+        let generation = unsafe { task.as_ref() }.generation.load(Ordering::Relaxed);
+        TaskHandle::from_parts(task, generation)
     })
 }
 
@@ -181,7 +164,7 @@ pub fn is_cancelled(cx: &Context<'_>) -> bool {
 /// The running task's priorities, `None` outside a keel task.
 pub fn priorities(cx: &Context<'_>) -> Option<crate::Priorities> {
     // SAFETY: `'static` header of the running task.
-    current_header(cx).map(|h| unsafe { h.as_ref() }.prio.get())
+    current_header(cx).map(|task| unsafe { task.as_ref() }.prio.get())
 }
 
 /// `now` as a future, for `async fn` bodies that have no `Context` at hand.

@@ -35,8 +35,8 @@ use crate::buf::RawBuf;
 use crate::fd::SharedFd;
 use crate::ring::shared::Shared;
 use crate::ring::{RingDriver, RingOp};
-use keel_core::SubmitRefused;
 use keel_core::{Errno, OpId};
+use keel_core::{SubmitRefused, TaskCx};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -102,10 +102,12 @@ impl SlotOp {
         self.fixed.take()
     }
 
-    fn poll_taken(&mut self, cx: &mut Context<'_>, id: OpId) -> Poll<SlotOpResult> {
-        let cancel = !self.cancel_sent && keel_core::rt::is_cancelled(cx);
+    fn poll_taken(&mut self, tcx: Option<TaskCx<'_>>, id: OpId) -> Poll<SlotOpResult> {
+        // Outside any task (rt rule 2 in keel-core): `EPERM`.
+        let Some(tcx) = tcx else { return Poll::Ready((-Errno::EPERM.0, 0, None)) };
+        let cancel = !self.cancel_sent && tcx.is_cancelled();
         let mine = self.shared.as_ref().map_or(core::ptr::null(), Rc::as_ptr);
-        let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+        let r = tcx.with_driver::<RingDriver, _>(|d| {
             let d = crate::ring::lent_mut(d);
             if !core::ptr::eq(Rc::as_ptr(&d.shared), mine) {
                 return Err(()); // another executor's driver: `id` means nothing there
@@ -117,9 +119,7 @@ impl SlotOp {
                 }
                 // Wake-token rule 3: the task polling it now is the one to wake (it may
                 // have been moved out of the task that submitted it).
-                if let Some(me) = keel_core::rt::current_task(cx) {
-                    d.rewake(id, me);
-                }
+                d.rewake(id, tcx.task());
             }
             Ok(done)
         });
@@ -133,11 +133,10 @@ impl SlotOp {
             Some(Ok(None)) => {
                 // Cancelled or not, the op's own completion ends the wait (module doc).
                 self.cancel_sent |= cancel;
-                keel_core::io_status::waiting_for_io(cx);
+                tcx.waiting_for_io();
                 Poll::Pending
             }
-            // Outside any task (rt rule 2 in keel-core: `EPERM`), or the driver is lent.
-            None if keel_core::rt::current_task(cx).is_none() => Poll::Ready((-Errno::EPERM.0, 0, None)),
+            // Another driver type, or the driver is lent.
             None => Poll::Ready((-Errno::EINVAL.0, 0, None)),
         }
     }
@@ -149,31 +148,37 @@ impl Future for SlotOp {
     type Output = SlotOpResult;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SlotOpResult> {
+        // The task context, resolved once for this poll.
+        let tcx = TaskCx::of(cx);
         if let Some(id) = self.id {
-            return self.poll_taken(cx, id);
+            return self.poll_taken(tcx, id);
         }
         assert!(self.op.is_some(), "SlotOp polled after completion");
         if let Some(buf) = &self.fixed {
             // Regbuf rule 1: its index means another buffer on another ring.
-            let mine = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| buf.is_of(&d.shared));
+            let mine = tcx.and_then(|tcx| tcx.with_driver::<RingDriver, _>(|d| buf.is_of(&d.shared)));
             if mine == Some(false) {
                 return Poll::Ready((-libc::EXDEV, 0, None));
             }
         }
         // From the future's state straight into the SQ (one copy).
         let wait = self.wait;
-        match keel_core::try_submit_from::<RingDriver>(cx, &mut self.op, wait) {
+        let Some(tcx) = tcx else {
+            // Outside any task (rt rule 2 in keel-core).
+            return Poll::Ready((-Errno::EPERM.0, 0, self.op.take().and_then(|op| op.buf)));
+        };
+        match tcx.try_submit_from::<RingDriver>(&mut self.op, wait) {
             Ok(id) => {
                 self.id = Some(id);
                 let (fd, closes) = (self.fd.take(), self.closes);
-                self.shared = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+                self.shared = tcx.with_driver::<RingDriver, _>(|d| {
                     let d = crate::ring::lent_mut(d);
                     if let Some(fd) = fd {
                         d.hold_fd(id, fd, closes); // same poll as the submission: no enter between
                     }
                     d.shared.clone()
                 });
-                keel_core::io_status::waiting_for_io(cx);
+                tcx.waiting_for_io();
                 Poll::Pending
             }
             Err(SubmitRefused::Wait) => Poll::Pending,

@@ -58,20 +58,20 @@
 
 mod body;
 
+mod io;
+
 pub(crate) use body::{FiberBody, FiberVt};
+pub use io::PairRefused;
 
 use crate::clock::Instant;
-use crate::driver::{Driver, DriverMut};
-use crate::error::{Cancelled, InitiateError};
+use crate::error::Cancelled;
 use crate::exec::sched::Sched;
-use crate::io_status::block::IoStatus;
 use crate::switch::FiberSwitch;
 use crate::sync::Ordering;
 use crate::task::TaskHandle;
-use crate::task::header::{Header, SlotPtr, flag};
+use crate::task::header::{Header, flag};
 use crate::task::state::SuspendReason;
 use body::{ASM_REGS_OFFSET, FiberCore, SaveFp};
-use core::pin::Pin;
 use core::ptr::NonNull;
 use core::time::Duration;
 
@@ -129,9 +129,9 @@ impl Fiber {
 
     fn sched(&self) -> &Sched {
         // Relaxed: the owner wrote it on this thread.
-        let s = self.header().owner.load(Ordering::Relaxed);
+        let owner = self.header().owner.load(Ordering::Relaxed);
         // SAFETY: a running task's owner is a live, pinned executor (sched rule 1).
-        unsafe { Sched::of_owner(s) }
+        unsafe { Sched::of_owner(owner) }
     }
 
     fn cancelled(&self) -> Result<(), Cancelled> {
@@ -219,10 +219,10 @@ impl Fiber {
         self.cancelled()
     }
 
-    /// Suspends for `d` (huge durations saturate).
+    /// Suspends for `duration` (huge durations saturate).
     #[inline(always)]
-    pub fn sleep(&mut self, d: Duration) -> Result<(), Cancelled> {
-        let deadline = self.sched().now().saturating_add(d);
+    pub fn sleep(&mut self, duration: Duration) -> Result<(), Cancelled> {
+        let deadline = self.sched().now().saturating_add(duration);
         self.sleep_until(deadline)
     }
 
@@ -266,112 +266,6 @@ impl Fiber {
         TaskHandle::from_parts(self.core().header, self.header().generation.load(Ordering::Relaxed))
     }
 
-    /// Starts `op`, linking `status` (pinned on this fiber's stack) on the task's
-    /// initiated list.
-    ///
-    /// While there is no room to submit, the fiber waits in I/O-priority order (FIFO
-    /// within a priority, so its own operations enter in the order it initiated them).
-    ///
-    /// Inlined, so the operation is built where the driver copies it from (out of line,
-    /// the copy re-read bytes the caller had just stored piecewise: a store-forwarding
-    /// stall that cost about a fifth of a NOP's user time).
-    #[inline(always)]
-    pub fn initiate<D: Driver>(&mut self, status: Pin<&IoStatus>, op: D::Op) -> Result<(), InitiateError<D::Op>> {
-        let mut op = Some(op);
-        match self.sched().initiate_from::<D>(status, self.core().header, &mut op) {
-            Ok(()) => Ok(()),
-            Err(e) => self.initiate_refused::<D>(status, op, e),
-        }
-    }
-
-    /// `initiate` after a refusal: wait for room while it is `EBUSY`, else fail.
-    #[inline(never)]
-    fn initiate_refused<D: Driver>(
-        &mut self,
-        status: Pin<&IoStatus>,
-        mut op: Option<D::Op>,
-        mut refusal: InitiateError<()>,
-    ) -> Result<(), InitiateError<D::Op>> {
-        loop {
-            match refusal {
-                InitiateError::Refused((), crate::Errno::EBUSY) => {
-                    self.sched().wait_for_submit(self.core().header);
-                    self.switch_out();
-                    if self.cancelled().is_err() {
-                        return Err(InitiateError::Cancelled(op.take().expect("refused operations stay in place")));
-                    }
-                }
-                InitiateError::Cancelled(()) => {
-                    // Only on entry: after a switch the flag was checked just above.
-                    let Cancelled = self.cancelled_yield();
-                    return Err(InitiateError::Cancelled(op.take().expect("refused operations stay in place")));
-                }
-                e => return Err(e.with_op(op.take().expect("refused operations stay in place"))),
-            }
-            match self.sched().initiate_from::<D>(status, self.core().header, &mut op) {
-                Ok(()) => return Ok(()),
-                Err(e) => refusal = e,
-            }
-        }
-    }
-
-    /// Initiates `first` and `second` back to back, or neither: for a pair whose first
-    /// operation links the second (`IOSQE_IO_LINK`, which the kernel honours only within
-    /// one submission). Both go in only if there is room for both now and nobody waits for
-    /// room; otherwise neither is submitted and both come back with `Refused(EBUSY)` (the
-    /// task is not queued: the caller may fall back to doing them one after the other).
-    pub fn initiate_pair<D: Driver>(
-        &mut self,
-        first: (Pin<&IoStatus>, D::Op),
-        second: (Pin<&IoStatus>, D::Op),
-    ) -> Result<(), PairRefused<D::Op>> {
-        let ((s1, op1), (s2, op2)) = (first, second);
-        let sched = self.sched();
-        let refused =
-            |reason: InitiateError<()>, first: D::Op, second: D::Op| Err(PairRefused { reason, first, second });
-        if self.cancelled().is_err() {
-            let Cancelled = self.cancelled_yield();
-            return refused(InitiateError::Cancelled(()), op1, op2);
-        }
-        if s1.is_busy() || s2.is_busy() || core::ptr::eq(s1.get_ref(), s2.get_ref()) {
-            return refused(InitiateError::StatusBusy(()), op1, op2);
-        }
-        let Some(driver) = sched.driver_as::<D>() else { return refused(InitiateError::WrongDriver(()), op1, op2) };
-        // Driver rule 1: inside a `with_driver` closure.
-        if sched.is_lent() {
-            return refused(InitiateError::DriverBusy(()), op1, op2);
-        }
-        if !sched.room_for(driver, 2) {
-            return refused(InitiateError::Refused((), crate::Errno::EBUSY), op1, op2);
-        }
-        let h = self.core().header;
-        let (mut a, mut b) = (Some(op1), Some(op2));
-        if let Err(e) = sched.initiate_from::<D>(s1, h, &mut a) {
-            return refused(e, a.expect("refused operations stay in place"), b.expect("not yet submitted"));
-        }
-        // Cannot be refused: room for two was checked with nothing running in between.
-        match sched.initiate_from::<D>(s2, h, &mut b) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                unreachable!("keel bug: the second of a pair was refused ({e:?}) after room for both was checked")
-            }
-        }
-    }
-
-    /// Suspends until woken by a completion of one of its operations (or anything else),
-    /// ignoring cancellation: for waiting out an operation whose buffer lives on this
-    /// fiber's stack, which must complete before the frame is left.
-    #[inline(always)]
-    pub fn wait_io(&mut self) {
-        self.header().reason.set(SuspendReason::Io);
-        self.switch_out();
-    }
-
-    /// Asks the driver to cancel `status`'s operation if it is in flight.
-    pub fn cancel_io(&mut self, status: Pin<&IoStatus>) {
-        self.sched().cancel_status(&status);
-    }
-
     /// The task's CPU and I/O priorities.
     pub fn priorities(&self) -> crate::Priorities {
         self.header().prio.get()
@@ -381,98 +275,4 @@ impl Fiber {
     pub fn is_cancelled(&self) -> bool {
         self.cancelled().is_err()
     }
-
-    /// Lends the executor's driver to `f` if it is a `D`, as a [`DriverMut`] (driver
-    /// rules 1-2, exec/lend.rs). `None` for another driver type or while the driver is
-    /// lent already; [`Fiber::try_with_driver`] says which.
-    pub fn with_driver<D: Driver, R>(&mut self, f: impl FnOnce(&mut DriverMut<'_, D>) -> R) -> Option<R> {
-        self.try_with_driver(f).ok()
-    }
-
-    /// [`Fiber::with_driver`] with the reason it could not lend the driver.
-    pub fn try_with_driver<D: Driver, R>(
-        &mut self,
-        f: impl FnOnce(&mut DriverMut<'_, D>) -> R,
-    ) -> Result<R, crate::DriverError> {
-        let sched = self.sched();
-        let d = sched.driver_as::<D>().ok_or(crate::DriverError::WrongDriver)?;
-        let _lent = sched.lend().map_err(|_| crate::DriverError::Busy)?;
-        // SAFETY: driver rule 1: lent (the flag set) until `_lent` drops, after `f`.
-        let mut d = unsafe { DriverMut::lend(d) };
-        Ok(f(&mut d))
-    }
-
-    /// Suspends until one of its operations completes, then takes up to `max` completed
-    /// status blocks (their `result()` is set); `Ok(0)` at once if nothing is in flight.
-    #[inline(always)]
-    pub fn suspend_until_completed_io(&mut self, max: usize) -> Result<usize, Cancelled> {
-        loop {
-            if self.header().has_flag(flag::CANCEL) {
-                // Fiber rule 5 (a cancel that woke it costs one more pass).
-                return Err(self.cancelled_yield());
-            }
-            let tr = self.core().header.trailer();
-            if !tr.completed.is_empty() {
-                return Ok(crate::io_status::block::take_completed(tr, max));
-            }
-            if tr.initiated.is_empty() {
-                return Ok(0);
-            }
-            self.header().reason.set(SuspendReason::Io);
-            self.switch_out();
-        }
-    }
-
-    /// Submits `op` with a wake token, for an operation whose result the driver keeps for
-    /// the caller to take (multishot, buffer-select): the fiber counterpart of
-    /// [`crate::io_status::try_submit`]. Admission is `initiate`'s: while the driver has no
-    /// room, other tasks already queue for it, or the executor's `max_io_in_flight` is
-    /// reached, the fiber waits in I/O-priority order (FIFO within a priority) and tries
-    /// again when granted room. The operation is on no status block, so the caller owns
-    /// its id: it must take the result or abandon the operation through the driver.
-    ///
-    /// Errors hand the operation back: `Cancelled` (before submission, also while
-    /// waiting), `WrongDriver`, `Refused` (the driver refused it for a reason other than
-    /// room).
-    pub fn try_submit<D: Driver>(&mut self, op: D::Op) -> Result<crate::OpId, InitiateError<D::Op>> {
-        use crate::error::SubmitRefused;
-        if self.sched().driver_as::<D>().is_none() {
-            return Err(InitiateError::WrongDriver(op));
-        }
-        let mut op = Some(op);
-        let back = |op: &mut Option<D::Op>| op.take().expect("refused operations stay in place");
-        let mut entry = true;
-        loop {
-            if self.cancelled().is_err() {
-                if entry {
-                    let Cancelled = self.cancelled_yield();
-                }
-                return Err(InitiateError::Cancelled(back(&mut op)));
-            }
-            entry = false;
-            match self.sched().submit_with_wake_token::<D>(self.core().header, &mut op, true) {
-                Ok(id) => return Ok(id),
-                // Queued for room (by I/O priority); the grant wakes this fiber.
-                Err(SubmitRefused::Wait) => {}
-                // The driver had no room after all: queue as for any other lack of room.
-                Err(SubmitRefused::Failed(crate::Errno::EBUSY)) => self.sched().wait_for_submit(self.core().header),
-                Err(SubmitRefused::Failed(crate::Errno::ECANCELED)) => {
-                    return Err(InitiateError::Cancelled(back(&mut op)));
-                }
-                Err(SubmitRefused::Failed(e)) => return Err(InitiateError::Refused(back(&mut op), e)),
-            }
-            self.switch_out();
-        }
-    }
-}
-
-/// Why [`Fiber::initiate_pair`] submitted neither operation; both come back.
-#[derive(Debug)]
-pub struct PairRefused<Op> {
-    /// The reason (`Refused(EBUSY)`: no room for both now).
-    pub reason: InitiateError<()>,
-    /// The first operation.
-    pub first: Op,
-    /// The second operation.
-    pub second: Op,
 }

@@ -1,4 +1,4 @@
-//! NT-style i/o status blocks (seed 000): the caller supplies a pinned `IoStatus` for
+//! NT-style i/o status blocks: the caller supplies a pinned `IoStatus` for
 //! each operation it initiates; initiating links it on the task's *initiated* list; its
 //! completion moves it to the task's *completed* list with `Result<u32, Errno>`; the
 //! task takes completed ones with `suspend_until_completed_io(max)`.
@@ -35,10 +35,10 @@ use block::IoState;
 pub use block::IoStatus;
 pub(crate) use block::take_completed;
 
+use crate::cx::{TaskCx, current_header};
 use crate::driver::{Driver, DriverMut, IoToken, OpId};
 use crate::error::{Cancelled, DriverError, InitiateError};
 use crate::exec::sched::Sched;
-use crate::rt::current;
 use crate::task::header::{SlotPtr, flag};
 use crate::task::state::SuspendReason;
 use core::future::Future;
@@ -48,23 +48,23 @@ use core::task::{Context, Poll};
 
 impl Drop for IoStatus {
     fn drop(&mut self) {
-        let Some(h) = self.task.get() else { return };
-        let me = NonNull::from(&*self);
+        let Some(task) = self.task.get() else { return };
+        let this = NonNull::from(&*self);
         match self.state.get() {
             IoState::InFlight => {
                 // SAFETY: in flight means on `initiated` (rule 1).
-                unsafe { h.trailer().initiated.remove(me) };
-                h.trailer().orphans.set(h.trailer().orphans.get() + 1);
-                let sched = Sched::of_task(h).expect("keel bug: in-flight i/o on an unowned task");
+                unsafe { task.trailer().initiated.remove(this) };
+                task.trailer().orphans.set(task.trailer().orphans.get() + 1);
+                let sched = Sched::of_task(task).expect("keel bug: in-flight i/o on an unowned task");
                 // Rule 4: from now on the completion names the task, not this memory.
                 sched.driver_retarget(
                     self.op.get(),
-                    IoToken { addr: h.as_ptr() as usize | IoToken::ORPHAN, generation: 0 },
+                    IoToken { addr: task.as_ptr() as usize | IoToken::ORPHAN, generation: 0 },
                 );
                 sched.driver_cancel(self.op.get());
             }
             // SAFETY: completed means on `completed` (rule 1).
-            IoState::Completed => unsafe { h.trailer().completed.remove(me) },
+            IoState::Completed => unsafe { task.trailer().completed.remove(this) },
             IoState::Idle | IoState::Reaped => {}
         }
     }
@@ -91,11 +91,12 @@ impl<D: Driver> Future for Initiate<'_, D> {
     /// task waits in I/O-priority order and retries when the executor grants it room.
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let op = self.op.take().expect("Initiate polled after it completed");
-        let Some((sched, h)) = current(cx) else { return Poll::Ready(Err(InitiateError::NotInTask(op))) };
-        match sched.initiate::<D>(self.status, h, op) {
+        let Some(tcx) = TaskCx::of(cx) else { return Poll::Ready(Err(InitiateError::NotInTask(op))) };
+        let (sched, task) = (tcx.sched(), tcx.header());
+        match sched.initiate::<D>(self.status, task, op) {
             Err(InitiateError::Refused(op, crate::Errno::EBUSY)) => {
                 self.op = Some(op);
-                sched.wait_for_submit(h);
+                sched.wait_for_submit(task);
                 Poll::Pending
             }
             other => Poll::Ready(other),
@@ -120,21 +121,21 @@ pub struct CompletedIo {
 impl Future for CompletedIo {
     type Output = Result<usize, Cancelled>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Some((_, h)) = current(cx) else { return Poll::Ready(Ok(0)) };
+        let Some(task) = current_header(cx) else { return Poll::Ready(Ok(0)) };
         // SAFETY: `'static` header of the running task.
-        let t = unsafe { h.as_ref() };
-        if t.has_flag(flag::CANCEL) {
+        let header = unsafe { task.as_ref() };
+        if header.has_flag(flag::CANCEL) {
             return Poll::Ready(Err(Cancelled));
         }
-        let tr = h.trailer();
-        if tr.completed.is_empty() {
-            if tr.initiated.is_empty() {
+        let trailer = task.trailer();
+        if trailer.completed.is_empty() {
+            if trailer.initiated.is_empty() {
                 return Poll::Ready(Ok(0));
             }
-            t.reason.set(SuspendReason::Io);
+            header.reason.set(SuspendReason::Io);
             return Poll::Pending;
         }
-        Poll::Ready(Ok(take_completed(tr, self.max)))
+        Poll::Ready(Ok(take_completed(trailer, self.max)))
     }
 }
 
@@ -152,23 +153,18 @@ pub enum NotSubmitted<Op> {
 /// Submits `op` for the running task with a wake token (the driver keeps the result for
 /// the caller to take), queueing for room as `initiate` does. Same-thread, no allocation.
 pub fn try_submit<D: Driver>(cx: &Context<'_>, op: D::Op) -> Result<OpId, NotSubmitted<D::Op>> {
-    submit_for_task::<D>(cx, op, true)
+    match TaskCx::of(cx) {
+        Some(tcx) => tcx.try_submit::<D>(op, true),
+        None => Err(NotSubmitted::Failed(op, crate::Errno::EPERM)),
+    }
 }
 
 /// As [`try_submit`], but never waits: with no room now it fails with `EBUSY` (the task is
 /// not queued).
 pub fn try_submit_now<D: Driver>(cx: &Context<'_>, op: D::Op) -> Result<OpId, NotSubmitted<D::Op>> {
-    submit_for_task::<D>(cx, op, false)
-}
-
-fn submit_for_task<D: Driver>(cx: &Context<'_>, op: D::Op, wait: bool) -> Result<OpId, NotSubmitted<D::Op>> {
-    let mut op = Some(op);
-    let r = try_submit_from::<D>(cx, &mut op, wait);
-    let mut back = || op.take().expect("refused operations stay in place");
-    match r {
-        Ok(id) => Ok(id),
-        Err(SubmitRefused::Wait) => Err(NotSubmitted::Wait(back())),
-        Err(SubmitRefused::Failed(e)) => Err(NotSubmitted::Failed(back(), e)),
+    match TaskCx::of(cx) {
+        Some(tcx) => tcx.try_submit::<D>(op, false),
+        None => Err(NotSubmitted::Failed(op, crate::Errno::EPERM)),
     }
 }
 
@@ -177,8 +173,8 @@ fn submit_for_task<D: Driver>(cx: &Context<'_>, op: D::Op, wait: bool) -> Result
 /// straight into its queue (for an operation kept in a future's state, no move through
 /// the stack first).
 pub fn try_submit_from<D: Driver>(cx: &Context<'_>, op: &mut Option<D::Op>, wait: bool) -> Result<OpId, SubmitRefused> {
-    let Some((sched, h)) = current(cx) else { return Err(SubmitRefused::Failed(crate::Errno::EPERM)) };
-    sched.submit_with_wake_token::<D>(h, op, wait)
+    let Some(tcx) = TaskCx::of(cx) else { return Err(SubmitRefused::Failed(crate::Errno::EPERM)) };
+    tcx.try_submit_from::<D>(op, wait)
 }
 
 /// Lends the running task's driver to `f` if it is a `D` (for operations whose state the
@@ -194,12 +190,7 @@ pub fn try_with_driver<D: Driver, R>(
     cx: &Context<'_>,
     f: impl FnOnce(&mut DriverMut<'_, D>) -> R,
 ) -> Result<R, DriverError> {
-    let (sched, _) = current(cx).ok_or(DriverError::NotInTask)?;
-    let driver = sched.driver_as::<D>().ok_or(DriverError::WrongDriver)?;
-    let _lent = sched.lend().map_err(|_| DriverError::Busy)?;
-    // SAFETY: driver rule 1: lent (the flag set) until `_lent` drops, after `f`.
-    let mut d = unsafe { DriverMut::lend(driver) };
-    Ok(f(&mut d))
+    TaskCx::of(cx).ok_or(DriverError::NotInTask)?.try_with_driver(f)
 }
 
 /// The driver of the running task as a raw pointer, for code that must reach it later
@@ -209,7 +200,7 @@ pub fn try_with_driver<D: Driver, R>(
 /// a `Drop` that may run inside a `with_driver` closure, that is a second reference;
 /// [`driver_handle`] gives such a `Drop` a call that is held back instead).
 pub fn driver_ptr<D: Driver>(cx: &Context<'_>) -> Option<*mut D> {
-    current(cx).and_then(|(s, _)| s.driver_as::<D>())
+    TaskCx::of(cx)?.driver_ptr::<D>()
 }
 
 /// The running task's driver, for a value that must reach it later from `Drop` (a
@@ -218,15 +209,19 @@ pub fn driver_ptr<D: Driver>(cx: &Context<'_>) -> Option<*mut D> {
 /// 3, exec/lend.rs), so a drop inside such a closure never forms a second reference.
 /// `None` outside a keel task or for another driver type.
 pub fn driver_handle<D: Driver>(cx: &Context<'_>) -> Option<DriverPtr<D>> {
-    let (sched, _) = current(cx)?;
-    let driver = sched.driver_as::<D>()?;
-    Some(DriverPtr { sched: NonNull::from(sched), driver })
+    TaskCx::of(cx)?.driver_handle::<D>()
 }
 
 /// See [`driver_handle`].
 pub struct DriverPtr<D> {
     sched: NonNull<Sched>,
     driver: *mut D,
+}
+
+impl<D> DriverPtr<D> {
+    pub(crate) fn new(sched: &Sched, driver: *mut D) -> Self {
+        DriverPtr { sched: NonNull::from(sched), driver }
+    }
 }
 
 impl<D> Clone for DriverPtr<D> {
@@ -258,12 +253,12 @@ impl<D: Driver> DriverPtr<D> {
     /// # Safety
     /// The executor this came from is alive and this runs on its thread.
     pub unsafe fn call_or_defer(self, f: fn(&mut D, OpId), id: OpId) {
-        unsafe fn tramp<D>(d: *mut (), f: *const (), id: OpId) {
-            // SAFETY: `f` was a `fn(&mut D, OpId)` (`call_or_defer`), and `d` this
+        unsafe fn tramp<D>(driver: *mut (), f: *const (), id: OpId) {
+            // SAFETY: `f` was a `fn(&mut D, OpId)` (`call_or_defer`), and `driver` this
             // executor's driver, unlent (sched rule 3).
             unsafe {
                 let f: fn(&mut D, OpId) = core::mem::transmute::<*const (), fn(&mut D, OpId)>(f);
-                f(&mut *(d as *mut D), id)
+                f(&mut *(driver as *mut D), id)
             }
         }
         // SAFETY: the caller keeps the executor alive; on its thread.
@@ -275,9 +270,9 @@ impl<D: Driver> DriverPtr<D> {
 /// Marks the running task as waiting for i/o (for its state and statistics) before it
 /// returns `Pending`.
 pub fn waiting_for_io(cx: &Context<'_>) {
-    if let Some((_, h)) = current(cx) {
+    if let Some(task) = current_header(cx) {
         // SAFETY: `'static` header of the running task.
-        unsafe { h.as_ref() }.reason.set(SuspendReason::Io);
+        unsafe { task.as_ref() }.reason.set(SuspendReason::Io);
     }
 }
 

@@ -53,8 +53,9 @@ impl Future for OwnedOp {
 
 async fn io_priority() -> (Priority, bool) {
     core::future::poll_fn(|cx| {
-        let p = keel_core::rt::priorities(cx).map(|p| p.io).unwrap_or_default();
-        let rt = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.realtime_ioprio()).unwrap_or(false);
+        let tcx = keel_core::TaskCx::of(cx);
+        let p = tcx.map(|tcx| tcx.priorities().io).unwrap_or_default();
+        let rt = tcx.and_then(|tcx| tcx.with_driver::<RingDriver, _>(|d| d.realtime_ioprio())).unwrap_or(false);
         Poll::Ready((p, rt))
     })
     .await
@@ -197,13 +198,16 @@ impl Future for ClaimBuffer {
     type Output = Result<FixedBuf, BufferError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let cancelled = keel_core::rt::is_cancelled(cx);
+        let tcx = keel_core::TaskCx::of(cx);
+        let cancelled = tcx.is_some_and(|tcx| tcx.is_cancelled());
         if let (Some(t), Some(shared)) = (self.ticket, self.shared.clone()) {
-            let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
-                if !Rc::ptr_eq(&d.shared, &shared) {
-                    return Err(BufferError::OtherExecutor); // `Drop` leaves its own queue
-                }
-                collect_on(d, t, cancelled, keel_core::rt::current_task(cx))
+            let r = tcx.and_then(|tcx| {
+                tcx.with_driver::<RingDriver, _>(|d| {
+                    if !Rc::ptr_eq(&d.shared, &shared) {
+                        return Err(BufferError::OtherExecutor); // `Drop` leaves its own queue
+                    }
+                    collect_on(d, t, cancelled, Some(tcx.task()))
+                })
             });
             return match r {
                 Some(Ok(None)) => Poll::Pending, // a spurious wake: keep the place (waitq rule 2)
@@ -222,10 +226,10 @@ impl Future for ClaimBuffer {
         if cancelled {
             return Poll::Ready(Err(BufferError::Cancelled));
         }
-        let Some(me) = keel_core::rt::current_task(cx) else { return Poll::Ready(Err(BufferError::NotOnRing)) };
-        let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
-            claim_on(d, Some(me)).map(|c| c.map_err(|t| (t, d.shared.clone())))
-        });
+        let Some(tcx) = tcx else { return Poll::Ready(Err(BufferError::NotOnRing)) };
+        let me = tcx.task();
+        let r =
+            tcx.with_driver::<RingDriver, _>(|d| claim_on(d, Some(me)).map(|c| c.map_err(|t| (t, d.shared.clone()))));
         match r {
             None => Poll::Ready(Err(BufferError::NotOnRing)),
             Some(Err(e)) => Poll::Ready(Err(e)),

@@ -175,15 +175,18 @@ impl Future for WaitBuffer {
     type Output = Result<(), Errno>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Errno>> {
-        let cancelled = keel_core::rt::is_cancelled(cx);
+        let tcx = keel_core::TaskCx::of(cx);
+        let cancelled = tcx.is_some_and(|tcx| tcx.is_cancelled());
         if let Some(t) = self.ticket {
-            let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
-                let mut p = d.pbuf()?;
-                if cancelled {
-                    p.leave(t); // a turn handed to it goes on
-                    return Some(Err(Errno::ECANCELED));
-                }
-                Some(Ok(p.has_turn(t, keel_core::rt::current_task(cx))))
+            let r = tcx.and_then(|tcx| {
+                tcx.with_driver::<RingDriver, _>(|d| {
+                    let mut p = d.pbuf()?;
+                    if cancelled {
+                        p.leave(t); // a turn handed to it goes on
+                        return Some(Err(Errno::ECANCELED));
+                    }
+                    Some(Ok(p.has_turn(t, Some(tcx.task()))))
+                })
             });
             return match r.flatten() {
                 Some(Ok(false)) => Poll::Pending, // a spurious wake: keep the place (waitq rule 2)
@@ -197,16 +200,16 @@ impl Future for WaitBuffer {
         if cancelled {
             return Poll::Ready(Err(Errno::ECANCELED));
         }
-        let Some(me) = keel_core::rt::current_task(cx) else { return Poll::Ready(Err(Errno::EPERM)) };
+        let Some(tcx) = tcx else { return Poll::Ready(Err(Errno::EPERM)) };
+        let me = tcx.task();
         // `None`: a buffer is there (or the queue is full): re-arm at once.
-        let r = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
-            d.pbuf().map(|mut p| if p.available() > 0 { None } else { p.wait(me) })
-        });
+        let r = tcx
+            .with_driver::<RingDriver, _>(|d| d.pbuf().map(|mut p| if p.available() > 0 { None } else { p.wait(me) }));
         match r.flatten() {
             Some(None) => Poll::Ready(Ok(())),
             Some(Some(t)) => {
                 self.ticket = Some(t);
-                self.shared = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| d.shared.clone());
+                self.shared = tcx.with_driver::<RingDriver, _>(|d| d.shared.clone());
                 Poll::Pending
             }
             None => Poll::Ready(Err(Errno::EINVAL)),
@@ -288,8 +291,9 @@ async fn next_multi(m: &mut Multishot) -> Result<(i32, u32), Errno> {
     let mut cancel_sent = false;
     loop {
         let step = core::future::poll_fn(|cx| {
-            let me = keel_core::rt::current_task(cx);
-            Poll::Ready(keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
+            let Some(tcx) = keel_core::TaskCx::of(cx) else { return Poll::Ready(None) };
+            let me = Some(tcx.task());
+            Poll::Ready(tcx.with_driver::<RingDriver, _>(|d| {
                 // SAFETY: keel-core driver rule 2: this crate's own state in the driver
                 // (and at most a cancel of an op it keeps itself); not replaced, no other
                 // code runs meanwhile.
@@ -310,17 +314,22 @@ async fn next_multi(m: &mut Multishot) -> Result<(i32, u32), Errno> {
                 core::future::poll_fn(|cx| {
                     if first {
                         first = false;
-                        if !cancel_sent && keel_core::rt::is_cancelled(cx) {
-                            keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
-                                // SAFETY: keel-core driver rule 2: this crate's own state
-                                // in the driver (and at most a cancel of an op it keeps
-                                // itself); not replaced, no other code runs meanwhile.
-                                let d = unsafe { d.get_mut() };
-                                m.cancel(d)
+                        let tcx = keel_core::TaskCx::of(cx);
+                        if !cancel_sent && tcx.is_some_and(|tcx| tcx.is_cancelled()) {
+                            tcx.and_then(|tcx| {
+                                tcx.with_driver::<RingDriver, _>(|d| {
+                                    // SAFETY: keel-core driver rule 2: this crate's own state
+                                    // in the driver (and at most a cancel of an op it keeps
+                                    // itself); not replaced, no other code runs meanwhile.
+                                    let d = unsafe { d.get_mut() };
+                                    m.cancel(d)
+                                })
                             });
                             cancel_sent = true;
                         }
-                        keel_core::io_status::waiting_for_io(cx);
+                        if let Some(tcx) = tcx {
+                            tcx.waiting_for_io();
+                        }
                         return Poll::Pending;
                     }
                     Poll::Ready(())
@@ -333,27 +342,30 @@ async fn next_multi(m: &mut Multishot) -> Result<(i32, u32), Errno> {
 
 async fn submit_multi(m: &mut Multishot) -> Result<(), Errno> {
     let mut op = Some(m.op());
-    core::future::poll_fn(|cx| match keel_core::try_submit::<RingDriver>(cx, op.take().expect("submitted once")) {
-        Ok(id) => {
-            let fd = m.fd().cloned();
-            let shared = keel_core::io_status::with_driver::<RingDriver, _>(cx, |d| {
-                // SAFETY: keel-core driver rule 2: this crate's own state in the driver
-                // (and at most a cancel of an op it keeps itself); not replaced, no other
-                // code runs meanwhile.
-                let d = unsafe { d.get_mut() };
-                if let Some(fd) = fd {
-                    d.hold_fd(id, fd, false); // fd rule 1, in the poll that submitted it
-                }
-                d.shared.clone()
-            });
-            m.armed(id, shared);
-            Poll::Ready(Ok(()))
+    core::future::poll_fn(|cx| {
+        let Some(tcx) = keel_core::TaskCx::of(cx) else { return Poll::Ready(Err(Errno::EPERM)) };
+        match tcx.try_submit::<RingDriver>(op.take().expect("submitted once"), true) {
+            Ok(id) => {
+                let fd = m.fd().cloned();
+                let shared = tcx.with_driver::<RingDriver, _>(|d| {
+                    // SAFETY: keel-core driver rule 2: this crate's own state in the driver
+                    // (and at most a cancel of an op it keeps itself); not replaced, no other
+                    // code runs meanwhile.
+                    let d = unsafe { d.get_mut() };
+                    if let Some(fd) = fd {
+                        d.hold_fd(id, fd, false); // fd rule 1, in the poll that submitted it
+                    }
+                    d.shared.clone()
+                });
+                m.armed(id, shared);
+                Poll::Ready(Ok(()))
+            }
+            Err(NotSubmitted::Wait(back)) => {
+                op = Some(back);
+                Poll::Pending
+            }
+            Err(NotSubmitted::Failed(_, e)) => Poll::Ready(Err(e)),
         }
-        Err(NotSubmitted::Wait(back)) => {
-            op = Some(back);
-            Poll::Pending
-        }
-        Err(NotSubmitted::Failed(_, e)) => Poll::Ready(Err(e)),
     })
     .await
 }

@@ -1,0 +1,80 @@
+//! `TaskCx`: the running task's context resolved once per poll. Inside a task it answers
+//! what the per-call functions of `rt` and `io_status` answer; outside it is `None`
+//! (`foreign_poll.rs` checks that with every other keel call).
+
+mod common;
+use common::*;
+use core::pin::pin;
+use core::task::Poll;
+use keel_core::io_status::{self, SubmitRefused};
+use keel_core::sim::{SimDriver, SimOp};
+use keel_core::{Config, DriverError, Executor, Priority, SuspendReason, TaskCx, TaskState, rt};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+#[test]
+fn a_task_cx_answers_what_the_per_call_functions_answer() {
+    let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let task = task(Priority::High, "cx");
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let log = seen.clone();
+    let run = ex
+        .attach(task, async move {
+            core::future::poll_fn(|cx| {
+                let tcx = TaskCx::of(cx).expect("inside a task");
+                let mut log = log.borrow_mut();
+                log.push(("task", Some(tcx.task()) == rt::current_task(cx)));
+                log.push(("cancelled", tcx.is_cancelled() == rt::is_cancelled(cx)));
+                log.push(("priorities", Some(tcx.priorities()) == rt::priorities(cx)));
+                log.push(("now", Some(tcx.now()) == rt::now(cx)));
+                log.push(("driver_ptr", tcx.driver_ptr::<SimDriver>() == io_status::driver_ptr::<SimDriver>(cx)));
+                // Driver rule 1: a nested lend is refused, through either form.
+                let nested = tcx.try_with_driver::<SimDriver, _>(|_| tcx.try_with_driver::<SimDriver, _>(|_| ()));
+                log.push(("nested lend refused", nested == Ok(Err(DriverError::Busy))));
+                let mut op = Some(SimOp::new(5));
+                let submitted = tcx.try_submit_from::<SimDriver>(&mut op, true);
+                log.push(("submitted", submitted.is_ok() && op.is_none()));
+                tcx.waiting_for_io();
+                Poll::Ready(())
+            })
+            .await;
+            Ok(0)
+        })
+        .unwrap();
+    run_all!(ex);
+    assert_eq!(ex.result(run), Ok(Some(Ok(0))));
+    let seen = seen.borrow();
+    assert_eq!(seen.len(), 7);
+    for (what, ok) in seen.iter() {
+        assert!(ok, "{what}");
+    }
+}
+
+#[test]
+fn waiting_for_io_through_a_task_cx_is_the_state_a_suspended_task_reports() {
+    let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let run = ex
+        .attach(task(Priority::Normal, "io"), async {
+            let mut polled = false;
+            core::future::poll_fn(|cx| {
+                if polled {
+                    return Poll::Ready(());
+                }
+                polled = true;
+                let tcx = TaskCx::of(cx).unwrap();
+                let mut op = Some(SimOp::new(10));
+                assert_eq!(tcx.try_submit_from::<SimDriver>(&mut op, true).map(drop), Ok::<(), SubmitRefused>(()));
+                tcx.waiting_for_io();
+                Poll::Pending
+            })
+            .await;
+            Ok(0)
+        })
+        .unwrap();
+    ex.run(1, None).unwrap();
+    assert_eq!(ex.state(run), Ok(TaskState::Suspended(SuspendReason::Io)));
+    run_all!(ex);
+    assert_eq!(ex.result(run), Ok(Some(Ok(0))));
+}
