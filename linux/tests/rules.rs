@@ -8,8 +8,8 @@ mod net_util;
 
 use core::time::Duration;
 use keel_core::{Driver, Errno, Fiber, SuspendReason, TaskError, TaskState, rt};
-use keel_linux::fs::{self, BufferError, FiberFs, FixedBuf};
-use keel_linux::net::{self, FiberNet, ProvidedBuf, Socket};
+use keel_linux::fs::{self, BufferError, FiberFs};
+use keel_linux::net::{self, FiberNet, Socket};
 use keel_linux::{File, MmapStacks, RingConfig, RingDriver};
 use net_util::{Ex, executor, executor_with, fattrs, ring, task};
 use std::cell::{Cell, RefCell};
@@ -180,26 +180,6 @@ fn waitq_rule_4_a_full_wait_queue_is_a_typed_error() {
     assert_eq!(ex.result(t), Ok(Some(Ok(10))), "the oldest queued wait got the buffer");
 }
 
-/// `!Send` (compile-time): only `T: !Send` makes `<T as AmbiguousIfSend<_>>` resolve to
-/// one impl; for a `Send` type the two impls make the call ambiguous and the test binary
-/// does not build.
-trait AmbiguousIfSend<A> {
-    fn check() {}
-}
-impl<T: ?Sized> AmbiguousIfSend<()> for T {}
-struct IsSend;
-impl<T: ?Sized + Send> AmbiguousIfSend<IsSend> for T {}
-
-/// The waiting queues belong to the driver's thread: the driver and every value that
-/// waits in or releases into a queue are `!Send`.
-#[test]
-fn waitq_rule_5_the_driver_and_the_values_that_wait_are_not_send() {
-    <RingDriver as AmbiguousIfSend<_>>::check();
-    <FixedBuf as AmbiguousIfSend<_>>::check();
-    <fs::ClaimBuffer as AmbiguousIfSend<_>>::check();
-    <ProvidedBuf as AmbiguousIfSend<_>>::check();
-}
-
 // ---- pbuf rules (`pbuf.rs`) -----------------------------------------------------------
 
 /// The ring's size: a power of two up to 32768 buffers, and buffers of at least a byte;
@@ -268,15 +248,6 @@ fn pbuf_rule_2_in_use_counts_buffers_picked_and_not_yet_given_back() {
     assert_eq!(*seen.borrow(), [(0, 0), (1, 0), (0, 1), (0, 5)]);
 }
 
-/// The provided-buffer ring belongs to the driver's thread: the driver and `ProvidedBuf`
-/// are `!Send` (and so is `Multishot`, which holds results with buffers).
-#[test]
-fn pbuf_rule_5_the_ring_and_its_buffers_are_not_send() {
-    <RingDriver as AmbiguousIfSend<_>>::check();
-    <ProvidedBuf as AmbiguousIfSend<_>>::check();
-    <net::Multishot as AmbiguousIfSend<_>>::check();
-}
-
 // ---- completion rule 5 (`ring/mod.rs`, operations that complete more than once) --------
 
 /// Each receive's `ProvidedBuf` is the buffer the CQE names: two receives on two sockets
@@ -312,19 +283,6 @@ fn completion_rule_5_a_provided_buf_is_the_buffer_its_cqe_names() {
 }
 
 // ---- shared rule 1 (`ring/shared.rs`) -------------------------------------------------
-
-/// Everything that holds the driver's shared state is on the driver's thread: the driver
-/// and every holder (`FixedBuf`, `ProvidedBuf`, `Multishot`, the kept op futures) are
-/// `!Send`, and so are `File` and `Socket` (fd rule 1), whose operations it holds.
-#[test]
-fn shared_rule_1_the_driver_and_every_holder_of_its_shared_state_are_not_send() {
-    <RingDriver as AmbiguousIfSend<_>>::check();
-    <FixedBuf as AmbiguousIfSend<_>>::check();
-    <ProvidedBuf as AmbiguousIfSend<_>>::check();
-    <net::Multishot as AmbiguousIfSend<_>>::check();
-    <File as AmbiguousIfSend<_>>::check();
-    <Socket as AmbiguousIfSend<_>>::check();
-}
 
 /// A value dropped while the driver is lent out (inside `Executor::with_driver`) only
 /// queues its abandon: the operation ends at the next reap, not inside the closure.
@@ -366,14 +324,6 @@ fn shared_rule_2_a_future_dropped_while_the_driver_is_lent_is_abandoned_at_the_n
 }
 
 // ---- stack rule 4 (`stack.rs`) --------------------------------------------------------
-
-/// `MmapStacks` is `!Send`: it stays on the thread whose alternate signal stack it set.
-#[test]
-fn stack_rule_4_mmap_stacks_are_not_send() {
-    <MmapStacks as AmbiguousIfSend<_>>::check();
-    let s = MmapStacks::new().expect("MmapStacks");
-    assert_eq!(s.guard(), s.page_size(), "one guard page by default");
-}
 
 // ---- regbuf rule 2 (`regbuf.rs`) ------------------------------------------------------
 
