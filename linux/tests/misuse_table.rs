@@ -204,3 +204,29 @@ fn next_of_the_wrong_kind_on_a_multishot_is_einval() {
     run_all(ex);
     assert_eq!(ex.result(t), Ok(Some(Ok(2))));
 }
+
+/// Enabling provided buffers a second time: `AlreadyExists`, the first ring kept.
+#[test]
+fn provided_buffers_enabled_twice_is_already_exists() {
+    let mut d = ring(RingConfig::default());
+    d.enable_provided_buffers(4, 64).expect("the first ring");
+    let e = d.enable_provided_buffers(8, 64).expect_err("refused");
+    assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+    assert_eq!(d.provided_buffer_stats().map(|s| s.count), Some(4), "the first ring stays");
+}
+
+/// `ThreadPool::start` with 0 workers: nothing would ever run what is submitted to its
+/// dispatcher, yet it starts. A zero bound should be refused (`InvalidInput`), as the
+/// executor's `Config` refuses its zero bounds (`ConfigError::Zero`).
+#[test]
+#[ignore = "keel bug: ThreadPool::start with 0 workers succeeds; tasks submitted to it never run (0 workers is not detected)"]
+fn thread_pool_with_zero_workers_is_invalid_input() {
+    static D: keel_core::Dispatcher = keel_core::Dispatcher::new();
+    match keel_linux::pool::ThreadPool::start(&D, 0, false) {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput),
+        Ok(pool) => {
+            let _ = pool.quit_and_join();
+            panic!("a pool of 0 workers started");
+        }
+    }
+}
