@@ -160,6 +160,36 @@ fn task_times_and_switcher_of_a_stale_handle_are_stale() {
     assert!(StaleHandle.to_string().contains("use the handle the latest attach returned"));
 }
 
+/// A cancelled task that goes on to initiate i/o (it ignored `Cancelled`):
+/// `InitiateError::Cancelled`, the operation handed back, nothing submitted.
+#[test]
+fn initiate_after_the_task_was_cancelled_is_cancelled() {
+    let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let t = ex
+        .attach(task(Priority::Normal, "stubborn"), async {
+            let ignored = keel_core::rt::wait().await;
+            assert_eq!(ignored, Err(keel_core::Cancelled));
+            let st = pin!(IoStatus::new());
+            match initiate::<SimDriver>(st.as_ref(), SimOp::new(8)).await {
+                Err(e @ InitiateError::Cancelled(_)) => {
+                    assert!(e.to_string().contains("return and let it complete"), "{e}");
+                    let InitiateError::Cancelled(op) = e else { unreachable!() };
+                    assert_eq!(op.label, 8);
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(!st.is_in_flight());
+            Ok::<u64, TaskError>(1)
+        })
+        .unwrap();
+    ex.run(1, None).unwrap();
+    ex.cancel(t).unwrap();
+    run_all!(ex);
+    assert_eq!(ex.result(t), Ok(Some(Ok(1))));
+    assert_eq!(ex.with_driver(|d| keel_core::Driver::in_flight(&**d)), Ok(0));
+}
+
 /// `suspend_until_completed_io(0)` with a completion waiting: it returns `Ok(0)`, the
 /// answer that means "nothing in flight and nothing completed", so a caller looping until
 /// 0 stops with a completion never taken, and one looping until it is positive spins.
