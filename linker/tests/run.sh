@@ -50,9 +50,26 @@ run() {
     esac
 }
 
+# keel-core built alone (an rlib, no LTO) references no allocator: it is no_std without
+# alloc. Its undefined symbols are checked against every allocator entry point.
+$CARGO build -q -p keel-core
+alloc_syms='malloc|calloc|realloc|free|posix_memalign|aligned_alloc|memalign|valloc|__rust_alloc|__rust_dealloc|__rust_realloc|__rust_alloc_zeroed|__rust_alloc_error_handler|__rg_alloc|__rdl_alloc'
+undefined=$(nm -u "$LIB/libkeel_core.rlib" 2>/dev/null | awk 'NF == 2 {print $2}' | sort -u)
+found=$(echo "$undefined" | grep -E "(^|[0-9_])($alloc_syms)\$" || true)
+if [ -n "$found" ]; then
+    echo "keel-core references allocator symbols:" >&2
+    echo "$found" >&2
+    exit 1
+fi
+echo "audit: keel-core's $(echo "$undefined" | grep -c .) undefined symbols include none of: ${alloc_syms//|/ }"
+
+# no_malloc.c counts allocator calls through the linker's --wrap.
+WRAP=-Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free,--wrap=posix_memalign,--wrap=aligned_alloc
 for src in linker/tests/c/*.c; do
     name=$(basename "$src" .c)
-    $CC -std=c11 -D_GNU_SOURCE "${WARN[@]}" -I"$INC" "$src" "$LIB/libkeel.a" "${LIBS[@]}" -o "$OUT/$name"
+    extra=()
+    [ "$name" = no_malloc ] && extra=(-DKEEL_WRAP_MALLOC "$WRAP")
+    $CC -std=c11 -D_GNU_SOURCE "${WARN[@]}" -I"$INC" "$src" "$LIB/libkeel.a" "${LIBS[@]}" "${extra[@]}" -o "$OUT/$name"
     run "$name" "$OUT/$name"
 done
 
@@ -71,6 +88,14 @@ else
     failed=$((failed + 1))
 fi
 run one_task_static "$OUT/one_task_static"
+strip -o "$OUT/one_task_static.stripped" "$OUT/one_task_static"
+echo "size: one_task_static stripped is $(stat -c %s "$OUT/one_task_static.stripped") bytes" \
+    "(libkeel.a from the debug profile); code bytes by origin:"
+nm -S -t d "$OUT/one_task_static" 2>/dev/null | awk '$3 ~ /^[tTwW]$/ {
+        s = $2 + 0
+        if ($4 ~ /^_R/ || $4 ~ /^_ZN/) { if ($4 ~ /keel/) k += s; else r += s } else c += s
+    }
+    END { printf "  keel %d, other Rust (std, core, io-uring, rustix) %d, C (glibc) %d\n", k, r, c }'
 
 echo "c-api: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]
