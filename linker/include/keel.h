@@ -95,6 +95,16 @@
 #define KEEL_ESTALLED 4005
 
 /**
+ * Bytes of a `keel_io_status`.
+ */
+#define KEEL_IO_STATUS_SIZE 64
+
+/**
+ * Alignment of a `keel_io_status`.
+ */
+#define KEEL_IO_STATUS_ALIGN 8
+
+/**
  * Bytes of storage a task needs (`sizeof` for `keel_task_init`).
  */
 #define KEEL_TASK_STORAGE_SIZE 1536
@@ -220,6 +230,16 @@ typedef struct keel_executor_stats {
    */
   uint64_t attached;
 } keel_executor_stats;
+
+/**
+ * A status block: opaque, 64 bytes, 8-aligned; `keel_io_status_init` makes it one.
+ */
+typedef struct keel_io_status {
+  /**
+   * Opaque.
+   */
+  uint64_t opaque[8];
+} keel_io_status;
 
 /**
  * How a task is made. All zeros: normal priorities, keel's fiber switch, 64 KiB stack.
@@ -409,6 +429,73 @@ keel_result keel_file_close(struct keel_task task, int fd);
  * Errors: an unknown code gets "unknown error".
  */
 const char *keel_strerror(keel_result code);
+
+/**
+ * Makes `status` an idle status block (status rule 2: a block that held one drops it
+ * first). Call it once before the block's first use; a block whose operation was taken
+ * may be initiated again without it.
+ *
+ * Thread safety: from inside the running task's function. Errors: `-ESTALE`,
+ * `-KEEL_ENOTINTASK`, `-EFAULT` (NULL or misaligned).
+ *
+ * # Safety
+ * `status` is NULL or `KEEL_IO_STATUS_SIZE` writable bytes aligned to
+ * `KEEL_IO_STATUS_ALIGN`, not copied from another block.
+ */
+keel_result keel_io_status_init(struct keel_task task, struct keel_io_status *status);
+
+/**
+ * The result of `status`'s operation: bytes or a value (`>= 0`) or its negated errno;
+ * `-EINPROGRESS` while in flight, `-ENODATA` if nothing was initiated with it.
+ *
+ * Thread safety: from inside the running task's function. Errors: `-ESTALE`,
+ * `-KEEL_ENOTINTASK`, `-EFAULT`, `-EINVAL` (never initialised).
+ *
+ * # Safety
+ * As for `keel_io_status_init`.
+ */
+keel_result keel_io_status_result(struct keel_task task, struct keel_io_status *status);
+
+/**
+ * Starts `pread(fd, buf, len, offset)` with `status` and returns at once (0); the
+ * result arrives in the block. Thread safety and errors: as `keel_io_status_result`,
+ * plus `-EBUSY` (the block's last operation is in flight or not yet taken),
+ * `-EOPNOTSUPP` (no ring), `-ECANCELED`.
+ *
+ * # Safety
+ * `status` as for `keel_io_status_init`; `buf` holds `len` writable bytes that nothing
+ * else uses until the status completes.
+ */
+keel_result keel_file_read_async(struct keel_task task,
+                                 struct keel_io_status *status,
+                                 int fd,
+                                 void *buf,
+                                 size_t len,
+                                 uint64_t offset);
+
+/**
+ * Starts `pwrite(fd, buf, len, offset)` with `status`; as `keel_file_read_async`.
+ *
+ * # Safety
+ * `status` as for `keel_io_status_init`; `buf` holds `len` readable bytes valid until
+ * the status completes.
+ */
+keel_result keel_file_write_async(struct keel_task task,
+                                  struct keel_io_status *status,
+                                  int fd,
+                                  const void *buf,
+                                  size_t len,
+                                  uint64_t offset);
+
+/**
+ * Suspends the task until one of its operations completes, then takes up to `max`
+ * completed status blocks (their results are set) and returns how many; 0 at once if
+ * nothing is in flight.
+ *
+ * Thread safety: from inside the running task's function. Errors: `-ESTALE`,
+ * `-KEEL_ENOTINTASK`, `-ECANCELED` (cancelled: its operations still complete; return).
+ */
+keel_result keel_task_suspend_until_completed_io(struct keel_task task, size_t max);
 
 /**
  * Makes a task in caller storage: `size` bytes at `storage`, aligned to

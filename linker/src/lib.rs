@@ -9,6 +9,7 @@
 //! | `task` | task storage, `init`/`create`, `attach`, `cancel`, `result`, `destroy` (task rules) |
 //! | `body` | a C function as a fiber body; `yield`, `suspend_for` (body rules) |
 //! | `fs` | file i/o from a task body on the ring |
+//! | `status` | NT-style status blocks: initiate, `suspend_until_completed_io`, results (status rules) |
 //! | `stable` | type-stable storage for the `create` forms (stable rules) |
 //! | `thread` | thread tokens and generations |
 //!
@@ -22,6 +23,7 @@ mod executor;
 mod fs;
 mod result;
 mod stable;
+mod status;
 mod task;
 mod thread;
 
@@ -35,6 +37,10 @@ pub use fs::{keel_file_close, keel_file_fdatasync, keel_file_fsync, keel_file_op
 pub use result::{
     KEEL_EBADRESULT, KEEL_EFPCONTROL, KEEL_ENOTINTASK, KEEL_EPANICKED, KEEL_ERRNO_FIRST, KEEL_ERRNO_MAX, KEEL_ESTALLED,
     KEEL_EWRONGTHREAD, keel_result, keel_strerror,
+};
+pub use status::{
+    KEEL_IO_STATUS_ALIGN, KEEL_IO_STATUS_SIZE, keel_file_read_async, keel_file_write_async, keel_io_status,
+    keel_io_status_init, keel_io_status_result, keel_task_suspend_until_completed_io,
 };
 pub use task::{
     KEEL_PRIORITY_HIGH, KEEL_PRIORITY_LOW, KEEL_PRIORITY_NORMAL, KEEL_SWITCHER_FIBER, KEEL_SWITCHER_UCONTEXT,
