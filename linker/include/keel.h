@@ -160,6 +160,42 @@ typedef struct keel_task {
 } keel_task;
 
 /**
+ * A handle to a dispatcher; all zeros is the null handle.
+ */
+typedef struct keel_dispatcher {
+  /**
+   * The storage (opaque).
+   */
+  void *storage;
+  /**
+   * The dispatcher's generation.
+   */
+  uint64_t generation;
+} keel_dispatcher;
+
+/**
+ * A task's function: runs on the task's fiber, returns the run's result (`>= 0`, or a
+ * negated errno). It may unwind only as a Rust panic (`C-unwind`, for task functions
+ * written in Rust): the run then ends as `-KEEL_EPANICKED`.
+ */
+typedef int64_t (*keel_task_fn)(struct keel_task task, void *user);
+
+/**
+ * A handle to an executor: its storage and the generation of the executor in it.
+ * All zeros is the null handle.
+ */
+typedef struct keel_executor {
+  /**
+   * The storage (opaque).
+   */
+  void *storage;
+  /**
+   * The executor's generation (executor rule 1).
+   */
+  uint64_t generation;
+} keel_executor;
+
+/**
  * How an executor is made. All zeros: a pure-compute executor (no ring).
  */
 typedef struct keel_executor_attr {
@@ -177,21 +213,6 @@ typedef struct keel_executor_attr {
    */
   uint32_t registered_buffer_size;
 } keel_executor_attr;
-
-/**
- * A handle to an executor: its storage and the generation of the executor in it.
- * All zeros is the null handle.
- */
-typedef struct keel_executor {
-  /**
-   * The storage (opaque).
-   */
-  void *storage;
-  /**
-   * The executor's generation (executor rule 1).
-   */
-  uint64_t generation;
-} keel_executor;
 
 /**
  * An executor's counters, from `keel_executor_get_stats`.
@@ -264,13 +285,6 @@ typedef struct keel_task_attr {
   size_t stack_size;
 } keel_task_attr;
 
-/**
- * A task's function: runs on the task's fiber, returns the run's result (`>= 0`, or a
- * negated errno). It may unwind only as a Rust panic (`C-unwind`, for task functions
- * written in Rust): the run then ends as `-KEEL_EPANICKED`.
- */
-typedef int64_t (*keel_task_fn)(struct keel_task task, void *user);
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -297,6 +311,80 @@ keel_result keel_task_yield(struct keel_task task);
  * Thread safety: only from inside the task's own function. Errors: as `keel_task_yield`.
  */
 keel_result keel_task_suspend_for(struct keel_task task, uint64_t ns);
+
+/**
+ * Makes a dispatcher (allocated once, kept for the next `create` after `destroy`).
+ *
+ * Thread safety: any thread. Errors: `-ENOMEM`, `-EOPNOTSUPP` (the CPU lacks
+ * `cmpxchg16b`, which keel's dispatcher needs).
+ *
+ * # Safety
+ * `out` is valid for a write.
+ */
+keel_result keel_dispatcher_create(struct keel_dispatcher *out);
+
+/**
+ * Starts `workers` threads, each a ring-less executor serving the dispatcher (pinned
+ * one per CPU if `pin`). Thread safety: any thread. Errors: `-ESTALE`, `-EBUSY` (this
+ * dispatcher's pool is started already), an errno from thread creation.
+ */
+keel_result keel_dispatcher_start(struct keel_dispatcher d, uint32_t workers, bool pin);
+
+/**
+ * Submits `n` tasks, each to run `fn(tasks[i], users ? users[i] : NULL)` once on a worker,
+ * highest CPU priority first. Returns how many were submitted (it stops at the first
+ * that fails; if that is the first, its error).
+ *
+ * Ownership: `users[i]` stays the caller's and valid until that task's run completes.
+ * Thread safety: any thread; `fn` runs on a worker thread. Errors: `-ESTALE` (the
+ * dispatcher or a task), `-EINVAL` (`fn` NULL, `tasks` NULL), `-EBUSY` (a task is owned
+ * by an executor or dispatched already), `-KEEL_EWRONGTHREAD`.
+ *
+ * # Safety
+ * `tasks` holds `n` handles; `users` is NULL or holds `n` pointers.
+ */
+keel_result keel_dispatcher_submit(struct keel_dispatcher d,
+                                   const struct keel_task *tasks,
+                                   size_t n,
+                                   keel_task_fn f,
+                                   void *const *users);
+
+/**
+ * Blocks until at most `max_remaining` submitted tasks have not completed: 0, or
+ * `-ETIME` once `timeout_ns` passed. Thread safety: any thread. Errors: `-ESTALE`.
+ */
+keel_result keel_dispatcher_wait(struct keel_dispatcher d,
+                                 uint64_t max_remaining,
+                                 uint64_t timeout_ns);
+
+/**
+ * Asks `n` serving executors to quit once idle (after every task submitted before this
+ * call has run) and waits up to `timeout_ns` for them; returns how many quit.
+ * Thread safety: any thread. Errors: `-ESTALE`.
+ */
+keel_result keel_dispatcher_quit(struct keel_dispatcher d, uint32_t n, uint64_t timeout_ns);
+
+/**
+ * Submitted tasks not yet completed. Thread safety: any thread. Errors: `-ESTALE`.
+ */
+keel_result keel_dispatcher_remaining(struct keel_dispatcher d);
+
+/**
+ * Destroys the dispatcher: quits and joins the workers `keel_dispatcher_start` made.
+ * Executors the program made that serve it must be destroyed before (not detected).
+ * Thread safety: any thread. Errors: `-ESTALE` (also destroyed twice), `-EBUSY` (tasks
+ * remain: wait first).
+ */
+keel_result keel_dispatcher_destroy(struct keel_dispatcher d);
+
+/**
+ * Makes the executor serve the dispatcher: when it has no work of its own, its run
+ * takes the highest-priority dispatched task; after `keel_dispatcher_quit` reaches it,
+ * its `keel_executor_run` returns `-ESHUTDOWN`. Thread safety: the executor's thread.
+ * Errors: `-ESTALE`, `-KEEL_EWRONGTHREAD`, `-EBUSY` (it serves one already, or every
+ * worker slot is taken).
+ */
+keel_result keel_executor_serve(struct keel_executor ex, struct keel_dispatcher d);
 
 /**
  * Makes an executor in caller storage: `size` bytes at `storage`, aligned to

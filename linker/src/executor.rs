@@ -309,6 +309,7 @@ fn run_error(e: RunError) -> i64 {
         RunError::Stalled => -KEEL_ESTALLED,
         RunError::Driver(e) => -(e.0 as i64),
         RunError::Reentrant | RunError::DriverBusy => err(libc::EBUSY),
+        RunError::Quit => err(libc::ESHUTDOWN),
         _ => err(libc::EIO),
     }
 }

@@ -8,6 +8,7 @@
 //! | `executor` | executor storage, `init`/`create`, `run`, `destroy`, stats (executor rules) |
 //! | `task` | task storage, `init`/`create`, `attach`, `cancel`, `result`, `destroy` (task rules) |
 //! | `body` | a C function as a fiber body; `yield`, `suspend_for` (body rules) |
+//! | `dispatch` | the work dispatcher and its thread pool (dispatch rules) |
 //! | `fs` | file i/o from a task body on the ring |
 //! | `status` | NT-style status blocks: initiate, `suspend_until_completed_io`, results (status rules) |
 //! | `stable` | type-stable storage for the `create` forms (stable rules) |
@@ -19,6 +20,7 @@
 #![allow(non_camel_case_types)]
 
 mod body;
+mod dispatch;
 mod executor;
 mod fs;
 mod result;
@@ -28,6 +30,10 @@ mod task;
 mod thread;
 
 pub use body::{keel_task_fn, keel_task_suspend_for, keel_task_yield};
+pub use dispatch::{
+    keel_dispatcher, keel_dispatcher_create, keel_dispatcher_destroy, keel_dispatcher_quit, keel_dispatcher_remaining,
+    keel_dispatcher_start, keel_dispatcher_submit, keel_dispatcher_wait, keel_executor_serve,
+};
 pub use executor::{
     KEEL_EXECUTOR_STORAGE_ALIGN, KEEL_EXECUTOR_STORAGE_SIZE, KEEL_NO_TIMEOUT, keel_executor, keel_executor_attached,
     keel_executor_attr, keel_executor_create, keel_executor_destroy, keel_executor_get_stats, keel_executor_init,

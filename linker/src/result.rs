@@ -65,7 +65,7 @@ pub extern "C" fn keel_strerror(code: keel_result) -> *const c_char {
         KEEL_EPANICKED => c"a Rust panic inside keel or in the task's run (caught: nothing unwound into C)",
         KEEL_EWRONGTHREAD => c"wrong thread: an executor and its tasks are used from the thread that made the executor",
         KEEL_EBADRESULT => c"the task function returned a value that is neither >= 0 nor a negated error code",
-        KEEL_ENOTINTASK => c"this call is made from inside the task's own function, while it runs",
+        KEEL_ENOTINTASK => c"not in the task: this call must be made from inside the running task's own function",
         KEEL_EFPCONTROL => c"a fiber left the rounding mode or FP exception masks changed at a switch",
         KEEL_ESTALLED => c"nothing can ever wake a task: the executor would wait forever",
         e => errno_text(e as c_int),

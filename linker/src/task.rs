@@ -24,7 +24,7 @@ use crate::thread;
 use core::cell::Cell;
 use core::ffi::c_void;
 use core::ptr::null;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
 use keel_core::{
     AttachError, CancelError, DestroyError, FiberAttrs, Priorities, Priority, TaskAttrs, TaskHandle, TaskSlot,
 };
@@ -101,7 +101,17 @@ pub(crate) struct TaskStorage {
     pub(crate) returned: Cell<Option<i64>>,
     pub(crate) fiber: Cell<*mut keel_core::Fiber>,
     attrs: Cell<keel_task_attr>,
+    /// A dispatched run (dispatch rule 2): `REMOTE_*`, and its result once done.
+    pub(crate) remote: AtomicU8,
+    pub(crate) remote_ret: AtomicI64,
 }
+
+/// No dispatched run.
+pub(crate) const REMOTE_NONE: u8 = 0;
+/// Submitted to a dispatcher, not completed.
+pub(crate) const REMOTE_QUEUED: u8 = 1;
+/// Completed on a worker: `remote_ret` holds the result.
+pub(crate) const REMOTE_DONE: u8 = 2;
 
 static FREE: FreeList = FreeList::new(
     match Layout::from_size_align(core::mem::size_of::<TaskStorage>(), core::mem::align_of::<TaskStorage>()) {
@@ -132,7 +142,7 @@ pub(crate) fn task_of(h: keel_task) -> Result<&'static TaskStorage, i64> {
 }
 
 /// The task, checked to be usable from this thread (task rule 2).
-fn task_here(h: keel_task) -> Result<&'static TaskStorage, i64> {
+pub(crate) fn task_here(h: keel_task) -> Result<&'static TaskStorage, i64> {
     let t = task_of(h)?;
     // Relaxed: written on the owner's thread; a thread compares with its own token, which
     // only that thread ever stores.
@@ -187,6 +197,8 @@ unsafe fn init_at(p: *mut TaskStorage, fresh: bool, allocated: bool, a: keel_tas
         (&raw mut (*p).returned).write(Cell::new(None));
         (&raw mut (*p).fiber).write(Cell::new(core::ptr::null_mut()));
         (&raw mut (*p).attrs).write(Cell::new(a));
+        (&raw mut (*p).remote).write(AtomicU8::new(REMOTE_NONE));
+        (&raw mut (*p).remote_ret).write(AtomicI64::new(0));
         // Task rule 1: the slot is `'static` for the task's life.
         let slot: &'static TaskSlot<BODY> = &(*p).slot;
         let run = slot.create(TaskAttrs { priority: prio, name: "c" }).ok();
@@ -306,6 +318,7 @@ pub extern "C" fn keel_task_attach(
         let s = exec_of(ex)?;
         let t = task_here(task)?;
         let f = f.ok_or(err(libc::EINVAL))?;
+        t.not_dispatched()?;
         let run = t.run.get().ok_or(err(libc::ESTALE))?;
         if !t.exec.get().is_null() && !core::ptr::eq(t.exec.get(), s) {
             // Task rule 3: give it up where it is (fails while attached there).
@@ -328,6 +341,8 @@ pub extern "C" fn keel_task_attach(
         t.run.set(Some(run));
         t.attached_once.set(true);
         t.kept.set(None);
+        // Relaxed: this thread's own state from here on (the dispatched run is over).
+        t.remote.store(REMOTE_NONE, Ordering::Relaxed);
         if t.exec.get().is_null() {
             link(s, t);
         }
@@ -394,6 +409,16 @@ pub extern "C" fn keel_task_cancel(task: keel_task) -> keel_result {
 pub extern "C" fn keel_task_result(task: keel_task) -> keel_result {
     guard(|| {
         let t = task_here(task)?;
+        // Acquire: pairs with the worker's Release of `REMOTE_DONE`, publishing the result.
+        match t.remote.load(Ordering::Acquire) {
+            REMOTE_QUEUED => return Err(err(libc::EINPROGRESS)),
+            REMOTE_DONE => {
+                // Relaxed: published by the Acquire above.
+                let r = t.remote_ret.load(Ordering::Relaxed);
+                return if r < 0 { Err(r) } else { Ok(r) };
+            }
+            _ => {}
+        }
         if let Some(kept) = t.kept.get() {
             return Ok(kept);
         }
@@ -419,6 +444,7 @@ pub extern "C" fn keel_task_result(task: keel_task) -> keel_result {
 pub extern "C" fn keel_task_destroy(task: keel_task) -> keel_result {
     guard(|| {
         let t = task_here(task)?;
+        t.not_dispatched()?;
         if let Ok((_, s, run)) = owned(task) {
             with_ex!(s.inner(), e => e.destroy(run)).map_err(destroy_error)?;
             unlink(t);
@@ -437,6 +463,25 @@ pub extern "C" fn keel_task_destroy(task: keel_task) -> keel_result {
 #[unsafe(no_mangle)]
 pub extern "C" fn keel_task_storage_size() -> usize {
     core::mem::size_of::<TaskStorage>()
+}
+
+impl TaskStorage {
+    /// `-EBUSY` while a dispatcher holds a run of it.
+    pub(crate) fn not_dispatched(&self) -> Result<(), i64> {
+        // Acquire: pairs with the worker's Release of `REMOTE_DONE`.
+        if self.remote.load(Ordering::Acquire) == REMOTE_QUEUED { Err(err(libc::EBUSY)) } else { Ok(()) }
+    }
+
+    /// The latest run's handle, and whether the task is unowned (dispatch rule 1).
+    pub(crate) fn unowned_run(&self) -> Option<TaskHandle> {
+        if self.exec.get().is_null() { self.run.get() } else { None }
+    }
+
+    pub(crate) fn set_run(&self, run: TaskHandle) {
+        self.run.set(Some(run));
+        self.kept.set(None);
+        self.attached_once.set(true);
+    }
 }
 
 /// Task rule 4, first half: the results of completed runs, before the teardown.
