@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include <sys/uio.h>
 #ifdef __cplusplus
 #define KEEL_STATIC_ASSERT(c, m) static_assert(c, m)
 #define KEEL_ALIGNAS(n) alignas(n)
@@ -509,6 +510,49 @@ keel_result keel_file_fdatasync(struct keel_task task, int fd);
  * can be).
  */
 keel_result keel_file_close(struct keel_task task, int fd);
+
+/**
+ * `preadv(fd, iov, iovcnt, offset)` through the ring; returns the bytes read.
+ *
+ * # Safety
+ * `iov` holds `iovcnt` `struct iovec`s whose buffers are writable and unused by anything
+ * else until this returns.
+ */
+keel_result keel_file_readv(struct keel_task task,
+                            int fd,
+                            const struct iovec *iov,
+                            int iovcnt,
+                            uint64_t offset);
+
+/**
+ * `pwritev(fd, iov, iovcnt, offset)` through the ring; returns the bytes written.
+ *
+ * # Safety
+ * `iov` holds `iovcnt` `struct iovec`s whose buffers stay valid until this returns.
+ */
+keel_result keel_file_writev(struct keel_task task,
+                             int fd,
+                             const struct iovec *iov,
+                             int iovcnt,
+                             uint64_t offset);
+
+/**
+ * `sync_file_range(fd, offset, nbytes, flags)` through the ring.
+ */
+keel_result keel_file_sync_range(struct keel_task task,
+                                 int fd,
+                                 uint64_t offset,
+                                 uint32_t nbytes,
+                                 uint32_t flags);
+
+/**
+ * `fallocate(fd, mode, offset, len)` through the ring.
+ */
+keel_result keel_file_fallocate(struct keel_task task,
+                                int fd,
+                                int mode,
+                                uint64_t offset,
+                                uint64_t len);
 
 /**
  * A static, NUL-terminated description of `code` (a result, negative or not).

@@ -121,3 +121,70 @@ pub extern "C" fn keel_file_close(task: keel_task, fd: c_int) -> keel_result {
     // SAFETY: the entry points at no memory.
     guard(|| unsafe { run(task, opcode::Close::new(types::Fd(fd)).build(), false) })
 }
+
+/// `preadv(fd, iov, iovcnt, offset)` through the ring; returns the bytes read.
+///
+/// # Safety
+/// `iov` holds `iovcnt` `struct iovec`s whose buffers are writable and unused by anything
+/// else until this returns.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn keel_file_readv(
+    task: keel_task,
+    fd: c_int,
+    iov: *const libc::iovec,
+    iovcnt: c_int,
+    offset: u64,
+) -> keel_result {
+    guard(|| {
+        if iov.is_null() || iovcnt < 0 {
+            return Err(err(libc::EFAULT));
+        }
+        let e = opcode::Readv::new(types::Fd(fd), iov, iovcnt as u32).offset(offset).build();
+        // SAFETY: the vectors and buffers are the caller's until `run` returns.
+        unsafe { run(task, e, true) }
+    })
+}
+
+/// `pwritev(fd, iov, iovcnt, offset)` through the ring; returns the bytes written.
+///
+/// # Safety
+/// `iov` holds `iovcnt` `struct iovec`s whose buffers stay valid until this returns.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn keel_file_writev(
+    task: keel_task,
+    fd: c_int,
+    iov: *const libc::iovec,
+    iovcnt: c_int,
+    offset: u64,
+) -> keel_result {
+    guard(|| {
+        if iov.is_null() || iovcnt < 0 {
+            return Err(err(libc::EFAULT));
+        }
+        let e = opcode::Writev::new(types::Fd(fd), iov, iovcnt as u32).offset(offset).build();
+        // SAFETY: as in `keel_file_readv`; the kernel only reads the buffers.
+        unsafe { run(task, e, true) }
+    })
+}
+
+/// `sync_file_range(fd, offset, nbytes, flags)` through the ring.
+#[unsafe(no_mangle)]
+pub extern "C" fn keel_file_sync_range(
+    task: keel_task,
+    fd: c_int,
+    offset: u64,
+    nbytes: u32,
+    flags: u32,
+) -> keel_result {
+    let e = opcode::SyncFileRange::new(types::Fd(fd), nbytes).offset(offset).flags(flags).build();
+    // SAFETY: the entry points at no memory.
+    guard(|| unsafe { run(task, e, false) })
+}
+
+/// `fallocate(fd, mode, offset, len)` through the ring.
+#[unsafe(no_mangle)]
+pub extern "C" fn keel_file_fallocate(task: keel_task, fd: c_int, mode: c_int, offset: u64, len: u64) -> keel_result {
+    let e = opcode::Fallocate::new(types::Fd(fd), len).offset(offset).mode(mode).build();
+    // SAFETY: the entry points at no memory.
+    guard(|| unsafe { run(task, e, false) })
+}

@@ -39,7 +39,10 @@ pub use executor::{
     keel_executor_attr, keel_executor_create, keel_executor_destroy, keel_executor_get_stats, keel_executor_init,
     keel_executor_run, keel_executor_stats, keel_executor_storage_size,
 };
-pub use fs::{keel_file_close, keel_file_fdatasync, keel_file_fsync, keel_file_open, keel_file_read, keel_file_write};
+pub use fs::{
+    keel_file_close, keel_file_fallocate, keel_file_fdatasync, keel_file_fsync, keel_file_open, keel_file_read,
+    keel_file_readv, keel_file_sync_range, keel_file_write, keel_file_writev,
+};
 pub use result::{
     KEEL_EBADRESULT, KEEL_EFPCONTROL, KEEL_ENOTINTASK, KEEL_EPANICKED, KEEL_ERRNO_FIRST, KEEL_ERRNO_MAX, KEEL_ESTALLED,
     KEEL_EWRONGTHREAD, keel_result, keel_strerror,

@@ -2,6 +2,7 @@
  * close; two tasks with different I/O priorities. Exits 77 (skipped, said on stderr) if
  * io_uring cannot be set up on this machine. */
 #include <fcntl.h>
+#include <sys/uio.h>
 #include <string.h>
 #include <unistd.h>
 #include "check.h"
@@ -26,6 +27,15 @@ static int64_t write_then_read(keel_task task, void *user) {
     n = keel_file_read(task, (int)fd, j->back, sizeof j->back - 1, 0);
     if (KEEL_IS_ERROR(n)) return n;
     CHECK_ERROR(keel_file_read(task, (int)fd, NULL, 5, 0), -EFAULT);
+    /* Vectored: "dur" + "able" written at 100, read back split the other way. */
+    struct iovec wv[2] = {{(void *)"dur", 3}, {(void *)"able", 4}};
+    CHECK_ERROR(keel_file_writev(task, (int)fd, wv, 2, 100), 7);
+    char a[4] = {0}, b[4] = {0};
+    struct iovec rv[2] = {{a, 4}, {b, 3}};
+    CHECK_ERROR(keel_file_readv(task, (int)fd, rv, 2, 100), 7);
+    CHECK(memcmp(a, "dura", 4) == 0 && memcmp(b, "ble", 3) == 0);
+    CHECK_RESULT(keel_file_fallocate(task, (int)fd, 0, 0, 4096));
+    CHECK_RESULT(keel_file_sync_range(task, (int)fd, 0, 4096, 0));
     CHECK_RESULT(keel_file_close(task, (int)fd));
     CHECK_ERROR(keel_file_read(task, (int)fd, j->back, 1, 0), -EBADF); /* closed */
     CHECK_ERROR(keel_file_open(task, "/nonexistent-keel-dir/x", O_RDONLY, 0), -ENOENT);
