@@ -3,7 +3,7 @@
 # published crates, the tour, the examples' command lines, and a smoke pass of the bench.
 CARGO ?= cargo
 
-.PHONY: test lint unit doc rustdoc package tour example-args bench-smoke bench alloc-free nostd loom c-api
+.PHONY: test lint unit doc rustdoc package tour example-args bench-smoke bench alloc-free nostd loom c-api install
 
 test: lint unit doc rustdoc package tour example-args bench-smoke alloc-free nostd loom c-api
 
@@ -59,6 +59,13 @@ nostd:
 # linked -static). Needs gcc and g++ (.ci/run installs them).
 c-api:
 	CARGO="$(CARGO)" linker/tests/run.sh
+
+# libkeel.a, libkeel.so, keel.h, keel.hpp and lib/pkgconfig/keel.pc under PREFIX
+# (KEEL_PROFILE=debug installs the debug build).
+PREFIX ?= /usr/local
+KEEL_PROFILE ?= release
+install:
+	CARGO="$(CARGO)" linker/install.sh "$(PREFIX)" "$(KEEL_PROFILE)"
 
 # The echo case runs keel's echo example as its server: build it first.
 bench-smoke:

@@ -2,8 +2,9 @@
 # keel's C API from C and C++: builds libkeel (debug profile, shared with `make unit`),
 # checks the generated header is current and compiles as C11 and C++17 with
 # -Wall -Wextra -Werror, checks that libkeel.so exports only keel_* symbols, then builds
-# every C program in linker/tests/c against libkeel.a with gcc (one of them also linked
-# -static) and runs it. A program exiting 77 is skipped (it says why on stderr). Ends with
+# every C program in linker/tests/c against libkeel.a with gcc and every C++ program in
+# linker/tests/cpp with g++, and runs them; one C program is also built through pkg-config
+# from a `make install` prefix (against libkeel.so), and one linked -static. A program exiting 77 is skipped (it says why on stderr). Ends with
 # "N passed, N failed, N skipped" and exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,6 +16,7 @@ mkdir -p "$OUT"
 
 $CARGO build -p keel-ffi
 $CARGO test -q -p keel-ffi --test header
+command -v pkg-config > /dev/null || { echo "c-api: pkg-config is missing (.ci/run installs it)" >&2; exit 1; }
 
 LIB=target/debug
 INC=linker/include
@@ -72,6 +74,22 @@ for src in linker/tests/c/*.c; do
     $CC -std=c11 -D_GNU_SOURCE "${WARN[@]}" -I"$INC" "$src" "$LIB/libkeel.a" "${LIBS[@]}" "${extra[@]}" -o "$OUT/$name"
     run "$name" "$OUT/$name"
 done
+
+for src in linker/tests/cpp/*.cpp; do
+    name=$(basename "$src" .cpp)
+    $CXX -std=c++17 "${WARN[@]}" -I"$INC" "$src" "$LIB/libkeel.a" "${LIBS[@]}" -o "$OUT/$name"
+    run "$name" "$OUT/$name"
+done
+
+# The ecosystem's way: `make install` into a prefix, then a program built through
+# pkg-config against it, linked to libkeel.so and run from there.
+make -s install PREFIX="$OUT/prefix" KEEL_PROFILE=debug CARGO="$CARGO" > /dev/null
+export PKG_CONFIG_PATH="$OUT/prefix/lib/pkgconfig"
+# shellcheck disable=SC2046 # pkg-config's output is a list of flags
+$CC -std=c11 -D_GNU_SOURCE "${WARN[@]}" linker/tests/c/one_task.c $(pkg-config --cflags --libs keel) \
+    -o "$OUT/one_task_pkgconfig"
+echo "pkg-config: built one_task with: $(pkg-config --cflags --libs keel)"
+run one_task_pkgconfig env LD_LIBRARY_PATH="$OUT/prefix/lib" "$OUT/one_task_pkgconfig"
 
 # Fully static: glibc and libkeel.a in one binary. The linker warns that std's
 # getpwuid_r and getaddrinfo (home_dir, DNS lookup: code keel never calls) would need
