@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdbool.h>
 #include <sys/uio.h>
+#include <sys/socket.h>
 #ifdef __cplusplus
 #define KEEL_STATIC_ASSERT(c, m) static_assert(c, m)
 #define KEEL_ALIGNAS(n) alignas(n)
@@ -553,6 +554,79 @@ keel_result keel_file_fallocate(struct keel_task task,
                                 int mode,
                                 uint64_t offset,
                                 uint64_t len);
+
+/**
+ * `socket(domain, type, protocol)` through the ring; returns the descriptor (the
+ * caller's: close it with `keel_socket_close` or `close(2)`).
+ */
+keel_result keel_socket_open(struct keel_task task, int domain, int kind, int protocol);
+
+/**
+ * `bind(fd, addr, len)` through the ring.
+ *
+ * # Safety
+ * `addr` is NULL or `len` readable bytes.
+ */
+keel_result keel_socket_bind(struct keel_task task,
+                             int fd,
+                             const struct sockaddr *addr,
+                             socklen_t len);
+
+/**
+ * `listen(fd, backlog)` through the ring.
+ */
+keel_result keel_socket_listen(struct keel_task task, int fd, int backlog);
+
+/**
+ * `accept4(fd, addr, len, SOCK_CLOEXEC)` through the ring; returns the new descriptor.
+ * `addr` and `len` may both be NULL.
+ *
+ * # Safety
+ * `addr` is NULL or `*len` writable bytes; `len` is NULL or valid.
+ */
+keel_result keel_socket_accept(struct keel_task task,
+                               int fd,
+                               struct sockaddr *addr,
+                               socklen_t *len);
+
+/**
+ * `connect(fd, addr, len)` through the ring.
+ *
+ * # Safety
+ * `addr` is NULL or `len` readable bytes.
+ */
+keel_result keel_socket_connect(struct keel_task task,
+                                int fd,
+                                const struct sockaddr *addr,
+                                socklen_t len);
+
+/**
+ * `send(fd, buf, len, flags)` through the ring; returns the bytes sent.
+ *
+ * # Safety
+ * `buf` is NULL with `len` 0, or `len` readable bytes valid until this returns.
+ */
+keel_result keel_socket_send(struct keel_task task, int fd, const void *buf, size_t len, int flags);
+
+/**
+ * `recv(fd, buf, len, flags)` through the ring; returns the bytes received (0: the
+ * peer shut its side down).
+ *
+ * # Safety
+ * `buf` is NULL with `len` 0, or `len` writable bytes unused by anything else until this
+ * returns.
+ */
+keel_result keel_socket_recv(struct keel_task task, int fd, void *buf, size_t len, int flags);
+
+/**
+ * `shutdown(fd, how)` through the ring.
+ */
+keel_result keel_socket_shutdown(struct keel_task task, int fd, int how);
+
+/**
+ * `close(fd)` through the ring (as `keel_file_close`).
+ */
+keel_result keel_socket_close(struct keel_task task, int fd);
 
 /**
  * A static, NUL-terminated description of `code` (a result, negative or not).

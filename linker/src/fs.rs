@@ -22,7 +22,7 @@ use keel_linux::{FiberFs, RingDriver, RingOp};
 /// # Safety
 /// What `entry` points at stays valid until this returns (it returns after the
 /// operation's completion: `run_op`).
-unsafe fn run(task: keel_task, entry: squeue::Entry, prio: bool) -> Result<i64, i64> {
+pub(crate) unsafe fn run(task: keel_task, entry: squeue::Entry, prio: bool) -> Result<i64, i64> {
     let (t, fib) = running(task)?;
     let rt = fib.with_driver::<RingDriver, _>(|d| d.realtime_ioprio()).ok_or(err(libc::EOPNOTSUPP))?;
     // SAFETY: the caller keeps what the entry points at valid until completion.

@@ -4,6 +4,7 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | `net` | socket i/o from a task body on the ring |
 //! | `result` | `keel_result`, error codes, `keel_strerror`, the boundary guard (boundary rules) |
 //! | `executor` | executor storage, `init`/`create`, `run`, `destroy`, stats (executor rules) |
 //! | `task` | task storage, `init`/`create`, `attach`, `cancel`, `result`, `destroy` (task rules) |
@@ -23,6 +24,7 @@ mod body;
 mod dispatch;
 mod executor;
 mod fs;
+mod net;
 mod result;
 mod stable;
 mod status;
@@ -42,6 +44,10 @@ pub use executor::{
 pub use fs::{
     keel_file_close, keel_file_fallocate, keel_file_fdatasync, keel_file_fsync, keel_file_open, keel_file_read,
     keel_file_readv, keel_file_sync_range, keel_file_write, keel_file_writev,
+};
+pub use net::{
+    keel_socket_accept, keel_socket_bind, keel_socket_close, keel_socket_connect, keel_socket_listen, keel_socket_open,
+    keel_socket_recv, keel_socket_send, keel_socket_shutdown,
 };
 pub use result::{
     KEEL_EBADRESULT, KEEL_EFPCONTROL, KEEL_ENOTINTASK, KEEL_EPANICKED, KEEL_ERRNO_FIRST, KEEL_ERRNO_MAX, KEEL_ESTALLED,
