@@ -112,8 +112,8 @@ pub(crate) struct ExecTimes {
 
 impl ExecTimes {
     #[inline(always)]
-    pub(crate) fn add(c: &Cell<u64>, v: u64) {
-        c.set(c.get().wrapping_add(v));
+    pub(crate) fn add(counter: &Cell<u64>, delta: u64) {
+        counter.set(counter.get().wrapping_add(delta));
     }
 }
 

@@ -25,9 +25,9 @@ impl Instant {
         self.0
     }
 
-    /// `self + d`, saturating at `Instant::MAX`.
-    pub const fn saturating_add(self, d: Duration) -> Self {
-        let nanos = d.as_nanos();
+    /// `self + duration`, saturating at `Instant::MAX`.
+    pub const fn saturating_add(self, duration: Duration) -> Self {
+        let nanos = duration.as_nanos();
         let nanos = if nanos > u64::MAX as u128 { u64::MAX } else { nanos as u64 };
         Instant(self.0.saturating_add(nanos))
     }

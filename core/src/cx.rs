@@ -63,8 +63,8 @@ impl core::fmt::Debug for TaskCx<'_> {
 /// resume (rt rule 1); `None` otherwise (rt rule 2). For what needs only the task.
 #[inline(always)]
 pub(crate) fn current_header(cx: &Context<'_>) -> Option<NonNull<Header>> {
-    let h = task_of(cx.waker())?;
-    is_resume_cx(h, cx).then_some(h)
+    let task = task_of(cx.waker())?;
+    is_resume_cx(task, cx).then_some(task)
 }
 
 impl<'a> TaskCx<'a> {
@@ -128,8 +128,8 @@ impl<'a> TaskCx<'a> {
         let driver = self.sched.driver_as::<D>().ok_or(DriverError::WrongDriver)?;
         let _lent = self.sched.lend().map_err(|_| DriverError::Busy)?;
         // SAFETY: driver rule 1: lent (the flag set) until `_lent` drops, after `f`.
-        let mut d = unsafe { DriverMut::lend(driver) };
-        Ok(f(&mut d))
+        let mut driver_mut = unsafe { DriverMut::lend(driver) };
+        Ok(f(&mut driver_mut))
     }
 
     /// [`TaskCx::try_with_driver`], `None` for any reason it could not lend.
@@ -149,12 +149,12 @@ impl<'a> TaskCx<'a> {
     /// Submits `op` with a wake token (`io_status::try_submit`, `try_submit_now`).
     pub fn try_submit<D: Driver>(self, op: D::Op, wait: bool) -> Result<OpId, NotSubmitted<D::Op>> {
         let mut op = Some(op);
-        let r = self.try_submit_from::<D>(&mut op, wait);
+        let submitted = self.try_submit_from::<D>(&mut op, wait);
         let mut back = || op.take().expect("refused operations stay in place");
-        match r {
+        match submitted {
             Ok(id) => Ok(id),
             Err(SubmitRefused::Wait) => Err(NotSubmitted::Wait(back())),
-            Err(SubmitRefused::Failed(e)) => Err(NotSubmitted::Failed(back(), e)),
+            Err(SubmitRefused::Failed(errno)) => Err(NotSubmitted::Failed(back(), errno)),
         }
     }
 

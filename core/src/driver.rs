@@ -80,8 +80,9 @@ pub enum Park {
 /// one token back twice would let safe code corrupt a task's lists):
 /// 1. Every token given to `submit`/`submit_from` for an operation that was accepted
 ///    (`Ok`) is handed to a `reap` sink exactly once, with that operation's result; after
-///    `retarget(id, t)` the operation's completion carries `t` instead. No other token is
-///    ever handed to a sink (a refused operation's token is dropped, never reported).
+///    `retarget(id, token)` the operation's completion carries `token` instead. No other
+///    token is ever handed to a sink (a refused operation's token is dropped, never
+///    reported).
 /// 2. `in_flight` counts the operations accepted and not yet reaped: the executor frees
 ///    task storage and fiber stacks once it reads 0 after cancelling.
 /// 3. An operation's memory (what its `Op` points at) is the driver's to keep until its
@@ -128,12 +129,12 @@ pub unsafe trait Driver: 'static {
     /// operation once, straight into their queue (the default wraps `submit`).
     #[inline]
     fn submit_from(&mut self, op: &mut Option<Self::Op>, token: IoToken) -> Result<OpId, Errno> {
-        let Some(o) = op.take() else { return Err(Errno::EINVAL) };
-        match self.submit(o, token) {
+        let Some(taken) = op.take() else { return Err(Errno::EINVAL) };
+        match self.submit(taken, token) {
             Ok(id) => Ok(id),
-            Err((o, e)) => {
-                *op = Some(o);
-                Err(e)
+            Err((refused, errno)) => {
+                *op = Some(refused);
+                Err(errno)
             }
         }
     }
@@ -226,7 +227,7 @@ impl<D> DriverMut<'_, D> {
     /// raw pointers do not.
     #[inline(always)]
     pub unsafe fn get_mut(&mut self) -> &mut D {
-        // SAFETY: lent exclusively to this value (rule 1); the caller keeps the contract.
+        // SAFETY: lent exclusively to this value (driver rule 1); the caller keeps the contract.
         unsafe { self.ptr.as_mut() }
     }
 }
@@ -288,26 +289,26 @@ pub(crate) struct DriverVt {
 pub(crate) struct VtFor<D>(core::marker::PhantomData<D>);
 
 impl<D: Driver> VtFor<D> {
-    // SAFETY (for the three functions below): the executor stores a pointer to its own
+    // SAFETY (for the four functions below): the executor stores a pointer to its own
     // `D` with this vtable and calls through it only on its thread, with no other borrow
     // of the driver live (sched rule 3).
     pub(crate) const VT: DriverVt = DriverVt {
-        now: |p| {
+        now: |driver| {
             // SAFETY: see above.
-            unsafe { (*(p as *const D)).now() }
+            unsafe { (*(driver as *const D)).now() }
         },
-        cancel: |p, id| {
+        cancel: |driver, id| {
             // SAFETY: see above.
-            unsafe { (*(p as *mut D)).cancel(id) }
+            unsafe { (*(driver as *mut D)).cancel(id) }
         },
-        retarget: |p, id, t| {
+        retarget: |driver, id, token| {
             // SAFETY: see above.
-            unsafe { (*(p as *mut D)).retarget(id, t) }
+            unsafe { (*(driver as *mut D)).retarget(id, token) }
         },
         type_id: core::any::TypeId::of::<D>(),
-        unparker: |p, w| {
+        unparker: |driver, park_word| {
             // SAFETY: see above.
-            unsafe { (*(p as *mut D)).unparker(w) }
+            unsafe { (*(driver as *mut D)).unparker(park_word) }
         },
     };
 }

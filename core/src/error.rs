@@ -431,7 +431,7 @@ impl InitiateError<()> {
             InitiateError::NotInTask(()) => InitiateError::NotInTask(op),
             InitiateError::WrongDriver(()) => InitiateError::WrongDriver(op),
             InitiateError::StatusBusy(()) => InitiateError::StatusBusy(op),
-            InitiateError::Refused((), e) => InitiateError::Refused(op, e),
+            InitiateError::Refused((), errno) => InitiateError::Refused(op, errno),
             InitiateError::Cancelled(()) => InitiateError::Cancelled(op),
             InitiateError::DriverBusy(()) => InitiateError::DriverBusy(op),
         }

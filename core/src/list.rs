@@ -144,16 +144,16 @@ impl<T: Link<L>, L> List<T, L> {
     /// valid and unmoved until removed (list rule 2).
     #[inline(always)]
     pub unsafe fn push_back(&self, node: NonNull<T>) {
-        let l = links(node);
+        let node_links = links(node);
         #[cfg(debug_assertions)]
         {
-            assert!(l.owner.get().is_null(), "keel bug: node pushed while linked in another list");
-            l.owner.set(self as *const Self as *const ());
+            assert!(node_links.owner.get().is_null(), "keel bug: node pushed while linked in another list");
+            node_links.owner.set(self as *const Self as *const ());
         }
-        l.next.set(None);
-        l.prev.set(self.tail.get());
+        node_links.next.set(None);
+        node_links.prev.set(self.tail.get());
         match self.tail.get() {
-            Some(t) => links(t).next.set(Some(node)),
+            Some(tail) => links(tail).next.set(Some(node)),
             None => self.head.set(Some(node)),
         }
         self.tail.set(Some(node));
@@ -175,27 +175,27 @@ impl<T: Link<L>, L> List<T, L> {
     /// `node` is linked in this list.
     #[inline(always)]
     pub unsafe fn remove(&self, node: NonNull<T>) {
-        let l = links(node);
+        let node_links = links(node);
         #[cfg(debug_assertions)]
         {
             assert_eq!(
-                l.owner.get(),
+                node_links.owner.get(),
                 self as *const Self as *const (),
                 "keel bug: node removed from a list it is not in"
             );
-            l.owner.set(core::ptr::null());
+            node_links.owner.set(core::ptr::null());
         }
-        let (prev, next) = (l.prev.get(), l.next.get());
+        let (prev, next) = (node_links.prev.get(), node_links.next.get());
         match prev {
-            Some(p) => links(p).next.set(next),
+            Some(prev_node) => links(prev_node).next.set(next),
             None => self.head.set(next),
         }
         match next {
-            Some(n) => links(n).prev.set(prev),
+            Some(next_node) => links(next_node).prev.set(prev),
             None => self.tail.set(prev),
         }
-        l.prev.set(None);
-        l.next.set(None);
+        node_links.prev.set(None);
+        node_links.next.set(None);
         self.len.set(self.len.get() - 1);
     }
 
@@ -206,14 +206,14 @@ impl<T: Link<L>, L> List<T, L> {
     /// `node` is valid, and if linked anywhere through these links, it is in a list of
     /// this kind.
     pub unsafe fn contains(&self, node: NonNull<T>) -> bool {
-        let l = links(node);
+        let node_links = links(node);
         #[cfg(debug_assertions)]
         {
-            l.owner.get() == self as *const Self as *const ()
+            node_links.owner.get() == self as *const Self as *const ()
         }
         #[cfg(not(debug_assertions))]
         {
-            l.prev.get().is_some() || l.next.get().is_some() || self.head.get() == Some(node)
+            node_links.prev.get().is_some() || node_links.next.get().is_some() || self.head.get() == Some(node)
         }
     }
 }
@@ -235,15 +235,15 @@ mod tests {
         }
     }
 
-    fn nodes(n: u32) -> std::vec::Vec<Node> {
-        (0..n).map(|value| Node { value, links: Links::new() }).collect()
+    fn nodes(count: u32) -> std::vec::Vec<Node> {
+        (0..count).map(|value| Node { value, links: Links::new() }).collect()
     }
 
     fn drain(list: &List<Node, Kind>) -> std::vec::Vec<u32> {
         let mut out = std::vec::Vec::new();
-        while let Some(n) = list.pop_front() {
+        while let Some(node) = list.pop_front() {
             // SAFETY: nodes outlive the list operations in these tests.
-            out.push(unsafe { n.as_ref() }.value);
+            out.push(unsafe { node.as_ref() }.value);
         }
         out
     }
@@ -252,18 +252,18 @@ mod tests {
 
     #[test]
     fn fifo_order_and_remove_from_middle() {
-        let ns = nodes(5);
+        let pool = nodes(5);
         let list = List::<Node, Kind>::new();
-        for n in &ns {
+        for node in &pool {
             // SAFETY: each node is pushed once and outlives the list's use.
-            unsafe { list.push_back(NonNull::from(n)) };
+            unsafe { list.push_back(NonNull::from(node)) };
         }
         assert_eq!(list.len(), 5);
         // SAFETY: nodes 2, 0 and 4 are linked in `list`.
         unsafe {
-            list.remove(NonNull::from(&ns[2]));
-            list.remove(NonNull::from(&ns[0]));
-            list.remove(NonNull::from(&ns[4]));
+            list.remove(NonNull::from(&pool[2]));
+            list.remove(NonNull::from(&pool[0]));
+            list.remove(NonNull::from(&pool[4]));
         }
         assert_eq!(drain(&list), [1, 3]);
         assert!(list.is_empty());
@@ -272,14 +272,14 @@ mod tests {
     #[test]
     #[cfg(debug_assertions)]
     #[should_panic(expected = "node pushed while linked")]
-    fn debug_builds_catch_a_node_in_two_lists() {
-        let ns = nodes(1);
-        let a = List::<Node, Kind>::new();
-        let b = List::<Node, Kind>::new();
+    fn list_rule_1_debug_builds_catch_a_node_in_two_lists() {
+        let pool = nodes(1);
+        let first = List::<Node, Kind>::new();
+        let second = List::<Node, Kind>::new();
         // SAFETY: deliberately breaks list rule 1 to see the debug check fire.
         unsafe {
-            a.push_back(NonNull::from(&ns[0]));
-            b.push_back(NonNull::from(&ns[0]));
+            first.push_back(NonNull::from(&pool[0]));
+            second.push_back(NonNull::from(&pool[0]));
         }
     }
 }

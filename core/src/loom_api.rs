@@ -74,7 +74,7 @@ impl Inbox {
     /// Takes the oldest node. The consumer's thread only (inbox rule 2).
     pub fn pop(&self) -> Pop {
         match self.0.pop() {
-            inbox::Pop::Item(n) => Pop::Item(n.cast()),
+            inbox::Pop::Item(node) => Pop::Item(node.cast()),
             inbox::Pop::Empty => Pop::Empty,
             inbox::Pop::Busy => Pop::Busy,
         }
@@ -124,8 +124,8 @@ impl Remote {
     }
 
     /// Park rule 3: set once, before any other thread can reach this.
-    pub fn set_unparker(&self, u: Option<Unparker>) {
-        self.0.set_unparker(u)
+    pub fn set_unparker(&self, unparker: Option<Unparker>) {
+        self.0.set_unparker(unparker)
     }
 
     /// Park rule 2, the executor's announce (store PARKED, then `W`'s fence).
@@ -156,14 +156,14 @@ pub fn wake_with<W: Weaken>(task: crate::TaskHandle) {
 }
 
 /// `Dispatcher::quit` (dispatch rule 5) with `W`'s fence (`Strong` is production's).
-pub fn quit_with<W: Weaken>(d: &crate::dispatch::Dispatcher, n: u32) {
-    d.quit_with::<W>(n)
+pub fn quit_with<W: Weaken>(dispatcher: &crate::dispatch::Dispatcher, count: u32) {
+    dispatcher.quit_with::<W>(count)
 }
 
 /// `Dispatcher::take_quit` (dispatch rule 5) with `W`'s drain check (`Strong` is
 /// production's): an idle worker takes a quit token.
-pub fn take_quit_with<W: Weaken>(d: &crate::dispatch::Dispatcher) -> bool {
-    d.take_quit_with::<W>()
+pub fn take_quit_with<W: Weaken>(dispatcher: &crate::dispatch::Dispatcher) -> bool {
+    dispatcher.take_quit_with::<W>()
 }
 
 /// A stand-in for a worker executor of a dispatcher: the scheduler state a worker claims
@@ -178,17 +178,17 @@ impl DispatchWorker {
         DispatchWorker(crate::exec::sched::Sched::new(crate::exec::Config::default()))
     }
 
-    /// Registers with `d` as `Executor::serve` does (dispatch rule 4), parking through
-    /// `unparker` (park rule 3). `false` if every worker slot is taken.
+    /// Registers with `dispatcher` as `Executor::serve` does (dispatch rule 4), parking
+    /// through `unparker` (park rule 3). `false` if every worker slot is taken.
     ///
     /// # Safety
     /// `self` stays at this address until it is dropped (the dispatcher holds its park
     /// word's address; drop unregisters).
-    pub unsafe fn serve(&self, d: &'static crate::dispatch::Dispatcher, unparker: Unparker) -> bool {
+    pub unsafe fn serve(&self, dispatcher: &'static crate::dispatch::Dispatcher, unparker: Unparker) -> bool {
         self.0.mailbox.park.set_unparker(Some(unparker));
-        match d.register(&self.0.mailbox.park) {
-            Some(i) => {
-                self.0.dispatcher.set(Some((d, i)));
+        match dispatcher.register(&self.0.mailbox.park) {
+            Some(slot) => {
+                self.0.dispatcher.set(Some((dispatcher, slot)));
                 true
             }
             None => false,
@@ -212,8 +212,8 @@ impl DispatchWorker {
 impl Drop for DispatchWorker {
     /// Unregisters, waiting for submitters looking at its slot (as an executor's drop).
     fn drop(&mut self) {
-        if let Some((d, i)) = self.0.dispatcher.get() {
-            d.unregister(i);
+        if let Some((dispatcher, slot)) = self.0.dispatcher.get() {
+            dispatcher.unregister(slot);
         }
     }
 }
@@ -226,13 +226,13 @@ impl Default for DispatchWorker {
 
 /// Dispatch rules 1-2, a worker's take: pop the highest priority's newest task and claim
 /// it, as `Sched::take_dispatched` does (without attaching it). The task's id.
-pub fn take(d: &crate::dispatch::Dispatcher, worker: &DispatchWorker) -> Option<u32> {
-    let h = d.pop()?;
-    if !d.claim(h, worker.0.owner_id()) {
+pub fn take(dispatcher: &crate::dispatch::Dispatcher, worker: &DispatchWorker) -> Option<u32> {
+    let task = dispatcher.pop()?;
+    if !dispatcher.claim(task, worker.0.owner_id()) {
         return None;
     }
     // Headers are in `'static` slots; the claim made the worker its owner.
-    Some(crate::task::header::SlotPtr::trailer(h).id())
+    Some(crate::task::header::SlotPtr::trailer(task).id())
 }
 
 /// `Executor::handle` (remote rule 1) with `W`'s bind (`Strong` is production's).
@@ -240,12 +240,12 @@ pub fn handle_with<W: Weaken>(
     ex: core::pin::Pin<&crate::Executor<impl crate::Driver>>,
     slot: &'static crate::HandleSlot,
 ) -> Option<crate::ExecutorHandle> {
-    let s = ex.sched();
-    if s.handle_slot.get().is_some() {
+    let sched = ex.sched();
+    if sched.handle_slot.get().is_some() {
         return None;
     }
-    let epoch = slot.bind_with::<W>(s.owner_id())?;
-    s.handle_slot.set(Some(slot));
+    let epoch = slot.bind_with::<W>(sched.owner_id())?;
+    sched.handle_slot.set(Some(slot));
     Some(crate::exec::remote::ExecutorHandle::new(slot, epoch))
 }
 

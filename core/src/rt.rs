@@ -41,9 +41,9 @@ use core::ptr::NonNull;
 use core::task::{Context, Poll};
 use core::time::Duration;
 
-fn cancelled(h: NonNull<Header>) -> bool {
+fn cancelled(task: NonNull<Header>) -> bool {
     // SAFETY: `'static` header of the running task.
-    unsafe { h.as_ref() }.has_flag(flag::CANCEL)
+    unsafe { task.as_ref() }.has_flag(flag::CANCEL)
 }
 
 /// Yields: the task goes to the back of its priority's run queue.
@@ -60,8 +60,8 @@ pub struct YieldNow {
 impl Future for YieldNow {
     type Output = Result<(), Cancelled>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Some(h) = current_header(cx) else { return Poll::Ready(Ok(())) };
-        if cancelled(h) {
+        let Some(task) = current_header(cx) else { return Poll::Ready(Ok(())) };
+        if cancelled(task) {
             return Poll::Ready(Err(Cancelled));
         }
         if self.yielded {
@@ -69,14 +69,14 @@ impl Future for YieldNow {
         }
         self.yielded = true;
         // SAFETY: `'static` header of the running task, on its owner's thread.
-        unsafe { h.as_ref() }.set_flag(flag::WOKEN_WHILE_RUNNING);
+        unsafe { task.as_ref() }.set_flag(flag::WOKEN_WHILE_RUNNING);
         Poll::Pending
     }
 }
 
-/// Suspends the task for `d` (`suspend_for`). Huge durations saturate to "never".
-pub fn sleep(d: Duration) -> Sleep {
-    Sleep { deadline: None, duration: d }
+/// Suspends the task for `duration` (`suspend_for`). Huge durations saturate to "never".
+pub fn sleep(duration: Duration) -> Sleep {
+    Sleep { deadline: None, duration }
 }
 
 /// Suspends the task until `deadline` on its executor's clock (`suspend_until`).
@@ -95,8 +95,8 @@ impl Future for Sleep {
     type Output = Result<(), Cancelled>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let Some(tcx) = TaskCx::of(cx) else { return Poll::Ready(Ok(())) };
-        let (sched, h) = (tcx.sched(), tcx.header());
-        if cancelled(h) {
+        let (sched, task) = (tcx.sched(), tcx.header());
+        if cancelled(task) {
             return Poll::Ready(Err(Cancelled));
         }
         let now = sched.now();
@@ -105,9 +105,9 @@ impl Future for Sleep {
         if now >= deadline {
             return Poll::Ready(Ok(()));
         }
-        sched.arm(h, deadline);
+        sched.arm(task, deadline);
         // SAFETY: `'static` header of the running task.
-        unsafe { h.as_ref() }.reason.set(SuspendReason::Timer);
+        unsafe { task.as_ref() }.reason.set(SuspendReason::Timer);
         Poll::Pending
     }
 }
@@ -127,8 +127,8 @@ pub struct Wait {
 impl Future for Wait {
     type Output = Result<(), Cancelled>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Some(h) = current_header(cx) else { return Poll::Ready(Ok(())) };
-        if cancelled(h) {
+        let Some(task) = current_header(cx) else { return Poll::Ready(Ok(())) };
+        if cancelled(task) {
             return Poll::Ready(Err(Cancelled));
         }
         if self.waited {
@@ -136,7 +136,7 @@ impl Future for Wait {
         }
         self.waited = true;
         // SAFETY: `'static` header of the running task.
-        unsafe { h.as_ref() }.reason.set(SuspendReason::Wait);
+        unsafe { task.as_ref() }.reason.set(SuspendReason::Wait);
         Poll::Pending
     }
 }
@@ -148,10 +148,10 @@ pub fn now(cx: &Context<'_>) -> Option<Instant> {
 
 /// A handle to the running task's current run, `None` outside a keel task.
 pub fn current_task(cx: &Context<'_>) -> Option<TaskHandle> {
-    current_header(cx).map(|h| {
+    current_header(cx).map(|task| {
         // SAFETY: `'static` header. Relaxed: owner-written, read on the owner's thread.
-        let g = unsafe { h.as_ref() }.generation.load(Ordering::Relaxed);
-        TaskHandle::from_parts(h, g)
+        let generation = unsafe { task.as_ref() }.generation.load(Ordering::Relaxed);
+        TaskHandle::from_parts(task, generation)
     })
 }
 
@@ -164,7 +164,7 @@ pub fn is_cancelled(cx: &Context<'_>) -> bool {
 /// The running task's priorities, `None` outside a keel task.
 pub fn priorities(cx: &Context<'_>) -> Option<crate::Priorities> {
     // SAFETY: `'static` header of the running task.
-    current_header(cx).map(|h| unsafe { h.as_ref() }.prio.get())
+    current_header(cx).map(|task| unsafe { task.as_ref() }.prio.get())
 }
 
 /// `now` as a future, for `async fn` bodies that have no `Context` at hand.

@@ -141,18 +141,18 @@ impl<const OPS: usize, const TRACE: usize> SimDriverN<OPS, TRACE> {
         }
     }
 
-    /// The next `n` submissions are refused with `errno`.
-    pub fn fail_next_submits(&mut self, n: u32, errno: Errno) {
-        self.refuse = n;
+    /// The next `count` submissions are refused with `errno`.
+    pub fn fail_next_submits(&mut self, count: u32, errno: Errno) {
+        self.refuse = count;
         self.refuse_errno = errno;
     }
 
-    /// At most `n` operations in flight at once (and never more than `OPS`, the
-    /// default): with `n` in flight `submit_capacity` is 0 and `submit` refuses with
+    /// At most `count` operations in flight at once (and never more than `OPS`, the
+    /// default): with `count` in flight `submit_capacity` is 0 and `submit` refuses with
     /// `EBUSY`, as a ring with a full SQ does, so initiators queue for room until a
     /// completion is reaped.
-    pub fn limit_capacity(&mut self, n: usize) {
-        self.capacity = n.min(OPS);
+    pub fn limit_capacity(&mut self, count: usize) {
+        self.capacity = count.min(OPS);
     }
 
     /// The last `TRACE` events, oldest first.
@@ -170,8 +170,8 @@ impl<const OPS: usize, const TRACE: usize> SimDriverN<OPS, TRACE> {
         self.events
     }
 
-    fn record(&mut self, e: SimEvent) {
-        let words: [u64; 3] = match e {
+    fn record(&mut self, event: SimEvent) {
+        let words: [u64; 3] = match event {
             SimEvent::Submit { label, at } => [1, label as u64, at.as_nanos()],
             SimEvent::Refuse { label, errno } => [2, label as u64, errno.0 as u64],
             SimEvent::Cancel { label, at } => [3, label as u64, at.as_nanos()],
@@ -179,22 +179,22 @@ impl<const OPS: usize, const TRACE: usize> SimDriverN<OPS, TRACE> {
                 4,
                 label as u64 ^ at.as_nanos().rotate_left(17),
                 match result {
-                    Ok(v) => v as u64,
-                    Err(e) => (1 << 40) | e.0 as u64,
+                    Ok(bytes) => bytes as u64,
+                    Err(errno) => (1 << 40) | errno.0 as u64,
                 },
             ],
             SimEvent::Advance { to } => [5, 0, to.as_nanos()],
         };
-        for w in words {
-            for b in w.to_le_bytes() {
-                self.hash = (self.hash ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        for word in words {
+            for byte in word.to_le_bytes() {
+                self.hash = (self.hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
             }
         }
         self.events += 1;
         if self.trace.is_full() {
             self.trace.pop_front();
         }
-        let _ = self.trace.push_back(e);
+        let _ = self.trace.push_back(event);
     }
 
     fn find(&self, id: OpId) -> Option<usize> {
@@ -206,9 +206,10 @@ impl<const OPS: usize, const TRACE: usize> SimDriverN<OPS, TRACE> {
     }
 }
 
-// SAFETY: driver rules 1-5 hold: each accepted operation sits in `pending` with its token until
-// `reap` hands it out once and removes it; `in_flight` is `pending`'s length; operations own
-// no memory; ids are looked up, so a stale one does nothing; no unparker.
+// SAFETY: the `Driver` contract (items 1-5 of its Safety section) holds: each accepted
+// operation sits in `pending` with its token until `reap` hands it out once and removes it;
+// `in_flight` is `pending`'s length; operations own no memory; ids are looked up, so a stale
+// one does nothing; no unparker.
 unsafe impl<const OPS: usize, const TRACE: usize> Driver for SimDriverN<OPS, TRACE> {
     type Op = SimOp;
 
@@ -232,7 +233,7 @@ unsafe impl<const OPS: usize, const TRACE: usize> Driver for SimDriverN<OPS, TRA
             return Err((op, errno));
         }
         let seq = self.next_seq;
-        let p = Pending {
+        let pending = Pending {
             id: OpId(seq),
             token,
             due: self.now.saturating_add(op.latency),
@@ -240,7 +241,7 @@ unsafe impl<const OPS: usize, const TRACE: usize> Driver for SimDriverN<OPS, TRA
             label: op.label,
             result: op.result,
         };
-        if self.pending.push(p).is_err() {
+        if self.pending.push(pending).is_err() {
             unreachable!("keel bug: the simulated driver's capacity passed OPS");
         }
         self.next_seq += 1;
@@ -251,11 +252,11 @@ unsafe impl<const OPS: usize, const TRACE: usize> Driver for SimDriverN<OPS, TRA
     fn cancel(&mut self, id: OpId) {
         let now = self.now;
         if let Some(i) = self.find(id) {
-            let p = &mut self.pending[i];
-            if p.due > now {
-                p.due = now;
-                p.result = Err(Errno::ECANCELED);
-                let label = p.label;
+            let pending = &mut self.pending[i];
+            if pending.due > now {
+                pending.due = now;
+                pending.result = Err(Errno::ECANCELED);
+                let label = pending.label;
                 self.record(SimEvent::Cancel { label, at: now });
             }
         }
@@ -268,18 +269,18 @@ unsafe impl<const OPS: usize, const TRACE: usize> Driver for SimDriverN<OPS, TRA
     }
 
     fn reap<F: FnMut(IoToken, IoResult)>(&mut self, max: usize, sink: &mut F) -> usize {
-        let mut n = 0;
-        while n < max {
+        let mut reaped = 0;
+        while reaped < max {
             let Some(i) = self.next_due() else { break };
             if self.pending[i].due > self.now {
                 break;
             }
-            let p = self.pending.swap_remove(i);
-            self.record(SimEvent::Complete { label: p.label, at: self.now, result: p.result });
-            sink(p.token, p.result);
-            n += 1;
+            let done = self.pending.swap_remove(i);
+            self.record(SimEvent::Complete { label: done.label, at: self.now, result: done.result });
+            sink(done.token, done.result);
+            reaped += 1;
         }
-        n
+        reaped
     }
 
     fn in_flight(&self) -> usize {
@@ -295,7 +296,7 @@ unsafe impl<const OPS: usize, const TRACE: usize> Driver for SimDriverN<OPS, TRA
         let target = match (next, deadline) {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => match a.or(b) {
-                Some(t) => t,
+                Some(earliest) => earliest,
                 None => return Ok(Park::Stalled),
             },
         };
@@ -311,14 +312,14 @@ unsafe impl<const OPS: usize, const TRACE: usize> Driver for SimDriverN<OPS, TRA
 /// exec/lend.rs: the closure cannot replace it, so what it may change is these).
 impl<const OPS: usize, const TRACE: usize> crate::driver::DriverMut<'_, SimDriverN<OPS, TRACE>> {
     /// [`SimDriverN::fail_next_submits`].
-    pub fn fail_next_submits(&mut self, n: u32, errno: Errno) {
+    pub fn fail_next_submits(&mut self, count: u32, errno: Errno) {
         // SAFETY: sets two fields; no replacement, no Driver method, no user code.
-        unsafe { self.get_mut() }.fail_next_submits(n, errno);
+        unsafe { self.get_mut() }.fail_next_submits(count, errno);
     }
 
     /// [`SimDriverN::limit_capacity`].
-    pub fn limit_capacity(&mut self, n: usize) {
+    pub fn limit_capacity(&mut self, count: usize) {
         // SAFETY: sets one field; no replacement, no Driver method, no user code.
-        unsafe { self.get_mut() }.limit_capacity(n);
+        unsafe { self.get_mut() }.limit_capacity(count);
     }
 }

@@ -8,7 +8,7 @@
 //! Written by hand: no maintained crate offers an intrusive, allocation-free,
 //! removable heap.
 //!
-//! Rules:
+//! Rules (cited elsewhere as "timer rule N"):
 //! 1. A node is in the heap iff `armed` is true; only the owning executor's thread
 //!    touches nodes or the heap (plain `Cell`s).
 //! 2. Key order is `(deadline, seq)`; `seq` is taken from a per-heap counter at arm
@@ -64,10 +64,10 @@ impl TimerNode {
 }
 
 #[inline(always)]
-fn node<'a>(p: NonNull<TimerNode>) -> &'a TimerNode {
+fn node<'a>(ptr: NonNull<TimerNode>) -> &'a TimerNode {
     // SAFETY: heap nodes are valid while armed (the `TimerHeap` safety contracts), and
     // every pointer stored in a node or the root is to an armed node (rule 1).
-    unsafe { p.as_ref() }
+    unsafe { ptr.as_ref() }
 }
 
 #[inline(always)]
@@ -79,13 +79,13 @@ fn less(a: NonNull<TimerNode>, b: NonNull<TimerNode>) -> bool {
 /// Makes the larger of two roots the first child of the smaller; returns the new root.
 fn meld(a: NonNull<TimerNode>, b: NonNull<TimerNode>) -> NonNull<TimerNode> {
     let (root, sub) = if less(b, a) { (b, a) } else { (a, b) };
-    let (r, s) = (node(root), node(sub));
-    s.next.set(r.child.get());
-    if let Some(c) = r.child.get() {
-        node(c).prev.set(Some(sub));
+    let (root_ref, sub_ref) = (node(root), node(sub));
+    sub_ref.next.set(root_ref.child.get());
+    if let Some(child) = root_ref.child.get() {
+        node(child).prev.set(Some(sub));
     }
-    s.prev.set(Some(root));
-    r.child.set(Some(sub));
+    sub_ref.prev.set(Some(root));
+    root_ref.child.set(Some(sub));
     root
 }
 
@@ -93,34 +93,34 @@ fn meld(a: NonNull<TimerNode>, b: NonNull<TimerNode>) -> NonNull<TimerNode> {
 fn merge_pairs(first: Option<NonNull<TimerNode>>) -> Option<NonNull<TimerNode>> {
     let mut stack: Option<NonNull<TimerNode>> = None;
     let mut cur = first;
-    while let Some(a) = cur {
-        let na = node(a);
-        let b = na.next.get();
-        na.prev.set(None);
-        na.next.set(None);
-        let pair = match b {
+    while let Some(left) = cur {
+        let left_ref = node(left);
+        let right = left_ref.next.get();
+        left_ref.prev.set(None);
+        left_ref.next.set(None);
+        let pair = match right {
             None => {
                 cur = None;
-                a
+                left
             }
-            Some(b) => {
-                let nb = node(b);
-                cur = nb.next.get();
-                nb.prev.set(None);
-                nb.next.set(None);
-                meld(a, b)
+            Some(right) => {
+                let right_ref = node(right);
+                cur = right_ref.next.get();
+                right_ref.prev.set(None);
+                right_ref.next.set(None);
+                meld(left, right)
             }
         };
         node(pair).next.set(stack);
         stack = Some(pair);
     }
     let mut result: Option<NonNull<TimerNode>> = None;
-    while let Some(m) = stack {
-        stack = node(m).next.get();
-        node(m).next.set(None);
+    while let Some(tree) = stack {
+        stack = node(tree).next.get();
+        node(tree).next.set(None);
         result = Some(match result {
-            None => m,
-            Some(r) => meld(r, m),
+            None => tree,
+            Some(merged) => meld(merged, tree),
         });
     }
     result
@@ -154,75 +154,75 @@ impl TimerHeap {
     /// The earliest deadline.
     #[inline(always)]
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.root.get().map(|r| node(r).deadline.get())
+        self.root.get().map(|root| node(root).deadline.get())
     }
 
-    /// Arms `n` for `deadline`.
+    /// Arms `timer` for `deadline`.
     ///
     /// # Safety
-    /// `n` is valid, unarmed, and stays valid and unmoved until it is removed or popped.
-    pub unsafe fn insert(&self, n: NonNull<TimerNode>, deadline: Instant) {
-        let t = node(n);
-        debug_assert!(!t.armed.get(), "keel bug: timer armed twice");
-        t.deadline.set(deadline);
-        t.seq.set(self.next_seq.get());
+    /// `timer` is valid, unarmed, and stays valid and unmoved until it is removed or popped.
+    pub unsafe fn insert(&self, timer: NonNull<TimerNode>, deadline: Instant) {
+        let timer_ref = node(timer);
+        debug_assert!(!timer_ref.armed.get(), "keel bug: timer armed twice");
+        timer_ref.deadline.set(deadline);
+        timer_ref.seq.set(self.next_seq.get());
         self.next_seq.set(self.next_seq.get().wrapping_add(1));
-        t.armed.set(true);
-        t.child.set(None);
-        t.next.set(None);
-        t.prev.set(None);
+        timer_ref.armed.set(true);
+        timer_ref.child.set(None);
+        timer_ref.next.set(None);
+        timer_ref.prev.set(None);
         self.root.set(Some(match self.root.get() {
-            None => n,
-            Some(r) => meld(r, n),
+            None => timer,
+            Some(root) => meld(root, timer),
         }));
         self.len.set(self.len.get() + 1);
     }
 
     /// Disarms and returns the earliest timer if its deadline is at or before `now`.
     pub fn pop_expired(&self, now: Instant) -> Option<NonNull<TimerNode>> {
-        let r = self.root.get()?;
-        if node(r).deadline.get() > now {
+        let root = self.root.get()?;
+        if node(root).deadline.get() > now {
             return None;
         }
-        self.root.set(merge_pairs(node(r).child.get()));
-        self.detached(r);
-        Some(r)
+        self.root.set(merge_pairs(node(root).child.get()));
+        self.detached(root);
+        Some(root)
     }
 
-    /// Disarms `n`, wherever it is in the heap.
+    /// Disarms `timer`, wherever it is in the heap.
     ///
     /// # Safety
-    /// `n` is armed in this heap.
-    pub unsafe fn remove(&self, n: NonNull<TimerNode>) {
-        let t = node(n);
-        debug_assert!(t.armed.get(), "keel bug: removing an unarmed timer");
-        if self.root.get() == Some(n) {
-            self.root.set(merge_pairs(t.child.get()));
+    /// `timer` is armed in this heap.
+    pub unsafe fn remove(&self, timer: NonNull<TimerNode>) {
+        let timer_ref = node(timer);
+        debug_assert!(timer_ref.armed.get(), "keel bug: removing an unarmed timer");
+        if self.root.get() == Some(timer) {
+            self.root.set(merge_pairs(timer_ref.child.get()));
         } else {
-            let prev = t.prev.get().expect("keel bug: armed non-root timer without prev");
-            let p = node(prev);
-            if p.child.get() == Some(n) {
-                p.child.set(t.next.get());
+            let prev = timer_ref.prev.get().expect("keel bug: armed non-root timer without prev");
+            let prev_ref = node(prev);
+            if prev_ref.child.get() == Some(timer) {
+                prev_ref.child.set(timer_ref.next.get());
             } else {
-                p.next.set(t.next.get());
+                prev_ref.next.set(timer_ref.next.get());
             }
-            if let Some(next) = t.next.get() {
+            if let Some(next) = timer_ref.next.get() {
                 node(next).prev.set(Some(prev));
             }
-            if let Some(sub) = merge_pairs(t.child.get()) {
+            if let Some(sub) = merge_pairs(timer_ref.child.get()) {
                 let root = self.root.get().expect("keel bug: non-empty heap without root");
                 self.root.set(Some(meld(root, sub)));
             }
         }
-        self.detached(n);
+        self.detached(timer);
     }
 
-    fn detached(&self, n: NonNull<TimerNode>) {
-        let t = node(n);
-        t.armed.set(false);
-        t.child.set(None);
-        t.next.set(None);
-        t.prev.set(None);
+    fn detached(&self, timer: NonNull<TimerNode>) {
+        let timer_ref = node(timer);
+        timer_ref.armed.set(false);
+        timer_ref.child.set(None);
+        timer_ref.next.set(None);
+        timer_ref.prev.set(None);
         self.len.set(self.len.get() - 1);
     }
 }
@@ -240,7 +240,7 @@ mod tests {
     }
 
     #[test]
-    fn equal_deadlines_fire_in_arming_order() {
+    fn timer_rule_2_equal_deadlines_fire_in_arming_order() {
         let nodes = leak(4);
         let heap = TimerHeap::new();
         for i in [2, 0, 3, 1] {
@@ -259,26 +259,26 @@ mod tests {
         let nodes = leak(N);
         let heap = TimerHeap::new();
         let mut model = BTreeSet::new();
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        for (i, n) in nodes.iter().enumerate() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let d = x % 1_000_000;
+        let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
+        for (i, timer) in nodes.iter().enumerate() {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let deadline = rng % 1_000_000;
             // SAFETY: leaked nodes; each armed once.
-            unsafe { heap.insert(NonNull::from(n), Instant::from_nanos(d)) };
-            model.insert((d, i));
+            unsafe { heap.insert(NonNull::from(timer), Instant::from_nanos(deadline)) };
+            model.insert((deadline, i));
         }
-        for (i, n) in nodes.iter().enumerate().step_by(3) {
+        for (i, timer) in nodes.iter().enumerate().step_by(3) {
             // SAFETY: every third node is armed in `heap`.
-            unsafe { heap.remove(NonNull::from(n)) };
-            model.remove(&(n.deadline().as_nanos(), i));
+            unsafe { heap.remove(NonNull::from(timer)) };
+            model.remove(&(timer.deadline().as_nanos(), i));
         }
         assert_eq!(heap.len(), model.len());
         let mut fired = Vec::with_capacity(model.len());
-        while let Some(p) = heap.pop_expired(Instant::MAX) {
-            let i = (p.as_ptr() as usize - nodes.as_ptr() as usize) / core::mem::size_of::<TimerNode>();
-            fired.push((node(p).deadline().as_nanos(), i));
+        while let Some(popped) = heap.pop_expired(Instant::MAX) {
+            let i = (popped.as_ptr() as usize - nodes.as_ptr() as usize) / core::mem::size_of::<TimerNode>();
+            fired.push((node(popped).deadline().as_nanos(), i));
         }
         let want: Vec<_> = model.into_iter().collect();
         assert_eq!(fired, want);
@@ -286,33 +286,33 @@ mod tests {
 
     proptest! {
         #[test]
-        fn matches_a_sorted_model(ops in proptest::collection::vec((0u8..3, 0usize..32, 0u64..50), 1..200)) {
+        fn timer_rule_3_matches_a_sorted_model(ops in proptest::collection::vec((0u8..3, 0usize..32, 0u64..50), 1..200)) {
             let nodes = leak(32);
             let heap = TimerHeap::new();
             let mut model: BTreeSet<(u64, u64, usize)> = BTreeSet::new();
             let mut seq = 0u64;
             let mut now = 0u64;
-            for (op, i, d) in ops {
-                let n = NonNull::from(&nodes[i]);
+            for (op, i, delay) in ops {
+                let timer = NonNull::from(&nodes[i]);
                 match op {
                     0 if !nodes[i].is_armed() => {
                         // SAFETY: unarmed leaked node.
-                        unsafe { heap.insert(n, Instant::from_nanos(now + d)) };
-                        model.insert((now + d, seq, i));
+                        unsafe { heap.insert(timer, Instant::from_nanos(now + delay)) };
+                        model.insert((now + delay, seq, i));
                         seq += 1;
                     }
                     1 if nodes[i].is_armed() => {
                         let key = *model.iter().find(|k| k.2 == i).unwrap();
                         model.remove(&key);
                         // SAFETY: armed in this heap.
-                        unsafe { heap.remove(n) };
+                        unsafe { heap.remove(timer) };
                     }
                     _ => {
-                        now += d;
-                        while let Some(p) = heap.pop_expired(Instant::from_nanos(now)) {
+                        now += delay;
+                        while let Some(popped) = heap.pop_expired(Instant::from_nanos(now)) {
                             let first = *model.iter().next().unwrap();
                             prop_assert!(first.0 <= now);
-                            prop_assert!(core::ptr::eq(p.as_ptr(), &nodes[first.2]));
+                            prop_assert!(core::ptr::eq(popped.as_ptr(), &nodes[first.2]));
                             model.remove(&first);
                         }
                         prop_assert!(model.iter().next().is_none_or(|k| k.0 > now));

@@ -10,7 +10,7 @@ use keel_core::{
 };
 
 #[test]
-fn attaching_an_attached_task_hands_the_body_back() {
+fn header_rule_3_attaching_an_attached_task_hands_the_new_body_back() {
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let ex = ex.into_ref();
     let h = task(Priority::Normal, "a");
@@ -123,7 +123,7 @@ fn a_body_too_large_or_over_aligned_is_refused_with_sizes() {
 }
 
 #[test]
-fn a_task_belongs_to_one_executor_until_released() {
+fn header_rule_2_a_task_belongs_to_one_executor_until_released() {
     let a = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let a = a.into_ref();
     let b = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
@@ -176,7 +176,7 @@ fn a_panicking_body_completes_as_panicked_and_the_executor_goes_on() {
 }
 
 #[test]
-fn dropping_an_executor_with_suspended_tasks_cancels_them_and_frees_the_tasks() {
+fn teardown_rule_4_an_executor_dropped_with_suspended_tasks_releases_them() {
     let h;
     {
         let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());

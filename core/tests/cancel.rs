@@ -124,8 +124,8 @@ fn cancel_woken_before_it_runs(
 
 /// A future task woken by its status's completion and cancelled before it runs again is
 /// not dropped: its suspension point returns `Cancelled`, the status holds the result,
-/// and its next suspension point returns `Cancelled` too. Fails before this change: the
-/// cancel dropped the body (`Completed`) and the result was never seen.
+/// and its next suspension point returns `Cancelled` too. A cancel that dropped the body
+/// here (`Completed`) would lose the result.
 #[test]
 fn a_task_woken_by_its_status_and_cancelled_before_it_runs_sees_the_result() {
     let seen: Rc<AfterWake> = Rc::default();
@@ -146,7 +146,7 @@ fn a_task_woken_by_its_status_and_cancelled_before_it_runs_sees_the_result() {
 
 /// The same for an operation submitted with a wake token (`try_submit`): the body is
 /// polled again (it sees the wake), then its next suspension point returns `Cancelled`.
-/// Fails before this change: the body was dropped, the wake never seen.
+/// A cancel that dropped the body here would lose the wake.
 #[test]
 fn a_task_woken_by_a_wake_token_op_and_cancelled_before_it_runs_sees_the_wake() {
     let seen: Rc<AfterWake> = Rc::default();

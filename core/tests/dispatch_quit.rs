@@ -34,7 +34,7 @@ fn run_until_err(ex: core::pin::Pin<&Executor<NoIo>>) -> RunError {
 }
 
 #[test]
-fn quit_drains_every_task_submitted_before_it() {
+fn dispatch_rule_5_quit_drains_every_task_submitted_before_it() {
     let d = dispatcher();
     let ran = Arc::new(AtomicU32::new(0));
     for p in [Priority::Low, Priority::Normal, Priority::High] {
@@ -53,7 +53,7 @@ fn quit_drains_every_task_submitted_before_it() {
 }
 
 #[test]
-fn tasks_submitted_after_the_last_worker_quit_wait_for_the_next_worker() {
+fn dispatch_rule_5_tasks_submitted_after_the_last_worker_quit_wait_for_the_next_worker() {
     let d = dispatcher();
     let ran = Arc::new(AtomicU32::new(0));
     {
@@ -77,7 +77,7 @@ fn tasks_submitted_after_the_last_worker_quit_wait_for_the_next_worker() {
 }
 
 #[test]
-fn quit_tokens_beyond_the_workers_wait_for_later_workers() {
+fn dispatch_rule_5_quit_tokens_beyond_the_workers_wait_for_later_workers() {
     let d = dispatcher();
     d.quit(2);
     let a = pin!(Executor::new(NoIo, Config::default()).unwrap());
@@ -102,7 +102,7 @@ fn quit_tokens_beyond_the_workers_wait_for_later_workers() {
 }
 
 #[test]
-fn a_worker_with_a_task_of_its_own_quits_only_once_it_completes() {
+fn dispatch_rule_5_a_worker_with_a_task_of_its_own_quits_only_once_it_completes() {
     let d = dispatcher();
     let ex = pin!(Executor::new(NoIo, Config::default()).unwrap());
     let ex = ex.into_ref();

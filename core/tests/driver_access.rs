@@ -24,7 +24,7 @@ fn completed(ex: Pin<&Executor<SimDriver, impl keel_core::StackProvider>>, label
 /// executor and from task code; `run` inside one is refused; after the closure returns
 /// the driver can be lent again.
 #[test]
-fn nested_with_driver_is_a_typed_error() {
+fn driver_rule_1_a_nested_with_driver_is_a_typed_error() {
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let ex = ex.into_ref();
     let inner = ex
@@ -95,7 +95,7 @@ fn nested_with_driver_is_a_typed_error() {
 /// and the cancels are held back until the closure returns, then applied, so the
 /// orphan's completion never reaches the freed status and the cancelled task drains.
 #[test]
-fn drops_and_cancels_inside_with_driver_are_held_back_and_applied_after() {
+fn driver_rule_3_drops_and_cancels_inside_with_driver_are_held_back_and_applied_after() {
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let ex = ex.into_ref();
     let st: Pin<Rc<IoStatus>> = Rc::pin(IoStatus::new());
@@ -143,7 +143,7 @@ fn drops_and_cancels_inside_with_driver_are_held_back_and_applied_after() {
 /// be held back poisons the executor: it never reaps again (a completion would name a
 /// freed status), `run` says so, and dropping it is sound.
 #[test]
-fn too_many_drops_inside_one_closure_poison_the_executor() {
+fn driver_rule_3_too_many_drops_inside_one_closure_poison_the_executor() {
     let n = keel_core::exec::DEFERRED_DRIVER_OPS; // two held-back calls per orphan
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let ex = ex.into_ref();
@@ -170,7 +170,7 @@ fn too_many_drops_inside_one_closure_poison_the_executor() {
 /// executor) holds the driver lent: the run loop keeps off the driver (no reap, no
 /// park) until the fiber resumes and the closure returns.
 #[test]
-fn a_fiber_suspended_inside_with_driver_keeps_the_run_loop_off_the_driver() {
+fn driver_rule_1_a_fiber_suspended_inside_with_driver_keeps_the_run_loop_off_the_driver() {
     type Ex = Executor<SimDriver, RegionStacks>;
     let stacks = RegionStacks::new(Vec::leak(vec![0u8; 2 * 20 * 1024 + 64]), 16 * 1024, 4096).unwrap();
     let ex: &'static Ex =
@@ -205,7 +205,7 @@ fn a_fiber_suspended_inside_with_driver_keeps_the_run_loop_off_the_driver() {
 /// call is held back until the closure returns (driver rule 3), never a second
 /// reference.
 #[test]
-fn a_driver_call_from_drop_inside_with_driver_is_held_back() {
+fn driver_rule_3_a_driver_call_from_drop_inside_with_driver_is_held_back() {
     struct Abandon(keel_core::DriverPtr<SimDriver>, keel_core::OpId);
     impl Drop for Abandon {
         fn drop(&mut self) {
@@ -248,7 +248,7 @@ fn a_driver_call_from_drop_inside_with_driver_is_held_back() {
 /// before the reap (with trimming on; debug builds assert the sink never reaches the
 /// driver), with the stack provider run as user code under the lend flag.
 #[test]
-fn a_drained_fiber_pools_its_stack_inside_the_reap_without_reaching_the_driver() {
+fn sched_rule_3_a_drained_fiber_pools_its_stack_inside_the_reap_without_reaching_the_driver() {
     let stacks = RegionStacks::new(Vec::leak(vec![0u8; 2 * 20 * 1024 + 64]), 16 * 1024, 4096).unwrap();
     let cfg = Config { trim_spare_stacks_after: Some(Duration::from_secs(1)), ..Config::default() };
     let ex = pin!(Executor::with_stacks(SimDriver::new(), stacks, cfg).unwrap());

@@ -91,7 +91,7 @@ fn fibers_and_futures_interleave_with_yields_and_timers_results_checked() {
 }
 
 #[test]
-fn a_stack_is_reused_from_the_pool() {
+fn fiber_rule_1_a_stack_goes_back_to_the_pool_after_its_fiber_exits_and_is_reused() {
     let ex = pin!(Executor::with_stacks(SimDriver::new(), region(2), config()).unwrap());
     let ex = ex.into_ref();
     let mut h = task(Priority::Normal, "reuse");
@@ -112,7 +112,7 @@ fn a_stack_is_reused_from_the_pool() {
 }
 
 #[test]
-fn spares_beyond_the_maximum_go_back_to_the_provider() {
+fn pool_rule_2_spares_beyond_the_maximum_go_back_to_the_provider() {
     let cfg = Config { max_spare_stacks: 2, ..config() };
     let ex = pin!(Executor::with_stacks(SimDriver::new(), region(8), cfg).unwrap());
     let ex = ex.into_ref();
@@ -153,7 +153,7 @@ fn out_of_stacks_and_too_small_are_typed_errors_that_hand_the_body_back() {
 }
 
 #[test]
-fn a_fiber_woken_while_running_is_queued_once_and_while_ready_it_is_a_no_op() {
+fn wake_rule_1_a_fiber_woken_while_running_is_queued_once_and_while_ready_it_is_a_no_op() {
     let ex = pin!(Executor::with_stacks(SimDriver::new(), region(2), config()).unwrap());
     let ex = ex.into_ref();
     let t = ex
@@ -181,7 +181,7 @@ fn a_fiber_woken_while_running_is_queued_once_and_while_ready_it_is_a_no_op() {
 }
 
 #[test]
-fn cancelling_started_fibers_resumes_them_with_cancelled() {
+fn fiber_rule_2_cancelling_started_fibers_resumes_them_with_cancelled() {
     let ex = pin!(Executor::with_stacks(SimDriver::new(), region(4), config()).unwrap());
     let ex = ex.into_ref();
     let seen = std::rc::Rc::new(std::cell::Cell::new(0));
@@ -221,7 +221,7 @@ fn cancelling_started_fibers_resumes_them_with_cancelled() {
 }
 
 #[test]
-fn a_panic_in_a_fiber_completes_the_task_with_an_error_naming_it() {
+fn fiber_rule_3_a_panic_in_a_fiber_completes_the_task_with_an_error_naming_it() {
     let ex = pin!(Executor::with_stacks(SimDriver::new(), region(2), config()).unwrap());
     let ex = ex.into_ref();
     let t = ex
@@ -279,4 +279,120 @@ fn dropping_an_executor_with_suspended_fibers_is_safe() {
     let again = ex.attach(h, async { 1u64 }).unwrap();
     ex.run(1, None).unwrap();
     assert_eq!(ex.result(again), Ok(Some(Ok(1))));
+}
+
+/// A fiber that returns with i/o in flight (its status block on its own stack, orphaned
+/// by the return) keeps its stack until that i/o has been reaped: the task drains, the
+/// stack stays in use, and goes back to the pool only after the completion.
+#[test]
+fn fiber_rule_4_a_fiber_returning_with_io_in_flight_keeps_its_stack_until_it_is_reaped() {
+    let ex = pin!(Executor::with_stacks(SimDriver::new(), region(2), config()).unwrap());
+    let ex = ex.into_ref();
+    let t = ex
+        .attach_fiber(task(Priority::Normal, "leaves io"), ATTRS, |f: &mut Fiber| -> keel_core::TaskResult {
+            let st = pin!(IoStatus::new());
+            f.initiate::<SimDriver>(st.as_ref(), SimOp::new(1).after(Duration::from_millis(5))).unwrap();
+            Ok(4)
+        })
+        .unwrap();
+    assert_eq!(ex.run(1, None), Ok(1));
+    assert_eq!(ex.state(t), Ok(TaskState::Draining));
+    let st = ex.stack_stats();
+    assert_eq!((st.in_use, st.spares), (1, 0), "the stack went back with i/o in flight: {st:?}");
+    run_all!(ex);
+    assert_eq!(ex.result(t), Ok(Some(Ok(4))));
+    let st = ex.stack_stats();
+    assert_eq!((st.in_use, st.spares), (0, 1), "{st:?}");
+}
+
+/// A cancelled fiber that ignores `Cancelled` and keeps calling suspension points still
+/// switches out at each one (it is requeued behind its priority): one fiber per kind of
+/// suspension point (yield, wait, sleep) loops on it; after the cancel, each resume of a
+/// fiber runs exactly one suspension point, and `run(3, ..)` resumes each fiber once.
+#[test]
+fn fiber_rule_5_a_cancelled_fiber_that_ignores_cancelled_still_switches_out_at_each_suspension_point() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    const CALLS: u32 = 1000;
+    let ex = pin!(Executor::with_stacks(SimDriver::new(), region(3), config()).unwrap());
+    let ex = ex.into_ref();
+    let counts: Vec<Rc<Cell<u32>>> = (0..3).map(|_| Rc::default()).collect();
+    let fibers: Vec<_> = counts
+        .iter()
+        .enumerate()
+        .map(|(kind, c)| {
+            let c = c.clone();
+            ex.attach_fiber(task(Priority::Normal, "stubborn"), ATTRS, move |f: &mut Fiber| -> keel_core::TaskResult {
+                // Bounded, so a suspension point that does not switch out shows as a count.
+                while c.get() < CALLS {
+                    c.set(c.get() + 1);
+                    let _ = match kind {
+                        0 => f.yield_now(),
+                        1 => f.wait(),
+                        _ => f.sleep(Duration::from_secs(1)),
+                    };
+                }
+                Err(TaskError::Cancelled)
+            })
+            .unwrap()
+        })
+        .collect();
+    assert_eq!(ex.run(3, None), Ok(3));
+    for &t in &fibers {
+        assert_eq!(ex.cancel(t), Ok(CancelOutcome::Resumes));
+    }
+    // A fiber cancelled inside `sleep` spends its first resume on the pass the cancel's
+    // wake costs (fiber rule 5), so it counts one call fewer.
+    let start: Vec<u32> = counts.iter().map(|c| c.get()).collect();
+    for round in 0..5 {
+        let before: Vec<u32> = counts.iter().map(|c| c.get()).collect();
+        assert_eq!(ex.run(3, None), Ok(3), "a cancelled fiber kept the executor");
+        for (kind, c) in counts.iter().enumerate() {
+            let ran = c.get() - before[kind];
+            assert!(ran <= 1, "round {round}: fiber {kind} ran {ran} suspension points in one resume");
+        }
+    }
+    for (kind, c) in counts.iter().enumerate() {
+        assert!(c.get() - start[kind] >= 4, "fiber {kind} was not resumed once per pass");
+    }
+    for &t in &fibers {
+        ex.cancel(t).unwrap();
+    }
+    while ex.attached() > 0 {
+        ex.run(64, None).unwrap();
+    }
+    for &t in &fibers {
+        assert_eq!(ex.result(t), Ok(Some(Err(TaskError::Cancelled))));
+    }
+}
+
+/// `trim` decommits spares pooled longer than the threshold, each once.
+#[test]
+fn pool_rule_4_trim_decommits_old_spares_once_each() {
+    // Trimming configured (far off): spares are stamped with the clock when pooled.
+    let trimming = Config { trim_spare_stacks_after: Some(Duration::from_secs(1 << 30)), ..config() };
+    let ex = pin!(Executor::with_stacks(SimDriver::new(), region(2), trimming).unwrap());
+    let ex = ex.into_ref();
+    // Two hours of virtual time first, so that "older than an hour" is not every spare.
+    ex.attach(task(Priority::Normal, "clock"), async {
+        rt::sleep(Duration::from_secs(7200)).await?;
+        Ok(0)
+    })
+    .unwrap();
+    run_all!(ex);
+    for _ in 0..2 {
+        ex.attach_fiber(task(Priority::Normal, "f"), ATTRS, |f: &mut Fiber| -> keel_core::TaskResult {
+            f.yield_now()?;
+            Ok(0)
+        })
+        .unwrap();
+    }
+    run_all!(ex);
+    assert_eq!(ex.stack_stats().spares, 2);
+    ex.trim_stacks(Duration::from_secs(3600));
+    assert_eq!(ex.stack_stats().decommitted, 0, "a fresh spare was decommitted");
+    ex.trim_stacks(Duration::ZERO);
+    assert_eq!(ex.stack_stats().decommitted, 2);
+    ex.trim_stacks(Duration::ZERO);
+    assert_eq!(ex.stack_stats().decommitted, 2, "a spare was decommitted twice");
 }

@@ -55,10 +55,10 @@ fn poll_everything_outside(waker: &Waker) -> Vec<&'static str> {
 
 /// On thread B, every keel future polled with the waker of a task that A has parked
 /// (suspended in `wait`) behaves as outside a task: A's timers stay unarmed, nothing is
-/// submitted, and the task's result is what its body computed. Before rt rule 1, B's
-/// `sleep` armed a 5 s timer on A (and A then woke the task after 5 s).
+/// submitted, and the task's result is what its body computed. Without rt rule 1's
+/// check, B's `sleep` would arm a 5 s timer on A (and A would wake the task after 5 s).
 #[test]
-fn keel_futures_polled_on_another_thread_with_a_parked_tasks_waker_touch_nothing() {
+fn rt_rule_2_keel_futures_polled_on_another_thread_with_a_parked_tasks_waker_touch_nothing() {
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let ex = ex.into_ref();
     let run = ex
@@ -82,10 +82,10 @@ fn keel_futures_polled_on_another_thread_with_a_parked_tasks_waker_touch_nothing
 }
 
 /// The same while A is inside its resume of the task: the body hands its handle to thread
-/// B and blocks until B has polled everything with the task's waker. Before rt rule 1,
-/// B found the task "current" on A and armed a timer on A from B's thread.
+/// B and blocks until B has polled everything with the task's waker. Without rt rule 1's
+/// check, B would find the task "current" on A and arm a timer on A from B's thread.
 #[test]
-fn keel_futures_polled_on_another_thread_while_the_task_runs_touch_nothing() {
+fn rt_rule_2_keel_futures_polled_on_another_thread_while_the_task_runs_touch_nothing() {
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let ex = ex.into_ref();
     let (to_b, at_b) = mpsc::channel::<TaskHandle>();
@@ -118,7 +118,7 @@ fn keel_futures_polled_on_another_thread_while_the_task_runs_touch_nothing() {
 /// Inside the task, a `Context` rebuilt from the task's waker is not the task's (rt rule
 /// 1): keel futures polled with it are outside; with the task's own they are inside.
 #[test]
-fn a_context_rebuilt_from_the_waker_is_outside_the_task() {
+fn rt_rule_1_a_context_rebuilt_from_the_waker_is_outside_the_task() {
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let ex = ex.into_ref();
     let run = ex
@@ -146,7 +146,7 @@ fn a_context_rebuilt_from_the_waker_is_outside_the_task() {
 /// never act on the task: `wake` is a no-op, the rest say the task is not theirs. The
 /// owner still runs it to the result its body computed.
 #[test]
-fn another_executors_methods_never_act_on_a_task() {
+fn header_rule_2_another_executors_methods_never_act_on_a_task() {
     let a = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let a = a.into_ref();
     let b = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());

@@ -29,7 +29,7 @@ fn skip_without_check() -> bool {
 }
 
 #[test]
-fn a_fiber_leaving_round_toward_zero_across_a_yield_is_reported_and_the_next_fiber_rounds_to_nearest() {
+fn fiber_rule_6_a_fiber_leaving_round_toward_zero_across_a_yield_is_reported_and_the_next_fiber_rounds_to_nearest() {
     if skip_without_check() {
         return;
     }
@@ -79,7 +79,8 @@ fn a_fiber_leaving_round_toward_zero_across_a_yield_is_reported_and_the_next_fib
 }
 
 #[test]
-fn a_fiber_leaving_the_x87_control_word_changed_across_a_yield_is_reported_and_the_next_fiber_sees_the_default() {
+fn fiber_rule_6_a_fiber_leaving_the_x87_control_word_changed_across_a_yield_is_reported_and_the_next_fiber_sees_the_default()
+ {
     if skip_without_check() {
         return;
     }
@@ -120,7 +121,7 @@ fn a_fiber_leaving_the_x87_control_word_changed_across_a_yield_is_reported_and_t
 }
 
 #[test]
-fn a_fiber_returning_with_round_toward_zero_is_reported_and_the_executor_gets_its_own_back() {
+fn fiber_rule_6_a_fiber_returning_with_round_toward_zero_is_reported_and_the_executor_gets_its_own_back() {
     if skip_without_check() {
         return;
     }
@@ -141,7 +142,7 @@ fn a_fiber_returning_with_round_toward_zero_is_reported_and_the_executor_gets_it
 }
 
 #[test]
-fn status_flags_and_a_mode_restored_before_each_suspension_are_not_reported() {
+fn fiber_rule_6_status_flags_and_a_mode_restored_before_each_suspension_are_not_reported() {
     let ex = pin!(Executor::with_stacks(SimDriver::new(), region(2), Config::default()).unwrap());
     let ex = ex.into_ref();
     // No status flag set on the executor's thread: fiber a's inexact divisions set one,
@@ -185,7 +186,7 @@ fn status_flags_and_a_mode_restored_before_each_suspension_are_not_reported() {
 }
 
 #[test]
-fn with_save_fp_control_a_fiber_keeps_its_modes_across_yields_and_the_others_keep_theirs() {
+fn fiber_rule_7_with_save_fp_control_a_fiber_keeps_its_modes_across_yields_and_the_others_keep_theirs() {
     let ex = pin!(Executor::with_stacks(SimDriver::new(), region(2), Config::default()).unwrap());
     let ex = ex.into_ref();
     let (exec_mxcsr, exec_cw) = (mxcsr(), x87_cw());

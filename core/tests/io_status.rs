@@ -11,7 +11,7 @@ use keel_core::{
 };
 
 #[test]
-fn completions_arrive_on_the_completed_list_in_completion_order() {
+fn io_status_rule_1_completions_arrive_on_the_completed_list_in_completion_order() {
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let ex = ex.into_ref();
     let log = Log::default();
@@ -112,7 +112,7 @@ fn wrong_driver_and_outside_a_task_are_typed_errors() {
 }
 
 #[test]
-fn a_status_dropped_in_flight_is_orphaned_and_its_completion_never_reaches_it() {
+fn io_status_rule_4_a_status_dropped_in_flight_is_orphaned_and_its_completion_never_reaches_it() {
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let ex = ex.into_ref();
     let t = ex
@@ -158,4 +158,52 @@ fn a_body_returning_with_io_in_flight_drains_before_it_completes() {
         assert_eq!(ex.result(t), Ok(Some(Ok(round))));
         h = t;
     }
+}
+
+/// An operation submitted with a wake token is the driver's, not the run's: a body that
+/// returns with one in flight completes at once (no Draining), and its completion,
+/// reaped during the task's next run, wakes nothing there.
+#[test]
+fn io_status_rule_5_a_wake_token_operation_never_holds_or_wakes_a_later_run() {
+    let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let t = ex
+        .attach(task(Priority::Normal, "token"), async {
+            core::future::poll_fn(|cx| {
+                keel_core::try_submit::<SimDriver>(cx, SimOp::new(1).after(Duration::from_millis(5))).unwrap();
+                core::task::Poll::Ready(())
+            })
+            .await;
+            Ok(1)
+        })
+        .unwrap();
+    assert_eq!(ex.run(1, None), Ok(1));
+    assert_eq!(ex.state(t), Ok(TaskState::Completed), "a wake-token operation held the run");
+    assert_eq!(ex.result(t), Ok(Some(Ok(1))));
+    let polls = std::rc::Rc::new(std::cell::Cell::new(0));
+    let p = polls.clone();
+    let next = ex
+        .attach(t, async move {
+            p.set(p.get() + 1);
+            rt::wait().await?;
+            Ok(2)
+        })
+        .unwrap();
+    assert_eq!(ex.run(1, None), Ok(1));
+    // The old operation completes (the clock passes 5 ms) while the next run waits.
+    assert_eq!(ex.run(1, Some(Duration::from_millis(20))), Err(keel_core::RunError::TimedOut));
+    let reaped = ex
+        .with_driver(|d| d.trace().any(|e| matches!(e, keel_core::sim::SimEvent::Complete { label: 1, .. })))
+        .unwrap();
+    assert!(reaped, "the operation never completed");
+    assert_eq!(polls.get(), 1, "the old run's completion woke the next run");
+    assert_eq!(ex.state(next), Ok(TaskState::Suspended(keel_core::SuspendReason::Wait)));
+}
+
+/// The driver's token for an in-flight operation is its status block's address: each
+/// completion lands on its own status, whatever order the operations complete in (the
+/// same body as io_status rule 1's test).
+#[test]
+fn io_status_rule_3_each_completion_reaches_its_own_status_block() {
+    io_status_rule_1_completions_arrive_on_the_completed_list_in_completion_order();
 }

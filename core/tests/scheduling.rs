@@ -112,3 +112,49 @@ fn a_task_is_reused_for_many_runs_and_results_are_per_run() {
         h = run;
     }
 }
+
+/// Every inner loop of a pass is bounded by its configuration value: with `timer_batch`
+/// 1 a pass fires one of three expired timers, and with `inbox_batch` 1 it takes one of
+/// three queued foreign wakes, before it resumes a task (`run(1, ..)` returns after
+/// that). The default batches take all three in the same pass.
+#[test]
+fn sched_rule_4_a_pass_fires_at_most_timer_batch_timers_and_takes_at_most_inbox_batch_wakes() {
+    fn timers_then_wakes(cfg: Config) -> (u64, u64) {
+        let ex = pin!(Executor::new(SimDriver::new(), cfg).unwrap());
+        let ex = ex.into_ref();
+        let sleepers: Vec<_> = (0..3)
+            .map(|_| {
+                ex.attach(task(Priority::Normal, "sleeper"), async {
+                    rt::sleep(core::time::Duration::from_millis(1)).await?;
+                    Ok(0)
+                })
+                .unwrap()
+            })
+            .collect();
+        assert_eq!(ex.run(3, None), Ok(3));
+        assert_eq!(ex.run(1, None), Ok(1));
+        let fired = ex.stats().timers_fired;
+        run_all!(ex);
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                ex.attach(task(Priority::Normal, "waiter"), async {
+                    rt::wait().await?;
+                    Ok(0)
+                })
+                .unwrap()
+            })
+            .collect();
+        assert_eq!(ex.run(3, None), Ok(3));
+        let wakers: Vec<_> = waiters.iter().map(|t| t.waker()).collect();
+        std::thread::spawn(move || wakers.iter().for_each(|w| w.wake_by_ref())).join().unwrap();
+        let before = ex.stats().inbox_taken;
+        assert_eq!(ex.run(1, None), Ok(1));
+        let taken = ex.stats().inbox_taken - before;
+        run_all!(ex);
+        assert!(sleepers.iter().chain(&waiters).all(|&t| ex.result(t) == Ok(Some(Ok(0)))));
+        (fired, taken)
+    }
+    assert_eq!(timers_then_wakes(Config::default()), (3, 3), "the default batches take everything due");
+    let one = Config { timer_batch: 1, inbox_batch: 1, ..Config::default() };
+    assert_eq!(timers_then_wakes(one), (1, 1), "a pass went past its batch");
+}

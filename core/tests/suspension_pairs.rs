@@ -326,13 +326,14 @@ fn scenario(a: Kind, b: Kind, how: Combine, full: Full, waiter: Waiter) {
     }
 }
 
-#[test]
-fn every_pair_of_suspensions_joined_and_selected_while_waiting_for_room() {
+/// Runs the scenarios of every pair of kinds combined `how`, under both kinds of full
+/// (the waiter kind rotating), for which `pick(a, b)` holds; returns how many ran.
+fn pairs(how: Combine, pick: impl Fn(Kind, Kind) -> bool) -> usize {
     let mut n = 0;
     for full in [Full::InFlightLimit, Full::Sq] {
-        for how in [Combine::Join, Combine::Select] {
-            for a in KINDS {
-                for b in KINDS {
+        for a in KINDS {
+            for b in KINDS {
+                if pick(a, b) {
                     let waiter = [Waiter::FutureInitiate, Waiter::FiberInitiate, Waiter::FiberTrySubmit][n % 3];
                     scenario(a, b, how, full, waiter);
                     n += 1;
@@ -340,7 +341,36 @@ fn every_pair_of_suspensions_joined_and_selected_while_waiting_for_room() {
             }
         }
     }
-    assert_eq!(n, 2 * 2 * 36);
+    n
+}
+
+fn asks_for_room(k: Kind) -> bool {
+    matches!(k, Kind::Initiate | Kind::Initiate2 | Kind::TrySubmit)
+}
+
+/// Waiting for room is a membership kept apart from the task's state: a task joins a
+/// suspension that asks for room with one that does not (a sleep, a wait, a yield, or
+/// nothing), so it waits for room while suspended for another reason, ready, or
+/// running; every task completes and every operation goes in once.
+#[test]
+fn room_rule_1_a_task_waits_for_room_while_suspended_or_ready_for_another_reason() {
+    assert_eq!(pairs(Combine::Join, |a, b| asks_for_room(a) != asks_for_room(b)), 2 * 18);
+}
+
+/// Two suspension points of one poll that both ask for room (two initiates, an initiate
+/// and a `try_submit`, joined) queue the task once (debug builds check every list push)
+/// and keep its place.
+#[test]
+fn room_rule_2_two_joined_suspension_points_asking_for_room_queue_the_task_once() {
+    assert_eq!(pairs(Combine::Join, |a, b| asks_for_room(a) == asks_for_room(b)), 2 * 18);
+}
+
+/// A select that drops the branch that asked for room (the other branch won) takes the
+/// task off the waiters when the poll returns `Pending`; an unused grant lapses. The
+/// waiter for room still gets it and every task completes.
+#[test]
+fn room_rule_3_a_dropped_asking_future_leaves_the_waiters_for_room() {
+    assert_eq!(pairs(Combine::Select, |_, _| true), 2 * 36);
 }
 
 /// One suspension point of kind `k` that gives up quietly when the task is cancelled
@@ -379,7 +409,7 @@ fn cancellable<'a>(
 /// the holder and a second waiter still complete, with every submitted operation
 /// completed once.
 #[test]
-fn a_task_waiting_for_room_inside_a_join_can_be_cancelled() {
+fn room_rule_5_a_task_waiting_for_room_inside_a_join_can_be_cancelled() {
     for full in [Full::InFlightLimit, Full::Sq] {
         for k in KINDS {
             let what = format!("initiate joined with {k:?} under a full {full:?}, cancelled");

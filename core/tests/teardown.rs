@@ -94,7 +94,7 @@ fn reusable<D: keel_core::Driver, S: keel_core::StackProvider>(ex: Pin<&Executor
 }
 
 #[test]
-fn a_body_whose_drop_panics_after_ready_is_dropped_once_and_completes_as_panicked() {
+fn body_rule_1_a_body_whose_drop_panics_after_ready_is_dropped_once_and_completes_as_panicked() {
     let ex = pin!(Executor::new(SimDriver::new(), sim()).unwrap());
     let ex = ex.into_ref();
     let c = Counts::new(true);
@@ -110,7 +110,7 @@ fn a_body_whose_drop_panics_after_ready_is_dropped_once_and_completes_as_panicke
 }
 
 #[test]
-fn a_queued_body_whose_drop_panics_in_cancel_is_dropped_once_and_never_polled() {
+fn body_rule_1_a_queued_body_whose_drop_panics_in_cancel_is_dropped_once_and_never_polled() {
     let ex = pin!(Executor::new(SimDriver::new(), sim()).unwrap());
     let ex = ex.into_ref();
     let c = Counts::new(true);
@@ -172,7 +172,7 @@ fn a_cancelled_body_whose_drop_does_not_panic_completes_as_cancelled() {
 }
 
 #[test]
-fn an_executor_dropped_while_a_body_drop_panics_still_releases_every_task() {
+fn teardown_rule_5_an_executor_dropped_while_a_body_drop_panics_still_releases_every_task() {
     let counts: Vec<&'static Counts> = (0..5).map(|i| Counts::new(i == 2)).collect();
     let mut runs = Vec::new();
     let caught = catch_unwind(AssertUnwindSafe(|| {
@@ -211,7 +211,7 @@ fn an_executor_dropped_while_a_body_drop_panics_still_releases_every_task() {
 }
 
 #[test]
-fn a_status_completed_but_never_taken_may_outlive_its_run() {
+fn io_status_rule_2_a_status_completed_but_never_taken_may_outlive_its_run() {
     let ex = pin!(Executor::new(SimDriver::new(), sim()).unwrap());
     let ex = ex.into_ref();
     let kept: Rc<Pin<Box<IoStatus>>> = Rc::new(Box::pin(IoStatus::new()));
@@ -287,7 +287,7 @@ fn a_fresh_fiber_whose_closure_drop_panics_in_cancel_gives_its_stack_back() {
 }
 
 #[test]
-fn executor_drop_unwinds_started_fibers_and_leaks_one_that_ignores_cancelled() {
+fn teardown_rule_2_executor_drop_unwinds_started_fibers_and_leaks_one_that_ignores_cancelled() {
     static UNWOUND: AtomicUsize = AtomicUsize::new(0);
     static LOOPS: AtomicUsize = AtomicUsize::new(0);
     let before = leaked_fibers();
@@ -351,7 +351,7 @@ fn executor_drop_unwinds_started_fibers_and_leaks_one_that_ignores_cancelled() {
 }
 
 #[test]
-fn shutdown_reports_leaked_fibers_by_id_and_leaves_the_executor_usable() {
+fn teardown_rule_3_shutdown_reports_leaked_fibers_by_id_and_leaves_the_executor_usable() {
     static UNWOUND: AtomicUsize = AtomicUsize::new(0);
     let ex = pin!(Executor::with_stacks(SimDriver::new(), region(4), sim()).unwrap());
     let ex = ex.into_ref();
@@ -390,7 +390,7 @@ fn shutdown_reports_leaked_fibers_by_id_and_leaves_the_executor_usable() {
 }
 
 #[test]
-fn task_ids_are_read_from_other_threads_while_the_slot_is_created_again() {
+fn header_rule_4_task_ids_are_read_from_other_threads_while_the_slot_is_created_again() {
     // Header rule 4: `id` is an atomic label, so this is no data race (a `Cell` was one;
     // only a race detector such as TSan or Miri sees the difference).
     static SLOT: keel_core::TaskSlot = keel_core::TaskSlot::new();
@@ -426,7 +426,7 @@ fn task_ids_are_read_from_other_threads_while_the_slot_is_created_again() {
 }
 
 #[test]
-fn a_dispatched_task_cancelled_by_its_workers_drop_counts_as_completed_there() {
+fn dispatch_rule_3_a_dispatched_task_cancelled_by_its_workers_drop_counts_as_completed_there() {
     static WORK: keel_core::Dispatcher = keel_core::Dispatcher::new();
     {
         let ex = pin!(Executor::new(SimDriver::new(), sim()).unwrap());
@@ -441,4 +441,60 @@ fn a_dispatched_task_cancelled_by_its_workers_drop_counts_as_completed_there() {
         assert_eq!(WORK.remaining(), 1);
     }
     assert_eq!(WORK.remaining(), 0, "its run ended with the worker");
+}
+
+/// The executor's drop first takes no new work (its handle unbound), then cancels every
+/// attached task: a suspended future's body (with a status in flight) and a queued one
+/// are dropped where they are, a fiber that has not started has its closure dropped, and
+/// a started fiber is resumed with `Cancelled` and unwinds (its destructors run).
+#[test]
+fn teardown_rule_1_an_executor_drop_cancels_every_attached_task() {
+    static FUTURE_DROPS: AtomicUsize = AtomicUsize::new(0);
+    static FIBER_DROPS: AtomicUsize = AtomicUsize::new(0);
+    static SAW_CANCELLED: AtomicBool = AtomicBool::new(false);
+    let hs: &'static keel_core::HandleSlot = Box::leak(Box::new(keel_core::HandleSlot::new()));
+    let handle;
+    {
+        let ex = pin!(Executor::with_stacks(SimDriver::new(), region(2), sim()).unwrap());
+        let ex = ex.into_ref();
+        handle = ex.handle(hs).unwrap();
+        ex.attach(task(Priority::Normal, "io"), async {
+            let _g = Guard(&FUTURE_DROPS);
+            let st = pin!(IoStatus::new());
+            initiate::<SimDriver>(st.as_ref(), SimOp::new(1).after(Duration::from_secs(10))).await.unwrap();
+            suspend_until_completed_io(1).await?;
+            Ok(0)
+        })
+        .unwrap();
+        ex.attach_fiber(task(Priority::Normal, "started"), ATTRS, |f: &mut Fiber| -> keel_core::TaskResult {
+            let _g = Guard(&FIBER_DROPS);
+            let r = f.wait();
+            SAW_CANCELLED.store(r == Err(Cancelled), Ordering::Relaxed);
+            r?;
+            Ok(0)
+        })
+        .unwrap();
+        assert_eq!(ex.run(2, None), Ok(2));
+        let queued = Guard(&FUTURE_DROPS);
+        ex.attach(task(Priority::Normal, "queued"), async move {
+            let _g = queued;
+            Ok(0)
+        })
+        .unwrap();
+        let fresh = Guard(&FIBER_DROPS);
+        ex.attach_fiber(task(Priority::Normal, "fresh"), ATTRS, move |_: &mut Fiber| {
+            let _g = &fresh;
+            0u64
+        })
+        .unwrap();
+        assert_eq!(ex.attached(), 4);
+    }
+    assert_eq!(FUTURE_DROPS.load(Ordering::Relaxed), 2, "a future body was not dropped once");
+    assert_eq!(FIBER_DROPS.load(Ordering::Relaxed), 2, "a fiber was not unwound or its closure dropped");
+    assert!(SAW_CANCELLED.load(Ordering::Relaxed), "the started fiber did not resume with Cancelled");
+    let t = task(Priority::Normal, "late");
+    assert!(
+        matches!(handle.attach(t, async {}), Err(keel_core::AttachError::ExecutorGone(_))),
+        "the dropped executor's handle still took work"
+    );
 }

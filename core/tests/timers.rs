@@ -7,7 +7,7 @@ use core::time::Duration;
 use keel_core::{Config, Executor, Instant, Priority, SuspendReason, TaskState, rt, sim::SimDriver};
 
 #[test]
-fn timers_fire_by_deadline_then_arming_order_in_virtual_time() {
+fn timer_rule_2_timers_fire_by_deadline_then_arming_order_in_virtual_time() {
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let ex = ex.into_ref();
     let log = Log::default();
@@ -29,7 +29,7 @@ fn timers_fire_by_deadline_then_arming_order_in_virtual_time() {
 }
 
 #[test]
-fn a_task_woken_early_has_its_timer_removed() {
+fn timer_rule_1_a_task_woken_early_has_its_timer_removed() {
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let ex = ex.into_ref();
     let t = ex
@@ -103,4 +103,81 @@ fn ten_thousand_sleeping_tasks_wake_in_deadline_order() {
     want.sort();
     assert_eq!(got.len(), 10_000);
     assert_eq!(got, want, "not in (deadline, arming order)");
+}
+
+fn heap_nodes(n: usize) -> &'static [keel_core::timer::TimerNode] {
+    Box::leak((0..n).map(|_| keel_core::timer::TimerNode::new()).collect::<Vec<_>>().into_boxed_slice())
+}
+
+/// A node is in the heap exactly while `armed` is set: insert arms it, `pop_expired` and
+/// `remove` disarm it, and the heap's length counts the armed nodes.
+#[test]
+fn timer_rule_1_a_node_is_armed_exactly_while_it_is_in_the_heap() {
+    use core::ptr::NonNull;
+    let heap = keel_core::timer::TimerHeap::new();
+    let ns = heap_nodes(3);
+    for (i, n) in ns.iter().enumerate() {
+        assert!(!n.is_armed());
+        // SAFETY: unarmed, `'static`.
+        unsafe { heap.insert(NonNull::from(n), Instant::from_nanos(10 * (i as u64 + 1))) };
+        assert!(n.is_armed());
+    }
+    assert_eq!(heap.len(), 3);
+    // SAFETY: armed in `heap`.
+    unsafe { heap.remove(NonNull::from(&ns[1])) };
+    assert!(!ns[1].is_armed());
+    assert_eq!(heap.pop_expired(Instant::from_nanos(5)), None, "nothing is due yet");
+    assert_eq!(heap.pop_expired(Instant::from_nanos(100)), Some(NonNull::from(&ns[0])));
+    assert!(!ns[0].is_armed());
+    assert!(ns[2].is_armed());
+    assert_eq!(heap.len(), 1);
+    assert_eq!(heap.pop_expired(Instant::from_nanos(100)), Some(NonNull::from(&ns[2])));
+    assert!(heap.is_empty() && !ns[2].is_armed());
+}
+
+/// The tree links (first child, next sibling, previous sibling or parent) survive
+/// inserts and removals from anywhere: a seeded mix of them pops in (deadline, arming
+/// order) exactly as a sorted model says.
+#[test]
+fn timer_rule_3_removals_from_the_middle_keep_the_heap_in_order() {
+    use core::ptr::NonNull;
+    const N: usize = 64;
+    let heap = keel_core::timer::TimerHeap::new();
+    let ns = heap_nodes(N);
+    // The model: (deadline, arming seq, node index) of each armed node.
+    let mut model: Vec<(u64, u64, usize)> = Vec::new();
+    let mut seq = 0u64;
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..5_000 {
+        let r = next();
+        let i = (r % N as u64) as usize;
+        if ns[i].is_armed() {
+            // SAFETY: armed in `heap`.
+            unsafe { heap.remove(NonNull::from(&ns[i])) };
+            model.retain(|&(_, _, j)| j != i);
+        } else {
+            let d = (r >> 8) % 20;
+            // SAFETY: unarmed, `'static`.
+            unsafe { heap.insert(NonNull::from(&ns[i]), Instant::from_nanos(d)) };
+            model.push((d, seq, i));
+            seq += 1;
+        }
+        if r % 7 == 0 {
+            let now = (r >> 16) % 20;
+            model.sort();
+            while let Some(&(d, _, j)) = model.first().filter(|&&(d, _, _)| d <= now) {
+                let got = heap.pop_expired(Instant::from_nanos(now)).expect("a due timer was not popped");
+                assert_eq!(got, NonNull::from(&ns[j]), "popped out of (deadline, arming) order at {d}");
+                model.remove(0);
+            }
+            assert_eq!(heap.pop_expired(Instant::from_nanos(now)), None, "popped a timer not due");
+        }
+        assert_eq!(heap.len(), model.len());
+    }
 }

@@ -103,14 +103,14 @@ mod models {
 
     // Preemption bound 3; 2,748 executions, 0.12 s (release, 2-core machine).
     #[test]
-    fn dispatcher_one_worker_one_task_quit_drains() {
+    fn dispatch_rule_4_one_worker_is_unparked_for_its_task_and_its_quit() {
         submit_take_quit::<Strong, 1, 1>();
     }
 
     // Preemption bound 3; fails within 0.1 s (release, 2-core machine).
     #[test]
     #[should_panic(expected = "worker never quit")]
-    fn dispatcher_quit_without_fence_leaves_a_worker_parked() {
+    fn dispatch_rule_4_twin_quit_without_fence_leaves_a_worker_parked() {
         submit_take_quit::<NoQuitFence, 1, 1>();
     }
 
@@ -164,7 +164,14 @@ mod models {
 
     // Preemption bound 3; 7,534 executions, 0.45 s (release, 2-core machine).
     #[test]
-    fn dispatcher_two_takers_take_each_task_once() {
+    fn dispatch_rule_1_two_takers_take_each_task_once() {
+        two_takers();
+    }
+
+    // The same model, for the claim: a popped task is claimed by exactly one worker
+    // (CAS from the dispatcher's sentinel).
+    #[test]
+    fn dispatch_rule_2_two_takers_claim_each_task_once() {
         two_takers();
     }
 
@@ -175,7 +182,7 @@ mod models {
     /// quit). It does not register or park through keel's protocol: with that (announce,
     /// re-check, `Parker`) two workers did not finish in 2 minutes at preemption bound 2 (this shape: 0.14 s at bound 3);
     /// not sleeping through a quit is the one-worker models'
-    /// (`dispatcher_quit_without_fence_leaves_a_worker_parked`). Returns the ids it took.
+    /// (`dispatch_rule_4_twin_quit_without_fence_leaves_a_worker_parked`). Returns the ids it took.
     fn step_worker<W: Weaken>(d: &'static Dispatcher) -> thread::JoinHandle<Vec<u32>> {
         thread::spawn(move || {
             let me = DispatchWorker::new();
@@ -236,7 +243,7 @@ mod models {
 
     // Preemption bound 3; 2,344 executions, 0.14 s (release, 2-core machine).
     #[test]
-    fn dispatcher_two_workers_drain_then_quit() {
+    fn dispatch_rule_5_two_workers_drain_then_quit() {
         two_workers_drain_then_quit::<Strong>();
     }
 
@@ -245,7 +252,7 @@ mod models {
     // preempted between its empty take and its token take.
     #[test]
     #[should_panic(expected = "task stranded")]
-    fn dispatcher_quit_without_drain_check_strands_a_task() {
+    fn dispatch_rule_5_twin_quit_without_drain_check_strands_a_task() {
         two_workers_drain_then_quit::<QuitWithoutDrain>();
     }
 }

@@ -28,8 +28,8 @@ mod models {
     /// B polls `rt::sleep(5 s)` with the task's waker. B must get "not in a task" (ready
     /// at once, rt rule 2) at every point of the resume, and the task's result is its own.
     /// With `weak` (the weakened twin: "the task is running", on any thread, is taken for
-    /// "inside the task", as rt rule 1 first was through the owner's record of the task
-    /// it resumes) B finds the task current while the owner resumes it and arms a timer on
+    /// "inside the task", read from the owner's record of the task it resumes instead of
+    /// rt rule 1's address compare) B finds the task current while the owner resumes it and arms a timer on
     /// the owner's executor from B's thread.
     fn foreign_sleep_vs_resume(weak: bool) {
         check(3, move || {
@@ -71,14 +71,21 @@ mod models {
 
     // Preemption bound 3; 16 executions, under 0.01 s (release, 2-core machine).
     #[test]
-    fn foreign_sleep_vs_resume_is_outside_the_task() {
+    fn rt_rule_1_foreign_sleep_vs_resume_is_outside_the_task() {
+        foreign_sleep_vs_resume(false);
+    }
+
+    // The same model, for what "outside" does: the foreign `sleep` is ready at once and
+    // the owner's executor has no timer armed from it.
+    #[test]
+    fn rt_rule_2_a_foreign_sleep_is_ready_at_once_and_touches_nothing() {
         foreign_sleep_vs_resume(false);
     }
 
     // Preemption bound 3; fails within 0.01 s (release, 2-core machine).
     #[test]
     #[should_panic(expected = "foreign poll")]
-    fn foreign_sleep_vs_resume_by_sched_arms_the_owners_timer() {
+    fn rt_rule_1_twin_current_by_sched_arms_the_owners_timer() {
         foreign_sleep_vs_resume(true);
     }
 }

@@ -112,14 +112,14 @@ mod models {
 
     // Preemption bound 3; 27,467 executions, 1.3 s (release, 2-core machine).
     #[test]
-    fn inbox_reused_node_taken_exactly_once() {
+    fn inbox_rule_1_reused_node_taken_exactly_once() {
         reused_node::<Strong>();
     }
 
     // Preemption bound 3; fails within 0.1 s (release, 2-core machine).
     #[test]
     #[should_panic(expected = "task taken twice")]
-    fn inbox_reused_node_relaxed_link_takes_a_task_twice() {
+    fn inbox_rule_1_twin_relaxed_link_takes_a_task_twice() {
         reused_node::<RelaxedLink>();
     }
 
@@ -178,14 +178,14 @@ mod models {
 
     // Preemption bound 3; 11,460 executions, 0.7 s (release, 2-core machine).
     #[test]
-    fn inbox_two_foreign_attaches_run_exactly_once() {
+    fn inbox_rule_4_two_foreign_attaches_run_exactly_once() {
         foreign_attaches::<2>();
     }
 
     // Preemption bound 3; 254,000 executions, 21 s (release, 2-core machine): 4 threads,
     // the largest model of `make loom`.
     #[test]
-    fn inbox_three_foreign_attaches_run_exactly_once() {
+    fn inbox_rule_4_three_foreign_attaches_run_exactly_once() {
         foreign_attaches::<3>();
     }
 }

@@ -154,36 +154,43 @@ mod models {
 
     // Preemption bound 3; 175 executions, under 0.01 s (release, 2-core machine).
     #[test]
-    fn park_one_pusher_no_missed_unpark() {
+    fn park_rule_2_one_pusher_no_missed_unpark() {
         // The producer-mid-push state (inbox rule 3) is among the executions: the
         // executor parked on it and the pusher's unpark check ended the park.
         assert!(park_protocol::<Strong, 1>(Recheck::Yes) > 0, "no execution parked on a push in progress");
     }
 
+    // The same model, for the push in progress: the executor reaches `Busy`, parks on it,
+    // and the pusher's unpark check ends the park (inbox rule 3).
+    #[test]
+    fn inbox_rule_3_a_push_in_progress_is_busy_then_parked_on_without_loss() {
+        assert!(park_protocol::<Strong, 1>(Recheck::Yes) > 0, "no execution parked on a push in progress");
+    }
+
     // Preemption bound 3; 39,114 executions, 2.0 s (release, 2-core machine).
     #[test]
-    fn park_two_pushers_no_missed_unpark_one_unpark_per_park() {
+    fn park_rule_1_two_pushers_one_unpark_per_park() {
         park_protocol::<Strong, 2>(Recheck::Yes);
     }
 
     // Preemption bound 3; fails within 0.1 s (release, 2-core machine).
     #[test]
     #[should_panic(expected = "unpark missed")]
-    fn park_without_announce_fence_misses_an_unpark() {
+    fn park_rule_2_twin_without_announce_fence_misses_an_unpark() {
         park_protocol::<NoAnnounceFence, 1>(Recheck::Yes);
     }
 
     // Preemption bound 3; fails within 0.1 s (release, 2-core machine).
     #[test]
     #[should_panic(expected = "unpark missed")]
-    fn park_without_push_fence_misses_an_unpark() {
+    fn park_rule_2_twin_without_push_fence_misses_an_unpark() {
         park_protocol::<NoPushFence, 1>(Recheck::Yes);
     }
 
     // Preemption bound 3; fails within 0.1 s (release, 2-core machine).
     #[test]
     #[should_panic(expected = "unpark missed")]
-    fn park_without_recheck_misses_an_unpark() {
+    fn park_rule_2_twin_without_recheck_misses_an_unpark() {
         park_protocol::<Strong, 1>(Recheck::No);
     }
 
@@ -227,7 +234,14 @@ mod models {
 
     // Preemption bound 3; 175 executions, under 0.01 s (release, 2-core machine).
     #[test]
-    fn park_executor_run_woken_by_foreign_attach() {
+    fn park_rule_3_a_parked_executor_is_woken_by_a_foreign_attach() {
+        executor_parked_vs_foreign_attach();
+    }
+
+    // The same model, for the attacher's side: it pushes the node itself (the task keeps
+    // QUEUED while claimed) and unparks the parked executor.
+    #[test]
+    fn remote_rule_3_a_foreign_attach_pushes_its_node_and_unparks_the_executor() {
         executor_parked_vs_foreign_attach();
     }
 }

@@ -24,7 +24,7 @@ mod models {
     use loom::thread;
 
     /// A weakened twin: bind bumps the slot's epoch after it publishes the executor's
-    /// address, and unbind does not bump it (remote rule 1 as it first was).
+    /// address, and unbind does not bump it (the bump in the wrong place: remote rule 1 says unbind).
     struct EpochAtBind;
     impl Weaken for EpochAtBind {
         const EPOCH_AT_UNBIND: bool = false;
@@ -72,19 +72,19 @@ mod models {
 
     // Preemption bound 3; 4 executions, under 0.01 s (release, 2-core machine).
     #[test]
-    fn remote_stale_handle_vs_rebind_never_reaches_the_new_executor() {
+    fn remote_rule_1_stale_handle_vs_rebind_never_reaches_the_new_executor() {
         stale_handle_vs_rebind::<Strong>();
     }
 
     // Preemption bound 3; fails within 0.01 s (release, 2-core machine).
     #[test]
     #[should_panic(expected = "stale handle")]
-    fn remote_stale_handle_vs_rebind_epoch_at_bind_reaches_the_new_executor() {
+    fn remote_rule_1_twin_epoch_at_bind_reaches_the_new_executor() {
         stale_handle_vs_rebind::<EpochAtBind>();
     }
 
     /// A weakened twin: a foreign claim sets the owner at once, before the body and the
-    /// local fields are written (remote rule 2 as it first was).
+    /// local fields are written (remote rule 2 says the owner is published only once the task is whole).
     struct OwnerAtClaim;
     impl Weaken for OwnerAtClaim {
         const CLAIM_SENTINEL: bool = false;
@@ -139,14 +139,14 @@ mod models {
 
     // Preemption bound 3; 10 executions, under 0.01 s (release, 2-core machine).
     #[test]
-    fn remote_foreign_attach_vs_owner_attach_one_wins() {
+    fn remote_rule_2_foreign_attach_vs_owner_attach_one_wins() {
         foreign_attach_vs_owner_attach::<Strong>();
     }
 
     // Preemption bound 3; fails within 0.01 s (release, 2-core machine).
     #[test]
     #[should_panic(expected = "foreign attach raced the owner")]
-    fn remote_foreign_attach_vs_owner_attach_owner_at_claim_both_win() {
+    fn remote_rule_2_twin_owner_at_claim_both_attaches_win() {
         foreign_attach_vs_owner_attach::<OwnerAtClaim>();
     }
 
@@ -186,14 +186,14 @@ mod models {
 
     // Preemption bound 3; 26 executions, under 0.01 s (release, 2-core machine).
     #[test]
-    fn remote_foreign_attach_vs_owner_destroy_never_both() {
+    fn remote_rule_2_foreign_attach_vs_owner_destroy_never_both() {
         foreign_attach_vs_owner_destroy::<Strong>();
     }
 
     // Preemption bound 3; fails within 0.01 s (release, 2-core machine).
     #[test]
     #[should_panic(expected = "foreign attach raced the owner")]
-    fn remote_foreign_attach_vs_owner_destroy_owner_at_claim_acts_on_it() {
+    fn remote_rule_2_twin_owner_at_claim_destroy_acts_on_it() {
         foreign_attach_vs_owner_destroy::<OwnerAtClaim>();
     }
 }

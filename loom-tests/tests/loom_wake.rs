@@ -1,4 +1,5 @@
-//! loom models of the wake protocol (`core/src/mailbox/mod.rs`, wake rules 1-7): wakers on
+//! loom models of the wake protocol (`core/src/mailbox/mod.rs`, wake rules 1-6; rule 7, the
+//! executor's own same-thread wakes, is `core/tests/wake_rules.rs`'s): wakers on
 //! other threads fire while the owner runs, suspends, completes, re-attaches, releases
 //! the task; the wake lands before, during and after each step. Never lost (a wake for
 //! the current run of a suspended task gets it polled again, and that poll sees what
@@ -37,15 +38,15 @@ mod models {
         const WAKE_CAS: Ordering = Ordering::Relaxed;
     }
 
-    /// A weakened twin: the waker's CAS publishes but does not acquire (Release, as
-    /// the protocol first had it).
+    /// A weakened twin: the waker's CAS publishes but does not acquire (Release;
+    /// wake rule 5 says AcqRel).
     struct ReleaseWakeCas;
     impl Weaken for ReleaseWakeCas {
         const WAKE_CAS: Ordering = Ordering::Release;
     }
 
     /// A weakened twin: a waker whose load finds an equal wake queued returns without
-    /// its CAS (as the protocol first had it).
+    /// its CAS (wake rule 4 says merge with the CAS).
     struct MergeByLoad;
     impl Weaken for MergeByLoad {
         const MERGE_BY_LOAD: bool = true;
@@ -119,21 +120,28 @@ mod models {
 
     // Preemption bound 3; 2,729 executions, 0.15 s (release, 2-core machine).
     #[test]
-    fn wake_two_wakers_vs_suspend_never_lost_never_doubled() {
+    fn wake_rule_3_two_wakers_vs_suspend_never_queue_the_task_twice() {
+        two_wakers_vs_suspend::<Strong>();
+    }
+
+    // The same model, for the rule that keeps the wake: the task completes only if
+    // both wakers' wakes reach it (its twin: `wake_rule_4_twin_merge_by_load_loses_a_wake`).
+    #[test]
+    fn wake_rule_4_two_wakers_vs_suspend_never_lose_a_wake() {
         two_wakers_vs_suspend::<Strong>();
     }
 
     // Preemption bound 3; fails within 0.1 s (release, 2-core machine).
     #[test]
     #[should_panic(expected = "task queued twice")]
-    fn wake_two_wakers_vs_suspend_relaxed_cas_queues_twice() {
+    fn wake_rule_3_twin_relaxed_wake_cas_queues_twice() {
         two_wakers_vs_suspend::<RelaxedWakeCas>();
     }
 
     // Preemption bound 3; fails within 0.1 s (release, 2-core machine).
     #[test]
     #[should_panic(expected = "wake lost")]
-    fn wake_two_wakers_vs_suspend_merge_by_load_loses_a_wake() {
+    fn wake_rule_4_twin_merge_by_load_loses_a_wake() {
         two_wakers_vs_suspend::<MergeByLoad>();
     }
 
@@ -183,14 +191,20 @@ mod models {
 
     // Preemption bound 3; 3,115 executions, 0.17 s (release, 2-core machine).
     #[test]
-    fn wake_vs_complete_and_reattach_stale_is_a_noop() {
+    fn wake_rule_5_wake_vs_complete_and_reattach_stale_is_a_no_op() {
+        wake_vs_complete_and_reattach::<Strong>();
+    }
+
+    // The same model, for the generation check: run 1's wake never polls run 2.
+    #[test]
+    fn wake_rule_2_a_stale_wake_racing_complete_and_reattach_never_polls_the_next_run() {
         wake_vs_complete_and_reattach::<Strong>();
     }
 
     // Preemption bound 3; fails within 0.1 s (release, 2-core machine).
     #[test]
     #[should_panic(expected = "task queued twice")]
-    fn wake_vs_complete_and_reattach_release_cas_queues_twice() {
+    fn wake_rule_5_twin_release_wake_cas_queues_twice() {
         wake_vs_complete_and_reattach::<ReleaseWakeCas>();
     }
 
@@ -245,14 +259,14 @@ mod models {
 
     // Preemption bound 3; 44 executions, under 0.01 s (release, 2-core machine).
     #[test]
-    fn wake_vs_release_and_reclaim_reaches_the_owner() {
+    fn wake_rule_6_wake_vs_release_and_reclaim_reaches_only_the_owner() {
         wake_vs_release_and_reclaim::<Strong>();
     }
 
     // Preemption bound 3; fails within 0.1 s (release, 2-core machine).
     #[test]
     #[should_panic(expected = "stale owner")]
-    fn wake_vs_release_and_reclaim_release_cas_reaches_the_old_owner() {
+    fn wake_rule_6_twin_release_cas_reaches_the_old_owner() {
         wake_vs_release_and_reclaim::<ReleaseWakeCas>();
     }
 }

@@ -243,19 +243,19 @@ const MXCSR_STATUS: u32 = 0x3f;
 /// Reads this thread's MXCSR and x87 control word (`stmxcsr`, `fnstcw`).
 #[inline(always)]
 pub(crate) fn fp_control() -> FpControl {
-    let mut w = core::mem::MaybeUninit::<FpControl>::uninit();
-    // SAFETY: the two stores write `w`'s `mxcsr` (offset 0, 4 bytes) and `x87_cw`
+    let mut control = core::mem::MaybeUninit::<FpControl>::uninit();
+    // SAFETY: the two stores write `control`'s `mxcsr` (offset 0, 4 bytes) and `x87_cw`
     // (offset 4, 2 bytes), asserted above; nothing else is touched.
     unsafe {
         asm!(
             "stmxcsr [{p}]",
             "fnstcw [{p} + 4]",
-            p = in(reg) w.as_mut_ptr(),
+            p = in(reg) control.as_mut_ptr(),
             options(nostack, preserves_flags),
         )
     };
     // SAFETY: both fields were written just above (the padding needs no value).
-    unsafe { w.assume_init() }
+    unsafe { control.assume_init() }
 }
 
 /// Whether `a` and `b` differ in a callee-saved bit: MXCSR's control bits or the x87
@@ -265,23 +265,23 @@ pub(crate) const fn fp_control_differs(a: FpControl, b: FpControl) -> bool {
     (a.mxcsr ^ b.mxcsr) & !MXCSR_STATUS != 0 || a.x87_cw != b.x87_cw
 }
 
-/// Loads `w`'s control bits into MXCSR (`ldmxcsr`) and the x87 control word (`fldcw`),
+/// Loads `control`'s control bits into MXCSR (`ldmxcsr`) and the x87 control word (`fldcw`),
 /// keeping MXCSR's current status flags.
 ///
 /// # Safety
-/// `w` came from [`fp_control`] (reserved MXCSR bits set would fault), and the code
+/// `control` came from [`fp_control`] (reserved MXCSR bits set would fault), and the code
 /// that runs after it on this thread expects these control words (the executor's own,
 /// or the running fiber's).
 #[inline(always)]
-pub(crate) unsafe fn set_fp_control(w: FpControl) {
-    let w = FpControl { mxcsr: (w.mxcsr & !MXCSR_STATUS) | (fp_control().mxcsr & MXCSR_STATUS), ..w };
-    // SAFETY: the two loads read `w`'s fields (offsets asserted above); the values are
+pub(crate) unsafe fn set_fp_control(control: FpControl) {
+    let control = FpControl { mxcsr: (control.mxcsr & !MXCSR_STATUS) | (fp_control().mxcsr & MXCSR_STATUS), ..control };
+    // SAFETY: the two loads read `control`'s fields (offsets asserted above); the values are
     // valid (caller), and whoever runs next expects them (caller).
     unsafe {
         asm!(
             "ldmxcsr [{p}]",
             "fldcw [{p} + 4]",
-            p = in(reg) &w,
+            p = in(reg) &control,
             // Not `readonly`: the compiler is to treat it like any call that may change
             // state, and keep memory accesses on their side of it.
             options(nostack, preserves_flags),

@@ -87,7 +87,7 @@ pub(super) mod wide {
         #[inline(always)]
         pub(crate) fn cas(&self, old: Top, new: Top) -> Result<(), Top> {
             debug_assert!(supported(), "keel bug: dispatch rule 1 used without cmpxchg16b");
-            let addr = |t: Top| t.task.map_or(0, |h| h.as_ptr() as u64);
+            let addr = |top: Top| top.task.map_or(0, |task| task.as_ptr() as u64);
             let (mut lo, mut hi) = (addr(old), old.tag);
             let ok: u8;
             // SAFETY: `self.0` is 16 bytes, 16-aligned (`repr(align(16))`), valid for the
@@ -134,13 +134,13 @@ pub(super) mod narrow {
 
     pub(crate) struct Head(AtomicU64Like);
 
-    pub(super) fn pack(t: Top) -> u64 {
-        let addr = t.task.map_or(0, |h| h.as_ptr() as u64 >> ADDR_SHIFT);
-        (t.tag & ((1 << TAG_BITS) - 1)) << 42 | addr
+    pub(super) fn pack(top: Top) -> u64 {
+        let addr = top.task.map_or(0, |task| task.as_ptr() as u64 >> ADDR_SHIFT);
+        (top.tag & ((1 << TAG_BITS) - 1)) << 42 | addr
     }
 
-    pub(super) fn unpack(w: u64) -> Top {
-        Top { task: NonNull::new(((w & PTR_MASK) << ADDR_SHIFT) as *mut Header), tag: w >> 42 }
+    pub(super) fn unpack(word: u64) -> Top {
+        Top { task: NonNull::new(((word & PTR_MASK) << ADDR_SHIFT) as *mut Header), tag: word >> 42 }
     }
 
     impl Head {
@@ -171,11 +171,11 @@ pub(super) mod narrow {
 
 impl Dispatcher {
     /// Dispatch rule 1: push.
-    pub(super) fn push(&self, p: Priority, h: NonNull<Header>) {
-        let node = node_of(h);
-        debug_assert!(h.as_ptr() as u64 >> 48 == 0, "keel bug: task header above 2^48");
-        debug_assert!((h.as_ptr() as u64).is_multiple_of(64), "keel bug: task header not 64-byte aligned");
-        let head = &self.levels[p.index()];
+    pub(super) fn push(&self, priority: Priority, task: NonNull<Header>) {
+        let node = node_of(task);
+        debug_assert!(task.as_ptr() as u64 >> 48 == 0, "keel bug: task header above 2^48");
+        debug_assert!((task.as_ptr() as u64).is_multiple_of(64), "keel bug: task header not 64-byte aligned");
+        let head = &self.levels[priority.index()];
         let mut old = head.load();
         loop {
             let next = old.task.map_or(ptr::null_mut(), node_of);
@@ -183,7 +183,7 @@ impl Dispatcher {
             // Relaxed: published by the CAS.
             unsafe { (*node).next_store(next) };
             // The CAS publishes the task (body, fields, link) to the popper.
-            match head.cas(old, Top { task: Some(h), tag: old.tag.wrapping_add(1) }) {
+            match head.cas(old, Top { task: Some(task), tag: old.tag.wrapping_add(1) }) {
                 Ok(()) => return,
                 Err(now) => old = now,
             }
@@ -195,13 +195,13 @@ impl Dispatcher {
         for head in &self.levels {
             // The load acquires the pusher's link.
             let mut old = head.load();
-            while let Some(h) = old.task {
+            while let Some(task) = old.task {
                 // SAFETY: `'static` node (a stale one's link is garbage the CAS rejects).
-                let next = unsafe { (*node_of(h)).next_load() };
+                let next = unsafe { (*node_of(task)).next_load() };
                 let next = (!next.is_null()).then(|| header_of(next));
                 // The CAS acquires the task's body and fields, published by the push.
                 match head.cas(old, Top { task: next, tag: old.tag.wrapping_add(1) }) {
-                    Ok(()) => return Some(h),
+                    Ok(()) => return Some(task),
                     Err(now) => old = now,
                 }
             }

@@ -20,7 +20,7 @@
 //!    `AttachError::Unsupported` and `serve` refuses. Under loom (which has no 128-bit
 //!    atomics) the pair is packed in one 64-bit word, the task's address shifted right
 //!    by 6 in the low 42 bits under a 22-bit tag: the same algorithm, with a tag no loom
-//!    execution comes near wrapping (`a_stale_pop_fails_at_every_narrow_tag_wrap` shows
+//!    execution comes near wrapping (`dispatch_rule_1_a_stale_pop_fails_at_every_narrow_tag_wrap` shows
 //!    the 64-bit tag tells apart the views a 22- or 32-bit one would confuse).
 //! 2. A submitted task is claimed for the dispatcher (its owner pointer becomes the
 //!    dispatcher's sentinel, never dereferenced): while dispatched, no executor or waker
@@ -105,19 +105,19 @@ impl core::fmt::Debug for Dispatcher {
 }
 
 /// The owner pointer of a dispatched task (dispatch rule 2): never dereferenced.
-fn sentinel(d: &Dispatcher) -> *mut Mailbox {
-    d as *const Dispatcher as *mut Mailbox
+fn sentinel(dispatcher: &Dispatcher) -> *mut Mailbox {
+    dispatcher as *const Dispatcher as *mut Mailbox
 }
 
-fn node_of(h: NonNull<Header>) -> *mut InboxNode {
+fn node_of(task: NonNull<Header>) -> *mut InboxNode {
     // Provenance rule 3: the node keeps the whole slot's provenance for `header_of`.
-    crate::task::header::SlotPtr::inbox_node(h).as_ptr()
+    crate::task::header::SlotPtr::inbox_node(task).as_ptr()
 }
 
-fn header_of(n: *mut InboxNode) -> NonNull<Header> {
+fn header_of(node: *mut InboxNode) -> NonNull<Header> {
     // SAFETY: only task headers' inbox nodes, made by `node_of`, are pushed here
     // (non-null: `header_of` is called on a non-null node).
-    unsafe { Header::from_inbox(NonNull::new_unchecked(n)) }
+    unsafe { Header::from_inbox(NonNull::new_unchecked(node)) }
 }
 
 impl Dispatcher {
@@ -154,8 +154,8 @@ impl Dispatcher {
     /// Tasks submitted and not yet completed.
     pub fn remaining(&self) -> u64 {
         // Acquire (both): a completion seen here happened-before the caller's next step.
-        let c = self.completed.load(Ordering::Acquire);
-        self.submitted.load(Ordering::Acquire).saturating_sub(c)
+        let completed = self.completed.load(Ordering::Acquire);
+        self.submitted.load(Ordering::Acquire).saturating_sub(completed)
     }
 
     /// Executors that have taken a quit token so far (wraps at 2^32).
@@ -178,7 +178,7 @@ impl Dispatcher {
         &'static self,
         task: TaskHandle,
         body: B,
-        vt: &'static BodyVTable,
+        vtable: &'static BodyVTable,
     ) -> Result<TaskHandle, AttachError<B>> {
         if !Self::supported() {
             return Err(AttachError::Unsupported(body));
@@ -190,11 +190,11 @@ impl Dispatcher {
             sentinel(self),
             task,
             body,
-            vt,
+            vtable,
             flag::RELEASE_ON_COMPLETE | flag::DISPATCHED,
         )?;
         #[cfg(not(keel_loom))]
-        let run = claim_and_place(sentinel(self), task, body, vt, flag::RELEASE_ON_COMPLETE | flag::DISPATCHED)?;
+        let run = claim_and_place(sentinel(self), task, body, vtable, flag::RELEASE_ON_COMPLETE | flag::DISPATCHED)?;
         // Remote rule 2: the task is whole; publish its owner, the sentinel. Release:
         // pairs with the worker's claim (its Acquire CAS from the sentinel), with the
         // level push's Release for the fields.
@@ -210,11 +210,11 @@ impl Dispatcher {
     }
 
     /// A worker claims a popped task for itself (dispatch rule 2).
-    pub(crate) fn claim(&self, h: NonNull<Header>, owner: *mut Mailbox) -> bool {
+    pub(crate) fn claim(&self, task: NonNull<Header>, owner: *mut Mailbox) -> bool {
         // SAFETY: `'static` header.
-        let t = unsafe { h.as_ref() };
+        let header = unsafe { task.as_ref() };
         // AcqRel: Acquire sees the submitter's writes; Release publishes the claim.
-        t.owner.compare_exchange(sentinel(self), owner, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        header.owner.compare_exchange(sentinel(self), owner, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 
     /// Times a worker popped a task that was not the dispatcher's any more (its claim
@@ -263,13 +263,13 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
     /// return `RunError::Quit`. `false` if it serves one already or all worker slots are
     /// taken.
     pub fn serve(self: Pin<&Self>, dispatcher: &'static Dispatcher) -> bool {
-        let s = self.sched();
-        if s.dispatcher.get().is_some() {
+        let sched = self.sched();
+        if sched.dispatcher.get().is_some() {
             return false;
         }
-        match dispatcher.register(&s.mailbox.park) {
-            Some(i) => {
-                s.dispatcher.set(Some((dispatcher, i)));
+        match dispatcher.register(&sched.mailbox.park) {
+            Some(slot) => {
+                sched.dispatcher.set(Some((dispatcher, slot)));
                 true
             }
             None => false,

@@ -10,8 +10,8 @@ use core::ptr;
 pub(super) const QUIT_ADDED_ONE: u64 = 1 << 32;
 
 /// Tokens added and taken, from the quit word (dispatch rule 5).
-pub(super) fn quit_halves(w: u64) -> (u32, u32) {
-    ((w >> 32) as u32, w as u32)
+pub(super) fn quit_halves(word: u64) -> (u32, u32) {
+    ((word >> 32) as u32, word as u32)
 }
 
 /// A worker's registration (dispatch rule 4).
@@ -27,21 +27,23 @@ impl Dispatcher {
         if !Self::supported() {
             return None;
         }
-        let r = remote as *const ParkWord as *mut ParkWord;
+        let remote_ptr = remote as *const ParkWord as *mut ParkWord;
         self.workers
             .iter()
             // SeqCst: dispatch rule 4 (as remote rule 1).
-            .position(|w| w.remote.compare_exchange(ptr::null_mut(), r, Ordering::SeqCst, Ordering::SeqCst).is_ok())
+            .position(|worker| {
+                worker.remote.compare_exchange(ptr::null_mut(), remote_ptr, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+            })
     }
 
-    /// Unregisters worker `i` and waits until no submitter is looking at it (cold).
-    pub(crate) fn unregister(&self, i: usize) {
-        let w = &self.workers[i];
+    /// Unregisters the worker in `slot` and waits until no submitter is looking at it (cold).
+    pub(crate) fn unregister(&self, slot: usize) {
+        let worker = &self.workers[slot];
         // SeqCst: dispatch rule 4.
-        w.remote.store(ptr::null_mut(), Ordering::SeqCst);
+        worker.remote.store(ptr::null_mut(), Ordering::SeqCst);
         let mut spins: u64 = 0;
         // SeqCst: dispatch rule 4.
-        while w.active.load(Ordering::SeqCst) != 0 {
+        while worker.active.load(Ordering::SeqCst) != 0 {
             spins += 1;
             crate::sync::spin_loop();
             debug_assert!(spins < 1 << 40, "keel bug: a submitter never left");
@@ -56,10 +58,10 @@ impl Dispatcher {
         self.unpark_where(|_| true, 1);
     }
 
-    /// Unparks up to `n` parked workers (bounded by MAX_WORKERS).
-    pub(super) fn unpark_where(&self, _filter: impl Fn(usize) -> bool, n: usize) {
-        let mut left = n;
-        for w in &self.workers {
+    /// Unparks up to `max` parked workers (bounded by MAX_WORKERS).
+    pub(super) fn unpark_where(&self, _filter: impl Fn(usize) -> bool, max: usize) {
+        let mut left = max;
+        for worker in &self.workers {
             if left == 0 {
                 return;
             }
@@ -68,17 +70,17 @@ impl Dispatcher {
             // caller's SeqCst fence: a worker whose registration we miss registered after
             // that fence, so its own announce fence comes later too and its park re-check
             // sees the push (dispatch rule 4).
-            if w.remote.load(Ordering::Relaxed).is_null() {
+            if worker.remote.load(Ordering::Relaxed).is_null() {
                 continue;
             }
             // SeqCst: dispatch rule 4 (increment before reading the pointer).
-            w.active.fetch_add(1, Ordering::SeqCst);
+            worker.active.fetch_add(1, Ordering::SeqCst);
             // SeqCst: as above.
-            let r = w.remote.load(Ordering::SeqCst);
-            if !r.is_null() {
+            let remote_ptr = worker.remote.load(Ordering::SeqCst);
+            if !remote_ptr.is_null() {
                 // SAFETY: registered and we are inside `active`: the worker's executor
                 // waits for us before going away.
-                let remote = unsafe { &*r };
+                let remote = unsafe { &*remote_ptr };
                 // Relaxed: ordered by the fence above.
                 if remote.park.load(Ordering::Relaxed) == PARKED {
                     remote.after_push();
@@ -86,32 +88,32 @@ impl Dispatcher {
                 }
             }
             // Release: the unregistering worker sees everything we did.
-            w.active.fetch_sub(1, Ordering::Release);
+            worker.active.fetch_sub(1, Ordering::Release);
         }
     }
 
-    /// Makes `n` worker executors return `RunError::Quit` from `run` once they are idle
+    /// Makes `count` worker executors return `RunError::Quit` from `run` once they are idle
     /// (dispatch rule 5): each quitting worker first finishes the tasks it owns and keeps
     /// taking dispatched tasks while any wait, so no task submitted before this call is
     /// left queued by it. Tasks submitted later may outlive every worker: they stay
     /// queued, counted by `remaining()`, for the next executor that serves. Tokens beyond
     /// the workers serving now wait for later workers. Returns at once; `quit_count`
     /// (or keel-linux's `pool::quit`) tells when the workers have gone.
-    pub fn quit(&self, n: u32) {
+    pub fn quit(&self, count: u32) {
         #[cfg(keel_loom)]
-        self.quit_with::<crate::sync::Strong>(n);
+        self.quit_with::<crate::sync::Strong>(count);
         #[cfg(not(keel_loom))]
-        self.quit_with(n);
+        self.quit_with(count);
     }
 
     /// `quit`, with the fence a loom model may leave out (`sync::Weaken::PUSH_FENCE`).
-    pub(crate) fn quit_with<#[cfg(keel_loom)] W: crate::sync::Weaken>(&self, n: u32) {
+    pub(crate) fn quit_with<#[cfg(keel_loom)] W: crate::sync::Weaken>(&self, count: u32) {
         #[cfg(not(keel_loom))]
         use crate::sync::Strong as W;
         // Release: pairs with the worker's Acquire load in `take_quit` (rule 5): the
         // tasks submitted before this call are visible to its dispatcher check. The added
         // half is the high one, so it wraps at 2^32 without touching the taken half.
-        self.quit.fetch_add(u64::from(n).wrapping_mul(QUIT_ADDED_ONE), Ordering::Release);
+        self.quit.fetch_add(u64::from(count).wrapping_mul(QUIT_ADDED_ONE), Ordering::Release);
         // SeqCst fence: the tokens (store) are ordered before the park-word loads; pairs
         // with the worker's announce fence (dispatch rule 4, park rule 2).
         if W::PUSH_FENCE {
@@ -141,12 +143,12 @@ impl Dispatcher {
     pub(crate) fn take_quit_with<#[cfg(keel_loom)] W: crate::sync::Weaken>(&self) -> bool {
         #[cfg(not(keel_loom))]
         use crate::sync::Strong as W;
-        // Acquire: synchronises with every `quit` counted in `w` (all operations on the
+        // Acquire: synchronises with every `quit` counted in `word` (all operations on the
         // word are read-modify-writes: one release sequence), so the check below sees
         // the tasks submitted before them (rule 5).
-        let mut w = self.quit.load(Ordering::Acquire);
+        let mut word = self.quit.load(Ordering::Acquire);
         loop {
-            let (added, taken) = quit_halves(w);
+            let (added, taken) = quit_halves(word);
             if added == taken {
                 return false;
             }
@@ -154,12 +156,12 @@ impl Dispatcher {
             if W::QUIT_DRAINS && self.has_work() {
                 return false;
             }
-            let new = (w & !(u32::MAX as u64)) | u64::from(taken.wrapping_add(1));
+            let new = (word & !(u32::MAX as u64)) | u64::from(taken.wrapping_add(1));
             // AcqRel: Release pairs with `quit_count`'s Acquire; Acquire as for the load
             // above, on success (nothing landed between: the check stands) and failure.
-            match self.quit.compare_exchange_weak(w, new, Ordering::AcqRel, Ordering::Acquire) {
+            match self.quit.compare_exchange_weak(word, new, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return true,
-                Err(now) => w = now,
+                Err(now) => word = now,
             }
         }
     }

@@ -27,12 +27,12 @@ impl Sched {
         &self,
         handle: TaskHandle,
         body: B,
-        vt: &'static BodyVTable,
+        vtable: &'static BodyVTable,
     ) -> Result<TaskHandle, AttachError<B>> {
-        let h = handle.header();
-        let t = hdr(h);
+        let task = handle.header();
+        let header = hdr(task);
         // Acquire: pairs with the Release that published a previous owner's release.
-        let owner = t.owner.load(Ordering::Acquire);
+        let owner = header.owner.load(Ordering::Acquire);
         if owner.is_null() {
             match self.claim(handle) {
                 Ok(()) => {}
@@ -42,73 +42,74 @@ impl Sched {
         } else if owner != self.owner_id() {
             return Err(AttachError::OwnedElsewhere(body));
         }
-        // Relaxed: we are the owner, and the owner is the only writer (wake rule 2).
-        let generation = t.generation.load(Ordering::Relaxed);
+        // Relaxed: we are the owner, and the owner is the only writer (header rule 2).
+        let generation = header.generation.load(Ordering::Relaxed);
         if generation != handle.generation() {
             return Err(AttachError::Stale(body));
         }
-        if t.state.get().is_attached() {
+        if header.state.get().is_attached() {
             return Err(AttachError::AlreadyAttached(body));
         }
         // SAFETY: we own the task and it is not attached, so its body bytes are free.
-        unsafe { place(h, body)? };
+        unsafe { place(task, body)? };
         let next_gen = generation.wrapping_add(1);
         // Release: pairs with the Acquire generation check in `wake_by_gen`.
-        t.generation.store(next_gen, Ordering::Release);
-        t.body.set(Some(vt));
-        t.flags.set(0);
-        h.trailer().result.set(None);
+        header.generation.store(next_gen, Ordering::Release);
+        header.body.set(Some(vtable));
+        header.flags.set(0);
+        task.trailer().result.set(None);
         if self.times.on.get() {
-            self.reset_times(h);
+            self.reset_times(task);
         }
-        step(t, E::Attach);
+        step(header, E::Attach);
         self.attached.set(self.attached.get() + 1);
         // SAFETY: an attached task that was Idle or Completed is in no run list.
-        unsafe { self.ready.push(h) };
-        Ok(TaskHandle::from_parts(h, next_gen))
+        unsafe { self.ready.push(task) };
+        Ok(TaskHandle::from_parts(task, next_gen))
     }
 
     /// Takes an unowned task for this executor (cold: one CAS). Fails if the handle is
     /// stale or the task was destroyed.
     pub(crate) fn claim(&self, handle: TaskHandle) -> Result<(), Claim> {
-        let h = handle.header();
-        let t = hdr(h);
+        let task = handle.header();
+        let header = hdr(task);
         // AcqRel: Release publishes this executor's initialised inbox to wakers that load
         // `owner` with Acquire; Acquire sees the previous owner's last writes to the task.
-        if t.owner
+        if header
+            .owner
             .compare_exchange(core::ptr::null_mut(), self.owner_id(), Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
             return Err(Claim::Raced);
         }
         // Acquire: pairs with destroy's Release of `live`.
-        let live = h.trailer().live.load(Ordering::Acquire) != 0;
-        if !live || t.generation.load(Ordering::Relaxed) != handle.generation() {
+        let live = task.trailer().live.load(Ordering::Acquire) != 0;
+        if !live || header.generation.load(Ordering::Relaxed) != handle.generation() {
             // Release: hand it back exactly as we found it.
-            t.owner.store(core::ptr::null_mut(), Ordering::Release);
+            header.owner.store(core::ptr::null_mut(), Ordering::Release);
             return Err(Claim::Stale);
         }
-        t.notify.open();
+        header.notify.open();
         // SAFETY: an unowned task is in no executor's owned list.
-        unsafe { self.owned.push_back(h) };
+        unsafe { self.owned.push_back(task) };
         Ok(())
     }
 
     /// Gives up an owned, unattached task (wake rule 6). Returns false while a wake is in
     /// flight to this executor.
-    pub(crate) fn release(&self, h: NonNull<Header>) -> bool {
-        let t = hdr(h);
-        if t.state.get().is_attached() {
+    pub(crate) fn release(&self, task: NonNull<Header>) -> bool {
+        let header = hdr(task);
+        if header.state.get().is_attached() {
             return false;
         }
         for _ in 0..2 {
             // Relaxed: owner-written.
-            if t.notify.close(t.generation.load(Ordering::Relaxed)) {
-                step(t, E::Release);
+            if header.notify.close(header.generation.load(Ordering::Relaxed)) {
+                step(header, E::Release);
                 // SAFETY: owned tasks are in `owned`.
-                unsafe { self.owned.remove(h) };
+                unsafe { self.owned.remove(task) };
                 // Release: pairs with the Acquire in a later claim.
-                t.owner.store(core::ptr::null_mut(), Ordering::Release);
+                header.owner.store(core::ptr::null_mut(), Ordering::Release);
                 return true;
             }
             self.drain_inbox(self.cfg.inbox_batch);
@@ -131,18 +132,18 @@ impl Sched {
         if attrs.stack_size < MIN_STACK {
             return Err(AttachError::StackTooSmall { body, min: MIN_STACK });
         }
-        let h = handle.header();
+        let task = handle.header();
         // Reading the id is harmless whoever owns the task (header rule 4).
-        let id = h.trailer().id();
+        let id = task.trailer().id();
         let stack = match self.stacks.take(attrs.stack_size, id) {
-            Ok(s) => s,
-            Err(e) => return Err(AttachError::NoStack { body, errno: e }),
+            Ok(stack) => stack,
+            Err(errno) => return Err(AttachError::NoStack { body, errno }),
         };
-        let fiber = FiberBody::<Sw, F>::new(h, id, stack, attrs, self.cfg.fiber_panics, body);
+        let fiber = FiberBody::<Sw, F>::new(task, id, stack, attrs, self.cfg.fiber_panics, body);
         match self.attach(handle, fiber, &FiberVt::<Sw, F, R>::VTABLE) {
             Ok(run) => Ok(run),
-            Err(e) => {
-                let (err, fiber) = e.split();
+            Err(failed) => {
+                let (err, fiber) = failed.split();
                 let (stack, body) = fiber.into_parts();
                 // SAFETY: the stack was taken above and never run on.
                 unsafe { self.stacks.put(stack, self.now_if_trimming()) };

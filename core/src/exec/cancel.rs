@@ -48,15 +48,15 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
     /// propagates out of `cancel`, as a body's panic does out of `run`. The executor stays
     /// usable.
     pub fn cancel(self: Pin<&Self>, task: TaskHandle) -> Result<CancelOutcome, CancelError> {
-        let t = self.owned_header(task).map_err(|o| match o {
+        let header = self.owned_header(task).map_err(|not_owned| match not_owned {
             NotOwned::Elsewhere => CancelError::OwnedElsewhere,
             NotOwned::Unowned => CancelError::NotAttached,
             NotOwned::Stale => CancelError::Stale,
         })?;
-        let s = self.sched();
-        let h = task.header();
+        let sched = self.sched();
+        let task_ptr = task.header();
         use SuspendReason as R;
-        Ok(match t.state.get() {
+        Ok(match header.state.get() {
             TaskState::Idle => return Err(CancelError::NotAttached),
             TaskState::Draining | TaskState::Completed => return Err(CancelError::TooLate),
             TaskState::Ready => {
@@ -66,28 +66,28 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
                 // cancel reports a completion it lost the race to. It stays queued and its next poll sees `Cancelled`
                 // at keel's suspension points (fiber rule 2 for fibers, the same for
                 // futures), while its operations report their own completions.
-                t.set_flag(flag::CANCEL);
+                header.set_flag(flag::CANCEL);
                 CancelOutcome::Resumes
             }
             TaskState::Attached => {
                 // Never polled: nothing of its body has run, so nothing can be lost; it
                 // is in the run queue. A body `Drop` that panics completes the task as
                 // `Panicked`, and the panic goes on out of `cancel` (body rule 1).
-                s.cancel_queued(h, true);
+                sched.cancel_queued(task_ptr, true);
                 CancelOutcome::Completed
             }
             TaskState::Suspended(R::Timer | R::Wait | R::SqSlot) => {
-                t.set_flag(flag::CANCEL);
-                s.wake_cancelled(h, TaskEvent::CancelSuspended);
+                header.set_flag(flag::CANCEL);
+                sched.wake_cancelled(task_ptr, TaskEvent::CancelSuspended);
                 CancelOutcome::Resumes
             }
             TaskState::Suspended(R::Io) => {
-                t.set_flag(flag::CANCEL);
-                s.cancel_io(h);
+                header.set_flag(flag::CANCEL);
+                sched.cancel_io(task_ptr);
                 CancelOutcome::CancellingIo
             }
             TaskState::Running => {
-                t.set_flag(flag::CANCEL);
+                header.set_flag(flag::CANCEL);
                 CancelOutcome::AtNextSuspension
             }
             TaskState::Cancelling => CancelOutcome::AlreadyCancelling,
@@ -97,44 +97,44 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
     /// Destroys the task: every handle to it becomes stale and its slot can be created
     /// again. Fails while it is attached. The slot must belong to this executor or to none.
     pub fn destroy(self: Pin<&Self>, task: TaskHandle) -> Result<(), DestroyError> {
-        let s = self.sched();
-        let h = task.header();
-        let t = match self.owned_header(task) {
-            Ok(t) => t,
+        let sched = self.sched();
+        let task_ptr = task.header();
+        let header = match self.owned_header(task) {
+            Ok(header) => header,
             Err(NotOwned::Stale) => return Err(DestroyError::Stale),
             Err(NotOwned::Elsewhere) => return Err(DestroyError::OwnedElsewhere),
             Err(NotOwned::Unowned) => {
-                s.claim(task).map_err(|c| match c {
+                sched.claim(task).map_err(|claim| match claim {
                     crate::exec::attach::Claim::Stale => DestroyError::Stale,
                     crate::exec::attach::Claim::Raced => DestroyError::OwnedElsewhere,
                 })?;
                 // SAFETY: `'static` slot.
-                unsafe { &*h.as_ptr() }
+                unsafe { &*task_ptr.as_ptr() }
             }
         };
-        if t.state.get().is_attached() {
+        if header.state.get().is_attached() {
             return Err(DestroyError::Attached);
         }
         // Relaxed: owner-written. Bump first so every handle is stale before the slot frees.
-        let g = t.generation.load(Ordering::Relaxed).wrapping_add(1);
+        let generation = header.generation.load(Ordering::Relaxed).wrapping_add(1);
         // Release: pairs with wakers' Acquire generation check.
-        t.generation.store(g, Ordering::Release);
-        if !s.release(h) {
+        header.generation.store(generation, Ordering::Release);
+        if !sched.release(task_ptr) {
             return Err(DestroyError::WakeInFlight);
         }
         // Release: pairs with `create`'s Acquire CAS, publishing the released slot.
-        h.trailer().live.store(0, Ordering::Release);
+        task_ptr.trailer().live.store(0, Ordering::Release);
         Ok(())
     }
 
     /// Gives up a task that is not attached, so another executor can attach it.
     /// Returns the handle to attach it with.
     pub fn release(self: Pin<&Self>, task: TaskHandle) -> Result<TaskHandle, DestroyError> {
-        let t = self.owned_header(task).map_err(|o| match o {
+        let header = self.owned_header(task).map_err(|not_owned| match not_owned {
             NotOwned::Stale => DestroyError::Stale,
             NotOwned::Elsewhere | NotOwned::Unowned => DestroyError::OwnedElsewhere,
         })?;
-        if t.state.get().is_attached() {
+        if header.state.get().is_attached() {
             return Err(DestroyError::Attached);
         }
         if !self.sched().release(task.header()) {
@@ -146,35 +146,35 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
 
 impl Sched {
     /// Cancel edge 9: a suspended task resumes with `Cancelled`.
-    pub(crate) fn wake_cancelled(&self, h: NonNull<Header>, event: TaskEvent) {
+    pub(crate) fn wake_cancelled(&self, task: NonNull<Header>, event: TaskEvent) {
         // SAFETY: `'static` header.
-        let t = unsafe { h.as_ref() };
-        self.disarm(h);
+        let header = unsafe { task.as_ref() };
+        self.disarm(task);
         // Room rule 5.
-        self.leave_submit_queue(h);
-        t.state.set(t.state.get().on(event).unwrap_or_else(|e| panic!("keel bug: {e}")));
+        self.leave_submit_queue(task);
+        header.state.set(header.state.get().on(event).unwrap_or_else(|err| panic!("keel bug: {err}")));
         // SAFETY: a suspended task is in no run list.
-        unsafe { self.ready.push(h) };
+        unsafe { self.ready.push(task) };
     }
 
     /// Cancel edge 10: cancel the task's i/o; it resumes when a completion arrives.
-    pub(crate) fn cancel_io(&self, h: NonNull<Header>) {
+    pub(crate) fn cancel_io(&self, task: NonNull<Header>) {
         // SAFETY: `'static` header.
-        let t = unsafe { h.as_ref() };
+        let header = unsafe { task.as_ref() };
         // Room rule 5.
-        self.leave_submit_queue(h);
-        t.state.set(t.state.get().on(TaskEvent::CancelIo).unwrap_or_else(|e| panic!("keel bug: {e}")));
-        let mut s = h.trailer().initiated.front();
-        while let Some(st) = s {
+        self.leave_submit_queue(task);
+        header.state.set(header.state.get().on(TaskEvent::CancelIo).unwrap_or_else(|err| panic!("keel bug: {err}")));
+        let mut cursor = task.trailer().initiated.front();
+        while let Some(status) = cursor {
             // SAFETY: linked statuses are alive (io_status rule 2).
-            self.driver_cancel(unsafe { st.as_ref() }.op_id());
-            // SAFETY: `st` is linked in `initiated`.
-            s = unsafe { h.trailer().initiated.next_of(st) };
+            self.driver_cancel(unsafe { status.as_ref() }.op_id());
+            // SAFETY: `status` is linked in `initiated`.
+            cursor = unsafe { task.trailer().initiated.next_of(status) };
         }
-        if h.io_in_flight() == 0 {
-            t.state.set(TaskState::Ready);
+        if task.io_in_flight() == 0 {
+            header.state.set(TaskState::Ready);
             // SAFETY: a cancelling task is in no run list.
-            unsafe { self.ready.push(h) };
+            unsafe { self.ready.push(task) };
         }
     }
 
@@ -183,20 +183,20 @@ impl Sched {
     /// started fiber suspended on anything but i/o (it resumes with `Cancelled`) and
     /// cancels the i/o of one suspended on i/o. Returns whether it was attached and not
     /// yet cancelled before.
-    pub(super) fn abandon(&self, h: NonNull<Header>) -> bool {
+    pub(super) fn abandon(&self, task: NonNull<Header>) -> bool {
         // SAFETY: `'static` header.
-        let t = unsafe { h.as_ref() };
-        let state = t.state.get();
+        let header = unsafe { task.as_ref() };
+        let state = header.state.get();
         if !state.is_attached() || matches!(state, TaskState::Running | TaskState::Draining) {
             return false;
         }
-        let first = !t.has_flag(flag::CANCEL);
-        t.set_flag(flag::CANCEL);
-        if Sched::is_started_fiber(t) {
+        let first = !header.has_flag(flag::CANCEL);
+        header.set_flag(flag::CANCEL);
+        if Sched::is_started_fiber(header) {
             // Fiber rule 2: it resumes with `Cancelled` from the suspension point it is in.
             match state {
-                TaskState::Suspended(SuspendReason::Io) => self.cancel_io(h),
-                TaskState::Suspended(_) => self.wake_cancelled(h, TaskEvent::CancelSuspended),
+                TaskState::Suspended(SuspendReason::Io) => self.cancel_io(task),
+                TaskState::Suspended(_) => self.wake_cancelled(task, TaskEvent::CancelSuspended),
                 // Ready: queued; Cancelling: resumes once its i/o completes.
                 _ => {}
             }
@@ -206,56 +206,56 @@ impl Sched {
             TaskState::Attached | TaskState::Ready => true,
             TaskState::Suspended(_) => {
                 // Room rule 5 (cancel_queued's finish unlinks a ready task).
-                self.leave_submit_queue(h);
-                self.disarm(h);
-                t.state.set(TaskState::Ready);
+                self.leave_submit_queue(task);
+                self.disarm(task);
+                header.state.set(TaskState::Ready);
                 false
             }
             // Cancelling: its body waits for i/o to be cancelled; drop it now.
             _ => {
-                t.state.set(TaskState::Ready);
+                header.state.set(TaskState::Ready);
                 false
             }
         };
-        self.cancel_queued(h, queued);
+        self.cancel_queued(task, queued);
         first
     }
 
-    /// Teardown rule 3: ends the run of attached task `h` without resuming or dropping its
+    /// Teardown rule 3: ends the run of the attached `task` without resuming or dropping its
     /// body (a started fiber that ignored `Cancelled`, or a task whose i/o the driver never
     /// completed). Its stack, and everything its frames own, is leaked: never resumed,
     /// reused or freed. Its statuses are detached (marked reaped, on no list; in-flight
     /// ones orphaned, io_status rule 4) so the slot's next run starts with empty lists.
-    pub(super) fn leak(&self, h: NonNull<Header>) {
+    pub(super) fn leak(&self, task: NonNull<Header>) {
         // SAFETY: `'static` header.
-        let t = unsafe { h.as_ref() };
-        match t.state.get() {
+        let header = unsafe { task.as_ref() };
+        match header.state.get() {
             TaskState::Attached | TaskState::Ready => {
                 // SAFETY: queued states are in the run queue.
-                unsafe { self.ready.remove(h) };
+                unsafe { self.ready.remove(task) };
             }
             _ => {}
         }
         // Room rule 5.
-        self.leave_submit_queue(h);
-        self.disarm(h);
+        self.leave_submit_queue(task);
+        self.disarm(task);
         // Fiber rule 2: the frames stay on the stack, which is never handed back. A
         // finished fiber's stack held for draining (fiber rule 4) is leaked the same way.
-        t.body.set(None);
-        let _leaked = h.trailer().pending_stack.take();
-        self.orphan_all(h);
-        if h.trailer().result.get().is_none() {
+        header.body.set(None);
+        let _leaked = task.trailer().pending_stack.take();
+        self.orphan_all(task);
+        if task.trailer().result.get().is_none() {
             // A body that never returned (a draining one keeps its result).
-            h.trailer().result.set(Some(Err(crate::error::TaskError::Cancelled)));
+            task.trailer().result.set(Some(Err(crate::error::TaskError::Cancelled)));
         }
-        t.state.set(TaskState::Completed);
+        header.state.set(TaskState::Completed);
         self.attached.set(self.attached.get() - 1);
         self.stats.completed.set(self.stats.completed.get() + 1);
-        if t.has_flag(flag::DISPATCHED)
-            && let Some((d, _)) = self.dispatcher.get()
+        if header.has_flag(flag::DISPATCHED)
+            && let Some((dispatcher, _)) = self.dispatcher.get()
         {
             // Dispatch rule 3: its run is over.
-            d.note_completed();
+            dispatcher.note_completed();
         }
     }
 
@@ -264,46 +264,47 @@ impl Sched {
     /// started fiber). The body is taken before its `Drop` runs (body rule 1): if that
     /// `Drop` panics, no body is installed any more, and the caller's [`DropGuard`]
     /// completes the task.
-    pub(crate) fn drop_body(&self, h: NonNull<Header>) -> bool {
-        let t = hdr(h);
-        let Some(vt) = t.body.get() else { return true };
-        t.body.set(None);
-        // SAFETY: the body bytes hold the body `vt` was made for; it is not running, and
+    pub(crate) fn drop_body(&self, task: NonNull<Header>) -> bool {
+        let header = hdr(task);
+        let Some(vtable) = header.body.get() else { return true };
+        header.body.set(None);
+        // SAFETY: the body bytes hold the body `vtable` was made for; it is not running, and
         // with its vtable cleared nothing else can drop or resume it.
-        if unsafe { (vt.drop)(h) } {
+        if unsafe { (vtable.drop)(task) } {
             return true;
         }
         // Not droppable (fiber rule 2): `drop` touched nothing; put the vtable back.
-        t.body.set(Some(vt));
+        header.body.set(Some(vtable));
         false
     }
 
     /// Whether the task's body is a fiber that has started (fiber rule 2: it cannot be
     /// dropped, only resumed with `Cancelled` until it returns). A fiber starts at its
     /// first resume, which is also when its task leaves `Attached`.
-    pub(crate) fn is_started_fiber(t: &Header) -> bool {
-        t.state.get() != S::Attached && t.body.get().is_some_and(|vt| vt.kind != crate::switch::SwitcherKind::Stackless)
+    pub(crate) fn is_started_fiber(header: &Header) -> bool {
+        header.state.get() != S::Attached
+            && header.body.get().is_some_and(|vtable| vtable.kind != crate::switch::SwitcherKind::Stackless)
     }
 
-    /// Drops the body of queued task `h` (`Attached` or `Ready`, not a started fiber) and
+    /// Drops the body of the queued `task` (`Attached` or `Ready`, not a started fiber) and
     /// completes it as cancelled (edge 8, or 15 with i/o in flight). `queued`: it is in the
     /// run queue. A body `Drop` that panics completes the task as `Panicked` instead, and
     /// the panic goes on (body rule 1).
-    pub(crate) fn cancel_queued(&self, h: NonNull<Header>, queued: bool) {
+    pub(crate) fn cancel_queued(&self, task: NonNull<Header>, queued: bool) {
         if queued {
             // SAFETY: the caller says it is in the run queue.
-            unsafe { self.ready.remove(h) };
+            unsafe { self.ready.remove(task) };
         }
-        let guard = DropGuard { sched: self, h };
-        if !self.drop_body(h) {
+        let guard = DropGuard { sched: self, task };
+        if !self.drop_body(task) {
             panic!("keel bug: a started fiber's body was dropped");
         }
         core::mem::forget(guard);
-        self.finish_cancelled(h);
+        self.finish_cancelled(task);
     }
 
-    pub(crate) fn finish_cancelled(&self, h: NonNull<Header>) {
-        self.finish(h, E::CancelQueued, Err(TaskError::Cancelled));
+    pub(crate) fn finish_cancelled(&self, task: NonNull<Header>) {
+        self.finish(task, E::CancelQueued, Err(TaskError::Cancelled));
     }
 }
 
@@ -314,13 +315,13 @@ impl Sched {
 /// unwinds.
 pub(crate) struct DropGuard<'a> {
     pub(crate) sched: &'a Sched,
-    pub(crate) h: NonNull<Header>,
+    pub(crate) task: NonNull<Header>,
 }
 
 impl Drop for DropGuard<'_> {
     fn drop(&mut self) {
         self.sched.finish(
-            self.h,
+            self.task,
             E::CancelQueued,
             Err(TaskError::Panicked("the task body panicked while being dropped")),
         );

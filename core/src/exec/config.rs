@@ -49,14 +49,14 @@ impl Default for Config {
 impl Config {
     pub(super) fn validate(self) -> Result<Self, ConfigError> {
         let limit = self.max_io_in_flight.unwrap_or(1);
-        for (name, v) in [
+        for (name, value) in [
             ("inbox_batch", self.inbox_batch),
             ("timer_batch", self.timer_batch),
             ("reap_batch", self.reap_batch),
             ("resume_batch", self.resume_batch),
             ("max_io_in_flight", limit),
         ] {
-            if v == 0 {
+            if value == 0 {
                 return Err(ConfigError::Zero(name));
             }
         }

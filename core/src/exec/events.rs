@@ -12,11 +12,11 @@ use core::ptr::NonNull;
 
 impl Sched {
     /// Arms the task's timer for `deadline`, keeping an earlier deadline already armed.
-    pub(crate) fn arm(&self, h: NonNull<Header>, deadline: Instant) {
-        let node = h.timer();
-        let tn = &h.trailer().timer;
-        if tn.is_armed() {
-            if tn.deadline() <= deadline {
+    pub(crate) fn arm(&self, task: NonNull<Header>, deadline: Instant) {
+        let node = task.timer();
+        let timer = &task.trailer().timer;
+        if timer.is_armed() {
+            if timer.deadline() <= deadline {
                 return;
             }
             // SAFETY: armed in our heap (timer rule 1).
@@ -26,10 +26,10 @@ impl Sched {
         unsafe { self.timers.insert(node, deadline) };
     }
 
-    pub(crate) fn disarm(&self, h: NonNull<Header>) {
-        if h.trailer().timer.is_armed() {
+    pub(crate) fn disarm(&self, task: NonNull<Header>) {
+        if task.trailer().timer.is_armed() {
             // SAFETY: armed in our heap (timer rule 1).
-            unsafe { self.timers.remove(h.timer()) };
+            unsafe { self.timers.remove(task.timer()) };
         }
     }
 
@@ -46,43 +46,43 @@ impl Sched {
     pub(crate) fn complete_io(&self, token: IoToken, result: IoResult) {
         self.stats.io_completed.set(self.stats.io_completed.get() + 1);
         let mut wake = true;
-        let h = if token.addr & IoToken::ORPHAN != 0 {
+        let task = if token.addr & IoToken::ORPHAN != 0 {
             // SAFETY: orphan tokens are task headers (io_status rule 4), with the whole
-            // slot's provenance exposed when the token was made (header provenance rule 5).
-            let h = unsafe { NonNull::new_unchecked((token.addr & !IoToken::ORPHAN) as *mut Header) };
-            let o = &h.trailer().orphans;
-            o.set(o.get() - 1);
-            h
+            // slot's provenance exposed when the token was made (provenance rule 5).
+            let task = unsafe { NonNull::new_unchecked((token.addr & !IoToken::ORPHAN) as *mut Header) };
+            let orphans = &task.trailer().orphans;
+            orphans.set(orphans.get() - 1);
+            task
         } else if token.addr & IoToken::WAKE != 0 {
             // SAFETY: wake tokens are task headers (`IoToken::wake`), `'static`, with the
             // whole slot's provenance exposed when the token was made (header provenance
             // rule 5).
-            let h = unsafe { NonNull::new_unchecked((token.addr & !IoToken::WAKE) as *mut Header) };
+            let task = unsafe { NonNull::new_unchecked((token.addr & !IoToken::WAKE) as *mut Header) };
             // Relaxed: owner-written generation. A completion for an earlier run wakes nothing.
-            if hdr(h).generation.load(Ordering::Relaxed) != token.generation {
+            if hdr(task).generation.load(Ordering::Relaxed) != token.generation {
                 return;
             }
-            h
+            task
         } else {
             // SAFETY: status tokens name status blocks that are linked and alive (io_status
             // rule 4: a status that goes away retargets its token first).
-            let st = unsafe { &*(token.addr as *const IoStatus) };
-            wake = st.wakes();
-            st.complete(result)
+            let status = unsafe { &*(token.addr as *const IoStatus) };
+            wake = status.wakes();
+            status.complete(result)
         };
-        let t = hdr(h);
-        let s = &h.trailer().stats.io_completed;
-        s.set(s.get() + 1);
-        match t.state.get() {
-            S::Suspended(_) if wake => self.wake_local(h),
+        let header = hdr(task);
+        let completed = &task.trailer().stats.io_completed;
+        completed.set(completed.get() + 1);
+        match header.state.get() {
+            S::Suspended(_) if wake => self.wake_local(task),
             S::Cancelling => {
-                step(t, E::IoDone);
+                step(header, E::IoDone);
                 // SAFETY: a cancelling task is in no run list.
-                unsafe { self.ready.push(h) };
+                unsafe { self.ready.push(task) };
             }
-            S::Draining if h.io_in_flight() == 0 => {
-                step(t, E::Drained);
-                self.completed(h, true);
+            S::Draining if task.io_in_flight() == 0 => {
+                step(header, E::Drained);
+                self.completed(task, true);
             }
             _ => {}
         }

@@ -51,15 +51,15 @@ impl<D: Driver, S: StackProvider> Executor<D, S> {
 
     /// The same executor, accounting time as `A2` (before it is pinned and used).
     pub fn with_accounting<A2: Accounting>(self) -> Executor<D, S, A2> {
-        let me = core::mem::ManuallyDrop::new(self);
-        // SAFETY: the fields are moved out exactly once and `me` is never dropped; the
+        let this = core::mem::ManuallyDrop::new(self);
+        // SAFETY: the fields are moved out exactly once and `this` is never dropped; the
         // executor has not been used (an executor is only usable once pinned, and this
         // takes it by value), so nothing names its address yet.
         unsafe {
             Executor {
-                sched: core::ptr::read(&me.sched),
-                driver: core::ptr::read(&me.driver),
-                stacks: core::ptr::read(&me.stacks),
+                sched: core::ptr::read(&this.sched),
+                driver: core::ptr::read(&this.driver),
+                stacks: core::ptr::read(&this.stacks),
                 _pinned: PhantomPinned,
                 _acct: core::marker::PhantomData,
             }
@@ -70,15 +70,15 @@ impl<D: Driver, S: StackProvider> Executor<D, S> {
 impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
     #[inline(always)]
     pub(crate) fn sched(self: Pin<&Self>) -> &Sched {
-        let s = &self.get_ref().sched;
-        s.ensure_init(
+        let sched = &self.get_ref().sched;
+        sched.ensure_init(
             A::ON,
             self.driver_ptr() as *mut (),
             &VtFor::<D>::VT,
             self.stacks.with_mut(|p| p as *mut ()),
             &crate::stack::pool::VtFor::<S>::VT,
         );
-        s
+        sched
     }
 
     /// Attaches a future as the next run of `task`. Same thread, no atomic
@@ -124,12 +124,12 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
     /// A handle for attaching tasks from other threads, named through `slot` (which must
     /// not be bound to another live executor: `None` then).
     pub fn handle(self: Pin<&Self>, slot: &'static HandleSlot) -> Option<ExecutorHandle> {
-        let s = self.sched();
-        if s.handle_slot.get().is_some() {
+        let sched = self.sched();
+        if sched.handle_slot.get().is_some() {
             return None;
         }
-        let epoch = slot.bind(s.owner_id())?;
-        s.handle_slot.set(Some(slot));
+        let epoch = slot.bind(sched.owner_id())?;
+        sched.handle_slot.set(Some(slot));
         Some(ExecutorHandle::new(slot, epoch))
     }
 
@@ -140,8 +140,8 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
 
     /// The switcher kind of run `task`'s body, `None` if it has none now.
     pub fn switcher(self: Pin<&Self>, task: TaskHandle) -> Result<Option<crate::task::SwitcherKind>, StaleHandle> {
-        let t = self.owned_header(task).map_err(|_| StaleHandle)?;
-        Ok(t.body.get().map(|vt| vt.kind))
+        let header = self.owned_header(task).map_err(|_| StaleHandle)?;
+        Ok(header.body.get().map(|vt| vt.kind))
     }
 
     /// Lends the driver to `f` (driver rules 1-2): to read its state, or script a
@@ -177,40 +177,40 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
     /// a.with_driver(|da| b.with_driver(|db| core::mem::swap(da, db)).unwrap()).unwrap();
     /// ```
     pub fn with_driver<R>(self: Pin<&Self>, f: impl FnOnce(&mut DriverMut<'_, D>) -> R) -> Result<R, DriverBusy> {
-        let s = self.sched();
-        let _lent = s.lend()?;
+        let sched = self.sched();
+        let _lent = sched.lend()?;
         // SAFETY: driver rule 1: lent (the flag set) until `_lent` drops, after `f`.
-        let mut d = unsafe { DriverMut::lend(self.driver_ptr()) };
-        Ok(f(&mut d))
+        let mut driver = unsafe { DriverMut::lend(self.driver_ptr()) };
+        Ok(f(&mut driver))
     }
 
     /// The state of run `task`.
     pub fn state(self: Pin<&Self>, task: TaskHandle) -> Result<TaskState, StaleHandle> {
-        let t = self.owned_header(task).map_err(|_| StaleHandle)?;
-        Ok(t.state.get())
+        let header = self.owned_header(task).map_err(|_| StaleHandle)?;
+        Ok(header.state.get())
     }
 
     /// The result of run `task`: `None` until it has completed.
     pub fn result(self: Pin<&Self>, task: TaskHandle) -> Result<Option<TaskResult>, StaleHandle> {
-        let t = self.owned_header(task).map_err(|_| StaleHandle)?;
-        Ok(if t.state.get() == TaskState::Completed { task.header().trailer().result.get() } else { None })
+        let header = self.owned_header(task).map_err(|_| StaleHandle)?;
+        Ok(if header.state.get() == TaskState::Completed { task.header().trailer().result.get() } else { None })
     }
 
     /// The header of `task` if this executor owns it and the handle is current.
     pub(super) fn owned_header(self: Pin<&Self>, task: TaskHandle) -> Result<&'static Header, NotOwned> {
-        let s = self.sched();
+        let sched = self.sched();
         // SAFETY: `'static` slot.
-        let t: &'static Header = unsafe { &*task.header().as_ptr() };
+        let header: &'static Header = unsafe { &*task.header().as_ptr() };
         // Relaxed: comparing with our own address; if it is ours, we wrote it.
-        let owner = t.owner.load(Ordering::Relaxed);
-        if owner != s.owner_id() {
+        let owner = header.owner.load(Ordering::Relaxed);
+        if owner != sched.owner_id() {
             return Err(if owner.is_null() { NotOwned::Unowned } else { NotOwned::Elsewhere });
         }
         // Relaxed: owner-written.
-        if t.generation.load(Ordering::Relaxed) != task.generation() {
+        if header.generation.load(Ordering::Relaxed) != task.generation() {
             return Err(NotOwned::Stale);
         }
-        Ok(t)
+        Ok(header)
     }
 
     /// Wakes `task` on this thread (wake rule 7: no atomics). Stale: a no-op.

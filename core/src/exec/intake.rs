@@ -20,49 +20,49 @@ impl Sched {
             let Pop::Item(node) = self.mailbox.inbox.pop() else { return };
             // SAFETY: only task headers' inbox nodes are pushed (wake rule 3), each made by
             // `SlotPtr::inbox_node` (provenance rule 3).
-            let h = unsafe { Header::from_inbox(node) };
-            let t = hdr(h);
+            let task = unsafe { Header::from_inbox(node) };
+            let header = hdr(task);
             self.stats.inbox_taken.set(self.stats.inbox_taken.get() + 1);
-            if t.notify.attach_pending() {
+            if header.notify.attach_pending() {
                 // Remote rule 2: a foreign attach, whole now (our pop acquired it): we are
                 // its owner from here, before `take` opens it to wakers (which load
                 // `owner` after their CAS on the word acquires `take`'s Release).
                 // Relaxed: ordered before wakers by `take`; our own thread reads it after.
-                t.owner.store(self.owner_id(), Ordering::Relaxed);
+                header.owner.store(self.owner_id(), Ordering::Relaxed);
             }
-            let (woken, attach) = t.notify.take();
+            let (woken, attach) = header.notify.take();
             if attach {
-                self.finish_remote_attach(h);
-            } else if woken == t.generation.load(Ordering::Relaxed) {
+                self.finish_remote_attach(task);
+            } else if woken == header.generation.load(Ordering::Relaxed) {
                 // Relaxed above: owner-written generation.
-                self.wake_local(h);
+                self.wake_local(task);
             }
-            if t.has_flag(flag::RELEASE_PENDING) && t.state.get() == S::Completed {
-                t.clear_flag(flag::RELEASE_PENDING);
-                self.release_completed(h);
+            if header.has_flag(flag::RELEASE_PENDING) && header.state.get() == S::Completed {
+                header.clear_flag(flag::RELEASE_PENDING);
+                self.release_completed(task);
             }
         }
     }
 
     /// Dispatch rule 2: with no work of our own, take the highest-priority dispatched task.
     pub(crate) fn take_dispatched(&self) -> bool {
-        let Some((d, _)) = self.dispatcher.get() else { return false };
-        let Some(h) = d.pop() else { return false };
-        if !d.claim(h, self.owner_id()) {
+        let Some((dispatcher, _)) = self.dispatcher.get() else { return false };
+        let Some(task) = dispatcher.pop() else { return false };
+        if !dispatcher.claim(task, self.owner_id()) {
             // Unreachable while dispatch rule 1's tag holds: a header is on a level stack
-            // only from its submit's push (owner = the sentinel, rule 2) to the one pop
-            // that takes it, and only that popper's claim changes the owner; pops are
+            // only from its submit's push (owner = the sentinel, dispatch rule 2) to the one
+            // pop that takes it, and only that popper's claim changes the owner; pops are
             // linearised by the tagged CAS. So a failed claim means the stack handed
             // this task out twice (an ABA past the tag). The other taker owns it: pushing
             // it back would run it twice, so report it (debug: panic) and take nothing.
-            d.note_double_take();
+            dispatcher.note_double_take();
             debug_assert!(false, "keel bug: a dispatched task was taken twice (ABA past the tag, dispatch rule 1)");
             return false;
         }
         // The submitter's writes are visible (claim's Acquire); the notify word still holds
         // QUEUED from the task's release: open it to wakes now that we own it.
-        hdr(h).notify.open();
-        self.finish_remote_attach(h);
+        hdr(task).notify.open();
+        self.finish_remote_attach(task);
         true
     }
 
@@ -72,37 +72,39 @@ impl Sched {
     /// own parks until they wake it, rather than passing again and again).
     pub(crate) fn dispatcher_recheck(&self) -> bool {
         let idle = self.attached.get() == 0;
-        self.dispatcher.get().is_some_and(|(d, _)| d.has_work() || (idle && d.quit_pending()))
+        self.dispatcher
+            .get()
+            .is_some_and(|(dispatcher, _)| dispatcher.has_work() || (idle && dispatcher.quit_pending()))
     }
 
     /// Remote rule 2, the owner's half: the task a foreign thread claimed and placed a body
     /// in is now ours: own it, attach it, queue it.
-    pub(super) fn finish_remote_attach(&self, h: NonNull<Header>) {
-        let t = hdr(h);
+    pub(super) fn finish_remote_attach(&self, task: NonNull<Header>) {
+        let header = hdr(task);
         if self.times.on.get() {
-            self.reset_times(h);
+            self.reset_times(task);
         }
         // SAFETY: a claimed task was unowned, so it is in no executor's owned list.
-        unsafe { self.owned.push_back(h) };
-        step(t, E::Attach);
+        unsafe { self.owned.push_back(task) };
+        step(header, E::Attach);
         self.attached.set(self.attached.get() + 1);
         // SAFETY: an attached, not-started task is in no run list.
-        unsafe { self.ready.push(h) };
+        unsafe { self.ready.push(task) };
     }
 
     /// Remote rule 4: give up a completed task attached from another thread.
-    pub(super) fn release_completed(&self, h: NonNull<Header>) {
-        let t = hdr(h);
+    pub(super) fn release_completed(&self, task: NonNull<Header>) {
+        let header = hdr(task);
         // Relaxed: owner-written.
-        if t.notify.close(t.generation.load(Ordering::Relaxed)) {
-            step(t, E::Release);
+        if header.notify.close(header.generation.load(Ordering::Relaxed)) {
+            step(header, E::Release);
             // SAFETY: owned tasks are in `owned`.
-            unsafe { self.owned.remove(h) };
+            unsafe { self.owned.remove(task) };
             // Release: the last access; pairs with the next claimer's Acquire.
-            t.owner.store(core::ptr::null_mut(), Ordering::Release);
+            header.owner.store(core::ptr::null_mut(), Ordering::Release);
         } else {
             // A wake is in flight to us: release when its node is taken (drain_inbox).
-            t.set_flag(flag::RELEASE_PENDING);
+            header.set_flag(flag::RELEASE_PENDING);
         }
     }
 }

@@ -57,9 +57,9 @@ impl Sched {
     /// `now`, remembered as what `now` answers while the driver is lent: the run loop's
     /// own readings (timers, parking, before a reap that may pool a stack).
     pub(crate) fn read_clock(&self) -> Instant {
-        let t = self.now();
-        self.clock.set(t);
-        t
+        let now = self.now();
+        self.clock.set(now);
+        now
     }
 
     pub(crate) fn driver_cancel(&self, id: crate::driver::OpId) {
@@ -83,11 +83,11 @@ impl Sched {
     /// Driver rule 3: hold `op` back until the driver is no longer lent.
     #[cold]
     pub(super) fn defer(&self, op: Deferred) {
-        let n = self.deferred_len.get();
-        match self.deferred.get(n) {
+        let len = self.deferred_len.get();
+        match self.deferred.get(len) {
             Some(slot) => {
                 slot.set(Some(op));
-                self.deferred_len.set(n + 1);
+                self.deferred_len.set(len + 1);
             }
             // A retarget that cannot be held back leaves a token naming memory that may
             // be freed: never reap again (no completion is routed through it).
@@ -95,34 +95,34 @@ impl Sched {
         }
     }
 
-    /// Runs a driver crate's `f(driver, id)` through `tramp` now, or holds it back while
+    /// Runs a driver crate's `func(driver, id)` through `tramp` now, or holds it back while
     /// the driver is lent (driver rule 3).
-    pub(crate) fn driver_call(&self, tramp: DriverCall, f: *const (), id: crate::driver::OpId) {
+    pub(crate) fn driver_call(&self, tramp: DriverCall, func: *const (), id: crate::driver::OpId) {
         if self.is_lent() {
-            return self.defer(Deferred::Call(tramp, f, id));
+            return self.defer(Deferred::Call(tramp, func, id));
         }
         self.debug_not_reaping();
-        // SAFETY: as in `now`; `tramp` was made for this driver's type with `f`
+        // SAFETY: as in `now`; `tramp` was made for this driver's type with `func`
         // (`DriverPtr::call_or_defer`).
-        unsafe { tramp(self.driver.get(), f, id) }
+        unsafe { tramp(self.driver.get(), func, id) }
     }
 
     /// Sets the lend flag (sched rule 3) until the guard drops; `DriverBusy` if it is set.
     #[inline(always)]
     pub(crate) fn lend(&self) -> Result<Lent<'_>, crate::error::DriverBusy> {
-        let st = self.driver_state.get();
-        if st & LENT != 0 {
+        let state = self.driver_state.get();
+        if state & LENT != 0 {
             return Err(crate::error::DriverBusy);
         }
-        self.set_lent(st | LENT);
+        self.set_lent(state | LENT);
         Ok(Lent(self))
     }
 
     /// Sets `driver_state` and points `now` at the driver or, lent, at `clock`.
     #[inline(always)]
-    pub(crate) fn set_lent(&self, st: u8) {
-        self.driver_state.set(st);
-        if st & LENT != 0 {
+    pub(crate) fn set_lent(&self, state: u8) {
+        self.driver_state.set(state);
+        if state & LENT != 0 {
             self.now_fn.set(read_clock_cell);
             self.now_ctx.set(&self.clock as *const Cell<Instant> as *mut ());
         } else {
@@ -162,12 +162,12 @@ impl Sched {
     /// Applies what was held back while the driver was lent, in order (driver rule 3).
     #[cold]
     pub(super) fn apply_deferred(&self) {
-        let n = self.deferred_len.replace(0);
-        for slot in &self.deferred[..n] {
+        let len = self.deferred_len.replace(0);
+        for slot in &self.deferred[..len] {
             match slot.take() {
                 Some(Deferred::Cancel(id)) => self.driver_cancel(id),
                 Some(Deferred::Retarget(id, token)) => self.driver_retarget(id, token),
-                Some(Deferred::Call(tramp, f, id)) => self.driver_call(tramp, f, id),
+                Some(Deferred::Call(tramp, func, id)) => self.driver_call(tramp, func, id),
                 None => {}
             }
         }
@@ -186,13 +186,13 @@ pub(super) unsafe fn not_initialised(_: *mut ()) -> Instant {
     panic!("keel bug: executor used before init")
 }
 
-/// `now` while the driver is lent: the run loop's last reading, in the `Cell` at `p`.
+/// `now` while the driver is lent: the run loop's last reading, in the `Cell` at `cell`.
 ///
 /// # Safety
-/// `p` is a live `Cell<Instant>` of this thread.
-pub(super) unsafe fn read_clock_cell(p: *mut ()) -> Instant {
+/// `cell` is a live `Cell<Instant>` of this thread.
+pub(super) unsafe fn read_clock_cell(cell: *mut ()) -> Instant {
     // SAFETY: the caller's contract (`set_lent` passes the scheduler's `clock`).
-    unsafe { (*(p as *const Cell<Instant>)).get() }
+    unsafe { (*(cell as *const Cell<Instant>)).get() }
 }
 
 /// `driver_state` bits.

@@ -36,11 +36,16 @@ impl ExecutorHandle {
         self.attach_body(task, body, &FutureBody::<F>::VTABLE)
     }
 
-    fn attach_body<B>(&self, task: TaskHandle, body: B, vt: &'static BodyVTable) -> Result<TaskHandle, AttachError<B>> {
+    fn attach_body<B>(
+        &self,
+        task: TaskHandle,
+        body: B,
+        vtable: &'static BodyVTable,
+    ) -> Result<TaskHandle, AttachError<B>> {
         #[cfg(keel_loom)]
-        return self.attach_body_with::<crate::sync::Strong, B>(task, body, vt);
+        return self.attach_body_with::<crate::sync::Strong, B>(task, body, vtable);
         #[cfg(not(keel_loom))]
-        self.attach_body_with(task, body, vt)
+        self.attach_body_with(task, body, vtable)
     }
 
     /// `attach`, with the claim a loom model may weaken (`sync::Weaken::CLAIM_SENTINEL`).
@@ -48,13 +53,13 @@ impl ExecutorHandle {
         &self,
         task: TaskHandle,
         body: B,
-        vt: &'static BodyVTable,
+        vtable: &'static BodyVTable,
     ) -> Result<TaskHandle, AttachError<B>> {
         let attached = self.slot.with_bound(self.epoch, body, |mailbox, body| {
             #[cfg(keel_loom)]
-            return attach_remote::<W, B>(mailbox, task, body, vt);
+            return attach_remote::<W, B>(mailbox, task, body, vtable);
             #[cfg(not(keel_loom))]
-            attach_remote(mailbox, task, body, vt)
+            attach_remote(mailbox, task, body, vtable)
         });
         attached.unwrap_or_else(|body| Err(AttachError::ExecutorGone(body)))
     }
@@ -65,17 +70,17 @@ fn attach_remote<#[cfg(keel_loom)] W: crate::sync::Weaken, B>(
     mailbox: &Mailbox,
     task: TaskHandle,
     body: B,
-    vt: &'static BodyVTable,
+    vtable: &'static BodyVTable,
 ) -> Result<TaskHandle, AttachError<B>> {
-    let me = mailbox as *const Mailbox as *mut Mailbox;
+    let owner = mailbox as *const Mailbox as *mut Mailbox;
     #[cfg(keel_loom)]
-    let run = claim_and_place::<W, B>(me, task, body, vt, flag::RELEASE_ON_COMPLETE)?;
+    let run = claim_and_place::<W, B>(owner, task, body, vtable, flag::RELEASE_ON_COMPLETE)?;
     #[cfg(not(keel_loom))]
-    let run = claim_and_place(me, task, body, vt, flag::RELEASE_ON_COMPLETE)?;
+    let run = claim_and_place(owner, task, body, vtable, flag::RELEASE_ON_COMPLETE)?;
     // SAFETY: `'static` slot.
-    let t = unsafe { run.header().as_ref() };
+    let header = unsafe { run.header().as_ref() };
     // Remote rule 2: the owner stores itself in `owner` when it takes the node.
-    t.notify.mark_attach();
+    header.notify.mark_attach();
     // SAFETY: remote rule 3: QUEUED is ours to push on; the node is in no inbox. Made
     // from the whole-slot pointer (provenance rule 3: the owner steps back to the header).
     // The executor is alive while the slot's binding holds (remote rule 1).

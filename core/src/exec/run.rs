@@ -40,8 +40,8 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
         if max_items == 0 {
             return Err(RunError::ZeroMaxItems);
         }
-        let s = self.sched();
-        if s.running.replace(true) {
+        let sched = self.sched();
+        if sched.running.replace(true) {
             return Err(RunError::Reentrant);
         }
         // Resets `running` even if a task body panics through `run`.
@@ -51,29 +51,29 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
                 self.0.running.set(false);
             }
         }
-        let _running = Running(s);
+        let _running = Running(sched);
         // Driver rule 1: called from inside a `with_driver` closure (outside any task);
         // driver rule 3: poisoned.
-        if s.driver_state.get() != 0 {
-            return Err(if s.is_poisoned() { RunError::Poisoned } else { RunError::DriverBusy });
+        if sched.driver_state.get() != 0 {
+            return Err(if sched.is_poisoned() { RunError::Poisoned } else { RunError::DriverBusy });
         }
         if !A::ON {
-            return self.run_loop(s, max_items, timeout);
+            return self.run_loop(sched, max_items, timeout);
         }
         let entry = A::read();
-        s.times.last.set(entry);
-        let r = self.run_loop(s, max_items, timeout);
-        crate::acct::ExecTimes::add(&s.times.in_run, A::read().saturating_sub(entry));
-        r
+        sched.times.last.set(entry);
+        let result = self.run_loop(sched, max_items, timeout);
+        crate::acct::ExecTimes::add(&sched.times.in_run, A::read().saturating_sub(entry));
+        result
     }
 
     fn run_loop(
         self: Pin<&Self>,
-        s: &super::sched::Sched,
+        sched: &super::sched::Sched,
         max_items: usize,
         timeout: Option<Duration>,
     ) -> Result<usize, RunError> {
-        let cfg = s.cfg;
+        let cfg = sched.cfg;
         let mut deadline = None;
         let mut done = 0usize;
         // Tasks this pass still resumes before the next reap (bounded by the ready count
@@ -82,12 +82,12 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
         // Consecutive re-checks that found a push in progress (inbox rule 3).
         let mut busy = 0u32;
         loop {
-            s.drain_inbox(cfg.inbox_batch);
+            sched.drain_inbox(cfg.inbox_batch);
             if pass_left > 0
-                && let Some(h) = s.ready.pop()
+                && let Some(task) = sched.ready.pop()
             {
                 pass_left -= 1;
-                s.resume::<A>(h);
+                sched.resume::<A>(task);
                 done += 1;
                 if done == max_items {
                     return Ok(done);
@@ -97,49 +97,50 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
             // Sched rule 3: each driver call below forms its own short-lived reference,
             // with the lend flag clear (a fiber suspended inside a `with_driver` closure
             // leaves it set: then this pass keeps off the driver).
-            let dp = self.driver_ptr();
+            let driver = self.driver_ptr();
             // Poisoned (driver rule 3): never reap again either.
-            let lent = s.driver_state.get() != 0;
+            let lent = sched.driver_state.get() != 0;
             // SAFETY: sched rule 3: not lent, so no other reference is live.
-            let io = !lent && unsafe { (*dp).in_flight() } > 0;
+            let io = !lent && unsafe { (*driver).in_flight() } > 0;
             if io {
                 if cfg.trim_spare_stacks_after.is_some() {
                     // The stamp for stacks pooled inside the reap (sched rule 3).
-                    s.read_clock();
+                    sched.read_clock();
                 }
                 // A completion can complete a draining task (one item each): reap no more
                 // than the items left, so `done` never passes `max_items`.
-                let before = s.stats.completed.get();
+                let before = sched.stats.completed.get();
                 #[cfg(debug_assertions)]
-                s.reaping.set(true);
+                sched.reaping.set(true);
                 // SAFETY: sched rule 3: not lent, so this is the only reference; the sink
                 // reaches no driver (user code in it runs with the flag set).
-                unsafe { &mut *dp }.reap(cfg.reap_batch.min(max_items - done), &mut |tok, res| s.complete_io(tok, res));
+                unsafe { &mut *driver }
+                    .reap(cfg.reap_batch.min(max_items - done), &mut |tok, res| sched.complete_io(tok, res));
                 #[cfg(debug_assertions)]
-                s.reaping.set(false);
-                s.apply_held_back();
-                done += (s.stats.completed.get() - before) as usize;
+                sched.reaping.set(false);
+                sched.apply_held_back();
+                done += (sched.stats.completed.get() - before) as usize;
                 if done == max_items {
                     return Ok(done);
                 }
             }
-            if !lent && s.submit_queue_busy() {
+            if !lent && sched.submit_queue_busy() {
                 // SAFETY: sched rule 3, as above.
-                let (cap, in_flight) = unsafe { ((*dp).submit_capacity(), (*dp).in_flight()) };
+                let (cap, in_flight) = unsafe { ((*driver).submit_capacity(), (*driver).in_flight()) };
                 let mut room = cap;
                 if let Some(limit) = cfg.max_io_in_flight {
                     room = room.min(limit.saturating_sub(in_flight));
                 }
-                s.grant_submit(room);
+                sched.grant_submit(room);
             }
-            if !s.timers.is_empty() {
-                s.fire_timers(s.read_clock(), cfg.timer_batch);
+            if !sched.timers.is_empty() {
+                sched.fire_timers(sched.read_clock(), cfg.timer_batch);
             }
-            if let Some(h) = s.ready.pop() {
+            if let Some(task) = sched.ready.pop() {
                 // With nothing in flight there is nothing to batch: look at everything
                 // again after each task (what a yield- or spawn-only workload wants).
-                pass_left = if io { s.ready.len().min(cfg.resume_batch - 1) } else { 0 };
-                s.resume::<A>(h);
+                pass_left = if io { sched.ready.len().min(cfg.resume_batch - 1) } else { 0 };
+                sched.resume::<A>(task);
                 done += 1;
                 if done == max_items {
                     return Ok(done);
@@ -147,7 +148,7 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
                 continue;
             }
             // No work of our own: take the dispatcher's highest-priority waiting task.
-            if s.take_dispatched() {
+            if sched.take_dispatched() {
                 continue;
             }
             if done > 0 {
@@ -156,66 +157,66 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
             // A fiber suspended inside a `with_driver` closure holds the driver: nothing
             // here may park it (driver rule 1).
             if lent {
-                return Err(if s.is_poisoned() { RunError::Poisoned } else { RunError::DriverBusy });
+                return Err(if sched.is_poisoned() { RunError::Poisoned } else { RunError::DriverBusy });
             }
             // Dispatch rule 5: quit only when idle, and only if nothing waits in the
             // dispatcher (`take_quit` looks again after loading the tokens).
-            if let Some((d, _)) = s.dispatcher.get()
-                && s.attached.get() == 0
-                && d.take_quit()
+            if let Some((dispatcher, _)) = sched.dispatcher.get()
+                && sched.attached.get() == 0
+                && dispatcher.take_quit()
             {
                 return Err(RunError::Quit);
             }
-            let now = s.read_clock();
+            let now = sched.read_clock();
             let until = *deadline.get_or_insert_with(|| timeout.map(|t| now.saturating_add(t)));
             if until.is_some_and(|u| now >= u) {
                 return Err(RunError::TimedOut);
             }
-            let wake_at = match (s.timers.next_deadline(), until) {
+            let wake_at = match (sched.timers.next_deadline(), until) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
             if let Some(age) = cfg.trim_spare_stacks_after {
                 let age = u64::try_from(age.as_nanos()).unwrap_or(u64::MAX);
-                s.stacks.trim(crate::Instant::from_nanos(now.as_nanos().saturating_sub(age)));
+                sched.stacks.trim(crate::Instant::from_nanos(now.as_nanos().saturating_sub(age)));
             }
             // Park rule 2: announce, then re-check the inbox before sleeping.
-            s.mailbox.park.announce();
-            let dispatched = s.dispatcher_recheck();
-            match s.mailbox.inbox.recheck() {
+            sched.mailbox.park.announce();
+            let dispatched = sched.dispatcher_recheck();
+            match sched.mailbox.inbox.recheck() {
                 Recheck::Items => {
-                    s.mailbox.park.running();
+                    sched.mailbox.park.running();
                     continue;
                 }
                 // Inbox rule 3: a producer is between its swap and its link. Pass again,
                 // a bounded number of times; then park, which that producer ends.
                 Recheck::Busy if busy < super::INBOX_BUSY_SPINS => {
                     busy += 1;
-                    s.mailbox.park.running();
+                    sched.mailbox.park.running();
                     crate::sync::spin_loop();
                     continue;
                 }
                 Recheck::Busy | Recheck::Empty if dispatched => {
-                    s.mailbox.park.running();
+                    sched.mailbox.park.running();
                     continue;
                 }
                 Recheck::Busy | Recheck::Empty => {}
             }
             busy = 0;
-            s.stats.parks.set(s.stats.parks.get() + 1);
+            sched.stats.parks.set(sched.stats.parks.get() + 1);
             let before = A::read();
             // SAFETY: sched rule 3: not lent (checked above; nothing ran since).
-            let parked = unsafe { &mut *dp }.park(wake_at);
-            s.mailbox.park.running();
+            let parked = unsafe { &mut *driver }.park(wake_at);
+            sched.mailbox.park.running();
             if A::ON {
                 let after = A::read();
-                crate::acct::ExecTimes::add(&s.times.parked, after.saturating_sub(before));
-                s.times.last.set(after);
+                crate::acct::ExecTimes::add(&sched.times.parked, after.saturating_sub(before));
+                sched.times.last.set(after);
             }
             match parked {
                 Ok(Park::Woke) => {}
                 Ok(Park::Stalled) => return Err(RunError::Stalled),
-                Err(e) => return Err(RunError::Driver(e)),
+                Err(err) => return Err(RunError::Driver(err)),
             }
         }
     }
@@ -256,8 +257,8 @@ mod tests {
         type Op = core::convert::Infallible;
         fn now(&self) -> Instant {
             // Read once per pass that found no work: counts the passes.
-            let n = PASSES.fetch_add(1, Ordering::Relaxed);
-            assert!(n < 10_000, "the run loop spun without bound on a push in progress");
+            let pass = PASSES.fetch_add(1, Ordering::Relaxed);
+            assert!(pass < 10_000, "the run loop spun without bound on a push in progress");
             Instant::ZERO
         }
         fn submit(&mut self, op: Self::Op, _: IoToken) -> Result<OpId, (Self::Op, Errno)> {
@@ -276,10 +277,10 @@ mod tests {
             let prev = PREV.swap(0, Ordering::Relaxed) as *mut InboxNode;
             if !prev.is_null() {
                 // SAFETY: the executor outlives its run; `prev`/`node` are one swap's.
-                let s = unsafe { &*(SCHED.load(Ordering::Relaxed) as *const Sched) };
+                let sched = unsafe { &*(SCHED.load(Ordering::Relaxed) as *const Sched) };
                 // SAFETY: as above.
                 unsafe { Inbox::push_link(prev, NODE.load(Ordering::Relaxed) as *mut InboxNode) };
-                s.mailbox.park.after_push();
+                sched.mailbox.park.after_push();
             }
             // A real park returns only if unparked: the producer must have seen PARKED.
             Ok(if UNPARKED.swap(false, Ordering::Relaxed) { Park::Woke } else { Park::Stalled })
@@ -294,35 +295,36 @@ mod tests {
     /// `INBOX_BUSY_SPINS` extra passes, then parks; the producer's unpark check ends the
     /// park and the task runs (nothing lost, no unbounded spin).
     #[test]
-    fn a_push_in_progress_costs_bounded_passes_then_one_park() {
+    fn inbox_rule_3_a_push_in_progress_costs_bounded_passes_then_one_park() {
         static T: TaskSlot = TaskSlot::new();
         let ex = core::pin::pin!(Executor::new(MidPush, Config::default()).unwrap());
         let ex = ex.into_ref();
-        let s = ex.sched();
-        SCHED.store(s as *const Sched as usize, Ordering::Relaxed);
+        let sched = ex.sched();
+        SCHED.store(sched as *const Sched as usize, Ordering::Relaxed);
         // A foreign attach's steps (remote rules 2-3), stopped after the inbox swap.
-        let me = s.owner_id();
+        let owner = sched.owner_id();
         let body = async {
             RAN.store(true, Ordering::Relaxed);
         };
-        fn vt<F: core::future::Future>(_: &F) -> &'static crate::task::body::BodyVTable
+        fn vtable_of<F: core::future::Future>(_: &F) -> &'static crate::task::body::BodyVTable
         where
             F::Output: crate::task::body::IntoTaskResult,
         {
             &FutureBody::<F>::VTABLE
         }
-        let vt = vt(&body);
-        let run = claim_and_place(me, T.create(TaskAttrs::default()).unwrap(), body, vt, flag::RELEASE_ON_COMPLETE)
-            .ok()
-            .unwrap();
+        let vtable = vtable_of(&body);
+        let run =
+            claim_and_place(owner, T.create(TaskAttrs::default()).unwrap(), body, vtable, flag::RELEASE_ON_COMPLETE)
+                .ok()
+                .unwrap();
         // SAFETY: `'static` slot, claimed for `ex`.
-        let t = unsafe { run.header().as_ref() };
-        t.notify.mark_attach();
+        let header = unsafe { run.header().as_ref() };
+        header.notify.mark_attach();
         // Provenance rule 3: the whole slot's (the owner steps back to the header).
         let node = crate::task::header::SlotPtr::inbox_node(run.header()).as_ptr();
         NODE.store(node as usize, Ordering::Relaxed);
         // SAFETY: remote rule 3: the node is ours to push; the driver links it.
-        PREV.store(unsafe { s.mailbox.inbox.push_swap(node) } as usize, Ordering::Relaxed);
+        PREV.store(unsafe { sched.mailbox.inbox.push_swap(node) } as usize, Ordering::Relaxed);
         assert_eq!(ex.run(1, None), Ok(1));
         assert!(RAN.load(Ordering::Relaxed), "the task attached mid-push was lost");
         assert_eq!(PARKS.load(Ordering::Relaxed), 1, "one park, ended by the producer's unpark");

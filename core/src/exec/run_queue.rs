@@ -17,38 +17,38 @@ impl RunQueue {
         RunQueue { levels: [List::new(), List::new(), List::new()] }
     }
 
-    /// Queues `h` at the back of its CPU priority's level.
+    /// Queues `task` at the back of its CPU priority's level.
     ///
     /// # Safety
-    /// `h` is a `'static` task header owned by this executor and in no run list.
+    /// `task` is a `'static` task header owned by this executor and in no run list.
     #[inline(always)]
-    pub(crate) unsafe fn push(&self, h: NonNull<Header>) {
+    pub(crate) unsafe fn push(&self, task: NonNull<Header>) {
         // SAFETY: `'static` header (caller).
-        let level = unsafe { h.as_ref() }.prio.get().cpu.index();
+        let level = unsafe { task.as_ref() }.prio.get().cpu.index();
         // SAFETY: not in any run list (caller); headers never move.
-        unsafe { self.levels[level].push_back(h) };
+        unsafe { self.levels[level].push_back(task) };
     }
 
     /// The oldest task of the highest non-empty level.
     #[inline(always)]
     pub(crate) fn pop(&self) -> Option<NonNull<Header>> {
         for level in &self.levels {
-            if let Some(h) = level.pop_front() {
-                return Some(h);
+            if let Some(task) = level.pop_front() {
+                return Some(task);
             }
         }
         None
     }
 
-    /// Removes `h` from its level.
+    /// Removes `task` from its level.
     ///
     /// # Safety
-    /// `h` is queued here, and its CPU priority has not changed since it was pushed.
-    pub(crate) unsafe fn remove(&self, h: NonNull<Header>) {
+    /// `task` is queued here, and its CPU priority has not changed since it was pushed.
+    pub(crate) unsafe fn remove(&self, task: NonNull<Header>) {
         // SAFETY: `'static` header (caller).
-        let level = unsafe { h.as_ref() }.prio.get().cpu.index();
+        let level = unsafe { task.as_ref() }.prio.get().cpu.index();
         // SAFETY: queued in this level (caller).
-        unsafe { self.levels[level].remove(h) };
+        unsafe { self.levels[level].remove(task) };
     }
 
     /// Tasks queued at all levels.

@@ -87,17 +87,17 @@ pub(crate) struct Sched {
 }
 
 #[inline(always)]
-pub(crate) fn hdr(h: NonNull<Header>) -> &'static Header {
+pub(crate) fn hdr(task: NonNull<Header>) -> &'static Header {
     // Every header pointer the scheduler handles is into a `'static` TaskSlot; the
     // reference is for the header's own fields (provenance rule 2).
-    h.hdr()
+    task.hdr()
 }
 
 #[inline(always)]
-pub(crate) fn step(h: &Header, event: E) {
-    match h.state.get().on(event) {
-        Ok(next) => h.state.set(next),
-        Err(e) => panic!("keel bug: {e}"),
+pub(crate) fn step(header: &Header, event: E) {
+    match header.state.get().on(event) {
+        Ok(next) => header.state.set(next),
+        Err(err) => panic!("keel bug: {err}"),
     }
 }
 
@@ -137,7 +137,7 @@ impl Sched {
         &self,
         accounting: bool,
         driver: *mut (),
-        vt: &'static DriverVt,
+        driver_vt: &'static DriverVt,
         stacks: *mut (),
         stacks_vt: &'static crate::stack::pool::ProviderVt,
     ) {
@@ -146,12 +146,12 @@ impl Sched {
             self.mailbox.inbox.init();
             self.stacks.init(stacks, stacks_vt);
             self.driver.set(driver);
-            self.driver_vt.set(Some(vt));
-            self.now_fn.set(vt.now);
+            self.driver_vt.set(Some(driver_vt));
+            self.now_fn.set(driver_vt.now);
             self.now_ctx.set(driver);
             let word = self.mailbox.park.park_word();
             // SAFETY: sched rule 3; park rule 3: set once, before publication.
-            self.mailbox.park.set_unparker(unsafe { (vt.unparker)(driver, word) });
+            self.mailbox.park.set_unparker(unsafe { (driver_vt.unparker)(driver, word) });
             self.initialised.set(true);
         }
     }
@@ -177,12 +177,12 @@ impl Sched {
         unsafe { &*owner.cast::<Sched>() }
     }
 
-    /// The executor that owns the task at `h`, read on that executor's thread inside a
+    /// The executor that owns `task`, read on that executor's thread inside a
     /// resume of the task; `None` for a task with no owner.
     #[inline(always)]
-    pub(crate) fn of_task<'a>(h: NonNull<Header>) -> Option<&'a Sched> {
+    pub(crate) fn of_task<'a>(task: NonNull<Header>) -> Option<&'a Sched> {
         // Relaxed: on the owner's thread the owner wrote it.
-        let owner = h.hdr().owner.load(Ordering::Relaxed);
+        let owner = task.hdr().owner.load(Ordering::Relaxed);
         // SAFETY: a task being resumed is owned by the executor resuming it, which is
         // alive while it runs the task (header rule 2).
         (!owner.is_null()).then(|| unsafe { Sched::of_owner(owner) })
@@ -190,24 +190,24 @@ impl Sched {
 
     /// Wake rule 1, on the owner's thread: no atomics.
     #[inline(always)]
-    pub(crate) fn wake_local(&self, h: NonNull<Header>) {
-        let t = hdr(h);
-        match t.state.get() {
+    pub(crate) fn wake_local(&self, task: NonNull<Header>) {
+        let header = hdr(task);
+        match header.state.get() {
             S::Suspended(_) => {
                 if self.times.on.get() {
                     // Stamped with the latest read (acct.rs): no clock read here.
-                    let tt = &h.trailer().times;
+                    let times = &task.trailer().times;
                     let now = self.times.last.get();
-                    crate::acct::ExecTimes::add(&tt.suspended, now.saturating_sub(tt.since.get()));
-                    tt.since.set(now);
+                    crate::acct::ExecTimes::add(&times.suspended, now.saturating_sub(times.since.get()));
+                    times.since.set(now);
                 }
-                self.disarm(h);
+                self.disarm(task);
                 // Room rule 5: a task waiting for room stays linked (its place kept).
-                step(t, E::Wake);
+                step(header, E::Wake);
                 // SAFETY: a suspended task is in no run list.
-                unsafe { self.ready.push(h) };
+                unsafe { self.ready.push(task) };
             }
-            S::Running => t.set_flag(flag::WOKEN_WHILE_RUNNING),
+            S::Running => header.set_flag(flag::WOKEN_WHILE_RUNNING),
             _ => {}
         }
     }
@@ -215,121 +215,121 @@ impl Sched {
     /// Resumes one ready task: one item of work. With accounting (`A::ON`), one clock read
     /// at the end: it closes this run and starts the next (acct.rs).
     #[inline(always)]
-    pub(crate) fn resume<A: crate::acct::Accounting>(&self, h: NonNull<Header>) {
-        let t = hdr(h);
+    pub(crate) fn resume<A: crate::acct::Accounting>(&self, task: NonNull<Header>) {
+        let header = hdr(task);
         let start = self.times.last.get();
         if A::ON {
-            let tt = &h.trailer().times;
-            crate::acct::ExecTimes::add(&tt.ready_wait, start.saturating_sub(tt.since.get()));
+            let times = &task.trailer().times;
+            crate::acct::ExecTimes::add(&times.ready_wait, start.saturating_sub(times.since.get()));
         }
-        step(t, if t.state.get() == S::Attached { E::Start } else { E::Resume });
-        t.reason.set(crate::task::state::SuspendReason::Wait);
-        let stats = &h.trailer().stats;
+        step(header, if header.state.get() == S::Attached { E::Start } else { E::Resume });
+        header.reason.set(crate::task::state::SuspendReason::Wait);
+        let stats = &task.trailer().stats;
         stats.resumptions.set(stats.resumptions.get() + 1);
-        let level = &self.stats.per_priority[t.prio.get().cpu.index()];
+        let level = &self.stats.per_priority[header.prio.get().cpu.index()];
         level.set(level.get() + 1);
         self.stats.resumed.set(self.stats.resumed.get() + 1);
-        let vt = t.body.get().expect("keel bug: resuming a task with no body");
-        let guard = PanicGuard { sched: self, h };
-        // SAFETY: the body bytes hold the body `vt` was made for (installed together at
+        let vtable = header.body.get().expect("keel bug: resuming a task with no body");
+        let guard = PanicGuard { sched: self, task };
+        // SAFETY: the body bytes hold the body `vtable` was made for (installed together at
         // attach), and no borrow of scheduler or driver state is live (sched rule 3).
-        let outcome = unsafe { (vt.resume)(h) };
+        let outcome = unsafe { (vtable.resume)(task) };
         core::mem::forget(guard);
         if A::ON {
             let end = A::read();
             self.times.last.set(end);
             let ran = end.saturating_sub(start);
-            let tt = &h.trailer().times;
-            crate::acct::ExecTimes::add(&tt.running, ran);
+            let times = &task.trailer().times;
+            crate::acct::ExecTimes::add(&times.running, ran);
             crate::acct::ExecTimes::add(&self.times.task, ran);
-            if ran > tt.longest_run.get() {
-                tt.longest_run.set(ran);
+            if ran > times.longest_run.get() {
+                times.longest_run.set(ran);
             }
-            tt.since.set(end);
+            times.since.set(end);
         }
         match outcome {
             Step::Pending => {
-                if t.flags.get() & (flag::QUEUED_FOR_ROOM | flag::GRANTED) != 0 {
-                    self.after_poll_room(h);
+                if header.flags.get() & (flag::QUEUED_FOR_ROOM | flag::GRANTED) != 0 {
+                    self.after_poll_room(task);
                 }
-                if t.has_flag(flag::WOKEN_WHILE_RUNNING) {
-                    t.clear_flag(flag::WOKEN_WHILE_RUNNING);
-                    step(t, E::Yield);
+                if header.has_flag(flag::WOKEN_WHILE_RUNNING) {
+                    header.clear_flag(flag::WOKEN_WHILE_RUNNING);
+                    step(header, E::Yield);
                     // SAFETY: a running task is in no run list.
-                    unsafe { self.ready.push(h) };
+                    unsafe { self.ready.push(task) };
                 } else {
-                    step(t, E::Suspend(t.reason.get()));
+                    step(header, E::Suspend(header.reason.get()));
                 }
             }
             Step::Done(result) => {
                 // The switcher cleared the vtable (body rule 1).
-                debug_assert!(t.body.get().is_none(), "keel bug: a returned body is still installed");
-                self.finish(h, E::Return, result);
+                debug_assert!(header.body.get().is_none(), "keel bug: a returned body is still installed");
+                self.finish(task, E::Return, result);
             }
         }
     }
 
     /// The body is gone (returned or dropped): complete, or drain its i/o first.
-    pub(super) fn finish(&self, h: NonNull<Header>, event: E, result: TaskResult) {
-        let t = hdr(h);
-        self.disarm(h);
+    pub(super) fn finish(&self, task: NonNull<Header>, event: E, result: TaskResult) {
+        let header = hdr(task);
+        self.disarm(task);
         // Room rule 5 (a lingering `GRANTED` goes with the flags at the next attach).
-        self.leave_submit_queue(h);
-        h.trailer().result.set(Some(result));
-        if h.io_in_flight() > 0 {
-            let mut s = h.trailer().initiated.front();
-            while let Some(st) = s {
+        self.leave_submit_queue(task);
+        task.trailer().result.set(Some(result));
+        if task.io_in_flight() > 0 {
+            let mut cursor = task.trailer().initiated.front();
+            while let Some(status_ptr) = cursor {
                 // SAFETY: linked statuses are valid (io_status rule 2).
-                let st_ref = unsafe { st.as_ref() };
-                self.driver_cancel(st_ref.op_id());
-                // SAFETY: `st` is linked in `initiated`.
-                s = unsafe { h.trailer().initiated.next_of(st) };
+                let status = unsafe { status_ptr.as_ref() };
+                self.driver_cancel(status.op_id());
+                // SAFETY: `status_ptr` is linked in `initiated`.
+                cursor = unsafe { task.trailer().initiated.next_of(status_ptr) };
             }
-            step(t, if event == E::Return { E::ReturnWithIo } else { E::CancelQueuedWithIo });
+            step(header, if event == E::Return { E::ReturnWithIo } else { E::CancelQueuedWithIo });
         } else {
-            step(t, event);
-            self.completed(h, false);
+            step(header, event);
+            self.completed(task, false);
         }
     }
 
     /// A new run starts its accounting from zero, ready since the latest clock read.
-    pub(super) fn reset_times(&self, h: NonNull<Header>) {
+    pub(super) fn reset_times(&self, task: NonNull<Header>) {
         // SAFETY: a header is 64-byte aligned (it is `#[repr(align(64))]`). The hint gives
         // the optimiser what a `&Header` argument did (these stores merge aligned).
-        unsafe { core::hint::assert_unchecked(h.as_ptr().is_aligned()) };
-        let tt = &h.trailer().times;
-        for c in [&tt.running, &tt.suspended, &tt.ready_wait, &tt.longest_run] {
-            c.set(0);
+        unsafe { core::hint::assert_unchecked(task.as_ptr().is_aligned()) };
+        let times = &task.trailer().times;
+        for counter in [&times.running, &times.suspended, &times.ready_wait, &times.longest_run] {
+            counter.set(0);
         }
-        tt.since.set(self.times.last.get());
-        let st = &h.trailer().stats;
-        for c in [&st.resumptions, &st.io_initiated, &st.io_completed] {
-            c.set(0);
+        times.since.set(self.times.last.get());
+        let stats = &task.trailer().stats;
+        for counter in [&stats.resumptions, &stats.io_initiated, &stats.io_completed] {
+            counter.set(0);
         }
     }
 
     /// The run ended. `in_reap`: called from a reap's sink (sched rule 3).
-    pub(super) fn completed(&self, h: NonNull<Header>, in_reap: bool) {
-        let t = hdr(h);
+    pub(super) fn completed(&self, task: NonNull<Header>, in_reap: bool) {
+        let header = hdr(task);
         // Statuses completed but never taken are marked reaped as they leave the list
         // (io_status rule 1): one that outlives the run (kept outside the body) must not
         // unlink itself later from a list it is no longer in.
-        if !h.trailer().completed.is_empty() {
-            crate::io_status::block::take_completed(h.trailer(), usize::MAX);
+        if !task.trailer().completed.is_empty() {
+            crate::io_status::block::take_completed(task.trailer(), usize::MAX);
         }
-        if let Some(stack) = h.trailer().pending_stack.take() {
+        if let Some(stack) = task.trailer().pending_stack.take() {
             self.pool_stack(stack, in_reap);
         }
         self.attached.set(self.attached.get() - 1);
         self.stats.completed.set(self.stats.completed.get() + 1);
-        if t.has_flag(flag::DISPATCHED)
-            && let Some((d, _)) = self.dispatcher.get()
+        if header.has_flag(flag::DISPATCHED)
+            && let Some((dispatcher, _)) = self.dispatcher.get()
         {
-            d.note_completed();
+            dispatcher.note_completed();
         }
-        if t.has_flag(flag::RELEASE_ON_COMPLETE) {
+        if header.has_flag(flag::RELEASE_ON_COMPLETE) {
             // Last: after this the task may belong to another thread.
-            self.release_completed(h);
+            self.release_completed(task);
         }
     }
 
@@ -347,8 +347,8 @@ impl Sched {
         // The provider is user code: while it runs the driver counts as lent (sched rule
         // 3; inside a reap a reference to it is live). What it holds back is applied
         // after the reap (`apply_held_back`), or here outside one.
-        let st = self.driver_state.get();
-        self.set_lent(st | LENT);
+        let state = self.driver_state.get();
+        self.set_lent(state | LENT);
         #[cfg(debug_assertions)]
         let was = self.reaping.replace(false);
         // SAFETY: fiber rule 4: the fiber has exited and its i/o has been reaped, so
@@ -356,7 +356,7 @@ impl Sched {
         unsafe { self.stacks.put(stack, at) };
         #[cfg(debug_assertions)]
         self.reaping.set(was);
-        self.set_lent(self.driver_state.get() & !LENT | (st & LENT));
+        self.set_lent(self.driver_state.get() & !LENT | (state & LENT));
         if !in_reap {
             self.apply_held_back();
         }
@@ -377,22 +377,22 @@ impl Sched {
 /// `run`. Costs nothing unless a panic unwinds.
 struct PanicGuard<'a> {
     sched: &'a Sched,
-    h: NonNull<Header>,
+    task: NonNull<Header>,
 }
 
 impl Drop for PanicGuard<'_> {
     fn drop(&mut self) {
-        let t = hdr(self.h);
-        let why = if t.body.get().is_some() {
+        let header = hdr(self.task);
+        let why = if header.body.get().is_some() {
             // The poll panicked. A future can always be dropped; a fiber cannot panic out
             // of its stack. A `Drop` that panics here, during the unwind, aborts (Rust's
             // rule for a panic while panicking).
-            let _ = self.sched.drop_body(self.h);
+            let _ = self.sched.drop_body(self.task);
             "the task body panicked while being resumed"
         } else {
             // The body returned and its `Drop` panicked; it was taken first (body rule 1).
             "the task body panicked while being dropped"
         };
-        self.sched.finish(self.h, E::Return, Err(TaskError::Panicked(why)));
+        self.sched.finish(self.task, E::Return, Err(TaskError::Panicked(why)));
     }
 }

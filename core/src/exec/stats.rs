@@ -62,31 +62,35 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
     pub fn task_times(self: Pin<&Self>, task: TaskHandle) -> Result<crate::acct::TaskTimesSnapshot, StaleHandle> {
         self.owned_header(task).map_err(|_| StaleHandle)?;
         let scale = self.sched().times.scale.get().unwrap_or(crate::acct::TickScale::IDENTITY);
-        let tr = task.header().trailer();
-        let (tt, st) = (&tr.times, &tr.stats);
+        let trailer = task.header().trailer();
+        let (times, stats) = (&trailer.times, &trailer.stats);
         Ok(crate::acct::TaskTimesSnapshot {
-            running_ns: scale.to_ns(tt.running.get()),
-            suspended_ns: scale.to_ns(tt.suspended.get()),
-            ready_wait_ns: scale.to_ns(tt.ready_wait.get()),
-            longest_run_ns: scale.to_ns(tt.longest_run.get()),
-            resumptions: st.resumptions.get(),
-            io_initiated: st.io_initiated.get(),
-            io_completed: st.io_completed.get(),
+            running_ns: scale.to_ns(times.running.get()),
+            suspended_ns: scale.to_ns(times.suspended.get()),
+            ready_wait_ns: scale.to_ns(times.ready_wait.get()),
+            longest_run_ns: scale.to_ns(times.longest_run.get()),
+            resumptions: stats.resumptions.get(),
+            io_initiated: stats.io_initiated.get(),
+            io_completed: stats.io_completed.get(),
         })
     }
 
     /// The executor's accounting (times zero without accounting).
     pub fn exec_times(self: Pin<&Self>) -> crate::acct::ExecTimesSnapshot {
-        let s = self.sched();
-        let scale = s.times.scale.get().unwrap_or(crate::acct::TickScale::IDENTITY);
-        let (task, parked, in_run) = (s.times.task.get(), s.times.parked.get(), s.times.in_run.get());
+        let sched = self.sched();
+        let scale = sched.times.scale.get().unwrap_or(crate::acct::TickScale::IDENTITY);
+        let (task, parked, in_run) = (sched.times.task.get(), sched.times.parked.get(), sched.times.in_run.get());
         crate::acct::ExecTimesSnapshot {
             task_ns: scale.to_ns(task),
             loop_ns: scale.to_ns(in_run.saturating_sub(task).saturating_sub(parked)),
             parked_ns: scale.to_ns(parked),
-            per_priority: [s.stats.per_priority[0].get(), s.stats.per_priority[1].get(), s.stats.per_priority[2].get()],
-            submissions: s.stats.io_submitted.get(),
-            completions: s.stats.io_completed.get(),
+            per_priority: [
+                sched.stats.per_priority[0].get(),
+                sched.stats.per_priority[1].get(),
+                sched.stats.per_priority[2].get(),
+            ],
+            submissions: sched.stats.io_submitted.get(),
+            completions: sched.stats.io_completed.get(),
         }
     }
 
@@ -97,21 +101,25 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
 
     /// A snapshot of the counters.
     pub fn stats(self: Pin<&Self>) -> ExecStats {
-        let s = self.sched();
-        let c = &s.stats;
+        let sched = self.sched();
+        let counters = &sched.stats;
         ExecStats {
-            resumed: c.resumed.get(),
-            completed: c.completed.get(),
-            per_priority: [c.per_priority[0].get(), c.per_priority[1].get(), c.per_priority[2].get()],
-            timers_fired: c.timers_fired.get(),
-            inbox_taken: c.inbox_taken.get(),
-            io_submitted: c.io_submitted.get(),
-            io_completed: c.io_completed.get(),
-            parks: c.parks.get(),
-            fp_control_restored: c.fp_control_restored.get(),
-            attached: s.attached.get(),
-            ready: s.ready.lens(),
-            timers_armed: s.timers.len(),
+            resumed: counters.resumed.get(),
+            completed: counters.completed.get(),
+            per_priority: [
+                counters.per_priority[0].get(),
+                counters.per_priority[1].get(),
+                counters.per_priority[2].get(),
+            ],
+            timers_fired: counters.timers_fired.get(),
+            inbox_taken: counters.inbox_taken.get(),
+            io_submitted: counters.io_submitted.get(),
+            io_completed: counters.io_completed.get(),
+            parks: counters.parks.get(),
+            fp_control_restored: counters.fp_control_restored.get(),
+            attached: sched.attached.get(),
+            ready: sched.ready.lens(),
+            timers_armed: sched.timers.len(),
         }
     }
 
@@ -123,9 +131,9 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
     /// Decommits spare stacks pooled for longer than `age` (also done when parking, if
     /// `Config::trim_spare_stacks_after` is set).
     pub fn trim_stacks(self: Pin<&Self>, age: core::time::Duration) {
-        let s = self.sched();
-        let now = s.now().as_nanos();
+        let sched = self.sched();
+        let now = sched.now().as_nanos();
         let age = u64::try_from(age.as_nanos()).unwrap_or(u64::MAX);
-        s.stacks.trim(Instant::from_nanos(now.saturating_sub(age)));
+        sched.stacks.trim(Instant::from_nanos(now.saturating_sub(age)));
     }
 }

@@ -38,13 +38,13 @@ impl Sched {
     pub(crate) fn initiate<D: Driver>(
         &self,
         status: Pin<&IoStatus>,
-        h: NonNull<Header>,
+        task: NonNull<Header>,
         op: D::Op,
     ) -> Result<(), InitiateError<D::Op>> {
         let mut op = Some(op);
-        match self.initiate_from::<D>(status, h, &mut op) {
+        match self.initiate_from::<D>(status, task, &mut op) {
             Ok(()) => Ok(()),
-            Err(e) => Err(e.with_op(op.take().expect("refused operations stay in place"))),
+            Err(err) => Err(err.with_op(op.take().expect("refused operations stay in place"))),
         }
     }
 
@@ -53,12 +53,12 @@ impl Sched {
     pub(crate) fn initiate_from<D: Driver>(
         &self,
         status: Pin<&IoStatus>,
-        h: NonNull<Header>,
+        task: NonNull<Header>,
         op: &mut Option<D::Op>,
     ) -> Result<(), InitiateError<()>> {
         // SAFETY: `'static` header of the running task.
-        let t = unsafe { h.as_ref() };
-        if t.has_flag(flag::CANCEL) {
+        let header = unsafe { task.as_ref() };
+        if header.has_flag(flag::CANCEL) {
             return Err(InitiateError::Cancelled(()));
         }
         if status.is_busy() {
@@ -71,8 +71,8 @@ impl Sched {
         }
         // Queue behind tasks already waiting for room (unless this task was just granted
         // room), and respect the in-flight limit.
-        let granted = t.has_flag(flag::GRANTED);
-        t.clear_flag(flag::GRANTED);
+        let granted = header.has_flag(flag::GRANTED);
+        header.clear_flag(flag::GRANTED);
         // SAFETY: sched rule 3: no other borrow of the driver is live while task code runs.
         if (!granted && self.submit_queue_busy()) || self.at_io_limit(driver) {
             return Err(InitiateError::Refused((), crate::Errno::EBUSY));
@@ -80,11 +80,11 @@ impl Sched {
         // SAFETY: sched rule 3: no other borrow of the driver is live while task code runs.
         let id = match unsafe { (*driver).submit_from(op, status.token()) } {
             Ok(id) => id,
-            Err(e) => return Err(InitiateError::Refused((), e)),
+            Err(err) => return Err(InitiateError::Refused((), err)),
         };
-        status.begin(id, h);
-        let s = &h.trailer().stats.io_initiated;
-        s.set(s.get() + 1);
+        status.begin(id, task);
+        let initiated = &task.trailer().stats.io_initiated;
+        initiated.set(initiated.get() + 1);
         self.stats.io_submitted.set(self.stats.io_submitted.get() + 1);
         Ok(())
     }
@@ -98,16 +98,16 @@ impl Sched {
     }
 
     /// The admission and submission behind `io_status::try_submit_from` and `Fiber::try_submit`, for
-    /// running task `h` of `sched`: with `wait`, a task with no room is queued for it.
+    /// running `task` of this executor: with `wait`, a task with no room is queued for it.
     pub(crate) fn submit_with_wake_token<D: Driver>(
         &self,
-        h: NonNull<Header>,
+        task: NonNull<Header>,
         op: &mut Option<D::Op>,
         wait: bool,
     ) -> Result<OpId, SubmitRefused> {
         // SAFETY: `'static` header of the running task.
-        let t = unsafe { h.as_ref() };
-        if t.has_flag(flag::CANCEL) {
+        let header = unsafe { task.as_ref() };
+        if header.has_flag(flag::CANCEL) {
             return Err(SubmitRefused::Failed(crate::Errno::ECANCELED));
         }
         let Some(driver) = self.driver_as::<D>() else { return Err(SubmitRefused::Failed(crate::Errno::EINVAL)) };
@@ -115,53 +115,58 @@ impl Sched {
         if self.is_lent() {
             return Err(SubmitRefused::Failed(crate::Errno::EDEADLK));
         }
-        let granted = t.has_flag(flag::GRANTED);
-        t.clear_flag(flag::GRANTED);
+        let granted = header.has_flag(flag::GRANTED);
+        header.clear_flag(flag::GRANTED);
         // SAFETY: sched rule 3: no other borrow of the driver is live while task code runs.
         let full = unsafe { (*driver).submit_capacity() } == 0;
         if full || (!granted && self.submit_queue_busy()) || self.at_io_limit(driver) {
             if !wait {
                 return Err(SubmitRefused::Failed(crate::Errno::EBUSY));
             }
-            self.wait_for_submit(h);
+            self.wait_for_submit(task);
             return Err(SubmitRefused::Wait);
         }
         // Relaxed: owner-written generation.
-        let token = IoToken::wake(crate::TaskHandle::from_parts(h, t.generation.load(crate::sync::Ordering::Relaxed)));
+        let token =
+            IoToken::wake(crate::TaskHandle::from_parts(task, header.generation.load(crate::sync::Ordering::Relaxed)));
         // SAFETY: as above.
         match unsafe { (*driver).submit_from(op, token) } {
             Ok(id) => {
-                let s = &h.trailer().stats.io_initiated;
-                s.set(s.get() + 1);
+                let initiated = &task.trailer().stats.io_initiated;
+                initiated.set(initiated.get() + 1);
                 self.stats.io_submitted.set(self.stats.io_submitted.get() + 1);
                 Ok(id)
             }
             // The driver had no room after all: wait for it as for any other lack of room.
             Err(crate::Errno::EBUSY) if wait => {
-                self.wait_for_submit(h);
+                self.wait_for_submit(task);
                 Err(SubmitRefused::Wait)
             }
-            Err(e) => Err(SubmitRefused::Failed(e)),
+            Err(err) => Err(SubmitRefused::Failed(err)),
         }
     }
 
-    /// Detaches every status still on task `h`'s lists (executor teardown of a task whose
+    /// Detaches every status still on `task`'s lists (executor teardown of a task whose
     /// body is leaked, teardown rule 3), so the slot's next run starts with empty lists and a
     /// status dropped later touches neither. Each is marked reaped; an in-flight one is
-    /// orphaned as its `Drop` would do (rule 4: its completion now names the task and is
-    /// counted in `orphans`, its operation cancelled) and gets `ECANCELED` as its result.
-    pub(crate) fn orphan_all(&self, h: NonNull<Header>) {
+    /// orphaned as its `Drop` would do (io_status rule 4: its completion now names the task
+    /// and is counted in `orphans`, its operation cancelled) and gets `ECANCELED` as its
+    /// result.
+    pub(crate) fn orphan_all(&self, task: NonNull<Header>) {
         // SAFETY: `'static` header.
-        let tr = h.trailer();
-        while let Some(st) = tr.initiated.pop_front() {
-            // SAFETY: linked statuses are alive (rule 2).
-            let st = unsafe { st.as_ref() };
-            tr.orphans.set(tr.orphans.get() + 1);
-            self.driver_retarget(st.op_id(), IoToken { addr: h.as_ptr() as usize | IoToken::ORPHAN, generation: 0 });
-            self.driver_cancel(st.op_id());
-            st.reap_with(Err(crate::Errno::ECANCELED));
+        let trailer = task.trailer();
+        while let Some(status) = trailer.initiated.pop_front() {
+            // SAFETY: linked statuses are alive (io_status rule 2).
+            let status = unsafe { status.as_ref() };
+            trailer.orphans.set(trailer.orphans.get() + 1);
+            self.driver_retarget(
+                status.op_id(),
+                IoToken { addr: task.as_ptr() as usize | IoToken::ORPHAN, generation: 0 },
+            );
+            self.driver_cancel(status.op_id());
+            status.reap_with(Err(crate::Errno::ECANCELED));
         }
-        take_completed(tr, usize::MAX);
+        take_completed(trailer, usize::MAX);
     }
 }
 
@@ -173,12 +178,13 @@ impl Sched {
         self.cfg.max_io_in_flight.is_some_and(|l| unsafe { (*driver).in_flight() } >= l)
     }
 
-    /// Whether `n` more operations may be submitted at once with no waiting: nobody is
-    /// queued for room, the driver has room for `n`, and `max_io_in_flight` allows `n` more.
-    pub(crate) fn room_for<D: crate::Driver>(&self, driver: *mut D, n: usize) -> bool {
+    /// Whether `count` more operations may be submitted at once with no waiting: nobody is
+    /// queued for room, the driver has room for `count`, and `max_io_in_flight` allows
+    /// `count` more.
+    pub(crate) fn room_for<D: crate::Driver>(&self, driver: *mut D, count: usize) -> bool {
         // SAFETY: sched rule 3: the driver pointer is valid and unborrowed here.
         let (cap, in_flight) = unsafe { ((*driver).submit_capacity(), (*driver).in_flight()) };
-        !self.submit_queue_busy() && cap >= n && self.cfg.max_io_in_flight.is_none_or(|l| in_flight + n <= l)
+        !self.submit_queue_busy() && cap >= count && self.cfg.max_io_in_flight.is_none_or(|l| in_flight + count <= l)
     }
 
     /// Whether tasks are queued for submission room (new initiators queue behind them).
@@ -187,39 +193,39 @@ impl Sched {
         self.submit_waiters.iter().any(|l| !l.is_empty())
     }
 
-    /// Queues the running task `h` for submission room (room rule 2: once, however many
+    /// Queues the running `task` for submission room (room rule 2: once, however many
     /// of its suspension points ask); if it suspends now it reports `SqSlot`.
-    pub(crate) fn wait_for_submit(&self, h: NonNull<Header>) {
-        let t = hdr(h);
-        t.reason.set(crate::task::state::SuspendReason::SqSlot);
-        let f = t.flags.get();
-        t.flags.set(f | flag::ASKED_ROOM | flag::QUEUED_FOR_ROOM);
-        if f & flag::QUEUED_FOR_ROOM == 0 {
+    pub(crate) fn wait_for_submit(&self, task: NonNull<Header>) {
+        let header = hdr(task);
+        header.reason.set(crate::task::state::SuspendReason::SqSlot);
+        let flags = header.flags.get();
+        header.flags.set(flags | flag::ASKED_ROOM | flag::QUEUED_FOR_ROOM);
+        if flags & flag::QUEUED_FOR_ROOM == 0 {
             // SAFETY: room rule 1: not linked in any waiter list; `'static` header.
-            unsafe { self.submit_waiters[t.prio.get().io.index()].push_back(h) };
+            unsafe { self.submit_waiters[header.prio.get().io.index()].push_back(task) };
         }
     }
 
-    /// Unlinks `h` from the waiters for room if it is linked (room rule 1).
-    pub(crate) fn leave_submit_queue(&self, h: NonNull<Header>) {
-        let t = hdr(h);
-        if t.has_flag(flag::QUEUED_FOR_ROOM) {
-            t.clear_flag(flag::QUEUED_FOR_ROOM | flag::ASKED_ROOM);
+    /// Unlinks `task` from the waiters for room if it is linked (room rule 1).
+    pub(crate) fn leave_submit_queue(&self, task: NonNull<Header>) {
+        let header = hdr(task);
+        if header.has_flag(flag::QUEUED_FOR_ROOM) {
+            header.clear_flag(flag::QUEUED_FOR_ROOM | flag::ASKED_ROOM);
             // SAFETY: room rule 1: the flag says it is linked in its I/O priority's list
             // (priorities do not change while a task is attached).
-            unsafe { self.submit_waiters[t.prio.get().io.index()].remove(h) };
+            unsafe { self.submit_waiters[header.prio.get().io.index()].remove(task) };
         }
     }
 
     /// Room rule 3, after a poll that returned `Pending` with the task queued or granted.
     #[cold]
-    pub(super) fn after_poll_room(&self, h: NonNull<Header>) {
-        let t = hdr(h);
-        let f = t.flags.get();
-        if f & flag::QUEUED_FOR_ROOM != 0 && f & flag::ASKED_ROOM == 0 {
-            self.leave_submit_queue(h);
+    pub(super) fn after_poll_room(&self, task: NonNull<Header>) {
+        let header = hdr(task);
+        let flags = header.flags.get();
+        if flags & flag::QUEUED_FOR_ROOM != 0 && flags & flag::ASKED_ROOM == 0 {
+            self.leave_submit_queue(task);
         }
-        t.clear_flag(flag::ASKED_ROOM | flag::GRANTED);
+        header.clear_flag(flag::ASKED_ROOM | flag::GRANTED);
     }
 
     /// Wakes up to `room` waiters, highest I/O priority first, FIFO within a level
@@ -228,11 +234,11 @@ impl Sched {
         let mut room = room;
         for list in &self.submit_waiters {
             while room > 0 {
-                let Some(h) = list.pop_front() else { break };
-                let t = hdr(h);
-                t.clear_flag(flag::QUEUED_FOR_ROOM | flag::ASKED_ROOM);
-                t.set_flag(flag::GRANTED);
-                self.wake_local(h);
+                let Some(task) = list.pop_front() else { break };
+                let header = hdr(task);
+                header.clear_flag(flag::QUEUED_FOR_ROOM | flag::ASKED_ROOM);
+                header.set_flag(flag::GRANTED);
+                self.wake_local(task);
                 room -= 1;
             }
         }

@@ -128,8 +128,8 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
     /// As `cancel`: a body `Drop` that panics completes its task as `Panicked` and the
     /// panic propagates (the tasks not yet reached stay attached).
     pub fn shutdown(self: Pin<&Self>) -> Result<Shutdown, crate::error::RunError> {
-        let s = self.sched();
-        if s.running.replace(true) {
+        let sched = self.sched();
+        if sched.running.replace(true) {
             return Err(crate::error::RunError::Reentrant);
         }
         struct Running<'a>(&'a Sched);
@@ -138,7 +138,7 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
                 self.0.running.set(false);
             }
         }
-        let _running = Running(s);
+        let _running = Running(sched);
         Ok(self.wind_down())
     }
 
@@ -146,19 +146,19 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
     /// cannot panic out half done) and runs once. The dispatcher stays named: tasks it
     /// dispatched still count their completion there (dispatch rule 3).
     pub(super) fn close_doors(self: Pin<&Self>) {
-        let s = self.sched();
+        let sched = self.sched();
         // Remote rule 1: no new attaches; wait for attachers inside. Dispatch rule 4: no
         // submitter may unpark us any more.
-        if let Some(slot) = s.handle_slot.take() {
+        if let Some(slot) = sched.handle_slot.take() {
             slot.unbind();
         }
-        if let Some((d, i)) = s.dispatcher.get() {
-            d.unregister(i);
+        if let Some((dispatcher, slot)) = sched.dispatcher.get() {
+            dispatcher.unregister(slot);
         }
         // Take in every attach and wake already pushed, so every task we own is listed.
         // Inbox rule 3: a push in progress is waited for here (cold, blocking).
-        while s.mailbox.inbox.recheck() != Recheck::Empty {
-            s.drain_inbox(usize::MAX);
+        while sched.mailbox.inbox.recheck() != Recheck::Empty {
+            sched.drain_inbox(usize::MAX);
             core::hint::spin_loop();
         }
     }
@@ -166,7 +166,7 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
     /// The rest of the executor's drop (teardown rules 1-4); also run again by its guard
     /// while a body's panic unwinds, so each step skips what is done (teardown rule 5).
     pub(super) fn teardown(self: Pin<&Self>) {
-        let s = self.sched();
+        let sched = self.sched();
         let report = self.wind_down();
         if report.leaked_fibers > 0 {
             // Relaxed: statistics (see `leaked_fibers`).
@@ -176,52 +176,53 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
         }
         // Nothing is in flight any more: wind_down ended with `cancel_and_drain`, which
         // also cancels operations whose owner left its task (moved into `main`).
-        while let Some(h) = s.owned.front() {
+        while let Some(task) = sched.owned.front() {
             // Teardown rule 4. Every task is completed or idle here (wind_down leaks what
             // is left), so it can be given up. Completions for its orphans can no longer
             // arrive (the driver goes with the executor): its next run, on any executor,
             // must not wait for them.
             // SAFETY: `'static` header.
-            h.trailer().orphans.set(0);
+            task.trailer().orphans.set(0);
             // Wake rule 6: a waker mid-push holds QUEUED; wait for its node to arrive.
             let mut spins: u64 = 0;
-            while !s.release(h) {
+            while !sched.release(task) {
                 spins += 1;
                 core::hint::spin_loop();
                 debug_assert!(spins < 1 << 40, "keel bug: a wake never arrived");
             }
         }
         // Park rule 4: wait for wakers still inside (unparking us).
-        s.mailbox.park.wait_quiet();
-        s.stacks.release_all();
+        sched.mailbox.park.wait_quiet();
+        sched.stacks.release_all();
     }
 
     /// Reaps until no operation is in flight (cancellations were requested already), or
     /// the driver says nothing more can complete.
     pub(super) fn drain_all_io(self: Pin<&Self>) {
-        let s = self.sched();
-        let dp = self.driver_ptr();
+        let sched = self.sched();
+        let driver = self.driver_ptr();
         loop {
             // Driver rule 3: a poisoned executor routes no completion any more.
-            if s.driver_state.get() != 0 {
+            if sched.driver_state.get() != 0 {
                 return;
             }
             // SAFETY: sched rule 3: not lent, so no other reference to the driver is live.
-            if unsafe { (*dp).in_flight() } == 0 {
+            if unsafe { (*driver).in_flight() } == 0 {
                 return;
             }
             #[cfg(debug_assertions)]
-            s.reaping.set(true);
+            sched.reaping.set(true);
             // SAFETY: sched rule 3: not lent, so this is the only reference; the sink
             // reaches no driver (user code in it runs with the flag set).
-            let n = unsafe { &mut *dp }.reap(s.cfg.reap_batch, &mut |tok, res| s.complete_io(tok, res));
+            let reaped =
+                unsafe { &mut *driver }.reap(sched.cfg.reap_batch, &mut |tok, res| sched.complete_io(tok, res));
             #[cfg(debug_assertions)]
-            s.reaping.set(false);
-            s.apply_held_back();
-            if n == 0 {
-                let deadline = s.now().saturating_add(core::time::Duration::from_millis(1));
+            sched.reaping.set(false);
+            sched.apply_held_back();
+            if reaped == 0 {
+                let deadline = sched.now().saturating_add(core::time::Duration::from_millis(1));
                 // SAFETY: as above (not lent: the reap's flag was cleared).
-                if let Ok(crate::driver::Park::Stalled) = unsafe { &mut *dp }.park(Some(deadline)) {
+                if let Ok(crate::driver::Park::Stalled) = unsafe { &mut *driver }.park(Some(deadline)) {
                     return;
                 }
             }
@@ -242,17 +243,17 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
     /// Teardown rules 1-3: cancel, unwind started fibers for at most `TEARDOWN_ROUNDS`
     /// rounds, leak what is left.
     pub(super) fn wind_down(self: Pin<&Self>) -> Shutdown {
-        let s = self.sched();
+        let sched = self.sched();
         let mut report = Shutdown::default();
         for _ in 0..TEARDOWN_ROUNDS {
-            s.drain_inbox(s.cfg.inbox_batch);
+            sched.drain_inbox(sched.cfg.inbox_batch);
             // Teardown rule 1 (and again each round, for fibers that suspended again).
-            let mut cur = s.owned.front();
-            while let Some(h) = cur {
-                // SAFETY: `h` is linked in `owned`. The next is read first: completing
-                // `h` may release it (remote rule 4), which unlinks only `h`.
-                cur = unsafe { s.owned.next_of(h) };
-                if s.abandon(h) {
+            let mut cur = sched.owned.front();
+            while let Some(task) = cur {
+                // SAFETY: `task` is linked in `owned`. The next is read first: completing
+                // `task` may release it (remote rule 4), which unlinks only `task`.
+                cur = unsafe { sched.owned.next_of(task) };
+                if sched.abandon(task) {
                     report.cancelled += 1;
                 }
             }
@@ -261,29 +262,29 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
             // everything first: an operation whose owner was moved out of its task (into
             // `main`) is no task's to cancel, and would hold the drain until it completes.
             self.cancel_and_drain();
-            let ready = s.ready.len();
+            let ready = sched.ready.len();
             if ready == 0 {
                 // Nothing left to resume: every task is done, or waits for i/o the driver
                 // never completes (drain_all_io waited until it stalled).
                 break;
             }
             for _ in 0..ready {
-                let Some(h) = s.ready.pop() else { break };
-                s.resume::<A>(h);
+                let Some(task) = sched.ready.pop() else { break };
+                sched.resume::<A>(task);
             }
         }
         self.cancel_and_drain();
         // Teardown rule 3: what is still attached ignored `Cancelled` (or waits for i/o the
         // driver never completes).
-        let mut cur = s.owned.front();
-        while let Some(h) = cur {
+        let mut cur = sched.owned.front();
+        while let Some(task) = cur {
             // SAFETY: as above.
-            cur = unsafe { s.owned.next_of(h) };
+            cur = unsafe { sched.owned.next_of(task) };
             // SAFETY: `'static` header.
-            let t = unsafe { h.as_ref() };
-            if t.state.get().is_attached() {
-                s.leak(h);
-                report.note_leak(h.trailer().id());
+            let header = unsafe { task.as_ref() };
+            if header.state.get().is_attached() {
+                sched.leak(task);
+                report.note_leak(task.trailer().id());
             }
         }
         report

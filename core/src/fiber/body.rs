@@ -108,10 +108,10 @@ impl<Sw: FiberSwitch, F> FiberBody<Sw, F> {
 }
 
 pub(super) unsafe fn suspend_with<Sw: FiberSwitch, F>(core: *mut FiberCore) {
-    let fb = core as *mut FiberBody<Sw, F>;
+    let fiber_body = core as *mut FiberBody<Sw, F>;
     // SAFETY: `core` is the first field of a `FiberBody<Sw, F>` (repr(C)), so the regs
     // are at their offset in it; the caller is this fiber, on its stack.
-    unsafe { Sw::suspend(&raw mut (*fb).regs) }
+    unsafe { Sw::suspend(&raw mut (*fiber_body).regs) }
 }
 
 /// The fiber's first frame (called by the switcher's first entry).
@@ -120,52 +120,53 @@ where
     F: FnOnce(&mut Fiber) -> R,
     R: IntoTaskResult,
 {
-    let fb = arg as *mut FiberBody<Sw, F>;
+    let fiber_body = arg as *mut FiberBody<Sw, F>;
     // SAFETY: `arg` is the fiber's body storage, initialised at attach; the body is
     // read out exactly once, here.
-    let (core, body) = unsafe { (NonNull::new_unchecked(&raw mut (*fb).core), (*fb).body.assume_init_read()) };
+    let (core, body) =
+        unsafe { (NonNull::new_unchecked(&raw mut (*fiber_body).core), (*fiber_body).body.assume_init_read()) };
     let mut fiber = Fiber { core };
     // SAFETY: the core lives for the whole run.
-    let c = unsafe { core.as_ref() };
-    let saving = c.save_fp != SaveFp::No;
+    let fiber_core = unsafe { core.as_ref() };
+    let saving = fiber_core.save_fp != SaveFp::No;
     if saving {
         // Fiber rule 7: the executor's control state, given back at each suspension.
-        c.fp.set(crate::arch::fp_control());
+        fiber_core.fp.set(crate::arch::fp_control());
     }
-    let result = match c.catcher {
+    let result = match fiber_core.catcher {
         None => body(&mut fiber).into_task_result(),
         Some(catch) => {
             let mut body = Some(body);
             let mut out = None;
             let caught = catch(&mut || out = Some(body.take().map(|b| b(&mut fiber).into_task_result())));
             match (caught, out.flatten()) {
-                (Ok(()), Some(r)) => r,
+                (Ok(()), Some(returned)) => returned,
                 (Err(msg), _) => Err(TaskError::Panicked(msg)),
                 (Ok(()), None) => Err(TaskError::Panicked("the fiber body did not run")),
             }
         }
     };
-    c.result.set(Some(result));
-    c.state.set(FiberState::Finished);
-    if saving && crate::arch::fp_control_differs(crate::arch::fp_control(), c.fp.get()) {
+    fiber_core.result.set(Some(result));
+    fiber_core.state.set(FiberState::Finished);
+    if saving && crate::arch::fp_control_differs(crate::arch::fp_control(), fiber_core.fp.get()) {
         // SAFETY: read on this thread when the fiber was last resumed; the executor runs
         // next and expects it (fiber rule 7).
-        unsafe { crate::arch::set_fp_control(c.fp.get()) };
+        unsafe { crate::arch::set_fp_control(fiber_core.fp.get()) };
     }
     // SAFETY: we are this fiber, on its stack, for the last time (fiber rule 1: the
     // executor frees the stack after this switch).
-    unsafe { Sw::exit(&raw mut (*fb).regs) }
+    unsafe { Sw::exit(&raw mut (*fiber_body).regs) }
 }
 
 /// Fiber rule 6: the fiber switched back with the control state `after`, the executor's
 /// being `before`: load the executor's back, count it, remember the first for the task's
-/// result. (A fiber with `save_fp_control` gives the executor its own back itself, rule
-/// 7, so it never gets here; its `fp` is not a fault record and is left alone.)
+/// result. (A fiber with `save_fp_control` gives the executor its own back itself, fiber
+/// rule 7, so it never gets here; its `fp` is not a fault record and is left alone.)
 #[cfg(any(debug_assertions, feature = "fp-check"))]
 #[cold]
 #[inline(never)]
 fn fp_control_changed(
-    h: NonNull<Header>,
+    task: NonNull<Header>,
     core: &FiberCore,
     before: crate::arch::FpControl,
     after: crate::arch::FpControl,
@@ -177,7 +178,7 @@ fn fp_control_changed(
         core.fp.set(after);
         core.fp_fault.set(true);
     }
-    let sched = Sched::of_task(h).expect("keel bug: fiber without an owner");
+    let sched = Sched::of_task(task).expect("keel bug: fiber without an owner");
     let stats = &sched.stats;
     stats.fp_control_restored.set(stats.fp_control_restored.get() + 1);
 }
@@ -192,25 +193,25 @@ where
 {
     pub(crate) const VTABLE: BodyVTable = BodyVTable { resume: Self::resume, drop: Self::drop_body, kind: Sw::KIND };
 
-    unsafe fn resume(h: NonNull<Header>) -> Step {
+    unsafe fn resume(task: NonNull<Header>) -> Step {
         // The body bytes hold a `FiberBody<Sw, F>` (installed with this vtable).
-        let fb = h.body_ptr() as *mut FiberBody<Sw, F>;
+        let fiber_body = task.body_ptr() as *mut FiberBody<Sw, F>;
         // SAFETY: as above; the fiber is not running (we are the executor).
-        let core = unsafe { &(*fb).core };
+        let core = unsafe { &(*fiber_body).core };
         if core.state.get() == FiberState::Fresh {
             core.state.set(FiberState::Started);
             // SAFETY: fresh fiber with an unused stack from the pool (fiber rule 1).
-            unsafe { Sw::init(&raw mut (*fb).regs, &core.stack, entry::<Sw, F, R>, fb as *mut u8) };
+            unsafe { Sw::init(&raw mut (*fiber_body).regs, &core.stack, entry::<Sw, F, R>, fiber_body as *mut u8) };
         }
         #[cfg(any(debug_assertions, feature = "fp-check"))]
         let before = crate::arch::fp_control();
         // SAFETY: initialised or suspended, not running.
-        unsafe { Sw::resume(&raw mut (*fb).regs) };
+        unsafe { Sw::resume(&raw mut (*fiber_body).regs) };
         #[cfg(any(debug_assertions, feature = "fp-check"))]
         {
             let after = crate::arch::fp_control();
             if crate::arch::fp_control_differs(before, after) {
-                fp_control_changed(h, core, before, after);
+                fp_control_changed(task, core, before, after);
             }
         }
         if core.state.get() != FiberState::Finished {
@@ -222,42 +223,39 @@ where
             let left = core.fp.get();
             result = Err(TaskError::FpControlChanged { task: core.task_id, mxcsr: left.mxcsr, x87_cw: left.x87_cw });
         }
-        let s = Sched::of_task(h).expect("keel bug: fiber without an owner");
+        let sched = Sched::of_task(task).expect("keel bug: fiber without an owner");
         // SAFETY: `'static` header.
-        let t = unsafe { h.as_ref() };
+        let header = unsafe { task.as_ref() };
         // Body rule 1: the closure was consumed by the fiber's entry; nothing is left to drop.
-        t.body.set(None);
-        if h.io_in_flight() > 0 {
+        header.body.set(None);
+        if task.io_in_flight() > 0 {
             // Fiber rule 4: the fiber returned with i/o in flight whose buffers may be on
             // its stack; the stack is held until the task has drained, then pooled.
-            h.trailer().pending_stack.set(Some(core.stack));
+            task.trailer().pending_stack.set(Some(core.stack));
         } else {
             // SAFETY: we are back on the executor's stack, so the fiber's stack is unused
             // from here on (fiber rule 1).
-            unsafe { s.stacks.put(core.stack, s.now_if_trimming()) };
+            unsafe { sched.stacks.put(core.stack, sched.now_if_trimming()) };
         }
         Step::Done(result)
     }
 
     /// Fiber rule 2: only a fiber that has not started can be dropped.
-    unsafe fn drop_body(h: NonNull<Header>) -> bool {
+    unsafe fn drop_body(task: NonNull<Header>) -> bool {
         // As in `resume`.
-        let fb = h.body_ptr() as *mut FiberBody<Sw, F>;
+        let fiber_body = task.body_ptr() as *mut FiberBody<Sw, F>;
         // SAFETY: as in `resume`.
-        let core = unsafe { &(*fb).core };
+        let core = unsafe { &(*fiber_body).core };
         match core.state.get() {
             FiberState::Fresh => {
-                let sched = Sched::of_task(h).expect("keel bug: fiber without an owner");
+                let sched = Sched::of_task(task).expect("keel bug: fiber without an owner");
                 // The stack goes back first: the closure's `Drop` may panic (body rule 1).
                 // SAFETY: the stack was never run on.
-                unsafe {
-                    let s = sched;
-                    s.stacks.put(core.stack, s.now_if_trimming());
-                }
+                unsafe { sched.stacks.put(core.stack, sched.now_if_trimming()) };
                 core.state.set(FiberState::Finished);
                 // SAFETY: a fresh fiber's body is initialised and was never read out; its
                 // vtable is no longer installed (body rule 1), so this is the only drop.
-                unsafe { (*fb).body.assume_init_drop() };
+                unsafe { (*fiber_body).body.assume_init_drop() };
                 true
             }
             FiberState::Started | FiberState::Finished => false,

@@ -37,7 +37,7 @@ impl Fiber {
         let mut op = Some(op);
         match self.sched().initiate_from::<D>(status, self.core().header, &mut op) {
             Ok(()) => Ok(()),
-            Err(e) => self.initiate_refused::<D>(status, op, e),
+            Err(refusal) => self.initiate_refused::<D>(status, op, refusal),
         }
     }
 
@@ -63,11 +63,11 @@ impl Fiber {
                     let Cancelled = self.cancelled_yield();
                     return Err(InitiateError::Cancelled(op.take().expect("refused operations stay in place")));
                 }
-                e => return Err(e.with_op(op.take().expect("refused operations stay in place"))),
+                other => return Err(other.with_op(op.take().expect("refused operations stay in place"))),
             }
             match self.sched().initiate_from::<D>(status, self.core().header, &mut op) {
                 Ok(()) => return Ok(()),
-                Err(e) => refusal = e,
+                Err(next) => refusal = next,
             }
         }
     }
@@ -82,7 +82,7 @@ impl Fiber {
         first: (Pin<&IoStatus>, D::Op),
         second: (Pin<&IoStatus>, D::Op),
     ) -> Result<(), PairRefused<D::Op>> {
-        let ((s1, op1), (s2, op2)) = (first, second);
+        let ((status1, op1), (status2, op2)) = (first, second);
         let sched = self.sched();
         let refused =
             |reason: InitiateError<()>, first: D::Op, second: D::Op| Err(PairRefused { reason, first, second });
@@ -90,27 +90,27 @@ impl Fiber {
             let Cancelled = self.cancelled_yield();
             return refused(InitiateError::Cancelled(()), op1, op2);
         }
-        if s1.is_busy() || s2.is_busy() || core::ptr::eq(s1.get_ref(), s2.get_ref()) {
+        if status1.is_busy() || status2.is_busy() || core::ptr::eq(status1.get_ref(), status2.get_ref()) {
             return refused(InitiateError::StatusBusy(()), op1, op2);
         }
         let Some(driver) = sched.driver_as::<D>() else { return refused(InitiateError::WrongDriver(()), op1, op2) };
-        // Driver rule 1: inside a `with_driver` closure.
+        // Driver rule 1: inside slot1 `with_driver` closure.
         if sched.is_lent() {
             return refused(InitiateError::DriverBusy(()), op1, op2);
         }
         if !sched.room_for(driver, 2) {
             return refused(InitiateError::Refused((), crate::Errno::EBUSY), op1, op2);
         }
-        let h = self.core().header;
-        let (mut a, mut b) = (Some(op1), Some(op2));
-        if let Err(e) = sched.initiate_from::<D>(s1, h, &mut a) {
-            return refused(e, a.expect("refused operations stay in place"), b.expect("not yet submitted"));
+        let task = self.core().header;
+        let (mut slot1, mut slot2) = (Some(op1), Some(op2));
+        if let Err(err) = sched.initiate_from::<D>(status1, task, &mut slot1) {
+            return refused(err, slot1.expect("refused operations stay in place"), slot2.expect("not yet submitted"));
         }
         // Cannot be refused: room for two was checked with nothing running in between.
-        match sched.initiate_from::<D>(s2, h, &mut b) {
+        match sched.initiate_from::<D>(status2, task, &mut slot2) {
             Ok(()) => Ok(()),
-            Err(e) => {
-                unreachable!("keel bug: the second of a pair was refused ({e:?}) after room for both was checked")
+            Err(err) => {
+                unreachable!("keel bug: the second of slot1 pair was refused ({err:?}) after room for both was checked")
             }
         }
     }
@@ -142,11 +142,11 @@ impl Fiber {
         f: impl FnOnce(&mut DriverMut<'_, D>) -> R,
     ) -> Result<R, crate::DriverError> {
         let sched = self.sched();
-        let d = sched.driver_as::<D>().ok_or(crate::DriverError::WrongDriver)?;
+        let driver = sched.driver_as::<D>().ok_or(crate::DriverError::WrongDriver)?;
         let _lent = sched.lend().map_err(|_| crate::DriverError::Busy)?;
         // SAFETY: driver rule 1: lent (the flag set) until `_lent` drops, after `f`.
-        let mut d = unsafe { DriverMut::lend(d) };
-        Ok(f(&mut d))
+        let mut driver = unsafe { DriverMut::lend(driver) };
+        Ok(f(&mut driver))
     }
 
     /// Suspends until one of its operations completes, then takes up to `max` completed
@@ -158,11 +158,11 @@ impl Fiber {
                 // Fiber rule 5 (a cancel that woke it costs one more pass).
                 return Err(self.cancelled_yield());
             }
-            let tr = self.core().header.trailer();
-            if !tr.completed.is_empty() {
-                return Ok(crate::io_status::block::take_completed(tr, max));
+            let trailer = self.core().header.trailer();
+            if !trailer.completed.is_empty() {
+                return Ok(crate::io_status::block::take_completed(trailer, max));
             }
-            if tr.initiated.is_empty() {
+            if trailer.initiated.is_empty() {
                 return Ok(0);
             }
             self.header().reason.set(SuspendReason::Io);
@@ -206,7 +206,7 @@ impl Fiber {
                 Err(SubmitRefused::Failed(crate::Errno::ECANCELED)) => {
                     return Err(InitiateError::Cancelled(back(&mut op)));
                 }
-                Err(SubmitRefused::Failed(e)) => return Err(InitiateError::Refused(back(&mut op), e)),
+                Err(SubmitRefused::Failed(errno)) => return Err(InitiateError::Refused(back(&mut op), errno)),
             }
             self.switch_out();
         }

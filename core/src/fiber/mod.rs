@@ -129,9 +129,9 @@ impl Fiber {
 
     fn sched(&self) -> &Sched {
         // Relaxed: the owner wrote it on this thread.
-        let s = self.header().owner.load(Ordering::Relaxed);
+        let owner = self.header().owner.load(Ordering::Relaxed);
         // SAFETY: a running task's owner is a live, pinned executor (sched rule 1).
-        unsafe { Sched::of_owner(s) }
+        unsafe { Sched::of_owner(owner) }
     }
 
     fn cancelled(&self) -> Result<(), Cancelled> {
@@ -219,10 +219,10 @@ impl Fiber {
         self.cancelled()
     }
 
-    /// Suspends for `d` (huge durations saturate).
+    /// Suspends for `duration` (huge durations saturate).
     #[inline(always)]
-    pub fn sleep(&mut self, d: Duration) -> Result<(), Cancelled> {
-        let deadline = self.sched().now().saturating_add(d);
+    pub fn sleep(&mut self, duration: Duration) -> Result<(), Cancelled> {
+        let deadline = self.sched().now().saturating_add(duration);
         self.sleep_until(deadline)
     }
 

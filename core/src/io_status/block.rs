@@ -130,16 +130,16 @@ impl IoStatus {
         IoToken::status(self as *const IoStatus as usize)
     }
 
-    /// Its operation `id` was submitted for task `h`: in flight, on the task's initiated
+    /// Its operation `id` was submitted for `task`: in flight, on the task's initiated
     /// list (io_status rule 1).
-    pub(crate) fn begin(self: core::pin::Pin<&Self>, id: OpId, h: NonNull<Header>) {
+    pub(crate) fn begin(self: core::pin::Pin<&Self>, id: OpId, task: NonNull<Header>) {
         self.op.set(id);
-        self.task.set(Some(h));
+        self.task.set(Some(task));
         self.result.set(None);
         self.state.set(IoState::InFlight);
         // SAFETY: pinned (io_status rule 2: unlinked in Drop before the memory goes), and
         // not busy (the caller checked) means Idle or Reaped: on no list.
-        unsafe { h.trailer().initiated.push_back(NonNull::from(self.get_ref())) };
+        unsafe { task.trailer().initiated.push_back(NonNull::from(self.get_ref())) };
     }
 
     /// Taken off its task's lists by the executor (teardown): reaped with `result`.
@@ -150,29 +150,29 @@ impl IoStatus {
 
     /// Its completion arrived: move it to the completed list. Returns its task.
     pub(crate) fn complete(&self, result: IoResult) -> NonNull<Header> {
-        let h = self.task.get().expect("keel bug: completion for a status with no task");
+        let task = self.task.get().expect("keel bug: completion for a status with no task");
         // SAFETY: `'static` header.
-        let tr = h.trailer();
-        let me = NonNull::from(self);
+        let trailer = task.trailer();
+        let this = NonNull::from(self);
         // SAFETY: an in-flight status is on its task's initiated list (rule 1); it is
         // alive and pinned (rule 2).
         unsafe {
-            tr.initiated.remove(me);
-            tr.completed.push_back(me);
+            trailer.initiated.remove(this);
+            trailer.completed.push_back(this);
         }
         self.result.set(Some(result));
         self.state.set(IoState::Completed);
-        h
+        task
     }
 }
 
 /// Takes up to `max` statuses off the completed list, marking them reaped.
-pub(crate) fn take_completed(tr: &Trailer, max: usize) -> usize {
+pub(crate) fn take_completed(trailer: &Trailer, max: usize) -> usize {
     let mut taken = 0;
     while taken < max {
-        let Some(st) = tr.completed.pop_front() else { break };
+        let Some(status) = trailer.completed.pop_front() else { break };
         // SAFETY: linked statuses are alive (rule 2).
-        unsafe { st.as_ref() }.state.set(IoState::Reaped);
+        unsafe { status.as_ref() }.state.set(IoState::Reaped);
         taken += 1;
     }
     taken

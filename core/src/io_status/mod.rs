@@ -48,23 +48,23 @@ use core::task::{Context, Poll};
 
 impl Drop for IoStatus {
     fn drop(&mut self) {
-        let Some(h) = self.task.get() else { return };
-        let me = NonNull::from(&*self);
+        let Some(task) = self.task.get() else { return };
+        let this = NonNull::from(&*self);
         match self.state.get() {
             IoState::InFlight => {
                 // SAFETY: in flight means on `initiated` (rule 1).
-                unsafe { h.trailer().initiated.remove(me) };
-                h.trailer().orphans.set(h.trailer().orphans.get() + 1);
-                let sched = Sched::of_task(h).expect("keel bug: in-flight i/o on an unowned task");
+                unsafe { task.trailer().initiated.remove(this) };
+                task.trailer().orphans.set(task.trailer().orphans.get() + 1);
+                let sched = Sched::of_task(task).expect("keel bug: in-flight i/o on an unowned task");
                 // Rule 4: from now on the completion names the task, not this memory.
                 sched.driver_retarget(
                     self.op.get(),
-                    IoToken { addr: h.as_ptr() as usize | IoToken::ORPHAN, generation: 0 },
+                    IoToken { addr: task.as_ptr() as usize | IoToken::ORPHAN, generation: 0 },
                 );
                 sched.driver_cancel(self.op.get());
             }
             // SAFETY: completed means on `completed` (rule 1).
-            IoState::Completed => unsafe { h.trailer().completed.remove(me) },
+            IoState::Completed => unsafe { task.trailer().completed.remove(this) },
             IoState::Idle | IoState::Reaped => {}
         }
     }
@@ -92,11 +92,11 @@ impl<D: Driver> Future for Initiate<'_, D> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let op = self.op.take().expect("Initiate polled after it completed");
         let Some(tcx) = TaskCx::of(cx) else { return Poll::Ready(Err(InitiateError::NotInTask(op))) };
-        let (sched, h) = (tcx.sched(), tcx.header());
-        match sched.initiate::<D>(self.status, h, op) {
+        let (sched, task) = (tcx.sched(), tcx.header());
+        match sched.initiate::<D>(self.status, task, op) {
             Err(InitiateError::Refused(op, crate::Errno::EBUSY)) => {
                 self.op = Some(op);
-                sched.wait_for_submit(h);
+                sched.wait_for_submit(task);
                 Poll::Pending
             }
             other => Poll::Ready(other),
@@ -121,21 +121,21 @@ pub struct CompletedIo {
 impl Future for CompletedIo {
     type Output = Result<usize, Cancelled>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Some(h) = current_header(cx) else { return Poll::Ready(Ok(0)) };
+        let Some(task) = current_header(cx) else { return Poll::Ready(Ok(0)) };
         // SAFETY: `'static` header of the running task.
-        let t = unsafe { h.as_ref() };
-        if t.has_flag(flag::CANCEL) {
+        let header = unsafe { task.as_ref() };
+        if header.has_flag(flag::CANCEL) {
             return Poll::Ready(Err(Cancelled));
         }
-        let tr = h.trailer();
-        if tr.completed.is_empty() {
-            if tr.initiated.is_empty() {
+        let trailer = task.trailer();
+        if trailer.completed.is_empty() {
+            if trailer.initiated.is_empty() {
                 return Poll::Ready(Ok(0));
             }
-            t.reason.set(SuspendReason::Io);
+            header.reason.set(SuspendReason::Io);
             return Poll::Pending;
         }
-        Poll::Ready(Ok(take_completed(tr, self.max)))
+        Poll::Ready(Ok(take_completed(trailer, self.max)))
     }
 }
 
@@ -253,12 +253,12 @@ impl<D: Driver> DriverPtr<D> {
     /// # Safety
     /// The executor this came from is alive and this runs on its thread.
     pub unsafe fn call_or_defer(self, f: fn(&mut D, OpId), id: OpId) {
-        unsafe fn tramp<D>(d: *mut (), f: *const (), id: OpId) {
-            // SAFETY: `f` was a `fn(&mut D, OpId)` (`call_or_defer`), and `d` this
+        unsafe fn tramp<D>(driver: *mut (), f: *const (), id: OpId) {
+            // SAFETY: `f` was a `fn(&mut D, OpId)` (`call_or_defer`), and `driver` this
             // executor's driver, unlent (sched rule 3).
             unsafe {
                 let f: fn(&mut D, OpId) = core::mem::transmute::<*const (), fn(&mut D, OpId)>(f);
-                f(&mut *(d as *mut D), id)
+                f(&mut *(driver as *mut D), id)
             }
         }
         // SAFETY: the caller keeps the executor alive; on its thread.
@@ -270,9 +270,9 @@ impl<D: Driver> DriverPtr<D> {
 /// Marks the running task as waiting for i/o (for its state and statistics) before it
 /// returns `Pending`.
 pub fn waiting_for_io(cx: &Context<'_>) {
-    if let Some(h) = current_header(cx) {
+    if let Some(task) = current_header(cx) {
         // SAFETY: `'static` header of the running task.
-        unsafe { h.as_ref() }.reason.set(SuspendReason::Io);
+        unsafe { task.as_ref() }.reason.set(SuspendReason::Io);
     }
 }
 

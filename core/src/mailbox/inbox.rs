@@ -33,8 +33,8 @@ impl InboxNode {
     }
 
     /// As `next_load`.
-    pub(crate) fn next_store(&self, p: *mut InboxNode) {
-        self.next.store(p, Ordering::Relaxed);
+    pub(crate) fn next_store(&self, next: *mut InboxNode) {
+        self.next.store(next, Ordering::Relaxed);
     }
 }
 
@@ -110,18 +110,18 @@ impl Inbox {
     /// # Safety
     /// As for `push`.
     pub(crate) unsafe fn push_with<#[cfg(keel_loom)] W: crate::sync::Weaken>(&self, node: NonNull<InboxNode>) {
-        let n = node.as_ptr();
+        let node_ptr = node.as_ptr();
         // SAFETY: the caller's duties.
-        let prev = unsafe { self.push_swap(n) };
-        // SAFETY: `prev` came from our swap just above, `n` is the node it swapped in.
+        let prev = unsafe { self.push_swap(node_ptr) };
+        // SAFETY: `prev` came from our swap just above, `node_ptr` is the node it swapped in.
         #[cfg(keel_loom)]
         unsafe {
-            Self::push_link::<W>(prev, n)
+            Self::push_link::<W>(prev, node_ptr)
         };
         // SAFETY: as above.
         #[cfg(not(keel_loom))]
         unsafe {
-            Self::push_link(prev, n)
+            Self::push_link(prev, node_ptr)
         };
     }
 
@@ -130,30 +130,33 @@ impl Inbox {
     /// Between the two the inbox is cut (rule 3).
     ///
     /// # Safety
-    /// As for `push`; the caller then calls `push_link(prev, n)` exactly once.
+    /// As for `push`; the caller then calls `push_link(prev, node)` exactly once.
     #[inline(always)]
-    pub(crate) unsafe fn push_swap(&self, n: *mut InboxNode) -> *mut InboxNode {
-        // SAFETY: the caller owns the right to link `n` (rule 4).
+    pub(crate) unsafe fn push_swap(&self, node: *mut InboxNode) -> *mut InboxNode {
+        // SAFETY: the caller owns the right to link `node` (rule 4).
         // Relaxed: published by the Release swap below.
-        unsafe { (*n).next.store(ptr::null_mut(), Ordering::Relaxed) };
+        unsafe { (*node).next.store(ptr::null_mut(), Ordering::Relaxed) };
         // AcqRel: Release publishes the node's cleared `next`; Acquire orders our later
         // store into `prev` after the previous producer's initialisation of it.
-        self.head.swap(n, Ordering::AcqRel)
+        self.head.swap(node, Ordering::AcqRel)
     }
 
-    /// A push's second step (rule 1): link `prev` (the head `push_swap` replaced) to `n`.
+    /// A push's second step (rule 1): link `prev` (the head `push_swap` replaced) to `node`.
     ///
     /// # Safety
-    /// `prev` and `n` are what one `push_swap` took and swapped in, linked once.
+    /// `prev` and `node` are what one `push_swap` took and swapped in, linked once.
     #[inline(always)]
-    pub(crate) unsafe fn push_link<#[cfg(keel_loom)] W: crate::sync::Weaken>(prev: *mut InboxNode, n: *mut InboxNode) {
+    pub(crate) unsafe fn push_link<#[cfg(keel_loom)] W: crate::sync::Weaken>(
+        prev: *mut InboxNode,
+        node: *mut InboxNode,
+    ) {
         #[cfg(not(keel_loom))]
         use crate::sync::Strong as W;
         // SAFETY: `prev` is the stub or a node pushed earlier; nodes are `'static` and the
-        // stub lives as long as the pinned inbox, which outlives every push (wake rule 6).
+        // stub lives as long as the pinned inbox, which outlives every push (wake rule 6, park rule 4).
         // Release (W::PUSH_LINK): pairs with the consumer's Acquire load of `next` in
         // `pop`, publishing the cleared `next` of a node being pushed again.
-        unsafe { (*prev).next.store(n, W::PUSH_LINK) };
+        unsafe { (*prev).next.store(node, W::PUSH_LINK) };
     }
 
     /// Cheap test used on every run-loop pass: true if nothing is visibly queued.
@@ -249,34 +252,34 @@ mod tests {
     /// (and to `pop` once the tail is a real node), and cuts off the nodes before it;
     /// its link makes everything takeable, in order.
     #[test]
-    fn a_push_in_progress_is_busy_until_linked() {
-        let q: &'static Inbox = Box::leak(Box::new(Inbox::new()));
-        q.init();
+    fn inbox_rule_3_a_push_in_progress_is_busy_until_linked() {
+        let inbox: &'static Inbox = Box::leak(Box::new(Inbox::new()));
+        inbox.init();
         let [a, b] = nodes::<2>();
         let (a, b) = (a as *const InboxNode as *mut InboxNode, b as *const InboxNode as *mut InboxNode);
-        assert_eq!(q.recheck(), Recheck::Empty);
+        assert_eq!(inbox.recheck(), Recheck::Empty);
         // SAFETY: `a` is `'static` and in no inbox; linked right below.
-        let prev = unsafe { q.push_swap(a) };
-        assert_eq!(q.recheck(), Recheck::Busy, "a swap without its link is a push in progress");
+        let prev = unsafe { inbox.push_swap(a) };
+        assert_eq!(inbox.recheck(), Recheck::Busy, "a swap without its link is a push in progress");
         // `pop` from the stub cannot tell (it reads no `head` then); the re-check can.
-        assert!(matches!(q.pop(), Pop::Empty));
-        assert_eq!(q.recheck(), Recheck::Busy);
+        assert!(matches!(inbox.pop(), Pop::Empty));
+        assert_eq!(inbox.recheck(), Recheck::Busy);
         // SAFETY: `prev`/`a` from the swap above.
         unsafe { Inbox::push_link(prev, a) };
-        assert_eq!(q.recheck(), Recheck::Items);
+        assert_eq!(inbox.recheck(), Recheck::Items);
         // A complete push of `a`, then `b` half pushed: `a` is cut off behind `b`'s swap.
         // SAFETY: `b` is `'static` and in no inbox.
-        let prev_b = unsafe { q.push_swap(b) };
+        let prev_b = unsafe { inbox.push_swap(b) };
         assert_eq!(prev_b, a);
-        assert_eq!(q.recheck(), Recheck::Items, "the stub's link to `a` is visible");
-        assert!(matches!(q.pop(), Pop::Busy), "`a` is the tail and `b` is not linked to it");
-        assert_eq!(q.recheck(), Recheck::Busy);
+        assert_eq!(inbox.recheck(), Recheck::Items, "the stub's link to `a` is visible");
+        assert!(matches!(inbox.pop(), Pop::Busy), "`a` is the tail and `b` is not linked to it");
+        assert_eq!(inbox.recheck(), Recheck::Busy);
         // SAFETY: from the swap above.
         unsafe { Inbox::push_link(prev_b, b) };
-        assert!(matches!(q.pop(), Pop::Item(n) if n.as_ptr() == a));
-        assert_eq!(q.recheck(), Recheck::Items, "`b` is the last node: an item, not the stub");
-        assert!(matches!(q.pop(), Pop::Item(n) if n.as_ptr() == b));
-        assert!(matches!(q.pop(), Pop::Empty));
-        assert_eq!(q.recheck(), Recheck::Empty);
+        assert!(matches!(inbox.pop(), Pop::Item(n) if n.as_ptr() == a));
+        assert_eq!(inbox.recheck(), Recheck::Items, "`b` is the last node: an item, not the stub");
+        assert!(matches!(inbox.pop(), Pop::Item(n) if n.as_ptr() == b));
+        assert!(matches!(inbox.pop(), Pop::Empty));
+        assert_eq!(inbox.recheck(), Recheck::Empty);
     }
 }

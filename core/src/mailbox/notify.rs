@@ -59,8 +59,8 @@ impl AtomicNotify {
         // `next` to push it again. Without it the owner's link can land last and leave
         // the node pointing at the stub that points at it: a cycle, the task taken
         // forever (loom: `loom_wake`'s Release-CAS twins).
-        let w = self.0.swap(0, Ordering::AcqRel);
-        (gen_of(w), w & ATTACH != 0)
+        let word = self.0.swap(0, Ordering::AcqRel);
+        (gen_of(word), word & ATTACH != 0)
     }
 
     /// A foreign attacher that claimed an unowned task (QUEUED set since its release):
@@ -94,7 +94,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn newer_wraps() {
+    fn wake_rule_4_newer_wraps() {
         assert!(newer(1, 0));
         assert!(newer(0, u32::MAX));
         assert!(!newer(5, 5));

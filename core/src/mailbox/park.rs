@@ -44,8 +44,8 @@ impl ParkWord {
         &self.park as *const AtomicU32 as *const u32
     }
 
-    pub(crate) fn set_unparker(&self, u: Option<Unparker>) {
-        self.unparker.set(u);
+    pub(crate) fn set_unparker(&self, unparker: Option<Unparker>) {
+        self.unparker.set(unparker);
     }
 
     /// Park rule 2, the executor's half: announce. Returns after the fence.
@@ -100,9 +100,9 @@ impl ParkWord {
         // Relaxed: ordered by the fence; the CAS decides who unparks (park rule 1).
         if self.park.load(Ordering::Relaxed) == PARKED
             && self.park.compare_exchange(PARKED, UNPARKING, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-            && let Some(u) = self.unparker.get()
+            && let Some(unparker) = self.unparker.get()
         {
-            (u.unpark)(u.ctx);
+            (unparker.unpark)(unparker.ctx);
         }
     }
 

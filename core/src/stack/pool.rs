@@ -8,7 +8,7 @@
 //! no storage and no capacity of its own. LIFO keeps the most recently used, cache-warm
 //! stack on top.
 //!
-//! Rules:
+//! Rules (cited elsewhere as "pool rule N"):
 //! 1. Executor-local (`Cell`s); the provider is reached through a raw pointer with no
 //!    other borrow live (as the driver is, sched rule 3).
 //! 2. At most `max_spares` spares are kept; a stack put back beyond that is released.
@@ -72,21 +72,21 @@ impl<S: StackProvider> VtFor<S> {
     // `S` with this vtable and calls through it only on the executor's thread, with no
     // other borrow of the provider live (rule 1).
     pub(crate) const VT: ProviderVt = ProviderVt {
-        alloc: |p, size| {
+        alloc: |provider, size| {
             // SAFETY: see above.
-            unsafe { (*(p as *mut S)).allocate(size) }
+            unsafe { (*(provider as *mut S)).allocate(size) }
         },
-        release: |p, s| {
-            // SAFETY: see above; `s` came from this provider (the pool only holds those).
-            unsafe { (*(p as *mut S)).release(s) }
+        release: |provider, stack| {
+            // SAFETY: see above; `stack` came from this provider (the pool only holds those).
+            unsafe { (*(provider as *mut S)).release(stack) }
         },
-        decommit: |p, s, keep| {
+        decommit: |provider, stack, keep| {
             // SAFETY: see above.
-            unsafe { (*(p as *mut S)).decommit(s, keep) }
+            unsafe { (*(provider as *mut S)).decommit(stack, keep) }
         },
-        assigned: |p, s, id| {
+        assigned: |provider, stack, id| {
             // SAFETY: see above.
-            unsafe { (*(p as *mut S)).assigned(s, id) }
+            unsafe { (*(provider as *mut S)).assigned(stack, id) }
         },
     };
 }
@@ -110,9 +110,9 @@ impl StackPool {
         }
     }
 
-    pub(crate) fn init(&self, provider: *mut (), vt: &'static ProviderVt) {
+    pub(crate) fn init(&self, provider: *mut (), provider_vt: &'static ProviderVt) {
         self.provider.set(provider);
-        self.vt.set(Some(vt));
+        self.vt.set(Some(provider_vt));
     }
 
     fn vt(&self) -> &'static ProviderVt {
@@ -124,9 +124,9 @@ impl StackPool {
     }
 
     fn update(&self, f: impl FnOnce(&mut StackStats)) {
-        let mut s = self.stats.get();
-        f(&mut s);
-        self.stats.set(s);
+        let mut stats = self.stats.get();
+        f(&mut stats);
+        self.stats.set(stats);
     }
 
     /// A stack of at least `size` bytes for task `task_id`: a spare if one fits (rule 3),
@@ -148,11 +148,11 @@ impl StackPool {
                     // SAFETY: `prev` is a pooled node, as above.
                     unsafe { (*prev).next = next };
                 }
-                self.update(|s| {
-                    s.reused += 1;
-                    s.spares -= 1;
-                    s.in_use += 1;
-                    s.high_water = s.high_water.max(s.in_use);
+                self.update(|stats| {
+                    stats.reused += 1;
+                    stats.spares -= 1;
+                    stats.in_use += 1;
+                    stats.high_water = stats.high_water.max(stats.in_use);
                 });
                 self.assign(&stack, task_id);
                 return Ok(stack);
@@ -163,10 +163,10 @@ impl StackPool {
         }
         // SAFETY: rule 1.
         let stack = unsafe { (self.vt().alloc)(self.provider.get(), size) }?;
-        self.update(|s| {
-            s.created += 1;
-            s.in_use += 1;
-            s.high_water = s.high_water.max(s.in_use);
+        self.update(|stats| {
+            stats.created += 1;
+            stats.in_use += 1;
+            stats.high_water = stats.high_water.max(stats.in_use);
         });
         self.assign(&stack, task_id);
         Ok(stack)
@@ -186,9 +186,9 @@ impl StackPool {
         if spares >= self.max_spares || stack.size < core::mem::size_of::<SpareNode>() {
             // SAFETY: rule 1; the caller gives the stack up.
             unsafe { (self.vt().release)(self.provider.get(), stack) };
-            self.update(|s| {
-                s.released += 1;
-                s.in_use -= 1;
+            self.update(|stats| {
+                stats.released += 1;
+                stats.in_use -= 1;
             });
             return;
         }
@@ -198,9 +198,9 @@ impl StackPool {
         // else uses that memory now (caller).
         unsafe { node.write(SpareNode { next: self.head.get(), stack, since: now, decommitted: false }) };
         self.head.set(node);
-        self.update(|s| {
-            s.spares += 1;
-            s.in_use -= 1;
+        self.update(|stats| {
+            stats.spares += 1;
+            stats.in_use -= 1;
         });
     }
 
@@ -215,7 +215,7 @@ impl StackPool {
                 // SAFETY: rule 1.
                 unsafe { (self.vt().decommit)(self.provider.get(), &node.stack, keep_from) };
                 node.decommitted = true;
-                self.update(|s| s.decommitted += 1);
+                self.update(|stats| stats.decommitted += 1);
             }
             cur = node.next;
         }
@@ -230,9 +230,9 @@ impl StackPool {
             self.head.set(node.next);
             // SAFETY: rule 1; pooled stacks are unused.
             unsafe { (self.vt().release)(self.provider.get(), stack) };
-            self.update(|s| {
-                s.spares -= 1;
-                s.released += 1;
+            self.update(|stats| {
+                stats.spares -= 1;
+                stats.released += 1;
             });
         }
     }

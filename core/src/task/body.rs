@@ -75,12 +75,12 @@ impl IntoTaskResult for Result<(), crate::error::Cancelled> {
     }
 }
 
-/// Checks that `body` fits the slot behind `h` and moves it in.
+/// Checks that `body` fits the slot behind `task` and moves it in.
 ///
 /// # Safety
-/// The caller owns `h` (header rule 2) and its body bytes hold no live body.
-pub(crate) unsafe fn place<B>(h: NonNull<Header>, body: B) -> Result<(), AttachError<B>> {
-    let capacity = h.trailer().body_capacity.get();
+/// The caller owns `task` (header rule 2) and its body bytes hold no live body.
+pub(crate) unsafe fn place<B>(task: NonNull<Header>, body: B) -> Result<(), AttachError<B>> {
+    let capacity = task.trailer().body_capacity.get();
     if core::mem::size_of::<B>() > capacity {
         return Err(AttachError::BodyTooLarge { body, needed: core::mem::size_of::<B>(), capacity });
     }
@@ -89,7 +89,7 @@ pub(crate) unsafe fn place<B>(h: NonNull<Header>, body: B) -> Result<(), AttachE
     }
     // SAFETY: the body storage is `capacity` bytes aligned to BODY_ALIGN, checked above
     // to hold a `B`; it holds no live body (caller).
-    unsafe { (h.body_ptr() as *mut B).write(body) };
+    unsafe { (task.body_ptr() as *mut B).write(body) };
     Ok(())
 }
 
@@ -104,18 +104,18 @@ where
     pub(crate) const VTABLE: BodyVTable =
         BodyVTable { resume: Self::resume, drop: Self::drop_body, kind: SwitcherKind::Stackless };
 
-    unsafe fn resume(h: NonNull<Header>) -> Step {
+    unsafe fn resume(task: NonNull<Header>) -> Step {
         // SAFETY: `'static` header.
-        let hdr = unsafe { h.as_ref() };
+        let hdr = unsafe { task.as_ref() };
         // Relaxed: the owner wrote the generation on this thread.
         let generation = hdr.generation.load(Ordering::Relaxed);
         // SAFETY: the body bytes hold a live `F` (this vtable was installed with it) that
         // never moves until it is dropped in place (header rule 3): it is pinned.
-        let fut = unsafe { Pin::new_unchecked(&mut *(h.body_ptr() as *mut F)) };
+        let fut = unsafe { Pin::new_unchecked(&mut *(task.body_ptr() as *mut F)) };
         // Rt rule 1: the task's own `Context`, which keel futures recognise by address.
         // SAFETY: we are the owner resuming the task; no poll of its body is on the stack
         // (header rule 3), and the `Context` is used for this poll only.
-        let cx = unsafe { crate::task::wake::resume_context(h, generation) };
+        let cx = unsafe { crate::task::wake::resume_context(task, generation) };
         let polled = fut.poll(cx);
         match polled {
             Poll::Pending => Step::Pending,
@@ -125,15 +125,15 @@ where
                 hdr.body.set(None);
                 // SAFETY: the future has returned; drop it where it lies, once (its vtable
                 // is no longer installed, so nothing else drops it).
-                let _ = unsafe { Self::drop_body(h) };
+                let _ = unsafe { Self::drop_body(task) };
                 Step::Done(out.into_task_result())
             }
         }
     }
 
-    unsafe fn drop_body(h: NonNull<Header>) -> bool {
+    unsafe fn drop_body(task: NonNull<Header>) -> bool {
         // SAFETY: the body bytes hold a live `F` (caller of the vtable), dropped once.
-        unsafe { core::ptr::drop_in_place(h.body_ptr() as *mut F) };
+        unsafe { core::ptr::drop_in_place(task.body_ptr() as *mut F) };
         true
     }
 }

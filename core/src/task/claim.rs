@@ -24,42 +24,42 @@ pub(crate) fn claim_and_place<#[cfg(keel_loom)] W: crate::sync::Weaken, B>(
     owner: *mut Mailbox,
     task: TaskHandle,
     body: B,
-    vt: &'static BodyVTable,
+    vtable: &'static BodyVTable,
     flags: u8,
 ) -> Result<TaskHandle, AttachError<B>> {
     #[cfg(not(keel_loom))]
     use crate::sync::Strong as W;
-    let h = task.header();
+    let header = task.header();
     // SAFETY: `'static` slot.
-    let t = unsafe { h.as_ref() };
+    let hdr = unsafe { header.as_ref() };
     // A weakened twin claims for `owner` at once (never in `Strong`).
     let claim = if W::CLAIM_SENTINEL { claiming() } else { owner };
     // AcqRel: Acquire sees the previous owner's release (and its writes to the task);
     // Release publishes the claim. Acquire on failure: reading who owns it.
-    if t.owner.compare_exchange(ptr::null_mut(), claim, Ordering::AcqRel, Ordering::Acquire).is_err() {
+    if hdr.owner.compare_exchange(ptr::null_mut(), claim, Ordering::AcqRel, Ordering::Acquire).is_err() {
         return Err(AttachError::OwnedElsewhere(body));
     }
     // Acquire: pairs with destroy's Release of `live`. Relaxed for the generation: the
     // claim's Acquire ordered it.
-    let live = h.trailer().live.load(Ordering::Acquire) != 0;
-    let generation = t.generation.load(Ordering::Relaxed);
+    let live = header.trailer().live.load(Ordering::Acquire) != 0;
+    let generation = hdr.generation.load(Ordering::Relaxed);
     if !live || generation != task.generation() {
         // Release: hand it back as we found it.
-        t.owner.store(ptr::null_mut(), Ordering::Release);
+        hdr.owner.store(ptr::null_mut(), Ordering::Release);
         return Err(AttachError::Stale(body));
     }
     // SAFETY: claimed and unattached (an unowned task is Idle or Completed), so its body
     // bytes are free and nobody else touches its local fields (remote rule 2).
-    if let Err(e) = unsafe { place(h, body) } {
+    if let Err(err) = unsafe { place(header, body) } {
         // Release: as above.
-        t.owner.store(ptr::null_mut(), Ordering::Release);
-        return Err(e);
+        hdr.owner.store(ptr::null_mut(), Ordering::Release);
+        return Err(err);
     }
     let next_gen = generation.wrapping_add(1);
     // Release: pairs with wakers' Acquire generation check.
-    t.generation.store(next_gen, Ordering::Release);
-    t.body.set(Some(vt));
-    t.flags.set(flags);
-    h.trailer().result.set(None);
-    Ok(TaskHandle::from_parts(h, next_gen))
+    hdr.generation.store(next_gen, Ordering::Release);
+    hdr.body.set(Some(vtable));
+    hdr.flags.set(flags);
+    header.trailer().result.set(None);
+    Ok(TaskHandle::from_parts(header, next_gen))
 }

@@ -45,7 +45,7 @@
 //!    atomics, the body's `Cell<[MaybeUninit<u8>; N]>`), so writes through a pointer
 //!    made from `&'static TaskSlot` are allowed.
 //!
-//! The unit test `provenance::pointers_agree` checks, for every accessor, that the
+//! The unit test `provenance::provenance_rule_2_pointers_agree` checks, for every accessor, that the
 //! pointers made from a handle equal those a `&TaskSlot` names directly (the numbers
 //! agree; the rules above are what make the provenance right).
 //! Who touches what (header rules, cited as "header rule N"):
@@ -307,7 +307,7 @@ impl SlotPtr for NonNull<Header> {
     #[inline(always)]
     fn hdr(self) -> &'static Header {
         // SAFETY: provenance rule 1: a header in a `'static` slot; the reference covers
-        // only the header's bytes (rule 2).
+        // only the header's bytes (provenance rule 2).
         unsafe { &*self.as_ptr() }
     }
 
@@ -339,49 +339,49 @@ impl SlotPtr for NonNull<Header> {
     }
 
     fn io_in_flight(self) -> usize {
-        let t = self.trailer();
-        t.initiated.len() + t.orphans.get() as usize
+        let trailer = self.trailer();
+        trailer.initiated.len() + trailer.orphans.get() as usize
     }
 }
 
 impl Header {
     /// The header of the task whose timer node this is (provenance rule 3).
     #[inline(always)]
-    pub(crate) fn from_timer(t: NonNull<TimerNode>) -> NonNull<Header> {
-        let off = core::mem::offset_of!(TaskCore, trailer) + core::mem::offset_of!(Trailer, timer);
+    pub(crate) fn from_timer(timer: NonNull<TimerNode>) -> NonNull<Header> {
+        let offset = core::mem::offset_of!(TaskCore, trailer) + core::mem::offset_of!(Trailer, timer);
         // SAFETY: timer nodes handed to the executor's heap are always the `timer` of a
         // task trailer, made by `SlotPtr::timer` with the whole slot's provenance
         // (provenance rule 3), so stepping back by its offset lands on that task's header
         // inside what the pointer may reach.
-        unsafe { NonNull::new_unchecked(t.as_ptr().byte_sub(off).cast::<Header>()) }
+        unsafe { NonNull::new_unchecked(timer.as_ptr().byte_sub(offset).cast::<Header>()) }
     }
 
     /// The header of the task whose inbox node this is (provenance rule 3).
     ///
     /// # Safety
-    /// `n` was made by `SlotPtr::inbox_node` (only task headers' inbox nodes are pushed
+    /// `node` was made by `SlotPtr::inbox_node` (only task headers' inbox nodes are pushed
     /// to an executor's inbox or a dispatcher: wake rule 3).
     #[inline(always)]
-    pub(crate) unsafe fn from_inbox(n: NonNull<InboxNode>) -> NonNull<Header> {
-        let off = core::mem::offset_of!(Header, inbox);
-        // SAFETY: the caller's duty: `n` is a header's `inbox` with whole-slot
+    pub(crate) unsafe fn from_inbox(node: NonNull<InboxNode>) -> NonNull<Header> {
+        let offset = core::mem::offset_of!(Header, inbox);
+        // SAFETY: the caller's duty: `node` is a header's `inbox` with whole-slot
         // provenance, so stepping back stays inside the slot.
-        unsafe { NonNull::new_unchecked(n.as_ptr().byte_sub(off).cast::<Header>()) }
+        unsafe { NonNull::new_unchecked(node.as_ptr().byte_sub(offset).cast::<Header>()) }
     }
 
     #[inline(always)]
-    pub(crate) fn has_flag(&self, f: u8) -> bool {
-        self.flags.get() & f != 0
+    pub(crate) fn has_flag(&self, flag: u8) -> bool {
+        self.flags.get() & flag != 0
     }
 
     #[inline(always)]
-    pub(crate) fn set_flag(&self, f: u8) {
-        self.flags.set(self.flags.get() | f);
+    pub(crate) fn set_flag(&self, flag: u8) {
+        self.flags.set(self.flags.get() | flag);
     }
 
     #[inline(always)]
-    pub(crate) fn clear_flag(&self, f: u8) {
-        self.flags.set(self.flags.get() & !f);
+    pub(crate) fn clear_flag(&self, flag: u8) {
+        self.flags.set(self.flags.get() & !flag);
     }
 }
 
@@ -450,46 +450,46 @@ mod provenance {
 
     const N: usize = 96;
 
-    fn addr<T: ?Sized>(p: *const T) -> usize {
-        p.cast::<u8>() as usize
+    fn addr<T: ?Sized>(ptr: *const T) -> usize {
+        ptr.cast::<u8>() as usize
     }
 
     /// Provenance rules 1-4: every accessor, from a handle's pointer, names the same bytes
     /// as the slot's own fields; the body is reachable to its last byte, the timer and
     /// inbox nodes step back to the same pointer.
     #[test]
-    fn pointers_agree() {
+    fn provenance_rule_2_pointers_agree() {
         let slot: &'static TaskSlot<N> = Box::leak(Box::new(TaskSlot::new()));
         let handle = slot.create(TaskAttrs::default()).unwrap();
-        let h = handle.header();
-        assert_eq!(h, slot.header());
-        assert_eq!(addr(h.as_ptr()), addr(slot as *const TaskSlot<N>));
-        assert_eq!(addr(h.hdr()), addr(&slot.core.header));
-        assert_eq!(addr(h.trailer()), addr(&slot.core.trailer));
-        assert_eq!(addr(h.body_ptr()), addr(slot.body.0.as_ptr()));
-        assert_eq!(addr(h.timer().as_ptr()), addr(&slot.core.trailer.timer));
-        assert_eq!(addr(h.inbox_node().as_ptr()), addr(&slot.core.header.inbox));
-        assert_eq!(Header::from_timer(h.timer()), h);
+        let task = handle.header();
+        assert_eq!(task, slot.header());
+        assert_eq!(addr(task.as_ptr()), addr(slot as *const TaskSlot<N>));
+        assert_eq!(addr(task.hdr()), addr(&slot.core.header));
+        assert_eq!(addr(task.trailer()), addr(&slot.core.trailer));
+        assert_eq!(addr(task.body_ptr()), addr(slot.body.0.as_ptr()));
+        assert_eq!(addr(task.timer().as_ptr()), addr(&slot.core.trailer.timer));
+        assert_eq!(addr(task.inbox_node().as_ptr()), addr(&slot.core.header.inbox));
+        assert_eq!(Header::from_timer(task.timer()), task);
         // SAFETY: made by `inbox_node`.
-        assert_eq!(unsafe { Header::from_inbox(h.inbox_node()) }, h);
-        assert_eq!(addr(<Header as Link<RunLink>>::links(h).as_ptr()), addr(&slot.core.header.run_links));
-        assert_eq!(addr(<Header as Link<SubmitLink>>::links(h).as_ptr()), addr(&slot.core.trailer.submit_links));
-        assert_eq!(addr(<Header as Link<OwnedLink>>::links(h).as_ptr()), addr(&slot.core.trailer.owned_links));
+        assert_eq!(unsafe { Header::from_inbox(task.inbox_node()) }, task);
+        assert_eq!(addr(<Header as Link<RunLink>>::links(task).as_ptr()), addr(&slot.core.header.run_links));
+        assert_eq!(addr(<Header as Link<SubmitLink>>::links(task).as_ptr()), addr(&slot.core.trailer.submit_links));
+        assert_eq!(addr(<Header as Link<OwnedLink>>::links(task).as_ptr()), addr(&slot.core.trailer.owned_links));
         // Reads and writes through them land in the slot's fields.
         assert_eq!(handle.id(), slot.core.trailer.id());
-        assert_eq!(h.trailer().body_capacity.get(), N);
-        h.trailer().orphans.set(2);
-        assert_eq!(h.io_in_flight(), 2);
-        h.trailer().orphans.set(0);
-        assert_eq!(h.io_in_flight(), 0);
-        assert!(!Header::from_timer(h.timer()).trailer().timer.is_armed());
+        assert_eq!(task.trailer().body_capacity.get(), N);
+        task.trailer().orphans.set(2);
+        assert_eq!(task.io_in_flight(), 2);
+        task.trailer().orphans.set(0);
+        assert_eq!(task.io_in_flight(), 0);
+        assert!(!Header::from_timer(task.timer()).trailer().timer.is_armed());
         for i in [0, N / 2, N - 1] {
             // SAFETY: inside the body storage; nothing else uses it (no task attached).
-            unsafe { h.body_ptr().add(i).write(i as u8 + 1) };
+            unsafe { task.body_ptr().add(i).write(i as u8 + 1) };
             // SAFETY: written just above.
             assert_eq!(unsafe { (*slot.body.0.as_ptr())[i].assume_init() }, i as u8 + 1);
         }
         // SAFETY: a node in the `'static` slot.
-        assert!(unsafe { h.inbox_node().as_ref() }.next_load().is_null());
+        assert!(unsafe { task.inbox_node().as_ref() }.next_load().is_null());
     }
 }

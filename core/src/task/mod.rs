@@ -73,20 +73,20 @@ impl AtomicU32Static {
 impl<const N: usize> TaskSlot<N> {
     /// Makes this slot a task (cold: one CAS). Returns the handle attach takes.
     pub fn create(&'static self, attrs: TaskAttrs) -> Result<TaskHandle, CreateError> {
-        let tr = &self.core.trailer;
+        let trailer = &self.core.trailer;
         // Acquire: sees the last destroy's writes. Relaxed on failure: nothing read.
-        if tr.live.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        if trailer.live.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
             return Err(CreateError::SlotInUse);
         }
         // The slot is unowned, so the creating thread may set its local fields (header
         // rule 2).
-        let h = &self.core.header;
-        h.prio.set(attrs.priority);
-        tr.name.set(attrs.name);
-        tr.set_id(NEXT_ID.next());
+        let header = &self.core.header;
+        header.prio.set(attrs.priority);
+        trailer.name.set(attrs.name);
+        trailer.set_id(NEXT_ID.next());
         // Relaxed: only owner-side code reads it, after claiming with AcqRel.
-        let g = h.generation.load(Ordering::Relaxed);
-        Ok(TaskHandle::from_parts(self.header(), g))
+        let generation = header.generation.load(Ordering::Relaxed);
+        Ok(TaskHandle::from_parts(self.header(), generation))
     }
 }
 
@@ -111,8 +111,8 @@ impl<const TASKS: usize, const BYTES: usize> TaskPool<TASKS, BYTES> {
     /// Creates a task in the first free slot (cold: a scan and a CAS).
     pub fn create(&'static self, attrs: TaskAttrs) -> Result<TaskHandle, CreateError> {
         for slot in &self.slots {
-            if let Ok(h) = slot.create(attrs) {
-                return Ok(h);
+            if let Ok(handle) = slot.create(attrs) {
+                return Ok(handle);
             }
         }
         Err(CreateError::PoolFull)
@@ -128,7 +128,7 @@ impl<const TASKS: usize, const BYTES: usize> Default for TaskPool<TASKS, BYTES> 
 /// Names one run of a task: its slot and that run's generation. `Copy`, `Send`, `Sync`.
 #[derive(Copy, Clone, PartialEq, Eq, Hash)]
 pub struct TaskHandle {
-    /// The whole slot, typed as its header (header provenance rule 1).
+    /// The whole slot, typed as its header (provenance rule 1).
     hdr: NonNull<Header>,
     generation: u32,
 }

@@ -144,7 +144,7 @@ impl TaskState {
             (S::Idle | S::Completed, E::Attach) => S::Attached,
             (S::Attached, E::Start) => S::Running,
             (S::Ready, E::Resume) => S::Running,
-            (S::Running, E::Suspend(r)) => S::Suspended(r),
+            (S::Running, E::Suspend(reason)) => S::Suspended(reason),
             (S::Running, E::Yield) => S::Ready,
             (S::Suspended(_), E::Wake) => S::Ready,
             (S::Running, E::ReturnWithIo) => S::Draining,
@@ -225,16 +225,16 @@ mod tests {
             (S::Idle, E::Release, S::Idle),
             (S::Ready, E::CancelQueuedWithIo, S::Draining),
         ];
-        for &(f, e, t) in edges {
-            if f == from && e == event {
-                return Some(t);
+        for &(edge_from, edge_event, edge_to) in edges {
+            if edge_from == from && edge_event == event {
+                return Some(edge_to);
             }
         }
-        for r in REASONS {
-            if from == S::Running && event == E::Suspend(r) {
-                return Some(S::Suspended(r));
+        for reason in REASONS {
+            if from == S::Running && event == E::Suspend(reason) {
+                return Some(S::Suspended(reason));
             }
-            if from == S::Suspended(r) && event == E::Wake {
+            if from == S::Suspended(reason) && event == E::Wake {
                 return Some(S::Ready);
             }
         }
@@ -245,18 +245,18 @@ mod tests {
     fn every_state_event_pair_matches_the_documented_table() {
         let mut legal = 0;
         let mut illegal = 0;
-        for s in all_states() {
-            for e in all_events() {
-                match (s.on(e), documented(s, e)) {
+        for state in all_states() {
+            for event in all_events() {
+                match (state.on(event), documented(state, event)) {
                     (Ok(got), Some(want)) => {
-                        assert_eq!(got, want, "{s:?} on {e:?}");
+                        assert_eq!(got, want, "{state:?} on {event:?}");
                         legal += 1;
                     }
                     (Err(err), None) => {
-                        assert_eq!(err, InvalidTransition { from: s, event: e });
+                        assert_eq!(err, InvalidTransition { from: state, event });
                         illegal += 1;
                     }
-                    (got, want) => panic!("{s:?} on {e:?}: got {got:?}, documented {want:?}"),
+                    (got, want) => panic!("{state:?} on {event:?}: got {got:?}, documented {want:?}"),
                 }
             }
         }

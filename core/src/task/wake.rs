@@ -26,10 +26,10 @@ pub(crate) fn wake_by_gen_with<W: crate::sync::Weaken>(hdr: NonNull<Header>, gen
 #[inline(always)]
 fn wake_target(hdr: NonNull<Header>) -> WakeTarget<'static> {
     // Provenance rule 2: the header's own fields through a `&Header`.
-    let h = hdr.hdr();
+    let header = hdr.hdr();
     // Provenance rule 3: the node carries the whole slot's provenance, for the owner's
     // step back to the header.
-    WakeTarget { generation: &h.generation, notify: &h.notify, owner: &h.owner, node: hdr.inbox_node() }
+    WakeTarget { generation: &header.generation, notify: &header.notify, owner: &header.owner, node: hdr.inbox_node() }
 }
 
 // ---- the `core::task::Waker` for future tasks ----
@@ -39,10 +39,10 @@ fn wake_target(hdr: NonNull<Header>) -> WakeTarget<'static> {
 // the generation's low 21 bits into bits 43..64; bit 0 says the tag is present (one
 // shift and two ors to make, as every resume makes one). A tag that cannot be formed
 // (an address at or above 2^48) is left out: the data is then the plain address, and
-// such a waker skips rule 2's first check; the owner's check in rule 5 still applies.
-// A stale waker held across exactly a multiple of 2^21 re-uses of its task would pass
-// the check: the wake then lands on the newer run as a spurious wake, which futures
-// must tolerate anyway.
+// such a waker skips wake rule 2's first check; the owner's check in wake rule 5 still
+// applies. A stale waker held across exactly a multiple of 2^21 re-uses of its task
+// would pass the check: the wake then lands on the newer run as a spurious wake, which
+// futures must tolerate anyway.
 
 const TAG_BIT: usize = 1;
 const ADDR_MASK: usize = ((1usize << 48) - 1) & !63;
@@ -66,7 +66,7 @@ fn decode(data: *const ()) -> (NonNull<Header>, Option<u32>) {
     let (addr, tag) =
         if bits & TAG_BIT != 0 { ((bits & PACKED_ADDR) << 5, Some((bits >> TAG_SHIFT) as u32)) } else { (bits, None) };
     // SAFETY: every waker with this vtable was made by `waker_for` from a non-null header
-    // pointer, whose whole-slot provenance `encode` exposed (header provenance rule 5).
+    // pointer, whose whole-slot provenance `encode` exposed (provenance rule 5).
     (unsafe { NonNull::new_unchecked(addr as *mut Header) }, tag)
 }
 
@@ -109,7 +109,7 @@ impl ResumeCx {
 }
 
 /// The task's resume `Context` (rt rule 1), made afresh for run `generation` of the task
-/// at `h`, for the body's poll.
+/// at `hdr`, for the body's poll.
 ///
 /// # Safety
 /// The owner, on its thread, about to poll the body: no reference to this task's resume
@@ -118,18 +118,18 @@ impl ResumeCx {
 /// `Future::poll` takes the `Context` at a lifetime of its own, so `cx.waker()` is
 /// borrowed for that poll, and a waker it keeps is a clone, a copy of the data.)
 #[inline(always)]
-pub(crate) unsafe fn resume_context<'a>(h: NonNull<Header>, generation: u32) -> &'a mut Context<'static> {
+pub(crate) unsafe fn resume_context<'a>(hdr: NonNull<Header>, generation: u32) -> &'a mut Context<'static> {
     // Provenance rule 2: through the whole-slot pointer.
-    let r: &'static ResumeCx = &h.trailer().resume;
-    let w = r.waker.get() as *mut Waker;
-    let c = r.cx.get() as *mut Context<'static>;
+    let resume: &'static ResumeCx = &hdr.trailer().resume;
+    let waker_slot = resume.waker.get() as *mut Waker;
+    let cx_slot = resume.cx.get() as *mut Context<'static>;
     // SAFETY: the caller's duties: nothing else refers to these two now. The waker
     // overwritten (if any) is not dropped: a keel waker's drop does nothing. Both stay in
     // the `'static` trailer, so the `'static` borrows hold.
     unsafe {
-        w.write(waker_for(h, generation));
-        c.write(Context::from_waker(&*w));
-        &mut *c
+        waker_slot.write(waker_for(hdr, generation));
+        cx_slot.write(Context::from_waker(&*waker_slot));
+        &mut *cx_slot
     }
 }
 
@@ -142,8 +142,8 @@ pub(crate) fn is_resume_cx(hdr: NonNull<Header>, cx: &Context<'_>) -> bool {
     #[cfg(keel_loom)]
     if crate::sync::any_resume_is_current() {
         // The weakened twin (`loom_api::weaken_current`): "the task is running", on
-        // whatever thread, taken for "inside the task" (as rt rule 1 first was, through
-        // the owner's record of the task it resumes): it reads the owner's Cell.
+        // whatever thread, taken for "inside the task" (a check through the owner's
+        // record of the task it resumes, weaker than rt rule 1): it reads the owner's Cell.
         let _ = mine;
         // SAFETY: none across threads: this is the bug the twin shows.
         return unsafe { hdr.as_ref() }.state.get() == crate::task::state::TaskState::Running;
@@ -156,12 +156,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tags_round_trip() {
+    fn wake_rule_2_tags_round_trip() {
         let fake = NonNull::new(0x7f00_1234_5640usize as *mut Header).unwrap();
-        for g in [0u32, 1, 31, 32, 0x1F_FFFF, 0x20_0000, u32::MAX] {
-            let (h, tag) = decode(encode(fake, g));
-            assert_eq!(h, fake);
-            assert_eq!(tag, Some(g & 0x1F_FFFF));
+        for generation in [0u32, 1, 31, 32, 0x1F_FFFF, 0x20_0000, u32::MAX] {
+            let (decoded, tag) = decode(encode(fake, generation));
+            assert_eq!(decoded, fake);
+            assert_eq!(tag, Some(generation & 0x1F_FFFF));
         }
     }
 }
