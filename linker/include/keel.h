@@ -214,6 +214,12 @@ typedef struct keel_executor_attr {
    * Bytes per registered buffer (0: 4096).
    */
   uint32_t registered_buffer_size;
+  /**
+   * Nonzero: account time from the CPU's timestamp counter, per task and per
+   * executor (`keel_executor_get_times`, `keel_task_get_times`): one `rdtsc` per task
+   * resumption. Zero: no clock reads on the hot path, and the times stay 0.
+   */
+  uint8_t accounting;
 } keel_executor_attr;
 
 /**
@@ -253,6 +259,72 @@ typedef struct keel_executor_stats {
    */
   uint64_t attached;
 } keel_executor_stats;
+
+/**
+ * An executor's time accounting, from `keel_executor_get_times` (all 0 unless it was
+ * made with `keel_executor_attr::accounting`).
+ */
+typedef struct keel_executor_times {
+  /**
+   * Nanoseconds spent in task code.
+   */
+  uint64_t task_ns;
+  /**
+   * Nanoseconds in the run loop itself (not tasks, not parked).
+   */
+  uint64_t loop_ns;
+  /**
+   * Nanoseconds parked, waiting for work.
+   */
+  uint64_t parked_ns;
+  /**
+   * Resumptions per CPU priority: high, normal, low.
+   */
+  uint64_t per_priority[3];
+  /**
+   * Operations submitted.
+   */
+  uint64_t submissions;
+  /**
+   * Completions reaped.
+   */
+  uint64_t completions;
+} keel_executor_times;
+
+/**
+ * A task's time accounting over its runs on its executor, from `keel_task_get_times`
+ * (times 0 unless the executor accounts time).
+ */
+typedef struct keel_task_times {
+  /**
+   * Nanoseconds running.
+   */
+  uint64_t running_ns;
+  /**
+   * Nanoseconds suspended.
+   */
+  uint64_t suspended_ns;
+  /**
+   * Nanoseconds ready but waiting for the executor.
+   */
+  uint64_t ready_wait_ns;
+  /**
+   * The longest single run between two suspensions.
+   */
+  uint64_t longest_run_ns;
+  /**
+   * Resumptions.
+   */
+  uint64_t resumptions;
+  /**
+   * Operations it initiated.
+   */
+  uint64_t io_initiated;
+  /**
+   * Its operations that completed.
+   */
+  uint64_t io_completed;
+} keel_task_times;
 
 /**
  * A status block: opaque, 64 bytes, 8-aligned; `keel_io_status_init` makes it one.
@@ -465,6 +537,28 @@ keel_result keel_executor_attached(struct keel_executor ex);
  * `KEEL_EXECUTOR_STORAGE_SIZE` to catch a header from another build).
  */
 size_t keel_executor_storage_size(void);
+
+/**
+ * Copies the executor's time accounting into `*out`.
+ *
+ * Thread safety: the executor's thread only. Errors: `-ESTALE`, `-KEEL_EWRONGTHREAD`,
+ * `-EINVAL` (`out` NULL).
+ *
+ * # Safety
+ * `out` is NULL or valid for a write.
+ */
+keel_result keel_executor_get_times(struct keel_executor ex, struct keel_executor_times *out);
+
+/**
+ * Copies the task's time accounting into `*out`.
+ *
+ * Thread safety: its executor's thread. Errors: `-ESTALE`, `-KEEL_EWRONGTHREAD`,
+ * `-EINVAL` (`out` NULL, or the task is not owned by a live executor).
+ *
+ * # Safety
+ * `out` is NULL or valid for a write.
+ */
+keel_result keel_task_get_times(struct keel_task task, struct keel_task_times *out);
 
 /**
  * `openat2(AT_FDCWD, path, {flags | O_CLOEXEC, mode})` through the ring; returns the

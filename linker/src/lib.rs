@@ -6,8 +6,8 @@
 //! |---|---|
 //! | `net` | socket i/o from a task body on the ring |
 //! | `result` | `keel_result`, error codes, `keel_strerror`, the boundary guard (boundary rules) |
-//! | `executor` | executor storage, `init`/`create`, `run`, `destroy`, stats (executor rules) |
-//! | `task` | task storage, `init`/`create`, `attach`, `cancel`, `result`, `destroy` (task rules) |
+//! | `executor` | executor storage, `init`/`create`, `run`, `destroy`; `stats`: counters and time accounting (executor rules) |
+//! | `task` | task storage, `init`/`create`; `run`: `attach`, `cancel`, `result`, `destroy` (task rules) |
 //! | `body` | a C function as a fiber body; `yield`, `suspend_for` (body rules) |
 //! | `dispatch` | the work dispatcher and its thread pool (dispatch rules) |
 //! | `fs` | file i/o from a task body on the ring |
@@ -38,8 +38,9 @@ pub use dispatch::{
 };
 pub use executor::{
     KEEL_EXECUTOR_STORAGE_ALIGN, KEEL_EXECUTOR_STORAGE_SIZE, KEEL_NO_TIMEOUT, keel_executor, keel_executor_attached,
-    keel_executor_attr, keel_executor_create, keel_executor_destroy, keel_executor_get_stats, keel_executor_init,
-    keel_executor_run, keel_executor_stats, keel_executor_storage_size,
+    keel_executor_attr, keel_executor_create, keel_executor_destroy, keel_executor_get_stats, keel_executor_get_times,
+    keel_executor_init, keel_executor_run, keel_executor_stats, keel_executor_storage_size, keel_executor_times,
+    keel_task_get_times, keel_task_times,
 };
 pub use fs::{
     keel_file_close, keel_file_fallocate, keel_file_fdatasync, keel_file_fsync, keel_file_open, keel_file_read,

@@ -1,6 +1,7 @@
 /* The first example of keel's C API: an executor with a ring, one high-priority task
  * whose function suspends for a millisecond and returns, run until it completes; the
- * task is then reused for a second run; everything lives in caller storage. */
+ * task is then reused for a second run; everything lives in caller storage, and the
+ * executor accounts time per task and for itself. */
 #include <string.h>
 #include <time.h>
 #include "check.h"
@@ -34,6 +35,7 @@ int main(void) {
     keel_executor_attr ex_attr;
     memset(&ex_attr, 0, sizeof ex_attr);
     ex_attr.ring_entries = 64;
+    ex_attr.accounting = 1; /* time from the CPU's timestamp counter */
     keel_executor ex;
     keel_result r = keel_executor_init(&ex_mem, sizeof ex_mem, &ex_attr, &ex);
     if (r == -ENOSYS || r == -EPERM) {
@@ -74,10 +76,20 @@ int main(void) {
     CHECK(stats.timers_fired >= 2);
     CHECK(stats.per_priority[0] >= 2); /* high */
 
+    keel_task_times tt;
+    CHECK_RESULT(keel_task_get_times(task, &tt));
+    CHECK(tt.resumptions >= 3);            /* start, after the suspension, after the yield */
+    CHECK(tt.suspended_ns >= 1000000);     /* the last run's millisecond, at least */
+    CHECK(tt.running_ns > 0);
+    keel_executor_times et;
+    CHECK_RESULT(keel_executor_get_times(ex, &et));
+    CHECK(et.task_ns > 0 && et.parked_ns > 0);
+
     /* Expensive again: tear down. */
     CHECK_RESULT(keel_task_destroy(task));
     CHECK_RESULT(keel_executor_destroy(ex));
-    printf("one_task: 2 runs of one task, result %d, %llu resumptions\n", 42 + runs,
-           (unsigned long long)stats.resumed);
+    printf("one_task: 2 runs of one task, result %d, %llu resumptions, %llu ns in task code, %llu ns parked\n",
+           42 + runs, (unsigned long long)stats.resumed, (unsigned long long)et.task_ns,
+           (unsigned long long)et.parked_ns);
     return 0;
 }

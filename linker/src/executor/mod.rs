@@ -11,6 +11,8 @@
 //! 3. The executor keeps an intrusive list of the tasks it owns (their storage links), so
 //!    that `destroy` can tell each one it is unowned once keel's teardown released it.
 
+mod stats;
+
 use crate::result::{KEEL_ESTALLED, KEEL_EWRONGTHREAD, err, guard, keel_result};
 use crate::stable::FreeList;
 use crate::task::TaskStorage;
@@ -19,8 +21,12 @@ use core::cell::Cell;
 use core::ffi::c_void;
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU64, Ordering};
-use keel_core::{Executor, RunError};
+use keel_core::{Executor, RunError, TscAccounting};
 use keel_linux::{MmapStacks, RingConfig, RingDriver, SleepDriver};
+pub use stats::{
+    keel_executor_attached, keel_executor_get_stats, keel_executor_get_times, keel_executor_stats,
+    keel_executor_storage_size, keel_executor_times, keel_task_get_times, keel_task_times,
+};
 use std::alloc::Layout;
 
 /// Bytes of storage an executor needs (`sizeof` for `keel_executor_init`).
@@ -53,28 +59,10 @@ pub struct keel_executor_attr {
     pub registered_buffers: u16,
     /// Bytes per registered buffer (0: 4096).
     pub registered_buffer_size: u32,
-}
-
-/// An executor's counters, from `keel_executor_get_stats`.
-#[repr(C)]
-#[derive(Copy, Clone, Debug, Default)]
-pub struct keel_executor_stats {
-    /// Task resumptions (items of work that ran a task).
-    pub resumed: u64,
-    /// Task runs completed.
-    pub completed: u64,
-    /// Resumptions per CPU priority: high, normal, low.
-    pub per_priority: [u64; 3],
-    /// Timers that fired.
-    pub timers_fired: u64,
-    /// Operations submitted to the ring.
-    pub io_submitted: u64,
-    /// Completions reaped.
-    pub io_completed: u64,
-    /// Times the executor parked (waited for work).
-    pub parks: u64,
-    /// Tasks attached right now.
-    pub attached: u64,
+    /// Nonzero: account time from the CPU's timestamp counter, per task and per
+    /// executor (`keel_executor_get_times`, `keel_task_get_times`): one `rdtsc` per task
+    /// resumption. Zero: no clock reads on the hot path, and the times stay 0.
+    pub accounting: u8,
 }
 
 // Not boxed: the executor lives in its (caller's) storage, which is sized for the larger.
@@ -82,6 +70,8 @@ pub struct keel_executor_stats {
 pub(crate) enum Inner {
     Sleep(Executor<SleepDriver, MmapStacks>),
     Ring(Executor<RingDriver, MmapStacks>),
+    SleepAcct(Executor<SleepDriver, MmapStacks, TscAccounting>),
+    RingAcct(Executor<RingDriver, MmapStacks, TscAccounting>),
 }
 
 /// Runs `$body` with `$e` bound to the pinned executor inside `$inner` (either driver).
@@ -94,6 +84,16 @@ macro_rules! with_ex {
                 $body
             }
             $crate::executor::Inner::Ring(x) => {
+                // SAFETY: as above.
+                let $e = unsafe { core::pin::Pin::new_unchecked(x) };
+                $body
+            }
+            $crate::executor::Inner::SleepAcct(x) => {
+                // SAFETY: as above.
+                let $e = unsafe { core::pin::Pin::new_unchecked(x) };
+                $body
+            }
+            $crate::executor::Inner::RingAcct(x) => {
                 // SAFETY: as above.
                 let $e = unsafe { core::pin::Pin::new_unchecked(x) };
                 $body
@@ -169,7 +169,7 @@ fn make_inner(attr: &keel_executor_attr) -> Result<Inner, i64> {
     let cfg = keel_linux::panic::config();
     if attr.ring_entries == 0 {
         let ex = Executor::with_stacks(SleepDriver::new(), stacks, cfg).map_err(|_| err(libc::EINVAL))?;
-        return Ok(Inner::Sleep(ex));
+        return Ok(if attr.accounting != 0 { Inner::SleepAcct(ex.with_accounting()) } else { Inner::Sleep(ex) });
     }
     if !attr.ring_entries.is_power_of_two() {
         return Err(err(libc::EINVAL));
@@ -187,7 +187,7 @@ fn make_inner(attr: &keel_executor_attr) -> Result<Inner, i64> {
     })
     .map_err(|e| -(e.raw_os_error().unwrap_or(libc::EIO) as i64))?;
     let ex = Executor::with_stacks(ring, stacks, cfg).map_err(|_| err(libc::EINVAL))?;
-    Ok(Inner::Ring(ex))
+    Ok(if attr.accounting != 0 { Inner::RingAcct(ex.with_accounting()) } else { Inner::Ring(ex) })
 }
 
 /// Makes an executor in `p` (fresh: the memory holds no `ExecStorage` yet).
@@ -212,7 +212,19 @@ unsafe fn init_at(p: *mut ExecStorage, fresh: bool, allocated: bool, inner: Inne
         // Release: pairs with `exec_of`'s Acquire, publishing the fields above.
         (*p).live_gen.store(g, Ordering::Release);
     }
+    // SAFETY: initialised above; the executor is pinned in its storage (rule 1).
+    let inner = unsafe { (*p).inner.assume_init_ref() };
+    if matches!(inner, Inner::SleepAcct(_) | Inner::RingAcct(_)) {
+        with_ex!(inner, e => e.set_tick_scale(tick_scale()));
+    }
     keel_executor { storage: p.cast(), generation: g }
+}
+
+/// The TSC's tick scale, calibrated once per process (at most about 10 ms, the first
+/// time an executor is made).
+fn tick_scale() -> keel_core::TickScale {
+    static SCALE: std::sync::OnceLock<keel_core::TickScale> = std::sync::OnceLock::new();
+    *SCALE.get_or_init(|| keel_linux::tsc::Calibration::new().scale())
 }
 
 /// Makes an executor in caller storage: `size` bytes at `storage`, aligned to
@@ -343,53 +355,4 @@ pub extern "C" fn keel_executor_destroy(ex: keel_executor) -> keel_result {
         }
         Ok(0)
     })
-}
-
-/// Copies the executor's counters into `*out`.
-///
-/// Thread safety: the executor's thread only. Errors: `-ESTALE`, `-KEEL_EWRONGTHREAD`,
-/// `-EINVAL` (`out` NULL).
-///
-/// # Safety
-/// `out` is NULL or valid for a write.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn keel_executor_get_stats(ex: keel_executor, out: *mut keel_executor_stats) -> keel_result {
-    guard(|| {
-        let s = exec_of(ex)?;
-        if out.is_null() {
-            return Err(err(libc::EINVAL));
-        }
-        let st = with_ex!(s.inner(), e => e.stats());
-        let c = keel_executor_stats {
-            resumed: st.resumed,
-            completed: st.completed,
-            per_priority: st.per_priority,
-            timers_fired: st.timers_fired,
-            io_submitted: st.io_submitted,
-            io_completed: st.io_completed,
-            parks: st.parks,
-            attached: st.attached as u64,
-        };
-        // SAFETY: valid for a write (caller), checked non-null.
-        unsafe { out.write(c) };
-        Ok(0)
-    })
-}
-
-/// The number of tasks attached to the executor right now.
-///
-/// Thread safety: the executor's thread only. Errors: `-ESTALE`, `-KEEL_EWRONGTHREAD`.
-#[unsafe(no_mangle)]
-pub extern "C" fn keel_executor_attached(ex: keel_executor) -> keel_result {
-    guard(|| {
-        let s = exec_of(ex)?;
-        Ok(with_ex!(s.inner(), e => e.attached()) as i64)
-    })
-}
-
-/// `sizeof` keel's executor storage as this library was built (compare with
-/// `KEEL_EXECUTOR_STORAGE_SIZE` to catch a header from another build).
-#[unsafe(no_mangle)]
-pub extern "C" fn keel_executor_storage_size() -> usize {
-    core::mem::size_of::<ExecStorage>()
 }
