@@ -327,6 +327,16 @@ typedef struct keel_task_times {
 } keel_task_times;
 
 /**
+ * A claimed registered buffer: opaque, 48 bytes; `keel_buffer_claim` fills it.
+ */
+typedef struct keel_buffer {
+  /**
+   * Opaque.
+   */
+  uint64_t opaque[6];
+} keel_buffer;
+
+/**
  * A status block: opaque, 64 bytes, 8-aligned; `keel_io_status_init` makes it one.
  */
 typedef struct keel_io_status {
@@ -721,6 +731,67 @@ keel_result keel_socket_shutdown(struct keel_task task, int fd, int how);
  * `close(fd)` through the ring (as `keel_file_close`).
  */
 keel_result keel_socket_close(struct keel_task task, int fd);
+
+/**
+ * Claims a registered buffer into `*out`, suspending the task (FIFO behind other
+ * claimers) until one is free; returns its index. Release it with `keel_buffer_release`.
+ *
+ * Thread safety: from inside the running task's function. Errors: `-ESTALE`,
+ * `-KEEL_ENOTINTASK`, `-EFAULT`, `-EOPNOTSUPP` (no ring), `-ENOBUFS` (the executor
+ * registered none), `-EAGAIN` (too many waiters), `-ECANCELED`.
+ *
+ * # Safety
+ * `out` is NULL or a writable `keel_buffer` holding no claim.
+ */
+keel_result keel_buffer_claim(struct keel_task task, struct keel_buffer *out);
+
+/**
+ * The claimed buffer's bytes: stores its address in `*data` and returns its length.
+ * Errors: `-EFAULT`, `-EINVAL` (no claim in it).
+ *
+ * # Safety
+ * `buf` is NULL or a valid `keel_buffer`; `data` is valid for a write.
+ */
+keel_result keel_buffer_data(struct keel_buffer *buf, void **data);
+
+/**
+ * Releases the claim (to the oldest waiting task, if any); the block holds none after.
+ *
+ * Thread safety: from inside a running task's function on the claim's executor.
+ * Errors: `-ESTALE`, `-KEEL_ENOTINTASK`, `-EFAULT`, `-EINVAL` (no claim: released
+ * already, or never claimed).
+ *
+ * # Safety
+ * `buf` is NULL or a valid `keel_buffer`, not a copy of another.
+ */
+keel_result keel_buffer_release(struct keel_task task, struct keel_buffer *buf);
+
+/**
+ * `READ_FIXED` of `len` bytes at `offset` of `fd` into the claimed buffer; returns the
+ * bytes read. Errors: as `keel_file_read`, plus `-EINVAL` (no claim, or `len` larger
+ * than the buffer).
+ *
+ * # Safety
+ * `buf` is NULL or a valid `keel_buffer`.
+ */
+keel_result keel_file_read_fixed(struct keel_task task,
+                                 int fd,
+                                 struct keel_buffer *buf,
+                                 uint32_t len,
+                                 uint64_t offset);
+
+/**
+ * `WRITE_FIXED` of `len` bytes from the claimed buffer to `fd` at `offset`; as
+ * `keel_file_read_fixed`.
+ *
+ * # Safety
+ * `buf` is NULL or a valid `keel_buffer`.
+ */
+keel_result keel_file_write_fixed(struct keel_task task,
+                                  int fd,
+                                  struct keel_buffer *buf,
+                                  uint32_t len,
+                                  uint64_t offset);
 
 /**
  * A static, NUL-terminated description of `code` (a result, negative or not).

@@ -5,6 +5,7 @@
 //! | module | what |
 //! |---|---|
 //! | `net` | socket i/o from a task body on the ring |
+//! | `regbuf` | registered buffers: claim, fixed reads and writes, release (buffer rules) |
 //! | `result` | `keel_result`, error codes, `keel_strerror`, the boundary guard (boundary rules) |
 //! | `executor` | executor storage, `init`/`create`, `run`, `destroy`; `stats`: counters and time accounting (executor rules) |
 //! | `task` | task storage, `init`/`create`; `run`: `attach`, `cancel`, `result`, `destroy` (task rules) |
@@ -25,6 +26,7 @@ mod dispatch;
 mod executor;
 mod fs;
 mod net;
+mod regbuf;
 mod result;
 mod stable;
 mod status;
@@ -49,6 +51,9 @@ pub use fs::{
 pub use net::{
     keel_socket_accept, keel_socket_bind, keel_socket_close, keel_socket_connect, keel_socket_listen, keel_socket_open,
     keel_socket_recv, keel_socket_send, keel_socket_shutdown,
+};
+pub use regbuf::{
+    keel_buffer, keel_buffer_claim, keel_buffer_data, keel_buffer_release, keel_file_read_fixed, keel_file_write_fixed,
 };
 pub use result::{
     KEEL_EBADRESULT, KEEL_EFPCONTROL, KEEL_ENOTINTASK, KEEL_EPANICKED, KEEL_ERRNO_FIRST, KEEL_ERRNO_MAX, KEEL_ESTALLED,
