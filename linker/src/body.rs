@@ -8,8 +8,9 @@
 //!    call checks `CURRENT == task`: a call naming another task, or made outside any task
 //!    body (another thread, the executor's caller), gets `-KEEL_ENOTINTASK` and never
 //!    switches a stack that is not running.
-//! 2. `keel_executor_run` saves `CURRENT` and puts it back when it returns, so a task body
-//!    that runs another executor (nested) finds itself current again.
+//! 2. `keel_executor_run` and `keel_executor_destroy` save `CURRENT` and put it back when
+//!    they return, so a task body that runs or destroys another executor (nested) finds
+//!    itself current again.
 //! 3. The function's return value maps to the run's result: `>= 0` succeeds with it,
 //!    `-1..=-KEEL_ERRNO_MAX` fails with it, anything else fails with `-KEEL_EBADRESULT`.
 //!    A panic in keel during the run (caught by keel-linux's fiber catcher) ends it as

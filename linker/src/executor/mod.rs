@@ -346,8 +346,11 @@ pub extern "C" fn keel_executor_destroy(ex: keel_executor) -> keel_result {
         s.live_gen.store(0, Ordering::Release);
         crate::task::results_before_teardown(s);
         let p = ex.storage.cast::<ExecStorage>();
+        // Body rule 2: the teardown resumes task bodies, which set and clear `CURRENT`.
+        let saved = crate::body::save_current();
         // SAFETY: the executor is live (checked) and dropped once, in place (rule 1).
         unsafe { (*p).inner.assume_init_drop() };
+        crate::body::restore_current(saved);
         crate::task::orphan_all(s);
         if s.allocated.get() {
             // SAFETY: allocated by `create` from this list; nothing lives in it now.

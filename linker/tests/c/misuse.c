@@ -115,6 +115,17 @@ int main(void) {
     drain(ex);
     CHECK_ERROR(keel_task_result(task), 7);
 
+    /* keel's fiber switch or glibc's ucontext, chosen per task. */
+    keel_task uctx;
+    keel_task_attr uctx_attr = {.switcher = KEEL_SWITCHER_UCONTEXT, .stack_size = 64 * 1024};
+    CHECK_RESULT(keel_task_create(&uctx_attr, &uctx));
+    CHECK_RESULT(keel_task_attach(ex, uctx, misbehaves, NULL));
+    drain(ex);
+    CHECK_ERROR(keel_task_result(uctx), 7);
+    CHECK_RESULT(keel_task_destroy(uctx));
+    keel_task_attr bad_switcher = {.switcher = 9};
+    CHECK_ERROR(keel_task_create(&bad_switcher, &uctx), -EINVAL);
+
     /* Cancelled before it ran: completes as cancelled, its function never called. */
     CHECK_RESULT(keel_task_attach(ex, task, returns_bad, NULL));
     CHECK_RESULT(keel_task_cancel(task));
