@@ -16,8 +16,8 @@
 //! | `stable` | type-stable storage for the `create` forms (stable rules) |
 //! | `thread` | thread tokens and generations |
 //!
-//! Every exported symbol is named `keel_*` and every exported function runs its body
-//! under `result::guard` (boundary rule 1).
+//! Every exported symbol is named `keel_*` and every exported function that can reach a
+//! panic runs its body under `result::guard` (boundary rule 1).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![allow(non_camel_case_types)]
 

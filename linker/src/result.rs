@@ -2,8 +2,11 @@
 //! function runs its body under.
 //!
 //! Boundary rules (cited as "boundary rule N"):
-//! 1. Every `extern "C"` function's body runs inside [`guard`]: a Rust panic in keel is
-//!    caught there and becomes [`KEEL_EPANICKED`], never an unwind into C.
+//! 1. Every `extern "C"` function that does more than return a constant or a static
+//!    string (`keel_version`, `keel_strerror`, the `*_storage_size` calls) runs its body
+//!    inside [`guard`]: a Rust panic in keel is caught there and becomes
+//!    [`KEEL_EPANICKED`], never an unwind into C. (Were one to escape, Rust aborts the
+//!    process at an `extern "C"` boundary rather than unwind.)
 //! 2. A result is a value (`>= 0`) or a negative error code: a Linux errno (`1..=4095`,
 //!    negated) or one of keel's own codes, which sit above the errnos Linux uses
 //!    (`KEEL_ERRNO_FIRST..`) and below `KEEL_ERRNO_MAX`, so one range test tells an error.

@@ -81,6 +81,12 @@ for src in linker/tests/cpp/*.cpp; do
     run "$name" "$OUT/$name"
 done
 
+# The README's program, as written there, with a main that checks its result.
+awk '/^```c$/ {on = 1; next} on && /^```$/ {exit} on' linker/README.md > "$OUT/readme.c"
+printf '#include <stdio.h>\nint main(void) { return run_once() == 42 ? 0 : 1; }\n' >> "$OUT/readme.c"
+$CC -std=c11 -D_GNU_SOURCE "${WARN[@]}" -I"$INC" "$OUT/readme.c" "$LIB/libkeel.a" "${LIBS[@]}" -o "$OUT/readme"
+run readme "$OUT/readme"
+
 # The ecosystem's way: `make install` into a prefix, then a program built through
 # pkg-config against it, linked to libkeel.so and run from there.
 make -s install PREFIX="$OUT/prefix" KEEL_PROFILE=debug CARGO="$CARGO" > /dev/null
