@@ -525,6 +525,22 @@ keel_result keel_executor_run(struct keel_executor ex, size_t max_items, uint64_
 keel_result keel_executor_destroy(struct keel_executor ex);
 
 /**
+ * Posts `fn(task, user)` to run once on the executor's thread, from any thread; a parked
+ * executor is woken. The function runs to completion: `keel_task_yield` and the other
+ * suspension calls return `-KEEL_ENOTINTASK` inside it. Read its result with
+ * `keel_task_result` (`-EINPROGRESS` until then); the task is unowned again after.
+ *
+ * Ownership: `user` stays the caller's until the run completes. Thread safety: any
+ * thread (the task must be unowned and used by one thread at a time). Errors: `-ESTALE`
+ * (either handle, or the executor is being destroyed), `-EINVAL` (`fn` NULL), `-EBUSY`
+ * (the task is owned by an executor, or posted or dispatched and not done).
+ */
+keel_result keel_executor_post(struct keel_executor ex,
+                               struct keel_task task,
+                               keel_task_fn f,
+                               void *user);
+
+/**
  * Copies the executor's counters into `*out`.
  *
  * Thread safety: the executor's thread only. Errors: `-ESTALE`, `-KEEL_EWRONGTHREAD`,

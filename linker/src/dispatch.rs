@@ -126,12 +126,12 @@ pub extern "C" fn keel_dispatcher_start(d: keel_dispatcher, workers: u32, pin: b
 
 /// Whether a raw pointer may cross to the worker (dispatch rule 2: only the atomics of
 /// the task and the caller's `user` are touched there).
-struct Sendable(*const TaskStorage, *mut c_void, keel_task);
+pub(crate) struct Sendable(pub(crate) *const TaskStorage, pub(crate) *mut c_void, pub(crate) keel_task);
 
 impl Sendable {
     /// Runs the function and publishes the result (dispatch rule 2). By value, so the
     /// body's future captures the whole `Sendable`, not its (non-`Send`) fields.
-    fn run(self, f: unsafe extern "C-unwind" fn(keel_task, *mut c_void) -> i64) {
+    pub(crate) fn run(self, f: unsafe extern "C-unwind" fn(keel_task, *mut c_void) -> i64) {
         // SAFETY: the task lives until its run completes (destroy refuses while queued).
         let t = unsafe { &*self.0 };
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

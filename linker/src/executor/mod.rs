@@ -11,7 +11,10 @@
 //! 3. The executor keeps an intrusive list of the tasks it owns (their storage links), so
 //!    that `destroy` can tell each one it is unowned once keel's teardown released it.
 
+mod remote;
 mod stats;
+
+pub use remote::keel_executor_post;
 
 use crate::result::{KEEL_ESTALLED, KEEL_EWRONGTHREAD, err, guard, keel_result};
 use crate::stable::FreeList;
@@ -21,7 +24,7 @@ use core::cell::Cell;
 use core::ffi::c_void;
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU64, Ordering};
-use keel_core::{Executor, RunError, TscAccounting};
+use keel_core::{Executor, ExecutorHandle, HandleSlot, RunError, TscAccounting};
 use keel_linux::{MmapStacks, RingConfig, RingDriver, SleepDriver};
 pub use stats::{
     keel_executor_attached, keel_executor_get_stats, keel_executor_get_times, keel_executor_stats,
@@ -117,6 +120,12 @@ pub(crate) struct ExecStorage {
     running: Cell<bool>,
     /// Head of the list of owned tasks (executor rule 3).
     pub(crate) tasks: Cell<*const TaskStorage>,
+    /// Names the executor to other threads (`keel_executor_post`): bound at init, unbound
+    /// by keel's teardown; kept across reuse of an allocated storage (keel rebinds a slot,
+    /// and a handle of the earlier binding gets `ExecutorGone`).
+    slot: HandleSlot,
+    /// The handle through `slot`, written before the generation is published.
+    pub(crate) remote: Option<ExecutorHandle>,
     inner: MaybeUninit<Inner>,
 }
 
@@ -142,6 +151,22 @@ impl ExecStorage {
         // Relaxed: written before the Release of `gen` that the handle check acquired.
         self.thread.load(Ordering::Relaxed)
     }
+}
+
+/// The executor a handle names, from any thread (executor rule 1 only): for
+/// `keel_executor_post`, which touches nothing but the remote handle.
+pub(crate) fn exec_anywhere(h: keel_executor) -> Result<&'static ExecStorage, i64> {
+    let p = h.storage.cast::<ExecStorage>();
+    if p.is_null() || h.generation == 0 || !p.is_aligned() {
+        return Err(err(libc::ESTALE));
+    }
+    // SAFETY: as in `exec_of`.
+    let s = unsafe { &*p };
+    // Acquire: pairs with init's Release store, publishing `remote`.
+    if s.live_gen.load(Ordering::Acquire) != h.generation {
+        return Err(err(libc::ESTALE));
+    }
+    Ok(s)
 }
 
 /// The executor a handle names, on its own thread (executor rules 1-2).
@@ -203,19 +228,29 @@ unsafe fn init_at(p: *mut ExecStorage, fresh: bool, allocated: bool, inner: Inne
         if fresh {
             (&raw mut (*p).live_gen).write(AtomicU64::new(0));
             (&raw mut (*p).next_free).write(0);
+            (&raw mut (*p).slot).write(HandleSlot::new());
         }
         (&raw mut (*p).thread).write(AtomicU64::new(thread::current()));
         (&raw mut (*p).allocated).write(Cell::new(allocated));
         (&raw mut (*p).running).write(Cell::new(false));
         (&raw mut (*p).tasks).write(Cell::new(core::ptr::null()));
         (&raw mut (*p).inner).write(MaybeUninit::new(inner));
-        // Release: pairs with `exec_of`'s Acquire, publishing the fields above.
-        (*p).live_gen.store(g, Ordering::Release);
     }
-    // SAFETY: initialised above; the executor is pinned in its storage (rule 1).
+    // SAFETY: initialised just above; the executor is pinned in its storage (rule 1).
     let inner = unsafe { (*p).inner.assume_init_ref() };
     if matches!(inner, Inner::SleepAcct(_) | Inner::RingAcct(_)) {
         with_ex!(inner, e => e.set_tick_scale(tick_scale()));
+    }
+    // SAFETY: executor rule 1: the storage outlives the executor's use (the documented
+    // contract), so its slot is `'static` for keel's purposes.
+    let slot: &'static HandleSlot = unsafe { &(*p).slot };
+    let remote = with_ex!(inner, e => e.handle(slot));
+    // SAFETY: our storage (caller); `remote` is written before the generation publishes it.
+    unsafe {
+        (&raw mut (*p).remote).write(remote);
+        // Release: pairs with `exec_of`'s and `exec_anywhere`'s Acquire, publishing the
+        // fields above.
+        (*p).live_gen.store(g, Ordering::Release);
     }
     keel_executor { storage: p.cast(), generation: g }
 }

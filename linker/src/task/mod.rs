@@ -306,6 +306,12 @@ impl TaskStorage {
         if self.remote.load(Ordering::Acquire) == REMOTE_QUEUED { Err(err(libc::EBUSY)) } else { Ok(()) }
     }
 
+    /// Whether an executor owns the task (any thread may ask: task rule 2's atomic).
+    pub(crate) fn owned_anywhere(&self) -> bool {
+        // Relaxed: a snapshot; keel's own claim in the attach is what decides.
+        self.owner_thread.load(Ordering::Relaxed) != 0
+    }
+
     /// The latest run's handle, and whether the task is unowned (dispatch rule 1).
     pub(crate) fn unowned_run(&self) -> Option<TaskHandle> {
         if self.exec.get().is_null() { self.run.get() } else { None }
