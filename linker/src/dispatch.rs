@@ -10,7 +10,9 @@
 //!    inside it.
 //! 2. A submitted task is `REMOTE_QUEUED` until the worker's body stores its result and
 //!    `REMOTE_DONE` (Release; `keel_task_result` Acquires). Until then `attach`, `destroy`
-//!    and another `submit` of it get `-EBUSY`; the body touches nothing else of it.
+//!    and another `submit` of it get `-EBUSY`; the body touches nothing else of it. After
+//!    it, reusing or destroying the task waits (bounded) for keel's release of it (settle
+//!    rules in `task/settle.rs`).
 //! 3. A dispatcher's storage is allocated once and type-stable (stable rules), so it is
 //!    `'static` as keel-core's dispatcher and workers need. `destroy` refuses while tasks
 //!    remain, and joins the workers its own pool started; executors the program made serve
@@ -19,6 +21,7 @@
 use crate::body::keel_task_fn;
 use crate::result::{KEEL_EBADRESULT, KEEL_EPANICKED, KEEL_ERRNO_MAX, err, guard, keel_result};
 use crate::stable::FreeList;
+use crate::task::settle::settle;
 use crate::task::{REMOTE_DONE, REMOTE_QUEUED, TaskStorage, keel_task, task_here};
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -198,22 +201,28 @@ fn submit_one(
     let t = task_here(task)?;
     t.not_dispatched()?;
     let run = t.unowned_run().ok_or(err(libc::EBUSY))?;
-    let cap = Sendable(t, user, task);
-    // Relaxed: the submit's own Release publishes the task to the worker.
+    // Settle rule 2: a task whose last run was remote may not be released yet.
+    let was = t.remote.load(Ordering::Acquire);
+    // Relaxed: the submit's own Release publishes the task (and this) to the worker;
+    // stored before, as a worker may run the body (and store `REMOTE_DONE`) at once.
     t.remote.store(REMOTE_QUEUED, Ordering::Relaxed);
-    let body = async move { cap.run(f) };
-    match s.disp.submit(run, body) {
+    let submitted = settle(was == REMOTE_DONE, || {
+        let cap = Sendable(t, user, task);
+        s.disp.submit(run, async move { cap.run(f) }).map_err(|e| match e {
+            AttachError::Stale(_) => err(libc::ESTALE),
+            AttachError::Unsupported(_) => err(libc::EOPNOTSUPP),
+            _ => err(libc::EBUSY),
+        })
+    });
+    match submitted {
         Ok(run) => {
             t.set_run(run);
             Ok(())
         }
         Err(e) => {
-            t.remote.store(crate::task::REMOTE_NONE, Ordering::Relaxed);
-            Err(match e {
-                AttachError::Stale(_) => err(libc::ESTALE),
-                AttachError::Unsupported(_) => err(libc::EOPNOTSUPP),
-                _ => err(libc::EBUSY),
-            })
+            // Relaxed: as above; nothing was handed over.
+            t.remote.store(was, Ordering::Relaxed);
+            Err(e)
         }
     }
 }

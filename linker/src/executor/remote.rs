@@ -10,7 +10,8 @@ use super::{exec_anywhere, keel_executor};
 use crate::body::keel_task_fn;
 use crate::dispatch::Sendable;
 use crate::result::{err, guard, keel_result};
-use crate::task::{REMOTE_NONE, REMOTE_QUEUED, keel_task, task_of};
+use crate::task::settle::settle;
+use crate::task::{REMOTE_DONE, REMOTE_QUEUED, keel_task, task_of};
 use core::ffi::c_void;
 use core::sync::atomic::Ordering;
 use keel_core::AttachError;
@@ -41,20 +42,27 @@ pub extern "C" fn keel_executor_post(
         }
         let run = t.unowned_run().ok_or(err(libc::EBUSY))?;
         let handle = s.remote.ok_or(err(libc::ESTALE))?;
-        // Relaxed: the attach's own Release publishes the task to the executor.
+        // Settle rule 2: a task whose last run was remote may not be released yet.
+        let was = t.remote.load(Ordering::Acquire);
+        // Relaxed: the attach's own Release publishes the task (and this) to the executor;
+        // stored before, as the body may run (and store `REMOTE_DONE`) at once.
         t.remote.store(REMOTE_QUEUED, Ordering::Relaxed);
-        let cap = Sendable(t, user, task);
-        match handle.attach(run, async move { cap.run(f) }) {
+        let posted = settle(was == REMOTE_DONE, || {
+            let cap = Sendable(t, user, task);
+            handle.attach(run, async move { cap.run(f) }).map_err(|e| match e {
+                AttachError::Stale(_) | AttachError::ExecutorGone(_) => err(libc::ESTALE),
+                _ => err(libc::EBUSY),
+            })
+        });
+        match posted {
             Ok(run) => {
                 t.set_run(run);
                 Ok(0)
             }
             Err(e) => {
-                t.remote.store(REMOTE_NONE, Ordering::Relaxed);
-                Err(match e {
-                    AttachError::Stale(_) | AttachError::ExecutorGone(_) => err(libc::ESTALE),
-                    _ => err(libc::EBUSY),
-                })
+                // Relaxed: as above; nothing was handed over.
+                t.remote.store(was, Ordering::Relaxed);
+                Err(e)
             }
         }
     })

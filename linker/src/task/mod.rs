@@ -17,6 +17,7 @@
 //!    function returned, or `-ECANCELED` if it never returned).
 
 mod run;
+pub(crate) mod settle;
 
 use crate::body::task_result_code;
 use crate::executor::{ExecStorage, with_ex};

@@ -45,14 +45,15 @@ pub extern "C" fn keel_task_attach(
         let a = t.attrs.get();
         let fattrs =
             FiberAttrs { stack_size: if a.stack_size == 0 { 64 * 1024 } else { a.stack_size }, ..FiberAttrs::DEFAULT };
-        let body = body_for(t, task, f, user);
         t.returned.set(None);
-        let r = if a.switcher == KEEL_SWITCHER_UCONTEXT {
-            with_ex!(s.inner(), e => e.attach_fiber_with::<keel_linux::ucontext::UcontextSwitch, _, _>(run, fattrs, body).map_err(attach_error))
-        } else {
-            with_ex!(s.inner(), e => e.attach_fiber(run, fattrs, body).map_err(attach_error))
-        };
-        let run = r?;
+        let run = super::settle::settle(super::settle::was_remote(t), || {
+            let body = body_for(t, task, f, user);
+            if a.switcher == KEEL_SWITCHER_UCONTEXT {
+                with_ex!(s.inner(), e => e.attach_fiber_with::<keel_linux::ucontext::UcontextSwitch, _, _>(run, fattrs, body).map_err(attach_error))
+            } else {
+                with_ex!(s.inner(), e => e.attach_fiber(run, fattrs, body).map_err(attach_error))
+            }
+        })?;
         t.run.set(Some(run));
         t.attached_once.set(true);
         t.kept.set(None);
@@ -163,6 +164,11 @@ pub extern "C" fn keel_task_destroy(task: keel_task) -> keel_result {
         if let Ok((_, s, run)) = owned(task) {
             with_ex!(s.inner(), e => e.destroy(run)).map_err(destroy_error)?;
             unlink(t);
+        } else if super::settle::was_remote(t)
+            && let Some(run) = t.run.get()
+        {
+            // Settle rule 3: no executor may still name it when its storage goes back.
+            super::settle::destroy_unowned(run)?;
         }
         // Release: pairs with `task_of`'s Acquire; later calls see a dead task.
         t.live_gen.store(0, Ordering::Release);
