@@ -922,9 +922,11 @@ keel_result keel_task_create(const struct keel_task_attr *attr, struct keel_task
  *
  * Ownership: `user` stays the caller's; it must stay valid until the run completes.
  * `fn` must not unwind (C++ exceptions) or `longjmp` out. Thread safety: the executor's
- * thread (keel-core has no cross-thread attach of a fiber yet). Errors: `-ESTALE` (either
- * handle), `-KEEL_EWRONGTHREAD`, `-EINVAL` (`fn` NULL), `-EBUSY` (attached already),
- * an errno if no stack could be mapped.
+ * thread (keel-core attaches fibers only there; from another thread,
+ * `keel_executor_post` runs a function without a fiber). Errors: `-ESTALE` (either
+ * handle), `-KEEL_EWRONGTHREAD`, `-EINVAL` (`fn` NULL), `-EBUSY` (attached already, or a
+ * run on another executor or thread not released yet), an errno if no stack could be
+ * mapped.
  */
 keel_result keel_task_attach(struct keel_executor ex,
                              struct keel_task task,

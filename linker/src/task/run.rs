@@ -19,9 +19,11 @@ use keel_core::{AttachError, CancelError, DestroyError, FiberAttrs, TaskHandle};
 ///
 /// Ownership: `user` stays the caller's; it must stay valid until the run completes.
 /// `fn` must not unwind (C++ exceptions) or `longjmp` out. Thread safety: the executor's
-/// thread (keel-core has no cross-thread attach of a fiber yet). Errors: `-ESTALE` (either
-/// handle), `-KEEL_EWRONGTHREAD`, `-EINVAL` (`fn` NULL), `-EBUSY` (attached already),
-/// an errno if no stack could be mapped.
+/// thread (keel-core attaches fibers only there; from another thread,
+/// `keel_executor_post` runs a function without a fiber). Errors: `-ESTALE` (either
+/// handle), `-KEEL_EWRONGTHREAD`, `-EINVAL` (`fn` NULL), `-EBUSY` (attached already, or a
+/// run on another executor or thread not released yet), an errno if no stack could be
+/// mapped.
 #[unsafe(no_mangle)]
 pub extern "C" fn keel_task_attach(
     ex: keel_executor,
