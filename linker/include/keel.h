@@ -885,6 +885,42 @@ keel_result keel_file_write_async(struct keel_task task,
 keel_result keel_task_suspend_until_completed_io(struct keel_task task, size_t max);
 
 /**
+ * Starts `fsync(fd)` with `status`; as `keel_file_read_async`.
+ *
+ * # Safety
+ * `status` as for `keel_io_status_init`.
+ */
+keel_result keel_file_fsync_async(struct keel_task task, struct keel_io_status *status, int fd);
+
+/**
+ * Starts `send(fd, buf, len, flags)` with `status`; as `keel_file_write_async`.
+ *
+ * # Safety
+ * `status` as for `keel_io_status_init`; `buf` holds `len` readable bytes valid until
+ * the status completes.
+ */
+keel_result keel_socket_send_async(struct keel_task task,
+                                   struct keel_io_status *status,
+                                   int fd,
+                                   const void *buf,
+                                   size_t len,
+                                   int flags);
+
+/**
+ * Starts `recv(fd, buf, len, flags)` with `status`; as `keel_file_read_async`.
+ *
+ * # Safety
+ * `status` as for `keel_io_status_init`; `buf` holds `len` writable bytes that nothing
+ * else uses until the status completes.
+ */
+keel_result keel_socket_recv_async(struct keel_task task,
+                                   struct keel_io_status *status,
+                                   int fd,
+                                   void *buf,
+                                   size_t len,
+                                   int flags);
+
+/**
  * Makes a task in caller storage: `size` bytes at `storage`, aligned to
  * `KEEL_TASK_STORAGE_ALIGN`, at least `KEEL_TASK_STORAGE_SIZE`. Allocates nothing.
  * `attr` may be NULL (all zeros). Creating is the expensive step; a task is then reused

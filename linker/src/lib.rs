@@ -60,8 +60,9 @@ pub use result::{
     KEEL_EWRONGTHREAD, keel_result, keel_strerror,
 };
 pub use status::{
-    KEEL_IO_STATUS_ALIGN, KEEL_IO_STATUS_SIZE, keel_file_read_async, keel_file_write_async, keel_io_status,
-    keel_io_status_init, keel_io_status_result, keel_task_suspend_until_completed_io,
+    KEEL_IO_STATUS_ALIGN, KEEL_IO_STATUS_SIZE, keel_file_fsync_async, keel_file_read_async, keel_file_write_async,
+    keel_io_status, keel_io_status_init, keel_io_status_result, keel_socket_recv_async, keel_socket_send_async,
+    keel_task_suspend_until_completed_io,
 };
 pub use task::{
     KEEL_PRIORITY_HIGH, KEEL_PRIORITY_LOW, KEEL_PRIORITY_NORMAL, KEEL_SWITCHER_FIBER, KEEL_SWITCHER_UCONTEXT,

@@ -214,3 +214,63 @@ pub extern "C" fn keel_task_suspend_until_completed_io(task: keel_task, max: usi
             .map_err(|_| err(libc::ECANCELED))
     })
 }
+
+/// Starts `fsync(fd)` with `status`; as `keel_file_read_async`.
+///
+/// # Safety
+/// `status` as for `keel_io_status_init`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn keel_file_fsync_async(task: keel_task, status: *mut keel_io_status, fd: c_int) -> keel_result {
+    // SAFETY: the entry points at no memory; the block is the caller's (contract above).
+    guard(|| unsafe { initiate(task, status, opcode::Fsync::new(types::Fd(fd)).build()) })
+}
+
+/// Starts `send(fd, buf, len, flags)` with `status`; as `keel_file_write_async`.
+///
+/// # Safety
+/// `status` as for `keel_io_status_init`; `buf` holds `len` readable bytes valid until
+/// the status completes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn keel_socket_send_async(
+    task: keel_task,
+    status: *mut keel_io_status,
+    fd: c_int,
+    buf: *const c_void,
+    len: usize,
+    flags: c_int,
+) -> keel_result {
+    guard(|| {
+        if buf.is_null() && len != 0 {
+            return Err(err(libc::EFAULT));
+        }
+        let len = len.min(u32::MAX as usize) as u32;
+        let e = opcode::Send::new(types::Fd(fd), buf.cast(), len).flags(flags).build();
+        // SAFETY: the buffer's span is the caller's duty (contract above).
+        unsafe { initiate(task, status, e) }
+    })
+}
+
+/// Starts `recv(fd, buf, len, flags)` with `status`; as `keel_file_read_async`.
+///
+/// # Safety
+/// `status` as for `keel_io_status_init`; `buf` holds `len` writable bytes that nothing
+/// else uses until the status completes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn keel_socket_recv_async(
+    task: keel_task,
+    status: *mut keel_io_status,
+    fd: c_int,
+    buf: *mut c_void,
+    len: usize,
+    flags: c_int,
+) -> keel_result {
+    guard(|| {
+        if buf.is_null() && len != 0 {
+            return Err(err(libc::EFAULT));
+        }
+        let len = len.min(u32::MAX as usize) as u32;
+        let e = opcode::Recv::new(types::Fd(fd), buf.cast(), len).flags(flags).build();
+        // SAFETY: the buffer's span is the caller's duty (contract above).
+        unsafe { initiate(task, status, e) }
+    })
+}

@@ -6,6 +6,7 @@
  * (skipped, said on stderr) if io_uring cannot be set up here. */
 #include <fcntl.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include "check.h"
 
@@ -43,7 +44,28 @@ static int64_t reads_in_parallel(keel_task task, void *user) {
     CHECK_ERROR(keel_task_suspend_until_completed_io(task, 1), 1);
     CHECK_ERROR(keel_io_status_result(task, &st[0]), 2);
     CHECK(memcmp(bufs[0], "op", 2) == 0);
+    CHECK_RESULT(keel_io_status_init(task, &st[1]));
+    CHECK_RESULT(keel_file_fsync_async(task, &st[1], (int)fd));
+    CHECK_ERROR(keel_task_suspend_until_completed_io(task, 1), 1);
+    CHECK_ERROR(keel_io_status_result(task, &st[1]), 0);
     CHECK_RESULT(keel_file_close(task, (int)fd));
+
+    /* A send and a receive in flight at once, on the two ends of a socket pair. */
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    char got[5] = {0};
+    CHECK_RESULT(keel_socket_recv_async(task, &st[2], sv[1], got, sizeof got, 0));
+    CHECK_RESULT(keel_socket_send_async(task, &st[3], sv[0], "hello", 5, 0));
+    for (int taken = 0; taken < 2;) {
+        keel_result n = keel_task_suspend_until_completed_io(task, 2);
+        CHECK_RESULT(n);
+        taken += (int)n;
+    }
+    CHECK_ERROR(keel_io_status_result(task, &st[2]), 5);
+    CHECK_ERROR(keel_io_status_result(task, &st[3]), 5);
+    CHECK(memcmp(got, "hello", 5) == 0);
+    close(sv[0]);
+    close(sv[1]);
     return done;
 }
 
@@ -93,6 +115,6 @@ int main(void) {
     CHECK_RESULT(keel_task_destroy(a));
     CHECK_RESULT(keel_task_destroy(b));
     CHECK_RESULT(keel_executor_destroy(ex));
-    printf("status_io: %d reads reaped through status blocks, one drained at return\n", PARTS + 1);
+    printf("status_io: %d reads, an fsync, a send and a recv reaped through status blocks; one read drained at return\n", PARTS + 1);
     return 0;
 }
