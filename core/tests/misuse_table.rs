@@ -196,7 +196,6 @@ fn initiate_after_the_task_was_cancelled_is_cancelled() {
 /// A zero bound should be refused (as `run(0)` is, `RunError::ZeroMaxItems`) or taken
 /// as 1; this test asserts the completion is reported either way.
 #[test]
-#[ignore = "keel bug: suspend_until_completed_io(0) returns Ok(0) with a completion waiting (max 0 is not detected)"]
 fn suspend_until_completed_io_with_max_zero_is_detected() {
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let ex = ex.into_ref();

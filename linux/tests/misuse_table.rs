@@ -219,7 +219,6 @@ fn provided_buffers_enabled_twice_is_already_exists() {
 /// dispatcher, yet it starts. A zero bound should be refused (`InvalidInput`), as the
 /// executor's `Config` refuses its zero bounds (`ConfigError::Zero`).
 #[test]
-#[ignore = "keel bug: ThreadPool::start with 0 workers succeeds; tasks submitted to it never run (0 workers is not detected)"]
 fn thread_pool_with_zero_workers_is_invalid_input() {
     static D: keel_core::Dispatcher = keel_core::Dispatcher::new();
     match keel_linux::pool::ThreadPool::start(&D, 0, false) {
