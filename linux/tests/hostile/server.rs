@@ -250,7 +250,7 @@ async fn provided_handler(conn: Socket, c: Rc<Counters>) -> u64 {
             got += 1;
             c.hog_bytes.set(c.hog_bytes.get() + b.len() as u64);
             drop(b);
-            if got % 4 == 0 && rt::sleep(Duration::from_millis(1)).await.is_err() {
+            if got.is_multiple_of(4) && rt::sleep(Duration::from_millis(1)).await.is_err() {
                 break;
             }
         } else {
