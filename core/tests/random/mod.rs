@@ -1,0 +1,348 @@
+//! Random programs on the simulated driver: the generator (`program`), the checker's
+//! model (`model`), the task bodies (`bodies`) and the harness here, which builds an
+//! executor, attaches a program's tasks, plays its script and then runs it to the end,
+//! checking after every harness action:
+//! - the executor's own view agrees: `ExecStats::ready` equals the tasks in a run queue
+//!   (`Attached` or `Ready`), so no task is in two queues or lost from one;
+//! - FIFO within a priority: after a `run(1)` that resumed one task, no task that was
+//!   ready before it at its priority (or at a higher one) was passed over;
+//! - no task completes with an operation of its own in flight at the driver;
+//! - a stall (`RunError::Stalled`) leaves only tasks waiting for a wake, which the
+//!   harness then cancels: every waiter is woken or cancelled by the end;
+//! - at the end: every task completed, as `Ok` or (when cancelled) `Cancelled`; the
+//!   driver's operations all completed once; counters agree; no timer left armed.
+//!
+//! Each body checks priorities, timers and i/o results at its resume points (`model`).
+
+#![allow(dead_code)]
+
+pub mod bodies;
+pub mod model;
+pub mod program;
+
+use bodies::{D, Model, enter, fiber_body, future_body};
+use core::pin::pin;
+use keel_core::{
+    CancelError, Config, Executor, FiberAttrs, Priorities, RegionStacks, RunError, SuspendReason, TaskAttrs, TaskError,
+    TaskHandle, TaskSlot, TaskState,
+};
+use model::{Cur, Plant, Seen, Shared};
+use program::{Action, Program};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+const STACK: usize = 32 * 1024;
+const GUARD: usize = 4096;
+/// Harness actions a program may take before it counts as a runaway.
+const MAX_ACTIONS: u64 = 50_000;
+
+/// What a run of a program gave: its trace hash, its resume log and how many steps
+/// (operations the bodies reached, plus harness actions) it took.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub hash: u64,
+    pub resumes: Vec<(u64, usize)>,
+    pub steps: u64,
+    pub seen: [u64; model::SEEN],
+}
+
+thread_local! {
+    /// Task slots reused from program to program (destroyed at each program's end).
+    static SLOTS: RefCell<Vec<&'static Slot>> = const { RefCell::new(Vec::new()) };
+    /// One stack region per thread, handed to each program's executor in turn.
+    static REGION: Cell<(*mut u8, usize)> = const { Cell::new((core::ptr::null_mut(), 0)) };
+}
+
+fn stacks() -> RegionStacks {
+    let (ptr, len) = REGION.with(|r| {
+        if r.get().0.is_null() {
+            let len = program::MAX_TASKS * (STACK + GUARD) + 64;
+            r.set((Vec::leak(vec![0u8; len]).as_mut_ptr(), len));
+        }
+        r.get()
+    });
+    // SAFETY: leaked, so it lives for `'static`; the one executor that used it before
+    // has been dropped (programs run one at a time per thread, each executor dropped
+    // before the next is built), so this is the only reference.
+    let region = unsafe { core::slice::from_raw_parts_mut(ptr, len) };
+    RegionStacks::new(region, STACK, GUARD).expect("stack region")
+}
+
+/// Room for the largest body (a future running a select holds two pinned futures and
+/// four statuses).
+type Slot = TaskSlot<4096>;
+
+fn slot(i: usize) -> &'static Slot {
+    SLOTS.with(|s| {
+        let mut s = s.borrow_mut();
+        while s.len() <= i {
+            s.push(Box::leak(Box::new(Slot::new())));
+        }
+        s[i]
+    })
+}
+
+fn catch(body: &mut dyn FnMut()) -> Result<(), &'static str> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).map_err(|_| "a fiber panicked")
+}
+
+fn queued(state: TaskState) -> bool {
+    matches!(state, TaskState::Attached | TaskState::Ready)
+}
+
+/// Runs `p`; `Err` lists the violations (or the panic) it met.
+thread_local! {
+    /// Panics on this thread are caught and reported by `run_program`: not printed.
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Installs, once, a panic hook that stays silent while `QUIET` is set on the panicking
+/// thread and otherwise does what the previous hook did.
+fn quiet_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+pub fn run_program(p: &Program, plant: Plant) -> Result<Outcome, String> {
+    quiet_hook();
+    QUIET.with(|q| q.set(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_inner(p, plant)));
+    QUIET.with(|q| q.set(false));
+    if !matches!(r, Ok(Ok(_))) {
+        // Its tasks may still hold their slots: take fresh ones next time.
+        SLOTS.with(|s| s.borrow_mut().clear());
+    }
+    match r {
+        Ok(r) => r,
+        Err(panic) => Err(format!(
+            "panicked: {}",
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()
+        )),
+    }
+}
+
+fn run_inner(p: &Program, plant: Plant) -> Result<Outcome, String> {
+    let b = p.batches;
+    let cfg = Config {
+        inbox_batch: b.inbox,
+        timer_batch: b.timer,
+        reap_batch: b.reap,
+        resume_batch: b.resume,
+        max_io_in_flight: b.max_io,
+        fiber_panics: Some(catch),
+        ..Config::default()
+    };
+    let ex = pin!(Executor::with_stacks(D::new(), stacks(), cfg).expect("executor"));
+    let ex = ex.into_ref();
+    let _entered = enter(ex);
+    let m: Model = Rc::new(RefCell::new(Shared::new(plant)));
+    let n = p.tasks.len();
+    let mut handles: Vec<TaskHandle> = Vec::new();
+    for (t, task) in p.tasks.iter().enumerate() {
+        let attrs = TaskAttrs { priority: Priorities { cpu: task.cpu, io: task.io }, name: "random" };
+        let h = slot(t).create(attrs).map_err(|e| format!("create: {e:?}"))?;
+        let prio = task.cpu as usize;
+        m.borrow_mut().tasks.push(model::TaskModel {
+            handle: None,
+            prio,
+            cancel_requested: false,
+            cur: Cur::Other,
+            disturbed: false,
+            sleep_ready_at: None,
+            next_label: 0,
+            completed_checked: false,
+            last_resume: None,
+        });
+        handles.push(h);
+    }
+    for (t, task) in p.tasks.iter().enumerate() {
+        let h = if task.fiber {
+            let attrs = FiberAttrs { stack_size: STACK, ..FiberAttrs::DEFAULT };
+            ex.attach_fiber(handles[t], attrs, fiber_body(m.clone(), t, task.ops.clone()))
+                .map_err(|e| format!("attach fiber {t}: {e:?}"))?
+        } else {
+            ex.attach(handles[t], future_body(m.clone(), t, task.ops.clone()))
+                .map_err(|e| format!("attach {t}: {e:?}"))?
+        };
+        handles[t] = h;
+        m.borrow_mut().tasks[t].handle = Some(h);
+    }
+    // Rank: the harness action after which a task was first seen in a run queue.
+    let mut rank: Vec<Option<u64>> = vec![Some(0); n];
+    let states = |hs: &[TaskHandle]| -> Vec<TaskState> { hs.iter().map(|h| ex.state(*h).unwrap()).collect() };
+    let mut script = p.script.iter().copied();
+    let mut limited = false;
+    let mut epoch = 0u64;
+    loop {
+        let before = states(&handles);
+        if before.iter().all(|s| *s == TaskState::Completed) {
+            break;
+        }
+        epoch += 1;
+        if epoch > MAX_ACTIONS {
+            m.borrow_mut().fail("runaway: the program did not finish".into());
+            break;
+        }
+        m.borrow_mut().epoch = epoch;
+        m.borrow_mut().steps += 1;
+        let action = script.next().unwrap_or_else(|| {
+            if limited {
+                limited = false;
+                let _ = ex.with_driver(|d| {
+                    d.limit_capacity(usize::MAX);
+                    d.fail_next_submits(0, keel_core::Errno::EAGAIN);
+                });
+            }
+            Action::Run(1)
+        });
+        let first_resume = m.borrow().resumes.len();
+        let resumed_before = ex.stats().resumed;
+        match action {
+            Action::Run(items) => match ex.run(items, None) {
+                Ok(_) => {}
+                Err(RunError::Stalled) => {
+                    let waiting: Vec<usize> = (0..n).filter(|&t| before[t] != TaskState::Completed).collect();
+                    for &t in &waiting {
+                        let st = ex.state(handles[t]).unwrap();
+                        if st != TaskState::Suspended(SuspendReason::Wait) && !limited {
+                            m.borrow_mut().fail(format!("stalled with task {t} {st:?}"));
+                        }
+                    }
+                    if !limited {
+                        for &t in &waiting {
+                            m.borrow_mut().count(Seen::StallCancel);
+                            m.borrow_mut().tasks[t].cancel_requested = true;
+                            ex.cancel(handles[t]).map_err(|e| format!("cancel {t} at a stall: {e:?}"))?;
+                        }
+                    }
+                }
+                Err(e) => m.borrow_mut().fail(format!("run: {e:?}")),
+            },
+            Action::Cancel(t) => {
+                m.borrow_mut().tasks[t].cancel_requested = true;
+                if before[t] == TaskState::Suspended(SuspendReason::Timer) {
+                    m.borrow_mut().tasks[t].disturbed = true;
+                }
+                match ex.cancel(handles[t]) {
+                    Ok(_) => m.borrow_mut().count(Seen::HarnessCancel),
+                    Err(CancelError::TooLate) => {}
+                    Err(e) => m.borrow_mut().fail(format!("cancel {t} ({:?}): {e:?}", before[t])),
+                }
+            }
+            Action::Refuse(count, errno) => {
+                ex.with_driver(|d| d.fail_next_submits(count, errno)).map_err(|e| format!("{e:?}"))?;
+                limited = true;
+            }
+            Action::Limit(count) => {
+                ex.with_driver(|d| d.limit_capacity(count)).map_err(|e| format!("{e:?}"))?;
+                limited = true;
+            }
+        }
+        let after = states(&handles);
+        let mut mm = m.borrow_mut();
+        let resumed: Vec<usize> = mm.resumes[first_resume..].iter().map(|r| r.1).collect();
+        if std::env::var_os("KEEL_DEBUG").is_some() {
+            eprintln!("step {epoch} {action:?} at {:?}: resumed {resumed:?} -> {after:?} ranks {rank:?}", ex.now());
+        }
+        // A resume no body saw (a fiber's extra pass after a cancel, fiber rule 5; a
+        // future re-polled inside keel's own futures): which task went back to its queue
+        // is unknown, so every queued task is ranked anew, as equals.
+        let unseen = ex.stats().resumed - resumed_before > resumed.len() as u64;
+        // FIFO and priority across the action, from the queues as seen before it.
+        if let (Action::Run(1), Some(&r), false) = (action, resumed.first(), unseen) {
+            let pr = mm.tasks[r].prio;
+            for x in (0..n).filter(|&x| x != r && queued(before[x])) {
+                let px = mm.tasks[x].prio;
+                let passed_over = px < pr
+                    || (px == pr
+                        && match (rank[r], queued(before[r])) {
+                            (Some(rr), true) => rank[x].unwrap() < rr,
+                            _ => true,
+                        });
+                if passed_over && mm.plant == Plant::None {
+                    mm.fail(format!(
+                        "step {epoch}: task {r} (prio {pr}, rank {:?}) resumed before task {x} (prio {px}, rank {:?})",
+                        rank[r], rank[x]
+                    ));
+                }
+            }
+        }
+        for t in 0..n {
+            let requeued = unseen || resumed.contains(&t) || !queued(before[t]);
+            rank[t] = match (queued(after[t]), requeued) {
+                (true, true) => Some(epoch),
+                (true, false) => rank[t],
+                (false, _) => None,
+            };
+            // The last time a sleeper went to its queue is its timer's firing: a wake
+            // before it (its own, while running) resumes it only to sleep again, and
+            // the clock does not move while it is queued.
+            // A sleeper not queued now has not fired yet (if it fires and resumes in one
+            // action, that action is its firing's).
+            if mm.tasks[t].cur == Cur::Sleep {
+                if !queued(after[t]) {
+                    mm.tasks[t].sleep_ready_at = None;
+                } else if requeued {
+                    mm.tasks[t].sleep_ready_at = Some(epoch);
+                }
+            }
+        }
+        let ready_tasks = after.iter().filter(|s| queued(**s)).count();
+        let stats = ex.stats();
+        if stats.ready.iter().sum::<usize>() != ready_tasks {
+            mm.fail(format!("step {epoch}: ExecStats::ready {:?} but {ready_tasks} tasks queued", stats.ready));
+        }
+        let (events, recent): (u64, Vec<_>) =
+            ex.with_driver(|d| (d.trace_len(), d.trace().copied().collect())).map_err(|e| format!("{e:?}"))?;
+        mm.consume(events, &recent);
+        for t in 0..n {
+            if after[t] == TaskState::Completed && !mm.tasks[t].completed_checked {
+                mm.tasks[t].completed_checked = true;
+                if let Some(label) = mm.in_flight(t) {
+                    mm.fail(format!("step {epoch}: task {t} completed with operation {label} in flight"));
+                }
+            }
+        }
+        if !mm.violations.is_empty() {
+            break;
+        }
+    }
+    let mut mm = m.borrow_mut();
+    if mm.violations.is_empty() {
+        for (t, h) in handles.iter().enumerate() {
+            match ex.result(*h) {
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(TaskError::Cancelled))) if mm.tasks[t].cancel_requested => {}
+                other => mm.fail(format!("task {t} ended with {other:?}")),
+            }
+        }
+        mm.finish();
+        let s = ex.stats();
+        if s.io_submitted != s.io_completed || s.attached != 0 || s.timers_armed != 0 {
+            mm.fail(format!("at the end: {s:?}"));
+        }
+    }
+    let hash = ex.with_driver(|d| d.trace_hash()).map_err(|e| format!("{e:?}"))?;
+    let violations = core::mem::take(&mut mm.violations);
+    let outcome = Outcome { hash, resumes: core::mem::take(&mut mm.resumes), steps: mm.steps, seen: mm.seen };
+    drop(mm);
+    if violations.is_empty() {
+        for h in &handles {
+            ex.destroy(*h).map_err(|e| format!("destroy: {e:?}"))?;
+        }
+        Ok(outcome)
+    } else {
+        Err(violations.join("\n"))
+    }
+}
