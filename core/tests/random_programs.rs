@@ -54,9 +54,14 @@ fn check(p: &Program) -> Option<String> {
 
 fn report(seed: u64, p: Program) -> ! {
     let (small, why) = shrink(p, check, 3000);
+    if std::env::var_os("KEEL_DEBUG").is_some() {
+        random::debug(true);
+        let _ = run_program(&small, Plant::None);
+    }
     panic!(
         "program {seed:#x} failed:\n{why}\nshrunk program:\n{small:#?}\n\
-         re-run: KEEL_SEED={seed:#x} RANDOM_PROGRAMS=1 cargo nextest run -p keel-core --test random_programs"
+         re-run: KEEL_SEED={seed:#x} RANDOM_PROGRAMS=1 cargo nextest run -p keel-core --test random_programs \
+         (KEEL_DEBUG=1 prints each harness step of the shrunk program)"
     );
 }
 

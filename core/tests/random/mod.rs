@@ -92,6 +92,16 @@ fn queued(state: TaskState) -> bool {
 
 /// Runs `p`; `Err` lists the violations (or the panic) it met.
 thread_local! {
+    /// Print each harness action with the states it left (`debug`).
+    static DEBUG: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Prints every harness action of the programs this thread runs from now on.
+pub fn debug(on: bool) {
+    DEBUG.with(|d| d.set(on));
+}
+
+thread_local! {
     /// Panics on this thread are caught and reported by `run_program`: not printed.
     static QUIET: Cell<bool> = const { Cell::new(false) };
 }
@@ -252,7 +262,7 @@ fn run_inner(p: &Program, plant: Plant) -> Result<Outcome, String> {
         let after = states(&handles);
         let mut mm = m.borrow_mut();
         let resumed: Vec<usize> = mm.resumes[first_resume..].iter().map(|r| r.1).collect();
-        if std::env::var_os("KEEL_DEBUG").is_some() {
+        if DEBUG.with(Cell::get) {
             eprintln!("step {epoch} {action:?} at {:?}: resumed {resumed:?} -> {after:?} ranks {rank:?}", ex.now());
         }
         // A resume no body saw (a fiber's extra pass after a cancel, fiber rule 5; a
@@ -279,7 +289,8 @@ fn run_inner(p: &Program, plant: Plant) -> Result<Outcome, String> {
             }
         }
         for t in 0..n {
-            let requeued = unseen || resumed.contains(&t) || !queued(before[t]);
+            let seen_requeued = resumed.contains(&t) || !queued(before[t]);
+            let requeued = unseen || seen_requeued;
             rank[t] = match (queued(after[t]), requeued) {
                 (true, true) => Some(epoch),
                 (true, false) => rank[t],
@@ -293,7 +304,7 @@ fn run_inner(p: &Program, plant: Plant) -> Result<Outcome, String> {
             if mm.tasks[t].cur == Cur::Sleep {
                 if !queued(after[t]) {
                     mm.tasks[t].sleep_ready_at = None;
-                } else if requeued {
+                } else if seen_requeued {
                     mm.tasks[t].sleep_ready_at = Some(epoch);
                 }
             }
