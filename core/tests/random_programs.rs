@@ -82,7 +82,7 @@ fn sweep(seed: u64, mut more: impl FnMut(u64, u64) -> bool) -> (u64, u64) {
         }
         programs += 1;
     }
-    let names = [
+    let names: [&str; SEEN] = [
         "completed in full",
         "refused",
         "cancelled at the driver",
@@ -96,6 +96,7 @@ fn sweep(seed: u64, mut more: impl FnMut(u64, u64) -> bool) -> (u64, u64) {
         "selects won by the sleep",
         "joined sleeps",
         "waits for room (EBUSY)",
+        "spawned from a task",
     ];
     let covered: Vec<String> = names.iter().zip(seen).map(|(n, c)| format!("{n} {c}")).collect();
     println!("covered: {}", covered.join(", "));

@@ -2,13 +2,13 @@
 //! fibers, both reporting to the shared model at each resume point.
 
 use super::model::{Cur, Seen, Shared, us};
-use super::program::{IoSpec, Op};
+use super::program::{IoSpec, Op, TaskProg};
 use core::future::{Future, poll_fn};
 use core::pin::{Pin, pin};
 use core::task::Poll;
 use keel_core::sim::{SimDriverN, SimOp};
 use keel_core::{
-    Cancelled, Executor, Fiber, InitiateError, Instant, IoStatus, RegionStacks, initiate, rt,
+    Cancelled, Executor, Fiber, FiberAttrs, InitiateError, Instant, IoStatus, RegionStacks, TaskHandle, initiate, rt,
     suspend_until_completed_io,
 };
 use std::cell::{Cell, RefCell};
@@ -98,13 +98,34 @@ fn wake(m: &Model, target: usize, via_executor: bool) {
     let handle = {
         let mut m = m.borrow_mut();
         m.waking(target);
-        m.tasks[target].handle
+        m.tasks[target].handle.or(Some(m.tasks[target].created))
     };
     if let Some(h) = handle {
         match ex() {
             Some(ex) if via_executor => ex.wake(h),
             _ => h.wake(),
         }
+    }
+}
+
+/// Attaches task `t` of the program (`created` is its slot's handle) and records its run.
+pub fn attach_task(m: &Model, t: usize, task: &TaskProg, created: TaskHandle) -> Result<TaskHandle, String> {
+    let ex = ex().ok_or("attach outside the harness")?;
+    let h = if task.fiber {
+        let attrs = FiberAttrs { stack_size: super::STACK, ..FiberAttrs::DEFAULT };
+        ex.attach_fiber(created, attrs, fiber_body(m.clone(), t, task.ops.clone()))
+            .map_err(|e| format!("attach fiber {t}: {e:?}"))?
+    } else {
+        ex.attach(created, future_body(m.clone(), t, task.ops.clone())).map_err(|e| format!("attach {t}: {e:?}"))?
+    };
+    m.borrow_mut().tasks[t].handle = Some(h);
+    Ok(h)
+}
+
+fn spawn(m: &Model, child: usize) {
+    let spawner = m.borrow().spawner.clone();
+    if let Some(spawn) = spawner {
+        spawn(child);
     }
 }
 
@@ -132,6 +153,7 @@ pub async fn future_body(m: Model, t: usize, ops: Vec<Op>) -> Result<(), Cancell
                 r?;
             }
             Op::Wake(target, via) => wake(&m, target, via),
+            Op::Spawn(child) => spawn(&m, child),
             Op::Io(specs) => {
                 let sts = pin!([IoStatus::new(), IoStatus::new(), IoStatus::new(), IoStatus::new()]);
                 let sts = sts.into_ref();
@@ -244,6 +266,7 @@ pub fn fiber_body(m: Model, t: usize, ops: Vec<Op>) -> impl FnOnce(&mut Fiber) -
                     r?;
                 }
                 Op::Wake(target, via) => wake(&m, target, via),
+                Op::Spawn(child) => spawn(&m, child),
                 Op::Io(specs) => {
                     let sts = pin!([IoStatus::new(), IoStatus::new(), IoStatus::new(), IoStatus::new()]);
                     let sts = sts.into_ref();

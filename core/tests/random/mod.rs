@@ -20,18 +20,18 @@ pub mod bodies;
 pub mod model;
 pub mod program;
 
-use bodies::{D, Model, enter, fiber_body, future_body};
+use bodies::{D, Model, attach_task, enter};
 use core::pin::pin;
 use keel_core::{
-    CancelError, Config, Executor, FiberAttrs, Priorities, RegionStacks, RunError, SuspendReason, TaskAttrs, TaskError,
-    TaskHandle, TaskSlot, TaskState,
+    CancelError, Config, Executor, Priorities, RegionStacks, RunError, SuspendReason, TaskAttrs, TaskError, TaskSlot,
+    TaskState,
 };
 use model::{Cur, Plant, Seen, Shared};
 use program::{Action, Program};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-const STACK: usize = 32 * 1024;
+pub const STACK: usize = 32 * 1024;
 const GUARD: usize = 4096;
 /// Harness actions a program may take before it counts as a runaway.
 const MAX_ACTIONS: u64 = 50_000;
@@ -90,7 +90,6 @@ fn queued(state: TaskState) -> bool {
     matches!(state, TaskState::Attached | TaskState::Ready)
 }
 
-/// Runs `p`; `Err` lists the violations (or the panic) it met.
 thread_local! {
     /// Print each harness action with the states it left (`debug`).
     static DEBUG: Cell<bool> = const { Cell::new(false) };
@@ -120,6 +119,7 @@ fn quiet_hook() {
     });
 }
 
+/// Runs `p`; `Err` lists the violations (or the panic) it met.
 pub fn run_program(p: &Program, plant: Plant) -> Result<Outcome, String> {
     quiet_hook();
     QUIET.with(|q| q.set(true));
@@ -158,14 +158,13 @@ fn run_inner(p: &Program, plant: Plant) -> Result<Outcome, String> {
     let _entered = enter(ex);
     let m: Model = Rc::new(RefCell::new(Shared::new(plant)));
     let n = p.tasks.len();
-    let mut handles: Vec<TaskHandle> = Vec::new();
     for (t, task) in p.tasks.iter().enumerate() {
         let attrs = TaskAttrs { priority: Priorities { cpu: task.cpu, io: task.io }, name: "random" };
-        let h = slot(t).create(attrs).map_err(|e| format!("create: {e:?}"))?;
-        let prio = task.cpu as usize;
+        let created = slot(t).create(attrs).map_err(|e| format!("create: {e:?}"))?;
         m.borrow_mut().tasks.push(model::TaskModel {
             handle: None,
-            prio,
+            created,
+            prio: task.cpu as usize,
             cancel_requested: false,
             cur: Cur::Other,
             disturbed: false,
@@ -174,29 +173,39 @@ fn run_inner(p: &Program, plant: Plant) -> Result<Outcome, String> {
             completed_checked: false,
             last_resume: None,
         });
-        handles.push(h);
     }
+    let spawner = {
+        let (weak, tasks) = (Rc::downgrade(&m), p.tasks.clone());
+        move |child: usize| {
+            let Some(m) = weak.upgrade() else { return };
+            let created = m.borrow().tasks[child].created;
+            if let Err(why) = attach_task(&m, child, &tasks[child], created) {
+                m.borrow_mut().fail(format!("spawn: {why}"));
+            }
+            m.borrow_mut().count(Seen::Spawned);
+        }
+    };
+    m.borrow_mut().spawner = Some(Rc::new(spawner));
     for (t, task) in p.tasks.iter().enumerate() {
-        let h = if task.fiber {
-            let attrs = FiberAttrs { stack_size: STACK, ..FiberAttrs::DEFAULT };
-            ex.attach_fiber(handles[t], attrs, fiber_body(m.clone(), t, task.ops.clone()))
-                .map_err(|e| format!("attach fiber {t}: {e:?}"))?
-        } else {
-            ex.attach(handles[t], future_body(m.clone(), t, task.ops.clone()))
-                .map_err(|e| format!("attach {t}: {e:?}"))?
-        };
-        handles[t] = h;
-        m.borrow_mut().tasks[t].handle = Some(h);
+        if !task.child {
+            let created = m.borrow().tasks[t].created;
+            attach_task(&m, t, task, created)?;
+        }
     }
     // Rank: the harness action after which a task was first seen in a run queue.
     let mut rank: Vec<Option<u64>> = vec![Some(0); n];
-    let states = |hs: &[TaskHandle]| -> Vec<TaskState> { hs.iter().map(|h| ex.state(*h).unwrap()).collect() };
+    // A child not spawned yet counts as `Idle`.
+    let states = || -> Vec<TaskState> {
+        let m = m.borrow();
+        m.tasks.iter().map(|t| t.handle.map_or(TaskState::Idle, |h| ex.state(h).unwrap())).collect()
+    };
+    let handle = |t: usize| m.borrow().tasks[t].handle;
     let mut script = p.script.iter().copied();
     let mut limited = false;
     let mut epoch = 0u64;
     loop {
-        let before = states(&handles);
-        if before.iter().all(|s| *s == TaskState::Completed) {
+        let before = states();
+        if before.iter().all(|s| matches!(s, TaskState::Completed | TaskState::Idle)) {
             break;
         }
         epoch += 1;
@@ -222,9 +231,10 @@ fn run_inner(p: &Program, plant: Plant) -> Result<Outcome, String> {
             Action::Run(items) => match ex.run(items, None) {
                 Ok(_) => {}
                 Err(RunError::Stalled) => {
-                    let waiting: Vec<usize> = (0..n).filter(|&t| before[t] != TaskState::Completed).collect();
+                    let waiting: Vec<usize> =
+                        (0..n).filter(|&t| !matches!(before[t], TaskState::Completed | TaskState::Idle)).collect();
                     for &t in &waiting {
-                        let st = ex.state(handles[t]).unwrap();
+                        let st = ex.state(handle(t).unwrap()).unwrap();
                         if st != TaskState::Suspended(SuspendReason::Wait) && !limited {
                             m.borrow_mut().fail(format!("stalled with task {t} {st:?}"));
                         }
@@ -233,18 +243,19 @@ fn run_inner(p: &Program, plant: Plant) -> Result<Outcome, String> {
                         for &t in &waiting {
                             m.borrow_mut().count(Seen::StallCancel);
                             m.borrow_mut().tasks[t].cancel_requested = true;
-                            ex.cancel(handles[t]).map_err(|e| format!("cancel {t} at a stall: {e:?}"))?;
+                            ex.cancel(handle(t).unwrap()).map_err(|e| format!("cancel {t} at a stall: {e:?}"))?;
                         }
                     }
                 }
                 Err(e) => m.borrow_mut().fail(format!("run: {e:?}")),
             },
+            Action::Cancel(t) if handle(t).is_none() => {}
             Action::Cancel(t) => {
                 m.borrow_mut().tasks[t].cancel_requested = true;
                 if before[t] == TaskState::Suspended(SuspendReason::Timer) {
                     m.borrow_mut().tasks[t].disturbed = true;
                 }
-                match ex.cancel(handles[t]) {
+                match ex.cancel(handle(t).unwrap()) {
                     Ok(_) => m.borrow_mut().count(Seen::HarnessCancel),
                     Err(CancelError::TooLate) => {}
                     Err(e) => m.borrow_mut().fail(format!("cancel {t} ({:?}): {e:?}", before[t])),
@@ -259,7 +270,7 @@ fn run_inner(p: &Program, plant: Plant) -> Result<Outcome, String> {
                 limited = true;
             }
         }
-        let after = states(&handles);
+        let after = states();
         let mut mm = m.borrow_mut();
         let resumed: Vec<usize> = mm.resumes[first_resume..].iter().map(|r| r.1).collect();
         if DEBUG.with(Cell::get) {
@@ -331,8 +342,9 @@ fn run_inner(p: &Program, plant: Plant) -> Result<Outcome, String> {
     }
     let mut mm = m.borrow_mut();
     if mm.violations.is_empty() {
-        for (t, h) in handles.iter().enumerate() {
-            match ex.result(*h) {
+        for t in 0..n {
+            let Some(h) = mm.tasks[t].handle else { continue };
+            match ex.result(h) {
                 Ok(Some(Ok(_))) => {}
                 Ok(Some(Err(TaskError::Cancelled))) if mm.tasks[t].cancel_requested => {}
                 other => mm.fail(format!("task {t} ended with {other:?}")),
@@ -346,6 +358,7 @@ fn run_inner(p: &Program, plant: Plant) -> Result<Outcome, String> {
     }
     let hash = ex.with_driver(|d| d.trace_hash()).map_err(|e| format!("{e:?}"))?;
     let violations = core::mem::take(&mut mm.violations);
+    mm.spawner = None;
     let outcome = Outcome { hash, resumes: core::mem::take(&mut mm.resumes), steps: mm.steps, seen: mm.seen };
     drop(mm);
     if violations.is_empty() {
@@ -355,8 +368,9 @@ fn run_inner(p: &Program, plant: Plant) -> Result<Outcome, String> {
             Err(RunError::Stalled) => {}
             other => return Err(format!("a run with nothing attached gave {other:?}")),
         }
-        for h in &handles {
-            ex.destroy(*h).map_err(|e| format!("destroy: {e:?}"))?;
+        for t in 0..n {
+            let h = m.borrow().tasks[t].handle.unwrap_or(m.borrow().tasks[t].created);
+            ex.destroy(h).map_err(|e| format!("destroy: {e:?}"))?;
         }
         Ok(outcome)
     } else {

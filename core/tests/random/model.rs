@@ -41,7 +41,10 @@ pub enum Cur {
 }
 
 pub struct TaskModel {
+    /// Its current run once attached (`None` before: a child not yet spawned).
     pub handle: Option<TaskHandle>,
+    /// Its slot's handle from `create` (what a wake before it is attached names).
+    pub created: TaskHandle,
     /// 0 high, 1 normal, 2 low.
     pub prio: usize,
     pub cancel_requested: bool,
@@ -77,6 +80,8 @@ pub struct Shared {
     pub steps: u64,
     /// How often each thing worth covering happened (`Seen`).
     pub seen: [u64; SEEN],
+    /// Attaches a child task (`Op::Spawn`), set by the harness for the program's length.
+    pub spawner: Option<std::rc::Rc<dyn Fn(usize)>>,
     specs: HashMap<u32, IoSpec>,
     labels: HashMap<u32, LabelState>,
     trace_seen: u64,
@@ -102,8 +107,9 @@ pub enum Seen {
     SelectSleepWon,
     Joined,
     RoomWait,
+    Spawned,
 }
-pub const SEEN: usize = 13;
+pub const SEEN: usize = 14;
 
 impl Shared {
     pub fn new(plant: Plant) -> Self {
@@ -117,6 +123,7 @@ impl Shared {
             fired: Vec::new(),
             steps: 0,
             seen: [0; SEEN],
+            spawner: None,
             specs: HashMap::new(),
             labels: HashMap::new(),
             trace_seen: 0,

@@ -66,6 +66,8 @@ pub enum Op {
     Select(IoSpec, u32),
     /// Futures only: two sleeps polled together until both are ready.
     JoinSleeps(u32, u32),
+    /// Attach task `0` (a child: not attached by the harness) from inside this one.
+    Spawn(usize),
 }
 
 /// A task of the program.
@@ -74,6 +76,8 @@ pub struct TaskProg {
     pub cpu: Priority,
     pub io: Priority,
     pub fiber: bool,
+    /// Attached by another task's `Spawn`, not by the harness.
+    pub child: bool,
     pub ops: Vec<Op>,
 }
 
@@ -154,10 +158,20 @@ pub fn generate(seed: u64, size: usize) -> Program {
                 cpu: rng.pick(&PRIOS),
                 io: rng.pick(&PRIOS),
                 fiber,
+                child: false,
                 ops: (0..len).map(|_| op(&mut rng, n, fiber)).collect(),
             }
         })
-        .collect();
+        .collect::<Vec<TaskProg>>();
+    let mut tasks = tasks;
+    for t in 1..n {
+        if rng.chance(30) {
+            let parent = rng.below(t as u64) as usize;
+            let at = rng.below(tasks[parent].ops.len() as u64 + 1) as usize;
+            tasks[parent].ops.insert(at, Op::Spawn(t));
+            tasks[t].child = true;
+        }
+    }
     let script = (0..rng.below(size as u64 * 3 + 1))
         .map(|_| match rng.below(20) {
             0..=11 => Action::Run(1),
@@ -200,7 +214,7 @@ pub fn smaller(p: &Program) -> Vec<Program> {
         };
         for task in &mut q.tasks {
             task.ops.retain_mut(|op| match op {
-                Op::Wake(i, _) => remap(*i).map(|j| *i = j).is_some(),
+                Op::Wake(i, _) | Op::Spawn(i) => remap(*i).map(|j| *i = j).is_some(),
                 _ => true,
             });
         }
@@ -208,7 +222,7 @@ pub fn smaller(p: &Program) -> Vec<Program> {
             Action::Cancel(i) => remap(*i).map(|j| *i = j).is_some(),
             _ => true,
         });
-        out.push(q);
+        out.push(normalized(q));
     }
     for i in 0..p.script.len() {
         let mut q = p.clone();
@@ -219,7 +233,7 @@ pub fn smaller(p: &Program) -> Vec<Program> {
         for i in 0..p.tasks[t].ops.len() {
             let mut q = p.clone();
             q.tasks[t].ops.remove(i);
-            out.push(q);
+            out.push(normalized(q));
             if let Op::Io(specs) = &p.tasks[t].ops[i]
                 && specs.len() > 1
             {
@@ -230,6 +244,20 @@ pub fn smaller(p: &Program) -> Vec<Program> {
         }
     }
     out
+}
+
+/// A child no `Spawn` names any more is attached by the harness instead.
+fn normalized(mut p: Program) -> Program {
+    let spawned: Vec<usize> = p
+        .tasks
+        .iter()
+        .flat_map(|t| t.ops.iter())
+        .filter_map(|op| if let Op::Spawn(c) = op { Some(*c) } else { None })
+        .collect();
+    for (t, task) in p.tasks.iter_mut().enumerate() {
+        task.child = spawned.contains(&t);
+    }
+    p
 }
 
 /// Shrinks a failing program greedily: keeps any one-edit-smaller program that still
