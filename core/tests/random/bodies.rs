@@ -94,10 +94,10 @@ fn check_batch(m: &Model, t: usize, sts: Pin<&Statuses>, specs: &[IoSpec], live:
     }
 }
 
-fn wake(m: &Model, target: usize, via_executor: bool) {
+fn wake(m: &Model, t: usize, target: usize, via_executor: bool) {
     let handle = {
         let mut m = m.borrow_mut();
-        m.waking(target);
+        m.waking(t, target);
         m.tasks[target].handle.or(Some(m.tasks[target].created))
     };
     if let Some(h) = handle {
@@ -118,7 +118,9 @@ pub fn attach_task(m: &Model, t: usize, task: &TaskProg, created: TaskHandle) ->
     } else {
         ex.attach(created, future_body(m.clone(), t, task.ops.clone())).map_err(|e| format!("attach {t}: {e:?}"))?
     };
-    m.borrow_mut().tasks[t].handle = Some(h);
+    let mut m = m.borrow_mut();
+    m.tasks[t].handle = Some(h);
+    m.tasks[t].attach_resumptions = ex.task_times(h).map_err(|e| format!("{e:?}"))?.resumptions;
     Ok(h)
 }
 
@@ -152,7 +154,7 @@ pub async fn future_body(m: Model, t: usize, ops: Vec<Op>) -> Result<(), Cancell
                 set_cur(&m, t, Cur::Other);
                 r?;
             }
-            Op::Wake(target, via) => wake(&m, target, via),
+            Op::Wake(target, via) => wake(&m, t, target, via),
             Op::Spawn(child) => spawn(&m, child),
             Op::Io(specs) => {
                 let sts = pin!([IoStatus::new(), IoStatus::new(), IoStatus::new(), IoStatus::new()]);
@@ -265,7 +267,7 @@ pub fn fiber_body(m: Model, t: usize, ops: Vec<Op>) -> impl FnOnce(&mut Fiber) -
                     set_cur(&m, t, Cur::Other);
                     r?;
                 }
-                Op::Wake(target, via) => wake(&m, target, via),
+                Op::Wake(target, via) => wake(&m, t, target, via),
                 Op::Spawn(child) => spawn(&m, child),
                 Op::Io(specs) => {
                     let sts = pin!([IoStatus::new(), IoStatus::new(), IoStatus::new(), IoStatus::new()]);

@@ -172,6 +172,9 @@ fn run_inner(p: &Program, plant: Plant) -> Result<Outcome, String> {
             next_label: 0,
             completed_checked: false,
             last_resume: None,
+            self_woken_in: None,
+            armed_in: 0,
+            attach_resumptions: 0,
         });
     }
     let spawner = {
@@ -225,8 +228,17 @@ fn run_inner(p: &Program, plant: Plant) -> Result<Outcome, String> {
             }
             Action::Run(1)
         });
-        let first_resume = m.borrow().resumes.len();
-        let resumed_before = ex.stats().resumed;
+        // Not attached yet: counted from its attach (its slot counts across runs).
+        let resumptions = || -> Vec<u64> {
+            let m = m.borrow();
+            m.tasks
+                .iter()
+                .map(|t| {
+                    t.handle.and_then(|h| ex.task_times(h).ok()).map_or(0, |x| x.resumptions - t.attach_resumptions)
+                })
+                .collect()
+        };
+        let resumptions_before = resumptions();
         match action {
             Action::Run(items) => match ex.run(items, None) {
                 Ok(_) => {}
@@ -272,16 +284,22 @@ fn run_inner(p: &Program, plant: Plant) -> Result<Outcome, String> {
         }
         let after = states();
         let mut mm = m.borrow_mut();
-        let resumed: Vec<usize> = mm.resumes[first_resume..].iter().map(|r| r.1).collect();
+        // Which tasks the action resumed (`TaskTimesSnapshot::resumptions`, counted with
+        // or without accounting), whether or not their bodies saw it.
+        drop(mm);
+        let now_resumptions = resumptions();
+        mm = m.borrow_mut();
+        let resumed: Vec<usize> = (0..n).filter(|&t| now_resumptions[t] > resumptions_before[t]).collect();
         if DEBUG.with(Cell::get) {
             eprintln!("step {epoch} {action:?} at {:?}: resumed {resumed:?} -> {after:?} ranks {rank:?}", ex.now());
         }
-        // A resume no body saw (a fiber's extra pass after a cancel, fiber rule 5; a
-        // future re-polled inside keel's own futures): which task went back to its queue
-        // is unknown, so every queued task is ranked anew, as equals.
-        let unseen = ex.stats().resumed - resumed_before > resumed.len() as u64;
-        // FIFO and priority across the action, from the queues as seen before it.
-        if let (Action::Run(1), Some(&r), false) = (action, resumed.first(), unseen) {
+        // FIFO and priority across a `run(1)`, from the queues as seen before it.
+        if let Action::Run(1) = action {
+            if resumed.len() > 1 {
+                mm.fail(format!("step {epoch}: run(1) resumed tasks {resumed:?}"));
+            }
+        }
+        if let (Action::Run(1), &[r]) = (action, &resumed[..]) {
             let pr = mm.tasks[r].prio;
             for x in (0..n).filter(|&x| x != r && queued(before[x])) {
                 let px = mm.tasks[x].prio;
@@ -300,22 +318,26 @@ fn run_inner(p: &Program, plant: Plant) -> Result<Outcome, String> {
             }
         }
         for t in 0..n {
-            let seen_requeued = resumed.contains(&t) || !queued(before[t]);
-            let requeued = unseen || seen_requeued;
+            let requeued = resumed.contains(&t) || !queued(before[t]);
             rank[t] = match (queued(after[t]), requeued) {
                 (true, true) => Some(epoch),
                 (true, false) => rank[t],
                 (false, _) => None,
             };
-            // The last time a sleeper went to its queue is its timer's firing: a wake
-            // before it (its own, while running) resumes it only to sleep again, and
-            // the clock does not move while it is queued.
-            // A sleeper not queued now has not fired yet (if it fires and resumes in one
-            // action, that action is its firing's).
             if mm.tasks[t].cur == Cur::Sleep {
+                // Resumed and still asleep: woken early, it armed its timer again (later
+                // in arming order than what it had armed first).
+                // (Not the resume that armed it: that one is in the action it armed in, and
+                // there a second resume is needed.)
+                let times = now_resumptions[t] - resumptions_before[t];
+                if times > 1 || (times == 1 && mm.tasks[t].armed_in < epoch) {
+                    mm.tasks[t].disturbed = true;
+                }
+                // Its timer fired when it last went to its queue (the clock does not move
+                // while it is queued); if it fires and resumes in one action, that one.
                 if !queued(after[t]) {
                     mm.tasks[t].sleep_ready_at = None;
-                } else if seen_requeued {
+                } else if requeued {
                     mm.tasks[t].sleep_ready_at = Some(epoch);
                 }
             }

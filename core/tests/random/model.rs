@@ -57,6 +57,12 @@ pub struct TaskModel {
     pub completed_checked: bool,
     /// `ExecStats::resumed` when its body last reached an operation.
     pub last_resume: Option<u64>,
+    /// `TaskTimesSnapshot::resumptions` when it was attached.
+    pub attach_resumptions: u64,
+    /// The harness action its current sleep started in.
+    pub armed_in: u64,
+    /// `last_resume` when it last woke itself.
+    pub self_woken_in: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,7 +183,8 @@ impl Shared {
     pub fn arm(&mut self, t: usize) -> u64 {
         let task = &mut self.tasks[t];
         task.cur = Cur::Sleep;
-        task.disturbed = false;
+        task.armed_in = self.epoch;
+        task.disturbed = task.self_woken_in.is_some() && task.self_woken_in == task.last_resume;
         task.sleep_ready_at = None;
         self.arm_seq += 1;
         self.arm_seq
@@ -203,8 +210,12 @@ impl Shared {
     }
 
     /// Task `t` is about to wake `target`.
-    pub fn waking(&mut self, target: usize) {
-        if self.tasks[target].cur != Cur::Wait {
+    pub fn waking(&mut self, t: usize, target: usize) {
+        if target == t {
+            // Its own wake, while running: it lingers until its next suspension, which
+            // then ends at once (a sleep re-arms, after timers armed in between).
+            self.tasks[t].self_woken_in = self.tasks[t].last_resume;
+        } else if self.tasks[target].cur != Cur::Wait {
             self.tasks[target].disturbed = true;
         }
     }
