@@ -52,8 +52,9 @@ fn check(p: &Program) -> Option<String> {
     }
 }
 
-fn report(seed: u64, p: Program) -> ! {
+fn report(seed: u64, p: Program, first: String) -> ! {
     let (small, why) = shrink(p, check, 3000);
+    let why = format!("{first}\nshrunk: {why}");
     if std::env::var_os("KEEL_DEBUG").is_some() {
         random::debug(true);
         let _ = run_program(&small, Plant::None);
@@ -78,7 +79,7 @@ fn sweep(seed: u64, mut more: impl FnMut(u64, u64) -> bool) -> (u64, u64) {
                 steps += out.steps;
                 seen.iter_mut().zip(out.seen).for_each(|(a, b)| *a += b);
             }
-            Err(_) => report(s, p),
+            Err(why) => report(s, p, why),
         }
         programs += 1;
     }
@@ -97,6 +98,8 @@ fn sweep(seed: u64, mut more: impl FnMut(u64, u64) -> bool) -> (u64, u64) {
         "joined sleeps",
         "waits for room (EBUSY)",
         "spawned from a task",
+        "shutdowns",
+        "executors dropped mid-program",
     ];
     let covered: Vec<String> = names.iter().zip(seen).map(|(n, c)| format!("{n} {c}")).collect();
     println!("covered: {}", covered.join(", "));
@@ -120,8 +123,8 @@ fn the_same_seed_gives_the_same_trace() {
     let seed = start_seed() ^ 0x5eed;
     for i in 0..40 {
         let p = generate(seed.wrapping_add(i), SIZE);
-        if check(&p).is_some() {
-            report(seed.wrapping_add(i), p);
+        if let Some(why) = check(&p) {
+            report(seed.wrapping_add(i), p, why);
         }
     }
 }

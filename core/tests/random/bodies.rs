@@ -108,15 +108,28 @@ fn wake(m: &Model, t: usize, target: usize, via_executor: bool) {
     }
 }
 
+/// Counts the drops of a task's body (it lives in the body: an argument of the future,
+/// a capture of the fiber's closure).
+pub struct DropGuard(pub Rc<Vec<Cell<u32>>>, pub usize);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        let count = &self.0[self.1];
+        count.set(count.get() + 1);
+    }
+}
+
 /// Attaches task `t` of the program (`created` is its slot's handle) and records its run.
 pub fn attach_task(m: &Model, t: usize, task: &TaskProg, created: TaskHandle) -> Result<TaskHandle, String> {
     let ex = ex().ok_or("attach outside the harness")?;
+    let guard = DropGuard(m.borrow().drops.clone(), t);
     let h = if task.fiber {
         let attrs = FiberAttrs { stack_size: super::STACK, ..FiberAttrs::DEFAULT };
-        ex.attach_fiber(created, attrs, fiber_body(m.clone(), t, task.ops.clone()))
+        ex.attach_fiber(created, attrs, fiber_body(m.clone(), t, task.ops.clone(), guard))
             .map_err(|e| format!("attach fiber {t}: {e:?}"))?
     } else {
-        ex.attach(created, future_body(m.clone(), t, task.ops.clone())).map_err(|e| format!("attach {t}: {e:?}"))?
+        ex.attach(created, future_body(m.clone(), t, task.ops.clone(), guard))
+            .map_err(|e| format!("attach {t}: {e:?}"))?
     };
     let mut m = m.borrow_mut();
     m.tasks[t].handle = Some(h);
@@ -136,7 +149,7 @@ fn set_cur(m: &Model, t: usize, cur: Cur) {
 }
 
 /// A future task running `ops`.
-pub async fn future_body(m: Model, t: usize, ops: Vec<Op>) -> Result<(), Cancelled> {
+pub async fn future_body(m: Model, t: usize, ops: Vec<Op>, _drops: DropGuard) -> Result<(), Cancelled> {
     for op in ops {
         resumed(&m, t);
         match op {
@@ -248,8 +261,14 @@ impl<T> IntoReady<T> for Poll<Option<T>> {
 }
 
 /// A fiber task running `ops` (futures-only operations are not drawn for fibers).
-pub fn fiber_body(m: Model, t: usize, ops: Vec<Op>) -> impl FnOnce(&mut Fiber) -> Result<(), Cancelled> {
+pub fn fiber_body(
+    m: Model,
+    t: usize,
+    ops: Vec<Op>,
+    drops: DropGuard,
+) -> impl FnOnce(&mut Fiber) -> Result<(), Cancelled> {
     move |f: &mut Fiber| {
+        let _drops = drops;
         for op in ops {
             resumed(&m, t);
             match op {

@@ -21,10 +21,9 @@ pub mod model;
 pub mod program;
 
 use bodies::{D, Model, attach_task, enter};
-use core::pin::pin;
 use keel_core::{
-    CancelError, Config, Executor, Priorities, RegionStacks, RunError, SuspendReason, TaskAttrs, TaskError, TaskSlot,
-    TaskState,
+    CancelError, Config, Executor, Priorities, RegionStacks, RunError, SuspendReason, TaskAttrs, TaskError, TaskHandle,
+    TaskSlot, TaskState,
 };
 use model::{Cur, Plant, Seen, Shared};
 use program::{Action, Program};
@@ -48,7 +47,9 @@ pub struct Outcome {
 
 thread_local! {
     /// Task slots reused from program to program (destroyed at each program's end).
-    static SLOTS: RefCell<Vec<&'static Slot>> = const { RefCell::new(Vec::new()) };
+    /// With the handle of its last run when a dropped executor left it created but
+    /// unowned (released: teardown rule 4), for the next executor to destroy.
+    static SLOTS: RefCell<Vec<(&'static Slot, Option<TaskHandle>)>> = const { RefCell::new(Vec::new()) };
     /// One stack region per thread, handed to each program's executor in turn.
     static REGION: Cell<(*mut u8, usize)> = const { Cell::new((core::ptr::null_mut(), 0)) };
 }
@@ -72,14 +73,20 @@ fn stacks() -> RegionStacks {
 /// four statuses).
 type Slot = TaskSlot<4096>;
 
-fn slot(i: usize) -> &'static Slot {
-    SLOTS.with(|s| {
+/// Slot `i` as a created task with `attrs`; a slot a dropped executor released is
+/// destroyed by `ex` first (it claims it: the release let it go).
+fn created(ex: core::pin::Pin<&bodies::Ex>, i: usize, attrs: TaskAttrs) -> Result<TaskHandle, String> {
+    let (slot, left) = SLOTS.with(|s| {
         let mut s = s.borrow_mut();
         while s.len() <= i {
-            s.push(Box::leak(Box::new(Slot::new())));
+            s.push((Box::leak(Box::new(Slot::new())), None));
         }
-        s[i]
-    })
+        (s[i].0, s[i].1.take())
+    });
+    if let Some(h) = left {
+        ex.destroy(h).map_err(|e| format!("destroy of a slot a dropped executor released: {e:?}"))?;
+    }
+    slot.create(attrs).map_err(|e| format!("create: {e:?}"))
 }
 
 fn catch(body: &mut dyn FnMut()) -> Result<(), &'static str> {
@@ -153,14 +160,14 @@ fn run_inner(p: &Program, plant: Plant) -> Result<Outcome, String> {
         fiber_panics: Some(catch),
         ..Config::default()
     };
-    let ex = pin!(Executor::with_stacks(D::new(), stacks(), cfg).expect("executor"));
-    let ex = ex.into_ref();
-    let _entered = enter(ex);
+    let exb = Box::pin(Executor::with_stacks(D::new(), stacks(), cfg).expect("executor"));
+    let ex = exb.as_ref();
+    let entered = enter(ex);
     let m: Model = Rc::new(RefCell::new(Shared::new(plant)));
     let n = p.tasks.len();
     for (t, task) in p.tasks.iter().enumerate() {
         let attrs = TaskAttrs { priority: Priorities { cpu: task.cpu, io: task.io }, name: "random" };
-        let created = slot(t).create(attrs).map_err(|e| format!("create: {e:?}"))?;
+        let created = created(ex, t, attrs)?;
         m.borrow_mut().tasks.push(model::TaskModel {
             handle: None,
             created,
@@ -206,6 +213,7 @@ fn run_inner(p: &Program, plant: Plant) -> Result<Outcome, String> {
     let mut script = p.script.iter().copied();
     let mut limited = false;
     let mut epoch = 0u64;
+    let mut dropping = false;
     loop {
         let before = states();
         if before.iter().all(|s| matches!(s, TaskState::Completed | TaskState::Idle)) {
@@ -280,6 +288,21 @@ fn run_inner(p: &Program, plant: Plant) -> Result<Outcome, String> {
             Action::Limit(count) => {
                 ex.with_driver(|d| d.limit_capacity(count)).map_err(|e| format!("{e:?}"))?;
                 limited = true;
+            }
+            Action::Shutdown => {
+                for t in 0..n {
+                    m.borrow_mut().tasks[t].cancel_requested = true;
+                }
+                m.borrow_mut().count(Seen::Shutdown);
+                match ex.shutdown() {
+                    Ok(sd) if sd.leaked_fibers == 0 => {}
+                    other => m.borrow_mut().fail(format!("shutdown: {other:?}")),
+                }
+            }
+            Action::Drop => {
+                m.borrow_mut().count(Seen::Dropped);
+                dropping = true;
+                break;
             }
         }
         let after = states();
@@ -362,40 +385,65 @@ fn run_inner(p: &Program, plant: Plant) -> Result<Outcome, String> {
             break;
         }
     }
-    let mut mm = m.borrow_mut();
-    if mm.violations.is_empty() {
+    let attached: Vec<bool> = m.borrow().tasks.iter().map(|t| t.handle.is_some()).collect();
+    let drops = m.borrow().drops.clone();
+    let check_drops = |m: &Model| {
         for t in 0..n {
-            let Some(h) = mm.tasks[t].handle else { continue };
-            match ex.result(h) {
-                Ok(Some(Ok(_))) => {}
-                Ok(Some(Err(TaskError::Cancelled))) if mm.tasks[t].cancel_requested => {}
-                other => mm.fail(format!("task {t} ended with {other:?}")),
+            let (want, got) = (attached[t] as u32, drops[t].get());
+            if got != want {
+                m.borrow_mut().fail(format!("task {t}'s body dropped {got} times"));
             }
         }
-        mm.finish();
-        let s = ex.stats();
-        if s.io_submitted != s.io_completed || s.attached != 0 || s.timers_armed != 0 {
-            mm.fail(format!("at the end: {s:?}"));
-        }
-    }
+    };
     let hash = ex.with_driver(|d| d.trace_hash()).map_err(|e| format!("{e:?}"))?;
-    let violations = core::mem::take(&mut mm.violations);
-    mm.spawner = None;
-    let outcome = Outcome { hash, resumes: core::mem::take(&mut mm.resumes), steps: mm.steps, seen: mm.seen };
-    drop(mm);
-    if violations.is_empty() {
-        // Wakes of completed runs may still sit in the inbox (`destroy` would drain
-        // at most two batches of it): a run with nothing attached takes them and stalls.
-        match ex.run(1, None) {
-            Err(RunError::Stalled) => {}
-            other => return Err(format!("a run with nothing attached gave {other:?}")),
-        }
-        for t in 0..n {
-            let h = m.borrow().tasks[t].handle.unwrap_or(m.borrow().tasks[t].created);
-            ex.destroy(h).map_err(|e| format!("destroy: {e:?}"))?;
-        }
-        Ok(outcome)
+    if dropping {
+        // Teardown rules: every body dropped once, every slot released (the next
+        // program's executor destroys it: `created`).
+        let last: Vec<TaskHandle> = m.borrow().tasks.iter().map(|t| t.handle.unwrap_or(t.created)).collect();
+        drop(entered);
+        drop(exb);
+        check_drops(&m);
+        SLOTS.with(|s| {
+            for (t, h) in last.into_iter().enumerate() {
+                s.borrow_mut()[t].1 = Some(h);
+            }
+        });
     } else {
-        Err(violations.join("\n"))
+        let mut mm = m.borrow_mut();
+        if mm.violations.is_empty() {
+            for t in 0..n {
+                let Some(h) = mm.tasks[t].handle else { continue };
+                match ex.result(h) {
+                    Ok(Some(Ok(_))) => {}
+                    Ok(Some(Err(TaskError::Cancelled))) if mm.tasks[t].cancel_requested => {}
+                    other => mm.fail(format!("task {t} ended with {other:?}")),
+                }
+            }
+            mm.finish();
+            let s = ex.stats();
+            if s.io_submitted != s.io_completed || s.attached != 0 || s.timers_armed != 0 {
+                mm.fail(format!("at the end: {s:?}"));
+            }
+        }
+        drop(mm);
+        if m.borrow().violations.is_empty() {
+            check_drops(&m);
+            // Wakes of completed runs may still sit in the inbox (`destroy` would drain
+            // at most two batches of it): a run with nothing attached takes them and
+            // stalls.
+            match ex.run(1, None) {
+                Err(RunError::Stalled) => {}
+                other => return Err(format!("a run with nothing attached gave {other:?}")),
+            }
+            for t in 0..n {
+                let h = m.borrow().tasks[t].handle.unwrap_or(m.borrow().tasks[t].created);
+                ex.destroy(h).map_err(|e| format!("destroy: {e:?}"))?;
+            }
+        }
     }
+    let mut mm = m.borrow_mut();
+    mm.spawner = None;
+    let violations = core::mem::take(&mut mm.violations);
+    let outcome = Outcome { hash, resumes: core::mem::take(&mut mm.resumes), steps: mm.steps, seen: mm.seen };
+    if violations.is_empty() { Ok(outcome) } else { Err(violations.join("\n")) }
 }

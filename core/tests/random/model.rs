@@ -88,6 +88,8 @@ pub struct Shared {
     pub seen: [u64; SEEN],
     /// Attaches a child task (`Op::Spawn`), set by the harness for the program's length.
     pub spawner: Option<std::rc::Rc<dyn Fn(usize)>>,
+    /// Per task, how many times its body was dropped.
+    pub drops: std::rc::Rc<Vec<std::cell::Cell<u32>>>,
     specs: HashMap<u32, IoSpec>,
     labels: HashMap<u32, LabelState>,
     trace_seen: u64,
@@ -114,8 +116,10 @@ pub enum Seen {
     Joined,
     RoomWait,
     Spawned,
+    Shutdown,
+    Dropped,
 }
-pub const SEEN: usize = 14;
+pub const SEEN: usize = 16;
 
 impl Shared {
     pub fn new(plant: Plant) -> Self {
@@ -130,6 +134,7 @@ impl Shared {
             steps: 0,
             seen: [0; SEEN],
             spawner: None,
+            drops: std::rc::Rc::new((0..super::program::MAX_TASKS).map(|_| std::cell::Cell::new(0)).collect()),
             specs: HashMap::new(),
             labels: HashMap::new(),
             trace_seen: 0,

@@ -92,6 +92,10 @@ pub enum Action {
     Refuse(u32, Errno),
     /// `SimDriver::limit_capacity(count)`.
     Limit(usize),
+    /// `Executor::shutdown`: every attached task cancelled and wound down.
+    Shutdown,
+    /// Drops the executor: the program ends here (teardown rules).
+    Drop,
 }
 
 /// Executor settings a program runs with.
@@ -173,11 +177,13 @@ pub fn generate(seed: u64, size: usize) -> Program {
         }
     }
     let script = (0..rng.below(size as u64 * 3 + 1))
-        .map(|_| match rng.below(20) {
-            0..=11 => Action::Run(1),
-            12..=13 => Action::Run(1 + rng.below(6) as usize),
-            14..=15 => Action::Cancel(rng.below(n as u64) as usize),
-            16..=17 => Action::Refuse(1 + rng.below(3) as u32, rng.pick(&ERRNOS)),
+        .map(|_| match rng.below(200) {
+            0 => Action::Shutdown,
+            1 => Action::Drop,
+            0..=119 => Action::Run(1),
+            120..=139 => Action::Run(1 + rng.below(6) as usize),
+            140..=159 => Action::Cancel(rng.below(n as u64) as usize),
+            160..=179 => Action::Refuse(1 + rng.below(3) as u32, rng.pick(&ERRNOS)),
             _ => Action::Limit(rng.below(5) as usize),
         })
         .collect();
