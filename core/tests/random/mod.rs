@@ -317,10 +317,8 @@ fn run_inner(p: &Program, plant: Plant) -> Result<Outcome, String> {
             eprintln!("step {epoch} {action:?} at {:?}: resumed {resumed:?} -> {after:?} ranks {rank:?}", ex.now());
         }
         // FIFO and priority across a `run(1)`, from the queues as seen before it.
-        if let Action::Run(1) = action {
-            if resumed.len() > 1 {
-                mm.fail(format!("step {epoch}: run(1) resumed tasks {resumed:?}"));
-            }
+        if action == Action::Run(1) && resumed.len() > 1 {
+            mm.fail(format!("step {epoch}: run(1) resumed tasks {resumed:?}"));
         }
         if let (Action::Run(1), &[r]) = (action, &resumed[..]) {
             let pr = mm.tasks[r].prio;
@@ -373,8 +371,8 @@ fn run_inner(p: &Program, plant: Plant) -> Result<Outcome, String> {
         let (events, recent): (u64, Vec<_>) =
             ex.with_driver(|d| (d.trace_len(), d.trace().copied().collect())).map_err(|e| format!("{e:?}"))?;
         mm.consume(events, &recent);
-        for t in 0..n {
-            if after[t] == TaskState::Completed && !mm.tasks[t].completed_checked {
+        for (t, state) in after.iter().enumerate() {
+            if *state == TaskState::Completed && !mm.tasks[t].completed_checked {
                 mm.tasks[t].completed_checked = true;
                 if let Some(label) = mm.in_flight(t) {
                     mm.fail(format!("step {epoch}: task {t} completed with operation {label} in flight"));

@@ -180,7 +180,7 @@ pub fn generate(seed: u64, size: usize) -> Program {
         .map(|_| match rng.below(200) {
             0 => Action::Shutdown,
             1 => Action::Drop,
-            0..=119 => Action::Run(1),
+            2..=119 => Action::Run(1),
             120..=139 => Action::Run(1 + rng.below(6) as usize),
             140..=159 => Action::Cancel(rng.below(n as u64) as usize),
             160..=179 => Action::Refuse(1 + rng.below(3) as u32, rng.pick(&ERRNOS)),
