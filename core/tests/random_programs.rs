@@ -100,10 +100,12 @@ fn sweep(seed: u64, mut more: impl FnMut(u64, u64) -> bool) -> (u64, u64) {
         "spawned from a task",
         "shutdowns",
         "executors dropped mid-program",
+        "destroys retried after WakeInFlight",
     ];
     let covered: Vec<String> = names.iter().zip(seen).map(|(n, c)| format!("{n} {c}")).collect();
     println!("covered: {}", covered.join(", "));
-    for (name, count) in names.iter().zip(seen) {
+    // The last is rare (more than two inbox batches of wakes queued for completed runs).
+    for (name, count) in names.iter().zip(seen).take(SEEN - 1) {
         assert!(count > 0 || programs < 100, "{programs} programs never reached: {name}");
     }
     (programs, steps)

@@ -128,7 +128,7 @@ mod tests {
     }
 
     #[test]
-    fn the_last_holder_closes_and_only_the_sole_holder_gives_it_up() {
+    fn fd_rule_3_the_last_holder_closes_and_only_the_sole_holder_gives_it_up() {
         let (r, w) = pipe();
         let a = Fd::new(r);
         let b = a.clone(); // an operation's hold (rule 1)
@@ -145,7 +145,7 @@ mod tests {
     }
 
     #[test]
-    fn a_descriptor_the_kernel_closed_is_not_closed_again() {
+    fn fd_rule_3_a_descriptor_the_kernel_closed_is_not_closed_again() {
         let (r, w) = pipe();
         let a = Fd::new(r);
         a.mark_closed(); // as the driver does for a completed IORING_OP_CLOSE (rule 3)

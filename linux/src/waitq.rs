@@ -119,7 +119,7 @@ mod tests {
     }
 
     #[test]
-    fn a_wait_leaves_or_passes_its_turn_and_the_queue_stays_fifo() {
+    fn waitq_rule_2_a_wait_leaves_or_passes_its_turn_and_the_queue_stays_fifo() {
         let (a, b, c) = (handle(), handle(), handle());
         let mut q = WaitQueue::with_capacity(3);
         let (ta, tb, tc) = (q.push(a).unwrap(), q.push(b).unwrap(), q.push(c).unwrap());

@@ -1,4 +1,4 @@
-//! Cancellation races on a real ring (issue 14 items 8-10): a cancelled or dropped waiter
+//! Cancellation races on a real ring: a cancelled or dropped waiter
 //! never swallows the wake meant for the next one (registered and provided buffers,
 //! fibers and futures, one-shot and multishot); a cancel that loses the race to a
 //! completion already in the CQ, or that reaches a task woken by its completion and not yet
@@ -59,10 +59,10 @@ fn yield_until(f: &mut Fiber, flag: &Cell<bool>) {
     }
 }
 
-// ---- item 9: registered buffers ----
+// ---- registered buffers (regbuf rules 3-4, waitq rule 3) ----
 
 #[test]
-fn a_cancelled_claim_waiter_passes_the_released_buffer_to_the_next_waiter() {
+fn regbuf_rule_4_a_cancelled_claim_waiter_passes_the_released_buffer_to_the_next_waiter() {
     // Fails before the waiter queue had tickets: W1's stale entry took the release's wake
     // and W2 stayed Suspended(Wait) with the buffer free.
     let ex = executor(RingConfig { registered_buffers: 1, ..RingConfig::default() });
@@ -107,7 +107,7 @@ fn a_cancelled_claim_waiter_passes_the_released_buffer_to_the_next_waiter() {
 }
 
 #[test]
-fn a_waiter_woken_with_a_buffer_and_cancelled_before_it_runs_hands_the_buffer_on() {
+fn regbuf_rule_4_a_waiter_woken_with_a_buffer_and_cancelled_before_it_runs_hands_the_buffer_on() {
     let ex = executor(RingConfig { registered_buffers: 1, ..RingConfig::default() });
     let ex = ex.as_ref();
     let exp: *const Ex = ex.get_ref();
@@ -163,7 +163,7 @@ fn a_waiter_woken_with_a_buffer_and_cancelled_before_it_runs_hands_the_buffer_on
 }
 
 #[test]
-fn a_registered_buffer_moves_with_its_claim_and_another_rings_is_refused() {
+fn regbuf_rule_1_a_registered_buffer_moves_with_its_claim_and_another_rings_is_refused() {
     // Before FixedBuf a claim was an index: any task could name any index (h5 checked the
     // owner at run time). Now the buffer is the holder's: a FixedBuf moved to another
     // task works there, and one of another executor's ring is refused (EXDEV) before any
@@ -250,7 +250,7 @@ fn a_registered_buffer_moves_with_its_claim_and_another_rings_is_refused() {
     let _ = std::fs::remove_file(path);
 }
 
-// ---- item 9: provided buffers ----
+// ---- provided buffers (pbuf rule 3, waitq rule 3) ----
 
 #[derive(Copy, Clone, Debug, PartialEq)]
 enum Waiter {
@@ -398,41 +398,41 @@ fn provided_waiter_gone(kind: Waiter, cancel_after_release: bool) {
 }
 
 #[test]
-fn a_cancelled_fiber_waiting_for_a_provided_buffer_passes_the_wake_on() {
+fn waitq_rule_3_a_cancelled_fiber_waiting_for_a_provided_buffer_passes_the_wake_on() {
     provided_waiter_gone(Waiter::FiberOnce, false);
 }
 
 #[test]
-fn a_cancelled_fiber_waiting_to_rearm_a_multishot_receive_passes_the_wake_on() {
+fn waitq_rule_3_a_cancelled_fiber_waiting_to_rearm_a_multishot_receive_passes_the_wake_on() {
     provided_waiter_gone(Waiter::FiberMulti, false);
 }
 
 #[test]
-fn a_cancelled_future_waiting_for_a_provided_buffer_passes_the_wake_on() {
+fn waitq_rule_3_a_cancelled_future_waiting_for_a_provided_buffer_passes_the_wake_on() {
     provided_waiter_gone(Waiter::FutureOnce, false);
 }
 
 #[test]
-fn a_cancelled_future_waiting_to_rearm_a_multishot_receive_passes_the_wake_on() {
+fn waitq_rule_3_a_cancelled_future_waiting_to_rearm_a_multishot_receive_passes_the_wake_on() {
     provided_waiter_gone(Waiter::FutureMulti, false);
 }
 
 #[test]
-fn a_fiber_handed_the_turn_and_cancelled_before_it_runs_passes_it_on() {
+fn waitq_rule_3_a_fiber_handed_the_turn_and_cancelled_before_it_runs_passes_it_on() {
     provided_waiter_gone(Waiter::FiberOnce, true);
 }
 
 #[test]
-fn a_future_handed_the_turn_and_cancelled_before_it_runs_passes_it_on() {
+fn waitq_rule_3_a_future_handed_the_turn_and_cancelled_before_it_runs_passes_it_on() {
     provided_waiter_gone(Waiter::FutureOnce, true);
 }
 
 #[test]
-fn a_receive_future_dropped_while_waiting_for_a_provided_buffer_leaves_the_queue() {
+fn waitq_rule_3_a_receive_future_dropped_while_waiting_for_a_provided_buffer_leaves_the_queue() {
     provided_waiter_gone(Waiter::FutureDropped, false);
 }
 
-// ---- item 10: a cancel that loses the race to a posted completion reports it ----
+// ---- a cancel that loses the race to a posted completion reports it ----
 
 #[derive(Copy, Clone, Debug, PartialEq)]
 enum Op {
@@ -664,22 +664,22 @@ fn a_cancelled_read_future_reports_the_bytes_the_kernel_read() {
 }
 
 #[test]
-fn a_cancelled_fiber_receive_into_a_provided_buffer_reports_the_bytes() {
+fn net_rule_3_a_cancelled_fiber_receive_into_a_provided_buffer_reports_the_bytes() {
     burst_then_cancel(Op::FiberRecvProvided);
 }
 
 #[test]
-fn a_cancelled_future_receive_into_a_provided_buffer_reports_the_bytes() {
+fn net_rule_3_a_cancelled_future_receive_into_a_provided_buffer_reports_the_bytes() {
     burst_then_cancel(Op::FutureRecvProvided);
 }
 
 #[test]
-fn a_cancelled_fiber_multishot_receive_reports_the_bytes() {
+fn net_rule_2_a_cancelled_fiber_multishot_receive_reports_the_bytes() {
     burst_then_cancel(Op::FiberNextRecv);
 }
 
 #[test]
-fn a_cancelled_future_multishot_receive_reports_the_bytes() {
+fn net_rule_2_a_cancelled_future_multishot_receive_reports_the_bytes() {
     burst_then_cancel(Op::FutureNextRecv);
 }
 
@@ -689,12 +689,12 @@ fn a_cancelled_accept_future_returns_the_accepted_descriptor() {
 }
 
 #[test]
-fn a_cancelled_fiber_multishot_accept_returns_the_accepted_descriptor() {
+fn net_rule_2_a_cancelled_fiber_multishot_accept_returns_the_accepted_descriptor() {
     burst_then_cancel(Op::FiberNextAccept);
 }
 
 #[test]
-fn a_cancelled_future_multishot_accept_returns_the_accepted_descriptor() {
+fn net_rule_2_a_cancelled_future_multishot_accept_returns_the_accepted_descriptor() {
     burst_then_cancel(Op::FutureNextAccept);
 }
 
@@ -737,10 +737,10 @@ fn a_fiber_multishot_accept_woken_and_cancelled_before_it_runs_returns_the_descr
     woken_then_cancel(Op::FiberNextAccept);
 }
 
-// ---- item 8: the driver's cancel queue ----
+// ---- the driver's cancel queue (cancel rules) ----
 
 #[test]
-fn more_cancels_than_the_cancel_queue_holds_all_take_effect() {
+fn cancel_rule_4_more_cancels_than_the_cancel_queue_holds_all_take_effect() {
     // Fails before the queue kept one cancel per live op: with the SQ full, cancels past
     // the queue's capacity were dropped, and the reads they named never ended.
     const N: usize = 8;

@@ -173,7 +173,7 @@ fn nonzero_below_the_top_page(base: usize, size: usize) -> usize {
 }
 
 #[test]
-fn trimmed_spares_are_decommitted_and_work_when_reused() {
+fn stack_rule_3_trimmed_spares_are_decommitted_and_work_when_reused() {
     let ex = pin!(
         Executor::with_stacks(SleepDriver::new(), Recording(MmapStacks::new().unwrap()), keel_linux::panic::config())
             .unwrap()

@@ -5,9 +5,6 @@
 //! passes its turn on; a `FixedBuf` may outlive its executor; and the future
 //! `read_fixed`/`write_fixed` take the buffer by value, give it back with the result, and
 //! keep it from being released while the kernel may still write into it.
-//!
-//! Before `FixedBuf` a claim was a bare index: every case here left the buffer claimed
-//! forever and the waiter `Suspended(Wait)` (the release never came).
 
 mod net_util;
 
@@ -164,37 +161,37 @@ fn holder_ends_and_the_waiter_gets_the_buffer(end: End, fiber_holder: bool, fibe
 }
 
 #[test]
-fn a_fiber_that_returns_holding_a_buffer_releases_it_to_the_waiter() {
+fn regbuf_rule_3_a_fiber_that_returns_holding_a_buffer_releases_it_to_the_waiter() {
     holder_ends_and_the_waiter_gets_the_buffer(End::Returns, true, true);
 }
 
 #[test]
-fn a_fiber_cancelled_while_holding_a_buffer_releases_it_to_the_waiter() {
+fn regbuf_rule_3_a_fiber_cancelled_while_holding_a_buffer_releases_it_to_the_waiter() {
     holder_ends_and_the_waiter_gets_the_buffer(End::Cancelled, true, true);
 }
 
 #[test]
-fn a_fiber_that_panics_holding_a_buffer_releases_it_to_the_waiter() {
+fn regbuf_rule_3_a_fiber_that_panics_holding_a_buffer_releases_it_to_the_waiter() {
     holder_ends_and_the_waiter_gets_the_buffer(End::Panics, true, true);
 }
 
 #[test]
-fn a_future_that_returns_holding_a_buffer_releases_it_to_the_waiter() {
+fn regbuf_rule_3_a_future_that_returns_holding_a_buffer_releases_it_to_the_waiter() {
     holder_ends_and_the_waiter_gets_the_buffer(End::Returns, false, false);
 }
 
 #[test]
-fn a_future_cancelled_while_holding_a_buffer_releases_it_to_the_waiter() {
+fn regbuf_rule_3_a_future_cancelled_while_holding_a_buffer_releases_it_to_the_waiter() {
     holder_ends_and_the_waiter_gets_the_buffer(End::Cancelled, false, false);
 }
 
 #[test]
-fn a_future_that_panics_holding_a_buffer_releases_it_to_the_waiter() {
+fn regbuf_rule_3_a_future_that_panics_holding_a_buffer_releases_it_to_the_waiter() {
     holder_ends_and_the_waiter_gets_the_buffer(End::Panics, false, false);
 }
 
 #[test]
-fn fibers_and_futures_share_one_claim_queue() {
+fn regbuf_rule_3_fibers_and_futures_share_one_claim_queue() {
     holder_ends_and_the_waiter_gets_the_buffer(End::Returns, true, false);
     holder_ends_and_the_waiter_gets_the_buffer(End::Cancelled, false, true);
 }
@@ -273,17 +270,17 @@ fn a_waiting_claim_future_that_leaves_passes_the_buffer_on(how: Leave) {
 }
 
 #[test]
-fn a_dropped_waiting_claim_future_leaves_the_queue() {
+fn regbuf_rule_4_a_dropped_waiting_claim_future_leaves_the_queue() {
     a_waiting_claim_future_that_leaves_passes_the_buffer_on(Leave::Dropped);
 }
 
 #[test]
-fn a_cancelled_waiting_claim_future_leaves_the_queue() {
+fn regbuf_rule_4_a_cancelled_waiting_claim_future_leaves_the_queue() {
     a_waiting_claim_future_that_leaves_passes_the_buffer_on(Leave::Cancelled);
 }
 
 #[test]
-fn a_claim_future_handed_the_buffer_then_dropped_passes_it_on() {
+fn regbuf_rule_4_a_claim_future_handed_the_buffer_then_dropped_passes_it_on() {
     a_waiting_claim_future_that_leaves_passes_the_buffer_on(Leave::DroppedWithTurn);
 }
 
@@ -291,7 +288,7 @@ fn a_claim_future_handed_the_buffer_then_dropped_passes_it_on() {
 /// its bytes stay readable (the set lives in the shared state, regbuf rule 5) and its drop
 /// does nothing harmful; a waiting claim future dropped after the executor likewise.
 #[test]
-fn a_fixed_buf_and_a_waiting_claim_outlive_the_executor() {
+fn shared_rule_5_a_fixed_buf_and_a_waiting_claim_outlive_the_executor() {
     let ex = one_buffer();
     let kept: Rc<RefCell<Vec<FixedBuf>>> = Rc::new(RefCell::new(Vec::new()));
     let waits: Rc<RefCell<Vec<Pin<Box<fs::ClaimBuffer>>>>> = Rc::new(RefCell::new(Vec::new()));
@@ -322,7 +319,7 @@ fn a_fixed_buf_and_a_waiting_claim_outlive_the_executor() {
 /// A claim future polled in another executor's task than the one it queued in: a typed
 /// error, and nothing of that executor's buffers is touched.
 #[test]
-fn a_claim_future_polled_on_another_executor_is_refused() {
+fn regbuf_rule_1_a_claim_future_polled_on_another_executor_is_refused() {
     let a = one_buffer();
     let b = one_buffer();
     type Parked = Rc<RefCell<Option<(Pin<Box<fs::ClaimBuffer>>, FixedBuf)>>>;
@@ -392,7 +389,7 @@ async fn poll_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
 }
 
 #[test]
-fn future_fixed_reads_and_writes_take_the_buffer_and_give_it_back() {
+fn regbuf_rule_1_future_fixed_reads_and_writes_take_the_buffer_and_give_it_back() {
     let path = std::env::temp_dir().join(format!("keel-{}-fixed-futures", std::process::id()));
     let ex = executor(RingConfig { registered_buffers: 2, ..RingConfig::default() });
     let other = one_buffer();
@@ -453,7 +450,7 @@ fn future_fixed_reads_and_writes_take_the_buffer_and_give_it_back() {
 /// the buffer is not released while the kernel may still write into it (a claim waits),
 /// and is released once the cancelled read's completion is reaped (the claim gets it).
 #[test]
-fn a_fixed_read_dropped_in_flight_releases_its_buffer_only_after_the_completion() {
+fn regbuf_rule_5_a_fixed_read_dropped_in_flight_releases_its_buffer_only_after_the_completion() {
     let (rfd, wfd) = pipe();
     let ex = one_buffer();
     let out = Rc::new(RefCell::new(Vec::new()));

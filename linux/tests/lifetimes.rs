@@ -1,4 +1,4 @@
-//! Lifetimes of what keel hands out (issue 14 items 5, 6 and 12), on a real ring:
+//! Lifetimes of what keel hands out, on a real ring:
 //!
 //! - values that hold a driver's operation or buffer (a polled owned-buffer future, a
 //!   `ProvidedBuf`, a `Multishot`) moved out of their task and dropped after the executor
@@ -14,7 +14,7 @@
 //!   whatever `close` returns (fd rule 3), for fibers and futures, in a cancelled task and
 //!   outside any task.
 //!
-//! Every test here but `a_driver_dropped_with_an_operation_in_flight_waits_for_it` (a
+//! Every test here but `shared_rule_4_a_driver_dropped_with_an_operation_in_flight_waits_for_it` (a
 //! regression guard) and the two `fd` unit tests fails on the main of before this change:
 //! SIGSEGV/SIGABRT (moved-out future, multishot, provided buffer), a reused descriptor
 //! number, a close that leaves the read alive (the run hangs until the 60 s cap), or a
@@ -85,15 +85,15 @@ fn watchdog(done: Arc<AtomicBool>, unblock: impl FnOnce() + Send + 'static) -> s
 
 type Parked = Rc<RefCell<Vec<Pin<Box<dyn Future<Output = (Result<u32, Errno>, Vec<u8>)>>>>>>;
 
-// ---- item 5: values that hold a driver's state, dropped after the executor ----
+// ---- values that hold a driver's state, dropped after the executor (shared rules) ----
 
 /// A pipe read that never completes by itself, polled once in its task and handed to
 /// `main`; the executor is dropped (its final drain cancels the read: it must not wait
-/// for the future's owner), then the future. Before the fix the drain waited for the read
-/// forever (the watchdog's write ended it after 5 s) and the future's drop reached the
-/// freed driver (valgrind: invalid read in `Slots::get` from `RingDriver::abandon`).
+/// for the future's owner), then the future, whose drop touches only the shared state
+/// (under valgrind, a drop that reached the freed driver shows as an invalid read). The
+/// watchdog's write ends a drain that waits for the read after 5 s.
 #[test]
-fn a_polled_read_future_moved_out_is_dropped_after_the_executor() {
+fn shared_rule_4_a_polled_read_future_moved_out_is_dropped_after_the_executor() {
     let (rfd, wfd) = pipe();
     // SAFETY: the pipe's read end is ours and wrapped once.
     let file: &'static File = Box::leak(Box::new(unsafe { File::from_raw_fd(rfd) }));
@@ -133,7 +133,7 @@ fn a_polled_read_future_moved_out_is_dropped_after_the_executor() {
 /// The same with a read of a regular file, which completes during the executor's drain:
 /// the completed result waits in its slot for a future that is dropped after the driver.
 #[test]
-fn a_completed_read_future_moved_out_is_dropped_after_the_executor() {
+fn shared_rule_4_a_completed_read_future_moved_out_is_dropped_after_the_executor() {
     let d = dir("kept-done");
     std::fs::write(d.join("f"), b"0123456789").unwrap();
     let file: &'static File =
@@ -164,10 +164,9 @@ fn a_completed_read_future_moved_out_is_dropped_after_the_executor() {
 
 /// A future submitted in executor A's task, then awaited in executor B's task (same
 /// thread): B's driver does not know its operation, so it ends with `EXDEV` and takes
-/// nothing of B's (before: it looked its id up in B's slots, where an operation of B's
-/// own with the same slot and generation would have been taken).
+/// nothing of B's (not even an operation of B's own with the same slot and generation).
 #[test]
-fn a_future_awaited_on_another_executor_gets_exdev() {
+fn wake_token_rule_3_a_future_awaited_on_another_executor_gets_exdev() {
     let d = dir("exdev");
     std::fs::write(d.join("f"), b"0123456789").unwrap();
     let file: &'static File =
@@ -211,11 +210,11 @@ fn pbuf_executor(count: u16, size: u32) -> Pin<Box<Ex>> {
 }
 
 /// A `ProvidedBuf` kept in `main` past its executor: its bytes stay what was received
-/// (the memory is not freed and reused under it), and its drop is safe. Before the fix
-/// the buffer memory was freed with the driver (the churn below overwrote it) and the drop
-/// wrote into the freed ring (valgrind: invalid write in `PbufRing::put`).
+/// (the memory is not freed and reused under it: the churn below would overwrite freed
+/// memory), and its drop, which would give the buffer back, writes into nothing freed
+/// (under valgrind: no invalid write).
 #[test]
-fn a_provided_buf_kept_past_the_executor_keeps_its_bytes() {
+fn shared_rule_3_a_provided_buf_kept_past_the_executor_keeps_its_bytes() {
     const MSG: &[u8] = b"kept past the executor";
     let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
     let afd = a.into_raw_fd();
@@ -246,7 +245,7 @@ fn a_provided_buf_kept_past_the_executor_keeps_its_bytes() {
 /// buffer is held) moved out of its task with the buffer, both dropped after the
 /// executor: the wait leaves no queue entry behind in freed memory.
 #[test]
-fn a_provided_buffer_wait_moved_out_is_dropped_after_the_executor() {
+fn shared_rule_3_a_provided_buffer_wait_moved_out_is_dropped_after_the_executor() {
     let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
     let afd = a.into_raw_fd();
     type Recv = Pin<Box<dyn Future<Output = Result<Option<ProvidedBuf>, Errno>>>>;
@@ -295,10 +294,10 @@ fn a_provided_buffer_wait_moved_out_is_dropped_after_the_executor() {
 }
 
 /// A multishot receive armed in its task and handed to `main`, dropped after the
-/// executor: the executor's drop ends (its drain cancels the op) and the drop is safe.
-/// Before the fix the drain waited for the multishot until the watchdog closed the peer.
+/// executor: the executor's drop ends (its drain cancels the op, without waiting for the
+/// watchdog to close the peer) and the drop is safe.
 #[test]
-fn a_multishot_moved_out_is_dropped_after_the_executor() {
+fn shared_rule_4_a_multishot_moved_out_is_dropped_after_the_executor() {
     let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
     let afd = a.into_raw_fd();
     let parked: Rc<RefCell<Vec<Multishot>>> = Rc::new(RefCell::new(Vec::new()));
@@ -333,7 +332,7 @@ fn a_multishot_moved_out_is_dropped_after_the_executor() {
 /// A driver dropped on its own (no executor) with an operation in flight: its `Drop`
 /// cancels it and waits for the completion before it frees the buffer.
 #[test]
-fn a_driver_dropped_with_an_operation_in_flight_waits_for_it() {
+fn shared_rule_4_a_driver_dropped_with_an_operation_in_flight_waits_for_it() {
     use keel_core::Driver;
     use keel_core::driver::IoToken;
     let (rfd, wfd) = pipe();
@@ -441,12 +440,12 @@ fn a_moved_out_read_is_awaited_later(then: Then) {
 }
 
 #[test]
-fn a_read_moved_out_of_its_task_is_awaited_in_another_task() {
+fn wake_token_rule_3_a_read_moved_out_of_its_task_is_awaited_in_another_task() {
     a_moved_out_read_is_awaited_later(Then::AnotherTask);
 }
 
 #[test]
-fn a_read_moved_out_of_its_task_is_awaited_in_the_slots_next_run() {
+fn wake_token_rule_2_a_read_moved_out_of_its_task_is_awaited_in_the_slots_next_run() {
     a_moved_out_read_is_awaited_later(Then::NextRun);
 }
 
@@ -454,7 +453,7 @@ fn a_read_moved_out_of_its_task_is_awaited_in_the_slots_next_run() {
 /// error (`EPERM`, rt rule 2), no wait; dropped then, its op is abandoned to its slot and
 /// the executor still winds down with nothing left open.
 #[test]
-fn a_moved_out_read_polled_outside_any_task_gets_eperm() {
+fn wake_token_rule_3_a_moved_out_read_polled_outside_any_task_gets_eperm() {
     let baseline = open_fds();
     let (rfd, wfd) = pipe();
     // SAFETY: as above.
@@ -498,10 +497,10 @@ fn a_moved_out_read_polled_outside_any_task_gets_eperm() {
 }
 
 /// A multishot receive armed in one task (one result taken), moved out, and stepped in
-/// another task: the next bytes wake the new task (wake-token rule 3). Before, the CQE
-/// woke the finished first run and the second task waited forever.
+/// another task: the next bytes wake the new task (wake-token rule 3), not the finished
+/// first run.
 #[test]
-fn a_multishot_moved_to_another_task_wakes_that_task() {
+fn wake_token_rule_3_a_multishot_moved_to_another_task_wakes_that_task() {
     let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
     let afd = a.into_raw_fd();
     let parked: Rc<RefCell<Option<Multishot>>> = Rc::new(RefCell::new(None));
@@ -548,10 +547,10 @@ fn a_multishot_moved_to_another_task_wakes_that_task() {
 
 /// A `claim_buffer` future waiting for the only registered buffer (held by another task)
 /// is moved out of its task, which returns, and awaited in another task: the release's
-/// turn wakes that task (waitq rule 6), which gets the buffer. Before, the turn woke the
-/// finished task, and the new awaiter (and every later claim) waited forever.
+/// turn wakes that task (waitq rule 6), which gets the buffer; a turn that woke the
+/// finished task would strand the new awaiter and every later claim.
 #[test]
-fn a_buffer_claim_moved_to_another_task_gets_the_released_buffer() {
+fn waitq_rule_6_a_buffer_claim_moved_to_another_task_gets_the_released_buffer() {
     type Claim = Pin<Box<keel_linux::fs::ClaimBuffer>>;
     let exb = executor(RingConfig { registered_buffers: 1, ..RingConfig::default() });
     let ex = exb.as_ref();
@@ -607,7 +606,7 @@ fn a_buffer_claim_moved_to_another_task_gets_the_released_buffer() {
 /// held) is moved out of its task and awaited in another: the buffer's return wakes that
 /// task (waitq rule 6), which receives the data.
 #[test]
-fn a_provided_buffer_wait_moved_to_another_task_is_woken_there() {
+fn waitq_rule_6_a_provided_buffer_wait_moved_to_another_task_is_woken_there() {
     type Recv = Pin<Box<dyn Future<Output = Result<Option<ProvidedBuf>, Errno>>>>;
     let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
     let afd = a.into_raw_fd();
@@ -663,7 +662,7 @@ fn a_provided_buffer_wait_moved_to_another_task_is_woken_there() {
     );
 }
 
-// ---- item 6: a descriptor is not reused under a queued SQE ----
+// ---- a descriptor is not reused under a queued SQE (fd rule 1) ----
 
 #[derive(Copy, Clone, Debug)]
 enum Leave {
@@ -673,8 +672,7 @@ enum Leave {
 
 /// A write future polled once (its SQE queued), then dropped or forgotten, then its
 /// `File` dropped; a new regular file opened next must not get the old number while the
-/// write may still run, and must receive nothing. Before the fix the new file got the
-/// number and the data.
+/// write may still run, and must receive nothing.
 fn a_write_left_behind_keeps_its_file_open(leave: Leave) {
     let d = dir(&format!("reuse-file-{leave:?}"));
     let (pa, pb) = (d.join("a"), d.join("b"));
@@ -711,12 +709,12 @@ fn a_write_left_behind_keeps_its_file_open(leave: Leave) {
 }
 
 #[test]
-fn a_dropped_write_keeps_its_file_open_until_it_completes() {
+fn fd_rule_1_a_dropped_write_keeps_its_file_open_until_it_completes() {
     a_write_left_behind_keeps_its_file_open(Leave::Drop);
 }
 
 #[test]
-fn a_forgotten_write_keeps_its_file_open_until_it_completes() {
+fn fd_rule_1_a_forgotten_write_keeps_its_file_open_until_it_completes() {
     a_write_left_behind_keeps_its_file_open(Leave::Forget);
 }
 
@@ -763,17 +761,17 @@ fn a_send_left_behind_keeps_its_socket_open(leave: Leave) {
 }
 
 #[test]
-fn a_dropped_send_keeps_its_socket_open_until_it_completes() {
+fn fd_rule_1_a_dropped_send_keeps_its_socket_open_until_it_completes() {
     a_send_left_behind_keeps_its_socket_open(Leave::Drop);
 }
 
 #[test]
-fn a_forgotten_send_keeps_its_socket_open_until_it_completes() {
+fn fd_rule_1_a_forgotten_send_keeps_its_socket_open_until_it_completes() {
     a_send_left_behind_keeps_its_socket_open(Leave::Forget);
 }
 
 #[test]
-fn into_raw_fd_refuses_while_an_operation_holds_the_descriptor() {
+fn fd_rule_4_into_raw_fd_refuses_while_an_operation_holds_the_descriptor() {
     let (rfd, wfd) = pipe();
     let ex = executor(RingConfig::default());
     let t = ex
@@ -803,14 +801,13 @@ fn into_raw_fd_refuses_while_an_operation_holds_the_descriptor() {
     }
 }
 
-// ---- item 12: close cancels first, and always closes ----
+// ---- close cancels first, and always closes (fd rule 3, net rule 1) ----
 
 /// Task R reads a pipe (in flight); task C closes the same descriptor. R's read must end
 /// cancelled (not consume data written after the close), and the descriptor is closed:
-/// a write to the pipe then fails with EPIPE. Before the fix R's read lived on and took
-/// the bytes.
+/// a write to the pipe then fails with EPIPE.
 #[test]
-fn a_future_close_cancels_a_read_in_flight_on_the_descriptor() {
+fn fd_rule_3_a_future_close_cancels_a_read_in_flight_on_the_descriptor() {
     let (rfd, wfd) = pipe();
     let ex = executor(RingConfig::default());
     let got: Rc<RefCell<Option<Result<u32, Errno>>>> = Rc::new(RefCell::new(None));
@@ -858,7 +855,7 @@ fn a_future_close_cancels_a_read_in_flight_on_the_descriptor() {
 
 /// The same with fibers: `FiberFs::close` cancels the other fiber's blocked read.
 #[test]
-fn a_fiber_close_cancels_a_read_in_flight_on_the_descriptor() {
+fn fd_rule_3_a_fiber_close_cancels_a_read_in_flight_on_the_descriptor() {
     let (rfd, wfd) = pipe();
     let ex = executor(RingConfig::default());
     let got: Rc<RefCell<Option<Result<u32, Errno>>>> = Rc::new(RefCell::new(None));
@@ -939,20 +936,19 @@ fn a_cancelled_close_still_closes(fiber: bool) {
 }
 
 #[test]
-fn a_cancelled_future_close_still_closes() {
+fn fd_rule_3_a_cancelled_future_close_still_closes() {
     a_cancelled_close_still_closes(false);
 }
 
 #[test]
-fn a_cancelled_fiber_close_still_closes() {
+fn fd_rule_3_a_cancelled_fiber_close_still_closes() {
     a_cancelled_close_still_closes(true);
 }
 
 /// A cancelled task's close of a direct descriptor (fiber `close_direct`, future
 /// `close_fixed_socket`) frees its index: with a table of one, the next direct open fits.
-/// Before the fix the close returned ECANCELED and the index stayed taken.
 #[test]
-fn a_cancelled_close_of_a_direct_descriptor_frees_its_index() {
+fn fd_rule_3_a_cancelled_close_of_a_direct_descriptor_frees_its_index() {
     let d = dir("fixed");
     let path = std::ffi::CString::new(d.join("f").to_str().unwrap()).unwrap();
     std::fs::write(d.join("f"), b"x").unwrap();
@@ -1003,7 +999,7 @@ fn a_cancelled_close_of_a_direct_descriptor_frees_its_index() {
 /// `fs::close` polled outside any keel task: an error (no ring to go through), and the
 /// descriptor is closed all the same.
 #[test]
-fn a_close_polled_outside_a_task_still_closes() {
+fn fd_rule_3_a_close_polled_outside_a_task_still_closes() {
     let (rfd, wfd) = pipe();
     // SAFETY: the pipe's read end is ours and wrapped once.
     let mut close = Box::pin(fs::close(unsafe { File::from_raw_fd(rfd) }));

@@ -103,7 +103,7 @@ fn fiber_steps(f: &mut Fiber, name: &str, log: &Log) -> Result<(), Cancelled> {
 }
 
 #[test]
-fn futures_asm_fibers_and_ucontext_fibers_alternate_in_attach_order_on_one_executor() {
+fn ucontext_rule_1_futures_asm_fibers_and_ucontext_fibers_alternate_in_attach_order_on_one_executor() {
     let (stacks, range) = region(8);
     let ex = pin!(Executor::with_stacks(SimDriver::new(), stacks, config()).unwrap());
     let ex = ex.into_ref();
@@ -169,7 +169,7 @@ fn futures_asm_fibers_and_ucontext_fibers_alternate_in_attach_order_on_one_execu
 }
 
 #[test]
-fn a_ucontext_fiber_cancelled_while_suspended_resumes_with_cancelled() {
+fn ucontext_rule_2_a_ucontext_fiber_cancelled_while_suspended_resumes_with_cancelled() {
     let (stacks, _) = region(4);
     let ex = pin!(Executor::with_stacks(SimDriver::new(), stacks, config()).unwrap());
     let ex = ex.into_ref();
@@ -266,7 +266,7 @@ fn a_panicking_ucontext_fiber_completes_with_panicked_and_its_neighbours_carry_o
 }
 
 #[test]
-fn a_thousand_ucontext_fibers_run_to_completion_on_reused_stacks() {
+fn ucontext_rule_4_a_thousand_ucontext_fibers_run_to_completion_on_reused_stacks() {
     const WAVE: usize = 25;
     const TOTAL: usize = 1000;
     let (stacks, range) = region(32);
@@ -301,7 +301,7 @@ fn a_thousand_ucontext_fibers_run_to_completion_on_reused_stacks() {
 }
 
 #[test]
-fn a_ucontext_fiber_fits_the_smallest_stack_without_touching_the_gap_below() {
+fn ucontext_rule_3_a_ucontext_fiber_fits_the_smallest_stack_without_touching_the_gap_below() {
     let min = keel_core::fiber::MIN_STACK;
     let (stacks, range) = region_of(2, min);
     let ex = pin!(Executor::with_stacks(SimDriver::new(), stacks, config()).unwrap());

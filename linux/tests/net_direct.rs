@@ -199,7 +199,7 @@ async fn until_idle() {
 }
 
 #[test]
-fn abandoned_direct_accepts_that_complete_anyway_close_their_index_through_the_ring() {
+fn completion_rule_3_abandoned_direct_accepts_that_complete_anyway_close_their_index_through_the_ring() {
     // A table of one slot: each abandoned accept below takes it; only the driver's close
     // (completion rule 3) frees it for the next.
     let (ex, lfd, connected, cl) = setup(1, 2);
@@ -243,7 +243,7 @@ fn abandoned_direct_accepts_that_complete_anyway_close_their_index_through_the_r
 }
 
 #[test]
-fn a_dropped_direct_multishot_accept_closes_its_queued_indexes() {
+fn completion_rule_3_a_dropped_direct_multishot_accept_closes_its_queued_indexes() {
     const N: usize = 4;
     let (ex, lfd, connected, cl) = setup(N as u32, N);
     let ex = ex.as_ref();

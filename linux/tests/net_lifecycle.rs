@@ -104,7 +104,7 @@ fn a_reset_is_econnreset_and_a_refusal_is_econnrefused() {
 }
 
 #[test]
-fn a_multishot_accept_ends_with_ecanceled_when_another_task_closes_the_listener() {
+fn net_rule_1_a_multishot_accept_ends_with_ecanceled_when_another_task_closes_the_listener() {
     let ex = executor(RingConfig::default());
     let ex = ex.as_ref();
     let (l, a) = listener(ex);
@@ -152,7 +152,7 @@ fn a_multishot_accept_ends_with_ecanceled_when_another_task_closes_the_listener(
 }
 
 #[test]
-fn provided_buffer_exhaustion_with_slow_consumers_loses_and_duplicates_nothing() {
+fn pbuf_rule_3_provided_buffer_exhaustion_with_slow_consumers_loses_and_duplicates_nothing() {
     let mut d = ring(RingConfig::default());
     d.enable_provided_buffers(4, 512).unwrap();
     let ex = executor_with(d);
@@ -242,7 +242,7 @@ fn provided_buffer_exhaustion_with_slow_consumers_loses_and_duplicates_nothing()
 }
 
 #[test]
-fn a_peer_that_never_reads_makes_the_sender_wait() {
+fn net_rule_5_a_peer_that_never_reads_makes_the_sender_wait() {
     let ex = executor(RingConfig::default());
     let ex = ex.as_ref();
     let (l, a) = listener(ex);
@@ -358,7 +358,7 @@ fn a_direct_descriptor_socket_sends_receives_and_closes() {
 }
 
 #[test]
-fn a_zero_copy_send_releases_its_buffer_only_after_the_notification() {
+fn net_rule_4_a_zero_copy_send_releases_its_buffer_only_after_the_notification() {
     let ex = executor(RingConfig { registered_buffers: 1, registered_buffer_size: 8192, ..RingConfig::default() });
     let ex = ex.as_ref();
     let std_l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -447,7 +447,7 @@ fn a_unix_socket_round_trip() {
 }
 
 #[test]
-fn futures_multishot_accept_and_receive() {
+fn completion_rule_1_futures_multishot_accept_and_receive() {
     let mut d = ring(RingConfig::default());
     d.enable_provided_buffers(8, 256).unwrap();
     let ex = executor_with(d);

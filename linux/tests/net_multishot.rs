@@ -97,7 +97,7 @@ fn answers(conns: Vec<(u32, std::net::TcpStream)>) -> Vec<(u32, Option<u32>)> {
 }
 
 #[test]
-fn a_multishot_accept_past_its_queue_is_throttled_spilled_and_rearmed_in_order() {
+fn completion_rule_2_a_multishot_accept_past_its_queue_is_throttled_spilled_and_rearmed_in_order() {
     const FIRST: u32 = 40; // in the backlog before the op is armed: > 16 results at once
     const MORE: u32 = 10; // after the throttle: the re-armed op takes them
     let ex = executor(RingConfig::default());
@@ -172,7 +172,7 @@ fn a_multishot_accept_past_its_queue_is_throttled_spilled_and_rearmed_in_order()
 }
 
 #[test]
-fn with_the_spill_list_full_too_accepted_connections_are_closed_and_counted_lost() {
+fn completion_rule_2_with_the_spill_list_full_too_accepted_connections_are_closed_and_counted_lost() {
     // CQ of 64: the spill list holds 2 x 64 results. Four listeners with 60 connections
     // each, armed and not taken: 4 x (60 - 16) results cannot all spill.
     const LISTENERS: u32 = 4;
@@ -273,7 +273,7 @@ fn with_the_spill_list_full_too_accepted_connections_are_closed_and_counted_lost
 }
 
 #[test]
-fn a_multishot_receive_past_its_queue_is_throttled_spilled_and_rearmed_with_every_byte_once() {
+fn completion_rule_2_a_multishot_receive_past_its_queue_is_throttled_spilled_and_rearmed_with_every_byte_once() {
     // 64-byte provided buffers: 8000 bytes waiting when the receive is armed make far more
     // than 16 results at once.
     const BURST: usize = 8000;
@@ -357,7 +357,7 @@ fn a_multishot_receive_past_its_queue_is_throttled_spilled_and_rearmed_with_ever
 }
 
 #[test]
-fn a_fiber_multishot_waits_for_room_under_max_io_in_flight_instead_of_bypassing_it() {
+fn net_rule_6_a_fiber_multishot_waits_for_room_under_max_io_in_flight_instead_of_bypassing_it() {
     use keel_core::{Config, Executor, SuspendReason, TaskState};
     let cfg = Config {
         max_io_in_flight: Some(1),
@@ -409,7 +409,7 @@ fn a_fiber_multishot_waits_for_room_under_max_io_in_flight_instead_of_bypassing_
 }
 
 #[test]
-fn provided_buffers_available_is_what_the_kernel_can_still_hand_out() {
+fn pbuf_rule_4_provided_buffers_available_is_what_the_kernel_can_still_hand_out() {
     const SIZE: usize = 64;
     let mut d = ring(RingConfig::default());
     d.enable_provided_buffers(8, SIZE as u32).unwrap();
@@ -483,7 +483,7 @@ fn provided_buffers_available_is_what_the_kernel_can_still_hand_out() {
 /// its results hold provided buffers and have room kept for them, so every received
 /// byte still arrives once, in order (completion rule 2).
 #[test]
-fn received_data_is_never_lost_even_when_accepts_have_filled_the_spill_list() {
+fn completion_rule_2_received_data_is_never_lost_even_when_accepts_have_filled_the_spill_list() {
     const LISTENERS: u32 = 3;
     const PER: u32 = 60;
     const BURST: usize = 64 * 64;

@@ -1,11 +1,12 @@
 //! Stack overflow reports, in child processes: this test binary runs itself again with
 //! `KEEL_OVERFLOW_CHILD=<case>`, filtered to the `child` test, which then plays that case
-//! and is expected to die.
+//! and is expected to die. Each test is named after the overflow or stack rule it guards
+//! (`linux/src/overflow.rs`, `linux/src/stack.rs`).
 
 use core::hint::black_box;
 use core::pin::pin;
 use core::time::Duration;
-use keel_core::{Executor, Fiber, FiberAttrs, TaskAttrs, TaskHandle, TaskResult, TaskSlot};
+use keel_core::{Executor, Fiber, FiberAttrs, StackProvider, TaskAttrs, TaskHandle, TaskResult, TaskSlot};
 use keel_linux::{MmapStacks, SleepDriver};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus};
@@ -49,6 +50,33 @@ fn run_fiber(body: fn(&mut Fiber) -> TaskResult) {
     let h = task("child");
     eprintln!("child: task {}", h.id());
     ex.attach_fiber(h, FiberAttrs { stack_size: REQUESTED, ..FiberAttrs::DEFAULT }, body).unwrap();
+    while ex.attached() > 0 {
+        ex.run(1000, Some(Duration::from_secs(10))).unwrap();
+    }
+}
+
+/// A first fiber (task 4) runs on a pooled stack and returns; a second (task 5) gets the
+/// same stack from the pool and overflows: the report must name task 5.
+fn run_two_fibers_on_one_stack() {
+    let stacks = MmapStacks::new().expect("MmapStacks");
+    let ex = pin!(Executor::with_stacks(SleepDriver::new(), stacks, keel_linux::panic::config()).unwrap());
+    let ex = ex.into_ref();
+    for _ in 0..3 {
+        task("other");
+    }
+    let first = task("first");
+    let attrs = FiberAttrs { stack_size: REQUESTED, ..FiberAttrs::DEFAULT };
+    ex.attach_fiber(first, attrs, |f: &mut Fiber| -> TaskResult {
+        f.yield_now()?;
+        Ok(0)
+    })
+    .unwrap();
+    while ex.attached() > 0 {
+        ex.run(1000, Some(Duration::from_secs(10))).unwrap();
+    }
+    let h = task("child");
+    eprintln!("child: task {}", h.id());
+    ex.attach_fiber(h, attrs, overflowing_fiber).unwrap();
     while ex.attached() > 0 {
         ex.run(1000, Some(Duration::from_secs(10))).unwrap();
     }
@@ -120,6 +148,35 @@ fn child() {
             let _stacks = MmapStacks::new().unwrap();
             wild_write();
         }
+        "earlier-handler-installed-twice" => {
+            // SAFETY: as in "earlier-handler".
+            unsafe {
+                let mut act: libc::sigaction = core::mem::zeroed();
+                act.sa_sigaction = earlier_handler as *const () as usize;
+                act.sa_flags = libc::SA_SIGINFO;
+                libc::sigemptyset(&mut act.sa_mask);
+                assert_eq!(libc::sigaction(libc::SIGSEGV, &act, core::ptr::null_mut()), 0);
+            }
+            // Two installs (each `MmapStacks::new` calls it): the second must not take
+            // keel's own handler for the "previous" one.
+            let _a = MmapStacks::new().unwrap();
+            let _b = MmapStacks::new().unwrap();
+            keel_linux::overflow::install().unwrap();
+            wild_write();
+        }
+        "overflow-after-registry-churn" => {
+            // More stacks mapped and unmapped than the registry has entries: each must
+            // give its entry back when unmapped, or the fiber's stack finds none.
+            let mut stacks = MmapStacks::new().unwrap();
+            for _ in 0..keel_linux::overflow::REGISTRY_CAPACITY + 16 {
+                let s = stacks.allocate(REQUESTED).unwrap();
+                assert_ne!(s.tag, keel_linux::stack::UNREGISTERED, "a stack found the registry full");
+                // SAFETY: just allocated by `stacks`, used by nothing.
+                unsafe { stacks.release(s) };
+            }
+            run_fiber(overflowing_fiber);
+        }
+        "overflow-on-a-reused-stack" => run_two_fibers_on_one_stack(),
         other => panic!("unknown child case {other}"),
     }
     eprintln!("child: case {case} survived");
@@ -146,23 +203,64 @@ fn child_task_id(stderr: &str) -> u32 {
 }
 
 fn assert_overflow_reported(case: &str) {
+    assert_overflow_reported_for(case, 4);
+}
+
+fn assert_overflow_reported_for(case: &str, want_id: u32) {
     let (status, stderr) = run_child(case);
     let id = child_task_id(&stderr);
-    assert_eq!(id, 4, "the child's fourth task");
+    assert_eq!(id, want_id, "the child's task");
     let size = REQUESTED.next_multiple_of(rustix::param::page_size());
     let expected = format!("keel: stack overflow in task {id} (stack {size} bytes)\n");
     assert_eq!(stderr.matches(&expected).count(), 1, "expected {expected:?} once in:\n{stderr}");
     assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}\n{stderr}");
 }
 
+/// The overflow lands in a registered guard region: reported with the stack's size (as
+/// mapped: rounded up to pages) and aborted.
 #[test]
-fn an_overflowing_fiber_is_reported_with_its_task_and_stack_size_then_aborts() {
+fn overflow_rule_3_an_overflow_in_a_registered_guard_region_is_reported_with_the_stack_size_then_aborts() {
     assert_overflow_reported("overflow");
 }
 
+/// The report names the task the stack was handed to (its id, 4, is not simply 1).
 #[test]
-fn an_overflow_on_another_thread_is_reported_on_its_own_alternate_stack() {
+fn overflow_rule_4_the_report_names_the_task_the_stack_was_assigned_to() {
+    let (_, stderr) = run_child("overflow");
+    assert_eq!(child_task_id(&stderr), 4);
+    assert!(stderr.contains("keel: stack overflow in task 4 "), "{stderr}");
+}
+
+/// A stack reused from the pool is assigned to its new task, so the report names the
+/// task that overflowed, not the stack's previous one.
+#[test]
+fn stack_rule_2_a_reused_stack_is_reported_with_its_new_task() {
+    assert_overflow_reported_for("overflow-on-a-reused-stack", 5);
+}
+
+/// Stacks give their registry entries back when unmapped: after more stacks than the
+/// registry holds came and went, an overflow is still reported.
+#[test]
+fn stack_rule_1_stacks_unregister_when_unmapped_so_the_registry_never_fills() {
+    assert_overflow_reported("overflow-after-registry-churn");
+}
+
+/// `MmapStacks::new` installs the handler and sets the alternate stack on its own thread:
+/// a fiber on another thread's `MmapStacks` is reported there.
+#[test]
+fn overflow_rule_2_an_overflow_on_another_thread_is_reported_on_its_own_alternate_stack() {
     assert_overflow_reported("overflow-in-second-thread");
+}
+
+/// Installing again (every `MmapStacks::new`, an explicit `install`) keeps the first
+/// install's previous action: a fault that is not an overflow still reaches the handler
+/// installed before keel (a second install would chain keel's handler to itself).
+#[test]
+fn overflow_rule_1_installed_once_so_the_earlier_handler_stays_the_previous_action() {
+    let (status, stderr) = run_child("earlier-handler-installed-twice");
+    assert!(stderr.contains("child: the earlier handler got the fault\n"), "{status:?}\n{stderr}");
+    assert!(!stderr.contains("keel:"), "{stderr}");
+    assert_eq!(status.code(), Some(40 + libc::SIGSEGV), "{status:?}\n{stderr}");
 }
 
 fn assert_chained_segv(case: &str) -> String {
@@ -174,24 +272,24 @@ fn assert_chained_segv(case: &str) -> String {
 }
 
 #[test]
-fn a_wild_write_in_a_fiber_is_chained_to_the_earlier_handler_and_kills_by_sigsegv() {
+fn overflow_rule_5_a_wild_write_in_a_fiber_is_chained_to_the_earlier_handler_and_kills_by_sigsegv() {
     // The earlier handler is std's (it reports only its own threads' guard pages).
     let stderr = assert_chained_segv("wild-write-in-fiber");
     child_task_id(&stderr);
 }
 
 #[test]
-fn a_fault_with_the_default_action_before_is_re_raised_as_sigsegv() {
+fn overflow_rule_5_a_fault_with_the_default_action_before_is_re_raised_as_sigsegv() {
     assert_chained_segv("wild-write-default-action");
 }
 
 #[test]
-fn a_sent_sigsegv_with_the_default_action_before_still_kills() {
+fn overflow_rule_5_a_sent_sigsegv_with_the_default_action_before_still_kills() {
     assert_chained_segv("sent-default-action");
 }
 
 #[test]
-fn an_earlier_siginfo_handler_gets_faults_that_are_not_overflows() {
+fn overflow_rule_5_an_earlier_siginfo_handler_gets_faults_that_are_not_overflows() {
     let (status, stderr) = run_child("earlier-handler");
     assert!(stderr.contains("child: the earlier handler got the fault\n"), "{stderr}");
     assert!(!stderr.contains("keel:"), "{stderr}");

@@ -237,7 +237,7 @@ fn open_fds_on(path: &std::path::Path) -> usize {
 }
 
 #[test]
-fn open_futures_dropped_after_their_first_poll_leak_no_descriptor() {
+fn completion_rule_3_open_futures_dropped_after_their_first_poll_leak_no_descriptor() {
     let path = std::env::temp_dir().join(format!("keel-{}-opens", std::process::id()));
     std::fs::write(&path, b"x").unwrap();
     let p: &'static str = Box::leak(path.to_str().unwrap().to_owned().into_boxed_str());
@@ -427,7 +427,7 @@ fn dropping_an_executor_with_tasks_suspended_on_io_cancels_and_drains_them() {
 /// holds for direct operations (the fifth initiate waits for room), and a last read at the
 /// same address gets its own result.
 #[test]
-fn orphaned_status_blocks_at_one_address_never_see_each_others_completions() {
+fn direct_rule_4_orphaned_status_blocks_at_one_address_never_see_each_others_completions() {
     static mut SINK: [u8; 1] = [0];
     let mut fds = [0; 2];
     // SAFETY: room for two descriptors.
@@ -493,7 +493,7 @@ fn orphaned_status_blocks_at_one_address_never_see_each_others_completions() {
 /// the kernel opens the file anyway (the cancel comes after), and nobody will read the
 /// descriptor, so the driver closes it (completion rule 3 for orphans).
 #[test]
-fn opens_whose_status_block_is_dropped_in_flight_leak_no_descriptor() {
+fn direct_rule_1_opens_whose_status_block_is_dropped_in_flight_leak_no_descriptor() {
     let path = std::env::temp_dir().join(format!("keel-{}-orphan-opens", std::process::id()));
     std::fs::write(&path, b"x").unwrap();
     let cpath: &'static std::ffi::CStr =
@@ -526,7 +526,7 @@ fn opens_whose_status_block_is_dropped_in_flight_leak_no_descriptor() {
 /// open chain (it would wait for the linked read, forever here), so the orphan is
 /// cancelled and reaped while the linked read still waits.
 #[test]
-fn the_drivers_own_sqes_never_join_a_tasks_open_link_chain() {
+fn cancel_rule_1_the_drivers_own_sqes_never_join_a_tasks_open_link_chain() {
     let mut p1 = [0; 2];
     let mut p2 = [0; 2];
     // SAFETY: room for two descriptors each.

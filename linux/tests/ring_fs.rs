@@ -149,7 +149,7 @@ fn a_pipe_read_cancelled_in_flight_and_the_task_drains() {
 }
 
 #[test]
-fn a_future_dropped_with_a_pipe_read_in_flight_gives_its_slot_back_safely() {
+fn slot_rule_3_a_future_dropped_with_a_pipe_read_in_flight_gives_its_slot_back_safely() {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for two descriptors.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
@@ -285,7 +285,7 @@ fn linked_operations_run_in_order_and_a_no_wait_submit_says_busy() {
 /// `AsFd`/`AsRawFd`, and gets it back as an `OwnedFd` (still open) when no operation
 /// holds it.
 #[test]
-fn a_file_and_a_socket_convert_from_and_into_owned_fds() {
+fn fd_rule_5_a_file_and_a_socket_convert_from_and_into_owned_fds() {
     use std::os::fd::{AsFd, AsRawFd, OwnedFd};
     let std_file = std::fs::File::open("/dev/null").unwrap();
     let raw = std_file.as_raw_fd();

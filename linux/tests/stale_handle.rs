@@ -77,8 +77,7 @@ fn a_stale_handle_never_reaches_a_rebound_executor() {
 /// rule 2); each side releases or lets go of the task once its run completes, so the two
 /// race for every run. Whichever attach wins, its body runs exactly once and the other
 /// is refused; the owner never takes the task for its own while the foreign attacher
-/// writes it (before, both could succeed and one body was lost, or the executor met a
-/// task attached twice). Bounded: 3 s or 1,000,000 foreign tries.
+/// writes it (both succeeding would lose one body, or attach the task twice). Bounded: 3 s or 1,000,000 foreign tries.
 #[test]
 fn a_foreign_attach_racing_the_owners_attach_runs_one_body() {
     const FOREIGN: u64 = 1_000_000;

@@ -1,4 +1,4 @@
-//! A task body may poll any number of keel futures at once (issue 14 item 2), on the real
+//! A task body may poll any number of keel futures at once, on the real
 //! ring driver: every ordered pair drawn from {an owned-buffer op future (`fs::nop`),
 //! `rt::sleep`, `rt::yield_now`, `rt::wait` (woken by another task), a provided-buffer
 //! receive that waits for a buffer (`recv_provided`, pbuf rule 3), a multishot

@@ -116,10 +116,15 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
             return Err(DestroyError::Attached);
         }
         // Relaxed: owner-written. Bump first so every handle is stale before the slot frees.
-        let generation = header.generation.load(Ordering::Relaxed).wrapping_add(1);
+        let current = header.generation.load(Ordering::Relaxed);
         // Release: pairs with wakers' Acquire generation check.
-        header.generation.store(generation, Ordering::Release);
+        header.generation.store(current.wrapping_add(1), Ordering::Release);
         if !sched.release(task_ptr) {
+            // Nothing changed but the generation: put it back, so the handle the error
+            // asks the caller to retry with is still this task's (a wake it lets through
+            // meanwhile finds the task unattached: a no-op, wake rule 1).
+            // Release: as above.
+            header.generation.store(current, Ordering::Release);
             return Err(DestroyError::WakeInFlight);
         }
         // Release: pairs with `create`'s Acquire CAS, publishing the released slot.

@@ -426,16 +426,22 @@ fn run_inner(p: &Program, plant: Plant) -> Result<Outcome, String> {
         drop(mm);
         if m.borrow().violations.is_empty() {
             check_drops(&m);
-            // Wakes of completed runs may still sit in the inbox (`destroy` would drain
-            // at most two batches of it): a run with nothing attached takes them and
-            // stalls.
-            match ex.run(1, None) {
-                Err(RunError::Stalled) => {}
-                other => return Err(format!("a run with nothing attached gave {other:?}")),
-            }
+            // Wakes of completed runs may still sit in the inbox: `destroy` drains at
+            // most two batches of it, and `WakeInFlight` asks for a run and a retry.
             for t in 0..n {
                 let h = m.borrow().tasks[t].handle.unwrap_or(m.borrow().tasks[t].created);
-                ex.destroy(h).map_err(|e| format!("destroy: {e:?}"))?;
+                let mut tries = 0;
+                while let Err(e) = ex.destroy(h) {
+                    tries += 1;
+                    if e != keel_core::DestroyError::WakeInFlight || tries > 1 {
+                        return Err(format!("destroy of task {t}: {e:?} (try {tries})"));
+                    }
+                    m.borrow_mut().count(Seen::DestroyRetried);
+                    match ex.run(1, None) {
+                        Err(RunError::Stalled) => {}
+                        other => return Err(format!("a run with nothing attached gave {other:?}")),
+                    }
+                }
             }
         }
     }

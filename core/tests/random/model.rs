@@ -118,8 +118,9 @@ pub enum Seen {
     Spawned,
     Shutdown,
     Dropped,
+    DestroyRetried,
 }
-pub const SEEN: usize = 16;
+pub const SEEN: usize = 17;
 
 impl Shared {
     pub fn new(plant: Plant) -> Self {

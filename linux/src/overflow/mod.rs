@@ -12,7 +12,7 @@
 //! ```
 //!
 //! to stderr, then calls `abort()` (the process dies by SIGABRT). A fault anywhere else is
-//! not ours: it goes to whatever handler was installed before (see rule 5).
+//! not ours: it goes to whatever handler was installed before (see overflow rule 5).
 //!
 //! # Rules (cited as "overflow rule N")
 //!

@@ -50,7 +50,7 @@ impl RingDriver {
             if yields_fixed {
                 let e = opcode::Close::new(types::Fixed(res as u32)).build().user_data(CLOSE_TAG);
                 // SAFETY: a close SQE references no memory. If the SQ is full the index
-                // stays installed until the ring goes (cold, documented in rule 3).
+                // stays installed until the ring goes (cold, documented in completion rule 3).
                 let _ = unsafe { self.ring.submission().push(&e) };
             } else {
                 // SAFETY: the kernel opened it for this operation and nothing else knows it.

@@ -170,7 +170,7 @@ mod tests {
     }
 
     #[test]
-    fn user_data_round_trips_and_orphans_are_routed_and_never_shared() {
+    fn direct_rule_4_user_data_round_trips_and_orphans_are_routed_and_never_shared() {
         let mut d = Direct::new(4);
         let a = d.start(0x7f00_1000);
         assert_ne!(a & DIRECT, 0);
@@ -188,8 +188,24 @@ mod tests {
         assert_eq!(d.in_flight, 0);
     }
 
+    /// Direct rule 2's rolling generation: two operations at one address in a row (the
+    /// second issued while a cancel aimed at the first may still be in the kernel) never
+    /// share a `user_data`, until the 14-bit generation wraps.
     #[test]
-    fn only_single_shot_opcodes_that_give_nothing_back_are_direct() {
+    fn direct_rule_2_operations_at_one_address_in_a_row_get_distinct_user_data() {
+        let mut d = Direct::new(4);
+        let first = d.start(0x7f00_3000);
+        assert_eq!(d.complete(first), token(0x7f00_3000));
+        let mut seen = std::collections::HashSet::from([first]);
+        for _ in 0..GENERATION_MASK {
+            let next = d.start(0x7f00_3000);
+            assert!(seen.insert(next), "user_data {next:#x} reused before the generation wrapped");
+            assert_eq!(d.complete(next), token(0x7f00_3000));
+        }
+    }
+
+    #[test]
+    fn direct_rule_1_only_single_shot_opcodes_that_give_nothing_back_are_direct() {
         use io_uring::opcode as o;
         assert!(is_direct_opcode(o::Nop::CODE));
         assert!(is_direct_opcode(o::ReadFixed::CODE));

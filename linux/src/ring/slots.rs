@@ -233,7 +233,7 @@ impl Slots {
         // Rule 4: an operation whose slot is freed before its last CQE was reaped (the
         // driver is going, or a multishot's results were taken) lets go here.
         drop(s.fd.take());
-        drop(s.fixed.take()); // the kernel is done with it: released (regbuf rule 3)
+        drop(s.fixed.take()); // the kernel is done with it: released (regbuf rule 5, shared rule 2)
         s.generation = (s.generation + 1) & 0x3FFF_FFFF;
         self.free.push(i as u32);
         s.buf.take()
@@ -256,7 +256,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_stale_user_data_never_reaches_a_reused_slot() {
+    fn slot_rule_1_a_stale_user_data_never_reaches_a_reused_slot() {
         let mut s = Slots::new(2);
         let a = s.alloc(None, false, None).unwrap();
         assert!(s.get(a).is_some());
