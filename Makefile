@@ -3,9 +3,9 @@
 # published crates, the tour, the examples' command lines, and a smoke pass of the bench.
 CARGO ?= cargo
 
-.PHONY: test lint unit doc rustdoc package tour example-args bench-smoke bench alloc-free nostd loom fuzz-sim
+.PHONY: test lint unit doc rustdoc package tour example-args bench-smoke bench alloc-free nostd loom c-api install fuzz-sim
 
-test: lint unit doc rustdoc package tour example-args bench-smoke alloc-free nostd loom
+test: lint unit doc rustdoc package tour example-args bench-smoke alloc-free nostd loom c-api
 
 lint:
 	$(CARGO) fmt --all --check
@@ -53,6 +53,19 @@ loom:
 # runs its checks, and the builds that would link alloc or std fail.
 nostd:
 	CARGO="$(CARGO)" nostd-consumer/check.sh
+
+# keel's C API (linker/): the header is current and compiles as C11 and C++17, libkeel.so
+# exports only keel_*, and the C programs in linker/tests/c run against libkeel.a (one
+# linked -static). Needs gcc and g++ (.ci/run installs them).
+c-api:
+	CARGO="$(CARGO)" linker/tests/run.sh
+
+# libkeel.a, libkeel.so, keel.h, keel.hpp and lib/pkgconfig/keel.pc under PREFIX
+# (KEEL_PROFILE=debug installs the debug build).
+PREFIX ?= /usr/local
+KEEL_PROFILE ?= release
+install:
+	CARGO="$(CARGO)" linker/install.sh "$(PREFIX)" "$(KEEL_PROFILE)"
 
 # The echo case runs keel's echo example as its server: build it first.
 bench-smoke:

@@ -1,0 +1,131 @@
+//! A C function as a fiber body, and the calls it makes on its own task: `yield`,
+//! `suspend_for`.
+//!
+//! Body rules (cited as "body rule N"):
+//! 1. While a task's C function runs (between its suspensions), this thread's `CURRENT`
+//!    names that task's storage and the storage's `fiber` names its `Fiber`; around each
+//!    suspension and after the function returns, `CURRENT` is cleared. So a task-side
+//!    call checks `CURRENT == task`: a call naming another task, or made outside any task
+//!    body (another thread, the executor's caller), gets `-KEEL_ENOTINTASK` and never
+//!    switches a stack that is not running.
+//! 2. `keel_executor_run` and `keel_executor_destroy` save `CURRENT` and put it back when
+//!    they return, so a task body that runs or destroys another executor (nested) finds
+//!    itself current again.
+//! 3. The function's return value maps to the run's result: `>= 0` succeeds with it,
+//!    `-1..=-KEEL_ERRNO_MAX` fails with it, anything else fails with `-KEEL_EBADRESULT`.
+//!    A panic in keel during the run (caught by keel-linux's fiber catcher) ends it as
+//!    `-KEEL_EPANICKED`.
+
+use crate::result::{
+    KEEL_EBADRESULT, KEEL_EFPCONTROL, KEEL_ENOTINTASK, KEEL_EPANICKED, KEEL_ERRNO_MAX, err, guard, keel_result,
+};
+use crate::task::{TaskStorage, keel_task, task_of};
+use core::cell::Cell;
+use core::ffi::c_void;
+use core::ptr::null;
+use keel_core::{Fiber, TaskError, TaskResult};
+
+/// A task's function: runs on the task's fiber, returns the run's result (`>= 0`, or a
+/// negated errno). It may unwind only as a Rust panic (`C-unwind`, for task functions
+/// written in Rust): the run then ends as `-KEEL_EPANICKED`.
+pub type keel_task_fn = Option<unsafe extern "C-unwind" fn(task: keel_task, user: *mut c_void) -> i64>;
+
+std::thread_local! {
+    static CURRENT: Cell<*const TaskStorage> = const { Cell::new(null()) };
+}
+
+pub(crate) fn save_current() -> *const TaskStorage {
+    CURRENT.with(Cell::get)
+}
+
+pub(crate) fn restore_current(t: *const TaskStorage) {
+    CURRENT.with(|c| c.set(t));
+}
+
+/// The fiber body for run `task` of `t`: calls `f(task, user)` (body rules 1 and 3).
+pub(crate) fn body_for(
+    t: &'static TaskStorage,
+    task: keel_task,
+    f: unsafe extern "C-unwind" fn(keel_task, *mut c_void) -> i64,
+    user: *mut c_void,
+) -> impl FnOnce(&mut Fiber) -> TaskResult + 'static {
+    move |fib: &mut Fiber| {
+        t.fiber.set(fib);
+        restore_current(t);
+        // SAFETY: `f` is the caller's task function with the argument it gave (the
+        // documented contract of `keel_task_attach`).
+        let r = unsafe { f(task, user) };
+        restore_current(null());
+        t.fiber.set(core::ptr::null_mut());
+        let r = if r >= 0 {
+            Ok(r as u64)
+        } else if r >= -KEEL_ERRNO_MAX {
+            Err(TaskError::Failed(r))
+        } else {
+            Err(TaskError::Failed(-KEEL_EBADRESULT))
+        };
+        t.returned.set(Some(task_result_code(r).unwrap_or_else(|e| e)));
+        r
+    }
+}
+
+/// A run's result as a C result (body rule 3).
+pub(crate) fn task_result_code(r: TaskResult) -> Result<i64, i64> {
+    match r {
+        Ok(v) => Ok(v.min(i64::MAX as u64) as i64),
+        Err(TaskError::Failed(c)) => Err(c),
+        Err(TaskError::Cancelled) => Err(err(libc::ECANCELED)),
+        Err(TaskError::Panicked(_)) => Err(-KEEL_EPANICKED),
+        Err(TaskError::FpControlChanged { .. }) => Err(-KEEL_EFPCONTROL),
+        Err(_) => Err(err(libc::EIO)),
+    }
+}
+
+/// The running task named by `task`, with its fiber (body rule 1).
+pub(crate) fn running(task: keel_task) -> Result<(&'static TaskStorage, &'static mut Fiber), i64> {
+    let t = task_of(task)?;
+    if !core::ptr::eq(save_current(), t) {
+        return Err(-KEEL_ENOTINTASK);
+    }
+    let f = t.fiber.get();
+    if f.is_null() {
+        return Err(-KEEL_ENOTINTASK);
+    }
+    // SAFETY: body rule 1: the fiber is live while its function runs, and only this
+    // call uses it now (the function is inside this call).
+    Ok((t, unsafe { &mut *f }))
+}
+
+/// Runs a suspension point: `CURRENT` is cleared while the task is switched out (body
+/// rule 1).
+#[inline(always)]
+pub(crate) fn suspend<R>(t: &'static TaskStorage, fib: &mut Fiber, op: impl FnOnce(&mut Fiber) -> R) -> R {
+    restore_current(null());
+    let r = op(fib);
+    restore_current(t);
+    r
+}
+
+/// Puts the calling task at the back of its priority's run queue.
+///
+/// Thread safety: only from inside the task's own function. Errors: `-ESTALE`,
+/// `-KEEL_ENOTINTASK` (not the running task), `-ECANCELED` (the task is cancelled: return).
+#[unsafe(no_mangle)]
+pub extern "C" fn keel_task_yield(task: keel_task) -> keel_result {
+    guard(|| {
+        let (t, fib) = running(task)?;
+        suspend(t, fib, Fiber::yield_now).map(|()| 0).map_err(|_| err(libc::ECANCELED))
+    })
+}
+
+/// Suspends the calling task for `ns` nanoseconds on the executor's clock.
+///
+/// Thread safety: only from inside the task's own function. Errors: as `keel_task_yield`.
+#[unsafe(no_mangle)]
+pub extern "C" fn keel_task_suspend_for(task: keel_task, ns: u64) -> keel_result {
+    guard(|| {
+        let (t, fib) = running(task)?;
+        let d = core::time::Duration::from_nanos(ns);
+        suspend(t, fib, |f| f.sleep(d)).map(|()| 0).map_err(|_| err(libc::ECANCELED))
+    })
+}
