@@ -13,6 +13,10 @@
 //!   driver's operations all completed once; counters agree; no timer left armed.
 //!
 //! Each body checks priorities, timers and i/o results at its resume points (`model`).
+//!
+//! Past 400 lines on purpose: the harness loop and its per-step checks share each step's
+//! observations (states before and after, resumes per task, ranks), so they stay in one
+//! function rather than passing that state around.
 
 #![allow(dead_code)]
 
