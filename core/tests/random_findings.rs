@@ -42,7 +42,6 @@ fn destroy_after_wake_in_flight_can_be_retried_and_frees_the_slot() {
 /// alone, as they do with accounting (attach resets them only when accounting is on).
 /// (Found by `random_programs`, whose harness reads `resumptions` per step.)
 #[test]
-#[ignore = "keel bug: without accounting, attach does not reset a slot's resumption and i/o counters, so task_times of a run counts earlier runs too"]
 fn task_times_counts_only_the_run_it_names_without_accounting() {
     let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let ex = ex.into_ref();

@@ -183,7 +183,6 @@ mod models {
     // Preemption bound 3; 462 executions, 0.08 s (release, 2-core machine), with the
     // teardown spins on `crate::sync::spin_loop`.
     #[test]
-    #[ignore = "keel bug: the executor's drop spins on core::hint::spin_loop (exec/teardown.rs, the inbox re-check and the release loop), which never yields under loom, so once a model's preemptions are spent the drop spins past loom's branch limit; on crate::sync::spin_loop this model passes (462 executions) and its twins fail"]
     fn teardown_rule_4_wake_vs_executor_drop_never_wakes_the_next_run() {
         wake_vs_executor_drop::<Strong>();
     }
@@ -191,7 +190,6 @@ mod models {
     // Fails within 0.1 s: on the "stale wake" assertion, or in loom's object store
     // ("index out of bounds": the waker touching an atomic of the dropped executor).
     #[test]
-    #[ignore = "keel bug: the executor's drop spins on core::hint::spin_loop (exec/teardown.rs, the inbox re-check and the release loop), which never yields under loom, so once a model's preemptions are spent the drop spins past loom's branch limit; on crate::sync::spin_loop this model passes (462 executions) and its twins fail"]
     #[should_panic]
     fn teardown_rule_4_twin_release_wake_cas_vs_executor_drop() {
         wake_vs_executor_drop::<ReleaseWakeCas>();
@@ -200,7 +198,6 @@ mod models {
     // Fails within 0.1 s: on the "stale wake" assertion, or in loom's object store
     // ("index out of bounds": the waker touching an atomic of the dropped executor).
     #[test]
-    #[ignore = "keel bug: the executor's drop spins on core::hint::spin_loop (exec/teardown.rs, the inbox re-check and the release loop), which never yields under loom, so once a model's preemptions are spent the drop spins past loom's branch limit; on crate::sync::spin_loop this model passes (462 executions) and its twins fail"]
     #[should_panic]
     fn teardown_rule_4_twin_relaxed_wake_cas_vs_executor_drop() {
         wake_vs_executor_drop::<RelaxedWakeCas>();
