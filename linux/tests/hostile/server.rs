@@ -1,6 +1,8 @@
 //! The keel side of the hostile-peer tests, run in a child process of the test binary
 //! (so its descriptor limit and resident memory are its own): an echo server on one ring
-//! executor, one future task per connection, an acceptor that backs off on `EMFILE`.
+//! executor, one task per connection (fibers and futures alternately), an acceptor that
+//! backs off on `EMFILE` (a multishot accept, made again after each error, in the flood and
+//! idle scenarios; one-shot accepts in the others).
 //!
 //! Protocol, chosen by a connection's first byte: `S` and a little-endian u64 `n`: the
 //! server sends `n` bytes and closes; `H`: the server consumes everything slowly (through
@@ -12,8 +14,8 @@
 
 use core::pin::Pin;
 use core::time::Duration;
-use keel_core::{Config, Errno, Executor, TaskAttrs, TaskHandle, TaskSlot, rt};
-use keel_linux::net::{self, SockAddr, Socket};
+use keel_core::{Config, Errno, Executor, Fiber, FiberAttrs, TaskAttrs, TaskHandle, TaskSlot, rt};
+use keel_linux::net::{self, FiberNet, SockAddr, Socket};
 use keel_linux::{MmapStacks, RingConfig, RingDriver};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -48,6 +50,7 @@ pub fn serve(scenario: &str) {
         set_nofile(128);
     }
     let provided = scenario == "pbuf_hog";
+    let multishot = matches!(scenario, "accept_flood" | "idle");
     let mut d = RingDriver::new(RingConfig { entries: 512, cq_entries: 4096, slots: 4096, ..RingConfig::default() })
         .expect("io_uring");
     if provided {
@@ -86,8 +89,19 @@ pub fn serve(scenario: &str) {
             net::future::listen(&s, 4096).await.expect("listen");
             let port = net::local_addr(&s).unwrap().to_std().unwrap().port();
             println!("KEEL_PORT {port}");
+            let mut multi = None;
             loop {
-                match net::future::accept(&s).await {
+                let r = if multishot {
+                    let m = multi.get_or_insert_with(|| net::future::accept_multi(&s));
+                    let r = net::future::next_accept(m).await;
+                    if r.is_err() {
+                        multi = None; // an error ends a multishot for good (net rule 2)
+                    }
+                    r
+                } else {
+                    net::future::accept(&s).await
+                };
+                match r {
                     Ok(conn) => {
                         cc.accepted.set(cc.accepted.get() + 1);
                         q.borrow_mut().push_back(conn);
@@ -125,7 +139,14 @@ pub fn serve(scenario: &str) {
                 drop(conn);
                 continue;
             };
-            let h = ex.attach(slot, handler(conn, provided, c.clone())).map_err(|_| "attach").unwrap();
+            let cc = c.clone();
+            let h = if c.accepted.get() % 2 == 0 {
+                ex.attach_fiber(slot, FiberAttrs::DEFAULT, move |f: &mut Fiber| fiber_handler(f, conn, provided, cc))
+                    .map_err(|_| "attach fiber")
+                    .unwrap()
+            } else {
+                ex.attach(slot, handler(conn, provided, cc)).map_err(|_| "attach").unwrap()
+            };
             busy.push(h);
         }
     }
@@ -269,5 +290,69 @@ async fn provided_handler(conn: Socket, c: Rc<Counters>) -> u64 {
 
 async fn close(conn: Socket) -> u64 {
     let _ = net::future::close_socket(conn).await;
+    0
+}
+
+/// [`handler`] as a fiber: blocking-style calls, buffers on the heap.
+fn fiber_handler(f: &mut Fiber, conn: Socket, provided: bool, c: Rc<Counters>) -> u64 {
+    let mut buf = vec![0u8; 4096];
+    if provided {
+        if let Ok(mut m) = f.recv_multi(&conn) {
+            let mut hog = None;
+            let mut got = 0u64;
+            while let Ok(Some(b)) = f.next_recv(&mut m) {
+                if *hog.get_or_insert(b[0] == b'H') {
+                    got += 1;
+                    c.hog_bytes.set(c.hog_bytes.get() + b.len() as u64);
+                    drop(b);
+                    if got.is_multiple_of(4) && f.sleep(Duration::from_millis(1)).is_err() {
+                        break;
+                    }
+                } else {
+                    let n = b.len();
+                    buf[..n].copy_from_slice(&b);
+                    drop(b);
+                    if f.send_all(&conn, &buf[..n]).is_err() {
+                        break;
+                    }
+                    c.echoed.set(c.echoed.get() + n as u64);
+                }
+            }
+        }
+        let _ = f.close_socket(conn);
+        return 0;
+    }
+    let mut n = match f.recv(&conn, &mut buf) {
+        Ok(n) if n > 0 => n as usize,
+        _ => {
+            let _ = f.close_socket(conn);
+            return 0;
+        }
+    };
+    if buf[0] == b'S' && n >= 9 {
+        let mut left = u64::from_le_bytes(buf[1..9].try_into().unwrap());
+        let chunk = vec![b'x'; CHUNK];
+        while left > 0 {
+            match f.send(&conn, &chunk[..(left as usize).min(CHUNK)]) {
+                Ok(k) => {
+                    left -= k as u64;
+                    c.streamed.set(c.streamed.get() + k as u64);
+                }
+                Err(_) => break,
+            }
+        }
+    } else {
+        loop {
+            if f.send_all(&conn, &buf[..n]).is_err() {
+                break;
+            }
+            c.echoed.set(c.echoed.get() + n as u64);
+            match f.recv(&conn, &mut buf) {
+                Ok(k) if k > 0 => n = k as usize,
+                _ => break,
+            }
+        }
+    }
+    let _ = f.close_socket(conn);
     0
 }
