@@ -2,7 +2,9 @@
 //! recv, accept, registered buffers, provided buffers) eight tasks, fibers and futures
 //! picked at random, run the operation in a loop while the test cancels tasks at random
 //! points (and, for futures of kinds whose result may be given up, drops the operation
-//! future mid-flight), re-attaching each task once it ends. Seeded: the seed is printed
+//! future mid-flight), re-attaching each task once it ends; half the time on a ring with
+//! room to spare, half on one with fewer operation slots than tasks (so tasks also wait
+//! for room to submit, and are cancelled there). Seeded: the seed is printed
 //! and `KEEL_SOAK_SEED` repeats it; `KEEL_SOAK_SECS` sets the time per kind (the default
 //! is short, for `make test`; the full soak is 3 s each).
 //!
@@ -53,14 +55,24 @@ enum Kind {
     Registered,
     Provided,
 }
+
+/// Soaks `kind` for the soak time: half on a ring with room to spare, half on one with
+/// fewer operation slots than tasks and a 4-entry SQ, so that tasks also wait for room to
+/// submit and are cancelled there (the waiter leaves the queue or passes its turn on).
 fn soak(kind: Kind) {
-    let seed = seed(&format!("cancel soak {kind:?}"));
+    let time = soak_time(Duration::from_millis(500)) / 2;
+    let roomy = RingConfig { registered_buffers: REG_BUFS, ..RingConfig::default() };
+    soak_on(kind, roomy, time, "room to spare");
+    soak_on(kind, RingConfig { entries: 4, slots: 6, ..roomy }, time, "6 slots, 4 SQ entries");
+}
+
+fn soak_on(kind: Kind, cfg: RingConfig, time: Duration, what: &str) {
+    let seed = seed(&format!("cancel soak {kind:?}, {what}"));
     let mut rng = Rng::new(seed);
-    let time = soak_time(Duration::from_millis(500));
     let dir = std::env::temp_dir().join(format!("keel-{}-soak-{kind:?}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut d = ring(RingConfig { registered_buffers: REG_BUFS, ..RingConfig::default() });
+    let mut d = ring(cfg);
     d.enable_provided_buffers(PBUFS, 64).unwrap();
     let ex = executor_with(d);
     let ex = ex.as_ref();
@@ -144,7 +156,7 @@ fn soak(kind: Kind) {
         .unwrap();
     let left = fix.leftover();
     eprintln!(
-        "cancel soak {kind:?}: {:?}, {runs} runs, {cancels} cancels, {ended} ended; ops submitted {} completed {} \
+        "cancel soak {kind:?} ({what}): {:?}, {runs} runs, {cancels} cancels, {ended} ended; ops submitted {} completed {} \
          (ring: {} SQEs, {} CQEs), {} futures given up; fed {} = reported {} + left {left}; claims {} releases {}; pbuf {pb:?}",
         t0.elapsed(),
         st.io_submitted,
