@@ -7,6 +7,9 @@
 //! Protocol, chosen by a connection's first byte: `S` and a little-endian u64 `n`: the
 //! server sends `n` bytes and closes; `H`: the server consumes everything slowly (through
 //! provided buffers when the scenario has them) and sends nothing; anything else: echo.
+//! Connections are served with plain receives or with a multishot receive into the
+//! executor's 16 provided buffers (every connection in the hog scenario, half of them in
+//! the others).
 //!
 //! It prints `KEEL_PORT <port>` once listening, serves until its stdin closes, then
 //! cancels every task, checks that each completed within a bound and that no operation is
@@ -49,13 +52,11 @@ pub fn serve(scenario: &str) {
     if scenario == "accept_flood" {
         set_nofile(128);
     }
-    let provided = scenario == "pbuf_hog";
+    let all_provided = scenario == "pbuf_hog";
     let multishot = matches!(scenario, "accept_flood" | "idle");
     let mut d = RingDriver::new(RingConfig { entries: 512, cq_entries: 4096, slots: 4096, ..RingConfig::default() })
         .expect("io_uring");
-    if provided {
-        d.enable_provided_buffers(16, 4096).unwrap();
-    }
+    d.enable_provided_buffers(16, 4096).unwrap();
     let ex: Pin<Box<Ex>> = Box::pin(
         Executor::with_stacks(
             d,
@@ -140,6 +141,7 @@ pub fn serve(scenario: &str) {
                 continue;
             };
             let cc = c.clone();
+            let provided = all_provided || c.accepted.get() % 4 >= 2;
             let h = if c.accepted.get() % 2 == 0 {
                 ex.attach_fiber(slot, FiberAttrs::DEFAULT, move |f: &mut Fiber| fiber_handler(f, conn, provided, cc))
                     .map_err(|_| "attach fiber")
@@ -255,8 +257,8 @@ async fn stream(conn: &Socket, mut n: u64, c: &Counters) {
     }
 }
 
-/// A connection served by a multishot receive into provided buffers: `H` is consumed
-/// slowly (a pause every four buffers), anything else echoed.
+/// A connection served by a multishot receive into provided buffers: `S` streams, `H` is
+/// consumed slowly (a pause every four buffers), anything else echoed.
 async fn provided_handler(conn: Socket, c: Rc<Counters>) -> u64 {
     let Ok(mut m) = net::future::recv_multi(&conn).await else { return close(conn).await };
     let mut hog = None;
@@ -266,6 +268,12 @@ async fn provided_handler(conn: Socket, c: Rc<Counters>) -> u64 {
             Ok(Some(b)) => b,
             _ => break,
         };
+        if hog.is_none() && b[0] == b'S' && b.len() >= 9 {
+            let n = u64::from_le_bytes(b[1..9].try_into().unwrap());
+            drop(b);
+            stream(&conn, n, &c).await;
+            break;
+        }
         let is_hog = *hog.get_or_insert(b[0] == b'H');
         if is_hog {
             got += 1;
@@ -301,6 +309,12 @@ fn fiber_handler(f: &mut Fiber, conn: Socket, provided: bool, c: Rc<Counters>) -
             let mut hog = None;
             let mut got = 0u64;
             while let Ok(Some(b)) = f.next_recv(&mut m) {
+                if hog.is_none() && b[0] == b'S' && b.len() >= 9 {
+                    let n = u64::from_le_bytes(b[1..9].try_into().unwrap());
+                    drop(b);
+                    fiber_stream(f, &conn, n, &c);
+                    break;
+                }
                 if *hog.get_or_insert(b[0] == b'H') {
                     got += 1;
                     c.hog_bytes.set(c.hog_bytes.get() + b.len() as u64);
@@ -330,17 +344,7 @@ fn fiber_handler(f: &mut Fiber, conn: Socket, provided: bool, c: Rc<Counters>) -
         }
     };
     if buf[0] == b'S' && n >= 9 {
-        let mut left = u64::from_le_bytes(buf[1..9].try_into().unwrap());
-        let chunk = vec![b'x'; CHUNK];
-        while left > 0 {
-            match f.send(&conn, &chunk[..(left as usize).min(CHUNK)]) {
-                Ok(k) => {
-                    left -= k as u64;
-                    c.streamed.set(c.streamed.get() + k as u64);
-                }
-                Err(_) => break,
-            }
-        }
+        fiber_stream(f, &conn, u64::from_le_bytes(buf[1..9].try_into().unwrap()), &c);
     } else {
         loop {
             if f.send_all(&conn, &buf[..n]).is_err() {
@@ -355,4 +359,18 @@ fn fiber_handler(f: &mut Fiber, conn: Socket, provided: bool, c: Rc<Counters>) -
     }
     let _ = f.close_socket(conn);
     0
+}
+
+/// [`stream`] for a fiber.
+fn fiber_stream(f: &mut Fiber, conn: &Socket, mut left: u64, c: &Counters) {
+    let chunk = vec![b'x'; CHUNK];
+    while left > 0 {
+        match f.send(conn, &chunk[..(left as usize).min(CHUNK)]) {
+            Ok(k) => {
+                left -= k as u64;
+                c.streamed.set(c.streamed.get() + k as u64);
+            }
+            Err(_) => return,
+        }
+    }
 }
