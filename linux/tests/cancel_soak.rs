@@ -60,6 +60,10 @@ enum Kind {
 /// fewer operation slots than tasks and a 4-entry SQ, so that tasks also wait for room to
 /// submit and are cancelled there (the waiter leaves the queue or passes its turn on).
 fn soak(kind: Kind) {
+    // One soak at a time in this process: the descriptor count is the whole process's
+    // (libtest runs tests on threads; nextest gives each its own process anyway).
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let time = soak_time(Duration::from_millis(500)) / 2;
     let roomy = RingConfig { registered_buffers: REG_BUFS, ..RingConfig::default() };
     soak_on(kind, roomy, time, "room to spare");
