@@ -1,6 +1,7 @@
 //! The keel side of the hostile-peer tests, run in a child process of the test binary
 //! (so its descriptor limit and resident memory are its own): an echo server on one ring
-//! executor, one task per connection (fibers and futures alternately), an acceptor that
+//! executor, one task per connection (every fourth a fiber, the rest futures; all fibers
+//! in `idle_fibers`), an acceptor that
 //! backs off on `EMFILE` (a multishot accept, made again after each error, in the flood and
 //! idle scenarios; one-shot accepts in the others).
 //!
@@ -53,7 +54,9 @@ pub fn serve(scenario: &str) {
         set_nofile(128);
     }
     let all_provided = scenario == "pbuf_hog";
-    let multishot = matches!(scenario, "accept_flood" | "idle");
+    let multishot = matches!(scenario, "accept_flood" | "idle" | "idle_fibers");
+    // Which connections get a fiber (the rest a future): every fourth, or all of them.
+    let fiber_every = if scenario == "idle_fibers" { 1 } else { 4 };
     let mut d = RingDriver::new(RingConfig { entries: 512, cq_entries: 4096, slots: 4096, ..RingConfig::default() })
         .expect("io_uring");
     d.enable_provided_buffers(16, 4096).unwrap();
@@ -142,7 +145,7 @@ pub fn serve(scenario: &str) {
             };
             let cc = c.clone();
             let provided = all_provided || c.accepted.get() % 4 >= 2;
-            let h = if c.accepted.get() % 2 == 0 {
+            let h = if c.accepted.get() % fiber_every == 0 {
                 ex.attach_fiber(slot, FiberAttrs::DEFAULT, move |f: &mut Fiber| fiber_handler(f, conn, provided, cc))
                     .map_err(|_| "attach fiber")
                     .unwrap()
