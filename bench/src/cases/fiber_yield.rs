@@ -21,12 +21,15 @@ pub const CASE: Case = Case {
     name: "fiber_yield",
     unit: Unit::NsPerOp,
     impls: &[
-        Impl { name: "keel", run: keel::<NoAccounting> },
+        KEEL,
         Impl { name: "keel-acct", run: keel::<TscAccounting> },
         Impl { name: "keel-fp-save", run: keel_fp_save },
         TOKIO,
     ],
 };
+
+/// The keel impl (shared with `c_yield`).
+pub(super) const KEEL: Impl = Impl { name: "keel", run: keel::<NoAccounting> };
 
 /// The `yield` case's tokio impl, shared.
 const TOKIO: Impl = super::yield_::TOKIO;
