@@ -17,7 +17,11 @@ use crate::harness::{Case, Impl, Timed, Unit};
 pub const CASE: Case = Case {
     name: "c_yield",
     unit: Unit::NsPerOp,
-    impls: &[Impl { name: "keel-c", run: keel_c }, super::fiber_yield::KEEL],
+    impls: &[
+        Impl { name: "keel-c", run: keel_c },
+        super::fiber_yield::KEEL,
+        Impl { name: "keel-outline", run: super::fiber_yield::keel_outline },
+    ],
 };
 
 fn keel_c(iters: u64) -> Timed {
