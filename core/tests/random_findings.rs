@@ -36,3 +36,25 @@ fn destroy_after_wake_in_flight_can_be_retried_and_frees_the_slot() {
     }
     assert!(slot.create(TaskAttrs::default()).is_ok(), "the slot is free again");
 }
+
+/// `task_times` is "per-task accounting of run `task`": without accounting its times are
+/// zero, and its counters (`resumptions`, `io_initiated`, `io_completed`) count that run
+/// alone, as they do with accounting (attach resets them only when accounting is on).
+/// (Found by `random_programs`, whose harness reads `resumptions` per step.)
+#[test]
+fn task_times_counts_only_the_run_it_names_without_accounting() {
+    let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let first = ex
+        .attach(task(Priority::Normal, "t"), async {
+            keel_core::rt::yield_now().await?;
+            keel_core::rt::yield_now().await
+        })
+        .unwrap();
+    run_all!(ex);
+    assert_eq!(ex.task_times(first).unwrap().resumptions, 3);
+    let second = ex.attach(first, async {}).unwrap();
+    assert_eq!(ex.task_times(second).unwrap().resumptions, 0, "a new run has not been resumed");
+    run_all!(ex);
+    assert_eq!(ex.task_times(second).unwrap().resumptions, 1);
+}

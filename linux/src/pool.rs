@@ -23,8 +23,12 @@ pub struct ThreadPool {
 const STEP: Duration = Duration::from_micros(100);
 
 impl ThreadPool {
-    /// Starts `workers` threads (pinned to CPUs 0, 1, ... if `pin`).
+    /// Starts `workers` threads (pinned to CPUs 0, 1, ... if `pin`). Zero workers is
+    /// `InvalidInput`: nothing submitted to the dispatcher would ever run.
     pub fn start(dispatcher: &'static Dispatcher, workers: usize, pin: bool) -> io::Result<Self> {
+        if workers == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "ThreadPool::start: workers must be at least 1"));
+        }
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let mut threads = Vec::with_capacity(workers);
         for i in 0..workers {

@@ -58,6 +58,7 @@ impl Sched {
         header.body.set(Some(vtable));
         header.flags.set(0);
         task.trailer().result.set(None);
+        self.reset_counts(task);
         if self.times.on.get() {
             self.reset_times(task);
         }

@@ -81,6 +81,7 @@ impl Sched {
     /// in is now ours: own it, attach it, queue it.
     pub(super) fn finish_remote_attach(&self, task: NonNull<Header>) {
         let header = hdr(task);
+        self.reset_counts(task);
         if self.times.on.get() {
             self.reset_times(task);
         }

@@ -302,6 +302,12 @@ impl Sched {
             counter.set(0);
         }
         times.since.set(self.times.last.get());
+    }
+
+    /// A new run counts its resumptions and i/o from zero, with or without accounting
+    /// (`Executor::task_times` reports the run it names).
+    #[inline(always)]
+    pub(super) fn reset_counts(&self, task: NonNull<Header>) {
         let stats = &task.trailer().stats;
         for counter in [&stats.resumptions, &stats.io_initiated, &stats.io_completed] {
             counter.set(0);

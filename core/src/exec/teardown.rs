@@ -159,7 +159,7 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
         // Inbox rule 3: a push in progress is waited for here (cold, blocking).
         while sched.mailbox.inbox.recheck() != Recheck::Empty {
             sched.drain_inbox(usize::MAX);
-            core::hint::spin_loop();
+            crate::sync::spin_loop();
         }
     }
 
@@ -187,7 +187,7 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
             let mut spins: u64 = 0;
             while !sched.release(task) {
                 spins += 1;
-                core::hint::spin_loop();
+                crate::sync::spin_loop();
                 debug_assert!(spins < 1 << 40, "keel bug: a wake never arrived");
             }
         }

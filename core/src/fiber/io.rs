@@ -151,8 +151,10 @@ impl Fiber {
 
     /// Suspends until one of its operations completes, then takes up to `max` completed
     /// status blocks (their `result()` is set); `Ok(0)` at once if nothing is in flight.
+    /// A `max` of 0 is taken as 1 (as `io_status::suspend_until_completed_io` does).
     #[inline(always)]
     pub fn suspend_until_completed_io(&mut self, max: usize) -> Result<usize, Cancelled> {
+        let max = max.max(1);
         loop {
             if self.header().has_flag(flag::CANCEL) {
                 // Fiber rule 5 (a cancel that woke it costs one more pass).

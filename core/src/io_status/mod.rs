@@ -107,9 +107,10 @@ impl<D: Driver> Future for Initiate<'_, D> {
 /// Suspends the current task until at least one of its operations has completed, then
 /// takes up to `max` completed status blocks off its completed list (their `result()`
 /// is set) and returns how many it took. Returns `Ok(0)` at once when nothing is in
-/// flight and nothing is completed.
+/// flight and nothing is completed. A `max` of 0 is taken as 1: taking none would
+/// answer `Ok(0)`, which means "nothing in flight", while a completion waits.
 pub fn suspend_until_completed_io(max: usize) -> CompletedIo {
-    CompletedIo { max }
+    CompletedIo { max: max.max(1) }
 }
 
 /// The future `suspend_until_completed_io` returns.
