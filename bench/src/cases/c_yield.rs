@@ -36,8 +36,8 @@
 //!    yield saves them once per body, not per yield), the handle's generation compare
 //!    (task rule 1), the `CURRENT` compare and its clear and set around the switch (body
 //!    rule 1: three TLS accesses, each one `%fs`-relative instruction in an executable
-//!    linked with `libkeel.a` or this rlib; `libkeel.so` reaches them through
-//!    `__tls_get_addr`), the mapping of the result, and the C loop itself. The boundary
+//!    linked with `libkeel.a` or this rlib; in `libkeel.so` one `__tls_get_addr` call
+//!    per yield serves all three), the mapping of the result, and the C loop itself. The boundary
 //!    guard (`catch_unwind`) costs nothing on this path: `Fiber::yield_now` cannot
 //!    panic, so no landing pad is reached. `running` compares `CURRENT` first (it names
 //!    only live storage), which drops the null and alignment tests from the fast path
