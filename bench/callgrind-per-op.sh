@@ -7,6 +7,12 @@
 #   bench/callgrind-per-op.sh [-n N] [--impl NAME] CASE...
 #
 # Prints `callgrind <case> <impl> <instructions per op>`. Needs valgrind.
+#
+# The binary is built apart (target/callgrind) with rustix's libc backend
+# (`--cfg=rustix_use_libc`): the linux_raw backend checks the vDSO's ELF image when it
+# first reads the aux vector (page size, clocks), which valgrind does not map, so any run
+# reaching it (the C API's executors, via their mmap stack pool) dies with SIGSEGV. The
+# libc backend makes the same calls through glibc; keel's hot paths make no rustix call.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=20000
@@ -16,14 +22,15 @@ while [ $# -gt 0 ]; do
     case "$1" in
         -n) n="$2"; shift 2 ;;
         --impl) impl="$2"; shift 2 ;;
-        -h|--help) sed -n 2,9p "$0"; exit 0 ;;
+        -h|--help) sed -n 2,15p "$0"; exit 0 ;;
         *) cases+=("$1"); shift ;;
     esac
 done
 [ ${#cases[@]} -gt 0 ] || { echo "usage: $0 [-n N] [--impl NAME] CASE..." >&2; exit 2; }
 command -v valgrind >/dev/null || { echo "valgrind is missing (apt-get install valgrind)" >&2; exit 1; }
-${CARGO:-cargo} build --release -q -p keel-bench
-bin=target/release/keel-bench
+CARGO_TARGET_DIR=target/callgrind RUSTFLAGS="${RUSTFLAGS:-} --cfg=rustix_use_libc" \
+    ${CARGO:-cargo} build --release -q -p keel-bench
+bin=target/callgrind/release/keel-bench
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 total() { # case iters -> total instructions

@@ -34,10 +34,12 @@ std::thread_local! {
     static CURRENT: Cell<*const TaskStorage> = const { Cell::new(null()) };
 }
 
+#[inline]
 pub(crate) fn save_current() -> *const TaskStorage {
     CURRENT.with(Cell::get)
 }
 
+#[inline]
 pub(crate) fn restore_current(t: *const TaskStorage) {
     CURRENT.with(|c| c.set(t));
 }
@@ -82,10 +84,24 @@ pub(crate) fn task_result_code(r: TaskResult) -> Result<i64, i64> {
 }
 
 /// The running task named by `task`, with its fiber (body rule 1).
+///
+/// Fast path: `CURRENT`, when not null, names a live task's storage (body rule 1), so a handle
+/// whose storage is `CURRENT` needs no null or alignment test before its generation is
+/// compared (a live task's generation is never 0). Any other handle takes
+/// [`not_running`], which tells a stale handle (`-ESTALE`) from a live one that is not
+/// running (`-KEEL_ENOTINTASK`), as the full checks in that order would.
+#[inline(always)]
 pub(crate) fn running(task: keel_task) -> Result<(&'static TaskStorage, &'static mut Fiber), i64> {
-    let t = task_of(task)?;
-    if !core::ptr::eq(save_current(), t) {
-        return Err(-KEEL_ENOTINTASK);
+    let cur = save_current();
+    if cur.is_null() || !core::ptr::eq(cur, task.storage.cast::<TaskStorage>()) {
+        return Err(not_running(task));
+    }
+    // SAFETY: body rule 1: `CURRENT` names a live task's storage while its function runs,
+    // and the storage outlives the run (task rule 1: an attached task is not destroyed).
+    let t = unsafe { &*cur };
+    // Acquire: pairs with init's Release store, as in `task_of`.
+    if t.live_gen.load(core::sync::atomic::Ordering::Acquire) != task.generation {
+        return Err(err(libc::ESTALE));
     }
     let f = t.fiber.get();
     if f.is_null() {
@@ -94,6 +110,17 @@ pub(crate) fn running(task: keel_task) -> Result<(&'static TaskStorage, &'static
     // SAFETY: body rule 1: the fiber is live while its function runs, and only this
     // call uses it now (the function is inside this call).
     Ok((t, unsafe { &mut *f }))
+}
+
+/// The error for a handle that does not name `CURRENT`: stale or null (`-ESTALE`), else
+/// not the running task (`-KEEL_ENOTINTASK`).
+#[cold]
+#[inline(never)]
+fn not_running(task: keel_task) -> i64 {
+    match task_of(task) {
+        Err(e) => e,
+        Ok(_) => -KEEL_ENOTINTASK,
+    }
 }
 
 /// Runs a suspension point: `CURRENT` is cleared while the task is switched out (body

@@ -21,12 +21,15 @@ pub const CASE: Case = Case {
     name: "fiber_yield",
     unit: Unit::NsPerOp,
     impls: &[
-        Impl { name: "keel", run: keel::<NoAccounting> },
+        KEEL,
         Impl { name: "keel-acct", run: keel::<TscAccounting> },
         Impl { name: "keel-fp-save", run: keel_fp_save },
         TOKIO,
     ],
 };
+
+/// The keel impl (shared with `c_yield`).
+pub(super) const KEEL: Impl = Impl { name: "keel", run: keel::<NoAccounting> };
 
 /// The `yield` case's tokio impl, shared.
 const TOKIO: Impl = super::yield_::TOKIO;
@@ -37,20 +40,38 @@ std::thread_local! {
 }
 
 fn keel<A: Accounting>(iters: u64) -> Timed {
-    run::<A>(iters, super::FIBER_ATTRS)
+    run::<A, false>(iters, super::FIBER_ATTRS)
 }
 
 fn keel_fp_save(iters: u64) -> Timed {
-    run::<NoAccounting>(iters, FiberAttrs { save_fp_control: true, ..super::FIBER_ATTRS })
+    run::<NoAccounting, false>(iters, FiberAttrs { save_fp_control: true, ..super::FIBER_ATTRS })
 }
 
-fn run<A: Accounting>(iters: u64, attrs: FiberAttrs) -> Timed {
+/// The keel impl with each yield made through an out-of-line call (`c_yield`'s
+/// `keel-outline`).
+pub(super) fn keel_outline(iters: u64) -> Timed {
+    run::<NoAccounting, true>(iters, super::FIBER_ATTRS)
+}
+
+/// `Fiber::yield_now` behind a call that is never inlined: the switch then sits in a
+/// callee, as it does for a C body calling `keel_task_yield`.
+#[inline(never)]
+fn yield_outline(f: &mut Fiber) -> Result<(), keel_core::Cancelled> {
+    f.yield_now()
+}
+
+/// `OUTLINE`: yield through [`yield_outline`] instead of inline.
+fn run<A: Accounting, const OUTLINE: bool>(iters: u64, attrs: FiberAttrs) -> Timed {
     let ex = core::pin::pin!(super::keel_fiber_executor(1)?.with_accounting::<A>());
     let ex = ex.into_ref();
     let h = super::create_task(SLOT.with(|s| *s), "fiber_yield")?;
     let body = move |f: &mut Fiber| {
         for _ in 0..iters {
-            f.yield_now()?;
+            if OUTLINE {
+                yield_outline(f)?;
+            } else {
+                f.yield_now()?;
+            }
         }
         Ok(iters)
     };

@@ -3,6 +3,9 @@
 //! To add a case, write a module whose `CASE` (or cases) lists its impls, and add it to
 //! [`ALL`]. Shared set-up for keel and tokio lives here.
 
+mod c_api;
+mod c_suspend_io;
+mod c_yield;
 mod dispatch;
 mod echo;
 mod fiber_spawn;
@@ -30,10 +33,12 @@ pub const ALL: &[Case] = &[
     switch::CASE,
     fiber_yield::CASE,
     fiber_spawn::CASE,
+    c_yield::CASE,
     switch_mixed::CASE,
     nop::B1,
     nop::B8,
     nop::B32,
+    c_suspend_io::CASE,
     read1::B1,
     read1::B8,
     read1::B32,

@@ -86,7 +86,7 @@ pub struct keel_task_attr {
 pub(crate) struct TaskStorage {
     slot: TaskSlot<BODY>,
     /// 0: no task here (task rule 1).
-    live_gen: AtomicU64,
+    pub(crate) live_gen: AtomicU64,
     /// The owning executor's thread, 0 if unowned (task rule 2).
     owner_thread: AtomicU64,
     /// Free-list link (stable rule 2).
