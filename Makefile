@@ -3,7 +3,7 @@
 # published crates, the tour, the examples' command lines, and a smoke pass of the bench.
 CARGO ?= cargo
 
-.PHONY: test lint unit doc rustdoc package tour example-args bench-smoke bench alloc-free nostd loom c-api install fuzz-sim
+.PHONY: test lint unit doc rustdoc package tour example-args bench-smoke bench alloc-free nostd loom c-api install fuzz-sim test-asan test-valgrind
 
 test: lint unit doc rustdoc package tour example-args bench-smoke alloc-free nostd loom c-api
 
@@ -81,3 +81,15 @@ bench:
 # the programs covered. KEEL_SEED=<seed> fixes the first program, KEEL_FUZZ_STEPS the count.
 fuzz-sim:
 	KEEL_FUZZ_STEPS=$${KEEL_FUZZ_STEPS:-1000000} $(CARGO) test --release -p keel-core --test random_programs -- --ignored --nocapture fuzz_sim
+
+# Not part of `make test`. keel-core's and keel-linux's tests under AddressSanitizer and
+# LeakSanitizer (nightly; fails saying so when nightly is missing), built in target/asan;
+# .ci/test-asan.sh says which options and why. ARGS go to nextest.
+test-asan:
+	CARGO="$(CARGO)" .ci/test-asan.sh $(ARGS)
+
+# Not part of `make test`. The release test binaries of keel-core and keel-linux under
+# valgrind's memcheck (--error-exitcode=1, fiber stacks registered), built in
+# target/valgrind; see .ci/test-valgrind.sh.
+test-valgrind:
+	CARGO="$(CARGO)" .ci/test-valgrind.sh $(ARGS)

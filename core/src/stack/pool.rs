@@ -163,6 +163,11 @@ impl StackPool {
         }
         // SAFETY: rule 1.
         let stack = unsafe { (self.vt().alloc)(self.provider.get(), size) }?;
+        // A valgrind build tells memcheck the new stack is one, so a switch onto it is a
+        // change of stack. Never deregistered (the id has nowhere to live while a fiber
+        // owns the stack): a released range that comes back is registered again.
+        #[cfg(keel_valgrind)]
+        crate::arch::valgrind::stack_register(stack.base.as_ptr(), stack.top());
         self.update(|stats| {
             stats.created += 1;
             stats.in_use += 1;
