@@ -5,7 +5,7 @@
 #
 # Built apart in target/valgrind with
 #   --cfg keel_valgrind    fiber stacks are registered with memcheck (VALGRIND_STACK_REGISTER,
-#                          core/src/arch/valgrind.rs), so a switch is a change of stack;
+#                          core/src/stack/valgrind.rs), so a switch is a change of stack;
 #   --cfg rustix_use_libc  rustix's linux_raw backend reads the vDSO's ELF image, which
 #                          valgrind does not map, and dies by SIGSEGV (rustix issue 1559).
 #

@@ -8,9 +8,6 @@ mod x86_64;
 pub use x86_64::AsmSwitch;
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86_64::{FpControl, fp_control, fp_control_differs, set_fp_control};
-#[cfg(all(keel_valgrind, target_arch = "x86_64"))]
-#[doc(hidden)]
-pub mod valgrind;
 
 #[cfg(not(target_arch = "x86_64"))]
 compile_error!(

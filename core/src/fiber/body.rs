@@ -42,6 +42,9 @@ pub(crate) struct FiberCore {
     pub(super) fp_fault: Cell<bool>,
     /// The task's id, for `TaskError::FpControlChanged` (fiber rule 6).
     pub(super) task_id: u32,
+    /// AddressSanitizer's view of the switches (`asan.rs`), in a keel_asan build only.
+    #[cfg(keel_asan)]
+    pub(super) asan: super::asan::AsanFiber,
 }
 
 /// Whether a fiber saves its floating-point control state (`FiberCore::save_fp`).
@@ -94,6 +97,8 @@ impl<Sw: FiberSwitch, F> FiberBody<Sw, F> {
                 fp: Cell::new(crate::arch::FpControl::default()),
                 fp_fault: Cell::new(false),
                 task_id,
+                #[cfg(keel_asan)]
+                asan: Default::default(),
             },
             regs: Sw::Regs::default(),
             body: MaybeUninit::new(body),
@@ -128,6 +133,8 @@ where
     let mut fiber = Fiber { core };
     // SAFETY: the core lives for the whole run.
     let fiber_core = unsafe { core.as_ref() };
+    #[cfg(keel_asan)]
+    super::asan::arrived(fiber_core);
     let saving = fiber_core.save_fp != SaveFp::No;
     if saving {
         // Fiber rule 7: the executor's control state, given back at each suspension.
@@ -153,6 +160,8 @@ where
         // next and expects it (fiber rule 7).
         unsafe { crate::arch::set_fp_control(fiber_core.fp.get()) };
     }
+    #[cfg(keel_asan)]
+    super::asan::leaving(fiber_core, true);
     // SAFETY: we are this fiber, on its stack, for the last time (fiber rule 1: the
     // executor frees the stack after this switch).
     unsafe { Sw::exit(&raw mut (*fiber_body).regs) }
@@ -205,8 +214,12 @@ where
         }
         #[cfg(any(debug_assertions, feature = "fp-check"))]
         let before = crate::arch::fp_control();
+        #[cfg(keel_asan)]
+        let asan_fake = super::asan::before_resume(core);
         // SAFETY: initialised or suspended, not running.
         unsafe { Sw::resume(&raw mut (*fiber_body).regs) };
+        #[cfg(keel_asan)]
+        super::asan::after_resume(asan_fake);
         #[cfg(any(debug_assertions, feature = "fp-check"))]
         {
             let after = crate::arch::fp_control();

@@ -56,6 +56,8 @@
 //!    rounding mode once and keep it, as on the ucontext switcher (where glibc's
 //!    `swapcontext` saves and loads both on every switch anyway).
 
+#[cfg(keel_asan)]
+mod asan;
 mod body;
 
 mod io;
@@ -153,6 +155,9 @@ impl Fiber {
     #[inline(always)]
     fn switch_out(&mut self) {
         let core = self.core.as_ptr();
+        #[cfg(keel_asan)]
+        // SAFETY: our own live core.
+        asan::leaving(unsafe { &*core }, false);
         // SAFETY: we are the running fiber of this core (fiber bodies only get a `Fiber`
         // for their own core), on its stack. On keel's own switch the suspend is inlined
         // here, so no call frame straddles the switch and every `ret` stays paired
@@ -164,6 +169,9 @@ impl Fiber {
                 Self::switch_out_other(core)
             }
         };
+        #[cfg(keel_asan)]
+        // SAFETY: our own live core.
+        asan::arrived(unsafe { &*core });
     }
 
     /// `switch_out` off the hot path: another switcher, or saving the floating-point

@@ -7,6 +7,9 @@
 //! which carves stacks out of one caller-supplied region for embedders with no mmap.
 
 pub(crate) mod pool;
+#[cfg(all(keel_valgrind, target_arch = "x86_64"))]
+#[doc(hidden)]
+pub mod valgrind;
 
 pub use pool::StackStats;
 

@@ -167,7 +167,7 @@ impl StackPool {
         // change of stack. Never deregistered (the id has nowhere to live while a fiber
         // owns the stack): a released range that comes back is registered again.
         #[cfg(keel_valgrind)]
-        crate::arch::valgrind::stack_register(stack.base.as_ptr(), stack.top());
+        super::valgrind::stack_register(stack.base.as_ptr(), stack.top());
         self.update(|stats| {
             stats.created += 1;
             stats.in_use += 1;
