@@ -3,7 +3,7 @@
 # published crates, the tour, the examples' command lines, and a smoke pass of the bench.
 CARGO ?= cargo
 
-.PHONY: test lint unit doc rustdoc package tour example-args bench-smoke bench alloc-free nostd loom c-api install fuzz-sim
+.PHONY: test lint unit doc rustdoc package tour example-args bench-smoke bench alloc-free nostd loom c-api install fuzz-sim soak
 
 test: lint unit doc rustdoc package tour example-args bench-smoke alloc-free nostd loom c-api
 
@@ -81,3 +81,10 @@ bench:
 # the programs covered. KEEL_SEED=<seed> fixes the first program, KEEL_FUZZ_STEPS the count.
 fuzz-sim:
 	KEEL_FUZZ_STEPS=$${KEEL_FUZZ_STEPS:-1000000} $(CARGO) test --release -p keel-core --test random_programs -- --ignored --nocapture fuzz_sim
+
+# The long soak (linux/tests/soak_long.rs): echo traffic, file i/o, timers, cross-thread
+# attaches and cancels at once for KEEL_SOAK_LONG_SECS seconds (default 60) in a release
+# build, a line of counts every second, then its checks (exact echoes and read-backs, no
+# early timer, expected errors only, descriptors at baseline, flat resident memory).
+soak:
+	KEEL_SOAK_LONG_SECS=$${KEEL_SOAK_LONG_SECS:-60} $(CARGO) test --release -p keel-linux --test soak_long -- --ignored --nocapture soak_long
