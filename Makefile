@@ -3,7 +3,7 @@
 # published crates, the tour, the examples' command lines, and a smoke pass of the bench.
 CARGO ?= cargo
 
-.PHONY: test lint unit doc rustdoc package tour example-args bench-smoke bench alloc-free nostd loom c-api install fuzz-sim test-asan test-valgrind
+.PHONY: test lint unit doc rustdoc package tour example-args bench-smoke bench alloc-free nostd loom c-api install fuzz-sim soak test-asan test-valgrind
 
 test: lint unit doc rustdoc package tour example-args bench-smoke alloc-free nostd loom c-api
 
@@ -82,8 +82,15 @@ bench:
 fuzz-sim:
 	KEEL_FUZZ_STEPS=$${KEEL_FUZZ_STEPS:-1000000} $(CARGO) test --release -p keel-core --test random_programs -- --ignored --nocapture fuzz_sim
 
-# Not part of `make test`. keel-core's and keel-linux's tests under AddressSanitizer and
-# LeakSanitizer (nightly; fails saying so when nightly is missing), built in target/asan;
+# The long soak (linux/tests/soak_long.rs): echo traffic, file i/o, timers, cross-thread
+# attaches and cancels at once for KEEL_SOAK_LONG_SECS seconds (default 60) in a release
+# build, a line of counts every second, then its checks (exact echoes and read-backs, no
+# early timer, expected errors only, descriptors at baseline, flat resident memory).
+soak:
+	KEEL_SOAK_LONG_SECS=$${KEEL_SOAK_LONG_SECS:-60} $(CARGO) test --release -p keel-linux --test soak_long -- --ignored --nocapture soak_long
+
+# Not part of `make test`. keel-core's and keel-linux's tests under AddressSanitizer
+# (nightly; fails saying so when nightly is missing), built in target/asan;
 # .ci/test-asan.sh says which options and why. ARGS go to nextest.
 test-asan:
 	CARGO="$(CARGO)" .ci/test-asan.sh $(ARGS)
