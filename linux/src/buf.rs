@@ -46,6 +46,12 @@ impl RawBuf {
     pub fn into_vec(self, len: usize) -> Vec<u8> {
         let me = core::mem::ManuallyDrop::new(self);
         let len = len.min(me.cap);
+        // Memcheck does not see the kernel's writes through the ring: in a valgrind build
+        // the bytes a read returned past the original length are marked defined here.
+        #[cfg(keel_valgrind)]
+        if len > me.len {
+            keel_core::stack::valgrind::make_mem_defined(me.ptr.wrapping_add(me.len), len - me.len);
+        }
         #[allow(unsafe_code)]
         // SAFETY: ptr/cap came from a `Vec<u8>` (`from_vec`), and `len` bytes are
         // initialised: either they were (len <= the original len) or the kernel wrote them
