@@ -67,7 +67,7 @@ total_start=$(date +%s)
 for bin in $bins; do
     name=$(basename "$bin")
     start=$(date +%s)
-    if timeout "${KEEL_VALGRIND_TIMEOUT:-600}" valgrind --tool=memcheck --error-exitcode=1 $leaks --track-origins=yes --num-callers=30 -q \
+    if timeout -k 10 "${KEEL_VALGRIND_TIMEOUT:-600}" valgrind --tool=memcheck --error-exitcode=1 $leaks --track-origins=yes --num-callers=30 -q \
         "$bin" --test-threads=1 -q "${skips[@]}" "$@" >"$log/$name.out" 2>"$log/$name.err"; then
         echo "test-valgrind: $name clean ($(($(date +%s) - start)) s): $(grep -E '^test result' "$log/$name.out" | tail -1)"
     else
