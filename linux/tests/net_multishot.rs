@@ -534,18 +534,18 @@ fn completion_rule_2_received_data_is_never_lost_even_when_accepts_have_filled_t
             let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(dfd) });
             let c = f.accept(&*l).expect("accept the data connection");
             wait_until(f, "the spill list to fill with accepts", |_| fl.get() && s2.load(Ordering::Acquire) == 1);
-            let lost_before = stats(f).multishot_lost;
             let spilled_before = stats(f).multishot_spilled;
             let mut m = f.recv_multi(&c).expect("recv_multi");
+            // `multishot_lost` is no witness here: it also counts the other listeners'
+            // accepts, whose results may still arrive (and be lost) while this loop runs on
+            // a loaded machine. The bytes are the witness: a dropped buffer leaves a gap the
+            // comparison below (or, with the sender done, the wait for more data) catches.
             while g.borrow().len() < BURST {
                 let b = f.next_recv(&mut m).expect("a buffer").expect("data before end of stream");
                 g.borrow_mut().extend_from_slice(&b);
-                let st = stats(f);
-                assert_eq!(st.multishot_lost, lost_before, "a received buffer was dropped: {st:?}");
             }
             let st = stats(f);
             assert!(st.multishot_spilled > spilled_before, "the receive's results had to spill: {st:?}");
-            assert_eq!(st.multishot_lost, lost_before, "a received buffer was dropped: {st:?}");
             drop(m);
             f.close_socket(c).expect("close");
             1u64
