@@ -10,7 +10,7 @@
 //! nonzero length), or the operation's own negated errno.
 
 use crate::body::{running, suspend};
-use crate::result::{err, guard, keel_result};
+use crate::result::{buf_len, err, guard, keel_result};
 use crate::task::keel_task;
 use core::ffi::{c_char, c_int, c_void};
 use io_uring::{opcode, squeue, types};
@@ -65,10 +65,7 @@ pub unsafe extern "C" fn keel_file_read(
     offset: u64,
 ) -> keel_result {
     guard(|| {
-        if buf.is_null() && len != 0 {
-            return Err(err(libc::EFAULT));
-        }
-        let len = len.min(u32::MAX as usize) as u32;
+        let len = buf_len(buf, len)?;
         let e = opcode::Read::new(types::Fd(fd), buf.cast(), len).offset(offset).build();
         // SAFETY: `buf` is the caller's until `run` returns, after the completion.
         unsafe { run(task, e, true) }
@@ -88,10 +85,7 @@ pub unsafe extern "C" fn keel_file_write(
     offset: u64,
 ) -> keel_result {
     guard(|| {
-        if buf.is_null() && len != 0 {
-            return Err(err(libc::EFAULT));
-        }
-        let len = len.min(u32::MAX as usize) as u32;
+        let len = buf_len(buf, len)?;
         let e = opcode::Write::new(types::Fd(fd), buf.cast(), len).offset(offset).build();
         // SAFETY: as in `keel_file_read`; the kernel only reads `buf`.
         unsafe { run(task, e, true) }

@@ -9,7 +9,7 @@
 //! negated errno.
 
 use crate::fs::run;
-use crate::result::{err, guard, keel_result};
+use crate::result::{buf_len, err, guard, keel_result};
 use crate::task::keel_task;
 use core::ffi::{c_int, c_void};
 use io_uring::{opcode, types};
@@ -109,10 +109,7 @@ pub unsafe extern "C" fn keel_socket_send(
     flags: c_int,
 ) -> keel_result {
     guard(|| {
-        if buf.is_null() && len != 0 {
-            return Err(err(libc::EFAULT));
-        }
-        let len = len.min(u32::MAX as usize) as u32;
+        let len = buf_len(buf, len)?;
         let e = opcode::Send::new(types::Fd(fd), buf.cast(), len).flags(flags).build();
         // SAFETY: `buf` is the caller's until `run` returns.
         unsafe { run(task, e, false) }
@@ -134,10 +131,7 @@ pub unsafe extern "C" fn keel_socket_recv(
     flags: c_int,
 ) -> keel_result {
     guard(|| {
-        if buf.is_null() && len != 0 {
-            return Err(err(libc::EFAULT));
-        }
-        let len = len.min(u32::MAX as usize) as u32;
+        let len = buf_len(buf, len)?;
         let e = opcode::Recv::new(types::Fd(fd), buf.cast(), len).flags(flags).build();
         // SAFETY: `buf` is the caller's until `run` returns.
         unsafe { run(task, e, false) }

@@ -43,6 +43,16 @@ pub(crate) const fn err(errno: c_int) -> keel_result {
     -(errno as i64)
 }
 
+/// A C buffer argument's length for an SQE: `-EFAULT` for a null buffer of nonzero
+/// length; a length over `u32::MAX` is cut to it (the kernel's field; the operation then
+/// moves fewer bytes, as a short read or write may).
+pub(crate) fn buf_len(buf: *const core::ffi::c_void, len: usize) -> Result<u32, i64> {
+    if buf.is_null() && len != 0 {
+        return Err(err(libc::EFAULT));
+    }
+    Ok(len.min(u32::MAX as usize) as u32)
+}
+
 /// Boundary rule 1: runs `body`; a panic becomes `-KEEL_EPANICKED`.
 #[inline(always)]
 pub(crate) fn guard(body: impl FnOnce() -> Result<i64, i64>) -> keel_result {

@@ -20,7 +20,7 @@
 //!    buffers an operation names stay valid until its status completes (rule 1's span).
 
 use crate::body::{running, suspend};
-use crate::result::{err, guard, keel_result};
+use crate::result::{buf_len, err, guard, keel_result};
 use crate::task::keel_task;
 use core::ffi::{c_int, c_void};
 use core::pin::Pin;
@@ -164,10 +164,7 @@ pub unsafe extern "C" fn keel_file_read_async(
     offset: u64,
 ) -> keel_result {
     guard(|| {
-        if buf.is_null() && len != 0 {
-            return Err(err(libc::EFAULT));
-        }
-        let len = len.min(u32::MAX as usize) as u32;
+        let len = buf_len(buf, len)?;
         let e = opcode::Read::new(types::Fd(fd), buf.cast(), len).offset(offset).build();
         // SAFETY: the buffer's span is the caller's duty (contract above).
         unsafe { initiate(task, status, e) }
@@ -189,10 +186,7 @@ pub unsafe extern "C" fn keel_file_write_async(
     offset: u64,
 ) -> keel_result {
     guard(|| {
-        if buf.is_null() && len != 0 {
-            return Err(err(libc::EFAULT));
-        }
-        let len = len.min(u32::MAX as usize) as u32;
+        let len = buf_len(buf, len)?;
         let e = opcode::Write::new(types::Fd(fd), buf.cast(), len).offset(offset).build();
         // SAFETY: as in `keel_file_read_async`.
         unsafe { initiate(task, status, e) }
@@ -240,10 +234,7 @@ pub unsafe extern "C" fn keel_socket_send_async(
     flags: c_int,
 ) -> keel_result {
     guard(|| {
-        if buf.is_null() && len != 0 {
-            return Err(err(libc::EFAULT));
-        }
-        let len = len.min(u32::MAX as usize) as u32;
+        let len = buf_len(buf, len)?;
         let e = opcode::Send::new(types::Fd(fd), buf.cast(), len).flags(flags).build();
         // SAFETY: the buffer's span is the caller's duty (contract above).
         unsafe { initiate(task, status, e) }
@@ -265,10 +256,7 @@ pub unsafe extern "C" fn keel_socket_recv_async(
     flags: c_int,
 ) -> keel_result {
     guard(|| {
-        if buf.is_null() && len != 0 {
-            return Err(err(libc::EFAULT));
-        }
-        let len = len.min(u32::MAX as usize) as u32;
+        let len = buf_len(buf, len)?;
         let e = opcode::Recv::new(types::Fd(fd), buf.cast(), len).flags(flags).build();
         // SAFETY: the buffer's span is the caller's duty (contract above).
         unsafe { initiate(task, status, e) }
