@@ -253,3 +253,17 @@ impl<D: Driver> Drop for ModelExecutor<D> {
         }
     }
 }
+
+/// A weakened twin's wake: the waker's CAS on the notify word is Relaxed (wake rules 3-4
+/// say AcqRel).
+pub struct RelaxedWakeCas;
+impl keel_core::loom_api::Weaken for RelaxedWakeCas {
+    const WAKE_CAS: loom::sync::atomic::Ordering = loom::sync::atomic::Ordering::Relaxed;
+}
+
+/// A weakened twin's wake: the waker's CAS publishes but does not acquire (Release; wake
+/// rule 5 says AcqRel).
+pub struct ReleaseWakeCas;
+impl keel_core::loom_api::Weaken for ReleaseWakeCas {
+    const WAKE_CAS: loom::sync::atomic::Ordering = loom::sync::atomic::Ordering::Release;
+}

@@ -25,26 +25,13 @@ fn loom_models_run_with_make_loom() {
 mod models {
     use keel_core::loom_api::{Strong, Weaken, wake_with};
     use keel_core::{Config, DestroyError, Executor, NoIo, RunError, TaskAttrs, TaskHandle, TaskSlot, TaskState, rt};
-    use keel_loom_tests::{Leaked, ModelExecutor, check};
+    use keel_loom_tests::{Leaked, ModelExecutor, RelaxedWakeCas, ReleaseWakeCas, check};
     use loom::sync::Arc;
     use loom::sync::atomic::{AtomicUsize, Ordering};
     use loom::thread;
 
     fn config() -> Config {
         Config { inbox_batch: 1, ..Config::default() }
-    }
-
-    /// A weakened twin: the waker's CAS publishes but does not acquire (Release; wake
-    /// rule 5 says AcqRel).
-    struct ReleaseWakeCas;
-    impl Weaken for ReleaseWakeCas {
-        const WAKE_CAS: Ordering = Ordering::Release;
-    }
-
-    /// A weakened twin: the waker's CAS is Relaxed (wake rules 3-4 say AcqRel).
-    struct RelaxedWakeCas;
-    impl Weaken for RelaxedWakeCas {
-        const WAKE_CAS: Ordering = Ordering::Relaxed;
     }
 
     /// Runs `ex` until it stalls (every foreign thread joined first), at most 8 items.

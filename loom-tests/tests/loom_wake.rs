@@ -21,7 +21,7 @@ mod models {
     use core::task::Poll;
     use keel_core::loom_api::{Strong, Weaken, wake_with};
     use keel_core::{Config, DestroyError, Executor, NoIo, RunError, TaskAttrs, TaskHandle, TaskSlot, TaskState};
-    use keel_loom_tests::{Leaked, ModelExecutor, check};
+    use keel_loom_tests::{Leaked, ModelExecutor, RelaxedWakeCas, ReleaseWakeCas, check};
     use loom::sync::Arc;
     use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use loom::thread;
@@ -29,20 +29,6 @@ mod models {
     /// A small inbox batch: a node queued twice (a cycle) shows within one pass.
     fn config() -> Config {
         Config { inbox_batch: 3, ..Config::default() }
-    }
-
-    /// A weakened twin: a waker's CAS on the notify word is Relaxed (wake rules 3-4: it
-    /// is AcqRel).
-    struct RelaxedWakeCas;
-    impl Weaken for RelaxedWakeCas {
-        const WAKE_CAS: Ordering = Ordering::Relaxed;
-    }
-
-    /// A weakened twin: the waker's CAS publishes but does not acquire (Release;
-    /// wake rule 5 says AcqRel).
-    struct ReleaseWakeCas;
-    impl Weaken for ReleaseWakeCas {
-        const WAKE_CAS: Ordering = Ordering::Release;
     }
 
     /// A weakened twin: a waker whose load finds an equal wake queued returns without
