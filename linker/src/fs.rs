@@ -130,10 +130,8 @@ pub unsafe extern "C" fn keel_file_readv(
     offset: u64,
 ) -> keel_result {
     guard(|| {
-        if iov.is_null() || iovcnt < 0 {
-            return Err(err(libc::EFAULT));
-        }
-        let e = opcode::Readv::new(types::Fd(fd), iov, iovcnt as u32).offset(offset).build();
+        let iovcnt = iov_count(iov, iovcnt)?;
+        let e = opcode::Readv::new(types::Fd(fd), iov, iovcnt).offset(offset).build();
         // SAFETY: the vectors and buffers are the caller's until `run` returns.
         unsafe { run(task, e, true) }
     })
@@ -152,10 +150,8 @@ pub unsafe extern "C" fn keel_file_writev(
     offset: u64,
 ) -> keel_result {
     guard(|| {
-        if iov.is_null() || iovcnt < 0 {
-            return Err(err(libc::EFAULT));
-        }
-        let e = opcode::Writev::new(types::Fd(fd), iov, iovcnt as u32).offset(offset).build();
+        let iovcnt = iov_count(iov, iovcnt)?;
+        let e = opcode::Writev::new(types::Fd(fd), iov, iovcnt).offset(offset).build();
         // SAFETY: as in `keel_file_readv`; the kernel only reads the buffers.
         unsafe { run(task, e, true) }
     })
@@ -181,4 +177,14 @@ pub extern "C" fn keel_file_fallocate(task: keel_task, fd: c_int, mode: c_int, o
     let e = opcode::Fallocate::new(types::Fd(fd), len).offset(offset).mode(mode).build();
     // SAFETY: the entry points at no memory.
     guard(|| unsafe { run(task, e, false) })
+}
+
+/// An iovec array argument's count, as preadv(2) checks it: `-EINVAL` for a negative
+/// count, `-EFAULT` for a null array of nonzero count.
+fn iov_count(iov: *const libc::iovec, iovcnt: c_int) -> Result<u32, i64> {
+    let count = u32::try_from(iovcnt).map_err(|_| err(libc::EINVAL))?;
+    if iov.is_null() && count != 0 {
+        return Err(err(libc::EFAULT));
+    }
+    Ok(count)
 }

@@ -34,6 +34,8 @@ static int64_t write_then_read(keel_task task, void *user) {
     struct iovec rv[2] = {{a, 4}, {b, 3}};
     CHECK_ERROR(keel_file_readv(task, (int)fd, rv, 2, 100), 7);
     CHECK(memcmp(a, "dura", 4) == 0 && memcmp(b, "ble", 3) == 0);
+    CHECK_ERROR(keel_file_readv(task, (int)fd, rv, -1, 100), -EINVAL);
+    CHECK_ERROR(keel_file_writev(task, (int)fd, NULL, 2, 100), -EFAULT);
     CHECK_RESULT(keel_file_fallocate(task, (int)fd, 0, 0, 4096));
     CHECK_RESULT(keel_file_sync_range(task, (int)fd, 0, 4096, 0));
     CHECK_RESULT(keel_file_close(task, (int)fd));
