@@ -24,6 +24,7 @@
 pub mod buf;
 pub mod clock;
 mod fd;
+pub mod flags;
 pub mod fs;
 pub mod net;
 mod notice;

@@ -8,6 +8,7 @@
 use super::{BufferError, File, claim_on, close_shared, collect_on, fd, open_how, prio_op};
 use crate::buf::RawBuf;
 use crate::fd::{Fd, SharedFd};
+use crate::flags::{Mode, OFlags};
 use crate::regbuf::FixedBuf;
 use crate::ring::{RingDriver, RingOp, to_result};
 use crate::slot_op::SlotOp;
@@ -63,7 +64,7 @@ async fn io_priority() -> (Priority, bool) {
 
 /// `openat2(AT_FDCWD, path, &how, sizeof how)`, see openat2(2). If the future is dropped
 /// before completion, a descriptor the kernel opens anyway is closed.
-pub async fn open(path: &str, flags: i32, mode: u32) -> Result<File, Errno> {
+pub async fn open(path: &str, flags: OFlags, mode: Mode) -> Result<File, Errno> {
     // One owned buffer holds the open_how and the NUL-terminated path.
     let how_len = core::mem::size_of::<types::OpenHow>();
     let mut bytes = Vec::with_capacity(how_len + path.len() + 1);

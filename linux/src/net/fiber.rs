@@ -10,11 +10,16 @@ use keel_core::{Fiber, InitiateError, IoStatus};
 /// Blocking-style socket operations for fiber tasks. Each doc opens with the C form.
 pub trait FiberNet {
     /// `socket(domain, type | SOCK_CLOEXEC, protocol)` through `IORING_OP_SOCKET`.
-    fn socket(&mut self, domain: i32, ty: i32, protocol: i32) -> Result<Socket, Errno>;
+    fn socket(&mut self, domain: AddressFamily, ty: SocketType, protocol: Option<Protocol>) -> Result<Socket, Errno>;
     /// `socket(...)` straight into the fixed-file table (a direct descriptor).
-    fn socket_direct(&mut self, domain: i32, ty: i32, protocol: i32) -> Result<FixedSocket, Errno>;
-    /// `setsockopt(fd, level, name, &value, 4)` (an int option) through the ring.
-    fn set_option(&mut self, s: &impl AsSock, level: i32, name: i32, value: i32) -> Result<(), Errno>;
+    fn socket_direct(
+        &mut self,
+        domain: AddressFamily,
+        ty: SocketType,
+        protocol: Option<Protocol>,
+    ) -> Result<FixedSocket, Errno>;
+    /// `setsockopt(fd, level, name, &value, 4)` of an int option (`SockOpt`) through the ring.
+    fn set_option(&mut self, s: &impl AsSock, opt: SockOpt) -> Result<(), Errno>;
     /// `bind(fd, addr, len)` (`IORING_OP_BIND`).
     fn bind(&mut self, s: &impl AsSock, addr: &SockAddr) -> Result<(), Errno>;
     /// `listen(fd, backlog)` (`IORING_OP_LISTEN`).
@@ -205,16 +210,22 @@ fn bgid(f: &mut Fiber) -> Result<u16, Errno> {
 }
 
 impl FiberNet for Fiber {
-    fn socket(&mut self, domain: i32, ty: i32, protocol: i32) -> Result<Socket, Errno> {
+    fn socket(&mut self, domain: AddressFamily, ty: SocketType, protocol: Option<Protocol>) -> Result<Socket, Errno> {
         run(self, socket_sqe(domain, ty, protocol, false)).map(|fd| Socket::from_new(fd as RawFd))
     }
 
-    fn socket_direct(&mut self, domain: i32, ty: i32, protocol: i32) -> Result<FixedSocket, Errno> {
+    fn socket_direct(
+        &mut self,
+        domain: AddressFamily,
+        ty: SocketType,
+        protocol: Option<Protocol>,
+    ) -> Result<FixedSocket, Errno> {
         run(self, socket_sqe(domain, ty, protocol, true)).map(|index| FixedSocket { index })
     }
 
-    fn set_option(&mut self, s: &impl AsSock, level: i32, name: i32, value: i32) -> Result<(), Errno> {
-        run(self, setsockopt_sqe(s.sock(), level, name, &value)).map(drop)
+    fn set_option(&mut self, s: &impl AsSock, opt: SockOpt) -> Result<(), Errno> {
+        let value = opt.to_raw().2; // the kernel reads it before `run` returns
+        run(self, setsockopt_sqe(s.sock(), opt, &value)).map(drop)
     }
 
     fn bind(&mut self, s: &impl AsSock, addr: &SockAddr) -> Result<(), Errno> {

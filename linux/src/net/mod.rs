@@ -58,6 +58,7 @@ mod multishot;
 mod provided;
 mod sqe;
 
+pub use crate::flags::{AddressFamily, Protocol, Shutdown, SockOpt, SocketType, ipproto};
 pub use addr::{SockAddr, local_addr};
 pub use fiber::FiberNet;
 pub use multishot::Multishot;
@@ -213,26 +214,5 @@ impl sealed::Sealed for FixedSocket {
 impl AsSock for FixedSocket {
     fn sock(&self) -> Sock {
         Sock::Fixed(self.index)
-    }
-}
-
-/// Which half of a connection to shut (shutdown(2)'s `how`).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Shutdown {
-    /// `SHUT_RD`.
-    Read,
-    /// `SHUT_WR`: the peer reads end of stream.
-    Write,
-    /// `SHUT_RDWR`.
-    Both,
-}
-
-impl Shutdown {
-    fn how(self) -> i32 {
-        match self {
-            Shutdown::Read => libc::SHUT_RD,
-            Shutdown::Write => libc::SHUT_WR,
-            Shutdown::Both => libc::SHUT_RDWR,
-        }
     }
 }

@@ -4,6 +4,7 @@
 //! contracts).
 
 use super::{Shutdown, Sock, SockAddr};
+use crate::flags::{AddressFamily, Protocol, SockOpt, SocketFlags, SocketType};
 use io_uring::{opcode, squeue, types};
 use keel_core::Errno;
 
@@ -22,12 +23,21 @@ macro_rules! on_sock {
     };
 }
 
-pub(crate) fn socket_sqe(domain: i32, ty: i32, proto: i32, direct: bool) -> squeue::Entry {
-    let b = opcode::Socket::new(domain, ty | if direct { 0 } else { libc::SOCK_CLOEXEC }, proto);
+pub(crate) fn socket_sqe(
+    domain: AddressFamily,
+    ty: SocketType,
+    proto: Option<Protocol>,
+    direct: bool,
+) -> squeue::Entry {
+    // No SOCK_CLOEXEC for a direct descriptor: it is not in the process's table.
+    let flags = if direct { SocketFlags::empty() } else { SocketFlags::CLOEXEC };
+    let proto = proto.map_or(0, |p| p.as_raw().get() as i32);
+    let b = opcode::Socket::new(domain.as_raw() as i32, (ty.as_raw() | flags.bits()) as i32, proto);
     if direct { b.file_index(Some(types::DestinationSlot::auto_target())).build() } else { b.build() }
 }
 
-pub(crate) fn setsockopt_sqe(s: Sock, level: i32, name: i32, val: *const i32) -> squeue::Entry {
+pub(crate) fn setsockopt_sqe(s: Sock, opt: SockOpt, val: *const i32) -> squeue::Entry {
+    let (level, name, _) = opt.to_raw();
     on_sock!(s, |t| opcode::SetSockOpt::new(t, level as u32, name as u32, val.cast(), 4).build())
 }
 
@@ -91,7 +101,7 @@ pub(crate) fn recv_multi_sqe(s: Sock, bgid: u16) -> squeue::Entry {
 }
 
 pub(crate) fn shutdown_sqe(s: Sock, how: Shutdown) -> squeue::Entry {
-    on_sock!(s, |t| opcode::Shutdown::new(t, how.how()).build())
+    on_sock!(s, |t| opcode::Shutdown::new(t, how as i32).build())
 }
 
 /// Net rule 1: cancel every operation on the descriptor.
