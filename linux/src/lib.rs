@@ -32,6 +32,7 @@ pub mod overflow;
 pub mod panic;
 pub mod pbuf;
 pub mod pool;
+pub mod ready;
 mod regbuf;
 pub mod ring;
 pub mod sleep;

@@ -167,7 +167,7 @@ fn run_kept(f: &mut Fiber, op: RingOp, fd: Option<&crate::fd::SharedFd>) -> Resu
 /// The next step of a multishot op, re-arming and waiting as net rule 2 says. Cancelled
 /// with nothing queued, it cancels the op and waits on: results the kernel posted first
 /// are returned in order, then the op's end (`ECANCELED`), so none is lost.
-fn next_multi(f: &mut Fiber, m: &mut Multishot) -> Result<(i32, u32), Errno> {
+pub(crate) fn next_multi(f: &mut Fiber, m: &mut Multishot) -> Result<(i32, u32), Errno> {
     let mut cancel_sent = false;
     let me = Some(f.task());
     loop {

@@ -291,7 +291,7 @@ pub async fn next_recv(m: &mut Multishot) -> Result<Option<ProvidedBuf>, Errno> 
     }
 }
 
-async fn next_multi(m: &mut Multishot) -> Result<(i32, u32), Errno> {
+pub(crate) async fn next_multi(m: &mut Multishot) -> Result<(i32, u32), Errno> {
     let mut cancel_sent = false;
     loop {
         let step = core::future::poll_fn(|cx| {

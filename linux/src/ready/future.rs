@@ -1,0 +1,106 @@
+//! Readiness waits as futures ([`poll`], [`poll_multi`], [`next_ready`]), see the `ready`
+//! module doc: the poll and its timer are two kept operations (`slot_op.rs`), so a future
+//! dropped in flight abandons them to their slots.
+#![allow(unsafe_code)] // the timer's SQE points into its owned timespec
+
+use super::{PollFlags, PollOp, outcome, revents, timer_sqe};
+use crate::buf::RawBuf;
+use crate::net::{MultiKind, Multishot};
+use crate::ring::RingOp;
+use crate::slot_op::SlotOp;
+use core::marker::PhantomData;
+use core::time::Duration;
+use io_uring::types;
+use keel_core::Errno;
+use std::future::Future;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// `poll(&(struct pollfd){fd, events}, 1, timeout)`, see poll(2), through the ring
+/// (`IORING_OP_POLL_ADD`): the future form of
+/// [`FiberReady::poll`](super::FiberReady::poll), with the same results (ready rules 1-3).
+/// Dropped in flight, its operations are cancelled in their slots.
+pub fn poll(fd: BorrowedFd<'_>, events: PollFlags, timeout: Option<Duration>) -> Ready<'_> {
+    let op = PollOp { fd: fd.as_raw_fd(), events, multishot: false };
+    // SAFETY: a poll SQE references no memory.
+    let poll = SlotOp::new(unsafe { RingOp::owned(op.sqe(), None) });
+    let timer = timeout.map(|d| {
+        let mut v = vec![0u8; core::mem::size_of::<types::Timespec>()];
+        // SAFETY: `v` has room for one `Timespec`, written unaligned (a `Vec<u8>` promises
+        // no alignment; the kernel copies it with copy_from_user, which needs none).
+        unsafe { v.as_mut_ptr().cast::<types::Timespec>().write_unaligned(types::Timespec::from(d)) };
+        let raw = RawBuf::from_vec(v);
+        let e = timer_sqe(raw.ptr() as *const types::Timespec);
+        // SAFETY: the SQE references only `raw`, which the slot keeps until completion.
+        SlotOp::new(unsafe { RingOp::owned(e, Some(raw)) })
+    });
+    Ready { poll, timer, poll_res: None, timer_res: None, _fd: PhantomData }
+}
+
+/// The future of [`poll`].
+#[must_use = "a readiness wait does nothing unless awaited"]
+pub struct Ready<'fd> {
+    poll: SlotOp,
+    /// The timer, until it or the poll ends (ready rule 2).
+    timer: Option<SlotOp>,
+    /// The poll's raw result once taken.
+    poll_res: Option<i32>,
+    /// The timer's raw result if it ended first (`-ETIME`: expired).
+    timer_res: Option<i32>,
+    _fd: PhantomData<BorrowedFd<'fd>>,
+}
+
+impl Future for Ready<'_> {
+    type Output = Result<PollFlags, Errno>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if this.poll_res.is_none()
+            && let Poll::Ready((res, _, _)) = Pin::new(&mut this.poll).poll(cx)
+        {
+            this.poll_res = Some(res);
+        }
+        if this.poll_res.is_some() {
+            // The poll decided: a timer still armed is abandoned (cancelled in its slot).
+            this.timer = None;
+        } else if let Some(timer) = this.timer.as_mut()
+            && this.poll.is_submitted()
+            && let Poll::Ready((res, _, _)) = Pin::new(timer).poll(cx)
+        {
+            // The timer ended first (expired, or could not start): cancel the poll and
+            // wait for its own completion, which may still report readiness.
+            this.timer = None;
+            this.timer_res = Some(res);
+            this.poll.request_cancel();
+            if let Poll::Ready((res, _, _)) = Pin::new(&mut this.poll).poll(cx) {
+                this.poll_res = Some(res);
+            }
+        }
+        let Some(res) = this.poll_res else { return Poll::Pending };
+        let poll = revents(res).map(|m| u32::from(m.bits()));
+        Poll::Ready(match this.timer_res {
+            Some(t) if t < 0 && -t != Errno::ETIME.0 && poll == Err(Errno::ECANCELED) => Err(Errno(-t)),
+            t => outcome(poll, t == Some(-Errno::ETIME.0)),
+        })
+    }
+}
+
+/// A stream of readiness events on `fd` (`IORING_POLL_ADD_MULTI`, ready rule 4): the
+/// future-side twin of [`FiberReady::poll_multi`](super::FiberReady::poll_multi). It owns
+/// a duplicate of `fd`, made here with `F_DUPFD_CLOEXEC` (its error if that fails); take
+/// the events with [`next_ready`].
+pub fn poll_multi(fd: BorrowedFd<'_>, events: PollFlags) -> Result<Multishot, Errno> {
+    let dup = rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|e| Errno(e.raw_os_error()))?;
+    let shared = crate::fd::Fd::from_owned(dup);
+    let op = PollOp { fd: shared.raw(), events, multishot: true };
+    Ok(Multishot::with_fd(shared, op.sqe(), MultiKind::Poll))
+}
+
+/// The next event mask of a [`poll_multi`] stream (`EINVAL` for a stream of another kind).
+pub async fn next_ready(m: &mut Multishot) -> Result<PollFlags, Errno> {
+    if m.kind() != MultiKind::Poll {
+        return Err(Errno::EINVAL);
+    }
+    crate::net::future::next_multi(m).await.map(|(res, _)| PollFlags::from_bits_retain(res as u16))
+}
