@@ -758,6 +758,20 @@ keel_result keel_socket_shutdown(struct keel_task task, int fd, int how);
 keel_result keel_socket_close(struct keel_task task, int fd);
 
 /**
+ * `poll(&(struct pollfd){fd, events}, 1, timeout)` through the ring
+ * (`IORING_OP_POLL_ADD`): suspends the task until `fd` has one of `events` (`POLL*`
+ * bits, or `POLLERR`, `POLLHUP`, `POLLNVAL`, which are always reported) and returns the
+ * ready mask (> 0). `timeout_ns` < 0 waits without a timeout; 0 asks whether `fd` is
+ * ready now. Errors: `-ETIME` (the timeout passed first), `-ECANCELED` (the task was
+ * cancelled and the descriptor was not ready before the cancel took), `-EINVAL` (an
+ * event bit that is no `POLL*` flag), `-EBADF` (a negative `fd`), `-ESTALE`,
+ * `-KEEL_ENOTINTASK`, `-EOPNOTSUPP` (the executor has no ring). `fd` stays the caller's:
+ * it must stay open until this returns (closing it meanwhile does not end the wait: the
+ * kernel holds the file; the timeout or a cancel does).
+ */
+keel_result keel_poll(struct keel_task task, int fd, int events, int64_t timeout_ns);
+
+/**
  * Claims a registered buffer into `*out`, suspending the task (FIFO behind other
  * claimers) until one is free; returns its index. Release it with `keel_buffer_release`.
  *
