@@ -4,7 +4,8 @@
 //!
 //! keel's Linux layer: the monotonic clock (rustix), [`SleepDriver`] (no ring: parks by
 //! sleeping, for a pure-compute executor), [`RingDriver`] (io_uring) with
-//! file i/o ([`fs`]) and registered buffers, guarded mmap fiber stacks ([`MmapStacks`]) with
+//! file i/o ([`fs`]), socket i/o ([`net`]), readiness waits on any descriptor
+//! ([`ready`]), typed flags ([`flags`]) and registered buffers, guarded mmap fiber stacks ([`MmapStacks`]) with
 //! an overflow reporter ([`overflow`]), the panic catcher for fibers ([`panic`](mod@panic)) and the
 //! `ucontext` switcher ([`ucontext`]).
 //!
