@@ -526,9 +526,12 @@ keel_result keel_executor_destroy(struct keel_executor ex);
 
 /**
  * Posts `fn(task, user)` to run once on the executor's thread, from any thread; a parked
- * executor is woken. The function runs to completion: `keel_task_yield` and the other
- * suspension calls return `-KEEL_ENOTINTASK` inside it. Read its result with
- * `keel_task_result` (`-EINPROGRESS` until then); the task is unowned again after.
+ * executor is woken. The function runs on a fiber of the task's switcher and stack size
+ * (the stack taken from the executor's pool when it first runs) and may call
+ * `keel_task_yield`, `keel_task_suspend_for` and the i/o calls with `task`, as an
+ * attached function does. Read its result with `keel_task_result` (`-EINPROGRESS` until
+ * then; `-ECANCELED` if it never ran: its executor was destroyed first, or no stack could
+ * be mapped for it); the task is unowned again after.
  *
  * Ownership: `user` stays the caller's until the run completes. Thread safety: any
  * thread (the task must be unowned and used by one thread at a time). Errors: `-ESTALE`
@@ -981,8 +984,7 @@ keel_result keel_task_create(const struct keel_task_attr *attr, struct keel_task
  *
  * Ownership: `user` stays the caller's; it must stay valid until the run completes.
  * `fn` must not unwind (C++ exceptions) or `longjmp` out. Thread safety: the executor's
- * thread (keel-core attaches fibers only there; from another thread,
- * `keel_executor_post` runs a function without a fiber). Errors: `-ESTALE` (either
+ * thread (from another thread, `keel_executor_post`). Errors: `-ESTALE` (either
  * handle), `-KEEL_EWRONGTHREAD`, `-EINVAL` (`fn` NULL), `-EBUSY` (attached already, or a
  * run on another executor or thread not released yet), an errno if no stack could be
  * mapped.

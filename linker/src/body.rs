@@ -23,6 +23,7 @@ use crate::task::{TaskStorage, keel_task, task_of};
 use core::cell::Cell;
 use core::ffi::c_void;
 use core::ptr::null;
+use core::sync::atomic::Ordering;
 use keel_core::{Fiber, TaskError, TaskResult};
 
 /// A task's function: runs on the task's fiber, returns the run's result (`>= 0`, or a
@@ -52,13 +53,13 @@ pub(crate) fn body_for(
     user: *mut c_void,
 ) -> impl FnOnce(&mut Fiber) -> TaskResult + 'static {
     move |fib: &mut Fiber| {
-        t.fiber.set(fib);
+        t.fiber.store(fib, Ordering::Relaxed);
         restore_current(t);
         // SAFETY: `f` is the caller's task function with the argument it gave (the
         // documented contract of `keel_task_attach`).
         let r = unsafe { f(task, user) };
         restore_current(null());
-        t.fiber.set(core::ptr::null_mut());
+        t.fiber.store(core::ptr::null_mut(), Ordering::Relaxed);
         let r = if r >= 0 {
             Ok(r as u64)
         } else if r >= -KEEL_ERRNO_MAX {
@@ -103,7 +104,7 @@ pub(crate) fn running(task: keel_task) -> Result<(&'static TaskStorage, &'static
     if t.live_gen.load(core::sync::atomic::Ordering::Acquire) != task.generation {
         return Err(err(libc::ESTALE));
     }
-    let f = t.fiber.get();
+    let f = t.fiber.load(Ordering::Relaxed);
     if f.is_null() {
         return Err(-KEEL_ENOTINTASK);
     }

@@ -55,6 +55,14 @@
 //!    back; it gives the executor its values back at its return too. So it may set a
 //!    rounding mode once and keep it, as on the ucontext switcher (where glibc's
 //!    `swapcontext` saves and loads both on every switch anyway).
+//! 8. A fiber attached from another thread (`ExecutorHandle::attach_fiber`,
+//!    `Dispatcher::submit_fiber`) is placed without a stack: the pool and the panic
+//!    catcher belong to the executor and are touched on its thread only. Its first
+//!    resume, on the owner's thread, takes both (one pool take, as a local attach does at
+//!    attach); if the pool has no stack for it, the task completes with
+//!    `TaskError::NoStack` without running and its closure is dropped. A fiber dropped
+//!    before that first resume (cancelled, or its executor torn down) has no stack to
+//!    give back.
 
 #[cfg(keel_asan)]
 mod asan;
