@@ -359,3 +359,73 @@ fn a_stream_of_another_kind_is_einval() {
         assert_eq!(*out.borrow(), vec![Err(Errno::EINVAL)], "fiber {fiber}");
     }
 }
+
+/// A descriptor that lives for the rest of the test process (for futures kept past their
+/// task and executor).
+fn leaked_pipe() -> (BorrowedFd<'static>, BorrowedFd<'static>) {
+    let (r, w) = std::io::pipe().unwrap();
+    let (r, w): (&'static OwnedFd, &'static OwnedFd) =
+        (Box::leak(Box::new(OwnedFd::from(r))), Box::leak(Box::new(OwnedFd::from(w))));
+    (r.as_fd(), w.as_fd())
+}
+
+#[test]
+fn a_poll_future_moved_out_of_its_task_and_dropped_after_the_executor_is_harmless() {
+    type Kept = Rc<RefCell<Option<Pin<Box<ready::Ready<'static>>>>>>;
+    let (r, _w) = leaked_pipe();
+    let kept: Kept = Rc::default();
+    let k = kept.clone();
+    {
+        let ex = executor(RingConfig::default());
+        let ex = ex.as_ref();
+        ex.attach(task(), async move {
+            let mut fut = Box::pin(ready::poll(r, PollFlags::IN, Some(Duration::from_secs(30))));
+            core::future::poll_fn(|cx| {
+                assert!(fut.as_mut().poll(cx).is_pending());
+                core::task::Poll::Ready(())
+            })
+            .await;
+            *k.borrow_mut() = Some(fut); // out of the task, its operations in flight
+            0u64
+        })
+        .unwrap();
+        run_all(ex);
+        assert!(kept.borrow().is_some());
+    } // the executor and its driver go first: they cancel and reap what is in flight
+    kept.borrow_mut().take(); // then the future: its slots are gone, nothing to touch
+}
+
+#[test]
+fn a_poll_future_polled_on_another_executor_gets_exdev() {
+    type Kept = Rc<RefCell<Option<Pin<Box<ready::Ready<'static>>>>>>;
+    let (r, _w) = leaked_pipe();
+    let kept: Kept = Rc::default();
+    let (a, b) = (executor(RingConfig::default()), executor(RingConfig::default()));
+    let k = kept.clone();
+    a.as_ref()
+        .attach(task(), async move {
+            let mut fut = Box::pin(ready::poll(r, PollFlags::IN, None));
+            core::future::poll_fn(|cx| {
+                assert!(fut.as_mut().poll(cx).is_pending());
+                core::task::Poll::Ready(())
+            })
+            .await;
+            *k.borrow_mut() = Some(fut);
+            0u64
+        })
+        .unwrap();
+    run_all(a.as_ref());
+    let out: Out = Rc::default();
+    let (o, k) = (out.clone(), kept.clone());
+    b.as_ref()
+        .attach(task(), async move {
+            let fut = k.borrow_mut().take().unwrap();
+            let r = fut.await;
+            o.borrow_mut().push(r);
+            0u64
+        })
+        .unwrap();
+    run_all(b.as_ref());
+    assert_eq!(*out.borrow(), vec![Err(Errno(libc::EXDEV))]);
+    drop(a); // the poll it still holds is cancelled with it
+}
