@@ -24,6 +24,7 @@
 
 pub mod buf;
 pub mod clock;
+mod errno;
 mod fd;
 pub mod flags;
 pub mod fs;

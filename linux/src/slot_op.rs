@@ -153,7 +153,7 @@ impl SlotOp {
             Ok(done)
         });
         match r {
-            Some(Err(())) => Poll::Ready((-libc::EXDEV, 0, None)),
+            Some(Err(())) => Poll::Ready((-crate::errno::EXDEV.0, 0, None)),
             Some(Ok(Some(done))) => {
                 self.id = None;
                 self.shared = None;
@@ -187,7 +187,7 @@ impl Future for SlotOp {
             // Regbuf rule 1: its index means another buffer on another ring.
             let mine = tcx.and_then(|tcx| tcx.with_driver::<RingDriver, _>(|d| buf.is_of(&d.shared)));
             if mine == Some(false) {
-                return Poll::Ready((-libc::EXDEV, 0, None));
+                return Poll::Ready((-crate::errno::EXDEV.0, 0, None));
             }
         }
         // From the future's state straight into the SQ (one copy).

@@ -6,7 +6,7 @@
 //! 2-4).
 #![allow(unsafe_code)] // building SQEs that point at borrowed buffers; each use says why the buffer outlives the op
 
-use super::{BufferError, File, FixedFile, close_fiber, close_fixed_fiber, fd, open_how, prio_op};
+use super::{BufferError, File, FixedFile, close_fiber, close_fixed_fiber, cwd, fd, open_how, prio_op};
 use crate::fd::Fd;
 use crate::flags::{FallocateFlags, Mode, OFlags, SyncFileRangeFlags};
 use crate::regbuf::FixedBuf;
@@ -103,7 +103,7 @@ pub(crate) fn fixed_check(f: &mut Fiber, buf: &FixedBuf, len: u32) -> Result<boo
     }
     match f.with_driver::<RingDriver, _>(|d| buf.is_of(&d.shared).then(|| d.realtime_ioprio())) {
         Some(Some(rt)) => Ok(rt),
-        Some(None) => Err(Errno(libc::EXDEV)),
+        Some(None) => Err(crate::errno::EXDEV),
         None => Err(Errno::EINVAL),
     }
 }
@@ -152,7 +152,7 @@ impl FiberFs for Fiber {
         // No O_CLOEXEC: a direct descriptor is not in the process's table, and the kernel
         // refuses the flag for it (EINVAL).
         let how = types::OpenHow::new().flags((flags - OFlags::CLOEXEC).bits() as u64).mode(mode.bits() as u64);
-        let e = opcode::OpenAt2::new(types::Fd(libc::AT_FDCWD), path.as_ptr(), &how)
+        let e = opcode::OpenAt2::new(types::Fd(cwd()), path.as_ptr(), &how)
             .file_index(Some(types::DestinationSlot::auto_target()))
             .build();
         // SAFETY: `path` and `how` outlive `run_op`, which returns only after completion.
@@ -202,7 +202,7 @@ impl FiberFs for Fiber {
 
     fn open(&mut self, path: &CStr, flags: OFlags, mode: Mode) -> Result<File, Errno> {
         let how = open_how(flags, mode);
-        let e = opcode::OpenAt2::new(types::Fd(libc::AT_FDCWD), path.as_ptr(), &how).build();
+        let e = opcode::OpenAt2::new(types::Fd(cwd()), path.as_ptr(), &how).build();
         // SAFETY: `path` and `how` outlive `run_op`, which returns only after completion.
         let fd = self.run_op(unsafe { RingOp::from_entry(e) })?;
         Ok(File { fd: Fd::new(fd as RawFd) }) // the kernel made it for us: ours

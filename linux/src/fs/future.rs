@@ -5,7 +5,7 @@
 //! completion. Nothing is allocated per operation.
 #![allow(unsafe_code)] // building SQEs that point at owned buffers; each use says why the buffer outlives the op
 
-use super::{BufferError, File, claim_on, close_shared, collect_on, fd, open_how, prio_op};
+use super::{BufferError, File, claim_on, close_shared, collect_on, cwd, fd, open_how, prio_op};
 use crate::buf::RawBuf;
 use crate::fd::{Fd, SharedFd};
 use crate::flags::{Mode, OFlags};
@@ -79,8 +79,8 @@ pub async fn open(path: &str, flags: OFlags, mode: Mode) -> Result<File, Errno> 
     bytes.push(0);
     let raw = RawBuf::from_vec(bytes);
     let (how_ptr, path_ptr) =
-        (raw.ptr() as *const types::OpenHow, raw.ptr().wrapping_add(how_len) as *const libc::c_char);
-    let e = opcode::OpenAt2::new(types::Fd(libc::AT_FDCWD), path_ptr, how_ptr).build();
+        (raw.ptr() as *const types::OpenHow, raw.ptr().wrapping_add(how_len) as *const core::ffi::c_char);
+    let e = opcode::OpenAt2::new(types::Fd(cwd()), path_ptr, how_ptr).build();
     // SAFETY: the SQE references only `raw`, which the slot keeps until completion.
     let op = unsafe { RingOp::owned(e, Some(raw)) };
     let (res, _buf) = OwnedOp::new(op).await;

@@ -161,6 +161,12 @@ fn fd(file: &File) -> types::Fd {
     types::Fd(file.fd.raw())
 }
 
+/// `AT_FDCWD`: paths relative to the working directory.
+fn cwd() -> RawFd {
+    use std::os::fd::AsRawFd;
+    rustix::fs::CWD.as_raw_fd()
+}
+
 fn prio_op(op: RingOp, p: Priority, rt: bool) -> RingOp {
     op.with_priority(p, rt).unwrap_or_else(|op| op)
 }

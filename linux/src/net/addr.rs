@@ -127,5 +127,5 @@ pub fn local_addr(s: &Socket) -> Result<SockAddr, Errno> {
     // SAFETY: the socket's descriptor is open for as long as `s` is borrowed.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(s.fd()) };
     let any = rustix::net::getsockname(fd).map_err(|e| Errno(e.raw_os_error()))?;
-    SocketAddr::try_from(any).map(SockAddr::from).map_err(|_| Errno(libc::EAFNOSUPPORT))
+    SocketAddr::try_from(any).map(SockAddr::from).map_err(|_| crate::errno::EAFNOSUPPORT)
 }

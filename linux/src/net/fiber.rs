@@ -350,7 +350,7 @@ impl FiberNet for Fiber {
             // SAFETY: a buffer-select receive references no memory of ours.
             let op = unsafe { RingOp::owned(recv_select_sqe(s.sock(), group), None) };
             let (res, flags) = run_kept(self, op, s.held())?;
-            if res == -libc::ENOBUFS {
+            if res == -Errno::ENOBUFS.0 {
                 self.with_driver::<RingDriver, _>(|d| d.pbuf().map(|mut p| p.note_exhausted()));
                 wait_buffer(self)?;
                 continue;

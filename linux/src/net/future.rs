@@ -261,7 +261,7 @@ pub async fn recv_provided(s: &impl AsSock) -> Result<Option<ProvidedBuf>, Errno
         // SAFETY: a buffer-select receive references no memory of ours.
         let op = unsafe { RingOp::owned(recv_select_sqe(s.sock(), group), None) };
         let (res, flags, _) = SlotOp::new(op).holding(s.held()).await;
-        if res == -libc::ENOBUFS {
+        if res == -Errno::ENOBUFS.0 {
             with_ring(|d| d.pbuf().map(|mut p| p.note_exhausted())).await;
             wait_buffer().await?;
             continue;

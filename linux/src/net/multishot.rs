@@ -111,7 +111,7 @@ impl Multishot {
         }
         let Some(id) = self.id else { return MStep::Submit };
         if !self.shared.as_ref().is_some_and(|s| Rc::ptr_eq(s, &d.shared)) {
-            return MStep::Done(Errno(libc::EXDEV)); // armed on another executor's driver
+            return MStep::Done(crate::errno::EXDEV); // armed on another executor's driver
         }
         let (res, flags) = match d.take_multi(id) {
             MultiNext::Pending => {
@@ -134,7 +134,7 @@ impl Multishot {
                 return MStep::Submit;
             }
         }
-        if res == -libc::ENOBUFS {
+        if res == -Errno::ENOBUFS.0 {
             let mut p = d.pbuf().expect("ENOBUFS without a provided-buffer ring");
             p.note_exhausted();
             return if p.available() > 0 { MStep::Submit } else { MStep::WaitBuffer };

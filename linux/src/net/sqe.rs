@@ -4,9 +4,26 @@
 //! contracts).
 
 use super::{Shutdown, Sock, SockAddr};
-use crate::flags::{AddressFamily, Protocol, SockOpt, SocketFlags, SocketType};
+use crate::flags::{AddressFamily, Protocol, RecvFlags, SendFlags, SockOpt, SocketFlags, SocketType};
 use io_uring::{opcode, squeue, types};
 use keel_core::Errno;
+
+/// `SOCK_CLOEXEC` for an accepted descriptor in the process's table; none for a direct
+/// one (the kernel refuses it there).
+fn cloexec(direct: bool) -> i32 {
+    if direct { 0 } else { SocketFlags::CLOEXEC.bits() as i32 }
+}
+
+/// Send flags as the SQE's `msg_flags`.
+fn msg(f: SendFlags) -> i32 {
+    f.bits() as i32
+}
+
+/// `MSG_WAITALL` (rustix files it under receive flags; send(2) honours it on stream sockets
+/// too, as `io_uring`'s send retries partial sends with it).
+fn msg_waitall() -> i32 {
+    RecvFlags::WAITALL.bits() as i32
+}
 
 macro_rules! on_sock {
     ($s:expr, |$t:ident| $e:expr) => {
@@ -52,16 +69,13 @@ pub(crate) fn listen_sqe(s: Sock, backlog: i32) -> squeue::Entry {
 pub(crate) fn accept_sqe(s: Sock, direct: bool) -> squeue::Entry {
     let slot = direct.then(types::DestinationSlot::auto_target);
     on_sock!(s, |t| opcode::Accept::new(t, core::ptr::null_mut(), core::ptr::null_mut())
-        .flags(if direct { 0 } else { libc::SOCK_CLOEXEC })
+        .flags(cloexec(direct))
         .file_index(slot)
         .build())
 }
 
 pub(crate) fn accept_multi_sqe(s: Sock, direct: bool) -> squeue::Entry {
-    on_sock!(s, |t| opcode::AcceptMulti::new(t)
-        .flags(if direct { 0 } else { libc::SOCK_CLOEXEC })
-        .allocate_file_index(direct)
-        .build())
+    on_sock!(s, |t| opcode::AcceptMulti::new(t).flags(cloexec(direct)).allocate_file_index(direct).build())
 }
 
 pub(crate) fn connect_sqe(s: Sock, addr: &SockAddr) -> squeue::Entry {
@@ -72,16 +86,16 @@ pub(crate) fn connect_sqe(s: Sock, addr: &SockAddr) -> squeue::Entry {
 /// only on error).
 #[inline(always)]
 pub(crate) fn send_all_sqe(s: Sock, buf: *const u8, len: u32) -> squeue::Entry {
-    on_sock!(s, |t| opcode::Send::new(t, buf, len).flags(libc::MSG_NOSIGNAL | libc::MSG_WAITALL).build())
+    on_sock!(s, |t| opcode::Send::new(t, buf, len).flags(msg(SendFlags::NOSIGNAL) | msg_waitall()).build())
 }
 
 #[inline(always)]
 pub(crate) fn send_sqe(s: Sock, buf: *const u8, len: u32) -> squeue::Entry {
-    on_sock!(s, |t| opcode::Send::new(t, buf, len).flags(libc::MSG_NOSIGNAL).build())
+    on_sock!(s, |t| opcode::Send::new(t, buf, len).flags(msg(SendFlags::NOSIGNAL)).build())
 }
 
 pub(crate) fn send_zc_fixed_sqe(s: Sock, buf: *const u8, len: u32, index: u16) -> squeue::Entry {
-    on_sock!(s, |t| opcode::SendZc::new(t, buf, len).buf_index(Some(index)).flags(libc::MSG_NOSIGNAL).build())
+    on_sock!(s, |t| opcode::SendZc::new(t, buf, len).buf_index(Some(index)).flags(msg(SendFlags::NOSIGNAL)).build())
 }
 
 #[inline(always)]
