@@ -144,7 +144,7 @@ fn ready_rule_2_a_timeout_that_passes_first_gives_etime() {
 #[test]
 fn ready_rule_3_a_cancelled_poll_ends_with_ecanceled() {
     for fiber in [true, false] {
-        for timeout in [None, Some(Duration::from_secs(30))] {
+        for timeout in [None, Some(Duration::from_secs(30)), Some(Duration::MAX)] {
             let ex = executor(RingConfig::default());
             let ex = ex.as_ref();
             let out: Out = Rc::default();

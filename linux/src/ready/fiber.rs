@@ -2,12 +2,11 @@
 //! `ready` module doc.
 #![allow(unsafe_code)] // the timer's SQE points at a timespec on the fiber's stack
 
-use super::{PollFlags, PollOp, outcome, timer_sqe};
+use super::{PollFlags, PollOp, outcome, timer_sqe, timespec};
 use crate::net::{MultiKind, Multishot};
 use crate::ring::{RingDriver, RingOp};
 use core::pin::{Pin, pin};
 use core::time::Duration;
-use io_uring::types;
 use keel_core::{Errno, Fiber, InitiateError, IoStatus};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
@@ -40,7 +39,7 @@ fn initiate(f: &mut Fiber, st: Pin<&IoStatus>, op: RingOp) -> Result<(), Errno> 
 impl FiberReady for Fiber {
     fn poll(&mut self, fd: BorrowedFd<'_>, events: PollFlags, timeout: Option<Duration>) -> Result<PollFlags, Errno> {
         let op = PollOp { fd: fd.as_raw_fd(), events, multishot: false };
-        let ts = timeout.map(types::Timespec::from);
+        let ts = timeout.map(timespec);
         let (sp, st) = (pin!(IoStatus::new()), pin!(IoStatus::new()));
         // SAFETY: a poll SQE references no memory.
         initiate(self, sp.as_ref(), unsafe { RingOp::from_entry(op.sqe()) })?;

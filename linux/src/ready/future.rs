@@ -3,7 +3,7 @@
 //! dropped in flight abandons them to their slots.
 #![allow(unsafe_code)] // the timer's SQE points into its owned timespec
 
-use super::{PollFlags, PollOp, outcome, revents, timer_sqe};
+use super::{PollFlags, PollOp, outcome, revents, timer_sqe, timespec};
 use crate::buf::RawBuf;
 use crate::net::{MultiKind, Multishot};
 use crate::ring::RingOp;
@@ -29,7 +29,7 @@ pub fn poll(fd: BorrowedFd<'_>, events: PollFlags, timeout: Option<Duration>) ->
         let mut v = vec![0u8; core::mem::size_of::<types::Timespec>()];
         // SAFETY: `v` has room for one `Timespec`, written unaligned (a `Vec<u8>` promises
         // no alignment; the kernel copies it with copy_from_user, which needs none).
-        unsafe { v.as_mut_ptr().cast::<types::Timespec>().write_unaligned(types::Timespec::from(d)) };
+        unsafe { v.as_mut_ptr().cast::<types::Timespec>().write_unaligned(timespec(d)) };
         let raw = RawBuf::from_vec(v);
         let e = timer_sqe(raw.ptr() as *const types::Timespec);
         // SAFETY: the SQE references only `raw`, which the slot keeps until completion.

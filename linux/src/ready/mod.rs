@@ -24,7 +24,8 @@
 //!    is left open while one waits for room). Whichever completes first decides: readiness
 //!    cancels the timer; the timer's expiry cancels the poll and waits for its completion,
 //!    so readiness the kernel posted before the cancel took is returned, else `ETIME`.
-//!    `Duration::ZERO` asks whether the descriptor is ready now (still through the ring).
+//!    `Duration::ZERO` asks whether the descriptor is ready now (still through the ring);
+//!    a timeout beyond `i64::MAX` seconds (`Duration::MAX`) is taken as that, never sooner.
 //! 3. **Cancel.** A cancelled task cancels its operations and waits for their completions
 //!    (fibers) or their results (futures, `slot_op.rs`): readiness the kernel posted before
 //!    the cancel took, its CQE reaped or not, is returned; else `ECANCELED`. A task
@@ -52,6 +53,7 @@ pub use crate::flags::PollFlags;
 pub use fiber::FiberReady;
 pub use future::{Ready, next_ready, poll, poll_multi};
 
+use core::time::Duration;
 use io_uring::{opcode, squeue, types};
 use keel_core::Errno;
 use std::os::fd::RawFd;
@@ -74,6 +76,12 @@ impl PollOp {
     pub fn sqe(&self) -> squeue::Entry {
         opcode::PollAdd::new(types::Fd(self.fd), u32::from(self.events.bits())).multi(self.multishot).build()
     }
+}
+
+/// `d` as the kernel's timespec, saturated at `i64::MAX` seconds (a longer one, as
+/// `Duration::MAX`, means "never" and must not wrap to a negative, refused, time).
+fn timespec(d: Duration) -> types::Timespec {
+    types::Timespec::from(d.min(Duration::from_secs(i64::MAX as u64)))
 }
 
 /// The `IORING_OP_TIMEOUT` SQE of a pure timer (count 0) firing `ts` after submission.
