@@ -914,6 +914,23 @@ keel_result keel_file_write_async(struct keel_task task,
 keel_result keel_task_suspend_until_completed_io(struct keel_task task, size_t max);
 
 /**
+ * Suspends the task until one of its status blocks completes, or `timeout_ns` passes
+ * (`KEEL_NO_TIMEOUT`: no limit; 0: only look), takes that block (oldest completion
+ * first) and stores its address in `*completed`; read its result with
+ * `keel_io_status_result`. Returns 0, `-ETIME` (the timeout passed first; the operations
+ * stay in flight) or `-ENODATA` (nothing in flight and nothing completed).
+ *
+ * Thread safety: from inside the running task's function. Errors: `-ESTALE`,
+ * `-KEEL_ENOTINTASK`, `-EFAULT` (`completed` NULL), `-ECANCELED` (cancelled: return).
+ *
+ * # Safety
+ * `completed` is NULL or valid for a write.
+ */
+keel_result keel_task_next_completed_io(struct keel_task task,
+                                        uint64_t timeout_ns,
+                                        struct keel_io_status **completed);
+
+/**
  * Starts `fsync(fd)` with `status`; as `keel_file_read_async`.
  *
  * # Safety
