@@ -235,6 +235,42 @@ impl Fiber {
         self.cancelled()
     }
 
+    /// The first half of a yield whose switch the caller makes itself, inlined into its
+    /// own frame: for callers in other languages (keel-ffi's `keel_task_yield_inline`),
+    /// whose out-of-line call to a switching function would leave a call frame straddling
+    /// the switch (two return mispredicts per round trip, `arch/x86_64.rs`). Marks the
+    /// yield as [`yield_now`](Self::yield_now) does before it switches and gives the
+    /// address of the fiber's `AsmRegs` (`sp` at +0, `link` at +8). `None` when this
+    /// fiber must switch through `yield_now` instead (another switcher, a floating-point
+    /// control save, an AddressSanitizer build); nothing is marked then.
+    ///
+    /// # Safety
+    /// With `Some(regs)`, before any other call on this fiber the caller switches out on
+    /// `regs` with exactly `AsmSwitch::suspend`'s sequence (the protocol in
+    /// `arch/x86_64.rs`'s module doc), on this fiber's stack, and once resumed asks
+    /// [`is_cancelled`](Self::is_cancelled) for the yield's result.
+    #[doc(hidden)]
+    #[inline]
+    pub unsafe fn begin_foreign_yield(&mut self) -> Option<NonNull<u8>> {
+        if cfg!(keel_asan) || !self.core().on_asm {
+            return None;
+        }
+        self.header().set_flag(flag::WOKEN_WHILE_RUNNING);
+        // SAFETY: on `AsmSwitch` (`on_asm`), the regs sit at their offset in the body.
+        Some(unsafe { NonNull::new_unchecked((self.core.as_ptr() as *mut u8).add(ASM_REGS_OFFSET)) })
+    }
+
+    /// Whether the caller runs on this fiber's own stack (a local's address is inside
+    /// it): lets a foreign caller check that the fiber it names is the one running.
+    #[doc(hidden)]
+    #[inline]
+    pub fn on_own_stack(&self) -> bool {
+        let probe = 0u8;
+        let here = core::hint::black_box(&probe) as *const u8 as usize;
+        let stack = &self.core().stack;
+        (stack.base.as_ptr() as usize..stack.top() as usize).contains(&here)
+    }
+
     /// Suspends for `duration` (huge durations saturate).
     #[inline(always)]
     pub fn sleep(&mut self, duration: Duration) -> Result<(), Cancelled> {
