@@ -19,6 +19,19 @@
 //! }
 //! ```
 //!
+//! The same calls with the typed values, or raw ones through [`raw`], compile:
+//!
+//! ```
+//! async fn body() {
+//!     use keel_linux::flags::raw;
+//!     use keel_linux::net::{self, AddressFamily, SocketType};
+//!     let _ = keel_linux::fs::open("/tmp/x", raw::oflags(libc::O_CREAT).unwrap(), keel_linux::fs::Mode::empty()).await;
+//!     let _ = net::future::socket(AddressFamily::INET, SocketType::STREAM, None).await;
+//!     let (ty, _) = raw::socket_type(libc::SOCK_STREAM).unwrap();
+//!     let _ = net::future::socket(AddressFamily::INET, ty, None).await;
+//! }
+//! ```
+//!
 //! Raw integers (from C, from another library's constants) come in only through the
 //! [`raw`] module, the escape hatch, whose conversions are checked: a bit no named flag
 //! has, or a value outside the type's range, is `EINVAL` (the C API's conversions). rustix's

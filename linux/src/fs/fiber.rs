@@ -47,6 +47,9 @@ pub trait FiberFs {
     /// use keel_linux::fs::{FiberFs, Mode, OFlags};
     /// fn body(f: &mut keel_core::Fiber) {
     ///     let _ = f.open(c"/tmp/x", OFlags::CREATE | OFlags::RDWR, Mode::from_raw_mode(0o644));
+    ///     // A raw integer only through the named, checked escape hatch:
+    ///     let flags = keel_linux::flags::raw::oflags(libc::O_CREAT).unwrap();
+    ///     let _ = f.open(c"/tmp/x", flags, Mode::empty());
     /// }
     /// ```
     fn open(&mut self, path: &CStr, flags: OFlags, mode: Mode) -> Result<File, Errno>;
