@@ -212,6 +212,68 @@ pub mod raw {
     mod tests {
         use super::*;
 
+        /// Each single bit is accepted exactly when one of the listed C constants has it (a
+        /// table written apart from rustix's).
+        #[test]
+        fn each_bit_is_known_iff_a_c_flag_has_it() {
+            let o = [
+                libc::O_WRONLY,
+                libc::O_RDWR,
+                libc::O_CREAT,
+                libc::O_EXCL,
+                libc::O_NOCTTY,
+                libc::O_TRUNC,
+                libc::O_APPEND,
+                libc::O_NONBLOCK,
+                libc::O_DSYNC,
+                libc::O_SYNC,
+                libc::O_ASYNC,
+                libc::O_DIRECT,
+                0o100000, // the kernel's O_LARGEFILE (glibc's libc::O_LARGEFILE is 0 on x86_64)
+                libc::O_DIRECTORY,
+                libc::O_NOFOLLOW,
+                libc::O_NOATIME,
+                libc::O_CLOEXEC,
+                libc::O_PATH,
+                libc::O_TMPFILE,
+            ]
+            .iter()
+            .fold(0, |a, f| a | f);
+            let msg = [
+                libc::MSG_CONFIRM,
+                libc::MSG_DONTROUTE,
+                libc::MSG_DONTWAIT,
+                libc::MSG_EOR,
+                libc::MSG_MORE,
+                libc::MSG_NOSIGNAL,
+                libc::MSG_OOB,
+            ]
+            .iter()
+            .fold(0, |a, f| a | f);
+            let poll = [
+                libc::POLLIN,
+                libc::POLLPRI,
+                libc::POLLOUT,
+                libc::POLLRDNORM,
+                libc::POLLWRNORM,
+                libc::POLLRDBAND,
+                libc::POLLWRBAND,
+                libc::POLLERR,
+                libc::POLLHUP,
+                libc::POLLNVAL,
+                libc::POLLRDHUP,
+            ]
+            .iter()
+            .fold(0, |a, f| a | i32::from(*f));
+            for bit in 0..31 {
+                let b = 1i32 << bit;
+                assert_eq!(oflags(b).is_ok(), o & b != 0, "O_ bit {bit}");
+                assert_eq!(send_flags(b).is_ok(), msg & b != 0, "MSG_ bit {bit}");
+                assert_eq!(poll_flags(b).is_ok(), poll & b != 0, "POLL bit {bit}");
+                assert_eq!(mode(b as u32).is_ok(), b <= 0o4000, "mode bit {bit}");
+            }
+        }
+
         #[test]
         fn unknown_bits_are_einval() {
             assert_eq!(oflags(libc::O_CREAT | libc::O_RDWR), Ok(OFlags::CREATE | OFlags::RDWR));
