@@ -436,3 +436,33 @@ fn a_poll_future_polled_on_another_executor_gets_exdev() {
     assert_eq!(*out.borrow(), vec![Err(Errno(libc::EXDEV))]);
     drop(a); // the poll it still holds is cancelled with it
 }
+
+#[test]
+fn a_poll_on_an_executor_without_a_ring_is_einval() {
+    use keel_core::{Config, Executor};
+    use keel_linux::{MmapStacks, SleepDriver};
+    let ex =
+        Box::pin(Executor::with_stacks(SleepDriver::new(), MmapStacks::new().unwrap(), Config::default()).unwrap());
+    let ex = ex.as_ref();
+    let out: Out = Rc::default();
+    let fd = efd();
+    bump(&fd); // ready: only the missing ring can fail it
+    let (o, f2) = (out.clone(), fd.clone());
+    ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+        let r = f.poll(f2.as_fd(), PollFlags::IN, Some(Duration::from_millis(1)));
+        o.borrow_mut().push(r);
+        0u64
+    })
+    .unwrap();
+    let (o, f2) = (out.clone(), fd.clone());
+    ex.attach(task(), async move {
+        let r = ready::poll(f2.as_fd(), PollFlags::IN, None).await;
+        o.borrow_mut().push(r);
+        0u64
+    })
+    .unwrap();
+    while ex.attached() > 0 {
+        ex.run(16, Some(Duration::from_millis(10))).unwrap();
+    }
+    assert_eq!(*out.borrow(), vec![Err(Errno::EINVAL), Err(Errno::EINVAL)]);
+}
