@@ -41,6 +41,9 @@
 pub use rustix::event::PollFlags;
 pub use rustix::fs::{FallocateFlags, Mode, OFlags};
 pub use rustix::net::{AddressFamily, Protocol, RecvFlags, SendFlags, Shutdown, SocketFlags, SocketType, ipproto};
+/// What `open` takes as a path (`&str`, `&Path`, `&CStr`, `&CString`, ...), fibers and
+/// futures alike.
+pub use rustix::path::Arg as PathArg;
 
 bitflags::bitflags! {
     /// `SYNC_FILE_RANGE_*`, see sync_file_range(2) (rustix has no type for them).

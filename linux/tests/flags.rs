@@ -138,3 +138,51 @@ fn open_flags_and_mode_make_the_file_asked_for() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn fiber_and_future_open_take_the_same_path_types() {
+    let dir = std::env::temp_dir().join(format!("keel-paths-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("p");
+    std::fs::write(&file, b"x").unwrap();
+    let ex = executor(RingConfig::default());
+    let ex = ex.as_ref();
+    let out = Rc::new(RefCell::new(Vec::new()));
+    let (o, p) = (out.clone(), file.clone());
+    ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+        let s = p.to_str().unwrap().to_owned();
+        let c = std::ffi::CString::new(s.clone()).unwrap();
+        for r in [
+            f.open(p.as_path(), OFlags::RDONLY, Mode::empty()),
+            f.open(&s, OFlags::RDONLY, Mode::empty()),
+            f.open(c.as_c_str(), OFlags::RDONLY, Mode::empty()),
+        ] {
+            let r = r.and_then(|file| f.close(file)); // suspends: no borrow held across it
+            o.borrow_mut().push(r);
+        }
+        o.borrow_mut().push(f.open("a\0b", OFlags::RDONLY, Mode::empty()).map(drop));
+        0u64
+    })
+    .unwrap();
+    let (o, p) = (out.clone(), file.clone());
+    ex.attach(task(), async move {
+        for r in [
+            fs::open(p.as_path(), OFlags::RDONLY, Mode::empty()).await,
+            fs::open(p.to_str().unwrap(), OFlags::RDONLY, Mode::empty()).await,
+        ] {
+            let r = match r {
+                Ok(file) => fs::close(file).await,
+                Err(e) => Err(e),
+            };
+            o.borrow_mut().push(r);
+        }
+        let r = fs::open("a\0b", OFlags::RDONLY, Mode::empty()).await.map(drop);
+        o.borrow_mut().push(r);
+        0u64
+    })
+    .unwrap();
+    run_all(ex);
+    let (ok, nul) = (Ok(()), Err(Errno::EINVAL));
+    assert_eq!(*out.borrow(), vec![ok, ok, ok, nul, ok, ok, nul]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

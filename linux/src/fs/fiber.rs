@@ -8,7 +8,7 @@
 
 use super::{BufferError, File, FixedFile, close_fiber, close_fixed_fiber, cwd, fd, open_how, prio_op};
 use crate::fd::Fd;
-use crate::flags::{FallocateFlags, Mode, OFlags, SyncFileRangeFlags};
+use crate::flags::{FallocateFlags, Mode, OFlags, PathArg, SyncFileRangeFlags};
 use crate::regbuf::FixedBuf;
 use crate::ring::{RingDriver, RingOp};
 use io_uring::{opcode, types};
@@ -22,7 +22,7 @@ use std::pin::pin;
 pub trait FiberFs {
     /// `openat2` straight into the ring's fixed-file table (`IORING_FILE_INDEX_ALLOC`); needs
     /// `RingConfig::registered_files`.
-    fn open_direct(&mut self, path: &CStr, flags: OFlags, mode: Mode) -> Result<FixedFile, Errno>;
+    fn open_direct(&mut self, path: impl PathArg, flags: OFlags, mode: Mode) -> Result<FixedFile, Errno>;
     /// `pread` on a direct descriptor.
     fn read_direct(&mut self, file: &FixedFile, buf: &mut [u8], offset: u64) -> Result<u32, Errno>;
     /// `pwrite` on a direct descriptor.
@@ -52,7 +52,7 @@ pub trait FiberFs {
     ///     let _ = f.open(c"/tmp/x", flags, Mode::empty());
     /// }
     /// ```
-    fn open(&mut self, path: &CStr, flags: OFlags, mode: Mode) -> Result<File, Errno>;
+    fn open(&mut self, path: impl PathArg, flags: OFlags, mode: Mode) -> Result<File, Errno>;
     /// `close(fd)`, see close(2): cancels the descriptor's operations first, waits for that,
     /// then closes it through the ring (or, if a future's operation still holds it, lets
     /// that operation's completion close it). The descriptor is closed whatever this returns:
@@ -90,6 +90,12 @@ pub trait FiberFs {
     fn read_fixed(&mut self, file: &File, buf: &mut FixedBuf, len: u32, offset: u64) -> Result<u32, Errno>;
     /// `WRITE_FIXED` of `len` bytes from `buf`; errors as for `read_fixed`.
     fn write_fixed(&mut self, file: &File, buf: &FixedBuf, len: u32, offset: u64) -> Result<u32, Errno>;
+}
+
+/// Runs `f` with `path` as a NUL-terminated string (on the stack for a short path, else
+/// allocated; one that holds a NUL byte is `EINVAL`).
+fn with_c_path<T>(path: impl PathArg, f: impl FnOnce(&CStr) -> Result<T, Errno>) -> Result<T, Errno> {
+    path.into_with_c_str(|c| Ok(f(c))).map_err(|e| Errno(e.raw_os_error()))?
 }
 
 fn rt_allowed(f: &mut Fiber) -> bool {
@@ -151,16 +157,18 @@ pub(crate) fn collect_on(
 }
 
 impl FiberFs for Fiber {
-    fn open_direct(&mut self, path: &CStr, flags: OFlags, mode: Mode) -> Result<FixedFile, Errno> {
+    fn open_direct(&mut self, path: impl PathArg, flags: OFlags, mode: Mode) -> Result<FixedFile, Errno> {
         // No O_CLOEXEC: a direct descriptor is not in the process's table, and the kernel
         // refuses the flag for it (EINVAL).
         let how = types::OpenHow::new().flags((flags - OFlags::CLOEXEC).bits() as u64).mode(mode.bits() as u64);
-        let e = opcode::OpenAt2::new(types::Fd(cwd()), path.as_ptr(), &how)
-            .file_index(Some(types::DestinationSlot::auto_target()))
-            .build();
-        // SAFETY: `path` and `how` outlive `run_op`, which returns only after completion.
-        let index = self.run_op(unsafe { RingOp::from_entry(e) })?;
-        Ok(FixedFile { index })
+        with_c_path(path, |path| {
+            let e = opcode::OpenAt2::new(types::Fd(cwd()), path.as_ptr(), &how)
+                .file_index(Some(types::DestinationSlot::auto_target()))
+                .build();
+            // SAFETY: `path` and `how` outlive `run_op`, which returns only after completion.
+            let index = self.run_op(unsafe { RingOp::from_entry(e) })?;
+            Ok(FixedFile { index })
+        })
     }
 
     fn read_direct(&mut self, file: &FixedFile, buf: &mut [u8], offset: u64) -> Result<u32, Errno> {
@@ -203,12 +211,14 @@ impl FiberFs for Fiber {
         st.result().unwrap_or(Err(Errno::EIO))
     }
 
-    fn open(&mut self, path: &CStr, flags: OFlags, mode: Mode) -> Result<File, Errno> {
+    fn open(&mut self, path: impl PathArg, flags: OFlags, mode: Mode) -> Result<File, Errno> {
         let how = open_how(flags, mode);
-        let e = opcode::OpenAt2::new(types::Fd(cwd()), path.as_ptr(), &how).build();
-        // SAFETY: `path` and `how` outlive `run_op`, which returns only after completion.
-        let fd = self.run_op(unsafe { RingOp::from_entry(e) })?;
-        Ok(File { fd: Fd::new(fd as RawFd) }) // the kernel made it for us: ours
+        with_c_path(path, |path| {
+            let e = opcode::OpenAt2::new(types::Fd(cwd()), path.as_ptr(), &how).build();
+            // SAFETY: `path` and `how` outlive `run_op`, which returns only after completion.
+            let fd = self.run_op(unsafe { RingOp::from_entry(e) })?;
+            Ok(File { fd: Fd::new(fd as RawFd) }) // the kernel made it for us: ours
+        })
     }
 
     fn close(&mut self, file: File) -> Result<(), Errno> {

@@ -38,7 +38,7 @@ mod close;
 mod fiber;
 mod future;
 
-pub use crate::flags::{FallocateFlags, Mode, OFlags, SyncFileRangeFlags};
+pub use crate::flags::{FallocateFlags, Mode, OFlags, PathArg, SyncFileRangeFlags};
 pub(crate) use close::{close_fiber, close_fixed_fiber, close_fixed_shared, close_shared};
 pub use fiber::FiberFs;
 pub(crate) use fiber::{claim_on, collect_on, fixed_check};
