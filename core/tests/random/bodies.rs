@@ -95,29 +95,24 @@ fn check_batch(m: &Model, t: usize, sts: Pin<&Statuses>, specs: &[IoSpec], live:
 }
 
 /// Where `next_completed_io`'s answers stand for one `IoNext` batch.
-struct NextBatch {
+struct NextBatch<'a> {
+    sts: Pin<&'a Statuses>,
+    specs: &'a [IoSpec],
+    live: [bool; 4],
+    timeout_us: u32,
     named: [bool; 4],
     got: usize,
     timeouts: u32,
 }
 
-impl NextBatch {
-    fn new() -> Self {
-        NextBatch { named: [false; 4], got: 0, timeouts: 0 }
+impl<'a> NextBatch<'a> {
+    fn new(sts: Pin<&'a Statuses>, specs: &'a [IoSpec], live: [bool; 4], timeout_us: u32) -> Self {
+        NextBatch { sts, specs, live, timeout_us, named: [false; 4], got: 0, timeouts: 0 }
     }
 
     /// Checks one answer (the wait started at `start`); `false` once the batch is over.
-    fn answer(
-        &mut self,
-        m: &Model,
-        t: usize,
-        sts: Pin<&Statuses>,
-        specs: &[IoSpec],
-        live: &[bool],
-        timeout_us: u32,
-        start: Instant,
-        next: NextIo,
-    ) -> bool {
+    fn answer(&mut self, m: &Model, t: usize, start: Instant, next: NextIo) -> bool {
+        let (sts, specs, live, timeout_us) = (self.sts, self.specs, self.live, self.timeout_us);
         let mut m = m.borrow_mut();
         match next {
             NextIo::Completed(c) => {
@@ -274,11 +269,11 @@ pub async fn future_body(m: Model, t: usize, ops: Vec<Op>, _drops: DropGuard) ->
                     let op = SimOp::new(label).after(spec.latency()).with_result(spec.result);
                     live[i] = initiated(&m, t, initiate::<D>(status(sts, i), op).await)?;
                 }
-                let mut batch = NextBatch::new();
+                let mut batch = NextBatch::new(sts, &specs, live, timeout_us);
                 loop {
                     let start = now();
                     let next = next_completed_io(timeout_of(timeout_us)).await?;
-                    if !batch.answer(&m, t, sts, &specs, &live, timeout_us, start, next) {
+                    if !batch.answer(&m, t, start, next) {
                         break;
                     }
                 }
@@ -412,11 +407,11 @@ pub fn fiber_body(
                         let op = SimOp::new(label).after(spec.latency()).with_result(spec.result);
                         live[i] = initiated(&m, t, f.initiate::<D>(status(sts, i), op))?;
                     }
-                    let mut batch = NextBatch::new();
+                    let mut batch = NextBatch::new(sts, &specs, live, timeout_us);
                     loop {
                         let start = f.now();
                         let next = f.next_completed_io(timeout_of(timeout_us))?;
-                        if !batch.answer(&m, t, sts, &specs, &live, timeout_us, start, next) {
+                        if !batch.answer(&m, t, start, next) {
                             break;
                         }
                     }
