@@ -219,6 +219,19 @@ impl Dispatcher {
         body: B,
         vtable: &'static BodyVTable,
     ) -> Result<TaskHandle, AttachError<B>> {
+        #[cfg(keel_loom)]
+        return self.submit_body_with::<crate::sync::Strong, B>(task, body, vtable);
+        #[cfg(not(keel_loom))]
+        self.submit_body_with(task, body, vtable)
+    }
+
+    /// `submit`, with the fence a loom model may leave out (`sync::Weaken::PUSH_FENCE`).
+    pub(crate) fn submit_body_with<#[cfg(keel_loom)] W: crate::sync::Weaken, B>(
+        &'static self,
+        task: TaskHandle,
+        body: B,
+        vtable: &'static BodyVTable,
+    ) -> Result<TaskHandle, AttachError<B>> {
         if !Self::supported() {
             return Err(AttachError::Unsupported(body));
         }
@@ -244,6 +257,9 @@ impl Dispatcher {
         // SAFETY: `'static` slot, claimed by us.
         let prio = unsafe { run.header().as_ref() }.prio.get().cpu;
         self.push(prio, run.header());
+        #[cfg(keel_loom)]
+        self.unpark_one::<W>();
+        #[cfg(not(keel_loom))]
         self.unpark_one();
         Ok(run)
     }
