@@ -271,7 +271,7 @@ fn ready_rule_4_a_multishot_stream_reports_each_wake_up() {
                 let mut m = f.poll_multi(f2.as_fd(), PollFlags::IN).unwrap();
                 drop(f2); // the stream owns a duplicate
                 for _ in 0..EVENTS {
-                    let r = f.next_ready(&mut m);
+                    let r = f.next_ready(&mut m, None);
                     o.borrow_mut().push(r);
                 }
                 0u64
@@ -282,7 +282,7 @@ fn ready_rule_4_a_multishot_stream_reports_each_wake_up() {
                 let mut m = ready::poll_multi(f2.as_fd(), PollFlags::IN).unwrap();
                 drop(f2);
                 for _ in 0..EVENTS {
-                    let r = ready::next_ready(&mut m).await;
+                    let r = ready::next_ready(&mut m, None).await;
                     o.borrow_mut().push(r);
                 }
                 0u64
@@ -313,7 +313,7 @@ fn ready_rule_4_a_cancelled_stream_waiter_ends_with_ecanceled() {
         let t = if fiber {
             ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
                 let mut m = f.poll_multi(f2.as_fd(), PollFlags::IN).unwrap();
-                let r = f.next_ready(&mut m);
+                let r = f.next_ready(&mut m, None);
                 o.borrow_mut().push(r);
                 0u64
             })
@@ -321,7 +321,7 @@ fn ready_rule_4_a_cancelled_stream_waiter_ends_with_ecanceled() {
         } else {
             ex.attach(task(), async move {
                 let mut m = ready::poll_multi(f2.as_fd(), PollFlags::IN).unwrap();
-                let r = ready::next_ready(&mut m).await;
+                let r = ready::next_ready(&mut m, None).await;
                 o.borrow_mut().push(r);
                 0u64
             })
@@ -348,7 +348,7 @@ fn a_stream_of_another_kind_is_einval() {
             ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
                 use keel_linux::net::FiberNet;
                 let mut m = f.accept_multi(&s);
-                let r = f.next_ready(&mut m);
+                let r = f.next_ready(&mut m, None);
                 o.borrow_mut().push(r);
                 0u64
             })
@@ -356,7 +356,7 @@ fn a_stream_of_another_kind_is_einval() {
         } else {
             ex.attach(task(), async move {
                 let mut m = keel_linux::net::future::accept_multi(&s);
-                let r = ready::next_ready(&mut m).await;
+                let r = ready::next_ready(&mut m, None).await;
                 o.borrow_mut().push(r);
                 0u64
             })
@@ -482,7 +482,7 @@ fn ready_rule_4_a_stream_cancelled_after_the_kernel_posted_an_event_reports_it()
                 if fiber {
                     ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
                         let mut m = f.poll_multi(f2.as_fd(), PollFlags::IN).unwrap();
-                        let r = f.next_ready(&mut m);
+                        let r = f.next_ready(&mut m, None);
                         o.borrow_mut().push(r);
                         0u64
                     })
@@ -490,7 +490,7 @@ fn ready_rule_4_a_stream_cancelled_after_the_kernel_posted_an_event_reports_it()
                 } else {
                     ex.attach(task(), async move {
                         let mut m = ready::poll_multi(f2.as_fd(), PollFlags::IN).unwrap();
-                        let r = ready::next_ready(&mut m).await;
+                        let r = ready::next_ready(&mut m, None).await;
                         o.borrow_mut().push(r);
                         0u64
                     })
@@ -516,5 +516,52 @@ fn ready_rule_4_a_stream_cancelled_after_the_kernel_posted_an_event_reports_it()
         assert!(cancelled > 0, "fiber {fiber}: some events must be left unreaped for the test to mean anything");
         run_all(ex);
         assert_eq!(*out.borrow(), vec![Ok(PollFlags::IN); N], "fiber {fiber}: {cancelled} cancelled, none lost");
+    }
+}
+
+#[test]
+fn ready_rule_4_a_stream_wait_with_a_timeout_gives_etime_and_the_stream_goes_on() {
+    for fiber in [true, false] {
+        let ex = executor(RingConfig::default());
+        let ex = ex.as_ref();
+        let out: Out = Rc::default();
+        let fd = efd();
+        let (o, f2) = (out.clone(), fd.clone());
+        let ms = Some(Duration::from_millis(10));
+        let long = Some(Duration::from_secs(30));
+        let t = if fiber {
+            ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+                let mut m = f.poll_multi(f2.as_fd(), PollFlags::IN).unwrap();
+                for timeout in [ms, ms, long] {
+                    let r = f.next_ready(&mut m, timeout);
+                    o.borrow_mut().push(r);
+                }
+                0u64
+            })
+            .unwrap()
+        } else {
+            ex.attach(task(), async move {
+                let mut m = ready::poll_multi(f2.as_fd(), PollFlags::IN).unwrap();
+                for timeout in [ms, ms, long] {
+                    let r = ready::next_ready(&mut m, timeout).await;
+                    o.borrow_mut().push(r);
+                }
+                0u64
+            })
+            .unwrap()
+        };
+        // Two waits time out; the third gets the event written after them, before its timeout.
+        run_until(ex, || out.borrow().len() == 2 && in_io(ex, t));
+        bump(&fd);
+        run_all(ex);
+        assert_eq!(*out.borrow(), vec![Err(Errno::ETIME), Err(Errno::ETIME), Ok(PollFlags::IN)], "fiber {fiber}");
+        // The 30 s timer was cancelled, not left to run out (nor the dropped stream).
+        for _ in 0..100 {
+            if ex.with_driver(|d| d.in_flight()).unwrap() == 0 {
+                break;
+            }
+            let _ = ex.run(16, Some(Duration::from_millis(10)));
+        }
+        assert_eq!(ex.with_driver(|d| d.in_flight()).unwrap(), 0, "fiber {fiber}");
     }
 }

@@ -168,6 +168,17 @@ fn run_kept(f: &mut Fiber, op: RingOp, fd: Option<&crate::fd::SharedFd>) -> Resu
 /// with nothing queued, it cancels the op and waits on: results the kernel posted first
 /// are returned in order, then the op's end (`ECANCELED`), so none is lost.
 pub(crate) fn next_multi(f: &mut Fiber, m: &mut Multishot) -> Result<(i32, u32), Errno> {
+    next_multi_until(f, m, |_| false)
+}
+
+/// [`next_multi`] that gives up with `ETIME` when `expired` says so, asked each time it
+/// would wait (not once it has cancelled the op for a cancelled task: then it waits for
+/// the op's end). Results keep arriving in the `Multishot` for the next call.
+pub(crate) fn next_multi_until(
+    f: &mut Fiber,
+    m: &mut Multishot,
+    mut expired: impl FnMut(&mut Fiber) -> bool,
+) -> Result<(i32, u32), Errno> {
     let mut cancel_sent = false;
     let me = Some(f.task());
     loop {
@@ -198,6 +209,9 @@ pub(crate) fn next_multi(f: &mut Fiber, m: &mut Multishot) -> Result<(i32, u32),
                         m.cancel(d)
                     });
                     cancel_sent = true;
+                }
+                if !cancel_sent && expired(f) {
+                    return Err(Errno::ETIME);
                 }
                 f.wait_io();
             }

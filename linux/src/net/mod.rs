@@ -61,7 +61,7 @@ mod sqe;
 pub use crate::flags::{AddressFamily, Protocol, Shutdown, SockOpt, SocketType, ipproto};
 pub use addr::{SockAddr, local_addr};
 pub use fiber::FiberNet;
-pub(crate) use fiber::next_multi as next_multi_fiber;
+pub(crate) use fiber::next_multi_until as next_multi_fiber_until;
 pub use multishot::Multishot;
 pub(crate) use multishot::{MStep, MultiKind};
 pub use provided::ProvidedBuf;

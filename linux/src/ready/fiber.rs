@@ -23,8 +23,10 @@ pub trait FiberReady {
     /// events with [`next_ready`](Self::next_ready).
     fn poll_multi(&mut self, fd: BorrowedFd<'_>, events: PollFlags) -> Result<Multishot, Errno>;
     /// The next event mask of a [`poll_multi`](Self::poll_multi) stream (`EINVAL` for a
-    /// stream of another kind).
-    fn next_ready(&mut self, m: &mut Multishot) -> Result<PollFlags, Errno>;
+    /// stream of another kind). With a timeout, `Err(ETIME)` when it passes first; the
+    /// stream stays armed and events that arrive later are returned by the next call
+    /// (ready rule 4).
+    fn next_ready(&mut self, m: &mut Multishot, timeout: Option<Duration>) -> Result<PollFlags, Errno>;
 }
 
 fn initiate(f: &mut Fiber, st: Pin<&IoStatus>, op: RingOp) -> Result<(), Errno> {
@@ -82,10 +84,32 @@ impl FiberReady for Fiber {
         super::future::poll_multi(fd, events)
     }
 
-    fn next_ready(&mut self, m: &mut Multishot) -> Result<PollFlags, Errno> {
+    fn next_ready(&mut self, m: &mut Multishot, timeout: Option<Duration>) -> Result<PollFlags, Errno> {
         if m.kind() != MultiKind::Poll {
             return Err(Errno::EINVAL);
         }
-        crate::net::next_multi_fiber(self, m).map(|(res, _)| PollFlags::from_bits_retain(res as u16))
+        let ts = timeout.map(timespec);
+        let st = pin!(IoStatus::new());
+        // The timer starts the first time the stream has nothing queued (an event already
+        // there costs no timer); only its expiry ends the wait (ready rule 4).
+        let mut started = false;
+        let r = crate::net::next_multi_fiber_until(self, m, |f| {
+            let Some(ts) = &ts else { return false };
+            if !started {
+                started = true;
+                // SAFETY: `ts` lives in this frame, which waits for the timer's completion below.
+                if initiate(f, st.as_ref(), unsafe { RingOp::from_entry(timer_sqe(ts)) }).is_err() {
+                    return false; // no timer (a cancelled task): wait without one
+                }
+            }
+            matches!(st.result(), Some(Err(Errno::ETIME)))
+        });
+        if st.is_in_flight() {
+            self.cancel_io(st.as_ref());
+            while st.is_in_flight() {
+                self.wait_io(); // the timer completes before this frame (and `ts`) is left
+            }
+        }
+        r.map(|(res, _)| PollFlags::from_bits_retain(res as u16))
     }
 }

@@ -25,16 +25,7 @@ pub fn poll(fd: BorrowedFd<'_>, events: PollFlags, timeout: Option<Duration>) ->
     let op = PollOp { fd: fd.as_raw_fd(), events, multishot: false };
     // SAFETY: a poll SQE references no memory.
     let poll = SlotOp::new(unsafe { RingOp::owned(op.sqe(), None) });
-    let timer = timeout.map(|d| {
-        let mut v = vec![0u8; core::mem::size_of::<types::Timespec>()];
-        // SAFETY: `v` has room for one `Timespec`, written unaligned (a `Vec<u8>` promises
-        // no alignment; the kernel copies it with copy_from_user, which needs none).
-        unsafe { v.as_mut_ptr().cast::<types::Timespec>().write_unaligned(timespec(d)) };
-        let raw = RawBuf::from_vec(v);
-        let e = timer_sqe(raw.ptr() as *const types::Timespec);
-        // SAFETY: the SQE references only `raw`, which the slot keeps until completion.
-        SlotOp::new(unsafe { RingOp::owned(e, Some(raw)) })
-    });
+    let timer = timeout.map(timer_op);
     Ready { poll, timer, poll_res: None, timer_res: None, _fd: PhantomData }
 }
 
@@ -97,10 +88,46 @@ pub fn poll_multi(fd: BorrowedFd<'_>, events: PollFlags) -> Result<Multishot, Er
     Ok(Multishot::with_fd(shared, op.sqe(), MultiKind::Poll))
 }
 
-/// The next event mask of a [`poll_multi`] stream (`EINVAL` for a stream of another kind).
-pub async fn next_ready(m: &mut Multishot) -> Result<PollFlags, Errno> {
+/// The next event mask of a [`poll_multi`] stream (`EINVAL` for a stream of another
+/// kind). With a timeout, `Err(ETIME)` when it passes first; the stream stays armed and
+/// events that arrive later are returned by the next call (ready rule 4).
+pub async fn next_ready(m: &mut Multishot, timeout: Option<Duration>) -> Result<PollFlags, Errno> {
     if m.kind() != MultiKind::Poll {
         return Err(Errno::EINVAL);
     }
-    crate::net::future::next_multi(m).await.map(|(res, _)| PollFlags::from_bits_retain(res as u16))
+    let mask = |(res, _): (i32, u32)| PollFlags::from_bits_retain(res as u16);
+    let Some(d) = timeout else { return crate::net::future::next_multi(m).await.map(mask) };
+    let mut timer = Some(timer_op(d));
+    let mut next = core::pin::pin!(crate::net::future::next_multi(m));
+    core::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = next.as_mut().poll(cx) {
+            return Poll::Ready(r.map(mask)); // a timer still armed is abandoned with `timer`
+        }
+        // The timer goes in once the stream waits (an event already queued costs none).
+        if let Some(t) = timer.as_mut()
+            && let Poll::Ready((res, _, _)) = Pin::new(t).poll(cx)
+        {
+            timer = None;
+            if res == -Errno::ETIME.0 {
+                // Dropping `next` leaves the stream armed: later events wait in it.
+                return Poll::Ready(Err(Errno::ETIME));
+            }
+            // Not an expiry (a cancelled task's timer): wait for the stream alone.
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// A kept `IORING_OP_TIMEOUT` of `d`, its timespec in a buffer the slot keeps until the
+/// completion.
+fn timer_op(d: Duration) -> SlotOp {
+    let mut v = vec![0u8; core::mem::size_of::<types::Timespec>()];
+    // SAFETY: `v` has room for one `Timespec`, written unaligned (a `Vec<u8>` promises
+    // no alignment; the kernel copies it with copy_from_user, which needs none).
+    unsafe { v.as_mut_ptr().cast::<types::Timespec>().write_unaligned(timespec(d)) };
+    let raw = RawBuf::from_vec(v);
+    let e = timer_sqe(raw.ptr() as *const types::Timespec);
+    // SAFETY: the SQE references only `raw`, which the slot keeps until completion.
+    SlotOp::new(unsafe { RingOp::owned(e, Some(raw)) })
 }

@@ -39,7 +39,10 @@
 //!    so it may outlive the borrow and always re-arms on the same file, never on a reused
 //!    number; dropping it cancels the operation, and the duplicate is closed when its last
 //!    CQE is reaped (fd rules 1 and 3). A task cancelled while it waits for the next event
-//!    cancels the operation and gets the events posted first, then `ECANCELED`.
+//!    cancels the operation and gets the events posted first, then `ECANCELED`. A wait for
+//!    the next event may have a timeout (a timer as in rule 2, started only when nothing is
+//!    queued): `ETIME` leaves the stream armed, and later events wait in it for the next
+//!    call.
 //!
 //! Nothing here is on the executor's hot path: a wait is one or two SQEs and completions;
 //! the future form allocates the timeout's 16-byte timespec (kept by the timer's slot until
