@@ -1,41 +1,23 @@
-//! Readiness waits on a real ring (`ready` rules 1-4), fibers and futures alike, on
-//! descriptors keel does not own (eventfd, timerfd, pipe): readiness, timeout expiry, a
+//! One-shot readiness waits on a real ring (`ready` rules 1-3), fibers and futures alike,
+//! on descriptors keel does not own (eventfd, timerfd, pipe): readiness, timeout expiry, a
 //! cancel at every point (suspended, and completed with the CQE not reaped yet), a
-//! descriptor closed under a waiting poll, a future dropped in flight, and multishot
-//! streams.
+//! descriptor closed under a waiting poll, a future dropped in flight, moved out of its
+//! task or polled on another executor, and an executor without a ring. Streams are in
+//! `ready_stream.rs`.
 
 mod net_util;
+mod ready_util;
 
 use core::time::Duration;
-use keel_core::{Driver, Errno, Fiber, SuspendReason, TaskState};
+use keel_core::{Driver, Errno, Fiber};
 use keel_linux::RingConfig;
 use keel_linux::ready::{self, FiberReady, PollFlags};
 use net_util::{Ex, executor, fattrs, run_all, run_until, task};
-use rustix::event::{EventfdFlags, eventfd};
+use ready_util::{Out, bump, efd, in_io, pipe};
 use std::cell::RefCell;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
-
-type Out = Rc<RefCell<Vec<Result<PollFlags, Errno>>>>;
-
-fn efd() -> Rc<OwnedFd> {
-    Rc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).unwrap())
-}
-
-fn bump(fd: &OwnedFd) {
-    rustix::io::write(fd, &1u64.to_ne_bytes()).unwrap();
-}
-
-fn drain(fd: &OwnedFd) {
-    let mut b = [0u8; 8];
-    let _ = rustix::io::read(fd, &mut b);
-}
-
-fn pipe() -> (Rc<OwnedFd>, OwnedFd) {
-    let (r, w) = std::io::pipe().unwrap();
-    (Rc::new(OwnedFd::from(r)), OwnedFd::from(w))
-}
 
 /// A fiber (`fiber`) or future task that polls `fd` for `events` once and records the
 /// result. The caller keeps `fd` open until the task has completed, except where a test
@@ -67,15 +49,6 @@ fn poller(
         })
         .unwrap()
     }
-}
-
-/// Open descriptors of this process (each test runs in a process of its own).
-fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-fn in_io(ex: Pin<&Ex>, t: keel_core::TaskHandle) -> bool {
-    ex.state(t) == Ok(TaskState::Suspended(SuspendReason::Io))
 }
 
 #[test]
@@ -256,117 +229,6 @@ fn ready_rule_1_a_future_dropped_in_flight_leaves_nothing_behind() {
     drop(w);
 }
 
-#[test]
-fn ready_rule_4_a_multishot_stream_reports_each_wake_up() {
-    const EVENTS: usize = 3;
-    for fiber in [true, false] {
-        let ex = executor(RingConfig::default());
-        let ex = ex.as_ref();
-        let out: Out = Rc::default();
-        let fd = efd();
-        let before = fd_count();
-        let (o, f2) = (out.clone(), fd.clone());
-        let t = if fiber {
-            ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-                let mut m = f.poll_multi(f2.as_fd(), PollFlags::IN).unwrap();
-                drop(f2); // the stream owns a duplicate
-                for _ in 0..EVENTS {
-                    let r = f.next_ready(&mut m, None);
-                    o.borrow_mut().push(r);
-                }
-                0u64
-            })
-            .unwrap()
-        } else {
-            ex.attach(task(), async move {
-                let mut m = ready::poll_multi(f2.as_fd(), PollFlags::IN).unwrap();
-                drop(f2);
-                for _ in 0..EVENTS {
-                    let r = ready::next_ready(&mut m, None).await;
-                    o.borrow_mut().push(r);
-                }
-                0u64
-            })
-            .unwrap()
-        };
-        for i in 0..EVENTS {
-            run_until(ex, || in_io(ex, t) && out.borrow().len() == i);
-            bump(&fd);
-            run_until(ex, || out.borrow().len() == i + 1 || ex.attached() == 0);
-            drain(&fd);
-        }
-        run_all(ex);
-        assert_eq!(*out.borrow(), vec![Ok(PollFlags::IN); EVENTS], "fiber {fiber}");
-        run_until(ex, || ex.with_driver(|d| d.in_flight()).unwrap() == 0); // the dropped stream's cancel
-        assert_eq!(fd_count(), before, "fiber {fiber}: the stream's duplicate was closed");
-    }
-}
-
-#[test]
-fn ready_rule_4_a_cancelled_stream_waiter_ends_with_ecanceled() {
-    for fiber in [true, false] {
-        let ex = executor(RingConfig::default());
-        let ex = ex.as_ref();
-        let out: Out = Rc::default();
-        let fd = efd();
-        let (o, f2) = (out.clone(), fd.clone());
-        let t = if fiber {
-            ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-                let mut m = f.poll_multi(f2.as_fd(), PollFlags::IN).unwrap();
-                let r = f.next_ready(&mut m, None);
-                o.borrow_mut().push(r);
-                0u64
-            })
-            .unwrap()
-        } else {
-            ex.attach(task(), async move {
-                let mut m = ready::poll_multi(f2.as_fd(), PollFlags::IN).unwrap();
-                let r = ready::next_ready(&mut m, None).await;
-                o.borrow_mut().push(r);
-                0u64
-            })
-            .unwrap()
-        };
-        run_until(ex, || in_io(ex, t));
-        ex.cancel(t).unwrap();
-        run_all(ex);
-        assert_eq!(*out.borrow(), vec![Err(Errno::ECANCELED)], "fiber {fiber}");
-    }
-}
-
-#[test]
-fn a_stream_of_another_kind_is_einval() {
-    for fiber in [true, false] {
-        let ex = executor(RingConfig::default());
-        let ex = ex.as_ref();
-        let out: Out = Rc::default();
-        let o = out.clone();
-        let (l, _) = net_util::listen(ex, "127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into());
-        // SAFETY: the listener's descriptor is this test's alone.
-        let s = unsafe { keel_linux::net::Socket::from_raw_fd(l) };
-        if fiber {
-            ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-                use keel_linux::net::FiberNet;
-                let mut m = f.accept_multi(&s);
-                let r = f.next_ready(&mut m, None);
-                o.borrow_mut().push(r);
-                0u64
-            })
-            .unwrap();
-        } else {
-            ex.attach(task(), async move {
-                let mut m = keel_linux::net::future::accept_multi(&s);
-                let r = ready::next_ready(&mut m, None).await;
-                o.borrow_mut().push(r);
-                0u64
-            })
-            .unwrap();
-        }
-        run_all(ex);
-        assert_eq!(*out.borrow(), vec![Err(Errno::EINVAL)], "fiber {fiber}");
-    }
-}
-
 /// A descriptor that lives for the rest of the test process (for futures kept past their
 /// task and executor).
 fn leaked_pipe() -> (BorrowedFd<'static>, BorrowedFd<'static>) {
@@ -465,103 +327,4 @@ fn a_poll_on_an_executor_without_a_ring_is_einval() {
         ex.run(16, Some(Duration::from_millis(10))).unwrap();
     }
     assert_eq!(*out.borrow(), vec![Err(Errno::EINVAL), Err(Errno::EINVAL)]);
-}
-
-#[test]
-fn ready_rule_4_a_stream_cancelled_after_the_kernel_posted_an_event_reports_it() {
-    const N: usize = 16;
-    for fiber in [true, false] {
-        let ex = executor(RingConfig::default());
-        let ex = ex.as_ref();
-        let out: Out = Rc::default();
-        let fds: Vec<_> = (0..N).map(|_| efd()).collect();
-        let tasks: Vec<_> = fds
-            .iter()
-            .map(|fd| {
-                let (o, f2) = (out.clone(), fd.clone());
-                if fiber {
-                    ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-                        let mut m = f.poll_multi(f2.as_fd(), PollFlags::IN).unwrap();
-                        let r = f.next_ready(&mut m, None);
-                        o.borrow_mut().push(r);
-                        0u64
-                    })
-                    .unwrap()
-                } else {
-                    ex.attach(task(), async move {
-                        let mut m = ready::poll_multi(f2.as_fd(), PollFlags::IN).unwrap();
-                        let r = ready::next_ready(&mut m, None).await;
-                        o.borrow_mut().push(r);
-                        0u64
-                    })
-                    .unwrap()
-                }
-            })
-            .collect();
-        run_until(ex, || tasks.iter().all(|&t| in_io(ex, t)));
-        let _ = ex.run(1024, Some(Duration::from_millis(10)));
-        for fd in &fds {
-            bump(fd);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-        // One item: the pass's enter posts every completion, the reap takes one.
-        let _ = ex.run(1, Some(Duration::from_secs(2)));
-        let mut cancelled = 0;
-        for &t in &tasks {
-            if in_io(ex, t) {
-                ex.cancel(t).unwrap();
-                cancelled += 1;
-            }
-        }
-        assert!(cancelled > 0, "fiber {fiber}: some events must be left unreaped for the test to mean anything");
-        run_all(ex);
-        assert_eq!(*out.borrow(), vec![Ok(PollFlags::IN); N], "fiber {fiber}: {cancelled} cancelled, none lost");
-    }
-}
-
-#[test]
-fn ready_rule_4_a_stream_wait_with_a_timeout_gives_etime_and_the_stream_goes_on() {
-    for fiber in [true, false] {
-        let ex = executor(RingConfig::default());
-        let ex = ex.as_ref();
-        let out: Out = Rc::default();
-        let fd = efd();
-        let (o, f2) = (out.clone(), fd.clone());
-        let ms = Some(Duration::from_millis(10));
-        let long = Some(Duration::from_secs(30));
-        let t = if fiber {
-            ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-                let mut m = f.poll_multi(f2.as_fd(), PollFlags::IN).unwrap();
-                for timeout in [ms, ms, long] {
-                    let r = f.next_ready(&mut m, timeout);
-                    o.borrow_mut().push(r);
-                }
-                0u64
-            })
-            .unwrap()
-        } else {
-            ex.attach(task(), async move {
-                let mut m = ready::poll_multi(f2.as_fd(), PollFlags::IN).unwrap();
-                for timeout in [ms, ms, long] {
-                    let r = ready::next_ready(&mut m, timeout).await;
-                    o.borrow_mut().push(r);
-                }
-                0u64
-            })
-            .unwrap()
-        };
-        // Two waits time out; the third gets the event written after them, before its timeout.
-        run_until(ex, || out.borrow().len() == 2 && in_io(ex, t));
-        bump(&fd);
-        run_all(ex);
-        assert_eq!(*out.borrow(), vec![Err(Errno::ETIME), Err(Errno::ETIME), Ok(PollFlags::IN)], "fiber {fiber}");
-        // The 30 s timer was cancelled, not left to run out (nor the dropped stream).
-        for _ in 0..100 {
-            if ex.with_driver(|d| d.in_flight()).unwrap() == 0 {
-                break;
-            }
-            let _ = ex.run(16, Some(Duration::from_millis(10)));
-        }
-        assert_eq!(ex.with_driver(|d| d.in_flight()).unwrap(), 0, "fiber {fiber}");
-    }
 }
