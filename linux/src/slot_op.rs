@@ -125,8 +125,9 @@ impl SlotOp {
     }
 
     /// Asks for the operation to be cancelled as if its task were: at the next poll that
-    /// finds it in flight the driver is asked to cancel it, and the future still waits for
-    /// its own completion, which it returns (a completion that won the race included).
+    /// finds it in flight (or the one that submits it) the driver is asked to cancel it, and
+    /// the future still waits for its own completion, which it returns (a completion that
+    /// won the race included).
     pub(crate) fn request_cancel(&mut self) {
         self.cancel_wanted = true;
     }
@@ -199,14 +200,19 @@ impl Future for SlotOp {
         match tcx.try_submit_from::<RingDriver>(&mut self.op, wait) {
             Ok(id) => {
                 self.id = Some(id);
-                let (fd, closes) = (self.fd.take(), self.closes);
+                let (fd, closes, cancel) = (self.fd.take(), self.closes, self.cancel_wanted);
                 self.shared = tcx.with_driver::<RingDriver, _>(|d| {
                     let d = crate::ring::lent_mut(d);
                     if let Some(fd) = fd {
                         d.hold_fd(id, fd, closes); // same poll as the submission: no enter between
                     }
+                    if cancel {
+                        // Wanted before it went in: cancelled now, as no later poll may come.
+                        keel_core::Driver::cancel(d, id);
+                    }
                     d.shared.clone()
                 });
+                self.cancel_sent |= cancel;
                 tcx.waiting_for_io();
                 Poll::Pending
             }

@@ -328,3 +328,21 @@ fn a_poll_on_an_executor_without_a_ring_is_einval() {
     }
     assert_eq!(*out.borrow(), vec![Err(Errno::EINVAL), Err(Errno::EINVAL)]);
 }
+
+#[test]
+fn ready_rule_2_without_room_for_both_the_timer_goes_first_and_the_deadline_holds() {
+    // One slot: no room for the linked pair, so the fiber's poll and timer go in apart.
+    for fiber in [true, false] {
+        let ex = executor(RingConfig { slots: 1, ..RingConfig::default() });
+        let ex = ex.as_ref();
+        let out: Out = Rc::default();
+        let (r, _w) = pipe(); // never written
+        poller(ex, fiber, r.as_raw_fd(), PollFlags::IN, Some(Duration::from_millis(20)), &out);
+        run_all(ex);
+        let fd = efd();
+        bump(&fd);
+        poller(ex, fiber, fd.as_raw_fd(), PollFlags::IN, Some(Duration::from_millis(20)), &out);
+        run_all(ex);
+        assert_eq!(*out.borrow(), vec![Err(Errno::ETIME), Ok(PollFlags::IN)], "fiber {fiber}");
+    }
+}

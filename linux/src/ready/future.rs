@@ -47,28 +47,27 @@ impl Future for Ready<'_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        if this.poll_res.is_none()
-            && let Poll::Ready((res, _, _)) = Pin::new(&mut this.poll).poll(cx)
-        {
-            this.poll_res = Some(res);
-        }
-        if this.poll_res.is_some() {
-            // The poll decided: a timer still armed is abandoned (cancelled in its slot).
-            this.timer = None;
-        } else if let Some(timer) = this.timer.as_mut()
-            && this.poll.is_submitted()
+        // Ready rule 2: the timer goes in first, the poll once it is in.
+        if let Some(timer) = this.timer.as_mut()
             && let Poll::Ready((res, _, _)) = Pin::new(timer).poll(cx)
         {
-            // The timer ended first (expired, or could not start): cancel the poll and
-            // wait for its own completion, which may still report readiness.
             this.timer = None;
             this.timer_res = Some(res);
-            this.poll.request_cancel();
+        }
+        let timer_in = this.timer.as_ref().is_none_or(SlotOp::is_submitted);
+        if this.poll_res.is_none() && timer_in {
+            if this.timer_res.is_some() {
+                // Expired (or could not run), also while the poll still waited for room:
+                // the poll is cancelled (once it is in), and its own completion decides, so
+                // a descriptor ready all along still says so (as the fiber form does).
+                this.poll.request_cancel();
+            }
             if let Poll::Ready((res, _, _)) = Pin::new(&mut this.poll).poll(cx) {
                 this.poll_res = Some(res);
             }
         }
         let Some(res) = this.poll_res else { return Poll::Pending };
+        this.timer = None; // the poll decided: a timer still armed is abandoned (cancelled in its slot)
         let poll = revents(res).map(|m| u32::from(m.bits()));
         Poll::Ready(match this.timer_res {
             Some(t) if t < 0 && -t != Errno::ETIME.0 && poll == Err(Errno::ECANCELED) => Err(Errno(-t)),

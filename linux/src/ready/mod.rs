@@ -19,11 +19,17 @@
 //!    operations (cancelled in their slots, results discarded: `slot_op.rs`); a poll
 //!    reads no data and writes no memory of the caller's, so nothing is lost even if the
 //!    number was closed and reused before the cancel took.
-//! 2. **Timeout.** A timeout is a second operation beside the poll (`IORING_OP_TIMEOUT`,
-//!    relative, count 0), each admitted on its own in I/O-priority order (no link chain
-//!    is left open while one waits for room). Whichever completes first decides: readiness
-//!    cancels the timer; the timer's expiry cancels the poll and waits for its completion,
-//!    so readiness the kernel posted before the cancel took is returned, else `ETIME`.
+//! 2. **Timeout.** A timeout is a second operation beside the poll. A fiber submits the
+//!    two linked in one submission (`IOSQE_IO_LINK` and `IORING_OP_LINK_TIMEOUT`, through
+//!    `Fiber::initiate_pair`: both or neither) when there is room for both now; the kernel
+//!    then cancels the poll at expiry and the timer when the poll ends. Otherwise (no room
+//!    for both; futures, which submit one operation per poll) they go in apart, the timer
+//!    (`IORING_OP_TIMEOUT`, relative, count 0) first, each admitted in I/O-priority order
+//!    (no link chain is left open while one waits for room), and whichever completes first
+//!    has the other cancelled. A deadline counts from the timer's submission: while the
+//!    executor has no room, waiting for it comes first, as for any operation. Either way
+//!    the poll's own completion decides: readiness the kernel posted before the cancel
+//!    took is returned, else `ETIME`.
 //!    `Duration::ZERO` asks whether the descriptor is ready now (still through the ring);
 //!    a timeout beyond `i64::MAX` seconds (`Duration::MAX`) is taken as that, never sooner.
 //! 3. **Cancel.** A cancelled task cancels its operations and waits for their completions
@@ -90,6 +96,11 @@ fn timespec(d: Duration) -> types::Timespec {
 /// The `IORING_OP_TIMEOUT` SQE of a pure timer (count 0) firing `ts` after submission.
 fn timer_sqe(ts: *const types::Timespec) -> squeue::Entry {
     opcode::Timeout::new(ts).build()
+}
+
+/// The `IORING_OP_LINK_TIMEOUT` SQE bounding the operation linked before it by `ts`.
+fn link_timer_sqe(ts: *const types::Timespec) -> squeue::Entry {
+    opcode::LinkTimeout::new(ts).build()
 }
 
 /// A poll CQE's result as the `revents` mask, or its error.
