@@ -63,9 +63,10 @@
 //!    `WaitError::Cancelled`, leaving the queue.
 //! 6. Giving a unit back hands it to the first waiter (by rule 4) by taking the waiter
 //!    off the queue and marking it granted: from then on the unit is that waiter's.
-//!    A granted waiter that is dropped, or gives up (cancelled, outside its task) before
-//!    it takes the unit, passes the unit on to the next waiter, or back to the free
-//!    count: no wake is swallowed. Closing marks every queued waiter closed.
+//!    A granted waiter that is dropped, or whose task was cancelled before it took the
+//!    unit (its try then says `Cancelled`), passes the unit on to the next waiter, or
+//!    back to the free count: no wake is swallowed. A granted waiter polled outside its
+//!    task takes the unit (it is its own). Closing marks every queued waiter closed.
 //! 7. A waiter is woken after it is marked, under the lock. Same-thread: if its task's
 //!    current run is still the one queued and is owned by the executor it was queued
 //!    from, that executor is alive and on this thread (rule 1; an executor's drop

@@ -70,7 +70,7 @@ impl<'a, F: Flavour, S: Source> WaitFor<'a, F, S> {
         // Rt rules 1-2: `None` outside the task (moved out, polled by hand, another thread).
         let here = current_header(cx).and_then(Here::of);
         let this = self.into_ref().get_ref();
-        match this.on.with(|state| try_wait(state, this.kind, &this.node, here)) {
+        match this.on.with(|state| try_wait::<F, S>(state, this.kind, &this.node, here)) {
             Some(result) => Poll::Ready(result),
             None => Poll::Pending,
         }
@@ -104,13 +104,13 @@ pub(crate) fn block<F: Flavour, S: Source>(
     let wait = WaitFor::new(on, kind);
     let wait = core::pin::pin!(wait);
     let wait = wait.into_ref().get_ref();
-    if let Some(result) = on.with(|state| try_wait(state, kind, &wait.node, here(fiber, false))) {
+    if let Some(result) = on.with(|state| try_wait::<F, S>(state, kind, &wait.node, here(fiber, false))) {
         return result;
     }
     loop {
         // Bounded by wakes: each pass suspends once.
         let woke = fiber.wait();
-        if let Some(result) = on.with(|state| try_wait(state, kind, &wait.node, here(fiber, woke.is_err()))) {
+        if let Some(result) = on.with(|state| try_wait::<F, S>(state, kind, &wait.node, here(fiber, woke.is_err()))) {
             return result;
         }
     }

@@ -206,7 +206,7 @@ pub(crate) trait Source {
 
 /// One try of a wait, under the lock: what the waiter at `node` gets now.
 /// `here` is `None` outside a task (rt rule 2).
-pub(crate) fn try_wait<S: Source>(
+pub(crate) fn try_wait<F: Flavour, S: Source>(
     state: &mut S,
     kind: usize,
     node: &Waiter,
@@ -228,6 +228,12 @@ pub(crate) fn try_wait<S: Source>(
         }
         Stage::Granted => {
             node.stage.set(Stage::Idle);
+            if here.is_some_and(|h| h.cancelled) {
+                // Rt rule: a cancelled task's suspension point says `Cancelled`; the
+                // unit it was handed goes on (wait rule 6).
+                state.pass_on::<F>(kind);
+                return Some(Err(WaitError::Cancelled));
+            }
             Some(Ok(()))
         }
         Stage::Closed => {
