@@ -18,7 +18,7 @@ fn loom_models_run_with_make_loom() {
 
 #[cfg(keel_loom)]
 mod models {
-    use keel_core::wait::{Semaphore, loom_weaken_lock};
+    use keel_core::wait::{Semaphore, Shared, loom_weaken_lock};
     use keel_core::{Config, Executor, NoIo, RunError, TaskAttrs, TaskError, TaskSlot};
     use keel_loom_tests::{Leaked, ModelExecutor, check};
     use loom::sync::Arc;
@@ -43,7 +43,7 @@ mod models {
     fn permit_from_another_thread(weak_lock: bool) {
         check(3, move || {
             loom_weaken_lock(weak_lock);
-            let sem = Leaked::new(Semaphore::new(0));
+            let sem = Leaked::new(Semaphore::<Shared>::new(0));
             let slot = Leaked::new(TaskSlot::<256>::new());
             let data = Arc::new(AtomicUsize::new(0));
             {
