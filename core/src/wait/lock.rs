@@ -4,7 +4,7 @@
 //!   is neither `Send` nor `Sync`, so a primitive holding it stays on the thread that
 //!   made it and every access is from that thread (wait rule 1).
 //! - [`SpinLock`] (the cross-thread flavour, [`Shared`](super::Shared)): one byte, a
-//!   swap to take it and a store to give it back. Written by hand rather than taken from
+//!   CAS to take it and a store to give it back. Written by hand rather than taken from
 //!   `spin`: it must run on `crate::sync`'s atomics so the loom models
 //!   (`loom-tests/tests/loom_wait.rs`) see it, and its Acquire is the step their weakened
 //!   twin weakens. A holder runs only keel's own bounded code (wait rule 3), so a
@@ -46,22 +46,28 @@ impl RawLock for NoLock {
     fn unlock(&self) {}
 }
 
-/// The cross-thread flavour's lock: a test-and-test-and-set spin lock on one byte.
+/// The cross-thread flavour's lock: a test-and-test-and-set spin lock on one byte (CAS to take it).
 #[derive(Debug)]
 pub struct SpinLock(AtomicU8);
 
 impl SpinLock {
-    /// Takes the lock with `acquire` as the successful swap's ordering (`Acquire` in
+    /// Takes the lock with `acquire` as the successful CAS's ordering (`Acquire` in
     /// production; a loom twin weakens it).
     #[inline(always)]
     pub(crate) fn lock_with(&self, acquire: Ordering) {
         // Acquire (`acquire`): pairs with the last holder's Release in `unlock`, so this
-        // holder sees every write made under the lock before.
-        while self.0.swap(1, acquire) != 0 {
-            // Relaxed: only a hint that the lock looks free; the swap above orders.
+        // holder sees every write made under the lock before. Relaxed on failure: nothing
+        // is read. A CAS, not a swap: a failed try stores nothing.
+        while self.0.compare_exchange(0, 1, acquire, Ordering::Relaxed).is_err() {
+            // Relaxed: only a hint that the lock looks free; the CAS above orders. (Under
+            // loom a plain load may read the old value for ever, each read a new branch:
+            // the model retries the CAS instead.)
+            #[cfg(not(keel_loom))]
             while self.0.load(Ordering::Relaxed) != 0 {
                 spin_loop();
             }
+            #[cfg(keel_loom)]
+            spin_loop();
         }
     }
 }
@@ -82,7 +88,7 @@ impl RawLock for SpinLock {
     }
     #[inline(always)]
     fn unlock(&self) {
-        // Release: publishes this holder's writes to the next holder's Acquire swap.
+        // Release: publishes this holder's writes to the next holder's Acquire CAS.
         self.0.store(0, Ordering::Release);
     }
 }
