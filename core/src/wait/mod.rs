@@ -18,7 +18,7 @@
 //! ```
 //! use core::pin::pin;
 //! use keel_core::wait::Semaphore;
-//! use keel_core::{Config, Executor, TaskAttrs, TaskSlot, rt, sim::SimDriver};
+//! use keel_core::{Config, Executor, TaskAttrs, TaskError, TaskSlot, rt, sim::SimDriver};
 //! static SEM: Semaphore = Semaphore::new(1);
 //! static A: TaskSlot = TaskSlot::new();
 //! static B: TaskSlot = TaskSlot::new();
@@ -31,7 +31,7 @@
 //!             rt::yield_now().await?;
 //!             drop(permit); // hands the permit to the other task, which waits
 //!         }
-//!         Ok(())
+//!         Ok::<_, TaskError>(())
 //!     }).unwrap();
 //! }
 //! while ex.attached() > 0 { ex.run(16, None).unwrap(); }
