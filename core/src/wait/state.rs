@@ -1,7 +1,7 @@
 //! A primitive's state behind its flavour's lock, and the two ways to wait on it: a
 //! future ([`WaitFor`]) and a fiber's blocking call ([`block`]).
 
-use super::waiter::{Here, Source, Waiter, abandon, try_wait};
+use super::waiter::{Source, Waiter, abandon, try_wait};
 use super::{Flavour, WaitError};
 use crate::cx::current_header;
 use crate::fiber::Fiber;
@@ -68,9 +68,9 @@ impl<'a, F: Flavour, S: Source> WaitFor<'a, F, S> {
     #[inline(always)]
     pub(crate) fn poll_wait(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WaitError>> {
         // Rt rules 1-2: `None` outside the task (moved out, polled by hand, another thread).
-        let here = current_header(cx).and_then(Here::of);
+        let task = current_header(cx);
         let this = self.into_ref().get_ref();
-        match this.on.with(|state| try_wait::<F, S>(state, this.kind, &this.node, here)) {
+        match this.on.with(|state| try_wait::<F, S>(state, this.kind, &this.node, task)) {
             Some(result) => Poll::Ready(result),
             None => Poll::Pending,
         }
@@ -96,21 +96,20 @@ pub(crate) fn block<F: Flavour, S: Source>(
         let _ = fiber.wait();
         return Err(WaitError::Cancelled);
     }
-    let here = |fiber: &Fiber, cancelled: bool| {
-        Here::of(fiber.task().header()).map(|h| Here { cancelled: cancelled || h.cancelled, ..h })
-    };
+    let task = Some(fiber.task().header());
     // Pinned on the fiber's stack for the whole wait; `Unlink` takes it out of the queue
     // on every way out of this frame, unwinding included.
     let wait = WaitFor::new(on, kind);
     let wait = core::pin::pin!(wait);
     let wait = wait.into_ref().get_ref();
-    if let Some(result) = on.with(|state| try_wait::<F, S>(state, kind, &wait.node, here(fiber, false))) {
+    if let Some(result) = on.with(|state| try_wait::<F, S>(state, kind, &wait.node, task)) {
         return result;
     }
     loop {
         // Bounded by wakes: each pass suspends once.
-        let woke = fiber.wait();
-        if let Some(result) = on.with(|state| try_wait::<F, S>(state, kind, &wait.node, here(fiber, woke.is_err()))) {
+        // A cancel shows in the task's flag, which the try reads.
+        let _ = fiber.wait();
+        if let Some(result) = on.with(|state| try_wait::<F, S>(state, kind, &wait.node, task)) {
             return result;
         }
     }

@@ -34,25 +34,26 @@ pub(crate) struct Here {
     /// The task's executor (on this thread, inside its resume), for a same-thread wake.
     pub(crate) sched: NonNull<Sched>,
     pub(crate) level: Priority,
-    pub(crate) cancelled: bool,
 }
 
 impl Here {
     /// The running task of `header`, on its owner's thread inside its resume.
     #[inline(always)]
-    pub(crate) fn of(header: NonNull<Header>) -> Option<Here> {
+    fn of(header: NonNull<Header>) -> Option<Here> {
         let sched = Sched::of_task(header)?;
         // SAFETY: `'static` header of the running task, read on its owner's thread.
         let hdr = unsafe { header.as_ref() };
         // Relaxed: owner-written, read on the owner's thread.
         let task = TaskHandle::from_parts(header, hdr.generation.load(Ordering::Relaxed));
-        Some(Here {
-            task,
-            sched: NonNull::from(sched),
-            level: hdr.prio.get().cpu,
-            cancelled: hdr.has_flag(flag::CANCEL),
-        })
+        Some(Here { task, sched: NonNull::from(sched), level: hdr.prio.get().cpu })
     }
+}
+
+/// Whether the running task of `header` was cancelled.
+#[inline(always)]
+fn cancelled(header: NonNull<Header>) -> bool {
+    // SAFETY: `'static` header of the running task, read on its owner's thread.
+    unsafe { header.as_ref() }.has_flag(flag::CANCEL)
 }
 
 /// The list kind of [`Waiter`]'s links.
@@ -204,17 +205,18 @@ pub(crate) trait Source {
     fn pass_on<F: Flavour>(&mut self, kind: usize);
 }
 
-/// One try of a wait, under the lock: what the waiter at `node` gets now.
-/// `here` is `None` outside a task (rt rule 2).
+/// One try of a wait, under the lock: what the waiter at `node` gets now. `task` is
+/// the running task's header (rt rule 1), `None` outside a task (rt rule 2).
+#[inline(always)]
 pub(crate) fn try_wait<F: Flavour, S: Source>(
     state: &mut S,
     kind: usize,
     node: &Waiter,
-    here: Option<Here>,
+    task: Option<NonNull<Header>>,
 ) -> Option<Result<(), WaitError>> {
     match node.stage.get() {
         Stage::Idle => {
-            if here.is_some_and(|h| h.cancelled) {
+            if task.is_some_and(cancelled) {
                 return Some(Err(WaitError::Cancelled));
             }
             match state.try_take(kind) {
@@ -222,13 +224,13 @@ pub(crate) fn try_wait<F: Flavour, S: Source>(
                 Ok(false) => {}
                 Err(e) => return Some(Err(e)),
             }
-            let Some(here) = here else { return Some(Err(WaitError::NotInTask)) };
+            let Some(here) = task.and_then(Here::of) else { return Some(Err(WaitError::NotInTask)) };
             state.queue(kind).push(node, &here);
             None
         }
         Stage::Granted => {
             node.stage.set(Stage::Idle);
-            if here.is_some_and(|h| h.cancelled) {
+            if task.is_some_and(cancelled) {
                 // Rt rule: a cancelled task's suspension point says `Cancelled`; the
                 // unit it was handed goes on (wait rule 6).
                 state.pass_on::<F>(kind);
@@ -240,19 +242,15 @@ pub(crate) fn try_wait<F: Flavour, S: Source>(
             node.stage.set(Stage::Idle);
             Some(Err(WaitError::Closed))
         }
-        Stage::Linked => match here {
+        Stage::Linked => match task.and_then(|t| if cancelled(t) { None } else { Here::of(t) }) {
             None => {
                 state.queue(kind).remove(node);
-                Some(Err(WaitError::NotInTask))
+                Some(Err(if task.is_some() { WaitError::Cancelled } else { WaitError::NotInTask }))
             }
-            Some(h) if h.cancelled => {
-                state.queue(kind).remove(node);
-                Some(Err(WaitError::Cancelled))
-            }
-            Some(h) => {
+            Some(here) => {
                 // A spurious wake, or the waiting future moved to another task: the
                 // next grant wakes whoever polled last.
-                node.set_here(&h);
+                node.set_here(&here);
                 None
             }
         },
