@@ -87,7 +87,7 @@
 //! | dispatcher take (pop) | three priority levels; each CAS retry means another thread's CAS succeeded (lock-free) |
 //! | unparking a dispatcher worker | `dispatch::MAX_WORKERS` |
 //! | accounting | one `rdtsc` per resumption with `TscAccounting`, none without |
-| wait primitives (same-thread flavour): a try, a take, a give | O(1): three priority levels; `add_permits(n)` wakes at most `n`, `Event::set` and `close` each waiter queued once |
+//! | wait primitives (same-thread flavour): a try, a take, a give | O(1): three priority levels; `add_permits(n)` wakes at most `n`, `Event::set` and `close` each waiter queued once |
 //!
 //! What is not on the hot path, and says so: claiming an unowned task (one CAS),
 //! releasing or destroying a task, a wake from another thread (a CAS loop, lock-free,
