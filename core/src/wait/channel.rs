@@ -44,7 +44,7 @@ pub(super) struct ChanState<'s, T> {
 
 // SAFETY: the values move between threads through the channel: `T: Send` is needed and
 // enough; the rest is wait rule 3's.
-unsafe impl<T: core::marker::Send> core::marker::Send for ChanState<'_, T> {}
+unsafe impl<T: Send> Send for ChanState<'_, T> {}
 
 impl<T> ChanState<'_, T> {
     /// Writes `value` into the slot this caller was given.
@@ -159,8 +159,8 @@ impl<'s, T, F: Flavour> Channel<'s, T, F> {
 
     /// Sends `value`, waiting for a free slot (future tasks). On `Closed`, `Cancelled`
     /// or `NotInTask` the value comes back in the error.
-    pub fn send(&self, value: T) -> Send<'_, 's, T, F> {
-        Send { chan: self, value: Some(value), wait: WaitFor::new(&self.state, SLOT) }
+    pub fn send(&self, value: T) -> Sending<'_, 's, T, F> {
+        Sending { chan: self, value: Some(value), wait: WaitFor::new(&self.state, SLOT) }
     }
 
     /// Sends `value`, waiting for a free slot (fiber tasks).
@@ -256,13 +256,13 @@ impl<T, F: Flavour> core::fmt::Debug for Channel<'_, T, F> {
 /// value with it and leaves the queue; a slot granted to it and not used goes on (wait
 /// rule 6). Polled again after it completed, it stays pending.
 #[must_use = "futures do nothing unless polled"]
-pub struct Send<'a, 's, T, F: Flavour = Shared> {
+pub struct Sending<'a, 's, T, F: Flavour = Shared> {
     chan: &'a Channel<'s, T, F>,
     value: Option<T>,
     wait: WaitFor<'a, F, ChanState<'s, T>>,
 }
 
-impl<T, F: Flavour> Future for Send<'_, '_, T, F> {
+impl<T, F: Flavour> Future for Sending<'_, '_, T, F> {
     type Output = Result<(), SendError<T>>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // SAFETY: structural pinning of `wait` only; `value` is not pinned (moved out).
@@ -285,9 +285,9 @@ impl<T, F: Flavour> Future for Send<'_, '_, T, F> {
     }
 }
 
-impl<T, F: Flavour> core::fmt::Debug for Send<'_, '_, T, F> {
+impl<T, F: Flavour> core::fmt::Debug for Sending<'_, '_, T, F> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("Send")
+        f.write_str("Sending")
     }
 }
 

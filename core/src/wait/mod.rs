@@ -38,6 +38,23 @@
 //! assert_eq!(SEM.available_permits(), 1);
 //! ```
 //!
+//! A primitive cannot be dropped (or moved) while a waiter, permit or guard borrows it
+//! (wait rule 2):
+//!
+//! ```compile_fail,E0505
+//! let sem = keel_core::wait::LocalSemaphore::new(0);
+//! let acquire = sem.acquire();
+//! drop(sem); // error: `sem` is borrowed by `acquire`
+//! drop(acquire);
+//! ```
+//!
+//! and a same-thread primitive cannot be shared with another thread (wait rule 1):
+//!
+//! ```compile_fail,E0277
+//! fn share<T: Sync>(_: &T) {}
+//! share(&keel_core::wait::LocalSemaphore::new(1));
+//! ```
+//!
 //! Rules (cited as "wait rule N"):
 //! 1. A same-thread primitive stays on the thread that made it (`!Send`, `!Sync`), so
 //!    all its waiters were queued there, by tasks of executors on that thread.
@@ -90,7 +107,7 @@ mod semaphore;
 mod state;
 mod waiter;
 
-pub use channel::{Channel, LocalChannel, Recv, Send, SendError, TryRecvError, TrySendError};
+pub use channel::{Channel, LocalChannel, Recv, SendError, Sending, TryRecvError, TrySendError};
 pub use event::{Event, EventWait, LocalEvent};
 pub use lock::{NoLock, RawLock, SpinLock};
 pub use mutex::{LocalMutex, Lock, Mutex, MutexGuard};
@@ -164,6 +181,24 @@ impl From<WaitError> for crate::TaskError {
             WaitError::NotInTask => crate::TaskError::Failed(-1),
         }
     }
+}
+
+static_assertions::assert_impl_all!(Semaphore: Send, Sync);
+static_assertions::assert_impl_all!(Mutex<u32>: Send, Sync);
+static_assertions::assert_impl_all!(Event: Send, Sync);
+static_assertions::assert_impl_all!(Channel<'static, u32>: Send, Sync);
+static_assertions::assert_impl_all!(Acquire<'static>: Send);
+static_assertions::assert_impl_all!(MutexGuard<'static, u32>: Send, Sync);
+static_assertions::assert_not_impl_any!(MutexGuard<'static, core::cell::Cell<u32>>: Sync);
+static_assertions::assert_not_impl_any!(Mutex<std_free::NotSend>: Sync);
+static_assertions::assert_not_impl_any!(LocalSemaphore: Send, Sync);
+static_assertions::assert_not_impl_any!(LocalMutex<u32>: Send, Sync);
+static_assertions::assert_not_impl_any!(LocalEvent: Send, Sync);
+static_assertions::assert_not_impl_any!(LocalChannel<'static, u32>: Send, Sync);
+
+/// A `!Send` type for the assertions above (no `std` here).
+mod std_free {
+    pub struct NotSend(#[allow(dead_code)] *const ());
 }
 
 #[cfg(keel_loom)]
