@@ -369,6 +369,20 @@ typedef struct keel_task_attr {
   size_t stack_size;
 } keel_task_attr;
 
+/**
+ * A handle to a semaphore; all zeros is the null handle.
+ */
+typedef struct keel_semaphore {
+  /**
+   * The storage (opaque).
+   */
+  void *storage;
+  /**
+   * The semaphore's generation.
+   */
+  uint64_t generation;
+} keel_semaphore;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -1049,6 +1063,60 @@ keel_result keel_task_destroy(struct keel_task task);
  * `sizeof` keel's task storage as this library was built.
  */
 size_t keel_task_storage_size(void);
+
+/**
+ * Makes a semaphore with `permits` free permits (allocated once, kept for the next
+ * `create` after `destroy`).
+ *
+ * Thread safety: any thread. Errors: `-EINVAL` (`out` is NULL), `-ENOMEM`.
+ *
+ * # Safety
+ * `out` is valid for a write.
+ */
+keel_result keel_semaphore_create(uint64_t permits, struct keel_semaphore *out);
+
+/**
+ * Takes a permit, suspending the calling task until one is handed to it.
+ *
+ * Thread safety: only from inside the task's own function. Errors: `-ESTALE`,
+ * `-KEEL_ENOTINTASK` (not the running task), `-ECANCELED` (the task is cancelled:
+ * return), `-EPIPE` (the semaphore is closed).
+ */
+keel_result keel_semaphore_acquire(struct keel_task task, struct keel_semaphore sem);
+
+/**
+ * Takes a permit if one is free and no task waits for one; never waits.
+ *
+ * Thread safety: any thread. Errors: `-ESTALE`, `-EAGAIN` (none free), `-EPIPE` (closed).
+ */
+keel_result keel_semaphore_try_acquire(struct keel_semaphore sem);
+
+/**
+ * Gives `n` permits back (or adds them): each goes to the next waiting task (by
+ * priority, then FIFO), the rest to the free count.
+ *
+ * Thread safety: any thread. Errors: `-ESTALE`.
+ */
+keel_result keel_semaphore_release(struct keel_semaphore sem, uint64_t n);
+
+/**
+ * Closes the semaphore: every waiting task's acquire returns `-EPIPE`, and so does
+ * every later one. Thread safety: any thread. Errors: `-ESTALE`.
+ */
+keel_result keel_semaphore_close(struct keel_semaphore sem);
+
+/**
+ * The permits free now. Thread safety: any thread. Errors: `-ESTALE`.
+ */
+keel_result keel_semaphore_available(struct keel_semaphore sem);
+
+/**
+ * Destroys the semaphore; its handles become stale.
+ *
+ * Thread safety: any thread. Errors: `-ESTALE` (also a second destroy), `-EBUSY` (a task
+ * waits on it: release or close it, let the waiters return, then destroy).
+ */
+keel_result keel_semaphore_destroy(struct keel_semaphore sem);
 
 #ifdef __cplusplus
 }  // extern "C"

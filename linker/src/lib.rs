@@ -15,6 +15,7 @@
 //! | `status` | NT-style status blocks: initiate, `suspend_until_completed_io`, results (status rules) |
 //! | `stable` | type-stable storage for the `create` forms (stable rules) |
 //! | `thread` | thread tokens and generations |
+//! | `wait` | counting semaphores: `create`, `acquire` from a task body, `release` from any thread (semaphore rules) |
 //!
 //! Every exported symbol is named `keel_*` and every exported function that can reach a
 //! panic runs its body under `result::guard` (boundary rule 1).
@@ -32,6 +33,7 @@ mod stable;
 mod status;
 mod task;
 mod thread;
+mod wait;
 
 pub use body::{keel_task_fn, keel_task_suspend_for, keel_task_yield};
 pub use dispatch::{
