@@ -198,6 +198,20 @@ typedef struct keel_executor {
 } keel_executor;
 
 /**
+ * A handle to an event; all zeros is the null handle.
+ */
+typedef struct keel_event {
+  /**
+   * The storage (opaque).
+   */
+  void *storage;
+  /**
+   * The event's generation.
+   */
+  uint64_t generation;
+} keel_event;
+
+/**
  * How an executor is made. All zeros: a pure-compute executor (no ring).
  */
 typedef struct keel_executor_attr {
@@ -509,6 +523,48 @@ keel_result keel_dispatcher_destroy(struct keel_dispatcher d);
  * worker slot is taken).
  */
 keel_result keel_executor_serve(struct keel_executor ex, struct keel_dispatcher d);
+
+/**
+ * Makes an event, set or not (allocated once, kept for the next `create`).
+ *
+ * Thread safety: any thread. Errors: `-EINVAL` (`out` is NULL), `-ENOMEM`.
+ *
+ * # Safety
+ * `out` is valid for a write.
+ */
+keel_result keel_event_create(bool set, struct keel_event *out);
+
+/**
+ * Suspends the calling task until the event is set (at once if it is).
+ *
+ * Thread safety: only from inside the task's own function. Errors: `-ESTALE`,
+ * `-KEEL_ENOTINTASK`, `-ECANCELED` (the task is cancelled: return).
+ */
+keel_result keel_event_wait(struct keel_task task, struct keel_event event);
+
+/**
+ * Sets the event and wakes every waiting task. Thread safety: any thread. Errors:
+ * `-ESTALE`.
+ */
+keel_result keel_event_set(struct keel_event event);
+
+/**
+ * Clears the event. Thread safety: any thread. Errors: `-ESTALE`.
+ */
+keel_result keel_event_reset(struct keel_event event);
+
+/**
+ * 1 if the event is set, 0 if not. Thread safety: any thread. Errors: `-ESTALE`.
+ */
+keel_result keel_event_is_set(struct keel_event event);
+
+/**
+ * Destroys the event; its handles become stale.
+ *
+ * Thread safety: any thread. Errors: `-ESTALE` (also a second destroy), `-EBUSY` (a task
+ * waits on it: set it and let the waiters return first).
+ */
+keel_result keel_event_destroy(struct keel_event event);
 
 /**
  * Makes an executor in caller storage: `size` bytes at `storage`, aligned to

@@ -15,6 +15,7 @@
 //! | `status` | NT-style status blocks: initiate, `suspend_until_completed_io`, results (status rules) |
 //! | `stable` | type-stable storage for the `create` forms (stable rules) |
 //! | `thread` | thread tokens and generations |
+//! | `event` | manual-reset events: `create`, `wait` from a task body, `set`/`reset` from any thread (event rules) |
 //! | `wait` | counting semaphores: `create`, `acquire` from a task body, `release` from any thread (semaphore rules) |
 //!
 //! Every exported symbol is named `keel_*` and every exported function that can reach a
@@ -24,6 +25,7 @@
 
 mod body;
 mod dispatch;
+mod event;
 mod executor;
 mod fs;
 mod net;
