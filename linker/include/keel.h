@@ -162,6 +162,20 @@ typedef struct keel_task {
 } keel_task;
 
 /**
+ * A handle to a channel; all zeros is the null handle.
+ */
+typedef struct keel_channel {
+  /**
+   * The storage (opaque).
+   */
+  void *storage;
+  /**
+   * The channel's generation.
+   */
+  uint64_t generation;
+} keel_channel;
+
+/**
  * A handle to a dispatcher; all zeros is the null handle.
  */
 typedef struct keel_dispatcher {
@@ -449,6 +463,75 @@ keel_result keel_task_yield_begin(struct keel_task task, void **regs);
  * switch. Errors: `-ESTALE`, `-KEEL_ENOTINTASK` (no fiber: not inside a task function).
  */
 keel_result keel_task_yield_end(struct keel_task task);
+
+/**
+ * Makes a channel of `capacity` slots (at least 1).
+ *
+ * Thread safety: any thread. Errors: `-EINVAL` (`out` is NULL, or `capacity` is 0),
+ * `-ENOMEM`.
+ *
+ * # Safety
+ * `out` is valid for a write.
+ */
+keel_result keel_channel_create(size_t capacity, struct keel_channel *out);
+
+/**
+ * Sends `value`, suspending the calling task while the channel is full.
+ *
+ * Thread safety: only from inside the task's own function. Errors: `-ESTALE`,
+ * `-KEEL_ENOTINTASK`, `-ECANCELED` (the task is cancelled: return), `-EPIPE` (closed).
+ */
+keel_result keel_channel_send(struct keel_task task, struct keel_channel ch, uint64_t value);
+
+/**
+ * Receives the oldest value into `*out`, suspending the calling task while the channel
+ * is empty.
+ *
+ * Thread safety: only from inside the task's own function. Errors: `-EINVAL` (`out` is
+ * NULL), `-ESTALE`, `-KEEL_ENOTINTASK`, `-ECANCELED`, `-EPIPE` (closed and empty).
+ *
+ * # Safety
+ * `out` is valid for a write.
+ */
+keel_result keel_channel_recv(struct keel_task task, struct keel_channel ch, uint64_t *out);
+
+/**
+ * Sends `value` if a slot is free and no task waits to send; never waits.
+ *
+ * Thread safety: any thread. Errors: `-ESTALE`, `-EAGAIN` (full), `-EPIPE` (closed).
+ */
+keel_result keel_channel_try_send(struct keel_channel ch, uint64_t value);
+
+/**
+ * Receives the oldest value into `*out` if there is one and no task waits to receive;
+ * never waits.
+ *
+ * Thread safety: any thread. Errors: `-EINVAL` (`out` is NULL), `-ESTALE`, `-EAGAIN`
+ * (empty), `-EPIPE` (closed and empty).
+ *
+ * # Safety
+ * `out` is valid for a write.
+ */
+keel_result keel_channel_try_recv(struct keel_channel ch, uint64_t *out);
+
+/**
+ * Closes the channel: waiting senders get `-EPIPE`, receivers get the values sent before
+ * and then `-EPIPE`. Thread safety: any thread. Errors: `-ESTALE`.
+ */
+keel_result keel_channel_close(struct keel_channel ch);
+
+/**
+ * Values in the channel now. Thread safety: any thread. Errors: `-ESTALE`.
+ */
+keel_result keel_channel_len(struct keel_channel ch);
+
+/**
+ * Destroys the channel (values still in it are discarded); its handles become stale.
+ *
+ * Thread safety: any thread. Errors: `-ESTALE` (also a second destroy), `-EBUSY` (a task
+ * waits to send or receive: close it and let the waiters return first).
+ */
+keel_result keel_channel_destroy(struct keel_channel ch);
 
 /**
  * Makes a dispatcher (allocated once, kept for the next `create` after `destroy`).

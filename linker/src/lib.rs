@@ -15,6 +15,7 @@
 //! | `status` | NT-style status blocks: initiate, `suspend_until_completed_io`, results (status rules) |
 //! | `stable` | type-stable storage for the `create` forms (stable rules) |
 //! | `thread` | thread tokens and generations |
+//! | `channel` | bounded channels of 64-bit values: `send`/`recv` from a task body, `try_*` and `close` from any thread (channel rules) |
 //! | `event` | manual-reset events: `create`, `wait` from a task body, `set`/`reset` from any thread (event rules) |
 //! | `wait` | counting semaphores: `create`, `acquire` from a task body, `release` from any thread (semaphore rules) |
 //!
@@ -24,6 +25,7 @@
 #![allow(non_camel_case_types)]
 
 mod body;
+mod channel;
 mod dispatch;
 mod event;
 mod executor;

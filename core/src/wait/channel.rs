@@ -230,6 +230,11 @@ impl<'s, T, F: Flavour> Channel<'s, T, F> {
         self.len() == 0
     }
 
+    /// Tasks waiting now, to send or to receive.
+    pub fn waiters(&self) -> usize {
+        self.state.with(|s| s.slots.queue.len() + s.items.queue.len())
+    }
+
     /// Slots: the storage's length.
     pub fn capacity(&self) -> usize {
         self.state.with(|s| s.buf.len())
