@@ -114,8 +114,9 @@ fn wake<F: Flavour>(node: &Waiter) {
     {
         // SAFETY: `'static` header.
         let hdr = unsafe { task.header().as_ref() };
-        // SAFETY: compared only, until it matches: see below.
-        let id = unsafe { sched.as_ref() }.owner_id();
+        // Compared only, until it matches (see below): no reference to a scheduler that
+        // may be gone is formed.
+        let id = crate::exec::sched::Sched::owner_id_of(sched);
         // Relaxed, both: on the owner's thread they are owner-written. Wait rule 7: the
         // node was queued on this thread (a same-thread primitive never leaves it) by a
         // task of `sched`; if that task's current run is still the one queued and still
