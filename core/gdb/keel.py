@@ -11,6 +11,7 @@
 # exec/debug.rs): a #[repr(C)] block of field offsets and byte codes with the registry
 # of live executors in it, so the commands work on release builds, whose debug info has
 # no type layouts. The descriptor's version is checked.
+import re
 import struct
 
 import gdb
@@ -141,7 +142,7 @@ class Task:
         if regs:
             sp = regs["rsp"]
         elif self.state == "running":
-            sp = int(gdb.parse_and_eval("$rsp"))
+            sp = _running_sp(self.stack)
         if sp is None or not self.stack[0] <= sp <= self.stack[1]:
             return None
         return self.stack[1] - sp
@@ -155,6 +156,21 @@ class Task:
         return "task %d %r %s cpu=%s io=%s %s io_in_flight=%d resumed=%d%s" % (
             self.id, self.name, self.state, self.cpu, self.io, self.kind, self.in_flight,
             self.resumptions, stack)
+
+
+def _running_sp(stack):
+    """The stack pointer of the thread whose innermost frame is on `stack`, if any."""
+    thread, frame = gdb.selected_thread(), gdb.selected_frame()
+    try:
+        for t in gdb.selected_inferior().threads():
+            t.switch()
+            sp = int(gdb.newest_frame().read_register("rsp"))
+            if stack[0] <= sp <= stack[1]:
+                return sp
+    finally:
+        thread.switch()
+        frame.select()
+    return None
 
 
 def _tasks(lay, sched):
@@ -308,12 +324,34 @@ class StackPoolPrinter:
                                           ("created", "reused", "in_use", "spares", "high_water"))
 
 
+def _cell(val, field):
+    return val[field]["value"]["value"]
+
+
+class IoStatusPrinter:
+    """keel_core::io_status::block::IoStatus: an i/o status block (debug builds)."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        task = _u64(int(self.val["task"].address))  # Option<NonNull<Header>>: null is None
+        owner = ""
+        if task:
+            owner = ", task %d" % Task(Layout(), task).id
+        short = lambda v: re.sub(r"\b[a-z_][a-z0-9_]*::", "", str(v))  # module paths off
+        return "io status: %s, op %s, result %s%s" % (
+            short(_cell(self.val, "state")), short(_cell(self.val, "op")), short(_cell(self.val, "result")), owner)
+
+
 def _lookup(val):
     name = str(val.type.strip_typedefs().unqualified())
     if name.startswith("keel_core::exec::executor::Executor<"):
         return ExecutorPrinter(val)
     if name == "keel_core::task::TaskHandle":
         return TaskHandlePrinter(val)
+    if name == "keel_core::io_status::block::IoStatus":
+        return IoStatusPrinter(val)
     if name == "keel_core::stack::pool::StackPool":
         return StackPoolPrinter(val)
     return None

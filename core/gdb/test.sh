@@ -41,6 +41,8 @@ run_profile() { # cargo profile flag ("" or --release), target dir name
         -ex "keel bt 1" \
         -ex "keel bt 2" \
         -ex "keel stats" \
+        -ex "up" \
+        -ex "print *status.pointer" \
         -ex "echo ==bt==\\n" \
         -ex "bt" \
         -ex "continue" \
@@ -56,6 +58,9 @@ run_profile() { # cargo profile flag ("" or --release), target dir name
     check "$out" "probe: asm fiber, running, cpu low" "task 4 'probe' running cpu=low io=normal fiber"
     check "$out" "keel bt 1 shows demo_wait_here" "^#[0-9]+ .*demo_wait_here"
     check "$out" "keel bt 2 shows demo_sleep_here" "^#[0-9]+ .*demo_sleep_here"
+    if [ "$2" = debug ]; then # the printers need the types only dev builds describe
+        check "$out" "the status block printer" '^\$1 = io status: IoState::Idle, op OpId \(0\), result Option<.*>::None'
+    fi
     check "$out" "keel stats counts the stack pool" "stacks created 3 .* in_use 3"
     # The running fiber's own `bt`: its bottom frame, then the executor's run loop and
     # the thread's function on the executor's stack.

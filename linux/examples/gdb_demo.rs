@@ -14,7 +14,9 @@
 
 use core::pin::pin;
 use core::time::Duration;
-use keel_core::{Cancelled, Executor, Fiber, FiberAttrs, Priorities, Priority, TaskAttrs, TaskHandle, TaskSlot, rt};
+use keel_core::{
+    Cancelled, Executor, Fiber, FiberAttrs, IoStatus, Priorities, Priority, TaskAttrs, TaskHandle, TaskSlot, rt,
+};
 use keel_linux::{MmapStacks, SleepDriver};
 
 static SLOTS: [TaskSlot; 4] = [const { TaskSlot::new() }; 4];
@@ -71,6 +73,9 @@ fn run_executor() -> u64 {
     .expect("attach ticker");
     let probe = ex
         .attach_fiber(create(3, Priority::Low, Priority::Normal, "probe"), attrs, move |_f: &mut Fiber| {
+            // A status block for the test to print from the caller's frame (`up`).
+            let status = pin!(IoStatus::new());
+            core::hint::black_box(&status);
             let n = keel_gdb_demo_break(1);
             waiter.wake();
             Ok::<u64, keel_core::TaskError>(u64::from(n))
