@@ -15,6 +15,7 @@
 //! | `status` | NT-style status blocks: initiate, `suspend_until_completed_io`, results (status rules) |
 //! | `stable` | type-stable storage for the `create` forms (stable rules) |
 //! | `thread` | thread tokens and generations |
+//! | `gdb` | keel's GDB script in `.debug_gdb_scripts` |
 //!
 //! Every exported symbol is named `keel_*` and every exported function that can reach a
 //! panic runs its body under `result::guard` (boundary rule 1).
@@ -25,6 +26,7 @@ mod body;
 mod dispatch;
 mod executor;
 mod fs;
+mod gdb;
 mod net;
 mod regbuf;
 mod result;
