@@ -18,8 +18,9 @@ import gdb
 
 LAYOUT_VERSION = 1
 # KeelDebug up to `executors`: magic, version, ptr_size, SchedLayout (20 u32),
-# TaskLayout (13 u32), FiberLayout (5 u32), state codes, kind codes, slots, unlisted.
-DESC_FMT = "<8sII20I13I5I12s4sII"
+# TaskLayout (13 u32), FiberLayout (6 u32), state codes, kind codes, slots, unlisted,
+# reserved.
+DESC_FMT = "<8sII20I13I6I12s4sIII"
 STATES = ["idle", "attached", "ready", "running", "suspended(timer)", "suspended(io)",
           "suspended(wait)", "suspended(sq-slot)", "cancelling", "draining", "completed"]
 KINDS = ["future", "fiber", "custom"]
@@ -76,10 +77,10 @@ class Layout:
          self.t_owned, self.t_initiated) = t[0:9]
         self.t_stats = t[9:12]
         self.t_body = t[12]
-        self.f_base, self.f_size, self.f_state, self.f_fresh, self.f_regs = v[36:41]
-        self.state_codes = {c: STATES[i] for i, c in enumerate(v[41][:len(STATES)])}
-        self.kind_codes = {c: KINDS[i] for i, c in enumerate(v[42][:len(KINDS)])}
-        self.slots, self.unlisted = v[43], v[44]
+        self.f_base, self.f_size, self.f_state, self.f_fresh, self.f_started, self.f_regs = v[36:42]
+        self.state_codes = {c: STATES[i] for i, c in enumerate(v[42][:len(STATES)])}
+        self.kind_codes = {c: KINDS[i] for i, c in enumerate(v[43][:len(KINDS)])}
+        self.slots, self.unlisted = v[44], v[45]
         self.registry = base + size
 
     def executors(self):
@@ -117,9 +118,11 @@ class Task:
         self.regs = None
         if self.kind in ("fiber", "custom"):
             body = hdr + lay.t_body
-            base, size = _u64(body + lay.f_base), _u64(body + lay.f_size)
-            self.stack = (base, base + size)
-            self.started = _u8(body + lay.f_state) != lay.f_fresh
+            fstate = _u8(body + lay.f_state)
+            if fstate in (lay.f_fresh, lay.f_started):  # before: no stack yet; after: finished
+                base, size = _u64(body + lay.f_base), _u64(body + lay.f_size)
+                self.stack = (base, base + size)
+            self.started = fstate == lay.f_started
             self.regs = body + lay.f_regs
 
     def saved(self):

@@ -73,6 +73,8 @@ pub struct KeelDebug {
     pub slots: u32,
     /// Executors that found no free slot (registry rule 2).
     pub unlisted: AtomicU32,
+    /// Zero (keeps `executors` 8-aligned with no implicit padding).
+    pub reserved: u32,
     /// The registry: each slot null or a live, pinned executor's `Sched`.
     pub executors: [AtomicPtr<()>; REGISTRY_SLOTS],
 }
@@ -144,10 +146,14 @@ pub struct FiberLayout {
     pub stack_base: u32,
     /// See `stack_base`.
     pub stack_size: u32,
-    /// The fiber's state byte, and its value while the fiber has not started.
+    /// The fiber's state byte; its value once the fiber has a stack and has not run
+    /// (before that the stack fields hold no stack), and once it has run (its regs hold
+    /// where it resumes while it is not running).
     pub state: u32,
     /// See `state`.
     pub fresh_code: u32,
+    /// See `state`.
+    pub started_code: u32,
     /// The switcher's saved registers: for keel's switch `AsmRegs` (`sp`, then `link`);
     /// for keel-linux's ucontext switcher a pointer to the fiber's `ucontext_t`.
     pub regs: u32,
@@ -233,7 +239,14 @@ pub static keel_debug: KeelDebug = KeelDebug {
     },
     fiber: {
         let f = crate::fiber::DEBUG_FIBER;
-        FiberLayout { stack_base: u(f[0]), stack_size: u(f[1]), state: u(f[2]), fresh_code: u(f[3]), regs: u(f[4]) }
+        FiberLayout {
+            stack_base: u(f[0]),
+            stack_size: u(f[1]),
+            state: u(f[2]),
+            fresh_code: u(f[3]),
+            started_code: u(f[4]),
+            regs: u(f[5]),
+        }
     },
     state_codes: {
         use SuspendReason as R;
@@ -259,6 +272,7 @@ pub static keel_debug: KeelDebug = KeelDebug {
     },
     slots: u(REGISTRY_SLOTS),
     unlisted: AtomicU32::new(0),
+    reserved: 0,
     executors: [const { AtomicPtr::new(core::ptr::null_mut()) }; REGISTRY_SLOTS],
 };
 
@@ -266,9 +280,9 @@ pub static keel_debug: KeelDebug = KeelDebug {
 static_assertions::const_assert_eq!(offset_of!(KeelDebug, sched), 16);
 static_assertions::const_assert_eq!(offset_of!(KeelDebug, task), 96);
 static_assertions::const_assert_eq!(offset_of!(KeelDebug, fiber), 148);
-static_assertions::const_assert_eq!(offset_of!(KeelDebug, state_codes), 168);
-static_assertions::const_assert_eq!(offset_of!(KeelDebug, unlisted), 188);
-static_assertions::const_assert_eq!(offset_of!(KeelDebug, executors), 192);
+static_assertions::const_assert_eq!(offset_of!(KeelDebug, state_codes), 172);
+static_assertions::const_assert_eq!(offset_of!(KeelDebug, unlisted), 192);
+static_assertions::const_assert_eq!(offset_of!(KeelDebug, executors), 200);
 
 // The run queue's levels are `List<Header, RunLink>`s, read with the owned list's offsets.
 static_assertions::const_assert_eq!(size_of::<List<Header, RunLink>>(), size_of::<OwnedList>());
