@@ -246,11 +246,11 @@ where
         let state = unsafe { (*fiber_body).core.state.get() };
         if state < FiberState::Started {
             core::hint::cold_path();
-            // SAFETY: as above; no reference into the body is live.
-            if state == FiberState::Unstacked
-                && let Some(failed) = unsafe { Self::give_stack(task, fiber_body) }
-            {
-                return failed;
+            if state == FiberState::Unstacked {
+                // SAFETY: as above; no reference into the body is live.
+                if let Some(failed) = unsafe { Self::give_stack(task, fiber_body) } {
+                    return failed;
+                }
             }
             // SAFETY: as above; the fiber is fresh now, with an unused stack from the
             // pool (fiber rule 1).
