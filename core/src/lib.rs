@@ -1,6 +1,7 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(missing_docs)]
+#![debugger_visualizer(gdb_script_file = "../gdb/keel.py")]
 
 //! keel's `#![no_std]`, allocation-free core: executors with three CPU and three I/O
 //! priority levels, task slots reused across runs, wake rules that hold across threads,

@@ -18,6 +18,7 @@
 //! | `channel` | bounded channels of 64-bit values: `send`/`recv` from a task body, `try_*` and `close` from any thread (channel rules) |
 //! | `event` | manual-reset events: `create`, `wait` from a task body, `set`/`reset` from any thread (event rules) |
 //! | `wait` | counting semaphores: `create`, `acquire` from a task body, `release` from any thread (semaphore rules) |
+//! | `gdb` | keel's GDB script in `.debug_gdb_scripts` |
 //!
 //! Every exported symbol is named `keel_*` and every exported function that can reach a
 //! panic runs its body under `result::guard` (boundary rule 1).
@@ -30,6 +31,7 @@ mod dispatch;
 mod event;
 mod executor;
 mod fs;
+mod gdb;
 mod net;
 mod ready;
 mod regbuf;

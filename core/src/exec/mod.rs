@@ -39,10 +39,12 @@
 //! | `cancel.rs` | cancel, destroy, release |
 //! | `teardown.rs` | `shutdown` and the executor's drop (teardown rules) |
 //! | `work_source.rs` | the interface a dispatcher is served through |
+//! | `debug.rs` | the debugger descriptor and the registry of live executors |
 
 mod attach;
 mod cancel;
 mod config;
+pub mod debug;
 mod events;
 mod executor;
 mod intake;

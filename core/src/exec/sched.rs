@@ -153,6 +153,8 @@ impl Sched {
             // SAFETY: sched rule 3; park rule 3: set once, before publication.
             self.mailbox.park.set_unparker(unsafe { (driver_vt.unparker)(driver, word) });
             self.initialised.set(true);
+            // Registry rule 1 (exec/debug.rs): pinned from here on (sched rule 1).
+            crate::exec::debug::register(self);
         }
     }
 

@@ -269,6 +269,9 @@ impl<const N: usize> Default for TaskSlot<N> {
 }
 
 impl Trailer {
+    /// Where the id is, for debuggers (`exec/debug.rs`).
+    pub(crate) const DEBUG_ID: usize = core::mem::offset_of!(Self, id);
+
     /// The task's id (header rule 4).
     #[inline]
     pub(crate) fn id(&self) -> u32 {
