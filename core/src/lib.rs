@@ -27,6 +27,7 @@
 //! - [`task`]: task slots, handles, the lifecycle ([`task::state`]) and wake rules.
 //! - [`Executor`]: attach, run, cancel, destroy; the run loop.
 //! - [`rt`]: what a future task awaits: `yield_now`, `sleep`, `sleep_until`, `wait`.
+//! - [`join`]: waiting for another task's result (futures, fibers, threads).
 //! - [`io_status`]: NT-style status blocks.
 //! - [`Driver`] and [`sim::SimDriver`].
 //!
@@ -37,7 +38,7 @@
 //! and fails on one that points up. Bottom to top:
 //!
 //! ```text
-//! 7 api       rt cx io_status dispatch loom_api
+//! 7 api       rt cx io_status dispatch loom_api join
 //! 6 exec      exec fiber
 //! 5 task      task io_status::block
 //! 4 driver    driver sim
@@ -112,6 +113,7 @@ pub mod error;
 pub mod exec;
 pub mod fiber;
 pub mod io_status;
+pub mod join;
 pub mod list;
 #[cfg(keel_loom)]
 #[doc(hidden)]
@@ -145,6 +147,7 @@ pub use io_status::{
     DriverPtr, IoStatus, NotSubmitted, SubmitRefused, initiate, suspend_until_completed_io, try_submit,
     try_submit_from, try_submit_now,
 };
+pub use join::JoinError;
 pub use priority::{Priorities, Priority};
 pub use stack::{NoStacks, RegionStacks, Stack, StackProvider, StackStats};
 pub use switch::FiberSwitch;
