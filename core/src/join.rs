@@ -51,15 +51,18 @@
 //! `destroy`). A join that reads the record after the slot's next run started returns
 //! `Stale`, never the later run's result.
 
+pub use crate::task::join::CROSS_WAITERS;
+
 use crate::clock::Instant;
 use crate::cx::TaskCx;
 use crate::error::TaskResult;
 use crate::exec::sched::Sched;
 use crate::fiber::Fiber;
+use crate::sync::AtomicU32;
 use crate::sync::Ordering;
 use crate::task::TaskHandle;
 use crate::task::header::{Header, SlotPtr};
-use crate::task::join::{JoinNode, Outcome};
+use crate::task::join::{Entry, JoinNode, Outcome, task_entry, thread_entry};
 use core::future::Future;
 use core::pin::Pin;
 use core::ptr::NonNull;
@@ -83,9 +86,10 @@ pub enum JoinError {
     Cancelled,
     /// Polled outside a keel task (rt rule 2).
     NotInTask,
-    /// The awaited task belongs to another executor (or to none yet): join it from a
-    /// task of its own executor.
-    OtherExecutor,
+    /// [`CROSS_WAITERS`](CROSS_WAITERS) joins from other threads wait
+    /// for this task already (join rule 5): wait for one of them, or join from a task
+    /// on the awaited task's own executor (no limit there).
+    TooManyWaiters,
 }
 
 impl core::fmt::Display for JoinError {
@@ -102,8 +106,9 @@ impl core::fmt::Display for JoinError {
             JoinError::TimedOut => "the awaited run did not complete before the deadline",
             JoinError::Cancelled => "the joining task was cancelled; return and let it complete",
             JoinError::NotInTask => "join polled outside a keel task: await it in a task body",
-            JoinError::OtherExecutor => {
-                "the awaited task belongs to another executor: join it from a task on that executor"
+            JoinError::TooManyWaiters => {
+                "too many joins from other threads wait for this task: join from a task on its own executor, \
+                 or after another join returned"
             }
         })
     }
@@ -111,18 +116,18 @@ impl core::fmt::Display for JoinError {
 
 /// Waits for run `task` to complete and returns its result.
 pub fn join(task: TaskHandle) -> Join {
-    Join { task, timeout: None, deadline: None, node: JoinNode::new(), out: None }
+    Join { task, timeout: None, deadline: None, node: JoinNode::new(), entry: None, out: None }
 }
 
 /// [`join`] that gives up after `timeout` (from its first poll) with `JoinError::TimedOut`.
 /// A zero timeout only looks.
 pub fn join_timeout(task: TaskHandle, timeout: Duration) -> Join {
-    Join { task, timeout: Some(timeout), deadline: None, node: JoinNode::new(), out: None }
+    Join { task, timeout: Some(timeout), deadline: None, node: JoinNode::new(), entry: None, out: None }
 }
 
 /// [`join`] that gives up at `deadline` on the executor's clock.
 pub fn join_until(task: TaskHandle, deadline: Instant) -> Join {
-    Join { task, timeout: None, deadline: Some(deadline), node: JoinNode::new(), out: None }
+    Join { task, timeout: None, deadline: Some(deadline), node: JoinNode::new(), entry: None, out: None }
 }
 
 /// The future [`join`] returns. Polled again after it returned, it returns the same.
@@ -132,6 +137,8 @@ pub struct Join {
     deadline: Option<Instant>,
     /// Linked in the awaited task's waiters while `node.waiter` is set (join rule 3).
     node: JoinNode,
+    /// Held while it waits as a join from another thread (join rule 5).
+    entry: Option<Entry>,
     out: Option<Result<TaskResult, JoinError>>,
 }
 
@@ -145,35 +152,61 @@ impl core::fmt::Debug for Join {
 enum Look {
     /// It returns this.
     Out(Result<TaskResult, JoinError>),
-    /// The run is attached to the joiner's executor and not complete: wait.
-    Wait,
+    /// The run is attached to the joiner's executor and not complete: wait in its list.
+    Here,
+    /// The run belongs to another executor (or none): wait as a join from another thread.
+    Elsewhere,
 }
 
-/// The checks every join makes before it waits, on the joining task's thread: itself,
-/// the record (join rule 2), then whether the run is attached here.
+/// The record of run `task` (join rule 2): `None` while the run has not completed.
+fn record_look(task: TaskHandle) -> Option<Result<TaskResult, JoinError>> {
+    let target = task.header();
+    match target.trailer().record.read(task.generation(), &target.hdr().generation) {
+        Err(()) => Some(Err(JoinError::Stale)),
+        Ok(Some(Outcome::NeverAttached)) => Some(Err(JoinError::NeverAttached)),
+        Ok(Some(Outcome::Done(result))) => Some(Ok(result)),
+        Ok(None) => None,
+    }
+}
+
+/// The checks every join from a task makes before it waits, on the joining task's
+/// thread: itself, the record (join rule 2), then where the run is attached.
 fn look(sched: &Sched, me: NonNull<Header>, task: TaskHandle) -> Look {
     let target = task.header();
     let header = target.hdr();
     if me == target && header.generation.load(Ordering::Relaxed) == task.generation() {
         return Look::Out(Err(JoinError::JoinSelf));
     }
-    match target.trailer().record.read(task.generation(), &header.generation) {
-        Err(()) => return Look::Out(Err(JoinError::Stale)),
-        Ok(Some(Outcome::NeverAttached)) => return Look::Out(Err(JoinError::NeverAttached)),
-        Ok(Some(Outcome::Done(result))) => return Look::Out(Ok(result)),
-        Ok(None) => {}
+    if let Some(out) = record_look(task) {
+        return Look::Out(out);
     }
     // Acquire: pairs with the Release that published the owner (remote rule 2); if it is
     // us, we stored it on this thread.
     if header.owner.load(Ordering::Acquire) != sched.owner_id() {
-        return Look::Out(Err(JoinError::OtherExecutor));
+        return Look::Elsewhere;
     }
     // Ours, current, not recorded: attached (join rule 1: an unattached run is recorded).
     // Header rule 2: we own it, so its state is ours to read.
     if header.generation.load(Ordering::Relaxed) != task.generation() || !header.state.get().is_attached() {
         return Look::Out(Err(JoinError::Stale));
     }
-    Look::Wait
+    Look::Here
+}
+
+/// Join rule 5: registers `target` for run `task` and announces it (wake rule 8), then
+/// looks again. `Ok(entry)`: registered, still waiting; `Err(out)`: the join returns
+/// `out` (its entry freed).
+fn register_cross(task: TaskHandle, target: u64) -> Result<Entry, Result<TaskResult, JoinError>> {
+    let record = &task.header().trailer().record;
+    let Some(entry) = record.register(target) else { return Err(Err(JoinError::TooManyWaiters)) };
+    crate::task::wake::announce_join(task.header(), task.generation());
+    match record_look(task) {
+        Some(out) => {
+            record.unregister(entry);
+            Err(out)
+        }
+        None => Ok(entry),
+    }
 }
 
 /// Links `node` in run `task`'s waiters for `me` to be woken (join rule 3).
@@ -202,7 +235,20 @@ impl Join {
     fn step(&mut self, cx: &Context<'_>) -> Option<Result<TaskResult, JoinError>> {
         let Some(tcx) = TaskCx::of(cx) else { return Some(Err(JoinError::NotInTask)) };
         let (sched, me) = (tcx.sched(), tcx.header());
-        if self.node.waiter.get().is_none() {
+        if let Some(entry) = self.entry {
+            // Waiting as a join from another thread: woken to look at the record again.
+            let out = match record_look(self.task) {
+                Some(out) => Some(out),
+                None if tcx.is_cancelled() => Some(Err(JoinError::Cancelled)),
+                None if self.deadline.is_some_and(|at| sched.now() >= at) => Some(Err(JoinError::TimedOut)),
+                None => None,
+            };
+            if out.is_some() {
+                self.entry = None;
+                self.task.header().trailer().record.unregister(entry);
+                return out;
+            }
+        } else if self.node.waiter.get().is_none() {
             if let Some(result) = self.node.result.take() {
                 // The run's end unlinked us and left its result (join rule 3).
                 return Some(Ok(result));
@@ -210,22 +256,29 @@ impl Join {
             if tcx.is_cancelled() {
                 return Some(Err(JoinError::Cancelled));
             }
-            match look(sched, me, self.task) {
-                Look::Out(out) => return Some(out),
-                Look::Wait => {}
+            let look = look(sched, me, self.task);
+            if let Look::Out(out) = look {
+                return Some(out);
             }
-            let deadline = match (self.deadline, self.timeout) {
+            self.deadline = match (self.deadline, self.timeout) {
                 (Some(at), _) => Some(at),
                 (None, Some(t)) => Some(sched.now().saturating_add(t)),
                 (None, None) => None,
             };
-            self.deadline = deadline;
-            if deadline.is_some_and(|at| sched.now() >= at) {
+            if self.deadline.is_some_and(|at| sched.now() >= at) {
                 return Some(Err(JoinError::TimedOut));
             }
-            // SAFETY: `look` said `Wait` just now; the node is pinned (`Join` is `!Unpin`
-            // and polled through `Pin`), unlinked, and `Drop` unlinks it.
-            unsafe { link(self.task, &self.node, me) };
+            if let Look::Here = look {
+                // SAFETY: `look` said `Here` just now; the node is pinned (`Join` is
+                // `!Unpin` and polled through `Pin`), unlinked, and `Drop` unlinks it.
+                unsafe { link(self.task, &self.node, me) };
+            } else {
+                // Join rule 5: woken by wakes of this run of the joining task.
+                match register_cross(self.task, task_entry(me, tcx.task().generation())) {
+                    Ok(entry) => self.entry = Some(entry),
+                    Err(out) => return Some(out),
+                }
+            }
         } else {
             // Polled again while linked: by a wake of another future, a select, our
             // deadline, or a cancel.
@@ -268,8 +321,12 @@ impl Future for Join {
 
 impl Drop for Join {
     fn drop(&mut self) {
-        // A dropped waiter leaves the list; the awaited task is untouched.
+        // A dropped waiter leaves the list (or frees its entry); the awaited task is
+        // untouched.
         unlink(self.task, &self.node);
+        if let Some(entry) = self.entry.take() {
+            self.task.header().trailer().record.unregister(entry);
+        }
     }
 }
 
@@ -286,12 +343,16 @@ impl Fiber {
             let _ = self.wait();
             return Err(JoinError::Cancelled);
         }
-        if let Look::Out(out) = look(sched, me, task) {
+        let look = look(sched, me, task);
+        if let Look::Out(out) = look {
             return out;
         }
         let deadline = timeout.map(|t| sched.now().saturating_add(t));
         if deadline.is_some_and(|at| sched.now() >= at) {
             return Err(JoinError::TimedOut);
+        }
+        if let Look::Elsewhere = look {
+            return self.join_cross(sched, task, deadline);
         }
         let node = core::pin::pin!(JoinNode::new());
         // SAFETY: `look` said `Wait` just now; the node is pinned on this stack and
@@ -315,4 +376,82 @@ impl Fiber {
             }
         }
     }
+
+    /// `join` of a run on another executor (join rule 5).
+    fn join_cross(
+        &mut self,
+        sched: &Sched,
+        task: TaskHandle,
+        deadline: Option<Instant>,
+    ) -> Result<TaskResult, JoinError> {
+        let me = self.task();
+        let entry = match register_cross(task, task_entry(me.header(), me.generation())) {
+            Ok(entry) => entry,
+            Err(out) => return out,
+        };
+        let out = loop {
+            if let Some(at) = deadline {
+                sched.arm(me.header(), at);
+            }
+            let waited = self.wait();
+            if let Some(out) = record_look(task) {
+                break out;
+            }
+            if waited.is_err() {
+                break Err(JoinError::Cancelled);
+            }
+            if deadline.is_some_and(|at| sched.now() >= at) {
+                break Err(JoinError::TimedOut);
+            }
+        };
+        task.header().trailer().record.unregister(entry);
+        out
+    }
+}
+
+/// How a thread that is not an executor's blocks until a word changes: the futex pair
+/// (keel-linux implements it with `futex(2)`: `keel_linux::Futex`). keel-core has no
+/// threads of its own, so the caller names the blocking piece.
+///
+/// The executor that completes a run calls `wake_all` on its thread, after the record's
+/// `done` word changed (join rule 5): it must not block.
+pub trait ThreadWait {
+    /// A point in time on the implementation's clock.
+    type Deadline: Copy;
+    /// The deadline `timeout` from now.
+    fn deadline_after(timeout: Duration) -> Self::Deadline;
+    /// Blocks while `*word == expected`, until `wake_all` on `word` or `deadline`
+    /// (spurious returns are fine). Returns false once `deadline` has passed.
+    fn wait(word: &AtomicU32, expected: u32, deadline: Option<Self::Deadline>) -> bool;
+    /// Wakes every thread blocked in `wait` on `word`.
+    fn wake_all(word: &AtomicU32);
+}
+
+/// Blocks this thread (not an executor's: it would stop that executor) until run `task`
+/// completes, at most `timeout` (`None`: no limit). The outcomes are those of [`join`];
+/// it cannot be cancelled (give it a timeout). Any thread; one entry of the task's
+/// [`CROSS_WAITERS`](CROSS_WAITERS) while it blocks.
+pub fn join_blocking<P: ThreadWait>(task: TaskHandle, timeout: Option<Duration>) -> Result<TaskResult, JoinError> {
+    if let Some(out) = record_look(task) {
+        return out;
+    }
+    let deadline = timeout.map(P::deadline_after);
+    let entry = match register_cross(task, thread_entry(P::wake_all)) {
+        Ok(entry) => entry,
+        Err(out) => return out,
+    };
+    let record = &task.header().trailer().record;
+    let out = loop {
+        // Acquire: pairs with `publish`'s Release store (join rule 2); the value the wait
+        // compares with, read before the look, so a publish between the two ends the wait.
+        let seen = record.done_word().load(Ordering::Acquire);
+        if let Some(out) = record_look(task) {
+            break out;
+        }
+        if !P::wait(record.done_word(), seen, deadline) {
+            break record_look(task).unwrap_or(Err(JoinError::TimedOut));
+        }
+    };
+    record.unregister(entry);
+    out
 }

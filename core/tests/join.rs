@@ -342,22 +342,95 @@ fn a_join_polled_outside_a_task_says_so_and_touches_nothing() {
     assert_eq!(ex.result(child), Ok(Some(Ok(4))));
 }
 
+/// Join rule 5 between two executors on one thread: a future and a fiber on `a` join a
+/// task of `b` that completes later, one that completed before, with timeouts and
+/// cancels; the awaited task is never disturbed.
 #[test]
-fn a_join_on_another_executors_task_is_a_typed_error() {
+fn joins_across_executors_get_the_result_time_out_and_cancel() {
+    let a = pin!(Executor::with_stacks(SimDriver::new(), region(2), Config::default()).unwrap());
+    let a = a.into_ref();
+    let b = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let b = b.into_ref();
+    let done_before = b.attach(task(Priority::Normal, "before"), async { 3u64 }).unwrap();
+    run_all!(b);
+    let on_b = b.attach(task(Priority::Normal, "on_b"), sleeper(ms(10), 1)).unwrap();
+    let fut = a
+        .attach(task(Priority::Normal, "fut"), async move {
+            let before = join(done_before).await.unwrap()?;
+            assert_eq!(join_timeout(on_b, ms(1)).await, Err(JoinError::TimedOut));
+            let got = join(on_b).await.unwrap()?;
+            Ok::<u64, TaskError>(before * 10 + got)
+        })
+        .unwrap();
+    let fib = a
+        .attach_fiber(task(Priority::Normal, "fib"), ATTRS, move |f: &mut Fiber| {
+            assert_eq!(f.join(done_before, Some(ms(1))), Ok(Ok(3)));
+            f.join(on_b, None).unwrap()
+        })
+        .unwrap();
+    let to_cancel = a
+        .attach(task(Priority::Normal, "to_cancel"), async move {
+            assert_eq!(join(on_b).await, Err(JoinError::Cancelled));
+            Err::<u64, TaskError>(TaskError::Cancelled)
+        })
+        .unwrap();
+    // a's tasks register with b's task and announce; its timer passes for the 1 ms join.
+    a.run(16, None).unwrap();
+    assert_eq!(a.state(to_cancel), Ok(TaskState::Suspended(keel_core::SuspendReason::Wait)));
+    assert_eq!(a.cancel(to_cancel), Ok(CancelOutcome::Resumes));
+    while a.attached() > 2 {
+        a.run(16, None).unwrap();
+    }
+    assert_eq!(a.result(to_cancel), Ok(Some(Err(TaskError::Cancelled))));
+    // a parks until the 1 ms join times out; that join's task joins again, untimed.
+    a.run(16, None).unwrap();
+    assert_eq!(a.now().as_nanos(), 1_000_000);
+    // b takes the announces, then runs its task to the end, which wakes a's joins.
+    run_all!(b);
+    assert_eq!(b.result(on_b), Ok(Some(Ok(1))), "the awaited task ran undisturbed");
+    run_all!(a);
+    assert_eq!(a.result(fut), Ok(Some(Ok(31))));
+    assert_eq!(a.result(fib), Ok(Some(Ok(1))));
+}
+
+/// Join rule 5's table: `CROSS_WAITERS` joins from other threads at once, and one more
+/// is told so; a join that returns frees its entry for the next.
+#[test]
+fn one_join_more_than_the_cross_entries_is_too_many_waiters() {
     let a = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let a = a.into_ref();
     let b = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let b = b.into_ref();
-    let on_b = b.attach(task(Priority::Normal, "on_b"), sleeper(ms(1), 1)).unwrap();
-    let w2 = a
-        .attach(task(Priority::Normal, "w2"), async move {
-            assert_eq!(join(on_b).await, Err(JoinError::OtherExecutor));
-            1u64
-        })
-        .unwrap();
-    run_all!(a);
-    assert_eq!(a.result(w2), Ok(Some(Ok(1))));
+    let on_b = b.attach(task(Priority::Normal, "on_b"), sleeper(ms(10), 8)).unwrap();
+    let mut waiters = Vec::new();
+    for _ in 0..keel_core::join::CROSS_WAITERS {
+        waiters.push(a.attach(task(Priority::Normal, "w"), async move { join(on_b).await.unwrap() }).unwrap());
+    }
+    a.run(64, None).unwrap();
+    let extra = a.attach(task(Priority::Normal, "extra"), async move {
+        assert_eq!(join(on_b).await, Err(JoinError::TooManyWaiters));
+        1u64
+    });
+    let extra = extra.unwrap();
+    a.run(64, None).unwrap();
+    assert_eq!(a.result(extra), Ok(Some(Ok(1))));
     run_all!(b);
+    run_all!(a);
+    for w in waiters {
+        assert_eq!(a.result(w), Ok(Some(Ok(8))));
+    }
+    // Every entry is free again.
+    let on_b = b.attach(on_b, sleeper(ms(10), 9)).unwrap();
+    let mut again = Vec::new();
+    for _ in 0..keel_core::join::CROSS_WAITERS {
+        again.push(a.attach(task(Priority::Normal, "w2"), async move { join(on_b).await.unwrap() }).unwrap());
+    }
+    a.run(64, None).unwrap();
+    run_all!(b);
+    run_all!(a);
+    for w in again {
+        assert_eq!(a.result(w), Ok(Some(Ok(9))));
+    }
 }
 
 #[test]

@@ -30,6 +30,20 @@
 //!    through the completion of rule 3 (or a teardown's leak, which does the same), so
 //!    a node is never left in the list of a run that is over. A node unlinks itself when
 //!    its join gives up first (cancelled, timed out, dropped).
+//! 5. Joins from other threads (a task of another executor, a thread blocking) register
+//!    in the task's `cross` entries: one CAS of a free entry from 0 to the waiter's
+//!    wake target (a task and its run, or a thread's futex wake function), then an
+//!    announce through the owner's inbox (wake rule 8), then a second look at the
+//!    record. The owner that takes the announce wakes every registered entry, and marks
+//!    the run (`cross_armed`) if it is still attached; a marked run's end wakes every
+//!    entry again after publishing the record. Entries stay until their waiter clears
+//!    them (a plain store of 0: only the waiter writes an entry it holds), whatever it
+//!    returns: a wake is only a signal to read the record again, harmless when spurious
+//!    (a task's wake names its run; a futex wake names the record's `done` word, in the
+//!    `'static` slot). So a waiter that registered is either seen by its own second look
+//!    (the record was published, and the task possibly released, before the announce) or
+//!    woken by its owner: at the announce (the run was over) or at the run's end (marked).
+//!    At most [`CROSS_WAITERS`] at once; one more gets `JoinError::TooManyWaiters`.
 
 use crate::error::{TaskError, TaskResult};
 use crate::list::{Link, Links};
@@ -60,7 +74,24 @@ const PANICKED: u64 = 3;
 const FP: u64 = 4;
 const NEVER: u64 = 5;
 
-/// The record of a task's last completed run (join rules 1-2).
+/// How many joins from other threads may wait for one task at once (join rule 5); a
+/// task's slot holds one word for each.
+#[cfg(not(keel_loom))]
+pub const CROSS_WAITERS: usize = 8;
+/// See the non-loom definition: two under loom, so the models reach a full table.
+#[cfg(keel_loom)]
+pub const CROSS_WAITERS: usize = 2;
+
+/// The function a blocked thread's entry names (join rule 5): wakes every thread blocked
+/// on the word (`join::ThreadWait::wake_all`).
+pub(crate) type FutexWake = fn(&AtomicU32);
+
+/// The low bits of a thread's entry (a task's entry has bit 0 set, or is a 64-byte
+/// aligned address: `wake::encode`).
+const THREAD: u64 = 2;
+
+/// The record of a task's last completed run (join rules 1-2), and the joins from other
+/// threads that wait for it (join rule 5).
 pub(crate) struct JoinRecord {
     /// The generation of the run recorded; the word a blocked thread waits on.
     done: AtomicU32,
@@ -68,6 +99,37 @@ pub(crate) struct JoinRecord {
     value: AtomicU64Like,
     /// A panic message's bytes (its length is in `value`).
     text: AtomicPtr<u8>,
+    /// Wake targets of joins from other threads; 0 is a free entry (join rule 5).
+    cross: [AtomicU64Like; CROSS_WAITERS],
+    /// The owner saw an announce while the run was attached: its end wakes `cross`
+    /// (join rule 5). Owner-local (header rule 2).
+    pub(crate) cross_armed: Cell<bool>,
+}
+
+#[cfg(not(keel_loom))]
+const fn free_entries() -> [AtomicU64Like; CROSS_WAITERS] {
+    [const { AtomicU64Like::new(0) }; CROSS_WAITERS]
+}
+
+#[cfg(keel_loom)]
+fn free_entries() -> [AtomicU64Like; CROSS_WAITERS] {
+    core::array::from_fn(|_| AtomicU64Like::new(0))
+}
+
+/// A registered join from another thread (join rule 5): the entry it holds.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Entry(usize);
+
+/// The entry value naming run `generation` of the task at `hdr` (woken with a wake by
+/// generation, wake rule 2).
+pub(crate) fn task_entry(hdr: NonNull<Header>, generation: u32) -> u64 {
+    crate::task::wake::encode(hdr, generation) as usize as u64
+}
+
+/// The entry value naming a blocked thread's wake function.
+pub(crate) fn thread_entry(wake: FutexWake) -> u64 {
+    // Code addresses are below 2^62 on the 64-bit targets keel builds for.
+    (wake as usize as u64) << 2 | THREAD
 }
 
 impl JoinRecord {
@@ -79,6 +141,8 @@ impl JoinRecord {
                 tag: AtomicU64Like::new(NEVER),
                 value: AtomicU64Like::new(0),
                 text: AtomicPtr::new(core::ptr::null_mut()),
+                cross: free_entries(),
+                cross_armed: Cell::new(false),
             }
         }
     }
@@ -123,6 +187,50 @@ impl JoinRecord {
             return Err(());
         }
         Ok(Some(decode(tag, value, text)))
+    }
+}
+
+impl JoinRecord {
+    /// Join rule 5: takes a free entry for `target` (`task_entry`, `thread_entry`);
+    /// `None` if all [`CROSS_WAITERS`] are taken. Lock-free: each failed CAS is an entry
+    /// another waiter holds.
+    pub(crate) fn register(&self, target: u64) -> Option<Entry> {
+        for (i, entry) in self.cross.iter().enumerate() {
+            // Relaxed: the announce's Release CAS that follows publishes it to the owner
+            // (wake rule 8); the entry itself is all a competing waiter must see.
+            if entry.compare_exchange(0, target, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+                return Some(Entry(i));
+            }
+        }
+        None
+    }
+
+    /// Join rule 5: frees the entry its waiter holds.
+    pub(crate) fn unregister(&self, entry: Entry) {
+        // Relaxed: an owner that still reads the old value wakes the waiter spuriously,
+        // which is harmless (join rule 5); the next waiter's CAS sees the 0 (one location).
+        self.cross[entry.0].store(0, Ordering::Relaxed);
+    }
+
+    /// Join rule 5, the owner: wakes every registered join from another thread. Bounded
+    /// by [`CROSS_WAITERS`].
+    pub(crate) fn wake_cross(&self) {
+        for entry in &self.cross {
+            // Relaxed: the announce this owner took (AcqRel) ordered the registration
+            // before this load; a value read late only wakes spuriously.
+            let target = entry.load(Ordering::Relaxed);
+            if target == 0 {
+                continue;
+            }
+            if target & 3 == THREAD {
+                // SAFETY: made by `thread_entry` from a `FutexWake` (the shift is exact:
+                // code addresses are below 2^62); function pointers carry no provenance.
+                let wake: FutexWake = unsafe { core::mem::transmute::<usize, FutexWake>((target >> 2) as usize) };
+                wake(&self.done);
+            } else {
+                crate::task::wake::wake_data(target as usize as *const ());
+            }
+        }
     }
 }
 
