@@ -25,6 +25,7 @@ pub mod buf;
 pub mod clock;
 mod fd;
 pub mod fs;
+pub mod join;
 pub mod net;
 mod notice;
 pub mod overflow;
@@ -42,6 +43,7 @@ mod waitq;
 
 pub use clock::monotonic_now;
 pub use fs::{FiberFs, File};
+pub use join::{Futex, join_blocking};
 pub use overflow::set_alt_stack;
 pub use panic::catch_panics;
 pub use ring::{RingConfig, RingDriver, RingOp, UnparkKind, UnparkMode};
