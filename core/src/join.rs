@@ -197,9 +197,18 @@ fn look(sched: &Sched, me: NonNull<Header>, task: TaskHandle) -> Look {
 /// looks again. `Ok(entry)`: registered, still waiting; `Err(out)`: the join returns
 /// `out` (its entry freed).
 fn register_cross(task: TaskHandle, target: u64) -> Result<Entry, Result<TaskResult, JoinError>> {
+    register_cross_with(task, target, crate::task::wake::announce_join)
+}
+
+/// `register_cross` with the announce a loom model may weaken (`loom_api`).
+fn register_cross_with(
+    task: TaskHandle,
+    target: u64,
+    announce: fn(NonNull<Header>, u32),
+) -> Result<Entry, Result<TaskResult, JoinError>> {
     let record = &task.header().trailer().record;
     let Some(entry) = record.register(target) else { return Err(Err(JoinError::TooManyWaiters)) };
-    crate::task::wake::announce_join(task.header(), task.generation());
+    announce(task.header(), task.generation());
     match record_look(task) {
         Some(out) => {
             record.unregister(entry);
@@ -432,11 +441,20 @@ pub trait ThreadWait {
 /// it cannot be cancelled (give it a timeout). Any thread; one entry of the task's
 /// [`CROSS_WAITERS`](CROSS_WAITERS) while it blocks.
 pub fn join_blocking<P: ThreadWait>(task: TaskHandle, timeout: Option<Duration>) -> Result<TaskResult, JoinError> {
+    join_blocking_with::<P>(task, timeout, crate::task::wake::announce_join)
+}
+
+/// `join_blocking` with the announce a loom model may weaken (`loom_api`).
+pub(crate) fn join_blocking_with<P: ThreadWait>(
+    task: TaskHandle,
+    timeout: Option<Duration>,
+    announce: fn(NonNull<Header>, u32),
+) -> Result<TaskResult, JoinError> {
     if let Some(out) = record_look(task) {
         return out;
     }
     let deadline = timeout.map(P::deadline_after);
-    let entry = match register_cross(task, thread_entry(P::wake_all)) {
+    let entry = match register_cross_with(task, thread_entry(P::wake_all), announce) {
         Ok(entry) => entry,
         Err(out) => return out,
     };
