@@ -30,11 +30,9 @@ fn ms(n: u64) -> Duration {
 }
 
 /// A task that sleeps `d` (virtual time) and returns `v`.
-fn sleeper(d: Duration, v: u64) -> impl Future<Output = Result<u64, TaskError>> {
-    async move {
-        rt::sleep(d).await?;
-        Ok(v)
-    }
+async fn sleeper(d: Duration, v: u64) -> Result<u64, TaskError> {
+    rt::sleep(d).await?;
+    Ok(v)
 }
 
 /// Resolves with whichever of `a` and `b` is ready first (`a` polled first), dropping
