@@ -73,6 +73,7 @@ const FAILED: u64 = 2;
 const PANICKED: u64 = 3;
 const FP: u64 = 4;
 const NEVER: u64 = 5;
+const NO_STACK: u64 = 6;
 
 /// How many joins from other threads may wait for one task at once (join rule 5); a
 /// task's slot holds one word for each.
@@ -245,6 +246,9 @@ fn encode(outcome: Outcome) -> (u64, u64, *mut u8) {
         Outcome::Done(Err(TaskError::FpControlChanged { task, mxcsr, x87_cw })) => {
             (FP | (x87_cw as u64) << 8, (task as u64) << 32 | mxcsr as u64, none)
         }
+        Outcome::Done(Err(TaskError::NoStack { errno, wanted })) => {
+            (NO_STACK | (errno as u32 as u64) << 8, wanted as u64, none)
+        }
     }
 }
 
@@ -265,6 +269,7 @@ fn decode(tag: u64, value: u64, text: *mut u8) -> Outcome {
             mxcsr: value as u32,
             x87_cw: (tag >> 8) as u16,
         }),
+        NO_STACK => Err(TaskError::NoStack { errno: (tag >> 8) as u32 as i32, wanted: value as usize }),
         _ => return Outcome::NeverAttached,
     })
 }
@@ -309,6 +314,8 @@ mod tests {
             Outcome::Done(Err(TaskError::Failed(-7))),
             Outcome::Done(Err(TaskError::Panicked("the body panicked"))),
             Outcome::Done(Err(TaskError::FpControlChanged { task: 9, mxcsr: 0x1f80, x87_cw: 0x37f })),
+            Outcome::Done(Err(TaskError::NoStack { errno: -12, wanted: 1 << 20 })),
+            Outcome::Done(Err(TaskError::NoStack { errno: 12, wanted: usize::MAX })),
         ];
         let record = JoinRecord::new();
         let generation = AtomicU32::new(0);
