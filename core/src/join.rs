@@ -86,7 +86,7 @@ pub enum JoinError {
     Cancelled,
     /// Polled outside a keel task (rt rule 2).
     NotInTask,
-    /// [`CROSS_WAITERS`](CROSS_WAITERS) joins from other threads wait
+    /// [`CROSS_WAITERS`] joins from other threads wait
     /// for this task already (join rule 5): wait for one of them, or join from a task
     /// on the awaited task's own executor (no limit there).
     TooManyWaiters,
@@ -439,7 +439,7 @@ pub trait ThreadWait {
 /// Blocks this thread (not an executor's: it would stop that executor) until run `task`
 /// completes, at most `timeout` (`None`: no limit). The outcomes are those of [`join`];
 /// it cannot be cancelled (give it a timeout). Any thread; one entry of the task's
-/// [`CROSS_WAITERS`](CROSS_WAITERS) while it blocks.
+/// [`CROSS_WAITERS`] while it blocks.
 pub fn join_blocking<P: ThreadWait>(task: TaskHandle, timeout: Option<Duration>) -> Result<TaskResult, JoinError> {
     join_blocking_with::<P>(task, timeout, crate::task::wake::announce_join)
 }
