@@ -36,7 +36,8 @@
 //! run's end writes the result into it and wakes the joining task (join rule 3): no atomic
 //! read-modify-write, no allocation, no lock; the end of a run does one pop per waiter.
 //! A join future is therefore neither `Send` nor `Sync` (its node is linked in a list
-//! only the executor's thread touches), as `IoStatus` is:
+//! only the executor's thread touches), as `IoStatus` is ([`join_send`] is `Send`: it
+//! always waits as a join from another thread, join rule 5):
 //!
 //! ```compile_fail
 //! fn send<T: Send>(_: T) {}
@@ -333,6 +334,99 @@ impl Drop for Join {
         // A dropped waiter leaves the list (or frees its entry); the awaited task is
         // untouched.
         unlink(self.task, &self.node);
+        if let Some(entry) = self.entry.take() {
+            self.task.header().trailer().record.unregister(entry);
+        }
+    }
+}
+
+/// [`join`] for a future that must be `Send` (attached through an `ExecutorHandle` or a
+/// `Dispatcher`): it always waits as a join from another thread (join rule 5), also for a
+/// task of its own executor, so it holds no node in an owner-local list, only an entry
+/// of the awaited task (at most [`CROSS_WAITERS`] at once). `timeout`: as
+/// [`join_timeout`] (`None`: no limit). Outcomes as [`join`]'s.
+pub fn join_send(task: TaskHandle, timeout: Option<Duration>) -> JoinSend {
+    JoinSend { task, timeout, deadline: None, entry: None, out: None }
+}
+
+/// The future [`join_send`] returns: `Send`, and polled again after it returned, it
+/// returns the same.
+#[derive(Debug)]
+pub struct JoinSend {
+    task: TaskHandle,
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+    entry: Option<Entry>,
+    out: Option<Result<TaskResult, JoinError>>,
+}
+
+impl JoinSend {
+    fn step(&mut self, cx: &Context<'_>) -> Option<Result<TaskResult, JoinError>> {
+        let Some(tcx) = TaskCx::of(cx) else { return Some(Err(JoinError::NotInTask)) };
+        let (sched, me) = (tcx.sched(), tcx.header());
+        let out = match self.entry {
+            Some(_) => record_look(self.task),
+            None => {
+                if tcx.is_cancelled() {
+                    return Some(Err(JoinError::Cancelled));
+                }
+                let mine =
+                    me == self.task.header() && me.hdr().generation.load(Ordering::Relaxed) == self.task.generation();
+                if mine {
+                    return Some(Err(JoinError::JoinSelf));
+                }
+                if let Some(out) = record_look(self.task) {
+                    return Some(out);
+                }
+                if let Some(t) = self.timeout {
+                    self.deadline = Some(sched.now().saturating_add(t));
+                }
+                if self.deadline.is_some_and(|at| sched.now() >= at) {
+                    return Some(Err(JoinError::TimedOut));
+                }
+                match register_cross(self.task, task_entry(me, tcx.task().generation())) {
+                    Ok(entry) => self.entry = Some(entry),
+                    Err(out) => return Some(out),
+                }
+                None
+            }
+        };
+        let out = match out {
+            Some(out) => Some(out),
+            None if tcx.is_cancelled() => Some(Err(JoinError::Cancelled)),
+            None if self.deadline.is_some_and(|at| sched.now() >= at) => Some(Err(JoinError::TimedOut)),
+            None => None,
+        };
+        if out.is_some() {
+            if let Some(entry) = self.entry.take() {
+                self.task.header().trailer().record.unregister(entry);
+            }
+        } else if let Some(at) = self.deadline {
+            sched.arm(me, at);
+        }
+        out
+    }
+}
+
+impl Future for JoinSend {
+    type Output = Result<TaskResult, JoinError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(out) = self.out {
+            return Poll::Ready(out);
+        }
+        match self.step(cx) {
+            Some(out) => {
+                self.out = Some(out);
+                Poll::Ready(out)
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for JoinSend {
+    fn drop(&mut self) {
+        // An entry is freed with one store, from any thread (join rule 5).
         if let Some(entry) = self.entry.take() {
             self.task.header().trailer().record.unregister(entry);
         }

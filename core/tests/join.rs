@@ -8,7 +8,7 @@ use core::future::Future;
 use core::pin::{Pin, pin};
 use core::task::{Context, Poll};
 use core::time::Duration;
-use keel_core::join::{join, join_timeout, join_until};
+use keel_core::join::{join, join_send, join_timeout, join_until};
 use keel_core::sim::SimDriver;
 use keel_core::{
     CancelOutcome, Config, Executor, Fiber, FiberAttrs, Instant, JoinError, Priority, RegionStacks, TaskError,
@@ -470,4 +470,43 @@ fn joining_a_run_that_ended_with_an_error_returns_that_error() {
     let w = ex.attach(task(Priority::Normal, "w"), async move { join(failing).await.unwrap() }).unwrap();
     run_all!(ex);
     assert_eq!(ex.result(w), Ok(Some(Err(TaskError::Failed(-3)))));
+}
+
+/// `join_send` is `Send` (for futures attached from other threads) and waits as a join
+/// from another thread even for a task of its own executor: the result, a timeout, a
+/// cancel, a dropped join in a select, and the typed errors.
+#[test]
+fn join_send_is_send_and_waits_through_the_cross_entries_on_its_own_executor() {
+    fn is_send<T: Send>(_: &T) {}
+    let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let child = ex.attach(task(Priority::Normal, "child"), sleeper(ms(20), 5)).unwrap();
+    let j = join_send(child, None);
+    is_send(&j);
+    drop(j);
+    let w = ex
+        .attach(task(Priority::Normal, "w"), async move {
+            assert_eq!(join_send(child, Some(ms(2))).await, Err(JoinError::TimedOut));
+            match first(join_send(child, None), rt::sleep(ms(3))).await {
+                Either::A(_) => panic!("the join won a race it should lose"),
+                Either::B(slept) => slept?,
+            }
+            let me = core::future::poll_fn(|cx| Poll::Ready(rt::current_task(cx).unwrap())).await;
+            assert_eq!(join_send(me, None).await, Err(JoinError::JoinSelf));
+            join_send(child, None).await.unwrap()
+        })
+        .unwrap();
+    let c = ex
+        .attach(task(Priority::Normal, "c"), async move {
+            assert_eq!(join_send(child, None).await, Err(JoinError::Cancelled));
+            1u64
+        })
+        .unwrap();
+    ex.run(4, None).unwrap();
+    ex.cancel(c).unwrap();
+    run_all!(ex);
+    assert_eq!(ex.result(w), Ok(Some(Ok(5))));
+    assert_eq!(ex.result(c), Ok(Some(Ok(1))));
+    let mut cx = Context::from_waker(core::task::Waker::noop());
+    assert_eq!(pin!(join_send(child, None)).poll(&mut cx), Poll::Ready(Err(JoinError::NotInTask)));
 }

@@ -10,8 +10,8 @@ mod common;
 use common::*;
 use core::pin::pin;
 use core::time::Duration;
-use keel_core::join::{ThreadWait, join, join_blocking};
-use keel_core::{Config, Executor, JoinError, NoIo, Priority, RunError, TaskError, TaskHandle, rt};
+use keel_core::join::{ThreadWait, join, join_blocking, join_send};
+use keel_core::{Config, Executor, HandleSlot, JoinError, NoIo, Priority, RunError, TaskError, TaskHandle, rt};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
@@ -168,8 +168,82 @@ fn a_task_on_another_threads_executor_joins_and_is_woken_across() {
             run_until_idle(other);
             joined.store(other.result(w).unwrap().unwrap().unwrap() as u32, Ordering::SeqCst);
         });
-        run_until_idle(ex);
+        // The executor keeps taking its inbox until the joiner returned (an announce may
+        // land after its task ended, as in a real run loop).
+        let start = Instant::now();
+        while joined.load(Ordering::SeqCst) == 0 || ex.attached() > 0 {
+            match ex.run(64, None) {
+                Ok(_) | Err(RunError::Stalled) => std::thread::yield_now(),
+                Err(e) => panic!("run: {e}"),
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "runaway");
+        }
         joiner.join().unwrap();
     });
     assert_eq!(joined.load(Ordering::SeqCst), 5);
+}
+
+/// A future attached from another thread (through an `ExecutorHandle`, so it must be
+/// `Send`) joins a task of a third thread's executor with `join_send`.
+#[test]
+fn a_future_attached_from_another_thread_joins_with_join_send() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ex = pin!(Executor::new(NoIo, Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let release = std::sync::Arc::new(AtomicBool::new(false));
+    let r = release.clone();
+    let awaited = ex
+        .attach(task(Priority::Normal, "awaited"), async move {
+            let mut spins = 0u64;
+            while !r.load(Ordering::SeqCst) {
+                rt::yield_now().await?;
+                spins += 1;
+                assert!(spins < 100_000_000, "runaway");
+            }
+            Ok::<u64, TaskError>(9)
+        })
+        .unwrap();
+    let got = std::sync::Arc::new(AtomicU32::new(0));
+    let hs: &'static HandleSlot = Box::leak(Box::new(HandleSlot::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let attached = std::sync::Arc::new(AtomicBool::new(false));
+    std::thread::scope(|s| {
+        let (a, done) = (attached.clone(), got.clone());
+        s.spawn(move || {
+            let other = pin!(Executor::new(NoIo, Config::default()).unwrap());
+            let other = other.into_ref();
+            tx.send(other.handle(hs).unwrap()).unwrap();
+            let start = Instant::now();
+            // The attach arrives through the inbox: run until the joiner has returned.
+            while !a.load(Ordering::SeqCst) || done.load(Ordering::SeqCst) == 0 || other.attached() > 0 {
+                match other.run(64, None) {
+                    Ok(_) | Err(RunError::Stalled) => std::thread::yield_now(),
+                    Err(e) => panic!("run: {e}"),
+                }
+                assert!(start.elapsed() < Duration::from_secs(20), "the joiner never returned");
+            }
+        });
+        let handle = rx.recv().unwrap();
+        let g = got.clone();
+        handle
+            .attach(task(Priority::Normal, "joiner"), async move {
+                let r = join_send(awaited, Some(Duration::from_secs(20))).await;
+                g.store(r.unwrap().unwrap() as u32, Ordering::SeqCst);
+            })
+            .map_err(|_| "refused")
+            .unwrap();
+        attached.store(true, Ordering::SeqCst);
+        release.store(true, Ordering::SeqCst);
+        // The executor keeps running (taking its inbox) as a real run loop does, until the
+        // joiner returned: an announce that arrives after its task ended is taken there.
+        let start = Instant::now();
+        while got.load(Ordering::SeqCst) == 0 || ex.attached() > 0 {
+            match ex.run(64, None) {
+                Ok(_) | Err(RunError::Stalled) => std::thread::yield_now(),
+                Err(e) => panic!("run: {e}"),
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "runaway");
+        }
+    });
+    assert_eq!(got.load(Ordering::SeqCst), 9);
 }
