@@ -28,8 +28,9 @@
 //! | the joining task is cancelled (before or while it waits) | `Err(JoinError::Cancelled)`; the awaited task runs on |
 //! | polled outside a keel task (rt rule 2) | `Err(JoinError::NotInTask)` |
 //!
-//! A join that waits is woken exactly once, by the end of the awaited run (or its own
-//! deadline, or its cancel). Any number of joins may wait for one run. Dropping a join
+//! A join on the awaited task's own executor is woken exactly once, by the end of the
+//! awaited run (or its own deadline, or its cancel); a join from another thread may also
+//! be woken when other joins announce themselves (join rule 5), and looks again. Any number of joins may wait for one run. Dropping a join
 //! (a `select` that chose another branch) unlinks it; the awaited task is not touched.
 //!
 //! Same executor: the join links a node in the awaited task's list of waiters, and the
