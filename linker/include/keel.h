@@ -618,6 +618,8 @@ keel_result keel_task_get_times(struct keel_task task, struct keel_task_times *o
 /**
  * `openat2(AT_FDCWD, path, {flags | O_CLOEXEC, mode})` through the ring; returns the
  * descriptor, which the caller owns (close it with `keel_file_close` or `close(2)`).
+ * `-EINVAL` for a flag bit that is no `O_*` flag or a mode above `07777`
+ * (keel-linux's `flags::raw` conversions), before anything is submitted.
  *
  * # Safety
  * `path` is NULL or a NUL-terminated string.
@@ -687,7 +689,8 @@ keel_result keel_file_writev(struct keel_task task,
                              uint64_t offset);
 
 /**
- * `sync_file_range(fd, offset, nbytes, flags)` through the ring.
+ * `sync_file_range(fd, offset, nbytes, flags)` through the ring; `-EINVAL` for a flag
+ * bit that is no `SYNC_FILE_RANGE_*` flag.
  */
 keel_result keel_file_sync_range(struct keel_task task,
                                  int fd,
@@ -696,7 +699,8 @@ keel_result keel_file_sync_range(struct keel_task task,
                                  uint32_t flags);
 
 /**
- * `fallocate(fd, mode, offset, len)` through the ring.
+ * `fallocate(fd, mode, offset, len)` through the ring; `-EINVAL` for a mode bit that is
+ * no `FALLOC_FL_*` flag.
  */
 keel_result keel_file_fallocate(struct keel_task task,
                                 int fd,
@@ -722,8 +726,11 @@ keel_result keel_file_fallocate(struct keel_task task,
 keel_result keel_task_join(struct keel_task task, struct keel_task other, uint64_t timeout_ns);
 
 /**
- * `socket(domain, type, protocol)` through the ring; returns the descriptor (the
- * caller's: close it with `keel_socket_close` or `close(2)`).
+ * `socket(domain, type | SOCK_CLOEXEC, protocol)` through the ring; returns the
+ * descriptor (the caller's: close it with `keel_socket_close` or `close(2)`). `-EINVAL`
+ * for a `type` that is no `SOCK_*` type or has a flag bit other than `SOCK_NONBLOCK` and
+ * `SOCK_CLOEXEC`, a negative protocol, or a domain outside 0..=65535 (keel-linux's
+ * `flags::raw` conversions), before anything is submitted.
  */
 keel_result keel_socket_open(struct keel_task task, int domain, int kind, int protocol);
 
@@ -767,7 +774,8 @@ keel_result keel_socket_connect(struct keel_task task,
                                 socklen_t len);
 
 /**
- * `send(fd, buf, len, flags)` through the ring; returns the bytes sent.
+ * `send(fd, buf, len, flags)` through the ring; returns the bytes sent. `-EINVAL` for a
+ * flag bit that is no `MSG_*` flag of send(2).
  *
  * # Safety
  * `buf` is NULL with `len` 0, or `len` readable bytes valid until this returns.
@@ -776,7 +784,7 @@ keel_result keel_socket_send(struct keel_task task, int fd, const void *buf, siz
 
 /**
  * `recv(fd, buf, len, flags)` through the ring; returns the bytes received (0: the
- * peer shut its side down).
+ * peer shut its side down). `-EINVAL` for a flag bit that is no `MSG_*` flag of recv(2).
  *
  * # Safety
  * `buf` is NULL with `len` 0, or `len` writable bytes unused by anything else until this
@@ -785,7 +793,8 @@ keel_result keel_socket_send(struct keel_task task, int fd, const void *buf, siz
 keel_result keel_socket_recv(struct keel_task task, int fd, void *buf, size_t len, int flags);
 
 /**
- * `shutdown(fd, how)` through the ring.
+ * `shutdown(fd, how)` through the ring; `-EINVAL` for a `how` other than `SHUT_RD`,
+ * `SHUT_WR` and `SHUT_RDWR`.
  */
 keel_result keel_socket_shutdown(struct keel_task task, int fd, int how);
 
@@ -793,6 +802,20 @@ keel_result keel_socket_shutdown(struct keel_task task, int fd, int how);
  * `close(fd)` through the ring (as `keel_file_close`).
  */
 keel_result keel_socket_close(struct keel_task task, int fd);
+
+/**
+ * `poll(&(struct pollfd){fd, events}, 1, timeout)` through the ring
+ * (`IORING_OP_POLL_ADD`): suspends the task until `fd` has one of `events` (`POLL*`
+ * bits, or `POLLERR`, `POLLHUP`, `POLLNVAL`, which are always reported) and returns the
+ * ready mask (> 0). `timeout_ns` < 0 waits without a timeout; 0 asks whether `fd` is
+ * ready now. Errors: `-ETIME` (the timeout passed first), `-ECANCELED` (the task was
+ * cancelled and the descriptor was not ready before the cancel took), `-EINVAL` (an
+ * event bit that is no `POLL*` flag), `-EBADF` (a negative `fd`), `-ESTALE`,
+ * `-KEEL_ENOTINTASK`, `-EOPNOTSUPP` (the executor has no ring). `fd` stays the caller's:
+ * it must stay open until this returns (closing it meanwhile does not end the wait: the
+ * kernel holds the file; the timeout or a cancel does).
+ */
+keel_result keel_poll(struct keel_task task, int fd, int events, int64_t timeout_ns);
 
 /**
  * Claims a registered buffer into `*out`, suspending the task (FIFO behind other

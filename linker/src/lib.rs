@@ -27,6 +27,7 @@ mod executor;
 mod fs;
 mod join;
 mod net;
+mod ready;
 mod regbuf;
 mod result;
 mod stable;
@@ -54,6 +55,7 @@ pub use net::{
     keel_socket_accept, keel_socket_bind, keel_socket_close, keel_socket_connect, keel_socket_listen, keel_socket_open,
     keel_socket_recv, keel_socket_send, keel_socket_shutdown,
 };
+pub use ready::keel_poll;
 pub use regbuf::{
     keel_buffer, keel_buffer_claim, keel_buffer_data, keel_buffer_release, keel_file_read_fixed, keel_file_write_fixed,
 };

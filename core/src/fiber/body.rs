@@ -13,7 +13,8 @@ use core::cell::Cell;
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+/// Ordered: the states before `Started` are the ones a resume must start.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum FiberState {
     /// Attached from another thread: no stack yet, and `FiberCore::stack` holds only the
     /// size asked for (fiber rule 8).
@@ -226,11 +227,22 @@ where
         // The body bytes hold a `FiberBody<Sw, F>` (installed with this vtable).
         let fiber_body = task.body_ptr() as *mut FiberBody<Sw, F>;
         // SAFETY: as above; the fiber is not running (we are the executor). Only the
-        // state field is borrowed, so `start` may write the others.
-        if unsafe { (*fiber_body).core.state.get() } != FiberState::Started {
-            // SAFETY: as above; no reference into the body is live.
-            if let Some(failed) = unsafe { Self::start(task, fiber_body) } {
-                return failed;
+        // state field is borrowed, so `give_stack` may write the others.
+        let state = unsafe { (*fiber_body).core.state.get() };
+        if state < FiberState::Started {
+            core::hint::cold_path();
+            if state == FiberState::Unstacked {
+                // SAFETY: as above; no reference into the body is live.
+                if let Some(failed) = unsafe { Self::give_stack(task, fiber_body) } {
+                    return failed;
+                }
+            }
+            // SAFETY: as above; the fiber is fresh now, with an unused stack from the
+            // pool (fiber rule 1).
+            unsafe {
+                (*fiber_body).core.state.set(FiberState::Started);
+                let stack = &(*fiber_body).core.stack;
+                Sw::init(&raw mut (*fiber_body).regs, stack, entry::<Sw, F, R>, fiber_body as *mut u8);
             }
         }
         // SAFETY: as above.
@@ -276,43 +288,38 @@ where
         Step::Done(result)
     }
 
-    /// A first resume (cold): an unstacked fiber takes its stack and panic catcher from
-    /// its owner (fiber rule 8), then a fresh one gets its first frame. `Some` is the
-    /// step of a fiber that could get no stack: it completes with `TaskError::NoStack`
-    /// without running, its closure dropped.
+    /// An unstacked fiber's first resume (cold, fiber rule 8): it takes its stack and
+    /// panic catcher from its owner and is fresh. `Some` is the step of a fiber that
+    /// could get no stack: it completes with `TaskError::NoStack` without running, its
+    /// closure dropped.
     ///
     /// # Safety
-    /// `fiber_body` is the task's body, not running, with no reference into it live.
+    /// `fiber_body` is the task's unstacked body, not running, with no reference into it
+    /// live.
     #[cold]
     #[inline(never)]
-    unsafe fn start(task: NonNull<Header>, fiber_body: *mut FiberBody<Sw, F>) -> Option<Step> {
+    unsafe fn give_stack(task: NonNull<Header>, fiber_body: *mut FiberBody<Sw, F>) -> Option<Step> {
+        let sched = Sched::of_task(task).expect("keel bug: fiber without an owner");
         // SAFETY: the caller's contract; raw places, written before any reference is made.
         unsafe {
-            if (*fiber_body).core.state.get() == FiberState::Unstacked {
-                let sched = Sched::of_task(task).expect("keel bug: fiber without an owner");
-                let wanted = (*fiber_body).core.stack.size;
-                match sched.stacks.take(wanted, (*fiber_body).core.task_id) {
-                    Ok(stack) => {
-                        (&raw mut (*fiber_body).core.stack).write(stack);
-                        (&raw mut (*fiber_body).core.catcher).write(sched.cfg.fiber_panics);
-                        (*fiber_body).core.state.set(FiberState::Fresh);
-                    }
-                    Err(errno) => {
-                        (*fiber_body).core.state.set(FiberState::Finished);
-                        // Body rule 1: the vtable goes first, so the closure is dropped once
-                        // even if its `Drop` panics.
-                        task.as_ref().body.set(None);
-                        (*fiber_body).body.assume_init_drop();
-                        return Some(Step::Done(Err(TaskError::NoStack { errno: errno.0, wanted })));
-                    }
+            let wanted = (*fiber_body).core.stack.size;
+            match sched.stacks.take(wanted, (*fiber_body).core.task_id) {
+                Ok(stack) => {
+                    (&raw mut (*fiber_body).core.stack).write(stack);
+                    (&raw mut (*fiber_body).core.catcher).write(sched.cfg.fiber_panics);
+                    (*fiber_body).core.state.set(FiberState::Fresh);
+                    None
+                }
+                Err(errno) => {
+                    (*fiber_body).core.state.set(FiberState::Finished);
+                    // Body rule 1: the vtable goes first, so the closure is dropped once
+                    // even if its `Drop` panics.
+                    task.as_ref().body.set(None);
+                    (*fiber_body).body.assume_init_drop();
+                    Some(Step::Done(Err(TaskError::NoStack { errno: errno.0, wanted })))
                 }
             }
-            (*fiber_body).core.state.set(FiberState::Started);
-            let core = &(*fiber_body).core;
-            // Fresh fiber with an unused stack from the pool (fiber rule 1).
-            Sw::init(&raw mut (*fiber_body).regs, &core.stack, entry::<Sw, F, R>, fiber_body as *mut u8);
         }
-        None
     }
 
     /// Fiber rule 2: only a fiber that has not started can be dropped.
