@@ -1,7 +1,8 @@
 //! loom models of keel's cross-thread protocols: the inbox (`loom_inbox`), the wake
 //! protocol (`loom_wake`), park/unpark (`loom_park`), the work dispatcher
-//! (`loom_dispatcher`) and joins from other threads (`loom_join`). Each runs keel-core's production source, whose `sync` facade
-//! switches to loom's atomics under `--cfg keel_loom`, and each has a *weakened twin*:
+//! (`loom_dispatcher`) and joins from other threads (`loom_join`). Each runs keel-core's
+//! production source, whose `sync` facade switches to loom's atomics under
+//! `--cfg keel_loom`, and each has a *weakened twin*:
 //! the same model over one ordering or fence weakened through
 //! `keel_core::loom_api::Weaken` (which exists only under the cfg), which must fail
 //! with the bug it names.
