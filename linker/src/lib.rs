@@ -32,6 +32,7 @@ mod event;
 mod executor;
 mod fs;
 mod gdb;
+mod join;
 mod net;
 mod ready;
 mod regbuf;
@@ -57,6 +58,7 @@ pub use fs::{
     keel_file_close, keel_file_fallocate, keel_file_fdatasync, keel_file_fsync, keel_file_open, keel_file_read,
     keel_file_readv, keel_file_sync_range, keel_file_write, keel_file_writev,
 };
+pub use join::keel_task_join;
 pub use net::{
     keel_socket_accept, keel_socket_bind, keel_socket_close, keel_socket_connect, keel_socket_listen, keel_socket_open,
     keel_socket_recv, keel_socket_send, keel_socket_shutdown,
