@@ -162,7 +162,7 @@ fn future_direct_descriptor_calls_match_the_fiber_ones() {
     none.as_ref()
         .attach(task(), async move {
             let r = fs::open_direct(&p, OFlags::RDONLY, Mode::empty()).await.map(|f: FixedFile| f.index());
-            o.borrow_mut().push(format!("no table {}", r.is_err()));
+            o.borrow_mut().push(format!("no table {r:?}"));
             0u64
         })
         .unwrap();
@@ -174,7 +174,7 @@ fn future_direct_descriptor_calls_match_the_fiber_ones() {
             "read Ok(6) Ok(\"direct\")".to_owned(),
             "close Ok(())".to_owned(),
             format!("fiber read Ok(6) {:?}", Ok::<&str, std::str::Utf8Error>("direct")),
-            "no table true".to_owned(),
+            format!("no table {:?}", Err::<u32, _>(Errno(libc::ENFILE))),
         ]
     );
     let _ = std::fs::remove_file(path);

@@ -198,11 +198,26 @@ fn wake_token_rule_3_a_send_then_recv_moved_out_of_its_task_completes_in_another
 fn future_send_zc_fixed_sends_and_gives_the_buffer_back() {
     let ex = executor(RingConfig { registered_buffers: 1, ..RingConfig::default() });
     let (lfd, mut peer) = connected(ex.as_ref());
+    // A buffer of another executor's ring, carried out of its task.
+    let other = executor(RingConfig { registered_buffers: 1, ..RingConfig::default() });
+    let foreign = Rc::new(RefCell::new(None));
+    let fo = foreign.clone();
+    other
+        .as_ref()
+        .attach(task(), async move {
+            *fo.borrow_mut() = Some(fs::claim_buffer().await.unwrap());
+            0u64
+        })
+        .unwrap();
+    run_all(other.as_ref());
     let out = log();
     let o = out.clone();
     ex.as_ref()
         .attach(task(), async move {
             let c = accept(lfd).await;
+            let fb = foreign.borrow_mut().take().unwrap();
+            let (r, fb) = net::future::send_zc_fixed(&c, fb, 4).await;
+            o.borrow_mut().push(format!("foreign {r:?} {}", fb.index()));
             let mut b = fs::claim_buffer().await.unwrap();
             b[..4].copy_from_slice(b"zero");
             let (r, b) = net::future::send_zc_fixed(&c, b, 4).await;
@@ -218,7 +233,14 @@ fn future_send_zc_fixed_sends_and_gives_the_buffer_back() {
     peer.read_to_end(&mut got).unwrap();
     parity::close(lfd);
     assert_eq!(got, b"zero");
-    assert_eq!(*out.borrow(), ["sent Ok(4) 0".to_owned(), format!("too long {:?} 0", Err::<u32, _>(Errno::EINVAL))]);
+    assert_eq!(
+        *out.borrow(),
+        [
+            format!("foreign {:?} 0", Err::<u32, _>(Errno(libc::EXDEV))),
+            "sent Ok(4) 0".to_owned(),
+            format!("too long {:?} 0", Err::<u32, _>(Errno::EINVAL)),
+        ]
+    );
 }
 
 #[derive(Copy, Clone, Debug, PartialEq)]
