@@ -41,7 +41,7 @@ impl RawBuf {
     /// `iovec` covers the buffer's whole capacity when `to_read` (the kernel writes from
     /// its start, as [`into_vec`](Self::into_vec)'s read does), else its length. Allocates
     /// the table (2 x 16 bytes per buffer); the buffers' bytes stay where they are.
-    pub fn from_vecs(bufs: Vec<Vec<u8>>, to_read: bool) -> Self {
+    pub(crate) fn from_vecs(bufs: Vec<Vec<u8>>, to_read: bool) -> Self {
         let n = bufs.len();
         let mut table: Vec<[usize; 2]> = vec![[0, 0]; 2 * n];
         for (i, b) in bufs.into_iter().enumerate() {
@@ -55,14 +55,14 @@ impl RawBuf {
     }
 
     /// A vectored set's `iovec` table and its count (module doc); `None` for one buffer.
-    pub fn iovecs(&self) -> Option<(*const libc::iovec, u32)> {
+    pub(crate) fn iovecs(&self) -> Option<(*const libc::iovec, u32)> {
         self.vectored.then(|| (self.ptr as *const libc::iovec, (self.len / 2).min(u32::MAX as usize) as u32))
     }
 
     /// Puts a vectored set back together (module doc). `read`: the bytes a read put in
     /// them, which fill the buffers in order from their starts (each up to its capacity);
     /// `None`: each keeps its own length. A single buffer comes back as a set of one.
-    pub fn into_vecs(self, read: Option<usize>) -> Vec<Vec<u8>> {
+    pub(crate) fn into_vecs(self, read: Option<usize>) -> Vec<Vec<u8>> {
         if !self.vectored {
             let len = read.unwrap_or(self.len);
             return vec![self.into_vec(len)];

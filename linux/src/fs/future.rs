@@ -2,7 +2,8 @@
 //! result. The operation and its buffer live in a driver slot (`ring/slots.rs`), not in
 //! the future (`slot_op.rs`): a future dropped in flight cancels its operation and the slot
 //! keeps the buffer until the completion; a cancelled task's future still returns its
-//! completion. Nothing is allocated per operation.
+//! completion. Nothing is allocated per operation but what the kernel must read from memory
+//! the caller did not give: `open`'s path and `open_how`, a vectored set's `iovec` table.
 #![allow(unsafe_code)] // building SQEs that point at owned buffers; each use says why the buffer outlives the op
 
 use super::{BufferError, File, claim_on, close_shared, collect_on, cwd, fd, open_how, prio_op};

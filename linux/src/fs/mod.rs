@@ -11,7 +11,8 @@
 //!   in flight cancels it, and the slot keeps the buffer until the completion arrives; an
 //!   abandoned open closes the descriptor it gets. A future whose task is cancelled
 //!   cancels its operation and still returns its completion (`slot_op.rs`): data the kernel
-//!   read before the cancel took is returned, not lost. Nothing is allocated per operation.
+//!   read before the cancel took is returned, not lost. Nothing is allocated per operation
+//!   but `open`'s path and a vectored set's `iovec` table (`buf.rs`).
 //!
 //! A [`File`] stays open while an operation naming it is queued or in flight (fd rules in
 //! `fd.rs`): a future's operation holds a reference until its completion is reaped, a
