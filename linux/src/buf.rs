@@ -8,7 +8,7 @@
 //! operation arrives.
 //!
 //! A set of buffers for a vectored operation (`preadv`/`pwritev`) is one [`RawBuf`] too
-//! ([`RawBuf::from_vecs`]): one table of `2n` word pairs, the `n` `iovec`s the kernel reads
+//! (`RawBuf::from_vecs`): one table of `2n` word pairs, the `n` `iovec`s the kernel reads
 //! followed by each buffer's length and capacity, so the slot keeps the whole set, and
 //! frees every buffer of it, without knowing it is vectored. The buffers' bytes stay
 //! where they are; the table is the one allocation a vectored operation adds.
@@ -118,7 +118,7 @@ impl RawBuf {
     }
 
     /// Puts the `Vec` back together with `len` initialised bytes (at most the capacity).
-    /// A vectored set has no one `Vec` (use [`into_vecs`](Self::into_vecs)): its buffers
+    /// A vectored set has no one `Vec` (keel takes one apart with `into_vecs`): its buffers
     /// are dropped and the result is empty.
     pub fn into_vec(self, len: usize) -> Vec<u8> {
         if self.vectored {
