@@ -3,9 +3,9 @@
 # published crates, the tour, the examples' command lines, and a smoke pass of the bench.
 CARGO ?= cargo
 
-.PHONY: test lint unit doc rustdoc package tour example-args bench-smoke bench alloc-free nostd loom c-api install fuzz-sim soak test-asan test-valgrind
+.PHONY: test lint unit doc rustdoc package tour example-args bench-smoke bench alloc-free nostd loom c-api gdb install fuzz-sim soak test-asan test-valgrind
 
-test: lint unit doc rustdoc package tour example-args bench-smoke alloc-free nostd loom c-api
+test: lint unit doc rustdoc package tour example-args bench-smoke alloc-free nostd loom c-api gdb
 
 lint:
 	$(CARGO) fmt --all --check
@@ -59,6 +59,13 @@ nostd:
 # linked -static). Needs gcc and g++ (.ci/run installs them).
 c-api:
 	CARGO="$(CARGO)" linker/tests/run.sh
+
+# keel's GDB script (core/gdb/keel.py) end to end, dev and release builds: gdb -batch on
+# linux/examples/gdb_demo stopped inside a running fiber checks auto-loading, `keel
+# tasks`, `keel bt`, `keel stats`, `bt` through the fiber into the executor's run, and
+# that the process then finishes normally. Needs gdb with Python (.ci/run installs it).
+gdb:
+	CARGO="$(CARGO)" core/gdb/test.sh
 
 # libkeel.a, libkeel.so, keel.h, keel.hpp and lib/pkgconfig/keel.pc under PREFIX
 # (KEEL_PROFILE=debug installs the debug build).

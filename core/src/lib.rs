@@ -1,6 +1,7 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(missing_docs)]
+#![debugger_visualizer(gdb_script_file = "../gdb/keel.py")]
 
 //! keel's `#![no_std]`, allocation-free core: executors with three CPU and three I/O
 //! priority levels, task slots reused across runs, wake rules that hold across threads,
@@ -27,6 +28,8 @@
 //! - [`task`]: task slots, handles, the lifecycle ([`task::state`]) and wake rules.
 //! - [`Executor`]: attach, run, cancel, destroy; the run loop.
 //! - [`rt`]: what a future task awaits: `yield_now`, `sleep`, `sleep_until`, `wait`.
+//! - [`wait`]: semaphore, mutex, event and bounded channel, for fibers and futures.
+//! - [`join`]: waiting for another task's result (futures, fibers, threads).
 //! - [`io_status`]: NT-style status blocks.
 //! - [`Driver`] and [`sim::SimDriver`].
 //!
@@ -37,7 +40,7 @@
 //! and fails on one that points up. Bottom to top:
 //!
 //! ```text
-//! 7 api       rt cx io_status dispatch loom_api
+//! 7 api       rt cx io_status dispatch loom_api wait join
 //! 6 exec      exec fiber
 //! 5 task      task io_status::block
 //! 4 driver    driver sim
@@ -62,7 +65,7 @@
 //!   the two are one layer). The scheduler reaches the driver through a vtable and a
 //!   dispatcher through the `WorkSource` interface, never the types above it.
 //! - **api**: what task code calls (`rt`, `io_status`), and the dispatcher, which feeds
-//!   executors through `WorkSource`.
+//!   executors through `WorkSource`, and the wait primitives (`wait`).
 //!
 //! # Hot path
 //!
@@ -86,6 +89,7 @@
 //! | dispatcher take (pop) | three priority levels; each CAS retry means another thread's CAS succeeded (lock-free) |
 //! | unparking a dispatcher worker | `dispatch::MAX_WORKERS` |
 //! | accounting | one `rdtsc` per resumption with `TscAccounting`, none without |
+//! | wait primitives (same-thread flavour): a try, a take, a give | O(1): three priority levels; `add_permits(n)` wakes at most `n`, `Event::set` and `close` each waiter queued once |
 //!
 //! What is not on the hot path, and says so: claiming an unowned task (one CAS),
 //! releasing or destroying a task, a wake from another thread (a CAS loop, lock-free,
@@ -112,6 +116,7 @@ pub mod error;
 pub mod exec;
 pub mod fiber;
 pub mod io_status;
+pub mod join;
 pub mod list;
 #[cfg(keel_loom)]
 #[doc(hidden)]
@@ -125,6 +130,7 @@ pub mod switch;
 pub(crate) mod sync;
 pub mod task;
 pub mod timer;
+pub mod wait;
 
 pub use acct::{Accounting, ExecTimesSnapshot, NoAccounting, TaskTimesSnapshot, TickScale, TscAccounting};
 pub use arch::AsmSwitch;
@@ -145,6 +151,7 @@ pub use io_status::{
     Completion, DriverPtr, IoStatus, NextIo, NotSubmitted, SubmitRefused, initiate, suspend_until_completed_io,
     try_submit, try_submit_from, try_submit_now,
 };
+pub use join::JoinError;
 pub use priority::{Priorities, Priority};
 pub use stack::{NoStacks, RegionStacks, Stack, StackProvider, StackStats};
 pub use switch::FiberSwitch;

@@ -162,6 +162,20 @@ typedef struct keel_task {
 } keel_task;
 
 /**
+ * A handle to a channel; all zeros is the null handle.
+ */
+typedef struct keel_channel {
+  /**
+   * The storage (opaque).
+   */
+  void *storage;
+  /**
+   * The channel's generation.
+   */
+  uint64_t generation;
+} keel_channel;
+
+/**
  * A handle to a dispatcher; all zeros is the null handle.
  */
 typedef struct keel_dispatcher {
@@ -196,6 +210,20 @@ typedef struct keel_executor {
    */
   uint64_t generation;
 } keel_executor;
+
+/**
+ * A handle to an event; all zeros is the null handle.
+ */
+typedef struct keel_event {
+  /**
+   * The storage (opaque).
+   */
+  void *storage;
+  /**
+   * The event's generation.
+   */
+  uint64_t generation;
+} keel_event;
 
 /**
  * How an executor is made. All zeros: a pure-compute executor (no ring).
@@ -369,6 +397,20 @@ typedef struct keel_task_attr {
   size_t stack_size;
 } keel_task_attr;
 
+/**
+ * A handle to a semaphore; all zeros is the null handle.
+ */
+typedef struct keel_semaphore {
+  /**
+   * The storage (opaque).
+   */
+  void *storage;
+  /**
+   * The semaphore's generation.
+   */
+  uint64_t generation;
+} keel_semaphore;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -421,6 +463,75 @@ keel_result keel_task_yield_begin(struct keel_task task, void **regs);
  * switch. Errors: `-ESTALE`, `-KEEL_ENOTINTASK` (no fiber: not inside a task function).
  */
 keel_result keel_task_yield_end(struct keel_task task);
+
+/**
+ * Makes a channel of `capacity` slots (at least 1).
+ *
+ * Thread safety: any thread. Errors: `-EINVAL` (`out` is NULL, or `capacity` is 0),
+ * `-ENOMEM`.
+ *
+ * # Safety
+ * `out` is valid for a write.
+ */
+keel_result keel_channel_create(size_t capacity, struct keel_channel *out);
+
+/**
+ * Sends `value`, suspending the calling task while the channel is full.
+ *
+ * Thread safety: only from inside the task's own function. Errors: `-ESTALE`,
+ * `-KEEL_ENOTINTASK`, `-ECANCELED` (the task is cancelled: return), `-EPIPE` (closed).
+ */
+keel_result keel_channel_send(struct keel_task task, struct keel_channel ch, uint64_t value);
+
+/**
+ * Receives the oldest value into `*out`, suspending the calling task while the channel
+ * is empty.
+ *
+ * Thread safety: only from inside the task's own function. Errors: `-EINVAL` (`out` is
+ * NULL), `-ESTALE`, `-KEEL_ENOTINTASK`, `-ECANCELED`, `-EPIPE` (closed and empty).
+ *
+ * # Safety
+ * `out` is valid for a write.
+ */
+keel_result keel_channel_recv(struct keel_task task, struct keel_channel ch, uint64_t *out);
+
+/**
+ * Sends `value` if a slot is free and no task waits to send; never waits.
+ *
+ * Thread safety: any thread. Errors: `-ESTALE`, `-EAGAIN` (full), `-EPIPE` (closed).
+ */
+keel_result keel_channel_try_send(struct keel_channel ch, uint64_t value);
+
+/**
+ * Receives the oldest value into `*out` if there is one and no task waits to receive;
+ * never waits.
+ *
+ * Thread safety: any thread. Errors: `-EINVAL` (`out` is NULL), `-ESTALE`, `-EAGAIN`
+ * (empty), `-EPIPE` (closed and empty).
+ *
+ * # Safety
+ * `out` is valid for a write.
+ */
+keel_result keel_channel_try_recv(struct keel_channel ch, uint64_t *out);
+
+/**
+ * Closes the channel: waiting senders get `-EPIPE`, receivers get the values sent before
+ * and then `-EPIPE`. Thread safety: any thread. Errors: `-ESTALE`.
+ */
+keel_result keel_channel_close(struct keel_channel ch);
+
+/**
+ * Values in the channel now. Thread safety: any thread. Errors: `-ESTALE`.
+ */
+keel_result keel_channel_len(struct keel_channel ch);
+
+/**
+ * Destroys the channel (values still in it are discarded); its handles become stale.
+ *
+ * Thread safety: any thread. Errors: `-ESTALE` (also a second destroy), `-EBUSY` (a task
+ * waits to send or receive: close it and let the waiters return first).
+ */
+keel_result keel_channel_destroy(struct keel_channel ch);
 
 /**
  * Makes a dispatcher (allocated once, kept for the next `create` after `destroy`).
@@ -495,6 +606,48 @@ keel_result keel_dispatcher_destroy(struct keel_dispatcher d);
  * worker slot is taken).
  */
 keel_result keel_executor_serve(struct keel_executor ex, struct keel_dispatcher d);
+
+/**
+ * Makes an event, set or not (allocated once, kept for the next `create`).
+ *
+ * Thread safety: any thread. Errors: `-EINVAL` (`out` is NULL), `-ENOMEM`.
+ *
+ * # Safety
+ * `out` is valid for a write.
+ */
+keel_result keel_event_create(bool set, struct keel_event *out);
+
+/**
+ * Suspends the calling task until the event is set (at once if it is).
+ *
+ * Thread safety: only from inside the task's own function. Errors: `-ESTALE`,
+ * `-KEEL_ENOTINTASK`, `-ECANCELED` (the task is cancelled: return).
+ */
+keel_result keel_event_wait(struct keel_task task, struct keel_event event);
+
+/**
+ * Sets the event and wakes every waiting task. Thread safety: any thread. Errors:
+ * `-ESTALE`.
+ */
+keel_result keel_event_set(struct keel_event event);
+
+/**
+ * Clears the event. Thread safety: any thread. Errors: `-ESTALE`.
+ */
+keel_result keel_event_reset(struct keel_event event);
+
+/**
+ * 1 if the event is set, 0 if not. Thread safety: any thread. Errors: `-ESTALE`.
+ */
+keel_result keel_event_is_set(struct keel_event event);
+
+/**
+ * Destroys the event; its handles become stale.
+ *
+ * Thread safety: any thread. Errors: `-ESTALE` (also a second destroy), `-EBUSY` (a task
+ * waits on it: set it and let the waiters return first).
+ */
+keel_result keel_event_destroy(struct keel_event event);
 
 /**
  * Makes an executor in caller storage: `size` bytes at `storage`, aligned to
@@ -707,6 +860,23 @@ keel_result keel_file_fallocate(struct keel_task task,
                                 int mode,
                                 uint64_t offset,
                                 uint64_t len);
+
+/**
+ * Waits until the latest run of `other` completes and returns its result as
+ * `keel_task_result` reports it: the value its function returned (`>= 0`), or its error
+ * (a negated errno it returned, `-ECANCELED` if it was cancelled, ...). Gives up after
+ * `timeout_ns` nanoseconds (`KEEL_NO_TIMEOUT`: no limit, 0: only look).
+ *
+ * Only from inside the function of `task` (a running task), for a task of the same
+ * thread. Any number of tasks may join one run; each join is woken once, by its end.
+ * Cancelling `task` ends the join (`-ECANCELED`) and leaves `other` alone. Errors:
+ * `-ETIME` (the timeout passed), `-ECANCELED` (`task` was cancelled), `-EDEADLK` (`other`
+ * is `task` itself), `-ENODATA` (`other` was never attached), `-ESTALE` (a stale handle,
+ * or the run ended and the task was attached again before the join looked),
+ * `-EBUSY` (`other` is submitted to a dispatcher), `-EAGAIN` (too many joins from other
+ * executors wait for it), `-KEEL_ENOTINTASK`, `-KEEL_EWRONGTHREAD`.
+ */
+keel_result keel_task_join(struct keel_task task, struct keel_task other, uint64_t timeout_ns);
 
 /**
  * `socket(domain, type | SOCK_CLOEXEC, protocol)` through the ring; returns the
@@ -1073,6 +1243,60 @@ keel_result keel_task_destroy(struct keel_task task);
  */
 size_t keel_task_storage_size(void);
 
+/**
+ * Makes a semaphore with `permits` free permits (allocated once, kept for the next
+ * `create` after `destroy`).
+ *
+ * Thread safety: any thread. Errors: `-EINVAL` (`out` is NULL), `-ENOMEM`.
+ *
+ * # Safety
+ * `out` is valid for a write.
+ */
+keel_result keel_semaphore_create(uint64_t permits, struct keel_semaphore *out);
+
+/**
+ * Takes a permit, suspending the calling task until one is handed to it.
+ *
+ * Thread safety: only from inside the task's own function. Errors: `-ESTALE`,
+ * `-KEEL_ENOTINTASK` (not the running task), `-ECANCELED` (the task is cancelled:
+ * return), `-EPIPE` (the semaphore is closed).
+ */
+keel_result keel_semaphore_acquire(struct keel_task task, struct keel_semaphore sem);
+
+/**
+ * Takes a permit if one is free and no task waits for one; never waits.
+ *
+ * Thread safety: any thread. Errors: `-ESTALE`, `-EAGAIN` (none free), `-EPIPE` (closed).
+ */
+keel_result keel_semaphore_try_acquire(struct keel_semaphore sem);
+
+/**
+ * Gives `n` permits back (or adds them): each goes to the next waiting task (by
+ * priority, then FIFO), the rest to the free count.
+ *
+ * Thread safety: any thread. Errors: `-ESTALE`.
+ */
+keel_result keel_semaphore_release(struct keel_semaphore sem, uint64_t n);
+
+/**
+ * Closes the semaphore: every waiting task's acquire returns `-EPIPE`, and so does
+ * every later one. Thread safety: any thread. Errors: `-ESTALE`.
+ */
+keel_result keel_semaphore_close(struct keel_semaphore sem);
+
+/**
+ * The permits free now. Thread safety: any thread. Errors: `-ESTALE`.
+ */
+keel_result keel_semaphore_available(struct keel_semaphore sem);
+
+/**
+ * Destroys the semaphore; its handles become stale.
+ *
+ * Thread safety: any thread. Errors: `-ESTALE` (also a second destroy), `-EBUSY` (a task
+ * waits on it: release or close it, let the waiters return, then destroy).
+ */
+keel_result keel_semaphore_destroy(struct keel_semaphore sem);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus
@@ -1123,8 +1347,10 @@ static inline keel_result keel_task_yield_inline(keel_task task) {
       "push %%rax\n\t"
       "mov %%rsp, (%%rdi)\n\t"
       "mov 8(%%rdi), %%rsp\n\t"
+      "pop %%rbp\n\t"
       "ret\n\t"
       "1:\n\t"
+      "push %%rbp\n\t"
       "mov %%rsp, 8(%%rdi)\n\t"
       "lea 8(%%rsi), %%rsp\n\t"
       "pop %%rbx\n\t"

@@ -10,11 +10,13 @@ mod dispatch;
 mod echo;
 mod fiber_spawn;
 mod fiber_yield;
+mod join;
 mod nop;
 mod read1;
 mod read4k;
 mod read4k_peers;
 mod remote_attach;
+mod semaphore_handoff;
 mod spawn;
 mod switch;
 mod switch_mixed;
@@ -29,10 +31,12 @@ use keel_linux::SleepDriver;
 /// Every case, in the order a full run prints them.
 pub const ALL: &[Case] = &[
     spawn::CASE,
+    join::CASE,
     yield_::CASE,
     switch::CASE,
     fiber_yield::CASE,
     fiber_spawn::CASE,
+    semaphore_handoff::CASE,
     c_yield::CASE,
     switch_mixed::CASE,
     nop::B1,

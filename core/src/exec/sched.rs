@@ -153,6 +153,8 @@ impl Sched {
             // SAFETY: sched rule 3; park rule 3: set once, before publication.
             self.mailbox.park.set_unparker(unsafe { (driver_vt.unparker)(driver, word) });
             self.initialised.set(true);
+            // Registry rule 1 (exec/debug.rs): pinned from here on (sched rule 1).
+            crate::exec::debug::register(self);
         }
     }
 
@@ -161,7 +163,13 @@ impl Sched {
     /// the provenance `Sched::of_owner` steps back with.
     #[inline(always)]
     pub(crate) fn owner_id(&self) -> *mut Mailbox {
-        (self as *const Sched).cast_mut().cast::<Mailbox>()
+        Self::owner_id_of(NonNull::from(self))
+    }
+
+    /// [`owner_id`](Self::owner_id) of a scheduler that may be gone: an address
+    /// computation, no reference formed (the mailbox is the first field, `repr(C)`).
+    pub(crate) fn owner_id_of(sched: NonNull<Sched>) -> *mut Mailbox {
+        sched.as_ptr().cast::<Mailbox>()
     }
 
     /// The executor owning a task, from the task's `owner` (read on that executor's
@@ -317,6 +325,8 @@ impl Sched {
     /// The run ended. `in_reap`: called from a reap's sink (sched rule 3).
     pub(super) fn completed(&self, task: NonNull<Header>, in_reap: bool) {
         let header = hdr(task);
+        // Join rules 2-3: before the release below, after which the task may be another's.
+        self.complete_joiners(task);
         // Statuses completed but never taken are marked reaped as they leave the list
         // (io_status rule 1): one that outlives the run (kept outside the body) must not
         // unlink itself later from a list it is no longer in.
