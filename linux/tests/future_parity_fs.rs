@@ -2,10 +2,9 @@
 //! `writev`, `sync_file_range`, `fallocate`, the direct-descriptor calls,
 //! `try_claim_buffer`/`release_buffer`, and the fiber `nop`. Each gives the result its
 //! fiber twin gives; a cancelled task's operation returns its completion or `ECANCELED`
-//! with the buffers, and loses no data (`slot_op.rs`); a future dropped in flight leaves
-//! its buffers to the slot, which frees them at the completion, not before and not never
-//! (`slot_op.rs`, shared rule 2); a future moved out of its task completes in the task
-//! that polls it then (wake-token rule 3 in `ring`).
+//! with the buffers, and loses no data (`slot_op.rs`); a future moved out of its task
+//! completes in the task that polls it then (wake-token rule 3 in `ring`). Futures
+//! dropped in flight: `future_parity_drops.rs`.
 
 #[path = "parity_util/mod.rs"]
 mod parity;
@@ -14,7 +13,7 @@ mod util;
 
 use core::future::Future;
 use core::time::Duration;
-use keel_core::{Errno, Fiber, rt};
+use keel_core::{Errno, Fiber};
 use keel_linux::RingConfig;
 use keel_linux::fs::{self, BufferError, FallocateFlags, FiberFs, File, FixedFile, Mode, OFlags, SyncFileRangeFlags};
 use parity::*;
@@ -22,9 +21,6 @@ use std::cell::RefCell;
 use std::io::{IoSlice, IoSliceMut};
 use std::rc::Rc;
 use util::*;
-
-#[global_allocator]
-static ALLOC: Tracking = Tracking;
 
 type Log = Rc<RefCell<Vec<String>>>;
 
@@ -279,76 +275,6 @@ fn slot_op_a_cancelled_readv_returns_its_buffers_and_loses_no_bytes() {
     assert!((got == read && left.is_empty()) || (got == cancelled && left == b"xyz"), "got {got}, left {left:?}");
     close(spare);
     close(wfd);
-}
-
-/// The drop-in-flight check shared by `readv` and `read_direct`: `start` returns a future
-/// reading an empty pipe (or FIFO) into a buffer whose first byte it reports; the task
-/// polls it until the read is in the kernel and drops it. The buffer must outlive the drop
-/// (the kernel may still write into it) and be freed once the cancelled read's completion
-/// is reaped (no leak).
-fn dropped_in_flight_keeps_the_buffer<F: Future + 'static>(
-    ex: core::pin::Pin<&Ex>,
-    start: impl FnOnce() -> (F, *const u8) + 'static,
-) {
-    let _track = Track::start();
-    let out = log();
-    let o = out.clone();
-    ex.attach(task(), async move {
-        let (f, first) = start();
-        track(first);
-        let mut f = Box::pin(f);
-        for _ in 0..3 {
-            assert!(poll_once(&mut f).await.is_none(), "nothing to read: it waits");
-            rt::yield_now().await.unwrap(); // the read reaches the kernel
-        }
-        drop(f);
-        o.borrow_mut().push(format!("freed at the drop {}", freed()));
-        0u64
-    })
-    .unwrap();
-    run_until(ex, || !out.borrow().is_empty());
-    run_until(ex, freed);
-    assert_eq!(*out.borrow(), ["freed at the drop false"]);
-}
-
-#[test]
-fn slot_op_a_readv_dropped_in_flight_keeps_its_buffers_until_the_completion() {
-    let (rfd, wfd) = pipe();
-    // SAFETY: the pipe's read end is ours and wrapped once.
-    let file: &'static File = Box::leak(Box::new(unsafe { File::from_raw_fd(rfd) }));
-    let ex = executor(RingConfig::default());
-    dropped_in_flight_keeps_the_buffer(ex.as_ref(), move || {
-        let bufs = vec![Vec::with_capacity(4), Vec::with_capacity(64)];
-        let first = bufs[1].as_ptr();
-        (fs::readv(file, bufs, 0), first)
-    });
-    close(wfd);
-}
-
-#[test]
-fn slot_op_a_read_direct_dropped_in_flight_keeps_its_buffer_until_the_completion() {
-    let path = temp("fifo");
-    let c = std::ffi::CString::new(path.clone()).unwrap();
-    // SAFETY: a NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    let ex = executor(RingConfig { registered_files: 2, ..RingConfig::default() });
-    let fifo: Rc<RefCell<Option<FixedFile>>> = Rc::new(RefCell::new(None));
-    let (f, p) = (fifo.clone(), path.clone());
-    ex.as_ref()
-        .attach(task(), async move {
-            // O_RDWR: the open does not wait for a writer, and a read waits for data.
-            *f.borrow_mut() = Some(fs::open_direct(&p, OFlags::RDWR, Mode::empty()).await.unwrap());
-            0u64
-        })
-        .unwrap();
-    run_all(ex.as_ref());
-    let file: &'static FixedFile = Box::leak(Box::new(fifo.borrow_mut().take().unwrap()));
-    dropped_in_flight_keeps_the_buffer(ex.as_ref(), move || {
-        let buf = Vec::with_capacity(32);
-        let first = buf.as_ptr();
-        (fs::read_direct(file, buf, 0), first)
-    });
-    let _ = std::fs::remove_file(path);
 }
 
 type Parked = Rc<RefCell<Option<core::pin::Pin<Box<dyn Future<Output = (Result<u32, Errno>, Vec<Vec<u8>>)>>>>>>;
