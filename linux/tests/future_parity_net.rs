@@ -247,13 +247,19 @@ fn future_send_zc_fixed_sends_and_gives_the_buffer_back() {
 enum Leave {
     Drop,
     Cancel,
+    MoveOut,
 }
+
+type ParkedZc =
+    Rc<RefCell<Option<(Pin<Box<dyn Future<Output = (Result<u32, Errno>, fs::FixedBuf)>>>, &'static Socket)>>>;
 
 /// Zero-copy sends of a 64 KiB registered buffer to a peer that does not read, until one
 /// stays in flight; then the task drops that send (or is cancelled while awaiting it).
 /// Dropped: the buffer is not released while the kernel may still read it (a claim
 /// waits) and is released once the peer reads and the notification comes (the claim gets
 /// it). Cancelled: the send returns (`ECANCELED`, or the bytes it sent) with the buffer.
+/// Moved out: the task hands the send out and completes at once; another task awaits it
+/// and gets the result and the buffer once the peer reads (wake-token rule 3).
 fn a_blocked_send_zc_fixed_that_leaves(leave: Leave) {
     let ex = executor(RingConfig { registered_buffers: 1, registered_buffer_size: 64 * 1024, ..RingConfig::default() });
     let (lfd, mut peer) = connected(ex.as_ref());
@@ -269,7 +275,8 @@ fn a_blocked_send_zc_fixed_that_leaves(leave: Leave) {
     });
     let blocked = Rc::new(std::cell::Cell::new(false));
     let out = log();
-    let (o, bl, read_now) = (out.clone(), blocked.clone(), read_now.clone());
+    let parked: ParkedZc = Rc::new(RefCell::new(None));
+    let (o, bl, read_now, pk) = (out.clone(), blocked.clone(), read_now.clone(), parked.clone());
     let t = ex
         .as_ref()
         .attach(task(), async move {
@@ -303,6 +310,10 @@ fn a_blocked_send_zc_fixed_that_leaves(leave: Leave) {
                 }
             }
             let f = pending.expect("a peer that does not read blocks the sender within 16 MiB");
+            if leave == Leave::MoveOut {
+                *pk.borrow_mut() = Some((f, c));
+                return 0u64;
+            }
             if leave == Leave::Cancel {
                 bl.set(true);
                 let (r, b) = f.await; // the task is cancelled while it waits here
@@ -330,6 +341,23 @@ fn a_blocked_send_zc_fixed_that_leaves(leave: Leave) {
         let _ = ex.as_ref().run(16, Some(Duration::from_millis(5)));
         ex.as_ref().cancel(t).unwrap();
     }
+    if leave == Leave::MoveOut {
+        run_until(ex.as_ref(), || parked.borrow().is_some());
+        let _ = ex.as_ref().run(16, Some(Duration::from_millis(5)));
+        assert_eq!(ex.as_ref().result(t), Ok(Some(Ok(0))), "the task was not held by the send it moved out");
+        let (f, c) = parked.borrow_mut().take().unwrap();
+        let (o, go) = (out.clone(), release.clone());
+        ex.as_ref()
+            .attach(task(), async move {
+                go.store(true, Ordering::Release); // pairs with the reader's Acquire
+                let (r, b) = f.await;
+                o.borrow_mut().push(format!("moved send sent {}, buffer {}", r.is_ok_and(|n| n > 0), b.index()));
+                // SAFETY: `c`'s descriptor is ours; the peer's read ends at end of stream.
+                unsafe { libc::shutdown(c.fd(), libc::SHUT_RDWR) };
+                0u64
+            })
+            .unwrap();
+    }
     run_all(ex.as_ref());
     release.store(true, Ordering::Release); // pairs with the reader's Acquire
     let _ = reader.join();
@@ -337,6 +365,7 @@ fn a_blocked_send_zc_fixed_that_leaves(leave: Leave) {
     let want: &[&str] = match leave {
         Leave::Drop => &["claim waits true", "claimed 0"],
         Leave::Cancel => &["cancelled send ended as expected true, buffer 0"],
+        Leave::MoveOut => &["moved send sent true, buffer 0"],
     };
     assert_eq!(*out.borrow(), want);
 }
@@ -349,4 +378,9 @@ fn regbuf_rule_5_a_send_zc_fixed_dropped_in_flight_releases_its_buffer_only_afte
 #[test]
 fn slot_op_a_cancelled_send_zc_fixed_returns_its_buffer() {
     a_blocked_send_zc_fixed_that_leaves(Leave::Cancel);
+}
+
+#[test]
+fn wake_token_rule_3_a_send_zc_fixed_moved_out_of_its_task_completes_in_another() {
+    a_blocked_send_zc_fixed_that_leaves(Leave::MoveOut);
 }
