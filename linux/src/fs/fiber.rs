@@ -32,6 +32,9 @@ pub trait FiberFs {
     fn close_direct(&mut self, file: FixedFile) -> Result<(), Errno>;
     /// Runs one operation and waits for its completion (see the module doc).
     fn run_op(&mut self, op: RingOp) -> IoResult;
+    /// A no-op through the ring (`IORING_OP_NOP`), for measuring the path: the fiber form
+    /// of [`fs::nop`](super::nop).
+    fn nop(&mut self) -> IoResult;
     /// `openat2(AT_FDCWD, path, &how, sizeof how)` with `how = {flags | O_CLOEXEC, mode}`,
     /// see openat2(2). The flags are typed (`flags` module):
     ///
@@ -209,6 +212,10 @@ impl FiberFs for Fiber {
             self.wait_io();
         }
         st.result().unwrap_or(Err(Errno::EIO))
+    }
+
+    fn nop(&mut self) -> IoResult {
+        self.run_op(RingOp::nop())
     }
 
     fn open(&mut self, path: impl PathArg, flags: OFlags, mode: Mode) -> Result<File, Errno> {

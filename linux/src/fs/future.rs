@@ -2,13 +2,14 @@
 //! result. The operation and its buffer live in a driver slot (`ring/slots.rs`), not in
 //! the future (`slot_op.rs`): a future dropped in flight cancels its operation and the slot
 //! keeps the buffer until the completion; a cancelled task's future still returns its
-//! completion. Nothing is allocated per operation.
+//! completion. Nothing is allocated per operation but what the kernel must read from memory
+//! the caller did not give: `open`'s path and `open_how`, a vectored set's `iovec` table.
 #![allow(unsafe_code)] // building SQEs that point at owned buffers; each use says why the buffer outlives the op
 
 use super::{BufferError, File, claim_on, close_shared, collect_on, cwd, fd, open_how, prio_op};
 use crate::buf::RawBuf;
 use crate::fd::{Fd, SharedFd};
-use crate::flags::{Mode, OFlags, PathArg};
+use crate::flags::{FallocateFlags, Mode, OFlags, PathArg, SyncFileRangeFlags};
 use crate::regbuf::FixedBuf;
 use crate::ring::{RingDriver, RingOp, to_result};
 use crate::slot_op::SlotOp;
@@ -52,7 +53,7 @@ impl Future for OwnedOp {
     }
 }
 
-async fn io_priority() -> (Priority, bool) {
+pub(super) async fn io_priority() -> (Priority, bool) {
     core::future::poll_fn(|cx| {
         let tcx = keel_core::TaskCx::of(cx);
         let p = tcx.map(|tcx| tcx.priorities().io).unwrap_or_default();
@@ -67,24 +68,31 @@ async fn io_priority() -> (Priority, bool) {
 /// `&CStr`, ...; one that holds a NUL byte is `EINVAL`). If the future is dropped before
 /// completion, a descriptor the kernel opens anyway is closed.
 pub async fn open(path: impl PathArg, flags: OFlags, mode: Mode) -> Result<File, Errno> {
+    let op = open_op(path, open_how(flags, mode), None)?;
+    let (res, _buf) = OwnedOp::new(op).await;
+    res.map(|fd| File { fd: Fd::new(fd as RawFd) }) // the kernel made it for us: ours
+}
+
+/// The owned `openat2` of `path` with `how`, into fixed-file slot `slot` if given: one
+/// owned buffer holds the `open_how` and the NUL-terminated path.
+pub(super) fn open_op(
+    path: impl PathArg,
+    how: types::OpenHow,
+    slot: Option<types::DestinationSlot>,
+) -> Result<RingOp, Errno> {
     let path = path.as_cow_c_str().map_err(|e| Errno(e.raw_os_error()))?;
     let path = path.to_bytes_with_nul();
-    // One owned buffer holds the open_how and the NUL-terminated path.
     let how_len = core::mem::size_of::<types::OpenHow>();
     let mut bytes = Vec::with_capacity(how_len + path.len());
-    let how = open_how(flags, mode);
-    #[allow(unsafe_code)]
     // SAFETY: `OpenHow` is plain old data (three u64s).
     bytes.extend_from_slice(unsafe { core::slice::from_raw_parts(&how as *const _ as *const u8, how_len) });
     bytes.extend_from_slice(path);
     let raw = RawBuf::from_vec(bytes);
     let (how_ptr, path_ptr) =
         (raw.ptr() as *const types::OpenHow, raw.ptr().wrapping_add(how_len) as *const core::ffi::c_char);
-    let e = opcode::OpenAt2::new(types::Fd(cwd()), path_ptr, how_ptr).build();
+    let e = opcode::OpenAt2::new(types::Fd(cwd()), path_ptr, how_ptr).file_index(slot).build();
     // SAFETY: the SQE references only `raw`, which the slot keeps until completion.
-    let op = unsafe { RingOp::owned(e, Some(raw)) };
-    let (res, _buf) = OwnedOp::new(op).await;
-    res.map(|fd| File { fd: Fd::new(fd as RawFd) }) // the kernel made it for us: ours
+    Ok(unsafe { RingOp::owned(e, Some(raw)) })
 }
 
 /// `close(fd)` through the ring, see close(2): first cancels every operation on the
@@ -125,6 +133,46 @@ pub async fn write(file: &File, buf: Vec<u8>, offset: u64) -> (Result<u32, Errno
     (res, raw.map(|r| r.into_vec(len)).unwrap_or_default())
 }
 
+/// `preadv(fd, iov, iovcnt, offset)`, see preadv(2): the future form of
+/// [`FiberFs::readv`](super::FiberFs::readv). Reads into the buffers in order, each from
+/// its start up to its capacity; they come back with their lengths set to what each
+/// received. The set travels as one owned buffer (`buf.rs`: the `iovec` table is the one
+/// allocation this adds), kept by the slot until the kernel is done if the future is
+/// dropped in flight.
+pub async fn readv(file: &File, bufs: Vec<Vec<u8>>, offset: u64) -> (Result<u32, Errno>, Vec<Vec<u8>>) {
+    vectored(file, bufs, offset, true).await
+}
+
+/// `pwritev(fd, iov, iovcnt, offset)`, see pwritev(2): the future form of
+/// [`FiberFs::writev`](super::FiberFs::writev), writing each buffer's length in order; the
+/// buffers come back unchanged. Lifetime as for [`readv`].
+pub async fn writev(file: &File, bufs: Vec<Vec<u8>>, offset: u64) -> (Result<u32, Errno>, Vec<Vec<u8>>) {
+    vectored(file, bufs, offset, false).await
+}
+
+async fn vectored(file: &File, bufs: Vec<Vec<u8>>, offset: u64, read: bool) -> (Result<u32, Errno>, Vec<Vec<u8>>) {
+    let (p, rt) = io_priority().await;
+    let count = bufs.len();
+    let raw = RawBuf::from_vecs(bufs, read);
+    let (iov, n) = raw.iovecs().expect("a vectored set");
+    let e = match read {
+        true => opcode::Readv::new(fd(file), iov, n).offset(offset).build(),
+        false => opcode::Writev::new(fd(file), iov, n).offset(offset).build(),
+    };
+    // SAFETY: the SQE references only `raw` (its iovec table and the buffers it names),
+    // kept by the slot until completion.
+    let op = prio_op(unsafe { RingOp::owned(e, Some(raw)) }, p, rt);
+    let (res, raw) = OwnedOp::new(op).holding(Some(&file.fd)).await;
+    let got = match (read, &res) {
+        (true, Ok(k)) => Some(*k as usize),
+        (true, Err(_)) => Some(0),
+        (false, _) => None,
+    };
+    let bufs = raw.map(|r| r.into_vecs(got)).unwrap_or_default();
+    debug_assert!(bufs.len() == count || bufs.is_empty(), "keel bug: a vectored set changed size");
+    (res, bufs)
+}
+
 /// `READ_FIXED` of up to `len` bytes into registered buffer `buf` at `offset` (the future
 /// form of [`FiberFs::read_fixed`](super::FiberFs::read_fixed)): the buffer goes with the
 /// operation and comes back with the result. `EINVAL` if `len` exceeds the buffer, `EXDEV`
@@ -140,7 +188,7 @@ pub async fn read_fixed(file: &File, mut buf: FixedBuf, len: u32, offset: u64) -
     // SAFETY: the SQE references only `buf` (`len` bytes, checked), which the operation
     // holds until its completion, and the slot if the future is dropped first (regbuf
     // rule 5); it is submitted only on `buf`'s own ring (`SlotOp::holding_fixed`).
-    fixed_op(file, prio_op(unsafe { RingOp::owned(e, None) }, p, rt), buf).await
+    fixed_op(Some(&file.fd), prio_op(unsafe { RingOp::owned(e, None) }, p, rt), buf).await
 }
 
 /// `WRITE_FIXED` of `len` bytes from registered buffer `buf` at `offset` (the future form
@@ -153,11 +201,14 @@ pub async fn write_fixed(file: &File, buf: FixedBuf, len: u32, offset: u64) -> (
     let (p, rt) = io_priority().await;
     let e = opcode::WriteFixed::new(fd(file), buf.as_ptr().cast_mut(), len, buf.index()).offset(offset).build();
     // SAFETY: as in `read_fixed`; the kernel only reads the buffer.
-    fixed_op(file, prio_op(unsafe { RingOp::owned(e, None) }, p, rt), buf).await
+    fixed_op(Some(&file.fd), prio_op(unsafe { RingOp::owned(e, None) }, p, rt), buf).await
 }
 
-async fn fixed_op(file: &File, op: RingOp, buf: FixedBuf) -> (Result<u32, Errno>, FixedBuf) {
-    let mut slot_op = SlotOp::new(op).holding(Some(&file.fd)).holding_fixed(buf);
+/// Runs `op`, which uses registered buffer `buf` (and names `fd`, held open until its
+/// completion: fd rule 1), and gives the buffer back with the result; dropped in flight,
+/// the slot keeps the buffer until the kernel is done (regbuf rule 5).
+pub(crate) async fn fixed_op(fd: Option<&SharedFd>, op: RingOp, buf: FixedBuf) -> (Result<u32, Errno>, FixedBuf) {
+    let mut slot_op = SlotOp::new(op).holding(fd).holding_fixed(buf);
     let (res, _, _) = (&mut slot_op).await;
     (to_result(res), slot_op.take_fixed().expect("keel bug: a fixed operation lost its buffer"))
 }
@@ -174,6 +225,45 @@ pub async fn fdatasync(file: &File) -> Result<(), Errno> {
     let e = opcode::Fsync::new(fd(file)).flags(types::FsyncFlags::DATASYNC).build();
     // SAFETY: no memory is referenced.
     OwnedOp::new(unsafe { RingOp::owned(e, None) }).holding(Some(&file.fd)).await.0.map(drop)
+}
+
+/// `sync_file_range(fd, offset, nbytes, flags)`, see sync_file_range(2): the future form
+/// of [`FiberFs::sync_file_range`](super::FiberFs::sync_file_range).
+pub async fn sync_file_range(file: &File, offset: u64, len: u32, flags: SyncFileRangeFlags) -> Result<(), Errno> {
+    let e = opcode::SyncFileRange::new(fd(file), len).offset(offset).flags(flags.bits()).build();
+    // SAFETY: no memory is referenced.
+    OwnedOp::new(unsafe { RingOp::owned(e, None) }).holding(Some(&file.fd)).await.0.map(drop)
+}
+
+/// `fallocate(fd, mode, offset, len)`, see fallocate(2): the future form of
+/// [`FiberFs::fallocate`](super::FiberFs::fallocate).
+pub async fn fallocate(file: &File, mode: FallocateFlags, offset: u64, len: u64) -> Result<(), Errno> {
+    let e = opcode::Fallocate::new(fd(file), len).offset(offset).mode(mode.bits() as i32).build();
+    // SAFETY: no memory is referenced.
+    OwnedOp::new(unsafe { RingOp::owned(e, None) }).holding(Some(&file.fd)).await.0.map(drop)
+}
+
+/// Claims a registered buffer if one is free now, else `AllClaimed` (never waits, never
+/// queues: regbuf rule 2): the future form of
+/// [`FiberFs::try_claim_buffer`](super::FiberFs::try_claim_buffer). Outside a keel task
+/// or off the ring driver: `NotOnRing`.
+pub async fn try_claim_buffer() -> Result<FixedBuf, BufferError> {
+    core::future::poll_fn(|cx| {
+        let r = keel_core::TaskCx::of(cx).and_then(|tcx| tcx.with_driver::<RingDriver, _>(|d| claim_on(d, None)));
+        Poll::Ready(match r {
+            None => Err(BufferError::NotOnRing),
+            Some(Err(e)) => Err(e),
+            Some(Ok(Ok(b))) => Ok(b),
+            Some(Ok(Err(_))) => unreachable!("keel bug: a claim that may not wait queued"),
+        })
+    })
+    .await
+}
+
+/// Releases a registered buffer now, to the oldest waiter if any: the same as dropping
+/// it (regbuf rule 3), named as [`FiberFs::release_buffer`](super::FiberFs::release_buffer).
+pub fn release_buffer(buf: FixedBuf) {
+    drop(buf);
 }
 
 /// Claims a registered buffer, waiting (FIFO, with fibers' `claim_buffer` in the same

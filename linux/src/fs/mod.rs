@@ -11,7 +11,8 @@
 //!   in flight cancels it, and the slot keeps the buffer until the completion arrives; an
 //!   abandoned open closes the descriptor it gets. A future whose task is cancelled
 //!   cancels its operation and still returns its completion (`slot_op.rs`): data the kernel
-//!   read before the cancel took is returned, not lost. Nothing is allocated per operation.
+//!   read before the cancel took is returned, not lost. Nothing is allocated per operation
+//!   but `open`'s path and a vectored set's `iovec` table (`buf.rs`).
 //!
 //! A [`File`] stays open while an operation naming it is queued or in flight (fd rules in
 //! `fd.rs`): a future's operation holds a reference until its completion is reaped, a
@@ -22,6 +23,10 @@
 //! Registered buffers (`RingConfig::registered_buffers`, `regbuf.rs`): a claim is a
 //! [`FixedBuf`], which the fixed operations take (fibers by reference, futures by value);
 //! dropping it releases the buffer to the oldest waiter, however its holder ends.
+//!
+//! Every fiber call has a future twin of the same name and arguments (buffers by value
+//! where the fiber borrows them; direct descriptors in `direct.rs`), and the reverse; the
+//! README's "Fibers and futures" table lists both columns.
 //!
 //! Each call's doc opens with its C form. Read and write carry the task's I/O priority in
 //! the SQE; nothing else does (`ring/op.rs`).
@@ -35,15 +40,19 @@ use keel_core::Priority;
 use std::os::fd::RawFd;
 
 mod close;
+mod direct;
 mod fiber;
 mod future;
 
 pub use crate::flags::{FallocateFlags, Mode, OFlags, PathArg, SyncFileRangeFlags};
 pub(crate) use close::{close_fiber, close_fixed_fiber, close_fixed_shared, close_shared};
+pub use direct::{close_direct, open_direct, read_direct, write_direct};
 pub use fiber::FiberFs;
 pub(crate) use fiber::{claim_on, collect_on, fixed_check};
+pub(crate) use future::fixed_op;
 pub use future::{
-    ClaimBuffer, OwnedOp, claim_buffer, close, fdatasync, fsync, nop, open, read, read_fixed, write, write_fixed,
+    ClaimBuffer, OwnedOp, claim_buffer, close, fallocate, fdatasync, fsync, nop, open, read, read_fixed, readv,
+    release_buffer, sync_file_range, try_claim_buffer, write, write_fixed, writev,
 };
 
 /// An open file descriptor, shared with the future operations that name it (fd rule 1 in

@@ -14,6 +14,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+mod exchange;
+pub use exchange::{send_then_recv, send_zc_fixed};
+
 /// An SQE that references no memory, holding `fd` (if any) until it completes (fd rule 1).
 async fn plain(fd: Option<&SharedFd>, e: squeue::Entry) -> Result<u32, Errno> {
     // SAFETY: callers pass SQEs that reference no memory.
