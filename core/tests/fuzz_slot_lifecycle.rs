@@ -8,7 +8,7 @@ use fuzz::slot_lifecycle::run;
 use proptest::prelude::*;
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(256), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(256), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn slot_lifecycle_sequences_keep_every_check(data in proptest::collection::vec(any::<u8>(), 0..512)) {

@@ -85,7 +85,7 @@ impl Model {
 
     fn submit(&mut self, b: &mut Bytes) -> Result<(), String> {
         let latency = Duration::from_micros(b.u16() as u64 % 5000);
-        let result = if b.u8() % 4 == 0 { Err(ERRNOS[b.below(ERRNOS.len())]) } else { Ok(b.u16() as u32) };
+        let result = if b.u8().is_multiple_of(4) { Err(ERRNOS[b.below(ERRNOS.len())]) } else { Ok(b.u16() as u32) };
         let label = b.u8() as u32;
         let tok = token(b.u64());
         let op = SimOp::new(label).after(latency).with_result(result);

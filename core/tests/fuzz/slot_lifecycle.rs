@@ -70,7 +70,7 @@ fn body_from(b: &mut Bytes) -> Body {
         3 => Body::Sleep(b.u16() % 2000),
         _ => {
             let latency_us = b.u16() % 2000;
-            let result = if b.u8() % 3 == 0 { Err(ERRNOS[b.below(ERRNOS.len())]) } else { Ok(b.u16() as u32) };
+            let result = if b.u8().is_multiple_of(3) { Err(ERRNOS[b.below(ERRNOS.len())]) } else { Ok(b.u16() as u32) };
             Body::Io { latency_us, result }
         }
     }
@@ -502,7 +502,7 @@ impl Harness<'_> {
 /// Plays `data` as a program; `Err` says which check failed.
 pub fn run(data: &[u8]) -> Result<Outcome, String> {
     let mut b = Bytes::new(data);
-    let teardown = b.u8() % 4 == 0;
+    let teardown = b.u8().is_multiple_of(4);
     let (out, left) = {
         let ex = pin!(Executor::new(D::new(), Config::default()).map_err(|e| format!("{e:?}"))?);
         let mut h = Harness {
