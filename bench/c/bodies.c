@@ -18,6 +18,16 @@ int64_t keel_bench_c_yield(keel_task task, void *user) {
     return (int64_t)a->iters;
 }
 
+/* Yields `iters` times through keel_task_yield_inline (the switch inlined here). */
+int64_t keel_bench_c_yield_inline(keel_task task, void *user) {
+    const struct keel_bench_args *a = user;
+    for (uint64_t i = 0; i < a->iters; i++) {
+        keel_result r = keel_task_yield_inline(task);
+        if (r < 0) return r;
+    }
+    return (int64_t)a->iters;
+}
+
 /* `iters` times: a 1-byte read of `fd` (/dev/zero) through the ring with a status block,
  * suspended on until it completes; each must read one zero byte. Returns `iters`, or the
  * first error (-EIO for a wrong result). */

@@ -87,6 +87,15 @@ pub enum TaskError {
         /// The x87 control word the fiber left.
         x87_cw: u16,
     },
+    /// A fiber attached from another thread could get no stack from its executor's
+    /// pool when it was first to run (fiber rule 8); its body was dropped without
+    /// running.
+    NoStack {
+        /// What the stack provider said.
+        errno: i32,
+        /// The stack size asked for (`FiberAttrs::stack_size`).
+        wanted: usize,
+    },
 }
 
 impl fmt::Display for TaskError {
@@ -100,6 +109,11 @@ impl fmt::Display for TaskError {
                 "fiber task {task} switched out with MXCSR {mxcsr:#06x} / x87 control word {x87_cw:#06x} changed from the executor's (the executor restored its own): \
                  restore the rounding mode and exception masks before each suspension point and before returning, \
                  or attach the fiber with FiberAttrs {{ save_fp_control: true, .. }} to keep its own across suspensions"
+            ),
+            TaskError::NoStack { errno, wanted } => write!(
+                f,
+                "the fiber got no {wanted}-byte stack from its executor's pool (errno {errno}): \
+                 ask for a smaller stack_size, or give the executor a provider with room"
             ),
         }
     }

@@ -142,8 +142,8 @@ pub use exec::{
 };
 pub use fiber::{FP_CONTROL_CHECKED, Fiber, FiberAttrs, PairRefused, PanicCatcher};
 pub use io_status::{
-    DriverPtr, IoStatus, NotSubmitted, SubmitRefused, initiate, suspend_until_completed_io, try_submit,
-    try_submit_from, try_submit_now,
+    Completion, DriverPtr, IoStatus, NextIo, NotSubmitted, SubmitRefused, initiate, suspend_until_completed_io,
+    try_submit, try_submit_from, try_submit_now,
 };
 pub use priority::{Priorities, Priority};
 pub use stack::{NoStacks, RegionStacks, Stack, StackProvider, StackStats};

@@ -224,6 +224,20 @@ impl Default for DispatchWorker {
     }
 }
 
+/// `Dispatcher::submit` with `W`'s fence between the push and the look for a parked
+/// worker (dispatch rule 4; `Strong` is production's). `false` if it was refused.
+pub fn submit_with<W: Weaken, F>(
+    dispatcher: &'static crate::dispatch::Dispatcher,
+    task: crate::TaskHandle,
+    body: F,
+) -> bool
+where
+    F: core::future::Future + Send + 'static,
+    F::Output: crate::task::body::IntoTaskResult,
+{
+    dispatcher.submit_body_with::<W, F>(task, body, &crate::task::body::FutureBody::<F>::VTABLE).is_ok()
+}
+
 /// Dispatch rules 1-2, a worker's take: pop the highest priority's newest task and claim
 /// it, as `Sched::take_dispatched` does (without attaching it). The task's id.
 pub fn take(dispatcher: &crate::dispatch::Dispatcher, worker: &DispatchWorker) -> Option<u32> {

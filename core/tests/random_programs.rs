@@ -100,6 +100,8 @@ fn sweep(seed: u64, mut more: impl FnMut(u64, u64) -> bool) -> (u64, u64) {
         "spawned from a task",
         "shutdowns",
         "executors dropped mid-program",
+        "completions named by next_completed_io",
+        "next_completed_io timeouts",
         "destroys retried after WakeInFlight",
     ];
     let covered: Vec<String> = names.iter().zip(seen).map(|(n, c)| format!("{n} {c}")).collect();

@@ -397,6 +397,32 @@ keel_result keel_task_yield(struct keel_task task);
 keel_result keel_task_suspend_for(struct keel_task task, uint64_t ns);
 
 /**
+ * First half of `keel_task_yield_inline` (keel.h), which makes the switch itself, inlined
+ * into the calling function, so that no call frame straddles it. Returns 0 with
+ * `*regs` set: the caller switches now, on `*regs`, then calls `keel_task_yield_end`.
+ * Returns 1 when this task cannot switch inline (the ucontext switcher, an
+ * AddressSanitizer build): the yield has been made out of line already and no end call
+ * follows. Use `keel_task_yield_inline`, not this.
+ *
+ * Thread safety: only from inside the task's own function. Errors: as `keel_task_yield`
+ * (`-ECANCELED` only after the out-of-line yield).
+ *
+ * # Safety
+ * `regs` is valid for a write. After 0, the caller switches out on `*regs` with keel's
+ * x86_64 suspend sequence before any other keel call, then calls `keel_task_yield_end`.
+ */
+keel_result keel_task_yield_begin(struct keel_task task, void **regs);
+
+/**
+ * Second half of `keel_task_yield_inline`, after the switch: the task is current again.
+ * Returns 0, or `-ECANCELED` (the task is cancelled: return).
+ *
+ * Thread safety: only from inside the task's own function, right after its inline
+ * switch. Errors: `-ESTALE`, `-KEEL_ENOTINTASK` (no fiber: not inside a task function).
+ */
+keel_result keel_task_yield_end(struct keel_task task);
+
+/**
  * Makes a dispatcher (allocated once, kept for the next `create` after `destroy`).
  *
  * Thread safety: any thread. Errors: `-ENOMEM`, `-EOPNOTSUPP` (the CPU lacks
@@ -526,9 +552,12 @@ keel_result keel_executor_destroy(struct keel_executor ex);
 
 /**
  * Posts `fn(task, user)` to run once on the executor's thread, from any thread; a parked
- * executor is woken. The function runs to completion: `keel_task_yield` and the other
- * suspension calls return `-KEEL_ENOTINTASK` inside it. Read its result with
- * `keel_task_result` (`-EINPROGRESS` until then); the task is unowned again after.
+ * executor is woken. The function runs on a fiber of the task's switcher and stack size
+ * (the stack taken from the executor's pool when it first runs) and may call
+ * `keel_task_yield`, `keel_task_suspend_for` and the i/o calls with `task`, as an
+ * attached function does. Read its result with `keel_task_result` (`-EINPROGRESS` until
+ * then; `-ECANCELED` if it never ran: its executor was destroyed first, or no stack could
+ * be mapped for it); the task is unowned again after.
  *
  * Ownership: `user` stays the caller's until the run completes. Thread safety: any
  * thread (the task must be unowned and used by one thread at a time). Errors: `-ESTALE`
@@ -885,6 +914,23 @@ keel_result keel_file_write_async(struct keel_task task,
 keel_result keel_task_suspend_until_completed_io(struct keel_task task, size_t max);
 
 /**
+ * Suspends the task until one of its status blocks completes, or `timeout_ns` passes
+ * (`KEEL_NO_TIMEOUT`: no limit; 0: only look), takes that block (oldest completion
+ * first) and stores its address in `*completed`; read its result with
+ * `keel_io_status_result`. Returns 0, `-ETIME` (the timeout passed first; the operations
+ * stay in flight) or `-ENODATA` (nothing in flight and nothing completed).
+ *
+ * Thread safety: from inside the running task's function. Errors: `-ESTALE`,
+ * `-KEEL_ENOTINTASK`, `-EFAULT` (`completed` NULL), `-ECANCELED` (cancelled: return).
+ *
+ * # Safety
+ * `completed` is NULL or valid for a write.
+ */
+keel_result keel_task_next_completed_io(struct keel_task task,
+                                        uint64_t timeout_ns,
+                                        struct keel_io_status **completed);
+
+/**
  * Starts `fsync(fd)` with `status`; as `keel_file_read_async`.
  *
  * # Safety
@@ -958,8 +1004,7 @@ keel_result keel_task_create(const struct keel_task_attr *attr, struct keel_task
  *
  * Ownership: `user` stays the caller's; it must stay valid until the run completes.
  * `fn` must not unwind (C++ exceptions) or `longjmp` out. Thread safety: the executor's
- * thread (keel-core attaches fibers only there; from another thread,
- * `keel_executor_post` runs a function without a fiber). Errors: `-ESTALE` (either
+ * thread (from another thread, `keel_executor_post`). Errors: `-ESTALE` (either
  * handle), `-KEEL_EWRONGTHREAD`, `-EINVAL` (`fn` NULL), `-EBUSY` (attached already, or a
  * run on another executor or thread not released yet), an errno if no stack could be
  * mapped.
@@ -1030,5 +1075,54 @@ KEEL_STATIC_ASSERT(sizeof(keel_task) == 16 && sizeof(keel_executor) == 16, "hand
 
 /** Whether a keel_result is an error. */
 #define KEEL_IS_ERROR(r) ((r) < 0)
+
+/**
+ * keel_task_yield with the switch inlined into the calling function (GCC or Clang on
+ * x86_64; elsewhere it calls keel_task_yield). An out-of-line call that switches
+ * stacks leaves its frame straddling the switch, so the CPU's return-stack buffer
+ * mispredicts both returns of every round trip; here the two calls into keel return
+ * before the switch and after it, and the switch itself is keel's own suspend
+ * sequence (linker/README.md, "The inline yield"). Same results and errors as
+ * keel_task_yield. Thread safety: only from inside the task's own function.
+ */
+static inline keel_result keel_task_yield_inline(keel_task task) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  void *regs;
+  keel_result r = keel_task_yield_begin(task, &regs);
+  if (r != 0) return r < 0 ? r : 0;
+  /* The red zone is stepped over; rbp and rbx are saved by hand (they may not be
+   * clobbers); every other register but rsp is declared clobbered. */
+  __asm__ volatile(
+      "sub $128, %%rsp\n\t"
+      "push %%rbp\n\t"
+      "push %%rbx\n\t"
+      "lea 1f(%%rip), %%rax\n\t"
+      "push %%rax\n\t"
+      "mov %%rsp, (%%rdi)\n\t"
+      "mov 8(%%rdi), %%rsp\n\t"
+      "ret\n\t"
+      "1:\n\t"
+      "mov %%rsp, 8(%%rdi)\n\t"
+      "lea 8(%%rsi), %%rsp\n\t"
+      "pop %%rbx\n\t"
+      "pop %%rbp\n\t"
+      "add $128, %%rsp\n\t"
+      : "+D"(regs)
+      :
+      : "rax", "rcx", "rdx", "rsi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
+        "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7",
+        "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15",
+#ifdef __AVX512F__
+        "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23",
+        "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30", "xmm31",
+        "k1", "k2", "k3", "k4", "k5", "k6", "k7",
+#endif
+        "st", "st(1)", "st(2)", "st(3)", "st(4)", "st(5)", "st(6)", "st(7)",
+        "cc", "memory");
+  return keel_task_yield_end(task);
+#else
+  return keel_task_yield(task);
+#endif
+}
 
 #endif /* KEEL_H */

@@ -23,6 +23,7 @@ use crate::task::{TaskStorage, keel_task, task_of};
 use core::cell::Cell;
 use core::ffi::c_void;
 use core::ptr::null;
+use core::sync::atomic::Ordering;
 use keel_core::{Fiber, TaskError, TaskResult};
 
 /// A task's function: runs on the task's fiber, returns the run's result (`>= 0`, or a
@@ -52,13 +53,13 @@ pub(crate) fn body_for(
     user: *mut c_void,
 ) -> impl FnOnce(&mut Fiber) -> TaskResult + 'static {
     move |fib: &mut Fiber| {
-        t.fiber.set(fib);
+        t.fiber.store(fib, Ordering::Relaxed);
         restore_current(t);
         // SAFETY: `f` is the caller's task function with the argument it gave (the
         // documented contract of `keel_task_attach`).
         let r = unsafe { f(task, user) };
         restore_current(null());
-        t.fiber.set(core::ptr::null_mut());
+        t.fiber.store(core::ptr::null_mut(), Ordering::Relaxed);
         let r = if r >= 0 {
             Ok(r as u64)
         } else if r >= -KEEL_ERRNO_MAX {
@@ -103,7 +104,7 @@ pub(crate) fn running(task: keel_task) -> Result<(&'static TaskStorage, &'static
     if t.live_gen.load(core::sync::atomic::Ordering::Acquire) != task.generation {
         return Err(err(libc::ESTALE));
     }
-    let f = t.fiber.get();
+    let f = t.fiber.load(Ordering::Relaxed);
     if f.is_null() {
         return Err(-KEEL_ENOTINTASK);
     }
@@ -141,7 +142,7 @@ pub(crate) fn suspend<R>(t: &'static TaskStorage, fib: &mut Fiber, op: impl FnOn
 pub extern "C" fn keel_task_yield(task: keel_task) -> keel_result {
     guard(|| {
         let (t, fib) = running(task)?;
-        suspend(t, fib, Fiber::yield_now).map(|()| 0).map_err(|_| err(libc::ECANCELED))
+        suspend(t, fib, |f| f.yield_now()).map(|()| 0).map_err(|_| err(libc::ECANCELED))
     })
 }
 
@@ -154,5 +155,64 @@ pub extern "C" fn keel_task_suspend_for(task: keel_task, ns: u64) -> keel_result
         let (t, fib) = running(task)?;
         let d = core::time::Duration::from_nanos(ns);
         suspend(t, fib, |f| f.sleep(d)).map(|()| 0).map_err(|_| err(libc::ECANCELED))
+    })
+}
+
+/// First half of `keel_task_yield_inline` (keel.h), which makes the switch itself, inlined
+/// into the calling function, so that no call frame straddles it. Returns 0 with
+/// `*regs` set: the caller switches now, on `*regs`, then calls `keel_task_yield_end`.
+/// Returns 1 when this task cannot switch inline (the ucontext switcher, an
+/// AddressSanitizer build): the yield has been made out of line already and no end call
+/// follows. Use `keel_task_yield_inline`, not this.
+///
+/// Thread safety: only from inside the task's own function. Errors: as `keel_task_yield`
+/// (`-ECANCELED` only after the out-of-line yield).
+///
+/// # Safety
+/// `regs` is valid for a write. After 0, the caller switches out on `*regs` with keel's
+/// x86_64 suspend sequence before any other keel call, then calls `keel_task_yield_end`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn keel_task_yield_begin(task: keel_task, regs: *mut *mut c_void) -> keel_result {
+    guard(|| {
+        if regs.is_null() {
+            return Err(err(libc::EINVAL));
+        }
+        let (t, fib) = running(task)?;
+        // SAFETY: on `Some`, the caller switches on the regs (this function's contract).
+        match unsafe { fib.begin_foreign_yield() } {
+            Some(r) => {
+                // Body rule 1: not current while switched out; `keel_task_yield_end` puts
+                // it back.
+                restore_current(null());
+                // SAFETY: the caller's pointer, checked non-null.
+                unsafe { regs.write(r.as_ptr().cast()) };
+                Ok(0)
+            }
+            None => suspend(t, fib, |f| f.yield_now()).map(|()| 1).map_err(|_| err(libc::ECANCELED)),
+        }
+    })
+}
+
+/// Second half of `keel_task_yield_inline`, after the switch: the task is current again.
+/// Returns 0, or `-ECANCELED` (the task is cancelled: return).
+///
+/// Thread safety: only from inside the task's own function, right after its inline
+/// switch. Errors: `-ESTALE`, `-KEEL_ENOTINTASK` (no fiber: not inside a task function).
+#[unsafe(no_mangle)]
+pub extern "C" fn keel_task_yield_end(task: keel_task) -> keel_result {
+    guard(|| {
+        let t = task_of(task)?;
+        let f = t.fiber.load(Ordering::Relaxed);
+        // Body rule 1: between the halves no task is current; and the caller must be the
+        // named task's function, on its stack (any other caller would make a task current
+        // that is not running).
+        // SAFETY: body rule 1: a non-null `fiber` is live while its task's function runs
+        // (or is switched out inside it); it is only read here.
+        if f.is_null() || !save_current().is_null() || !unsafe { &*f }.on_own_stack() {
+            return Err(-KEEL_ENOTINTASK);
+        }
+        restore_current(t);
+        // SAFETY: as above.
+        if unsafe { &*f }.is_cancelled() { Err(err(libc::ECANCELED)) } else { Ok(0) }
     })
 }

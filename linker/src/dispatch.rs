@@ -4,12 +4,14 @@
 //!
 //! Dispatch rules (cited as "dispatch rule N"; keel-core's dispatcher has its own):
 //! 1. Only an unowned task (never attached, or released by its executor's destroy, or
-//!    done with a previous dispatched run) is submitted; keel-core's dispatcher takes a
-//!    future, so a dispatched C function runs to completion without suspending: the
-//!    suspension calls (`keel_task_yield`, `suspend_for`, i/o) return `-KEEL_ENOTINTASK`
-//!    inside it.
+//!    done with a previous dispatched run) is submitted. It runs as a fiber on the worker
+//!    that takes it, with a stack from that worker's pool (handover rules in
+//!    `task/handover.rs`), so it may yield and sleep (and do i/o on a worker that has a
+//!    ring); the pool's workers have none, so their i/o calls fail as on a ring-less
+//!    executor.
 //! 2. A submitted task is `REMOTE_QUEUED` until the worker's body stores its result and
-//!    `REMOTE_DONE` (Release; `keel_task_result` Acquires). Until then `attach`, `destroy`
+//!    `REMOTE_DONE` (Release; `keel_task_result` Acquires), or until a body dropped unrun
+//!    stores `-ECANCELED` and `REMOTE_DONE` (handover rule 2). Until then `attach`, `destroy`
 //!    and another `submit` of it get `-EBUSY`; the body touches nothing else of it. After
 //!    it, reusing or destroying the task waits (bounded) for keel's release of it (settle
 //!    rules in `task/settle.rs`).
@@ -19,10 +21,11 @@
 //!    it (`keel_executor_serve`) must be destroyed first.
 
 use crate::body::keel_task_fn;
-use crate::result::{KEEL_EBADRESULT, KEEL_EPANICKED, KEEL_ERRNO_MAX, err, guard, keel_result};
+use crate::result::{err, guard, keel_result};
 use crate::stable::FreeList;
+use crate::task::handover::hand_over;
 use crate::task::settle::settle;
-use crate::task::{REMOTE_DONE, REMOTE_QUEUED, TaskStorage, keel_task, task_here};
+use crate::task::{REMOTE_DONE, REMOTE_QUEUED, keel_task, task_here};
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicU64, Ordering};
 use keel_core::{AttachError, Dispatcher};
@@ -127,34 +130,6 @@ pub extern "C" fn keel_dispatcher_start(d: keel_dispatcher, workers: u32, pin: b
     })
 }
 
-/// Whether a raw pointer may cross to the worker (dispatch rule 2: only the atomics of
-/// the task and the caller's `user` are touched there).
-pub(crate) struct Sendable(pub(crate) *const TaskStorage, pub(crate) *mut c_void, pub(crate) keel_task);
-
-impl Sendable {
-    /// Runs the function and publishes the result (dispatch rule 2). By value, so the
-    /// body's future captures the whole `Sendable`, not its (non-`Send`) fields.
-    pub(crate) fn run(self, f: unsafe extern "C-unwind" fn(keel_task, *mut c_void) -> i64) {
-        // SAFETY: the task lives until its run completes (destroy refuses while queued).
-        let t = unsafe { &*self.0 };
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            // SAFETY: the caller's function and argument (contract of submit).
-            unsafe { f(self.2, self.1) }
-        }));
-        let r = match r {
-            Ok(v) if v >= -KEEL_ERRNO_MAX => v,
-            Ok(_) => -KEEL_EBADRESULT,
-            Err(_) => -KEEL_EPANICKED,
-        };
-        // Relaxed, then Release: dispatch rule 2 (the result before the state).
-        t.remote_ret.store(r, Ordering::Relaxed);
-        t.remote.store(REMOTE_DONE, Ordering::Release);
-    }
-}
-// SAFETY: dispatch rule 2: the worker touches the task's atomics only, and `user` is the
-// caller's, handed over by `keel_dispatcher_submit`'s contract.
-unsafe impl Send for Sendable {}
-
 /// Submits `n` tasks, each to run `fn(tasks[i], users ? users[i] : NULL)` once on a worker,
 /// highest CPU priority first. Returns how many were submitted (it stops at the first
 /// that fails; if that is the first, its error).
@@ -207,10 +182,9 @@ fn submit_one(
     // stored before, as a worker may run the body (and store `REMOTE_DONE`) at once.
     t.remote.store(REMOTE_QUEUED, Ordering::Relaxed);
     let submitted = settle(was == REMOTE_DONE, || {
-        let cap = Sendable(t, user, task);
-        s.disp.submit(run, async move { cap.run(f) }).map_err(|e| match e {
-            AttachError::Stale(_) => err(libc::ESTALE),
-            AttachError::Unsupported(_) => err(libc::EOPNOTSUPP),
+        hand_over(&&s.disp, t, run, task, f, user, |e| match e {
+            AttachError::Stale(()) => err(libc::ESTALE),
+            AttachError::Unsupported(()) => err(libc::EOPNOTSUPP),
             _ => err(libc::EBUSY),
         })
     });

@@ -25,7 +25,7 @@ use crate::task::keel_task;
 use core::ffi::{c_int, c_void};
 use core::pin::Pin;
 use io_uring::{opcode, types};
-use keel_core::{Fiber, InitiateError, IoStatus};
+use keel_core::{Fiber, InitiateError, IoStatus, NextIo};
 use keel_linux::{RingDriver, RingOp};
 
 /// Bytes of a `keel_io_status`.
@@ -206,6 +206,48 @@ pub extern "C" fn keel_task_suspend_until_completed_io(task: keel_task, max: usi
         suspend(t, fib, |f: &mut Fiber| f.suspend_until_completed_io(max))
             .map(|n| n as i64)
             .map_err(|_| err(libc::ECANCELED))
+    })
+}
+
+/// Suspends the task until one of its status blocks completes, or `timeout_ns` passes
+/// (`KEEL_NO_TIMEOUT`: no limit; 0: only look), takes that block (oldest completion
+/// first) and stores its address in `*completed`; read its result with
+/// `keel_io_status_result`. Returns 0, `-ETIME` (the timeout passed first; the operations
+/// stay in flight) or `-ENODATA` (nothing in flight and nothing completed).
+///
+/// Thread safety: from inside the running task's function. Errors: `-ESTALE`,
+/// `-KEEL_ENOTINTASK`, `-EFAULT` (`completed` NULL), `-ECANCELED` (cancelled: return).
+///
+/// # Safety
+/// `completed` is NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn keel_task_next_completed_io(
+    task: keel_task,
+    timeout_ns: u64,
+    completed: *mut *mut keel_io_status,
+) -> keel_result {
+    guard(|| {
+        if completed.is_null() {
+            return Err(err(libc::EFAULT));
+        }
+        let (t, fib) = running(task)?;
+        let timeout =
+            (timeout_ns != crate::executor::KEEL_NO_TIMEOUT).then(|| core::time::Duration::from_nanos(timeout_ns));
+        match suspend(t, fib, |f: &mut Fiber| f.next_completed_io(timeout)) {
+            Err(_) => Err(err(libc::ECANCELED)),
+            Ok(NextIo::TimedOut) => Err(err(libc::ETIME)),
+            Ok(NextIo::Idle) => Err(err(libc::ENODATA)),
+            Ok(NextIo::Completed(done)) => {
+                // Status rule 1: every block this task initiated is a `Block`, its status
+                // at a fixed offset, so the block starts that far before the status.
+                let block = done.status_ptr().cast::<u8>().wrapping_sub(core::mem::offset_of!(Block, st));
+                // SAFETY: as above, a live `Block` (its status was just completed).
+                debug_assert_eq!(unsafe { (*block.cast::<Block>()).magic }, MAGIC);
+                // SAFETY: the caller's pointer, checked non-null.
+                unsafe { completed.write(block.cast_mut().cast()) };
+                Ok(0)
+            }
+        }
     })
 }
 

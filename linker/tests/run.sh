@@ -75,6 +75,18 @@ for src in linker/tests/c/*.c; do
     run "$name" "$OUT/$name"
 done
 
+# The inline yield's switch lives in the caller's code: also built optimized (locals in
+# registers across the switch), with frame pointers, and as C++ (its clobber list and the
+# compiler's register use meet there, not in keel).
+for opt in "-O2" "-O2 -fno-omit-frame-pointer" "-O3 -march=native"; do
+    tag=$(echo "$opt" | tr -dc 'a-zA-Z0-9')
+    # shellcheck disable=SC2086
+    $CC -std=c11 -D_GNU_SOURCE $opt "${WARN[@]}" -I"$INC" linker/tests/c/inline_yield.c "$LIB/libkeel.a" "${LIBS[@]}" -o "$OUT/inline_yield_$tag"
+    run "inline_yield $opt" "$OUT/inline_yield_$tag"
+done
+$CXX -std=c++17 -O2 -x c++ "${WARN[@]}" -I"$INC" linker/tests/c/inline_yield.c -x none "$LIB/libkeel.a" "${LIBS[@]}" -o "$OUT/inline_yield_cpp"
+run "inline_yield (C++)" "$OUT/inline_yield_cpp"
+
 for src in linker/tests/cpp/*.cpp; do
     name=$(basename "$src" .cpp)
     $CXX -std=c++17 "${WARN[@]}" -I"$INC" "$src" "$LIB/libkeel.a" "${LIBS[@]}" -o "$OUT/$name"

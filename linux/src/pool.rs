@@ -1,12 +1,12 @@
 //! A thread pool of worker executors serving a `keel_core::Dispatcher` (work dispatching):
 //! N threads, optionally pinned one per CPU, each running a ring-less
-//! executor (pure compute) that takes the highest-priority dispatched task whenever it has
+//! executor (pure compute, futures and fibers on guarded mmap stacks) that takes the highest-priority dispatched task whenever it has
 //! none of its own, until the dispatcher's `quit` reaches it.
 //!
 //! `wait` and `quit_and_join` block the calling thread (they sleep in short steps; they
 //! are not on any executor's hot path).
 
-use crate::SleepDriver;
+use crate::{MmapStacks, SleepDriver};
 use keel_core::{Dispatcher, Executor, RunError};
 use std::io;
 use std::thread::JoinHandle;
@@ -92,7 +92,12 @@ pub fn quit(d: &Dispatcher, n: u32, timeout: Duration) -> u32 {
 
 /// One worker thread's loop.
 fn worker(d: &'static Dispatcher) -> Result<u64, RunError> {
-    let ex = core::pin::pin!(Executor::new(SleepDriver::new(), crate::panic::config()).map_err(|_| RunError::Stalled)?);
+    // Guarded mmap stacks, so dispatched fibers (`Dispatcher::submit_fiber`) can run here;
+    // made on this thread (`MmapStacks` is `!Send`) and mapped only when a fiber needs one.
+    let stacks = MmapStacks::new().map_err(|_| RunError::Stalled)?;
+    let ex = core::pin::pin!(
+        Executor::with_stacks(SleepDriver::new(), stacks, crate::panic::config()).map_err(|_| RunError::Stalled)?
+    );
     let ex = ex.into_ref();
     if !ex.serve(d) {
         return Err(RunError::Stalled);

@@ -3,7 +3,8 @@
 //! run loop, parking on `keel_loom_tests::Parker`) takes work, runs it and parks; two
 //! workers race to take (pop and claim) while tasks are submitted; and two workers
 //! modelled on their dispatcher steps alone (take, quit-token take, announce, re-check,
-//! park: `loom_api::DispatchWorker`) serve a submit and a `quit(2)`. No task is lost
+//! park: `loom_api::DispatchWorker`) serve a submit and a `quit(2)`; one worker on those
+//! steps, parking through keel's protocol, is unparked by a submit (or sees its push). No task is lost
 //! (quit drains: every task submitted before the quit runs before the workers return)
 //! or run twice, and every worker returns on its quit token (none sleeps through it).
 //!
@@ -26,9 +27,9 @@ fn loom_models_run_with_make_loom() {
 #[cfg(keel_loom)]
 mod models {
     use keel_core::dispatch::Dispatcher;
-    use keel_core::loom_api::{DispatchWorker, Strong, Weaken, quit_with, take, take_quit_with};
+    use keel_core::loom_api::{DispatchWorker, Strong, Weaken, quit_with, submit_with, take, take_quit_with};
     use keel_core::{Config, RunError, TaskAttrs, TaskSlot};
-    use keel_loom_tests::{Leaked, ModelDriver, ModelExecutor, Parker, Quiet, check};
+    use keel_loom_tests::{Leaked, ModelDriver, ModelExecutor, Parked, Parker, Quiet, check};
     use loom::thread;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -254,5 +255,72 @@ mod models {
     #[should_panic(expected = "task stranded")]
     fn dispatch_rule_5_twin_quit_without_drain_check_strands_a_task() {
         two_workers_drain_then_quit::<QuitWithoutDrain>();
+    }
+
+    /// A worker on its dispatcher steps, registered and parking through keel's protocol
+    /// (announce PARKED, fence, re-check, park on a `Parker`), while the main thread
+    /// submits one task with `W`'s fence between its push and its look for a parked worker
+    /// (dispatch rule 4), then says it will unpark no more. The worker takes the task
+    /// before it would sleep for good: a parked worker is unparked by the submit, or its
+    /// re-check sees the push.
+    fn submit_unparks_a_parking_worker<W: Weaken>() {
+        check(3, || {
+            let d = Leaked::new(Dispatcher::new());
+            let slot = Leaked::new(TaskSlot::<64>::new());
+            let t = slot.get().create(TaskAttrs::default()).unwrap();
+            let quiet = Quiet::new(1);
+            let q = quiet.clone();
+            let dd = d.get();
+            let worker = thread::spawn(move || {
+                let parker = Parker::sharing(q);
+                let me = DispatchWorker::new();
+                // SAFETY: `me` stays here until it drops at the end of this closure.
+                assert!(unsafe { me.serve(dd, parker.unparker()) }, "no worker slot");
+                for _ in 0..4 {
+                    if take(dd, &me).is_some() {
+                        return;
+                    }
+                    if me.announce_and_recheck() {
+                        me.running();
+                        continue;
+                    }
+                    match parker.park() {
+                        Parked::Woke => me.running(),
+                        Parked::Quiet => {
+                            panic!("task stranded: the worker parked past the submit and nothing will unpark it")
+                        }
+                    }
+                }
+                panic!("the worker passed 4 times without taking the task");
+            });
+            assert!(submit_with::<W, _>(d.get(), t, async {}), "submit refused");
+            quiet.done();
+            worker.thread().unpark();
+            worker.join().unwrap();
+            // SAFETY: the thread joined, its worker dropped (unregistered); nothing runs the task.
+            unsafe { d.free() };
+            // SAFETY: as above.
+            unsafe { slot.free() };
+        });
+    }
+
+    /// The submit's weakened twin: no `SeqCst` fence between the push and the park-word
+    /// loads, so the submitter can read RUNNING while the worker's re-check misses the push.
+    struct NoSubmitFence;
+    impl Weaken for NoSubmitFence {
+        const PUSH_FENCE: bool = false;
+    }
+
+    // Preemption bound 3; 176 executions, 0.03 s (release, 2-core machine).
+    #[test]
+    fn dispatch_rule_4_a_submit_unparks_a_parking_worker() {
+        submit_unparks_a_parking_worker::<Strong>();
+    }
+
+    // Preemption bound 3; fails within 0.1 s (release, 2-core machine).
+    #[test]
+    #[should_panic(expected = "task stranded")]
+    fn dispatch_rule_4_twin_submit_without_fence_strands_its_task() {
+        submit_unparks_a_parking_worker::<NoSubmitFence>();
     }
 }

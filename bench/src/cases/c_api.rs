@@ -25,6 +25,8 @@ pub(super) type Body = unsafe extern "C-unwind" fn(keel_task, *mut c_void) -> i6
 unsafe extern "C-unwind" {
     /// Yields `iters` times; returns `iters`.
     pub(super) fn keel_bench_c_yield(task: keel_task, user: *mut c_void) -> i64;
+    /// Yields `iters` times through `keel_task_yield_inline`; returns `iters`.
+    pub(super) fn keel_bench_c_yield_inline(task: keel_task, user: *mut c_void) -> i64;
     /// Reads one zero byte of `fd` `iters` times through a status block; returns `iters`.
     pub(super) fn keel_bench_c_suspend_io(task: keel_task, user: *mut c_void) -> i64;
 }

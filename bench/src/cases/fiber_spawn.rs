@@ -10,10 +10,13 @@
 //!   with a guard page) and resumes it to completion (dropping it unmaps the stack).
 //! - corosensei-reused: as corosensei, but every coroutine runs on the same
 //!   `DefaultStack`, taken back with `into_stack` after it completes.
+//! - corosensei-scoped: corosensei's fastest shape of this call, its own "coroutine
+//!   call" benchmark: a `ScopedCoroutine::with_stack(&mut stack, ..)` over one borrowed
+//!   `DefaultStack`, resumed to completion inside `scope` (no stack moved in or out).
 
 use crate::harness::{Case, Impl, Timed, Unit};
 use corosensei::stack::DefaultStack;
-use corosensei::{Coroutine, CoroutineResult, Yielder};
+use corosensei::{Coroutine, CoroutineResult, ScopedCoroutine, Yielder};
 use keel_core::{Fiber, TaskSlot};
 use std::time::Instant;
 
@@ -25,6 +28,7 @@ pub const CASE: Case = Case {
         Impl { name: "keel", run: keel },
         Impl { name: "corosensei", run: corosensei },
         Impl { name: "corosensei-reused", run: corosensei_reused },
+        Impl { name: "corosensei-scoped", run: corosensei_scoped },
     ],
 };
 
@@ -88,6 +92,19 @@ fn corosensei_reused(iters: u64) -> Timed {
         let mut co = Coroutine::with_stack(stack, |_: &Yielder<(), ()>, ()| 1u64);
         finish(&mut co)?;
         stack = co.into_stack();
+    }
+    Ok(start.elapsed())
+}
+
+fn corosensei_scoped(iters: u64) -> Timed {
+    let mut stack = DefaultStack::default();
+    let start = Instant::now();
+    for i in 0..iters {
+        let co = ScopedCoroutine::<u64, (), u64, _>::with_stack(&mut stack, |_: &Yielder<u64, ()>, input| input + 1);
+        match co.scope(|mut co| co.resume(std::hint::black_box(i))) {
+            CoroutineResult::Return(r) if r == i + 1 => {}
+            other => return Err(format!("the scoped coroutine ended with {other:?}")),
+        }
     }
     Ok(start.elapsed())
 }

@@ -65,10 +65,13 @@ use crate::acct::Accounting;
 use crate::driver::Driver;
 use crate::error::AttachError;
 use crate::exec::Executor;
+use crate::exec::remote::unstacked_fiber;
 use crate::exec::work_source::WorkSource;
+use crate::fiber::{Fiber, FiberAttrs, FiberVt};
 use crate::mailbox::Mailbox;
 use crate::mailbox::inbox::InboxNode;
 use crate::stack::StackProvider;
+use crate::switch::FiberSwitch;
 use crate::sync::{AtomicPtr, AtomicU32, AtomicU64Like, Ordering};
 use crate::task::TaskHandle;
 use crate::task::body::{BodyVTable, FutureBody, IntoTaskResult};
@@ -174,7 +177,56 @@ impl Dispatcher {
         self.submit_body(task, body, &FutureBody::<F>::VTABLE)
     }
 
+    /// Submits a fiber on keel's own switch as the next run of `task`, from any thread:
+    /// the worker that takes it gives it a stack from its own pool when it first runs it
+    /// (fiber rule 8). So a dispatched body may suspend (yield, sleep, i/o on the
+    /// worker's driver) like any fiber.
+    pub fn submit_fiber<F, R>(
+        &'static self,
+        task: TaskHandle,
+        attrs: FiberAttrs,
+        body: F,
+    ) -> Result<TaskHandle, AttachError<F>>
+    where
+        F: FnOnce(&mut Fiber) -> R + Send + 'static,
+        R: IntoTaskResult,
+    {
+        self.submit_fiber_with::<crate::arch::AsmSwitch, F, R>(task, attrs, body)
+    }
+
+    /// [`submit_fiber`](Self::submit_fiber) on switcher `Sw`.
+    pub fn submit_fiber_with<Sw, F, R>(
+        &'static self,
+        task: TaskHandle,
+        attrs: FiberAttrs,
+        body: F,
+    ) -> Result<TaskHandle, AttachError<F>>
+    where
+        Sw: FiberSwitch,
+        F: FnOnce(&mut Fiber) -> R + Send + 'static,
+        R: IntoTaskResult,
+    {
+        let fiber = unstacked_fiber::<Sw, F>(task, attrs, body)?;
+        self.submit_body(task, fiber, &FiberVt::<Sw, F, R>::VTABLE).map_err(|failed| {
+            let (err, fiber) = failed.split();
+            err.with_body(fiber.into_body())
+        })
+    }
+
     fn submit_body<B>(
+        &'static self,
+        task: TaskHandle,
+        body: B,
+        vtable: &'static BodyVTable,
+    ) -> Result<TaskHandle, AttachError<B>> {
+        #[cfg(keel_loom)]
+        return self.submit_body_with::<crate::sync::Strong, B>(task, body, vtable);
+        #[cfg(not(keel_loom))]
+        self.submit_body_with(task, body, vtable)
+    }
+
+    /// `submit`, with the fence a loom model may leave out (`sync::Weaken::PUSH_FENCE`).
+    pub(crate) fn submit_body_with<#[cfg(keel_loom)] W: crate::sync::Weaken, B>(
         &'static self,
         task: TaskHandle,
         body: B,
@@ -205,6 +257,9 @@ impl Dispatcher {
         // SAFETY: `'static` slot, claimed by us.
         let prio = unsafe { run.header().as_ref() }.prio.get().cpu;
         self.push(prio, run.header());
+        #[cfg(keel_loom)]
+        self.unpark_one::<W>();
+        #[cfg(not(keel_loom))]
         self.unpark_one();
         Ok(run)
     }

@@ -50,11 +50,16 @@ impl Dispatcher {
         }
     }
 
-    /// Dispatch rule 4, the submitter's half: unpark one parked worker.
-    pub(super) fn unpark_one(&self) {
+    /// Dispatch rule 4, the submitter's half: unpark one parked worker, after the fence a
+    /// loom model may leave out (`sync::Weaken::PUSH_FENCE`).
+    pub(super) fn unpark_one<#[cfg(keel_loom)] W: crate::sync::Weaken>(&self) {
+        #[cfg(not(keel_loom))]
+        use crate::sync::Strong as W;
         // SeqCst fence: the push (store) is ordered before the park-word loads; pairs with
         // the worker's announce fence.
-        crate::sync::fence(Ordering::SeqCst);
+        if W::PUSH_FENCE {
+            crate::sync::fence(Ordering::SeqCst);
+        }
         self.unpark_where(|_| true, 1);
     }
 

@@ -6,7 +6,9 @@
 //! attach follows the remote rules of the mailbox module.
 
 use crate::error::AttachError;
+use crate::fiber::{Fiber, FiberAttrs, FiberBody, FiberVt, MIN_STACK};
 use crate::mailbox::{HandleSlot, Mailbox};
+use crate::switch::FiberSwitch;
 use crate::task::TaskHandle;
 use crate::task::body::{BodyVTable, FutureBody, IntoTaskResult};
 use crate::task::claim::claim_and_place;
@@ -36,6 +38,37 @@ impl ExecutorHandle {
         self.attach_body(task, body, &FutureBody::<F>::VTABLE)
     }
 
+    /// Attaches a fiber on keel's own switch as the next run of `task` (an unowned
+    /// task) from any thread. The closure travels to the executor, which gives it a stack
+    /// from its pool when it first runs it (fiber rule 8): a pool with no stack for it
+    /// completes the run with `TaskError::NoStack`.
+    pub fn attach_fiber<F, R>(&self, task: TaskHandle, attrs: FiberAttrs, body: F) -> Result<TaskHandle, AttachError<F>>
+    where
+        F: FnOnce(&mut Fiber) -> R + Send + 'static,
+        R: IntoTaskResult,
+    {
+        self.attach_fiber_with::<crate::arch::AsmSwitch, F, R>(task, attrs, body)
+    }
+
+    /// [`attach_fiber`](Self::attach_fiber) on switcher `Sw`.
+    pub fn attach_fiber_with<Sw, F, R>(
+        &self,
+        task: TaskHandle,
+        attrs: FiberAttrs,
+        body: F,
+    ) -> Result<TaskHandle, AttachError<F>>
+    where
+        Sw: FiberSwitch,
+        F: FnOnce(&mut Fiber) -> R + Send + 'static,
+        R: IntoTaskResult,
+    {
+        let fiber = unstacked_fiber::<Sw, F>(task, attrs, body)?;
+        self.attach_body(task, fiber, &FiberVt::<Sw, F, R>::VTABLE).map_err(|failed| {
+            let (err, fiber) = failed.split();
+            err.with_body(fiber.into_body())
+        })
+    }
+
     fn attach_body<B>(
         &self,
         task: TaskHandle,
@@ -63,6 +96,21 @@ impl ExecutorHandle {
         });
         attached.unwrap_or_else(|body| Err(AttachError::ExecutorGone(body)))
     }
+}
+
+/// A fiber body for an attach from another thread (fiber rule 8), or `StackTooSmall`.
+pub(crate) fn unstacked_fiber<Sw: FiberSwitch, F>(
+    task: TaskHandle,
+    attrs: FiberAttrs,
+    body: F,
+) -> Result<FiberBody<Sw, F>, AttachError<F>> {
+    if attrs.stack_size < MIN_STACK {
+        return Err(AttachError::StackTooSmall { body, min: MIN_STACK });
+    }
+    let header = task.header();
+    // Reading the id is harmless whoever owns the task (header rule 4).
+    let id = header.trailer().id();
+    Ok(FiberBody::new_unstacked(header, id, attrs, body))
 }
 
 /// Remote rules 2-3.

@@ -13,8 +13,13 @@ use core::cell::Cell;
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+/// Ordered: the states before `Started` are the ones a resume must start.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum FiberState {
+    /// Attached from another thread: no stack yet, and `FiberCore::stack` holds only the
+    /// size asked for (fiber rule 8).
+    Unstacked,
+    /// Has a stack from the owner's pool and has never run.
     Fresh,
     Started,
     Finished,
@@ -103,6 +108,22 @@ impl<Sw: FiberSwitch, F> FiberBody<Sw, F> {
             regs: Sw::Regs::default(),
             body: MaybeUninit::new(body),
         }
+    }
+
+    /// The body of a fiber task attached from another thread (fiber rule 8): no stack and
+    /// no panic catcher yet; its first resume, on the owner's thread, takes both from the
+    /// owner. `stack` holds the size asked for, over a dangling base nothing reads.
+    pub(crate) fn new_unstacked(header: NonNull<Header>, task_id: u32, attrs: FiberAttrs, body: F) -> Self {
+        let wanted = Stack { base: NonNull::dangling(), size: attrs.stack_size, guard: 0, tag: 0 };
+        let mut fiber = Self::new(header, task_id, wanted, attrs, None, body);
+        fiber.core.state = Cell::new(FiberState::Unstacked);
+        fiber
+    }
+
+    /// A body that was never attached, taken apart: its closure.
+    pub(crate) fn into_body(self) -> F {
+        // SAFETY: `new` wrote the closure and nothing read it (the body never ran).
+        unsafe { self.body.assume_init() }
     }
 
     /// A body that was never attached, taken apart: its stack (never run on) and closure.
@@ -205,13 +226,27 @@ where
     unsafe fn resume(task: NonNull<Header>) -> Step {
         // The body bytes hold a `FiberBody<Sw, F>` (installed with this vtable).
         let fiber_body = task.body_ptr() as *mut FiberBody<Sw, F>;
-        // SAFETY: as above; the fiber is not running (we are the executor).
-        let core = unsafe { &(*fiber_body).core };
-        if core.state.get() == FiberState::Fresh {
-            core.state.set(FiberState::Started);
-            // SAFETY: fresh fiber with an unused stack from the pool (fiber rule 1).
-            unsafe { Sw::init(&raw mut (*fiber_body).regs, &core.stack, entry::<Sw, F, R>, fiber_body as *mut u8) };
+        // SAFETY: as above; the fiber is not running (we are the executor). Only the
+        // state field is borrowed, so `give_stack` may write the others.
+        let state = unsafe { (*fiber_body).core.state.get() };
+        if state < FiberState::Started {
+            core::hint::cold_path();
+            if state == FiberState::Unstacked {
+                // SAFETY: as above; no reference into the body is live.
+                if let Some(failed) = unsafe { Self::give_stack(task, fiber_body) } {
+                    return failed;
+                }
+            }
+            // SAFETY: as above; the fiber is fresh now, with an unused stack from the
+            // pool (fiber rule 1).
+            unsafe {
+                (*fiber_body).core.state.set(FiberState::Started);
+                let stack = &(*fiber_body).core.stack;
+                Sw::init(&raw mut (*fiber_body).regs, stack, entry::<Sw, F, R>, fiber_body as *mut u8);
+            }
         }
+        // SAFETY: as above.
+        let core = unsafe { &(*fiber_body).core };
         #[cfg(any(debug_assertions, feature = "fp-check"))]
         let before = crate::arch::fp_control();
         #[cfg(keel_asan)]
@@ -253,6 +288,40 @@ where
         Step::Done(result)
     }
 
+    /// An unstacked fiber's first resume (cold, fiber rule 8): it takes its stack and
+    /// panic catcher from its owner and is fresh. `Some` is the step of a fiber that
+    /// could get no stack: it completes with `TaskError::NoStack` without running, its
+    /// closure dropped.
+    ///
+    /// # Safety
+    /// `fiber_body` is the task's unstacked body, not running, with no reference into it
+    /// live.
+    #[cold]
+    #[inline(never)]
+    unsafe fn give_stack(task: NonNull<Header>, fiber_body: *mut FiberBody<Sw, F>) -> Option<Step> {
+        let sched = Sched::of_task(task).expect("keel bug: fiber without an owner");
+        // SAFETY: the caller's contract; raw places, written before any reference is made.
+        unsafe {
+            let wanted = (*fiber_body).core.stack.size;
+            match sched.stacks.take(wanted, (*fiber_body).core.task_id) {
+                Ok(stack) => {
+                    (&raw mut (*fiber_body).core.stack).write(stack);
+                    (&raw mut (*fiber_body).core.catcher).write(sched.cfg.fiber_panics);
+                    (*fiber_body).core.state.set(FiberState::Fresh);
+                    None
+                }
+                Err(errno) => {
+                    (*fiber_body).core.state.set(FiberState::Finished);
+                    // Body rule 1: the vtable goes first, so the closure is dropped once
+                    // even if its `Drop` panics.
+                    task.as_ref().body.set(None);
+                    (*fiber_body).body.assume_init_drop();
+                    Some(Step::Done(Err(TaskError::NoStack { errno: errno.0, wanted })))
+                }
+            }
+        }
+    }
+
     /// Fiber rule 2: only a fiber that has not started can be dropped.
     unsafe fn drop_body(task: NonNull<Header>) -> bool {
         // As in `resume`.
@@ -268,6 +337,12 @@ where
                 core.state.set(FiberState::Finished);
                 // SAFETY: a fresh fiber's body is initialised and was never read out; its
                 // vtable is no longer installed (body rule 1), so this is the only drop.
+                unsafe { (*fiber_body).body.assume_init_drop() };
+                true
+            }
+            FiberState::Unstacked => {
+                core.state.set(FiberState::Finished);
+                // SAFETY: as for a fresh fiber; there is no stack to give back.
                 unsafe { (*fiber_body).body.assume_init_drop() };
                 true
             }

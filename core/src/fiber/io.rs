@@ -6,10 +6,11 @@
 use super::Fiber;
 use crate::driver::{Driver, DriverMut};
 use crate::error::{Cancelled, InitiateError};
-use crate::io_status::block::IoStatus;
+use crate::io_status::block::{IoStatus, NextIo};
 use crate::task::header::{SlotPtr, flag};
 use crate::task::state::SuspendReason;
 use core::pin::Pin;
+use core::time::Duration;
 
 /// Why [`Fiber::initiate_pair`] submitted neither operation; both come back.
 #[derive(Debug)]
@@ -170,6 +171,40 @@ impl Fiber {
             self.header().reason.set(SuspendReason::Io);
             self.switch_out();
         }
+    }
+
+    /// Suspends until one of its status blocks completes, or `timeout` passes (`None`: no
+    /// limit), and takes that one off its completed list: the seed API's shape, which
+    /// returns the completed status. `NextIo::Idle` at once if nothing is in flight and
+    /// nothing completed; a zero timeout only looks. On return no timer of this wait is
+    /// left armed.
+    pub fn next_completed_io(&mut self, timeout: Option<Duration>) -> Result<NextIo, Cancelled> {
+        let deadline = timeout.map(|t| self.sched().now().saturating_add(t));
+        let task = self.core().header;
+        let found = loop {
+            if self.header().has_flag(flag::CANCEL) {
+                self.sched().disarm(task);
+                // Fiber rule 5 (a cancel that woke it costs one more pass).
+                return Err(self.cancelled_yield());
+            }
+            let trailer = task.trailer();
+            if let Some(done) = crate::io_status::block::take_one_completed(trailer) {
+                break NextIo::Completed(done);
+            }
+            if trailer.initiated.is_empty() {
+                break NextIo::Idle;
+            }
+            if let Some(deadline) = deadline {
+                if self.sched().now() >= deadline {
+                    break NextIo::TimedOut;
+                }
+                self.sched().arm(task, deadline);
+            }
+            self.header().reason.set(SuspendReason::Io);
+            self.switch_out();
+        };
+        self.sched().disarm(task);
+        Ok(found)
     }
 
     /// Submits `op` with a wake token, for an operation whose result the driver keeps for

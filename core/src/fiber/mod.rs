@@ -55,6 +55,14 @@
 //!    back; it gives the executor its values back at its return too. So it may set a
 //!    rounding mode once and keep it, as on the ucontext switcher (where glibc's
 //!    `swapcontext` saves and loads both on every switch anyway).
+//! 8. A fiber attached from another thread (`ExecutorHandle::attach_fiber`,
+//!    `Dispatcher::submit_fiber`) is placed without a stack: the pool and the panic
+//!    catcher belong to the executor and are touched on its thread only. Its first
+//!    resume, on the owner's thread, takes both (one pool take, as a local attach does at
+//!    attach); if the pool has no stack for it, the task completes with
+//!    `TaskError::NoStack` without running and its closure is dropped. A fiber dropped
+//!    before that first resume (cancelled, or its executor torn down) has no stack to
+//!    give back.
 
 #[cfg(keel_asan)]
 mod asan;
@@ -225,6 +233,42 @@ impl Fiber {
         self.header().set_flag(flag::WOKEN_WHILE_RUNNING);
         self.switch_out();
         self.cancelled()
+    }
+
+    /// The first half of a yield whose switch the caller makes itself, inlined into its
+    /// own frame: for callers in other languages (keel-ffi's `keel_task_yield_inline`),
+    /// whose out-of-line call to a switching function would leave a call frame straddling
+    /// the switch (two return mispredicts per round trip, `arch/x86_64.rs`). Marks the
+    /// yield as [`yield_now`](Self::yield_now) does before it switches and gives the
+    /// address of the fiber's `AsmRegs` (`sp` at +0, `link` at +8). `None` when this
+    /// fiber must switch through `yield_now` instead (another switcher, a floating-point
+    /// control save, an AddressSanitizer build); nothing is marked then.
+    ///
+    /// # Safety
+    /// With `Some(regs)`, before any other call on this fiber the caller switches out on
+    /// `regs` with exactly `AsmSwitch::suspend`'s sequence (the protocol in
+    /// `arch/x86_64.rs`'s module doc), on this fiber's stack, and once resumed asks
+    /// [`is_cancelled`](Self::is_cancelled) for the yield's result.
+    #[doc(hidden)]
+    #[inline]
+    pub unsafe fn begin_foreign_yield(&mut self) -> Option<NonNull<u8>> {
+        if cfg!(keel_asan) || !self.core().on_asm {
+            return None;
+        }
+        self.header().set_flag(flag::WOKEN_WHILE_RUNNING);
+        // SAFETY: on `AsmSwitch` (`on_asm`), the regs sit at their offset in the body.
+        Some(unsafe { NonNull::new_unchecked((self.core.as_ptr() as *mut u8).add(ASM_REGS_OFFSET)) })
+    }
+
+    /// Whether the caller runs on this fiber's own stack (a local's address is inside
+    /// it): lets a foreign caller check that the fiber it names is the one running.
+    #[doc(hidden)]
+    #[inline]
+    pub fn on_own_stack(&self) -> bool {
+        let probe = 0u8;
+        let here = core::hint::black_box(&probe) as *const u8 as usize;
+        let stack = &self.core().stack;
+        (stack.base.as_ptr() as usize..stack.top() as usize).contains(&here)
     }
 
     /// Suspends for `duration` (huge durations saturate).

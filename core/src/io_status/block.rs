@@ -167,6 +167,50 @@ impl IoStatus {
 }
 
 /// Takes up to `max` statuses off the completed list, marking them reaped.
+/// What a wait for one completed status block found (`Fiber::next_completed_io`,
+/// `io_status::next_completed_io`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum NextIo {
+    /// A status block completed: it was taken off the completed list (its `result()` is
+    /// set), oldest completion first.
+    Completed(Completion),
+    /// The timeout passed with no status block completed (its operations stay in flight).
+    TimedOut,
+    /// Nothing is in flight and nothing completed: no wait would ever end.
+    Idle,
+}
+
+/// One completed status block, named by address (the block stays the caller's).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Completion {
+    status: *const IoStatus,
+    /// Its result (as `IoStatus::result` reads it).
+    pub result: IoResult,
+}
+
+impl Completion {
+    /// Whether this is `status`'s completion.
+    pub fn is(&self, status: &IoStatus) -> bool {
+        core::ptr::eq(self.status, status)
+    }
+
+    /// The completed block's address (for a caller keeping several in an array; never
+    /// dereferenced by keel).
+    pub fn status_ptr(&self) -> *const IoStatus {
+        self.status
+    }
+}
+
+/// Takes the oldest completed status block off `trailer`'s list (io_status rule 1).
+pub(crate) fn take_one_completed(trailer: &Trailer) -> Option<Completion> {
+    let status = trailer.completed.pop_front()?;
+    // SAFETY: linked statuses are alive (rule 2).
+    let s = unsafe { status.as_ref() };
+    s.state.set(IoState::Reaped);
+    let result = s.result.get().expect("keel bug: a completed status block without a result");
+    Some(Completion { status: status.as_ptr(), result })
+}
+
 pub(crate) fn take_completed(trailer: &Trailer, max: usize) -> usize {
     let mut taken = 0;
     while taken < max {

@@ -32,8 +32,8 @@ pub(crate) mod block;
 
 pub use crate::error::SubmitRefused;
 use block::IoState;
-pub use block::IoStatus;
 pub(crate) use block::take_completed;
+pub use block::{Completion, IoStatus, NextIo};
 
 use crate::cx::{TaskCx, current_header};
 use crate::driver::{Driver, DriverMut, IoToken, OpId};
@@ -137,6 +137,60 @@ impl Future for CompletedIo {
             return Poll::Pending;
         }
         Poll::Ready(Ok(take_completed(trailer, self.max)))
+    }
+}
+
+/// Suspends the current task until one of its status blocks completes, or `timeout`
+/// passes (`None`: no limit), and takes that one off its completed list (the future
+/// form of `Fiber::next_completed_io`). `NextIo::Idle` at once if nothing is in flight
+/// and nothing completed, or outside a keel task (rt rule 2).
+pub fn next_completed_io(timeout: Option<core::time::Duration>) -> NextCompletedIo {
+    NextCompletedIo { timeout, deadline: None }
+}
+
+/// The future `next_completed_io` returns. It never disarms the task's timer (one per
+/// task, shared with `sleep` and other timed futures of the same task, which a disarm
+/// would strand when joined or selected with this one): once it is ready or dropped, its
+/// deadline may still wake the task once, spuriously, which a future tolerates.
+#[derive(Debug)]
+pub struct NextCompletedIo {
+    timeout: Option<core::time::Duration>,
+    deadline: Option<crate::clock::Instant>,
+}
+
+impl Future for NextCompletedIo {
+    type Output = Result<NextIo, Cancelled>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(tcx) = TaskCx::of(cx) else { return Poll::Ready(Ok(NextIo::Idle)) };
+        let (sched, task) = (tcx.sched(), tcx.header());
+        // SAFETY: `'static` header of the running task.
+        let header = unsafe { task.as_ref() };
+        if header.has_flag(flag::CANCEL) {
+            return Poll::Ready(Err(Cancelled));
+        }
+        let trailer = task.trailer();
+        let found = if let Some(done) = block::take_one_completed(trailer) {
+            NextIo::Completed(done)
+        } else if trailer.initiated.is_empty() {
+            NextIo::Idle
+        } else {
+            let deadline = match (self.deadline, self.timeout) {
+                (Some(d), _) => Some(d),
+                (None, Some(t)) => Some(*self.deadline.insert(sched.now().saturating_add(t))),
+                (None, None) => None,
+            };
+            match deadline {
+                Some(d) if sched.now() >= d => NextIo::TimedOut,
+                _ => {
+                    if let Some(d) = deadline {
+                        sched.arm(task, d);
+                    }
+                    header.reason.set(SuspendReason::Io);
+                    return Poll::Pending;
+                }
+            }
+        };
+        Poll::Ready(Ok(found))
     }
 }
 

@@ -8,8 +8,8 @@ use core::pin::{Pin, pin};
 use core::task::Poll;
 use keel_core::sim::{SimDriverN, SimOp};
 use keel_core::{
-    Cancelled, Executor, Fiber, FiberAttrs, InitiateError, Instant, IoStatus, RegionStacks, TaskHandle, initiate, rt,
-    suspend_until_completed_io,
+    Cancelled, Executor, Fiber, FiberAttrs, InitiateError, Instant, IoStatus, NextIo, RegionStacks, TaskHandle,
+    initiate, io_status::next_completed_io, rt, suspend_until_completed_io,
 };
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -92,6 +92,76 @@ fn check_batch(m: &Model, t: usize, sts: Pin<&Statuses>, specs: &[IoSpec], live:
             m.fail(format!("task {t}: status {i} of {spec:?} came back as {st:?}"));
         }
     }
+}
+
+/// Where `next_completed_io`'s answers stand for one `IoNext` batch.
+struct NextBatch<'a> {
+    sts: Pin<&'a Statuses>,
+    specs: &'a [IoSpec],
+    live: [bool; 4],
+    timeout_us: u32,
+    named: [bool; 4],
+    got: usize,
+    timeouts: u32,
+}
+
+impl<'a> NextBatch<'a> {
+    fn new(sts: Pin<&'a Statuses>, specs: &'a [IoSpec], live: [bool; 4], timeout_us: u32) -> Self {
+        NextBatch { sts, specs, live, timeout_us, named: [false; 4], got: 0, timeouts: 0 }
+    }
+
+    /// Checks one answer (the wait started at `start`); `false` once the batch is over.
+    fn answer(&mut self, m: &Model, t: usize, start: Instant, next: NextIo) -> bool {
+        let (sts, specs, live, timeout_us) = (self.sts, self.specs, self.live, self.timeout_us);
+        let mut m = m.borrow_mut();
+        match next {
+            NextIo::Completed(c) => {
+                m.count(Seen::NextCompleted);
+                match (0..specs.len()).find(|&i| c.is(&status(sts, i))) {
+                    Some(i) if live[i] && !self.named[i] => {
+                        self.named[i] = true;
+                        self.got += 1;
+                        if !m.result_ok(t, specs[i], Some(c.result)) {
+                            m.fail(format!(
+                                "task {t}: next_completed_io named status {i} of {:?} with {:?}",
+                                specs[i], c.result
+                            ));
+                        }
+                    }
+                    which => m.fail(format!("task {t}: next_completed_io named {which:?}, not a status in flight")),
+                }
+                true
+            }
+            NextIo::TimedOut => {
+                m.count(Seen::NextTimedOut);
+                self.timeouts += 1;
+                let want = start.saturating_add(us(timeout_us));
+                if timeout_us == 0 || now() != want {
+                    m.fail(format!("task {t}: a {timeout_us}us wait from {start:?} timed out at {:?}", now()));
+                    return false;
+                }
+                if (0..specs.len()).any(|i| live[i] && !self.named[i] && !status(sts, i).is_in_flight()) {
+                    m.fail(format!("task {t}: next_completed_io timed out with a completion waiting"));
+                }
+                if self.timeouts > 10_000 {
+                    m.fail(format!("task {t}: next_completed_io timed out 10,000 times"));
+                    return false;
+                }
+                true
+            }
+            NextIo::Idle => {
+                let want = live.iter().filter(|l| **l).count();
+                if self.got != want {
+                    m.fail(format!("task {t}: next_completed_io idle after {} of {want}", self.got));
+                }
+                false
+            }
+        }
+    }
+}
+
+fn timeout_of(timeout_us: u32) -> Option<core::time::Duration> {
+    (timeout_us > 0).then(|| us(timeout_us))
 }
 
 fn wake(m: &Model, t: usize, target: usize, via_executor: bool) {
@@ -189,6 +259,25 @@ pub async fn future_body(m: Model, t: usize, ops: Vec<Op>, _drops: DropGuard) ->
                 if suspend_until_completed_io(4).await? != 0 {
                     m.borrow_mut().fail(format!("task {t}: a completion came back twice"));
                 }
+            }
+            Op::IoNext(specs, timeout_us) => {
+                let sts = pin!([IoStatus::new(), IoStatus::new(), IoStatus::new(), IoStatus::new()]);
+                let sts = sts.into_ref();
+                let mut live = [false; 4];
+                for (i, spec) in specs.iter().enumerate() {
+                    let label = m.borrow_mut().label(t, *spec);
+                    let op = SimOp::new(label).after(spec.latency()).with_result(spec.result);
+                    live[i] = initiated(&m, t, initiate::<D>(status(sts, i), op).await)?;
+                }
+                let mut batch = NextBatch::new(sts, &specs, live, timeout_us);
+                loop {
+                    let start = now();
+                    let next = next_completed_io(timeout_of(timeout_us)).await?;
+                    if !batch.answer(&m, t, start, next) {
+                        break;
+                    }
+                }
+                check_batch(&m, t, sts, &specs, &live, batch.got);
             }
             Op::Select(spec, n) => {
                 let st = pin!(IoStatus::new());
@@ -308,6 +397,25 @@ pub fn fiber_body(
                     if f.suspend_until_completed_io(4)? != 0 {
                         m.borrow_mut().fail(format!("task {t}: a completion came back twice"));
                     }
+                }
+                Op::IoNext(specs, timeout_us) => {
+                    let sts = pin!([IoStatus::new(), IoStatus::new(), IoStatus::new(), IoStatus::new()]);
+                    let sts = sts.into_ref();
+                    let mut live = [false; 4];
+                    for (i, spec) in specs.iter().enumerate() {
+                        let label = m.borrow_mut().label(t, *spec);
+                        let op = SimOp::new(label).after(spec.latency()).with_result(spec.result);
+                        live[i] = initiated(&m, t, f.initiate::<D>(status(sts, i), op))?;
+                    }
+                    let mut batch = NextBatch::new(sts, &specs, live, timeout_us);
+                    loop {
+                        let start = f.now();
+                        let next = f.next_completed_io(timeout_of(timeout_us))?;
+                        if !batch.answer(&m, t, start, next) {
+                            break;
+                        }
+                    }
+                    check_batch(&m, t, sts, &specs, &live, batch.got);
                 }
                 Op::Select(..) | Op::JoinSleeps(..) => {}
             }

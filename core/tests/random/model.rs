@@ -118,9 +118,11 @@ pub enum Seen {
     Spawned,
     Shutdown,
     Dropped,
+    NextCompleted,
+    NextTimedOut,
     DestroyRetried,
 }
-pub const SEEN: usize = 17;
+pub const SEEN: usize = 19;
 
 impl Shared {
     pub fn new(plant: Plant) -> Self {

@@ -68,6 +68,9 @@ pub enum Op {
     JoinSleeps(u32, u32),
     /// Attach task `0` (a child: not attached by the harness) from inside this one.
     Spawn(usize),
+    /// Initiate these operations at once, then take them one by one with
+    /// `next_completed_io`, each wait with a timeout of `1` microseconds (0: none).
+    IoNext(Vec<IoSpec>, u32),
 }
 
 /// A task of the program.
@@ -139,13 +142,17 @@ fn sleep_us(rng: &mut Rng) -> u32 {
 }
 
 fn op(rng: &mut Rng, tasks: usize, fiber: bool) -> Op {
-    match rng.below(if fiber { 12 } else { 15 }) {
+    match rng.below(if fiber { 14 } else { 17 }) {
         0..=1 => Op::Yield,
         2..=3 => Op::Sleep(sleep_us(rng)),
         4..=5 => Op::Wait,
         6..=7 => Op::Wake(rng.below(tasks as u64) as usize, rng.chance(50)),
-        8..=11 => Op::Io((0..1 + rng.below(4)).map(|_| io_spec(rng)).collect()),
-        12..=13 => Op::Select(io_spec(rng), sleep_us(rng)),
+        8..=10 => Op::Io((0..1 + rng.below(4)).map(|_| io_spec(rng)).collect()),
+        11..=13 => Op::IoNext(
+            (0..1 + rng.below(4)).map(|_| io_spec(rng)).collect(),
+            if rng.chance(20) { 0 } else { 1 + rng.below(300) as u32 },
+        ),
+        14..=15 => Op::Select(io_spec(rng), sleep_us(rng)),
         _ => Op::JoinSleeps(sleep_us(rng), sleep_us(rng)),
     }
 }

@@ -1,15 +1,16 @@
 //! `keel_executor_post`: handing a task to an executor from any thread.
 //!
-//! keel-core attaches fibers only on the executor's own thread; from another thread it
-//! takes a future through an `ExecutorHandle` (remote rules in keel-core's mailbox). So a
-//! posted C function runs to completion on the executor's thread without suspending (as a
-//! dispatched one: dispatch rules 1-2 in `dispatch.rs`): its result is published with the
-//! same Release/Acquire pair, and the executor releases the task once it completes.
+//! The function goes to the executor through keel-core's `ExecutorHandle::attach_fiber`
+//! (remote rules in keel-core's mailbox): it runs on a fiber whose stack the executor
+//! takes from its pool when it first runs it, so it may suspend like an attached task
+//! (handover rules in `task/handover.rs`). Its result is published with the
+//! Release/Acquire pair of dispatch rule 2, and the executor releases the task once it
+//! completes.
 
 use super::{exec_anywhere, keel_executor};
 use crate::body::keel_task_fn;
-use crate::dispatch::Sendable;
 use crate::result::{err, guard, keel_result};
+use crate::task::handover::hand_over;
 use crate::task::settle::settle;
 use crate::task::{REMOTE_DONE, REMOTE_QUEUED, keel_task, task_of};
 use core::ffi::c_void;
@@ -17,9 +18,12 @@ use core::sync::atomic::Ordering;
 use keel_core::AttachError;
 
 /// Posts `fn(task, user)` to run once on the executor's thread, from any thread; a parked
-/// executor is woken. The function runs to completion: `keel_task_yield` and the other
-/// suspension calls return `-KEEL_ENOTINTASK` inside it. Read its result with
-/// `keel_task_result` (`-EINPROGRESS` until then); the task is unowned again after.
+/// executor is woken. The function runs on a fiber of the task's switcher and stack size
+/// (the stack taken from the executor's pool when it first runs) and may call
+/// `keel_task_yield`, `keel_task_suspend_for` and the i/o calls with `task`, as an
+/// attached function does. Read its result with `keel_task_result` (`-EINPROGRESS` until
+/// then; `-ECANCELED` if it never ran: its executor was destroyed first, or no stack could
+/// be mapped for it); the task is unowned again after.
 ///
 /// Ownership: `user` stays the caller's until the run completes. Thread safety: any
 /// thread (the task must be unowned and used by one thread at a time). Errors: `-ESTALE`
@@ -48,9 +52,8 @@ pub extern "C" fn keel_executor_post(
         // stored before, as the body may run (and store `REMOTE_DONE`) at once.
         t.remote.store(REMOTE_QUEUED, Ordering::Relaxed);
         let posted = settle(was == REMOTE_DONE, || {
-            let cap = Sendable(t, user, task);
-            handle.attach(run, async move { cap.run(f) }).map_err(|e| match e {
-                AttachError::Stale(_) | AttachError::ExecutorGone(_) => err(libc::ESTALE),
+            hand_over(&handle, t, run, task, f, user, |e| match e {
+                AttachError::Stale(()) | AttachError::ExecutorGone(()) => err(libc::ESTALE),
                 _ => err(libc::EBUSY),
             })
         });

@@ -16,6 +16,7 @@
 //!    task's last result (completed: its result; cancelled by the teardown: the value its
 //!    function returned, or `-ECANCELED` if it never returned).
 
+pub(crate) mod handover;
 mod run;
 pub(crate) mod settle;
 
@@ -27,7 +28,7 @@ use crate::thread;
 use core::cell::Cell;
 use core::ffi::c_void;
 use core::ptr::null;
-use core::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU8, AtomicU64, Ordering};
 use keel_core::{Priorities, Priority, TaskAttrs, TaskHandle, TaskSlot};
 pub(crate) use run::owned;
 pub use run::{keel_task_attach, keel_task_cancel, keel_task_destroy, keel_task_result, keel_task_storage_size};
@@ -102,11 +103,18 @@ pub(crate) struct TaskStorage {
     kept: Cell<Option<i64>>,
     /// The function's mapped return value of the current run, once it returned.
     pub(crate) returned: Cell<Option<i64>>,
-    pub(crate) fiber: Cell<*mut keel_core::Fiber>,
+    /// The running function's fiber (body rule 1). Atomic because a posted or dispatched
+    /// run sets it on the executor's thread; every access is Relaxed: it is read only by
+    /// the task's own function, on the thread that set it (body rule 1).
+    pub(crate) fiber: AtomicPtr<keel_core::Fiber>,
     attrs: Cell<keel_task_attr>,
     /// A dispatched run (dispatch rule 2): `REMOTE_*`, and its result once done.
     pub(crate) remote: AtomicU8,
     pub(crate) remote_ret: AtomicI64,
+    /// A posted or dispatched body is in keel's hands and has not published its result:
+    /// dropped unrun (cancelled, its executor destroyed, or no stack for it), it
+    /// publishes `-ECANCELED` (dispatch rule 2).
+    pub(crate) remote_armed: AtomicBool,
 }
 
 /// No dispatched run.
@@ -198,7 +206,8 @@ unsafe fn init_at(p: *mut TaskStorage, fresh: bool, allocated: bool, a: keel_tas
         (&raw mut (*p).attached_once).write(Cell::new(false));
         (&raw mut (*p).kept).write(Cell::new(None));
         (&raw mut (*p).returned).write(Cell::new(None));
-        (&raw mut (*p).fiber).write(Cell::new(core::ptr::null_mut()));
+        (&raw mut (*p).fiber).write(AtomicPtr::new(core::ptr::null_mut()));
+        (&raw mut (*p).remote_armed).write(AtomicBool::new(false));
         (&raw mut (*p).attrs).write(Cell::new(a));
         (&raw mut (*p).remote).write(AtomicU8::new(REMOTE_NONE));
         (&raw mut (*p).remote_ret).write(AtomicI64::new(0));

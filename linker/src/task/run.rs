@@ -19,8 +19,7 @@ use keel_core::{AttachError, CancelError, DestroyError, FiberAttrs, TaskHandle};
 ///
 /// Ownership: `user` stays the caller's; it must stay valid until the run completes.
 /// `fn` must not unwind (C++ exceptions) or `longjmp` out. Thread safety: the executor's
-/// thread (keel-core attaches fibers only there; from another thread,
-/// `keel_executor_post` runs a function without a fiber). Errors: `-ESTALE` (either
+/// thread (from another thread, `keel_executor_post`). Errors: `-ESTALE` (either
 /// handle), `-KEEL_EWRONGTHREAD`, `-EINVAL` (`fn` NULL), `-EBUSY` (attached already, or a
 /// run on another executor or thread not released yet), an errno if no stack could be
 /// mapped.

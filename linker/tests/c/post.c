@@ -15,9 +15,21 @@ static atomic_int ran;
 
 static int64_t on_executor(keel_task task, void *user) {
     CHECK(pthread_equal(pthread_self(), main_thread));
-    CHECK_ERROR(keel_task_yield(task), -KEEL_ENOTINTASK); /* posted: runs to completion */
+    /* A posted function runs on a fiber: it suspends like an attached one. */
+    CHECK_RESULT(keel_task_yield(task));
+    CHECK_RESULT(keel_task_suspend_for(task, 1000));
+    CHECK(pthread_equal(pthread_self(), main_thread));
     atomic_fetch_add(&ran, 1);
     return (int64_t)(intptr_t)user;
+}
+
+static atomic_int never_ran;
+
+static int64_t never(keel_task task, void *user) {
+    (void)task;
+    (void)user;
+    atomic_fetch_add(&never_ran, 1);
+    return 0;
 }
 
 static int64_t on_fiber(keel_task task, void *user) {
@@ -52,8 +64,34 @@ int main(void) {
     CHECK_ERROR(keel_task_result(tasks[0]), 7);
     CHECK_ERROR(keel_executor_post(ex, tasks[1], NULL, NULL), -EINVAL);
 
+    /* Posted, never run (the executor is destroyed first): the run ends as cancelled,
+     * the task can be posted again elsewhere. */
+    CHECK_RESULT(keel_executor_post(ex, tasks[2], never, NULL));
+    CHECK_ERROR(keel_task_result(tasks[2]), -EINPROGRESS);
     CHECK_RESULT(keel_executor_destroy(ex));
+    CHECK(atomic_load(&never_ran) == 0);
+    CHECK_ERROR(keel_task_result(tasks[2]), -ECANCELED);
     CHECK_ERROR(keel_executor_post(ex, tasks[1], on_executor, NULL), -ESTALE);
+    /* A stack too big to map: refused before it runs, reported as cancelled, nothing
+     * stranded. */
+    keel_executor ex2;
+    CHECK_RESULT(keel_executor_create(NULL, &ex2));
+    keel_task_storage huge_mem;
+    keel_task huge;
+    keel_task_attr huge_attr;
+    memset(&huge_attr, 0, sizeof huge_attr);
+    huge_attr.stack_size = (size_t)1 << 60; /* beyond the address space */
+    CHECK_RESULT(keel_task_init(&huge_mem, sizeof huge_mem, &huge_attr, &huge));
+    CHECK_RESULT(keel_executor_post(ex2, huge, never, NULL));
+    for (int rounds = 0; keel_task_result(huge) == -EINPROGRESS; rounds++) {
+        CHECK(rounds < 1000);
+        keel_result r = keel_executor_run(ex2, 16, 1000000);
+        CHECK(r >= 0 || r == -ETIME);
+    }
+    CHECK_ERROR(keel_task_result(huge), -ECANCELED);
+    CHECK(atomic_load(&never_ran) == 0);
+    CHECK_RESULT(keel_executor_destroy(ex2));
+    CHECK_RESULT(keel_task_destroy(huge));
     for (int i = 0; i < N; i++) CHECK_RESULT(keel_task_destroy(tasks[i]));
     printf("post: %d tasks posted from another thread ran on the executor's thread\n", N);
     return 0;

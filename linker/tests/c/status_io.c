@@ -64,6 +64,28 @@ static int64_t reads_in_parallel(keel_task task, void *user) {
     CHECK_ERROR(keel_io_status_result(task, &st[2]), 5);
     CHECK_ERROR(keel_io_status_result(task, &st[3]), 5);
     CHECK(memcmp(got, "hello", 5) == 0);
+
+    /* One completed block at a time, by address, with a timeout: a receive with nothing
+     * sent times out (and stays in flight); a send then completes both, each named. */
+    keel_io_status *which = NULL;
+    CHECK_ERROR(keel_task_next_completed_io(task, 1000000, &which), -ENODATA); /* idle */
+    memset(got, 0, sizeof got);
+    CHECK_RESULT(keel_socket_recv_async(task, &st[2], sv[1], got, 3, 0));
+    CHECK_ERROR(keel_task_next_completed_io(task, 0, &which), -ETIME);
+    CHECK_ERROR(keel_task_next_completed_io(task, 2000000, &which), -ETIME);
+    CHECK(which == NULL);
+    CHECK_ERROR(keel_task_next_completed_io(task, 0, NULL), -EFAULT);
+    CHECK_RESULT(keel_socket_send_async(task, &st[3], sv[0], "abc", 3, 0));
+    int seen2 = 0, seen3 = 0;
+    for (int i = 0; i < 2; i++) {
+        CHECK_RESULT(keel_task_next_completed_io(task, KEEL_NO_TIMEOUT, &which));
+        if (which == &st[2]) seen2++;
+        if (which == &st[3]) seen3++;
+        CHECK_ERROR(keel_io_status_result(task, which), 3);
+    }
+    CHECK(seen2 == 1 && seen3 == 1);
+    CHECK(memcmp(got, "abc", 3) == 0);
+    CHECK_ERROR(keel_task_next_completed_io(task, KEEL_NO_TIMEOUT, &which), -ENODATA);
     close(sv[0]);
     close(sv[1]);
     return done;
