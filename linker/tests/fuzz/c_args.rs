@@ -135,6 +135,8 @@ pub struct Outcome {
 struct Harness {
     ex: keel_executor,
     tasks: Vec<TaskView>,
+    /// Boxed: each run's function holds its script's address while the vector grows.
+    #[allow(clippy::vec_box)]
     scripts: Vec<Box<Script>>,
     out: Outcome,
 }
@@ -190,7 +192,7 @@ impl Harness {
             cancelled_seen: Cell::new(false),
         });
         let user = &*s as *const Script as *mut c_void;
-        let f: keel_task_fn = if b.u8() % 16 == 0 { None } else { Some(body) };
+        let f: keel_task_fn = if b.u8().is_multiple_of(16) { None } else { Some(body) };
         self.scripts.push(s);
         let current = t.storage == self.tasks[i].handle.storage && t.generation == self.tasks[i].handle.generation;
         if current {
@@ -256,7 +258,7 @@ impl Harness {
                 }
             }
             5 | 6 => {
-                let max = if b.u8() % 8 == 0 { 0 } else { 1 + b.below(16) };
+                let max = if b.u8().is_multiple_of(8) { 0 } else { 1 + b.below(16) };
                 // Never `KEEL_NO_TIMEOUT`: with a ring, an executor with nothing to do
                 // waits for other threads' posts for as long as it is told to.
                 let timeout = [0, 1000, 1_000_000, 20_000_000][b.below(4)];
@@ -353,8 +355,8 @@ impl Harness {
 /// Plays `data` as calls on the C API; `Err` says which check failed.
 pub fn run(data: &[u8]) -> Result<Outcome, String> {
     let mut b = Bytes::new(data);
-    let ring = b.u8() % 2 == 0;
-    let teardown = b.u8() % 4 == 0;
+    let ring = b.u8().is_multiple_of(2);
+    let teardown = b.u8().is_multiple_of(4);
     let attr = keel_executor_attr { ring_entries: if ring { 8 } else { 0 }, ..Default::default() };
     let mut ex = keel_executor { storage: null_mut(), generation: 0 };
     // SAFETY: valid attributes and out-pointer.
