@@ -73,7 +73,7 @@ skips=(--skip set_then_read_gives_the_control_bits_back_and_keeps_the_status_fla
     --skip fiber_rule_7_with_save_fp_control_a_fiber_keeps_its_modes_across_yields_and_the_others_keep_theirs
     --skip list_rule_1_a_node_moves_to_another_list_only_once_removed
     --skip two_threads_attach_a_million_tasks_each)
-echo "test-valgrind: skipped: two floating-point control tests (valgrind's CPU drops MXCSR/x87 mode bits)," \
+echo "test-valgrind: skipped: three floating-point control tests (valgrind's CPU drops MXCSR/x87 mode bits)," \
     "a debug-only list check (release build), two_threads_attach_a_million_tasks_each (spins take the" \
     "executor's turn under valgrind's one-thread-at-a-time: over 150 s); reasons in .ci/test-valgrind.sh"
 log=$(mktemp -d)
