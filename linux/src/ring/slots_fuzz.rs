@@ -9,7 +9,8 @@
 //!   free (a stale completion is dropped), never for a tag with bit 63 or 62 set, never
 //!   for an index or generation the table did not hand out;
 //! - every `user_data` handed out has bits 63 and 62 clear, generation below 2^30, and
-//!   is unique among live slots; allocation fails only with every slot in use;
+//!   was never handed out before (within a program: generations wrap only after 2^30
+//!   frees of one slot); allocation fails only with every slot in use;
 //! - `in_flight` and the free count agree with the model; a completion marks a slot
 //!   done once (a second or a stale one changes nothing);
 //! - the result queue is a FIFO of 16 that refuses the 17th.
@@ -64,6 +65,9 @@ pub fn run(data: &[u8]) -> Result<(), String> {
                     }
                     if live.iter().any(|(u, _)| *u == ud) {
                         return Err(format!("alloc handed out {ud:#x}, which is live"));
+                    }
+                    if freed.contains(&ud) {
+                        return Err(format!("alloc handed out {ud:#x} again: its stale completions would reach this one"));
                     }
                     live.push((ud, Live::InFlight));
                 }
