@@ -43,11 +43,25 @@ pub const SLOTS: usize = 4;
 pub const MAX_CALLS: usize = 256;
 
 thread_local! {
-    static POOL: [&'static Slot; SLOTS] = core::array::from_fn(|_| &*Box::leak(Box::new(Slot::new())));
+    static POOL: RefCell<[&'static Slot; SLOTS]> =
+        RefCell::new(core::array::from_fn(|_| &*Box::leak(Box::new(Slot::new()))));
 }
 
 fn slot(i: usize) -> &'static Slot {
-    POOL.with(|p| p[i])
+    POOL.with(|p| p.borrow()[i])
+}
+
+thread_local! {
+    /// False while a program runs: still false at the next start if it failed midway.
+    static CLEAN: Cell<bool> = const { Cell::new(true) };
+}
+
+/// A program that failed midway left its slots as they were: the next one (a shrinking
+/// step) starts from fresh slots, so it fails only for its own calls.
+fn begin() {
+    if !CLEAN.with(|c| c.replace(false)) {
+        POOL.with(|p| p.borrow_mut().iter_mut().for_each(|s| *s = Box::leak(Box::new(Slot::new()))));
+    }
 }
 
 /// What one attached body does.
@@ -501,6 +515,7 @@ impl Harness<'_> {
 
 /// Plays `data` as a program; `Err` says which check failed.
 pub fn run(data: &[u8]) -> Result<Outcome, String> {
+    begin();
     let mut b = Bytes::new(data);
     let teardown = b.u8().is_multiple_of(4);
     let (out, left) = {
@@ -532,6 +547,7 @@ pub fn run(data: &[u8]) -> Result<Outcome, String> {
         let _ = h;
     }
     baseline(left.iter().map(|(h, _)| *h))?;
+    CLEAN.with(|c| c.set(true));
     Ok(out)
 }
 
