@@ -44,8 +44,8 @@ export RUSTFLAGS="${RUSTFLAGS:-} -Zsanitizer=thread -Cunsafe-allow-abi-mismatch=
 export CARGO_TARGET_DIR=target/tsan
 export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=0 second_deadlock_stack=1 history_size=4 suppressions=$PWD/.ci/tsan.supp}"
 # The cross-thread test binaries (see above).
-core_tests=(remote_attach wake_rules teardown foreign_poll dispatch_quit scheduling)
-linux_tests=(cross_thread dispatcher ring_unpark lifetimes stale_handle net_lifecycle)
+core_tests=(remote_attach remote_fibers wake_rules teardown foreign_poll dispatch_quit scheduling)
+linux_tests=(cross_thread dispatcher ring_unpark remote_fibers_ring lifetimes stale_handle net_lifecycle)
 # Excluded, each for what TSan cannot see, not for a finding:
 # - stale_handle's a_foreign_attach_racing_the_owners_attach_runs_one_body: its two
 #   threads share the latest task handle in a std Mutex, whose lock and unlock are in
