@@ -41,7 +41,7 @@ for t in "${targets[@]}"; do
     log=$(mktemp)
     if "$bin/$t" "corpus/$t" -max_total_time="$secs" -max_len=1024 -artifact_prefix="artifacts/$t/" \
         -print_final_stats=1 >"$log" 2>&1; then
-        stats=$(grep -E '^#[0-9]+ +DONE' "$log" | tail -1)
+        stats=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1 | tr -s '[:space:]' ' ' || true)
         execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
         echo "fuzz: $t clean for ${secs} s: $execs executions; $stats"
     else
