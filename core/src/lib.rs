@@ -27,6 +27,7 @@
 //! - [`task`]: task slots, handles, the lifecycle ([`task::state`]) and wake rules.
 //! - [`Executor`]: attach, run, cancel, destroy; the run loop.
 //! - [`rt`]: what a future task awaits: `yield_now`, `sleep`, `sleep_until`, `wait`.
+//! - [`wait`]: semaphore, mutex, event and bounded channel, for fibers and futures.
 //! - [`io_status`]: NT-style status blocks.
 //! - [`Driver`] and [`sim::SimDriver`].
 //!
@@ -37,7 +38,7 @@
 //! and fails on one that points up. Bottom to top:
 //!
 //! ```text
-//! 7 api       rt cx io_status dispatch loom_api
+//! 7 api       rt cx io_status dispatch loom_api wait
 //! 6 exec      exec fiber
 //! 5 task      task io_status::block
 //! 4 driver    driver sim
@@ -62,7 +63,7 @@
 //!   the two are one layer). The scheduler reaches the driver through a vtable and a
 //!   dispatcher through the `WorkSource` interface, never the types above it.
 //! - **api**: what task code calls (`rt`, `io_status`), and the dispatcher, which feeds
-//!   executors through `WorkSource`.
+//!   executors through `WorkSource`, and the wait primitives (`wait`).
 //!
 //! # Hot path
 //!
@@ -86,6 +87,7 @@
 //! | dispatcher take (pop) | three priority levels; each CAS retry means another thread's CAS succeeded (lock-free) |
 //! | unparking a dispatcher worker | `dispatch::MAX_WORKERS` |
 //! | accounting | one `rdtsc` per resumption with `TscAccounting`, none without |
+//! | wait primitives (same-thread flavour): a try, a take, a give | O(1): three priority levels; `add_permits(n)` wakes at most `n`, `Event::set` and `close` each waiter queued once |
 //!
 //! What is not on the hot path, and says so: claiming an unowned task (one CAS),
 //! releasing or destroying a task, a wake from another thread (a CAS loop, lock-free,
@@ -125,6 +127,7 @@ pub mod switch;
 pub(crate) mod sync;
 pub mod task;
 pub mod timer;
+pub mod wait;
 
 pub use acct::{Accounting, ExecTimesSnapshot, NoAccounting, TaskTimesSnapshot, TickScale, TscAccounting};
 pub use arch::AsmSwitch;

@@ -162,6 +162,20 @@ typedef struct keel_task {
 } keel_task;
 
 /**
+ * A handle to a channel; all zeros is the null handle.
+ */
+typedef struct keel_channel {
+  /**
+   * The storage (opaque).
+   */
+  void *storage;
+  /**
+   * The channel's generation.
+   */
+  uint64_t generation;
+} keel_channel;
+
+/**
  * A handle to a dispatcher; all zeros is the null handle.
  */
 typedef struct keel_dispatcher {
@@ -196,6 +210,20 @@ typedef struct keel_executor {
    */
   uint64_t generation;
 } keel_executor;
+
+/**
+ * A handle to an event; all zeros is the null handle.
+ */
+typedef struct keel_event {
+  /**
+   * The storage (opaque).
+   */
+  void *storage;
+  /**
+   * The event's generation.
+   */
+  uint64_t generation;
+} keel_event;
 
 /**
  * How an executor is made. All zeros: a pure-compute executor (no ring).
@@ -369,6 +397,20 @@ typedef struct keel_task_attr {
   size_t stack_size;
 } keel_task_attr;
 
+/**
+ * A handle to a semaphore; all zeros is the null handle.
+ */
+typedef struct keel_semaphore {
+  /**
+   * The storage (opaque).
+   */
+  void *storage;
+  /**
+   * The semaphore's generation.
+   */
+  uint64_t generation;
+} keel_semaphore;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -421,6 +463,75 @@ keel_result keel_task_yield_begin(struct keel_task task, void **regs);
  * switch. Errors: `-ESTALE`, `-KEEL_ENOTINTASK` (no fiber: not inside a task function).
  */
 keel_result keel_task_yield_end(struct keel_task task);
+
+/**
+ * Makes a channel of `capacity` slots (at least 1).
+ *
+ * Thread safety: any thread. Errors: `-EINVAL` (`out` is NULL, or `capacity` is 0),
+ * `-ENOMEM`.
+ *
+ * # Safety
+ * `out` is valid for a write.
+ */
+keel_result keel_channel_create(size_t capacity, struct keel_channel *out);
+
+/**
+ * Sends `value`, suspending the calling task while the channel is full.
+ *
+ * Thread safety: only from inside the task's own function. Errors: `-ESTALE`,
+ * `-KEEL_ENOTINTASK`, `-ECANCELED` (the task is cancelled: return), `-EPIPE` (closed).
+ */
+keel_result keel_channel_send(struct keel_task task, struct keel_channel ch, uint64_t value);
+
+/**
+ * Receives the oldest value into `*out`, suspending the calling task while the channel
+ * is empty.
+ *
+ * Thread safety: only from inside the task's own function. Errors: `-EINVAL` (`out` is
+ * NULL), `-ESTALE`, `-KEEL_ENOTINTASK`, `-ECANCELED`, `-EPIPE` (closed and empty).
+ *
+ * # Safety
+ * `out` is valid for a write.
+ */
+keel_result keel_channel_recv(struct keel_task task, struct keel_channel ch, uint64_t *out);
+
+/**
+ * Sends `value` if a slot is free and no task waits to send; never waits.
+ *
+ * Thread safety: any thread. Errors: `-ESTALE`, `-EAGAIN` (full), `-EPIPE` (closed).
+ */
+keel_result keel_channel_try_send(struct keel_channel ch, uint64_t value);
+
+/**
+ * Receives the oldest value into `*out` if there is one and no task waits to receive;
+ * never waits.
+ *
+ * Thread safety: any thread. Errors: `-EINVAL` (`out` is NULL), `-ESTALE`, `-EAGAIN`
+ * (empty), `-EPIPE` (closed and empty).
+ *
+ * # Safety
+ * `out` is valid for a write.
+ */
+keel_result keel_channel_try_recv(struct keel_channel ch, uint64_t *out);
+
+/**
+ * Closes the channel: waiting senders get `-EPIPE`, receivers get the values sent before
+ * and then `-EPIPE`. Thread safety: any thread. Errors: `-ESTALE`.
+ */
+keel_result keel_channel_close(struct keel_channel ch);
+
+/**
+ * Values in the channel now. Thread safety: any thread. Errors: `-ESTALE`.
+ */
+keel_result keel_channel_len(struct keel_channel ch);
+
+/**
+ * Destroys the channel (values still in it are discarded); its handles become stale.
+ *
+ * Thread safety: any thread. Errors: `-ESTALE` (also a second destroy), `-EBUSY` (a task
+ * waits to send or receive: close it and let the waiters return first).
+ */
+keel_result keel_channel_destroy(struct keel_channel ch);
 
 /**
  * Makes a dispatcher (allocated once, kept for the next `create` after `destroy`).
@@ -495,6 +606,48 @@ keel_result keel_dispatcher_destroy(struct keel_dispatcher d);
  * worker slot is taken).
  */
 keel_result keel_executor_serve(struct keel_executor ex, struct keel_dispatcher d);
+
+/**
+ * Makes an event, set or not (allocated once, kept for the next `create`).
+ *
+ * Thread safety: any thread. Errors: `-EINVAL` (`out` is NULL), `-ENOMEM`.
+ *
+ * # Safety
+ * `out` is valid for a write.
+ */
+keel_result keel_event_create(bool set, struct keel_event *out);
+
+/**
+ * Suspends the calling task until the event is set (at once if it is).
+ *
+ * Thread safety: only from inside the task's own function. Errors: `-ESTALE`,
+ * `-KEEL_ENOTINTASK`, `-ECANCELED` (the task is cancelled: return).
+ */
+keel_result keel_event_wait(struct keel_task task, struct keel_event event);
+
+/**
+ * Sets the event and wakes every waiting task. Thread safety: any thread. Errors:
+ * `-ESTALE`.
+ */
+keel_result keel_event_set(struct keel_event event);
+
+/**
+ * Clears the event. Thread safety: any thread. Errors: `-ESTALE`.
+ */
+keel_result keel_event_reset(struct keel_event event);
+
+/**
+ * 1 if the event is set, 0 if not. Thread safety: any thread. Errors: `-ESTALE`.
+ */
+keel_result keel_event_is_set(struct keel_event event);
+
+/**
+ * Destroys the event; its handles become stale.
+ *
+ * Thread safety: any thread. Errors: `-ESTALE` (also a second destroy), `-EBUSY` (a task
+ * waits on it: set it and let the waiters return first).
+ */
+keel_result keel_event_destroy(struct keel_event event);
 
 /**
  * Makes an executor in caller storage: `size` bytes at `storage`, aligned to
@@ -618,6 +771,8 @@ keel_result keel_task_get_times(struct keel_task task, struct keel_task_times *o
 /**
  * `openat2(AT_FDCWD, path, {flags | O_CLOEXEC, mode})` through the ring; returns the
  * descriptor, which the caller owns (close it with `keel_file_close` or `close(2)`).
+ * `-EINVAL` for a flag bit that is no `O_*` flag or a mode above `07777`
+ * (keel-linux's `flags::raw` conversions), before anything is submitted.
  *
  * # Safety
  * `path` is NULL or a NUL-terminated string.
@@ -687,7 +842,8 @@ keel_result keel_file_writev(struct keel_task task,
                              uint64_t offset);
 
 /**
- * `sync_file_range(fd, offset, nbytes, flags)` through the ring.
+ * `sync_file_range(fd, offset, nbytes, flags)` through the ring; `-EINVAL` for a flag
+ * bit that is no `SYNC_FILE_RANGE_*` flag.
  */
 keel_result keel_file_sync_range(struct keel_task task,
                                  int fd,
@@ -696,7 +852,8 @@ keel_result keel_file_sync_range(struct keel_task task,
                                  uint32_t flags);
 
 /**
- * `fallocate(fd, mode, offset, len)` through the ring.
+ * `fallocate(fd, mode, offset, len)` through the ring; `-EINVAL` for a mode bit that is
+ * no `FALLOC_FL_*` flag.
  */
 keel_result keel_file_fallocate(struct keel_task task,
                                 int fd,
@@ -705,8 +862,11 @@ keel_result keel_file_fallocate(struct keel_task task,
                                 uint64_t len);
 
 /**
- * `socket(domain, type, protocol)` through the ring; returns the descriptor (the
- * caller's: close it with `keel_socket_close` or `close(2)`).
+ * `socket(domain, type | SOCK_CLOEXEC, protocol)` through the ring; returns the
+ * descriptor (the caller's: close it with `keel_socket_close` or `close(2)`). `-EINVAL`
+ * for a `type` that is no `SOCK_*` type or has a flag bit other than `SOCK_NONBLOCK` and
+ * `SOCK_CLOEXEC`, a negative protocol, or a domain outside 0..=65535 (keel-linux's
+ * `flags::raw` conversions), before anything is submitted.
  */
 keel_result keel_socket_open(struct keel_task task, int domain, int kind, int protocol);
 
@@ -750,7 +910,8 @@ keel_result keel_socket_connect(struct keel_task task,
                                 socklen_t len);
 
 /**
- * `send(fd, buf, len, flags)` through the ring; returns the bytes sent.
+ * `send(fd, buf, len, flags)` through the ring; returns the bytes sent. `-EINVAL` for a
+ * flag bit that is no `MSG_*` flag of send(2).
  *
  * # Safety
  * `buf` is NULL with `len` 0, or `len` readable bytes valid until this returns.
@@ -759,7 +920,7 @@ keel_result keel_socket_send(struct keel_task task, int fd, const void *buf, siz
 
 /**
  * `recv(fd, buf, len, flags)` through the ring; returns the bytes received (0: the
- * peer shut its side down).
+ * peer shut its side down). `-EINVAL` for a flag bit that is no `MSG_*` flag of recv(2).
  *
  * # Safety
  * `buf` is NULL with `len` 0, or `len` writable bytes unused by anything else until this
@@ -768,7 +929,8 @@ keel_result keel_socket_send(struct keel_task task, int fd, const void *buf, siz
 keel_result keel_socket_recv(struct keel_task task, int fd, void *buf, size_t len, int flags);
 
 /**
- * `shutdown(fd, how)` through the ring.
+ * `shutdown(fd, how)` through the ring; `-EINVAL` for a `how` other than `SHUT_RD`,
+ * `SHUT_WR` and `SHUT_RDWR`.
  */
 keel_result keel_socket_shutdown(struct keel_task task, int fd, int how);
 
@@ -776,6 +938,20 @@ keel_result keel_socket_shutdown(struct keel_task task, int fd, int how);
  * `close(fd)` through the ring (as `keel_file_close`).
  */
 keel_result keel_socket_close(struct keel_task task, int fd);
+
+/**
+ * `poll(&(struct pollfd){fd, events}, 1, timeout)` through the ring
+ * (`IORING_OP_POLL_ADD`): suspends the task until `fd` has one of `events` (`POLL*`
+ * bits, or `POLLERR`, `POLLHUP`, `POLLNVAL`, which are always reported) and returns the
+ * ready mask (> 0). `timeout_ns` < 0 waits without a timeout; 0 asks whether `fd` is
+ * ready now. Errors: `-ETIME` (the timeout passed first), `-ECANCELED` (the task was
+ * cancelled and the descriptor was not ready before the cancel took), `-EINVAL` (an
+ * event bit that is no `POLL*` flag), `-EBADF` (a negative `fd`), `-ESTALE`,
+ * `-KEEL_ENOTINTASK`, `-EOPNOTSUPP` (the executor has no ring). `fd` stays the caller's:
+ * it must stay open until this returns (closing it meanwhile does not end the wait: the
+ * kernel holds the file; the timeout or a cancel does).
+ */
+keel_result keel_poll(struct keel_task task, int fd, int events, int64_t timeout_ns);
 
 /**
  * Claims a registered buffer into `*out`, suspending the task (FIFO behind other
@@ -1049,6 +1225,60 @@ keel_result keel_task_destroy(struct keel_task task);
  * `sizeof` keel's task storage as this library was built.
  */
 size_t keel_task_storage_size(void);
+
+/**
+ * Makes a semaphore with `permits` free permits (allocated once, kept for the next
+ * `create` after `destroy`).
+ *
+ * Thread safety: any thread. Errors: `-EINVAL` (`out` is NULL), `-ENOMEM`.
+ *
+ * # Safety
+ * `out` is valid for a write.
+ */
+keel_result keel_semaphore_create(uint64_t permits, struct keel_semaphore *out);
+
+/**
+ * Takes a permit, suspending the calling task until one is handed to it.
+ *
+ * Thread safety: only from inside the task's own function. Errors: `-ESTALE`,
+ * `-KEEL_ENOTINTASK` (not the running task), `-ECANCELED` (the task is cancelled:
+ * return), `-EPIPE` (the semaphore is closed).
+ */
+keel_result keel_semaphore_acquire(struct keel_task task, struct keel_semaphore sem);
+
+/**
+ * Takes a permit if one is free and no task waits for one; never waits.
+ *
+ * Thread safety: any thread. Errors: `-ESTALE`, `-EAGAIN` (none free), `-EPIPE` (closed).
+ */
+keel_result keel_semaphore_try_acquire(struct keel_semaphore sem);
+
+/**
+ * Gives `n` permits back (or adds them): each goes to the next waiting task (by
+ * priority, then FIFO), the rest to the free count.
+ *
+ * Thread safety: any thread. Errors: `-ESTALE`.
+ */
+keel_result keel_semaphore_release(struct keel_semaphore sem, uint64_t n);
+
+/**
+ * Closes the semaphore: every waiting task's acquire returns `-EPIPE`, and so does
+ * every later one. Thread safety: any thread. Errors: `-ESTALE`.
+ */
+keel_result keel_semaphore_close(struct keel_semaphore sem);
+
+/**
+ * The permits free now. Thread safety: any thread. Errors: `-ESTALE`.
+ */
+keel_result keel_semaphore_available(struct keel_semaphore sem);
+
+/**
+ * Destroys the semaphore; its handles become stale.
+ *
+ * Thread safety: any thread. Errors: `-ESTALE` (also a second destroy), `-EBUSY` (a task
+ * waits on it: release or close it, let the waiters return, then destroy).
+ */
+keel_result keel_semaphore_destroy(struct keel_semaphore sem);
 
 #ifdef __cplusplus
 }  // extern "C"

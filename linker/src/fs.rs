@@ -15,7 +15,13 @@ use crate::task::keel_task;
 use core::ffi::{c_char, c_int, c_void};
 use io_uring::{opcode, squeue, types};
 use keel_core::Fiber;
+use keel_linux::flags::raw;
 use keel_linux::{FiberFs, RingDriver, RingOp};
+
+/// A rejected argument's errno as a `keel_result`.
+pub(crate) fn neg(e: keel_core::Errno) -> i64 {
+    err(e.0)
+}
 
 /// Runs `entry` for the running task `task`; `prio`: carry the task's I/O priority.
 ///
@@ -36,6 +42,8 @@ pub(crate) unsafe fn run(task: keel_task, entry: squeue::Entry, prio: bool) -> R
 
 /// `openat2(AT_FDCWD, path, {flags | O_CLOEXEC, mode})` through the ring; returns the
 /// descriptor, which the caller owns (close it with `keel_file_close` or `close(2)`).
+/// `-EINVAL` for a flag bit that is no `O_*` flag or a mode above `07777`
+/// (keel-linux's `flags::raw` conversions), before anything is submitted.
 ///
 /// # Safety
 /// `path` is NULL or a NUL-terminated string.
@@ -45,7 +53,7 @@ pub unsafe extern "C" fn keel_file_open(task: keel_task, path: *const c_char, fl
         if path.is_null() {
             return Err(err(libc::EFAULT));
         }
-        let how = keel_linux::fs::open_how(flags, mode);
+        let how = keel_linux::fs::open_how(raw::oflags(flags).map_err(neg)?, raw::mode(mode).map_err(neg)?);
         let e = opcode::OpenAt2::new(types::Fd(libc::AT_FDCWD), path, &how).build();
         // SAFETY: `path` (caller) and `how` outlive `run`, which returns after completion.
         unsafe { run(task, e, false) }
@@ -157,7 +165,8 @@ pub unsafe extern "C" fn keel_file_writev(
     })
 }
 
-/// `sync_file_range(fd, offset, nbytes, flags)` through the ring.
+/// `sync_file_range(fd, offset, nbytes, flags)` through the ring; `-EINVAL` for a flag
+/// bit that is no `SYNC_FILE_RANGE_*` flag.
 #[unsafe(no_mangle)]
 pub extern "C" fn keel_file_sync_range(
     task: keel_task,
@@ -166,17 +175,24 @@ pub extern "C" fn keel_file_sync_range(
     nbytes: u32,
     flags: u32,
 ) -> keel_result {
-    let e = opcode::SyncFileRange::new(types::Fd(fd), nbytes).offset(offset).flags(flags).build();
-    // SAFETY: the entry points at no memory.
-    guard(|| unsafe { run(task, e, false) })
+    guard(|| {
+        let flags = raw::sync_file_range_flags(flags).map_err(neg)?;
+        let e = opcode::SyncFileRange::new(types::Fd(fd), nbytes).offset(offset).flags(flags.bits()).build();
+        // SAFETY: the entry points at no memory.
+        unsafe { run(task, e, false) }
+    })
 }
 
-/// `fallocate(fd, mode, offset, len)` through the ring.
+/// `fallocate(fd, mode, offset, len)` through the ring; `-EINVAL` for a mode bit that is
+/// no `FALLOC_FL_*` flag.
 #[unsafe(no_mangle)]
 pub extern "C" fn keel_file_fallocate(task: keel_task, fd: c_int, mode: c_int, offset: u64, len: u64) -> keel_result {
-    let e = opcode::Fallocate::new(types::Fd(fd), len).offset(offset).mode(mode).build();
-    // SAFETY: the entry points at no memory.
-    guard(|| unsafe { run(task, e, false) })
+    guard(|| {
+        let mode = raw::fallocate_flags(mode).map_err(neg)?;
+        let e = opcode::Fallocate::new(types::Fd(fd), len).offset(offset).mode(mode.bits() as c_int).build();
+        // SAFETY: the entry points at no memory.
+        unsafe { run(task, e, false) }
+    })
 }
 
 /// An iovec array argument's count, as preadv(2) checks it: `-EINVAL` for a negative

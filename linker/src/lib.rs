@@ -15,6 +15,9 @@
 //! | `status` | NT-style status blocks: initiate, `suspend_until_completed_io`, results (status rules) |
 //! | `stable` | type-stable storage for the `create` forms (stable rules) |
 //! | `thread` | thread tokens and generations |
+//! | `channel` | bounded channels of 64-bit values: `send`/`recv` from a task body, `try_*` and `close` from any thread (channel rules) |
+//! | `event` | manual-reset events: `create`, `wait` from a task body, `set`/`reset` from any thread (event rules) |
+//! | `wait` | counting semaphores: `create`, `acquire` from a task body, `release` from any thread (semaphore rules) |
 //!
 //! Every exported symbol is named `keel_*` and every exported function that can reach a
 //! panic runs its body under `result::guard` (boundary rule 1).
@@ -22,16 +25,20 @@
 #![allow(non_camel_case_types)]
 
 mod body;
+mod channel;
 mod dispatch;
+mod event;
 mod executor;
 mod fs;
 mod net;
+mod ready;
 mod regbuf;
 mod result;
 mod stable;
 mod status;
 mod task;
 mod thread;
+mod wait;
 
 pub use body::{keel_task_fn, keel_task_suspend_for, keel_task_yield};
 pub use dispatch::{
@@ -52,6 +59,7 @@ pub use net::{
     keel_socket_accept, keel_socket_bind, keel_socket_close, keel_socket_connect, keel_socket_listen, keel_socket_open,
     keel_socket_recv, keel_socket_send, keel_socket_shutdown,
 };
+pub use ready::keel_poll;
 pub use regbuf::{
     keel_buffer, keel_buffer_claim, keel_buffer_data, keel_buffer_release, keel_file_read_fixed, keel_file_write_fixed,
 };

@@ -8,20 +8,30 @@
 //! `-ECANCELED`, `-EFAULT` (a NULL pointer where one is needed), or the operation's own
 //! negated errno.
 
-use crate::fs::run;
+use crate::fs::{neg, run};
 use crate::result::{buf_len, err, guard, keel_result};
 use crate::task::keel_task;
 use core::ffi::{c_int, c_void};
 use io_uring::{opcode, types};
+use keel_linux::flags::{SocketFlags, raw};
 use libc::{sockaddr, socklen_t};
 
-/// `socket(domain, type, protocol)` through the ring; returns the descriptor (the
-/// caller's: close it with `keel_socket_close` or `close(2)`).
+/// `socket(domain, type | SOCK_CLOEXEC, protocol)` through the ring; returns the
+/// descriptor (the caller's: close it with `keel_socket_close` or `close(2)`). `-EINVAL`
+/// for a `type` that is no `SOCK_*` type or has a flag bit other than `SOCK_NONBLOCK` and
+/// `SOCK_CLOEXEC`, a negative protocol, or a domain outside 0..=65535 (keel-linux's
+/// `flags::raw` conversions), before anything is submitted.
 #[unsafe(no_mangle)]
 pub extern "C" fn keel_socket_open(task: keel_task, domain: c_int, kind: c_int, protocol: c_int) -> keel_result {
-    let e = opcode::Socket::new(domain, kind | libc::SOCK_CLOEXEC, protocol).build();
-    // SAFETY: the entry points at no memory.
-    guard(|| unsafe { run(task, e, false) })
+    guard(|| {
+        let domain = raw::address_family(domain).map_err(neg)?;
+        let (ty, flags) = raw::socket_type(kind).map_err(neg)?;
+        let proto = raw::protocol(protocol).map_err(neg)?.map_or(0, |p| p.as_raw().get() as c_int);
+        let kind = (ty.as_raw() | (flags | SocketFlags::CLOEXEC).bits()) as c_int;
+        let e = opcode::Socket::new(domain.as_raw() as c_int, kind, proto).build();
+        // SAFETY: the entry points at no memory.
+        unsafe { run(task, e, false) }
+    })
 }
 
 /// `bind(fd, addr, len)` through the ring.
@@ -96,7 +106,8 @@ pub unsafe extern "C" fn keel_socket_connect(
     })
 }
 
-/// `send(fd, buf, len, flags)` through the ring; returns the bytes sent.
+/// `send(fd, buf, len, flags)` through the ring; returns the bytes sent. `-EINVAL` for a
+/// flag bit that is no `MSG_*` flag of send(2).
 ///
 /// # Safety
 /// `buf` is NULL with `len` 0, or `len` readable bytes valid until this returns.
@@ -109,15 +120,16 @@ pub unsafe extern "C" fn keel_socket_send(
     flags: c_int,
 ) -> keel_result {
     guard(|| {
+        let flags = raw::send_flags(flags).map_err(neg)?;
         let len = buf_len(buf, len)?;
-        let e = opcode::Send::new(types::Fd(fd), buf.cast(), len).flags(flags).build();
+        let e = opcode::Send::new(types::Fd(fd), buf.cast(), len).flags(flags.bits() as c_int).build();
         // SAFETY: `buf` is the caller's until `run` returns.
         unsafe { run(task, e, false) }
     })
 }
 
 /// `recv(fd, buf, len, flags)` through the ring; returns the bytes received (0: the
-/// peer shut its side down).
+/// peer shut its side down). `-EINVAL` for a flag bit that is no `MSG_*` flag of recv(2).
 ///
 /// # Safety
 /// `buf` is NULL with `len` 0, or `len` writable bytes unused by anything else until this
@@ -131,19 +143,24 @@ pub unsafe extern "C" fn keel_socket_recv(
     flags: c_int,
 ) -> keel_result {
     guard(|| {
+        let flags = raw::recv_flags(flags).map_err(neg)?;
         let len = buf_len(buf, len)?;
-        let e = opcode::Recv::new(types::Fd(fd), buf.cast(), len).flags(flags).build();
+        let e = opcode::Recv::new(types::Fd(fd), buf.cast(), len).flags(flags.bits() as c_int).build();
         // SAFETY: `buf` is the caller's until `run` returns.
         unsafe { run(task, e, false) }
     })
 }
 
-/// `shutdown(fd, how)` through the ring.
+/// `shutdown(fd, how)` through the ring; `-EINVAL` for a `how` other than `SHUT_RD`,
+/// `SHUT_WR` and `SHUT_RDWR`.
 #[unsafe(no_mangle)]
 pub extern "C" fn keel_socket_shutdown(task: keel_task, fd: c_int, how: c_int) -> keel_result {
-    let e = opcode::Shutdown::new(types::Fd(fd), how).build();
-    // SAFETY: the entry points at no memory.
-    guard(|| unsafe { run(task, e, false) })
+    guard(|| {
+        let how = raw::shutdown(how).map_err(neg)?;
+        let e = opcode::Shutdown::new(types::Fd(fd), how as c_int).build();
+        // SAFETY: the entry points at no memory.
+        unsafe { run(task, e, false) }
+    })
 }
 
 /// `close(fd)` through the ring (as `keel_file_close`).

@@ -17,7 +17,7 @@
 //! 816 against 810 us in another (the VM's slow level); with client and server sharing
 //! one CPU, p99 went from 1.16x monoio's to 1.00-1.03x. 256 measured the same as 64.
 use keel_core::{Config, Executor, Fiber, FiberAttrs, TaskAttrs, TaskHandle, TaskSlot};
-use keel_linux::net::{self, FiberNet, SockAddr, Socket};
+use keel_linux::net::{self, FiberNet, SockAddr, SockOpt, Socket, SocketType};
 use keel_linux::{MmapStacks, RingConfig, RingDriver};
 use std::cell::{Cell, RefCell};
 use std::io::Write as _;
@@ -100,9 +100,9 @@ async fn future_handler(l: RawFd, c: Rc<Counts>) -> u64 {
 fn listen(f: &mut Fiber, addr: SocketAddr) -> Result<RawFd, String> {
     let sa = SockAddr::from(addr);
     let os = std::io::Error::from_raw_os_error;
-    let s = f.socket(sa.family(), libc::SOCK_STREAM, 0).map_err(|e| format!("socket: {}", os(e.0)))?;
-    f.set_option(&s, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).map_err(|e| format!("SO_REUSEADDR: {}", os(e.0)))?;
-    f.set_option(&s, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1).map_err(|e| format!("SO_REUSEPORT: {}", os(e.0)))?;
+    let s = f.socket(sa.family(), SocketType::STREAM, None).map_err(|e| format!("socket: {}", os(e.0)))?;
+    f.set_option(&s, SockOpt::reuse_addr(true)).map_err(|e| format!("SO_REUSEADDR: {}", os(e.0)))?;
+    f.set_option(&s, SockOpt::reuse_port(true)).map_err(|e| format!("SO_REUSEPORT: {}", os(e.0)))?;
     f.bind(&s, &sa).map_err(|e| format!("cannot listen on {addr}: bind: {}", os(e.0)))?;
     f.listen(&s, 4096).map_err(|e| format!("cannot listen on {addr}: listen: {}", os(e.0)))?;
     s.into_raw_fd().map_err(|_| "keel bug: an operation still holds the new listener".to_string())

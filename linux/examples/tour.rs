@@ -9,7 +9,8 @@ use keel_core::{
     CancelOutcome, Config, Executor, Priorities, Priority, TaskAttrs, TaskHandle, TaskSlot, TaskState, rt,
 };
 use keel_core::{Fiber, FiberAttrs, SwitcherKind};
-use keel_linux::fs::{self, FiberFs};
+use keel_linux::fs::{self, FiberFs, Mode, OFlags};
+use keel_linux::net::{AddressFamily, SocketType};
 use keel_linux::{MmapStacks, RingConfig, RingDriver, SleepDriver};
 use std::cell::RefCell;
 use std::io::Write as _;
@@ -209,7 +210,7 @@ fn ring_tour() {
     let w = ex
         .attach_fiber(writer, FiberAttrs::default(), move |f: &mut Fiber| -> keel_core::TaskResult {
             let file = f
-                .open(&path, libc::O_CREAT | libc::O_RDWR | libc::O_TRUNC, 0o644)
+                .open(&path, OFlags::CREATE | OFlags::RDWR | OFlags::TRUNC, Mode::from_raw_mode(0o644))
                 .map_err(|e| keel_core::TaskError::Failed(e.0 as i64))?;
             let line = b"keel was here\n";
             let n = f.write(&file, line, 0).map_err(|e| keel_core::TaskError::Failed(e.0 as i64))?;
@@ -235,8 +236,9 @@ fn ring_tour() {
     let reader = ex
         .attach(create(13, Priority::Normal, "future reader"), async move {
             rt::sleep(Duration::from_millis(10)).await?;
-            let file =
-                fs::open(&path2, libc::O_RDONLY, 0).await.map_err(|e| keel_core::TaskError::Failed(e.0 as i64))?;
+            let file = fs::open(&path2, OFlags::RDONLY, Mode::empty())
+                .await
+                .map_err(|e| keel_core::TaskError::Failed(e.0 as i64))?;
             let (r, buf) = fs::read(&file, Vec::with_capacity(64), 0).await;
             say(format!("future read {:?} bytes by ownership: {:?}", r, String::from_utf8_lossy(&buf)));
             fs::close(file).await.map_err(|e| keel_core::TaskError::Failed(e.0 as i64))?;
@@ -299,7 +301,7 @@ fn net_tour() {
     let a = addr.clone();
     let server = ex
         .attach_fiber(slot(), FiberAttrs::default(), move |f: &mut Fiber| {
-            let l = f.socket(libc::AF_INET, libc::SOCK_STREAM, 0).unwrap();
+            let l = f.socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
             f.bind(&l, &SockAddr::from("127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap())).unwrap();
             f.listen(&l, 16).unwrap();
             a.set(net::local_addr(&l).ok());
@@ -321,7 +323,7 @@ fn net_tour() {
     let to = addr.get().unwrap();
     let client = ex
         .attach(slot(), async move {
-            let s: Socket = net::future::socket(libc::AF_INET, libc::SOCK_STREAM, 0).await.unwrap();
+            let s: Socket = net::future::socket(AddressFamily::INET, SocketType::STREAM, None).await.unwrap();
             net::future::connect(&s, &to).await.unwrap();
             let (r, _) = net::future::send_all(&s, b"ping over loopback".to_vec()).await;
             r.unwrap();

@@ -4,7 +4,8 @@
 //!
 //! keel's Linux layer: the monotonic clock (rustix), [`SleepDriver`] (no ring: parks by
 //! sleeping, for a pure-compute executor), [`RingDriver`] (io_uring) with
-//! file i/o ([`fs`]) and registered buffers, guarded mmap fiber stacks ([`MmapStacks`]) with
+//! file i/o ([`fs`]), socket i/o ([`net`]), readiness waits on any descriptor
+//! ([`ready`]), typed flags ([`flags`]) and registered buffers, guarded mmap fiber stacks ([`MmapStacks`]) with
 //! an overflow reporter ([`overflow`]), the panic catcher for fibers ([`panic`](mod@panic)) and the
 //! `ucontext` switcher ([`ucontext`]).
 //!
@@ -23,7 +24,9 @@
 
 pub mod buf;
 pub mod clock;
+mod errno;
 mod fd;
+pub mod flags;
 pub mod fs;
 pub mod net;
 mod notice;
@@ -31,6 +34,7 @@ pub mod overflow;
 pub mod panic;
 pub mod pbuf;
 pub mod pool;
+pub mod ready;
 mod regbuf;
 pub mod ring;
 pub mod sleep;

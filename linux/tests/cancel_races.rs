@@ -13,7 +13,7 @@ use core::pin::pin;
 use core::task::Poll;
 use core::time::Duration;
 use keel_core::{Errno, Fiber, IoStatus, SuspendReason, TaskHandle, TaskState, rt};
-use keel_linux::fs::{self, BufferError, FiberFs, File};
+use keel_linux::fs::{self, BufferError, FiberFs, File, Mode, OFlags};
 use keel_linux::net::{self, FiberNet, Socket};
 use keel_linux::{RingConfig, RingOp};
 use net_util::{Ex, executor, executor_with, fattrs, ring, run_until, task};
@@ -207,7 +207,7 @@ fn regbuf_rule_1_a_registered_buffer_moves_with_its_claim_and_another_rings_is_r
             f.yield_now()?;
         };
         assert_eq!(&theirs[..4], b"mine", "the holder sees what the claimer wrote");
-        let file = f.open(&p, libc::O_RDWR, 0).unwrap();
+        let file = f.open(&p, OFlags::RDWR, Mode::empty()).unwrap();
         let mut fb = foreign.borrow_mut().take().unwrap();
         o.borrow_mut().push(format!("foreign read_fixed {:?}", f.read_fixed(&file, &mut fb, 6, 0)));
         o.borrow_mut().push(format!("foreign write_fixed {:?}", f.write_fixed(&file, &fb, 4, 0)));

@@ -11,7 +11,7 @@ mod net_util;
 use core::time::Duration;
 use keel_core::{Fiber, SuspendReason, TaskError, TaskHandle, TaskState, rt};
 use keel_linux::RingConfig;
-use keel_linux::fs::{self, BufferError, FiberFs, FixedBuf};
+use keel_linux::fs::{self, BufferError, FiberFs, FixedBuf, Mode, OFlags};
 use net_util::{Ex, executor, fattrs, task};
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -410,7 +410,9 @@ fn regbuf_rule_1_future_fixed_reads_and_writes_take_the_buffer_and_give_it_back(
     let t = ex
         .as_ref()
         .attach(task(), async move {
-            let file = fs::open(&p, libc::O_CREAT | libc::O_RDWR | libc::O_TRUNC, 0o600).await.expect("open");
+            let file = fs::open(&p, OFlags::CREATE | OFlags::RDWR | OFlags::TRUNC, Mode::from_raw_mode(0o600))
+                .await
+                .expect("open");
             let mut w = fs::claim_buffer().await.expect("free");
             w[..5].copy_from_slice(b"fixed");
             let (r, w) = fs::write_fixed(&file, w, 5, 0).await;

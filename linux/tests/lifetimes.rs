@@ -32,8 +32,8 @@ use core::task::{Context, Poll};
 use core::time::Duration;
 use keel_core::{Errno, Fiber, TaskHandle};
 use keel_linux::RingConfig;
-use keel_linux::fs::{self, FiberFs, File};
-use keel_linux::net::{self, Multishot, ProvidedBuf, Socket};
+use keel_linux::fs::{self, FiberFs, File, Mode, OFlags};
+use keel_linux::net::{self, AddressFamily, Multishot, ProvidedBuf, Socket, SocketType};
 use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::os::fd::{IntoRawFd, RawFd};
@@ -957,7 +957,7 @@ fn fd_rule_3_a_cancelled_close_of_a_direct_descriptor_frees_its_index() {
     let fiber = ex
         .as_ref()
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-            let file = f.open_direct(&p2, libc::O_RDONLY, 0).expect("open_direct");
+            let file = f.open_direct(&p2, OFlags::RDONLY, Mode::empty()).expect("open_direct");
             assert!(f.sleep(Duration::from_secs(30)).is_err(), "cancelled");
             assert_eq!(f.close_direct(file), Ok(()), "closed without the ring");
             0u64
@@ -971,7 +971,9 @@ fn fd_rule_3_a_cancelled_close_of_a_direct_descriptor_frees_its_index() {
     let fut = ex
         .as_ref()
         .attach(task(), async move {
-            let s = net::future::socket_direct(libc::AF_INET, libc::SOCK_STREAM, 0).await.expect("the index was freed");
+            let s = net::future::socket_direct(AddressFamily::INET, SocketType::STREAM, None)
+                .await
+                .expect("the index was freed");
             assert!(keel_core::rt::sleep(Duration::from_secs(30)).await.is_err(), "cancelled");
             assert_eq!(net::future::close_fixed_socket(s).await, Ok(()), "closed without the ring");
             0u64
@@ -985,7 +987,7 @@ fn fd_rule_3_a_cancelled_close_of_a_direct_descriptor_frees_its_index() {
     let t = ex
         .as_ref()
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-            let file = f.open_direct(&path, libc::O_RDONLY, 0).expect("the index was freed again");
+            let file = f.open_direct(&path, OFlags::RDONLY, Mode::empty()).expect("the index was freed again");
             f.close_direct(file).expect("close");
             1u64
         })

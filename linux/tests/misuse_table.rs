@@ -8,8 +8,8 @@ use core::future::Future;
 use core::pin::pin;
 use core::task::{Context, Poll};
 use keel_core::{Config, Errno, Executor, Fiber, TaskError};
-use keel_linux::fs::{self, BufferError, FiberFs};
-use keel_linux::net::{self, FiberNet, SockAddr};
+use keel_linux::fs::{self, BufferError, FiberFs, Mode, OFlags};
+use keel_linux::net::{self, AddressFamily, FiberNet, SockAddr, SocketType};
 use keel_linux::{File, MmapStacks, RingConfig, RingDriver, SleepDriver};
 use util::*;
 
@@ -64,7 +64,7 @@ fn on_ring(cfg: RingConfig, body: impl Future<Output = Result<u64, TaskError>> +
 #[test]
 fn open_with_a_nul_in_the_path_is_einval() {
     let r = on_ring(RingConfig::default(), async {
-        assert_eq!(fs::open("/tmp/a\0b", libc::O_RDONLY, 0).await.err(), Some(Errno::EINVAL));
+        assert_eq!(fs::open("/tmp/a\0b", OFlags::RDONLY, Mode::empty()).await.err(), Some(Errno::EINVAL));
         Ok(1)
     });
     assert_eq!(r, Ok(1));
@@ -152,7 +152,7 @@ fn file_io_on_an_executor_without_a_ring_is_einval() {
 #[test]
 fn recv_provided_without_provided_buffers_is_enobufs() {
     let r = on_ring(RingConfig::default(), async {
-        let s = net::future::socket(libc::AF_INET, libc::SOCK_STREAM, 0).await.expect("socket");
+        let s = net::future::socket(AddressFamily::INET, SocketType::STREAM, None).await.expect("socket");
         assert_eq!(net::future::recv_provided(&s).await.err(), Some(Errno::ENOBUFS));
         assert_eq!(net::future::recv_multi(&s).await.err(), Some(Errno::ENOBUFS));
         net::future::close_socket(s).await.expect("close");
@@ -163,7 +163,7 @@ fn recv_provided_without_provided_buffers_is_enobufs() {
     let ex = ex.as_ref();
     let t = ex
         .attach_fiber(task(), fattrs(), |f: &mut Fiber| {
-            let s = f.socket(libc::AF_INET, libc::SOCK_STREAM, 0).expect("socket");
+            let s = f.socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
             assert_eq!(f.recv_provided(&s).err(), Some(Errno::ENOBUFS));
             assert_eq!(f.recv_multi(&s).err(), Some(Errno::ENOBUFS));
             f.close_socket(s).expect("close");
@@ -179,7 +179,7 @@ fn recv_provided_without_provided_buffers_is_enobufs() {
 #[test]
 fn next_of_the_wrong_kind_on_a_multishot_is_einval() {
     let r = on_ring(RingConfig::default(), async {
-        let s = net::future::socket(libc::AF_INET, libc::SOCK_STREAM, 0).await.expect("socket");
+        let s = net::future::socket(AddressFamily::INET, SocketType::STREAM, None).await.expect("socket");
         let mut m = net::future::accept_multi(&s);
         assert_eq!(net::future::next_recv(&mut m).await.err(), Some(Errno::EINVAL));
         assert_eq!(net::future::next_accept_direct(&mut m).await.err(), Some(Errno::EINVAL));
@@ -192,7 +192,7 @@ fn next_of_the_wrong_kind_on_a_multishot_is_einval() {
     let ex = ex.as_ref();
     let t = ex
         .attach_fiber(task(), fattrs(), |f: &mut Fiber| {
-            let s = f.socket(libc::AF_INET, libc::SOCK_STREAM, 0).expect("socket");
+            let s = f.socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
             let mut m = f.accept_multi(&s);
             assert_eq!(f.next_recv(&mut m).err(), Some(Errno::EINVAL));
             assert_eq!(f.next_accept_direct(&mut m).err(), Some(Errno::EINVAL));

@@ -12,7 +12,7 @@ use core::pin::pin;
 use core::task::Poll;
 use core::time::Duration;
 use keel_core::{Errno, Fiber};
-use keel_linux::net::{self, FiberNet, FixedSocket, SockAddr, Socket};
+use keel_linux::net::{self, AddressFamily, FiberNet, FixedSocket, SockAddr, Socket, SocketType};
 use keel_linux::{RingConfig, RingDriver};
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -230,7 +230,7 @@ fn completion_rule_3_abandoned_direct_accepts_that_complete_anyway_close_their_i
             }
             until_idle().await;
             // The single slot is free again: a direct socket fits.
-            let s = net::future::socket_direct(libc::AF_INET, libc::SOCK_STREAM, 0)
+            let s = net::future::socket_direct(AddressFamily::INET, SocketType::STREAM, None)
                 .await
                 .expect("the abandoned indexes were closed");
             net::future::close_fixed_socket(s).await.expect("close");
@@ -264,7 +264,8 @@ fn completion_rule_3_a_dropped_direct_multishot_accept_closes_its_queued_indexes
             // Every slot is free again.
             let all: Vec<FixedSocket> = (0..N)
                 .map(|i| {
-                    f.socket_direct(libc::AF_INET, libc::SOCK_STREAM, 0).unwrap_or_else(|e| panic!("slot {i}: {e:?}"))
+                    f.socket_direct(AddressFamily::INET, SocketType::STREAM, None)
+                        .unwrap_or_else(|e| panic!("slot {i}: {e:?}"))
                 })
                 .collect();
             for s in all {

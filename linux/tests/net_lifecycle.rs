@@ -9,7 +9,7 @@ use core::time::Duration;
 use keel_core::{Errno, Fiber};
 use keel_linux::RingConfig;
 use keel_linux::fs::FiberFs;
-use keel_linux::net::{self, FiberNet, Shutdown, SockAddr, Socket};
+use keel_linux::net::{self, AddressFamily, FiberNet, Shutdown, SockAddr, Socket, SocketType};
 use std::cell::Cell;
 use std::io::{Read, Write};
 use std::rc::Rc;
@@ -69,7 +69,7 @@ fn a_reset_is_econnreset_and_a_refusal_is_econnrefused() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let t = ex
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-            let s = f.socket(libc::AF_INET, libc::SOCK_STREAM, 0).unwrap();
+            let s = f.socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
             assert_eq!(f.connect(&s, &SockAddr::from(dead)), Err(Errno::ECONNREFUSED));
             // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
             let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(lfd) });
@@ -306,7 +306,7 @@ fn half_close_then_read_the_reply() {
     .unwrap();
     let client = ex
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-            let s = f.socket(libc::AF_INET, libc::SOCK_STREAM, 0).unwrap();
+            let s = f.socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
             f.connect(&s, &SockAddr::from(a)).unwrap();
             f.send_all(&s, &[1u8; 5000]).unwrap();
             f.shutdown(&s, Shutdown::Write).unwrap();
@@ -338,7 +338,7 @@ fn a_direct_descriptor_socket_sends_receives_and_closes() {
     });
     let t = ex
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-            let s = f.socket_direct(libc::AF_INET, libc::SOCK_STREAM, 0).unwrap();
+            let s = f.socket_direct(AddressFamily::INET, SocketType::STREAM, None).unwrap();
             f.connect(&s, &SockAddr::from(a)).unwrap();
             f.send_all(&s, b"direct!").unwrap();
             let mut buf = [0u8; 16];
@@ -371,7 +371,7 @@ fn net_rule_4_a_zero_copy_send_releases_its_buffer_only_after_the_notification()
     });
     let t = ex
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-            let s = f.socket(libc::AF_INET, libc::SOCK_STREAM, 0).unwrap();
+            let s = f.socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
             f.connect(&s, &SockAddr::from(a)).unwrap();
             let mut b = f.claim_buffer().unwrap();
             for (round, byte) in [b'A', b'B', b'C'].into_iter().enumerate() {
@@ -405,7 +405,7 @@ fn round_trip(addr: SockAddr) {
     let w = fiber_worker(ex, lfd, bytes.clone());
     let c = ex
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-            let s = f.socket(bound.family(), libc::SOCK_STREAM, 0).unwrap();
+            let s = f.socket(bound.family(), SocketType::STREAM, None).unwrap();
             f.connect(&s, &bound).unwrap();
             for i in 0..100u32 {
                 let msg = format!("message {i}");

@@ -7,7 +7,7 @@ use keel_core::{
     Config, Driver, Errno, Executor, Fiber, FiberAttrs, IoStatus, Priorities, Priority, RegionStacks, TaskAttrs,
     TaskHandle, TaskSlot, rt,
 };
-use keel_linux::fs::{self, BufferError, FiberFs};
+use keel_linux::fs::{self, BufferError, FiberFs, Mode, OFlags};
 use keel_linux::{RingConfig, RingDriver, RingOp};
 
 fn task_with(io: Priority) -> TaskHandle {
@@ -195,7 +195,7 @@ fn registered_buffers_round_trip_and_claims_wait_for_a_release() {
         let mut b = f.claim_buffer().unwrap();
         assert_ne!(a.index(), b.index());
         // The open suspends this fiber: the waiter runs and finds no buffer free.
-        let file = f.open(&cpath, libc::O_CREAT | libc::O_RDWR | libc::O_TRUNC, 0o600).unwrap();
+        let file = f.open(&cpath, OFlags::CREATE | OFlags::RDWR | OFlags::TRUNC, Mode::from_raw_mode(0o600)).unwrap();
         assert_eq!(f.try_claim_buffer().err(), Some(BufferError::AllClaimed));
         a[..5].copy_from_slice(b"fixed");
         assert_eq!(f.write_fixed(&file, &a, 5, 0), Ok(5));
@@ -249,7 +249,10 @@ fn completion_rule_3_open_futures_dropped_after_their_first_poll_leak_no_descrip
     for _ in 0..128 {
         runs.push(
             ex.attach(task(), async move {
-                fs::open(p, libc::O_RDONLY, 0).await.map(|f| f.fd() as u64).map_err(|_| keel_core::TaskError::Failed(1))
+                fs::open(p, OFlags::RDONLY, Mode::empty())
+                    .await
+                    .map(|f| f.fd() as u64)
+                    .map_err(|_| keel_core::TaskError::Failed(1))
             })
             .unwrap(),
         );

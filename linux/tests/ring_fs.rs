@@ -6,7 +6,7 @@ use keel_core::{
     Config, Errno, Executor, Fiber, FiberAttrs, Priorities, Priority, RegionStacks, TaskAttrs, TaskHandle, TaskSlot,
     TaskState,
 };
-use keel_linux::fs::{self, FiberFs};
+use keel_linux::fs::{self, FallocateFlags, FiberFs, Mode, OFlags, SyncFileRangeFlags};
 use keel_linux::{RingConfig, RingDriver};
 use std::ffi::CString;
 use std::path::PathBuf;
@@ -49,13 +49,13 @@ fn a_fiber_writes_syncs_and_reads_back() {
     let ex = ex.into_ref();
     let t = ex
         .attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| -> Result<u64, keel_core::TaskError> {
-            let file = f.open(&path, libc::O_CREAT | libc::O_RDWR, 0o644).expect("open");
+            let file = f.open(&path, OFlags::CREATE | OFlags::RDWR, Mode::from_raw_mode(0o644)).expect("open");
             let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
             assert_eq!(f.write(&file, &data, 0), Ok(10_000));
             f.fsync(&file).expect("fsync");
             f.fdatasync(&file).expect("fdatasync");
-            f.sync_file_range(&file, 0, 4096, 0).expect("sync_file_range");
-            f.fallocate(&file, 0, 0, 1 << 20).expect("fallocate");
+            f.sync_file_range(&file, 0, 4096, SyncFileRangeFlags::WRITE).expect("sync_file_range");
+            f.fallocate(&file, FallocateFlags::empty(), 0, 1 << 20).expect("fallocate");
             let mut back = vec![0u8; 10_000];
             assert_eq!(f.read(&file, &mut back, 0), Ok(10_000));
             assert_eq!(back, data);
@@ -83,7 +83,7 @@ fn futures_pass_buffers_by_ownership() {
     let ex = ex.into_ref();
     let t = ex
         .attach(task(), async move {
-            let file = fs::open(&p, libc::O_CREAT | libc::O_RDWR, 0o644).await.expect("open");
+            let file = fs::open(&p, OFlags::CREATE | OFlags::RDWR, Mode::from_raw_mode(0o644)).await.expect("open");
             let (r, buf) = fs::write(&file, b"hello, ring".to_vec(), 0).await;
             assert_eq!(r, Ok(11));
             assert_eq!(buf, b"hello, ring");
@@ -92,7 +92,7 @@ fn futures_pass_buffers_by_ownership() {
             assert_eq!(r, Ok(11));
             assert_eq!(back, b"hello, ring");
             fs::close(file).await.expect("close");
-            assert_eq!(fs::open("/nonexistent/keel", libc::O_RDONLY, 0).await.err(), Some(Errno::ENOENT));
+            assert_eq!(fs::open("/nonexistent/keel", OFlags::RDONLY, Mode::empty()).await.err(), Some(Errno::ENOENT));
             Ok(2)
         })
         .unwrap();
@@ -113,7 +113,7 @@ fn a_read_on_a_closed_fd_is_ebadf_and_a_missing_path_is_enoent() {
             assert_eq!(f.read(&bogus, &mut b, 0), Err(Errno::EBADF));
             let _ = bogus.into_raw_fd();
             let missing = CString::new("/definitely/not/here").unwrap();
-            assert_eq!(f.open(&missing, libc::O_RDONLY, 0).err(), Some(Errno::ENOENT));
+            assert_eq!(f.open(&missing, OFlags::RDONLY, Mode::empty()).err(), Some(Errno::ENOENT));
             3u64
         })
         .unwrap();
@@ -227,7 +227,8 @@ fn direct_descriptors_write_read_and_close_through_the_ring() {
     let ex = ex.into_ref();
     let t = ex
         .attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| {
-            let file = f.open_direct(&path, libc::O_CREAT | libc::O_RDWR, 0o644).expect("open_direct");
+            let file =
+                f.open_direct(&path, OFlags::CREATE | OFlags::RDWR, Mode::from_raw_mode(0o644)).expect("open_direct");
             assert!(file.index() < 8);
             assert_eq!(f.write_direct(&file, b"direct", 0), Ok(6));
             let mut b = [0u8; 6];
@@ -250,7 +251,7 @@ fn linked_operations_run_in_order_and_a_no_wait_submit_says_busy() {
     let ex = ex.into_ref();
     let t = ex
         .attach(task(), async move {
-            let file = fs::open(&path, libc::O_CREAT | libc::O_RDWR, 0o644).await.unwrap();
+            let file = fs::open(&path, OFlags::CREATE | OFlags::RDWR, Mode::from_raw_mode(0o644)).await.unwrap();
             let raw = file.fd();
             // A write linked to a read: the read starts only after the write completed.
             let data: &'static [u8] = b"linked!";

@@ -8,7 +8,7 @@ mod net_util;
 
 use core::time::Duration;
 use keel_core::{Driver, Errno, Fiber, SuspendReason, TaskError, TaskState, rt};
-use keel_linux::fs::{self, BufferError, FiberFs};
+use keel_linux::fs::{self, BufferError, FiberFs, Mode, OFlags};
 use keel_linux::net::{self, FiberNet, Socket};
 use keel_linux::{File, MmapStacks, RingConfig, RingDriver};
 use net_util::{Ex, executor, executor_with, fattrs, ring, task};
@@ -622,13 +622,13 @@ fn slot_rule_4_a_descriptor_the_ring_closed_is_not_closed_again_when_reused() {
     let o = out.clone();
     ex.as_ref()
         .attach(task(), async move {
-            let file = fs::open(&p, libc::O_RDONLY, 0).await.expect("open");
+            let file = fs::open(&p, OFlags::RDONLY, Mode::empty()).await.expect("open");
             let old = file.fd();
             let mut close = Box::pin(fs::close(file));
             assert!(poll_once(&mut close).await.is_none(), "the cancel of its operations is in flight");
             rt::yield_now().await?; // the cancel completes
             assert!(poll_once(&mut close).await.is_none(), "the IORING_OP_CLOSE is in the SQ");
-            let mut open = Box::pin(fs::open(&p, libc::O_RDONLY, 0));
+            let mut open = Box::pin(fs::open(&p, OFlags::RDONLY, Mode::empty()));
             let opened = poll_once(&mut open).await;
             assert!(opened.is_none(), "the open goes in the same batch");
             close.await.expect("closed through the ring");

@@ -15,6 +15,7 @@ mod read1;
 mod read4k;
 mod read4k_peers;
 mod remote_attach;
+mod semaphore_handoff;
 mod spawn;
 mod switch;
 mod switch_mixed;
@@ -33,6 +34,7 @@ pub const ALL: &[Case] = &[
     switch::CASE,
     fiber_yield::CASE,
     fiber_spawn::CASE,
+    semaphore_handoff::CASE,
     c_yield::CASE,
     switch_mixed::CASE,
     nop::B1,

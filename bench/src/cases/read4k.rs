@@ -29,7 +29,7 @@ use crate::harness::{Case, Impl, Timed, Unit};
 use core::pin::{Pin, pin};
 use io_uring::{opcode, types};
 use keel_core::{IoStatus, TaskError};
-use keel_linux::fs::FiberFs;
+use keel_linux::fs::{FiberFs, Mode, OFlags};
 use keel_linux::{RingConfig, RingDriver, RingOp};
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -152,7 +152,7 @@ fn keel(iters: u64) -> Timed {
         ..RingConfig::default()
     };
     let body = move |f: &mut keel_core::Fiber| -> keel_core::TaskResult {
-        let file = f.open_direct(&path, libc::O_RDONLY, 0).map_err(|e| TaskError::Failed(-(e.0 as i64)))?;
+        let file = f.open_direct(&path, OFlags::RDONLY, Mode::empty()).map_err(|e| TaskError::Failed(-(e.0 as i64)))?;
         let fixed = types::Fixed(file.index());
         // The claims (`FixedBuf`s) are released at the end, after every read has
         // completed; each read is built from the buffer's index and pointer. An error

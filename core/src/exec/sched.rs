@@ -161,7 +161,13 @@ impl Sched {
     /// the provenance `Sched::of_owner` steps back with.
     #[inline(always)]
     pub(crate) fn owner_id(&self) -> *mut Mailbox {
-        (self as *const Sched).cast_mut().cast::<Mailbox>()
+        Self::owner_id_of(NonNull::from(self))
+    }
+
+    /// [`owner_id`](Self::owner_id) of a scheduler that may be gone: an address
+    /// computation, no reference formed (the mailbox is the first field, `repr(C)`).
+    pub(crate) fn owner_id_of(sched: NonNull<Sched>) -> *mut Mailbox {
+        sched.as_ptr().cast::<Mailbox>()
     }
 
     /// The executor owning a task, from the task's `owner` (read on that executor's

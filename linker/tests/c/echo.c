@@ -47,8 +47,20 @@ static int64_t server(keel_task task, void *user) {
 static int64_t client(keel_task task, void *user) {
     (void)user;
     while (!listening) CHECK_RESULT(keel_task_yield(task));
-    keel_result s = keel_socket_open(task, AF_INET, SOCK_STREAM, 0);
+    /* Arguments are checked before anything is submitted: an unknown type, flag bit or
+     * how, or a negative protocol, is -EINVAL. */
+    CHECK_ERROR(keel_socket_open(task, AF_INET, 9, 0), -EINVAL);
+    CHECK_ERROR(keel_socket_open(task, AF_INET, SOCK_STREAM | 0x100, 0), -EINVAL);
+    CHECK_ERROR(keel_socket_open(task, AF_INET, SOCK_STREAM, -1), -EINVAL);
+    CHECK_ERROR(keel_socket_open(task, -1, SOCK_STREAM, 0), -EINVAL);
+    keel_result s = keel_socket_open(task, AF_INET, SOCK_STREAM | SOCK_NONBLOCK, IPPROTO_TCP);
     CHECK_RESULT(s);
+    CHECK_RESULT(keel_socket_close(task, (int)s));
+    s = keel_socket_open(task, AF_INET, SOCK_STREAM, 0);
+    CHECK_RESULT(s);
+    CHECK_ERROR(keel_socket_shutdown(task, (int)s, 3), -EINVAL);
+    CHECK_ERROR(keel_socket_send(task, (int)s, "x", 1, 1 << 28), -EINVAL);
+    CHECK_ERROR(keel_socket_recv(task, (int)s, NULL, 0, 1 << 28), -EINVAL);
     CHECK_RESULT(keel_socket_connect(task, (int)s, (struct sockaddr *)&addr, sizeof addr));
     int64_t total = 0;
     for (int i = 0; i < MESSAGES; i++) {

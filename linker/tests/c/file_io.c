@@ -37,7 +37,12 @@ static int64_t write_then_read(keel_task task, void *user) {
     CHECK_ERROR(keel_file_readv(task, (int)fd, rv, -1, 100), -EINVAL);
     CHECK_ERROR(keel_file_writev(task, (int)fd, NULL, 2, 100), -EFAULT);
     CHECK_RESULT(keel_file_fallocate(task, (int)fd, 0, 0, 4096));
-    CHECK_RESULT(keel_file_sync_range(task, (int)fd, 0, 4096, 0));
+    CHECK_RESULT(keel_file_sync_range(task, (int)fd, 0, 4096, SYNC_FILE_RANGE_WRITE));
+    /* Flags are checked before anything is submitted: a bit no flag has is -EINVAL. */
+    CHECK_ERROR(keel_file_open(task, j->path, O_RDONLY | (1 << 30), 0), -EINVAL);
+    CHECK_ERROR(keel_file_open(task, j->path, O_RDONLY, 010644), -EINVAL); /* S_IFREG is no mode */
+    CHECK_ERROR(keel_file_fallocate(task, (int)fd, 1 << 30, 0, 4096), -EINVAL);
+    CHECK_ERROR(keel_file_sync_range(task, (int)fd, 0, 4096, 8), -EINVAL);
     CHECK_RESULT(keel_file_close(task, (int)fd));
     CHECK_ERROR(keel_file_read(task, (int)fd, j->back, 1, 0), -EBADF); /* closed */
     CHECK_ERROR(keel_file_open(task, "/nonexistent-keel-dir/x", O_RDONLY, 0), -ENOENT);

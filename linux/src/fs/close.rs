@@ -17,7 +17,7 @@ use std::task::Poll;
 /// still be in flight): refused before submission (cancelled task, no room) or itself
 /// cancelled.
 fn cancel_not_run(r: &Result<u32, Errno>) -> bool {
-    matches!(r, Err(e) if *e != Errno::ENOENT && *e != Errno(libc::EALREADY) && *e != Errno::EINVAL)
+    matches!(r, Err(e) if *e != Errno::ENOENT && *e != crate::errno::EALREADY && *e != Errno::EINVAL)
 }
 
 /// fd rule 3 for a direct descriptor, fibers (`FiberFs::close_direct`,

@@ -6,8 +6,9 @@
 //! 2-4).
 #![allow(unsafe_code)] // building SQEs that point at borrowed buffers; each use says why the buffer outlives the op
 
-use super::{BufferError, File, FixedFile, close_fiber, close_fixed_fiber, fd, open_how, prio_op};
+use super::{BufferError, File, FixedFile, close_fiber, close_fixed_fiber, cwd, fd, open_how, prio_op};
 use crate::fd::Fd;
+use crate::flags::{FallocateFlags, Mode, OFlags, PathArg, SyncFileRangeFlags};
 use crate::regbuf::FixedBuf;
 use crate::ring::{RingDriver, RingOp};
 use io_uring::{opcode, types};
@@ -21,7 +22,7 @@ use std::pin::pin;
 pub trait FiberFs {
     /// `openat2` straight into the ring's fixed-file table (`IORING_FILE_INDEX_ALLOC`); needs
     /// `RingConfig::registered_files`.
-    fn open_direct(&mut self, path: &CStr, flags: i32, mode: u32) -> Result<FixedFile, Errno>;
+    fn open_direct(&mut self, path: impl PathArg, flags: OFlags, mode: Mode) -> Result<FixedFile, Errno>;
     /// `pread` on a direct descriptor.
     fn read_direct(&mut self, file: &FixedFile, buf: &mut [u8], offset: u64) -> Result<u32, Errno>;
     /// `pwrite` on a direct descriptor.
@@ -31,8 +32,27 @@ pub trait FiberFs {
     fn close_direct(&mut self, file: FixedFile) -> Result<(), Errno>;
     /// Runs one operation and waits for its completion (see the module doc).
     fn run_op(&mut self, op: RingOp) -> IoResult;
-    /// `openat2(AT_FDCWD, path, &how, sizeof how)`, see openat2(2).
-    fn open(&mut self, path: &CStr, flags: i32, mode: u32) -> Result<File, Errno>;
+    /// `openat2(AT_FDCWD, path, &how, sizeof how)` with `how = {flags | O_CLOEXEC, mode}`,
+    /// see openat2(2). The flags are typed (`flags` module):
+    ///
+    /// ```compile_fail,E0308
+    /// // Rejected: libc's O_CREAT is an integer, not `OFlags`.
+    /// use keel_linux::fs::{FiberFs, Mode};
+    /// fn body(f: &mut keel_core::Fiber) {
+    ///     let _ = f.open(c"/tmp/x", libc::O_CREAT, Mode::empty());
+    /// }
+    /// ```
+    ///
+    /// ```
+    /// use keel_linux::fs::{FiberFs, Mode, OFlags};
+    /// fn body(f: &mut keel_core::Fiber) {
+    ///     let _ = f.open(c"/tmp/x", OFlags::CREATE | OFlags::RDWR, Mode::from_raw_mode(0o644));
+    ///     // A raw integer only through the named, checked escape hatch:
+    ///     let flags = keel_linux::flags::raw::oflags(libc::O_CREAT).unwrap();
+    ///     let _ = f.open(c"/tmp/x", flags, Mode::empty());
+    /// }
+    /// ```
+    fn open(&mut self, path: impl PathArg, flags: OFlags, mode: Mode) -> Result<File, Errno>;
     /// `close(fd)`, see close(2): cancels the descriptor's operations first, waits for that,
     /// then closes it through the ring (or, if a future's operation still holds it, lets
     /// that operation's completion close it). The descriptor is closed whatever this returns:
@@ -52,9 +72,9 @@ pub trait FiberFs {
     /// `fdatasync(fd)`, see fdatasync(2): the durable sync of data.
     fn fdatasync(&mut self, file: &File) -> Result<(), Errno>;
     /// `sync_file_range(fd, offset, nbytes, flags)`, see sync_file_range(2).
-    fn sync_file_range(&mut self, file: &File, offset: u64, len: u32, flags: u32) -> Result<(), Errno>;
+    fn sync_file_range(&mut self, file: &File, offset: u64, len: u32, flags: SyncFileRangeFlags) -> Result<(), Errno>;
     /// `fallocate(fd, mode, offset, len)`, see fallocate(2).
-    fn fallocate(&mut self, file: &File, mode: i32, offset: u64, len: u64) -> Result<(), Errno>;
+    fn fallocate(&mut self, file: &File, mode: FallocateFlags, offset: u64, len: u64) -> Result<(), Errno>;
     /// Claims a registered buffer, waiting (FIFO) for one if all are claimed (regbuf
     /// rules 2-4). The [`FixedBuf`] is the claim: dropping it releases the buffer, to the
     /// oldest waiter if any (regbuf rule 3), however the holder ends. Cancelled while
@@ -72,6 +92,12 @@ pub trait FiberFs {
     fn write_fixed(&mut self, file: &File, buf: &FixedBuf, len: u32, offset: u64) -> Result<u32, Errno>;
 }
 
+/// Runs `f` with `path` as a NUL-terminated string (on the stack for a short path, else
+/// allocated; one that holds a NUL byte is `EINVAL`).
+fn with_c_path<T>(path: impl PathArg, f: impl FnOnce(&CStr) -> Result<T, Errno>) -> Result<T, Errno> {
+    path.into_with_c_str(|c| Ok(f(c))).map_err(|e| Errno(e.raw_os_error()))?
+}
+
 fn rt_allowed(f: &mut Fiber) -> bool {
     f.with_driver::<RingDriver, _>(|d| d.realtime_ioprio()).unwrap_or(false)
 }
@@ -86,7 +112,7 @@ pub(crate) fn fixed_check(f: &mut Fiber, buf: &FixedBuf, len: u32) -> Result<boo
     }
     match f.with_driver::<RingDriver, _>(|d| buf.is_of(&d.shared).then(|| d.realtime_ioprio())) {
         Some(Some(rt)) => Ok(rt),
-        Some(None) => Err(Errno(libc::EXDEV)),
+        Some(None) => Err(crate::errno::EXDEV),
         None => Err(Errno::EINVAL),
     }
 }
@@ -131,16 +157,18 @@ pub(crate) fn collect_on(
 }
 
 impl FiberFs for Fiber {
-    fn open_direct(&mut self, path: &CStr, flags: i32, mode: u32) -> Result<FixedFile, Errno> {
+    fn open_direct(&mut self, path: impl PathArg, flags: OFlags, mode: Mode) -> Result<FixedFile, Errno> {
         // No O_CLOEXEC: a direct descriptor is not in the process's table, and the kernel
         // refuses the flag for it (EINVAL).
-        let how = types::OpenHow::new().flags((flags & !libc::O_CLOEXEC) as u64).mode(mode as u64);
-        let e = opcode::OpenAt2::new(types::Fd(libc::AT_FDCWD), path.as_ptr(), &how)
-            .file_index(Some(types::DestinationSlot::auto_target()))
-            .build();
-        // SAFETY: `path` and `how` outlive `run_op`, which returns only after completion.
-        let index = self.run_op(unsafe { RingOp::from_entry(e) })?;
-        Ok(FixedFile { index })
+        let how = types::OpenHow::new().flags((flags - OFlags::CLOEXEC).bits() as u64).mode(mode.bits() as u64);
+        with_c_path(path, |path| {
+            let e = opcode::OpenAt2::new(types::Fd(cwd()), path.as_ptr(), &how)
+                .file_index(Some(types::DestinationSlot::auto_target()))
+                .build();
+            // SAFETY: `path` and `how` outlive `run_op`, which returns only after completion.
+            let index = self.run_op(unsafe { RingOp::from_entry(e) })?;
+            Ok(FixedFile { index })
+        })
     }
 
     fn read_direct(&mut self, file: &FixedFile, buf: &mut [u8], offset: u64) -> Result<u32, Errno> {
@@ -183,12 +211,14 @@ impl FiberFs for Fiber {
         st.result().unwrap_or(Err(Errno::EIO))
     }
 
-    fn open(&mut self, path: &CStr, flags: i32, mode: u32) -> Result<File, Errno> {
+    fn open(&mut self, path: impl PathArg, flags: OFlags, mode: Mode) -> Result<File, Errno> {
         let how = open_how(flags, mode);
-        let e = opcode::OpenAt2::new(types::Fd(libc::AT_FDCWD), path.as_ptr(), &how).build();
-        // SAFETY: `path` and `how` outlive `run_op`, which returns only after completion.
-        let fd = self.run_op(unsafe { RingOp::from_entry(e) })?;
-        Ok(File { fd: Fd::new(fd as RawFd) }) // the kernel made it for us: ours
+        with_c_path(path, |path| {
+            let e = opcode::OpenAt2::new(types::Fd(cwd()), path.as_ptr(), &how).build();
+            // SAFETY: `path` and `how` outlive `run_op`, which returns only after completion.
+            let fd = self.run_op(unsafe { RingOp::from_entry(e) })?;
+            Ok(File { fd: Fd::new(fd as RawFd) }) // the kernel made it for us: ours
+        })
     }
 
     fn close(&mut self, file: File) -> Result<(), Errno> {
@@ -239,14 +269,14 @@ impl FiberFs for Fiber {
         self.run_op(unsafe { RingOp::from_entry(e) }).map(drop)
     }
 
-    fn sync_file_range(&mut self, file: &File, offset: u64, len: u32, flags: u32) -> Result<(), Errno> {
-        let e = opcode::SyncFileRange::new(fd(file), len).offset(offset).flags(flags).build();
+    fn sync_file_range(&mut self, file: &File, offset: u64, len: u32, flags: SyncFileRangeFlags) -> Result<(), Errno> {
+        let e = opcode::SyncFileRange::new(fd(file), len).offset(offset).flags(flags.bits()).build();
         // SAFETY: no memory is referenced.
         self.run_op(unsafe { RingOp::from_entry(e) }).map(drop)
     }
 
-    fn fallocate(&mut self, file: &File, mode: i32, offset: u64, len: u64) -> Result<(), Errno> {
-        let e = opcode::Fallocate::new(fd(file), len).offset(offset).mode(mode).build();
+    fn fallocate(&mut self, file: &File, mode: FallocateFlags, offset: u64, len: u64) -> Result<(), Errno> {
+        let e = opcode::Fallocate::new(fd(file), len).offset(offset).mode(mode.bits() as i32).build();
         // SAFETY: no memory is referenced.
         self.run_op(unsafe { RingOp::from_entry(e) }).map(drop)
     }

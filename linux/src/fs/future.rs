@@ -5,9 +5,10 @@
 //! completion. Nothing is allocated per operation.
 #![allow(unsafe_code)] // building SQEs that point at owned buffers; each use says why the buffer outlives the op
 
-use super::{BufferError, File, claim_on, close_shared, collect_on, fd, open_how, prio_op};
+use super::{BufferError, File, claim_on, close_shared, collect_on, cwd, fd, open_how, prio_op};
 use crate::buf::RawBuf;
 use crate::fd::{Fd, SharedFd};
+use crate::flags::{Mode, OFlags, PathArg};
 use crate::regbuf::FixedBuf;
 use crate::ring::{RingDriver, RingOp, to_result};
 use crate::slot_op::SlotOp;
@@ -61,25 +62,25 @@ async fn io_priority() -> (Priority, bool) {
     .await
 }
 
-/// `openat2(AT_FDCWD, path, &how, sizeof how)`, see openat2(2). If the future is dropped
-/// before completion, a descriptor the kernel opens anyway is closed.
-pub async fn open(path: &str, flags: i32, mode: u32) -> Result<File, Errno> {
+/// `openat2(AT_FDCWD, path, &how, sizeof how)`, see openat2(2): the future form of
+/// [`FiberFs::open`](super::FiberFs::open), taking the same path types (`&str`, `&Path`,
+/// `&CStr`, ...; one that holds a NUL byte is `EINVAL`). If the future is dropped before
+/// completion, a descriptor the kernel opens anyway is closed.
+pub async fn open(path: impl PathArg, flags: OFlags, mode: Mode) -> Result<File, Errno> {
+    let path = path.as_cow_c_str().map_err(|e| Errno(e.raw_os_error()))?;
+    let path = path.to_bytes_with_nul();
     // One owned buffer holds the open_how and the NUL-terminated path.
     let how_len = core::mem::size_of::<types::OpenHow>();
-    let mut bytes = Vec::with_capacity(how_len + path.len() + 1);
+    let mut bytes = Vec::with_capacity(how_len + path.len());
     let how = open_how(flags, mode);
     #[allow(unsafe_code)]
     // SAFETY: `OpenHow` is plain old data (three u64s).
     bytes.extend_from_slice(unsafe { core::slice::from_raw_parts(&how as *const _ as *const u8, how_len) });
-    if path.as_bytes().contains(&0) {
-        return Err(Errno::EINVAL);
-    }
-    bytes.extend_from_slice(path.as_bytes());
-    bytes.push(0);
+    bytes.extend_from_slice(path);
     let raw = RawBuf::from_vec(bytes);
     let (how_ptr, path_ptr) =
-        (raw.ptr() as *const types::OpenHow, raw.ptr().wrapping_add(how_len) as *const libc::c_char);
-    let e = opcode::OpenAt2::new(types::Fd(libc::AT_FDCWD), path_ptr, how_ptr).build();
+        (raw.ptr() as *const types::OpenHow, raw.ptr().wrapping_add(how_len) as *const core::ffi::c_char);
+    let e = opcode::OpenAt2::new(types::Fd(cwd()), path_ptr, how_ptr).build();
     // SAFETY: the SQE references only `raw`, which the slot keeps until completion.
     let op = unsafe { RingOp::owned(e, Some(raw)) };
     let (res, _buf) = OwnedOp::new(op).await;

@@ -38,6 +38,7 @@ mod close;
 mod fiber;
 mod future;
 
+pub use crate::flags::{FallocateFlags, Mode, OFlags, PathArg, SyncFileRangeFlags};
 pub(crate) use close::{close_fiber, close_fixed_fiber, close_fixed_shared, close_shared};
 pub use fiber::FiberFs;
 pub(crate) use fiber::{claim_on, collect_on, fixed_check};
@@ -160,13 +161,19 @@ fn fd(file: &File) -> types::Fd {
     types::Fd(file.fd.raw())
 }
 
+/// `AT_FDCWD`: paths relative to the working directory.
+fn cwd() -> RawFd {
+    use std::os::fd::AsRawFd;
+    rustix::fs::CWD.as_raw_fd()
+}
+
 fn prio_op(op: RingOp, p: Priority, rt: bool) -> RingOp {
     op.with_priority(p, rt).unwrap_or_else(|op| op)
 }
 
-/// `open_how` flags for `openat2`.
-pub fn open_how(flags: i32, mode: u32) -> types::OpenHow {
-    types::OpenHow::new().flags(flags as u64 | libc::O_CLOEXEC as u64).mode(mode as u64)
+/// The `open_how` of `openat2` for `flags | O_CLOEXEC` and `mode`.
+pub fn open_how(flags: OFlags, mode: Mode) -> types::OpenHow {
+    types::OpenHow::new().flags((flags | OFlags::CLOEXEC).bits() as u64).mode(mode.bits() as u64)
 }
 
 /// A descriptor installed in the ring's fixed-file table (a direct descriptor). Close it

@@ -4,6 +4,7 @@
 #![allow(unsafe_code)] // filling `sockaddr_storage`; borrowing a socket's descriptor
 
 use super::Socket;
+use crate::flags::AddressFamily;
 use keel_core::Errno;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
@@ -19,7 +20,7 @@ impl core::fmt::Debug for SockAddr {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self.to_std() {
             Some(a) => write!(f, "SockAddr({a})"),
-            None => write!(f, "SockAddr(family {}, {} bytes)", self.family(), self.len),
+            None => write!(f, "SockAddr(family {}, {} bytes)", self.storage.ss_family, self.len),
         }
     }
 }
@@ -47,13 +48,13 @@ impl SockAddr {
         Ok(a)
     }
 
-    /// The address family (`AF_INET`, `AF_INET6`, `AF_UNIX`), for `socket`'s domain.
-    pub fn family(&self) -> i32 {
-        self.storage.ss_family as i32
+    /// The address family (`INET`, `INET6`, `UNIX`), for `socket`'s domain.
+    pub fn family(&self) -> AddressFamily {
+        AddressFamily::from_raw(self.storage.ss_family)
     }
 
-    /// Bytes of the address the kernel reads.
-    pub fn len(&self) -> libc::socklen_t {
+    /// Bytes of the address the kernel reads (a `socklen_t`).
+    pub fn len(&self) -> u32 {
         self.len
     }
 
@@ -68,7 +69,7 @@ impl SockAddr {
 
     /// Back to a std address (IPv4 and IPv6 only).
     pub fn to_std(&self) -> Option<SocketAddr> {
-        match self.family() {
+        match self.storage.ss_family as i32 {
             libc::AF_INET => {
                 // SAFETY: the family says the storage holds a `sockaddr_in`.
                 let a = unsafe { &*(self.as_ptr() as *const libc::sockaddr_in) };
@@ -126,5 +127,5 @@ pub fn local_addr(s: &Socket) -> Result<SockAddr, Errno> {
     // SAFETY: the socket's descriptor is open for as long as `s` is borrowed.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(s.fd()) };
     let any = rustix::net::getsockname(fd).map_err(|e| Errno(e.raw_os_error()))?;
-    SocketAddr::try_from(any).map(SockAddr::from).map_err(|_| Errno(libc::EAFNOSUPPORT))
+    SocketAddr::try_from(any).map(SockAddr::from).map_err(|_| crate::errno::EAFNOSUPPORT)
 }

@@ -10,11 +10,16 @@ use keel_core::{Fiber, InitiateError, IoStatus};
 /// Blocking-style socket operations for fiber tasks. Each doc opens with the C form.
 pub trait FiberNet {
     /// `socket(domain, type | SOCK_CLOEXEC, protocol)` through `IORING_OP_SOCKET`.
-    fn socket(&mut self, domain: i32, ty: i32, protocol: i32) -> Result<Socket, Errno>;
+    fn socket(&mut self, domain: AddressFamily, ty: SocketType, protocol: Option<Protocol>) -> Result<Socket, Errno>;
     /// `socket(...)` straight into the fixed-file table (a direct descriptor).
-    fn socket_direct(&mut self, domain: i32, ty: i32, protocol: i32) -> Result<FixedSocket, Errno>;
-    /// `setsockopt(fd, level, name, &value, 4)` (an int option) through the ring.
-    fn set_option(&mut self, s: &impl AsSock, level: i32, name: i32, value: i32) -> Result<(), Errno>;
+    fn socket_direct(
+        &mut self,
+        domain: AddressFamily,
+        ty: SocketType,
+        protocol: Option<Protocol>,
+    ) -> Result<FixedSocket, Errno>;
+    /// `setsockopt(fd, level, name, &value, 4)` of an int option (`SockOpt`) through the ring.
+    fn set_option(&mut self, s: &impl AsSock, opt: SockOpt) -> Result<(), Errno>;
     /// `bind(fd, addr, len)` (`IORING_OP_BIND`).
     fn bind(&mut self, s: &impl AsSock, addr: &SockAddr) -> Result<(), Errno>;
     /// `listen(fd, backlog)` (`IORING_OP_LISTEN`).
@@ -162,7 +167,18 @@ fn run_kept(f: &mut Fiber, op: RingOp, fd: Option<&crate::fd::SharedFd>) -> Resu
 /// The next step of a multishot op, re-arming and waiting as net rule 2 says. Cancelled
 /// with nothing queued, it cancels the op and waits on: results the kernel posted first
 /// are returned in order, then the op's end (`ECANCELED`), so none is lost.
-fn next_multi(f: &mut Fiber, m: &mut Multishot) -> Result<(i32, u32), Errno> {
+pub(crate) fn next_multi(f: &mut Fiber, m: &mut Multishot) -> Result<(i32, u32), Errno> {
+    next_multi_until(f, m, |_| false)
+}
+
+/// [`next_multi`] that gives up with `ETIME` when `expired` says so, asked each time it
+/// would wait (not once it has cancelled the op for a cancelled task: then it waits for
+/// the op's end). Results keep arriving in the `Multishot` for the next call.
+pub(crate) fn next_multi_until(
+    f: &mut Fiber,
+    m: &mut Multishot,
+    mut expired: impl FnMut(&mut Fiber) -> bool,
+) -> Result<(i32, u32), Errno> {
     let mut cancel_sent = false;
     let me = Some(f.task());
     loop {
@@ -194,6 +210,9 @@ fn next_multi(f: &mut Fiber, m: &mut Multishot) -> Result<(i32, u32), Errno> {
                     });
                     cancel_sent = true;
                 }
+                if !cancel_sent && expired(f) {
+                    return Err(Errno::ETIME);
+                }
                 f.wait_io();
             }
         }
@@ -205,16 +224,22 @@ fn bgid(f: &mut Fiber) -> Result<u16, Errno> {
 }
 
 impl FiberNet for Fiber {
-    fn socket(&mut self, domain: i32, ty: i32, protocol: i32) -> Result<Socket, Errno> {
+    fn socket(&mut self, domain: AddressFamily, ty: SocketType, protocol: Option<Protocol>) -> Result<Socket, Errno> {
         run(self, socket_sqe(domain, ty, protocol, false)).map(|fd| Socket::from_new(fd as RawFd))
     }
 
-    fn socket_direct(&mut self, domain: i32, ty: i32, protocol: i32) -> Result<FixedSocket, Errno> {
+    fn socket_direct(
+        &mut self,
+        domain: AddressFamily,
+        ty: SocketType,
+        protocol: Option<Protocol>,
+    ) -> Result<FixedSocket, Errno> {
         run(self, socket_sqe(domain, ty, protocol, true)).map(|index| FixedSocket { index })
     }
 
-    fn set_option(&mut self, s: &impl AsSock, level: i32, name: i32, value: i32) -> Result<(), Errno> {
-        run(self, setsockopt_sqe(s.sock(), level, name, &value)).map(drop)
+    fn set_option(&mut self, s: &impl AsSock, opt: SockOpt) -> Result<(), Errno> {
+        let value = opt.to_raw().2; // the kernel reads it before `run` returns
+        run(self, setsockopt_sqe(s.sock(), opt, &value)).map(drop)
     }
 
     fn bind(&mut self, s: &impl AsSock, addr: &SockAddr) -> Result<(), Errno> {
@@ -339,7 +364,7 @@ impl FiberNet for Fiber {
             // SAFETY: a buffer-select receive references no memory of ours.
             let op = unsafe { RingOp::owned(recv_select_sqe(s.sock(), group), None) };
             let (res, flags) = run_kept(self, op, s.held())?;
-            if res == -libc::ENOBUFS {
+            if res == -Errno::ENOBUFS.0 {
                 self.with_driver::<RingDriver, _>(|d| d.pbuf().map(|mut p| p.note_exhausted()));
                 wait_buffer(self)?;
                 continue;

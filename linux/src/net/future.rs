@@ -41,19 +41,23 @@ async fn with_addr(
 }
 
 /// `socket(domain, type | SOCK_CLOEXEC, protocol)` through `IORING_OP_SOCKET`.
-pub async fn socket(domain: i32, ty: i32, protocol: i32) -> Result<Socket, Errno> {
+pub async fn socket(domain: AddressFamily, ty: SocketType, protocol: Option<Protocol>) -> Result<Socket, Errno> {
     plain(None, socket_sqe(domain, ty, protocol, false)).await.map(|fd| Socket::from_new(fd as RawFd))
 }
 
 /// `socket(...)` straight into the fixed-file table.
-pub async fn socket_direct(domain: i32, ty: i32, protocol: i32) -> Result<FixedSocket, Errno> {
+pub async fn socket_direct(
+    domain: AddressFamily,
+    ty: SocketType,
+    protocol: Option<Protocol>,
+) -> Result<FixedSocket, Errno> {
     plain(None, socket_sqe(domain, ty, protocol, true)).await.map(|index| FixedSocket { index })
 }
 
-/// `setsockopt(fd, level, name, &value, 4)` for an int option.
-pub async fn set_option(s: &impl AsSock, level: i32, name: i32, value: i32) -> Result<(), Errno> {
-    let raw = RawBuf::from_vec(value.to_ne_bytes().to_vec());
-    let e = setsockopt_sqe(s.sock(), level, name, raw.ptr() as *const i32);
+/// `setsockopt(fd, level, name, &value, 4)` of an int option (`SockOpt`).
+pub async fn set_option(s: &impl AsSock, opt: SockOpt) -> Result<(), Errno> {
+    let raw = RawBuf::from_vec(opt.to_raw().2.to_ne_bytes().to_vec());
+    let e = setsockopt_sqe(s.sock(), opt, raw.ptr() as *const i32);
     // SAFETY: the SQE references only `raw` (4 bytes; read unaligned-safe by the kernel's
     // copy_from_user), kept by the slot until completion.
     OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }).holding(s.held()).await.0.map(drop)
@@ -257,7 +261,7 @@ pub async fn recv_provided(s: &impl AsSock) -> Result<Option<ProvidedBuf>, Errno
         // SAFETY: a buffer-select receive references no memory of ours.
         let op = unsafe { RingOp::owned(recv_select_sqe(s.sock(), group), None) };
         let (res, flags, _) = SlotOp::new(op).holding(s.held()).await;
-        if res == -libc::ENOBUFS {
+        if res == -Errno::ENOBUFS.0 {
             with_ring(|d| d.pbuf().map(|mut p| p.note_exhausted())).await;
             wait_buffer().await?;
             continue;
@@ -287,7 +291,7 @@ pub async fn next_recv(m: &mut Multishot) -> Result<Option<ProvidedBuf>, Errno> 
     }
 }
 
-async fn next_multi(m: &mut Multishot) -> Result<(i32, u32), Errno> {
+pub(crate) async fn next_multi(m: &mut Multishot) -> Result<(i32, u32), Errno> {
     let mut cancel_sent = false;
     loop {
         let step = core::future::poll_fn(|cx| {

@@ -58,8 +58,10 @@ mod multishot;
 mod provided;
 mod sqe;
 
+pub use crate::flags::{AddressFamily, Protocol, Shutdown, SockOpt, SocketType, ipproto};
 pub use addr::{SockAddr, local_addr};
 pub use fiber::FiberNet;
+pub(crate) use fiber::next_multi_until as next_multi_fiber_until;
 pub use multishot::Multishot;
 pub(crate) use multishot::{MStep, MultiKind};
 pub use provided::ProvidedBuf;
@@ -213,26 +215,5 @@ impl sealed::Sealed for FixedSocket {
 impl AsSock for FixedSocket {
     fn sock(&self) -> Sock {
         Sock::Fixed(self.index)
-    }
-}
-
-/// Which half of a connection to shut (shutdown(2)'s `how`).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Shutdown {
-    /// `SHUT_RD`.
-    Read,
-    /// `SHUT_WR`: the peer reads end of stream.
-    Write,
-    /// `SHUT_RDWR`.
-    Both,
-}
-
-impl Shutdown {
-    fn how(self) -> i32 {
-        match self {
-            Shutdown::Read => libc::SHUT_RD,
-            Shutdown::Write => libc::SHUT_WR,
-            Shutdown::Both => libc::SHUT_RDWR,
-        }
     }
 }

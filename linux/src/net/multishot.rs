@@ -1,4 +1,4 @@
-//! Multishot accept and receive ([`Multishot`], net rule 2; completion rules 1-3): one
+//! Multishot accept, receive and poll ([`Multishot`], net rule 2, ready rule 4; completion rules 1-3): one
 //! operation, many results, taken in CQE order; re-armed when the kernel or the driver
 //! ended it without an error; results nobody takes given back when it is dropped.
 #![allow(unsafe_code)] // building the SQE the op re-arms with
@@ -17,9 +17,12 @@ pub(crate) enum MultiKind {
     Accept,
     AcceptDirect,
     Recv,
+    /// A readiness stream (`ready` rule 4): results are event masks.
+    Poll,
 }
 
-/// A multishot accept or receive (net rule 2): made by `accept_multi`/`recv_multi`; each
+/// A multishot accept, receive or poll (net rule 2, ready rule 4): made by
+/// `accept_multi`/`recv_multi`/`ready::poll_multi`; each
 /// `next` returns one result in order. Dropping it cancels the operation; results nobody
 /// took are given back (descriptors closed, buffers returned). It holds its socket open
 /// while it lives (fd rule 1): `close_socket` cancels it, and the descriptor closes when
@@ -66,6 +69,11 @@ impl Multishot {
         Multishot { entry, kind, id: None, shared: None, fd: s.held().cloned(), done: None }
     }
 
+    /// A multishot op on a descriptor it holds itself (`ready::poll_multi`'s duplicate).
+    pub(crate) fn with_fd(fd: crate::fd::SharedFd, entry: squeue::Entry, kind: MultiKind) -> Self {
+        Multishot { entry, kind, id: None, shared: None, fd: Some(fd), done: None }
+    }
+
     pub(crate) fn armed(&mut self, id: OpId, shared: Option<Rc<Shared>>) {
         self.id = Some(id);
         self.shared = shared;
@@ -73,7 +81,7 @@ impl Multishot {
 
     pub(crate) fn op(&self) -> crate::ring::RingOp {
         // SAFETY: multishot accept passes no address; multishot recv selects provided
-        // buffers: no memory of ours is referenced.
+        // buffers; a multishot poll names only a descriptor: no memory of ours is referenced.
         unsafe { crate::ring::RingOp::multishot(self.entry.clone()) }
     }
 
@@ -103,7 +111,7 @@ impl Multishot {
         }
         let Some(id) = self.id else { return MStep::Submit };
         if !self.shared.as_ref().is_some_and(|s| Rc::ptr_eq(s, &d.shared)) {
-            return MStep::Done(Errno(libc::EXDEV)); // armed on another executor's driver
+            return MStep::Done(crate::errno::EXDEV); // armed on another executor's driver
         }
         let (res, flags) = match d.take_multi(id) {
             MultiNext::Pending => {
@@ -126,7 +134,7 @@ impl Multishot {
                 return MStep::Submit;
             }
         }
-        if res == -libc::ENOBUFS {
+        if res == -Errno::ENOBUFS.0 {
             let mut p = d.pbuf().expect("ENOBUFS without a provided-buffer ring");
             p.note_exhausted();
             return if p.available() > 0 { MStep::Submit } else { MStep::WaitBuffer };

@@ -76,7 +76,7 @@ impl RingDriver {
             Some((res, flags))
         } else if slot.ended {
             // The final CQE was lost to a full spill list (completion rule 2): end it as throttled.
-            Some((-libc::ECANCELED, KEEL_REARM))
+            Some((-Errno::ECANCELED.0, KEEL_REARM))
         } else {
             None
         };
@@ -213,7 +213,7 @@ impl RingDriver {
         }
         let mut flags = flags;
         if !more {
-            if slot.throttled && res == -libc::ECANCELED {
+            if slot.throttled && res == -Errno::ECANCELED.0 {
                 flags |= KEEL_REARM;
             }
             slot.ended = true;

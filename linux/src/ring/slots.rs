@@ -120,7 +120,7 @@ impl Slot {
     #[inline(always)]
     pub(crate) fn release_fd(&mut self, res: i32) {
         if let Some(fd) = self.fd.take() {
-            if self.closes && res != -libc::ECANCELED {
+            if self.closes && res != -keel_core::Errno::ECANCELED.0 {
                 fd.mark_closed();
             }
             drop(fd);

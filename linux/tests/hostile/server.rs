@@ -19,7 +19,7 @@
 use core::pin::Pin;
 use core::time::Duration;
 use keel_core::{Config, Errno, Executor, Fiber, FiberAttrs, TaskAttrs, TaskHandle, TaskSlot, rt};
-use keel_linux::net::{self, FiberNet, SockAddr, Socket};
+use keel_linux::net::{self, FiberNet, SockAddr, SockOpt, Socket, SocketType};
 use keel_linux::{MmapStacks, RingConfig, RingDriver};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -87,8 +87,8 @@ pub fn serve(scenario: &str) {
     let (q, cc) = (queue.clone(), c.clone());
     let acceptor = ex
         .attach(free.pop().unwrap(), async move {
-            let s = net::future::socket(addr.family(), libc::SOCK_STREAM, 0).await.expect("socket");
-            net::future::set_option(&s, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).await.expect("SO_REUSEADDR");
+            let s = net::future::socket(addr.family(), SocketType::STREAM, None).await.expect("socket");
+            net::future::set_option(&s, SockOpt::reuse_addr(true)).await.expect("SO_REUSEADDR");
             net::future::bind(&s, &addr).await.expect("bind");
             net::future::listen(&s, 4096).await.expect("listen");
             let port = net::local_addr(&s).unwrap().to_std().unwrap().port();

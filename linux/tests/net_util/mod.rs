@@ -5,7 +5,7 @@
 use core::pin::Pin;
 use core::time::Duration;
 use keel_core::{Config, Executor, Fiber, FiberAttrs, TaskAttrs, TaskHandle, TaskSlot};
-use keel_linux::net::{self, FiberNet, SockAddr, Socket};
+use keel_linux::net::{self, AddressFamily, FiberNet, SockAddr, SockOpt, Socket, SocketType};
 use keel_linux::{MmapStacks, RingConfig, RingDriver};
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -66,9 +66,9 @@ pub fn listen(ex: Pin<&Ex>, addr: SockAddr) -> (RawFd, SockAddr) {
     let out = Rc::new(Cell::new(None));
     let o = out.clone();
     ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-        let s = f.socket(addr.family(), libc::SOCK_STREAM, 0).expect("socket");
-        if addr.family() != libc::AF_UNIX {
-            f.set_option(&s, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).expect("SO_REUSEADDR");
+        let s = f.socket(addr.family(), SocketType::STREAM, None).expect("socket");
+        if addr.family() != AddressFamily::UNIX {
+            f.set_option(&s, SockOpt::reuse_addr(true)).expect("SO_REUSEADDR");
         }
         f.bind(&s, &addr).expect("bind");
         f.listen(&s, 1024).expect("listen");
@@ -78,7 +78,7 @@ pub fn listen(ex: Pin<&Ex>, addr: SockAddr) -> (RawFd, SockAddr) {
     .unwrap();
     run_all(ex);
     let fd = out.get().unwrap();
-    let bound = if addr.family() == libc::AF_UNIX {
+    let bound = if addr.family() == AddressFamily::UNIX {
         addr
     } else {
         // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the

@@ -9,7 +9,7 @@ use core::pin::pin;
 use core::task::Poll;
 use core::time::Duration;
 use keel_core::{Fiber, rt};
-use keel_linux::fs::{self, FiberFs, File, FixedBuf};
+use keel_linux::fs::{self, FiberFs, File, FixedBuf, Mode, OFlags};
 use keel_linux::net::{self, FiberNet, Socket};
 use std::cell::Cell;
 use std::ffi::CString;
@@ -76,7 +76,7 @@ pub fn fiber_body(f: &mut Fiber, c: Ctx) -> keel_core::TaskResult {
         match c.kind {
             Kind::Yield => f.yield_now()?,
             Kind::Sleep => f.sleep(Duration::from_micros(rng.below(2000)))?,
-            Kind::OpenClose => match f.open(&cpath, libc::O_RDONLY, 0) {
+            Kind::OpenClose => match f.open(&cpath, OFlags::RDONLY, Mode::empty()) {
                 Ok(file) if rng.one_in(2) => {
                     let _ = f.close(file);
                 }
@@ -160,9 +160,9 @@ pub async fn future_body(c: Ctx) -> u64 {
             Kind::OpenClose => {
                 // A dropped open's descriptor is closed by the driver (completion rule 3).
                 let r = if rng.one_in(3) {
-                    race(fs::open(&c.path, libc::O_RDONLY, 0), rng.below(3)).await
+                    race(fs::open(&c.path, OFlags::RDONLY, Mode::empty()), rng.below(3)).await
                 } else {
-                    Some(fs::open(&c.path, libc::O_RDONLY, 0).await)
+                    Some(fs::open(&c.path, OFlags::RDONLY, Mode::empty()).await)
                 };
                 match r {
                     Some(Ok(file)) if rng.one_in(2) => {

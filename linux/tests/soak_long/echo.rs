@@ -12,7 +12,7 @@ use super::{Shared, check_result, run_down};
 use core::time::Duration;
 use keel_core::{Errno, ExecutorHandle, Fiber, HandleSlot, TaskAttrs, TaskHandle, TaskSlot, rt};
 use keel_linux::RingConfig;
-use keel_linux::net::{self, FiberNet, SockAddr, Socket};
+use keel_linux::net::{self, FiberNet, SockAddr, SockOpt, Socket};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -59,7 +59,7 @@ pub fn run(sh: Arc<Shared>, seed: u64, ready: std::sync::mpsc::Sender<(SocketAdd
                 match net::future::accept(&*l).await {
                     Ok(c) => {
                         // Small echoes go out at once (no Nagle wait for the client's ACK).
-                        if let Err(e) = net::future::set_option(&c, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1).await {
+                        if let Err(e) = net::future::set_option(&c, SockOpt::tcp_nodelay(true)).await {
                             s2.error(format!("UNEXPECTED TCP_NODELAY {e}"));
                         }
                         s2.op(CONNECTIONS, 1);

@@ -11,7 +11,7 @@ use super::{Shared, check_result, run_down};
 use core::time::Duration;
 use keel_core::{Errno, ExecutorHandle, Fiber, HandleSlot, TaskAttrs, TaskHandle, TaskSlot};
 use keel_linux::RingConfig;
-use keel_linux::fs::{self, FiberFs};
+use keel_linux::fs::{self, FiberFs, Mode, OFlags};
 use std::cell::Cell;
 use std::ffi::CString;
 use std::rc::Rc;
@@ -126,7 +126,11 @@ fn fiber_files(f: &mut Fiber, job: Job) -> u64 {
     let (mut wrote, mut back) = (Vec::new(), vec![0u8; BLOCK_MAX as usize]);
     for _ in 0..job.rounds {
         block(&mut rng, &mut wrote);
-        let file = match f.open(&path, libc::O_CREAT | libc::O_RDWR | libc::O_TRUNC | libc::O_CLOEXEC, 0o600) {
+        let file = match f.open(
+            &path,
+            OFlags::CREATE | OFlags::RDWR | OFlags::TRUNC | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        ) {
             Ok(file) => file,
             Err(e) => return job.failed("open", e),
         };
@@ -158,11 +162,16 @@ async fn future_files(job: Job) -> u64 {
     let (mut wrote, mut back) = (Vec::new(), Vec::with_capacity(BLOCK_MAX as usize));
     for _ in 0..job.rounds {
         block(&mut rng, &mut wrote);
-        let file =
-            match fs::open(&job.path, libc::O_CREAT | libc::O_RDWR | libc::O_TRUNC | libc::O_CLOEXEC, 0o600).await {
-                Ok(file) => file,
-                Err(e) => return job.failed("open", e),
-            };
+        let file = match fs::open(
+            &job.path,
+            OFlags::CREATE | OFlags::RDWR | OFlags::TRUNC | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .await
+        {
+            Ok(file) => file,
+            Err(e) => return job.failed("open", e),
+        };
         let len = wrote.len();
         let (r, w) = fs::write(&file, wrote, 0).await;
         wrote = w;
