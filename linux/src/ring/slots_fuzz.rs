@@ -67,7 +67,9 @@ pub fn run(data: &[u8]) -> Result<(), String> {
                         return Err(format!("alloc handed out {ud:#x}, which is live"));
                     }
                     if freed.contains(&ud) {
-                        return Err(format!("alloc handed out {ud:#x} again: its stale completions would reach this one"));
+                        return Err(format!(
+                            "alloc handed out {ud:#x} again: its stale completions would reach this one"
+                        ));
                     }
                     live.push((ud, Live::InFlight));
                 }
