@@ -203,7 +203,8 @@ pub mod raw {
 
     /// `POLL*` bits as [`PollFlags`] (in `u16`'s range).
     pub fn poll_flags(raw: i32) -> Result<PollFlags, Errno> {
-        known(u16::try_from(raw).map_err(|_| Errno::EINVAL)?)
+        // `Bits` is u16 on rustix's linux_raw backend and i16 on its libc one.
+        known(<PollFlags as Flags>::Bits::try_from(raw).map_err(|_| Errno::EINVAL)?)
     }
 
     /// Any `int` socket option, unchecked: the kernel refuses an unknown one (`ENOPROTOOPT`).

@@ -83,7 +83,7 @@ pub struct PollOp {
 impl PollOp {
     /// The `IORING_OP_POLL_ADD` SQE (it references no memory).
     pub fn sqe(&self) -> squeue::Entry {
-        opcode::PollAdd::new(types::Fd(self.fd), u32::from(self.events.bits())).multi(self.multishot).build()
+        opcode::PollAdd::new(types::Fd(self.fd), mask_bits(self.events)).multi(self.multishot).build()
     }
 }
 
@@ -105,15 +105,23 @@ fn link_timer_sqe(ts: *const types::Timespec) -> squeue::Entry {
 
 /// A poll CQE's result as the `revents` mask, or its error.
 fn revents(res: i32) -> Result<PollFlags, Errno> {
-    if res < 0 { Err(Errno(-res)) } else { Ok(PollFlags::from_bits_retain(res as u16)) }
+    if res < 0 { Err(Errno(-res)) } else { Ok(PollFlags::from_bits_retain(res as _)) }
 }
 
 /// The outcome of a wait from its two completions (ready rules 2-3): the poll's result
 /// (`Err(ECANCELED)` when a cancel took it) and whether the timer expired.
 fn outcome(poll: Result<u32, Errno>, timer_expired: bool) -> Result<PollFlags, Errno> {
     match poll {
-        Ok(mask) => Ok(PollFlags::from_bits_retain(mask as u16)),
+        Ok(mask) => Ok(PollFlags::from_bits_retain(mask as _)),
         Err(Errno::ECANCELED) if timer_expired => Err(Errno::ETIME),
         Err(e) => Err(e),
     }
+}
+
+/// `flags` as the `u32` mask of a POLL_ADD SQE and its result. `PollFlags::Bits` is `u16`
+/// on rustix's linux_raw backend and `i16` on its libc one (`make test-valgrind` builds
+/// with `--cfg rustix_use_libc`): the cast through `u16` keeps the bits either way.
+#[allow(clippy::unnecessary_cast)]
+pub(crate) fn mask_bits(flags: PollFlags) -> u32 {
+    flags.bits() as u16 as u32
 }
