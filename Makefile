@@ -3,15 +3,17 @@
 # published crates, the tour, the examples' command lines, and a smoke pass of the bench.
 CARGO ?= cargo
 
-.PHONY: test lint unit doc rustdoc package tour example-args bench-smoke bench alloc-free nostd loom c-api install fuzz-sim soak test-asan test-valgrind test-tsan fuzz
+.PHONY: test lint unit doc rustdoc package tour example-args bench-smoke bench alloc-free nostd loom c-api gdb install fuzz-sim soak test-asan test-valgrind test-tsan fuzz
 
-test: lint unit doc rustdoc package tour example-args bench-smoke alloc-free nostd loom c-api
+test: lint unit doc rustdoc package tour example-args bench-smoke alloc-free nostd loom c-api gdb
 
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) fmt --manifest-path nostd-consumer/Cargo.toml --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	CARGO_TARGET_DIR=nostd-consumer/target $(CARGO) clippy --manifest-path nostd-consumer/Cargo.toml --all-targets -- -D warnings
+	# rustix's libc backend (its PollFlags bits are i16, not u16; callgrind-per-op.sh builds so)
+	CARGO_TARGET_DIR=target/libc-backend RUSTFLAGS="--cfg=rustix_use_libc" $(CARGO) check -q -p keel-linux -p keel-ffi
 
 unit:
 	$(CARGO) nextest run --workspace --no-fail-fast
@@ -59,6 +61,13 @@ nostd:
 # linked -static). Needs gcc and g++ (.ci/run installs them).
 c-api:
 	CARGO="$(CARGO)" linker/tests/run.sh
+
+# keel's GDB script (core/gdb/keel.py) end to end, dev and release builds: gdb -batch on
+# linux/examples/gdb_demo stopped inside a running fiber checks auto-loading, `keel
+# tasks`, `keel bt`, `keel stats`, `bt` through the fiber into the executor's run, and
+# that the process then finishes normally. Needs gdb with Python (.ci/run installs it).
+gdb:
+	CARGO="$(CARGO)" core/gdb/test.sh
 
 # libkeel.a, libkeel.so, keel.h, keel.hpp and lib/pkgconfig/keel.pc under PREFIX
 # (KEEL_PROFILE=debug installs the debug build).

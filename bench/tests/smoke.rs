@@ -9,6 +9,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_keel-bench");
 const EXPECTED: &[(&str, &str, &str)] = &[
     ("spawn", "keel", "ns"),
     ("spawn", "tokio", "ns"),
+    ("join", "keel", "ns"),
+    ("join", "tokio", "ns"),
     ("yield", "keel", "ns"),
     ("yield", "keel-acct", "ns"),
     ("yield", "tokio", "ns"),

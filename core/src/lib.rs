@@ -1,6 +1,7 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(missing_docs)]
+#![debugger_visualizer(gdb_script_file = "../gdb/keel.py")]
 
 //! keel's `#![no_std]`, allocation-free core: executors with three CPU and three I/O
 //! priority levels, task slots reused across runs, wake rules that hold across threads,
@@ -28,6 +29,7 @@
 //! - [`Executor`]: attach, run, cancel, destroy; the run loop.
 //! - [`rt`]: what a future task awaits: `yield_now`, `sleep`, `sleep_until`, `wait`.
 //! - [`wait`]: semaphore, mutex, event and bounded channel, for fibers and futures.
+//! - [`join`]: waiting for another task's result (futures, fibers, threads).
 //! - [`io_status`]: NT-style status blocks.
 //! - [`Driver`] and [`sim::SimDriver`].
 //!
@@ -38,7 +40,7 @@
 //! and fails on one that points up. Bottom to top:
 //!
 //! ```text
-//! 7 api       rt cx io_status dispatch loom_api wait
+//! 7 api       rt cx io_status dispatch loom_api wait join
 //! 6 exec      exec fiber
 //! 5 task      task io_status::block
 //! 4 driver    driver sim
@@ -114,6 +116,7 @@ pub mod error;
 pub mod exec;
 pub mod fiber;
 pub mod io_status;
+pub mod join;
 pub mod list;
 #[cfg(keel_loom)]
 #[doc(hidden)]
@@ -148,6 +151,7 @@ pub use io_status::{
     Completion, DriverPtr, IoStatus, NextIo, NotSubmitted, SubmitRefused, initiate, suspend_until_completed_io,
     try_submit, try_submit_from, try_submit_now,
 };
+pub use join::JoinError;
 pub use priority::{Priorities, Priority};
 pub use stack::{NoStacks, RegionStacks, Stack, StackProvider, StackStats};
 pub use switch::FiberSwitch;

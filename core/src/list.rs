@@ -36,6 +36,9 @@ impl<T> core::fmt::Debug for Links<T> {
 }
 
 impl<T> Links<T> {
+    /// Where `next` is, for debuggers (`exec/debug.rs`).
+    pub(crate) const DEBUG_NEXT: usize = core::mem::offset_of!(Self, next);
+
     /// Unlinked links.
     pub const fn new() -> Self {
         Links {
@@ -105,6 +108,9 @@ fn links<'a, T: Link<L>, L>(node: NonNull<T>) -> &'a Links<T> {
 }
 
 impl<T: Link<L>, L> List<T, L> {
+    /// Where `head` and `len` are, for debuggers (`exec/debug.rs`).
+    pub(crate) const DEBUG_HEAD_LEN: [usize; 2] = [core::mem::offset_of!(Self, head), core::mem::offset_of!(Self, len)];
+
     /// An empty list.
     pub const fn new() -> Self {
         List { head: Cell::new(None), tail: Cell::new(None), len: Cell::new(0), _kind: PhantomData }

@@ -289,3 +289,12 @@ where
 pub fn weaken_current(on: bool) {
     crate::sync::set_any_resume_is_current(on);
 }
+
+/// `join::join_blocking`, announcing with `W`'s step (wake rule 8; `Strong` is
+/// production's).
+pub fn join_blocking_with<W: Weaken, P: crate::join::ThreadWait>(
+    task: crate::task::TaskHandle,
+    timeout: Option<core::time::Duration>,
+) -> Result<crate::error::TaskResult, crate::join::JoinError> {
+    crate::join::join_blocking_with::<P>(task, timeout, crate::task::wake::announce_join_with::<W>)
+}

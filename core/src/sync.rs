@@ -103,6 +103,10 @@ impl Strong {
     /// owner is published once the task is whole (true), rather than set at the claim
     /// (false), which lets the owner's thread act on the task while the attacher writes it.
     pub const CLAIM_SENTINEL: bool = true;
+    /// Wake rule 8: a join on another thread announces its registration to the task's
+    /// owner (true), rather than only storing it (false), which the owner never reads
+    /// unless the run's end was marked: the join is not woken.
+    pub const ANNOUNCE_JOIN: bool = true;
 }
 
 /// The protocol steps a loom model may weaken, to show that it catches the bug
@@ -127,6 +131,8 @@ pub trait Weaken: 'static {
     const EPOCH_AT_UNBIND: bool = Strong::EPOCH_AT_UNBIND;
     /// See [`Strong::CLAIM_SENTINEL`].
     const CLAIM_SENTINEL: bool = Strong::CLAIM_SENTINEL;
+    /// See [`Strong::ANNOUNCE_JOIN`].
+    const ANNOUNCE_JOIN: bool = Strong::ANNOUNCE_JOIN;
 }
 
 #[cfg(keel_loom)]

@@ -862,6 +862,23 @@ keel_result keel_file_fallocate(struct keel_task task,
                                 uint64_t len);
 
 /**
+ * Waits until the latest run of `other` completes and returns its result as
+ * `keel_task_result` reports it: the value its function returned (`>= 0`), or its error
+ * (a negated errno it returned, `-ECANCELED` if it was cancelled, ...). Gives up after
+ * `timeout_ns` nanoseconds (`KEEL_NO_TIMEOUT`: no limit, 0: only look).
+ *
+ * Only from inside the function of `task` (a running task), for a task of the same
+ * thread. Any number of tasks may join one run; each join is woken once, by its end.
+ * Cancelling `task` ends the join (`-ECANCELED`) and leaves `other` alone. Errors:
+ * `-ETIME` (the timeout passed), `-ECANCELED` (`task` was cancelled), `-EDEADLK` (`other`
+ * is `task` itself), `-ENODATA` (`other` was never attached), `-ESTALE` (a stale handle,
+ * or the run ended and the task was attached again before the join looked),
+ * `-EBUSY` (`other` is submitted to a dispatcher), `-EAGAIN` (too many joins from other
+ * executors wait for it), `-KEEL_ENOTINTASK`, `-KEEL_EWRONGTHREAD`.
+ */
+keel_result keel_task_join(struct keel_task task, struct keel_task other, uint64_t timeout_ns);
+
+/**
  * `socket(domain, type | SOCK_CLOEXEC, protocol)` through the ring; returns the
  * descriptor (the caller's: close it with `keel_socket_close` or `close(2)`). `-EINVAL`
  * for a `type` that is no `SOCK_*` type or has a flag bit other than `SOCK_NONBLOCK` and
@@ -1330,8 +1347,10 @@ static inline keel_result keel_task_yield_inline(keel_task task) {
       "push %%rax\n\t"
       "mov %%rsp, (%%rdi)\n\t"
       "mov 8(%%rdi), %%rsp\n\t"
+      "pop %%rbp\n\t"
       "ret\n\t"
       "1:\n\t"
+      "push %%rbp\n\t"
       "mov %%rsp, 8(%%rdi)\n\t"
       "lea 8(%%rsi), %%rsp\n\t"
       "pop %%rbx\n\t"

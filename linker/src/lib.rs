@@ -18,6 +18,7 @@
 //! | `channel` | bounded channels of 64-bit values: `send`/`recv` from a task body, `try_*` and `close` from any thread (channel rules) |
 //! | `event` | manual-reset events: `create`, `wait` from a task body, `set`/`reset` from any thread (event rules) |
 //! | `wait` | counting semaphores: `create`, `acquire` from a task body, `release` from any thread (semaphore rules) |
+//! | `gdb` | keel's GDB script in `.debug_gdb_scripts` |
 //!
 //! Every exported symbol is named `keel_*` and every exported function that can reach a
 //! panic runs its body under `result::guard` (boundary rule 1).
@@ -30,6 +31,8 @@ mod dispatch;
 mod event;
 mod executor;
 mod fs;
+mod gdb;
+mod join;
 mod net;
 mod ready;
 mod regbuf;
@@ -55,6 +58,7 @@ pub use fs::{
     keel_file_close, keel_file_fallocate, keel_file_fdatasync, keel_file_fsync, keel_file_open, keel_file_read,
     keel_file_readv, keel_file_sync_range, keel_file_write, keel_file_writev,
 };
+pub use join::keel_task_join;
 pub use net::{
     keel_socket_accept, keel_socket_bind, keel_socket_close, keel_socket_connect, keel_socket_listen, keel_socket_open,
     keel_socket_recv, keel_socket_send, keel_socket_shutdown,

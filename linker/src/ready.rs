@@ -36,6 +36,8 @@ pub extern "C" fn keel_poll(task: keel_task, fd: c_int, events: c_int, timeout_n
         let timeout = u64::try_from(timeout_ns).ok().map(Duration::from_nanos);
         // SAFETY: the caller keeps `fd` open until this returns (the doc), and it is not -1.
         let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        suspend(t, fib, |f: &mut Fiber| f.poll(fd, events, timeout)).map(|m| i64::from(m.bits())).map_err(|e| err(e.0))
+        suspend(t, fib, |f: &mut Fiber| f.poll(fd, events, timeout))
+            .map(|m| i64::from(keel_linux::ready::poll_bits(m)))
+            .map_err(|e| err(e.0))
     })
 }

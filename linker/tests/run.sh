@@ -124,6 +124,33 @@ else
     failed=$((failed + 1))
 fi
 run one_task_static "$OUT/one_task_static"
+
+# keel's GDB script rides in libkeel (linker/src/gdb.rs): its `.debug_gdb_scripts` entry
+# is in the linked C programs, the static one (--gc-sections) too, and gdb loads it from
+# there by itself once the directory is trusted.
+for bin in "$OUT/one_task" "$OUT/one_task_static"; do
+    section=$(readelf -W -p .debug_gdb_scripts "$bin" 2>/dev/null || true)
+    if grep -q 'keel-gdb' <<< "$section"; then
+        echo "gdb script: in $(basename "$bin")'s .debug_gdb_scripts"
+    else
+        echo "FAILED: no keel-gdb entry in $bin's .debug_gdb_scripts" >&2
+        failed=$((failed + 1))
+    fi
+done
+if command -v gdb > /dev/null; then
+    loaded=$(gdb -batch -nx -iex "add-auto-load-safe-path $OUT" -ex "info auto-load python-scripts" \
+        "$OUT/one_task_static" 2>&1 || true)
+    if grep -Eq '^Yes +keel-gdb' <<< "$loaded"; then
+        echo "gdb script: auto-loaded from one_task_static"
+    else
+        echo "FAILED: gdb did not auto-load keel-gdb from one_task_static:" >&2
+        echo "$loaded" >&2
+        failed=$((failed + 1))
+    fi
+else
+    echo "SKIPPED: gdb auto-load check (gdb is missing; .ci/run installs it)"
+    skipped=$((skipped + 1))
+fi
 strip -o "$OUT/one_task_static.stripped" "$OUT/one_task_static"
 echo "size: one_task_static stripped is $(stat -c %s "$OUT/one_task_static.stripped") bytes" \
     "(libkeel.a from the debug profile); code bytes by origin:"

@@ -203,8 +203,8 @@ pub mod raw {
 
     /// `POLL*` bits as [`PollFlags`] (in `u16`'s range).
     pub fn poll_flags(raw: i32) -> Result<PollFlags, Errno> {
-        // `Bits` is u16 on rustix's linux_raw backend and i16 on its libc one.
-        known(<PollFlags as Flags>::Bits::try_from(raw).map_err(|_| Errno::EINVAL)?)
+        // `as _`: `PollFlags`' bits are `u16` or `i16` by rustix backend; 16 bits either way.
+        known(u16::try_from(raw).map_err(|_| Errno::EINVAL)? as _)
     }
 
     /// Any `int` socket option, unchecked: the kernel refuses an unknown one (`ENOPROTOOPT`).

@@ -28,6 +28,7 @@ mod errno;
 mod fd;
 pub mod flags;
 pub mod fs;
+pub mod join;
 pub mod net;
 mod notice;
 pub mod overflow;
@@ -46,6 +47,7 @@ mod waitq;
 
 pub use clock::monotonic_now;
 pub use fs::{FiberFs, File};
+pub use join::{Futex, join_blocking};
 pub use overflow::set_alt_stack;
 pub use panic::catch_panics;
 pub use ring::{RingConfig, RingDriver, RingOp, UnparkKind, UnparkMode};

@@ -65,14 +65,29 @@
 //! # First entry
 //!
 //! `init` fills the fiber's context with `getcontext`, points `uc_stack` at the stack
-//! below it, sets `uc_link` to null, and `makecontext`s the private `trampoline` with four
-//! `int` arguments: the entry function's address and the body pointer, each split into
-//! low and high 32 bits (POSIX says `makecontext` passes `int`s; glibc on x86_64 would
-//! pass 64-bit values, but the split keeps to the standard). The trampoline puts them
-//! back together and calls `entry(arg)`, which never returns: it ends with
+//! below it, sets `uc_link` to null, and `makecontext`s the private `trampoline` with six
+//! `int` arguments: the entry function's address, the body pointer and `regs`, each split
+//! into low and high 32 bits (POSIX says `makecontext` passes `int`s; glibc on x86_64
+//! would pass 64-bit values, but the split keeps to the standard). The trampoline puts
+//! them back together and jumps to `entry(arg)` with its own return label in place of
+//! `__start_context`; `entry` never returns: it ends with
 //! [`FiberSwitch::exit`](keel_core::FiberSwitch::exit). A null `uc_link` would end the
-//! thread if it ever did return. Backtraces end at glibc's `__start_context` below the
-//! trampoline.
+//! thread if it ever did return.
+//!
+//! # Backtraces
+//!
+//! The trampoline stays the fiber's bottom frame, and its call-frame information (written
+//! by hand, as keel-core's asm switch does for its own) names the resumer as its caller,
+//! so gdb's `bt` and `std::backtrace` inside a running fiber walk on into
+//! `UcontextSwitch::resume`, the executor's `run` and `main`. rbp in the trampoline's
+//! frame is `&regs.resumer`; the resumer's context there holds what `swapcontext` saved
+//! (ucontext rule 2), and the CFI reads it from there: the CFA is its `REG_RSP`, and
+//! `REG_RIP`, `REG_RBP`, `REG_RBX` and `REG_R12`..`REG_R15` are where the resumer's
+//! return address and callee-saved registers are (DWARF expressions `DW_OP_breg6 0;
+//! DW_OP_deref; DW_OP_plus_uconst <offset in ucontext_t>`). The frame is a signal frame
+//! (`.cfi_signal_frame`) for the reason keel-core's `arch` module doc gives: gdb accepts
+//! a caller on another stack only from one. Frame-pointer walks (`perf --call-graph fp`)
+//! stop at the trampoline: the resumer's context is no frame record.
 //!
 //! # Floating-point control state and the signal mask
 //!
@@ -101,8 +116,9 @@
 //! # Panics
 //!
 //! The core's fiber entry catches a panic when the executor has a `PanicCatcher`
-//! (fiber rule 3), so unwinding stops there, above the trampoline. The trampoline is
-//! `extern "C"`: an unwind reaching it would abort, never cross the switch.
+//! (fiber rule 3), so unwinding stops there, above the trampoline. Without a catcher
+//! the entry, `extern "C"`, aborts: an unwind never reaches the trampoline, whose CFI is
+//! for backtraces only.
 //!
 //! # Failure
 //!
@@ -169,31 +185,70 @@ mod glibc {
         std::process::abort()
     }
 
+    /// Offset of `uc_mcontext.gregs[reg]` in a `ucontext_t`, for the trampoline's CFI.
+    const fn greg(reg: c_int) -> usize {
+        core::mem::offset_of!(ucontext_t, uc_mcontext)
+            + core::mem::offset_of!(libc::mcontext_t, gregs)
+            + reg as usize * core::mem::size_of::<libc::greg_t>()
+    }
+
+    // The offsets written as ULEB128 bytes in the trampoline's CFI below.
+    const _: () = assert!(greg(libc::REG_RSP) == 160 && greg(libc::REG_RIP) == 168);
+    const _: () = assert!(greg(libc::REG_RBP) == 120 && greg(libc::REG_RBX) == 128);
+    const _: () = assert!(greg(libc::REG_R12) == 72 && greg(libc::REG_R13) == 80);
+    const _: () = assert!(greg(libc::REG_R14) == 88 && greg(libc::REG_R15) == 96);
+
     /// The fiber's first frame, entered by `makecontext`'s context: rebuilds the entry
-    /// function and its argument from 32-bit halves and calls it.
+    /// function, its argument and `regs` from 32-bit halves (edi/esi, edx/ecx, r8d/r9d),
+    /// points rbp at `regs.resumer` and jumps to the entry. Its CFI names the resumer as
+    /// its caller (see "Backtraces" in the module doc).
     ///
     /// # Safety
     /// Only as the function of a context made by `UcontextSwitch::init`: the halves are
-    /// those of a valid `unsafe extern "C" fn(*mut u8) -> !` and the argument it expects.
-    unsafe extern "C" fn trampoline(entry_lo: c_int, entry_hi: c_int, arg_lo: c_int, arg_hi: c_int) -> ! {
-        let entry = join(entry_lo, entry_hi) as *const ();
-        let arg = join(arg_lo, arg_hi) as *mut u8;
-        // SAFETY: `init` split exactly this function pointer (caller); a function
-        // pointer and a data pointer have the same size on every target glibc serves.
-        let entry = unsafe { core::mem::transmute::<*const (), unsafe extern "C" fn(*mut u8) -> !>(entry) };
-        // SAFETY: `entry` and `arg` are the pair `init` was given; the fiber layer
-        // guarantees `entry(arg)` is the fiber's first frame and never returns.
-        unsafe { entry(arg) }
+    /// those of a valid `unsafe extern "C" fn(*mut u8) -> !`, the argument it expects and
+    /// the fiber's `UcontextRegs`.
+    #[unsafe(naked)]
+    unsafe extern "C" fn trampoline() {
+        core::arch::naked_asm!(
+            ".cfi_startproc",
+            ".cfi_signal_frame",
+            "mov eax, edi",
+            "shl rsi, 32",
+            "or rax, rsi",
+            "mov edi, edx",
+            "shl rcx, 32",
+            "or rdi, rcx",
+            "mov r8d, r8d",
+            "shl r9, 32",
+            "or r8, r9",
+            "lea rbp, [r8 + 8]",
+            // DW_CFA_def_cfa_expression: [[rbp] + greg(RSP)], 7 bytes: DW_OP_breg6 0,
+            // DW_OP_deref, DW_OP_plus_uconst 160, DW_OP_deref.
+            ".cfi_escape 0x0f, 7, 0x76, 0x00, 0x06, 0x23, 0xa0, 0x01, 0x06",
+            // DW_CFA_expression reg, len: DW_OP_breg6 0, DW_OP_deref, DW_OP_plus_uconst
+            // greg(reg): rip (16) at 168, rbp (6) at 120, rbx (3) at 128, r12..r15 at 72..96.
+            ".cfi_escape 0x10, 16, 6, 0x76, 0x00, 0x06, 0x23, 0xa8, 0x01",
+            ".cfi_escape 0x10, 6, 5, 0x76, 0x00, 0x06, 0x23, 0x78",
+            ".cfi_escape 0x10, 3, 6, 0x76, 0x00, 0x06, 0x23, 0x80, 0x01",
+            ".cfi_escape 0x10, 12, 5, 0x76, 0x00, 0x06, 0x23, 0x48",
+            ".cfi_escape 0x10, 13, 5, 0x76, 0x00, 0x06, 0x23, 0x50",
+            ".cfi_escape 0x10, 14, 5, 0x76, 0x00, 0x06, 0x23, 0x58",
+            ".cfi_escape 0x10, 15, 5, 0x76, 0x00, 0x06, 0x23, 0x60",
+            // The return address entry sees (in place of __start_context's): the label
+            // below, inside this CFI's range with an instruction before it.
+            "lea rcx, [rip + 3f]",
+            "mov [rsp], rcx",
+            "jmp rax",
+            "3:",
+            "int3",
+            ".cfi_endproc",
+        )
     }
 
     /// Low and high 32 bits of a pointer-sized value, as `makecontext`'s `int`s.
     fn split(v: usize) -> (c_int, c_int) {
         let v = v as u64;
         (v as u32 as c_int, (v >> 32) as u32 as c_int)
-    }
-
-    fn join(lo: c_int, hi: c_int) -> usize {
-        (((hi as u32 as u64) << 32) | lo as u32 as u64) as usize
     }
 
     // SAFETY: implements the FiberSwitch protocol with glibc's calls: `init` makes a
@@ -229,14 +284,11 @@ mod glibc {
             }
             let (e_lo, e_hi) = split(entry as *const () as usize);
             let (a_lo, a_hi) = split(arg as usize);
-            // SAFETY: `trampoline` takes four `c_int`s, as makecontext passes them (the
-            // argument count says 4); the cast only erases the parameter list, as the C
-            // prototype `void (*)(void)` does.
-            let func = unsafe {
-                core::mem::transmute::<unsafe extern "C" fn(c_int, c_int, c_int, c_int) -> !, extern "C" fn()>(
-                    trampoline,
-                )
-            };
+            let (r_lo, r_hi) = split(regs as usize);
+            // SAFETY: `trampoline` reads six `c_int`s from the argument registers, as
+            // makecontext passes them (the argument count says 6); the transmute only
+            // drops the `unsafe`, as the C prototype `void (*)(void)` has none.
+            let func = unsafe { core::mem::transmute::<unsafe extern "C" fn(), extern "C" fn()>(trampoline) };
             // SAFETY: `ctx` was filled by getcontext above; `uc_stack` is the stack's
             // usable bytes below the context (ucontext rule 3), all unused (caller).
             unsafe {
@@ -244,7 +296,7 @@ mod glibc {
                 (*ctx).uc_stack.ss_size = stack.size - CTX_RESERVE;
                 (*ctx).uc_stack.ss_flags = 0;
                 (*ctx).uc_link = ptr::null_mut();
-                libc::makecontext(ctx, func, 4, e_lo, e_hi, a_lo, a_hi);
+                libc::makecontext(ctx, func, 6, e_lo, e_hi, a_lo, a_hi, r_lo, r_hi);
                 (*regs).fiber = ctx;
             }
         }

@@ -1,11 +1,12 @@
 //! loom models of keel's cross-thread protocols: the inbox (`loom_inbox`), the wake
 //! protocol (`loom_wake`), park/unpark (`loom_park`), the work dispatcher
-//! (`loom_dispatcher`) and the cross-thread wait primitives' hand-over (`loom_wait`).
-//! Each runs keel-core's production source, whose `sync` facade switches to loom's
-//! atomics under `--cfg keel_loom`, and each has a *weakened twin*: the same model over
-//! one ordering or fence weakened through `keel_core::loom_api::Weaken` (or, for the
-//! wait primitives' lock, `keel_core::wait::loom_weaken_lock`; both exist only under
-//! the cfg), which must fail with the bug it names.
+//! (`loom_dispatcher`), the cross-thread wait primitives' hand-over (`loom_wait`) and
+//! joins from other threads (`loom_join`). Each runs keel-core's production source,
+//! whose `sync` facade switches to loom's atomics under `--cfg keel_loom`, and each has a
+//! *weakened twin*: the same model over one ordering or fence weakened through
+//! `keel_core::loom_api::Weaken` (or, for the wait primitives' lock,
+//! `keel_core::wait::loom_weaken_lock`; both exist only under the cfg), which must fail
+//! with the bug it names.
 //!
 //! Run them with `make loom`:
 //!

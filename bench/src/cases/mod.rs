@@ -10,6 +10,7 @@ mod dispatch;
 mod echo;
 mod fiber_spawn;
 mod fiber_yield;
+mod join;
 mod nop;
 mod read1;
 mod read4k;
@@ -30,6 +31,7 @@ use keel_linux::SleepDriver;
 /// Every case, in the order a full run prints them.
 pub const ALL: &[Case] = &[
     spawn::CASE,
+    join::CASE,
     yield_::CASE,
     switch::CASE,
     fiber_yield::CASE,

@@ -5,9 +5,11 @@
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 #[cfg(target_arch = "x86_64")]
+mod x86_64_fp;
+#[cfg(target_arch = "x86_64")]
 pub use x86_64::AsmSwitch;
 #[cfg(target_arch = "x86_64")]
-pub(crate) use x86_64::{FpControl, fp_control, fp_control_differs, set_fp_control};
+pub(crate) use x86_64_fp::{FpControl, fp_control, fp_control_differs, set_fp_control};
 
 #[cfg(not(target_arch = "x86_64"))]
 compile_error!(

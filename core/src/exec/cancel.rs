@@ -253,6 +253,8 @@ impl Sched {
             // A body that never returned (a draining one keeps its result).
             task.trailer().result.set(Some(Err(crate::error::TaskError::Cancelled)));
         }
+        // Join rule 4: a leaked run ends for its joins too.
+        self.complete_joiners(task);
         header.state.set(TaskState::Completed);
         self.attached.set(self.attached.get() - 1);
         self.stats.completed.set(self.stats.completed.get() + 1);

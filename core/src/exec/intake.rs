@@ -30,12 +30,16 @@ impl Sched {
                 // Relaxed: ordered before wakers by `take`; our own thread reads it after.
                 header.owner.store(self.owner_id(), Ordering::Relaxed);
             }
-            let (woken, attach) = header.notify.take();
+            let (woken, attach, join) = header.notify.take();
             if attach {
                 self.finish_remote_attach(task);
             } else if woken == header.generation.load(Ordering::Relaxed) {
                 // Relaxed above: owner-written generation.
                 self.wake_local(task);
+            }
+            if join {
+                // Wake rule 8.
+                self.joins_announced(task);
             }
             if header.has_flag(flag::RELEASE_PENDING) && header.state.get() == S::Completed {
                 header.clear_flag(flag::RELEASE_PENDING);
@@ -61,8 +65,12 @@ impl Sched {
         }
         // The submitter's writes are visible (claim's Acquire); the notify word still holds
         // QUEUED from the task's release: open it to wakes now that we own it.
-        hdr(task).notify.open();
+        let join = hdr(task).notify.open();
         self.finish_remote_attach(task);
+        if join {
+            // Wake rule 8: joins that announced themselves while it waited in the dispatcher.
+            self.joins_announced(task);
+        }
         true
     }
 

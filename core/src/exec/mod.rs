@@ -37,15 +37,19 @@
 //! | `attach.rs` | attaching fibers (a stack from the pool) |
 //! | `remote.rs` | `ExecutorHandle`: attaching from other threads |
 //! | `cancel.rs` | cancel, destroy, release |
+//! | `joiners.rs` | a completed run's result to its joins (join rules) |
 //! | `teardown.rs` | `shutdown` and the executor's drop (teardown rules) |
 //! | `work_source.rs` | the interface a dispatcher is served through |
+//! | `debug.rs` | the debugger descriptor and the registry of live executors |
 
 mod attach;
 mod cancel;
 mod config;
+pub mod debug;
 mod events;
 mod executor;
 mod intake;
+mod joiners;
 mod lend;
 pub mod remote;
 mod run;

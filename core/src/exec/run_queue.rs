@@ -13,6 +13,9 @@ pub(crate) struct RunQueue {
 }
 
 impl RunQueue {
+    /// Where the levels are, for debuggers (`exec/debug.rs`).
+    pub(crate) const DEBUG_LEVELS: usize = core::mem::offset_of!(Self, levels);
+
     pub(crate) const fn new() -> Self {
         RunQueue { levels: [List::new(), List::new(), List::new()] }
     }

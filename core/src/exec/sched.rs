@@ -153,6 +153,8 @@ impl Sched {
             // SAFETY: sched rule 3; park rule 3: set once, before publication.
             self.mailbox.park.set_unparker(unsafe { (driver_vt.unparker)(driver, word) });
             self.initialised.set(true);
+            // Registry rule 1 (exec/debug.rs): pinned from here on (sched rule 1).
+            crate::exec::debug::register(self);
         }
     }
 
@@ -323,6 +325,8 @@ impl Sched {
     /// The run ended. `in_reap`: called from a reap's sink (sched rule 3).
     pub(super) fn completed(&self, task: NonNull<Header>, in_reap: bool) {
         let header = hdr(task);
+        // Join rules 2-3: before the release below, after which the task may be another's.
+        self.complete_joiners(task);
         // Statuses completed but never taken are marked reaped as they leave the list
         // (io_status rule 1): one that outlives the run (kept outside the body) must not
         // unlink itself later from a list it is no longer in.

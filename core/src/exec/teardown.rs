@@ -48,6 +48,8 @@ impl<D: Driver, S: StackProvider, A: Accounting> Drop for Executor<D, S, A> {
         // SAFETY: `Executor` is `!Unpin`, so once pinned it is dropped in place; if it was
         // never pinned, nothing can name it and initialising it here is harmless.
         let this = unsafe { Pin::new_unchecked(&*self) };
+        // Registry rule 1 (exec/debug.rs): off the debuggers' list before teardown.
+        crate::exec::debug::unregister(this.sched());
         /// Teardown rule 5: finishes the teardown while a body's panic unwinds.
         struct Finish<'a, D: Driver, S: StackProvider, A: Accounting>(Pin<&'a Executor<D, S, A>>);
         impl<D: Driver, S: StackProvider, A: Accounting> Drop for Finish<'_, D, S, A> {

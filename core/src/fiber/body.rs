@@ -67,6 +67,21 @@ pub(super) enum SaveFp {
 /// the body comes after the regs, so the offset does not depend on the body type.
 pub(super) const ASM_REGS_OFFSET: usize = core::mem::offset_of!(FiberBody<crate::arch::AsmSwitch, ()>, regs);
 
+/// For debuggers (`exec/debug.rs`), from a fiber's body: its stack's base and size, its
+/// `FiberState` byte and the values of `Fresh` and `Started` there, and its regs (every
+/// switcher's regs are pointer-aligned, so they sit where `AsmSwitch`'s do).
+pub(crate) const DEBUG_FIBER: [usize; 6] = {
+    const CORE: usize = core::mem::offset_of!(FiberBody<crate::arch::AsmSwitch, ()>, core);
+    [
+        CORE + core::mem::offset_of!(FiberCore, stack) + core::mem::offset_of!(Stack, base),
+        CORE + core::mem::offset_of!(FiberCore, stack) + core::mem::offset_of!(Stack, size),
+        CORE + core::mem::offset_of!(FiberCore, state),
+        FiberState::Fresh as usize,
+        FiberState::Started as usize,
+        ASM_REGS_OFFSET,
+    ]
+};
+
 #[repr(C)]
 pub(crate) struct FiberBody<Sw: FiberSwitch, F> {
     pub(super) core: FiberCore,

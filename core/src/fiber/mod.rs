@@ -67,6 +67,7 @@
 #[cfg(keel_asan)]
 mod asan;
 mod body;
+pub(crate) use body::DEBUG_FIBER;
 
 mod io;
 

@@ -55,6 +55,15 @@
 //! 7. Same-thread wakes from the executor itself (timers, i/o completions, `yield_now`,
 //!    `Executor::wake`) bypass the word entirely: they are plain `Cell` updates.
 //!
+//! 8. A join on another thread (`crate::join`, join rule 5) *announces* itself: after
+//!    storing its registration in the task, it sets `JOIN | QUEUED` with a CAS on the
+//!    word, as a wake does (rules 3-5: it pushes the node if it set `QUEUED`, merges
+//!    otherwise; AcqRel, so the owner's `take` sees the registration), but leaves
+//!    `woken_gen` alone: the task itself is not woken. The owner that takes `JOIN` wakes
+//!    the registered joins and, if the run is still attached, marks it so that its end
+//!    wakes them again. `open` (a claim) reports `JOIN` too: a dispatched task's owner
+//!    treats it as taken.
+//!
 //! Progress: a foreign wake is lock-free (its CAS retries only when another waker or
 //! the owner changed the word) and pushes with one swap (wait-free). The owner's side
 //! is wait-free.
@@ -155,7 +164,7 @@ pub use park::Unparker;
 use crate::sync::{AtomicPtr, AtomicU32, Ordering};
 use core::ptr::NonNull;
 use inbox::{Inbox, InboxNode};
-use notify::{AtomicNotify, QUEUED, gen_of, newer};
+use notify::{AtomicNotify, JOIN, QUEUED, gen_of, newer};
 use park::ParkWord;
 
 /// The part of an executor that other threads touch: its inbox and its park word, each
@@ -236,6 +245,51 @@ pub(crate) fn wake_with<#[cfg(keel_loom)] W: crate::sync::Weaken>(task: WakeTarg
             Err(now) => seen = now,
         }
     }
+    push_queued(task);
+}
+
+/// Wake rule 8: announces a join registered in `task` (run `generation`) to its owner,
+/// from any thread. The task is not woken.
+#[cfg(not(keel_loom))]
+pub(crate) fn announce_join(task: WakeTarget<'_>, generation: u32) {
+    announce_join_with(task, generation);
+}
+
+/// `announce_join`, with the step a loom model may weaken (`sync::Weaken::ANNOUNCE_JOIN`).
+pub(crate) fn announce_join_with<#[cfg(keel_loom)] W: crate::sync::Weaken>(task: WakeTarget<'_>, generation: u32) {
+    #[cfg(not(keel_loom))]
+    use crate::sync::Strong as W;
+    if !W::ANNOUNCE_JOIN {
+        return; // a weakened twin's registration that the owner never hears of
+    }
+    // Acquire: as in `wake_with`. A stale run's joiner finds the record moved on itself.
+    if task.generation.load(Ordering::Acquire) != generation {
+        return;
+    }
+    let word = task.notify.word();
+    let mut seen = word.load(Ordering::Acquire);
+    loop {
+        // Wake rule 8: the task is not woken: `woken_gen` is kept, or, in a word that had
+        // no wake queued, set to the run before this one (never current when taken).
+        let new = if seen & QUEUED != 0 {
+            seen | JOIN
+        } else {
+            (generation.wrapping_sub(1) as u64) << 32 | (seen & notify::LOW) | JOIN | QUEUED
+        };
+        // AcqRel: as a wake's CAS (wake rules 4-5; `W::WAKE_CAS`): Release publishes the
+        // registration to the owner's `take`, also when it changes nothing. Acquire on
+        // failure: re-read to decide again.
+        match word.compare_exchange_weak(seen, new, W::WAKE_CAS, Ordering::Acquire) {
+            Ok(_) if seen & QUEUED != 0 => return,
+            Ok(_) => break,
+            Err(now) => seen = now,
+        }
+    }
+    push_queued(task);
+}
+
+/// Pushes the node of a task whose `QUEUED` this thread set (wake rule 3).
+fn push_queued(task: WakeTarget<'_>) {
     // Acquire: pairs with the Release that published `owner`: a local claim's CAS, or the
     // owner's `take`/`open` after it stored itself (remote rule 2, dispatch rule 2), so
     // the owner's inbox is initialised. Non-null: a task with no owner has QUEUED set

@@ -1,4 +1,4 @@
-//! A task's notify word: `woken_gen << 32 | ATTACH | QUEUED`, the task's side of the
+//! A task's notify word: `woken_gen << 32 | JOIN | ATTACH | QUEUED`, the task's side of the
 //! wake protocol (wake rules 2-6 in the mailbox module). The waker's CAS is
 //! `mailbox::wake`; the owner's operations are here.
 
@@ -7,6 +7,8 @@ use crate::sync::{AtomicU64Like, Ordering};
 pub(crate) const QUEUED: u64 = 1;
 /// With QUEUED: the node was pushed by a foreign attach, not a wake (remote rule 3).
 pub(crate) const ATTACH: u64 = 2;
+/// With QUEUED: a join from another thread registered itself (wake rule 8).
+pub(crate) const JOIN: u64 = 4;
 pub(crate) const LOW: u64 = 0xFFFF_FFFF;
 
 #[inline(always)]
@@ -39,7 +41,8 @@ impl AtomicNotify {
 
     /// Owner, after claiming an unowned task: open it to wakes (wake rule 6's inverse).
     /// Wakes merged while it had no owner were for runs that are over.
-    pub(crate) fn open(&self) {
+    /// Returns whether a join announced itself meanwhile (wake rule 8).
+    pub(crate) fn open(&self) -> bool {
         // Release: pairs with the waker's Acquire (its load, or its CAS) in `wake_by_gen`,
         // which then sees the claim's `owner` store made before this. A swap, not a store:
         // every write to the word is a read-modify-write, so its modification order is
@@ -47,11 +50,13 @@ impl AtomicNotify {
         // atomicity against RMWs only: tokio-rs/loom#254).
         let was = self.0.swap(0, Ordering::Release);
         debug_assert!(was & QUEUED != 0, "keel bug: opening a task that had an owner");
+        was & JOIN != 0
     }
 
-    /// Owner, after popping the task off its inbox (wake rule 5). Returns the woken generation
-    /// and whether the node came from a foreign attach.
-    pub(crate) fn take(&self) -> (u32, bool) {
+    /// Owner, after popping the task off its inbox (wake rule 5). Returns the woken generation,
+    /// whether the node came from a foreign attach, and whether a join announced itself
+    /// (wake rule 8).
+    pub(crate) fn take(&self) -> (u32, bool, bool) {
         // Acquire: pairs with the waker's (or attacher's) Release, so whatever it wrote
         // before waking (or the body it placed) is visible to the owner and the task.
         // Release: pairs with the next waker's Acquire CAS (wake rule 5): this pop's writes to
@@ -60,7 +65,7 @@ impl AtomicNotify {
         // the node pointing at the stub that points at it: a cycle, the task taken
         // forever (loom: `loom_wake`'s Release-CAS twins).
         let word = self.0.swap(0, Ordering::AcqRel);
-        (gen_of(word), word & ATTACH != 0)
+        (gen_of(word), word & ATTACH != 0, word & JOIN != 0)
     }
 
     /// A foreign attacher that claimed an unowned task (QUEUED set since its release):

@@ -100,6 +100,9 @@ pub(crate) struct StackPool {
 }
 
 impl StackPool {
+    /// Where the counters are, for debuggers (`exec/debug.rs`).
+    pub(crate) const DEBUG_STATS: usize = core::mem::offset_of!(Self, stats);
+
     pub(crate) fn new(max_spares: usize) -> Self {
         StackPool {
             head: Cell::new(ptr::null_mut()),

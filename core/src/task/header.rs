@@ -163,6 +163,10 @@ pub(crate) struct Trailer {
     /// A finished fiber's stack, held while the task drains (fiber rule 4).
     pub(crate) pending_stack: Cell<Option<crate::stack::Stack>>,
     pub(crate) times: crate::acct::TaskTimes,
+    /// The last completed run's result, for joins from any thread (join rules 1-2).
+    pub(crate) record: crate::task::join::JoinRecord,
+    /// Same-executor joins waiting for this run (join rule 3).
+    pub(crate) joiners: List<crate::task::join::JoinNode, crate::task::join::JoinLink>,
 }
 
 /// Per-task counters (owner-local); the i/o ones first (see `Trailer`).
@@ -247,6 +251,8 @@ impl<const N: usize> TaskSlot<N> {
                             longest_run: Cell::new(0),
                             since: Cell::new(0),
                         },
+                        record: crate::task::join::JoinRecord::new(),
+                        joiners: List::new(),
                     },
                 },
                 body: BodyStorage(Cell::new([MaybeUninit::uninit(); N])),
@@ -269,6 +275,9 @@ impl<const N: usize> Default for TaskSlot<N> {
 }
 
 impl Trailer {
+    /// Where the id is, for debuggers (`exec/debug.rs`).
+    pub(crate) const DEBUG_ID: usize = core::mem::offset_of!(Self, id);
+
     /// The task's id (header rule 4).
     #[inline]
     pub(crate) fn id(&self) -> u32 {

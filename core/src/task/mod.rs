@@ -10,6 +10,7 @@
 pub(crate) mod body;
 pub(crate) mod claim;
 pub(crate) mod header;
+pub(crate) mod join;
 pub mod state;
 pub(crate) mod wake;
 
@@ -86,6 +87,8 @@ impl<const N: usize> TaskSlot<N> {
         trailer.set_id(NEXT_ID.next());
         // Relaxed: only owner-side code reads it, after claiming with AcqRel.
         let generation = header.generation.load(Ordering::Relaxed);
+        // Join rule 1: the handle returned names no run; a join on it says so.
+        trailer.record.publish(generation, join::Outcome::NeverAttached);
         Ok(TaskHandle::from_parts(self.header(), generation))
     }
 }

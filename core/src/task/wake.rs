@@ -16,6 +16,21 @@ pub(crate) fn wake_by_gen(hdr: NonNull<Header>, generation: u32) {
     mailbox::wake(wake_target(hdr), generation);
 }
 
+/// Announces a join registered in run `generation` of the task at `hdr` to its owner,
+/// from any thread (wake rule 8; the task is not woken).
+pub(crate) fn announce_join(hdr: NonNull<Header>, generation: u32) {
+    #[cfg(keel_loom)]
+    mailbox::announce_join_with::<crate::sync::Strong>(wake_target(hdr), generation);
+    #[cfg(not(keel_loom))]
+    mailbox::announce_join(wake_target(hdr), generation);
+}
+
+/// `announce_join`, with the step a loom model may weaken (`sync::Weaken`).
+#[cfg(keel_loom)]
+pub(crate) fn announce_join_with<W: crate::sync::Weaken>(hdr: NonNull<Header>, generation: u32) {
+    mailbox::announce_join_with::<W>(wake_target(hdr), generation);
+}
+
 /// `wake_by_gen`, with the CAS ordering a loom model may weaken (`sync::Weaken`).
 #[cfg(keel_loom)]
 pub(crate) fn wake_by_gen_with<W: crate::sync::Weaken>(hdr: NonNull<Header>, generation: u32) {
@@ -51,7 +66,7 @@ const PACKED_ADDR: usize = ((1usize << 43) - 1) & !TAG_BIT;
 const TAG_SHIFT: u32 = 43;
 
 #[inline(always)]
-fn encode(hdr: NonNull<Header>, generation: u32) -> *const () {
+pub(crate) fn encode(hdr: NonNull<Header>, generation: u32) -> *const () {
     let addr = hdr.as_ptr() as usize;
     if usize::BITS < 64 || addr & !ADDR_MASK != 0 {
         return addr as *const ();
@@ -70,7 +85,7 @@ fn decode(data: *const ()) -> (NonNull<Header>, Option<u32>) {
     (unsafe { NonNull::new_unchecked(addr as *mut Header) }, tag)
 }
 
-fn wake_data(data: *const ()) {
+pub(crate) fn wake_data(data: *const ()) {
     let (hdr, tag) = decode(data);
     // SAFETY: headers live in `'static` slots.
     let current = unsafe { hdr.as_ref() }.generation.load(Ordering::Acquire);

@@ -283,6 +283,7 @@ pub unsafe extern "C" fn keel_executor_init(
     attr: *const keel_executor_attr,
     out: *mut keel_executor,
 ) -> keel_result {
+    crate::gdb::keep();
     guard(|| {
         let p = storage.cast::<ExecStorage>();
         if p.is_null() || out.is_null() || size < KEEL_EXECUTOR_STORAGE_SIZE || !p.is_aligned() {

@@ -97,7 +97,7 @@ pub(crate) struct TaskStorage {
     prev: Cell<*const TaskStorage>,
     next: Cell<*const TaskStorage>,
     /// keel's handle of the latest run (or of the creation, before any attach).
-    run: Cell<Option<TaskHandle>>,
+    pub(crate) run: Cell<Option<TaskHandle>>,
     attached_once: Cell<bool>,
     /// The result kept when the executor went away (task rule 4).
     kept: Cell<Option<i64>>,

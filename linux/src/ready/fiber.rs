@@ -131,6 +131,6 @@ impl FiberReady for Fiber {
                 self.wait_io(); // the timer completes before this frame (and `ts`) is left
             }
         }
-        r.map(|(res, _)| PollFlags::from_bits_retain(res as _))
+        r.map(|(res, _)| super::mask_of(res as u16))
     }
 }

@@ -68,7 +68,7 @@ impl Future for Ready<'_> {
         }
         let Some(res) = this.poll_res else { return Poll::Pending };
         this.timer = None; // the poll decided: a timer still armed is abandoned (cancelled in its slot)
-        let poll = revents(res).map(super::mask_bits);
+        let poll = revents(res).map(|m| u32::from(super::bits_of(m)));
         Poll::Ready(match this.timer_res {
             Some(t) if t < 0 && -t != Errno::ETIME.0 && poll == Err(Errno::ECANCELED) => Err(Errno(-t)),
             t => outcome(poll, t == Some(-Errno::ETIME.0)),
@@ -94,7 +94,7 @@ pub async fn next_ready(m: &mut Multishot, timeout: Option<Duration>) -> Result<
     if m.kind() != MultiKind::Poll {
         return Err(Errno::EINVAL);
     }
-    let mask = |(res, _): (i32, u32)| PollFlags::from_bits_retain(res as _);
+    let mask = |(res, _): (i32, u32)| super::mask_of(res as u16);
     let Some(d) = timeout else { return crate::net::future::next_multi(m).await.map(mask) };
     let mut timer = Some(timer_op(d));
     let mut next = core::pin::pin!(crate::net::future::next_multi(m));

@@ -83,7 +83,7 @@ pub struct PollOp {
 impl PollOp {
     /// The `IORING_OP_POLL_ADD` SQE (it references no memory).
     pub fn sqe(&self) -> squeue::Entry {
-        opcode::PollAdd::new(types::Fd(self.fd), mask_bits(self.events)).multi(self.multishot).build()
+        opcode::PollAdd::new(types::Fd(self.fd), u32::from(bits_of(self.events))).multi(self.multishot).build()
     }
 }
 
@@ -105,23 +105,32 @@ fn link_timer_sqe(ts: *const types::Timespec) -> squeue::Entry {
 
 /// A poll CQE's result as the `revents` mask, or its error.
 fn revents(res: i32) -> Result<PollFlags, Errno> {
-    if res < 0 { Err(Errno(-res)) } else { Ok(PollFlags::from_bits_retain(res as _)) }
+    if res < 0 { Err(Errno(-res)) } else { Ok(mask_of(res as u16)) }
+}
+
+/// The 16 `revents` bits as `PollFlags`, whose bits are `u16` with rustix's raw backend
+/// and `i16` (C's `short`) with its libc backend: the cast adapts to either.
+pub(crate) fn mask_of(bits: u16) -> PollFlags {
+    PollFlags::from_bits_retain(bits as _)
+}
+
+/// `PollFlags`' 16 bits, whichever backend's type holds them (see [`mask_of`]).
+pub(crate) fn bits_of(flags: PollFlags) -> u16 {
+    flags.bits() as u16
+}
+
+/// The 16 bits of a readiness mask as `u16`, the same with either of rustix's backends
+/// (whose `PollFlags::bits` is `u16` on its raw backend and `i16` on its libc one).
+pub fn poll_bits(flags: PollFlags) -> u16 {
+    bits_of(flags)
 }
 
 /// The outcome of a wait from its two completions (ready rules 2-3): the poll's result
 /// (`Err(ECANCELED)` when a cancel took it) and whether the timer expired.
 fn outcome(poll: Result<u32, Errno>, timer_expired: bool) -> Result<PollFlags, Errno> {
     match poll {
-        Ok(mask) => Ok(PollFlags::from_bits_retain(mask as _)),
+        Ok(mask) => Ok(mask_of(mask as u16)),
         Err(Errno::ECANCELED) if timer_expired => Err(Errno::ETIME),
         Err(e) => Err(e),
     }
-}
-
-/// `flags` as the `u32` mask of a POLL_ADD SQE and its result. `PollFlags::Bits` is `u16`
-/// on rustix's linux_raw backend and `i16` on its libc one (`make test-valgrind` builds
-/// with `--cfg rustix_use_libc`): the cast through `u16` keeps the bits either way.
-#[allow(clippy::unnecessary_cast)]
-pub(crate) fn mask_bits(flags: PollFlags) -> u32 {
-    flags.bits() as u16 as u32
 }

@@ -1,0 +1,48 @@
+//! The owner's half of a join: when a run completes, record its result for every thread
+//! and hand it to the same-executor waiters (join rules 1-3, `task/join.rs`).
+
+use crate::exec::sched::{Sched, hdr};
+use crate::sync::Ordering;
+use crate::task::header::{Header, SlotPtr};
+use crate::task::join::Outcome;
+use core::ptr::NonNull;
+
+impl Sched {
+    /// Join rules 2-3 and 5, at the end of a run (its result set): one Release fence and
+    /// four stores, then one pop, one result write and one same-thread wake per waiter
+    /// (bounded by the waiters); a run that joins from other threads announced themselves
+    /// to also wakes those (at most `CROSS_WAITERS`, each a wake from another thread or a
+    /// futex wake: off the hot path). Otherwise no atomic read-modify-write, no
+    /// allocation.
+    #[inline(always)]
+    pub(crate) fn complete_joiners(&self, task: NonNull<Header>) {
+        let trailer = task.trailer();
+        let result = trailer.result.get().unwrap_or(Err(crate::error::TaskError::Cancelled));
+        // Relaxed: owner-written generation.
+        trailer.record.publish(hdr(task).generation.load(Ordering::Relaxed), Outcome::Done(result));
+        if trailer.record.cross_armed.replace(false) {
+            // Join rule 5: joins from other threads announced themselves during this run.
+            trailer.record.wake_cross();
+        }
+        while let Some(node) = trailer.joiners.pop_front() {
+            // SAFETY: a linked node is alive and pinned (list rule 2, join rule 4).
+            let node = unsafe { node.as_ref() };
+            node.result.set(Some(result));
+            if let Some(waiter) = node.waiter.take() {
+                self.wake_local(waiter);
+            }
+        }
+    }
+
+    /// Wake rule 8 and join rule 5: a join from another thread announced itself. Cold:
+    /// wakes every registered entry (they look at the record again), and marks a run that
+    /// is still attached so that its end wakes them again.
+    #[cold]
+    pub(crate) fn joins_announced(&self, task: NonNull<Header>) {
+        let record = &task.trailer().record;
+        record.wake_cross();
+        if hdr(task).state.get().is_attached() {
+            record.cross_armed.set(true);
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! What a task keeps for those who join it: the record of its last completed run, which
+//! any thread may read, and the list of same-executor waiters, which its owner completes.
+//!
+//! Join rules (cited as "join rule N"; the API is `crate::join`):
+//! 1. The *record* (`JoinRecord`, in the trailer) holds one run's result, encoded in
+//!    atomics, and `done`, the generation of that run. It is written by the task's owner
+//!    when a run completes (`Sched::completed`, and a run teardown leaks), and by `create`
+//!    (a pseudo-run "never attached" under the handle `create` returns, which no attach
+//!    ever uses). Writers are ordered by the task's ownership hand-offs (claim, release),
+//!    so there is one writer at a time.
+//! 2. Write order: a Release fence, the result words (Relaxed), then `done` (Release).
+//!    Read order: `done` (Acquire) equal to the wanted generation, the words (Relaxed),
+//!    an Acquire fence, then the slot's `generation` (Relaxed) still equal to it. A
+//!    record is rewritten only when a later run completes, and that run's attach stored a
+//!    newer `generation` before the writer's fence; so a reader that read any word of a
+//!    later run's write sees that newer generation after its fence (fence-to-fence
+//!    synchronisation) and reports the handle stale. No reader ever retries: a join never
+//!    returns a later run's result (a sequence lock whose sequence is the generation).
+//! 3. The *waiters* (`joiners`, owner-local `Cell`s, list rules) are `JoinNode`s of
+//!    joins made on the owner's own thread. Each node names the task to wake and has a
+//!    cell for the result. When a run completes, its owner publishes the record (rule 2),
+//!    then pops every node, writes the run's result into it and wakes its task once
+//!    (same-thread wake, wake rule 7): bounded by the number of waiters. A waiter thus
+//!    holds its own copy: re-attaching or releasing the slot right after it completed
+//!    cannot change what a woken waiter returns, and nobody waits for waiters before
+//!    releasing the slot (its release stays as before: remote rule 4, `release`,
+//!    `destroy`).
+//! 4. A node is linked only while its run is attached (it is linked by a join that saw
+//!    the run not yet completed, on the owner's thread), and every attached run ends
+//!    through the completion of rule 3 (or a teardown's leak, which does the same), so
+//!    a node is never left in the list of a run that is over. A node unlinks itself when
+//!    its join gives up first (cancelled, timed out, dropped).
+//! 5. Joins from other threads (a task of another executor, a thread blocking) register
+//!    in the task's `cross` entries: one CAS of a free entry from 0 to the waiter's
+//!    wake target (a task and its run, or a thread's futex wake function), then an
+//!    announce through the owner's inbox (wake rule 8), then a second look at the
+//!    record. The owner that takes the announce wakes every registered entry, and marks
+//!    the run (`cross_armed`) if it is still attached; a marked run's end wakes every
+//!    entry again after publishing the record. Entries stay until their waiter clears
+//!    them (a plain store of 0: only the waiter writes an entry it holds), whatever it
+//!    returns: a wake is only a signal to read the record again, harmless when spurious
+//!    (a task's wake names its run; a futex wake names the record's `done` word, in the
+//!    `'static` slot). So a waiter that registered is either seen by its own second look
+//!    (the record was published, and the task possibly released, before the announce) or
+//!    woken by its owner: at the announce (the run was over) or at the run's end (marked).
+//!    At most [`CROSS_WAITERS`] at once; one more gets `JoinError::TooManyWaiters`.
+
+use crate::error::{TaskError, TaskResult};
+use crate::list::{Link, Links};
+use crate::sync::{AtomicPtr, AtomicU32, AtomicU64Like, Ordering, fence};
+use crate::task::header::Header;
+use core::cell::Cell;
+use core::marker::PhantomPinned;
+use core::ptr::NonNull;
+
+/// Marker for the links of a task's list of waiters.
+pub(crate) struct JoinLink;
+
+/// What a completed run left, as the record words hold it: a result, or the pseudo-run
+/// of a handle `create` returned (join rule 1).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The run's result.
+    Done(TaskResult),
+    /// The handle came from `create`: no run of it ever exists.
+    NeverAttached,
+}
+
+// Result word tags.
+const OK: u64 = 0;
+const CANCELLED: u64 = 1;
+const FAILED: u64 = 2;
+const PANICKED: u64 = 3;
+const FP: u64 = 4;
+const NEVER: u64 = 5;
+const NO_STACK: u64 = 6;
+
+/// How many joins from other threads may wait for one task at once (join rule 5); a
+/// task's slot holds one word for each.
+#[cfg(not(keel_loom))]
+pub const CROSS_WAITERS: usize = 8;
+/// See the non-loom definition: two under loom, so the models reach a full table.
+#[cfg(keel_loom)]
+pub const CROSS_WAITERS: usize = 2;
+
+/// The function a blocked thread's entry names (join rule 5): wakes every thread blocked
+/// on the word (`join::ThreadWait::wake_all`).
+pub(crate) type FutexWake = fn(&AtomicU32);
+
+/// The low bits of a thread's entry (a task's entry has bit 0 set, or is a 64-byte
+/// aligned address: `wake::encode`).
+const THREAD: u64 = 2;
+
+/// The record of a task's last completed run (join rules 1-2), and the joins from other
+/// threads that wait for it (join rule 5).
+pub(crate) struct JoinRecord {
+    /// The generation of the run recorded; the word a blocked thread waits on.
+    done: AtomicU32,
+    tag: AtomicU64Like,
+    value: AtomicU64Like,
+    /// A panic message's bytes (its length is in `value`).
+    text: AtomicPtr<u8>,
+    /// Wake targets of joins from other threads; 0 is a free entry (join rule 5).
+    cross: [AtomicU64Like; CROSS_WAITERS],
+    /// The owner saw an announce while the run was attached: its end wakes `cross`
+    /// (join rule 5). Owner-local (header rule 2).
+    pub(crate) cross_armed: Cell<bool>,
+}
+
+#[cfg(not(keel_loom))]
+const fn free_entries() -> [AtomicU64Like; CROSS_WAITERS] {
+    [const { AtomicU64Like::new(0) }; CROSS_WAITERS]
+}
+
+#[cfg(keel_loom)]
+fn free_entries() -> [AtomicU64Like; CROSS_WAITERS] {
+    core::array::from_fn(|_| AtomicU64Like::new(0))
+}
+
+/// A registered join from another thread (join rule 5): the entry it holds.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Entry(usize);
+
+/// The entry value naming run `generation` of the task at `hdr` (woken with a wake by
+/// generation, wake rule 2).
+pub(crate) fn task_entry(hdr: NonNull<Header>, generation: u32) -> u64 {
+    crate::task::wake::encode(hdr, generation) as usize as u64
+}
+
+/// The entry value naming a blocked thread's wake function.
+pub(crate) fn thread_entry(wake: FutexWake) -> u64 {
+    // Code addresses are below 2^62 on the 64-bit targets keel builds for.
+    (wake as usize as u64) << 2 | THREAD
+}
+
+impl JoinRecord {
+    crate::sync::maybe_const_fn! {
+        /// A record of no run (`done` 0 is the generation no handle of an empty slot names).
+        pub(crate) fn new() -> Self {
+            JoinRecord {
+                done: AtomicU32::new(0),
+                tag: AtomicU64Like::new(NEVER),
+                value: AtomicU64Like::new(0),
+                text: AtomicPtr::new(core::ptr::null_mut()),
+                cross: free_entries(),
+                cross_armed: Cell::new(false),
+            }
+        }
+    }
+
+    /// The word that holds the recorded generation (for a futex wait on it).
+    pub(crate) fn done_word(&self) -> &AtomicU32 {
+        &self.done
+    }
+
+    /// Records `outcome` as run `generation`'s (join rule 2, the writer: the task's owner
+    /// or its creator).
+    pub(crate) fn publish(&self, generation: u32, outcome: Outcome) {
+        let (tag, value, text) = encode(outcome);
+        // Release fence: join rule 2; pairs with a reader's Acquire fence, so a reader
+        // that reads any word below also sees the generation this run's attach stored.
+        fence(Ordering::Release);
+        // Relaxed: ordered by the fence above and the Release store below.
+        self.tag.store(tag, Ordering::Relaxed);
+        self.value.store(value, Ordering::Relaxed);
+        self.text.store(text, Ordering::Relaxed);
+        // Release: pairs with a reader's Acquire load of `done` (join rule 2): the words
+        // above are visible to whoever sees this generation here.
+        self.done.store(generation, Ordering::Release);
+    }
+
+    /// Run `generation`'s outcome if it is recorded and the slot has not moved past it
+    /// (join rule 2, the reader): `Ok(None)` while not recorded, `Err(())` if the slot's
+    /// current generation (`generation_now`) is another run's.
+    pub(crate) fn read(&self, generation: u32, generation_now: &AtomicU32) -> Result<Option<Outcome>, ()> {
+        // Acquire: pairs with `publish`'s Release store of `done`.
+        if self.done.load(Ordering::Acquire) != generation {
+            // Acquire: pairs with the attach's Release store of the generation.
+            return if generation_now.load(Ordering::Acquire) == generation { Ok(None) } else { Err(()) };
+        }
+        // Relaxed: ordered by the Acquire above and the fence below (join rule 2).
+        let (tag, value, text) =
+            (self.tag.load(Ordering::Relaxed), self.value.load(Ordering::Relaxed), self.text.load(Ordering::Relaxed));
+        // Acquire fence: pairs with `publish`'s Release fence (join rule 2).
+        fence(Ordering::Acquire);
+        // Relaxed: ordered by the fence.
+        if generation_now.load(Ordering::Relaxed) != generation {
+            return Err(());
+        }
+        Ok(Some(decode(tag, value, text)))
+    }
+}
+
+impl JoinRecord {
+    /// Join rule 5: takes a free entry for `target` (`task_entry`, `thread_entry`);
+    /// `None` if all [`CROSS_WAITERS`] are taken. Lock-free: each failed CAS is an entry
+    /// another waiter holds.
+    pub(crate) fn register(&self, target: u64) -> Option<Entry> {
+        for (i, entry) in self.cross.iter().enumerate() {
+            // Relaxed: the announce's Release CAS that follows publishes it to the owner
+            // (wake rule 8); the entry itself is all a competing waiter must see.
+            if entry.compare_exchange(0, target, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+                return Some(Entry(i));
+            }
+        }
+        None
+    }
+
+    /// Join rule 5: frees the entry its waiter holds.
+    pub(crate) fn unregister(&self, entry: Entry) {
+        // Relaxed: an owner that still reads the old value wakes the waiter spuriously,
+        // which is harmless (join rule 5); the next waiter's CAS sees the 0 (one location).
+        self.cross[entry.0].store(0, Ordering::Relaxed);
+    }
+
+    /// Join rule 5, the owner: wakes every registered join from another thread. Bounded
+    /// by [`CROSS_WAITERS`].
+    pub(crate) fn wake_cross(&self) {
+        for entry in &self.cross {
+            // Relaxed: the announce this owner took (AcqRel) ordered the registration
+            // before this load; a value read late only wakes spuriously.
+            let target = entry.load(Ordering::Relaxed);
+            if target == 0 {
+                continue;
+            }
+            if target & 3 == THREAD {
+                // SAFETY: made by `thread_entry` from a `FutexWake` (the shift is exact:
+                // code addresses are below 2^62); function pointers carry no provenance.
+                let wake: FutexWake = unsafe { core::mem::transmute::<usize, FutexWake>((target >> 2) as usize) };
+                wake(&self.done);
+            } else {
+                crate::task::wake::wake_data(target as usize as *const ());
+            }
+        }
+    }
+}
+
+fn encode(outcome: Outcome) -> (u64, u64, *mut u8) {
+    let none = core::ptr::null_mut();
+    match outcome {
+        Outcome::NeverAttached => (NEVER, 0, none),
+        Outcome::Done(Ok(value)) => (OK, value, none),
+        Outcome::Done(Err(TaskError::Cancelled)) => (CANCELLED, 0, none),
+        Outcome::Done(Err(TaskError::Failed(code))) => (FAILED, code as u64, none),
+        Outcome::Done(Err(TaskError::Panicked(msg))) => (PANICKED, msg.len() as u64, msg.as_ptr().cast_mut()),
+        Outcome::Done(Err(TaskError::FpControlChanged { task, mxcsr, x87_cw })) => {
+            (FP | (x87_cw as u64) << 8, (task as u64) << 32 | mxcsr as u64, none)
+        }
+        Outcome::Done(Err(TaskError::NoStack { errno, wanted })) => {
+            (NO_STACK | (errno as u32 as u64) << 8, wanted as u64, none)
+        }
+    }
+}
+
+fn decode(tag: u64, value: u64, text: *mut u8) -> Outcome {
+    Outcome::Done(match tag & 0xff {
+        OK => Ok(value),
+        CANCELLED => Err(TaskError::Cancelled),
+        FAILED => Err(TaskError::Failed(value as i64)),
+        PANICKED => {
+            // SAFETY: written by `encode` from a `&'static str` with this length (join rule
+            // 2: the words read belong to one write), and the pointer kept its provenance.
+            let bytes = unsafe { core::slice::from_raw_parts(text, value as usize) };
+            // SAFETY: the bytes of a `str`.
+            Err(TaskError::Panicked(unsafe { core::str::from_utf8_unchecked(bytes) }))
+        }
+        FP => Err(TaskError::FpControlChanged {
+            task: (value >> 32) as u32,
+            mxcsr: value as u32,
+            x87_cw: (tag >> 8) as u16,
+        }),
+        NO_STACK => Err(TaskError::NoStack { errno: (tag >> 8) as u32 as i32, wanted: value as usize }),
+        _ => return Outcome::NeverAttached,
+    })
+}
+
+/// One same-executor waiter (join rule 3): in the join future, or on a joining fiber's
+/// stack; pinned while linked and unlinked by its owner before it goes (list rule 2).
+pub(crate) struct JoinNode {
+    links: Links<JoinNode>,
+    /// The task to wake; `None` while not linked.
+    pub(crate) waiter: Cell<Option<NonNull<Header>>>,
+    /// The run's result, written by the completion that unlinked it.
+    pub(crate) result: Cell<Option<TaskResult>>,
+    _pinned: PhantomPinned,
+}
+
+// SAFETY: `links` is used only for a task's `joiners` list.
+unsafe impl Link<JoinLink> for JoinNode {
+    fn links(this: NonNull<Self>) -> NonNull<Links<Self>> {
+        // SAFETY: `this` is a valid node; the projection stays inside it.
+        unsafe { NonNull::new_unchecked(&raw mut (*this.as_ptr()).links) }
+    }
+}
+
+impl JoinNode {
+    /// An unlinked node.
+    pub(crate) const fn new() -> Self {
+        JoinNode { links: Links::new(), waiter: Cell::new(None), result: Cell::new(None), _pinned: PhantomPinned }
+    }
+}
+
+#[cfg(all(test, not(keel_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_rule_2_every_outcome_round_trips() {
+        let outcomes = [
+            Outcome::NeverAttached,
+            Outcome::Done(Ok(0)),
+            Outcome::Done(Ok(u64::MAX)),
+            Outcome::Done(Err(TaskError::Cancelled)),
+            Outcome::Done(Err(TaskError::Failed(-7))),
+            Outcome::Done(Err(TaskError::Panicked("the body panicked"))),
+            Outcome::Done(Err(TaskError::FpControlChanged { task: 9, mxcsr: 0x1f80, x87_cw: 0x37f })),
+            Outcome::Done(Err(TaskError::NoStack { errno: -12, wanted: 1 << 20 })),
+            Outcome::Done(Err(TaskError::NoStack { errno: 12, wanted: usize::MAX })),
+        ];
+        let record = JoinRecord::new();
+        let generation = AtomicU32::new(0);
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            let g = i as u32 + 1;
+            assert_eq!(record.read(g, &generation), Err(()), "another run is current");
+            generation.store(g, Ordering::Relaxed);
+            assert_eq!(record.read(g, &generation), Ok(None), "not yet recorded");
+            record.publish(g, outcome);
+            assert_eq!(record.read(g, &generation), Ok(Some(outcome)));
+            assert_eq!(record.read(g - 1, &generation), Err(()), "an earlier run is stale");
+        }
+    }
+}

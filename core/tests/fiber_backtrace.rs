@@ -1,0 +1,104 @@
+//! Backtraces taken inside a running fiber on keel's asm switch reach the executor: the
+//! trampoline's call-frame information names the resumer as its caller (`arch` module
+//! doc, "Unwinding across the switch"). `std::backtrace` unwinds with libgcc's
+//! `_Unwind_Backtrace`, a DWARF unwinder like gdb's.
+//!
+//! The executor runs on a spawned thread, and the fiber's stack lies once below the
+//! executor's frames (in the test binary's static data) and once above them (in the
+//! executor thread's own stack, in a frame outside `run`), so the walk crosses stacks in
+//! both directions.
+
+mod common;
+use common::*;
+use core::pin::pin;
+use keel_core::sim::SimDriver;
+use keel_core::{Config, Executor, Fiber, FiberAttrs, Priority, RegionStacks};
+use std::backtrace::Backtrace;
+
+const STACK: usize = 64 * 1024;
+const REGION: usize = STACK + 4096 + 64;
+const ATTRS: FiberAttrs = FiberAttrs { stack_size: STACK, ..FiberAttrs::DEFAULT };
+
+/// Where the fiber's stack lives, and what that is checked against.
+#[derive(Copy, Clone, Debug, PartialEq)]
+enum Side {
+    Below,
+    Above,
+}
+
+/// Runs one fiber on an executor in this thread, with its stack in `region`; the fiber
+/// captures a backtrace and the address of one of its locals. Returns the rendered
+/// backtrace, that address and the address of a local in the frame that calls `run`.
+#[inline(never)]
+fn run_fiber_on(region: &'static mut [u8]) -> (String, usize, usize) {
+    let stacks = RegionStacks::new(region, STACK, 4096).unwrap();
+    let ex = pin!(Executor::with_stacks(SimDriver::new(), stacks, Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let seen = std::rc::Rc::new(std::cell::RefCell::new((String::new(), 0usize)));
+    let s = seen.clone();
+    ex.attach_fiber(task(Priority::Normal, "bt"), ATTRS, move |f: &mut Fiber| -> Result<(), keel_core::Cancelled> {
+        f.yield_now()?;
+        let local = 0u8;
+        let bt = Backtrace::force_capture().to_string();
+        *s.borrow_mut() = (bt, core::hint::black_box(&local) as *const u8 as usize);
+        Ok(())
+    })
+    .unwrap();
+    let here = 0u8;
+    let here = core::hint::black_box(&here) as *const u8 as usize;
+    run_all!(ex);
+    let (bt, fiber_local) = seen.borrow().clone();
+    (bt, fiber_local, here)
+}
+
+fn check(bt: &str, fiber_local: usize, exec_local: usize, side: Side) {
+    assert_ne!(fiber_local, 0, "the fiber did not run");
+    let observed = if fiber_local < exec_local { Side::Below } else { Side::Above };
+    assert_eq!(observed, side, "the fiber's stack is not on the side this test is for");
+    // Frame names as std prints them, e.g. `keel_core::exec::run::<impl ...>::run`.
+    let names: Vec<&str> = bt
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.split_once(": ").is_some_and(|(n, _)| n.parse::<u32>().is_ok()))
+        .collect();
+    let pos = |what: &str| names.iter().position(|l| l.contains(what));
+    let body = pos("fiber_backtrace::run_fiber_on::{{closure}}");
+    let run = pos("keel_core::exec::run::");
+    let thread = pos("fiber_backtrace::a_backtrace_in_a_fiber");
+    assert!(body.is_some(), "the fiber body is not in its own backtrace:\n{bt}");
+    assert!(run.is_some(), "the backtrace stops before the executor's run:\n{bt}");
+    assert!(body < run, "run is not above the fiber body:\n{bt}");
+    // On from `run`: the frame that called it and the thread's closure above that.
+    let caller = names[run.unwrap()..].iter().any(|l| l.ends_with("fiber_backtrace::run_fiber_on"));
+    assert!(caller, "the walk does not reach run's caller:\n{bt}");
+    assert!(thread > run, "the walk does not reach the thread's closure:\n{bt}");
+}
+
+/// Runs `f` on a spawned thread with a roomy stack (the region above lives there).
+fn on_a_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new().stack_size(1 << 20).spawn(f).unwrap().join().unwrap()
+}
+
+#[test]
+fn a_backtrace_in_a_fiber_below_the_executor_reaches_run() {
+    static mut BELOW: [u8; REGION] = [0; REGION];
+    let (bt, fiber_local, exec_local) = on_a_thread(|| {
+        // SAFETY: the only reference ever made to BELOW (this test runs once per process).
+        run_fiber_on(unsafe { &mut *core::ptr::addr_of_mut!(BELOW) })
+    });
+    check(&bt, fiber_local, exec_local, Side::Below);
+}
+
+#[test]
+fn a_backtrace_in_a_fiber_above_the_executor_reaches_run() {
+    let (bt, fiber_local, exec_local) = on_a_thread(|| {
+        let mut above = [0u8; REGION];
+        let region = core::hint::black_box(&mut above[..]);
+        // SAFETY: the executor using the region is created and dropped inside
+        // `run_fiber_on`, which returns before `above` goes out of scope; the 'static is
+        // only what `RegionStacks::new` asks for.
+        let region: &'static mut [u8] = unsafe { &mut *(region as *mut [u8]) };
+        run_fiber_on(region)
+    });
+    check(&bt, fiber_local, exec_local, Side::Above);
+}
