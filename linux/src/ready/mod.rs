@@ -115,6 +115,7 @@ pub(crate) fn mask_of(bits: u16) -> PollFlags {
 }
 
 /// `PollFlags`' 16 bits, whichever backend's type holds them (see [`mask_of`]).
+#[allow(clippy::unnecessary_cast)] // `i16` on the libc backend
 pub(crate) fn bits_of(flags: PollFlags) -> u16 {
     flags.bits() as u16
 }
