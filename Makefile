@@ -3,7 +3,7 @@
 # published crates, the tour, the examples' command lines, and a smoke pass of the bench.
 CARGO ?= cargo
 
-.PHONY: test lint unit doc rustdoc package tour example-args bench-smoke bench alloc-free nostd loom c-api gdb install fuzz-sim soak test-asan test-valgrind
+.PHONY: test lint unit doc rustdoc package tour example-args bench-smoke bench alloc-free nostd loom c-api gdb install fuzz-sim soak test-asan test-valgrind test-tsan fuzz
 
 test: lint unit doc rustdoc package tour example-args bench-smoke alloc-free nostd loom c-api gdb
 
@@ -109,3 +109,16 @@ test-asan:
 # target/valgrind; see .ci/test-valgrind.sh.
 test-valgrind:
 	CARGO="$(CARGO)" .ci/test-valgrind.sh $(ARGS)
+
+# Not part of `make test`. The cross-thread tests of keel-core and keel-linux under
+# ThreadSanitizer (nightly; fails saying so when nightly is missing), built in
+# target/tsan; .ci/test-tsan.sh says what TSan can and cannot see here. ARGS go to nextest.
+test-tsan:
+	CARGO="$(CARGO)" .ci/test-tsan.sh $(ARGS)
+
+# Not part of `make test` (the proptest twins of these harnesses are). Every cargo-fuzz
+# target in fuzz/ for FUZZ_SECS seconds (default 60) on the kept corpus (nightly);
+# prints executions and libFuzzer's coverage per target. FUZZ_TARGETS picks some.
+FUZZ_SECS ?= 60
+fuzz:
+	CARGO="$(CARGO)" FUZZ_SECS=$(FUZZ_SECS) .ci/fuzz.sh $(FUZZ_TARGETS)

@@ -31,6 +31,27 @@ pub(super) mod wide {
     #[repr(C, align(16))]
     pub(crate) struct Head([AtomicU64Like; 2]);
 
+    /// ThreadSanitizer does not see `cmpxchg16b` (inline asm is not instrumented), so
+    /// under `--cfg keel_tsan` (`make test-tsan`) the head tells it what the instruction
+    /// and the loads do: each CAS releases and acquires the head, each load acquires it.
+    /// Without this every pop looks unordered with the push that published its task.
+    #[cfg(keel_tsan)]
+    mod tsan {
+        unsafe extern "C" {
+            fn __tsan_acquire(addr: *mut core::ffi::c_void);
+            fn __tsan_release(addr: *mut core::ffi::c_void);
+        }
+        pub(super) fn acquire(head: &super::Head) {
+            // SAFETY: an annotation of ThreadSanitizer's runtime (linked by
+            // `-Zsanitizer=thread`); it reads nothing at the address, only keys on it.
+            unsafe { __tsan_acquire(head as *const super::Head as *mut core::ffi::c_void) }
+        }
+        pub(super) fn release(head: &super::Head) {
+            // SAFETY: as in `acquire`.
+            unsafe { __tsan_release(head as *const super::Head as *mut core::ffi::c_void) }
+        }
+    }
+
     /// Whether the CPU has `cmpxchg16b`: 0 not looked yet, 1 yes, 2 no.
     static CX16: AtomicU8 = AtomicU8::new(0);
 
@@ -70,6 +91,8 @@ pub(super) mod wide {
             // and fields (the push) are visible.
             let tag = self.0[1].load(Ordering::Acquire);
             let addr = self.0[0].load(Ordering::Acquire);
+            #[cfg(keel_tsan)]
+            tsan::acquire(self);
             Top { task: NonNull::new(addr as *mut Header), tag }
         }
 
@@ -77,7 +100,10 @@ pub(super) mod wide {
         #[inline(always)]
         pub(crate) fn has_task(&self) -> bool {
             // Acquire: as in `load`.
-            self.0[0].load(Ordering::Acquire) != 0
+            let has = self.0[0].load(Ordering::Acquire) != 0;
+            #[cfg(keel_tsan)]
+            tsan::acquire(self);
+            has
         }
 
         /// Replaces `old` with `new` if the head holds `old`; the head's pair if not.
@@ -90,6 +116,8 @@ pub(super) mod wide {
             let addr = |top: Top| top.task.map_or(0, |task| task.as_ptr() as u64);
             let (mut lo, mut hi) = (addr(old), old.tag);
             let ok: u8;
+            #[cfg(keel_tsan)]
+            tsan::release(self);
             // SAFETY: `self.0` is 16 bytes, 16-aligned (`repr(align(16))`), valid for the
             // `'static` dispatcher; `cmpxchg16b` exists (`supported`, checked before any
             // task reaches a level: `submit` and `serve`). rbx, which cmpxchg16b takes
@@ -110,6 +138,8 @@ pub(super) mod wide {
                     options(nostack),
                 );
             }
+            #[cfg(keel_tsan)]
+            tsan::acquire(self);
             if ok != 0 { Ok(()) } else { Err(Top { task: NonNull::new(lo as *mut Header), tag: hi }) }
         }
     }

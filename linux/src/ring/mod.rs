@@ -118,6 +118,11 @@ pub mod op;
 pub mod setup;
 pub(crate) mod shared;
 pub(crate) mod slots;
+/// The slot table's fuzz harness: the proptest twin in `make test`, and under `--cfg
+/// keel_fuzz` the cargo-fuzz target `ring_slots` (fuzz/); not part of the API.
+#[cfg(any(test, keel_fuzz))]
+#[doc(hidden)]
+pub mod slots_fuzz;
 mod submit;
 mod teardown;
 mod unpark;
