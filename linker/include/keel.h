@@ -142,6 +142,13 @@
 #define KEEL_SWITCHER_UCONTEXT 1
 
 /**
+ * The smallest `keel_task_attr::stack_size` (0 aside): keel's own frames under the
+ * suspending calls (the boundary guard, the fiber call, the i/o wait) need 12 KiB in a
+ * debug build (`tests/min_stack_c_calls.rs`); this leaves room for the task function's.
+ */
+#define KEEL_TASK_MIN_STACK (16 * 1024)
+
+/**
  * A value (`>= 0`) or a negated error code (`-ESTALE`, `-KEEL_EPANICKED`, ...).
  */
 typedef int64_t keel_result;
@@ -392,7 +399,8 @@ typedef struct keel_task_attr {
    */
   uint8_t switcher;
   /**
-   * Usable fiber stack bytes (0: 64 KiB; at least 4096; rounded up to pages).
+   * Usable fiber stack bytes (0: 64 KiB; at least `KEEL_TASK_MIN_STACK`; rounded up
+   * to pages).
    */
   size_t stack_size;
 } keel_task_attr;

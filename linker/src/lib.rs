@@ -78,8 +78,8 @@ pub use status::{
 };
 pub use task::{
     KEEL_PRIORITY_HIGH, KEEL_PRIORITY_LOW, KEEL_PRIORITY_NORMAL, KEEL_SWITCHER_FIBER, KEEL_SWITCHER_UCONTEXT,
-    KEEL_TASK_STORAGE_ALIGN, KEEL_TASK_STORAGE_SIZE, keel_task, keel_task_attach, keel_task_attr, keel_task_cancel,
-    keel_task_create, keel_task_destroy, keel_task_init, keel_task_result, keel_task_storage_size,
+    KEEL_TASK_MIN_STACK, KEEL_TASK_STORAGE_ALIGN, KEEL_TASK_STORAGE_SIZE, keel_task, keel_task_attach, keel_task_attr,
+    keel_task_cancel, keel_task_create, keel_task_destroy, keel_task_init, keel_task_result, keel_task_storage_size,
 };
 
 /// The major version (`KEEL_VERSION_MAJOR` in the header).

@@ -55,6 +55,10 @@ pub const KEEL_PRIORITY_LOW: u8 = 2;
 pub const KEEL_SWITCHER_FIBER: u8 = 0;
 /// glibc's `swapcontext`: portable, a signal-mask syscall per switch.
 pub const KEEL_SWITCHER_UCONTEXT: u8 = 1;
+/// The smallest `keel_task_attr::stack_size` (0 aside): keel's own frames under the
+/// suspending calls (the boundary guard, the fiber call, the i/o wait) need 12 KiB in a
+/// debug build (`tests/min_stack_c_calls.rs`); this leaves room for the task function's.
+pub const KEEL_TASK_MIN_STACK: usize = 16 * 1024;
 
 /// A handle to a task: its storage and the generation of the task in it. All zeros is
 /// the null handle.
@@ -78,7 +82,8 @@ pub struct keel_task_attr {
     pub io_priority: u8,
     /// `KEEL_SWITCHER_*`.
     pub switcher: u8,
-    /// Usable fiber stack bytes (0: 64 KiB; at least 4096; rounded up to pages).
+    /// Usable fiber stack bytes (0: 64 KiB; at least `KEEL_TASK_MIN_STACK`; rounded up
+    /// to pages).
     pub stack_size: usize,
 }
 
@@ -177,7 +182,7 @@ fn check_attr(attr: *const keel_task_attr) -> Result<(keel_task_attr, Priorities
     // SAFETY: NULL or valid (the callers' contract).
     let a = unsafe { attr.as_ref() }.copied().unwrap_or_default();
     let prio = Priorities { cpu: priority(a.cpu_priority)?, io: priority(a.io_priority)? };
-    if a.switcher > KEEL_SWITCHER_UCONTEXT || (a.stack_size != 0 && a.stack_size < keel_core::fiber::MIN_STACK) {
+    if a.switcher > KEEL_SWITCHER_UCONTEXT || (a.stack_size != 0 && a.stack_size < KEEL_TASK_MIN_STACK) {
         return Err(err(libc::EINVAL));
     }
     Ok((a, prio))
