@@ -9,22 +9,33 @@ use core::ptr::NonNull;
 
 impl Sched {
     /// Join rules 2-3 and 5, at the end of a run (its result set): one Release fence and
-    /// four stores, then one pop, one result write and one same-thread wake per waiter
-    /// (bounded by the waiters); a run that joins from other threads announced themselves
-    /// to also wakes those (at most `CROSS_WAITERS`, each a wake from another thread or a
-    /// futex wake: off the hot path). Otherwise no atomic read-modify-write, no
-    /// allocation.
+    /// four stores (an `Ok` result encodes in none), then two tests unless joins wait:
+    /// one pop, one result write and one same-thread wake per waiter (bounded by the
+    /// waiters); a run that joins from other threads announced themselves to also wakes
+    /// those (at most `CROSS_WAITERS`, each a wake from another thread or a futex wake:
+    /// off the hot path). No atomic read-modify-write, no allocation.
     #[inline(always)]
     pub(crate) fn complete_joiners(&self, task: NonNull<Header>) {
         let trailer = task.trailer();
         let result = trailer.result.get().unwrap_or(Err(crate::error::TaskError::Cancelled));
         // Relaxed: owner-written generation.
         trailer.record.publish(hdr(task).generation.load(Ordering::Relaxed), Outcome::Done(result));
-        if trailer.record.cross_armed.replace(false) {
+        if trailer.record.cross_armed.get() {
             // Join rule 5: joins from other threads announced themselves during this run.
+            core::hint::cold_path();
+            trailer.record.cross_armed.set(false);
             trailer.record.wake_cross();
         }
-        while let Some(node) = trailer.joiners.pop_front() {
+        if !trailer.joiners.is_empty() {
+            core::hint::cold_path();
+            self.wake_joiners(task, result);
+        }
+    }
+
+    /// Join rule 3: hands `result` to every same-executor waiter and wakes its task.
+    #[inline(never)]
+    fn wake_joiners(&self, task: NonNull<Header>, result: crate::error::TaskResult) {
+        while let Some(node) = task.trailer().joiners.pop_front() {
             // SAFETY: a linked node is alive and pinned (list rule 2, join rule 4).
             let node = unsafe { node.as_ref() };
             node.result.set(Some(result));

@@ -235,8 +235,13 @@ impl JoinRecord {
     }
 }
 
+#[inline(always)]
 fn encode(outcome: Outcome) -> (u64, u64, *mut u8) {
     let none = core::ptr::null_mut();
+    if let Outcome::Done(Ok(value)) = outcome {
+        return (OK, value, none);
+    }
+    core::hint::cold_path();
     match outcome {
         Outcome::NeverAttached => (NEVER, 0, none),
         Outcome::Done(Ok(value)) => (OK, value, none),
