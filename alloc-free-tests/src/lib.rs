@@ -447,6 +447,51 @@ pub fn run_until<D: Driver, S: StackProvider>(ex: Pin<&Executor<D, S>>, mut done
     }
 }
 
+/// Cycles the measured task has completed: its body calls [`one`](Progress::one) per
+/// cycle. Relaxed throughout: bumped and read on the executor's thread.
+#[derive(Debug)]
+pub struct Progress(AtomicU64);
+
+impl Progress {
+    /// None done yet.
+    pub const fn new() -> Self {
+        Progress(AtomicU64::new(0))
+    }
+
+    /// One more cycle done.
+    pub fn one(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Cycles done.
+    pub fn count(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Measures the task just attached to `ex`, which runs `WARM_UP + CYCLES` cycles and
+/// counts each in `progress` (from zero): runs it through the warm-up, opens a window
+/// over exactly `CYCLES` cycles, runs it to its end, and asserts the window saw no
+/// allocator call.
+pub fn measure_progress<D: Driver, S: StackProvider>(ex: Pin<&Executor<D, S>>, progress: &Progress, what: &str) {
+    progress.0.store(0, Ordering::Relaxed);
+    run_until(ex, || progress.count() >= WARM_UP);
+    let from = progress.count();
+    let w = Window::open();
+    run_until(ex, || progress.count() >= WARM_UP + CYCLES);
+    let counts = w.close();
+    run_to_end(ex);
+    assert_eq!(progress.count() - from, CYCLES);
+    assert_eq!(from, WARM_UP);
+    assert_alloc_free(what, CYCLES, &counts);
+}
+
 /// A ring driver, or `None` (after a loud skip line for `what`) when this system has
 /// no io_uring for us: `ENOSYS` (an old kernel, a seccomp filter) or `EPERM`
 /// (`kernel.io_uring_disabled`, a container's policy). Any other failure fails the test.

@@ -15,23 +15,12 @@
 //! where io_uring is unavailable.
 
 use core::pin::pin;
-use keel_alloc_free_tests::{
-    CYCLES, WARM_UP, Window, assert_alloc_free, ring_or_skip, run_to_end, run_until, skip, task,
-};
+use keel_alloc_free_tests::{CYCLES, Progress, WARM_UP, measure_progress, ring_or_skip, skip, task};
 use keel_core::{Executor, Fiber, FiberAttrs, IoStatus, RegionStacks, TaskError};
 use keel_linux::{RingConfig, RingDriver, RingOp};
-use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Completed NOPs of the task being measured (Relaxed: read on the same thread).
-static DONE: AtomicU64 = AtomicU64::new(0);
-
-fn done() -> u64 {
-    DONE.load(Ordering::Relaxed)
-}
-
-fn one_done() {
-    DONE.fetch_add(1, Ordering::Relaxed);
-}
+/// Completed NOPs of the task being measured.
+static DONE: Progress = Progress::new();
 
 const N: u64 = WARM_UP + CYCLES;
 
@@ -61,13 +50,13 @@ fn nop_submit_and_complete_through_the_ring_allocate_nothing() {
                     if f.suspend_until_completed_io(1)? != 1 || st.result() != Some(Ok(0)) {
                         return Err(TaskError::Failed(2));
                     }
-                    one_done();
+                    DONE.one();
                 }
                 Ok(1)
             },
         )
         .unwrap_or_else(|e| panic!("attach_fiber: {e}"));
-    measure(ex, what[0]);
+    measure_progress(ex, &DONE, what[0]);
     assert_eq!(ex.result(fiber), Ok(Some(Ok(1))));
 
     let status = ex
@@ -80,12 +69,12 @@ fn nop_submit_and_complete_through_the_ring_allocate_nothing() {
                 if keel_core::suspend_until_completed_io(1).await? != 1 || st.result() != Some(Ok(0)) {
                     return Err(TaskError::Failed(2));
                 }
-                one_done();
+                DONE.one();
             }
             Ok(2)
         })
         .unwrap_or_else(|e| panic!("attach: {e}"));
-    measure(ex, what[1]);
+    measure_progress(ex, &DONE, what[1]);
     assert_eq!(ex.result(status), Ok(Some(Ok(2))));
 
     let owned = ex
@@ -94,28 +83,14 @@ fn nop_submit_and_complete_through_the_ring_allocate_nothing() {
                 if keel_linux::fs::nop().await != Ok(0) {
                     return Err(TaskError::Failed(3));
                 }
-                one_done();
+                DONE.one();
             }
             Ok(3)
         })
         .unwrap_or_else(|e| panic!("attach: {e}"));
-    measure(ex, what[2]);
+    measure_progress(ex, &DONE, what[2]);
     assert_eq!(ex.result(owned), Ok(Some(Ok(3))));
 
     let st = ex.with_driver(|d| d.stats()).unwrap();
     assert_eq!((st.completed, st.stale), (3 * N, 0), "{st:?}");
-}
-
-/// Warms up the attached task, then measures its remaining `CYCLES` NOPs.
-fn measure(ex: core::pin::Pin<&Executor<RingDriver, RegionStacks>>, what: &str) {
-    DONE.store(0, Ordering::Relaxed);
-    run_until(ex, || done() >= WARM_UP);
-    let from = done();
-    let w = Window::open();
-    run_until(ex, || done() >= N);
-    let counts = w.close();
-    run_to_end(ex);
-    assert_eq!(done() - from, CYCLES);
-    assert_eq!(from, WARM_UP);
-    assert_alloc_free(what, CYCLES, &counts);
 }

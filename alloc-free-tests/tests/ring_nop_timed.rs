@@ -4,21 +4,12 @@
 //! is unavailable.
 
 use core::pin::pin;
-use keel_alloc_free_tests::{CYCLES, WARM_UP, Window, assert_alloc_free, ring_or_skip, run_to_end, run_until, task};
+use keel_alloc_free_tests::{CYCLES, Progress, WARM_UP, measure_progress, ring_or_skip, task};
 use keel_core::{Executor, Fiber, FiberAttrs, IoStatus, NextIo, RegionStacks, TaskError};
 use keel_linux::{RingConfig, RingDriver, RingOp};
-use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Completed NOPs of the task being measured (Relaxed: read on the same thread).
-static DONE: AtomicU64 = AtomicU64::new(0);
-
-fn done() -> u64 {
-    DONE.load(Ordering::Relaxed)
-}
-
-fn one_done() {
-    DONE.fetch_add(1, Ordering::Relaxed);
-}
+/// Completed NOPs of the task being measured.
+static DONE: Progress = Progress::new();
 
 const N: u64 = WARM_UP + CYCLES;
 
@@ -43,29 +34,15 @@ fn nop_waited_with_next_completed_io_and_a_timeout_allocates_nothing() {
                         NextIo::Completed(c) if c.is(&st) && c.result == Ok(0) => {}
                         _ => return Err(TaskError::Failed(4)),
                     }
-                    one_done();
+                    DONE.one();
                 }
                 Ok(4)
             },
         )
         .unwrap_or_else(|e| panic!("attach_fiber: {e}"));
-    measure(ex, what);
+    measure_progress(ex, &DONE, what);
     assert_eq!(ex.result(timed), Ok(Some(Ok(4))));
 
     let st = ex.with_driver(|d| d.stats()).unwrap();
     assert_eq!((st.completed, st.stale), (N, 0), "{st:?}");
-}
-
-/// Warms up the attached task, then measures its remaining `CYCLES` NOPs.
-fn measure(ex: core::pin::Pin<&Executor<RingDriver, RegionStacks>>, what: &str) {
-    DONE.store(0, Ordering::Relaxed);
-    run_until(ex, || done() >= WARM_UP);
-    let from = done();
-    let w = Window::open();
-    run_until(ex, || done() >= N);
-    let counts = w.close();
-    run_to_end(ex);
-    assert_eq!(done() - from, CYCLES);
-    assert_eq!(from, WARM_UP);
-    assert_alloc_free(what, CYCLES, &counts);
 }
