@@ -133,6 +133,29 @@ fn big_task() -> keel_core::TaskHandle {
     slot.create(keel_core::TaskAttrs::default()).unwrap()
 }
 
+/// The future form cancelled while it waits with a timeout: `Cancelled` at once, long
+/// before the timeout; the operation is cancelled at the driver and its block detached.
+#[test]
+fn the_future_form_waiting_with_a_timeout_is_cancelled() {
+    let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let t = ex
+        .attach(big_task(), async {
+            let a = pin!(IoStatus::new());
+            initiate::<SimDriver>(a.as_ref(), op(1, 1_000, Ok(1))).await.unwrap();
+            match next_completed_io(Some(ms(500))).await {
+                Err(keel_core::Cancelled) => Err::<u64, _>(TaskError::Failed(-125)),
+                Ok(other) => panic!("the wait ended with {other:?}, not Cancelled"),
+            }
+        })
+        .unwrap();
+    ex.run(1, None).unwrap();
+    assert_eq!(ex.cancel(t), Ok(CancelOutcome::CancellingIo));
+    run_all!(ex);
+    assert_eq!(ex.result(t), Ok(Some(Err(TaskError::Failed(-125)))));
+    assert!(ex.now().as_nanos() < 500_000_000, "the cancelled wait ran until its timeout");
+}
+
 /// Outside a task (polled by hand), the future says `Idle` at once (rt rule 2).
 #[test]
 fn the_future_form_outside_a_task_is_idle() {
