@@ -24,6 +24,7 @@
 
 pub mod buf;
 pub mod clock;
+pub mod deadline;
 mod errno;
 mod fd;
 pub mod flags;

@@ -197,6 +197,10 @@ impl Future for SlotOp {
             // Outside any task (rt rule 2 in keel-core).
             return Poll::Ready((-Errno::EPERM.0, 0, self.op.take().and_then(|op| op.buf)));
         };
+        // Deadline scopes (scope rule 2): one thread-local load while none is open.
+        if let Some(at) = crate::deadline::scope::deadline_of(|| keel_core::rt::current_task(cx)) {
+            self.op = self.op.take().map(|op| op.scoped(at));
+        }
         match tcx.try_submit_from::<RingDriver>(&mut self.op, wait) {
             Ok(id) => {
                 self.id = Some(id);

@@ -19,6 +19,9 @@ pub struct RingOp {
     pub(crate) keep: bool,
     /// Multishot: completes more than once (completion rules 1-3 in `ring/mod.rs`).
     pub(crate) multi: bool,
+    /// A deadline (`deadline` module): the SQE goes in linked to an
+    /// `IORING_OP_LINK_TIMEOUT` at this instant, both in one submission (deadline rule 1).
+    pub(crate) deadline: Option<keel_core::Instant>,
 }
 
 /// ioprio class values (linux/ioprio.h).
@@ -55,12 +58,12 @@ pub fn opcode_takes_priority(code: u8) -> bool {
 impl RingOp {
     /// A no-op.
     pub fn nop() -> Self {
-        RingOp { entry: opcode::Nop::new().build(), buf: None, keep: false, multi: false }
+        RingOp { entry: opcode::Nop::new().build(), buf: None, keep: false, multi: false, deadline: None }
     }
 
     /// A no-op whose result the driver keeps for a future to take.
     pub fn nop_owned() -> Self {
-        RingOp { entry: opcode::Nop::new().build(), buf: None, keep: true, multi: false }
+        RingOp { entry: opcode::Nop::new().build(), buf: None, keep: true, multi: false, deadline: None }
     }
 
     /// An operation from a prepared SQE whose memory the caller keeps valid.
@@ -69,7 +72,7 @@ impl RingOp {
     /// Every pointer in `entry` stays valid (and, for buffers the kernel writes, unused
     /// by anything else) until the operation's completion has been reaped.
     pub unsafe fn from_entry(entry: squeue::Entry) -> Self {
-        RingOp { entry, buf: None, keep: false, multi: false }
+        RingOp { entry, buf: None, keep: false, multi: false, deadline: None }
     }
 
     /// An operation from a prepared SQE that reads into or writes from `buf`, which the
@@ -80,7 +83,7 @@ impl RingOp {
     /// `entry`'s only memory reference is into `buf` (and any other pointer in it stays
     /// valid until completion).
     pub(crate) unsafe fn owned(entry: squeue::Entry, buf: Option<RawBuf>) -> Self {
-        RingOp { entry, buf, keep: true, multi: false }
+        RingOp { entry, buf, keep: true, multi: false, deadline: None }
     }
 
     /// A multishot operation (accept or recv with `IORING_*_MULTISHOT`): every CQE while
@@ -91,7 +94,7 @@ impl RingOp {
     /// `entry` references no memory outside the driver (multishot recv selects provided
     /// buffers; multishot accept passes no address).
     pub(crate) unsafe fn multishot(entry: squeue::Entry) -> Self {
-        RingOp { entry, buf: None, keep: true, multi: true }
+        RingOp { entry, buf: None, keep: true, multi: true, deadline: None }
     }
 
     /// Links the next operation the same task submits after this one (`IOSQE_IO_LINK`):

@@ -13,6 +13,7 @@
 use super::direct;
 use super::driver::RingDriver;
 use super::op::RingOp;
+use super::slots::LINK_TIMER;
 use io_uring::opcode;
 use keel_core::driver::IoToken;
 use keel_core::{Errno, OpId};
@@ -32,6 +33,7 @@ impl RingDriver {
             && ring_op.buf.is_none()
             && !ring_op.keep
             && !ring_op.multi
+            && ring_op.deadline.is_none()
             && direct::is_direct_sqe(&ring_op.entry)
         {
             let mut sq = self.ring.submission();
@@ -96,15 +98,37 @@ impl RingDriver {
         let yields_fixed = yields_fd
             && unsafe { ((&ring_op.entry as *const _ as *const u8).add(44) as *const u32).read_unaligned() } != 0;
         let mut sq = self.ring.submission();
-        if sq.is_full() {
+        // Deadline rule 1: the operation and its timer take two SQEs, both or neither.
+        let need = if ring_op.deadline.is_some() { 2 } else { 1 };
+        if need > sq.capacity() {
+            return Err(Errno::EINVAL); // a one-entry SQ never has room for the pair (MISUSE.md)
+        }
+        if sq.capacity() - sq.len() < need {
             return Err(Errno::EBUSY);
         }
         let ud = self.slots.alloc(Some(token), ring_op.keep, ring_op.buf.take()).expect("room() counts free slots");
         ring_op.entry.set_user_data(ud);
-        let entry = reload_by_words(&ring_op.entry);
+        // SAFETY: `Entry` is `#[repr(C)]` around `io_uring_sqe`, whose `flags` is byte 1.
+        let chained = unsafe { (&ring_op.entry as *const _ as *const u8).add(1).read() } & IOSQE_IO_LINK != 0;
+        let entry = match ring_op.deadline {
+            None => reload_by_words(&ring_op.entry),
+            Some(_) => reload_by_words(&ring_op.entry).flags(io_uring::squeue::Flags::IO_LINK),
+        };
         // SAFETY: the operation's memory stays valid until its completion is reaped: the
         // `RingOp` constructors' contracts, and owned buffers sit in the slot until then.
         unsafe { sq.push(&entry) }.expect("checked room above");
+        if let Some(at) = ring_op.deadline {
+            let ts = self.slots.arm_timer(ud, crate::deadline::abs_timespec(at));
+            let mut timer = opcode::LinkTimeout::new(ts).flags(io_uring::types::TimeoutFlags::ABS).build();
+            timer = timer.user_data(LINK_TIMER | ud);
+            if chained {
+                timer = timer.flags(io_uring::squeue::Flags::IO_LINK); // the caller's chain goes on after it
+            }
+            // SAFETY: the timer's timespec is in the slot, which stays allocated (and the
+            // table unmoved) until the operation's last CQE, the timer's included, is reaped
+            // (deadline rule 2, slot rule 5).
+            unsafe { sq.push(&timer) }.expect("checked room for two above");
+        }
         drop(sq);
         if let Some(slot) = self.slots.get(ud) {
             slot.yields_fd = yields_fd;
@@ -112,6 +136,7 @@ impl RingDriver {
             slot.multi = ring_op.multi;
         }
         self.submitted(op);
+        self.tail_linked = chained; // the pair's own link ends at its timer
         Ok(OpId(ud))
     }
 

@@ -1,0 +1,310 @@
+//! Deadlines on operations (`deadline` rules 1-4) on a real ring, fibers and futures
+//! alike: the deadline wins (a read of an empty pipe), the operation wins (data there), a
+//! scope and its nesting, a scope that leaves other tasks alone, a cancel at every point
+//! (suspended; both CQEs posted and not reaped), a future dropped in flight and after both
+//! CQEs arrived, and no slot left behind.
+
+mod net_util;
+mod ready_util;
+
+use core::time::Duration;
+use keel_core::{Driver, Errno, Fiber, IoResult};
+use keel_linux::RingConfig;
+use keel_linux::deadline::{self, Deadline, FiberDeadline, TIMED_OUT};
+use keel_linux::fs::{self, FiberFs, File};
+use net_util::{Ex, executor, fattrs, run_all, run_until, task};
+use ready_util::{in_io, pipe};
+use std::cell::RefCell;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::pin::Pin;
+use std::rc::Rc;
+
+type Out = Rc<RefCell<Vec<IoResult>>>;
+
+/// The read end of a fresh pipe as a keel `File` (shared by the task and the test) and
+/// the write end.
+fn pipe_file() -> (Rc<File>, OwnedFd) {
+    let (r, w) = pipe();
+    let r = Rc::try_unwrap(r).unwrap();
+    (Rc::new(File::from(r)), w)
+}
+
+fn in_flight(ex: Pin<&Ex>) -> usize {
+    ex.with_driver(|d| d.in_flight()).unwrap()
+}
+
+/// A task (fiber or future) that reads `file` once inside a deadline scope of `d` and
+/// records the result.
+fn reader(ex: Pin<&Ex>, fiber: bool, file: &Rc<File>, d: Option<Duration>, out: &Out) -> keel_core::TaskHandle {
+    let (file, out) = (file.clone(), out.clone());
+    if fiber {
+        ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+            let mut buf = [0u8; 16];
+            let r = match d {
+                Some(d) => f.within(Deadline::after(d), |f| f.read(&file, &mut buf, 0)),
+                None => f.read(&file, &mut buf, 0),
+            };
+            out.borrow_mut().push(r);
+            0u64
+        })
+        .unwrap()
+    } else {
+        ex.attach(task(), async move {
+            let read = fs::read(&file, Vec::with_capacity(16), 0);
+            let (r, _) = match d {
+                Some(d) => deadline::within(Deadline::after(d), read).await,
+                None => read.await,
+            };
+            out.borrow_mut().push(r);
+            0u64
+        })
+        .unwrap()
+    }
+}
+
+#[test]
+fn deadline_rule_3_a_read_of_an_empty_pipe_times_out_and_leaves_no_slot() {
+    for fiber in [true, false] {
+        let ex = executor(RingConfig::default());
+        let ex = ex.as_ref();
+        let out: Out = Rc::default();
+        let (file, _w) = pipe_file();
+        let t0 = std::time::Instant::now();
+        reader(ex, fiber, &file, Some(Duration::from_millis(20)), &out);
+        run_all(ex);
+        assert_eq!(*out.borrow(), vec![Err(TIMED_OUT)], "fiber {fiber}");
+        assert!(t0.elapsed() >= Duration::from_millis(20), "fiber {fiber}: not before the deadline");
+        assert_eq!(in_flight(ex), 0, "fiber {fiber}: the slot was freed after both CQEs");
+    }
+}
+
+#[test]
+fn deadline_rule_3_an_operation_that_completes_first_returns_its_result() {
+    for fiber in [true, false] {
+        let ex = executor(RingConfig::default());
+        let ex = ex.as_ref();
+        let out: Out = Rc::default();
+        let (file, w) = pipe_file();
+        rustix::io::write(&w, b"hello").unwrap();
+        reader(ex, fiber, &file, Some(Duration::from_secs(30)), &out);
+        run_all(ex);
+        assert_eq!(*out.borrow(), vec![Ok(5)], "fiber {fiber}");
+        assert_eq!(in_flight(ex), 0, "fiber {fiber}: the timer's ECANCELED was reaped");
+    }
+}
+
+#[test]
+fn deadline_rule_3_data_arriving_before_the_deadline_wins() {
+    for fiber in [true, false] {
+        let ex = executor(RingConfig::default());
+        let ex = ex.as_ref();
+        let out: Out = Rc::default();
+        let (file, w) = pipe_file();
+        let t = reader(ex, fiber, &file, Some(Duration::from_secs(30)), &out);
+        run_until(ex, || in_io(ex, t));
+        rustix::io::write(&w, b"abc").unwrap();
+        run_all(ex);
+        assert_eq!(*out.borrow(), vec![Ok(3)], "fiber {fiber}");
+        assert_eq!(in_flight(ex), 0);
+    }
+}
+
+#[test]
+fn scope_rule_1_a_scope_leaves_other_tasks_alone_while_its_fiber_waits() {
+    for fiber in [true, false] {
+        let ex = executor(RingConfig::default());
+        let ex = ex.as_ref();
+        let (timed, untimed): (Out, Out) = (Rc::default(), Rc::default());
+        let (f1, _w1) = pipe_file();
+        let (f2, w2) = pipe_file();
+        let a = reader(ex, fiber, &f1, Some(Duration::from_millis(30)), &timed);
+        run_until(ex, || in_io(ex, a)); // `a` waits inside its scope
+        let b = reader(ex, !fiber, &f2, None, &untimed);
+        run_until(ex, || !timed.borrow().is_empty());
+        assert_eq!(*timed.borrow(), vec![Err(TIMED_OUT)]);
+        let _ = ex.run(16, Some(Duration::from_millis(60)));
+        assert!(untimed.borrow().is_empty(), "fiber {fiber}: the other task's read took no deadline");
+        assert!(in_io(ex, b));
+        rustix::io::write(&w2, b"x").unwrap();
+        run_all(ex);
+        assert_eq!(*untimed.borrow(), vec![Ok(1)]);
+    }
+}
+
+#[test]
+fn scope_rule_2_nested_scopes_take_the_earliest_deadline() {
+    let ex = executor(RingConfig::default());
+    let ex = ex.as_ref();
+    let out: Out = Rc::default();
+    let (file, _w) = pipe_file();
+    let (o, f2) = (out.clone(), file.clone());
+    ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+        let mut buf = [0u8; 4];
+        let t0 = std::time::Instant::now();
+        // The outer deadline is the earlier one: the inner scope cannot lengthen it.
+        let r = f.within(Deadline::after(Duration::from_millis(20)), |f| {
+            f.within(Deadline::after(Duration::from_secs(60)), |f| f.read(&f2, &mut buf, 0))
+        });
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        o.borrow_mut().push(r);
+        // Outside every scope: no deadline (a NOP completes).
+        let nop = f.nop();
+        o.borrow_mut().push(nop);
+        0u64
+    })
+    .unwrap();
+    let fut_out: Out = Rc::default();
+    let o = fut_out.clone();
+    let f3 = file.clone();
+    ex.attach(task(), async move {
+        let inner = deadline::within(Deadline::after(Duration::from_secs(60)), fs::read(&f3, vec![0; 4], 0));
+        let (r, _) = deadline::within(Deadline::after(Duration::from_millis(20)), inner).await;
+        o.borrow_mut().push(r);
+        0u64
+    })
+    .unwrap();
+    run_all(ex);
+    assert_eq!(*out.borrow(), vec![Err(TIMED_OUT), Ok(0)]);
+    assert_eq!(*fut_out.borrow(), vec![Err(TIMED_OUT)]);
+}
+
+#[test]
+fn deadline_rule_4_a_deadline_in_the_past_times_out_an_operation_that_must_wait() {
+    for fiber in [true, false] {
+        let ex = executor(RingConfig::default());
+        let ex = ex.as_ref();
+        let out: Out = Rc::default();
+        let (file, _w) = pipe_file();
+        reader(ex, fiber, &file, Some(Duration::ZERO), &out);
+        run_all(ex);
+        assert_eq!(*out.borrow(), vec![Err(TIMED_OUT)], "fiber {fiber}");
+        assert_eq!(in_flight(ex), 0);
+    }
+}
+
+#[test]
+fn deadline_rule_2_a_cancelled_task_gets_ecanceled_not_timed_out() {
+    for fiber in [true, false] {
+        let ex = executor(RingConfig::default());
+        let ex = ex.as_ref();
+        let out: Out = Rc::default();
+        let (file, _w) = pipe_file();
+        let t = reader(ex, fiber, &file, Some(Duration::from_secs(60)), &out);
+        run_until(ex, || in_io(ex, t));
+        ex.cancel(t).unwrap();
+        run_all(ex);
+        assert_eq!(*out.borrow(), vec![Err(Errno::ECANCELED)], "fiber {fiber}");
+        assert_eq!(in_flight(ex), 0, "fiber {fiber}: operation and timer both reaped");
+    }
+}
+
+#[test]
+fn deadline_rule_2_a_cancel_after_both_cqes_arrived_but_before_the_reap_keeps_the_timeout() {
+    for fiber in [true, false] {
+        let ex = executor(RingConfig::default());
+        let ex = ex.as_ref();
+        let out: Out = Rc::default();
+        let (file, _w) = pipe_file();
+        let t = reader(ex, fiber, &file, Some(Duration::from_millis(5)), &out);
+        run_until(ex, || in_io(ex, t));
+        // The executor does not run: the kernel posts both CQEs (the timer fires, the
+        // read is cancelled) and nobody reaps them before the task's cancel.
+        std::thread::sleep(Duration::from_millis(40));
+        ex.cancel(t).unwrap();
+        run_all(ex);
+        assert_eq!(*out.borrow(), vec![Err(TIMED_OUT)], "fiber {fiber}: the completion is not lost to the cancel");
+        assert_eq!(in_flight(ex), 0);
+    }
+}
+
+/// A future task that polls a deadline read once (it goes in), blocks the thread until the
+/// kernel has posted both CQEs, optionally lets the executor reap them, then drops it.
+fn drop_deadline_read(reap_first: bool) {
+    let ex = executor(RingConfig::default());
+    let ex = ex.as_ref();
+    let (file, _w) = pipe_file();
+    let done = Rc::new(RefCell::new(false));
+    let d = done.clone();
+    ex.attach(task(), async move {
+        let mut f = Box::pin(deadline::within(
+            Deadline::after(Duration::from_millis(5)),
+            fs::read(&file, Vec::with_capacity(8), 0),
+        ));
+        let first = core::future::poll_fn(|cx| std::task::Poll::Ready(f.as_mut().poll(cx).is_pending())).await;
+        assert!(first, "the read waits");
+        std::thread::sleep(Duration::from_millis(40)); // both CQEs posted, not reaped
+        if reap_first {
+            keel_core::rt::yield_now().await.unwrap(); // the executor reaps both: the slot holds the result
+        }
+        drop(f);
+        *d.borrow_mut() = true;
+        0u64
+    })
+    .unwrap();
+    run_all(ex);
+    assert!(*done.borrow());
+    let _ = ex.run(16, Some(Duration::from_millis(10)));
+    assert_eq!(in_flight(ex), 0, "reap_first {reap_first}: no slot left behind");
+}
+
+#[test]
+fn deadline_rule_2_a_future_dropped_after_both_cqes_before_the_reap_frees_its_slot() {
+    drop_deadline_read(false);
+}
+
+#[test]
+fn deadline_rule_2_a_future_dropped_with_its_result_kept_in_the_slot_frees_it() {
+    drop_deadline_read(true);
+}
+
+#[test]
+fn deadline_rule_2_a_future_dropped_in_flight_frees_its_slot() {
+    let ex = executor(RingConfig::default());
+    let ex = ex.as_ref();
+    let (file, _w) = pipe_file();
+    ex.attach(task(), async move {
+        let f = deadline::within(Deadline::after(Duration::from_secs(60)), fs::read(&file, Vec::with_capacity(8), 0));
+        let mut f = Box::pin(f);
+        let _ = core::future::poll_fn(|cx| std::task::Poll::Ready(f.as_mut().poll(cx).is_pending())).await;
+        keel_core::rt::yield_now().await.unwrap();
+        drop(f); // abandoned: cancelled in its slot, the timer ends with it
+        0u64
+    })
+    .unwrap();
+    run_all(ex);
+    run_until(ex, || in_flight(ex) == 0);
+}
+
+#[test]
+fn run_op_until_a_nop_completes_and_a_multishot_op_is_refused() {
+    let ex = executor(RingConfig::default());
+    let ex = ex.as_ref();
+    let out: Out = Rc::default();
+    let o = out.clone();
+    ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+        let nop = keel_linux::RingOp::nop();
+        o.borrow_mut().push(f.run_op_until(nop, Deadline::after(Duration::from_secs(5))));
+        0u64
+    })
+    .unwrap();
+    run_all(ex);
+    assert_eq!(*out.borrow(), vec![Ok(0)]);
+    assert_eq!(in_flight(ex), 0);
+}
+
+#[test]
+fn deadline_rule_1_a_one_entry_sq_refuses_a_deadline_op_with_einval() {
+    let ex = executor(RingConfig { entries: 1, cq_entries: 2, ..RingConfig::default() });
+    let ex = ex.as_ref();
+    let sq = ex.with_driver(|d| d.sq_entries()).unwrap();
+    if sq >= 2 {
+        eprintln!("SKIP: the kernel gave a one-entry request {sq} SQ entries");
+        return;
+    }
+    let out: Out = Rc::default();
+    let (file, _w) = pipe_file();
+    reader(ex, true, &file, Some(Duration::from_secs(1)), &out);
+    run_all(ex);
+    assert_eq!(*out.borrow(), vec![Err(Errno::EINVAL)]);
+    let _ = file.as_raw_fd();
+}
