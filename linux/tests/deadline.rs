@@ -308,3 +308,96 @@ fn deadline_rule_1_a_one_entry_sq_refuses_a_deadline_op_with_einval() {
     assert_eq!(*out.borrow(), vec![Err(Errno::EINVAL)]);
     let _ = file.as_raw_fd();
 }
+
+#[test]
+fn deadline_on_a_socket_recv_times_out_and_data_then_arrives_for_the_next_recv() {
+    use keel_linux::net::{self, FiberNet, Socket};
+    for fiber in [true, false] {
+        let ex = executor(RingConfig::default());
+        let ex = ex.as_ref();
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let sock = Rc::new(Socket::from(OwnedFd::from(a)));
+        let out: Out = Rc::default();
+        let (o, s) = (out.clone(), sock.clone());
+        let d = || Deadline::after(Duration::from_millis(20));
+        if fiber {
+            ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+                let mut buf = [0u8; 8];
+                let r = f.within(d(), |f| f.recv(&*s, &mut buf));
+                o.borrow_mut().push(r);
+                let r = f.within(d(), |f| f.recv(&*s, &mut buf));
+                o.borrow_mut().push(r);
+                0u64
+            })
+            .unwrap();
+        } else {
+            ex.attach(task(), async move {
+                let (r, _) = deadline::within(d(), net::future::recv(&*s, Vec::with_capacity(8))).await;
+                o.borrow_mut().push(r);
+                let (r, _) = deadline::within(d(), net::future::recv(&*s, Vec::with_capacity(8))).await;
+                o.borrow_mut().push(r);
+                0u64
+            })
+            .unwrap();
+        }
+        run_until(ex, || !out.borrow().is_empty());
+        std::io::Write::write_all(&mut &b, b"late").unwrap();
+        run_all(ex);
+        assert_eq!(*out.borrow(), vec![Err(TIMED_OUT), Ok(4)], "fiber {fiber}: no byte lost to the timeout");
+        assert_eq!(in_flight(ex), 0);
+    }
+}
+
+#[test]
+fn deadline_rule_3_io_wq_file_reads_return_data_or_timed_out_never_ecanceled() {
+    const ROUNDS: u32 = 20;
+    use io_uring::{opcode, squeue, types};
+    let path = std::env::temp_dir().join(format!("keel-deadline-{}", std::process::id()));
+    std::fs::write(&path, vec![7u8; 8 << 20]).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let ex = executor(RingConfig::default());
+    let ex = ex.as_ref();
+    let tally = Rc::new(RefCell::new([0u32; 2])); // [data, timed out]
+    let t = tally.clone();
+    let fd = file.as_raw_fd();
+    ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+        let mut buf = vec![0u8; 8 << 20];
+        for _ in 0..ROUNDS {
+            // Forced to io-wq, with a deadline already passed: the timer races the worker.
+            let e = opcode::Read::new(types::Fd(fd), buf.as_mut_ptr(), buf.len() as u32)
+                .offset(0)
+                .build()
+                .flags(squeue::Flags::ASYNC);
+            // SAFETY: `buf` outlives `run_op_until`, which returns after both completions.
+            let op = unsafe { keel_linux::RingOp::from_entry(e) };
+            match f.run_op_until(op, Deadline::at(keel_linux::monotonic_now())) {
+                Ok(n) => {
+                    assert_eq!(n as usize, buf.len());
+                    assert!(buf.iter().all(|&b| b == 7));
+                    t.borrow_mut()[0] += 1;
+                }
+                Err(e) => {
+                    assert_eq!(e, TIMED_OUT, "only the deadline's cancel may end it early");
+                    t.borrow_mut()[1] += 1;
+                }
+            }
+            buf.fill(0);
+        }
+        0u64
+    })
+    .unwrap();
+    run_all(ex);
+    let [data, timed_out] = *tally.borrow();
+    let stats = ex.with_driver(|d| d.stats()).unwrap();
+    eprintln!(
+        "io-wq reads with a passed deadline: {data} completed ({} past a timer that could not cancel them), {timed_out} timed out, {} timers fired",
+        stats.deadlines_uncancellable, stats.deadlines_fired
+    );
+    assert_eq!(data + timed_out, ROUNDS);
+    assert!(stats.deadlines_fired >= u64::from(timed_out), "each timeout is a fired timer");
+    assert!(stats.deadlines_uncancellable <= u64::from(data), "an EALREADY timer leaves the op's result");
+    assert_eq!(stats.deadlines_uncancellable + stats.deadlines_fired, u64::from(ROUNDS), "each timer fired");
+    assert_eq!(in_flight(ex), 0);
+    drop(file);
+}

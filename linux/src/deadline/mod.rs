@@ -28,8 +28,9 @@
 //!    interrupted in io-wq): the deadline won, keel reports [`TIMED_OUT`] (`ETIME`, which no
 //!    other operation returns). The operation ended first: the timer says `ECANCELED` and
 //!    the operation's result stands. The kernel could not cancel the operation (buffered
-//!    file i/o already running in io-wq; the timer says `EALREADY`): the operation's own
-//!    result stands. Any other pair (the timer fired after the operation completed, the
+//!    file i/o already running in io-wq; the timer says `EALREADY`, or `ENOENT` when its
+//!    cancel no longer finds the work: measured on 6.18 for a read forced to io-wq): the
+//!    operation's own result stands (`RingStats::deadlines_uncancellable` counts these). Any other pair (the timer fired after the operation completed, the
 //!    task's own cancel) keeps the operation's result: only the first case is `TIMED_OUT`.
 //! 4. **A deadline in the past** is not refused: the timer fires at once, and an operation
 //!    that cannot complete at its submission is timed out.

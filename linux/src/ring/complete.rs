@@ -194,7 +194,13 @@ impl RingDriver {
             return;
         };
         slot.timer = LinkTimer::Ended(timer_res);
-        if let Some((res, flags)) = slot.held.take() {
+        let held = slot.held.take();
+        match timer_res {
+            r if r == -Errno::ETIME.0 => self.stats.deadlines_fired += 1,
+            r if r == -EALREADY || r == -Errno::ENOENT.0 => self.stats.deadlines_uncancellable += 1,
+            _ => {}
+        }
+        if let Some((res, flags)) = held {
             self.finish_slot(ud, crate::deadline::outcome(res, timer_res), flags, sink);
         }
     }
@@ -290,6 +296,9 @@ impl RingDriver {
         }
     }
 }
+
+/// `EALREADY` (asm-generic/errno.h): a cancel found the operation running.
+const EALREADY: i32 = 114;
 
 /// `IORING_CQE_F_MORE` (include/uapi/linux/io_uring.h; the crate keeps `sys` private).
 pub(crate) const fn cqueue_more() -> u32 {

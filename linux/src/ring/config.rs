@@ -84,6 +84,12 @@ pub struct RingStats {
     pub multishot_lost: u64,
     /// SEND_ZC notifications (`IORING_CQE_F_NOTIF`) received (completion rule 4).
     pub zc_notifs: u64,
+    /// Deadline timers that fired (`ETIME`, deadline rule 3).
+    pub deadlines_fired: u64,
+    /// Deadline timers that fired on an operation the kernel could not cancel (the
+    /// timer's CQE says `EALREADY`, or `ENOENT` for work already running in io-wq: the
+    /// operation completed with its own result, deadline rule 3).
+    pub deadlines_uncancellable: u64,
 }
 
 impl RingDriver {
