@@ -39,6 +39,7 @@ pub mod pool;
 pub mod ready;
 mod regbuf;
 pub mod ring;
+pub mod rw_flags;
 pub mod sleep;
 mod slot_op;
 pub mod stack;

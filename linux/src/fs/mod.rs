@@ -43,8 +43,10 @@ mod close;
 mod direct;
 mod fiber;
 mod future;
+mod rw;
 
 pub use crate::flags::{FallocateFlags, Mode, OFlags, PathArg, SyncFileRangeFlags};
+pub use crate::rw_flags::RwFlags;
 pub(crate) use close::{close_fiber, close_fixed_fiber, close_fixed_shared, close_shared};
 pub use direct::{close_direct, open_direct, read_direct, write_direct};
 pub use fiber::FiberFs;
@@ -54,6 +56,7 @@ pub use future::{
     ClaimBuffer, OwnedOp, claim_buffer, close, fallocate, fdatasync, fsync, nop, open, read, read_fixed, readv,
     release_buffer, sync_file_range, try_claim_buffer, write, write_fixed, writev,
 };
+pub use rw::{FiberRw, read_flags, write_flags};
 
 /// An open file descriptor, shared with the future operations that name it (fd rule 1 in
 /// `fd.rs`: it stays open until every one of them has completed, so its number is never
