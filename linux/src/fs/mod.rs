@@ -43,6 +43,7 @@ mod close;
 mod direct;
 mod fiber;
 mod future;
+mod multishot;
 mod rw;
 
 pub use crate::flags::{FallocateFlags, Mode, OFlags, PathArg, SyncFileRangeFlags};
@@ -56,6 +57,7 @@ pub use future::{
     ClaimBuffer, OwnedOp, claim_buffer, close, fallocate, fdatasync, fsync, nop, open, read, read_fixed, readv,
     release_buffer, sync_file_range, try_claim_buffer, write, write_fixed, writev,
 };
+pub use multishot::{FiberReadMulti, ReadMultiOp, next_read, read_multi};
 pub use rw::{FiberRw, read_flags, write_flags};
 
 /// An open file descriptor, shared with the future operations that name it (fd rule 1 in
