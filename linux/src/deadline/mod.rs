@@ -54,6 +54,26 @@ use core::time::Duration;
 use io_uring::{opcode, types};
 use keel_core::{Errno, Instant};
 
+/// An open deadline scope of one task run, closed when dropped (scope rule 1): the
+/// closure-free form of [`FiberDeadline::within`] and [`within`], for callers that cannot
+/// pass a closure (the C API's `keel_within`). Made by [`scope`].
+#[must_use = "the scope closes when this is dropped"]
+pub struct DeadlineScope(#[allow(dead_code)] scope::Scope); // held for its `Drop`
+
+impl core::fmt::Debug for DeadlineScope {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("DeadlineScope")
+    }
+}
+
+/// Opens a deadline scope for `task`'s run: until the returned value is dropped, every
+/// operation that run submits on this thread carries deadline `d` (or an earlier one).
+/// Drop it on the thread that made it, before the run ends (a scope outliving the run
+/// names a run that will not come again and does nothing).
+pub fn scope(task: keel_core::TaskHandle, d: Deadline) -> DeadlineScope {
+    DeadlineScope(scope::Scope::open(task, d.instant()))
+}
+
 /// What keel reports when an operation's deadline won (deadline rule 3): `ETIME`.
 pub const TIMED_OUT: Errno = Errno::ETIME;
 

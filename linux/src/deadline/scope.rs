@@ -21,9 +21,11 @@ thread_local! {
     static NEXT: Cell<u64> = const { Cell::new(0) };
 }
 
-/// An open scope (scope rule 1): closed when dropped.
+/// An open scope (scope rule 1): closed when dropped. `!Send`: its entry is in this
+/// thread's list.
 pub(crate) struct Scope {
     id: u64,
+    _thread: core::marker::PhantomData<*const ()>,
 }
 
 impl Scope {
@@ -36,15 +38,22 @@ impl Scope {
         });
         SCOPES.with(|s| s.borrow_mut().push((id, task, at)));
         OPEN.with(|o| o.set(o.get() + 1));
-        Scope { id }
+        Scope { id, _thread: core::marker::PhantomData }
     }
 }
 
 impl Drop for Scope {
     fn drop(&mut self) {
         // `try_with`: a scope dropped while the thread's locals are torn down has nothing to do.
-        let _ = SCOPES.try_with(|s| s.borrow_mut().retain(|e| e.0 != self.id));
-        let _ = OPEN.try_with(|o| o.set(o.get() - 1));
+        let removed = SCOPES.try_with(|s| {
+            let mut s = s.borrow_mut();
+            let before = s.len();
+            s.retain(|e| e.0 != self.id);
+            before != s.len()
+        });
+        if removed == Ok(true) {
+            let _ = OPEN.try_with(|o| o.set(o.get() - 1));
+        }
     }
 }
 
