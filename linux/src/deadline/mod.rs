@@ -108,13 +108,13 @@ impl RingOp {
         if self.multi {
             return Err(self);
         }
-        self.deadline = Some(d.0);
+        self.deadline = Some(nanos(d.0));
         Ok(self)
     }
 
     /// The deadline this operation carries, if any.
     pub fn deadline(&self) -> Option<Deadline> {
-        self.deadline.map(Deadline)
+        self.deadline.map(|n| Deadline(Instant::from_nanos(n.get())))
     }
 
     /// Gives this operation the scope's deadline `d` (the earlier of it and its own),
@@ -123,10 +123,16 @@ impl RingOp {
         let code = self.opcode();
         let exempt = [opcode::Close::CODE, opcode::AsyncCancel::CODE, opcode::Timeout::CODE, opcode::LinkTimeout::CODE];
         if !self.multi && !exempt.contains(&code) {
+            let d = nanos(d);
             self.deadline = Some(self.deadline.map_or(d, |own| own.min(d)));
         }
         self
     }
+}
+
+/// `at` in nanoseconds, as `RingOp` keeps it (the instant 0, long past, as 1 ns: as past).
+fn nanos(at: Instant) -> core::num::NonZeroU64 {
+    core::num::NonZeroU64::new(at.as_nanos()).unwrap_or(core::num::NonZeroU64::MIN)
 }
 
 /// The result of a deadline operation from its two CQEs' results (deadline rule 3).

@@ -19,9 +19,10 @@ pub struct RingOp {
     pub(crate) keep: bool,
     /// Multishot: completes more than once (completion rules 1-3 in `ring/mod.rs`).
     pub(crate) multi: bool,
-    /// A deadline (`deadline` module): the SQE goes in linked to an
+    /// A deadline (`deadline` module), in nanoseconds on `CLOCK_MONOTONIC` (8 bytes: the
+    /// operation is copied on the submission path): the SQE goes in linked to an
     /// `IORING_OP_LINK_TIMEOUT` at this instant, both in one submission (deadline rule 1).
-    pub(crate) deadline: Option<keel_core::Instant>,
+    pub(crate) deadline: Option<core::num::NonZeroU64>,
 }
 
 /// ioprio class values (linux/ioprio.h).

@@ -118,7 +118,7 @@ impl RingDriver {
         // `RingOp` constructors' contracts, and owned buffers sit in the slot until then.
         unsafe { sq.push(&entry) }.expect("checked room above");
         if let Some(at) = ring_op.deadline {
-            let ts = self.slots.arm_timer(ud, crate::deadline::abs_timespec(at));
+            let ts = self.slots.arm_timer(ud, crate::deadline::abs_timespec(keel_core::Instant::from_nanos(at.get())));
             let mut timer = opcode::LinkTimeout::new(ts).flags(io_uring::types::TimeoutFlags::ABS).build();
             timer = timer.user_data(LINK_TIMER | ud);
             if chained {
