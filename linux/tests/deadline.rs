@@ -276,7 +276,7 @@ fn deadline_rule_2_a_future_dropped_in_flight_frees_its_slot() {
 }
 
 #[test]
-fn run_op_until_a_nop_completes_and_a_multishot_op_is_refused() {
+fn run_op_until_a_nop_completes_first_and_its_timer_is_reaped() {
     let ex = executor(RingConfig::default());
     let ex = ex.as_ref();
     let out: Out = Rc::default();

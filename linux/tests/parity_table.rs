@@ -1,7 +1,7 @@
 //! The README's "Fibers and futures" table stays complete: every method of `FiberFs`,
-//! `FiberNet` and `FiberReady` has a row, each row names a fiber method and a future
+//! `FiberNet`, `FiberReady`, `FiberRw`, `FiberReadMulti` and `FiberDeadline` has a row, each row names a fiber method and a future
 //! function that exist, and the future is the fiber call's twin of the same name (the
-//! raw-SQE row aside, whose future form is keel-core's status block).
+//! raw-SQE rows aside, whose future form is keel-core's status block).
 
 use std::collections::BTreeSet;
 
@@ -57,18 +57,21 @@ fn every_fiber_call_has_a_row_with_its_future_twin() {
         ("FiberFs", "src/fs/fiber.rs", "fs::", vec!["src/fs/future.rs", "src/fs/direct.rs"]),
         ("FiberNet", "src/net/fiber.rs", "net::future::", vec!["src/net/future.rs", "src/net/future/exchange.rs"]),
         ("FiberReady", "src/ready/fiber.rs", "ready::", vec!["src/ready/future.rs"]),
+        ("FiberRw", "src/fs/rw.rs", "fs::", vec!["src/fs/rw.rs"]),
+        ("FiberReadMulti", "src/fs/multishot.rs", "fs::", vec!["src/fs/multishot.rs"]),
+        ("FiberDeadline", "src/deadline/fiber.rs", "deadline::", vec!["src/deadline/future.rs"]),
     ];
     let rows = rows();
     let mut seen = BTreeSet::new();
     for (tr, file, prefix, futures) in traits {
         let methods = trait_methods(&read(file), tr);
-        assert!(methods.len() >= 3, "{tr}: found {methods:?}");
+        assert!(methods.len() >= 2, "{tr}: found {methods:?}");
         let future_src: String = futures.iter().map(|f| read(f)).collect();
         for m in &methods {
             let fiber = format!("{tr}::{m}");
             let row = rows.iter().find(|(f, _)| *f == fiber).unwrap_or_else(|| panic!("no README row for {fiber}"));
             seen.insert(fiber.clone());
-            if m == "run_op" {
+            if m == "run_op" || m == "run_op_until" {
                 assert!(row.1.contains("io_status::initiate"), "{fiber}: {}", row.1);
                 continue;
             }
