@@ -197,7 +197,7 @@ impl RingDriver {
         let held = slot.held.take();
         match timer_res {
             r if r == -Errno::ETIME.0 => self.stats.deadlines_fired += 1,
-            r if r == -EALREADY || r == -Errno::ENOENT.0 => self.stats.deadlines_uncancellable += 1,
+            r if r == -crate::errno::EALREADY.0 || r == -Errno::ENOENT.0 => self.stats.deadlines_uncancellable += 1,
             _ => {}
         }
         if let Some((res, flags)) = held {
@@ -296,9 +296,6 @@ impl RingDriver {
         }
     }
 }
-
-/// `EALREADY` (asm-generic/errno.h): a cancel found the operation running.
-const EALREADY: i32 = 114;
 
 /// `IORING_CQE_F_MORE` (include/uapi/linux/io_uring.h; the crate keeps `sys` private).
 pub(crate) const fn cqueue_more() -> u32 {

@@ -5,6 +5,23 @@
 //! one cold exception). Creation probes what the kernel offers (set-up flags, MSG_RING, the
 //! realtime I/O class) and keeps the answers for the accessors (`RingDriver::flags`,
 //! `unpark_kind`, `realtime_ioprio`).
+//!
+//! A polled ring (`RingConfig::iopoll`; cited as "iopoll rule N"), from what the kernel
+//! does on one (measured on 6.18, `linux/tests/iopoll_kernel.rs`):
+//! 1. **Reads and writes of `O_DIRECT` files only.** The kernel completes any other read
+//!    or write (a buffered file, a pipe, a socket; an `O_DIRECT` file on a device without
+//!    poll queues) with `EOPNOTSUPP`, and refuses every other operation but `NOP` (open,
+//!    close, fsync, poll, socket calls, cancels, timeouts) with `EINVAL`: that is the
+//!    typed error a task gets. Open the files on another executor (or with `open(2)`).
+//! 2. **No deadline.** An operation with a deadline is refused with `EOPNOTSUPP` before
+//!    anything is submitted (the kernel takes no `LINK_TIMEOUT` there).
+//! 3. **No cancel takes.** The kernel refuses `ASYNC_CANCEL`; a cancelled task's polled
+//!    operation completes by itself (polling ends it), and the task waits for it.
+//! 4. **Park spins.** `io_uring_enter(GETEVENTS)` on a polled ring polls and returns at
+//!    once, with or without a timeout, so a parked executor busy-polls (timers still fire
+//!    on time). Other threads unpark it through `IORING_REGISTER_SEND_MSG_RING` only (an
+//!    eventfd read is a read it refuses): `RingDriver::new` fails with `InvalidInput` for
+//!    `UnparkMode::Eventfd` and with `Unsupported` on a kernel without MSG_RING (6.13).
 
 use super::direct::Direct;
 use super::driver::RingDriver;
@@ -39,6 +56,10 @@ pub struct RingConfig {
     /// How other threads unpark the executor (`Auto`: MsgRing where the kernel has it,
     /// else the eventfd; see `ring/unpark.rs`).
     pub unpark: UnparkMode,
+    /// Polled completions (`IORING_SETUP_IOPOLL`, iopoll rules in this module's doc): the
+    /// kernel polls the device for read and write completions instead of taking an
+    /// interrupt. For `O_DIRECT` files on devices with poll queues only.
+    pub iopoll: bool,
 }
 
 impl Default for RingConfig {
@@ -52,6 +73,7 @@ impl Default for RingConfig {
             registered_files: 0,
             record_submissions: 0,
             unpark: UnparkMode::Auto,
+            iopoll: false,
         }
     }
 }
@@ -92,6 +114,25 @@ pub struct RingStats {
     pub deadlines_uncancellable: u64,
 }
 
+/// The unpark of a polled ring (iopoll rule 4): MSG_RING, probed on a plain ring (a polled
+/// one's enter does not wait for the probe's CQE).
+fn polled_unpark(mode: UnparkMode) -> io::Result<UnparkKind> {
+    if mode == UnparkMode::Eventfd {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a polled ring (iopoll) cannot read an unpark eventfd: use UnparkMode::Auto",
+        ));
+    }
+    let mut plain = io_uring::IoUring::new(2)?;
+    if !unpark::msg_ring_works(&mut plain) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "a polled ring (iopoll) is unparked through IORING_REGISTER_SEND_MSG_RING (kernel 6.13), which this kernel lacks",
+        ));
+    }
+    Ok(UnparkKind::MsgRing)
+}
+
 impl RingDriver {
     /// Creates the ring on this thread (expensive: syscalls and allocation, once).
     pub fn new(cfg: RingConfig) -> io::Result<Self> {
@@ -101,11 +142,15 @@ impl RingDriver {
                 "entries and slots must be at least 1 (and slots below 2^30); use SleepDriver for an executor with no ring",
             ));
         }
-        let (mut ring, flags) = setup::build(cfg.entries, cfg.cq_entries)?;
-        // Probed on this ring while it is fresh (nothing submitted, CQ empty): `unpark.rs`.
-        let unpark_kind = match cfg.unpark {
-            UnparkMode::Auto if unpark::msg_ring_works(&mut ring) => UnparkKind::MsgRing,
-            UnparkMode::Auto | UnparkMode::Eventfd => UnparkKind::Eventfd,
+        let (mut ring, flags) = setup::build(cfg.entries, cfg.cq_entries, cfg.iopoll)?;
+        let unpark_kind = if cfg.iopoll {
+            polled_unpark(cfg.unpark)?
+        } else {
+            // Probed on this ring while it is fresh (nothing submitted, CQ empty): `unpark.rs`.
+            match cfg.unpark {
+                UnparkMode::Auto if unpark::msg_ring_works(&mut ring) => UnparkKind::MsgRing,
+                UnparkMode::Auto | UnparkMode::Eventfd => UnparkKind::Eventfd,
+            }
         };
         let eventfd = match unpark_kind {
             UnparkKind::Eventfd => Some(rustix::event::eventfd(

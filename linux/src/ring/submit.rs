@@ -103,6 +103,9 @@ impl RingDriver {
         if need > sq.capacity() {
             return Err(Errno::EINVAL); // a one-entry SQ never has room for the pair (MISUSE.md)
         }
+        if need == 2 && self.flags.iopoll {
+            return Err(crate::errno::EOPNOTSUPP); // iopoll rule 2: no LINK_TIMEOUT on a polled ring
+        }
         if sq.capacity() - sq.len() < need {
             return Err(Errno::EBUSY);
         }
