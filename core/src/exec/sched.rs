@@ -283,7 +283,8 @@ impl Sched {
         self.disarm(task);
         // Room rule 5 (a lingering `GRANTED` goes with the flags at the next attach).
         self.leave_submit_queue(task);
-        task.trailer().result.set(Some(result));
+        // Join rule 2: the words now, `done` when the run completes (after draining).
+        task.trailer().record.stage(crate::task::join::Outcome::Done(result));
         if task.io_in_flight() > 0 {
             let mut cursor = task.trailer().initiated.front();
             while let Some(status_ptr) = cursor {
