@@ -401,3 +401,58 @@ fn deadline_rule_3_io_wq_file_reads_return_data_or_timed_out_never_ecanceled() {
     assert_eq!(in_flight(ex), 0);
     drop(file);
 }
+
+#[test]
+fn deadline_rule_2_a_cancel_between_the_ops_cqe_and_its_timers_keeps_the_ops_result() {
+    use keel_core::driver::IoToken;
+    // The driver alone, reaped one CQE at a time: the executor's run would reap both in
+    // one call, leaving no moment between them.
+    let mut d = net_util::ring(RingConfig::default());
+    let op = keel_linux::RingOp::nop().with_deadline(Deadline::after(Duration::from_secs(60))).unwrap();
+    let id = d.submit(op, IoToken::wake(task())).map_err(|(_, e)| e).expect("submitted");
+    let got: RefCell<Vec<IoResult>> = RefCell::default();
+    let mut sink = |_: IoToken, r: IoResult| got.borrow_mut().push(r);
+    let t0 = std::time::Instant::now();
+    while d.stats().completed < 1 {
+        d.reap(1, &mut sink);
+        assert!(t0.elapsed() < Duration::from_secs(10));
+    }
+    assert_eq!(d.stats().completed, 1, "one CQE reaped");
+    assert_eq!(d.in_flight(), 1, "the slot waits for the other CQE");
+    assert!(got.borrow().is_empty(), "nobody was told yet");
+    d.cancel(id); // the task's cancel, now
+    while d.in_flight() > 0 {
+        d.reap(16, &mut sink);
+        assert!(t0.elapsed() < Duration::from_secs(10));
+    }
+    assert_eq!(*got.borrow(), vec![Ok(0)], "the completed NOP is not lost to the cancel");
+    assert_eq!(d.stats().completed, 2);
+    assert_eq!(d.stats().deadlines_fired, 0);
+}
+
+#[test]
+fn a_status_block_operation_takes_a_deadline_in_a_future_too() {
+    let ex = executor(RingConfig::default());
+    let ex = ex.as_ref();
+    let (file, _w) = pipe_file();
+    let out: Out = Rc::default();
+    let o = out.clone();
+    ex.attach(task(), async move {
+        use io_uring::{opcode, types};
+        let mut buf = [0u8; 8];
+        let st = core::pin::pin!(keel_core::IoStatus::new());
+        let e = opcode::Read::new(types::Fd(file.as_raw_fd()), buf.as_mut_ptr(), 8).build();
+        // SAFETY: `buf` and `st` live in this future until the completion below is taken.
+        let op = unsafe { keel_linux::RingOp::from_entry(e) }
+            .with_deadline(Deadline::after(Duration::from_millis(10)))
+            .unwrap();
+        keel_core::initiate::<keel_linux::RingDriver>(st.as_ref(), op).await.unwrap();
+        keel_core::suspend_until_completed_io(1).await.unwrap();
+        o.borrow_mut().push(st.result().unwrap());
+        0u64
+    })
+    .unwrap();
+    run_all(ex);
+    assert_eq!(*out.borrow(), vec![Err(TIMED_OUT)]);
+    assert_eq!(in_flight(ex), 0);
+}
