@@ -456,3 +456,34 @@ fn a_status_block_operation_takes_a_deadline_in_a_future_too() {
     assert_eq!(*out.borrow(), vec![Err(TIMED_OUT)]);
     assert_eq!(in_flight(ex), 0);
 }
+
+#[test]
+fn deadline_rule_2_a_status_block_dropped_between_the_timers_cqe_and_the_ops_is_given_its_end() {
+    use keel_core::driver::IoToken;
+    // The deadline passed at submission: the timer's ETIME and the read's ECANCELED both
+    // come; the status block goes away (retargeted to an orphan token) after the first.
+    let (file, _w) = pipe_file();
+    let mut d = net_util::ring(RingConfig::default());
+    let mut buf = [0u8; 8];
+    let e = io_uring::opcode::Read::new(io_uring::types::Fd(file.as_raw_fd()), buf.as_mut_ptr(), 8).build();
+    // SAFETY: `buf` outlives the driver's reaping below, which ends with the operation.
+    let op = unsafe { keel_linux::RingOp::from_entry(e) };
+    let op = op.with_deadline(Deadline::at(keel_linux::monotonic_now())).unwrap();
+    let (first, later) = (IoToken::wake(task()), IoToken::wake(task()));
+    let id = d.submit(op, first).map_err(|(_, e)| e).expect("submitted");
+    let got: RefCell<Vec<(IoToken, IoResult)>> = RefCell::default();
+    let mut sink = |t: IoToken, r: IoResult| got.borrow_mut().push((t, r));
+    let t0 = std::time::Instant::now();
+    while d.stats().completed < 1 {
+        d.reap(1, &mut sink);
+        assert!(t0.elapsed() < Duration::from_secs(10));
+    }
+    assert_eq!(d.in_flight(), 1, "one of the two CQEs is still due");
+    d.retarget(id, later);
+    while d.in_flight() > 0 {
+        d.reap(1, &mut sink);
+        assert!(t0.elapsed() < Duration::from_secs(10));
+    }
+    assert_eq!(*got.borrow(), vec![(later, Err(TIMED_OUT))], "told once, to whoever holds it now");
+    assert_eq!(d.stats().deadlines_fired, 1);
+}

@@ -10,7 +10,9 @@
 //! belongs to its task: other tasks that run while a fiber waits inside its scope are not
 //! affected. Operations that must run whatever the time (a close: fd rule 3), the
 //! driver's own (cancels), timers and multishot operations take no deadline from a scope;
-//! [`RingOp::with_deadline`] refuses a multishot one.
+//! [`RingOp::with_deadline`] refuses a multishot one. A deadline bounds ring operations
+//! only: a wait on a semaphore, a join or a sleep inside a scope is not one (each has its
+//! own timeout).
 //!
 //! Rules (cited as "deadline rule N"):
 //! 1. **Together or not at all.** The operation and its timer take two SQEs, pushed back
@@ -20,7 +22,8 @@
 //!    `LINK_TIMER | the operation's`). A deadline op never goes the direct path (it has
 //!    two CQEs to join).
 //! 2. **Two CQEs, one completion.** The slot stays in flight until both CQEs are reaped
-//!    (in either order), and the timer's timespec lives in the slot until then. The
+//!    (in either order), and the timer's timespec lives in the slot until then (the
+//!    kernel copies it when it takes the SQE; keeping it longer costs nothing). The
 //!    operation's task hears of it once, at the second CQE; a cancel (the task's, a dropped
 //!    future's abandon, executor drop) goes to the operation, and the kernel then ends its
 //!    timer (`ECANCELED`).
