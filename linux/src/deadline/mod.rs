@@ -33,16 +33,19 @@
 //!    the operation's result stands. The kernel could not cancel the operation (buffered
 //!    file i/o already running in io-wq; the timer says `EALREADY`, or `ENOENT` when its
 //!    cancel no longer finds the work: measured on 6.18 for a read forced to io-wq): the
-//!    operation's own result stands (`RingStats::deadlines_uncancellable` counts these). Any other pair (the timer fired after the operation completed, the
-//!    task's own cancel) keeps the operation's result: only the first case is `TIMED_OUT`.
+//!    operation's own result stands (`RingStats::deadlines_uncancellable` counts these).
+//!    Any other pair (the timer fired after the operation completed, the task's own
+//!    cancel) keeps the operation's result: only the first case is `TIMED_OUT`.
 //! 4. **A deadline in the past** is not refused: the timer fires at once, and an operation
 //!    that cannot complete at its submission is timed out.
 //!
 //! Hot path: an operation without a deadline pays one branch in the driver's submit, and a
 //! fiber's or a future's submission one thread-local load (`scope.rs`: no scope open).
 //! A deadline operation is one slot submission with a second SQE and no allocation (the
-//! alloc-free window `deadline_read` measures it); opening a scope may allocate (its
-//! first push on the thread's scope list).
+//! alloc-free window `ring_deadline` measures it, scope and all); only a thread's first
+//! scopes allocate (its scope list grows to the most scopes open at once, then stays).
+//! Looking a task's scopes up walks the thread's open scopes (bounded by how many are
+//! open), only while one is.
 #![allow(unsafe_code)] // the scope future's pin projection (`future.rs`); SQE-building tests
 
 mod fiber;
