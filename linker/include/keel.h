@@ -255,6 +255,14 @@ typedef struct keel_executor_attr {
    * resumption. Zero: no clock reads on the hot path, and the times stay 0.
    */
   uint8_t accounting;
+  /**
+   * Nonzero: a polled ring (`IORING_SETUP_IOPOLL`, keel-linux's iopoll rules 1-4) for
+   * `O_DIRECT` reads and writes on devices with poll queues. Any other read or write
+   * completes with `-EOPNOTSUPP`, other operations with `-EINVAL`, an operation inside
+   * `keel_within` with `-EOPNOTSUPP`; an idle executor busy-polls. Creating one needs
+   * `IORING_REGISTER_SEND_MSG_RING` (kernel 6.13): `-EOPNOTSUPP` without it.
+   */
+  uint8_t iopoll;
 } keel_executor_attr;
 
 /**
