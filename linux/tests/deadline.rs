@@ -487,3 +487,88 @@ fn deadline_rule_2_a_status_block_dropped_between_the_timers_cqe_and_the_ops_is_
     assert_eq!(*got.borrow(), vec![(later, Err(TIMED_OUT))], "told once, to whoever holds it now");
     assert_eq!(d.stats().deadlines_fired, 1);
 }
+
+#[test]
+fn deadline_rule_1_a_linked_chain_keeps_its_order_with_a_deadline_on_each_link() {
+    use keel_core::driver::IoToken;
+    use std::io::{Read, Write};
+    // send (linked) -> its timer -> recv -> its timer: the chain goes on past the send's
+    // timer, and the recv waits for the send.
+    let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut d = net_util::ring(RingConfig::default());
+    let (out, mut inb) = (*b"ping", [0u8; 8]);
+    let far = Deadline::after(Duration::from_secs(30));
+    let send = io_uring::opcode::Send::new(io_uring::types::Fd(a.as_raw_fd()), out.as_ptr(), 4).build();
+    let recv = io_uring::opcode::Recv::new(io_uring::types::Fd(a.as_raw_fd()), inb.as_mut_ptr(), 8).build();
+    // SAFETY: `out` and `inb` outlive the reaping below, which ends with both operations.
+    let (send, recv) = unsafe { (keel_linux::RingOp::from_entry(send), keel_linux::RingOp::from_entry(recv)) };
+    let (ts, tr) = (IoToken::wake(task()), IoToken::wake(task()));
+    d.submit(send.linked().with_deadline(far).unwrap(), ts).map_err(|(_, e)| e).unwrap();
+    d.submit(recv.with_deadline(far).unwrap(), tr).map_err(|(_, e)| e).unwrap();
+    let got: RefCell<Vec<(IoToken, IoResult)>> = RefCell::default();
+    let mut sink = |t: IoToken, r: IoResult| got.borrow_mut().push((t, r));
+    let t0 = std::time::Instant::now();
+    while got.borrow().len() < 1 {
+        d.reap(16, &mut sink);
+        assert!(t0.elapsed() < Duration::from_secs(10));
+    }
+    let mut ping = [0u8; 4];
+    b.read_exact(&mut ping).unwrap();
+    assert_eq!(&ping, b"ping");
+    b.write_all(b"pong").unwrap();
+    while d.in_flight() > 0 {
+        d.reap(16, &mut sink);
+        assert!(t0.elapsed() < Duration::from_secs(10));
+    }
+    assert_eq!(*got.borrow(), vec![(ts, Ok(4)), (tr, Ok(4))]);
+    assert_eq!(&inb[..4], b"pong");
+    assert_eq!(d.stats().deadlines_fired, 0);
+}
+
+/// A fiber that initiates a linked pair, the second with a far deadline, and records
+/// either both results or the refusal's reason.
+fn pair_with_deadline(ex: Pin<&Ex>, out: &Out) {
+    let o = out.clone();
+    ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+        let (s1, s2) = (core::pin::pin!(keel_core::IoStatus::new()), core::pin::pin!(keel_core::IoStatus::new()));
+        let second = keel_linux::RingOp::nop().with_deadline(Deadline::after(Duration::from_secs(60))).unwrap();
+        let first = keel_linux::RingOp::nop().linked();
+        match f.initiate_pair::<keel_linux::RingDriver>((s1.as_ref(), first), (s2.as_ref(), second)) {
+            Ok(()) => {
+                while s1.is_in_flight() || s2.is_in_flight() {
+                    f.wait_io();
+                }
+                o.borrow_mut().push(s1.result().unwrap());
+                o.borrow_mut().push(s2.result().unwrap());
+            }
+            Err(refused) => o.borrow_mut().push(match refused.reason {
+                keel_core::InitiateError::Refused((), e) => Err(e),
+                _ => Err(Errno::EIO),
+            }),
+        }
+        0u64
+    })
+    .unwrap();
+}
+
+#[test]
+fn deadline_rule_1_a_linked_pair_whose_second_has_a_deadline_goes_in_whole_or_is_refused() {
+    // A ring with room: both go in, the chain and the deadline hold.
+    let ex = executor(RingConfig::default());
+    let out: Out = Rc::default();
+    pair_with_deadline(ex.as_ref(), &out);
+    run_all(ex.as_ref());
+    assert_eq!(*out.borrow(), vec![Ok(0), Ok(0)]);
+    // An SQ of two entries cannot hold the head with room for a successor and its timer:
+    // the pair is refused as a whole (never a second refused after the first went in).
+    let ex = executor(RingConfig { entries: 2, cq_entries: 8, ..RingConfig::default() });
+    let sq = ex.as_ref().with_driver(|d| d.sq_entries()).unwrap();
+    let out: Out = Rc::default();
+    pair_with_deadline(ex.as_ref(), &out);
+    run_all(ex.as_ref());
+    if sq < 4 {
+        assert_eq!(*out.borrow(), vec![Err(Errno::EINVAL)], "an SQ of {sq}");
+    } else {
+        assert_eq!(*out.borrow(), vec![Ok(0), Ok(0)], "an SQ of {sq}");
+    }
+}

@@ -60,6 +60,8 @@ fn iopoll_rules_1_and_2_buffered_reads_opens_and_deadlines_get_typed_errors() {
         o.borrow_mut().push(("fiber open", r));
         let r = f.within(Deadline::after(Duration::from_secs(5)), |f| f.nop());
         o.borrow_mut().push(("fiber deadline nop", r.map(drop)));
+        let r = f.run_op(keel_linux::RingOp::nop().linked());
+        o.borrow_mut().push(("fiber linked nop", r.map(drop)));
         let t0 = std::time::Instant::now();
         f.sleep(Duration::from_millis(5)).unwrap();
         assert!(t0.elapsed() >= Duration::from_millis(5), "a timer fires while the park spins");
@@ -86,6 +88,7 @@ fn iopoll_rules_1_and_2_buffered_reads_opens_and_deadlines_get_typed_errors() {
         ("fiber buffered read", Err(EOPNOTSUPP)),
         ("fiber open", Err(Errno::EINVAL)),
         ("fiber deadline nop", Err(EOPNOTSUPP)),
+        ("fiber linked nop", Err(EOPNOTSUPP)),
         ("future buffered read", Err(EOPNOTSUPP)),
     ];
     let got = out.borrow().clone();

@@ -20,7 +20,12 @@
 //!    `EBUSY` and the task waits for room as for any operation (no chain is ever left half
 //!    in the SQ). The operation takes one slot; the timer takes none (its `user_data` is
 //!    `LINK_TIMER | the operation's`). A deadline op never goes the direct path (it has
-//!    two CQEs to join).
+//!    two CQEs to join). An operation that opens a chain (`RingOp::linked`) goes in only
+//!    with room for itself, its successor and the successor's timer, so the second of a
+//!    pair the core admits together (`Fiber::initiate_pair`) is never refused after the
+//!    first went in (`EINVAL` on an SQ too small for that: 2 or 3 entries). A chain's
+//!    links may each have a deadline: each timer follows its operation and carries the
+//!    link on.
 //! 2. **Two CQEs, one completion.** The slot stays in flight until both CQEs are reaped
 //!    (in either order), and the timer's timespec lives in the slot until then (the
 //!    kernel copies it when it takes the SQE; keeping it longer costs nothing). The

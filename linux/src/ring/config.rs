@@ -13,8 +13,10 @@
 //!    poll queues) with `EOPNOTSUPP`, and refuses every other operation but `NOP` (open,
 //!    close, fsync, poll, socket calls, cancels, timeouts) with `EINVAL`: that is the
 //!    typed error a task gets. Open the files on another executor (or with `open(2)`).
-//! 2. **No deadline.** An operation with a deadline is refused with `EOPNOTSUPP` before
-//!    anything is submitted (the kernel takes no `LINK_TIMEOUT` there).
+//! 2. **No deadline, no chain.** An operation with a deadline, or one that links a
+//!    successor (`RingOp::linked`), is refused with `EOPNOTSUPP` before anything is
+//!    submitted (the kernel takes no `LINK_TIMEOUT` there, and a chain's successor could
+//!    then be refused after its head went in).
 //! 3. **No cancel takes.** The kernel refuses `ASYNC_CANCEL`; a cancelled task's polled
 //!    operation completes by itself (polling ends it), and the task waits for it.
 //! 4. **Park spins.** `io_uring_enter(GETEVENTS)` on a polled ring polls and returns at

@@ -98,21 +98,32 @@ impl RingDriver {
         let yields_fixed = yields_fd
             && unsafe { ((&ring_op.entry as *const _ as *const u8).add(44) as *const u32).read_unaligned() } != 0;
         let mut sq = self.ring.submission();
+        // SAFETY: `Entry` is `#[repr(C)]` around `io_uring_sqe`, whose `flags` is byte 1.
+        let chained = unsafe { (&ring_op.entry as *const _ as *const u8).add(1).read() } & IOSQE_IO_LINK != 0;
         // Deadline rule 1: the operation and its timer take two SQEs, both or neither.
-        let need = if ring_op.deadline.is_some() { 2 } else { 1 };
-        if need > sq.capacity() {
+        let own = if ring_op.deadline.is_some() { 2 } else { 1 };
+        if own > sq.capacity() {
             return Err(Errno::EINVAL); // a one-entry SQ never has room for the pair (MISUSE.md)
         }
-        if need == 2 && self.flags.iopoll {
-            return Err(crate::errno::EOPNOTSUPP); // iopoll rule 2: no LINK_TIMEOUT on a polled ring
+        if (own == 2 || chained) && self.flags.iopoll {
+            // Iopoll rule 2: no LINK_TIMEOUT on a polled ring, and no chain whose
+            // successor could then be refused.
+            return Err(crate::errno::EOPNOTSUPP);
+        }
+        // An operation that opens a chain also keeps room for its successor and the
+        // successor's timer: the core admits a pair (`Fiber::initiate_pair`) on room for two
+        // operations, and the second must then go in whatever deadline it carries.
+        let need = if chained && !self.tail_linked { own + 2 } else { own };
+        if need > sq.capacity() {
+            // An SQ of 2 or 3 entries cannot hold a chain's head with room for a successor
+            // with a deadline (MISUSE.md): the pair goes one by one.
+            return Err(Errno::EINVAL);
         }
         if sq.capacity() - sq.len() < need {
             return Err(Errno::EBUSY);
         }
         let ud = self.slots.alloc(Some(token), ring_op.keep, ring_op.buf.take()).expect("room() counts free slots");
         ring_op.entry.set_user_data(ud);
-        // SAFETY: `Entry` is `#[repr(C)]` around `io_uring_sqe`, whose `flags` is byte 1.
-        let chained = unsafe { (&ring_op.entry as *const _ as *const u8).add(1).read() } & IOSQE_IO_LINK != 0;
         let entry = match ring_op.deadline {
             None => reload_by_words(&ring_op.entry),
             Some(_) => reload_by_words(&ring_op.entry).flags(io_uring::squeue::Flags::IO_LINK),
@@ -178,4 +189,4 @@ fn reload_by_words(entry: &io_uring::squeue::Entry) -> io_uring::squeue::Entry {
 }
 
 /// `IOSQE_IO_LINK` (include/uapi/linux/io_uring.h).
-const IOSQE_IO_LINK: u8 = 1 << 2;
+pub(super) const IOSQE_IO_LINK: u8 = 1 << 2;
