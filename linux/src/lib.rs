@@ -50,6 +50,6 @@ pub use fs::{FiberFs, File};
 pub use join::{Futex, join_blocking};
 pub use overflow::set_alt_stack;
 pub use panic::catch_panics;
-pub use ring::{RingConfig, RingDriver, RingOp, UnparkKind, UnparkMode};
+pub use ring::{RingConfig, RingDriver, RingOp, RingUnavailable, UnparkKind, UnparkMode, ring_availability};
 pub use sleep::SleepDriver;
 pub use stack::MmapStacks;
