@@ -24,6 +24,7 @@
 
 pub mod buf;
 pub mod clock;
+pub mod epoll;
 mod errno;
 mod fd;
 pub mod flags;
@@ -46,6 +47,7 @@ pub mod ucontext;
 mod waitq;
 
 pub use clock::monotonic_now;
+pub use epoll::{EpollConfig, EpollDriver, EpollOp};
 pub use fs::{FiberFs, File};
 pub use join::{Futex, join_blocking};
 pub use overflow::set_alt_stack;
