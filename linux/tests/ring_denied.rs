@@ -6,12 +6,21 @@
 //! - `ring_availability` names the cause (`Denied` or `NotInKernel`), with a message that
 //!   says what to change;
 //! - `RingDriver::new` fails with that errno, and nothing is left open;
-//! - an executor on a driver without a ring still runs tasks and timers.
+//! - an executor on a driver without a ring still runs tasks and timers, and the epoll
+//!   driver waits for a descriptor's readiness.
 
 use core::pin::pin;
 use core::time::Duration;
-use keel_core::{Config, Executor, Priorities, Priority, TaskAttrs, TaskSlot, rt};
-use keel_linux::{RingConfig, RingDriver, RingUnavailable, SleepDriver, ring_availability};
+use keel_core::{
+    Config, Executor, IoStatus, Priorities, Priority, TaskAttrs, TaskError, TaskSlot, initiate, rt,
+    suspend_until_completed_io,
+};
+use keel_linux::flags::PollFlags;
+use keel_linux::{
+    EpollConfig, EpollDriver, EpollOp, RingConfig, RingDriver, RingUnavailable, SleepDriver, ring_availability,
+};
+use std::io::Write;
+use std::os::fd::AsFd;
 use std::process::Command;
 
 const CHILD_ENV: &str = "KEEL_RING_DENIED_ERRNO";
@@ -76,6 +85,32 @@ fn child() {
         ex.run(16, Some(Duration::from_secs(5))).unwrap();
     }
     assert_eq!(ex.result(t), Ok(Some(Ok(7))));
+
+    // The epoll driver performs readiness waits there.
+    static WAITER: TaskSlot = TaskSlot::new();
+    let ex = pin!(Executor::new(EpollDriver::new(EpollConfig::default()).unwrap(), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let attrs = TaskAttrs { priority: Priorities { cpu: Priority::Normal, io: Priority::Normal }, name: "waiter" };
+    let t = ex
+        .attach(WAITER.create(attrs).unwrap(), async move {
+            let st = pin!(IoStatus::new());
+            // SAFETY: `a` outlives the wait: this block owns it until the result is read.
+            let op = unsafe { EpollOp::poll(a.as_fd(), PollFlags::IN) };
+            initiate::<EpollDriver>(st.as_ref(), op).await.map_err(|_| TaskError::Failed(-16))?;
+            while st.result().is_none() {
+                suspend_until_completed_io(1).await?;
+            }
+            Ok::<u64, TaskError>(u64::from(st.result().unwrap().unwrap()))
+        })
+        .unwrap();
+    ex.run(16, Some(Duration::from_millis(1))).ok();
+    b.write_all(b"x").unwrap();
+    while ex.attached() > 0 {
+        ex.run(16, Some(Duration::from_secs(5))).unwrap();
+    }
+    let mask = ex.result(t).unwrap().unwrap().unwrap() as u16;
+    assert_ne!(mask & keel_linux::ready::poll_bits(PollFlags::IN), 0, "mask {mask:#x}");
     eprintln!("child: ok");
 }
 
