@@ -508,7 +508,7 @@ fn deadline_rule_1_a_linked_chain_keeps_its_order_with_a_deadline_on_each_link()
     let got: RefCell<Vec<(IoToken, IoResult)>> = RefCell::default();
     let mut sink = |t: IoToken, r: IoResult| got.borrow_mut().push((t, r));
     let t0 = std::time::Instant::now();
-    while got.borrow().len() < 1 {
+    while got.borrow().is_empty() {
         d.reap(16, &mut sink);
         assert!(t0.elapsed() < Duration::from_secs(10));
     }

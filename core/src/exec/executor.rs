@@ -72,7 +72,7 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
     pub(crate) fn sched(self: Pin<&Self>) -> &Sched {
         let sched = &self.get_ref().sched;
         sched.ensure_init(
-            A::ON,
+            if A::ON { Some(A::read) } else { None },
             self.driver_ptr() as *mut (),
             &VtFor::<D>::VT,
             self.stacks.with_mut(|p| p as *mut ()),
