@@ -43,6 +43,8 @@ mod close;
 mod direct;
 mod fiber;
 mod future;
+mod meta;
+mod meta_future;
 
 pub use crate::flags::{FallocateFlags, Mode, OFlags, PathArg, SyncFileRangeFlags};
 pub(crate) use close::{close_fiber, close_fixed_fiber, close_fixed_shared, close_shared};
@@ -54,6 +56,10 @@ pub use future::{
     ClaimBuffer, OwnedOp, claim_buffer, close, fallocate, fdatasync, fsync, nop, open, read, read_fixed, readv,
     release_buffer, sync_file_range, try_claim_buffer, write, write_fixed, writev,
 };
+pub use meta::FiberMeta;
+pub use meta_future::{mkdir, rename, statx, unlink};
+/// Flags and the result of the metadata calls ([`FiberMeta`], `meta.rs`), rustix's types.
+pub use rustix::fs::{AtFlags, RenameFlags, Statx, StatxFlags};
 
 /// An open file descriptor, shared with the future operations that name it (fd rule 1 in
 /// `fd.rs`: it stays open until every one of them has completed, so its number is never
