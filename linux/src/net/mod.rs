@@ -54,6 +54,9 @@
 mod addr;
 mod fiber;
 pub mod future;
+mod msg;
+mod msg_fiber;
+mod msg_future;
 mod multishot;
 mod provided;
 mod sqe;
@@ -62,6 +65,8 @@ pub use crate::flags::{AddressFamily, Protocol, Shutdown, SockOpt, SocketType, i
 pub use addr::{SockAddr, local_addr};
 pub use fiber::FiberNet;
 pub(crate) use fiber::next_multi_until as next_multi_fiber_until;
+pub use msg::{MAX_FDS, Received, ReturnFlags, socket_pair};
+pub use msg_fiber::FiberMsg;
 pub use multishot::Multishot;
 pub(crate) use multishot::{MStep, MultiKind};
 pub use provided::ProvidedBuf;
