@@ -349,3 +349,44 @@ fn msg_a_cancelled_receive_returns_ecanceled() {
     run_all(ex);
     assert_eq!(*seen.borrow(), [Some(Errno::ECANCELED), Some(Errno::ECANCELED)]);
 }
+
+/// Msg rule 2 with shared rule 4: a receive future whose message and descriptor the
+/// kernel delivered is moved out of its task, the executor is dropped, then the future:
+/// the driver's teardown gave the result back, so the descriptor is closed.
+#[test]
+fn msg_a_receive_outliving_its_executor_leaks_no_descriptor() {
+    let (a, b) = net::socket_pair(AddressFamily::UNIX, SocketType::STREAM).unwrap();
+    let (r, w) = pipe();
+    type Recv = core::pin::Pin<Box<dyn Future<Output = (Result<net::Received, Errno>, Vec<u8>)>>>;
+    let kept: Rc<RefCell<Option<Recv>>> = Rc::new(RefCell::new(None));
+    let k = kept.clone();
+    let ex = executor(RingConfig::default());
+    let bfd = b.as_raw_fd();
+    ex.as_ref()
+        .attach(task(), async move {
+            let b: &'static net::Socket = Box::leak(Box::new(b));
+            let mut f: Recv = Box::pin(net::future::recv_msg(b, Vec::with_capacity(8), 1));
+            core::future::poll_fn(|cx: &mut Context<'_>| {
+                assert!(f.as_mut().poll(cx).is_pending());
+                Poll::Ready(())
+            })
+            .await;
+            keel_linux::fs::nop().await.unwrap();
+            let (res, _, back) = net::future::send_msg(&a, b"m".to_vec(), None, vec![w]).await;
+            assert_eq!(res, Ok(1));
+            drop(back);
+            for _ in 0..1000 {
+                if unread(bfd) == 0 {
+                    break;
+                }
+                keel_linux::fs::nop().await.unwrap();
+            }
+            *k.borrow_mut() = Some(f); // moved out of the task, its result untaken
+            0u64
+        })
+        .unwrap();
+    run_all(ex.as_ref());
+    drop(ex);
+    drop(kept.borrow_mut().take());
+    assert!(writers_gone(&r), "the received write end was closed");
+}
