@@ -132,6 +132,20 @@ impl SignalFd {
     }
 }
 
+impl std::os::fd::AsFd for SignalFd {
+    /// Open for as long as the borrow (signal rule 4), for `ready::poll` and the like.
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.borrowed()
+    }
+}
+
+impl std::os::fd::AsRawFd for SignalFd {
+    /// Lends the number; closing it stays the `SignalFd`'s.
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.raw()
+    }
+}
+
 /// One signal as the signalfd reports it (`struct signalfd_siginfo`, the fields a server
 /// reads).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use core::future::Future;
 use core::task::{Context, Poll};
 use keel_core::{Errno, Fiber, rt};
 use keel_linux::RingConfig;
-use keel_linux::fs::{self, AtFlags, FiberMeta, Mode, RenameFlags, StatxFlags};
+use keel_linux::fs::{self, AtFlags, FiberFs, FiberMeta, Mode, OFlags, RenameFlags, StatxFlags};
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -33,6 +33,9 @@ fn meta_a_fiber_makes_stats_renames_and_removes() {
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
             let st = f.statx(dd.join("f"), AtFlags::empty(), StatxFlags::BASIC_STATS).expect("statx");
             assert_eq!(st.stx_size, 5);
+            let file = f.open(dd.join("f"), OFlags::RDONLY, Mode::empty()).unwrap();
+            let fst = f.fstatx(&file, StatxFlags::BASIC_STATS).expect("fstatx");
+            assert_eq!((fst.stx_size, fst.stx_ino), (5, st.stx_ino), "the same file");
             assert!(StatxFlags::from_bits_retain(st.stx_mask).contains(StatxFlags::SIZE));
             assert_eq!(f.mkdir(dd.join("sub"), Mode::from_raw_mode(0o750)), Ok(()));
             assert_eq!(f.mkdir(dd.join("sub"), Mode::from_raw_mode(0o750)), Err(Errno(libc::EEXIST)));
@@ -66,6 +69,8 @@ fn meta_futures_make_stat_rename_and_remove() {
         .attach(task(), async move {
             let st = fs::statx(dd.join("f"), AtFlags::empty(), StatxFlags::SIZE).await.expect("statx");
             assert_eq!(st.stx_size, 4096);
+            let file = fs::open(dd.join("f"), OFlags::RDONLY, Mode::empty()).await.unwrap();
+            assert_eq!(fs::fstatx(&file, StatxFlags::SIZE).await.map(|s| s.stx_size), Ok(4096));
             assert_eq!(fs::mkdir(dd.join("sub"), Mode::from_raw_mode(0o700)).await, Ok(()));
             assert_eq!(fs::rename(dd.join("f"), dd.join("sub/f"), RenameFlags::empty()).await, Ok(()));
             std::fs::write(dd.join("x"), b"x").unwrap();

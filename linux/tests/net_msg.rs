@@ -390,3 +390,31 @@ fn msg_a_receive_outliving_its_executor_leaks_no_descriptor() {
     drop(kept.borrow_mut().take());
     assert!(writers_gone(&r), "the received write end was closed");
 }
+
+/// Messages on direct descriptors (a UDP socket in the fixed-file table): the same calls,
+/// naming the socket by index.
+#[test]
+fn msg_datagrams_on_direct_sockets() {
+    let ex = executor(RingConfig { registered_files: 4, ..RingConfig::default() });
+    let ex = ex.as_ref();
+    let t = ex
+        .attach_fiber(task(), fattrs(), |f: &mut Fiber| {
+            let (a, _aa, b, ba) = udp_pair(f);
+            let d = f.socket_direct(AddressFamily::INET, SocketType::DGRAM, None).unwrap();
+            let any: SockAddr = "127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into();
+            f.bind(&d, &any).unwrap();
+            assert_eq!(f.send_to(&d, b"direct", &ba), Ok(6));
+            let mut buf = [0u8; 16];
+            let (n, from) = f.recv_from(&b, &mut buf).unwrap();
+            assert_eq!(&buf[..n as usize], b"direct");
+            let from = from.unwrap();
+            assert_eq!(f.send_to(&a, b"back", &from), Ok(4));
+            let r = f.recv_msg(&d, &mut buf, 0).unwrap();
+            assert_eq!(&buf[..r.len as usize], b"back");
+            f.close_fixed_socket(d).unwrap();
+            1u64
+        })
+        .unwrap();
+    run_all(ex);
+    assert_eq!(ex.result(t), Ok(Some(Ok(1))));
+}

@@ -1,6 +1,6 @@
 //! File metadata and names through the ring: `statx`, `unlinkat`, `renameat2` and
 //! `mkdirat` (`IORING_OP_STATX`, `UNLINKAT`, `RENAMEAT`, `MKDIRAT`), for fibers
-//! ([`FiberMeta`]) and futures (`fs::statx`, `fs::unlink`, `fs::rename`, `fs::mkdir`, in
+//! ([`FiberMeta`]) and futures (`fs::statx`, `fs::fstatx`, `fs::unlink`, `fs::rename`, `fs::mkdir`, in
 //! `meta_future.rs`).
 //!
 //! Rules (cited as "meta rule N"):
@@ -21,13 +21,14 @@
 //!    result (done, or `ECANCELED` if the cancel took first).
 #![allow(unsafe_code)] // SQEs that point at paths and a statx buffer that outlive the operation
 
-use super::{FiberFs, cwd};
+use super::{FiberFs, File, cwd};
 use crate::flags::{Mode, PathArg};
 use crate::ring::RingOp;
 use io_uring::{opcode, squeue, types};
 use keel_core::{Errno, Fiber};
 use rustix::fs::{AtFlags, RenameFlags, Statx, StatxFlags};
 use std::ffi::CStr;
+use std::os::fd::RawFd;
 
 /// Metadata and name operations for fiber tasks (meta rules in the module doc). Each doc
 /// opens with the C form.
@@ -36,6 +37,9 @@ pub trait FiberMeta {
     /// are wanted (`StatxFlags::BASIC_STATS`, `SIZE`, ...), the result's `stx_mask` which
     /// the filesystem filled.
     fn statx(&mut self, path: impl PathArg, flags: AtFlags, mask: StatxFlags) -> Result<Statx, Errno>;
+    /// `statx(fd, "", AT_EMPTY_PATH, mask, &buf)`: the metadata of an open file (fstat(2)'s
+    /// job); the file stays borrowed until the call returns.
+    fn fstatx(&mut self, file: &File, mask: StatxFlags) -> Result<Statx, Errno>;
     /// `unlinkat(AT_FDCWD, path, flags)`, see unlinkat(2): a file, or with
     /// `AtFlags::REMOVEDIR` an empty directory. Any other flag is `EINVAL` (meta rule 2).
     fn unlink(&mut self, path: impl PathArg, flags: AtFlags) -> Result<(), Errno>;
@@ -60,7 +64,16 @@ pub(super) fn unlink_flags(flags: AtFlags) -> Result<i32, Errno> {
 }
 
 pub(super) fn statx_sqe(path: *const u8, flags: AtFlags, mask: StatxFlags, buf: *mut Statx) -> squeue::Entry {
-    opcode::Statx::new(types::Fd(cwd()), path.cast(), buf.cast::<types::statx>())
+    statx_at_sqe(cwd(), path, flags, mask, buf)
+}
+
+/// `statx(fd, "", AT_EMPTY_PATH, mask, buf)`: the open file itself.
+pub(super) fn fstatx_sqe(fd: RawFd, mask: StatxFlags, buf: *mut Statx) -> squeue::Entry {
+    statx_at_sqe(fd, c"".as_ptr().cast(), AtFlags::EMPTY_PATH, mask, buf)
+}
+
+fn statx_at_sqe(dir: RawFd, path: *const u8, flags: AtFlags, mask: StatxFlags, buf: *mut Statx) -> squeue::Entry {
+    opcode::Statx::new(types::Fd(dir), path.cast(), buf.cast::<types::statx>())
         .flags(flags.bits() as i32)
         .mask(mask.bits())
         .build()
@@ -92,6 +105,15 @@ impl FiberMeta for Fiber {
             // SAFETY: `p` and `buf` outlive `run_op`, which returns only after completion.
             self.run_op(unsafe { RingOp::from_entry(e) })
         })?;
+        Ok(buf)
+    }
+
+    fn fstatx(&mut self, file: &File, mask: StatxFlags) -> Result<Statx, Errno> {
+        let mut buf = zeroed_statx();
+        let e = fstatx_sqe(file.fd(), mask, &mut buf);
+        // SAFETY: `buf` (and the static empty path) outlive `run_op`, which returns only after
+        // completion; `file` is borrowed as long (fd rule 2).
+        self.run_op(unsafe { RingOp::from_entry(e) })?;
         Ok(buf)
     }
 

@@ -4,8 +4,8 @@
 //! nothing behind that the kernel may still write.
 #![allow(unsafe_code)] // SQEs that point into an owned buffer the slot keeps
 
-use super::OwnedOp;
-use super::meta::{mkdir_sqe, rename_sqe, statx_sqe, unlink_flags, unlink_sqe, zeroed_statx};
+use super::meta::{fstatx_sqe, mkdir_sqe, rename_sqe, statx_sqe, unlink_flags, unlink_sqe, zeroed_statx};
+use super::{File, OwnedOp};
 use crate::buf::RawBuf;
 use crate::flags::{Mode, PathArg};
 use crate::ring::RingOp;
@@ -36,6 +36,24 @@ pub async fn statx(path: impl PathArg, flags: AtFlags, mask: StatxFlags) -> Resu
     let mut out = zeroed_statx();
     // SAFETY: `bytes` holds `N` bytes the kernel wrote as a `struct statx` (`Statx` is its
     // `repr(C)` form, any bit pattern valid); copied byte-wise into an aligned value.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), (&mut out as *mut Statx).cast::<u8>(), N) };
+    Ok(out)
+}
+
+/// `statx(fd, "", AT_EMPTY_PATH, mask, &buf)`: the future form of
+/// [`FiberMeta::fstatx`](super::FiberMeta::fstatx); the operation holds the file open until
+/// it completes (fd rule 1).
+pub async fn fstatx(file: &File, mask: StatxFlags) -> Result<Statx, Errno> {
+    const N: usize = core::mem::size_of::<Statx>();
+    let raw = RawBuf::from_vec(vec![0u8; N]);
+    let e = fstatx_sqe(file.fd(), mask, raw.ptr().cast());
+    // SAFETY: the SQE references only `raw` and a static empty path; the slot keeps `raw`
+    // until completion.
+    let (res, raw) = OwnedOp::new(unsafe { RingOp::owned(e, Some(raw)) }).holding(Some(&file.fd)).await;
+    res?;
+    let bytes = raw.map(|r| r.into_vec(N)).ok_or(Errno::EIO)?;
+    let mut out = zeroed_statx();
+    // SAFETY: as in `statx`: `N` bytes the kernel wrote as a `struct statx`.
     unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), (&mut out as *mut Statx).cast::<u8>(), N) };
     Ok(out)
 }

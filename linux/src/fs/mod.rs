@@ -57,7 +57,7 @@ pub use future::{
     release_buffer, sync_file_range, try_claim_buffer, write, write_fixed, writev,
 };
 pub use meta::FiberMeta;
-pub use meta_future::{mkdir, rename, statx, unlink};
+pub use meta_future::{fstatx, mkdir, rename, statx, unlink};
 /// Flags and the result of the metadata calls ([`FiberMeta`], `meta.rs`), rustix's types.
 pub use rustix::fs::{AtFlags, RenameFlags, Statx, StatxFlags};
 

@@ -30,7 +30,8 @@ pub trait FiberMsg {
     /// `sendto(fd, buf, len, MSG_NOSIGNAL, to, tolen)`: one datagram to `to`.
     fn send_to(&mut self, s: &impl AsSock, buf: &[u8], to: &SockAddr) -> Result<u32, Errno>;
     /// `recvfrom(fd, buf, len, 0, &from, &fromlen)`: one datagram and its sender (`None`
-    /// on a connected stream). Descriptors passed with it are closed (ask `recv_msg`).
+    /// on a connected stream). It takes no descriptors: any passed with the datagram are
+    /// discarded by the kernel (`recv_msg` takes them).
     fn recv_from(&mut self, s: &impl AsSock, buf: &mut [u8]) -> Result<(u32, Option<SockAddr>), Errno>;
 }
 
