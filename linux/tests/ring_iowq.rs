@@ -100,6 +100,7 @@ fn iowq_the_cap_bounds_the_threads_workers_and_queues_the_rest() {
     let ex = ex.as_ref();
     let b = blockers(ex, 6);
     let most = run_and_count(ex, tid(), 2);
+    eprintln!("iowq: cap [0, 2], 6 blocking splices: at most {most} workers");
     assert!((1..=2).contains(&most), "workers seen: {most}");
     release(ex, b);
     let before = ex.with_driver(|d| d.set_iowq_max_workers([0, 0])).unwrap();
@@ -121,6 +122,7 @@ fn iowq_executors_on_one_thread_share_one_pool() {
         let _ = c.run(64, Some(Duration::from_millis(5)));
         most = most.max(workers_of(tid()));
     }
+    eprintln!("iowq: two executors on one thread, cap [0, 2] on one, 3 blocking splices each: at most {most} workers");
     assert!((1..=2).contains(&most), "one pool under one cap: {most} workers");
     release(a, ba);
     release(c, bc);
@@ -150,6 +152,9 @@ fn iowq_attach_wq_is_checked_and_shares_no_pool_across_threads() {
     })
     .join()
     .unwrap();
+    eprintln!(
+        "iowq: ATTACH_WQ to a ring capped at [0, 1], on another thread, 3 blocking splices: {seen} workers of its own"
+    );
     assert!(seen >= 2, "the attached executor's thread has a pool of its own, uncapped: {seen} workers of {other}");
     drop(devnull);
 }

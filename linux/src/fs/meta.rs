@@ -19,6 +19,11 @@
 //! 4. **Cancellation**: the kernel runs these in its worker pool (io-wq) and they are not
 //!    interruptible once started: a cancelled task's call returns the operation's own
 //!    result (done, or `ECANCELED` if the cancel took first).
+//!
+//! Each call is described apart from the driver by its path(s), flags and mode (the
+//! arguments of the syscall of the same name); the ring driver encodes them in one SQE
+//! (`*_sqe` below). These calls have no readiness to wait for: a driver without io_uring
+//! makes the syscall itself (the kernel's worker pool does the same here, meta rule 4).
 #![allow(unsafe_code)] // SQEs that point at paths and a statx buffer that outlive the operation
 
 use super::{FiberFs, File, cwd};

@@ -30,6 +30,12 @@
 //!    returns the operation's own result; a message received before the cancel took is
 //!    returned with its descriptors.
 //!
+//! The operation is described apart from the driver: a [`MsgHdr`] (the socket's `msghdr`
+//! with its data, address and control) and the direction. The ring driver encodes it as one
+//! SQE (`sendmsg_sqe`, `recvmsg_sqe`); a readiness driver performs the same header with
+//! sendmsg(2)/recvmsg(2) (`MSG_CMSG_CLOEXEC` included) once the socket is ready, and the
+//! msg rules hold as they are.
+//!
 //! Cold paths: each call allocates its control buffer (none when it passes no
 //! descriptors), a future also its boxed header; nothing here is on the hot path.
 #![allow(unsafe_code)] // msghdr pointers into the header's own fields; parsing cmsgs; owning received fds

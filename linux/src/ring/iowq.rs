@@ -61,7 +61,10 @@ impl RingDriver {
     /// from the kernel for a limit it refuses.
     pub fn set_iowq_max_workers(&self, max: [u32; 2]) -> Result<[u32; 2], Errno> {
         let mut m = max;
-        self.ring.submitter().register_iowq_max_workers(&mut m).map_err(|e| Errno(e.raw_os_error().unwrap_or(5)))?;
+        self.ring
+            .submitter()
+            .register_iowq_max_workers(&mut m)
+            .map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
         Ok(m)
     }
 }
