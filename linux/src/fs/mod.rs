@@ -20,6 +20,9 @@
 //! descriptor's operations first (`ASYNC_CANCEL` with `CANCEL_FD | CANCEL_ALL`, as
 //! `close_socket` does) and the descriptor is closed whatever they return.
 //!
+//! File metadata and names ([`FiberMeta`]: statx, unlinkat, renameat2, mkdirat, and their
+//! futures [`statx`], [`fstatx`], [`unlink`], [`rename`], [`mkdir`]): meta rules in `meta.rs`.
+//!
 //! Registered buffers (`RingConfig::registered_buffers`, `regbuf.rs`): a claim is a
 //! [`FixedBuf`], which the fixed operations take (fibers by reference, futures by value);
 //! dropping it releases the buffer to the oldest waiter, however its holder ends.
