@@ -1,6 +1,6 @@
 /* The rest of the server surface from C: statx, mkdir, rename and unlink through the
  * ring; a descriptor passed with SCM_RIGHTS over a Unix socket pair (and a short control
- * buffer that truncates without leaking); a thread-directed signal read from a signalfd;
+ * buffer that truncates without leaking); a UDP datagram sent to an address on loopback; a thread-directed signal read from a signalfd;
  * the worker-pool cap; and the arguments keel refuses. Exits 77 (skipped, said on stderr)
  * if io_uring cannot be set up here. */
 #ifndef _GNU_SOURCE
@@ -10,6 +10,8 @@
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -101,19 +103,46 @@ static int64_t passing(keel_task task) {
     return 2;
 }
 
+/* A UDP datagram to an address, and its sender's address back from recvmsg. */
+static int64_t datagrams(keel_task task) {
+    int a = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), b = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    CHECK(a >= 0 && b >= 0);
+    struct sockaddr_in any = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    CHECK(bind(a, (struct sockaddr *)&any, sizeof any) == 0 && bind(b, (struct sockaddr *)&any, sizeof any) == 0);
+    struct sockaddr_in aa, ba;
+    socklen_t len = sizeof aa;
+    CHECK(getsockname(a, (struct sockaddr *)&aa, &len) == 0);
+    len = sizeof ba;
+    CHECK(getsockname(b, (struct sockaddr *)&ba, &len) == 0);
+    char out[] = "datagram", in[16] = {0};
+    struct iovec oi = {out, 8}, ii = {in, sizeof in};
+    struct msghdr m = {.msg_name = &ba, .msg_namelen = sizeof ba, .msg_iov = &oi, .msg_iovlen = 1};
+    CHECK_ERROR(keel_socket_sendmsg(task, a, &m, 0), 8);
+    struct sockaddr_in from;
+    memset(&from, 0, sizeof from);
+    struct msghdr r = {.msg_name = &from, .msg_namelen = sizeof from, .msg_iov = &ii, .msg_iovlen = 1};
+    CHECK_ERROR(keel_socket_recvmsg(task, b, &r, 0), 8);
+    CHECK(memcmp(in, "datagram", 8) == 0);
+    CHECK(r.msg_namelen == sizeof from && from.sin_port == aa.sin_port);
+    CHECK_ERROR(keel_socket_recvmsg(task, b, &r, 1 << 28), -EINVAL); /* no such MSG_* bit */
+    CHECK(close(a) == 0 && close(b) == 0);
+    return 3;
+}
+
 static int64_t signals(keel_task task) {
     CHECK(raise(SIGUSR1) == 0); /* to this thread, which blocks it */
     struct signalfd_siginfo info;
     CHECK_ERROR(keel_signal_wait(task, sfd, &info), (keel_result)sizeof info);
     CHECK(info.ssi_signo == SIGUSR1 && (pid_t)info.ssi_pid == getpid());
     CHECK_ERROR(keel_signal_wait(task, sfd, NULL), -EFAULT);
-    return 3;
+    return 4;
 }
 
 static int64_t body(keel_task task, void *user) {
     switch ((int)(intptr_t)user) {
     case 0: return metadata(task);
     case 1: return passing(task);
+    case 2: return datagrams(task);
     default: return signals(task);
     }
 }
@@ -148,8 +177,8 @@ int main(void) {
     CHECK_ERROR(keel_executor_set_iowq_max_workers(plain, 1, 1, NULL), -EOPNOTSUPP);
     CHECK_RESULT(keel_executor_destroy(plain));
 
-    keel_task tasks[3];
-    for (int i = 0; i < 3; i++) {
+    keel_task tasks[4];
+    for (int i = 0; i < 4; i++) {
         keel_task_attr ta = {0};
         CHECK_RESULT(keel_task_create(&ta, &tasks[i]));
         CHECK_RESULT(keel_task_attach(ex, tasks[i], body, (void *)(intptr_t)i));
@@ -161,6 +190,6 @@ int main(void) {
     close(pair[0]);
     close(pair[1]);
     close(sfd);
-    printf("server: statx/mkdir/rename/unlink, SCM_RIGHTS with a short control buffer, a signal, the worker cap\n");
+    printf("server: statx/mkdir/rename/unlink, SCM_RIGHTS with a short control buffer, a UDP datagram with addresses, a signal, the worker cap\n");
     return 0;
 }
