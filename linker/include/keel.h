@@ -1101,6 +1101,101 @@ keel_result keel_file_write_fixed(struct keel_task task,
 const char *keel_strerror(keel_result code);
 
 /**
+ * `statx(AT_FDCWD, path, flags, mask, out)` through the ring; `out` is a `struct statx`
+ * (`<sys/stat.h>` with `_GNU_SOURCE`, or `<linux/stat.h>`), filled on success.
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string; `out` is NULL or a writable `struct statx`
+ * nothing else uses until this returns.
+ */
+keel_result keel_file_statx(struct keel_task task,
+                            const char *path,
+                            int flags,
+                            uint32_t mask,
+                            void *out);
+
+/**
+ * `unlinkat(AT_FDCWD, path, flags)` through the ring: a file, or with `AT_REMOVEDIR` an
+ * empty directory; any other flag is `-EINVAL` before anything is submitted.
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string.
+ */
+keel_result keel_file_unlink(struct keel_task task, const char *path, int flags);
+
+/**
+ * `renameat2(AT_FDCWD, from, AT_FDCWD, to, flags)` through the ring (`RENAME_NOREPLACE`,
+ * `RENAME_EXCHANGE`, `RENAME_WHITEOUT`).
+ *
+ * # Safety
+ * `from` and `to` are NULL or NUL-terminated strings.
+ */
+keel_result keel_file_rename(struct keel_task task,
+                             const char *from,
+                             const char *to,
+                             uint32_t flags);
+
+/**
+ * `mkdirat(AT_FDCWD, path, mode)` through the ring; `-EINVAL` for a mode above `07777`.
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string.
+ */
+keel_result keel_file_mkdir(struct keel_task task, const char *path, uint32_t mode);
+
+/**
+ * `sendmsg(fd, msg, flags | MSG_NOSIGNAL)` through the ring; returns the bytes sent.
+ * `msg` may carry an address (`msg_name`) and `SCM_RIGHTS` descriptors (`msg_control`),
+ * which stay the caller's. `-EINVAL` for a flag that is no `MSG_*` flag of send(2).
+ *
+ * # Safety
+ * `msg` is NULL or a valid `struct msghdr` whose buffers, address and control stay valid
+ * and unused by anything else until this returns.
+ */
+keel_result keel_socket_sendmsg(struct keel_task task, int fd, const struct msghdr *msg, int flags);
+
+/**
+ * `recvmsg(fd, msg, flags | MSG_CMSG_CLOEXEC)` through the ring; returns the bytes
+ * received and, as recvmsg(2), updates `msg_namelen`, `msg_controllen` and `msg_flags`
+ * (`MSG_TRUNC`, `MSG_CTRUNC`). Descriptors received with `SCM_RIGHTS` are the caller's
+ * (close-on-exec): close them. `-EINVAL` for a flag that is no `MSG_*` flag of recv(2).
+ *
+ * # Safety
+ * `msg` is NULL or a valid `struct msghdr` whose buffers, address and control are
+ * writable and unused by anything else until this returns.
+ */
+keel_result keel_socket_recvmsg(struct keel_task task, int fd, struct msghdr *msg, int flags);
+
+/**
+ * Waits for a signal: one `read(sfd, info, sizeof(struct signalfd_siginfo))` through the
+ * ring on a signalfd the caller made (`signalfd(2)` without `SFD_NONBLOCK`, its signals
+ * blocked first in every thread: keel-linux's signal rules 1-2). Fills `info` (a
+ * `struct signalfd_siginfo`) and returns its size. A wait cancelled before a signal came
+ * consumes none.
+ *
+ * # Safety
+ * `info` is NULL or a writable `struct signalfd_siginfo` unused by anything else until
+ * this returns.
+ */
+keel_result keel_signal_wait(struct keel_task task, int sfd, void *info);
+
+/**
+ * Caps the kernel's worker pool of the executor's thread at `bounded` and `unbounded`
+ * threads (`IORING_REGISTER_IOWQ_MAX_WORKERS`; 0 leaves one as it is); writes the limits
+ * before to `old` (NULL: not wanted). The pool is the thread's: every executor on it
+ * shares it (keel-linux's iowq rules). `-EOPNOTSUPP` for an executor without a ring,
+ * `-EBUSY` from inside one of its tasks (its driver is in use),
+ * `-ESTALE`, `-KEEL_EWRONGTHREAD`.
+ *
+ * # Safety
+ * `old` is NULL or two writable `uint32_t`s.
+ */
+keel_result keel_executor_set_iowq_max_workers(struct keel_executor ex,
+                                               uint32_t bounded,
+                                               uint32_t unbounded,
+                                               uint32_t *old);
+
+/**
  * Makes `status` an idle status block (status rule 2: a block that held one drops it
  * first). Call it once before the block's first use; a block whose operation was taken
  * may be initiated again without it.

@@ -18,6 +18,7 @@
 //! | `channel` | bounded channels of 64-bit values: `send`/`recv` from a task body, `try_*` and `close` from any thread (channel rules) |
 //! | `event` | manual-reset events: `create`, `wait` from a task body, `set`/`reset` from any thread (event rules) |
 //! | `wait` | counting semaphores: `create`, `acquire` from a task body, `release` from any thread (semaphore rules) |
+//! | `server` | statx, unlink, rename, mkdir, sendmsg/recvmsg, a signalfd wait, the worker-pool cap |
 //! | `gdb` | keel's GDB script in `.debug_gdb_scripts` |
 //!
 //! Every exported symbol is named `keel_*` and every exported function that can reach a
@@ -38,6 +39,7 @@ mod net;
 mod ready;
 mod regbuf;
 mod result;
+mod server;
 mod stable;
 mod status;
 mod task;
@@ -72,6 +74,10 @@ pub use regbuf::{
 pub use result::{
     KEEL_EBADRESULT, KEEL_EFPCONTROL, KEEL_ENOTINTASK, KEEL_EPANICKED, KEEL_ERRNO_FIRST, KEEL_ERRNO_MAX, KEEL_ESTALLED,
     KEEL_EWRONGTHREAD, keel_result, keel_strerror,
+};
+pub use server::{
+    keel_executor_set_iowq_max_workers, keel_file_mkdir, keel_file_rename, keel_file_statx, keel_file_unlink,
+    keel_signal_wait, keel_socket_recvmsg, keel_socket_sendmsg,
 };
 pub use status::{
     KEEL_IO_STATUS_ALIGN, KEEL_IO_STATUS_SIZE, keel_file_fsync_async, keel_file_read_async, keel_file_write_async,

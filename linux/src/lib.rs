@@ -5,8 +5,8 @@
 //! keel's Linux layer: the monotonic clock (rustix), [`SleepDriver`] (no ring: parks by
 //! sleeping, for a pure-compute executor), [`RingDriver`] (io_uring) with
 //! file i/o ([`fs`]), socket i/o ([`net`]), readiness waits on any descriptor
-//! ([`ready`]), deadlines on any operation ([`deadline`]), per-read/write flags
-//! ([`rw_flags`]), typed flags ([`flags`]) and registered buffers, guarded mmap fiber stacks ([`MmapStacks`]) with
+//! ([`ready`]), signals as events ([`signal`]), deadlines on any operation ([`deadline`]),
+//! per-read/write flags ([`rw_flags`]), typed flags ([`flags`]) and registered buffers, guarded mmap fiber stacks ([`MmapStacks`]) with
 //! an overflow reporter ([`overflow`]), the panic catcher for fibers ([`panic`](mod@panic)) and the
 //! `ucontext` switcher ([`ucontext`]).
 //!
@@ -42,6 +42,8 @@ pub mod ready;
 mod regbuf;
 pub mod ring;
 pub mod rw_flags;
+pub mod signal;
+mod signal_future;
 pub mod sleep;
 mod slot_op;
 pub mod stack;

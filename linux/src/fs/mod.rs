@@ -20,6 +20,9 @@
 //! descriptor's operations first (`ASYNC_CANCEL` with `CANCEL_FD | CANCEL_ALL`, as
 //! `close_socket` does) and the descriptor is closed whatever they return.
 //!
+//! File metadata and names ([`FiberMeta`]: statx, unlinkat, renameat2, mkdirat, and their
+//! futures [`statx`], [`fstatx`], [`unlink`], [`rename`], [`mkdir`]): meta rules in `meta.rs`.
+//!
 //! Registered buffers (`RingConfig::registered_buffers`, `regbuf.rs`): a claim is a
 //! [`FixedBuf`], which the fixed operations take (fibers by reference, futures by value);
 //! dropping it releases the buffer to the oldest waiter, however its holder ends.
@@ -43,6 +46,8 @@ mod close;
 mod direct;
 mod fiber;
 mod future;
+mod meta;
+mod meta_future;
 mod multishot;
 mod rw;
 
@@ -57,7 +62,11 @@ pub use future::{
     ClaimBuffer, OwnedOp, claim_buffer, close, fallocate, fdatasync, fsync, nop, open, read, read_fixed, readv,
     release_buffer, sync_file_range, try_claim_buffer, write, write_fixed, writev,
 };
+pub use meta::FiberMeta;
+pub use meta_future::{fstatx, mkdir, rename, statx, unlink};
 pub use multishot::{FiberReadMulti, ReadMultiOp, next_read, read_multi};
+/// Flags and the result of the metadata calls ([`FiberMeta`], `meta.rs`), rustix's types.
+pub use rustix::fs::{AtFlags, RenameFlags, Statx, StatxFlags};
 pub use rw::{FiberRw, read_flags, write_flags};
 
 /// An open file descriptor, shared with the future operations that name it (fd rule 1 in

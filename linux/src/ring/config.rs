@@ -58,6 +58,14 @@ pub struct RingConfig {
     /// How other threads unpark the executor (`Auto`: MsgRing where the kernel has it,
     /// else the eventfd; see `ring/unpark.rs`).
     pub unpark: UnparkMode,
+    /// Caps the kernel's worker pool of the executor's thread at `[bounded, unbounded]`
+    /// threads (`IORING_REGISTER_IOWQ_MAX_WORKERS`; `[0, 0]`: the kernel's defaults). See
+    /// `ring/iowq.rs`: the pool is the thread's, shared by every executor on it.
+    pub iowq_max_workers: [u32; 2],
+    /// Set the ring up with `IORING_SETUP_ATTACH_WQ` naming another executor's ring
+    /// ([`RingDriver::worker_pool`]). The kernel checks the name; it shares a pool only
+    /// within one thread, where executors share it anyway (iowq rule 3 in `ring/iowq.rs`).
+    pub attach_wq: Option<super::iowq::WorkerPool>,
     /// Polled completions (`IORING_SETUP_IOPOLL`, iopoll rules in this module's doc): the
     /// kernel polls the device for read and write completions instead of taking an
     /// interrupt. For `O_DIRECT` files on devices with poll queues only.
@@ -75,6 +83,8 @@ impl Default for RingConfig {
             registered_files: 0,
             record_submissions: 0,
             unpark: UnparkMode::Auto,
+            iowq_max_workers: [0, 0],
+            attach_wq: None,
             iopoll: false,
         }
     }
@@ -144,7 +154,8 @@ impl RingDriver {
                 "entries and slots must be at least 1 (and slots below 2^30); use SleepDriver for an executor with no ring",
             ));
         }
-        let (mut ring, flags) = setup::build(cfg.entries, cfg.cq_entries, cfg.iopoll)?;
+        let (mut ring, flags) = setup::build(cfg.entries, cfg.cq_entries, cfg.attach_wq.map(|p| p.raw()), cfg.iopoll)?;
+        super::iowq::apply(&ring, &cfg)?;
         let unpark_kind = if cfg.iopoll {
             polled_unpark(cfg.unpark)?
         } else {

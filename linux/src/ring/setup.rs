@@ -27,10 +27,16 @@ pub struct RingFlags {
     pub iopoll: bool,
 }
 
-/// Builds a ring of `entries` SQEs and `cq_entries` CQEs with the best flags the kernel has.
-/// `iopoll` adds `IORING_SETUP_IOPOLL` to every attempt (never dropped: a ring without it
-/// is not what was asked for).
-pub(crate) fn build(entries: u32, cq_entries: u32, iopoll: bool) -> io::Result<(IoUring, RingFlags)> {
+/// Builds a ring of `entries` SQEs and `cq_entries` CQEs with the best flags the kernel has,
+/// attached to the worker pool of ring `attach_wq` if given (`ring/iowq.rs`). `iopoll` adds
+/// `IORING_SETUP_IOPOLL` to every attempt (never dropped: a ring without it is not what
+/// was asked for).
+pub(crate) fn build(
+    entries: u32,
+    cq_entries: u32,
+    attach_wq: Option<i32>,
+    iopoll: bool,
+) -> io::Result<(IoUring, RingFlags)> {
     let attempts = [
         RingFlags { single_issuer: true, defer_taskrun: true, coop_taskrun: true, submit_all: true, iopoll },
         RingFlags { single_issuer: true, defer_taskrun: false, coop_taskrun: true, submit_all: true, iopoll },
@@ -41,6 +47,9 @@ pub(crate) fn build(entries: u32, cq_entries: u32, iopoll: bool) -> io::Result<(
     for (attempt, flags) in attempts.iter().enumerate() {
         let mut builder = IoUring::builder();
         builder.setup_cqsize(cq_entries.max(entries));
+        if let Some(fd) = attach_wq {
+            builder.setup_attach_wq(fd);
+        }
         if flags.single_issuer {
             builder.setup_single_issuer();
         }
