@@ -116,16 +116,16 @@ impl RingOp {
     /// cancels it. A multishot operation (whose stream a timer would end) comes back in
     /// `Err` unchanged. A deadline already set is replaced.
     pub fn with_deadline(mut self, d: Deadline) -> Result<Self, Self> {
-        if self.multi {
+        if self.multi() {
             return Err(self);
         }
-        self.deadline = Some(nanos(d.0));
+        self.set_deadline_ns(d.0.as_nanos());
         Ok(self)
     }
 
     /// The deadline this operation carries, if any.
     pub fn deadline(&self) -> Option<Deadline> {
-        self.deadline.map(|n| Deadline(Instant::from_nanos(n.get())))
+        self.deadline_ns().map(|n| Deadline(Instant::from_nanos(n)))
     }
 
     /// Gives this operation the scope's deadline `d` (the earlier of it and its own),
@@ -133,17 +133,12 @@ impl RingOp {
     pub(crate) fn scoped(mut self, d: Instant) -> Self {
         let code = self.opcode();
         let exempt = [opcode::Close::CODE, opcode::AsyncCancel::CODE, opcode::Timeout::CODE, opcode::LinkTimeout::CODE];
-        if !self.multi && !exempt.contains(&code) {
-            let d = nanos(d);
-            self.deadline = Some(self.deadline.map_or(d, |own| own.min(d)));
+        if !self.multi() && !exempt.contains(&code) {
+            let d = d.as_nanos();
+            self.set_deadline_ns(self.deadline_ns().map_or(d, |own| own.min(d)));
         }
         self
     }
-}
-
-/// `at` in nanoseconds, as `RingOp` keeps it (the instant 0, long past, as 1 ns: as past).
-fn nanos(at: Instant) -> core::num::NonZeroU64 {
-    core::num::NonZeroU64::new(at.as_nanos()).unwrap_or(core::num::NonZeroU64::MIN)
 }
 
 /// The result of a deadline operation from its two CQEs' results (deadline rule 3).

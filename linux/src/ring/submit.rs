@@ -31,9 +31,7 @@ impl RingDriver {
         let code = ring_op.entry.get_opcode() as u8;
         if let Some(bits) = token.pack()
             && ring_op.buf.is_none()
-            && !ring_op.keep
-            && !ring_op.multi
-            && ring_op.deadline.is_none()
+            && ring_op.meta == 0
             && direct::is_direct_sqe(&ring_op.entry)
         {
             let mut sq = self.ring.submission();
@@ -101,7 +99,7 @@ impl RingDriver {
         // SAFETY: `Entry` is `#[repr(C)]` around `io_uring_sqe`, whose `flags` is byte 1.
         let chained = unsafe { (&ring_op.entry as *const _ as *const u8).add(1).read() } & IOSQE_IO_LINK != 0;
         // Deadline rule 1: the operation and its timer take two SQEs, both or neither.
-        let own = if ring_op.deadline.is_some() { 2 } else { 1 };
+        let own = if ring_op.deadline_ns().is_some() { 2 } else { 1 };
         if own > sq.capacity() {
             return Err(Errno::EINVAL); // a one-entry SQ never has room for the pair (MISUSE.md)
         }
@@ -122,17 +120,17 @@ impl RingDriver {
         if sq.capacity() - sq.len() < need {
             return Err(Errno::EBUSY);
         }
-        let ud = self.slots.alloc(Some(token), ring_op.keep, ring_op.buf.take()).expect("room() counts free slots");
+        let ud = self.slots.alloc(Some(token), ring_op.keep(), ring_op.buf.take()).expect("room() counts free slots");
         ring_op.entry.set_user_data(ud);
-        let entry = match ring_op.deadline {
+        let entry = match ring_op.deadline_ns() {
             None => reload_by_words(&ring_op.entry),
             Some(_) => reload_by_words(&ring_op.entry).flags(io_uring::squeue::Flags::IO_LINK),
         };
         // SAFETY: the operation's memory stays valid until its completion is reaped: the
         // `RingOp` constructors' contracts, and owned buffers sit in the slot until then.
         unsafe { sq.push(&entry) }.expect("checked room above");
-        if let Some(at) = ring_op.deadline {
-            let ts = self.slots.arm_timer(ud, crate::deadline::abs_timespec(keel_core::Instant::from_nanos(at.get())));
+        if let Some(at) = ring_op.deadline_ns() {
+            let ts = self.slots.arm_timer(ud, crate::deadline::abs_timespec(keel_core::Instant::from_nanos(at)));
             let mut timer = opcode::LinkTimeout::new(ts).flags(io_uring::types::TimeoutFlags::ABS).build();
             timer = timer.user_data(LINK_TIMER | ud);
             if chained {
@@ -147,7 +145,7 @@ impl RingDriver {
         if let Some(slot) = self.slots.get(ud) {
             slot.yields_fd = yields_fd;
             slot.yields_fixed = yields_fixed;
-            slot.multi = ring_op.multi;
+            slot.multi = ring_op.multi();
         }
         self.submitted(op);
         self.tail_linked = chained; // the pair's own link ends at its timer
