@@ -5,7 +5,8 @@
 //! keel's Linux layer: the monotonic clock (rustix), [`SleepDriver`] (no ring: parks by
 //! sleeping, for a pure-compute executor), [`RingDriver`] (io_uring) with
 //! file i/o ([`fs`]), socket i/o ([`net`]), readiness waits on any descriptor
-//! ([`ready`]), typed flags ([`flags`]) and registered buffers, guarded mmap fiber stacks ([`MmapStacks`]) with
+//! ([`ready`]), descriptor transfer between the fixed-file tables of rings ([`transfer`]),
+//! typed flags ([`flags`]) and registered buffers, guarded mmap fiber stacks ([`MmapStacks`]) with
 //! an overflow reporter ([`overflow`]), the panic catcher for fibers ([`panic`](mod@panic)) and the
 //! `ucontext` switcher ([`ucontext`]).
 //!
@@ -41,6 +42,7 @@ pub mod ring;
 pub mod sleep;
 mod slot_op;
 pub mod stack;
+pub mod transfer;
 pub mod tsc;
 pub mod ucontext;
 mod waitq;

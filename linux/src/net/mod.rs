@@ -198,6 +198,11 @@ impl FixedSocket {
         self.index
     }
 
+    /// Owns index `index` of the table (`transfer::FixedFd::into_socket`).
+    pub(crate) fn from_index(index: u32) -> Self {
+        FixedSocket { index }
+    }
+
     /// Names index `index` without owning anything there (for tests that probe a closed
     /// index).
     #[doc(hidden)]
