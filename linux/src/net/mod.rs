@@ -222,3 +222,16 @@ impl AsSock for FixedSocket {
         Sock::Fixed(self.index)
     }
 }
+
+impl sealed::Sealed for crate::transfer::FixedFd {
+    fn held(&self) -> Option<&crate::fd::SharedFd> {
+        None
+    }
+}
+
+/// A transferable fixed descriptor names its index, as a [`FixedSocket`] does.
+impl AsSock for crate::transfer::FixedFd {
+    fn sock(&self) -> Sock {
+        Sock::Fixed(self.index())
+    }
+}
