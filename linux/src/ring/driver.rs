@@ -173,6 +173,13 @@ impl RingDriver {
         self.ring.submitter().register_probe(&mut probe).is_ok() && probe.is_supported(code)
     }
 
+    /// Whether the ring has a fixed-file table (`IORING_REGISTER_FILES_UPDATE` of one
+    /// `IORING_REGISTER_FILES_SKIP` entry: a no-op with a table, `ENXIO` without). Cold.
+    pub(crate) fn has_file_table(&self) -> bool {
+        const IORING_REGISTER_FILES_SKIP: i32 = -2;
+        self.ring.submitter().register_files_update(0, &[IORING_REGISTER_FILES_SKIP]).is_ok()
+    }
+
     /// Another thread may end a park from now on (a transfer mailbox was handed out): a
     /// park with nothing in flight and no deadline is no longer a stall.
     pub(crate) fn expect_remote_wakes(&mut self) {

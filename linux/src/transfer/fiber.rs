@@ -196,7 +196,7 @@ impl FiberTransfer for Fiber {
     fn mailbox(&mut self) -> Result<Mailbox, TransferError> {
         self.with_driver::<RingDriver, _>(|d| mailbox_of(crate::ring::lent_mut(d)))
             .ok_or(TransferError::NotOnRing)?
-            .map_err(|e| TransferError::Os(keel_core::Errno(e.raw_os_error().unwrap_or(libc::EIO))))
+            .map_err(super::mailbox_error)
     }
 
     fn adopt_file(&mut self, file: FixedFile) -> Result<FixedFd, FixedFile> {

@@ -129,6 +129,12 @@ pub(crate) fn mailbox_of(d: &mut RingDriver) -> std::io::Result<Mailbox> {
     if let Some(m) = &inbox.mailbox {
         return Ok(m.clone());
     }
+    if !d.has_file_table() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the ring has no fixed-file table, so nothing can arrive: set RingConfig::registered_files",
+        ));
+    }
     let dup = rustix::io::fcntl_dupfd_cloexec(d.ring_fd(), 0)?;
     let m = Mailbox::new(dup, inbox.id);
     // Cold: arrivals are at most the table's size (rule 5); room for a typical burst now.

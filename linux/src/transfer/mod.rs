@@ -49,7 +49,9 @@
 //!    dropped [`FixedFd`] has its index closed through the ring at the driver's next
 //!    reap, park or slot submission (shared rule 2); arrivals nobody takes stay in the
 //!    table until the ring goes, which closes them.
-//! 7. **Mailbox.** [`Mailbox`] (`Send + Sync`, cheap to clone) holds a close-on-exec
+//! 7. **Mailbox.** Only a ring with a fixed-file table has one (the kernel answers a send
+//!    to a ring without one as to a full table, so keel refuses the mailbox instead:
+//!    [`TransferError::NoTable`]). [`Mailbox`] (`Send + Sync`, cheap to clone) holds a close-on-exec
 //!    duplicate of the target ring's descriptor, so the number a `MSG_RING` names is
 //!    always that ring, never a reused number, and an alive flag the driver clears when
 //!    it goes. A send to a gone target is [`TransferError::TargetGone`]. A send racing
@@ -189,8 +191,6 @@ pub enum TransferError {
     TargetGone,
     /// The receiving ring's table is full: it must close or take some first.
     TargetTableFull,
-    /// The receiving ring has no fixed-file table: set its `RingConfig::registered_files`.
-    TargetNoTable,
     /// A send to the sender's own ring: keep the handle instead.
     SameExecutor,
     /// The kernel lacks the operation (`op`, which needs `needs`).
@@ -225,9 +225,6 @@ impl std::fmt::Display for TransferError {
             TransferError::TargetGone => f.write_str("the receiving executor has gone"),
             TransferError::TargetTableFull => {
                 f.write_str("the receiving ring's fixed-file table is full: it must close or take some first")
-            }
-            TransferError::TargetNoTable => {
-                f.write_str("the receiving ring has no fixed-file table: set its RingConfig::registered_files")
             }
             TransferError::SameExecutor => f.write_str("a send to the sender's own ring: keep the handle instead"),
             TransferError::Unsupported { op, needs } => write!(f, "this kernel lacks {op} (needs {needs})"),
@@ -283,16 +280,24 @@ pub(crate) fn index_error(e: Errno) -> TransferError {
     }
 }
 
-/// `ENFILE`, `ENXIO`, `EOWNERDEAD`, `EBADFD` as a send's typed error.
+/// `ENFILE`, `EOWNERDEAD`, `EBADFD`, `EBADF` as a send's typed error.
 pub(crate) fn send_error(e: Errno) -> TransferError {
     match e.0 {
         libc::ENFILE => TransferError::TargetTableFull,
-        libc::ENXIO => TransferError::TargetNoTable,
         libc::EOWNERDEAD | libc::EBADFD => TransferError::TargetGone,
         libc::EBADF => TransferError::BadSlot,
         libc::ECANCELED => TransferError::Cancelled,
         libc::EPERM => TransferError::NotOnRing,
         _ => TransferError::Os(e),
+    }
+}
+
+/// `RingDriver::mailbox`'s error as a typed one (`NoTable` for a ring without a table).
+pub(crate) fn mailbox_error(e: std::io::Error) -> TransferError {
+    match e.raw_os_error() {
+        Some(n) => TransferError::Os(Errno(n)),
+        None if e.kind() == std::io::ErrorKind::InvalidInput => TransferError::NoTable,
+        None => TransferError::Os(Errno::EIO),
     }
 }
 
@@ -304,7 +309,8 @@ pub(crate) const SEND_FD: TransferError =
 
 impl crate::RingDriver {
     /// This ring's [`Mailbox`] (transfer rule 7): made on the first call (one `dup` of the
-    /// ring's descriptor), the same one after. Before the executor runs, or through
+    /// ring's descriptor), the same one after. A ring without a fixed-file table has none
+    /// (`InvalidInput`: nothing could arrive). Before the executor runs, or through
     /// `Executor::with_driver`; tasks use [`FiberTransfer::mailbox`] or [`mailbox`].
     pub fn mailbox(&mut self) -> std::io::Result<Mailbox> {
         inbox::mailbox_of(self)

@@ -1,0 +1,376 @@
+//! Descriptor transfer on one thread (transfer rules 1-7): register and install round
+//! trips, the handle's drop and abandoned operations giving back what they hold, cancels
+//! of a waiting receive, and every caller mistake with its typed error (MISUSE.md rows).
+//! Fibers and futures; two executors on one thread stand in for two rings.
+
+#[path = "net_util/mod.rs"]
+mod util;
+
+use core::future::Future;
+use core::pin::{Pin, pin};
+use core::task::Poll;
+use keel_core::Fiber;
+use keel_linux::RingConfig;
+use keel_linux::fs::{self, FiberFs};
+use keel_linux::net::FixedSocket;
+use keel_linux::transfer::{self, FiberTransfer, FixedFd, Mailbox, TransferError};
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::rc::Rc;
+use util::*;
+
+fn cfg(files: u32) -> RingConfig {
+    RingConfig { registered_files: files, ..RingConfig::default() }
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Runs one fiber to its end on `ex`; asserts it returned 1.
+fn fiber_on(ex: Pin<&Ex>, body: impl FnOnce(&mut Fiber) + 'static) {
+    let t = ex
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+            body(f);
+            1u64
+        })
+        .unwrap();
+    run_all(ex);
+    assert_eq!(ex.result(t), Ok(Some(Ok(1))), "the task ended early");
+}
+
+/// Runs one future task to its end on `ex`; asserts it returned 1.
+fn future_on(ex: Pin<&Ex>, body: impl Future<Output = ()> + 'static) {
+    let t = ex
+        .attach(task(), async move {
+            body.await;
+            1u64
+        })
+        .map_err(|_| "attach")
+        .unwrap();
+    run_all(ex);
+    assert_eq!(ex.result(t), Ok(Some(Ok(1))), "the task ended early");
+}
+
+fn pipe_with(data: &[u8]) -> std::io::PipeReader {
+    let (r, mut w) = std::io::pipe().unwrap();
+    w.write_all(data).unwrap();
+    r
+}
+
+fn read_all(fd: std::os::fd::OwnedFd) -> Vec<u8> {
+    let mut v = Vec::new();
+    std::fs::File::from(fd).read_to_end(&mut v).unwrap();
+    v
+}
+
+fn cloexec(fd: &std::os::fd::OwnedFd) -> bool {
+    rustix::io::fcntl_getfd(fd).unwrap().contains(rustix::io::FdFlags::CLOEXEC)
+}
+
+#[test]
+fn fiber_register_then_install_gives_the_same_open_file_and_the_index_outlives_the_original() {
+    let before = open_fds();
+    let ex = executor(cfg(2));
+    let r = pipe_with(b"through the table");
+    fiber_on(ex.as_ref(), move |f| {
+        let fixed = f.register_fd(r.as_fd()).expect("register");
+        drop(r); // transfer rule 1: the index holds the file
+        let a = f.install_fd(&fixed, true).expect("install");
+        let b = f.install_fd(&fixed, false).expect("install without close-on-exec");
+        assert!(cloexec(&a) && !cloexec(&b), "close-on-exec as asked");
+        drop(b);
+        f.close_fd(fixed).expect("close");
+        assert_eq!(read_all(a), b"through the table", "the installed descriptor reads the pipe");
+        // A file by index: the direct file operations take it.
+        let path = std::env::temp_dir().join(format!("keel-transfer-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        let fixed = f.register_fd(file.as_fd()).expect("register a file");
+        drop(file);
+        let direct = fixed.into_file();
+        assert_eq!(f.write_direct(&direct, b"indexed", 0), Ok(7));
+        let mut back = [0u8; 7];
+        assert_eq!(f.read_direct(&direct, &mut back, 0), Ok(7));
+        assert_eq!(&back, b"indexed");
+        f.close_direct(direct).unwrap();
+        std::fs::remove_file(path).unwrap();
+    });
+    drop(ex);
+    assert_eq!(open_fds(), before, "descriptors at baseline");
+}
+
+#[test]
+fn future_register_then_install_gives_the_same_open_file_and_the_index_outlives_the_original() {
+    let before = open_fds();
+    let ex = executor(cfg(2));
+    let r = pipe_with(b"through the table");
+    future_on(ex.as_ref(), async move {
+        let fixed = transfer::register(r.as_fd()).await.expect("register");
+        drop(r);
+        let a = transfer::install(&fixed, true).await.expect("install");
+        let b = transfer::install(&fixed, false).await.expect("install without close-on-exec");
+        assert!(cloexec(&a) && !cloexec(&b), "close-on-exec as asked");
+        drop(b);
+        transfer::close(fixed).await.expect("close");
+        assert_eq!(read_all(a), b"through the table");
+    });
+    drop(ex);
+    assert_eq!(open_fds(), before, "descriptors at baseline");
+}
+
+/// Transfer rule 6 and completion rule 3: a dropped handle's index, an abandoned
+/// registration's index and an abandoned install's descriptor are all given back.
+#[test]
+fn dropped_handles_and_abandoned_register_or_install_give_their_index_and_descriptor_back() {
+    let before = open_fds();
+    let ex = executor(cfg(1));
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let base = open_fds();
+    future_on(ex.as_ref(), async move {
+        for _ in 0..3 {
+            drop(transfer::register(null.as_fd()).await.expect("the only index is free again"));
+        }
+        // Polled once (its SQE queued), then dropped: abandoned.
+        {
+            let mut reg = pin!(transfer::register(null.as_fd()));
+            core::future::poll_fn(|cx| {
+                assert!(reg.as_mut().poll(cx).is_pending(), "submitted, not yet run");
+                Poll::Ready(())
+            })
+            .await;
+        }
+        for _ in 0..4 {
+            let _ = fs::nop().await; // enters: the registration runs, its index is closed
+        }
+        let fixed = transfer::register(null.as_fd()).await.expect("the abandoned registration's index is free");
+        {
+            let mut inst = pin!(transfer::install(&fixed, true));
+            core::future::poll_fn(|cx| {
+                assert!(inst.as_mut().poll(cx).is_pending());
+                Poll::Ready(())
+            })
+            .await;
+        }
+        for _ in 0..4 {
+            let _ = fs::nop().await;
+        }
+        assert_eq!(open_fds(), base, "the abandoned install's descriptor was closed");
+        drop(fixed);
+    });
+    drop(ex);
+    assert_eq!(open_fds(), before);
+}
+
+/// Transfer rule 6: a receive cancelled while it waits returns `Cancelled`, and the key is
+/// free for the next receiver, which gets the arrival.
+#[test]
+fn fiber_receive_cancelled_while_waiting_leaves_and_the_arrival_goes_to_the_next_receive() {
+    let mut d = ring(cfg(2));
+    let mb = d.mailbox().unwrap();
+    let b = executor_with(d);
+    let b = b.as_ref();
+    let out = Rc::new(RefCell::new(None));
+    let o = out.clone();
+    let waiter = b
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+            *o.borrow_mut() = Some(f.receive_fd(9).err());
+            1u64
+        })
+        .unwrap();
+    let _ = b.run(64, Some(core::time::Duration::from_millis(10)));
+    b.cancel(waiter).unwrap();
+    run_all(b);
+    assert_eq!(*out.borrow(), Some(Some(TransferError::Cancelled)));
+    send_pipe(&mb, 9, b"second receiver");
+    fiber_on(b, |f| {
+        let fixed = f.receive_fd(9).expect("the key is free and the arrival waits");
+        assert_eq!(read_all(f.install_fd(&fixed, true).unwrap()), b"second receiver");
+    });
+    assert_eq!(b.with_driver(|d| d.arrivals_pending()).unwrap(), 0);
+}
+
+/// As above for a future: dropped while it waits (rule 6), or its task cancelled.
+#[test]
+fn future_receive_dropped_or_cancelled_while_waiting_leaves_the_key_free() {
+    let mut d = ring(cfg(2));
+    let mb = d.mailbox().unwrap();
+    let b = executor_with(d);
+    let b = b.as_ref();
+    future_on(b, async {
+        let mut r = pin!(transfer::receive(4));
+        core::future::poll_fn(|cx| {
+            assert!(r.as_mut().poll(cx).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+    });
+    let out = Rc::new(RefCell::new(None));
+    let o = out.clone();
+    let t = b.attach(task(), async move { *o.borrow_mut() = Some(transfer::receive(4).await.err()) }).ok().unwrap();
+    let _ = b.run(64, Some(core::time::Duration::from_millis(10)));
+    b.cancel(t).unwrap();
+    run_all(b);
+    assert_eq!(*out.borrow(), Some(Some(TransferError::Cancelled)), "not KeyBusy: the dropped wait left");
+    send_pipe(&mb, 4, b"kept");
+    future_on(b, async {
+        let fixed = transfer::receive(4).await.expect("arrival");
+        assert_eq!(read_all(transfer::install(&fixed, true).await.unwrap()), b"kept");
+    });
+}
+
+/// Sends a pipe holding `data` to `mb` with `key` from a fresh executor.
+fn send_pipe(mb: &Mailbox, key: u32, data: &[u8]) {
+    let a = executor(cfg(2));
+    let (r, mb) = (pipe_with(data), mb.clone());
+    fiber_on(a.as_ref(), move |f| {
+        let fixed = f.register_fd(r.as_fd()).unwrap();
+        f.send_fd(fixed, &mb, key).map_err(|e| e.error).expect("send");
+    });
+}
+
+#[test]
+fn misuse_no_table_full_table_and_bad_slot_are_typed() {
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let n = null.try_clone().unwrap();
+    fiber_on(executor(cfg(0)).as_ref(), move |f| {
+        assert_eq!(f.register_fd(n.as_fd()).err(), Some(TransferError::NoTable));
+    });
+    fiber_on(executor(cfg(2)).as_ref(), move |f| {
+        let a = f.register_fd(null.as_fd()).unwrap();
+        let b = f.register_fd(null.as_fd()).unwrap();
+        assert_eq!(f.register_fd(null.as_fd()).err(), Some(TransferError::TableFull));
+        f.close_fd(b).unwrap();
+        let empty = f.adopt_socket(FixedSocket::from_index_for_tests(a.index() ^ 1)).unwrap();
+        assert_eq!(f.install_fd(&empty, true).err(), Some(TransferError::BadSlot));
+        assert_eq!(f.close_fd(empty), Err(TransferError::BadSlot));
+        drop(a);
+    });
+}
+
+#[test]
+fn misuse_wrong_executor_same_executor_gone_target_and_key_busy_are_typed_and_hand_the_handle_back() {
+    let one = executor(cfg(2));
+    let mut d = ring(cfg(2));
+    let two_mb = d.mailbox().unwrap();
+    let two = executor_with(d);
+    let kept: Rc<RefCell<Option<FixedFd>>> = Rc::default();
+    let (k, null) = (kept.clone(), std::fs::File::open("/dev/null").unwrap());
+    let n = null.try_clone().unwrap();
+    fiber_on(one.as_ref(), move |f| {
+        let own = f.mailbox().unwrap();
+        let fixed = f.register_fd(n.as_fd()).unwrap();
+        let e = f.send_fd(fixed, &own, 1).unwrap_err();
+        assert_eq!(e.error, TransferError::SameExecutor);
+        *k.borrow_mut() = e.fixed;
+    });
+    let (k, mb) = (kept.clone(), two_mb.clone());
+    fiber_on(two.as_ref(), move |f| {
+        let fixed = k.borrow_mut().take().expect("handed back");
+        assert_eq!(f.install_fd(&fixed, true).err(), Some(TransferError::WrongExecutor));
+        let e = f.send_fd(fixed, &mb, 1).unwrap_err();
+        assert_eq!(e.error, TransferError::WrongExecutor);
+        // Closed on its own ring when it drops here (rule 6).
+        assert_eq!(f.close_fd(e.fixed.expect("handed back")), Err(TransferError::WrongExecutor));
+    });
+    let busy = Rc::new(RefCell::new(Vec::new()));
+    for _ in 0..2 {
+        let b = busy.clone();
+        two.as_ref()
+            .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+                let r = f.receive_fd(5).err();
+                b.borrow_mut().push(r);
+                1u64
+            })
+            .unwrap();
+    }
+    let _ = two.as_ref().run(64, Some(core::time::Duration::from_millis(10)));
+    assert_eq!(*busy.borrow(), vec![Some(TransferError::KeyBusy)], "the second receiver of key 5");
+    drop(two); // cancels the first receiver
+    assert!(!two_mb.is_alive());
+    fiber_on(one.as_ref(), move |f| {
+        // Both indices are free: the one dropped on the other executor was closed here.
+        let a = f.register_fd(null.as_fd()).unwrap();
+        let b = f.register_fd(null.as_fd()).unwrap();
+        drop(a);
+        let e = f.send_fd(b, &two_mb, 1).unwrap_err();
+        assert_eq!(e.error, TransferError::TargetGone);
+        f.close_fd(e.fixed.expect("handed back")).unwrap();
+    });
+}
+
+#[test]
+fn misuse_target_table_full_no_table_for_a_mailbox_and_unsupported_kernels_are_typed() {
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let mut full = ring(cfg(1));
+    let full_mb = full.mailbox().unwrap();
+    let full = executor_with(full);
+    let n = null.try_clone().unwrap();
+    // The only index stays taken (a FixedSocket is closed explicitly, never on drop).
+    fiber_on(full.as_ref(), move |f| {
+        let _kept: FixedSocket = f.register_fd(n.as_fd()).unwrap().into_socket();
+    });
+    let mut none = ring(cfg(0));
+    let e = none.mailbox().unwrap_err();
+    assert!(e.to_string().contains("registered_files"), "{e}");
+    fiber_on(executor_with(none).as_ref(), |f| assert_eq!(f.mailbox().err(), Some(TransferError::NoTable)));
+    let one = executor(cfg(2));
+    let (m, mb) = (null.try_clone().unwrap(), full_mb.clone());
+    fiber_on(one.as_ref(), move |f| {
+        let fixed = f.register_fd(m.as_fd()).unwrap();
+        let e = f.send_fd(fixed, &mb, 1).unwrap_err();
+        assert_eq!(e.error, TransferError::TargetTableFull);
+        f.close_fd(e.fixed.unwrap()).unwrap();
+    });
+    let mut d = ring(cfg(2));
+    d.pretend_transfer_unsupported();
+    let old = executor_with(d);
+    fiber_on(old.as_ref(), move |f| {
+        let fixed = f.register_fd(null.as_fd()).unwrap();
+        assert!(matches!(f.install_fd(&fixed, true), Err(TransferError::Unsupported { .. })));
+        let e = f.send_fd(fixed, &full_mb, 1).unwrap_err();
+        assert!(matches!(e.error, TransferError::Unsupported { .. }));
+        assert!(e.error.to_string().contains("needs Linux"), "{}", e.error);
+        f.close_fd(e.fixed.unwrap()).unwrap();
+    });
+}
+
+#[test]
+fn future_misuse_wrong_executor_and_cancelled_send_hand_the_handle_back() {
+    let one = executor(cfg(2));
+    let mut d = ring(cfg(2));
+    let two_mb = d.mailbox().unwrap();
+    let two = executor_with(d);
+    let kept: Rc<RefCell<Option<FixedFd>>> = Rc::default();
+    let (k, null) = (kept.clone(), std::fs::File::open("/dev/null").unwrap());
+    future_on(one.as_ref(), async move {
+        *k.borrow_mut() = Some(transfer::register(null.as_fd()).await.unwrap());
+    });
+    let (k, mb) = (kept.clone(), two_mb.clone());
+    future_on(two.as_ref(), async move {
+        let fixed = k.borrow_mut().take().unwrap();
+        assert_eq!(transfer::install(&fixed, true).await.err(), Some(TransferError::WrongExecutor));
+        let e = transfer::send(fixed, &mb, 1).await.unwrap_err();
+        assert_eq!(e.error, TransferError::WrongExecutor);
+        *k.borrow_mut() = e.fixed;
+    });
+    // A send whose task is cancelled before its message starts: handed back.
+    let (k, out) = (kept.clone(), Rc::new(RefCell::new(None)));
+    let o = out.clone();
+    let t = one
+        .as_ref()
+        .attach(task(), async move {
+            let fixed = k.borrow_mut().take().unwrap();
+            let _ = keel_core::rt::yield_now().await;
+            let e = transfer::send(fixed, &two_mb, 1).await.unwrap_err();
+            *o.borrow_mut() = Some(e.error);
+            drop(e.fixed.expect("handed back"));
+        })
+        .ok()
+        .unwrap();
+    let _ = one.as_ref().run(1, None); // it took the handle and yielded
+    one.as_ref().cancel(t).unwrap();
+    run_all(one.as_ref());
+    assert_eq!(*out.borrow(), Some(TransferError::Cancelled));
+    assert_eq!(two.as_ref().with_driver(|d| d.arrivals_pending()).unwrap(), 0, "nothing was delivered");
+}
