@@ -39,6 +39,15 @@ pub trait FiberTransfer {
     fn adopt_file(&mut self, file: FixedFile) -> Result<FixedFd, FixedFile>;
     /// Makes a direct socket of this ring a [`FixedFd`] (handed back if the executor has no ring).
     fn adopt_socket(&mut self, socket: FixedSocket) -> Result<FixedFd, FixedSocket>;
+    /// Makes index `index` of this ring's table a [`FixedFd`] (for callers that keep
+    /// indices as integers, such as the C API); `NotOnRing` if the executor has no ring.
+    ///
+    /// # Safety
+    ///
+    /// The caller owns the index: nothing else closes it or holds it as a handle, now or
+    /// later (the `FixedFd` closes it when dropped, and the number could by then name
+    /// another file of the table), as with `std::os::fd::FromRawFd`.
+    unsafe fn adopt_index(&mut self, index: u32) -> Result<FixedFd, TransferError>;
 }
 
 /// Rule 4(a): the checks before a send, in order.
@@ -204,6 +213,11 @@ impl FiberTransfer for Fiber {
             Some(shared) => Ok(FixedFd::new(file.index(), &shared)),
             None => Err(file),
         }
+    }
+
+    unsafe fn adopt_index(&mut self, index: u32) -> Result<FixedFd, TransferError> {
+        let shared = self.with_driver::<RingDriver, _>(|d| d.shared.clone()).ok_or(TransferError::NotOnRing)?;
+        Ok(FixedFd::new(index, &shared))
     }
 
     fn adopt_socket(&mut self, socket: FixedSocket) -> Result<FixedFd, FixedSocket> {
