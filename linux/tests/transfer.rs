@@ -374,3 +374,84 @@ fn future_misuse_wrong_executor_and_cancelled_send_hand_the_handle_back() {
     assert_eq!(*out.borrow(), Some(TransferError::Cancelled));
     assert_eq!(two.as_ref().with_driver(|d| d.arrivals_pending()).unwrap(), 0, "nothing was delivered");
 }
+
+/// Transfer rule 4 under a cancel at every point of a future send (before the checks,
+/// during the quiesce, with the message submitted, completed but not reaped, during the
+/// close): the file is either delivered (and the sender's index closed) or handed back,
+/// never both, never neither; both tables end at baseline.
+#[test]
+fn future_send_cancelled_at_every_point_is_delivered_xor_handed_back() {
+    let null = std::fs::File::open("/dev/null").unwrap();
+    for k in 0..24 {
+        let one = executor(cfg(2));
+        let mut d = ring(cfg(2));
+        let mb = d.mailbox().unwrap();
+        let two = executor_with(d);
+        let outcome: Rc<RefCell<Option<(bool, bool)>>> = Rc::default();
+        let (o, n) = (outcome.clone(), null.try_clone().unwrap());
+        let t = one
+            .as_ref()
+            .attach(task(), async move {
+                let fixed = transfer::register(n.as_fd()).await.expect("register");
+                let r = transfer::send(fixed, &mb, 1).await;
+                *o.borrow_mut() = Some(match r {
+                    Ok(()) => (true, false),
+                    Err(e) => (false, e.fixed.is_some()),
+                });
+            })
+            .ok()
+            .unwrap();
+        for _ in 0..k {
+            let _ = one.as_ref().run(1, Some(core::time::Duration::ZERO));
+        }
+        let _ = one.as_ref().cancel(t);
+        run_all(one.as_ref());
+        // A no-op in flight makes the run loop reap what sits in the CQ (the arrival).
+        future_on(two.as_ref(), async {
+            let _ = fs::nop().await;
+        });
+        let arrived = two.as_ref().with_driver(|d| d.arrivals_pending()).unwrap();
+        match *outcome.borrow() {
+            None => assert_eq!(arrived, 0, "step {k}: cancelled before registering, nothing sent"),
+            Some((delivered, back)) => {
+                assert!(delivered != back, "step {k}: delivered {delivered}, handed back {back}");
+                assert_eq!(arrived, delivered as usize, "step {k}: the target holds it exactly when delivered");
+            }
+        }
+        let n = null.try_clone().unwrap();
+        fiber_on(one.as_ref(), move |f| {
+            let a = f.register_fd(n.as_fd()).expect("index 0 free again");
+            let b = f.register_fd(n.as_fd()).expect("index 1 free again");
+            drop((a, b));
+        });
+        fiber_on(two.as_ref(), move |f| {
+            if arrived == 1 {
+                let fixed = f.try_receive_fd(1).unwrap().expect("the arrival");
+                f.close_fd(fixed).unwrap();
+            }
+        });
+    }
+}
+
+/// Shared rule 4 for transfer values: a handle and a waiting receive that outlive their
+/// executor drop without touching it (the table went with the ring).
+#[test]
+fn a_fixed_fd_and_a_waiting_receive_outliving_their_executor_drop_quietly() {
+    let kept: Rc<RefCell<Option<FixedFd>>> = Rc::default();
+    let wait: Rc<RefCell<Option<Pin<Box<transfer::Receive>>>>> = Rc::default();
+    let ex = executor(cfg(2));
+    let (k, w, null) = (kept.clone(), wait.clone(), std::fs::File::open("/dev/null").unwrap());
+    future_on(ex.as_ref(), async move {
+        *k.borrow_mut() = Some(transfer::register(null.as_fd()).await.unwrap());
+        let mut r = Box::pin(transfer::receive(2));
+        core::future::poll_fn(|cx| {
+            assert!(r.as_mut().poll(cx).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        *w.borrow_mut() = Some(r); // moved out of the task, still waiting
+    });
+    drop(ex);
+    drop(wait.take());
+    drop(kept.take());
+}

@@ -240,3 +240,54 @@ fn a_receiver_waiting_with_nothing_in_flight_is_woken_by_an_arrival_from_another
     assert_eq!(ex.result(t), Ok(Some(Ok(1))));
     assert_eq!(b.join().unwrap(), Ok(Some(Ok(1))));
 }
+
+/// Transfer rule 5: a waiting receive counts as an operation in flight, so an executor
+/// kept busy by a task that only yields (it never parks) still reaps the arrival.
+#[test]
+fn an_arrival_reaches_a_receiver_while_another_task_keeps_the_executor_busy() {
+    let (tx, rx) = mpsc::channel();
+    let b = std::thread::spawn(move || {
+        let mut d = ring(RingConfig { registered_files: FILES, ..RingConfig::default() });
+        tx.send(d.mailbox().unwrap()).unwrap();
+        let ex = executor_with(d);
+        let ex = ex.as_ref();
+        let done = std::rc::Rc::new(std::cell::Cell::new(false));
+        let d2 = done.clone();
+        ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+            let fixed = f.receive_fd(11).expect("receive");
+            f.close_fd(fixed).unwrap();
+            d2.set(true);
+            1u64
+        })
+        .unwrap();
+        let spinner = ex
+            .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+                let t0 = std::time::Instant::now();
+                while !done.get() {
+                    if t0.elapsed() > Duration::from_secs(20) {
+                        return 0u64; // the arrival was never reaped while the executor was busy
+                    }
+                    f.yield_now().unwrap();
+                }
+                1u64
+            })
+            .unwrap();
+        run_all(ex);
+        ex.result(spinner)
+    });
+    let mb: Mailbox = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let ex = executor(RingConfig { registered_files: FILES, ..RingConfig::default() });
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let t = ex
+        .as_ref()
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+            std::thread::sleep(Duration::from_millis(20)); // B is spinning by now (not asserted)
+            let fixed = f.register_fd(null.as_fd()).unwrap();
+            f.send_fd(fixed, &mb, 11).map_err(|e| e.error).expect("send");
+            1u64
+        })
+        .unwrap();
+    run_all(ex.as_ref());
+    assert_eq!(ex.as_ref().result(t), Ok(Some(Ok(1))));
+    assert_eq!(b.join().unwrap(), Ok(Some(Ok(1))), "the busy executor saw the arrival");
+}

@@ -249,8 +249,10 @@ unsafe impl Driver for RingDriver {
         self.reap_into(max, sink)
     }
 
+    /// Operations in flight, plus tasks waiting for a descriptor from another ring
+    /// (transfer rule 5: the arrival is a CQE, so while one waits the run loop reaps).
     fn in_flight(&self) -> usize {
-        self.ops_in_flight()
+        self.ops_in_flight() + self.shared.receivers()
     }
 
     fn submit_capacity(&self) -> usize {

@@ -52,6 +52,9 @@ pub(crate) struct Shared {
     /// whose handles went away (`transfer` module, rules 4-6; closed like abandoned
     /// operations, rule 2).
     inbox: RefCell<crate::transfer::Inbox>,
+    /// Tasks waiting for an arrival (transfer rule 5): each counts as an operation in
+    /// flight, so the run loop keeps reaping (an arrival is a CQE).
+    receivers: Cell<usize>,
 }
 
 impl Shared {
@@ -64,6 +67,7 @@ impl Shared {
             pbuf: RefCell::new(None),
             regbuf: RefCell::new(None),
             inbox: RefCell::new(crate::transfer::Inbox::new()),
+            receivers: Cell::new(0),
         }
     }
 
@@ -133,6 +137,17 @@ impl Shared {
     #[inline(always)]
     pub(crate) fn any_abandoned(&self) -> bool {
         self.any_abandoned.get()
+    }
+
+    /// Tasks waiting for an arrival (transfer rule 5).
+    #[inline(always)]
+    pub(crate) fn receivers(&self) -> usize {
+        self.receivers.get()
+    }
+
+    /// The inbox's waiter count changed (transfer rule 5).
+    pub(crate) fn set_receivers(&self, n: usize) {
+        self.receivers.set(n);
     }
 
     /// The transfer inbox, borrowed (rule 1: never held across user code). `None` if it

@@ -27,7 +27,9 @@ pub trait FiberTransfer {
     /// Waits for a descriptor sent to this ring with `key` (rules 5-6); a cancelled wait
     /// returns `Cancelled` and leaves a later arrival for the next receive.
     fn receive_fd(&mut self, key: u32) -> Result<FixedFd, TransferError>;
-    /// A descriptor sent with `key` that has arrived already, without waiting.
+    /// A descriptor sent with `key` that has arrived already, without waiting (one the
+    /// executor has reaped: at its reaps while operations or receives are in flight, and
+    /// when it parks).
     fn try_receive_fd(&mut self, key: u32) -> Result<Option<FixedFd>, TransferError>;
     /// Cancels the index's operations, then closes it through the ring (as
     /// `FiberFs::close_direct`). A handle of another ring is closed on its own ring when
@@ -168,10 +170,9 @@ impl FiberTransfer for Fiber {
         loop {
             let r = self
                 .with_driver::<RingDriver, _>(|d| {
-                    let got = d.shared.inbox()?.take_or_wait(key, Some(me), waiting);
-                    Some(got.map(|o| o.map(|index| FixedFd::new(index, &d.shared))))
+                    let got = super::inbox::take_or_wait(&d.shared, key, Some(me), waiting);
+                    got.map(|o| o.map(|index| FixedFd::new(index, &d.shared)))
                 })
-                .flatten()
                 .ok_or(TransferError::NotOnRing)?;
             match r? {
                 Some(fixed) => return Ok(fixed),
@@ -179,7 +180,7 @@ impl FiberTransfer for Fiber {
             }
             if self.wait().is_err() {
                 // Rule 6: leave; an arrival stays for the next receive.
-                self.with_driver::<RingDriver, _>(|d| d.shared.inbox().map(|mut i| i.leave(key)));
+                self.with_driver::<RingDriver, _>(|d| super::inbox::leave(&d.shared, key));
                 return Err(TransferError::Cancelled);
             }
         }
@@ -187,10 +188,9 @@ impl FiberTransfer for Fiber {
 
     fn try_receive_fd(&mut self, key: u32) -> Result<Option<FixedFd>, TransferError> {
         self.with_driver::<RingDriver, _>(|d| {
-            let got = d.shared.inbox()?.take_or_wait(key, None, false);
-            Some(got.map(|o| o.map(|index| FixedFd::new(index, &d.shared))))
+            let got = super::inbox::take_or_wait(&d.shared, key, None, false);
+            got.map(|o| o.map(|index| FixedFd::new(index, &d.shared)))
         })
-        .flatten()
         .ok_or(TransferError::NotOnRing)?
     }
 

@@ -139,10 +139,9 @@ impl Future for Receive {
             {
                 return Err(TransferError::WrongExecutor); // `Drop` leaves its own inbox
             }
-            let mut inbox = d.shared.inbox().ok_or(TransferError::NotOnRing)?;
-            let got = inbox.take_or_wait(key, me, waiting)?;
+            let got = super::inbox::take_or_wait(&d.shared, key, me, waiting)?;
             if got.is_none() && cancelled && waiting {
-                inbox.leave(key); // rule 6: an arrival stays for the next receive
+                super::inbox::leave(&d.shared, key); // rule 6: an arrival stays for the next receive
             }
             Ok((got.map(|index| FixedFd::new(index, &d.shared)), d.shared.clone()))
         });
@@ -170,9 +169,8 @@ impl Drop for Receive {
     fn drop(&mut self) {
         if let (true, Some(shared)) = (self.waiting, &self.shared)
             && shared.is_alive()
-            && let Some(mut inbox) = shared.inbox()
         {
-            inbox.leave(self.key);
+            super::inbox::leave(shared, self.key);
         }
     }
 }

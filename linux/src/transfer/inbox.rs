@@ -70,7 +70,7 @@ impl Inbox {
         match self.waiters.iter_mut().find(|w| w.0 == key) {
             Some(w) if waiting => w.1 = me,
             Some(_) => return Err(TransferError::KeyBusy),
-            None if waiting => return Err(TransferError::KeyBusy), // keel bug guard: a lost entry
+            // Not queued (first poll, or the queue was cleared by the executor's end).
             None => self.waiters.push((key, me)),
         }
         Ok(None)
@@ -96,6 +96,36 @@ impl Inbox {
     /// Arrivals not taken yet (tests and listings).
     pub(crate) fn pending(&self) -> usize {
         self.arrivals.len()
+    }
+}
+
+/// `Inbox::take_or_wait` on `shared`'s inbox, keeping the waiting-receiver count (rule 5).
+pub(crate) fn take_or_wait(
+    shared: &Shared,
+    key: u32,
+    me: Option<TaskHandle>,
+    waiting: bool,
+) -> Result<Option<u32>, TransferError> {
+    let mut inbox = shared.inbox().ok_or(TransferError::NotOnRing)?;
+    let r = inbox.take_or_wait(key, me, waiting);
+    shared.set_receivers(inbox.waiters.len());
+    r
+}
+
+/// The waiter for `key` on `shared` stops waiting (rule 6).
+pub(crate) fn leave(shared: &Shared, key: u32) {
+    if let Some(mut inbox) = shared.inbox() {
+        inbox.leave(key);
+        shared.set_receivers(inbox.waiters.len());
+    }
+}
+
+/// The executor ends (`Driver::cancel_all`): no receiver waits any more, so the final
+/// drain ends (its tasks are cancelled; a later poll queues again and finds no ring).
+pub(crate) fn clear_waiters(shared: &Shared) {
+    if let Some(mut inbox) = shared.inbox() {
+        inbox.waiters.clear();
+        shared.set_receivers(0);
     }
 }
 

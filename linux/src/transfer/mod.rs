@@ -40,7 +40,10 @@
 //! 5. **Arrival.** The target's CQE carries `ARRIVAL | key` and the new index. The
 //!    driver records it in the ring's inbox (FIFO per key) and wakes the task waiting for
 //!    that key, directly (`TaskHandle::wake`), whether the CQE is reaped by the run loop
-//!    or drained by a park. Each recorded arrival holds an index of the table, so the
+//!    or drained by a park. A waiting receive counts as an operation in flight
+//!    (`Driver::in_flight`), so while one waits the run loop reaps every pass even if the
+//!    executor never parks (and `max_io_in_flight` counts it); arrivals with no receiver
+//!    waiting are recorded at the next reap or park. Each recorded arrival holds an index of the table, so the
 //!    inbox holds at most the table's size (room for 64 is made with the mailbox; more
 //!    grows the list, cold).
 //! 6. **Receive and drop.** One task at a time waits for a key ([`TransferError::KeyBusy`]
@@ -72,7 +75,7 @@ mod op;
 
 pub use fiber::FiberTransfer;
 pub use future::{Receive, adopt_file, adopt_socket, close, install, mailbox, receive, register, send};
-pub(crate) use inbox::{Inbox, arrived, is_arrival};
+pub(crate) use inbox::{Inbox, arrived, clear_waiters, is_arrival};
 pub use op::TransferOp;
 
 use crate::fs::FixedFile;
