@@ -31,6 +31,7 @@ pub(crate) const EVENTFD_TAG: u64 = INTERNAL | 2;
 /// `user_data` of the close the driver submits for a direct descriptor nobody will take.
 pub(crate) const CLOSE_TAG: u64 = INTERNAL | 3;
 // `INTERNAL | 4`: `unpark::UNPARK_TAG`, the CQEs other threads post to unpark.
+// `INTERNAL | 1 << 61 | key`: `transfer::op::ARRIVAL`, a descriptor another ring sent.
 
 /// Results a multishot slot keeps in place before spilling (completion rule 2).
 pub(crate) const MULTI_Q: usize = 16;
