@@ -49,7 +49,12 @@ impl RingDriver {
         while let Some(id) = self.shared.next_abandoned() {
             self.abandon_queued(id);
         }
-        // Bounded: one entry per dropped handle, each an index of the table.
+        // Bounded: one entry per dropped handle, each an index of the table. Not while a
+        // task's link chain is open (the CLOSE would join it): then at the next call.
+        if self.tail_linked {
+            self.shared.keep_closing_queued();
+            return;
+        }
         while let Some(index) = self.shared.next_closing() {
             self.dispose(true, true, index as i32, 0);
         }

@@ -169,6 +169,13 @@ impl Shared {
         }
     }
 
+    /// Indices queued by `close_fixed_later` wait for a later `take_abandoned` (rule 2).
+    pub(crate) fn keep_closing_queued(&self) {
+        if self.inbox().is_some_and(|i| !i.closing.is_empty()) {
+            self.any_abandoned.set(true);
+        }
+    }
+
     /// The next index queued by `close_fixed_later`.
     pub(crate) fn next_closing(&self) -> Option<u32> {
         self.inbox()?.closing.pop()

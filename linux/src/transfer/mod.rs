@@ -283,12 +283,15 @@ pub(crate) fn index_error(e: Errno) -> TransferError {
     }
 }
 
-/// `ENFILE`, `EOWNERDEAD`, `EBADFD`, `EBADF` as a send's typed error.
+/// A send's message result as its typed error.
 pub(crate) fn send_error(e: Errno) -> TransferError {
     match e.0 {
         libc::ENFILE => TransferError::TargetTableFull,
         libc::EOWNERDEAD | libc::EBADFD => TransferError::TargetGone,
         libc::EBADF => TransferError::BadSlot,
+        // The probe sees MSG_RING (5.18); descriptor passing came in 6.0, before which the
+        // kernel refuses the message kind (keel's checks rule out the other causes).
+        libc::EINVAL => SEND_FD,
         libc::ECANCELED => TransferError::Cancelled,
         libc::EPERM => TransferError::NotOnRing,
         _ => TransferError::Os(e),
