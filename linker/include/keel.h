@@ -1298,10 +1298,11 @@ keel_result keel_fixed_send(struct keel_task task,
 
 /**
  * Waits for a descriptor sent to this task's ring with `key` and returns its index
- * here. A cancelled wait returns `-ECANCELED`; an arrival then waits for the next
- * receive of its key.
+ * here; gives up after `timeout_ns` nanoseconds (`KEEL_NO_TIMEOUT`: no limit, 0: only
+ * look) with `-ETIME`. A cancelled wait returns `-ECANCELED`; an arrival then waits for
+ * the next receive of its key.
  */
-keel_result keel_fixed_receive(struct keel_task task, uint32_t key);
+keel_result keel_fixed_receive(struct keel_task task, uint32_t key, uint64_t timeout_ns);
 
 /**
  * Writes the mailbox of the running task's ring to `*out` (free it with

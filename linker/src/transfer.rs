@@ -13,10 +13,12 @@
 //! descriptor or an index that holds nothing), `-ENOSPC` (the receiving ring's table is
 //! full), `-EOWNERDEAD` (the receiving executor has gone), `-EINVAL` (a send to the
 //! task's own ring, a negative index, a NULL mailbox), `-ENOSYS` (the kernel lacks the
-//! operation), `-EBUSY` (another task waits for the key), `-ECANCELED`, `-ESTALE`,
+//! operation), `-EBUSY` (another task waits for the key), `-ETIME` (a receive's timeout
+//! passed), `-ECANCELED`, `-ESTALE`,
 //! `-KEEL_ENOTINTASK`, `-EOPNOTSUPP` (the executor has no ring).
 
 use crate::body::{running, suspend};
+use crate::executor::KEEL_NO_TIMEOUT;
 use crate::result::{err, guard, keel_result};
 use crate::task::keel_task;
 use core::ffi::c_int;
@@ -38,6 +40,7 @@ fn code(e: TransferError) -> i64 {
         TransferError::SameExecutor | TransferError::WrongExecutor => libc::EINVAL,
         TransferError::Unsupported { .. } => libc::ENOSYS,
         TransferError::KeyBusy => libc::EBUSY,
+        TransferError::TimedOut => libc::ETIME,
         TransferError::Cancelled => libc::ECANCELED,
         TransferError::NotOnRing => libc::EOPNOTSUPP,
         TransferError::Os(e) => e.0,
@@ -124,13 +127,15 @@ pub unsafe extern "C" fn keel_fixed_send(
 }
 
 /// Waits for a descriptor sent to this task's ring with `key` and returns its index
-/// here. A cancelled wait returns `-ECANCELED`; an arrival then waits for the next
-/// receive of its key.
+/// here; gives up after `timeout_ns` nanoseconds (`KEEL_NO_TIMEOUT`: no limit, 0: only
+/// look) with `-ETIME`. A cancelled wait returns `-ECANCELED`; an arrival then waits for
+/// the next receive of its key.
 #[unsafe(no_mangle)]
-pub extern "C" fn keel_fixed_receive(task: keel_task, key: u32) -> keel_result {
+pub extern "C" fn keel_fixed_receive(task: keel_task, key: u32, timeout_ns: u64) -> keel_result {
     guard(|| {
         let (t, fib) = running(task)?;
-        suspend(t, fib, |f| f.receive_fd(key)).map(release).map_err(code)
+        let timeout = (timeout_ns != KEEL_NO_TIMEOUT).then(|| core::time::Duration::from_nanos(timeout_ns));
+        suspend(t, fib, |f| f.receive_fd(key, timeout)).map(release).map_err(code)
     })
 }
 

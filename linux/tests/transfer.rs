@@ -174,7 +174,7 @@ fn fiber_receive_cancelled_while_waiting_leaves_and_the_arrival_goes_to_the_next
     let o = out.clone();
     let waiter = b
         .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-            *o.borrow_mut() = Some(f.receive_fd(9).err());
+            *o.borrow_mut() = Some(f.receive_fd(9, None).err());
             1u64
         })
         .unwrap();
@@ -184,7 +184,7 @@ fn fiber_receive_cancelled_while_waiting_leaves_and_the_arrival_goes_to_the_next
     assert_eq!(*out.borrow(), Some(Some(TransferError::Cancelled)));
     send_pipe(&mb, 9, b"second receiver");
     fiber_on(b, |f| {
-        let fixed = f.receive_fd(9).expect("the key is free and the arrival waits");
+        let fixed = f.receive_fd(9, None).expect("the key is free and the arrival waits");
         assert_eq!(read_all(f.install_fd(&fixed, true).unwrap()), b"second receiver");
     });
     assert_eq!(b.with_driver(|d| d.arrivals_pending()).unwrap(), 0);
@@ -198,7 +198,7 @@ fn future_receive_dropped_or_cancelled_while_waiting_leaves_the_key_free() {
     let b = executor_with(d);
     let b = b.as_ref();
     future_on(b, async {
-        let mut r = pin!(transfer::receive(4));
+        let mut r = pin!(transfer::receive(4, None));
         core::future::poll_fn(|cx| {
             assert!(r.as_mut().poll(cx).is_pending());
             Poll::Ready(())
@@ -207,14 +207,15 @@ fn future_receive_dropped_or_cancelled_while_waiting_leaves_the_key_free() {
     });
     let out = Rc::new(RefCell::new(None));
     let o = out.clone();
-    let t = b.attach(task(), async move { *o.borrow_mut() = Some(transfer::receive(4).await.err()) }).ok().unwrap();
+    let t =
+        b.attach(task(), async move { *o.borrow_mut() = Some(transfer::receive(4, None).await.err()) }).ok().unwrap();
     let _ = b.run(64, Some(core::time::Duration::from_millis(10)));
     b.cancel(t).unwrap();
     run_all(b);
     assert_eq!(*out.borrow(), Some(Some(TransferError::Cancelled)), "not KeyBusy: the dropped wait left");
     send_pipe(&mb, 4, b"kept");
     future_on(b, async {
-        let fixed = transfer::receive(4).await.expect("arrival");
+        let fixed = transfer::receive(4, None).await.expect("arrival");
         assert_eq!(read_all(transfer::install(&fixed, true).await.unwrap()), b"kept");
     });
 }
@@ -278,7 +279,7 @@ fn misuse_wrong_executor_same_executor_gone_target_and_key_busy_are_typed_and_ha
         let b = busy.clone();
         two.as_ref()
             .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-                let r = f.receive_fd(5).err();
+                let r = f.receive_fd(5, None).err();
                 b.borrow_mut().push(r);
                 1u64
             })
@@ -443,7 +444,7 @@ fn a_fixed_fd_and_a_waiting_receive_outliving_their_executor_drop_quietly() {
     let (k, w, null) = (kept.clone(), wait.clone(), std::fs::File::open("/dev/null").unwrap());
     future_on(ex.as_ref(), async move {
         *k.borrow_mut() = Some(transfer::register(null.as_fd()).await.unwrap());
-        let mut r = Box::pin(transfer::receive(2));
+        let mut r = Box::pin(transfer::receive(2, None));
         core::future::poll_fn(|cx| {
             assert!(r.as_mut().poll(cx).is_pending());
             Poll::Ready(())
@@ -454,4 +455,47 @@ fn a_fixed_fd_and_a_waiting_receive_outliving_their_executor_drop_quietly() {
     drop(ex);
     drop(wait.take());
     drop(kept.take());
+}
+
+/// Transfer rule 6's timeout: nothing arrived: `TimedOut` (zero only looks), the key is
+/// free again and the timer is not left in flight; an arrival before the timeout wins.
+#[test]
+fn fiber_receive_with_a_timeout_times_out_leaves_the_key_free_and_an_arrival_wins() {
+    use core::time::Duration;
+    let mut d = ring(cfg(2));
+    let mb = d.mailbox().unwrap();
+    let b = executor_with(d);
+    fiber_on(b.as_ref(), |f| {
+        assert_eq!(f.receive_fd(6, Some(Duration::ZERO)).err(), Some(TransferError::TimedOut));
+        assert_eq!(f.receive_fd(6, Some(Duration::from_millis(5))).err(), Some(TransferError::TimedOut));
+        assert_eq!(f.receive_fd(6, Some(Duration::from_millis(1))).err(), Some(TransferError::TimedOut), "not KeyBusy");
+    });
+    assert_eq!(b.as_ref().with_driver(|d| keel_core::Driver::in_flight(&**d)).unwrap(), 0, "no timer or waiter left");
+    send_pipe(&mb, 6, b"in time");
+    fiber_on(b.as_ref(), |f| {
+        let fixed = f.receive_fd(6, Some(Duration::from_secs(10))).expect("arrived before the timeout");
+        assert_eq!(read_all(f.install_fd(&fixed, true).unwrap()), b"in time");
+    });
+    assert_eq!(b.as_ref().with_driver(|d| keel_core::Driver::in_flight(&**d)).unwrap(), 0, "the timer was cancelled");
+}
+
+#[test]
+fn future_receive_with_a_timeout_times_out_leaves_the_key_free_and_an_arrival_wins() {
+    use core::time::Duration;
+    let mut d = ring(cfg(2));
+    let mb = d.mailbox().unwrap();
+    let b = executor_with(d);
+    future_on(b.as_ref(), async {
+        assert_eq!(transfer::receive(6, Some(Duration::ZERO)).await.err(), Some(TransferError::TimedOut));
+        assert_eq!(transfer::receive(6, Some(Duration::from_millis(5))).await.err(), Some(TransferError::TimedOut));
+    });
+    send_pipe(&mb, 6, b"in time");
+    future_on(b.as_ref(), async {
+        let fixed = transfer::receive(6, Some(Duration::from_secs(10))).await.expect("arrived before the timeout");
+        assert_eq!(read_all(transfer::install(&fixed, true).await.unwrap()), b"in time");
+    });
+    for _ in 0..3 {
+        let _ = b.as_ref().run(16, Some(Duration::from_millis(1))); // the abandoned timer's cancel completes
+    }
+    assert_eq!(b.as_ref().with_driver(|d| keel_core::Driver::in_flight(&**d)).unwrap(), 0, "no timer or waiter left");
 }

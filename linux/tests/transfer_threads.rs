@@ -123,7 +123,7 @@ fn receiver(futures: bool, tx: mpsc::Sender<Mailbox>) -> Vec<u8> {
     let out = got.clone();
     let t = if futures {
         ex.attach(task(), async move {
-            let fixed = transfer::receive(KEY).await.expect("receive");
+            let fixed = transfer::receive(KEY, None).await.expect("receive");
             let mut buf = vec![0u8; 4096];
             loop {
                 let (r, b) = net::future::recv(&fixed, buf).await;
@@ -143,7 +143,7 @@ fn receiver(futures: bool, tx: mpsc::Sender<Mailbox>) -> Vec<u8> {
         .unwrap()
     } else {
         ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-            let fixed = f.receive_fd(KEY).expect("receive");
+            let fixed = f.receive_fd(KEY, None).expect("receive");
             let mut buf = [0u8; 4096];
             loop {
                 let n = f.recv(&fixed, &mut buf).expect("recv by index") as usize;
@@ -204,7 +204,7 @@ fn a_receiver_waiting_with_nothing_in_flight_is_woken_by_an_arrival_from_another
         let ex = ex.as_ref();
         let t = ex
             .attach_fiber(task(), fattrs(), |f: &mut Fiber| {
-                let fixed = f.receive_fd(3).expect("receive");
+                let fixed = f.receive_fd(3, None).expect("receive");
                 let fd = f.install_fd(&fixed, true).expect("install");
                 let mut line = String::new();
                 std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut line).unwrap();
@@ -254,7 +254,7 @@ fn an_arrival_reaches_a_receiver_while_another_task_keeps_the_executor_busy() {
         let done = std::rc::Rc::new(std::cell::Cell::new(false));
         let d2 = done.clone();
         ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
-            let fixed = f.receive_fd(11).expect("receive");
+            let fixed = f.receive_fd(11, None).expect("receive");
             f.close_fd(fixed).unwrap();
             d2.set(true);
             1u64

@@ -19,8 +19,10 @@ static int64_t receiver(keel_task task, void *user) {
     CHECK_RESULT(keel_mailbox_get(task, &mb));
     CHECK_ERROR(keel_fixed_install(task, 3, 1), -EBADF); /* an index holding nothing */
     CHECK_ERROR(keel_fixed_register(task, -1), -EBADF);
+    CHECK_ERROR(keel_fixed_receive(task, 42, 0), -ETIME);               /* nothing yet: only looks */
+    CHECK_ERROR(keel_fixed_receive(task, 42, 2 * 1000 * 1000), -ETIME); /* 2 ms pass first */
     atomic_store(&b_mailbox, mb);
-    keel_result index = keel_fixed_receive(task, 42); /* parks until A's message arrives */
+    keel_result index = keel_fixed_receive(task, 42, KEEL_NO_TIMEOUT); /* parks until A's message */
     CHECK_RESULT(index);
     keel_result fd = keel_fixed_install(task, (int)index, 1);
     CHECK_RESULT(fd);

@@ -10,8 +10,11 @@ use super::{index_error, register_error, send_error};
 use crate::fs::{FiberFs, FixedFile, close_fixed_fiber, run_to_end};
 use crate::net::FixedSocket;
 use crate::ring::{RingDriver, RingOp};
-use keel_core::Fiber;
+use core::time::Duration;
+use io_uring::{opcode, types};
+use keel_core::{Fiber, IoStatus};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::pin::pin;
 
 /// Blocking-style descriptor transfer for fiber tasks (the `transfer` module doc).
 pub trait FiberTransfer {
@@ -24,9 +27,10 @@ pub trait FiberTransfer {
     /// Sends `fixed` to the ring of `to`, announced by `key` (rule 4): its operations here
     /// are cancelled first, and its index here is closed once the target has it.
     fn send_fd(&mut self, fixed: FixedFd, to: &Mailbox, key: u32) -> Result<(), SendError>;
-    /// Waits for a descriptor sent to this ring with `key` (rules 5-6); a cancelled wait
-    /// returns `Cancelled` and leaves a later arrival for the next receive.
-    fn receive_fd(&mut self, key: u32) -> Result<FixedFd, TransferError>;
+    /// Waits for a descriptor sent to this ring with `key` (rules 5-6), at most `timeout`
+    /// (`None`: no limit; then `TimedOut`); a cancelled wait returns `Cancelled` and leaves
+    /// a later arrival for the next receive.
+    fn receive_fd(&mut self, key: u32, timeout: Option<Duration>) -> Result<FixedFd, TransferError>;
     /// A descriptor sent with `key` that has arrived already, without waiting (one the
     /// executor has reaped: at its reaps while operations or receives are in flight, and
     /// when it parks).
@@ -164,26 +168,54 @@ impl FiberTransfer for Fiber {
         }
     }
 
-    fn receive_fd(&mut self, key: u32) -> Result<FixedFd, TransferError> {
+    #[inline(always)] // the fiber's suspend must not straddle an out-of-line frame (arch doc)
+    fn receive_fd(&mut self, key: u32, timeout: Option<Duration>) -> Result<FixedFd, TransferError> {
         let me = self.task();
-        let mut waiting = false;
-        loop {
-            let r = self
-                .with_driver::<RingDriver, _>(|d| {
-                    let got = super::inbox::take_or_wait(&d.shared, key, Some(me), waiting);
-                    got.map(|o| o.map(|index| FixedFd::new(index, &d.shared)))
-                })
-                .ok_or(TransferError::NotOnRing)?;
-            match r? {
-                Some(fixed) => return Ok(fixed),
-                None => waiting = true,
+        let ts = timeout.map(|t| types::Timespec::from(t.min(Duration::from_secs(i64::MAX as u64))));
+        let timer = pin!(IoStatus::new());
+        let (mut waiting, mut armed) = (false, false);
+        let out = loop {
+            let r = self.with_driver::<RingDriver, _>(|d| {
+                let got = super::inbox::take_or_wait(&d.shared, key, Some(me), waiting);
+                got.map(|o| o.map(|index| FixedFd::new(index, &d.shared)))
+            });
+            match r {
+                None => break Err(TransferError::NotOnRing),
+                Some(Err(e)) => break Err(e),
+                Some(Ok(Some(fixed))) => {
+                    waiting = false; // taken: `take_or_wait` left
+                    break Ok(fixed);
+                }
+                Some(Ok(None)) => waiting = true,
+            }
+            if let Some(ts) = &ts {
+                if !armed {
+                    // SAFETY: `ts` and `timer` live on this frame, which waits the timer
+                    // out below before it returns.
+                    let op = unsafe { RingOp::from_entry(opcode::Timeout::new(ts).build()) };
+                    if self.initiate::<RingDriver>(timer.as_ref(), op).is_err() {
+                        break Err(TransferError::Cancelled); // a cancelled task starts nothing
+                    }
+                    armed = true;
+                } else if !timer.is_in_flight() {
+                    break Err(TransferError::TimedOut); // the inbox was looked at first
+                }
             }
             if self.wait().is_err() {
-                // Rule 6: leave; an arrival stays for the next receive.
-                self.with_driver::<RingDriver, _>(|d| super::inbox::leave(&d.shared, key));
-                return Err(TransferError::Cancelled);
+                break Err(TransferError::Cancelled);
+            }
+        };
+        if waiting {
+            // Rule 6: leave; an arrival stays for the next receive.
+            self.with_driver::<RingDriver, _>(|d| super::inbox::leave(&d.shared, key));
+        }
+        if armed && timer.is_in_flight() {
+            self.cancel_io(timer.as_ref());
+            while timer.is_in_flight() {
+                self.wait_io();
             }
         }
+        out
     }
 
     fn try_receive_fd(&mut self, key: u32) -> Result<Option<FixedFd>, TransferError> {

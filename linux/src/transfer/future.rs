@@ -14,9 +14,11 @@ use crate::fs::{FixedFile, OwnedOp, close_fixed_shared};
 use crate::net::FixedSocket;
 use crate::ring::shared::Shared;
 use crate::ring::{RingDriver, RingOp, lent_mut};
+use crate::slot_op::SlotOp;
 use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll};
+use core::time::Duration;
 use keel_core::Errno;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
@@ -111,19 +113,37 @@ pub async fn send(fixed: FixedFd, to: &Mailbox, key: u32) -> Result<(), SendErro
     }
 }
 
-/// Waits for a descriptor sent to this ring with `key` (transfer rules 5-6): the future
-/// form of [`FiberTransfer::receive_fd`](super::FiberTransfer::receive_fd).
-pub fn receive(key: u32) -> Receive {
-    Receive { key, shared: None, waiting: false }
+/// Waits for a descriptor sent to this ring with `key`, at most `timeout` (transfer
+/// rules 5-6): the future form of
+/// [`FiberTransfer::receive_fd`](super::FiberTransfer::receive_fd).
+pub fn receive(key: u32, timeout: Option<Duration>) -> Receive {
+    Receive { key, shared: None, waiting: false, timer: timeout.map(timer_op) }
 }
 
-/// The future of [`receive`]. Dropped while it waits, it leaves the inbox (rule 6).
+/// The future of [`receive`]. Dropped while it waits, it leaves the inbox (rule 6) and
+/// abandons its timer (cancelled in its slot).
 #[must_use = "futures do nothing unless polled"]
 pub struct Receive {
     key: u32,
     /// The ring's shared state while the wait is queued: `Drop` leaves through it.
     shared: Option<Rc<Shared>>,
     waiting: bool,
+    /// The timeout's `IORING_OP_TIMEOUT` (rule 6), submitted at the first poll that waits.
+    timer: Option<SlotOp>,
+}
+
+/// A kept `IORING_OP_TIMEOUT` of `d`, its timespec in a buffer the slot keeps until the
+/// completion.
+fn timer_op(d: Duration) -> SlotOp {
+    let ts = io_uring::types::Timespec::from(d.min(Duration::from_secs(i64::MAX as u64)));
+    let mut v = vec![0u8; core::mem::size_of::<io_uring::types::Timespec>()];
+    // SAFETY: `v` has room for one `Timespec`, written unaligned (the kernel copies it
+    // with copy_from_user, which needs no alignment).
+    unsafe { v.as_mut_ptr().cast::<io_uring::types::Timespec>().write_unaligned(ts) };
+    let raw = RawBuf::from_vec(v);
+    let e = io_uring::opcode::Timeout::new(raw.ptr() as *const io_uring::types::Timespec).build();
+    // SAFETY: the SQE references only `raw`, which the slot keeps until completion.
+    SlotOp::new(unsafe { RingOp::owned(e, Some(raw)) })
 }
 
 impl Future for Receive {
@@ -159,6 +179,18 @@ impl Future for Receive {
             Some(Ok((None, shared))) => {
                 self.waiting = true;
                 self.shared = Some(shared);
+                // Rule 6: the inbox was looked at first; the timer decides only if empty.
+                if let Some(timer) = self.timer.as_mut()
+                    && let Poll::Ready((res, _, _)) = Pin::new(timer).poll(cx)
+                {
+                    self.timer = None;
+                    if res == -libc::ETIME {
+                        super::inbox::leave(self.shared.as_ref().expect("set above"), key);
+                        self.waiting = false;
+                        return Poll::Ready(Err(TransferError::TimedOut));
+                    }
+                    // Any other end (refused): the wait goes on without a limit.
+                }
                 Poll::Pending
             }
         }

@@ -47,7 +47,10 @@
 //!    inbox holds at most the table's size (room for 64 is made with the mailbox; more
 //!    grows the list, cold).
 //! 6. **Receive and drop.** One task at a time waits for a key ([`TransferError::KeyBusy`]
-//!    for a second). A receive cancelled or dropped leaves the inbox; an arrival it did
+//!    for a second). A receive may have a timeout: an `IORING_OP_TIMEOUT` beside the wait
+//!    (a fiber's status block on its stack, waited out before it returns; a future's kept
+//!    operation, abandoned with it), checked after the inbox, so an arrival that came
+//!    before the timer's completion was seen wins; `Duration::ZERO` only looks. A receive cancelled or dropped leaves the inbox; an arrival it did
 //!    not take stays for the next receive of that key, so none is lost to a cancel. A
 //!    dropped [`FixedFd`] has its index closed through the ring at the driver's next
 //!    reap, park or slot submission (shared rule 2); arrivals nobody takes stay in the
@@ -209,6 +212,8 @@ pub enum TransferError {
     Cancelled,
     /// Another task already waits for this key: one receiver per key at a time.
     KeyBusy,
+    /// Nothing arrived for the key before the receive's timeout.
+    TimedOut,
     /// Any other error the kernel returned.
     Os(Errno),
 }
@@ -234,6 +239,7 @@ impl std::fmt::Display for TransferError {
             TransferError::NotOnRing => f.write_str("not in a task of a ring executor"),
             TransferError::Cancelled => f.write_str("the task was cancelled before the transfer could start"),
             TransferError::KeyBusy => f.write_str("another task already waits for this key: one receiver per key"),
+            TransferError::TimedOut => f.write_str("nothing arrived for the key before the timeout"),
             TransferError::Os(e) => write!(f, "the kernel refused the transfer: errno {}", e.0),
         }
     }
