@@ -292,3 +292,25 @@ fn future_receive_with_a_timeout_times_out_leaves_the_key_free_and_an_arrival_wi
     }
     assert_eq!(b.as_ref().with_driver(|d| keel_core::Driver::in_flight(&**d)).unwrap(), 0, "no timer or waiter left");
 }
+
+/// Transfer rule 7: a mailbox outliving its executor keeps the kernel's ring, not the
+/// files in its table: they are closed when the driver goes (a pipe's writer held there
+/// is seen closed at once).
+#[test]
+fn a_mailbox_outliving_its_executor_does_not_keep_the_files_of_its_table_open() {
+    let mut d = ring(cfg(2));
+    let mb = d.mailbox().unwrap();
+    let ex = executor_with(d);
+    let (r, w) = std::io::pipe().unwrap();
+    fiber_on(ex.as_ref(), move |f| {
+        let _kept = f.register_fd(w.as_fd()).unwrap().into_socket(); // stays in the table
+    });
+    let flags = rustix::fs::fcntl_getfl(&r).unwrap();
+    rustix::fs::fcntl_setfl(&r, flags | rustix::fs::OFlags::NONBLOCK).unwrap();
+    let mut b = [0u8; 1];
+    assert!(std::io::Read::read(&mut &r, &mut b).is_err(), "the writer is open while the table holds it");
+    drop(ex);
+    assert!(!mb.is_alive());
+    assert_eq!(std::io::Read::read(&mut &r, &mut b).unwrap(), 0, "end of file: the table's writer was closed");
+    drop(mb);
+}

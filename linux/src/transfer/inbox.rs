@@ -43,6 +43,11 @@ impl Inbox {
         }
     }
 
+    /// Whether a mailbox was handed out (rule 7).
+    pub(crate) fn has_mailbox(&self) -> bool {
+        self.mailbox.is_some()
+    }
+
     /// The driver goes: senders see the target gone (rule 7).
     pub(crate) fn close(&mut self) {
         if let Some(m) = &self.mailbox {

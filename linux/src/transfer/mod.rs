@@ -63,7 +63,9 @@
 //!    it goes. A send to a gone target is [`TransferError::TargetGone`]. A send racing
 //!    the target's drop may reach the ring after its driver left: the kernel installs
 //!    the file there and closes it when the last duplicate goes (the sender sees success
-//!    or `TargetGone`; no descriptor is leaked). Making a mailbox tells the driver that
+//!    or `TargetGone`; no descriptor is leaked). The duplicate keeps the kernel's ring
+//!    alive, not its files: the driver unregisters its table when it goes, so what it
+//!    held is closed then, as for a ring that never made a mailbox. Making a mailbox tells the driver that
 //!    another thread may end its park (an arrival), so a receiver waiting with nothing in
 //!    flight is not a stall.
 //! 8. Not on the hot path: each call is one to three SQEs; a mailbox is made once per
