@@ -25,6 +25,7 @@
 
 pub mod buf;
 pub mod clock;
+pub mod epoll;
 mod errno;
 mod fd;
 pub mod flags;
@@ -48,10 +49,11 @@ pub mod ucontext;
 mod waitq;
 
 pub use clock::monotonic_now;
+pub use epoll::{EpollConfig, EpollDriver, EpollOp};
 pub use fs::{FiberFs, File};
 pub use join::{Futex, join_blocking};
 pub use overflow::set_alt_stack;
 pub use panic::catch_panics;
-pub use ring::{RingConfig, RingDriver, RingOp, UnparkKind, UnparkMode};
+pub use ring::{RingConfig, RingDriver, RingOp, RingUnavailable, UnparkKind, UnparkMode, ring_availability};
 pub use sleep::SleepDriver;
 pub use stack::MmapStacks;

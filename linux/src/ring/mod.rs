@@ -110,6 +110,7 @@
 //!    operation nobody cancelled.
 
 mod abandon;
+pub mod availability;
 mod cancel;
 mod complete;
 mod config;
@@ -129,6 +130,7 @@ mod submit;
 mod teardown;
 mod unpark;
 
+pub use availability::{RingUnavailable, ring_availability};
 pub(crate) use complete::{KEEL_REARM, MultiNext, cqueue_more, to_result};
 pub use config::{RingConfig, RingStats};
 pub use driver::RingDriver;
