@@ -149,6 +149,12 @@
 #define KEEL_TASK_MIN_STACK (16 * 1024)
 
 /**
+ * Another executor's inbox (opaque): from `keel_mailbox_get`, freed with
+ * `keel_mailbox_free`.
+ */
+typedef struct keel_mailbox keel_mailbox;
+
+/**
  * A value (`>= 0`) or a negated error code (`-ESTALE`, `-KEEL_EPANICKED`, ...).
  */
 typedef int64_t keel_result;
@@ -255,6 +261,11 @@ typedef struct keel_executor_attr {
    * resumption. Zero: no clock reads on the hot path, and the times stay 0.
    */
   uint8_t accounting;
+  /**
+   * Indices in the ring's fixed-file table (0: none), for descriptor transfer
+   * (`keel_fixed_register`, `keel_fixed_send`, `keel_fixed_receive`).
+   */
+  uint32_t registered_files;
   /**
    * Nonzero: a polled ring (`IORING_SETUP_IOPOLL`, keel-linux's iopoll rules 1-4) for
    * `O_DIRECT` reads and writes on devices with poll queues. Any other read or write
@@ -1398,6 +1409,66 @@ keel_result keel_task_destroy(struct keel_task task);
  * `sizeof` keel's task storage as this library was built.
  */
 size_t keel_task_storage_size(void);
+
+/**
+ * Puts the open file of `fd` at a free index of the ring's fixed-file table
+ * (`IORING_OP_FILES_UPDATE`) and returns the index; `fd` stays the caller's and may be
+ * closed at once.
+ */
+keel_result keel_fixed_register(struct keel_task task, int fd);
+
+/**
+ * A new descriptor for the file at `index` (`IORING_OP_FIXED_FD_INSTALL`, Linux 6.8,
+ * else `-ENOSYS`), close-on-exec if `cloexec` is nonzero; the caller owns it. The index
+ * stays.
+ */
+keel_result keel_fixed_install(struct keel_task task, int index, int cloexec);
+
+/**
+ * Cancels the index's operations, then closes it through the ring; it is closed
+ * whatever this returns.
+ */
+keel_result keel_fixed_close(struct keel_task task, int index);
+
+/**
+ * Sends the file at `index` to the ring of `to`, announced by `key`
+ * (`IORING_OP_MSG_RING`, `IORING_MSG_SEND_FD`): the index's operations are cancelled
+ * first, and once the target has the file the index here is closed (0). On an error
+ * the index is still the caller's, except for `-EBADF` (it held nothing).
+ *
+ * # Safety
+ * `to` is NULL or a live mailbox from `keel_mailbox_get`.
+ */
+keel_result keel_fixed_send(struct keel_task task,
+                            int index,
+                            const struct keel_mailbox *to,
+                            uint32_t key);
+
+/**
+ * Waits for a descriptor sent to this task's ring with `key` and returns its index
+ * here; gives up after `timeout_ns` nanoseconds (`KEEL_NO_TIMEOUT`: no limit, 0: only
+ * look) with `-ETIME`. A cancelled wait returns `-ECANCELED`; an arrival then waits for
+ * the next receive of its key.
+ */
+keel_result keel_fixed_receive(struct keel_task task, uint32_t key, uint64_t timeout_ns);
+
+/**
+ * Writes the mailbox of the running task's ring to `*out` (free it with
+ * `keel_mailbox_free`); hand it to tasks of other executors, on any thread.
+ *
+ * # Safety
+ * `out` is NULL or valid for a write.
+ */
+keel_result keel_mailbox_get(struct keel_task task, struct keel_mailbox **out);
+
+/**
+ * Frees a mailbox from `keel_mailbox_get` (NULL: nothing). From any thread, once no call
+ * uses it.
+ *
+ * # Safety
+ * `mailbox` is NULL or from `keel_mailbox_get`, not freed before.
+ */
+void keel_mailbox_free(struct keel_mailbox *mailbox);
 
 /**
  * Makes a semaphore with `permits` free permits (allocated once, kept for the next

@@ -6,7 +6,8 @@
 //! sleeping, for a pure-compute executor), [`RingDriver`] (io_uring) with
 //! file i/o ([`fs`]), socket i/o ([`net`]), readiness waits on any descriptor
 //! ([`ready`]), signals as events ([`signal`]), deadlines on any operation ([`deadline`]),
-//! per-read/write flags ([`rw_flags`]), typed flags ([`flags`]) and registered buffers, guarded mmap fiber stacks ([`MmapStacks`]) with
+//! per-read/write flags ([`rw_flags`]), descriptor transfer between the fixed-file
+//! tables of rings ([`transfer`]), typed flags ([`flags`]) and registered buffers, guarded mmap fiber stacks ([`MmapStacks`]) with
 //! an overflow reporter ([`overflow`]), the panic catcher for fibers ([`panic`](mod@panic)) and the
 //! `ucontext` switcher ([`ucontext`]).
 //!
@@ -47,6 +48,7 @@ mod signal_future;
 pub mod sleep;
 mod slot_op;
 pub mod stack;
+pub mod transfer;
 pub mod tsc;
 pub mod ucontext;
 mod waitq;

@@ -53,7 +53,7 @@ mod rw;
 
 pub use crate::flags::{FallocateFlags, Mode, OFlags, PathArg, SyncFileRangeFlags};
 pub use crate::rw_flags::RwFlags;
-pub(crate) use close::{close_fiber, close_fixed_fiber, close_fixed_shared, close_shared};
+pub(crate) use close::{close_fiber, close_fixed_fiber, close_fixed_shared, close_shared, run_to_end};
 pub use direct::{close_direct, open_direct, read_direct, write_direct};
 pub use fiber::FiberFs;
 pub(crate) use fiber::{claim_on, collect_on, fixed_check};
@@ -210,5 +210,10 @@ impl FixedFile {
     /// Its index in the fixed-file table.
     pub fn index(&self) -> u32 {
         self.index
+    }
+
+    /// Owns index `index` of the table (`transfer::FixedFd::into_file`).
+    pub(crate) fn from_index(index: u32) -> Self {
+        FixedFile { index }
     }
 }

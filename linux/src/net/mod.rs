@@ -208,6 +208,11 @@ impl FixedSocket {
         self.index
     }
 
+    /// Owns index `index` of the table (`transfer::FixedFd::into_socket`).
+    pub(crate) fn from_index(index: u32) -> Self {
+        FixedSocket { index }
+    }
+
     /// Names index `index` without owning anything there (for tests that probe a closed
     /// index).
     #[doc(hidden)]
@@ -225,5 +230,18 @@ impl sealed::Sealed for FixedSocket {
 impl AsSock for FixedSocket {
     fn sock(&self) -> Sock {
         Sock::Fixed(self.index)
+    }
+}
+
+impl sealed::Sealed for crate::transfer::FixedFd {
+    fn held(&self) -> Option<&crate::fd::SharedFd> {
+        None
+    }
+}
+
+/// A transferable fixed descriptor names its index, as a [`FixedSocket`] does.
+impl AsSock for crate::transfer::FixedFd {
+    fn sock(&self) -> Sock {
+        Sock::Fixed(self.index())
     }
 }

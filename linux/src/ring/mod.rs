@@ -20,7 +20,9 @@
 //! - Completions: a status block's plain operation carries its completion token in its
 //!   `user_data` (`direct.rs`: no table on the hot path); every other operation's
 //!   `user_data` names a slot and its generation (`slots.rs`); internal SQEs carry a tag
-//!   neither can have; stale slot CQEs are counted and dropped.
+//!   neither can have, and so do the CQEs another ring posts when it sends a descriptor
+//!   here (`transfer` rule 5: they go to the ring's inbox); stale slot CQEs are counted
+//!   and dropped.
 //! - Hot-path loops and their bounds: a drain copies CQEs out in batches of 32, at most
 //!   `reap_batch` per pass; a direct submission searches the orphan table only while it is
 //!   non-empty, at most `orphans + 1` times (direct rule 4); a completion scans the queued

@@ -46,6 +46,7 @@ pub(crate) enum LinkTimer {
     /// The timer's CQE was reaped with this result (`-ETIME`: it fired).
     Ended(i32),
 }
+// `INTERNAL | 1 << 61 | key`: `transfer::op::ARRIVAL`, a descriptor another ring sent.
 
 /// Results a multishot slot keeps in place before spilling (completion rule 2).
 pub(crate) const MULTI_Q: usize = 16;
@@ -106,6 +107,10 @@ pub(crate) struct Slot {
     pub(crate) yields_fd: bool,
     /// The descriptor it yields is a fixed-file index (closed through the ring).
     pub(crate) yields_fixed: bool,
+    /// It yields a fixed-file index written into its owned buffer, not in its result
+    /// (`IORING_OP_FILES_UPDATE` with `IORING_FILE_INDEX_ALLOC`: transfer rule 1); an
+    /// abandoned one's index is closed through the ring.
+    pub(crate) index_in_buf: bool,
     /// Multishot (completion rule 1): results queue in `q` (then the driver's spill).
     pub(crate) multi: bool,
     pub(crate) q: ResultQ,
@@ -180,6 +185,7 @@ impl Slots {
                 buf: None,
                 yields_fd: false,
                 yields_fixed: false,
+                index_in_buf: false,
                 multi: false,
                 q: ResultQ::default(),
                 spilled: 0,
@@ -224,6 +230,7 @@ impl Slots {
         let s = &mut self.slots[i as usize];
         s.yields_fd = false;
         s.yields_fixed = false;
+        s.index_in_buf = false;
         s.multi = false;
         s.q = ResultQ::default();
         s.spilled = 0;
