@@ -7,3 +7,4 @@
 pub mod bytes;
 pub mod sim_ops;
 pub mod slot_lifecycle;
+pub mod timer_heap;
