@@ -30,6 +30,10 @@ struct SpareNode {
     decommitted: bool,
 }
 
+/// The bytes of a spare's node: a stack smaller than this is never pooled (`put`).
+#[cfg(any(test, keel_fuzz))]
+pub(crate) const SPARE_NODE_SIZE: usize = core::mem::size_of::<SpareNode>();
+
 /// Bytes a spare reserves at its top for the node, rounded to a page so decommit can
 /// spare it.
 const NODE_KEEP: usize = 4096;
@@ -147,6 +151,9 @@ impl StackPool {
                 let next = node.next;
                 if prev.is_null() {
                     self.head.set(next);
+                } else if cfg!(keel_planted = "stack_pool") {
+                    // A planted bug for the fuzz target `stack_pool` (off in every normal
+                    // build): a spare reused from below the top stays pooled.
                 } else {
                     // SAFETY: `prev` is a pooled node, as above.
                     unsafe { (*prev).next = next };
