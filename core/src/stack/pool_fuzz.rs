@@ -84,7 +84,7 @@ impl ArenaStacks {
 unsafe impl StackProvider for ArenaStacks {
     fn allocate(&mut self, size: usize) -> Result<Stack, Errno> {
         self.seen.log.borrow_mut().push(Call::Alloc(size));
-        if size > SLOT || size == 0 || size % 16 != 0 {
+        if size > SLOT || size == 0 || !size.is_multiple_of(16) {
             return Err(Errno::EINVAL);
         }
         let i = (0..SLOTS).find(|&i| self.seen.out[i].get().is_none()).ok_or(Errno::ENOMEM)?;
@@ -174,7 +174,7 @@ impl Model {
             (Err(e), None) => {
                 self.expect_calls(&[Call::Alloc(size)])?;
                 let full = (0..SLOTS).all(|i| self.seen.out[i].get().is_some());
-                let want = if size > SLOT || size % 16 != 0 || size == 0 { Errno::EINVAL } else { Errno::ENOMEM };
+                let want = if size > SLOT || !size.is_multiple_of(16) || size == 0 { Errno::EINVAL } else { Errno::ENOMEM };
                 if e != want || (want == Errno::ENOMEM && !full) {
                     return Err(format!("take({size}) failed with {e:?}, the provider's answer is {want:?}"));
                 }

@@ -183,11 +183,9 @@ pub fn run(data: &[u8]) -> Result<Outcome, String> {
         m.check().map_err(|why| format!("after the drain: {why}"))
     })();
     // Whatever happened, no node stays linked past `nodes`.
-    for i in 0..NODES {
-        if nodes[i].is_armed() {
-            // SAFETY: armed, and only this heap arms these nodes.
-            unsafe { m.heap.remove(m.ptr(i)) };
-        }
+    for n in nodes.iter().filter(|n| n.is_armed()) {
+        // SAFETY: armed, and only this heap arms these nodes.
+        unsafe { m.heap.remove(NonNull::from(n)) };
     }
     r.map(|()| m.out)
 }
