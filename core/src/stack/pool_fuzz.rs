@@ -174,7 +174,8 @@ impl Model {
             (Err(e), None) => {
                 self.expect_calls(&[Call::Alloc(size)])?;
                 let full = (0..SLOTS).all(|i| self.seen.out[i].get().is_some());
-                let want = if size > SLOT || !size.is_multiple_of(16) || size == 0 { Errno::EINVAL } else { Errno::ENOMEM };
+                let want =
+                    if size > SLOT || !size.is_multiple_of(16) || size == 0 { Errno::EINVAL } else { Errno::ENOMEM };
                 if e != want || (want == Errno::ENOMEM && !full) {
                     return Err(format!("take({size}) failed with {e:?}, the provider's answer is {want:?}"));
                 }
