@@ -60,10 +60,6 @@ pub(crate) fn body_for(
         let r = unsafe { f(task, user) };
         restore_current(null());
         t.fiber.store(core::ptr::null_mut(), Ordering::Relaxed);
-        // A planted bug for the fuzz target `c_args` (off in every normal build): a result
-        // past 32 bits is truncated.
-        #[cfg(keel_planted = "c_args")]
-        let r = if r >= 0 { r as u32 as i64 } else { r };
         let r = if r >= 0 {
             Ok(r as u64)
         } else if r >= -KEEL_ERRNO_MAX {
