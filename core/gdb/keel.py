@@ -16,11 +16,14 @@ import struct
 
 import gdb
 
-LAYOUT_VERSION = 1
-# KeelDebug up to `executors`: magic, version, ptr_size, SchedLayout (20 u32),
-# TaskLayout (13 u32), FiberLayout (6 u32), state codes, kind codes, slots, unlisted,
+LAYOUT_VERSION = 2
+# KeelDebug up to `executors`: magic, version, ptr_size, SchedLayout (22 u32),
+# TaskLayout (17 u32), FiberLayout (6 u32), state codes, kind codes, slots, unlisted,
 # reserved.
-DESC_FMT = "<8sII20I13I6I12s4sIII"
+DESC_FMT = "<8sII22I17I6I12s4sIII"
+# keel-core's DriverDebug (driver_debug.rs): kind, fd, sq and cq entries, op slots, a
+# pointer to the count of operations holding a slot.
+DRIVER_FMT = "<16siIIIQ"
 STATES = ["idle", "attached", "ready", "running", "suspended(timer)", "suspended(io)",
           "suspended(wait)", "suspended(sq-slot)", "cancelling", "draining", "completed"]
 KINDS = ["future", "fiber", "custom"]
@@ -66,21 +69,26 @@ class Layout:
         if v[1] != LAYOUT_VERSION:
             raise gdb.GdbError("keel: descriptor version %d, this script knows %d: use the script "
                                "of the keel this program was built with" % (v[1], LAYOUT_VERSION))
-        s = v[3:23]
+        s = v[3:25]
         self.owned, self.ready, self.attached, self.running = s[0:4]
         self.stats = s[4:11]
         self.stack_stats = s[11]
         self.times = s[12:16]
         self.list_head, self.list_len, self.list_size, self.links_next = s[16:20]
-        t = v[23:36]
+        self.driver, driver_size = s[20:22]
+        if driver_size != struct.calcsize(DRIVER_FMT):
+            raise gdb.GdbError("keel: DriverDebug is %d bytes, this script reads %d"
+                               % (driver_size, struct.calcsize(DRIVER_FMT)))
+        t = v[25:42]
         (self.t_state, self.t_cpu, self.t_io, self.t_vt, self.vt_kind, self.t_id, self.t_name,
          self.t_owned, self.t_initiated) = t[0:9]
         self.t_stats = t[9:12]
         self.t_body = t[12]
-        self.f_base, self.f_size, self.f_state, self.f_fresh, self.f_started, self.f_regs = v[36:42]
-        self.state_codes = {c: STATES[i] for i, c in enumerate(v[42][:len(STATES)])}
-        self.kind_codes = {c: KINDS[i] for i, c in enumerate(v[43][:len(KINDS)])}
-        self.slots, self.unlisted = v[44], v[45]
+        self.t_times = t[13:17]
+        self.f_base, self.f_size, self.f_state, self.f_fresh, self.f_started, self.f_regs = v[42:48]
+        self.state_codes = {c: STATES[i] for i, c in enumerate(v[48][:len(STATES)])}
+        self.kind_codes = {c: KINDS[i] for i, c in enumerate(v[49][:len(KINDS)])}
+        self.slots, self.unlisted = v[50], v[51]
         self.registry = base + size
 
     def executors(self):
@@ -113,6 +121,7 @@ class Task:
         self.kind = lay.kind_codes.get(_u8(vt + lay.vt_kind), "?") if vt else "-"
         self.in_flight = _u64(hdr + lay.t_initiated + lay.list_len)
         self.resumptions = _u64(hdr + lay.t_stats[2])
+        self.times = [_u64(hdr + o) for o in lay.t_times]
         self.stack = None
         self.started = False
         self.regs = None
@@ -150,15 +159,18 @@ class Task:
             return None
         return self.stack[1] - sp
 
-    def line(self):
+    def line(self, accounting=False):
+        acct = ""
+        if accounting:
+            acct = " ticks running=%d suspended=%d ready_wait=%d longest_run=%d" % tuple(self.times)
         stack = ""
         if self.stack:
             used = self.stack_used()
             stack = " stack 0x%x-0x%x used %s" % (self.stack[0], self.stack[1],
                                                  "-" if used is None else str(used))
-        return "task %d %r %s cpu=%s io=%s %s io_in_flight=%d resumed=%d%s" % (
+        return "task %d %r %s cpu=%s io=%s %s io_in_flight=%d resumed=%d%s%s" % (
             self.id, self.name, self.state, self.cpu, self.io, self.kind, self.in_flight,
-            self.resumptions, stack)
+            self.resumptions, stack, acct)
 
 
 def _running_sp(stack):
@@ -178,6 +190,48 @@ def _running_sp(stack):
 
 def _tasks(lay, sched):
     return [Task(lay, h) for h in lay.list_items(sched + lay.owned, lay.t_owned)]
+
+
+def _fdinfo(fd):
+    """The kernel's /proc/PID/fdinfo/FD of the inferior as a dict, or None (a core file,
+    another machine, a closed descriptor)."""
+    pid = gdb.selected_inferior().pid
+    if not pid or fd < 0:
+        return None
+    try:
+        with open("/proc/%d/fdinfo/%d" % (pid, fd)) as f:
+            text = f.read()
+    except OSError:
+        return None
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        value = value.strip()
+        if value.isdigit():
+            out[key.strip()] = int(value)
+    return out
+
+
+def _driver_summary(lay, sched):
+    """The driver's line: its kind, its ring's fill as the kernel reports it (SQ entries
+    written and not yet consumed, CQ entries posted and not yet reaped) and operations
+    holding a slot."""
+    kind, fd, sq, cq, slots, in_flight = struct.unpack(DRIVER_FMT, _read(sched + lay.driver,
+                                                                       struct.calcsize(DRIVER_FMT)))
+    kind = kind.rstrip(b"\0").decode("ascii", "replace") or "unnamed"
+    parts = ["driver %s" % kind]
+    info = _fdinfo(fd)
+    if info and "SqTail" in info and "CqTail" in info:
+        sq_fill = (info["SqTail"] - info["SqHead"]) & 0xffffffff
+        cq_fill = (info["CqTail"] - info["CqHead"]) & 0xffffffff
+        parts.append("ring fd %d sq %d/%d cq %d/%d" % (fd, sq_fill, sq, cq_fill, cq))
+    elif sq or cq:
+        parts.append("ring fd %d sq -/%d cq -/%d (no /proc/PID/fdinfo to read the fill from)"
+                     % (fd, sq, cq))
+    if slots:
+        used = _u64(in_flight) if in_flight else None
+        parts.append("op slots %s/%d" % ("-" if used is None else used, slots))
+    return ", ".join(parts)
 
 
 def _exec_summary(lay, sched):
@@ -209,8 +263,9 @@ switcher kind, i/o in flight, resumptions, and a fiber's stack range and bytes u
             print("keel: no live executor")
         for sched in execs:
             print(_exec_summary(lay, sched))
+            accounting = bool(_u8(sched + lay.times[0]))
             for t in _tasks(lay, sched):
-                print("  " + t.line())
+                print("  " + t.line(accounting))
         if lay.unlisted:
             print("keel: %d more executors were not listed (the registry was full)" % lay.unlisted)
 
@@ -273,6 +328,7 @@ in flight, the stack pool, accounting when on."""
         lay = Layout()
         for sched in lay.executors():
             print(_exec_summary(lay, sched))
+            print("  " + _driver_summary(lay, sched))
             st = [_u64(sched + o) for o in lay.stats]
             print("  resumed %d completed %d timers_fired %d inbox_taken %d io_submitted %d "
                   "io_completed %d parks %d" % tuple(st))
@@ -301,7 +357,8 @@ class ExecutorPrinter:
     def to_string(self):
         lay = Layout()
         sched = int(self.val["sched"].address)
-        return _exec_summary(lay, sched) + ", %d tasks" % len(_tasks(lay, sched))
+        return "%s, %d tasks; %s" % (_exec_summary(lay, sched), len(_tasks(lay, sched)),
+                                     _driver_summary(lay, sched))
 
 
 class TaskHandlePrinter:

@@ -178,6 +178,13 @@ pub unsafe trait Driver: 'static {
     /// `main`), so the executor's final drain ends. Each still completes exactly once. The
     /// default does nothing (the executor then waits for them to complete on their own).
     fn cancel_all(&mut self) {}
+
+    /// What a debugger shows of this driver (`driver_debug`): asked once, on the
+    /// executor's thread, when the executor is first used pinned; pointers in it must stay
+    /// valid while the executor lives. The default says nothing.
+    fn debug_descriptor(&self) -> crate::driver_debug::DriverDebug {
+        crate::driver_debug::DriverDebug::NONE
+    }
 }
 
 /// An executor's driver as a `with_driver` closure gets it (driver rules 1-2,
@@ -284,12 +291,13 @@ pub(crate) struct DriverVt {
     pub(crate) retarget: unsafe fn(*mut (), OpId, IoToken),
     pub(crate) type_id: core::any::TypeId,
     pub(crate) unparker: unsafe fn(*mut (), *const u32) -> Option<crate::mailbox::Unparker>,
+    pub(crate) debug: unsafe fn(*mut ()) -> crate::driver_debug::DriverDebug,
 }
 
 pub(crate) struct VtFor<D>(core::marker::PhantomData<D>);
 
 impl<D: Driver> VtFor<D> {
-    // SAFETY (for the four functions below): the executor stores a pointer to its own
+    // SAFETY (for the functions below): the executor stores a pointer to its own
     // `D` with this vtable and calls through it only on its thread, with no other borrow
     // of the driver live (sched rule 3).
     pub(crate) const VT: DriverVt = DriverVt {
@@ -309,6 +317,10 @@ impl<D: Driver> VtFor<D> {
         unparker: |driver, park_word| {
             // SAFETY: see above.
             unsafe { (*(driver as *mut D)).unparker(park_word) }
+        },
+        debug: |driver| {
+            // SAFETY: see above.
+            unsafe { (*(driver as *const D)).debug_descriptor() }
         },
     };
 }

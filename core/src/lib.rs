@@ -43,7 +43,7 @@
 //! 7 api       rt cx io_status dispatch loom_api wait join
 //! 6 exec      exec fiber
 //! 5 task      task io_status::block
-//! 4 driver    driver sim
+//! 4 driver    driver driver_debug sim
 //! 3 switching switch arch
 //! 2 mailbox   mailbox
 //! 1 base      sync list clock error priority acct stack timer
@@ -112,6 +112,7 @@ pub mod clock;
 pub mod cx;
 pub mod dispatch;
 pub mod driver;
+pub mod driver_debug;
 pub mod error;
 pub mod exec;
 pub mod fiber;
@@ -138,6 +139,7 @@ pub use clock::Instant;
 pub use cx::TaskCx;
 pub use dispatch::Dispatcher;
 pub use driver::{Driver, DriverMut, IoResult, NoIo, OpId, Park};
+pub use driver_debug::DriverDebug;
 pub use error::{
     AttachError, CancelError, Cancelled, ConfigError, DestroyError, DriverBusy, DriverError, Errno, InitiateError,
     RunError, StaleHandle, TaskError, TaskResult,

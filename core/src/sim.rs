@@ -293,6 +293,10 @@ unsafe impl<const OPS: usize, const TRACE: usize> Driver for SimDriverN<OPS, TRA
         self.capacity.saturating_sub(self.pending.len())
     }
 
+    fn debug_descriptor(&self) -> crate::driver_debug::DriverDebug {
+        crate::driver_debug::DriverDebug { op_slots: OPS as u32, ..crate::driver_debug::DriverDebug::named("sim") }
+    }
+
     fn park(&mut self, deadline: Option<Instant>) -> Result<Park, Errno> {
         let next = self.next_due().map(|i| self.pending[i].due);
         let target = match (next, deadline) {

@@ -64,3 +64,21 @@ fn tick_scales_convert_hz() {
     assert!((999_999_990..=1_000_000_000).contains(&s.to_ns(2_000_000_000)));
     assert_eq!(TickScale::from_hz(0), TickScale::IDENTITY);
 }
+
+/// A task attached before the executor's first `run` counts its ready wait from the
+/// executor's first use, not from a zero clock reading (which made it the clock's whole
+/// value, some 10^13 ticks).
+#[test]
+fn the_first_runs_ready_wait_is_bounded_by_the_time_that_passed() {
+    use keel_core::Accounting;
+    let before = TscAccounting::read();
+    let ex = Executor::new(SimDriver::new(), Config::default()).unwrap().with_accounting::<TscAccounting>();
+    let ex = pin!(ex);
+    let ex = ex.into_ref();
+    ex.set_tick_scale(TickScale::IDENTITY);
+    let first = ex.attach(task(Priority::Normal, "first"), async { busy(10) }).unwrap();
+    run_all!(ex);
+    let elapsed = TscAccounting::read() - before;
+    let t = ex.task_times(first).unwrap();
+    assert!(t.ready_wait_ns <= elapsed, "ready wait {} ticks of {elapsed} that passed: {t:?}", t.ready_wait_ns);
+}

@@ -510,3 +510,51 @@ fn join_send_is_send_and_waits_through_the_cross_entries_on_its_own_executor() {
     let mut cx = Context::from_waker(core::task::Waker::noop());
     assert_eq!(pin!(join_send(child, None)).poll(&mut cx), Poll::Ready(Err(JoinError::NotInTask)));
 }
+
+/// Join rule 2's two halves: a run whose body returned with i/o in flight has staged its
+/// result, but joins see it only when the run completes (after draining). A same-executor
+/// join and one from another executor wait through the drain, `result` says nothing
+/// yet, a join on the slot's previous run is stale throughout, and both joins get the
+/// body's result once the drain ends.
+#[test]
+fn joins_wait_through_a_draining_run_and_get_its_result_when_it_completes() {
+    use keel_core::sim::SimOp;
+    use keel_core::{IoStatus, initiate};
+    let a = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let a = a.into_ref();
+    let b = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let b = b.into_ref();
+    let previous = b.attach(task(Priority::Normal, "pump"), async { 1u64 }).unwrap();
+    run_all!(b);
+    let pump = b
+        .attach(previous, async {
+            let st = pin!(IoStatus::new());
+            initiate::<SimDriver>(st.as_ref(), SimOp::new(1).after(ms(5))).await.unwrap();
+            Ok(9u64)
+        })
+        .unwrap();
+    // `local` runs first and waits; then `pump` returns with its operation in flight,
+    // which the drain cancels and the next reap completes.
+    let local = b.attach(task(Priority::High, "local"), async move { join(pump).await.unwrap() }).unwrap();
+    assert_eq!(b.run(2, None), Ok(2));
+    assert_eq!(b.state(pump), Ok(TaskState::Draining));
+    assert_eq!(b.result(pump), Ok(None), "a draining run has no result yet");
+    assert_eq!(b.state(local), Ok(TaskState::Suspended(keel_core::SuspendReason::Wait)));
+    let remote = a
+        .attach(task(Priority::Normal, "remote"), async move {
+            assert_eq!(join_timeout(pump, ms(1)).await, Err(JoinError::TimedOut), "saw a staged result");
+            assert_eq!(join(previous).await, Err(JoinError::Stale));
+            join(pump).await.unwrap()
+        })
+        .unwrap();
+    // a's join announces itself to b and times out on a's clock while b's run drains.
+    a.run(16, None).unwrap();
+    a.run(16, None).unwrap();
+    assert_eq!(a.state(remote), Ok(TaskState::Suspended(keel_core::SuspendReason::Wait)));
+    assert_eq!(b.state(pump), Ok(TaskState::Draining), "the drain ended early");
+    run_all!(b);
+    assert_eq!(b.result(pump), Ok(Some(Ok(9))));
+    assert_eq!(b.result(local), Ok(Some(Ok(9))));
+    run_all!(a);
+    assert_eq!(a.result(remote), Ok(Some(Ok(9))));
+}

@@ -1,25 +1,28 @@
-//! The program keel's gdb test (`linux/tests/gdb/run.sh`) debugs: an executor on a
-//! spawned thread with four tasks, three of them suspended in known functions when the
-//! fourth, running, calls `keel_gdb_demo_break` (where the test's breakpoint is):
+//! The program keel's gdb test (`core/gdb/test.sh`) debugs: an executor (the io_uring
+//! driver, accounting on) on a spawned thread with four tasks, three of them suspended
+//! in known functions when the fourth, running, calls `keel_gdb_demo_break` (where the
+//! test's breakpoint is):
 //!
 //! | id | name | kind | CPU / I/O priority | where it is at the breakpoint |
 //! |---|---|---|---|---|
 //! | 1 | waiter | asm fiber | high / low | suspended (wait) in `demo_wait_here` |
 //! | 2 | sleeper | ucontext fiber | low / normal | suspended (timer) in `demo_sleep_here` |
-//! | 3 | ticker | future | normal / high | suspended (timer) |
+//! | 3 | reader | future | normal / high | suspended (io): a read of an empty pipe in flight |
 //! | 4 | probe | asm fiber | low / normal | running, in `keel_gdb_demo_break` |
 //!
-//! After the breakpoint the probe wakes the waiter, the timers fire, every task finishes
-//! and the program prints `gdb_demo: done` and exits 0. Without gdb it runs the same way.
+//! After the breakpoint the probe wakes the waiter and writes a byte into the pipe, the
+//! timer fires, every task finishes and the program prints `gdb_demo: done` and exits 0.
+//! Without gdb it runs the same way.
 
 use core::pin::pin;
 use core::time::Duration;
 use keel_core::{
-    Cancelled, Executor, Fiber, FiberAttrs, IoStatus, Priorities, Priority, TaskAttrs, TaskHandle, TaskSlot, rt,
+    Cancelled, Executor, Fiber, FiberAttrs, IoStatus, Priorities, Priority, TaskAttrs, TaskHandle, TaskSlot,
 };
-use keel_linux::{MmapStacks, SleepDriver};
+use keel_linux::{File, MmapStacks, RingConfig, RingDriver};
+use std::io::Write;
 
-static SLOTS: [TaskSlot; 4] = [const { TaskSlot::new() }; 4];
+static SLOTS: [TaskSlot<512>; 4] = [const { TaskSlot::new() }; 4];
 
 fn create(i: usize, cpu: Priority, io: Priority, name: &'static str) -> TaskHandle {
     SLOTS[i].create(TaskAttrs { priority: Priorities { cpu, io }, name }).expect("fresh slot")
@@ -49,10 +52,11 @@ pub extern "C" fn keel_gdb_demo_break(step: u32) -> u32 {
 }
 
 fn run_executor() -> u64 {
-    let ex = pin!(
-        Executor::with_stacks(SleepDriver::new(), MmapStacks::new().expect("mmap stacks"), keel_linux::panic::config())
-            .expect("config")
-    );
+    let ring = RingDriver::new(RingConfig::default()).expect("io_uring");
+    let ex = Executor::with_stacks(ring, MmapStacks::new().expect("mmap stacks"), keel_linux::panic::config())
+        .expect("config")
+        .with_accounting::<keel_core::TscAccounting>();
+    let ex = pin!(ex);
     let ex = ex.into_ref();
     let attrs = FiberAttrs::default();
     let waiter = ex
@@ -65,12 +69,14 @@ fn run_executor() -> u64 {
     )
     .map_err(|e| e.split().0)
     .expect("attach sleeper");
-    ex.attach(create(2, Priority::Normal, Priority::High, "ticker"), async {
-        rt::sleep(Duration::from_millis(20)).await?;
-        Ok::<(), Cancelled>(())
+    let (pipe_out, pipe_in) = std::io::pipe().expect("pipe");
+    let reader = File::from(std::os::fd::OwnedFd::from(pipe_out));
+    ex.attach(create(2, Priority::Normal, Priority::High, "reader"), async move {
+        let (got, _buf) = keel_linux::fs::read(&reader, vec![0; 1], 0).await;
+        got.map(u64::from).map_err(|e| keel_core::TaskError::Failed(e.raw().into()))
     })
     .map_err(|e| e.split().0)
-    .expect("attach ticker");
+    .expect("attach reader");
     let probe = ex
         .attach_fiber(create(3, Priority::Low, Priority::Normal, "probe"), attrs, move |_f: &mut Fiber| {
             // A status block for the test to print from the caller's frame (`up`).
@@ -78,6 +84,7 @@ fn run_executor() -> u64 {
             core::hint::black_box(&status);
             let n = keel_gdb_demo_break(1);
             waiter.wake();
+            (&pipe_in).write_all(b"!").expect("pipe write");
             Ok::<u64, keel_core::TaskError>(u64::from(n))
         })
         .expect("attach probe");

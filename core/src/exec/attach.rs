@@ -57,7 +57,6 @@ impl Sched {
         header.generation.store(next_gen, Ordering::Release);
         header.body.set(Some(vtable));
         header.flags.set(0);
-        task.trailer().result.set(None);
         self.reset_counts(task);
         if self.times.on.get() {
             self.reset_times(task);

@@ -234,6 +234,7 @@ impl Sched {
     pub(super) fn leak(&self, task: NonNull<Header>) {
         // SAFETY: `'static` header.
         let header = unsafe { task.as_ref() };
+        let draining = header.state.get() == TaskState::Draining;
         match header.state.get() {
             TaskState::Attached | TaskState::Ready => {
                 // SAFETY: queued states are in the run queue.
@@ -249,9 +250,9 @@ impl Sched {
         header.body.set(None);
         let _leaked = task.trailer().pending_stack.take();
         self.orphan_all(task);
-        if task.trailer().result.get().is_none() {
-            // A body that never returned (a draining one keeps its result).
-            task.trailer().result.set(Some(Err(crate::error::TaskError::Cancelled)));
+        if !draining {
+            // A body that never returned (a draining one staged its result in `finish`).
+            task.trailer().record.stage(crate::task::join::Outcome::Done(Err(crate::error::TaskError::Cancelled)));
         }
         // Join rule 4: a leaked run ends for its joins too.
         self.complete_joiners(task);

@@ -43,7 +43,7 @@ use core::mem::{offset_of, size_of};
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 /// The version of the descriptor's layout and meaning; the GDB script checks it.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// How many executors the registry lists at once (registry rule 2).
 pub const REGISTRY_SLOTS: usize = 64;
@@ -107,6 +107,11 @@ pub struct SchedLayout {
     pub list_size: u32,
     /// In a `Links`: the next header pointer (or null).
     pub links_next: u32,
+    /// The driver's [`DriverDebug`](crate::driver_debug::DriverDebug) (`#[repr(C)]`), and
+    /// its size.
+    pub driver: u32,
+    /// See `driver`.
+    pub driver_size: u32,
 }
 
 /// Where the debugger finds a task's fields, from its header (see [`KeelDebug`]).
@@ -136,6 +141,9 @@ pub struct TaskLayout {
     pub stats: [u32; 3],
     /// The body's start.
     pub body: u32,
+    /// Accounting of the run (`u64` ticks, zero when the executor does not account):
+    /// running, suspended, ready but waiting, the longest single run.
+    pub times: [u32; 4],
 }
 
 /// Where the debugger finds a fiber's state, from its body (see [`KeelDebug`]).
@@ -215,6 +223,8 @@ pub static keel_debug: KeelDebug = KeelDebug {
         list_len: u(OwnedList::DEBUG_HEAD_LEN[1]),
         list_size: u(size_of::<OwnedList>()),
         links_next: u(Links::<Header>::DEBUG_NEXT),
+        driver: u(offset_of!(Sched, driver_debug)),
+        driver_size: u(size_of::<crate::driver_debug::DriverDebug>()),
     },
     task: TaskLayout {
         state: u(offset_of!(Header, state)),
@@ -236,6 +246,16 @@ pub static keel_debug: KeelDebug = KeelDebug {
             ]
         },
         body: u(size_of::<TaskCore>()),
+        times: {
+            use crate::acct::TaskTimes as T;
+            let t = TRAILER + offset_of!(Trailer, times);
+            [
+                u(t + offset_of!(T, running)),
+                u(t + offset_of!(T, suspended)),
+                u(t + offset_of!(T, ready_wait)),
+                u(t + offset_of!(T, longest_run)),
+            ]
+        },
     },
     fiber: {
         let f = crate::fiber::DEBUG_FIBER;
@@ -278,11 +298,13 @@ pub static keel_debug: KeelDebug = KeelDebug {
 
 // The GDB script reads the descriptor with this layout (`DESC_FMT` in core/gdb/keel.py).
 static_assertions::const_assert_eq!(offset_of!(KeelDebug, sched), 16);
-static_assertions::const_assert_eq!(offset_of!(KeelDebug, task), 96);
-static_assertions::const_assert_eq!(offset_of!(KeelDebug, fiber), 148);
-static_assertions::const_assert_eq!(offset_of!(KeelDebug, state_codes), 172);
-static_assertions::const_assert_eq!(offset_of!(KeelDebug, unlisted), 192);
-static_assertions::const_assert_eq!(offset_of!(KeelDebug, executors), 200);
+static_assertions::const_assert_eq!(offset_of!(KeelDebug, task), 104);
+static_assertions::const_assert_eq!(offset_of!(KeelDebug, fiber), 172);
+static_assertions::const_assert_eq!(offset_of!(KeelDebug, state_codes), 196);
+static_assertions::const_assert_eq!(offset_of!(KeelDebug, unlisted), 216);
+static_assertions::const_assert_eq!(offset_of!(KeelDebug, executors), 224);
+// The GDB script reads a `DriverDebug` as `DRIVER_FMT`.
+static_assertions::const_assert_eq!(size_of::<crate::driver_debug::DriverDebug>(), 40);
 
 // The run queue's levels are `List<Header, RunLink>`s, read with the owned list's offsets.
 static_assertions::const_assert_eq!(size_of::<List<Header, RunLink>>(), size_of::<OwnedList>());

@@ -72,7 +72,7 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
     pub(crate) fn sched(self: Pin<&Self>) -> &Sched {
         let sched = &self.get_ref().sched;
         sched.ensure_init(
-            A::ON,
+            if A::ON { Some(A::read) } else { None },
             self.driver_ptr() as *mut (),
             &VtFor::<D>::VT,
             self.stacks.with_mut(|p| p as *mut ()),
@@ -193,7 +193,11 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
     /// The result of run `task`: `None` until it has completed.
     pub fn result(self: Pin<&Self>, task: TaskHandle) -> Result<Option<TaskResult>, StaleHandle> {
         let header = self.owned_header(task).map_err(|_| StaleHandle)?;
-        Ok(if header.state.get() == TaskState::Completed { task.header().trailer().result.get() } else { None })
+        Ok(if header.state.get() == TaskState::Completed {
+            Some(task.header().trailer().record.staged())
+        } else {
+            None
+        })
     }
 
     /// The header of `task` if this executor owns it and the handle is current.

@@ -4,12 +4,11 @@
 use crate::exec::sched::{Sched, hdr};
 use crate::sync::Ordering;
 use crate::task::header::{Header, SlotPtr};
-use crate::task::join::Outcome;
 use core::ptr::NonNull;
 
 impl Sched {
-    /// Join rules 2-3 and 5, at the end of a run (its result set): one Release fence and
-    /// four stores (an `Ok` result encodes in none), then two tests unless joins wait:
+    /// Join rules 2-3 and 5, at the end of a run (its result staged when its body went):
+    /// one Release store, then two tests unless joins wait:
     /// one pop, one result write and one same-thread wake per waiter (bounded by the
     /// waiters); a run that joins from other threads announced themselves to also wakes
     /// those (at most `CROSS_WAITERS`, each a wake from another thread or a futex wake:
@@ -17,9 +16,8 @@ impl Sched {
     #[inline(always)]
     pub(crate) fn complete_joiners(&self, task: NonNull<Header>) {
         let trailer = task.trailer();
-        let result = trailer.result.get().unwrap_or(Err(crate::error::TaskError::Cancelled));
-        // Relaxed: owner-written generation.
-        trailer.record.publish(hdr(task).generation.load(Ordering::Relaxed), Outcome::Done(result));
+        // Relaxed: owner-written generation. The words were staged when the body went.
+        trailer.record.seal(hdr(task).generation.load(Ordering::Relaxed));
         if trailer.record.cross_armed.get() {
             // Join rule 5: joins from other threads announced themselves during this run.
             core::hint::cold_path();
@@ -28,7 +26,7 @@ impl Sched {
         }
         if !trailer.joiners.is_empty() {
             core::hint::cold_path();
-            self.wake_joiners(task, result);
+            self.wake_joiners(task, trailer.record.staged());
         }
     }
 

@@ -84,6 +84,9 @@ pub(crate) struct Sched {
     pub(super) initialised: Cell<bool>,
     /// Inside `run` (a task calling `run` again is refused).
     pub(crate) running: Cell<bool>,
+    /// The driver's self-description, for debuggers only (`driver_debug`): copied once,
+    /// by the first `ensure_init`.
+    pub(crate) driver_debug: Cell<crate::driver_debug::DriverDebug>,
 }
 
 #[inline(always)]
@@ -128,6 +131,7 @@ impl Sched {
             times: crate::acct::ExecTimes::default(),
             initialised: Cell::new(false),
             running: Cell::new(false),
+            driver_debug: Cell::new(crate::driver_debug::DriverDebug::NONE),
         }
     }
 
@@ -135,27 +139,48 @@ impl Sched {
     #[inline(always)]
     pub(crate) fn ensure_init(
         &self,
-        accounting: bool,
+        clock: Option<fn() -> u64>,
         driver: *mut (),
         driver_vt: &'static DriverVt,
         stacks: *mut (),
         stacks_vt: &'static crate::stack::pool::ProviderVt,
     ) {
         if !self.initialised.get() {
-            self.times.on.set(accounting);
-            self.mailbox.inbox.init();
-            self.stacks.init(stacks, stacks_vt);
-            self.driver.set(driver);
-            self.driver_vt.set(Some(driver_vt));
-            self.now_fn.set(driver_vt.now);
-            self.now_ctx.set(driver);
-            let word = self.mailbox.park.park_word();
-            // SAFETY: sched rule 3; park rule 3: set once, before publication.
-            self.mailbox.park.set_unparker(unsafe { (driver_vt.unparker)(driver, word) });
-            self.initialised.set(true);
-            // Registry rule 1 (exec/debug.rs): pinned from here on (sched rule 1).
-            crate::exec::debug::register(self);
+            self.init(clock, driver, driver_vt, stacks, stacks_vt);
         }
+    }
+
+    /// Sched rule 1's first entry (cold: once per executor).
+    #[cold]
+    #[inline(never)]
+    fn init(
+        &self,
+        clock: Option<fn() -> u64>,
+        driver: *mut (),
+        driver_vt: &'static DriverVt,
+        stacks: *mut (),
+        stacks_vt: &'static crate::stack::pool::ProviderVt,
+    ) {
+        // With accounting (`clock`), the first run's ready time counts from here, not
+        // from a zero reading.
+        self.times.on.set(clock.is_some());
+        if let Some(read) = clock {
+            self.times.last.set(read());
+        }
+        self.mailbox.inbox.init();
+        self.stacks.init(stacks, stacks_vt);
+        self.driver.set(driver);
+        self.driver_vt.set(Some(driver_vt));
+        self.now_fn.set(driver_vt.now);
+        self.now_ctx.set(driver);
+        let word = self.mailbox.park.park_word();
+        // SAFETY: sched rule 3; park rule 3: set once, before publication.
+        self.mailbox.park.set_unparker(unsafe { (driver_vt.unparker)(driver, word) });
+        // SAFETY: sched rule 3: the driver is not lent before the first entry.
+        self.driver_debug.set(unsafe { (driver_vt.debug)(driver) });
+        self.initialised.set(true);
+        // Registry rule 1 (exec/debug.rs): pinned from here on (sched rule 1).
+        crate::exec::debug::register(self);
     }
 
     /// This executor's identity as a task's owner: its mailbox's address, cast from the
@@ -283,7 +308,8 @@ impl Sched {
         self.disarm(task);
         // Room rule 5 (a lingering `GRANTED` goes with the flags at the next attach).
         self.leave_submit_queue(task);
-        task.trailer().result.set(Some(result));
+        // Join rule 2: the words now, `done` when the run completes (after draining).
+        task.trailer().record.stage(crate::task::join::Outcome::Done(result));
         if task.io_in_flight() > 0 {
             let mut cursor = task.trailer().initiated.front();
             while let Some(status_ptr) = cursor {

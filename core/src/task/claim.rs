@@ -60,6 +60,5 @@ pub(crate) fn claim_and_place<#[cfg(keel_loom)] W: crate::sync::Weaken, B>(
     hdr.generation.store(next_gen, Ordering::Release);
     hdr.body.set(Some(vtable));
     hdr.flags.set(flags);
-    header.trailer().result.set(None);
     Ok(TaskHandle::from_parts(header, next_gen))
 }

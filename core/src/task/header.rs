@@ -67,7 +67,6 @@
 //! accessors that enforce them (`SlotPtr`) must be read together, and their tests (layout
 //! and provenance assertions) sit beside them.
 
-use crate::error::TaskResult;
 use crate::io_status::block::{IoLink, IoStatus};
 use crate::list::{Link, Links, List};
 use crate::mailbox::Mailbox;
@@ -150,7 +149,6 @@ pub(crate) struct Trailer {
     pub(crate) timer: TimerNode,
     /// Operations whose status block was dropped while they were in flight.
     pub(crate) orphans: Cell<u32>,
-    pub(crate) result: Cell<Option<TaskResult>>,
     pub(crate) owned_links: Links<Header>,
     /// Links in a list of tasks waiting for room to submit (`flag::QUEUED_FOR_ROOM`).
     pub(crate) submit_links: Links<Header>,
@@ -231,7 +229,6 @@ impl<const N: usize> TaskSlot<N> {
                         completed: List::new(),
                         resume: crate::task::wake::ResumeCx::new(),
                         orphans: Cell::new(0),
-                        result: Cell::new(None),
                         owned_links: Links::new(),
                         submit_links: Links::new(),
                         id: core::sync::atomic::AtomicU32::new(0),

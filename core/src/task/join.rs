@@ -3,15 +3,18 @@
 //!
 //! Join rules (cited as "join rule N"; the API is `crate::join`):
 //! 1. The *record* (`JoinRecord`, in the trailer) holds one run's result, encoded in
-//!    atomics, and `done`, the generation of that run. It is written by the task's owner
-//!    when a run completes (`Sched::completed`, and a run teardown leaks), and by `create`
+//!    atomics, and `done`, the generation of that run. It is the task's only result
+//!    store (`Executor::result` reads it too). It is written by the task's owner: the
+//!    words when the run's body is gone (`Sched::finish`, and a run teardown leaks),
+//!    `done` when the run completes (`Sched::completed`, a leak); and by `create`
 //!    (a pseudo-run "never attached" under the handle `create` returns, which no attach
 //!    ever uses). Writers are ordered by the task's ownership hand-offs (claim, release),
 //!    so there is one writer at a time.
-//! 2. Write order: a Release fence, the result words (Relaxed), then `done` (Release).
+//! 2. Write order: a Release fence, the result words (Relaxed), then, possibly later
+//!    (a draining run), `done` (Release).
 //!    Read order: `done` (Acquire) equal to the wanted generation, the words (Relaxed),
 //!    an Acquire fence, then the slot's `generation` (Relaxed) still equal to it. A
-//!    record is rewritten only when a later run completes, and that run's attach stored a
+//!    record's words are rewritten only when a later run's body is gone, and that run's attach stored a
 //!    newer `generation` before the writer's fence; so a reader that read any word of a
 //!    later run's write sees that newer generation after its fence (fence-to-fence
 //!    synchronisation) and reports the handle stale. No reader ever retries: a join never
@@ -154,19 +157,48 @@ impl JoinRecord {
     }
 
     /// Records `outcome` as run `generation`'s (join rule 2, the writer: the task's owner
-    /// or its creator).
+    /// or its creator): [`stage`](Self::stage) then [`seal`](Self::seal).
     pub(crate) fn publish(&self, generation: u32, outcome: Outcome) {
+        self.stage(outcome);
+        self.seal(generation);
+    }
+
+    /// Writes the result words of the run in progress (join rule 2's first half): when
+    /// its body is gone, which may be before the run completes (a draining run). Readers
+    /// of the previous run that read these words see the newer generation (join rule 2)
+    /// and report the handle stale; readers of this run wait for [`seal`](Self::seal).
+    #[inline(always)]
+    pub(crate) fn stage(&self, outcome: Outcome) {
         let (tag, value, text) = encode(outcome);
         // Release fence: join rule 2; pairs with a reader's Acquire fence, so a reader
         // that reads any word below also sees the generation this run's attach stored.
         fence(Ordering::Release);
-        // Relaxed: ordered by the fence above and the Release store below.
+        // Relaxed: ordered by the fence above and `seal`'s Release store.
         self.tag.store(tag, Ordering::Relaxed);
         self.value.store(value, Ordering::Relaxed);
         self.text.store(text, Ordering::Relaxed);
+    }
+
+    /// Marks the staged words as run `generation`'s (join rule 2's second half): the run
+    /// is complete.
+    #[inline(always)]
+    pub(crate) fn seal(&self, generation: u32) {
         // Release: pairs with a reader's Acquire load of `done` (join rule 2): the words
-        // above are visible to whoever sees this generation here.
+        // staged are visible to whoever sees this generation here.
         self.done.store(generation, Ordering::Release);
+    }
+
+    /// The staged result, read by the owner (the only writer, join rule 1) after its run's
+    /// body is gone.
+    pub(crate) fn staged(&self) -> TaskResult {
+        // Relaxed: the owner's own writes (join rule 1: one writer at a time, ordered by the
+        // ownership hand-offs).
+        let words =
+            (self.tag.load(Ordering::Relaxed), self.value.load(Ordering::Relaxed), self.text.load(Ordering::Relaxed));
+        match decode(words.0, words.1, words.2) {
+            Outcome::Done(result) => result,
+            Outcome::NeverAttached => Err(TaskError::Cancelled),
+        }
     }
 
     /// Run `generation`'s outcome if it is recorded and the slot has not moved past it

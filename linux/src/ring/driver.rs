@@ -226,6 +226,20 @@ unsafe impl Driver for RingDriver {
         self.ops_in_flight()
     }
 
+    fn debug_descriptor(&self) -> keel_core::DriverDebug {
+        use std::os::fd::AsRawFd;
+        keel_core::DriverDebug {
+            fd: self.ring.as_raw_fd(),
+            sq_entries: self.ring.params().sq_entries(),
+            cq_entries: self.ring.params().cq_entries(),
+            op_slots: self.slots.capacity() as u32,
+            // The executor holds this driver pinned from the first entry on, when this is
+            // asked (`Driver::debug_descriptor`).
+            in_flight: &raw const self.slots.in_flight,
+            ..keel_core::DriverDebug::named("io_uring")
+        }
+    }
+
     fn submit_capacity(&self) -> usize {
         // `submission()` needs `&mut`; compute from the shared view instead.
         // SAFETY: the driver is single-threaded and no `SubmissionQueue` view is alive.

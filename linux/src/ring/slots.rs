@@ -172,6 +172,11 @@ impl Slots {
         Slots { slots, free: (0..n).rev().collect(), in_flight: 0, stale: 0 }
     }
 
+    /// How many slots the table has.
+    pub(crate) fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
     pub(crate) fn free_count(&self) -> usize {
         self.free.len()
     }
