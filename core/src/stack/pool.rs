@@ -151,9 +151,6 @@ impl StackPool {
                 let next = node.next;
                 if prev.is_null() {
                     self.head.set(next);
-                } else if cfg!(keel_planted = "stack_pool") {
-                    // A planted bug for the fuzz target `stack_pool` (off in every normal
-                    // build): a spare reused from below the top stays pooled.
                 } else {
                     // SAFETY: `prev` is a pooled node, as above.
                     unsafe { (*prev).next = next };
@@ -198,7 +195,10 @@ impl StackPool {
     /// `stack` came from `take` and nothing will touch its memory again.
     pub(crate) unsafe fn put(&self, stack: Stack, now: Instant) {
         let spares = self.stats.get().spares as usize;
-        if spares >= self.max_spares || stack.size < core::mem::size_of::<SpareNode>() {
+        // A planted bug for the fuzz target `stack_pool` (off in every normal build): one
+        // spare more than `max_spares` is kept (breaks rule 2).
+        let max_spares = if cfg!(keel_planted = "stack_pool") { self.max_spares + 1 } else { self.max_spares };
+        if spares >= max_spares || stack.size < core::mem::size_of::<SpareNode>() {
             // SAFETY: rule 1; the caller gives the stack up.
             unsafe { (self.vt().release)(self.provider.get(), stack) };
             self.update(|stats| {
