@@ -209,8 +209,9 @@ impl Model {
             return Err(format!("stats {st:?}; the model: {in_use} in use, {} returned", self.returned));
         }
         for (t, w) in &self.waits {
-            if self.ring.has_turn(*t, None) != (*w == Wait::Turn) {
-                return Err(format!("wait {t:?} is {w:?} in the model, not in the ring's queue"));
+            let turn = self.ring.has_turn(*t, None);
+            if turn != (*w == Wait::Turn) {
+                return Err(format!("wait {t:?} has the turn: {turn} in the ring; the model: {w:?}"));
             }
         }
         Ok(())
