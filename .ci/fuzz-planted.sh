@@ -24,9 +24,11 @@ triple=x86_64-unknown-linux-gnu
 base="--cfg keel_fuzz --cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares"
+# Each planted build is a full build with its own flags (about 200 MB each): the
+# directory goes at the end unless PLANTED_KEEP=1 (then a re-run reuses it).
 export CARGO_TARGET_DIR=target/planted
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work"; [ "${PLANTED_KEEP:-0}" = 1 ] || rm -rf "$CARGO_TARGET_DIR"' EXIT
 failed=()
 for t in "${targets[@]}"; do
     RUSTFLAGS="$base --cfg keel_planted=\"$t\"" $CARGO +nightly build --release --target $triple --bin "$t" >&2
