@@ -189,6 +189,13 @@ typedef struct keel_channel {
 } keel_channel;
 
 /**
+ * A task's function: runs on the task's fiber, returns the run's result (`>= 0`, or a
+ * negated errno). It may unwind only as a Rust panic (`C-unwind`, for task functions
+ * written in Rust): the run then ends as `-KEEL_EPANICKED`.
+ */
+typedef int64_t (*keel_task_fn)(struct keel_task task, void *user);
+
+/**
  * A handle to a dispatcher; all zeros is the null handle.
  */
 typedef struct keel_dispatcher {
@@ -201,13 +208,6 @@ typedef struct keel_dispatcher {
    */
   uint64_t generation;
 } keel_dispatcher;
-
-/**
- * A task's function: runs on the task's fiber, returns the run's result (`>= 0`, or a
- * negated errno). It may unwind only as a Rust panic (`C-unwind`, for task functions
- * written in Rust): the run then ends as `-KEEL_EPANICKED`.
- */
-typedef int64_t (*keel_task_fn)(struct keel_task task, void *user);
 
 /**
  * A handle to an executor: its storage and the generation of the executor in it.
@@ -266,6 +266,14 @@ typedef struct keel_executor_attr {
    * (`keel_fixed_register`, `keel_fixed_send`, `keel_fixed_receive`).
    */
   uint32_t registered_files;
+  /**
+   * Nonzero: a polled ring (`IORING_SETUP_IOPOLL`, keel-linux's iopoll rules 1-4) for
+   * `O_DIRECT` reads and writes on devices with poll queues. Any other read or write
+   * completes with `-EOPNOTSUPP`, other operations with `-EINVAL`, an operation inside
+   * `keel_within` with `-EOPNOTSUPP`; an idle executor busy-polls. Creating one needs
+   * `IORING_REGISTER_SEND_MSG_RING` (kernel 6.13): `-EOPNOTSUPP` without it.
+   */
+  uint8_t iopoll;
 } keel_executor_attr;
 
 /**
@@ -551,6 +559,51 @@ keel_result keel_channel_len(struct keel_channel ch);
  * waits to send or receive: close it and let the waiters return first).
  */
 keel_result keel_channel_destroy(struct keel_channel ch);
+
+/**
+ * Runs `func(task, user)` with a deadline `timeout_ns` from now on every ring operation
+ * the task submits inside it (`keel_file_*`, `keel_socket_*`, `keel_poll` without a
+ * timeout, ...); an operation the deadline cancels returns `-ETIME` (the deadline won:
+ * the kernel cancelled it; an operation that completed first, or that the kernel could
+ * not cancel any more, returns its own result). Nested calls take the earliest
+ * deadline. Returns what `func` returns. Errors: `-EFAULT` (a NULL `func`), `-ESTALE`,
+ * `-KEEL_ENOTINTASK`.
+ *
+ * # Safety
+ * `func` is safe to call with `task` and `user` (as a task function is).
+ */
+keel_result keel_within(struct keel_task task, uint64_t timeout_ns, keel_task_fn func, void *user);
+
+/**
+ * `preadv2(fd, &(struct iovec){buf, len}, 1, offset, flags)` through the ring; returns
+ * the bytes read. `flags`: `RWF_NOWAIT` (`-EAGAIN` rather than waiting), `RWF_DSYNC`,
+ * `RWF_SYNC`, `RWF_APPEND`; `-EINVAL` for `RWF_HIPRI` (polled i/o is a ring option, not
+ * an operation's) or any other bit, before anything is submitted.
+ *
+ * # Safety
+ * `buf` is NULL with `len` 0, or `len` writable bytes nothing else uses until this returns.
+ */
+keel_result keel_file_read_flags(struct keel_task task,
+                                 int fd,
+                                 void *buf,
+                                 size_t len,
+                                 uint64_t offset,
+                                 int flags);
+
+/**
+ * `pwritev2(fd, &(struct iovec){buf, len}, 1, offset, flags)` through the ring; returns
+ * the bytes written. Flags as for `keel_file_read_flags` (`RWF_APPEND`: at the end of
+ * the file whatever `offset`).
+ *
+ * # Safety
+ * `buf` is NULL with `len` 0, or `len` readable bytes that stay valid until this returns.
+ */
+keel_result keel_file_write_flags(struct keel_task task,
+                                  int fd,
+                                  const void *buf,
+                                  size_t len,
+                                  uint64_t offset,
+                                  int flags);
 
 /**
  * Makes a dispatcher (allocated once, kept for the next `create` after `destroy`).

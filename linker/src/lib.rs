@@ -29,6 +29,7 @@
 
 mod body;
 mod channel;
+mod deadline;
 mod dispatch;
 mod event;
 mod executor;
@@ -48,6 +49,7 @@ mod transfer;
 mod wait;
 
 pub use body::{keel_task_fn, keel_task_suspend_for, keel_task_yield};
+pub use deadline::{keel_file_read_flags, keel_file_write_flags, keel_within};
 pub use dispatch::{
     keel_dispatcher, keel_dispatcher_create, keel_dispatcher_destroy, keel_dispatcher_quit, keel_dispatcher_remaining,
     keel_dispatcher_start, keel_dispatcher_submit, keel_dispatcher_wait, keel_executor_serve,

@@ -13,7 +13,15 @@ use std::process::Command;
 const NO_FD: i32 = 1 << 29;
 
 /// What the child runs: (call, switcher) from `W` and `SW`, on a `STACK`-byte stack.
-const CALLS: [&str; 6] = ["yield", "suspend_for", "file_read", "socket_recv", "fsync", "suspend_until_completed_io"];
+const CALLS: [&str; 7] =
+    ["yield", "suspend_for", "file_read", "socket_recv", "fsync", "suspend_until_completed_io", "within_file_read"];
+
+/// `keel_within`'s callback: a read of no file under the scope's deadline.
+unsafe extern "C-unwind" fn read_no_fd(task: keel_task, _: *mut c_void) -> i64 {
+    let mut buf = [0u8; 16];
+    // SAFETY: `buf` is a valid local buffer; the descriptor names no file.
+    unsafe { keel_file_read(task, NO_FD, buf.as_mut_ptr().cast(), buf.len(), 0) }
+}
 
 unsafe extern "C-unwind" fn body(task: keel_task, user: *mut c_void) -> i64 {
     let mut buf = [0u8; 16];
@@ -25,7 +33,8 @@ unsafe extern "C-unwind" fn body(task: keel_task, user: *mut c_void) -> i64 {
             2 => keel_file_read(task, NO_FD, buf.as_mut_ptr().cast(), buf.len(), 0),
             3 => keel_socket_recv(task, NO_FD, buf.as_mut_ptr().cast(), buf.len(), 0),
             4 => keel_file_fsync(task, NO_FD),
-            _ => keel_task_suspend_until_completed_io(task, 1),
+            5 => keel_task_suspend_until_completed_io(task, 1),
+            _ => keel_within(task, 1_000_000, Some(read_no_fd), core::ptr::null_mut()),
         }
     }
 }

@@ -9,3 +9,5 @@ pub(crate) const EXDEV: Errno = Errno(rustix::io::Errno::XDEV.raw_os_error());
 pub(crate) const EALREADY: Errno = Errno(rustix::io::Errno::ALREADY.raw_os_error());
 /// `EAFNOSUPPORT`: an address family keel cannot turn into a std address.
 pub(crate) const EAFNOSUPPORT: Errno = Errno(rustix::io::Errno::AFNOSUPPORT.raw_os_error());
+/// `EOPNOTSUPP`: an operation a polled ring cannot carry (iopoll rule 2 in `ring/config.rs`).
+pub(crate) const EOPNOTSUPP: Errno = Errno(rustix::io::Errno::OPNOTSUPP.raw_os_error());

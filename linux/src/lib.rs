@@ -5,7 +5,8 @@
 //! keel's Linux layer: the monotonic clock (rustix), [`SleepDriver`] (no ring: parks by
 //! sleeping, for a pure-compute executor), [`RingDriver`] (io_uring) with
 //! file i/o ([`fs`]), socket i/o ([`net`]), readiness waits on any descriptor
-//! ([`ready`]), signals as events ([`signal`]), descriptor transfer between the fixed-file
+//! ([`ready`]), signals as events ([`signal`]), deadlines on any operation ([`deadline`]),
+//! per-read/write flags ([`rw_flags`]), descriptor transfer between the fixed-file
 //! tables of rings ([`transfer`]), typed flags ([`flags`]) and registered buffers, guarded mmap fiber stacks ([`MmapStacks`]) with
 //! an overflow reporter ([`overflow`]), the panic catcher for fibers ([`panic`](mod@panic)) and the
 //! `ucontext` switcher ([`ucontext`]).
@@ -25,6 +26,7 @@
 
 pub mod buf;
 pub mod clock;
+pub mod deadline;
 pub mod epoll;
 mod errno;
 mod fd;
@@ -40,6 +42,7 @@ pub mod pool;
 pub mod ready;
 mod regbuf;
 pub mod ring;
+pub mod rw_flags;
 pub mod signal;
 mod signal_future;
 pub mod sleep;

@@ -11,10 +11,8 @@
 //!   for the op's own completion, which it returns as it is: `ECANCELED` if the cancel
 //!   won, the real result (bytes read, a descriptor or index the kernel made, with the
 //!   buffer) if the kernel had completed it first, even with its CQE not reaped yet. A
-//!   cancel never loses a completion; the task decides what to do with it. An owner that
-//!   wants the op cancelled for its own reason (`request_cancel`: a readiness wait whose
-//!   deadline passed) gets the same: the cancel is sent at its next poll, and the op's own
-//!   completion ends the wait.
+//!   cancel never loses a completion; the task decides what to do with it. (A deadline is
+//!   the kernel's cancel, not the future's: `deadline` rule 3.)
 //! - Dropped in flight: the op is left to its slot (`abandon`: cancelled there, its buffer
 //!   kept until the completion, whatever it yields given back, completion rule 3), through the
 //!   driver's shared state (shared rule 2 in `ring/shared.rs`): the future holds an `Rc` of
@@ -55,12 +53,8 @@ pub(crate) struct SlotOp {
     op: Option<RingOp>,
     wait: bool,
     id: Option<OpId>,
-    /// The driver was asked to cancel the op: the task was cancelled, or its owner asked
-    /// (`request_cancel`) (module doc).
+    /// The driver was asked to cancel the op: the task was cancelled (module doc).
     cancel_sent: bool,
-    /// The owner wants the op cancelled (`request_cancel`): done at the next poll that
-    /// finds it in flight, and its completion still awaited and returned.
-    cancel_wanted: bool,
     /// The driver's shared state while the operation is submitted (shared rule 2).
     shared: Option<Rc<Shared>>,
     /// The descriptor the operation names, handed to its slot at submission (fd rule 1).
@@ -85,17 +79,7 @@ impl SlotOp {
     }
 
     fn with_wait(op: RingOp, wait: bool) -> Self {
-        SlotOp {
-            op: Some(op),
-            wait,
-            id: None,
-            cancel_sent: false,
-            cancel_wanted: false,
-            shared: None,
-            fd: None,
-            closes: false,
-            fixed: None,
-        }
+        SlotOp { op: Some(op), wait, id: None, cancel_sent: false, shared: None, fd: None, closes: false, fixed: None }
     }
 
     /// Holds `fd` (if any) open until the operation's last CQE is reaped (fd rule 1): the
@@ -119,23 +103,10 @@ impl SlotOp {
         self.fixed.take()
     }
 
-    /// Whether the operation went to the driver (and has not been taken back yet).
-    pub(crate) fn is_submitted(&self) -> bool {
-        self.id.is_some()
-    }
-
-    /// Asks for the operation to be cancelled as if its task were: at the next poll that
-    /// finds it in flight (or the one that submits it) the driver is asked to cancel it, and
-    /// the future still waits for its own completion, which it returns (a completion that
-    /// won the race included).
-    pub(crate) fn request_cancel(&mut self) {
-        self.cancel_wanted = true;
-    }
-
     fn poll_taken(&mut self, tcx: Option<TaskCx<'_>>, id: OpId) -> Poll<SlotOpResult> {
         // Outside any task (rt rule 2 in keel-core): `EPERM`.
         let Some(tcx) = tcx else { return Poll::Ready((-Errno::EPERM.0, 0, None)) };
-        let cancel = !self.cancel_sent && (self.cancel_wanted || tcx.is_cancelled());
+        let cancel = !self.cancel_sent && tcx.is_cancelled();
         let mine = self.shared.as_ref().map_or(core::ptr::null(), Rc::as_ptr);
         let r = tcx.with_driver::<RingDriver, _>(|d| {
             let d = crate::ring::lent_mut(d);
@@ -197,22 +168,21 @@ impl Future for SlotOp {
             // Outside any task (rt rule 2 in keel-core).
             return Poll::Ready((-Errno::EPERM.0, 0, self.op.take().and_then(|op| op.buf)));
         };
+        // Deadline scopes (scope rule 2): one thread-local load while none is open.
+        if let Some(at) = crate::deadline::scope::deadline_of(|| keel_core::rt::current_task(cx)) {
+            self.op = self.op.take().map(|op| op.scoped(at));
+        }
         match tcx.try_submit_from::<RingDriver>(&mut self.op, wait) {
             Ok(id) => {
                 self.id = Some(id);
-                let (fd, closes, cancel) = (self.fd.take(), self.closes, self.cancel_wanted);
+                let (fd, closes) = (self.fd.take(), self.closes);
                 self.shared = tcx.with_driver::<RingDriver, _>(|d| {
                     let d = crate::ring::lent_mut(d);
                     if let Some(fd) = fd {
                         d.hold_fd(id, fd, closes); // same poll as the submission: no enter between
                     }
-                    if cancel {
-                        // Wanted before it went in: cancelled now, as no later poll may come.
-                        keel_core::Driver::cancel(d, id);
-                    }
                     d.shared.clone()
                 });
-                self.cancel_sent |= cancel;
                 tcx.waiting_for_io();
                 Poll::Pending
             }

@@ -330,8 +330,8 @@ fn a_poll_on_an_executor_without_a_ring_is_einval() {
 }
 
 #[test]
-fn ready_rule_2_without_room_for_both_the_timer_goes_first_and_the_deadline_holds() {
-    // One slot: no room for the linked pair, so the fiber's poll and timer go in apart.
+fn ready_rule_2_with_one_slot_the_deadline_still_holds() {
+    // One slot: the poll takes it, its linked timer takes none (deadline rule 1).
     for fiber in [true, false] {
         let ex = executor(RingConfig { slots: 1, ..RingConfig::default() });
         let ex = ex.as_ref();

@@ -69,6 +69,12 @@ pub struct keel_executor_attr {
     /// Indices in the ring's fixed-file table (0: none), for descriptor transfer
     /// (`keel_fixed_register`, `keel_fixed_send`, `keel_fixed_receive`).
     pub registered_files: u32,
+    /// Nonzero: a polled ring (`IORING_SETUP_IOPOLL`, keel-linux's iopoll rules 1-4) for
+    /// `O_DIRECT` reads and writes on devices with poll queues. Any other read or write
+    /// completes with `-EOPNOTSUPP`, other operations with `-EINVAL`, an operation inside
+    /// `keel_within` with `-EOPNOTSUPP`; an idle executor busy-polls. Creating one needs
+    /// `IORING_REGISTER_SEND_MSG_RING` (kernel 6.13): `-EOPNOTSUPP` without it.
+    pub iopoll: u8,
 }
 
 // Not boxed: the executor lives in its (caller's) storage, which is sized for the larger.
@@ -212,9 +218,15 @@ fn make_inner(attr: &keel_executor_attr) -> Result<Inner, i64> {
             attr.registered_buffer_size as usize
         },
         registered_files: attr.registered_files,
+        iopoll: attr.iopoll != 0,
         ..RingConfig::default()
     })
-    .map_err(|e| -(e.raw_os_error().unwrap_or(libc::EIO) as i64))?;
+    .map_err(|e| match (e.raw_os_error(), e.kind()) {
+        (Some(n), _) => -(n as i64),
+        (None, std::io::ErrorKind::Unsupported) => err(libc::EOPNOTSUPP),
+        (None, std::io::ErrorKind::InvalidInput) => err(libc::EINVAL),
+        (None, _) => err(libc::EIO),
+    })?;
     let ex = Executor::with_stacks(ring, stacks, cfg).map_err(|_| err(libc::EINVAL))?;
     Ok(if attr.accounting != 0 { Inner::RingAcct(ex.with_accounting()) } else { Inner::Ring(ex) })
 }

@@ -196,6 +196,11 @@ impl FiberFs for Fiber {
 
     #[inline(always)] // the fiber's suspend must not straddle an out-of-line frame (arch doc)
     fn run_op(&mut self, op: RingOp) -> IoResult {
+        // Deadline scopes (scope rule 2): one thread-local load while none is open.
+        let op = match crate::deadline::scope::deadline_of(|| Some(self.task())) {
+            None => op,
+            Some(at) => op.scoped(at),
+        };
         let st = pin!(IoStatus::new());
         match self.initiate::<RingDriver>(st.as_ref(), op) {
             Ok(()) => {}

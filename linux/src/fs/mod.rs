@@ -48,8 +48,11 @@ mod fiber;
 mod future;
 mod meta;
 mod meta_future;
+mod multishot;
+mod rw;
 
 pub use crate::flags::{FallocateFlags, Mode, OFlags, PathArg, SyncFileRangeFlags};
+pub use crate::rw_flags::RwFlags;
 pub(crate) use close::{close_fiber, close_fixed_fiber, close_fixed_shared, close_shared, run_to_end};
 pub use direct::{close_direct, open_direct, read_direct, write_direct};
 pub use fiber::FiberFs;
@@ -61,8 +64,10 @@ pub use future::{
 };
 pub use meta::FiberMeta;
 pub use meta_future::{fstatx, mkdir, rename, statx, unlink};
+pub use multishot::{FiberReadMulti, ReadMultiOp, next_read, read_multi};
 /// Flags and the result of the metadata calls ([`FiberMeta`], `meta.rs`), rustix's types.
 pub use rustix::fs::{AtFlags, RenameFlags, Statx, StatxFlags};
+pub use rw::{FiberRw, read_flags, write_flags};
 
 /// An open file descriptor, shared with the future operations that name it (fd rule 1 in
 /// `fd.rs`: it stays open until every one of them has completed, so its number is never

@@ -304,16 +304,26 @@ impl FiberNet for Fiber {
         let p = buf.as_mut_ptr();
         let send = send_all_sqe(s.sock(), p, len as u32);
         let recv = recv_sqe(s.sock(), p, cap);
+        // Deadline scopes (scope rule 2) reach both links: the pair goes in directly, not
+        // through `run_op` (deadline rule 1 keeps the chain: each link's timer goes on it).
+        let scope = crate::deadline::scope::deadline_of(|| Some(self.task()));
+        let scoped = |op: RingOp| match scope {
+            Some(at) => op.scoped(at),
+            None => op,
+        };
         // The receive always completes after the send (linked: on a failed send it is
         // cancelled), so only its completion wakes this fiber.
         let (ss, sr) = (pin!(IoStatus::new_silent()), pin!(IoStatus::new()));
         // SAFETY: `buf` outlives both operations: this function waits for both below. The
         // receive writes into `buf` only after the send has finished reading it (linked).
-        let pair =
-            unsafe { ((ss.as_ref(), RingOp::from_entry(send).linked()), (sr.as_ref(), RingOp::from_entry(recv))) };
+        let pair = unsafe {
+            ((ss.as_ref(), scoped(RingOp::from_entry(send).linked())), (sr.as_ref(), scoped(RingOp::from_entry(recv))))
+        };
         if let Err(refused) = self.initiate_pair::<RingDriver>(pair.0, pair.1) {
             return match refused.reason {
-                InitiateError::Refused((), Errno::EBUSY) => {
+                // No room for the linked pair now (`EBUSY`), or ever on this ring (`EINVAL`:
+                // an SQ too small for a chain with deadlines): one after the other.
+                InitiateError::Refused((), Errno::EBUSY | Errno::EINVAL) => {
                     self.send_all(s, &buf[..len])?;
                     self.recv(s, buf)
                 }

@@ -1,9 +1,9 @@
 //! Readiness waits as futures ([`poll`], [`poll_multi`], [`next_ready`]), see the `ready`
-//! module doc: the poll and its timer are two kept operations (`slot_op.rs`), so a future
-//! dropped in flight abandons them to their slots.
+//! module doc: a poll (with its deadline) and a stream's timer are kept operations
+//! (`slot_op.rs`), so a future dropped in flight abandons them to their slots.
 #![allow(unsafe_code)] // the timer's SQE points into its owned timespec
 
-use super::{PollFlags, PollOp, outcome, revents, timer_sqe, timespec};
+use super::{PollFlags, PollOp, revents, timer_sqe, timespec};
 use crate::buf::RawBuf;
 use crate::net::{MultiKind, Multishot};
 use crate::ring::RingOp;
@@ -24,21 +24,15 @@ use std::task::{Context, Poll};
 pub fn poll(fd: BorrowedFd<'_>, events: PollFlags, timeout: Option<Duration>) -> Ready<'_> {
     let op = PollOp { fd: fd.as_raw_fd(), events, multishot: false };
     // SAFETY: a poll SQE references no memory.
-    let poll = SlotOp::new(unsafe { RingOp::owned(op.sqe(), None) });
-    let timer = timeout.map(timer_op);
-    Ready { poll, timer, poll_res: None, timer_res: None, _fd: PhantomData }
+    let poll = super::with_timeout(unsafe { RingOp::owned(op.sqe(), None) }, timeout);
+    Ready { poll: SlotOp::new(poll), _fd: PhantomData }
 }
 
 /// The future of [`poll`].
 #[must_use = "a readiness wait does nothing unless awaited"]
 pub struct Ready<'fd> {
+    /// The poll, with its deadline if it has a timeout (ready rule 2).
     poll: SlotOp,
-    /// The timer, until it or the poll ends (ready rule 2).
-    timer: Option<SlotOp>,
-    /// The poll's raw result once taken.
-    poll_res: Option<i32>,
-    /// The timer's raw result if it ended first (`-ETIME`: expired).
-    timer_res: Option<i32>,
     _fd: PhantomData<BorrowedFd<'fd>>,
 }
 
@@ -46,33 +40,8 @@ impl Future for Ready<'_> {
     type Output = Result<PollFlags, Errno>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        // Ready rule 2: the timer goes in first, the poll once it is in.
-        if let Some(timer) = this.timer.as_mut()
-            && let Poll::Ready((res, _, _)) = Pin::new(timer).poll(cx)
-        {
-            this.timer = None;
-            this.timer_res = Some(res);
-        }
-        let timer_in = this.timer.as_ref().is_none_or(SlotOp::is_submitted);
-        if this.poll_res.is_none() && timer_in {
-            if this.timer_res.is_some() {
-                // Expired (or could not run), also while the poll still waited for room:
-                // the poll is cancelled (once it is in), and its own completion decides, so
-                // a descriptor ready all along still says so (as the fiber form does).
-                this.poll.request_cancel();
-            }
-            if let Poll::Ready((res, _, _)) = Pin::new(&mut this.poll).poll(cx) {
-                this.poll_res = Some(res);
-            }
-        }
-        let Some(res) = this.poll_res else { return Poll::Pending };
-        this.timer = None; // the poll decided: a timer still armed is abandoned (cancelled in its slot)
-        let poll = revents(res).map(|m| u32::from(super::bits_of(m)));
-        Poll::Ready(match this.timer_res {
-            Some(t) if t < 0 && -t != Errno::ETIME.0 && poll == Err(Errno::ECANCELED) => Err(Errno(-t)),
-            t => outcome(poll, t == Some(-Errno::ETIME.0)),
-        })
+        // Ready rules 2-3: the deadline's `ETIME`, a cancel's `ECANCELED`, or the mask.
+        Pin::new(&mut self.poll).poll(cx).map(|(res, _, _)| revents(res))
     }
 }
 

@@ -7,7 +7,8 @@
 //!
 //! The operation is described by [`PollOp`] (descriptor, events, one-shot or multishot)
 //! and the timeout by a `Duration`, independently of the driver; on the ring driver a
-//! `PollOp` is one `IORING_OP_POLL_ADD` and the timeout an `IORING_OP_TIMEOUT`.
+//! `PollOp` is one `IORING_OP_POLL_ADD`, a one-shot poll's timeout its deadline
+//! (`IORING_OP_LINK_TIMEOUT`) and a stream wait's an `IORING_OP_TIMEOUT`.
 //!
 //! Rules (cited as "ready rule N"):
 //! 1. **Borrowed descriptor.** A wait names the descriptor by number while it borrows it
@@ -19,19 +20,14 @@
 //!    operations (cancelled in their slots, results discarded: `slot_op.rs`); a poll
 //!    reads no data and writes no memory of the caller's, so nothing is lost even if the
 //!    number was closed and reused before the cancel took.
-//! 2. **Timeout.** A timeout is a second operation beside the poll. A fiber submits the
-//!    two linked in one submission (`IOSQE_IO_LINK` and `IORING_OP_LINK_TIMEOUT`, through
-//!    `Fiber::initiate_pair`: both or neither) when there is room for both now; the kernel
-//!    then cancels the poll at expiry and the timer when the poll ends. Otherwise (no room
-//!    for both; futures, which submit one operation per poll) they go in apart, the timer
-//!    (`IORING_OP_TIMEOUT`, relative, count 0) first, each admitted in I/O-priority order
-//!    (no link chain is left open while one waits for room), and whichever completes first
-//!    has the other cancelled. A deadline counts from the timer's submission: while the
-//!    executor has no room, waiting for it comes first, as for any operation. Either way
-//!    the poll's own completion decides: readiness the kernel posted before the cancel
-//!    took is returned, else `ETIME`.
-//!    `Duration::ZERO` asks whether the descriptor is ready now (still through the ring);
-//!    a timeout beyond `i64::MAX` seconds (`Duration::MAX`) is taken as that, never sooner.
+//! 2. **Timeout.** A timeout is a deadline on the poll (`deadline` rules 1-3): the poll
+//!    and an `IORING_OP_LINK_TIMEOUT` at the call's time plus the timeout, submitted
+//!    together or not at all (waiting for room as any operation does, the deadline running
+//!    meanwhile); the kernel cancels the poll at the deadline and the timer when the poll
+//!    ends, and readiness the kernel posted before the cancel took is returned, else
+//!    `ETIME` (`deadline::TIMED_OUT`). `Duration::ZERO` asks whether the descriptor is
+//!    ready now (still through the ring); a timeout beyond the clock's range
+//!    (`Duration::MAX`) is taken as the end of the clock, never sooner.
 //! 3. **Cancel.** A cancelled task cancels its operations and waits for their completions
 //!    (fibers) or their results (futures, `slot_op.rs`): readiness the kernel posted before
 //!    the cancel took, its CQE reaped or not, is returned; else `ECANCELED`. A task
@@ -50,9 +46,10 @@
 //!    queued): `ETIME` leaves the stream armed, and later events wait in it for the next
 //!    call.
 //!
-//! Nothing here is on the executor's hot path: a wait is one or two SQEs and completions;
-//! the future form allocates the timeout's 16-byte timespec (kept by the timer's slot until
-//! its completion), and a multishot stream one duplicate descriptor when made.
+//! Nothing here is on the executor's hot path: a wait is one or two SQEs and completions
+//! and allocates nothing, but a stream wait's timer (its 16-byte timespec, kept by the
+//! timer's slot until its completion) and a multishot stream's one duplicate descriptor
+//! when made.
 #![allow(unsafe_code)] // building SQEs for the poll and the timer
 
 mod fiber;
@@ -98,11 +95,6 @@ fn timer_sqe(ts: *const types::Timespec) -> squeue::Entry {
     opcode::Timeout::new(ts).build()
 }
 
-/// The `IORING_OP_LINK_TIMEOUT` SQE bounding the operation linked before it by `ts`.
-fn link_timer_sqe(ts: *const types::Timespec) -> squeue::Entry {
-    opcode::LinkTimeout::new(ts).build()
-}
-
 /// A poll CQE's result as the `revents` mask, or its error.
 fn revents(res: i32) -> Result<PollFlags, Errno> {
     if res < 0 { Err(Errno(-res)) } else { Ok(mask_of(res as u16)) }
@@ -126,12 +118,11 @@ pub fn poll_bits(flags: PollFlags) -> u16 {
     bits_of(flags)
 }
 
-/// The outcome of a wait from its two completions (ready rules 2-3): the poll's result
-/// (`Err(ECANCELED)` when a cancel took it) and whether the timer expired.
-fn outcome(poll: Result<u32, Errno>, timer_expired: bool) -> Result<PollFlags, Errno> {
-    match poll {
-        Ok(mask) => Ok(mask_of(mask as u16)),
-        Err(Errno::ECANCELED) if timer_expired => Err(Errno::ETIME),
-        Err(e) => Err(e),
+/// `op` with a deadline `timeout` from now (ready rule 2): `Duration::MAX` saturates to
+/// the end of the clock, never sooner.
+fn with_timeout(op: crate::ring::RingOp, timeout: Option<Duration>) -> crate::ring::RingOp {
+    match timeout {
+        None => op,
+        Some(d) => op.with_deadline(crate::deadline::Deadline::after(d)).unwrap_or_else(|op| op), // not multishot
     }
 }

@@ -13,7 +13,7 @@
 
 use super::direct::DIRECT;
 use super::driver::RingDriver;
-use super::slots::{EVENTFD_TAG, INTERNAL, SlotState};
+use super::slots::{EVENTFD_TAG, INTERNAL, LINK_TIMER, LinkTimer, SlotState};
 use super::unpark::UNPARK_TAG;
 use crate::buf::RawBuf;
 use io_uring::cqueue;
@@ -140,6 +140,10 @@ impl RingDriver {
         if ud == UNPARK_TAG {
             return; // a MsgRing unpark: it has done its work by ending the wait
         }
+        if ud & LINK_TIMER == LINK_TIMER {
+            self.complete_link_timer(ud & !LINK_TIMER, cqe.result(), sink);
+            return;
+        }
         if crate::transfer::is_arrival(ud) {
             // Transfer rule 4: a descriptor another executor sent lands in the inbox.
             crate::transfer::arrived(&self.shared, ud, cqe.result());
@@ -174,6 +178,42 @@ impl RingDriver {
             slot.first = Some((res, flags));
             return;
         }
+        match slot.timer {
+            LinkTimer::None => {}
+            LinkTimer::Armed => {
+                // Deadline rule 3: the operation ends with its timer's CQE, still due.
+                slot.held = Some((res, flags));
+                return;
+            }
+            LinkTimer::Ended(t) => res = crate::deadline::outcome(res, t),
+        }
+        self.finish_slot(ud, res, flags, sink);
+    }
+
+    /// The CQE of slot operation `ud`'s linked timer (deadline rules 2-3): the operation
+    /// ends here if its own CQE came first.
+    #[cold]
+    fn complete_link_timer<F: FnMut(IoToken, IoResult)>(&mut self, ud: u64, timer_res: i32, sink: &mut F) {
+        let Some(slot) = self.slots.get(ud) else {
+            self.slots.stale += 1; // keel bug if ever: a slot is not freed while its timer is due
+            return;
+        };
+        slot.timer = LinkTimer::Ended(timer_res);
+        let held = slot.held.take();
+        match timer_res {
+            r if r == -Errno::ETIME.0 => self.stats.deadlines_fired += 1,
+            r if r == -crate::errno::EALREADY.0 || r == -Errno::ENOENT.0 => self.stats.deadlines_uncancellable += 1,
+            _ => {}
+        }
+        if let Some((res, flags)) = held {
+            self.finish_slot(ud, crate::deadline::outcome(res, timer_res), flags, sink);
+        }
+    }
+
+    /// The final completion of slot operation `ud` (all its CQEs reaped): its result to
+    /// its token or its slot, or given back if nobody will take it.
+    fn finish_slot<F: FnMut(IoToken, IoResult)>(&mut self, ud: u64, res: i32, flags: u32, sink: &mut F) {
+        let Some(slot) = self.slots.get(ud) else { return };
         slot.release_fd(res); // slot rule 4: the kernel is done with the descriptor
         match slot.state {
             SlotState::InFlight if slot.keep => {

@@ -5,6 +5,25 @@
 //! one cold exception). Creation probes what the kernel offers (set-up flags, MSG_RING, the
 //! realtime I/O class) and keeps the answers for the accessors (`RingDriver::flags`,
 //! `unpark_kind`, `realtime_ioprio`).
+//!
+//! A polled ring (`RingConfig::iopoll`; cited as "iopoll rule N"), from what the kernel
+//! does on one (measured on 6.18, `linux/tests/iopoll_kernel.rs`):
+//! 1. **Reads and writes of `O_DIRECT` files only.** The kernel completes any other read
+//!    or write (a buffered file, a pipe, a socket; an `O_DIRECT` file on a device without
+//!    poll queues) with `EOPNOTSUPP`, and refuses every other operation but `NOP` (open,
+//!    close, fsync, poll, socket calls, cancels, timeouts) with `EINVAL`: that is the
+//!    typed error a task gets. Open the files on another executor (or with `open(2)`).
+//! 2. **No deadline, no chain.** An operation with a deadline, or one that links a
+//!    successor (`RingOp::linked`), is refused with `EOPNOTSUPP` before anything is
+//!    submitted (the kernel takes no `LINK_TIMEOUT` there, and a chain's successor could
+//!    then be refused after its head went in).
+//! 3. **No cancel takes.** The kernel refuses `ASYNC_CANCEL`; a cancelled task's polled
+//!    operation completes by itself (polling ends it), and the task waits for it.
+//! 4. **Park spins.** `io_uring_enter(GETEVENTS)` on a polled ring polls and returns at
+//!    once, with or without a timeout, so a parked executor busy-polls (timers still fire
+//!    on time). Other threads unpark it through `IORING_REGISTER_SEND_MSG_RING` only (an
+//!    eventfd read is a read it refuses): `RingDriver::new` fails with `InvalidInput` for
+//!    `UnparkMode::Eventfd` and with `Unsupported` on a kernel without MSG_RING (6.13).
 
 use super::direct::Direct;
 use super::driver::RingDriver;
@@ -47,6 +66,10 @@ pub struct RingConfig {
     /// ([`RingDriver::worker_pool`]). The kernel checks the name; it shares a pool only
     /// within one thread, where executors share it anyway (iowq rule 3 in `ring/iowq.rs`).
     pub attach_wq: Option<super::iowq::WorkerPool>,
+    /// Polled completions (`IORING_SETUP_IOPOLL`, iopoll rules in this module's doc): the
+    /// kernel polls the device for read and write completions instead of taking an
+    /// interrupt. For `O_DIRECT` files on devices with poll queues only.
+    pub iopoll: bool,
 }
 
 impl Default for RingConfig {
@@ -62,6 +85,7 @@ impl Default for RingConfig {
             unpark: UnparkMode::Auto,
             iowq_max_workers: [0, 0],
             attach_wq: None,
+            iopoll: false,
         }
     }
 }
@@ -94,6 +118,31 @@ pub struct RingStats {
     pub multishot_lost: u64,
     /// SEND_ZC notifications (`IORING_CQE_F_NOTIF`) received (completion rule 4).
     pub zc_notifs: u64,
+    /// Deadline timers that fired (`ETIME`, deadline rule 3).
+    pub deadlines_fired: u64,
+    /// Deadline timers that fired on an operation the kernel could not cancel (the
+    /// timer's CQE says `EALREADY`, or `ENOENT` for work already running in io-wq: the
+    /// operation completed with its own result, deadline rule 3).
+    pub deadlines_uncancellable: u64,
+}
+
+/// The unpark of a polled ring (iopoll rule 4): MSG_RING, probed on a plain ring (a polled
+/// one's enter does not wait for the probe's CQE).
+fn polled_unpark(mode: UnparkMode) -> io::Result<UnparkKind> {
+    if mode == UnparkMode::Eventfd {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a polled ring (iopoll) cannot read an unpark eventfd: use UnparkMode::Auto",
+        ));
+    }
+    let mut plain = io_uring::IoUring::new(2)?;
+    if !unpark::msg_ring_works(&mut plain) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "a polled ring (iopoll) is unparked through IORING_REGISTER_SEND_MSG_RING (kernel 6.13), which this kernel lacks",
+        ));
+    }
+    Ok(UnparkKind::MsgRing)
 }
 
 impl RingDriver {
@@ -105,12 +154,16 @@ impl RingDriver {
                 "entries and slots must be at least 1 (and slots below 2^30); use SleepDriver for an executor with no ring",
             ));
         }
-        let (mut ring, flags) = setup::build(cfg.entries, cfg.cq_entries, cfg.attach_wq.map(|p| p.raw()))?;
+        let (mut ring, flags) = setup::build(cfg.entries, cfg.cq_entries, cfg.attach_wq.map(|p| p.raw()), cfg.iopoll)?;
         super::iowq::apply(&ring, &cfg)?;
-        // Probed on this ring while it is fresh (nothing submitted, CQ empty): `unpark.rs`.
-        let unpark_kind = match cfg.unpark {
-            UnparkMode::Auto if unpark::msg_ring_works(&mut ring) => UnparkKind::MsgRing,
-            UnparkMode::Auto | UnparkMode::Eventfd => UnparkKind::Eventfd,
+        let unpark_kind = if cfg.iopoll {
+            polled_unpark(cfg.unpark)?
+        } else {
+            // Probed on this ring while it is fresh (nothing submitted, CQ empty): `unpark.rs`.
+            match cfg.unpark {
+                UnparkMode::Auto if unpark::msg_ring_works(&mut ring) => UnparkKind::MsgRing,
+                UnparkMode::Auto | UnparkMode::Eventfd => UnparkKind::Eventfd,
+            }
         };
         let eventfd = match unpark_kind {
             UnparkKind::Eventfd => Some(rustix::event::eventfd(

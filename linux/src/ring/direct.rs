@@ -41,14 +41,17 @@ const IOSQE_BUFFER_SELECT: u8 = 1 << 5;
 const IORING_RECV_MULTISHOT: u16 = 1 << 1;
 
 /// Whether `entry` may run as a direct operation (rule 1): single-shot, selects no
-/// provided buffer, yields no descriptor, owns nothing the driver would have to give back.
+/// provided buffer, links no successor, yields no descriptor, owns nothing the driver
+/// would have to give back.
 #[inline(always)]
 pub(crate) fn is_direct_sqe(entry: &io_uring::squeue::Entry) -> bool {
     let p = entry as *const io_uring::squeue::Entry as *const u8;
     // SAFETY: `Entry` is `#[repr(C)]` around `io_uring_sqe`: `opcode` is byte 0, `flags`
     // byte 1, `ioprio` the u16 at byte 2; we only read them.
     let (code, flags, ioprio) = unsafe { (p.read(), p.add(1).read(), (p.add(2) as *const u16).read_unaligned()) };
-    if flags & IOSQE_BUFFER_SELECT != 0 {
+    // A linked operation goes through a slot, whose submission keeps room for its
+    // successor (deadline rule 1): same test, wider mask.
+    if flags & (IOSQE_BUFFER_SELECT | super::submit::IOSQE_IO_LINK) != 0 {
         return false;
     }
     if code == io_uring::opcode::Recv::CODE {

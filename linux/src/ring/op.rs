@@ -16,10 +16,21 @@ use keel_core::Priority;
 pub struct RingOp {
     pub(crate) entry: squeue::Entry,
     pub(crate) buf: Option<RawBuf>,
-    pub(crate) keep: bool,
-    /// Multishot: completes more than once (completion rules 1-3 in `ring/mod.rs`).
-    pub(crate) multi: bool,
+    /// `KEEP` (the result is kept for the submitter to take), `MULTI` (multishot: completes
+    /// more than once, completion rules 1-3 in `ring/mod.rs`) and, from bit
+    /// `DEADLINE_SHIFT` up, a deadline in nanoseconds on `CLOCK_MONOTONIC` (0: none; the
+    /// `deadline` module: the SQE goes in linked to an `IORING_OP_LINK_TIMEOUT` at that
+    /// instant, both in one submission, deadline rule 1). One word: the operation is
+    /// copied on the submission path and returned by value in refusals.
+    pub(crate) meta: u64,
 }
+
+/// `RingOp::meta`: the result is kept for the submitter.
+const KEEP: u64 = 1;
+/// `RingOp::meta`: multishot.
+const MULTI: u64 = 2;
+/// `RingOp::meta`: where the deadline's nanoseconds start (62 bits: 146 years of uptime).
+const DEADLINE_SHIFT: u32 = 2;
 
 /// ioprio class values (linux/ioprio.h).
 const IOPRIO_CLASS_RT: u16 = 1;
@@ -55,12 +66,12 @@ pub fn opcode_takes_priority(code: u8) -> bool {
 impl RingOp {
     /// A no-op.
     pub fn nop() -> Self {
-        RingOp { entry: opcode::Nop::new().build(), buf: None, keep: false, multi: false }
+        RingOp { entry: opcode::Nop::new().build(), buf: None, meta: 0 }
     }
 
     /// A no-op whose result the driver keeps for a future to take.
     pub fn nop_owned() -> Self {
-        RingOp { entry: opcode::Nop::new().build(), buf: None, keep: true, multi: false }
+        RingOp { entry: opcode::Nop::new().build(), buf: None, meta: KEEP }
     }
 
     /// An operation from a prepared SQE whose memory the caller keeps valid.
@@ -69,7 +80,7 @@ impl RingOp {
     /// Every pointer in `entry` stays valid (and, for buffers the kernel writes, unused
     /// by anything else) until the operation's completion has been reaped.
     pub unsafe fn from_entry(entry: squeue::Entry) -> Self {
-        RingOp { entry, buf: None, keep: false, multi: false }
+        RingOp { entry, buf: None, meta: 0 }
     }
 
     /// An operation from a prepared SQE that reads into or writes from `buf`, which the
@@ -80,7 +91,7 @@ impl RingOp {
     /// `entry`'s only memory reference is into `buf` (and any other pointer in it stays
     /// valid until completion).
     pub(crate) unsafe fn owned(entry: squeue::Entry, buf: Option<RawBuf>) -> Self {
-        RingOp { entry, buf, keep: true, multi: false }
+        RingOp { entry, buf, meta: KEEP }
     }
 
     /// A multishot operation (accept or recv with `IORING_*_MULTISHOT`): every CQE while
@@ -91,7 +102,7 @@ impl RingOp {
     /// `entry` references no memory outside the driver (multishot recv selects provided
     /// buffers; multishot accept passes no address).
     pub(crate) unsafe fn multishot(entry: squeue::Entry) -> Self {
-        RingOp { entry, buf: None, keep: true, multi: true }
+        RingOp { entry, buf: None, meta: KEEP | MULTI }
     }
 
     /// Links the next operation the same task submits after this one (`IOSQE_IO_LINK`):
@@ -140,6 +151,32 @@ impl RingOp {
         unsafe {
             ((&self.entry as *const squeue::Entry as *const u8).add(2) as *const u16).read_unaligned()
         }
+    }
+
+    /// Whether the driver keeps the result for the submitter to take.
+    #[inline(always)]
+    pub(crate) fn keep(&self) -> bool {
+        self.meta & KEEP != 0
+    }
+
+    /// Whether it is multishot.
+    #[inline(always)]
+    pub(crate) fn multi(&self) -> bool {
+        self.meta & MULTI != 0
+    }
+
+    /// Its deadline in nanoseconds on `CLOCK_MONOTONIC`, if any.
+    #[inline(always)]
+    pub(crate) fn deadline_ns(&self) -> Option<u64> {
+        let ns = self.meta >> DEADLINE_SHIFT;
+        (ns != 0).then_some(ns)
+    }
+
+    /// Sets its deadline to `ns` (clamped to 1 ..= 2^62 - 1: 0 is long past, the top is
+    /// 146 years of uptime).
+    pub(crate) fn set_deadline_ns(&mut self, ns: u64) {
+        let ns = ns.clamp(1, u64::MAX >> DEADLINE_SHIFT);
+        self.meta = (self.meta & (KEEP | MULTI)) | (ns << DEADLINE_SHIFT);
     }
 
     /// The SQE's opcode.

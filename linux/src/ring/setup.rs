@@ -23,16 +23,25 @@ pub struct RingFlags {
     pub coop_taskrun: bool,
     /// `IORING_SETUP_SUBMIT_ALL`.
     pub submit_all: bool,
+    /// `IORING_SETUP_IOPOLL` (`RingConfig::iopoll`): polled completions.
+    pub iopoll: bool,
 }
 
 /// Builds a ring of `entries` SQEs and `cq_entries` CQEs with the best flags the kernel has,
-/// attached to the worker pool of ring `attach_wq` if given (`ring/iowq.rs`).
-pub(crate) fn build(entries: u32, cq_entries: u32, attach_wq: Option<i32>) -> io::Result<(IoUring, RingFlags)> {
+/// attached to the worker pool of ring `attach_wq` if given (`ring/iowq.rs`). `iopoll` adds
+/// `IORING_SETUP_IOPOLL` to every attempt (never dropped: a ring without it is not what
+/// was asked for).
+pub(crate) fn build(
+    entries: u32,
+    cq_entries: u32,
+    attach_wq: Option<i32>,
+    iopoll: bool,
+) -> io::Result<(IoUring, RingFlags)> {
     let attempts = [
-        RingFlags { single_issuer: true, defer_taskrun: true, coop_taskrun: true, submit_all: true },
-        RingFlags { single_issuer: true, defer_taskrun: false, coop_taskrun: true, submit_all: true },
-        RingFlags { single_issuer: false, defer_taskrun: false, coop_taskrun: true, submit_all: true },
-        RingFlags::default(),
+        RingFlags { single_issuer: true, defer_taskrun: true, coop_taskrun: true, submit_all: true, iopoll },
+        RingFlags { single_issuer: true, defer_taskrun: false, coop_taskrun: true, submit_all: true, iopoll },
+        RingFlags { single_issuer: false, defer_taskrun: false, coop_taskrun: true, submit_all: true, iopoll },
+        RingFlags { iopoll, ..RingFlags::default() },
     ];
     let mut last = None;
     for (attempt, flags) in attempts.iter().enumerate() {
@@ -53,6 +62,9 @@ pub(crate) fn build(entries: u32, cq_entries: u32, attach_wq: Option<i32>) -> io
         }
         if flags.submit_all {
             builder.setup_submit_all();
+        }
+        if flags.iopoll {
+            builder.setup_iopoll();
         }
         match builder.build(entries) {
             Ok(ring) => {

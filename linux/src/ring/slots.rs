@@ -31,6 +31,21 @@ pub(crate) const EVENTFD_TAG: u64 = INTERNAL | 2;
 /// `user_data` of the close the driver submits for a direct descriptor nobody will take.
 pub(crate) const CLOSE_TAG: u64 = INTERNAL | 3;
 // `INTERNAL | 4`: `unpark::UNPARK_TAG`, the CQEs other threads post to unpark.
+/// `user_data` tag of a slot operation's linked timer (deadline rule 2): `LINK_TIMER |
+/// user_data of the operation`. Bits 62 and 63 together: no slot (rule 1), direct
+/// operation (bit 63 clear) or other internal tag (small constants) has both.
+pub(crate) const LINK_TIMER: u64 = INTERNAL | (1 << 62);
+
+/// Where a slot operation's linked timer is (deadline rules 2-3 in the `deadline` module).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum LinkTimer {
+    /// The operation has no deadline.
+    None,
+    /// The timer's CQE has not been reaped.
+    Armed,
+    /// The timer's CQE was reaped with this result (`-ETIME`: it fired).
+    Ended(i32),
+}
 // `INTERNAL | 1 << 61 | key`: `transfer::op::ARRIVAL`, a descriptor another ring sent.
 
 /// Results a multishot slot keeps in place before spilling (completion rule 2).
@@ -117,6 +132,14 @@ pub(crate) struct Slot {
     /// The registered buffer of an abandoned fixed operation, released when the slot is
     /// freed (shared rule 2, regbuf rule 5).
     pub(crate) fixed: Option<crate::regbuf::FixedBuf>,
+    /// The deadline's `IORING_OP_LINK_TIMEOUT` (deadline rule 2).
+    pub(crate) timer: LinkTimer,
+    /// The operation's final (result, flags), held while its timer's CQE is still due
+    /// (deadline rule 3).
+    pub(crate) held: Option<(i32, u32)>,
+    /// The timer's absolute expiry, which its SQE points at: the slot table is allocated
+    /// once and never moves (rule 5), so the address holds until the slot is freed.
+    pub(crate) ts: io_uring::types::Timespec,
 }
 
 impl Slot {
@@ -138,7 +161,7 @@ impl Slot {
     /// `ASYNC_CANCEL` for it can still do something: the `ring` module's cancel rule 3).
     pub(crate) fn cancellable(&self) -> bool {
         match self.state {
-            SlotState::InFlight | SlotState::Abandoned => !(self.multi && self.ended),
+            SlotState::InFlight | SlotState::Abandoned => !(self.multi && self.ended) && self.held.is_none(),
             SlotState::Done(..) | SlotState::Free => false,
         }
     }
@@ -173,6 +196,9 @@ impl Slots {
                 fd: None,
                 closes: false,
                 fixed: None,
+                timer: LinkTimer::None,
+                held: None,
+                ts: io_uring::types::Timespec::new(),
             })
             .collect();
         Slots { slots, free: (0..n).rev().collect(), in_flight: 0, stale: 0 }
@@ -213,12 +239,27 @@ impl Slots {
         s.throttled = false;
         s.first = None;
         s.closes = false;
+        s.timer = LinkTimer::None;
+        s.held = None;
         s.state = SlotState::InFlight;
         s.token = token;
         s.keep = keep;
         s.buf = buf;
         self.in_flight += 1;
         Some(((s.generation as u64) << 32) | i as u64)
+    }
+
+    /// Arms the deadline of slot `user_data` (just allocated) at `ts`: the address its
+    /// `IORING_OP_LINK_TIMEOUT` SQE points at, valid until the slot is freed (rule 5).
+    pub(crate) fn arm_timer(
+        &mut self,
+        user_data: u64,
+        ts: io_uring::types::Timespec,
+    ) -> *const io_uring::types::Timespec {
+        let s = &mut self.slots[(user_data & 0xFFFF_FFFF) as usize];
+        s.ts = ts;
+        s.timer = LinkTimer::Armed;
+        &s.ts
     }
 
     /// The slot a `user_data` names, if it is current (rule 1).

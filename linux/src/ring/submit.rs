@@ -13,6 +13,7 @@
 use super::direct;
 use super::driver::RingDriver;
 use super::op::RingOp;
+use super::slots::LINK_TIMER;
 use io_uring::opcode;
 use keel_core::driver::IoToken;
 use keel_core::{Errno, OpId};
@@ -30,8 +31,7 @@ impl RingDriver {
         let code = ring_op.entry.get_opcode() as u8;
         if let Some(bits) = token.pack()
             && ring_op.buf.is_none()
-            && !ring_op.keep
-            && !ring_op.multi
+            && ring_op.meta == 0
             && direct::is_direct_sqe(&ring_op.entry)
         {
             let mut sq = self.ring.submission();
@@ -102,23 +102,60 @@ impl RingDriver {
         let yields_fixed = yields_fd
             && unsafe { ((&ring_op.entry as *const _ as *const u8).add(44) as *const u32).read_unaligned() } != 0;
         let mut sq = self.ring.submission();
-        if sq.is_full() {
+        // SAFETY: `Entry` is `#[repr(C)]` around `io_uring_sqe`, whose `flags` is byte 1.
+        let chained = unsafe { (&ring_op.entry as *const _ as *const u8).add(1).read() } & IOSQE_IO_LINK != 0;
+        // Deadline rule 1: the operation and its timer take two SQEs, both or neither.
+        let own = if ring_op.deadline_ns().is_some() { 2 } else { 1 };
+        if own > sq.capacity() {
+            return Err(Errno::EINVAL); // a one-entry SQ never has room for the pair (MISUSE.md)
+        }
+        if (own == 2 || chained) && self.flags.iopoll {
+            // Iopoll rule 2: no LINK_TIMEOUT on a polled ring, and no chain whose
+            // successor could then be refused.
+            return Err(crate::errno::EOPNOTSUPP);
+        }
+        // An operation that opens a chain also keeps room for its successor and the
+        // successor's timer: the core admits a pair (`Fiber::initiate_pair`) on room for two
+        // operations, and the second must then go in whatever deadline it carries.
+        let need = if chained && !self.tail_linked { own + 2 } else { own };
+        if need > sq.capacity() {
+            // An SQ of 2 or 3 entries cannot hold a chain's head with room for a successor
+            // with a deadline (MISUSE.md): the pair goes one by one.
+            return Err(Errno::EINVAL);
+        }
+        if sq.capacity() - sq.len() < need {
             return Err(Errno::EBUSY);
         }
-        let ud = self.slots.alloc(Some(token), ring_op.keep, ring_op.buf.take()).expect("room() counts free slots");
+        let ud = self.slots.alloc(Some(token), ring_op.keep(), ring_op.buf.take()).expect("room() counts free slots");
         ring_op.entry.set_user_data(ud);
-        let entry = reload_by_words(&ring_op.entry);
+        let entry = match ring_op.deadline_ns() {
+            None => reload_by_words(&ring_op.entry),
+            Some(_) => reload_by_words(&ring_op.entry).flags(io_uring::squeue::Flags::IO_LINK),
+        };
         // SAFETY: the operation's memory stays valid until its completion is reaped: the
         // `RingOp` constructors' contracts, and owned buffers sit in the slot until then.
         unsafe { sq.push(&entry) }.expect("checked room above");
+        if let Some(at) = ring_op.deadline_ns() {
+            let ts = self.slots.arm_timer(ud, crate::deadline::abs_timespec(keel_core::Instant::from_nanos(at)));
+            let mut timer = opcode::LinkTimeout::new(ts).flags(io_uring::types::TimeoutFlags::ABS).build();
+            timer = timer.user_data(LINK_TIMER | ud);
+            if chained {
+                timer = timer.flags(io_uring::squeue::Flags::IO_LINK); // the caller's chain goes on after it
+            }
+            // SAFETY: the timer's timespec is in the slot, which stays allocated (and the
+            // table unmoved) until the operation's last CQE, the timer's included, is reaped
+            // (deadline rule 2, slot rule 5).
+            unsafe { sq.push(&timer) }.expect("checked room for two above");
+        }
         drop(sq);
         if let Some(slot) = self.slots.get(ud) {
             slot.yields_fd = yields_fd;
             slot.yields_fixed = yields_fixed;
             slot.index_in_buf = code == opcode::FilesUpdate::CODE;
-            slot.multi = ring_op.multi;
+            slot.multi = ring_op.multi();
         }
         self.submitted(op);
+        self.tail_linked = chained; // the pair's own link ends at its timer
         Ok(OpId(ud))
     }
 
@@ -157,4 +194,4 @@ fn reload_by_words(entry: &io_uring::squeue::Entry) -> io_uring::squeue::Entry {
 }
 
 /// `IOSQE_IO_LINK` (include/uapi/linux/io_uring.h).
-const IOSQE_IO_LINK: u8 = 1 << 2;
+pub(super) const IOSQE_IO_LINK: u8 = 1 << 2;
