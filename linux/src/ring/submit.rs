@@ -114,10 +114,11 @@ impl RingDriver {
             // successor could then be refused.
             return Err(crate::errno::EOPNOTSUPP);
         }
-        // An operation that opens a chain also keeps room for its successor and the
-        // successor's timer: the core admits a pair (`Fiber::initiate_pair`) on room for two
-        // operations, and the second must then go in whatever deadline it carries.
-        let need = if chained && !self.tail_linked { own + 2 } else { own };
+        // An operation that links to a successor (opening a chain, or continuing one a task
+        // left open) also keeps room for that successor and the successor's timer: the
+        // core admits a pair (`Fiber::initiate_pair`) on room for two operations, and the
+        // second must then go in whatever deadline it carries.
+        let need = if chained { own + 2 } else { own };
         if need > sq.capacity() {
             // An SQ of 2 or 3 entries cannot hold a chain's head with room for a successor
             // with a deadline (MISUSE.md): the pair goes one by one.
