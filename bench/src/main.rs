@@ -62,14 +62,15 @@ fn main() -> ExitCode {
     for (g, v) in &judged {
         println!("{}", goals::line(g, v));
     }
-    for c in cases::CURVES {
+    let curves = cases::curves();
+    for c in &curves {
         let unit = report::curve_unit(c, &rows);
         if let Some(line) = goals::curve_line(c, &goals::curve_points(c, &rows), unit) {
             println!("{line}");
         }
     }
     if let Some(dir) = out {
-        match report::write_all(&dir, &rows, &judged, cases::CURVES) {
+        match report::write_all(&dir, &rows, &judged, &curves) {
             Ok(files) => eprintln!("keel-bench: wrote {}", files.join(", ")),
             Err(e) => {
                 eprintln!("keel-bench: {e}");

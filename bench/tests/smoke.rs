@@ -108,12 +108,15 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("fiber_spawn_n1", "keel", "ns"),
     ("fiber_spawn_n1000", "keel", "ns"),
     ("fiber_spawn_n10000", "keel", "ns"),
+    ("nop_q1", "keel", "ops/s"),
+    ("nop_q64", "keel", "ops/s"),
+    ("nop_q1024", "keel", "ops/s"),
 ];
 
 /// Goal lines a full `--quick` pass prints (one per goal of the registry).
 const GOALS: usize = 18;
 /// Curve lines a full `--quick` pass prints.
-const CURVES: usize = 6;
+const CURVES: usize = 7;
 
 fn run(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("keel-bench runs")

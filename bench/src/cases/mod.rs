@@ -19,6 +19,7 @@ mod read4k;
 mod read4k_peers;
 mod remote_attach;
 mod scale;
+mod scale_io;
 mod semaphore_handoff;
 mod spawn;
 mod switch;
@@ -72,6 +73,9 @@ pub const ALL: &[Case] = &[
     scale::FIBER_SPAWN_N1,
     scale::FIBER_SPAWN_N1000,
     scale::FIBER_SPAWN_N10000,
+    scale_io::NOP_Q1,
+    scale_io::NOP_Q64,
+    scale_io::NOP_Q1024,
 ];
 
 /// If this process is a memory child (`memory::CHILD_ENV` set), does its work and
@@ -81,7 +85,9 @@ pub fn memory_child() -> Option<Result<f64, String>> {
 }
 
 /// Every scaling curve.
-pub const CURVES: &[Curve] = scale::CURVES;
+pub fn curves() -> Vec<Curve> {
+    [scale::CURVES, scale_io::CURVES].concat()
+}
 
 /// Every goal, case by case in [`ALL`]'s order.
 pub fn goals() -> Vec<Goal> {
