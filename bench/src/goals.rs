@@ -170,7 +170,7 @@ pub fn flatness(points: &[(u64, f64)]) -> Option<(f64, bool)> {
         return None;
     }
     let growth = last.1 / first.1;
-    Some((growth, growth <= 1.0 + FLAT && growth >= 1.0 / (1.0 + FLAT)))
+    Some((growth, (1.0 / (1.0 + FLAT)..=1.0 + FLAT).contains(&growth)))
 }
 
 /// The curve line: `curve <name> <impl> by <size>: <n> -> <cost> <unit>, ...: <growth>x,

@@ -238,10 +238,10 @@ where
             tokio::task::spawn_local(async move {
                 fut.await;
                 left.set(left.get() - 1);
-                if left.get() == 0 {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(());
-                    }
+                if left.get() == 0
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(());
                 }
             });
         }
