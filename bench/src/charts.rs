@@ -5,7 +5,8 @@
 //! - `bars-<family>.svg`: one bar chart per case family (the case name up to its first
 //!   `_`: `nop_b1`, `nop_b8`, `nop_b32` are `nop`), a group of bars per case, one bar per
 //!   impl: its cost relative to keel's in that case (a rate is turned into a cost first),
-//!   so keel's bar is 1 and a lower bar is a cheaper impl. Cases that are points of a
+//!   so keel's bar is 1 and a lower bar is a cheaper impl; the axis stops at 10 (a taller
+//!   bar is cut there). Cases that are points of a
 //!   scaling curve are drawn in its line chart instead.
 //! - `curve-<name>.svg`: one line chart per scaling curve, per-operation cost against the
 //!   size (log scale), a line per impl that has the curve.
@@ -46,6 +47,10 @@ pub fn bar_families(rows: &[Row], curves: &[Curve]) -> Vec<(&'static str, Bars)>
     fams
 }
 
+/// The bar charts' y axis ends here (a peer 200 times dearer than keel would flatten
+/// every other bar): a taller bar is cut at the top, its value is in `results.csv`.
+const Y_CAP: f64 = 10.0;
+
 type Drawn = Result<(), Box<dyn std::error::Error>>;
 
 /// Draws one family's bar chart into `path`.
@@ -58,7 +63,7 @@ fn bar_chart(path: &Path, fam: &str, bars: &Bars) -> Drawn {
             }
         }
     }
-    let ymax = bars.iter().flat_map(|b| b.1.iter().map(|v| v.1)).fold(1.0f64, f64::max) * 1.15;
+    let ymax = (bars.iter().flat_map(|b| b.1.iter().map(|v| v.1)).fold(1.0f64, f64::max) * 1.15).min(Y_CAP);
     let n = bars.len();
     let width = (160 + 40 * (n * (imps.len() + 1)) as u32).clamp(480, 1600);
     let root = SVGBackend::new(path, (width, 420)).into_drawing_area();
@@ -90,7 +95,8 @@ fn bar_chart(path: &Path, fam: &str, bars: &Bars) -> Drawn {
         let rects = bars.iter().enumerate().filter_map(move |(i, (_, b))| {
             let v = b.iter().find(|x| x.0 == *imp)?.1;
             let s = (i * per + k) as i32;
-            Some(Rectangle::new([(SegmentValue::Exact(s), 0.0), (SegmentValue::Exact(s + 1), v)], color.filled()))
+            let top = v.min(ymax);
+            Some(Rectangle::new([(SegmentValue::Exact(s), 0.0), (SegmentValue::Exact(s + 1), top)], color.filled()))
         });
         chart
             .draw_series(rects)?
