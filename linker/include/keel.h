@@ -149,6 +149,12 @@
 #define KEEL_TASK_MIN_STACK (16 * 1024)
 
 /**
+ * Another executor's inbox (opaque): from `keel_mailbox_get`, freed with
+ * `keel_mailbox_free`.
+ */
+typedef struct keel_mailbox keel_mailbox;
+
+/**
  * A value (`>= 0`) or a negated error code (`-ESTALE`, `-KEEL_EPANICKED`, ...).
  */
 typedef int64_t keel_result;
@@ -255,6 +261,11 @@ typedef struct keel_executor_attr {
    * resumption. Zero: no clock reads on the hot path, and the times stay 0.
    */
   uint8_t accounting;
+  /**
+   * Indices in the ring's fixed-file table (0: none), for descriptor transfer
+   * (`keel_fixed_register`, `keel_fixed_send`, `keel_fixed_receive`).
+   */
+  uint32_t registered_files;
 } keel_executor_attr;
 
 /**
@@ -1048,6 +1059,101 @@ keel_result keel_file_write_fixed(struct keel_task task,
 const char *keel_strerror(keel_result code);
 
 /**
+ * `statx(AT_FDCWD, path, flags, mask, out)` through the ring; `out` is a `struct statx`
+ * (`<sys/stat.h>` with `_GNU_SOURCE`, or `<linux/stat.h>`), filled on success.
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string; `out` is NULL or a writable `struct statx`
+ * nothing else uses until this returns.
+ */
+keel_result keel_file_statx(struct keel_task task,
+                            const char *path,
+                            int flags,
+                            uint32_t mask,
+                            void *out);
+
+/**
+ * `unlinkat(AT_FDCWD, path, flags)` through the ring: a file, or with `AT_REMOVEDIR` an
+ * empty directory; any other flag is `-EINVAL` before anything is submitted.
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string.
+ */
+keel_result keel_file_unlink(struct keel_task task, const char *path, int flags);
+
+/**
+ * `renameat2(AT_FDCWD, from, AT_FDCWD, to, flags)` through the ring (`RENAME_NOREPLACE`,
+ * `RENAME_EXCHANGE`, `RENAME_WHITEOUT`).
+ *
+ * # Safety
+ * `from` and `to` are NULL or NUL-terminated strings.
+ */
+keel_result keel_file_rename(struct keel_task task,
+                             const char *from,
+                             const char *to,
+                             uint32_t flags);
+
+/**
+ * `mkdirat(AT_FDCWD, path, mode)` through the ring; `-EINVAL` for a mode above `07777`.
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string.
+ */
+keel_result keel_file_mkdir(struct keel_task task, const char *path, uint32_t mode);
+
+/**
+ * `sendmsg(fd, msg, flags | MSG_NOSIGNAL)` through the ring; returns the bytes sent.
+ * `msg` may carry an address (`msg_name`) and `SCM_RIGHTS` descriptors (`msg_control`),
+ * which stay the caller's. `-EINVAL` for a flag that is no `MSG_*` flag of send(2).
+ *
+ * # Safety
+ * `msg` is NULL or a valid `struct msghdr` whose buffers, address and control stay valid
+ * and unused by anything else until this returns.
+ */
+keel_result keel_socket_sendmsg(struct keel_task task, int fd, const struct msghdr *msg, int flags);
+
+/**
+ * `recvmsg(fd, msg, flags | MSG_CMSG_CLOEXEC)` through the ring; returns the bytes
+ * received and, as recvmsg(2), updates `msg_namelen`, `msg_controllen` and `msg_flags`
+ * (`MSG_TRUNC`, `MSG_CTRUNC`). Descriptors received with `SCM_RIGHTS` are the caller's
+ * (close-on-exec): close them. `-EINVAL` for a flag that is no `MSG_*` flag of recv(2).
+ *
+ * # Safety
+ * `msg` is NULL or a valid `struct msghdr` whose buffers, address and control are
+ * writable and unused by anything else until this returns.
+ */
+keel_result keel_socket_recvmsg(struct keel_task task, int fd, struct msghdr *msg, int flags);
+
+/**
+ * Waits for a signal: one `read(sfd, info, sizeof(struct signalfd_siginfo))` through the
+ * ring on a signalfd the caller made (`signalfd(2)` without `SFD_NONBLOCK`, its signals
+ * blocked first in every thread: keel-linux's signal rules 1-2). Fills `info` (a
+ * `struct signalfd_siginfo`) and returns its size. A wait cancelled before a signal came
+ * consumes none.
+ *
+ * # Safety
+ * `info` is NULL or a writable `struct signalfd_siginfo` unused by anything else until
+ * this returns.
+ */
+keel_result keel_signal_wait(struct keel_task task, int sfd, void *info);
+
+/**
+ * Caps the kernel's worker pool of the executor's thread at `bounded` and `unbounded`
+ * threads (`IORING_REGISTER_IOWQ_MAX_WORKERS`; 0 leaves one as it is); writes the limits
+ * before to `old` (NULL: not wanted). The pool is the thread's: every executor on it
+ * shares it (keel-linux's iowq rules). `-EOPNOTSUPP` for an executor without a ring,
+ * `-EBUSY` from inside one of its tasks (its driver is in use),
+ * `-ESTALE`, `-KEEL_EWRONGTHREAD`.
+ *
+ * # Safety
+ * `old` is NULL or two writable `uint32_t`s.
+ */
+keel_result keel_executor_set_iowq_max_workers(struct keel_executor ex,
+                                               uint32_t bounded,
+                                               uint32_t unbounded,
+                                               uint32_t *old);
+
+/**
  * Makes `status` an idle status block (status rule 2: a block that held one drops it
  * first). Call it once before the block's first use; a block whose operation was taken
  * may be initiated again without it.
@@ -1250,6 +1356,66 @@ keel_result keel_task_destroy(struct keel_task task);
  * `sizeof` keel's task storage as this library was built.
  */
 size_t keel_task_storage_size(void);
+
+/**
+ * Puts the open file of `fd` at a free index of the ring's fixed-file table
+ * (`IORING_OP_FILES_UPDATE`) and returns the index; `fd` stays the caller's and may be
+ * closed at once.
+ */
+keel_result keel_fixed_register(struct keel_task task, int fd);
+
+/**
+ * A new descriptor for the file at `index` (`IORING_OP_FIXED_FD_INSTALL`, Linux 6.8,
+ * else `-ENOSYS`), close-on-exec if `cloexec` is nonzero; the caller owns it. The index
+ * stays.
+ */
+keel_result keel_fixed_install(struct keel_task task, int index, int cloexec);
+
+/**
+ * Cancels the index's operations, then closes it through the ring; it is closed
+ * whatever this returns.
+ */
+keel_result keel_fixed_close(struct keel_task task, int index);
+
+/**
+ * Sends the file at `index` to the ring of `to`, announced by `key`
+ * (`IORING_OP_MSG_RING`, `IORING_MSG_SEND_FD`): the index's operations are cancelled
+ * first, and once the target has the file the index here is closed (0). On an error
+ * the index is still the caller's, except for `-EBADF` (it held nothing).
+ *
+ * # Safety
+ * `to` is NULL or a live mailbox from `keel_mailbox_get`.
+ */
+keel_result keel_fixed_send(struct keel_task task,
+                            int index,
+                            const struct keel_mailbox *to,
+                            uint32_t key);
+
+/**
+ * Waits for a descriptor sent to this task's ring with `key` and returns its index
+ * here; gives up after `timeout_ns` nanoseconds (`KEEL_NO_TIMEOUT`: no limit, 0: only
+ * look) with `-ETIME`. A cancelled wait returns `-ECANCELED`; an arrival then waits for
+ * the next receive of its key.
+ */
+keel_result keel_fixed_receive(struct keel_task task, uint32_t key, uint64_t timeout_ns);
+
+/**
+ * Writes the mailbox of the running task's ring to `*out` (free it with
+ * `keel_mailbox_free`); hand it to tasks of other executors, on any thread.
+ *
+ * # Safety
+ * `out` is NULL or valid for a write.
+ */
+keel_result keel_mailbox_get(struct keel_task task, struct keel_mailbox **out);
+
+/**
+ * Frees a mailbox from `keel_mailbox_get` (NULL: nothing). From any thread, once no call
+ * uses it.
+ *
+ * # Safety
+ * `mailbox` is NULL or from `keel_mailbox_get`, not freed before.
+ */
+void keel_mailbox_free(struct keel_mailbox *mailbox);
 
 /**
  * Makes a semaphore with `permits` free permits (allocated once, kept for the next

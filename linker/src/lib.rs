@@ -18,6 +18,8 @@
 //! | `channel` | bounded channels of 64-bit values: `send`/`recv` from a task body, `try_*` and `close` from any thread (channel rules) |
 //! | `event` | manual-reset events: `create`, `wait` from a task body, `set`/`reset` from any thread (event rules) |
 //! | `wait` | counting semaphores: `create`, `acquire` from a task body, `release` from any thread (semaphore rules) |
+//! | `server` | statx, unlink, rename, mkdir, sendmsg/recvmsg, a signalfd wait, the worker-pool cap |
+//! | `transfer` | descriptor transfer: register into the fixed-file table, install back, send to another executor's ring, receive (transfer rules) |
 //! | `gdb` | keel's GDB script in `.debug_gdb_scripts` |
 //!
 //! Every exported symbol is named `keel_*` and every exported function that can reach a
@@ -37,10 +39,12 @@ mod net;
 mod ready;
 mod regbuf;
 mod result;
+mod server;
 mod stable;
 mod status;
 mod task;
 mod thread;
+mod transfer;
 mod wait;
 
 pub use body::{keel_task_fn, keel_task_suspend_for, keel_task_yield};
@@ -71,6 +75,10 @@ pub use result::{
     KEEL_EBADRESULT, KEEL_EFPCONTROL, KEEL_ENOTINTASK, KEEL_EPANICKED, KEEL_ERRNO_FIRST, KEEL_ERRNO_MAX, KEEL_ESTALLED,
     KEEL_EWRONGTHREAD, keel_result, keel_strerror,
 };
+pub use server::{
+    keel_executor_set_iowq_max_workers, keel_file_mkdir, keel_file_rename, keel_file_statx, keel_file_unlink,
+    keel_signal_wait, keel_socket_recvmsg, keel_socket_sendmsg,
+};
 pub use status::{
     KEEL_IO_STATUS_ALIGN, KEEL_IO_STATUS_SIZE, keel_file_fsync_async, keel_file_read_async, keel_file_write_async,
     keel_io_status, keel_io_status_init, keel_io_status_result, keel_socket_recv_async, keel_socket_send_async,
@@ -80,6 +88,10 @@ pub use task::{
     KEEL_PRIORITY_HIGH, KEEL_PRIORITY_LOW, KEEL_PRIORITY_NORMAL, KEEL_SWITCHER_FIBER, KEEL_SWITCHER_UCONTEXT,
     KEEL_TASK_MIN_STACK, KEEL_TASK_STORAGE_ALIGN, KEEL_TASK_STORAGE_SIZE, keel_task, keel_task_attach, keel_task_attr,
     keel_task_cancel, keel_task_create, keel_task_destroy, keel_task_init, keel_task_result, keel_task_storage_size,
+};
+pub use transfer::{
+    keel_fixed_close, keel_fixed_install, keel_fixed_receive, keel_fixed_register, keel_fixed_send, keel_mailbox,
+    keel_mailbox_free, keel_mailbox_get,
 };
 
 /// The major version (`KEEL_VERSION_MAJOR` in the header).

@@ -12,6 +12,11 @@
 //! followed by each buffer's length and capacity, so the slot keeps the whole set, and
 //! frees every buffer of it, without knowing it is vectored. The buffers' bytes stay
 //! where they are; the table is the one allocation a vectored operation adds.
+//!
+//! A value an operation needs in one piece (a `msghdr` with its `iovec`, address and
+//! control buffer: `net/msg.rs`) travels boxed (`RawBuf::from_box`): the slot keeps it,
+//! and dropping the `RawBuf` drops the box (its `Drop` runs: a received descriptor in it
+//! is closed), without the slot knowing its type.
 
 /// A `Vec<u8>` taken apart, or a set of them for a vectored operation (module doc).
 #[derive(Debug)]
@@ -21,6 +26,18 @@ pub struct RawBuf {
     cap: usize,
     /// `ptr`/`len`/`cap` are a `Vec<[usize; 2]>` table of `len / 2` buffers (module doc).
     vectored: bool,
+    /// `ptr` is a `Box<T>` and this drops it (module doc); `len` and `cap` are 0.
+    boxed: Option<unsafe fn(*mut u8)>,
+}
+
+/// Drops the `Box<T>` at `p`.
+///
+/// # Safety
+/// `p` came from `Box::<T>::into_raw` and is dropped once.
+#[allow(unsafe_code)]
+unsafe fn drop_box<T>(p: *mut u8) {
+    // SAFETY: the caller's contract.
+    drop(unsafe { Box::from_raw(p.cast::<T>()) });
 }
 
 /// An `iovec` is two words, as the table's pairs are (the kernel reads the table's first
@@ -34,7 +51,7 @@ impl RawBuf {
     /// Takes `v` apart; its bytes stay where they are.
     pub fn from_vec(v: Vec<u8>) -> Self {
         let mut v = core::mem::ManuallyDrop::new(v);
-        RawBuf { ptr: v.as_mut_ptr(), len: v.len(), cap: v.capacity(), vectored: false }
+        RawBuf { ptr: v.as_mut_ptr(), len: v.len(), cap: v.capacity(), vectored: false, boxed: None }
     }
 
     /// Takes the buffers of `bufs` apart for a vectored operation (module doc): each
@@ -51,7 +68,27 @@ impl RawBuf {
             table[n + i] = [b.len(), b.capacity()];
         }
         let mut table = core::mem::ManuallyDrop::new(table);
-        RawBuf { ptr: table.as_mut_ptr().cast(), len: table.len(), cap: table.capacity(), vectored: true }
+        RawBuf { ptr: table.as_mut_ptr().cast(), len: table.len(), cap: table.capacity(), vectored: true, boxed: None }
+    }
+
+    /// Keeps `b` as it is (module doc): its address does not change while the slot holds
+    /// it, and dropping the `RawBuf` drops it.
+    pub(crate) fn from_box<T>(b: Box<T>) -> Self {
+        RawBuf { ptr: Box::into_raw(b).cast(), len: 0, cap: 0, vectored: false, boxed: Some(drop_box::<T>) }
+    }
+
+    /// The box [`from_box`](Self::from_box) took; `None` (and `self` dropped) for any
+    /// other `RawBuf`.
+    ///
+    /// # Safety
+    /// If `self` came from `from_box`, it was `from_box::<T>` (this `T`).
+    #[allow(unsafe_code)]
+    pub(crate) unsafe fn into_box<T>(self) -> Option<Box<T>> {
+        self.boxed?;
+        let me = core::mem::ManuallyDrop::new(self);
+        // SAFETY: `from_box::<T>` made `ptr` with `Box::into_raw` (the caller's contract),
+        // and `me` will not drop it.
+        Some(unsafe { Box::from_raw(me.ptr.cast::<T>()) })
     }
 
     /// A vectored set's `iovec` table and its count (module doc); `None` for one buffer.
@@ -63,6 +100,9 @@ impl RawBuf {
     /// them, which fill the buffers in order from their starts (each up to its capacity);
     /// `None`: each keeps its own length. A single buffer comes back as a set of one.
     pub(crate) fn into_vecs(self, read: Option<usize>) -> Vec<Vec<u8>> {
+        if self.boxed.is_some() {
+            return Vec::new();
+        }
         if !self.vectored {
             let len = read.unwrap_or(self.len);
             return vec![self.into_vec(len)];
@@ -121,7 +161,7 @@ impl RawBuf {
     /// A vectored set has no one `Vec` (keel takes one apart with `into_vecs`): its buffers
     /// are dropped and the result is empty.
     pub fn into_vec(self, len: usize) -> Vec<u8> {
-        if self.vectored {
+        if self.vectored || self.boxed.is_some() {
             drop(self);
             return Vec::new();
         }
@@ -145,6 +185,14 @@ impl RawBuf {
 
 impl Drop for RawBuf {
     fn drop(&mut self) {
+        if let Some(drop_box) = self.boxed {
+            #[allow(unsafe_code)]
+            // SAFETY: `from_box` made `ptr` for exactly this function; dropped once here.
+            unsafe {
+                drop_box(self.ptr)
+            };
+            return;
+        }
         if self.vectored {
             // Each buffer with its own length, then the table (`into_vecs` takes the
             // parts apart again, so this copy of them is dropped once).

@@ -5,7 +5,8 @@
 //! keel's Linux layer: the monotonic clock (rustix), [`SleepDriver`] (no ring: parks by
 //! sleeping, for a pure-compute executor), [`RingDriver`] (io_uring) with
 //! file i/o ([`fs`]), socket i/o ([`net`]), readiness waits on any descriptor
-//! ([`ready`]), typed flags ([`flags`]) and registered buffers, guarded mmap fiber stacks ([`MmapStacks`]) with
+//! ([`ready`]), signals as events ([`signal`]), descriptor transfer between the fixed-file
+//! tables of rings ([`transfer`]), typed flags ([`flags`]) and registered buffers, guarded mmap fiber stacks ([`MmapStacks`]) with
 //! an overflow reporter ([`overflow`]), the panic catcher for fibers ([`panic`](mod@panic)) and the
 //! `ucontext` switcher ([`ucontext`]).
 //!
@@ -24,6 +25,7 @@
 
 pub mod buf;
 pub mod clock;
+pub mod epoll;
 mod errno;
 mod fd;
 pub mod flags;
@@ -38,18 +40,22 @@ pub mod pool;
 pub mod ready;
 mod regbuf;
 pub mod ring;
+pub mod signal;
+mod signal_future;
 pub mod sleep;
 mod slot_op;
 pub mod stack;
+pub mod transfer;
 pub mod tsc;
 pub mod ucontext;
 mod waitq;
 
 pub use clock::monotonic_now;
+pub use epoll::{EpollConfig, EpollDriver, EpollOp};
 pub use fs::{FiberFs, File};
 pub use join::{Futex, join_blocking};
 pub use overflow::set_alt_stack;
 pub use panic::catch_panics;
-pub use ring::{RingConfig, RingDriver, RingOp, UnparkKind, UnparkMode};
+pub use ring::{RingConfig, RingDriver, RingOp, RingUnavailable, UnparkKind, UnparkMode, ring_availability};
 pub use sleep::SleepDriver;
 pub use stack::MmapStacks;

@@ -48,6 +48,17 @@ fn shared_rule_1_the_driver_and_every_holder_of_its_shared_state_are_not_send() 
     <Socket as AmbiguousIfSend<_>>::check();
 }
 
+/// Transfer rule 3: a `FixedFd` names its ring's shared state and a waiting `Receive`
+/// holds it, so both are `!Send`; a `Mailbox` is the one value meant for other threads
+/// (rule 7: `Send + Sync`).
+#[test]
+fn transfer_rule_3_fixed_fds_and_receives_are_not_send_and_a_mailbox_is_send_and_sync() {
+    <keel_linux::transfer::FixedFd as AmbiguousIfSend<_>>::check();
+    <keel_linux::transfer::Receive as AmbiguousIfSend<_>>::check();
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<keel_linux::transfer::Mailbox>();
+}
+
 /// `MmapStacks` is `!Send`: it stays on the thread whose alternate signal stack it set.
 #[test]
 fn stack_rule_4_mmap_stacks_are_not_send() {

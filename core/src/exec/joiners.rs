@@ -18,20 +18,28 @@ impl Sched {
         let trailer = task.trailer();
         // Relaxed: owner-written generation. The words were staged when the body went.
         trailer.record.seal(hdr(task).generation.load(Ordering::Relaxed));
+        // One branch for both kinds of waiter (non-short-circuit `|`).
+        if trailer.record.cross_armed.get() | !trailer.joiners.is_empty() {
+            core::hint::cold_path();
+            self.wake_waiters(task);
+        }
+    }
+
+    /// Join rules 3 and 5: the run has waiters of one kind or both.
+    #[inline(never)]
+    fn wake_waiters(&self, task: NonNull<Header>) {
+        let trailer = task.trailer();
         if trailer.record.cross_armed.get() {
             // Join rule 5: joins from other threads announced themselves during this run.
-            core::hint::cold_path();
             trailer.record.cross_armed.set(false);
             trailer.record.wake_cross();
         }
         if !trailer.joiners.is_empty() {
-            core::hint::cold_path();
             self.wake_joiners(task, trailer.record.staged());
         }
     }
 
     /// Join rule 3: hands `result` to every same-executor waiter and wakes its task.
-    #[inline(never)]
     fn wake_joiners(&self, task: NonNull<Header>, result: crate::error::TaskResult) {
         while let Some(node) = task.trailer().joiners.pop_front() {
             // SAFETY: a linked node is alive and pinned (list rule 2, join rule 4).

@@ -364,6 +364,16 @@ impl Sched {
         }
         self.attached.set(self.attached.get() - 1);
         self.stats.completed.set(self.stats.completed.get() + 1);
+        if header.has_flag(flag::DISPATCHED | flag::RELEASE_ON_COMPLETE) {
+            core::hint::cold_path();
+            self.completed_elsewhere(task);
+        }
+    }
+
+    /// The end of a run that came from a dispatcher or another thread (cold).
+    #[inline(never)]
+    fn completed_elsewhere(&self, task: NonNull<Header>) {
+        let header = hdr(task);
         if header.has_flag(flag::DISPATCHED)
             && let Some((dispatcher, _)) = self.dispatcher.get()
         {

@@ -176,7 +176,10 @@ impl JoinRecord {
         // Relaxed: ordered by the fence above and `seal`'s Release store.
         self.tag.store(tag, Ordering::Relaxed);
         self.value.store(value, Ordering::Relaxed);
-        self.text.store(text, Ordering::Relaxed);
+        // `decode` reads `text` only for a panic; an `Ok` leaves the old pointer there.
+        if tag != OK {
+            self.text.store(text, Ordering::Relaxed);
+        }
     }
 
     /// Marks the staged words as run `generation`'s (join rule 2's second half): the run

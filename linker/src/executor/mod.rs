@@ -66,6 +66,9 @@ pub struct keel_executor_attr {
     /// executor (`keel_executor_get_times`, `keel_task_get_times`): one `rdtsc` per task
     /// resumption. Zero: no clock reads on the hot path, and the times stay 0.
     pub accounting: u8,
+    /// Indices in the ring's fixed-file table (0: none), for descriptor transfer
+    /// (`keel_fixed_register`, `keel_fixed_send`, `keel_fixed_receive`).
+    pub registered_files: u32,
 }
 
 // Not boxed: the executor lives in its (caller's) storage, which is sized for the larger.
@@ -208,6 +211,7 @@ fn make_inner(attr: &keel_executor_attr) -> Result<Inner, i64> {
         } else {
             attr.registered_buffer_size as usize
         },
+        registered_files: attr.registered_files,
         ..RingConfig::default()
     })
     .map_err(|e| -(e.raw_os_error().unwrap_or(libc::EIO) as i64))?;

@@ -123,7 +123,7 @@ pub(crate) async fn close_shared(fd: SharedFd) -> Result<(), Errno> {
 /// operations, a close: both end promptly), even in a cancelled task; `None` if it could
 /// not start (the task is cancelled, the executor has no ring).
 #[inline(always)] // the fiber's suspend must not straddle an out-of-line frame (arch doc)
-fn run_to_end(f: &mut Fiber, op: RingOp) -> Option<IoResult> {
+pub(crate) fn run_to_end(f: &mut Fiber, op: RingOp) -> Option<IoResult> {
     let st = pin!(IoStatus::new());
     f.initiate::<RingDriver>(st.as_ref(), op).ok()?;
     while st.is_in_flight() {

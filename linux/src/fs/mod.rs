@@ -20,6 +20,9 @@
 //! descriptor's operations first (`ASYNC_CANCEL` with `CANCEL_FD | CANCEL_ALL`, as
 //! `close_socket` does) and the descriptor is closed whatever they return.
 //!
+//! File metadata and names ([`FiberMeta`]: statx, unlinkat, renameat2, mkdirat, and their
+//! futures [`statx`], [`fstatx`], [`unlink`], [`rename`], [`mkdir`]): meta rules in `meta.rs`.
+//!
 //! Registered buffers (`RingConfig::registered_buffers`, `regbuf.rs`): a claim is a
 //! [`FixedBuf`], which the fixed operations take (fibers by reference, futures by value);
 //! dropping it releases the buffer to the oldest waiter, however its holder ends.
@@ -43,9 +46,11 @@ mod close;
 mod direct;
 mod fiber;
 mod future;
+mod meta;
+mod meta_future;
 
 pub use crate::flags::{FallocateFlags, Mode, OFlags, PathArg, SyncFileRangeFlags};
-pub(crate) use close::{close_fiber, close_fixed_fiber, close_fixed_shared, close_shared};
+pub(crate) use close::{close_fiber, close_fixed_fiber, close_fixed_shared, close_shared, run_to_end};
 pub use direct::{close_direct, open_direct, read_direct, write_direct};
 pub use fiber::FiberFs;
 pub(crate) use fiber::{claim_on, collect_on, fixed_check};
@@ -54,6 +59,10 @@ pub use future::{
     ClaimBuffer, OwnedOp, claim_buffer, close, fallocate, fdatasync, fsync, nop, open, read, read_fixed, readv,
     release_buffer, sync_file_range, try_claim_buffer, write, write_fixed, writev,
 };
+pub use meta::FiberMeta;
+pub use meta_future::{fstatx, mkdir, rename, statx, unlink};
+/// Flags and the result of the metadata calls ([`FiberMeta`], `meta.rs`), rustix's types.
+pub use rustix::fs::{AtFlags, RenameFlags, Statx, StatxFlags};
 
 /// An open file descriptor, shared with the future operations that name it (fd rule 1 in
 /// `fd.rs`: it stays open until every one of them has completed, so its number is never
@@ -196,5 +205,10 @@ impl FixedFile {
     /// Its index in the fixed-file table.
     pub fn index(&self) -> u32 {
         self.index
+    }
+
+    /// Owns index `index` of the table (`transfer::FixedFd::into_file`).
+    pub(crate) fn from_index(index: u32) -> Self {
+        FixedFile { index }
     }
 }

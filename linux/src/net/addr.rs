@@ -48,6 +48,26 @@ impl SockAddr {
         Ok(a)
     }
 
+    /// An address the kernel wrote (`recvmsg`'s `msg_name`): `len` bytes of `storage`.
+    pub(crate) fn from_storage(storage: libc::sockaddr_storage, len: libc::socklen_t) -> Self {
+        SockAddr { storage, len: len.min(core::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t) }
+    }
+
+    /// A Unix-domain address's path bytes (without the NUL; empty for an unnamed socket,
+    /// such as an unbound datagram sender); `None` for another family.
+    pub fn unix_path(&self) -> Option<&[u8]> {
+        if self.storage.ss_family as i32 != libc::AF_UNIX {
+            return None;
+        }
+        let at = core::mem::offset_of!(libc::sockaddr_un, sun_path);
+        let n = (self.len as usize).saturating_sub(at);
+        // SAFETY: the family says the storage holds a `sockaddr_un`; `n` is within its path.
+        let un = unsafe { &*(&self.storage as *const _ as *const libc::sockaddr_un) };
+        // SAFETY: `c_char` and `u8` have one layout; `n` is at most the path's length.
+        let path = unsafe { core::slice::from_raw_parts(un.sun_path.as_ptr().cast::<u8>(), n.min(un.sun_path.len())) };
+        Some(path.split(|&b| b == 0).next().unwrap_or(&[]))
+    }
+
     /// The address family (`INET`, `INET6`, `UNIX`), for `socket`'s domain.
     pub fn family(&self) -> AddressFamily {
         AddressFamily::from_raw(self.storage.ss_family)

@@ -15,6 +15,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 mod exchange;
+pub use super::msg_future::{recv_from, recv_msg, send_msg, send_to};
 pub use exchange::{send_then_recv, send_zc_fixed};
 
 /// An SQE that references no memory, holding `fd` (if any) until it completes (fd rule 1).

@@ -8,10 +8,15 @@
 //! - **Futures** ([`future`]): owned buffers that the driver slot keeps until the kernel
 //!   is done (`slot_op::SlotOp`).
 //!
+//! Messages ([`FiberMsg`], `future::send_msg`, `recv_msg`, `send_to`, `recv_from`):
+//! sendmsg/recvmsg for datagram sockets (UDP, Unix datagram: an address per message) and
+//! for passing descriptors with `SCM_RIGHTS` over Unix sockets ([`socket_pair`]); the msg
+//! rules are in `msg.rs`.
+//!
 //! Every call is one io_uring opcode: `IORING_OP_SOCKET`, `BIND` and `LISTEN` (kernel
 //! 6.11+, io-uring crate 0.7.16 has both, so no direct syscall is needed and a direct
 //! descriptor can be bound and listened on by index), `ACCEPT` (one-shot and multishot),
-//! `CONNECT`, `SEND`, `SEND_ZC`, `RECV` (plain, buffer-select, multishot), `SHUTDOWN`,
+//! `CONNECT`, `SEND`, `SEND_ZC`, `SENDMSG`, `RECV` (plain, buffer-select, multishot), `RECVMSG`, `SHUTDOWN`,
 //! `ASYNC_CANCEL`, `CLOSE`, and `URING_CMD` setsockopt for `SO_REUSEADDR`/`SO_REUSEPORT`.
 //!
 //! Rules (cited as "net rule N"):
@@ -54,6 +59,9 @@
 mod addr;
 mod fiber;
 pub mod future;
+mod msg;
+mod msg_fiber;
+mod msg_future;
 mod multishot;
 mod provided;
 mod sqe;
@@ -62,6 +70,8 @@ pub use crate::flags::{AddressFamily, Protocol, Shutdown, SockOpt, SocketType, i
 pub use addr::{SockAddr, local_addr};
 pub use fiber::FiberNet;
 pub(crate) use fiber::next_multi_until as next_multi_fiber_until;
+pub use msg::{MAX_FDS, Received, ReturnFlags, socket_pair};
+pub use msg_fiber::FiberMsg;
 pub use multishot::Multishot;
 pub(crate) use multishot::{MStep, MultiKind};
 pub use provided::ProvidedBuf;
@@ -198,6 +208,11 @@ impl FixedSocket {
         self.index
     }
 
+    /// Owns index `index` of the table (`transfer::FixedFd::into_socket`).
+    pub(crate) fn from_index(index: u32) -> Self {
+        FixedSocket { index }
+    }
+
     /// Names index `index` without owning anything there (for tests that probe a closed
     /// index).
     #[doc(hidden)]
@@ -215,5 +230,18 @@ impl sealed::Sealed for FixedSocket {
 impl AsSock for FixedSocket {
     fn sock(&self) -> Sock {
         Sock::Fixed(self.index)
+    }
+}
+
+impl sealed::Sealed for crate::transfer::FixedFd {
+    fn held(&self) -> Option<&crate::fd::SharedFd> {
+        None
+    }
+}
+
+/// A transferable fixed descriptor names its index, as a [`FixedSocket`] does.
+impl AsSock for crate::transfer::FixedFd {
+    fn sock(&self) -> Sock {
+        Sock::Fixed(self.index())
     }
 }

@@ -35,11 +35,28 @@ impl RingDriver {
         self.abandon(id);
     }
 
-    /// Abandons the operations values let go of since the last call (shared rule 2).
+    /// Abandons the operations values let go of since the last call (shared rule 2), and
+    /// closes the fixed-file indices whose handles went away (transfer rule 6).
     #[inline(always)]
     pub(super) fn take_abandoned(&mut self) {
+        if self.shared.any_abandoned() {
+            self.take_abandoned_cold();
+        }
+    }
+
+    #[inline(never)]
+    fn take_abandoned_cold(&mut self) {
         while let Some(id) = self.shared.next_abandoned() {
             self.abandon_queued(id);
+        }
+        // Bounded: one entry per dropped handle, each an index of the table. Not while a
+        // task's link chain is open (the CLOSE would join it): then at the next call.
+        if self.tail_linked {
+            self.shared.keep_closing_queued();
+            return;
+        }
+        while let Some(index) = self.shared.next_closing() {
+            self.dispose(true, true, index as i32, 0);
         }
     }
 
@@ -62,11 +79,26 @@ impl RingDriver {
         }
     }
 
+    /// A freed slot's owned buffer that holds a fixed-file index nobody will take (a
+    /// registration whose future went away: `Slot::index_in_buf`, transfer rule 1): the
+    /// index is closed through the ring (completion rule 3). `res` is the operation's
+    /// result: the count of descriptors it installed.
+    pub(super) fn dispose_index_buf(&mut self, index_in_buf: bool, res: i32, buf: Option<crate::buf::RawBuf>) {
+        let Some(buf) = buf.filter(|b| index_in_buf && res == 1 && b.len() >= 4) else { return };
+        // SAFETY: the buffer holds at least 4 initialised bytes (its length), which the
+        // kernel overwrote with the installed index; the slot is freed, so nothing else
+        // reads or writes it.
+        let index = unsafe { (buf.ptr() as *const i32).read_unaligned() };
+        if index >= 0 {
+            self.dispose(true, true, index, 0);
+        }
+    }
+
     /// A kept operation's future went away: cancel it; its slot (and buffer) is freed when
     /// the completion arrives (never before: the kernel may still use the buffer).
     pub(crate) fn abandon(&mut self, id: OpId) {
         let Some(slot) = self.slots.get(id.0) else { return };
-        let (yields_fd, yields_fixed) = (slot.yields_fd, slot.yields_fixed);
+        let (yields_fd, yields_fixed, index_in_buf) = (slot.yields_fd, slot.yields_fixed, slot.index_in_buf);
         if slot.multi {
             // Completion rule 3: queued results are given back now; the op is cancelled and
             // its slot freed at its final CQE (or now, if that has arrived).
@@ -106,7 +138,8 @@ impl RingDriver {
                 self.queue_cancel(id);
             }
             SlotState::Done(res, flags) => {
-                drop(self.slots.free(id.0));
+                let buf = self.slots.free(id.0);
+                self.dispose_index_buf(index_in_buf, res, buf);
                 self.dispose(yields_fd, yields_fixed, res, flags);
             }
             SlotState::Abandoned | SlotState::Free => {}

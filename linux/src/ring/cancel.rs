@@ -78,6 +78,7 @@ impl RingDriver {
     /// first), for the executor's final drain.
     pub(super) fn cancel_everything(&mut self) {
         self.take_abandoned();
+        crate::transfer::clear_waiters(&self.shared); // transfer rule 5: nothing waits past the end
         if self.ops_in_flight() == 0 {
             return;
         }

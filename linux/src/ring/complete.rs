@@ -140,6 +140,11 @@ impl RingDriver {
         if ud == UNPARK_TAG {
             return; // a MsgRing unpark: it has done its work by ending the wait
         }
+        if crate::transfer::is_arrival(ud) {
+            // Transfer rule 4: a descriptor another executor sent lands in the inbox.
+            crate::transfer::arrived(&self.shared, ud, cqe.result());
+            return;
+        }
         let (mut res, mut flags) = (cqe.result(), cqe.flags());
         if !self.pending_cancels.is_empty() && !cqueue::more(flags) {
             self.pending_cancels.retain(|&c| c != ud); // cancel rule 3: its op has ended
@@ -191,8 +196,9 @@ impl RingDriver {
             }
             SlotState::Abandoned => {
                 // Nobody will ever see this result: give back what it holds (completion rule 3).
-                let (yields_fd, yields_fixed) = (slot.yields_fd, slot.yields_fixed);
-                drop(self.slots.free(ud));
+                let (yields_fd, yields_fixed, index_in_buf) = (slot.yields_fd, slot.yields_fixed, slot.index_in_buf);
+                let buf = self.slots.free(ud);
+                self.dispose_index_buf(index_in_buf, res, buf);
                 self.dispose(yields_fd, yields_fixed, res, flags);
             }
             SlotState::Done(..) | SlotState::Free => self.slots.stale += 1,

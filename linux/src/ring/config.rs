@@ -39,6 +39,14 @@ pub struct RingConfig {
     /// How other threads unpark the executor (`Auto`: MsgRing where the kernel has it,
     /// else the eventfd; see `ring/unpark.rs`).
     pub unpark: UnparkMode,
+    /// Caps the kernel's worker pool of the executor's thread at `[bounded, unbounded]`
+    /// threads (`IORING_REGISTER_IOWQ_MAX_WORKERS`; `[0, 0]`: the kernel's defaults). See
+    /// `ring/iowq.rs`: the pool is the thread's, shared by every executor on it.
+    pub iowq_max_workers: [u32; 2],
+    /// Set the ring up with `IORING_SETUP_ATTACH_WQ` naming another executor's ring
+    /// ([`RingDriver::worker_pool`]). The kernel checks the name; it shares a pool only
+    /// within one thread, where executors share it anyway (iowq rule 3 in `ring/iowq.rs`).
+    pub attach_wq: Option<super::iowq::WorkerPool>,
 }
 
 impl Default for RingConfig {
@@ -52,6 +60,8 @@ impl Default for RingConfig {
             registered_files: 0,
             record_submissions: 0,
             unpark: UnparkMode::Auto,
+            iowq_max_workers: [0, 0],
+            attach_wq: None,
         }
     }
 }
@@ -95,7 +105,8 @@ impl RingDriver {
                 "entries and slots must be at least 1 (and slots below 2^30); use SleepDriver for an executor with no ring",
             ));
         }
-        let (mut ring, flags) = setup::build(cfg.entries, cfg.cq_entries)?;
+        let (mut ring, flags) = setup::build(cfg.entries, cfg.cq_entries, cfg.attach_wq.map(|p| p.raw()))?;
+        super::iowq::apply(&ring, &cfg)?;
         // Probed on this ring while it is fresh (nothing submitted, CQ empty): `unpark.rs`.
         let unpark_kind = match cfg.unpark {
             UnparkMode::Auto if unpark::msg_ring_works(&mut ring) => UnparkKind::MsgRing,

@@ -159,6 +159,33 @@ impl RingDriver {
         let _ = self.ring.submitter().register_sync_cancel(Some(ts), types::CancelBuilder::fd(types::Fd(fd)).all());
     }
 
+    /// The ring's descriptor (a transfer mailbox keeps a duplicate of it).
+    pub(crate) fn ring_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the ring's descriptor is open while the driver (and so this borrow) lives.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.ring.as_raw_fd()) }
+    }
+
+    /// Whether the kernel has opcode `code` (`IORING_REGISTER_PROBE`: one syscall, cold;
+    /// a kernel without the probe is taken to lack it).
+    pub(crate) fn has_opcode(&self, code: u8) -> bool {
+        let mut probe = io_uring::Probe::new();
+        self.ring.submitter().register_probe(&mut probe).is_ok() && probe.is_supported(code)
+    }
+
+    /// Whether the ring has a fixed-file table (`IORING_REGISTER_FILES_UPDATE` of one
+    /// `IORING_REGISTER_FILES_SKIP` entry: a no-op with a table, `ENXIO` without). Cold.
+    pub(crate) fn has_file_table(&self) -> bool {
+        const IORING_REGISTER_FILES_SKIP: i32 = -2;
+        self.ring.submitter().register_files_update(0, &[IORING_REGISTER_FILES_SKIP]).is_ok()
+    }
+
+    /// Another thread may end a park from now on (a transfer mailbox was handed out): a
+    /// park with nothing in flight and no deadline is no longer a stall.
+    pub(crate) fn expect_remote_wakes(&mut self) {
+        self.unparker_given = true;
+    }
+
     /// As `sync_cancel_fd` for a fixed-file index, then removes the index from the table
     /// (`IORING_REGISTER_FILES_UPDATE` with -1): the close of a direct descriptor whose
     /// task can no longer start ring operations. Cold.
@@ -222,8 +249,10 @@ unsafe impl Driver for RingDriver {
         self.reap_into(max, sink)
     }
 
+    /// Operations in flight, plus tasks waiting for a descriptor from another ring
+    /// (transfer rule 5: the arrival is a CQE, so while one waits the run loop reaps).
     fn in_flight(&self) -> usize {
-        self.ops_in_flight()
+        self.ops_in_flight() + self.shared.receivers()
     }
 
     fn debug_descriptor(&self) -> keel_core::DriverDebug {

@@ -20,7 +20,9 @@
 //! - Completions: a status block's plain operation carries its completion token in its
 //!   `user_data` (`direct.rs`: no table on the hot path); every other operation's
 //!   `user_data` names a slot and its generation (`slots.rs`); internal SQEs carry a tag
-//!   neither can have; stale slot CQEs are counted and dropped.
+//!   neither can have, and so do the CQEs another ring posts when it sends a descriptor
+//!   here (`transfer` rule 5: they go to the ring's inbox); stale slot CQEs are counted
+//!   and dropped.
 //! - Hot-path loops and their bounds: a drain copies CQEs out in batches of 32, at most
 //!   `reap_batch` per pass; a direct submission searches the orphan table only while it is
 //!   non-empty, at most `orphans + 1` times (direct rule 4); a completion scans the queued
@@ -108,12 +110,14 @@
 //!    operation nobody cancelled.
 
 mod abandon;
+pub mod availability;
 mod cancel;
 mod complete;
 mod config;
 mod direct;
 mod driver;
 mod enter;
+pub mod iowq;
 pub mod op;
 pub mod setup;
 pub(crate) mod shared;
@@ -127,10 +131,12 @@ mod submit;
 mod teardown;
 mod unpark;
 
+pub use availability::{RingUnavailable, ring_availability};
 pub(crate) use complete::{KEEL_REARM, MultiNext, cqueue_more, to_result};
 pub use config::{RingConfig, RingStats};
 pub use driver::RingDriver;
 pub(crate) use driver::lent_mut;
+pub use iowq::WorkerPool;
 pub use op::RingOp;
 pub use setup::RingFlags;
 pub use teardown::DROP_WAIT;

@@ -25,8 +25,9 @@ pub struct RingFlags {
     pub submit_all: bool,
 }
 
-/// Builds a ring of `entries` SQEs and `cq_entries` CQEs with the best flags the kernel has.
-pub(crate) fn build(entries: u32, cq_entries: u32) -> io::Result<(IoUring, RingFlags)> {
+/// Builds a ring of `entries` SQEs and `cq_entries` CQEs with the best flags the kernel has,
+/// attached to the worker pool of ring `attach_wq` if given (`ring/iowq.rs`).
+pub(crate) fn build(entries: u32, cq_entries: u32, attach_wq: Option<i32>) -> io::Result<(IoUring, RingFlags)> {
     let attempts = [
         RingFlags { single_issuer: true, defer_taskrun: true, coop_taskrun: true, submit_all: true },
         RingFlags { single_issuer: true, defer_taskrun: false, coop_taskrun: true, submit_all: true },
@@ -37,6 +38,9 @@ pub(crate) fn build(entries: u32, cq_entries: u32) -> io::Result<(IoUring, RingF
     for (attempt, flags) in attempts.iter().enumerate() {
         let mut builder = IoUring::builder();
         builder.setup_cqsize(cq_entries.max(entries));
+        if let Some(fd) = attach_wq {
+            builder.setup_attach_wq(fd);
+        }
         if flags.single_issuer {
             builder.setup_single_issuer();
         }

@@ -48,6 +48,13 @@ pub(crate) struct Shared {
     pbuf: RefCell<Option<PbufRing>>,
     /// The registered buffer set, if any (rule 5).
     regbuf: RefCell<Option<Registered>>,
+    /// Descriptor transfer: arrivals, their waiters, the mailbox, and fixed-file indices
+    /// whose handles went away (`transfer` module, rules 4-6; closed like abandoned
+    /// operations, rule 2).
+    inbox: RefCell<crate::transfer::Inbox>,
+    /// Tasks waiting for an arrival (transfer rule 5): each counts as an operation in
+    /// flight, so the run loop keeps reaping (an arrival is a CQE).
+    receivers: Cell<usize>,
 }
 
 impl Shared {
@@ -59,6 +66,8 @@ impl Shared {
             abandoned_fixed: RefCell::new(Vec::with_capacity(slots)),
             pbuf: RefCell::new(None),
             regbuf: RefCell::new(None),
+            inbox: RefCell::new(crate::transfer::Inbox::new()),
+            receivers: Cell::new(0),
         }
     }
 
@@ -113,6 +122,63 @@ impl Shared {
 
     pub(crate) fn set_dead(&self) {
         self.alive.set(false);
+        if let Ok(mut inbox) = self.inbox.try_borrow_mut() {
+            inbox.close(); // transfer rule 7: senders see the target gone
+        }
+    }
+
+    /// Whether the driver lives (rule 4).
+    pub(crate) fn is_alive(&self) -> bool {
+        self.alive.get()
+    }
+
+    /// Whether `take_abandoned` has work (rule 2): abandoned operations or fixed-file
+    /// indices to close.
+    #[inline(always)]
+    pub(crate) fn any_abandoned(&self) -> bool {
+        self.any_abandoned.get()
+    }
+
+    /// Tasks waiting for an arrival (transfer rule 5).
+    #[inline(always)]
+    pub(crate) fn receivers(&self) -> usize {
+        self.receivers.get()
+    }
+
+    /// The inbox's waiter count changed (transfer rule 5).
+    pub(crate) fn set_receivers(&self, n: usize) {
+        self.receivers.set(n);
+    }
+
+    /// The transfer inbox, borrowed (rule 1: never held across user code). `None` if it
+    /// is borrowed already (a keel bug).
+    pub(crate) fn inbox(&self) -> Option<RefMut<'_, crate::transfer::Inbox>> {
+        self.inbox.try_borrow_mut().ok()
+    }
+
+    /// A fixed-file handle went away holding `index` (a dropped `transfer::FixedFd`): the
+    /// driver closes the index through the ring at its next reap, park or slot submission
+    /// (rule 2) while it lives; nothing after (rule 4: the table went with the ring).
+    pub(crate) fn close_fixed_later(&self, index: u32) {
+        if !self.alive.get() {
+            return;
+        }
+        if let Some(mut inbox) = self.inbox() {
+            inbox.closing.push(index);
+            self.any_abandoned.set(true);
+        }
+    }
+
+    /// Indices queued by `close_fixed_later` wait for a later `take_abandoned` (rule 2).
+    pub(crate) fn keep_closing_queued(&self) {
+        if self.inbox().is_some_and(|i| !i.closing.is_empty()) {
+            self.any_abandoned.set(true);
+        }
+    }
+
+    /// The next index queued by `close_fixed_later`.
+    pub(crate) fn next_closing(&self) -> Option<u32> {
+        self.inbox()?.closing.pop()
     }
 
     /// The provided-buffer ring, borrowed (rule 3). `None` if not registered, or if it is

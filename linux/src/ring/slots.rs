@@ -31,6 +31,7 @@ pub(crate) const EVENTFD_TAG: u64 = INTERNAL | 2;
 /// `user_data` of the close the driver submits for a direct descriptor nobody will take.
 pub(crate) const CLOSE_TAG: u64 = INTERNAL | 3;
 // `INTERNAL | 4`: `unpark::UNPARK_TAG`, the CQEs other threads post to unpark.
+// `INTERNAL | 1 << 61 | key`: `transfer::op::ARRIVAL`, a descriptor another ring sent.
 
 /// Results a multishot slot keeps in place before spilling (completion rule 2).
 pub(crate) const MULTI_Q: usize = 16;
@@ -91,6 +92,10 @@ pub(crate) struct Slot {
     pub(crate) yields_fd: bool,
     /// The descriptor it yields is a fixed-file index (closed through the ring).
     pub(crate) yields_fixed: bool,
+    /// It yields a fixed-file index written into its owned buffer, not in its result
+    /// (`IORING_OP_FILES_UPDATE` with `IORING_FILE_INDEX_ALLOC`: transfer rule 1); an
+    /// abandoned one's index is closed through the ring.
+    pub(crate) index_in_buf: bool,
     /// Multishot (completion rule 1): results queue in `q` (then the driver's spill).
     pub(crate) multi: bool,
     pub(crate) q: ResultQ,
@@ -157,6 +162,7 @@ impl Slots {
                 buf: None,
                 yields_fd: false,
                 yields_fixed: false,
+                index_in_buf: false,
                 multi: false,
                 q: ResultQ::default(),
                 spilled: 0,
@@ -198,6 +204,7 @@ impl Slots {
         let s = &mut self.slots[i as usize];
         s.yields_fd = false;
         s.yields_fixed = false;
+        s.index_in_buf = false;
         s.multi = false;
         s.q = ResultQ::default();
         s.spilled = 0;

@@ -88,8 +88,14 @@ impl RingDriver {
         // need it (a fixed-file index, a slot).
         self.take_abandoned();
         let Some(ring_op) = op.as_mut() else { return Err(Errno::EINVAL) };
-        let yields_fd =
-            matches!(code, opcode::OpenAt::CODE | opcode::OpenAt2::CODE | opcode::Accept::CODE | opcode::Socket::CODE);
+        let yields_fd = matches!(
+            code,
+            opcode::OpenAt::CODE
+                | opcode::OpenAt2::CODE
+                | opcode::Accept::CODE
+                | opcode::Socket::CODE
+                | opcode::FixedFdInstall::CODE
+        );
         // SAFETY: `Entry` is `#[repr(C)]` around `io_uring_sqe`, whose `file_index` (a u32
         // union member) is at byte offset 44; we only read it. Non-zero: the result is a
         // fixed-file index, not a descriptor.
@@ -109,6 +115,7 @@ impl RingDriver {
         if let Some(slot) = self.slots.get(ud) {
             slot.yields_fd = yields_fd;
             slot.yields_fixed = yields_fixed;
+            slot.index_in_buf = code == opcode::FilesUpdate::CODE;
             slot.multi = ring_op.multi;
         }
         self.submitted(op);

@@ -82,6 +82,12 @@ impl Drop for RingDriver {
             core::mem::forget(Rc::clone(&self.shared));
             core::mem::forget(core::mem::replace(&mut self.eventfd_buf, Box::new(0)));
         }
+        // Transfer rule 7: a mailbox's duplicate of the ring's descriptor keeps the kernel's
+        // ring alive after this driver; its fixed-file table goes now, not with the last
+        // duplicate, so the files in it are closed when the driver goes, as without one.
+        if quiet && self.shared.inbox().is_some_and(|i| i.has_mailbox()) {
+            let _ = self.ring.submitter().unregister_files();
+        }
         // Shared rule 4: later drops of values do nothing.
         self.shared.set_dead();
     }
