@@ -3,7 +3,7 @@
 # published crates, the tour, the examples' command lines, and a smoke pass of the bench.
 CARGO ?= cargo
 
-.PHONY: test lint unit doc rustdoc package tour example-args bench-smoke bench bench-report alloc-free nostd loom c-api gdb install fuzz-sim soak test-asan test-valgrind test-tsan fuzz
+.PHONY: test lint unit doc rustdoc package tour example-args bench-smoke bench bench-report alloc-free nostd loom c-api gdb install fuzz-sim soak test-asan test-valgrind test-tsan fuzz fuzz-planted
 
 test: lint unit doc rustdoc package tour example-args bench-smoke alloc-free nostd loom c-api gdb
 
@@ -128,3 +128,10 @@ test-tsan:
 FUZZ_SECS ?= 60
 fuzz:
 	CARGO="$(CARGO)" FUZZ_SECS=$(FUZZ_SECS) .ci/fuzz.sh $(FUZZ_TARGETS)
+
+# Not part of `make test`. Each fuzz target built with the bug planted for it (`--cfg
+# keel_planted="<target>"`) must find it from an empty corpus within PLANTED_SECS seconds
+# (default 60): proof that the target reaches the structure it drives (nightly).
+PLANTED_SECS ?= 60
+fuzz-planted:
+	CARGO="$(CARGO)" PLANTED_SECS=$(PLANTED_SECS) .ci/fuzz-planted.sh $(FUZZ_TARGETS)

@@ -22,7 +22,8 @@ fi
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=($(sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -v '^keel-fuzz$'))
 triple=x86_64-unknown-linux-gnu
-# keel_fuzz: keel-linux exposes its slot table's harness (ring_slots).
+# keel_fuzz: keel-core and keel-linux expose the harnesses that need their private
+# structures (ring_slots, run_queue, stack_pool, pbuf_ring).
 export RUSTFLAGS="${RUSTFLAGS:-} --cfg keel_fuzz"
 if $CARGO fuzz --version >/dev/null 2>&1; then
     build() { $CARGO +nightly fuzz build --sanitizer none --debug-assertions "$1" >&2; }

@@ -31,12 +31,14 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=${KEEL_ASAN_LEAKS:-0}:handle_s
 #   within the top page and 512-byte frames to within a page of a 16 KiB stack; a
 #   ucontext fiber within 4 KiB): ASan's redzones make every frame larger, so these
 #   overflow (keel reports "stack overflow in task 1" and aborts) or run past the gap;
-# - hostile_peers' resets case, whose bound is the server's resident memory (16 MiB):
-#   ASan keeps freed memory in its quarantine (256 MiB) and the shadow grows with it.
+# - hostile_peers' resets and idle cases, whose bound is the server's resident memory
+#   (16 MiB): ASan keeps freed memory in its quarantine (256 MiB), its redzones grow each
+#   allocation and the shadow grows with them (the idle case measured 23.9 MiB).
 excluded='test(=recursion_to_within_a_page_of_the_limit_survives)'
 excluded+=' | test(=stack_rule_3_trimmed_spares_are_decommitted_and_work_when_reused)'
 excluded+=' | test(=ucontext_rule_3_a_ucontext_fiber_fits_the_smallest_stack_without_touching_the_gap_below)'
 excluded+=' | test(=resets_mid_receive_are_absorbed)'
+excluded+=' | test(=a_thousand_idle_connections_cost_no_service)'
 start=$(date +%s)
 $CARGO +nightly nextest run --target x86_64-unknown-linux-gnu -p keel-core -p keel-linux --no-fail-fast \
     -E "not ($excluded)" "$@"

@@ -198,6 +198,10 @@ impl<T: Link<L>, L> List<T, L> {
         }
         match next {
             Some(next_node) => links(next_node).prev.set(prev),
+            // A planted bug for the fuzz target `run_queue` (off in every normal build):
+            // removing the back node of a longer list leaves the tail on it.
+            #[cfg(keel_planted = "run_queue")]
+            None if prev.is_some() => {}
             None => self.tail.set(prev),
         }
         node_links.prev.set(None);

@@ -93,6 +93,25 @@ pub(crate) struct PbufRing {
 
 impl PbufRing {
     pub(crate) fn new(ring: &IoUring, count: u16, size: u32, bgid: u16) -> io::Result<Self> {
+        let mut me = Self::with_memory(count, size, bgid, std::os::fd::AsRawFd::as_raw_fd(ring))?;
+        // SAFETY: the ring memory is page-aligned, `count` entries long, and lives until
+        // `Drop`, after the io_uring is gone (pbuf rule 1).
+        unsafe { ring.submitter().register_buf_ring_with_flags(me.ring as u64, count, bgid, 0)? };
+        me.fill();
+        Ok(me)
+    }
+
+    /// The memory of a ring set (pbuf rule 1), not registered with any ring: the fuzz
+    /// harness (`pbuf_fuzz.rs`) plays the kernel's side itself.
+    #[cfg(any(test, keel_fuzz))]
+    pub(crate) fn unregistered(count: u16, size: u32) -> io::Result<Self> {
+        let mut me = Self::with_memory(count, size, 0, -1)?;
+        me.has_status = false;
+        me.fill();
+        Ok(me)
+    }
+
+    fn with_memory(count: u16, size: u32, bgid: u16, ring_fd: std::os::fd::RawFd) -> io::Result<Self> {
         if !count.is_power_of_two() || count > 32768 || size == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -107,7 +126,7 @@ impl PbufRing {
             return Err(io::Error::from_raw_os_error(libc::ENOMEM));
         }
         let bufs = vec![0u8; count as usize * size as usize].into_boxed_slice();
-        let mut me = PbufRing {
+        Ok(PbufRing {
             ring: mem,
             layout,
             bufs,
@@ -119,17 +138,17 @@ impl PbufRing {
             exhausted: 0,
             returned: 0,
             waiters: WaitQueue::with_capacity(4096),
-            ring_fd: std::os::fd::AsRawFd::as_raw_fd(ring),
+            ring_fd,
             has_status: true,
-        };
-        // SAFETY: the ring memory is page-aligned, `count` entries long, and lives until
-        // `Drop`, after the io_uring is gone (pbuf rule 1).
-        unsafe { ring.submitter().register_buf_ring_with_flags(mem as u64, count, bgid, 0)? };
-        for bid in 0..count {
-            me.put(bid);
+        })
+    }
+
+    /// Puts every buffer in the ring and publishes the tail (at registration).
+    fn fill(&mut self) {
+        for bid in 0..self.count {
+            self.put(bid);
         }
-        me.publish();
-        Ok(me)
+        self.publish();
     }
 
     /// Writes buffer `bid` at the tail (not yet published).
@@ -231,7 +250,9 @@ impl PbufRing {
     /// Ends wait `t` without using its turn: cancelled or dropped (waitq rule 3). A turn
     /// it had been handed goes to the next waiter.
     pub(crate) fn leave(&mut self, t: Ticket) {
-        if self.waiters.leave(t) == Left::HadTurn {
+        // A planted bug for the fuzz target `pbuf_ring` (off in every normal build): a
+        // turn handed to a waiter that leaves is dropped, not passed on.
+        if self.waiters.leave(t) == Left::HadTurn && !cfg!(keel_planted = "pbuf_ring") {
             self.pass_turn();
         }
     }
@@ -257,6 +278,13 @@ impl PbufRing {
         }
     }
 }
+
+/// The provided-buffer ring's fuzz harness: the proptest twin in `make test`, and under
+/// `--cfg keel_fuzz` the cargo-fuzz target `pbuf_ring` (fuzz/); not part of the API.
+#[cfg(any(test, keel_fuzz))]
+#[doc(hidden)]
+#[path = "pbuf_fuzz.rs"]
+pub mod fuzz;
 
 impl Drop for PbufRing {
     fn drop(&mut self) {

@@ -314,3 +314,29 @@ fn a_mailbox_outliving_its_executor_does_not_keep_the_files_of_its_table_open() 
     assert_eq!(std::io::Read::read(&mut &r, &mut b).unwrap(), 0, "end of file: the table's writer was closed");
     drop(mb);
 }
+
+/// The futures' `try_receive` and `adopt_index`, twins of the fiber calls: nothing has
+/// arrived for a key, and an index the task owns becomes a handle that installs and
+/// closes like any other.
+#[test]
+fn future_try_receive_finds_nothing_and_adopt_index_takes_an_owned_index() {
+    let before = open_fds();
+    let ex = executor(cfg(2));
+    let r = pipe_with(b"adopted");
+    future_on(ex.as_ref(), async move {
+        assert!(matches!(transfer::try_receive(7).await, Ok(None)), "nothing was sent with key 7");
+        let fixed = transfer::register(r.as_fd()).await.expect("register");
+        drop(r);
+        // Give the index up as an integer (a `FixedFile` does not close on drop), as the
+        // C API keeps it, then take it back.
+        let index = fixed.into_file().index();
+        // SAFETY: this task owns the index: it was given up just above, and nothing else
+        // holds it.
+        let back = unsafe { transfer::adopt_index(index) }.await.expect("adopt");
+        let fd = transfer::install(&back, true).await.expect("install");
+        transfer::close(back).await.expect("close");
+        assert_eq!(read_all(fd), b"adopted");
+    });
+    drop(ex);
+    assert_eq!(open_fds(), before, "descriptors at baseline");
+}

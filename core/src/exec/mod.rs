@@ -54,6 +54,11 @@ mod lend;
 pub mod remote;
 mod run;
 pub(crate) mod run_queue;
+/// The run queue's fuzz harness: the proptest twin in `make test`, and under `--cfg
+/// keel_fuzz` the cargo-fuzz target `run_queue` (fuzz/); not part of the API.
+#[cfg(any(test, keel_fuzz))]
+#[doc(hidden)]
+pub mod run_queue_fuzz;
 pub(crate) mod sched;
 mod stats;
 mod submit;

@@ -73,13 +73,21 @@ pub(super) fn arrived(core: &FiberCore) {
     a.resumer_size.set(size);
 }
 
-/// Fiber side, just before switching back to its resumer; `exiting` for the last time.
-pub(super) fn leaving(core: &FiberCore, exiting: bool) {
+/// Fiber side, just before switching back to its resumer from a suspension.
+pub(super) fn leaving(core: &FiberCore) {
     let a = &core.asan;
     let mut fake = ptr::null_mut();
-    let save: *mut *mut c_void = if exiting { ptr::null_mut() } else { &mut fake };
-    // SAFETY: the range is the resumer's stack, as `arrived` learnt it; a null `save` at
-    // exit lets ASan free this fiber's fake stack.
-    unsafe { __sanitizer_start_switch_fiber(save, a.resumer_bottom.get(), a.resumer_size.get()) };
+    // SAFETY: the range is the resumer's stack, as `arrived` learnt it.
+    unsafe { __sanitizer_start_switch_fiber(&mut fake, a.resumer_bottom.get(), a.resumer_size.get()) };
     a.fake.set(fake);
+}
+
+/// Fiber side, just before its last switch back to its resumer. A null save lets ASan
+/// free this fiber's fake stack at once, so nothing that may live there (a local whose
+/// address was taken) is touched after the call: this function takes no local's address,
+/// and its caller switches away right after it.
+pub(super) fn exiting(core: &FiberCore) {
+    let a = &core.asan;
+    // SAFETY: the range is the resumer's stack, as `arrived` learnt it.
+    unsafe { __sanitizer_start_switch_fiber(ptr::null_mut(), a.resumer_bottom.get(), a.resumer_size.get()) };
 }

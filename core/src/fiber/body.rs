@@ -197,7 +197,7 @@ where
         unsafe { crate::arch::set_fp_control(fiber_core.fp.get()) };
     }
     #[cfg(keel_asan)]
-    super::asan::leaving(fiber_core, true);
+    super::asan::exiting(fiber_core);
     // SAFETY: we are this fiber, on its stack, for the last time (fiber rule 1: the
     // executor frees the stack after this switch).
     unsafe { Sw::exit(&raw mut (*fiber_body).regs) }

@@ -166,7 +166,7 @@ impl Fiber {
         let core = self.core.as_ptr();
         #[cfg(keel_asan)]
         // SAFETY: our own live core.
-        asan::leaving(unsafe { &*core }, false);
+        asan::leaving(unsafe { &*core });
         // SAFETY: we are the running fiber of this core (fiber bodies only get a `Fiber`
         // for their own core), on its stack. On keel's own switch the suspend is inlined
         // here, so no call frame straddles the switch and every `ret` stays paired

@@ -7,6 +7,11 @@
 //! which carves stacks out of one caller-supplied region for embedders with no mmap.
 
 pub(crate) mod pool;
+/// The stack pool's fuzz harness: the proptest twin in `make test`, and under `--cfg
+/// keel_fuzz` the cargo-fuzz target `stack_pool` (fuzz/); not part of the API.
+#[cfg(any(test, keel_fuzz))]
+#[doc(hidden)]
+pub mod pool_fuzz;
 #[cfg(all(keel_valgrind, target_arch = "x86_64"))]
 #[doc(hidden)]
 pub mod valgrind;

@@ -6,4 +6,6 @@
 
 pub mod bytes;
 pub mod sim_ops;
+pub mod sim_program;
 pub mod slot_lifecycle;
+pub mod timer_heap;

@@ -34,7 +34,14 @@ use program::{Action, Program};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
+/// Fiber stacks: 32 KiB, and 256 KiB in an AddressSanitizer build, whose redzones make
+/// frames several times larger (a 32 KiB stack overflows there; the region's gaps are
+/// not guard pages, so the overflow is a stray write, then a fault past the region).
+#[cfg(not(keel_asan))]
 pub const STACK: usize = 32 * 1024;
+/// See the other definition.
+#[cfg(keel_asan)]
+pub const STACK: usize = 256 * 1024;
 const GUARD: usize = 4096;
 /// Harness actions a program may take before it counts as a runaway.
 const MAX_ACTIONS: u64 = 50_000;

@@ -10,14 +10,25 @@
 use core::time::Duration;
 use keel_core::{Errno, IoResult, Priority};
 
-/// splitmix64: small, fast, and the same everywhere.
-pub struct Rng(u64);
+/// splitmix64: small, fast, and the same everywhere. Or, for a fuzzer, a byte string read
+/// front to back (`from_bytes`): each draw is the next two bytes, so one byte of the input
+/// changes one decision of the program; past the end every draw is 0.
+pub struct Rng(u64, Option<(Vec<u8>, usize)>);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed)
+        Rng(seed, None)
+    }
+    pub fn from_bytes(data: &[u8]) -> Self {
+        Rng(0, Some((data.to_vec(), 0)))
     }
     pub fn next(&mut self) -> u64 {
+        if let Some((data, at)) = &mut self.1 {
+            let byte = |i: usize| data.get(i).copied().unwrap_or(0) as u64;
+            let v = byte(*at) | byte(*at + 1) << 8;
+            *at += 2;
+            return v;
+        }
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -159,7 +170,16 @@ fn op(rng: &mut Rng, tasks: usize, fiber: bool) -> Op {
 
 /// The program seed `seed` names; `size` bounds its tasks' lengths.
 pub fn generate(seed: u64, size: usize) -> Program {
-    let mut rng = Rng::new(seed);
+    generate_with(Rng::new(seed), seed, size)
+}
+
+/// The program a byte string names (every byte string names one: a fuzzer's input);
+/// `size` bounds its tasks' lengths.
+pub fn from_bytes(data: &[u8], size: usize) -> Program {
+    generate_with(Rng::from_bytes(data), 0, size)
+}
+
+fn generate_with(mut rng: Rng, seed: u64, size: usize) -> Program {
     let n = 1 + rng.below(MAX_TASKS as u64) as usize;
     let tasks = (0..n)
         .map(|_| {

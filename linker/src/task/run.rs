@@ -106,7 +106,12 @@ pub(crate) fn owned(task: keel_task) -> Result<(&'static TaskStorage, &'static E
 #[unsafe(no_mangle)]
 pub extern "C" fn keel_task_cancel(task: keel_task) -> keel_result {
     guard(|| {
+        #[cfg(not(keel_planted = "c_args"))]
         let (_, s, run) = owned(task)?;
+        // A planted bug for the fuzz target `c_args` (off in every normal build): a cancel
+        // through a stale or null handle gives -ENOENT, not -ESTALE.
+        #[cfg(keel_planted = "c_args")]
+        let (_, s, run) = owned(task).map_err(|e| if e == err(libc::ESTALE) { err(libc::ENOENT) } else { e })?;
         with_ex!(s.inner(), e => e.cancel(run)).map(|_| 0).map_err(|e| match e {
             CancelError::Stale => err(libc::ESTALE),
             CancelError::TooLate => err(libc::EALREADY),

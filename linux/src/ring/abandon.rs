@@ -60,15 +60,27 @@ impl RingDriver {
         }
     }
 
+    /// An `IORING_OP_CLOSE` of fixed-file `index`, its CQE ignored.
+    pub(super) fn push_fixed_close(&mut self, index: u32) -> bool {
+        let e = opcode::Close::new(types::Fixed(index)).build().user_data(CLOSE_TAG);
+        // SAFETY: a close SQE references no memory. If the SQ is full the index stays
+        // installed until the ring goes (cold, documented in completion rule 3).
+        unsafe { self.ring.submission().push(&e) }.is_ok()
+    }
+
     /// Gives back what a result nobody will take holds (completion rule 3): a descriptor is closed
     /// (a fixed-file index through the ring), a provided buffer goes back to its ring.
     pub(super) fn dispose(&mut self, yields_fd: bool, yields_fixed: bool, res: i32, flags: u32) {
         if yields_fd && res >= 0 {
             if yields_fixed {
-                let e = opcode::Close::new(types::Fixed(res as u32)).build().user_data(CLOSE_TAG);
-                // SAFETY: a close SQE references no memory. If the SQ is full the index
-                // stays installed until the ring goes (cold, documented in completion rule 3).
-                let _ = unsafe { self.ring.submission().push(&e) };
+                if self.tail_linked {
+                    // A task's link chain is open: the CLOSE would join it (and take the
+                    // place of the operation the chain was built for). `flush_cancels`
+                    // pushes it once the chain is submitted.
+                    self.pending_closes.push(res as u32);
+                } else {
+                    self.push_fixed_close(res as u32);
+                }
             } else {
                 // SAFETY: the kernel opened it for this operation and nothing else knows it.
                 unsafe { rustix::io::close(res) };

@@ -58,8 +58,17 @@ impl RingDriver {
 
     /// Moves queued cancel requests into the SQ while there is room.
     pub(super) fn flush_cancels(&mut self) {
-        if self.tail_linked && (self.eventfd_rearm || !self.pending_cancels.is_empty()) && !self.submit_queued() {
+        if self.tail_linked
+            && (self.eventfd_rearm || !self.pending_cancels.is_empty() || !self.pending_closes.is_empty())
+            && !self.submit_queued()
+        {
             return; // retried at the next enter, which submits the chain first
+        }
+        while let Some(&index) = self.pending_closes.last() {
+            if !self.push_fixed_close(index) {
+                return;
+            }
+            self.pending_closes.pop();
         }
         if self.eventfd_rearm {
             self.arm_eventfd();

@@ -137,6 +137,7 @@ impl RingDriver {
             slots: Slots::new(cfg.slots),
             direct: Direct::new(cfg.slots as usize),
             pending_cancels: Vec::with_capacity(cfg.slots as usize),
+            pending_closes: Vec::with_capacity(cfg.slots as usize),
             tail_linked: false,
             inject: None,
             rt_allowed,

@@ -20,6 +20,8 @@
 //!   then pushes none of its own SQEs (they would join the task's chain).
 //! - `pending_cancels` holds at most one entry per operation that may be in flight
 //!   (cancel rules 2-3), so it stays within its capacity (`RingConfig::slots`).
+//! - `pending_closes` holds fixed-file indices a result nobody took left installed, to be
+//!   closed once no chain is open: at most one per slot, so within its capacity.
 //! - Each `spill` entry names a multishot slot whose `spilled` counts it (completion rule 2).
 #![allow(unsafe_code)] // the `Driver` impl is an unsafe trait; `submit_capacity` reads the SQ's shared view
 
@@ -48,6 +50,8 @@ pub struct RingDriver {
     /// Status-block operations with no slot (`direct.rs`).
     pub(super) direct: Direct,
     pub(super) pending_cancels: Vec<u64>,
+    /// Fixed-file indices to close through the ring once `tail_linked` is false.
+    pub(super) pending_closes: Vec<u32>,
     /// The newest SQE in the SQ has `IOSQE_IO_LINK`: an SQE pushed now would join its
     /// chain, so the driver's own SQEs wait until the SQ has been submitted.
     pub(super) tail_linked: bool,

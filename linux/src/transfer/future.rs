@@ -237,3 +237,25 @@ pub async fn adopt_socket(socket: FixedSocket) -> Result<FixedFd, FixedSocket> {
         Err(_) => Err(socket),
     }
 }
+
+/// A descriptor sent with `key` that has arrived already, without waiting: the future
+/// form of [`FiberTransfer::try_receive_fd`](super::FiberTransfer::try_receive_fd).
+pub async fn try_receive(key: u32) -> Result<Option<FixedFd>, TransferError> {
+    with_ring(|d| {
+        let got = super::inbox::take_or_wait(&d.shared, key, None, false);
+        got.map(|o| o.map(|index| FixedFd::new(index, &d.shared)))
+    })
+    .await?
+}
+
+/// Makes index `index` of this ring's table a [`FixedFd`]: the future form of
+/// [`FiberTransfer::adopt_index`](super::FiberTransfer::adopt_index).
+///
+/// # Safety
+///
+/// As for `adopt_index`: the caller owns the index (nothing else closes it or holds it
+/// as a handle, now or later).
+pub async unsafe fn adopt_index(index: u32) -> Result<FixedFd, TransferError> {
+    let shared = with_ring(|d| d.shared.clone()).await?;
+    Ok(FixedFd::new(index, &shared))
+}

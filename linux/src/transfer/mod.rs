@@ -79,7 +79,9 @@ mod inbox;
 mod op;
 
 pub use fiber::FiberTransfer;
-pub use future::{Receive, adopt_file, adopt_socket, close, install, mailbox, receive, register, send};
+pub use future::{
+    Receive, adopt_file, adopt_index, adopt_socket, close, install, mailbox, receive, register, send, try_receive,
+};
 pub(crate) use inbox::{Inbox, arrived, clear_waiters, is_arrival};
 pub use op::TransferOp;
 
