@@ -16,7 +16,7 @@
 //! is one batch: `wait` sleeps in 100 µs steps, and a gap at the end of every batch
 //! would cost the 2-worker pool, whose batches are shorter, more than the 1-worker one).
 //!
-//! The goal, `dispatch_w2 >= 1.8 x dispatch_w1`, needs two idle CPUs: on a 2-CPU machine
+//! The goal, `dispatch_w2 >= 1.85 x dispatch_w1`, needs two idle CPUs: on a 2-CPU machine
 //! the submitting thread (while it submits) and any other load take from the workers.
 
 use crate::goals::{Goal, Op};
