@@ -3,7 +3,7 @@
 # published crates, the tour, the examples' command lines, and a smoke pass of the bench.
 CARGO ?= cargo
 
-.PHONY: test lint unit doc rustdoc package tour example-args bench-smoke bench alloc-free nostd loom c-api gdb install fuzz-sim soak test-asan test-valgrind test-tsan fuzz fuzz-planted
+.PHONY: test lint unit doc rustdoc package tour example-args bench-smoke bench bench-report alloc-free nostd loom c-api gdb install fuzz-sim soak test-asan test-valgrind test-tsan fuzz fuzz-planted
 
 test: lint unit doc rustdoc package tour example-args bench-smoke alloc-free nostd loom c-api gdb
 
@@ -84,6 +84,12 @@ bench-smoke:
 bench:
 	$(CARGO) build --release -p keel-linux --example echo
 	$(CARGO) run --release -p keel-bench
+
+# The full run with its CSV files and SVG charts in bench/report/ (the README's performance
+# section shows them).
+bench-report:
+	$(CARGO) build --release -p keel-linux --example echo
+	$(CARGO) run --release -p keel-bench -- --out bench/report
 
 # Random task programs on the simulated driver (core/tests/random_programs.rs): 1,000,000
 # steps in a release build, every invariant checked after each; prints steps/s and what

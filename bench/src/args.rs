@@ -1,30 +1,37 @@
-//! Command-line parsing: `keel-bench [CASE...] [--iters N] [--quick] [--only IMPL[,IMPL...]]`.
+//! Command-line parsing: `keel-bench [CASE...] [--iters N] [--quick] [--only IMPL[,IMPL...]]
+//! [--out DIR]`.
 //!
 //! Parsing is checked against a case registry, so an unknown case or impl is a usage
 //! error (the binary prints it and exits with code 2) before anything is measured.
 
 use crate::harness::{Case, Impl, Plan};
 use std::fmt;
+use std::path::PathBuf;
 
 /// The usage text.
 pub const USAGE: &str = "\
-usage: keel-bench [CASE...] [--iters N] [--quick] [--only IMPL[,IMPL...]]
+usage: keel-bench [CASE...] [--iters N] [--quick] [--only IMPL[,IMPL...]] [--out DIR]
 
   CASE         cases to run (default: all)
   --iters N    iterations per trial for every case (default: calibrated)
   --quick      a brief smoke run
   --only IMPL  run only this implementation (e.g. keel, tokio; or a list: keel,tokio)
+  --out DIR    also write results.csv, goals.csv, curves.csv and SVG charts into DIR
+               (created if missing)
   -h, --help   this text
 
-output: one line per measurement, `bench <case> <impl> <value> <unit>`";
+output: one line per measurement, `bench <case> <impl> <value> <unit>`, then one line
+per goal whose sides were measured, `goal <case> <impl> vs <peer>: <ratio>x (goal <op>
+<x>) met|missed by N%`, and one per scaling curve, `curve <name> <impl> by <size>: ...`";
 
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Command {
     /// Print the usage text.
     Help,
-    /// Measure these (case, impls) pairs under this plan.
-    Run(Vec<(&'static Case, Vec<Impl>)>, Plan),
+    /// Measure these (case, impls) pairs under this plan, writing files into the
+    /// directory if one is given.
+    Run(Vec<(&'static Case, Vec<Impl>)>, Plan, Option<PathBuf>),
 }
 
 /// A bad command line.
@@ -69,6 +76,7 @@ where
     let mut iters: Option<u64> = None;
     let mut quick = false;
     let mut only: Option<String> = None;
+    let mut out: Option<PathBuf> = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -89,6 +97,15 @@ where
                 let v = inline.or_else(|| args.next()).ok_or(ArgError::MissingValue("--only"))?;
                 if only.replace(v).is_some() {
                     return Err(ArgError::Repeated("--only"));
+                }
+            }
+            "--out" => {
+                let v = inline.or_else(|| args.next()).ok_or(ArgError::MissingValue("--out"))?;
+                if v.is_empty() {
+                    return Err(ArgError::MissingValue("--out"));
+                }
+                if out.replace(PathBuf::from(v)).is_some() {
+                    return Err(ArgError::Repeated("--out"));
                 }
             }
             _ if arg.starts_with('-') => return Err(ArgError::UnknownFlag(arg)),
@@ -140,7 +157,7 @@ where
         return Err(ArgError::NothingToRun(only.unwrap_or_default()));
     }
     let base = if quick { Plan::QUICK } else { Plan::FULL };
-    Ok(Command::Run(runs, Plan { iters, ..base }))
+    Ok(Command::Run(runs, Plan { iters, ..base }, out))
 }
 
 #[cfg(test)]
@@ -173,7 +190,7 @@ mod tests {
     /// The (case, impl) names and the plan of a successful parse.
     fn runs(args: &[&str]) -> (Vec<(&'static str, Vec<&'static str>)>, Plan) {
         match p(args) {
-            Ok(Command::Run(r, plan)) => {
+            Ok(Command::Run(r, plan, _)) => {
                 (r.iter().map(|(c, i)| (c.name, i.iter().map(|i| i.name).collect())).collect(), plan)
             }
             other => panic!("{args:?}: {other:?}"),
@@ -198,6 +215,21 @@ mod tests {
         let (r, _) = runs(&["--only", "tokio,keel"]);
         assert_eq!(r, [("spawn", vec!["keel", "tokio"]), ("switch", vec!["keel"])], "a list keeps every impl it names");
         assert!(matches!(p(&["spawn", "--help"]), Ok(Command::Help)));
+    }
+
+    #[test]
+    fn out_dir() {
+        match p(&["--out", "/tmp/x", "spawn"]) {
+            Ok(Command::Run(_, _, Some(d))) => assert_eq!(d, PathBuf::from("/tmp/x")),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(p(&["--out=rel/dir"]), Ok(Command::Run(_, _, Some(d))) if d == std::path::Path::new("rel/dir"))
+        );
+        assert!(matches!(p(&[]), Ok(Command::Run(_, _, None))));
+        assert_eq!(err(&["--out"]), ArgError::MissingValue("--out"));
+        assert_eq!(err(&["--out="]), ArgError::MissingValue("--out"));
+        assert_eq!(err(&["--out", "a", "--out", "b"]), ArgError::Repeated("--out"));
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub enum Unit {
     NsPerOp,
     /// Operations per second (higher is better).
     OpsPerSec,
+    /// Bytes per item (lower is better): an impl reports `bytes * iters` as nanoseconds.
+    Bytes,
 }
 
 impl Unit {
@@ -27,6 +29,7 @@ impl Unit {
         match self {
             Unit::NsPerOp => "ns",
             Unit::OpsPerSec => "ops/s",
+            Unit::Bytes => "B",
         }
     }
 
@@ -34,7 +37,7 @@ impl Unit {
     pub fn value(self, elapsed: Duration, iters: u64) -> f64 {
         match self {
             // A trial below the clock's resolution counts as 1 ns, not as free.
-            Unit::NsPerOp => elapsed.as_nanos().max(1) as f64 / iters.max(1) as f64,
+            Unit::NsPerOp | Unit::Bytes => elapsed.as_nanos().max(1) as f64 / iters.max(1) as f64,
             // Likewise: never an infinite rate.
             Unit::OpsPerSec => iters as f64 * 1e9 / elapsed.as_nanos().max(1) as f64,
         }

@@ -20,10 +20,12 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("fiber_yield", "keel-acct", "ns"),
     ("fiber_yield", "keel-fp-save", "ns"),
     ("fiber_yield", "tokio", "ns"),
+    ("fiber_yield", "may", "ns"),
     ("fiber_spawn", "keel", "ns"),
     ("fiber_spawn", "corosensei", "ns"),
     ("fiber_spawn", "corosensei-reused", "ns"),
     ("fiber_spawn", "corosensei-scoped", "ns"),
+    ("fiber_spawn", "may", "ns"),
     ("semaphore_handoff", "keel", "ns"),
     ("semaphore_handoff", "keel-shared", "ns"),
     ("semaphore_handoff", "tokio", "ns"),
@@ -85,18 +87,53 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("echo_cpu", "monoio", "ns"),
     ("echo_cpu", "tokio", "ns"),
     ("echo_cpu", "io-uring", "ns"),
+    ("mem_task", "keel", "B"),
+    ("mem_task", "keel-fiber", "B"),
+    ("mem_task", "tokio", "B"),
+    ("yield_n1", "keel", "ns"),
+    ("yield_n1", "tokio", "ns"),
+    ("yield_n1000", "keel", "ns"),
+    ("yield_n1000", "tokio", "ns"),
+    ("yield_n100000", "keel", "ns"),
+    ("yield_n100000", "tokio", "ns"),
+    ("timer_n1", "keel", "ns"),
+    ("timer_n1", "tokio", "ns"),
+    ("timer_n1000", "keel", "ns"),
+    ("timer_n1000", "tokio", "ns"),
+    ("timer_n100000", "keel", "ns"),
+    ("timer_n100000", "tokio", "ns"),
+    ("fiber_yield_n1", "keel", "ns"),
+    ("fiber_yield_n1000", "keel", "ns"),
+    ("fiber_yield_n10000", "keel", "ns"),
+    ("fiber_spawn_n1", "keel", "ns"),
+    ("fiber_spawn_n1000", "keel", "ns"),
+    ("fiber_spawn_n10000", "keel", "ns"),
+    ("nop_q1", "keel", "ops/s"),
+    ("nop_q64", "keel", "ops/s"),
+    ("nop_q1024", "keel", "ops/s"),
 ];
+
+/// Goal lines a full `--quick` pass prints (one per goal of the registry).
+const GOALS: usize = 18;
+/// Curve lines a full `--quick` pass prints.
+const CURVES: usize = 7;
 
 fn run(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("keel-bench runs")
 }
 
-/// The `(case, impl, unit)` of every stdout line, checking each is
-/// `bench <case> <impl> <value> <unit>` with a plain, finite, positive decimal value.
+/// The `(case, impl, unit)` of every `bench` line on stdout, checking each is
+/// `bench <case> <impl> <value> <unit>` with a plain, finite, positive decimal value, and
+/// that every other line is a well-formed `goal` or `curve` line (after the `bench` lines).
 fn lines(out: &Output) -> Vec<(String, String, String)> {
     let stdout = String::from_utf8(out.stdout.clone()).expect("utf-8 output");
+    let first_other = stdout.lines().position(|l| !l.starts_with("bench ")).unwrap_or(usize::MAX);
+    for line in stdout.lines().skip(first_other) {
+        assert!(goal_line(line) || curve_line(line), "not a bench, goal or curve line, or out of order: {line:?}");
+    }
     stdout
         .lines()
+        .take(first_other)
         .map(|line| {
             let f: Vec<&str> = line.split(' ').collect();
             assert!(f.len() == 5 && f[0] == "bench", "malformed line {line:?}");
@@ -107,6 +144,28 @@ fn lines(out: &Output) -> Vec<(String, String, String)> {
             (f[1].to_owned(), f[2].to_owned(), f[4].to_owned())
         })
         .collect()
+}
+
+/// `goal <case> <impl> vs <peer>: <ratio>x (goal <op> <x>) met|missed by N%`.
+fn goal_line(line: &str) -> bool {
+    let f: Vec<&str> = line.split(' ').collect();
+    f.len() >= 9
+        && f[0] == "goal"
+        && f[3] == "vs"
+        && f[4].ends_with(':')
+        && f[5].strip_suffix('x').is_some_and(|r| r.parse::<f64>().is_ok_and(|r| r.is_finite() && r > 0.0))
+        && f[6] == "(goal"
+        && (f[7] == "<=" || f[7] == ">=")
+        && (f[9..] == ["met"] || (f[9] == "missed" && f[10] == "by" && f[11].ends_with('%')))
+}
+
+/// `curve <name> <impl> by <size>: ...: <growth>x, flat within 20%|not flat (+N%)`.
+fn curve_line(line: &str) -> bool {
+    line.starts_with("curve ")
+        && line.contains(" by ")
+        && (line.ends_with(", flat within 20%")
+            || ((line.contains(", not flat (+") || line.contains(", not flat, cheaper at scale (-"))
+                && line.ends_with("%)")))
 }
 
 /// Builds keel's echo example beside the bench binary (its profile, its target
@@ -139,6 +198,9 @@ fn quick_prints_every_case_once() {
         assert!(got.iter().any(|(c, i, u)| c == case && i == imp && u == unit), "{case} {imp}: unit is not {unit}");
     }
     assert_eq!(got.len(), EXPECTED.len(), "unexpected lines in {got:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("goal ")).count(), GOALS, "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("curve ")).count(), CURVES, "{stdout}");
 }
 
 #[test]
@@ -149,8 +211,32 @@ fn quick_selects_cases_and_impls() {
 }
 
 #[test]
+fn out_writes_csv_and_charts() {
+    let dir = std::env::temp_dir().join(format!("keel-bench-smoke-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_str().expect("a UTF-8 temp dir");
+    let out = run(&["spawn", "yield_n1", "yield_n1000", "--quick", "--iters", "2000", "--out", d]);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.lines().any(|l| l.starts_with("goal spawn keel vs tokio: ")), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("curve yield keel by live tasks: ")), "{stdout}");
+    let results = std::fs::read_to_string(dir.join("results.csv")).expect("results.csv");
+    assert_eq!(results.lines().count(), 1 + 6, "{results}");
+    assert!(results.starts_with("case,impl,value,unit\nspawn,keel,"), "{results}");
+    let goals = std::fs::read_to_string(dir.join("goals.csv")).expect("goals.csv");
+    assert_eq!(goals.lines().count(), 2, "{goals}");
+    for svg in ["bars-spawn.svg", "curve-yield.svg"] {
+        let text = std::fs::read_to_string(dir.join(svg)).unwrap_or_else(|e| panic!("{svg}: {e}"));
+        assert!(text.starts_with("<svg") && text.contains("</svg>"), "{svg}");
+    }
+    std::fs::remove_dir_all(&dir).expect("cleaned up");
+}
+
+#[test]
 fn bad_command_lines_exit_2() {
-    for args in [&["--bogus"][..], &["nosuchcase"], &["--only", "nosuchimpl"], &["--iters", "zero"], &["--iters"]] {
+    for args in
+        [&["--bogus"][..], &["nosuchcase"], &["--only", "nosuchimpl"], &["--iters", "zero"], &["--iters"], &["--out"]]
+    {
         let out = run(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(out.stdout.is_empty(), "{args:?} printed to stdout");

@@ -21,6 +21,7 @@
 #[path = "../echo/mod.rs"]
 mod servers;
 
+use crate::goals::{Goal, Op};
 use crate::harness::{Case, Impl, Timed, Unit};
 use servers::{Figures, Params, SERVERS};
 use std::sync::OnceLock;
@@ -51,6 +52,14 @@ pub const ECHO_P50: Case = Case { name: "echo_p50", unit: Unit::NsPerOp, impls: 
 pub const ECHO_P99: Case = Case { name: "echo_p99", unit: Unit::NsPerOp, impls: impls!(P99) };
 /// Server user CPU time per message, ns.
 pub const ECHO_CPU: Case = Case { name: "echo_cpu", unit: Unit::NsPerOp, impls: impls!(CPU) };
+
+/// The goals of this module's cases (see `crate::goals`).
+pub const GOALS: &[Goal] = &[
+    Goal::vs("echo_msgs", "keel", "monoio", Op::AtLeast, 1.0),
+    Goal::vs("echo_p99", "keel", "monoio", Op::AtMost, 1.0),
+    Goal::vs("echo_cpu", "keel", "monoio", Op::AtMost, 0.6),
+    Goal::vs("echo_msgs", "keel", "io-uring", Op::AtLeast, 1.0),
+];
 
 /// Every server's medians (`None`: not selected), measured once per process.
 fn results() -> Result<&'static [Option<Figures>], String> {

@@ -13,7 +13,10 @@
 //! - corosensei-scoped: corosensei's fastest shape of this call, its own "coroutine
 //!   call" benchmark: a `ScopedCoroutine::with_stack(&mut stack, ..)` over one borrowed
 //!   `DefaultStack`, resumed to completion inside `scope` (no stack moved in or out).
+//! - may: inside a may coroutine on may's one worker, spawn a child coroutine (from may's
+//!   pool) and join it ([`super::may_peer`]).
 
+use crate::goals::{Goal, Op};
 use crate::harness::{Case, Impl, Timed, Unit};
 use corosensei::stack::DefaultStack;
 use corosensei::{Coroutine, CoroutineResult, ScopedCoroutine, Yielder};
@@ -29,8 +32,12 @@ pub const CASE: Case = Case {
         Impl { name: "corosensei", run: corosensei },
         Impl { name: "corosensei-reused", run: corosensei_reused },
         Impl { name: "corosensei-scoped", run: corosensei_scoped },
+        Impl { name: "may", run: super::may_peer::fiber_spawn },
     ],
 };
+
+/// The goals of this module's cases (see `crate::goals`).
+pub const GOALS: &[Goal] = &[Goal::vs("fiber_spawn", "keel", "corosensei-scoped", Op::AtMost, 3.0)];
 
 std::thread_local! {
     /// This thread's task slot for the case (created and destroyed by every trial).

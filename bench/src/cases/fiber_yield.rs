@@ -9,9 +9,12 @@
 //!   its own MXCSR and x87 control word across suspensions: fiber rule 7).
 //! - tokio: the `yield` case's tokio impl (one spawned task looping
 //!   `tokio::task::yield_now().await`), since tokio has no stackful tasks.
+//! - may: a may coroutine on may's one worker looping `may::coroutine::yield_now()`
+//!   ([`super::may_peer`]).
 //!
 //! Both times include starting and finishing the one task, which is noise at N yields.
 
+use crate::goals::{Goal, Op};
 use crate::harness::{Case, Impl, Timed, Unit};
 use keel_core::{Accounting, Fiber, FiberAttrs, NoAccounting, TaskSlot, TscAccounting};
 use std::time::Instant;
@@ -25,8 +28,12 @@ pub const CASE: Case = Case {
         Impl { name: "keel-acct", run: keel::<TscAccounting> },
         Impl { name: "keel-fp-save", run: keel_fp_save },
         TOKIO,
+        Impl { name: "may", run: super::may_peer::fiber_yield },
     ],
 };
+
+/// The goals of this module's cases (see `crate::goals`).
+pub const GOALS: &[Goal] = &[Goal::vs("fiber_yield", "keel", "may", Op::AtMost, 0.35)];
 
 /// The keel impl (shared with `c_yield`).
 pub(super) const KEEL: Impl = Impl { name: "keel", run: keel::<NoAccounting> };

@@ -16,6 +16,7 @@
 //! 368), while tokio's is one spawn and two polls; keel has no spawn from inside a task,
 //! which would save the parent's attach per op (tokio's parent is its `block_on` future).
 
+use crate::goals::{Goal, Op};
 use crate::harness::{Case, Impl, Timed, Unit};
 use keel_core::join::join;
 use keel_core::{Priorities, Priority, TaskAttrs, TaskSlot};
@@ -27,6 +28,9 @@ pub const CASE: Case = Case {
     unit: Unit::NsPerOp,
     impls: &[Impl { name: "keel", run: keel }, Impl { name: "tokio", run: tokio }],
 };
+
+/// The goals of this module's cases (see `crate::goals`).
+pub const GOALS: &[Goal] = &[Goal::vs("join", "keel", "tokio", Op::AtMost, 0.15)];
 
 std::thread_local! {
     /// This thread's task slots for the case (created and destroyed by every trial).

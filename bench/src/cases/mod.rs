@@ -11,11 +11,15 @@ mod echo;
 mod fiber_spawn;
 mod fiber_yield;
 mod join;
+mod may_peer;
+mod memory;
 mod nop;
 mod read1;
 mod read4k;
 mod read4k_peers;
 mod remote_attach;
+mod scale;
+mod scale_io;
 mod semaphore_handoff;
 mod spawn;
 mod switch;
@@ -23,6 +27,7 @@ mod switch_mixed;
 mod uring;
 mod yield_;
 
+use crate::goals::{Curve, Goal};
 use crate::harness::Case;
 use core::pin::Pin;
 use keel_core::{Config, Executor, FiberAttrs, RegionStacks, StackProvider, TaskAttrs, TaskHandle, TaskSlot};
@@ -55,7 +60,54 @@ pub const ALL: &[Case] = &[
     echo::ECHO_P50,
     echo::ECHO_P99,
     echo::ECHO_CPU,
+    memory::CASE,
+    scale::YIELD_N1,
+    scale::YIELD_N1000,
+    scale::YIELD_N100000,
+    scale::TIMER_N1,
+    scale::TIMER_N1000,
+    scale::TIMER_N100000,
+    scale::FIBER_YIELD_N1,
+    scale::FIBER_YIELD_N1000,
+    scale::FIBER_YIELD_N10000,
+    scale::FIBER_SPAWN_N1,
+    scale::FIBER_SPAWN_N1000,
+    scale::FIBER_SPAWN_N10000,
+    scale_io::NOP_Q1,
+    scale_io::NOP_Q64,
+    scale_io::NOP_Q1024,
 ];
+
+/// If this process is a memory child (`memory::CHILD_ENV` set), does its work and
+/// returns what to print; `None` otherwise.
+pub fn memory_child() -> Option<Result<f64, String>> {
+    std::env::var(memory::CHILD_ENV).ok().map(|kind| memory::child(&kind))
+}
+
+/// Every scaling curve.
+pub fn curves() -> Vec<Curve> {
+    [scale::CURVES, scale_io::CURVES].concat()
+}
+
+/// Every goal, case by case in [`ALL`]'s order.
+pub fn goals() -> Vec<Goal> {
+    [
+        spawn::GOALS,
+        join::GOALS,
+        yield_::GOALS,
+        switch::GOALS,
+        fiber_yield::GOALS,
+        fiber_spawn::GOALS,
+        semaphore_handoff::GOALS,
+        nop::GOALS,
+        read4k::GOALS,
+        remote_attach::GOALS,
+        dispatch::GOALS,
+        echo::GOALS,
+        memory::GOALS,
+    ]
+    .concat()
+}
 
 /// A keel executor on the real clock, as every keel impl uses it (pin it, then `into_ref`).
 fn keel_executor() -> Result<Executor<SleepDriver>, String> {
@@ -110,6 +162,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn goals_name_registered_cases_and_impls() {
+        for g in goals() {
+            for (case, imp) in [(g.case, g.imp), (g.peer_case, g.peer)] {
+                let c = ALL.iter().find(|c| c.name == case).unwrap_or_else(|| panic!("goal on unknown case {case}"));
+                assert!(c.impls.iter().any(|i| i.name == imp), "goal on unknown impl {case} {imp}");
+            }
+            assert!(g.x > 0.0);
+        }
+    }
+
+    #[test]
     fn names_are_unique_and_plain() {
         for (i, c) in ALL.iter().enumerate() {
             assert!(ALL[..i].iter().all(|d| d.name != c.name), "duplicate case {}", c.name);
@@ -118,6 +181,7 @@ mod tests {
             for (j, imp) in c.impls.iter().enumerate() {
                 assert!(c.impls[..j].iter().all(|o| o.name != imp.name), "duplicate impl {}", imp.name);
                 assert!(!imp.name.is_empty() && !imp.name.contains(char::is_whitespace));
+                assert!(!imp.name.contains([',', '"', ':']) && !c.name.contains([',', '"', ':']), "CSV-safe names");
             }
         }
     }

@@ -17,6 +17,7 @@
 //! monoio has no NOP: see the `read1_*` cases for it.
 
 use super::uring;
+use crate::goals::{Goal, Op};
 use crate::harness::{Case, Impl, Timed, Unit};
 use io_uring::opcode;
 use keel_core::{Accounting, NoAccounting, TscAccounting};
@@ -49,6 +50,14 @@ pub const B32: Case = Case {
         Impl { name: "io-uring-tuned", run: raw::<32, true> },
     ],
 };
+
+/// The goals of this module's cases (see `crate::goals`).
+pub const GOALS: &[Goal] = &[
+    Goal::vs("nop_b32", "keel", "io-uring-tuned", Op::AtLeast, 0.92),
+    Goal::vs("nop_b1", "keel", "io-uring-tuned", Op::AtLeast, 0.95),
+    // Time accounting costs at most 3%.
+    Goal::vs("nop_b32", "keel-acct", "keel", Op::AtLeast, 0.97),
+];
 
 fn keel<const B: usize, A: Accounting>(iters: u64) -> Timed {
     let body = uring::keel_batches::<B>(iters, |_, _| RingOp::nop(), 0);

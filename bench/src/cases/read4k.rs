@@ -25,6 +25,7 @@
 //!   finished future with the next read at once ([`super::read4k_peers`]).
 
 use super::uring;
+use crate::goals::{Goal, Op};
 use crate::harness::{Case, Impl, Timed, Unit};
 use core::pin::{Pin, pin};
 use io_uring::{opcode, types};
@@ -46,6 +47,9 @@ pub const CASE: Case = Case {
         Impl { name: "monoio", run: super::read4k_peers::monoio },
     ],
 };
+
+/// The goals of this module's cases (see `crate::goals`).
+pub const GOALS: &[Goal] = &[Goal::vs("read4k_qd32", "keel", "io-uring-fixed", Op::AtLeast, 1.0)];
 
 /// Bytes per read (and per block of the file).
 pub(super) const BLOCK: usize = 4096;

@@ -47,6 +47,7 @@
 //! Trials run one at a time (the harness is single-threaded), so the stamp and the stop
 //! flag are statics, one set per impl.
 
+use crate::goals::{Goal, Op};
 use crate::harness::{Case, Impl, Timed, Unit};
 use core::pin::pin;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -67,6 +68,9 @@ pub const P50: Case = Case {
         Impl { name: "tokio", run: tokio::<50> },
     ],
 };
+
+/// The goals of this module's cases (see `crate::goals`).
+pub const GOALS: &[Goal] = &[Goal::vs("remote_attach_p99", "keel", "tokio", Op::AtMost, 0.9)];
 
 /// p99.
 pub const P99: Case = Case {

@@ -13,6 +13,7 @@
 //! - tokio: `tokio::sync::Semaphore` (fair, FIFO) on a current-thread runtime, two
 //!   spawned tasks; the main task yields once so both queue before the permit is added.
 
+use crate::goals::{Goal, Op};
 use crate::harness::{Case, Impl, Timed, Unit};
 use keel_core::wait::{Flavour, Local, Semaphore, Shared};
 use keel_core::{TaskError, TaskSlot};
@@ -29,6 +30,9 @@ pub const CASE: Case = Case {
         Impl { name: "tokio", run: tokio },
     ],
 };
+
+/// The goals of this module's cases (see `crate::goals`).
+pub const GOALS: &[Goal] = &[Goal::vs("semaphore_handoff", "keel", "tokio", Op::AtMost, 0.25)];
 
 std::thread_local! {
     /// This thread's two task slots for the case (created and destroyed by every trial).

@@ -5,6 +5,7 @@
 //! - tokio: current-thread runtime; inside one `block_on`, `spawn` a trivial future and
 //!   await its `JoinHandle`.
 
+use crate::goals::{Goal, Op};
 use crate::harness::{Case, Impl, Timed, Unit};
 use keel_core::TaskSlot;
 use std::time::Instant;
@@ -15,6 +16,9 @@ pub const CASE: Case = Case {
     unit: Unit::NsPerOp,
     impls: &[Impl { name: "keel", run: keel }, Impl { name: "tokio", run: tokio }],
 };
+
+/// The goals of this module's cases (see `crate::goals`).
+pub const GOALS: &[Goal] = &[Goal::vs("spawn", "keel", "tokio", Op::AtMost, 0.08)];
 
 std::thread_local! {
     /// This thread's task slot for the case (created and destroyed by every trial).

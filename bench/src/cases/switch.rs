@@ -8,6 +8,7 @@
 //!   `yielder.suspend(())`; the hot loop is N `resume(())`s. One per trial (dropping it
 //!   unwinds the suspended body, outside the timing).
 
+use crate::goals::{Goal, Op};
 use crate::harness::{Case, Impl, Timed, Unit};
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 use keel_core::{AsmSwitch, FiberSwitch};
@@ -19,6 +20,9 @@ pub const CASE: Case = Case {
     unit: Unit::NsPerOp,
     impls: &[Impl { name: "keel", run: keel }, Impl { name: "corosensei", run: corosensei }],
 };
+
+/// The goals of this module's cases (see `crate::goals`).
+pub const GOALS: &[Goal] = &[Goal::vs("switch", "keel", "corosensei", Op::AtMost, 1.0)];
 
 type Regs = <AsmSwitch as FiberSwitch>::Regs;
 

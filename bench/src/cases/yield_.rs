@@ -9,6 +9,7 @@
 //!
 //! Both times include starting and finishing the one task, which is noise at N yields.
 
+use crate::goals::{Goal, Op};
 use crate::harness::{Case, Impl, Timed, Unit};
 use keel_core::{Accounting, NoAccounting, TaskError, TaskSlot, TscAccounting, rt};
 use std::time::Instant;
@@ -23,6 +24,9 @@ pub const CASE: Case = Case {
         TOKIO,
     ],
 };
+
+/// The goals of this module's cases (see `crate::goals`).
+pub const GOALS: &[Goal] = &[Goal::vs("yield", "keel", "tokio", Op::AtMost, 0.08)];
 
 /// The tokio impl (shared with `fiber_yield`).
 pub(super) const TOKIO: Impl = Impl { name: "tokio", run: tokio };
