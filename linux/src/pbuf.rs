@@ -29,7 +29,12 @@
 //!    at once (or, if another receive took it first, the buffer was used and the waiter,
 //!    finding none, waits again). A waiter cancelled or dropped leaves the queue, and one
 //!    that had been handed the turn but had not run yet passes it to the next waiter (waitq
-//!    rule 3), so a buffer coming back always reaches a live waiter.
+//!    rule 3). A woken waiter's receive may still end without taking the buffer: its
+//!    peer reset or closed in the meantime (a reset discards the data that made it wait),
+//!    or it was cancelled. So every buffer-selecting receive that completes without a
+//!    buffer (other than with `ENOBUFS`) passes a turn on too (`pass_unused_turn`); a turn
+//!    that reaches a waiter with nothing to take only makes it look and wait again. So a
+//!    buffer coming back always reaches a live waiter that can use it.
 //! 4. `available` is the kernel's own count: the published tail minus the kernel's head,
 //!    read with `IORING_REGISTER_PBUF_STATUS` (Linux 6.8+; one syscall, only on the
 //!    exhaustion path and in statistics). `count - in_use` is not that: it also counts
@@ -190,6 +195,13 @@ impl PbufRing {
         self.publish();
         self.in_use = self.in_use.saturating_sub(1);
         self.returned += 1;
+        self.pass_turn();
+    }
+
+    /// A buffer-selecting receive ended without a buffer (pbuf rule 3): the turn it may
+    /// have held goes to the oldest waiter (a spurious turn is harmless: a waiter that
+    /// finds no buffer waits again).
+    pub(crate) fn pass_unused_turn(&mut self) {
         self.pass_turn();
     }
 

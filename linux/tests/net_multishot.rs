@@ -582,3 +582,121 @@ fn completion_rule_2_received_data_is_never_lost_even_when_accepts_have_filled_t
     // SAFETY: the test's own listener, which no task uses any more: closed once, here.
     drop(unsafe { Socket::from_raw_fd(dfd) });
 }
+
+/// Pbuf rule 3: a buffer coming back reaches a waiter that can use it even when the
+/// waiter it was handed to can no longer take it. Two tasks wait for a provided buffer
+/// (the ring is empty: a third holds both). The first's data is then read by someone
+/// else, so when one buffer comes back and its turn goes to that first waiter, its
+/// receive finds nothing and waits in the kernel, until its peer closes and it ends
+/// with EOF and no buffer. That completion must hand the turn on to the second waiter,
+/// which has data waiting.
+#[test]
+fn pbuf_rule_3_a_turn_whose_receive_ends_without_a_buffer_goes_on_to_the_next_waiter() {
+    use std::os::fd::AsRawFd;
+    const SIZE: usize = 64;
+    let mut d = ring(RingConfig::default());
+    d.enable_provided_buffers(2, SIZE as u32).unwrap();
+    let ex = executor_with(d);
+    let ex = ex.as_ref();
+    let (lfd, addr) = listen(ex, v4());
+    let a = std_addr(&addr);
+    // Three connections, accepted in this order, each with data waiting.
+    let mut ca = std::net::TcpStream::connect(a).unwrap();
+    let mut cb = std::net::TcpStream::connect(a).unwrap();
+    let mut cc = std::net::TcpStream::connect(a).unwrap();
+    ca.write_all(&[1u8; 2 * SIZE]).unwrap();
+    cb.write_all(b"b").unwrap();
+    cc.write_all(b"c").unwrap();
+    let stage = Arc::new(AtomicUsize::new(0));
+    let conns: Rc<RefCell<Vec<Socket>>> = Rc::new(RefCell::new(Vec::new()));
+    let b_fd = Rc::new(std::cell::Cell::new(-1));
+    let c_got: Rc<RefCell<Option<Vec<u8>>>> = Rc::new(RefCell::new(None));
+    let (st, cs, cg, bfd) = (stage.clone(), conns.clone(), c_got.clone(), b_fd.clone());
+    let holder = ex
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+            // SAFETY: a view of the test's listener that never closes it (ManuallyDrop).
+            let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(lfd) });
+            let ca = f.accept(&*l).expect("accept a");
+            for _ in 0..2 {
+                let s = f.accept(&*l).expect("accept");
+                cs.borrow_mut().push(s);
+            }
+            bfd.set(cs.borrow()[0].as_raw_fd());
+            // Both buffers held: the ring is empty.
+            let b1 = f.recv_provided(&ca).expect("recv").expect("data");
+            let b2 = f.recv_provided(&ca).expect("recv").expect("data");
+            let exhausted = |f: &mut Fiber| {
+                // SAFETY: reads counters only (no replacement, no Driver method).
+                f.with_driver::<RingDriver, _>(|d| unsafe { d.get_mut() }.provided_buffer_stats())
+                    .flatten()
+                    .unwrap()
+                    .exhausted
+            };
+            wait_until(f, "both receivers to wait", |f| exhausted(f) >= 2);
+            // Someone else reads B's byte: B's waiter has nothing left to receive.
+            let mut one = [0u8; 1];
+            // SAFETY: reads into `one`, valid for 1 byte; B's socket is open (its task
+            // holds it until its receive ends).
+            let n = unsafe { libc::recv(bfd.get(), one.as_mut_ptr().cast(), 1, libc::MSG_DONTWAIT) };
+            assert_eq!((n, one[0]), (1, b'b'));
+            drop(b1); // one buffer back: its turn goes to B's waiter, which re-arms and waits
+            f.sleep(Duration::from_millis(20)).unwrap();
+            st.store(1, Ordering::Release); // B's peer closes: B's receive ends, no buffer
+            let t0 = std::time::Instant::now();
+            while cg.borrow().is_none() && t0.elapsed() < Duration::from_secs(3) {
+                f.sleep(Duration::from_millis(1)).unwrap();
+            }
+            let before_b2 = cg.borrow().is_some();
+            drop(b2); // would hand C the turn anyway
+            f.close_socket(ca).unwrap();
+            u64::from(before_b2)
+        })
+        .unwrap();
+    let (csb, csc) = (conns.clone(), conns.clone());
+    let b_task = ex
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+            wait_until(f, "B", |_| csb.borrow().len() == 2);
+            let b = csb.borrow()[0].as_raw_fd();
+            // SAFETY: a view of B's socket, closed by the test's end (below) only.
+            let b = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(b) });
+            match f.recv_provided(&*b) {
+                Ok(None) => 0u64,
+                Ok(Some(_)) => 1,
+                Err(e) => 1000 + e.raw() as u64,
+            }
+        })
+        .unwrap();
+    let c_task = ex
+        .attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+            wait_until(f, "C", |_| csc.borrow().len() == 2);
+            f.sleep(Duration::from_millis(2)).unwrap(); // B's receiver waits first
+            let c = csc.borrow()[1].as_raw_fd();
+            // SAFETY: a view of C's socket, closed by the test's end (below) only.
+            let c = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(c) });
+            let got = f.recv_provided(&*c).expect("recv").expect("data").to_vec();
+            *c_got.borrow_mut() = Some(got);
+            1u64
+        })
+        .unwrap();
+    let client = std::thread::spawn(move || {
+        while stage.load(Ordering::Acquire) != 1 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(cb);
+        let mut back = [0u8; 1];
+        let _ = ca.read(&mut back);
+        drop(cc);
+    });
+    run_all(ex);
+    client.join().unwrap();
+    drop(conns.borrow_mut().drain(..).collect::<Vec<_>>());
+    // SAFETY: the test's own listener, which no task uses any more: closed once, here.
+    drop(unsafe { Socket::from_raw_fd(lfd) });
+    assert_eq!(ex.result(b_task), Ok(Some(Ok(0))), "B's receive ends with EOF");
+    assert_eq!(ex.result(c_task), Ok(Some(Ok(1))));
+    assert_eq!(
+        ex.result(holder),
+        Ok(Some(Ok(1))),
+        "C's receiver got the buffer that came back (not only the second, which rescues it)"
+    );
+}

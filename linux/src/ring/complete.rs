@@ -156,6 +156,16 @@ impl RingDriver {
         if let (Some(_), Some(mut p)) = (cqueue::buffer_select(flags), self.pbuf()) {
             p.note_taken(); // completion rule 5: the kernel handed a buffer out
         }
+        if cqueue::buffer_select(flags).is_none()
+            && res != -libc::ENOBUFS
+            && self.slots.get(ud).is_some_and(|s| s.select)
+            && let Some(mut p) = self.pbuf()
+        {
+            // Pbuf rule 3: a buffer-selecting receive ended without taking a buffer (the
+            // peer reset or closed, a cancel, an error); it may have held the turn a
+            // returned buffer handed it, so the turn goes on to the next waiter.
+            p.pass_unused_turn();
+        }
         let Some(slot) = self.slots.get(ud) else {
             if ud & super::slots::INTERNAL == 0 {
                 self.slots.stale += 1;

@@ -113,6 +113,9 @@ pub(crate) struct Slot {
     pub(crate) index_in_buf: bool,
     /// Multishot (completion rule 1): results queue in `q` (then the driver's spill).
     pub(crate) multi: bool,
+    /// It selects a provided buffer (`IOSQE_BUFFER_SELECT`): a completion without one
+    /// hands a turn on (pbuf rule 3).
+    pub(crate) select: bool,
     pub(crate) q: ResultQ,
     /// Results of this slot waiting in the driver's spill list (completion rule 2).
     pub(crate) spilled: u32,
@@ -187,6 +190,7 @@ impl Slots {
                 yields_fixed: false,
                 index_in_buf: false,
                 multi: false,
+                select: false,
                 q: ResultQ::default(),
                 spilled: 0,
                 orphaned: false,

@@ -103,7 +103,9 @@ impl RingDriver {
             && unsafe { ((&ring_op.entry as *const _ as *const u8).add(44) as *const u32).read_unaligned() } != 0;
         let mut sq = self.ring.submission();
         // SAFETY: `Entry` is `#[repr(C)]` around `io_uring_sqe`, whose `flags` is byte 1.
-        let chained = unsafe { (&ring_op.entry as *const _ as *const u8).add(1).read() } & IOSQE_IO_LINK != 0;
+        let sqe_flags = unsafe { (&ring_op.entry as *const _ as *const u8).add(1).read() };
+        let chained = sqe_flags & IOSQE_IO_LINK != 0;
+        let selects = sqe_flags & IOSQE_BUFFER_SELECT != 0;
         // Deadline rule 1: the operation and its timer take two SQEs, both or neither.
         let own = if ring_op.deadline_ns().is_some() { 2 } else { 1 };
         if own > sq.capacity() {
@@ -154,6 +156,7 @@ impl RingDriver {
             slot.yields_fixed = yields_fixed;
             slot.index_in_buf = code == opcode::FilesUpdate::CODE;
             slot.multi = ring_op.multi();
+            slot.select = selects;
         }
         self.submitted(op);
         self.tail_linked = chained; // the pair's own link ends at its timer
@@ -171,6 +174,9 @@ impl RingDriver {
         }
     }
 }
+
+/// `IOSQE_BUFFER_SELECT` (include/uapi/linux/io_uring.h).
+const IOSQE_BUFFER_SELECT: u8 = 1 << 5;
 
 /// `entry` re-read eight bytes at a time. The SQE was usually built a moment ago on the
 /// initiator's stack with stores of 8 or 16 bytes at 8-byte offsets; the crate's 16-byte
