@@ -77,6 +77,10 @@ pub async fn recv_msg(s: &impl AsSock, buf: Vec<u8>, max_fds: usize) -> (Result<
     match res {
         Ok(n) => {
             let n = (n as usize).min(p.data.capacity());
+            // Memcheck does not see the kernel's writes through the ring: in a valgrind
+            // build the bytes received are marked defined here (as `RawBuf::into_vec` does).
+            #[cfg(keel_valgrind)]
+            keel_core::stack::valgrind::make_mem_defined(p.data.as_mut_ptr(), n);
             // SAFETY: the completion says the kernel wrote `n` bytes from the start of the
             // capacity (at most the capacity the iovec offered).
             unsafe { p.data.set_len(n) };
