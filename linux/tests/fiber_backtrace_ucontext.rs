@@ -21,8 +21,7 @@ const REGION: usize = STACK + 4096 + 64;
 const ATTRS: FiberAttrs = FiberAttrs { stack_size: STACK, ..FiberAttrs::DEFAULT };
 
 /// Where this frame is: the stack pointer in an AddressSanitizer build (which moves
-/// address-taken locals to a fake stack of its own), else a local's address (memcheck
-/// takes a register value read right after glibc's `setcontext` for undefined).
+/// address-taken locals to a fake stack of its own), else a local's address.
 #[inline(always)]
 fn stack_pointer() -> usize {
     #[cfg(keel_asan)]
