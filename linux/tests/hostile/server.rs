@@ -46,6 +46,8 @@ struct Counters {
     hog_bytes: Cell<u64>,
     echoed: Cell<u64>,
     refused: Cell<u64>,
+    fibers: Cell<u64>,
+    provided: Cell<u64>,
 }
 
 /// Runs the server for `scenario` (see `hostile_peers.rs`); returns when stdin closes.
@@ -126,6 +128,11 @@ pub fn serve(scenario: &str) {
         })
         .unwrap();
     let mut busy: Vec<TaskHandle> = Vec::new();
+    // Connections handed to a task so far (1 for the first): a connection's kind (fiber or
+    // future, provided buffers or not) follows its own number, never the acceptor's count,
+    // which runs ahead by the whole batch accepted in one pass (under load every
+    // connection of a batch would get the same kind).
+    let mut served = 0u64;
     let t0 = std::time::Instant::now();
     // Acquire: pairs with the stdin thread's Release store.
     while !stop.load(Ordering::Acquire) && t0.elapsed() < Duration::from_secs(120) {
@@ -143,9 +150,12 @@ pub fn serve(scenario: &str) {
                 drop(conn);
                 continue;
             };
+            served += 1;
             let cc = c.clone();
-            let provided = all_provided || c.accepted.get() % 4 >= 2;
-            let h = if c.accepted.get() % fiber_every == 0 {
+            let provided = all_provided || served % 4 >= 2;
+            c.provided.set(c.provided.get() + provided as u64);
+            let h = if served.is_multiple_of(fiber_every) {
+                c.fibers.set(c.fibers.get() + 1);
                 ex.attach_fiber(slot, FiberAttrs::DEFAULT, move |f: &mut Fiber| fiber_handler(f, conn, provided, cc))
                     .map_err(|_| "attach fiber")
                     .unwrap()
@@ -177,9 +187,11 @@ pub fn serve(scenario: &str) {
         .unwrap();
     let rs = ex.with_driver(|d| d.stats()).unwrap();
     println!(
-        "KEEL_SERVER accepted={} emfile={} accept_errors={} refused={} echoed={} streamed={} hog_bytes={} \
-         pbuf_exhausted={} pbuf_in_use={} multishot_throttled={} stranded={} in_flight={}",
+        "KEEL_SERVER accepted={} fibers={} provided={} emfile={} accept_errors={} refused={} echoed={} streamed={} \
+         hog_bytes={} pbuf_exhausted={} pbuf_in_use={} multishot_throttled={} stranded={} in_flight={}",
         c.accepted.get(),
+        c.fibers.get(),
+        c.provided.get(),
         c.emfile.get(),
         c.accept_errors.get(),
         c.refused.get(),
