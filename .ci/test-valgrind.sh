@@ -22,6 +22,13 @@
 # KEEL_VALGRIND_TIMEOUT seconds (default 600): a hang fails it rather than the whole run.
 # The overflow tests run their faulting cases in child processes, which run natively
 # (no --trace-children).
+#
+# --fair-sched=yes: valgrind runs one thread at a time, and its default lock (a pipe)
+# lets the thread that just gave it up take it straight back, so a thread that never
+# blocks (an executor kept busy by a task that only yields, as in transfer_threads'
+# busy-executor test, or a spinning attacher) can hold it for seconds while the thread
+# it waits for (the sender of an arrival, the releaser of a slot) gets no turn on a
+# loaded machine. The ticket lock hands it on in arrival order.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARGO=${CARGO:-cargo}
@@ -76,7 +83,14 @@ fi
 #   always wins (the race's outcome, one body, is checked natively);
 # - stack_rule_3_trimmed_spares_are_decommitted_and_work_when_reused (fibers_mmap): the
 #   test reads a trimmed spare stack's pages itself to see them zeroed, memory memcheck
-#   holds below a registered stack (an invalid read of the test's, not keel's).
+#   holds below a registered stack (an invalid read of the test's, not keel's);
+# - the two backtrace tests whose fiber stack lies above the executor inside the
+#   executor thread's own stack (fiber_backtrace, fiber_backtrace_ucontext): memcheck
+#   does not see a switch to a stack nested in the current thread's registered stack as
+#   a change of stack (core/src/stack/valgrind.rs says why) and reports the executor's
+#   frames as dead, then undefined. Their twins with the fiber stack below the executor,
+#   in static memory, walk the same trampoline CFI under memcheck; the nested ones pass
+#   natively.
 skips=(--skip set_then_read_gives_the_control_bits_back_and_keeps_the_status_flags
     --skip fiber_rule_6_status_flags_and_a_mode_restored_before_each_suspension_are_not_reported
     --skip fiber_rule_7_with_save_fp_control_a_fiber_keeps_its_modes_across_yields_and_the_others_keep_theirs
@@ -85,21 +99,42 @@ skips=(--skip set_then_read_gives_the_control_bits_back_and_keeps_the_status_fla
     --skip glibc_swapcontext_keeps_each_ucontext_fibers_rounding_mode_and_x87_control_word_and_the_executors
     --skip save_fp_control_on_the_ucontext_switcher_changes_nothing_the_fiber_sees
     --skip a_foreign_attach_racing_the_owners_attach_runs_one_body
-    --skip stack_rule_3_trimmed_spares_are_decommitted_and_work_when_reused)
+    --skip stack_rule_3_trimmed_spares_are_decommitted_and_work_when_reused
+    --skip a_backtrace_in_a_fiber_above_the_executor_reaches_run
+    --skip a_backtrace_in_a_ucontext_fiber_above_the_executor_reaches_run)
+# Binaries not run at all:
+# - hostile_peers: its keel server runs in a child process, which runs natively (no
+#   --trace-children), so memcheck would check only the peers' side (std sockets, no
+#   keel code) while its time bounds (a control exchange within 1 s) measured valgrind's
+#   scheduling of the peers' threads.
+skip_bins=(hostile_peers)
 echo "test-valgrind: skipped: five floating-point control tests (valgrind's CPU drops MXCSR/x87 mode bits)," \
     "a debug-only list check (release build), two_threads_attach_a_million_tasks_each (spins take the" \
     "executor's turn under valgrind's one-thread-at-a-time: over 150 s), a race-happened check (no" \
-    "interleaving there), a test's own read of decommitted stack pages; reasons in .ci/test-valgrind.sh"
+    "interleaving there), a test's own read of decommitted stack pages, two backtrace tests whose fiber stack" \
+    "nests in the thread's stack (memcheck sees no switch there), the hostile_peers binary (its keel server" \
+    "runs natively in a child); reasons in .ci/test-valgrind.sh"
 log=$(mktemp -d)
 trap 'rm -rf "$log"' EXIT
 failed=()
 total_start=$(date +%s)
+ran=0
+passed=0
 for bin in $bins; do
     name=$(basename "$bin")
+    skip=0
+    for s in "${skip_bins[@]}"; do [ "${name%-*}" = "$s" ] && skip=1; done
+    if [ $skip = 1 ]; then
+        echo "test-valgrind: $name skipped (see skip_bins)"
+        continue
+    fi
+    ran=$((ran + 1))
     start=$(date +%s)
-    if timeout -k 10 "${KEEL_VALGRIND_TIMEOUT:-600}" valgrind --tool=memcheck --error-exitcode=1 $leaks --track-origins=yes --num-callers=30 -q \
+    if timeout -k 10 "${KEEL_VALGRIND_TIMEOUT:-600}" valgrind --tool=memcheck --fair-sched=yes --error-exitcode=1 $leaks --track-origins=yes --num-callers=30 -q \
         "$bin" --test-threads=1 -q "${skips[@]}" "$@" >"$log/$name.out" 2>"$log/$name.err"; then
         echo "test-valgrind: $name clean ($(($(date +%s) - start)) s): $(grep -E '^test result' "$log/$name.out" | tail -1)"
+        n=$(sed -nE 's/^test result: ok\. ([0-9]+) passed.*/\1/p' "$log/$name.out" | tail -1)
+        passed=$((passed + ${n:-0}))
     else
         echo "test-valgrind: $name FAILED ($(($(date +%s) - start)) s):"
         tail -n 60 "$log/$name.out" "$log/$name.err"
@@ -110,4 +145,4 @@ if [ ${#failed[@]} -gt 0 ]; then
     echo "test-valgrind: ${#failed[@]} binaries with errors or failures: ${failed[*]}" >&2
     exit 1
 fi
-echo "test-valgrind: clean in $(($(date +%s) - total_start)) s"
+echo "test-valgrind: $ran binaries, $passed tests, 0 memcheck errors, clean in $(($(date +%s) - total_start)) s"

@@ -13,6 +13,17 @@
 //! switch as a change of stack, not as a frame of megabytes), and, in keel-linux, the
 //! ranges the kernel filled through io_uring marked defined (memcheck does not see the
 //! kernel's writes through the ring).
+//!
+//! A fiber stack inside the running thread's own stack (a `RegionStacks` region that is
+//! a local array of a frame above the executor's) is not seen as a change of stack:
+//! valgrind registers each thread's stack too, and looks for another registered stack
+//! only when the stack pointer leaves the current one (`coregrind/m_stacks.c`), which a
+//! switch to a nested stack never does. The switch is then taken for a frame pushed or
+//! popped over the distance between the two stack pointers: the executor's frames are
+//! marked inaccessible on the way into the fiber and undefined on the way back, and
+//! memcheck reports reads of them (keel's asm switch and the ucontext switcher alike).
+//! Stacks from mmap, the heap or static memory do not nest; the tests that nest one on
+//! purpose are skipped under valgrind (`.ci/test-valgrind.sh`).
 
 use core::arch::asm;
 
