@@ -201,19 +201,31 @@ fn deadline_rule_2_a_cancelled_task_gets_ecanceled_not_timed_out() {
 #[test]
 fn deadline_rule_2_a_cancel_after_both_cqes_arrived_but_before_the_reap_keeps_the_timeout() {
     for fiber in [true, false] {
-        let ex = executor(RingConfig::default());
-        let ex = ex.as_ref();
-        let out: Out = Rc::default();
-        let (file, _w) = pipe_file();
-        let t = reader(ex, fiber, &file, Some(Duration::from_millis(5)), &out);
-        run_until(ex, || in_io(ex, t));
-        // The executor does not run: the kernel posts both CQEs (the timer fires, the
-        // read is cancelled) and nobody reaps them before the task's cancel.
-        std::thread::sleep(Duration::from_millis(40));
-        ex.cancel(t).unwrap();
-        run_all(ex);
-        assert_eq!(*out.borrow(), vec![Err(TIMED_OUT)], "fiber {fiber}: the completion is not lost to the cancel");
-        assert_eq!(in_flight(ex), 0);
+        // The task must be seen waiting before its deadline passes. A slow run (valgrind
+        // takes longer than 5 ms for the first pass) may reap the timer first, so the
+        // task is done and never seen waiting: then again with a 4x longer deadline.
+        let mut d = Duration::from_millis(5);
+        loop {
+            let ex = executor(RingConfig::default());
+            let ex = ex.as_ref();
+            let out: Out = Rc::default();
+            let (file, _w) = pipe_file();
+            let t = reader(ex, fiber, &file, Some(d), &out);
+            run_until(ex, || in_io(ex, t) || !out.borrow().is_empty());
+            if !out.borrow().is_empty() {
+                assert!(d < Duration::from_secs(1), "fiber {fiber}: the task was never seen waiting for its read");
+                d *= 4;
+                continue;
+            }
+            // The executor does not run: the kernel posts both CQEs (the timer fires,
+            // the read is cancelled) and nobody reaps them before the task's cancel.
+            std::thread::sleep(d * 8);
+            ex.cancel(t).unwrap();
+            run_all(ex);
+            assert_eq!(*out.borrow(), vec![Err(TIMED_OUT)], "fiber {fiber}: the completion is not lost to the cancel");
+            assert_eq!(in_flight(ex), 0);
+            break;
+        }
     }
 }
 

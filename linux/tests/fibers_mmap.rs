@@ -203,25 +203,36 @@ fn stack_rule_3_trimmed_spares_are_decommitted_and_work_when_reused() {
 
 #[test]
 fn spares_are_trimmed_while_parked_when_configured() {
+    // The slow fiber's sleep must outlast the quick fiber's run, so that the executor
+    // parks: 5 ms, and 4x longer each time a slow run (valgrind) saw no park. At most 5 tries.
+    let mut nap = Duration::from_millis(5);
     let cfg = Config { trim_spare_stacks_after: Some(Duration::ZERO), ..keel_linux::panic::config() };
-    let ex = pin!(Executor::with_stacks(SleepDriver::new(), MmapStacks::new().unwrap(), cfg).unwrap());
-    let ex = ex.into_ref();
-    let quick = ex
-        .attach_fiber(task("quick"), ATTRS, |f: &mut Fiber| -> TaskResult {
-            f.yield_now()?;
-            Ok(1u64)
-        })
-        .unwrap();
-    let slow = ex
-        .attach_fiber(task("slow"), ATTRS, |f: &mut Fiber| -> TaskResult {
-            f.sleep(Duration::from_millis(5))?;
-            Ok(2)
-        })
-        .unwrap();
-    run_all(ex);
-    assert_eq!((ex.result(quick), ex.result(slow)), (Ok(Some(Ok(1))), Ok(Some(Ok(2)))));
+    let mut ex = Box::pin(Executor::with_stacks(SleepDriver::new(), MmapStacks::new().unwrap(), cfg).unwrap());
+    let quick = loop {
+        let e = ex.as_ref();
+        let quick = e
+            .attach_fiber(task("quick"), ATTRS, |f: &mut Fiber| -> TaskResult {
+                f.yield_now()?;
+                Ok(1u64)
+            })
+            .unwrap();
+        let slow = e
+            .attach_fiber(task("slow"), ATTRS, move |f: &mut Fiber| -> TaskResult {
+                f.sleep(nap)?;
+                Ok(2)
+            })
+            .unwrap();
+        run_all(e);
+        assert_eq!((e.result(quick), e.result(slow)), (Ok(Some(Ok(1))), Ok(Some(Ok(2)))));
+        if e.stats().parks >= 1 {
+            break quick;
+        }
+        assert!(nap < Duration::from_secs(1), "the executor never parked while a fiber slept");
+        nap *= 4;
+        ex = Box::pin(Executor::with_stacks(SleepDriver::new(), MmapStacks::new().unwrap(), cfg).unwrap());
+    };
+    let ex = ex.as_ref();
     let st = ex.stack_stats();
-    assert!(ex.stats().parks >= 1);
     assert!(st.decommitted >= 1, "the quick fiber's spare was trimmed while the slow one slept: {st:?}");
     // And it still works.
     let again = ex
