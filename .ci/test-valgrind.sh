@@ -68,8 +68,6 @@ fi
 #   MXCSR and the x87 control word (it honours the rounding mode, not the exception
 #   masks, flush-to-zero or precision control), so a mode set is not read back as set
 #   (keel's fiber rules 6 and 7 are about exactly those bits; they pass natively);
-# - list_rule_1_a_node_moves_to_another_list_only_once_removed: it asserts the debug
-#   owner check, which a release build does not have (it fails natively in release too);
 # - two_threads_attach_a_million_tasks_each (cross_thread): 2,000,000 foreign attaches
 #   whose two attacher threads spin while a slot is still owned; valgrind runs one
 #   thread at a time, so each spin takes the executor's turn, and it had not finished
@@ -94,7 +92,6 @@ fi
 skips=(--skip set_then_read_gives_the_control_bits_back_and_keeps_the_status_flags
     --skip fiber_rule_6_status_flags_and_a_mode_restored_before_each_suspension_are_not_reported
     --skip fiber_rule_7_with_save_fp_control_a_fiber_keeps_its_modes_across_yields_and_the_others_keep_theirs
-    --skip list_rule_1_a_node_moves_to_another_list_only_once_removed
     --skip two_threads_attach_a_million_tasks_each
     --skip glibc_swapcontext_keeps_each_ucontext_fibers_rounding_mode_and_x87_control_word_and_the_executors
     --skip save_fp_control_on_the_ucontext_switcher_changes_nothing_the_fiber_sees
@@ -109,7 +106,7 @@ skips=(--skip set_then_read_gives_the_control_bits_back_and_keeps_the_status_fla
 #   scheduling of the peers' threads.
 skip_bins=(hostile_peers)
 echo "test-valgrind: skipped: five floating-point control tests (valgrind's CPU drops MXCSR/x87 mode bits)," \
-    "a debug-only list check (release build), two_threads_attach_a_million_tasks_each (spins take the" \
+    "two_threads_attach_a_million_tasks_each (spins take the" \
     "executor's turn under valgrind's one-thread-at-a-time: over 150 s), a race-happened check (no" \
     "interleaving there), a test's own read of decommitted stack pages, two backtrace tests whose fiber stack" \
     "nests in the thread's stack (memcheck sees no switch there), the hostile_peers binary (its keel server" \
