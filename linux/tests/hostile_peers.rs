@@ -166,13 +166,18 @@ fn scenario(name: &str, hostile: impl FnOnce(SocketAddr, u32)) {
     );
     assert!(status.success(), "{name}: the server process failed ({status}): its checks are in its stderr above");
     assert!(!loud.is_empty(), "{name}: the control client ran during the hostile phase");
-    assert!(worst < EXCHANGE_MAX, "{name}: a control exchange took {worst:?} (bound {EXCHANGE_MAX:?})");
-    assert!(
-        rss_max.saturating_sub(rss_base) <= RSS_GROWTH_MAX,
-        "{name}: the server's resident memory grew by {} KiB (bound {} KiB)",
-        (rss_max - rss_base) >> 10,
-        RSS_GROWTH_MAX >> 10
-    );
+    // Under valgrind (`make test-valgrind` runs this binary with its server children
+    // under memcheck too) the time and memory are valgrind's: its shadow memory and
+    // one-thread-at-a-time speed. They are printed above, not held to the bounds there.
+    if !cfg!(keel_valgrind) {
+        assert!(worst < EXCHANGE_MAX, "{name}: a control exchange took {worst:?} (bound {EXCHANGE_MAX:?})");
+        assert!(
+            rss_max.saturating_sub(rss_base) <= RSS_GROWTH_MAX,
+            "{name}: the server's resident memory grew by {} KiB (bound {} KiB)",
+            (rss_max - rss_base) >> 10,
+            RSS_GROWTH_MAX >> 10
+        );
+    }
     assert_eq!(fd_after, fd_base, "{name}: the server's descriptors come back to their baseline");
 }
 
