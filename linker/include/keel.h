@@ -274,6 +274,27 @@ typedef struct keel_executor_attr {
    * `IORING_REGISTER_SEND_MSG_RING` (kernel 6.13): `-EOPNOTSUPP` without it.
    */
   uint8_t iopoll;
+  /**
+   * Caps the kernel's worker pool (io-wq) of the executor's thread at this many threads
+   * for work on regular files and block devices (`IORING_REGISTER_IOWQ_MAX_WORKERS`,
+   * executor rule 4); 0: the limit stays as it is. Work beyond the cap waits in the
+   * pool's queue, it is not refused. Needs a ring (`-EINVAL` without `ring_entries`).
+   */
+  uint32_t iowq_bounded_workers;
+  /**
+   * As `iowq_bounded_workers`, for work that may wait indefinitely (sockets, pipes,
+   * other non-regular files).
+   */
+  uint32_t iowq_unbounded_workers;
+  /**
+   * Another executor (of any thread) whose ring this one names at set-up
+   * (`IORING_SETUP_ATTACH_WQ`, executor rule 4); the null handle: none. The kernel
+   * shares a pool only between executors of one thread, which share it anyway: from
+   * another thread this checks the ring and nothing more. Needs a ring (`-EINVAL`
+   * without `ring_entries`); `-ESTALE` for a handle of no live executor, `-EINVAL`
+   * for an executor without a ring.
+   */
+  struct keel_executor attach_wq;
 } keel_executor_attr;
 
 /**

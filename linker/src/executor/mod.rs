@@ -23,8 +23,9 @@ use crate::thread;
 use core::cell::Cell;
 use core::ffi::c_void;
 use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use keel_core::{Executor, ExecutorHandle, HandleSlot, RunError, TscAccounting};
+use keel_linux::ring::WorkerPool;
 use keel_linux::{MmapStacks, RingConfig, RingDriver, SleepDriver};
 pub use stats::{
     keel_executor_attached, keel_executor_get_stats, keel_executor_get_times, keel_executor_stats,
@@ -51,6 +52,19 @@ pub struct keel_executor {
     pub generation: u64,
 }
 
+impl Default for keel_executor {
+    /// The null handle.
+    fn default() -> Self {
+        keel_executor { storage: core::ptr::null_mut(), generation: 0 }
+    }
+}
+
+impl keel_executor {
+    fn is_null(&self) -> bool {
+        self.storage.is_null() && self.generation == 0
+    }
+}
+
 /// How an executor is made. All zeros: a pure-compute executor (no ring).
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default)]
@@ -75,6 +89,21 @@ pub struct keel_executor_attr {
     /// `keel_within` with `-EOPNOTSUPP`; an idle executor busy-polls. Creating one needs
     /// `IORING_REGISTER_SEND_MSG_RING` (kernel 6.13): `-EOPNOTSUPP` without it.
     pub iopoll: u8,
+    /// Caps the kernel's worker pool (io-wq) of the executor's thread at this many threads
+    /// for work on regular files and block devices (`IORING_REGISTER_IOWQ_MAX_WORKERS`,
+    /// executor rule 4); 0: the limit stays as it is. Work beyond the cap waits in the
+    /// pool's queue, it is not refused. Needs a ring (`-EINVAL` without `ring_entries`).
+    pub iowq_bounded_workers: u32,
+    /// As `iowq_bounded_workers`, for work that may wait indefinitely (sockets, pipes,
+    /// other non-regular files).
+    pub iowq_unbounded_workers: u32,
+    /// Another executor (of any thread) whose ring this one names at set-up
+    /// (`IORING_SETUP_ATTACH_WQ`, executor rule 4); the null handle: none. The kernel
+    /// shares a pool only between executors of one thread, which share it anyway: from
+    /// another thread this checks the ring and nothing more. Needs a ring (`-EINVAL`
+    /// without `ring_entries`); `-ESTALE` for a handle of no live executor, `-EINVAL`
+    /// for an executor without a ring.
+    pub attach_wq: keel_executor,
 }
 
 // Not boxed: the executor lives in its (caller's) storage, which is sized for the larger.
@@ -135,6 +164,9 @@ pub(crate) struct ExecStorage {
     slot: HandleSlot,
     /// The handle through `slot`, written before the generation is published.
     pub(crate) remote: Option<ExecutorHandle>,
+    /// The ring's descriptor number, -1 without one (executor rule 4); written before the
+    /// generation is published.
+    ring_fd: AtomicI32,
     inner: MaybeUninit<Inner>,
 }
 
@@ -198,12 +230,37 @@ pub(crate) fn exec_of(h: keel_executor) -> Result<&'static ExecStorage, i64> {
     Ok(s)
 }
 
-fn make_inner(attr: &keel_executor_attr) -> Result<Inner, i64> {
+/// The worker pool `attr.attach_wq` names, if any (executor rule 4).
+fn attach_wq_of(attr: &keel_executor_attr) -> Result<Option<WorkerPool>, i64> {
+    if attr.attach_wq.is_null() {
+        return Ok(None);
+    }
+    let s = exec_anywhere(attr.attach_wq)?;
+    // Relaxed: written before the Release of the generation that `exec_anywhere` acquired.
+    let fd = s.ring_fd.load(Ordering::Relaxed);
+    // Acquire: pairs with init's Release store; a storage re-made since reads as stale.
+    if s.live_gen.load(Ordering::Acquire) != attr.attach_wq.generation {
+        return Err(err(libc::ESTALE));
+    }
+    if fd < 0 {
+        return Err(err(libc::EINVAL));
+    }
+    Ok(Some(WorkerPool::from_raw(fd)))
+}
+
+/// The executor `attr` describes and its ring's descriptor (-1: none).
+fn make_inner(attr: &keel_executor_attr) -> Result<(Inner, i32), i64> {
+    let wants_ring = attr.iowq_bounded_workers != 0 || attr.iowq_unbounded_workers != 0 || !attr.attach_wq.is_null();
+    if attr.ring_entries == 0 && wants_ring {
+        return Err(err(libc::EINVAL));
+    }
+    let attach_wq = attach_wq_of(attr)?;
     let stacks = MmapStacks::new().map_err(|e| -(e.0 as i64))?;
     let cfg = keel_linux::panic::config();
     if attr.ring_entries == 0 {
         let ex = Executor::with_stacks(SleepDriver::new(), stacks, cfg).map_err(|_| err(libc::EINVAL))?;
-        return Ok(if attr.accounting != 0 { Inner::SleepAcct(ex.with_accounting()) } else { Inner::Sleep(ex) });
+        let inner = if attr.accounting != 0 { Inner::SleepAcct(ex.with_accounting()) } else { Inner::Sleep(ex) };
+        return Ok((inner, -1));
     }
     if !attr.ring_entries.is_power_of_two() {
         return Err(err(libc::EINVAL));
@@ -219,6 +276,8 @@ fn make_inner(attr: &keel_executor_attr) -> Result<Inner, i64> {
         },
         registered_files: attr.registered_files,
         iopoll: attr.iopoll != 0,
+        iowq_max_workers: [attr.iowq_bounded_workers, attr.iowq_unbounded_workers],
+        attach_wq,
         ..RingConfig::default()
     })
     .map_err(|e| match (e.raw_os_error(), e.kind()) {
@@ -227,15 +286,17 @@ fn make_inner(attr: &keel_executor_attr) -> Result<Inner, i64> {
         (None, std::io::ErrorKind::InvalidInput) => err(libc::EINVAL),
         (None, _) => err(libc::EIO),
     })?;
+    let fd = ring.worker_pool().raw();
     let ex = Executor::with_stacks(ring, stacks, cfg).map_err(|_| err(libc::EINVAL))?;
-    Ok(if attr.accounting != 0 { Inner::RingAcct(ex.with_accounting()) } else { Inner::Ring(ex) })
+    let inner = if attr.accounting != 0 { Inner::RingAcct(ex.with_accounting()) } else { Inner::Ring(ex) };
+    Ok((inner, fd))
 }
 
 /// Makes an executor in `p` (fresh: the memory holds no `ExecStorage` yet).
 ///
 /// # Safety
 /// `p` is valid, aligned storage of `ExecStorage`'s size that nothing else uses.
-unsafe fn init_at(p: *mut ExecStorage, fresh: bool, allocated: bool, inner: Inner) -> keel_executor {
+unsafe fn init_at(p: *mut ExecStorage, fresh: bool, allocated: bool, (inner, ring_fd): (Inner, i32)) -> keel_executor {
     let g = thread::next_generation();
     // SAFETY: the caller gives us the storage; fields are written by place, so no
     // reference to uninitialised memory is made. A storage from the free list keeps
@@ -245,7 +306,10 @@ unsafe fn init_at(p: *mut ExecStorage, fresh: bool, allocated: bool, inner: Inne
             (&raw mut (*p).live_gen).write(AtomicU64::new(0));
             (&raw mut (*p).next_free).write(0);
             (&raw mut (*p).slot).write(HandleSlot::new());
+            (&raw mut (*p).ring_fd).write(AtomicI32::new(-1));
         }
+        // Relaxed: published by the Release store of the generation below (rule 4).
+        (*p).ring_fd.store(ring_fd, Ordering::Relaxed);
         (&raw mut (*p).thread).write(AtomicU64::new(thread::current()));
         (&raw mut (*p).allocated).write(Cell::new(allocated));
         (&raw mut (*p).running).write(Cell::new(false));
