@@ -1147,6 +1147,21 @@ keel_result keel_file_statx(struct keel_task task,
                             void *out);
 
 /**
+ * `statx(dirfd, path, flags, mask, out)` through the ring: `path` relative to the open
+ * directory `dirfd` (or `AT_FDCWD`; an absolute path ignores it; `AT_EMPTY_PATH` with ""
+ * is `dirfd` itself). `dirfd` must stay open until this returns, as for every call here.
+ *
+ * # Safety
+ * As `keel_file_statx`.
+ */
+keel_result keel_file_statx_at(struct keel_task task,
+                               int dirfd,
+                               const char *path,
+                               int flags,
+                               uint32_t mask,
+                               void *out);
+
+/**
  * `unlinkat(AT_FDCWD, path, flags)` through the ring: a file, or with `AT_REMOVEDIR` an
  * empty directory; any other flag is `-EINVAL` before anything is submitted.
  *
@@ -1154,6 +1169,15 @@ keel_result keel_file_statx(struct keel_task task,
  * `path` is NULL or a NUL-terminated string.
  */
 keel_result keel_file_unlink(struct keel_task task, const char *path, int flags);
+
+/**
+ * `unlinkat(dirfd, path, flags)` through the ring: `keel_file_unlink` relative to the
+ * open directory `dirfd` (or `AT_FDCWD`).
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string.
+ */
+keel_result keel_file_unlink_at(struct keel_task task, int dirfd, const char *path, int flags);
 
 /**
  * `renameat2(AT_FDCWD, from, AT_FDCWD, to, flags)` through the ring (`RENAME_NOREPLACE`,
@@ -1168,12 +1192,35 @@ keel_result keel_file_rename(struct keel_task task,
                              uint32_t flags);
 
 /**
+ * `renameat2(from_dirfd, from, to_dirfd, to, flags)` through the ring: `keel_file_rename`
+ * with each path relative to its open directory (or `AT_FDCWD`).
+ *
+ * # Safety
+ * `from` and `to` are NULL or NUL-terminated strings.
+ */
+keel_result keel_file_rename_at(struct keel_task task,
+                                int from_dirfd,
+                                const char *from,
+                                int to_dirfd,
+                                const char *to,
+                                uint32_t flags);
+
+/**
  * `mkdirat(AT_FDCWD, path, mode)` through the ring; `-EINVAL` for a mode above `07777`.
  *
  * # Safety
  * `path` is NULL or a NUL-terminated string.
  */
 keel_result keel_file_mkdir(struct keel_task task, const char *path, uint32_t mode);
+
+/**
+ * `mkdirat(dirfd, path, mode)` through the ring: `keel_file_mkdir` relative to the open
+ * directory `dirfd` (or `AT_FDCWD`).
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string.
+ */
+keel_result keel_file_mkdir_at(struct keel_task task, int dirfd, const char *path, uint32_t mode);
 
 /**
  * `sendmsg(fd, msg, flags | MSG_NOSIGNAL)` through the ring; returns the bytes sent.

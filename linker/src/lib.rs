@@ -78,8 +78,9 @@ pub use result::{
     KEEL_EWRONGTHREAD, keel_result, keel_strerror,
 };
 pub use server::{
-    keel_executor_set_iowq_max_workers, keel_file_mkdir, keel_file_rename, keel_file_statx, keel_file_unlink,
-    keel_signal_wait, keel_socket_recvmsg, keel_socket_sendmsg,
+    keel_executor_set_iowq_max_workers, keel_file_mkdir, keel_file_mkdir_at, keel_file_rename, keel_file_rename_at,
+    keel_file_statx, keel_file_statx_at, keel_file_unlink, keel_file_unlink_at, keel_signal_wait, keel_socket_recvmsg,
+    keel_socket_sendmsg,
 };
 pub use status::{
     KEEL_IO_STATUS_ALIGN, KEEL_IO_STATUS_SIZE, keel_file_fsync_async, keel_file_read_async, keel_file_write_async,
