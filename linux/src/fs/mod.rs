@@ -66,7 +66,7 @@ pub use future::{
 };
 pub use meta::FiberMeta;
 pub use meta_future::{fstatx, mkdir, mkdir_at, rename, rename_at, statx, statx_at, unlink, unlink_at};
-pub use multishot::{FiberReadMulti, ReadMultiOp, next_read, read_multi};
+pub use multishot::{FiberReadMulti, ReadMultiOp, end_read, next_read, read_multi};
 /// Flags and the result of the metadata calls ([`FiberMeta`], `meta.rs`), rustix's types.
 pub use rustix::fs::{AtFlags, RenameFlags, Statx, StatxFlags};
 pub use rw::{FiberRw, read_flags, write_flags};
