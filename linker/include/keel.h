@@ -155,6 +155,12 @@
 typedef struct keel_mailbox keel_mailbox;
 
 /**
+ * A multishot read stream (opaque): from `keel_read_multi_open`, ended and freed by
+ * `keel_read_multi_close`.
+ */
+typedef struct keel_read_multi keel_read_multi;
+
+/**
  * A value (`>= 0`) or a negated error code (`-ESTALE`, `-KEEL_EPANICKED`, ...).
  */
 typedef int64_t keel_result;
@@ -295,6 +301,16 @@ typedef struct keel_executor_attr {
    * for an executor without a ring.
    */
   struct keel_executor attach_wq;
+  /**
+   * Buffers in the ring's provided-buffer ring (a power of two up to 32768; 0: none),
+   * which the kernel picks from for multishot reads (`keel_read_multi_*`). Needs a ring
+   * (`-EINVAL` without `ring_entries`, or for a count that is no power of two).
+   */
+  uint16_t provided_buffers;
+  /**
+   * Bytes per provided buffer (0: 4096).
+   */
+  uint32_t provided_buffer_size;
 } keel_executor_attr;
 
 /**
@@ -1048,6 +1064,48 @@ keel_result keel_socket_shutdown(struct keel_task task, int fd, int how);
  * `close(fd)` through the ring (as `keel_file_close`).
  */
 keel_result keel_socket_close(struct keel_task task, int fd);
+
+/**
+ * Opens a multishot read of `fd` into the executor's provided buffers and writes the
+ * stream to `*out`. Nothing is submitted until the first `keel_read_multi_next`.
+ *
+ * Thread safety: from inside the running task's function. Errors: the module doc.
+ *
+ * # Safety
+ * `out` is NULL or valid for a write; `fd` stays open until `keel_read_multi_close`
+ * returns 0 (stream rule 2).
+ */
+keel_result keel_read_multi_open(struct keel_task task, int fd, struct keel_read_multi **out);
+
+/**
+ * Copies the next bytes the stream read into `buf` (at most `len`) and returns how many;
+ * 0 at end of file; a negated errno that ended the stream (stream rule 4). Suspends the
+ * task until data arrives.
+ *
+ * Thread safety: from inside a running task's function on the stream's thread.
+ *
+ * # Safety
+ * `s` is NULL or a live stream; `buf` is NULL or `len` writable bytes.
+ */
+keel_result keel_read_multi_next(struct keel_task task,
+                                 struct keel_read_multi *s,
+                                 void *buf,
+                                 size_t len);
+
+/**
+ * Ends the stream: cancels its operation, waits for its end (bytes not read yet are
+ * dropped), gives every buffer back, and frees the stream; 0 when the descriptor is free
+ * for the program to close (stream rule 2). `-EXDEV`: called from a task of another
+ * executor than the one that armed it; the stream is freed all the same and that executor
+ * ends the operation when it next runs. `-KEEL_EWRONGTHREAD`: nothing is done.
+ *
+ * Thread safety: from inside a running task's function on the stream's thread.
+ *
+ * # Safety
+ * `s` is NULL or a live stream, not used again after this returns anything but
+ * `-KEEL_EWRONGTHREAD`, `-EFAULT`, `-ESTALE` or `-KEEL_ENOTINTASK`.
+ */
+keel_result keel_read_multi_close(struct keel_task task, struct keel_read_multi *s);
 
 /**
  * `poll(&(struct pollfd){fd, events}, 1, timeout)` through the ring

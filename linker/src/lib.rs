@@ -19,6 +19,7 @@
 //! | `event` | manual-reset events: `create`, `wait` from a task body, `set`/`reset` from any thread (event rules) |
 //! | `wait` | counting semaphores: `create`, `acquire` from a task body, `release` from any thread (semaphore rules) |
 //! | `server` | statx, unlink, rename, mkdir, sendmsg/recvmsg, a signalfd wait, the worker-pool cap |
+//! | `read_multi` | multishot read into the executor's provided buffers, copied out (stream rules) |
 //! | `transfer` | descriptor transfer: register into the fixed-file table, install back, send to another executor's ring, receive (transfer rules) |
 //! | `gdb` | keel's GDB script in `.debug_gdb_scripts` |
 //!
@@ -37,6 +38,7 @@ mod fs;
 mod gdb;
 mod join;
 mod net;
+mod read_multi;
 mod ready;
 mod regbuf;
 mod result;
@@ -69,6 +71,7 @@ pub use net::{
     keel_socket_accept, keel_socket_bind, keel_socket_close, keel_socket_connect, keel_socket_listen, keel_socket_open,
     keel_socket_recv, keel_socket_send, keel_socket_shutdown,
 };
+pub use read_multi::{keel_read_multi, keel_read_multi_close, keel_read_multi_next, keel_read_multi_open};
 pub use ready::keel_poll;
 pub use regbuf::{
     keel_buffer, keel_buffer_claim, keel_buffer_data, keel_buffer_release, keel_file_read_fixed, keel_file_write_fixed,

@@ -104,6 +104,12 @@ pub struct keel_executor_attr {
     /// without `ring_entries`); `-ESTALE` for a handle of no live executor, `-EINVAL`
     /// for an executor without a ring.
     pub attach_wq: keel_executor,
+    /// Buffers in the ring's provided-buffer ring (a power of two up to 32768; 0: none),
+    /// which the kernel picks from for multishot reads (`keel_read_multi_*`). Needs a ring
+    /// (`-EINVAL` without `ring_entries`, or for a count that is no power of two).
+    pub provided_buffers: u16,
+    /// Bytes per provided buffer (0: 4096).
+    pub provided_buffer_size: u32,
 }
 
 // Not boxed: the executor lives in its (caller's) storage, which is sized for the larger.
@@ -248,9 +254,22 @@ fn attach_wq_of(attr: &keel_executor_attr) -> Result<Option<WorkerPool>, i64> {
     Ok(Some(WorkerPool::from_raw(fd)))
 }
 
+/// A set-up error as a negated errno.
+fn io_error(e: std::io::Error) -> i64 {
+    match (e.raw_os_error(), e.kind()) {
+        (Some(n), _) => -(n as i64),
+        (None, std::io::ErrorKind::Unsupported) => err(libc::EOPNOTSUPP),
+        (None, std::io::ErrorKind::InvalidInput) => err(libc::EINVAL),
+        (None, _) => err(libc::EIO),
+    }
+}
+
 /// The executor `attr` describes and its ring's descriptor (-1: none).
 fn make_inner(attr: &keel_executor_attr) -> Result<(Inner, i32), i64> {
-    let wants_ring = attr.iowq_bounded_workers != 0 || attr.iowq_unbounded_workers != 0 || !attr.attach_wq.is_null();
+    let wants_ring = attr.iowq_bounded_workers != 0
+        || attr.iowq_unbounded_workers != 0
+        || !attr.attach_wq.is_null()
+        || attr.provided_buffers != 0;
     if attr.ring_entries == 0 && wants_ring {
         return Err(err(libc::EINVAL));
     }
@@ -265,7 +284,7 @@ fn make_inner(attr: &keel_executor_attr) -> Result<(Inner, i32), i64> {
     if !attr.ring_entries.is_power_of_two() {
         return Err(err(libc::EINVAL));
     }
-    let ring = RingDriver::new(RingConfig {
+    let mut ring = RingDriver::new(RingConfig {
         entries: attr.ring_entries,
         cq_entries: attr.ring_entries.saturating_mul(4),
         registered_buffers: attr.registered_buffers,
@@ -280,12 +299,11 @@ fn make_inner(attr: &keel_executor_attr) -> Result<(Inner, i32), i64> {
         attach_wq,
         ..RingConfig::default()
     })
-    .map_err(|e| match (e.raw_os_error(), e.kind()) {
-        (Some(n), _) => -(n as i64),
-        (None, std::io::ErrorKind::Unsupported) => err(libc::EOPNOTSUPP),
-        (None, std::io::ErrorKind::InvalidInput) => err(libc::EINVAL),
-        (None, _) => err(libc::EIO),
-    })?;
+    .map_err(io_error)?;
+    if attr.provided_buffers != 0 {
+        let size = if attr.provided_buffer_size == 0 { 4096 } else { attr.provided_buffer_size };
+        ring.enable_provided_buffers(attr.provided_buffers, size).map_err(io_error)?;
+    }
     let fd = ring.worker_pool().raw();
     let ex = Executor::with_stacks(ring, stacks, cfg).map_err(|_| err(libc::EINVAL))?;
     let inner = if attr.accounting != 0 { Inner::RingAcct(ex.with_accounting()) } else { Inner::Ring(ex) };
