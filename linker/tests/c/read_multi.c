@@ -3,7 +3,8 @@
  * closed with data queued returns 0 and leaves the descriptor open and no longer read
  * from; a regular file ends its stream with -EBADFD; and the mistakes keel refuses: a
  * negative descriptor, NULL pointers, a zero length, an executor without provided
- * buffers, a stream used on another thread, bad executor attributes. Exits 77 (skipped,
+ * buffers, a stream used on another thread or by another executor (-EXDEV), bad executor
+ * attributes. Exits 77 (skipped,
  * said on stderr) without io_uring or IORING_OP_READ_MULTISHOT (6.7+). */
 #include <fcntl.h>
 #include <pthread.h>
@@ -103,6 +104,27 @@ static int64_t body(keel_task task, void *user) {
     return 1;
 }
 
+/* Armed by a task of executor A; executor B's task then gets -EXDEV from next and close. */
+static keel_read_multi *armed;
+static int r2[2] = {-1, -1};
+
+static int64_t arm(keel_task task, void *user) {
+    (void)user;
+    char c;
+    CHECK_RESULT(keel_read_multi_open(task, r2[0], &armed));
+    CHECK(write(r2[1], "z", 1) == 1);
+    CHECK_ERROR(keel_read_multi_next(task, armed, &c, 1), 1);
+    return 1;
+}
+
+static int64_t elsewhere(keel_task task, void *user) {
+    (void)user;
+    char c;
+    CHECK_ERROR(keel_read_multi_next(task, armed, &c, 1), -EXDEV);
+    CHECK_ERROR(keel_read_multi_close(task, armed), -EXDEV); /* freed; A ends the read */
+    return 1;
+}
+
 static int64_t no_buffers(keel_task task, void *user) {
     (void)user;
     keel_read_multi *s;
@@ -142,6 +164,18 @@ int main(void) {
     CHECK_RESULT(keel_executor_create(&plain, &ex));
     run_task(ex, no_buffers, 1);
     CHECK_RESULT(keel_executor_destroy(ex));
+
+    keel_executor a, b;
+    CHECK_RESULT(keel_executor_create(&attr, &a));
+    CHECK_RESULT(keel_executor_create(&attr, &b));
+    CHECK(pipe2(r2, O_CLOEXEC) == 0);
+    run_task(a, arm, 1);
+    run_task(b, elsewhere, 1);
+    r = keel_executor_run(a, 16, 1000000); /* A ends the dropped read */
+    CHECK(r >= 0 || r == -ETIME);
+    CHECK_RESULT(keel_executor_destroy(b));
+    CHECK_RESULT(keel_executor_destroy(a));
+    CHECK(fcntl(r2[0], F_GETFD) >= 0 && close(r2[0]) == 0 && close(r2[1]) == 0);
 
     keel_executor bad;
     keel_executor_attr not_pow2 = {.ring_entries = 8, .provided_buffers = 3};
