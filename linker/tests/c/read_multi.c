@@ -4,8 +4,8 @@
  * from; a regular file ends its stream with -EBADFD; and the mistakes keel refuses: a
  * negative descriptor, NULL pointers, a zero length, an executor without provided
  * buffers, a stream used on another thread or by another executor (-EXDEV), bad executor
- * attributes. Exits 77 (skipped,
- * said on stderr) without io_uring or IORING_OP_READ_MULTISHOT (6.7+). */
+ * attributes. Exits 77 (skipped, said on stderr) without io_uring or
+ * IORING_OP_READ_MULTISHOT (6.7+). */
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
