@@ -1573,7 +1573,8 @@ keel_result keel_fixed_send(struct keel_task task,
 /**
  * Waits for a descriptor sent to this task's ring with `key` and returns its index
  * here; gives up after `timeout_ns` nanoseconds (`KEEL_NO_TIMEOUT`: no limit, 0: only
- * look) with `-ETIME`. A cancelled wait returns `-ECANCELED`; an arrival then waits for
+ * look) with `-ETIME`. Several tasks may wait for one key: arrivals go to them oldest
+ * first, one each. A cancelled wait returns `-ECANCELED`; an arrival handed to it goes to
  * the next receive of its key.
  */
 keel_result keel_fixed_receive(struct keel_task task, uint32_t key, uint64_t timeout_ns);
