@@ -181,7 +181,7 @@ impl FiberTransfer for Fiber {
                 got.map(|l| match l {
                     Look::Got(index) => Ok(FixedFd::new(index, &d.shared)),
                     Look::Waiting(t) => Err(Some(t)),
-                    Look::Nothing => Err(None),
+                    Look::Nothing => Err(None), // only for a look without a task: not this one
                 })
             });
             match r {
@@ -191,7 +191,8 @@ impl FiberTransfer for Fiber {
                     waiting = None; // taken: `look` left the queue
                     break Ok(fixed);
                 }
-                Some(Ok(Err(t))) => waiting = t,
+                Some(Ok(Err(Some(t)))) => waiting = Some(t),
+                Some(Ok(Err(None))) => break Err(TransferError::NotOnRing), // never queued: do not wait
             }
             if let Some(ts) = &ts {
                 if !armed {
