@@ -216,3 +216,53 @@ fn a_timed_out_receiver_leaves_the_next_arrival_to_the_others() {
     run_all(ex);
     assert_eq!(*out.borrow(), [("fiber", Some(TransferError::TimedOut)), ("future", None)]);
 }
+
+/// Two receivers; the older is cancelled while the arrival's CQE waits unreaped in the
+/// ring, so the reap hands it to a receive whose task is cancelled: that receive takes it
+/// or passes it on, and either way exactly one receiver gets it, with the descriptors of
+/// the table at baseline after (fibers and futures).
+#[test]
+fn an_arrival_handed_to_a_cancelled_receiver_is_taken_by_it_or_passed_on_never_lost() {
+    for fiber in [true, false] {
+        let before = open_fds();
+        let (owned, mb) = receiver_ex();
+        let ex = owned.as_ref();
+        let out = Rc::new(RefCell::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for who in 0..2 {
+            let o = out.clone();
+            let t = if fiber {
+                ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+                    let r = f.receive_fd(11, None).map(drop); // dropped: its index closes on the ring
+                    o.borrow_mut().push((who, r));
+                    1u64
+                })
+                .unwrap()
+            } else {
+                ex.attach(task(), async move {
+                    let r = transfer::receive(11, None).await.map(drop);
+                    o.borrow_mut().push((who, r));
+                    1u64
+                })
+                .unwrap()
+            };
+            tasks.push(t);
+            settle(ex);
+        }
+        send_pipe(&mb, 11, b"once"); // its CQE waits in this ring until the next run
+        let _ = ex.cancel(tasks[0]);
+        settle(ex);
+        let _ = ex.cancel(tasks[1]); // ends the other receiver if the first took it
+        run_all(ex);
+        let out = out.borrow().clone();
+        let got: Vec<_> = out.iter().filter(|(_, r)| r.is_ok()).collect();
+        assert_eq!(got.len(), 1, "fiber {fiber}: exactly one receiver got it: {out:?}");
+        eprintln!("fiber {fiber}: receiver {} got it", got[0].0);
+        for (who, r) in &out {
+            assert!(r.is_ok() || *r == Err(TransferError::Cancelled), "fiber {fiber}: receiver {who}: {r:?}");
+        }
+        assert_eq!(ex.with_driver(|d| d.arrivals_pending()).unwrap(), 0, "fiber {fiber}: none left behind");
+        drop((owned, mb));
+        assert_eq!(open_fds(), before, "fiber {fiber}: descriptors at baseline");
+    }
+}
