@@ -1097,13 +1097,14 @@ keel_result keel_read_multi_next(struct keel_task task,
  * dropped), gives every buffer back, and frees the stream; 0 when the descriptor is free
  * for the program to close (stream rule 2). `-EXDEV`: called from a task of another
  * executor than the one that armed it; the stream is freed all the same and that executor
- * ends the operation when it next runs. `-KEEL_EWRONGTHREAD`: nothing is done.
+ * ends the operation when it next runs. `-KEEL_EWRONGTHREAD`, `-EBUSY` (a call of another
+ * task is suspended in it, stream rule 5): nothing is done.
  *
  * Thread safety: from inside a running task's function on the stream's thread.
  *
  * # Safety
  * `s` is NULL or a live stream, not used again after this returns anything but
- * `-KEEL_EWRONGTHREAD`, `-EFAULT`, `-ESTALE` or `-KEEL_ENOTINTASK`.
+ * `-KEEL_EWRONGTHREAD`, `-EBUSY`, `-EFAULT`, `-ESTALE` or `-KEEL_ENOTINTASK`.
  */
 keel_result keel_read_multi_close(struct keel_task task, struct keel_read_multi *s);
 

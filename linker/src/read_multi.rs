@@ -19,6 +19,9 @@
 //!    a task function of that thread; one of another executor there gets `-EXDEV` from
 //!    `next` (the stream is armed on the first one's ring), and `close` then frees the
 //!    stream while the first executor ends its operation when it next runs.
+//! 5. **One call at a time.** While a call of a stream is suspended (its task waits in
+//!    `next`, or `close` waits for the end), another task's call of it gets `-EBUSY` and
+//!    changes nothing (so `close` never frees a stream a suspended `next` uses).
 //! 4. **Ends.** `next` returns the bytes copied, 0 at end of file, or a negated errno that
 //!    ended the stream (`-EBADFD` for a regular file, which cannot be polled; `-EINVAL` on
 //!    a kernel without the opcode; `-ECANCELED` for a cancelled task, after the data read
@@ -26,12 +29,13 @@
 //!
 //! Errors: `-ESTALE`, `-KEEL_ENOTINTASK`, `-EFAULT` (a NULL pointer), `-EBADF` (a
 //! negative descriptor), `-EINVAL` (`len` 0), `-ENOBUFS` (the executor has no provided
-//! buffers, or no ring), `-KEEL_EWRONGTHREAD`, `-EXDEV`.
+//! buffers, or no ring), `-KEEL_EWRONGTHREAD`, `-EXDEV`, `-EBUSY`.
 
 use crate::body::{running, suspend};
 use crate::result::{KEEL_EWRONGTHREAD, err, guard, keel_result};
 use crate::task::keel_task;
 use crate::thread;
+use core::cell::{Cell, UnsafeCell};
 use core::ffi::{c_int, c_void};
 use keel_core::Errno;
 use keel_linux::File;
@@ -41,9 +45,16 @@ use keel_linux::net::{Multishot, ProvidedBuf};
 /// A multishot read stream (opaque): from `keel_read_multi_open`, ended and freed by
 /// `keel_read_multi_close`.
 pub struct keel_read_multi {
-    /// The thread that opened it (stream rule 3).
+    /// The thread that opened it (stream rule 3); never written after.
     thread: u64,
-    m: Multishot,
+    /// A call of it is running (stream rule 5).
+    busy: Cell<bool>,
+    inner: UnsafeCell<Stream>,
+}
+
+struct Stream {
+    /// Taken by `close` (which frees the stream after).
+    m: Option<Multishot>,
     /// The program's descriptor, never closed by keel (stream rule 2).
     file: core::mem::ManuallyDrop<File>,
     /// A buffer not read out yet, and how far it was (stream rule 1).
@@ -54,13 +65,27 @@ pub struct keel_read_multi {
 ///
 /// # Safety
 /// `s` is NULL or a live stream from `keel_read_multi_open`.
-unsafe fn stream<'a>(s: *mut keel_read_multi) -> Result<&'a mut keel_read_multi, i64> {
-    // SAFETY: NULL or live (the caller's contract); only its thread goes further.
-    let s = unsafe { s.as_mut() }.ok_or(err(libc::EFAULT))?;
+unsafe fn stream<'a>(s: *const keel_read_multi) -> Result<&'a keel_read_multi, i64> {
+    // SAFETY: NULL or live (the caller's contract); `thread` is never written after the
+    // stream is made, so reading it from any thread races with nothing.
+    let s = unsafe { s.as_ref() }.ok_or(err(libc::EFAULT))?;
     if s.thread != thread::current() {
         return Err(-KEEL_EWRONGTHREAD);
     }
     Ok(s)
+}
+
+/// Runs `f` on the stream as its one running call (stream rule 5): `-EBUSY` while another
+/// call of it is suspended.
+fn with_stream<R>(s: &keel_read_multi, f: impl FnOnce(&mut Stream) -> Result<R, i64>) -> Result<R, i64> {
+    if s.busy.replace(true) {
+        return Err(err(libc::EBUSY));
+    }
+    // SAFETY: `busy` was clear and is set until `f` returns, and only this thread gets
+    // here (stream rule 3): no other reference to the inside exists meanwhile.
+    let r = f(unsafe { &mut *s.inner.get() });
+    s.busy.set(false);
+    r
 }
 
 fn neg(e: Errno) -> i64 {
@@ -99,7 +124,11 @@ pub unsafe extern "C" fn keel_read_multi_open(
                 return Err(neg(e));
             }
         };
-        let s = Box::new(keel_read_multi { thread: thread::current(), m, file, left: None });
+        let s = Box::new(keel_read_multi {
+            thread: thread::current(),
+            busy: Cell::new(false),
+            inner: UnsafeCell::new(Stream { m: Some(m), file, left: None }),
+        });
         // SAFETY: valid for a write (checked non-NULL; the caller's duty).
         unsafe { out.write(Box::into_raw(s)) };
         Ok(0)
@@ -140,22 +169,25 @@ pub unsafe extern "C" fn keel_read_multi_next(
         if len == 0 {
             return Err(err(libc::EINVAL));
         }
-        let (b, at) = match s.left.take() {
-            Some(l) => l,
-            None => match suspend(t, fib, |f| f.next_read(&mut s.m)) {
-                Ok(Some(b)) => (b, 0),
-                Ok(None) => return Ok(0),
-                Err(e) => return Err(neg(e)),
-            },
-        };
-        let n = (b.len() - at).min(len);
-        // SAFETY: `buf` has `len >= n` writable bytes (the caller's); the buffer's bytes
-        // `at..at + n` were written by the kernel and are ours until it is given back.
-        unsafe { core::ptr::copy_nonoverlapping(b[at..].as_ptr(), buf.cast::<u8>(), n) };
-        if at + n < b.len() {
-            s.left = Some((b, at + n));
-        } // else dropped: given back to the ring (stream rule 1)
-        Ok(n as i64)
+        with_stream(s, |s| {
+            let (b, at) = match s.left.take() {
+                Some(l) => l,
+                None => match s.m.as_mut().map(|m| suspend(t, fib, |f| f.next_read(m))) {
+                    None => return Err(err(libc::EIO)), // taken by close, which runs (not reached: busy)
+                    Some(Ok(Some(b))) => (b, 0),
+                    Some(Ok(None)) => return Ok(0),
+                    Some(Err(e)) => return Err(neg(e)),
+                },
+            };
+            let n = (b.len() - at).min(len);
+            // SAFETY: `buf` has `len >= n` writable bytes (the caller's); the buffer's bytes
+            // `at..at + n` were written by the kernel and are ours until it is given back.
+            unsafe { core::ptr::copy_nonoverlapping(b[at..].as_ptr(), buf.cast::<u8>(), n) };
+            if at + n < b.len() {
+                s.left = Some((b, at + n));
+            } // else dropped: given back to the ring (stream rule 1)
+            Ok(n as i64)
+        })
     })
 }
 
@@ -163,25 +195,31 @@ pub unsafe extern "C" fn keel_read_multi_next(
 /// dropped), gives every buffer back, and frees the stream; 0 when the descriptor is free
 /// for the program to close (stream rule 2). `-EXDEV`: called from a task of another
 /// executor than the one that armed it; the stream is freed all the same and that executor
-/// ends the operation when it next runs. `-KEEL_EWRONGTHREAD`: nothing is done.
+/// ends the operation when it next runs. `-KEEL_EWRONGTHREAD`, `-EBUSY` (a call of another
+/// task is suspended in it, stream rule 5): nothing is done.
 ///
 /// Thread safety: from inside a running task's function on the stream's thread.
 ///
 /// # Safety
 /// `s` is NULL or a live stream, not used again after this returns anything but
-/// `-KEEL_EWRONGTHREAD`, `-EFAULT`, `-ESTALE` or `-KEEL_ENOTINTASK`.
+/// `-KEEL_EWRONGTHREAD`, `-EBUSY`, `-EFAULT`, `-ESTALE` or `-KEEL_ENOTINTASK`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn keel_read_multi_close(task: keel_task, s: *mut keel_read_multi) -> keel_result {
     guard(|| {
         let (t, fib) = running(task)?;
-        // SAFETY: the caller's stream; checked for its thread before it is taken.
-        unsafe { stream(s) }?;
-        // SAFETY: from `Box::into_raw` in `keel_read_multi_open`, freed once (the caller's duty).
+        // SAFETY: the caller's stream.
+        let sref = unsafe { stream(s) }?;
+        // The end is waited for as the stream's running call (rule 5): a call of another
+        // task meanwhile gets -EBUSY, and the stream is freed only after, with no call in it.
+        let r = with_stream(sref, |st| {
+            drop(st.left.take()); // given back
+            let m = st.m.take().ok_or(err(libc::EIO))?;
+            Ok(suspend(t, fib, |f| f.end_read(m)))
+        })?;
+        // SAFETY: from `Box::into_raw` in `keel_read_multi_open`, freed once (the caller's
+        // duty); no call of it runs (`with_stream` returned), so no reference into it remains.
         let s = unsafe { Box::from_raw(s) };
-        let keel_read_multi { m, file, left, .. } = *s;
-        drop(left); // given back
-        let r = suspend(t, fib, |f| f.end_read(m));
-        give_up(file);
+        give_up(s.inner.into_inner().file);
         r.map(|()| 0).map_err(neg)
     })
 }

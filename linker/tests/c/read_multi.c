@@ -3,7 +3,8 @@
  * closed with data queued returns 0 and leaves the descriptor open and no longer read
  * from; a regular file ends its stream with -EBADFD; and the mistakes keel refuses: a
  * negative descriptor, NULL pointers, a zero length, an executor without provided
- * buffers, a stream used on another thread or by another executor (-EXDEV), bad executor
+ * buffers, a stream used on another thread or by another executor (-EXDEV), a call
+ * while another task's call of the stream waits (-EBUSY), bad executor
  * attributes. Exits 77 (skipped, said on stderr) without io_uring or
  * IORING_OP_READ_MULTISHOT (6.7+). */
 #include <fcntl.h>
@@ -125,11 +126,52 @@ static int64_t elsewhere(keel_task task, void *user) {
     return 1;
 }
 
+/* One call at a time: while one task waits in next, another's next and close get -EBUSY. */
+static keel_read_multi *contended;
+static int r3[2] = {-1, -1};
+
+static int64_t waits_in_next(keel_task task, void *user) {
+    (void)user;
+    char c = 0;
+    CHECK_ERROR(keel_read_multi_next(task, contended, &c, 1), 1);
+    CHECK(c == 'w');
+    return 1;
+}
+
+static int64_t contends(keel_task task, void *user) {
+    (void)user;
+    char c;
+    CHECK_ERROR(keel_read_multi_next(task, contended, &c, 1), -EBUSY);
+    CHECK_ERROR(keel_read_multi_close(task, contended), -EBUSY); /* not freed under the waiter */
+    CHECK(write(r3[1], "w", 1) == 1);
+    return 1;
+}
+
+static int64_t closes(keel_task task, void *user) {
+    (void)user;
+    CHECK_RESULT(keel_read_multi_close(task, contended));
+    return 1;
+}
+
+static int64_t opens(keel_task task, void *user) {
+    (void)user;
+    CHECK_RESULT(keel_read_multi_open(task, r3[0], &contended));
+    return 1;
+}
+
 static int64_t no_buffers(keel_task task, void *user) {
     (void)user;
     keel_read_multi *s;
     CHECK_ERROR(keel_read_multi_open(task, q[0], &s), -ENOBUFS);
     return 1;
+}
+
+static keel_task start_task(keel_executor ex, keel_task_fn fn) {
+    keel_task t;
+    keel_task_attr ta = {0};
+    CHECK_RESULT(keel_task_create(&ta, &t));
+    CHECK_RESULT(keel_task_attach(ex, t, fn, NULL));
+    return t;
 }
 
 static void run_task(keel_executor ex, keel_task_fn fn, int64_t want) {
@@ -164,6 +206,21 @@ int main(void) {
     CHECK_RESULT(keel_executor_create(&plain, &ex));
     run_task(ex, no_buffers, 1);
     CHECK_RESULT(keel_executor_destroy(ex));
+
+    CHECK_RESULT(keel_executor_create(&attr, &ex));
+    CHECK(pipe2(r3, O_CLOEXEC) == 0);
+    run_task(ex, opens, 1);
+    keel_task waiter = start_task(ex, waits_in_next);
+    for (int i = 0; i < 10; i++) {
+        r = keel_executor_run(ex, 16, 1000000);
+        CHECK(r >= 0 || r == -ETIME);
+    }
+    run_task(ex, contends, 1); /* also runs the waiter to its end */
+    CHECK_ERROR(keel_task_result(waiter), 1);
+    CHECK_RESULT(keel_task_destroy(waiter));
+    run_task(ex, closes, 1);
+    CHECK_RESULT(keel_executor_destroy(ex));
+    CHECK(close(r3[0]) == 0 && close(r3[1]) == 0);
 
     keel_executor a, b;
     CHECK_RESULT(keel_executor_create(&attr, &a));
