@@ -7,7 +7,7 @@
 //! | `net` | socket i/o from a task body on the ring |
 //! | `regbuf` | registered buffers: claim, fixed reads and writes, release (buffer rules) |
 //! | `result` | `keel_result`, error codes, `keel_strerror`, the boundary guard (boundary rules) |
-//! | `executor` | executor storage, `init`/`create`, `run`, `destroy`; `stats`: counters and time accounting; `remote`: `post` from any thread (executor rules) |
+//! | `executor` | executor storage, `init`/`create`, `run`, `destroy`; `attr`: how one is made; `stats`: counters and time accounting; `remote`: `post` from any thread (executor rules) |
 //! | `task` | task storage, `init`/`create`; `run`: `attach`, `cancel`, `result`, `destroy` (task rules); `settle`: reuse after a remote run (settle rules) |
 //! | `body` | a C function as a fiber body; `yield`, `suspend_for` (body rules) |
 //! | `dispatch` | the work dispatcher and its thread pool (dispatch rules) |
