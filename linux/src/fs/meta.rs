@@ -29,7 +29,7 @@
 //!    interruptible once started: a cancelled task's call returns the operation's own
 //!    result (done, or `ECANCELED` if the cancel took first).
 //!
-//! Each call is described apart from the driver by its path(s), flags and mode (the
+//! Each call is described apart from the driver by its directory, path(s), flags and mode (the
 //! arguments of the syscall of the same name); the ring driver encodes them in one SQE
 //! (`*_sqe` below). These calls have no readiness to wait for: a driver without io_uring
 //! makes the syscall itself (the kernel's worker pool does the same here, meta rule 4).
