@@ -9,8 +9,9 @@
 //! A polled ring (`RingConfig::iopoll`; cited as "iopoll rule N"), from what the kernel
 //! does on one (measured on 6.18, `linux/tests/iopoll_kernel.rs`):
 //! 1. **Reads and writes of `O_DIRECT` files only.** The kernel completes any other read
-//!    or write (a buffered file, a pipe, a socket; an `O_DIRECT` file on a device without
-//!    poll queues) with `EOPNOTSUPP`, and refuses every other operation but `NOP` (open,
+//!    or write (a buffered file, a pipe, a socket; an `O_DIRECT` read on a device without
+//!    poll queues, where a write may still complete: `linux/tests/iopoll_direct.rs`) with
+//!    `EOPNOTSUPP`, and refuses every other operation but `NOP` (open,
 //!    close, fsync, poll, socket calls, cancels, timeouts) with `EINVAL`: that is the
 //!    typed error a task gets. Open the files on another executor (or with `open(2)`).
 //! 2. **No deadline, no chain.** An operation with a deadline, or one that links a

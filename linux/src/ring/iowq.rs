@@ -43,6 +43,12 @@ impl WorkerPool {
         self.0
     }
 
+    /// Names descriptor number `fd` as another executor's ring (one a foreign-language
+    /// handle carries as a number): the kernel checks it at set-up (iowq rule 3).
+    pub fn from_raw(fd: RawFd) -> Self {
+        WorkerPool(fd)
+    }
+
     /// Names descriptor number `fd` as if it were a ring (for tests of the kernel's check).
     #[doc(hidden)]
     pub fn from_raw_for_tests(fd: RawFd) -> Self {
