@@ -140,7 +140,6 @@ impl RingDriver {
     #[cfg(keel_valgrind)]
     fn wait_in_poll(&mut self, deadline: Option<Instant>) -> io::Result<()> {
         use keel_core::Driver;
-        use std::os::fd::AsRawFd;
         loop {
             let entered = self.ring.enter(0, None);
             if let Err(e) = entered
