@@ -1,0 +1,148 @@
+//! Readiness: the engine's epoll instance and, per descriptor, the ops waiting on it.
+//!
+//! Readiness rules (cited as "readiness rule N"; they are epoll rules 1-2 of
+//! `epoll/mod.rs` applied to the engine's ops):
+//! 1. A descriptor with waiting ops is registered once, `EPOLLONESHOT`, for the union of
+//!    what they wait for, with the descriptor number as its data. An event disarms it;
+//!    after the event's ops were tried again it is re-armed for the ops still waiting, so
+//!    no event is lost between two waits. With no waiter left it is armed for nothing
+//!    (a descriptor nobody waits for reports nothing, yet stays registered for the next).
+//! 2. `arm` skips the system call when the armed set already is the union.
+//! 3. Registering fails with `EPERM` for a descriptor epoll cannot watch (a regular file,
+//!    a directory): always ready, as poll(2) says. Any other failure ends the waiters with
+//!    that errno. Either way nothing stays waiting on a registration that failed.
+//! 4. A registration is keyed by the descriptor number: a descriptor closed (and its
+//!    number reused) under it gives `ENOENT` on the next modify, and the engine adds the
+//!    new one; a stale event is harmless, since each woken op just tries again.
+
+use rustix::event::epoll;
+use std::collections::HashMap;
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+
+/// `EPOLLERR | EPOLLHUP`: wake every waiter.
+const ALWAYS: u32 = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+
+#[derive(Debug, Default)]
+struct Entry {
+    /// (op index, events).
+    waiters: Vec<(u32, u32)>,
+    /// The events armed (0: not armed).
+    armed: u32,
+    registered: bool,
+}
+
+/// What arming a descriptor came to (readiness rule 3).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Armed {
+    Ok,
+    /// `EPERM`: always ready; the caller tries its waiters (taken out) again.
+    AlwaysReady,
+    /// The waiters (taken out) end with this `-errno`.
+    Failed(i32),
+}
+
+/// The registrations (module doc).
+#[derive(Debug)]
+pub(crate) struct Readiness {
+    pub(crate) epoll: OwnedFd,
+    fds: HashMap<RawFd, Entry>,
+}
+
+impl Readiness {
+    pub(crate) fn new() -> std::io::Result<Readiness> {
+        Ok(Readiness { epoll: epoll::create(epoll::CreateFlags::CLOEXEC)?, fds: HashMap::new() })
+    }
+
+    /// Op `i` waits for `events` on `fd` (arm it afterwards).
+    pub(crate) fn push(&mut self, fd: RawFd, i: u32, events: u32) {
+        self.fds.entry(fd).or_default().waiters.push((i, events));
+    }
+
+    /// Op `i` no longer waits on `fd` (arm it afterwards).
+    pub(crate) fn remove(&mut self, fd: RawFd, i: u32) {
+        if let Some(e) = self.fds.get_mut(&fd) {
+            e.waiters.retain(|&(w, _)| w != i);
+        }
+    }
+
+    /// Whether any op waits on any descriptor.
+    pub(crate) fn any_waiting(&self) -> bool {
+        self.fds.values().any(|e| !e.waiters.is_empty())
+    }
+
+    /// Readiness rules 1-3: (re-)arms `fd` for its waiters. On `AlwaysReady` or `Failed`,
+    /// the waiters are moved into `out`.
+    pub(crate) fn arm(&mut self, fd: RawFd, out: &mut Vec<(u32, u32)>) -> Armed {
+        let Some(e) = self.fds.get_mut(&fd) else { return Armed::Ok };
+        let union = e.waiters.iter().fold(0, |acc, &(_, ev)| acc | ev);
+        if union == e.armed {
+            return Armed::Ok; // readiness rule 2
+        }
+        // SAFETY: the waiting ops name `fd`, which their callers keep open until the ops'
+        // CQEs (`Engine::push`); it is borrowed for these calls only.
+        let b = unsafe { BorrowedFd::borrow_raw(fd) };
+        let flags = epoll::EventFlags::from_bits_retain(union) | epoll::EventFlags::ONESHOT;
+        let data = epoll::EventData::new_u64(fd as u64);
+        let r = if e.registered {
+            match epoll::modify(&self.epoll, b, data, flags) {
+                Err(rustix::io::Errno::NOENT) => epoll::add(&self.epoll, b, data, flags),
+                other => other,
+            }
+        } else {
+            epoll::add(&self.epoll, b, data, flags)
+        };
+        match r {
+            Ok(()) => {
+                e.registered = true;
+                e.armed = union;
+                Armed::Ok
+            }
+            Err(err) => {
+                e.registered = false;
+                e.armed = 0;
+                out.append(&mut e.waiters);
+                if err == rustix::io::Errno::PERM { Armed::AlwaysReady } else { Armed::Failed(-err.raw_os_error()) }
+            }
+        }
+    }
+
+    /// `fd` reported `revents` (and is disarmed): moves the waiters it satisfies into `out`.
+    pub(crate) fn take(&mut self, fd: RawFd, revents: u32, out: &mut Vec<(u32, u32)>) {
+        let Some(e) = self.fds.get_mut(&fd) else { return };
+        e.armed = 0;
+        e.waiters.retain(|&(i, ev)| {
+            let hit = revents & (ev | ALWAYS) != 0;
+            if hit {
+                out.push((i, ev));
+            }
+            !hit
+        });
+    }
+
+    /// `fd` is about to be closed: its registration goes (its entry too, if nobody waits).
+    pub(crate) fn forget(&mut self, fd: RawFd) {
+        let Some(e) = self.fds.get_mut(&fd) else { return };
+        if e.registered {
+            // SAFETY: as in `arm`; the close that follows has not happened yet.
+            let _ = epoll::delete(&self.epoll, unsafe { BorrowedFd::borrow_raw(fd) });
+            e.registered = false;
+            e.armed = 0;
+        }
+        if e.waiters.is_empty() {
+            self.fds.remove(&fd);
+        }
+    }
+
+    /// One `epoll_wait` into `events` (`None`: no timeout); EINTR is no event.
+    pub(crate) fn wait(
+        &self,
+        events: &mut Vec<epoll::Event>,
+        timeout: Option<&rustix::time::Timespec>,
+    ) -> std::io::Result<()> {
+        events.clear();
+        match epoll::wait(&self.epoll, rustix::buffer::spare_capacity(events), timeout) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
