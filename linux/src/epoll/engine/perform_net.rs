@@ -17,10 +17,15 @@
 //!    (the bytes moved so far are the result if there were some), as io_uring does for
 //!    SEND and RECV; SENDMSG/RECVMSG make one attempt per readiness.
 //! 5. Socket, bind, listen, shutdown and setsockopt never wait: performed at once.
+//! 6. A multishot accept (`IORING_ACCEPT_MULTISHOT`, plain descriptors only) posts each
+//!    accepted descriptor with `IORING_CQE_F_MORE` and goes on: at most `MULTI_BURST`
+//!    accepts per readiness, then it waits again (its re-armed registration reports at
+//!    once if more connections wait); an error, or its cancel, ends it with a last CQE
+//!    without `IORING_CQE_F_MORE`.
 
 use super::ops::Op;
 use super::perform_fs::{neg_errno, res, rw};
-use super::sqe::{IORING_ACCEPT_DONTWAIT, SOCKET_URING_OP_SETSOCKOPT};
+use super::sqe::{IORING_ACCEPT_DONTWAIT, IORING_ACCEPT_MULTISHOT, SOCKET_URING_OP_SETSOCKOPT};
 use io_uring::opcode;
 use std::os::fd::RawFd;
 
@@ -31,7 +36,12 @@ pub(crate) enum Step {
     Done(i32),
     /// Waits for these epoll events on the descriptor, then tries again.
     Wait(RawFd, u32),
+    /// A multishot op's result (its CQE has `IORING_CQE_F_MORE`); it goes on.
+    More(i32),
 }
+
+/// Net rule 6: accepts per readiness of a multishot accept.
+pub(crate) const MULTI_BURST: u32 = 16;
 
 const IN: u32 = libc::EPOLLIN as u32;
 const OUT: u32 = libc::EPOLLOUT as u32;
@@ -159,6 +169,7 @@ fn accept(op: &Op) -> Step {
         res(unsafe { libc::accept4(s.fd, s.addr as *mut libc::sockaddr, s.off as *mut libc::socklen_t, flags) } as i64);
     match r {
         _ if r == -libc::EAGAIN && s.ioprio & IORING_ACCEPT_DONTWAIT == 0 => Step::Wait(s.fd, IN),
+        _ if r >= 0 && s.ioprio & IORING_ACCEPT_MULTISHOT != 0 => Step::More(r),
         _ => Step::Done(r),
     }
 }

@@ -82,6 +82,8 @@ pub(crate) const IORING_RECV_MULTISHOT: u16 = 1 << 1;
 /// `IORING_RECVSEND_FIXED_BUF` / `IORING_SEND_ZC_REPORT_USAGE` and friends: a send
 /// or receive with any of these is refused.
 pub(crate) const IORING_RECVSEND_FIXED_BUF: u16 = 1 << 2;
+/// `IORING_CQE_F_MORE`: a multishot op goes on after this CQE.
+pub(crate) const IORING_CQE_F_MORE: u32 = 1 << 1;
 /// `IORING_POLL_ADD_MULTI` (and the update flags) in a POLL_ADD's `len`.
 pub(crate) const IORING_POLL_ADD_MULTI: u32 = 1 << 0;
 

@@ -12,8 +12,8 @@
 //! 3. Every SQE reaches the CQ through its op, never synchronously to the caller: an op
 //!    that completes at once posts its CQE in the same `enter`.
 //! 4. An SQE the engine does not perform (`Engine::supports`, fixed files, buffer
-//!    selection, drain, multishot forms, direct descriptors) completes with
-//!    `-EOPNOTSUPP`.
+//!    selection, drain, multishot forms other than accept's, direct descriptors)
+//!    completes with `-EOPNOTSUPP`.
 
 use super::Engine;
 use super::ops::State;
@@ -93,6 +93,7 @@ impl Engine {
     pub(super) fn go_on(&mut self, i: u32, next: Next, arm: bool) {
         match next {
             Next::Step(Step::Done(res)) => self.complete(i, res),
+            Next::Step(Step::More(res)) => self.more(i, res, arm),
             Next::Step(Step::Wait(fd, events)) => {
                 self.ops[i].state = State::Waiting { fd, events };
                 self.ready.push(fd, i, events);
@@ -107,6 +108,21 @@ impl Engine {
                 self.timers.push(at, self.ops[i].serial, i);
             }
         }
+    }
+
+    /// Net rule 6: multishot op `i` produced `res`; it goes on (bounded burst).
+    fn more(&mut self, i: u32, res: i32, arm: bool) {
+        let mut res = res;
+        for _ in 0..perform_net::MULTI_BURST {
+            self.cq.push_back(super::cqe(self.ops[i].sqe.user_data, res, IORING_CQE_F_MORE));
+            match perform_net::attempt(&mut self.ops[i], 0) {
+                Step::More(r) => res = r,
+                step => return self.go_on(i, step.into(), arm),
+            }
+        }
+        self.cq.push_back(super::cqe(self.ops[i].sqe.user_data, res, IORING_CQE_F_MORE));
+        let fd = self.ops[i].sqe.fd;
+        self.go_on(i, Step::Wait(fd, libc::EPOLLIN as u32).into(), arm);
     }
 
     fn hand_to_pool(&mut self, i: u32) {
@@ -172,7 +188,11 @@ impl Engine {
             return false;
         }
         match s.opcode {
-            opcode::Accept::CODE => s.ioprio & IORING_ACCEPT_MULTISHOT == 0 && s.file_index == 0,
+            // A multishot accept goes on without end: never a chain member.
+            opcode::Accept::CODE => {
+                let linked = s.flags & (IOSQE_IO_LINK | IOSQE_IO_HARDLINK) != 0;
+                s.file_index == 0 && !(linked && s.ioprio & IORING_ACCEPT_MULTISHOT != 0)
+            }
             opcode::Recv::CODE | opcode::RecvMsg::CODE | opcode::Send::CODE | opcode::SendMsg::CODE => {
                 s.ioprio & (IORING_RECV_MULTISHOT | IORING_RECVSEND_FIXED_BUF) == 0
             }

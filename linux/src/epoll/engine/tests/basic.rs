@@ -37,7 +37,7 @@ fn what_the_engine_does_not_perform_completes_with_eopnotsupp() {
         opcode::Read::new(types::Fixed(0), buf.as_mut_ptr(), 8).build().user_data(2),
         opcode::Read::new(fd, buf.as_mut_ptr(), 8).build().flags(squeue::Flags::BUFFER_SELECT).user_data(3),
         opcode::RecvMulti::new(fd, 0).build().user_data(4),
-        opcode::AcceptMulti::new(fd).build().user_data(5),
+        opcode::AcceptMulti::new(fd).allocate_file_index(true).build().user_data(5),
         opcode::SendZc::new(fd, buf.as_ptr(), 8).build().user_data(6),
         opcode::ReadMulti::new(fd, 8, 0).build().user_data(7),
         opcode::PollAdd::new(fd, libc::POLLIN as u32).multi(true).build().user_data(8),

@@ -145,3 +145,29 @@ fn cqe_skip_success_posts_only_failures() {
     );
     assert_eq!(poll(&mut e), vec![(2, -libc::EBADF, 0)]);
 }
+
+#[test]
+fn a_link_timeout_on_a_running_pool_job_says_ealready_and_the_job_keeps_its_result() {
+    let mut e = engine(1);
+    let b = super::cancel::Blocker::new("ltrunning");
+    let f = std::fs::File::open("/proc/self/exe").unwrap();
+    let (t1, t2) = (ms(20), ms(20));
+    push(
+        &mut e,
+        &[
+            b.open_sqe(1).flags(Flags::IO_LINK),
+            opcode::LinkTimeout::new(&*t1).build().user_data(2),
+            // Queued behind the blocked open: its timer cancels it from the queue.
+            opcode::Fsync::new(types::Fd(f.as_raw_fd())).build().flags(Flags::IO_LINK).user_data(3),
+            opcode::LinkTimeout::new(&*t2).build().user_data(4),
+        ],
+    );
+    let mut got = wait(&mut e, 3);
+    got.sort();
+    assert_eq!(got, vec![(2, -libc::EALREADY, 0), (3, -libc::ECANCELED, 0), (4, -libc::ETIME, 0)]);
+    let _w = b.unblock();
+    let got = wait(&mut e, 1);
+    assert!(got.len() == 1 && got[0].0 == 1 && got[0].1 >= 0, "{got:?}");
+    // SAFETY: the open's descriptor is ours.
+    drop(unsafe { OwnedFd::from_raw_fd(got[0].1) });
+}

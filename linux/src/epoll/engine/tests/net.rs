@@ -269,3 +269,61 @@ fn two_waiters_on_one_descriptor_each_complete_once() {
     assert_eq!(wait(&mut e, 1), vec![(2, 10, 0)]);
     assert_eq!(e.in_flight(), 0);
 }
+
+#[test]
+fn an_eventfd_read_at_offset_0_waits_for_a_write() {
+    let mut e = engine(0);
+    // SAFETY: a new eventfd, owned here.
+    let efd = unsafe { OwnedFd::from_raw_fd(libc::eventfd(0, libc::EFD_CLOEXEC)) };
+    let mut v = 0u64;
+    push(&mut e, &[opcode::Read::new(types::Fd(efd.as_raw_fd()), (&mut v as *mut u64).cast(), 8).build().user_data(1)]);
+    assert_eq!(poll(&mut e), vec![]);
+    write_all(&efd, &5u64.to_ne_bytes());
+    assert_eq!(wait(&mut e, 1), vec![(1, 8, 0)]);
+    assert_eq!(v, 5);
+}
+
+#[test]
+fn a_tty_read_waits_for_input() {
+    let mut e = engine(0);
+    // SAFETY: plain libc pty calls on descriptors this test owns.
+    let (master, slave) = unsafe {
+        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        if m < 0 {
+            println!("skipped: no pseudo-terminal here (posix_openpt failed)");
+            return;
+        }
+        assert!(libc::grantpt(m) == 0 && libc::unlockpt(m) == 0);
+        let name = libc::ptsname(m);
+        let s = libc::open(name, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(s >= 0);
+        (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s))
+    };
+    let mut buf = [0u8; 16];
+    push(&mut e, &[opcode::Read::new(types::Fd(master.as_raw_fd()), buf.as_mut_ptr(), 16).build().user_data(1)]);
+    assert_eq!(poll(&mut e), vec![]);
+    write_all(&slave, b"tty\n");
+    let got = wait(&mut e, 1);
+    assert!(got.len() == 1 && got[0].1 > 0, "{got:?}");
+    assert!(buf.starts_with(b"tty"), "{buf:?}");
+}
+
+#[test]
+fn a_multishot_accept_posts_each_connection_with_more_until_cancelled() {
+    let mut e = engine(0);
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    push(&mut e, &[opcode::AcceptMulti::new(types::Fd(l.as_raw_fd())).flags(libc::SOCK_CLOEXEC).build().user_data(1)]);
+    assert_eq!(poll(&mut e), vec![]);
+    let clients: Vec<_> = (0..20).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+    let got = wait(&mut e, 20);
+    assert_eq!(got.len(), 20, "{got:?}");
+    for &(ud, fd, flags) in &got {
+        assert!(ud == 1 && fd >= 0 && flags & super::super::sqe::IORING_CQE_F_MORE != 0, "{got:?}");
+        // SAFETY: each accepted descriptor is ours.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    push(&mut e, &[opcode::AsyncCancel::new(1).build().user_data(2)]);
+    assert_eq!(poll(&mut e), vec![(1, -libc::ECANCELED, 0), (2, 0, 0)], "the last CQE has no MORE");
+    drop(clients);
+}
