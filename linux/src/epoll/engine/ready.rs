@@ -11,12 +11,13 @@
 //! 3. Registering fails with `EPERM` for a descriptor epoll cannot watch (a regular file,
 //!    a directory): always ready, as poll(2) says. Any other failure ends the waiters with
 //!    that errno. Either way nothing stays waiting on a registration that failed.
-//! 4. A registration is keyed by the descriptor number: a descriptor closed (and its
+//! 4. Entries are a vector indexed by descriptor number (numbers are small and dense; an
+//!    entry is a few words and keeps its waiter list's capacity for the next wait).
+//! 5. A registration is keyed by the descriptor number: a descriptor closed (and its
 //!    number reused) under it gives `ENOENT` on the next modify, and the engine adds the
 //!    new one; a stale event is harmless, since each woken op just tries again.
 
 use rustix::event::epoll;
-use std::collections::HashMap;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 
 /// `EPOLLERR | EPOLLHUP`: wake every waiter.
@@ -45,35 +46,51 @@ pub(crate) enum Armed {
 #[derive(Debug)]
 pub(crate) struct Readiness {
     pub(crate) epoll: OwnedFd,
-    fds: HashMap<RawFd, Entry>,
+    fds: Vec<Entry>,
+    /// Ops waiting on all descriptors together.
+    waiting: usize,
 }
 
 impl Readiness {
     pub(crate) fn new() -> std::io::Result<Readiness> {
-        Ok(Readiness { epoll: epoll::create(epoll::CreateFlags::CLOEXEC)?, fds: HashMap::new() })
+        Ok(Readiness { epoll: epoll::create(epoll::CreateFlags::CLOEXEC)?, fds: Vec::new(), waiting: 0 })
+    }
+
+    fn entry(&mut self, fd: RawFd) -> Option<&mut Entry> {
+        self.fds.get_mut(usize::try_from(fd).ok()?)
     }
 
     /// Op `i` waits for `events` on `fd` (arm it afterwards).
+    /// A negative `fd` never gets here: an op on one fails with `EBADF` before it waits.
     pub(crate) fn push(&mut self, fd: RawFd, i: u32, events: u32) {
-        self.fds.entry(fd).or_default().waiters.push((i, events));
+        let k = usize::try_from(fd).expect("keel bug: a wait on a negative descriptor");
+        if k >= self.fds.len() {
+            self.fds.resize_with(k + 1, Entry::default);
+        }
+        self.fds[k].waiters.push((i, events));
+        self.waiting += 1;
     }
 
     /// Op `i` no longer waits on `fd` (arm it afterwards).
     pub(crate) fn remove(&mut self, fd: RawFd, i: u32) {
-        if let Some(e) = self.fds.get_mut(&fd) {
+        if let Some(e) = self.entry(fd) {
+            let before = e.waiters.len();
             e.waiters.retain(|&(w, _)| w != i);
+            let gone = before - e.waiters.len();
+            self.waiting -= gone;
         }
     }
 
     /// Whether any op waits on any descriptor.
     pub(crate) fn any_waiting(&self) -> bool {
-        self.fds.values().any(|e| !e.waiters.is_empty())
+        self.waiting > 0
     }
 
     /// Readiness rules 1-3: (re-)arms `fd` for its waiters. On `AlwaysReady` or `Failed`,
     /// the waiters are moved into `out`.
     pub(crate) fn arm(&mut self, fd: RawFd, out: &mut Vec<(u32, u32)>) -> Armed {
-        let Some(e) = self.fds.get_mut(&fd) else { return Armed::Ok };
+        let waiting = &mut self.waiting;
+        let Some(e) = self.fds.get_mut(usize::try_from(fd).unwrap_or(usize::MAX)) else { return Armed::Ok };
         let union = e.waiters.iter().fold(0, |acc, &(_, ev)| acc | ev);
         if union == e.armed {
             return Armed::Ok; // readiness rule 2
@@ -100,6 +117,7 @@ impl Readiness {
             Err(err) => {
                 e.registered = false;
                 e.armed = 0;
+                *waiting -= e.waiters.len();
                 out.append(&mut e.waiters);
                 if err == rustix::io::Errno::PERM { Armed::AlwaysReady } else { Armed::Failed(-err.raw_os_error()) }
             }
@@ -108,28 +126,27 @@ impl Readiness {
 
     /// `fd` reported `revents` (and is disarmed): moves the waiters it satisfies into `out`.
     pub(crate) fn take(&mut self, fd: RawFd, revents: u32, out: &mut Vec<(u32, u32)>) {
-        let Some(e) = self.fds.get_mut(&fd) else { return };
+        let waiting = &mut self.waiting;
+        let Some(e) = self.fds.get_mut(usize::try_from(fd).unwrap_or(usize::MAX)) else { return };
         e.armed = 0;
         e.waiters.retain(|&(i, ev)| {
             let hit = revents & (ev | ALWAYS) != 0;
             if hit {
                 out.push((i, ev));
+                *waiting -= 1;
             }
             !hit
         });
     }
 
-    /// `fd` is about to be closed: its registration goes (its entry too, if nobody waits).
+    /// `fd` is about to be closed: its registration goes.
     pub(crate) fn forget(&mut self, fd: RawFd) {
-        let Some(e) = self.fds.get_mut(&fd) else { return };
+        let Some(e) = self.fds.get_mut(usize::try_from(fd).unwrap_or(usize::MAX)) else { return };
         if e.registered {
             // SAFETY: as in `arm`; the close that follows has not happened yet.
             let _ = epoll::delete(&self.epoll, unsafe { BorrowedFd::borrow_raw(fd) });
             e.registered = false;
             e.armed = 0;
-        }
-        if e.waiters.is_empty() {
-            self.fds.remove(&fd);
         }
     }
 

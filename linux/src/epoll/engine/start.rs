@@ -94,6 +94,7 @@ impl Engine {
         match next {
             Next::Step(Step::Done(res)) => self.complete(i, res),
             Next::Step(Step::More(res)) => self.more(i, res, arm),
+            Next::Step(Step::Wait(fd, _)) if fd < 0 => self.complete(i, -libc::EBADF),
             Next::Step(Step::Wait(fd, events)) => {
                 self.ops[i].state = State::Waiting { fd, events };
                 self.ready.push(fd, i, events);

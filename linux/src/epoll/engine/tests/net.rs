@@ -327,3 +327,10 @@ fn a_multishot_accept_posts_each_connection_with_more_until_cancelled() {
     assert_eq!(poll(&mut e), vec![(1, -libc::ECANCELED, 0), (2, 0, 0)], "the last CQE has no MORE");
     drop(clients);
 }
+
+#[test]
+fn a_poll_of_a_negative_descriptor_is_ebadf() {
+    let mut e = engine(0);
+    push(&mut e, &[opcode::PollAdd::new(types::Fd(-1), libc::POLLIN as u32).build().user_data(1)]);
+    assert_eq!(poll(&mut e), vec![(1, -libc::EBADF, 0)]);
+}
