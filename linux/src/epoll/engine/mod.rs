@@ -33,6 +33,19 @@
 //!    rule 5); ops waiting on readiness or timers are dropped with it (their memory is
 //!    the caller's, and nothing touches it after the drop).
 //!
+//! What is performed where (io_uring 6.x semantics; CQE `res` as the kernel's):
+//!
+//! | opcodes | how |
+//! |---|---|
+//! | NOP | at once |
+//! | READ, WRITE, READV, WRITEV | regular file, block device, directory: the pool; else readiness (net rule 1); offset -1 is the current position |
+//! | FSYNC (DATASYNC), SYNC_FILE_RANGE, FALLOCATE, OPENAT, OPENAT2, CLOSE, STATX, UNLINKAT, RENAMEAT, MKDIRAT | the pool |
+//! | SEND, RECV, SENDMSG, RECVMSG, ACCEPT (also multishot), CONNECT, POLL_ADD (one-shot) | readiness (net rules) |
+//! | SOCKET, BIND, LISTEN, SHUTDOWN, URING_CMD setsockopt | at once (net rule 5) |
+//! | TIMEOUT (count 0; relative or ABS on MONOTONIC, BOOTTIME, REALTIME), LINK_TIMEOUT | the timer heap (link rules) |
+//! | ASYNC_CANCEL (user_data, FD, FD+USERDATA, ANY, ALL) | at once (cancel rules) |
+//! | READ_FIXED, WRITE_FIXED, FIXED_FD_INSTALL, FILES_UPDATE, MSG_RING, SEND_ZC, READ_MULTISHOT, multishot RECV, any other opcode; `IOSQE_FIXED_FILE`, `IOSQE_BUFFER_SELECT`, `IOSQE_IO_DRAIN`; direct-descriptor results (`file_index`); TIMEOUT with a count | `-EOPNOTSUPP` (start rule 4) |
+//!
 //! Cost: this is the fallback where io_uring is switched off, built for plain system
 //! calls rather than for keel's hot-path rules: taking an SQE allocates nothing once
 //! the slab has grown to the ops in flight, but a descriptor's first wait allocates its

@@ -11,6 +11,11 @@
 //! 3. Registering fails with `EPERM` for a descriptor epoll cannot watch (a regular file,
 //!    a directory): always ready, as poll(2) says. Any other failure ends the waiters with
 //!    that errno. Either way nothing stays waiting on a registration that failed.
+//!
+//!    One-shot rather than edge-triggered and registered for good: a re-arm costs one
+//!    `epoll_ctl` per wait, but it is also what notices a descriptor closed and its
+//!    number reused behind the engine's back (the modify fails with `ENOENT`, rule 5);
+//!    a permanent registration would leave a wait on the new descriptor unregistered.
 //! 4. Entries are a vector indexed by descriptor number (numbers are small and dense; an
 //!    entry is a few words and keeps its waiter list's capacity for the next wait).
 //! 5. A registration is keyed by the descriptor number: a descriptor closed (and its
