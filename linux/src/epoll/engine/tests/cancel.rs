@@ -168,3 +168,33 @@ fn sync_cancel_fd_ends_what_waits_on_the_descriptor() {
     assert_eq!(take(&mut e), vec![(1, -libc::ECANCELED, 0)]);
     assert_eq!(e.in_flight(), 1);
 }
+
+#[test]
+fn cancel_after_completion_but_before_the_reap_finds_nothing() {
+    let mut e = engine(0);
+    push(&mut e, &[opcode::Nop::new().build().user_data(1)]);
+    e.enter(0, None).unwrap();
+    push(&mut e, &[opcode::AsyncCancel::new(1).build().user_data(2)]);
+    assert_eq!(poll(&mut e), vec![(1, 0, 0), (2, -libc::ENOENT, 0)], "the completion stays, once");
+}
+
+#[test]
+fn cancel_all_by_user_data_counts_every_match_and_a_link_timer_is_never_matched() {
+    let mut e = engine(0);
+    let (a, _b) = socketpair(libc::SOCK_STREAM);
+    let (mut x, mut y) = ([0u8; 4], [0u8; 4]);
+    let ts = ms(60_000);
+    push(
+        &mut e,
+        &[
+            opcode::Recv::new(types::Fd(a.as_raw_fd()), x.as_mut_ptr(), 4).build().flags(Flags::IO_LINK).user_data(5),
+            opcode::LinkTimeout::new(&*ts).build().user_data(5),
+            opcode::Recv::new(types::Fd(a.as_raw_fd()), y.as_mut_ptr(), 4).build().user_data(5),
+        ],
+    );
+    assert_eq!(poll(&mut e), vec![]);
+    push(&mut e, &[opcode::AsyncCancel2::new(CancelBuilder::user_data(5).all()).build().user_data(9)]);
+    let c = -libc::ECANCELED;
+    assert_eq!(poll(&mut e), vec![(5, c, 0), (5, c, 0), (5, c, 0), (9, 2, 0)], "two ops and the first's timer");
+    assert_eq!(e.in_flight(), 0);
+}
