@@ -2,9 +2,10 @@
 //!
 //! Cancel rules (cited as "cancel rule N"), as io_uring 6.x's:
 //! 1. An op found before it ran to its end completes with `-ECANCELED`, whatever it was
-//!    waiting for: its start (queued in this pass), its chain predecessor (`Linked`: the
-//!    rest of its chain then fails, link rule 2), readiness, a queued pool job or its
-//!    TIMEOUT; the cancel's own result is 0. A running pool job cannot be stopped: the
+//!    waiting for: its start (queued in this pass), readiness, a queued pool job or its
+//!    TIMEOUT, at once; its chain predecessor (`Linked`), when that one completes, so that
+//!    a chain's CQEs stay in chain order (the rest of the chain then fails, link rule
+//!    2). The cancel's own result is 0. A running pool job cannot be stopped: the
 //!    cancel's result is `-EALREADY` and the job completes with its real result. Nothing
 //!    found: `-ENOENT`.
 //! 2. Matching: by `user_data` (the default), by descriptor (`IORING_ASYNC_CANCEL_FD`,
@@ -12,7 +13,8 @@
 //!    (`IORING_ASYNC_CANCEL_ANY`). With `IORING_ASYNC_CANCEL_ALL` or `ANY` every match is
 //!    cancelled and the result is how many matched (0 for none); otherwise the oldest
 //!    match only. A LINK_TIMEOUT is never matched (it ends with its op).
-//! 3. The cancelled op's CQE comes before the cancel's own.
+//! 3. The cancelled op's CQE comes before the cancel's own (a chained op's: when its
+//!    turn comes).
 
 use super::Engine;
 use super::ops::State;
@@ -20,9 +22,13 @@ use super::sqe::*;
 use io_uring::opcode;
 use std::os::fd::RawFd;
 
+/// [`Engine::cancel_one`]'s result for a chained op (a cancel's result is then 0).
+pub(super) const FOUND_LATER: i32 = 1;
+
 impl Engine {
     /// Cancel rule 1: takes op `j` out of whatever it waits for. 0: taken out (the caller
-    /// then calls [`finish_cancel`](Self::finish_cancel)); `-EALREADY`: running.
+    /// then calls [`finish_cancel`](Self::finish_cancel)); `FOUND_LATER`: a chained op,
+    /// marked to complete in chain order; `-EALREADY`: running.
     pub(super) fn cancel_one(&mut self, j: u32) -> i32 {
         match self.ops[j].state {
             State::Starting => {
@@ -30,10 +36,8 @@ impl Engine {
                 0
             }
             State::Linked => {
-                if let Some(p) = self.ops[j].prev.take() {
-                    self.ops[p].next = None;
-                }
-                0
+                self.ops[j].cancelled = true;
+                FOUND_LATER
             }
             State::Waiting { fd, .. } => {
                 self.ready.remove(fd, j);
@@ -95,7 +99,7 @@ impl Engine {
             self.finish_cancel(j, r);
             n += 1;
             if !all {
-                first = r;
+                first = if r == FOUND_LATER { 0 } else { r };
                 break;
             }
         }

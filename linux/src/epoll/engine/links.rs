@@ -43,7 +43,9 @@ impl Engine {
         }
         let Some(n) = next else { return };
         self.ops[n].prev = None;
-        if s.has(IOSQE_IO_HARDLINK) || succeeded(&s, res) {
+        if self.ops[n].cancelled {
+            self.fail_chain(n); // cancel rule 1: its turn came
+        } else if s.has(IOSQE_IO_HARDLINK) || succeeded(&s, res) {
             self.ops[n].state = State::Starting;
             self.starts.push_back(n);
         } else {
@@ -77,7 +79,7 @@ impl Engine {
     pub(super) fn fire_link_timer(&mut self, t: u32, res: i32) {
         let owner = self.ops[t].prev.expect("keel bug: a link timer without its op");
         self.ops[owner].ltimeout = None;
-        let r = self.cancel_one(owner);
+        let r = self.cancel_one(owner); // never `Linked`: the timer is armed at its start
         self.post_and_free(t, if r == 0 { res } else { r });
         self.finish_cancel(owner, r);
     }

@@ -46,6 +46,9 @@ pub(crate) struct Op {
     pub saved_fl: i32,
     /// A timer's instant (ns, `CLOCK_MONOTONIC`).
     pub deadline: u64,
+    /// A `Linked` op a cancel found: it completes with `-ECANCELED` when its predecessor
+    /// completes, in chain order (cancel rule 1).
+    pub cancelled: bool,
 }
 
 /// The slab (module doc).
@@ -72,6 +75,7 @@ impl Ops {
             done: 0,
             saved_fl: -1,
             deadline: 0,
+            cancelled: false,
         };
         match self.free.pop() {
             Some(i) => {

@@ -6,6 +6,7 @@ mod cancel;
 mod fs;
 mod links;
 mod net;
+mod random;
 
 use super::{Engine, EngineConfig};
 use io_uring::{cqueue, squeue};
