@@ -19,18 +19,33 @@ pub(crate) fn res(r: i64) -> i32 {
     if r < 0 { neg_errno() } else { r.min(i64::from(i32::MAX)) as i32 }
 }
 
-/// Whether `fd` is a regular file, block device or directory: what the pool performs
-/// (epoll cannot wait for them; `fstat` fails for a bad descriptor, which the readiness
-/// path then reports).
-pub(crate) fn is_file(fd: i32) -> bool {
+/// What a read or write's descriptor is.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A regular file, block device or directory: what the pool performs (epoll cannot
+    /// wait for them).
+    File,
+    /// A pipe, a socket, or an anonymous inode (eventfd, signalfd, timerfd): no position,
+    /// so the offset is ignored, as io_uring ignores it.
+    Stream,
+    /// Anything else (a character device such as a tty), or a descriptor `fstat` refuses
+    /// (the readiness path then reports the error).
+    Other,
+}
+
+/// `fd`'s [`Kind`] (one `fstat`).
+pub(crate) fn kind(fd: i32) -> Kind {
     let mut st = core::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `st` is writable memory of the size fstat fills.
     if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
-        return false;
+        return Kind::Other;
     }
     // SAFETY: fstat returned 0, so it filled `st`.
-    let mode = unsafe { st.assume_init() }.st_mode & libc::S_IFMT;
-    mode == libc::S_IFREG || mode == libc::S_IFBLK || mode == libc::S_IFDIR
+    match unsafe { st.assume_init() }.st_mode & libc::S_IFMT {
+        libc::S_IFREG | libc::S_IFBLK | libc::S_IFDIR => Kind::File,
+        0 | libc::S_IFIFO | libc::S_IFSOCK => Kind::Stream,
+        _ => Kind::Other,
+    }
 }
 
 /// Performs file operation `s` (blocking).

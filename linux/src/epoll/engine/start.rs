@@ -148,10 +148,14 @@ impl Engine {
         match s.opcode {
             opcode::Nop::CODE => done(0),
             opcode::Read::CODE | opcode::Write::CODE | opcode::Readv::CODE | opcode::Writev::CODE => {
-                if perform_fs::is_file(s.fd) {
-                    Next::Pool
-                } else {
-                    Next::Step(perform_net::attempt(&mut self.ops[i], 0))
+                match perform_fs::kind(s.fd) {
+                    perform_fs::Kind::File => Next::Pool,
+                    kind => {
+                        if kind == perform_fs::Kind::Stream {
+                            self.ops[i].sqe.off = u64::MAX; // no position: no ESPIPE retry
+                        }
+                        Next::Step(perform_net::attempt(&mut self.ops[i], 0))
+                    }
                 }
             }
             opcode::Close::CODE => {
