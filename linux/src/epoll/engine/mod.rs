@@ -55,7 +55,6 @@
 //!
 //! [`RingDriver`]: crate::ring::RingDriver
 #![allow(unsafe_code)] // reading SQE fields; performing operations on caller-owned memory
-#![allow(dead_code)] // until the ring driver's backend switch (`ring/kernel.rs`) uses it
 
 mod cancel;
 mod links;
@@ -106,6 +105,7 @@ impl Default for EngineConfig {
 pub(crate) struct Engine {
     sq: Vec<squeue::Entry>,
     sq_entries: usize,
+    cq_entries: usize,
     cq: VecDeque<cqueue::Entry>,
     ops: Ops,
     /// Ops chosen to start in this pass (start rules).
@@ -164,6 +164,7 @@ impl Engine {
         Ok(Engine {
             sq: Vec::with_capacity(sq_entries as usize),
             sq_entries: sq_entries as usize,
+            cq_entries: cq_entries as usize,
             cq: VecDeque::with_capacity(cq_entries as usize),
             ops: Ops::default(),
             starts: VecDeque::new(),
@@ -187,6 +188,11 @@ impl Engine {
     #[inline(always)]
     pub(crate) fn sq_capacity(&self) -> usize {
         self.sq_entries
+    }
+
+    /// The CQEs the CQ holds before it grows (it never drops one).
+    pub(crate) fn cq_capacity(&self) -> usize {
+        self.cq_entries
     }
 
     /// Queues a copy of `sqe`; `false` if the SQ is full.
@@ -380,8 +386,8 @@ impl Engine {
         )
     }
 
-    /// Operations taken and not yet completed (added: for the driver's drain checks and
-    /// tests).
+    /// Operations taken and not yet completed.
+    #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
         self.ops.live()
     }

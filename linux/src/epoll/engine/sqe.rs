@@ -70,7 +70,6 @@ pub(crate) const IOSQE_FIXED_FILE: u8 = 1 << 0;
 pub(crate) const IOSQE_IO_DRAIN: u8 = 1 << 1;
 pub(crate) const IOSQE_IO_LINK: u8 = 1 << 2;
 pub(crate) const IOSQE_IO_HARDLINK: u8 = 1 << 3;
-pub(crate) const IOSQE_ASYNC: u8 = 1 << 4;
 pub(crate) const IOSQE_BUFFER_SELECT: u8 = 1 << 5;
 pub(crate) const IOSQE_CQE_SKIP_SUCCESS: u8 = 1 << 6;
 
