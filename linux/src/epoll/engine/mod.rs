@@ -32,6 +32,11 @@
 //! 5. Dropping the engine waits for the pool's running jobs and joins its threads (pool
 //!    rule 5); ops waiting on readiness or timers are dropped with it (their memory is
 //!    the caller's, and nothing touches it after the drop).
+//! 6. The kernel completes operations while nobody enters; the engine only inside
+//!    `enter`. So an `enter` first fires the timers already due and, when its SQEs hold a
+//!    cancel, first looks (zero-timeout `epoll_wait`) for readiness that already came:
+//!    a cancel then finds what io_uring's would find, and an operation that completed
+//!    (or timed out) before the cancel keeps its result.
 //!
 //! What is performed where (io_uring 6.x semantics; CQE `res` as the kernel's):
 //!
@@ -214,6 +219,11 @@ impl Engine {
     /// until at least `min_complete` CQEs are ready or `deadline` (absolute,
     /// `CLOCK_MONOTONIC`) passes.
     pub(crate) fn enter(&mut self, min_complete: u32, deadline: Option<Instant>) -> io::Result<()> {
+        // Engine rule 6: what the kernel would have completed by now comes first.
+        self.expire_timers(timers::now());
+        if self.sq.iter().any(|e| e.get_opcode() == u32::from(opcode::AsyncCancel::CODE)) && self.waits_on_events() {
+            self.wait_once(Some(0))?;
+        }
         self.take_sq();
         self.run_starts();
         let deadline = deadline.map(|d| d.as_nanos());

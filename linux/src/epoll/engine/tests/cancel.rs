@@ -198,3 +198,31 @@ fn cancel_all_by_user_data_counts_every_match_and_a_link_timer_is_never_matched(
     assert_eq!(poll(&mut e), vec![(5, c, 0), (5, c, 0), (5, c, 0), (9, 2, 0)], "two ops and the first's timer");
     assert_eq!(e.in_flight(), 0);
 }
+
+#[test]
+fn engine_rule_6_a_cancel_finds_what_already_completed_by_time_or_readiness_done() {
+    let mut e = engine(0);
+    let (a, b) = socketpair(libc::SOCK_STREAM);
+    let (c, _d) = socketpair(libc::SOCK_STREAM);
+    let (mut x, mut y) = ([0u8; 4], [0u8; 4]);
+    let ts = ms(5);
+    push(
+        &mut e,
+        &[
+            opcode::Recv::new(types::Fd(a.as_raw_fd()), x.as_mut_ptr(), 4).build().user_data(1),
+            opcode::Recv::new(types::Fd(c.as_raw_fd()), y.as_mut_ptr(), 4).build().flags(Flags::IO_LINK).user_data(2),
+            opcode::LinkTimeout::new(&*ts).build().user_data(3),
+        ],
+    );
+    assert_eq!(poll(&mut e), vec![]);
+    write_all(&b, b"data");
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    push(
+        &mut e,
+        &[opcode::AsyncCancel::new(1).build().user_data(10), opcode::AsyncCancel::new(2).build().user_data(11)],
+    );
+    let mut got = poll(&mut e);
+    got.sort();
+    let n = -libc::ENOENT;
+    assert_eq!(got, vec![(1, 4, 0), (2, -libc::ECANCELED, 0), (3, -libc::ETIME, 0), (10, n, 0), (11, n, 0)]);
+}
