@@ -54,6 +54,7 @@ impl Engine {
                 }
             }
             State::Timer => 0, // its heap entry goes stale (timer rule 1)
+            State::MultiPoll { fd } => self.cancel_multi_poll(j, fd),
             State::LinkTimer { .. } | State::Free => -libc::ENOENT,
         }
     }

@@ -45,7 +45,7 @@
 //! | NOP | at once |
 //! | READ, WRITE, READV, WRITEV | regular file, block device, directory: the pool; else readiness (net rule 1); offset -1 is the current position |
 //! | FSYNC (DATASYNC), SYNC_FILE_RANGE, FALLOCATE, OPENAT, OPENAT2, CLOSE, STATX, UNLINKAT, RENAMEAT, MKDIRAT | the pool |
-//! | SEND, RECV, SENDMSG, RECVMSG, ACCEPT (also multishot), CONNECT, POLL_ADD (one-shot) | readiness (net rules) |
+//! | SEND, RECV, SENDMSG, RECVMSG, ACCEPT (also multishot), CONNECT, POLL_ADD | readiness (net rules); multishot POLL_ADD on an edge-triggered instance (multi-poll rules) |
 //! | SOCKET, BIND, LISTEN, SHUTDOWN, URING_CMD setsockopt | at once (net rule 5) |
 //! | TIMEOUT (count 0; relative or ABS on MONOTONIC, BOOTTIME, REALTIME), LINK_TIMEOUT | the timer heap (link rules) |
 //! | ASYNC_CANCEL (user_data, FD, FD+USERDATA, ANY, ALL) | at once (cancel rules) |
@@ -63,6 +63,7 @@
 
 mod cancel;
 mod links;
+mod multi_poll;
 mod ops;
 mod perform_fs;
 mod perform_net;
@@ -87,7 +88,7 @@ use std::os::fd::RawFd;
 use timers::Timers;
 
 /// Events handled per `epoll_wait` (engine rule 2).
-const EVENTS: usize = 64;
+pub(crate) const EVENTS: usize = 64;
 
 /// The `data` of the pool eventfd's registration (descriptors are never negative).
 const POOL_DATA: u64 = u64::MAX;
@@ -121,6 +122,7 @@ pub(crate) struct Engine {
     events: Vec<epoll::Event>,
     /// Waiters taken out of a registration, to try again (scratch, keeps its capacity).
     woken: Vec<(u32, u32)>,
+    multi: multi_poll::MultiPolls,
     /// Pool results taken (scratch).
     results: Vec<(pool::Key, i32)>,
     /// Jobs handed to the pool whose result has not come back (queued or running).
@@ -179,6 +181,7 @@ impl Engine {
             events: Vec::with_capacity(EVENTS),
             woken: Vec::new(),
             results: Vec::new(),
+            multi: Default::default(),
             pool_jobs: 0,
         })
     }
@@ -270,6 +273,8 @@ impl Engine {
             let (flags, data) = (flags.bits(), data.u64());
             if data == POOL_DATA {
                 self.take_pool_results();
+            } else if data == multi_poll::MULTI_DATA {
+                self.multi_poll_events();
             } else {
                 self.woke(data as RawFd, flags);
             }

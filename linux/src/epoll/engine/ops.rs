@@ -9,7 +9,7 @@
 //! 2. An op is in exactly one state: `Linked` (waiting for its chain predecessor),
 //!    `Waiting` (on a descriptor's readiness: its entry is in that descriptor's waiter
 //!    list), `Pool` (a job of the blocking pool, queued or running), `Timer` (a TIMEOUT in
-//!    the timer heap), `LinkTimer` (a LINK_TIMEOUT: armed in the heap once its op has
+//!    the timer heap), `MultiPoll` (a multishot poll, until cancelled), `LinkTimer` (a LINK_TIMEOUT: armed in the heap once its op has
 //!    started) or `Starting` (chosen to start in this pass).
 //! 3. Chains: `next` names the member that starts when this one completes (successfully,
 //!    or at all for a hard link); `prev` the member this one waits for. A LINK_TIMEOUT is
@@ -24,10 +24,19 @@ pub(crate) enum State {
     Free,
     Starting,
     Linked,
-    Waiting { fd: RawFd, events: u32 },
+    Waiting {
+        fd: RawFd,
+        events: u32,
+    },
+    /// A multishot poll (`multi_poll.rs`).
+    MultiPoll {
+        fd: RawFd,
+    },
     Pool,
     Timer,
-    LinkTimer { armed: bool },
+    LinkTimer {
+        armed: bool,
+    },
 }
 
 /// One operation (module doc).

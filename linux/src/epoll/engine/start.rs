@@ -12,7 +12,8 @@
 //! 3. Every SQE reaches the CQ through its op, never synchronously to the caller: an op
 //!    that completes at once posts its CQE in the same `enter`.
 //! 4. An SQE the engine does not perform (`Engine::supports`, fixed files, buffer
-//!    selection, drain, multishot forms other than accept's, direct descriptors)
+//!    selection, drain, multishot forms other than accept's and poll's, direct
+//!    descriptors)
 //!    completes with `-EOPNOTSUPP`.
 
 use super::Engine;
@@ -29,6 +30,8 @@ pub(crate) enum Next {
     Pool,
     /// A TIMEOUT until this instant.
     Timer(u64),
+    /// Already where it goes (a multishot poll).
+    Started,
 }
 
 impl Engine {
@@ -103,6 +106,7 @@ impl Engine {
                 }
             }
             Next::Pool => self.hand_to_pool(i),
+            Next::Started => {}
             Next::Timer(at) => {
                 self.ops[i].state = State::Timer;
                 self.ops[i].deadline = at;
@@ -181,6 +185,10 @@ impl Engine {
                 Err(e) => done(e),
             },
             opcode::AsyncCancel::CODE => done(self.cancel_sqe(i)),
+            opcode::PollAdd::CODE if s.len & IORING_POLL_ADD_MULTI != 0 => {
+                self.start_multi_poll(i, s.fd, s.op_flags & 0xffff);
+                Next::Started
+            }
             // Start rule 2: a LINK_TIMEOUT with no op before it.
             opcode::LinkTimeout::CODE => done(-libc::EINVAL),
             _ => perform_net::attempt(&mut self.ops[i], 0).into(),
@@ -201,7 +209,11 @@ impl Engine {
             opcode::Recv::CODE | opcode::RecvMsg::CODE | opcode::Send::CODE | opcode::SendMsg::CODE => {
                 s.ioprio & (IORING_RECV_MULTISHOT | IORING_RECVSEND_FIXED_BUF) == 0
             }
-            opcode::PollAdd::CODE => s.len & IORING_POLL_ADD_MULTI == 0 && s.len == 0,
+            // A multishot poll goes on without end: never a chain member.
+            opcode::PollAdd::CODE => {
+                let linked = s.flags & (IOSQE_IO_LINK | IOSQE_IO_HARDLINK) != 0;
+                s.len & !IORING_POLL_ADD_MULTI == 0 && !(linked && s.len & IORING_POLL_ADD_MULTI != 0)
+            }
             opcode::OpenAt::CODE | opcode::OpenAt2::CODE | opcode::Socket::CODE | opcode::Close::CODE => {
                 s.file_index == 0
             }

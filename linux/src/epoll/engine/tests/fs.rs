@@ -195,3 +195,18 @@ fn with_no_pool_threads_file_work_is_done_at_once() {
     assert_eq!(&buf, b"\x7fELF");
     assert!(e.pool.is_none());
 }
+
+#[test]
+fn pool_rule_1_threads_start_only_for_file_work() {
+    let mut e = engine(3);
+    let (a, b) = socketpair(libc::SOCK_STREAM);
+    let mut buf = [0u8; 2];
+    write_all(&b, b"hi");
+    push(&mut e, &[opcode::Recv::new(types::Fd(a.as_raw_fd()), buf.as_mut_ptr(), 2).build().user_data(1)]);
+    assert_eq!(wait(&mut e, 1), vec![(1, 2, 0)]);
+    assert_eq!(e.pool.as_ref().unwrap().threads(), 0, "socket work started a pool thread");
+    let f = std::fs::File::open("/proc/self/exe").unwrap();
+    push(&mut e, &[opcode::Fsync::new(types::Fd(f.as_raw_fd())).build().user_data(2)]);
+    assert_eq!(wait(&mut e, 1), vec![(2, 0, 0)]);
+    assert_eq!(e.pool.as_ref().unwrap().threads(), 1);
+}

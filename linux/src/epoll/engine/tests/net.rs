@@ -334,3 +334,35 @@ fn a_poll_of_a_negative_descriptor_is_ebadf() {
     push(&mut e, &[opcode::PollAdd::new(types::Fd(-1), libc::POLLIN as u32).build().user_data(1)]);
     assert_eq!(poll(&mut e), vec![(1, -libc::EBADF, 0)]);
 }
+
+#[test]
+fn a_multishot_poll_reports_each_wake_up_not_the_level_until_cancelled() {
+    let mut e = engine(0);
+    let (r, w) = pipe();
+    push(
+        &mut e,
+        &[opcode::PollAdd::new(types::Fd(r.as_raw_fd()), libc::POLLIN as u32).multi(true).build().user_data(1)],
+    );
+    assert_eq!(poll(&mut e), vec![]);
+    let more = super::super::sqe::IORING_CQE_F_MORE;
+    let pin = libc::POLLIN as i32;
+    write_all(&w, b"a");
+    assert_eq!(wait(&mut e, 1), vec![(1, pin, more)]);
+    // Unread data is no new wake-up: nothing more until the next write.
+    let d = super::super::timers::now() + 20_000_000;
+    e.enter(1, Some(keel_core::Instant::from_nanos(d))).unwrap();
+    assert_eq!(take(&mut e), vec![], "a level reported again");
+    write_all(&w, b"b");
+    assert_eq!(wait(&mut e, 1), vec![(1, pin, more)]);
+    push(&mut e, &[opcode::AsyncCancel::new(1).build().user_data(2)]);
+    assert_eq!(poll(&mut e), vec![(1, -libc::ECANCELED, 0), (2, 0, 0)], "the last CQE has no MORE");
+    // Armed on a descriptor already ready: reported at once.
+    push(
+        &mut e,
+        &[opcode::PollAdd::new(types::Fd(r.as_raw_fd()), libc::POLLIN as u32).multi(true).build().user_data(3)],
+    );
+    assert_eq!(wait(&mut e, 1), vec![(3, pin, more)]);
+    push(&mut e, &[opcode::AsyncCancel::new(3).build().user_data(4)]);
+    assert_eq!(poll(&mut e), vec![(3, -libc::ECANCELED, 0), (4, 0, 0)]);
+    assert_eq!(e.in_flight(), 0);
+}
