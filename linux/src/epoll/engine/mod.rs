@@ -52,10 +52,12 @@
 //! | READ_FIXED, WRITE_FIXED, FIXED_FD_INSTALL, FILES_UPDATE, MSG_RING, SEND_ZC, READ_MULTISHOT, multishot RECV, any other opcode; `IOSQE_FIXED_FILE`, `IOSQE_BUFFER_SELECT`, `IOSQE_IO_DRAIN`; direct-descriptor results (`file_index`); TIMEOUT with a count | `-EOPNOTSUPP` (start rule 4) |
 //!
 //! Cost: this is the fallback where io_uring is switched off, built for plain system
-//! calls rather than for keel's hot-path rules: taking an SQE allocates nothing once
-//! the slab has grown to the ops in flight, but a descriptor's first wait allocates its
-//! registration entry, the pool takes a lock per job, and a cancel scans the ops in
-//! flight. Every loop is bounded: by the SQEs taken, the ops in flight, the timers due,
+//! calls rather than for keel's hot-path rules. Taking, performing and completing an
+//! SQE allocates nothing while the ops in flight fit the slab sized at creation (the
+//! larger of the SQ and CQ sizes) and each descriptor has one waiter (readiness rule 4;
+//! a descriptor numbered past the preallocated entries, a second waiter on one, a
+//! multishot poll's first use, a CQ past its size and a cancel's scan allocate). The pool
+//! takes a lock per job; a cancel scans the ops in flight. Every loop is bounded: by the SQEs taken, the ops in flight, the timers due,
 //! `EVENTS` per wait, and (`MSG_WAITALL`) the bytes asked for.
 //!
 //! [`RingDriver`]: crate::ring::RingDriver
@@ -173,14 +175,14 @@ impl Engine {
             sq_entries: sq_entries as usize,
             cq_entries: cq_entries as usize,
             cq: VecDeque::with_capacity(cq_entries as usize),
-            ops: Ops::default(),
-            starts: VecDeque::new(),
+            ops: Ops::with_capacity(sq_entries.max(cq_entries) as usize),
+            starts: VecDeque::with_capacity(sq_entries as usize),
             ready,
             timers: Timers::default(),
             pool,
             events: Vec::with_capacity(EVENTS),
-            woken: Vec::new(),
-            results: Vec::new(),
+            woken: Vec::with_capacity(EVENTS),
+            results: Vec::with_capacity(EVENTS),
             multi: Default::default(),
             pool_jobs: 0,
         })

@@ -70,6 +70,11 @@ pub(crate) struct Ops {
 }
 
 impl Ops {
+    /// A slab with room for `n` ops before it grows.
+    pub(crate) fn with_capacity(n: usize) -> Ops {
+        Ops { ops: Vec::with_capacity(n), free: Vec::with_capacity(n), ..Ops::default() }
+    }
+
     /// A new op for `sqe` in state `Starting`.
     pub(crate) fn alloc(&mut self, sqe: RawSqe) -> u32 {
         self.serial += 1;

@@ -17,7 +17,9 @@
 //!    number reused behind the engine's back (the modify fails with `ENOENT`, rule 5);
 //!    a permanent registration would leave a wait on the new descriptor unregistered.
 //! 4. Entries are a vector indexed by descriptor number (numbers are small and dense; an
-//!    entry is a few words and keeps its waiter list's capacity for the next wait).
+//!    entry is a few words and keeps its waiter list's capacity for the next wait), made
+//!    for the first `PREALLOCATED` numbers at creation: after a descriptor's first wait,
+//!    waiting on it again allocates nothing.
 //! 5. A registration is keyed by the descriptor number: a descriptor closed (and its
 //!    number reused) under it gives `ENOENT` on the next modify, and the engine adds the
 //!    new one; a stale event is harmless, since each woken op just tries again.
@@ -25,16 +27,56 @@
 use rustix::event::epoll;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 
+/// Descriptor numbers with an entry from the start (readiness rule 4).
+const PREALLOCATED: usize = 256;
+
 /// `EPOLLERR | EPOLLHUP`: wake every waiter.
 const ALWAYS: u32 = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
 
 #[derive(Debug, Default)]
 struct Entry {
     /// (op index, events).
-    waiters: Vec<(u32, u32)>,
+    waiters: Waiters,
     /// The events armed (0: not armed).
     armed: u32,
     registered: bool,
+}
+
+/// A descriptor's waiters, oldest first: (op index, events). The first sits inline, so
+/// the usual one waiter per descriptor never allocates; `one` is `None` only when `more`
+/// is empty.
+#[derive(Debug, Default)]
+struct Waiters {
+    one: Option<(u32, u32)>,
+    more: Vec<(u32, u32)>,
+}
+
+impl Waiters {
+    fn push(&mut self, w: (u32, u32)) {
+        if self.one.is_none() { self.one = Some(w) } else { self.more.push(w) }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.one.is_some()) + self.more.len()
+    }
+
+    fn union(&self) -> u32 {
+        self.more.iter().fold(self.one.map_or(0, |w| w.1), |acc, w| acc | w.1)
+    }
+
+    /// Keeps the waiters `keep` says, calling it oldest first.
+    fn retain(&mut self, mut keep: impl FnMut(&(u32, u32)) -> bool) {
+        let first = self.one.map(|w| keep(&w));
+        self.more.retain(|w| keep(w));
+        if first == Some(false) {
+            self.one = if self.more.is_empty() { None } else { Some(self.more.remove(0)) };
+        }
+    }
+
+    fn drain_into(&mut self, out: &mut Vec<(u32, u32)>) {
+        out.extend(self.one.take());
+        out.append(&mut self.more);
+    }
 }
 
 /// What arming a descriptor came to (readiness rule 3).
@@ -58,7 +100,9 @@ pub(crate) struct Readiness {
 
 impl Readiness {
     pub(crate) fn new() -> std::io::Result<Readiness> {
-        Ok(Readiness { epoll: epoll::create(epoll::CreateFlags::CLOEXEC)?, fds: Vec::new(), waiting: 0 })
+        let mut fds = Vec::new();
+        fds.resize_with(PREALLOCATED, Entry::default);
+        Ok(Readiness { epoll: epoll::create(epoll::CreateFlags::CLOEXEC)?, fds, waiting: 0 })
     }
 
     fn entry(&mut self, fd: RawFd) -> Option<&mut Entry> {
@@ -96,7 +140,7 @@ impl Readiness {
     pub(crate) fn arm(&mut self, fd: RawFd, out: &mut Vec<(u32, u32)>) -> Armed {
         let waiting = &mut self.waiting;
         let Some(e) = self.fds.get_mut(usize::try_from(fd).unwrap_or(usize::MAX)) else { return Armed::Ok };
-        let union = e.waiters.iter().fold(0, |acc, &(_, ev)| acc | ev);
+        let union = e.waiters.union();
         if union == e.armed {
             return Armed::Ok; // readiness rule 2
         }
@@ -123,7 +167,7 @@ impl Readiness {
                 e.registered = false;
                 e.armed = 0;
                 *waiting -= e.waiters.len();
-                out.append(&mut e.waiters);
+                e.waiters.drain_into(out);
                 if err == rustix::io::Errno::PERM { Armed::AlwaysReady } else { Armed::Failed(-err.raw_os_error()) }
             }
         }
