@@ -161,6 +161,7 @@ impl Engine {
     /// grows (it never drops one: engine rule 4).
     pub(crate) fn new(sq_entries: u32, cq_entries: u32, cfg: EngineConfig) -> io::Result<Engine> {
         let ready = Readiness::new()?;
+        let multi = multi_poll::MultiPolls::new(&ready.epoll)?;
         let pool = match cfg.file_threads {
             0 => None,
             n => {
@@ -183,7 +184,7 @@ impl Engine {
             events: Vec::with_capacity(EVENTS),
             woken: Vec::with_capacity(EVENTS),
             results: Vec::with_capacity(EVENTS),
-            multi: Default::default(),
+            multi,
             pool_jobs: 0,
         })
     }

@@ -30,7 +30,8 @@ pub(crate) const MULTI_DATA: u64 = u64::MAX - 1;
 /// The multishot polls (module doc).
 #[derive(Default)]
 pub(crate) struct MultiPolls {
-    /// The edge-triggered instance, made at the first multishot poll.
+    /// The edge-triggered instance, made with the engine (so the engine's descriptors
+    /// are the same before and after a multishot poll).
     et: Option<OwnedFd>,
     /// (descriptor, op, events) of every multishot poll waiting.
     polls: Vec<(RawFd, u32, u32)>,
@@ -68,21 +69,20 @@ impl MultiPolls {
     }
 }
 
+impl MultiPolls {
+    /// The edge-triggered instance, registered in `epoll` (multi-poll rule 1).
+    pub(crate) fn new(epoll: &OwnedFd) -> std::io::Result<MultiPolls> {
+        let et = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        epoll::add(epoll, et.as_fd(), epoll::EventData::new_u64(MULTI_DATA), epoll::EventFlags::IN)?;
+        Ok(MultiPolls { et: Some(et), polls: Vec::new(), events: Vec::with_capacity(super::EVENTS) })
+    }
+}
+
 impl Engine {
     /// Starts multishot poll `i` on `fd` for `events`.
     pub(super) fn start_multi_poll(&mut self, i: u32, fd: RawFd, events: u32) {
         if fd < 0 {
             return self.complete(i, -libc::EBADF);
-        }
-        if self.multi.et.is_none() {
-            let made = epoll::create(epoll::CreateFlags::CLOEXEC).and_then(|et| {
-                epoll::add(&self.ready.epoll, et.as_fd(), epoll::EventData::new_u64(MULTI_DATA), epoll::EventFlags::IN)
-                    .map(|()| et)
-            });
-            match made {
-                Ok(et) => self.multi.et = Some(et),
-                Err(e) => return self.complete(i, -e.raw_os_error()),
-            }
         }
         let was = self.multi.union(fd);
         self.multi.polls.push((fd, i, events));
