@@ -57,6 +57,21 @@
 #define KEEL_NO_TIMEOUT UINT64_MAX
 
 /**
+ * `keel_executor_attr::backend`: io_uring where allowed, else the epoll engine.
+ */
+#define KEEL_BACKEND_AUTO 0
+
+/**
+ * `keel_executor_attr::backend`: io_uring only.
+ */
+#define KEEL_BACKEND_RING 1
+
+/**
+ * `keel_executor_attr::backend`: the epoll engine.
+ */
+#define KEEL_BACKEND_EPOLL 2
+
+/**
  * The largest error code: results in `-KEEL_ERRNO_MAX..=-1` are errors.
  */
 #define KEEL_ERRNO_MAX 4095
@@ -311,6 +326,19 @@ typedef struct keel_executor_attr {
    * Bytes per provided buffer (0: 4096).
    */
   uint32_t provided_buffer_size;
+  /**
+   * Which backend performs the ring's operations: `KEEL_BACKEND_AUTO` (0: io_uring,
+   * or the epoll engine where io_uring is denied with `EPERM`, `EACCES` or `ENOSYS`),
+   * `KEEL_BACKEND_RING` (io_uring or the error) or `KEEL_BACKEND_EPOLL`; any other
+   * value is `-EINVAL`. `keel_executor_backend` says which was used. Registered
+   * buffers and files, provided buffers, `iopoll` and the worker-pool settings need
+   * io_uring: `-EOPNOTSUPP` on the epoll engine.
+   */
+  uint8_t backend;
+  /**
+   * Threads of the epoll engine's pool for file operations (0: 4); unused on io_uring.
+   */
+  uint32_t file_threads;
 } keel_executor_attr;
 
 /**
@@ -848,6 +876,15 @@ keel_result keel_executor_get_stats(struct keel_executor ex, struct keel_executo
  * Thread safety: the executor's thread only. Errors: `-ESTALE`, `-KEEL_EWRONGTHREAD`.
  */
 keel_result keel_executor_attached(struct keel_executor ex);
+
+/**
+ * Which backend performs the executor's operations: `KEEL_BACKEND_RING` (io_uring) or
+ * `KEEL_BACKEND_EPOLL` (`keel_executor_attr::backend`); 0 for an executor made without a
+ * ring (`ring_entries` 0), which performs no i/o.
+ *
+ * Thread safety: the executor's thread only. Errors: `-ESTALE`, `-KEEL_EWRONGTHREAD`.
+ */
+keel_result keel_executor_backend(struct keel_executor ex);
 
 /**
  * `sizeof` keel's executor storage as this library was built (compare with

@@ -57,10 +57,11 @@ pub use dispatch::{
     keel_dispatcher_start, keel_dispatcher_submit, keel_dispatcher_wait, keel_executor_serve,
 };
 pub use executor::{
-    KEEL_EXECUTOR_STORAGE_ALIGN, KEEL_EXECUTOR_STORAGE_SIZE, KEEL_NO_TIMEOUT, keel_executor, keel_executor_attached,
-    keel_executor_attr, keel_executor_create, keel_executor_destroy, keel_executor_get_stats, keel_executor_get_times,
-    keel_executor_init, keel_executor_post, keel_executor_run, keel_executor_stats, keel_executor_storage_size,
-    keel_executor_times, keel_task_get_times, keel_task_times,
+    KEEL_BACKEND_AUTO, KEEL_BACKEND_EPOLL, KEEL_BACKEND_RING, KEEL_EXECUTOR_STORAGE_ALIGN, KEEL_EXECUTOR_STORAGE_SIZE,
+    KEEL_NO_TIMEOUT, keel_executor, keel_executor_attached, keel_executor_attr, keel_executor_backend,
+    keel_executor_create, keel_executor_destroy, keel_executor_get_stats, keel_executor_get_times, keel_executor_init,
+    keel_executor_post, keel_executor_run, keel_executor_stats, keel_executor_storage_size, keel_executor_times,
+    keel_task_get_times, keel_task_times,
 };
 pub use fs::{
     keel_file_close, keel_file_fallocate, keel_file_fdatasync, keel_file_fsync, keel_file_open, keel_file_read,

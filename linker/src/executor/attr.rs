@@ -6,7 +6,7 @@ use crate::result::err;
 use core::sync::atomic::Ordering;
 use keel_core::Executor;
 use keel_linux::ring::WorkerPool;
-use keel_linux::{MmapStacks, RingConfig, RingDriver, SleepDriver};
+use keel_linux::{Backend, BackendChoice, MmapStacks, RingConfig, RingDriver, SleepDriver};
 
 /// How an executor is made. All zeros: a pure-compute executor (no ring).
 #[repr(C)]
@@ -53,7 +53,23 @@ pub struct keel_executor_attr {
     pub provided_buffers: u16,
     /// Bytes per provided buffer (0: 4096).
     pub provided_buffer_size: u32,
+    /// Which backend performs the ring's operations: `KEEL_BACKEND_AUTO` (0: io_uring,
+    /// or the epoll engine where io_uring is denied with `EPERM`, `EACCES` or `ENOSYS`),
+    /// `KEEL_BACKEND_RING` (io_uring or the error) or `KEEL_BACKEND_EPOLL`; any other
+    /// value is `-EINVAL`. `keel_executor_backend` says which was used. Registered
+    /// buffers and files, provided buffers, `iopoll` and the worker-pool settings need
+    /// io_uring: `-EOPNOTSUPP` on the epoll engine.
+    pub backend: u8,
+    /// Threads of the epoll engine's pool for file operations (0: 4); unused on io_uring.
+    pub file_threads: u32,
 }
+
+/// `keel_executor_attr::backend`: io_uring where allowed, else the epoll engine.
+pub const KEEL_BACKEND_AUTO: u8 = 0;
+/// `keel_executor_attr::backend`: io_uring only.
+pub const KEEL_BACKEND_RING: u8 = 1;
+/// `keel_executor_attr::backend`: the epoll engine.
+pub const KEEL_BACKEND_EPOLL: u8 = 2;
 
 /// The worker pool `attr.attach_wq` names, if any (executor rule 4).
 fn attach_wq_of(attr: &keel_executor_attr) -> Result<Option<WorkerPool>, i64> {
@@ -92,6 +108,12 @@ pub(super) fn make_inner(attr: &keel_executor_attr) -> Result<(Inner, i32), i64>
     if attr.ring_entries == 0 && wants_ring {
         return Err(err(libc::EINVAL));
     }
+    let backend = match attr.backend {
+        KEEL_BACKEND_AUTO => BackendChoice::Auto,
+        KEEL_BACKEND_RING => BackendChoice::Ring,
+        KEEL_BACKEND_EPOLL => BackendChoice::Epoll,
+        _ => return Err(err(libc::EINVAL)),
+    };
     let attach_wq = attach_wq_of(attr)?;
     let stacks = MmapStacks::new().map_err(|e| -(e.0 as i64))?;
     let cfg = keel_linux::panic::config();
@@ -116,6 +138,8 @@ pub(super) fn make_inner(attr: &keel_executor_attr) -> Result<(Inner, i32), i64>
         iopoll: attr.iopoll != 0,
         iowq_max_workers: [attr.iowq_bounded_workers, attr.iowq_unbounded_workers],
         attach_wq,
+        backend,
+        file_threads: if attr.file_threads == 0 { 4 } else { attr.file_threads },
         ..RingConfig::default()
     })
     .map_err(io_error)?;
@@ -123,7 +147,8 @@ pub(super) fn make_inner(attr: &keel_executor_attr) -> Result<(Inner, i32), i64>
         let size = if attr.provided_buffer_size == 0 { 4096 } else { attr.provided_buffer_size };
         ring.enable_provided_buffers(attr.provided_buffers, size).map_err(io_error)?;
     }
-    let fd = ring.worker_pool().raw();
+    // Only a kernel ring may be named by another executor's `attach_wq`.
+    let fd = if ring.backend() == Backend::Ring { ring.worker_pool().raw() } else { -1 };
     let ex = Executor::with_stacks(ring, stacks, cfg).map_err(|_| err(libc::EINVAL))?;
     let inner = if attr.accounting != 0 { Inner::RingAcct(ex.with_accounting()) } else { Inner::Ring(ex) };
     Ok((inner, fd))

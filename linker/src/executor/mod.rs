@@ -23,6 +23,7 @@ use crate::result::{KEEL_ESTALLED, KEEL_EWRONGTHREAD, err, guard, keel_result};
 use crate::stable::FreeList;
 use crate::task::TaskStorage;
 use crate::thread;
+pub use attr::{KEEL_BACKEND_AUTO, KEEL_BACKEND_EPOLL, KEEL_BACKEND_RING};
 use core::cell::Cell;
 use core::ffi::c_void;
 use core::mem::MaybeUninit;
@@ -30,8 +31,8 @@ use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use keel_core::{Executor, ExecutorHandle, HandleSlot, RunError, TscAccounting};
 use keel_linux::{MmapStacks, RingDriver, SleepDriver};
 pub use stats::{
-    keel_executor_attached, keel_executor_get_stats, keel_executor_get_times, keel_executor_stats,
-    keel_executor_storage_size, keel_executor_times, keel_task_get_times, keel_task_times,
+    keel_executor_attached, keel_executor_backend, keel_executor_get_stats, keel_executor_get_times,
+    keel_executor_stats, keel_executor_storage_size, keel_executor_times, keel_task_get_times, keel_task_times,
 };
 use std::alloc::Layout;
 
