@@ -60,6 +60,12 @@ pub const ALL: &[Case] = &[
     echo::ECHO_P50,
     echo::ECHO_P99,
     echo::ECHO_CPU,
+    echo::ECHO_CPU_C1,
+    echo::ECHO_CPU_C16,
+    echo::ECHO_CPU_C256,
+    echo::ECHO_P99_C1,
+    echo::ECHO_P99_C16,
+    echo::ECHO_P99_C256,
     memory::CASE,
     scale::YIELD_N1,
     scale::YIELD_N1000,
@@ -86,7 +92,7 @@ pub fn memory_child() -> Option<Result<f64, String>> {
 
 /// Every scaling curve.
 pub fn curves() -> Vec<Curve> {
-    [scale::CURVES, scale_io::CURVES].concat()
+    [scale::CURVES, scale_io::CURVES, echo::CURVES].concat()
 }
 
 /// Every goal, case by case in [`ALL`]'s order.
