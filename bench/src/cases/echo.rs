@@ -26,7 +26,7 @@
 //! so `--iters` changes nothing here. `--only IMPL[,IMPL...]` measures only those servers.
 
 #[path = "../echo/mod.rs"]
-mod servers;
+pub(super) mod servers;
 
 use crate::goals::{Curve, Goal, Op};
 use crate::harness::{Case, Impl, Timed, Unit};

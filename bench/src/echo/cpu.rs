@@ -1,7 +1,8 @@
-//! A server's CPU time, read from `/proc`: the user time (`utime` of `stat`, the kernel's
-//! tick-sampled accounting, HZ=250 here, printed in 10 ms units) and the time on a CPU,
-//! user and system together (`schedstat`'s first field, the scheduler's exact count in
-//! ns), of one in-process server thread or of every thread of a child process.
+//! A server's CPU time and memory, read from `/proc`: the user time (`utime` of `stat`,
+//! the kernel's tick-sampled accounting, HZ=250 here, printed in 10 ms units) and the time
+//! on a CPU, user and system together (`schedstat`'s first field, the scheduler's exact
+//! count in ns), of one in-process server thread or of every thread of a child process;
+//! the resident set size of the process it runs in.
 
 /// Whose CPU time.
 #[derive(Clone, Debug)]
@@ -21,6 +22,14 @@ impl Whose {
         }
     }
 
+    /// The resident set size of the process it runs in (this one for a thread), bytes.
+    pub fn rss(&self) -> Result<u64, String> {
+        match self {
+            Whose::Process(pid) => rss(&format!("/proc/{pid}/statm")),
+            Whose::Thread(_) => own_rss(),
+        }
+    }
+
     /// Its time on a CPU, user and system, ns (exact): a child's summed over the threads
     /// it has now.
     pub fn on_cpu_ns(&self) -> Result<u64, String> {
@@ -37,6 +46,20 @@ impl Whose {
             }
         }
     }
+}
+
+/// This process's resident set size, bytes.
+pub fn own_rss() -> Result<u64, String> {
+    rss("/proc/self/statm")
+}
+
+/// The resident set size in a `statm` file, bytes.
+fn rss(path: &str) -> Result<u64, String> {
+    let statm = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).ok_or("bad statm")?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Ok(pages * page.max(1) as u64)
 }
 
 /// Clock ticks per second (the unit of `utime` in `/proc`).
@@ -88,5 +111,6 @@ mod tests {
         let b = me.on_cpu_ns().expect("schedstat");
         assert!(b > a, "5 ms of spinning left the thread's CPU time at {a} -> {b} ns");
         me.user_ns().expect("stat");
+        assert!(me.rss().expect("statm") > 0);
     }
 }

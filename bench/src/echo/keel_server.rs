@@ -1,6 +1,6 @@
 //! `keel`, `keel-future`: keel's echo example as a child process, `--addr
-//! 127.0.0.1:PORT --handler fiber|future --conns N` (one thread, N handlers: the example's
-//! default 256, or as many as the bench's connections; its other defaults), started from
+//! 127.0.0.1:PORT --handler fiber|future --conns N` (one thread, N handlers: the
+//! connections it holds at once; its other defaults), started from
 //! a thread pinned to the server CPU so that all its threads inherit the pinning, and
 //! stopped with SIGINT (it prints its summary and exits; SIGKILL after 10 s).
 //!
@@ -30,14 +30,14 @@ fn binary() -> Result<PathBuf, String> {
     ))
 }
 
-/// Starts the example with `--handler handler` on `cpu`, with handlers for `conns`
-/// connections at least, and waits until it listens.
-pub fn start(cpu: usize, handler: &str, conns: usize) -> Result<Running, String> {
+/// Starts the example with `--handler handler --conns handlers` on `cpu` and waits until
+/// it listens.
+pub fn start(cpu: usize, handler: &str, handlers: usize) -> Result<Running, String> {
     let bin = binary()?;
     // A free port: the kernel's pick, released for the child to bind.
     let addr = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| format!("port: {e}"))?;
     let mut cmd = Command::new(&bin);
-    let handlers = conns.max(256).to_string();
+    let handlers = handlers.to_string();
     cmd.args(["--addr", &addr.to_string(), "--handler", handler, "--conns", &handlers])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -42,7 +42,7 @@
 //!   flag, closes the listener and waits for its connections to end).
 
 mod client;
-mod cpu;
+pub mod cpu;
 mod keel_server;
 mod monoio_server;
 mod placement;
@@ -124,7 +124,7 @@ pub fn measure(servers: &[&'static str], p: Params) -> Result<Vec<Figures>, Stri
     let mut up: Vec<Running> = Vec::with_capacity(servers.len());
     let mut started = Ok(());
     for s in servers {
-        match start(s, cpus.0, p.conns) {
+        match start(s, cpus.0, p.conns.max(256)) {
             Ok(r) => up.push(r),
             Err(e) => {
                 started = Err(format!("echo server {s}: {e}"));
@@ -285,12 +285,12 @@ fn paired(samples: &[Vec<Trial>], a: usize, b: usize, get: fn(&Figures) -> f64) 
     crate::harness::median(&mut r)
 }
 
-/// Starts `server` with its serving thread on `cpu`, able to hold `conns` connections;
-/// returns once it listens.
-fn start(server: &str, cpu: usize, conns: usize) -> Result<Running, String> {
+/// Starts `server` with its serving thread on `cpu` (keel's with `handlers` handler
+/// tasks: the connections it holds at once); returns once it listens.
+pub fn start(server: &str, cpu: usize, handlers: usize) -> Result<Running, String> {
     match server {
-        "keel" => keel_server::start(cpu, "fiber", conns),
-        "keel-future" => keel_server::start(cpu, "future", conns),
+        "keel" => keel_server::start(cpu, "fiber", handlers),
+        "keel-future" => keel_server::start(cpu, "future", handlers),
         "monoio" => in_process(cpu, monoio_server::serve),
         "tokio" => in_process(cpu, tokio_server::serve),
         "io-uring" => in_process(cpu, uring_linked::serve),
@@ -300,13 +300,20 @@ fn start(server: &str, cpu: usize, conns: usize) -> Result<Running, String> {
 }
 
 /// A server that is up: where it listens, whose CPU time it is, how it stops.
-pub(super) struct Running {
+pub struct Running {
     /// Its listening address.
     pub addr: SocketAddr,
     /// Whose CPU time is the server's.
     pub cpu: cpu::Whose,
     /// Stops it and waits (bounded) until it has.
     pub stop: Box<dyn FnOnce() -> Result<(), String>>,
+}
+
+impl Running {
+    /// The resident set size of the process the server runs in, bytes.
+    pub fn rss(&self) -> Result<u64, String> {
+        self.cpu.rss()
+    }
 }
 
 /// An in-process server: `serve` runs on its own thread, pinned to `cpu`, with a
@@ -353,7 +360,7 @@ fn in_process(cpu: usize, serve: Serve) -> Result<Running, String> {
 }
 
 /// The CPUs this process may run on: the server's and the load generator's.
-fn cpus() -> Result<(usize, usize), String> {
+pub fn cpus() -> Result<(usize, usize), String> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; the kernel fills it.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid cpu_set_t of the size passed.
