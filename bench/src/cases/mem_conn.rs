@@ -101,8 +101,7 @@ fn hold(up: &servers::Running, streams: &mut Vec<TcpStream>) -> Result<(), Strin
     Ok(())
 }
 
-/// Raises this process's soft descriptor limit to at least `need` (at most the hard
-/// limit), or says why it cannot.
+/// Raises this process's descriptor limit to at least `need`, or says why it cannot.
 fn raise_descriptor_limit(need: usize) -> Result<(), String> {
     let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: `l` is a valid rlimit for the kernel to fill.
@@ -112,16 +111,15 @@ fn raise_descriptor_limit(need: usize) -> Result<(), String> {
     if l.rlim_cur as usize >= need {
         return Ok(());
     }
-    if (l.rlim_max as usize) < need {
-        return Err(format!(
-            "{CONNS} connections need {need} descriptors, and the hard limit is {}: raise it (ulimit -Hn)",
-            l.rlim_max
-        ));
-    }
-    l.rlim_cur = need as libc::rlim_t;
-    // SAFETY: `l` is a valid rlimit within the hard limit.
+    let hard = l.rlim_max;
+    // Past the hard limit only with CAP_SYS_RESOURCE (root).
+    (l.rlim_cur, l.rlim_max) = (need as libc::rlim_t, l.rlim_max.max(need as libc::rlim_t));
+    // SAFETY: `l` is a valid rlimit.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &l) } != 0 {
-        return Err(format!("setrlimit: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "{CONNS} connections need {need} descriptors; the hard limit is {hard} and setrlimit says {}: raise it (ulimit -Hn)",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }
