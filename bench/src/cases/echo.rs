@@ -16,8 +16,11 @@
 //!   next receive, and a multishot receive with provided buffers): in-process server
 //!   threads.
 //!
-//! The scaling curve: `echo_cpu_c{1,16,256}` (ns: the server's whole CPU time, user and
-//! system, per message) and `echo_p99_c{1,16,256}` (ns) with 1, 16 and 256 connections,
+//! The scaling curve: `echo_cpu_c{1,16,256,2048}` (ns: the server's whole CPU time, user
+//! and system, per message) and `echo_p99_c{1,16,256,2048}` (ns) with 1 to 2,048
+//! connections (the bench raises its soft descriptor limit to what every server's
+//! connections take in this process: 2,048 is the most that four servers up at once fit
+//! in a hard limit of 20,000, the limit here; `mem_conn` holds 4,096, one server at a time),
 //! one message in flight on each, for keel, monoio, tokio and io-uring: one measurement
 //! per size (9 rounds of 0.3 s slices; `--quick`: one of 0.2 s).
 //!
@@ -43,7 +46,7 @@ const ALL_CPU: usize = 4;
 /// The main measurement's connections (`--quick`: 8).
 const CONNS: usize = 64;
 /// The scaling curve's sizes (connections).
-const SIZES: [usize; 3] = [1, 16, 256];
+const SIZES: [usize; 4] = [1, 16, 256, 2048];
 /// The servers on the scaling curve (indices into [`SERVERS`]).
 const CURVE_SERVERS: [usize; 4] = [0, 2, 3, 4];
 
@@ -90,12 +93,16 @@ pub const ECHO_CPU_C1: Case = sized!("echo_cpu_c1", ALL_CPU, 1);
 pub const ECHO_CPU_C16: Case = sized!("echo_cpu_c16", ALL_CPU, 16);
 /// `echo_cpu_c256`.
 pub const ECHO_CPU_C256: Case = sized!("echo_cpu_c256", ALL_CPU, 256);
+/// `echo_cpu_c2048`.
+pub const ECHO_CPU_C2048: Case = sized!("echo_cpu_c2048", ALL_CPU, 2048);
 /// `echo_p99_c1`.
 pub const ECHO_P99_C1: Case = sized!("echo_p99_c1", P99, 1);
 /// `echo_p99_c16`.
 pub const ECHO_P99_C16: Case = sized!("echo_p99_c16", P99, 16);
 /// `echo_p99_c256`.
 pub const ECHO_P99_C256: Case = sized!("echo_p99_c256", P99, 256);
+/// `echo_p99_c2048`.
+pub const ECHO_P99_C2048: Case = sized!("echo_p99_c2048", P99, 2048);
 
 /// The goals of this module's cases (see `crate::goals`).
 pub const GOALS: &[Goal] = &[
@@ -113,13 +120,13 @@ macro_rules! curves {
                 name: "echo_cpu",
                 size: "connections",
                 imp: $imp,
-                points: &[(1, "echo_cpu_c1"), (16, "echo_cpu_c16"), (256, "echo_cpu_c256")],
+                points: &[(1, "echo_cpu_c1"), (16, "echo_cpu_c16"), (256, "echo_cpu_c256"), (2048, "echo_cpu_c2048")],
             },)*
             $(Curve {
                 name: "echo_p99",
                 size: "connections",
                 imp: $imp,
-                points: &[(1, "echo_p99_c1"), (16, "echo_p99_c16"), (256, "echo_p99_c256")],
+                points: &[(1, "echo_p99_c1"), (16, "echo_p99_c16"), (256, "echo_p99_c256"), (2048, "echo_p99_c2048")],
             },)*
         ]
     };

@@ -62,7 +62,7 @@ pub fn child(server: &str) -> Result<f64, String> {
     if !KINDS.contains(&server) {
         return Err(format!("unknown server {server}"));
     }
-    raise_descriptor_limit(2 * CONNS + 256)?;
+    servers::raise_descriptor_limit(2 * CONNS + 256)?;
     let cpu = servers::cpus()?.0;
     let mut streams: Vec<TcpStream> = Vec::with_capacity(CONNS);
     let before = match server {
@@ -97,29 +97,6 @@ fn hold(up: &servers::Running, streams: &mut Vec<TcpStream>) -> Result<(), Strin
             return Err(format!("connection {i}: the echo is not what was sent"));
         }
         streams.push(s);
-    }
-    Ok(())
-}
-
-/// Raises this process's descriptor limit to at least `need`, or says why it cannot.
-fn raise_descriptor_limit(need: usize) -> Result<(), String> {
-    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: `l` is a valid rlimit for the kernel to fill.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } != 0 {
-        return Err(format!("getrlimit: {}", std::io::Error::last_os_error()));
-    }
-    if l.rlim_cur as usize >= need {
-        return Ok(());
-    }
-    let hard = l.rlim_max;
-    // Past the hard limit only with CAP_SYS_RESOURCE (root).
-    (l.rlim_cur, l.rlim_max) = (need as libc::rlim_t, l.rlim_max.max(need as libc::rlim_t));
-    // SAFETY: `l` is a valid rlimit.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &l) } != 0 {
-        return Err(format!(
-            "{CONNS} connections need {need} descriptors; the hard limit is {hard} and setrlimit says {}: raise it (ulimit -Hn)",
-            std::io::Error::last_os_error()
-        ));
     }
     Ok(())
 }

@@ -120,6 +120,10 @@ struct Trial {
 /// one slice each, in an order rotated each round; returns each server's medians, in
 /// the order given.
 pub fn measure(servers: &[&'static str], p: Params) -> Result<Vec<Figures>, String> {
+    // Both ends of every connection of an in-process server, the client's end of a child
+    // server's, and room for the rest.
+    let ends: usize = servers.iter().map(|s| if s.starts_with("keel") { 1 } else { 2 }).sum();
+    raise_descriptor_limit(ends * p.conns + 512)?;
     let cpus = cpus()?;
     let mut up: Vec<Running> = Vec::with_capacity(servers.len());
     let mut started = Ok(());
@@ -377,6 +381,29 @@ pub fn cpus() -> Result<(usize, usize), String> {
             Ok((first, first))
         }
     }
+}
+
+/// Raises this process's descriptor limit to at least `need`, or says why it cannot.
+pub fn raise_descriptor_limit(need: usize) -> Result<(), String> {
+    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `l` is a valid rlimit for the kernel to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } != 0 {
+        return Err(format!("getrlimit: {}", std::io::Error::last_os_error()));
+    }
+    if l.rlim_cur as usize >= need {
+        return Ok(());
+    }
+    let hard = l.rlim_max;
+    // Past the hard limit only with CAP_SYS_RESOURCE (root).
+    (l.rlim_cur, l.rlim_max) = (need as libc::rlim_t, l.rlim_max.max(need as libc::rlim_t));
+    // SAFETY: `l` is a valid rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &l) } != 0 {
+        return Err(format!(
+            "{need} descriptors needed; the hard limit is {hard} and setrlimit says {}: raise it (ulimit -Hn)",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
 }
 
 /// Pins the calling thread to `cpu`.
