@@ -176,6 +176,9 @@ pub fn measure(servers: &[&'static str], p: Params) -> Result<Vec<Figures>, Stri
     Ok(medians)
 }
 
+/// A server's (user, whole) CPU time, ns.
+type CpuTime = (u64, u64);
+
 /// Connects to every server (its address and whose CPU time it is), then loads them one
 /// slice at a time, round after round (on the load generator's CPU). Each round line
 /// shows the placement probe made before it. Returns each server's slices and its user
@@ -185,7 +188,7 @@ fn load(
     targets: &[(SocketAddr, &cpu::Whose)],
     p: Params,
     cpus: (usize, usize),
-) -> Result<(Vec<Vec<Trial>>, Vec<(u64, u64)>), String> {
+) -> Result<(Vec<Vec<Trial>>, Vec<CpuTime>), String> {
     let mut loads = Vec::with_capacity(targets.len());
     for ((addr, _), s) in targets.iter().zip(servers) {
         loads.push(client::Load::connect(*addr, p.conns).map_err(|e| format!("echo server {s}: {e}"))?);
@@ -194,7 +197,7 @@ fn load(
     let mut lat: Vec<u32> = Vec::with_capacity((p.window.as_secs_f64() * 5e6) as usize + 1024);
     let mut samples = vec![Vec::with_capacity(p.rounds); servers.len()];
     let cpu_now =
-        || targets.iter().map(|(_, w)| Ok((w.user_ns()?, w.on_cpu_ns()?))).collect::<Result<Vec<(u64, u64)>, String>>();
+        || targets.iter().map(|(_, w)| Ok((w.user_ns()?, w.on_cpu_ns()?))).collect::<Result<Vec<CpuTime>, String>>();
     let cpu0 = cpu_now()?;
     for round in 0..p.rounds {
         let apart = placement::probe(cpus.0, cpus.1).map_err(|e| format!("echo: {e}"))?;

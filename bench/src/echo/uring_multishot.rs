@@ -119,7 +119,7 @@ impl Multishot {
     /// Closes `slot` if its receive has ended and nothing is being sent.
     fn close_if_done(&mut self, slot: u32, q: &mut Queue<'_>) -> Result<bool, String> {
         let c = &self.conns[slot as usize];
-        if !(c.ended && !c.sending) {
+        if !c.ended || c.sending {
             return Ok(false);
         }
         q.close(slot)?;
