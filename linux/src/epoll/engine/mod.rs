@@ -11,7 +11,6 @@
 //!
 //! [`RingDriver`]: crate::ring::RingDriver
 #![allow(unsafe_code)] // reading SQE fields; performing operations on caller-owned memory
-#![allow(dead_code)] // until the ring driver's backend switch (`ring/kernel.rs`) uses it
 
 use io_uring::{cqueue, squeue};
 use keel_core::Instant;
@@ -37,6 +36,7 @@ impl Default for EngineConfig {
 pub(crate) struct Engine {
     sq: Vec<squeue::Entry>,
     sq_entries: usize,
+    cq_entries: usize,
     cq: std::collections::VecDeque<cqueue::Entry>,
     epoll: std::os::fd::OwnedFd,
 }
@@ -64,6 +64,7 @@ impl Engine {
         Ok(Engine {
             sq: Vec::with_capacity(sq_entries as usize),
             sq_entries: sq_entries as usize,
+            cq_entries: cq_entries as usize,
             cq: std::collections::VecDeque::with_capacity(cq_entries as usize),
             epoll,
         })
@@ -79,6 +80,11 @@ impl Engine {
     #[inline(always)]
     pub(crate) fn sq_capacity(&self) -> usize {
         self.sq_entries
+    }
+
+    /// The CQEs the CQ holds before it grows (it never drops one).
+    pub(crate) fn cq_capacity(&self) -> usize {
+        self.cq_entries
     }
 
     /// Queues a copy of `sqe`; `false` if the SQ is full.
