@@ -11,6 +11,8 @@
 //! - keel: keel's echo example with fiber handlers, a child process: it must be built
 //!   first, in the bench's profile (`cargo build --release -p keel-linux --example echo`).
 //! - keel-future: the same with future handlers.
+//! - keel-epoll: the fiber handlers on the epoll backend (`--backend epoll`), against tokio
+//!   (epoll), with its goals: at least 1.0x tokio's msgs/s, a p99 no worse.
 //! - monoio, tokio (current-thread), io-uring and io-uring-mshot (hand-written on the
 //!   tuned ring with registered files, the limit: a receive with its send linked to the
 //!   next receive, and a multishot receive with provided buffers): in-process server
@@ -59,6 +61,7 @@ macro_rules! impls {
             Impl { name: SERVERS[3], run: report::<$m, 3, CONNS> },
             Impl { name: SERVERS[4], run: report::<$m, 4, CONNS> },
             Impl { name: SERVERS[5], run: report::<$m, 5, CONNS> },
+            Impl { name: SERVERS[6], run: report::<$m, 6, CONNS> },
         ]
     };
 }
@@ -111,6 +114,8 @@ pub const GOALS: &[Goal] = &[
     Goal::vs("echo_cpu", "keel", "monoio", Op::AtMost, 0.6),
     Goal::vs("echo_msgs", "keel", "io-uring", Op::AtLeast, 1.0),
     Goal::vs("echo_msgs", "keel", "io-uring-mshot", Op::AtLeast, 1.0),
+    Goal::vs("echo_msgs", "keel-epoll", "tokio", Op::AtLeast, 1.0),
+    Goal::vs("echo_p99", "keel-epoll", "tokio", Op::AtMost, 1.0),
 ];
 
 macro_rules! curves {

@@ -30,15 +30,16 @@ fn binary() -> Result<PathBuf, String> {
     ))
 }
 
-/// Starts the example with `--handler handler --conns handlers` on `cpu` and waits until
+/// Starts the example with `--handler handler --backend backend --conns handlers` on `cpu`
+/// and waits until
 /// it listens.
-pub fn start(cpu: usize, handler: &str, handlers: usize) -> Result<Running, String> {
+pub fn start(cpu: usize, handler: &str, backend: &str, handlers: usize) -> Result<Running, String> {
     let bin = binary()?;
     // A free port: the kernel's pick, released for the child to bind.
     let addr = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| format!("port: {e}"))?;
     let mut cmd = Command::new(&bin);
     let handlers = handlers.to_string();
-    cmd.args(["--addr", &addr.to_string(), "--handler", handler, "--conns", &handlers])
+    cmd.args(["--addr", &addr.to_string(), "--handler", handler, "--backend", backend, "--conns", &handlers])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -64,7 +64,7 @@ pub use host::{cpus, pin, raise_descriptor_limit};
 pub const MSG: usize = 64;
 
 /// The servers, in the order the cases list them.
-pub const SERVERS: [&str; 6] = ["keel", "keel-future", "monoio", "tokio", "io-uring", "io-uring-mshot"];
+pub const SERVERS: [&str; 7] = ["keel", "keel-future", "monoio", "tokio", "io-uring", "io-uring-mshot", "keel-epoll"];
 
 /// How long and how often to measure.
 #[derive(Copy, Clone, Debug)]
@@ -269,7 +269,7 @@ fn goals(servers: &[&'static str], m: &[Figures], samples: &[Vec<Trial>]) {
     let ok = |met: bool| if met { "met" } else { "NOT met" };
     let msgs = |f: &Figures| f.msgs_per_sec;
     let p99 = |f: &Figures| f.p99_ns;
-    for name in ["keel", "keel-future"] {
+    for name in ["keel", "keel-future", "keel-epoll"] {
         let Some(k) = get(name) else { continue };
         let (a, a_m) = (paired(samples, k, monoio, msgs), msgs(&m[k]) / msgs(&m[monoio]));
         let (b, b_m) = (paired(samples, k, uring, msgs), msgs(&m[k]) / msgs(&m[uring]));
@@ -299,8 +299,9 @@ fn paired(samples: &[Vec<Trial>], a: usize, b: usize, get: fn(&Figures) -> f64) 
 /// tasks: the connections it holds at once); returns once it listens.
 pub fn start(server: &str, cpu: usize, handlers: usize) -> Result<Running, String> {
     match server {
-        "keel" => keel_server::start(cpu, "fiber", handlers),
-        "keel-future" => keel_server::start(cpu, "future", handlers),
+        "keel" => keel_server::start(cpu, "fiber", "ring", handlers),
+        "keel-future" => keel_server::start(cpu, "future", "ring", handlers),
+        "keel-epoll" => keel_server::start(cpu, "fiber", "epoll", handlers),
         "monoio" => in_process(cpu, monoio_server::serve),
         "tokio" => in_process(cpu, tokio_server::serve),
         "io-uring" => in_process(cpu, uring_linked::serve),
