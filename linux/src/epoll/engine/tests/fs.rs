@@ -89,10 +89,12 @@ fn file_ops_open_write_read_vectored_sync_statx_rename_unlink_mkdir_close() {
         got.sort();
         assert_eq!(got, vec![(11, 0, 0), (12, 0, 0)]);
         assert!(!d.join("g").exists() && !d.join("sub").exists());
-        // OpenAt2 of what is gone: ENOENT.
+        // OpenAt2 of what is gone: ENOENT. Valgrind 3.19 (`make test-valgrind`) has no
+        // wrapper for openat2 (syscall 437) and answers ENOSYS without calling the kernel.
         let how = types::OpenHow::new().flags(libc::O_RDONLY as u64);
         push(&mut e, &[opcode::OpenAt2::new(cwd, g.as_ptr(), &how).build().user_data(13)]);
-        assert_eq!(wait(&mut e, 1), vec![(13, -libc::ENOENT, 0)]);
+        let gone = if cfg!(keel_valgrind) { -libc::ENOSYS } else { -libc::ENOENT };
+        assert_eq!(wait(&mut e, 1), vec![(13, gone, 0)]);
         let _ = std::fs::remove_dir_all(&d);
     }
 }
