@@ -314,6 +314,9 @@ impl Join {
 
 impl Future for Join {
     type Output = Result<TaskResult, JoinError>;
+    /// Inlined up to the common second poll, the one after the run's end; the rest is
+    /// out of line (`poll_slow`).
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // SAFETY: the node is never moved out (it is only used in place); the other
         // fields are plain data.
@@ -323,12 +326,20 @@ impl Future for Join {
             // there, so a later poll returns it again.
             return Poll::Ready(Ok(result));
         }
-        if let Some(out) = this.out {
+        this.poll_slow(cx)
+    }
+}
+
+impl Join {
+    /// A poll with no result left in the node: the memo, or the wait's next step.
+    #[inline(never)]
+    fn poll_slow(&mut self, cx: &Context<'_>) -> Poll<Result<TaskResult, JoinError>> {
+        if let Some(out) = self.out {
             return Poll::Ready(out);
         }
-        match this.step(cx) {
+        match self.step(cx) {
             Some(out) => {
-                this.out = Some(out);
+                self.out = Some(out);
                 Poll::Ready(out)
             }
             None => Poll::Pending,
