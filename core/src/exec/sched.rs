@@ -333,7 +333,7 @@ impl Sched {
             step(header, if event == E::Return { E::ReturnWithIo } else { E::CancelQueuedWithIo });
         } else {
             step(header, event);
-            self.completed(task, false);
+            self.completed_inline(task, false);
         }
     }
 
@@ -361,6 +361,12 @@ impl Sched {
 
     /// The run ended. `in_reap`: called from a reap's sink (sched rule 3).
     pub(super) fn completed(&self, task: NonNull<Header>, in_reap: bool) {
+        self.completed_inline(task, in_reap);
+    }
+
+    /// [`completed`](Self::completed), inlined into `finish` (a body's return).
+    #[inline(always)]
+    fn completed_inline(&self, task: NonNull<Header>, in_reap: bool) {
         let header = hdr(task);
         // Join rules 2-3: before the release below, after which the task may be another's.
         self.complete_joiners(task);
