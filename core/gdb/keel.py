@@ -225,6 +225,9 @@ def _driver_summary(lay, sched):
         sq_fill = (info["SqTail"] - info["SqHead"]) & 0xffffffff
         cq_fill = (info["CqTail"] - info["CqHead"]) & 0xffffffff
         parts.append("ring fd %d sq %d/%d cq %d/%d" % (fd, sq_fill, sq, cq_fill, cq))
+    elif kind == "epoll":
+        # keel's epoll engine: its queues live in the process, not in a kernel ring.
+        parts.append("epoll fd %d, engine sq %d cq %d entries" % (fd, sq, cq))
     elif sq or cq:
         parts.append("ring fd %d sq -/%d cq -/%d (no /proc/PID/fdinfo to read the fill from)"
                      % (fd, sq, cq))

@@ -57,6 +57,21 @@
 #define KEEL_NO_TIMEOUT UINT64_MAX
 
 /**
+ * `keel_executor_attr::backend`: io_uring where allowed, else the epoll engine.
+ */
+#define KEEL_BACKEND_AUTO 0
+
+/**
+ * `keel_executor_attr::backend`: io_uring only.
+ */
+#define KEEL_BACKEND_RING 1
+
+/**
+ * `keel_executor_attr::backend`: the epoll engine.
+ */
+#define KEEL_BACKEND_EPOLL 2
+
+/**
  * The largest error code: results in `-KEEL_ERRNO_MAX..=-1` are errors.
  */
 #define KEEL_ERRNO_MAX 4095
@@ -153,6 +168,12 @@
  * `keel_mailbox_free`.
  */
 typedef struct keel_mailbox keel_mailbox;
+
+/**
+ * A multishot read stream (opaque): from `keel_read_multi_open`, ended and freed by
+ * `keel_read_multi_close`.
+ */
+typedef struct keel_read_multi keel_read_multi;
 
 /**
  * A value (`>= 0`) or a negated error code (`-ESTALE`, `-KEEL_EPANICKED`, ...).
@@ -274,6 +295,50 @@ typedef struct keel_executor_attr {
    * `IORING_REGISTER_SEND_MSG_RING` (kernel 6.13): `-EOPNOTSUPP` without it.
    */
   uint8_t iopoll;
+  /**
+   * Caps the kernel's worker pool (io-wq) of the executor's thread at this many threads
+   * for work on regular files and block devices (`IORING_REGISTER_IOWQ_MAX_WORKERS`,
+   * executor rule 4); 0: the limit stays as it is. Work beyond the cap waits in the
+   * pool's queue, it is not refused. Needs a ring (`-EINVAL` without `ring_entries`).
+   */
+  uint32_t iowq_bounded_workers;
+  /**
+   * As `iowq_bounded_workers`, for work that may wait indefinitely (sockets, pipes,
+   * other non-regular files).
+   */
+  uint32_t iowq_unbounded_workers;
+  /**
+   * Another executor (of any thread) whose ring this one names at set-up
+   * (`IORING_SETUP_ATTACH_WQ`, executor rule 4); the null handle: none. The kernel
+   * shares a pool only between executors of one thread, which share it anyway: from
+   * another thread this checks the ring and nothing more. Needs a ring (`-EINVAL`
+   * without `ring_entries`); `-ESTALE` for a handle of no live executor, `-EINVAL`
+   * for an executor without a ring.
+   */
+  struct keel_executor attach_wq;
+  /**
+   * Buffers in the ring's provided-buffer ring (a power of two up to 32768; 0: none),
+   * which the kernel picks from for multishot reads (`keel_read_multi_*`). Needs a ring
+   * (`-EINVAL` without `ring_entries`, or for a count that is no power of two).
+   */
+  uint16_t provided_buffers;
+  /**
+   * Bytes per provided buffer (0: 4096).
+   */
+  uint32_t provided_buffer_size;
+  /**
+   * Which backend performs the ring's operations: `KEEL_BACKEND_AUTO` (0: io_uring,
+   * or the epoll engine where io_uring is denied with `EPERM`, `EACCES` or `ENOSYS`),
+   * `KEEL_BACKEND_RING` (io_uring or the error) or `KEEL_BACKEND_EPOLL`; any other
+   * value is `-EINVAL`. `keel_executor_backend` says which was used. Registered
+   * buffers and files, provided buffers, `iopoll` and the worker-pool settings need
+   * io_uring: `-EOPNOTSUPP` on the epoll engine.
+   */
+  uint8_t backend;
+  /**
+   * Threads of the epoll engine's pool for file operations (0: 4); unused on io_uring.
+   */
+  uint32_t file_threads;
 } keel_executor_attr;
 
 /**
@@ -813,6 +878,15 @@ keel_result keel_executor_get_stats(struct keel_executor ex, struct keel_executo
 keel_result keel_executor_attached(struct keel_executor ex);
 
 /**
+ * Which backend performs the executor's operations: `KEEL_BACKEND_RING` (io_uring) or
+ * `KEEL_BACKEND_EPOLL` (`keel_executor_attr::backend`); 0 for an executor made without a
+ * ring (`ring_entries` 0), which performs no i/o.
+ *
+ * Thread safety: the executor's thread only. Errors: `-ESTALE`, `-KEEL_EWRONGTHREAD`.
+ */
+keel_result keel_executor_backend(struct keel_executor ex);
+
+/**
  * `sizeof` keel's executor storage as this library was built (compare with
  * `KEEL_EXECUTOR_STORAGE_SIZE` to catch a header from another build).
  */
@@ -1029,6 +1103,49 @@ keel_result keel_socket_shutdown(struct keel_task task, int fd, int how);
 keel_result keel_socket_close(struct keel_task task, int fd);
 
 /**
+ * Opens a multishot read of `fd` into the executor's provided buffers and writes the
+ * stream to `*out`. Nothing is submitted until the first `keel_read_multi_next`.
+ *
+ * Thread safety: from inside the running task's function. Errors: the module doc.
+ *
+ * # Safety
+ * `out` is NULL or valid for a write; `fd` stays open until `keel_read_multi_close`
+ * returns 0 (stream rule 2).
+ */
+keel_result keel_read_multi_open(struct keel_task task, int fd, struct keel_read_multi **out);
+
+/**
+ * Copies the next bytes the stream read into `buf` (at most `len`) and returns how many;
+ * 0 at end of file; a negated errno that ended the stream (stream rule 4). Suspends the
+ * task until data arrives.
+ *
+ * Thread safety: from inside a running task's function on the stream's thread.
+ *
+ * # Safety
+ * `s` is NULL or a live stream; `buf` is NULL or `len` writable bytes.
+ */
+keel_result keel_read_multi_next(struct keel_task task,
+                                 struct keel_read_multi *s,
+                                 void *buf,
+                                 size_t len);
+
+/**
+ * Ends the stream: cancels its operation, waits for its end (bytes not read yet are
+ * dropped), gives every buffer back, and frees the stream; 0 when the descriptor is free
+ * for the program to close (stream rule 2). `-EXDEV`: called from a task of another
+ * executor than the one that armed it; the stream is freed all the same and that executor
+ * ends the operation when it next runs. `-KEEL_EWRONGTHREAD`, `-EBUSY` (a call of another
+ * task is suspended in it, stream rule 5): nothing is done.
+ *
+ * Thread safety: from inside a running task's function on the stream's thread.
+ *
+ * # Safety
+ * `s` is NULL or a live stream, not used again after this returns anything but
+ * `-KEEL_EWRONGTHREAD`, `-EBUSY`, `-EFAULT`, `-ESTALE` or `-KEEL_ENOTINTASK`.
+ */
+keel_result keel_read_multi_close(struct keel_task task, struct keel_read_multi *s);
+
+/**
  * `poll(&(struct pollfd){fd, events}, 1, timeout)` through the ring
  * (`IORING_OP_POLL_ADD`): suspends the task until `fd` has one of `events` (`POLL*`
  * bits, or `POLLERR`, `POLLHUP`, `POLLNVAL`, which are always reported) and returns the
@@ -1126,6 +1243,21 @@ keel_result keel_file_statx(struct keel_task task,
                             void *out);
 
 /**
+ * `statx(dirfd, path, flags, mask, out)` through the ring: `path` relative to the open
+ * directory `dirfd` (or `AT_FDCWD`; an absolute path ignores it; `AT_EMPTY_PATH` with ""
+ * is `dirfd` itself). `dirfd` must stay open until this returns, as for every call here.
+ *
+ * # Safety
+ * As `keel_file_statx`.
+ */
+keel_result keel_file_statx_at(struct keel_task task,
+                               int dirfd,
+                               const char *path,
+                               int flags,
+                               uint32_t mask,
+                               void *out);
+
+/**
  * `unlinkat(AT_FDCWD, path, flags)` through the ring: a file, or with `AT_REMOVEDIR` an
  * empty directory; any other flag is `-EINVAL` before anything is submitted.
  *
@@ -1133,6 +1265,15 @@ keel_result keel_file_statx(struct keel_task task,
  * `path` is NULL or a NUL-terminated string.
  */
 keel_result keel_file_unlink(struct keel_task task, const char *path, int flags);
+
+/**
+ * `unlinkat(dirfd, path, flags)` through the ring: `keel_file_unlink` relative to the
+ * open directory `dirfd` (or `AT_FDCWD`).
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string.
+ */
+keel_result keel_file_unlink_at(struct keel_task task, int dirfd, const char *path, int flags);
 
 /**
  * `renameat2(AT_FDCWD, from, AT_FDCWD, to, flags)` through the ring (`RENAME_NOREPLACE`,
@@ -1147,12 +1288,35 @@ keel_result keel_file_rename(struct keel_task task,
                              uint32_t flags);
 
 /**
+ * `renameat2(from_dirfd, from, to_dirfd, to, flags)` through the ring: `keel_file_rename`
+ * with each path relative to its open directory (or `AT_FDCWD`).
+ *
+ * # Safety
+ * `from` and `to` are NULL or NUL-terminated strings.
+ */
+keel_result keel_file_rename_at(struct keel_task task,
+                                int from_dirfd,
+                                const char *from,
+                                int to_dirfd,
+                                const char *to,
+                                uint32_t flags);
+
+/**
  * `mkdirat(AT_FDCWD, path, mode)` through the ring; `-EINVAL` for a mode above `07777`.
  *
  * # Safety
  * `path` is NULL or a NUL-terminated string.
  */
 keel_result keel_file_mkdir(struct keel_task task, const char *path, uint32_t mode);
+
+/**
+ * `mkdirat(dirfd, path, mode)` through the ring: `keel_file_mkdir` relative to the open
+ * directory `dirfd` (or `AT_FDCWD`).
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string.
+ */
+keel_result keel_file_mkdir_at(struct keel_task task, int dirfd, const char *path, uint32_t mode);
 
 /**
  * `sendmsg(fd, msg, flags | MSG_NOSIGNAL)` through the ring; returns the bytes sent.
@@ -1447,7 +1611,8 @@ keel_result keel_fixed_send(struct keel_task task,
 /**
  * Waits for a descriptor sent to this task's ring with `key` and returns its index
  * here; gives up after `timeout_ns` nanoseconds (`KEEL_NO_TIMEOUT`: no limit, 0: only
- * look) with `-ETIME`. A cancelled wait returns `-ECANCELED`; an arrival then waits for
+ * look) with `-ETIME`. Several tasks may wait for one key: arrivals go to them oldest
+ * first, one each. A cancelled wait returns `-ECANCELED`; an arrival handed to it goes to
  * the next receive of its key.
  */
 keel_result keel_fixed_receive(struct keel_task task, uint32_t key, uint64_t timeout_ns);

@@ -7,7 +7,7 @@
 //! | `net` | socket i/o from a task body on the ring |
 //! | `regbuf` | registered buffers: claim, fixed reads and writes, release (buffer rules) |
 //! | `result` | `keel_result`, error codes, `keel_strerror`, the boundary guard (boundary rules) |
-//! | `executor` | executor storage, `init`/`create`, `run`, `destroy`; `stats`: counters and time accounting; `remote`: `post` from any thread (executor rules) |
+//! | `executor` | executor storage, `init`/`create`, `run`, `destroy`; `attr`: how one is made; `stats`: counters and time accounting; `remote`: `post` from any thread (executor rules) |
 //! | `task` | task storage, `init`/`create`; `run`: `attach`, `cancel`, `result`, `destroy` (task rules); `settle`: reuse after a remote run (settle rules) |
 //! | `body` | a C function as a fiber body; `yield`, `suspend_for` (body rules) |
 //! | `dispatch` | the work dispatcher and its thread pool (dispatch rules) |
@@ -19,6 +19,7 @@
 //! | `event` | manual-reset events: `create`, `wait` from a task body, `set`/`reset` from any thread (event rules) |
 //! | `wait` | counting semaphores: `create`, `acquire` from a task body, `release` from any thread (semaphore rules) |
 //! | `server` | statx, unlink, rename, mkdir, sendmsg/recvmsg, a signalfd wait, the worker-pool cap |
+//! | `read_multi` | multishot read into the executor's provided buffers, copied out (stream rules) |
 //! | `transfer` | descriptor transfer: register into the fixed-file table, install back, send to another executor's ring, receive (transfer rules) |
 //! | `gdb` | keel's GDB script in `.debug_gdb_scripts` |
 //!
@@ -37,6 +38,7 @@ mod fs;
 mod gdb;
 mod join;
 mod net;
+mod read_multi;
 mod ready;
 mod regbuf;
 mod result;
@@ -55,10 +57,11 @@ pub use dispatch::{
     keel_dispatcher_start, keel_dispatcher_submit, keel_dispatcher_wait, keel_executor_serve,
 };
 pub use executor::{
-    KEEL_EXECUTOR_STORAGE_ALIGN, KEEL_EXECUTOR_STORAGE_SIZE, KEEL_NO_TIMEOUT, keel_executor, keel_executor_attached,
-    keel_executor_attr, keel_executor_create, keel_executor_destroy, keel_executor_get_stats, keel_executor_get_times,
-    keel_executor_init, keel_executor_post, keel_executor_run, keel_executor_stats, keel_executor_storage_size,
-    keel_executor_times, keel_task_get_times, keel_task_times,
+    KEEL_BACKEND_AUTO, KEEL_BACKEND_EPOLL, KEEL_BACKEND_RING, KEEL_EXECUTOR_STORAGE_ALIGN, KEEL_EXECUTOR_STORAGE_SIZE,
+    KEEL_NO_TIMEOUT, keel_executor, keel_executor_attached, keel_executor_attr, keel_executor_backend,
+    keel_executor_create, keel_executor_destroy, keel_executor_get_stats, keel_executor_get_times, keel_executor_init,
+    keel_executor_post, keel_executor_run, keel_executor_stats, keel_executor_storage_size, keel_executor_times,
+    keel_task_get_times, keel_task_times,
 };
 pub use fs::{
     keel_file_close, keel_file_fallocate, keel_file_fdatasync, keel_file_fsync, keel_file_open, keel_file_read,
@@ -69,6 +72,7 @@ pub use net::{
     keel_socket_accept, keel_socket_bind, keel_socket_close, keel_socket_connect, keel_socket_listen, keel_socket_open,
     keel_socket_recv, keel_socket_send, keel_socket_shutdown,
 };
+pub use read_multi::{keel_read_multi, keel_read_multi_close, keel_read_multi_next, keel_read_multi_open};
 pub use ready::keel_poll;
 pub use regbuf::{
     keel_buffer, keel_buffer_claim, keel_buffer_data, keel_buffer_release, keel_file_read_fixed, keel_file_write_fixed,
@@ -78,8 +82,9 @@ pub use result::{
     KEEL_EWRONGTHREAD, keel_result, keel_strerror,
 };
 pub use server::{
-    keel_executor_set_iowq_max_workers, keel_file_mkdir, keel_file_rename, keel_file_statx, keel_file_unlink,
-    keel_signal_wait, keel_socket_recvmsg, keel_socket_sendmsg,
+    keel_executor_set_iowq_max_workers, keel_file_mkdir, keel_file_mkdir_at, keel_file_rename, keel_file_rename_at,
+    keel_file_statx, keel_file_statx_at, keel_file_unlink, keel_file_unlink_at, keel_signal_wait, keel_socket_recvmsg,
+    keel_socket_sendmsg,
 };
 pub use status::{
     KEEL_IO_STATUS_ALIGN, KEEL_IO_STATUS_SIZE, keel_file_fsync_async, keel_file_read_async, keel_file_write_async,

@@ -1,6 +1,7 @@
 //! The rest of the server surface from a task's function, on its executor's ring (as
 //! `fs.rs` and `net.rs`: each call builds its SQE and suspends the task until the
-//! operation completes): file metadata and names (statx, unlinkat, renameat2, mkdirat),
+//! operation completes): file metadata and names (statx, unlinkat, renameat2, mkdirat, each
+//! relative to the working directory or, in the `_at` forms, to an open directory),
 //! sendmsg/recvmsg (datagram addresses, `SCM_RIGHTS`), a signalfd read, and the cap on the
 //! kernel's worker pool of an executor's thread (keel-linux's `fs/meta.rs`, `net/msg.rs`,
 //! `signal.rs`, `ring/iowq.rs`).
@@ -9,7 +10,8 @@
 //! `keel_executor_set_iowq_max_workers` (the executor's thread, executor rule 2).
 //! Errors of every task call: `-ESTALE`, `-KEEL_ENOTINTASK`, `-EOPNOTSUPP` (no ring),
 //! `-ECANCELED`, `-EFAULT` (a NULL pointer where one is needed), `-EINVAL` (a flag keel
-//! checks), or the operation's own negated errno.
+//! checks), `-EBADF` (a negative directory descriptor other than `AT_FDCWD`), or the
+//! operation's own negated errno.
 
 use crate::executor::{Inner, exec_of, keel_executor};
 use crate::fs::run;
@@ -18,8 +20,13 @@ use crate::task::keel_task;
 use core::ffi::{c_char, c_int, c_void};
 use io_uring::{opcode, types};
 
-fn cwd() -> types::Fd {
-    types::Fd(libc::AT_FDCWD)
+/// A directory descriptor for the `_at` calls: `AT_FDCWD` or a descriptor (`-EBADF` for any
+/// other negative number, before anything is submitted).
+fn dir(dirfd: c_int) -> Result<types::Fd, i64> {
+    if dirfd < 0 && dirfd != libc::AT_FDCWD {
+        return Err(err(libc::EBADF));
+    }
+    Ok(types::Fd(dirfd))
 }
 
 /// `statx(AT_FDCWD, path, flags, mask, out)` through the ring; `out` is a `struct statx`
@@ -36,11 +43,30 @@ pub unsafe extern "C" fn keel_file_statx(
     mask: u32,
     out: *mut c_void,
 ) -> keel_result {
+    // SAFETY: the caller's contract, as `keel_file_statx_at`'s.
+    unsafe { keel_file_statx_at(task, libc::AT_FDCWD, path, flags, mask, out) }
+}
+
+/// `statx(dirfd, path, flags, mask, out)` through the ring: `path` relative to the open
+/// directory `dirfd` (or `AT_FDCWD`; an absolute path ignores it; `AT_EMPTY_PATH` with ""
+/// is `dirfd` itself). `dirfd` must stay open until this returns, as for every call here.
+///
+/// # Safety
+/// As `keel_file_statx`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn keel_file_statx_at(
+    task: keel_task,
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    mask: u32,
+    out: *mut c_void,
+) -> keel_result {
     guard(|| {
         if path.is_null() || out.is_null() {
             return Err(err(libc::EFAULT));
         }
-        let e = opcode::Statx::new(cwd(), path, out.cast()).flags(flags).mask(mask).build();
+        let e = opcode::Statx::new(dir(dirfd)?, path, out.cast()).flags(flags).mask(mask).build();
         // SAFETY: `path` and `out` are the caller's until `run` returns, after completion.
         unsafe { run(task, e, false) }
     })
@@ -53,6 +79,22 @@ pub unsafe extern "C" fn keel_file_statx(
 /// `path` is NULL or a NUL-terminated string.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn keel_file_unlink(task: keel_task, path: *const c_char, flags: c_int) -> keel_result {
+    // SAFETY: the caller's contract, as `keel_file_unlink_at`'s.
+    unsafe { keel_file_unlink_at(task, libc::AT_FDCWD, path, flags) }
+}
+
+/// `unlinkat(dirfd, path, flags)` through the ring: `keel_file_unlink` relative to the
+/// open directory `dirfd` (or `AT_FDCWD`).
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn keel_file_unlink_at(
+    task: keel_task,
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+) -> keel_result {
     guard(|| {
         if path.is_null() {
             return Err(err(libc::EFAULT));
@@ -60,7 +102,7 @@ pub unsafe extern "C" fn keel_file_unlink(task: keel_task, path: *const c_char, 
         if flags & !libc::AT_REMOVEDIR != 0 {
             return Err(err(libc::EINVAL));
         }
-        let e = opcode::UnlinkAt::new(cwd(), path).flags(flags).build();
+        let e = opcode::UnlinkAt::new(dir(dirfd)?, path).flags(flags).build();
         // SAFETY: `path` is the caller's until `run` returns.
         unsafe { run(task, e, false) }
     })
@@ -78,11 +120,29 @@ pub unsafe extern "C" fn keel_file_rename(
     to: *const c_char,
     flags: u32,
 ) -> keel_result {
+    // SAFETY: the caller's contract, as `keel_file_rename_at`'s.
+    unsafe { keel_file_rename_at(task, libc::AT_FDCWD, from, libc::AT_FDCWD, to, flags) }
+}
+
+/// `renameat2(from_dirfd, from, to_dirfd, to, flags)` through the ring: `keel_file_rename`
+/// with each path relative to its open directory (or `AT_FDCWD`).
+///
+/// # Safety
+/// `from` and `to` are NULL or NUL-terminated strings.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn keel_file_rename_at(
+    task: keel_task,
+    from_dirfd: c_int,
+    from: *const c_char,
+    to_dirfd: c_int,
+    to: *const c_char,
+    flags: u32,
+) -> keel_result {
     guard(|| {
         if from.is_null() || to.is_null() {
             return Err(err(libc::EFAULT));
         }
-        let e = opcode::RenameAt::new(cwd(), from, cwd(), to).flags(flags).build();
+        let e = opcode::RenameAt::new(dir(from_dirfd)?, from, dir(to_dirfd)?, to).flags(flags).build();
         // SAFETY: both paths are the caller's until `run` returns.
         unsafe { run(task, e, false) }
     })
@@ -94,12 +154,28 @@ pub unsafe extern "C" fn keel_file_rename(
 /// `path` is NULL or a NUL-terminated string.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn keel_file_mkdir(task: keel_task, path: *const c_char, mode: u32) -> keel_result {
+    // SAFETY: the caller's contract, as `keel_file_mkdir_at`'s.
+    unsafe { keel_file_mkdir_at(task, libc::AT_FDCWD, path, mode) }
+}
+
+/// `mkdirat(dirfd, path, mode)` through the ring: `keel_file_mkdir` relative to the open
+/// directory `dirfd` (or `AT_FDCWD`).
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn keel_file_mkdir_at(
+    task: keel_task,
+    dirfd: c_int,
+    path: *const c_char,
+    mode: u32,
+) -> keel_result {
     guard(|| {
         if path.is_null() {
             return Err(err(libc::EFAULT));
         }
         let mode = keel_linux::flags::raw::mode(mode).map_err(crate::fs::neg)?;
-        let e = opcode::MkDirAt::new(cwd(), path).mode(mode.bits()).build();
+        let e = opcode::MkDirAt::new(dir(dirfd)?, path).mode(mode.bits()).build();
         // SAFETY: `path` is the caller's until `run` returns.
         unsafe { run(task, e, false) }
     })

@@ -13,7 +13,7 @@
 //! descriptor or an index that holds nothing), `-ENOSPC` (the receiving ring's table is
 //! full), `-EOWNERDEAD` (the receiving executor has gone), `-EINVAL` (a send to the
 //! task's own ring, a negative index, a NULL mailbox), `-ENOSYS` (the kernel lacks the
-//! operation), `-EBUSY` (another task waits for the key), `-ETIME` (a receive's timeout
+//! operation), `-ETIME` (a receive's timeout
 //! passed), `-ECANCELED`, `-ESTALE`,
 //! `-KEEL_ENOTINTASK`, `-EOPNOTSUPP` (the executor has no ring).
 
@@ -39,7 +39,6 @@ fn code(e: TransferError) -> i64 {
         TransferError::TargetGone => libc::EOWNERDEAD,
         TransferError::SameExecutor | TransferError::WrongExecutor => libc::EINVAL,
         TransferError::Unsupported { .. } => libc::ENOSYS,
-        TransferError::KeyBusy => libc::EBUSY,
         TransferError::TimedOut => libc::ETIME,
         TransferError::Cancelled => libc::ECANCELED,
         TransferError::NotOnRing => libc::EOPNOTSUPP,
@@ -128,7 +127,8 @@ pub unsafe extern "C" fn keel_fixed_send(
 
 /// Waits for a descriptor sent to this task's ring with `key` and returns its index
 /// here; gives up after `timeout_ns` nanoseconds (`KEEL_NO_TIMEOUT`: no limit, 0: only
-/// look) with `-ETIME`. A cancelled wait returns `-ECANCELED`; an arrival then waits for
+/// look) with `-ETIME`. Several tasks may wait for one key: arrivals go to them oldest
+/// first, one each. A cancelled wait returns `-ECANCELED`; an arrival handed to it goes to
 /// the next receive of its key.
 #[unsafe(no_mangle)]
 pub extern "C" fn keel_fixed_receive(task: keel_task, key: u32, timeout_ns: u64) -> keel_result {

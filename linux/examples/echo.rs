@@ -6,7 +6,7 @@
 //! kernel's listen backlog. SIGINT stops every thread cleanly and prints a summary.
 //!
 //! ```text
-//! cargo run --release -p keel-linux --example echo -- [--addr HOST:PORT] [--threads N] [--handler fiber|future] [--conns N] [--resume-batch N]
+//! cargo run --release -p keel-linux --example echo -- [--addr HOST:PORT] [--threads N] [--handler fiber|future] [--conns N] [--resume-batch N] [--backend auto|ring|epoll]
 //! ```
 //!
 //! `--resume-batch` sets `Config::resume_batch`, the tasks resumed between two reaps:
@@ -18,7 +18,7 @@
 //! one CPU, p99 went from 1.16x monoio's to 1.00-1.03x. 256 measured the same as 64.
 use keel_core::{Config, Executor, Fiber, FiberAttrs, TaskAttrs, TaskHandle, TaskSlot};
 use keel_linux::net::{self, FiberNet, SockAddr, SockOpt, Socket, SocketType};
-use keel_linux::{MmapStacks, RingConfig, RingDriver};
+use keel_linux::{BackendChoice, MmapStacks, RingConfig, RingDriver};
 use std::cell::{Cell, RefCell};
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -111,14 +111,17 @@ fn listen(f: &mut Fiber, addr: SocketAddr) -> Result<RawFd, String> {
 /// One server thread: its executor, listener and handlers until SIGINT. An error (no
 /// io_uring, the address not bindable) is one line for `main` to print.
 fn serve(args: Args) -> Result<(u64, u64, u64), String> {
-    let Args { addr, fiber, conns, resume_batch, .. } = args;
+    let Args { addr, fiber, conns, resume_batch, backend, .. } = args;
     let ring = RingDriver::new(RingConfig {
         entries: 1024,
         cq_entries: 4096,
         slots: 4 * conns as u32 + 64,
+        backend,
         ..RingConfig::default()
     })
-    .map_err(|e| format!("io_uring: {e}"))?;
+    .map_err(|e| format!("the ring driver: {e}"))?;
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| eprintln!("echo: serving on the {} backend", ring.backend().name()));
     let stacks = MmapStacks::new().map_err(|e| format!("fiber stacks: {e}"))?;
     let config = Config { max_spare_stacks: conns + 8, resume_batch, ..keel_linux::panic::config() };
     let ex = std::pin::pin!(Executor::with_stacks(ring, stacks, config).map_err(|e| format!("executor: {e:?}"))?);
@@ -162,6 +165,7 @@ fn serve(args: Args) -> Result<(u64, u64, u64), String> {
 
 const USAGE: &str = "\
 usage: echo [--addr HOST:PORT] [--threads N] [--handler fiber|future] [--conns N] [--resume-batch N]
+            [--backend auto|ring|epoll]
 
 A TCP echo server: one executor per thread, each with its own SO_REUSEPORT listener.
 SIGINT or SIGTERM stops it and prints a summary.
@@ -171,6 +175,7 @@ SIGINT or SIGTERM stops it and prints a summary.
   --handler KIND      `fiber` (default) or `future` handler tasks
   --conns N           handler tasks per thread, 1 to 65536 (default 256)
   --resume-batch N    tasks resumed between two reaps, at least 1 (default 64)
+  --backend KIND      `auto` (default: io_uring where allowed, else epoll), `ring` or `epoll`
   -h, --help          this text";
 
 /// The command line, checked.
@@ -181,14 +186,21 @@ struct Args {
     fiber: bool,
     conns: usize,
     resume_batch: usize,
+    backend: BackendChoice,
 }
 
 /// Parses the arguments (without the program name): `Ok(None)` for `--help`; an error is
 /// one line that names the flag and what it takes.
 fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Option<Args>, String> {
     use lexopt::prelude::*;
-    let mut a =
-        Args { addr: SocketAddr::from(([127, 0, 0, 1], 7000)), threads: 1, fiber: true, conns: 256, resume_batch: 64 };
+    let mut a = Args {
+        addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
+        threads: 1,
+        fiber: true,
+        conns: 256,
+        resume_batch: 64,
+        backend: BackendChoice::Auto,
+    };
     let mut p = lexopt::Parser::from_args(args);
     let mut help = false;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
@@ -208,6 +220,14 @@ fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Option<Ar
                     "fiber" => true,
                     "future" => false,
                     v => return Err(format!("--handler takes `fiber` or `future`, not {v:?}")),
+                }
+            }
+            Long("backend") => {
+                a.backend = match text(&mut p, "--backend")?.as_str() {
+                    "auto" => BackendChoice::Auto,
+                    "ring" => BackendChoice::Ring,
+                    "epoll" => BackendChoice::Epoll,
+                    v => return Err(format!("--backend takes `auto`, `ring` or `epoll`, not {v:?}")),
                 }
             }
             _ => return Err(arg.unexpected().to_string()),

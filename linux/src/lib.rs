@@ -59,6 +59,8 @@ pub use fs::{FiberFs, File};
 pub use join::{Futex, join_blocking};
 pub use overflow::set_alt_stack;
 pub use panic::catch_panics;
-pub use ring::{RingConfig, RingDriver, RingOp, RingUnavailable, UnparkKind, UnparkMode, ring_availability};
+pub use ring::{
+    Backend, BackendChoice, RingConfig, RingDriver, RingOp, RingUnavailable, UnparkKind, UnparkMode, ring_availability,
+};
 pub use sleep::SleepDriver;
 pub use stack::MmapStacks;

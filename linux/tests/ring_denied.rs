@@ -5,7 +5,8 @@
 //! - the raw `io_uring_setup` fails with the injected errno (the filter is in force);
 //! - `ring_availability` names the cause (`Denied` or `NotInKernel`), with a message that
 //!   says what to change;
-//! - `RingDriver::new` fails with that errno, and nothing is left open;
+//! - `RingDriver::new` on io_uring fails with that errno, and nothing is left open; the
+//!   default (`Auto`) falls back to the epoll engine;
 //! - an executor on a driver without a ring still runs tasks and timers, and the epoll
 //!   driver waits for a descriptor's readiness.
 
@@ -17,7 +18,8 @@ use keel_core::{
 };
 use keel_linux::flags::PollFlags;
 use keel_linux::{
-    EpollConfig, EpollDriver, EpollOp, RingConfig, RingDriver, RingUnavailable, SleepDriver, ring_availability,
+    Backend, BackendChoice, EpollConfig, EpollDriver, EpollOp, RingConfig, RingDriver, RingUnavailable, SleepDriver,
+    ring_availability,
 };
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -66,9 +68,15 @@ fn child() {
     eprintln!("child: ring_availability: {why}");
 
     let before = open_descriptors();
-    let err = RingDriver::new(RingConfig::default()).err().expect("RingDriver::new fails");
+    let ring_only = RingConfig { backend: BackendChoice::Ring, ..RingConfig::default() };
+    let err = RingDriver::new(ring_only).err().expect("RingDriver::new on io_uring fails");
     assert_eq!(err.raw_os_error(), Some(errno), "{err}");
     assert_eq!(open_descriptors(), before, "a failed RingDriver::new left a descriptor open");
+    // The default (`Auto`) falls back to the epoll engine; dropped, it leaves nothing open.
+    let auto = RingDriver::new(RingConfig::default()).expect("Auto falls back to the epoll engine");
+    assert_eq!(auto.backend(), Backend::Epoll);
+    drop(auto);
+    assert_eq!(open_descriptors(), before, "a dropped epoll-backed RingDriver left a descriptor open");
 
     // Tasks and timers still run on a driver without a ring.
     static SLOT: TaskSlot = TaskSlot::new();

@@ -11,24 +11,28 @@
 //! 3. The executor keeps an intrusive list of the tasks it owns (their storage links), so
 //!    that `destroy` can tell each one it is unowned once keel's teardown released it.
 
+mod attr;
 mod remote;
 mod stats;
 
+pub use attr::keel_executor_attr;
+use attr::make_inner;
 pub use remote::keel_executor_post;
 
 use crate::result::{KEEL_ESTALLED, KEEL_EWRONGTHREAD, err, guard, keel_result};
 use crate::stable::FreeList;
 use crate::task::TaskStorage;
 use crate::thread;
+pub use attr::{KEEL_BACKEND_AUTO, KEEL_BACKEND_EPOLL, KEEL_BACKEND_RING};
 use core::cell::Cell;
 use core::ffi::c_void;
 use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use keel_core::{Executor, ExecutorHandle, HandleSlot, RunError, TscAccounting};
-use keel_linux::{MmapStacks, RingConfig, RingDriver, SleepDriver};
+use keel_linux::{MmapStacks, RingDriver, SleepDriver};
 pub use stats::{
-    keel_executor_attached, keel_executor_get_stats, keel_executor_get_times, keel_executor_stats,
-    keel_executor_storage_size, keel_executor_times, keel_task_get_times, keel_task_times,
+    keel_executor_attached, keel_executor_backend, keel_executor_get_stats, keel_executor_get_times,
+    keel_executor_stats, keel_executor_storage_size, keel_executor_times, keel_task_get_times, keel_task_times,
 };
 use std::alloc::Layout;
 
@@ -51,30 +55,17 @@ pub struct keel_executor {
     pub generation: u64,
 }
 
-/// How an executor is made. All zeros: a pure-compute executor (no ring).
-#[repr(C)]
-#[derive(Copy, Clone, Debug, Default)]
-pub struct keel_executor_attr {
-    /// io_uring submission queue entries (a power of two); 0: no ring, the executor parks
-    /// by sleeping and its tasks cannot do i/o (`-EOPNOTSUPP`).
-    pub ring_entries: u32,
-    /// Registered buffers to set up on the ring (0: none).
-    pub registered_buffers: u16,
-    /// Bytes per registered buffer (0: 4096).
-    pub registered_buffer_size: u32,
-    /// Nonzero: account time from the CPU's timestamp counter, per task and per
-    /// executor (`keel_executor_get_times`, `keel_task_get_times`): one `rdtsc` per task
-    /// resumption. Zero: no clock reads on the hot path, and the times stay 0.
-    pub accounting: u8,
-    /// Indices in the ring's fixed-file table (0: none), for descriptor transfer
-    /// (`keel_fixed_register`, `keel_fixed_send`, `keel_fixed_receive`).
-    pub registered_files: u32,
-    /// Nonzero: a polled ring (`IORING_SETUP_IOPOLL`, keel-linux's iopoll rules 1-4) for
-    /// `O_DIRECT` reads and writes on devices with poll queues. Any other read or write
-    /// completes with `-EOPNOTSUPP`, other operations with `-EINVAL`, an operation inside
-    /// `keel_within` with `-EOPNOTSUPP`; an idle executor busy-polls. Creating one needs
-    /// `IORING_REGISTER_SEND_MSG_RING` (kernel 6.13): `-EOPNOTSUPP` without it.
-    pub iopoll: u8,
+impl Default for keel_executor {
+    /// The null handle.
+    fn default() -> Self {
+        keel_executor { storage: core::ptr::null_mut(), generation: 0 }
+    }
+}
+
+impl keel_executor {
+    fn is_null(&self) -> bool {
+        self.storage.is_null() && self.generation == 0
+    }
 }
 
 // Not boxed: the executor lives in its (caller's) storage, which is sized for the larger.
@@ -135,6 +126,9 @@ pub(crate) struct ExecStorage {
     slot: HandleSlot,
     /// The handle through `slot`, written before the generation is published.
     pub(crate) remote: Option<ExecutorHandle>,
+    /// The ring's descriptor number, -1 without one (executor rule 4); written before the
+    /// generation is published.
+    ring_fd: AtomicI32,
     inner: MaybeUninit<Inner>,
 }
 
@@ -198,44 +192,11 @@ pub(crate) fn exec_of(h: keel_executor) -> Result<&'static ExecStorage, i64> {
     Ok(s)
 }
 
-fn make_inner(attr: &keel_executor_attr) -> Result<Inner, i64> {
-    let stacks = MmapStacks::new().map_err(|e| -(e.0 as i64))?;
-    let cfg = keel_linux::panic::config();
-    if attr.ring_entries == 0 {
-        let ex = Executor::with_stacks(SleepDriver::new(), stacks, cfg).map_err(|_| err(libc::EINVAL))?;
-        return Ok(if attr.accounting != 0 { Inner::SleepAcct(ex.with_accounting()) } else { Inner::Sleep(ex) });
-    }
-    if !attr.ring_entries.is_power_of_two() {
-        return Err(err(libc::EINVAL));
-    }
-    let ring = RingDriver::new(RingConfig {
-        entries: attr.ring_entries,
-        cq_entries: attr.ring_entries.saturating_mul(4),
-        registered_buffers: attr.registered_buffers,
-        registered_buffer_size: if attr.registered_buffer_size == 0 {
-            4096
-        } else {
-            attr.registered_buffer_size as usize
-        },
-        registered_files: attr.registered_files,
-        iopoll: attr.iopoll != 0,
-        ..RingConfig::default()
-    })
-    .map_err(|e| match (e.raw_os_error(), e.kind()) {
-        (Some(n), _) => -(n as i64),
-        (None, std::io::ErrorKind::Unsupported) => err(libc::EOPNOTSUPP),
-        (None, std::io::ErrorKind::InvalidInput) => err(libc::EINVAL),
-        (None, _) => err(libc::EIO),
-    })?;
-    let ex = Executor::with_stacks(ring, stacks, cfg).map_err(|_| err(libc::EINVAL))?;
-    Ok(if attr.accounting != 0 { Inner::RingAcct(ex.with_accounting()) } else { Inner::Ring(ex) })
-}
-
 /// Makes an executor in `p` (fresh: the memory holds no `ExecStorage` yet).
 ///
 /// # Safety
 /// `p` is valid, aligned storage of `ExecStorage`'s size that nothing else uses.
-unsafe fn init_at(p: *mut ExecStorage, fresh: bool, allocated: bool, inner: Inner) -> keel_executor {
+unsafe fn init_at(p: *mut ExecStorage, fresh: bool, allocated: bool, (inner, ring_fd): (Inner, i32)) -> keel_executor {
     let g = thread::next_generation();
     // SAFETY: the caller gives us the storage; fields are written by place, so no
     // reference to uninitialised memory is made. A storage from the free list keeps
@@ -245,7 +206,10 @@ unsafe fn init_at(p: *mut ExecStorage, fresh: bool, allocated: bool, inner: Inne
             (&raw mut (*p).live_gen).write(AtomicU64::new(0));
             (&raw mut (*p).next_free).write(0);
             (&raw mut (*p).slot).write(HandleSlot::new());
+            (&raw mut (*p).ring_fd).write(AtomicI32::new(-1));
         }
+        // Relaxed: published by the Release store of the generation below (rule 4).
+        (*p).ring_fd.store(ring_fd, Ordering::Relaxed);
         (&raw mut (*p).thread).write(AtomicU64::new(thread::current()));
         (&raw mut (*p).allocated).write(Cell::new(allocated));
         (&raw mut (*p).running).write(Cell::new(false));

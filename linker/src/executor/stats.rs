@@ -69,6 +69,39 @@ pub extern "C" fn keel_executor_attached(ex: keel_executor) -> keel_result {
     })
 }
 
+/// Which backend performs the executor's operations: `KEEL_BACKEND_RING` (io_uring) or
+/// `KEEL_BACKEND_EPOLL` (`keel_executor_attr::backend`); 0 for an executor made without a
+/// ring (`ring_entries` 0), which performs no i/o.
+///
+/// Thread safety: the executor's thread only. Errors: `-ESTALE`, `-KEEL_EWRONGTHREAD`.
+#[unsafe(no_mangle)]
+pub extern "C" fn keel_executor_backend(ex: keel_executor) -> keel_result {
+    guard(|| {
+        let s = exec_of(ex)?;
+        Ok(match s.inner() {
+            super::Inner::Ring(x) => {
+                // SAFETY: executor rule 1: the executor never moves out of its storage.
+                let e = unsafe { core::pin::Pin::new_unchecked(x) };
+                backend_code(e.with_driver(|d| d.backend()).ok())
+            }
+            super::Inner::RingAcct(x) => {
+                // SAFETY: as above.
+                let e = unsafe { core::pin::Pin::new_unchecked(x) };
+                backend_code(e.with_driver(|d| d.backend()).ok())
+            }
+            _ => 0,
+        })
+    })
+}
+
+fn backend_code(b: Option<keel_linux::Backend>) -> i64 {
+    match b {
+        Some(keel_linux::Backend::Ring) => i64::from(super::attr::KEEL_BACKEND_RING),
+        Some(keel_linux::Backend::Epoll) => i64::from(super::attr::KEEL_BACKEND_EPOLL),
+        None => 0,
+    }
+}
+
 /// `sizeof` keel's executor storage as this library was built (compare with
 /// `KEEL_EXECUTOR_STORAGE_SIZE` to catch a header from another build).
 #[unsafe(no_mangle)]

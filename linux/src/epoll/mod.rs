@@ -25,9 +25,11 @@
 //! 5. `cancel_all` (the executor going) ends every waiting operation with `ECANCELED`.
 #![allow(unsafe_code)] // the unparker's context is the eventfd's number, used from any thread
 
+pub(crate) mod engine;
 mod op;
 mod table;
 
+pub use engine::EngineConfig;
 pub use op::EpollOp;
 
 use crate::clock::monotonic_now;

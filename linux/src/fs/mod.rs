@@ -21,7 +21,9 @@
 //! `close_socket` does) and the descriptor is closed whatever they return.
 //!
 //! File metadata and names ([`FiberMeta`]: statx, unlinkat, renameat2, mkdirat, and their
-//! futures [`statx`], [`fstatx`], [`unlink`], [`rename`], [`mkdir`]): meta rules in `meta.rs`.
+//! futures [`statx`], [`fstatx`], [`unlink`], [`rename`], [`mkdir`]; relative to an open
+//! directory: [`statx_at`], [`unlink_at`], [`rename_at`], [`mkdir_at`]): meta rules in
+//! `meta.rs`.
 //!
 //! Registered buffers (`RingConfig::registered_buffers`, `regbuf.rs`): a claim is a
 //! [`FixedBuf`], which the fixed operations take (fibers by reference, futures by value);
@@ -63,8 +65,8 @@ pub use future::{
     release_buffer, sync_file_range, try_claim_buffer, write, write_fixed, writev,
 };
 pub use meta::FiberMeta;
-pub use meta_future::{fstatx, mkdir, rename, statx, unlink};
-pub use multishot::{FiberReadMulti, ReadMultiOp, next_read, read_multi};
+pub use meta_future::{fstatx, mkdir, mkdir_at, rename, rename_at, statx, statx_at, unlink, unlink_at};
+pub use multishot::{FiberReadMulti, ReadMultiOp, end_read, next_read, read_multi};
 /// Flags and the result of the metadata calls ([`FiberMeta`], `meta.rs`), rustix's types.
 pub use rustix::fs::{AtFlags, RenameFlags, Statx, StatxFlags};
 pub use rw::{FiberRw, read_flags, write_flags};

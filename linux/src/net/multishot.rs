@@ -94,6 +94,11 @@ impl Multishot {
         self.kind
     }
 
+    /// Whether an operation of it is in flight (armed and not ended).
+    pub(crate) fn is_armed(&self) -> bool {
+        self.id.is_some()
+    }
+
     /// Asks the driver to cancel the armed op; its results still arrive in order, the
     /// last one ending it (for a task cancelled while it waits: nothing is lost).
     pub(crate) fn cancel(&self, d: &mut RingDriver) {

@@ -65,7 +65,7 @@ impl RingDriver {
         let e = opcode::Close::new(types::Fixed(index)).build().user_data(CLOSE_TAG);
         // SAFETY: a close SQE references no memory. If the SQ is full the index stays
         // installed until the ring goes (cold, documented in completion rule 3).
-        unsafe { self.ring.submission().push(&e) }.is_ok()
+        unsafe { self.ring.push(&e) }
     }
 
     /// Gives back what a result nobody will take holds (completion rule 3): a descriptor is closed

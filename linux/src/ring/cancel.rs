@@ -76,7 +76,7 @@ impl RingDriver {
         while let Some(&target) = self.pending_cancels.last() {
             let e = opcode::AsyncCancel::new(target).build().user_data(CANCEL_TAG);
             // SAFETY: a cancel SQE references no memory.
-            if unsafe { self.ring.submission().push(&e) }.is_err() {
+            if !unsafe { self.ring.push(&e) } {
                 return;
             }
             self.pending_cancels.pop();
@@ -94,10 +94,10 @@ impl RingDriver {
         self.submit_queued();
         let all = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(CANCEL_TAG);
         // SAFETY: a cancel SQE references no memory.
-        if unsafe { self.ring.submission().push(&all) }.is_err() {
+        if !unsafe { self.ring.push(&all) } {
             self.submit_queued();
             // SAFETY: as above.
-            let _ = unsafe { self.ring.submission().push(&all) };
+            let _ = unsafe { self.ring.push(&all) };
         }
     }
 }

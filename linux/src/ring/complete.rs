@@ -99,9 +99,7 @@ impl RingDriver {
         while drained < max {
             let mut buf = [const { core::mem::MaybeUninit::<cqueue::Entry>::uninit() }; BATCH];
             let want = (max - drained).min(BATCH);
-            let mut cq = self.ring.completion();
-            let cqes = cq.fill(&mut buf[..want]);
-            drop(cq);
+            let cqes = self.ring.fill(&mut buf[..want]);
             let got = cqes.len();
             self.stats.completed += got as u64;
             drained += got;

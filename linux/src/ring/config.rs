@@ -9,8 +9,9 @@
 //! A polled ring (`RingConfig::iopoll`; cited as "iopoll rule N"), from what the kernel
 //! does on one (measured on 6.18, `linux/tests/iopoll_kernel.rs`):
 //! 1. **Reads and writes of `O_DIRECT` files only.** The kernel completes any other read
-//!    or write (a buffered file, a pipe, a socket; an `O_DIRECT` file on a device without
-//!    poll queues) with `EOPNOTSUPP`, and refuses every other operation but `NOP` (open,
+//!    or write (a buffered file, a pipe, a socket; an `O_DIRECT` read on a device without
+//!    poll queues, where a write may still complete: `linux/tests/iopoll_direct.rs`) with
+//!    `EOPNOTSUPP`, and refuses every other operation but `NOP` (open,
 //!    close, fsync, poll, socket calls, cancels, timeouts) with `EINVAL`: that is the
 //!    typed error a task gets. Open the files on another executor (or with `open(2)`).
 //! 2. **No deadline, no chain.** An operation with a deadline, or one that links a
@@ -27,7 +28,9 @@
 
 use super::direct::Direct;
 use super::driver::RingDriver;
+use super::kernel::Kernel;
 use super::setup;
+use super::setup::RingFlags;
 use super::shared::Shared;
 use super::slots::Slots;
 use super::unpark::{self, UnparkKind, UnparkMode};
@@ -70,6 +73,27 @@ pub struct RingConfig {
     /// kernel polls the device for read and write completions instead of taking an
     /// interrupt. For `O_DIRECT` files on devices with poll queues only.
     pub iopoll: bool,
+    /// Which backend performs the operations (`Auto`: io_uring where this process may use
+    /// it, else the epoll engine; see [`BackendChoice`]).
+    pub backend: BackendChoice,
+    /// Threads of the epoll engine's pool for file operations (0: performed on the
+    /// executor's thread). Unused on io_uring.
+    pub file_threads: u32,
+}
+
+/// Which backend [`RingDriver::new`] sets up (chooser rules in `ring/choose.rs`).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// io_uring, unless setting up a ring, one enter or one register call fails with
+    /// `EPERM`, `EACCES` or `ENOSYS` (a seccomp profile, `kernel.io_uring_disabled`, a
+    /// kernel without it): then the epoll engine. The environment variable `KEEL_DRIVER`
+    /// (`ring` or `epoll`) forces either for every `Auto` driver of the process.
+    #[default]
+    Auto,
+    /// io_uring or an error.
+    Ring,
+    /// The epoll engine.
+    Epoll,
 }
 
 impl Default for RingConfig {
@@ -86,6 +110,8 @@ impl Default for RingConfig {
             iowq_max_workers: [0, 0],
             attach_wq: None,
             iopoll: false,
+            backend: BackendChoice::Auto,
+            file_threads: 4,
         }
     }
 }
@@ -154,7 +180,10 @@ impl RingDriver {
                 "entries and slots must be at least 1 (and slots below 2^30); use SleepDriver for an executor with no ring",
             ));
         }
-        let (mut ring, flags) = setup::build(cfg.entries, cfg.cq_entries, cfg.attach_wq.map(|p| p.raw()), cfg.iopoll)?;
+        let (mut ring, flags) = match super::choose::choose(&cfg)? {
+            super::choose::Chosen::Ring(ring, flags) => (ring, flags),
+            super::choose::Chosen::Epoll(engine) => return Self::on_engine(cfg, engine),
+        };
         super::iowq::apply(&ring, &cfg)?;
         let unpark_kind = if cfg.iopoll {
             polled_unpark(cfg.unpark)?
@@ -184,7 +213,29 @@ impl RingDriver {
         if !rt_allowed {
             SAID.call_once(|| notice!(info, "no CAP_SYS_NICE or CAP_SYS_ADMIN: High I/O priority uses the best-effort class, level 0, not the realtime class"));
         }
-        Ok(RingDriver {
+        Ok(Self::assemble(cfg, Kernel::Uring(ring), flags, unpark_kind, eventfd, registered, rt_allowed))
+    }
+
+    /// The driver on the epoll engine (kernel rule 2: what needs a kernel ring was refused
+    /// by the chooser before the engine was made).
+    fn on_engine(cfg: RingConfig, engine: Box<crate::epoll::engine::Engine>) -> io::Result<Self> {
+        let eventfd =
+            rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)?;
+        let rt_allowed = setup::realtime_ioprio_allowed();
+        let kernel = Kernel::Epoll(engine);
+        Ok(Self::assemble(cfg, kernel, RingFlags::default(), UnparkKind::Eventfd, Some(eventfd), None, rt_allowed))
+    }
+
+    fn assemble(
+        cfg: RingConfig,
+        ring: Kernel,
+        flags: RingFlags,
+        unpark_kind: UnparkKind,
+        eventfd: Option<std::os::fd::OwnedFd>,
+        registered: Option<crate::regbuf::Registered>,
+        rt_allowed: bool,
+    ) -> Self {
+        RingDriver {
             ring,
             flags,
             slots: Slots::new(cfg.slots),
@@ -211,6 +262,6 @@ impl RingDriver {
             eventfd_armed: false,
             closing: false,
             _not_send: PhantomData,
-        })
+        }
     }
 }

@@ -26,13 +26,14 @@
 #![allow(unsafe_code)] // the `Driver` impl is an unsafe trait; `submit_capacity` reads the SQ's shared view
 
 use super::direct::{DIRECT, Direct};
+use super::kernel::{Backend, Kernel};
 use super::op::RingOp;
 use super::setup::RingFlags;
 use super::shared::Shared;
 use super::slots::{INTERNAL, Slots};
 use super::unpark::{self, UnparkKind};
 use crate::clock::monotonic_now;
-use io_uring::{IoUring, types};
+use io_uring::types;
 use keel_core::driver::IoToken;
 use keel_core::{Driver, Errno, Instant, IoResult, OpId, Park};
 use std::io;
@@ -44,7 +45,7 @@ use super::config::RingStats;
 /// The io_uring driver. Not `Send`: with SINGLE_ISSUER and DEFER_TASKRUN only the
 /// creating thread may submit and reap.
 pub struct RingDriver {
-    pub(super) ring: IoUring,
+    pub(super) ring: Kernel,
     pub(super) flags: RingFlags,
     pub(super) slots: Slots,
     /// Status-block operations with no slot (`direct.rs`).
@@ -99,7 +100,7 @@ impl RingDriver {
     /// Whether the kernel keeps CQEs that overflow the CQ (`IORING_FEAT_NODROP`) rather
     /// than dropping them; without it a CQ overflow could lose completions.
     pub fn cq_nodrop(&self) -> bool {
-        self.ring.params().is_feature_nodrop()
+        self.ring.nodrop()
     }
 
     /// Whether High I/O priority maps to the realtime class (CAP_SYS_NICE or
@@ -115,7 +116,13 @@ impl RingDriver {
 
     /// SQ entries.
     pub fn sq_entries(&self) -> u32 {
-        self.ring.params().sq_entries()
+        self.ring.sq_entries()
+    }
+
+    /// Which backend performs the operations: the kernel's io_uring, or the epoll engine
+    /// where io_uring is unavailable (`RingConfig::backend`).
+    pub fn backend(&self) -> Backend {
+        self.ring.backend()
     }
 
     /// The `off` fields of the SQEs submitted so far (up to `record_submissions`), in
@@ -137,7 +144,8 @@ impl RingDriver {
         if self.shared.has_pbuf() {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, "the provided-buffer ring is already registered"));
         }
-        self.shared.set_pbuf(crate::pbuf::PbufRing::new(&self.ring, count, size, 0)?);
+        let ring = self.ring.uring().ok_or_else(|| super::kernel::not_on_epoll("provided buffers"))?;
+        self.shared.set_pbuf(crate::pbuf::PbufRing::new(ring, count, size, 0)?);
         // Completion rule 2: a result holding a provided buffer always fits in the spill list.
         self.spill.reserve_exact((self.spill_plain_max + count as usize).saturating_sub(self.spill.len()));
         Ok(())
@@ -159,29 +167,26 @@ impl RingDriver {
     /// syscall, waiting at most 100 ms for them): for a close whose task can no longer
     /// start ring operations (cancelled). Cold.
     pub(crate) fn sync_cancel_fd(&mut self, fd: std::os::fd::RawFd) {
-        let ts = types::Timespec::new().nsec(100_000_000);
-        let _ = self.ring.submitter().register_sync_cancel(Some(ts), types::CancelBuilder::fd(types::Fd(fd)).all());
+        self.ring.sync_cancel_fd(fd)
     }
 
     /// The ring's descriptor (a transfer mailbox keeps a duplicate of it).
     pub(crate) fn ring_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        use std::os::fd::AsRawFd;
         // SAFETY: the ring's descriptor is open while the driver (and so this borrow) lives.
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.ring.as_raw_fd()) }
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.ring.raw_fd()) }
     }
 
     /// Whether the kernel has opcode `code` (`IORING_REGISTER_PROBE`: one syscall, cold;
     /// a kernel without the probe is taken to lack it).
     pub(crate) fn has_opcode(&self, code: u8) -> bool {
-        let mut probe = io_uring::Probe::new();
-        self.ring.submitter().register_probe(&mut probe).is_ok() && probe.is_supported(code)
+        self.ring.has_opcode(code)
     }
 
     /// Whether the ring has a fixed-file table (`IORING_REGISTER_FILES_UPDATE` of one
     /// `IORING_REGISTER_FILES_SKIP` entry: a no-op with a table, `ENXIO` without). Cold.
     pub(crate) fn has_file_table(&self) -> bool {
         const IORING_REGISTER_FILES_SKIP: i32 = -2;
-        self.ring.submitter().register_files_update(0, &[IORING_REGISTER_FILES_SKIP]).is_ok()
+        self.ring.uring().is_some_and(|r| r.submitter().register_files_update(0, &[IORING_REGISTER_FILES_SKIP]).is_ok())
     }
 
     /// Another thread may end a park from now on (a transfer mailbox was handed out): a
@@ -194,10 +199,11 @@ impl RingDriver {
     /// (`IORING_REGISTER_FILES_UPDATE` with -1): the close of a direct descriptor whose
     /// task can no longer start ring operations. Cold.
     pub(crate) fn sync_close_fixed(&mut self, index: u32) -> Result<(), Errno> {
+        // No fixed-file table exists on the epoll backend (kernel rule 2).
+        let Some(ring) = self.ring.uring() else { return Err(Errno::EBADF) };
         let ts = types::Timespec::new().nsec(100_000_000);
-        let _ =
-            self.ring.submitter().register_sync_cancel(Some(ts), types::CancelBuilder::fd(types::Fixed(index)).all());
-        match self.ring.submitter().register_files_update(index, &[-1]) {
+        let _ = ring.submitter().register_sync_cancel(Some(ts), types::CancelBuilder::fd(types::Fixed(index)).all());
+        match ring.submitter().register_files_update(index, &[-1]) {
             Ok(_) => Ok(()),
             Err(e) => Err(Errno(e.raw_os_error().unwrap_or(libc::EIO))),
         }
@@ -260,38 +266,33 @@ unsafe impl Driver for RingDriver {
     }
 
     fn debug_descriptor(&self) -> keel_core::DriverDebug {
-        use std::os::fd::AsRawFd;
         keel_core::DriverDebug {
-            fd: self.ring.as_raw_fd(),
-            sq_entries: self.ring.params().sq_entries(),
-            cq_entries: self.ring.params().cq_entries(),
+            fd: self.ring.raw_fd(),
+            sq_entries: self.ring.sq_entries(),
+            cq_entries: self.ring.cq_entries(),
             op_slots: self.slots.capacity() as u32,
             // The executor holds this driver pinned from the first entry on, when this is
             // asked (`Driver::debug_descriptor`).
             in_flight: &raw const self.slots.in_flight,
-            ..keel_core::DriverDebug::named("io_uring")
+            ..keel_core::DriverDebug::named(self.ring.backend().name())
         }
     }
 
     fn submit_capacity(&self) -> usize {
-        // `submission()` needs `&mut`; compute from the shared view instead.
-        // SAFETY: the driver is single-threaded and no `SubmissionQueue` view is alive.
-        let sq = unsafe { self.ring.submission_shared() };
-        (sq.capacity() - sq.len()).min(self.room())
+        self.ring.sq_room().min(self.room())
     }
 
     fn unparker(&mut self, _park_word: *const u32) -> Option<keel_core::Unparker> {
-        use std::os::fd::AsRawFd;
         self.unparker_given = true;
         // The eventfd exists exactly when `unpark_kind` is `Eventfd` (`new`).
         match &self.eventfd {
             Some(fd) => {
-                let ctx = fd.as_raw_fd() as usize;
+                let ctx = std::os::fd::AsRawFd::as_raw_fd(fd) as usize;
                 self.arm_eventfd();
                 Some(keel_core::Unparker { ctx, unpark: unpark::eventfd_unpark })
             }
             // The ring's descriptor stays open while any thread may unpark (park rule 4).
-            None => Some(keel_core::Unparker { ctx: self.ring.as_raw_fd() as usize, unpark: unpark::msg_ring_unpark }),
+            None => Some(keel_core::Unparker { ctx: self.ring.raw_fd() as usize, unpark: unpark::msg_ring_unpark }),
         }
     }
 

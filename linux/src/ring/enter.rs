@@ -15,7 +15,7 @@
 use super::driver::RingDriver;
 use super::slots::EVENTFD_TAG;
 use crate::notice::notice;
-use io_uring::{EnterFlags, opcode, types};
+use io_uring::{opcode, types};
 use keel_core::driver::IoToken;
 use keel_core::{Errno, Instant, IoResult, Park};
 use std::io;
@@ -37,7 +37,7 @@ impl RingDriver {
             // The kernel ran only part of the pending completion work (`ring` module doc,
             // Batching): fetch the rest of the burst, a bounded number of times.
             let mut follow_ups = 0;
-            while n < max && follow_ups < REAP_FOLLOW_UPS && self.ring.submission().taskrun() {
+            while n < max && follow_ups < REAP_FOLLOW_UPS && self.ring.taskrun() {
                 follow_ups += 1;
                 self.stats.reap_follow_ups += 1;
                 if let Err(e) = self.enter(0, None) {
@@ -49,7 +49,7 @@ impl RingDriver {
         }
         // NODROP keeps overflowed CQEs in the kernel: flush them while the flag is set.
         let mut flushes = 0;
-        while n < max && self.ring.submission().cq_overflow() && flushes < 64 {
+        while n < max && self.ring.cq_overflow() && flushes < 64 {
             self.stats.overflow_flushes += 1;
             flushes += 1;
             if self.enter(0, None).is_err() {
@@ -66,7 +66,7 @@ impl RingDriver {
         if self.ops_in_flight() == 0 && deadline.is_none() && !self.unparker_given {
             return Ok(Park::Stalled);
         }
-        if !self.ring.completion().is_empty() {
+        if !self.ring.cq_is_empty() {
             if self.ops_in_flight() > 0 {
                 return Ok(Park::Woke); // the run loop reaps them
             }
@@ -87,12 +87,10 @@ impl RingDriver {
     /// the driver pushes its own SQEs). Whether the SQ is empty afterwards.
     #[cold]
     pub(super) fn submit_queued(&mut self) -> bool {
-        let to_submit = self.ring.submission().len() as u32;
         if self.inject.is_none() {
-            // SAFETY: no extended argument, no flags: a plain submission.
-            let _ = unsafe { self.ring.submitter().enter::<libc::sigset_t>(to_submit, 0, 0, None) };
+            self.ring.submit_only();
         }
-        let empty = self.ring.submission().is_empty();
+        let empty = self.ring.sq_len() == 0;
         if empty {
             self.tail_linked = false;
         }
@@ -110,34 +108,11 @@ impl RingDriver {
         }
         self.stats.enters += 1;
         #[cfg(keel_valgrind)]
-        if min_complete > 0 {
+        if min_complete > 0 && self.ring.uring().is_some() {
             return self.wait_in_poll(deadline);
         }
-        let entered = match deadline {
-            Some(d) if min_complete > 0 => {
-                let ns = d.as_nanos();
-                let ts = types::Timespec::new().sec(ns / 1_000_000_000).nsec((ns % 1_000_000_000) as u32);
-                let args = types::SubmitArgs::new().timespec(&ts);
-                self.ring
-                    .submitter()
-                    .submit_with_args_and_flags(min_complete as usize, &args, EnterFlags::ABS_TIMER)
-                    .map(drop)
-            }
-            _ => {
-                let to_submit = self.ring.submission().len() as u32;
-                // SAFETY: no extended argument; the flags are plain GETEVENTS.
-                unsafe {
-                    self.ring.submitter().enter::<libc::sigset_t>(
-                        to_submit,
-                        min_complete,
-                        EnterFlags::GETEVENTS.bits(),
-                        None,
-                    )
-                }
-                .map(drop)
-            }
-        };
-        if self.tail_linked && self.ring.submission().is_empty() {
+        let entered = self.ring.enter(min_complete, deadline);
+        if self.tail_linked && self.ring.sq_len() == 0 {
             self.tail_linked = false; // the kernel ended the chain with the submission
         }
         match entered {
@@ -167,25 +142,21 @@ impl RingDriver {
         use keel_core::Driver;
         use std::os::fd::AsRawFd;
         loop {
-            let to_submit = self.ring.submission().len() as u32;
-            // SAFETY: no extended argument; plain GETEVENTS, waiting for nothing.
-            let entered = unsafe {
-                self.ring.submitter().enter::<libc::sigset_t>(to_submit, 0, EnterFlags::GETEVENTS.bits(), None)
-            };
+            let entered = self.ring.enter(0, None);
             if let Err(e) = entered
                 && !matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EBUSY | libc::EINTR))
             {
                 return Err(e);
             }
-            if self.tail_linked && self.ring.submission().is_empty() {
+            if self.tail_linked && self.ring.sq_len() == 0 {
                 self.tail_linked = false;
             }
             let now = self.now();
-            if !self.ring.completion().is_empty() || deadline.is_some_and(|d| d <= now) {
+            if !self.ring.cq_is_empty() || deadline.is_some_and(|d| d <= now) {
                 return Ok(());
             }
             let left_ms = deadline.map_or(10, |d| (d.as_nanos() - now.as_nanos()).div_ceil(1_000_000).min(10));
-            let mut pfd = libc::pollfd { fd: self.ring.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let mut pfd = libc::pollfd { fd: self.ring.raw_fd(), events: libc::POLLIN, revents: 0 };
             // SAFETY: one valid pollfd for the call; the ring descriptor is open (ours).
             unsafe { libc::poll(&mut pfd, 1, left_ms as libc::c_int) };
         }
@@ -203,7 +174,7 @@ impl RingDriver {
         let e = opcode::Read::new(types::Fd(fd.as_raw_fd()), buf.cast(), 8).build().user_data(EVENTFD_TAG);
         // SAFETY: the buffer is boxed in the driver, which outlives the ring's use of it
         // (the ring is dropped first: field order).
-        self.eventfd_rearm = unsafe { self.ring.submission().push(&e) }.is_err();
+        self.eventfd_rearm = !unsafe { self.ring.push(&e) };
         self.eventfd_armed |= !self.eventfd_rearm;
     }
 }

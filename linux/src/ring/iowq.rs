@@ -28,7 +28,7 @@
 use super::config::RingConfig;
 use super::driver::RingDriver;
 use keel_core::Errno;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 
 /// Another executor's ring, for [`RingConfig::attach_wq`]: its descriptor's number, taken
 /// by [`RingDriver::worker_pool`]. A number, not a hold: if that ring is gone by the time
@@ -43,6 +43,12 @@ impl WorkerPool {
         self.0
     }
 
+    /// Names descriptor number `fd` as another executor's ring (one a foreign-language
+    /// handle carries as a number): the kernel checks it at set-up (iowq rule 3).
+    pub fn from_raw(fd: RawFd) -> Self {
+        WorkerPool(fd)
+    }
+
     /// Names descriptor number `fd` as if it were a ring (for tests of the kernel's check).
     #[doc(hidden)]
     pub fn from_raw_for_tests(fd: RawFd) -> Self {
@@ -53,7 +59,7 @@ impl WorkerPool {
 impl RingDriver {
     /// This executor's ring, to name in another's [`RingConfig::attach_wq`] (iowq rule 3).
     pub fn worker_pool(&self) -> WorkerPool {
-        WorkerPool(self.ring.as_raw_fd())
+        WorkerPool(self.ring.raw_fd())
     }
 
     /// Caps the worker pool of this executor's thread at `max = [bounded, unbounded]`
@@ -61,10 +67,9 @@ impl RingDriver {
     /// from the kernel for a limit it refuses.
     pub fn set_iowq_max_workers(&self, max: [u32; 2]) -> Result<[u32; 2], Errno> {
         let mut m = max;
-        self.ring
-            .submitter()
-            .register_iowq_max_workers(&mut m)
-            .map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        // Kernel rule 2: the epoll engine has no kernel worker pool.
+        let ring = self.ring.uring().ok_or(crate::errno::EOPNOTSUPP)?;
+        ring.submitter().register_iowq_max_workers(&mut m).map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
         Ok(m)
     }
 }

@@ -112,12 +112,14 @@
 mod abandon;
 pub mod availability;
 mod cancel;
+mod choose;
 mod complete;
 mod config;
 mod direct;
 mod driver;
 mod enter;
 pub mod iowq;
+pub mod kernel;
 pub mod op;
 pub mod setup;
 pub(crate) mod shared;
@@ -133,10 +135,11 @@ mod unpark;
 
 pub use availability::{RingUnavailable, ring_availability};
 pub(crate) use complete::{KEEL_REARM, MultiNext, cqueue_more, to_result};
-pub use config::{RingConfig, RingStats};
+pub use config::{BackendChoice, RingConfig, RingStats};
 pub use driver::RingDriver;
 pub(crate) use driver::lent_mut;
 pub use iowq::WorkerPool;
+pub use kernel::Backend;
 pub use op::RingOp;
 pub use setup::RingFlags;
 pub use teardown::DROP_WAIT;

@@ -12,6 +12,7 @@
 
 use super::direct;
 use super::driver::RingDriver;
+use super::kernel::Kernel;
 use super::op::RingOp;
 use super::slots::LINK_TIMER;
 use io_uring::opcode;
@@ -34,16 +35,23 @@ impl RingDriver {
             && ring_op.meta == 0
             && direct::is_direct_sqe(&ring_op.entry)
         {
-            let mut sq = self.ring.submission();
-            if sq.is_full() {
-                return Err(Errno::EBUSY);
-            }
-            let ud = self.direct.start(bits);
-            let entry = reload_by_words(&ring_op.entry).user_data(ud);
-            // SAFETY: the operation's memory stays valid until its completion is reaped
-            // (the `RingOp` constructors' contracts; a direct op owns no buffer).
-            unsafe { sq.push(&entry) }.expect("checked room above");
-            drop(sq);
+            // Kernel rule 3: the ring's arm is the SQ push written out here, so the SQE is
+            // built right before the copy and nothing stands between them.
+            let ud = match &mut self.ring {
+                Kernel::Uring(ring) => {
+                    let mut sq = ring.submission();
+                    if sq.is_full() {
+                        return Err(Errno::EBUSY);
+                    }
+                    let ud = self.direct.start(bits);
+                    let entry = reload_by_words(&ring_op.entry).user_data(ud);
+                    // SAFETY: the operation's memory stays valid until its completion is
+                    // reaped (the `RingOp` constructors' contracts; a direct op owns no buffer).
+                    unsafe { sq.push(&entry) }.expect("checked room above");
+                    ud
+                }
+                Kernel::Epoll(engine) => push_direct_on_engine(engine, &mut self.direct, bits, &ring_op.entry)?,
+            };
             self.submitted(op);
             return Ok(OpId(ud));
         }
@@ -101,14 +109,14 @@ impl RingDriver {
         // fixed-file index, not a descriptor.
         let yields_fixed = yields_fd
             && unsafe { ((&ring_op.entry as *const _ as *const u8).add(44) as *const u32).read_unaligned() } != 0;
-        let mut sq = self.ring.submission();
+        let (sq_capacity, sq_len) = self.ring.sq_state();
         // SAFETY: `Entry` is `#[repr(C)]` around `io_uring_sqe`, whose `flags` is byte 1.
         let sqe_flags = unsafe { (&ring_op.entry as *const _ as *const u8).add(1).read() };
         let chained = sqe_flags & IOSQE_IO_LINK != 0;
         let selects = sqe_flags & IOSQE_BUFFER_SELECT != 0;
         // Deadline rule 1: the operation and its timer take two SQEs, both or neither.
         let own = if ring_op.deadline_ns().is_some() { 2 } else { 1 };
-        if own > sq.capacity() {
+        if own > sq_capacity {
             return Err(Errno::EINVAL); // a one-entry SQ never has room for the pair (MISUSE.md)
         }
         if (own == 2 || chained) && self.flags.iopoll {
@@ -121,12 +129,12 @@ impl RingDriver {
         // core admits a pair (`Fiber::initiate_pair`) on room for two operations, and the
         // second must then go in whatever deadline it carries.
         let need = if chained { own + 2 } else { own };
-        if need > sq.capacity() {
+        if need > sq_capacity {
             // An SQ of 2 or 3 entries cannot hold a chain's head with room for a successor
             // with a deadline (MISUSE.md): the pair goes one by one.
             return Err(Errno::EINVAL);
         }
-        if sq.capacity() - sq.len() < need {
+        if sq_capacity - sq_len < need {
             return Err(Errno::EBUSY);
         }
         let ud = self.slots.alloc(Some(token), ring_op.keep(), ring_op.buf.take()).expect("room() counts free slots");
@@ -137,7 +145,8 @@ impl RingDriver {
         };
         // SAFETY: the operation's memory stays valid until its completion is reaped: the
         // `RingOp` constructors' contracts, and owned buffers sit in the slot until then.
-        unsafe { sq.push(&entry) }.expect("checked room above");
+        let pushed = unsafe { self.ring.push(&entry) };
+        assert!(pushed, "keel bug: the SQ had room for the operation");
         if let Some(at) = ring_op.deadline_ns() {
             let ts = self.slots.arm_timer(ud, crate::deadline::abs_timespec(keel_core::Instant::from_nanos(at)));
             let mut timer = opcode::LinkTimeout::new(ts).flags(io_uring::types::TimeoutFlags::ABS).build();
@@ -148,9 +157,9 @@ impl RingDriver {
             // SAFETY: the timer's timespec is in the slot, which stays allocated (and the
             // table unmoved) until the operation's last CQE, the timer's included, is reaped
             // (deadline rule 2, slot rule 5).
-            unsafe { sq.push(&timer) }.expect("checked room for two above");
+            let pushed = unsafe { self.ring.push(&timer) };
+            assert!(pushed, "keel bug: the SQ had room for the operation and its timer");
         }
-        drop(sq);
         if let Some(slot) = self.slots.get(ud) {
             slot.yields_fd = yields_fd;
             slot.yields_fixed = yields_fixed;
@@ -173,6 +182,27 @@ impl RingDriver {
             slot.fd = Some(fd);
         }
     }
+}
+
+/// The direct push on the epoll engine (kernel rule 3: kept out of the ring's path).
+#[cold]
+#[inline(never)]
+fn push_direct_on_engine(
+    engine: &mut crate::epoll::engine::Engine,
+    direct: &mut super::direct::Direct,
+    bits: u64,
+    entry: &io_uring::squeue::Entry,
+) -> Result<u64, Errno> {
+    if engine.sq_len() == engine.sq_capacity() {
+        return Err(Errno::EBUSY);
+    }
+    let ud = direct.start(bits);
+    let entry = entry.clone().user_data(ud);
+    // SAFETY: the operation's memory stays valid until its completion is reaped (the
+    // `RingOp` constructors' contracts; a direct op owns no buffer).
+    let pushed = unsafe { engine.push(&entry) };
+    assert!(pushed, "keel bug: the engine's SQ had room");
+    Ok(ud)
 }
 
 /// `IOSQE_BUFFER_SELECT` (include/uapi/linux/io_uring.h).

@@ -31,14 +31,14 @@ impl RingDriver {
         let mut nothing = |_: IoToken, _: IoResult| {};
         self.take_abandoned();
         let pending = |d: &Self| d.ops_in_flight() + d.eventfd_armed as usize;
-        if pending(self) == 0 && self.ring.submission().is_empty() {
+        if pending(self) == 0 && self.ring.sq_len() == 0 {
             return true;
         }
         // Queued SQEs go in first (and end an open link chain), then the cancel of all.
         self.submit_queued();
         let all = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(CANCEL_TAG);
         // SAFETY: a cancel SQE references no memory.
-        let _ = unsafe { self.ring.submission().push(&all) };
+        let _ = unsafe { self.ring.push(&all) };
         let deadline = monotonic_now().saturating_add(DROP_WAIT);
         loop {
             self.drain(usize::MAX, &mut nothing);
@@ -85,8 +85,11 @@ impl Drop for RingDriver {
         // Transfer rule 7: a mailbox's duplicate of the ring's descriptor keeps the kernel's
         // ring alive after this driver; its fixed-file table goes now, not with the last
         // duplicate, so the files in it are closed when the driver goes, as without one.
-        if quiet && self.shared.inbox().is_some_and(|i| i.has_mailbox()) {
-            let _ = self.ring.submitter().unregister_files();
+        if quiet
+            && self.shared.inbox().is_some_and(|i| i.has_mailbox())
+            && let Some(ring) = self.ring.uring()
+        {
+            let _ = ring.submitter().unregister_files();
         }
         // Shared rule 4: later drops of values do nothing.
         self.shared.set_dead();

@@ -4,7 +4,7 @@
 //! mailbox the message names outlive the kernel's use of them.
 #![allow(unsafe_code)] // SQEs pointing at the stack; wrapping an installed descriptor
 
-use super::inbox::mailbox_of;
+use super::inbox::{Look, mailbox_of};
 use super::{FixedFd, INSTALL, Mailbox, SEND_FD, SendError, TransferError, TransferOp};
 use super::{index_error, register_error, send_error};
 use crate::fs::{FiberFs, FixedFile, close_fixed_fiber, run_to_end};
@@ -28,8 +28,9 @@ pub trait FiberTransfer {
     /// are cancelled first, and its index here is closed once the target has it.
     fn send_fd(&mut self, fixed: FixedFd, to: &Mailbox, key: u32) -> Result<(), SendError>;
     /// Waits for a descriptor sent to this ring with `key` (rules 5-6), at most `timeout`
-    /// (`None`: no limit; then `TimedOut`); a cancelled wait returns `Cancelled` and leaves
-    /// a later arrival for the next receive.
+    /// (`None`: no limit; then `TimedOut`); several tasks may wait for one key, served
+    /// oldest first. A cancelled wait returns `Cancelled` and leaves a later arrival for
+    /// the next receive.
     fn receive_fd(&mut self, key: u32, timeout: Option<Duration>) -> Result<FixedFd, TransferError>;
     /// A descriptor sent with `key` that has arrived already, without waiting (one the
     /// executor has reaped: at its reaps while operations or receives are in flight, and
@@ -173,20 +174,25 @@ impl FiberTransfer for Fiber {
         let me = self.task();
         let ts = timeout.map(|t| types::Timespec::from(t.min(Duration::from_secs(i64::MAX as u64))));
         let timer = pin!(IoStatus::new());
-        let (mut waiting, mut armed) = (false, false);
+        let (mut waiting, mut armed) = (None, false);
         let out = loop {
             let r = self.with_driver::<RingDriver, _>(|d| {
-                let got = super::inbox::take_or_wait(&d.shared, key, Some(me), waiting);
-                got.map(|o| o.map(|index| FixedFd::new(index, &d.shared)))
+                let got = super::inbox::look(&d.shared, key, Some(me), waiting);
+                got.map(|l| match l {
+                    Look::Got(index) => Ok(FixedFd::new(index, &d.shared)),
+                    Look::Waiting(t) => Err(Some(t)),
+                    Look::Nothing => Err(None), // only for a look without a task: not this one
+                })
             });
             match r {
                 None => break Err(TransferError::NotOnRing),
                 Some(Err(e)) => break Err(e),
-                Some(Ok(Some(fixed))) => {
-                    waiting = false; // taken: `take_or_wait` left
+                Some(Ok(Ok(fixed))) => {
+                    waiting = None; // taken: `look` left the queue
                     break Ok(fixed);
                 }
-                Some(Ok(None)) => waiting = true,
+                Some(Ok(Err(Some(t)))) => waiting = Some(t),
+                Some(Ok(Err(None))) => break Err(TransferError::NotOnRing), // never queued: do not wait
             }
             if let Some(ts) = &ts {
                 if !armed {
@@ -205,9 +211,9 @@ impl FiberTransfer for Fiber {
                 break Err(TransferError::Cancelled);
             }
         };
-        if waiting {
-            // Rule 6: leave; an arrival stays for the next receive.
-            self.with_driver::<RingDriver, _>(|d| super::inbox::leave(&d.shared, key));
+        if let Some(t) = waiting {
+            // Rule 6: leave; an arrival handed to it goes to the next receive.
+            self.with_driver::<RingDriver, _>(|d| super::inbox::leave(&d.shared, t));
         }
         if armed && timer.is_in_flight() {
             self.cancel_io(timer.as_ref());
@@ -220,8 +226,11 @@ impl FiberTransfer for Fiber {
 
     fn try_receive_fd(&mut self, key: u32) -> Result<Option<FixedFd>, TransferError> {
         self.with_driver::<RingDriver, _>(|d| {
-            let got = super::inbox::take_or_wait(&d.shared, key, None, false);
-            got.map(|o| o.map(|index| FixedFd::new(index, &d.shared)))
+            let got = super::inbox::look(&d.shared, key, None, None);
+            got.map(|l| match l {
+                Look::Got(index) => Some(FixedFd::new(index, &d.shared)),
+                Look::Waiting(_) | Look::Nothing => None,
+            })
         })
         .ok_or(TransferError::NotOnRing)?
     }

@@ -7,7 +7,7 @@
 #![allow(unsafe_code)] // SQEs pointing into the slot's owned buffer; wrapping an installed descriptor
 
 use super::fiber::{Sent, install_check, send_check, sent};
-use super::inbox::mailbox_of;
+use super::inbox::{Look, Ticket, mailbox_of};
 use super::{FixedFd, Mailbox, SendError, TransferError, TransferOp, index_error, register_error};
 use crate::buf::RawBuf;
 use crate::fs::{FixedFile, OwnedOp, close_fixed_shared};
@@ -117,7 +117,7 @@ pub async fn send(fixed: FixedFd, to: &Mailbox, key: u32) -> Result<(), SendErro
 /// rules 5-6): the future form of
 /// [`FiberTransfer::receive_fd`](super::FiberTransfer::receive_fd).
 pub fn receive(key: u32, timeout: Option<Duration>) -> Receive {
-    Receive { key, shared: None, waiting: false, timer: timeout.map(timer_op) }
+    Receive { key, shared: None, waiting: None, timer: timeout.map(timer_op) }
 }
 
 /// The future of [`receive`]. Dropped while it waits, it leaves the inbox (rule 6) and
@@ -127,7 +127,8 @@ pub struct Receive {
     key: u32,
     /// The ring's shared state while the wait is queued: `Drop` leaves through it.
     shared: Option<Rc<Shared>>,
-    waiting: bool,
+    /// Its place among the key's waiters while it waits (rule 6).
+    waiting: Option<Ticket>,
     /// The timeout's `IORING_OP_TIMEOUT` (rule 6), submitted at the first poll that waits.
     timer: Option<SlotOp>,
 }
@@ -159,25 +160,25 @@ impl Future for Receive {
             {
                 return Err(TransferError::WrongExecutor); // `Drop` leaves its own inbox
             }
-            let got = super::inbox::take_or_wait(&d.shared, key, me, waiting)?;
-            if got.is_none() && cancelled && waiting {
-                super::inbox::leave(&d.shared, key); // rule 6: an arrival stays for the next receive
+            let got = super::inbox::look(&d.shared, key, me, waiting)?;
+            if let (Look::Nothing, Some(t)) = (&got, waiting) {
+                super::inbox::leave(&d.shared, t); // cancelled: an arrival handed to it goes on
             }
-            Ok((got.map(|index| FixedFd::new(index, &d.shared)), d.shared.clone()))
+            Ok((got, d.shared.clone()))
         });
         match r {
             None => Poll::Ready(Err(TransferError::NotOnRing)),
             Some(Err(e)) => Poll::Ready(Err(e)),
-            Some(Ok((Some(fixed), _))) => {
-                self.waiting = false; // taken: nothing to leave
-                Poll::Ready(Ok(fixed))
+            Some(Ok((Look::Got(index), shared))) => {
+                self.waiting = None; // taken: `look` left the queue
+                Poll::Ready(Ok(FixedFd::new(index, &shared)))
             }
-            Some(Ok((None, _))) if cancelled => {
-                self.waiting = false;
+            Some(Ok((Look::Nothing, _))) => {
+                self.waiting = None;
                 Poll::Ready(Err(TransferError::Cancelled))
             }
-            Some(Ok((None, shared))) => {
-                self.waiting = true;
+            Some(Ok((Look::Waiting(t), shared))) => {
+                self.waiting = Some(t);
                 self.shared = Some(shared);
                 // Rule 6: the inbox was looked at first; the timer decides only if empty.
                 if let Some(timer) = self.timer.as_mut()
@@ -185,8 +186,8 @@ impl Future for Receive {
                 {
                     self.timer = None;
                     if res == -libc::ETIME {
-                        super::inbox::leave(self.shared.as_ref().expect("set above"), key);
-                        self.waiting = false;
+                        super::inbox::leave(self.shared.as_ref().expect("set above"), t);
+                        self.waiting = None;
                         return Poll::Ready(Err(TransferError::TimedOut));
                     }
                     // Any other end (refused): the wait goes on without a limit.
@@ -199,10 +200,10 @@ impl Future for Receive {
 
 impl Drop for Receive {
     fn drop(&mut self) {
-        if let (true, Some(shared)) = (self.waiting, &self.shared)
+        if let (Some(t), Some(shared)) = (self.waiting, &self.shared)
             && shared.is_alive()
         {
-            super::inbox::leave(shared, self.key);
+            super::inbox::leave(shared, t);
         }
     }
 }
@@ -242,8 +243,11 @@ pub async fn adopt_socket(socket: FixedSocket) -> Result<FixedFd, FixedSocket> {
 /// form of [`FiberTransfer::try_receive_fd`](super::FiberTransfer::try_receive_fd).
 pub async fn try_receive(key: u32) -> Result<Option<FixedFd>, TransferError> {
     with_ring(|d| {
-        let got = super::inbox::take_or_wait(&d.shared, key, None, false);
-        got.map(|o| o.map(|index| FixedFd::new(index, &d.shared)))
+        let got = super::inbox::look(&d.shared, key, None, None);
+        got.map(|l| match l {
+            Look::Got(index) => Some(FixedFd::new(index, &d.shared)),
+            Look::Waiting(_) | Look::Nothing => None,
+        })
     })
     .await?
 }

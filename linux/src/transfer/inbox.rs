@@ -14,14 +14,39 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Process-unique inbox ids (a send to the sender's own ring is refused).
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// A receive waiting for a key (rule 6): FIFO per key; `got` is the arrival handed to it,
+/// which it takes at its next look.
+struct Waiter {
+    key: u32,
+    ticket: Ticket,
+    task: TaskHandle,
+    got: Option<u32>,
+}
+
+/// One receive's place among the waiters of its key (rule 6).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Ticket(u64);
+
+/// What a look at the inbox found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Look {
+    /// An arrival's index, taken (the caller's wait, if any, has left the queue).
+    Got(u32),
+    /// Nothing for the caller yet: it waits with this ticket.
+    Waiting(Ticket),
+    /// Nothing, and the caller does not wait (`me` was `None`).
+    Nothing,
+}
+
 pub(crate) struct Inbox {
     /// Process-unique (Relaxed: only uniqueness matters).
     pub(crate) id: u64,
     mailbox: Option<Mailbox>,
-    /// (key, index), oldest first (rule 5).
+    /// (key, index) not handed to any receive, oldest first (rule 5).
     arrivals: Vec<(u32, u32)>,
-    /// (key, the task run waiting for it): at most one per key (rule 6).
-    waiters: Vec<(u32, TaskHandle)>,
+    /// The waiting receives, oldest first (rule 6).
+    waiters: Vec<Waiter>,
+    next_ticket: u64,
     /// Indices of dropped handles, for the driver to close (rule 6).
     pub(crate) closing: Vec<u32>,
     /// Probe answers (rule 2): FIXED_FD_INSTALL, MSG_RING.
@@ -37,6 +62,7 @@ impl Inbox {
             mailbox: None,
             arrivals: Vec::new(),
             waiters: Vec::new(),
+            next_ticket: 0,
             closing: Vec::new(),
             probed: None,
             pretend_unsupported: false,
@@ -55,35 +81,65 @@ impl Inbox {
         }
     }
 
-    /// Takes the oldest arrival for `key`; else, with `me`, waits for it: `waiting` says
-    /// whether this caller's wait is already queued (then it is pointed at `me`, which may
-    /// be another task run than the one that queued it: waitq rule 6's reasoning).
-    pub(crate) fn take_or_wait(
-        &mut self,
-        key: u32,
-        me: Option<TaskHandle>,
-        waiting: bool,
-    ) -> Result<Option<u32>, TransferError> {
-        if let Some(i) = self.arrivals.iter().position(|a| a.0 == key) {
-            let (_, index) = self.arrivals.remove(i);
-            if waiting {
-                self.leave(key);
+    /// A receive of `key` looks (rule 6). `ticket`: its place if it waits already (then
+    /// its wake is pointed at `me`, which may be another task run than the one that queued
+    /// it: waitq rule 6's reasoning). A waiting receive takes the arrival handed to it; a
+    /// new one takes the oldest arrival nobody was handed (there is one only when every
+    /// older waiter of the key has its own), else, with `me`, queues behind the others.
+    pub(crate) fn look(&mut self, key: u32, me: Option<TaskHandle>, ticket: Option<Ticket>) -> Look {
+        if let Some(t) = ticket
+            && let Some(i) = self.waiters.iter().position(|w| w.ticket == t)
+        {
+            if let Some(index) = self.waiters[i].got {
+                self.waiters.remove(i);
+                return Look::Got(index);
             }
-            return Ok(Some(index));
+            match me {
+                Some(me) => {
+                    self.waiters[i].task = me;
+                    return Look::Waiting(t);
+                }
+                None => return Look::Nothing, // the caller leaves (`leave`)
+            }
         }
-        let Some(me) = me else { return Ok(None) };
-        match self.waiters.iter_mut().find(|w| w.0 == key) {
-            Some(w) if waiting => w.1 = me,
-            Some(_) => return Err(TransferError::KeyBusy),
-            // Not queued (first poll, or the queue was cleared by the executor's end).
-            None => self.waiters.push((key, me)),
+        // New, or its place was cleared by the executor's end (`clear_waiters`).
+        if let Some(i) = self.arrivals.iter().position(|a| a.0 == key) {
+            return Look::Got(self.arrivals.remove(i).1);
         }
-        Ok(None)
+        let Some(me) = me else { return Look::Nothing };
+        let t = Ticket(self.next_ticket);
+        self.next_ticket += 1;
+        self.waiters.push(Waiter { key, ticket: t, task: me, got: None });
+        Look::Waiting(t)
     }
 
-    /// The waiter for `key` stops waiting (rule 6); an arrival stays for the next receive.
-    pub(crate) fn leave(&mut self, key: u32) {
-        self.waiters.retain(|w| w.0 != key);
+    /// Rule 5: `index` arrived for `key`: handed to the oldest waiter of the key that has
+    /// none yet, which is woken; else kept for the next receive.
+    fn hand(&mut self, key: u32, index: u32, front: bool) {
+        if let Some(w) = self.waiters.iter_mut().find(|w| w.key == key && w.got.is_none()) {
+            w.got = Some(index);
+            w.task.wake(); // a wake for an ended run is a no-op (keel-core wake rule 2)
+        } else if front {
+            self.arrivals.insert(0, (key, index)); // it was the oldest of its key
+        } else {
+            self.arrivals.push((key, index));
+        }
+    }
+
+    /// The receive with `ticket` stops waiting (rule 6); an arrival handed to it goes to
+    /// the next waiter of its key, or stays for the next receive.
+    pub(crate) fn leave(&mut self, ticket: Ticket) {
+        if let Some(i) = self.waiters.iter().position(|w| w.ticket == ticket) {
+            let w = self.waiters.remove(i);
+            if let Some(index) = w.got {
+                self.hand(w.key, index, true);
+            }
+        }
+    }
+
+    /// Waiting receives (rule 5: each counts as an operation in flight).
+    fn receivers(&self) -> usize {
+        self.waiters.len()
     }
 
     /// Whether `FIXED_FD_INSTALL` (`install`) or descriptor passing (`!install`) is
@@ -104,32 +160,35 @@ impl Inbox {
     }
 }
 
-/// `Inbox::take_or_wait` on `shared`'s inbox, keeping the waiting-receiver count (rule 5).
-pub(crate) fn take_or_wait(
+/// `Inbox::look` on `shared`'s inbox, keeping the waiting-receiver count (rule 5).
+pub(crate) fn look(
     shared: &Shared,
     key: u32,
     me: Option<TaskHandle>,
-    waiting: bool,
-) -> Result<Option<u32>, TransferError> {
+    ticket: Option<Ticket>,
+) -> Result<Look, TransferError> {
     let mut inbox = shared.inbox().ok_or(TransferError::NotOnRing)?;
-    let r = inbox.take_or_wait(key, me, waiting);
-    shared.set_receivers(inbox.waiters.len());
-    r
+    let r = inbox.look(key, me, ticket);
+    shared.set_receivers(inbox.receivers());
+    Ok(r)
 }
 
-/// The waiter for `key` on `shared` stops waiting (rule 6).
-pub(crate) fn leave(shared: &Shared, key: u32) {
+/// The receive with `ticket` on `shared` stops waiting (rule 6).
+pub(crate) fn leave(shared: &Shared, ticket: Ticket) {
     if let Some(mut inbox) = shared.inbox() {
-        inbox.leave(key);
-        shared.set_receivers(inbox.waiters.len());
+        inbox.leave(ticket);
+        shared.set_receivers(inbox.receivers());
     }
 }
 
 /// The executor ends (`Driver::cancel_all`): no receiver waits any more, so the final
-/// drain ends (its tasks are cancelled; a later poll queues again and finds no ring).
+/// drain ends (its tasks are cancelled; a later look queues again and finds no ring).
+/// Arrivals handed to waiters stay, oldest first, for the ring to close when it goes.
 pub(crate) fn clear_waiters(shared: &Shared) {
     if let Some(mut inbox) = shared.inbox() {
+        let handed: Vec<(u32, u32)> = inbox.waiters.iter().filter_map(|w| Some((w.key, w.got?))).collect();
         inbox.waiters.clear();
+        inbox.arrivals.splice(0..0, handed);
         shared.set_receivers(0);
     }
 }
@@ -140,8 +199,8 @@ pub(crate) fn is_arrival(ud: u64) -> bool {
     ud & ARRIVAL == ARRIVAL && ud & (1 << 62) == 0
 }
 
-/// Rule 5: an arrival's CQE (`res`: the new index) is recorded and its key's waiter
-/// woken. A negative `res` carries no file (the kernel posts none such; ignored).
+/// Rule 5: an arrival's CQE (`res`: the new index) is handed to its key's oldest waiter
+/// without one, or recorded. A negative `res` carries no file (the kernel posts none such; ignored).
 #[cold]
 pub(crate) fn arrived(shared: &Shared, ud: u64, res: i32) {
     if res < 0 {
@@ -151,11 +210,7 @@ pub(crate) fn arrived(shared: &Shared, ud: u64, res: i32) {
         debug_assert!(false, "keel bug: the transfer inbox is borrowed during a reap");
         return;
     };
-    let key = ud as u32;
-    inbox.arrivals.push((key, res as u32)); // at most one per index of the table (rule 5)
-    if let Some(w) = inbox.waiters.iter().find(|w| w.0 == key) {
-        w.1.wake(); // a wake for an ended run is a no-op (keel-core wake rule 2)
-    }
+    inbox.hand(ud as u32, res as u32, false); // at most one per index of the table (rule 5)
 }
 
 /// `RingDriver::mailbox` (rule 7).

@@ -46,12 +46,17 @@
 //!    waiting are recorded at the next reap or park. Each recorded arrival holds an index of the table, so the
 //!    inbox holds at most the table's size (room for 64 is made with the mailbox; more
 //!    grows the list, cold).
-//! 6. **Receive and drop.** One task at a time waits for a key ([`TransferError::KeyBusy`]
-//!    for a second). A receive may have a timeout: an `IORING_OP_TIMEOUT` beside the wait
+//! 6. **Receive and drop.** Any number of receives may wait for one key, oldest first: an
+//!    arrival is handed to the oldest waiting receive of its key that has none yet and
+//!    wakes that one task (each arrival goes to exactly one receive); a new receive takes an
+//!    arrival nobody was handed (there is one only when every older receive of the key has
+//!    its own), else queues behind them. A receive that leaves (cancelled, dropped, timed
+//!    out) with an arrival handed to it passes it to the next waiter of the key, or back to
+//!    the front of the inbox. A receive may have a timeout: an `IORING_OP_TIMEOUT` beside the wait
 //!    (a fiber's status block on its stack, waited out before it returns; a future's kept
 //!    operation, abandoned with it), checked after the inbox, so an arrival that came
 //!    before the timer's completion was seen wins; `Duration::ZERO` only looks. A receive cancelled or dropped leaves the inbox; an arrival it did
-//!    not take stays for the next receive of that key, so none is lost to a cancel. A
+//!    not take goes to the next receive of that key, so none is lost to a cancel. A
 //!    dropped [`FixedFd`] has its index closed through the ring at the driver's next
 //!    reap, park or slot submission (shared rule 2); arrivals nobody takes stay in the
 //!    table until the ring goes, which closes them.
@@ -214,8 +219,6 @@ pub enum TransferError {
     NotOnRing,
     /// The task was cancelled before the operation could start.
     Cancelled,
-    /// Another task already waits for this key: one receiver per key at a time.
-    KeyBusy,
     /// Nothing arrived for the key before the receive's timeout.
     TimedOut,
     /// Any other error the kernel returned.
@@ -242,7 +245,6 @@ impl std::fmt::Display for TransferError {
             TransferError::Unsupported { op, needs } => write!(f, "this kernel lacks {op} (needs {needs})"),
             TransferError::NotOnRing => f.write_str("not in a task of a ring executor"),
             TransferError::Cancelled => f.write_str("the task was cancelled before the transfer could start"),
-            TransferError::KeyBusy => f.write_str("another task already waits for this key: one receiver per key"),
             TransferError::TimedOut => f.write_str("nothing arrived for the key before the timeout"),
             TransferError::Os(e) => write!(f, "the kernel refused the transfer: errno {}", e.0),
         }
