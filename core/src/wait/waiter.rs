@@ -217,30 +217,46 @@ pub(crate) fn try_wait<F: Flavour, S: Source>(
     node: &Waiter,
     task: Option<NonNull<Header>>,
 ) -> Option<Result<(), WaitError>> {
-    match node.stage.get() {
-        Stage::Idle => {
-            if task.is_some_and(cancelled) {
-                return Some(Err(WaitError::Cancelled));
-            }
-            match state.try_take(kind) {
-                Ok(true) => return Some(Ok(())),
-                Ok(false) => {}
-                Err(e) => return Some(Err(e)),
-            }
-            let Some(here) = task.and_then(Here::of) else { return Some(Err(WaitError::NotInTask)) };
-            state.queue(kind).push(node, &here);
-            None
+    // The two stages of every wait (its first try, and its try once granted) are tested
+    // inline, in that order; the rest are out of line.
+    let stage = node.stage.get();
+    if stage == Stage::Idle {
+        if task.is_some_and(cancelled) {
+            return Some(Err(WaitError::Cancelled));
         }
-        Stage::Granted => {
-            node.stage.set(Stage::Idle);
-            if task.is_some_and(cancelled) {
-                // Rt rule: a cancelled task's suspension point says `Cancelled`; the
-                // unit it was handed goes on (wait rule 6).
-                state.pass_on::<F>(kind);
-                return Some(Err(WaitError::Cancelled));
-            }
-            Some(Ok(()))
+        match state.try_take(kind) {
+            Ok(true) => return Some(Ok(())),
+            Ok(false) => {}
+            Err(e) => return Some(Err(e)),
         }
+        let Some(here) = task.and_then(Here::of) else { return Some(Err(WaitError::NotInTask)) };
+        state.queue(kind).push(node, &here);
+        return None;
+    }
+    if stage == Stage::Granted {
+        node.stage.set(Stage::Idle);
+        if task.is_some_and(cancelled) {
+            core::hint::cold_path();
+            // Rt rule: a cancelled task's suspension point says `Cancelled`; the unit it
+            // was handed goes on (wait rule 6).
+            state.pass_on::<F>(kind);
+            return Some(Err(WaitError::Cancelled));
+        }
+        return Some(Ok(()));
+    }
+    try_wait_other::<S>(state, kind, node, task, stage)
+}
+
+/// [`try_wait`] for a node that is queued or was closed.
+#[inline(never)]
+fn try_wait_other<S: Source>(
+    state: &mut S,
+    kind: usize,
+    node: &Waiter,
+    task: Option<NonNull<Header>>,
+    stage: Stage,
+) -> Option<Result<(), WaitError>> {
+    match stage {
         Stage::Closed => {
             node.stage.set(Stage::Idle);
             Some(Err(WaitError::Closed))
@@ -257,6 +273,7 @@ pub(crate) fn try_wait<F: Flavour, S: Source>(
                 None
             }
         },
+        Stage::Idle | Stage::Granted => unreachable!("keel bug: try_wait handles these stages inline"),
     }
 }
 
