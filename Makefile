@@ -3,7 +3,7 @@
 # published crates, the tour, the examples' command lines, and a smoke pass of the bench.
 CARGO ?= cargo
 
-.PHONY: test lint unit doc rustdoc package tour example-args bench-smoke bench bench-report alloc-free nostd loom c-api gdb install fuzz-sim soak test-asan test-valgrind test-tsan fuzz fuzz-planted
+.PHONY: denied test lint unit doc rustdoc package tour example-args bench-smoke bench bench-report alloc-free nostd loom c-api gdb install fuzz-sim soak test-asan test-valgrind test-tsan fuzz fuzz-planted
 
 test: lint unit doc rustdoc package tour example-args bench-smoke alloc-free nostd loom c-api gdb
 
@@ -61,6 +61,23 @@ nostd:
 # linked -static). Needs gcc and g++ (.ci/run installs them).
 c-api:
 	CARGO="$(CARGO)" linker/tests/run.sh
+
+# keel-linux's file, socket, timer, cancellation and cross-thread suites again with io_uring
+# denied by a seccomp filter, once with EPERM and once with ENOSYS: the deny_io_uring
+# example is nextest's target runner, and every `RingDriver::new` with the default `Auto`
+# backend falls back to the epoll engine there (the same test sources, the other backend).
+# Built with the `log` feature so backend_choice checks the fallback's log line. Tests
+# that need io_uring-only features say SKIPPED there (`net_util::ring_only`).
+DENIED_SUITES = binary(backend_choice) | binary(ring_fs) | binary(future_parity_fs) | binary(fs_meta) \
+	| binary(net_echo) | binary(net_lifecycle) | binary(net_msg) | binary(future_parity_net) | binary(ready) \
+	| binary(deadline) | binary(cancel_races) | binary(cross_thread) | binary(ring_unpark) | binary(executor_drop) \
+	| binary(signal_events) | binary(rw_flags)
+denied:
+	$(CARGO) build -q -p keel-linux --example deny_io_uring
+	for errno in EPERM ENOSYS; do \
+		CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(CURDIR)/target/debug/examples/deny_io_uring $$errno" \
+			$(CARGO) nextest run -p keel-linux --features log --no-fail-fast -E '$(DENIED_SUITES)' || exit 1; \
+	done
 
 # keel's GDB script (core/gdb/keel.py) end to end, dev and release builds: gdb -batch on
 # linux/examples/gdb_demo stopped inside a running fiber checks auto-loading, `keel

@@ -11,7 +11,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 CARGO=${CARGO:-cargo}
 
-$CARGO build --release -p keel-linux --example echo --example tour || exit 1
+$CARGO build --release -p keel-linux --example echo --example tour --example deny_io_uring || exit 1
 bin=${CARGO_TARGET_DIR:-target}/release/examples
 tmp=$(mktemp -d)
 server=
@@ -87,6 +87,7 @@ bad echo "--conns" --conns 65537
 bad echo "--conns" --conns ''
 bad echo "--resume-batch" --resume-batch 0
 bad echo '"extra"' --threads 2 extra
+bad echo "--backend" --backend uring
 
 # An address no interface has (TEST-NET-1): bind fails, exit 1, one line after the start.
 checks=$((checks + 1))
@@ -95,14 +96,19 @@ run echo --addr 192.0.2.1:7 --threads 2
 [[ $(tail -n 1 "$tmp/err") == *"cannot listen on 192.0.2.1:7"* ]] || fail "echo --addr 192.0.2.1:7 -> stderr: $err"
 panicked && fail "echo --addr 192.0.2.1:7 panicked: $err"
 
-# serve HANDLER: every flag set; one message round trip over loopback; SIGINT; summary.
+# serve HANDLER BACKEND [DENIED]: every flag set; one message round trip over loopback;
+# SIGINT; summary; the backend line names the backend wanted. DENIED (an errno) runs the
+# server under deny_io_uring, where `--backend auto` must fall back to epoll.
 serve() {
     checks=$((checks + 1))
-    local handler=$1 port try up reply
+    local handler=$1 backend=$2 denied=${3:-} port try up reply want=io_uring
+    local wrap=()
+    [ -n "$denied" ] && wrap=("$bin/deny_io_uring" "$denied")
+    { [ "$backend" = epoll ] || [ -n "$denied" ]; } && want=epoll
     for try in 1 2 3 4 5; do
         port=$((20000 + RANDOM % 30000))
-        "$bin/echo" --addr "127.0.0.1:$port" --threads 2 --handler "$handler" --conns 4 --resume-batch 8 \
-            >"$tmp/out" 2>"$tmp/err" </dev/null &
+        "${wrap[@]}" "$bin/echo" --addr "127.0.0.1:$port" --threads 2 --handler "$handler" --conns 4 --resume-batch 8 \
+            --backend "$backend" >"$tmp/out" 2>"$tmp/err" </dev/null &
         server=$!
         up=0
         for _ in $(seq 100); do
@@ -118,7 +124,7 @@ serve() {
         wait "$server" 2>/dev/null
         server=
     done
-    local what="echo --handler $handler on 127.0.0.1:$port ->"
+    local what="${wrap[*]} echo --handler $handler --backend $backend on 127.0.0.1:$port ->"
     if [ $up -ne 1 ]; then
         fail "$what not listening after 5 tries: $(cat "$tmp/err")"
         return
@@ -145,10 +151,15 @@ serve() {
     # The probe's connection counts if a handler accepted it before SIGINT.
     grep -qE '^echo: 1 messages, 4 bytes, [12] connections$' "$tmp/out" ||
         fail "$what summary: $(cat "$tmp/out"), want 1 message, 4 bytes, 1 or 2 connections"
+    grep -q "^echo: serving on the $want backend$" "$tmp/err" || fail "$what backend line: $(cat "$tmp/err"), want $want"
     panicked && fail "$what panicked: $(cat "$tmp/err")"
 }
-serve fiber
-serve future
+serve fiber auto
+serve future auto
+serve fiber epoll
+serve future epoll
+serve fiber auto EPERM
+serve future auto ENOSYS
 
 echo "example-args: $((checks - ${#failed[@]})) passed, ${#failed[@]} failed"
 [ ${#failed[@]} -eq 0 ]

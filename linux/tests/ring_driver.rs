@@ -650,3 +650,23 @@ fn a_burst_of_64_ready_receives_is_reaped_in_one_pass() {
         }
     }
 }
+
+/// Kernel rule 4: each driver registers its ring's descriptor with its thread and gives the
+/// registration back when it goes: a thread has 16 registration slots, and 40 drivers made
+/// and dropped one after another each get one (a registration left behind would use them
+/// up, and keep each dropped ring alive until the thread exits).
+#[test]
+fn each_driver_registers_its_ring_descriptor_and_gives_the_registration_back() {
+    for i in 0..40 {
+        let d = RingDriver::new(RingConfig { backend: keel_linux::BackendChoice::Ring, ..RingConfig::default() })
+            .expect("io_uring is available");
+        assert!(d.ring_fd_registered(), "driver {i} got no registration slot");
+    }
+    // Seventeen alive at once: the sixteen slots go, and the next enters by descriptor.
+    let alive: Vec<_> = (0..17)
+        .map(|_| {
+            RingDriver::new(RingConfig { backend: keel_linux::BackendChoice::Ring, ..RingConfig::default() }).unwrap()
+        })
+        .collect();
+    assert_eq!(alive.iter().filter(|d| d.ring_fd_registered()).count(), 16);
+}

@@ -11,17 +11,29 @@
 //! - keel: keel's echo example with fiber handlers, a child process: it must be built
 //!   first, in the bench's profile (`cargo build --release -p keel-linux --example echo`).
 //! - keel-future: the same with future handlers.
-//! - monoio, tokio (current-thread), io-uring (hand-written, the limit): in-process
-//!   server threads.
+//! - keel-epoll: the fiber handlers on the epoll backend (`--backend epoll`), against tokio
+//!   (epoll), with its goals: at least 1.0x tokio's msgs/s, a p99 no worse.
+//! - monoio, tokio (current-thread), io-uring and io-uring-mshot (hand-written on the
+//!   tuned ring with registered files, the limit: a receive with its send linked to the
+//!   next receive, and a multishot receive with provided buffers): in-process server
+//!   threads.
 //!
-//! The four cases share one measurement, made when the first of them runs: each impl
-//! hands the harness its median as a time that the case's unit turns back into it, so
-//! `--iters` changes nothing here. `--only IMPL[,IMPL...]` measures only those servers.
+//! The scaling curve: `echo_cpu_c{1,16,256,2048}` (ns: the server's whole CPU time, user
+//! and system, per message) and `echo_p99_c{1,16,256,2048}` (ns) with 1 to 2,048
+//! connections (the bench raises its soft descriptor limit to what every server's
+//! connections take in this process: 2,048 is the most that four servers up at once fit
+//! in a hard limit of 20,000, the limit here; `mem_conn` holds 4,096, one server at a time),
+//! one message in flight on each, for keel, monoio, tokio and io-uring: one measurement
+//! per size (9 rounds of 0.3 s slices; `--quick`: one of 0.2 s).
+//!
+//! The cases of one size share one measurement, made when the first of them runs: each
+//! impl hands the harness its median as a time that the case's unit turns back into it,
+//! so `--iters` changes nothing here. `--only IMPL[,IMPL...]` measures only those servers.
 
 #[path = "../echo/mod.rs"]
-mod servers;
+pub(super) mod servers;
 
-use crate::goals::{Goal, Op};
+use crate::goals::{Curve, Goal, Op};
 use crate::harness::{Case, Impl, Timed, Unit};
 use servers::{Figures, Params, SERVERS};
 use std::sync::OnceLock;
@@ -31,16 +43,41 @@ const MSGS: usize = 0;
 const P50: usize = 1;
 const P99: usize = 2;
 const CPU: usize = 3;
+const ALL_CPU: usize = 4;
+
+/// The main measurement's connections (`--quick`: 8).
+const CONNS: usize = 64;
+/// The scaling curve's sizes (connections).
+const SIZES: [usize; 4] = [1, 16, 256, 2048];
+/// The servers on the scaling curve (indices into [`SERVERS`]).
+const CURVE_SERVERS: [usize; 4] = [0, 2, 3, 4];
 
 macro_rules! impls {
     ($m:expr) => {
         &[
-            Impl { name: SERVERS[0], run: report::<$m, 0> },
-            Impl { name: SERVERS[1], run: report::<$m, 1> },
-            Impl { name: SERVERS[2], run: report::<$m, 2> },
-            Impl { name: SERVERS[3], run: report::<$m, 3> },
-            Impl { name: SERVERS[4], run: report::<$m, 4> },
+            Impl { name: SERVERS[0], run: report::<$m, 0, CONNS> },
+            Impl { name: SERVERS[1], run: report::<$m, 1, CONNS> },
+            Impl { name: SERVERS[2], run: report::<$m, 2, CONNS> },
+            Impl { name: SERVERS[3], run: report::<$m, 3, CONNS> },
+            Impl { name: SERVERS[4], run: report::<$m, 4, CONNS> },
+            Impl { name: SERVERS[5], run: report::<$m, 5, CONNS> },
+            Impl { name: SERVERS[6], run: report::<$m, 6, CONNS> },
         ]
+    };
+}
+
+macro_rules! sized {
+    ($name:literal, $m:expr, $n:expr) => {
+        Case {
+            name: $name,
+            unit: Unit::NsPerOp,
+            impls: &[
+                Impl { name: SERVERS[CURVE_SERVERS[0]], run: report::<$m, { CURVE_SERVERS[0] }, $n> },
+                Impl { name: SERVERS[CURVE_SERVERS[1]], run: report::<$m, { CURVE_SERVERS[1] }, $n> },
+                Impl { name: SERVERS[CURVE_SERVERS[2]], run: report::<$m, { CURVE_SERVERS[2] }, $n> },
+                Impl { name: SERVERS[CURVE_SERVERS[3]], run: report::<$m, { CURVE_SERVERS[3] }, $n> },
+            ],
+        }
     };
 }
 
@@ -53,38 +90,95 @@ pub const ECHO_P99: Case = Case { name: "echo_p99", unit: Unit::NsPerOp, impls: 
 /// Server user CPU time per message, ns.
 pub const ECHO_CPU: Case = Case { name: "echo_cpu", unit: Unit::NsPerOp, impls: impls!(CPU) };
 
+/// `echo_cpu_c1`.
+pub const ECHO_CPU_C1: Case = sized!("echo_cpu_c1", ALL_CPU, 1);
+/// `echo_cpu_c16`.
+pub const ECHO_CPU_C16: Case = sized!("echo_cpu_c16", ALL_CPU, 16);
+/// `echo_cpu_c256`.
+pub const ECHO_CPU_C256: Case = sized!("echo_cpu_c256", ALL_CPU, 256);
+/// `echo_cpu_c2048`.
+pub const ECHO_CPU_C2048: Case = sized!("echo_cpu_c2048", ALL_CPU, 2048);
+/// `echo_p99_c1`.
+pub const ECHO_P99_C1: Case = sized!("echo_p99_c1", P99, 1);
+/// `echo_p99_c16`.
+pub const ECHO_P99_C16: Case = sized!("echo_p99_c16", P99, 16);
+/// `echo_p99_c256`.
+pub const ECHO_P99_C256: Case = sized!("echo_p99_c256", P99, 256);
+/// `echo_p99_c2048`.
+pub const ECHO_P99_C2048: Case = sized!("echo_p99_c2048", P99, 2048);
+
 /// The goals of this module's cases (see `crate::goals`).
 pub const GOALS: &[Goal] = &[
     Goal::vs("echo_msgs", "keel", "monoio", Op::AtLeast, 1.0),
     Goal::vs("echo_p99", "keel", "monoio", Op::AtMost, 1.0),
     Goal::vs("echo_cpu", "keel", "monoio", Op::AtMost, 0.6),
     Goal::vs("echo_msgs", "keel", "io-uring", Op::AtLeast, 1.0),
+    Goal::vs("echo_msgs", "keel", "io-uring-mshot", Op::AtLeast, 1.0),
+    Goal::vs("echo_msgs", "keel-epoll", "tokio", Op::AtLeast, 1.0),
+    Goal::vs("echo_p99", "keel-epoll", "tokio", Op::AtMost, 1.0),
 ];
 
-/// Every server's medians (`None`: not selected), measured once per process.
-fn results() -> Result<&'static [Option<Figures>], String> {
-    static R: OnceLock<Result<Vec<Option<Figures>>, String>> = OnceLock::new();
-    R.get_or_init(|| {
-        // The impls get only an iteration count, so the case reads the flags itself.
-        let args: Vec<String> = std::env::args().collect();
-        let quick = args.iter().any(|a| a == "--quick");
-        let only = args.iter().enumerate().find_map(|(i, a)| match a.strip_prefix("--only") {
-            Some("") => args.get(i + 1).cloned(),
-            Some(v) => v.strip_prefix('=').map(str::to_owned),
-            None => None,
-        });
-        let chosen: Vec<&'static str> =
-            SERVERS.iter().copied().filter(|s| only.as_deref().is_none_or(|o| o.split(',').any(|o| o == *s))).collect();
-        let figs = servers::measure(&chosen, if quick { Params::QUICK } else { Params::FULL })?;
-        Ok(SERVERS.iter().map(|s| chosen.iter().position(|c| c == s).map(|i| figs[i])).collect())
-    })
-    .as_deref()
-    .map_err(Clone::clone)
+macro_rules! curves {
+    ($($imp:literal),*) => {
+        &[
+            $(Curve {
+                name: "echo_cpu",
+                size: "connections",
+                imp: $imp,
+                points: &[(1, "echo_cpu_c1"), (16, "echo_cpu_c16"), (256, "echo_cpu_c256"), (2048, "echo_cpu_c2048")],
+            },)*
+            $(Curve {
+                name: "echo_p99",
+                size: "connections",
+                imp: $imp,
+                points: &[(1, "echo_p99_c1"), (16, "echo_p99_c16"), (256, "echo_p99_c256"), (2048, "echo_p99_c2048")],
+            },)*
+        ]
+    };
 }
 
-/// Metric `M` of server `S` as a time for `iters` operations in the case's unit.
-fn report<const M: usize, const S: usize>(iters: u64) -> Timed {
-    Ok(as_time(M, &results()?[S].ok_or("not measured")?, iters))
+/// The scaling curves of these cases.
+pub const CURVES: &[Curve] = curves!("keel", "monoio", "tokio", "io-uring");
+
+/// Every server's medians (`None`: not selected) with `conns` connections ([`CONNS`]:
+/// the main measurement, else a point of the curve), measured once per process.
+fn results(conns: usize) -> Result<&'static [Option<Figures>], String> {
+    static R: [OnceLock<Result<Vec<Option<Figures>>, String>>; 1 + SIZES.len()] =
+        [const { OnceLock::new() }; 1 + SIZES.len()];
+    let at = SIZES.iter().position(|&n| n == conns).map_or(0, |i| i + 1);
+    R[at]
+        .get_or_init(|| {
+            // The impls get only an iteration count, so the case reads the flags itself.
+            let args: Vec<String> = std::env::args().collect();
+            let quick = args.iter().any(|a| a == "--quick");
+            let only = args.iter().enumerate().find_map(|(i, a)| match a.strip_prefix("--only") {
+                Some("") => args.get(i + 1).cloned(),
+                Some(v) => v.strip_prefix('=').map(str::to_owned),
+                None => None,
+            });
+            let candidates: Vec<&'static str> =
+                if at == 0 { SERVERS.to_vec() } else { CURVE_SERVERS.iter().map(|&i| SERVERS[i]).collect() };
+            let chosen: Vec<&'static str> = candidates
+                .into_iter()
+                .filter(|s| only.as_deref().is_none_or(|o| o.split(',').any(|o| o == *s)))
+                .collect();
+            let p = match (at, quick) {
+                (0, true) => Params::QUICK,
+                (0, false) => Params::FULL,
+                (_, true) => Params { conns, ..Params::QUICK },
+                (_, false) => Params { conns, ..Params::CURVE },
+            };
+            let figs = servers::measure(&chosen, p)?;
+            Ok(SERVERS.iter().map(|s| chosen.iter().position(|c| c == s).map(|i| figs[i])).collect())
+        })
+        .as_deref()
+        .map_err(Clone::clone)
+}
+
+/// Metric `M` of server `S` with `N` connections as a time for `iters` operations in
+/// the case's unit.
+fn report<const M: usize, const S: usize, const N: usize>(iters: u64) -> Timed {
+    Ok(as_time(M, &results(N)?[S].ok_or("not measured")?, iters))
 }
 
 /// Metric `m` of `f` as the time of `iters` operations that its case's unit turns back
@@ -95,6 +189,7 @@ fn as_time(m: usize, f: &Figures, iters: u64) -> Duration {
         MSGS => Duration::from_secs_f64(n / f.msgs_per_sec),
         P50 => Duration::from_secs_f64(f.p50_ns * n * 1e-9),
         P99 => Duration::from_secs_f64(f.p99_ns * n * 1e-9),
+        ALL_CPU => Duration::from_secs_f64(f.all_cpu_ns * n * 1e-9),
         _ => Duration::from_secs_f64(f.cpu_ns * n * 1e-9),
     }
 }
@@ -105,8 +200,20 @@ mod tests {
 
     #[test]
     fn medians_come_back_through_the_units() {
-        let f = Figures { msgs_per_sec: 312_345.6, p50_ns: 18_250.0, p99_ns: 2_500_000.0, cpu_ns: 612.5 };
-        let want = [(ECHO_MSGS, f.msgs_per_sec), (ECHO_P50, f.p50_ns), (ECHO_P99, f.p99_ns), (ECHO_CPU, f.cpu_ns)];
+        let f = Figures {
+            msgs_per_sec: 312_345.6,
+            p50_ns: 18_250.0,
+            p99_ns: 2_500_000.0,
+            cpu_ns: 612.5,
+            all_cpu_ns: 4321.0,
+        };
+        let want = [
+            (ECHO_MSGS, f.msgs_per_sec),
+            (ECHO_P50, f.p50_ns),
+            (ECHO_P99, f.p99_ns),
+            (ECHO_CPU, f.cpu_ns),
+            (ECHO_CPU_C16, f.all_cpu_ns),
+        ];
         for (m, (case, v)) in want.into_iter().enumerate() {
             for iters in [1u64, 16, 600, 1 << 20] {
                 let got = case.unit.value(as_time(m, &f, iters), iters);

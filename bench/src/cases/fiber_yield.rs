@@ -7,8 +7,9 @@
 //!   (`with_accounting::<TscAccounting>()`: one `rdtsc` per resumption).
 //! - keel-fp-save: the keel impl with `FiberAttrs::save_fp_control` (the fiber keeps
 //!   its own MXCSR and x87 control word across suspensions: fiber rule 7).
-//! - tokio: the `yield` case's tokio impl (one spawned task looping
-//!   `tokio::task::yield_now().await`), since tokio has no stackful tasks.
+//! - tokio, tokio-wake: the `yield` case's tokio impls (one spawned task looping
+//!   `tokio::task::yield_now().await`, or yielding by waking itself), since tokio has no
+//!   stackful tasks.
 //! - may: a may coroutine on may's one worker looping `may::coroutine::yield_now()`
 //!   ([`super::may_peer`]).
 //!
@@ -28,6 +29,7 @@ pub const CASE: Case = Case {
         Impl { name: "keel-acct", run: keel::<TscAccounting> },
         Impl { name: "keel-fp-save", run: keel_fp_save },
         TOKIO,
+        super::yield_::TOKIO_WAKE,
         Impl { name: "may", run: super::may_peer::fiber_yield },
     ],
 };

@@ -15,6 +15,10 @@
 //!   in `Fiber::wait`.
 //! - tokio: `spawn`ed tasks on a current-thread runtime, each awaiting
 //!   `std::future::pending()`.
+//! - monoio: `monoio::spawn`ed tasks on its io_uring runtime (one thread, its defaults),
+//!   each awaiting `std::future::pending()`, their join handles kept in a `Vec` reserved
+//!   before the first reading: monoio keeps no list of its tasks, so a task that waits
+//!   with nothing holding its waker or handle is freed (tokio's runtime owns its tasks).
 //!
 //! The harness gets the figure as a time ([`Unit::Bytes`]: bytes times iterations, as
 //! nanoseconds), so its rounds and medians leave it unchanged.
@@ -33,6 +37,7 @@ pub const CASE: Case = Case {
         Impl { name: "keel", run: report::<0> },
         Impl { name: "keel-fiber", run: report::<1> },
         Impl { name: "tokio", run: report::<2> },
+        Impl { name: "monoio", run: report::<3> },
     ],
 };
 
@@ -40,7 +45,7 @@ pub const CASE: Case = Case {
 pub const GOALS: &[Goal] = &[Goal::vs("mem_task", "keel", "tokio", Op::AtMost, 0.5)];
 
 /// The impls' names, as the child is told them.
-const KINDS: [&str; 3] = ["keel", "keel-fiber", "tokio"];
+const KINDS: [&str; 4] = ["keel", "keel-fiber", "tokio", "monoio"];
 /// Future tasks per child.
 const TASKS: usize = 100_000;
 /// Fiber tasks per child.
@@ -55,13 +60,13 @@ type Body = [u8; 64];
 
 /// The bytes per task of impl `K`, measured in a child once per process.
 fn report<const K: usize>(iters: u64) -> Timed {
-    static R: [OnceLock<Result<f64, String>>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    static R: [OnceLock<Result<f64, String>>; KINDS.len()] = [const { OnceLock::new() }; KINDS.len()];
     let bytes = R[K].get_or_init(|| spawn_child(KINDS[K])).clone()?;
     Ok(Duration::from_nanos((bytes.max(1.0) * iters as f64) as u64))
 }
 
 /// Runs the bench binary as a memory child for `kind` and parses its figure.
-fn spawn_child(kind: &str) -> Result<f64, String> {
+pub(super) fn spawn_child(kind: &str) -> Result<f64, String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let out =
         std::process::Command::new(exe).env(CHILD_ENV, kind).output().map_err(|e| format!("memory child: {e}"))?;
@@ -93,6 +98,7 @@ pub fn child(kind: &str) -> Result<f64, String> {
         "keel" => keel(),
         "keel-fiber" => keel_fiber(),
         "tokio" => tokio(),
+        "monoio" => monoio(),
         _ => Err(format!("unknown memory kind {kind}")),
     }
 }
@@ -174,6 +180,39 @@ fn tokio() -> Result<f64, String> {
     }
     let after = rss()?;
     // The runtime (and its tasks) must still be alive when the second reading is taken.
+    drop(rt);
+    Ok(after.saturating_sub(before) as f64 / TASKS as f64)
+}
+
+fn monoio() -> Result<f64, String> {
+    let mut rt =
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().build().map_err(|e| format!("monoio runtime: {e}"))?;
+    let mut handles = Vec::with_capacity(TASKS);
+    let before = rss()?;
+    let started = std::rc::Rc::new(std::cell::Cell::new(0usize));
+    rt.block_on(async {
+        for _ in 0..TASKS {
+            let started = started.clone();
+            handles.push(monoio::spawn(async move {
+                let held: Body = std::hint::black_box([7; 64]);
+                started.set(started.get() + 1);
+                std::future::pending::<()>().await;
+                std::hint::black_box(held);
+            }));
+        }
+        // monoio runs its spawned tasks in order, and the main future only once they
+        // have run to their waits (it polls the main future itself whenever it is
+        // woken, so a yielding main future would starve them): a last task's end means
+        // every task before it has started.
+        monoio::spawn(async {}).await;
+    });
+    let n = started.get();
+    if n != TASKS {
+        return Err(format!("{n} of {TASKS} monoio tasks started"));
+    }
+    let after = rss()?;
+    // The runtime (and its tasks) must still be alive when the second reading is taken.
+    drop(handles);
     drop(rt);
     Ok(after.saturating_sub(before) as f64 / TASKS as f64)
 }

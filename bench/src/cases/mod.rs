@@ -12,6 +12,7 @@ mod fiber_spawn;
 mod fiber_yield;
 mod join;
 mod may_peer;
+mod mem_conn;
 mod memory;
 mod nop;
 mod read1;
@@ -60,7 +61,16 @@ pub const ALL: &[Case] = &[
     echo::ECHO_P50,
     echo::ECHO_P99,
     echo::ECHO_CPU,
+    echo::ECHO_CPU_C1,
+    echo::ECHO_CPU_C16,
+    echo::ECHO_CPU_C256,
+    echo::ECHO_CPU_C2048,
+    echo::ECHO_P99_C1,
+    echo::ECHO_P99_C16,
+    echo::ECHO_P99_C256,
+    echo::ECHO_P99_C2048,
     memory::CASE,
+    mem_conn::CASE,
     scale::YIELD_N1,
     scale::YIELD_N1000,
     scale::YIELD_N100000,
@@ -81,12 +91,15 @@ pub const ALL: &[Case] = &[
 /// If this process is a memory child (`memory::CHILD_ENV` set), does its work and
 /// returns what to print; `None` otherwise.
 pub fn memory_child() -> Option<Result<f64, String>> {
-    std::env::var(memory::CHILD_ENV).ok().map(|kind| memory::child(&kind))
+    std::env::var(memory::CHILD_ENV).ok().map(|kind| match kind.strip_prefix(mem_conn::PREFIX) {
+        Some(server) => mem_conn::child(server),
+        None => memory::child(&kind),
+    })
 }
 
 /// Every scaling curve.
 pub fn curves() -> Vec<Curve> {
-    [scale::CURVES, scale_io::CURVES].concat()
+    [scale::CURVES, scale_io::CURVES, echo::CURVES].concat()
 }
 
 /// Every goal, case by case in [`ALL`]'s order.

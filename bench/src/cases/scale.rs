@@ -5,8 +5,9 @@
 //! - `yield_n{1,1000,100000}` (ns per yield): N future tasks, each yielding k times
 //!   (k = ceil(iters / N)), all ready at once, so each yield goes to the back of a run
 //!   queue N long. keel: N attached tasks, `run` until all completed; tokio: N tasks
-//!   spawned on a current-thread runtime before the clock starts, the last to finish
-//!   sends on a oneshot that `block_on` awaits.
+//!   spawned on a current-thread runtime before the clock starts, each yielding by
+//!   waking itself (tokio's cheapest yield: the `yield` case's tokio-wake), the last to
+//!   finish sends on a oneshot that `block_on` awaits.
 //! - `timer_n{1,1000,100000}` (ns of the thread's CPU time per timer fire): N tasks,
 //!   each sleeping 1 ms k times (k = ceil(iters / N), at most [`TIMER_ROUNDS`]), so N
 //!   timers are armed at any time. The thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), not
@@ -255,7 +256,7 @@ fn tokio_yield<const N: u64>(iters: u64) -> Timed {
     let k = rounds(iters, N, u64::MAX);
     let body = |k: u64| async move {
         for _ in 0..k {
-            tokio::task::yield_now().await;
+            super::yield_::WakeYield(false).await;
         }
     };
     Ok(scaled(tokio_tasks(N, k, false, body, wall)?, k * N, iters))

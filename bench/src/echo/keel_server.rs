@@ -1,5 +1,6 @@
 //! `keel`, `keel-future`: keel's echo example as a child process, `--addr
-//! 127.0.0.1:PORT --handler fiber|future` (one thread, its other defaults), started from
+//! 127.0.0.1:PORT --handler fiber|future --conns N` (one thread, N handlers: the
+//! connections it holds at once; its other defaults), started from
 //! a thread pinned to the server CPU so that all its threads inherit the pinning, and
 //! stopped with SIGINT (it prints its summary and exits; SIGKILL after 10 s).
 //!
@@ -29,13 +30,16 @@ fn binary() -> Result<PathBuf, String> {
     ))
 }
 
-/// Starts the example with `--handler handler` on `cpu` and waits until it listens.
-pub fn start(cpu: usize, handler: &str) -> Result<Running, String> {
+/// Starts the example with `--handler handler --backend backend --conns handlers` on `cpu`
+/// and waits until
+/// it listens.
+pub fn start(cpu: usize, handler: &str, backend: &str, handlers: usize) -> Result<Running, String> {
     let bin = binary()?;
     // A free port: the kernel's pick, released for the child to bind.
     let addr = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| format!("port: {e}"))?;
     let mut cmd = Command::new(&bin);
-    cmd.args(["--addr", &addr.to_string(), "--handler", handler])
+    let handlers = handlers.to_string();
+    cmd.args(["--addr", &addr.to_string(), "--handler", handler, "--backend", backend, "--conns", &handlers])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -55,7 +59,7 @@ pub fn start(cpu: usize, handler: &str) -> Result<Running, String> {
         return Err(e);
     }
     let stop = Box::new(move || stop(child.take().expect("stopped once")));
-    Ok(Running { addr, stat: format!("/proc/{pid}/stat"), stop })
+    Ok(Running { addr, cpu: super::cpu::Whose::Process(pid), stop })
 }
 
 /// Waits (at most 10 s) until `addr` takes connections.

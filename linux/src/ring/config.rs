@@ -213,7 +213,9 @@ impl RingDriver {
         if !rt_allowed {
             SAID.call_once(|| notice!(info, "no CAP_SYS_NICE or CAP_SYS_ADMIN: High I/O priority uses the best-effort class, level 0, not the realtime class"));
         }
-        Ok(Self::assemble(cfg, Kernel::Uring(ring), flags, unpark_kind, eventfd, registered, rt_allowed))
+        let mut kernel = Kernel::Uring(ring, None);
+        kernel.register_ring_fd();
+        Ok(Self::assemble(cfg, kernel, flags, unpark_kind, eventfd, registered, rt_allowed))
     }
 
     /// The driver on the epoll engine (kernel rule 2: what needs a kernel ring was refused

@@ -119,6 +119,13 @@ impl RingDriver {
         self.ring.sq_entries()
     }
 
+    /// Whether enters name the ring by an index registered with this thread
+    /// (`IORING_REGISTER_RING_FDS`: the kernel skips the descriptor lookup on each; a
+    /// kernel before 5.18 or a thread with all 16 slots taken keeps the descriptor).
+    pub fn ring_fd_registered(&self) -> bool {
+        self.ring.ring_fd_registered()
+    }
+
     /// Which backend performs the operations: the kernel's io_uring, or the epoll engine
     /// where io_uring is unavailable (`RingConfig::backend`).
     pub fn backend(&self) -> Backend {

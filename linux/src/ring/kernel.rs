@@ -15,6 +15,10 @@
 //!    second one: one predictable branch per push, enter and fill. The hottest push (a
 //!    status block's direct operation, `submit.rs`) matches on the backend itself, so the
 //!    ring's SQE is built right before its copy, as without a second backend.
+//! 4. A ring's descriptor is registered with the thread that made it (the driver is not
+//!    `Send`, so that thread is the only one that enters it), and unregistered when the
+//!    driver goes (`Drop`), before the ring is closed: a registration left behind would
+//!    keep the ring alive until the thread exits.
 #![allow(unsafe_code)] // pushing SQEs and entering the ring are unsafe in the io-uring crate
 
 use crate::epoll::engine::Engine;
@@ -47,7 +51,9 @@ impl Backend {
 /// The ring driver's backend (module doc).
 #[allow(clippy::large_enum_variant)] // the ring inline: boxing it would add a load to every push and reap
 pub(crate) enum Kernel {
-    Uring(IoUring),
+    /// The ring and, if its descriptor is registered with this thread
+    /// (`IORING_REGISTER_RING_FDS`, kernel rule 4), the index enters name instead.
+    Uring(IoUring, Option<u32>),
     Epoll(Box<Engine>),
 }
 
@@ -64,16 +70,21 @@ impl Kernel {
     #[inline(always)]
     pub(crate) fn backend(&self) -> Backend {
         match self {
-            Kernel::Uring(_) => Backend::Ring,
+            Kernel::Uring(..) => Backend::Ring,
             Kernel::Epoll(_) => Backend::Epoll,
         }
+    }
+
+    /// Whether enters name the ring by its registered index (kernel rule 4).
+    pub(crate) fn ring_fd_registered(&self) -> bool {
+        matches!(self, Kernel::Uring(_, Some(_)))
     }
 
     /// The kernel ring, for what only it has (kernel rule 2).
     #[inline(always)]
     pub(crate) fn uring(&self) -> Option<&IoUring> {
         match self {
-            Kernel::Uring(r) => Some(r),
+            Kernel::Uring(r, _) => Some(r),
             Kernel::Epoll(_) => None,
         }
     }
@@ -87,7 +98,7 @@ impl Kernel {
     #[inline(always)]
     pub(crate) unsafe fn push_built(&mut self, build: impl FnOnce() -> squeue::Entry) -> bool {
         match self {
-            Kernel::Uring(r) => {
+            Kernel::Uring(r, _) => {
                 let mut sq = r.submission();
                 if sq.is_full() {
                     return false;
@@ -121,7 +132,7 @@ impl Kernel {
     #[inline(always)]
     pub(crate) fn sq_state(&mut self) -> (usize, usize) {
         match self {
-            Kernel::Uring(r) => {
+            Kernel::Uring(r, _) => {
                 let sq = r.submission();
                 (sq.capacity(), sq.len())
             }
@@ -133,7 +144,7 @@ impl Kernel {
     #[inline(always)]
     pub(crate) fn sq_len(&mut self) -> usize {
         match self {
-            Kernel::Uring(r) => r.submission().len(),
+            Kernel::Uring(r, _) => r.submission().len(),
             Kernel::Epoll(e) => e.sq_len(),
         }
     }
@@ -142,7 +153,7 @@ impl Kernel {
     #[inline(always)]
     pub(crate) fn sq_room(&self) -> usize {
         match self {
-            Kernel::Uring(r) => {
+            Kernel::Uring(r, _) => {
                 // SAFETY: the driver is single-threaded and no `SubmissionQueue` view is alive.
                 let sq = unsafe { r.submission_shared() };
                 sq.capacity() - sq.len()
@@ -156,7 +167,7 @@ impl Kernel {
     #[inline(always)]
     pub(crate) fn taskrun(&mut self) -> bool {
         match self {
-            Kernel::Uring(r) => r.submission().taskrun(),
+            Kernel::Uring(r, _) => r.submission().taskrun(),
             Kernel::Epoll(_) => false,
         }
     }
@@ -165,7 +176,7 @@ impl Kernel {
     #[inline(always)]
     pub(crate) fn cq_overflow(&mut self) -> bool {
         match self {
-            Kernel::Uring(r) => r.submission().cq_overflow(),
+            Kernel::Uring(r, _) => r.submission().cq_overflow(),
             Kernel::Epoll(_) => false,
         }
     }
@@ -174,7 +185,7 @@ impl Kernel {
     #[inline(always)]
     pub(crate) fn cq_is_empty(&mut self) -> bool {
         match self {
-            Kernel::Uring(r) => r.completion().is_empty(),
+            Kernel::Uring(r, _) => r.completion().is_empty(),
             Kernel::Epoll(e) => e.cq_is_empty(),
         }
     }
@@ -183,7 +194,7 @@ impl Kernel {
     #[inline(always)]
     pub(crate) fn fill<'a>(&mut self, out: &'a mut [MaybeUninit<cqueue::Entry>]) -> &'a mut [cqueue::Entry] {
         match self {
-            Kernel::Uring(r) => r.completion().fill(out),
+            Kernel::Uring(r, _) => r.completion().fill(out),
             Kernel::Epoll(e) => e.fill(out),
         }
     }
@@ -191,10 +202,9 @@ impl Kernel {
     /// Submits what is queued without waiting or reaping.
     pub(crate) fn submit_only(&mut self) {
         match self {
-            Kernel::Uring(r) => {
+            Kernel::Uring(r, reg) => {
                 let to_submit = r.submission().len() as u32;
-                // SAFETY: no extended argument, no flags: a plain submission.
-                let _ = unsafe { r.submitter().enter::<libc::sigset_t>(to_submit, 0, 0, None) };
+                let _ = raw_enter(r, *reg, to_submit, 0, 0, None);
             }
             Kernel::Epoll(e) => {
                 let _ = e.enter(0, None);
@@ -206,37 +216,49 @@ impl Kernel {
     /// CQEs until `deadline` (absolute, `CLOCK_MONOTONIC`; `None`: no deadline).
     pub(crate) fn enter(&mut self, min_complete: u32, deadline: Option<Instant>) -> io::Result<()> {
         match self {
-            Kernel::Uring(r) => match deadline {
-                Some(d) if min_complete > 0 => {
-                    let ns = d.as_nanos();
-                    let ts = types::Timespec::new().sec(ns / 1_000_000_000).nsec((ns % 1_000_000_000) as u32);
-                    let args = types::SubmitArgs::new().timespec(&ts);
-                    r.submitter()
-                        .submit_with_args_and_flags(min_complete as usize, &args, EnterFlags::ABS_TIMER)
-                        .map(drop)
-                }
-                _ => {
-                    let to_submit = r.submission().len() as u32;
-                    // SAFETY: no extended argument; the flags are plain GETEVENTS.
-                    unsafe {
-                        r.submitter().enter::<libc::sigset_t>(
-                            to_submit,
-                            min_complete,
-                            EnterFlags::GETEVENTS.bits(),
-                            None,
-                        )
+            Kernel::Uring(r, reg) => {
+                let to_submit = r.submission().len() as u32;
+                let flags = EnterFlags::GETEVENTS.bits();
+                match deadline {
+                    Some(d) if min_complete > 0 => {
+                        let ns = d.as_nanos();
+                        let ts = types::Timespec::new().sec(ns / 1_000_000_000).nsec((ns % 1_000_000_000) as u32);
+                        let args = GeteventsArg {
+                            sigmask: 0,
+                            sigmask_sz: 0,
+                            min_wait_usec: 0,
+                            ts: &ts as *const types::Timespec as u64,
+                        };
+                        let flags = flags | EnterFlags::EXT_ARG.bits() | EnterFlags::ABS_TIMER.bits();
+                        raw_enter(r, *reg, to_submit, min_complete, flags, Some(&args))
                     }
-                    .map(drop)
+                    _ => raw_enter(r, *reg, to_submit, min_complete, flags, None),
                 }
-            },
+            }
             Kernel::Epoll(e) => e.enter(min_complete, deadline),
+        }
+    }
+
+    /// Kernel rule 4: registers the ring's descriptor with this thread, so enters name its
+    /// index instead (the kernel then skips the descriptor lookup on each). Best effort: a
+    /// kernel before 5.18, or a thread with all 16 of its slots taken, keeps the descriptor.
+    pub(crate) fn register_ring_fd(&mut self) {
+        let Kernel::Uring(r, reg @ None) = self else { return };
+        let mut up = RsrcUpdate { offset: u32::MAX, resv: 0, data: r.as_raw_fd() as u64 };
+        // SAFETY: one `io_uring_rsrc_update` the kernel reads and writes (nr_args 1), live
+        // across the call.
+        let n = unsafe {
+            libc::syscall(libc::SYS_io_uring_register, r.as_raw_fd(), IORING_REGISTER_RING_FDS, &raw mut up, 1u32)
+        };
+        if n == 1 {
+            *reg = Some(up.offset);
         }
     }
 
     /// The SQ's size as set up.
     pub(crate) fn sq_entries(&self) -> u32 {
         match self {
-            Kernel::Uring(r) => r.params().sq_entries(),
+            Kernel::Uring(r, _) => r.params().sq_entries(),
             Kernel::Epoll(e) => e.sq_capacity() as u32,
         }
     }
@@ -244,7 +266,7 @@ impl Kernel {
     /// The CQ's size as set up (the engine's grows past it and never drops).
     pub(crate) fn cq_entries(&self) -> u32 {
         match self {
-            Kernel::Uring(r) => r.params().cq_entries(),
+            Kernel::Uring(r, _) => r.params().cq_entries(),
             Kernel::Epoll(e) => e.cq_capacity() as u32,
         }
     }
@@ -252,7 +274,7 @@ impl Kernel {
     /// Whether a CQ overflow keeps its CQEs (`IORING_FEAT_NODROP`; always, for the engine).
     pub(crate) fn nodrop(&self) -> bool {
         match self {
-            Kernel::Uring(r) => r.params().is_feature_nodrop(),
+            Kernel::Uring(r, _) => r.params().is_feature_nodrop(),
             Kernel::Epoll(_) => true,
         }
     }
@@ -260,7 +282,7 @@ impl Kernel {
     /// The ring's descriptor, or the engine's epoll instance's.
     pub(crate) fn raw_fd(&self) -> RawFd {
         match self {
-            Kernel::Uring(r) => r.as_raw_fd(),
+            Kernel::Uring(r, _) => r.as_raw_fd(),
             Kernel::Epoll(e) => e.raw_fd(),
         }
     }
@@ -268,7 +290,7 @@ impl Kernel {
     /// Whether opcode `code` is performed (the kernel's probe: one syscall, cold).
     pub(crate) fn has_opcode(&self, code: u8) -> bool {
         match self {
-            Kernel::Uring(r) => {
+            Kernel::Uring(r, _) => {
                 let mut probe = io_uring::Probe::new();
                 r.submitter().register_probe(&mut probe).is_ok() && probe.is_supported(code)
             }
@@ -281,11 +303,78 @@ impl Kernel {
     pub(crate) fn sync_cancel_fd(&mut self, fd: RawFd) {
         const WAIT: core::time::Duration = core::time::Duration::from_millis(100);
         match self {
-            Kernel::Uring(r) => {
+            Kernel::Uring(r, _) => {
                 let ts = types::Timespec::from(WAIT);
                 let _ = r.submitter().register_sync_cancel(Some(ts), types::CancelBuilder::fd(types::Fd(fd)).all());
             }
             Kernel::Epoll(e) => e.sync_cancel_fd(fd, WAIT),
         }
     }
+}
+
+impl Drop for Kernel {
+    /// Kernel rule 4: the ring's registration goes before the ring.
+    fn drop(&mut self) {
+        if let Kernel::Uring(r, Some(index)) = self {
+            let up = RsrcUpdate { offset: *index, resv: 0, data: 0 };
+            // SAFETY: as in `register_ring_fd`; the kernel only reads `up`.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_io_uring_register,
+                    r.as_raw_fd(),
+                    IORING_UNREGISTER_RING_FDS,
+                    &raw const up,
+                    1u32,
+                )
+            };
+        }
+    }
+}
+
+/// `IORING_REGISTER_RING_FDS` and its inverse (include/uapi/linux/io_uring.h).
+const IORING_REGISTER_RING_FDS: libc::c_uint = 20;
+const IORING_UNREGISTER_RING_FDS: libc::c_uint = 21;
+/// `IORING_ENTER_REGISTERED_RING`.
+const IORING_ENTER_REGISTERED_RING: u32 = 1 << 4;
+
+/// `struct io_uring_rsrc_update`.
+#[repr(C)]
+struct RsrcUpdate {
+    offset: u32,
+    resv: u32,
+    data: u64,
+}
+
+/// `struct io_uring_getevents_arg`.
+#[repr(C)]
+struct GeteventsArg {
+    sigmask: u64,
+    sigmask_sz: u32,
+    min_wait_usec: u32,
+    ts: u64,
+}
+
+/// `io_uring_enter` on `ring`, through its registered index if it has one (kernel rule
+/// 4); `arg` is the extended argument (`IORING_ENTER_EXT_ARG` in `flags`).
+fn raw_enter(
+    ring: &IoUring,
+    registered: Option<u32>,
+    to_submit: u32,
+    min_complete: u32,
+    flags: u32,
+    arg: Option<&GeteventsArg>,
+) -> io::Result<()> {
+    let (fd, flags) = match registered {
+        Some(index) => (index as libc::c_int, flags | IORING_ENTER_REGISTERED_RING),
+        None => (ring.as_raw_fd(), flags),
+    };
+    let (ptr, size) = match arg {
+        Some(a) => (a as *const GeteventsArg as *const libc::c_void, core::mem::size_of::<GeteventsArg>()),
+        None => (core::ptr::null(), 0),
+    };
+    // SAFETY: the ring's own descriptor or registered index; `arg`, when given, is a
+    // `struct io_uring_getevents_arg` whose `ts` points at a timespec live across the call
+    // (the caller's), flagged with EXT_ARG; no signal mask.
+    let r = unsafe { libc::syscall(libc::SYS_io_uring_enter, fd, to_submit, min_complete, flags, ptr, size) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }

@@ -38,7 +38,7 @@ impl RingDriver {
             // Kernel rule 3: the ring's arm is the SQ push written out here, so the SQE is
             // built right before the copy and nothing stands between them.
             let ud = match &mut self.ring {
-                Kernel::Uring(ring) => {
+                Kernel::Uring(ring, _) => {
                     let mut sq = ring.submission();
                     if sq.is_full() {
                         return Err(Errno::EBUSY);

@@ -9,14 +9,91 @@
 //! kept results, cancels, deadlines, drains), so their semantics cannot drift apart, and
 //! the ring's own path pays nothing for the second backend.
 //!
+//! Engine rules (cited as "engine rule N"; each part's own rules are in its file: op
+//! rules in `ops.rs`, start rules in `start.rs`, link rules in `links.rs`, cancel rules
+//! in `cancel.rs`, readiness rules in `ready.rs`, timer rules in `timers.rs`, pool rules
+//! in `pool.rs`, net rules in `perform_net.rs`):
+//! 1. `enter(min_complete, deadline)` takes the whole SQ and starts it (start rules),
+//!    then, until `min_complete` CQEs are ready or `deadline` passed: fires due timers,
+//!    and waits in one `epoll_wait` for the nearest of the deadline and the next timer
+//!    (rounded up to the millisecond: epoll never wakes early). It never waits while
+//!    enough CQEs are ready; with `min_complete` 0 it looks once (a zero-timeout
+//!    `epoll_wait`, only if an op waits on a descriptor or the pool) and returns. EINTR
+//!    is a wake with no event.
+//! 2. Each event handled tries the woken ops again (net rules) and re-arms the
+//!    descriptor once for those still waiting (readiness rule 1); the pool's eventfd
+//!    brings the pool's results (pool rule 4). An `epoll_wait` handles at most `EVENTS`.
+//! 3. Where operations run: sockets, pipes, eventfds, ttys on readiness, on the executor's
+//!    thread, never blocking it (net rules); regular files, block devices, directories,
+//!    and open, close, statx, unlink, rename, mkdir, fsync, fallocate, sync_file_range in
+//!    the blocking pool (`EngineConfig::file_threads`; 0 performs them at once on the
+//!    executor's thread, blocking it for each); timers in the engine's heap.
+//! 4. The CQ grows as needed and never drops a CQE (there is no overflow to report).
+//! 5. Dropping the engine waits for the pool's running jobs and joins its threads (pool
+//!    rule 5); ops waiting on readiness or timers are dropped with it (their memory is
+//!    the caller's, and nothing touches it after the drop).
+//! 6. The kernel completes operations while nobody enters; the engine only inside
+//!    `enter`. So an `enter` first fires the timers already due and, when its SQEs hold a
+//!    cancel, first looks (zero-timeout `epoll_wait`) for readiness that already came:
+//!    a cancel then finds what io_uring's would find, and an operation that completed
+//!    (or timed out) before the cancel keeps its result.
+//!
+//! What is performed where (io_uring 6.x semantics; CQE `res` as the kernel's):
+//!
+//! | opcodes | how |
+//! |---|---|
+//! | NOP | at once |
+//! | READ, WRITE, READV, WRITEV | regular file, block device, directory: the pool; else readiness (net rule 1); offset -1 is the current position |
+//! | FSYNC (DATASYNC), SYNC_FILE_RANGE, FALLOCATE, OPENAT, OPENAT2, CLOSE, STATX, UNLINKAT, RENAMEAT, MKDIRAT | the pool |
+//! | SEND, RECV, SENDMSG, RECVMSG, ACCEPT (also multishot), CONNECT, POLL_ADD | readiness (net rules); multishot POLL_ADD on an edge-triggered instance (multi-poll rules) |
+//! | SOCKET, BIND, LISTEN, SHUTDOWN, URING_CMD setsockopt | at once (net rule 5) |
+//! | TIMEOUT (count 0; relative or ABS on MONOTONIC, BOOTTIME, REALTIME), LINK_TIMEOUT | the timer heap (link rules) |
+//! | ASYNC_CANCEL (user_data, FD, FD+USERDATA, ANY, ALL) | at once (cancel rules) |
+//! | READ_FIXED, WRITE_FIXED, FIXED_FD_INSTALL, FILES_UPDATE, MSG_RING, SEND_ZC, READ_MULTISHOT, multishot RECV, any other opcode; `IOSQE_FIXED_FILE`, `IOSQE_BUFFER_SELECT`, `IOSQE_IO_DRAIN`; direct-descriptor results (`file_index`); TIMEOUT with a count | `-EOPNOTSUPP` (start rule 4) |
+//!
+//! Cost: this is the fallback where io_uring is switched off, built for plain system
+//! calls rather than for keel's hot-path rules. Taking, performing and completing an
+//! SQE allocates nothing while the ops in flight fit the slab sized at creation (the
+//! larger of the SQ and CQ sizes) and each descriptor has one waiter (readiness rule 4;
+//! a descriptor numbered past the preallocated entries, a second waiter on one, a
+//! multishot poll's first use, a CQ past its size and a cancel's scan allocate). The pool
+//! takes a lock per job; a cancel scans the ops in flight. Every loop is bounded: by the SQEs taken, the ops in flight, the timers due,
+//! `EVENTS` per wait, and (`MSG_WAITALL`) the bytes asked for.
+//!
 //! [`RingDriver`]: crate::ring::RingDriver
 #![allow(unsafe_code)] // reading SQE fields; performing operations on caller-owned memory
 
-use io_uring::{cqueue, squeue};
+mod cancel;
+mod links;
+mod multi_poll;
+mod ops;
+mod perform_fs;
+mod perform_net;
+mod pool;
+mod ready;
+mod sqe;
+mod start;
+#[cfg(test)]
+mod tests;
+mod timers;
+
+use io_uring::{cqueue, opcode, squeue};
 use keel_core::Instant;
+use ops::{Ops, State};
+use pool::Pool;
+use ready::{Armed, Readiness};
+use rustix::event::epoll;
+use std::collections::VecDeque;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
+use timers::Timers;
+
+/// Events handled per `epoll_wait` (engine rule 2).
+pub(crate) const EVENTS: usize = 64;
+
+/// The `data` of the pool eventfd's registration (descriptors are never negative).
+const POOL_DATA: u64 = u64::MAX;
 
 /// How the engine performs file operations.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -37,8 +114,32 @@ pub(crate) struct Engine {
     sq: Vec<squeue::Entry>,
     sq_entries: usize,
     cq_entries: usize,
-    cq: std::collections::VecDeque<cqueue::Entry>,
-    epoll: std::os::fd::OwnedFd,
+    cq: VecDeque<cqueue::Entry>,
+    ops: Ops,
+    /// Ops chosen to start in this pass (start rules).
+    starts: VecDeque<u32>,
+    ready: Readiness,
+    timers: Timers,
+    pool: Option<Pool>,
+    events: Vec<epoll::Event>,
+    /// Waiters taken out of a registration, to try again (scratch, keeps its capacity).
+    woken: Vec<(u32, u32)>,
+    multi: multi_poll::MultiPolls,
+    /// Pool results taken (scratch).
+    results: Vec<(pool::Key, i32)>,
+    /// Jobs handed to the pool whose result has not come back (queued or running).
+    pool_jobs: usize,
+}
+
+impl core::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Engine")
+            .field("epoll", &self.raw_fd())
+            .field("sq", &self.sq.len())
+            .field("cq", &self.cq.len())
+            .field("in_flight", &self.ops.live())
+            .finish()
+    }
 }
 
 /// A CQE as the kernel would post it.
@@ -57,16 +158,34 @@ pub(crate) fn cqe(user_data: u64, res: i32, flags: u32) -> cqueue::Entry {
 
 impl Engine {
     /// An engine with an SQ of `sq_entries` and room for `cq_entries` CQEs before its CQ
-    /// grows (it never drops one).
+    /// grows (it never drops one: engine rule 4).
     pub(crate) fn new(sq_entries: u32, cq_entries: u32, cfg: EngineConfig) -> io::Result<Engine> {
-        let _ = cfg;
-        let epoll = rustix::event::epoll::create(rustix::event::epoll::CreateFlags::CLOEXEC)?;
+        let ready = Readiness::new()?;
+        let multi = multi_poll::MultiPolls::new(&ready.epoll)?;
+        let pool = match cfg.file_threads {
+            0 => None,
+            n => {
+                let p = Pool::new(n)?;
+                let data = epoll::EventData::new_u64(POOL_DATA);
+                epoll::add(&ready.epoll, p.eventfd(), data, epoll::EventFlags::IN)?;
+                Some(p)
+            }
+        };
         Ok(Engine {
             sq: Vec::with_capacity(sq_entries as usize),
             sq_entries: sq_entries as usize,
             cq_entries: cq_entries as usize,
-            cq: std::collections::VecDeque::with_capacity(cq_entries as usize),
-            epoll,
+            cq: VecDeque::with_capacity(cq_entries as usize),
+            ops: Ops::with_capacity(sq_entries.max(cq_entries) as usize),
+            starts: VecDeque::with_capacity(sq_entries as usize),
+            ready,
+            timers: Timers::default(),
+            pool,
+            events: Vec::with_capacity(EVENTS),
+            woken: Vec::with_capacity(EVENTS),
+            results: Vec::with_capacity(EVENTS),
+            multi,
+            pool_jobs: 0,
         })
     }
 
@@ -91,7 +210,8 @@ impl Engine {
     ///
     /// # Safety
     /// As for an SQE pushed into a kernel ring: the memory it names stays valid (and, for
-    /// what the operation writes, unused by anything else) until its CQE has been taken.
+    /// what the operation writes, unused by anything else) until its CQE has been taken,
+    /// and the descriptors it names stay open until then.
     #[inline(always)]
     pub(crate) unsafe fn push(&mut self, sqe: &squeue::Entry) -> bool {
         if self.sq.len() == self.sq_entries {
@@ -101,16 +221,131 @@ impl Engine {
         true
     }
 
-    /// `io_uring_enter`: starts every queued SQE in order, then waits until at least
-    /// `min_complete` CQEs are ready or `deadline` (absolute, `CLOCK_MONOTONIC`) passes.
+    /// `io_uring_enter` (engine rule 1): starts every queued SQE in order, then waits
+    /// until at least `min_complete` CQEs are ready or `deadline` (absolute,
+    /// `CLOCK_MONOTONIC`) passes.
     pub(crate) fn enter(&mut self, min_complete: u32, deadline: Option<Instant>) -> io::Result<()> {
-        let _ = (min_complete, deadline);
-        for sqe in std::mem::take(&mut self.sq) {
-            let ud = sqe.get_user_data();
-            let res = if sqe.get_opcode() as u8 == io_uring::opcode::Nop::CODE { 0 } else { -libc::EOPNOTSUPP };
-            self.cq.push_back(cqe(ud, res, 0));
+        // Engine rule 6: what the kernel would have completed by now comes first.
+        self.expire_timers(timers::now());
+        if self.sq.iter().any(|e| e.get_opcode() == u32::from(opcode::AsyncCancel::CODE)) && self.waits_on_events() {
+            self.wait_once(Some(0))?;
         }
-        Ok(())
+        self.take_sq();
+        self.run_starts();
+        let deadline = deadline.map(|d| d.as_nanos());
+        let mut looked = false;
+        loop {
+            let now = timers::now();
+            self.expire_timers(now);
+            self.run_starts();
+            if self.cq.len() >= min_complete as usize {
+                if min_complete > 0 || looked || !self.waits_on_events() {
+                    return Ok(());
+                }
+                looked = true;
+                self.wait_once(Some(0))?;
+                continue;
+            }
+            if deadline.is_some_and(|d| now >= d) {
+                return Ok(());
+            }
+            let until = match (deadline, self.timers.next(&self.ops)) {
+                (Some(d), Some(t)) => Some(d.min(t)),
+                (d, t) => d.or(t),
+            };
+            self.wait_once(until.map(|u| u.saturating_sub(now)))?;
+        }
+    }
+
+    /// Whether an op waits on a descriptor or in the pool (something only an event ends).
+    fn waits_on_events(&self) -> bool {
+        self.ready.any_waiting() || self.pool_jobs > 0
+    }
+
+    /// Engine rule 2: one `epoll_wait` of at most `timeout_ns` (`None`: no timeout), then
+    /// the events it brought.
+    pub(super) fn wait_once(&mut self, timeout_ns: Option<u64>) -> io::Result<()> {
+        let ts = timeout_ns.map(|ns| {
+            let ms = ns.div_ceil(1_000_000); // rounded up: epoll never wakes early
+            rustix::time::Timespec { tv_sec: (ms / 1000) as i64, tv_nsec: ((ms % 1000) * 1_000_000) as i64 }
+        });
+        let mut events = std::mem::take(&mut self.events);
+        let r = self.ready.wait(&mut events, ts.as_ref());
+        for ev in events.iter() {
+            let (flags, data) = (ev.flags, ev.data);
+            let (flags, data) = (flags.bits(), data.u64());
+            if data == POOL_DATA {
+                self.take_pool_results();
+            } else if data == multi_poll::MULTI_DATA {
+                self.multi_poll_events();
+            } else {
+                self.woke(data as RawFd, flags);
+            }
+        }
+        self.events = events;
+        self.run_starts();
+        r
+    }
+
+    /// Descriptor `fd` reported `revents`: its ops try again (engine rule 2).
+    fn woke(&mut self, fd: RawFd, revents: u32) {
+        let mut woken = std::mem::take(&mut self.woken);
+        self.ready.take(fd, revents, &mut woken);
+        for (i, _) in woken.drain(..) {
+            self.retry(i, revents, true);
+        }
+        self.woken = woken;
+        self.arm(fd);
+    }
+
+    /// Op `i` (waiting) tries again; `again`: a further wait is allowed (not for a
+    /// descriptor that is always ready, which would loop).
+    fn retry(&mut self, i: u32, revents: u32, again: bool) {
+        if !matches!(self.ops[i].state, State::Waiting { .. }) {
+            return;
+        }
+        self.ops[i].state = State::Starting;
+        let step = perform_net::attempt(&mut self.ops[i], revents);
+        match step {
+            perform_net::Step::Wait(..) if !again => self.complete(i, -libc::EAGAIN),
+            _ => self.go_on(i, step.into(), false),
+        }
+    }
+
+    /// Readiness rules 1-3 for `fd`, with what a failed registration means for its ops.
+    pub(super) fn arm(&mut self, fd: RawFd) {
+        let mut out = std::mem::take(&mut self.woken);
+        match self.ready.arm(fd, &mut out) {
+            Armed::Ok => {}
+            Armed::AlwaysReady => {
+                let all = (libc::POLLIN | libc::POLLOUT | libc::POLLRDNORM | libc::POLLWRNORM) as u32;
+                for (i, _) in out.drain(..) {
+                    self.retry(i, all, false);
+                }
+            }
+            Armed::Failed(e) => {
+                for (i, _) in out.drain(..) {
+                    if matches!(self.ops[i].state, State::Waiting { .. }) {
+                        self.complete(i, e);
+                    }
+                }
+            }
+        }
+        out.clear();
+        self.woken = out;
+    }
+
+    fn take_pool_results(&mut self) {
+        let Some(p) = self.pool.as_ref() else { return };
+        let mut results = std::mem::take(&mut self.results);
+        p.take_done(&mut results);
+        for ((i, serial), res) in results.drain(..) {
+            self.pool_jobs -= 1;
+            if self.ops.is(i, serial) && self.ops[i].state == State::Pool {
+                self.complete(i, res);
+            }
+        }
+        self.results = results;
     }
 
     /// Whether no CQE waits to be taken.
@@ -127,24 +362,57 @@ impl Engine {
             out[n].write(c);
             n += 1;
         }
-        // SAFETY: the first `n` entries were just written.
+        // SAFETY: the first `n` entries were just written; `MaybeUninit<T>` has `T`'s layout.
         unsafe { &mut *(&mut out[..n] as *mut [MaybeUninit<cqueue::Entry>] as *mut [cqueue::Entry]) }
     }
 
-    /// Whether the engine performs `opcode` (the others complete with `EOPNOTSUPP`).
-    pub(crate) fn supports(opcode: u8) -> bool {
-        opcode == io_uring::opcode::Nop::CODE
+    /// Whether the engine performs `opcode` (the others complete with `-EOPNOTSUPP`; so
+    /// do some forms of the ones it performs: start rule 4).
+    pub(crate) fn supports(code: u8) -> bool {
+        matches!(
+            code,
+            opcode::Nop::CODE
+                | opcode::Read::CODE
+                | opcode::Write::CODE
+                | opcode::Readv::CODE
+                | opcode::Writev::CODE
+                | opcode::Fsync::CODE
+                | opcode::SyncFileRange::CODE
+                | opcode::Fallocate::CODE
+                | opcode::OpenAt::CODE
+                | opcode::OpenAt2::CODE
+                | opcode::Close::CODE
+                | opcode::Statx::CODE
+                | opcode::UnlinkAt::CODE
+                | opcode::RenameAt::CODE
+                | opcode::MkDirAt::CODE
+                | opcode::Socket::CODE
+                | opcode::Bind::CODE
+                | opcode::Listen::CODE
+                | opcode::Connect::CODE
+                | opcode::Accept::CODE
+                | opcode::Send::CODE
+                | opcode::Recv::CODE
+                | opcode::SendMsg::CODE
+                | opcode::RecvMsg::CODE
+                | opcode::Shutdown::CODE
+                | opcode::SetSockOpt::CODE
+                | opcode::PollAdd::CODE
+                | opcode::Timeout::CODE
+                | opcode::LinkTimeout::CODE
+                | opcode::AsyncCancel::CODE
+        )
     }
 
-    /// Cancels every operation on descriptor `fd` and waits (at most `wait`) for the
-    /// running ones to finish: `IORING_REGISTER_SYNC_CANCEL`'s emulation.
-    pub(crate) fn sync_cancel_fd(&mut self, fd: RawFd, wait: core::time::Duration) {
-        let _ = (fd, wait);
+    /// Operations taken and not yet completed.
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self) -> usize {
+        self.ops.live()
     }
 
     /// The epoll instance's descriptor (what a debugger shows).
     pub(crate) fn raw_fd(&self) -> RawFd {
         use std::os::fd::AsRawFd;
-        self.epoll.as_raw_fd()
+        self.ready.epoll.as_raw_fd()
     }
 }

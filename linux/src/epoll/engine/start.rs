@@ -1,0 +1,231 @@
+//! Taking SQEs and starting them: an `enter` takes the whole SQ, links its SQEs into
+//! chains, then starts each chain's head in SQE order.
+//!
+//! Start rules (cited as "start rule N"):
+//! 1. An SQE with `IOSQE_IO_LINK` (or `IOSQE_IO_HARDLINK`) links the next SQE of the same
+//!    `enter` to it: that one is `Linked` and starts when this one completes (link rules in
+//!    `links.rs`). A chain still open at the end of the SQ ends there, as the kernel's
+//!    submission ends it.
+//! 2. A LINK_TIMEOUT right after a linking SQE is that op's timer, not a chain member;
+//!    its own `IOSQE_IO_LINK` continues the chain after the op. A LINK_TIMEOUT after
+//!    anything else completes with `-EINVAL` (and fails what links to it).
+//! 3. Every SQE reaches the CQ through its op, never synchronously to the caller: an op
+//!    that completes at once posts its CQE in the same `enter`.
+//! 4. An SQE the engine does not perform (`Engine::supports`, fixed files, buffer
+//!    selection, drain, multishot forms other than accept's and poll's, direct
+//!    descriptors)
+//!    completes with `-EOPNOTSUPP`.
+
+use super::Engine;
+use super::ops::State;
+use super::perform_net::Step;
+use super::sqe::*;
+use super::{perform_fs, perform_net, pool, timers};
+use io_uring::opcode;
+
+/// How an op goes on after its first attempt.
+pub(crate) enum Next {
+    Step(Step),
+    /// To the blocking pool.
+    Pool,
+    /// A TIMEOUT until this instant.
+    Timer(u64),
+    /// Already where it goes (a multishot poll).
+    Started,
+}
+
+impl Engine {
+    /// Start rules 1-2: takes the SQ into ops.
+    pub(super) fn take_sq(&mut self) {
+        let mut batch = std::mem::take(&mut self.sq);
+        let mut tail: Option<u32> = None; // the op the next SQE links to
+        for e in batch.drain(..) {
+            let s = RawSqe::of(&e);
+            let i = self.ops.alloc(s);
+            let links = s.flags & (IOSQE_IO_LINK | IOSQE_IO_HARDLINK) != 0;
+            let timed = tail.filter(|&p| self.ops[p].ltimeout.is_none());
+            if let (opcode::LinkTimeout::CODE, Some(p)) = (s.opcode, timed) {
+                self.ops[i].state = State::LinkTimer { armed: false };
+                self.ops[i].prev = Some(p);
+                self.ops[p].ltimeout = Some(i);
+                tail = links.then_some(p);
+                continue;
+            }
+            match tail {
+                Some(p) => {
+                    self.ops[p].next = Some(i);
+                    self.ops[i].prev = Some(p);
+                    self.ops[i].state = State::Linked;
+                }
+                None => self.starts.push_back(i),
+            }
+            tail = links.then_some(i);
+        }
+        self.sq = batch; // keeps its capacity
+    }
+
+    /// Starts every op queued to start (heads taken now, successors whose predecessor
+    /// completed); each start may queue more, and each op starts once: bounded by the
+    /// ops in flight.
+    pub(super) fn run_starts(&mut self) {
+        while let Some(i) = self.starts.pop_front() {
+            if self.ops[i].state == State::Starting {
+                self.start(i);
+            }
+        }
+    }
+
+    fn start(&mut self, i: u32) {
+        let serial = self.ops[i].serial;
+        let next = self.first_attempt(i);
+        self.go_on(i, next, true);
+        // Link rule 3: an op that is still in flight after its start arms its timer.
+        let Some(t) = self.ops.is(i, serial).then(|| self.ops[i].ltimeout).flatten() else { return };
+        match timers::deadline_of(&self.ops[t].sqe, timers::now()) {
+            Ok(at) => {
+                self.ops[t].state = State::LinkTimer { armed: true };
+                self.ops[t].deadline = at;
+                self.timers.push(at, self.ops[t].serial, t);
+            }
+            Err(e) => self.fire_link_timer(t, e),
+        }
+    }
+
+    /// Puts op `i` where `next` says (`arm`: arm its descriptor now; a caller trying
+    /// several waiters of one descriptor arms once after them).
+    pub(super) fn go_on(&mut self, i: u32, next: Next, arm: bool) {
+        match next {
+            Next::Step(Step::Done(res)) => self.complete(i, res),
+            Next::Step(Step::More(res)) => self.more(i, res, arm),
+            Next::Step(Step::Wait(fd, _)) if fd < 0 => self.complete(i, -libc::EBADF),
+            Next::Step(Step::Wait(fd, events)) => {
+                self.ops[i].state = State::Waiting { fd, events };
+                self.ready.push(fd, i, events);
+                if arm {
+                    self.arm(fd);
+                }
+            }
+            Next::Pool => self.hand_to_pool(i),
+            Next::Started => {}
+            Next::Timer(at) => {
+                self.ops[i].state = State::Timer;
+                self.ops[i].deadline = at;
+                self.timers.push(at, self.ops[i].serial, i);
+            }
+        }
+    }
+
+    /// Net rule 6: multishot op `i` produced `res`; it goes on (bounded burst).
+    fn more(&mut self, i: u32, res: i32, arm: bool) {
+        let mut res = res;
+        for _ in 0..perform_net::MULTI_BURST {
+            self.cq.push_back(super::cqe(self.ops[i].sqe.user_data, res, IORING_CQE_F_MORE));
+            match perform_net::attempt(&mut self.ops[i], 0) {
+                Step::More(r) => res = r,
+                step => return self.go_on(i, step.into(), arm),
+            }
+        }
+        self.cq.push_back(super::cqe(self.ops[i].sqe.user_data, res, IORING_CQE_F_MORE));
+        let fd = self.ops[i].sqe.fd;
+        self.go_on(i, Step::Wait(fd, libc::EPOLLIN as u32).into(), arm);
+    }
+
+    fn hand_to_pool(&mut self, i: u32) {
+        let (s, serial) = (self.ops[i].sqe, self.ops[i].serial);
+        if let Some(p) = self.pool.as_mut() {
+            let rank = pool::rank(s.ioprio, crate::ring::op::opcode_takes_priority(s.opcode));
+            if p.push((i, serial), s, rank).is_ok() {
+                self.ops[i].state = State::Pool;
+                self.pool_jobs += 1;
+                return;
+            }
+        }
+        self.complete(i, perform_fs::blocking(&s)); // no pool (file_threads 0): at once
+    }
+
+    fn first_attempt(&mut self, i: u32) -> Next {
+        let s = self.ops[i].sqe;
+        if !Self::performs(&s) {
+            return Next::Step(Step::Done(-libc::EOPNOTSUPP)); // start rule 4
+        }
+        let done = |r| Next::Step(Step::Done(r));
+        match s.opcode {
+            opcode::Nop::CODE => done(0),
+            opcode::Read::CODE | opcode::Write::CODE | opcode::Readv::CODE | opcode::Writev::CODE => {
+                match perform_fs::kind(s.fd) {
+                    perform_fs::Kind::File => Next::Pool,
+                    kind => {
+                        if kind == perform_fs::Kind::Stream {
+                            self.ops[i].sqe.off = u64::MAX; // no position: no ESPIPE retry
+                        }
+                        Next::Step(perform_net::attempt(&mut self.ops[i], 0))
+                    }
+                }
+            }
+            opcode::Close::CODE => {
+                self.ready.forget(s.fd);
+                Next::Pool
+            }
+            opcode::Fsync::CODE
+            | opcode::SyncFileRange::CODE
+            | opcode::Fallocate::CODE
+            | opcode::OpenAt::CODE
+            | opcode::OpenAt2::CODE
+            | opcode::Statx::CODE
+            | opcode::UnlinkAt::CODE
+            | opcode::RenameAt::CODE
+            | opcode::MkDirAt::CODE => Next::Pool,
+            opcode::Socket::CODE
+            | opcode::Bind::CODE
+            | opcode::Listen::CODE
+            | opcode::Shutdown::CODE
+            | opcode::SetSockOpt::CODE => done(perform_net::immediate(&self.ops[i])),
+            opcode::Timeout::CODE => match timers::deadline_of(&s, timers::now()) {
+                Ok(at) => Next::Timer(at),
+                Err(e) => done(e),
+            },
+            opcode::AsyncCancel::CODE => done(self.cancel_sqe(i)),
+            opcode::PollAdd::CODE if s.len & IORING_POLL_ADD_MULTI != 0 => {
+                self.start_multi_poll(i, s.fd, s.op_flags & 0xffff);
+                Next::Started
+            }
+            // Start rule 2: a LINK_TIMEOUT with no op before it.
+            opcode::LinkTimeout::CODE => done(-libc::EINVAL),
+            _ => perform_net::attempt(&mut self.ops[i], 0).into(),
+        }
+    }
+
+    /// Start rule 4: whether the engine performs this SQE at all.
+    pub(super) fn performs(s: &RawSqe) -> bool {
+        if !Self::supports(s.opcode) || s.flags & (IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT | IOSQE_IO_DRAIN) != 0 {
+            return false;
+        }
+        match s.opcode {
+            // A multishot accept goes on without end: never a chain member.
+            opcode::Accept::CODE => {
+                let linked = s.flags & (IOSQE_IO_LINK | IOSQE_IO_HARDLINK) != 0;
+                s.file_index == 0 && !(linked && s.ioprio & IORING_ACCEPT_MULTISHOT != 0)
+            }
+            opcode::Recv::CODE | opcode::RecvMsg::CODE | opcode::Send::CODE | opcode::SendMsg::CODE => {
+                s.ioprio & (IORING_RECV_MULTISHOT | IORING_RECVSEND_FIXED_BUF) == 0
+            }
+            // A multishot poll goes on without end: never a chain member.
+            opcode::PollAdd::CODE => {
+                let linked = s.flags & (IOSQE_IO_LINK | IOSQE_IO_HARDLINK) != 0;
+                s.len & !IORING_POLL_ADD_MULTI == 0 && !(linked && s.len & IORING_POLL_ADD_MULTI != 0)
+            }
+            opcode::OpenAt::CODE | opcode::OpenAt2::CODE | opcode::Socket::CODE | opcode::Close::CODE => {
+                s.file_index == 0
+            }
+            opcode::Timeout::CODE => s.off == 0,
+            opcode::AsyncCancel::CODE => s.op_flags & (IORING_ASYNC_CANCEL_FD_FIXED | IORING_ASYNC_CANCEL_OP) == 0,
+            _ => true,
+        }
+    }
+}
+
+impl From<Step> for Next {
+    fn from(s: Step) -> Next {
+        Next::Step(s)
+    }
+}
