@@ -12,7 +12,8 @@
 //! Engine rules (cited as "engine rule N"; each part's own rules are in its file: op
 //! rules in `ops.rs`, start rules in `start.rs`, link rules in `links.rs`, cancel rules
 //! in `cancel.rs`, readiness rules in `ready.rs`, timer rules in `timers.rs`, pool rules
-//! in `pool.rs`, net rules in `perform_net.rs`):
+//! in `pool.rs`, net rules in `perform_net.rs`, multi-poll rules in `multi_poll.rs`; the
+//! event loop is `events.rs`):
 //! 1. `enter(min_complete, deadline)` takes the whole SQ and starts it (start rules),
 //!    then, until `min_complete` CQEs are ready or `deadline` passed: fires due timers,
 //!    and waits in one `epoll_wait` for the nearest of the deadline and the next timer
@@ -64,6 +65,7 @@
 #![allow(unsafe_code)] // reading SQE fields; performing operations on caller-owned memory
 
 mod cancel;
+mod events;
 mod links;
 mod multi_poll;
 mod ops;
@@ -79,9 +81,9 @@ mod timers;
 
 use io_uring::{cqueue, opcode, squeue};
 use keel_core::Instant;
-use ops::{Ops, State};
+use ops::Ops;
 use pool::Pool;
-use ready::{Armed, Readiness};
+use ready::Readiness;
 use rustix::event::epoll;
 use std::collections::VecDeque;
 use std::io;
@@ -260,92 +262,6 @@ impl Engine {
     /// Whether an op waits on a descriptor or in the pool (something only an event ends).
     fn waits_on_events(&self) -> bool {
         self.ready.any_waiting() || self.pool_jobs > 0
-    }
-
-    /// Engine rule 2: one `epoll_wait` of at most `timeout_ns` (`None`: no timeout), then
-    /// the events it brought.
-    pub(super) fn wait_once(&mut self, timeout_ns: Option<u64>) -> io::Result<()> {
-        let ts = timeout_ns.map(|ns| {
-            let ms = ns.div_ceil(1_000_000); // rounded up: epoll never wakes early
-            rustix::time::Timespec { tv_sec: (ms / 1000) as i64, tv_nsec: ((ms % 1000) * 1_000_000) as i64 }
-        });
-        let mut events = std::mem::take(&mut self.events);
-        let r = self.ready.wait(&mut events, ts.as_ref());
-        for ev in events.iter() {
-            let (flags, data) = (ev.flags, ev.data);
-            let (flags, data) = (flags.bits(), data.u64());
-            if data == POOL_DATA {
-                self.take_pool_results();
-            } else if data == multi_poll::MULTI_DATA {
-                self.multi_poll_events();
-            } else {
-                self.woke(data as RawFd, flags);
-            }
-        }
-        self.events = events;
-        self.run_starts();
-        r
-    }
-
-    /// Descriptor `fd` reported `revents`: its ops try again (engine rule 2).
-    fn woke(&mut self, fd: RawFd, revents: u32) {
-        let mut woken = std::mem::take(&mut self.woken);
-        self.ready.take(fd, revents, &mut woken);
-        for (i, _) in woken.drain(..) {
-            self.retry(i, revents, true);
-        }
-        self.woken = woken;
-        self.arm(fd);
-    }
-
-    /// Op `i` (waiting) tries again; `again`: a further wait is allowed (not for a
-    /// descriptor that is always ready, which would loop).
-    fn retry(&mut self, i: u32, revents: u32, again: bool) {
-        if !matches!(self.ops[i].state, State::Waiting { .. }) {
-            return;
-        }
-        self.ops[i].state = State::Starting;
-        let step = perform_net::attempt(&mut self.ops[i], revents);
-        match step {
-            perform_net::Step::Wait(..) if !again => self.complete(i, -libc::EAGAIN),
-            _ => self.go_on(i, step.into(), false),
-        }
-    }
-
-    /// Readiness rules 1-3 for `fd`, with what a failed registration means for its ops.
-    pub(super) fn arm(&mut self, fd: RawFd) {
-        let mut out = std::mem::take(&mut self.woken);
-        match self.ready.arm(fd, &mut out) {
-            Armed::Ok => {}
-            Armed::AlwaysReady => {
-                let all = (libc::POLLIN | libc::POLLOUT | libc::POLLRDNORM | libc::POLLWRNORM) as u32;
-                for (i, _) in out.drain(..) {
-                    self.retry(i, all, false);
-                }
-            }
-            Armed::Failed(e) => {
-                for (i, _) in out.drain(..) {
-                    if matches!(self.ops[i].state, State::Waiting { .. }) {
-                        self.complete(i, e);
-                    }
-                }
-            }
-        }
-        out.clear();
-        self.woken = out;
-    }
-
-    fn take_pool_results(&mut self) {
-        let Some(p) = self.pool.as_ref() else { return };
-        let mut results = std::mem::take(&mut self.results);
-        p.take_done(&mut results);
-        for ((i, serial), res) in results.drain(..) {
-            self.pool_jobs -= 1;
-            if self.ops.is(i, serial) && self.ops[i].state == State::Pool {
-                self.complete(i, res);
-            }
-        }
-        self.results = results;
     }
 
     /// Whether no CQE waits to be taken.

@@ -92,3 +92,17 @@ fn enter_returns_at_its_deadline_without_cqes_and_at_once_when_cqes_are_ready() 
     assert_eq!(take(&mut e), vec![(2, 0, 0)]);
     assert_eq!(e.in_flight(), 1, "the read still waits");
 }
+
+#[test]
+fn a_drain_and_a_counting_timeout_are_not_performed() {
+    let mut e = engine(0);
+    let ts = ms(1);
+    push(
+        &mut e,
+        &[
+            opcode::Nop::new().build().flags(squeue::Flags::IO_DRAIN).user_data(1),
+            opcode::Timeout::new(&*ts).count(2).build().user_data(2),
+        ],
+    );
+    assert_eq!(poll(&mut e), vec![(1, -libc::EOPNOTSUPP, 0), (2, -libc::EOPNOTSUPP, 0)]);
+}

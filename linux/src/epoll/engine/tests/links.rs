@@ -171,3 +171,34 @@ fn a_link_timeout_on_a_running_pool_job_says_ealready_and_the_job_keeps_its_resu
     // SAFETY: the open's descriptor is ours.
     drop(unsafe { OwnedFd::from_raw_fd(got[0].1) });
 }
+
+#[test]
+fn a_short_receive_breaks_a_chain_only_with_msg_waitall() {
+    let mut e = engine(0);
+    let (a, b) = socketpair(libc::SOCK_STREAM);
+    let (mut x, mut y) = ([0u8; 8], [0u8; 8]);
+    write_all(&b, b"abc");
+    push(
+        &mut e,
+        &[
+            // 3 of 8 bytes without MSG_WAITALL: a success, as io_uring counts it.
+            opcode::Recv::new(types::Fd(a.as_raw_fd()), x.as_mut_ptr(), 8).build().flags(Flags::IO_LINK).user_data(1),
+            opcode::Nop::new().build().user_data(2),
+        ],
+    );
+    assert_eq!(wait(&mut e, 2), vec![(1, 3, 0), (2, 0, 0)]);
+    write_all(&b, b"def");
+    drop(b); // EOF after 3 bytes: MSG_WAITALL ends short
+    push(
+        &mut e,
+        &[
+            opcode::Recv::new(types::Fd(a.as_raw_fd()), y.as_mut_ptr(), 8)
+                .flags(libc::MSG_WAITALL)
+                .build()
+                .flags(Flags::IO_LINK)
+                .user_data(3),
+            opcode::Nop::new().build().user_data(4),
+        ],
+    );
+    assert_eq!(wait(&mut e, 2), vec![(3, 3, 0), (4, -libc::ECANCELED, 0)]);
+}

@@ -366,3 +366,23 @@ fn a_multishot_poll_reports_each_wake_up_not_the_level_until_cancelled() {
     assert_eq!(poll(&mut e), vec![(3, -libc::ECANCELED, 0), (4, 0, 0)]);
     assert_eq!(e.in_flight(), 0);
 }
+
+#[test]
+fn vectored_reads_and_writes_on_a_pipe_wait_for_readiness() {
+    let mut e = engine(0);
+    let (r, w) = pipe();
+    let (mut x, mut y) = ([0u8; 2], [0u8; 3]);
+    let riov = [
+        libc::iovec { iov_base: x.as_mut_ptr().cast(), iov_len: 2 },
+        libc::iovec { iov_base: y.as_mut_ptr().cast(), iov_len: 3 },
+    ];
+    push(&mut e, &[opcode::Readv::new(types::Fd(r.as_raw_fd()), riov.as_ptr(), 2).build().user_data(1)]);
+    assert_eq!(poll(&mut e), vec![]);
+    let data = *b"vecto";
+    let wiov = [libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: 5 }];
+    push(&mut e, &[opcode::Writev::new(types::Fd(w.as_raw_fd()), wiov.as_ptr(), 1).build().user_data(2)]);
+    let mut got = wait(&mut e, 2);
+    got.sort();
+    assert_eq!(got, vec![(1, 5, 0), (2, 5, 0)]);
+    assert_eq!((&x, &y), (b"ve", b"cto"));
+}
