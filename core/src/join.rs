@@ -172,27 +172,31 @@ fn record_look(task: TaskHandle) -> Option<Result<TaskResult, JoinError>> {
 }
 
 /// The checks every join from a task makes before it waits, on the joining task's
-/// thread: itself, the record (join rule 2), then where the run is attached.
+/// thread: itself, then where the run is attached, then the record (join rule 2).
 fn look(sched: &Sched, me: NonNull<Header>, task: TaskHandle) -> Look {
     let target = task.header();
     let header = target.hdr();
     if me == target && header.generation.load(Ordering::Relaxed) == task.generation() {
         return Look::Out(Err(JoinError::JoinSelf));
     }
+    // Acquire: pairs with the Release that published the owner (remote rule 2); if it is
+    // us, we stored it on this thread.
+    let ours = header.owner.load(Ordering::Acquire) == sched.owner_id();
+    // Ours, current and attached: not complete (its end seals the record only after
+    // its state left the attached ones, and a later run has a later generation), so
+    // the record is not read. Header rule 2: we own it, so its state is ours to read.
+    if ours && header.generation.load(Ordering::Relaxed) == task.generation() && header.state.get().is_attached() {
+        return Look::Here;
+    }
     if let Some(out) = record_look(task) {
         return Look::Out(out);
     }
-    // Acquire: pairs with the Release that published the owner (remote rule 2); if it is
-    // us, we stored it on this thread.
-    if header.owner.load(Ordering::Acquire) != sched.owner_id() {
+    if !ours {
         return Look::Elsewhere;
     }
-    // Ours, current, not recorded: attached (join rule 1: an unattached run is recorded).
-    // Header rule 2: we own it, so its state is ours to read.
-    if header.generation.load(Ordering::Relaxed) != task.generation() || !header.state.get().is_attached() {
-        return Look::Out(Err(JoinError::Stale));
-    }
-    Look::Here
+    // Ours, not recorded, and not the current attached run: a later run started, or the
+    // slot was released (join rule 1: an unattached run is recorded).
+    Look::Out(Err(JoinError::Stale))
 }
 
 /// Join rule 5: registers `target` for run `task` and announces it (wake rule 8), then
@@ -260,10 +264,7 @@ impl Join {
                 return out;
             }
         } else if self.node.waiter.get().is_none() {
-            if let Some(result) = self.node.result.take() {
-                // The run's end unlinked us and left its result (join rule 3).
-                return Some(Ok(result));
-            }
+            // (A result the run's end left in the node is returned by `poll` first.)
             if tcx.is_cancelled() {
                 return Some(Err(JoinError::Cancelled));
             }
@@ -313,16 +314,32 @@ impl Join {
 
 impl Future for Join {
     type Output = Result<TaskResult, JoinError>;
+    /// Inlined up to the common second poll, the one after the run's end; the rest is
+    /// out of line (`poll_slow`).
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // SAFETY: the node is never moved out (it is only used in place); the other
         // fields are plain data.
         let this = unsafe { self.get_unchecked_mut() };
-        if let Some(out) = this.out {
+        if let Some(result) = this.node.result.get() {
+            // The run's end unlinked the node and left its result (join rule 3); it stays
+            // there, so a later poll returns it again.
+            return Poll::Ready(Ok(result));
+        }
+        this.poll_slow(cx)
+    }
+}
+
+impl Join {
+    /// A poll with no result left in the node: the memo, or the wait's next step.
+    #[inline(never)]
+    fn poll_slow(&mut self, cx: &Context<'_>) -> Poll<Result<TaskResult, JoinError>> {
+        if let Some(out) = self.out {
             return Poll::Ready(out);
         }
-        match this.step(cx) {
+        match self.step(cx) {
             Some(out) => {
-                this.out = Some(out);
+                self.out = Some(out);
                 Poll::Ready(out)
             }
             None => Poll::Pending,

@@ -78,3 +78,40 @@ fn waiting_for_io_through_a_task_cx_is_the_state_a_suspended_task_reports() {
     run_all!(ex);
     assert_eq!(ex.result(run), Ok(Some(Ok(0))));
 }
+
+/// Rt rule 1: the `Context` a body is polled with is its task's own at every poll,
+/// whatever the body did with it before: one that replaced it (`*cx = ...`, a `Context`
+/// of a foreign waker) in one poll gets the task's own again at the next, and a new run
+/// of the slot gets a `Context` naming that run.
+#[test]
+fn rt_rule_1_a_body_that_replaced_its_context_gets_its_own_at_the_next_poll() {
+    let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let mut handle = task(Priority::Normal, "replaces its cx");
+    for _ in 0..2 {
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let log = seen.clone();
+        let run = ex
+            .attach(handle, async move {
+                let mut polls = 0;
+                core::future::poll_fn(|cx| {
+                    polls += 1;
+                    log.borrow_mut().push(rt::current_task(cx));
+                    if polls == 1 {
+                        cx.waker().wake_by_ref();
+                        *cx = core::task::Context::from_waker(core::task::Waker::noop());
+                        assert_eq!(rt::current_task(cx), None, "a foreign waker's Context is outside the task");
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(())
+                })
+                .await;
+                Ok(0)
+            })
+            .unwrap();
+        run_all!(ex);
+        assert_eq!(ex.result(run), Ok(Some(Ok(0))));
+        assert_eq!(*seen.borrow(), vec![Some(run), Some(run)], "both polls see the task's own run");
+        handle = run;
+    }
+}

@@ -154,71 +154,91 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
             if done > 0 {
                 return Ok(done);
             }
-            // A fiber suspended inside a `with_driver` closure holds the driver: nothing
-            // here may park it (driver rule 1).
-            if lent {
-                return Err(if sched.is_poisoned() { RunError::Poisoned } else { RunError::DriverBusy });
-            }
-            // Dispatch rule 5: quit only when idle, and only if nothing waits in the
-            // dispatcher (`take_quit` looks again after loading the tokens).
-            if let Some((dispatcher, _)) = sched.dispatcher.get()
-                && sched.attached.get() == 0
-                && dispatcher.take_quit()
-            {
-                return Err(RunError::Quit);
-            }
-            let now = sched.read_clock();
-            let until = *deadline.get_or_insert_with(|| timeout.map(|t| now.saturating_add(t)));
-            if until.is_some_and(|u| now >= u) {
-                return Err(RunError::TimedOut);
-            }
-            let wake_at = match (sched.timers.next_deadline(), until) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            if let Some(age) = cfg.trim_spare_stacks_after {
-                let age = u64::try_from(age.as_nanos()).unwrap_or(u64::MAX);
-                sched.stacks.trim(crate::Instant::from_nanos(now.as_nanos().saturating_sub(age)));
-            }
-            // Park rule 2: announce, then re-check the inbox before sleeping.
-            sched.mailbox.park.announce();
-            let dispatched = sched.dispatcher_recheck();
-            match sched.mailbox.inbox.recheck() {
-                Recheck::Items => {
-                    sched.mailbox.park.running();
-                    continue;
-                }
-                // Inbox rule 3: a producer is between its swap and its link. Pass again,
-                // a bounded number of times; then park, which that producer ends.
-                Recheck::Busy if busy < super::INBOX_BUSY_SPINS => {
-                    busy += 1;
-                    sched.mailbox.park.running();
-                    crate::sync::spin_loop();
-                    continue;
-                }
-                Recheck::Busy | Recheck::Empty if dispatched => {
-                    sched.mailbox.park.running();
-                    continue;
-                }
-                Recheck::Busy | Recheck::Empty => {}
-            }
-            busy = 0;
-            sched.stats.parks.set(sched.stats.parks.get() + 1);
-            let before = A::read();
-            // SAFETY: sched rule 3: not lent (checked above; nothing ran since).
-            let parked = unsafe { &mut *driver }.park(wake_at);
-            sched.mailbox.park.running();
-            if A::ON {
-                let after = A::read();
-                crate::acct::ExecTimes::add(&sched.times.parked, after.saturating_sub(before));
-                sched.times.last.set(after);
-            }
-            match parked {
-                Ok(Park::Woke) => {}
-                Ok(Park::Stalled) => return Err(RunError::Stalled),
-                Err(err) => return Err(RunError::Driver(err)),
+            // Nothing done in this pass: wait for work (out of line, so that the passes
+            // above keep their registers).
+            if let Some(out) = self.idle(sched, lent, driver, timeout, &mut deadline, &mut busy) {
+                return out;
             }
         }
+    }
+
+    /// A pass that found no work and did none: quit, time out, re-check or park (park
+    /// rule 2). `None`: pass again.
+    #[inline(never)]
+    fn idle(
+        self: Pin<&Self>,
+        sched: &super::sched::Sched,
+        lent: bool,
+        driver: *mut D,
+        timeout: Option<Duration>,
+        deadline: &mut Option<Option<crate::Instant>>,
+        busy: &mut u32,
+    ) -> Option<Result<usize, RunError>> {
+        // A fiber suspended inside a `with_driver` closure holds the driver: nothing
+        // here may park it (driver rule 1).
+        if lent {
+            return Some(Err(if sched.is_poisoned() { RunError::Poisoned } else { RunError::DriverBusy }));
+        }
+        // Dispatch rule 5: quit only when idle, and only if nothing waits in the
+        // dispatcher (`take_quit` looks again after loading the tokens).
+        if let Some((dispatcher, _)) = sched.dispatcher.get()
+            && sched.attached.get() == 0
+            && dispatcher.take_quit()
+        {
+            return Some(Err(RunError::Quit));
+        }
+        let now = sched.read_clock();
+        let until = *deadline.get_or_insert_with(|| timeout.map(|t| now.saturating_add(t)));
+        if until.is_some_and(|u| now >= u) {
+            return Some(Err(RunError::TimedOut));
+        }
+        let wake_at = match (sched.timers.next_deadline(), until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(age) = sched.cfg.trim_spare_stacks_after {
+            let age = u64::try_from(age.as_nanos()).unwrap_or(u64::MAX);
+            sched.stacks.trim(crate::Instant::from_nanos(now.as_nanos().saturating_sub(age)));
+        }
+        // Park rule 2: announce, then re-check the inbox before sleeping.
+        sched.mailbox.park.announce();
+        let dispatched = sched.dispatcher_recheck();
+        match sched.mailbox.inbox.recheck() {
+            Recheck::Items => {
+                sched.mailbox.park.running();
+                return None;
+            }
+            // Inbox rule 3: a producer is between its swap and its link. Pass again,
+            // a bounded number of times; then park, which that producer ends.
+            Recheck::Busy if *busy < super::INBOX_BUSY_SPINS => {
+                *busy += 1;
+                sched.mailbox.park.running();
+                crate::sync::spin_loop();
+                return None;
+            }
+            Recheck::Busy | Recheck::Empty if dispatched => {
+                sched.mailbox.park.running();
+                return None;
+            }
+            Recheck::Busy | Recheck::Empty => {}
+        }
+        *busy = 0;
+        sched.stats.parks.set(sched.stats.parks.get() + 1);
+        let before = A::read();
+        // SAFETY: sched rule 3: not lent (checked above; nothing ran since).
+        let parked = unsafe { &mut *driver }.park(wake_at);
+        sched.mailbox.park.running();
+        if A::ON {
+            let after = A::read();
+            crate::acct::ExecTimes::add(&sched.times.parked, after.saturating_sub(before));
+            sched.times.last.set(after);
+        }
+        match parked {
+            Ok(Park::Woke) => {}
+            Ok(Park::Stalled) => return Some(Err(RunError::Stalled)),
+            Err(err) => return Some(Err(RunError::Driver(err))),
+        }
+        None
     }
 }
 

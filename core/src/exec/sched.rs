@@ -77,6 +77,8 @@ pub(crate) struct Sched {
     pub(crate) attached: Cell<usize>,
     /// Tasks waiting for room to submit, by I/O priority (room rule 1).
     pub(crate) submit_waiters: [List<Header, crate::task::header::SubmitLink>; 3],
+    /// The tasks in `submit_waiters` (room rule 1).
+    pub(crate) room_waiters: Cell<usize>,
     pub(crate) stacks: StackPool,
     pub(crate) cfg: Config,
     pub(crate) stats: StatsCells,
@@ -125,6 +127,7 @@ impl Sched {
             reaping: Cell::new(false),
             attached: Cell::new(0),
             submit_waiters: [List::new(), List::new(), List::new()],
+            room_waiters: Cell::new(0),
             stacks: StackPool::new(cfg.max_spare_stacks),
             cfg,
             stats: StatsCells::default(),
@@ -297,13 +300,21 @@ impl Sched {
             Step::Done(result) => {
                 // The switcher cleared the vtable (body rule 1).
                 debug_assert!(header.body.get().is_none(), "keel bug: a returned body is still installed");
-                self.finish(task, E::Return, result);
+                // Inlined with its event known: the lifecycle step folds to a store.
+                self.finish_inline(task, E::Return, result);
             }
         }
     }
 
     /// The body is gone (returned or dropped): complete, or drain its i/o first.
     pub(super) fn finish(&self, task: NonNull<Header>, event: E, result: TaskResult) {
+        self.finish_inline(task, event, result);
+    }
+
+    /// [`finish`](Self::finish), inlined where the event is a constant (a body's return in
+    /// `resume`).
+    #[inline(always)]
+    fn finish_inline(&self, task: NonNull<Header>, event: E, result: TaskResult) {
         let header = hdr(task);
         self.disarm(task);
         // Room rule 5 (a lingering `GRANTED` goes with the flags at the next attach).
@@ -322,7 +333,7 @@ impl Sched {
             step(header, if event == E::Return { E::ReturnWithIo } else { E::CancelQueuedWithIo });
         } else {
             step(header, event);
-            self.completed(task, false);
+            self.completed_inline(task, false);
         }
     }
 
@@ -350,6 +361,12 @@ impl Sched {
 
     /// The run ended. `in_reap`: called from a reap's sink (sched rule 3).
     pub(super) fn completed(&self, task: NonNull<Header>, in_reap: bool) {
+        self.completed_inline(task, in_reap);
+    }
+
+    /// [`completed`](Self::completed), inlined into `finish` (a body's return).
+    #[inline(always)]
+    fn completed_inline(&self, task: NonNull<Header>, in_reap: bool) {
         let header = hdr(task);
         // Join rules 2-3: before the release below, after which the task may be another's.
         self.complete_joiners(task);

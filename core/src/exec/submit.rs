@@ -7,9 +7,11 @@
 //! keel futures in one poll (join, select), so waiting for room is not a suspension
 //! reason of its own but a membership, kept apart from the task's state:
 //! 1. A task is in its I/O priority's `submit_waiters` list exactly when its
-//!    `QUEUED_FOR_ROOM` flag is set. The list has its own links (`submit_links`), so a
-//!    task may wait for room while it is also ready, running, or suspended for any
-//!    reason (a timer armed, i/o in flight); `reason` is only what its state reports.
+//!    `QUEUED_FOR_ROOM` flag is set, and `room_waiters` counts the tasks in the three
+//!    lists (one load for the run loop's test on every pass). The list has its own links
+//!    (`submit_links`), so a task may wait for room while it is also ready, running, or
+//!    suspended for any reason (a timer armed, i/o in flight); `reason` is only what its
+//!    state reports.
 //! 2. `wait_for_submit` (a refused initiator, future or fiber, status or wake token)
 //!    sets `ASKED_ROOM` and links the task if it is not linked: asking twice in one poll
 //!    (two initiates joined) queues it once, and a task that asks again keeps its place.
@@ -190,7 +192,12 @@ impl Sched {
     /// Whether tasks are queued for submission room (new initiators queue behind them).
     #[inline(always)]
     pub(crate) fn submit_queue_busy(&self) -> bool {
-        self.submit_waiters.iter().any(|l| !l.is_empty())
+        debug_assert_eq!(
+            self.room_waiters.get(),
+            self.submit_waiters.iter().map(|l| l.len()).sum::<usize>(),
+            "keel bug: room rule 1"
+        );
+        self.room_waiters.get() != 0
     }
 
     /// Queues the running `task` for submission room (room rule 2: once, however many
@@ -203,6 +210,7 @@ impl Sched {
         if flags & flag::QUEUED_FOR_ROOM == 0 {
             // SAFETY: room rule 1: not linked in any waiter list; `'static` header.
             unsafe { self.submit_waiters[header.prio.get().io.index()].push_back(task) };
+            self.room_waiters.set(self.room_waiters.get() + 1);
         }
     }
 
@@ -214,6 +222,7 @@ impl Sched {
             // SAFETY: room rule 1: the flag says it is linked in its I/O priority's list
             // (priorities do not change while a task is attached).
             unsafe { self.submit_waiters[header.prio.get().io.index()].remove(task) };
+            self.room_waiters.set(self.room_waiters.get() - 1);
         }
     }
 
@@ -235,6 +244,7 @@ impl Sched {
         for list in &self.submit_waiters {
             while room > 0 {
                 let Some(task) = list.pop_front() else { break };
+                self.room_waiters.set(self.room_waiters.get() - 1);
                 let header = hdr(task);
                 header.clear_flag(flag::QUEUED_FOR_ROOM | flag::ASKED_ROOM);
                 header.set_flag(flag::GRANTED);

@@ -196,9 +196,12 @@ impl JoinRecord {
     pub(crate) fn staged(&self) -> TaskResult {
         // Relaxed: the owner's own writes (join rule 1: one writer at a time, ordered by the
         // ownership hand-offs).
-        let words =
-            (self.tag.load(Ordering::Relaxed), self.value.load(Ordering::Relaxed), self.text.load(Ordering::Relaxed));
-        match decode(words.0, words.1, words.2) {
+        let (tag, value) = (self.tag.load(Ordering::Relaxed), self.value.load(Ordering::Relaxed));
+        if tag == OK {
+            return Ok(value);
+        }
+        core::hint::cold_path();
+        match decode(tag, value, self.text.load(Ordering::Relaxed)) {
             Outcome::Done(result) => result,
             Outcome::NeverAttached => Err(TaskError::Cancelled),
         }

@@ -78,6 +78,7 @@ impl<'a, F: Flavour, S: Source> WaitFor<'a, F, S> {
 }
 
 impl<F: Flavour, S: Source> Drop for WaitFor<'_, F, S> {
+    #[inline(always)]
     fn drop(&mut self) {
         // Wait rule 6: out of the queue; a unit granted and not taken goes on.
         let (kind, node) = (self.kind, &self.node);

@@ -173,7 +173,9 @@ impl Queue {
     }
 
     /// Takes the first waiter of the highest level off the queue, marks it `stage` and
-    /// wakes it (wait rule 7). `false` if none waits.
+    /// wakes it (wait rule 7). `false` if none waits. Inlined: a permit's drop is one
+    /// call of it, on every hand-off.
+    #[inline(always)]
     pub(crate) fn wake_one<F: Flavour>(&self, stage: Stage) -> bool {
         for level in &self.levels {
             if let Some(node) = level.pop_front() {
@@ -215,30 +217,46 @@ pub(crate) fn try_wait<F: Flavour, S: Source>(
     node: &Waiter,
     task: Option<NonNull<Header>>,
 ) -> Option<Result<(), WaitError>> {
-    match node.stage.get() {
-        Stage::Idle => {
-            if task.is_some_and(cancelled) {
-                return Some(Err(WaitError::Cancelled));
-            }
-            match state.try_take(kind) {
-                Ok(true) => return Some(Ok(())),
-                Ok(false) => {}
-                Err(e) => return Some(Err(e)),
-            }
-            let Some(here) = task.and_then(Here::of) else { return Some(Err(WaitError::NotInTask)) };
-            state.queue(kind).push(node, &here);
-            None
+    // The two stages of every wait (its first try, and its try once granted) are tested
+    // inline, in that order; the rest are out of line.
+    let stage = node.stage.get();
+    if stage == Stage::Idle {
+        if task.is_some_and(cancelled) {
+            return Some(Err(WaitError::Cancelled));
         }
-        Stage::Granted => {
-            node.stage.set(Stage::Idle);
-            if task.is_some_and(cancelled) {
-                // Rt rule: a cancelled task's suspension point says `Cancelled`; the
-                // unit it was handed goes on (wait rule 6).
-                state.pass_on::<F>(kind);
-                return Some(Err(WaitError::Cancelled));
-            }
-            Some(Ok(()))
+        match state.try_take(kind) {
+            Ok(true) => return Some(Ok(())),
+            Ok(false) => {}
+            Err(e) => return Some(Err(e)),
         }
+        let Some(here) = task.and_then(Here::of) else { return Some(Err(WaitError::NotInTask)) };
+        state.queue(kind).push(node, &here);
+        return None;
+    }
+    if stage == Stage::Granted {
+        node.stage.set(Stage::Idle);
+        if task.is_some_and(cancelled) {
+            core::hint::cold_path();
+            // Rt rule: a cancelled task's suspension point says `Cancelled`; the unit it
+            // was handed goes on (wait rule 6).
+            state.pass_on::<F>(kind);
+            return Some(Err(WaitError::Cancelled));
+        }
+        return Some(Ok(()));
+    }
+    try_wait_other::<S>(state, kind, node, task, stage)
+}
+
+/// [`try_wait`] for a node that is queued or was closed.
+#[inline(never)]
+fn try_wait_other<S: Source>(
+    state: &mut S,
+    kind: usize,
+    node: &Waiter,
+    task: Option<NonNull<Header>>,
+    stage: Stage,
+) -> Option<Result<(), WaitError>> {
+    match stage {
         Stage::Closed => {
             node.stage.set(Stage::Idle);
             Some(Err(WaitError::Closed))
@@ -255,12 +273,24 @@ pub(crate) fn try_wait<F: Flavour, S: Source>(
                 None
             }
         },
+        Stage::Idle | Stage::Granted => unreachable!("keel bug: try_wait handles these stages inline"),
     }
 }
 
 /// A waiter gives up (its future dropped, its fiber cancelled or unwinding), under the
 /// lock: out of the queue, and a unit granted to it goes on (wait rule 6).
+/// Inlined for the common case, a node whose wait ended with its unit (`Idle`: nothing
+/// to give up); the other stages are out of line.
+#[inline(always)]
 pub(crate) fn abandon<F: Flavour, S: Source>(state: &mut S, kind: usize, node: &Waiter) {
+    if node.stage.get() != Stage::Idle {
+        abandon_waiting::<F, S>(state, kind, node);
+    }
+}
+
+/// [`abandon`] for a node still queued, granted or closed.
+#[inline(never)]
+fn abandon_waiting<F: Flavour, S: Source>(state: &mut S, kind: usize, node: &Waiter) {
     match node.stage.get() {
         Stage::Linked => state.queue(kind).remove(node),
         Stage::Granted => {
