@@ -41,7 +41,8 @@ static int run_on(uint8_t backend, const char *dir) {
     CHECK_RESULT(r);
     keel_result b = keel_executor_backend(ex);
     CHECK(backend == KEEL_BACKEND_AUTO ? (b == KEEL_BACKEND_RING || b == KEEL_BACKEND_EPOLL) : b == backend);
-    struct job j = {{0}};
+    struct job j;
+    memset(&j, 0, sizeof j);
     snprintf(j.path, sizeof j.path, "%s/f%d", dir, backend);
     CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, j.sv) == 0);
     keel_task t;
