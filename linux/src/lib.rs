@@ -54,7 +54,6 @@ pub mod ucontext;
 mod waitq;
 
 pub use clock::monotonic_now;
-pub use epoll::{EpollConfig, EpollDriver, EpollOp};
 pub use fs::{FiberFs, File};
 pub use join::{Futex, join_blocking};
 pub use overflow::set_alt_stack;

@@ -124,7 +124,6 @@ fn auto_uses_io_uring_where_allowed_and_the_epoll_engine_where_denied() {
 }
 
 #[test]
-#[ignore = "the epoll engine does not perform file operations yet"]
 fn forcing_epoll_never_touches_io_uring_and_performs_the_same_operations() {
     let d = driver(BackendChoice::Epoll).unwrap();
     assert_eq!(d.backend(), Backend::Epoll);

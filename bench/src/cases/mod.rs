@@ -3,6 +3,7 @@
 //! To add a case, write a module whose `CASE` (or cases) lists its impls, and add it to
 //! [`ALL`]. Shared set-up for keel and tokio lives here.
 
+mod backends;
 mod c_api;
 mod c_suspend_io;
 mod c_yield;
@@ -86,6 +87,9 @@ pub const ALL: &[Case] = &[
     scale_io::NOP_Q1,
     scale_io::NOP_Q64,
     scale_io::NOP_Q1024,
+    backends::SPAWN,
+    backends::YIELD,
+    backends::TIMER,
 ];
 
 /// If this process is a memory child (`memory::CHILD_ENV` set), does its work and
@@ -118,6 +122,7 @@ pub fn goals() -> Vec<Goal> {
         dispatch::GOALS,
         echo::GOALS,
         memory::GOALS,
+        backends::GOALS,
     ]
     .concat()
 }

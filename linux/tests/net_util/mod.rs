@@ -19,8 +19,43 @@ pub fn task() -> TaskHandle {
     s.create(TaskAttrs::default()).unwrap()
 }
 
+/// The driver for `cfg`; on the epoll backend (`KEEL_DRIVER=epoll`, or io_uring denied:
+/// `make denied`) without the settings only io_uring has, so the suites run there too.
 pub fn ring(cfg: RingConfig) -> RingDriver {
-    RingDriver::new(cfg).expect("io_uring is available on this kernel")
+    RingDriver::new(for_backend(cfg)).expect("a ring driver on either backend")
+}
+
+/// `cfg` less what only io_uring has, on the epoll backend (registered buffers and files).
+pub fn for_backend(cfg: RingConfig) -> RingConfig {
+    if on_epoll() { RingConfig { registered_buffers: 0, registered_files: 0, ..cfg } } else { cfg }
+}
+
+/// Whether this process's `Auto` ring drivers run on the epoll backend.
+pub fn on_epoll() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        RingDriver::new(RingConfig::default()).expect("a ring driver on either backend").backend()
+            == keel_linux::Backend::Epoll
+    })
+}
+
+/// For tests of what only io_uring has (registered buffers and files, provided buffers,
+/// multishot receives, zero-copy sends, direct descriptors): on the epoll backend says
+/// SKIPPED and why, and answers true (the test then returns).
+pub fn ring_only(what: &str) -> bool {
+    let skip = on_epoll();
+    if skip {
+        println!("SKIPPED on the epoll backend: {what} needs io_uring");
+    }
+    skip
+}
+
+/// Registers `count` provided buffers of `size` bytes on the io_uring backend; nothing on
+/// the epoll backend, which has none (the tests that use them are `ring_only`).
+pub fn provided_buffers(d: &mut RingDriver, count: u16, size: u32) {
+    if d.backend() == keel_linux::Backend::Ring {
+        d.enable_provided_buffers(count, size).unwrap();
+    }
 }
 
 pub fn executor(cfg: RingConfig) -> Pin<Box<Ex>> {
