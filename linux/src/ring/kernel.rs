@@ -8,9 +8,9 @@
 //!    SQE or says the SQ is full; `enter` submits what is queued and waits for
 //!    `min_complete` CQEs or the deadline; `fill` takes CQEs oldest first.
 //! 2. What only a kernel ring has (registered buffers and files, provided-buffer rings,
-//!    MSG_RING, worker-pool settings, polled i/o) is asked for through [`Kernel::uring`]:
+//!    MSG_RING, worker-pool settings, polled i/o) is asked for through `Kernel::uring`:
 //!    on the epoll backend it is `None` and the caller returns its typed "not on this
-//!    driver" error ([`not_on_epoll`]).
+//!    driver" error (`not_on_epoll`).
 //! 3. The branch on the backend is the only cost the ring's own path pays for the
 //!    second one: one predictable branch per push, enter and fill. The hottest push (a
 //!    status block's direct operation, `submit.rs`) matches on the backend itself, so the
