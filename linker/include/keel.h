@@ -882,7 +882,8 @@ keel_result keel_executor_attached(struct keel_executor ex);
  * `KEEL_BACKEND_EPOLL` (`keel_executor_attr::backend`); 0 for an executor made without a
  * ring (`ring_entries` 0), which performs no i/o.
  *
- * Thread safety: the executor's thread only. Errors: `-ESTALE`, `-KEEL_EWRONGTHREAD`.
+ * Thread safety: the executor's thread only. Errors: `-ESTALE`, `-KEEL_EWRONGTHREAD`,
+ * `-EBUSY` (asked while the executor's driver is lent to other code).
  */
 keel_result keel_executor_backend(struct keel_executor ex);
 

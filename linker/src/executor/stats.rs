@@ -73,7 +73,8 @@ pub extern "C" fn keel_executor_attached(ex: keel_executor) -> keel_result {
 /// `KEEL_BACKEND_EPOLL` (`keel_executor_attr::backend`); 0 for an executor made without a
 /// ring (`ring_entries` 0), which performs no i/o.
 ///
-/// Thread safety: the executor's thread only. Errors: `-ESTALE`, `-KEEL_EWRONGTHREAD`.
+/// Thread safety: the executor's thread only. Errors: `-ESTALE`, `-KEEL_EWRONGTHREAD`,
+/// `-EBUSY` (asked while the executor's driver is lent to other code).
 #[unsafe(no_mangle)]
 pub extern "C" fn keel_executor_backend(ex: keel_executor) -> keel_result {
     guard(|| {
@@ -82,23 +83,22 @@ pub extern "C" fn keel_executor_backend(ex: keel_executor) -> keel_result {
             super::Inner::Ring(x) => {
                 // SAFETY: executor rule 1: the executor never moves out of its storage.
                 let e = unsafe { core::pin::Pin::new_unchecked(x) };
-                backend_code(e.with_driver(|d| d.backend()).ok())
+                backend_code(e.with_driver(|d| d.backend()).map_err(|_| err(libc::EBUSY))?)
             }
             super::Inner::RingAcct(x) => {
                 // SAFETY: as above.
                 let e = unsafe { core::pin::Pin::new_unchecked(x) };
-                backend_code(e.with_driver(|d| d.backend()).ok())
+                backend_code(e.with_driver(|d| d.backend()).map_err(|_| err(libc::EBUSY))?)
             }
             _ => 0,
         })
     })
 }
 
-fn backend_code(b: Option<keel_linux::Backend>) -> i64 {
+fn backend_code(b: keel_linux::Backend) -> i64 {
     match b {
-        Some(keel_linux::Backend::Ring) => i64::from(super::attr::KEEL_BACKEND_RING),
-        Some(keel_linux::Backend::Epoll) => i64::from(super::attr::KEEL_BACKEND_EPOLL),
-        None => 0,
+        keel_linux::Backend::Ring => i64::from(super::attr::KEEL_BACKEND_RING),
+        keel_linux::Backend::Epoll => i64::from(super::attr::KEEL_BACKEND_EPOLL),
     }
 }
 

@@ -80,7 +80,7 @@ pub(crate) fn classify(errno: Errno, sysctl: Option<u8>) -> RingUnavailable {
 }
 
 /// `kernel.io_uring_disabled` (Linux 6.6+), `None` where the file is missing or unreadable.
-fn io_uring_disabled_sysctl() -> Option<u8> {
+pub(crate) fn io_uring_disabled_sysctl() -> Option<u8> {
     std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok()?.trim().parse().ok()
 }
 

@@ -15,7 +15,7 @@
 //!    answers the same without logging.
 #![allow(unsafe_code)] // one enter that submits nothing, to check io_uring_enter is allowed
 
-use super::availability::classify;
+use super::availability::{classify, io_uring_disabled_sysctl};
 use super::config::{BackendChoice, RingConfig};
 use super::kernel::not_on_epoll;
 use super::setup::{self, RingFlags};
@@ -105,9 +105,7 @@ pub(crate) fn choose(cfg: &RingConfig) -> io::Result<Chosen> {
         }
         Err(e) if choice == BackendChoice::Auto && denies(&e) => {
             let errno = Errno(e.raw_os_error().unwrap_or(libc::EIO));
-            let sysctl =
-                std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok().and_then(|s| s.trim().parse().ok());
-            engine(cfg, &format!("io_uring is unavailable: {}", classify(errno, sysctl)))
+            engine(cfg, &format!("io_uring is unavailable: {}", classify(errno, io_uring_disabled_sysctl())))
         }
         Err(e) => Err(e),
     }
