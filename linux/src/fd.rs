@@ -96,6 +96,7 @@ impl Fd {
     /// Gives the descriptor up if `fd` is its only holder (fd rule 4).
     pub(crate) fn try_into_raw(fd: SharedFd) -> Result<RawFd, SharedFd> {
         let inner = Rc::try_unwrap(fd)?;
+        crate::epoll::note_closed(inner.raw); // close-log rule 1: its new owner may close it
         inner.closed.set(true);
         Ok(inner.raw)
     }
@@ -104,6 +105,7 @@ impl Fd {
 impl Drop for Fd {
     fn drop(&mut self) {
         if !self.closed.get() {
+            crate::epoll::note_closed(self.raw); // close-log rule 1 (epoll/engine/closes.rs)
             // SAFETY: fd rule 1: the descriptor is ours, and the last holder is going, so
             // no operation names it any more.
             unsafe { rustix::io::close(self.raw) };

@@ -7,6 +7,7 @@ mod fs;
 mod links;
 mod net;
 mod random;
+mod ready;
 
 use super::{Engine, EngineConfig};
 use io_uring::{cqueue, squeue};
