@@ -4,8 +4,9 @@
 //!
 //! Readiness rules (cited as "readiness rule N"; they are epoll rules 1-2 of
 //! `epoll/mod.rs` applied to the engine's ops):
-//! 1. A descriptor is registered once, edge-triggered (`EPOLLET`), for `EPOLLIN |
-//!    EPOLLOUT | EPOLLRDHUP`, with the descriptor number as its data, when an op on it
+//! 1. A descriptor is registered once, edge-triggered (`EPOLLET`), for every readiness
+//!    a poll may ask for (`INTEREST`: in, out, priority, the normal and band forms,
+//!    `EPOLLRDHUP`), with the descriptor number as its data, when an op on it
 //!    first has to wait; it stays registered (no `epoll_ctl` per wait) until keel closes
 //!    it or learns that it was closed (rule 6). Adding it reports it at once if it is
 //!    ready already (epoll's insert checks the level once), so no readiness is lost
@@ -71,8 +72,22 @@ const BOTH: u32 = IN | OUT;
 /// `EPOLLERR | EPOLLHUP`: wake every waiter.
 const ALWAYS: u32 = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
 
-/// What a registration asks for (readiness rule 1).
-pub(crate) const INTEREST: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+/// What a registration asks for (readiness rule 1): every readiness a poll may wait for,
+/// so that an event's mask holds whatever of it is ready.
+pub(crate) const INTEREST: u32 = (libc::EPOLLIN
+    | libc::EPOLLPRI
+    | libc::EPOLLOUT
+    | libc::EPOLLRDNORM
+    | libc::EPOLLRDBAND
+    | libc::EPOLLWRNORM
+    | libc::EPOLLWRBAND
+    | libc::EPOLLMSG
+    | libc::EPOLLRDHUP
+    | libc::EPOLLET) as u32;
+
+/// What reports in, and out (readiness rule 2).
+const IN_LIKE: u32 = (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLRDNORM | libc::EPOLLRDBAND | libc::EPOLLRDHUP) as u32;
+const OUT_LIKE: u32 = (libc::EPOLLOUT | libc::EPOLLWRNORM | libc::EPOLLWRBAND) as u32;
 
 /// Whether a short transfer means the descriptor is drained (readiness rule 2).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -403,10 +418,10 @@ impl Readiness {
 /// Readiness rule 2: the directions an event's `revents` makes maybe ready.
 fn maybe_of(revents: u32) -> u32 {
     let mut m = 0;
-    if revents & (IN | (libc::EPOLLRDHUP | libc::EPOLLPRI) as u32 | ALWAYS) != 0 {
+    if revents & (IN_LIKE | ALWAYS) != 0 {
         m |= IN;
     }
-    if revents & (OUT | ALWAYS) != 0 {
+    if revents & (OUT_LIKE | ALWAYS) != 0 {
         m |= OUT;
     }
     m

@@ -334,3 +334,16 @@ fn close_log_rule_2_more_closes_than_the_log_holds_renew_every_entry() {
     push(&mut e, &[recv(c.as_raw_fd(), &mut buf, 1)]);
     assert_eq!(wait_ms(&mut e, 1, 2_000), vec![(1, 3, 0)]);
 }
+
+#[test]
+fn readiness_rule_1_a_poll_for_a_normal_form_alone_is_woken_by_the_registration() {
+    let mut e = engine_with_period(NEVER);
+    let (a, b) = socketpair(libc::SOCK_STREAM);
+    registered_and_drained(&mut e, a.as_raw_fd(), &b);
+    push(&mut e, &[opcode::PollAdd::new(types::Fd(a.as_raw_fd()), libc::POLLRDNORM as u32).build().user_data(1)]);
+    assert_eq!(poll(&mut e), vec![]);
+    write_all(&b, b"x");
+    let got = wait_ms(&mut e, 1, 2_000);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].1 & libc::POLLRDNORM as i32 != 0, "{got:?}");
+}
