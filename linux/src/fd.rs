@@ -147,6 +147,23 @@ mod tests {
     }
 
     #[test]
+    fn fd_rule_3_keel_notes_each_close_and_each_descriptor_it_gives_up_for_the_epoll_engine() {
+        use crate::epoll::engine::closes;
+        let (r, w) = pipe();
+        let before = closes::count();
+        drop(Fd::new(r)); // closed by its last holder
+        assert_eq!(closes::count(), before + 1, "the close is noted (close-log rule 1)");
+        let raw = Fd::try_into_raw(Fd::new(w)).expect("the only holder");
+        assert_eq!(closes::count(), before + 2, "a descriptor given up is noted: its owner may close it");
+        let marked = Fd::new(raw);
+        marked.mark_closed();
+        drop(marked);
+        assert_eq!(closes::count(), before + 2, "closed by the ring already: noted by the engine's own close");
+        // SAFETY: ours again, closed once.
+        unsafe { rustix::io::close(raw) };
+    }
+
+    #[test]
     fn fd_rule_3_a_descriptor_the_kernel_closed_is_not_closed_again() {
         let (r, w) = pipe();
         let a = Fd::new(r);

@@ -131,6 +131,8 @@ impl Engine {
         let s = &self.ops[i].sqe;
         let (code, fd) = (s.opcode, s.fd);
         let events = match code {
+            // A peek leaves the data where it was: a short one drains nothing.
+            opcode::Recv::CODE if s.op_flags as i32 & libc::MSG_PEEK != 0 => return,
             opcode::Recv::CODE | opcode::Read::CODE => ready::IN,
             opcode::Send::CODE | opcode::Write::CODE => ready::OUT,
             _ => return self.made_fd(code, res),

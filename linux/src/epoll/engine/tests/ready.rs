@@ -347,3 +347,17 @@ fn readiness_rule_1_a_poll_for_a_normal_form_alone_is_woken_by_the_registration(
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(got[0].1 & libc::POLLRDNORM as i32 != 0, "{got:?}");
 }
+
+#[test]
+fn readiness_rule_2_a_short_peek_leaves_the_data_maybe_ready() {
+    let mut e = engine_with_period(NEVER);
+    let (a, b) = socketpair(libc::SOCK_STREAM);
+    registered_and_drained(&mut e, a.as_raw_fd(), &b);
+    write_all(&b, b"peek");
+    let mut buf = [0u8; 64];
+    let peek = opcode::Recv::new(types::Fd(a.as_raw_fd()), buf.as_mut_ptr(), 64).flags(libc::MSG_PEEK);
+    push(&mut e, &[peek.build().user_data(1)]);
+    assert_eq!(wait_ms(&mut e, 1, 2_000), vec![(1, 4, 0)]);
+    push(&mut e, &[recv(a.as_raw_fd(), &mut buf, 2)]);
+    assert_eq!(wait_ms(&mut e, 1, 2_000), vec![(2, 4, 0)], "the peeked data is still there to read");
+}
