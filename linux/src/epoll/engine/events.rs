@@ -145,6 +145,18 @@ impl Engine {
         out.clear();
     }
 
+    /// Pool op `i` (or one performed at once for want of a pool) returned `res`: a
+    /// descriptor it made or closed is renewed (readiness rule 6: ops left on a closed one
+    /// end with `EBADF`), then it completes.
+    pub(super) fn pool_done(&mut self, i: u32, res: i32) {
+        let (code, fd) = (self.ops[i].sqe.opcode, self.ops[i].sqe.fd);
+        self.made_fd(code, res);
+        if code == opcode::Close::CODE {
+            self.renew(fd);
+        }
+        self.complete(i, res);
+    }
+
     fn take_pool_results(&mut self) {
         let Some(p) = self.pool.as_ref() else { return };
         let mut results = std::mem::take(&mut self.results);
@@ -152,12 +164,7 @@ impl Engine {
         for ((i, serial), res) in results.drain(..) {
             self.pool_jobs -= 1;
             if self.ops.is(i, serial) && self.ops[i].state == State::Pool {
-                let (code, fd) = (self.ops[i].sqe.opcode, self.ops[i].sqe.fd);
-                self.made_fd(code, res);
-                if code == opcode::Close::CODE {
-                    self.renew(fd); // readiness rule 6: ops left on it end with EBADF
-                }
-                self.complete(i, res);
+                self.pool_done(i, res);
             }
         }
         self.results = results;

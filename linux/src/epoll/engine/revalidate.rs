@@ -15,7 +15,9 @@
 //!    `ENOENT`: the number names another file now: it is registered (`EPOLL_CTL_ADD`,
 //!    readiness rule 1), the entry renewed (readiness rule 6) and its waiters try again
 //!    (pending, readiness rule 4). Any other error (`EBADF`: closed, not reused): the
-//!    waiters end with it (readiness rule 5).
+//!    waiters end with it (readiness rule 5). A due descriptor with waiters and no
+//!    registration (the engine deleted it before a close the waiters outlived) is
+//!    registered (readiness rule 1), which ends them with `EBADF` if the number is closed.
 //! 4. Bounds: a waiter behind a descriptor closed behind keel's back is found by the
 //!    first check after the close: at most `MAX_GAP + 1` periods after it (17 s with the
 //!    defaults), and for a close early in the wait, by the time the wait is about twice
@@ -62,14 +64,18 @@ impl Engine {
         due.clear();
         let s = self.sweeps;
         for (k, e) in self.ready.fds.iter_mut().enumerate() {
-            if e.has_waiters() && e.registered && s.wrapping_sub(e.check_at) as i32 >= 0 {
+            if e.has_waiters() && s.wrapping_sub(e.check_at) as i32 >= 0 {
                 e.gap = (e.gap * 2).min(MAX_GAP);
                 e.check_at = s.wrapping_add(e.gap);
                 due.push(k as RawFd);
             }
         }
         for &fd in &due {
-            self.recheck(fd);
+            if self.ready.fds[fd as usize].registered {
+                self.recheck(fd);
+            } else {
+                self.arm(fd); // waiters left unregistered (their number closed by the engine)
+            }
         }
         self.due = due;
     }

@@ -171,7 +171,8 @@ impl Engine {
                 return;
             }
         }
-        self.complete(i, perform_fs::blocking(&s)); // no pool (file_threads 0): at once
+        let res = perform_fs::blocking(&s); // no pool (file_threads 0): at once
+        self.pool_done(i, res);
     }
 
     fn first_attempt(&mut self, i: u32) -> Next {

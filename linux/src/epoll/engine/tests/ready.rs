@@ -361,3 +361,21 @@ fn readiness_rule_2_a_short_peek_leaves_the_data_maybe_ready() {
     push(&mut e, &[recv(a.as_raw_fd(), &mut buf, 2)]);
     assert_eq!(wait_ms(&mut e, 1, 2_000), vec![(2, 4, 0)], "the peeked data is still there to read");
 }
+
+#[test]
+fn readiness_rule_6_the_engines_close_under_a_waiter_ends_it_with_ebadf() {
+    for threads in [0, 2] {
+        let mut e = engine(threads);
+        e.period = NEVER * 1_000_000;
+        let (a, _b) = socketpair(libc::SOCK_STREAM);
+        let n = std::os::fd::IntoRawFd::into_raw_fd(a);
+        let mut buf = [0u8; 64];
+        push(&mut e, &[recv(n, &mut buf, 1)]);
+        assert_eq!(poll(&mut e), vec![]);
+        // A close with an op still on the number (keel's own closes cancel first).
+        push(&mut e, &[opcode::Close::new(types::Fd(n)).build().user_data(2)]);
+        let mut got = wait_ms(&mut e, 2, 5_000);
+        got.sort();
+        assert_eq!(got, vec![(1, -libc::EBADF, 0), (2, 0, 0)], "file_threads {threads}");
+    }
+}
