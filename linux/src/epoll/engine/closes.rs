@@ -9,7 +9,9 @@
 //!    (`into_raw_fd`: its new owner may close it) is noted with [`note_closed`] first:
 //!    one thread-local counter and one slot of a ring of `LOG` numbers. A `File`/`Socket`
 //!    is `!Send` and the driver is not `Send` (kernel rule 4), so the notes of a
-//!    descriptor's closes land on the thread of the engine that waited on it.
+//!    descriptor's closes land on the thread of the engine that waited on it. A number
+//!    closed on another thread (raw descriptors shared between executors) is, for this
+//!    engine, closed behind its back: revalidation finds its waiters (readiness rule 7).
 //! 2. An engine keeps the count it has read up to (`Engine::closes_seen`); each `enter`
 //!    first renews the entries of the numbers noted since (bounded by `LOG`). If more
 //!    than `LOG` were noted since, it renews every entry (bounded by the entries). Several
