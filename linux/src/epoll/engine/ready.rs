@@ -56,6 +56,11 @@
 //!    entry is a few words and keeps its waiter list's capacity for the next wait), made
 //!    for the first `PREALLOCATED` numbers at creation: after a descriptor's first wait,
 //!    waiting on it again allocates nothing.
+//! 9. A POLL_ADD (`ready::poll`) names any descriptor, often one owned outside keel and
+//!    closed without keel knowing: its wait re-checks a registration it finds
+//!    (`EPOLL_CTL_MOD`, `ENOENT` -> `EPOLL_CTL_ADD`: revalidation rule 3 at once), one
+//!    `epoll_ctl` per poll that waits, so a number reused since its last wait is
+//!    registered anew rather than trusted.
 
 use rustix::event::epoll;
 use rustix::io::Errno;
@@ -262,6 +267,11 @@ impl Readiness {
             let gone = before - e.waiters.len();
             self.waiting -= gone;
         }
+    }
+
+    /// Whether `fd` is registered (readiness rule 1).
+    pub(crate) fn is_registered(&self, fd: RawFd) -> bool {
+        self.fds.get(usize::try_from(fd).unwrap_or(usize::MAX)).is_some_and(|e| e.registered)
     }
 
     /// Whether any op waits on any descriptor.

@@ -85,8 +85,8 @@ impl Engine {
         if self.ready.any_waiting() { self.next_sweep } else { None }
     }
 
-    /// Revalidation rule 3 for `fd`.
-    fn recheck(&mut self, fd: RawFd) {
+    /// Revalidation rule 3 for `fd` (also readiness rule 9).
+    pub(super) fn recheck(&mut self, fd: RawFd) {
         let r = &mut self.ready;
         let data = epoll::EventData::new_u64(fd as u64);
         let flags = epoll::EventFlags::from_bits_retain(super::ready::INTEREST);

@@ -120,7 +120,9 @@ impl Engine {
     fn wait_on(&mut self, i: u32, fd: RawFd, events: u32, arm: bool) {
         self.ops[i].state = State::Waiting { fd, events };
         self.ready.push(fd, i, events, self.sweeps);
-        if arm {
+        if self.ops[i].sqe.opcode == opcode::PollAdd::CODE && self.ready.is_registered(fd) {
+            self.recheck(fd); // readiness rule 9: any descriptor, often not keel's
+        } else if arm {
             self.arm(fd);
         }
     }

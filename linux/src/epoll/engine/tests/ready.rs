@@ -379,3 +379,26 @@ fn readiness_rule_6_the_engines_close_under_a_waiter_ends_it_with_ebadf() {
         assert_eq!(got, vec![(1, -libc::EBADF, 0), (2, 0, 0)], "file_threads {threads}");
     }
 }
+
+#[test]
+fn readiness_rule_9_a_poll_rechecks_a_registration_it_finds_so_a_reused_number_is_not_trusted() {
+    let mut e = engine_with_period(NEVER);
+    let (a, b) = socketpair(libc::SOCK_STREAM);
+    let n = std::os::fd::IntoRawFd::into_raw_fd(a);
+    let poll_in = |fd: RawFd, ud: u64| opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).build().user_data(ud);
+    push(&mut e, &[poll_in(n, 1)]);
+    assert_eq!(poll(&mut e), vec![]);
+    write_all(&b, b"x");
+    assert_eq!(wait(&mut e, 1).len(), 1);
+    assert!(e.ready.is_registered(n));
+    // The caller's descriptor goes (keel never owned it) and its number comes back.
+    close_behind(n);
+    let (c, d) = socketpair(libc::SOCK_STREAM);
+    let _c = reuse(c, n);
+    push(&mut e, &[poll_in(n, 2)]);
+    assert_eq!(poll(&mut e), vec![]);
+    write_all(&d, b"y");
+    let got = wait_ms(&mut e, 1, 2_000);
+    assert_eq!(got.len(), 1, "the new file is registered at its first wait: {got:?}");
+    assert!(got[0].0 == 2 && got[0].1 & libc::POLLIN as i32 != 0, "{got:?}");
+}
