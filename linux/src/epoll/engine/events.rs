@@ -117,6 +117,9 @@ impl Engine {
     /// Readiness rules 1, 4 and 5 for `fd`, with what a failed registration means for its
     /// ops.
     pub(super) fn arm(&mut self, fd: RawFd) {
+        if self.ready.settled(fd) {
+            return; // the steady state: registered, nothing pending to add
+        }
         let mut out = std::mem::take(&mut self.woken);
         let armed = self.ready.arm(fd, &mut out);
         self.end_waiters(armed, &mut out);

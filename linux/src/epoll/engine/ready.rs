@@ -149,6 +149,10 @@ impl Entry {
     pub(crate) fn has_waiters(&self) -> bool {
         self.waiters.one.is_some()
     }
+
+    fn more_is_empty(&self) -> bool {
+        self.waiters.more.is_empty()
+    }
 }
 
 /// A descriptor's waiters, oldest first: (op index, events). The first sits inline, so
@@ -303,6 +307,18 @@ impl Readiness {
             e.drains = if drains_on_short_transfer(fd) { Drains::Yes } else { Drains::No };
         }
         e.drains == Drains::Yes
+    }
+
+    /// Whether [`arm`](Self::arm) has nothing to do for `fd`: no waiter, or registered
+    /// with its waiters' directions known not ready (or pending already).
+    #[inline]
+    pub(crate) fn settled(&self, fd: RawFd) -> bool {
+        let Some(e) = self.fds.get(usize::try_from(fd).unwrap_or(usize::MAX)) else { return true };
+        match e.waiters.one {
+            None => true,
+            Some((_, ev)) if e.more_is_empty() => e.registered && (e.maybe & ev == 0 || e.pending),
+            Some(_) => false,
+        }
     }
 
     /// Readiness rules 1, 4 and 5: registers `fd` if its waiters need it. On
