@@ -18,6 +18,9 @@
 //!    after what they changed on a descriptor is undone: a connect puts back the flags
 //!    it found (net rule 3). The descriptor is still open then: the caller keeps it open
 //!    until the op's CQE, which never comes.
+//! 5. What io_uring copies at prep, a TIMEOUT's and a LINK_TIMEOUT's timespec, is copied
+//!    when the SQE is taken (`Op::ts`), not read when the op starts: a chain member or a
+//!    link timer starts later, and the caller may reuse its timespec once it submitted.
 
 use super::sqe::RawSqe;
 use std::os::fd::RawFd;
@@ -59,6 +62,9 @@ pub(crate) struct Op {
     pub saved_fl: i32,
     /// A timer's instant (ns, `CLOCK_MONOTONIC`).
     pub deadline: u64,
+    /// A TIMEOUT's or LINK_TIMEOUT's timespec (seconds, nanoseconds), copied when its SQE
+    /// is taken (op rule 5); `None` for a null one (and every other op).
+    pub ts: Option<(i64, i64)>,
     /// A `Linked` op a cancel found: it completes with `-ECANCELED` when its predecessor
     /// completes, in chain order (cancel rule 1).
     pub cancelled: bool,
@@ -93,6 +99,7 @@ impl Ops {
             done: 0,
             saved_fl: -1,
             deadline: 0,
+            ts: timespec_of(&sqe),
             cancelled: false,
         };
         match self.free.pop() {
@@ -134,6 +141,20 @@ impl Ops {
         v.sort_by_key(|&i| self.ops[i as usize].serial);
         v
     }
+}
+
+/// Op rule 5: the timespec a TIMEOUT or LINK_TIMEOUT names, read now.
+fn timespec_of(s: &RawSqe) -> Option<(i64, i64)> {
+    use io_uring::opcode::{LinkTimeout, Timeout};
+    if !matches!(s.opcode, Timeout::CODE | LinkTimeout::CODE) || s.addr == 0 {
+        return None;
+    }
+    // SAFETY: `addr` is the caller's `__kernel_timespec` (two i64), valid at least until
+    // the SQE has been taken, which is now (`Engine::push`).
+    Some(unsafe {
+        let p = s.addr as *const i64;
+        (p.read_unaligned(), p.add(1).read_unaligned())
+    })
 }
 
 impl Drop for Ops {
