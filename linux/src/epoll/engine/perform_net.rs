@@ -188,11 +188,14 @@ pub(crate) fn msg_len(hdr: *const libc::msghdr) -> u64 {
 /// this part reports, `MSG_CTRUNC` for ancillary data that came with it). Allocates the
 /// copy of the iovecs, on this retry path only.
 fn msg_rest(fd: RawFd, hdr: *mut libc::msghdr, done: u32, send: bool, flags: i32) -> i32 {
-    // SAFETY: the caller's msghdr and its iovecs, valid until the CQE; `done` > 0 bytes
-    // moved through them, so `msg_iov` names `msg_iovlen` iovecs.
+    // SAFETY: the caller's msghdr, valid until the CQE.
     let mut m = unsafe { *hdr };
-    let iovs =
-        if m.msg_iov.is_null() { &[][..] } else { unsafe { core::slice::from_raw_parts(m.msg_iov, m.msg_iovlen) } };
+    let iovs = if m.msg_iov.is_null() {
+        &[][..]
+    } else {
+        // SAFETY: the msghdr's `msg_iovlen` iovecs at `msg_iov`, valid until the CQE.
+        unsafe { core::slice::from_raw_parts(m.msg_iov, m.msg_iovlen) }
+    };
     let mut skip = done as usize;
     let mut rest = Vec::with_capacity(iovs.len());
     for v in iovs {
