@@ -18,8 +18,9 @@
 //!    reports. A direction an event reported ended (`EPOLLRDHUP` for in, `EPOLLHUP` and
 //!    `EPOLLERR` for both) stays maybe ready until the entry is renewed: an end raises
 //!    no further edge, and an attempt returns at once (end of stream or the error), as
-//!    tokio never clears its closed readiness. A direction not known not ready counts as
-//!    maybe ready.
+//!    tokio never clears its closed readiness, until an attempt says `EAGAIN` (which an
+//!    ended direction never says: the end was a stale event's, from a file that no longer
+//!    has the number). A direction not known not ready counts as maybe ready.
 //! 3. An op's first attempt is skipped when its descriptor is registered and its
 //!    direction is known not ready (`must_wait`): it waits at once, without a system call
 //!    that would only say `EAGAIN`. This is sound because the registration is
@@ -291,9 +292,19 @@ impl Readiness {
         skip
     }
 
-    /// Readiness rule 2: an attempt found `events` of `fd` not ready.
+    /// Readiness rule 2: an attempt found `events` of `fd` not ready (`EAGAIN`: so not
+    /// ended either, whatever a stale event said).
     #[inline]
     pub(crate) fn not_ready(&mut self, fd: RawFd, events: u32) {
+        if let Some(e) = self.entry(fd) {
+            e.maybe &= !events;
+            e.ended &= !events;
+        }
+    }
+
+    /// Readiness rule 2: a short transfer drained `events` of `fd` (unless they ended).
+    #[inline]
+    pub(crate) fn drained(&mut self, fd: RawFd, events: u32) {
         if let Some(e) = self.entry(fd) {
             e.maybe &= !(events & !e.ended);
         }

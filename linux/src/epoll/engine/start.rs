@@ -140,7 +140,7 @@ impl Engine {
             _ => return self.made_fd(code, res),
         };
         if res > 0 && (res as u32) < s.len && self.ready.drains(fd) {
-            self.ready.not_ready(fd, events);
+            self.ready.drained(fd, events);
         }
     }
 

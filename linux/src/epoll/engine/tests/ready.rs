@@ -402,3 +402,26 @@ fn readiness_rule_9_a_poll_rechecks_a_registration_it_finds_so_a_reused_number_i
     assert_eq!(got.len(), 1, "the new file is registered at its first wait: {got:?}");
     assert!(got[0].0 == 2 && got[0].1 & libc::POLLIN as i32 != 0, "{got:?}");
 }
+
+#[test]
+fn readiness_rule_2_a_stale_end_from_an_old_file_does_not_keep_a_new_one_busy() {
+    let mut e = engine_with_period(10);
+    let (a, b) = socketpair(libc::SOCK_STREAM);
+    let n = std::os::fd::IntoRawFd::into_raw_fd(a);
+    registered_and_drained(&mut e, n, &b);
+    // SAFETY: dup of our own descriptor: the old file outlives its number.
+    let _dup = unsafe { OwnedFd::from_raw_fd(libc::dup(n)) };
+    close_behind(n);
+    let (c, d) = socketpair(libc::SOCK_STREAM);
+    let _c = reuse(c, n);
+    let mut buf = [0u8; 64];
+    push(&mut e, &[recv(n, &mut buf, 1)]);
+    assert_eq!(poll(&mut e), vec![]);
+    drop(b); // the old file's hang-up reaches the number through its stale registration
+    for _ in 0..3 {
+        assert_eq!(poll(&mut e), vec![]);
+        assert!(!e.ready.any_pending(), "an EAGAIN ends the stale end: no retry every pass");
+    }
+    write_all(&d, b"new");
+    assert_eq!(wait_ms(&mut e, 1, 5_000), vec![(1, 3, 0)], "revalidation registers the new file");
+}
