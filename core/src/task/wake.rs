@@ -5,7 +5,7 @@
 use crate::mailbox::{self, WakeTarget};
 use crate::sync::Ordering;
 use crate::task::header::{Header, SlotPtr};
-use core::cell::{Cell, UnsafeCell};
+use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 use core::task::{Context, RawWaker, RawWakerVTable, Waker};
@@ -111,30 +111,20 @@ pub(crate) fn task_of(waker: &Waker) -> Option<NonNull<Header>> {
 
 /// The `Context` a task's body is polled with, and the waker it names (rt rule 1): in
 /// the task's `'static` trailer, so its address is fixed and names the task. Touched
-/// only by the owner's thread (header rule 2). Made once per run, at its first poll
-/// (`made_for`), and made again before a poll if the body replaced it (a body's poll has
-/// `&mut Context`, so it may store another `Context` there; it cannot change the waker
-/// slot, which the `Context` only borrows).
+/// only by the owner's thread (header rule 2), rewritten before every poll of the body.
 pub(crate) struct ResumeCx {
     waker: UnsafeCell<MaybeUninit<Waker>>,
-    cx: UnsafeCell<Context<'static>>,
-    /// The generation of the run `waker` names; meaningful once `cx` borrows `waker`.
-    made_for: Cell<u32>,
+    cx: UnsafeCell<MaybeUninit<Context<'static>>>,
 }
 
 impl ResumeCx {
     pub(crate) const fn new() -> Self {
-        ResumeCx {
-            waker: UnsafeCell::new(MaybeUninit::uninit()),
-            // Borrows no slot's waker: the first poll makes it.
-            cx: UnsafeCell::new(Context::from_waker(Waker::noop())),
-            made_for: Cell::new(0),
-        }
+        ResumeCx { waker: UnsafeCell::new(MaybeUninit::uninit()), cx: UnsafeCell::new(MaybeUninit::uninit()) }
     }
 }
 
-/// The task's resume `Context` (rt rule 1) for run `generation` of the task at `hdr`,
-/// for the body's poll: the one made for that run, or made now.
+/// The task's resume `Context` (rt rule 1), made afresh for run `generation` of the task
+/// at `hdr`, for the body's poll.
 ///
 /// # Safety
 /// The owner, on its thread, about to poll the body: no reference to this task's resume
@@ -147,18 +137,13 @@ pub(crate) unsafe fn resume_context<'a>(hdr: NonNull<Header>, generation: u32) -
     // Provenance rule 2: through the whole-slot pointer.
     let resume: &'static ResumeCx = &hdr.trailer().resume;
     let waker_slot = resume.waker.get() as *mut Waker;
-    let cx_slot = resume.cx.get();
+    let cx_slot = resume.cx.get() as *mut Context<'static>;
     // SAFETY: the caller's duties: nothing else refers to these two now. The waker
     // overwritten (if any) is not dropped: a keel waker's drop does nothing. Both stay in
-    // the `'static` trailer, so the `'static` borrows hold. `cx` is always initialised
-    // (`new`); `waker` is read only through a `cx` that borrows it, which `made` wrote.
+    // the `'static` trailer, so the `'static` borrows hold.
     unsafe {
-        let made = core::ptr::eq((*cx_slot).waker(), waker_slot) && resume.made_for.get() == generation;
-        if !made {
-            waker_slot.write(waker_for(hdr, generation));
-            cx_slot.write(Context::from_waker(&*waker_slot));
-            resume.made_for.set(generation);
-        }
+        waker_slot.write(waker_for(hdr, generation));
+        cx_slot.write(Context::from_waker(&*waker_slot));
         &mut *cx_slot
     }
 }
