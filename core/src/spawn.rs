@@ -48,7 +48,7 @@ impl TaskCx<'_> {
         F: FnOnce(&mut Fiber) -> R + 'static,
         R: IntoTaskResult,
     {
-        self.sched().spawn_fiber(task, attrs, body)
+        self.sched().spawn_fiber::<crate::arch::AsmSwitch, F, R>(task, attrs, body)
     }
 }
 

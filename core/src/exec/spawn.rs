@@ -27,6 +27,7 @@
 use crate::error::AttachError;
 use crate::exec::sched::Sched;
 use crate::fiber::{Fiber, FiberAttrs};
+use crate::switch::FiberSwitch;
 use crate::task::TaskHandle;
 use crate::task::body::{FutureBody, IntoTaskResult};
 use core::future::Future;
@@ -115,21 +116,22 @@ impl Sched {
         self.attach(task, body, vtable).map_err(SpawnError::Attach)
     }
 
-    /// [`Sched::spawn`] of a fiber on keel's own switch.
-    pub(crate) fn spawn_fiber<F, R>(
+    /// [`Sched::spawn`] of a fiber on switcher `Sw`.
+    pub(crate) fn spawn_fiber<Sw, F, R>(
         &self,
         task: TaskHandle,
         attrs: FiberAttrs,
         body: F,
     ) -> Result<TaskHandle, SpawnError<F>>
     where
+        Sw: FiberSwitch,
         F: FnOnce(&mut Fiber) -> R + 'static,
         R: IntoTaskResult,
     {
         if self.closing.get() {
             return Err(SpawnError::TearingDown(body));
         }
-        self.attach_fiber::<crate::arch::AsmSwitch, F, R>(task, attrs, body).map_err(SpawnError::Attach)
+        self.attach_fiber::<Sw, F, R>(task, attrs, body).map_err(SpawnError::Attach)
     }
 }
 
@@ -148,7 +150,8 @@ impl Fiber {
         }
     }
 
-    /// [`Fiber::spawn`] of a fiber (a stack from the executor's pool).
+    /// [`Fiber::spawn`] of a fiber on keel's own switch (a stack from the executor's
+    /// pool).
     pub fn spawn_fiber<F, R>(
         &mut self,
         task: TaskHandle,
@@ -159,8 +162,23 @@ impl Fiber {
         F: FnOnce(&mut Fiber) -> R + 'static,
         R: IntoTaskResult,
     {
+        self.spawn_fiber_with::<crate::arch::AsmSwitch, F, R>(task, attrs, body)
+    }
+
+    /// [`Fiber::spawn_fiber`] on switcher `Sw` (as `Executor::attach_fiber_with`).
+    pub fn spawn_fiber_with<Sw, F, R>(
+        &mut self,
+        task: TaskHandle,
+        attrs: FiberAttrs,
+        body: F,
+    ) -> Result<TaskHandle, SpawnError<F>>
+    where
+        Sw: FiberSwitch,
+        F: FnOnce(&mut Fiber) -> R + 'static,
+        R: IntoTaskResult,
+    {
         match Sched::of_task(self.task().header()) {
-            Some(sched) => sched.spawn_fiber(task, attrs, body),
+            Some(sched) => sched.spawn_fiber::<Sw, F, R>(task, attrs, body),
             None => Err(SpawnError::NotInTask(body)),
         }
     }
