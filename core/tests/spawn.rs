@@ -481,3 +481,50 @@ fn a_spawn_awaited_on_another_threads_executor_attaches_there() {
     .unwrap();
     assert_eq!(got, Ok(Some(Ok(12))));
 }
+
+/// `TaskCx::spawn` and `TaskCx::spawn_fiber` inside a hand-written poll: the same rules
+/// (a refused fiber spawn hands its closure back; with no stack provider: `NoStack`).
+#[test]
+fn task_cx_spawns_inside_a_hand_written_poll() {
+    let ex = pin!(Executor::with_stacks(SimDriver::new(), region(2), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let (a, b) = (task(Priority::Normal, "a"), task(Priority::Normal, "b"));
+    let big: &'static keel_core::TaskSlot<1024> = Box::leak(Box::new(keel_core::TaskSlot::new()));
+    let parent = ex
+        .attach(big.create(keel_core::TaskAttrs::default()).unwrap(), async move {
+            let (x, y) = core::future::poll_fn(|cx| {
+                let tcx = TaskCx::of(cx).expect("inside a task");
+                let x = tcx.spawn(a, async { 5u64 }).map_err(failed);
+                let y = tcx.spawn_fiber(b, ATTRS, |_: &mut Fiber| 6u64).map_err(failed);
+                Poll::Ready((x, y))
+            })
+            .await;
+            let (x, y) = (x?, y?);
+            // The fiber's slot is attached now (its new run's handle): refused, closure back.
+            let again = core::future::poll_fn(|cx| {
+                Poll::Ready(
+                    TaskCx::of(cx).unwrap().spawn_fiber(y, ATTRS, |_: &mut Fiber| 0u64).map_err(|e| e.split().0),
+                )
+            })
+            .await;
+            assert_eq!(again, Err(SpawnError::Attach(AttachError::AlreadyAttached(()))));
+            Ok::<u64, TaskError>(join(x).await.expect("joined")? + join(y).await.expect("joined")?)
+        })
+        .unwrap();
+    run_all!(ex);
+    assert_eq!(ex.result(parent), Ok(Some(Ok(11))));
+    // No stack provider: the fiber spawn is refused with the provider's reason.
+    let bare = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let bare = bare.into_ref();
+    let c = task(Priority::Normal, "c");
+    let p = bare
+        .attach(task(Priority::Normal, "p"), async move {
+            match spawn_fiber(c, ATTRS, |_: &mut Fiber| 1u64).await {
+                Err(SpawnError::Attach(AttachError::NoStack { .. })) => Ok(1u64),
+                other => Err(TaskError::Failed(if other.is_ok() { -2 } else { -3 })),
+            }
+        })
+        .unwrap();
+    run_all!(bare);
+    assert_eq!(bare.result(p), Ok(Some(Ok(1))));
+}
