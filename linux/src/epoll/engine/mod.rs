@@ -76,6 +76,7 @@
 
 mod cancel;
 pub(crate) mod closes;
+mod entry;
 mod events;
 mod links;
 mod multi_poll;

@@ -63,6 +63,7 @@
 //!    `epoll_ctl` per poll that waits, so a number reused since its last wait is
 //!    registered anew rather than trusted.
 
+use super::entry::{Drains, Entry, drains_on_short_transfer, ended_of, maybe_of};
 use rustix::event::epoll;
 use rustix::io::Errno;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
@@ -73,10 +74,10 @@ const PREALLOCATED: usize = 256;
 /// In and out, as epoll names them.
 pub(crate) const IN: u32 = libc::EPOLLIN as u32;
 pub(crate) const OUT: u32 = libc::EPOLLOUT as u32;
-const BOTH: u32 = IN | OUT;
+pub(crate) const BOTH: u32 = IN | OUT;
 
 /// `EPOLLERR | EPOLLHUP`: wake every waiter.
-const ALWAYS: u32 = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+pub(crate) const ALWAYS: u32 = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
 
 /// What a registration asks for (readiness rule 1): every readiness a poll may wait for,
 /// so that an event's mask holds whatever of it is ready.
@@ -92,106 +93,9 @@ pub(crate) const INTEREST: u32 = (libc::EPOLLIN
     | libc::EPOLLET) as u32;
 
 /// What reports in, and out (readiness rule 2).
-const IN_LIKE: u32 = (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLRDNORM | libc::EPOLLRDBAND | libc::EPOLLRDHUP) as u32;
-const OUT_LIKE: u32 = (libc::EPOLLOUT | libc::EPOLLWRNORM | libc::EPOLLWRBAND) as u32;
-
-/// Whether a short transfer means the descriptor is drained (readiness rule 2).
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) enum Drains {
-    #[default]
-    Unknown,
-    Yes,
-    No,
-}
-
-#[derive(Debug)]
-pub(crate) struct Entry {
-    /// (op index, events).
-    waiters: Waiters,
-    /// Registered in the instance (readiness rule 1).
-    pub(crate) registered: bool,
-    /// Directions that may be ready (readiness rule 2).
-    maybe: u32,
-    /// Directions whose end or error was reported: maybe ready for good (rule 2).
-    ended: u32,
-    drains: Drains,
-    /// On the pending list (readiness rule 4).
-    pending: bool,
-    /// The sweep at which the registration is next re-checked, and the gap after that
-    /// (`revalidate.rs`).
-    pub(crate) check_at: u32,
-    pub(crate) gap: u32,
-}
-
-impl Default for Entry {
-    fn default() -> Entry {
-        Entry {
-            waiters: Waiters::default(),
-            registered: false,
-            maybe: BOTH,
-            ended: 0,
-            drains: Drains::Unknown,
-            pending: false,
-            check_at: 0,
-            gap: 0,
-        }
-    }
-}
-
-impl Entry {
-    /// Readiness rule 6: a new file, or none, under this number.
-    fn reset(&mut self) {
-        self.registered = false;
-        self.maybe = BOTH;
-        self.ended = 0;
-        self.drains = Drains::Unknown;
-    }
-
-    pub(crate) fn has_waiters(&self) -> bool {
-        self.waiters.one.is_some()
-    }
-
-    fn more_is_empty(&self) -> bool {
-        self.waiters.more.is_empty()
-    }
-}
-
-/// A descriptor's waiters, oldest first: (op index, events). The first sits inline, so
-/// the usual one waiter per descriptor never allocates; `one` is `None` only when `more`
-/// is empty.
-#[derive(Debug, Default)]
-struct Waiters {
-    one: Option<(u32, u32)>,
-    more: Vec<(u32, u32)>,
-}
-
-impl Waiters {
-    fn push(&mut self, w: (u32, u32)) {
-        if self.one.is_none() { self.one = Some(w) } else { self.more.push(w) }
-    }
-
-    fn len(&self) -> usize {
-        usize::from(self.one.is_some()) + self.more.len()
-    }
-
-    fn union(&self) -> u32 {
-        self.more.iter().fold(self.one.map_or(0, |w| w.1), |acc, w| acc | w.1)
-    }
-
-    /// Keeps the waiters `keep` says, calling it oldest first.
-    fn retain(&mut self, mut keep: impl FnMut(&(u32, u32)) -> bool) {
-        let first = self.one.map(|w| keep(&w));
-        self.more.retain(|w| keep(w));
-        if first == Some(false) {
-            self.one = if self.more.is_empty() { None } else { Some(self.more.remove(0)) };
-        }
-    }
-
-    fn drain_into(&mut self, out: &mut Vec<(u32, u32)>) {
-        out.extend(self.one.take());
-        out.append(&mut self.more);
-    }
-}
+pub(crate) const IN_LIKE: u32 =
+    (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLRDNORM | libc::EPOLLRDBAND | libc::EPOLLRDHUP) as u32;
+pub(crate) const OUT_LIKE: u32 = (libc::EPOLLOUT | libc::EPOLLWRNORM | libc::EPOLLWRBAND) as u32;
 
 /// What arming a descriptor came to (readiness rule 5).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -449,55 +353,5 @@ impl Readiness {
             Ok(_) | Err(Errno::INTR) => Ok(()),
             Err(e) => Err(e.into()),
         }
-    }
-}
-
-/// Readiness rule 2: the directions an event's `revents` makes maybe ready.
-fn maybe_of(revents: u32) -> u32 {
-    let mut m = 0;
-    if revents & (IN_LIKE | ALWAYS) != 0 {
-        m |= IN;
-    }
-    if revents & (OUT_LIKE | ALWAYS) != 0 {
-        m |= OUT;
-    }
-    m
-}
-
-/// Readiness rule 2: the directions an event's `revents` ends (for reading: the peer
-/// shut down its writing, or hung up; for both: an error), which stay maybe ready: their
-/// end raises no further edge, and an attempt returns at once (0 or the error).
-fn ended_of(revents: u32) -> u32 {
-    let mut m = 0;
-    if revents & (libc::EPOLLRDHUP as u32 | ALWAYS) != 0 {
-        m |= IN;
-    }
-    if revents & ALWAYS != 0 {
-        m |= OUT;
-    }
-    m
-}
-
-/// Whether `fd` is a pipe or a stream socket: a read or write of it that moves fewer
-/// bytes than asked took all there was (or all the room).
-fn drains_on_short_transfer(fd: RawFd) -> bool {
-    let mut st = core::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `st` is writable memory of the size fstat fills.
-    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
-        return false;
-    }
-    // SAFETY: fstat returned 0, so it filled `st`.
-    match unsafe { st.assume_init() }.st_mode & libc::S_IFMT {
-        libc::S_IFIFO => true,
-        libc::S_IFSOCK => {
-            let mut ty: libc::c_int = 0;
-            let mut len = core::mem::size_of::<libc::c_int>() as libc::socklen_t;
-            // SAFETY: `ty` and `len` are on this frame, `len` its size.
-            let r = unsafe {
-                libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, (&mut ty as *mut i32).cast(), &mut len)
-            };
-            r == 0 && ty == libc::SOCK_STREAM
-        }
-        _ => false,
     }
 }

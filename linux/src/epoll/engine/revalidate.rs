@@ -25,7 +25,7 @@
 //!    descriptor number waited on) and one or two `epoll_ctl` per descriptor due.
 
 use super::Engine;
-use super::ready::Entry;
+use super::entry::Entry;
 use rustix::event::epoll;
 use rustix::io::Errno;
 use std::os::fd::{BorrowedFd, RawFd};

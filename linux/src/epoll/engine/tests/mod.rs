@@ -3,6 +3,7 @@
 
 mod basic;
 mod cancel;
+mod closes;
 mod fs;
 mod links;
 mod net;
