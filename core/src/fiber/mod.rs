@@ -241,7 +241,8 @@ impl Fiber {
     /// whose out-of-line call to a switching function would leave a call frame straddling
     /// the switch (two return mispredicts per round trip, `arch/x86_64.rs`). Marks the
     /// yield as [`yield_now`](Self::yield_now) does before it switches and gives the
-    /// address of the fiber's `AsmRegs` (`sp` at +0, `link` at +8). `None` when this
+    /// address of the fiber's `AsmRegs` (`link` at +8; the suspend hands its stack
+    /// pointer back in rsi, and the resumer stores it at +0). `None` when this
     /// fiber must switch through `yield_now` instead (another switcher, a floating-point
     /// control save, an AddressSanitizer build); nothing is marked then.
     ///
