@@ -166,9 +166,9 @@ where
     // read out exactly once, here.
     let (core, body) =
         unsafe { (NonNull::new_unchecked(&raw mut (*fiber_body).core), (*fiber_body).body.assume_init_read()) };
-    let mut fiber = Fiber { core };
     // SAFETY: the core lives for the whole run.
     let fiber_core = unsafe { core.as_ref() };
+    let mut fiber = Fiber { core, header: fiber_core.header, on_asm: fiber_core.on_asm };
     #[cfg(keel_asan)]
     super::asan::arrived(fiber_core);
     let saving = fiber_core.save_fp != SaveFp::No;
