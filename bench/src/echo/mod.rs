@@ -32,6 +32,12 @@
 //! system, the scheduler's exact `schedstat`) is pooled the same way: the scaling
 //! curves' per-message cost, since an echo server's time is mostly the kernel's.
 //!
+//! Where every server's connections do not fit in the descriptor limit at once (4,096
+//! connections: an in-process server holds both ends of each, and the hard limit here is
+//! 20,000), the servers run one at a time instead ([`Params::alone`], [`alone`]): each
+//! slice starts its server, connects, primes every connection and stops it again, in the
+//! same rotated order, and the CPU time is read around each measured slice.
+//!
 //! The servers, one per file:
 //! - `keel`, `keel-future`: keel's echo example (`--handler fiber` / `future`) as a
 //!   child process ([`keel_server`]), SIGINT at the end;
@@ -41,6 +47,7 @@
 //!   raises their stop flag and makes one last connection (their accept loop sees the
 //!   flag, closes the listener and waits for its connections to end).
 
+mod alone;
 mod client;
 pub mod cpu;
 mod host;
@@ -77,18 +84,36 @@ pub struct Params {
     pub window: Duration,
     /// Slices per server.
     pub rounds: usize,
+    /// One server up at a time, started and stopped around each of its slices ([`alone`]),
+    /// instead of all up for the whole run.
+    pub alone: bool,
 }
 
 impl Params {
     /// The full run: 64 connections, 0.4 s windows (10 s of load per server, for the tick-sampled CPU time), 25 rounds (odd: a true median).
-    pub const FULL: Params =
-        Params { conns: 64, warmup: Duration::from_millis(100), window: Duration::from_millis(400), rounds: 25 };
+    pub const FULL: Params = Params {
+        conns: 64,
+        warmup: Duration::from_millis(100),
+        window: Duration::from_millis(400),
+        rounds: 25,
+        alone: false,
+    };
     /// The smoke run: 8 connections, 0.2 s, one round.
-    pub const QUICK: Params =
-        Params { conns: 8, warmup: Duration::from_millis(50), window: Duration::from_millis(200), rounds: 1 };
+    pub const QUICK: Params = Params {
+        conns: 8,
+        warmup: Duration::from_millis(50),
+        window: Duration::from_millis(200),
+        rounds: 1,
+        alone: false,
+    };
     /// A point of the scaling curve (set `conns`): 0.3 s windows, 9 rounds.
-    pub const CURVE: Params =
-        Params { conns: 1, warmup: Duration::from_millis(100), window: Duration::from_millis(300), rounds: 9 };
+    pub const CURVE: Params = Params {
+        conns: 1,
+        warmup: Duration::from_millis(100),
+        window: Duration::from_millis(300),
+        rounds: 9,
+        alone: false,
+    };
 }
 
 /// One slice's figures, or a server's medians.
@@ -123,6 +148,10 @@ struct Trial {
 /// one slice each, in an order rotated each round; returns each server's medians, in
 /// the order given.
 pub fn measure(servers: &[&'static str], p: Params) -> Result<Vec<Figures>, String> {
+    if p.alone {
+        let (samples, cpu) = alone::load(servers, p)?;
+        return Ok(summary(servers, p, &samples, &cpu));
+    }
     // Both ends of every connection of an in-process server, the client's end of a child
     // server's, and room for the rest.
     let ends: usize = servers.iter().map(|s| if s.starts_with("keel") { 1 } else { 2 }).sum();
@@ -159,12 +188,18 @@ pub fn measure(servers: &[&'static str], p: Params) -> Result<Vec<Figures>, Stri
         .fold(Ok(()), Result::and);
     let (samples, cpu) = loaded?;
     stopped?;
-    let medians: Vec<Figures> = samples.iter().zip(&cpu).map(|(s, &(u, a))| medians(s, u, a)).collect();
-    for ((name, m), s) in servers.iter().zip(&medians).zip(&samples) {
+    Ok(summary(servers, p, &samples, &cpu))
+}
+
+/// Each server's medians from its slices and CPU time, printed with the goal lines.
+fn summary(servers: &[&'static str], p: Params, samples: &[Vec<Trial>], cpu: &[CpuTime]) -> Vec<Figures> {
+    let medians: Vec<Figures> = samples.iter().zip(cpu).map(|(s, &(u, a))| medians(s, u, a)).collect();
+    for ((name, m), s) in servers.iter().zip(&medians).zip(samples) {
         let med = |get: fn(&Trial) -> f64| crate::harness::median(&mut s.iter().map(get).collect::<Vec<_>>());
         eprintln!(
-            "echo {name:<14} {} conns, medians of {} slices: {:>7.0} msgs/s  p50 {:>6.1} us  p90 {:>6.1}  p99 {:>6.1}  p99.9 {:>6.1}  cpu {:>5.0} ns/msg, user {:>4.0} (pooled)",
+            "echo {name:<14} {} conns{}, medians of {} slices: {:>7.0} msgs/s  p50 {:>6.1} us  p90 {:>6.1}  p99 {:>6.1}  p99.9 {:>6.1}  cpu {:>5.0} ns/msg, user {:>4.0} (pooled over {} msgs)",
             p.conns,
+            if p.alone { " (alone)" } else { "" },
             s.len(),
             m.msgs_per_sec,
             m.p50_ns / 1e3,
@@ -172,11 +207,12 @@ pub fn measure(servers: &[&'static str], p: Params) -> Result<Vec<Figures>, Stri
             m.p99_ns / 1e3,
             med(|t| t.p999_ns) / 1e3,
             m.all_cpu_ns,
-            m.cpu_ns
+            m.cpu_ns,
+            s.iter().map(|t| t.echoed).sum::<u64>()
         );
     }
-    goals(servers, &medians, &samples);
-    Ok(medians)
+    goals(servers, &medians, samples);
+    medians
 }
 
 /// A server's (user, whole) CPU time, ns.
