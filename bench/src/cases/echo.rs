@@ -11,6 +11,8 @@
 //! - keel: keel's echo example with fiber handlers, a child process: it must be built
 //!   first, in the bench's profile (`cargo build --release -p keel-linux --example echo`).
 //! - keel-future: the same with future handlers.
+//! - keel-direct: the fiber handlers with `--direct`: each connection accepted into the
+//!   ring's fixed-file table and named by its slot, as the hand-written io-uring servers do.
 //! - keel-epoll: the fiber handlers on the epoll backend (`--backend epoll`), against tokio
 //!   (epoll), with its goals: at least 1.0x tokio's msgs/s, a p99 no worse.
 //! - monoio, tokio (current-thread), io-uring and io-uring-mshot (hand-written on the
@@ -66,6 +68,7 @@ macro_rules! impls {
             Impl { name: SERVERS[4], run: report::<$m, 4, CONNS> },
             Impl { name: SERVERS[5], run: report::<$m, 5, CONNS> },
             Impl { name: SERVERS[6], run: report::<$m, 6, CONNS> },
+            Impl { name: SERVERS[7], run: report::<$m, 7, CONNS> },
         ]
     };
 }

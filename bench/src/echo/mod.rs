@@ -39,8 +39,10 @@
 //! same rotated order, and the CPU time is read around each measured slice.
 //!
 //! The servers, one per file:
-//! - `keel`, `keel-future`: keel's echo example (`--handler fiber` / `future`) as a
-//!   child process ([`keel_server`]), SIGINT at the end;
+//! - `keel`, `keel-future`, `keel-epoll`, `keel-direct`: keel's echo example
+//!   (`--handler fiber` / `future`, `--backend epoll`, `--direct`: fiber handlers on
+//!   connections in the ring's fixed-file table) as a child process ([`keel_server`]),
+//!   SIGINT at the end;
 //! - `monoio`, `tokio`, `io-uring`, `io-uring-mshot`: in-process server threads
 //!   ([`monoio_server`], [`tokio_server`], [`uring_server`] with its two shapes
 //!   [`uring_linked`] and [`uring_multishot`]) that stop by themselves once the bench
@@ -60,6 +62,7 @@ mod uring_multishot;
 mod uring_server;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -71,7 +74,8 @@ pub use host::{cpus, pin, raise_descriptor_limit};
 pub const MSG: usize = 64;
 
 /// The servers, in the order the cases list them.
-pub const SERVERS: [&str; 7] = ["keel", "keel-future", "monoio", "tokio", "io-uring", "io-uring-mshot", "keel-epoll"];
+pub const SERVERS: [&str; 8] =
+    ["keel", "keel-future", "monoio", "tokio", "io-uring", "io-uring-mshot", "keel-epoll", "keel-direct"];
 
 /// How long and how often to measure.
 #[derive(Copy, Clone, Debug)]
@@ -305,7 +309,7 @@ fn goals(servers: &[&'static str], m: &[Figures], samples: &[Vec<Trial>]) {
     let ok = |met: bool| if met { "met" } else { "NOT met" };
     let msgs = |f: &Figures| f.msgs_per_sec;
     let p99 = |f: &Figures| f.p99_ns;
-    for name in ["keel", "keel-future", "keel-epoll"] {
+    for name in ["keel", "keel-future", "keel-epoll", "keel-direct"] {
         let Some(k) = get(name) else { continue };
         let (a, a_m) = (paired(samples, k, monoio, msgs), msgs(&m[k]) / msgs(&m[monoio]));
         let (b, b_m) = (paired(samples, k, uring, msgs), msgs(&m[k]) / msgs(&m[uring]));
@@ -335,9 +339,10 @@ fn paired(samples: &[Vec<Trial>], a: usize, b: usize, get: fn(&Figures) -> f64) 
 /// tasks: the connections it holds at once); returns once it listens.
 pub fn start(server: &str, cpu: usize, handlers: usize) -> Result<Running, String> {
     match server {
-        "keel" => keel_server::start(cpu, "fiber", "ring", handlers),
-        "keel-future" => keel_server::start(cpu, "future", "ring", handlers),
-        "keel-epoll" => keel_server::start(cpu, "fiber", "epoll", handlers),
+        "keel" => keel_server::start(cpu, "fiber", "ring", handlers, false),
+        "keel-future" => keel_server::start(cpu, "future", "ring", handlers, false),
+        "keel-epoll" => keel_server::start(cpu, "fiber", "epoll", handlers, false),
+        "keel-direct" => keel_server::start(cpu, "fiber", "ring", handlers, true),
         "monoio" => in_process(cpu, monoio_server::serve),
         "tokio" => in_process(cpu, tokio_server::serve),
         "io-uring" => in_process(cpu, uring_linked::serve),
@@ -364,11 +369,21 @@ impl Running {
 }
 
 /// An in-process server: `serve` runs on its own thread, pinned to `cpu`, with a
-/// listener on an ephemeral loopback port, until it sees its stop flag.
+/// listener on an ephemeral loopback port, until it sees its stop flag. The listener's
+/// backlog is [`BACKLOG`], as keel's example listens: std's 128 would make a burst of
+/// connects wait for SYN retransmits (1 s each) while the server drains its queue.
 type Serve = fn(TcpListener, &AtomicBool) -> Result<(), String>;
+
+/// The listen backlog of every server.
+const BACKLOG: i32 = 4096;
 
 fn in_process(cpu: usize, serve: Serve) -> Result<Running, String> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    // SAFETY: `l` is a listening socket this function owns; listen on it again only sets
+    // its backlog.
+    if unsafe { libc::listen(l.as_raw_fd(), BACKLOG) } != 0 {
+        return Err(format!("listen: {}", std::io::Error::last_os_error()));
+    }
     let addr = l.local_addr().map_err(|e| format!("local_addr: {e}"))?;
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready) = mpsc::channel::<Result<libc::pid_t, String>>();
