@@ -23,14 +23,15 @@
 //! The scaling curve: `echo_cpu_c{1,16,256,2048,4096}` (ns: the server's whole CPU time,
 //! user and system, per message) and `echo_p99_c{1,16,256,2048,4096}` (ns) with 1 to 4,096
 //! connections, one message in flight on each, for keel, monoio, tokio and io-uring: one
-//! measurement per size (9 rounds of 0.3 s slices, 4,096 below; `--quick`: one of 0.2 s).
-//! The bench raises its soft descriptor limit to what the connections take in this
-//! process: up to 2,048 connections every server is up at once (four servers fit in a hard
-//! limit of 20,000, the limit here); at 4,096 they do not, so that size runs the servers
-//! one at a time, each started and stopped around each of its slices in the same rotated
-//! order (`Params::alone`, bench/src/echo/alone.rs), with 1 s windows in 7 rounds: one
-//! message in flight on each of 4,096 connections takes a loaded server 0.2-0.5 s to go
-//! round, and a batching server's echoes come in bursts, so a 0.3 s window could miss them.
+//! measurement per size (9 rounds of 0.3 s slices; 7 of 1 s from 2,048 on, see below;
+//! `--quick`: one of 0.2 s). The bench raises its soft descriptor limit to what the
+//! connections take in this process: up to 2,048 connections every server is up at once
+//! (four servers fit in a hard limit of 20,000, the limit here); at 4,096 they do not, so
+//! that size runs the servers one at a time, each started and stopped around each of its
+//! slices in the same rotated order (`Params::alone`, bench/src/echo/alone.rs). From 2,048
+//! connections on the windows are 1 s long (`Params::LONG`): one message in flight on each
+//! of thousands of connections takes a loaded server 0.2-0.5 s to go round, and a batching
+//! server's echoes come in bursts, so a 0.3 s window could miss them all and fail the case.
 //!
 //! The cases of one size share one measurement, made when the first of them runs: each
 //! impl hands the harness its median as a time that the case's unit turns back into it,
@@ -57,6 +58,8 @@ const CONNS: usize = 64;
 const SIZES: [usize; 5] = [1, 16, 256, 2048, 4096];
 /// The sizes above this run one server at a time (`Params::alone`).
 const ALL_UP_MAX: usize = 2048;
+/// The sizes from this on get 1 s windows (`Params::LONG`).
+const LONG_FROM: usize = 2048;
 /// The servers on the scaling curve (indices into [`SERVERS`]).
 const CURVE_SERVERS: [usize; 4] = [0, 2, 3, 4];
 
@@ -191,7 +194,7 @@ fn results(conns: usize) -> Result<&'static [Option<Figures>], String> {
                 (0, true) => Params::QUICK,
                 (0, false) => Params::FULL,
                 (_, true) => Params { conns, alone: conns > ALL_UP_MAX, ..Params::QUICK },
-                (_, false) if conns > ALL_UP_MAX => Params { conns, ..Params::ALONE },
+                (_, false) if conns >= LONG_FROM => Params { conns, alone: conns > ALL_UP_MAX, ..Params::LONG },
                 (_, false) => Params { conns, ..Params::CURVE },
             };
             let figs = servers::measure(&chosen, p)?;

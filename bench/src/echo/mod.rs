@@ -110,14 +110,14 @@ impl Params {
         rounds: 1,
         alone: false,
     };
-    /// A point of the scaling curve past what every server up at once holds (set
-    /// `conns`): one server at a time, 0.2 s warm-ups, 1 s windows, 7 rounds.
-    pub const ALONE: Params = Params {
+    /// A large point of the scaling curve (set `conns`, and `alone` past what every
+    /// server up at once holds): 0.2 s warm-ups, 1 s windows, 7 rounds.
+    pub const LONG: Params = Params {
         conns: 1,
         warmup: Duration::from_millis(200),
         window: Duration::from_millis(1000),
         rounds: 7,
-        alone: true,
+        alone: false,
     };
     /// A point of the scaling curve (set `conns`): 0.3 s windows, 9 rounds.
     pub const CURVE: Params = Params {
