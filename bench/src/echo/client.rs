@@ -89,8 +89,7 @@ impl Load {
             .iter()
             .map(|s| Conn { fd: s.as_raw_fd(), tx: [0; MSG], rx: [0; MSG], sent: 0, got: 0, seq: 0, t0: now })
             .collect();
-        let entries = (4 * conns).next_power_of_two().max(64) as u32;
-        let ring = IoUring::new(entries).map_err(|e| format!("io_uring: {e}"))?;
+        let ring = ring(conns)?;
         Ok(Load { ring, cs, _streams: streams, broken: false })
     }
 
@@ -111,6 +110,28 @@ impl Drop for Load {
         if self.broken {
             // An operation may still be in flight into a buffer: keep them (a few KiB).
             Box::leak(std::mem::take(&mut self.cs));
+        }
+    }
+}
+
+/// The load's ring: a submission queue of two entries per connection up to 4,096 (a full
+/// queue is submitted and reused), room for four completions per connection. Its memory
+/// is a few physically contiguous blocks, which a fragmented kernel may refuse for a while
+/// (`ENOMEM` seen when 4,096-connection loads came one after another, the dropped ring's
+/// memory being freed in the background): a refusal is tried again, at most 10 times
+/// 100 ms apart.
+fn ring(conns: usize) -> Result<IoUring, String> {
+    let sq = (2 * conns).next_power_of_two().clamp(64, 4096) as u32;
+    let cq = ((4 * conns).next_power_of_two() as u32).max(2 * sq);
+    let mut tries = 0;
+    loop {
+        match IoUring::builder().setup_cqsize(cq).build(sq) {
+            Ok(r) => return Ok(r),
+            Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && tries < 10 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(format!("io_uring ({sq} SQ, {cq} CQ entries): {e}")),
         }
     }
 }
