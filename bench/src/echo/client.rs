@@ -241,6 +241,8 @@ fn push(submitter: &Submitter<'_>, sq: &mut io_uring::SubmissionQueue<'_>, e: &s
         }
         sq.sync();
         submitter.submit().map_err(|e| format!("submit: {e}"))?;
+        // The kernel's new head: the entries it took are free again.
+        sq.sync();
     }
     Err("the submission queue stays full".into())
 }
