@@ -67,7 +67,12 @@ mod tests {
             log::set_logger(&ToStdout).expect("the only logger of the child");
             log::set_max_level(log::LevelFilter::Trace);
         }
-        match RingDriver::new(RingConfig { entries: 8, cq_entries: 16, slots: 8, ..RingConfig::default() }) {
+        // `KEEL_NOTICE_CHILD=epoll`: the driver on the epoll engine, which gives the notice too.
+        let backend = match std::env::var(CHILD_ENV).as_deref() {
+            Ok("epoll") => crate::BackendChoice::Epoll,
+            _ => crate::BackendChoice::Auto,
+        };
+        match RingDriver::new(RingConfig { entries: 8, cq_entries: 16, slots: 8, backend, ..RingConfig::default() }) {
             Ok(driver) => println!("CHILD rt={}", driver.realtime_ioprio()),
             Err(e) => println!("CHILD no ring: {e}"),
         }
@@ -76,16 +81,23 @@ mod tests {
     /// With the `log` feature a notice is a `log` record (target `keel`); without it,
     /// nothing: in both cases the process's stderr stays empty. Checked on a real notice
     /// path: a child process (this test binary) whose bounding set lacks CAP_SYS_NICE and
-    /// CAP_SYS_ADMIN makes a ring driver, which takes the "no realtime I/O class" notice.
+    /// CAP_SYS_ADMIN makes a ring driver, which takes the "no realtime I/O class" notice;
+    /// once with the `Auto` backend, once on the epoll engine.
     #[test]
-    #[allow(unsafe_code)] // `pre_exec`
     fn notices_reach_log_or_nowhere_never_stderr() {
+        for backend in ["auto", "epoll"] {
+            notice_in_a_child(backend);
+        }
+    }
+
+    #[allow(unsafe_code)] // `pre_exec`
+    fn notice_in_a_child(backend: &str) {
         use std::os::unix::process::CommandExt;
         // Capability numbers (include/uapi/linux/capability.h).
         const CAP_SYS_ADMIN: libc::c_ulong = 21;
         const CAP_SYS_NICE: libc::c_ulong = 23;
         let mut cmd = Command::new(std::env::current_exe().expect("the test binary"));
-        cmd.args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"]).env(CHILD_ENV, "1");
+        cmd.args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"]).env(CHILD_ENV, backend);
         // SAFETY: runs in the forked child before exec; prctl is async-signal-safe and
         // touches only the child. Failures are ignored: without CAP_SETPCAP the process
         // lacks the dropped capabilities already (the child reports what it got).

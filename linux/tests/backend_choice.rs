@@ -158,6 +158,31 @@ fn ring_only_settings_are_refused_on_the_epoll_engine_with_a_typed_error() {
     assert_eq!(e.kind(), std::io::ErrorKind::Unsupported, "{e}");
 }
 
+/// A configuration that contradicts itself is the caller's mistake whichever backend runs
+/// it: `InvalidInput` on both, checked before a backend is chosen (on the epoll engine a
+/// ring-only setting in it would otherwise be refused first, as `Unsupported`).
+#[test]
+fn a_configurations_own_mistakes_are_invalid_input_on_both_backends() {
+    let cases: [(&str, RingConfig); 3] = [
+        ("must be at least 1", RingConfig { entries: 0, ..RingConfig::default() }),
+        (
+            "registered_buffer_size must be at least 1",
+            RingConfig { registered_buffers: 2, registered_buffer_size: 0, ..RingConfig::default() },
+        ),
+        (
+            "UnparkMode::Auto",
+            RingConfig { iopoll: true, unpark: keel_linux::UnparkMode::Eventfd, ..RingConfig::default() },
+        ),
+    ];
+    for backend in [BackendChoice::Ring, BackendChoice::Epoll, BackendChoice::Auto] {
+        for (says, cfg) in &cases {
+            let e = RingDriver::new(RingConfig { backend, ..*cfg }).err().expect(says);
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{backend:?}: {e}");
+            assert!(e.to_string().contains(says), "{backend:?}: {e}");
+        }
+    }
+}
+
 #[test]
 fn a_ring_only_operation_completes_with_eopnotsupp_on_the_epoll_engine() {
     let ex = pin!(Executor::with_stacks(driver(BackendChoice::Epoll).unwrap(), stacks(), Config::default()).unwrap());

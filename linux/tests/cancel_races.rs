@@ -63,6 +63,9 @@ fn yield_until(f: &mut Fiber, flag: &Cell<bool>) {
 
 #[test]
 fn regbuf_rule_4_a_cancelled_claim_waiter_passes_the_released_buffer_to_the_next_waiter() {
+    if net_util::ring_only("registered buffers") {
+        return;
+    }
     // Fails before the waiter queue had tickets: W1's stale entry took the release's wake
     // and W2 stayed Suspended(Wait) with the buffer free.
     let ex = executor(RingConfig { registered_buffers: 1, ..RingConfig::default() });
@@ -108,6 +111,9 @@ fn regbuf_rule_4_a_cancelled_claim_waiter_passes_the_released_buffer_to_the_next
 
 #[test]
 fn regbuf_rule_4_a_waiter_woken_with_a_buffer_and_cancelled_before_it_runs_hands_the_buffer_on() {
+    if net_util::ring_only("registered buffers") {
+        return;
+    }
     let ex = executor(RingConfig { registered_buffers: 1, ..RingConfig::default() });
     let ex = ex.as_ref();
     let exp: *const Ex = ex.get_ref();
@@ -164,6 +170,9 @@ fn regbuf_rule_4_a_waiter_woken_with_a_buffer_and_cancelled_before_it_runs_hands
 
 #[test]
 fn regbuf_rule_1_a_registered_buffer_moves_with_its_claim_and_another_rings_is_refused() {
+    if net_util::ring_only("registered buffers") {
+        return;
+    }
     // Before FixedBuf a claim was an index: any task could name any index (h5 checked the
     // owner at run time). Now the buffer is the holder's: a FixedBuf moved to another
     // task works there, and one of another executor's ring is refused (EXDEV) before any
@@ -399,36 +408,57 @@ fn provided_waiter_gone(kind: Waiter, cancel_after_release: bool) {
 
 #[test]
 fn waitq_rule_3_a_cancelled_fiber_waiting_for_a_provided_buffer_passes_the_wake_on() {
+    if net_util::ring_only("provided buffers") {
+        return;
+    }
     provided_waiter_gone(Waiter::FiberOnce, false);
 }
 
 #[test]
 fn waitq_rule_3_a_cancelled_fiber_waiting_to_rearm_a_multishot_receive_passes_the_wake_on() {
+    if net_util::ring_only("multishot receives into provided buffers") {
+        return;
+    }
     provided_waiter_gone(Waiter::FiberMulti, false);
 }
 
 #[test]
 fn waitq_rule_3_a_cancelled_future_waiting_for_a_provided_buffer_passes_the_wake_on() {
+    if net_util::ring_only("provided buffers") {
+        return;
+    }
     provided_waiter_gone(Waiter::FutureOnce, false);
 }
 
 #[test]
 fn waitq_rule_3_a_cancelled_future_waiting_to_rearm_a_multishot_receive_passes_the_wake_on() {
+    if net_util::ring_only("multishot receives into provided buffers") {
+        return;
+    }
     provided_waiter_gone(Waiter::FutureMulti, false);
 }
 
 #[test]
 fn waitq_rule_3_a_fiber_handed_the_turn_and_cancelled_before_it_runs_passes_it_on() {
+    if net_util::ring_only("registered buffers") {
+        return;
+    }
     provided_waiter_gone(Waiter::FiberOnce, true);
 }
 
 #[test]
 fn waitq_rule_3_a_future_handed_the_turn_and_cancelled_before_it_runs_passes_it_on() {
+    if net_util::ring_only("registered buffers") {
+        return;
+    }
     provided_waiter_gone(Waiter::FutureOnce, true);
 }
 
 #[test]
 fn waitq_rule_3_a_receive_future_dropped_while_waiting_for_a_provided_buffer_leaves_the_queue() {
+    if net_util::ring_only("provided buffers") {
+        return;
+    }
     provided_waiter_gone(Waiter::FutureDropped, false);
 }
 

@@ -162,36 +162,57 @@ fn holder_ends_and_the_waiter_gets_the_buffer(end: End, fiber_holder: bool, fibe
 
 #[test]
 fn regbuf_rule_3_a_fiber_that_returns_holding_a_buffer_releases_it_to_the_waiter() {
+    if net_util::ring_only("registered buffers") {
+        return;
+    }
     holder_ends_and_the_waiter_gets_the_buffer(End::Returns, true, true);
 }
 
 #[test]
 fn regbuf_rule_3_a_fiber_cancelled_while_holding_a_buffer_releases_it_to_the_waiter() {
+    if net_util::ring_only("registered buffers") {
+        return;
+    }
     holder_ends_and_the_waiter_gets_the_buffer(End::Cancelled, true, true);
 }
 
 #[test]
 fn regbuf_rule_3_a_fiber_that_panics_holding_a_buffer_releases_it_to_the_waiter() {
+    if net_util::ring_only("registered buffers") {
+        return;
+    }
     holder_ends_and_the_waiter_gets_the_buffer(End::Panics, true, true);
 }
 
 #[test]
 fn regbuf_rule_3_a_future_that_returns_holding_a_buffer_releases_it_to_the_waiter() {
+    if net_util::ring_only("registered buffers") {
+        return;
+    }
     holder_ends_and_the_waiter_gets_the_buffer(End::Returns, false, false);
 }
 
 #[test]
 fn regbuf_rule_3_a_future_cancelled_while_holding_a_buffer_releases_it_to_the_waiter() {
+    if net_util::ring_only("registered buffers") {
+        return;
+    }
     holder_ends_and_the_waiter_gets_the_buffer(End::Cancelled, false, false);
 }
 
 #[test]
 fn regbuf_rule_3_a_future_that_panics_holding_a_buffer_releases_it_to_the_waiter() {
+    if net_util::ring_only("registered buffers") {
+        return;
+    }
     holder_ends_and_the_waiter_gets_the_buffer(End::Panics, false, false);
 }
 
 #[test]
 fn regbuf_rule_3_fibers_and_futures_share_one_claim_queue() {
+    if net_util::ring_only("registered buffers") {
+        return;
+    }
     holder_ends_and_the_waiter_gets_the_buffer(End::Returns, true, false);
     holder_ends_and_the_waiter_gets_the_buffer(End::Cancelled, false, true);
 }
@@ -271,16 +292,25 @@ fn a_waiting_claim_future_that_leaves_passes_the_buffer_on(how: Leave) {
 
 #[test]
 fn regbuf_rule_4_a_dropped_waiting_claim_future_leaves_the_queue() {
+    if net_util::ring_only("registered buffers") {
+        return;
+    }
     a_waiting_claim_future_that_leaves_passes_the_buffer_on(Leave::Dropped);
 }
 
 #[test]
 fn regbuf_rule_4_a_cancelled_waiting_claim_future_leaves_the_queue() {
+    if net_util::ring_only("registered buffers") {
+        return;
+    }
     a_waiting_claim_future_that_leaves_passes_the_buffer_on(Leave::Cancelled);
 }
 
 #[test]
 fn regbuf_rule_4_a_claim_future_handed_the_buffer_then_dropped_passes_it_on() {
+    if net_util::ring_only("registered buffers") {
+        return;
+    }
     a_waiting_claim_future_that_leaves_passes_the_buffer_on(Leave::DroppedWithTurn);
 }
 
@@ -289,6 +319,9 @@ fn regbuf_rule_4_a_claim_future_handed_the_buffer_then_dropped_passes_it_on() {
 /// does nothing harmful; a waiting claim future dropped after the executor likewise.
 #[test]
 fn shared_rule_5_a_fixed_buf_and_a_waiting_claim_outlive_the_executor() {
+    if net_util::ring_only("registered buffers") {
+        return;
+    }
     let ex = one_buffer();
     let kept: Rc<RefCell<Vec<FixedBuf>>> = Rc::new(RefCell::new(Vec::new()));
     let waits: Rc<RefCell<Vec<Pin<Box<fs::ClaimBuffer>>>>> = Rc::new(RefCell::new(Vec::new()));
@@ -320,6 +353,9 @@ fn shared_rule_5_a_fixed_buf_and_a_waiting_claim_outlive_the_executor() {
 /// error, and nothing of that executor's buffers is touched.
 #[test]
 fn regbuf_rule_1_a_claim_future_polled_on_another_executor_is_refused() {
+    if net_util::ring_only("registered buffers") {
+        return;
+    }
     let a = one_buffer();
     let b = one_buffer();
     type Parked = Rc<RefCell<Option<(Pin<Box<fs::ClaimBuffer>>, FixedBuf)>>>;
@@ -390,6 +426,9 @@ async fn poll_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
 
 #[test]
 fn regbuf_rule_1_future_fixed_reads_and_writes_take_the_buffer_and_give_it_back() {
+    if net_util::ring_only("registered buffers") {
+        return;
+    }
     let path = std::env::temp_dir().join(format!("keel-{}-fixed-futures", std::process::id()));
     let ex = executor(RingConfig { registered_buffers: 2, ..RingConfig::default() });
     let other = one_buffer();
@@ -453,6 +492,9 @@ fn regbuf_rule_1_future_fixed_reads_and_writes_take_the_buffer_and_give_it_back(
 /// and is released once the cancelled read's completion is reaped (the claim gets it).
 #[test]
 fn regbuf_rule_5_a_fixed_read_dropped_in_flight_releases_its_buffer_only_after_the_completion() {
+    if net_util::ring_only("registered buffers") {
+        return;
+    }
     let (rfd, wfd) = pipe();
     let ex = one_buffer();
     let out = Rc::new(RefCell::new(Vec::new()));

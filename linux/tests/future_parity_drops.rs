@@ -98,6 +98,9 @@ fn slot_op_a_writev_dropped_in_flight_keeps_its_buffers_until_the_completion() {
 
 #[test]
 fn slot_op_a_read_direct_dropped_in_flight_keeps_its_buffer_until_the_completion() {
+    if ring_only("direct descriptors") {
+        return;
+    }
     let path = temp("fifo");
     let c = std::ffi::CString::new(path.clone()).unwrap();
     // SAFETY: a NUL-terminated path.
@@ -159,6 +162,9 @@ fn slot_op_a_send_then_recv_dropped_in_flight_keeps_its_buffer_until_the_complet
 /// one, the next `open_direct` gets it.
 #[test]
 fn completion_rule_3_an_open_direct_dropped_after_it_completed_gives_its_index_back() {
+    if ring_only("direct descriptors") {
+        return;
+    }
     let path = temp("fifo-open");
     let c = std::ffi::CString::new(path.clone()).unwrap();
     // SAFETY: a NUL-terminated path.

@@ -122,6 +122,9 @@ fn future_sync_file_range_and_fallocate_reach_the_file() {
 
 #[test]
 fn future_direct_descriptor_calls_match_the_fiber_ones() {
+    if ring_only("direct descriptors") {
+        return;
+    }
     let path = temp("direct");
     let ex = executor(RingConfig { registered_files: 4, ..RingConfig::default() });
     let out = log();
@@ -178,6 +181,9 @@ fn future_direct_descriptor_calls_match_the_fiber_ones() {
 
 #[test]
 fn fiber_nop_and_future_try_claim_and_release_buffer_match_their_twins() {
+    if ring_only("registered buffers") {
+        return;
+    }
     let ex = executor(RingConfig { registered_buffers: 1, ..RingConfig::default() });
     let out = log();
     let o = out.clone();

@@ -367,6 +367,12 @@ fn resets_mid_receive_are_absorbed() {
 /// buffer ring.
 #[test]
 fn a_provided_buffer_hog_does_not_starve_other_connections() {
+    let d = keel_linux::RingDriver::new(keel_linux::RingConfig::default()).expect("a driver on either backend");
+    if d.backend() == keel_linux::Backend::Epoll {
+        println!("SKIPPED on the epoll backend: provided buffers need io_uring");
+        return;
+    }
+    drop(d);
     scenario("pbuf_hog", |addr, _| {
         let threads: Vec<_> = (0..4)
             .map(|_| {

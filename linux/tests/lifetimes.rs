@@ -215,6 +215,9 @@ fn pbuf_executor(count: u16, size: u32) -> Pin<Box<Ex>> {
 /// (under valgrind: no invalid write).
 #[test]
 fn shared_rule_3_a_provided_buf_kept_past_the_executor_keeps_its_bytes() {
+    if ring_only("provided buffers") {
+        return;
+    }
     const MSG: &[u8] = b"kept past the executor";
     let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
     let afd = a.into_raw_fd();
@@ -246,6 +249,9 @@ fn shared_rule_3_a_provided_buf_kept_past_the_executor_keeps_its_bytes() {
 /// executor: the wait leaves no queue entry behind in freed memory.
 #[test]
 fn shared_rule_3_a_provided_buffer_wait_moved_out_is_dropped_after_the_executor() {
+    if ring_only("provided buffers") {
+        return;
+    }
     let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
     let afd = a.into_raw_fd();
     type Recv = Pin<Box<dyn Future<Output = Result<Option<ProvidedBuf>, Errno>>>>;
@@ -298,6 +304,9 @@ fn shared_rule_3_a_provided_buffer_wait_moved_out_is_dropped_after_the_executor(
 /// watchdog to close the peer) and the drop is safe.
 #[test]
 fn shared_rule_4_a_multishot_moved_out_is_dropped_after_the_executor() {
+    if ring_only("multishot receives into provided buffers") {
+        return;
+    }
     let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
     let afd = a.into_raw_fd();
     let parked: Rc<RefCell<Vec<Multishot>>> = Rc::new(RefCell::new(Vec::new()));
@@ -501,6 +510,9 @@ fn wake_token_rule_3_a_moved_out_read_polled_outside_any_task_gets_eperm() {
 /// first run.
 #[test]
 fn wake_token_rule_3_a_multishot_moved_to_another_task_wakes_that_task() {
+    if ring_only("multishot receives into provided buffers") {
+        return;
+    }
     let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
     let afd = a.into_raw_fd();
     let parked: Rc<RefCell<Option<Multishot>>> = Rc::new(RefCell::new(None));
@@ -551,6 +563,9 @@ fn wake_token_rule_3_a_multishot_moved_to_another_task_wakes_that_task() {
 /// finished task would strand the new awaiter and every later claim.
 #[test]
 fn waitq_rule_6_a_buffer_claim_moved_to_another_task_gets_the_released_buffer() {
+    if ring_only("registered buffers") {
+        return;
+    }
     type Claim = Pin<Box<keel_linux::fs::ClaimBuffer>>;
     let exb = executor(RingConfig { registered_buffers: 1, ..RingConfig::default() });
     let ex = exb.as_ref();
@@ -607,6 +622,9 @@ fn waitq_rule_6_a_buffer_claim_moved_to_another_task_gets_the_released_buffer() 
 /// task (waitq rule 6), which receives the data.
 #[test]
 fn waitq_rule_6_a_provided_buffer_wait_moved_to_another_task_is_woken_there() {
+    if ring_only("provided buffers") {
+        return;
+    }
     type Recv = Pin<Box<dyn Future<Output = Result<Option<ProvidedBuf>, Errno>>>>;
     let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
     let afd = a.into_raw_fd();
@@ -949,6 +967,9 @@ fn fd_rule_3_a_cancelled_fiber_close_still_closes() {
 /// `close_fixed_socket`) frees its index: with a table of one, the next direct open fits.
 #[test]
 fn fd_rule_3_a_cancelled_close_of_a_direct_descriptor_frees_its_index() {
+    if ring_only("direct descriptors") {
+        return;
+    }
     let d = dir("fixed");
     let path = std::ffi::CString::new(d.join("f").to_str().unwrap()).unwrap();
     std::fs::write(d.join("f"), b"x").unwrap();

@@ -101,6 +101,9 @@ fn assert_answered(conns: Vec<std::net::TcpStream>) {
 
 #[test]
 fn fiber_accept_direct_one_shot_and_multishot_send_recv_and_close_by_index() {
+    if ring_only("direct descriptors") {
+        return;
+    }
     let (ex, lfd, _, cl) = setup(4, 5);
     let ex = ex.as_ref();
     let t = ex
@@ -146,6 +149,9 @@ fn fiber_accept_direct_one_shot_and_multishot_send_recv_and_close_by_index() {
 
 #[test]
 fn future_accept_direct_one_shot_and_multishot_send_recv_and_close_by_index() {
+    if ring_only("direct descriptors") {
+        return;
+    }
     let (ex, lfd, _, cl) = setup(2, 3);
     let ex = ex.as_ref();
     async fn echo_once(c: &FixedSocket) {
@@ -200,6 +206,9 @@ async fn until_idle() {
 
 #[test]
 fn completion_rule_3_abandoned_direct_accepts_that_complete_anyway_close_their_index_through_the_ring() {
+    if ring_only("direct descriptors") {
+        return;
+    }
     // A table of one slot: each abandoned accept below takes it; only the driver's close
     // (completion rule 3) frees it for the next.
     let (ex, lfd, connected, cl) = setup(1, 2);
@@ -244,6 +253,9 @@ fn completion_rule_3_abandoned_direct_accepts_that_complete_anyway_close_their_i
 
 #[test]
 fn completion_rule_3_a_dropped_direct_multishot_accept_closes_its_queued_indexes() {
+    if ring_only("direct descriptors") {
+        return;
+    }
     const N: usize = 4;
     let (ex, lfd, connected, cl) = setup(N as u32, N);
     let ex = ex.as_ref();

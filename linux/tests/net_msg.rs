@@ -395,6 +395,9 @@ fn msg_a_receive_outliving_its_executor_leaks_no_descriptor() {
 /// naming the socket by index.
 #[test]
 fn msg_datagrams_on_direct_sockets() {
+    if ring_only("direct descriptors") {
+        return;
+    }
     let ex = executor(RingConfig { registered_files: 4, ..RingConfig::default() });
     let ex = ex.as_ref();
     let t = ex

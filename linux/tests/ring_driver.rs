@@ -1,6 +1,9 @@
 //! The ring driver under pressure: a tiny SQ, a tiny CQ, failing enters, busy tasks,
 //! registered buffers, dropped opens, and the same task code on the simulated driver.
 
+#[path = "net_util/mod.rs"]
+mod net_util;
+
 use core::pin::pin;
 use core::time::Duration;
 use keel_core::{
@@ -183,6 +186,9 @@ fn failing_enters_keep_the_operations_and_retry_them() {
 
 #[test]
 fn registered_buffers_round_trip_and_claims_wait_for_a_release() {
+    if net_util::ring_only("registered buffers") {
+        return;
+    }
     let path = std::env::temp_dir().join(format!("keel-{}-regbuf", std::process::id()));
     let cpath = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
     let cfg = RingConfig { registered_buffers: 2, registered_buffer_size: 4096, ..RingConfig::default() };
@@ -657,6 +663,9 @@ fn a_burst_of_64_ready_receives_is_reaped_in_one_pass() {
 /// up, and keep each dropped ring alive until the thread exits).
 #[test]
 fn each_driver_registers_its_ring_descriptor_and_gives_the_registration_back() {
+    if net_util::ring_only("registering the ring's descriptor (IORING_REGISTER_RING_FDS)") {
+        return;
+    }
     for i in 0..40 {
         let d = RingDriver::new(RingConfig { backend: keel_linux::BackendChoice::Ring, ..RingConfig::default() })
             .expect("io_uring is available");

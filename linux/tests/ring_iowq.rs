@@ -96,6 +96,9 @@ fn release(ex: Pin<&Ex>, b: Blockers) {
 /// cap as the previous limit when it is changed.
 #[test]
 fn iowq_the_cap_bounds_the_threads_workers_and_queues_the_rest() {
+    if ring_only("io-wq worker-pool settings") {
+        return;
+    }
     let ex = executor(RingConfig { iowq_max_workers: [0, 2], ..RingConfig::default() });
     let ex = ex.as_ref();
     let b = blockers(ex, 6);
@@ -111,6 +114,9 @@ fn iowq_the_cap_bounds_the_threads_workers_and_queues_the_rest() {
 /// first one's cap bounds its work too.
 #[test]
 fn iowq_executors_on_one_thread_share_one_pool() {
+    if ring_only("io-wq worker-pool settings") {
+        return;
+    }
     let a = executor(RingConfig { iowq_max_workers: [0, 2], ..RingConfig::default() });
     let c = executor(RingConfig::default());
     let (a, c) = (a.as_ref(), c.as_ref());
@@ -133,6 +139,9 @@ fn iowq_executors_on_one_thread_share_one_pool() {
 /// thread still gets its own workers, named after its thread, beyond the first's cap.
 #[test]
 fn iowq_attach_wq_is_checked_and_shares_no_pool_across_threads() {
+    if ring_only("io-wq worker-pool settings") {
+        return;
+    }
     let a = executor(RingConfig { iowq_max_workers: [0, 1], ..RingConfig::default() });
     let pool = a.as_ref().with_driver(|d| d.worker_pool()).unwrap();
     let devnull = std::fs::File::open("/dev/null").unwrap();

@@ -81,6 +81,9 @@ fn holder(ex: Pin<&Ex>, go: &Rc<Cell<bool>>) -> keel_core::TaskHandle {
 /// the release, and the waiter queued after it gets the next release.
 #[test]
 fn waitq_rule_1_a_wait_polled_again_and_again_keeps_one_place_in_the_queue() {
+    if net_util::ring_only("registered buffers") {
+        return;
+    }
     let ex = one_buffer();
     let ex = ex.as_ref();
     let go = Rc::new(Cell::new(false));
@@ -121,6 +124,9 @@ fn waitq_rule_1_a_wait_polled_again_and_again_keeps_one_place_in_the_queue() {
 /// Three waiters queued one after another get the buffer in the order they queued.
 #[test]
 fn waitq_rule_2_a_release_hands_the_turn_to_the_oldest_waiter() {
+    if net_util::ring_only("registered buffers") {
+        return;
+    }
     let ex = one_buffer();
     let ex = ex.as_ref();
     let go = Rc::new(Cell::new(false));
@@ -149,6 +155,9 @@ fn waitq_rule_2_a_release_hands_the_turn_to_the_oldest_waiter() {
 /// error, and nothing else changes (the queued waits still get the buffer in turn).
 #[test]
 fn waitq_rule_4_a_full_wait_queue_is_a_typed_error() {
+    if net_util::ring_only("registered buffers") {
+        return;
+    }
     let ex = one_buffer();
     let ex = ex.as_ref();
     let go = Rc::new(Cell::new(false));
@@ -186,6 +195,9 @@ fn waitq_rule_4_a_full_wait_queue_is_a_typed_error() {
 /// anything else is refused at registration with a typed error.
 #[test]
 fn pbuf_rule_1_the_buffer_count_is_a_power_of_two_up_to_32768() {
+    if net_util::ring_only("provided buffers") {
+        return;
+    }
     for (count, size) in [(3u16, 64u32), (0, 64), (40000, 64), (4, 0)] {
         let mut d = ring(RingConfig::default());
         let e = d.enable_provided_buffers(count, size).expect_err("refused");
@@ -200,6 +212,9 @@ fn pbuf_rule_1_the_buffer_count_is_a_power_of_two_up_to_32768() {
 /// gives it back (counted), and the kernel can hand it out again.
 #[test]
 fn pbuf_rule_2_in_use_counts_buffers_picked_and_not_yet_given_back() {
+    if net_util::ring_only("provided buffers") {
+        return;
+    }
     let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
     let afd = a.into_raw_fd();
     let mut d = ring(RingConfig::default());
@@ -254,6 +269,9 @@ fn pbuf_rule_2_in_use_counts_buffers_picked_and_not_yet_given_back() {
 /// get two buffers, each holding its own socket's bytes.
 #[test]
 fn completion_rule_5_a_provided_buf_is_the_buffer_its_cqe_names() {
+    if net_util::ring_only("provided buffers") {
+        return;
+    }
     let (a1, mut b1) = std::os::unix::net::UnixStream::pair().unwrap();
     let (a2, mut b2) = std::os::unix::net::UnixStream::pair().unwrap();
     let (f1, f2) = (a1.into_raw_fd(), a2.into_raw_fd());
@@ -332,6 +350,9 @@ fn shared_rule_2_a_future_dropped_while_the_driver_is_lent_is_abandoned_at_the_n
 /// none, and the waiter gets it.
 #[test]
 fn regbuf_rule_2_a_waiter_is_never_overtaken_by_try_claim() {
+    if net_util::ring_only("registered buffers") {
+        return;
+    }
     let ex = one_buffer();
     let ex = ex.as_ref();
     let go = Rc::new(Cell::new(false));
@@ -462,6 +483,9 @@ async fn cancel_first_op(n: usize) {
 /// `ASYNC_CANCEL` reaches the SQ.
 #[test]
 fn cancel_rule_2_many_cancels_of_one_operation_queue_one() {
+    if net_util::ring_only("counting SQEs in the kernel ring's /proc fdinfo") {
+        return;
+    }
     if sq_tail().is_none() && std::fs::metadata("/proc/self/fdinfo").is_err() {
         println!("skipped: no /proc/self/fdinfo to count SQEs with");
         return;
@@ -497,6 +521,9 @@ fn cancel_rule_2_many_cancels_of_one_operation_queue_one() {
 /// A cancel of an operation whose final CQE has been reaped puts nothing in the SQ.
 #[test]
 fn cancel_rule_3_a_cancel_of_an_ended_operation_queues_nothing() {
+    if net_util::ring_only("counting SQEs in the kernel ring's /proc fdinfo") {
+        return;
+    }
     if std::fs::metadata("/proc/self/fdinfo").is_err() {
         println!("skipped: no /proc/self/fdinfo to count SQEs with");
         return;
@@ -736,6 +763,9 @@ fn direct_rule_3_direct_operations_count_against_the_in_flight_limit() {
 /// the result until the notification CQE, which completes the send with that count.
 #[test]
 fn completion_rule_4_a_zero_copy_send_completes_at_its_notification_with_the_first_result() {
+    if net_util::ring_only("zero-copy sends") {
+        return;
+    }
     // SEND_ZC needs an inet socket: a TCP pair on 127.0.0.1.
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
@@ -842,6 +872,9 @@ fn one_cqe_per_pass() -> Pin<Box<Ex>> {
 /// here (status blocks of a fiber).
 #[test]
 fn direct_rule_5_a_queued_cancel_of_a_direct_operation_is_dropped_when_it_completes() {
+    if net_util::ring_only("direct descriptors") {
+        return;
+    }
     if std::fs::metadata("/proc/self/fdinfo").is_err() {
         println!("skipped: no /proc/self/fdinfo to count SQEs with");
         return;
@@ -918,6 +951,9 @@ fn direct_rule_5_a_queued_cancel_of_a_direct_operation_is_dropped_when_it_comple
 /// dropped then.
 #[test]
 fn cancel_rule_3_a_queued_cancel_is_dropped_when_its_operation_ends() {
+    if net_util::ring_only("counting SQEs in the kernel ring's /proc fdinfo") {
+        return;
+    }
     if std::fs::metadata("/proc/self/fdinfo").is_err() {
         println!("skipped: no /proc/self/fdinfo to count SQEs with");
         return;
@@ -1002,6 +1038,9 @@ fn ring_fd() -> Option<i32> {
 /// later generation) is not completed by it.
 #[test]
 fn slot_rule_1_a_cqe_for_a_freed_slots_old_user_data_is_stale() {
+    if net_util::ring_only("a CQE forged with MSG_RING to the ring itself") {
+        return;
+    }
     if std::fs::metadata("/proc/self/fdinfo").is_err() {
         println!("skipped: no /proc/self/fdinfo to find the ring with");
         return;

@@ -20,6 +20,9 @@ use util::*;
 
 #[test]
 fn fiber_register_then_install_gives_the_same_open_file_and_the_index_outlives_the_original() {
+    if ring_only("a fixed-file table (descriptor transfer)") {
+        return;
+    }
     let before = open_fds();
     let ex = executor(cfg(2));
     let r = pipe_with(b"through the table");
@@ -51,6 +54,9 @@ fn fiber_register_then_install_gives_the_same_open_file_and_the_index_outlives_t
 
 #[test]
 fn future_register_then_install_gives_the_same_open_file_and_the_index_outlives_the_original() {
+    if ring_only("a fixed-file table (descriptor transfer)") {
+        return;
+    }
     let before = open_fds();
     let ex = executor(cfg(2));
     let r = pipe_with(b"through the table");
@@ -72,6 +78,9 @@ fn future_register_then_install_gives_the_same_open_file_and_the_index_outlives_
 /// registration's index and an abandoned install's descriptor are all given back.
 #[test]
 fn dropped_handles_and_abandoned_register_or_install_give_their_index_and_descriptor_back() {
+    if ring_only("a fixed-file table (descriptor transfer)") {
+        return;
+    }
     let before = open_fds();
     let ex = executor(cfg(1));
     let null = std::fs::File::open("/dev/null").unwrap();
@@ -115,6 +124,9 @@ fn dropped_handles_and_abandoned_register_or_install_give_their_index_and_descri
 /// free for the next receiver, which gets the arrival.
 #[test]
 fn fiber_receive_cancelled_while_waiting_leaves_and_the_arrival_goes_to_the_next_receive() {
+    if ring_only("a fixed-file table (descriptor transfer)") {
+        return;
+    }
     let mut d = ring(cfg(2));
     let mb = d.mailbox().unwrap();
     let b = executor_with(d);
@@ -142,6 +154,9 @@ fn fiber_receive_cancelled_while_waiting_leaves_and_the_arrival_goes_to_the_next
 /// As above for a future: dropped while it waits (rule 6), or its task cancelled.
 #[test]
 fn future_receive_dropped_or_cancelled_while_waiting_leaves_the_key_free() {
+    if ring_only("a fixed-file table (descriptor transfer)") {
+        return;
+    }
     let mut d = ring(cfg(2));
     let mb = d.mailbox().unwrap();
     let b = executor_with(d);
@@ -175,6 +190,9 @@ fn future_receive_dropped_or_cancelled_while_waiting_leaves_the_key_free() {
 /// never both, never neither; both tables end at baseline.
 #[test]
 fn future_send_cancelled_at_every_point_is_delivered_xor_handed_back() {
+    if ring_only("a fixed-file table (descriptor transfer)") {
+        return;
+    }
     let null = std::fs::File::open("/dev/null").unwrap();
     for k in 0..24 {
         let one = executor(cfg(2));
@@ -231,6 +249,9 @@ fn future_send_cancelled_at_every_point_is_delivered_xor_handed_back() {
 /// executor drop without touching it (the table went with the ring).
 #[test]
 fn a_fixed_fd_and_a_waiting_receive_outliving_their_executor_drop_quietly() {
+    if ring_only("a fixed-file table (descriptor transfer)") {
+        return;
+    }
     let kept: Rc<RefCell<Option<FixedFd>>> = Rc::default();
     let wait: Rc<RefCell<Option<Pin<Box<transfer::Receive>>>>> = Rc::default();
     let ex = executor(cfg(2));
@@ -254,6 +275,9 @@ fn a_fixed_fd_and_a_waiting_receive_outliving_their_executor_drop_quietly() {
 /// free again and the timer is not left in flight; an arrival before the timeout wins.
 #[test]
 fn fiber_receive_with_a_timeout_times_out_leaves_the_key_free_and_an_arrival_wins() {
+    if ring_only("a fixed-file table (descriptor transfer)") {
+        return;
+    }
     use core::time::Duration;
     let mut d = ring(cfg(2));
     let mb = d.mailbox().unwrap();
@@ -274,6 +298,9 @@ fn fiber_receive_with_a_timeout_times_out_leaves_the_key_free_and_an_arrival_win
 
 #[test]
 fn future_receive_with_a_timeout_times_out_leaves_the_key_free_and_an_arrival_wins() {
+    if ring_only("a fixed-file table (descriptor transfer)") {
+        return;
+    }
     use core::time::Duration;
     let mut d = ring(cfg(2));
     let mb = d.mailbox().unwrap();
@@ -298,6 +325,9 @@ fn future_receive_with_a_timeout_times_out_leaves_the_key_free_and_an_arrival_wi
 /// is seen closed at once).
 #[test]
 fn a_mailbox_outliving_its_executor_does_not_keep_the_files_of_its_table_open() {
+    if ring_only("a fixed-file table (descriptor transfer)") {
+        return;
+    }
     let mut d = ring(cfg(2));
     let mb = d.mailbox().unwrap();
     let ex = executor_with(d);
@@ -320,6 +350,9 @@ fn a_mailbox_outliving_its_executor_does_not_keep_the_files_of_its_table_open() 
 /// closes like any other.
 #[test]
 fn future_try_receive_finds_nothing_and_adopt_index_takes_an_owned_index() {
+    if ring_only("a fixed-file table (descriptor transfer)") {
+        return;
+    }
     let before = open_fds();
     let ex = executor(cfg(2));
     let r = pipe_with(b"adopted");

@@ -8,6 +8,7 @@ mod util;
 use keel_core::Fiber;
 use keel_linux::net::FixedSocket;
 use keel_linux::transfer::{self, FiberTransfer, FixedFd, TransferError};
+use keel_linux::{BackendChoice, RingConfig, RingDriver};
 use std::cell::RefCell;
 use std::os::fd::AsFd;
 use std::rc::Rc;
@@ -20,6 +21,9 @@ fn misuse_no_table_full_table_and_bad_slot_are_typed() {
     fiber_on(executor(cfg(0)).as_ref(), move |f| {
         assert_eq!(f.register_fd(n.as_fd()).err(), Some(TransferError::NoTable));
     });
+    if ring_only("a fixed-file table (descriptor transfer)") {
+        return;
+    }
     fiber_on(executor(cfg(2)).as_ref(), move |f| {
         let a = f.register_fd(null.as_fd()).unwrap();
         let b = f.register_fd(null.as_fd()).unwrap();
@@ -32,8 +36,28 @@ fn misuse_no_table_full_table_and_bad_slot_are_typed() {
     });
 }
 
+/// A ring without a fixed-file table is `NoTable` for register on either backend (the
+/// epoll engine never has one), from the fiber call and the future.
+#[test]
+fn register_without_a_table_is_no_table_on_both_backends() {
+    for backend in [BackendChoice::Auto, BackendChoice::Epoll] {
+        let ex = executor_with(RingDriver::new(RingConfig { backend, ..cfg(0) }).unwrap());
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let n = null.try_clone().unwrap();
+        fiber_on(ex.as_ref(), move |f| {
+            assert_eq!(f.register_fd(n.as_fd()).err(), Some(TransferError::NoTable), "{backend:?}");
+        });
+        future_on(ex.as_ref(), async move {
+            assert_eq!(transfer::register(null.as_fd()).await.err(), Some(TransferError::NoTable), "{backend:?}");
+        });
+    }
+}
+
 #[test]
 fn misuse_wrong_executor_same_executor_and_gone_target_are_typed_and_hand_the_handle_back() {
+    if ring_only("a fixed-file table (descriptor transfer)") {
+        return;
+    }
     let one = executor(cfg(2));
     let mut d = ring(cfg(2));
     let two_mb = d.mailbox().unwrap();
@@ -86,6 +110,9 @@ fn misuse_wrong_executor_same_executor_and_gone_target_are_typed_and_hand_the_ha
 
 #[test]
 fn misuse_target_table_full_no_table_for_a_mailbox_and_unsupported_kernels_are_typed() {
+    if ring_only("a fixed-file table (descriptor transfer)") {
+        return;
+    }
     let null = std::fs::File::open("/dev/null").unwrap();
     let mut full = ring(cfg(1));
     let full_mb = full.mailbox().unwrap();
@@ -122,6 +149,9 @@ fn misuse_target_table_full_no_table_for_a_mailbox_and_unsupported_kernels_are_t
 
 #[test]
 fn future_misuse_wrong_executor_and_cancelled_send_hand_the_handle_back() {
+    if ring_only("a fixed-file table (descriptor transfer)") {
+        return;
+    }
     let one = executor(cfg(2));
     let mut d = ring(cfg(2));
     let two_mb = d.mailbox().unwrap();

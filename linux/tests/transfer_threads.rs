@@ -184,11 +184,17 @@ fn stream_across_the_hand_off(futures: bool) {
 
 #[test]
 fn fibers_stream_n_bytes_across_a_hand_off_between_executors_on_two_threads() {
+    if ring_only("a fixed-file table (descriptor transfer)") {
+        return;
+    }
     stream_across_the_hand_off(false);
 }
 
 #[test]
 fn futures_stream_n_bytes_across_a_hand_off_between_executors_on_two_threads() {
+    if ring_only("a fixed-file table (descriptor transfer)") {
+        return;
+    }
     stream_across_the_hand_off(true);
 }
 
@@ -196,6 +202,9 @@ fn futures_stream_n_bytes_across_a_hand_off_between_executors_on_two_threads() {
 /// mailbox is out (transfer rule 7): the arrival wakes it.
 #[test]
 fn a_receiver_waiting_with_nothing_in_flight_is_woken_by_an_arrival_from_another_thread() {
+    if ring_only("a fixed-file table (descriptor transfer)") {
+        return;
+    }
     let (tx, rx) = mpsc::channel();
     let b = std::thread::spawn(move || {
         let mut d = ring(RingConfig { registered_files: FILES, ..RingConfig::default() });
@@ -245,6 +254,9 @@ fn a_receiver_waiting_with_nothing_in_flight_is_woken_by_an_arrival_from_another
 /// kept busy by a task that only yields (it never parks) still reaps the arrival.
 #[test]
 fn an_arrival_reaches_a_receiver_while_another_task_keeps_the_executor_busy() {
+    if ring_only("a fixed-file table (descriptor transfer)") {
+        return;
+    }
     let (tx, rx) = mpsc::channel();
     let b = std::thread::spawn(move || {
         let mut d = ring(RingConfig { registered_files: FILES, ..RingConfig::default() });

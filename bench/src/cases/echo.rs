@@ -15,6 +15,7 @@
 //!   ring's fixed-file table and named by its slot, as the hand-written io-uring servers do.
 //! - keel-epoll: the fiber handlers on the epoll backend (`--backend epoll`), against tokio
 //!   (epoll), with its goals: at least 1.0x tokio's msgs/s, a p99 no worse.
+//! - monoio-legacy: monoio's legacy (epoll, through mio) driver, the other epoll peer.
 //! - monoio, tokio (current-thread), io-uring and io-uring-mshot (hand-written on the
 //!   tuned ring with registered files, the limit: a receive with its send linked to the
 //!   next receive, and a multishot receive with provided buffers): in-process server
@@ -74,6 +75,7 @@ macro_rules! impls {
             Impl { name: SERVERS[5], run: report::<$m, 5, CONNS> },
             Impl { name: SERVERS[6], run: report::<$m, 6, CONNS> },
             Impl { name: SERVERS[7], run: report::<$m, 7, CONNS> },
+            Impl { name: SERVERS[8], run: report::<$m, 8, CONNS> },
         ]
     };
 }

@@ -43,9 +43,10 @@
 //!   (`--handler fiber` / `future`, `--backend epoll`, `--direct`: fiber handlers on
 //!   connections in the ring's fixed-file table) as a child process ([`keel_server`]),
 //!   SIGINT at the end;
-//! - `monoio`, `tokio`, `io-uring`, `io-uring-mshot`: in-process server threads
+//! - `monoio`, `tokio`, `io-uring`, `io-uring-mshot`, `monoio-legacy`: in-process server threads
 //!   ([`monoio_server`], [`tokio_server`], [`uring_server`] with its two shapes
-//!   [`uring_linked`] and [`uring_multishot`]) that stop by themselves once the bench
+//!   [`uring_linked`] and [`uring_multishot`]; `monoio-legacy`, monoio's epoll driver:
+//!   [`monoio_legacy_server`]) that stop by themselves once the bench
 //!   raises their stop flag and makes one last connection (their accept loop sees the
 //!   flag, closes the listener and waits for its connections to end).
 
@@ -54,6 +55,7 @@ mod client;
 pub mod cpu;
 mod host;
 mod keel_server;
+mod monoio_legacy_server;
 mod monoio_server;
 mod placement;
 mod tokio_server;
@@ -74,8 +76,17 @@ pub use host::{cpus, pin, raise_descriptor_limit};
 pub const MSG: usize = 64;
 
 /// The servers, in the order the cases list them.
-pub const SERVERS: [&str; 8] =
-    ["keel", "keel-future", "monoio", "tokio", "io-uring", "io-uring-mshot", "keel-epoll", "keel-direct"];
+pub const SERVERS: [&str; 9] = [
+    "keel",
+    "keel-future",
+    "monoio",
+    "tokio",
+    "io-uring",
+    "io-uring-mshot",
+    "keel-epoll",
+    "monoio-legacy",
+    "keel-direct",
+];
 
 /// How long and how often to measure.
 #[derive(Copy, Clone, Debug)]
@@ -353,6 +364,7 @@ pub fn start(server: &str, cpu: usize, handlers: usize) -> Result<Running, Strin
         "keel-epoll" => keel_server::start(cpu, "fiber", "epoll", handlers, false),
         "keel-direct" => keel_server::start(cpu, "fiber", "ring", handlers, true),
         "monoio" => in_process(cpu, monoio_server::serve),
+        "monoio-legacy" => in_process(cpu, monoio_legacy_server::serve),
         "tokio" => in_process(cpu, tokio_server::serve),
         "io-uring" => in_process(cpu, uring_linked::serve),
         "io-uring-mshot" => in_process(cpu, uring_multishot::serve),

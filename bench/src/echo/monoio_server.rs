@@ -32,7 +32,9 @@ pub fn serve(l: TcpListener, stop: &AtomicBool) -> Result<(), String> {
     })
 }
 
-async fn echo(mut s: TcpStream) {
+/// One connection: read up to 4 KiB, write it all back, until EOF or an error (also the
+/// `monoio-legacy` server's).
+pub(super) async fn echo(mut s: TcpStream) {
     let mut buf = Vec::with_capacity(4096);
     loop {
         let (r, b) = s.read(buf).await;

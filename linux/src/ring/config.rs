@@ -154,13 +154,7 @@ pub struct RingStats {
 
 /// The unpark of a polled ring (iopoll rule 4): MSG_RING, probed on a plain ring (a polled
 /// one's enter does not wait for the probe's CQE).
-fn polled_unpark(mode: UnparkMode) -> io::Result<UnparkKind> {
-    if mode == UnparkMode::Eventfd {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "a polled ring (iopoll) cannot read an unpark eventfd: use UnparkMode::Auto",
-        ));
-    }
+fn polled_unpark() -> io::Result<UnparkKind> {
     let mut plain = io_uring::IoUring::new(2)?;
     if !unpark::msg_ring_works(&mut plain) {
         return Err(io::Error::new(
@@ -171,22 +165,48 @@ fn polled_unpark(mode: UnparkMode) -> io::Result<UnparkKind> {
     Ok(UnparkKind::MsgRing)
 }
 
+/// The configuration's own contradictions, refused with `InvalidInput` before a backend
+/// is chosen, so a caller's mistake gets the same error on io_uring and on the epoll
+/// engine (where a ring-only setting would otherwise be refused first, as `Unsupported`).
+fn check(cfg: &RingConfig) -> io::Result<()> {
+    let invalid = |what: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, what.to_owned()));
+    if cfg.entries == 0 || cfg.slots == 0 || cfg.slots > 1 << 30 {
+        return invalid(
+            "entries and slots must be at least 1 (and slots below 2^30); use SleepDriver for an executor with no ring",
+        );
+    }
+    if cfg.registered_buffers > 0 && cfg.registered_buffer_size == 0 {
+        return invalid("registered_buffer_size must be at least 1");
+    }
+    if cfg.iopoll && cfg.unpark == UnparkMode::Eventfd {
+        return invalid("a polled ring (iopoll) cannot read an unpark eventfd: use UnparkMode::Auto");
+    }
+    Ok(())
+}
+
+/// Whether High I/O priority may use the realtime class, with the notice (once a
+/// process) when it may not: on both backends, since the epoll engine's pool orders its
+/// jobs by the same I/O priority values.
+fn realtime_ioprio_allowed() -> bool {
+    let rt_allowed = setup::realtime_ioprio_allowed();
+    static SAID: std::sync::Once = std::sync::Once::new();
+    if !rt_allowed {
+        SAID.call_once(|| notice!(info, "no CAP_SYS_NICE or CAP_SYS_ADMIN: High I/O priority uses the best-effort class, level 0, not the realtime class"));
+    }
+    rt_allowed
+}
+
 impl RingDriver {
     /// Creates the ring on this thread (expensive: syscalls and allocation, once).
     pub fn new(cfg: RingConfig) -> io::Result<Self> {
-        if cfg.entries == 0 || cfg.slots == 0 || cfg.slots > 1 << 30 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "entries and slots must be at least 1 (and slots below 2^30); use SleepDriver for an executor with no ring",
-            ));
-        }
+        check(&cfg)?;
         let (mut ring, flags) = match super::choose::choose(&cfg)? {
             super::choose::Chosen::Ring(ring, flags) => (ring, flags),
             super::choose::Chosen::Epoll(engine) => return Self::on_engine(cfg, engine),
         };
         super::iowq::apply(&ring, &cfg)?;
         let unpark_kind = if cfg.iopoll {
-            polled_unpark(cfg.unpark)?
+            polled_unpark()?
         } else {
             // Probed on this ring while it is fresh (nothing submitted, CQ empty): `unpark.rs`.
             match cfg.unpark {
@@ -208,11 +228,7 @@ impl RingDriver {
         if cfg.registered_files > 0 {
             ring.submitter().register_files_sparse(cfg.registered_files)?;
         }
-        let rt_allowed = setup::realtime_ioprio_allowed();
-        static SAID: std::sync::Once = std::sync::Once::new();
-        if !rt_allowed {
-            SAID.call_once(|| notice!(info, "no CAP_SYS_NICE or CAP_SYS_ADMIN: High I/O priority uses the best-effort class, level 0, not the realtime class"));
-        }
+        let rt_allowed = realtime_ioprio_allowed();
         let mut kernel = Kernel::Uring(ring, None);
         kernel.register_ring_fd();
         Ok(Self::assemble(cfg, kernel, flags, unpark_kind, eventfd, registered, rt_allowed))
@@ -223,7 +239,7 @@ impl RingDriver {
     fn on_engine(cfg: RingConfig, engine: Box<crate::epoll::engine::Engine>) -> io::Result<Self> {
         let eventfd =
             rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)?;
-        let rt_allowed = setup::realtime_ioprio_allowed();
+        let rt_allowed = realtime_ioprio_allowed();
         let kernel = Kernel::Epoll(engine);
         Ok(Self::assemble(cfg, kernel, RingFlags::default(), UnparkKind::Eventfd, Some(eventfd), None, rt_allowed))
     }

@@ -6,7 +6,7 @@
 
 use super::inbox::{Look, mailbox_of};
 use super::{FixedFd, INSTALL, Mailbox, SEND_FD, SendError, TransferError, TransferOp};
-use super::{index_error, register_error, send_error};
+use super::{index_error, register_error, send_error, table_of};
 use crate::fs::{FiberFs, FixedFile, close_fixed_fiber, run_to_end};
 use crate::net::FixedSocket;
 use crate::ring::{RingDriver, RingOp};
@@ -109,7 +109,7 @@ pub(crate) fn sent(r: Result<u32, keel_core::Errno>) -> Sent {
 
 impl FiberTransfer for Fiber {
     fn register_fd(&mut self, fd: BorrowedFd<'_>) -> Result<FixedFd, TransferError> {
-        let shared = self.with_driver::<RingDriver, _>(|d| d.shared.clone()).ok_or(TransferError::NotOnRing)?;
+        let shared = self.with_driver::<RingDriver, _>(|d| table_of(d)).ok_or(TransferError::NotOnRing)??;
         let mut out: i32 = fd.as_raw_fd();
         let p = &raw mut out;
         // SAFETY: `out` lives on this frame until `run_op` returns, after the completion;

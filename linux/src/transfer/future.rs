@@ -8,7 +8,7 @@
 
 use super::fiber::{Sent, install_check, send_check, sent};
 use super::inbox::{Look, Ticket, mailbox_of};
-use super::{FixedFd, Mailbox, SendError, TransferError, TransferOp, index_error, register_error};
+use super::{FixedFd, Mailbox, SendError, TransferError, TransferOp, index_error, register_error, table_of};
 use crate::buf::RawBuf;
 use crate::fs::{FixedFile, OwnedOp, close_fixed_shared};
 use crate::net::FixedSocket;
@@ -40,7 +40,7 @@ async fn with_ring<R>(f: impl FnOnce(&mut RingDriver) -> R) -> Result<R, Transfe
 /// should that number be closed and reused meanwhile, the abandoned registration holds
 /// the new file for a moment and its index is closed at once (completion rule 3).
 pub async fn register(fd: BorrowedFd<'_>) -> Result<FixedFd, TransferError> {
-    let shared = with_ring(|d| d.shared.clone()).await?;
+    let shared = with_ring(|d| table_of(d)).await??;
     let raw = RawBuf::from_vec(fd.as_raw_fd().to_ne_bytes().to_vec());
     let e = TransferOp::Register { fd: fd.as_raw_fd(), out: raw.ptr() as *mut i32 }.sqe();
     // SAFETY: the SQE's only memory reference is into `raw`, which the slot keeps.

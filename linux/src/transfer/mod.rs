@@ -273,6 +273,16 @@ impl std::fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
+/// The ring's shared state, for a register into its fixed-file table; `NoTable` on the
+/// epoll backend, which never has one (`RingConfig::registered_files` is refused there),
+/// so both backends give a ring without a table the same error.
+pub(crate) fn table_of(d: &crate::RingDriver) -> Result<Rc<Shared>, TransferError> {
+    match d.backend() {
+        crate::Backend::Epoll => Err(TransferError::NoTable),
+        crate::Backend::Ring => Ok(d.shared.clone()),
+    }
+}
+
 /// The typed error for a kernel result of register (rule 1).
 pub(crate) fn register_error(e: Errno) -> TransferError {
     match e.0 {

@@ -5,7 +5,8 @@
 //!    result >= 0); then its entry is freed (op rule 1).
 //! 2. Its successor starts if it succeeded: a result >= 0 that is no short read or write
 //!    (fewer bytes than its buffers hold) and, for a send or receive with `MSG_WAITALL`,
-//!    no short count (io_uring fails a send or receive only then); a TIMEOUT with
+//!    no short count (io_uring fails a send or receive only then; for SENDMSG/RECVMSG the
+//!    count is the iovecs' total); a TIMEOUT with
 //!    `IORING_TIMEOUT_ETIME_SUCCESS` that fired also succeeded. A hard link
 //!    (`IOSQE_IO_HARDLINK`) starts its successor whatever the result. Otherwise every
 //!    later member of the chain completes with `-ECANCELED`, in chain order (their link
@@ -107,6 +108,9 @@ fn succeeded(s: &RawSqe, res: i32) -> bool {
             res as u64 >= perform_fs::asked(s)
         }
         opcode::Send::CODE | opcode::Recv::CODE if s.op_flags as i32 & libc::MSG_WAITALL != 0 => res as u32 >= s.len,
+        opcode::SendMsg::CODE | opcode::RecvMsg::CODE if s.op_flags as i32 & libc::MSG_WAITALL != 0 => {
+            res as u64 >= perform_net::msg_len(s.addr as *const libc::msghdr)
+        }
         _ => true,
     }
 }

@@ -14,6 +14,13 @@
 //! 3. Chains: `next` names the member that starts when this one completes (successfully,
 //!    or at all for a hard link); `prev` the member this one waits for. A LINK_TIMEOUT is
 //!    not a member: its op names it in `ltimeout` and it names its op in `prev`.
+//! 4. Ops still in flight when the engine is dropped are dropped with it (engine rule 5),
+//!    after what they changed on a descriptor is undone: a connect puts back the flags
+//!    it found (net rule 3). The descriptor is still open then: the caller keeps it open
+//!    until the op's CQE, which never comes.
+//! 5. What io_uring copies at prep, a TIMEOUT's and a LINK_TIMEOUT's timespec, is copied
+//!    when the SQE is taken (`Op::ts`), not read when the op starts: a chain member or a
+//!    link timer starts later, and the caller may reuse its timespec once it submitted.
 
 use super::sqe::RawSqe;
 use std::os::fd::RawFd;
@@ -55,6 +62,9 @@ pub(crate) struct Op {
     pub saved_fl: i32,
     /// A timer's instant (ns, `CLOCK_MONOTONIC`).
     pub deadline: u64,
+    /// A TIMEOUT's or LINK_TIMEOUT's timespec (seconds, nanoseconds), copied when its SQE
+    /// is taken (op rule 5); `None` for a null one (and every other op).
+    pub ts: Option<(i64, i64)>,
     /// A `Linked` op a cancel found: it completes with `-ECANCELED` when its predecessor
     /// completes, in chain order (cancel rule 1).
     pub cancelled: bool,
@@ -89,6 +99,7 @@ impl Ops {
             done: 0,
             saved_fl: -1,
             deadline: 0,
+            ts: timespec_of(&sqe),
             cancelled: false,
         };
         match self.free.pop() {
@@ -132,6 +143,32 @@ impl Ops {
     }
 }
 
+/// Op rule 5: the timespec a TIMEOUT or LINK_TIMEOUT names, read now.
+fn timespec_of(s: &RawSqe) -> Option<(i64, i64)> {
+    use io_uring::opcode::{LinkTimeout, Timeout};
+    if !matches!(s.opcode, Timeout::CODE | LinkTimeout::CODE) || s.addr == 0 {
+        return None;
+    }
+    // SAFETY: `addr` is the caller's `__kernel_timespec` (two i64), valid at least until
+    // the SQE has been taken, which is now (`Engine::push`).
+    Some(unsafe {
+        let p = s.addr as *const i64;
+        (p.read_unaligned(), p.add(1).read_unaligned())
+    })
+}
+
+impl Drop for Ops {
+    /// Op rule 4: a connect still in flight when the engine goes gives its socket the
+    /// flags it found (net rule 3); bounded by the ops in flight.
+    fn drop(&mut self) {
+        for op in &mut self.ops {
+            if op.state != State::Free && op.sqe.opcode == io_uring::opcode::Connect::CODE {
+                super::perform_net::restore_flags(op);
+            }
+        }
+    }
+}
+
 impl core::ops::Index<u32> for Ops {
     type Output = Op;
     fn index(&self, i: u32) -> &Op {
@@ -142,5 +179,75 @@ impl core::ops::Index<u32> for Ops {
 impl core::ops::IndexMut<u32> for Ops {
     fn index_mut(&mut self, i: u32) -> &mut Op {
         &mut self.ops[i as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{engine, fd_flags, push, take};
+    use io_uring::{opcode, types};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    fn tcp_socket() -> OwnedFd {
+        // SAFETY: a new socket, owned once.
+        unsafe { OwnedFd::from_raw_fd(libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)) }
+    }
+
+    /// A listener on 127.0.0.1 whose accept queue is full (backlog 0, never accepted from,
+    /// filled by non-blocking connects until one stays in progress): a connect to it waits.
+    /// `None` if no connect stayed in progress within the bound.
+    fn full_listener() -> Option<(OwnedFd, libc::sockaddr_in, Vec<OwnedFd>)> {
+        let l = tcp_socket();
+        // SAFETY: an all-zero sockaddr_in is valid; the calls get its address and size.
+        let mut to: libc::sockaddr_in = unsafe { core::mem::zeroed() };
+        to.sin_family = libc::AF_INET as u16;
+        to.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let mut len = core::mem::size_of::<libc::sockaddr_in>() as u32;
+        let p = (&raw mut to).cast::<libc::sockaddr>();
+        // SAFETY: as above; `l` is ours.
+        unsafe {
+            assert_eq!(libc::bind(l.as_raw_fd(), p, len), 0);
+            assert_eq!(libc::listen(l.as_raw_fd(), 0), 0);
+            assert_eq!(libc::getsockname(l.as_raw_fd(), p, &mut len), 0);
+        }
+        let mut fill = Vec::new();
+        for _ in 0..16 {
+            let c = tcp_socket();
+            // SAFETY: our socket; `to` is a valid address of `len` bytes.
+            let r = unsafe {
+                libc::fcntl(c.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK);
+                libc::connect(c.as_raw_fd(), p, len)
+            };
+            let mut pfd = libc::pollfd { fd: c.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+            // SAFETY: one pollfd on this frame.
+            let pending = r != 0 && unsafe { libc::poll(&mut pfd, 1, 100) } == 0;
+            fill.push(c);
+            if pending {
+                return Some((l, to, fill));
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn op_rule_4_a_connect_waiting_when_the_engine_drops_gets_its_socket_flags_back() {
+        let Some((_l, to, _fill)) = full_listener() else {
+            println!("SKIPPED: no connect to a full accept queue stayed in progress here");
+            return;
+        };
+        let s = tcp_socket();
+        let mut e = engine(0);
+        let len = core::mem::size_of::<libc::sockaddr_in>() as u32;
+        push(
+            &mut e,
+            &[opcode::Connect::new(types::Fd(s.as_raw_fd()), (&to as *const libc::sockaddr_in).cast(), len)
+                .build()
+                .user_data(1)],
+        );
+        e.enter(0, None).unwrap();
+        assert_eq!(take(&mut e), vec![], "the connect waits");
+        assert_ne!(fd_flags(s.as_raw_fd()) & libc::O_NONBLOCK, 0, "net rule 3: non-blocking while it waits");
+        drop(e);
+        assert_eq!(fd_flags(s.as_raw_fd()) & libc::O_NONBLOCK, 0, "op rule 4: the flags it found, back");
     }
 }

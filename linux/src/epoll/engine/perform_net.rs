@@ -15,7 +15,8 @@
 //!    the connect's duration and restores the flags when it ends (`Op::saved_fl`).
 //! 4. `MSG_WAITALL` on a stream socket is retried until all bytes moved, EOF or an error
 //!    (the bytes moved so far are the result if there were some), as io_uring does for
-//!    SEND and RECV; SENDMSG/RECVMSG make one attempt per readiness.
+//!    SEND, RECV, SENDMSG and RECVMSG; a message's later parts go through a copy of its
+//!    iovecs past the bytes moved, with no address or ancillary buffer (`msg_rest`).
 //! 5. Socket, bind, listen, shutdown and setsockopt never wait: performed at once.
 //! 6. A multishot accept (`IORING_ACCEPT_MULTISHOT`, plain descriptors only) posts each
 //!    accepted descriptor with `IORING_CQE_F_MORE` and goes on: at most `MULTI_BURST`
@@ -136,22 +137,97 @@ fn is_stream(fd: RawFd) -> bool {
     r == 0 && (ty == libc::SOCK_STREAM || ty == libc::SOCK_SEQPACKET)
 }
 
-fn msg(op: &Op) -> Step {
-    let s = &op.sqe;
+fn msg(op: &mut Op) -> Step {
+    let s = op.sqe;
     let flags = s.op_flags as i32;
     let send = s.opcode == opcode::SendMsg::CODE;
-    // SAFETY: `addr` is the caller's msghdr, valid (with what it names) until the CQE.
+    let hdr = s.addr as *mut libc::msghdr;
+    loop {
+        let r = if op.done == 0 {
+            // SAFETY: `addr` is the caller's msghdr, valid (with what it names) until the CQE.
+            res(unsafe {
+                if send {
+                    libc::sendmsg(s.fd, hdr, flags | libc::MSG_DONTWAIT)
+                } else {
+                    libc::recvmsg(s.fd, hdr, flags | libc::MSG_DONTWAIT)
+                }
+            } as i64)
+        } else {
+            msg_rest(s.fd, hdr, op.done, send, flags)
+        };
+        if r > 0 && flags & libc::MSG_WAITALL != 0 && u64::from(op.done) + (r as u64) < msg_len(hdr) && is_stream(s.fd)
+        {
+            op.done += r as u32; // net rule 4: each pass moves bytes, so at most `len` passes
+            continue;
+        }
+        return match r {
+            _ if r >= 0 => Step::Done(op.done as i32 + r),
+            _ if r == -libc::EAGAIN && flags & libc::MSG_DONTWAIT == 0 => Step::Wait(s.fd, if send { OUT } else { IN }),
+            _ if op.done > 0 => Step::Done(op.done as i32),
+            _ if r == -libc::EINTR => continue,
+            _ => Step::Done(r),
+        };
+    }
+}
+
+/// The bytes a msghdr's iovecs hold (net rule 4's target).
+pub(crate) fn msg_len(hdr: *const libc::msghdr) -> u64 {
+    // SAFETY: the caller's msghdr and its iovecs, valid until the CQE (`Engine::push`).
+    let (iov, n) = unsafe { ((*hdr).msg_iov, (*hdr).msg_iovlen) };
+    if iov.is_null() {
+        return 0;
+    }
+    // SAFETY: as above: `n` iovecs at `iov`.
+    unsafe { core::slice::from_raw_parts(iov, n) }.iter().map(|v| v.iov_len as u64).sum()
+}
+
+/// Net rule 4: the rest of a `MSG_WAITALL` SENDMSG/RECVMSG after `done` bytes moved: the
+/// caller's msghdr with its iovecs past those bytes (a copy: the caller's own are left as
+/// they are, as io_uring copies them at prep), no address and no ancillary buffer (what
+/// ancillary data there was went with the first part; a receive's `msg_flags` gains what
+/// this part reports, `MSG_CTRUNC` for ancillary data that came with it). Allocates the
+/// copy of the iovecs, on this retry path only.
+fn msg_rest(fd: RawFd, hdr: *mut libc::msghdr, done: u32, send: bool, flags: i32) -> i32 {
+    // SAFETY: the caller's msghdr, valid until the CQE.
+    let mut m = unsafe { *hdr };
+    let iovs = if m.msg_iov.is_null() {
+        &[][..]
+    } else {
+        // SAFETY: the msghdr's `msg_iovlen` iovecs at `msg_iov`, valid until the CQE.
+        unsafe { core::slice::from_raw_parts(m.msg_iov, m.msg_iovlen) }
+    };
+    let mut skip = done as usize;
+    let mut rest = Vec::with_capacity(iovs.len());
+    for v in iovs {
+        if skip >= v.iov_len {
+            skip -= v.iov_len;
+            continue;
+        }
+        rest.push(libc::iovec {
+            iov_base: v.iov_base.cast::<u8>().wrapping_add(skip).cast(),
+            iov_len: v.iov_len - skip,
+        });
+        skip = 0;
+    }
+    m.msg_iov = rest.as_mut_ptr();
+    m.msg_iovlen = rest.len();
+    (m.msg_name, m.msg_namelen) = (core::ptr::null_mut(), 0);
+    (m.msg_control, m.msg_controllen) = (core::ptr::null_mut(), 0);
+    m.msg_flags = 0;
+    // SAFETY: `m` and `rest` are on this frame; the buffers they name are the caller's,
+    // valid until the CQE.
     let r = res(unsafe {
         if send {
-            libc::sendmsg(s.fd, s.addr as *const libc::msghdr, flags | libc::MSG_DONTWAIT)
+            libc::sendmsg(fd, &m, flags | libc::MSG_DONTWAIT)
         } else {
-            libc::recvmsg(s.fd, s.addr as *mut libc::msghdr, flags | libc::MSG_DONTWAIT)
+            libc::recvmsg(fd, &mut m, flags | libc::MSG_DONTWAIT)
         }
     } as i64);
-    if r == -libc::EAGAIN && flags & libc::MSG_DONTWAIT == 0 {
-        return Step::Wait(s.fd, if send { OUT } else { IN });
+    if !send && r >= 0 {
+        // SAFETY: the caller's msghdr, as above.
+        unsafe { (*hdr).msg_flags |= m.msg_flags };
     }
-    Step::Done(r)
+    r
 }
 
 fn accept(op: &Op) -> Step {

@@ -81,7 +81,7 @@ impl Engine {
         self.go_on(i, next, true);
         // Link rule 3: an op that is still in flight after its start arms its timer.
         let Some(t) = self.ops.is(i, serial).then(|| self.ops[i].ltimeout).flatten() else { return };
-        match timers::deadline_of(&self.ops[t].sqe, timers::now()) {
+        match timers::deadline_of(&self.ops[t], timers::now()) {
             Ok(at) => {
                 self.ops[t].state = State::LinkTimer { armed: true };
                 self.ops[t].deadline = at;
@@ -180,7 +180,7 @@ impl Engine {
             | opcode::Listen::CODE
             | opcode::Shutdown::CODE
             | opcode::SetSockOpt::CODE => done(perform_net::immediate(&self.ops[i])),
-            opcode::Timeout::CODE => match timers::deadline_of(&s, timers::now()) {
+            opcode::Timeout::CODE => match timers::deadline_of(&self.ops[i], timers::now()) {
                 Ok(at) => Next::Timer(at),
                 Err(e) => done(e),
             },

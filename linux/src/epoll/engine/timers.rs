@@ -4,12 +4,14 @@
 //! 1. An entry names its op by index and serial (op rule 1); an op that completed or was
 //!    cancelled leaves its entry behind, and [`Timers::pop_due`] drops such stale entries
 //!    (so removal is lazy and costs nothing where the op ends).
-//! 2. Instants are nanoseconds on `CLOCK_MONOTONIC`; a TIMEOUT's timespec is read once,
-//!    when its SQE is taken (as the kernel copies it at prep), and an absolute one on
-//!    `CLOCK_BOOTTIME` or `CLOCK_REALTIME` is converted by the clocks' offset then.
+//! 2. Instants are nanoseconds on `CLOCK_MONOTONIC`; a TIMEOUT's or LINK_TIMEOUT's
+//!    timespec is copied once, when its SQE is taken (as the kernel copies it at prep: op
+//!    rule 5); a relative one counts from the op's start (a link timer's: its op's), and
+//!    an absolute one on `CLOCK_BOOTTIME` or `CLOCK_REALTIME` is converted by the clocks'
+//!    offset then.
 
-use super::ops::{Ops, State};
-use super::sqe::{IORING_TIMEOUT_ABS, IORING_TIMEOUT_BOOTTIME, IORING_TIMEOUT_REALTIME, RawSqe};
+use super::ops::{Op, Ops, State};
+use super::sqe::{IORING_TIMEOUT_ABS, IORING_TIMEOUT_BOOTTIME, IORING_TIMEOUT_REALTIME};
 use core::cmp::Reverse;
 use std::collections::BinaryHeap;
 
@@ -68,26 +70,20 @@ pub(crate) fn now() -> u64 {
     crate::clock::monotonic_now().as_nanos()
 }
 
-/// Timer rule 2: the instant a TIMEOUT or LINK_TIMEOUT SQE names (started at `now`), or
-/// `-EINVAL` for a bad timespec or flags.
-pub(crate) fn deadline_of(s: &RawSqe, now: u64) -> Result<u64, i32> {
+/// Timer rule 2: the instant TIMEOUT or LINK_TIMEOUT op `op` names (started at `now`),
+/// or `-EINVAL` for a bad timespec or flags.
+pub(crate) fn deadline_of(op: &Op, now: u64) -> Result<u64, i32> {
     const KNOWN: u32 = IORING_TIMEOUT_ABS
         | IORING_TIMEOUT_BOOTTIME
         | IORING_TIMEOUT_REALTIME
         | super::sqe::IORING_TIMEOUT_ETIME_SUCCESS;
+    let s = &op.sqe;
     let fl = s.op_flags;
     if fl & !KNOWN != 0 || (fl & IORING_TIMEOUT_BOOTTIME != 0 && fl & IORING_TIMEOUT_REALTIME != 0) || s.len != 1 {
         return Err(-libc::EINVAL);
     }
-    if s.addr == 0 {
-        return Err(-libc::EFAULT);
-    }
-    // SAFETY: `addr` is the caller's `__kernel_timespec` (two i64), valid at least until
-    // the SQE has been taken, which is now.
-    let (sec, nsec) = unsafe {
-        let p = s.addr as *const i64;
-        (p.read_unaligned(), p.add(1).read_unaligned())
-    };
+    // Op rule 5: the timespec as it was when the SQE was taken.
+    let Some((sec, nsec)) = op.ts else { return Err(-libc::EFAULT) };
     if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
         return Err(-libc::EINVAL);
     }

@@ -1,0 +1,34 @@
+//! `monoio-legacy`: monoio's legacy driver (`RuntimeBuilder::<LegacyDriver>`, monoio's
+//! feature `legacy`: readiness on epoll through mio, for where io_uring is switched off)
+//! on one thread, serving exactly as the `monoio` server does (its accept loop and
+//! per-connection `echo`): the epoll peer of `keel-epoll` beside `tokio`.
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Serves `l` until the stop flag, then until its connections end.
+pub fn serve(l: TcpListener, stop: &AtomicBool) -> Result<(), String> {
+    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .build()
+        .map_err(|e| format!("monoio legacy runtime: {e}"))?;
+    // The legacy driver tries each accept first and waits on EAGAIN: a blocking listener
+    // would block the thread, and every connection with it, until the next connect.
+    l.set_nonblocking(true).map_err(|e| format!("listener: {e}"))?;
+    rt.block_on(async {
+        let l = monoio::net::TcpListener::from_std(l).map_err(|e| format!("listener: {e}"))?;
+        let mut conns = Vec::new();
+        loop {
+            let (s, _) = l.accept().await.map_err(|e| format!("accept: {e}"))?;
+            // Acquire: pairs with the bench's Release store before its last connect.
+            if stop.load(Ordering::Acquire) {
+                break;
+            }
+            conns.push(monoio::spawn(super::monoio_server::echo(s)));
+        }
+        drop(l);
+        for c in conns {
+            c.await;
+        }
+        Ok(())
+    })
+}
