@@ -38,7 +38,8 @@
 //! - `monoio`, `tokio`, `io-uring`, `io-uring-mshot`, `monoio-legacy`: in-process server threads
 //!   ([`monoio_server`], [`tokio_server`], [`uring_server`] with its two shapes
 //!   [`uring_linked`] and [`uring_multishot`]; `monoio-legacy`, monoio's epoll driver:
-//!   [`monoio_legacy_server`]) that stop by themselves once the bench
+//!   `monoio_legacy_server`, built only with keel-bench's feature `monoio-legacy`, in
+//!   which `monoio` is left out: see `crate::features`) that stop by themselves once the bench
 //!   raises their stop flag and makes one last connection (their accept loop sees the
 //!   flag, closes the listener and waits for its connections to end).
 
@@ -46,6 +47,7 @@ mod client;
 pub mod cpu;
 mod host;
 mod keel_server;
+#[cfg(feature = "monoio-legacy")]
 mod monoio_legacy_server;
 mod monoio_server;
 mod placement;
@@ -299,13 +301,18 @@ fn paired(samples: &[Vec<Trial>], a: usize, b: usize, get: fn(&Figures) -> f64) 
 }
 
 /// Starts `server` with its serving thread on `cpu` (keel's with `handlers` handler
-/// tasks: the connections it holds at once); returns once it listens.
+/// tasks: the connections it holds at once); returns once it listens. A server this build
+/// leaves out (`crate::features`) is an error saying which build has it.
 pub fn start(server: &str, cpu: usize, handlers: usize) -> Result<Running, String> {
+    if let Some(why) = crate::features::left_out(server) {
+        return Err(why.into());
+    }
     match server {
         "keel" => keel_server::start(cpu, "fiber", "ring", handlers),
         "keel-future" => keel_server::start(cpu, "future", "ring", handlers),
         "keel-epoll" => keel_server::start(cpu, "fiber", "epoll", handlers),
         "monoio" => in_process(cpu, monoio_server::serve),
+        #[cfg(feature = "monoio-legacy")]
         "monoio-legacy" => in_process(cpu, monoio_legacy_server::serve),
         "tokio" => in_process(cpu, tokio_server::serve),
         "io-uring" => in_process(cpu, uring_linked::serve),
