@@ -306,7 +306,7 @@ fn legacy_build_measures_monoio_legacy() {
     let got = lines(&out);
     let mut want = Vec::new();
     for (case, unit) in [("echo_msgs", "ops/s"), ("echo_p99", "ns")] {
-        for imp in ["keel-epoll", "tokio", "monoio-legacy"] {
+        for imp in ["tokio", "keel-epoll", "monoio-legacy"] {
             want.push((case.to_owned(), imp.to_owned(), unit.to_owned()));
         }
     }
