@@ -173,6 +173,7 @@ fn record_look(task: TaskHandle) -> Option<Result<TaskResult, JoinError>> {
 
 /// The checks every join from a task makes before it waits, on the joining task's
 /// thread: itself, then where the run is attached, then the record (join rule 2).
+#[inline(always)]
 fn look(sched: &Sched, me: NonNull<Header>, task: TaskHandle) -> Look {
     let target = task.header();
     let header = target.hdr();
@@ -272,11 +273,11 @@ impl Join {
             if let Look::Out(out) = look {
                 return Some(out);
             }
-            self.deadline = match (self.deadline, self.timeout) {
-                (Some(at), _) => Some(at),
-                (None, Some(t)) => Some(sched.now().saturating_add(t)),
-                (None, None) => None,
-            };
+            if let Some(t) = self.timeout
+                && self.deadline.is_none()
+            {
+                self.deadline = Some(sched.now().saturating_add(t));
+            }
             if self.deadline.is_some_and(|at| sched.now() >= at) {
                 return Some(Err(JoinError::TimedOut));
             }

@@ -40,7 +40,7 @@
 //! and fails on one that points up. Bottom to top:
 //!
 //! ```text
-//! 7 api       rt cx io_status dispatch loom_api wait join
+//! 7 api       rt cx io_status dispatch loom_api wait join spawn
 //! 6 exec      exec fiber
 //! 5 task      task io_status::block
 //! 4 driver    driver driver_debug sim
@@ -126,6 +126,7 @@ pub(crate) mod mailbox;
 pub mod priority;
 pub mod rt;
 pub mod sim;
+pub mod spawn;
 pub mod stack;
 pub mod switch;
 pub(crate) mod sync;
@@ -155,6 +156,7 @@ pub use io_status::{
 };
 pub use join::JoinError;
 pub use priority::{Priorities, Priority};
+pub use spawn::SpawnError;
 pub use stack::{NoStacks, RegionStacks, Stack, StackProvider, StackStats};
 pub use switch::FiberSwitch;
 pub use task::state::{SuspendReason, TaskState};

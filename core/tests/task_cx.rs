@@ -115,3 +115,37 @@ fn rt_rule_1_a_body_that_replaced_its_context_gets_its_own_at_the_next_poll() {
         handle = run;
     }
 }
+
+/// Rt rule 1 with the resume `Context` made once per run: a body that stores another
+/// `Context` in the one it was polled with (`*cx = ...`) gets keel's own again at its next
+/// poll, and the next run of the slot gets one naming that run.
+#[test]
+fn a_body_that_replaces_its_context_gets_keels_again_at_the_next_poll() {
+    let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let body = |log: Rc<RefCell<Vec<Option<keel_core::TaskHandle>>>>| async move {
+        let mut polls = 0;
+        core::future::poll_fn(|cx| {
+            log.borrow_mut().push(rt::current_task(cx));
+            *cx = core::task::Context::from_waker(std::task::Waker::noop());
+            assert_eq!(rt::current_task(cx), None, "a foreign context is not the task's");
+            polls += 1;
+            if polls == 2 {
+                return Poll::Ready(());
+            }
+            cx.waker().wake_by_ref(); // the noop waker: nothing
+            Poll::Pending
+        })
+        .await;
+    };
+    let first = ex.attach(task(Priority::Normal, "replacer"), body(seen.clone())).unwrap();
+    ex.run(1, None).unwrap();
+    ex.wake(first);
+    run_all!(ex);
+    let second = ex.attach(first, body(seen.clone())).unwrap();
+    ex.run(1, None).unwrap();
+    ex.wake(second);
+    run_all!(ex);
+    assert_eq!(*seen.borrow(), [Some(first), Some(first), Some(second), Some(second)]);
+}

@@ -1540,6 +1540,24 @@ keel_result keel_task_attach(struct keel_executor ex,
                              void *user);
 
 /**
+ * Attaches `child` to the executor of the running task `task` as its next run, from
+ * inside `task`'s own function: as `keel_task_attach` on that executor, without naming
+ * it (keel-core's `Fiber::spawn_fiber`, spawn rules). `child` runs once `task` suspends
+ * (yields, waits, joins), by its priority; join it with `keel_task_join`.
+ *
+ * Ownership and `fn`'s duties: as `keel_task_attach`. Thread safety: only from inside
+ * `task`'s own function. Errors: `-KEEL_ENOTINTASK` (`task` is not the running task),
+ * `-ESHUTDOWN` (the executor is being destroyed: `task` is unwinding a cancel), and
+ * `keel_task_attach`'s: `-ESTALE`, `-KEEL_EWRONGTHREAD`, `-EINVAL` (`fn` NULL),
+ * `-EBUSY` (`child` attached already, `task` itself among them, or a run on another
+ * executor not released yet), an errno if no stack could be mapped.
+ */
+keel_result keel_task_spawn(struct keel_task task,
+                            struct keel_task child,
+                            keel_task_fn f,
+                            void *user);
+
+/**
  * Cancels the task's current run, whatever its state: one that never started completes
  * at once as cancelled; a started one is resumed and every keel call it makes returns
  * `-ECANCELED` (its i/o is cancelled; a completion that won the race is still reported).

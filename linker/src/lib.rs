@@ -94,7 +94,8 @@ pub use status::{
 pub use task::{
     KEEL_PRIORITY_HIGH, KEEL_PRIORITY_LOW, KEEL_PRIORITY_NORMAL, KEEL_SWITCHER_FIBER, KEEL_SWITCHER_UCONTEXT,
     KEEL_TASK_MIN_STACK, KEEL_TASK_STORAGE_ALIGN, KEEL_TASK_STORAGE_SIZE, keel_task, keel_task_attach, keel_task_attr,
-    keel_task_cancel, keel_task_create, keel_task_destroy, keel_task_init, keel_task_result, keel_task_storage_size,
+    keel_task_cancel, keel_task_create, keel_task_destroy, keel_task_init, keel_task_result, keel_task_spawn,
+    keel_task_storage_size,
 };
 pub use transfer::{
     keel_fixed_close, keel_fixed_install, keel_fixed_receive, keel_fixed_register, keel_fixed_send, keel_mailbox,

@@ -1,25 +1,30 @@
 //! `join`: start a trivial task and wait for its result from another task, one at a
 //! time (ns per spawn + join). Goal: keel at most 0.15x tokio.
 //!
-//! - keel: two tasks created once. Each iteration attaches the child (`async { 1 }`),
-//!   then the parent at a higher priority with `join(child)` as its body, and `run`s
-//!   both to completion: the parent runs first and waits (its join links in the child's
-//!   list of waiters), the child runs and its end writes the result into the parent's
-//!   join and wakes it, the parent returns it (join rule 3: the same-executor path).
-//! - tokio: current-thread runtime; inside one `block_on`, `spawn` a trivial future and
-//!   await its `JoinHandle` (the same as `spawn`'s tokio impl).
+//! Both in the same shape: one long-lived parent task spawns a trivial child and awaits
+//! its result, `iters` times.
 //!
-//! On the project's 2-core machine under load (`--quick`): keel about 104 ns, tokio 259 to
-//! 311 ns, so 0.34x to 0.40x: the goal is not met. keel's operation is two attaches and
-//! three resumes (the join's own share: linking, the result record, one wake, about 150 of
-//! the 1,053 instructions callgrind counts per op; `spawn`, one attach and one resume, is
-//! 368), while tokio's is one spawn and two polls; keel has no spawn from inside a task,
-//! which would save the parent's attach per op (tokio's parent is its `block_on` future).
-
+//! - keel: the parent is a future task; each iteration `spawn`s the child slot's next
+//!   run (`async { 1 }`, spawn rule 1: an attach from inside the run loop) and `join`s
+//!   it: the join links in the child's list of waiters, the child runs, and its end
+//!   writes the result into the parent's join and wakes it (join rule 3: the
+//!   same-executor path). One attach and two resumes per op.
+//! - tokio: current-thread runtime; inside one `block_on`, `spawn` a trivial future and
+//!   await its `JoinHandle` (one spawn, two polls per op).
+//!
+//! On the project's 2-core machine under load (`--quick`, load average 9-10, seven runs):
+//! keel 56-94 ns, tokio 250-440 ns, a median ratio of 0.22x: the goal is not met. keel's
+//! op is 570 instructions by callgrind (the attach-a-parent-per-op shape was 845): the
+//! run loop's two items 31%, the parent's resume (its spawn's attach, the join's
+//! construction) 38%, the join's first poll 13%, the child's end waking the parent
+//! (`wake_waiters`) 15%; 0.15x of tokio's time is about 380 instructions at keel's rate.
 use crate::goals::{Goal, Op};
 use crate::harness::{Case, Impl, Timed, Unit};
 use keel_core::join::join;
-use keel_core::{Priorities, Priority, TaskAttrs, TaskSlot};
+use keel_core::spawn::spawn;
+use keel_core::{TaskError, TaskSlot};
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::Instant;
 
 /// The case.
@@ -42,27 +47,32 @@ fn keel(iters: u64) -> Timed {
     let ex = core::pin::pin!(super::keel_executor()?);
     let ex = ex.into_ref();
     let (child_slot, parent_slot) = SLOTS.with(|s| *s);
-    let mut child = super::create_task(child_slot, "join-child")?;
-    let high = Priorities { cpu: Priority::High, io: Priority::Normal };
-    let mut parent =
-        parent_slot.create(TaskAttrs { priority: high, name: "join-parent" }).map_err(|e| format!("create: {e}"))?;
-    let mut sum = 0u64;
+    let child = super::create_task(child_slot, "join-child")?;
+    let parent = super::create_task(parent_slot, "join-parent")?;
+    let last = Rc::new(Cell::new(child));
+    let l = last.clone();
+    let parent = ex
+        .attach(parent, async move {
+            let mut child = l.get();
+            let mut sum = 0u64;
+            for _ in 0..iters {
+                child = spawn(child, async { 1u64 }).await.map_err(|_| TaskError::Failed(1))?;
+                sum += join(child).await.map_err(|_| TaskError::Failed(2))??;
+            }
+            l.set(child);
+            Ok::<u64, TaskError>(sum)
+        })
+        .map_err(|e| format!("attach: {e}"))?;
     let start = Instant::now();
-    for _ in 0..iters {
-        child = ex.attach(child, async { 1u64 }).map_err(|e| format!("attach: {e}"))?;
-        let c = child;
-        parent =
-            ex.attach(parent, async move { join(c).await.unwrap_or(Ok(0)) }).map_err(|e| format!("attach: {e}"))?;
+    while ex.attached() > 0 {
         ex.run(usize::MAX, None).map_err(|e| format!("run: {e}"))?;
-        if let Ok(Some(Ok(v))) = ex.result(parent) {
-            sum += v;
-        }
     }
     let elapsed = start.elapsed();
-    if sum != iters {
-        return Err(format!("{sum} of {iters} joins returned the child's result"));
+    match ex.result(parent) {
+        Ok(Some(Ok(sum))) if sum == iters => {}
+        other => return Err(format!("the parent ended with {other:?}, not {iters} joined results")),
     }
-    super::destroy_task(ex, child)?;
+    super::destroy_task(ex, last.get())?;
     super::destroy_task(ex, parent)?;
     Ok(elapsed)
 }

@@ -36,6 +36,7 @@
 //! | `intake.rs` | wakes, attaches and dispatched tasks other threads hand in |
 //! | `attach.rs` | attaching fibers (a stack from the pool) |
 //! | `remote.rs` | `ExecutorHandle`: attaching from other threads |
+//! | `spawn.rs` | a running task attaching another on its own executor (spawn rules) |
 //! | `cancel.rs` | cancel, destroy, release |
 //! | `joiners.rs` | a completed run's result to its joins (join rules) |
 //! | `teardown.rs` | `shutdown` and the executor's drop (teardown rules) |
@@ -60,6 +61,7 @@ pub(crate) mod run_queue;
 #[doc(hidden)]
 pub mod run_queue_fuzz;
 pub(crate) mod sched;
+mod spawn;
 mod stats;
 mod submit;
 mod teardown;
@@ -71,6 +73,7 @@ pub use config::Config;
 pub use executor::Executor;
 pub use lend::DEFERRED_DRIVER_OPS;
 pub use remote::ExecutorHandle;
+pub use spawn::SpawnError;
 pub use stats::ExecStats;
 pub use teardown::{LEAK_IDS, LeakedFibers, Shutdown, TEARDOWN_ROUNDS, leaked_fibers};
 

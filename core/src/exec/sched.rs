@@ -86,6 +86,8 @@ pub(crate) struct Sched {
     pub(super) initialised: Cell<bool>,
     /// Inside `run` (a task calling `run` again is refused).
     pub(crate) running: Cell<bool>,
+    /// Tearing down: inside `shutdown`, or dropped (spawn rule 3 refuses spawns).
+    pub(crate) closing: Cell<bool>,
     /// The driver's self-description, for debuggers only (`driver_debug`): copied once,
     /// by the first `ensure_init`.
     pub(crate) driver_debug: Cell<crate::driver_debug::DriverDebug>,
@@ -134,6 +136,7 @@ impl Sched {
             times: crate::acct::ExecTimes::default(),
             initialised: Cell::new(false),
             running: Cell::new(false),
+            closing: Cell::new(false),
             driver_debug: Cell::new(crate::driver_debug::DriverDebug::NONE),
         }
     }

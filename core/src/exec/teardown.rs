@@ -141,6 +141,15 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
             }
         }
         let _running = Running(sched);
+        // Spawn rule 3: no spawns while winding down; the executor is usable afterwards
+        // (also after a body's panic: the guard reopens it).
+        struct Closing<'a>(&'a Sched, bool);
+        impl Drop for Closing<'_> {
+            fn drop(&mut self) {
+                self.0.closing.set(self.1);
+            }
+        }
+        let _closing = Closing(sched, sched.closing.replace(true));
         Ok(self.wind_down())
     }
 
@@ -149,6 +158,8 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
     /// dispatched still count their completion there (dispatch rule 3).
     pub(super) fn close_doors(self: Pin<&Self>) {
         let sched = self.sched();
+        // Spawn rule 3: no task spawns from here on.
+        sched.closing.set(true);
         // Remote rule 1: no new attaches; wait for attachers inside. Dispatch rule 4: no
         // submitter may unpark us any more.
         if let Some(slot) = sched.handle_slot.take() {

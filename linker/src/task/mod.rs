@@ -31,7 +31,9 @@ use core::ptr::null;
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU8, AtomicU64, Ordering};
 use keel_core::{Priorities, Priority, TaskAttrs, TaskHandle, TaskSlot};
 pub(crate) use run::owned;
-pub use run::{keel_task_attach, keel_task_cancel, keel_task_destroy, keel_task_result, keel_task_storage_size};
+pub use run::{
+    keel_task_attach, keel_task_cancel, keel_task_destroy, keel_task_result, keel_task_spawn, keel_task_storage_size,
+};
 use std::alloc::Layout;
 
 /// Bytes of storage a task needs (`sizeof` for `keel_task_init`).

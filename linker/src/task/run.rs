@@ -5,12 +5,12 @@ use super::{
     FREE, KEEL_SWITCHER_UCONTEXT, REMOTE_DONE, REMOTE_NONE, REMOTE_QUEUED, TaskStorage, keel_task, link, next_of,
     task_here, unlink,
 };
-use crate::body::{body_for, keel_task_fn, task_result_code};
+use crate::body::{body_for, keel_task_fn, running, task_result_code};
 use crate::executor::{ExecStorage, exec_of, keel_executor, with_ex};
-use crate::result::{err, guard, keel_result};
+use crate::result::{KEEL_ENOTINTASK, err, guard, keel_result};
 use core::ffi::c_void;
 use core::sync::atomic::Ordering;
-use keel_core::{AttachError, CancelError, DestroyError, FiberAttrs, TaskHandle};
+use keel_core::{AttachError, CancelError, DestroyError, Fiber, FiberAttrs, SpawnError, TaskHandle};
 
 /// Attaches the task to the executor as its next run: `fn(task, user)` runs on a fiber
 /// (the task's stack), may call `keel_task_yield`, `keel_task_suspend_for` and the i/o
@@ -30,41 +30,94 @@ pub extern "C" fn keel_task_attach(
     f: keel_task_fn,
     user: *mut c_void,
 ) -> keel_result {
+    guard(|| attach_to(exec_of(ex)?, task, f, user, None))
+}
+
+/// Attaches `child` to the executor of the running task `task` as its next run, from
+/// inside `task`'s own function: as `keel_task_attach` on that executor, without naming
+/// it (keel-core's `Fiber::spawn_fiber`, spawn rules). `child` runs once `task` suspends
+/// (yields, waits, joins), by its priority; join it with `keel_task_join`.
+///
+/// Ownership and `fn`'s duties: as `keel_task_attach`. Thread safety: only from inside
+/// `task`'s own function. Errors: `-KEEL_ENOTINTASK` (`task` is not the running task),
+/// `-ESHUTDOWN` (the executor is being destroyed: `task` is unwinding a cancel), and
+/// `keel_task_attach`'s: `-ESTALE`, `-KEEL_EWRONGTHREAD`, `-EINVAL` (`fn` NULL),
+/// `-EBUSY` (`child` attached already, `task` itself among them, or a run on another
+/// executor not released yet), an errno if no stack could be mapped.
+#[unsafe(no_mangle)]
+pub extern "C" fn keel_task_spawn(
+    task: keel_task,
+    child: keel_task,
+    f: keel_task_fn,
+    user: *mut c_void,
+) -> keel_result {
     guard(|| {
-        let s = exec_of(ex)?;
-        let t = task_here(task)?;
-        let f = f.ok_or(err(libc::EINVAL))?;
-        t.not_dispatched()?;
-        let run = t.run.get().ok_or(err(libc::ESTALE))?;
-        if !t.exec.get().is_null() && !core::ptr::eq(t.exec.get(), s) {
-            // Task rule 3: give it up where it is (fails while attached there).
-            // SAFETY: a task's executor is live while the task is listed (executor rule 3).
-            let old = unsafe { &*t.exec.get() };
-            with_ex!(old.inner(), e => e.release(run)).map_err(destroy_error)?;
-            unlink(t);
+        let (t, fib) = running(task)?;
+        let s = t.exec.get();
+        if s.is_null() {
+            return Err(-KEEL_ENOTINTASK);
         }
-        let a = t.attrs.get();
-        let fattrs =
-            FiberAttrs { stack_size: if a.stack_size == 0 { 64 * 1024 } else { a.stack_size }, ..FiberAttrs::DEFAULT };
-        t.returned.set(None);
-        let run = super::settle::settle(super::settle::was_remote(t), || {
-            let body = body_for(t, task, f, user);
-            if a.switcher == KEEL_SWITCHER_UCONTEXT {
-                with_ex!(s.inner(), e => e.attach_fiber_with::<keel_linux::ucontext::UcontextSwitch, _, _>(run, fattrs, body).map_err(attach_error))
-            } else {
-                with_ex!(s.inner(), e => e.attach_fiber(run, fattrs, body).map_err(attach_error))
-            }
-        })?;
-        t.run.set(Some(run));
-        t.attached_once.set(true);
-        t.kept.set(None);
-        // Relaxed: this thread's own state from here on (the dispatched run is over).
-        t.remote.store(REMOTE_NONE, Ordering::Relaxed);
-        if t.exec.get().is_null() {
-            link(s, t);
-        }
-        Ok(0)
+        // SAFETY: a listed task's executor is live (executor rule 3); `task` runs on it.
+        let s = unsafe { &*s };
+        attach_to(s, child, f, user, Some(fib))
     })
+}
+
+/// `keel_task_attach` of `task` to `s`, through the executor, or (`spawn`) through the
+/// running fiber of a task of `s` (spawn rules).
+fn attach_to(
+    s: &'static ExecStorage,
+    task: keel_task,
+    f: keel_task_fn,
+    user: *mut c_void,
+    mut spawn: Option<&mut Fiber>,
+) -> Result<i64, i64> {
+    let t = task_here(task)?;
+    let f = f.ok_or(err(libc::EINVAL))?;
+    t.not_dispatched()?;
+    let run = t.run.get().ok_or(err(libc::ESTALE))?;
+    if !t.exec.get().is_null() && !core::ptr::eq(t.exec.get(), s) {
+        // Task rule 3: give it up where it is (fails while attached there).
+        // SAFETY: a task's executor is live while the task is listed (executor rule 3).
+        let old = unsafe { &*t.exec.get() };
+        with_ex!(old.inner(), e => e.release(run)).map_err(destroy_error)?;
+        unlink(t);
+    }
+    let a = t.attrs.get();
+    let fattrs =
+        FiberAttrs { stack_size: if a.stack_size == 0 { 64 * 1024 } else { a.stack_size }, ..FiberAttrs::DEFAULT };
+    let ucontext = a.switcher == KEEL_SWITCHER_UCONTEXT;
+    t.returned.set(None);
+    let run = super::settle::settle(super::settle::was_remote(t), || {
+        let body = body_for(t, task, f, user);
+        match spawn.as_deref_mut() {
+            Some(fib) if ucontext => fib
+                .spawn_fiber_with::<keel_linux::ucontext::UcontextSwitch, _, _>(run, fattrs, body)
+                .map_err(spawn_error),
+            Some(fib) => fib.spawn_fiber(run, fattrs, body).map_err(spawn_error),
+            None if ucontext => {
+                with_ex!(s.inner(), e => e.attach_fiber_with::<keel_linux::ucontext::UcontextSwitch, _, _>(run, fattrs, body).map_err(attach_error))
+            }
+            None => with_ex!(s.inner(), e => e.attach_fiber(run, fattrs, body).map_err(attach_error)),
+        }
+    })?;
+    t.run.set(Some(run));
+    t.attached_once.set(true);
+    t.kept.set(None);
+    // Relaxed: this thread's own state from here on (the dispatched run is over).
+    t.remote.store(REMOTE_NONE, Ordering::Relaxed);
+    if t.exec.get().is_null() {
+        link(s, t);
+    }
+    Ok(0)
+}
+
+fn spawn_error<B>(e: SpawnError<B>) -> i64 {
+    match e {
+        SpawnError::Attach(e) => attach_error(e),
+        SpawnError::TearingDown(_) => err(libc::ESHUTDOWN),
+        _ => -KEEL_ENOTINTASK,
+    }
 }
 
 fn attach_error<B>(e: AttachError<B>) -> i64 {
