@@ -390,6 +390,13 @@ mod tests {
     }
 
     #[test]
+    fn a_left_out_server_does_not_start() {
+        let left = if cfg!(feature = "monoio-legacy") { "monoio" } else { "monoio-legacy" };
+        let e = start(left, 0, 1).err().expect("left out of this build");
+        assert_eq!(Some(e.as_str()), crate::features::left_out(left), "says which build has it");
+    }
+
+    #[test]
     fn paired_ratios_follow_the_rounds_not_the_medians() {
         // Server 0 beats server 1 by 10% in every round, but its slices met the slow
         // level more often: the medians say it loses, the rounds say it wins.
