@@ -190,6 +190,7 @@ fn results(conns: usize) -> Result<&'static [Option<Figures>], String> {
                 if at == 0 { SERVERS.to_vec() } else { CURVE_SERVERS.iter().map(|&i| SERVERS[i]).collect() };
             let chosen: Vec<&'static str> = candidates
                 .into_iter()
+                .filter(|s| crate::features::left_out(s).is_none())
                 .filter(|s| only.as_deref().is_none_or(|o| o.split(',').any(|o| o == *s)))
                 .collect();
             let p = match (at, quick) {

@@ -46,7 +46,8 @@
 //! - `monoio`, `tokio`, `io-uring`, `io-uring-mshot`, `monoio-legacy`: in-process server threads
 //!   ([`monoio_server`], [`tokio_server`], [`uring_server`] with its two shapes
 //!   [`uring_linked`] and [`uring_multishot`]; `monoio-legacy`, monoio's epoll driver:
-//!   [`monoio_legacy_server`]) that stop by themselves once the bench
+//!   `monoio_legacy_server`, built only with keel-bench's feature `monoio-legacy`, in
+//!   which `monoio` is left out: see `crate::features`) that stop by themselves once the bench
 //!   raises their stop flag and makes one last connection (their accept loop sees the
 //!   flag, closes the listener and waits for its connections to end).
 
@@ -55,6 +56,7 @@ mod client;
 pub mod cpu;
 mod host;
 mod keel_server;
+#[cfg(feature = "monoio-legacy")]
 mod monoio_legacy_server;
 mod monoio_server;
 mod placement;
@@ -356,14 +358,19 @@ fn paired(samples: &[Vec<Trial>], a: usize, b: usize, get: fn(&Figures) -> f64) 
 }
 
 /// Starts `server` with its serving thread on `cpu` (keel's with `handlers` handler
-/// tasks: the connections it holds at once); returns once it listens.
+/// tasks: the connections it holds at once); returns once it listens. A server this build
+/// leaves out (`crate::features`) is an error saying which build has it.
 pub fn start(server: &str, cpu: usize, handlers: usize) -> Result<Running, String> {
+    if let Some(why) = crate::features::left_out(server) {
+        return Err(why.into());
+    }
     match server {
         "keel" => keel_server::start(cpu, "fiber", "ring", handlers, false),
         "keel-future" => keel_server::start(cpu, "future", "ring", handlers, false),
         "keel-epoll" => keel_server::start(cpu, "fiber", "epoll", handlers, false),
         "keel-direct" => keel_server::start(cpu, "fiber", "ring", handlers, true),
         "monoio" => in_process(cpu, monoio_server::serve),
+        #[cfg(feature = "monoio-legacy")]
         "monoio-legacy" => in_process(cpu, monoio_legacy_server::serve),
         "tokio" => in_process(cpu, tokio_server::serve),
         "io-uring" => in_process(cpu, uring_linked::serve),
@@ -448,6 +455,13 @@ mod tests {
 
     fn made_trial(msgs_per_sec: f64, p99_ns: f64) -> Trial {
         Trial { figures: Figures { msgs_per_sec, p99_ns, ..Figures::default() }, p90_ns: 0.0, p999_ns: 0.0, echoed: 1 }
+    }
+
+    #[test]
+    fn a_left_out_server_does_not_start() {
+        let left = if cfg!(feature = "monoio-legacy") { "monoio" } else { "monoio-legacy" };
+        let e = start(left, 0, 1).err().expect("left out of this build");
+        assert_eq!(Some(e.as_str()), crate::features::left_out(left), "says which build has it");
     }
 
     #[test]
