@@ -49,6 +49,13 @@ impl Here {
     }
 }
 
+/// The task a queued waiter names (wait rule 5) and the executor it was queued from.
+#[derive(Copy, Clone)]
+struct Named {
+    task: TaskHandle,
+    sched: NonNull<Sched>,
+}
+
 /// Whether the running task of `header` was cancelled.
 #[inline(always)]
 fn cancelled(header: NonNull<Header>) -> bool {
@@ -64,8 +71,9 @@ pub(crate) struct WaitLink;
 pub(crate) struct Waiter {
     links: Links<Waiter>,
     stage: Cell<Stage>,
-    task: Cell<Option<TaskHandle>>,
-    sched: Cell<Option<NonNull<Sched>>>,
+    /// The task to wake and its executor, as seen at the latest try; `None` before the
+    /// first that queued it. One field: a wake tests one `Option`.
+    named: Cell<Option<Named>>,
     level: Cell<Priority>,
     _pin: PhantomPinned,
 }
@@ -89,16 +97,14 @@ impl Waiter {
         Waiter {
             links: Links::new(),
             stage: Cell::new(Stage::Idle),
-            task: Cell::new(None),
-            sched: Cell::new(None),
+            named: Cell::new(None),
             level: Cell::new(Priority::Normal),
             _pin: PhantomPinned,
         }
     }
 
     fn set_here(&self, here: &Here) {
-        self.task.set(Some(here.task));
-        self.sched.set(Some(here.sched));
+        self.named.set(Some(Named { task: here.task, sched: here.sched }));
     }
 }
 
@@ -108,10 +114,8 @@ impl Waiter {
 /// a stale run.
 #[inline(always)]
 fn wake<F: Flavour>(node: &Waiter) {
-    let Some(task) = node.task.get() else { return };
-    if F::LOCAL
-        && let Some(sched) = node.sched.get()
-    {
+    let Some(Named { task, sched }) = node.named.get() else { return };
+    if F::LOCAL {
         // SAFETY: `'static` header.
         let hdr = unsafe { task.header().as_ref() };
         // Compared only, until it matches (see below): no reference to a scheduler that
@@ -276,8 +280,8 @@ pub(crate) fn try_wait<F: Flavour, S: Source>(
         node.stage.set(Stage::Idle);
         // The task the node names (it was queued) is in the common case the one trying:
         // then that one check stands for resolving the running task.
-        let is_cancelled = match node.task.get() {
-            Some(named) if who.is(named.header()) => cancelled(named.header()),
+        let is_cancelled = match node.named.get() {
+            Some(named) if who.is(named.task.header()) => cancelled(named.task.header()),
             _ => who.task().is_some_and(cancelled),
         };
         if is_cancelled {
