@@ -11,6 +11,7 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) fmt --manifest-path nostd-consumer/Cargo.toml --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p keel-bench --all-targets --features monoio-legacy -- -D warnings
 	CARGO_TARGET_DIR=nostd-consumer/target $(CARGO) clippy --manifest-path nostd-consumer/Cargo.toml --all-targets -- -D warnings
 	# rustix's libc backend (its PollFlags bits are i16, not u16; callgrind-per-op.sh builds so)
 	CARGO_TARGET_DIR=target/libc-backend RUSTFLAGS="--cfg=rustix_use_libc" $(CARGO) check -q -p keel-linux -p keel-ffi
@@ -104,19 +105,30 @@ install:
 	CARGO="$(CARGO)" linker/install.sh "$(PREFIX)" "$(KEEL_PROFILE)"
 
 # The echo case runs keel's echo example as its server: build it first.
+# keel-bench's default build leaves monoio's legacy (epoll) driver out, since it weakens
+# monoio's io_uring peers; the build with the feature monoio-legacy measures the
+# `monoio-legacy` echo peer beside the epoll peers (bench/src/features.rs): each target
+# runs both. The smoke pass runs the feature build's smoke tests in a debug build.
+LEGACY_ECHO = echo_msgs echo_p50 echo_p99 echo_cpu --only keel-epoll,monoio-legacy,tokio
 bench-smoke:
 	$(CARGO) build --release -p keel-linux --example echo
 	$(CARGO) run --release -p keel-bench -- --quick
+	$(CARGO) nextest run -p keel-bench --features monoio-legacy --test smoke
 
 bench:
 	$(CARGO) build --release -p keel-linux --example echo
 	$(CARGO) run --release -p keel-bench
+	$(CARGO) run --release -p keel-bench --features monoio-legacy -- $(LEGACY_ECHO)
 
 # The full run with its CSV files and SVG charts in bench/report/ (the README's performance
-# section shows them).
+# section shows them): the feature build's echo run first (its lines in
+# target/bench-legacy/run.txt), then the default build's full run, which merges the
+# first's rows it does not measure (monoio-legacy's) into its lines and files.
 bench-report:
 	$(CARGO) build --release -p keel-linux --example echo
-	$(CARGO) run --release -p keel-bench -- --out bench/report
+	mkdir -p target/bench-legacy
+	$(CARGO) run --release -p keel-bench --features monoio-legacy -- $(LEGACY_ECHO) --out target/bench-legacy > target/bench-legacy/run.txt
+	$(CARGO) run --release -p keel-bench -- --out bench/report --merge target/bench-legacy
 
 # Random task programs on the simulated driver (core/tests/random_programs.rs): 1,000,000
 # steps in a release build, every invariant checked after each; prints steps/s and what

@@ -88,6 +88,7 @@ bad echo "--conns" --conns ''
 bad echo "--resume-batch" --resume-batch 0
 bad echo '"extra"' --threads 2 extra
 bad echo "--backend" --backend uring
+bad echo "--direct" --direct --backend epoll
 
 # An address no interface has (TEST-NET-1): bind fails, exit 1, one line after the start.
 checks=$((checks + 1))
@@ -96,19 +97,21 @@ run echo --addr 192.0.2.1:7 --threads 2
 [[ $(tail -n 1 "$tmp/err") == *"cannot listen on 192.0.2.1:7"* ]] || fail "echo --addr 192.0.2.1:7 -> stderr: $err"
 panicked && fail "echo --addr 192.0.2.1:7 panicked: $err"
 
-# serve HANDLER BACKEND [DENIED]: every flag set; one message round trip over loopback;
-# SIGINT; summary; the backend line names the backend wanted. DENIED (an errno) runs the
-# server under deny_io_uring, where `--backend auto` must fall back to epoll.
+# serve HANDLER BACKEND [DENIED [FLAG...]]: every flag set; one message round trip over
+# loopback; SIGINT; summary; the backend line names the backend wanted. DENIED (an errno)
+# runs the server under deny_io_uring, where `--backend auto` must fall back to epoll;
+# FLAGs go to the server as they are (`--direct`).
 serve() {
     checks=$((checks + 1))
     local handler=$1 backend=$2 denied=${3:-} port try up reply want=io_uring
+    local extra=("${@:4}")
     local wrap=()
     [ -n "$denied" ] && wrap=("$bin/deny_io_uring" "$denied")
     { [ "$backend" = epoll ] || [ -n "$denied" ]; } && want=epoll
     for try in 1 2 3 4 5; do
         port=$((20000 + RANDOM % 30000))
         "${wrap[@]}" "$bin/echo" --addr "127.0.0.1:$port" --threads 2 --handler "$handler" --conns 4 --resume-batch 8 \
-            --backend "$backend" >"$tmp/out" 2>"$tmp/err" </dev/null &
+            --backend "$backend" "${extra[@]}" >"$tmp/out" 2>"$tmp/err" </dev/null &
         server=$!
         up=0
         for _ in $(seq 100); do
@@ -124,7 +127,7 @@ serve() {
         wait "$server" 2>/dev/null
         server=
     done
-    local what="${wrap[*]} echo --handler $handler --backend $backend on 127.0.0.1:$port ->"
+    local what="${wrap[*]} echo --handler $handler --backend $backend ${extra[*]} on 127.0.0.1:$port ->"
     if [ $up -ne 1 ]; then
         fail "$what not listening after 5 tries: $(cat "$tmp/err")"
         return
@@ -160,6 +163,8 @@ serve fiber epoll
 serve future epoll
 serve fiber auto EPERM
 serve future auto ENOSYS
+serve fiber ring "" --direct
+serve future ring "" --direct
 
 echo "example-args: $((checks - ${#failed[@]})) passed, ${#failed[@]} failed"
 [ ${#failed[@]} -eq 0 ]

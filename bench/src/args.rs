@@ -1,8 +1,10 @@
 //! Command-line parsing: `keel-bench [CASE...] [--iters N] [--quick] [--only IMPL[,IMPL...]]
-//! [--out DIR]`.
+//! [--out DIR] [--merge DIR]`.
 //!
 //! Parsing is checked against a case registry, so an unknown case or impl is a usage
-//! error (the binary prints it and exits with code 2) before anything is measured.
+//! error (the binary prints it and exits with code 2) before anything is measured; so is
+//! an impl this build leaves out (`crate::features`) named in `--only`, with the reason
+//! and the build that has it. Without `--only`, such impls are dropped from the runs.
 
 use crate::harness::{Case, Impl, Plan};
 use std::fmt;
@@ -10,7 +12,7 @@ use std::path::PathBuf;
 
 /// The usage text.
 pub const USAGE: &str = "\
-usage: keel-bench [CASE...] [--iters N] [--quick] [--only IMPL[,IMPL...]] [--out DIR]
+usage: keel-bench [CASE...] [--iters N] [--quick] [--only IMPL[,IMPL...]] [--out DIR] [--merge DIR]
 
   CASE         cases to run (default: all)
   --iters N    iterations per trial for every case (default: calibrated)
@@ -18,6 +20,9 @@ usage: keel-bench [CASE...] [--iters N] [--quick] [--only IMPL[,IMPL...]] [--out
   --only IMPL  run only this implementation (e.g. keel, tokio; or a list: keel,tokio)
   --out DIR    also write results.csv, goals.csv, curves.csv and SVG charts into DIR
                (created if missing)
+  --merge DIR  also report the rows of DIR/results.csv (an earlier run's `--out`) whose
+               (case, impl) this run does not measure: how a report gets `monoio-legacy`,
+               which only the build with `--features monoio-legacy` measures
   -h, --help   this text
 
 output: one line per measurement, `bench <case> <impl> <value> <unit>`, then one line
@@ -30,8 +35,9 @@ pub enum Command {
     /// Print the usage text.
     Help,
     /// Measure these (case, impls) pairs under this plan, writing files into the
-    /// directory if one is given.
-    Run(Vec<(&'static Case, Vec<Impl>)>, Plan, Option<PathBuf>),
+    /// directory if one is given (`--out`), adding the rows of the results file in the
+    /// last directory if one is given (`--merge`).
+    Run(Vec<(&'static Case, Vec<Impl>)>, Plan, Option<PathBuf>, Option<PathBuf>),
 }
 
 /// A bad command line.
@@ -51,6 +57,8 @@ pub enum ArgError {
     UnknownImpl(String, Vec<&'static str>),
     /// `--only IMPL` leaves none of the chosen cases with an impl to run.
     NothingToRun(String),
+    /// `--only` names an impl this build leaves out: the impl and why (which build has it).
+    LeftOut(String, &'static str),
 }
 
 impl fmt::Display for ArgError {
@@ -63,12 +71,22 @@ impl fmt::Display for ArgError {
             ArgError::UnknownCase(c, known) => write!(f, "unknown case `{c}` (cases: {})", known.join(", ")),
             ArgError::UnknownImpl(i, known) => write!(f, "unknown impl `{i}` (impls: {})", known.join(", ")),
             ArgError::NothingToRun(i) => write!(f, "none of the chosen cases has impl `{i}`"),
+            ArgError::LeftOut(i, why) => write!(f, "impl `{i}` is not in this build: {why}"),
         }
     }
 }
 
-/// Parses `args` (without the program name) against `registry`.
+/// Parses `args` (without the program name) against `registry`, for this build
+/// ([`crate::features::LEFT_OUT`]).
 pub fn parse<I>(args: I, registry: &'static [Case]) -> Result<Command, ArgError>
+where
+    I: IntoIterator<Item = String>,
+{
+    parse_for(args, registry, crate::features::LEFT_OUT)
+}
+
+/// [`parse`] for a build that leaves out the impls of `left_out` (name, why).
+fn parse_for<I>(args: I, registry: &'static [Case], left_out: &[(&str, &'static str)]) -> Result<Command, ArgError>
 where
     I: IntoIterator<Item = String>,
 {
@@ -77,6 +95,7 @@ where
     let mut quick = false;
     let mut only: Option<String> = None;
     let mut out: Option<PathBuf> = None;
+    let mut merge: Option<PathBuf> = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -108,6 +127,15 @@ where
                     return Err(ArgError::Repeated("--out"));
                 }
             }
+            "--merge" => {
+                let v = inline.or_else(|| args.next()).ok_or(ArgError::MissingValue("--merge"))?;
+                if v.is_empty() {
+                    return Err(ArgError::MissingValue("--merge"));
+                }
+                if merge.replace(PathBuf::from(v)).is_some() {
+                    return Err(ArgError::Repeated("--merge"));
+                }
+            }
             _ if arg.starts_with('-') => return Err(ArgError::UnknownFlag(arg)),
             _ => names.push(arg),
         }
@@ -137,6 +165,9 @@ where
         if let Some(unknown) = i.split(',').find(|i| !known.contains(i)) {
             return Err(ArgError::UnknownImpl(unknown.to_owned(), known));
         }
+        if let Some(&(left, why)) = left_out.iter().find(|(l, _)| i.split(',').any(|i| i == *l)) {
+            return Err(ArgError::LeftOut(left.to_owned(), why));
+        }
     }
 
     let runs: Vec<(&'static Case, Vec<Impl>)> = cases
@@ -147,6 +178,7 @@ where
                 c.impls
                     .iter()
                     .filter(|imp| only.as_deref().is_none_or(|o| o.split(',').any(|o| o == imp.name)))
+                    .filter(|imp| !left_out.iter().any(|(l, _)| *l == imp.name))
                     .copied()
                     .collect(),
             )
@@ -157,7 +189,7 @@ where
         return Err(ArgError::NothingToRun(only.unwrap_or_default()));
     }
     let base = if quick { Plan::QUICK } else { Plan::FULL };
-    Ok(Command::Run(runs, Plan { iters, ..base }, out))
+    Ok(Command::Run(runs, Plan { iters, ..base }, out, merge))
 }
 
 #[cfg(test)]
@@ -190,7 +222,7 @@ mod tests {
     /// The (case, impl) names and the plan of a successful parse.
     fn runs(args: &[&str]) -> (Vec<(&'static str, Vec<&'static str>)>, Plan) {
         match p(args) {
-            Ok(Command::Run(r, plan, _)) => {
+            Ok(Command::Run(r, plan, _, _)) => {
                 (r.iter().map(|(c, i)| (c.name, i.iter().map(|i| i.name).collect())).collect(), plan)
             }
             other => panic!("{args:?}: {other:?}"),
@@ -220,16 +252,56 @@ mod tests {
     #[test]
     fn out_dir() {
         match p(&["--out", "/tmp/x", "spawn"]) {
-            Ok(Command::Run(_, _, Some(d))) => assert_eq!(d, PathBuf::from("/tmp/x")),
+            Ok(Command::Run(_, _, Some(d), None)) => assert_eq!(d, PathBuf::from("/tmp/x")),
             other => panic!("{other:?}"),
         }
         assert!(
-            matches!(p(&["--out=rel/dir"]), Ok(Command::Run(_, _, Some(d))) if d == std::path::Path::new("rel/dir"))
+            matches!(p(&["--out=rel/dir"]), Ok(Command::Run(_, _, Some(d), _)) if d == std::path::Path::new("rel/dir"))
         );
-        assert!(matches!(p(&[]), Ok(Command::Run(_, _, None))));
+        assert!(matches!(p(&[]), Ok(Command::Run(_, _, None, None))));
         assert_eq!(err(&["--out"]), ArgError::MissingValue("--out"));
         assert_eq!(err(&["--out="]), ArgError::MissingValue("--out"));
         assert_eq!(err(&["--out", "a", "--out", "b"]), ArgError::Repeated("--out"));
+    }
+
+    #[test]
+    fn merge_dir() {
+        match p(&["--merge", "/tmp/m", "--out=o"]) {
+            Ok(Command::Run(_, _, Some(o), Some(m))) => {
+                assert_eq!((o, m), (PathBuf::from("o"), PathBuf::from("/tmp/m")))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(p(&["--merge=m"]), Ok(Command::Run(_, _, None, Some(m))) if m == std::path::Path::new("m")));
+        assert_eq!(err(&["--merge"]), ArgError::MissingValue("--merge"));
+        assert_eq!(err(&["--merge="]), ArgError::MissingValue("--merge"));
+        assert_eq!(err(&["--merge", "a", "--merge", "b"]), ArgError::Repeated("--merge"));
+    }
+
+    /// A build that leaves out `tokio`.
+    fn without_tokio(args: &[&str]) -> Result<Command, ArgError> {
+        parse_for(args.iter().map(|s| s.to_string()), REG, &[("tokio", "only in the other build")])
+    }
+
+    #[test]
+    fn left_out_impls() {
+        match without_tokio(&[]) {
+            Ok(Command::Run(r, ..)) => {
+                let names: Vec<_> =
+                    r.iter().map(|(c, i)| (c.name, i.iter().map(|i| i.name).collect::<Vec<_>>())).collect();
+                assert_eq!(names, [("spawn", vec!["keel"]), ("switch", vec!["keel"])], "dropped without --only");
+            }
+            other => panic!("{other:?}"),
+        }
+        for only in ["tokio", "keel,tokio"] {
+            let e = without_tokio(&["--only", only]).expect_err("names a left-out impl");
+            assert_eq!(e, ArgError::LeftOut("tokio".into(), "only in the other build"));
+            assert_eq!(e.to_string(), "impl `tokio` is not in this build: only in the other build");
+        }
+        assert_eq!(
+            without_tokio(&["--only", "nosuch,tokio"]).expect_err("unknown first"),
+            ArgError::UnknownImpl("nosuch".into(), vec!["keel", "tokio"])
+        );
     }
 
     #[test]

@@ -1,11 +1,17 @@
 //! Runs the built keel-bench binary: a `--quick` pass prints exactly one well-formed line
 //! per (case, impl), and bad command lines exit with code 2. Timing is never asserted.
+//!
+//! The default build measures every impl but `monoio-legacy`; the build with the feature
+//! `monoio-legacy` (`cargo nextest run -p keel-bench --features monoio-legacy --test
+//! smoke`, run by `make bench-smoke`) measures it and leaves `monoio` out: the tests
+//! that need one build are gated on the feature.
 
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_keel-bench");
 
-/// Every (case, impl) a full run measures, with its unit.
+/// Every (case, impl) a full run of the default build measures, with its unit.
+#[cfg(not(feature = "monoio-legacy"))]
 const EXPECTED: &[(&str, &str, &str)] = &[
     ("spawn", "keel", "ns"),
     ("spawn", "tokio", "ns"),
@@ -76,6 +82,8 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("echo_msgs", "io-uring", "ops/s"),
     ("echo_msgs", "io-uring-mshot", "ops/s"),
     ("echo_msgs", "keel-epoll", "ops/s"),
+    ("echo_msgs", "monoio-legacy", "ops/s"),
+    ("echo_msgs", "keel-direct", "ops/s"),
     ("echo_p50", "keel", "ns"),
     ("echo_p50", "keel-future", "ns"),
     ("echo_p50", "monoio", "ns"),
@@ -83,6 +91,8 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("echo_p50", "io-uring", "ns"),
     ("echo_p50", "io-uring-mshot", "ns"),
     ("echo_p50", "keel-epoll", "ns"),
+    ("echo_p50", "monoio-legacy", "ns"),
+    ("echo_p50", "keel-direct", "ns"),
     ("echo_p99", "keel", "ns"),
     ("echo_p99", "keel-future", "ns"),
     ("echo_p99", "monoio", "ns"),
@@ -90,6 +100,8 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("echo_p99", "io-uring", "ns"),
     ("echo_p99", "io-uring-mshot", "ns"),
     ("echo_p99", "keel-epoll", "ns"),
+    ("echo_p99", "monoio-legacy", "ns"),
+    ("echo_p99", "keel-direct", "ns"),
     ("echo_cpu", "keel", "ns"),
     ("echo_cpu", "keel-future", "ns"),
     ("echo_cpu", "monoio", "ns"),
@@ -97,6 +109,8 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("echo_cpu", "io-uring", "ns"),
     ("echo_cpu", "io-uring-mshot", "ns"),
     ("echo_cpu", "keel-epoll", "ns"),
+    ("echo_cpu", "monoio-legacy", "ns"),
+    ("echo_cpu", "keel-direct", "ns"),
     ("echo_cpu_c1", "keel", "ns"),
     ("echo_cpu_c1", "monoio", "ns"),
     ("echo_cpu_c1", "tokio", "ns"),
@@ -113,6 +127,10 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("echo_cpu_c2048", "monoio", "ns"),
     ("echo_cpu_c2048", "tokio", "ns"),
     ("echo_cpu_c2048", "io-uring", "ns"),
+    ("echo_cpu_c4096", "keel", "ns"),
+    ("echo_cpu_c4096", "monoio", "ns"),
+    ("echo_cpu_c4096", "tokio", "ns"),
+    ("echo_cpu_c4096", "io-uring", "ns"),
     ("echo_p99_c1", "keel", "ns"),
     ("echo_p99_c1", "monoio", "ns"),
     ("echo_p99_c1", "tokio", "ns"),
@@ -129,6 +147,10 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("echo_p99_c2048", "monoio", "ns"),
     ("echo_p99_c2048", "tokio", "ns"),
     ("echo_p99_c2048", "io-uring", "ns"),
+    ("echo_p99_c4096", "keel", "ns"),
+    ("echo_p99_c4096", "monoio", "ns"),
+    ("echo_p99_c4096", "tokio", "ns"),
+    ("echo_p99_c4096", "io-uring", "ns"),
     ("mem_task", "keel", "B"),
     ("mem_task", "keel-fiber", "B"),
     ("mem_task", "tokio", "B"),
@@ -169,8 +191,10 @@ const EXPECTED: &[(&str, &str, &str)] = &[
 ];
 
 /// Goal lines a full `--quick` pass prints (one per goal of the registry).
+#[cfg(not(feature = "monoio-legacy"))]
 const GOALS: usize = 24;
 /// Curve lines a full `--quick` pass prints.
+#[cfg(not(feature = "monoio-legacy"))]
 const CURVES: usize = 15;
 
 fn run(args: &[&str]) -> Output {
@@ -241,6 +265,7 @@ fn build_keel_echo() {
     assert!(out.status.success(), "building keel's echo example failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+#[cfg(not(feature = "monoio-legacy"))]
 #[test]
 fn quick_prints_every_case_once() {
     build_keel_echo();
@@ -287,11 +312,94 @@ fn out_writes_csv_and_charts() {
     std::fs::remove_dir_all(&dir).expect("cleaned up");
 }
 
+/// The echo cases in the build with the feature: `monoio-legacy` beside the epoll peers.
+#[cfg(feature = "monoio-legacy")]
+#[test]
+fn legacy_build_measures_monoio_legacy() {
+    build_keel_echo();
+    let out = run(&["echo_msgs", "echo_p99", "--quick", "--only", "keel-epoll,monoio-legacy,tokio"]);
+    assert!(out.status.success(), "exit {:?}, stderr: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    let got = lines(&out);
+    let mut want = Vec::new();
+    for (case, unit) in [("echo_msgs", "ops/s"), ("echo_p99", "ns")] {
+        for imp in ["tokio", "keel-epoll", "monoio-legacy"] {
+            want.push((case.to_owned(), imp.to_owned(), unit.to_owned()));
+        }
+    }
+    assert_eq!(got, want);
+}
+
+/// Each build refuses the impl it leaves out, saying which build has it, and a run
+/// without `--only` says on stderr what it left out.
+#[test]
+fn left_out_impl_says_which_build_has_it() {
+    let (left, hint) = if cfg!(feature = "monoio-legacy") {
+        ("monoio", "without `--features monoio-legacy`")
+    } else {
+        ("monoio-legacy", "--features monoio-legacy")
+    };
+    for only in [left.to_owned(), format!("tokio,{left}")] {
+        let out = run(&["echo_msgs", "--quick", "--only", &only]);
+        assert_eq!(out.status.code(), Some(2), "--only {only}");
+        assert!(out.stdout.is_empty(), "--only {only} printed to stdout");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with(&format!("keel-bench: impl `{left}` is not in this build: ")), "{err}");
+        assert!(err.contains(hint), "{err}");
+    }
+    let out = run(&["spawn", "--quick", "--iters", "1000"]);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("not measured"), "spawn has no left-out impl: {err}");
+    let out = run(&["read1_b1", "--quick", "--iters", "1000"]);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let (imps, err) = (lines(&out), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(imps.iter().any(|(_, i, _)| i == "monoio"), left != "monoio", "{imps:?}");
+    assert_eq!(err.contains("keel-bench: not measured: monoio:"), left == "monoio", "{err}");
+}
+
+/// `--merge DIR` adds the rows of DIR/results.csv this run does not measure, after this
+/// run's own lines, and keeps this run's value for a pair it measured; a bad file fails
+/// before anything is measured.
+#[test]
+fn merge_adds_an_earlier_runs_rows() {
+    let dir = std::env::temp_dir().join(format!("keel-bench-merge-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let csv = "case,impl,value,unit\nspawn,keel,1.00,ns\necho_msgs,monoio-legacy,123456.7,ops/s\n";
+    std::fs::write(dir.join("results.csv"), csv).expect("written");
+    let d = dir.to_str().expect("a UTF-8 temp dir");
+    let out_dir = dir.join("out");
+    let o = out_dir.to_str().expect("a UTF-8 temp dir");
+    let out = run(&["spawn", "--quick", "--iters", "2000", "--only", "keel", "--merge", d, "--out", o]);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let bench: Vec<&str> = stdout.lines().filter(|l| l.starts_with("bench ")).collect();
+    assert_eq!(bench.len(), 2, "{stdout}");
+    assert!(bench[0].starts_with("bench spawn keel ") && bench[0] != "bench spawn keel 1.00 ns", "{stdout}");
+    assert_eq!(bench[1], "bench echo_msgs monoio-legacy 123456.7 ops/s");
+    let results = std::fs::read_to_string(out_dir.join("results.csv")).expect("results.csv");
+    assert_eq!(results.lines().count(), 3, "{results}");
+    assert!(results.ends_with("\necho_msgs,monoio-legacy,123456.7,ops/s\n"), "{results}");
+    std::fs::write(dir.join("results.csv"), "case,impl,value,unit\nspawn,keel,-1,ns\n").expect("written");
+    let out = run(&["spawn", "--quick", "--only", "keel", "--merge", d]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "measured before failing: {}", String::from_utf8_lossy(&out.stdout));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("results.csv line 2: not a finite, positive value"), "{err}");
+    std::fs::remove_dir_all(&dir).expect("cleaned up");
+}
+
 #[test]
 fn bad_command_lines_exit_2() {
-    for args in
-        [&["--bogus"][..], &["nosuchcase"], &["--only", "nosuchimpl"], &["--iters", "zero"], &["--iters"], &["--out"]]
-    {
+    for args in [
+        &["--bogus"][..],
+        &["nosuchcase"],
+        &["--only", "nosuchimpl"],
+        &["--iters", "zero"],
+        &["--iters"],
+        &["--out"],
+        &["--merge"],
+    ] {
         let out = run(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(out.stdout.is_empty(), "{args:?} printed to stdout");

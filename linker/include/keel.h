@@ -1756,7 +1756,7 @@ static inline keel_result keel_task_yield_inline(keel_task task) {
       "push %%rbx\n\t"
       "lea 1f(%%rip), %%rax\n\t"
       "push %%rax\n\t"
-      "mov %%rsp, (%%rdi)\n\t"
+      "mov %%rsp, %%rsi\n\t"
       "mov 8(%%rdi), %%rsp\n\t"
       "pop %%rbp\n\t"
       "ret\n\t"

@@ -6,8 +6,14 @@
 //! kernel's listen backlog. SIGINT stops every thread cleanly and prints a summary.
 //!
 //! ```text
-//! cargo run --release -p keel-linux --example echo -- [--addr HOST:PORT] [--threads N] [--handler fiber|future] [--conns N] [--resume-batch N] [--backend auto|ring|epoll]
+//! cargo run --release -p keel-linux --example echo -- [--addr HOST:PORT] [--threads N] [--handler fiber|future] [--conns N] [--resume-batch N] [--backend auto|ring|epoll] [--direct]
 //! ```
+//!
+//! `--direct` accepts each connection straight into the ring's fixed-file table
+//! (`accept_direct`, a table of `--conns` + 64 slots: one per handler and a margin for
+//! closes in flight) and names it by its slot in every operation (`FixedSocket`): no
+//! descriptor in the process's table, no descriptor lookup or reference count per
+//! operation in the kernel; a connection ends with `close_fixed_socket`. io_uring only.
 //!
 //! `--resume-batch` sets `Config::resume_batch`, the tasks resumed between two reaps:
 //! 64 here (the core's default is 16), so the server resumes a whole burst of ready
@@ -17,7 +23,7 @@
 //! 816 against 810 us in another (the VM's slow level); with client and server sharing
 //! one CPU, p99 went from 1.16x monoio's to 1.00-1.03x. 256 measured the same as 64.
 use keel_core::{Config, Executor, Fiber, FiberAttrs, TaskAttrs, TaskHandle, TaskSlot};
-use keel_linux::net::{self, FiberNet, SockAddr, SockOpt, Socket, SocketType};
+use keel_linux::net::{self, AsSock, FiberNet, SockAddr, SockOpt, Socket, SocketType};
 use keel_linux::{BackendChoice, MmapStacks, RingConfig, RingDriver};
 use std::cell::{Cell, RefCell};
 use std::io::Write as _;
@@ -47,52 +53,78 @@ fn task() -> TaskHandle {
     s.create(TaskAttrs::default()).unwrap()
 }
 
-/// A fiber handler: the first message with `recv`, then each echo linked to the next
-/// receive (`send_then_recv`: one suspension and one submission per message).
-fn fiber_handler(l: RawFd, c: Rc<Counts>) -> impl FnOnce(&mut Fiber) -> u64 + 'static {
+/// A fiber handler: accepts a connection (into the fixed-file table with `direct`),
+/// echoes it to end of stream, closes it and accepts the next.
+fn fiber_handler(l: RawFd, c: Rc<Counts>, direct: bool) -> impl FnOnce(&mut Fiber) -> u64 + 'static {
     move |f: &mut Fiber| {
         // SAFETY: a view of the example's listener that never closes it (ManuallyDrop); `serve` closes it once, after every task using it is done.
         let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(l) });
         let mut buf = [0u8; 4096];
-        while let Ok(s) = f.accept(&*l) {
-            c.conns.set(c.conns.get() + 1);
-            let mut n = f.recv(&s, &mut buf).unwrap_or(0);
-            while n > 0 {
-                let echoed = n;
-                n = f.send_then_recv(&s, &mut buf, n as usize).unwrap_or(0);
-                c.messages.set(c.messages.get() + 1);
-                c.bytes.set(c.bytes.get() + echoed as u64);
+        if direct {
+            while let Ok(s) = f.accept_direct(&*l) {
+                fiber_echo(f, &s, &mut buf, &c);
+                let _ = f.close_fixed_socket(s);
             }
-            let _ = f.close_socket(s);
+        } else {
+            while let Ok(s) = f.accept(&*l) {
+                fiber_echo(f, &s, &mut buf, &c);
+                let _ = f.close_socket(s);
+            }
         }
         0
     }
 }
 
-async fn future_handler(l: RawFd, c: Rc<Counts>) -> u64 {
+/// One connection of a fiber handler: the first message with `recv`, then each echo
+/// linked to the next receive (`send_then_recv`: one suspension and one submission per
+/// message), to end of stream or an error.
+fn fiber_echo(f: &mut Fiber, s: &impl AsSock, buf: &mut [u8], c: &Counts) {
+    c.conns.set(c.conns.get() + 1);
+    let mut n = f.recv(s, buf).unwrap_or(0);
+    while n > 0 {
+        let echoed = n;
+        n = f.send_then_recv(s, buf, n as usize).unwrap_or(0);
+        c.messages.set(c.messages.get() + 1);
+        c.bytes.set(c.bytes.get() + echoed as u64);
+    }
+}
+
+/// A future handler: as [`fiber_handler`], with an owned buffer passed to each operation.
+async fn future_handler(l: RawFd, c: Rc<Counts>, direct: bool) -> u64 {
     // SAFETY: a view of the example's listener that never closes it (ManuallyDrop); `serve` closes it once, after every task using it is done.
     let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(l) });
     let mut buf = Vec::with_capacity(4096);
-    while let Ok(s) = net::future::accept(&*l).await {
-        c.conns.set(c.conns.get() + 1);
-        loop {
-            let (r, b) = net::future::recv(&s, buf).await;
-            let Ok(n @ 1..) = r else {
-                buf = b;
-                break;
-            };
-            let (r, mut b) = net::future::send_all(&s, b).await;
-            b.clear();
-            buf = b;
-            if r.is_err() {
-                break;
-            }
-            c.messages.set(c.messages.get() + 1);
-            c.bytes.set(c.bytes.get() + n as u64);
+    if direct {
+        while let Ok(s) = net::future::accept_direct(&*l).await {
+            buf = future_echo(&s, buf, &c).await;
+            let _ = net::future::close_fixed_socket(s).await;
         }
-        let _ = net::future::close_socket(s).await;
+    } else {
+        while let Ok(s) = net::future::accept(&*l).await {
+            buf = future_echo(&s, buf, &c).await;
+            let _ = net::future::close_socket(s).await;
+        }
     }
     0
+}
+
+/// One connection of a future handler, to end of stream or an error; hands the buffer back.
+async fn future_echo(s: &impl AsSock, mut buf: Vec<u8>, c: &Counts) -> Vec<u8> {
+    c.conns.set(c.conns.get() + 1);
+    loop {
+        let (r, b) = net::future::recv(s, buf).await;
+        let Ok(n @ 1..) = r else {
+            return b;
+        };
+        let (r, mut b) = net::future::send_all(s, b).await;
+        b.clear();
+        buf = b;
+        if r.is_err() {
+            return buf;
+        }
+        c.messages.set(c.messages.get() + 1);
+        c.bytes.set(c.bytes.get() + n as u64);
+    }
 }
 
 /// The listener, through the ring: socket, SO_REUSEADDR, SO_REUSEPORT, bind, listen.
@@ -111,11 +143,13 @@ fn listen(f: &mut Fiber, addr: SocketAddr) -> Result<RawFd, String> {
 /// One server thread: its executor, listener and handlers until SIGINT. An error (no
 /// io_uring, the address not bindable) is one line for `main` to print.
 fn serve(args: Args) -> Result<(u64, u64, u64), String> {
-    let Args { addr, fiber, conns, resume_batch, backend, .. } = args;
+    let Args { addr, fiber, conns, resume_batch, backend, direct, .. } = args;
     let ring = RingDriver::new(RingConfig {
         entries: 1024,
         cq_entries: 4096,
         slots: 4 * conns as u32 + 64,
+        // One slot per handler and a margin for closes in flight.
+        registered_files: if direct { conns as u32 + 64 } else { 0 },
         backend,
         ..RingConfig::default()
     })
@@ -142,9 +176,9 @@ fn serve(args: Args) -> Result<(u64, u64, u64), String> {
     let handlers: Vec<_> = (0..conns)
         .map(|_| {
             if fiber {
-                ex.attach_fiber(task(), fa, fiber_handler(l, counts.clone())).unwrap()
+                ex.attach_fiber(task(), fa, fiber_handler(l, counts.clone(), direct)).unwrap()
             } else {
-                ex.attach(task(), future_handler(l, counts.clone())).unwrap()
+                ex.attach(task(), future_handler(l, counts.clone(), direct)).unwrap()
             }
         })
         .collect();
@@ -165,7 +199,7 @@ fn serve(args: Args) -> Result<(u64, u64, u64), String> {
 
 const USAGE: &str = "\
 usage: echo [--addr HOST:PORT] [--threads N] [--handler fiber|future] [--conns N] [--resume-batch N]
-            [--backend auto|ring|epoll]
+            [--backend auto|ring|epoll] [--direct]
 
 A TCP echo server: one executor per thread, each with its own SO_REUSEPORT listener.
 SIGINT or SIGTERM stops it and prints a summary.
@@ -176,6 +210,7 @@ SIGINT or SIGTERM stops it and prints a summary.
   --conns N           handler tasks per thread, 1 to 65536 (default 256)
   --resume-batch N    tasks resumed between two reaps, at least 1 (default 64)
   --backend KIND      `auto` (default: io_uring where allowed, else epoll), `ring` or `epoll`
+  --direct            accept into the ring's fixed-file table (io_uring only)
   -h, --help          this text";
 
 /// The command line, checked.
@@ -187,6 +222,7 @@ struct Args {
     conns: usize,
     resume_batch: usize,
     backend: BackendChoice,
+    direct: bool,
 }
 
 /// Parses the arguments (without the program name): `Ok(None)` for `--help`; an error is
@@ -200,6 +236,7 @@ fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Option<Ar
         conns: 256,
         resume_batch: 64,
         backend: BackendChoice::Auto,
+        direct: false,
     };
     let mut p = lexopt::Parser::from_args(args);
     let mut help = false;
@@ -222,6 +259,7 @@ fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Option<Ar
                     v => return Err(format!("--handler takes `fiber` or `future`, not {v:?}")),
                 }
             }
+            Long("direct") => a.direct = true,
             Long("backend") => {
                 a.backend = match text(&mut p, "--backend")?.as_str() {
                     "auto" => BackendChoice::Auto,
@@ -232,6 +270,9 @@ fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Option<Ar
             }
             _ => return Err(arg.unexpected().to_string()),
         }
+    }
+    if a.direct && a.backend == BackendChoice::Epoll {
+        return Err("--direct needs io_uring's fixed-file table: use it with --backend ring or auto".into());
     }
     Ok((!help).then_some(a))
 }
@@ -274,11 +315,12 @@ fn main() -> ExitCode {
         libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
     }
     eprintln!(
-        "echo: starting on {}, {} thread(s), {} handlers, {} per thread",
+        "echo: starting on {}, {} thread(s), {} handlers, {} per thread{}",
         args.addr,
         args.threads,
         if args.fiber { "fiber" } else { "future" },
-        args.conns
+        args.conns,
+        if args.direct { ", direct descriptors" } else { "" }
     );
     // A thread that fails (or panics) stops the others, so that every join returns.
     let ts: Vec<_> = (0..args.threads)

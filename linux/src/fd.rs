@@ -96,6 +96,7 @@ impl Fd {
     /// Gives the descriptor up if `fd` is its only holder (fd rule 4).
     pub(crate) fn try_into_raw(fd: SharedFd) -> Result<RawFd, SharedFd> {
         let inner = Rc::try_unwrap(fd)?;
+        crate::epoll::note_closed(inner.raw); // close-log rule 1: its new owner may close it
         inner.closed.set(true);
         Ok(inner.raw)
     }
@@ -104,6 +105,7 @@ impl Fd {
 impl Drop for Fd {
     fn drop(&mut self) {
         if !self.closed.get() {
+            crate::epoll::note_closed(self.raw); // close-log rule 1 (epoll/engine/closes.rs)
             // SAFETY: fd rule 1: the descriptor is ours, and the last holder is going, so
             // no operation names it any more.
             unsafe { rustix::io::close(self.raw) };
@@ -142,6 +144,23 @@ mod tests {
         assert!(is_open(w), "given up, not closed");
         // SAFETY: ours again, closed once.
         unsafe { rustix::io::close(w) };
+    }
+
+    #[test]
+    fn fd_rule_3_keel_notes_each_close_and_each_descriptor_it_gives_up_for_the_epoll_engine() {
+        use crate::epoll::engine::closes;
+        let (r, w) = pipe();
+        let before = closes::count();
+        drop(Fd::new(r)); // closed by its last holder
+        assert_eq!(closes::count(), before + 1, "the close is noted (close-log rule 1)");
+        let raw = Fd::try_into_raw(Fd::new(w)).expect("the only holder");
+        assert_eq!(closes::count(), before + 2, "a descriptor given up is noted: its owner may close it");
+        let marked = Fd::new(raw);
+        marked.mark_closed();
+        drop(marked);
+        assert_eq!(closes::count(), before + 2, "closed by the ring already: noted by the engine's own close");
+        // SAFETY: ours again, closed once.
+        unsafe { rustix::io::close(raw) };
     }
 
     #[test]

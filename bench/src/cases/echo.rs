@@ -11,6 +11,8 @@
 //! - keel: keel's echo example with fiber handlers, a child process: it must be built
 //!   first, in the bench's profile (`cargo build --release -p keel-linux --example echo`).
 //! - keel-future: the same with future handlers.
+//! - keel-direct: the fiber handlers with `--direct`: each connection accepted into the
+//!   ring's fixed-file table and named by its slot, as the hand-written io-uring servers do.
 //! - keel-epoll: the fiber handlers on the epoll backend (`--backend epoll`), against tokio
 //!   (epoll), with its goals: at least 1.0x tokio's msgs/s, a p99 no worse.
 //! - monoio-legacy: monoio's legacy (epoll, through mio) driver, the other epoll peer.
@@ -19,13 +21,18 @@
 //!   next receive, and a multishot receive with provided buffers): in-process server
 //!   threads.
 //!
-//! The scaling curve: `echo_cpu_c{1,16,256,2048}` (ns: the server's whole CPU time, user
-//! and system, per message) and `echo_p99_c{1,16,256,2048}` (ns) with 1 to 2,048
-//! connections (the bench raises its soft descriptor limit to what every server's
-//! connections take in this process: 2,048 is the most that four servers up at once fit
-//! in a hard limit of 20,000, the limit here; `mem_conn` holds 4,096, one server at a time),
-//! one message in flight on each, for keel, monoio, tokio and io-uring: one measurement
-//! per size (9 rounds of 0.3 s slices; `--quick`: one of 0.2 s).
+//! The scaling curve: `echo_cpu_c{1,16,256,2048,4096}` (ns: the server's whole CPU time,
+//! user and system, per message) and `echo_p99_c{1,16,256,2048,4096}` (ns) with 1 to 4,096
+//! connections, one message in flight on each, for keel, monoio, tokio and io-uring: one
+//! measurement per size (9 rounds of 0.3 s slices; 7 of 1 s from 2,048 on, see below;
+//! `--quick`: one of 0.2 s). The bench raises its soft descriptor limit to what the
+//! connections take in this process: up to 2,048 connections every server is up at once
+//! (four servers fit in a hard limit of 20,000, the limit here); at 4,096 they do not, so
+//! that size runs the servers one at a time, each started and stopped around each of its
+//! slices in the same rotated order (`Params::alone`, bench/src/echo/alone.rs). From 2,048
+//! connections on the windows are 1 s long (`Params::LONG`): one message in flight on each
+//! of thousands of connections takes a loaded server 0.2-0.5 s to go round, and a batching
+//! server's echoes come in bursts, so a 0.3 s window could miss them all and fail the case.
 //!
 //! The cases of one size share one measurement, made when the first of them runs: each
 //! impl hands the harness its median as a time that the case's unit turns back into it,
@@ -49,7 +56,11 @@ const ALL_CPU: usize = 4;
 /// The main measurement's connections (`--quick`: 8).
 const CONNS: usize = 64;
 /// The scaling curve's sizes (connections).
-const SIZES: [usize; 4] = [1, 16, 256, 2048];
+const SIZES: [usize; 5] = [1, 16, 256, 2048, 4096];
+/// The sizes above this run one server at a time (`Params::alone`).
+const ALL_UP_MAX: usize = 2048;
+/// The sizes from this on get 1 s windows (`Params::LONG`).
+const LONG_FROM: usize = 2048;
 /// The servers on the scaling curve (indices into [`SERVERS`]).
 const CURVE_SERVERS: [usize; 4] = [0, 2, 3, 4];
 
@@ -64,6 +75,7 @@ macro_rules! impls {
             Impl { name: SERVERS[5], run: report::<$m, 5, CONNS> },
             Impl { name: SERVERS[6], run: report::<$m, 6, CONNS> },
             Impl { name: SERVERS[7], run: report::<$m, 7, CONNS> },
+            Impl { name: SERVERS[8], run: report::<$m, 8, CONNS> },
         ]
     };
 }
@@ -100,6 +112,8 @@ pub const ECHO_CPU_C16: Case = sized!("echo_cpu_c16", ALL_CPU, 16);
 pub const ECHO_CPU_C256: Case = sized!("echo_cpu_c256", ALL_CPU, 256);
 /// `echo_cpu_c2048`.
 pub const ECHO_CPU_C2048: Case = sized!("echo_cpu_c2048", ALL_CPU, 2048);
+/// `echo_cpu_c4096`.
+pub const ECHO_CPU_C4096: Case = sized!("echo_cpu_c4096", ALL_CPU, 4096);
 /// `echo_p99_c1`.
 pub const ECHO_P99_C1: Case = sized!("echo_p99_c1", P99, 1);
 /// `echo_p99_c16`.
@@ -108,6 +122,8 @@ pub const ECHO_P99_C16: Case = sized!("echo_p99_c16", P99, 16);
 pub const ECHO_P99_C256: Case = sized!("echo_p99_c256", P99, 256);
 /// `echo_p99_c2048`.
 pub const ECHO_P99_C2048: Case = sized!("echo_p99_c2048", P99, 2048);
+/// `echo_p99_c4096`.
+pub const ECHO_P99_C4096: Case = sized!("echo_p99_c4096", P99, 4096);
 
 /// The goals of this module's cases (see `crate::goals`).
 pub const GOALS: &[Goal] = &[
@@ -127,13 +143,25 @@ macro_rules! curves {
                 name: "echo_cpu",
                 size: "connections",
                 imp: $imp,
-                points: &[(1, "echo_cpu_c1"), (16, "echo_cpu_c16"), (256, "echo_cpu_c256"), (2048, "echo_cpu_c2048")],
+                points: &[
+                    (1, "echo_cpu_c1"),
+                    (16, "echo_cpu_c16"),
+                    (256, "echo_cpu_c256"),
+                    (2048, "echo_cpu_c2048"),
+                    (4096, "echo_cpu_c4096"),
+                ],
             },)*
             $(Curve {
                 name: "echo_p99",
                 size: "connections",
                 imp: $imp,
-                points: &[(1, "echo_p99_c1"), (16, "echo_p99_c16"), (256, "echo_p99_c256"), (2048, "echo_p99_c2048")],
+                points: &[
+                    (1, "echo_p99_c1"),
+                    (16, "echo_p99_c16"),
+                    (256, "echo_p99_c256"),
+                    (2048, "echo_p99_c2048"),
+                    (4096, "echo_p99_c4096"),
+                ],
             },)*
         ]
     };
@@ -162,12 +190,14 @@ fn results(conns: usize) -> Result<&'static [Option<Figures>], String> {
                 if at == 0 { SERVERS.to_vec() } else { CURVE_SERVERS.iter().map(|&i| SERVERS[i]).collect() };
             let chosen: Vec<&'static str> = candidates
                 .into_iter()
+                .filter(|s| crate::features::left_out(s).is_none())
                 .filter(|s| only.as_deref().is_none_or(|o| o.split(',').any(|o| o == *s)))
                 .collect();
             let p = match (at, quick) {
                 (0, true) => Params::QUICK,
                 (0, false) => Params::FULL,
-                (_, true) => Params { conns, ..Params::QUICK },
+                (_, true) => Params { conns, alone: conns > ALL_UP_MAX, ..Params::QUICK },
+                (_, false) if conns >= LONG_FROM => Params { conns, alone: conns > ALL_UP_MAX, ..Params::LONG },
                 (_, false) => Params { conns, ..Params::CURVE },
             };
             let figs = servers::measure(&chosen, p)?;

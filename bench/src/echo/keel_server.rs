@@ -1,6 +1,8 @@
-//! `keel`, `keel-future`: keel's echo example as a child process, `--addr
-//! 127.0.0.1:PORT --handler fiber|future --conns N` (one thread, N handlers: the
-//! connections it holds at once; its other defaults), started from
+//! `keel`, `keel-future`, `keel-epoll`, `keel-direct`: keel's echo example as a child
+//! process, `--addr 127.0.0.1:PORT --handler fiber|future --backend ring|epoll --conns N`
+//! (one thread, N handlers: the connections it holds at once; its other defaults), with
+//! `--direct` for `keel-direct` (connections accepted into the ring's fixed-file table and
+//! named by their slot, as the hand-written io_uring servers do), started from
 //! a thread pinned to the server CPU so that all its threads inherit the pinning, and
 //! stopped with SIGINT (it prints its summary and exits; SIGKILL after 10 s).
 //!
@@ -30,16 +32,16 @@ fn binary() -> Result<PathBuf, String> {
     ))
 }
 
-/// Starts the example with `--handler handler --backend backend --conns handlers` on `cpu`
-/// and waits until
-/// it listens.
-pub fn start(cpu: usize, handler: &str, backend: &str, handlers: usize) -> Result<Running, String> {
+/// Starts the example with `--handler handler --backend backend --conns handlers` (and
+/// `--direct` if `direct`) on `cpu` and waits until it listens.
+pub fn start(cpu: usize, handler: &str, backend: &str, handlers: usize, direct: bool) -> Result<Running, String> {
     let bin = binary()?;
     // A free port: the kernel's pick, released for the child to bind.
     let addr = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| format!("port: {e}"))?;
     let mut cmd = Command::new(&bin);
     let handlers = handlers.to_string();
     cmd.args(["--addr", &addr.to_string(), "--handler", handler, "--backend", backend, "--conns", &handlers])
+        .args(direct.then_some("--direct"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -32,20 +32,31 @@
 //! system, the scheduler's exact `schedstat`) is pooled the same way: the scaling
 //! curves' per-message cost, since an echo server's time is mostly the kernel's.
 //!
+//! Where every server's connections do not fit in the descriptor limit at once (4,096
+//! connections: an in-process server holds both ends of each, and the hard limit here is
+//! 20,000), the servers run one at a time instead ([`Params::alone`], [`alone`]): each
+//! slice starts its server, connects, primes every connection and stops it again, in the
+//! same rotated order, and the CPU time is read around each measured slice.
+//!
 //! The servers, one per file:
-//! - `keel`, `keel-future`: keel's echo example (`--handler fiber` / `future`) as a
-//!   child process ([`keel_server`]), SIGINT at the end;
+//! - `keel`, `keel-future`, `keel-epoll`, `keel-direct`: keel's echo example
+//!   (`--handler fiber` / `future`, `--backend epoll`, `--direct`: fiber handlers on
+//!   connections in the ring's fixed-file table) as a child process ([`keel_server`]),
+//!   SIGINT at the end;
 //! - `monoio`, `tokio`, `io-uring`, `io-uring-mshot`, `monoio-legacy`: in-process server threads
 //!   ([`monoio_server`], [`tokio_server`], [`uring_server`] with its two shapes
 //!   [`uring_linked`] and [`uring_multishot`]; `monoio-legacy`, monoio's epoll driver:
-//!   [`monoio_legacy_server`]) that stop by themselves once the bench
+//!   `monoio_legacy_server`, built only with keel-bench's feature `monoio-legacy`, in
+//!   which `monoio` is left out: see `crate::features`) that stop by themselves once the bench
 //!   raises their stop flag and makes one last connection (their accept loop sees the
 //!   flag, closes the listener and waits for its connections to end).
 
+mod alone;
 mod client;
 pub mod cpu;
 mod host;
 mod keel_server;
+#[cfg(feature = "monoio-legacy")]
 mod monoio_legacy_server;
 mod monoio_server;
 mod placement;
@@ -55,6 +66,7 @@ mod uring_multishot;
 mod uring_server;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -66,8 +78,17 @@ pub use host::{cpus, pin, raise_descriptor_limit};
 pub const MSG: usize = 64;
 
 /// The servers, in the order the cases list them.
-pub const SERVERS: [&str; 8] =
-    ["keel", "keel-future", "monoio", "tokio", "io-uring", "io-uring-mshot", "keel-epoll", "monoio-legacy"];
+pub const SERVERS: [&str; 9] = [
+    "keel",
+    "keel-future",
+    "monoio",
+    "tokio",
+    "io-uring",
+    "io-uring-mshot",
+    "keel-epoll",
+    "monoio-legacy",
+    "keel-direct",
+];
 
 /// How long and how often to measure.
 #[derive(Copy, Clone, Debug)]
@@ -80,18 +101,45 @@ pub struct Params {
     pub window: Duration,
     /// Slices per server.
     pub rounds: usize,
+    /// One server up at a time, started and stopped around each of its slices ([`alone`]),
+    /// instead of all up for the whole run.
+    pub alone: bool,
 }
 
 impl Params {
     /// The full run: 64 connections, 0.4 s windows (10 s of load per server, for the tick-sampled CPU time), 25 rounds (odd: a true median).
-    pub const FULL: Params =
-        Params { conns: 64, warmup: Duration::from_millis(100), window: Duration::from_millis(400), rounds: 25 };
+    pub const FULL: Params = Params {
+        conns: 64,
+        warmup: Duration::from_millis(100),
+        window: Duration::from_millis(400),
+        rounds: 25,
+        alone: false,
+    };
     /// The smoke run: 8 connections, 0.2 s, one round.
-    pub const QUICK: Params =
-        Params { conns: 8, warmup: Duration::from_millis(50), window: Duration::from_millis(200), rounds: 1 };
+    pub const QUICK: Params = Params {
+        conns: 8,
+        warmup: Duration::from_millis(50),
+        window: Duration::from_millis(200),
+        rounds: 1,
+        alone: false,
+    };
+    /// A large point of the scaling curve (set `conns`, and `alone` past what every
+    /// server up at once holds): 0.2 s warm-ups, 1 s windows, 7 rounds.
+    pub const LONG: Params = Params {
+        conns: 1,
+        warmup: Duration::from_millis(200),
+        window: Duration::from_millis(1000),
+        rounds: 7,
+        alone: false,
+    };
     /// A point of the scaling curve (set `conns`): 0.3 s windows, 9 rounds.
-    pub const CURVE: Params =
-        Params { conns: 1, warmup: Duration::from_millis(100), window: Duration::from_millis(300), rounds: 9 };
+    pub const CURVE: Params = Params {
+        conns: 1,
+        warmup: Duration::from_millis(100),
+        window: Duration::from_millis(300),
+        rounds: 9,
+        alone: false,
+    };
 }
 
 /// One slice's figures, or a server's medians.
@@ -126,6 +174,10 @@ struct Trial {
 /// one slice each, in an order rotated each round; returns each server's medians, in
 /// the order given.
 pub fn measure(servers: &[&'static str], p: Params) -> Result<Vec<Figures>, String> {
+    if p.alone {
+        let (samples, cpu) = alone::load(servers, p)?;
+        return Ok(summary(servers, p, &samples, &cpu));
+    }
     // Both ends of every connection of an in-process server, the client's end of a child
     // server's, and room for the rest.
     let ends: usize = servers.iter().map(|s| if s.starts_with("keel") { 1 } else { 2 }).sum();
@@ -162,12 +214,18 @@ pub fn measure(servers: &[&'static str], p: Params) -> Result<Vec<Figures>, Stri
         .fold(Ok(()), Result::and);
     let (samples, cpu) = loaded?;
     stopped?;
-    let medians: Vec<Figures> = samples.iter().zip(&cpu).map(|(s, &(u, a))| medians(s, u, a)).collect();
-    for ((name, m), s) in servers.iter().zip(&medians).zip(&samples) {
+    Ok(summary(servers, p, &samples, &cpu))
+}
+
+/// Each server's medians from its slices and CPU time, printed with the goal lines.
+fn summary(servers: &[&'static str], p: Params, samples: &[Vec<Trial>], cpu: &[CpuTime]) -> Vec<Figures> {
+    let medians: Vec<Figures> = samples.iter().zip(cpu).map(|(s, &(u, a))| medians(s, u, a)).collect();
+    for ((name, m), s) in servers.iter().zip(&medians).zip(samples) {
         let med = |get: fn(&Trial) -> f64| crate::harness::median(&mut s.iter().map(get).collect::<Vec<_>>());
         eprintln!(
-            "echo {name:<14} {} conns, medians of {} slices: {:>7.0} msgs/s  p50 {:>6.1} us  p90 {:>6.1}  p99 {:>6.1}  p99.9 {:>6.1}  cpu {:>5.0} ns/msg, user {:>4.0} (pooled)",
+            "echo {name:<14} {} conns{}, medians of {} slices: {:>7.0} msgs/s  p50 {:>6.1} us  p90 {:>6.1}  p99 {:>6.1}  p99.9 {:>6.1}  cpu {:>5.0} ns/msg, user {:>4.0} (pooled over {} msgs)",
             p.conns,
+            if p.alone { " (alone)" } else { "" },
             s.len(),
             m.msgs_per_sec,
             m.p50_ns / 1e3,
@@ -175,11 +233,12 @@ pub fn measure(servers: &[&'static str], p: Params) -> Result<Vec<Figures>, Stri
             m.p99_ns / 1e3,
             med(|t| t.p999_ns) / 1e3,
             m.all_cpu_ns,
-            m.cpu_ns
+            m.cpu_ns,
+            s.iter().map(|t| t.echoed).sum::<u64>()
         );
     }
-    goals(servers, &medians, &samples);
-    Ok(medians)
+    goals(servers, &medians, samples);
+    medians
 }
 
 /// A server's (user, whole) CPU time, ns.
@@ -272,7 +331,7 @@ fn goals(servers: &[&'static str], m: &[Figures], samples: &[Vec<Trial>]) {
     let ok = |met: bool| if met { "met" } else { "NOT met" };
     let msgs = |f: &Figures| f.msgs_per_sec;
     let p99 = |f: &Figures| f.p99_ns;
-    for name in ["keel", "keel-future", "keel-epoll"] {
+    for name in ["keel", "keel-future", "keel-epoll", "keel-direct"] {
         let Some(k) = get(name) else { continue };
         let (a, a_m) = (paired(samples, k, monoio, msgs), msgs(&m[k]) / msgs(&m[monoio]));
         let (b, b_m) = (paired(samples, k, uring, msgs), msgs(&m[k]) / msgs(&m[uring]));
@@ -299,13 +358,19 @@ fn paired(samples: &[Vec<Trial>], a: usize, b: usize, get: fn(&Figures) -> f64) 
 }
 
 /// Starts `server` with its serving thread on `cpu` (keel's with `handlers` handler
-/// tasks: the connections it holds at once); returns once it listens.
+/// tasks: the connections it holds at once); returns once it listens. A server this build
+/// leaves out (`crate::features`) is an error saying which build has it.
 pub fn start(server: &str, cpu: usize, handlers: usize) -> Result<Running, String> {
+    if let Some(why) = crate::features::left_out(server) {
+        return Err(why.into());
+    }
     match server {
-        "keel" => keel_server::start(cpu, "fiber", "ring", handlers),
-        "keel-future" => keel_server::start(cpu, "future", "ring", handlers),
-        "keel-epoll" => keel_server::start(cpu, "fiber", "epoll", handlers),
+        "keel" => keel_server::start(cpu, "fiber", "ring", handlers, false),
+        "keel-future" => keel_server::start(cpu, "future", "ring", handlers, false),
+        "keel-epoll" => keel_server::start(cpu, "fiber", "epoll", handlers, false),
+        "keel-direct" => keel_server::start(cpu, "fiber", "ring", handlers, true),
         "monoio" => in_process(cpu, monoio_server::serve),
+        #[cfg(feature = "monoio-legacy")]
         "monoio-legacy" => in_process(cpu, monoio_legacy_server::serve),
         "tokio" => in_process(cpu, tokio_server::serve),
         "io-uring" => in_process(cpu, uring_linked::serve),
@@ -332,11 +397,21 @@ impl Running {
 }
 
 /// An in-process server: `serve` runs on its own thread, pinned to `cpu`, with a
-/// listener on an ephemeral loopback port, until it sees its stop flag.
+/// listener on an ephemeral loopback port, until it sees its stop flag. The listener's
+/// backlog is [`BACKLOG`], as keel's example listens: std's 128 would make a burst of
+/// connects wait for SYN retransmits (1 s each) while the server drains its queue.
 type Serve = fn(TcpListener, &AtomicBool) -> Result<(), String>;
+
+/// The listen backlog of every server.
+const BACKLOG: i32 = 4096;
 
 fn in_process(cpu: usize, serve: Serve) -> Result<Running, String> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    // SAFETY: `l` is a listening socket this function owns; listen on it again only sets
+    // its backlog.
+    if unsafe { libc::listen(l.as_raw_fd(), BACKLOG) } != 0 {
+        return Err(format!("listen: {}", std::io::Error::last_os_error()));
+    }
     let addr = l.local_addr().map_err(|e| format!("local_addr: {e}"))?;
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready) = mpsc::channel::<Result<libc::pid_t, String>>();
@@ -380,6 +455,13 @@ mod tests {
 
     fn made_trial(msgs_per_sec: f64, p99_ns: f64) -> Trial {
         Trial { figures: Figures { msgs_per_sec, p99_ns, ..Figures::default() }, p90_ns: 0.0, p999_ns: 0.0, echoed: 1 }
+    }
+
+    #[test]
+    fn a_left_out_server_does_not_start() {
+        let left = if cfg!(feature = "monoio-legacy") { "monoio" } else { "monoio-legacy" };
+        let e = start(left, 0, 1).err().expect("left out of this build");
+        assert_eq!(Some(e.as_str()), crate::features::left_out(left), "says which build has it");
     }
 
     #[test]

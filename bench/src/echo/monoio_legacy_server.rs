@@ -1,7 +1,9 @@
 //! `monoio-legacy`: monoio's legacy driver (`RuntimeBuilder::<LegacyDriver>`, monoio's
 //! feature `legacy`: readiness on epoll through mio, for where io_uring is switched off)
 //! on one thread, serving exactly as the `monoio` server does (its accept loop and
-//! per-connection `echo`): the epoll peer of `keel-epoll` beside `tokio`.
+//! per-connection `echo`): the epoll peer of `keel-epoll` beside `tokio`. Built only with
+//! keel-bench's feature `monoio-legacy`, since monoio's `legacy` weakens its io_uring
+//! driver (`crate::features`).
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -89,11 +89,25 @@ pub const MAX_WORKERS: usize = 64;
 #[cfg(keel_loom)]
 pub const MAX_WORKERS: usize = 2;
 
+/// A value on a cache line of its own (DESIGN convention 7, cross-thread words padded).
+#[repr(align(64))]
+struct Line<T>(T);
+
+impl<T> core::ops::Deref for Line<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// The dispatcher. `'static` (a `static`, or leaked), shared by submitters and workers.
+/// The submitters' count and the workers' count each have a line of their own, away from
+/// the level heads: a worker's completion then does not take the heads' line from a
+/// submitter (or the other way round) once more per task.
 pub struct Dispatcher {
     levels: [Head; 3],
-    submitted: AtomicU64Like,
-    completed: AtomicU64Like,
+    submitted: Line<AtomicU64Like>,
+    completed: Line<AtomicU64Like>,
     /// Dispatch rule 5: tokens ever added (high 32 bits), ever taken (low 32).
     quit: AtomicU64Like,
     /// Pops whose claim failed: the task was handed out twice (see `double_takes`).
@@ -129,8 +143,8 @@ impl Dispatcher {
     pub const fn new() -> Self {
         Dispatcher {
             levels: [Head::new(), Head::new(), Head::new()],
-            submitted: AtomicU64Like::new(0),
-            completed: AtomicU64Like::new(0),
+            submitted: Line(AtomicU64Like::new(0)),
+            completed: Line(AtomicU64Like::new(0)),
             quit: AtomicU64Like::new(0),
             double_takes: AtomicU32::new(0),
             workers: [const { WorkerSlot { remote: AtomicPtr::new(ptr::null_mut()), active: AtomicU32::new(0) } };
@@ -143,8 +157,8 @@ impl Dispatcher {
     pub fn new() -> Self {
         Dispatcher {
             levels: [Head::new(), Head::new(), Head::new()],
-            submitted: AtomicU64Like::new(0),
-            completed: AtomicU64Like::new(0),
+            submitted: Line(AtomicU64Like::new(0)),
+            completed: Line(AtomicU64Like::new(0)),
             quit: AtomicU64Like::new(0),
             double_takes: AtomicU32::new(0),
             workers: core::array::from_fn(|_| WorkerSlot {

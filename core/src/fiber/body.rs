@@ -166,9 +166,9 @@ where
     // read out exactly once, here.
     let (core, body) =
         unsafe { (NonNull::new_unchecked(&raw mut (*fiber_body).core), (*fiber_body).body.assume_init_read()) };
-    let mut fiber = Fiber { core };
     // SAFETY: the core lives for the whole run.
     let fiber_core = unsafe { core.as_ref() };
+    let mut fiber = Fiber { core, header: fiber_core.header, on_asm: fiber_core.on_asm };
     #[cfg(keel_asan)]
     super::asan::arrived(fiber_core);
     let saving = fiber_core.save_fp != SaveFp::No;
@@ -238,6 +238,21 @@ where
 {
     pub(crate) const VTABLE: BodyVTable = BodyVTable { resume: Self::resume, drop: Self::drop_body, kind: Sw::KIND };
 
+    /// What the first resume installs in place of [`VTABLE`](Self::VTABLE) (the same body
+    /// type, drop and kind): the resume of a started fiber, which skips the look at the
+    /// state for a first entry.
+    const STARTED: BodyVTable = BodyVTable { resume: Self::resume_started, drop: Self::drop_body, kind: Sw::KIND };
+
+    unsafe fn resume_started(task: NonNull<Header>) -> Step {
+        // The body bytes hold a `FiberBody<Sw, F>` (installed with this vtable), started
+        // (`resume` installs this vtable after its first entry's set-up).
+        let fiber_body = task.body_ptr() as *mut FiberBody<Sw, F>;
+        // SAFETY: as in `resume`.
+        debug_assert!(unsafe { (*fiber_body).core.state.get() } >= FiberState::Started);
+        // SAFETY: a started fiber, not running (we are the executor).
+        unsafe { Self::switch_in(task, fiber_body) }
+    }
+
     unsafe fn resume(task: NonNull<Header>) -> Step {
         // The body bytes hold a `FiberBody<Sw, F>` (installed with this vtable).
         let fiber_body = task.body_ptr() as *mut FiberBody<Sw, F>;
@@ -258,9 +273,23 @@ where
                 (*fiber_body).core.state.set(FiberState::Started);
                 let stack = &(*fiber_body).core.stack;
                 Sw::init(&raw mut (*fiber_body).regs, stack, entry::<Sw, F, R>, fiber_body as *mut u8);
+                // Started from here on: later resumes skip the state check (the body and
+                // its drop are the same, body rule 1).
+                task.as_ref().body.set(Some(&Self::STARTED));
             }
         }
-        // SAFETY: as above.
+        // SAFETY: as above; started, not running.
+        unsafe { Self::switch_in(task, fiber_body) }
+    }
+
+    /// The switch into a started fiber and what its switch back says.
+    ///
+    /// # Safety
+    /// `fiber_body` is the task's body, started (or fresh with its regs initialised), not
+    /// running, with no reference into it live.
+    #[inline(always)]
+    unsafe fn switch_in(task: NonNull<Header>, fiber_body: *mut FiberBody<Sw, F>) -> Step {
+        // SAFETY: the caller's contract.
         let core = unsafe { &(*fiber_body).core };
         #[cfg(any(debug_assertions, feature = "fp-check"))]
         let before = crate::arch::fp_control();

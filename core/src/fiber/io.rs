@@ -36,7 +36,7 @@ impl Fiber {
     #[inline(always)]
     pub fn initiate<D: Driver>(&mut self, status: Pin<&IoStatus>, op: D::Op) -> Result<(), InitiateError<D::Op>> {
         let mut op = Some(op);
-        match self.sched().initiate_from::<D>(status, self.core().header, &mut op) {
+        match self.sched().initiate_from::<D>(status, self.header, &mut op) {
             Ok(()) => Ok(()),
             Err(refusal) => self.initiate_refused::<D>(status, op, refusal),
         }
@@ -53,7 +53,7 @@ impl Fiber {
         loop {
             match refusal {
                 InitiateError::Refused((), crate::Errno::EBUSY) => {
-                    self.sched().wait_for_submit(self.core().header);
+                    self.sched().wait_for_submit(self.header);
                     self.switch_out();
                     if self.cancelled().is_err() {
                         return Err(InitiateError::Cancelled(op.take().expect("refused operations stay in place")));
@@ -66,7 +66,7 @@ impl Fiber {
                 }
                 other => return Err(other.with_op(op.take().expect("refused operations stay in place"))),
             }
-            match self.sched().initiate_from::<D>(status, self.core().header, &mut op) {
+            match self.sched().initiate_from::<D>(status, self.header, &mut op) {
                 Ok(()) => return Ok(()),
                 Err(next) => refusal = next,
             }
@@ -102,7 +102,7 @@ impl Fiber {
         if !sched.room_for(driver, 2) {
             return refused(InitiateError::Refused((), crate::Errno::EBUSY), op1, op2);
         }
-        let task = self.core().header;
+        let task = self.header;
         let (mut slot1, mut slot2) = (Some(op1), Some(op2));
         if let Err(err) = sched.initiate_from::<D>(status1, task, &mut slot1) {
             return refused(err, slot1.expect("refused operations stay in place"), slot2.expect("not yet submitted"));
@@ -161,7 +161,7 @@ impl Fiber {
                 // Fiber rule 5 (a cancel that woke it costs one more pass).
                 return Err(self.cancelled_yield());
             }
-            let trailer = self.core().header.trailer();
+            let trailer = self.header.trailer();
             if !trailer.completed.is_empty() {
                 return Ok(crate::io_status::block::take_completed(trailer, max));
             }
@@ -180,7 +180,7 @@ impl Fiber {
     /// left armed.
     pub fn next_completed_io(&mut self, timeout: Option<Duration>) -> Result<NextIo, Cancelled> {
         let deadline = timeout.map(|t| self.sched().now().saturating_add(t));
-        let task = self.core().header;
+        let task = self.header;
         let found = loop {
             if self.header().has_flag(flag::CANCEL) {
                 self.sched().disarm(task);
@@ -234,12 +234,12 @@ impl Fiber {
                 return Err(InitiateError::Cancelled(back(&mut op)));
             }
             entry = false;
-            match self.sched().submit_with_wake_token::<D>(self.core().header, &mut op, true) {
+            match self.sched().submit_with_wake_token::<D>(self.header, &mut op, true) {
                 Ok(id) => return Ok(id),
                 // Queued for room (by I/O priority); the grant wakes this fiber.
                 Err(SubmitRefused::Wait) => {}
                 // The driver had no room after all: queue as for any other lack of room.
-                Err(SubmitRefused::Failed(crate::Errno::EBUSY)) => self.sched().wait_for_submit(self.core().header),
+                Err(SubmitRefused::Failed(crate::Errno::EBUSY)) => self.sched().wait_for_submit(self.header),
                 Err(SubmitRefused::Failed(crate::Errno::ECANCELED)) => {
                     return Err(InitiateError::Cancelled(back(&mut op)));
                 }

@@ -125,6 +125,13 @@ pub const MIN_STACK: usize = 4096;
 /// What a fiber body gets: its blocking-style operations.
 pub struct Fiber {
     core: NonNull<FiberCore>,
+    /// `core.header`, copied: a body holds `&mut Fiber`, so the compiler keeps this
+    /// field in a register across a switch, whose asm clobbers memory; the same field
+    /// read through `core` is loaded again after every switch.
+    header: NonNull<Header>,
+    /// `core.on_asm`, copied for the same reason (it never changes while the fiber
+    /// lives).
+    on_asm: bool,
 }
 
 impl Fiber {
@@ -135,7 +142,7 @@ impl Fiber {
 
     fn header(&self) -> &Header {
         // SAFETY: `'static` task header.
-        unsafe { self.core().header.as_ref() }
+        unsafe { self.header.as_ref() }
     }
 
     fn sched(&self) -> &Sched {
@@ -172,7 +179,7 @@ impl Fiber {
         // here, so no call frame straddles the switch and every `ret` stays paired
         // with its `call` (an out-of-line suspend costs two return mispredicts).
         unsafe {
-            if (*core).on_asm {
+            if self.on_asm {
                 crate::arch::AsmSwitch::suspend((core as *mut u8).add(ASM_REGS_OFFSET).cast());
             } else {
                 Self::switch_out_other(core)
@@ -241,7 +248,8 @@ impl Fiber {
     /// whose out-of-line call to a switching function would leave a call frame straddling
     /// the switch (two return mispredicts per round trip, `arch/x86_64.rs`). Marks the
     /// yield as [`yield_now`](Self::yield_now) does before it switches and gives the
-    /// address of the fiber's `AsmRegs` (`sp` at +0, `link` at +8). `None` when this
+    /// address of the fiber's `AsmRegs` (`link` at +8; the suspend hands its stack
+    /// pointer back in rsi, and the resumer stores it at +0). `None` when this
     /// fiber must switch through `yield_now` instead (another switcher, a floating-point
     /// control save, an AddressSanitizer build); nothing is marked then.
     ///
@@ -253,7 +261,7 @@ impl Fiber {
     #[doc(hidden)]
     #[inline]
     pub unsafe fn begin_foreign_yield(&mut self) -> Option<NonNull<u8>> {
-        if cfg!(keel_asan) || !self.core().on_asm {
+        if cfg!(keel_asan) || !self.on_asm {
             return None;
         }
         self.header().set_flag(flag::WOKEN_WHILE_RUNNING);
@@ -290,7 +298,7 @@ impl Fiber {
             if self.sched().now() >= deadline {
                 return Ok(());
             }
-            self.sched().arm(self.core().header, deadline);
+            self.sched().arm(self.header, deadline);
             self.header().reason.set(SuspendReason::Timer);
             self.switch_out();
         }
@@ -316,7 +324,7 @@ impl Fiber {
     /// This run's handle.
     pub fn task(&self) -> TaskHandle {
         // Relaxed: owner-written, read on the owner's thread.
-        TaskHandle::from_parts(self.core().header, self.header().generation.load(Ordering::Relaxed))
+        TaskHandle::from_parts(self.header, self.header().generation.load(Ordering::Relaxed))
     }
 
     /// The task's CPU and I/O priorities.

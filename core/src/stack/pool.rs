@@ -95,12 +95,37 @@ impl<S: StackProvider> VtFor<S> {
     };
 }
 
+/// The pool's counters, one `Cell` each (a take or put then touches the words it
+/// changes, not a copy of all seven), `#[repr(C)]` in `StackStats`'s order: debuggers read
+/// created, reused, released, high_water, in_use, spares 8 bytes apart (`exec/debug.rs`).
+#[repr(C)]
+#[derive(Default)]
+struct Counters {
+    created: Cell<u64>,
+    reused: Cell<u64>,
+    released: Cell<u64>,
+    high_water: Cell<u64>,
+    in_use: Cell<u64>,
+    spares: Cell<u64>,
+    decommitted: Cell<u64>,
+}
+
+#[inline(always)]
+fn inc(c: &Cell<u64>) {
+    c.set(c.get() + 1);
+}
+
+#[inline(always)]
+fn dec(c: &Cell<u64>) {
+    c.set(c.get() - 1);
+}
+
 pub(crate) struct StackPool {
     head: Cell<*mut SpareNode>,
     provider: Cell<*mut ()>,
     vt: Cell<Option<&'static ProviderVt>>,
     pub(crate) max_spares: usize,
-    stats: Cell<StackStats>,
+    stats: Counters,
 }
 
 impl StackPool {
@@ -113,7 +138,7 @@ impl StackPool {
             provider: Cell::new(ptr::null_mut()),
             vt: Cell::new(None),
             max_spares,
-            stats: Cell::new(StackStats::default()),
+            stats: Counters::default(),
         }
     }
 
@@ -127,13 +152,24 @@ impl StackPool {
     }
 
     pub(crate) fn stats(&self) -> StackStats {
-        self.stats.get()
+        let c = &self.stats;
+        StackStats {
+            created: c.created.get(),
+            reused: c.reused.get(),
+            released: c.released.get(),
+            high_water: c.high_water.get(),
+            in_use: c.in_use.get(),
+            spares: c.spares.get(),
+            decommitted: c.decommitted.get(),
+        }
     }
 
-    fn update(&self, f: impl FnOnce(&mut StackStats)) {
-        let mut stats = self.stats.get();
-        f(&mut stats);
-        self.stats.set(stats);
+    /// One more stack in use (taken from the pool or the provider).
+    #[inline(always)]
+    fn one_more_in_use(&self) {
+        let c = &self.stats;
+        inc(&c.in_use);
+        c.high_water.set(c.high_water.get().max(c.in_use.get()));
     }
 
     /// A stack of at least `size` bytes for task `task_id`: a spare if one fits (rule 3),
@@ -155,12 +191,9 @@ impl StackPool {
                     // SAFETY: `prev` is a pooled node, as above.
                     unsafe { (*prev).next = next };
                 }
-                self.update(|stats| {
-                    stats.reused += 1;
-                    stats.spares -= 1;
-                    stats.in_use += 1;
-                    stats.high_water = stats.high_water.max(stats.in_use);
-                });
+                inc(&self.stats.reused);
+                dec(&self.stats.spares);
+                self.one_more_in_use();
                 self.assign(&stack, task_id);
                 return Ok(stack);
             }
@@ -175,11 +208,8 @@ impl StackPool {
         // owns the stack): a released range that comes back is registered again.
         #[cfg(keel_valgrind)]
         super::valgrind::stack_register(stack.base.as_ptr(), stack.top());
-        self.update(|stats| {
-            stats.created += 1;
-            stats.in_use += 1;
-            stats.high_water = stats.high_water.max(stats.in_use);
-        });
+        inc(&self.stats.created);
+        self.one_more_in_use();
         self.assign(&stack, task_id);
         Ok(stack)
     }
@@ -194,17 +224,15 @@ impl StackPool {
     /// # Safety
     /// `stack` came from `take` and nothing will touch its memory again.
     pub(crate) unsafe fn put(&self, stack: Stack, now: Instant) {
-        let spares = self.stats.get().spares as usize;
+        let spares = self.stats.spares.get() as usize;
         // A planted bug for the fuzz target `stack_pool` (off in every normal build): one
         // spare more than `max_spares` is kept (breaks rule 2).
         let max_spares = if cfg!(keel_planted = "stack_pool") { self.max_spares + 1 } else { self.max_spares };
         if spares >= max_spares || stack.size < core::mem::size_of::<SpareNode>() {
             // SAFETY: rule 1; the caller gives the stack up.
             unsafe { (self.vt().release)(self.provider.get(), stack) };
-            self.update(|stats| {
-                stats.released += 1;
-                stats.in_use -= 1;
-            });
+            inc(&self.stats.released);
+            dec(&self.stats.in_use);
             return;
         }
         let node = (stack.top() as usize - core::mem::size_of::<SpareNode>()) as *mut SpareNode;
@@ -213,10 +241,8 @@ impl StackPool {
         // else uses that memory now (caller).
         unsafe { node.write(SpareNode { next: self.head.get(), stack, since: now, decommitted: false }) };
         self.head.set(node);
-        self.update(|stats| {
-            stats.spares += 1;
-            stats.in_use -= 1;
-        });
+        inc(&self.stats.spares);
+        dec(&self.stats.in_use);
     }
 
     /// Decommits spares pooled since before `older_than` (rule 4). Bounded by the spares.
@@ -230,7 +256,7 @@ impl StackPool {
                 // SAFETY: rule 1.
                 unsafe { (self.vt().decommit)(self.provider.get(), &node.stack, keep_from) };
                 node.decommitted = true;
-                self.update(|stats| stats.decommitted += 1);
+                inc(&self.stats.decommitted);
             }
             cur = node.next;
         }
@@ -245,10 +271,8 @@ impl StackPool {
             self.head.set(node.next);
             // SAFETY: rule 1; pooled stacks are unused.
             unsafe { (self.vt().release)(self.provider.get(), stack) };
-            self.update(|stats| {
-                stats.spares -= 1;
-                stats.released += 1;
-            });
+            dec(&self.stats.spares);
+            inc(&self.stats.released);
         }
     }
 }

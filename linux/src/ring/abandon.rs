@@ -82,6 +82,7 @@ impl RingDriver {
                     self.push_fixed_close(res as u32);
                 }
             } else {
+                crate::epoll::note_closed(res); // close-log rule 1 (epoll/engine/closes.rs)
                 // SAFETY: the kernel opened it for this operation and nothing else knows it.
                 unsafe { rustix::io::close(res) };
             }

@@ -111,6 +111,7 @@ impl Engine {
     /// posted), then waits, at most `wait`, until none of its running pool jobs is left.
     pub(crate) fn sync_cancel_fd(&mut self, fd: RawFd, wait: core::time::Duration) {
         self.cancel_matching(u32::MAX, true, |o| o.fd == fd && takes_fd(o.opcode));
+        self.ready.forget(fd); // readiness rule 6: keel closes it next
         let until = super::timers::now().saturating_add(wait.as_nanos().min(u128::from(u64::MAX)) as u64);
         loop {
             let running = self.ops.live_by_age().into_iter().any(|j| {

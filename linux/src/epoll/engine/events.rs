@@ -1,10 +1,14 @@
 //! Events: one `epoll_wait` and what each event it brings means (engine rule 2): a
-//! descriptor's waiting ops try again and the descriptor is re-armed, the pool's eventfd
-//! brings the pool's results, the multishot polls' instance brings their wake-ups.
+//! descriptor's waiting ops try again (and it is registered if one still waits and it
+//! is not yet), the pool's eventfd brings the pool's results, the multishot polls'
+//! instance brings their wake-ups; then the pending descriptors' waiters try again
+//! (readiness rule 4). Also the close log's renewals (readiness rule 6).
 
+use super::closes;
 use super::ops::State;
 use super::ready::Armed;
 use super::{Engine, POOL_DATA, multi_poll, perform_net};
+use io_uring::opcode;
 use std::io;
 use std::os::fd::RawFd;
 
@@ -12,6 +16,7 @@ impl Engine {
     /// Engine rule 2: one `epoll_wait` of at most `timeout_ns` (`None`: no timeout), then
     /// the events it brought.
     pub(super) fn wait_once(&mut self, timeout_ns: Option<u64>) -> io::Result<()> {
+        let timeout_ns = if self.ready.any_pending() { Some(0) } else { timeout_ns };
         let ts = timeout_ns.map(|ns| {
             let ms = ns.div_ceil(1_000_000); // rounded up: epoll never wakes early
             rustix::time::Timespec { tv_sec: (ms / 1000) as i64, tv_nsec: ((ms % 1000) * 1_000_000) as i64 }
@@ -26,23 +31,73 @@ impl Engine {
             } else if data == multi_poll::MULTI_DATA {
                 self.multi_poll_events();
             } else {
-                self.woke(data as RawFd, flags);
+                self.woke(data as RawFd, flags, true);
             }
         }
         self.events = events;
+        let mut pend = std::mem::take(&mut self.pend);
+        self.ready.take_pending(&mut pend);
+        for &(fd, maybe) in &pend {
+            self.woke(fd, maybe, false);
+        }
+        self.pend = pend;
         self.run_starts();
         r
     }
 
-    /// Descriptor `fd` reported `revents`: its ops try again (engine rule 2).
-    fn woke(&mut self, fd: RawFd, revents: u32) {
+    /// Descriptor `fd` reported `revents` (`event`: an epoll event; else the directions
+    /// that may be ready, readiness rule 4): its ops try again (engine rule 2).
+    fn woke(&mut self, fd: RawFd, revents: u32, event: bool) {
         let mut woken = std::mem::take(&mut self.woken);
         self.ready.take(fd, revents, &mut woken);
         for (i, _) in woken.drain(..) {
-            self.retry(i, revents, true);
+            // A poll asks the kernel itself when no event's mask came (`revents` 0).
+            self.retry(i, if event { revents } else { 0 }, true);
         }
         self.woken = woken;
         self.arm(fd);
+    }
+
+    /// Readiness rule 6, close-log rule 2: renews the entries of the numbers keel closed
+    /// outside the engine since the last `enter`.
+    pub(super) fn take_closes(&mut self) {
+        if closes::count() == self.closes_seen {
+            return;
+        }
+        let mut fds = std::mem::take(&mut self.due);
+        fds.clear();
+        match closes::since(self.closes_seen, |fd| fds.push(fd)) {
+            Ok(seen) => self.closes_seen = seen,
+            Err(seen) => {
+                self.closes_seen = seen;
+                fds.clear();
+                self.ready.renew_all(&mut fds); // those with waiters, to register again
+            }
+        }
+        for &fd in &fds {
+            self.renew(fd);
+        }
+        self.due = fds;
+    }
+
+    /// Readiness rule 6: nothing known of `fd` is kept; ops still waiting on it are
+    /// registered again (an op on a closed number then ends with `EBADF`).
+    pub(super) fn renew(&mut self, fd: RawFd) {
+        if self.ready.renew(fd) {
+            self.arm(fd);
+        }
+    }
+
+    /// Readiness rule 6: op `i` completed with `res`; a descriptor it made is new.
+    pub(super) fn made_fd(&mut self, code: u8, res: i32) {
+        if res >= 0
+            && matches!(
+                code,
+                opcode::Accept::CODE | opcode::Socket::CODE | opcode::OpenAt::CODE | opcode::OpenAt2::CODE
+            )
+        {
+            self.renew(res);
+        }
     }
 
     /// Op `i` (waiting) tries again; `again`: a further wait is allowed (not for a
@@ -59,10 +114,22 @@ impl Engine {
         }
     }
 
-    /// Readiness rules 1-3 for `fd`, with what a failed registration means for its ops.
+    /// Readiness rules 1, 4 and 5 for `fd`, with what a failed registration means for its
+    /// ops.
     pub(super) fn arm(&mut self, fd: RawFd) {
+        if self.ready.settled(fd) {
+            return; // the steady state: registered, nothing pending to add
+        }
         let mut out = std::mem::take(&mut self.woken);
-        match self.ready.arm(fd, &mut out) {
+        let armed = self.ready.arm(fd, &mut out);
+        self.end_waiters(armed, &mut out);
+        self.woken = out;
+    }
+
+    /// What a registration's `armed` means for the waiters taken out into `out`
+    /// (readiness rule 5); `out` is left empty.
+    pub(super) fn end_waiters(&mut self, armed: Armed, out: &mut Vec<(u32, u32)>) {
+        match armed {
             Armed::Ok => {}
             Armed::AlwaysReady => {
                 let all = (libc::POLLIN | libc::POLLOUT | libc::POLLRDNORM | libc::POLLWRNORM) as u32;
@@ -79,7 +146,18 @@ impl Engine {
             }
         }
         out.clear();
-        self.woken = out;
+    }
+
+    /// Pool op `i` (or one performed at once for want of a pool) returned `res`: a
+    /// descriptor it made or closed is renewed (readiness rule 6: ops left on a closed one
+    /// end with `EBADF`), then it completes.
+    pub(super) fn pool_done(&mut self, i: u32, res: i32) {
+        let (code, fd) = (self.ops[i].sqe.opcode, self.ops[i].sqe.fd);
+        self.made_fd(code, res);
+        if code == opcode::Close::CODE {
+            self.renew(fd);
+        }
+        self.complete(i, res);
     }
 
     fn take_pool_results(&mut self) {
@@ -89,7 +167,7 @@ impl Engine {
         for ((i, serial), res) in results.drain(..) {
             self.pool_jobs -= 1;
             if self.ops.is(i, serial) && self.ops[i].state == State::Pool {
-                self.complete(i, res);
+                self.pool_done(i, res);
             }
         }
         self.results = results;

@@ -11,7 +11,8 @@
 //!
 //! Engine rules (cited as "engine rule N"; each part's own rules are in its file: op
 //! rules in `ops.rs`, start rules in `start.rs`, link rules in `links.rs`, cancel rules
-//! in `cancel.rs`, readiness rules in `ready.rs`, timer rules in `timers.rs`, pool rules
+//! in `cancel.rs`, readiness rules in `ready.rs`, revalidation rules in
+//! `revalidate.rs`, close-log rules in `closes.rs`, timer rules in `timers.rs`, pool rules
 //! in `pool.rs`, net rules in `perform_net.rs`, multi-poll rules in `multi_poll.rs`; the
 //! event loop is `events.rs`):
 //! 1. `enter(min_complete, deadline)` takes the whole SQ and starts it (start rules),
@@ -21,9 +22,13 @@
 //!    enough CQEs are ready; with `min_complete` 0 it looks once (a zero-timeout
 //!    `epoll_wait`, only if an op waits on a descriptor or the pool) and returns. EINTR
 //!    is a wake with no event.
-//! 2. Each event handled tries the woken ops again (net rules) and re-arms the
-//!    descriptor once for those still waiting (readiness rule 1); the pool's eventfd
-//!    brings the pool's results (pool rule 4). An `epoll_wait` handles at most `EVENTS`.
+//! 2. Each event handled tries the woken ops again (net rules); descriptors stay
+//!    registered, edge-triggered, with their readiness kept per descriptor (readiness
+//!    rules 1-4), so a wait costs no `epoll_ctl` and an op whose descriptor is known not
+//!    ready waits without trying; the pool's eventfd brings the pool's results (pool rule
+//!    4). An `epoll_wait` handles at most `EVENTS`, then the pending descriptors
+//!    (readiness rule 4). While ops wait on descriptors, an `enter` that waits wakes at
+//!    least once per revalidation period (revalidation rule 1).
 //! 3. Where operations run: sockets, pipes, eventfds, ttys on readiness, on the executor's
 //!    thread, never blocking it (net rules); regular files, block devices, directories,
 //!    and open, close, statx, unlink, rename, mkdir, fsync, fallocate, sync_file_range in
@@ -55,16 +60,23 @@
 //! Cost: this is the fallback where io_uring is switched off, built for plain system
 //! calls rather than for keel's hot-path rules. Taking, performing and completing an
 //! SQE allocates nothing while the ops in flight fit the slab sized at creation (the
-//! larger of the SQ and CQ sizes) and each descriptor has one waiter (readiness rule 4;
+//! larger of the SQ and CQ sizes) and each descriptor has one waiter (readiness rule 8;
 //! a descriptor numbered past the preallocated entries, a second waiter on one, a
-//! multishot poll's first use, a CQ past its size and a cancel's scan allocate). The pool
-//! takes a lock per job; a cancel scans the ops in flight. Every loop is bounded: by the SQEs taken, the ops in flight, the timers due,
-//! `EVENTS` per wait, and (`MSG_WAITALL`) the bytes asked for.
+//! multishot poll's first use, a CQ past its size, a cancel's scan and the first growth
+//! of the pending and sweep lists allocate). In the steady state of a connection (a
+//! receive, then a send) the system calls are the transfers themselves and the shared
+//! `epoll_wait`: no `epoll_ctl`, no attempt that only says `EAGAIN` (readiness rules
+//! 1-3). The pool takes a lock per job; a cancel scans the ops in flight. Every loop is
+//! bounded: by the SQEs taken, the ops in flight, the timers due,
+//! `EVENTS` per wait, the pending descriptors, a sweep's entries, the close log's `LOG`
+//! numbers (or, past it, the entries), and (`MSG_WAITALL`) the bytes asked for.
 //!
 //! [`RingDriver`]: crate::ring::RingDriver
 #![allow(unsafe_code)] // reading SQE fields; performing operations on caller-owned memory
 
 mod cancel;
+pub(crate) mod closes;
+mod entry;
 mod events;
 mod links;
 mod multi_poll;
@@ -73,6 +85,7 @@ mod perform_fs;
 mod perform_net;
 mod pool;
 mod ready;
+mod revalidate;
 mod sqe;
 mod start;
 #[cfg(test)]
@@ -131,6 +144,16 @@ pub(crate) struct Engine {
     results: Vec<(pool::Key, i32)>,
     /// Jobs handed to the pool whose result has not come back (queued or running).
     pool_jobs: usize,
+    /// The close log's count read so far (close-log rule 2).
+    closes_seen: u64,
+    /// Revalidation (`revalidate.rs`): the period (ns), the next sweep's instant, the
+    /// sweeps so far, and the descriptors due (scratch).
+    period: u64,
+    next_sweep: Option<u64>,
+    sweeps: u32,
+    due: Vec<RawFd>,
+    /// Pending descriptors taken (scratch, readiness rule 4).
+    pend: Vec<(RawFd, u32)>,
 }
 
 impl core::fmt::Debug for Engine {
@@ -188,6 +211,12 @@ impl Engine {
             results: Vec::with_capacity(EVENTS),
             multi,
             pool_jobs: 0,
+            closes_seen: closes::count(),
+            period: revalidate::PERIOD_NS,
+            next_sweep: None,
+            sweeps: 0,
+            due: Vec::new(),
+            pend: Vec::new(),
         })
     }
 
@@ -227,6 +256,7 @@ impl Engine {
     /// until at least `min_complete` CQEs are ready or `deadline` (absolute,
     /// `CLOCK_MONOTONIC`) passes.
     pub(crate) fn enter(&mut self, min_complete: u32, deadline: Option<Instant>) -> io::Result<()> {
+        self.take_closes(); // readiness rule 6: before any SQE names a renewed number
         // Engine rule 6: what the kernel would have completed by now comes first.
         self.expire_timers(timers::now());
         if self.sq.iter().any(|e| e.get_opcode() == u32::from(opcode::AsyncCancel::CODE)) && self.waits_on_events() {
@@ -239,6 +269,7 @@ impl Engine {
         loop {
             let now = timers::now();
             self.expire_timers(now);
+            self.sweep_if_due(now);
             self.run_starts();
             if self.cq.len() >= min_complete as usize {
                 if min_complete > 0 || looked || !self.waits_on_events() {
@@ -251,10 +282,7 @@ impl Engine {
             if deadline.is_some_and(|d| now >= d) {
                 return Ok(());
             }
-            let until = match (deadline, self.timers.next(&self.ops)) {
-                (Some(d), Some(t)) => Some(d.min(t)),
-                (d, t) => d.or(t),
-            };
+            let until = [deadline, self.timers.next(&self.ops), self.sweep_deadline()].into_iter().flatten().min();
             self.wait_once(until.map(|u| u.saturating_sub(now)))?;
         }
     }

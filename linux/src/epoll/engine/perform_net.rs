@@ -20,8 +20,8 @@
 //! 5. Socket, bind, listen, shutdown and setsockopt never wait: performed at once.
 //! 6. A multishot accept (`IORING_ACCEPT_MULTISHOT`, plain descriptors only) posts each
 //!    accepted descriptor with `IORING_CQE_F_MORE` and goes on: at most `MULTI_BURST`
-//!    accepts per readiness, then it waits again (its re-armed registration reports at
-//!    once if more connections wait); an error, or its cancel, ends it with a last CQE
+//!    accepts per readiness, then it waits again (pending: it tries again in the next
+//!    pass, readiness rule 4, as more connections may wait); an error, or its cancel, ends it with a last CQE
 //!    without `IORING_CQE_F_MORE`.
 
 use super::ops::Op;

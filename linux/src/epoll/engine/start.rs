@@ -20,8 +20,9 @@ use super::Engine;
 use super::ops::State;
 use super::perform_net::Step;
 use super::sqe::*;
-use super::{perform_fs, perform_net, pool, timers};
+use super::{perform_fs, perform_net, pool, ready, timers};
 use io_uring::opcode;
+use std::os::fd::RawFd;
 
 /// How an op goes on after its first attempt.
 pub(crate) enum Next {
@@ -95,15 +96,15 @@ impl Engine {
     /// several waiters of one descriptor arms once after them).
     pub(super) fn go_on(&mut self, i: u32, next: Next, arm: bool) {
         match next {
-            Next::Step(Step::Done(res)) => self.complete(i, res),
+            Next::Step(Step::Done(res)) => {
+                self.after_transfer(i, res);
+                self.complete(i, res)
+            }
             Next::Step(Step::More(res)) => self.more(i, res, arm),
             Next::Step(Step::Wait(fd, _)) if fd < 0 => self.complete(i, -libc::EBADF),
             Next::Step(Step::Wait(fd, events)) => {
-                self.ops[i].state = State::Waiting { fd, events };
-                self.ready.push(fd, i, events);
-                if arm {
-                    self.arm(fd);
-                }
+                self.ready.not_ready(fd, events); // readiness rule 2: what the attempt saw
+                self.wait_on(i, fd, events, arm);
             }
             Next::Pool => self.hand_to_pool(i),
             Next::Started => {}
@@ -115,19 +116,51 @@ impl Engine {
         }
     }
 
+    /// Op `i` waits for `events` on `fd` (`arm`: register it now if needed).
+    fn wait_on(&mut self, i: u32, fd: RawFd, events: u32, arm: bool) {
+        self.ops[i].state = State::Waiting { fd, events };
+        self.ready.push(fd, i, events, self.sweeps);
+        if self.ops[i].sqe.opcode == opcode::PollAdd::CODE && self.ready.is_registered(fd) {
+            self.recheck(fd); // readiness rule 9: any descriptor, often not keel's
+        } else if arm {
+            self.arm(fd);
+        }
+    }
+
+    /// Readiness rule 2: a short transfer on a descriptor that drains says it has no more
+    /// (to read) or no room (to write) now; a descriptor an op made is new (rule 6).
+    fn after_transfer(&mut self, i: u32, res: i32) {
+        let s = &self.ops[i].sqe;
+        let (code, fd) = (s.opcode, s.fd);
+        let events = match code {
+            // A peek leaves the data where it was: a short one drains nothing.
+            opcode::Recv::CODE if s.op_flags as i32 & libc::MSG_PEEK != 0 => return,
+            opcode::Recv::CODE | opcode::Read::CODE => ready::IN,
+            opcode::Send::CODE | opcode::Write::CODE => ready::OUT,
+            _ => return self.made_fd(code, res),
+        };
+        if res > 0 && (res as u32) < s.len && self.ready.drains(fd) {
+            self.ready.drained(fd, events);
+        }
+    }
+
     /// Net rule 6: multishot op `i` produced `res`; it goes on (bounded burst).
     fn more(&mut self, i: u32, res: i32, arm: bool) {
         let mut res = res;
         for _ in 0..perform_net::MULTI_BURST {
+            self.made_fd(self.ops[i].sqe.opcode, res);
             self.cq.push_back(super::cqe(self.ops[i].sqe.user_data, res, IORING_CQE_F_MORE));
             match perform_net::attempt(&mut self.ops[i], 0) {
                 Step::More(r) => res = r,
                 step => return self.go_on(i, step.into(), arm),
             }
         }
+        self.made_fd(self.ops[i].sqe.opcode, res);
         self.cq.push_back(super::cqe(self.ops[i].sqe.user_data, res, IORING_CQE_F_MORE));
+        // Not an observation: more connections may wait, so the direction stays maybe
+        // ready and the wait is pending (readiness rule 4).
         let fd = self.ops[i].sqe.fd;
-        self.go_on(i, Step::Wait(fd, libc::EPOLLIN as u32).into(), arm);
+        self.wait_on(i, fd, ready::IN, arm);
     }
 
     fn hand_to_pool(&mut self, i: u32) {
@@ -140,7 +173,8 @@ impl Engine {
                 return;
             }
         }
-        self.complete(i, perform_fs::blocking(&s)); // no pool (file_threads 0): at once
+        let res = perform_fs::blocking(&s); // no pool (file_threads 0): at once
+        self.pool_done(i, res);
     }
 
     fn first_attempt(&mut self, i: u32) -> Next {
@@ -158,10 +192,15 @@ impl Engine {
                         if kind == perform_fs::Kind::Stream {
                             self.ops[i].sqe.off = u64::MAX; // no position: no ESPIPE retry
                         }
-                        Next::Step(perform_net::attempt(&mut self.ops[i], 0))
+                        self.attempt_unless_known(i)
                     }
                 }
             }
+            opcode::Send::CODE
+            | opcode::Recv::CODE
+            | opcode::SendMsg::CODE
+            | opcode::RecvMsg::CODE
+            | opcode::Accept::CODE => self.attempt_unless_known(i),
             opcode::Close::CODE => {
                 self.ready.forget(s.fd);
                 Next::Pool
@@ -192,6 +231,33 @@ impl Engine {
             // Start rule 2: a LINK_TIMEOUT with no op before it.
             opcode::LinkTimeout::CODE => done(-libc::EINVAL),
             _ => perform_net::attempt(&mut self.ops[i], 0).into(),
+        }
+    }
+
+    /// Readiness rule 3: op `i`'s first attempt, or a wait without it when its
+    /// descriptor is registered and known not ready for it (only for ops without the
+    /// caller's own non-blocking flag, whose `EAGAIN` must come from the kernel).
+    fn attempt_unless_known(&mut self, i: u32) -> Next {
+        let s = self.ops[i].sqe;
+        let events = match s.opcode {
+            opcode::Read::CODE | opcode::Readv::CODE => {
+                Some(ready::IN).filter(|_| s.op_flags as i32 & libc::RWF_NOWAIT == 0)
+            }
+            opcode::Write::CODE | opcode::Writev::CODE => {
+                Some(ready::OUT).filter(|_| s.op_flags as i32 & libc::RWF_NOWAIT == 0)
+            }
+            opcode::Recv::CODE | opcode::RecvMsg::CODE => {
+                Some(ready::IN).filter(|_| s.op_flags as i32 & libc::MSG_DONTWAIT == 0)
+            }
+            opcode::Send::CODE | opcode::SendMsg::CODE => {
+                Some(ready::OUT).filter(|_| s.op_flags as i32 & libc::MSG_DONTWAIT == 0)
+            }
+            opcode::Accept::CODE => Some(ready::IN).filter(|_| s.ioprio & IORING_ACCEPT_DONTWAIT == 0),
+            _ => None,
+        };
+        match events {
+            Some(ev) if s.fd >= 0 && self.ready.must_wait(s.fd, ev) => Next::Step(Step::Wait(s.fd, ev)),
+            _ => Next::Step(perform_net::attempt(&mut self.ops[i], 0)),
         }
     }
 

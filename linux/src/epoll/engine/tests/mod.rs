@@ -3,10 +3,12 @@
 
 mod basic;
 mod cancel;
+mod closes;
 mod fs;
 mod links;
 mod net;
 mod random;
+mod ready;
 
 use super::{Engine, EngineConfig};
 use io_uring::{cqueue, squeue};
