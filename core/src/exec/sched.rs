@@ -232,7 +232,7 @@ impl Sched {
     pub(crate) fn wake_local(&self, task: NonNull<Header>) {
         let header = hdr(task);
         match header.state.get() {
-            S::Suspended(_) => {
+            state @ S::Suspended(_) => {
                 if self.times.on.get() {
                     // Stamped with the latest read (acct.rs): no clock read here.
                     let times = &task.trailer().times;
@@ -242,7 +242,11 @@ impl Sched {
                 }
                 self.disarm(task);
                 // Room rule 5: a task waiting for room stays linked (its place kept).
-                step(header, E::Wake);
+                // The lifecycle's edge (Suspended, Wake) -> Ready, set without `step`'s
+                // check: the state was just read as `Suspended`, and disarming its timer
+                // does not change it.
+                debug_assert_eq!(state.on(E::Wake), Ok(S::Ready));
+                header.state.set(S::Ready);
                 // SAFETY: a suspended task is in no run list.
                 unsafe { self.ready.push(task) };
             }

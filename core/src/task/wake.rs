@@ -5,7 +5,7 @@
 use crate::mailbox::{self, WakeTarget};
 use crate::sync::Ordering;
 use crate::task::header::{Header, SlotPtr};
-use core::cell::UnsafeCell;
+use core::cell::{Cell, UnsafeCell};
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 use core::task::{Context, RawWaker, RawWakerVTable, Waker};
@@ -111,20 +111,32 @@ pub(crate) fn task_of(waker: &Waker) -> Option<NonNull<Header>> {
 
 /// The `Context` a task's body is polled with, and the waker it names (rt rule 1): in
 /// the task's `'static` trailer, so its address is fixed and names the task. Touched
-/// only by the owner's thread (header rule 2), rewritten before every poll of the body.
+/// only by the owner's thread (header rule 2). The waker is the same for every poll of
+/// one run (it names the run's generation): written at the run's first poll, and again
+/// only when a poll finds `run` naming another run. The `Context` is rewritten before
+/// every poll (a body may have stored another one in it: `*cx = ...`).
 pub(crate) struct ResumeCx {
     waker: UnsafeCell<MaybeUninit<Waker>>,
     cx: UnsafeCell<MaybeUninit<Context<'static>>>,
+    /// The generation `waker` was written for; `NOT_WRITTEN` before the first.
+    run: Cell<u64>,
 }
+
+/// `ResumeCx::run` before the waker's first write: no generation (a `u32`) equals it.
+const NOT_WRITTEN: u64 = u64::MAX;
 
 impl ResumeCx {
     pub(crate) const fn new() -> Self {
-        ResumeCx { waker: UnsafeCell::new(MaybeUninit::uninit()), cx: UnsafeCell::new(MaybeUninit::uninit()) }
+        ResumeCx {
+            waker: UnsafeCell::new(MaybeUninit::uninit()),
+            cx: UnsafeCell::new(MaybeUninit::uninit()),
+            run: Cell::new(NOT_WRITTEN),
+        }
     }
 }
 
-/// The task's resume `Context` (rt rule 1), made afresh for run `generation` of the task
-/// at `hdr`, for the body's poll.
+/// The task's resume `Context` (rt rule 1) for run `generation` of the task at `hdr`,
+/// made afresh for the body's poll; its waker is written at the run's first poll.
 ///
 /// # Safety
 /// The owner, on its thread, about to poll the body: no reference to this task's resume
@@ -138,11 +150,17 @@ pub(crate) unsafe fn resume_context<'a>(hdr: NonNull<Header>, generation: u32) -
     let resume: &'static ResumeCx = &hdr.trailer().resume;
     let waker_slot = resume.waker.get() as *mut Waker;
     let cx_slot = resume.cx.get() as *mut Context<'static>;
-    // SAFETY: the caller's duties: nothing else refers to these two now. The waker
-    // overwritten (if any) is not dropped: a keel waker's drop does nothing. Both stay in
+    if resume.run.get() != u64::from(generation) {
+        // SAFETY: the caller's duties: nothing refers to the waker now. The one
+        // overwritten (if any) is not dropped: a keel waker's drop does nothing.
+        unsafe { waker_slot.write(waker_for(hdr, generation)) };
+        resume.run.set(u64::from(generation));
+    }
+    // The waker was written for this run (above, or at an earlier poll of it): only
+    // shared references to it were handed out since, so it is unchanged.
+    // SAFETY: the caller's duties: nothing else refers to these two now. Both stay in
     // the `'static` trailer, so the `'static` borrows hold.
     unsafe {
-        waker_slot.write(waker_for(hdr, generation));
         cx_slot.write(Context::from_waker(&*waker_slot));
         &mut *cx_slot
     }

@@ -3,7 +3,6 @@
 
 use super::waiter::{Source, Waiter, abandon, try_wait};
 use super::{Flavour, WaitError};
-use crate::cx::current_header;
 use crate::fiber::Fiber;
 use crate::sync::UnsafeCell;
 use core::pin::Pin;
@@ -67,10 +66,11 @@ impl<'a, F: Flavour, S: Source> WaitFor<'a, F, S> {
     /// Polls the wait: `Ready(Ok)` once a unit is this waiter's.
     #[inline(always)]
     pub(crate) fn poll_wait(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WaitError>> {
-        // Rt rules 1-2: `None` outside the task (moved out, polled by hand, another thread).
-        let task = current_header(cx);
+        // Rt rules 1-2: `cx` says whether the poll is inside the task (moved out, polled
+        // by hand, another thread: not), resolved inside the try as far as it needs.
         let this = self.into_ref().get_ref();
-        match this.on.with(|state| try_wait::<F, S>(state, this.kind, &this.node, task)) {
+        let who: &Context<'_> = cx;
+        match this.on.with(|state| try_wait::<F, S>(state, this.kind, &this.node, who)) {
             Some(result) => Poll::Ready(result),
             None => Poll::Pending,
         }
@@ -97,20 +97,20 @@ pub(crate) fn block<F: Flavour, S: Source>(
         let _ = fiber.wait();
         return Err(WaitError::Cancelled);
     }
-    let task = Some(fiber.task().header());
+    let task = fiber.task().header();
     // Pinned on the fiber's stack for the whole wait; `Unlink` takes it out of the queue
     // on every way out of this frame, unwinding included.
     let wait = WaitFor::new(on, kind);
     let wait = core::pin::pin!(wait);
     let wait = wait.into_ref().get_ref();
-    if let Some(result) = on.with(|state| try_wait::<F, S>(state, kind, &wait.node, task)) {
+    if let Some(result) = on.with(|state| try_wait::<F, S>(state, kind, &wait.node, &task)) {
         return result;
     }
     loop {
         // Bounded by wakes: each pass suspends once.
         // A cancel shows in the task's flag, which the try reads.
         let _ = fiber.wait();
-        if let Some(result) = on.with(|state| try_wait::<F, S>(state, kind, &wait.node, task)) {
+        if let Some(result) = on.with(|state| try_wait::<F, S>(state, kind, &wait.node, &task)) {
             return result;
         }
     }

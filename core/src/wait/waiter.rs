@@ -49,6 +49,13 @@ impl Here {
     }
 }
 
+/// The task a queued waiter names (wait rule 5) and the executor it was queued from.
+#[derive(Copy, Clone)]
+struct Named {
+    task: TaskHandle,
+    sched: NonNull<Sched>,
+}
+
 /// Whether the running task of `header` was cancelled.
 #[inline(always)]
 fn cancelled(header: NonNull<Header>) -> bool {
@@ -64,8 +71,9 @@ pub(crate) struct WaitLink;
 pub(crate) struct Waiter {
     links: Links<Waiter>,
     stage: Cell<Stage>,
-    task: Cell<Option<TaskHandle>>,
-    sched: Cell<Option<NonNull<Sched>>>,
+    /// The task to wake and its executor, as seen at the latest try; `None` before the
+    /// first that queued it. One field: a wake tests one `Option`.
+    named: Cell<Option<Named>>,
     level: Cell<Priority>,
     _pin: PhantomPinned,
 }
@@ -89,16 +97,14 @@ impl Waiter {
         Waiter {
             links: Links::new(),
             stage: Cell::new(Stage::Idle),
-            task: Cell::new(None),
-            sched: Cell::new(None),
+            named: Cell::new(None),
             level: Cell::new(Priority::Normal),
             _pin: PhantomPinned,
         }
     }
 
     fn set_here(&self, here: &Here) {
-        self.task.set(Some(here.task));
-        self.sched.set(Some(here.sched));
+        self.named.set(Some(Named { task: here.task, sched: here.sched }));
     }
 }
 
@@ -108,10 +114,8 @@ impl Waiter {
 /// a stale run.
 #[inline(always)]
 fn wake<F: Flavour>(node: &Waiter) {
-    let Some(task) = node.task.get() else { return };
-    if F::LOCAL
-        && let Some(sched) = node.sched.get()
-    {
+    let Some(Named { task, sched }) = node.named.get() else { return };
+    if F::LOCAL {
         // SAFETY: `'static` header.
         let hdr = unsafe { task.header().as_ref() };
         // Compared only, until it matches (see below): no reference to a scheduler that
@@ -208,19 +212,58 @@ pub(crate) trait Source {
     fn pass_on<F: Flavour>(&mut self, kind: usize);
 }
 
-/// One try of a wait, under the lock: what the waiter at `node` gets now. `task` is
-/// the running task's header (rt rule 1), `None` outside a task (rt rule 2).
+/// Who tries a wait: the running task, found from what the try was given.
+pub(crate) trait Poller {
+    /// The running task's header (rt rule 1), `None` outside a task (rt rule 2).
+    fn task(&self) -> Option<NonNull<Header>>;
+    /// Whether the try runs inside a resume of the task at `header`, on its owner's
+    /// thread (rt rule 1). Reads nothing. `true` when [`task`](Self::task) names it, and
+    /// also for a body that stored another `Context` in its own (`*cx = ...`), whose
+    /// `task` is then `None`: it still runs in that resume.
+    fn is(&self, header: NonNull<Header>) -> bool;
+}
+
+/// A future's poll: its `Context` says where it runs.
+impl Poller for core::task::Context<'_> {
+    #[inline(always)]
+    fn task(&self) -> Option<NonNull<Header>> {
+        crate::cx::current_header(self)
+    }
+    #[inline(always)]
+    fn is(&self, header: NonNull<Header>) -> bool {
+        // Rt rule 1: `self` is that task's resume `Context`, which only its owner's
+        // thread holds, inside its resume. (A body that stored another `Context` in it
+        // (`*cx = ...`) is still that run, there.)
+        crate::task::wake::is_resume_cx(header, self)
+    }
+}
+
+/// A fiber's wait: the fiber's own task, on its owner's thread.
+impl Poller for NonNull<Header> {
+    #[inline(always)]
+    fn task(&self) -> Option<NonNull<Header>> {
+        Some(*self)
+    }
+    #[inline(always)]
+    fn is(&self, header: NonNull<Header>) -> bool {
+        *self == header
+    }
+}
+
+/// One try of a wait, under the lock: what the waiter at `node` gets now, tried by
+/// `who` (the running task, rt rule 1, or none: rt rule 2).
 #[inline(always)]
 pub(crate) fn try_wait<F: Flavour, S: Source>(
     state: &mut S,
     kind: usize,
     node: &Waiter,
-    task: Option<NonNull<Header>>,
+    who: &impl Poller,
 ) -> Option<Result<(), WaitError>> {
     // The two stages of every wait (its first try, and its try once granted) are tested
     // inline, in that order; the rest are out of line.
     let stage = node.stage.get();
     if stage == Stage::Idle {
+        let task = who.task();
         if task.is_some_and(cancelled) {
             return Some(Err(WaitError::Cancelled));
         }
@@ -235,7 +278,13 @@ pub(crate) fn try_wait<F: Flavour, S: Source>(
     }
     if stage == Stage::Granted {
         node.stage.set(Stage::Idle);
-        if task.is_some_and(cancelled) {
+        // The task the node names (it was queued) is in the common case the one trying:
+        // then that one check stands for resolving the running task.
+        let is_cancelled = match node.named.get() {
+            Some(named) if who.is(named.task.header()) => cancelled(named.task.header()),
+            _ => who.task().is_some_and(cancelled),
+        };
+        if is_cancelled {
             core::hint::cold_path();
             // Rt rule: a cancelled task's suspension point says `Cancelled`; the unit it
             // was handed goes on (wait rule 6).
@@ -244,7 +293,7 @@ pub(crate) fn try_wait<F: Flavour, S: Source>(
         }
         return Some(Ok(()));
     }
-    try_wait_other::<S>(state, kind, node, task, stage)
+    try_wait_other::<S>(state, kind, node, who.task(), stage)
 }
 
 /// [`try_wait`] for a node that is queued or was closed.
