@@ -42,7 +42,7 @@ pub enum SpawnError<B> {
     TearingDown(B),
     /// The executor refused the attach (spawn rule 4).
     Attach(AttachError<B>),
-    /// A [`Spawn`] future polled again after it returned an error, which handed the body
+    /// A [`Spawn`](crate::spawn::Spawn) future polled again after it returned an error, which handed the body
     /// back then.
     Spent,
 }
