@@ -6,7 +6,7 @@
 //! driver (`crate::features`).
 
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 /// Serves `l` until the stop flag, then until its connections end.
 pub fn serve(l: TcpListener, stop: &AtomicBool) -> Result<(), String> {
@@ -16,21 +16,5 @@ pub fn serve(l: TcpListener, stop: &AtomicBool) -> Result<(), String> {
     // The legacy driver tries each accept first and waits on EAGAIN: a blocking listener
     // would block the thread, and every connection with it, until the next connect.
     l.set_nonblocking(true).map_err(|e| format!("listener: {e}"))?;
-    rt.block_on(async {
-        let l = monoio::net::TcpListener::from_std(l).map_err(|e| format!("listener: {e}"))?;
-        let mut conns = Vec::new();
-        loop {
-            let (s, _) = l.accept().await.map_err(|e| format!("accept: {e}"))?;
-            // Acquire: pairs with the bench's Release store before its last connect.
-            if stop.load(Ordering::Acquire) {
-                break;
-            }
-            conns.push(monoio::spawn(super::monoio_server::echo(s)));
-        }
-        drop(l);
-        for c in conns {
-            c.await;
-        }
-        Ok(())
-    })
+    rt.block_on(super::monoio_server::accept_and_echo(l, stop))
 }

@@ -13,23 +13,28 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub fn serve(l: TcpListener, stop: &AtomicBool) -> Result<(), String> {
     let mut rt =
         monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().build().map_err(|e| format!("monoio runtime: {e}"))?;
-    rt.block_on(async {
-        let l = monoio::net::TcpListener::from_std(l).map_err(|e| format!("listener: {e}"))?;
-        let mut conns = Vec::new();
-        loop {
-            let (s, _) = l.accept().await.map_err(|e| format!("accept: {e}"))?;
-            // Acquire: pairs with the bench's Release store before its last connect.
-            if stop.load(Ordering::Acquire) {
-                break;
-            }
-            conns.push(monoio::spawn(echo(s)));
+    rt.block_on(accept_and_echo(l, stop))
+}
+
+/// The accept loop on whichever monoio driver runs it (also the `monoio-legacy`
+/// server's): one task per connection; at the first connection after the stop flag it
+/// drops the listener and waits for its connections.
+pub(super) async fn accept_and_echo(l: TcpListener, stop: &AtomicBool) -> Result<(), String> {
+    let l = monoio::net::TcpListener::from_std(l).map_err(|e| format!("listener: {e}"))?;
+    let mut conns = Vec::new();
+    loop {
+        let (s, _) = l.accept().await.map_err(|e| format!("accept: {e}"))?;
+        // Acquire: pairs with the bench's Release store before its last connect.
+        if stop.load(Ordering::Acquire) {
+            break;
         }
-        drop(l);
-        for c in conns {
-            c.await;
-        }
-        Ok(())
-    })
+        conns.push(monoio::spawn(echo(s)));
+    }
+    drop(l);
+    for c in conns {
+        c.await;
+    }
+    Ok(())
 }
 
 /// One connection: read up to 4 KiB, write it all back, until EOF or an error (also the

@@ -243,6 +243,9 @@ where
     /// state for a first entry.
     const STARTED: BodyVTable = BodyVTable { resume: Self::resume_started, drop: Self::drop_body, kind: Sw::KIND };
 
+    /// # Safety
+    /// As [`resume`](Self::resume), and the fiber has started (only `resume` installs
+    /// this vtable, after the first entry's set-up).
     unsafe fn resume_started(task: NonNull<Header>) -> Step {
         // The body bytes hold a `FiberBody<Sw, F>` (installed with this vtable), started
         // (`resume` installs this vtable after its first entry's set-up).
@@ -253,6 +256,9 @@ where
         unsafe { Self::switch_in(task, fiber_body) }
     }
 
+    /// # Safety
+    /// `task` is a live task of the calling executor whose body bytes hold this vtable's
+    /// `FiberBody<Sw, F>`, and the fiber is not running (the executor resumes it).
     unsafe fn resume(task: NonNull<Header>) -> Step {
         // The body bytes hold a `FiberBody<Sw, F>` (installed with this vtable).
         let fiber_body = task.body_ptr() as *mut FiberBody<Sw, F>;
