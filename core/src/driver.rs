@@ -139,6 +139,30 @@ pub unsafe trait Driver: 'static {
         }
     }
 
+    /// Starts `first`, which links `second` (`IOSQE_IO_LINK` or the platform's like),
+    /// and then `second`: both, or neither (`Err`: both left in place). The executor
+    /// calls it only with room for both (`submit_capacity() >= 2`) and nothing in
+    /// between. A driver may carry the pair as one unit (the ring driver completes a send
+    /// that links a receive with one completion, `ring/pair.rs` in keel-linux); each
+    /// token is still handed to a sink exactly once (rule 1 of the `# Safety`). The
+    /// default submits one after the other.
+    #[inline]
+    fn submit_pair_from(
+        &mut self,
+        first: &mut Option<Self::Op>,
+        first_token: IoToken,
+        second: &mut Option<Self::Op>,
+        second_token: IoToken,
+    ) -> Result<(OpId, OpId), Errno> {
+        let a = self.submit_from(first, first_token)?;
+        match self.submit_from(second, second_token) {
+            Ok(b) => Ok((a, b)),
+            Err(e) => {
+                panic!("keel bug: the second of a linked pair was refused ({e:?}) after room for both was checked")
+            }
+        }
+    }
+
     /// Asks for `id` to complete early (with `ECANCELED` if it had not finished). It
     /// still completes exactly once.
     fn cancel(&mut self, id: OpId);

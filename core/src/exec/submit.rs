@@ -91,6 +91,14 @@ impl Sched {
         Ok(())
     }
 
+    /// Counts `n` operations just submitted for `task` (its and the executor's counters).
+    #[inline(always)]
+    pub(crate) fn note_initiated(&self, task: NonNull<Header>, n: u64) {
+        let initiated = &task.trailer().stats.io_initiated;
+        initiated.set(initiated.get() + n);
+        self.stats.io_submitted.set(self.stats.io_submitted.get() + n);
+    }
+
     /// Asks the driver to cancel `status`'s operation if it is in flight (it then
     /// completes, usually with `ECANCELED`). Only from the task that initiated it.
     pub(crate) fn cancel_status(&self, status: &IoStatus) {

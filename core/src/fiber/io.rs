@@ -95,7 +95,7 @@ impl Fiber {
             return refused(InitiateError::StatusBusy(()), op1, op2);
         }
         let Some(driver) = sched.driver_as::<D>() else { return refused(InitiateError::WrongDriver(()), op1, op2) };
-        // Driver rule 1: inside slot1 `with_driver` closure.
+        // Driver rule 1: inside a `with_driver` closure.
         if sched.is_lent() {
             return refused(InitiateError::DriverBusy(()), op1, op2);
         }
@@ -103,16 +103,24 @@ impl Fiber {
             return refused(InitiateError::Refused((), crate::Errno::EBUSY), op1, op2);
         }
         let task = self.header;
+        // As `initiate_from` does: a grant of room is used up by this submission.
+        self.header().clear_flag(flag::GRANTED);
         let (mut slot1, mut slot2) = (Some(op1), Some(op2));
-        if let Err(err) = sched.initiate_from::<D>(status1, task, &mut slot1) {
-            return refused(err, slot1.expect("refused operations stay in place"), slot2.expect("not yet submitted"));
-        }
-        // Cannot be refused: room for two was checked with nothing running in between.
-        match sched.initiate_from::<D>(status2, task, &mut slot2) {
-            Ok(()) => Ok(()),
-            Err(err) => {
-                unreachable!("keel bug: the second of slot1 pair was refused ({err:?}) after room for both was checked")
+        // SAFETY: sched rule 3: no other borrow of the driver is live while task code runs
+        // (not lent: checked above), and room for two was checked with nothing in between.
+        let ids = unsafe { (*driver).submit_pair_from(&mut slot1, status1.token(), &mut slot2, status2.token()) };
+        match ids {
+            Ok((id1, id2)) => {
+                status1.begin(id1, task);
+                status2.begin(id2, task);
+                sched.note_initiated(task, 2);
+                Ok(())
             }
+            Err(errno) => refused(
+                InitiateError::Refused((), errno),
+                slot1.expect("refused operations stay in place"),
+                slot2.expect("refused operations stay in place"),
+            ),
         }
     }
 

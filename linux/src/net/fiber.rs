@@ -312,12 +312,17 @@ impl FiberNet for Fiber {
             None => op,
         };
         // The receive always completes after the send (linked: on a failed send it is
-        // cancelled), so only its completion wakes this fiber.
+        // cancelled), so only its completion wakes this fiber. Without a deadline, on a
+        // kernel ring, the two go in as one skip pair (`ring/pair.rs`): the send posts no
+        // CQE when it sends all `len` bytes, and one CQE completes both status blocks.
         let (ss, sr) = (pin!(IoStatus::new_silent()), pin!(IoStatus::new()));
         // SAFETY: `buf` outlives both operations: this function waits for both below. The
         // receive writes into `buf` only after the send has finished reading it (linked).
         let pair = unsafe {
-            ((ss.as_ref(), scoped(RingOp::from_entry(send).linked())), (sr.as_ref(), scoped(RingOp::from_entry(recv))))
+            (
+                (ss.as_ref(), scoped(RingOp::from_entry(send).linked().pair_head())),
+                (sr.as_ref(), scoped(RingOp::from_entry(recv))),
+            )
         };
         if let Err(refused) = self.initiate_pair::<RingDriver>(pair.0, pair.1) {
             return match refused.reason {

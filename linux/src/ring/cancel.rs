@@ -11,6 +11,7 @@
 
 use super::direct::DIRECT;
 use super::driver::RingDriver;
+use super::pair::is_pair;
 use super::slots::{CANCEL_TAG, INTERNAL};
 use io_uring::{opcode, types};
 use keel_core::OpId;
@@ -22,7 +23,11 @@ impl RingDriver {
         if id.0 & INTERNAL != 0 || self.pending_cancels.contains(&id.0) {
             return; // cancel rule 2: one queued cancel per operation is enough
         }
-        if id.0 & DIRECT == 0 && !self.slots.get(id.0).is_some_and(|s| s.cancellable()) {
+        if is_pair(id.0) {
+            if !self.pairs.cancellable(id.0) {
+                return; // cancel rule 3 (pair rule 6)
+            }
+        } else if id.0 & DIRECT == 0 && !self.slots.get(id.0).is_some_and(|s| s.cancellable()) {
             return; // cancel rule 3: it has ended; nothing to cancel
         }
         if self.pending_cancels.len() == self.pending_cancels.capacity() {
@@ -49,8 +54,11 @@ impl RingDriver {
         if self.pending_cancels.len() < self.pending_cancels.capacity() {
             return;
         }
-        let slots = &mut self.slots;
-        self.pending_cancels.retain(|&c| c & DIRECT != 0 || slots.get(c).is_some_and(|s| s.cancellable()));
+        let (slots, pairs) = (&mut self.slots, &mut self.pairs);
+        self.pending_cancels.retain(|&c| {
+            c & DIRECT != 0
+                || if is_pair(c) { pairs.cancellable(c) } else { slots.get(c).is_some_and(|s| s.cancellable()) }
+        });
         if self.pending_cancels.len() == self.pending_cancels.capacity() {
             self.pending_cancels.reserve(self.pending_cancels.len());
         }

@@ -124,6 +124,10 @@ impl RingDriver {
             sink(token, to_result(cqe.result()));
             return;
         }
+        if super::pair::is_pair(ud) {
+            self.complete_pair(ud, cqe.result(), sink);
+            return;
+        }
         self.complete_slot(cqe, sink);
     }
 

@@ -253,11 +253,18 @@ impl RingDriver {
         registered: Option<crate::regbuf::Registered>,
         rt_allowed: bool,
     ) -> Self {
+        // Pair rule 1's kernel part.
+        let skip_pairs = !flags.iopoll
+            && match &ring {
+                Kernel::Uring(r, _) => r.params().is_feature_skip_cqe_on_success(),
+                Kernel::Epoll(_) => false,
+            };
         RingDriver {
             ring,
             flags,
             slots: Slots::new(cfg.slots),
             direct: Direct::new(cfg.slots as usize),
+            pairs: super::pair::Pairs::new(cfg.slots / 2, skip_pairs),
             pending_cancels: Vec::with_capacity(cfg.slots as usize),
             pending_closes: Vec::with_capacity(cfg.slots as usize),
             tail_linked: false,

@@ -28,6 +28,7 @@
 use super::direct::{DIRECT, Direct};
 use super::kernel::{Backend, Kernel};
 use super::op::RingOp;
+use super::pair::is_pair;
 use super::setup::RingFlags;
 use super::shared::Shared;
 use super::slots::{INTERNAL, Slots};
@@ -50,6 +51,8 @@ pub struct RingDriver {
     pub(super) slots: Slots,
     /// Status-block operations with no slot (`direct.rs`).
     pub(super) direct: Direct,
+    /// Linked send-and-successor pairs that post one CQE (`pair.rs`).
+    pub(super) pairs: super::pair::Pairs,
     pub(super) pending_cancels: Vec<u64>,
     /// Fixed-file indices to close through the ring once `tail_linked` is false.
     pub(super) pending_closes: Vec<u32>,
@@ -243,6 +246,18 @@ unsafe impl Driver for RingDriver {
         self.submit_op(op, token)
     }
 
+    /// A send that links a receive goes in as one skip pair where pair rule 1 holds.
+    #[inline(always)]
+    fn submit_pair_from(
+        &mut self,
+        first: &mut Option<RingOp>,
+        first_token: IoToken,
+        second: &mut Option<RingOp>,
+        second_token: IoToken,
+    ) -> Result<(OpId, OpId), Errno> {
+        self.submit_pair(first, first_token, second, second_token)
+    }
+
     /// Queues an `ASYNC_CANCEL` for `id` (`cancel.rs`: cancel rules 1-3).
     #[inline(always)]
     fn cancel(&mut self, id: OpId) {
@@ -252,6 +267,8 @@ unsafe impl Driver for RingDriver {
     fn retarget(&mut self, id: OpId, token: IoToken) {
         if id.0 & DIRECT != 0 && id.0 & INTERNAL == 0 {
             self.direct.retarget(id.0, token);
+        } else if is_pair(id.0) {
+            self.pairs.retarget(id.0, token);
         } else if let Some(slot) = self.slots.get(id.0) {
             // Only a status block that went away retargets (io_status rule 4): nobody
             // will read the result, so what it yields is given back (completion rule 3).

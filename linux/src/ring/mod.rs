@@ -18,7 +18,8 @@
 //!   still go in flight (`RingConfig::slots`, direct and slot operations together); the
 //!   core queues initiators by I/O priority when it is zero.
 //! - Completions: a status block's plain operation carries its completion token in its
-//!   `user_data` (`direct.rs`: no table on the hot path); every other operation's
+//!   `user_data` (`direct.rs`: no table on the hot path); a send that links a receive goes
+//!   in with `CQE_SKIP_SUCCESS` and one CQE completes both (`pair.rs`); every other operation's
 //!   `user_data` names a slot and its generation (`slots.rs`); internal SQEs carry a tag
 //!   neither can have, and so do the CQEs another ring posts when it sends a descriptor
 //!   here (`transfer` rule 5: they go to the ring's inbox); stale slot CQEs are counted
@@ -121,6 +122,7 @@ mod enter;
 pub mod iowq;
 pub mod kernel;
 pub mod op;
+mod pair;
 pub mod setup;
 pub(crate) mod shared;
 pub(crate) mod slots;

@@ -17,7 +17,8 @@ pub struct RingOp {
     pub(crate) entry: squeue::Entry,
     pub(crate) buf: Option<RawBuf>,
     /// `KEEP` (the result is kept for the submitter to take), `MULTI` (multishot: completes
-    /// more than once, completion rules 1-3 in `ring/mod.rs`) and, from bit
+    /// more than once, completion rules 1-3 in `ring/mod.rs`), `PAIR_HEAD` (a send that
+    /// may go in as the head of a skip pair, `pair.rs`) and, from bit
     /// `DEADLINE_SHIFT` up, a deadline in nanoseconds on `CLOCK_MONOTONIC` (0: none; the
     /// `deadline` module: the SQE goes in linked to an `IORING_OP_LINK_TIMEOUT` at that
     /// instant, both in one submission, deadline rule 1). One word: the operation is
@@ -29,8 +30,10 @@ pub struct RingOp {
 const KEEP: u64 = 1;
 /// `RingOp::meta`: multishot.
 const MULTI: u64 = 2;
-/// `RingOp::meta`: where the deadline's nanoseconds start (62 bits: 146 years of uptime).
-const DEADLINE_SHIFT: u32 = 2;
+/// `RingOp::meta`: a `MSG_WAITALL` send that may head a skip pair (pair rule 1).
+const PAIR_HEAD: u64 = 4;
+/// `RingOp::meta`: where the deadline's nanoseconds start (61 bits: 73 years of uptime).
+const DEADLINE_SHIFT: u32 = 3;
 
 /// ioprio class values (linux/ioprio.h).
 const IOPRIO_CLASS_RT: u16 = 1;
@@ -165,6 +168,20 @@ impl RingOp {
         self.meta & MULTI != 0
     }
 
+    /// Marks a send of all its bytes (`MSG_WAITALL`) that links the next operation as one
+    /// the driver may put in as the head of a skip pair (pair rule 1 in `pair.rs`); the
+    /// driver checks the SQE itself and ignores the mark where it does not hold.
+    pub(crate) fn pair_head(mut self) -> Self {
+        self.meta |= PAIR_HEAD;
+        self
+    }
+
+    /// Whether it is marked as a skip pair's head ([`RingOp::pair_head`]).
+    #[inline(always)]
+    pub(crate) fn is_pair_head(&self) -> bool {
+        self.meta & PAIR_HEAD != 0
+    }
+
     /// Its deadline in nanoseconds on `CLOCK_MONOTONIC`, if any.
     #[inline(always)]
     pub(crate) fn deadline_ns(&self) -> Option<u64> {
@@ -172,11 +189,11 @@ impl RingOp {
         (ns != 0).then_some(ns)
     }
 
-    /// Sets its deadline to `ns` (clamped to 1 ..= 2^62 - 1: 0 is long past, the top is
-    /// 146 years of uptime).
+    /// Sets its deadline to `ns` (clamped to 1 ..= 2^61 - 1: 0 is long past, the top is
+    /// 73 years of uptime).
     pub(crate) fn set_deadline_ns(&mut self, ns: u64) {
         let ns = ns.clamp(1, u64::MAX >> DEADLINE_SHIFT);
-        self.meta = (self.meta & (KEEP | MULTI)) | (ns << DEADLINE_SHIFT);
+        self.meta = (self.meta & (KEEP | MULTI | PAIR_HEAD)) | (ns << DEADLINE_SHIFT);
     }
 
     /// The SQE's opcode.

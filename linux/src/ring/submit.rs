@@ -58,21 +58,21 @@ impl RingDriver {
         self.submit_slot(op, token, code)
     }
 
-    /// How many more operations may go in flight (direct rule 3): free slots less the
-    /// direct operations in flight.
+    /// How many more operations may go in flight (direct rule 3, pair rule 6): free slots
+    /// less the direct and paired operations in flight.
     #[inline(always)]
     pub(super) fn room(&self) -> usize {
-        self.slots.free_count().saturating_sub(self.direct.in_flight)
+        self.slots.free_count().saturating_sub(self.direct.in_flight + self.pairs.in_flight)
     }
 
-    /// Operations in flight, of both kinds.
+    /// Operations in flight, of all kinds.
     pub(super) fn ops_in_flight(&self) -> usize {
-        self.slots.in_flight + self.direct.in_flight
+        self.slots.in_flight + self.direct.in_flight + self.pairs.in_flight
     }
 
     /// Bookkeeping after an SQE was queued: the submission record, the count; takes the op.
     #[inline(always)]
-    fn submitted(&mut self, op: &mut Option<RingOp>) {
+    pub(super) fn submitted(&mut self, op: &mut Option<RingOp>) {
         if let Some(ring_op) = op.as_ref() {
             // SAFETY: `Entry` is `#[repr(C)]` around `io_uring_sqe`, whose `flags` is byte 1.
             self.tail_linked = unsafe { (&ring_op.entry as *const _ as *const u8).add(1).read() } & IOSQE_IO_LINK != 0;
@@ -215,7 +215,7 @@ const IOSQE_BUFFER_SELECT: u8 = 1 << 5;
 /// path's user time). 8-byte loads always sit inside one store. Volatile, so the
 /// compiler does not merge them back.
 #[inline(always)]
-fn reload_by_words(entry: &io_uring::squeue::Entry) -> io_uring::squeue::Entry {
+pub(super) fn reload_by_words(entry: &io_uring::squeue::Entry) -> io_uring::squeue::Entry {
     const WORDS: usize = core::mem::size_of::<io_uring::squeue::Entry>() / 8;
     const _: () = assert!(core::mem::size_of::<io_uring::squeue::Entry>() == 64);
     let p = entry as *const io_uring::squeue::Entry as *const u64;
