@@ -91,7 +91,8 @@ fn is_direct_opcode(code: u8) -> bool {
 
 /// The bookkeeping of direct operations.
 pub(crate) struct Direct {
-    /// Direct operations submitted and not yet completed.
+    /// Direct operations submitted and not yet completed, and the unfinished operations of
+    /// skip pairs (pair rule 6 in `pair.rs`: they take no slot either).
     pub(crate) in_flight: usize,
     generation: u64,
     /// Rule 4: (user_data, the token its completion now goes to).

@@ -29,8 +29,10 @@
 //!    slot `user_data` has (slot rule 1: their indices stay below 2^31), `role` bit 30 (set
 //!    for the successor), index below 2^30; bits 62-63 clear (no direct or internal tag);
 //!    the generation advances (below 2^30) each time an entry is freed.
-//! 6. A live entry counts its unfinished operations (two, one after rule 4) against the
-//!    in-flight limit with slots and direct operations (direct rule 3). Cancel and retarget
+//! 6. A live entry's unfinished operations (two, one after rule 4) are counted in
+//!    `Direct::in_flight` with the direct operations (no slot either), so they count
+//!    against the in-flight limit as direct rule 3 says, and the submission path's room
+//!    test reads no extra counter. Cancel and retarget
 //!    take a pair `user_data` as they take a slot's; a queued cancel of either half is
 //!    dropped when the pair ends (cancel rule 3). The table is allocated at creation
 //!    (half the slot count) and never grows: a full table means rule 1 does not hold.
@@ -73,8 +75,6 @@ struct Entry {
 pub(crate) struct Pairs {
     entries: Vec<Entry>,
     free: Vec<u32>,
-    /// Operations of live pairs not yet completed (rule 6).
-    pub(crate) in_flight: usize,
     /// Rule 1's kernel part: a kernel ring with `IORING_FEAT_CQE_SKIP`, not polled.
     pub(crate) enabled: bool,
     /// CQEs for entries that had moved on (rule 4).
@@ -94,7 +94,7 @@ impl Pairs {
     pub(crate) fn new(n: u32, enabled: bool) -> Self {
         let n = n.min(SECOND as u32);
         let e = Entry { generation: 0, live: false, first_done: false, len: 0, first: None, second: None };
-        Pairs { entries: vec![e; n as usize], free: (0..n).rev().collect(), in_flight: 0, enabled, stale: 0 }
+        Pairs { entries: vec![e; n as usize], free: (0..n).rev().collect(), enabled, stale: 0 }
     }
 
     /// The live entry `ud` names, if current (rule 5).
@@ -125,7 +125,6 @@ impl Pairs {
     /// Frees entry `i` (its generation advances).
     fn release(&mut self, i: usize) {
         let e = &mut self.entries[i];
-        self.in_flight -= if e.first_done { 1 } else { 2 };
         e.live = false;
         e.first = None;
         e.second = None;
@@ -159,7 +158,6 @@ impl Pairs {
         }
         if res >= 0 && res as u32 == len {
             e.first_done = true; // rule 4: the successor's own CQE follows
-            self.in_flight -= 1;
             return Some(Ended::First(first, Ok(len)));
         }
         self.release(i);
@@ -250,7 +248,7 @@ impl RingDriver {
             first: Some(first),
             second: Some(second),
         };
-        self.pairs.in_flight += 2;
+        self.direct.in_flight += 2; // rule 6
         let ud = (e.generation as u64) << 32 | PAIR | i as u64;
         let head = reload_by_words(&a.entry).user_data(ud).flags(io_uring::squeue::Flags::SKIP_SUCCESS);
         let tail = reload_by_words(&b.entry).user_data(ud | SECOND);
@@ -268,6 +266,8 @@ impl RingDriver {
     #[inline(always)]
     pub(super) fn complete_pair<F: FnMut(IoToken, IoResult)>(&mut self, ud: u64, res: i32, sink: &mut F) {
         let Some(ended) = self.pairs.complete(ud, res) else { return };
+        // Rule 6: the operations this CQE ended are no longer in flight.
+        self.direct.in_flight -= if matches!(ended, Ended::Both(..)) { 2 } else { 1 };
         if !self.pending_cancels.is_empty() {
             let both = matches!(ended, Ended::Both(..));
             let base = ud & !SECOND;
@@ -320,7 +320,6 @@ mod tests {
             first: Some(token(0x1000)),
             second: Some(token(0x2000)),
         };
-        p.in_flight += 2;
         (e.generation as u64) << 32 | PAIR | i as u64
     }
 
@@ -332,7 +331,6 @@ mod tests {
             Some(Ended::Both(a, Ok(64), b, Ok(5))) => assert_eq!((a, b), (token(0x1000), token(0x2000))),
             _ => panic!("the successor's CQE must complete the send (full length) and then itself"),
         }
-        assert_eq!(p.in_flight, 0);
         assert!(p.complete(ud | SECOND, 5).is_none(), "a second CQE for a freed entry is stale");
         let ud = open(&mut p, 64);
         match p.complete(ud, -libc::EPIPE) {
@@ -344,7 +342,7 @@ mod tests {
             Some(Ended::Both(_, Ok(10), _, Err(Errno::ECANCELED))) => {}
             _ => panic!("a short send ends the pair: its successor never ran"),
         }
-        assert_eq!(p.in_flight, 0);
+        assert_eq!(p.free.len(), 2, "every entry freed");
         assert_eq!(p.stale, 1);
     }
 
@@ -353,11 +351,9 @@ mod tests {
         let mut p = Pairs::new(1, true);
         let ud = open(&mut p, 64);
         assert!(matches!(p.complete(ud, 64), Some(Ended::First(_, Ok(64)))));
-        assert_eq!(p.in_flight, 1);
         assert!(p.cancellable(ud | SECOND) && !p.cancellable(ud));
         assert!(p.complete(ud, 64).is_none(), "the send has no second CQE");
         assert!(matches!(p.complete(ud | SECOND, 3), Some(Ended::First(t, Ok(3))) if t == token(0x2000)));
-        assert_eq!(p.in_flight, 0);
         assert!(!p.cancellable(ud | SECOND), "an ended pair is not cancelled (cancel rule 3)");
         let next = open(&mut p, 1);
         assert_ne!(next, ud, "a reused entry has a new generation (rule 5)");

@@ -58,16 +58,16 @@ impl RingDriver {
         self.submit_slot(op, token, code)
     }
 
-    /// How many more operations may go in flight (direct rule 3, pair rule 6): free slots
-    /// less the direct and paired operations in flight.
+    /// How many more operations may go in flight (direct rule 3): free slots less the
+    /// direct operations in flight (paired ones among them, pair rule 6).
     #[inline(always)]
     pub(super) fn room(&self) -> usize {
-        self.slots.free_count().saturating_sub(self.direct.in_flight + self.pairs.in_flight)
+        self.slots.free_count().saturating_sub(self.direct.in_flight)
     }
 
-    /// Operations in flight, of all kinds.
+    /// Operations in flight, of all kinds (pair rule 6: paired ones are counted as direct).
     pub(super) fn ops_in_flight(&self) -> usize {
-        self.slots.in_flight + self.direct.in_flight + self.pairs.in_flight
+        self.slots.in_flight + self.direct.in_flight
     }
 
     /// Bookkeeping after an SQE was queued: the submission record, the count; takes the op.
