@@ -107,6 +107,9 @@ impl Engine {
             return;
         }
         self.ops[i].state = State::Starting;
+        if let Some(send) = self.plain_transfer(i).filter(|_| again) {
+            return self.transfer(i, send, false); // transfer rule 2
+        }
         let step = perform_net::attempt(&mut self.ops[i], revents);
         match step {
             perform_net::Step::Wait(..) if !again => self.complete(i, -libc::EAGAIN),

@@ -91,7 +91,9 @@ fn ready_now(fd: RawFd, events: u32) -> bool {
     unsafe { libc::poll(&mut p, 1, 0) > 0 }
 }
 
-fn send_recv(op: &mut Op, send: bool) -> Step {
+/// One attempt at a SEND or RECV (`send`: a SEND).
+#[inline(always)]
+pub(crate) fn send_recv(op: &mut Op, send: bool) -> Step {
     let (fd, addr, len, to, to_len) = (op.sqe.fd, op.sqe.addr, op.sqe.len, op.sqe.off, op.sqe.file_index & 0xffff);
     let flags = op.sqe.op_flags as i32;
     let waitall = flags & libc::MSG_WAITALL != 0;

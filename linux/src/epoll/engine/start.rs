@@ -77,6 +77,9 @@ impl Engine {
     }
 
     fn start(&mut self, i: u32) {
+        if let Some(send) = self.plain_transfer(i) {
+            return self.start_transfer(i, send); // transfer rule 1: no link timer to arm
+        }
         let serial = self.ops[i].serial;
         let next = self.first_attempt(i);
         self.go_on(i, next, true);
@@ -117,7 +120,7 @@ impl Engine {
     }
 
     /// Op `i` waits for `events` on `fd` (`arm`: register it now if needed).
-    fn wait_on(&mut self, i: u32, fd: RawFd, events: u32, arm: bool) {
+    pub(super) fn wait_on(&mut self, i: u32, fd: RawFd, events: u32, arm: bool) {
         self.ops[i].state = State::Waiting { fd, events };
         self.ready.push(fd, i, events, self.sweeps);
         if self.ops[i].sqe.opcode == opcode::PollAdd::CODE && self.ready.is_registered(fd) {
