@@ -48,14 +48,25 @@ impl Engine {
     /// Descriptor `fd` reported `revents` (`event`: an epoll event; else the directions
     /// that may be ready, readiness rule 4): its ops try again (engine rule 2).
     fn woke(&mut self, fd: RawFd, revents: u32, event: bool) {
+        // A poll asks the kernel itself when no event's mask came (`revents` 0).
+        let seen = if event { revents } else { 0 };
+        match self.ready.take_single(fd, revents) {
+            Some(Some(i)) => self.retry(i, seen, true),
+            Some(None) => {}
+            None => self.woke_all(fd, revents, seen),
+        }
+        self.arm(fd);
+    }
+
+    /// [`woke`](Self::woke) for a descriptor with several waiters.
+    #[inline(never)]
+    fn woke_all(&mut self, fd: RawFd, revents: u32, seen: u32) {
         let mut woken = std::mem::take(&mut self.woken);
         self.ready.take(fd, revents, &mut woken);
         for (i, _) in woken.drain(..) {
-            // A poll asks the kernel itself when no event's mask came (`revents` 0).
-            self.retry(i, if event { revents } else { 0 }, true);
+            self.retry(i, seen, true);
         }
         self.woken = woken;
-        self.arm(fd);
     }
 
     /// Readiness rule 6, close-log rule 2: renews the entries of the numbers keel closed
