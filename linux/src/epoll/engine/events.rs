@@ -130,10 +130,17 @@ impl Engine {
 
     /// Readiness rules 1, 4 and 5 for `fd`, with what a failed registration means for its
     /// ops.
+    #[inline(always)]
     pub(super) fn arm(&mut self, fd: RawFd) {
         if self.ready.settled(fd) {
             return; // the steady state: registered, nothing pending to add
         }
+        self.arm_unsettled(fd);
+    }
+
+    /// [`arm`](Self::arm) past its steady-state check.
+    #[inline(never)]
+    fn arm_unsettled(&mut self, fd: RawFd) {
         let mut out = std::mem::take(&mut self.woken);
         let armed = self.ready.arm(fd, &mut out);
         self.end_waiters(armed, &mut out);

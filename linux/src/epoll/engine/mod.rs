@@ -254,6 +254,23 @@ impl Engine {
         true
     }
 
+    /// [`push`](Self::push) with `user_data` set in the engine's copy (the SQE is copied
+    /// once).
+    ///
+    /// # Safety
+    /// As for [`push`](Self::push).
+    #[inline(always)]
+    pub(crate) unsafe fn push_as(&mut self, sqe: &squeue::Entry, user_data: u64) -> bool {
+        if self.sq.len() == self.sq_entries {
+            return false;
+        }
+        self.sq.push(sqe.clone());
+        if let Some(e) = self.sq.last_mut() {
+            sqe::RawSqe::view_mut(e).user_data = user_data;
+        }
+        true
+    }
+
     /// `io_uring_enter` (engine rule 1): starts every queued SQE in order, then waits
     /// until at least `min_complete` CQEs are ready or `deadline` (absolute,
     /// `CLOCK_MONOTONIC`) passes.

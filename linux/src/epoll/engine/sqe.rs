@@ -51,6 +51,14 @@ impl RawSqe {
         unsafe { &*(e as *const squeue::Entry as *const RawSqe) }
     }
 
+    /// The fields of `e`, in place, to change.
+    #[inline(always)]
+    pub(crate) fn view_mut(e: &mut squeue::Entry) -> &mut RawSqe {
+        // SAFETY: as in `view`; any bit pattern written through `RawSqe` is a valid
+        // `io_uring_sqe` (integers and unions of integers). The borrow is `e`'s.
+        unsafe { &mut *(e as *mut squeue::Entry as *mut RawSqe) }
+    }
+
     /// A copy of the fields of `e`.
     #[cfg(test)]
     pub(crate) fn of(e: &squeue::Entry) -> RawSqe {

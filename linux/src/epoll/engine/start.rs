@@ -40,8 +40,8 @@ impl Engine {
     pub(super) fn take_sq(&mut self) {
         let mut batch = std::mem::take(&mut self.sq);
         let mut tail: Option<u32> = None; // the op the next SQE links to
-        for e in batch.drain(..) {
-            let s = RawSqe::view(&e);
+        for e in &batch {
+            let s = RawSqe::view(e);
             let i = self.ops.alloc(s);
             let links = s.flags & (IOSQE_IO_LINK | IOSQE_IO_HARDLINK) != 0;
             let timed = tail.filter(|&p| self.ops[p].ltimeout.is_none());
@@ -62,6 +62,7 @@ impl Engine {
             }
             tail = links.then_some(i);
         }
+        batch.clear();
         self.sq = batch; // keeps its capacity
     }
 
