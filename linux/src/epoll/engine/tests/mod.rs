@@ -9,6 +9,7 @@ mod links;
 mod net;
 mod random;
 mod ready;
+mod transfer;
 
 use super::{Engine, EngineConfig};
 use io_uring::{cqueue, squeue};
