@@ -6,6 +6,7 @@ mod cancel;
 mod closes;
 mod fs;
 mod links;
+mod msg;
 mod net;
 mod random;
 mod ready;
