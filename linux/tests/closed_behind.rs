@@ -29,8 +29,11 @@ fn executor(backend: BackendChoice) -> (Pin<Box<Ex>>, Backend) {
     (Box::pin(Executor::with_stacks(d, MmapStacks::new().unwrap(), Config::default()).unwrap()), b)
 }
 
+/// A receive's result and bytes, once it completed.
+type Got = Rc<RefCell<Option<(i64, Vec<u8>)>>>;
+
 /// A fiber on `ex` receiving up to 64 bytes on the raw number `fd`: its result and bytes.
-fn receiver(ex: Pin<&Ex>, fd: RawFd) -> Rc<RefCell<Option<(i64, Vec<u8>)>>> {
+fn receiver(ex: Pin<&Ex>, fd: RawFd) -> Got {
     let out = Rc::new(RefCell::new(None));
     let o = out.clone();
     ex.attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| {
