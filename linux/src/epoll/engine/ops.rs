@@ -57,6 +57,9 @@ pub(crate) struct Op {
     pub ltimeout: Option<u32>,
     /// Bytes moved so far by a send/recv with `MSG_WAITALL` (retried until all).
     pub done: u32,
+    /// A RECVMSG with an ancillary buffer: `MSG_WAITALL` does not retry it (net rule 4)
+    /// and its short count fails no link (link rule 2).
+    pub cmsg: bool,
     /// A connect's descriptor flags before the engine set `O_NONBLOCK` (restored when
     /// the connect ends); -1: nothing to restore.
     pub saved_fl: i32,
@@ -102,6 +105,7 @@ impl Ops {
                 op.prev = None;
                 op.ltimeout = None;
                 op.done = 0;
+                op.cmsg = false;
                 op.saved_fl = -1;
                 op.deadline = 0;
                 op.ts = ts;
@@ -117,6 +121,7 @@ impl Ops {
                     prev: None,
                     ltimeout: None,
                     done: 0,
+                    cmsg: false,
                     saved_fl: -1,
                     deadline: 0,
                     ts,
