@@ -324,28 +324,15 @@ impl Readiness {
         });
     }
 
-    /// [`take`](Self::take) for the usual entry, one waiter: `Some(waiter)` if `revents`
-    /// satisfies it (taken out, the entry updated as `take` does), `Some(None)` if it does
-    /// not or there is none, `None` (nothing done) when the entry has more than one
-    /// waiter: the caller then calls `take`. A lone `ONE` waiter has no other to hand
-    /// readiness on to (readiness rule 10).
+    /// [`take`](Self::take) for the usual entry, one waiter (`Entry::take_lone`); `None`
+    /// (nothing done) when the entry has more: the caller then calls `take`.
     #[inline(always)]
     pub(crate) fn take_single(&mut self, fd: RawFd, revents: u32) -> Option<Option<u32>> {
         let Some(e) = self.fds.get_mut(usize::try_from(fd).unwrap_or(usize::MAX)) else { return Some(None) };
-        if !e.more_is_empty() {
-            return None;
-        }
-        e.ended |= ended_of(revents);
-        e.maybe |= maybe_of(revents);
-        match e.waiters.one {
-            Some((i, ev)) if revents & (ev | ALWAYS) != 0 => {
-                e.waiters.one = None;
-                self.waiting -= 1;
-                self.counts.woken += 1;
-                Some(Some(i))
-            }
-            _ => Some(None),
-        }
+        let taken = e.take_lone(revents)?;
+        let n = u64::from(taken.is_some());
+        (self.waiting, self.counts.woken) = (self.waiting - n as usize, self.counts.woken + n);
+        Some(taken)
     }
 
     /// Readiness rule 4: the pending descriptors, each with the directions that may be
