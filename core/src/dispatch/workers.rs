@@ -60,7 +60,26 @@ impl Dispatcher {
         if W::PUSH_FENCE {
             crate::sync::fence(Ordering::SeqCst);
         }
+        // Relaxed: ordered by the fence above, which pairs with the worker's announce
+        // fence: a worker counted after it re-checks after it and sees the push.
+        if self.idle.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         self.unpark_where(|_| true, 1);
+    }
+
+    /// Dispatch rule 4, the worker's half: it counts itself idle before its announce
+    /// (whose `SeqCst` fence orders this store before its re-check).
+    pub(crate) fn idle_enter(&self) {
+        // Relaxed: ordered by the worker's announce fence that follows (see above).
+        self.idle.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Dispatch rule 4: the worker runs again (after its park, or a re-check that found
+    /// work); pairs with `idle_enter`.
+    pub(crate) fn idle_leave(&self) {
+        // Relaxed: a submitter that still counts this worker only scans once for nothing.
+        self.idle.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Unparks up to `max` parked workers (bounded by MAX_WORKERS).
