@@ -205,6 +205,9 @@ where
         unsafe { (NonNull::new_unchecked(&raw mut (*fiber_body).core), (*fiber_body).body.assume_init_read()) };
     // SAFETY: the core lives for the whole run.
     let fiber_core = unsafe { core.as_ref() };
+    // Running now: it cannot be dropped any more (fiber rule 2). A resume through the
+    // vtable set this already; an inline first resume (fiber rule 9) did not.
+    fiber_core.state.set(FiberState::Started);
     let mut fiber = Fiber { core, header: fiber_core.header, on_asm: fiber_core.on_asm };
     #[cfg(keel_asan)]
     super::asan::arrived(fiber_core);
@@ -286,6 +289,33 @@ where
     /// installed only for a fiber on `AsmSwitch` that saves no control state).
     const STARTED_INLINE: BodyVTable =
         BodyVTable { resume: Self::resume_started, drop: Self::drop_body, kind: Sw::KIND, exited: Some(Self::exited) };
+
+    /// [`VTABLE`](Self::VTABLE) for a fiber attached on this thread whose first entry was
+    /// laid out at attach (fiber rule 9, [`attached`](Self::attached)): its first resume
+    /// is inline too. `resume` stays the whole one (it lays the entry out again, on the
+    /// same unused stack, if it is ever called first).
+    const FRESH_INLINE: BodyVTable =
+        BodyVTable { resume: Self::resume, drop: Self::drop_body, kind: Sw::KIND, exited: Some(Self::exited) };
+
+    /// Fiber rule 9 at a local attach: a fresh fiber on `AsmSwitch` that saves no control
+    /// state gets its first entry laid out now, and the vtable whose first resume is
+    /// inline. Others keep [`VTABLE`](Self::VTABLE).
+    ///
+    /// # Safety
+    /// `task` was just attached on this thread with [`VTABLE`](Self::VTABLE) and a fresh
+    /// `FiberBody<Sw, F>` (a stack from the pool), and has not run.
+    pub(crate) unsafe fn attached(task: NonNull<Header>) {
+        let fiber_body = task.body_ptr() as *mut FiberBody<Sw, F>;
+        // SAFETY: the caller's contract: a fresh body, not running, no reference into it
+        // live; its stack is unused (fiber rule 1).
+        unsafe {
+            if (*fiber_body).core.on_asm {
+                let stack = &(*fiber_body).core.stack;
+                Sw::init(&raw mut (*fiber_body).regs, stack, entry::<Sw, F, R>, fiber_body as *mut u8);
+                task.as_ref().body.set(Some(&Self::FRESH_INLINE));
+            }
+        }
+    }
 
     /// Fiber rule 9: a fiber resumed inline has exited: its result and its stack.
     ///
