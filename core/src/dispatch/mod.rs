@@ -36,8 +36,11 @@
 //!    The two fences order each side's store (the push; the idle count and PARKED)
 //!    before its load (the idle count; the re-check): either the submitter sees the
 //!    worker counted and scans, or the worker's re-check sees the push. So a submit
-//!    while every worker is busy costs no look at any worker's slot. A worker's slot is
-//!    emptied and waited quiet (`active`) before its executor goes away.
+//!    while every worker is busy costs no look at any worker's slot, and a scan looks
+//!    only at the slots below the highest ever registered (a worker registers before it
+//!    first counts itself idle, so a submitter that sees it counted sees its slot). A
+//!    worker's slot is emptied and waited quiet (`active`) before its executor goes
+//!    away.
 //! 5. `quit(n)` adds n quit tokens and unparks every worker. A worker takes a token only
 //!    when it is idle: no task of its own attached, and — looked at *after* loading the
 //!    quit word, and again on every retry — no task waiting in the dispatcher; it then
@@ -116,6 +119,9 @@ pub struct Dispatcher {
     /// Dispatch rule 4: workers between counting themselves idle (before their announce)
     /// and running again; at most `MAX_WORKERS`.
     idle: Line<AtomicU32>,
+    /// Dispatch rule 4: one past the highest worker slot ever registered (only grows, at
+    /// most `MAX_WORKERS`): a scan for a parked worker stops there.
+    slots_end: AtomicU32,
     /// Dispatch rule 5: tokens ever added (high 32 bits), ever taken (low 32).
     quit: AtomicU64Like,
     /// Pops whose claim failed: the task was handed out twice (see `double_takes`).
@@ -154,6 +160,7 @@ impl Dispatcher {
             submitted: Line(AtomicU64Like::new(0)),
             completed: Line(AtomicU64Like::new(0)),
             idle: Line(AtomicU32::new(0)),
+            slots_end: AtomicU32::new(0),
             quit: AtomicU64Like::new(0),
             double_takes: AtomicU32::new(0),
             workers: [const { WorkerSlot { remote: AtomicPtr::new(ptr::null_mut()), active: AtomicU32::new(0) } };
@@ -169,6 +176,7 @@ impl Dispatcher {
             submitted: Line(AtomicU64Like::new(0)),
             completed: Line(AtomicU64Like::new(0)),
             idle: Line(AtomicU32::new(0)),
+            slots_end: AtomicU32::new(0),
             quit: AtomicU64Like::new(0),
             double_takes: AtomicU32::new(0),
             workers: core::array::from_fn(|_| WorkerSlot {

@@ -28,12 +28,17 @@ impl Dispatcher {
             return None;
         }
         let remote_ptr = remote as *const ParkWord as *mut ParkWord;
-        self.workers
+        let slot = self
+            .workers
             .iter()
             // SeqCst: dispatch rule 4 (as remote rule 1).
             .position(|worker| {
                 worker.remote.compare_exchange(ptr::null_mut(), remote_ptr, Ordering::SeqCst, Ordering::SeqCst).is_ok()
-            })
+            })?;
+        // SeqCst: dispatch rule 4: before this worker's first idle count and announce
+        // fence, so a submitter that sees it counted scans up to its slot.
+        self.slots_end.fetch_max(slot as u32 + 1, Ordering::SeqCst);
+        Some(slot)
     }
 
     /// Unregisters the worker in `slot` and waits until no submitter is looking at it (cold).
@@ -85,7 +90,10 @@ impl Dispatcher {
     /// Unparks up to `max` parked workers (bounded by MAX_WORKERS).
     pub(super) fn unpark_where(&self, _filter: impl Fn(usize) -> bool, max: usize) {
         let mut left = max;
-        for worker in &self.workers {
+        // Relaxed: ordered by the caller's SeqCst fence, as the slots' loads below: a
+        // worker registered past it registered after that fence (dispatch rule 4).
+        let end = (self.slots_end.load(Ordering::Relaxed) as usize).min(MAX_WORKERS);
+        for worker in &self.workers[..end] {
             if left == 0 {
                 return;
             }
