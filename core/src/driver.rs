@@ -170,7 +170,9 @@ pub unsafe trait Driver: 'static {
     /// From now on, `id`'s completion carries `token` instead.
     fn retarget(&mut self, id: OpId, token: IoToken);
 
-    /// Hands at most `max` completions to `sink`, in completion order; returns how many.
+    /// Hands the completions of at most `max` completion events to `sink`, in completion
+    /// order; returns how many events. An event is one completion, or both of a pair that
+    /// completes as one (`submit_pair_from`): at most `2 * max` calls of `sink`.
     fn reap<F: FnMut(IoToken, IoResult)>(&mut self, max: usize, sink: &mut F) -> usize;
 
     /// Operations submitted and not yet reaped.
