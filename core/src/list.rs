@@ -170,8 +170,28 @@ impl<T: Link<L>, L> List<T, L> {
     #[inline(always)]
     pub fn pop_front(&self) -> Option<NonNull<T>> {
         let node = self.head.get()?;
-        // SAFETY: `node` is linked here, which is what `remove` needs.
-        unsafe { self.remove(node) };
+        // `remove` of the head, with what the head already says folded in: its `prev` is
+        // `None`, so only its `next` needs clearing (an unlinked node has both `None`:
+        // `contains`), and the new head's `prev` (or the tail) is the one neighbour to fix.
+        let node_links = links(node);
+        #[cfg(debug_assertions)]
+        {
+            assert_eq!(
+                node_links.owner.get(),
+                self as *const Self as *const (),
+                "keel bug: node popped from a list it is not in"
+            );
+            debug_assert!(node_links.prev.get().is_none(), "keel bug: the head has a predecessor");
+            node_links.owner.set(core::ptr::null());
+        }
+        let next = node_links.next.get();
+        self.head.set(next);
+        match next {
+            Some(next_node) => links(next_node).prev.set(None),
+            None => self.tail.set(None),
+        }
+        node_links.next.set(None);
+        self.len.set(self.len.get() - 1);
         Some(node)
     }
 

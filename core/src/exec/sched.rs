@@ -21,6 +21,12 @@
 //! 4. Every loop here is bounded by a configuration value or by a structure's size:
 //!    inbox drain by `inbox_batch`, timer firing by `timer_batch`, completion reaping
 //!    by `reap_batch`, run-queue pop by the three levels.
+//! 5. A lifecycle step whose starting state the structure guarantees is stored without
+//!    re-reading the state in release builds ([`step_known`]; debug builds check the
+//!    edge as every other step does): a task popped from `ready` is Attached or Ready
+//!    (only those edges queue it: attach, wake, yield, a cancel's or an i/o's
+//!    requeue), and a task whose `resume` returned is Running (nothing but its own
+//!    resume moves a Running task: a cancel only flags it).
 //!
 //!
 //! Submission room (room rules) is in `submit.rs`, the driver (driver rules) in `lend.rs`.
@@ -106,6 +112,20 @@ pub(crate) fn step(header: &Header, event: E) {
         Ok(next) => header.state.set(next),
         Err(err) => panic!("keel bug: {err}"),
     }
+}
+
+/// Sched rule 5: `event`'s edge from a state the caller's structure guarantees, to
+/// `next`. Debug builds check the edge as [`step`] does; release builds store `next`.
+#[inline(always)]
+pub(crate) fn step_known(header: &Header, event: E, next: S) {
+    #[cfg(debug_assertions)]
+    match header.state.get().on(event) {
+        Ok(got) => assert_eq!(got, next, "keel bug: {event:?} leads to {got:?}, not {next:?}"),
+        Err(err) => panic!("keel bug: {err}"),
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = event;
+    header.state.set(next);
 }
 
 impl Sched {
@@ -265,7 +285,11 @@ impl Sched {
             let times = &task.trailer().times;
             crate::acct::ExecTimes::add(&times.ready_wait, start.saturating_sub(times.since.get()));
         }
+        // Sched rule 5: popped from `ready`, so Attached (Start) or Ready (Resume).
+        #[cfg(debug_assertions)]
         step(header, if header.state.get() == S::Attached { E::Start } else { E::Resume });
+        #[cfg(not(debug_assertions))]
+        step_known(header, E::Resume, S::Running);
         header.reason.set(crate::task::state::SuspendReason::Wait);
         let stats = &task.trailer().stats;
         stats.resumptions.set(stats.resumptions.get() + 1);
@@ -297,11 +321,14 @@ impl Sched {
                 }
                 if header.has_flag(flag::WOKEN_WHILE_RUNNING) {
                     header.clear_flag(flag::WOKEN_WHILE_RUNNING);
-                    step(header, E::Yield);
+                    // Sched rule 5: its resume returned, so it is Running.
+                    step_known(header, E::Yield, S::Ready);
                     // SAFETY: a running task is in no run list.
                     unsafe { self.ready.push(task) };
                 } else {
-                    step(header, E::Suspend(header.reason.get()));
+                    let reason = header.reason.get();
+                    // Sched rule 5, as above.
+                    step_known(header, E::Suspend(reason), S::Suspended(reason));
                 }
             }
             Step::Done(result) => {
@@ -339,7 +366,13 @@ impl Sched {
             }
             step(header, if event == E::Return { E::ReturnWithIo } else { E::CancelQueuedWithIo });
         } else {
-            step(header, event);
+            if event == E::Return {
+                // Sched rule 5: a body returns (or panics) only inside its resume, so the
+                // task is Running.
+                step_known(header, E::Return, S::Completed);
+            } else {
+                step(header, event);
+            }
             self.completed_inline(task, false);
         }
     }
