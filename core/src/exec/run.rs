@@ -75,7 +75,9 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
     ) -> Result<usize, RunError> {
         let cfg = sched.cfg;
         let mut deadline = None;
-        let mut done = 0usize;
+        // Items still allowed (`max_items` minus those done): counted down, so each item
+        // costs one decrement and a test for zero.
+        let mut left = max_items;
         // Tasks this pass still resumes before the next reap (bounded by the ready count
         // at the pass's start).
         let mut pass_left = 0usize;
@@ -88,9 +90,9 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
             {
                 pass_left -= 1;
                 sched.resume::<A>(task);
-                done += 1;
-                if done == max_items {
-                    return Ok(done);
+                left -= 1;
+                if left == 0 {
+                    return Ok(max_items);
                 }
                 continue;
             }
@@ -108,20 +110,19 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
                     sched.read_clock();
                 }
                 // A completion can complete a draining task (one item each): reap no more
-                // than the items left, so `done` never passes `max_items`.
+                // than the items left, so `left` never goes below zero.
                 let before = sched.stats.completed.get();
                 #[cfg(debug_assertions)]
                 sched.reaping.set(true);
                 // SAFETY: sched rule 3: not lent, so this is the only reference; the sink
                 // reaches no driver (user code in it runs with the flag set).
-                unsafe { &mut *driver }
-                    .reap(cfg.reap_batch.min(max_items - done), &mut |tok, res| sched.complete_io(tok, res));
+                unsafe { &mut *driver }.reap(cfg.reap_batch.min(left), &mut |tok, res| sched.complete_io(tok, res));
                 #[cfg(debug_assertions)]
                 sched.reaping.set(false);
                 sched.apply_held_back();
-                done += (sched.stats.completed.get() - before) as usize;
-                if done == max_items {
-                    return Ok(done);
+                left -= (sched.stats.completed.get() - before) as usize;
+                if left == 0 {
+                    return Ok(max_items);
                 }
             }
             if !lent && sched.submit_queue_busy() {
@@ -141,9 +142,9 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
                 // again after each task (what a yield- or spawn-only workload wants).
                 pass_left = if io { sched.ready.len().min(cfg.resume_batch - 1) } else { 0 };
                 sched.resume::<A>(task);
-                done += 1;
-                if done == max_items {
-                    return Ok(done);
+                left -= 1;
+                if left == 0 {
+                    return Ok(max_items);
                 }
                 continue;
             }
@@ -151,8 +152,8 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
             if sched.take_dispatched() {
                 continue;
             }
-            if done > 0 {
-                return Ok(done);
+            if left < max_items {
+                return Ok(max_items - left);
             }
             // Nothing done in this pass: wait for work (out of line, so that the passes
             // above keep their registers).
