@@ -27,7 +27,9 @@ use super::Executor;
 use crate::driver::{Driver, Park};
 use crate::error::RunError;
 use crate::mailbox::inbox::Recheck;
+use crate::task::header::Header;
 use core::pin::Pin;
+use core::ptr::NonNull;
 use core::time::Duration;
 
 impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Executor<D, S, A> {
@@ -89,7 +91,7 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
                 && let Some(task) = sched.ready.pop()
             {
                 pass_left -= 1;
-                sched.resume::<A>(task);
+                let _ = sched.resume::<A>(task, false);
                 left -= 1;
                 if left == 0 {
                     return Ok(max_items);
@@ -141,8 +143,12 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
                 // With nothing in flight there is nothing to batch: look at everything
                 // again after each task (what a yield- or spawn-only workload wants).
                 pass_left = if io { sched.ready.len().min(cfg.resume_batch - 1) } else { 0 };
-                sched.resume::<A>(task);
+                let held = sched.resume::<A>(task, !io);
                 left -= 1;
+                if let Some(task) = held {
+                    // Sched rule 6 (out of line: the pass keeps its registers).
+                    left = self.lone_yielder(sched, task, left);
+                }
                 if left == 0 {
                     return Ok(max_items);
                 }
@@ -161,6 +167,40 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
                 return out;
             }
         }
+    }
+
+    /// Sched rule 6: a lone yielder's passes, while each finds nothing else to do (inbox
+    /// drained, driver not lent, no i/o in flight, no room waiter, no timer, no higher
+    /// level queued): the task runs again at once. When a check finds work, or no item is
+    /// left, the task goes back to the front of its level (the full pass goes on, or `run`
+    /// returns). Returns the items left. Bounded by `left`.
+    #[inline(never)]
+    fn lone_yielder(self: Pin<&Self>, sched: &super::sched::Sched, task: NonNull<Header>, mut left: usize) -> usize {
+        let driver = self.driver_ptr();
+        // SAFETY: `'static` header.
+        let level = unsafe { task.as_ref() }.prio.get().cpu.index();
+        let mut held = Some(task);
+        while let Some(task) = held {
+            if left > 0 {
+                sched.drain_inbox(sched.cfg.inbox_batch);
+                // SAFETY: sched rule 3: the driver is called only when not lent
+                // (short-circuit), for a count.
+                let quiet = sched.driver_state.get() == 0
+                    && unsafe { (*driver).in_flight() } == 0
+                    && !sched.submit_queue_busy()
+                    && sched.timers.is_empty()
+                    && sched.ready.empty_above(level);
+                if quiet {
+                    held = sched.resume::<A>(task, true);
+                    left -= 1;
+                    continue;
+                }
+            }
+            // SAFETY: a held task is in no run list.
+            unsafe { sched.ready.push_front(task) };
+            break;
+        }
+        left
     }
 
     /// A pass that found no work and did none: quit, time out, re-check or park (park

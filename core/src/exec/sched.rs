@@ -25,8 +25,20 @@
 //!    re-reading the state in release builds ([`step_known`]; debug builds check the
 //!    edge as every other step does): a task popped from `ready` is Attached or Ready
 //!    (only those edges queue it: attach, wake, yield, a cancel's or an i/o's
-//!    requeue), and a task whose `resume` returned is Running (nothing but its own
-//!    resume moves a Running task: a cancel only flags it).
+//!    requeue), a task whose `resume` returned is Running (nothing but its own
+//!    resume moves a Running task: a cancel only flags it), and a task that `attach`
+//!    found not attached is Idle or Completed (attach runs on the owner's thread, which
+//!    alone moves the task's state: header rule 2).
+//! 6. The run loop may hold one yielding task off `ready` between its resume and the
+//!    next, when at the yield no task was queued at its level or above (a push would
+//!    have made it the head of the queue). It stays Ready. The loop then makes the
+//!    pass's checks (inbox, lend flag, i/o in flight, room waiters, timers, a higher
+//!    level queued meanwhile); only if none has work does it resume the task again at
+//!    once. Otherwise, and before `run` returns, the task goes back to the front of its
+//!    level (ahead of any task of its level queued after its yield: the order a push
+//!    would have given) and the full pass goes on. Between the yield and either end,
+//!    only keel's inbox drain and the driver's `in_flight` count run, and a wake of a
+//!    Ready task changes nothing (wake rule 1).
 //!
 //!
 //! Submission room (room rules) is in `submit.rs`, the driver (driver rules) in `lend.rs`.
@@ -277,8 +289,16 @@ impl Sched {
 
     /// Resumes one ready task: one item of work. With accounting (`A::ON`), one clock read
     /// at the end: it closes this run and starts the next (acct.rs).
+    ///
+    /// `hold`: the caller takes a yielding task back instead of its run-queue entry when
+    /// it would be the next one popped anyway (sched rule 6): `Some(task)`, Ready and
+    /// unqueued.
     #[inline(always)]
-    pub(crate) fn resume<A: crate::acct::Accounting>(&self, task: NonNull<Header>) {
+    pub(crate) fn resume<A: crate::acct::Accounting>(
+        &self,
+        task: NonNull<Header>,
+        hold: bool,
+    ) -> Option<NonNull<Header>> {
         let header = hdr(task);
         let start = self.times.last.get();
         if A::ON {
@@ -323,6 +343,11 @@ impl Sched {
                     header.clear_flag(flag::WOKEN_WHILE_RUNNING);
                     // Sched rule 5: its resume returned, so it is Running.
                     step_known(header, E::Yield, S::Ready);
+                    // Sched rule 6: no task waits at its level or above, so a push would
+                    // queue it at the head of the queue: the caller holds it instead.
+                    if hold && self.ready.empty_down_to(header.prio.get().cpu.index()) {
+                        return Some(task);
+                    }
                     // SAFETY: a running task is in no run list.
                     unsafe { self.ready.push(task) };
                 } else {
@@ -338,6 +363,7 @@ impl Sched {
                 self.finish_inline(task, E::Return, result);
             }
         }
+        None
     }
 
     /// The body is gone (returned or dropped): complete, or drain its i/o first.
