@@ -82,7 +82,7 @@ DENIED_SUITES = binary(backend_choice) | binary(ring_fs) | binary(future_parity_
 	| binary(rules_not_send) | binary(misuse_table) | binary(transfer_misuse) | binary(pair_in_open_chain) \
 	| binary(link_chain_dispose) | binary(ring_driver) | binary(net_multishot) | binary(msg_waitall) \
 	| binary(timespec_copy) | binary(hostile_peers) | binary(flags) | binary(mixed_switchers) \
-	| binary(remote_fibers_ring) | binary(stale_handle)
+	| binary(remote_fibers_ring) | binary(stale_handle) | binary(accept_wake) | binary(closed_behind)
 denied:
 	$(CARGO) build -q -p keel-linux --example deny_io_uring
 	for errno in EPERM ENOSYS; do \
@@ -123,12 +123,15 @@ bench:
 # The full run with its CSV files and SVG charts in bench/report/ (the README's performance
 # section shows them): the feature build's echo run first (its lines in
 # target/bench-legacy/run.txt), then the default build's full run, which merges the
-# first's rows it does not measure (monoio-legacy's) into its lines and files.
+# first's rows it does not measure (monoio-legacy's) into its lines and files; its lines
+# are printed and, when it succeeds, kept as bench/report/run.txt.
 bench-report:
 	$(CARGO) build --release -p keel-linux --example echo
 	mkdir -p target/bench-legacy
 	$(CARGO) run --release -p keel-bench --features monoio-legacy -- $(LEGACY_ECHO) --out target/bench-legacy > target/bench-legacy/run.txt
-	$(CARGO) run --release -p keel-bench -- --out bench/report --merge target/bench-legacy
+	$(CARGO) run --release -p keel-bench -- --out bench/report --merge target/bench-legacy > target/bench-report-run.txt; \
+	  status=$$?; cat target/bench-report-run.txt; \
+	  if [ $$status -eq 0 ]; then cp target/bench-report-run.txt bench/report/run.txt; fi; exit $$status
 
 # Random task programs on the simulated driver (core/tests/random_programs.rs): 1,000,000
 # steps in a release build, every invariant checked after each; prints steps/s and what

@@ -199,13 +199,18 @@ impl DispatchWorker {
     /// does it: announce PARKED, fence, re-check. `true`: something is there (the caller
     /// then calls [`running`](Self::running) and passes again); `false`: park.
     pub fn announce_and_recheck(&self) -> bool {
-        self.0.mailbox.park.announce();
-        self.0.dispatcher_recheck()
+        self.announce_and_recheck_with::<Strong>()
+    }
+
+    /// [`announce_and_recheck`](Self::announce_and_recheck) with `W`'s place for the idle
+    /// count (dispatch rule 4; `Strong` is production's: before the announce).
+    pub fn announce_and_recheck_with<W: Weaken>(&self) -> bool {
+        self.0.announce_and_recheck_with::<W>()
     }
 
     /// The worker is running again (after a park, or a re-check that found work).
     pub fn running(&self) {
-        self.0.mailbox.park.running();
+        self.0.running_again();
     }
 }
 

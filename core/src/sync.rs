@@ -107,6 +107,11 @@ impl Strong {
     /// owner (true), rather than only storing it (false), which the owner never reads
     /// unless the run's end was marked: the join is not woken.
     pub const ANNOUNCE_JOIN: bool = true;
+    /// Dispatch rule 4: a worker counts itself idle before its announce fence (true), so
+    /// a submitter that reads no idle worker after its own fence skips the scan safely,
+    /// rather than after its re-check (false), which lets the submit skip a worker whose
+    /// re-check missed the push: the task waits while the worker sleeps.
+    pub const IDLE_BEFORE_RECHECK: bool = true;
 }
 
 /// The protocol steps a loom model may weaken, to show that it catches the bug
@@ -133,6 +138,8 @@ pub trait Weaken: 'static {
     const CLAIM_SENTINEL: bool = Strong::CLAIM_SENTINEL;
     /// See [`Strong::ANNOUNCE_JOIN`].
     const ANNOUNCE_JOIN: bool = Strong::ANNOUNCE_JOIN;
+    /// See [`Strong::IDLE_BEFORE_RECHECK`].
+    const IDLE_BEFORE_RECHECK: bool = Strong::IDLE_BEFORE_RECHECK;
 }
 
 #[cfg(keel_loom)]

@@ -626,6 +626,24 @@ keel_result keel_channel_len(struct keel_channel ch);
 keel_result keel_channel_destroy(struct keel_channel ch);
 
 /**
+ * Records that `fd` was closed (or is about to be) with `close(2)` outside keel: the
+ * executors of this thread trust nothing they knew of the number (the epoll engine
+ * renews it at its next run: an operation waiting on it then ends with `-EBADF`, or,
+ * if the number names a new file, waits on that one). Call it right before or after
+ * the close, on the thread whose executor used the number. Any number is accepted (a
+ * negative one or one no executor used costs nothing). Returns 0.
+ */
+keel_result keel_fd_closed(int fd);
+
+/**
+ * `keel_fd_closed(fd)`, then `close(fd)`: a close outside a task (or instead of
+ * `keel_file_close`/`keel_socket_close`, which go through the ring) that the epoll
+ * engine hears of. Returns 0 or close(2)'s negated errno (`-EBADF`; after `-EINTR` or
+ * `-EIO` the number is closed anyway, as on Linux: do not close it again).
+ */
+keel_result keel_fd_close(int fd);
+
+/**
  * Runs `func(task, user)` with a deadline `timeout_ns` from now on every ring operation
  * the task submits inside it (`keel_file_*`, `keel_socket_*`, `keel_poll` without a
  * timeout, ...); an operation the deadline cancels returns `-ETIME` (the deadline won:

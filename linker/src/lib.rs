@@ -21,6 +21,7 @@
 //! | `server` | statx, unlink, rename, mkdir, sendmsg/recvmsg, a signalfd wait, the worker-pool cap |
 //! | `read_multi` | multishot read into the executor's provided buffers, copied out (stream rules) |
 //! | `transfer` | descriptor transfer: register into the fixed-file table, install back, send to another executor's ring, receive (transfer rules) |
+//! | `closed` | descriptors closed behind keel's back: `keel_fd_closed`, `keel_fd_close` (close-log rule 4) |
 //! | `gdb` | keel's GDB script in `.debug_gdb_scripts` |
 //!
 //! Every exported symbol is named `keel_*` and every exported function that can reach a
@@ -30,6 +31,7 @@
 
 mod body;
 mod channel;
+mod closed;
 mod deadline;
 mod dispatch;
 mod event;
@@ -51,6 +53,7 @@ mod transfer;
 mod wait;
 
 pub use body::{keel_task_fn, keel_task_suspend_for, keel_task_yield};
+pub use closed::{keel_fd_close, keel_fd_closed};
 pub use deadline::{keel_file_read_flags, keel_file_write_flags, keel_within};
 pub use dispatch::{
     keel_dispatcher, keel_dispatcher_create, keel_dispatcher_destroy, keel_dispatcher_quit, keel_dispatcher_remaining,

@@ -13,7 +13,7 @@ use keel_linux::fs::FiberFs;
 use keel_linux::{BackendChoice, MmapStacks, RingConfig, RingDriver, RingOp};
 use net_util::{Ex, run_all, task};
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 use std::pin::Pin;
 
@@ -112,5 +112,117 @@ fn sendmsg_with_waitall_sends_every_byte_past_a_full_socket_buffer() {
         assert_eq!(n, LEN as u64, "{backend:?}: one completion for every byte");
         assert_eq!(all.len(), LEN, "{backend:?}");
         assert!(all.iter().enumerate().all(|(i, &v)| v == (i % 251) as u8), "{backend:?}: in order");
+    }
+}
+
+/// Sends `data` on `fd` with one descriptor (`pass`) as `SCM_RIGHTS`.
+fn send_with_fd(fd: i32, data: &[u8], pass: i32) {
+    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
+    let mut ctl = [0u64; 4]; // aligned room for one cmsghdr and an int
+    // SAFETY: an all-zero msghdr is valid; the CMSG_* calls stay inside `ctl`, which is
+    // larger than CMSG_SPACE(4).
+    unsafe {
+        let mut m: libc::msghdr = core::mem::zeroed();
+        m.msg_iov = &mut iov;
+        m.msg_iovlen = 1;
+        m.msg_control = ctl.as_mut_ptr().cast();
+        m.msg_controllen = libc::CMSG_SPACE(4) as usize;
+        let c = libc::CMSG_FIRSTHDR(&m);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
+        libc::CMSG_DATA(c).cast::<i32>().write_unaligned(pass);
+        assert_eq!(libc::sendmsg(fd, &m, 0), data.len() as isize);
+    }
+}
+
+/// What one RECVMSG of `len` bytes with `MSG_WAITALL` and an ancillary buffer got: the
+/// result, the bytes, `msg_flags`, and the descriptor of an `SCM_RIGHTS` message (-1: none).
+fn recvmsg_with_cmsg(f: &mut Fiber, fd: i32, len: usize) -> (i64, Vec<u8>, i32, i32) {
+    let mut buf = vec![0u8; len];
+    let mut ctl = [0u64; 8];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: len };
+    // SAFETY: an all-zero msghdr is valid; `ctl` is its ancillary buffer.
+    let mut m: libc::msghdr = unsafe { core::mem::zeroed() };
+    m.msg_iov = &mut iov;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl.as_mut_ptr().cast();
+    m.msg_controllen = core::mem::size_of_val(&ctl);
+    let e = opcode::RecvMsg::new(types::Fd(fd), &mut m).flags(libc::MSG_WAITALL as u32).build();
+    // SAFETY: `m`, `iov`, `buf` and `ctl` outlive `run_op`, which returns after the completion.
+    let r = f.run_op(unsafe { RingOp::from_entry(e) }).map_or_else(|e| -i64::from(e.0), i64::from);
+    let mut got = -1;
+    // SAFETY: the kernel wrote `msg_controllen` bytes of cmsgs into `ctl`; CMSG_* walk them.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&m);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                got = libc::CMSG_DATA(c).cast::<i32>().read_unaligned();
+            }
+            c = libc::CMSG_NXTHDR(&m, c);
+        }
+    }
+    buf.truncate(r.max(0) as usize);
+    (r, buf, m.msg_flags, got)
+}
+
+/// A RECVMSG with `MSG_WAITALL` and an ancillary buffer is not retried after a short
+/// transfer (io_uring since 6.10: a later part's ancillary data would find no buffer and
+/// be dropped): it completes with the 4 bytes there, and the descriptor sent with the next
+/// 4 bytes comes with the next receive, not lost to a retry without a buffer.
+#[test]
+fn recvmsg_with_waitall_and_an_ancillary_buffer_completes_short_and_loses_no_descriptor() {
+    for backend in [BackendChoice::Auto, BackendChoice::Epoll] {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        b.write_all(b"abcd").unwrap();
+        let (pr, pw) = std::io::pipe().unwrap();
+        let ex = executor(backend);
+        let ex = ex.as_ref();
+        let (afd, bfd, pass) = (a.as_raw_fd(), b.as_raw_fd(), pw.as_raw_fd());
+        let out = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let o = out.clone();
+        let receiver = ex
+            .attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| {
+                let first = recvmsg_with_cmsg(f, afd, 8);
+                o.borrow_mut().push(first);
+                let second = recvmsg_with_cmsg(f, afd, 4);
+                o.borrow_mut().push(second);
+                0
+            })
+            .unwrap();
+        // Sends the second part once the receive has made its first attempt (the NOP
+        // after it in the same submission completed).
+        let sender = ex
+            .attach_fiber(task(), FiberAttrs::default(), move |f: &mut Fiber| {
+                // SAFETY: a NOP names no memory.
+                f.run_op(unsafe { RingOp::from_entry(opcode::Nop::new().build()) }).unwrap();
+                send_with_fd(bfd, b"efgh", pass);
+                0
+            })
+            .unwrap();
+        run_all(ex);
+        assert_eq!(ex.result(sender), Ok(Some(Ok(0))), "{backend:?}");
+        assert_eq!(ex.result(receiver), Ok(Some(Ok(0))), "{backend:?}");
+        let (first, second) = {
+            let mut v = out.borrow_mut();
+            assert_eq!(v.len(), 2, "{backend:?}");
+            let second = v.pop().unwrap();
+            (v.pop().unwrap(), second)
+        };
+        assert_eq!((first.0, &first.1[..], first.3), (4, &b"abcd"[..], -1), "{backend:?}: the first part only");
+        assert_eq!(first.2 & libc::MSG_CTRUNC, 0, "{backend:?}");
+        assert_eq!((second.0, &second.1[..]), (4, &b"efgh"[..]), "{backend:?}");
+        assert_eq!(second.2 & libc::MSG_CTRUNC, 0, "{backend:?}: the descriptor found its buffer");
+        assert!(second.3 >= 0, "{backend:?}: the descriptor came with the second part");
+        // SAFETY: the received descriptor is ours now; fstat fills `st`.
+        let same = unsafe {
+            let got = std::os::fd::OwnedFd::from_raw_fd(second.3);
+            let (mut x, mut y): (libc::stat, libc::stat) = (core::mem::zeroed(), core::mem::zeroed());
+            libc::fstat(got.as_raw_fd(), &mut x) == 0
+                && libc::fstat(pw.as_raw_fd(), &mut y) == 0
+                && x.st_ino == y.st_ino
+        };
+        assert!(same, "{backend:?}: the pipe's write end");
+        drop((a, b, pr, pw));
     }
 }

@@ -258,11 +258,12 @@ mod models {
     }
 
     /// A worker on its dispatcher steps, registered and parking through keel's protocol
-    /// (announce PARKED, fence, re-check, park on a `Parker`), while the main thread
-    /// submits one task with `W`'s fence between its push and its look for a parked worker
-    /// (dispatch rule 4), then says it will unpark no more. The worker takes the task
-    /// before it would sleep for good: a parked worker is unparked by the submit, or its
-    /// re-check sees the push.
+    /// (count itself idle, announce PARKED, fence, re-check, park on a `Parker`), while
+    /// the main thread submits one task with `W`'s fence between its push and its read of
+    /// the idle count (and, if not zero, its look for a parked worker; dispatch rule 4),
+    /// then says it will unpark no more. The worker takes `W`'s place for its idle count.
+    /// The worker takes the task before it would sleep for good: a parked worker is
+    /// counted and unparked by the submit, or its re-check sees the push.
     fn submit_unparks_a_parking_worker<W: Weaken>() {
         check(3, || {
             let d = Leaked::new(Dispatcher::new());
@@ -280,7 +281,7 @@ mod models {
                     if take(dd, &me).is_some() {
                         return;
                     }
-                    if me.announce_and_recheck() {
+                    if me.announce_and_recheck_with::<W>() {
                         me.running();
                         continue;
                     }
@@ -304,11 +305,20 @@ mod models {
         });
     }
 
-    /// The submit's weakened twin: no `SeqCst` fence between the push and the park-word
-    /// loads, so the submitter can read RUNNING while the worker's re-check misses the push.
+    /// The submit's weakened twin: no `SeqCst` fence between the push and the idle-count
+    /// read, so the submitter can read no idle worker while the worker's re-check misses
+    /// the push.
     struct NoSubmitFence;
     impl Weaken for NoSubmitFence {
         const PUSH_FENCE: bool = false;
+    }
+
+    /// The idle count's weakened twin: the worker counts itself idle after its re-check,
+    /// so a submit whose fence comes after the worker's announce fence can read zero
+    /// (and skip every worker) while the re-check missed its push.
+    struct IdleAfterRecheck;
+    impl Weaken for IdleAfterRecheck {
+        const IDLE_BEFORE_RECHECK: bool = false;
     }
 
     // Preemption bound 3; 176 executions, 0.03 s (release, 2-core machine).
@@ -322,5 +332,12 @@ mod models {
     #[should_panic(expected = "task stranded")]
     fn dispatch_rule_4_twin_submit_without_fence_strands_its_task() {
         submit_unparks_a_parking_worker::<NoSubmitFence>();
+    }
+
+    // Preemption bound 3; fails within 0.1 s (release, 2-core machine).
+    #[test]
+    #[should_panic(expected = "task stranded")]
+    fn dispatch_rule_4_twin_idle_counted_after_recheck_strands_its_task() {
+        submit_unparks_a_parking_worker::<IdleAfterRecheck>();
     }
 }

@@ -29,10 +29,18 @@
 //! 3. A dispatched task is released by its worker when it completes (remote rule 4), and
 //!    `completed` counts it; `remaining = submitted - completed`.
 //! 4. Workers register a slot (their park word) so a submitter can unpark one: the
-//!    submitter pushes, issues a `SeqCst` fence and looks for a PARKED worker; a worker
+//!    submitter pushes, issues a `SeqCst` fence, reads the count of idle workers and,
+//!    only if it is not zero, looks for a PARKED worker; a worker counts itself idle,
 //!    announces PARKED, fences, and re-checks the dispatcher before it parks (park rule
-//!    2 with the dispatcher as a second inbox). A worker's slot is emptied and waited
-//!    quiet (`active`) before its executor goes away.
+//!    2 with the dispatcher as a second inbox), and leaves the count once it runs again.
+//!    The two fences order each side's store (the push; the idle count and PARKED)
+//!    before its load (the idle count; the re-check): either the submitter sees the
+//!    worker counted and scans, or the worker's re-check sees the push. So a submit
+//!    while every worker is busy costs no look at any worker's slot, and a scan looks
+//!    only at the slots below the highest ever registered (a worker registers before it
+//!    first counts itself idle, so a submitter that sees it counted sees its slot). A
+//!    worker's slot is emptied and waited quiet (`active`) before its executor goes
+//!    away.
 //! 5. `quit(n)` adds n quit tokens and unparks every worker. A worker takes a token only
 //!    when it is idle: no task of its own attached, and — looked at *after* loading the
 //!    quit word, and again on every retry — no task waiting in the dispatcher; it then
@@ -108,6 +116,12 @@ pub struct Dispatcher {
     levels: [Head; 3],
     submitted: Line<AtomicU64Like>,
     completed: Line<AtomicU64Like>,
+    /// Dispatch rule 4: workers between counting themselves idle (before their announce)
+    /// and running again; at most `MAX_WORKERS`.
+    idle: Line<AtomicU32>,
+    /// Dispatch rule 4: one past the highest worker slot ever registered (only grows, at
+    /// most `MAX_WORKERS`): a scan for a parked worker stops there.
+    slots_end: AtomicU32,
     /// Dispatch rule 5: tokens ever added (high 32 bits), ever taken (low 32).
     quit: AtomicU64Like,
     /// Pops whose claim failed: the task was handed out twice (see `double_takes`).
@@ -145,6 +159,8 @@ impl Dispatcher {
             levels: [Head::new(), Head::new(), Head::new()],
             submitted: Line(AtomicU64Like::new(0)),
             completed: Line(AtomicU64Like::new(0)),
+            idle: Line(AtomicU32::new(0)),
+            slots_end: AtomicU32::new(0),
             quit: AtomicU64Like::new(0),
             double_takes: AtomicU32::new(0),
             workers: [const { WorkerSlot { remote: AtomicPtr::new(ptr::null_mut()), active: AtomicU32::new(0) } };
@@ -159,6 +175,8 @@ impl Dispatcher {
             levels: [Head::new(), Head::new(), Head::new()],
             submitted: Line(AtomicU64Like::new(0)),
             completed: Line(AtomicU64Like::new(0)),
+            idle: Line(AtomicU32::new(0)),
+            slots_end: AtomicU32::new(0),
             quit: AtomicU64Like::new(0),
             double_takes: AtomicU32::new(0),
             workers: core::array::from_fn(|_| WorkerSlot {
@@ -370,5 +388,11 @@ impl WorkSource for Dispatcher {
     }
     fn note_completed(&self) {
         Dispatcher::note_completed(self)
+    }
+    fn idle_enter(&self) {
+        Dispatcher::idle_enter(self)
+    }
+    fn idle_leave(&self) {
+        Dispatcher::idle_leave(self)
     }
 }

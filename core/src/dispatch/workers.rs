@@ -28,12 +28,17 @@ impl Dispatcher {
             return None;
         }
         let remote_ptr = remote as *const ParkWord as *mut ParkWord;
-        self.workers
+        let slot = self
+            .workers
             .iter()
             // SeqCst: dispatch rule 4 (as remote rule 1).
             .position(|worker| {
                 worker.remote.compare_exchange(ptr::null_mut(), remote_ptr, Ordering::SeqCst, Ordering::SeqCst).is_ok()
-            })
+            })?;
+        // SeqCst: dispatch rule 4: before this worker's first idle count and announce
+        // fence, so a submitter that sees it counted scans up to its slot.
+        self.slots_end.fetch_max(slot as u32 + 1, Ordering::SeqCst);
+        Some(slot)
     }
 
     /// Unregisters the worker in `slot` and waits until no submitter is looking at it (cold).
@@ -60,13 +65,35 @@ impl Dispatcher {
         if W::PUSH_FENCE {
             crate::sync::fence(Ordering::SeqCst);
         }
+        // Relaxed: ordered by the fence above, which pairs with the worker's announce
+        // fence: a worker counted after it re-checks after it and sees the push.
+        if self.idle.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         self.unpark_where(|_| true, 1);
+    }
+
+    /// Dispatch rule 4, the worker's half: it counts itself idle before its announce
+    /// (whose `SeqCst` fence orders this store before its re-check).
+    pub(crate) fn idle_enter(&self) {
+        // Relaxed: ordered by the worker's announce fence that follows (see above).
+        self.idle.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Dispatch rule 4: the worker runs again (after its park, or a re-check that found
+    /// work); pairs with `idle_enter`.
+    pub(crate) fn idle_leave(&self) {
+        // Relaxed: a submitter that still counts this worker only scans once for nothing.
+        self.idle.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Unparks up to `max` parked workers (bounded by MAX_WORKERS).
     pub(super) fn unpark_where(&self, _filter: impl Fn(usize) -> bool, max: usize) {
         let mut left = max;
-        for worker in &self.workers {
+        // Relaxed: ordered by the caller's SeqCst fence, as the slots' loads below: a
+        // worker registered past it registered after that fence (dispatch rule 4).
+        let end = (self.slots_end.load(Ordering::Relaxed) as usize).min(MAX_WORKERS);
+        for worker in &self.workers[..end] {
             if left == 0 {
                 return;
             }

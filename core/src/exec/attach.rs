@@ -142,7 +142,11 @@ impl Sched {
         };
         let fiber = FiberBody::<Sw, F>::new(task, id, stack, attrs, self.cfg.fiber_panics, body);
         match self.attach(handle, fiber, &FiberVt::<Sw, F, R>::VTABLE) {
-            Ok(run) => Ok(run),
+            Ok(run) => {
+                // SAFETY: just attached here with that vtable and a fresh body (fiber rule 9).
+                unsafe { FiberVt::<Sw, F, R>::attached(task) };
+                Ok(run)
+            }
             Err(failed) => {
                 let (err, fiber) = failed.split();
                 let (stack, body) = fiber.into_parts();

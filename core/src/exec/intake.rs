@@ -85,6 +85,49 @@ impl Sched {
         true
     }
 
+    /// Park rule 2 with dispatch rule 4: a worker counts itself idle with its dispatcher,
+    /// then announces PARKED (fence) and re-checks the dispatcher (`dispatcher_recheck`).
+    /// The caller calls `running_again` when it runs again, whatever it found.
+    #[inline]
+    pub(crate) fn announce_and_recheck(&self) -> bool {
+        #[cfg(keel_loom)]
+        return self.announce_and_recheck_with::<crate::sync::Strong>();
+        #[cfg(not(keel_loom))]
+        self.announce_and_recheck_with()
+    }
+
+    /// `announce_and_recheck`, with the idle count a loom model may take after the
+    /// re-check (`sync::Weaken::IDLE_BEFORE_RECHECK`).
+    #[inline(always)]
+    pub(crate) fn announce_and_recheck_with<#[cfg(keel_loom)] W: crate::sync::Weaken>(&self) -> bool {
+        #[cfg(not(keel_loom))]
+        use crate::sync::Strong as W;
+        let dispatcher = self.dispatcher.get();
+        if W::IDLE_BEFORE_RECHECK
+            && let Some((dispatcher, _)) = dispatcher
+        {
+            dispatcher.idle_enter();
+        }
+        self.mailbox.park.announce();
+        let found = self.dispatcher_recheck();
+        if !W::IDLE_BEFORE_RECHECK
+            && let Some((dispatcher, _)) = dispatcher
+        {
+            dispatcher.idle_enter();
+        }
+        found
+    }
+
+    /// The executor runs again after `announce_and_recheck` (parked or not): RUNNING,
+    /// and out of its dispatcher's idle count (dispatch rule 4).
+    #[inline]
+    pub(crate) fn running_again(&self) {
+        self.mailbox.park.running();
+        if let Some((dispatcher, _)) = self.dispatcher.get() {
+            dispatcher.idle_leave();
+        }
+    }
+
     /// Dispatch rule 4, the worker's re-check after its announce (park rule 2): whether
     /// the dispatcher has something for us: a waiting task, or a quit token we could take
     /// now (dispatch rule 5: only an idle worker takes one; a worker with tasks of its

@@ -242,23 +242,22 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
             sched.stacks.trim(crate::Instant::from_nanos(now.as_nanos().saturating_sub(age)));
         }
         // Park rule 2: announce, then re-check the inbox before sleeping.
-        sched.mailbox.park.announce();
-        let dispatched = sched.dispatcher_recheck();
+        let dispatched = sched.announce_and_recheck();
         match sched.mailbox.inbox.recheck() {
             Recheck::Items => {
-                sched.mailbox.park.running();
+                sched.running_again();
                 return None;
             }
             // Inbox rule 3: a producer is between its swap and its link. Pass again,
             // a bounded number of times; then park, which that producer ends.
             Recheck::Busy if *busy < super::INBOX_BUSY_SPINS => {
                 *busy += 1;
-                sched.mailbox.park.running();
+                sched.running_again();
                 crate::sync::spin_loop();
                 return None;
             }
             Recheck::Busy | Recheck::Empty if dispatched => {
-                sched.mailbox.park.running();
+                sched.running_again();
                 return None;
             }
             Recheck::Busy | Recheck::Empty => {}
@@ -268,7 +267,7 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
         let before = A::read();
         // SAFETY: sched rule 3: not lent (checked above; nothing ran since).
         let parked = unsafe { &mut *driver }.park(wake_at);
-        sched.mailbox.park.running();
+        sched.running_again();
         if A::ON {
             let after = A::read();
             crate::acct::ExecTimes::add(&sched.times.parked, after.saturating_sub(before));

@@ -318,9 +318,15 @@ impl Sched {
         self.stats.resumed.set(self.stats.resumed.get() + 1);
         let vtable = header.body.get().expect("keel bug: resuming a task with no body");
         let guard = PanicGuard { sched: self, task };
-        // SAFETY: the body bytes hold the body `vtable` was made for (installed together at
-        // attach), and no borrow of scheduler or driver state is live (sched rule 3).
-        let outcome = unsafe { (vtable.resume)(task) };
+        let outcome = match vtable.exited {
+            // SAFETY: as below; `exited` is set only in the vtable of a started fiber on
+            // keel's own switch (fiber rule 9).
+            Some(exited) => unsafe { crate::fiber::resume_inline(task, exited) },
+            // SAFETY: the body bytes hold the body `vtable` was made for (installed
+            // together at attach), and no borrow of scheduler or driver state is live
+            // (sched rule 3).
+            None => unsafe { (vtable.resume)(task) },
+        };
         core::mem::forget(guard);
         if A::ON {
             let end = A::read();

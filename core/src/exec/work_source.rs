@@ -26,4 +26,8 @@ pub(crate) trait WorkSource: Sync {
     fn note_double_take(&self);
     /// A dispatched task's run is over (dispatch rule 3).
     fn note_completed(&self);
+    /// The worker counts itself idle, before its announce (dispatch rule 4).
+    fn idle_enter(&self);
+    /// The worker runs again: it leaves the idle count (dispatch rule 4).
+    fn idle_leave(&self);
 }

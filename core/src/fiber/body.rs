@@ -148,6 +148,43 @@ impl<Sw: FiberSwitch, F> FiberBody<Sw, F> {
     }
 }
 
+/// Fiber rule 9: the scheduler's resume of a started fiber on keel's own switch,
+/// inlined into the run loop; `exited` (the vtable's) finishes a fiber that returned.
+///
+/// # Safety
+/// `task` is a live task of the calling executor whose vtable's `exited` is `exited`
+/// (so its body bytes hold a started `FiberBody<AsmSwitch, _>`), not running, with no
+/// borrow of scheduler or driver state live (sched rule 3).
+#[inline(always)]
+pub(crate) unsafe fn resume_inline(task: NonNull<Header>, exited: unsafe fn(NonNull<Header>) -> Step) -> Step {
+    let body = task.body_ptr();
+    // SAFETY: the core is the body's first field (`repr(C)`); only shared borrows of it
+    // are made while the fiber is not running.
+    let core = unsafe { &*(body as *const FiberCore) };
+    // The same checks around the switch as `switch_in`'s.
+    #[cfg(any(debug_assertions, feature = "fp-check"))]
+    let before = crate::arch::fp_control();
+    #[cfg(keel_asan)]
+    let asan_fake = super::asan::before_resume(core);
+    // SAFETY: the body is a `FiberBody<AsmSwitch, _>` (caller), `repr(C)` with its regs
+    // at `ASM_REGS_OFFSET` whatever the closure type; started and not running.
+    unsafe { crate::arch::AsmSwitch::resume(body.add(ASM_REGS_OFFSET).cast()) };
+    #[cfg(keel_asan)]
+    super::asan::after_resume(asan_fake);
+    #[cfg(any(debug_assertions, feature = "fp-check"))]
+    {
+        let after = crate::arch::fp_control();
+        if crate::arch::fp_control_differs(before, after) {
+            fp_control_changed(task, core, before, after);
+        }
+    }
+    if core.state.get() != FiberState::Finished {
+        return Step::Pending;
+    }
+    // SAFETY: the caller's contract: `exited` is this body's.
+    unsafe { exited(task) }
+}
+
 pub(super) unsafe fn suspend_with<Sw: FiberSwitch, F>(core: *mut FiberCore) {
     let fiber_body = core as *mut FiberBody<Sw, F>;
     // SAFETY: `core` is the first field of a `FiberBody<Sw, F>` (repr(C)), so the regs
@@ -168,6 +205,9 @@ where
         unsafe { (NonNull::new_unchecked(&raw mut (*fiber_body).core), (*fiber_body).body.assume_init_read()) };
     // SAFETY: the core lives for the whole run.
     let fiber_core = unsafe { core.as_ref() };
+    // Running now: it cannot be dropped any more (fiber rule 2). A resume through the
+    // vtable set this already; an inline first resume (fiber rule 9) did not.
+    fiber_core.state.set(FiberState::Started);
     let mut fiber = Fiber { core, header: fiber_core.header, on_asm: fiber_core.on_asm };
     #[cfg(keel_asan)]
     super::asan::arrived(fiber_core);
@@ -236,12 +276,58 @@ where
     F: FnOnce(&mut Fiber) -> R + 'static,
     R: IntoTaskResult,
 {
-    pub(crate) const VTABLE: BodyVTable = BodyVTable { resume: Self::resume, drop: Self::drop_body, kind: Sw::KIND };
+    pub(crate) const VTABLE: BodyVTable =
+        BodyVTable { resume: Self::resume, drop: Self::drop_body, kind: Sw::KIND, exited: None };
 
     /// What the first resume installs in place of [`VTABLE`](Self::VTABLE) (the same body
     /// type, drop and kind): the resume of a started fiber, which skips the look at the
     /// state for a first entry.
-    const STARTED: BodyVTable = BodyVTable { resume: Self::resume_started, drop: Self::drop_body, kind: Sw::KIND };
+    const STARTED: BodyVTable =
+        BodyVTable { resume: Self::resume_started, drop: Self::drop_body, kind: Sw::KIND, exited: None };
+
+    /// [`STARTED`](Self::STARTED) for a fiber the scheduler resumes inline (fiber rule 9;
+    /// installed only for a fiber on `AsmSwitch` that saves no control state).
+    const STARTED_INLINE: BodyVTable =
+        BodyVTable { resume: Self::resume_started, drop: Self::drop_body, kind: Sw::KIND, exited: Some(Self::exited) };
+
+    /// [`VTABLE`](Self::VTABLE) for a fiber attached on this thread whose first entry was
+    /// laid out at attach (fiber rule 9, [`attached`](Self::attached)): its first resume
+    /// is inline too. `resume` stays the whole one (it lays the entry out again, on the
+    /// same unused stack, if it is ever called first).
+    const FRESH_INLINE: BodyVTable =
+        BodyVTable { resume: Self::resume, drop: Self::drop_body, kind: Sw::KIND, exited: Some(Self::exited) };
+
+    /// Fiber rule 9 at a local attach: a fresh fiber on `AsmSwitch` that saves no control
+    /// state gets its first entry laid out now, and the vtable whose first resume is
+    /// inline. Others keep [`VTABLE`](Self::VTABLE).
+    ///
+    /// # Safety
+    /// `task` was just attached on this thread with [`VTABLE`](Self::VTABLE) and a fresh
+    /// `FiberBody<Sw, F>` (a stack from the pool), and has not run.
+    pub(crate) unsafe fn attached(task: NonNull<Header>) {
+        let fiber_body = task.body_ptr() as *mut FiberBody<Sw, F>;
+        // SAFETY: the caller's contract: a fresh body, not running, no reference into it
+        // live; its stack is unused (fiber rule 1).
+        unsafe {
+            if (*fiber_body).core.on_asm {
+                let stack = &(*fiber_body).core.stack;
+                Sw::init(&raw mut (*fiber_body).regs, stack, entry::<Sw, F, R>, fiber_body as *mut u8);
+                task.as_ref().body.set(Some(&Self::FRESH_INLINE));
+            }
+        }
+    }
+
+    /// Fiber rule 9: a fiber resumed inline has exited: its result and its stack.
+    ///
+    /// # Safety
+    /// As [`resume`](Self::resume), and the fiber has just exited (the scheduler's
+    /// inline resume saw it `Finished`).
+    unsafe fn exited(task: NonNull<Header>) -> Step {
+        // As in `resume`.
+        let fiber_body = task.body_ptr() as *mut FiberBody<Sw, F>;
+        // SAFETY: the caller's contract.
+        unsafe { Self::finished(task, fiber_body) }
+    }
 
     /// # Safety
     /// As [`resume`](Self::resume), and the fiber has started (only `resume` installs
@@ -280,8 +366,9 @@ where
                 let stack = &(*fiber_body).core.stack;
                 Sw::init(&raw mut (*fiber_body).regs, stack, entry::<Sw, F, R>, fiber_body as *mut u8);
                 // Started from here on: later resumes skip the state check (the body and
-                // its drop are the same, body rule 1).
-                task.as_ref().body.set(Some(&Self::STARTED));
+                // its drop are the same, body rule 1), inline where fiber rule 9 allows.
+                let inline = (*fiber_body).core.on_asm;
+                task.as_ref().body.set(Some(if inline { &Self::STARTED_INLINE } else { &Self::STARTED }));
             }
         }
         // SAFETY: as above; started, not running.
@@ -315,6 +402,20 @@ where
         if core.state.get() != FiberState::Finished {
             return Step::Pending;
         }
+        // SAFETY: the caller's contract; the fiber has just exited.
+        unsafe { Self::finished(task, fiber_body) }
+    }
+
+    /// A fiber that has just exited: its result, and its stack back to the pool (or held
+    /// while its i/o drains, fiber rule 4).
+    ///
+    /// # Safety
+    /// `fiber_body` is the task's body, whose fiber has exited (`Finished`), with no
+    /// reference into it live.
+    #[inline(always)]
+    unsafe fn finished(task: NonNull<Header>, fiber_body: *mut FiberBody<Sw, F>) -> Step {
+        // SAFETY: the caller's contract.
+        let core = unsafe { &(*fiber_body).core };
         let mut result = core.result.take().unwrap_or(Err(TaskError::Panicked("fiber finished without a result")));
         if core.fp_fault.get() {
             // Fiber rule 6: the task is reported, whatever the body returned.

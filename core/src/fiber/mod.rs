@@ -63,6 +63,15 @@
 //!    `TaskError::NoStack` without running and its closure is dropped. A fiber dropped
 //!    before that first resume (cancelled, or its executor torn down) has no stack to
 //!    give back.
+//! 9. A fiber on keel's own switch that saves no floating-point control state (rule 7)
+//!    is resumed by the scheduler inline (`resume_inline`, with the same checks around
+//!    the switch as the vtable's: rule 6's, AddressSanitizer's): the switch sits in the
+//!    run loop, so the registers it clobbers are saved where the run loop keeps values
+//!    live, not all six on every resume behind an indirect call. A fiber attached on its
+//!    executor's thread has its first entry laid out at attach, so its first resume is
+//!    inline too, and its entry marks it started (rule 2) before the body runs; a fiber
+//!    attached from another thread (rule 8) is resumed inline from its second resume on.
+//!    Every other fiber's resume goes through the body vtable's `resume`.
 
 #[cfg(keel_asan)]
 mod asan;
@@ -71,7 +80,7 @@ pub(crate) use body::DEBUG_FIBER;
 
 mod io;
 
-pub(crate) use body::{FiberBody, FiberVt};
+pub(crate) use body::{FiberBody, FiberVt, resume_inline};
 pub use io::PairRefused;
 
 use crate::clock::Instant;

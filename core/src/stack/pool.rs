@@ -173,8 +173,39 @@ impl StackPool {
     }
 
     /// A stack of at least `size` bytes for task `task_id`: a spare if one fits (rule 3),
-    /// else a new one.
+    /// else a new one. Inlined: the top spare, when it fits, is taken here (a fiber's
+    /// attach usually finds the stack the last fiber gave back on top: LIFO); a search
+    /// below it, or a new stack, is `take_below`'s.
+    #[inline(always)]
     pub(crate) fn take(&self, size: usize, task_id: u32) -> Result<Stack, Errno> {
+        let top = self.head.get();
+        // SAFETY: spares' nodes are valid while pooled (as in `take_below`). Looking at
+        // the top spare is looking at one: a pooled spare means `max_spares >= 1` (rule 2),
+        // so rule 3 holds.
+        if !top.is_null() && unsafe { (*top).stack.size } >= size {
+            // SAFETY: as above.
+            let node = unsafe { &*top };
+            let stack = node.stack;
+            self.head.set(node.next);
+            self.reused_one();
+            self.assign(&stack, task_id);
+            return Ok(stack);
+        }
+        self.take_below(size, task_id)
+    }
+
+    /// A spare taken from the pool instead of the provider: the counters.
+    #[inline(always)]
+    fn reused_one(&self) {
+        inc(&self.stats.reused);
+        dec(&self.stats.spares);
+        self.one_more_in_use();
+    }
+
+    /// `take` when the top spare is missing or too small: the first spare that fits
+    /// (rule 3), else a new stack from the provider.
+    #[inline(never)]
+    fn take_below(&self, size: usize, task_id: u32) -> Result<Stack, Errno> {
         let mut prev: *mut SpareNode = ptr::null_mut();
         let mut cur = self.head.get();
         let mut looked = 0;
@@ -191,9 +222,7 @@ impl StackPool {
                     // SAFETY: `prev` is a pooled node, as above.
                     unsafe { (*prev).next = next };
                 }
-                inc(&self.stats.reused);
-                dec(&self.stats.spares);
-                self.one_more_in_use();
+                self.reused_one();
                 self.assign(&stack, task_id);
                 return Ok(stack);
             }
@@ -214,6 +243,7 @@ impl StackPool {
         Ok(stack)
     }
 
+    #[inline(always)]
     fn assign(&self, stack: &Stack, task_id: u32) {
         // SAFETY: rule 1.
         unsafe { (self.vt().assigned)(self.provider.get(), stack, task_id) }

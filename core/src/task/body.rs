@@ -40,6 +40,11 @@ pub(crate) struct BodyVTable {
     /// nothing. Called with the header's `body` already cleared (body rule 1).
     pub(crate) drop: unsafe fn(NonNull<Header>) -> bool,
     pub(crate) kind: SwitcherKind,
+    /// `Some` only for a started fiber on keel's own switch with nothing to do around
+    /// its switches (fiber rule 9): the scheduler switches into it inline
+    /// (`fiber::resume_inline`) rather than calling `resume`, and calls this once the
+    /// fiber has exited. `resume` stays a whole resume of the same body.
+    pub(crate) exited: Option<unsafe fn(NonNull<Header>) -> Step>,
 }
 
 /// What a task body may return: `()`, a `u64`, or `Result<u64 or (), TaskError>` (so
@@ -102,7 +107,7 @@ where
     F::Output: IntoTaskResult,
 {
     pub(crate) const VTABLE: BodyVTable =
-        BodyVTable { resume: Self::resume, drop: Self::drop_body, kind: SwitcherKind::Stackless };
+        BodyVTable { resume: Self::resume, drop: Self::drop_body, kind: SwitcherKind::Stackless, exited: None };
 
     unsafe fn resume(task: NonNull<Header>) -> Step {
         // SAFETY: `'static` header.

@@ -6,4 +6,4 @@
 pub(crate) mod engine;
 
 pub use engine::EngineConfig;
-pub(crate) use engine::closes::note_closed;
+pub use engine::closes::note_closed;

@@ -7,7 +7,7 @@
 use super::closes;
 use super::ops::State;
 use super::ready::Armed;
-use super::{Engine, POOL_DATA, multi_poll, perform_net};
+use super::{Engine, POOL_DATA, multi_poll, perform_net, ready};
 use io_uring::opcode;
 use std::io;
 use std::os::fd::RawFd;
@@ -50,10 +50,16 @@ impl Engine {
     fn woke(&mut self, fd: RawFd, revents: u32, event: bool) {
         let mut woken = std::mem::take(&mut self.woken);
         self.ready.take(fd, revents, &mut woken);
-        for (i, _) in woken.drain(..) {
+        let mut k = 0;
+        while let Some(&(i, ev)) = woken.get(k) {
+            k += 1;
             // A poll asks the kernel itself when no event's mask came (`revents` 0).
             self.retry(i, if event { revents } else { 0 }, true);
+            if ev & ready::ONE != 0 && !matches!(self.ops[i].state, State::Waiting { .. }) {
+                self.ready.take_one(fd, &mut woken); // readiness rule 10: the next one tries
+            }
         }
+        woken.clear();
         self.woken = woken;
         self.arm(fd);
     }

@@ -6,7 +6,8 @@
 //! 2. Its successor starts if it succeeded: a result >= 0 that is no short read or write
 //!    (fewer bytes than its buffers hold) and, for a send or receive with `MSG_WAITALL`,
 //!    no short count (io_uring fails a send or receive only then; for SENDMSG/RECVMSG the
-//!    count is the iovecs' total); a TIMEOUT with
+//!    count is the iovecs' total; a RECVMSG with an ancillary buffer has none, net rule
+//!    4) and, for a RECVMSG, no `MSG_TRUNC`/`MSG_CTRUNC`; a TIMEOUT with
 //!    `IORING_TIMEOUT_ETIME_SUCCESS` that fired also succeeded. A hard link
 //!    (`IOSQE_IO_HARDLINK`) starts its successor whatever the result. Otherwise every
 //!    later member of the chain completes with `-ECANCELED`, in chain order (their link
@@ -33,7 +34,7 @@ impl Engine {
         if op.sqe.opcode == opcode::Connect::CODE {
             perform_net::restore_flags(op);
         }
-        let s = op.sqe;
+        let (s, cmsg) = (op.sqe, op.cmsg);
         if !(s.has(IOSQE_CQE_SKIP_SUCCESS) && res >= 0) {
             self.cq.push_back(cqe(s.user_data, res, 0));
         }
@@ -46,7 +47,7 @@ impl Engine {
         self.ops[n].prev = None;
         if self.ops[n].cancelled {
             self.fail_chain(n); // cancel rule 1: its turn came
-        } else if s.has(IOSQE_IO_HARDLINK) || succeeded(&s, res) {
+        } else if s.has(IOSQE_IO_HARDLINK) || succeeded(&s, res, cmsg) {
             self.ops[n].state = State::Starting;
             self.starts.push_back(n);
         } else {
@@ -96,8 +97,8 @@ impl Engine {
     }
 }
 
-/// Link rule 2: whether result `res` of `s` lets its chain go on.
-fn succeeded(s: &RawSqe, res: i32) -> bool {
+/// Link rule 2: whether result `res` of `s` lets its chain go on (`cmsg`: `Op::cmsg`).
+fn succeeded(s: &RawSqe, res: i32, cmsg: bool) -> bool {
     if res < 0 {
         return s.opcode == opcode::Timeout::CODE
             && res == -libc::ETIME
@@ -108,8 +109,14 @@ fn succeeded(s: &RawSqe, res: i32) -> bool {
             res as u64 >= perform_fs::asked(s)
         }
         opcode::Send::CODE | opcode::Recv::CODE if s.op_flags as i32 & libc::MSG_WAITALL != 0 => res as u32 >= s.len,
-        opcode::SendMsg::CODE | opcode::RecvMsg::CODE if s.op_flags as i32 & libc::MSG_WAITALL != 0 => {
+        opcode::SendMsg::CODE if s.op_flags as i32 & libc::MSG_WAITALL != 0 => {
             res as u64 >= perform_net::msg_len(s.addr as *const libc::msghdr)
+        }
+        opcode::RecvMsg::CODE if s.op_flags as i32 & libc::MSG_WAITALL != 0 => {
+            let hdr = s.addr as *const libc::msghdr;
+            // SAFETY: the caller's msghdr, valid until the CQE (`Engine::push`).
+            let truncated = unsafe { (*hdr).msg_flags } & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
+            !truncated && (cmsg || res as u64 >= perform_net::msg_len(hdr))
         }
         _ => true,
     }

@@ -57,6 +57,9 @@ pub(crate) struct Op {
     pub ltimeout: Option<u32>,
     /// Bytes moved so far by a send/recv with `MSG_WAITALL` (retried until all).
     pub done: u32,
+    /// A RECVMSG with an ancillary buffer: `MSG_WAITALL` does not retry it (net rule 4)
+    /// and its short count fails no link (link rule 2).
+    pub cmsg: bool,
     /// A connect's descriptor flags before the engine set `O_NONBLOCK` (restored when
     /// the connect ends); -1: nothing to restore.
     pub saved_fl: i32,
@@ -97,6 +100,7 @@ impl Ops {
             prev: None,
             ltimeout: None,
             done: 0,
+            cmsg: false,
             saved_fl: -1,
             deadline: 0,
             ts: timespec_of(&sqe),

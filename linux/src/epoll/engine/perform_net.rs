@@ -16,7 +16,14 @@
 //! 4. `MSG_WAITALL` on a stream socket is retried until all bytes moved, EOF or an error
 //!    (the bytes moved so far are the result if there were some), as io_uring does for
 //!    SEND, RECV, SENDMSG and RECVMSG; a message's later parts go through a copy of its
-//!    iovecs past the bytes moved, with no address or ancillary buffer (`msg_rest`).
+//!    iovecs past the bytes moved (`msg_rest`), as io_uring's retry: a SENDMSG's with its
+//!    address and no ancillary data (that went with the first part), a RECVMSG's writing
+//!    the caller's `msg_namelen`, `msg_flags` and `msg_controllen` as each pass does (the
+//!    last pass's values stay). A RECVMSG with an ancillary buffer (`msg_controllen`
+//!    nonzero) is never retried (`Op::cmsg`): its first transfer is its result, and a
+//!    short one fails no link (link rule 2), since ancillary data that came with a later
+//!    part would find no buffer (io_uring 6.10 and later, and the stable kernels since:
+//!    "disable partial retries for recvmsg with cmsg").
 //! 5. Socket, bind, listen, shutdown and setsockopt never wait: performed at once.
 //! 6. A multishot accept (`IORING_ACCEPT_MULTISHOT`, plain descriptors only) posts each
 //!    accepted descriptor with `IORING_CQE_F_MORE` and goes on: at most `MULTI_BURST`
@@ -94,7 +101,7 @@ fn ready_now(fd: RawFd, events: u32) -> bool {
 fn send_recv(op: &mut Op, send: bool) -> Step {
     let s = op.sqe;
     let flags = s.op_flags as i32;
-    let waitall = flags & libc::MSG_WAITALL != 0;
+    let waitall = flags & libc::MSG_WAITALL != 0 && !op.cmsg;
     loop {
         let (buf, len) = (s.addr + u64::from(op.done), (s.len - op.done) as usize);
         // SAFETY: `buf`/`len` lie inside the SQE's buffer (done <= len), valid until the
@@ -143,6 +150,12 @@ fn msg(op: &mut Op) -> Step {
     let send = s.opcode == opcode::SendMsg::CODE;
     let hdr = s.addr as *mut libc::msghdr;
     loop {
+        if op.done == 0 && !send {
+            // Net rule 4: the caller's ancillary buffer, read before the kernel writes back
+            // what it used.
+            // SAFETY: `addr` is the caller's msghdr, valid until the CQE.
+            op.cmsg = unsafe { (*hdr).msg_controllen } != 0;
+        }
         let r = if op.done == 0 {
             // SAFETY: `addr` is the caller's msghdr, valid (with what it names) until the CQE.
             res(unsafe {
@@ -155,8 +168,8 @@ fn msg(op: &mut Op) -> Step {
         } else {
             msg_rest(s.fd, hdr, op.done, send, flags)
         };
-        if r > 0 && flags & libc::MSG_WAITALL != 0 && u64::from(op.done) + (r as u64) < msg_len(hdr) && is_stream(s.fd)
-        {
+        let waitall = flags & libc::MSG_WAITALL != 0 && !op.cmsg;
+        if r > 0 && waitall && u64::from(op.done) + (r as u64) < msg_len(hdr) && is_stream(s.fd) {
             op.done += r as u32; // net rule 4: each pass moves bytes, so at most `len` passes
             continue;
         }
@@ -183,10 +196,12 @@ pub(crate) fn msg_len(hdr: *const libc::msghdr) -> u64 {
 
 /// Net rule 4: the rest of a `MSG_WAITALL` SENDMSG/RECVMSG after `done` bytes moved: the
 /// caller's msghdr with its iovecs past those bytes (a copy: the caller's own are left as
-/// they are, as io_uring copies them at prep), no address and no ancillary buffer (what
-/// ancillary data there was went with the first part; a receive's `msg_flags` gains what
-/// this part reports, `MSG_CTRUNC` for ancillary data that came with it). Allocates the
-/// copy of the iovecs, on this retry path only.
+/// they are, as io_uring copies them at prep), its address, and no ancillary buffer (a
+/// SENDMSG's ancillary data went with the first part; a RECVMSG with an ancillary buffer
+/// is never retried, and one without gets `MSG_CTRUNC` for ancillary data that comes, as
+/// its first part would). A receive writes back `msg_namelen`, `msg_flags` and
+/// `msg_controllen` (0) as recvmsg(2) does for each io_uring pass. Allocates the copy of
+/// the iovecs, on this retry path only.
 fn msg_rest(fd: RawFd, hdr: *mut libc::msghdr, done: u32, send: bool, flags: i32) -> i32 {
     // SAFETY: the caller's msghdr, valid until the CQE.
     let mut m = unsafe { *hdr };
@@ -211,11 +226,10 @@ fn msg_rest(fd: RawFd, hdr: *mut libc::msghdr, done: u32, send: bool, flags: i32
     }
     m.msg_iov = rest.as_mut_ptr();
     m.msg_iovlen = rest.len();
-    (m.msg_name, m.msg_namelen) = (core::ptr::null_mut(), 0);
     (m.msg_control, m.msg_controllen) = (core::ptr::null_mut(), 0);
     m.msg_flags = 0;
-    // SAFETY: `m` and `rest` are on this frame; the buffers they name are the caller's,
-    // valid until the CQE.
+    // SAFETY: `m` and `rest` are on this frame; the buffers they name (iovecs, address)
+    // are the caller's, valid until the CQE.
     let r = res(unsafe {
         if send {
             libc::sendmsg(fd, &m, flags | libc::MSG_DONTWAIT)
@@ -225,7 +239,7 @@ fn msg_rest(fd: RawFd, hdr: *mut libc::msghdr, done: u32, send: bool, flags: i32
     } as i64);
     if !send && r >= 0 {
         // SAFETY: the caller's msghdr, as above.
-        unsafe { (*hdr).msg_flags |= m.msg_flags };
+        unsafe { ((*hdr).msg_namelen, (*hdr).msg_flags, (*hdr).msg_controllen) = (m.msg_namelen, m.msg_flags, 0) };
     }
     r
 }

@@ -62,6 +62,15 @@
 //!    (`EPOLL_CTL_MOD`, `ENOENT` -> `EPOLL_CTL_ADD`: revalidation rule 3 at once), one
 //!    `epoll_ctl` per poll that waits, so a number reused since its last wait is
 //!    registered anew rather than trusted.
+//! 10. Wake one. An accept waits marked `ONE`: it takes what wakes it (a connection).
+//!     An event (or a pending pass) wakes every waiter it satisfies except that of the
+//!     `ONE` waiters it wakes only the oldest; when that one does not wait again (it took
+//!     a connection, or ended with an error) the next oldest `ONE` waiter tries while the
+//!     direction may still be ready (`take_one`), until one finds it not ready (`EAGAIN`:
+//!     it waits again, at the back) or none is left. So one edge for many connections
+//!     serves as many accepts as there are connections, and a connection wakes no accept
+//!     that only finds `EAGAIN` but the one that ends the run (io_uring's accepts wait
+//!     exclusively too). Bounded by the descriptor's waiters.
 
 use super::entry::{Drains, Entry, drains_on_short_transfer, ended_of, maybe_of};
 use rustix::event::epoll;
@@ -75,6 +84,10 @@ const PREALLOCATED: usize = 256;
 pub(crate) const IN: u32 = libc::EPOLLIN as u32;
 pub(crate) const OUT: u32 = libc::EPOLLOUT as u32;
 pub(crate) const BOTH: u32 = IN | OUT;
+
+/// A waiter's mark (never an event's): it takes what wakes it, so waiters so marked are
+/// woken one at a time (readiness rule 10).
+pub(crate) const ONE: u32 = libc::EPOLLEXCLUSIVE as u32;
 
 /// `EPOLLERR | EPOLLHUP`: wake every waiter.
 pub(crate) const ALWAYS: u32 = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
@@ -114,6 +127,8 @@ pub(crate) struct Counts {
     pub ctl: u64,
     /// First attempts skipped (readiness rule 3).
     pub skipped: u64,
+    /// Waiters woken to try again (readiness rule 10).
+    pub woken: u64,
 }
 
 /// The registrations (module doc).
@@ -272,17 +287,38 @@ impl Readiness {
     }
 
     /// `fd` reported `revents`: readiness rule 2, and moves the waiters it satisfies into
-    /// `out`.
+    /// `out` (of those marked `ONE`, the oldest only: readiness rule 10).
     pub(crate) fn take(&mut self, fd: RawFd, revents: u32, out: &mut Vec<(u32, u32)>) {
-        let waiting = &mut self.waiting;
+        let (waiting, counts) = (&mut self.waiting, &mut self.counts);
         let Some(e) = self.fds.get_mut(usize::try_from(fd).unwrap_or(usize::MAX)) else { return };
         e.ended |= ended_of(revents);
         e.maybe |= maybe_of(revents);
+        let mut one = false;
         e.waiters.retain(|&(i, ev)| {
-            let hit = revents & (ev | ALWAYS) != 0;
+            let hit = revents & (ev | ALWAYS) != 0 && !(one && ev & ONE != 0);
             if hit {
+                one |= ev & ONE != 0;
                 out.push((i, ev));
                 *waiting -= 1;
+                counts.woken += 1;
+            }
+            !hit
+        });
+    }
+
+    /// Readiness rule 10: the `ONE` waiter woken from `fd` did not wait again: moves the
+    /// oldest other `ONE` waiter whose direction may be ready into `out`.
+    pub(crate) fn take_one(&mut self, fd: RawFd, out: &mut Vec<(u32, u32)>) {
+        let (waiting, counts) = (&mut self.waiting, &mut self.counts);
+        let Some(e) = self.fds.get_mut(usize::try_from(fd).unwrap_or(usize::MAX)) else { return };
+        let (maybe, mut one) = (e.maybe, false);
+        e.waiters.retain(|&(i, ev)| {
+            let hit = !one && ev & ONE != 0 && maybe & ev != 0;
+            if hit {
+                one = true;
+                out.push((i, ev));
+                *waiting -= 1;
+                counts.woken += 1;
             }
             !hit
         });

@@ -118,6 +118,8 @@ impl Engine {
 
     /// Op `i` waits for `events` on `fd` (`arm`: register it now if needed).
     fn wait_on(&mut self, i: u32, fd: RawFd, events: u32, arm: bool) {
+        // Readiness rule 10: an accept takes what wakes it.
+        let events = if self.ops[i].sqe.opcode == opcode::Accept::CODE { events | ready::ONE } else { events };
         self.ops[i].state = State::Waiting { fd, events };
         self.ready.push(fd, i, events, self.sweeps);
         if self.ops[i].sqe.opcode == opcode::PollAdd::CODE && self.ready.is_registered(fd) {

@@ -1,11 +1,13 @@
 //! The engine alone: SQEs built with `io_uring::opcode`, pushed, entered, and the CQEs
 //! checked (user_data, res, flags), on pipes, socketpairs, TCP on 127.0.0.1 and temp files.
 
+mod accept;
 mod basic;
 mod cancel;
 mod closes;
 mod fs;
 mod links;
+mod msg;
 mod net;
 mod random;
 mod ready;
