@@ -63,16 +63,10 @@ pub enum SuspendReason {
 }
 
 /// A task's lifecycle state.
-///
-/// The two unattached states are declared next to each other, so that their one-byte
-/// codes are adjacent and [`is_attached`](Self::is_attached) is one range test (the
-/// codes are the compiler's; debuggers read them from `KeelDebug::state_codes`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum TaskState {
     /// Created, not attached; reusable.
     Idle,
-    /// The run ended; its result can be read; reusable.
-    Completed,
     /// Attached to an executor, not started.
     Attached,
     /// Started, waiting in a run queue.
@@ -85,6 +79,8 @@ pub enum TaskState {
     Cancelling,
     /// The body returned with i/o in flight; it completes when that i/o is reaped.
     Draining,
+    /// The run ended; its result can be read; reusable.
+    Completed,
 }
 
 /// Something that happens to a task.
