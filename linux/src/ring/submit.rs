@@ -197,10 +197,9 @@ fn push_direct_on_engine(
         return Err(Errno::EBUSY);
     }
     let ud = direct.start(bits);
-    let entry = entry.clone().user_data(ud);
     // SAFETY: the operation's memory stays valid until its completion is reaped (the
     // `RingOp` constructors' contracts; a direct op owns no buffer).
-    let pushed = unsafe { engine.push(&entry) };
+    let pushed = unsafe { engine.push_as(entry, ud) };
     assert!(pushed, "keel bug: the engine's SQ had room");
     Ok(ud)
 }

@@ -63,6 +63,27 @@ impl Entry {
     pub(super) fn more_is_empty(&self) -> bool {
         self.waiters.more.is_empty()
     }
+
+    /// `Readiness::take` for an entry with at most one waiter: the entry updated with
+    /// `revents` (readiness rule 2), and `Some(op)` if they satisfy its waiter (taken
+    /// out), `Some(None)` if not or there is none; `None` (nothing done) when it has more
+    /// waiters. A lone `ONE` waiter has no other to hand readiness on to (readiness rule
+    /// 10).
+    #[inline(always)]
+    pub(super) fn take_lone(&mut self, revents: u32) -> Option<Option<u32>> {
+        if !self.more_is_empty() {
+            return None;
+        }
+        self.ended |= ended_of(revents);
+        self.maybe |= maybe_of(revents);
+        match self.waiters.one {
+            Some((i, ev)) if revents & (ev | ALWAYS) != 0 => {
+                self.waiters.one = None;
+                Some(Some(i))
+            }
+            _ => Some(None),
+        }
+    }
 }
 
 /// A descriptor's waiters, oldest first: (op index, events). The first sits inline, so

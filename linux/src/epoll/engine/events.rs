@@ -48,20 +48,31 @@ impl Engine {
     /// Descriptor `fd` reported `revents` (`event`: an epoll event; else the directions
     /// that may be ready, readiness rule 4): its ops try again (engine rule 2).
     fn woke(&mut self, fd: RawFd, revents: u32, event: bool) {
+        // A poll asks the kernel itself when no event's mask came (`revents` 0).
+        let seen = if event { revents } else { 0 };
+        match self.ready.take_single(fd, revents) {
+            Some(Some(i)) => self.retry(i, seen, true),
+            Some(None) => {}
+            None => self.woke_all(fd, revents, seen),
+        }
+        self.arm(fd);
+    }
+
+    /// [`woke`](Self::woke) for a descriptor with several waiters.
+    #[inline(never)]
+    fn woke_all(&mut self, fd: RawFd, revents: u32, seen: u32) {
         let mut woken = std::mem::take(&mut self.woken);
         self.ready.take(fd, revents, &mut woken);
         let mut k = 0;
         while let Some(&(i, ev)) = woken.get(k) {
             k += 1;
-            // A poll asks the kernel itself when no event's mask came (`revents` 0).
-            self.retry(i, if event { revents } else { 0 }, true);
+            self.retry(i, seen, true);
             if ev & ready::ONE != 0 && !matches!(self.ops[i].state, State::Waiting { .. }) {
                 self.ready.take_one(fd, &mut woken); // readiness rule 10: the next one tries
             }
         }
         woken.clear();
         self.woken = woken;
-        self.arm(fd);
     }
 
     /// Readiness rule 6, close-log rule 2: renews the entries of the numbers keel closed
@@ -113,6 +124,9 @@ impl Engine {
             return;
         }
         self.ops[i].state = State::Starting;
+        if let Some(send) = self.plain_transfer(i).filter(|_| again) {
+            return self.transfer(i, send, false); // transfer rule 2
+        }
         let step = perform_net::attempt(&mut self.ops[i], revents);
         match step {
             perform_net::Step::Wait(..) if !again => self.complete(i, -libc::EAGAIN),
@@ -122,10 +136,17 @@ impl Engine {
 
     /// Readiness rules 1, 4 and 5 for `fd`, with what a failed registration means for its
     /// ops.
+    #[inline(always)]
     pub(super) fn arm(&mut self, fd: RawFd) {
         if self.ready.settled(fd) {
             return; // the steady state: registered, nothing pending to add
         }
+        self.arm_unsettled(fd);
+    }
+
+    /// [`arm`](Self::arm) past its steady-state check.
+    #[inline(never)]
+    fn arm_unsettled(&mut self, fd: RawFd) {
         let mut out = std::mem::take(&mut self.woken);
         let armed = self.ready.arm(fd, &mut out);
         self.end_waiters(armed, &mut out);

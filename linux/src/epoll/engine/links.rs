@@ -34,11 +34,13 @@ impl Engine {
         if op.sqe.opcode == opcode::Connect::CODE {
             perform_net::restore_flags(op);
         }
-        let (s, cmsg) = (op.sqe, op.cmsg);
+        let (s, cmsg) = (&op.sqe, op.cmsg);
         if !(s.has(IOSQE_CQE_SKIP_SUCCESS) && res >= 0) {
             self.cq.push_back(cqe(s.user_data, res, 0));
         }
         let (next, timer) = (op.next.take(), op.ltimeout.take());
+        // Link rule 2, read before the entry is freed (only a chain's member asks).
+        let goes_on = next.is_some() && (s.has(IOSQE_IO_HARDLINK) || succeeded(s, res, cmsg));
         self.ops.free(i);
         if let Some(t) = timer {
             self.post_and_free(t, -libc::ECANCELED); // link rule 3: the op came first
@@ -47,7 +49,7 @@ impl Engine {
         self.ops[n].prev = None;
         if self.ops[n].cancelled {
             self.fail_chain(n); // cancel rule 1: its turn came
-        } else if s.has(IOSQE_IO_HARDLINK) || succeeded(&s, res, cmsg) {
+        } else if goes_on {
             self.ops[n].state = State::Starting;
             self.starts.push_back(n);
         } else {

@@ -13,8 +13,9 @@
 //! rules in `ops.rs`, start rules in `start.rs`, link rules in `links.rs`, cancel rules
 //! in `cancel.rs`, readiness rules in `ready.rs`, revalidation rules in
 //! `revalidate.rs`, close-log rules in `closes.rs`, timer rules in `timers.rs`, pool rules
-//! in `pool.rs`, net rules in `perform_net.rs`, multi-poll rules in `multi_poll.rs`; the
-//! event loop is `events.rs`):
+//! in `pool.rs`, net rules in `perform_net.rs`, multi-poll rules in `multi_poll.rs`,
+//! transfer rules (the plain send and receive's own path) in `transfer.rs`; the event
+//! loop is `events.rs`):
 //! 1. `enter(min_complete, deadline)` takes the whole SQ and starts it (start rules),
 //!    then, until `min_complete` CQEs are ready or `deadline` passed: fires due timers,
 //!    and waits in one `epoll_wait` for the nearest of the deadline and the next timer
@@ -91,6 +92,7 @@ mod start;
 #[cfg(test)]
 mod tests;
 mod timers;
+mod transfer;
 
 use io_uring::{cqueue, opcode, squeue};
 use keel_core::Instant;
@@ -249,6 +251,23 @@ impl Engine {
             return false;
         }
         self.sq.push(sqe.clone());
+        true
+    }
+
+    /// [`push`](Self::push) with `user_data` set in the engine's copy (the SQE is copied
+    /// once).
+    ///
+    /// # Safety
+    /// As for [`push`](Self::push).
+    #[inline(always)]
+    pub(crate) unsafe fn push_as(&mut self, sqe: &squeue::Entry, user_data: u64) -> bool {
+        if self.sq.len() == self.sq_entries {
+            return false;
+        }
+        self.sq.push(sqe.clone());
+        if let Some(e) = self.sq.last_mut() {
+            sqe::RawSqe::view_mut(e).user_data = user_data;
+        }
         true
     }
 

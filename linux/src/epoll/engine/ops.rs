@@ -88,31 +88,45 @@ impl Ops {
         Ops { ops: Vec::with_capacity(n), free: Vec::with_capacity(n), ..Ops::default() }
     }
 
-    /// A new op for `sqe` in state `Starting`.
-    pub(crate) fn alloc(&mut self, sqe: RawSqe) -> u32 {
+    /// A new op for `sqe` in state `Starting`. A freed entry is reused in place (its
+    /// fields written one by one, no whole-entry move).
+    #[inline]
+    pub(crate) fn alloc(&mut self, sqe: &RawSqe) -> u32 {
         self.serial += 1;
         self.live += 1;
-        let op = Op {
-            sqe,
-            serial: self.serial,
-            state: State::Starting,
-            next: None,
-            prev: None,
-            ltimeout: None,
-            done: 0,
-            cmsg: false,
-            saved_fl: -1,
-            deadline: 0,
-            ts: timespec_of(&sqe),
-            cancelled: false,
-        };
+        let ts = timespec_of(sqe);
         match self.free.pop() {
             Some(i) => {
-                self.ops[i as usize] = op;
+                let op = &mut self.ops[i as usize];
+                op.sqe = *sqe;
+                op.serial = self.serial;
+                op.state = State::Starting;
+                op.next = None;
+                op.prev = None;
+                op.ltimeout = None;
+                op.done = 0;
+                op.cmsg = false;
+                op.saved_fl = -1;
+                op.deadline = 0;
+                op.ts = ts;
+                op.cancelled = false;
                 i
             }
             None => {
-                self.ops.push(op);
+                self.ops.push(Op {
+                    sqe: *sqe,
+                    serial: self.serial,
+                    state: State::Starting,
+                    next: None,
+                    prev: None,
+                    ltimeout: None,
+                    done: 0,
+                    cmsg: false,
+                    saved_fl: -1,
+                    deadline: 0,
+                    ts,
+                    cancelled: false,
+                });
                 (self.ops.len() - 1) as u32
             }
         }
@@ -148,6 +162,7 @@ impl Ops {
 }
 
 /// Op rule 5: the timespec a TIMEOUT or LINK_TIMEOUT names, read now.
+#[inline]
 fn timespec_of(s: &RawSqe) -> Option<(i64, i64)> {
     use io_uring::opcode::{LinkTimeout, Timeout};
     if !matches!(s.opcode, Timeout::CODE | LinkTimeout::CODE) || s.addr == 0 {

@@ -57,13 +57,13 @@ const OUT: u32 = libc::EPOLLOUT as u32;
 pub(crate) const UNMASK: u32 = (libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP) as u32 | libc::POLLNVAL as u32;
 
 /// One attempt at op `op` (`revents`: what the descriptor reported, for a poll).
+#[inline]
 pub(crate) fn attempt(op: &mut Op, revents: u32) -> Step {
-    let s = op.sqe;
-    match s.opcode {
-        opcode::Read::CODE | opcode::Readv::CODE => rw_nowait(op, IN),
-        opcode::Write::CODE | opcode::Writev::CODE => rw_nowait(op, OUT),
+    match op.sqe.opcode {
         opcode::Send::CODE => send_recv(op, true),
         opcode::Recv::CODE => send_recv(op, false),
+        opcode::Read::CODE | opcode::Readv::CODE => rw_nowait(op, IN),
+        opcode::Write::CODE | opcode::Writev::CODE => rw_nowait(op, OUT),
         opcode::SendMsg::CODE | opcode::RecvMsg::CODE => msg(op),
         opcode::Accept::CODE => accept(op),
         opcode::Connect::CODE => connect(op),
@@ -98,37 +98,37 @@ fn ready_now(fd: RawFd, events: u32) -> bool {
     unsafe { libc::poll(&mut p, 1, 0) > 0 }
 }
 
-fn send_recv(op: &mut Op, send: bool) -> Step {
-    let s = op.sqe;
-    let flags = s.op_flags as i32;
+/// One attempt at a SEND or RECV (`send`: a SEND).
+#[inline(always)]
+pub(crate) fn send_recv(op: &mut Op, send: bool) -> Step {
+    let (fd, addr, len, to, to_len) = (op.sqe.fd, op.sqe.addr, op.sqe.len, op.sqe.off, op.sqe.file_index & 0xffff);
+    let flags = op.sqe.op_flags as i32;
     let waitall = flags & libc::MSG_WAITALL != 0 && !op.cmsg;
     loop {
-        let (buf, len) = (s.addr + u64::from(op.done), (s.len - op.done) as usize);
-        // SAFETY: `buf`/`len` lie inside the SQE's buffer (done <= len), valid until the
-        // CQE; a destination address is the SQE's `addr2` with its `addr_len`.
+        let (buf, rest) = (addr + u64::from(op.done), (len - op.done) as usize);
+        let (sfd, fl) = (fd as libc::c_long, (flags | libc::MSG_DONTWAIT) as libc::c_long);
+        // `sendto`/`recvfrom` through `syscall(2)`, not libc's wrappers, which are
+        // cancellation points and pay for it on every call; same system call, same result.
+        // SAFETY: `buf`/`rest` lie inside the SQE's buffer (done <= len), valid until the
+        // CQE; a destination address is the SQE's `addr2` with its `addr_len` (null and 0
+        // without one, as `send` passes them); a receive names no source address.
         let r = unsafe {
-            match (send, s.off) {
-                (true, 0) => libc::send(s.fd, buf as *const _, len, flags | libc::MSG_DONTWAIT),
-                (true, to) => libc::sendto(
-                    s.fd,
-                    buf as *const _,
-                    len,
-                    flags | libc::MSG_DONTWAIT,
-                    to as *const libc::sockaddr,
-                    s.file_index & 0xffff,
-                ),
-                (false, _) => libc::recv(s.fd, buf as *mut _, len, flags | libc::MSG_DONTWAIT),
+            if send {
+                let to_len = if to == 0 { 0 } else { to_len as libc::c_long };
+                libc::syscall(libc::SYS_sendto, sfd, buf, rest, fl, to, to_len)
+            } else {
+                libc::syscall(libc::SYS_recvfrom, sfd, buf, rest, fl, 0 as libc::c_long, 0 as libc::c_long)
             }
         };
-        let r = res(r as i64);
-        if r > 0 && waitall && op.done + (r as u32) < s.len && is_stream(s.fd) {
+        let r = res(r);
+        if r > 0 && waitall && op.done + (r as u32) < len && is_stream(fd) {
             op.done += r as u32; // net rule 4: each pass moves bytes, so at most `len` passes
             continue;
         }
         let events = if send { OUT } else { IN };
         return match r {
             _ if r >= 0 => Step::Done(op.done as i32 + r),
-            _ if r == -libc::EAGAIN && flags & libc::MSG_DONTWAIT == 0 => Step::Wait(s.fd, events),
+            _ if r == -libc::EAGAIN && flags & libc::MSG_DONTWAIT == 0 => Step::Wait(fd, events),
             _ if op.done > 0 => Step::Done(op.done as i32),
             _ if r == -libc::EINTR => continue,
             _ => Step::Done(r),

@@ -324,6 +324,17 @@ impl Readiness {
         });
     }
 
+    /// [`take`](Self::take) for the usual entry, one waiter (`Entry::take_lone`); `None`
+    /// (nothing done) when the entry has more: the caller then calls `take`.
+    #[inline(always)]
+    pub(crate) fn take_single(&mut self, fd: RawFd, revents: u32) -> Option<Option<u32>> {
+        let Some(e) = self.fds.get_mut(usize::try_from(fd).unwrap_or(usize::MAX)) else { return Some(None) };
+        let taken = e.take_lone(revents)?;
+        let n = u64::from(taken.is_some());
+        (self.waiting, self.counts.woken) = (self.waiting - n as usize, self.counts.woken + n);
+        Some(taken)
+    }
+
     /// Readiness rule 4: the pending descriptors, each with the directions that may be
     /// ready (the list is emptied; `out` is cleared first).
     pub(crate) fn take_pending(&mut self, out: &mut Vec<(RawFd, u32)>) {

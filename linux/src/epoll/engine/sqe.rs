@@ -40,13 +40,29 @@ const _: () = assert!(core::mem::size_of::<squeue::Entry>() == 64);
 const _: () = assert!(core::mem::align_of::<squeue::Entry>() >= core::mem::align_of::<RawSqe>());
 
 impl RawSqe {
-    /// The fields of `e`.
-    pub(crate) fn of(e: &squeue::Entry) -> RawSqe {
+    /// The fields of `e`, in place.
+    #[inline(always)]
+    pub(crate) fn view(e: &squeue::Entry) -> &RawSqe {
         // SAFETY: `squeue::Entry` is `#[repr(C)]` around `io_uring_sqe`, 64 bytes of
-        // integers and unions of integers (sizes and alignment asserted above); `RawSqe`
-        // declares the same fields at the same offsets (the `offsets` test), and every
-        // bit pattern is a valid `RawSqe`.
-        unsafe { core::mem::transmute_copy::<squeue::Entry, RawSqe>(e) }
+        // integers and unions of integers (sizes and alignment asserted above: the
+        // entry's alignment is at least `RawSqe`'s); `RawSqe` declares the same fields at
+        // the same offsets (the `offsets` test), and every bit pattern is a valid
+        // `RawSqe`. The borrow is `e`'s.
+        unsafe { &*(e as *const squeue::Entry as *const RawSqe) }
+    }
+
+    /// The fields of `e`, in place, to change.
+    #[inline(always)]
+    pub(crate) fn view_mut(e: &mut squeue::Entry) -> &mut RawSqe {
+        // SAFETY: as in `view`; any bit pattern written through `RawSqe` is a valid
+        // `io_uring_sqe` (integers and unions of integers). The borrow is `e`'s.
+        unsafe { &mut *(e as *mut squeue::Entry as *mut RawSqe) }
+    }
+
+    /// A copy of the fields of `e`.
+    #[cfg(test)]
+    pub(crate) fn of(e: &squeue::Entry) -> RawSqe {
+        *Self::view(e)
     }
 
     /// The offset of a read or write: `None` for -1 (the file's current position).

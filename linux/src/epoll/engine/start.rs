@@ -40,8 +40,8 @@ impl Engine {
     pub(super) fn take_sq(&mut self) {
         let mut batch = std::mem::take(&mut self.sq);
         let mut tail: Option<u32> = None; // the op the next SQE links to
-        for e in batch.drain(..) {
-            let s = RawSqe::of(&e);
+        for e in &batch {
+            let s = RawSqe::view(e);
             let i = self.ops.alloc(s);
             let links = s.flags & (IOSQE_IO_LINK | IOSQE_IO_HARDLINK) != 0;
             let timed = tail.filter(|&p| self.ops[p].ltimeout.is_none());
@@ -62,6 +62,7 @@ impl Engine {
             }
             tail = links.then_some(i);
         }
+        batch.clear();
         self.sq = batch; // keeps its capacity
     }
 
@@ -77,6 +78,9 @@ impl Engine {
     }
 
     fn start(&mut self, i: u32) {
+        if let Some(send) = self.plain_transfer(i) {
+            return self.start_transfer(i, send); // transfer rule 1: no link timer to arm
+        }
         let serial = self.ops[i].serial;
         let next = self.first_attempt(i);
         self.go_on(i, next, true);
@@ -117,7 +121,7 @@ impl Engine {
     }
 
     /// Op `i` waits for `events` on `fd` (`arm`: register it now if needed).
-    fn wait_on(&mut self, i: u32, fd: RawFd, events: u32, arm: bool) {
+    pub(super) fn wait_on(&mut self, i: u32, fd: RawFd, events: u32, arm: bool) {
         // Readiness rule 10: an accept takes what wakes it.
         let events = if self.ops[i].sqe.opcode == opcode::Accept::CODE { events | ready::ONE } else { events };
         self.ops[i].state = State::Waiting { fd, events };
@@ -133,7 +137,7 @@ impl Engine {
     /// (to read) or no room (to write) now; a descriptor an op made is new (rule 6).
     fn after_transfer(&mut self, i: u32, res: i32) {
         let s = &self.ops[i].sqe;
-        let (code, fd) = (s.opcode, s.fd);
+        let (code, fd, len) = (s.opcode, s.fd, s.len);
         let events = match code {
             // A peek leaves the data where it was: a short one drains nothing.
             opcode::Recv::CODE if s.op_flags as i32 & libc::MSG_PEEK != 0 => return,
@@ -141,7 +145,7 @@ impl Engine {
             opcode::Send::CODE | opcode::Write::CODE => ready::OUT,
             _ => return self.made_fd(code, res),
         };
-        if res > 0 && (res as u32) < s.len && self.ready.drains(fd) {
+        if res > 0 && (res as u32) < len && self.ready.drains(fd) {
             self.ready.drained(fd, events);
         }
     }
@@ -180,15 +184,18 @@ impl Engine {
     }
 
     fn first_attempt(&mut self, i: u32) -> Next {
-        let s = self.ops[i].sqe;
-        if !Self::performs(&s) {
+        let s = &self.ops[i].sqe;
+        if !Self::performs(s) {
             return Next::Step(Step::Done(-libc::EOPNOTSUPP)); // start rule 4
         }
+        let (code, fd, len, op_flags) = (s.opcode, s.fd, s.len, s.op_flags);
         let done = |r| Next::Step(Step::Done(r));
-        match s.opcode {
+        match code {
+            // The hot pair first: the rest of the match is never looked at for them.
+            opcode::Send::CODE | opcode::Recv::CODE => self.attempt_unless_known(i),
             opcode::Nop::CODE => done(0),
             opcode::Read::CODE | opcode::Write::CODE | opcode::Readv::CODE | opcode::Writev::CODE => {
-                match perform_fs::kind(s.fd) {
+                match perform_fs::kind(fd) {
                     perform_fs::Kind::File => Next::Pool,
                     kind => {
                         if kind == perform_fs::Kind::Stream {
@@ -198,13 +205,9 @@ impl Engine {
                     }
                 }
             }
-            opcode::Send::CODE
-            | opcode::Recv::CODE
-            | opcode::SendMsg::CODE
-            | opcode::RecvMsg::CODE
-            | opcode::Accept::CODE => self.attempt_unless_known(i),
+            opcode::SendMsg::CODE | opcode::RecvMsg::CODE | opcode::Accept::CODE => self.attempt_unless_known(i),
             opcode::Close::CODE => {
-                self.ready.forget(s.fd);
+                self.ready.forget(fd);
                 Next::Pool
             }
             opcode::Fsync::CODE
@@ -226,8 +229,8 @@ impl Engine {
                 Err(e) => done(e),
             },
             opcode::AsyncCancel::CODE => done(self.cancel_sqe(i)),
-            opcode::PollAdd::CODE if s.len & IORING_POLL_ADD_MULTI != 0 => {
-                self.start_multi_poll(i, s.fd, s.op_flags & 0xffff);
+            opcode::PollAdd::CODE if len & IORING_POLL_ADD_MULTI != 0 => {
+                self.start_multi_poll(i, fd, op_flags & 0xffff);
                 Next::Started
             }
             // Start rule 2: a LINK_TIMEOUT with no op before it.
@@ -240,25 +243,18 @@ impl Engine {
     /// descriptor is registered and known not ready for it (only for ops without the
     /// caller's own non-blocking flag, whose `EAGAIN` must come from the kernel).
     fn attempt_unless_known(&mut self, i: u32) -> Next {
-        let s = self.ops[i].sqe;
+        let s = &self.ops[i].sqe;
+        let (fd, fl) = (s.fd, s.op_flags as i32);
         let events = match s.opcode {
-            opcode::Read::CODE | opcode::Readv::CODE => {
-                Some(ready::IN).filter(|_| s.op_flags as i32 & libc::RWF_NOWAIT == 0)
-            }
-            opcode::Write::CODE | opcode::Writev::CODE => {
-                Some(ready::OUT).filter(|_| s.op_flags as i32 & libc::RWF_NOWAIT == 0)
-            }
-            opcode::Recv::CODE | opcode::RecvMsg::CODE => {
-                Some(ready::IN).filter(|_| s.op_flags as i32 & libc::MSG_DONTWAIT == 0)
-            }
-            opcode::Send::CODE | opcode::SendMsg::CODE => {
-                Some(ready::OUT).filter(|_| s.op_flags as i32 & libc::MSG_DONTWAIT == 0)
-            }
+            opcode::Recv::CODE | opcode::RecvMsg::CODE => Some(ready::IN).filter(|_| fl & libc::MSG_DONTWAIT == 0),
+            opcode::Send::CODE | opcode::SendMsg::CODE => Some(ready::OUT).filter(|_| fl & libc::MSG_DONTWAIT == 0),
+            opcode::Read::CODE | opcode::Readv::CODE => Some(ready::IN).filter(|_| fl & libc::RWF_NOWAIT == 0),
+            opcode::Write::CODE | opcode::Writev::CODE => Some(ready::OUT).filter(|_| fl & libc::RWF_NOWAIT == 0),
             opcode::Accept::CODE => Some(ready::IN).filter(|_| s.ioprio & IORING_ACCEPT_DONTWAIT == 0),
             _ => None,
         };
         match events {
-            Some(ev) if s.fd >= 0 && self.ready.must_wait(s.fd, ev) => Next::Step(Step::Wait(s.fd, ev)),
+            Some(ev) if fd >= 0 && self.ready.must_wait(fd, ev) => Next::Step(Step::Wait(fd, ev)),
             _ => Next::Step(perform_net::attempt(&mut self.ops[i], 0)),
         }
     }

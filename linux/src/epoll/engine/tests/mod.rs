@@ -11,6 +11,7 @@ mod msg;
 mod net;
 mod random;
 mod ready;
+mod transfer;
 
 use super::{Engine, EngineConfig};
 use io_uring::{cqueue, squeue};
