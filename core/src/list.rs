@@ -166,12 +166,54 @@ impl<T: Link<L>, L> List<T, L> {
         self.len.set(self.len.get() + 1);
     }
 
+    /// Prepends `node`.
+    ///
+    /// # Safety
+    /// As [`push_back`](Self::push_back).
+    #[inline(always)]
+    pub unsafe fn push_front(&self, node: NonNull<T>) {
+        let node_links = links(node);
+        #[cfg(debug_assertions)]
+        {
+            assert!(node_links.owner.get().is_null(), "keel bug: node pushed while linked in another list");
+            node_links.owner.set(self as *const Self as *const ());
+        }
+        node_links.prev.set(None);
+        node_links.next.set(self.head.get());
+        match self.head.get() {
+            Some(head) => links(head).prev.set(Some(node)),
+            None => self.tail.set(Some(node)),
+        }
+        self.head.set(Some(node));
+        self.len.set(self.len.get() + 1);
+    }
+
     /// Removes and returns the first node.
     #[inline(always)]
     pub fn pop_front(&self) -> Option<NonNull<T>> {
         let node = self.head.get()?;
-        // SAFETY: `node` is linked here, which is what `remove` needs.
-        unsafe { self.remove(node) };
+        // `remove` of the head, with what the head already says folded in: its `prev` is
+        // `None`, so only its `next` needs clearing (an unlinked node has both `None`:
+        // `contains`), and the new head's `prev` (or the tail) is the one neighbour to fix.
+        let node_links = links(node);
+        #[cfg(debug_assertions)]
+        {
+            assert_eq!(
+                node_links.owner.get(),
+                self as *const Self as *const (),
+                "keel bug: node popped from a list it is not in"
+            );
+            debug_assert!(node_links.prev.get().is_none(), "keel bug: the head has a predecessor");
+            node_links.owner.set(core::ptr::null());
+        }
+        let next = node_links.next.get();
+        self.head.set(next);
+        match next {
+            Some(next_node) => links(next_node).prev.set(None),
+            None => self.tail.set(None),
+        }
+        node_links.next.set(None);
+        self.len.set(self.len.get() - 1);
         Some(node)
     }
 
@@ -277,6 +319,25 @@ mod tests {
         }
         assert_eq!(drain(&list), [1, 3]);
         assert!(list.is_empty());
+    }
+
+    #[test]
+    fn push_front_goes_before_the_oldest() {
+        let pool = nodes(3);
+        let list = List::<Node, Kind>::new();
+        // SAFETY: each node is pushed once and outlives the list's use.
+        unsafe {
+            list.push_front(NonNull::from(&pool[1]));
+            list.push_back(NonNull::from(&pool[2]));
+            list.push_front(NonNull::from(&pool[0]));
+        }
+        assert_eq!(list.len(), 3);
+        assert_eq!(drain(&list), [0, 1, 2]);
+        // SAFETY: as above; node 1 is linked again, alone.
+        unsafe { list.push_front(NonNull::from(&pool[1])) };
+        // SAFETY: node 1 is linked in `list`.
+        unsafe { list.remove(NonNull::from(&pool[1])) };
+        assert!(list.is_empty() && list.front().is_none());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! stack from the pool), claiming an unowned one, and releasing one.
 
 use crate::error::AttachError;
-use crate::exec::sched::{Sched, hdr, step};
+use crate::exec::sched::{Sched, hdr, step, step_known};
 use crate::fiber::{Fiber, FiberAttrs, FiberBody, FiberVt, MIN_STACK};
 use crate::switch::FiberSwitch;
 use crate::sync::Ordering;
@@ -10,7 +10,7 @@ use crate::task::TaskHandle;
 use crate::task::body::IntoTaskResult;
 use crate::task::body::{BodyVTable, place};
 use crate::task::header::{Header, SlotPtr};
-use crate::task::state::TaskEvent as E;
+use crate::task::state::{TaskEvent as E, TaskState as S};
 use core::ptr::NonNull;
 
 /// Why claiming an unowned task failed.
@@ -61,7 +61,8 @@ impl Sched {
         if self.times.on.get() {
             self.reset_times(task);
         }
-        step(header, E::Attach);
+        // Sched rule 5: not attached (checked above), so Idle or Completed.
+        step_known(header, E::Attach, S::Attached);
         self.attached.set(self.attached.get() + 1);
         // SAFETY: an attached task that was Idle or Completed is in no run list.
         unsafe { self.ready.push(task) };

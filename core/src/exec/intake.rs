@@ -3,6 +3,7 @@
 //! serves (dispatch rules 2 and 4).
 
 use crate::exec::sched::{Sched, hdr, step};
+use crate::exec::work_source::WorkSource;
 use crate::mailbox::inbox::Pop;
 use crate::sync::Ordering;
 use crate::task::header::{Header, flag};
@@ -49,8 +50,18 @@ impl Sched {
     }
 
     /// Dispatch rule 2: with no work of our own, take the highest-priority dispatched task.
+    /// Inlined up to the test for a dispatcher (the run loop's idle pass without one).
+    #[inline(always)]
     pub(crate) fn take_dispatched(&self) -> bool {
-        let Some((dispatcher, _)) = self.dispatcher.get() else { return false };
+        match self.dispatcher.get() {
+            Some((dispatcher, _)) => self.take_dispatched_from(dispatcher),
+            None => false,
+        }
+    }
+
+    /// [`take_dispatched`](Self::take_dispatched) for an executor that serves a dispatcher.
+    #[inline(never)]
+    fn take_dispatched_from(&self, dispatcher: &'static dyn WorkSource) -> bool {
         let Some(task) = dispatcher.pop() else { return false };
         if !dispatcher.claim(task, self.owner_id()) {
             // Unreachable while dispatch rule 1's tag holds: a header is on a level stack

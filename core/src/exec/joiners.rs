@@ -8,7 +8,7 @@ use core::ptr::NonNull;
 
 impl Sched {
     /// Join rules 2-3 and 5, at the end of a run (its result staged when its body went):
-    /// one Release store, then two tests unless joins wait:
+    /// one Release store, then two tests (one per kind of waiter) unless joins wait:
     /// one pop, one result write and one same-thread wake per waiter (bounded by the
     /// waiters); a run that joins from other threads announced themselves to also wakes
     /// those (at most `CROSS_WAITERS`, each a wake from another thread or a futex wake:
@@ -18,28 +18,28 @@ impl Sched {
         let trailer = task.trailer();
         // Relaxed: owner-written generation. The words were staged when the body went.
         trailer.record.seal(hdr(task).generation.load(Ordering::Relaxed));
-        // One branch for both kinds of waiter (non-short-circuit `|`).
-        if trailer.record.cross_armed.get() | !trailer.joiners.is_empty() {
-            core::hint::cold_path();
-            self.wake_waiters(task);
-        }
-    }
-
-    /// Join rules 3 and 5: the run has waiters of one kind or both.
-    #[inline(never)]
-    fn wake_waiters(&self, task: NonNull<Header>) {
-        let trailer = task.trailer();
-        if trailer.record.cross_armed.get() {
-            // Join rule 5: joins from other threads announced themselves during this run.
-            trailer.record.cross_armed.set(false);
-            trailer.record.wake_cross();
-        }
+        // Inlined: a join on this executor is the common waiter, and its wake is a pop,
+        // a store and a same-thread wake (no call, no register spills).
         if !trailer.joiners.is_empty() {
             self.wake_joiners(task, trailer.record.staged());
         }
+        if trailer.record.cross_armed.get() {
+            self.wake_cross(task);
+        }
+    }
+
+    /// Join rule 5: joins from other threads announced themselves during this run (cold:
+    /// they wake through atomics or a futex).
+    #[cold]
+    #[inline(never)]
+    fn wake_cross(&self, task: NonNull<Header>) {
+        let record = &task.trailer().record;
+        record.cross_armed.set(false);
+        record.wake_cross();
     }
 
     /// Join rule 3: hands `result` to every same-executor waiter and wakes its task.
+    #[inline(always)]
     fn wake_joiners(&self, task: NonNull<Header>, result: crate::error::TaskResult) {
         while let Some(node) = task.trailer().joiners.pop_front() {
             // SAFETY: a linked node is alive and pinned (list rule 2, join rule 4).

@@ -27,7 +27,9 @@ use super::Executor;
 use crate::driver::{Driver, Park};
 use crate::error::RunError;
 use crate::mailbox::inbox::Recheck;
+use crate::task::header::Header;
 use core::pin::Pin;
+use core::ptr::NonNull;
 use core::time::Duration;
 
 impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Executor<D, S, A> {
@@ -75,7 +77,9 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
     ) -> Result<usize, RunError> {
         let cfg = sched.cfg;
         let mut deadline = None;
-        let mut done = 0usize;
+        // Items still allowed (`max_items` minus those done): counted down, so each item
+        // costs one decrement and a test for zero.
+        let mut left = max_items;
         // Tasks this pass still resumes before the next reap (bounded by the ready count
         // at the pass's start).
         let mut pass_left = 0usize;
@@ -87,10 +91,10 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
                 && let Some(task) = sched.ready.pop()
             {
                 pass_left -= 1;
-                sched.resume::<A>(task);
-                done += 1;
-                if done == max_items {
-                    return Ok(done);
+                let _ = sched.resume::<A>(task, false);
+                left -= 1;
+                if left == 0 {
+                    return Ok(max_items);
                 }
                 continue;
             }
@@ -108,20 +112,19 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
                     sched.read_clock();
                 }
                 // A completion can complete a draining task (one item each): reap no more
-                // than the items left, so `done` never passes `max_items`.
+                // than the items left, so `left` never goes below zero.
                 let before = sched.stats.completed.get();
                 #[cfg(debug_assertions)]
                 sched.reaping.set(true);
                 // SAFETY: sched rule 3: not lent, so this is the only reference; the sink
                 // reaches no driver (user code in it runs with the flag set).
-                unsafe { &mut *driver }
-                    .reap(cfg.reap_batch.min(max_items - done), &mut |tok, res| sched.complete_io(tok, res));
+                unsafe { &mut *driver }.reap(cfg.reap_batch.min(left), &mut |tok, res| sched.complete_io(tok, res));
                 #[cfg(debug_assertions)]
                 sched.reaping.set(false);
                 sched.apply_held_back();
-                done += (sched.stats.completed.get() - before) as usize;
-                if done == max_items {
-                    return Ok(done);
+                left -= (sched.stats.completed.get() - before) as usize;
+                if left == 0 {
+                    return Ok(max_items);
                 }
             }
             if !lent && sched.submit_queue_busy() {
@@ -140,10 +143,14 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
                 // With nothing in flight there is nothing to batch: look at everything
                 // again after each task (what a yield- or spawn-only workload wants).
                 pass_left = if io { sched.ready.len().min(cfg.resume_batch - 1) } else { 0 };
-                sched.resume::<A>(task);
-                done += 1;
-                if done == max_items {
-                    return Ok(done);
+                let held = sched.resume::<A>(task, !io);
+                left -= 1;
+                if let Some(task) = held {
+                    // Sched rule 6 (out of line: the pass keeps its registers).
+                    left = self.lone_yielder(sched, task, left);
+                }
+                if left == 0 {
+                    return Ok(max_items);
                 }
                 continue;
             }
@@ -151,8 +158,8 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
             if sched.take_dispatched() {
                 continue;
             }
-            if done > 0 {
-                return Ok(done);
+            if left < max_items {
+                return Ok(max_items - left);
             }
             // Nothing done in this pass: wait for work (out of line, so that the passes
             // above keep their registers).
@@ -160,6 +167,40 @@ impl<D: Driver, S: crate::stack::StackProvider, A: crate::acct::Accounting> Exec
                 return out;
             }
         }
+    }
+
+    /// Sched rule 6: a lone yielder's passes, while each finds nothing else to do (inbox
+    /// drained, driver not lent, no i/o in flight, no room waiter, no timer, no higher
+    /// level queued): the task runs again at once. When a check finds work, or no item is
+    /// left, the task goes back to the front of its level (the full pass goes on, or `run`
+    /// returns). Returns the items left. Bounded by `left`.
+    #[inline(never)]
+    fn lone_yielder(self: Pin<&Self>, sched: &super::sched::Sched, task: NonNull<Header>, mut left: usize) -> usize {
+        let driver = self.driver_ptr();
+        // SAFETY: `'static` header.
+        let level = unsafe { task.as_ref() }.prio.get().cpu.index();
+        let mut held = Some(task);
+        while let Some(task) = held {
+            if left > 0 {
+                sched.drain_inbox(sched.cfg.inbox_batch);
+                // SAFETY: sched rule 3: the driver is called only when not lent
+                // (short-circuit), for a count.
+                let quiet = sched.driver_state.get() == 0
+                    && unsafe { (*driver).in_flight() } == 0
+                    && !sched.submit_queue_busy()
+                    && sched.timers.is_empty()
+                    && sched.ready.empty_above(level);
+                if quiet {
+                    held = sched.resume::<A>(task, true);
+                    left -= 1;
+                    continue;
+                }
+            }
+            // SAFETY: a held task is in no run list.
+            unsafe { sched.ready.push_front(task) };
+            break;
+        }
+        left
     }
 
     /// A pass that found no work and did none: quit, time out, re-check or park (park

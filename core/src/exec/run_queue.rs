@@ -32,6 +32,38 @@ impl RunQueue {
         unsafe { self.levels[level].push_back(task) };
     }
 
+    /// Queues `task` at the front of its CPU priority's level (a task that was ahead of
+    /// every task queued there since: sched rule 6).
+    ///
+    /// # Safety
+    /// As [`push`](Self::push).
+    #[inline(always)]
+    pub(crate) unsafe fn push_front(&self, task: NonNull<Header>) {
+        // SAFETY: `'static` header (caller).
+        let level = unsafe { task.as_ref() }.prio.get().cpu.index();
+        // SAFETY: not in any run list (caller); headers never move.
+        unsafe { self.levels[level].push_front(task) };
+    }
+
+    /// Whether no task is queued at CPU priority level `level` or above (at most three
+    /// list heads).
+    #[inline(always)]
+    pub(crate) fn empty_down_to(&self, level: usize) -> bool {
+        self.empty_above(level) && self.levels.get(level).is_none_or(|l| l.is_empty())
+    }
+
+    /// Whether no task is queued at a level above `level`.
+    #[inline(always)]
+    pub(crate) fn empty_above(&self, level: usize) -> bool {
+        // Written out for the three levels: a branch per head, no loop.
+        const _: () = assert!(Priority::LEVELS == 3);
+        match level {
+            0 => true,
+            1 => self.levels[0].is_empty(),
+            _ => self.levels[0].is_empty() && self.levels[1].is_empty(),
+        }
+    }
+
     /// The oldest task of the highest non-empty level.
     #[inline(always)]
     pub(crate) fn pop(&self) -> Option<NonNull<Header>> {

@@ -21,6 +21,24 @@
 //! 4. Every loop here is bounded by a configuration value or by a structure's size:
 //!    inbox drain by `inbox_batch`, timer firing by `timer_batch`, completion reaping
 //!    by `reap_batch`, run-queue pop by the three levels.
+//! 5. A lifecycle step whose starting state the structure guarantees is stored without
+//!    re-reading the state in release builds ([`step_known`]; debug builds check the
+//!    edge as every other step does): a task popped from `ready` is Attached or Ready
+//!    (only those edges queue it: attach, wake, yield, a cancel's or an i/o's
+//!    requeue), a task whose `resume` returned is Running (nothing but its own
+//!    resume moves a Running task: a cancel only flags it), and a task that `attach`
+//!    found not attached is Idle or Completed (attach runs on the owner's thread, which
+//!    alone moves the task's state: header rule 2).
+//! 6. The run loop may hold one yielding task off `ready` between its resume and the
+//!    next, when at the yield no task was queued at its level or above (a push would
+//!    have made it the head of the queue). It stays Ready. The loop then makes the
+//!    pass's checks (inbox, lend flag, i/o in flight, room waiters, timers, a higher
+//!    level queued meanwhile); only if none has work does it resume the task again at
+//!    once. Otherwise, and before `run` returns, the task goes back to the front of its
+//!    level (ahead of any task of its level queued after its yield: the order a push
+//!    would have given) and the full pass goes on. Between the yield and either end,
+//!    only keel's inbox drain and the driver's `in_flight` count run, and a wake of a
+//!    Ready task changes nothing (wake rule 1).
 //!
 //!
 //! Submission room (room rules) is in `submit.rs`, the driver (driver rules) in `lend.rs`.
@@ -106,6 +124,20 @@ pub(crate) fn step(header: &Header, event: E) {
         Ok(next) => header.state.set(next),
         Err(err) => panic!("keel bug: {err}"),
     }
+}
+
+/// Sched rule 5: `event`'s edge from a state the caller's structure guarantees, to
+/// `next`. Debug builds check the edge as [`step`] does; release builds store `next`.
+#[inline(always)]
+pub(crate) fn step_known(header: &Header, event: E, next: S) {
+    #[cfg(debug_assertions)]
+    match header.state.get().on(event) {
+        Ok(got) => assert_eq!(got, next, "keel bug: {event:?} leads to {got:?}, not {next:?}"),
+        Err(err) => panic!("keel bug: {err}"),
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = event;
+    header.state.set(next);
 }
 
 impl Sched {
@@ -257,15 +289,27 @@ impl Sched {
 
     /// Resumes one ready task: one item of work. With accounting (`A::ON`), one clock read
     /// at the end: it closes this run and starts the next (acct.rs).
+    ///
+    /// `hold`: the caller takes a yielding task back instead of its run-queue entry when
+    /// it would be the next one popped anyway (sched rule 6): `Some(task)`, Ready and
+    /// unqueued.
     #[inline(always)]
-    pub(crate) fn resume<A: crate::acct::Accounting>(&self, task: NonNull<Header>) {
+    pub(crate) fn resume<A: crate::acct::Accounting>(
+        &self,
+        task: NonNull<Header>,
+        hold: bool,
+    ) -> Option<NonNull<Header>> {
         let header = hdr(task);
         let start = self.times.last.get();
         if A::ON {
             let times = &task.trailer().times;
             crate::acct::ExecTimes::add(&times.ready_wait, start.saturating_sub(times.since.get()));
         }
+        // Sched rule 5: popped from `ready`, so Attached (Start) or Ready (Resume).
+        #[cfg(debug_assertions)]
         step(header, if header.state.get() == S::Attached { E::Start } else { E::Resume });
+        #[cfg(not(debug_assertions))]
+        step_known(header, E::Resume, S::Running);
         header.reason.set(crate::task::state::SuspendReason::Wait);
         let stats = &task.trailer().stats;
         stats.resumptions.set(stats.resumptions.get() + 1);
@@ -303,11 +347,19 @@ impl Sched {
                 }
                 if header.has_flag(flag::WOKEN_WHILE_RUNNING) {
                     header.clear_flag(flag::WOKEN_WHILE_RUNNING);
-                    step(header, E::Yield);
+                    // Sched rule 5: its resume returned, so it is Running.
+                    step_known(header, E::Yield, S::Ready);
+                    // Sched rule 6: no task waits at its level or above, so a push would
+                    // queue it at the head of the queue: the caller holds it instead.
+                    if hold && self.ready.empty_down_to(header.prio.get().cpu.index()) {
+                        return Some(task);
+                    }
                     // SAFETY: a running task is in no run list.
                     unsafe { self.ready.push(task) };
                 } else {
-                    step(header, E::Suspend(header.reason.get()));
+                    let reason = header.reason.get();
+                    // Sched rule 5, as above.
+                    step_known(header, E::Suspend(reason), S::Suspended(reason));
                 }
             }
             Step::Done(result) => {
@@ -317,6 +369,7 @@ impl Sched {
                 self.finish_inline(task, E::Return, result);
             }
         }
+        None
     }
 
     /// The body is gone (returned or dropped): complete, or drain its i/o first.
@@ -345,7 +398,13 @@ impl Sched {
             }
             step(header, if event == E::Return { E::ReturnWithIo } else { E::CancelQueuedWithIo });
         } else {
-            step(header, event);
+            if event == E::Return {
+                // Sched rule 5: a body returns (or panics) only inside its resume, so the
+                // task is Running.
+                step_known(header, E::Return, S::Completed);
+            } else {
+                step(header, event);
+            }
             self.completed_inline(task, false);
         }
     }

@@ -283,7 +283,8 @@ impl<D: Driver, S: StackProvider, A: Accounting> Executor<D, S, A> {
             }
             for _ in 0..ready {
                 let Some(task) = sched.ready.pop() else { break };
-                sched.resume::<A>(task);
+                // Sched rule 6: nothing held here; a yielding task is queued.
+                let _ = sched.resume::<A>(task, false);
             }
         }
         self.cancel_and_drain();
