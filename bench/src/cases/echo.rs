@@ -21,8 +21,8 @@
 //!   next receive, and a multishot receive with provided buffers): in-process server
 //!   threads.
 //!
-//! The scaling curve: `echo_cpu_c{1,16,256,2048,4096}` (ns: the server's whole CPU time,
-//! user and system, per message) and `echo_p99_c{1,16,256,2048,4096}` (ns) with 1 to 4,096
+//! The scaling curve: `echo_cpu_c{1,64,512,2048,4096}` (ns: the server's whole CPU time,
+//! user and system, per message) and `echo_p99_c{1,64,512,2048,4096}` (ns) with 1 to 4,096
 //! connections, one message in flight on each, for keel, monoio, tokio and io-uring: one
 //! measurement per size (9 rounds of 0.3 s slices; 7 of 1 s from 2,048 on, see below;
 //! `--quick`: one of 0.2 s). The bench raises its soft descriptor limit to what the
@@ -53,10 +53,11 @@ const P99: usize = 2;
 const CPU: usize = 3;
 const ALL_CPU: usize = 4;
 
-/// The main measurement's connections (`--quick`: 8).
-const CONNS: usize = 64;
+/// The key of the main measurement (64 connections, `--quick`: 8; `Params::FULL`) in
+/// [`results`], apart from the curve's sizes, which include 64 too.
+const MAIN: usize = 0;
 /// The scaling curve's sizes (connections).
-const SIZES: [usize; 5] = [1, 16, 256, 2048, 4096];
+const SIZES: [usize; 5] = [1, 64, 512, 2048, 4096];
 /// The sizes above this run one server at a time (`Params::alone`).
 const ALL_UP_MAX: usize = 2048;
 /// The sizes from this on get 1 s windows (`Params::LONG`).
@@ -67,15 +68,15 @@ const CURVE_SERVERS: [usize; 4] = [0, 2, 3, 4];
 macro_rules! impls {
     ($m:expr) => {
         &[
-            Impl { name: SERVERS[0], run: report::<$m, 0, CONNS> },
-            Impl { name: SERVERS[1], run: report::<$m, 1, CONNS> },
-            Impl { name: SERVERS[2], run: report::<$m, 2, CONNS> },
-            Impl { name: SERVERS[3], run: report::<$m, 3, CONNS> },
-            Impl { name: SERVERS[4], run: report::<$m, 4, CONNS> },
-            Impl { name: SERVERS[5], run: report::<$m, 5, CONNS> },
-            Impl { name: SERVERS[6], run: report::<$m, 6, CONNS> },
-            Impl { name: SERVERS[7], run: report::<$m, 7, CONNS> },
-            Impl { name: SERVERS[8], run: report::<$m, 8, CONNS> },
+            Impl { name: SERVERS[0], run: report::<$m, 0, MAIN> },
+            Impl { name: SERVERS[1], run: report::<$m, 1, MAIN> },
+            Impl { name: SERVERS[2], run: report::<$m, 2, MAIN> },
+            Impl { name: SERVERS[3], run: report::<$m, 3, MAIN> },
+            Impl { name: SERVERS[4], run: report::<$m, 4, MAIN> },
+            Impl { name: SERVERS[5], run: report::<$m, 5, MAIN> },
+            Impl { name: SERVERS[6], run: report::<$m, 6, MAIN> },
+            Impl { name: SERVERS[7], run: report::<$m, 7, MAIN> },
+            Impl { name: SERVERS[8], run: report::<$m, 8, MAIN> },
         ]
     };
 }
@@ -106,20 +107,20 @@ pub const ECHO_CPU: Case = Case { name: "echo_cpu", unit: Unit::NsPerOp, impls: 
 
 /// `echo_cpu_c1`.
 pub const ECHO_CPU_C1: Case = sized!("echo_cpu_c1", ALL_CPU, 1);
-/// `echo_cpu_c16`.
-pub const ECHO_CPU_C16: Case = sized!("echo_cpu_c16", ALL_CPU, 16);
-/// `echo_cpu_c256`.
-pub const ECHO_CPU_C256: Case = sized!("echo_cpu_c256", ALL_CPU, 256);
+/// `echo_cpu_c64`.
+pub const ECHO_CPU_C64: Case = sized!("echo_cpu_c64", ALL_CPU, 64);
+/// `echo_cpu_c512`.
+pub const ECHO_CPU_C512: Case = sized!("echo_cpu_c512", ALL_CPU, 512);
 /// `echo_cpu_c2048`.
 pub const ECHO_CPU_C2048: Case = sized!("echo_cpu_c2048", ALL_CPU, 2048);
 /// `echo_cpu_c4096`.
 pub const ECHO_CPU_C4096: Case = sized!("echo_cpu_c4096", ALL_CPU, 4096);
 /// `echo_p99_c1`.
 pub const ECHO_P99_C1: Case = sized!("echo_p99_c1", P99, 1);
-/// `echo_p99_c16`.
-pub const ECHO_P99_C16: Case = sized!("echo_p99_c16", P99, 16);
-/// `echo_p99_c256`.
-pub const ECHO_P99_C256: Case = sized!("echo_p99_c256", P99, 256);
+/// `echo_p99_c64`.
+pub const ECHO_P99_C64: Case = sized!("echo_p99_c64", P99, 64);
+/// `echo_p99_c512`.
+pub const ECHO_P99_C512: Case = sized!("echo_p99_c512", P99, 512);
 /// `echo_p99_c2048`.
 pub const ECHO_P99_C2048: Case = sized!("echo_p99_c2048", P99, 2048);
 /// `echo_p99_c4096`.
@@ -145,8 +146,8 @@ macro_rules! curves {
                 imp: $imp,
                 points: &[
                     (1, "echo_cpu_c1"),
-                    (16, "echo_cpu_c16"),
-                    (256, "echo_cpu_c256"),
+                    (64, "echo_cpu_c64"),
+                    (512, "echo_cpu_c512"),
                     (2048, "echo_cpu_c2048"),
                     (4096, "echo_cpu_c4096"),
                 ],
@@ -157,8 +158,8 @@ macro_rules! curves {
                 imp: $imp,
                 points: &[
                     (1, "echo_p99_c1"),
-                    (16, "echo_p99_c16"),
-                    (256, "echo_p99_c256"),
+                    (64, "echo_p99_c64"),
+                    (512, "echo_p99_c512"),
                     (2048, "echo_p99_c2048"),
                     (4096, "echo_p99_c4096"),
                 ],
@@ -170,12 +171,12 @@ macro_rules! curves {
 /// The scaling curves of these cases.
 pub const CURVES: &[Curve] = curves!("keel", "monoio", "tokio", "io-uring");
 
-/// Every server's medians (`None`: not selected) with `conns` connections ([`CONNS`]:
+/// Every server's medians (`None`: not selected) with `conns` connections ([`MAIN`]:
 /// the main measurement, else a point of the curve), measured once per process.
 fn results(conns: usize) -> Result<&'static [Option<Figures>], String> {
     static R: [OnceLock<Result<Vec<Option<Figures>>, String>>; 1 + SIZES.len()] =
         [const { OnceLock::new() }; 1 + SIZES.len()];
-    let at = SIZES.iter().position(|&n| n == conns).map_or(0, |i| i + 1);
+    let at = slot(conns);
     R[at]
         .get_or_init(|| {
             // The impls get only an iteration count, so the case reads the flags itself.
@@ -207,6 +208,12 @@ fn results(conns: usize) -> Result<&'static [Option<Figures>], String> {
         .map_err(Clone::clone)
 }
 
+/// Where [`results`] keeps the measurement for `conns`: 0 for [`MAIN`], 1 + the size's
+/// index for a point of the curve.
+fn slot(conns: usize) -> usize {
+    if conns == MAIN { 0 } else { SIZES.iter().position(|&n| n == conns).map_or(0, |i| i + 1) }
+}
+
 /// Metric `M` of server `S` with `N` connections as a time for `iters` operations in
 /// the case's unit.
 fn report<const M: usize, const S: usize, const N: usize>(iters: u64) -> Timed {
@@ -231,6 +238,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_curves_64_connections_are_not_the_main_measurement() {
+        // The curve has a 64-connection point, as the main measurement has 64 connections:
+        // each keeps its own servers and windows.
+        let at = SIZES.iter().position(|&n| n == 64).expect("the curve has 64 connections");
+        assert_eq!(slot(MAIN), 0);
+        assert_eq!(slot(64), at + 1);
+        assert!(SIZES.iter().enumerate().all(|(i, &n)| slot(n) == i + 1));
+    }
+
+    #[test]
     fn medians_come_back_through_the_units() {
         let f = Figures {
             msgs_per_sec: 312_345.6,
@@ -244,7 +261,7 @@ mod tests {
             (ECHO_P50, f.p50_ns),
             (ECHO_P99, f.p99_ns),
             (ECHO_CPU, f.cpu_ns),
-            (ECHO_CPU_C16, f.all_cpu_ns),
+            (ECHO_CPU_C64, f.all_cpu_ns),
         ];
         for (m, (case, v)) in want.into_iter().enumerate() {
             for iters in [1u64, 16, 600, 1 << 20] {
