@@ -161,14 +161,30 @@ pub(crate) unsafe fn resume_inline(task: NonNull<Header>, exited: unsafe fn(NonN
     // SAFETY: the core is the body's first field (`repr(C)`); only shared borrows of it
     // are made while the fiber is not running.
     let core = unsafe { &*(body as *const FiberCore) };
-    // The same checks around the switch as `switch_in`'s.
+    // SAFETY: the body is a `FiberBody<AsmSwitch, _>` (caller), `repr(C)` with its regs
+    // at `ASM_REGS_OFFSET` whatever the closure type; started and not running.
+    let finished =
+        around_switch(task, core, || unsafe { crate::arch::AsmSwitch::resume(body.add(ASM_REGS_OFFSET).cast()) });
+    if !finished {
+        return Step::Pending;
+    }
+    // SAFETY: the caller's contract: `exited` is this body's.
+    unsafe { exited(task) }
+}
+
+/// One switch into the fiber whose core is `core` (`switch` makes it) with the checks
+/// around it (floating-point control state, AddressSanitizer's fake stack), shared by the
+/// vtable's resume and the run loop's inline one (fiber rule 9): whether the fiber has
+/// exited.
+#[inline(always)]
+fn around_switch(task: NonNull<Header>, core: &FiberCore, switch: impl FnOnce()) -> bool {
+    #[cfg(not(any(debug_assertions, feature = "fp-check")))]
+    let _ = task;
     #[cfg(any(debug_assertions, feature = "fp-check"))]
     let before = crate::arch::fp_control();
     #[cfg(keel_asan)]
     let asan_fake = super::asan::before_resume(core);
-    // SAFETY: the body is a `FiberBody<AsmSwitch, _>` (caller), `repr(C)` with its regs
-    // at `ASM_REGS_OFFSET` whatever the closure type; started and not running.
-    unsafe { crate::arch::AsmSwitch::resume(body.add(ASM_REGS_OFFSET).cast()) };
+    switch();
     #[cfg(keel_asan)]
     super::asan::after_resume(asan_fake);
     #[cfg(any(debug_assertions, feature = "fp-check"))]
@@ -178,11 +194,7 @@ pub(crate) unsafe fn resume_inline(task: NonNull<Header>, exited: unsafe fn(NonN
             fp_control_changed(task, core, before, after);
         }
     }
-    if core.state.get() != FiberState::Finished {
-        return Step::Pending;
-    }
-    // SAFETY: the caller's contract: `exited` is this body's.
-    unsafe { exited(task) }
+    core.state.get() == FiberState::Finished
 }
 
 pub(super) unsafe fn suspend_with<Sw: FiberSwitch, F>(core: *mut FiberCore) {
@@ -384,22 +396,8 @@ where
     unsafe fn switch_in(task: NonNull<Header>, fiber_body: *mut FiberBody<Sw, F>) -> Step {
         // SAFETY: the caller's contract.
         let core = unsafe { &(*fiber_body).core };
-        #[cfg(any(debug_assertions, feature = "fp-check"))]
-        let before = crate::arch::fp_control();
-        #[cfg(keel_asan)]
-        let asan_fake = super::asan::before_resume(core);
         // SAFETY: initialised or suspended, not running.
-        unsafe { Sw::resume(&raw mut (*fiber_body).regs) };
-        #[cfg(keel_asan)]
-        super::asan::after_resume(asan_fake);
-        #[cfg(any(debug_assertions, feature = "fp-check"))]
-        {
-            let after = crate::arch::fp_control();
-            if crate::arch::fp_control_differs(before, after) {
-                fp_control_changed(task, core, before, after);
-            }
-        }
-        if core.state.get() != FiberState::Finished {
+        if !around_switch(task, core, || unsafe { Sw::resume(&raw mut (*fiber_body).regs) }) {
             return Step::Pending;
         }
         // SAFETY: the caller's contract; the fiber has just exited.
