@@ -268,3 +268,66 @@ fn an_executor_dropped_with_a_pair_in_flight_completes_it() {
     // SAFETY: the test's own listener, which no task uses any more: closed once, here.
     drop(unsafe { Socket::from_raw_fd(lfd) });
 }
+
+/// Pairs switched off (`set_skip_pairs(false)`, by another task) while a pair is in flight:
+/// the pair still completes from its one CQE (completion reads the pair's entry, not the
+/// switch), both halves once, and the next exchange goes in as two operations.
+#[test]
+fn pairs_switched_off_with_a_pair_in_flight_complete_it() {
+    if pairs_unavailable() {
+        return;
+    }
+    let ex = executor(RingConfig::default());
+    let ex = ex.as_ref();
+    let (lfd, addr) = listen(ex, localhost());
+    let a = std_addr(&addr);
+    let client = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(a).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut buf = [0u8; MSG];
+        for i in 0..2u8 {
+            s.read_exact(&mut buf).unwrap();
+            assert_eq!(buf, [i; MSG], "the send of exchange {i} went out whole");
+            std::thread::sleep(Duration::from_millis(100)); // the pair waits on its receive
+            s.write_all(&[i + 10; MSG]).unwrap();
+        }
+    });
+    let out = Rc::new(Cell::new((0, 0, 0, 0)));
+    let o = out.clone();
+    ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+        // SAFETY: a view of the test's listener that never closes it (ManuallyDrop); the test closes it once, after every task using it is done.
+        let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(lfd) });
+        let c = f.accept(&*l).expect("accept");
+        let off = f.spawn_fiber(task(), fattrs(), |g: &mut Fiber| {
+            g.with_driver::<RingDriver, _>(|d| {
+                // SAFETY: a driver crate's own switch, not one of the executor's methods;
+                // nothing else runs while the reference lives.
+                unsafe { d.get_mut() }.set_skip_pairs(false)
+            })
+            .expect("a ring executor");
+            0u64
+        });
+        let mut buf = [0u8; MSG];
+        let before = counters(f).0;
+        let first = f.send_then_recv(&c, &mut buf, MSG).expect("the exchange in flight when pairs went off");
+        assert_eq!((first, buf), (MSG as u32, [10u8; MSG]), "its receive, whole");
+        assert!(off.is_ok(), "the task that switched pairs off was attached");
+        let mid = counters(f).0;
+        buf = [1u8; MSG];
+        let second = f.send_then_recv(&c, &mut buf, MSG).expect("the exchange after");
+        assert_eq!((second, buf), (MSG as u32, [11u8; MSG]));
+        let (after, in_flight, stale) = counters(f);
+        o.set((mid - before, after - mid, in_flight, stale));
+        let _ = f.close_socket(c);
+        0u64
+    })
+    .unwrap();
+    run_all(ex);
+    client.join().unwrap();
+    // SAFETY: the test's own listener, which no task uses any more: closed once, here.
+    drop(unsafe { Socket::from_raw_fd(lfd) });
+    let (first, second, in_flight, stale) = out.get();
+    assert_eq!(first, 1, "the pair made in flight completed from its one CQE");
+    assert_eq!(second, 2, "the next exchange went in as two operations");
+    assert_eq!((in_flight, stale), (0, 0), "nothing left in flight, no stale CQE");
+}
