@@ -34,8 +34,9 @@
 //! (a `select` that chose another branch) unlinks it; the awaited task is not touched.
 //!
 //! Same executor: the join links a node in the awaited task's list of waiters, and the
-//! run's end writes the result into it and wakes the joining task (join rule 3): no atomic
-//! read-modify-write, no allocation, no lock; the end of a run does one pop per waiter.
+//! run's end copies the result's words into it and wakes the joining task (join rules 3
+//! and 6): no atomic read-modify-write, no allocation, no lock; the end of a run does one
+//! pop and three word copies per waiter.
 //! A join future is therefore neither `Send` nor `Sync` (its node is linked in a list
 //! only the executor's thread touches), as `IoStatus` is ([`join_send`] is `Send`: it
 //! always waits as a join from another thread, join rule 5):
@@ -64,7 +65,7 @@ use crate::sync::AtomicU32;
 use crate::sync::Ordering;
 use crate::task::TaskHandle;
 use crate::task::header::{Header, SlotPtr};
-use crate::task::join::{Entry, JoinNode, Outcome, task_entry, thread_entry};
+use crate::task::join::{Entry, Held, JoinNode, Outcome, task_entry, thread_entry};
 use core::future::Future;
 use core::pin::Pin;
 use core::ptr::NonNull;
@@ -118,35 +119,85 @@ impl core::fmt::Display for JoinError {
 
 /// Waits for run `task` to complete and returns its result.
 pub fn join(task: TaskHandle) -> Join {
-    Join { task, timeout: None, deadline: None, node: JoinNode::new(), entry: None, out: None }
+    Join::new(task, NO_LIMIT, 0)
 }
 
 /// [`join`] that gives up after `timeout` (from its first poll) with `JoinError::TimedOut`.
 /// A zero timeout only looks.
 pub fn join_timeout(task: TaskHandle, timeout: Duration) -> Join {
-    Join { task, timeout: Some(timeout), deadline: None, node: JoinNode::new(), entry: None, out: None }
+    // Saturated: 2^64 ns is 584 years.
+    Join::new(task, TIMEOUT, u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// [`join`] that gives up at `deadline` on the executor's clock.
 pub fn join_until(task: TaskHandle, deadline: Instant) -> Join {
-    Join { task, timeout: None, deadline: Some(deadline), node: JoinNode::new(), entry: None, out: None }
+    Join::new(task, DEADLINE, deadline.as_nanos())
 }
 
 /// The future [`join`] returns. Polled again after it returned, it returns the same.
+///
+/// Its fields are whole words with no padding between them (the awaited run split in
+/// its two halves, the small fields packed beside its generation): a body that makes a
+/// `Join` moves it into its own state, and a copy that spans bytes no store wrote (a
+/// `TaskHandle`'s padding, a `Duration`'s) becomes loads that span several stores, each
+/// a stalled store-to-load forward (join rule 6's reason, for the node).
 pub struct Join {
-    task: TaskHandle,
-    timeout: Option<Duration>,
-    deadline: Option<Instant>,
-    /// Linked in the awaited task's waiters while `node.waiter` is set (join rule 3).
+    /// The awaited run: its slot ...
+    hdr: NonNull<Header>,
+    /// ... and its generation (`TaskHandle::from_parts`).
+    generation: u32,
+    /// The entry held while it waits as a join from another thread (join rule 5:
+    /// `Entry::index`), or `NO_ENTRY`.
+    entry: u16,
+    /// What `limit` is: `NO_LIMIT`, `TIMEOUT` (its nanoseconds, from the first poll that
+    /// waits, which makes it a `DEADLINE`), or `DEADLINE` (an `Instant`'s nanoseconds).
+    limit_kind: u16,
+    limit: u64,
+    /// Linked in the awaited task's waiters while `node.waiter` is set (join rule 3); it
+    /// holds what the join returned, to return it again (join rule 6).
     node: JoinNode,
-    /// Held while it waits as a join from another thread (join rule 5).
-    entry: Option<Entry>,
-    out: Option<Result<TaskResult, JoinError>>,
+}
+
+/// `Join::entry` when it holds none.
+const NO_ENTRY: u16 = u16::MAX;
+/// `Join::limit_kind`s.
+const NO_LIMIT: u16 = 0;
+const TIMEOUT: u16 = 1;
+const DEADLINE: u16 = 2;
+
+impl Join {
+    #[inline(always)]
+    fn new(task: TaskHandle, limit_kind: u16, limit: u64) -> Join {
+        Join {
+            hdr: task.header(),
+            generation: task.generation(),
+            entry: NO_ENTRY,
+            limit_kind,
+            limit,
+            node: JoinNode::new(),
+        }
+    }
+
+    /// The awaited run.
+    #[inline(always)]
+    fn task(&self) -> TaskHandle {
+        TaskHandle::from_parts(self.hdr, self.generation)
+    }
+
+    /// The deadline, once there is one.
+    fn deadline(&self) -> Option<Instant> {
+        (self.limit_kind == DEADLINE).then(|| Instant::from_nanos(self.limit))
+    }
+
+    /// The entry held (join rule 5).
+    fn entry(&self) -> Option<Entry> {
+        (self.entry != NO_ENTRY).then(|| Entry::from_index(self.entry))
+    }
 }
 
 impl core::fmt::Debug for Join {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Join").field("task", &self.task).field("out", &self.out).finish_non_exhaustive()
+        f.debug_struct("Join").field("task", &self.task()).field("out", &outcome(&self.node)).finish_non_exhaustive()
     }
 }
 
@@ -158,6 +209,40 @@ enum Look {
     Here,
     /// The run belongs to another executor (or none): wait as a join from another thread.
     Elsewhere,
+}
+
+/// What a join keeps in its node (join rule 6): a `JoinError` as the node's code for it.
+fn keep(node: &JoinNode, out: Result<TaskResult, JoinError>) {
+    node.keep(match out {
+        Ok(result) => Held::Result(result),
+        Err(err) => Held::Own(match err {
+            JoinError::Stale => 0,
+            JoinError::NeverAttached => 1,
+            JoinError::JoinSelf => 2,
+            JoinError::TimedOut => 3,
+            JoinError::Cancelled => 4,
+            JoinError::NotInTask => 5,
+            JoinError::TooManyWaiters => 6,
+        }),
+    });
+}
+
+/// What a join's node holds (join rule 6), as the join returns it: `keep`'s inverse.
+fn outcome(node: &JoinNode) -> Option<Result<TaskResult, JoinError>> {
+    Some(match node.held()? {
+        Held::Result(result) => Ok(result),
+        Held::NeverAttached => Err(JoinError::NeverAttached),
+        Held::Own(code) => Err(match code {
+            0 => JoinError::Stale,
+            1 => JoinError::NeverAttached,
+            2 => JoinError::JoinSelf,
+            3 => JoinError::TimedOut,
+            4 => JoinError::Cancelled,
+            5 => JoinError::NotInTask,
+            6 => JoinError::TooManyWaiters,
+            _ => unreachable!("keel bug: join code {code} was never kept"),
+        }),
+    })
 }
 
 /// The record of run `task` (join rule 2): `None` while the run has not completed.
@@ -251,44 +336,44 @@ impl Join {
     fn step(&mut self, cx: &Context<'_>) -> Option<Result<TaskResult, JoinError>> {
         let Some(tcx) = TaskCx::of(cx) else { return Some(Err(JoinError::NotInTask)) };
         let (sched, me) = (tcx.sched(), tcx.header());
-        if let Some(entry) = self.entry {
+        let task = self.task();
+        if let Some(entry) = self.entry() {
             // Waiting as a join from another thread: woken to look at the record again.
-            let out = match record_look(self.task) {
+            let out = match record_look(task) {
                 Some(out) => Some(out),
                 None if tcx.is_cancelled() => Some(Err(JoinError::Cancelled)),
-                None if self.deadline.is_some_and(|at| sched.now() >= at) => Some(Err(JoinError::TimedOut)),
+                None if self.deadline().is_some_and(|at| sched.now() >= at) => Some(Err(JoinError::TimedOut)),
                 None => None,
             };
             if out.is_some() {
-                self.entry = None;
-                self.task.header().trailer().record.unregister(entry);
+                self.entry = NO_ENTRY;
+                task.header().trailer().record.unregister(entry);
                 return out;
             }
         } else if self.node.waiter.get().is_none() {
-            // (A result the run's end left in the node is returned by `poll` first.)
+            // (An outcome the node holds is returned by `poll` first: join rule 6.)
             if tcx.is_cancelled() {
                 return Some(Err(JoinError::Cancelled));
             }
-            let look = look(sched, me, self.task);
+            let look = look(sched, me, task);
             if let Look::Out(out) = look {
                 return Some(out);
             }
-            if let Some(t) = self.timeout
-                && self.deadline.is_none()
-            {
-                self.deadline = Some(sched.now().saturating_add(t));
+            if self.limit_kind == TIMEOUT {
+                self.limit_kind = DEADLINE;
+                self.limit = sched.now().saturating_add(Duration::from_nanos(self.limit)).as_nanos();
             }
-            if self.deadline.is_some_and(|at| sched.now() >= at) {
+            if self.deadline().is_some_and(|at| sched.now() >= at) {
                 return Some(Err(JoinError::TimedOut));
             }
             if let Look::Here = look {
                 // SAFETY: `look` said `Here` just now; the node is pinned (`Join` is
                 // `!Unpin` and polled through `Pin`), unlinked, and `Drop` unlinks it.
-                unsafe { link(self.task, &self.node, me) };
+                unsafe { link(task, &self.node, me) };
             } else {
                 // Join rule 5: woken by wakes of this run of the joining task.
-                match register_cross(self.task, task_entry(me, tcx.task().generation())) {
-                    Ok(entry) => self.entry = Some(entry),
+                match register_cross(task, task_entry(me, tcx.task().generation())) {
+                    Ok(entry) => self.entry = entry.index(),
                     Err(out) => return Some(out),
                 }
             }
@@ -296,17 +381,17 @@ impl Join {
             // Polled again while linked: by a wake of another future, a select, our
             // deadline, or a cancel.
             if tcx.is_cancelled() {
-                unlink(self.task, &self.node);
+                unlink(task, &self.node);
                 return Some(Err(JoinError::Cancelled));
             }
-            if self.deadline.is_some_and(|at| sched.now() >= at) {
-                unlink(self.task, &self.node);
+            if self.deadline().is_some_and(|at| sched.now() >= at) {
+                unlink(task, &self.node);
                 return Some(Err(JoinError::TimedOut));
             }
             // The task polling us now is the one to wake (a join moved between tasks).
             self.node.waiter.set(Some(me));
         }
-        if let Some(at) = self.deadline {
+        if let Some(at) = self.deadline() {
             sched.arm(me, at);
         }
         None
@@ -322,25 +407,28 @@ impl Future for Join {
         // SAFETY: the node is never moved out (it is only used in place); the other
         // fields are plain data.
         let this = unsafe { self.get_unchecked_mut() };
-        if let Some(result) = this.node.result.get() {
-            // The run's end unlinked the node and left its result (join rule 3); it stays
-            // there, so a later poll returns it again.
-            return Poll::Ready(Ok(result));
+        if let Some(value) = this.node.ok() {
+            // The run's end unlinked the node and left an `Ok` result (join rules 3 and
+            // 6); it stays there, so a later poll returns it again.
+            return Poll::Ready(Ok(Ok(value)));
         }
         this.poll_slow(cx)
     }
 }
 
 impl Join {
-    /// A poll with no result left in the node: the memo, or the wait's next step.
+    /// A poll with no `Ok` result in the node: another outcome it holds, or the wait's
+    /// next step.
     #[inline(never)]
     fn poll_slow(&mut self, cx: &Context<'_>) -> Poll<Result<TaskResult, JoinError>> {
-        if let Some(out) = self.out {
+        if let Some(out) = outcome(&self.node) {
             return Poll::Ready(out);
         }
         match self.step(cx) {
             Some(out) => {
-                self.out = Some(out);
+                // Join rule 6: returned again by a later poll (the node is unlinked:
+                // every `Some` of `step` is).
+                keep(&self.node, out);
                 Poll::Ready(out)
             }
             None => Poll::Pending,
@@ -352,9 +440,10 @@ impl Drop for Join {
     fn drop(&mut self) {
         // A dropped waiter leaves the list (or frees its entry); the awaited task is
         // untouched.
-        unlink(self.task, &self.node);
-        if let Some(entry) = self.entry.take() {
-            self.task.header().trailer().record.unregister(entry);
+        let task = self.task();
+        unlink(task, &self.node);
+        if let Some(entry) = self.entry() {
+            task.header().trailer().record.unregister(entry);
         }
     }
 }
@@ -485,8 +574,9 @@ impl Fiber {
                 sched.arm(me, at);
             }
             let waited = self.wait();
-            if let Some(result) = node.result.take() {
-                return Ok(result);
+            // Join rule 6: the run's end copied its result words into the node.
+            if let Some(out) = outcome(&node) {
+                return out;
             }
             if waited.is_err() {
                 unlink(task, &node);
@@ -585,4 +675,33 @@ pub(crate) fn join_blocking_with<P: ThreadWait>(
     };
     record.unregister(entry);
     out
+}
+
+#[cfg(all(test, not(keel_loom)))]
+mod tests {
+    use super::*;
+
+    /// Join rule 6: every `JoinError` a join keeps in its node reads back as itself.
+    #[test]
+    fn join_rule_6_every_join_error_round_trips_through_a_node() {
+        let all = [
+            JoinError::Stale,
+            JoinError::NeverAttached,
+            JoinError::JoinSelf,
+            JoinError::TimedOut,
+            JoinError::Cancelled,
+            JoinError::NotInTask,
+            JoinError::TooManyWaiters,
+        ];
+        for err in all {
+            let node = JoinNode::new();
+            keep(&node, Err(err));
+            assert_eq!(outcome(&node), Some(Err(err)));
+            assert_eq!(node.ok(), None);
+        }
+        let node = JoinNode::new();
+        assert_eq!(outcome(&node), None);
+        keep(&node, Ok(Err(crate::error::TaskError::Failed(3))));
+        assert_eq!(outcome(&node), Some(Ok(Err(crate::error::TaskError::Failed(3)))));
+    }
 }

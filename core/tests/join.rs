@@ -1,4 +1,4 @@
-//! Joins on the same executor (join rules 1-4, `core/src/join.rs`): futures and fibers,
+//! Joins on the same executor (join rules 1-4 and 6, `core/src/join.rs`): futures and fibers,
 //! several waiters, timeouts, cancel at each point, dropped waiters, stale handles and
 //! joining oneself.
 
@@ -557,4 +557,124 @@ fn joins_wait_through_a_draining_run_and_get_its_result_when_it_completes() {
     assert_eq!(b.result(local), Ok(Some(Ok(9))));
     run_all!(a);
     assert_eq!(a.result(remote), Ok(Some(Ok(9))));
+}
+
+/// Awaits a join, then (after `pause`, if any: the world may change meanwhile) polls it
+/// once more, and returns both outcomes (join rule 6: the second must be the first
+/// again, from what the node kept, not a new look).
+async fn twice<F: Future>(f: F, pause: Option<Duration>) -> (F::Output, F::Output)
+where
+    F::Output: Copy + std::fmt::Debug,
+{
+    let mut f = Box::pin(f);
+    let first = f.as_mut().await;
+    if let Some(d) = pause {
+        rt::sleep(d).await.unwrap();
+    }
+    match core::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx))).await {
+        Poll::Ready(again) => (first, again),
+        Poll::Pending => panic!("a join that returned {first:?} was pending when polled again"),
+    }
+}
+
+type Outs = Rc<Cell<Vec<(Result<Result<u64, TaskError>, JoinError>, Result<Result<u64, TaskError>, JoinError>)>>>;
+
+/// Join rule 6: whatever a join returned it returns again when polled after, whether the
+/// awaited run's end copied a result into its node while it waited (an `Ok`, a failure,
+/// a cancel, a panic's message), its first look found the result in the record, or it
+/// gave up with a `JoinError` of its own (timed out, cancelled, stale, itself). A join
+/// that timed out says so again after the awaited run completed.
+#[test]
+fn join_rule_6_a_join_polled_again_returns_what_it_returned_for_every_outcome() {
+    let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let outs: Outs = Rc::default();
+    let waiter = |name, child: TaskHandle, outs: Outs| {
+        ex.attach(task(Priority::Normal, name), async move {
+            let got = Box::pin(twice(join(child), None)).await;
+            let mut all = outs.take();
+            all.push(got);
+            outs.set(all);
+        })
+        .unwrap()
+    };
+    // Woken by the run's end, with each kind of result copied into the node.
+    let ok = ex.attach(task(Priority::Low, "ok"), async { 7u64 }).unwrap();
+    let failed =
+        ex.attach(task(Priority::Low, "failed"), async { Err::<u64, TaskError>(TaskError::Failed(-9)) }).unwrap();
+    let cancelled = ex.attach(task(Priority::Low, "cancelled"), sleeper(ms(50), 1)).unwrap();
+    let panics = ex
+        .attach(task(Priority::Low, "panics"), async {
+            let _ = rt::sleep(ms(5)).await;
+            if std::hint::black_box(true) {
+                panic!("the awaited body panics");
+            }
+            0u64
+        })
+        .unwrap();
+    for (name, child) in [("w-ok", ok), ("w-failed", failed), ("w-cancelled", cancelled), ("w-panics", panics)] {
+        waiter(name, child, outs.clone());
+    }
+    // The waiters (Normal) link before the Low children run; one is cancelled unstarted.
+    ex.run(4, None).unwrap();
+    assert_eq!(ex.cancel(cancelled), Ok(CancelOutcome::Completed));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        while ex.attached() > 0 {
+            ex.run(1_000, None).unwrap();
+        }
+    }));
+    assert!(caught.is_err(), "the body's panic goes on out of run");
+    run_all!(ex);
+    let panicked = Err(TaskError::Panicked("the task body panicked while being resumed"));
+    let want = [Ok(Ok(7)), Ok(Err(TaskError::Failed(-9))), Ok(Err(TaskError::Cancelled)), Ok(panicked)];
+    let got = outs.take();
+    assert_eq!(got.len(), 4);
+    for want in want {
+        assert!(got.contains(&(want, want)), "{want:?} returned, and again, by a woken join: {got:?}");
+    }
+
+    // Found in the record at the first look (the awaited runs are over).
+    let outs: Outs = Rc::default();
+    waiter("late-ok", ok, outs.clone());
+    waiter("late-failed", failed, outs.clone());
+    run_all!(ex);
+    let got = outs.take();
+    assert!(got.contains(&(Ok(Ok(7)), Ok(Ok(7)))), "{got:?}");
+    assert!(got.contains(&(Ok(Err(TaskError::Failed(-9))), Ok(Err(TaskError::Failed(-9))))), "{got:?}");
+
+    // A join's own outcomes: timed out (polled again once `long` completed), cancelled
+    // while waiting, stale, itself.
+    let outs: Outs = Rc::default();
+    let long = ex.attach(task(Priority::Normal, "long"), sleeper(ms(100), 3)).unwrap();
+    let o = outs.clone();
+    ex.attach(task(Priority::Normal, "timed"), async move {
+        let got = Box::pin(twice(join_timeout(long, ms(10)), Some(ms(200)))).await;
+        let mut all = o.take();
+        all.push(got);
+        o.set(all);
+    })
+    .unwrap();
+    let cancelled_waiter = waiter("cancelled-waiter", long, outs.clone());
+    let o = outs.clone();
+    let stale = ok;
+    ex.attach(task(Priority::Normal, "stale-and-self"), async move {
+        let me = core::future::poll_fn(|cx| Poll::Ready(rt::current_task(cx))).await.unwrap();
+        for got in [Box::pin(twice(join(stale), None)).await, Box::pin(twice(join(me), None)).await] {
+            let mut all = o.take();
+            all.push(got);
+            o.set(all);
+        }
+    })
+    .unwrap();
+    // Re-attaching `ok`'s slot makes `stale` name a run it has left.
+    let ok_again = ex.attach(ok, async { 8u64 });
+    assert!(ok_again.is_ok());
+    ex.run(8, None).unwrap();
+    assert_eq!(ex.cancel(cancelled_waiter), Ok(CancelOutcome::Resumes));
+    run_all!(ex);
+    let got = outs.take();
+    assert_eq!(ex.result(long), Ok(Some(Ok(3))), "the timed-out join's second poll came after this");
+    for want in [JoinError::TimedOut, JoinError::Cancelled, JoinError::Stale, JoinError::JoinSelf] {
+        assert!(got.contains(&(Err(want), Err(want))), "{want:?} returned, and again: {got:?}");
+    }
 }

@@ -1,5 +1,5 @@
 //! The owner's half of a join: when a run completes, record its result for every thread
-//! and hand it to the same-executor waiters (join rules 1-3, `task/join.rs`).
+//! and hand it to the same-executor waiters (join rules 1-3 and 6, `task/join.rs`).
 
 use crate::exec::sched::{Sched, hdr};
 use crate::sync::Ordering;
@@ -21,7 +21,7 @@ impl Sched {
         // Inlined: a join on this executor is the common waiter, and its wake is a pop,
         // a store and a same-thread wake (no call, no register spills).
         if !trailer.joiners.is_empty() {
-            self.wake_joiners(task, trailer.record.staged());
+            self.wake_joiners(task);
         }
         if trailer.record.cross_armed.get() {
             self.wake_cross(task);
@@ -38,13 +38,15 @@ impl Sched {
         record.wake_cross();
     }
 
-    /// Join rule 3: hands `result` to every same-executor waiter and wakes its task.
+    /// Join rules 3 and 6: copies the run's result words into every same-executor
+    /// waiter's node and wakes its task.
     #[inline(always)]
-    fn wake_joiners(&self, task: NonNull<Header>, result: crate::error::TaskResult) {
-        while let Some(node) = task.trailer().joiners.pop_front() {
+    fn wake_joiners(&self, task: NonNull<Header>) {
+        let trailer = task.trailer();
+        while let Some(node) = trailer.joiners.pop_front() {
             // SAFETY: a linked node is alive and pinned (list rule 2, join rule 4).
             let node = unsafe { node.as_ref() };
-            node.result.set(Some(result));
+            node.fill(&trailer.record);
             if let Some(waiter) = node.waiter.take() {
                 self.wake_local(waiter);
             }

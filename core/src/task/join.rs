@@ -47,6 +47,15 @@
 //!    (the record was published, and the task possibly released, before the announce) or
 //!    woken by its owner: at the announce (the run was over) or at the run's end (marked).
 //!    At most [`CROSS_WAITERS`] at once; one more gets `JoinError::TooManyWaiters`.
+//! 6. A same-executor waiter's node holds its outcome as words, never as a `TaskResult`:
+//!    the run's end copies the record's three words into it (rule 3's copy), and a join
+//!    that returns anything else keeps it there encoded (a `JoinError` has a tag of its
+//!    own), so polled again it returns the same. A node's tag is `EMPTY` until then. The
+//!    common return (an `Ok` result) reads the tag and the value, each an aligned word
+//!    one store wrote: no result is built on the stack between the run's end and the
+//!    waiter (a store of one width read back at another stalls the load until the store
+//!    commits: the run's end and the join's return each cost such a stall when they
+//!    passed a `TaskResult`).
 
 use crate::error::{TaskError, TaskResult};
 use crate::list::{Link, Links};
@@ -120,9 +129,23 @@ fn free_entries() -> [AtomicU64Like; CROSS_WAITERS] {
     core::array::from_fn(|_| AtomicU64Like::new(0))
 }
 
-/// A registered join from another thread (join rule 5): the entry it holds.
+/// A registered join from another thread (join rule 5): the entry it holds (its index,
+/// below [`CROSS_WAITERS`]).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Entry(usize);
+pub(crate) struct Entry(u16);
+
+impl Entry {
+    /// The entry's index, to keep in a `u16` (`join::Join`); never `u16::MAX`.
+    pub(crate) fn index(self) -> u16 {
+        self.0
+    }
+
+    /// The entry whose [`index`](Self::index) this is.
+    pub(crate) fn from_index(index: u16) -> Self {
+        debug_assert!(usize::from(index) < CROSS_WAITERS);
+        Entry(index)
+    }
+}
 
 /// The entry value naming run `generation` of the task at `hdr` (woken with a wake by
 /// generation, wake rule 2).
@@ -238,7 +261,8 @@ impl JoinRecord {
             // Relaxed: the announce's Release CAS that follows publishes it to the owner
             // (wake rule 8); the entry itself is all a competing waiter must see.
             if entry.compare_exchange(0, target, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-                return Some(Entry(i));
+                // `CROSS_WAITERS` is far below `u16::MAX`.
+                return Some(Entry(i as u16));
             }
         }
         None
@@ -248,7 +272,7 @@ impl JoinRecord {
     pub(crate) fn unregister(&self, entry: Entry) {
         // Relaxed: an owner that still reads the old value wakes the waiter spuriously,
         // which is harmless (join rule 5); the next waiter's CAS sees the 0 (one location).
-        self.cross[entry.0].store(0, Ordering::Relaxed);
+        self.cross[usize::from(entry.0)].store(0, Ordering::Relaxed);
     }
 
     /// Join rule 5, the owner: wakes every registered join from another thread. Bounded
@@ -319,13 +343,41 @@ fn decode(tag: u64, value: u64, text: *mut u8) -> Outcome {
 
 /// One same-executor waiter (join rule 3): in the join future, or on a joining fiber's
 /// stack; pinned while linked and unlinked by its owner before it goes (list rule 2).
+///
+/// It holds what its join returns as words (join rule 6): the record's words of the run
+/// (`encode`), copied by the completion that unlinked it, or a join's own outcome (a
+/// code the join layer gives each `JoinError`, under a tag of its own); `EMPTY` until
+/// then. Plain aligned words, so the
+/// completion copies three and the join's common return reads two, each with a load of
+/// exactly what one store wrote (no `TaskResult` is built in between: join rule 6).
 pub(crate) struct JoinNode {
     links: Links<JoinNode>,
     /// The task to wake; `None` while not linked.
     pub(crate) waiter: Cell<Option<NonNull<Header>>>,
-    /// The run's result, written by the completion that unlinked it.
-    pub(crate) result: Cell<Option<TaskResult>>,
+    /// `OK`, another result tag, `OWN` plus a join's own code, or `EMPTY`.
+    tag: Cell<u64>,
+    value: Cell<u64>,
+    text: Cell<*mut u8>,
     _pinned: PhantomPinned,
+}
+
+/// A node's tag while it holds no outcome (join rule 6).
+const EMPTY: u64 = 0xff;
+/// The tags of a join's own outcomes: this plus the join's code, below `OWN_CODES`
+/// (join rule 6). No result tag is in `OWN..OWN + OWN_CODES` or `EMPTY` (their low bytes
+/// are 0-6).
+const OWN: u64 = 0x10;
+const OWN_CODES: u64 = 0x20;
+
+/// What a node holds (join rule 6).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Held {
+    /// A run's result.
+    Result(TaskResult),
+    /// A join's own outcome, by the code it kept.
+    Own(u8),
+    /// The pseudo-run of a handle `create` returned (join rule 1).
+    NeverAttached,
 }
 
 // SAFETY: `links` is used only for a task's `joiners` list.
@@ -337,9 +389,65 @@ unsafe impl Link<JoinLink> for JoinNode {
 }
 
 impl JoinNode {
-    /// An unlinked node.
+    /// An unlinked node holding no outcome.
     pub(crate) const fn new() -> Self {
-        JoinNode { links: Links::new(), waiter: Cell::new(None), result: Cell::new(None), _pinned: PhantomPinned }
+        JoinNode {
+            links: Links::new(),
+            waiter: Cell::new(None),
+            tag: Cell::new(EMPTY),
+            value: Cell::new(0),
+            text: Cell::new(core::ptr::null_mut()),
+            _pinned: PhantomPinned,
+        }
+    }
+
+    /// Join rules 3 and 6, the owner at a run's end: copies the run's result words from
+    /// `record` (staged when its body went, sealed before this).
+    #[inline(always)]
+    pub(crate) fn fill(&self, record: &JoinRecord) {
+        // Relaxed: the owner's own writes (join rule 1: the owner is the only writer).
+        self.tag.set(record.tag.load(Ordering::Relaxed));
+        self.value.set(record.value.load(Ordering::Relaxed));
+        self.text.set(record.text.load(Ordering::Relaxed));
+    }
+
+    /// The value of an `Ok` run result held (the common return, join rule 6).
+    #[inline(always)]
+    pub(crate) fn ok(&self) -> Option<u64> {
+        (self.tag.get() == OK).then(|| self.value.get())
+    }
+
+    /// What the node holds, if anything (join rule 6).
+    pub(crate) fn held(&self) -> Option<Held> {
+        let tag = self.tag.get();
+        if tag == EMPTY {
+            return None;
+        }
+        if let Some(code) = tag.checked_sub(OWN)
+            && code < OWN_CODES
+        {
+            return Some(Held::Own(code as u8));
+        }
+        Some(match decode(tag, self.value.get(), self.text.get()) {
+            Outcome::Done(result) => Held::Result(result),
+            Outcome::NeverAttached => Held::NeverAttached,
+        })
+    }
+
+    /// Keeps `held` as what the node holds (join rule 6: what its join returns again).
+    /// A join's own code is below 32.
+    pub(crate) fn keep(&self, held: Held) {
+        let (tag, value, text) = match held {
+            Held::Result(result) => encode(Outcome::Done(result)),
+            Held::Own(code) => {
+                debug_assert!(u64::from(code) < OWN_CODES, "keel bug: join code {code} out of range");
+                (OWN + u64::from(code), 0, core::ptr::null_mut())
+            }
+            Held::NeverAttached => encode(Outcome::NeverAttached),
+        };
+        self.tag.set(tag);
+        self.value.set(value);
+        self.text.set(text);
     }
 }
 
@@ -370,6 +478,43 @@ mod tests {
             record.publish(g, outcome);
             assert_eq!(record.read(g, &generation), Ok(Some(outcome)));
             assert_eq!(record.read(g - 1, &generation), Err(()), "an earlier run is stale");
+        }
+    }
+
+    /// Join rule 6: a node holds every outcome a join returns, as words: a run's result
+    /// copied from the record (`fill`), and anything a join keeps (`keep`), a join's own
+    /// codes included; only an `Ok` result reads as `ok`.
+    #[test]
+    fn join_rule_6_a_node_holds_every_outcome_as_words() {
+        let results = [
+            Ok(0),
+            Ok(u64::MAX),
+            Err(TaskError::Cancelled),
+            Err(TaskError::Failed(-7)),
+            Err(TaskError::Panicked("the body panicked")),
+            Err(TaskError::FpControlChanged { task: 9, mxcsr: 0x1f80, x87_cw: 0x37f }),
+            Err(TaskError::NoStack { errno: -12, wanted: 1 << 20 }),
+            Err(TaskError::NoStack { errno: 0x10, wanted: 3 }),
+        ];
+        let record = JoinRecord::new();
+        for result in results {
+            let node = JoinNode::new();
+            assert_eq!(node.held(), None, "a new node holds nothing");
+            assert_eq!(node.ok(), None);
+            record.publish(1, Outcome::Done(result));
+            node.fill(&record);
+            assert_eq!(node.held(), Some(Held::Result(result)), "copied from the record");
+            assert_eq!(node.ok(), result.ok());
+            let kept = JoinNode::new();
+            kept.keep(Held::Result(result));
+            assert_eq!(kept.held(), Some(Held::Result(result)), "kept");
+            assert_eq!(kept.ok(), result.ok());
+        }
+        for held in (0..OWN_CODES as u8).map(Held::Own).chain([Held::NeverAttached]) {
+            let node = JoinNode::new();
+            node.keep(held);
+            assert_eq!(node.held(), Some(held));
+            assert_eq!(node.ok(), None);
         }
     }
 }
