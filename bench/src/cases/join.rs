@@ -12,12 +12,16 @@
 //! - tokio: current-thread runtime; inside one `block_on`, `spawn` a trivial future and
 //!   await its `JoinHandle` (one spawn, two polls per op).
 //!
-//! On the project's 2-core machine under load (`--quick`, load average 9-10, seven runs):
-//! keel 56-94 ns, tokio 250-440 ns, a median ratio of 0.22x: the goal is not met. keel's
-//! op is 570 instructions by callgrind (the attach-a-parent-per-op shape was 845): the
-//! run loop's two items 31%, the parent's resume (its spawn's attach, the join's
-//! construction) 38%, the join's first poll 13%, the child's end waking the parent
-//! (`wake_waiters`) 15%; 0.15x of tokio's time is about 380 instructions at keel's rate.
+//! What decided keel's time was not its instruction count (521 per op by callgrind before,
+//! 490 after) but three stalled store-to-load forwards per op, which `perf record -e
+//! cpu-clock` put under half of the op's samples: the run loop copied the staged
+//! `TaskResult` (built by an out-of-line call with stores of other widths) into the
+//! waiter's node, the parent's body moved each new `Join` into its state through a
+//! stack copy that spanned the `TaskHandle`'s padding, and read the joined result back
+//! the same way. The result now travels as the record's words (join rule 6) and `Join`
+//! has no padding: keel went from 40 ns to 24 ns per op on a quiet machine (tokio 240 ns),
+//! and in five interleaved pairs under load (average 2.6) from a median of 59 ns to 34 ns,
+//! 0.171x to 0.090x tokio.
 use crate::goals::{Goal, Op};
 use crate::harness::{Case, Impl, Timed, Unit};
 use keel_core::join::join;
