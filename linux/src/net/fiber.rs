@@ -313,7 +313,8 @@ impl FiberNet for Fiber {
         };
         // The receive always completes after the send (linked: on a failed send it is
         // cancelled), so only its completion wakes this fiber. Without a deadline, on a
-        // kernel ring, the two go in as one skip pair (`ring/pair.rs`): the send posts no
+        // kernel ring with CQE skips or the epoll engine, the two go in as one skip pair
+        // (`ring/pair.rs`): the send posts no
         // CQE when it sends all `len` bytes, and one CQE completes both status blocks.
         let (ss, sr) = (pin!(IoStatus::new_silent()), pin!(IoStatus::new()));
         // SAFETY: `buf` outlives both operations: this function waits for both below. The

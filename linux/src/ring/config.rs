@@ -257,7 +257,7 @@ impl RingDriver {
         let skip_pairs = !flags.iopoll
             && match &ring {
                 Kernel::Uring(r, _) => r.params().is_feature_skip_cqe_on_success(),
-                Kernel::Epoll(_) => false,
+                Kernel::Epoll(_) => true, // the engine's link rule 1
             };
         RingDriver {
             ring,

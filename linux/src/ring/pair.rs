@@ -8,8 +8,9 @@
 //!    flag but `FIXED_FILE`, no `ioprio` flags) marked [`RingOp::pair_head`], linking a
 //!    successor that could go in as a direct operation (direct rule 1); neither has a
 //!    deadline, an owned buffer or a kept result; on a kernel ring with
-//!    `IORING_FEAT_CQE_SKIP` (5.17), not polled, with room for two operations and two
-//!    SQEs. Anything else goes in as two operations, one after the other, as before.
+//!    `IORING_FEAT_CQE_SKIP` (5.17), not polled, or on the epoll engine (which posts and
+//!    skips CQEs as the kernel does: its link rule 1), with room for two operations and
+//!    two SQEs. Anything else goes in as two operations, one after the other, as before.
 //! 2. **One CQE per pair** (the kernel's `io_send`, `req_set_fail` and `io_fail_links`):
 //!    with `MSG_WAITALL` a send that sends fewer bytes than asked, or fails, is failed
 //!    (`REQ_F_FAIL`); a failed request with `CQE_SKIP_SUCCESS` posts its CQE and marks its
@@ -122,6 +123,25 @@ impl Pairs {
         }
     }
 
+    /// Takes an entry for a pair headed by `a` (its send), with both tokens; its
+    /// `user_data` (rule 5), or `None` if the table is full.
+    #[inline(always)]
+    fn open(&mut self, a: &RingOp, first: IoToken, second: IoToken) -> Option<u64> {
+        let i = self.free.pop()?;
+        // SAFETY: as in `heads_pair`: the u32 `len` at byte 24.
+        let len = unsafe { ((&a.entry as *const _ as *const u8).add(24) as *const u32).read_unaligned() };
+        let e = &mut self.entries[i as usize];
+        *e = Entry {
+            generation: e.generation,
+            live: true,
+            first_done: false,
+            len,
+            first: Some(first),
+            second: Some(second),
+        };
+        Some((e.generation as u64) << 32 | PAIR | i as u64)
+    }
+
     /// Frees entry `i` (its generation advances).
     fn release(&mut self, i: usize) {
         let e = &mut self.entries[i];
@@ -231,25 +251,13 @@ impl RingDriver {
     /// no room for two SQEs).
     #[inline(always)]
     fn push_pair(&mut self, a: &RingOp, b: &RingOp, first: IoToken, second: IoToken) -> Option<(OpId, OpId)> {
-        let Kernel::Uring(ring, _) = &mut self.ring else { return None };
+        let Kernel::Uring(ring, _) = &mut self.ring else { return self.push_pair_on_engine(a, b, first, second) };
         let mut sq = ring.submission();
         if sq.capacity() - sq.len() < 2 {
             return None;
         }
-        let i = self.pairs.free.pop()?;
-        // SAFETY: as in `heads_pair`: the u32 `len` at byte 24.
-        let len = unsafe { ((&a.entry as *const _ as *const u8).add(24) as *const u32).read_unaligned() };
-        let e = &mut self.pairs.entries[i as usize];
-        *e = Entry {
-            generation: e.generation,
-            live: true,
-            first_done: false,
-            len,
-            first: Some(first),
-            second: Some(second),
-        };
+        let ud = self.pairs.open(a, first, second)?;
         self.direct.in_flight += 2; // rule 6
-        let ud = (e.generation as u64) << 32 | PAIR | i as u64;
         let head = reload_by_words(&a.entry).user_data(ud).flags(io_uring::squeue::Flags::SKIP_SUCCESS);
         let tail = reload_by_words(&b.entry).user_data(ud | SECOND);
         // SAFETY: both operations' memory stays valid until their completions are reaped
@@ -259,6 +267,25 @@ impl RingDriver {
             sq.push(&head).expect("checked room for two");
             sq.push(&tail).expect("checked room for two");
         }
+        Some((OpId(ud), OpId(ud | SECOND)))
+    }
+
+    /// [`push_pair`](Self::push_pair) on the epoll engine (kernel rule 3: kept out of the
+    /// ring's path), which performs `CQE_SKIP_SUCCESS` and its failure as the kernel does
+    /// (engine link rule 1).
+    #[inline(never)]
+    fn push_pair_on_engine(&mut self, a: &RingOp, b: &RingOp, first: IoToken, second: IoToken) -> Option<(OpId, OpId)> {
+        let Kernel::Epoll(engine) = &mut self.ring else { return None };
+        if engine.sq_capacity() - engine.sq_len() < 2 {
+            return None;
+        }
+        let ud = self.pairs.open(a, first, second)?;
+        self.direct.in_flight += 2; // rule 6
+        let head = reload_by_words(&a.entry).user_data(ud).flags(io_uring::squeue::Flags::SKIP_SUCCESS);
+        let tail = reload_by_words(&b.entry).user_data(ud | SECOND);
+        // SAFETY: as in `push_pair`; room for two was checked above.
+        let pushed = unsafe { engine.push(&head) && engine.push(&tail) };
+        assert!(pushed, "keel bug: the engine's SQ had room for a pair");
         Some((OpId(ud), OpId(ud | SECOND)))
     }
 
@@ -291,7 +318,11 @@ impl RingDriver {
 
     /// Whether this ring can put skip pairs in (rule 1's kernel part).
     pub fn skip_pairs_supported(&self) -> bool {
-        !self.flags.iopoll && self.ring.uring().is_some_and(|r| r.params().is_feature_skip_cqe_on_success())
+        !self.flags.iopoll
+            && match &self.ring {
+                Kernel::Uring(r, _) => r.params().is_feature_skip_cqe_on_success(),
+                Kernel::Epoll(_) => true,
+            }
     }
 
     /// Pair CQEs dropped as stale (rule 4).

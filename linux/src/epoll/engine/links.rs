@@ -1,8 +1,12 @@
 //! Completing ops: the CQE, the op's link timer, and its chain.
 //!
 //! Link rules (cited as "link rule N"), as io_uring 6.x links:
-//! 1. An op's CQE is posted when it completes (not for `IOSQE_CQE_SKIP_SUCCESS` and a
-//!    result >= 0); then its entry is freed (op rule 1).
+//! 1. An op's CQE is posted when it completes, unless it has `IOSQE_CQE_SKIP_SUCCESS` and
+//!    succeeded (rule 2's test, as the kernel's `REQ_F_FAIL`: a short `MSG_WAITALL` send
+//!    or a negative result posts its CQE); then its entry is freed (op rule 1). An op
+//!    with `IOSQE_CQE_SKIP_SUCCESS` that failed silences its chain (the kernel's
+//!    `REQ_F_SKIP_LINK_CQES`): the later members it fails complete without a CQE, their
+//!    link timers too (skip pairs, `ring/pair.rs` pair rule 2, rely on it).
 //! 2. Its successor starts if it succeeded: a result >= 0 that is no short read or write
 //!    (fewer bytes than its buffers hold) and, for a send or receive with `MSG_WAITALL`,
 //!    no short count (io_uring fails a send or receive only then; for SENDMSG/RECVMSG the
@@ -29,43 +33,56 @@ use io_uring::opcode;
 
 impl Engine {
     /// Link rules 1-2: op `i` completes with `res`.
+    #[inline]
     pub(super) fn complete(&mut self, i: u32, res: i32) {
+        self.complete_as(i, res, false);
+    }
+
+    /// [`complete`](Self::complete); `quiet`: a member of a chain silenced by a failed
+    /// skip (link rule 1), which posts no CQE.
+    fn complete_as(&mut self, i: u32, res: i32, quiet: bool) {
         let op = &mut self.ops[i];
         if op.sqe.opcode == opcode::Connect::CODE {
             perform_net::restore_flags(op);
         }
         let (s, cmsg) = (&op.sqe, op.cmsg);
-        if !(s.has(IOSQE_CQE_SKIP_SUCCESS) && res >= 0) {
+        // Link rule 2's test, read before the entry is freed; link rule 1 asks it too.
+        let ok = succeeded(s, res, cmsg);
+        let skip = s.has(IOSQE_CQE_SKIP_SUCCESS);
+        if !(quiet || skip && ok) {
             self.cq.push_back(cqe(s.user_data, res, 0));
         }
         let (next, timer) = (op.next.take(), op.ltimeout.take());
-        // Link rule 2, read before the entry is freed (only a chain's member asks).
-        let goes_on = next.is_some() && (s.has(IOSQE_IO_HARDLINK) || succeeded(s, res, cmsg));
+        let goes_on = next.is_some() && (s.has(IOSQE_IO_HARDLINK) || ok);
+        // Link rule 1: a failed skip silences the members it fails.
+        let silence = quiet || skip && !ok;
         self.ops.free(i);
         if let Some(t) = timer {
-            self.post_and_free(t, -libc::ECANCELED); // link rule 3: the op came first
+            // Link rule 3: the op came first.
+            if quiet { self.ops.free(t) } else { self.post_and_free(t, -libc::ECANCELED) }
         }
         let Some(n) = next else { return };
         self.ops[n].prev = None;
         if self.ops[n].cancelled {
-            self.fail_chain(n); // cancel rule 1: its turn came
+            self.fail_chain_as(n, silence); // cancel rule 1: its turn came
         } else if goes_on {
             self.ops[n].state = State::Starting;
             self.starts.push_back(n);
         } else {
-            self.fail_chain(n);
+            self.fail_chain_as(n, silence);
         }
     }
 
-    /// Link rule 2: `n` and every later member complete with `-ECANCELED`, in order.
-    pub(super) fn fail_chain(&mut self, n: u32) {
+    /// Link rule 2: `n` and every later member complete with `-ECANCELED`, in order
+    /// (`quiet`: without their CQEs, link rule 1).
+    fn fail_chain_as(&mut self, n: u32, quiet: bool) {
         let mut at = Some(n);
         while let Some(m) = at {
             at = self.ops[m].next.take();
             if let Some(a) = at {
                 self.ops[a].prev = None;
             }
-            self.complete(m, -libc::ECANCELED);
+            self.complete_as(m, -libc::ECANCELED, quiet);
         }
     }
 

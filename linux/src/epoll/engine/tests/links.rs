@@ -202,3 +202,60 @@ fn a_short_receive_breaks_a_chain_only_with_msg_waitall() {
     );
     assert_eq!(wait(&mut e, 2), vec![(3, 3, 0), (4, -libc::ECANCELED, 0)]);
 }
+
+/// Link rule 1: a skip that succeeded posts nothing and its successor runs.
+#[test]
+fn link_rule_1_a_successful_skip_posts_nothing_and_its_chain_goes_on() {
+    let mut e = engine(0);
+    push(
+        &mut e,
+        &[
+            opcode::Nop::new().build().flags(Flags::SKIP_SUCCESS | Flags::IO_LINK).user_data(1),
+            opcode::Nop::new().build().user_data(2),
+        ],
+    );
+    assert_eq!(poll(&mut e), vec![(2, 0, 0)]);
+}
+
+/// Link rule 1, as the kernel's `REQ_F_FAIL` and `REQ_F_SKIP_LINK_CQES`: a skip that failed
+/// by link rule 2 (here a short read, whose result is not negative) posts its CQE, and
+/// the members it fails, their link timers too, post none.
+#[test]
+fn link_rule_1_a_failed_skip_posts_its_cqe_and_silences_its_chain() {
+    let path = std::env::temp_dir().join(format!("keel-skip-short-{}", std::process::id()));
+    std::fs::write(&path, b"abc").unwrap();
+    let f = std::fs::File::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let mut buf = [0u8; 8];
+    let ts = ms(1000);
+    let mut e = engine(0);
+    push(
+        &mut e,
+        &[
+            opcode::Read::new(types::Fd(f.as_raw_fd()), buf.as_mut_ptr(), 8)
+                .offset(0)
+                .build()
+                .flags(Flags::SKIP_SUCCESS | Flags::IO_LINK)
+                .user_data(1),
+            opcode::Nop::new().build().flags(Flags::IO_LINK).user_data(2),
+            opcode::LinkTimeout::new(&*ts).build().flags(Flags::IO_LINK).user_data(3),
+            opcode::Nop::new().build().user_data(4),
+        ],
+    );
+    assert_eq!(poll(&mut e), vec![(1, 3, 0)], "the short read's CQE alone");
+    assert_eq!(e.in_flight(), 0, "the silenced members are freed");
+    assert_eq!(&buf[..3], b"abc");
+    // A failure without the skip still posts every member's CQE.
+    push(
+        &mut e,
+        &[
+            opcode::Read::new(types::Fd(f.as_raw_fd()), buf.as_mut_ptr(), 8)
+                .offset(0)
+                .build()
+                .flags(Flags::IO_LINK)
+                .user_data(5),
+            opcode::Nop::new().build().user_data(6),
+        ],
+    );
+    assert_eq!(poll(&mut e), vec![(5, 3, 0), (6, -libc::ECANCELED, 0)]);
+}
