@@ -2,7 +2,9 @@
 //!
 //! Link rules (cited as "link rule N"), as io_uring 6.x links:
 //! 1. An op's CQE is posted when it completes (not for `IOSQE_CQE_SKIP_SUCCESS` and a
-//!    result >= 0); then its entry is freed (op rule 1).
+//!    result that succeeded by rule 2: a short read, or a short count with `MSG_WAITALL`,
+//!    posts its CQE, as the kernel's `req_set_fail` clears the skip); then its entry is
+//!    freed (op rule 1).
 //! 2. Its successor starts if it succeeded: a result >= 0 that is no short read or write
 //!    (fewer bytes than its buffers hold) and, for a send or receive with `MSG_WAITALL`,
 //!    no short count (io_uring fails a send or receive only then; for SENDMSG/RECVMSG the
@@ -20,6 +22,10 @@
 //!    follows the timer's cancel.
 //! 4. Chain order: a member starts only after its predecessor's CQE was posted, so a
 //!    chain's CQEs are in chain order.
+//! 5. A member that fails its chain (link rule 2) and has `IOSQE_CQE_SKIP_SUCCESS` posts its
+//!    own CQE, and the members its failure cancels (with their link timers) post none
+//!    (the kernel's `req_set_fail` sets `REQ_F_SKIP_LINK_CQES`, `io_fail_links` skips
+//!    them; liburing's `test/skip-cqe.c`). Without that flag they post `-ECANCELED`.
 
 use super::Engine;
 use super::ops::State;
@@ -30,42 +36,57 @@ use io_uring::opcode;
 impl Engine {
     /// Link rules 1-2: op `i` completes with `res`.
     pub(super) fn complete(&mut self, i: u32, res: i32) {
+        self.complete_as(i, res, true);
+    }
+
+    /// Link rules 1-2 and 5: op `i` completes with `res`, its CQE posted only if `post`.
+    fn complete_as(&mut self, i: u32, res: i32, post: bool) {
         let op = &mut self.ops[i];
         if op.sqe.opcode == opcode::Connect::CODE {
             perform_net::restore_flags(op);
         }
         let (s, cmsg) = (&op.sqe, op.cmsg);
-        if !(s.has(IOSQE_CQE_SKIP_SUCCESS) && res >= 0) {
+        let skip = s.has(IOSQE_CQE_SKIP_SUCCESS);
+        // Link rule 2, read before the entry is freed (only a chain's member or an op that
+        // skips its success asks): a short count is no success (link rule 1).
+        let ok = (skip || op.next.is_some()) && succeeded(s, res, cmsg);
+        if post && !(skip && ok) {
             self.cq.push_back(cqe(s.user_data, res, 0));
         }
         let (next, timer) = (op.next.take(), op.ltimeout.take());
-        // Link rule 2, read before the entry is freed (only a chain's member asks).
-        let goes_on = next.is_some() && (s.has(IOSQE_IO_HARDLINK) || succeeded(s, res, cmsg));
+        let goes_on = next.is_some() && (s.has(IOSQE_IO_HARDLINK) || ok);
+        // Link rule 5: what this op's failure cancels posts nothing.
+        let silent = !post || (skip && !goes_on);
         self.ops.free(i);
         if let Some(t) = timer {
-            self.post_and_free(t, -libc::ECANCELED); // link rule 3: the op came first
+            if post {
+                self.post_and_free(t, -libc::ECANCELED); // link rule 3: the op came first
+            } else {
+                self.ops.free(t); // link rule 5: a silenced member's timer is silent too
+            }
         }
         let Some(n) = next else { return };
         self.ops[n].prev = None;
         if self.ops[n].cancelled {
-            self.fail_chain(n); // cancel rule 1: its turn came
+            self.fail_chain(n, silent); // cancel rule 1: its turn came
         } else if goes_on {
             self.ops[n].state = State::Starting;
             self.starts.push_back(n);
         } else {
-            self.fail_chain(n);
+            self.fail_chain(n, silent);
         }
     }
 
-    /// Link rule 2: `n` and every later member complete with `-ECANCELED`, in order.
-    pub(super) fn fail_chain(&mut self, n: u32) {
+    /// Link rule 2: `n` and every later member complete with `-ECANCELED`, in order,
+    /// without a CQE if `silent` (link rule 5).
+    pub(super) fn fail_chain(&mut self, n: u32, silent: bool) {
         let mut at = Some(n);
         while let Some(m) = at {
             at = self.ops[m].next.take();
             if let Some(a) = at {
                 self.ops[a].prev = None;
             }
-            self.complete(m, -libc::ECANCELED);
+            self.complete_as(m, -libc::ECANCELED, !silent);
         }
     }
 

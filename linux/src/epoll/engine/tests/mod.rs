@@ -11,6 +11,7 @@ mod msg;
 mod net;
 mod random;
 mod ready;
+mod skip_links;
 mod transfer;
 
 use super::{Engine, EngineConfig};

@@ -1,0 +1,180 @@
+//! `IOSQE_CQE_SKIP_SUCCESS` in chains, against the kernel's own ring (where this kernel
+//! has one): a failed op that skips its success posts its CQE, and the members its failure
+//! cancels post none (`req_set_fail` sets `REQ_F_SKIP_LINK_CQES`, `io_fail_links`); a
+//! successful one posts nothing and its successor runs (link rule 1). liburing's
+//! `test/skip-cqe.c` checks the same (`test_link_fail`).
+
+use super::*;
+use io_uring::{IoUring, opcode, squeue::Flags, types};
+
+/// The CQEs of `sqes` on the kernel's ring (`None` without io_uring here), in order,
+/// after waiting for `n`, plus whatever else came within 50 ms.
+fn on_kernel(sqes: &[squeue::Entry], n: usize) -> Option<Vec<(u64, i32, u32)>> {
+    let mut ring = IoUring::new(32).ok()?;
+    if !ring.params().is_feature_skip_cqe_on_success() {
+        return None;
+    }
+    for s in sqes {
+        // SAFETY: every test keeps what its SQEs name alive until it has their CQEs.
+        unsafe { ring.submission().push(s).expect("SQ room") };
+    }
+    ring.submit_and_wait(n).expect("enter");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    ring.submit().expect("enter");
+    Some(ring.completion().map(|c| (c.user_data(), c.result(), c.flags())).collect())
+}
+
+/// The same on the engine.
+fn on_engine(sqes: &[squeue::Entry], n: usize) -> Vec<(u64, i32, u32)> {
+    let mut e = engine(0);
+    push(&mut e, sqes);
+    let mut got = wait(&mut e, n);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    got.extend(poll(&mut e));
+    got
+}
+
+/// Both backends give `want` for `sqes` (the kernel's part only where it can pair).
+fn both(sqes: impl Fn() -> Vec<squeue::Entry>, want: &[(u64, i32, u32)]) {
+    if let Some(k) = on_kernel(&sqes(), want.len()) {
+        assert_eq!(k, want, "the kernel's ring (what the engine emulates)");
+    }
+    assert_eq!(on_engine(&sqes(), want.len()), want, "the engine");
+}
+
+#[test]
+fn a_failed_skip_success_send_posts_its_cqe_and_none_for_the_receive_it_cancels() {
+    let (a, b) = socketpair(libc::SOCK_STREAM);
+    drop(b);
+    let mut buf = [0u8; 8];
+    let fd = a.as_raw_fd();
+    let p = buf.as_mut_ptr();
+    let flags = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
+    both(
+        || {
+            vec![
+                opcode::Send::new(types::Fd(fd), p, 8)
+                    .flags(flags)
+                    .build()
+                    .user_data(1)
+                    .flags(Flags::IO_LINK | Flags::SKIP_SUCCESS),
+                opcode::Recv::new(types::Fd(fd), p, 8).build().user_data(2),
+            ]
+        },
+        &[(1, -libc::EPIPE, 0)],
+    );
+}
+
+#[test]
+fn a_failed_skip_success_op_mid_chain_silences_every_later_member() {
+    both(
+        || {
+            vec![
+                opcode::Nop::new().build().user_data(1).flags(Flags::IO_LINK | Flags::SKIP_SUCCESS),
+                opcode::Close::new(types::Fd(-1)).build().user_data(2).flags(Flags::IO_LINK | Flags::SKIP_SUCCESS),
+                opcode::Nop::new().build().user_data(3).flags(Flags::IO_LINK),
+                opcode::Nop::new().build().user_data(4),
+            ]
+        },
+        &[(2, -libc::EBADF, 0)],
+    );
+}
+
+#[test]
+fn a_failed_op_without_skip_success_still_posts_its_cancelled_members() {
+    both(
+        || {
+            vec![
+                opcode::Close::new(types::Fd(-1)).build().user_data(1).flags(Flags::IO_LINK),
+                opcode::Nop::new().build().user_data(2).flags(Flags::IO_LINK | Flags::SKIP_SUCCESS),
+                opcode::Nop::new().build().user_data(3),
+            ]
+        },
+        &[(1, -libc::EBADF, 0), (2, -libc::ECANCELED, 0), (3, -libc::ECANCELED, 0)],
+    );
+}
+
+#[test]
+fn a_short_waitall_skip_success_receive_posts_its_count_and_none_for_its_successor() {
+    // A receive with MSG_WAITALL on a stream whose peer sent 3 of 8 bytes and closed: short,
+    // so failed (io_recv's min_ret), and its successor's CQE is skipped. Each backend gets
+    // its own socketpair (the bytes are consumed).
+    let pairs: Vec<_> = (0..2)
+        .map(|_| {
+            let (a, b) = socketpair(libc::SOCK_STREAM);
+            write_all(&b, b"abc");
+            a
+        })
+        .collect();
+    let mut bufs = [[0u8; 8]; 2];
+    let sqes = |k: usize, buf: *mut u8| {
+        vec![
+            opcode::Recv::new(types::Fd(pairs[k].as_raw_fd()), buf, 8)
+                .flags(libc::MSG_WAITALL)
+                .build()
+                .user_data(1)
+                .flags(Flags::IO_LINK | Flags::SKIP_SUCCESS),
+            opcode::Nop::new().build().user_data(2),
+        ]
+    };
+    let [k, e] = &mut bufs;
+    if let Some(got) = on_kernel(&sqes(0, k.as_mut_ptr()), 1) {
+        assert_eq!(got, vec![(1, 3, 0)], "the kernel's ring");
+    }
+    assert_eq!(on_engine(&sqes(1, e.as_mut_ptr()), 1), vec![(1, 3, 0)], "the engine");
+    assert_eq!(&e[..3], b"abc");
+}
+
+#[test]
+fn a_short_skip_success_read_posts_its_count() {
+    // A read of 8 bytes from a pipe holding 3 whose writer is gone: short, so failed.
+    let pipes: Vec<_> = (0..2)
+        .map(|_| {
+            let (r, w) = pipe();
+            write_all(&w, b"xyz");
+            r
+        })
+        .collect();
+    let mut bufs = [[0u8; 8]; 2];
+    let sqes = |k: usize, buf: *mut u8| {
+        vec![
+            opcode::Read::new(types::Fd(pipes[k].as_raw_fd()), buf, 8)
+                .build()
+                .user_data(1)
+                .flags(Flags::IO_LINK | Flags::SKIP_SUCCESS),
+            opcode::Nop::new().build().user_data(2),
+        ]
+    };
+    let [k, e] = &mut bufs;
+    if let Some(got) = on_kernel(&sqes(0, k.as_mut_ptr()), 1) {
+        assert_eq!(got, vec![(1, 3, 0)], "the kernel's ring");
+    }
+    assert_eq!(on_engine(&sqes(1, e.as_mut_ptr()), 1), vec![(1, 3, 0)], "the engine");
+}
+
+#[test]
+fn a_whole_skip_success_chain_posts_only_its_last_cqe() {
+    let (a, b) = socketpair(libc::SOCK_STREAM);
+    let fd = a.as_raw_fd();
+    let msg = *b"12345678";
+    let mut peer = [0u8; 16];
+    let pfd = b.as_raw_fd();
+    let pp = peer.as_mut_ptr();
+    let sqes = || {
+        vec![
+            opcode::Send::new(types::Fd(fd), msg.as_ptr(), 8)
+                .flags(libc::MSG_WAITALL)
+                .build()
+                .user_data(1)
+                .flags(Flags::IO_LINK | Flags::SKIP_SUCCESS),
+            opcode::Recv::new(types::Fd(pfd), pp, 8)
+                .flags(libc::MSG_WAITALL)
+                .build()
+                .user_data(2)
+                .flags(Flags::IO_LINK | Flags::SKIP_SUCCESS),
+            opcode::Nop::new().build().user_data(3),
+        ]
+    };
+    both(sqes, &[(3, 0, 0)]);
+    assert_eq!(&peer[..8], &msg);
+}
