@@ -227,3 +227,61 @@ fn a_pair_whose_send_is_cut_by_a_reset_reports_it_and_leaves_nothing() {
     }
     assert_eq!((in_flight, stale), (0, 0));
 }
+
+/// Pair rule 1's kernel part: a polled ring never pairs, even with pairs switched on by
+/// hand (`IOPOLL` rings cannot run sockets' operations, so a pair there could only fail).
+#[test]
+fn pair_rule_1_a_polled_ring_never_pairs_even_when_switched_on() {
+    if ring_only("a polled ring") {
+        return;
+    }
+    let mut d = match RingDriver::new(RingConfig { iopoll: true, ..RingConfig::default() }) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+            println!("SKIPPED: {e}");
+            return;
+        }
+        Err(e) => panic!("a polled ring: {e}"),
+    };
+    assert!(!d.skip_pairs_supported());
+    d.set_skip_pairs(true);
+    assert!(!d.skip_pairs_supported(), "switched on by hand, a polled ring still does not pair");
+}
+
+/// A descriptor number closed behind the socket (as C code's `close(2)` would): the pair's
+/// send fails with `EBADF`, which completes both halves (on the kernel ring, from the
+/// send's one CQE; on either backend, the exchange reports `EBADF`), leaving nothing in
+/// flight.
+#[test]
+fn a_pair_on_a_closed_descriptor_fails_with_ebadf() {
+    // The executor first: its own descriptors must not take the numbers closed below.
+    let ex = executor(RingConfig::default());
+    let ex = ex.as_ref();
+    let mut fds = [0; 2];
+    let flags = libc::SOCK_STREAM | libc::SOCK_CLOEXEC;
+    // SAFETY: `fds` has room for two descriptors.
+    let made = unsafe { libc::socketpair(libc::AF_UNIX, flags, 0, fds.as_mut_ptr()) };
+    assert_eq!(made, 0);
+    // SAFETY: both ours, closed once here; the socket below only names the number.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    let out = Rc::new(Cell::new(None));
+    let o = out.clone();
+    ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+        // SAFETY: a view of a closed number that never closes it (ManuallyDrop): the
+        // misuse this test makes on purpose; no other thread opens descriptors meanwhile.
+        let s = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(fds[0]) });
+        let mut buf = [1u8; MSG];
+        let r = f.send_then_recv(&*s, &mut buf, MSG);
+        let (_, in_flight, stale) = counters(f);
+        o.set(Some((r, in_flight, stale)));
+        0u64
+    })
+    .unwrap();
+    run_all(ex);
+    let (r, in_flight, stale) = out.get().expect("the fiber finished");
+    assert_eq!(r, Err(keel_core::Errno(libc::EBADF)));
+    assert_eq!((in_flight, stale), (0, 0));
+}
