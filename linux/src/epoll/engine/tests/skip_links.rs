@@ -341,3 +341,24 @@ fn a_send_to_a_reset_connection_fails_its_chain() {
     assert_eq!(engine.len(), 1, "the send's error alone: {engine:?}");
     assert!(engine[0].0 == 1 && engine[0].1 < 0, "{engine:?}");
 }
+
+#[test]
+fn a_skip_success_timeout_that_fires_posts_its_etime_unless_etime_counts_as_success() {
+    let ts = ms(1);
+    let tsp: *const types::Timespec = &*ts;
+    for etime_success in [false, true] {
+        let sqes = || {
+            let t = opcode::Timeout::new(tsp);
+            let t = if etime_success { t.flags(types::TimeoutFlags::ETIME_SUCCESS) } else { t };
+            vec![
+                t.build().user_data(1).flags(Flags::IO_LINK | Flags::SKIP_SUCCESS),
+                opcode::Nop::new().build().user_data(2),
+            ]
+        };
+        if etime_success {
+            both(sqes, &[(2, 0, 0)]);
+        } else {
+            both(sqes, &[(1, -libc::ETIME, 0)]);
+        }
+    }
+}
