@@ -2,6 +2,7 @@
 //! checked (user_data, res, flags), on pipes, socketpairs, TCP on 127.0.0.1 and temp files.
 
 mod accept;
+mod accept_cancel;
 mod basic;
 mod cancel;
 mod closes;
