@@ -82,7 +82,15 @@ impl RingOp {
     /// # Safety
     /// Every pointer in `entry` stays valid (and, for buffers the kernel writes, unused
     /// by anything else) until the operation's completion has been reaped.
+    ///
+    /// An `IOSQE_CQE_SKIP_SUCCESS` in `entry` is cleared (pair rule 7): keel completes
+    /// each operation from its CQE, so a success that posted none would never complete.
     pub unsafe fn from_entry(entry: squeue::Entry) -> Self {
+        let mut entry = entry;
+        let p = &mut entry as *mut squeue::Entry as *mut u8;
+        // SAFETY: `Entry` is `#[repr(C)]` around `io_uring_sqe`, whose `flags` is byte 1:
+        // one bit of a byte we own is cleared.
+        unsafe { *p.add(1) &= !super::pair::IOSQE_CQE_SKIP_SUCCESS };
         RingOp { entry, buf: None, meta: 0 }
     }
 

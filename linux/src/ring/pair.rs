@@ -37,6 +37,11 @@
 //!    take a pair `user_data` as they take a slot's; a queued cancel of either half is
 //!    dropped when the pair ends (cancel rule 3). The table is allocated at creation
 //!    (half the slot count) and never grows: a full table means rule 1 does not hold.
+//! 7. `IOSQE_CQE_SKIP_SUCCESS` is the pair's alone: only `push_pair` sets it, on a head it
+//!    has an entry for. `RingOp::from_entry` clears it in a caller's SQE: every other
+//!    operation completes from its own CQE, and one whose success posted none (or a
+//!    successor whose CQE its failed head skipped) would leave its status block in
+//!    flight for ever, its task never woken and its executor's drop waiting on it.
 #![allow(unsafe_code)] // pushing SQEs is unsafe in the io-uring crate; reading SQE fields by offset
 
 use super::driver::RingDriver;
@@ -60,6 +65,8 @@ const SECOND: u64 = 1 << 30;
 const IOSQE_FIXED_FILE: u8 = 1;
 /// `MSG_WAITALL`.
 const MSG_WAITALL: u32 = libc::MSG_WAITALL as u32;
+/// `IOSQE_CQE_SKIP_SUCCESS` (rule 7).
+pub(crate) const IOSQE_CQE_SKIP_SUCCESS: u8 = 1 << 6;
 
 #[derive(Copy, Clone, Debug)]
 struct Entry {

@@ -2,6 +2,7 @@
 //! checked (user_data, res, flags), on pipes, socketpairs, TCP on 127.0.0.1 and temp files.
 
 mod accept;
+mod accept_cancel;
 mod basic;
 mod cancel;
 mod closes;
@@ -11,6 +12,7 @@ mod msg;
 mod net;
 mod random;
 mod ready;
+mod skip_links;
 mod transfer;
 
 use super::{Engine, EngineConfig};
