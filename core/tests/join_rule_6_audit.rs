@@ -26,7 +26,8 @@ async fn sleeper(d: Duration, v: u64) -> Result<u64, TaskError> {
     Ok(v)
 }
 
-type Out = Rc<Cell<Option<Result<Result<u64, TaskError>, JoinError>>>>;
+type Joined = Result<Result<u64, TaskError>, JoinError>;
+type Out = Rc<Cell<Option<Joined>>>;
 
 /// Join rule 6's limit word: a timeout of `Duration::MAX`, of more nanoseconds than a
 /// u64 holds, or of exactly `u64::MAX` ns from a clock past zero, saturates to "never"
@@ -107,7 +108,7 @@ fn a_panicked_message_kept_in_the_node_outlives_the_slots_reuse() {
             Poll::Ready(again) => again,
             Poll::Pending => panic!("pending after it returned"),
         };
-        let text = |o: Result<Result<u64, TaskError>, JoinError>| match o {
+        let text = |o: Joined| match o {
             Ok(Err(TaskError::Panicked(m))) => m.to_owned(),
             other => panic!("not a panic: {other:?}"),
         };
@@ -173,8 +174,8 @@ fn join_is_not_unpin() {
     impl<T: ?Sized + Unpin> Probe<T> {
         const UNPIN: bool = true;
     }
-    assert!(!<Probe<Join>>::UNPIN, "Join is Unpin: a linked node could be moved");
-    assert!(<Probe<u8>>::UNPIN, "the probe tells Unpin types");
+    const { assert!(!<Probe<Join>>::UNPIN, "Join is Unpin: a linked node could be moved") };
+    const { assert!(<Probe<u8>>::UNPIN, "the probe tells Unpin types") };
 }
 
 /// Join rule 5's table through `join_send` on its own executor: `CROSS_WAITERS` waiters
@@ -202,7 +203,7 @@ fn join_send_too_many_waiters_is_remembered_and_a_retry_after_a_free_entry_waits
         );
     }
     ex.run(64, None).unwrap();
-    let out: Rc<Cell<Option<[Result<Result<u64, TaskError>, JoinError>; 3]>>> = Rc::default();
+    let out: Rc<Cell<Option<[Joined; 3]>>> = Rc::default();
     let o = out.clone();
     let extra = ex
         .attach(task(Priority::Normal, "extra"), async move {
