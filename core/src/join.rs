@@ -310,13 +310,13 @@ fn register_cross_with(
     }
 }
 
-/// Links `node` in run `task`'s waiters for `me` to be woken (join rule 3).
+/// Links `node` in run `task`'s waiters for run `me` to be woken (join rules 3 and 7).
 ///
 /// # Safety
 /// `look` said `Wait` for `task` on this thread just now; `node` is pinned, unlinked,
 /// and unlinks itself (`unlink`) before it goes.
-unsafe fn link(task: TaskHandle, node: &JoinNode, me: NonNull<Header>) {
-    node.waiter.set(Some(me));
+unsafe fn link(task: TaskHandle, node: &JoinNode, me: TaskHandle) {
+    node.set_waiter(me.header(), me.generation());
     // SAFETY: the caller's duties: pinned and unlinked; the list is the owner's and we
     // are on its thread (the run is attached here).
     unsafe { task.header().trailer().joiners.push_back(NonNull::from(node)) };
@@ -369,7 +369,7 @@ impl Join {
             if let Look::Here = look {
                 // SAFETY: `look` said `Here` just now; the node is pinned (`Join` is
                 // `!Unpin` and polled through `Pin`), unlinked, and `Drop` unlinks it.
-                unsafe { link(task, &self.node, me) };
+                unsafe { link(task, &self.node, tcx.task()) };
             } else {
                 // Join rule 5: woken by wakes of this run of the joining task.
                 match register_cross(task, task_entry(me, tcx.task().generation())) {
@@ -389,7 +389,7 @@ impl Join {
                 return Some(Err(JoinError::TimedOut));
             }
             // The task polling us now is the one to wake (a join moved between tasks).
-            self.node.waiter.set(Some(me));
+            self.node.set_waiter(me, tcx.task().generation());
         }
         if let Some(at) = self.deadline() {
             sched.arm(me, at);
@@ -568,7 +568,7 @@ impl Fiber {
         let node = core::pin::pin!(JoinNode::new());
         // SAFETY: `look` said `Wait` just now; the node is pinned on this stack and
         // unlinked on every way out below.
-        unsafe { link(task, &node, me) };
+        unsafe { link(task, &node, self.task()) };
         loop {
             if let Some(at) = deadline {
                 sched.arm(me, at);

@@ -233,3 +233,93 @@ fn join_send_too_many_waiters_is_remembered_and_a_retry_after_a_free_entry_waits
         assert_eq!(ex.result(*w), Ok(Some(Ok(3))));
     }
 }
+
+/// A join's node names the task to wake by its header alone (join rule 3). A task that
+/// links a join and leaves without dropping it (the `Join` forgotten: safe, its memory
+/// leaks and stays valid) ends its run with the node still linked. If its slot is then
+/// released and attached on another executor, where it waits, the awaited run's end must
+/// not wake it from this executor: that would run another executor's task here.
+#[test]
+fn a_forgotten_join_never_wakes_its_waiters_slot_once_attached_elsewhere() {
+    let a = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let a = a.into_ref();
+    let b = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let b = b.into_ref();
+    let awaited = a.attach(task(Priority::Low, "awaited"), sleeper(ms(10), 1)).unwrap();
+    let waiter = a
+        .attach(task(Priority::Normal, "waiter"), async move {
+            let mut j = Box::pin(join(awaited));
+            let first = core::future::poll_fn(|cx| Poll::Ready(j.as_mut().poll(cx))).await;
+            assert!(first.is_pending(), "linked in the awaited run's waiters");
+            core::mem::forget(j);
+            5u64
+        })
+        .unwrap();
+    a.run(8, None).unwrap();
+    assert_eq!(a.result(waiter), Ok(Some(Ok(5))));
+    let moved = a.release(waiter).unwrap();
+    let polls = Rc::new(Cell::new(0u32));
+    let p = polls.clone();
+    let on_b = b
+        .attach(moved, async move {
+            p.set(p.get() + 1);
+            rt::sleep(ms(50)).await?;
+            p.set(p.get() + 1);
+            Ok::<u64, TaskError>(6)
+        })
+        .unwrap();
+    b.run(8, None).unwrap();
+    assert_eq!(polls.get(), 1, "waiting on b");
+    // The awaited run ends on a: its waiters' list still holds the forgotten node.
+    run_all!(a);
+    assert_eq!(a.result(awaited), Ok(Some(Ok(1))));
+    assert_eq!(polls.get(), 1, "b's task was not run by a");
+    run_all!(b);
+    assert_eq!(polls.get(), 2);
+    assert_eq!(b.result(on_b), Ok(Some(Ok(6))));
+}
+
+/// Join rule 7 on one executor: the forgotten join's waiter slot is re-attached here; the
+/// awaited run's end does not wake the later run (it waits for its own timer).
+#[test]
+fn a_forgotten_join_never_wakes_its_waiters_later_run() {
+    let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let awaited = ex.attach(task(Priority::Low, "awaited"), sleeper(ms(10), 1)).unwrap();
+    let waiter = ex
+        .attach(task(Priority::Normal, "waiter"), async move {
+            let mut j = Box::pin(join(awaited));
+            let first = core::future::poll_fn(|cx| Poll::Ready(j.as_mut().poll(cx))).await;
+            assert!(first.is_pending(), "linked in the awaited run's waiters");
+            core::mem::forget(j);
+            5u64
+        })
+        .unwrap();
+    ex.run(8, None).unwrap();
+    assert_eq!(ex.result(waiter), Ok(Some(Ok(5))));
+    let polls = Rc::new(Cell::new(0u32));
+    let p = polls.clone();
+    let later = ex
+        .attach(waiter, async move {
+            // Pending until polled again: a forged wake shows as a second poll.
+            let mut once = false;
+            core::future::poll_fn(|_| {
+                p.set(p.get() + 1);
+                if core::mem::replace(&mut once, true) { Poll::Ready(()) } else { Poll::Pending }
+            })
+            .await;
+            6u64
+        })
+        .unwrap();
+    ex.run(8, None).unwrap();
+    assert_eq!(polls.get(), 1);
+    while ex.result(awaited) == Ok(None) {
+        ex.run(8, None).unwrap();
+    }
+    // Nothing left to run: the later run waits for a wake nobody sends (`Stalled`).
+    let _ = ex.run(8, None);
+    assert_eq!(polls.get(), 1, "the later run was not woken by the awaited run's end");
+    assert_eq!(ex.result(later), Ok(None));
+    ex.cancel(later).unwrap();
+    run_all!(ex);
+}

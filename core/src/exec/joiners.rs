@@ -1,5 +1,5 @@
 //! The owner's half of a join: when a run completes, record its result for every thread
-//! and hand it to the same-executor waiters (join rules 1-3 and 6, `task/join.rs`).
+//! and hand it to the same-executor waiters (join rules 1-3, 6 and 7, `task/join.rs`).
 
 use crate::exec::sched::{Sched, hdr};
 use crate::sync::Ordering;
@@ -38,8 +38,8 @@ impl Sched {
         record.wake_cross();
     }
 
-    /// Join rules 3 and 6: copies the run's result words into every same-executor
-    /// waiter's node and wakes its task.
+    /// Join rules 3, 6 and 7: copies the run's result words into every same-executor
+    /// waiter's node and wakes its task (the run that waits, if still ours).
     #[inline(always)]
     fn wake_joiners(&self, task: NonNull<Header>) {
         let trailer = task.trailer();
@@ -48,7 +48,15 @@ impl Sched {
             let node = unsafe { node.as_ref() };
             node.fill(&trailer.record);
             if let Some(waiter) = node.waiter.take() {
-                self.wake_local(waiter);
+                let header = hdr(waiter);
+                // Join rule 7: only the run that waits, in a slot this executor owns.
+                // Acquire: pairs with the Release that published the owner (remote rule
+                // 2). Relaxed generation: once the owner is us, only this thread writes it.
+                if header.owner.load(Ordering::Acquire) == self.owner_id()
+                    && header.generation.load(Ordering::Relaxed) == node.waiter_run()
+                {
+                    self.wake_local(waiter);
+                }
             }
         }
     }

@@ -56,6 +56,13 @@
 //!    waiter (a store of one width read back at another stalls the load until the store
 //!    commits: the run's end and the join's return each cost such a stall when they
 //!    passed a `TaskResult`).
+//! 7. A node names its waiter by header and run (`waiter_run`: the generation of the run
+//!    that linked it, or last polled it). The run's end wakes the waiter only if that run
+//!    is still the slot's current one and the slot is still owned by this executor: a
+//!    join that is forgotten (`mem::forget` of a pinned `Join`, safe, leaks its node
+//!    linked) outlives its waiter's run, whose slot may be re-attached, here or on
+//!    another executor after `release`; waking it by header alone would run another
+//!    run, or another executor's task, from this executor's ready list.
 
 use crate::error::{TaskError, TaskResult};
 use crate::list::{Link, Links};
@@ -354,6 +361,9 @@ pub(crate) struct JoinNode {
     links: Links<JoinNode>,
     /// The task to wake; `None` while not linked.
     pub(crate) waiter: Cell<Option<NonNull<Header>>>,
+    /// The generation of `waiter`'s run to wake (join rule 7); a whole word, so a
+    /// `Join` keeps no padding (join rule 6's reason).
+    waiter_run: Cell<u64>,
     /// `OK`, another result tag, `OWN` plus a join's own code, or `EMPTY`.
     tag: Cell<u64>,
     value: Cell<u64>,
@@ -394,11 +404,25 @@ impl JoinNode {
         JoinNode {
             links: Links::new(),
             waiter: Cell::new(None),
+            waiter_run: Cell::new(0),
             tag: Cell::new(EMPTY),
             value: Cell::new(0),
             text: Cell::new(core::ptr::null_mut()),
             _pinned: PhantomPinned,
         }
+    }
+
+    /// Join rule 7: run `generation` of the task at `me` is the one to wake.
+    #[inline(always)]
+    pub(crate) fn set_waiter(&self, me: NonNull<Header>, generation: u32) {
+        self.waiter.set(Some(me));
+        self.waiter_run.set(u64::from(generation));
+    }
+
+    /// Join rule 7: the generation of the waiter's run to wake.
+    #[inline(always)]
+    pub(crate) fn waiter_run(&self) -> u32 {
+        self.waiter_run.get() as u32
     }
 
     /// Join rules 3 and 6, the owner at a run's end: copies the run's result words from
