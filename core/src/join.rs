@@ -388,6 +388,15 @@ impl Join {
                 unlink(task, &self.node);
                 return Some(Err(JoinError::TimedOut));
             }
+            // Join rule 7: polled by a task of another executor (two on one thread: a
+            // `Join` is `!Send`, not bound to one executor), whose run's end would not
+            // wake it: it leaves the list it is in (on this thread, the one that linked
+            // it) and looks again as a new join, which waits as a join from another thread.
+            // Acquire: pairs with the Release that published the owner (remote rule 2).
+            if task.header().hdr().owner.load(Ordering::Acquire) != sched.owner_id() {
+                unlink(task, &self.node);
+                return self.step(cx);
+            }
             // The task polling us now is the one to wake (a join moved between tasks).
             self.node.set_waiter(me, tcx.task().generation());
         }

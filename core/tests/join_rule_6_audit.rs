@@ -323,3 +323,46 @@ fn a_forgotten_join_never_wakes_its_waiters_later_run() {
     ex.cancel(later).unwrap();
     run_all!(ex);
 }
+
+/// Join rule 7 with two executors on one thread (a `Join` is `!Send`, not bound to one
+/// executor): a join linked by a task of `a`, then awaited by a task of `b`, must wake
+/// `b`'s task when the awaited run ends on `a` (not run it from `a`'s ready list, and not
+/// leave it waiting for ever).
+#[test]
+fn a_join_linked_on_one_executor_then_awaited_on_another_gets_its_result() {
+    let a = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let a = a.into_ref();
+    let b = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let b = b.into_ref();
+    let awaited = a.attach(task(Priority::Low, "awaited"), sleeper(ms(10), 7)).unwrap();
+    let stash: Rc<Cell<Option<Pin<Box<Join>>>>> = Rc::default();
+    let s = stash.clone();
+    a.attach(task(Priority::Normal, "linker"), async move {
+        let mut j = Box::pin(join(awaited));
+        let first = core::future::poll_fn(|cx| Poll::Ready(j.as_mut().poll(cx))).await;
+        assert!(first.is_pending(), "linked in the awaited run's waiters");
+        s.set(Some(j));
+    })
+    .unwrap();
+    a.run(8, None).unwrap();
+    let out: Out = Rc::default();
+    let o = out.clone();
+    let s = stash.clone();
+    let on_b = b
+        .attach(task(Priority::Normal, "awaiter"), async move {
+            let j = s.take().expect("stashed");
+            o.set(Some(j.await));
+        })
+        .unwrap();
+    let _ = b.run(8, None);
+    assert_eq!(out.get(), None, "waiting");
+    for _ in 0..1_000 {
+        if out.get().is_some() {
+            break;
+        }
+        let _ = a.run(64, None);
+        let _ = b.run(64, None);
+    }
+    assert_eq!(out.get(), Some(Ok(Ok(7))));
+    assert_eq!(b.result(on_b).map(|r| r.is_some()), Ok(true));
+}

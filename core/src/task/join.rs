@@ -62,7 +62,9 @@
 //!    join that is forgotten (`mem::forget` of a pinned `Join`, safe, leaks its node
 //!    linked) outlives its waiter's run, whose slot may be re-attached, here or on
 //!    another executor after `release`; waking it by header alone would run another
-//!    run, or another executor's task, from this executor's ready list.
+//!    run, or another executor's task, from this executor's ready list. A linked join
+//!    polled by a task of another executor (two on one thread) unlinks and looks again,
+//!    so it waits as a join from another thread (rule 5) and is woken.
 
 use crate::error::{TaskError, TaskResult};
 use crate::list::{Link, Links};
