@@ -334,9 +334,19 @@ fn unlink(task: TaskHandle, node: &JoinNode) {
 impl Join {
     /// One look at the run, or the wait's next step; `None`: still waiting.
     fn step(&mut self, cx: &Context<'_>) -> Option<Result<TaskResult, JoinError>> {
-        let Some(tcx) = TaskCx::of(cx) else { return Some(Err(JoinError::NotInTask)) };
-        let (sched, me) = (tcx.sched(), tcx.header());
         let task = self.task();
+        let Some(tcx) = TaskCx::of(cx) else {
+            // Join rule 6: the node that keeps this outcome leaves the waiters' list first
+            // (this thread linked it: `Join` is `!Send`), or the run's end would overwrite
+            // it; an entry held is freed as on every other return.
+            unlink(task, &self.node);
+            if let Some(entry) = self.entry() {
+                self.entry = NO_ENTRY;
+                task.header().trailer().record.unregister(entry);
+            }
+            return Some(Err(JoinError::NotInTask));
+        };
+        let (sched, me) = (tcx.sched(), tcx.header());
         if let Some(entry) = self.entry() {
             // Waiting as a join from another thread: woken to look at the record again.
             let out = match record_look(task) {

@@ -366,3 +366,30 @@ fn a_join_linked_on_one_executor_then_awaited_on_another_gets_its_result() {
     assert_eq!(out.get(), Some(Ok(Ok(7))));
     assert_eq!(b.result(on_b).map(|r| r.is_some()), Ok(true));
 }
+
+/// Join rule 6 for `NotInTask`: a linked join polled outside any task returns
+/// `NotInTask`, and polled again after the awaited run ended it returns that again (the
+/// node it keeps its outcome in must leave the waiters' list first, or the run's end
+/// overwrites what it returned).
+#[test]
+fn a_linked_join_polled_outside_a_task_keeps_not_in_task() {
+    let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let awaited = ex.attach(task(Priority::Low, "awaited"), sleeper(ms(10), 7)).unwrap();
+    let stash: Rc<Cell<Option<Pin<Box<Join>>>>> = Rc::default();
+    let s = stash.clone();
+    ex.attach(task(Priority::Normal, "linker"), async move {
+        let mut j = Box::pin(join(awaited));
+        let first = core::future::poll_fn(|cx| Poll::Ready(j.as_mut().poll(cx))).await;
+        assert!(first.is_pending(), "linked in the awaited run's waiters");
+        s.set(Some(j));
+    })
+    .unwrap();
+    ex.run(8, None).unwrap();
+    let mut j = stash.take().expect("stashed");
+    let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
+    assert_eq!(j.as_mut().poll(&mut cx), Poll::Ready(Err(JoinError::NotInTask)));
+    run_all!(ex);
+    assert_eq!(ex.result(awaited), Ok(Some(Ok(7))));
+    assert_eq!(j.as_mut().poll(&mut cx), Poll::Ready(Err(JoinError::NotInTask)), "what it returned, again");
+}
