@@ -1,0 +1,176 @@
+//! The forgotten-future class (audit): a keel future polled once so that it registers
+//! its task somewhere, then leaked with `mem::forget` (safe: its memory stays valid), its
+//! run ended, its slot released and attached again (on the same executor, or on another
+//! executor of this thread). Whatever later fires the registration must not wake the
+//! later run, and must not run another executor's task from this one's ready list. The
+//! wait primitives keep this by wait rule 7 (owner and generation checked; the shared
+//! flavour through `TaskHandle::wake`'s generation), `rt::sleep` by its timer being the
+//! task's own (disarmed when the body goes), a join by join rule 7.
+
+mod common;
+use common::*;
+use core::future::Future;
+use core::pin::{Pin, pin};
+use core::task::Poll;
+use core::time::Duration;
+use keel_core::sim::SimDriver;
+use keel_core::wait::{Channel, Event, LocalChannel, LocalEvent, LocalMutex, LocalSemaphore, Mutex, Semaphore};
+use keel_core::{Config, Executor, Priority, TaskError, rt};
+use std::cell::Cell;
+use std::mem::MaybeUninit;
+use std::rc::Rc;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Polls `f` once (inside the task), asserts it is pending (registered), and forgets it.
+async fn poll_once_and_forget<F: Future>(f: F) {
+    let mut f = Box::pin(f);
+    let first = core::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx).is_pending())).await;
+    assert!(first, "registered (pending) at its first poll");
+    core::mem::forget(f);
+}
+
+/// A body pending until polled a second time: a forged wake shows as a second poll.
+fn counted_pending(polls: Rc<Cell<u32>>) -> impl Future<Output = u64> {
+    let mut once = false;
+    core::future::poll_fn(move |_| {
+        polls.set(polls.get() + 1);
+        if core::mem::replace(&mut once, true) { Poll::Ready(6) } else { Poll::Pending }
+    })
+}
+
+/// The scenario. `register` runs in a task of `a` and leaves a forgotten registration;
+/// the task's slot is then released and attached on `b` (`elsewhere`) or on `a` with a
+/// body that only a forged wake would poll twice; `trigger` then fires the registration
+/// (from outside any task) and `a` runs it. The later run must have been polled once.
+fn forgotten_then_reused(register: impl Future<Output = ()> + 'static, trigger: impl FnOnce(), elsewhere: bool) {
+    let a = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let a = a.into_ref();
+    let b = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let b = b.into_ref();
+    let waiter = a.attach(task(Priority::Normal, "waiter"), async move { register.await }).unwrap();
+    run_all!(a);
+    assert!(matches!(a.result(waiter), Ok(Some(Ok(_)))));
+    let moved = a.release(waiter).unwrap();
+    let polls = Rc::new(Cell::new(0u32));
+    let on = if elsewhere { b } else { a };
+    let later = on.attach(moved, counted_pending(polls.clone())).unwrap();
+    let _ = on.run(8, None);
+    assert_eq!(polls.get(), 1);
+    trigger();
+    // Something for `a` to do (its clock moves past any timer the body armed).
+    a.attach(task(Priority::Low, "ticker"), async { rt::sleep(ms(100)).await.map(|_| ()) }).unwrap();
+    for _ in 0..4 {
+        let _ = a.run(64, None);
+        let _ = b.run(64, None);
+    }
+    assert_eq!(polls.get(), 1, "the later run was not woken by the forgotten registration");
+    assert_eq!(on.result(later), Ok(None), "still waiting");
+    on.cancel(later).unwrap();
+    run_all!(on);
+    run_all!(a);
+    assert_eq!(on.attached(), 0);
+}
+
+macro_rules! both_ways {
+    ($name:ident, |$elsewhere:ident| $body:block) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn later_run_on_the_same_executor() {
+                let $elsewhere = false;
+                $body
+            }
+            #[test]
+            fn once_attached_on_another_executor() {
+                let $elsewhere = true;
+                $body
+            }
+        }
+    };
+}
+
+both_ways!(local_semaphore_acquire, |elsewhere| {
+    let sem: &'static LocalSemaphore = Box::leak(Box::new(LocalSemaphore::new(0)));
+    forgotten_then_reused(poll_once_and_forget(sem.acquire()), || sem.add_permits(1), elsewhere);
+    // Wait rule 2: the forgotten waiter keeps the permit it was granted (a leak).
+    assert_eq!(sem.available_permits(), 0);
+});
+
+both_ways!(shared_semaphore_acquire, |elsewhere| {
+    let sem: &'static Semaphore = Box::leak(Box::new(Semaphore::new(0)));
+    forgotten_then_reused(poll_once_and_forget(sem.acquire()), || sem.add_permits(1), elsewhere);
+});
+
+both_ways!(local_event_wait, |elsewhere| {
+    let ev: &'static LocalEvent = Box::leak(Box::new(LocalEvent::new(false)));
+    forgotten_then_reused(poll_once_and_forget(ev.wait()), || ev.set(), elsewhere);
+    assert_eq!(ev.waiters(), 0, "set woke (dequeued) the forgotten waiter");
+});
+
+both_ways!(shared_event_wait, |elsewhere| {
+    let ev: &'static Event = Box::leak(Box::new(Event::new(false)));
+    forgotten_then_reused(poll_once_and_forget(ev.wait()), || ev.set(), elsewhere);
+});
+
+both_ways!(local_mutex_lock, |elsewhere| {
+    let m: &'static LocalMutex<u32> = Box::leak(Box::new(LocalMutex::new(0)));
+    let guard: &'static Cell<Option<keel_core::wait::MutexGuard<'static, u32, keel_core::wait::Local>>> =
+        Box::leak(Box::new(Cell::new(m.try_lock())));
+    forgotten_then_reused(poll_once_and_forget(m.lock()), || drop(guard.take()), elsewhere);
+});
+
+both_ways!(shared_mutex_lock, |elsewhere| {
+    let m: &'static Mutex<u32> = Box::leak(Box::new(Mutex::new(0)));
+    let guard: &'static Cell<Option<keel_core::wait::MutexGuard<'static, u32, keel_core::wait::Shared>>> =
+        Box::leak(Box::new(Cell::new(m.try_lock())));
+    forgotten_then_reused(poll_once_and_forget(m.lock()), || drop(guard.take()), elsewhere);
+});
+
+both_ways!(local_channel_recv, |elsewhere| {
+    let storage: &'static mut [MaybeUninit<u32>] = Box::leak(Box::new([MaybeUninit::uninit(); 2]));
+    let ch: &'static LocalChannel<'static, u32> = Box::leak(Box::new(LocalChannel::new(storage)));
+    forgotten_then_reused(poll_once_and_forget(ch.recv()), || ch.try_send(7).unwrap(), elsewhere);
+});
+
+both_ways!(shared_channel_send, |elsewhere| {
+    let storage: &'static mut [MaybeUninit<u32>] = Box::leak(Box::new([MaybeUninit::uninit(); 1]));
+    let ch: &'static Channel<'static, u32> = Box::leak(Box::new(Channel::new(storage)));
+    ch.try_send(1).unwrap();
+    forgotten_then_reused(poll_once_and_forget(ch.send(2)), || assert_eq!(ch.try_recv().ok(), Some(1)), elsewhere);
+});
+
+both_ways!(sleep, |elsewhere| {
+    forgotten_then_reused(poll_once_and_forget(rt::sleep(ms(10))), || {}, elsewhere);
+});
+
+/// An executor dropped with a forgotten waiter of a primitive outstanding (its task's
+/// run ended; the slot still the executor's) does not hang, and a later fire of the
+/// primitive touches no freed executor (wait rule 7: the owner was cleared at the drop).
+#[test]
+fn executor_dropped_with_a_forgotten_waiter_then_the_primitive_fires() {
+    let sem: &'static LocalSemaphore = Box::leak(Box::new(LocalSemaphore::new(0)));
+    let ev: &'static LocalEvent = Box::leak(Box::new(LocalEvent::new(false)));
+    {
+        let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+        let ex = ex.into_ref();
+        ex.attach(task(Priority::Normal, "w1"), poll_once_and_forget(sem.acquire())).unwrap();
+        // This one is still waiting (registered, not forgotten) when the executor goes.
+        ex.attach(task(Priority::Normal, "w2"), async move {
+            poll_once_and_forget(ev.wait()).await;
+            let _ = ev.wait().await;
+            Ok::<u64, TaskError>(0)
+        })
+        .unwrap();
+        let _ = ex.run(16, None);
+    }
+    sem.add_permits(1);
+    ev.set();
+    assert_eq!(ev.waiters(), 0);
+}
+
+/// `Pin` is used above only through `Box::pin`; keep the import honest.
+#[allow(dead_code)]
+fn _pin_used(_: Pin<&mut ()>) {}
