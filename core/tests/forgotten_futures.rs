@@ -10,7 +10,7 @@
 mod common;
 use common::*;
 use core::future::Future;
-use core::pin::{Pin, pin};
+use core::pin::pin;
 use core::task::Poll;
 use core::time::Duration;
 use keel_core::sim::SimDriver;
@@ -50,7 +50,7 @@ fn forgotten_then_reused(register: impl Future<Output = ()> + 'static, trigger: 
     let a = a.into_ref();
     let b = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let b = b.into_ref();
-    let waiter = a.attach(task(Priority::Normal, "waiter"), async move { register.await }).unwrap();
+    let waiter = a.attach(task(Priority::Normal, "waiter"), register).unwrap();
     run_all!(a);
     assert!(matches!(a.result(waiter), Ok(Some(Ok(_)))));
     let moved = a.release(waiter).unwrap();
@@ -170,7 +170,3 @@ fn executor_dropped_with_a_forgotten_waiter_then_the_primitive_fires() {
     ev.set();
     assert_eq!(ev.waiters(), 0);
 }
-
-/// `Pin` is used above only through `Box::pin`; keep the import honest.
-#[allow(dead_code)]
-fn _pin_used(_: Pin<&mut ()>) {}
