@@ -1,0 +1,260 @@
+//! The forgotten-future class in keel-linux (audit): a future polled once so that its
+//! operation (or wait) is registered, then leaked with `mem::forget` (safe: what it owns
+//! stays valid), its run ended, its slot released and attached again (on the same
+//! executor, or on another executor of this thread). The operation's completion (or the
+//! wait's turn) must not wake the later run, nor run another executor's task from this
+//! one's ready list: the wake token names a run (ring wake-token rules 2-3, io_status
+//! rule 5), a buffer or inbox wait names a `TaskHandle` of one run (waitq rule 6,
+//! transfer rule 6). What the forgotten future would have received is leaked with it (a
+//! driver slot, a buffer, a descriptor), as `mem::forget` of a `File` leaks its
+//! descriptor. Both backends (`KEEL_DRIVER=epoll`).
+
+#[path = "net_util/mod.rs"]
+mod util;
+
+use core::future::Future;
+use core::pin::Pin;
+use core::task::Poll;
+use core::time::Duration;
+use keel_core::{TaskError, rt};
+use keel_linux::RingConfig;
+use keel_linux::fs::{self, File};
+use keel_linux::net::{self, AddressFamily, SocketType};
+use keel_linux::ready::{self, PollFlags};
+use std::cell::Cell;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::rc::Rc;
+use util::*;
+
+fn pipe() -> (RawFd, RawFd) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    (fds[0], fds[1])
+}
+
+fn put(fd: RawFd, bytes: &[u8]) {
+    // SAFETY: writes from a live slice to our own descriptor.
+    assert_eq!(unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) }, bytes.len() as isize);
+}
+
+/// Polls `f` once (inside the task), asserts it is pending (registered), lets its
+/// operation reach the kernel, and forgets it.
+async fn poll_once_and_forget<F: Future>(f: F) {
+    let mut f = Box::pin(f);
+    let first = core::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx).is_pending())).await;
+    assert!(first, "registered (pending) at its first poll");
+    rt::yield_now().await.unwrap();
+    core::mem::forget(f);
+}
+
+/// A body pending until polled a second time: a forged wake shows as a second poll.
+fn counted_pending(polls: Rc<Cell<u32>>) -> impl Future<Output = u64> {
+    let mut once = false;
+    core::future::poll_fn(move |_| {
+        polls.set(polls.get() + 1);
+        if core::mem::replace(&mut once, true) { Poll::Ready(6) } else { Poll::Pending }
+    })
+}
+
+fn spin(ex: Pin<&Ex>) {
+    for _ in 0..4 {
+        let _ = ex.run(64, Some(Duration::from_millis(5)));
+    }
+}
+
+/// The scenario (see the module doc): `register` runs in a task of `a` and leaves a
+/// forgotten registration; its slot is then attached on `b` (`elsewhere`) or on `a` with
+/// a body only a forged wake would poll twice; `trigger` fires the registration and both
+/// executors run. The later run must have been polled once, and then cancel cleanly.
+fn forgotten_then_reused(
+    cfg: RingConfig,
+    register: impl FnOnce() -> Pin<Box<dyn Future<Output = ()>>> + 'static,
+    trigger: impl FnOnce(),
+    elsewhere: bool,
+) {
+    let a = executor(cfg.clone());
+    let a = a.as_ref();
+    let b = executor(cfg);
+    let b = b.as_ref();
+    let done = Rc::new(Cell::new(false));
+    let d = done.clone();
+    let waiter = a
+        .attach(task(), async move {
+            register().await;
+            d.set(true);
+            0u64
+        })
+        .unwrap();
+    run_until(a, || done.get());
+    run_until(a, || a.result(waiter) != Ok(None));
+    assert_eq!(a.result(waiter), Ok(Some(Ok(0))), "the run ended (the forgotten op is the driver's)");
+    let moved = a.release(waiter).unwrap();
+    let polls = Rc::new(Cell::new(0u32));
+    let on = if elsewhere { b } else { a };
+    let later = on.attach(moved, counted_pending(polls.clone())).unwrap();
+    spin(on);
+    assert_eq!(polls.get(), 1);
+    trigger();
+    for _ in 0..5 {
+        spin(a);
+        spin(b);
+    }
+    assert_eq!(polls.get(), 1, "the later run was not woken by the forgotten registration");
+    assert_eq!(on.result(later), Ok(None), "still waiting");
+    // A cancel polls the body once more (it sees the cancel): it ends.
+    on.cancel(later).unwrap();
+    run_all(on);
+    assert_eq!(on.result(later), Ok(Some(Ok(6))));
+    // Each executor still runs a task to its end (its lists are sound).
+    for ex in [a, b] {
+        let t = ex
+            .attach(task(), async {
+                rt::sleep(Duration::from_millis(1)).await?;
+                Ok::<u64, TaskError>(9)
+            })
+            .unwrap();
+        run_all(ex);
+        assert_eq!(ex.result(t), Ok(Some(Ok(9))));
+    }
+}
+
+macro_rules! both_ways {
+    ($name:ident, |$elsewhere:ident| $body:block) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn later_run_on_the_same_executor() {
+                let $elsewhere = false;
+                $body
+            }
+            #[test]
+            fn once_attached_on_another_executor() {
+                let $elsewhere = true;
+                $body
+            }
+        }
+    };
+}
+
+both_ways!(read, |elsewhere| {
+    let (rfd, wfd) = pipe();
+    // SAFETY: the pipe's read end is ours and wrapped once (leaked: the forgotten read
+    // borrows it).
+    let file: &'static File = Box::leak(Box::new(unsafe { File::from_raw_fd(rfd) }));
+    forgotten_then_reused(
+        RingConfig::default(),
+        move || Box::pin(poll_once_and_forget(fs::read(file, Vec::with_capacity(16), 0))),
+        move || put(wfd, b"data"),
+        elsewhere,
+    );
+});
+
+both_ways!(recv, |elsewhere| {
+    let (s, peer) = net::socket_pair(AddressFamily::UNIX, SocketType::STREAM).unwrap();
+    let s: &'static net::Socket = Box::leak(Box::new(s));
+    forgotten_then_reused(
+        RingConfig::default(),
+        move || Box::pin(poll_once_and_forget(net::future::recv(s, Vec::with_capacity(16)))),
+        move || put(peer.as_fd().as_raw_fd(), b"data"),
+        elsewhere,
+    );
+});
+
+both_ways!(readiness_poll, |elsewhere| {
+    let (rfd, wfd) = pipe();
+    // SAFETY: the pipe's read end is ours; leaked, so the borrow is `'static`.
+    let file: &'static File = Box::leak(Box::new(unsafe { File::from_raw_fd(rfd) }));
+    forgotten_then_reused(
+        RingConfig::default(),
+        move || Box::pin(poll_once_and_forget(ready::poll(file.as_fd(), PollFlags::IN, None))),
+        move || put(wfd, b"x"),
+        elsewhere,
+    );
+});
+
+both_ways!(readiness_with_timeout, |elsewhere| {
+    let (rfd, _wfd) = pipe();
+    // SAFETY: as above.
+    let file: &'static File = Box::leak(Box::new(unsafe { File::from_raw_fd(rfd) }));
+    forgotten_then_reused(
+        RingConfig::default(),
+        // The timeout fires while the later run waits.
+        move || {
+            Box::pin(poll_once_and_forget(ready::poll(file.as_fd(), PollFlags::IN, Some(Duration::from_millis(20)))))
+        },
+        || std::thread::sleep(Duration::from_millis(25)),
+        elsewhere,
+    );
+});
+
+both_ways!(multishot_readiness, |elsewhere| {
+    let (rfd, wfd) = pipe();
+    // SAFETY: as above.
+    let file: &'static File = Box::leak(Box::new(unsafe { File::from_raw_fd(rfd) }));
+    forgotten_then_reused(
+        RingConfig::default(),
+        move || {
+            Box::pin(async move {
+                // The stream and its `next_ready` both leaked: the multishot stays armed.
+                let m: &'static mut keel_linux::net::Multishot =
+                    Box::leak(Box::new(ready::poll_multi(file.as_fd(), PollFlags::IN).unwrap()));
+                poll_once_and_forget(ready::next_ready(m, None)).await;
+            })
+        },
+        move || {
+            put(wfd, b"x");
+        },
+        elsewhere,
+    );
+});
+
+both_ways!(claim_buffer, |elsewhere| {
+    if ring_only("registered buffers") {
+        return;
+    }
+    let held: Rc<Cell<Option<fs::FixedBuf>>> = Rc::default();
+    let h = held.clone();
+    let h2 = held.clone();
+    forgotten_then_reused(
+        RingConfig { registered_buffers: 1, ..RingConfig::default() },
+        move || {
+            Box::pin(async move {
+                h.set(Some(fs::try_claim_buffer().await.expect("the only buffer is free")));
+                poll_once_and_forget(fs::claim_buffer()).await;
+            })
+        },
+        // The release hands the buffer to the forgotten wait (waitq rule 2): its wake
+        // names the ended run.
+        move || drop(h2.take()),
+        elsewhere,
+    );
+});
+
+both_ways!(sleep, |elsewhere| {
+    forgotten_then_reused(
+        RingConfig::default(),
+        || Box::pin(poll_once_and_forget(rt::sleep(Duration::from_millis(10)))),
+        || std::thread::sleep(Duration::from_millis(15)),
+        elsewhere,
+    );
+});
+
+/// An executor dropped with a forgotten read in flight (its run ended): the drop cancels
+/// the driver's operation and returns (no hang), and the pipe's writer sees no error.
+#[test]
+fn executor_dropped_with_a_forgotten_read_in_flight() {
+    let (rfd, wfd) = pipe();
+    // SAFETY: as above.
+    let file: &'static File = Box::leak(Box::new(unsafe { File::from_raw_fd(rfd) }));
+    {
+        let ex = executor(RingConfig::default());
+        let t = ex.as_ref().attach(task(), async move {
+            poll_once_and_forget(fs::read(file, Vec::with_capacity(16), 0)).await;
+            0u64
+        });
+        let t = t.unwrap();
+        run_until(ex.as_ref(), || ex.as_ref().result(t) != Ok(None));
+    }
+    put(wfd, b"after");
+}
