@@ -10,12 +10,13 @@
 mod common;
 use common::*;
 use core::future::Future;
-use core::pin::pin;
+use core::pin::{Pin, pin};
 use core::task::Poll;
 use core::time::Duration;
+use keel_core::join::{join, join_send};
 use keel_core::sim::SimDriver;
 use keel_core::wait::{Channel, Event, LocalChannel, LocalEvent, LocalMutex, LocalSemaphore, Mutex, Semaphore};
-use keel_core::{Config, Executor, Priority, TaskError, rt};
+use keel_core::{Config, Executor, Priority, TaskError, TaskHandle, rt};
 use std::cell::Cell;
 use std::mem::MaybeUninit;
 use std::rc::Rc;
@@ -46,12 +47,30 @@ fn counted_pending(polls: Rc<Cell<u32>>) -> impl Future<Output = u64> {
 /// body that only a forged wake would poll twice; `trigger` then fires the registration
 /// (from outside any task) and `a` runs it. The later run must have been polled once.
 fn forgotten_then_reused(register: impl Future<Output = ()> + 'static, trigger: impl FnOnce(), elsewhere: bool) {
+    forgotten_then_reused_with(|_| register, trigger, elsewhere);
+}
+
+/// [`forgotten_then_reused`], `register` given a run of `a` (a sleeper of 10 ms) that
+/// ends while the later run waits.
+fn forgotten_then_reused_with<R: Future<Output = ()> + 'static>(
+    register: impl FnOnce(TaskHandle) -> R,
+    trigger: impl FnOnce(),
+    elsewhere: bool,
+) {
     let a = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let a = a.into_ref();
     let b = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
     let b = b.into_ref();
-    let waiter = a.attach(task(Priority::Normal, "waiter"), register).unwrap();
-    run_all!(a);
+    let awaited = a
+        .attach(task(Priority::Low, "awaited"), async {
+            rt::sleep(ms(10)).await?;
+            Ok::<u64, TaskError>(3)
+        })
+        .unwrap();
+    let waiter = a.attach(task(Priority::Normal, "waiter"), register(awaited)).unwrap();
+    while a.result(waiter) == Ok(None) {
+        a.run(8, None).unwrap();
+    }
     assert!(matches!(a.result(waiter), Ok(Some(Ok(_)))));
     let moved = a.release(waiter).unwrap();
     let polls = Rc::new(Cell::new(0u32));
@@ -72,6 +91,7 @@ fn forgotten_then_reused(register: impl Future<Output = ()> + 'static, trigger: 
     run_all!(on);
     run_all!(a);
     assert_eq!(on.attached(), 0);
+    assert_eq!(a.result(awaited), Ok(Some(Ok(3))));
 }
 
 macro_rules! both_ways {
@@ -142,6 +162,15 @@ both_ways!(shared_channel_send, |elsewhere| {
     forgotten_then_reused(poll_once_and_forget(ch.send(2)), || assert_eq!(ch.try_recv().ok(), Some(1)), elsewhere);
 });
 
+both_ways!(join_send, |elsewhere| {
+    // Join rule 5: a cross entry names the waiter's run (its wake checks the generation).
+    forgotten_then_reused_with(|awaited| poll_once_and_forget(join_send(awaited, None)), || {}, elsewhere);
+});
+
+both_ways!(join, |elsewhere| {
+    forgotten_then_reused_with(|awaited| poll_once_and_forget(join(awaited)), || {}, elsewhere);
+});
+
 both_ways!(sleep, |elsewhere| {
     forgotten_then_reused(poll_once_and_forget(rt::sleep(ms(10))), || {}, elsewhere);
 });
@@ -169,4 +198,171 @@ fn executor_dropped_with_a_forgotten_waiter_then_the_primitive_fires() {
     sem.add_permits(1);
     ev.set();
     assert_eq!(ev.waiters(), 0);
+}
+
+/// A `join_send` (it is `Send`) that registered from one task and is then awaited by
+/// another (the first one's run over) must wake the one awaiting it when the run ends,
+/// as a moved `Join` or wait does (join rule 7, wait rule 5): not leave it waiting for a
+/// wake sent to the ended run.
+#[test]
+fn a_join_send_registered_by_one_task_then_awaited_by_another_gets_its_result() {
+    let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let awaited = ex
+        .attach(task(Priority::Low, "awaited"), async {
+            rt::sleep(ms(10)).await?;
+            Ok::<u64, TaskError>(7)
+        })
+        .unwrap();
+    let stash: Rc<Cell<Option<Pin<Box<keel_core::join::JoinSend>>>>> = Rc::default();
+    let s = stash.clone();
+    let first = ex
+        .attach(task(Priority::Normal, "registers"), async move {
+            let mut j = Box::pin(join_send(awaited, None));
+            let pending = core::future::poll_fn(|cx| Poll::Ready(j.as_mut().poll(cx).is_pending())).await;
+            assert!(pending, "registered");
+            s.set(Some(j));
+        })
+        .unwrap();
+    while ex.result(first) == Ok(None) {
+        ex.run(8, None).unwrap();
+    }
+    let got = Rc::new(Cell::new(None));
+    let g = got.clone();
+    let s = stash.clone();
+    let second = ex
+        .attach(task(Priority::Normal, "awaits"), async move {
+            let j = s.take().expect("stashed");
+            g.set(Some(j.await));
+        })
+        .unwrap();
+    // Bounded: the sim clock jumps to the awaited run's timer; a waiter never woken stalls.
+    for _ in 0..64 {
+        if ex.result(second) != Ok(None) {
+            break;
+        }
+        let _ = ex.run(8, None);
+    }
+    assert_eq!(got.get(), Some(Ok(Ok(7))), "the task awaiting it was woken with the result");
+}
+
+/// Join rule 8 for a `Join` that waits with an entry (its run is on another executor of
+/// this thread: it waits as a join from another thread), moved to another task of its
+/// executor: the run's end wakes the task awaiting it now.
+#[test]
+fn a_cross_join_registered_by_one_task_then_awaited_by_another_gets_its_result() {
+    let a = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let a = a.into_ref();
+    let b = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let b = b.into_ref();
+    let awaited = b
+        .attach(task(Priority::Low, "awaited"), async {
+            rt::sleep(ms(10)).await?;
+            Ok::<u64, TaskError>(8)
+        })
+        .unwrap();
+    let _ = b.run(8, None);
+    let stash: Rc<Cell<Option<Pin<Box<keel_core::join::Join>>>>> = Rc::default();
+    let s = stash.clone();
+    let first = a
+        .attach(task(Priority::Normal, "registers"), async move {
+            let mut j = Box::pin(join(awaited));
+            let pending = core::future::poll_fn(|cx| Poll::Ready(j.as_mut().poll(cx).is_pending())).await;
+            assert!(pending, "registered");
+            s.set(Some(j));
+        })
+        .unwrap();
+    while a.result(first) == Ok(None) {
+        a.run(8, None).unwrap();
+    }
+    let got = Rc::new(Cell::new(None));
+    let g = got.clone();
+    let s = stash.clone();
+    let second = a
+        .attach(task(Priority::Normal, "awaits"), async move {
+            let j = s.take().expect("stashed");
+            g.set(Some(j.await));
+        })
+        .unwrap();
+    let _ = a.run(8, None);
+    run_all!(b);
+    for _ in 0..64 {
+        if a.result(second) != Ok(None) {
+            break;
+        }
+        let _ = a.run(8, None);
+    }
+    assert_eq!(got.get(), Some(Ok(Ok(8))), "the task awaiting it was woken with the result");
+}
+
+/// Join rule 8 across threads: a `join_send` registered by a task of one thread's
+/// executor, then sent to a task of another thread's, is woken there by the run's end.
+#[test]
+fn a_join_send_registered_on_one_thread_then_awaited_on_another_gets_its_result() {
+    use std::sync::{Arc, Mutex as StdMutex};
+    type Stash = Arc<StdMutex<Option<Pin<Box<keel_core::join::JoinSend>>>>>;
+    let stash: Stash = Arc::default();
+    let (tx, rx) = std::sync::mpsc::channel::<TaskHandle>();
+    let (registered_tx, registered_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    // The owner's thread: a run that ends when told.
+    let owner = std::thread::spawn(move || {
+        let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+        let ex = ex.into_ref();
+        let go = Rc::new(Cell::new(false));
+        let g = go.clone();
+        let awaited = ex
+            .attach(task(Priority::Normal, "awaited"), async move {
+                while !g.get() {
+                    rt::yield_now().await?;
+                }
+                Ok::<u64, TaskError>(9)
+            })
+            .unwrap();
+        tx.send(awaited).unwrap();
+        let _ = ex.run(4, None);
+        release_rx.recv().unwrap();
+        go.set(true);
+        run_all!(ex);
+    });
+    let awaited = rx.recv().unwrap();
+    let s = stash.clone();
+    // The registering thread: a task polls the join once and hands it over.
+    std::thread::spawn(move || {
+        let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+        let ex = ex.into_ref();
+        ex.attach(task(Priority::Normal, "registers"), async move {
+            let mut j = Box::pin(join_send(awaited, None));
+            let pending = core::future::poll_fn(|cx| Poll::Ready(j.as_mut().poll(cx).is_pending())).await;
+            assert!(pending, "registered");
+            *s.lock().unwrap() = Some(j);
+        })
+        .unwrap();
+        run_all!(ex);
+        registered_tx.send(()).unwrap();
+    })
+    .join()
+    .unwrap();
+    registered_rx.recv().unwrap();
+    // This thread: a task awaits the handed-over join (no limit: woken only by the run's end).
+    let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let got = Rc::new(Cell::new(None));
+    let g = got.clone();
+    let s = stash.clone();
+    let waiter = ex
+        .attach(task(Priority::Normal, "awaits"), async move {
+            let j = s.lock().unwrap().take().expect("stashed");
+            g.set(Some(j.await));
+        })
+        .unwrap();
+    let _ = ex.run(4, None);
+    release_tx.send(()).unwrap();
+    owner.join().unwrap();
+    // Bounded: the run's end sent its wake (or it never will); a few runs take it.
+    let t0 = std::time::Instant::now();
+    while ex.result(waiter) == Ok(None) && t0.elapsed() < Duration::from_secs(5) {
+        let _ = ex.run(8, Some(ms(10)));
+    }
+    assert_eq!(got.get(), Some(Ok(Ok(9))), "woken on this thread with the result");
 }
