@@ -258,3 +258,41 @@ fn executor_dropped_with_a_forgotten_read_in_flight() {
     }
     put(wfd, b"after");
 }
+
+/// Whether `fd` is an open descriptor.
+fn fd_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only asks about the number.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// A forgotten read's `File` dropped (safe: the borrow ended with the forget): the
+/// operation's slot holds the descriptor (fd rule 1), so its number is not reused while
+/// the operation may still name it; the executor's drop cancels the operation and the
+/// descriptor is closed then (not leaked past the executor).
+#[test]
+fn a_forgotten_reads_descriptor_stays_open_until_the_executor_drops() {
+    let ex = executor(RingConfig::default());
+    let (rfd, wfd) = pipe();
+    // SAFETY: the pipe's read end is ours and wrapped once.
+    let file = Rc::new(unsafe { File::from_raw_fd(rfd) });
+    let f = file.clone();
+    let t = ex
+        .as_ref()
+        .attach(task(), async move {
+            poll_once_and_forget(fs::read(&f, Vec::with_capacity(16), 0)).await;
+            0u64
+        })
+        .unwrap();
+    run_until(ex.as_ref(), || ex.as_ref().result(t) != Ok(None));
+    drop(file);
+    spin(ex.as_ref());
+    assert!(fd_open(rfd), "held by the forgotten operation's slot (fd rule 1)");
+    let (r2, w2) = pipe();
+    assert_ne!(r2, rfd, "its number is not reused");
+    drop(ex);
+    assert!(!fd_open(rfd), "closed once the executor dropped the operation");
+    for fd in [wfd, r2, w2] {
+        // SAFETY: our own descriptors.
+        unsafe { libc::close(fd) };
+    }
+}
