@@ -73,7 +73,7 @@ fn forgotten_then_reused(
     trigger: impl FnOnce(),
     elsewhere: bool,
 ) {
-    let a = executor(cfg.clone());
+    let a = executor(cfg);
     let a = a.as_ref();
     let b = executor(cfg);
     let b = b.as_ref();
