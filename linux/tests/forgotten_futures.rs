@@ -231,6 +231,20 @@ both_ways!(claim_buffer, |elsewhere| {
     );
 });
 
+both_ways!(transfer_receive_with_timeout, |elsewhere| {
+    if ring_only("a fixed-file table (descriptor transfer)") {
+        return;
+    }
+    forgotten_then_reused(
+        RingConfig { registered_files: 8, ..RingConfig::default() },
+        // Transfer rule 6: queued in the inbox (a `TaskHandle` of the run) with its timer
+        // in a slot (a wake token of the run); the timer fires while the later run waits.
+        || Box::pin(poll_once_and_forget(keel_linux::transfer::receive(5, Some(Duration::from_millis(20))))),
+        || std::thread::sleep(Duration::from_millis(25)),
+        elsewhere,
+    );
+});
+
 both_ways!(sleep, |elsewhere| {
     forgotten_then_reused(
         RingConfig::default(),
