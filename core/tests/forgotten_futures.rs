@@ -14,9 +14,9 @@ use core::pin::{Pin, pin};
 use core::task::Poll;
 use core::time::Duration;
 use keel_core::join::{join, join_send};
-use keel_core::sim::SimDriver;
+use keel_core::sim::{SimDriver, SimOp};
 use keel_core::wait::{Channel, Event, LocalChannel, LocalEvent, LocalMutex, LocalSemaphore, Mutex, Semaphore};
-use keel_core::{Config, Executor, Priority, TaskError, TaskHandle, rt};
+use keel_core::{Config, Executor, IoStatus, Priority, TaskError, TaskHandle, initiate, rt};
 use std::cell::Cell;
 use std::mem::MaybeUninit;
 use std::rc::Rc;
@@ -169,6 +169,21 @@ both_ways!(join_send, |elsewhere| {
 
 both_ways!(join, |elsewhere| {
     forgotten_then_reused_with(|awaited| poll_once_and_forget(join(awaited)), || {}, elsewhere);
+});
+
+both_ways!(io_status_in_flight, |elsewhere| {
+    // io_status rules 2 and 4: a status block leaked in flight keeps the run draining
+    // (its operation cancelled) until its completion; the run's end takes it off the
+    // completed list, so the later run neither sees it nor is woken by it.
+    forgotten_then_reused(
+        async {
+            let st = Box::pin(IoStatus::new());
+            initiate::<SimDriver>(st.as_ref(), SimOp::new(1).after(ms(30))).await.unwrap();
+            core::mem::forget(st);
+        },
+        || {},
+        elsewhere,
+    );
 });
 
 both_ways!(sleep, |elsewhere| {
@@ -365,4 +380,29 @@ fn a_join_send_registered_on_one_thread_then_awaited_on_another_gets_its_result(
         let _ = ex.run(8, Some(ms(10)));
     }
     assert_eq!(got.get(), Some(Ok(Ok(9))), "woken on this thread with the result");
+}
+
+/// io_status rule 1 across runs: a status block leaked in flight by one run is not
+/// handed to the slot's next run (its completed list starts empty).
+#[test]
+fn a_leaked_status_block_is_not_the_next_runs_completion() {
+    let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let t = ex
+        .attach(task(Priority::Normal, "leaks"), async {
+            let st = Box::pin(IoStatus::new());
+            initiate::<SimDriver>(st.as_ref(), SimOp::new(1).after(ms(30))).await.unwrap();
+            core::mem::forget(st);
+        })
+        .unwrap();
+    run_all!(ex);
+    let later = ex
+        .attach(t, async {
+            let next = keel_core::io_status::next_completed_io(None).await.unwrap();
+            assert!(matches!(next, keel_core::NextIo::Idle), "nothing of the earlier run: {next:?}");
+            Ok::<u64, TaskError>(4)
+        })
+        .unwrap();
+    run_all!(ex);
+    assert_eq!(ex.result(later), Ok(Some(Ok(4))));
 }
