@@ -406,3 +406,36 @@ fn a_leaked_status_block_is_not_the_next_runs_completion() {
     run_all!(ex);
     assert_eq!(ex.result(later), Ok(Some(Ok(4))));
 }
+
+/// Join rules 5 and 8: a forgotten `join_send` keeps its entry of the awaited slot (only
+/// its waiter frees an entry), so `CROSS_WAITERS` of them leave none: a later join from
+/// another thread gets `TooManyWaiters` at once (typed, no hang, no wake of another run),
+/// and a join on the slot's own executor still gets the result.
+#[test]
+fn forgotten_join_sends_use_up_the_slots_entries_then_a_typed_error() {
+    use keel_core::JoinError;
+    use keel_core::join::CROSS_WAITERS;
+    let ex = pin!(Executor::new(SimDriver::new(), Config::default()).unwrap());
+    let ex = ex.into_ref();
+    let awaited = ex
+        .attach(task(Priority::Low, "awaited"), async {
+            rt::sleep(ms(10)).await?;
+            Ok::<u64, TaskError>(2)
+        })
+        .unwrap();
+    for _ in 0..CROSS_WAITERS {
+        ex.attach(task(Priority::Normal, "forgets"), poll_once_and_forget(join_send(awaited, None))).unwrap();
+    }
+    let _ = ex.run(64, None);
+    let cross = Rc::new(Cell::new(None));
+    let local = Rc::new(Cell::new(None));
+    let (c, l) = (cross.clone(), local.clone());
+    ex.attach(task(Priority::Normal, "joins"), async move {
+        c.set(Some(join_send(awaited, None).await));
+        l.set(Some(join(awaited).await));
+    })
+    .unwrap();
+    run_all!(ex);
+    assert_eq!(cross.get(), Some(Err(JoinError::TooManyWaiters)));
+    assert_eq!(local.get(), Some(Ok(Ok(2))));
+}
