@@ -19,7 +19,7 @@ use core::time::Duration;
 use keel_core::{TaskError, rt};
 use keel_linux::RingConfig;
 use keel_linux::fs::{self, File};
-use keel_linux::net::{self, AddressFamily, SocketType};
+use keel_linux::net::{self, AddressFamily, SockAddr, SocketType};
 use keel_linux::ready::{self, PollFlags};
 use std::cell::Cell;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -309,4 +309,43 @@ fn a_forgotten_reads_descriptor_stays_open_until_the_executor_drops() {
         // SAFETY: our own descriptors.
         unsafe { libc::close(fd) };
     }
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// A forgotten accept whose connection arrives: the accepted descriptor waits in the
+/// operation's slot (nobody takes it); the later run of the slot is not woken, and the
+/// executor's drop closes it (completion rule 3): no descriptor outlives the executor.
+#[test]
+fn a_forgotten_accept_leaks_no_descriptor_past_the_executor() {
+    let before = open_fds();
+    {
+        let ex = executor(RingConfig::default());
+        let ex = ex.as_ref();
+        let (lfd, addr) = listen(ex, SockAddr::from(std::net::SocketAddr::from(([127, 0, 0, 1], 0))));
+        // SAFETY: the listener is ours, wrapped once; it lives until the executor is gone.
+        let listener: &'static net::Socket = Box::leak(Box::new(unsafe { net::Socket::from_raw_fd(lfd) }));
+        let t = ex
+            .attach(task(), async move {
+                poll_once_and_forget(net::future::accept(listener)).await;
+                0u64
+            })
+            .unwrap();
+        run_until(ex, || ex.result(t) != Ok(None));
+        let polls = Rc::new(Cell::new(0u32));
+        let later = ex.attach(t, counted_pending(polls.clone())).unwrap();
+        spin(ex);
+        let client = std::net::TcpStream::connect(std_addr(&addr)).unwrap();
+        for _ in 0..5 {
+            spin(ex);
+        }
+        assert_eq!(polls.get(), 1, "the later run was not woken by the accept");
+        ex.cancel(later).unwrap();
+        run_all(ex);
+        drop(client);
+    }
+    // The listener was leaked with its `Socket` (`Box::leak`): one descriptor.
+    assert_eq!(open_fds(), before + 1, "the accepted descriptor was closed with the executor");
 }
