@@ -310,6 +310,20 @@ fn register_cross_with(
     }
 }
 
+/// Join rule 8: a join waiting with `entry` and polled by the run `target` names (maybe
+/// not the one that registered it) re-points the entry, announces itself again and looks
+/// again; `Some(out)`: the run is over (the caller frees the entry).
+fn repoint_cross(task: TaskHandle, entry: Entry, target: u64) -> Option<Result<TaskResult, JoinError>> {
+    let record = &task.header().trailer().record;
+    if !record.repoint(entry, target) {
+        return None;
+    }
+    // As `register_cross_with`: the owner that takes this announce (or the run's end,
+    // which it marks) reads the new target; a run already over is seen by the look.
+    crate::task::wake::announce_join(task.header(), task.generation());
+    record_look(task)
+}
+
 /// Links `node` in run `task`'s waiters for run `me` to be woken (join rules 3 and 7).
 ///
 /// # Safety
@@ -348,8 +362,11 @@ impl Join {
         };
         let (sched, me) = (tcx.sched(), tcx.header());
         if let Some(entry) = self.entry() {
-            // Waiting as a join from another thread: woken to look at the record again.
-            let out = match record_look(task) {
+            // Waiting as a join from another thread: woken to look at the record again
+            // (join rule 8: the entry names the run polling now).
+            let looked =
+                record_look(task).or_else(|| repoint_cross(task, entry, task_entry(me, tcx.task().generation())));
+            let out = match looked {
                 Some(out) => Some(out),
                 None if tcx.is_cancelled() => Some(Err(JoinError::Cancelled)),
                 None if self.deadline().is_some_and(|at| sched.now() >= at) => Some(Err(JoinError::TimedOut)),
@@ -492,7 +509,9 @@ impl JoinSend {
         let Some(tcx) = TaskCx::of(cx) else { return Some(Err(JoinError::NotInTask)) };
         let (sched, me) = (tcx.sched(), tcx.header());
         let out = match self.entry {
-            Some(_) => record_look(self.task),
+            // Join rule 8: the entry names the run polling now (a `JoinSend` may move).
+            Some(entry) => record_look(self.task)
+                .or_else(|| repoint_cross(self.task, entry, task_entry(me, tcx.task().generation()))),
             None => {
                 if tcx.is_cancelled() {
                     return Some(Err(JoinError::Cancelled));

@@ -65,6 +65,16 @@
 //!    run, or another executor's task, from this executor's ready list. A linked join
 //!    polled by a task of another executor (two on one thread) unlinks and looks again,
 //!    so it waits as a join from another thread (rule 5) and is woken.
+//! 8. An entry names the run that registered it, or last polled its join: a join that
+//!    waits with an entry (rule 5; a `join_send`, which is `Send`, or a `Join` of a run
+//!    on another executor) and is polled by another task, or a later run (the join moved
+//!    between tasks, or kept past the run that registered it), re-points its entry at
+//!    the polling run, announces itself again and looks again (as `register` does), so
+//!    the run's end wakes the task that awaits it now. Before rule 8 it woke the ended
+//!    run (a no-op: the wake names its generation) and the task awaiting it waited for
+//!    ever. A forgotten join (`mem::forget`) keeps its entry: a leak of one of the
+//!    slot's `CROSS_WAITERS` entries (a later join past the limit gets
+//!    `TooManyWaiters`), never a wake of another run.
 
 use crate::error::{TaskError, TaskResult};
 use crate::list::{Link, Links};
@@ -275,6 +285,21 @@ impl JoinRecord {
             }
         }
         None
+    }
+
+    /// Join rule 8: points the entry its waiter holds at `target` (the run polling the
+    /// join now); `false` if it named `target` already.
+    pub(crate) fn repoint(&self, entry: Entry, target: u64) -> bool {
+        let e = &self.cross[usize::from(entry.0)];
+        // Relaxed, both: only the waiter writes an entry it holds (rule 5), so it reads
+        // its own last store (a join moved to another thread was moved after that store,
+        // through whatever synchronised the move); the announce's Release CAS that
+        // follows publishes the new target to the owner, as `register`'s does.
+        if e.load(Ordering::Relaxed) == target {
+            return false;
+        }
+        e.store(target, Ordering::Relaxed);
+        true
     }
 
     /// Join rule 5: frees the entry its waiter holds.
