@@ -253,12 +253,7 @@ impl RingDriver {
         registered: Option<crate::regbuf::Registered>,
         rt_allowed: bool,
     ) -> Self {
-        // Pair rule 1's kernel part.
-        let skip_pairs = !flags.iopoll
-            && match &ring {
-                Kernel::Uring(r, _) => r.params().is_feature_skip_cqe_on_success(),
-                Kernel::Epoll(_) => true, // the engine's link rule 1
-            };
+        let skip_pairs = super::pair::kernel_pairs(&ring, flags.iopoll);
         RingDriver {
             ring,
             flags,

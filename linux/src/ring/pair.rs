@@ -68,6 +68,16 @@ const MSG_WAITALL: u32 = libc::MSG_WAITALL as u32;
 /// `IOSQE_CQE_SKIP_SUCCESS` (rule 7).
 pub(crate) const IOSQE_CQE_SKIP_SUCCESS: u8 = 1 << 6;
 
+/// Rule 1's kernel part: a kernel ring with `IORING_FEAT_CQE_SKIP`, not polled, or the
+/// epoll engine (its link rule 1 posts and skips CQEs as the kernel does).
+pub(super) fn kernel_pairs(ring: &Kernel, iopoll: bool) -> bool {
+    !iopoll
+        && match ring {
+            Kernel::Uring(r, _) => r.params().is_feature_skip_cqe_on_success(),
+            Kernel::Epoll(_) => true,
+        }
+}
+
 #[derive(Copy, Clone, Debug)]
 struct Entry {
     generation: u32,
@@ -325,11 +335,7 @@ impl RingDriver {
 
     /// Whether this ring can put skip pairs in (rule 1's kernel part).
     pub fn skip_pairs_supported(&self) -> bool {
-        !self.flags.iopoll
-            && match &self.ring {
-                Kernel::Uring(r, _) => r.params().is_feature_skip_cqe_on_success(),
-                Kernel::Epoll(_) => true,
-            }
+        kernel_pairs(&self.ring, self.flags.iopoll)
     }
 
     /// Pair CQEs dropped as stale (rule 4).
