@@ -7,7 +7,7 @@
 mod util;
 
 use keel_core::{Driver, Fiber};
-use keel_linux::net::{FiberNet, SockAddr, Socket};
+use keel_linux::net::{FiberNet, Socket};
 use keel_linux::{RingConfig, RingDriver};
 use std::cell::Cell;
 use std::io::{Read, Write};
@@ -21,20 +21,6 @@ const MSG: usize = 64;
 fn counters(f: &mut Fiber) -> (u64, usize, u64) {
     f.with_driver::<RingDriver, _>(|d| (d.stats().completed, d.in_flight(), d.stale_pair_cqes()))
         .expect("a ring executor")
-}
-
-/// Whether this test can run: skip pairs need a kernel ring with `IORING_FEAT_CQE_SKIP`, or
-/// the epoll backend (`make denied` runs this suite there too).
-fn pairs_unavailable() -> bool {
-    let ok = ring(RingConfig::default()).skip_pairs_supported();
-    if !ok {
-        println!("SKIPPED: this kernel lacks IORING_FEAT_CQE_SKIP, so no skip pair is ever made");
-    }
-    !ok
-}
-
-fn localhost() -> SockAddr {
-    SockAddr::from("127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap())
 }
 
 /// The server fiber: one connection, one `recv`, then `exchanges` `send_then_recv`s; returns
@@ -92,7 +78,7 @@ fn exchange(pairs: bool, exchanges: u32) -> (u64, usize, u64) {
 /// Pair rules 2-3: the send of a whole exchange posts no CQE; the receive's completes both.
 #[test]
 fn pair_rule_2_each_exchange_reaps_one_cqe() {
-    if pairs_unavailable() {
+    if skip_pairs_unavailable() {
         return;
     }
     let (cqes, in_flight, stale) = exchange(true, 200);
@@ -163,7 +149,7 @@ fn on_connection(
 /// and the receive (never run, its CQE skipped) with ECANCELED: one CQE, both blocks.
 #[test]
 fn pair_rule_3_a_failed_send_completes_both_from_its_own_cqe() {
-    if pairs_unavailable() {
+    if skip_pairs_unavailable() {
         return;
     }
     let errno = on_connection(
@@ -187,7 +173,7 @@ fn pair_rule_3_a_failed_send_completes_both_from_its_own_cqe() {
 /// answers) completes with ECANCELED, and the send with its length, from the receive's CQE.
 #[test]
 fn a_cancelled_receive_after_a_skipped_send_completes_both() {
-    if pairs_unavailable() {
+    if skip_pairs_unavailable() {
         return;
     }
     let errno = on_connection(
@@ -210,7 +196,7 @@ fn a_cancelled_receive_after_a_skipped_send_completes_both() {
 /// cancelled send posts its CQE and completes both.
 #[test]
 fn a_cancelled_blocked_send_completes_both() {
-    if pairs_unavailable() {
+    if skip_pairs_unavailable() {
         return;
     }
     let errno = on_connection(
@@ -231,7 +217,7 @@ fn a_cancelled_blocked_send_completes_both() {
 /// everything completes both and the drop returns (no stranded operation).
 #[test]
 fn an_executor_dropped_with_a_pair_in_flight_completes_it() {
-    if pairs_unavailable() {
+    if skip_pairs_unavailable() {
         return;
     }
     let ex = executor(RingConfig::default());
@@ -269,7 +255,7 @@ fn an_executor_dropped_with_a_pair_in_flight_completes_it() {
 /// switch), both halves once, and the next exchange goes in as two operations.
 #[test]
 fn pairs_switched_off_with_a_pair_in_flight_complete_it() {
-    if pairs_unavailable() {
+    if skip_pairs_unavailable() {
         return;
     }
     let ex = executor(RingConfig::default());

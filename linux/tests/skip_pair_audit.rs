@@ -10,7 +10,7 @@
 mod util;
 
 use keel_core::{Driver, Fiber, SuspendReason, TaskState};
-use keel_linux::net::{FiberNet, SockAddr, Socket};
+use keel_linux::net::{FiberNet, Socket};
 use keel_linux::{RingConfig, RingDriver};
 use std::cell::Cell;
 use std::io::{Read, Write};
@@ -22,18 +22,6 @@ const MSG: usize = 64;
 
 fn counters(f: &mut Fiber) -> (usize, u64) {
     f.with_driver::<RingDriver, _>(|d| (d.in_flight(), d.stale_pair_cqes())).expect("a ring executor")
-}
-
-fn pairs_unavailable() -> bool {
-    let ok = ring(RingConfig::default()).skip_pairs_supported();
-    if !ok {
-        println!("SKIPPED: this kernel lacks IORING_FEAT_CQE_SKIP, so no skip pair is ever made");
-    }
-    !ok
-}
-
-fn localhost() -> SockAddr {
-    SockAddr::from("127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap())
 }
 
 /// Runs `body` on one accepted connection whose client runs `client`; asserts nothing is
@@ -74,7 +62,7 @@ fn on_connection(
 /// `Ok(0)`, the send counted whole, one completion for both.
 #[test]
 fn a_pair_whose_receive_reaches_end_of_stream_returns_zero() {
-    if pairs_unavailable() {
+    if skip_pairs_unavailable() {
         return;
     }
     let n = on_connection(
@@ -96,7 +84,7 @@ fn a_pair_whose_receive_reaches_end_of_stream_returns_zero() {
 /// start, and the rest of the buffer is what was sent (the receive wrote nothing more).
 #[test]
 fn a_pair_whose_receive_gets_a_short_count_returns_it() {
-    if pairs_unavailable() {
+    if skip_pairs_unavailable() {
         return;
     }
     let n = on_connection(
@@ -123,7 +111,7 @@ fn a_pair_whose_receive_gets_a_short_count_returns_it() {
 /// returns without waiting out its limit and the buffer is not used after.
 #[test]
 fn an_executor_dropped_with_the_pairs_send_blocked_completes_it() {
-    if pairs_unavailable() {
+    if skip_pairs_unavailable() {
         return;
     }
     let ex = executor(RingConfig::default());
@@ -168,7 +156,7 @@ fn an_executor_dropped_with_the_pairs_send_blocked_completes_it() {
 /// Each even pair returns its own answer, each odd one `ECANCELED`, and nothing is left.
 #[test]
 fn many_pairs_some_cancelled_in_the_pass_that_completes_the_others() {
-    if pairs_unavailable() {
+    if skip_pairs_unavailable() {
         return;
     }
     const N: u8 = 8;
@@ -259,7 +247,7 @@ fn many_pairs_some_cancelled_in_the_pass_that_completes_the_others() {
 /// one ring, and every exchange echoes its own bytes with nothing left in flight.
 #[test]
 fn more_pairs_than_the_ring_has_room_for_all_complete_with_their_bytes() {
-    if pairs_unavailable() {
+    if skip_pairs_unavailable() {
         return;
     }
     const CONNS: u8 = 6;

@@ -8,7 +8,7 @@
 mod util;
 
 use keel_core::{Driver, Fiber};
-use keel_linux::net::{FiberNet, SockAddr, Socket};
+use keel_linux::net::{FiberNet, Socket};
 use keel_linux::{RingConfig, RingDriver};
 use std::cell::Cell;
 use std::io::{Read, Write};
@@ -26,18 +26,7 @@ fn counters(f: &mut Fiber) -> (u64, usize, u64) {
 }
 
 fn pairs_unavailable() -> bool {
-    if ring_only("skip pairs") {
-        return true;
-    }
-    let ok = ring(RingConfig::default()).skip_pairs_supported();
-    if !ok {
-        println!("SKIPPED: this kernel lacks IORING_FEAT_CQE_SKIP, so no skip pair is ever made");
-    }
-    !ok
-}
-
-fn localhost() -> SockAddr {
-    SockAddr::from("127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap())
+    ring_only("skip pairs") || skip_pairs_unavailable()
 }
 
 /// 64 connections, each a fiber making 40 exchanges, on a ring whose CQ has 8 entries:

@@ -50,6 +50,21 @@ pub fn ring_only(what: &str) -> bool {
     skip
 }
 
+/// Whether a skip-pair test cannot run: skip pairs need a kernel ring with
+/// `IORING_FEAT_CQE_SKIP`, or the epoll backend; says SKIPPED and why when they are out.
+pub fn skip_pairs_unavailable() -> bool {
+    let ok = ring(RingConfig::default()).skip_pairs_supported();
+    if !ok {
+        println!("SKIPPED: this kernel lacks IORING_FEAT_CQE_SKIP, so no skip pair is ever made");
+    }
+    !ok
+}
+
+/// 127.0.0.1, any port.
+pub fn localhost() -> SockAddr {
+    SockAddr::from("127.0.0.1:0".parse::<SocketAddr>().unwrap())
+}
+
 /// Registers `count` provided buffers of `size` bytes on the io_uring backend; nothing on
 /// the epoll backend, which has none (the tests that use them are `ring_only`).
 pub fn provided_buffers(d: &mut RingDriver, count: u16, size: u32) {
