@@ -312,15 +312,28 @@ fn register_cross_with(
 
 /// Join rule 8: a join waiting with `entry` and polled by the run `target` names (maybe
 /// not the one that registered it) re-points the entry, announces itself again and looks
-/// again; `Some(out)`: the run is over (the caller frees the entry).
-fn repoint_cross(task: TaskHandle, entry: Entry, target: u64) -> Option<Result<TaskResult, JoinError>> {
+/// again; `Some(out)`: the run is over (the caller frees the entry). Under `keel_loom`,
+/// `W` says whether it announces (`sync::Weaken::REPOINT_ANNOUNCE`; `loom_join`'s
+/// re-point model and its twin); elsewhere it is `Strong`, a constant.
+fn repoint_cross<#[cfg(keel_loom)] W: crate::sync::Weaken>(
+    task: TaskHandle,
+    entry: Entry,
+    target: u64,
+) -> Option<Result<TaskResult, JoinError>> {
+    #[cfg(not(keel_loom))]
+    use crate::sync::Strong as W;
     let record = &task.header().trailer().record;
     if !record.repoint(entry, target) {
         return None;
     }
     // As `register_cross_with`: the owner that takes this announce (or the run's end,
-    // which it marks) reads the new target; a run already over is seen by the look.
-    crate::task::wake::announce_join(task.header(), task.generation());
+    // which it marks) reads the new target, since the announce's Release CAS follows the
+    // entry's store and the owner's take acquires it; a run already over is seen by the
+    // look. Without it the store and the owner's read of the entry at the run's end are
+    // unordered (a store-buffer race): the owner may wake the run the entry named before.
+    if W::REPOINT_ANNOUNCE {
+        crate::task::wake::announce_join(task.header(), task.generation());
+    }
     record_look(task)
 }
 
@@ -364,8 +377,13 @@ impl Join {
         if let Some(entry) = self.entry() {
             // Waiting as a join from another thread: woken to look at the record again
             // (join rule 8: the entry names the run polling now).
-            let looked =
-                record_look(task).or_else(|| repoint_cross(task, entry, task_entry(me, tcx.task().generation())));
+            let looked = record_look(task).or_else(|| {
+                let target = task_entry(me, tcx.task().generation());
+                #[cfg(keel_loom)]
+                return repoint_cross::<crate::sync::Strong>(task, entry, target);
+                #[cfg(not(keel_loom))]
+                repoint_cross(task, entry, target)
+            });
             let out = match looked {
                 Some(out) => Some(out),
                 None if tcx.is_cancelled() => Some(Err(JoinError::Cancelled)),
@@ -505,13 +523,23 @@ pub struct JoinSend {
 }
 
 impl JoinSend {
-    fn step(&mut self, cx: &Context<'_>) -> Option<Result<TaskResult, JoinError>> {
+    /// One look at the run, or the wait's next step; `None`: still waiting. `W`: as
+    /// `repoint_cross`'s.
+    fn step<#[cfg(keel_loom)] W: crate::sync::Weaken>(
+        &mut self,
+        cx: &Context<'_>,
+    ) -> Option<Result<TaskResult, JoinError>> {
         let Some(tcx) = TaskCx::of(cx) else { return Some(Err(JoinError::NotInTask)) };
         let (sched, me) = (tcx.sched(), tcx.header());
         let out = match self.entry {
             // Join rule 8: the entry names the run polling now (a `JoinSend` may move).
-            Some(entry) => record_look(self.task)
-                .or_else(|| repoint_cross(self.task, entry, task_entry(me, tcx.task().generation()))),
+            Some(entry) => record_look(self.task).or_else(|| {
+                let target = task_entry(me, tcx.task().generation());
+                #[cfg(keel_loom)]
+                return repoint_cross::<W>(self.task, entry, target);
+                #[cfg(not(keel_loom))]
+                repoint_cross(self.task, entry, target)
+            }),
             None => {
                 if tcx.is_cancelled() {
                     return Some(Err(JoinError::Cancelled));
@@ -556,11 +584,29 @@ impl JoinSend {
 
 impl Future for JoinSend {
     type Output = Result<TaskResult, JoinError>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        #[cfg(keel_loom)]
+        return self.get_mut().poll_with::<crate::sync::Strong>(cx);
+        #[cfg(not(keel_loom))]
+        self.get_mut().poll_with(cx)
+    }
+}
+
+impl JoinSend {
+    /// `poll`, with `W`'s re-point (`repoint_cross`; `loom_api::poll_join_send_with`).
+    #[inline(always)]
+    pub(crate) fn poll_with<#[cfg(keel_loom)] W: crate::sync::Weaken>(
+        &mut self,
+        cx: &Context<'_>,
+    ) -> Poll<Result<TaskResult, JoinError>> {
         if let Some(out) = self.out {
             return Poll::Ready(out);
         }
-        match self.step(cx) {
+        #[cfg(keel_loom)]
+        let stepped = self.step::<W>(cx);
+        #[cfg(not(keel_loom))]
+        let stepped = self.step(cx);
+        match stepped {
             Some(out) => {
                 self.out = Some(out);
                 Poll::Ready(out)

@@ -303,3 +303,13 @@ pub fn join_blocking_with<W: Weaken, P: crate::join::ThreadWait>(
 ) -> Result<crate::error::TaskResult, crate::join::JoinError> {
     crate::join::join_blocking_with::<P>(task, timeout, crate::task::wake::announce_join_with::<W>)
 }
+
+/// Polls `join` (a `join::join_send`) with `W`'s re-point (join rule 8: whether a join
+/// polled by another run than the one its entry names announces itself again; `Strong`
+/// is production's, `JoinSend`'s own `poll`).
+pub fn poll_join_send_with<W: Weaken>(
+    join: core::pin::Pin<&mut crate::join::JoinSend>,
+    cx: &mut core::task::Context<'_>,
+) -> core::task::Poll<Result<crate::error::TaskResult, crate::join::JoinError>> {
+    join.get_mut().poll_with::<W>(cx)
+}

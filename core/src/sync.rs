@@ -107,6 +107,12 @@ impl Strong {
     /// owner (true), rather than only storing it (false), which the owner never reads
     /// unless the run's end was marked: the join is not woken.
     pub const ANNOUNCE_JOIN: bool = true;
+    /// Join rule 8: a join that re-points its entry at the run polling it announces
+    /// itself again before its second look (true), rather than only storing the new
+    /// target (false), which nothing orders before the owner's read of the entry at the
+    /// run's end: the owner may wake the run the entry named before, and the task
+    /// awaiting the join now is not woken.
+    pub const REPOINT_ANNOUNCE: bool = true;
     /// Dispatch rule 4: a worker counts itself idle before its announce fence (true), so
     /// a submitter that reads no idle worker after its own fence skips the scan safely,
     /// rather than after its re-check (false), which lets the submit skip a worker whose
@@ -138,6 +144,8 @@ pub trait Weaken: 'static {
     const CLAIM_SENTINEL: bool = Strong::CLAIM_SENTINEL;
     /// See [`Strong::ANNOUNCE_JOIN`].
     const ANNOUNCE_JOIN: bool = Strong::ANNOUNCE_JOIN;
+    /// See [`Strong::REPOINT_ANNOUNCE`].
+    const REPOINT_ANNOUNCE: bool = Strong::REPOINT_ANNOUNCE;
     /// See [`Strong::IDLE_BEFORE_RECHECK`].
     const IDLE_BEFORE_RECHECK: bool = Strong::IDLE_BEFORE_RECHECK;
 }

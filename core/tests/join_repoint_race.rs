@@ -1,5 +1,7 @@
 //! Join rule 8 under real threads (a stress companion of `forgotten_futures.rs`'s
-//! step-by-step cases; no loom model covers the re-point yet): a `join_send` registered
+//! step-by-step cases and of the loom model in `loom-tests/tests/loom_join.rs`, which
+//! checks the re-point against the run's end in every interleaving of a smaller case,
+//! two threads): a `join_send` registered
 //! by a task on one thread, handed to a task on a second thread and awaited there, while
 //! a third thread's executor runs the awaited task to its end at the same time: the
 //! awaited run ends only after the awaiting task has taken the join (a flag it sets),

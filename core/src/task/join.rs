@@ -72,9 +72,13 @@
 //!    the polling run, announces itself again and looks again (as `register` does), so
 //!    the run's end wakes the task that awaits it now. Before rule 8 it woke the ended
 //!    run (a no-op: the wake names its generation) and the task awaiting it waited for
-//!    ever. A forgotten join (`mem::forget`) keeps its entry: a leak of one of the
-//!    slot's `CROSS_WAITERS` entries (a later join past the limit gets
-//!    `TooManyWaiters`), never a wake of another run.
+//!    ever. The second announce is what orders the new target before the owner's read
+//!    of the entry (the re-point's store is Relaxed, as register's CAS is): with the
+//!    store alone, the run's end may still read the old target while the join's look
+//!    misses the record (a store-buffer race; loom model in `loom-tests/tests/loom_join.rs`,
+//!    whose twin leaves the announce out). A forgotten join (`mem::forget`) keeps its
+//!    entry: a leak of one of the slot's `CROSS_WAITERS` entries (a later join past the
+//!    limit gets `TooManyWaiters`), never a wake of another run.
 
 use crate::error::{TaskError, TaskResult};
 use crate::list::{Link, Links};
