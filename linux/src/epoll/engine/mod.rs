@@ -261,12 +261,25 @@ impl Engine {
     /// As for [`push`](Self::push).
     #[inline(always)]
     pub(crate) unsafe fn push_as(&mut self, sqe: &squeue::Entry, user_data: u64) -> bool {
+        // SAFETY: the caller's contract, as for `push`.
+        unsafe { self.push_flagged(sqe, user_data, 0) }
+    }
+
+    /// [`push_as`](Self::push_as) with `flags` (`IOSQE_*`) added to the engine's copy's
+    /// (a skip pair's head, pair rule 7).
+    ///
+    /// # Safety
+    /// As for [`push`](Self::push).
+    #[inline(always)]
+    pub(crate) unsafe fn push_flagged(&mut self, sqe: &squeue::Entry, user_data: u64, flags: u8) -> bool {
         if self.sq.len() == self.sq_entries {
             return false;
         }
         self.sq.push(sqe.clone());
         if let Some(e) = self.sq.last_mut() {
-            sqe::RawSqe::view_mut(e).user_data = user_data;
+            let raw = sqe::RawSqe::view_mut(e);
+            raw.user_data = user_data;
+            raw.flags |= flags;
         }
         true
     }
