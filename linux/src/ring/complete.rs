@@ -13,7 +13,6 @@
 
 use super::direct::DIRECT;
 use super::driver::RingDriver;
-use super::kernel::Kernel;
 use super::slots::{EVENTFD_TAG, INTERNAL, LINK_TIMER, LinkTimer, SlotState};
 use super::unpark::UNPARK_TAG;
 use crate::buf::RawBuf;
@@ -96,9 +95,6 @@ impl RingDriver {
     /// (and the tail read) once per batch rather than once per CQE.
     pub(super) fn drain<F: FnMut(IoToken, IoResult)>(&mut self, max: usize, sink: &mut F) -> usize {
         const BATCH: usize = 32;
-        if let Kernel::Epoll(_) = self.ring {
-            return self.drain_engine(max, sink); // kernel rule 3: one branch per drain
-        }
         let mut drained = 0;
         while drained < max {
             let mut buf = [const { core::mem::MaybeUninit::<cqueue::Entry>::uninit() }; BATCH];
@@ -113,22 +109,6 @@ impl RingDriver {
             if got < want {
                 break;
             }
-        }
-        drained
-    }
-
-    /// [`drain`](Self::drain) on the epoll engine: its CQ is a queue in this process, so
-    /// each CQE is taken straight off it (no batch to publish a head for, no copy into a
-    /// buffer first), up to `max`.
-    #[inline(never)]
-    fn drain_engine<F: FnMut(IoToken, IoResult)>(&mut self, max: usize, sink: &mut F) -> usize {
-        let mut drained = 0;
-        while drained < max {
-            let Kernel::Epoll(e) = &mut self.ring else { break };
-            let Some(cqe) = e.pop_cq() else { break };
-            drained += 1;
-            self.stats.completed += 1;
-            self.complete(cqe, sink);
         }
         drained
     }

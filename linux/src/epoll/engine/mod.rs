@@ -333,12 +333,6 @@ impl Engine {
         self.cq.is_empty()
     }
 
-    /// Takes the oldest CQE.
-    #[inline(always)]
-    pub(crate) fn pop_cq(&mut self) -> Option<cqueue::Entry> {
-        self.cq.pop_front()
-    }
-
     /// Moves up to `out.len()` CQEs into `out`, oldest first.
     pub(crate) fn fill<'a>(&mut self, out: &'a mut [MaybeUninit<cqueue::Entry>]) -> &'a mut [cqueue::Entry] {
         let mut n = 0;
