@@ -303,7 +303,9 @@ impl Engine {
         let mut looked = false;
         loop {
             let now = timers::now();
-            self.expire_timers(now);
+            if !self.timers.is_empty() {
+                self.expire_timers(now);
+            }
             self.sweep_if_due(now);
             self.run_starts();
             if self.cq.len() >= min_complete as usize {
