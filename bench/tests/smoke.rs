@@ -184,6 +184,8 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("yield_backend", "keel-epoll", "ns"),
     ("timer_backend", "keel-ring", "ns"),
     ("timer_backend", "keel-epoll", "ns"),
+    ("echo_pair_backend", "keel-ring", "ns"),
+    ("echo_pair_backend", "keel-epoll", "ns"),
 ];
 
 /// Goal lines a full `--quick` pass prints (one per goal of the registry).

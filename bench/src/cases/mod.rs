@@ -9,6 +9,7 @@ mod c_suspend_io;
 mod c_yield;
 mod dispatch;
 mod echo;
+mod echo_pair;
 mod fiber_spawn;
 mod fiber_yield;
 mod join;
@@ -92,6 +93,7 @@ pub const ALL: &[Case] = &[
     backends::SPAWN,
     backends::YIELD,
     backends::TIMER,
+    echo_pair::CASE,
 ];
 
 /// If this process is a memory child (`memory::CHILD_ENV` set), does its work and
@@ -125,6 +127,7 @@ pub fn goals() -> Vec<Goal> {
         echo::GOALS,
         memory::GOALS,
         backends::GOALS,
+        echo_pair::GOALS,
     ]
     .concat()
 }

@@ -78,6 +78,7 @@ impl Fiber {
     /// one submission). Both go in only if there is room for both now and nobody waits for
     /// room; otherwise neither is submitted and both come back with `Refused(EBUSY)` (the
     /// task is not queued: the caller may fall back to doing them one after the other).
+    #[inline(always)] // the ops are built in place in the caller's frame, not moved twice (224 bytes)
     pub fn initiate_pair<D: Driver>(
         &mut self,
         first: (Pin<&IoStatus>, D::Op),

@@ -39,7 +39,7 @@ use crate::cx::{TaskCx, current_header};
 use crate::driver::{Driver, DriverMut, IoToken, OpId};
 use crate::error::{Cancelled, DriverError, InitiateError};
 use crate::exec::sched::Sched;
-use crate::task::header::{SlotPtr, flag};
+use crate::task::header::{Header, SlotPtr, flag};
 use crate::task::state::SuspendReason;
 use core::future::Future;
 use core::pin::Pin;
@@ -47,26 +47,32 @@ use core::ptr::NonNull;
 use core::task::{Context, Poll};
 
 impl Drop for IoStatus {
+    /// Inline: the usual drop (a completed or idle status) is a list removal or nothing;
+    /// an in-flight one goes out of line (`orphan`).
+    #[inline(always)]
     fn drop(&mut self) {
         let Some(task) = self.task.get() else { return };
         let this = NonNull::from(&*self);
         match self.state.get() {
-            IoState::InFlight => {
-                // SAFETY: in flight means on `initiated` (rule 1).
-                unsafe { task.trailer().initiated.remove(this) };
-                task.trailer().orphans.set(task.trailer().orphans.get() + 1);
-                let sched = Sched::of_task(task).expect("keel bug: in-flight i/o on an unowned task");
-                // Rule 4: from now on the completion names the task, not this memory.
-                sched.driver_retarget(
-                    self.op.get(),
-                    IoToken { addr: task.as_ptr() as usize | IoToken::ORPHAN, generation: 0 },
-                );
-                sched.driver_cancel(self.op.get());
-            }
+            IoState::InFlight => self.orphan(task, this),
             // SAFETY: completed means on `completed` (rule 1).
             IoState::Completed => unsafe { task.trailer().completed.remove(this) },
             IoState::Idle | IoState::Reaped => {}
         }
+    }
+}
+
+impl IoStatus {
+    /// Drops in-flight status `this` of `task` (rule 4).
+    #[inline(never)]
+    fn orphan(&self, task: NonNull<Header>, this: NonNull<IoStatus>) {
+        // SAFETY: in flight means on `initiated` (rule 1).
+        unsafe { task.trailer().initiated.remove(this) };
+        task.trailer().orphans.set(task.trailer().orphans.get() + 1);
+        let sched = Sched::of_task(task).expect("keel bug: in-flight i/o on an unowned task");
+        // Rule 4: from now on the completion names the task, not this memory.
+        sched.driver_retarget(self.op.get(), IoToken { addr: task.as_ptr() as usize | IoToken::ORPHAN, generation: 0 });
+        sched.driver_cancel(self.op.get());
     }
 }
 

@@ -307,10 +307,6 @@ impl FiberNet for Fiber {
         // Deadline scopes (scope rule 2) reach both links: the pair goes in directly, not
         // through `run_op` (deadline rule 1 keeps the chain: each link's timer goes on it).
         let scope = crate::deadline::scope::deadline_of(|| Some(self.task()));
-        let scoped = |op: RingOp| match scope {
-            Some(at) => op.scoped(at),
-            None => op,
-        };
         // The receive always completes after the send (linked: on a failed send it is
         // cancelled), so only its completion wakes this fiber. Without a deadline, on a
         // kernel ring with CQE skips or the epoll engine, the two go in as one skip pair
@@ -319,13 +315,11 @@ impl FiberNet for Fiber {
         let (ss, sr) = (pin!(IoStatus::new_silent()), pin!(IoStatus::new()));
         // SAFETY: `buf` outlives both operations: this function waits for both below. The
         // receive writes into `buf` only after the send has finished reading it (linked).
-        let pair = unsafe {
-            (
-                (ss.as_ref(), scoped(RingOp::from_entry(send).linked().pair_head())),
-                (sr.as_ref(), scoped(RingOp::from_entry(recv))),
-            )
-        };
-        if let Err(refused) = self.initiate_pair::<RingDriver>(pair.0, pair.1) {
+        let (mut head, mut tail) = unsafe { (RingOp::from_entry(send).linked().pair_head(), RingOp::from_entry(recv)) };
+        if let Some(at) = scope {
+            (head, tail) = (head.scoped(at), tail.scoped(at));
+        }
+        if let Err(refused) = self.initiate_pair::<RingDriver>((ss.as_ref(), head), (sr.as_ref(), tail)) {
             return match refused.reason {
                 // No room for the linked pair now (`EBUSY`), or ever on this ring (`EINVAL`:
                 // an SQ too small for a chain with deadlines): one after the other.

@@ -12,7 +12,8 @@
 //!    on the epoll backend it is `None` and the caller returns its typed "not on this
 //!    driver" error (`not_on_epoll`).
 //! 3. The branch on the backend is the only cost the ring's own path pays for the
-//!    second one: one predictable branch per push, enter and fill. The hottest push (a
+//!    second one: one predictable branch per push, enter and fill (and per drain, whose
+//!    emptiness test comes first: `RingDriver::drain`). The hottest push (a
 //!    status block's direct operation, `submit.rs`) matches on the backend itself, so the
 //!    ring's SQE is built right before its copy, as without a second backend.
 //! 4. A ring's descriptor is registered with the thread that made it (the driver is not

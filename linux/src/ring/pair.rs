@@ -298,10 +298,12 @@ impl RingDriver {
         }
         let ud = self.pairs.open(a, first, second)?;
         self.direct.in_flight += 2; // rule 6
-        let head = reload_by_words(&a.entry).user_data(ud).flags(io_uring::squeue::Flags::SKIP_SUCCESS);
-        let tail = reload_by_words(&b.entry).user_data(ud | SECOND);
+        // Copied once each, straight into the engine's SQ (no `reload_by_words`: the copy
+        // is the engine's own, as for a single op in `submit.rs`).
         // SAFETY: as in `push_pair`; room for two was checked above.
-        let pushed = unsafe { engine.push(&head) && engine.push(&tail) };
+        let pushed = unsafe {
+            engine.push_flagged(&a.entry, ud, IOSQE_CQE_SKIP_SUCCESS) && engine.push_as(&b.entry, ud | SECOND)
+        };
         assert!(pushed, "keel bug: the engine's SQ had room for a pair");
         Some((OpId(ud), OpId(ud | SECOND)))
     }

@@ -261,12 +261,25 @@ impl Engine {
     /// As for [`push`](Self::push).
     #[inline(always)]
     pub(crate) unsafe fn push_as(&mut self, sqe: &squeue::Entry, user_data: u64) -> bool {
+        // SAFETY: the caller's contract, as for `push`.
+        unsafe { self.push_flagged(sqe, user_data, 0) }
+    }
+
+    /// [`push_as`](Self::push_as) with `flags` (`IOSQE_*`) added to the engine's copy's
+    /// (a skip pair's head, pair rule 7).
+    ///
+    /// # Safety
+    /// As for [`push`](Self::push).
+    #[inline(always)]
+    pub(crate) unsafe fn push_flagged(&mut self, sqe: &squeue::Entry, user_data: u64, flags: u8) -> bool {
         if self.sq.len() == self.sq_entries {
             return false;
         }
         self.sq.push(sqe.clone());
         if let Some(e) = self.sq.last_mut() {
-            sqe::RawSqe::view_mut(e).user_data = user_data;
+            let raw = sqe::RawSqe::view_mut(e);
+            raw.user_data = user_data;
+            raw.flags |= flags;
         }
         true
     }
@@ -276,8 +289,11 @@ impl Engine {
     /// `CLOCK_MONOTONIC`) passes.
     pub(crate) fn enter(&mut self, min_complete: u32, deadline: Option<Instant>) -> io::Result<()> {
         self.take_closes(); // readiness rule 6: before any SQE names a renewed number
-        // Engine rule 6: what the kernel would have completed by now comes first.
-        self.expire_timers(timers::now());
+        // Engine rule 6: what the kernel would have completed by now comes first (with no
+        // timer queued nothing can be due: the clock is not read).
+        if !self.timers.is_empty() {
+            self.expire_timers(timers::now());
+        }
         if self.sq.iter().any(|e| e.get_opcode() == u32::from(opcode::AsyncCancel::CODE)) && self.waits_on_events() {
             self.wait_once(Some(0))?;
         }
@@ -287,7 +303,9 @@ impl Engine {
         let mut looked = false;
         loop {
             let now = timers::now();
-            self.expire_timers(now);
+            if !self.timers.is_empty() {
+                self.expire_timers(now);
+            }
             self.sweep_if_due(now);
             self.run_starts();
             if self.cq.len() >= min_complete as usize {

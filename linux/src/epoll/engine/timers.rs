@@ -22,6 +22,12 @@ pub(crate) struct Timers {
 }
 
 impl Timers {
+    /// Whether no timer (live or cancelled) is queued: nothing can be due.
+    #[inline(always)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
     pub(crate) fn push(&mut self, at: u64, serial: u64, i: u32) {
         self.heap.push(Reverse((at, serial, i)));
     }
