@@ -24,10 +24,8 @@
 //!    short one fails no link (link rule 2), since ancillary data that came with a later
 //!    part would find no buffer (io_uring 6.10 and later, and the stable kernels since:
 //!    "disable partial retries for recvmsg with cmsg").
-//! 5. Socket, bind, listen, shutdown and setsockopt never wait: performed at once, after
-//!    the checks of the kernel's prep: a field the opcode does not use (rw_flags,
-//!    buf_index, splice_fd_in, and addr, addr2 or len as the opcode leaves them) that is
-//!    set makes the result `EINVAL`, as io_uring's, instead of performing the call.
+//! 5. Socket, bind, listen, shutdown and setsockopt never wait: performed at once (after
+//!    the kernel's prep checks, start rule 5 in `start.rs`, refused what io_uring refuses).
 //! 6. A multishot accept (`IORING_ACCEPT_MULTISHOT`, plain descriptors only) posts each
 //!    accepted descriptor with `IORING_CQE_F_MORE` and goes on: at most `MULTI_BURST`
 //!    accepts per readiness, then it waits again (pending: it tries again in the next
@@ -348,22 +346,6 @@ pub(crate) fn immediate(op: &Op) -> i32 {
     // SAFETY: (each call) addresses and option values are the SQE's, valid until the CQE.
     let r = unsafe {
         match s.opcode {
-            // Net rule 5: the fields the kernel's prep refuses when set (io_uring/net.c
-            // `io_socket_prep`, `io_bind_prep`, `io_listen_prep`, `io_shutdown_prep`).
-            opcode::Socket::CODE if s.op_flags != 0 || s.addr != 0 || s.buf_index != 0 => return -libc::EINVAL,
-            opcode::Bind::CODE if s.len != 0 || s.op_flags != 0 || s.buf_index != 0 || s.file_index != 0 => {
-                return -libc::EINVAL;
-            }
-            opcode::Listen::CODE
-                if s.addr != 0 || s.off != 0 || s.op_flags != 0 || s.buf_index != 0 || s.file_index != 0 =>
-            {
-                return -libc::EINVAL;
-            }
-            opcode::Shutdown::CODE
-                if s.addr != 0 || s.off != 0 || s.op_flags != 0 || s.buf_index != 0 || s.file_index != 0 =>
-            {
-                return -libc::EINVAL;
-            }
             opcode::Socket::CODE => libc::socket(s.fd, s.off as i32, s.len as i32),
             opcode::Bind::CODE => libc::bind(s.fd, s.addr as *const libc::sockaddr, s.off as libc::socklen_t),
             opcode::Listen::CODE => libc::listen(s.fd, s.len as i32),
