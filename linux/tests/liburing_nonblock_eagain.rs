@@ -121,3 +121,42 @@ fn a_read_of_an_empty_nonblocking_socket_or_pipe_waits_for_the_data() {
         }
     }
 }
+
+/// liburing's `socket-nb.c`: a receive with `MSG_DONTWAIT` on an empty socket is `EAGAIN`
+/// at once whether or not the socket is `O_NONBLOCK` (a raw SQE: keel's own receives never
+/// set it), also after the epoll engine has seen the socket empty.
+#[test]
+fn a_dontwait_receive_of_an_empty_socket_is_eagain_blocking_or_not() {
+    use keel_linux::RingOp;
+    use std::os::fd::AsRawFd;
+    for nonblock in [false, true] {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        if nonblock {
+            nonblocking(&a);
+        }
+        let s = Rc::new(Socket::from(OwnedFd::from(a)));
+        let out: Rc<RefCell<Vec<Result<u32, Errno>>>> = Rc::default();
+        let o = out.clone();
+        let ex = executor(RingConfig::default());
+        let ex = ex.as_ref();
+        ex.attach_fiber(task(), fattrs(), move |f: &mut Fiber| {
+            let mut buf = [0u8; 8];
+            let plain = f.within(Deadline::after(Duration::from_millis(50)), |f| f.recv(&*s, &mut buf));
+            let e = io_uring::opcode::Recv::new(io_uring::types::Fd(s.as_raw_fd()), buf.as_mut_ptr(), 8)
+                .flags(libc::MSG_DONTWAIT)
+                .build();
+            // SAFETY: `buf` outlives `run_op`, which returns after the completion.
+            let op = unsafe { RingOp::from_entry(e) };
+            let dontwait = f.within(bound(), |f| keel_linux::fs::FiberFs::run_op(f, op));
+            o.borrow_mut().extend([plain, dontwait]);
+            0u64
+        })
+        .unwrap();
+        run_all(ex);
+        assert_eq!(
+            out.take(),
+            vec![Err(deadline::TIMED_OUT), Err(Errno::EAGAIN)],
+            "O_NONBLOCK {nonblock}: a plain receive waits, a MSG_DONTWAIT one is EAGAIN"
+        );
+    }
+}

@@ -293,11 +293,20 @@ impl Engine {
     fn attempt_unless_known(&mut self, i: u32) -> Next {
         let s = &self.ops[i].sqe;
         let (fd, fl) = (s.fd, s.op_flags as i32);
+        // A transfer of nothing (`len` 0: no bytes, or no iovecs) always asks the kernel,
+        // which may answer at once (a pipe's 0) whatever the readiness.
+        let some = s.len != 0;
         let events = match s.opcode {
-            opcode::Recv::CODE | opcode::RecvMsg::CODE => Some(ready::IN).filter(|_| fl & libc::MSG_DONTWAIT == 0),
-            opcode::Send::CODE | opcode::SendMsg::CODE => Some(ready::OUT).filter(|_| fl & libc::MSG_DONTWAIT == 0),
-            opcode::Read::CODE | opcode::Readv::CODE => Some(ready::IN).filter(|_| fl & libc::RWF_NOWAIT == 0),
-            opcode::Write::CODE | opcode::Writev::CODE => Some(ready::OUT).filter(|_| fl & libc::RWF_NOWAIT == 0),
+            opcode::Recv::CODE | opcode::RecvMsg::CODE => {
+                Some(ready::IN).filter(|_| some && fl & libc::MSG_DONTWAIT == 0)
+            }
+            opcode::Send::CODE | opcode::SendMsg::CODE => {
+                Some(ready::OUT).filter(|_| some && fl & libc::MSG_DONTWAIT == 0)
+            }
+            opcode::Read::CODE | opcode::Readv::CODE => Some(ready::IN).filter(|_| some && fl & libc::RWF_NOWAIT == 0),
+            opcode::Write::CODE | opcode::Writev::CODE => {
+                Some(ready::OUT).filter(|_| some && fl & libc::RWF_NOWAIT == 0)
+            }
             opcode::Accept::CODE => Some(ready::IN).filter(|_| s.ioprio & IORING_ACCEPT_DONTWAIT == 0),
             _ => None,
         };
