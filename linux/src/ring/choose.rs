@@ -81,8 +81,11 @@ fn engine(cfg: &RingConfig, why: &str) -> io::Result<Chosen> {
     if let Some(setting) = ring_only_setting(cfg) {
         return Err(not_on_epoll(setting));
     }
-    let engine =
-        Engine::new(cfg.entries, cfg.cq_entries.max(cfg.entries), EngineConfig { file_threads: cfg.file_threads })?;
+    // Sized as the kernel sizes a ring (`io_uring_setup`: each rounded up to a power of
+    // two; `RingConfig`'s check keeps both within the kernel's maximum, so no overflow),
+    // so `sq_entries`/`cq_entries` and the room they give are the same on either backend.
+    let (sq, cq) = (cfg.entries.next_power_of_two(), cfg.cq_entries.max(cfg.entries).next_power_of_two());
+    let engine = Engine::new(sq, cq, EngineConfig { file_threads: cfg.file_threads })?;
     notice!(info, "keel: ring driver on the epoll backend ({why})");
     Ok(Chosen::Epoll(Box::new(engine)))
 }

@@ -42,9 +42,10 @@ use std::rc::Rc;
 /// How the ring is made.
 #[derive(Copy, Clone, Debug)]
 pub struct RingConfig {
-    /// SQ entries (a power of two; the kernel rounds up).
+    /// SQ entries, 1 to 32768, rounded up to a power of two (by the kernel, and by the
+    /// epoll engine alike).
     pub entries: u32,
-    /// CQ entries (at least `entries`).
+    /// CQ entries (at least `entries`; at most 65536), rounded up to a power of two.
     pub cq_entries: u32,
     /// Operation slots: the most operations in flight at once.
     pub slots: u32,
@@ -165,14 +166,28 @@ fn polled_unpark() -> io::Result<UnparkKind> {
     Ok(UnparkKind::MsgRing)
 }
 
+/// io_uring's `IORING_MAX_ENTRIES`: the most SQ entries a ring may ask for (without
+/// `IORING_SETUP_CLAMP`, which keel does not set, a larger size is `EINVAL`).
+pub(crate) const MAX_ENTRIES: u32 = 32768;
+/// io_uring's `IORING_MAX_CQ_ENTRIES` (`2 * IORING_MAX_ENTRIES`).
+pub(crate) const MAX_CQ_ENTRIES: u32 = 2 * MAX_ENTRIES;
+
 /// The configuration's own contradictions, refused with `InvalidInput` before a backend
 /// is chosen, so a caller's mistake gets the same error on io_uring and on the epoll
 /// engine (where a ring-only setting would otherwise be refused first, as `Unsupported`).
+/// Sizes past the kernel's maximum are among them: io_uring refuses them with `EINVAL`,
+/// and the epoll engine, which has no maximum of its own, would otherwise try to
+/// allocate them (`u32::MAX` entries: an abort).
 fn check(cfg: &RingConfig) -> io::Result<()> {
     let invalid = |what: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, what.to_owned()));
     if cfg.entries == 0 || cfg.slots == 0 || cfg.slots > 1 << 30 {
         return invalid(
             "entries and slots must be at least 1 (and slots below 2^30); use SleepDriver for an executor with no ring",
+        );
+    }
+    if cfg.entries > MAX_ENTRIES || cfg.cq_entries > MAX_CQ_ENTRIES {
+        return invalid(
+            "entries must be at most 32768 and cq_entries at most 65536 (the kernel's IORING_MAX_ENTRIES and IORING_MAX_CQ_ENTRIES)",
         );
     }
     if cfg.registered_buffers > 0 && cfg.registered_buffer_size == 0 {

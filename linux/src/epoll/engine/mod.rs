@@ -85,6 +85,7 @@ mod ops;
 mod perform_fs;
 mod perform_net;
 mod pool;
+mod prep;
 mod ready;
 mod revalidate;
 mod sqe;

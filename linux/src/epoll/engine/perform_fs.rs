@@ -25,9 +25,13 @@ pub(crate) enum Kind {
     /// A regular file, block device or directory: what the pool performs (epoll cannot
     /// wait for them).
     File,
-    /// A pipe, a socket, or an anonymous inode (eventfd, signalfd, timerfd): no position,
-    /// so the offset is ignored, as io_uring ignores it.
+    /// A pipe or a socket: no position, so the offset is ignored, as io_uring ignores it.
     Stream,
+    /// An anonymous inode (eventfd, signalfd, timerfd): a stream as well, whose reads and
+    /// writes check their length before readiness (an eventfd's buffer shorter than 8
+    /// bytes is `EINVAL` at once), so they always make their first attempt (readiness
+    /// rule 3).
+    Anon,
     /// Anything else (a character device such as a tty), or a descriptor `fstat` refuses
     /// (the readiness path then reports the error).
     Other,
@@ -43,7 +47,8 @@ pub(crate) fn kind(fd: i32) -> Kind {
     // SAFETY: fstat returned 0, so it filled `st`.
     match unsafe { st.assume_init() }.st_mode & libc::S_IFMT {
         libc::S_IFREG | libc::S_IFBLK | libc::S_IFDIR => Kind::File,
-        0 | libc::S_IFIFO | libc::S_IFSOCK => Kind::Stream,
+        0 => Kind::Anon,
+        libc::S_IFIFO | libc::S_IFSOCK => Kind::Stream,
         _ => Kind::Other,
     }
 }

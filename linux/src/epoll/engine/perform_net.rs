@@ -24,7 +24,8 @@
 //!    short one fails no link (link rule 2), since ancillary data that came with a later
 //!    part would find no buffer (io_uring 6.10 and later, and the stable kernels since:
 //!    "disable partial retries for recvmsg with cmsg").
-//! 5. Socket, bind, listen, shutdown and setsockopt never wait: performed at once.
+//! 5. Socket, bind, listen, shutdown and setsockopt never wait: performed at once (after
+//!    the kernel's prep checks, start rule 5 in `start.rs`, refused what io_uring refuses).
 //! 6. A multishot accept (`IORING_ACCEPT_MULTISHOT`, plain descriptors only) posts each
 //!    accepted descriptor with `IORING_CQE_F_MORE` and goes on: at most `MULTI_BURST`
 //!    accepts per readiness, then it waits again (pending: it tries again in the next
@@ -345,7 +346,6 @@ pub(crate) fn immediate(op: &Op) -> i32 {
     // SAFETY: (each call) addresses and option values are the SQE's, valid until the CQE.
     let r = unsafe {
         match s.opcode {
-            opcode::Socket::CODE if s.op_flags != 0 => return -libc::EINVAL,
             opcode::Socket::CODE => libc::socket(s.fd, s.off as i32, s.len as i32),
             opcode::Bind::CODE => libc::bind(s.fd, s.addr as *const libc::sockaddr, s.off as libc::socklen_t),
             opcode::Listen::CODE => libc::listen(s.fd, s.len as i32),

@@ -26,8 +26,10 @@
 //!    that would only say `EAGAIN`. This is sound because the registration is
 //!    edge-triggered: readiness that comes after the attempt that cleared the direction
 //!    raises an edge, and its event sets the direction again. Ops that must ask the
-//!    kernel whatever was seen (a connect, a poll, a caller's own non-blocking flag)
-//!    always make their attempt.
+//!    kernel whatever was seen (a connect, a poll, a caller's own non-blocking flag, a
+//!    read or write of an anonymous inode such as an eventfd or a timerfd, which refuses a
+//!    buffer shorter than its 8 bytes with `EINVAL` whether or not it is ready, a transfer
+//!    of nothing, which a pipe answers with 0 at once) always make their attempt.
 //! 4. A wait that was not an observation (a multishot accept that ended its burst with
 //!    connections maybe left) on a direction still maybe ready is not left to an edge
 //!    that may never come: its descriptor goes on the `pending` list and its waiters try

@@ -97,6 +97,14 @@ pub(crate) const IORING_RECV_MULTISHOT: u16 = 1 << 1;
 /// `IORING_RECVSEND_FIXED_BUF` / `IORING_SEND_ZC_REPORT_USAGE` and friends: a send
 /// or receive with any of these is refused.
 pub(crate) const IORING_RECVSEND_FIXED_BUF: u16 = 1 << 2;
+/// `IORING_RECVSEND_POLL_FIRST` in a send's or receive's `ioprio` (also
+/// `IORING_ACCEPT_POLL_FIRST`'s value is `1 << 2`).
+pub(crate) const IORING_RECVSEND_POLL_FIRST: u16 = 1 << 0;
+pub(crate) const IORING_ACCEPT_POLL_FIRST: u16 = 1 << 2;
+/// `IORING_RECVSEND_BUNDLE` and `IORING_SEND_VECTORIZED`: forms the engine does not
+/// perform (a bundle takes provided buffers; a vectorized send's `addr` is an iovec array).
+pub(crate) const IORING_RECVSEND_BUNDLE: u16 = 1 << 4;
+pub(crate) const IORING_SEND_VECTORIZED: u16 = 1 << 5;
 /// `IORING_CQE_F_MORE`: a multishot op goes on after this CQE.
 pub(crate) const IORING_CQE_F_MORE: u32 = 1 << 1;
 /// `IORING_POLL_ADD_MULTI` (and the update flags) in a POLL_ADD's `len`.

@@ -13,14 +13,20 @@
 //!    that completes at once posts its CQE in the same `enter`.
 //! 4. An SQE the engine does not perform (`Engine::supports`, fixed files, buffer
 //!    selection, drain, multishot forms other than accept's and poll's, direct
-//!    descriptors)
+//!    descriptors, bundles, vectorized sends)
 //!    completes with `-EOPNOTSUPP`.
+//! 5. An SQE the kernel's prep refuses (`prep.rs`: a field its opcode does not use is
+//!    set, or a bad I/O priority) is never performed and completes with `-EINVAL` when it
+//!    is taken, as the kernel's submission fails it; in a chain, the whole chain fails
+//!    there (the kernel fails even hard links it does not submit): the refused members
+//!    with their error, every other member, link timers too, with `-ECANCELED`, in chain
+//!    order.
 
 use super::Engine;
 use super::ops::State;
 use super::perform_net::Step;
 use super::sqe::*;
-use super::{perform_fs, perform_net, pool, ready, timers};
+use super::{perform_fs, perform_net, pool, prep, ready, timers};
 use io_uring::opcode;
 use std::os::fd::RawFd;
 
@@ -40,9 +46,12 @@ impl Engine {
     pub(super) fn take_sq(&mut self) {
         let mut batch = std::mem::take(&mut self.sq);
         let mut tail: Option<u32> = None; // the op the next SQE links to
+        let mut head = 0; // the first op of the chain being taken
+        let mut refused = false; // start rule 5: a member of that chain failed its prep
         for e in &batch {
             let s = RawSqe::view(e);
             let i = self.ops.alloc(s);
+            refused |= prep::refused(s).is_some();
             let links = s.flags & (IOSQE_IO_LINK | IOSQE_IO_HARDLINK) != 0;
             let timed = tail.filter(|&p| self.ops[p].ltimeout.is_none());
             if let (opcode::LinkTimeout::CODE, Some(p)) = (s.opcode, timed) {
@@ -50,20 +59,55 @@ impl Engine {
                 self.ops[i].prev = Some(p);
                 self.ops[p].ltimeout = Some(i);
                 tail = links.then_some(p);
-                continue;
-            }
-            match tail {
-                Some(p) => {
-                    self.ops[p].next = Some(i);
-                    self.ops[i].prev = Some(p);
-                    self.ops[i].state = State::Linked;
+            } else {
+                match tail {
+                    Some(p) => {
+                        self.ops[p].next = Some(i);
+                        self.ops[i].prev = Some(p);
+                        self.ops[i].state = State::Linked;
+                    }
+                    None => {
+                        self.starts.push_back(i);
+                        head = i;
+                    }
                 }
-                None => self.starts.push_back(i),
+                tail = links.then_some(i);
             }
-            tail = links.then_some(i);
+            if tail.is_none() && refused {
+                self.fail_at_submit(head);
+                refused = false;
+            }
+        }
+        if refused {
+            self.fail_at_submit(head); // a chain still open at the SQ's end (start rule 1)
         }
         batch.clear();
         self.sq = batch; // keeps its capacity
+    }
+
+    /// Start rule 5: chain `head`, just taken, has a member the kernel's prep refuses, so
+    /// none of it is performed: each member completes in chain order (a link timer right
+    /// after its op), a refused one with its error and the others with `-ECANCELED`. A
+    /// head with `IOSQE_CQE_SKIP_SUCCESS` silences the rest (the kernel's
+    /// `REQ_F_SKIP_LINK_CQES`, link rule 1). Bounded by the chain's length.
+    fn fail_at_submit(&mut self, head: u32) {
+        let started = self.starts.pop_back();
+        debug_assert_eq!(started, Some(head), "keel bug: a refused chain's head is not the last start");
+        let silence = self.ops[head].sqe.has(IOSQE_CQE_SKIP_SUCCESS);
+        let mut at = Some(head);
+        while let Some(m) = at {
+            let op = &mut self.ops[m];
+            let (next, timer) = (op.next.take(), op.ltimeout.take());
+            for k in core::iter::once(m).chain(timer) {
+                let s = self.ops[k].sqe;
+                if k == head || !silence {
+                    let res = prep::refused(&s).unwrap_or(-libc::ECANCELED);
+                    self.cq.push_back(super::cqe(s.user_data, res, 0));
+                }
+                self.ops.free(k);
+            }
+            at = next;
+        }
     }
 
     /// Starts every op queued to start (heads taken now, successors whose predecessor
@@ -206,12 +250,16 @@ impl Engine {
             opcode::Read::CODE | opcode::Write::CODE | opcode::Readv::CODE | opcode::Writev::CODE => {
                 match perform_fs::kind(fd) {
                     perform_fs::Kind::File => Next::Pool,
-                    kind => {
-                        if kind == perform_fs::Kind::Stream {
-                            self.ops[i].sqe.off = u64::MAX; // no position: no ESPIPE retry
-                        }
+                    perform_fs::Kind::Stream => {
+                        self.ops[i].sqe.off = u64::MAX; // no position: no ESPIPE retry
                         self.attempt_unless_known(i)
                     }
+                    perform_fs::Kind::Anon => {
+                        self.ops[i].sqe.off = u64::MAX;
+                        // Readiness rule 3: its length is checked before readiness.
+                        Next::Step(perform_net::attempt(&mut self.ops[i], 0))
+                    }
+                    perform_fs::Kind::Other => self.attempt_unless_known(i),
                 }
             }
             opcode::SendMsg::CODE | opcode::RecvMsg::CODE | opcode::Accept::CODE => self.attempt_unless_known(i),
@@ -254,11 +302,20 @@ impl Engine {
     fn attempt_unless_known(&mut self, i: u32) -> Next {
         let s = &self.ops[i].sqe;
         let (fd, fl) = (s.fd, s.op_flags as i32);
+        // A transfer of nothing (`len` 0: no bytes, or no iovecs) always asks the kernel,
+        // which may answer at once (a pipe's 0) whatever the readiness.
+        let some = s.len != 0;
         let events = match s.opcode {
-            opcode::Recv::CODE | opcode::RecvMsg::CODE => Some(ready::IN).filter(|_| fl & libc::MSG_DONTWAIT == 0),
-            opcode::Send::CODE | opcode::SendMsg::CODE => Some(ready::OUT).filter(|_| fl & libc::MSG_DONTWAIT == 0),
-            opcode::Read::CODE | opcode::Readv::CODE => Some(ready::IN).filter(|_| fl & libc::RWF_NOWAIT == 0),
-            opcode::Write::CODE | opcode::Writev::CODE => Some(ready::OUT).filter(|_| fl & libc::RWF_NOWAIT == 0),
+            opcode::Recv::CODE | opcode::RecvMsg::CODE => {
+                Some(ready::IN).filter(|_| some && fl & libc::MSG_DONTWAIT == 0)
+            }
+            opcode::Send::CODE | opcode::SendMsg::CODE => {
+                Some(ready::OUT).filter(|_| some && fl & libc::MSG_DONTWAIT == 0)
+            }
+            opcode::Read::CODE | opcode::Readv::CODE => Some(ready::IN).filter(|_| some && fl & libc::RWF_NOWAIT == 0),
+            opcode::Write::CODE | opcode::Writev::CODE => {
+                Some(ready::OUT).filter(|_| some && fl & libc::RWF_NOWAIT == 0)
+            }
             opcode::Accept::CODE => Some(ready::IN).filter(|_| s.ioprio & IORING_ACCEPT_DONTWAIT == 0),
             _ => None,
         };
@@ -280,7 +337,9 @@ impl Engine {
                 s.file_index == 0 && !(linked && s.ioprio & IORING_ACCEPT_MULTISHOT != 0)
             }
             opcode::Recv::CODE | opcode::RecvMsg::CODE | opcode::Send::CODE | opcode::SendMsg::CODE => {
-                s.ioprio & (IORING_RECV_MULTISHOT | IORING_RECVSEND_FIXED_BUF) == 0
+                let declined =
+                    IORING_RECV_MULTISHOT | IORING_RECVSEND_FIXED_BUF | IORING_RECVSEND_BUNDLE | IORING_SEND_VECTORIZED;
+                s.ioprio & declined == 0
             }
             // A multishot poll goes on without end: never a chain member.
             opcode::PollAdd::CODE => {

@@ -6,7 +6,8 @@
 //! Transfer rules (cited as "transfer rule N"):
 //! 1. A plain transfer is a SEND or RECV with no `IOSQE_*` flag but the link ones and
 //!    `IOSQE_CQE_SKIP_SUCCESS`, no multishot or registered buffer (`ioprio` 0), no
-//!    destination address, no `MSG_DONTWAIT` or `MSG_PEEK`, no LINK_TIMEOUT,
+//!    destination address, no `MSG_DONTWAIT` or `MSG_PEEK`, no LINK_TIMEOUT, a length
+//!    above 0 (a transfer of nothing always asks the kernel: readiness rule 3),
 //!    on a descriptor number >= 0. Any other SQE, and any of these with one of those,
 //!    takes the general path; a plain transfer takes this one, at its start and at each
 //!    retry after an event.
@@ -48,6 +49,7 @@ impl Engine {
             && s.off == 0
             && s.op_flags & NOT_PLAIN_MSG == 0
             && s.fd >= 0
+            && s.len != 0
             && op.ltimeout.is_none();
         plain.then_some(send)
     }

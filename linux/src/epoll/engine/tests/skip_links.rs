@@ -362,3 +362,62 @@ fn a_skip_success_timeout_that_fires_posts_its_etime_unless_etime_counts_as_succ
         }
     }
 }
+
+/// A bind whose `rw_flags` the kernel's prep refuses (start rule 5, prep rule 3).
+fn refused_bind(sin: &libc::sockaddr_in) -> squeue::Entry {
+    let mut e = opcode::Bind::new(types::Fd(-1), (sin as *const libc::sockaddr_in).cast(), 16).build();
+    super::super::sqe::RawSqe::view_mut(&mut e).op_flags = 1;
+    e
+}
+
+fn sin() -> libc::sockaddr_in {
+    // SAFETY: all-zero is a valid sockaddr_in.
+    unsafe { core::mem::zeroed() }
+}
+
+#[test]
+fn start_rule_5_a_chain_with_a_refused_member_fails_whole_in_chain_order() {
+    let a = sin();
+    let nop = || opcode::Nop::new().build();
+    both(
+        || {
+            vec![
+                nop().flags(Flags::IO_LINK).user_data(1),
+                refused_bind(&a).flags(Flags::IO_LINK).user_data(2),
+                nop().user_data(3),
+            ]
+        },
+        &[(1, -libc::ECANCELED, 0), (2, -libc::EINVAL, 0), (3, -libc::ECANCELED, 0)],
+    );
+}
+
+#[test]
+fn start_rule_5_a_refused_chain_fails_its_link_timer_and_hard_links_too() {
+    let a = sin();
+    let ts = types::Timespec::new().sec(10);
+    both(
+        || {
+            vec![
+                opcode::Nop::new().build().flags(Flags::IO_HARDLINK).user_data(1),
+                opcode::LinkTimeout::new(&ts).build().flags(Flags::IO_LINK).user_data(2),
+                refused_bind(&a).user_data(3),
+            ]
+        },
+        &[(1, -libc::ECANCELED, 0), (2, -libc::ECANCELED, 0), (3, -libc::EINVAL, 0)],
+    );
+}
+
+#[test]
+fn start_rule_5_a_refused_chain_whose_head_skips_success_silences_the_rest() {
+    let a = sin();
+    both(
+        || {
+            vec![
+                opcode::Nop::new().build().flags(Flags::IO_LINK | Flags::SKIP_SUCCESS).user_data(1),
+                refused_bind(&a).flags(Flags::IO_LINK).user_data(2),
+                opcode::Nop::new().build().user_data(3),
+            ]
+        },
+        &[(1, -libc::ECANCELED, 0)],
+    );
+}
