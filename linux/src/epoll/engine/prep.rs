@@ -51,15 +51,25 @@ fn bad_priority(p: u16) -> bool {
     (class == 0 && level != 0) || class > IOPRIO_CLASS_IDLE
 }
 
-/// Prep rules 1-4: `Some(-EINVAL)` if the kernel's prep refuses `s`.
-#[inline]
-pub(crate) fn refused(s: &RawSqe) -> Option<i32> {
+/// Prep rules 1-4: whether the kernel's prep refuses `s` (with `-EINVAL`). Inline: the
+/// hot pair (a send and a receive, the echo path's two SQEs) is tested here in a few
+/// instructions; every other opcode goes to [`refused_other`].
+#[inline(always)]
+pub(crate) fn refused(s: &RawSqe) -> bool {
+    match s.opcode {
+        // A send's fields are all its own.
+        opcode::Send::CODE => s.ioprio & !SEND_FLAGS != 0,
+        opcode::Recv::CODE => (s.off | s.file_index as u64) != 0 || (s.ioprio != 0 && bad_recv_flags(s, RECV_FLAGS)),
+        _ => refused_other(s),
+    }
+}
+
+/// [`refused`] for every opcode but the hot pair.
+#[inline(never)]
+fn refused_other(s: &RawSqe) -> bool {
     // Field by field as each opcode's prep reads them: `off` is addr2, `op_flags` the
     // rw/msg/fsync/... flags, `file_index` splice_fd_in.
-    let bad = match s.opcode {
-        // The hot pair first (a send's fields are all its own).
-        opcode::Send::CODE => s.ioprio & !SEND_FLAGS != 0,
-        opcode::Recv::CODE => s.off != 0 || s.file_index != 0 || bad_recv_flags(s, RECV_FLAGS),
+    match s.opcode {
         opcode::SendMsg::CODE => s.off != 0 || s.file_index != 0 || s.ioprio & !SENDMSG_FLAGS != 0,
         opcode::RecvMsg::CODE => s.off != 0 || s.file_index != 0 || bad_recv_flags(s, RECVMSG_FLAGS),
         opcode::Read::CODE | opcode::Write::CODE | opcode::Readv::CODE | opcode::Writev::CODE => bad_priority(s.ioprio),
@@ -94,6 +104,5 @@ pub(crate) fn refused(s: &RawSqe) -> Option<i32> {
         }
         opcode::AsyncCancel::CODE => s.off != 0 || s.file_index != 0,
         _ => false,
-    };
-    bad.then_some(-libc::EINVAL)
+    }
 }

@@ -51,7 +51,7 @@ impl Engine {
         for e in &batch {
             let s = RawSqe::view(e);
             let i = self.ops.alloc(s);
-            refused |= prep::refused(s).is_some();
+            refused |= prep::refused(s);
             let links = s.flags & (IOSQE_IO_LINK | IOSQE_IO_HARDLINK) != 0;
             let timed = tail.filter(|&p| self.ops[p].ltimeout.is_none());
             if let (opcode::LinkTimeout::CODE, Some(p)) = (s.opcode, timed) {
@@ -101,7 +101,7 @@ impl Engine {
             for k in core::iter::once(m).chain(timer) {
                 let s = self.ops[k].sqe;
                 if k == head || !silence {
-                    let res = prep::refused(&s).unwrap_or(-libc::ECANCELED);
+                    let res = if prep::refused(&s) { -libc::EINVAL } else { -libc::ECANCELED };
                     self.cq.push_back(super::cqe(s.user_data, res, 0));
                 }
                 self.ops.free(k);

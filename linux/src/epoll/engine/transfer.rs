@@ -6,13 +6,13 @@
 //! Transfer rules (cited as "transfer rule N"):
 //! 1. A plain transfer is a SEND or RECV with no `IOSQE_*` flag but the link ones and
 //!    `IOSQE_CQE_SKIP_SUCCESS`, no multishot or registered buffer (`ioprio` 0), no
-//!    destination address, no `MSG_DONTWAIT` or `MSG_PEEK`, no LINK_TIMEOUT, a length
-//!    above 0 (a transfer of nothing always asks the kernel: readiness rule 3),
+//!    destination address, no `MSG_DONTWAIT` or `MSG_PEEK`, no LINK_TIMEOUT,
 //!    on a descriptor number >= 0. Any other SQE, and any of these with one of those,
 //!    takes the general path; a plain transfer takes this one, at its start and at each
 //!    retry after an event.
 //! 2. It does what the general path does for it, in the same order: a start skips the
-//!    attempt when the descriptor is known not ready (readiness rule 3) and waits; an
+//!    attempt when the descriptor is known not ready and the length is above 0
+//!    (readiness rule 3) and waits; an
 //!    attempt is one `sendto`/`recvfrom` with `MSG_DONTWAIT` (net rule 1; `MSG_WAITALL`
 //!    on a stream goes on until all moved, net rule 4); `EAGAIN` clears
 //!    the direction and waits (readiness rule 2), arming the descriptor at a start (a
@@ -49,7 +49,6 @@ impl Engine {
             && s.off == 0
             && s.op_flags & NOT_PLAIN_MSG == 0
             && s.fd >= 0
-            && s.len != 0
             && op.ltimeout.is_none();
         plain.then_some(send)
     }
@@ -59,7 +58,8 @@ impl Engine {
     pub(super) fn start_transfer(&mut self, i: u32, send: bool) {
         let fd = self.ops[i].sqe.fd;
         let events = if send { ready::OUT } else { ready::IN };
-        if self.ready.must_wait(fd, events) {
+        // A transfer of nothing always asks the kernel (readiness rule 3).
+        if self.ready.must_wait(fd, events) && self.ops[i].sqe.len != 0 {
             self.ready.not_ready(fd, events);
             return self.wait_on(i, fd, events, true);
         }
