@@ -83,7 +83,8 @@ DENIED_SUITES = binary(backend_choice) | binary(ring_fs) | binary(future_parity_
 	| binary(link_chain_dispose) | binary(ring_driver) | binary(net_multishot) | binary(msg_waitall) \
 	| binary(timespec_copy) | binary(hostile_peers) | binary(flags) | binary(mixed_switchers) \
 	| binary(remote_fibers_ring) | binary(stale_handle) | binary(accept_wake) | binary(closed_behind) \
-	| binary(net_skip_pair) | binary(skip_pair_edges) | binary(raw_sqe_skip) | binary(skip_pair_audit) | binary(forgotten_futures)
+	| binary(net_skip_pair) | binary(skip_pair_edges) | binary(raw_sqe_skip) | binary(skip_pair_audit) | binary(forgotten_futures) \
+	| binary(/^liburing_/)
 denied:
 	$(CARGO) build -q -p keel-linux --example deny_io_uring
 	for errno in EPERM ENOSYS; do \
