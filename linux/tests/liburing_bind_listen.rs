@@ -16,38 +16,8 @@ use keel_linux::{RingConfig, RingOp};
 use std::cell::RefCell;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
+use util::raw_sqe::{Sqe, edit};
 use util::{executor, fattrs, run_all, task};
-
-/// `struct io_uring_sqe` field by field (include/uapi/linux/io_uring.h), to set the
-/// fields the `io-uring` crate's builders leave at 0.
-#[repr(C)]
-#[derive(Copy, Clone)]
-struct Sqe {
-    opcode: u8,
-    flags: u8,
-    ioprio: u16,
-    fd: i32,
-    off: u64,
-    addr: u64,
-    len: u32,
-    op_flags: u32,
-    user_data: u64,
-    buf_index: u16,
-    personality: u16,
-    file_index: u32,
-    addr3: u64,
-    pad: u64,
-}
-
-fn edit(e: squeue::Entry, f: impl FnOnce(&mut Sqe)) -> squeue::Entry {
-    const _: () = assert!(size_of::<Sqe>() == size_of::<squeue::Entry>());
-    // SAFETY: `Entry` is `#[repr(C)]` around the kernel's 64-byte `io_uring_sqe`, which
-    // `Sqe` mirrors field by field (every bit pattern valid for both).
-    let mut raw: Sqe = unsafe { core::mem::transmute(e) };
-    f(&mut raw);
-    // SAFETY: as above.
-    unsafe { core::mem::transmute(raw) }
-}
 
 fn v4_any_port() -> libc::sockaddr_in {
     libc::sockaddr_in {

@@ -20,38 +20,7 @@ use keel_linux::fs::FiberFs;
 use keel_linux::{BackendChoice, RingConfig, RingDriver, RingOp};
 use std::cell::RefCell;
 use std::rc::Rc;
-
-/// `struct io_uring_sqe` field by field (include/uapi/linux/io_uring.h).
-#[repr(C)]
-#[derive(Copy, Clone)]
-struct Sqe {
-    opcode: u8,
-    flags: u8,
-    ioprio: u16,
-    fd: i32,
-    off: u64,
-    addr: u64,
-    len: u32,
-    op_flags: u32,
-    user_data: u64,
-    buf_index: u16,
-    personality: u16,
-    file_index: u32,
-    addr3: u64,
-    pad: u64,
-}
-
-fn raw(e: squeue::Entry) -> Sqe {
-    const _: () = assert!(size_of::<Sqe>() == size_of::<squeue::Entry>());
-    // SAFETY: `Entry` is `#[repr(C)]` around the kernel's 64-byte `io_uring_sqe`, which
-    // `Sqe` mirrors field by field (every bit pattern valid for both).
-    unsafe { core::mem::transmute(e) }
-}
-
-fn entry(s: Sqe) -> squeue::Entry {
-    // SAFETY: as in `raw`.
-    unsafe { core::mem::transmute(s) }
-}
+use util::raw_sqe::{Sqe, entry, raw};
 
 /// The memory the SQEs name, alive for the whole test (leaked).
 struct Mem {

@@ -12,6 +12,8 @@ use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 
+pub mod raw_sqe;
+
 pub type Ex = Executor<RingDriver, MmapStacks>;
 
 pub fn task() -> TaskHandle {
