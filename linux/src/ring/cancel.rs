@@ -77,10 +77,7 @@ impl RingDriver {
     /// [`flush_cancels`](Self::flush_cancels) with something queued.
     #[inline(never)]
     fn flush_queued(&mut self) {
-        if self.tail_linked
-            && (self.eventfd_rearm || !self.pending_cancels.is_empty() || !self.pending_closes.is_empty())
-            && !self.submit_queued()
-        {
+        if self.tail_linked && !self.submit_queued() {
             return; // retried at the next enter, which submits the chain first
         }
         while let Some(&index) = self.pending_closes.last() {
